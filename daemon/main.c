@@ -1,0 +1,297 @@
+/* stargzd: the composition root.  Parses flags and the config file, takes the root lock,
+ * opens the socket, optionally daemonizes, then hands everything to the event loop until
+ * SIGTERM/SIGINT. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "daemon/config.h"
+#include "daemon/core/log.h"
+#include "daemon/core/loop.h"
+#include "daemon/process.h"
+
+#define EXIT_USAGE 2
+
+static const char usage_text[] =
+	"Usage: stargzd [OPTIONS]\n"
+	"\n"
+	"Lazy-pulling containerd snapshotter for eStargz images.\n"
+	"\n"
+	"Options:\n"
+	"  -f, --foreground       stay in the foreground, log to stderr (for debugging and\n"
+	"                         for service managers)\n"
+	"  -r, --root DIR         state and cache directory (default " SG_DEFAULT_ROOT ")\n"
+	"  -a, --address SOCK     unix socket containerd connects to\n"
+	"                         (default " SG_DEFAULT_ADDRESS ")\n"
+	"  -l, --log-level LEVEL  error, warn, info, debug or trace (default info)\n"
+	"  -c, --config FILE      config file (default " SG_DEFAULT_CONFIG " if it exists)\n"
+	"  -h, --help             show this help\n"
+	"  -V, --version          show the version\n"
+	"\n"
+	"containerd config (/etc/containerd/config.toml):\n"
+	"  [proxy_plugins.stargz]\n"
+	"    type = \"snapshot\"\n"
+	"    address = \"" SG_DEFAULT_ADDRESS "\"\n";
+
+struct daemon {
+	struct sg_config cfg;
+	struct sg_loop *loop;
+	int lock_fd;
+	int listen_fd;
+	struct sg_op accept_op;
+	int stop_signal;
+};
+
+static void on_stop_signal(struct sg_loop *loop, int signo, void *userdata)
+{
+	struct daemon *d = userdata;
+
+	d->stop_signal = signo;
+	sg_info("received %s, stopping", strsignal(signo));
+	sg_loop_stop(loop);
+}
+
+static void on_accept(struct sg_op *op);
+
+static void arm_accept(struct daemon *d)
+{
+	int r = sg_accept(d->loop, &d->accept_op, d->listen_fd, NULL, NULL,
+			  SOCK_CLOEXEC | SOCK_NONBLOCK, on_accept);
+	if (r < 0 && r != -ECANCELED)
+		sg_error("cannot accept on %s: %s", d->cfg.address, strerror(-r));
+}
+
+static void on_accept(struct sg_op *op)
+{
+	struct daemon *d = op->data;
+
+	if (op->res == -ECANCELED)
+		return;
+	if (op->res < 0) {
+		sg_warn("accept on %s: %s", d->cfg.address, strerror(-op->res));
+	} else {
+		/* The snapshot RPC service (containerd's proxy plugin protocol) is not part of this
+		 * build yet: refuse the connection at once rather than leave the client hanging. */
+		sg_warn("snapshot RPC service not available yet; closing client connection");
+		close(op->res);
+	}
+	arm_accept(d);
+}
+
+static int parse_args(int argc, char **argv, struct sg_config *cfg)
+{
+	static const struct option opts[] = {
+		{ "foreground", no_argument, NULL, 'f' },
+		{ "root", required_argument, NULL, 'r' },
+		{ "address", required_argument, NULL, 'a' },
+		{ "log-level", required_argument, NULL, 'l' },
+		{ "config", required_argument, NULL, 'c' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ 0 },
+	};
+	const char *root = NULL, *address = NULL, *level = NULL, *config = NULL;
+	bool foreground = false;
+	char err[PATH_MAX + 128];
+	int c, r;
+
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":fr:a:l:c:hV", opts, NULL)) != -1) {
+		switch (c) {
+		case 'f': foreground = true; break;
+		case 'r': root = optarg; break;
+		case 'a': address = optarg; break;
+		case 'l': level = optarg; break;
+		case 'c': config = optarg; break;
+		case 'h':
+			fputs(usage_text, stdout);
+			exit(EXIT_SUCCESS);
+		case 'V':
+			printf("stargzd %s\n", STARGZD_VERSION);
+			exit(EXIT_SUCCESS);
+		case ':':
+			fprintf(stderr, "stargzd: option %s needs a value (see --help)\n", argv[optind - 1]);
+			return -EINVAL;
+		default:
+			if (optopt)
+				fprintf(stderr, "stargzd: unknown option -%c (see --help)\n", optopt);
+			else
+				fprintf(stderr, "stargzd: unknown option %s (see --help)\n", argv[optind - 1]);
+			return -EINVAL;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "stargzd: unexpected argument \"%s\" (see --help)\n", argv[optind]);
+		return -EINVAL;
+	}
+
+	sg_config_defaults(cfg);
+	r = sg_config_load(cfg, config ? config : SG_DEFAULT_CONFIG, err, sizeof(err));
+	if (r < 0 && !(r == -ENOENT && !config)) {
+		fprintf(stderr, "stargzd: %s\n", err);
+		return r;
+	}
+	if (root)
+		snprintf(cfg->root, sizeof(cfg->root), "%s", root);
+	if (address)
+		snprintf(cfg->address, sizeof(cfg->address), "%s", address);
+	if (level) {
+		r = sg_log_level_from_string(level);
+		if (r < 0) {
+			fprintf(stderr, "stargzd: unknown log level \"%s\" (error, warn, info, debug, trace)\n",
+				level);
+			return r;
+		}
+		cfg->log_level = (enum sg_log_level)r;
+	}
+	cfg->foreground = foreground;
+	if (cfg->root[0] == '\0' || cfg->address[0] == '\0') {
+		fprintf(stderr, "stargzd: root and address must not be empty\n");
+		return -EINVAL;
+	}
+	if (cfg->root[0] != '/') {
+		/* The daemon chdirs to / when it detaches; relative paths would move. */
+		char abs[PATH_MAX];
+		if (!getcwd(abs, sizeof(abs)) ||
+		    snprintf(abs + strlen(abs), sizeof(abs) - strlen(abs), "/%s", cfg->root) >=
+			    (int)(sizeof(abs) - strlen(abs))) {
+			fprintf(stderr, "stargzd: root path too long\n");
+			return -ENAMETOOLONG;
+		}
+		snprintf(cfg->root, sizeof(cfg->root), "%s", abs);
+	}
+	return 0;
+}
+
+/* Detaches from the terminal.  The parent stays until the child reports that it is
+ * serving (or why it failed), so `stargzd` returns non-zero when startup fails. */
+static int daemonize(const char *root, int *ret_notify_fd)
+{
+	int pipefd[2];
+	char logpath[PATH_MAX];
+	pid_t pid;
+
+	if (pipe2(pipefd, O_CLOEXEC) < 0)
+		return -errno;
+	pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid > 0) {
+		char status = 1;
+		close(pipefd[1]);
+		if (read(pipefd[0], &status, 1) != 1)
+			status = 1;
+		_exit(status == 0 ? EXIT_SUCCESS : EXIT_FAILURE);
+	}
+	close(pipefd[0]);
+	if (setsid() < 0)
+		return -errno;
+	if (snprintf(logpath, sizeof(logpath), "%s/stargzd.log", root) >= (int)sizeof(logpath))
+		return -ENAMETOOLONG;
+	int logfd = open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	int nullfd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (logfd < 0 || nullfd < 0)
+		return -errno;
+	dup2(nullfd, STDIN_FILENO);
+	dup2(nullfd, STDOUT_FILENO);
+	dup2(logfd, STDERR_FILENO);
+	close(nullfd);
+	close(logfd);
+	if (chdir("/") < 0)
+		return -errno;
+	*ret_notify_fd = pipefd[1];
+	return 0;
+}
+
+static void notify_parent(int *fd, char status)
+{
+	if (*fd < 0)
+		return;
+	(void)!write(*fd, &status, 1);
+	close(*fd);
+	*fd = -1;
+}
+
+int main(int argc, char **argv)
+{
+	struct daemon d = { .lock_fd = -1, .listen_fd = -1 };
+	char err[PATH_MAX + 256];
+	int notify_fd = -1, r, exit_code = EXIT_FAILURE;
+	sigset_t stop_set;
+
+	if (parse_args(argc, argv, &d.cfg) < 0)
+		return EXIT_USAGE;
+	sg_log_set_level(d.cfg.log_level);
+	signal(SIGPIPE, SIG_IGN);
+
+	r = sg_root_lock(d.cfg.root, &d.lock_fd, err, sizeof(err));
+	if (r < 0) {
+		fprintf(stderr, "stargzd: %s\n", err);
+		return EXIT_FAILURE;
+	}
+	r = sg_listen_unix(d.cfg.address, &d.listen_fd, err, sizeof(err));
+	if (r < 0) {
+		fprintf(stderr, "stargzd: %s\n", err);
+		goto out;
+	}
+	if (!d.cfg.foreground) {
+		r = daemonize(d.cfg.root, &notify_fd);
+		if (r < 0) {
+			sg_error("cannot daemonize: %s", strerror(-r));
+			goto out;
+		}
+	}
+	(void)sg_root_lock_write_pid(d.lock_fd, getpid());
+
+	r = sg_loop_new(NULL, &d.loop);
+	if (r < 0) {
+		sg_error("cannot create the io_uring event loop: %s", strerror(-r));
+		goto out;
+	}
+	sigemptyset(&stop_set);
+	sigaddset(&stop_set, SIGTERM);
+	sigaddset(&stop_set, SIGINT);
+	r = sg_loop_watch_signals(d.loop, &stop_set, on_stop_signal, &d);
+	if (r < 0) {
+		sg_error("cannot watch signals: %s", strerror(-r));
+		goto out;
+	}
+	sg_op_init(&d.accept_op);
+	d.accept_op.data = &d;
+	arm_accept(&d);
+
+	sg_info("stargzd %s serving on %s, root %s (pid %ld)", STARGZD_VERSION, d.cfg.address,
+		d.cfg.root, (long)getpid());
+	notify_parent(&notify_fd, 0);
+
+	r = sg_loop_run(d.loop);
+	if (r < 0) {
+		sg_error("event loop failed: %s", strerror(-r));
+		goto out;
+	}
+	r = sg_loop_drain(d.loop, 5000);
+	if (r < 0)
+		sg_warn("some operations did not finish within 5 s of stopping");
+	exit_code = EXIT_SUCCESS;
+	sg_info("stopped");
+out:
+	notify_parent(&notify_fd, 1);
+	if (d.listen_fd >= 0) {
+		close(d.listen_fd);
+		unlink(d.cfg.address);
+	}
+	/* Ops still in the kernel would point into freed memory: only free a drained loop. */
+	if (d.loop && sg_loop_pending(d.loop) == 0)
+		sg_loop_free(d.loop);
+	if (d.lock_fd >= 0)
+		close(d.lock_fd);
+	return exit_code;
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs every Debian package that stargzd's build, tests and benchmarks need.
+# Idempotent: when every package is already installed it does nothing (no apt-get update, no network).
+# Keep the BUILD list in sync with the Dockerfile's build stage and RUNTIME with its final stage.
+set -euo pipefail
+
+BUILD=(
+  build-essential pkg-config
+  liburing-dev libfuse3-dev libdeflate-dev libbearssl-dev
+  libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev
+  libnghttp2-dev libsqlite3-dev nettle-dev libyajl-dev
+)
+RUNTIME=(fuse3)
+TEST=(
+  clang libclang-rt-14-dev   # ASan/UBSan runtime for clang, libFuzzer
+  python3 procps util-linux iproute2 openssl curl
+)
+
+want=("${BUILD[@]}" "${RUNTIME[@]}" "${TEST[@]}")
+case "${1:-}" in
+  --print) printf '%s\n' "${want[@]}"; exit 0 ;;
+esac
+
+missing=()
+for p in "${want[@]}"; do
+  # dpkg-query prints "install ok installed" only for fully installed packages.
+  if [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" != "install ok installed" ]]; then
+    missing+=("$p")
+  fi
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "install-deps: missing packages: ${missing[*]} (run as root to install them)" >&2
+  exit 1
+fi
+echo "install-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
