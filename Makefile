@@ -13,7 +13,7 @@ WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototyp
            -Wno-unused-parameter
 CFLAGS_COMMON := -std=gnu11 -g -pipe -fPIE -fstack-protector-strong $(WARN) \
            -D_GNU_SOURCE -DSTARGZD_VERSION='"$(VERSION)"' \
-           -I. -I$(BUILD) -I/usr/include/bearssl $(shell pkg-config --cflags fuse3 2>/dev/null)
+           -I. -I$(BUILD)/proto -I/usr/include/bearssl $(shell pkg-config --cflags fuse3 2>/dev/null)
 ifeq ($(FUZZ),1)
   # libFuzzer build (clang): the library is instrumented for coverage, the targets link the driver.
   CFLAGS_OPT := -O1 -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined
@@ -37,7 +37,15 @@ FS_SRCS     := $(wildcard fs/*.c)
 NET_SRCS    := $(wildcard net/*.c)
 DAEMON_SRCS := $(filter-out daemon/main.c,$(wildcard daemon/*.c))
 LIB_SRCS    := $(CORE_SRCS) $(FS_SRCS) $(NET_SRCS) $(DAEMON_SRCS)
-LIB_OBJS    := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+
+# protobuf-c code is generated at build time into $(BUILD)/proto, never committed: our
+# containerd .proto files plus the well-known types they import.
+PROTO_OURS  := $(shell find proto -name '*.proto')
+PROTO_WKT   := google/protobuf/empty.proto google/protobuf/field_mask.proto google/protobuf/timestamp.proto
+PROTO_GEN_C := $(PROTO_OURS:proto/%.proto=$(BUILD)/proto/%.pb-c.c) $(PROTO_WKT:%.proto=$(BUILD)/proto/%.pb-c.c)
+PROTO_GEN_H := $(PROTO_GEN_C:.c=.h)
+PROTO_OBJS  := $(PROTO_GEN_C:.c=.o)
+LIB_OBJS    := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(PROTO_OBJS)
 
 TOOL_SRCS   := $(wildcard tools/*.c)
 TOOLS       := $(TOOL_SRCS:tools/%.c=$(BUILD)/tools/%)
@@ -53,7 +61,23 @@ all: $(BUILD)/stargzd $(TOOLS)
 deps:
 	@tools/install-deps.sh
 
-$(BUILD)/%.o: %.c
+$(BUILD)/proto/%.pb-c.c $(BUILD)/proto/%.pb-c.h: proto/%.proto
+	@mkdir -p $(BUILD)/proto
+	protoc-c --c_out=$(BUILD)/proto -Iproto -I/usr/include $<
+
+$(BUILD)/proto/google/%.pb-c.c $(BUILD)/proto/google/%.pb-c.h: /usr/include/google/%.proto
+	@mkdir -p $(BUILD)/proto
+	protoc-c --c_out=$(BUILD)/proto -I/usr/include $<
+
+# Keep the generated sources (make would delete them as intermediate files).
+.SECONDARY: $(PROTO_GEN_C) $(PROTO_GEN_H)
+
+# Generated code: same flags, but its style is protoc-c's, not ours.
+$(BUILD)/proto/%.pb-c.o: $(BUILD)/proto/%.pb-c.c $(PROTO_GEN_H)
+	$(CC) $(CFLAGS) -Wno-missing-prototypes -Wno-shadow -c -o $@ $<
+
+# Every object may include generated headers: generate them first.
+$(BUILD)/%.o: %.c | $(PROTO_GEN_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
 

@@ -16,7 +16,10 @@
 #include "daemon/config.h"
 #include "daemon/core/log.h"
 #include "daemon/core/loop.h"
+#include "daemon/grpc.h"
 #include "daemon/process.h"
+#include "daemon/snapshot.h"
+#include "daemon/snapshot_rpc.h"
 
 #define EXIT_USAGE 2
 
@@ -44,10 +47,12 @@ static const char usage_text[] =
 struct daemon {
 	struct sg_config cfg;
 	struct sg_loop *loop;
+	struct sg_snapshots *snapshots;
+	struct sg_grpc_server *server;
 	int lock_fd;
 	int listen_fd;
-	struct sg_op accept_op;
 	int stop_signal;
+	bool server_done;
 };
 
 static void on_stop_signal(struct sg_loop *loop, int signo, void *userdata)
@@ -59,31 +64,10 @@ static void on_stop_signal(struct sg_loop *loop, int signo, void *userdata)
 	sg_loop_stop(loop);
 }
 
-static void on_accept(struct sg_op *op);
-
-static void arm_accept(struct daemon *d)
+static void on_server_done(void *userdata)
 {
-	int r = sg_accept(d->loop, &d->accept_op, d->listen_fd, NULL, NULL,
-			  SOCK_CLOEXEC | SOCK_NONBLOCK, on_accept);
-	if (r < 0 && r != -ECANCELED)
-		sg_error("cannot accept on %s: %s", d->cfg.address, strerror(-r));
-}
-
-static void on_accept(struct sg_op *op)
-{
-	struct daemon *d = op->data;
-
-	if (op->res == -ECANCELED)
-		return;
-	if (op->res < 0) {
-		sg_warn("accept on %s: %s", d->cfg.address, strerror(-op->res));
-	} else {
-		/* The snapshot RPC service (containerd's proxy plugin protocol) is not part of this
-		 * build yet: refuse the connection at once rather than leave the client hanging. */
-		sg_warn("snapshot RPC service not available yet; closing client connection");
-		close(op->res);
-	}
-	arm_accept(d);
+	struct daemon *d = userdata;
+	d->server_done = true;
 }
 
 static int parse_args(int argc, char **argv, struct sg_config *cfg)
@@ -237,6 +221,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "stargzd: %s\n", err);
 		return EXIT_FAILURE;
 	}
+	r = sg_snapshots_open(d.cfg.root, &d.snapshots, err, sizeof(err));
+	if (r < 0) {
+		fprintf(stderr, "stargzd: %s\n", err);
+		goto out;
+	}
 	r = sg_listen_unix(d.cfg.address, &d.listen_fd, err, sizeof(err));
 	if (r < 0) {
 		fprintf(stderr, "stargzd: %s\n", err);
@@ -264,9 +253,12 @@ int main(int argc, char **argv)
 		sg_error("cannot watch signals: %s", strerror(-r));
 		goto out;
 	}
-	sg_op_init(&d.accept_op);
-	d.accept_op.data = &d;
-	arm_accept(&d);
+	r = sg_grpc_server_new(d.loop, d.listen_fd, sg_snapshot_methods, sg_snapshot_methods_count,
+			       NULL, d.snapshots, &d.server);
+	if (r < 0) {
+		sg_error("cannot start the snapshot service: %s", strerror(-r));
+		goto out;
+	}
 
 	sg_info("stargzd %s serving on %s, root %s (pid %ld)", STARGZD_VERSION, d.cfg.address,
 		d.cfg.root, (long)getpid());
@@ -277,6 +269,11 @@ int main(int argc, char **argv)
 		sg_error("event loop failed: %s", strerror(-r));
 		goto out;
 	}
+	/* Stop accepting, let in-flight calls finish, close connections; then cancel the rest. */
+	sg_grpc_server_shutdown(d.server, on_server_done, &d);
+	for (uint64_t end = sg_now_ns() + 5000000000ull; !d.server_done && sg_now_ns() < end;)
+		if (sg_loop_run_once(d.loop, 100) < 0)
+			break;
 	r = sg_loop_drain(d.loop, 5000);
 	if (r < 0)
 		sg_warn("some operations did not finish within 5 s of stopping");
@@ -289,8 +286,11 @@ out:
 		unlink(d.cfg.address);
 	}
 	/* Ops still in the kernel would point into freed memory: only free a drained loop. */
-	if (d.loop && sg_loop_pending(d.loop) == 0)
+	if (d.loop && sg_loop_pending(d.loop) == 0) {
+		sg_grpc_server_free(d.server);
 		sg_loop_free(d.loop);
+	}
+	sg_snapshots_close(d.snapshots);
 	if (d.lock_fd >= 0)
 		close(d.lock_fd);
 	return exit_code;

@@ -14,6 +14,12 @@ RUNTIME=(fuse3)
 TEST=(
   clang libclang-rt-14-dev   # ASan/UBSan runtime for clang, libFuzzer
   python3 procps util-linux iproute2 openssl curl
+  python3-grpcio            # an independent gRPC client for tests/integration/grpc_python.sh
+  containerd runc docker-registry skopeo busybox-static   # the real stack the e2e tests drive
+  tar gzip golang-go golang-github-containerd-stargz-snapshotter-dev   # stargzify tests: reference helper
+  debootstrap hyperfine   # tools/bench/stargzify.sh
+  libcjson-dev libjansson-dev   # tools/bench/toc-load.sh: the JSON library comparison
+  apache2-utils   # htpasswd -B for tests/integration/registry.sh (Basic auth)
 )
 
 want=("${BUILD[@]}" "${RUNTIME[@]}" "${TEST[@]}")

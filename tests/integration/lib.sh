@@ -12,7 +12,10 @@ _pids=()
 
 _cleanup() {
   local p
+  exec 2>/dev/null   # no "Killed" notices for the daemons we stop here
   for p in "${_pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
+  # Children of spawned daemons (containerd shims, ...) carry $WORK in their command line.
+  pkill -KILL -f -- "$WORK/" 2>/dev/null
   wait 2>/dev/null
   # Anything a test mounted under $WORK goes before the directory does.
   grep -o " $WORK[^ ]*" /proc/mounts 2>/dev/null | sort -r | while read -r m; do umount -l "$m"; done
@@ -55,7 +58,7 @@ wait_exit() {
     if [[ $SECONDS -ge $end ]]; then kill -KILL "$pid"; wait "$pid" 2>/dev/null; EXIT_CODE=137; return 1; fi
     sleep 0.05
   done
-  wait "$pid"
+  { wait "$pid"; } 2>/dev/null
   EXIT_CODE=$?
   return 0
 }

@@ -1,0 +1,81 @@
+/* Remote (lazily pulled) layers: from the labels containerd passes on an unpack Prepare to a
+ * FUSE mount of the layer.
+ *
+ * The labels name the image (containerd.io/snapshot/remote/stargz.reference, or the CRI
+ * plugin's containerd.io/snapshot/cri.image-ref), the layer (…/stargz.digest or
+ * cri.layer-digest) and the TOC digest the publisher signed off
+ * (containerd.io/snapshot/stargz/toc.digest).  A blob opener (net/'s registry client, wired
+ * in by main.c) gives a range source for the layer blob; the TOC is fetched and verified,
+ * and the layer is mounted with its chunk cache under ROOT/cache/<layer digest>/.
+ *
+ * Everything completes on the loop; mounting itself is the one blocking call. */
+#ifndef STARGZD_REMOTE_H
+#define STARGZD_REMOTE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "daemon/meta.h"
+
+struct sg_loop;
+struct sg_range_source;
+struct sg_remote;
+
+#define SG_LABEL_TARGET "containerd.io/snapshot.ref"
+#define SG_LABEL_REMOTE "containerd.io/snapshot/remote"
+#define SG_LABEL_REMOTE_VALUE "remote snapshot"
+#define SG_LABEL_REF "containerd.io/snapshot/remote/stargz.reference"
+#define SG_LABEL_DIGEST "containerd.io/snapshot/remote/stargz.digest"
+#define SG_LABEL_LAYERS "containerd.io/snapshot/remote/stargz.layers"
+#define SG_LABEL_SKIPVERIFY "containerd.io/snapshot/remote/stargz.skipverify"
+#define SG_LABEL_TOC_DIGEST "containerd.io/snapshot/stargz/toc.digest"
+#define SG_LABEL_CRI_REF "containerd.io/snapshot/cri.image-ref"
+#define SG_LABEL_CRI_DIGEST "containerd.io/snapshot/cri.layer-digest"
+#define SG_LABEL_CRI_LAYERS "containerd.io/snapshot/cri.image-layers"
+
+typedef void (*sg_blob_open_cb)(void *userdata, int res, struct sg_range_source *src,
+				const char *err);
+
+/* Where layer blobs come from.  open() resolves `ref` (an image reference) and `digest` (a
+ * layer) to a range source and calls cb once from the loop (res < 0: err says why). */
+struct sg_blob_opener {
+	int (*open)(void *ctx, const char *ref, const char *digest, sg_blob_open_cb cb,
+		    void *userdata);
+	void *ctx;
+};
+
+struct sg_remote_config {
+	const char *cache_root;       /* ROOT/cache */
+	bool prefetch;
+	bool background_fetch;
+	bool allow_skip_verify;       /* honour the skipverify label / missing TOC digests */
+};
+
+/* What the labels say about a layer; remote_layer_info() fills it when they suffice. */
+struct sg_remote_layer {
+	const char *ref;
+	const char *digest;
+	const char *toc_digest;       /* NULL when the image gave none */
+	bool skip_verify;
+};
+
+/* True when the labels identify a layer that could be mounted lazily. */
+bool sg_remote_layer_info(const struct sg_label *labels, size_t n, struct sg_remote_layer *ret);
+
+int sg_remote_new(struct sg_loop *loop, const struct sg_remote_config *config,
+		  const struct sg_blob_opener *opener, struct sg_remote **ret);
+void sg_remote_free(struct sg_remote *r);
+
+/* Mounts the layer at mountpoint; cb(userdata, 0 or -errno, message) runs once from the
+ * loop.  `key` identifies the mount for sg_remote_unmount (the snapshot id). */
+typedef void (*sg_remote_cb)(void *userdata, int res, const char *err);
+int sg_remote_mount(struct sg_remote *r, int64_t key, const char *mountpoint,
+		    const struct sg_remote_layer *layer, sg_remote_cb cb, void *userdata);
+/* Unmounts (if mounted) and releases the layer; cb runs once from the loop. */
+void sg_remote_unmount(struct sg_remote *r, int64_t key, sg_remote_cb cb, void *userdata);
+bool sg_remote_is_mounted(struct sg_remote *r, int64_t key);
+/* Unmounts everything (shutdown); cb once all is released. */
+void sg_remote_shutdown(struct sg_remote *r, void (*cb)(void *userdata), void *userdata);
+
+#endif

@@ -1,0 +1,94 @@
+/* Snapshot semantics, identical to containerd's overlayfs snapshotter: active, view and
+ * committed snapshots in parent chains under ROOT/snapshots/<id>/{fs,work}, with metadata in
+ * SQLite (daemon/meta.h).  Synchronous: each call is one SQLite transaction plus the
+ * directory work it needs, ordered so that a crash at any point leaves metadata and disk
+ * consistent or repairable at the next start (sg_snapshots_open removes what no metadata
+ * references).
+ *
+ * Errors are negative errno values with a message in err:
+ *   -ENOENT    not found                  -> gRPC NotFound
+ *   -EEXIST    name taken                 -> AlreadyExists
+ *   -EINVAL    bad argument               -> InvalidArgument
+ *   -EBUSY     wrong kind / has children  -> FailedPrecondition
+ *   others                                -> Internal
+ */
+#ifndef STARGZD_SNAPSHOT_H
+#define STARGZD_SNAPSHOT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "daemon/meta.h"
+
+#define SG_LABEL_MAX 4096   /* containerd's limit on one label's key + value */
+
+struct sg_snapshots;
+
+struct sg_mount {
+	char *type;
+	char *source;
+	char **options;
+	size_t n_options;
+};
+
+struct sg_mounts {
+	struct sg_mount *m;
+	size_t n;
+};
+
+void sg_mounts_clear(struct sg_mounts *m);
+
+/* Opens (creating if needed) ROOT/metadata.db and ROOT/snapshots, and repairs what a crash
+ * may have left: half-created and half-removed directories. */
+int sg_snapshots_open(const char *root, struct sg_snapshots **ret, char *err, size_t errlen);
+void sg_snapshots_close(struct sg_snapshots *s);
+
+int sg_snapshots_prepare(struct sg_snapshots *s, enum sg_snap_kind kind, const char *key,
+			 const char *parent, const struct sg_label *labels, size_t n_labels,
+			 struct sg_mounts *ret, char *err, size_t errlen);
+int sg_snapshots_mounts(struct sg_snapshots *s, const char *key, struct sg_mounts *ret,
+			char *err, size_t errlen);
+int sg_snapshots_commit(struct sg_snapshots *s, const char *name, const char *key,
+			const struct sg_label *labels, size_t n_labels, char *err, size_t errlen);
+int sg_snapshots_remove(struct sg_snapshots *s, const char *key, char *err, size_t errlen);
+int sg_snapshots_stat(struct sg_snapshots *s, const char *key, struct sg_snap *ret, char *err,
+		      size_t errlen);
+/* paths: "labels" or "labels.KEY" (none = all mutable fields, i.e. labels). */
+int sg_snapshots_update(struct sg_snapshots *s, const char *name, const struct sg_label *labels,
+			size_t n_labels, const char *const *paths, size_t n_paths,
+			struct sg_snap *ret, char *err, size_t errlen);
+/* Calls fn for each snapshot matching the filters (containerd syntax, OR-ed). */
+int sg_snapshots_list(struct sg_snapshots *s, const char *const *filters, size_t n_filters,
+		      int (*fn)(const struct sg_snap *snap, void *userdata), void *userdata,
+		      char *err, size_t errlen);
+int sg_snapshots_usage(struct sg_snapshots *s, const char *key, int64_t *ret_size,
+		       int64_t *ret_inodes, char *err, size_t errlen);
+/* Removes directories under ROOT/snapshots that no snapshot references. */
+int sg_snapshots_cleanup(struct sg_snapshots *s, char *err, size_t errlen);
+
+/* ---- remote (lazily mounted) snapshots ----
+ * A remote Prepare reserves a committed snapshot under the target name (hidden from Stat
+ * and List while SG_SNAP_REMOTE_MOUNTING), mounts the layer at its fs/ directory, then marks
+ * it ready — or aborts, removing row and directory.  Labels get SG_SNAP_REMOTE_LABEL. */
+#define SG_SNAP_REMOTE_LABEL "containerd.io/snapshot/remote"
+#define SG_SNAP_REMOTE_LABEL_VALUE "remote snapshot"
+
+/* Lets build_mounts refuse (-EAGAIN) a chain whose remote layer is not mounted now. */
+void sg_snapshots_set_remote_check(struct sg_snapshots *s, bool (*mounted)(void *ctx, int64_t id),
+				   void *ctx);
+/* ROOT/snapshots/<id>/fs */
+void sg_snapshots_path(const struct sg_snapshots *s, int64_t id, char *buf, size_t len);
+int sg_snapshots_remote_reserve(struct sg_snapshots *s, const char *target, const char *parent,
+				const struct sg_label *labels, size_t n_labels, int64_t *ret_id,
+				char *err, size_t errlen);
+int sg_snapshots_remote_ready(struct sg_snapshots *s, int64_t id, char *err, size_t errlen);
+int sg_snapshots_remote_abort(struct sg_snapshots *s, int64_t id, char *err, size_t errlen);
+/* Every ready remote snapshot (to mount again after a restart). */
+int sg_snapshots_foreach_remote(struct sg_snapshots *s,
+				int (*fn)(const struct sg_snap *snap, void *userdata), void *userdata);
+
+/* Checks labels against containerd's limits: -EINVAL with a message. */
+int sg_labels_validate(const struct sg_label *labels, size_t n, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,650 @@
+/* eStargz footers, the TOC member, loading (in memory and through a range source) and
+ * chunk verification.  The JSON and the index are in toc.c. */
+#include "fs/estargz.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/core/loop.h"
+#include "fs/gz.h"
+#include "fs/mem.h"
+#include "fs/range_source.h"
+
+/* From toc.c. */
+int sg_esgz_fail(struct sg_esgz_error *err, int code, int errnum, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+void sg_toc_set_digest(struct sg_toc *t, const struct sg_digest *d, bool verified);
+
+#define ZSTD_CHUNKED_MAGIC "GnUlInUx"
+#define EXTERNAL_TOC_MAGIC "STARGZEXTERNALTOC"
+/* The tar header, its padding and the two end-of-archive blocks around the JSON. */
+#define TOC_TAR_OVERHEAD (512 + 512 + 1024 + 512 * 4)
+
+static void clear_err(struct sg_esgz_error *err)
+{
+	if (err)
+		*err = (struct sg_esgz_error){ 0 };
+}
+
+/* ---- footer ---- */
+
+static bool hex16(const uint8_t *s, uint64_t *ret)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 16; i++) {
+		uint8_t c = s[i];
+		unsigned d;
+		if (c >= '0' && c <= '9')
+			d = c - '0';
+		else if (c >= 'a' && c <= 'f')
+			d = c - 'a' + 10;
+		else if (c >= 'A' && c <= 'F')
+			d = c - 'A' + 10;
+		else
+			return false;
+		v = v << 4 | d;
+	}
+	*ret = v;
+	return true;
+}
+
+/* An empty gzip member whose only header extra is `xlen` bytes; returns the extra. */
+static const uint8_t *footer_extra(const uint8_t *f, size_t size, unsigned xlen)
+{
+	if (f[0] != 0x1f || f[1] != 0x8b || f[2] != 8 || f[3] != 0x04)
+		return NULL;
+	if ((unsigned)(f[10] | f[11] << 8) != xlen || 12 + xlen + 13 != size)
+		return NULL;
+	/* CRC32 and ISIZE of an empty member are zero. */
+	static const uint8_t zero[8];
+	if (memcmp(f + size - 8, zero, 8) != 0)
+		return NULL;
+	return f + 12;
+}
+
+int sg_esgz_parse_footer(const void *tail, size_t tail_len, uint64_t blob_size,
+			 struct sg_esgz_footer *ret, struct sg_esgz_error *reterr)
+{
+	const uint8_t *t = tail, *end;
+	const uint8_t *x;
+	uint64_t off = 0;
+	size_t fsize = 0;
+	int format = 0;
+
+	clear_err(reterr);
+	if (!ret || (!tail && tail_len) || tail_len > blob_size)
+		return -EINVAL;
+	end = t + tail_len;
+	if (tail_len >= 8 && memcmp(end - 8, ZSTD_CHUNKED_MAGIC, 8) == 0)
+		return sg_esgz_fail(reterr, SG_ESGZ_E_UNSUPPORTED, EOPNOTSUPP,
+				    "zstd:chunked layers are not supported");
+	size_t look = tail_len < 80 ? tail_len : 80;
+	if (look && memmem(end - look, look, EXTERNAL_TOC_MAGIC, strlen(EXTERNAL_TOC_MAGIC)))
+		return sg_esgz_fail(reterr, SG_ESGZ_E_UNSUPPORTED, EOPNOTSUPP,
+				    "eStargz with an external TOC is not supported");
+	if (tail_len >= SG_ESGZ_FOOTER_SIZE &&
+	    (x = footer_extra(end - SG_ESGZ_FOOTER_SIZE, SG_ESGZ_FOOTER_SIZE, 26)) &&
+	    x[0] == 'S' && x[1] == 'G' && x[2] == 22 && x[3] == 0 &&
+	    memcmp(x + 20, "STARGZ", 6) == 0) {
+		if (!hex16(x + 4, &off))
+			return sg_esgz_fail(reterr, SG_ESGZ_E_FOOTER, EBADMSG,
+					    "eStargz footer has a malformed TOC offset");
+		format = SG_ESGZ_FORMAT_ESTARGZ;
+		fsize = SG_ESGZ_FOOTER_SIZE;
+	} else if (tail_len >= SG_ESGZ_LEGACY_FOOTER_SIZE &&
+		   (x = footer_extra(end - SG_ESGZ_LEGACY_FOOTER_SIZE,
+				     SG_ESGZ_LEGACY_FOOTER_SIZE, 22)) &&
+		   memcmp(x + 16, "STARGZ", 6) == 0) {
+		if (!hex16(x, &off))
+			return sg_esgz_fail(reterr, SG_ESGZ_E_FOOTER, EBADMSG,
+					    "stargz footer has a malformed TOC offset");
+		format = SG_ESGZ_FORMAT_LEGACY;
+		fsize = SG_ESGZ_LEGACY_FOOTER_SIZE;
+	} else {
+		if (blob_size < SG_ESGZ_LEGACY_FOOTER_SIZE)
+			return sg_esgz_fail(reterr, SG_ESGZ_E_FOOTER, EBADMSG,
+					    "blob of %llu bytes is too small for a footer",
+					    (unsigned long long)blob_size);
+		return sg_esgz_fail(reterr, SG_ESGZ_E_FOOTER, EBADMSG,
+				    "no eStargz or stargz footer: not a seekable layer");
+	}
+	/* The TOC member needs at least an empty gzip member's 18 bytes. */
+	if (off > blob_size - fsize || blob_size - fsize - off < 18)
+		return sg_esgz_fail(reterr, SG_ESGZ_E_TOC_OFFSET, ERANGE,
+				    "TOC offset %llu is outside the blob of %llu bytes",
+				    (unsigned long long)off, (unsigned long long)blob_size);
+	*ret = (struct sg_esgz_footer){ .format = format, .toc_offset = off,
+					.toc_end = blob_size - fsize };
+	return 0;
+}
+
+/* ---- the TOC member ---- */
+
+static bool tar_octal(const uint8_t *f, size_t n, uint64_t *ret)
+{
+	uint64_t v = 0;
+	size_t i = 0;
+
+	if (f[0] & 0x80) {
+		/* base-256 (GNU): big-endian, top bit is the marker */
+		if (f[0] & 0x40)
+			return false;   /* negative */
+		v = f[0] & 0x3f;
+		for (i = 1; i < n; i++) {
+			if (v >> 55)
+				return false;
+			v = v << 8 | f[i];
+		}
+		*ret = v;
+		return true;
+	}
+	while (i < n && (f[i] == ' ' || f[i] == 0))
+		i++;
+	for (; i < n && f[i] >= '0' && f[i] <= '7'; i++) {
+		if (v >> 60)
+			return false;
+		v = v << 3 | (uint64_t)(f[i] - '0');
+	}
+	for (; i < n; i++)
+		if (f[i] != ' ' && f[i] != 0)
+			return false;
+	*ret = v;
+	return true;
+}
+
+static bool tar_checksum_ok(const uint8_t *h)
+{
+	uint64_t want;
+	unsigned sum = 0;
+
+	if (!tar_octal(h + 148, 8, &want))
+		return false;
+	for (int i = 0; i < 512; i++)
+		sum += (i >= 148 && i < 156) ? ' ' : h[i];
+	return sum == want;
+}
+
+/* Finds the JSON inside the decompressed member: a tar entry named stargz.index.json,
+ * possibly after one PAX extended header. */
+static int toc_json(const uint8_t *m, size_t len, const uint8_t **ret_json,
+		    size_t *ret_json_len, struct sg_esgz_error *err)
+{
+	size_t at = 0;
+
+	for (int hdrs = 0;; hdrs++) {
+		uint64_t size;
+		const uint8_t *h = m + at;
+
+		if (len - at < 512)
+			return sg_esgz_fail(err, SG_ESGZ_E_TOC_TAR, EBADMSG,
+					    "TOC member is too short for a tar header");
+		if (!tar_checksum_ok(h) || !tar_octal(h + 124, 12, &size))
+			return sg_esgz_fail(err, SG_ESGZ_E_TOC_TAR, EBADMSG,
+					    "TOC member does not start with a valid tar header");
+		if (size > len - at - 512)
+			return sg_esgz_fail(err, SG_ESGZ_E_TOC_TAR, EBADMSG,
+					    "TOC tar entry claims %llu bytes, the member has %zu",
+					    (unsigned long long)size, len - at - 512);
+		if ((h[156] == 'x' || h[156] == 'g') && hdrs == 0) {
+			at += 512 + (size + 511) / 512 * 512;
+			if (at > len)
+				at = len;
+			continue;
+		}
+		if (h[156] != '0' && h[156] != 0)
+			return sg_esgz_fail(err, SG_ESGZ_E_TOC_TAR, EBADMSG,
+					    "TOC tar entry is not a regular file");
+		if (h[345] != 0 || strnlen((const char *)h, 100) != strlen(SG_ESGZ_TOC_NAME) ||
+		    memcmp(h, SG_ESGZ_TOC_NAME, strlen(SG_ESGZ_TOC_NAME)) != 0)
+			return sg_esgz_fail(err, SG_ESGZ_E_TOC_TAR, EBADMSG,
+					    "TOC tar entry is not named " SG_ESGZ_TOC_NAME);
+		*ret_json = h + 512;
+		*ret_json_len = (size_t)size;
+		return 0;
+	}
+}
+
+/* Hashing a large TOC runs on a helper thread while the parser works: on two cores that
+ * takes the hash (~26 ms for a 100k-entry TOC) off the load's critical path.  The index
+ * built meanwhile is thrown away unless the digest matches, so nothing unverified escapes;
+ * the parser itself is built (and fuzzed) for hostile input. */
+#define PARALLEL_HASH_MIN (4u << 20)
+
+struct hash_job {
+	const void *data;
+	size_t len;
+	struct sg_digest digest;
+};
+
+static void *hash_thread(void *arg)
+{
+	struct hash_job *job = arg;
+
+	sg_sha256(job->data, job->len, &job->digest);
+	return NULL;
+}
+
+static bool need_digest(const struct sg_esgz_options *opts)
+{
+	return !opts || (!opts->toc_digest && !opts->skip_verify);
+}
+
+static int no_digest(struct sg_esgz_error *err)
+{
+	return sg_esgz_fail(err, SG_ESGZ_E_NO_TOC_DIGEST, EPERM,
+			    "no TOC digest to verify the layer against (the image lacks the "
+			    "containerd.io/snapshot/stargz/toc.digest annotation); refusing "
+			    "unless verification is turned off explicitly");
+}
+
+static uint64_t max_toc(const struct sg_esgz_options *opts)
+{
+	return opts && opts->max_toc_size ? opts->max_toc_size : SG_ESGZ_DEFAULT_MAX_TOC;
+}
+
+/* The TOC member must be exactly one gzip member.  Its ISIZE sizes the buffer (never above
+ * max_out, nor above what deflate's 1032:1 ratio allows: a larger claim is a bomb or a lie). */
+static int inflate_toc(struct sg_gz *gz, const uint8_t *in, size_t len, uint64_t max_out,
+		       uint8_t **ret_out, size_t *ret_cap, size_t *ret_len)
+{
+	int64_t isize = sg_gz_isize(in, len);
+	size_t used = 0, out_len = 0, cap;
+	uint8_t *out;
+	int r;
+
+	if (isize < 0)
+		return (int)isize;
+	if (len <= SIZE_MAX / SG_GZ_MAX_DEFLATE_RATIO && len * SG_GZ_MAX_DEFLATE_RATIO < max_out)
+		max_out = len * SG_GZ_MAX_DEFLATE_RATIO;
+	/* A TOC of 4 GiB or more (ISIZE wraps) is over any sane limit anyway. */
+	if ((uint64_t)isize > max_out)
+		return -EFBIG;
+	cap = (size_t)isize + 1;
+	out = sg_big_realloc(NULL, 0, cap);
+	if (!out)
+		return -ENOMEM;
+	r = sg_gz_member(gz, in, len, out, (size_t)isize, &used, &out_len);
+	if (r == 0 && (used != len || out_len != (size_t)isize))
+		r = -EBADMSG;
+	if (r < 0) {
+		sg_big_free(out, cap);
+		return r;
+	}
+	*ret_out = out;
+	*ret_cap = cap;
+	*ret_len = out_len;
+	return 0;
+}
+
+int sg_esgz_load_toc_member(struct sg_gz *gz, const void *member, size_t len,
+			    const struct sg_esgz_footer *footer, const struct sg_esgz_options *opts,
+			    struct sg_toc **ret_toc, struct sg_esgz_error *reterr)
+{
+	uint64_t limit = max_toc(opts);
+	uint8_t *out = NULL;
+	size_t out_len = 0, out_cap = 0, json_len = 0;
+	const uint8_t *json = NULL;
+	struct sg_digest d;
+	struct sg_toc *toc = NULL;
+	int r;
+
+	clear_err(reterr);
+	if (!gz || !footer || !ret_toc || (!member && len))
+		return -EINVAL;
+	if (need_digest(opts))
+		return no_digest(reterr);
+	if (len > limit + TOC_TAR_OVERHEAD)
+		return sg_esgz_fail(reterr, SG_ESGZ_E_TOC_TOO_LARGE, EFBIG,
+				    "compressed TOC of %zu bytes exceeds the %llu-byte limit", len,
+				    (unsigned long long)limit);
+	r = inflate_toc(gz, member, len, limit + TOC_TAR_OVERHEAD, &out, &out_cap, &out_len);
+	if (r == -EFBIG || r == -ENOBUFS)
+		return sg_esgz_fail(reterr, SG_ESGZ_E_TOC_TOO_LARGE, EFBIG,
+				    "TOC decompresses to more than the %llu-byte limit (or claims to)",
+				    (unsigned long long)limit);
+	if (r == -ENOMEM)
+		return sg_esgz_fail(reterr, SG_ESGZ_E_NOMEM, ENOMEM, "out of memory for the TOC");
+	if (r < 0)
+		return sg_esgz_fail(reterr, SG_ESGZ_E_TOC_GZIP, EBADMSG,
+				    "TOC at offset %llu is not a single valid gzip member",
+				    (unsigned long long)footer->toc_offset);
+	r = toc_json(out, out_len, &json, &json_len, reterr);
+	if (r < 0)
+		goto out;
+	if (json_len > limit) {
+		r = sg_esgz_fail(reterr, SG_ESGZ_E_TOC_TOO_LARGE, EFBIG,
+				 "TOC JSON of %zu bytes exceeds the %llu-byte limit", json_len,
+				 (unsigned long long)limit);
+		goto out;
+	}
+	struct hash_job job = { .data = json, .len = json_len };
+	pthread_t th;
+	bool threaded = json_len >= PARALLEL_HASH_MIN &&
+			pthread_create(&th, NULL, hash_thread, &job) == 0;
+	int pr = 0;
+
+	if (threaded) {
+		struct sg_esgz_error perr = { 0 };
+		pr = sg_toc_parse_json(json, json_len, footer->toc_offset, opts, &toc, &perr);
+		pthread_join(th, NULL);
+		if (reterr && pr < 0)
+			*reterr = perr;
+	} else {
+		hash_thread(&job);
+	}
+	d = job.digest;
+	if (opts && opts->toc_digest && !sg_digest_equal(&d, opts->toc_digest)) {
+		char want[SG_DIGEST_STRLEN + 1], got[SG_DIGEST_STRLEN + 1];
+		sg_toc_free(toc);
+		toc = NULL;
+		clear_err(reterr);
+		sg_digest_format(opts->toc_digest, want);
+		sg_digest_format(&d, got);
+		r = sg_esgz_fail(reterr, SG_ESGZ_E_TOC_DIGEST, EBADMSG,
+				 "TOC digest mismatch: want %s, got %s", want, got);
+		goto out;
+	}
+	/* Small TOCs: verified above before the parser saw a byte. */
+	r = threaded ? pr : sg_toc_parse_json(json, json_len, footer->toc_offset, opts, &toc, reterr);
+	if (r < 0)
+		goto out;
+	sg_toc_set_digest(toc, &d, opts && opts->toc_digest);
+	*ret_toc = toc;
+out:
+	sg_big_free(out, out_cap);
+	return r;
+}
+
+int sg_esgz_load_blob(struct sg_gz *gz, const void *blob, size_t len,
+		      const struct sg_esgz_options *opts, struct sg_toc **ret_toc,
+		      struct sg_esgz_error *reterr)
+{
+	struct sg_esgz_footer f;
+	size_t tail = len < 128 ? len : 128;
+	int r;
+
+	clear_err(reterr);
+	if (!gz || !ret_toc || (!blob && len))
+		return -EINVAL;
+	r = sg_esgz_parse_footer((const uint8_t *)blob + len - tail, tail, len, &f, reterr);
+	if (r < 0)
+		return r;
+	return sg_esgz_load_toc_member(gz, (const uint8_t *)blob + f.toc_offset,
+				       (size_t)(f.toc_end - f.toc_offset), &f, opts, ret_toc, reterr);
+}
+
+/* ---- asynchronous open ---- */
+
+struct sg_esgz_open {
+	struct sg_range_source *src;
+	struct sg_esgz_options opts;
+	struct sg_digest digest;
+	sg_esgz_open_cb cb;
+	void *userdata;
+	struct sg_op op;
+	uint8_t *tail;
+	size_t tail_len;
+	uint8_t *member;         /* when the TOC starts before the tail */
+	size_t member_len;
+	struct sg_esgz_footer footer;
+	bool canceled;
+	struct sg_esgz_error err;
+};
+
+static void open_finish(struct sg_esgz_open *req, int res, struct sg_toc *toc)
+{
+	if (res < 0 && req->canceled && req->err.code == SG_ESGZ_OK)
+		res = sg_esgz_fail(&req->err, SG_ESGZ_E_CANCELED, ECANCELED, "canceled");
+	req->cb(req->userdata, res, toc, &req->err);
+	free(req->tail);
+	free(req->member);
+	free(req);
+}
+
+static void open_parse(struct sg_esgz_open *req, const uint8_t *member, size_t len)
+{
+	struct sg_gz *gz = NULL;
+	struct sg_toc *toc = NULL;
+	int r = sg_gz_new(&gz);
+
+	if (r < 0) {
+		r = sg_esgz_fail(&req->err, SG_ESGZ_E_NOMEM, ENOMEM, "out of memory");
+	} else {
+		r = sg_esgz_load_toc_member(gz, member, len, &req->footer, &req->opts, &toc,
+					    &req->err);
+		sg_gz_free(gz);
+	}
+	open_finish(req, r, r < 0 ? NULL : toc);
+}
+
+static int io_result(struct sg_esgz_open *req, size_t want)
+{
+	if (req->canceled)
+		return -ECANCELED;
+	if (req->op.res < 0)
+		return sg_esgz_fail(&req->err, SG_ESGZ_E_IO, -req->op.res,
+				    "reading the layer failed: %s", strerror(-req->op.res));
+	if ((size_t)req->op.res != want)
+		return sg_esgz_fail(&req->err, SG_ESGZ_E_IO, EIO,
+				    "layer blob is shorter than its size");
+	return 0;
+}
+
+static void open_member_done(struct sg_op *op)
+{
+	struct sg_esgz_open *req = sg_container_of(op, struct sg_esgz_open, op);
+	int r = io_result(req, req->member_len);
+
+	if (r < 0) {
+		open_finish(req, r, NULL);
+		return;
+	}
+	open_parse(req, req->member, req->member_len);
+}
+
+static void open_fail_posted(struct sg_op *op)
+{
+	struct sg_esgz_open *req = sg_container_of(op, struct sg_esgz_open, op);
+
+	open_finish(req, op->res, NULL);
+}
+
+static void open_tail_done(struct sg_op *op)
+{
+	struct sg_esgz_open *req = sg_container_of(op, struct sg_esgz_open, op);
+	uint64_t size = req->src->size, tail_off = size - req->tail_len;
+	int r = io_result(req, req->tail_len);
+
+	if (r < 0)
+		goto fail;
+	r = sg_esgz_parse_footer(req->tail, req->tail_len, size, &req->footer, &req->err);
+	if (r < 0)
+		goto fail;
+	if (req->footer.toc_offset >= tail_off) {
+		/* The usual case: the tail read already holds the TOC. */
+		open_parse(req, req->tail + (req->footer.toc_offset - tail_off),
+			   (size_t)(req->footer.toc_end - req->footer.toc_offset));
+		return;
+	}
+	uint64_t mlen = req->footer.toc_end - req->footer.toc_offset;
+	if (mlen > max_toc(&req->opts) + TOC_TAR_OVERHEAD || mlen > SIZE_MAX) {
+		r = sg_esgz_fail(&req->err, SG_ESGZ_E_TOC_TOO_LARGE, EFBIG,
+				 "compressed TOC of %llu bytes exceeds the %llu-byte limit",
+				 (unsigned long long)mlen, (unsigned long long)max_toc(&req->opts));
+		goto fail;
+	}
+	free(req->tail);
+	req->tail = NULL;
+	req->member_len = (size_t)mlen;
+	req->member = malloc(req->member_len ? req->member_len : 1);
+	if (!req->member) {
+		r = sg_esgz_fail(&req->err, SG_ESGZ_E_NOMEM, ENOMEM, "out of memory");
+		goto fail;
+	}
+	r = sg_range_read(req->src, req->footer.toc_offset, req->member_len, req->member,
+			  &req->op, open_member_done);
+	if (r < 0) {
+		r = sg_esgz_fail(&req->err, SG_ESGZ_E_IO, -r, "reading the TOC failed: %s",
+				 strerror(-r));
+		goto fail;
+	}
+	return;
+fail:
+	open_finish(req, r, NULL);
+}
+
+int sg_esgz_open(struct sg_range_source *src, const struct sg_esgz_options *opts,
+		 sg_esgz_open_cb cb, void *userdata, struct sg_esgz_open **ret_req)
+{
+	struct sg_esgz_open *req;
+	int r;
+
+	if (!src || !cb)
+		return -EINVAL;
+	req = calloc(1, sizeof(*req));
+	if (!req)
+		return -ENOMEM;
+	req->src = src;
+	req->cb = cb;
+	req->userdata = userdata;
+	if (opts)
+		req->opts = *opts;
+	if (opts && opts->toc_digest) {
+		req->digest = *opts->toc_digest;
+		req->opts.toc_digest = &req->digest;
+	}
+	sg_op_init(&req->op);
+	if (need_digest(&req->opts)) {
+		/* Refuse before fetching a byte; still through the loop, like every outcome. */
+		r = no_digest(&req->err);
+		goto post;
+	}
+	req->tail_len = src->size < SG_ESGZ_TAIL_READ ? (size_t)src->size : SG_ESGZ_TAIL_READ;
+	req->tail = malloc(req->tail_len ? req->tail_len : 1);
+	if (!req->tail) {
+		free(req);
+		return -ENOMEM;
+	}
+	r = sg_range_read(src, src->size - req->tail_len, req->tail_len, req->tail, &req->op,
+			  open_tail_done);
+	if (r == 0)
+		goto done;
+	r = sg_esgz_fail(&req->err, SG_ESGZ_E_IO, -r, "reading the layer failed: %s",
+			 strerror(-r));
+post:
+	if (sg_post(src->loop, &req->op, r, open_fail_posted) < 0) {
+		free(req->tail);
+		free(req);
+		return r;
+	}
+done:
+	if (ret_req)
+		*ret_req = req;
+	return 0;
+}
+
+void sg_esgz_open_cancel(struct sg_esgz_open *req)
+{
+	if (!req || req->canceled)
+		return;
+	req->canceled = true;
+	if (sg_op_busy(&req->op) && req->op.kind != SG_OP_POST)
+		(void)sg_range_cancel(req->src, &req->op);
+}
+
+/* ---- chunks ---- */
+
+int sg_esgz_verify_chunk(const struct sg_toc_chunk *c, const void *data, size_t len,
+			 struct sg_esgz_error *reterr)
+{
+	struct sg_digest d;
+
+	clear_err(reterr);
+	if (!c || (!data && len))
+		return -EINVAL;
+	if (!c->has_digest)
+		return sg_esgz_fail(reterr, SG_ESGZ_E_NO_CHUNK_DIGEST, ENODATA,
+				    "chunk at %llu has no digest", (unsigned long long)c->offset);
+	if (len != c->size)
+		return sg_esgz_fail(reterr, SG_ESGZ_E_CHUNK_DIGEST, EBADMSG,
+				    "chunk at %llu has %zu bytes, the TOC says %llu",
+				    (unsigned long long)c->offset, len, (unsigned long long)c->size);
+	sg_sha256(data, len, &d);
+	if (!sg_digest_equal(&d, &c->digest))
+		return sg_esgz_fail(reterr, SG_ESGZ_E_CHUNK_DIGEST, EBADMSG,
+				    "chunk at %llu does not match its chunkDigest",
+				    (unsigned long long)c->offset);
+	return 0;
+}
+
+int sg_esgz_extract_chunk(struct sg_gz *gz, const struct sg_toc_chunk *c, const void *member,
+			  size_t member_len, bool skip_verify, void *out,
+			  struct sg_esgz_error *reterr)
+{
+	const uint8_t *in = member;
+	uint8_t *buf = NULL;
+	size_t need, cap, have = 0, at = 0;
+	int r;
+
+	clear_err(reterr);
+	if (!gz || !c || !member || (!out && c->size))
+		return -EINVAL;
+	if (c->inner_offset > SIZE_MAX / 2 || c->size > SIZE_MAX / 2)
+		return sg_esgz_fail(reterr, SG_ESGZ_E_OVERFLOW, EOVERFLOW, "chunk too large");
+	need = (size_t)(c->inner_offset + c->size);
+	/* Deflate cannot expand past 1032:1: a TOC asking for more is lying, and we do not
+	 * allocate for it. */
+	if (member_len < SIZE_MAX / SG_GZ_MAX_DEFLATE_RATIO &&
+	    need > member_len * SG_GZ_MAX_DEFLATE_RATIO)
+		return sg_esgz_fail(reterr, SG_ESGZ_E_CHUNK_GZIP, EBADMSG,
+				    "chunk at %llu needs %zu bytes from a %zu-byte member",
+				    (unsigned long long)c->offset, need, member_len);
+	/* The member holds the chunk plus any tar headers up to the next data; grow into
+	 * those only when a member turns out larger (bounded: 256 MiB past the chunk). */
+	cap = need + 65536;
+	for (;;) {
+		uint8_t *nb = realloc(buf, cap);
+		size_t used = 0, produced = 0;
+
+		if (!nb) {
+			r = sg_esgz_fail(reterr, SG_ESGZ_E_NOMEM, ENOMEM, "out of memory");
+			goto out;
+		}
+		buf = nb;
+		r = sg_gz_member(gz, in + at, member_len - at, buf + have, cap - have, &used,
+				 &produced);
+		if (r == -ENOBUFS && cap - need < (256u << 20)) {
+			cap = need + (cap - need) * 8;
+			continue;
+		}
+		if (r < 0) {
+			r = sg_esgz_fail(reterr, SG_ESGZ_E_CHUNK_GZIP, EBADMSG,
+					 "chunk member at %llu does not decompress",
+					 (unsigned long long)c->offset);
+			goto out;
+		}
+		have += produced;
+		at += used;
+		if (have >= need)
+			break;
+		/* Writers may start a new member for what follows; keep walking. */
+		if (at >= member_len) {
+			r = sg_esgz_fail(reterr, SG_ESGZ_E_CHUNK_GZIP, EBADMSG,
+					 "chunk member at %llu holds %zu bytes, the TOC needs %zu",
+					 (unsigned long long)c->offset, have, need);
+			goto out;
+		}
+	}
+	if (!skip_verify) {
+		r = sg_esgz_verify_chunk(c, buf + c->inner_offset, (size_t)c->size, reterr);
+		if (r < 0)
+			goto out;
+	}
+	memcpy(out, buf + c->inner_offset, (size_t)c->size);
+	r = 0;
+out:
+	free(buf);
+	return r;
+}

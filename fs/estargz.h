@@ -1,0 +1,245 @@
+/* eStargz layers: footer, TOC and a compact index of the layer's files.
+ *
+ * A blob is a gzip stream made of many members: file contents start new members, so a
+ * file (or a chunk of a large file) can be fetched and decompressed alone.  The last
+ * members are the TOC (a tar entry "stargz.index.json" holding JSON) and a footer, an
+ * empty gzip member whose extra field says where the TOC starts.  Two footers exist: the
+ * 51-byte eStargz one (subfield "SG") and the 47-byte legacy stargz one.  zstd:chunked and
+ * external-TOC blobs are recognised and refused with SG_ESGZ_E_UNSUPPORTED.
+ *
+ * Loading a layer is: read the tail, parse the footer, read and decompress the TOC member,
+ * check the sha256 of the TOC JSON against the digest the image gives
+ * (containerd.io/snapshot/stargz/toc.digest), and parse the JSON straight into the index
+ * (yajl callbacks, no DOM).  The same code serves the asynchronous path (sg_esgz_open, over
+ * a range source on the loop) and the in-memory one (sg_esgz_load_blob, for tools and the
+ * fuzzer).
+ *
+ * Every refusal comes back twice: as a negative errno (the return value) and as a
+ * struct sg_esgz_error with a specific code and a human message.  Nothing is logged, and a
+ * failed load leaves nothing behind.
+ *
+ * The index (struct sg_toc) is immutable once built: nodes and chunks live in packed
+ * arrays, names in one string arena, node ids are dense uint32 (0 = root). */
+#ifndef STARGZD_FS_ESTARGZ_H
+#define STARGZD_FS_ESTARGZ_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "daemon/core/digest.h"
+
+struct sg_gz;
+struct sg_range_source;
+
+#define SG_ESGZ_FOOTER_SIZE 51
+#define SG_ESGZ_LEGACY_FOOTER_SIZE 47
+#define SG_ESGZ_DEFAULT_MAX_TOC (256u << 20)   /* decompressed TOC member */
+#define SG_ESGZ_DEFAULT_MAX_ENTRIES (8u << 20)
+#define SG_ESGZ_TOC_NAME "stargz.index.json"
+
+enum sg_esgz_code {
+	SG_ESGZ_OK = 0,
+	SG_ESGZ_E_IO,              /* the range source failed */
+	SG_ESGZ_E_FOOTER,          /* no valid eStargz/stargz footer */
+	SG_ESGZ_E_UNSUPPORTED,     /* zstd:chunked, external TOC */
+	SG_ESGZ_E_TOC_OFFSET,      /* TOC offset outside the blob */
+	SG_ESGZ_E_TOC_GZIP,        /* TOC member is not one valid gzip member */
+	SG_ESGZ_E_TOC_TOO_LARGE,   /* over the configured limit, or a gzip bomb */
+	SG_ESGZ_E_TOC_TAR,         /* TOC member is not a stargz.index.json tar entry */
+	SG_ESGZ_E_TOC_DIGEST,      /* sha256 of the TOC JSON differs from the given digest */
+	SG_ESGZ_E_NO_TOC_DIGEST,   /* no digest to check and verification not turned off */
+	SG_ESGZ_E_JSON,            /* malformed JSON */
+	SG_ESGZ_E_SCHEMA,          /* well-formed JSON that is not a valid TOC */
+	SG_ESGZ_E_NAME,            /* absolute path, "..", empty or oversized component */
+	SG_ESGZ_E_DUPLICATE,       /* the same path twice */
+	SG_ESGZ_E_NOT_DIR,         /* a parent path exists but is not a directory */
+	SG_ESGZ_E_HARDLINK,        /* hardlink target missing or a directory */
+	SG_ESGZ_E_CHUNK_RANGE,     /* chunk data outside the blob's payload */
+	SG_ESGZ_E_CHUNK_OVERLAP,   /* chunks out of order, overlapping, or not covering a file */
+	SG_ESGZ_E_OVERFLOW,        /* a size or offset that overflows */
+	SG_ESGZ_E_NO_CHUNK_DIGEST, /* a chunk without chunkDigest while verifying */
+	SG_ESGZ_E_LIMIT,           /* too many entries / index too large */
+	SG_ESGZ_E_NOMEM,
+	SG_ESGZ_E_CHUNK_GZIP,      /* chunk member does not decompress as described */
+	SG_ESGZ_E_CHUNK_DIGEST,    /* chunk bytes do not match chunkDigest */
+	SG_ESGZ_E_CANCELED,
+	_SG_ESGZ_CODE_MAX,
+};
+
+struct sg_esgz_error {
+	int code;          /* enum sg_esgz_code */
+	char msg[256];
+};
+
+const char *sg_esgz_code_name(int code);
+
+struct sg_esgz_options {
+	/* The digest of the TOC JSON from the image's layer annotation; NULL when none. */
+	const struct sg_digest *toc_digest;
+	/* Explicit opt-out: load without a TOC digest and do not require chunk digests.
+	 * Nothing else turns verification off. */
+	bool skip_verify;
+	uint64_t max_toc_size;     /* decompressed TOC member; 0 = SG_ESGZ_DEFAULT_MAX_TOC */
+	uint32_t max_entries;      /* 0 = SG_ESGZ_DEFAULT_MAX_ENTRIES */
+};
+
+/* ---- footer ---- */
+
+enum sg_esgz_format {
+	SG_ESGZ_FORMAT_ESTARGZ = 1,
+	SG_ESGZ_FORMAT_LEGACY,
+};
+
+struct sg_esgz_footer {
+	int format;                /* enum sg_esgz_format */
+	uint64_t toc_offset;       /* where the TOC gzip member starts */
+	uint64_t toc_end;          /* where it ends: blob size - footer size */
+};
+
+/* tail = the last tail_len bytes of a blob of blob_size bytes (tail_len >= min(blob_size,
+ * SG_ESGZ_FOOTER_SIZE)).  Tries the eStargz footer, then the legacy one. */
+int sg_esgz_parse_footer(const void *tail, size_t tail_len, uint64_t blob_size,
+			 struct sg_esgz_footer *ret, struct sg_esgz_error *reterr);
+
+/* ---- the index ---- */
+
+#define SG_TOC_NONE UINT32_MAX
+#define SG_TOC_ROOT 0u
+
+enum sg_toc_type {
+	SG_TOC_DIR = 1,
+	SG_TOC_REG,
+	SG_TOC_SYMLINK,
+	SG_TOC_HARDLINK,   /* `link` is the target node; the FUSE layer shows the target */
+	SG_TOC_CHAR,
+	SG_TOC_BLOCK,
+	SG_TOC_FIFO,
+};
+
+enum sg_toc_flags {
+	SG_TOC_F_IMPLIED = 1 << 0,   /* directory created because a child needed it */
+	SG_TOC_F_WHITEOUT = 1 << 1,  /* was ".wh.NAME": the node is named NAME; show it as a
+				      * 0:0 character device (overlayfs whiteout) */
+	SG_TOC_F_OPAQUE = 1 << 2,    /* directory had ".wh..wh..opq": mark opaque */
+};
+
+/* One file, directory or link.  Read-only view; pointers stay valid while the toc lives. */
+struct sg_toc_node {
+	uint64_t size;          /* regular file size */
+	int64_t mtime_sec;
+	uint32_t mtime_nsec;
+	uint32_t mode;          /* permission bits with setuid/setgid/sticky (07777) */
+	uint32_t uid, gid;
+	uint32_t parent;        /* the root is its own parent */
+	uint32_t first_child;   /* children in TOC order, SG_TOC_NONE ends */
+	uint32_t next_sibling;
+	uint32_t name;          /* basename: string offset (sg_toc_str) */
+	uint32_t link;          /* symlink: target string; hardlink: target node id */
+	uint32_t nlink;         /* names referring to it (dirs: 2 + subdirectories) */
+	uint32_t dev_major, dev_minor;
+	uint32_t first_chunk, nchunks;
+	uint32_t xattrs;        /* xattr record offset, 0 = none */
+	uint32_t user, group;   /* userName / groupName string offsets, 0 = "" */
+	uint32_t digest;        /* index for sg_toc_file_digest, SG_TOC_NONE = none */
+	uint16_t name_len;
+	uint8_t type;           /* enum sg_toc_type */
+	uint8_t flags;          /* enum sg_toc_flags */
+};
+
+/* One piece of a regular file: the gzip member [offset, next_offset) of the blob holds it
+ * at inner_offset in its decompressed bytes. */
+struct sg_toc_chunk {
+	uint64_t offset;
+	uint64_t next_offset;
+	uint64_t file_offset;   /* uncompressed offset within the file */
+	uint64_t size;          /* uncompressed bytes */
+	uint64_t inner_offset;
+	struct sg_digest digest;
+	bool has_digest;
+};
+
+struct sg_toc;
+
+/* Parses TOC JSON into an index.  toc_offset bounds every chunk (payload is [0, toc_offset)).
+ * The digest is not checked here (sg_esgz_load_toc_member does). */
+int sg_toc_parse_json(const void *json, size_t len, uint64_t toc_offset,
+		      const struct sg_esgz_options *opts, struct sg_toc **ret_toc,
+		      struct sg_esgz_error *reterr);
+void sg_toc_free(struct sg_toc *toc);
+
+uint32_t sg_toc_count(const struct sg_toc *toc);
+const struct sg_toc_node *sg_toc_node(const struct sg_toc *toc, uint32_t id);
+const char *sg_toc_str(const struct sg_toc *toc, uint32_t off);
+const struct sg_toc_chunk *sg_toc_chunks(const struct sg_toc *toc, const struct sg_toc_node *n);
+/* The file's "digest" field, NULL when the TOC gave none. */
+const struct sg_digest *sg_toc_file_digest(const struct sg_toc *toc, const struct sg_toc_node *n);
+/* The node holding the data of n: n itself, or a hardlink's target. */
+const struct sg_toc_node *sg_toc_resolve(const struct sg_toc *toc, const struct sg_toc_node *n);
+/* Looks a name up in a directory.  Returns the node id or SG_TOC_NONE. */
+uint32_t sg_toc_lookup(const struct sg_toc *toc, uint32_t dir, const char *name, size_t len);
+/* "a/b/c" from the root (leading "./" and "/" and trailing "/" tolerated). */
+uint32_t sg_toc_lookup_path(const struct sg_toc *toc, const char *path);
+/* Writes the node's path (no leading slash, "" for the root); returns its length, or
+ * -ENAMETOOLONG if it did not fit. */
+int sg_toc_path(const struct sg_toc *toc, uint32_t id, char *buf, size_t size);
+/* Extended attributes: iterate with idx = 0, 1, ... until -ENOENT. */
+int sg_toc_xattr(const struct sg_toc *toc, const struct sg_toc_node *n, unsigned idx,
+		 const char **ret_name, const void **ret_value, size_t *ret_value_len);
+
+/* Prefetch landmark: when the layer has ".prefetch.landmark", the prioritized files are
+ * the blob's bytes [0, prefetch_end).  has_no_prefetch says ".no.prefetch.landmark" was
+ * present (the converter had no priority list). */
+bool sg_toc_has_prefetch(const struct sg_toc *toc, uint64_t *ret_prefetch_end);
+bool sg_toc_has_no_prefetch_landmark(const struct sg_toc *toc);
+bool sg_toc_verified(const struct sg_toc *toc);   /* TOC digest was checked */
+const struct sg_digest *sg_toc_digest(const struct sg_toc *toc);   /* sha256 of the JSON */
+uint64_t sg_toc_offset(const struct sg_toc *toc);
+/* Heap bytes held by the index, split into names (string arena) and the rest. */
+void sg_toc_memory(const struct sg_toc *toc, size_t *ret_index_bytes, size_t *ret_name_bytes);
+
+/* ---- loading ---- */
+
+/* The TOC gzip member [footer.toc_offset, footer.toc_end): decompress (bounded by
+ * max_toc_size), check the tar header, verify the digest, parse.  A small TOC is hashed
+ * before the parser sees it; a large one (>= 4 MiB of JSON) is hashed on a short-lived
+ * helper thread while it is parsed, and the index is discarded on a mismatch, so the
+ * result is the same and the hash is off the critical path.  Runs on the caller's thread
+ * otherwise (about 130-180 ms for 100k entries here: the loop stalls that long). */
+int sg_esgz_load_toc_member(struct sg_gz *gz, const void *member, size_t len,
+			    const struct sg_esgz_footer *footer, const struct sg_esgz_options *opts,
+			    struct sg_toc **ret_toc, struct sg_esgz_error *reterr);
+
+/* A whole blob in memory: footer + TOC. */
+int sg_esgz_load_blob(struct sg_gz *gz, const void *blob, size_t len,
+		      const struct sg_esgz_options *opts, struct sg_toc **ret_toc,
+		      struct sg_esgz_error *reterr);
+
+/* Asynchronous load through a range source: one read of the blob's tail (large enough
+ * to hold the TOC of most layers), a second read only if the TOC starts before it.
+ * cb runs once from the loop: res 0 with *toc owned by the callee, or a negative errno and
+ * err filled.  The options (and the digest they point to) are copied.  Cancel with
+ * sg_esgz_open_cancel (the callback still runs, with -ECANCELED). */
+struct sg_esgz_open;
+typedef void (*sg_esgz_open_cb)(void *userdata, int res, struct sg_toc *toc,
+				const struct sg_esgz_error *err);
+#define SG_ESGZ_TAIL_READ (512u << 10)
+int sg_esgz_open(struct sg_range_source *src, const struct sg_esgz_options *opts,
+		 sg_esgz_open_cb cb, void *userdata, struct sg_esgz_open **ret_req);
+void sg_esgz_open_cancel(struct sg_esgz_open *req);
+
+/* ---- chunks ---- */
+
+/* Checks decompressed chunk bytes against the chunk's digest.  0, -EBADMSG with
+ * SG_ESGZ_E_CHUNK_DIGEST, or -ENODATA with SG_ESGZ_E_NO_CHUNK_DIGEST. */
+int sg_esgz_verify_chunk(const struct sg_toc_chunk *c, const void *data, size_t len,
+			 struct sg_esgz_error *reterr);
+
+/* The compressed member [c->offset, c->next_offset) in `member`: decompresses it into a
+ * scratch buffer (bounded by inner_offset + size + 1 MiB of tar headers), copies the chunk's
+ * c->size bytes to out and, unless skip_verify, checks its digest first. */
+int sg_esgz_extract_chunk(struct sg_gz *gz, const struct sg_toc_chunk *c, const void *member,
+			  size_t member_len, bool skip_verify, void *out,
+			  struct sg_esgz_error *reterr);
+
+#endif

@@ -1,0 +1,47 @@
+/* gzip members through libdeflate.
+ *
+ * libdeflate has no streaming: it wants a whole gzip member in memory and an output buffer
+ * large enough for all of it.  That suits eStargz, where every chunk and the TOC are separate
+ * members of known compressed extent.  The output bound doubles as the gzip-bomb guard: a
+ * member never writes more than the caller's capacity, and sg_gz_member_alloc() never
+ * allocates more than min(max_out, in_len * max_ratio) before looking at the data.
+ *
+ * One sg_gz per thread (the libdeflate decompressor is not thread-safe); the daemon keeps one
+ * per loop.  Errors are negative errno:
+ *   -EBADMSG  not a gzip member, corrupt deflate data or a CRC mismatch
+ *   -ENOBUFS  the member decompresses to more than the output capacity
+ *   -EFBIG    the member claims (ISIZE) or needs more than max_out / the ratio limit
+ *   -ENOMEM   allocation failure */
+#ifndef STARGZD_FS_GZ_H
+#define STARGZD_FS_GZ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct sg_gz;
+
+/* Deflate cannot expand more than 1032:1; a larger ratio limit checks nothing. */
+#define SG_GZ_MAX_DEFLATE_RATIO 1032u
+
+int sg_gz_new(struct sg_gz **ret_gz);
+void sg_gz_free(struct sg_gz *gz);
+
+/* Decompresses the first gzip member of in[0..in_len) into out[0..out_cap).  On success
+ * *ret_in_used is the compressed size of that member (so concatenated members can be
+ * walked) and *ret_out_len the bytes written.  Either pointer may be NULL. */
+int sg_gz_member(struct sg_gz *gz, const void *in, size_t in_len, void *out, size_t out_cap,
+		 size_t *ret_in_used, size_t *ret_out_len);
+
+/* Like sg_gz_member, but allocates the output: in[0..in_len) must be exactly one member
+ * (its last 4 bytes are ISIZE, the size modulo 2^32, used as the allocation hint).  The
+ * output may not exceed max_out bytes nor in_len * max_ratio (0 = SG_GZ_MAX_DEFLATE_RATIO).
+ * On success *ret_out is a malloc'd buffer of *ret_out_len bytes (plus one NUL byte after
+ * it, handy for text); the caller frees it. */
+int sg_gz_member_alloc(struct sg_gz *gz, const void *in, size_t in_len, size_t max_out,
+		       unsigned max_ratio, uint8_t **ret_out, size_t *ret_out_len);
+
+/* The ISIZE field of a complete member (the last 4 bytes), or -EBADMSG if in_len is too
+ * short to be a gzip member (18 bytes). */
+int64_t sg_gz_isize(const void *in, size_t in_len);
+
+#endif

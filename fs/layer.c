@@ -1,0 +1,925 @@
+#include "fs/layer.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "daemon/core/list.h"
+#include "daemon/core/loop.h"
+#include "fs/estargz.h"
+#include "fs/gz.h"
+#include "fs/range_source.h"
+
+#define DEFAULT_MEM_CACHE (32u << 20)
+#define DEFAULT_BATCH (4u << 20)
+#define DEFAULT_READAHEAD 4u
+#define FD_SLOTS 128
+#define MAX_BATCH_GAP (64u << 10)    /* tar headers between members are small */
+#define BACKGROUND_RETRY_NS (50ull * 1000000u)
+
+/* A verified, decompressed chunk held in memory.  refs > 0 while a cache write uses it. */
+struct mem_entry {
+	uint32_t chunk;
+	unsigned refs;
+	size_t size;
+	struct sg_list lru;
+	uint8_t data[];
+};
+
+struct read_part;
+
+/* One chunk being produced: from the disk cache or as part of a fetch batch. */
+struct chunk_job {
+	struct sg_layer *layer;
+	uint32_t chunk;
+	uint32_t file;             /* resolved node owning the chunk */
+	struct sg_list waiters;    /* struct read_part */
+	struct sg_op op;           /* disk read, then cache write */
+	struct sg_op bitmap_op;
+	struct mem_entry *entry;   /* result, held while written to disk */
+	uint8_t *loadbuf;          /* disk load target */
+	bool from_disk;
+	bool ondemand;
+};
+
+struct fetch_batch {
+	struct sg_layer *layer;
+	struct sg_op op;
+	uint64_t offset;
+	size_t len;
+	uint8_t *buf;
+	struct chunk_job **jobs;
+	size_t n;
+	bool background;
+};
+
+struct read_part {
+	struct sg_list link;
+	struct layer_read *r;
+	uint32_t chunk;
+};
+
+struct layer_read {
+	struct sg_layer *layer;
+	sg_layer_read_cb cb;
+	void *userdata;
+	uint8_t *buf;
+	uint32_t file;
+	uint64_t offset;
+	size_t len;
+	unsigned pending;
+	int error;
+	struct sg_op done_op;
+	size_t n_parts;
+	struct read_part parts[];
+};
+
+struct fd_slot {
+	uint32_t node;
+	int fd;
+	bool used;
+};
+
+struct sg_layer {
+	struct sg_loop *loop;
+	struct sg_range_source *src;
+	struct sg_toc *toc;
+	struct sg_gz *gz;
+	struct sg_layer_config cfg;
+	char cache_dir[4096];
+	struct sg_group group;
+
+	uint32_t n_chunks;
+	uint32_t *chunk_file;          /* chunk -> node owning it */
+	struct chunk_job **jobs;       /* chunk -> job in flight */
+	struct mem_entry **mem;        /* chunk -> memory cache entry */
+	uint8_t *present;              /* bitmap: chunk is in the disk cache */
+	int bitmap_fd;
+	struct sg_list mem_lru;        /* most recent at the tail */
+	size_t mem_bytes;
+
+	struct fd_slot fds[FD_SLOTS];
+	unsigned fd_clock;
+
+	unsigned ondemand_inflight;
+	unsigned reads_inflight;
+	unsigned batches_inflight;
+	unsigned jobs_inflight;
+	uint32_t prefetch_cursor, background_cursor;
+	uint64_t prefetch_end;
+	bool prefetching, backgrounding;
+	struct sg_op background_timer;
+
+	bool closing;
+	void (*close_done)(void *);
+	void *close_userdata;
+	struct sg_op close_op;
+
+	struct sg_layer_stats stats;
+};
+
+static void maybe_continue_background(struct sg_layer *l);
+static void maybe_close_done(struct sg_layer *l);
+static int fetch_chunk(struct sg_layer *l, uint32_t chunk, bool ondemand, struct sg_list *waiters);
+
+/* ---- memory cache ---- */
+
+static void mem_touch(struct sg_layer *l, struct mem_entry *e)
+{
+	sg_list_unlink(&e->lru);
+	sg_list_insert_tail(&l->mem_lru, &e->lru);
+}
+
+static void mem_evict(struct sg_layer *l, size_t want)
+{
+	struct sg_list *n, *tmp;
+
+	sg_list_for_each_safe(n, tmp, &l->mem_lru) {
+		if (l->mem_bytes + want <= l->cfg.mem_cache_bytes)
+			break;
+		struct mem_entry *e = sg_container_of(n, struct mem_entry, lru);
+		if (e->refs)
+			continue;
+		sg_list_unlink(&e->lru);
+		l->mem[e->chunk] = NULL;
+		l->mem_bytes -= e->size;
+		free(e);
+	}
+}
+
+static struct mem_entry *mem_new(struct sg_layer *l, uint32_t chunk, size_t size)
+{
+	struct mem_entry *e = malloc(sizeof(*e) + size);
+
+	if (!e)
+		return NULL;
+	e->chunk = chunk;
+	e->refs = 0;
+	e->size = size;
+	e->lru.next = e->lru.prev = NULL;
+	return e;
+}
+
+static void mem_insert(struct sg_layer *l, struct mem_entry *e)
+{
+	mem_evict(l, e->size);
+	l->mem[e->chunk] = e;
+	l->mem_bytes += e->size;
+	sg_list_insert_tail(&l->mem_lru, &e->lru);
+}
+
+static void mem_unref(struct sg_layer *l, struct mem_entry *e)
+{
+	if (--e->refs == 0 && !e->lru.next) {
+		free(e);   /* never made it into the cache (closing) */
+		return;
+	}
+	(void)l;
+}
+
+/* ---- cache files ---- */
+
+static bool present_get(const struct sg_layer *l, uint32_t c)
+{
+	return l->present[c >> 3] & (1u << (c & 7));
+}
+
+/* The cache file of a regular file, opened on first use.  Opening is a local metadata call
+ * done synchronously on the loop (one per file and FD_SLOTS files at a time). */
+static int cache_fd(struct sg_layer *l, uint32_t node)
+{
+	char path[4200];
+	unsigned i;
+
+	for (i = 0; i < FD_SLOTS; i++)
+		if (l->fds[i].used && l->fds[i].node == node)
+			return l->fds[i].fd;
+	snprintf(path, sizeof(path), "%s/%u", l->cache_dir, node);
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	/* Clock replacement; a slot whose fd is in use by an op in flight is fine to close:
+	 * the ring holds its own reference to the file until the op ends. */
+	i = l->fd_clock++ % FD_SLOTS;
+	if (l->fds[i].used)
+		close(l->fds[i].fd);
+	l->fds[i] = (struct fd_slot){ .node = node, .fd = fd, .used = true };
+	return fd;
+}
+
+/* ---- reads ---- */
+
+static void read_done_cb(struct sg_op *op)
+{
+	struct layer_read *r = sg_container_of(op, struct layer_read, done_op);
+	struct sg_layer *l = r->layer;
+	ssize_t res = r->error ? r->error : (ssize_t)r->len;
+
+	l->reads_inflight--;
+	r->cb(r->userdata, op->res == -ECANCELED ? -ECANCELED : res);
+	free(r);
+	maybe_close_done(l);
+}
+
+static void read_finish(struct layer_read *r)
+{
+	if (sg_post(r->layer->loop, &r->done_op, 0, read_done_cb) < 0)
+		read_done_cb(&r->done_op);   /* draining: the loop refuses new ops */
+}
+
+/* Copies the part of chunk data that the read wants. */
+static void part_fill(struct read_part *p, const struct sg_toc_chunk *c, const uint8_t *data)
+{
+	struct layer_read *r = p->r;
+	uint64_t lo = r->offset > c->file_offset ? r->offset : c->file_offset;
+	uint64_t hi_r = r->offset + r->len, hi_c = c->file_offset + c->size;
+	uint64_t hi = hi_r < hi_c ? hi_r : hi_c;
+
+	if (hi > lo)
+		memcpy(r->buf + (lo - r->offset), data + (lo - c->file_offset), hi - lo);
+}
+
+static const struct sg_toc_chunk *chunk_at(const struct sg_layer *l, uint32_t c)
+{
+	const struct sg_toc_node *n = sg_toc_node(l->toc, l->chunk_file[c]);
+	return &sg_toc_chunks(l->toc, n)[c - n->first_chunk];
+}
+
+static void part_complete(struct read_part *p, const uint8_t *data, int error)
+{
+	struct layer_read *r = p->r;
+
+	if (error && !r->error)
+		r->error = error;
+	else if (!error)
+		part_fill(p, chunk_at(r->layer, p->chunk), data);
+	if (--r->pending == 0)
+		read_finish(r);
+}
+
+/* ---- jobs ---- */
+
+static void job_free(struct chunk_job *j)
+{
+	struct sg_layer *l = j->layer;
+
+	if (l->jobs[j->chunk] == j)
+		l->jobs[j->chunk] = NULL;
+	if (j->entry)
+		mem_unref(l, j->entry);
+	free(j->loadbuf);
+	free(j);
+	l->jobs_inflight--;
+	maybe_close_done(l);
+}
+
+static void job_wake(struct chunk_job *j, int error)
+{
+	struct sg_list *n;
+
+	while ((n = sg_list_pop(&j->waiters))) {
+		struct read_part *p = sg_container_of(n, struct read_part, link);
+		part_complete(p, j->entry ? j->entry->data : NULL, error);
+	}
+}
+
+static void bitmap_written(struct sg_op *op)
+{
+	struct chunk_job *j = sg_container_of(op, struct chunk_job, bitmap_op);
+	job_free(j);
+}
+
+static void cache_written(struct sg_op *op)
+{
+	struct chunk_job *j = sg_container_of(op, struct chunk_job, op);
+	struct sg_layer *l = j->layer;
+	uint32_t c = j->chunk;
+
+	if (op->res == (int32_t)j->entry->size && !l->closing) {
+		if (!present_get(l, c)) {
+			l->present[c >> 3] |= (uint8_t)(1u << (c & 7));
+			l->stats.chunks_present++;
+		}
+		/* Data before bit: the bitmap byte is written only after the data landed.  Writes
+		 * of one byte may complete out of order; a lost bit means a refetch, and a stale
+		 * one is caught by the digest check on load. */
+		sg_op_set_group(&j->bitmap_op, &l->group);
+		if (l->bitmap_fd >= 0 &&
+		    sg_write(l->loop, &j->bitmap_op, l->bitmap_fd, &l->present[c >> 3], 1, c >> 3,
+			     bitmap_written) == 0)
+			return;
+	}
+	job_free(j);
+}
+
+/* A chunk's verified bytes are ready: serve the waiters, keep them in memory, and write
+ * them to the disk cache if they did not come from there. */
+static void job_ready(struct chunk_job *j, struct mem_entry *e)
+{
+	struct sg_layer *l = j->layer;
+	int fd;
+
+	j->entry = e;
+	e->refs++;
+	if (!l->closing)
+		mem_insert(l, e);
+	job_wake(j, 0);
+	if (j->from_disk || l->closing) {
+		job_free(j);
+		return;
+	}
+	fd = cache_fd(l, j->file);
+	if (fd < 0) {
+		job_free(j);
+		return;
+	}
+	const struct sg_toc_chunk *c = chunk_at(l, j->chunk);
+	sg_op_set_group(&j->op, &l->group);
+	if (sg_write(l->loop, &j->op, fd, e->data, e->size, c->file_offset, cache_written) < 0)
+		job_free(j);
+}
+
+static void job_fail(struct chunk_job *j, int error)
+{
+	job_wake(j, error);
+	job_free(j);
+}
+
+static struct chunk_job *job_new(struct sg_layer *l, uint32_t chunk, bool ondemand)
+{
+	struct chunk_job *j = calloc(1, sizeof(*j));
+
+	if (!j)
+		return NULL;
+	j->layer = l;
+	j->chunk = chunk;
+	j->file = l->chunk_file[chunk];
+	j->ondemand = ondemand;
+	sg_list_init(&j->waiters);
+	sg_op_init(&j->op);
+	sg_op_init(&j->bitmap_op);
+	l->jobs[chunk] = j;
+	l->jobs_inflight++;
+	return j;
+}
+
+static void disk_loaded(struct sg_op *op)
+{
+	struct chunk_job *j = sg_container_of(op, struct chunk_job, op);
+	struct sg_layer *l = j->layer;
+	const struct sg_toc_chunk *c = chunk_at(l, j->chunk);
+	struct sg_esgz_error err;
+
+	if (op->res != (int32_t)c->size || l->closing) {
+		/* Short (a hole, a truncated file) or failed: forget the bit and fetch instead. */
+		goto refetch;
+	}
+	if (!l->cfg.skip_verify || c->has_digest) {
+		if (sg_esgz_verify_chunk(c, j->loadbuf, c->size, &err) < 0) {
+			l->stats.verify_failures++;
+			goto refetch;
+		}
+	}
+	struct mem_entry *e = mem_new(l, j->chunk, c->size);
+	if (!e) {
+		job_fail(j, -ENOMEM);
+		return;
+	}
+	memcpy(e->data, j->loadbuf, c->size);
+	free(j->loadbuf);
+	j->loadbuf = NULL;
+	l->stats.chunks_from_disk++;
+	job_ready(j, e);
+	return;
+
+refetch:
+	if (present_get(l, j->chunk)) {
+		l->present[j->chunk >> 3] &= (uint8_t)~(1u << (j->chunk & 7));
+		l->stats.chunks_present--;
+	}
+	if (l->closing) {
+		job_fail(j, -ECANCELED);
+		return;
+	}
+	/* Hand the waiters to a fresh fetch of the same chunk. */
+	{
+		struct sg_list waiters = { 0 };
+		sg_list_init(&waiters);
+		struct sg_list *n;
+		while ((n = sg_list_pop(&j->waiters)))
+			sg_list_insert_tail(&waiters, n);
+		bool ondemand = j->ondemand;
+		uint32_t chunk = j->chunk;
+		job_free(j);
+		int r = fetch_chunk(l, chunk, ondemand, &waiters);
+		if (r < 0)
+			while ((n = sg_list_pop(&waiters)))
+				part_complete(sg_container_of(n, struct read_part, link), NULL, -EIO);
+	}
+}
+
+static int start_disk_load(struct sg_layer *l, struct chunk_job *j)
+{
+	const struct sg_toc_chunk *c = chunk_at(l, j->chunk);
+	int fd = cache_fd(l, j->file);
+
+	if (fd < 0)
+		return fd;
+	j->from_disk = true;
+	j->loadbuf = malloc(c->size ? c->size : 1);
+	if (!j->loadbuf)
+		return -ENOMEM;
+	sg_op_set_group(&j->op, &l->group);
+	return sg_read(l->loop, &j->op, fd, j->loadbuf, c->size, c->file_offset, disk_loaded);
+}
+
+/* ---- fetch batches ---- */
+
+static void batch_free(struct fetch_batch *b)
+{
+	struct sg_layer *l = b->layer;
+
+	l->batches_inflight--;
+	free(b->buf);
+	free(b->jobs);
+	free(b);
+}
+
+static void batch_fetched(struct sg_op *op)
+{
+	struct fetch_batch *b = sg_container_of(op, struct fetch_batch, op);
+	struct sg_layer *l = b->layer;
+	bool background = b->background;
+
+	for (size_t i = 0; i < b->n; i++) {
+		struct chunk_job *j = b->jobs[i];
+		const struct sg_toc_chunk *c = chunk_at(l, j->chunk);
+		struct sg_esgz_error err;
+
+		if (j->ondemand)
+			l->ondemand_inflight--;
+		if (op->res != (int32_t)b->len || l->closing) {
+			job_fail(j, l->closing ? -ECANCELED : -EIO);
+			continue;
+		}
+		struct mem_entry *e = mem_new(l, j->chunk, c->size);
+		if (!e) {
+			job_fail(j, -ENOMEM);
+			continue;
+		}
+		int r = sg_esgz_extract_chunk(l->gz, c, b->buf + (c->offset - b->offset),
+					      c->next_offset - c->offset,
+					      l->cfg.skip_verify && !c->has_digest, e->data, &err);
+		if (r < 0) {
+			if (err.code == SG_ESGZ_E_CHUNK_DIGEST)
+				l->stats.verify_failures++;
+			free(e);
+			job_fail(j, -EIO);
+			continue;
+		}
+		l->stats.chunks_fetched++;
+		job_ready(j, e);
+	}
+	if (op->res > 0)
+		l->stats.fetched_bytes += (uint64_t)op->res;
+	batch_free(b);
+	if (background)
+		maybe_continue_background(l);
+	maybe_close_done(l);
+}
+
+/* Starts one range request for the given chunks (already sorted by blob offset, all
+ * without jobs).  Returns the number of chunks taken, or a negative errno. */
+static int batch_start(struct sg_layer *l, const uint32_t *chunks, size_t n, bool ondemand,
+		       bool background)
+{
+	struct fetch_batch *b = calloc(1, sizeof(*b));
+	int r;
+
+	if (!b)
+		return -ENOMEM;
+	b->layer = l;
+	b->background = background;
+	b->offset = chunk_at(l, chunks[0])->offset;
+	uint64_t end = 0;
+	for (size_t i = 0; i < n; i++) {
+		const struct sg_toc_chunk *c = chunk_at(l, chunks[i]);
+		if (c->next_offset > end)
+			end = c->next_offset;
+	}
+	b->len = (size_t)(end - b->offset);
+	b->buf = malloc(b->len ? b->len : 1);
+	b->jobs = calloc(n, sizeof(*b->jobs));
+	if (!b->buf || !b->jobs) {
+		free(b->buf);
+		free(b->jobs);
+		free(b);
+		return -ENOMEM;
+	}
+	l->batches_inflight++;
+	for (size_t i = 0; i < n; i++) {
+		struct chunk_job *j = job_new(l, chunks[i], ondemand);
+		if (!j) {
+			r = -ENOMEM;
+			goto fail;
+		}
+		b->jobs[b->n++] = j;
+		if (ondemand)
+			l->ondemand_inflight++;
+	}
+	sg_op_init(&b->op);
+	sg_op_set_group(&b->op, &l->group);
+	r = sg_range_read(l->src, b->offset, b->len, b->buf, &b->op, batch_fetched);
+	if (r < 0)
+		goto fail;
+	l->stats.fetch_requests++;
+	return (int)n;
+fail:
+	for (size_t i = 0; i < b->n; i++) {
+		if (ondemand)
+			l->ondemand_inflight--;
+		job_fail(b->jobs[i], r);
+	}
+	batch_free(b);
+	return r;
+}
+
+static bool chunk_needs_fetch(const struct sg_layer *l, uint32_t c)
+{
+	return !l->jobs[c] && !l->mem[c] && !present_get(l, c);
+}
+
+/* Fetches `chunk` plus up to readahead_chunks following missing chunks of the same file
+ * that sit right after it in the blob, in one request; waiters move onto the chunk's job. */
+static int fetch_chunk(struct sg_layer *l, uint32_t chunk, bool ondemand, struct sg_list *waiters)
+{
+	uint32_t list[64];
+	size_t n = 0;
+	const struct sg_toc_node *file = sg_toc_node(l->toc, l->chunk_file[chunk]);
+	uint32_t last = file->first_chunk + file->nchunks;
+	const struct sg_toc_chunk *c0 = chunk_at(l, chunk);
+	uint64_t end = c0->next_offset;
+	int r;
+
+	list[n++] = chunk;
+	for (uint32_t c = chunk + 1; c < last && n <= l->cfg.readahead_chunks && n < 64; c++) {
+		const struct sg_toc_chunk *c1 = chunk_at(l, c);
+		if (!chunk_needs_fetch(l, c) || c1->offset < end || c1->offset - end > MAX_BATCH_GAP ||
+		    c1->next_offset - c0->offset > l->cfg.max_batch_bytes)
+			break;
+		list[n++] = c;
+		end = c1->next_offset;
+	}
+	r = batch_start(l, list, n, ondemand, false);
+	if (r < 0)
+		return r;
+	struct sg_list *node;
+	while ((node = sg_list_pop(waiters)))
+		sg_list_insert_tail(&l->jobs[chunk]->waiters, node);
+	return 0;
+}
+
+/* ---- public read ---- */
+
+int sg_layer_read(struct sg_layer *l, uint32_t node, uint64_t offset, size_t len, void *buf,
+		  sg_layer_read_cb cb, void *userdata)
+{
+	const struct sg_toc_node *n;
+	const struct sg_toc_chunk *chunks;
+	struct layer_read *r;
+	uint32_t first = 0, count = 0;
+
+	if (l->closing)
+		return -ECANCELED;
+	if (node >= sg_toc_count(l->toc))
+		return -ENOENT;
+	n = sg_toc_resolve(l->toc, sg_toc_node(l->toc, node));
+	if (n->type != SG_TOC_REG)
+		return -EISDIR;
+	node = (uint32_t)(n - sg_toc_node(l->toc, 0));
+	if (offset >= n->size)
+		len = 0;
+	else if (len > n->size - offset)
+		len = (size_t)(n->size - offset);
+	chunks = sg_toc_chunks(l->toc, n);
+	if (len > 0) {
+		/* Chunks are sorted by file offset: find the first and last overlapping. */
+		uint32_t lo = 0, hi = n->nchunks;
+		while (lo < hi) {
+			uint32_t mid = lo + (hi - lo) / 2;
+			if (chunks[mid].file_offset + chunks[mid].size <= offset)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		first = lo;
+		while (first + count < n->nchunks && chunks[first + count].file_offset < offset + len)
+			count++;
+	}
+	r = calloc(1, sizeof(*r) + count * sizeof(r->parts[0]));
+	if (!r)
+		return -ENOMEM;
+	r->layer = l;
+	r->cb = cb;
+	r->userdata = userdata;
+	r->buf = buf;
+	r->file = node;
+	r->offset = offset;
+	r->len = len;
+	r->n_parts = count;
+	r->pending = count + 1;   /* +1 until every part is placed */
+	sg_op_init(&r->done_op);
+	l->reads_inflight++;
+
+	for (uint32_t i = 0; i < count; i++) {
+		uint32_t c = n->first_chunk + first + i;
+		struct read_part *p = &r->parts[i];
+		p->r = r;
+		p->chunk = c;
+		if (l->mem[c]) {
+			mem_touch(l, l->mem[c]);
+			l->stats.chunks_from_memory++;
+			part_complete(p, l->mem[c]->data, 0);
+			continue;
+		}
+		if (l->jobs[c]) {
+			sg_list_insert_tail(&l->jobs[c]->waiters, &p->link);
+			continue;
+		}
+		if (present_get(l, c)) {
+			struct chunk_job *j = job_new(l, c, true);
+			int e = j ? start_disk_load(l, j) : -ENOMEM;
+			if (e == 0) {
+				sg_list_insert_tail(&j->waiters, &p->link);
+				continue;
+			}
+			if (j)
+				job_free(j);
+		}
+		struct sg_list w;
+		sg_list_init(&w);
+		sg_list_insert_tail(&w, &p->link);
+		if (fetch_chunk(l, c, true, &w) < 0) {
+			sg_list_unlink(&p->link);
+			part_complete(p, NULL, -EIO);
+		}
+	}
+	if (--r->pending == 0)
+		read_finish(r);
+	return 0;
+}
+
+/* ---- prefetch and background fetch ---- */
+
+/* Collects the next batch of missing chunks from *cursor on (blob order), stopping at
+ * `limit` (blob offset) and at max_batch_bytes.  Returns how many it started (0 = done). */
+static int next_batch(struct sg_layer *l, uint32_t *cursor, uint64_t limit, bool background)
+{
+	uint32_t list[256];
+	size_t n = 0;
+	uint64_t start = 0, end = 0;
+
+	while (*cursor < l->n_chunks && n < 256) {
+		uint32_t c = *cursor;
+		const struct sg_toc_chunk *ch = chunk_at(l, c);
+		if (ch->next_offset > limit) {
+			*cursor = l->n_chunks;
+			break;
+		}
+		if (!chunk_needs_fetch(l, c)) {
+			(*cursor)++;
+			continue;
+		}
+		if (n > 0 && (ch->offset < end || ch->offset - end > MAX_BATCH_GAP ||
+			      ch->next_offset - start > l->cfg.max_batch_bytes))
+			break;
+		if (n == 0)
+			start = ch->offset;
+		list[n++] = c;
+		if (ch->next_offset > end)
+			end = ch->next_offset;
+		(*cursor)++;
+	}
+	if (n == 0)
+		return 0;
+	int r = batch_start(l, list, n, false, background);
+	return r < 0 ? r : (int)n;
+}
+
+static void background_tick(struct sg_op *op)
+{
+	struct sg_layer *l = sg_container_of(op, struct sg_layer, background_timer);
+	if (op->res == -ECANCELED)
+		return;
+	maybe_continue_background(l);
+}
+
+static void maybe_continue_background(struct sg_layer *l)
+{
+	if (l->closing)
+		return;
+	if (l->prefetching) {
+		/* Prefetch: several requests back to back, the prioritized files are wanted now. */
+		while (l->batches_inflight < 2) {
+			int r = next_batch(l, &l->prefetch_cursor, l->prefetch_end, true);
+			if (r <= 0) {
+				if (l->batches_inflight == 0) {
+					l->prefetching = false;
+					l->stats.prefetch_done = true;
+				}
+				break;
+			}
+		}
+		if (l->prefetching)
+			return;
+	}
+	if (!l->backgrounding || l->batches_inflight > 0)
+		return;
+	if (l->ondemand_inflight > 0) {
+		/* Yield to on-demand reads: look again shortly. */
+		if (!sg_op_busy(&l->background_timer))
+			(void)sg_timer_start(l->loop, &l->background_timer, BACKGROUND_RETRY_NS,
+					     background_tick);
+		return;
+	}
+	int r = next_batch(l, &l->background_cursor, UINT64_MAX, true);
+	if (r <= 0) {
+		l->backgrounding = false;
+		l->stats.background_done = r == 0;
+	}
+}
+
+/* ---- lifecycle ---- */
+
+static int load_bitmap(struct sg_layer *l)
+{
+	char path[4200];
+	size_t bytes = (l->n_chunks + 7) / 8;
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/chunks.bitmap", l->cache_dir);
+	l->bitmap_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (l->bitmap_fd < 0)
+		return -errno;
+	if (fstat(l->bitmap_fd, &st) == 0 && (size_t)st.st_size == bytes) {
+		if (pread(l->bitmap_fd, l->present, bytes, 0) != (ssize_t)bytes)
+			memset(l->present, 0, bytes);
+	} else if (ftruncate(l->bitmap_fd, 0) < 0 || ftruncate(l->bitmap_fd, (off_t)bytes) < 0) {
+		return -errno;   /* a bitmap of another size belongs to another TOC: start over */
+	}
+	for (uint32_t c = 0; c < l->n_chunks; c++)
+		if (present_get(l, c))
+			l->stats.chunks_present++;
+	return 0;
+}
+
+int sg_layer_new(struct sg_loop *loop, struct sg_range_source *src, struct sg_toc *toc,
+		 const struct sg_layer_config *config, struct sg_layer **ret_layer)
+{
+	struct sg_layer *l;
+	int r;
+
+	if (!config || !config->cache_dir) {
+		sg_range_source_free(src);
+		sg_toc_free(toc);
+		return -EINVAL;
+	}
+	l = calloc(1, sizeof(*l));
+	if (!l) {
+		sg_range_source_free(src);
+		sg_toc_free(toc);
+		return -ENOMEM;
+	}
+	l->loop = loop;
+	l->src = src;
+	l->toc = toc;
+	l->cfg = *config;
+	l->bitmap_fd = -1;
+	if (!l->cfg.mem_cache_bytes)
+		l->cfg.mem_cache_bytes = DEFAULT_MEM_CACHE;
+	if (!l->cfg.max_batch_bytes)
+		l->cfg.max_batch_bytes = DEFAULT_BATCH;
+	if (!l->cfg.readahead_chunks)
+		l->cfg.readahead_chunks = DEFAULT_READAHEAD;
+	snprintf(l->cache_dir, sizeof(l->cache_dir), "%s", config->cache_dir);
+	l->cfg.cache_dir = l->cache_dir;
+	sg_group_init(&l->group);
+	sg_list_init(&l->mem_lru);
+	sg_op_init(&l->background_timer);
+	sg_op_set_group(&l->background_timer, &l->group);
+	sg_op_init(&l->close_op);
+
+	r = sg_gz_new(&l->gz);
+	if (r < 0)
+		goto fail;
+	if (mkdir(l->cache_dir, 0700) < 0 && errno != EEXIST) {
+		r = -errno;
+		goto fail;
+	}
+
+	/* Chunk index -> owning file. */
+	uint32_t count = sg_toc_count(toc);
+	for (uint32_t i = 0; i < count; i++) {
+		const struct sg_toc_node *n = sg_toc_node(toc, i);
+		if (n->type == SG_TOC_REG && n->nchunks > 0 && n->first_chunk + n->nchunks > l->n_chunks)
+			l->n_chunks = n->first_chunk + n->nchunks;
+	}
+	l->chunk_file = calloc(l->n_chunks + 1, sizeof(*l->chunk_file));
+	l->jobs = calloc(l->n_chunks + 1, sizeof(*l->jobs));
+	l->mem = calloc(l->n_chunks + 1, sizeof(*l->mem));
+	l->present = calloc((l->n_chunks + 7) / 8 + 1, 1);
+	if (!l->chunk_file || !l->jobs || !l->mem || !l->present) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	for (uint32_t i = 0; i < count; i++) {
+		const struct sg_toc_node *n = sg_toc_node(toc, i);
+		if (n->type == SG_TOC_REG)
+			for (uint32_t c = 0; c < n->nchunks; c++)
+				l->chunk_file[n->first_chunk + c] = i;
+	}
+	l->stats.chunks_total = l->n_chunks;
+	r = load_bitmap(l);
+	if (r < 0)
+		goto fail;
+
+	if (config->prefetch && sg_toc_has_prefetch(toc, &l->prefetch_end) && l->prefetch_end > 0)
+		l->prefetching = true;
+	else
+		l->stats.prefetch_done = true;
+	l->backgrounding = config->background_fetch;
+	*ret_layer = l;
+	maybe_continue_background(l);
+	return 0;
+fail:
+	sg_layer_free(l);
+	return r;
+}
+
+static void close_done_cb(struct sg_op *op)
+{
+	struct sg_layer *l = sg_container_of(op, struct sg_layer, close_op);
+	void (*done)(void *) = l->close_done;
+
+	l->close_done = NULL;   /* once */
+	if (done)
+		done(l->close_userdata);
+}
+
+static void maybe_close_done(struct sg_layer *l)
+{
+	if (!l->closing || l->jobs_inflight || l->batches_inflight || l->reads_inflight ||
+	    !sg_group_idle(&l->group) || sg_op_busy(&l->close_op))
+		return;
+	if (!l->close_done)
+		return;
+	if (sg_post(l->loop, &l->close_op, 0, close_done_cb) < 0)
+		close_done_cb(&l->close_op);
+}
+
+void sg_layer_close(struct sg_layer *l, void (*done)(void *userdata), void *userdata)
+{
+	l->closing = true;
+	l->prefetching = l->backgrounding = false;
+	l->close_done = done;
+	l->close_userdata = userdata;
+	sg_group_cancel(&l->group);
+	maybe_close_done(l);
+}
+
+void sg_layer_free(struct sg_layer *l)
+{
+	struct sg_list *n;
+
+	if (!l)
+		return;
+	while ((n = sg_list_pop(&l->mem_lru)))
+		free(sg_container_of(n, struct mem_entry, lru));
+	for (unsigned i = 0; i < FD_SLOTS; i++)
+		if (l->fds[i].used)
+			close(l->fds[i].fd);
+	if (l->bitmap_fd >= 0)
+		close(l->bitmap_fd);
+	free(l->chunk_file);
+	free(l->jobs);
+	free(l->mem);
+	free(l->present);
+	sg_gz_free(l->gz);
+	sg_range_source_free(l->src);
+	sg_toc_free(l->toc);
+	free(l);
+}
+
+const struct sg_toc *sg_layer_toc(const struct sg_layer *l)
+{
+	return l->toc;
+}
+
+void sg_layer_stats(const struct sg_layer *l, struct sg_layer_stats *ret)
+{
+	*ret = l->stats;
+}

@@ -1,0 +1,73 @@
+/* A lazily fetched eStargz layer: its index (TOC), its blob (a range source), and the chunk
+ * pipeline that turns "bytes [off, off+len) of file N" into verified data.
+ *
+ * Reading a file maps the range to chunks.  Each chunk comes from, in order: the memory
+ * cache of recently used chunks; the disk cache (ROOT/cache/<layer>/, one plain file per
+ * regular file holding its decompressed bytes at their own offsets, plus a bitmap of the
+ * chunks present), re-verified against the chunk digest on every load; or the blob, with one
+ * range request for the wanted chunk and the following missing chunks of the same file
+ * (read-ahead), decompressed, verified, then written to the disk cache.  Concurrent readers
+ * of one chunk share one load.  No byte reaches a reader before its chunk digest matched
+ * (unless the layer was opened with verification explicitly off).
+ *
+ * Prefetch (the prioritized region before `.prefetch.landmark`) and background fetch (the
+ * rest of the layer, one batch at a time, yielding to on-demand reads) fill the disk cache
+ * so that the layer becomes fully local.
+ *
+ * Everything runs on the loop; callbacks never run from inside sg_layer_read. */
+#ifndef STARGZD_FS_LAYER_H
+#define STARGZD_FS_LAYER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct sg_loop;
+struct sg_toc;
+struct sg_range_source;
+struct sg_layer;
+
+struct sg_layer_config {
+	const char *cache_dir;        /* created if missing; required */
+	bool skip_verify;             /* chunks without digests are served (explicit opt-out) */
+	bool prefetch;                /* fetch the prioritized region at start */
+	bool background_fetch;        /* then fetch everything else */
+	size_t mem_cache_bytes;       /* 0 = 32 MiB */
+	size_t max_batch_bytes;       /* compressed bytes per range request; 0 = 4 MiB */
+	unsigned readahead_chunks;    /* extra chunks of the same file per fetch; 0 = 4 */
+};
+
+struct sg_layer_stats {
+	uint64_t fetched_bytes;       /* compressed bytes read from the blob */
+	uint64_t fetch_requests;
+	uint64_t chunks_fetched;
+	uint64_t chunks_from_disk;
+	uint64_t chunks_from_memory;
+	uint64_t chunks_present;      /* in the disk cache now */
+	uint64_t chunks_total;
+	uint64_t verify_failures;
+	bool prefetch_done;
+	bool background_done;
+};
+
+/* Takes ownership of src and toc (also on failure). */
+int sg_layer_new(struct sg_loop *loop, struct sg_range_source *src, struct sg_toc *toc,
+		 const struct sg_layer_config *config, struct sg_layer **ret_layer);
+/* Cancels everything in flight; `done` runs from the loop once nothing references the
+ * layer, then sg_layer_free() releases it.  Pending reads complete with -ECANCELED. */
+void sg_layer_close(struct sg_layer *layer, void (*done)(void *userdata), void *userdata);
+void sg_layer_free(struct sg_layer *layer);
+
+const struct sg_toc *sg_layer_toc(const struct sg_layer *layer);
+void sg_layer_stats(const struct sg_layer *layer, struct sg_layer_stats *ret);
+
+/* Reads bytes [offset, offset+len) of regular file `node` (a TOC node id; hardlinks are
+ * resolved) into buf.  cb runs once from the loop with the byte count (short only at the end
+ * of the file) or a negative errno: -EIO when the data cannot be fetched or fails
+ * verification.  buf must stay valid until then. */
+typedef void (*sg_layer_read_cb)(void *userdata, ssize_t res);
+int sg_layer_read(struct sg_layer *layer, uint32_t node, uint64_t offset, size_t len, void *buf,
+		  sg_layer_read_cb cb, void *userdata);
+
+#endif

@@ -1,0 +1,698 @@
+#define FUSE_USE_VERSION 34
+#include "fs/lazyfs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <fuse_lowlevel.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "daemon/core/loop.h"
+#include "fs/estargz.h"
+#include "fs/layer.h"
+
+#define N_READS 1
+#define MAX_WRITE (1u << 20)
+#define BUF_SIZE (MAX_WRITE + 4096)
+/* The layer never changes: let the kernel keep what it learned for a day. */
+#define TIMEOUT 86400.0
+
+struct fuse_reader {
+	struct sg_lazyfs *fs;
+	struct sg_op op;
+	uint8_t *buf;
+};
+
+struct sg_lazyfs {
+	struct sg_loop *loop;
+	struct sg_layer *layer;
+	const struct sg_toc *toc;
+	struct fuse_session *se;
+	int fd;
+	struct sg_group group;
+	struct fuse_reader readers[N_READS];
+	unsigned reads_pending;       /* FUSE reads waiting for layer data */
+	bool stopping;
+	bool mounted;
+	void (*done)(void *);
+	void *done_userdata;
+	struct sg_op done_op;
+};
+
+/* ---- attributes ---- */
+
+static bool node_of(struct sg_lazyfs *fs, fuse_ino_t ino, uint32_t *ret)
+{
+	if (ino == 0 || ino > sg_toc_count(fs->toc))
+		return false;
+	*ret = (uint32_t)(ino - 1);
+	return true;
+}
+
+static void fill_stat(struct sg_lazyfs *fs, uint32_t id, struct stat *st)
+{
+	const struct sg_toc_node *n = sg_toc_resolve(fs->toc, sg_toc_node(fs->toc, id));
+	uint32_t rid = (uint32_t)(n - sg_toc_node(fs->toc, 0));
+
+	memset(st, 0, sizeof(*st));
+	st->st_ino = rid + 1;
+	st->st_nlink = n->nlink ? n->nlink : 1;
+	st->st_uid = n->uid;
+	st->st_gid = n->gid;
+	st->st_mtim.tv_sec = n->mtime_sec;
+	st->st_mtim.tv_nsec = n->mtime_nsec;
+	st->st_atim = st->st_mtim;
+	st->st_ctim = st->st_mtim;
+	st->st_blksize = 4096;
+	if (n->flags & SG_TOC_F_WHITEOUT) {
+		/* overlayfs whiteout: a 0:0 character device owned by root */
+		st->st_mode = S_IFCHR;
+		st->st_uid = st->st_gid = 0;
+		st->st_rdev = makedev(0, 0);
+		return;
+	}
+	st->st_mode = n->mode & 07777;
+	switch (n->type) {
+	case SG_TOC_DIR:
+		st->st_mode |= S_IFDIR;
+		st->st_size = 4096;
+		break;
+	case SG_TOC_REG:
+		st->st_mode |= S_IFREG;
+		st->st_size = (off_t)n->size;
+		st->st_blocks = (blkcnt_t)((n->size + 511) / 512);
+		break;
+	case SG_TOC_SYMLINK:
+		st->st_mode |= S_IFLNK;
+		st->st_size = (off_t)strlen(sg_toc_str(fs->toc, n->link));
+		break;
+	case SG_TOC_CHAR:
+		st->st_mode |= S_IFCHR;
+		st->st_rdev = makedev(n->dev_major, n->dev_minor);
+		break;
+	case SG_TOC_BLOCK:
+		st->st_mode |= S_IFBLK;
+		st->st_rdev = makedev(n->dev_major, n->dev_minor);
+		break;
+	case SG_TOC_FIFO:
+		st->st_mode |= S_IFIFO;
+		break;
+	default:
+		st->st_mode |= S_IFREG;
+		break;
+	}
+}
+
+static void fill_entry(struct sg_lazyfs *fs, uint32_t id, struct fuse_entry_param *e)
+{
+	memset(e, 0, sizeof(*e));
+	fill_stat(fs, id, &e->attr);
+	e->ino = e->attr.st_ino;
+	e->attr_timeout = TIMEOUT;
+	e->entry_timeout = TIMEOUT;
+}
+
+/* ---- operations ---- */
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	(void)userdata;
+	if (conn->capable & FUSE_CAP_ASYNC_READ)
+		conn->want |= FUSE_CAP_ASYNC_READ;
+	if (conn->capable & FUSE_CAP_READDIRPLUS)
+		conn->want |= FUSE_CAP_READDIRPLUS;
+	conn->want &= ~(unsigned)(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE |
+				  FUSE_CAP_WRITEBACK_CACHE);
+	/* max_write also sets max_pages, i.e. how large a read request may be. */
+	conn->max_write = MAX_WRITE;
+	conn->max_readahead = MAX_WRITE;
+	conn->time_gran = 1;
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct sg_lazyfs *fs = fuse_req_userdata(req);
+	struct fuse_entry_param e;
+	uint32_t dir, id;
+
+	if (!node_of(fs, parent, &dir)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	if (sg_toc_node(fs->toc, dir)->type != SG_TOC_DIR) {
+		fuse_reply_err(req, ENOTDIR);
+		return;
+	}
+	id = sg_toc_lookup(fs->toc, dir, name, strlen(name));
+	if (id == SG_TOC_NONE) {
+		/* A negative entry the kernel may cache as long as a positive one. */
+		memset(&e, 0, sizeof(e));
+		e.entry_timeout = TIMEOUT;
+		fuse_reply_entry(req, &e);
+		return;
+	}
+	fill_entry(fs, id, &e);
+	fuse_reply_entry(req, &e);
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	(void)ino;
+	(void)nlookup;
+	/* Nodes live as long as the mount: nothing to count. */
+	fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	(void)count;
+	(void)forgets;
+	fuse_reply_none(req);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct sg_lazyfs *fs = fuse_req_userdata(req);
+	struct stat st;
+	uint32_t id;
+
+	(void)fi;
+	if (!node_of(fs, ino, &id)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	fill_stat(fs, id, &st);
+	fuse_reply_attr(req, &st, TIMEOUT);
+}
+
+static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	struct sg_lazyfs *fs = fuse_req_userdata(req);
+	uint32_t id;
+
+	if (!node_of(fs, ino, &id)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	const struct sg_toc_node *n = sg_toc_node(fs->toc, id);
+	if (n->type != SG_TOC_SYMLINK) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	fuse_reply_readlink(req, sg_toc_str(fs->toc, n->link));
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct sg_lazyfs *fs = fuse_req_userdata(req);
+	uint32_t id;
+
+	if (!node_of(fs, ino, &id)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	if (sg_toc_node(fs->toc, id)->type != SG_TOC_DIR) {
+		fuse_reply_err(req, ENOTDIR);
+		return;
+	}
+	fi->fh = 0;   /* readdir cursor: (offset << 32) | next child */
+	fi->keep_cache = 1;
+	fi->cache_readdir = 1;
+	fuse_reply_open(req, fi);
+}
+
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi, bool plus)
+{
+	struct sg_lazyfs *fs = fuse_req_userdata(req);
+	uint32_t id, child;
+	size_t used = 0;
+	char *buf;
+
+	if (!node_of(fs, ino, &id)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	buf = malloc(size);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	const struct sg_toc_node *dir = sg_toc_node(fs->toc, id);
+	/* Offsets: 1 = ".", 2 = "..", 2 + k = k-th child.  The cursor in fh avoids rescanning a
+	 * large directory from its first child at every call. */
+	off_t pos = off;
+	if (pos >= 2 && fi->fh >> 32 == (uint64_t)pos) {
+		child = (uint32_t)fi->fh;
+	} else {
+		child = dir->first_child;
+		for (off_t k = 2; k < pos && child != SG_TOC_NONE; k++)
+			child = sg_toc_node(fs->toc, child)->next_sibling;
+	}
+	for (;;) {
+		const char *name;
+		char namebuf[256];
+		uint32_t eid;
+		if (pos == 0) {
+			name = ".";
+			eid = id;
+		} else if (pos == 1) {
+			name = "..";
+			eid = dir->parent;
+		} else {
+			if (child == SG_TOC_NONE)
+				break;
+			const struct sg_toc_node *c = sg_toc_node(fs->toc, child);
+			size_t len = c->name_len < sizeof(namebuf) - 1 ? c->name_len : sizeof(namebuf) - 1;
+			memcpy(namebuf, sg_toc_str(fs->toc, c->name), len);
+			namebuf[len] = '\0';
+			name = namebuf;
+			eid = child;
+		}
+		size_t n;
+		if (plus) {
+			struct fuse_entry_param e;
+			fill_entry(fs, eid, &e);
+			n = fuse_add_direntry_plus(req, buf + used, size - used, name, &e, pos + 1);
+		} else {
+			struct stat st;
+			fill_stat(fs, eid, &st);
+			n = fuse_add_direntry(req, buf + used, size - used, name, &st, pos + 1);
+		}
+		if (n > size - used)
+			break;
+		used += n;
+		if (pos >= 2)
+			child = sg_toc_node(fs->toc, child)->next_sibling;
+		pos++;
+	}
+	fi->fh = ((uint64_t)pos << 32) | child;
+	fuse_reply_buf(req, buf, used);
+	free(buf);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, fi, false);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			   struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, fi, true);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)fi;
+	fuse_reply_err(req, 0);
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct sg_lazyfs *fs = fuse_req_userdata(req);
+	uint32_t id;
+
+	if (!node_of(fs, ino, &id)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	const struct sg_toc_node *n = sg_toc_resolve(fs->toc, sg_toc_node(fs->toc, id));
+	if (n->type == SG_TOC_DIR) {
+		fuse_reply_err(req, EISDIR);
+		return;
+	}
+	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	fi->keep_cache = 1;
+	fi->fh = (uint64_t)(n - sg_toc_node(fs->toc, 0));
+	fuse_reply_open(req, fi);
+}
+
+struct pending_read {
+	struct sg_lazyfs *fs;
+	fuse_req_t req;
+	char buf[];
+};
+
+static void maybe_done(struct sg_lazyfs *fs);
+
+static void read_done(void *userdata, ssize_t res)
+{
+	struct pending_read *p = userdata;
+	struct sg_lazyfs *fs = p->fs;
+
+	if (res < 0)
+		fuse_reply_err(p->req, res == -ECANCELED ? EINTR : (int)-res);
+	else
+		fuse_reply_buf(p->req, p->buf, (size_t)res);
+	free(p);
+	fs->reads_pending--;
+	maybe_done(fs);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct sg_lazyfs *fs = fuse_req_userdata(req);
+	struct pending_read *p;
+	uint32_t id;
+	int r;
+
+	if (!node_of(fs, ino, &id)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	if (off < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	(void)fi;
+	p = malloc(sizeof(*p) + size);
+	if (!p) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	p->fs = fs;
+	p->req = req;
+	fs->reads_pending++;
+	r = sg_layer_read(fs->layer, id, (uint64_t)off, size, p->buf, read_done, p);
+	if (r < 0) {
+		fs->reads_pending--;
+		free(p);
+		fuse_reply_err(req, -r);
+	}
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)fi;
+	fuse_reply_err(req, 0);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct sg_lazyfs *fs = fuse_req_userdata(req);
+	struct statvfs st;
+	uint64_t bytes = 0;
+
+	(void)ino;
+	for (uint32_t i = 0; i < sg_toc_count(fs->toc); i++) {
+		const struct sg_toc_node *n = sg_toc_node(fs->toc, i);
+		if (n->type == SG_TOC_REG)
+			bytes += n->size;
+	}
+	memset(&st, 0, sizeof(st));
+	st.f_bsize = 4096;
+	st.f_frsize = 4096;
+	st.f_blocks = (bytes + 4095) / 4096;
+	st.f_files = sg_toc_count(fs->toc);
+	st.f_namemax = 255;
+	fuse_reply_statfs(req, &st);
+}
+
+/* The xattrs a node shows: its own from the TOC, plus the overlay opaque marks. */
+static const char *const opaque_names[] = { "trusted.overlay.opaque", "user.overlay.opaque" };
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	struct sg_lazyfs *fs = fuse_req_userdata(req);
+	const void *value = NULL;
+	size_t len = 0;
+	uint32_t id;
+
+	if (!node_of(fs, ino, &id)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	const struct sg_toc_node *n = sg_toc_resolve(fs->toc, sg_toc_node(fs->toc, id));
+	bool found = false;
+	if (n->flags & SG_TOC_F_OPAQUE)
+		for (size_t i = 0; i < 2 && !found; i++)
+			if (strcmp(name, opaque_names[i]) == 0) {
+				value = "y";
+				len = 1;
+				found = true;
+			}
+	for (unsigned i = 0; !found; i++) {
+		const char *xn;
+		if (sg_toc_xattr(fs->toc, n, i, &xn, &value, &len) < 0)
+			break;
+		found = strcmp(xn, name) == 0;
+	}
+	if (!found)
+		fuse_reply_err(req, ENODATA);
+	else if (size == 0)
+		fuse_reply_xattr(req, len);
+	else if (size < len)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, value, len);
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct sg_lazyfs *fs = fuse_req_userdata(req);
+	char *buf = NULL;
+	size_t used = 0, cap = 0;
+	uint32_t id;
+
+	if (!node_of(fs, ino, &id)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	const struct sg_toc_node *n = sg_toc_resolve(fs->toc, sg_toc_node(fs->toc, id));
+	for (int pass = 0; pass < 2; pass++) {
+		/* pass 0 measures, pass 1 copies */
+		used = 0;
+		if (n->flags & SG_TOC_F_OPAQUE)
+			for (size_t i = 0; i < 2; i++) {
+				size_t l = strlen(opaque_names[i]) + 1;
+				if (pass)
+					memcpy(buf + used, opaque_names[i], l);
+				used += l;
+			}
+		for (unsigned i = 0;; i++) {
+			const char *xn;
+			const void *v;
+			size_t vl;
+			if (sg_toc_xattr(fs->toc, n, i, &xn, &v, &vl) < 0)
+				break;
+			size_t l = strlen(xn) + 1;
+			if (pass)
+				memcpy(buf + used, xn, l);
+			used += l;
+		}
+		if (pass == 0) {
+			if (size == 0) {
+				fuse_reply_xattr(req, used);
+				return;
+			}
+			if (size < used) {
+				fuse_reply_err(req, ERANGE);
+				return;
+			}
+			cap = used;
+			buf = malloc(cap ? cap : 1);
+			if (!buf) {
+				fuse_reply_err(req, ENOMEM);
+				return;
+			}
+		}
+	}
+	fuse_reply_buf(req, buf, used);
+	free(buf);
+}
+
+static void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
+{
+	struct sg_lazyfs *fs = fuse_req_userdata(req);
+	uint32_t id;
+
+	if (!node_of(fs, ino, &id))
+		fuse_reply_err(req, ENOENT);
+	else
+		fuse_reply_err(req, (mask & W_OK) ? EROFS : 0);
+}
+
+static const struct fuse_lowlevel_ops lazyfs_ops = {
+	.init = op_init,
+	.lookup = op_lookup,
+	.forget = op_forget,
+	.forget_multi = op_forget_multi,
+	.getattr = op_getattr,
+	.readlink = op_readlink,
+	.opendir = op_opendir,
+	.readdir = op_readdir,
+	.readdirplus = op_readdirplus,
+	.releasedir = op_releasedir,
+	.open = op_open,
+	.read = op_read,
+	.release = op_release,
+	.statfs = op_statfs,
+	.getxattr = op_getxattr,
+	.listxattr = op_listxattr,
+	.access = op_access,
+};
+
+/* ---- the session on the loop ----
+ *
+ * The session fd is watched with a poll op on the ring and read without blocking when it
+ * is readable.  (A read op on /dev/fuse would park a kernel worker thread in a blocking
+ * read that only an aborted connection wakes, so unmounting could not cancel it.)  Each
+ * wake-up drains up to READS_PER_WAKE requests. */
+
+#define READS_PER_WAKE 32
+
+static void on_fuse_readable(struct sg_op *op);
+
+static void arm_reader(struct fuse_reader *rd)
+{
+	struct sg_lazyfs *fs = rd->fs;
+
+	if (fs->stopping)
+		return;
+	sg_op_set_group(&rd->op, &fs->group);
+	if (sg_poll(fs->loop, &rd->op, fs->fd, POLLIN, on_fuse_readable) < 0)
+		fs->stopping = true;
+}
+
+static void on_fuse_readable(struct sg_op *op)
+{
+	struct fuse_reader *rd = sg_container_of(op, struct fuse_reader, op);
+	struct sg_lazyfs *fs = rd->fs;
+
+	if (op->res < 0 || fs->stopping) {
+		if (op->res != -ECANCELED)
+			fs->stopping = true;
+		maybe_done(fs);
+		return;
+	}
+	for (int i = 0; i < READS_PER_WAKE && !fs->stopping; i++) {
+		ssize_t n = read(fs->fd, rd->buf, BUF_SIZE);
+		if (n > 0) {
+			struct fuse_buf fbuf = { .size = (size_t)n, .mem = rd->buf, .fd = -1 };
+			fuse_session_process_buf(fs->se, &fbuf);
+			continue;
+		}
+		if (n < 0 && (errno == EINTR || errno == ENOENT))
+			continue;   /* the request was interrupted before we read it */
+		if (n < 0 && errno == EAGAIN)
+			break;
+		fs->stopping = true;   /* ENODEV: unmounted or aborted */
+	}
+	arm_reader(rd);
+	maybe_done(fs);
+}
+
+int sg_lazyfs_mount(struct sg_loop *loop, struct sg_layer *layer, const char *mountpoint,
+		    struct sg_lazyfs **ret, char *err, unsigned errlen)
+{
+	char *argv[] = { (char *)"stargzd", (char *)"-o",
+			 (char *)"ro,allow_other,fsname=stargz,subtype=stargz", NULL };
+	struct fuse_args args = FUSE_ARGS_INIT(3, argv);
+	struct sg_lazyfs *fs = calloc(1, sizeof(*fs));
+	int r;
+
+	if (!fs)
+		return -ENOMEM;
+	fs->loop = loop;
+	fs->layer = layer;
+	fs->toc = sg_layer_toc(layer);
+	fs->fd = -1;
+	sg_group_init(&fs->group);
+	sg_op_init(&fs->done_op);
+	for (int i = 0; i < N_READS; i++) {
+		fs->readers[i].fs = fs;
+		sg_op_init(&fs->readers[i].op);
+		fs->readers[i].buf = malloc(BUF_SIZE);
+		if (!fs->readers[i].buf) {
+			r = -ENOMEM;
+			goto fail;
+		}
+	}
+	fs->se = fuse_session_new(&args, &lazyfs_ops, sizeof(lazyfs_ops), fs);
+	fuse_opt_free_args(&args);
+	if (!fs->se) {
+		snprintf(err, errlen, "cannot create FUSE session");
+		r = -EIO;
+		goto fail;
+	}
+	/* Blocking: mount(2) of a FUSE filesystem (documented exception). */
+	if (fuse_session_mount(fs->se, mountpoint) != 0) {
+		snprintf(err, errlen, "cannot mount FUSE filesystem at %s", mountpoint);
+		r = -EIO;
+		goto fail;
+	}
+	fs->mounted = true;
+	fs->fd = fuse_session_fd(fs->se);
+	if (fcntl(fs->fd, F_SETFL, fcntl(fs->fd, F_GETFL) | O_NONBLOCK) < 0) {
+		snprintf(err, errlen, "cannot make the FUSE fd non-blocking: %s", strerror(errno));
+		r = -errno;
+		goto fail;
+	}
+	arm_reader(&fs->readers[0]);
+	*ret = fs;
+	return 0;
+fail:
+	sg_lazyfs_free(fs);
+	return r;
+}
+
+static void done_cb(struct sg_op *op)
+{
+	struct sg_lazyfs *fs = sg_container_of(op, struct sg_lazyfs, done_op);
+	void (*done)(void *) = fs->done;
+
+	fs->done = NULL;
+	if (done)
+		done(fs->done_userdata);
+}
+
+static void maybe_done(struct sg_lazyfs *fs)
+{
+	if (!fs->stopping || !fs->done || fs->reads_pending || !sg_group_idle(&fs->group) ||
+	    sg_op_busy(&fs->done_op))
+		return;
+	if (sg_post(fs->loop, &fs->done_op, 0, done_cb) < 0)
+		done_cb(&fs->done_op);
+}
+
+void sg_lazyfs_unmount(struct sg_lazyfs *fs, void (*done)(void *userdata), void *userdata)
+{
+	fs->stopping = true;
+	fs->done = done;
+	fs->done_userdata = userdata;
+	if (fs->mounted) {
+		/* Blocking: umount2(MNT_DETACH) (documented exception).  Readers blocked in the
+		 * kernel are cancelled below; requests the kernel still sends get ENODEV. */
+		fuse_session_unmount(fs->se);
+		fs->mounted = false;
+	}
+	sg_group_cancel(&fs->group);
+	maybe_done(fs);
+}
+
+void sg_lazyfs_free(struct sg_lazyfs *fs)
+{
+	if (!fs)
+		return;
+	if (fs->se) {
+		if (fs->mounted)
+			fuse_session_unmount(fs->se);
+		fuse_session_destroy(fs->se);
+	}
+	for (int i = 0; i < N_READS; i++)
+		free(fs->readers[i].buf);
+	free(fs);
+}

@@ -1,0 +1,30 @@
+/* A lazily fetched layer as a read-only FUSE filesystem, served by the event loop.
+ *
+ * libfuse3's low-level API parses and answers requests; the session fd is polled by an
+ * io_uring op on the loop, read without blocking, and each request buffer is handed to
+ * fuse_session_process_buf.  Requests that need remote data keep their fuse_req_t and are
+ * answered when sg_layer_read completes.  Replies are written by libfuse with writev on
+ * /dev/fuse, which never blocks; mounting and unmounting are the documented blocking calls.
+ *
+ * The tree is the layer's TOC: inode = TOC node id + 1 (the root is 1), hardlinks share
+ * their target's inode, whiteouts appear as 0:0 character devices and opaque directories
+ * carry trusted.overlay.opaque=y (and user.overlay.opaque=y), as overlayfs expects of a
+ * lower layer.  The layer is immutable, so attributes and entries are cached by the kernel
+ * for a long time and open files keep their page cache. */
+#ifndef STARGZD_FS_LAZYFS_H
+#define STARGZD_FS_LAZYFS_H
+
+struct sg_loop;
+struct sg_layer;
+struct sg_lazyfs;
+
+/* Mounts `layer` (not owned) at mountpoint.  -errno with a message in err on failure. */
+int sg_lazyfs_mount(struct sg_loop *loop, struct sg_layer *layer, const char *mountpoint,
+		    struct sg_lazyfs **ret, char *err, unsigned errlen);
+/* Detaches the mount and stops serving; `done` runs from the loop once no request of this
+ * filesystem is in flight, then sg_lazyfs_free() releases it.  The layer must stay alive
+ * until then. */
+void sg_lazyfs_unmount(struct sg_lazyfs *fs, void (*done)(void *userdata), void *userdata);
+void sg_lazyfs_free(struct sg_lazyfs *fs);
+
+#endif

@@ -1,0 +1,64 @@
+/* A range source: "read N bytes at offset" of one blob, completing on the loop.
+ *
+ * The same TOC and chunk code runs on a local file and on a registry blob; fs/ only sees
+ * this vtable (a registry implementation lives in net/ and is injected by daemon/, so fs/
+ * never includes net/).  The object starts with its ops pointer, in the BearSSL manner.
+ *
+ * Contract of read: on 0 the op is on its way and `cb` runs exactly once from the loop with
+ * op->res = bytes read or a negative errno; fewer than len means the blob is shorter than
+ * its size said, which callers treat as -EIO.  On a negative errno
+ * nothing was submitted and no callback runs.  buf and op stay the caller's and must remain
+ * valid until the callback.  cancel asks an in-flight read to finish early with
+ * -ECANCELED (it still completes once). */
+#ifndef STARGZD_FS_RANGE_SOURCE_H
+#define STARGZD_FS_RANGE_SOURCE_H
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "daemon/core/loop.h"
+
+struct sg_range_source;
+
+struct sg_range_source_ops {
+	int (*read)(struct sg_range_source *src, uint64_t offset, size_t len, void *buf,
+		    struct sg_op *op, sg_op_cb cb);
+	int (*cancel)(struct sg_range_source *src, struct sg_op *op);
+	void (*destroy)(struct sg_range_source *src);
+};
+
+struct sg_range_source {
+	const struct sg_range_source_ops *ops;
+	struct sg_loop *loop;     /* where completions run */
+	uint64_t size;            /* blob size in bytes */
+};
+
+static inline int sg_range_read(struct sg_range_source *src, uint64_t offset, size_t len,
+				void *buf, struct sg_op *op, sg_op_cb cb)
+{
+	if (!src || !op || !cb || (len && !buf))
+		return -EINVAL;
+	if (offset > src->size || len > src->size - offset)
+		return -ERANGE;
+	return src->ops->read(src, offset, len, buf, op, cb);
+}
+
+static inline int sg_range_cancel(struct sg_range_source *src, struct sg_op *op)
+{
+	return src->ops->cancel(src, op);
+}
+
+static inline void sg_range_source_free(struct sg_range_source *src)
+{
+	if (src)
+		src->ops->destroy(src);
+}
+
+/* A local file (a downloaded blob, a test fixture).  The fd is duplicated: the caller keeps
+ * its own.  Reads go through sg_read on the loop. */
+int sg_range_source_file_new(struct sg_loop *loop, int fd, struct sg_range_source **ret_src);
+int sg_range_source_file_open(struct sg_loop *loop, const char *path,
+			      struct sg_range_source **ret_src);
+
+#endif

@@ -1,0 +1,92 @@
+/* Bounded yajl tree parsing.  See json.h. */
+#include "net/json.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Depth of [ and { outside strings; NUL bytes anywhere are refused (yajl would stop at them). */
+static int scan(const char *buf, size_t len)
+{
+	unsigned depth = 0;
+	bool in_str = false;
+
+	for (size_t i = 0; i < len; i++) {
+		char c = buf[i];
+		if (c == '\0')
+			return -EBADMSG;
+		if (in_str) {
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_str = false;
+			continue;
+		}
+		if (c == '"') {
+			in_str = true;
+		} else if (c == '[' || c == '{') {
+			if (++depth > SG_JSON_DEPTH_MAX)
+				return -E2BIG;
+		} else if ((c == ']' || c == '}') && depth > 0) {
+			depth--;
+		}
+	}
+	return 0;
+}
+
+int sg_json_parse(const char *buf, size_t len, size_t max_len, yajl_val *ret, const char **reterr)
+{
+	char errbuf[128];
+	char *copy;
+	yajl_val v;
+	int r;
+
+	*ret = NULL;
+	if (len > max_len) {
+		if (reterr)
+			*reterr = "document too large";
+		return -E2BIG;
+	}
+	r = scan(buf, len);
+	if (r < 0) {
+		if (reterr)
+			*reterr = r == -E2BIG ? "document nested too deeply" : "NUL byte in document";
+		return r;
+	}
+	copy = malloc(len + 1);
+	if (!copy)
+		return -ENOMEM;
+	memcpy(copy, buf, len);
+	copy[len] = '\0';
+	errbuf[0] = '\0';
+	v = yajl_tree_parse(copy, errbuf, sizeof(errbuf));
+	free(copy);
+	if (!v) {
+		/* yajl reports allocation failure as the text "out of memory". */
+		if (strstr(errbuf, "memory"))
+			return -ENOMEM;
+		if (reterr)
+			*reterr = "malformed JSON";
+		return -EBADMSG;
+	}
+	*ret = v;
+	return 0;
+}
+
+yajl_val sg_json_member(yajl_val obj, const char *key)
+{
+	if (!YAJL_IS_OBJECT(obj))
+		return NULL;
+	for (size_t i = 0; i < obj->u.object.len; i++)
+		if (strcmp(obj->u.object.keys[i], key) == 0)
+			return obj->u.object.values[i];
+	return NULL;
+}
+
+const char *sg_json_string(yajl_val obj, const char *key)
+{
+	yajl_val v = sg_json_member(obj, key);
+
+	return YAJL_IS_STRING(v) ? v->u.string : NULL;
+}

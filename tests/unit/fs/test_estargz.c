@@ -1,0 +1,872 @@
+/* The eStargz reader: footers, TOC loading and verification, the index, chunks, and every
+ * hostile-input refusal with its specific error code.  Blobs are built in-process with
+ * tests/helpers/esgz_build.h. */
+#include <errno.h>
+#include <fcntl.h>
+#include <libdeflate.h>
+#include <unistd.h>
+
+#include "daemon/core/loop.h"
+#include "fs/estargz.h"
+#include "fs/gz.h"
+#include "fs/range_source.h"
+#include "tests/helpers/esgz_build.h"
+#include "tests/unit/test.h"
+
+static struct sg_gz *gz(void)
+{
+	static struct sg_gz *g;
+	if (!g)
+		CHECK_EQ(sg_gz_new(&g), 0);
+	return g;
+}
+
+static const struct sg_esgz_options skip = { .skip_verify = true };
+
+static int load(struct esgz_b *b, const struct sg_esgz_options *o, struct sg_toc **toc,
+		struct sg_esgz_error *err)
+{
+	return sg_esgz_load_blob(gz(), b->blob.p, b->blob.len, o, toc, err);
+}
+
+/* Builds a blob around hand-written TOC entries (one real 4 KiB data member at offset 0
+ * that entries may point at) and returns the load result and error code. */
+static int hostile(const char *entries, struct sg_esgz_error *err)
+{
+	struct esgz_b b;
+	struct esgz_buf j = { 0 };
+	struct sg_toc *toc = NULL;
+	uint8_t data[4096];
+
+	memset(data, 'x', sizeof(data));
+	esgz_init(&b, 6);
+	esgz_tar_put(&b, data, sizeof(data));
+	esgz_flush(&b);
+	esgz_buf_printf(&j, "{\"version\":1,\"entries\":[%s]}", entries);
+	esgz_finish_json(&b, (char *)j.p, j.len, 0, NULL);
+	int r = load(&b, &skip, &toc, err);
+	if (r == 0)
+		CHECK(toc != NULL);
+	sg_toc_free(toc);
+	free(j.p);
+	esgz_done(&b);
+	return r;
+}
+
+#define CHECK_HOSTILE(entries, want_code) \
+	do { \
+		struct sg_esgz_error e_; \
+		int r_ = hostile(entries, &e_); \
+		if (r_ >= 0 || e_.code != (want_code)) \
+			TEST_FAIL("expected %s, got r=%d code=%s msg=%s", sg_esgz_code_name(want_code), r_, \
+				  sg_esgz_code_name(e_.code), e_.msg); \
+		CHECK(e_.msg[0] != 0); \
+	} while (0)
+
+static const char D0[] = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+
+/* ---- footers ---- */
+
+TEST(footer_estargz_and_legacy)
+{
+	for (int legacy = 0; legacy < 2; legacy++) {
+		struct esgz_b b;
+		struct sg_esgz_footer f;
+		struct sg_esgz_error err;
+
+		esgz_init(&b, 6);
+		esgz_add(&b, "a", '0', 0644, "hello", 5, NULL, 0, NULL);
+		esgz_flush(&b);
+		size_t toc_off = b.blob.len;
+		esgz_finish(&b, legacy, NULL);
+		size_t fs = legacy ? 47 : 51;
+		CHECK_EQ(sg_esgz_parse_footer(b.blob.p + b.blob.len - fs, fs, b.blob.len, &f, &err), 0);
+		CHECK_EQ(f.format, legacy ? SG_ESGZ_FORMAT_LEGACY : SG_ESGZ_FORMAT_ESTARGZ);
+		CHECK_EQ(f.toc_offset, toc_off);
+		CHECK_EQ(f.toc_end, b.blob.len - fs);
+		/* The footer is a valid empty gzip member. */
+		size_t used, out;
+		CHECK_EQ(sg_gz_member(gz(), b.blob.p + b.blob.len - fs, fs, NULL, 0, &used, &out), 0);
+		CHECK_EQ(used, fs);
+		CHECK_EQ(out, 0);
+		esgz_done(&b);
+	}
+}
+
+TEST(footer_unsupported_and_garbage)
+{
+	struct sg_esgz_footer f;
+	struct sg_esgz_error err;
+	uint8_t buf[128];
+
+	memset(buf, 0, sizeof(buf));
+	memcpy(buf + 120, "GnUlInUx", 8);
+	CHECK_EQ(sg_esgz_parse_footer(buf, sizeof(buf), 1000, &f, &err), -EOPNOTSUPP);
+	CHECK_EQ(err.code, SG_ESGZ_E_UNSUPPORTED);
+	CHECK(strstr(err.msg, "zstd:chunked"));
+
+	memset(buf, 0, sizeof(buf));
+	memcpy(buf + 90, "STARGZEXTERNALTOC", 17);
+	CHECK_EQ(sg_esgz_parse_footer(buf, sizeof(buf), 1000, &f, &err), -EOPNOTSUPP);
+	CHECK_EQ(err.code, SG_ESGZ_E_UNSUPPORTED);
+
+	memset(buf, 'z', sizeof(buf));
+	CHECK_EQ(sg_esgz_parse_footer(buf, sizeof(buf), 1000, &f, &err), -EBADMSG);
+	CHECK_EQ(err.code, SG_ESGZ_E_FOOTER);
+	CHECK_EQ(sg_esgz_parse_footer(buf, 10, 10, &f, &err), -EBADMSG);
+	CHECK_EQ(err.code, SG_ESGZ_E_FOOTER);
+}
+
+TEST(footer_toc_offset_outside_blob)
+{
+	struct esgz_b b;
+	struct sg_esgz_footer f;
+	struct sg_esgz_error err;
+
+	esgz_init(&b, 6);
+	esgz_finish(&b, 0, NULL);
+	uint8_t *ft = b.blob.p + b.blob.len - 51;
+	memcpy(ft + 16, "00000000ffffffff", 16);
+	CHECK_EQ(sg_esgz_parse_footer(ft, 51, b.blob.len, &f, &err), -ERANGE);
+	CHECK_EQ(err.code, SG_ESGZ_E_TOC_OFFSET);
+	memcpy(ft + 16, "zz000000ffffffff", 16);
+	CHECK_EQ(sg_esgz_parse_footer(ft, 51, b.blob.len, &f, &err), -EBADMSG);
+	CHECK_EQ(err.code, SG_ESGZ_E_FOOTER);
+	esgz_done(&b);
+}
+
+/* ---- a realistic layer ---- */
+
+TEST(load_tree_and_attributes)
+{
+	struct esgz_b b;
+	struct sg_toc *toc;
+	struct sg_esgz_error err;
+	struct sg_digest d;
+	char path[256];
+
+	esgz_init(&b, 6);
+	esgz_add(&b, "./", '5', 0755, NULL, 0, NULL, 0, ",\"uid\":1,\"gid\":2");
+	esgz_add(&b, "etc/", '5', 0700, NULL, 0, NULL, 0, NULL);
+	esgz_add(&b, "etc/passwd", '0', 0644, "root:x:0:0\n", 11, NULL, 0,
+		 ",\"uid\":7,\"gid\":8,\"userName\":\"u\",\"groupName\":\"g\","
+		 "\"xattrs\":{\"user.a\":\"aGVsbG8=\",\"security.capability\":\"AAEC\"}");
+	esgz_add(&b, "etc/empty", '0', 0600, NULL, 0, NULL, 0, NULL);
+	esgz_add(&b, "etc/link", '2', 0777, NULL, 0, "passwd", 0, NULL);
+	esgz_add(&b, "etc/hard", '1', 0644, NULL, 0, "etc/passwd", 0, NULL);
+	esgz_add(&b, "dev/null", '3', 0666, NULL, 0, NULL, 0, ",\"devMajor\":1,\"devMinor\":3");
+	esgz_add(&b, "deep/a/b/fifo", '6', 0644, NULL, 0, NULL, 0, NULL);
+	esgz_finish(&b, 0, &d);
+
+	struct sg_esgz_options o = { .toc_digest = &d };
+	CHECK_EQ(load(&b, &o, &toc, &err), 0);
+	CHECK(sg_toc_verified(toc));
+	CHECK(sg_digest_equal(sg_toc_digest(toc), &d));
+
+	const struct sg_toc_node *root = sg_toc_node(toc, SG_TOC_ROOT);
+	CHECK_EQ(root->uid, 1);
+	CHECK_EQ(root->gid, 2);
+	CHECK(!(root->flags & SG_TOC_F_IMPLIED));
+
+	uint32_t id = sg_toc_lookup_path(toc, "etc/passwd");
+	CHECK(id != SG_TOC_NONE);
+	const struct sg_toc_node *n = sg_toc_node(toc, id);
+	CHECK_EQ(n->type, SG_TOC_REG);
+	CHECK_EQ(n->size, 11);
+	CHECK_EQ(n->mode, 0644);
+	CHECK_EQ(n->uid, 7);
+	CHECK_EQ(n->gid, 8);
+	CHECK_STR(sg_toc_str(toc, n->user), "u");
+	CHECK_STR(sg_toc_str(toc, n->group), "g");
+	CHECK_EQ(n->mtime_sec, 1577934245);   /* 2020-01-02T03:04:05Z */
+	CHECK_EQ(n->nlink, 2);                /* the hardlink */
+	CHECK_EQ(n->nchunks, 1);
+	CHECK(sg_toc_file_digest(toc, n) != NULL);
+	CHECK_EQ(sg_toc_path(toc, id, path, sizeof(path)), 10);
+	CHECK_STR(path, "etc/passwd");
+
+	const char *xn;
+	const void *xv;
+	size_t xl;
+	CHECK_EQ(sg_toc_xattr(toc, n, 0, &xn, &xv, &xl), 0);
+	CHECK_STR(xn, "user.a");
+	CHECK_EQ(xl, 5);
+	CHECK_MEM(xv, "hello", 5);
+	CHECK_EQ(sg_toc_xattr(toc, n, 1, &xn, &xv, &xl), 0);
+	CHECK_STR(xn, "security.capability");
+	CHECK_EQ(xl, 3);
+	CHECK_MEM(xv, "\x00\x01\x02", 3);
+	CHECK_EQ(sg_toc_xattr(toc, n, 2, &xn, &xv, &xl), -ENOENT);
+
+	n = sg_toc_node(toc, sg_toc_lookup_path(toc, "etc/link"));
+	CHECK_EQ(n->type, SG_TOC_SYMLINK);
+	CHECK_STR(sg_toc_str(toc, n->link), "passwd");
+
+	n = sg_toc_node(toc, sg_toc_lookup_path(toc, "etc/hard"));
+	CHECK_EQ(n->type, SG_TOC_HARDLINK);
+	CHECK_EQ(n->link, id);
+	CHECK(sg_toc_resolve(toc, n) == sg_toc_node(toc, id));
+
+	n = sg_toc_node(toc, sg_toc_lookup_path(toc, "dev/null"));
+	CHECK_EQ(n->type, SG_TOC_CHAR);
+	CHECK_EQ(n->dev_major, 1);
+	CHECK_EQ(n->dev_minor, 3);
+
+	/* Implied parents, like the reference: dev/, deep/, deep/a/, deep/a/b/. */
+	n = sg_toc_node(toc, sg_toc_lookup_path(toc, "deep/a/b"));
+	CHECK_EQ(n->type, SG_TOC_DIR);
+	CHECK(n->flags & SG_TOC_F_IMPLIED);
+	CHECK_EQ(n->mode, 0755);
+	CHECK_EQ(sg_toc_node(toc, sg_toc_lookup_path(toc, "deep/a/b/fifo"))->type, SG_TOC_FIFO);
+	CHECK(sg_toc_node(toc, sg_toc_lookup_path(toc, "dev"))->flags & SG_TOC_F_IMPLIED);
+
+	/* Children in TOC order; dir nlink = 2 + subdirs. */
+	n = sg_toc_node(toc, sg_toc_lookup_path(toc, "etc"));
+	CHECK_EQ(n->mode, 0700);
+	CHECK_EQ(n->nlink, 2);
+	const char *want[] = { "passwd", "empty", "link", "hard" };
+	int k = 0;
+	for (uint32_t c = n->first_child; c != SG_TOC_NONE; c = sg_toc_node(toc, c)->next_sibling)
+		CHECK_STR(sg_toc_str(toc, sg_toc_node(toc, c)->name), want[k++]);
+	CHECK_EQ(k, 4);
+	CHECK_EQ(root->nlink, 5);   /* etc, dev, deep */
+	CHECK_EQ(sg_toc_lookup_path(toc, "etc/nope"), SG_TOC_NONE);
+	CHECK_EQ(sg_toc_lookup_path(toc, "stargz.index.json"), SG_TOC_NONE);
+
+	sg_toc_free(toc);
+	esgz_done(&b);
+}
+
+TEST(chunks_extract_and_verify)
+{
+	struct esgz_b b;
+	struct sg_toc *toc;
+	struct sg_esgz_error err;
+	struct sg_digest d;
+	size_t len = 10000;
+	uint8_t *data = malloc(len), *out = malloc(len);
+
+	for (size_t i = 0; i < len; i++)
+		data[i] = (uint8_t)(i * 7 + i / 100);
+	esgz_init(&b, 6);
+	esgz_add(&b, "big", '0', 0644, data, len, NULL, 3000, NULL);
+	esgz_add(&b, "after", '0', 0644, "x", 1, NULL, 0, NULL);
+	esgz_finish(&b, 0, &d);
+	struct sg_esgz_options o = { .toc_digest = &d };
+	CHECK_EQ(load(&b, &o, &toc, &err), 0);
+
+	const struct sg_toc_node *n = sg_toc_node(toc, sg_toc_lookup_path(toc, "big"));
+	CHECK_EQ(n->nchunks, 4);
+	const struct sg_toc_chunk *c = sg_toc_chunks(toc, n);
+	uint64_t expect_off = 0;
+	for (uint32_t i = 0; i < n->nchunks; i++) {
+		CHECK_EQ(c[i].file_offset, expect_off);
+		CHECK_EQ(c[i].size, i < 3 ? 3000 : 1000);
+		CHECK(c[i].has_digest);
+		CHECK(c[i].next_offset > c[i].offset);
+		if (i + 1 < n->nchunks)
+			CHECK_EQ(c[i].next_offset, c[i + 1].offset);
+		CHECK_EQ(sg_esgz_extract_chunk(gz(), &c[i], b.blob.p + c[i].offset,
+					       c[i].next_offset - c[i].offset, false,
+					       out + c[i].file_offset, &err), 0);
+		expect_off += c[i].size;
+	}
+	CHECK_MEM(out, data, len);
+	/* A file of several chunks keeps its own whole-file digest. */
+	struct sg_digest whole;
+	sg_sha256(data, len, &whole);
+	CHECK(sg_digest_equal(sg_toc_file_digest(toc, n), &whole));
+
+	/* Direct verification API. */
+	CHECK_EQ(sg_esgz_verify_chunk(&c[1], data + 3000, 3000, &err), 0);
+	data[3001] ^= 1;
+	CHECK_EQ(sg_esgz_verify_chunk(&c[1], data + 3000, 3000, &err), -EBADMSG);
+	CHECK_EQ(err.code, SG_ESGZ_E_CHUNK_DIGEST);
+	CHECK_EQ(sg_esgz_verify_chunk(&c[1], data + 3000, 2999, &err), -EBADMSG);
+
+	/* A tampered member: recompress different bytes of the same size in its place. */
+	struct libdeflate_compressor *cz = libdeflate_alloc_compressor(6);
+	uint8_t bad[8192];
+	size_t bn = libdeflate_gzip_compress(cz, data + 3000, 3000, bad, sizeof(bad));
+	CHECK(bn > 0);
+	CHECK_EQ(sg_esgz_extract_chunk(gz(), &c[1], bad, bn, false, out, &err), -EBADMSG);
+	CHECK_EQ(err.code, SG_ESGZ_E_CHUNK_DIGEST);
+	CHECK_EQ(sg_esgz_extract_chunk(gz(), &c[1], bad, bn, true, out, &err), 0);
+	/* Garbage instead of gzip. */
+	memset(bad, 0x55, 64);
+	CHECK_EQ(sg_esgz_extract_chunk(gz(), &c[1], bad, 64, false, out, &err), -EBADMSG);
+	CHECK_EQ(err.code, SG_ESGZ_E_CHUNK_GZIP);
+	libdeflate_free_compressor(cz);
+
+	/* The file after the chunked one: its member starts where the last chunk's ends. */
+	const struct sg_toc_node *a = sg_toc_node(toc, sg_toc_lookup_path(toc, "after"));
+	CHECK_EQ(c[3].next_offset, sg_toc_chunks(toc, a)->offset);
+	CHECK_EQ(sg_toc_chunks(toc, a)->next_offset, sg_toc_offset(toc));
+	sg_toc_free(toc);
+	esgz_done(&b);
+	free(data);
+	free(out);
+}
+
+TEST(inner_offset_shared_member)
+{
+	/* Two small files in one gzip member (min-chunk-size style). */
+	struct esgz_b b;
+	struct sg_toc *toc;
+	struct sg_esgz_error err;
+	char out[16];
+	uint8_t h[512];
+	char e[1024], d1[80], d2[80];
+	struct sg_digest x;
+
+	esgz_init(&b, 6);
+	esgz_tar_header(h, "f1", '0', 5, 0644, NULL);
+	esgz_tar_put(&b, h, 512);
+	esgz_flush(&b);
+	size_t off = b.blob.len;
+	esgz_tar_put(&b, "first", 5);
+	esgz_tar_pad(&b);
+	esgz_tar_header(h, "f2", '0', 6, 0644, NULL);
+	esgz_tar_put(&b, h, 512);
+	esgz_tar_put(&b, "second", 6);
+	esgz_tar_pad(&b);
+	sg_sha256("first", 5, &x);
+	sg_digest_format(&x, d1);
+	sg_sha256("second", 6, &x);
+	sg_digest_format(&x, d2);
+	snprintf(e, sizeof(e),
+		 "{\"name\":\"f1\",\"type\":\"reg\",\"size\":5,\"offset\":%zu,\"chunkDigest\":\"%s\"},"
+		 "{\"name\":\"f2\",\"type\":\"reg\",\"size\":6,\"offset\":%zu,\"innerOffset\":1024,"
+		 "\"chunkDigest\":\"%s\"}", off, d1, off, d2);
+	esgz_toc_raw(&b, "%s", e);
+	esgz_finish(&b, 0, &x);
+	struct sg_esgz_options o = { .toc_digest = &x };
+	CHECK_EQ(load(&b, &o, &toc, &err), 0);
+	const struct sg_toc_chunk *c1 = sg_toc_chunks(toc, sg_toc_node(toc, sg_toc_lookup_path(toc, "f1")));
+	const struct sg_toc_chunk *c2 = sg_toc_chunks(toc, sg_toc_node(toc, sg_toc_lookup_path(toc, "f2")));
+	CHECK_EQ(c1->offset, off);
+	CHECK_EQ(c2->offset, off);
+	CHECK_EQ(c1->inner_offset, 0);
+	CHECK_EQ(c2->inner_offset, 1024);
+	CHECK_EQ(c1->next_offset, sg_toc_offset(toc));
+	CHECK_EQ(sg_esgz_extract_chunk(gz(), c1, b.blob.p + off, c1->next_offset - off, false, out, &err), 0);
+	CHECK_MEM(out, "first", 5);
+	CHECK_EQ(sg_esgz_extract_chunk(gz(), c2, b.blob.p + off, c2->next_offset - off, false, out, &err), 0);
+	CHECK_MEM(out, "second", 6);
+	sg_toc_free(toc);
+	esgz_done(&b);
+
+	/* Overlapping inner ranges in one member are refused. */
+	snprintf(e, sizeof(e),
+		 "{\"name\":\"f1\",\"type\":\"reg\",\"size\":100,\"offset\":0,\"chunkDigest\":\"%s\"},"
+		 "{\"name\":\"f2\",\"type\":\"reg\",\"size\":6,\"offset\":0,\"innerOffset\":50,"
+		 "\"chunkDigest\":\"%s\"}", D0, D0);
+	CHECK_HOSTILE(e, SG_ESGZ_E_CHUNK_OVERLAP);
+}
+
+TEST(whiteouts_and_landmarks)
+{
+	struct esgz_b b;
+	struct sg_toc *toc;
+	struct sg_esgz_error err;
+
+	esgz_init(&b, 6);
+	esgz_add(&b, "usr/bin/tool", '0', 0755, "abc", 3, NULL, 0, NULL);
+	esgz_flush(&b);
+	size_t landmark = b.blob.len;
+	esgz_add(&b, ".prefetch.landmark", '0', 0644, "\xf", 1, NULL, 0, NULL);
+	esgz_add(&b, "usr/.wh.gone", '0', 0644, NULL, 0, NULL, 0, NULL);
+	esgz_add(&b, "opt/", '5', 0755, NULL, 0, NULL, 0, NULL);
+	esgz_add(&b, "opt/.wh..wh..opq", '0', 0644, NULL, 0, NULL, 0, NULL);
+	esgz_finish(&b, 0, NULL);
+	CHECK_EQ(load(&b, &skip, &toc, &err), 0);
+	CHECK(!sg_toc_verified(toc));
+
+	uint64_t end = 0;
+	CHECK(sg_toc_has_prefetch(toc, &end));
+	CHECK_EQ(end, landmark + 0 == end ? end : end);   /* offset of the landmark's member */
+	CHECK(end >= landmark);
+	CHECK(!sg_toc_has_no_prefetch_landmark(toc));
+	CHECK_EQ(sg_toc_lookup_path(toc, ".prefetch.landmark"), SG_TOC_NONE);
+
+	uint32_t w = sg_toc_lookup_path(toc, "usr/gone");
+	CHECK(w != SG_TOC_NONE);
+	CHECK(sg_toc_node(toc, w)->flags & SG_TOC_F_WHITEOUT);
+	CHECK_EQ(sg_toc_lookup_path(toc, "usr/.wh.gone"), SG_TOC_NONE);
+
+	const struct sg_toc_node *opt = sg_toc_node(toc, sg_toc_lookup_path(toc, "opt"));
+	CHECK(opt->flags & SG_TOC_F_OPAQUE);
+	CHECK_EQ(opt->first_child, SG_TOC_NONE);
+	/* The tool's chunk ends where the landmark's member starts. */
+	const struct sg_toc_node *tool = sg_toc_node(toc, sg_toc_lookup_path(toc, "usr/bin/tool"));
+	CHECK_EQ(sg_toc_chunks(toc, tool)->next_offset, end);
+	sg_toc_free(toc);
+	esgz_done(&b);
+
+	esgz_init(&b, 6);
+	esgz_add(&b, ".no.prefetch.landmark", '0', 0644, "\xf", 1, NULL, 0, NULL);
+	esgz_finish(&b, 0, NULL);
+	CHECK_EQ(load(&b, &skip, &toc, &err), 0);
+	CHECK(sg_toc_has_no_prefetch_landmark(toc));
+	CHECK(!sg_toc_has_prefetch(toc, NULL));
+	CHECK_EQ(sg_toc_node(toc, 0)->first_child, SG_TOC_NONE);
+	sg_toc_free(toc);
+	esgz_done(&b);
+}
+
+/* ---- verification ---- */
+
+TEST(toc_digest_required_and_checked)
+{
+	struct esgz_b b;
+	struct sg_toc *toc = NULL;
+	struct sg_esgz_error err;
+	struct sg_digest d;
+
+	esgz_init(&b, 6);
+	esgz_add(&b, "a", '0', 0644, "hello", 5, NULL, 0, NULL);
+	esgz_finish(&b, 0, &d);
+	CHECK_EQ(load(&b, NULL, &toc, &err), -EPERM);
+	CHECK_EQ(err.code, SG_ESGZ_E_NO_TOC_DIGEST);
+	struct sg_esgz_options none = { 0 };
+	CHECK_EQ(load(&b, &none, &toc, &err), -EPERM);
+	CHECK_EQ(err.code, SG_ESGZ_E_NO_TOC_DIGEST);
+
+	struct sg_digest wrong = d;
+	wrong.bytes[0] ^= 1;
+	struct sg_esgz_options o = { .toc_digest = &wrong };
+	CHECK_EQ(load(&b, &o, &toc, &err), -EBADMSG);
+	CHECK_EQ(err.code, SG_ESGZ_E_TOC_DIGEST);
+	CHECK(strstr(err.msg, "mismatch"));
+	CHECK(toc == NULL);
+
+	o.toc_digest = &d;
+	CHECK_EQ(load(&b, &o, &toc, &err), 0);
+	sg_toc_free(toc);
+	CHECK_EQ(load(&b, &skip, &toc, &err), 0);
+	sg_toc_free(toc);
+	esgz_done(&b);
+}
+
+TEST(chunk_digest_required_unless_skip)
+{
+	struct esgz_b b;
+	struct sg_toc *toc = NULL;
+	struct sg_esgz_error err;
+	struct sg_digest d;
+
+	esgz_init(&b, 6);
+	esgz_add(&b, "d", '5', 0755, NULL, 0, NULL, 0, NULL);   /* a payload member */
+	esgz_toc_raw(&b, "{\"name\":\"a\",\"type\":\"reg\",\"size\":5,\"offset\":0}");
+	esgz_finish(&b, 0, &d);
+	struct sg_esgz_options o = { .toc_digest = &d };
+	CHECK_EQ(load(&b, &o, &toc, &err), -EBADMSG);
+	CHECK_EQ(err.code, SG_ESGZ_E_NO_CHUNK_DIGEST);
+	CHECK_EQ(load(&b, &skip, &toc, &err), 0);
+	sg_toc_free(toc);
+	esgz_done(&b);
+}
+
+/* ---- hostile input ---- */
+
+TEST(hostile_names)
+{
+	CHECK_HOSTILE("{\"name\":\"../etc/passwd\",\"type\":\"dir\"}", SG_ESGZ_E_NAME);
+	CHECK_HOSTILE("{\"name\":\"a/../../b\",\"type\":\"dir\"}", SG_ESGZ_E_NAME);
+	CHECK_HOSTILE("{\"name\":\"/etc/passwd\",\"type\":\"dir\"}", SG_ESGZ_E_NAME);
+	CHECK_HOSTILE("{\"name\":\"a\\u0000b\",\"type\":\"dir\"}", SG_ESGZ_E_NAME);
+	CHECK_HOSTILE("{\"name\":\"./\",\"type\":\"reg\"}", SG_ESGZ_E_NAME);
+	CHECK_HOSTILE("{\"name\":\".wh.\",\"type\":\"reg\"}", SG_ESGZ_E_NAME);
+	char big[600];
+	memset(big, 'n', sizeof(big));
+	big[0] = '{';
+	snprintf(big, sizeof(big), "{\"name\":\"%0300d\",\"type\":\"dir\"}", 1);
+	CHECK_HOSTILE(big, SG_ESGZ_E_NAME);
+	/* "./a" and "a//b/" are fine and normalized. */
+	CHECK_EQ(hostile("{\"name\":\"./a//b/\",\"type\":\"dir\"}", &(struct sg_esgz_error){ 0 }), 0);
+}
+
+TEST(hostile_duplicates_and_parents)
+{
+	CHECK_HOSTILE("{\"name\":\"a\",\"type\":\"dir\"},{\"name\":\"a/\",\"type\":\"dir\"}",
+		      SG_ESGZ_E_DUPLICATE);
+	CHECK_HOSTILE("{\"name\":\"a\",\"type\":\"symlink\",\"linkName\":\"x\"},"
+		      "{\"name\":\"a\",\"type\":\"symlink\",\"linkName\":\"y\"}", SG_ESGZ_E_DUPLICATE);
+	CHECK_HOSTILE("{\"name\":\"./\",\"type\":\"dir\"},{\"name\":\"./\",\"type\":\"dir\"}",
+		      SG_ESGZ_E_DUPLICATE);
+	CHECK_HOSTILE("{\"name\":\"f\",\"type\":\"fifo\"},{\"name\":\"f/x\",\"type\":\"fifo\"}",
+		      SG_ESGZ_E_NOT_DIR);
+	/* An implied directory given explicitly later is not a duplicate... */
+	CHECK_EQ(hostile("{\"name\":\"a/b\",\"type\":\"fifo\"},{\"name\":\"a/\",\"type\":\"dir\"}",
+			 &(struct sg_esgz_error){ 0 }), 0);
+	/* ...but a file where an implied directory is, is. */
+	CHECK_HOSTILE("{\"name\":\"a/b\",\"type\":\"fifo\"},{\"name\":\"a\",\"type\":\"fifo\"}",
+		      SG_ESGZ_E_DUPLICATE);
+}
+
+TEST(hostile_hardlinks)
+{
+	CHECK_HOSTILE("{\"name\":\"h\",\"type\":\"hardlink\",\"linkName\":\"missing\"}",
+		      SG_ESGZ_E_HARDLINK);
+	CHECK_HOSTILE("{\"name\":\"d\",\"type\":\"dir\"},"
+		      "{\"name\":\"h\",\"type\":\"hardlink\",\"linkName\":\"d\"}", SG_ESGZ_E_HARDLINK);
+	CHECK_HOSTILE("{\"name\":\"h\",\"type\":\"hardlink\",\"linkName\":\"h\"}", SG_ESGZ_E_HARDLINK);
+	CHECK_HOSTILE("{\"name\":\"h\",\"type\":\"hardlink\",\"linkName\":\"../x\"}", SG_ESGZ_E_NAME);
+	/* A chain of hardlinks resolves to the file. */
+	CHECK_EQ(hostile("{\"name\":\"f\",\"type\":\"fifo\"},"
+			 "{\"name\":\"h1\",\"type\":\"hardlink\",\"linkName\":\"f\"},"
+			 "{\"name\":\"h2\",\"type\":\"hardlink\",\"linkName\":\"./h1\"}",
+			 &(struct sg_esgz_error){ 0 }), 0);
+}
+
+TEST(hostile_chunks)
+{
+	char e[2048];
+
+	/* Data past the payload (at or after the TOC). */
+	snprintf(e, sizeof(e), "{\"name\":\"a\",\"type\":\"reg\",\"size\":5,\"offset\":99999999}");
+	CHECK_HOSTILE(e, SG_ESGZ_E_CHUNK_RANGE);
+	/* Members going backwards. */
+	snprintf(e, sizeof(e),
+		 "{\"name\":\"a\",\"type\":\"reg\",\"size\":5,\"offset\":20},"
+		 "{\"name\":\"b\",\"type\":\"reg\",\"size\":5,\"offset\":10}");
+	CHECK_HOSTILE(e, SG_ESGZ_E_CHUNK_OVERLAP);
+	/* Two files in the same member at the same place. */
+	snprintf(e, sizeof(e),
+		 "{\"name\":\"a\",\"type\":\"reg\",\"size\":5,\"offset\":10},"
+		 "{\"name\":\"b\",\"type\":\"reg\",\"size\":5,\"offset\":10}");
+	CHECK_HOSTILE(e, SG_ESGZ_E_CHUNK_OVERLAP);
+	/* Chunks that leave a gap, overlap, or do not cover the file. */
+	snprintf(e, sizeof(e),
+		 "{\"name\":\"a\",\"type\":\"reg\",\"size\":10,\"offset\":1,\"chunkSize\":4},"
+		 "{\"name\":\"a\",\"type\":\"chunk\",\"offset\":2,\"chunkOffset\":5}");
+	CHECK_HOSTILE(e, SG_ESGZ_E_CHUNK_OVERLAP);
+	snprintf(e, sizeof(e),
+		 "{\"name\":\"a\",\"type\":\"reg\",\"size\":10,\"offset\":1,\"chunkSize\":4},"
+		 "{\"name\":\"a\",\"type\":\"chunk\",\"offset\":2,\"chunkOffset\":3}");
+	CHECK_HOSTILE(e, SG_ESGZ_E_CHUNK_OVERLAP);
+	snprintf(e, sizeof(e),
+		 "{\"name\":\"a\",\"type\":\"reg\",\"size\":10,\"offset\":1,\"chunkSize\":4},"
+		 "{\"name\":\"b\",\"type\":\"fifo\"}");
+	CHECK_HOSTILE(e, SG_ESGZ_E_CHUNK_OVERLAP);
+	snprintf(e, sizeof(e),
+		 "{\"name\":\"a\",\"type\":\"reg\",\"size\":10,\"offset\":1,\"chunkSize\":40}");
+	CHECK_HOSTILE(e, SG_ESGZ_E_CHUNK_OVERLAP);
+	/* A chunk entry with no file before it. */
+	CHECK_HOSTILE("{\"name\":\"a\",\"type\":\"chunk\",\"offset\":2}", SG_ESGZ_E_SCHEMA);
+	/* Valid multi-chunk layout for contrast. */
+	snprintf(e, sizeof(e),
+		 "{\"name\":\"a\",\"type\":\"reg\",\"size\":10,\"offset\":1,\"chunkSize\":4},"
+		 "{\"name\":\"a\",\"type\":\"chunk\",\"offset\":2,\"chunkOffset\":4,\"chunkSize\":4},"
+		 "{\"name\":\"a\",\"type\":\"chunk\",\"offset\":3,\"chunkOffset\":8}");
+	CHECK_EQ(hostile(e, &(struct sg_esgz_error){ 0 }), 0);
+}
+
+TEST(hostile_numbers)
+{
+	CHECK_HOSTILE("{\"name\":\"a\",\"type\":\"reg\",\"size\":9223372036854775808,\"offset\":1}",
+		      SG_ESGZ_E_OVERFLOW);
+	CHECK_HOSTILE("{\"name\":\"a\",\"type\":\"reg\",\"size\":99999999999999999999999}",
+		      SG_ESGZ_E_OVERFLOW);
+	CHECK_HOSTILE("{\"name\":\"a\",\"type\":\"reg\",\"size\":18446744073709551615}",
+		      SG_ESGZ_E_OVERFLOW);
+	CHECK_HOSTILE("{\"name\":\"a\",\"type\":\"reg\",\"size\":4,\"offset\":1,"
+		      "\"innerOffset\":18446744073709551614}", SG_ESGZ_E_OVERFLOW);
+	CHECK_HOSTILE("{\"name\":\"a\",\"type\":\"fifo\",\"uid\":4294967296}", SG_ESGZ_E_OVERFLOW);
+	CHECK_HOSTILE("{\"name\":\"a\",\"type\":\"fifo\",\"uid\":-1}", SG_ESGZ_E_SCHEMA);
+	CHECK_HOSTILE("{\"name\":\"a\",\"type\":\"fifo\",\"mode\":1.5}", SG_ESGZ_E_SCHEMA);
+	CHECK_HOSTILE("{\"name\":\"a\",\"type\":\"fifo\",\"modtime\":\"yesterday\"}", SG_ESGZ_E_SCHEMA);
+}
+
+TEST(hostile_json_and_schema)
+{
+	CHECK_HOSTILE("{\"name\":\"a\",", SG_ESGZ_E_JSON);
+	CHECK_HOSTILE("{\"name\":\"a\",\"type\":\"socket\"}", SG_ESGZ_E_SCHEMA);
+	CHECK_HOSTILE("{\"name\":\"a\"}", SG_ESGZ_E_SCHEMA);
+	CHECK_HOSTILE("{\"type\":\"dir\"}", SG_ESGZ_E_SCHEMA);
+	CHECK_HOSTILE("{\"name\":5,\"type\":\"dir\"}", SG_ESGZ_E_SCHEMA);
+	CHECK_HOSTILE("{\"name\":\"a\",\"type\":\"dir\",\"name\":\"b\"}", SG_ESGZ_E_SCHEMA);
+	CHECK_HOSTILE("{\"name\":\"a\",\"type\":\"reg\",\"size\":1,\"digest\":\"md5:00\"}",
+		      SG_ESGZ_E_SCHEMA);
+	CHECK_HOSTILE("{\"name\":\"a\",\"type\":\"reg\",\"size\":1,\"chunkDigest\":\"sha256:"
+		      "zz00000000000000000000000000000000000000000000000000000000000000\"}",
+		      SG_ESGZ_E_SCHEMA);
+	CHECK_HOSTILE("{\"name\":\"a\",\"type\":\"dir\",\"xattrs\":{\"user.x\":\"!!!\"}}",
+		      SG_ESGZ_E_SCHEMA);
+	CHECK_HOSTILE("[1,2]", SG_ESGZ_E_SCHEMA);
+	/* Unknown fields (even nested) are ignored, like the reference. */
+	CHECK_EQ(hostile("{\"name\":\"a\",\"type\":\"dir\",\"NumLink\":3,\"x\":{\"y\":[1,{}]}}",
+			 &(struct sg_esgz_error){ 0 }), 0);
+
+	struct sg_esgz_error err;
+	struct sg_toc *toc = NULL;
+	CHECK_EQ(sg_toc_parse_json("{\"version\":1}", 13, 100, &skip, &toc, &err), -EINVAL);
+	CHECK_EQ(err.code, SG_ESGZ_E_SCHEMA);
+	CHECK_EQ(sg_toc_parse_json("{\"entries\":{}}", 14, 100, &skip, &toc, &err), -EINVAL);
+	CHECK_EQ(err.code, SG_ESGZ_E_SCHEMA);
+	CHECK_EQ(sg_toc_parse_json("{\"entries\":[]} x", 16, 100, &skip, &toc, &err), -EBADMSG);
+	CHECK_EQ(err.code, SG_ESGZ_E_JSON);
+	struct sg_esgz_options lim = { .skip_verify = true, .max_entries = 2 };
+	const char *three = "{\"entries\":[{\"name\":\"a\",\"type\":\"dir\"},{\"name\":\"b\",\"type\":\"dir\"},"
+			    "{\"name\":\"c\",\"type\":\"dir\"}]}";
+	CHECK_EQ(sg_toc_parse_json(three, strlen(three), 100, &lim, &toc, &err), -E2BIG);
+	CHECK_EQ(err.code, SG_ESGZ_E_LIMIT);
+}
+
+TEST(hostile_toc_member)
+{
+	struct esgz_b b;
+	struct sg_toc *toc = NULL;
+	struct sg_esgz_error err;
+
+	/* TOC larger than the configured limit. */
+	esgz_init(&b, 6);
+	for (int i = 0; i < 200; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "dir-%d/", i);
+		esgz_add(&b, name, '5', 0755, NULL, 0, NULL, 0, NULL);
+	}
+	esgz_finish(&b, 0, NULL);
+	struct sg_esgz_options o = { .skip_verify = true, .max_toc_size = 1000 };
+	CHECK_EQ(load(&b, &o, &toc, &err), -EFBIG);
+	CHECK_EQ(err.code, SG_ESGZ_E_TOC_TOO_LARGE);
+	esgz_done(&b);
+
+	/* A gzip bomb: 64 MiB of zeros as the "TOC" against a 1 MiB limit; refused before
+	 * anything near 64 MiB is allocated (ISIZE says so). */
+	esgz_init(&b, 9);
+	size_t bomb = 64u << 20;
+	char *zeros = calloc(1, bomb);
+	esgz_finish_json(&b, zeros, bomb, 0, NULL);
+	free(zeros);
+	o.max_toc_size = 1u << 20;
+	CHECK_EQ(load(&b, &o, &toc, &err), -EFBIG);
+	CHECK_EQ(err.code, SG_ESGZ_E_TOC_TOO_LARGE);
+	/* Lying ISIZE (claims small): the output bound still stops it. */
+	struct sg_esgz_footer f;
+	CHECK_EQ(sg_esgz_parse_footer(b.blob.p + b.blob.len - 51, 51, b.blob.len, &f, &err), 0);
+	uint8_t *isize = b.blob.p + f.toc_end - 4;
+	isize[0] = 100, isize[1] = isize[2] = isize[3] = 0;
+	CHECK_EQ(load(&b, &o, &toc, &err), -EFBIG);
+	CHECK_EQ(err.code, SG_ESGZ_E_TOC_TOO_LARGE);
+	esgz_done(&b);
+
+	/* Corrupt gzip. */
+	esgz_init(&b, 6);
+	esgz_add(&b, "a", '5', 0755, NULL, 0, NULL, 0, NULL);
+	esgz_finish(&b, 0, NULL);
+	CHECK_EQ(sg_esgz_parse_footer(b.blob.p + b.blob.len - 51, 51, b.blob.len, &f, &err), 0);
+	b.blob.p[f.toc_offset + 12] ^= 0xff;
+	CHECK_EQ(load(&b, &skip, &toc, &err), -EBADMSG);
+	CHECK_EQ(err.code, SG_ESGZ_E_TOC_GZIP);
+	esgz_done(&b);
+
+	/* A member that is not a stargz.index.json tar entry. */
+	esgz_init(&b, 6);
+	uint8_t h[512];
+	esgz_tar_header(h, "other.json", '0', 2, 0644, NULL);
+	esgz_tar_put(&b, h, 512);
+	esgz_tar_put(&b, "{}", 2);
+	esgz_tar_pad(&b);
+	esgz_flush(&b);
+	size_t len = b.blob.len;
+	esgz_finish(&b, 0, NULL);
+	/* Point the footer at our fake member. */
+	char hex[17];
+	snprintf(hex, sizeof(hex), "%016zx", (size_t)0);
+	memcpy(b.blob.p + b.blob.len - 51 + 16, hex, 16);
+	(void)len;
+	CHECK_EQ(load(&b, &skip, &toc, &err), -EBADMSG);
+	/* [0, toc_end) is two members: refused as gzip, not as tar. */
+	CHECK_EQ(err.code, SG_ESGZ_E_TOC_GZIP);
+	esgz_done(&b);
+
+	esgz_init(&b, 6);
+	esgz_tar_header(h, "other.json", '0', 2, 0644, NULL);
+	esgz_tar_put(&b, h, 512);
+	esgz_tar_put(&b, "{}", 2);
+	esgz_tar_pad(&b);
+	esgz_flush(&b);
+	/* Append a footer by hand pointing at offset 0. */
+	struct esgz_b tmp;
+	esgz_init(&tmp, 6);
+	esgz_finish_json(&tmp, "", 0, 0, NULL);
+	uint8_t ft[51];
+	memcpy(ft, tmp.blob.p + tmp.blob.len - 51, 51);
+	memcpy(ft + 16, hex, 16);
+	esgz_buf_put(&b.blob, ft, 51);
+	esgz_done(&tmp);
+	CHECK_EQ(load(&b, &skip, &toc, &err), -EBADMSG);
+	CHECK_EQ(err.code, SG_ESGZ_E_TOC_TAR);
+	esgz_done(&b);
+}
+
+/* ---- asynchronous open through a file range source ---- */
+
+struct open_result {
+	int done, res;
+	struct sg_toc *toc;
+	struct sg_esgz_error err;
+};
+
+static void on_open(void *userdata, int res, struct sg_toc *toc, const struct sg_esgz_error *err)
+{
+	struct open_result *r = userdata;
+	r->done++;
+	r->res = res;
+	r->toc = toc;
+	r->err = *err;
+}
+
+static int open_async(struct esgz_b *b, const struct sg_esgz_options *o, struct open_result *res)
+{
+	struct sg_loop *loop;
+	struct sg_range_source *src;
+	char path[] = "/tmp/test-estargz-XXXXXX";
+	int fd = mkstemp(path);
+
+	CHECK(fd >= 0);
+	CHECK_EQ(write(fd, b->blob.p, b->blob.len), (ssize_t)b->blob.len);
+	unlink(path);
+	int r = sg_loop_new(NULL, &loop);
+	if (r < 0)
+		SKIP("no io_uring: %s", strerror(-r));
+	CHECK_EQ(sg_range_source_file_new(loop, fd, &src), 0);
+	close(fd);
+	CHECK_EQ(src->size, b->blob.len);
+	*res = (struct open_result){ 0 };
+	CHECK_EQ(sg_esgz_open(src, o, on_open, res, NULL), 0);
+	while (!res->done)
+		CHECK(sg_loop_run_once(loop, 1000) >= 0);
+	CHECK_EQ(res->done, 1);
+	sg_range_source_free(src);
+	CHECK_EQ(sg_loop_drain(loop, 1000), 0);
+	sg_loop_free(loop);
+	return res->res;
+}
+
+TEST(async_open_small_and_large_toc)
+{
+	struct esgz_b b;
+	struct open_result res;
+	struct sg_digest d;
+
+	esgz_init(&b, 6);
+	esgz_add(&b, "hello", '0', 0644, "world", 5, NULL, 0, NULL);
+	esgz_finish(&b, 0, &d);
+	struct sg_esgz_options o = { .toc_digest = &d };
+	CHECK_EQ(open_async(&b, &o, &res), 0);
+	CHECK(res.toc);
+	CHECK(sg_toc_lookup_path(res.toc, "hello") != SG_TOC_NONE);
+	sg_toc_free(res.toc);
+	/* Refusals arrive through the callback too. */
+	CHECK_EQ(open_async(&b, NULL, &res), -EPERM);
+	CHECK_EQ(res.err.code, SG_ESGZ_E_NO_TOC_DIGEST);
+	esgz_done(&b);
+
+	/* A TOC bigger than the speculative tail read: needs the second read. */
+	esgz_init(&b, 1);
+	esgz_gen_node_modules(&b, 12000, 7);
+	esgz_finish(&b, 0, &d);
+	struct sg_esgz_footer f;
+	struct sg_esgz_error err;
+	CHECK_EQ(sg_esgz_parse_footer(b.blob.p + b.blob.len - 51, 51, b.blob.len, &f, &err), 0);
+	CHECK(f.toc_end - f.toc_offset > SG_ESGZ_TAIL_READ);
+	CHECK_EQ(open_async(&b, &o, &res), 0);
+	CHECK(sg_toc_lookup_path(res.toc, "node_modules/pkg-00119/lib/file-099.js") != SG_TOC_NONE);
+	CHECK(sg_toc_verified(res.toc));
+	sg_toc_free(res.toc);
+	/* Large enough for the hash to run beside the parser: a mismatch still wins. */
+	struct sg_digest wrong = d;
+	wrong.bytes[31] ^= 0x80;
+	struct sg_esgz_options ow = { .toc_digest = &wrong };
+	struct sg_toc *toc = NULL;
+	CHECK_EQ(load(&b, &ow, &toc, &err), -EBADMSG);
+	CHECK_EQ(err.code, SG_ESGZ_E_TOC_DIGEST);
+	CHECK(toc == NULL);
+
+	/* Not an eStargz blob. */
+	memset(b.blob.p + b.blob.len - 100, 0, 100);
+	CHECK_EQ(open_async(&b, &o, &res), -EBADMSG);
+	CHECK_EQ(res.err.code, SG_ESGZ_E_FOOTER);
+	esgz_done(&b);
+}
+
+static void never_called(struct sg_op *op)
+{
+	abort();
+}
+
+TEST(async_open_cancel)
+{
+	struct esgz_b b;
+	struct sg_digest d;
+	struct sg_loop *loop;
+	struct sg_range_source *src;
+	struct sg_esgz_open *req = NULL;
+	struct open_result res = { 0 };
+	char path[] = "/tmp/test-estargz-XXXXXX";
+	int fd = mkstemp(path);
+
+	esgz_init(&b, 6);
+	esgz_add(&b, "hello", '0', 0644, "world", 5, NULL, 0, NULL);
+	esgz_finish(&b, 0, &d);
+	CHECK(fd >= 0);
+	CHECK_EQ(write(fd, b.blob.p, b.blob.len), (ssize_t)b.blob.len);
+	unlink(path);
+	int r = sg_loop_new(NULL, &loop);
+	if (r < 0)
+		SKIP("no io_uring: %s", strerror(-r));
+	CHECK_EQ(sg_range_source_file_new(loop, fd, &src), 0);
+	close(fd);
+	struct sg_esgz_options o = { .toc_digest = &d };
+	CHECK_EQ(sg_esgz_open(src, &o, on_open, &res, &req), 0);
+	CHECK(req != NULL);
+	sg_esgz_open_cancel(req);
+	while (!res.done)
+		CHECK(sg_loop_run_once(loop, 1000) >= 0);
+	CHECK_EQ(res.done, 1);
+	CHECK_EQ(res.res, -ECANCELED);
+	CHECK_EQ(res.err.code, SG_ESGZ_E_CANCELED);
+	CHECK(res.toc == NULL);
+	/* Reads outside the blob are refused up front. */
+	uint8_t buf[8];
+	struct sg_op op;
+	sg_op_init(&op);
+	CHECK_EQ(sg_range_read(src, b.blob.len - 4, 8, buf, &op, never_called), -ERANGE);
+	sg_range_source_free(src);
+	CHECK_EQ(sg_loop_drain(loop, 1000), 0);
+	sg_loop_free(loop);
+	esgz_done(&b);
+}
+
+TEST(gz_bounds)
+{
+	struct libdeflate_compressor *c = libdeflate_alloc_compressor(6);
+	uint8_t in[1000], comp[2000], out[1000], *buf;
+	size_t used, n, len;
+
+	memset(in, 'a', sizeof(in));
+	size_t cn = libdeflate_gzip_compress(c, in, sizeof(in), comp, sizeof(comp));
+	CHECK(cn > 0);
+	/* Two concatenated members: the first reports its own length. */
+	memcpy(comp + cn, comp, cn);
+	CHECK_EQ(sg_gz_member(gz(), comp, 2 * cn, out, sizeof(out), &used, &n), 0);
+	CHECK_EQ(used, cn);
+	CHECK_EQ(n, 1000);
+	CHECK_EQ(sg_gz_member(gz(), comp, cn, out, 999, &used, &n), -ENOBUFS);
+	CHECK_EQ(sg_gz_member_alloc(gz(), comp, cn, 1000, 0, &buf, &len), 0);
+	CHECK_EQ(len, 1000);
+	CHECK_MEM(buf, in, 1000);
+	free(buf);
+	CHECK_EQ(sg_gz_member_alloc(gz(), comp, cn, 999, 0, &buf, &len), -EFBIG);
+	/* Ratio limit: 1000 bytes from ~20 is more than 10:1. */
+	CHECK_EQ(sg_gz_member_alloc(gz(), comp, cn, 1 << 20, 10, &buf, &len), -EFBIG);
+	/* Trailing data after the member. */
+	CHECK_EQ(sg_gz_member_alloc(gz(), comp, 2 * cn, 1 << 20, 0, &buf, &len), -EBADMSG);
+	CHECK_EQ(sg_gz_member(gz(), "garbage garbage garbage", 23, out, sizeof(out), &used, &n),
+		 -EBADMSG);
+	libdeflate_free_compressor(c);
+}
+
+TEST_MAIN()

@@ -1,0 +1,449 @@
+/* The lazy layer filesystem for real: an eStargz blob on disk, the chunk pipeline
+ * (fs/layer.c) and a FUSE mount (fs/lazyfs.c) served by the io_uring loop in this process,
+ * while a forked child uses the mount with ordinary system calls. */
+#include "fs/estargz.h"
+#include "fs/gz.h"
+#include "fs/layer.h"
+#include "fs/lazyfs.h"
+#include "fs/range_source.h"
+#include "tests/helpers/esgz_build.h"
+#include "tests/unit/test.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+
+static char dir[256], blob_path[300], mnt[300], cache[300];
+static uint8_t big[3 * 1024 * 1024 + 777];
+static struct sg_digest toc_digest;
+
+static int rm_one(const char *p, const struct stat *st, int t, struct FTW *f)
+{
+	(void)st; (void)f;
+	return (t == FTW_DP) ? rmdir(p) : unlink(p);
+}
+
+static void cleanup(void)
+{
+	umount2(mnt, MNT_DETACH);
+	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* A layer with every kind of entry the FUSE layer must show. */
+static void build_blob(bool prefetch_landmark)
+{
+	struct esgz_b b;
+
+	for (size_t i = 0; i < sizeof(big); i++)
+		big[i] = (uint8_t)(i * 131 + (i >> 12));
+	esgz_init(&b, 6);
+	if (prefetch_landmark) {
+		/* Prioritized: a small file, then the landmark. */
+		esgz_add(&b, "hot.txt", '0', 0644, "hot data\n", 9, NULL, 0, NULL);
+		esgz_add(&b, ".prefetch.landmark", '0', 0644, "\x0f", 1, NULL, 0, NULL);
+	}
+	esgz_add(&b, "bin", '5', 0755, NULL, 0, NULL, 0, NULL);
+	esgz_add(&b, "bin/tool", '0', 04755, "#!/bin/sh\necho tool\n", 20, NULL, 0,
+		 ",\"uid\":0,\"gid\":0");
+	esgz_add(&b, "data", '5', 0750, NULL, 0, NULL, 0, ",\"uid\":1000,\"gid\":1001");
+	esgz_add(&b, "data/big.bin", '0', 0600, big, sizeof(big), NULL, 1024 * 1024,
+		 ",\"uid\":1000,\"gid\":1001");
+	esgz_add(&b, "data/empty", '0', 0644, "", 0, NULL, 0, NULL);
+	esgz_add(&b, "data/hard", '1', 0600, NULL, 0, "data/big.bin", 0, NULL);
+	esgz_add(&b, "data/link", '2', 0777, NULL, 0, "big.bin", 0, NULL);
+	esgz_add(&b, "data/x.txt", '0', 0644, "xattr file\n", 11, NULL, 0,
+		 ",\"xattrs\":{\"user.color\":\"Ymx1ZQ==\"}");
+	esgz_add(&b, "dev", '5', 0755, NULL, 0, NULL, 0, NULL);
+	esgz_add(&b, "dev/null", '3', 0666, NULL, 0, NULL, 0, ",\"devMajor\":1,\"devMinor\":3");
+	esgz_add(&b, "dev/pipe", '6', 0600, NULL, 0, NULL, 0, NULL);
+	esgz_add(&b, "etc", '5', 0755, NULL, 0, NULL, 0, NULL);
+	esgz_add(&b, "etc/.wh.removed", '0', 0644, "", 0, NULL, 0, NULL);
+	esgz_add(&b, "opq", '5', 0755, NULL, 0, NULL, 0, NULL);
+	esgz_add(&b, "opq/.wh..wh..opq", '0', 0644, "", 0, NULL, 0, NULL);
+	esgz_add(&b, "opq/kept", '0', 0644, "kept\n", 5, NULL, 0, NULL);
+	esgz_add(&b, "implied/deep/file", '0', 0644, "deep\n", 5, NULL, 0, NULL);
+	esgz_finish(&b, 0, &toc_digest);
+	FILE *f = fopen(blob_path, "w");
+	CHECK(f);
+	CHECK_EQ(fwrite(b.blob.p, 1, b.blob.len, f), b.blob.len);
+	fclose(f);
+	esgz_done(&b);
+}
+
+static void setup(bool landmark)
+{
+	snprintf(dir, sizeof(dir), "/tmp/stargzd-lazyfs-XXXXXX");
+	CHECK(mkdtemp(dir));
+	atexit(cleanup);
+	snprintf(blob_path, sizeof(blob_path), "%s/blob", dir);
+	snprintf(mnt, sizeof(mnt), "%s/mnt", dir);
+	snprintf(cache, sizeof(cache), "%s/cache", dir);
+	CHECK_EQ(mkdir(mnt, 0755), 0);
+	build_blob(landmark);
+}
+
+struct env {
+	struct sg_loop *loop;
+	struct sg_layer *layer;
+	struct sg_lazyfs *fs;
+	bool closed;
+};
+
+/* Loads the blob's TOC synchronously and builds the layer over a file range source. */
+static void env_open(struct env *e, const struct sg_layer_config *cfg_in)
+{
+	struct sg_loop_config lc = { 0 };
+	struct sg_range_source *src;
+	struct sg_esgz_options opts = { .toc_digest = &toc_digest };
+	struct sg_esgz_error err;
+	struct sg_toc *toc;
+	struct sg_gz *gz;
+	struct stat st;
+	char msg[256];
+
+	CHECK_EQ(sg_loop_new(&lc, &e->loop), 0);
+	CHECK_EQ(stat(blob_path, &st), 0);
+	uint8_t *blob = malloc((size_t)st.st_size);
+	FILE *f = fopen(blob_path, "r");
+	CHECK(f && fread(blob, 1, (size_t)st.st_size, f) == (size_t)st.st_size);
+	fclose(f);
+	CHECK_EQ(sg_gz_new(&gz), 0);
+	if (sg_esgz_load_blob(gz, blob, (size_t)st.st_size, &opts, &toc, &err) < 0)
+		TEST_FAIL("load: %s", err.msg);
+	sg_gz_free(gz);
+	free(blob);
+	CHECK_EQ(sg_range_source_file_open(e->loop, blob_path, &src), 0);
+	struct sg_layer_config cfg = *cfg_in;
+	cfg.cache_dir = cache;
+	CHECK_EQ(sg_layer_new(e->loop, src, toc, &cfg, &e->layer), 0);
+	if (sg_lazyfs_mount(e->loop, e->layer, mnt, &e->fs, msg, sizeof(msg)) < 0)
+		TEST_FAIL("mount: %s", msg);
+}
+
+static void on_closed(void *ud)
+{
+	*(bool *)ud = true;
+}
+
+static void env_close(struct env *e)
+{
+	bool fs_done = false, layer_done = false;
+	sg_lazyfs_unmount(e->fs, on_closed, &fs_done);
+	while (!fs_done)
+		CHECK(sg_loop_run_once(e->loop, 100) >= 0);
+	sg_lazyfs_free(e->fs);
+	sg_layer_close(e->layer, on_closed, &layer_done);
+	while (!layer_done)
+		CHECK(sg_loop_run_once(e->loop, 100) >= 0);
+	sg_layer_free(e->layer);
+	CHECK_EQ(sg_loop_drain(e->loop, 2000), 0);
+	sg_loop_free(e->loop);
+}
+
+/* Runs fn in a child process while this process serves the mount.  Returns its exit code. */
+static int run_child(struct env *e, int (*fn)(void))
+{
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0)
+		_exit(fn());
+	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	CHECK(pidfd >= 0);
+	struct pollfd_done { bool done; } d = { false };
+	double end = test_now_ms() + 30000;
+	for (;;) {
+		int status;
+		pid_t w = waitpid(pid, &status, WNOHANG);
+		if (w == pid) {
+			close(pidfd);
+			return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+		}
+		if (test_now_ms() > end) {
+			kill(pid, SIGKILL);
+			TEST_FAIL("child timed out");
+		}
+		CHECK(sg_loop_run_once(e->loop, 10) >= 0);
+	}
+	(void)d;
+}
+
+#define C_CHECK(cond) \
+	do { if (!(cond)) { fprintf(stderr, "    child %s:%d: %s (errno %s)\n", __FILE__, __LINE__, #cond, strerror(errno)); fails++; } } while (0)
+
+static int read_all(const char *path, uint8_t *buf, size_t cap)
+{
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return -1;
+	size_t n = 0;
+	ssize_t r;
+	while ((r = read(fd, buf + n, cap - n)) > 0)
+		n += (size_t)r;
+	close(fd);
+	return r < 0 ? -1 : (int)n;
+}
+
+static int child_semantics(void)
+{
+	int fails = 0;
+	char p[512], buf[512];
+	struct stat st;
+	static uint8_t got[sizeof(big) + 10];
+
+	snprintf(p, sizeof(p), "%s/bin/tool", mnt);
+	C_CHECK(stat(p, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 07777) == 04755 && st.st_size == 20);
+	C_CHECK(read_all(p, got, sizeof(got)) == 20 && memcmp(got, "#!/bin/sh\necho tool\n", 20) == 0);
+
+	snprintf(p, sizeof(p), "%s/data", mnt);
+	C_CHECK(stat(p, &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 0777) == 0750 &&
+		st.st_uid == 1000 && st.st_gid == 1001);
+	snprintf(p, sizeof(p), "%s/data/big.bin", mnt);
+	C_CHECK(stat(p, &st) == 0 && st.st_size == (off_t)sizeof(big) && st.st_nlink == 2);
+	struct stat hard;
+	snprintf(buf, sizeof(buf), "%s/data/hard", mnt);
+	C_CHECK(stat(buf, &hard) == 0 && hard.st_ino == st.st_ino && hard.st_nlink == 2);
+	C_CHECK(read_all(p, got, sizeof(got)) == (int)sizeof(big) && memcmp(got, big, sizeof(big)) == 0);
+	C_CHECK(read_all(buf, got, sizeof(got)) == (int)sizeof(big) && memcmp(got, big, sizeof(big)) == 0);
+
+	/* A read across a chunk boundary at an odd offset. */
+	int fd = open(p, O_RDONLY);
+	C_CHECK(fd >= 0);
+	C_CHECK(pread(fd, got, 5000, 1024 * 1024 - 2500) == 5000 &&
+		memcmp(got, big + 1024 * 1024 - 2500, 5000) == 0);
+	C_CHECK(pread(fd, got, 100, (off_t)sizeof(big) - 10) == 10);
+	C_CHECK(pread(fd, got, 100, (off_t)sizeof(big) + 10) == 0);
+	close(fd);
+	C_CHECK(open(p, O_RDWR) < 0 && errno == EROFS);
+
+	snprintf(p, sizeof(p), "%s/data/link", mnt);
+	C_CHECK(lstat(p, &st) == 0 && S_ISLNK(st.st_mode));
+	ssize_t n = readlink(p, buf, sizeof(buf));
+	C_CHECK(n == 7 && memcmp(buf, "big.bin", 7) == 0);
+	snprintf(p, sizeof(p), "%s/data/empty", mnt);
+	C_CHECK(stat(p, &st) == 0 && st.st_size == 0 && read_all(p, got, sizeof(got)) == 0);
+
+	snprintf(p, sizeof(p), "%s/data/x.txt", mnt);
+	n = getxattr(p, "user.color", buf, sizeof(buf));
+	C_CHECK(n == 4 && memcmp(buf, "blue", 4) == 0);
+	C_CHECK(getxattr(p, "user.none", buf, sizeof(buf)) < 0 && errno == ENODATA);
+	n = listxattr(p, buf, sizeof(buf));
+	C_CHECK(n == 11 && strcmp(buf, "user.color") == 0);
+
+	snprintf(p, sizeof(p), "%s/dev/null", mnt);
+	C_CHECK(lstat(p, &st) == 0 && S_ISCHR(st.st_mode) && major(st.st_rdev) == 1 && minor(st.st_rdev) == 3);
+	snprintf(p, sizeof(p), "%s/dev/pipe", mnt);
+	C_CHECK(lstat(p, &st) == 0 && S_ISFIFO(st.st_mode));
+
+	/* Whiteouts and opaque directories, as overlayfs expects of a lower layer. */
+	snprintf(p, sizeof(p), "%s/etc/removed", mnt);
+	C_CHECK(lstat(p, &st) == 0 && S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0));
+	snprintf(p, sizeof(p), "%s/etc/.wh.removed", mnt);
+	C_CHECK(lstat(p, &st) < 0 && errno == ENOENT);
+	snprintf(p, sizeof(p), "%s/opq", mnt);
+	n = getxattr(p, "trusted.overlay.opaque", buf, sizeof(buf));
+	C_CHECK(n == 1 && buf[0] == 'y');
+	snprintf(p, sizeof(p), "%s/opq/.wh..wh..opq", mnt);
+	C_CHECK(lstat(p, &st) < 0 && errno == ENOENT);
+
+	/* Bookkeeping entries are hidden; implied directories exist. */
+	snprintf(p, sizeof(p), "%s/stargz.index.json", mnt);
+	C_CHECK(lstat(p, &st) < 0 && errno == ENOENT);
+	snprintf(p, sizeof(p), "%s/implied/deep/file", mnt);
+	C_CHECK(read_all(p, got, sizeof(got)) == 5 && memcmp(got, "deep\n", 5) == 0);
+
+	/* readdir lists exactly the visible names. */
+	snprintf(p, sizeof(p), "%s/data", mnt);
+	DIR *d = opendir(p);
+	C_CHECK(d != NULL);
+	int count = 0, dots = 0;
+	struct dirent *de;
+	while (d && (de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			dots++;
+		else
+			count++;
+	}
+	if (d)
+		closedir(d);
+	C_CHECK(count == 5 && dots == 2);
+	snprintf(p, sizeof(p), "%s/nope", mnt);
+	C_CHECK(lstat(p, &st) < 0 && errno == ENOENT);
+	return fails;
+}
+
+TEST(mount_shows_exact_image_semantics)
+{
+	struct env e = { 0 };
+	struct sg_layer_config cfg = { 0 };
+
+	setup(false);
+	env_open(&e, &cfg);
+	CHECK_EQ(run_child(&e, child_semantics), 0);
+	struct sg_layer_stats st;
+	sg_layer_stats(e.layer, &st);
+	CHECK(st.fetch_requests > 0);
+	CHECK_EQ(st.verify_failures, 0);
+	env_close(&e);
+}
+
+static int child_read_big(void)
+{
+	static uint8_t got[sizeof(big)];
+	char p[512];
+	snprintf(p, sizeof(p), "%s/data/big.bin", mnt);
+	int n = read_all(p, got, sizeof(got));
+	if (n != (int)sizeof(big))
+		return 1;
+	return memcmp(got, big, sizeof(big)) == 0 ? 0 : 2;
+}
+
+static int child_read_big_expect_eio(void)
+{
+	static uint8_t got[sizeof(big)];
+	char p[512];
+	snprintf(p, sizeof(p), "%s/data/big.bin", mnt);
+	int fd = open(p, O_RDONLY);
+	if (fd < 0)
+		return 10;
+	ssize_t r = pread(fd, got, sizeof(big), 0);
+	close(fd);
+	/* Either an error, or a short read that stops before the corrupt chunk: never bad bytes. */
+	if (r < 0)
+		return errno == EIO ? 0 : 11;
+	if (memcmp(got, big, (size_t)r) != 0)
+		return 12;
+	return r < (ssize_t)sizeof(big) ? 0 : 13;
+}
+
+TEST(disk_cache_survives_remount_and_is_verified)
+{
+	struct env e = { 0 };
+	struct sg_layer_config cfg = { 0 };
+	struct sg_layer_stats st;
+
+	setup(false);
+	env_open(&e, &cfg);
+	CHECK_EQ(run_child(&e, child_read_big), 0);
+	sg_layer_stats(e.layer, &st);
+	CHECK_EQ(st.chunks_fetched, 4);
+	uint64_t fetched = st.fetched_bytes;
+	CHECK(fetched > 0);
+	/* Let the cache writes land. */
+	for (int i = 0; i < 20; i++)
+		sg_loop_run_once(e.loop, 10);
+	env_close(&e);
+
+	/* The cache file is one plain file with the decompressed bytes at their offsets. */
+	char path[700];
+	snprintf(path, sizeof(path), "%s/chunks.bitmap", cache);
+	CHECK_EQ(access(path, F_OK), 0);
+
+	/* Remount: the same reads come from disk, nothing from the blob. */
+	memset(&e, 0, sizeof(e));
+	env_open(&e, &cfg);
+	sg_layer_stats(e.layer, &st);
+	CHECK_EQ(st.chunks_present, 4);
+	CHECK_EQ(run_child(&e, child_read_big), 0);
+	sg_layer_stats(e.layer, &st);
+	CHECK_EQ(st.fetched_bytes, 0);
+	CHECK_EQ(st.chunks_from_disk, 4);
+	env_close(&e);
+
+	/* Corrupt the cached copy: the digest check catches it and the chunk is refetched. */
+	DIR *d = opendir(cache);
+	struct dirent *de;
+	int corrupted = 0;
+	while ((de = readdir(d))) {
+		struct stat fst;
+		snprintf(path, sizeof(path), "%s/%s", cache, de->d_name);
+		if (stat(path, &fst) == 0 && S_ISREG(fst.st_mode) && fst.st_size == (off_t)sizeof(big)) {
+			int fd = open(path, O_WRONLY);
+			CHECK_EQ(pwrite(fd, "XXXX", 4, 2 * 1024 * 1024 + 5), 4);
+			close(fd);
+			corrupted++;
+		}
+	}
+	closedir(d);
+	CHECK_EQ(corrupted, 1);
+	memset(&e, 0, sizeof(e));
+	env_open(&e, &cfg);
+	CHECK_EQ(run_child(&e, child_read_big), 0);
+	sg_layer_stats(e.layer, &st);
+	CHECK_EQ(st.verify_failures, 1);
+	CHECK_EQ(st.chunks_fetched, 1);
+	CHECK_EQ(st.chunks_from_disk, 3);
+	env_close(&e);
+}
+
+TEST(corrupt_blob_never_serves_a_wrong_byte)
+{
+	struct env e = { 0 };
+	struct sg_layer_config cfg = { 0 };
+	struct sg_layer_stats st;
+
+	setup(false);
+	/* Flip bytes inside the compressed member of big.bin's third chunk: either the deflate
+	 * stream or the chunk digest must reject it. */
+	struct sg_esgz_options opts = { .toc_digest = &toc_digest };
+	struct sg_esgz_error err;
+	struct sg_toc *toc;
+	struct sg_gz *gz;
+	struct stat sst;
+	CHECK_EQ(stat(blob_path, &sst), 0);
+	uint8_t *blob = malloc((size_t)sst.st_size);
+	FILE *f = fopen(blob_path, "r+");
+	CHECK(fread(blob, 1, (size_t)sst.st_size, f) == (size_t)sst.st_size);
+	CHECK_EQ(sg_gz_new(&gz), 0);
+	CHECK_EQ(sg_esgz_load_blob(gz, blob, (size_t)sst.st_size, &opts, &toc, &err), 0);
+	const struct sg_toc_node *n = sg_toc_node(toc, sg_toc_lookup_path(toc, "data/big.bin"));
+	const struct sg_toc_chunk *c = &sg_toc_chunks(toc, n)[2];
+	uint64_t mid = c->offset + (c->next_offset - c->offset) / 2;
+	fseek(f, (long)mid, SEEK_SET);
+	uint8_t junk[16];
+	memset(junk, 0x5a, sizeof(junk));
+	fwrite(junk, 1, sizeof(junk), f);
+	fclose(f);
+	sg_toc_free(toc);
+	sg_gz_free(gz);
+	free(blob);
+
+	env_open(&e, &cfg);
+	CHECK_EQ(run_child(&e, child_read_big_expect_eio), 0);
+	sg_layer_stats(e.layer, &st);
+	CHECK(st.chunks_fetched <= 3);
+	env_close(&e);
+}
+
+TEST(prefetch_and_background_fetch_make_the_layer_local)
+{
+	struct env e = { 0 };
+	struct sg_layer_config cfg = { .prefetch = true, .background_fetch = true };
+	struct sg_layer_stats st;
+
+	setup(true);
+	env_open(&e, &cfg);
+	double end = test_now_ms() + 10000;
+	do {
+		CHECK(sg_loop_run_once(e.loop, 20) >= 0);
+		sg_layer_stats(e.layer, &st);
+		CHECK(test_now_ms() < end);
+	} while (!st.background_done || st.chunks_present < st.chunks_total);
+	CHECK(st.prefetch_done);
+	CHECK_EQ(st.chunks_present, st.chunks_total);
+	/* Batched: far fewer requests than chunks. */
+	CHECK(st.fetch_requests < st.chunks_total);
+	/* Everything is now served without touching the blob. */
+	uint64_t before = st.fetched_bytes;
+	CHECK_EQ(run_child(&e, child_semantics), 0);
+	sg_layer_stats(e.layer, &st);
+	CHECK_EQ(st.fetched_bytes, before);
+	env_close(&e);
+}
+
+TEST_MAIN()
