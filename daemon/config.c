@@ -3,6 +3,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void sg_config_defaults(struct sg_config *cfg)
@@ -11,6 +12,71 @@ void sg_config_defaults(struct sg_config *cfg)
 	snprintf(cfg->root, sizeof(cfg->root), "%s", SG_DEFAULT_ROOT);
 	snprintf(cfg->address, sizeof(cfg->address), "%s", SG_DEFAULT_ADDRESS);
 	cfg->log_level = SG_LOG_INFO;
+	cfg->lazy = true;
+	cfg->prefetch = true;
+	cfg->background_fetch = true;
+	snprintf(cfg->hosts_dir, sizeof(cfg->hosts_dir), "%s", "/etc/containerd/certs.d");
+}
+
+void sg_config_clear(struct sg_config *cfg)
+{
+	for (size_t i = 0; i < cfg->n_insecure_hosts; i++)
+		free(cfg->insecure_hosts[i]);
+	cfg->n_insecure_hosts = 0;
+}
+
+static int parse_bool(const char *v, bool *ret)
+{
+	if (strcmp(v, "true") == 0)
+		*ret = true;
+	else if (strcmp(v, "false") == 0)
+		*ret = false;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+/* ["a", "b"] on one line into cfg's list. */
+static int parse_string_list(char *v, char **list, size_t *n)
+{
+	char item[PATH_MAX];
+
+	if (*v++ != '[')
+		return -EINVAL;
+	for (;;) {
+		while (*v == ' ' || *v == '\t')
+			v++;
+		if (*v == ']')
+			break;
+		if (*v != '"')
+			return -EINVAL;
+		char *end = v + 1;
+		while (*end && *end != '"')
+			end++;
+		if (*end != '"' || (size_t)(end - v - 1) >= sizeof(item))
+			return -EINVAL;
+		if (*n == SG_CONFIG_LIST_MAX)
+			return -E2BIG;
+		memcpy(item, v + 1, (size_t)(end - v - 1));
+		item[end - v - 1] = '\0';
+		list[*n] = strdup(item);
+		if (!list[*n])
+			return -ENOMEM;
+		(*n)++;
+		v = end + 1;
+		while (*v == ' ' || *v == '\t')
+			v++;
+		if (*v == ',') {
+			v++;
+			continue;
+		}
+		if (*v != ']')
+			return -EINVAL;
+	}
+	v++;
+	while (*v == ' ' || *v == '\t')
+		v++;
+	return *v ? -EINVAL : 0;
 }
 
 static char *trim(char *s)
@@ -97,13 +163,47 @@ int sg_config_load(struct sg_config *cfg, const char *path, char *err, size_t er
 		*eq = '\0';
 		key = trim(key);
 		val = trim(eq + 1);
+		bool *flag = NULL;
+		if (strcmp(key, "lazy") == 0)
+			flag = &cfg->lazy;
+		else if (strcmp(key, "prefetch") == 0)
+			flag = &cfg->prefetch;
+		else if (strcmp(key, "background_fetch") == 0)
+			flag = &cfg->background_fetch;
+		else if (strcmp(key, "allow_skip_verify") == 0)
+			flag = &cfg->allow_skip_verify;
+		else if (strcmp(key, "plain_http_localhost") == 0)
+			flag = &cfg->plain_http_localhost;
+		if (flag) {
+			if (parse_bool(val, flag) < 0) {
+				snprintf(err, errlen, "%s:%u: value of %s must be true or false", path,
+					 lineno, key);
+				r = -EINVAL;
+				goto out;
+			}
+			continue;
+		}
+		if (strcmp(key, "insecure_hosts") == 0) {
+			r = parse_string_list(val, cfg->insecure_hosts, &cfg->n_insecure_hosts);
+			if (r < 0) {
+				snprintf(err, errlen, "%s:%u: insecure_hosts must be a list of at most %d "
+					 "quoted strings on one line", path, lineno, SG_CONFIG_LIST_MAX);
+				r = -EINVAL;
+				goto out;
+			}
+			continue;
+		}
 		r = parse_string(val, value, sizeof(value));
 		if (r < 0) {
 			snprintf(err, errlen, "%s:%u: value of %s must be a quoted string", path, lineno,
 				 key);
 			goto out;
 		}
-		if (strcmp(key, "root") == 0) {
+		if (strcmp(key, "hosts_dir") == 0) {
+			snprintf(cfg->hosts_dir, sizeof(cfg->hosts_dir), "%s", value);
+		} else if (strcmp(key, "docker_config") == 0) {
+			snprintf(cfg->docker_config, sizeof(cfg->docker_config), "%s", value);
+		} else if (strcmp(key, "root") == 0) {
 			snprintf(cfg->root, sizeof(cfg->root), "%s", value);
 		} else if (strcmp(key, "address") == 0) {
 			snprintf(cfg->address, sizeof(cfg->address), "%s", value);

@@ -12,18 +12,36 @@
 #define SG_DEFAULT_ADDRESS "/run/stargzd/stargzd.sock"
 #define SG_DEFAULT_CONFIG "/etc/stargzd/config.toml"
 
+#define SG_CONFIG_LIST_MAX 32
+
 struct sg_config {
 	char root[PATH_MAX];
 	char address[PATH_MAX];
 	enum sg_log_level log_level;
 	bool foreground;
+
+	/* Lazy pulling. */
+	bool lazy;                    /* mount eStargz layers lazily (default true) */
+	bool prefetch;                /* fetch prioritized files at mount (default true) */
+	bool background_fetch;        /* then the rest of the layer (default true) */
+	bool allow_skip_verify;       /* honour skipverify / images without TOC digest (false) */
+
+	/* Registry access. */
+	char hosts_dir[PATH_MAX];     /* containerd certs.d (default /etc/containerd/certs.d) */
+	char docker_config[PATH_MAX]; /* "" = $DOCKER_CONFIG or ~/.docker/config.json */
+	bool plain_http_localhost;    /* localhost/127.0.0.1 may use plain HTTP (default false) */
+	char *insecure_hosts[SG_CONFIG_LIST_MAX]; /* "host[:port]" allowed over plain HTTP */
+	size_t n_insecure_hosts;
 };
 
 void sg_config_defaults(struct sg_config *cfg);
+void sg_config_clear(struct sg_config *cfg);
 
-/* Reads a config file: `key = value` lines, `#` comments.  Keys: root, address (strings),
- * log_level (string).  Unknown keys, bad syntax or bad values fail with a message in err
- * naming the file and line.  Returns 0, -ENOENT if the file does not exist, or another
+/* Reads a config file: `key = value` lines (TOML-style: "strings", true/false, and
+ * ["string", "arrays"] on one line), `#` comments.  Keys: root, address, log_level, lazy,
+ * prefetch, background_fetch, allow_skip_verify, hosts_dir, docker_config,
+ * plain_http_localhost, insecure_hosts.  Unknown keys, bad syntax or bad values fail with a
+ * message in err naming the file and line.  Returns 0, -ENOENT if the file does not exist, or another
  * negative errno. */
 int sg_config_load(struct sg_config *cfg, const char *path, char *err, size_t errlen);
 

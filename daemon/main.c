@@ -18,8 +18,10 @@
 #include "daemon/core/loop.h"
 #include "daemon/grpc.h"
 #include "daemon/process.h"
+#include "daemon/remote.h"
 #include "daemon/snapshot.h"
 #include "daemon/snapshot_rpc.h"
+#include "net/registry.h"
 
 #define EXIT_USAGE 2
 
@@ -48,11 +50,15 @@ struct daemon {
 	struct sg_config cfg;
 	struct sg_loop *loop;
 	struct sg_snapshots *snapshots;
+	struct sg_registry *registry;
+	struct sg_remote *remote;
+	struct sg_snapshot_service *service;
 	struct sg_grpc_server *server;
 	int lock_fd;
 	int listen_fd;
 	int stop_signal;
 	bool server_done;
+	bool service_done;
 };
 
 static void on_stop_signal(struct sg_loop *loop, int signo, void *userdata)
@@ -68,6 +74,55 @@ static void on_server_done(void *userdata)
 {
 	struct daemon *d = userdata;
 	d->server_done = true;
+}
+
+static void on_service_done(void *userdata)
+{
+	struct daemon *d = userdata;
+	d->service_done = true;
+}
+
+/* Runs the loop until *flag is set or timeout_ms passed. */
+static void run_until(struct daemon *d, const bool *flag, int timeout_ms)
+{
+	uint64_t end = sg_now_ns() + (uint64_t)timeout_ms * 1000000u;
+
+	while (!*flag && sg_now_ns() < end)
+		if (sg_loop_run_once(d->loop, 100) < 0)
+			break;
+}
+
+/* The lazy-pull machinery: the registry client and the remote-layer manager. */
+static int setup_remote(struct daemon *d)
+{
+	struct sg_config *c = &d->cfg;
+	char err[1024], cache_root[PATH_MAX + 16];
+	struct sg_registry_config rc = {
+		.hosts_dir = c->hosts_dir,
+		.docker_config = c->docker_config[0] ? c->docker_config : NULL,
+		.insecure_hosts = (const char *const *)c->insecure_hosts,
+		.ninsecure_hosts = c->n_insecure_hosts,
+		.plain_http_localhost = c->plain_http_localhost,
+	};
+	int r;
+
+	r = sg_registry_new(d->loop, &rc, &d->registry, err, sizeof(err));
+	if (r < 0) {
+		sg_error("cannot set up the registry client: %s", err);
+		return r;
+	}
+	snprintf(cache_root, sizeof(cache_root), "%s/cache", c->root);
+	struct sg_remote_config remote_cfg = {
+		.cache_root = cache_root,
+		.prefetch = c->prefetch,
+		.background_fetch = c->background_fetch,
+		.allow_skip_verify = c->allow_skip_verify,
+	};
+	struct sg_blob_opener opener = { .open = sg_registry_open_blob, .ctx = d->registry };
+	r = sg_remote_new(d->loop, &remote_cfg, &opener, &d->remote);
+	if (r < 0)
+		sg_error("cannot create the layer cache under %s: %s", cache_root, strerror(-r));
+	return r;
 }
 
 static int parse_args(int argc, char **argv, struct sg_config *cfg)
@@ -253,15 +308,23 @@ int main(int argc, char **argv)
 		sg_error("cannot watch signals: %s", strerror(-r));
 		goto out;
 	}
+	if (d.cfg.lazy && setup_remote(&d) < 0)
+		goto out;
+	r = sg_snapshot_service_new(d.loop, d.snapshots, d.remote, &d.service);
+	if (r < 0) {
+		sg_error("cannot start the snapshot service: %s", strerror(-r));
+		goto out;
+	}
 	r = sg_grpc_server_new(d.loop, d.listen_fd, sg_snapshot_methods, sg_snapshot_methods_count,
-			       NULL, d.snapshots, &d.server);
+			       NULL, d.service, &d.server);
 	if (r < 0) {
 		sg_error("cannot start the snapshot service: %s", strerror(-r));
 		goto out;
 	}
 
-	sg_info("stargzd %s serving on %s, root %s (pid %ld)", STARGZD_VERSION, d.cfg.address,
-		d.cfg.root, (long)getpid());
+	sg_snapshot_service_restore(d.service);
+	sg_info("stargzd %s serving on %s, root %s (pid %ld)%s", STARGZD_VERSION, d.cfg.address,
+		d.cfg.root, (long)getpid(), d.remote ? ", lazy pulling on" : "");
 	notify_parent(&notify_fd, 0);
 
 	r = sg_loop_run(d.loop);
@@ -271,9 +334,12 @@ int main(int argc, char **argv)
 	}
 	/* Stop accepting, let in-flight calls finish, close connections; then cancel the rest. */
 	sg_grpc_server_shutdown(d.server, on_server_done, &d);
-	for (uint64_t end = sg_now_ns() + 5000000000ull; !d.server_done && sg_now_ns() < end;)
-		if (sg_loop_run_once(d.loop, 100) < 0)
-			break;
+	run_until(&d, &d.server_done, 5000);
+	/* Then unmount every lazy layer. */
+	sg_snapshot_service_shutdown(d.service, on_service_done, &d);
+	run_until(&d, &d.service_done, 10000);
+	sg_registry_free(d.registry);
+	d.registry = NULL;
 	r = sg_loop_drain(d.loop, 5000);
 	if (r < 0)
 		sg_warn("some operations did not finish within 5 s of stopping");
@@ -288,9 +354,12 @@ out:
 	/* Ops still in the kernel would point into freed memory: only free a drained loop. */
 	if (d.loop && sg_loop_pending(d.loop) == 0) {
 		sg_grpc_server_free(d.server);
+		sg_snapshot_service_free(d.service);
+		sg_remote_free(d.remote);
 		sg_loop_free(d.loop);
 	}
 	sg_snapshots_close(d.snapshots);
+	sg_config_clear(&d.cfg);
 	if (d.lock_fd >= 0)
 		close(d.lock_fd);
 	return exit_code;

@@ -151,26 +151,18 @@ static void snap_path(const struct sg_snapshots *s, int64_t id, const char *sub,
 	snprintf(out, outlen, "%s/%lld%s%s", s->snapdir, (long long)id, sub ? "/" : "", sub ? sub : "");
 }
 
-/* Detaches whatever is mounted at path (a lazily mounted layer), if anything. */
-static void detach_stale_mount(const char *path)
+/* Detaches whatever is mounted at path (a lazily mounted layer), if anything.  Never
+ * stat()s the path first: if it is one of our own live FUSE mounts, the kernel would ask
+ * this very thread to answer the stat, and it would wait forever. */
+static void detach_mount(const char *path)
 {
-	struct stat st, parent;
-	char up[PATH_MAX];
-
-	snprintf(up, sizeof(up), "%s/..", path);
-	if (stat(path, &st) < 0) {
-		if (errno == ENOTCONN || errno == ECONNABORTED)
-			(void)umount2(path, MNT_DETACH);
-		return;
-	}
-	if (stat(up, &parent) == 0 && st.st_dev != parent.st_dev)
-		(void)umount2(path, MNT_DETACH);
+	(void)umount2(path, MNT_DETACH | UMOUNT_NOFOLLOW);
 }
 
 /* Removes what a crash can leave under snapshots/: "new-*" directories of a Prepare that
  * never committed, "rm-*" of a Remove that committed but did not finish deleting, and
  * numbered directories whose metadata row does not exist. */
-static int repair(struct sg_snapshots *s, bool remove_orphans, char *err, size_t errlen)
+static int repair(struct sg_snapshots *s, bool at_start, char *err, size_t errlen)
 {
 	DIR *d = opendir(s->snapdir);
 	struct dirent *de;
@@ -186,7 +178,7 @@ static int repair(struct sg_snapshots *s, bool remove_orphans, char *err, size_t
 			continue;
 		if (strncmp(de->d_name, "new-", 4) == 0 || strncmp(de->d_name, "rm-", 3) == 0) {
 			remove = true;
-		} else if (remove_orphans) {
+		} else {
 			long long id = strtoll(de->d_name, &end, 10);
 			if (*end != '\0' || id <= 0) {
 				remove = true;   /* nothing else belongs here */
@@ -200,10 +192,12 @@ static int repair(struct sg_snapshots *s, bool remove_orphans, char *err, size_t
 				remove = e == 0;
 			}
 		}
-		/* A FUSE mount left by a daemon that was killed: detach it first (its connection
-		 * is dead; reads would fail with ENOTCONN). */
+		/* A FUSE mount left by a daemon that was killed: detach it (its connection is dead;
+		 * reads would fail with ENOTCONN).  At start nothing of ours is mounted yet; later
+		 * only directories being removed are touched. */
 		snprintf(path, sizeof(path), "%s/%s/fs", s->snapdir, de->d_name);
-		detach_stale_mount(path);
+		if (at_start || remove)
+			detach_mount(path);
 		if (!remove)
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", s->snapdir, de->d_name);
@@ -518,8 +512,10 @@ int sg_snapshots_prepare(struct sg_snapshots *s, enum sg_snap_kind kind, const c
 		meta_error(s, r, err, errlen, "prepare");
 		goto fail_tx;
 	}
-	if (p.id) {
-		/* The new upper dir belongs to whoever owns the parent's root, as in containerd. */
+	if (p.id && p.remote == SG_SNAP_LOCAL) {
+		/* The new upper dir belongs to whoever owns the parent's root, as in containerd.
+		 * (Not for a lazily mounted parent: stat() on our own FUSE mount from the loop
+		 * thread would deadlock; image roots are root-owned anyway.) */
 		struct stat st;
 		snap_path(s, p.id, "fs", sub, sizeof(sub));
 		if (stat(sub, &st) == 0) {
@@ -680,6 +676,22 @@ fail_tx:
 	sg_meta_rollback(s->meta);
 	sg_snap_clear(&snap);
 	return r;
+}
+
+int sg_snapshots_remove_check(struct sg_snapshots *s, const char *key, char *err, size_t errlen)
+{
+	struct sg_snap snap;
+	int r = sg_meta_get(s->meta, key, &snap);
+
+	if (r == -ENOENT)
+		return fail(r, err, errlen, "snapshot %s does not exist", key);
+	if (r < 0)
+		return meta_error(s, r, err, errlen, "remove");
+	r = sg_meta_has_children(s->meta, snap.id);
+	sg_snap_clear(&snap);
+	if (r > 0)
+		return fail(-EBUSY, err, errlen, "cannot remove snapshot %s with child", key);
+	return r < 0 ? meta_error(s, r, err, errlen, "remove") : 0;
 }
 
 int sg_snapshots_stat(struct sg_snapshots *s, const char *key, struct sg_snap *ret, char *err,
@@ -899,7 +911,7 @@ int sg_snapshots_usage(struct sg_snapshots *s, const char *key, int64_t *ret_siz
 
 int sg_snapshots_cleanup(struct sg_snapshots *s, char *err, size_t errlen)
 {
-	return repair(s, true, err, errlen);
+	return repair(s, false, err, errlen);
 }
 
 /* ---- remote snapshots ---- */
@@ -1004,7 +1016,7 @@ int sg_snapshots_remote_abort(struct sg_snapshots *s, int64_t id, char *err, siz
 	if (r < 0 && r != -ENOENT)
 		return meta_error(s, r, err, errlen, "remote abort");
 	snap_path(s, id, "fs", path, sizeof(path));
-	detach_stale_mount(path);
+	detach_mount(path);
 	snap_path(s, id, NULL, path, sizeof(path));
 	(void)rm_rf(path);
 	return 0;

@@ -52,6 +52,8 @@ int sg_snapshots_mounts(struct sg_snapshots *s, const char *key, struct sg_mount
 int sg_snapshots_commit(struct sg_snapshots *s, const char *name, const char *key,
 			const struct sg_label *labels, size_t n_labels, char *err, size_t errlen);
 int sg_snapshots_remove(struct sg_snapshots *s, const char *key, char *err, size_t errlen);
+/* What Remove would refuse (missing, has children), without changing anything. */
+int sg_snapshots_remove_check(struct sg_snapshots *s, const char *key, char *err, size_t errlen);
 int sg_snapshots_stat(struct sg_snapshots *s, const char *key, struct sg_snap *ret, char *err,
 		      size_t errlen);
 /* paths: "labels" or "labels.KEY" (none = all mutable fields, i.e. labels). */

@@ -1,19 +1,53 @@
 #include "daemon/snapshot_rpc.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "containerd/services/snapshots/v1/snapshots.pb-c.h"
 #include "daemon/core/log.h"
+#include "daemon/core/loop.h"
 #include "daemon/grpc.h"
+#include "daemon/remote.h"
 #include "daemon/snapshot.h"
 
 #define SERVICE "/containerd.services.snapshots.v1.Snapshots/"
 /* containerd's own server streams List in batches of this many. */
 #define LIST_BATCH 100
 
+/* How often mounts of remote snapshots that failed at start are tried again. */
+#define RESTORE_RETRY_NS (30ull * 1000000000u)
+
+typedef Containerd__Services__Snapshots__V1__PrepareSnapshotRequest PbPrepare;
 typedef Containerd__Services__Snapshots__V1__Info PbInfo;
+
+/* A remote mount in progress for one target; later Prepares of the same target wait on it. */
+struct pending_mount {
+	struct sg_snapshot_service *svc;
+	struct sg_list link;
+	int64_t id;
+	char *target;
+	struct sg_list waiters;   /* struct prepare_waiter */
+};
+
+struct prepare_waiter {
+	struct sg_list link;
+	struct sg_grpc_call *call;
+	PbPrepare *req;           /* kept until answered: the fallback needs key, parent, labels */
+};
+
+struct sg_snapshot_service {
+	struct sg_loop *loop;
+	struct sg_snapshots *snapshots;
+	struct sg_remote *remote;
+	struct sg_list pending;       /* struct pending_mount */
+	struct sg_op restore_timer;
+	unsigned restoring;
+	bool stopping;
+	void (*shutdown_done)(void *);
+	void *shutdown_ud;
+};
 typedef Containerd__Types__Mount PbMount;
 
 static enum sg_grpc_status status_from_errno(int r)
@@ -24,6 +58,7 @@ static enum sg_grpc_status status_from_errno(int r)
 	case -EINVAL: return SG_GRPC_INVALID_ARGUMENT;
 	case -EBUSY: return SG_GRPC_FAILED_PRECONDITION;
 	case -EOPNOTSUPP: return SG_GRPC_UNIMPLEMENTED;
+	case -EAGAIN: return SG_GRPC_UNAVAILABLE;
 	case -ENOMEM: return SG_GRPC_RESOURCE_EXHAUSTED;
 	default: return SG_GRPC_INTERNAL;
 	}
@@ -212,22 +247,168 @@ static void prepare_or_view(struct sg_grpc_call *call, struct sg_snapshots *s, c
 	sg_mounts_clear(&mounts);
 }
 
-static void handle_prepare(struct sg_grpc_call *call, const uint8_t *msg, size_t len, void *ud)
+static void plain_prepare(struct sg_snapshot_service *svc, struct sg_grpc_call *call,
+			  const PbPrepare *req)
 {
-	Containerd__Services__Snapshots__V1__PrepareSnapshotRequest *req =
-		UNPACK(Containerd__Services__Snapshots__V1__PrepareSnapshotRequest,
-		       containerd__services__snapshots__v1__prepare_snapshot_request, msg, len, call);
 	struct sg_label *labels;
 
-	if (!req)
-		return;
 	LABELS_FROM(req, labels);
 	if (!labels)
 		sg_grpc_finish(call, SG_GRPC_RESOURCE_EXHAUSTED, "out of memory");
 	else
-		prepare_or_view(call, ud, "prepare", SG_SNAP_ACTIVE, req->key, req->parent, labels,
-				req->n_labels);
+		prepare_or_view(call, svc->snapshots, "prepare", SG_SNAP_ACTIVE, req->key, req->parent,
+				labels, req->n_labels);
 	free(labels);
+}
+
+static void waiter_done(struct prepare_waiter *w)
+{
+	protobuf_c_message_free_unpacked(&w->req->base, NULL);
+	free(w);
+}
+
+static void already_exists(struct sg_grpc_call *call, const char *target)
+{
+	char msg[600];
+	snprintf(msg, sizeof(msg), "target snapshot \"%s\": already exists", target);
+	sg_grpc_finish(call, SG_GRPC_ALREADY_EXISTS, msg);
+}
+
+static void on_remote_mounted(void *userdata, int res, const char *err)
+{
+	struct pending_mount *pm = userdata;
+	struct sg_snapshot_service *svc = pm->svc;
+	char e[512];
+	struct sg_list *n;
+
+	sg_list_unlink(&pm->link);
+	if (res == 0 && sg_snapshots_remote_ready(svc->snapshots, pm->id, e, sizeof(e)) < 0) {
+		sg_error("remote snapshot %s: %s", pm->target, e);
+		res = -EIO;
+	}
+	if (res == 0) {
+		sg_info("layer %s mounted lazily", pm->target);
+	} else {
+		/* Anything that prevents a lazy mount falls back to a normal pull: containerd
+		 * gets an active snapshot to unpack the layer into. */
+		sg_warn("cannot mount %s lazily (%s); falling back to a normal pull", pm->target,
+			err ? err : strerror(-res));
+		if (sg_snapshots_remote_abort(svc->snapshots, pm->id, e, sizeof(e)) < 0)
+			sg_error("remote snapshot %s: %s", pm->target, e);
+	}
+	while ((n = sg_list_pop(&pm->waiters))) {
+		struct prepare_waiter *w = sg_container_of(n, struct prepare_waiter, link);
+		if (res == 0)
+			already_exists(w->call, pm->target);
+		else
+			plain_prepare(svc, w->call, w->req);
+		waiter_done(w);
+	}
+	free(pm->target);
+	free(pm);
+}
+
+/* The remote path of Prepare.  Returns false when the request is not for a remote layer
+ * (or cannot take this path), so the caller does a plain prepare. */
+static bool remote_prepare(struct sg_snapshot_service *svc, struct sg_grpc_call *call, PbPrepare *req)
+{
+	struct sg_remote_layer info;
+	struct sg_label *labels;
+	struct prepare_waiter *w;
+	struct pending_mount *pm;
+	struct sg_snap existing;
+	const char *target;
+	char err[512];
+	int64_t id;
+	struct sg_list *n;
+	int r;
+
+	if (!svc->remote || svc->stopping)
+		return false;
+	LABELS_FROM(req, labels);
+	if (!labels)
+		return false;
+	if (!sg_remote_layer_info(labels, req->n_labels, &info)) {
+		free(labels);
+		return false;
+	}
+	target = NULL;
+	for (size_t i = 0; i < req->n_labels; i++)
+		if (strcmp(labels[i].key, SG_LABEL_TARGET) == 0)
+			target = labels[i].value;
+	/* Already there (an earlier pull of an image sharing the layer). */
+	if (sg_snapshots_stat(svc->snapshots, target, &existing, err, sizeof(err)) == 0) {
+		bool remote = existing.remote == SG_SNAP_REMOTE;
+		sg_snap_clear(&existing);
+		free(labels);
+		if (!remote)
+			return false;   /* a local snapshot by that name: let the plain path decide */
+		already_exists(call, target);
+		protobuf_c_message_free_unpacked(&req->base, NULL);
+		return true;
+	}
+	w = calloc(1, sizeof(*w));
+	if (!w) {
+		free(labels);
+		return false;
+	}
+	w->call = call;
+	w->req = req;
+	/* Being mounted for another Prepare: wait for the same outcome. */
+	for (n = svc->pending.next; n != &svc->pending; n = n->next) {
+		pm = sg_container_of(n, struct pending_mount, link);
+		if (strcmp(pm->target, target) == 0) {
+			sg_list_insert_tail(&pm->waiters, &w->link);
+			free(labels);
+			return true;
+		}
+	}
+	r = sg_snapshots_remote_reserve(svc->snapshots, target, req->parent, labels, req->n_labels,
+					&id, err, sizeof(err));
+	free(labels);
+	if (r < 0) {
+		free(w);
+		if (r == -EEXIST)
+			return false;
+		finish_error(call, "prepare", r, err);
+		protobuf_c_message_free_unpacked(&req->base, NULL);
+		return true;
+	}
+	pm = calloc(1, sizeof(*pm));
+	if (pm)
+		pm->target = strdup(target);
+	if (!pm || !pm->target) {
+		if (pm)
+			free(pm);
+		free(w);
+		(void)sg_snapshots_remote_abort(svc->snapshots, id, err, sizeof(err));
+		return false;
+	}
+	pm->svc = svc;
+	pm->id = id;
+	sg_list_init(&pm->waiters);
+	sg_list_insert_tail(&pm->waiters, &w->link);
+	sg_list_insert_tail(&svc->pending, &pm->link);
+	char mountpoint[4200];
+	sg_snapshots_path(svc->snapshots, id, mountpoint, sizeof(mountpoint));
+	r = sg_remote_mount(svc->remote, id, mountpoint, &info, on_remote_mounted, pm);
+	if (r < 0)
+		on_remote_mounted(pm, r, "cannot start fetching the layer");
+	return true;
+}
+
+static void handle_prepare(struct sg_grpc_call *call, const uint8_t *msg, size_t len, void *ud)
+{
+	struct sg_snapshot_service *svc = ud;
+	PbPrepare *req = UNPACK(PbPrepare,
+				containerd__services__snapshots__v1__prepare_snapshot_request, msg,
+				len, call);
+
+	if (!req)
+		return;
+	if (remote_prepare(svc, call, req))
+		return;   /* answered, or will be; owns req */
+	plain_prepare(svc, call, req);
 	protobuf_c_message_free_unpacked(&req->base, NULL);
 }
 
@@ -244,8 +425,8 @@ static void handle_view(struct sg_grpc_call *call, const uint8_t *msg, size_t le
 	if (!labels)
 		sg_grpc_finish(call, SG_GRPC_RESOURCE_EXHAUSTED, "out of memory");
 	else
-		prepare_or_view(call, ud, "view", SG_SNAP_VIEW, req->key, req->parent, labels,
-				req->n_labels);
+		prepare_or_view(call, ((struct sg_snapshot_service *)ud)->snapshots, "view",
+				SG_SNAP_VIEW, req->key, req->parent, labels, req->n_labels);
 	free(labels);
 	protobuf_c_message_free_unpacked(&req->base, NULL);
 }
@@ -260,7 +441,7 @@ static void handle_mounts(struct sg_grpc_call *call, const uint8_t *msg, size_t 
 
 	if (!req)
 		return;
-	int r = sg_snapshots_mounts(ud, req->key, &mounts, err, sizeof(err));
+	int r = sg_snapshots_mounts(((struct sg_snapshot_service *)ud)->snapshots, req->key, &mounts, err, sizeof(err));
 	if (r < 0)
 		finish_error(call, "mounts", r, err);
 	else
@@ -283,7 +464,7 @@ static void handle_commit(struct sg_grpc_call *call, const uint8_t *msg, size_t 
 	if (!labels) {
 		sg_grpc_finish(call, SG_GRPC_RESOURCE_EXHAUSTED, "out of memory");
 	} else {
-		int r = sg_snapshots_commit(ud, req->name, req->key, labels, req->n_labels, err,
+		int r = sg_snapshots_commit(((struct sg_snapshot_service *)ud)->snapshots, req->name, req->key, labels, req->n_labels, err,
 					    sizeof(err));
 		if (r < 0)
 			finish_error(call, "commit", r, err);
@@ -294,23 +475,76 @@ static void handle_commit(struct sg_grpc_call *call, const uint8_t *msg, size_t 
 	protobuf_c_message_free_unpacked(&req->base, NULL);
 }
 
+struct remove_ctx {
+	struct sg_snapshot_service *svc;
+	struct sg_grpc_call *call;
+	char *key;
+};
+
+static void finish_remove(struct sg_snapshot_service *svc, struct sg_grpc_call *call,
+			  const char *key)
+{
+	char err[512] = "";
+	int r = sg_snapshots_remove(svc->snapshots, key, err, sizeof(err));
+
+	sg_debug("remove %s: %s", key, r < 0 ? err : "ok");
+	if (r < 0) {
+		finish_error(call, "remove", r, err);
+		return;
+	}
+	if (*err)
+		sg_warn("remove %s: %s", key, err);
+	reply_empty(call);
+}
+
+static void on_remote_unmounted(void *userdata, int res, const char *err)
+{
+	struct remove_ctx *c = userdata;
+
+	(void)res;
+	(void)err;
+	finish_remove(c->svc, c->call, c->key);
+	free(c->key);
+	free(c);
+}
+
 static void handle_remove(struct sg_grpc_call *call, const uint8_t *msg, size_t len, void *ud)
 {
+	struct sg_snapshot_service *svc = ud;
 	Containerd__Services__Snapshots__V1__RemoveSnapshotRequest *req =
 		UNPACK(Containerd__Services__Snapshots__V1__RemoveSnapshotRequest,
 		       containerd__services__snapshots__v1__remove_snapshot_request, msg, len, call);
-	char err[512] = "";
+	struct sg_snap snap;
+	char err[512];
 
 	if (!req)
 		return;
-	int r = sg_snapshots_remove(ud, req->key, err, sizeof(err));
-	if (r < 0) {
-		finish_error(call, "remove", r, err);
-	} else {
-		if (*err)
-			sg_warn("remove %s: %s", req->key, err);
-		reply_empty(call);
+	sg_debug("remove %s requested", req->key);
+	/* A lazily mounted layer is unmounted first (children make Remove fail anyway, and an
+	 * overlay still using it would keep it busy: check before unmounting). */
+	if (svc->remote && sg_snapshots_stat(svc->snapshots, req->key, &snap, err, sizeof(err)) == 0) {
+		bool remote = snap.remote == SG_SNAP_REMOTE && sg_remote_is_mounted(svc->remote, snap.id);
+		int64_t id = snap.id;
+		sg_snap_clear(&snap);
+		struct remove_ctx *c = remote ? calloc(1, sizeof(*c)) : NULL;
+		if (c && (c->key = strdup(req->key))) {
+			c->svc = svc;
+			c->call = call;
+			/* Refuse early if it has children: unmounting first would break them. */
+			char e2[512];
+			if (sg_snapshots_remove_check(svc->snapshots, req->key, e2, sizeof(e2)) < 0) {
+				finish_remove(svc, call, req->key);
+				free(c->key);
+				free(c);
+			} else {
+				sg_remote_unmount(svc->remote, id, on_remote_unmounted, c);
+			}
+			protobuf_c_message_free_unpacked(&req->base, NULL);
+			return;
+		}
+		free(c);
 	}
+	finish_remove(svc, call, req->key);
 	protobuf_c_message_free_unpacked(&req->base, NULL);
 }
 
@@ -344,7 +578,7 @@ static void handle_stat(struct sg_grpc_call *call, const uint8_t *msg, size_t le
 
 	if (!req)
 		return;
-	int r = sg_snapshots_stat(ud, req->key, &snap, err, sizeof(err));
+	int r = sg_snapshots_stat(((struct sg_snapshot_service *)ud)->snapshots, req->key, &snap, err, sizeof(err));
 	if (r < 0)
 		finish_error(call, "stat", r, err);
 	else
@@ -375,7 +609,7 @@ static void handle_update(struct sg_grpc_call *call, const uint8_t *msg, size_t 
 	}
 	size_t n_paths = req->update_mask ? req->update_mask->n_paths : 0;
 	const char *const *paths = req->update_mask ? (const char *const *)req->update_mask->paths : NULL;
-	int r = sg_snapshots_update(ud, req->info->name, labels, req->info->n_labels, paths, n_paths,
+	int r = sg_snapshots_update(((struct sg_snapshot_service *)ud)->snapshots, req->info->name, labels, req->info->n_labels, paths, n_paths,
 				    &snap, err, sizeof(err));
 	if (r < 0)
 		finish_error(call, "update", r, err);
@@ -468,7 +702,7 @@ static void handle_list(struct sg_grpc_call *call, const uint8_t *msg, size_t le
 		goto out;
 	}
 	b->call = call;
-	int r = sg_snapshots_list(ud, (const char *const *)req->filters, req->n_filters, list_collect,
+	int r = sg_snapshots_list(((struct sg_snapshot_service *)ud)->snapshots, (const char *const *)req->filters, req->n_filters, list_collect,
 				  b, err, sizeof(err));
 	if (r == 0)
 		r = flush_batch(b);
@@ -496,7 +730,7 @@ static void handle_usage(struct sg_grpc_call *call, const uint8_t *msg, size_t l
 
 	if (!req)
 		return;
-	int r = sg_snapshots_usage(ud, req->key, &resp.size, &resp.inodes, err, sizeof(err));
+	int r = sg_snapshots_usage(((struct sg_snapshot_service *)ud)->snapshots, req->key, &resp.size, &resp.inodes, err, sizeof(err));
 	if (r < 0)
 		finish_error(call, "usage", r, err);
 	else
@@ -513,7 +747,7 @@ static void handle_cleanup(struct sg_grpc_call *call, const uint8_t *msg, size_t
 
 	if (!req)
 		return;
-	int r = sg_snapshots_cleanup(ud, err, sizeof(err));
+	int r = sg_snapshots_cleanup(((struct sg_snapshot_service *)ud)->snapshots, err, sizeof(err));
 	if (r < 0)
 		finish_error(call, "cleanup", r, err);
 	else
@@ -534,3 +768,116 @@ const struct sg_grpc_method sg_snapshot_methods[] = {
 	{ SERVICE "Cleanup", handle_cleanup },
 };
 const size_t sg_snapshot_methods_count = sizeof(sg_snapshot_methods) / sizeof(sg_snapshot_methods[0]);
+
+/* ---- service lifecycle ---- */
+
+static bool remote_mounted(void *ctx, int64_t id)
+{
+	return sg_remote_is_mounted(ctx, id);
+}
+
+int sg_snapshot_service_new(struct sg_loop *loop, struct sg_snapshots *snapshots,
+			    struct sg_remote *remote, struct sg_snapshot_service **ret)
+{
+	struct sg_snapshot_service *svc = calloc(1, sizeof(*svc));
+
+	if (!svc)
+		return -ENOMEM;
+	svc->loop = loop;
+	svc->snapshots = snapshots;
+	svc->remote = remote;
+	sg_list_init(&svc->pending);
+	sg_op_init(&svc->restore_timer);
+	if (remote)
+		sg_snapshots_set_remote_check(snapshots, remote_mounted, remote);
+	*ret = svc;
+	return 0;
+}
+
+void sg_snapshot_service_free(struct sg_snapshot_service *svc)
+{
+	free(svc);
+}
+
+struct restore_one {
+	struct sg_snapshot_service *svc;
+	char *name;
+};
+
+static void on_restored(void *userdata, int res, const char *err)
+{
+	struct restore_one *ro = userdata;
+	struct sg_snapshot_service *svc = ro->svc;
+
+	svc->restoring--;
+	if (res == 0)
+		sg_info("remote snapshot %s mounted again", ro->name);
+	else
+		sg_warn("remote snapshot %s cannot be mounted now (%s); containers cannot use it "
+			"until it is (retrying every %llu s)", ro->name, err ? err : strerror(-res),
+			(unsigned long long)(RESTORE_RETRY_NS / 1000000000u));
+	free(ro->name);
+	free(ro);
+	if (svc->stopping && svc->restoring == 0 && svc->shutdown_done)
+		sg_remote_shutdown(svc->remote, svc->shutdown_done, svc->shutdown_ud);
+}
+
+static int restore_snapshot(const struct sg_snap *snap, void *userdata)
+{
+	struct sg_snapshot_service *svc = userdata;
+	struct sg_remote_layer info;
+	char mountpoint[4200];
+
+	if (sg_remote_is_mounted(svc->remote, snap->id))
+		return 0;
+	if (!sg_remote_layer_info(snap->labels, snap->n_labels, &info)) {
+		sg_error("remote snapshot %s lacks the labels naming its layer", snap->name);
+		return 0;
+	}
+	struct restore_one *ro = calloc(1, sizeof(*ro));
+	if (!ro || !(ro->name = strdup(snap->name))) {
+		free(ro);
+		return 0;
+	}
+	ro->svc = svc;
+	sg_snapshots_path(svc->snapshots, snap->id, mountpoint, sizeof(mountpoint));
+	svc->restoring++;
+	if (sg_remote_mount(svc->remote, snap->id, mountpoint, &info, on_restored, ro) < 0) {
+		svc->restoring--;
+		free(ro->name);
+		free(ro);
+	}
+	return 0;
+}
+
+static void restore_tick(struct sg_op *op)
+{
+	struct sg_snapshot_service *svc = sg_container_of(op, struct sg_snapshot_service, restore_timer);
+
+	if (op->res == -ECANCELED || svc->stopping)
+		return;
+	sg_snapshot_service_restore(svc);
+}
+
+void sg_snapshot_service_restore(struct sg_snapshot_service *svc)
+{
+	if (!svc->remote || svc->stopping)
+		return;
+	(void)sg_snapshots_foreach_remote(svc->snapshots, restore_snapshot, svc);
+	if (!sg_op_busy(&svc->restore_timer))
+		(void)sg_timer_start(svc->loop, &svc->restore_timer, RESTORE_RETRY_NS, restore_tick);
+}
+
+void sg_snapshot_service_shutdown(struct sg_snapshot_service *svc, void (*done)(void *), void *ud)
+{
+	svc->stopping = true;
+	(void)sg_op_cancel(&svc->restore_timer);
+	if (!svc->remote) {
+		done(ud);
+		return;
+	}
+	svc->shutdown_done = done;
+	svc->shutdown_ud = ud;
+	if (svc->restoring == 0)
+		sg_remote_shutdown(svc->remote, done, ud);
+}

@@ -8,7 +8,24 @@
 
 #include "daemon/grpc.h"
 
-/* The method table for sg_grpc_server_new(); the server's userdata is the snapshot store. */
+struct sg_snapshots;
+struct sg_remote;
+struct sg_loop;
+struct sg_snapshot_service;
+
+/* The service: the snapshot store plus, when remote is not NULL, lazy mounting of remote
+ * layers on Prepare (falling back to the plain path when a layer cannot be mounted).  It
+ * also mounts again, at start, the remote snapshots a previous run left. */
+int sg_snapshot_service_new(struct sg_loop *loop, struct sg_snapshots *snapshots,
+			    struct sg_remote *remote, struct sg_snapshot_service **ret);
+void sg_snapshot_service_free(struct sg_snapshot_service *svc);
+/* Mounts every remote snapshot of the store again (after a restart); failures are logged and
+ * retried periodically, and until then containers cannot be created on top of them. */
+void sg_snapshot_service_restore(struct sg_snapshot_service *svc);
+/* Stops retries and unmounts every lazy layer; done runs from the loop. */
+void sg_snapshot_service_shutdown(struct sg_snapshot_service *svc, void (*done)(void *), void *ud);
+
+/* The method table for sg_grpc_server_new(); the server's userdata is the service. */
 extern const struct sg_grpc_method sg_snapshot_methods[];
 extern const size_t sg_snapshot_methods_count;
 

@@ -20,6 +20,7 @@
 #define FD_SLOTS 128
 #define MAX_BATCH_GAP (64u << 10)    /* tar headers between members are small */
 #define BACKGROUND_RETRY_NS (50ull * 1000000u)
+#define DEFAULT_BACKGROUND_DELAY_NS (5ull * 1000000000u)
 
 /* A verified, decompressed chunk held in memory.  refs > 0 while a cache write uses it. */
 struct mem_entry {
@@ -111,7 +112,7 @@ struct sg_layer {
 	unsigned jobs_inflight;
 	uint32_t prefetch_cursor, background_cursor;
 	uint64_t prefetch_end;
-	bool prefetching, backgrounding;
+	bool prefetching, backgrounding, background_started;
 	struct sg_op background_timer;
 
 	bool closing;
@@ -713,8 +714,11 @@ static int next_batch(struct sg_layer *l, uint32_t *cursor, uint64_t limit, bool
 static void background_tick(struct sg_op *op)
 {
 	struct sg_layer *l = sg_container_of(op, struct sg_layer, background_timer);
-	if (op->res == -ECANCELED)
+	if (op->res == -ECANCELED) {
+		maybe_close_done(l);   /* the timer was the last thing a close waited for */
 		return;
+	}
+	l->background_started = true;
 	maybe_continue_background(l);
 }
 
@@ -739,6 +743,12 @@ static void maybe_continue_background(struct sg_layer *l)
 	}
 	if (!l->backgrounding || l->batches_inflight > 0)
 		return;
+	if (!l->background_started) {
+		if (!sg_op_busy(&l->background_timer))
+			(void)sg_timer_start(l->loop, &l->background_timer, l->cfg.background_delay_ns,
+					     background_tick);
+		return;
+	}
 	if (l->ondemand_inflight > 0) {
 		/* Yield to on-demand reads: look again shortly. */
 		if (!sg_op_busy(&l->background_timer))
@@ -805,6 +815,8 @@ int sg_layer_new(struct sg_loop *loop, struct sg_range_source *src, struct sg_to
 		l->cfg.max_batch_bytes = DEFAULT_BATCH;
 	if (!l->cfg.readahead_chunks)
 		l->cfg.readahead_chunks = DEFAULT_READAHEAD;
+	if (!l->cfg.background_delay_ns)
+		l->cfg.background_delay_ns = DEFAULT_BACKGROUND_DELAY_NS;
 	snprintf(l->cache_dir, sizeof(l->cache_dir), "%s", config->cache_dir);
 	l->cfg.cache_dir = l->cache_dir;
 	sg_group_init(&l->group);

@@ -36,6 +36,9 @@ struct sg_layer_config {
 	size_t mem_cache_bytes;       /* 0 = 32 MiB */
 	size_t max_batch_bytes;       /* compressed bytes per range request; 0 = 4 MiB */
 	unsigned readahead_chunks;    /* extra chunks of the same file per fetch; 0 = 4 */
+	/* Background fetch starts this long after the mount (and after prefetch), so that a
+	 * container's start-up reads get the link to themselves; 0 = 5 s. */
+	uint64_t background_delay_ns;
 };
 
 struct sg_layer_stats {

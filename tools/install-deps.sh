@@ -22,10 +22,24 @@ TEST=(
   apache2-utils   # htpasswd -B for tests/integration/registry.sh (Basic auth)
 )
 
+# Only for the benchmark (tools/bench, `make bench`): installed with --bench, never by `make check`.
+BENCH=(
+  gnuplot-nox fio strace   # chart; filesystem read benchmarks; recording what a workload opens
+  stargz-snapshotter       # ctr-remote (images rpull)
+  containerd runc docker-registry skopeo debootstrap hyperfine curl iproute2
+  golang-go golang-github-containerd-stargz-snapshotter-dev   # the Go reference snapshotter
+)
+
 want=("${BUILD[@]}" "${RUNTIME[@]}" "${TEST[@]}")
-case "${1:-}" in
-  --print) printf '%s\n' "${want[@]}"; exit 0 ;;
-esac
+print=0
+for a in "$@"; do
+  case "$a" in
+    --print) print=1 ;;
+    --bench) want+=("${BENCH[@]}") ;;
+    *) echo "usage: $0 [--bench] [--print]" >&2; exit 2 ;;
+  esac
+done
+[[ $print -eq 1 ]] && { printf '%s\n' "${want[@]}"; exit 0; }
 
 missing=()
 for p in "${want[@]}"; do

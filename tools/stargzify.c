@@ -14,8 +14,16 @@
  * dropped, as the reference does.  Unlike the reference, the tar headers are copied through
  * unchanged, so every entry of the output tar is byte-identical to the input's.
  *
- * Compression runs on worker threads, one gzip member per job (libdeflate); the main thread
- * parses, hashes and writes in order. */
+ * The input is mapped whole (a .tar.gz or stdin is first inflated or copied into an unlinked
+ * temp file): one pass indexes the entries, a second emits them, dropping the pages it has
+ * passed.  Compression runs on worker threads (libdeflate, one call per gzip member, small
+ * members batched into jobs); the main thread hashes (chunk digests, diffID, blob digest) and
+ * writes in order, so the output does not depend on the thread count.
+ *
+ * Known differences from the reference: tar headers are not re-encoded (see above); a
+ * prioritized path whose parent directories have no entries in the tar is still moved (the
+ * reference reports it missing); userName/groupName are elided per whole layer (the
+ * reference restarts the elision in each of its parallel parts).  Readers accept both. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -45,9 +53,13 @@
 #define LANDMARK_BYTE 0x0f
 #define FOOTER_SIZE 51
 #define DEFAULT_CHUNK_SIZE (4u << 20)
-#define DEFAULT_LEVEL 9          /* the reference uses gzip.BestCompression */
+/* The reference uses Go's gzip.BestCompression (9).  libdeflate's level 6 already compresses
+ * better than that (Debian rootfs layer: 79.9 MB vs the reference's 81.7 MB; 100k small files:
+ * 182.4 vs 183.3 MB) at twice the speed of its own level 9, so it is the default. */
+#define DEFAULT_LEVEL 6
 #define PROGRESS_MIN_BYTES (64ull << 20)
 #define WBUF_SIZE (1u << 20)
+#define JOB_BATCH (256u << 10)  /* members are batched into jobs of at least this much input */
 
 #define MT_OCI_LAYER_GZIP "application/vnd.oci.image.layer.v1.tar+gzip"
 #define MT_OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
@@ -495,7 +507,9 @@ out:
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* Compression pipeline: jobs are gzip members, compressed by workers, written in order */
+/* Compression pipeline.  A job is one or more consecutive gzip members (small members are
+ * batched so a layer of tiny files does not pay a thread handoff per file); workers compress
+ * each member of a job separately, the main thread writes jobs in order. */
 
 enum job_state { JOB_FREE, JOB_FILLING, JOB_QUEUED, JOB_RUNNING, JOB_DONE };
 
@@ -503,6 +517,10 @@ struct job {
 	struct sbuf in;
 	uint8_t *out;
 	size_t out_len, out_cap;
+	size_t *mem_in_end;     /* end of each member in `in` */
+	size_t *mem_out_end;    /* end of each member in `out` (set by the worker) */
+	size_t n_mem, cap_mem;
+	uint64_t first_member;  /* global number of the job's first member */
 	uint64_t seq;
 	enum job_state state;
 	bool failed;
@@ -550,7 +568,11 @@ static void *worker_main(void *arg)
 
 		bool failed = !c;
 		if (c) {
-			size_t bound = libdeflate_gzip_compress_bound(c, j->in.len);
+			size_t bound = 0, start = 0;
+			for (size_t k = 0; k < j->n_mem; k++) {
+				bound += libdeflate_gzip_compress_bound(c, j->mem_in_end[k] - start);
+				start = j->mem_in_end[k];
+			}
 			if (bound > j->out_cap) {
 				uint8_t *o = realloc(j->out, bound);
 				if (o) {
@@ -558,11 +580,16 @@ static void *worker_main(void *arg)
 					j->out_cap = bound;
 				}
 			}
-			if (bound <= j->out_cap) {
-				j->out_len = libdeflate_gzip_compress(c, j->in.p, j->in.len, j->out, j->out_cap);
-				failed = j->out_len == 0;
-			} else {
-				failed = true;
+			failed = bound > j->out_cap;
+			j->out_len = 0;
+			start = 0;
+			for (size_t k = 0; k < j->n_mem && !failed; k++) {
+				size_t n = libdeflate_gzip_compress(c, j->in.p + start, j->mem_in_end[k] - start,
+								    j->out + j->out_len, j->out_cap - j->out_len);
+				failed = n == 0;
+				j->out_len += n;
+				j->mem_out_end[k] = j->out_len;
+				start = j->mem_in_end[k];
 			}
 		}
 
@@ -593,15 +620,18 @@ static int pipeline_drain(struct pipeline *p, uint64_t until, bool wait)
 			p->err = -ENOMEM;
 			return p->err;
 		}
-		if (p->next_write >= p->member_cap) {
-			size_t ncap = p->member_cap ? p->member_cap * 2 : 1024;
+		if (j->first_member + j->n_mem > p->member_cap) {
+			size_t ncap = p->member_cap ? p->member_cap : 1024;
+			while (ncap < j->first_member + j->n_mem)
+				ncap *= 2;
 			uint64_t *m = realloc(p->member_off, ncap * sizeof(*m));
 			if (!m)
 				return p->err = -ENOMEM;
 			p->member_off = m;
 			p->member_cap = ncap;
 		}
-		p->member_off[p->next_write] = p->out_off;
+		for (size_t k = 0; k < j->n_mem; k++)
+			p->member_off[j->first_member + k] = p->out_off + (k ? j->mem_out_end[k - 1] : 0);
 		pthread_mutex_unlock(&p->mu);
 		int r = 0;
 		sg_sha256_update(&p->blob_hash, j->out, j->out_len);
@@ -666,6 +696,8 @@ static void pipeline_done(struct pipeline *p)
 		for (unsigned i = 0; i < p->njobs; i++) {
 			sb_free(&p->jobs[i].in);
 			free(p->jobs[i].out);
+			free(p->jobs[i].mem_in_end);
+			free(p->jobs[i].mem_out_end);
 		}
 	}
 	free(p->jobs);
@@ -691,6 +723,7 @@ static struct job *pipeline_open(struct pipeline *p)
 	j->state = JOB_FILLING;
 	j->seq = p->next_seq++;
 	j->in.len = 0;
+	j->n_mem = 0;
 	pthread_mutex_unlock(&p->mu);
 	return j;
 }
@@ -848,6 +881,10 @@ struct conv {
 	uint64_t dropped_upto;
 	const char *input_label;
 	size_t n_prio;          /* paths in the prioritize list (found or not) */
+	bool in_order;          /* emitting in input order: pages behind can go */
+	bool member_open;
+	uint64_t cur_member;    /* number of the open member */
+	uint64_t next_member;
 };
 
 struct result {
@@ -900,6 +937,8 @@ static bool is_global_comment_only(const struct input *in, const struct sg_tar_e
 	return true;
 }
 
+static void drop_input(struct conv *c, uint64_t pos);
+
 /* Parses the whole tar: items in input order, duplicates and bookkeeping entries dropped. */
 static int scan_input(struct conv *c)
 {
@@ -916,6 +955,7 @@ static int scan_input(struct conv *c)
 			errorf("%s: %s", c->input_label, r.err);
 			return ret;
 		}
+		drop_input(c, e.hdr_off);   /* keep the scan's footprint small too */
 		if (e.type == 'g') {
 			if (is_global_comment_only(c->in, &e)) {
 				errorf("warning: %s: dropping a PAX global header (comment only)", c->input_label);
@@ -1102,6 +1142,11 @@ static int emit(struct conv *c, const void *data, size_t n, bool zero)
 		c->cur = pipeline_open(&c->pipe);
 		if (!c->cur)
 			return c->pipe.err ? c->pipe.err : -EIO;
+		c->cur->first_member = c->next_member;
+	}
+	if (!c->member_open) {
+		c->member_open = true;
+		c->cur_member = c->next_member++;
 	}
 	if (zero) {
 		static const uint8_t zeros[SG_TAR_BLOCK];
@@ -1116,7 +1161,8 @@ static int emit(struct conv *c, const void *data, size_t n, bool zero)
 	return c->cur->in.oom ? -ENOMEM : 0;
 }
 
-static int close_member(struct conv *c)
+/* Hands the open job to the workers. */
+static int close_job(struct conv *c)
 {
 	int r = 0;
 	if (c->cur) {
@@ -1124,6 +1170,30 @@ static int close_member(struct conv *c)
 		c->cur = NULL;
 	}
 	return r;
+}
+
+/* Ends the open gzip member; the job goes to the workers once it holds JOB_BATCH bytes. */
+static int close_member(struct conv *c)
+{
+	struct job *j = c->cur;
+
+	if (!c->member_open)
+		return 0;
+	c->member_open = false;
+	if (j->n_mem == j->cap_mem) {
+		size_t ncap = j->cap_mem ? j->cap_mem * 2 : 64;
+		size_t *a = realloc(j->mem_in_end, ncap * sizeof(*a));
+		if (!a)
+			return -ENOMEM;
+		j->mem_in_end = a;
+		a = realloc(j->mem_out_end, ncap * sizeof(*a));
+		if (!a)
+			return -ENOMEM;
+		j->mem_out_end = a;
+		j->cap_mem = ncap;
+	}
+	j->mem_in_end[j->n_mem++] = j->in.len;
+	return j->in.len >= JOB_BATCH ? close_job(c) : 0;
 }
 
 static void progress(struct conv *c, bool final)
@@ -1171,6 +1241,8 @@ static int emit_payload(struct conv *c, struct toc_ent *first, const char *name,
 		ret = close_member(c);
 		if (ret < 0)
 			return ret;
+		if (c->in_order && data >= c->in->buf && data < c->in->buf + c->in->len)
+			drop_input(c, (uint64_t)(data - c->in->buf) + written);
 		if (remain < n)
 			n = remain;
 		else
@@ -1179,7 +1251,7 @@ static int emit_payload(struct conv *c, struct toc_ent *first, const char *name,
 		ret = emit(c, data + written, (size_t)n, false);
 		if (ret < 0)
 			return ret;
-		t->member = (int64_t)c->cur->seq;
+		t->member = (int64_t)c->cur_member;
 		sg_sha256_init(&ch);
 		sg_sha256_update(&ch, data + written, (size_t)n);
 		sg_sha256_final(&ch, &t->chunk_digest);
@@ -1442,14 +1514,14 @@ static int convert(const struct options *opt, struct input *in, const char *labe
 	 * unmap them, the emission pass reads sequentially and drops what it has passed. */
 	if (in->droppable && in->map_len)
 		madvise(in->map, in->map_len, MADV_DONTNEED);
-	bool in_order = false;
+	c.dropped_upto = 0;
 	for (size_t i = 0; i < c.n_order; i++) {
 		if (c.order[i] == SIZE_MAX) {
 			ret = emit_landmark(&c, c.n_prio ? PREFETCH_LANDMARK : NO_PREFETCH_LANDMARK);
-			in_order = true;   /* from here on, input order */
+			c.in_order = true;   /* from here on, input order */
 		} else {
 			struct item *it = &c.items[c.order[i]];
-			if (in_order)
+			if (c.in_order)
 				drop_input(&c, it->e.hdr_off);
 			ret = emit_item(&c, it);
 		}
@@ -1460,6 +1532,8 @@ static int convert(const struct options *opt, struct input *in, const char *labe
 		}
 	}
 	ret = close_member(&c);
+	if (ret == 0)
+		ret = close_job(&c);
 	if (ret == 0)
 		ret = pipeline_flush(&c.pipe);
 	if (ret < 0)
@@ -1481,7 +1555,8 @@ static int convert(const struct options *opt, struct input *in, const char *labe
 		    (ret = emit(&c, toc.p, toc.len, false)) < 0 ||
 		    (ret = emit(&c, NULL, pad, true)) < 0 ||
 		    (ret = emit(&c, NULL, 2 * SG_TAR_BLOCK, true)) < 0 ||
-		    (ret = close_member(&c)) < 0 || (ret = pipeline_flush(&c.pipe)) < 0)
+		    (ret = close_member(&c)) < 0 || (ret = close_job(&c)) < 0 ||
+		    (ret = pipeline_flush(&c.pipe)) < 0)
 			goto out;
 	}
 	uint8_t footer[FOOTER_SIZE];
@@ -2151,7 +2226,8 @@ static void usage(FILE *f)
 		"usage: %s [OPTIONS] INPUT OUTPUT\n"
 		"       %s [OPTIONS] --oci-layout SRC_DIR DST_DIR\n"
 		"Converts a layer (tar or tar.gz; \"-\" reads stdin, OUTPUT \"-\" writes stdout) to eStargz\n"
-		"and prints the blob digest, TOC digest, diffID and uncompressed size.\n"
+		"and prints the blob digest, TOC digest, diffID (sha256 of the gunzipped blob: the new\n"
+		"layer's diff_id) and uncompressed size (io.containers.estargz.uncompressed-size).\n"
 		"  --chunk-size N     chunk size for large files (default 4194304; K/M suffixes)\n"
 		"  --level N          gzip level 0-12 (libdeflate; default %d)\n"
 		"  --prioritize FILE  paths (one a line) placed first, then .prefetch.landmark\n"

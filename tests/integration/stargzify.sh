@@ -296,6 +296,23 @@ EOF
   else
     skip "oci: skopeo copy" "skopeo not installed"
   fi
+  # Push to a real registry; the pushed manifest keeps the eStargz annotations.
+  if command -v skopeo >/dev/null && command -v docker-registry >/dev/null; then
+    port=$((20000 + $$ % 20000))
+    mkdir -p "$WORK/registry"
+    printf 'version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: 127.0.0.1:%s}\n' \
+      "$WORK/registry" "$port" >"$WORK/registry.yml"
+    spawn docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1
+    if wait_for 20 curl -sf "http://127.0.0.1:$port/v2/" -o /dev/null &&
+       skopeo copy -q --dest-tls-verify=false "oci:$WORK/oci-out:v1" "docker://127.0.0.1:$port/esgz:v1" \
+         >/dev/null 2>"$WORK/push.err" &&
+       skopeo inspect --raw --tls-verify=false "docker://127.0.0.1:$port/esgz:v1" >"$WORK/pushed.json" 2>>"$WORK/push.err" &&
+       python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); assert all("containerd.io/snapshot/stargz/toc.digest" in l["annotations"] and "io.containers.estargz.uncompressed-size" in l["annotations"] for l in m["layers"])' "$WORK/pushed.json" 2>>"$WORK/push.err"; then
+      pass "oci: skopeo pushes it to a registry, annotations kept"
+    else
+      fail "oci: push to a registry" "$(tail -n 3 "$WORK/push.err" "$WORK/registry.log" 2>/dev/null)"
+    fi
+  fi
 else
   fail "oci: converts" "$(cat "$WORK/oci.err")"
 fi

@@ -23,7 +23,7 @@ start_registry() {
   cat >"$dir/config.yml" <<YML
 version: 0.1
 log:
-  level: warn
+  level: ${REGISTRY_LOG_LEVEL:-warn}
 storage:
   filesystem:
     rootdirectory: $dir/data
@@ -61,8 +61,18 @@ push_image() {
 start_stargzd() {
   SG_ROOT=${SG_ROOT:-$WORK/stargzd-root}
   SG_SOCK=${SG_SOCK:-$WORK/stargzd.sock}
-  spawn "$STARGZD" --foreground --root "$SG_ROOT" --address "$SG_SOCK" --log-level debug "$@" \
-    >>"$WORK/stargzd.log" 2>&1
+  # The test registry is plain HTTP on 127.0.0.1; empty certs.d and docker config so that
+  # nothing of the machine's own configuration leaks in.
+  mkdir -p "$WORK/certs.d"
+  [[ -f $WORK/no-docker-config.json ]] || echo "{}" >"$WORK/no-docker-config.json"
+  [[ -f $WORK/stargzd.toml ]] || cat >"$WORK/stargzd.toml" <<CFG
+plain_http_localhost = true
+hosts_dir = "$WORK/certs.d"
+docker_config = "$WORK/no-docker-config.json"
+${SG_EXTRA_CONFIG:-}
+CFG
+  spawn "$STARGZD" --foreground --root "$SG_ROOT" --address "$SG_SOCK" --log-level debug \
+    --config "$WORK/stargzd.toml" "$@" >>"$WORK/stargzd.log" 2>&1
   SG_PID=$SPAWNED
   wait_for 10 test -S "$SG_SOCK"
 }
@@ -96,4 +106,18 @@ TOML
   CONTAINERD_PID=$SPAWNED
   CTR="ctr --address $d/containerd.sock"
   wait_for 20 $CTR version >/dev/null
+}
+
+# Bytes the registry sent for blob requests of a repository so far (from its access log,
+# which needs REGISTRY_LOG_LEVEL=info).
+registry_blob_bytes() {
+  grep 'response completed' "$WORK/registry.log" | grep "/v2/$1/blobs/" |
+    grep -oE 'http.response.written=[0-9]+' | cut -d= -f2 | awk '{s+=$1} END {print s+0}'
+}
+
+# Converts an OCI layout to eStargz with stargzify (tools/stargzify --oci-layout).
+STARGZIFY=${STARGZIFY:-$STARGZD_TOP/build/tools/stargzify}
+make_estargz_image() {
+  local src=$1 dst=$2; shift 2
+  "$STARGZIFY" --no-progress "$@" --oci-layout "$src" "$dst" >/dev/null
 }

@@ -11,19 +11,22 @@
 # (hyperfine, RUNS runs), the ratio, peak RSS and output sizes, and checks that both outputs
 # pass the reference verification.
 #   BUILD      build dir holding tools/stargzify (default: build)
-#   BENCH_DIR  cache for the rootfs and layers (default: $BUILD/bench-stargzify)
+#   BENCH_DIR  cache for the rootfs and layers (default: build-bench/stargzify; not under a
+#              build dir: the Makefile's *.d scan would trip over the rootfs's /etc/rc?.d)
 #   RUNS       hyperfine runs per command (default: 3)
-#   LEVEL      extra stargzify run at this gzip level (default: 6; empty = skip)
+#   LEVEL      extra stargzify run at this gzip level (default: 9, the reference's level;
+#              empty = skip)
 set -euo pipefail
 TOP=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${BUILD:-build}
 [[ $BUILD == /* ]] || BUILD=$TOP/$BUILD
-BENCH_DIR=${BENCH_DIR:-$BUILD/bench-stargzify}
+BENCH_DIR=${BENCH_DIR:-$TOP/build-bench/stargzify}
 RUNS=${RUNS:-3}
-LEVEL=${LEVEL-6}
+LEVEL=${LEVEL-9}
 STARGZIFY=$BUILD/tools/stargzify
 mkdir -p "$BENCH_DIR"
 [[ -x $STARGZIFY ]] || { echo "build $STARGZIFY first: make BUILD=$BUILD $STARGZIFY" >&2; exit 1; }
+DEF_LEVEL=$("$STARGZIFY" --help | sed -n 's/.*gzip level 0-12 (libdeflate; default \([0-9]*\)).*/\1/p')
 REF=$("$TOP/tests/helpers/estargz-ref/build.sh")
 command -v hyperfine >/dev/null || { echo "hyperfine missing (tools/install-deps.sh)" >&2; exit 1; }
 
@@ -76,7 +79,7 @@ print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)' "$@"
 mean() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["results"]; print(" ".join("%.3f" % x["mean"] for x in r))' "$1"; }
 
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-echo "stargzify: $STARGZIFY (default level 9, 4 MiB chunks, $(nproc) threads); reference: $REF (estargz.Build defaults: gzip level 9, 4 MiB chunks)"
+echo "stargzify: $STARGZIFY (default level $DEF_LEVEL, 4 MiB chunks, $(nproc) threads); reference: $REF (estargz.Build defaults: gzip level 9, 4 MiB chunks)"
 for layer in "${layers[@]}"; do
   name=$(basename "$layer" .tar)
   out=$BENCH_DIR/$name
@@ -99,20 +102,20 @@ for layer in "${layers[@]}"; do
   v_ref=$("$REF" verify "$out.ref.blob" "$toc_ref" 2>&1 || true)
   python3 - "$size" "$t_ours" "$t_ref" "${t_l:-0}" "$t_gz" "$rss_ours" "$rss_ref" \
     "$(stat -c %s "$out.ours.blob")" "$(stat -c %s "$out.ref.blob")" \
-    "$( [[ -n $LEVEL ]] && stat -c %s "$out.ours-l$LEVEL.blob" || echo 0)" "$(stat -c %s "$out.gz")" "$LEVEL" <<'EOF'
+    "$( [[ -n $LEVEL ]] && stat -c %s "$out.ours-l$LEVEL.blob" || echo 0)" "$(stat -c %s "$out.gz")" "$LEVEL" "$DEF_LEVEL" <<'EOF'
 import sys
 size, t_ours, t_ref, t_l, t_gz = int(sys.argv[1]), *map(float, sys.argv[2:6])
 rss_ours, rss_ref, s_ours, s_ref, s_l, s_gz = map(int, sys.argv[6:12])
-level = sys.argv[12]
+level, deflevel = sys.argv[12], sys.argv[13]
 mb = size / 1e6
 print("%-28s %9s %10s %11s %12s" % ("", "time s", "MB/s in", "peak RSS", "output MB"))
-print("%-28s %9.2f %10.1f %8.1f MiB %12.2f" % ("stargzify (level 9)", t_ours, mb / t_ours, rss_ours / 1024, s_ours / 1e6))
+print("%-28s %9.2f %10.1f %8.1f MiB %12.2f" % ("stargzify (default, level %s)" % deflevel, t_ours, mb / t_ours, rss_ours / 1024, s_ours / 1e6))
 print("%-28s %9.2f %10.1f %8.1f MiB %12.2f" % ("reference estargz.Build", t_ref, mb / t_ref, rss_ref / 1024, s_ref / 1e6))
 if level:
     print("%-28s %9.2f %10.1f %11s %12.2f" % ("stargzify --level " + level, t_l, mb / t_l, "", s_l / 1e6))
 print("%-28s %9.2f %10.1f %11s %12.2f" % ("gzip -6 (plain, 1 thread)", t_gz, mb / t_gz, "", s_gz / 1e6))
-print("speedup over the reference: %.1fx (level 9)%s; output size ratio ours/ref: %.3f" % (
-    t_ref / t_ours, (", %.1fx (level %s)" % (t_ref / t_l, level)) if level else "", s_ours / s_ref))
+print("speedup over the reference: %.1fx (level %s)%s; output size ratio ours/ref: %.3f" % (
+    t_ref / t_ours, deflevel, (", %.1fx (level %s)" % (t_ref / t_l, level)) if level else "", s_ours / s_ref))
 EOF
   echo "reference verify of ours: $v_ours"
   echo "reference verify of ref:  $v_ref"

@@ -10,7 +10,7 @@
 # machine is noisy; the CPU time line is the steadier number.
 # Ceiling to keep (2026-11-28, 100k files, 102,002 nodes, 38 MB JSON, 5.6 MB TOC member):
 #   index 185 bytes/entry + 12 bytes/entry of names (RSS growth 197 bytes/entry);
-#   load 137 ms best wall on an otherwise busy machine under chrt, 160-300 ms wall without;
+#   load 128 ms best wall under `chrt -f 50` (the machine was shared), 160-300 ms without;
 #   yajl alone 48 ms, cJSON 212 ms / 183 MiB, jansson 692 ms / 223 MiB on the same JSON.
 #   Reference (Go estargz.Open + TOC digest): 1.21 s and 61 MiB retained.
 set -euo pipefail

@@ -423,7 +423,8 @@ TEST(corrupt_blob_never_serves_a_wrong_byte)
 TEST(prefetch_and_background_fetch_make_the_layer_local)
 {
 	struct env e = { 0 };
-	struct sg_layer_config cfg = { .prefetch = true, .background_fetch = true };
+	struct sg_layer_config cfg = { .prefetch = true, .background_fetch = true,
+				       .background_delay_ns = 1000000 };
 	struct sg_layer_stats st;
 
 	setup(true);

@@ -1,0 +1,235 @@
+#!/usr/bin/env bash
+# The benchmark: time to a command's output from a cold start, legacy pull vs lazy pull.
+#
+#   tools/bench/run.sh [--quick]       (or BENCH_QUICK=1; `make bench` / `make bench-quick`)
+#
+# For each image (base, python, gcc; quick: base, python) x form x snapshotter:
+#   legacy   (gzip)    containerd's overlayfs, `ctr images pull` (download + unpack everything)
+#   esgz, esgz-opt     stargzd and the Go reference (tools/bench/reference), `ctr-remote images rpull`
+# each run from a cold state: fresh containerd and snapshotter roots (so no image, no content, no
+# layer cache), page cache dropped.  Measured: pull time; `ctr run --rm` time until the workload's
+# output (python: "hello"; gcc: compile + run a one-line program; base: `true`, until exit); total;
+# bytes and HTTP requests from the registry, counted in the link's delay proxy; then a warm re-run.
+# Plus a physical-limit row per image (see the report's footnote).
+#   BENCH_RUNS           runs per row (default 3; quick 1)
+#   BENCH_SNAPSHOTTERS   which of "overlayfs stargzd reference" to run (default all)
+#   BENCH_IMAGES         which images (default "base python gcc"; quick "base python")
+#   BENCH_TIMEOUT        seconds allowed for one pull or one run (default 120)
+#   BENCH_RESULTS        where the .md/.csv/.png go (default tools/bench/results)
+# Everything else: tools/bench/common.sh.  Needs root.  Never part of `make check`.
+set -euo pipefail
+[[ ${1:-} == --quick ]] && export BENCH_QUICK=1
+. "$(dirname "$0")/common.sh"
+RUNS=${BENCH_RUNS:-$([[ $BENCH_QUICK == 1 ]] && echo 1 || echo 3)}
+SNAPSHOTTERS=${BENCH_SNAPSHOTTERS:-overlayfs stargzd reference}
+RESULTS=${BENCH_RESULTS:-$BENCH_DIR/results}
+TMO=${BENCH_TIMEOUT:-120}
+RD=$BENCH_WORK/run          # the cold state of one measurement, wiped every time
+LOGS=$BENCH_WORK/logs
+[[ $(id -u) -eq 0 ]] || die "needs root"
+for c in containerd ctr ctr-remote runc skopeo docker-registry gnuplot curl nsenter; do
+  command -v $c >/dev/null || die "$c missing: tools/install-deps.sh --bench"
+done
+[[ -x $STARGZD ]] || die "$STARGZD missing: make -j2 all"
+# A private copy: build/ may be rebuilt by someone else while the bench runs.
+mkdir -p "$BENCH_WORK"
+STARGZD_ID="$(stat -c %y "$STARGZD" | cut -c1-19), sha256 $(sha256sum "$STARGZD" | cut -c1-12)"
+cp "$STARGZD" "$BENCH_WORK/stargzd.bin.tmp" && mv "$BENCH_WORK/stargzd.bin.tmp" "$BENCH_WORK/stargzd.bin"
+STARGZD=$BENCH_WORK/stargzd.bin
+
+REF_BIN=""
+if [[ " $SNAPSHOTTERS " == *" reference "* ]]; then
+  log "building the Go reference snapshotter (GOPATH mode; first time about 2 min)"
+  if REF_BIN=$(BENCH_WORK=$BENCH_WORK "$BENCH_DIR/reference/build.sh" 2>"$BENCH_WORK/reference-build.log"); then
+    :
+  else
+    REF_BIN=""
+    log "reference build failed (its rows are marked so): $(tail -3 "$BENCH_WORK/reference-build.log")"
+  fi
+fi
+
+"$BENCH_DIR/images.sh"
+LINK=$("$BENCH_DIR/link.sh" up)
+log "$LINK"
+RATE_BITS=$($PY -c '
+import re,sys
+m=re.fullmatch(r"([0-9.]+)([kmg]?)(bit|bps)?", sys.argv[1].lower())
+v=float(m.group(1))*{"":1,"k":1e3,"m":1e6,"g":1e9}[m.group(2)]
+print(v*8 if m.group(3)=="bps" else v)' "$LINK_RATE")
+RTT_S=$(awk -v d="$LINK_DELAY_MS" 'BEGIN { print 2 * d / 1000 }')
+
+# --- one cold measurement ------------------------------------------------------------------
+stop_all() {
+  local p pids
+  stop_pidfile "$RD/containerd.pid" 30
+  # shims containerd left (they carry our socket path in their command line)
+  pids=$(pgrep -f -- "-address $RD/containerd/containerd.sock" || true)
+  for p in $pids; do kill -KILL "$p" 2>/dev/null || true; done
+  stop_pidfile "$RD/snapshotter.pid" 30
+  # anything still mounted under the run dir (dead FUSE mounts, overlays)
+  { grep -o " $RD/[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  return 0
+}
+trap 'stop_all' EXIT
+
+start_containerd() {  # PROXY_SOCK (empty: none)
+  mkdir -p "$RD/containerd"
+  cat >"$RD/containerd/config.toml" <<TOML
+version = 2
+root = "$RD/containerd/root"
+state = "$RD/containerd/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$RD/containerd/containerd.sock"
+[ttrpc]
+  address = "$RD/containerd/containerd.sock.ttrpc"
+[debug]
+  address = "$RD/containerd/debug.sock"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$RD/containerd/opt"
+TOML
+  if [[ -n $1 ]]; then
+    printf '[proxy_plugins.stargz]\n  type = "snapshot"\n  address = "%s"\n' "$1" >>"$RD/containerd/config.toml"
+  fi
+  start_bg "$RD/containerd.pid" "$RD/containerd.log" nsenter --net="$NETNS_PATH" \
+    containerd --config "$RD/containerd/config.toml"
+  wait_for 30 ctr --address "$RD/containerd/containerd.sock" version
+}
+
+start_snapshotter() {  # stargzd|reference -> socket path on stdout
+  case $1 in
+    stargzd)
+      mkdir -p "$RD/certs.d"; echo '{}' >"$RD/docker-config.json"
+      cat >"$RD/stargzd.toml" <<CFG
+plain_http_localhost = true
+hosts_dir = "$RD/certs.d"
+docker_config = "$RD/docker-config.json"
+CFG
+      start_bg "$RD/snapshotter.pid" "$RD/snapshotter.log" nsenter --net="$NETNS_PATH" \
+        "$STARGZD" --foreground --root "$RD/sg" --address "$RD/sg.sock" --config "$RD/stargzd.toml"
+      wait_for 20 test -S "$RD/sg.sock" && echo "$RD/sg.sock" ;;
+    reference)
+      [[ -n $REF_BIN ]] || return 1
+      start_bg "$RD/snapshotter.pid" "$RD/snapshotter.log" nsenter --net="$NETNS_PATH" \
+        "$REF_BIN" -root "$RD/ref" -address "$RD/ref.sock"
+      wait_for 20 test -S "$RD/ref.sock" && echo "$RD/ref.sock" ;;
+  esac
+}
+
+stat_field() { $PY -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
+
+CSV_ROWS=()
+row() { CSV_ROWS+=("$(IFS=,; echo "$*")"); }
+
+measure() {  # IMAGE FORM SNAPSHOTTER RUN
+  local img=$1 form=$2 sn=$3 n=$4 ref="127.0.0.1:$LINK_PORT/bench-$1:$2" sock="" argv=() out
+  local L=$LOGS/$img-$form-$sn-$n status=ok pull_s="" run_s="" run_exit="" warm_s="" bytes="" pbytes="" reqs="" remote=""
+  rm -rf "$L"; mkdir -p "$L"
+  stop_all
+  rm -rf "$RD"; mkdir -p "$RD"
+  mapfile -t argv < <(workload_argv "$img")
+  if [[ $sn != overlayfs ]]; then
+    if ! sock=$(start_snapshotter "$sn"); then
+      status=fail:snapshotter-start
+    fi
+  fi
+  if [[ $status == ok ]] && ! start_containerd "$sock"; then status=fail:containerd-start; fi
+  local CTR=(nsenter --net="$NETNS_PATH" ctr --address "$RD/containerd/containerd.sock")
+  local SNOPT=()
+  [[ $sn != overlayfs ]] && SNOPT=(--snapshotter stargz)
+  if [[ $status == ok ]]; then
+    sync; echo 3 >/proc/sys/vm/drop_caches
+    local s0 s1 s2 r t0
+    s0=$("$BENCH_DIR/link.sh" stats)
+    if [[ $sn == overlayfs ]]; then
+      r=$($BENCHLIB timed "" "$L/pull.log" -- timeout "$TMO" "${CTR[@]}" images pull --plain-http "$ref")
+    else
+      r=$($BENCHLIB timed "" "$L/pull.log" -- timeout "$TMO" nsenter --net="$NETNS_PATH" ctr-remote \
+        --address "$RD/containerd/containerd.sock" images rpull --plain-http --snapshotter stargz "$ref")
+    fi
+    read -r _ pull_s t0 <<<"$r"
+    [[ $t0 == 0 ]] || status=fail:pull
+    s1=$("$BENCH_DIR/link.sh" stats)
+    if [[ $sn != overlayfs && $status == ok ]]; then
+      # how many of the image's layers became remote (lazy) snapshots
+      local keys k nr=0 nt=0
+      keys=$("${CTR[@]}" snapshots --snapshotter stargz ls 2>/dev/null | awk 'NR>1 {print $1}')
+      for k in $keys; do
+        nt=$((nt + 1))
+        "${CTR[@]}" snapshots --snapshotter stargz info "$k" 2>/dev/null | grep -q 'containerd.io/snapshot/remote' && nr=$((nr + 1))
+      done
+      remote="$nr/$nt"
+    fi
+    if [[ $status == ok ]]; then
+      r=$($BENCHLIB timed "$(workload_expect "$img")" "$L/run.log" -- timeout "$TMO" "${CTR[@]}" run --rm \
+        "${SNOPT[@]}" "$ref" "bench-$n" "${argv[@]}")
+      read -r run_s run_exit t0 <<<"$r"
+      [[ $t0 == 0 && $run_s != -1 ]] || status=fail:run
+    fi
+    if [[ $status == fail:* ]]; then  # what was stuck, for the log
+      ps -eo pid,ppid,stat,wchan:32,etime,args >"$L/ps.txt" 2>&1 || true
+      for t in $(ps -eo pid=,stat= | awk '$2 ~ /D/ {print $1}'); do
+        { echo "== $t $(tr '\0' ' ' </proc/$t/cmdline)"; cat /proc/$t/stack; } >>"$L/stacks.txt" 2>/dev/null || true
+      done
+    fi
+    s2=$("$BENCH_DIR/link.sh" stats)
+    bytes=$(( $(stat_field "$s2" down_bytes) - $(stat_field "$s0" down_bytes) ))
+    pbytes=$(( $(stat_field "$s1" down_bytes) - $(stat_field "$s0" down_bytes) ))
+    reqs=$(( $(stat_field "$s2" requests) - $(stat_field "$s0" requests) ))
+    if [[ $status == ok ]]; then
+      r=$($BENCHLIB timed "$(workload_expect "$img")" "$L/warm.log" -- timeout "$TMO" "${CTR[@]}" run --rm \
+        "${SNOPT[@]}" "$ref" "bench-warm-$n" "${argv[@]}")
+      read -r warm_s _ t0 <<<"$r"
+      [[ $t0 == 0 ]] || warm_s=""
+    fi
+  fi
+  stop_all
+  cp "$RD"/*.log "$L/" 2>/dev/null || true
+  local total=""
+  [[ $status == ok ]] && total=$(awk -v a="$pull_s" -v b="$run_s" 'BEGIN { printf "%.4f", a + b }')
+  row "$img" "$form" "$sn" "$n" "$status" "$pull_s" "$run_s" "$total" "$run_exit" "$warm_s" "$bytes" "$pbytes" "$reqs" "$remote"
+  log "$(printf '%-6s %-8s %-9s run %d: %s pull %ss run %ss total %ss, %s bytes (%s at pull), %s requests%s' \
+    "$img" "$form" "$sn" "$n" "$status" "${pull_s:--}" "${run_s:--}" "${total:--}" "${bytes:--}" "${pbytes:--}" \
+    "${reqs:--}" "${remote:+, remote layers $remote}")"
+}
+
+combos() {
+  local sn
+  for sn in $SNAPSHOTTERS; do
+    case $sn in
+      overlayfs) echo "legacy overlayfs" ;;
+      stargzd | reference) echo "esgz $sn"; echo "esgz-opt $sn" ;;
+    esac
+  done
+}
+
+for ((n = 1; n <= RUNS; n++)); do
+  for img in $(bench_images); do
+    while read -r form sn; do measure "$img" "$form" "$sn" "$n"; done < <(combos)
+  done
+done
+for img in $(bench_images); do
+  lim=$($BENCHLIB physlimit "$BENCH_WORK/oci/$img/esgz-opt" "$BENCH_WORK/needed/$img.list" "$RATE_BITS" "$RTT_S")
+  row "$img" esgz-opt limit 0 ok "" "" "$(stat_field "$lim" seconds)" "" "" "$(stat_field "$lim" bytes)" "" \
+    "$(stat_field "$lim" round_trips)" ""
+done
+
+# --- report ----------------------------------------------------------------------------------
+mkdir -p "$RESULTS"
+name=$(date +%Y-%m-%d)$([[ $BENCH_QUICK == 1 ]] && echo -quick || true)
+csv=$RESULTS/$name.csv
+{
+  echo "image,form,snapshotter,run,status,pull_s,run_s,total_s,run_exit_s,warm_s,bytes,pull_bytes,requests,remote_layers"
+  printf '%s\n' "${CSV_ROWS[@]}"
+} >"$csv"
+machine="$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), \
+$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r); \
+containerd $(containerd --version | awk '{print $3}'), stargzd $(git -C "$BENCH_TOP" rev-parse --short HEAD 2>/dev/null || echo ?)\
+$(git -C "$BENCH_TOP" diff --quiet HEAD -- daemon fs net 2>/dev/null || echo '+dirty') (binary built $STARGZD_ID), \
+reference stargz-snapshotter $(dpkg-query -W -f='${Version}' golang-github-containerd-stargz-snapshotter-dev 2>/dev/null) \
+(prefetch + background fetch on); runs per row: $RUNS"
+$BENCHLIB report "$csv" "$RESULTS/$name.md" "$LINK" "$machine"
+$BENCHLIB chartdata "$csv" "$RESULTS/$name.dat"
+gnuplot -e "datafile='$RESULTS/$name.dat'; outfile='$RESULTS/$name.png'; title='stargzd bench $name: total time to output (s), $LINK_RATE + ${LINK_DELAY_MS} ms each way'" \
+  "$BENCH_DIR/chart.gp" && rm -f "$RESULTS/$name.dat"
+log "wrote $RESULTS/$name.md, $name.csv, $name.png"
