@@ -55,7 +55,7 @@ UNIT_BINS   := $(UNIT_SRCS:%.c=$(BUILD)/%)
 TEST_HELPER_SRCS := $(wildcard tests/helpers/*.c)
 TEST_HELPERS := $(TEST_HELPER_SRCS:tests/helpers/%.c=$(BUILD)/tests/helpers/%)
 
-.PHONY: all deps run check unit-bins fuzz-bins fuzz bench clean install
+.PHONY: all deps run check unit-bins fuzz-bins fuzz bench bench-quick clean install
 all: $(BUILD)/stargzd $(TOOLS)
 
 deps:
@@ -128,10 +128,20 @@ run: deps
 	$(MAKE) all
 	$(BUILD)/stargzd --foreground
 
+# Benchmarks (tools/bench/README.md): never part of `make check`.  BENCH_QUICK=1 or
+# `make bench-quick` for the few-minute run.
+bench:
+	tools/install-deps.sh --bench
+	$(MAKE) all
+	tools/bench/run.sh
+
+bench-quick:
+	$(MAKE) bench BENCH_QUICK=1
+
 install: all
 	install -D -m 0755 $(BUILD)/stargzd $(DESTDIR)$(PREFIX)/bin/stargzd
 
 clean:
 	rm -rf build build-asan build-fuzz
 
--include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD) -type f -name '*.d' 2>/dev/null)

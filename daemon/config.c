@@ -183,6 +183,17 @@ int sg_config_load(struct sg_config *cfg, const char *path, char *err, size_t er
 			}
 			continue;
 		}
+		if (strcmp(key, "fetch_window") == 0) {
+			char *end;
+			cfg->fetch_window = strtoul(val, &end, 10);
+			if (*end || end == val || cfg->fetch_window > (64ul << 20)) {
+				snprintf(err, errlen, "%s:%u: fetch_window must be a byte count up to 64 MiB",
+					 path, lineno);
+				r = -EINVAL;
+				goto out;
+			}
+			continue;
+		}
 		if (strcmp(key, "insecure_hosts") == 0) {
 			r = parse_string_list(val, cfg->insecure_hosts, &cfg->n_insecure_hosts);
 			if (r < 0) {

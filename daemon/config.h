@@ -25,6 +25,7 @@ struct sg_config {
 	bool prefetch;                /* fetch prioritized files at mount (default true) */
 	bool background_fetch;        /* then the rest of the layer (default true) */
 	bool allow_skip_verify;       /* honour skipverify / images without TOC digest (false) */
+	unsigned long fetch_window;   /* blob bytes taken along with an on-demand fetch (0 = default) */
 
 	/* Registry access. */
 	char hosts_dir[PATH_MAX];     /* containerd certs.d (default /etc/containerd/certs.d) */

@@ -12,6 +12,7 @@
 #include "daemon/core/loop.h"
 #include "daemon/process.h"
 #include "fs/estargz.h"
+#include "fs/gz.h"
 #include "fs/layer.h"
 #include "fs/lazyfs.h"
 #include "fs/range_source.h"
@@ -28,12 +29,36 @@ struct rlayer {
 	char digest[SG_DIGEST_STRLEN + 1];
 	struct sg_digest toc_digest;
 	bool has_toc_digest, skip_verify;
+	uint64_t prefetch_bytes;
 	struct sg_range_source *src;
 	struct sg_esgz_open *open_req;
 	struct sg_layer *layer;
 	struct sg_lazyfs *fs;
 	sg_remote_cb cb;        /* mount, then unmount completion */
 	void *userdata;
+	struct sg_list wait_link;   /* on a tail_prefetch */
+	char ref[512];
+	struct sg_op defer_op;
+	struct tail_prefetch *deferred_tp;
+};
+
+/* The blob and the tail of a layer that containerd will ask for next: fetched ahead, in
+ * parallel, as soon as an earlier layer of the same image arrives, so that each layer's
+ * Prepare finds its TOC (usually inside the tail) already here. */
+enum tp_state { TP_OPENING, TP_READING, TP_READY, TP_FAILED };
+#define MAX_PREFETCHES 64
+
+struct tail_prefetch {
+	struct sg_remote *r;
+	struct sg_list link;
+	char digest[SG_DIGEST_STRLEN + 1];
+	enum tp_state state;
+	struct sg_range_source *src;
+	uint8_t *tail;
+	size_t tail_len;
+	struct sg_op op;
+	struct sg_list waiters;   /* struct rlayer, via wait_link */
+	uint64_t started_ns;
 };
 
 struct sg_remote {
@@ -42,6 +67,10 @@ struct sg_remote {
 	char cache_root[PATH_MAX];
 	struct sg_blob_opener opener;
 	struct sg_list layers;
+	struct sg_list prefetches;    /* struct tail_prefetch */
+	unsigned tp_inflight;         /* prefetches with a callback still to come */
+	bool freed;                   /* sg_remote_free ran; the last callback frees */
+	struct sg_gz *gz;
 	void (*shutdown_cb)(void *);
 	void *shutdown_userdata;
 	unsigned closing;
@@ -73,6 +102,17 @@ bool sg_remote_layer_info(const struct sg_label *labels, size_t n, struct sg_rem
 	if (ret->toc_digest && !*ret->toc_digest)
 		ret->toc_digest = NULL;
 	ret->skip_verify = skip && (strcmp(skip, "true") == 0 || strcmp(skip, "1") == 0);
+	ret->layers = label(labels, n, SG_LABEL_LAYERS);
+	if (!ret->layers || !*ret->layers)
+		ret->layers = label(labels, n, SG_LABEL_CRI_LAYERS);
+	const char *pf = label(labels, n, SG_LABEL_PREFETCH);
+	ret->prefetch_bytes = 0;
+	if (pf && *pf) {
+		char *end;
+		unsigned long long v = strtoull(pf, &end, 10);
+		if (*end == '\0' && v <= (1ull << 32))
+			ret->prefetch_bytes = v;
+	}
 	return true;
 }
 
@@ -90,6 +130,12 @@ int sg_remote_new(struct sg_loop *loop, const struct sg_remote_config *config,
 	r->cfg.cache_root = r->cache_root;
 	r->opener = *opener;
 	sg_list_init(&r->layers);
+	sg_list_init(&r->prefetches);
+	e = sg_gz_new(&r->gz);
+	if (e < 0) {
+		free(r);
+		return e;
+	}
 	e = sg_mkdir_p(r->cache_root, 0700);
 	if (e < 0) {
 		free(r);
@@ -99,8 +145,27 @@ int sg_remote_new(struct sg_loop *loop, const struct sg_remote_config *config,
 	return 0;
 }
 
+static void tp_free(struct tail_prefetch *tp)
+{
+	if (tp->link.next)
+		sg_list_unlink(&tp->link);
+	sg_range_source_free(tp->src);
+	free(tp->tail);
+	free(tp);
+}
+
 void sg_remote_free(struct sg_remote *r)
 {
+	struct sg_list *n;
+
+	if (!r)
+		return;
+	r->freed = true;
+	if (r->tp_inflight)
+		return;   /* the last prefetch callback finishes the job */
+	while ((n = sg_list_pop(&r->prefetches)))
+		tp_free(sg_container_of(n, struct tail_prefetch, link));
+	sg_gz_free(r->gz);
 	free(r);
 }
 
@@ -170,6 +235,8 @@ static void on_toc(void *userdata, int res, struct sg_toc *toc, const struct sg_
 		.skip_verify = rl->skip_verify,
 		.prefetch = r->cfg.prefetch,
 		.background_fetch = r->cfg.background_fetch,
+		.prefetch_bytes = rl->prefetch_bytes,
+		.window_bytes = r->cfg.fetch_window,
 	};
 	struct sg_range_source *src = rl->src;
 	rl->src = NULL;   /* the layer owns it now */
@@ -189,6 +256,31 @@ static void on_toc(void *userdata, int res, struct sg_toc *toc, const struct sg_
 	}
 	rl->state = RL_MOUNTED;
 	mount_finished(rl, 0, NULL);
+}
+
+static void on_toc(void *userdata, int res, struct sg_toc *toc, const struct sg_esgz_error *err);
+
+/* Loads the TOC from an already fetched tail when it lies inside it.  True if it did (and
+ * on_toc ran). */
+static bool toc_from_tail(struct rlayer *rl, const uint8_t *tail, size_t tail_len)
+{
+	struct sg_remote *r = rl->r;
+	struct sg_esgz_options opts = { 0 };
+	struct sg_esgz_footer footer;
+	struct sg_esgz_error err;
+	struct sg_toc *toc = NULL;
+	uint64_t size = rl->src->size, tail_off = size - tail_len;
+
+	if (sg_esgz_parse_footer(tail, tail_len, size, &footer, &err) < 0 || footer.toc_offset < tail_off)
+		return false;   /* no footer here, or a TOC larger than the tail: the normal path */
+	opts.toc_digest = rl->has_toc_digest ? &rl->toc_digest : NULL;
+	opts.skip_verify = rl->skip_verify;
+	int res = sg_esgz_load_toc_member(r->gz, tail + (footer.toc_offset - tail_off),
+					  (size_t)(footer.toc_end - footer.toc_offset), &footer, &opts,
+					  &toc, &err);
+	rl->state = RL_LOADING_TOC;
+	on_toc(rl, res, toc, res < 0 ? &err : NULL);
+	return true;
 }
 
 static void on_blob_opened(void *userdata, int res, struct sg_range_source *src, const char *err)
@@ -216,6 +308,146 @@ static void on_blob_opened(void *userdata, int res, struct sg_range_source *src,
 			 strerror(-res));
 		mount_finished(rl, res, msg);
 	}
+}
+
+static struct tail_prefetch *tp_find(struct sg_remote *r, const char *digest)
+{
+	for (struct sg_list *n = r->prefetches.next; n != &r->prefetches; n = n->next) {
+		struct tail_prefetch *tp = sg_container_of(n, struct tail_prefetch, link);
+		if (strcmp(tp->digest, digest) == 0)
+			return tp;
+	}
+	return NULL;
+}
+
+/* Hands a prefetched blob to the layers waiting for it; a layer that finds no usable
+ * prefetch goes the normal way. */
+static void tp_serve(struct tail_prefetch *tp)
+{
+	struct sg_remote *r = tp->r;
+	struct sg_list *n;
+
+	while ((n = sg_list_pop(&tp->waiters))) {
+		struct rlayer *rl = sg_container_of(n, struct rlayer, wait_link);
+		if (rl->cancelled) {
+			mount_finished(rl, -ECANCELED, "cancelled");
+			continue;
+		}
+		if (tp->state == TP_READY && tp->src) {
+			struct sg_range_source *src = tp->src;
+			tp->src = NULL;
+			rl->src = src;
+			if (toc_from_tail(rl, tp->tail, tp->tail_len))
+				continue;
+			rl->src = NULL;
+			on_blob_opened(rl, 0, src, NULL);   /* TOC beyond the tail: read it */
+			continue;
+		}
+		int res = r->opener.open(r->opener.ctx, rl->ref, rl->digest, on_blob_opened, rl);
+		if (res < 0)
+			mount_finished(rl, res, "cannot start fetching the layer");
+	}
+}
+
+static void tp_release(struct tail_prefetch *tp)
+{
+	struct sg_remote *r = tp->r;
+
+	r->tp_inflight--;
+	if (r->freed) {
+		tp_free(tp);
+		if (r->tp_inflight == 0)
+			sg_remote_free(r);
+		return;
+	}
+	tp->state = tp->state == TP_READING ? TP_FAILED : tp->state;
+	if (!sg_list_empty(&tp->waiters)) {
+		tp_serve(tp);
+		tp_free(tp);
+	}
+	/* else kept until the layer's Prepare comes (bounded by MAX_PREFETCHES) */
+}
+
+static void tp_read(struct sg_op *op)
+{
+	struct tail_prefetch *tp = sg_container_of(op, struct tail_prefetch, op);
+
+	tp->state = op->res == (int32_t)tp->tail_len ? TP_READY : TP_FAILED;
+	tp_release(tp);
+}
+
+static void tp_opened(void *userdata, int res, struct sg_range_source *src, const char *err)
+{
+	struct tail_prefetch *tp = userdata;
+
+	(void)err;
+	if (res < 0 || tp->r->freed) {
+		sg_range_source_free(src);
+		tp->state = TP_FAILED;
+		tp_release(tp);
+		return;
+	}
+	tp->src = src;
+	tp->state = TP_READING;
+	tp->tail_len = src->size < SG_ESGZ_TAIL_READ ? (size_t)src->size : SG_ESGZ_TAIL_READ;
+	tp->tail = malloc(tp->tail_len ? tp->tail_len : 1);
+	sg_op_init(&tp->op);
+	if (!tp->tail ||
+	    sg_range_read(src, src->size - tp->tail_len, tp->tail_len, tp->tail, &tp->op, tp_read) < 0) {
+		tp->state = TP_FAILED;
+		tp_release(tp);
+	}
+}
+
+/* Starts fetching ahead the blobs of the layers listed after `self` in `layers`. */
+static void prefetch_following(struct sg_remote *r, const char *ref, const char *layers,
+			       const char *self)
+{
+	const char *p = layers;
+	bool after = false;
+
+	while (p && *p) {
+		const char *comma = strchr(p, ',');
+		size_t len = comma ? (size_t)(comma - p) : strlen(p);
+		char digest[SG_DIGEST_STRLEN + 1];
+		struct sg_digest d;
+		if (len == SG_DIGEST_STRLEN && sg_digest_parse(p, len, &d) == 0) {
+			sg_digest_format(&d, digest);
+			if (strcmp(digest, self) == 0) {
+				after = true;
+			} else if (after && !tp_find(r, digest)) {
+				unsigned count = 0;
+				for (struct sg_list *n = r->prefetches.next; n != &r->prefetches; n = n->next)
+					count++;
+				if (count >= MAX_PREFETCHES)
+					break;
+				struct tail_prefetch *tp = calloc(1, sizeof(*tp));
+				if (!tp)
+					break;
+				tp->r = r;
+				memcpy(tp->digest, digest, sizeof(digest));
+				tp->state = TP_OPENING;
+				sg_list_init(&tp->waiters);
+				sg_list_insert_tail(&r->prefetches, &tp->link);
+				r->tp_inflight++;
+				if (r->opener.open(r->opener.ctx, ref, digest, tp_opened, tp) < 0) {
+					r->tp_inflight--;
+					tp_free(tp);
+				}
+			}
+		}
+		p = comma ? comma + 1 : NULL;
+	}
+}
+
+static void serve_deferred(struct sg_op *op)
+{
+	struct rlayer *rl = sg_container_of(op, struct rlayer, defer_op);
+	struct tail_prefetch *tp = rl->deferred_tp;
+
+	rl->deferred_tp = NULL;
+	tp_serve(tp);
+	tp_free(tp);
 }
 
 int sg_remote_mount(struct sg_remote *r, int64_t key, const char *mountpoint,
@@ -248,7 +480,30 @@ int sg_remote_mount(struct sg_remote *r, int64_t key, const char *mountpoint,
 	/* Verification is off only when the operator allowed it and the image asked for it;
 	 * a layer without a TOC digest is otherwise refused by the reader. */
 	rl->skip_verify = r->cfg.allow_skip_verify && (layer->skip_verify || !layer->toc_digest);
+	rl->prefetch_bytes = layer->prefetch_bytes;
+	snprintf(rl->ref, sizeof(rl->ref), "%s", layer->ref);
 	sg_list_insert_tail(&r->layers, &rl->link);
+	if (layer->layers)
+		prefetch_following(r, layer->ref, layer->layers, rl->digest);
+	struct tail_prefetch *tp = tp_find(r, rl->digest);
+	if (tp) {
+		/* Fetched ahead (or being fetched): join it.  Served from a posted op so that cb
+		 * never runs inside this call. */
+		sg_list_insert_tail(&tp->waiters, &rl->wait_link);
+		if (tp->state == TP_READY || tp->state == TP_FAILED) {
+			sg_list_unlink(&tp->link);
+			sg_op_init(&rl->defer_op);
+			rl->deferred_tp = tp;
+			if (sg_post(r->loop, &rl->defer_op, 0, serve_deferred) < 0) {
+				sg_list_unlink(&rl->wait_link);
+				sg_list_unlink(&rl->link);
+				tp_free(tp);
+				free(rl);
+				return -ECANCELED;
+			}
+		}
+		return 0;
+	}
 	res = r->opener.open(r->opener.ctx, layer->ref, rl->digest, on_blob_opened, rl);
 	if (res < 0) {
 		sg_list_unlink(&rl->link);

@@ -28,6 +28,7 @@ struct sg_remote;
 #define SG_LABEL_REF "containerd.io/snapshot/remote/stargz.reference"
 #define SG_LABEL_DIGEST "containerd.io/snapshot/remote/stargz.digest"
 #define SG_LABEL_LAYERS "containerd.io/snapshot/remote/stargz.layers"
+#define SG_LABEL_PREFETCH "containerd.io/snapshot/remote/stargz.prefetch"
 #define SG_LABEL_SKIPVERIFY "containerd.io/snapshot/remote/stargz.skipverify"
 #define SG_LABEL_TOC_DIGEST "containerd.io/snapshot/stargz/toc.digest"
 #define SG_LABEL_CRI_REF "containerd.io/snapshot/cri.image-ref"
@@ -50,6 +51,7 @@ struct sg_remote_config {
 	bool prefetch;
 	bool background_fetch;
 	bool allow_skip_verify;       /* honour the skipverify label / missing TOC digests */
+	size_t fetch_window;          /* see sg_layer_config.window_bytes; 0 = default */
 };
 
 /* What the labels say about a layer; remote_layer_info() fills it when they suffice. */
@@ -58,6 +60,8 @@ struct sg_remote_layer {
 	const char *digest;
 	const char *toc_digest;       /* NULL when the image gave none */
 	bool skip_verify;
+	uint64_t prefetch_bytes;      /* stargz.prefetch: bytes to prefetch without a landmark */
+	const char *layers;           /* stargz.layers / cri.image-layers: this and later layers */
 };
 
 /* True when the labels identify a layer that could be mounted lazily. */

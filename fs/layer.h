@@ -35,7 +35,10 @@ struct sg_layer_config {
 	bool background_fetch;        /* then fetch everything else */
 	size_t mem_cache_bytes;       /* 0 = 32 MiB */
 	size_t max_batch_bytes;       /* compressed bytes per range request; 0 = 4 MiB */
-	unsigned readahead_chunks;    /* extra chunks of the same file per fetch; 0 = 4 */
+	unsigned readahead_chunks;    /* extra chunks of a file read sequentially; 0 = 4 */
+	size_t window_bytes;          /* blob bytes of following files taken along with an
+				       * on-demand fetch; 0 = 256 KiB */
+	uint64_t prefetch_bytes;      /* without a landmark, prefetch the blob's first bytes */
 	/* Background fetch starts this long after the mount (and after prefetch), so that a
 	 * container's start-up reads get the link to themselves; 0 = 5 s. */
 	uint64_t background_delay_ns;

@@ -104,6 +104,7 @@ start_snapshotter() {  # stargzd|reference -> socket path on stdout
 plain_http_localhost = true
 hosts_dir = "$RD/certs.d"
 docker_config = "$RD/docker-config.json"
+${STARGZD_EXTRA_CONFIG:-}
 CFG
       start_bg "$RD/snapshotter.pid" "$RD/snapshotter.log" nsenter --net="$NETNS_PATH" \
         "$STARGZD" --foreground --root "$RD/sg" --address "$RD/sg.sock" --config "$RD/stargzd.toml"
