@@ -44,10 +44,15 @@ check "container runs on lazy layers" grep -q "hello lazily" <<<"$out"
 check "a multi-chunk file reads back exactly" grep -q "$BIG_SUM" <<<"$out"
 check "upper layer wins" grep -q "lazy:/" <<<"$out"
 
-# The same image without the lazy labels (plain ctr pull): containerd downloads and unpacks.
+# Without the lazy labels (plain `ctr images pull`), of the gzip image and of the eStargz
+# image itself: containerd downloads and unpacks through the plain path.
 $CTR images rm "$IMG" >/dev/null 2>&1
 out=$($CTR images pull --plain-http --snapshotter stargz "$REGISTRY/plain:v1" 2>&1)
 check "plain image pull falls back to the normal path" bash -c "$CTR run --rm --snapshotter stargz $REGISTRY/plain:v1 c2 cat /data/hello.txt | grep -q 'hello lazily'"
+out=$($CTR images pull --plain-http --snapshotter stargz "$IMG" 2>&1)
+check "eStargz image pulled without lazy labels works too" bash -c "$CTR run --rm --snapshotter stargz $IMG c2b sha256sum /data/big.bin | grep -q $BIG_SUM"
+check "  ... as local (non-remote) snapshots" bash -c "! $SN info \$($SN ls | awk 'NR>1 && NF==2 {print \$1}' | head -1) | grep -q 'containerd.io/snapshot/remote'"
+$CTR images rm --sync "$IMG" >/dev/null 2>&1
 
 # Restart: the remote snapshots are mounted again and still serve.
 if ctr-remote --address "$WORK/containerd/containerd.sock" images rpull --plain-http \
@@ -71,6 +76,28 @@ for i in $(seq 10); do
   sleep 1
 done
 check "container runs after kill -9 and restart" grep -q "hello lazily" <<<"$out"
+
+# kill -9 in the middle of a pull: metadata stays consistent, the pull can be repeated.
+$CTR images rm --sync "$IMG" >/dev/null 2>&1
+ctr-remote --address "$WORK/containerd/containerd.sock" images rpull --plain-http \
+  --snapshotter stargz "$IMG" >>"$WORK/rpull.log" 2>&1 &
+RP=$!
+sleep 0.15
+kill -KILL "$SG_PID"
+wait "$RP" 2>/dev/null
+{ wait "$SG_PID"; } 2>/dev/null
+start_stargzd
+ok=0
+for i in $(seq 10); do
+  if ctr-remote --address "$WORK/containerd/containerd.sock" images rpull --plain-http \
+       --snapshotter stargz "$IMG" >>"$WORK/rpull.log" 2>&1 &&
+     out=$($CTR run --rm --snapshotter stargz "$IMG" c5 cat /data/hello.txt 2>&1); then
+    ok=1; break
+  fi
+  sleep 1
+done
+check "pull repeated after kill -9 mid-pull; container runs" bash -c "[[ $ok == 1 ]] && grep -q 'hello lazily' <<<'$out'"
+check "no half-mounted snapshot left behind" bash -c "! ls '$SG_ROOT/snapshots' | grep -q '^new-'"
 
 # Remove everything: GC removes our snapshots and unmounts the layers.
 $CTR images rm --sync "$IMG" "$REGISTRY/plain:v1" >/dev/null 2>&1
