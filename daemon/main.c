@@ -17,6 +17,7 @@
 #include "daemon/core/log.h"
 #include "daemon/core/loop.h"
 #include "daemon/grpc.h"
+#include "daemon/mount_cmd.h"
 #include "daemon/process.h"
 #include "daemon/remote.h"
 #include "daemon/snapshot.h"
@@ -27,6 +28,7 @@
 
 static const char usage_text[] =
 	"Usage: stargzd [OPTIONS]\n"
+	"       stargzd mount --help   (mount one layer in the foreground)\n"
 	"\n"
 	"Lazy-pulling containerd snapshotter for eStargz images.\n"
 	"\n"
@@ -267,6 +269,8 @@ int main(int argc, char **argv)
 	int notify_fd = -1, r, exit_code = EXIT_FAILURE;
 	sigset_t stop_set;
 
+	if (argc > 1 && strcmp(argv[1], "mount") == 0)
+		return sg_mount_command(argc - 1, argv + 1);
 	if (parse_args(argc, argv, &d.cfg) < 0)
 		return EXIT_USAGE;
 	sg_log_set_level(d.cfg.log_level);

@@ -214,6 +214,19 @@ static void mount_finished(struct rlayer *rl, int res, const char *err)
 		cb(ud, res, err);
 }
 
+static void on_bad_chunk(void *userdata, const char *path, uint64_t file_offset, bool from_cache)
+{
+	struct rlayer *rl = userdata;
+
+	if (from_cache)
+		sg_warn("layer %s: cached chunk of %s at offset %llu failed verification; fetching it "
+			"again", rl->digest, path, (unsigned long long)file_offset);
+	else
+		sg_error("layer %s: chunk of %s at offset %llu failed verification (corrupt or "
+			 "tampered blob); reads of it fail with EIO", rl->digest, path,
+			 (unsigned long long)file_offset);
+}
+
 static void on_toc(void *userdata, int res, struct sg_toc *toc, const struct sg_esgz_error *err)
 {
 	struct rlayer *rl = userdata;
@@ -237,6 +250,8 @@ static void on_toc(void *userdata, int res, struct sg_toc *toc, const struct sg_
 		.background_fetch = r->cfg.background_fetch,
 		.prefetch_bytes = rl->prefetch_bytes,
 		.window_bytes = r->cfg.fetch_window,
+		.on_bad_chunk = on_bad_chunk,
+		.userdata = rl,
 	};
 	struct sg_range_source *src = rl->src;
 	rl->src = NULL;   /* the layer owns it now */
@@ -525,6 +540,20 @@ static void unmount_layer_closed(void *userdata)
 		cb(ud, 0, NULL);
 }
 
+static void log_layer_stats(const struct rlayer *rl, const char *when)
+{
+	struct sg_layer_stats st;
+
+	sg_layer_stats(rl->layer, &st);
+	sg_info("layer %s %s: fetched %llu bytes in %llu requests; chunks %llu/%llu local "
+		"(%llu from the blob, %llu from disk, %llu from memory); %llu verification failures",
+		rl->digest, when, (unsigned long long)st.fetched_bytes,
+		(unsigned long long)st.fetch_requests, (unsigned long long)st.chunks_present,
+		(unsigned long long)st.chunks_total, (unsigned long long)st.chunks_fetched,
+		(unsigned long long)st.chunks_from_disk, (unsigned long long)st.chunks_from_memory,
+		(unsigned long long)st.verify_failures);
+}
+
 static void unmount_fs_done(void *userdata)
 {
 	struct rlayer *rl = userdata;
@@ -555,6 +584,7 @@ void sg_remote_unmount(struct sg_remote *r, int64_t key, sg_remote_cb cb, void *
 	rl->state = RL_CLOSING;
 	rl->cb = cb;
 	rl->userdata = userdata;
+	log_layer_stats(rl, "unmounted");
 	sg_lazyfs_unmount(rl->fs, unmount_fs_done, rl);
 }
 

@@ -128,6 +128,19 @@ struct sg_layer {
 };
 
 static void maybe_continue_background(struct sg_layer *l);
+
+static void report_bad_chunk(struct sg_layer *l, uint32_t chunk, uint64_t file_offset,
+			     bool from_cache)
+{
+	char path[4096];
+
+	l->stats.verify_failures++;
+	if (!l->cfg.on_bad_chunk)
+		return;
+	if (sg_toc_path(l->toc, l->chunk_file[chunk], path, sizeof(path)) < 0)
+		snprintf(path, sizeof(path), "(node %u)", l->chunk_file[chunk]);
+	l->cfg.on_bad_chunk(l->cfg.userdata, path, file_offset, from_cache);
+}
 static void maybe_close_done(struct sg_layer *l);
 static int fetch_chunk(struct sg_layer *l, uint32_t chunk, bool ondemand, struct sg_list *waiters);
 
@@ -385,7 +398,7 @@ static void disk_loaded(struct sg_op *op)
 	}
 	if (!l->cfg.skip_verify || c->has_digest) {
 		if (sg_esgz_verify_chunk(c, j->loadbuf, c->size, &err) < 0) {
-			l->stats.verify_failures++;
+			report_bad_chunk(l, j->chunk, c->file_offset, true);
 			goto refetch;
 		}
 	}
@@ -482,8 +495,10 @@ static void batch_fetched(struct sg_op *op)
 					      c->next_offset - c->offset,
 					      l->cfg.skip_verify && !c->has_digest, e->data, &err);
 		if (r < 0) {
-			if (err.code == SG_ESGZ_E_CHUNK_DIGEST)
-				l->stats.verify_failures++;
+			/* A member that does not decompress, or bytes that do not match: either
+			 * way the blob is not what the TOC describes. */
+			if (err.code != SG_ESGZ_E_NOMEM && err.code != SG_ESGZ_E_CANCELED)
+				report_bad_chunk(l, j->chunk, c->file_offset, false);
 			free(e);
 			job_fail(j, -EIO);
 			continue;

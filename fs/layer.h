@@ -42,6 +42,10 @@ struct sg_layer_config {
 	/* Background fetch starts this long after the mount (and after prefetch), so that a
 	 * container's start-up reads get the link to themselves; 0 = 5 s. */
 	uint64_t background_delay_ns;
+	/* Called (from the loop) for each chunk whose bytes did not match its digest: fs/ does
+	 * not log, its owner does.  path is the file's path in the layer. */
+	void (*on_bad_chunk)(void *userdata, const char *path, uint64_t file_offset, bool from_cache);
+	void *userdata;
 };
 
 struct sg_layer_stats {

@@ -421,7 +421,10 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_statfs(req, &st);
 }
 
-/* The xattrs a node shows: its own from the TOC, plus the overlay opaque marks. */
+/* The xattrs a node shows: its own from the TOC, plus the overlay opaque mark.  Both
+ * trusted.overlay.opaque (overlayfs as root) and user.overlay.opaque (overlayfs with
+ * userxattr, rootless) answer getxattr; only the trusted one is listed, so the tree looks
+ * exactly like a full pull's, where the applier sets the trusted one. */
 static const char *const opaque_names[] = { "trusted.overlay.opaque", "user.overlay.opaque" };
 
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
@@ -475,13 +478,12 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	for (int pass = 0; pass < 2; pass++) {
 		/* pass 0 measures, pass 1 copies */
 		used = 0;
-		if (n->flags & SG_TOC_F_OPAQUE)
-			for (size_t i = 0; i < 2; i++) {
-				size_t l = strlen(opaque_names[i]) + 1;
-				if (pass)
-					memcpy(buf + used, opaque_names[i], l);
-				used += l;
-			}
+		if (n->flags & SG_TOC_F_OPAQUE) {
+			size_t l = strlen(opaque_names[0]) + 1;
+			if (pass)
+				memcpy(buf + used, opaque_names[0], l);
+			used += l;
+		}
 		for (unsigned i = 0;; i++) {
 			const char *xn;
 			const void *v;

@@ -1,0 +1,268 @@
+/* `stargzd mount`: mounts one eStargz layer in the foreground with the daemon's own code
+ * (registry client or a local blob, TOC verification, chunk cache, FUSE on the loop) and
+ * unmounts it cleanly on SIGINT/SIGTERM.  For debugging layers and for benchmarks. */
+#include "daemon/mount_cmd.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "daemon/core/digest.h"
+#include "daemon/core/log.h"
+#include "daemon/core/loop.h"
+#include "daemon/remote.h"
+#include "fs/range_source.h"
+#include "net/registry.h"
+
+static const char mount_usage[] =
+	"Usage: stargzd mount [OPTIONS] REF LAYER-DIGEST MOUNTPOINT\n"
+	"       stargzd mount [OPTIONS] --blob FILE MOUNTPOINT\n"
+	"\n"
+	"Mounts one eStargz layer lazily in the foreground; Ctrl-C unmounts it.\n"
+	"\n"
+	"  --blob FILE          serve a local blob instead of a registry's\n"
+	"  --toc-digest DIGEST  the layer's TOC digest (containerd.io/snapshot/stargz/toc.digest)\n"
+	"  --skip-verify        mount without a TOC digest and chunk checks (unsafe)\n"
+	"  --cache DIR          chunk cache directory (default ./stargzd-cache)\n"
+	"  --plain-http         allow plain HTTP to localhost / 127.0.0.1\n"
+	"  --insecure HOST      allow plain HTTP to HOST[:PORT]\n"
+	"  --no-prefetch, --no-background\n"
+	"  --log-level LEVEL\n";
+
+struct mount_state {
+	struct sg_loop *loop;
+	const char *blob;
+	int result;
+	bool mounted, done;
+	struct sg_op post_op;
+	sg_blob_open_cb open_cb;
+	void *open_ud;
+	struct sg_range_source *src;
+};
+
+/* The blob opener for --blob: the local file, delivered from the loop like a registry's. */
+static void file_opened(struct sg_op *op)
+{
+	struct mount_state *m = sg_container_of(op, struct mount_state, post_op);
+	m->open_cb(m->open_ud, op->res, m->src, op->res < 0 ? strerror(-op->res) : NULL);
+	m->src = NULL;
+}
+
+static int file_open(void *ctx, const char *ref, const char *digest, sg_blob_open_cb cb, void *ud)
+{
+	struct mount_state *m = ctx;
+
+	(void)ref;
+	(void)digest;
+	m->open_cb = cb;
+	m->open_ud = ud;
+	int r = sg_range_source_file_open(m->loop, m->blob, &m->src);
+	return sg_post(m->loop, &m->post_op, r, file_opened);
+}
+
+static void on_mounted(void *ud, int res, const char *err)
+{
+	struct mount_state *m = ud;
+
+	if (res < 0) {
+		sg_error("cannot mount the layer: %s", err ? err : strerror(-res));
+		m->result = res;
+		sg_loop_stop(m->loop);
+		return;
+	}
+	m->mounted = true;
+	sg_info("mounted; Ctrl-C to unmount");
+}
+
+static void on_unmounted(void *ud, int res, const char *err)
+{
+	struct mount_state *m = ud;
+	(void)res;
+	(void)err;
+	m->done = true;
+}
+
+static void on_signal(struct sg_loop *loop, int signo, void *ud)
+{
+	(void)ud;
+	sg_info("received %s, unmounting", strsignal(signo));
+	sg_loop_stop(loop);
+}
+
+/* sha256 of a local file, for its cache directory name. */
+static int file_digest(const char *path, char out[SG_DIGEST_STRLEN + 1])
+{
+	struct stat st;
+	struct sg_digest d;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		int e = -errno;
+		if (fd >= 0)
+			close(fd);
+		return e;
+	}
+	void *p = st.st_size ? mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
+	close(fd);
+	if (p == MAP_FAILED)
+		return -errno;
+	sg_sha256(p, (size_t)st.st_size, &d);
+	if (p)
+		munmap(p, (size_t)st.st_size);
+	sg_digest_format(&d, out);
+	return 0;
+}
+
+int sg_mount_command(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "blob", required_argument, NULL, 'b' },
+		{ "toc-digest", required_argument, NULL, 't' },
+		{ "skip-verify", no_argument, NULL, 's' },
+		{ "cache", required_argument, NULL, 'c' },
+		{ "plain-http", no_argument, NULL, 'p' },
+		{ "insecure", required_argument, NULL, 'i' },
+		{ "no-prefetch", no_argument, NULL, 'P' },
+		{ "no-background", no_argument, NULL, 'B' },
+		{ "log-level", required_argument, NULL, 'l' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	struct mount_state m = { .result = 0 };
+	const char *toc_digest = NULL, *cache = "./stargzd-cache", *insecure[8];
+	size_t n_insecure = 0;
+	bool skip_verify = false, plain_http = false, prefetch = true, background = true;
+	struct sg_registry *reg = NULL;
+	struct sg_remote *remote = NULL;
+	char digest[SG_DIGEST_STRLEN + 1], cache_abs[PATH_MAX], err[1024];
+	int c, r;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'b': m.blob = optarg; break;
+		case 't': toc_digest = optarg; break;
+		case 's': skip_verify = true; break;
+		case 'c': cache = optarg; break;
+		case 'p': plain_http = true; break;
+		case 'i':
+			if (n_insecure < 8)
+				insecure[n_insecure++] = optarg;
+			break;
+		case 'P': prefetch = false; break;
+		case 'B': background = false; break;
+		case 'l':
+			r = sg_log_level_from_string(optarg);
+			if (r < 0) {
+				fprintf(stderr, "stargzd mount: unknown log level \"%s\"\n", optarg);
+				return 2;
+			}
+			sg_log_set_level((enum sg_log_level)r);
+			break;
+		case 'h':
+			fputs(mount_usage, stdout);
+			return 0;
+		default:
+			fputs(mount_usage, stderr);
+			return 2;
+		}
+	}
+	int want = m.blob ? 1 : 3;
+	if (argc - optind != want) {
+		fputs(mount_usage, stderr);
+		return 2;
+	}
+	const char *ref = m.blob ? "local" : argv[optind];
+	const char *mountpoint = argv[argc - 1];
+	if (m.blob) {
+		r = file_digest(m.blob, digest);
+		if (r < 0) {
+			fprintf(stderr, "stargzd mount: cannot read %s: %s\n", m.blob, strerror(-r));
+			return 1;
+		}
+	} else {
+		snprintf(digest, sizeof(digest), "%s", argv[optind + 1]);
+	}
+	if (!toc_digest && !skip_verify) {
+		fprintf(stderr, "stargzd mount: give --toc-digest (or --skip-verify to mount unverified)\n");
+		return 2;
+	}
+	if (mkdir(cache, 0700) < 0 && errno != EEXIST) {
+		fprintf(stderr, "stargzd mount: cannot create %s: %s\n", cache, strerror(errno));
+		return 1;
+	}
+	if (!realpath(cache, cache_abs)) {
+		fprintf(stderr, "stargzd mount: %s: %s\n", cache, strerror(errno));
+		return 1;
+	}
+
+	signal(SIGPIPE, SIG_IGN);
+	r = sg_loop_new(NULL, &m.loop);
+	if (r < 0) {
+		fprintf(stderr, "stargzd mount: cannot create the event loop: %s\n", strerror(-r));
+		return 1;
+	}
+	sg_op_init(&m.post_op);
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	(void)sg_loop_watch_signals(m.loop, &set, on_signal, NULL);
+
+	struct sg_blob_opener opener = { .open = file_open, .ctx = &m };
+	if (!m.blob) {
+		struct sg_registry_config rc = {
+			.plain_http_localhost = plain_http,
+			.insecure_hosts = insecure,
+			.ninsecure_hosts = n_insecure,
+		};
+		r = sg_registry_new(m.loop, &rc, &reg, err, sizeof(err));
+		if (r < 0) {
+			fprintf(stderr, "stargzd mount: %s\n", err);
+			goto out;
+		}
+		opener = (struct sg_blob_opener){ .open = sg_registry_open_blob, .ctx = reg };
+	}
+	struct sg_remote_config cfg = {
+		.cache_root = cache_abs,
+		.prefetch = prefetch,
+		.background_fetch = background,
+		.allow_skip_verify = skip_verify,
+	};
+	r = sg_remote_new(m.loop, &cfg, &opener, &remote);
+	if (r < 0) {
+		fprintf(stderr, "stargzd mount: %s: %s\n", cache_abs, strerror(-r));
+		goto out;
+	}
+	struct sg_remote_layer layer = {
+		.ref = ref, .digest = digest, .toc_digest = toc_digest, .skip_verify = skip_verify,
+	};
+	r = sg_remote_mount(remote, 1, mountpoint, &layer, on_mounted, &m);
+	if (r < 0) {
+		fprintf(stderr, "stargzd mount: %s\n", strerror(-r));
+		goto out;
+	}
+	r = sg_loop_run(m.loop);
+	if (m.mounted) {
+		sg_remote_unmount(remote, 1, on_unmounted, &m);
+		for (int i = 0; i < 200 && !m.done; i++)
+			(void)sg_loop_run_once(m.loop, 50);
+	}
+	r = m.result;
+out:
+	if (reg)
+		sg_registry_free(reg);
+	(void)sg_loop_drain(m.loop, 2000);
+	sg_remote_free(remote);
+	if (sg_loop_pending(m.loop) == 0)
+		sg_loop_free(m.loop);
+	return r < 0 ? 1 : 0;
+}
