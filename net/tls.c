@@ -304,6 +304,34 @@ int sg_tls_new(struct sg_loop *loop, int fd, const struct sg_tls_trust *trust,
 	sg_op_init(&t->wr_op);
 	/* "full" profile: every cipher suite and algorithm BearSSL has; the server picks. */
 	br_ssl_client_init_full(&t->cc, &t->xc, trust->anchors, trust->n);
+	/* With AES-NI and PCLMUL, AES-GCM is several times faster than ChaCha20 here; servers
+	 * (Go's among them) take a client that lists ChaCha20 first as one without AES hardware
+	 * and answer with ChaCha20.  So list AES-GCM first when the CPU has it. */
+	if (br_aes_x86ni_ctr_get_vtable() && br_ghash_pclmul_get()) {
+		static const uint16_t aes_first[] = {
+			BR_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+			BR_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+			BR_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+			BR_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+			BR_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+			BR_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+			BR_TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256,
+			BR_TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256,
+			BR_TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA384,
+			BR_TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA384,
+			BR_TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA,
+			BR_TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA,
+			BR_TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA,
+			BR_TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA,
+			BR_TLS_RSA_WITH_AES_128_GCM_SHA256,
+			BR_TLS_RSA_WITH_AES_256_GCM_SHA384,
+			BR_TLS_RSA_WITH_AES_128_CBC_SHA256,
+			BR_TLS_RSA_WITH_AES_256_CBC_SHA256,
+			BR_TLS_RSA_WITH_AES_128_CBC_SHA,
+			BR_TLS_RSA_WITH_AES_256_CBC_SHA,
+		};
+		br_ssl_engine_set_suites(&t->cc.eng, aes_first, sizeof(aes_first) / sizeof(aes_first[0]));
+	}
 	br_ssl_engine_set_buffer(&t->cc.eng, t->iobuf, sizeof(t->iobuf), 1);
 	*ret = t;
 	return 0;
@@ -430,7 +458,8 @@ static void on_recv(struct sg_op *op)
 		complete_all(t, t->err);
 		return;
 	}
-	br_ssl_engine_recvrec_ack(&t->cc.eng, (size_t)op->res);
+	t->net_off = 0;
+	t->net_len = (size_t)op->res;
 	pump(t);
 }
 
@@ -498,12 +527,23 @@ static void pump(struct sg_tls *t)
 			}
 			progress = true;
 		}
-		/* Read from the network only when someone needs the data. */
-		if ((st & BR_SSL_RECVREC) && !sg_op_busy(&t->recv_op) && !t->eof &&
-		    (!t->handshaken || t->rd_pending || t->wr_pending)) {
+		/* Feed the engine from what was already received. */
+		if ((st & BR_SSL_RECVREC) && t->net_off < t->net_len) {
 			size_t len;
 			unsigned char *buf = br_ssl_engine_recvrec_buf(eng, &len);
-			int r = sg_recv(t->loop, &t->recv_op, t->fd, buf, len, 0, on_recv);
+			size_t n = t->net_len - t->net_off;
+			if (n > len)
+				n = len;
+			memcpy(buf, t->netbuf + t->net_off, n);
+			t->net_off += n;
+			br_ssl_engine_recvrec_ack(eng, n);
+			continue;
+		}
+		/* Read from the network only when someone needs the data. */
+		if ((st & BR_SSL_RECVREC) && !sg_op_busy(&t->recv_op) && !t->eof &&
+		    t->net_off == t->net_len && (!t->handshaken || t->rd_pending || t->wr_pending)) {
+			int r = sg_recv(t->loop, &t->recv_op, t->fd, t->netbuf, sizeof(t->netbuf), 0,
+					on_recv);
 			if (r < 0) {
 				fail(t, r);
 				return;

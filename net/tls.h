@@ -77,6 +77,10 @@ struct sg_tls {
 	const uint8_t *wr_buf;
 	size_t wr_len, wr_done;
 	unsigned char iobuf[BR_SSL_BUFSIZE_BIDI];
+	/* Bytes received from the socket and not yet handed to the engine: one recv takes
+	 * several records at once instead of a header and a body per record. */
+	size_t net_off, net_len;
+	unsigned char netbuf[65536];
 };
 
 /* Allocates a TLS session for a connected fd (not owned: the caller closes it after
