@@ -16,9 +16,8 @@ TEST=(
   python3 procps util-linux iproute2 openssl curl
   python3-grpcio            # an independent gRPC client for tests/integration/grpc_python.sh
   containerd runc docker-registry skopeo busybox-static   # the real stack the e2e tests drive
+  stargz-snapshotter        # ctr-remote images rpull, for the lazy end-to-end test
   tar gzip golang-go golang-github-containerd-stargz-snapshotter-dev   # stargzify tests: reference helper
-  debootstrap hyperfine   # tools/bench/stargzify.sh
-  libcjson-dev libjansson-dev   # tools/bench/toc-load.sh: the JSON library comparison
   apache2-utils   # htpasswd -B for tests/integration/registry.sh (Basic auth)
 )
 
@@ -28,6 +27,7 @@ BENCH=(
   stargz-snapshotter       # ctr-remote (images rpull)
   containerd runc docker-registry skopeo debootstrap hyperfine curl iproute2
   golang-go golang-github-containerd-stargz-snapshotter-dev   # the Go reference snapshotter
+  libcjson-dev libjansson-dev   # tools/bench/toc-load.sh: the JSON library comparison
 )
 
 want=("${BUILD[@]}" "${RUNTIME[@]}" "${TEST[@]}")
