@@ -153,4 +153,45 @@ check "tampered: what was returned before the error is correct" bash -c "cmp -s 
 check "tampered: other files still read" grep -q small "$WORK/mnt-bad/data/small.txt"
 unmount_blob
 check "tampered: logged with layer, file and offset" grep -qE 'error layer sha256:[0-9a-f]+: chunk of data/(big|hard).bin at offset [0-9]+ failed verification' "$WORK/mount.log"
+# A registry that dies mid-use: reads of data not yet fetched fail with EIO within the retry
+# budget (never hang), cached data keeps working, and reads succeed again once it is back.
+start_registry || fail "registry starts"
+mkdir -p "$WORK/rl/d"
+head -c 3000000 /dev/urandom >"$WORK/rl/d/a.bin"
+head -c 3000000 /dev/urandom >"$WORK/rl/d/b.bin"
+make_image "$WORK/rl-oci" v1 "$WORK/rl" >/dev/null
+make_estargz_image "$WORK/rl-oci" "$WORK/rl-esgz" 2>/dev/null
+push_image "$WORK/rl-esgz" v1 dying
+read -r RDIGEST RTOC < <($PYTHON - "$WORK/rl-esgz" <<'PY'
+import json, os, sys
+d = sys.argv[1]
+idx = json.load(open(os.path.join(d, "index.json")))
+m = json.load(open(os.path.join(d, "blobs", *idx["manifests"][0]["digest"].split(":"))))
+l = m["layers"][-1]
+print(l["digest"], l["annotations"]["containerd.io/snapshot/stargz/toc.digest"])
+PY
+)
+REG_PID=$(pgrep -f "docker-registry serve $WORK/registry/config.yml" | head -1)
+mkdir -p "$WORK/mnt-reg"
+spawn "$STARGZD" mount --plain-http --no-prefetch --no-background --toc-digest "$RTOC" \
+  --cache "$WORK/cache-reg" "$REGISTRY/dying:v1" "$RDIGEST" "$WORK/mnt-reg" >>"$WORK/mount.log" 2>&1
+MPID=$SPAWNED
+if wait_for 20 grep -q " $WORK/mnt-reg fuse.stargz" /proc/mounts; then
+  check "registry mount: first file reads" cmp -s "$WORK/mnt-reg/d/a.bin" "$WORK/rl/d/a.bin"
+  kill -KILL "$REG_PID"; sleep 0.2
+  t0=$SECONDS
+  if timeout 60 cat "$WORK/mnt-reg/d/b.bin" >/dev/null 2>"$WORK/dead.err"; then
+    fail "dead registry: unfetched data fails"
+  else
+    grep -q "Input/output error" "$WORK/dead.err" && pass "dead registry: EIO after $((SECONDS - t0)) s (no hang)" ||
+      fail "dead registry: EIO" "$(cat "$WORK/dead.err")"
+  fi
+  check "dead registry: cached data still reads" cmp -s "$WORK/mnt-reg/d/a.bin" "$WORK/rl/d/a.bin"
+  spawn docker-registry serve "$WORK/registry/config.yml" >>"$WORK/registry.log" 2>&1
+  wait_for 20 curl -sf "http://$REGISTRY/v2/" -o /dev/null
+  check "registry back: the same read now succeeds" cmp -s "$WORK/mnt-reg/d/b.bin" "$WORK/rl/d/b.bin"
+  unmount_blob
+else
+  fail "registry mount" "$(tail -3 "$WORK/mount.log")"
+fi
 finish
