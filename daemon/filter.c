@@ -49,6 +49,22 @@ static void skip_space(struct parser *p)
 		p->pos++;
 }
 
+/* Appends c to a growing string (room for a NUL is kept).  On failure frees *out. */
+static int put_char(char **out, size_t *n, size_t *cap, char c)
+{
+	if (*n + 2 >= *cap) {
+		char *t = realloc(*out, *cap *= 2);
+		if (!t) {
+			free(*out);
+			*out = NULL;
+			return -ENOMEM;
+		}
+		*out = t;
+	}
+	(*out)[(*n)++] = c;
+	return 0;
+}
+
 /* A quoted string with delimiter " ' or /; backslash escapes \n \t \\ and the delimiter.
  * For /regex/ other escapes are kept verbatim, so the regex sees them. */
 static int parse_quoted(struct parser *p, char **ret)
@@ -79,15 +95,8 @@ static int parse_quoted(struct parser *p, char **ret)
 				c = e;
 			else if (delim == '/') {
 				/* keep "\d" etc. for the regex engine */
-				if (n + 2 >= cap) {
-					char *t = realloc(out, cap *= 2);
-					if (!t) {
-						free(out);
-						return -ENOMEM;
-					}
-					out = t;
-				}
-				out[n++] = '\\';
+				if (put_char(&out, &n, &cap, '\\') < 0)
+					return -ENOMEM;
 				c = e;
 			} else if (e == 'n')
 				c = '\n';
@@ -98,15 +107,8 @@ static int parse_quoted(struct parser *p, char **ret)
 				return perror_at(p, "unknown escape");
 			}
 		}
-		if (n + 2 >= cap) {
-			char *t = realloc(out, cap *= 2);
-			if (!t) {
-				free(out);
-				return -ENOMEM;
-			}
-			out = t;
-		}
-		out[n++] = c;
+		if (put_char(&out, &n, &cap, c) < 0)
+			return -ENOMEM;
 	}
 	out[n] = '\0';
 	*ret = out;

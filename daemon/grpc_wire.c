@@ -1,5 +1,6 @@
 /* gRPC wire helpers (see grpc_wire.h). */
 #include "daemon/grpc_wire.h"
+#include "daemon/core/hex.h"
 
 #include <errno.h>
 #include <strings.h>
@@ -28,25 +29,14 @@ size_t sg_grpc_percent_encode(const char *in, size_t in_len, char *out, size_t o
 	return o;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 size_t sg_grpc_percent_decode(const char *in, size_t in_len, char *out, size_t out_size)
 {
 	size_t o = 0;
 
 	for (size_t i = 0; i < in_len && o + 1 < out_size; i++) {
 		int hi, lo;
-		if (in[i] == '%' && i + 2 < in_len && (hi = hexval(in[i + 1])) >= 0 &&
-		    (lo = hexval(in[i + 2])) >= 0) {
+		if (in[i] == '%' && i + 2 < in_len && (hi = sg_hexval(in[i + 1])) >= 0 &&
+		    (lo = sg_hexval(in[i + 2])) >= 0) {
 			out[o++] = (char)(hi << 4 | lo);
 			i += 2;
 		} else {

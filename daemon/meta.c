@@ -379,9 +379,10 @@ int sg_meta_delete(struct sg_meta *meta, int64_t id)
 	return sqlite3_changes(meta->db) == 1 ? 0 : -ENOENT;
 }
 
-int sg_meta_has_children(struct sg_meta *meta, int64_t id)
+/* Runs a one-row probe on id: 1 if it returns a row, 0 if none, or a negative errno. */
+static int probe_id(struct sg_meta *meta, int which, int64_t id)
 {
-	sqlite3_stmt *s = stmt(meta, ST_CHILDREN);
+	sqlite3_stmt *s = stmt(meta, which);
 	int rc;
 
 	sqlite3_bind_int64(s, 1, id);
@@ -392,17 +393,14 @@ int sg_meta_has_children(struct sg_meta *meta, int64_t id)
 	return rc == SQLITE_DONE ? 0 : sqlite_to_errno(rc);
 }
 
+int sg_meta_has_children(struct sg_meta *meta, int64_t id)
+{
+	return probe_id(meta, ST_CHILDREN, id);
+}
+
 int sg_meta_id_exists(struct sg_meta *meta, int64_t id)
 {
-	sqlite3_stmt *s = stmt(meta, ST_ID_EXISTS);
-	int rc;
-
-	sqlite3_bind_int64(s, 1, id);
-	rc = sqlite3_step(s);
-	sqlite3_reset(s);
-	if (rc == SQLITE_ROW)
-		return 1;
-	return rc == SQLITE_DONE ? 0 : sqlite_to_errno(rc);
+	return probe_id(meta, ST_ID_EXISTS, id);
 }
 
 int sg_meta_set_labels(struct sg_meta *meta, int64_t id, const struct sg_label *labels,

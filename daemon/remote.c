@@ -302,7 +302,6 @@ static void on_blob_opened(void *userdata, int res, struct sg_range_source *src,
 {
 	struct rlayer *rl = userdata;
 	struct sg_esgz_options opts = { 0 };
-	struct sg_esgz_error eerr;
 	char msg[512];
 
 	if (res < 0 || rl->cancelled) {
@@ -318,7 +317,6 @@ static void on_blob_opened(void *userdata, int res, struct sg_range_source *src,
 	opts.skip_verify = rl->skip_verify;
 	res = sg_esgz_open(src, &opts, on_toc, rl, &rl->open_req);
 	if (res < 0) {
-		memset(&eerr, 0, sizeof(eerr));
 		snprintf(msg, sizeof(msg), "layer %s: cannot read its TOC: %s", rl->digest,
 			 strerror(-res));
 		mount_finished(rl, res, msg);

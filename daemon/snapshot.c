@@ -448,6 +448,29 @@ static int meta_error(struct sg_snapshots *s, int r, char *err, size_t errlen, c
 	return fail(r, err, errlen, "%s: metadata error: %s", what, sg_meta_errmsg(s->meta));
 }
 
+/* Loads the parent named by a Prepare/View: it must exist (a remote snapshot still being
+ * mounted does not, as for Stat) and be committed.  No parent name: *ret stays empty. */
+static int load_parent(struct sg_snapshots *s, const char *parent, struct sg_snap *ret,
+		       const char *what, char *err, size_t errlen)
+{
+	int r;
+
+	if (!parent || !*parent)
+		return 0;
+	r = sg_meta_get(s->meta, parent, ret);
+	if (r == 0 && ret->remote == SG_SNAP_REMOTE_MOUNTING) {
+		sg_snap_clear(ret);
+		r = -ENOENT;
+	}
+	if (r == -ENOENT)
+		return fail(-ENOENT, err, errlen, "parent snapshot %s does not exist", parent);
+	if (r < 0)
+		return meta_error(s, r, err, errlen, what);
+	if (ret->kind != SG_SNAP_COMMITTED)
+		return fail(-EINVAL, err, errlen, "parent %s is not a committed snapshot", parent);
+	return 0;
+}
+
 int sg_snapshots_prepare(struct sg_snapshots *s, enum sg_snap_kind kind, const char *key,
 			 const char *parent, const struct sg_label *labels, size_t n_labels,
 			 struct sg_mounts *ret, char *err, size_t errlen)
@@ -487,21 +510,9 @@ int sg_snapshots_prepare(struct sg_snapshots *s, enum sg_snap_kind kind, const c
 		meta_error(s, r, err, errlen, "prepare");
 		goto fail_dir;
 	}
-	if (parent && *parent) {
-		r = sg_meta_get(s->meta, parent, &p);
-		if (r == -ENOENT) {
-			r = fail(-ENOENT, err, errlen, "parent snapshot %s does not exist", parent);
-			goto fail_tx;
-		}
-		if (r < 0) {
-			meta_error(s, r, err, errlen, "prepare");
-			goto fail_tx;
-		}
-		if (p.kind != SG_SNAP_COMMITTED) {
-			r = fail(-EINVAL, err, errlen, "parent %s is not a committed snapshot", parent);
-			goto fail_tx;
-		}
-	}
+	r = load_parent(s, parent, &p, "prepare", err, errlen);
+	if (r < 0)
+		goto fail_tx;
 	r = sg_meta_insert(s->meta, key, p.id, kind, SG_SNAP_LOCAL, labels, n_labels,
 			   now_realtime_ns(), &id);
 	if (r == -EEXIST) {
@@ -955,21 +966,9 @@ int sg_snapshots_remote_reserve(struct sg_snapshots *s, const char *target, cons
 		meta_error(s, r, err, errlen, "remote prepare");
 		goto out;
 	}
-	if (parent && *parent) {
-		r = sg_meta_get(s->meta, parent, &p);
-		if (r == -ENOENT || (r == 0 && p.remote == SG_SNAP_REMOTE_MOUNTING)) {
-			r = fail(-ENOENT, err, errlen, "parent snapshot %s does not exist", parent);
-			goto fail_tx;
-		}
-		if (r < 0) {
-			meta_error(s, r, err, errlen, "remote prepare");
-			goto fail_tx;
-		}
-		if (p.kind != SG_SNAP_COMMITTED) {
-			r = fail(-EINVAL, err, errlen, "parent %s is not a committed snapshot", parent);
-			goto fail_tx;
-		}
-	}
+	r = load_parent(s, parent, &p, "remote prepare", err, errlen);
+	if (r < 0)
+		goto fail_tx;
 	r = sg_meta_insert(s->meta, target, p.id, SG_SNAP_COMMITTED, SG_SNAP_REMOTE_MOUNTING, all, n,
 			   now_realtime_ns(), &id);
 	if (r == -EEXIST) {

@@ -1,5 +1,6 @@
 /* HTTP/1.1 request writer and incremental response parser.  See http1.h. */
 #include "net/http1.h"
+#include "daemon/core/hex.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -37,17 +38,6 @@ static bool is_tchar(unsigned char c)
 static bool is_ows(char c)
 {
 	return c == ' ' || c == '\t';
-}
-
-static int hexval(unsigned char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
 }
 
 int sg_http1_parse_u64(const char *s, size_t len, uint64_t *ret)
@@ -649,7 +639,7 @@ int sg_http1_feed(struct sg_http1_parser *p, const uint8_t *in, size_t len, size
 		switch (p->state) {
 		case ST_CHUNK_SIZE_FIRST:
 		case ST_CHUNK_SIZE: {
-			int h = hexval(c);
+			int h = sg_hexval(c);
 			if (++p->aux_len > SG_HTTP1_CHUNK_LINE_MAX)
 				goto line_too_long;
 			if (h >= 0) {

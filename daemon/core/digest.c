@@ -1,4 +1,5 @@
 #include "daemon/core/digest.h"
+#include "daemon/core/hex.h"
 
 #include <errno.h>
 #include <nettle/sha2.h>
@@ -31,17 +32,6 @@ void sg_sha256(const void *data, size_t len, struct sg_digest *ret)
 	sg_sha256_final(&ctx, ret);
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 int sg_digest_parse(const char *s, size_t len, struct sg_digest *ret)
 {
 	const char *colon = memchr(s, ':', len);
@@ -58,7 +48,7 @@ int sg_digest_parse(const char *s, size_t len, struct sg_digest *ret)
 	if (len != SG_DIGEST_STRLEN)
 		return -EINVAL;
 	for (int i = 0; i < SG_SHA256_LEN; i++) {
-		int hi = hexval(s[7 + 2 * i]), lo = hexval(s[8 + 2 * i]);
+		int hi = sg_hexval(s[7 + 2 * i]), lo = sg_hexval(s[8 + 2 * i]);
 		if (hi < 0 || lo < 0)
 			return -EINVAL;
 		d.bytes[i] = (uint8_t)(hi << 4 | lo);

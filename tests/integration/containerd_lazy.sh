@@ -62,20 +62,14 @@ check "stargzd stopped cleanly" bash -c "[[ $EXIT_CODE -eq 0 ]]"
 check "and unmounted its layers" bash -c "! grep -q 'fuse.stargz' /proc/mounts"
 start_stargzd
 check "remote snapshots are mounted again after restart" wait_for 20 bash -c "[[ \$(grep -c 'fuse.stargz' /proc/mounts) -ge 2 ]]"
-for i in $(seq 10); do
-  out=$($CTR run --rm --snapshotter stargz "$IMG" c3 sha256sum /data/big.bin 2>&1) && break
-  sleep 1
-done
-check "container runs after restart" grep -q "$BIG_SUM" <<<"$out"
+run_after_restart "$IMG" c3 sha256sum /data/big.bin
+check "container runs after restart" grep -q "$BIG_SUM" <<<"$RUN_OUT"
 
 # kill -9: mounts are left dead; the next start cleans them and mounts again.
 stop_stargzd KILL
 start_stargzd
-for i in $(seq 10); do
-  out=$($CTR run --rm --snapshotter stargz "$IMG" c4 cat /data/hello.txt 2>&1) && break
-  sleep 1
-done
-check "container runs after kill -9 and restart" grep -q "hello lazily" <<<"$out"
+run_after_restart "$IMG" c4 cat /data/hello.txt
+check "container runs after kill -9 and restart" grep -q "hello lazily" <<<"$RUN_OUT"
 
 # kill -9 in the middle of a pull: metadata stays consistent, the pull can be repeated.
 $CTR images rm --sync "$IMG" >/dev/null 2>&1

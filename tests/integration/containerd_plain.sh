@@ -55,21 +55,14 @@ fi
 stop_stargzd TERM
 check "stargzd stopped cleanly (exit 0)" bash -c "[[ $EXIT_CODE -eq 0 ]]"
 start_stargzd
-out=""
-for i in 1 2 3 4 5 6 7 8 9 10; do   # containerd's client reconnects with backoff
-  out=$($CTR run --rm --snapshotter stargz "$IMG" c3 cat /data/hello.txt 2>&1) && break
-  sleep 1
-done
-check "after a restart the image still runs" grep -q "hello from layer 2" <<<"$out"
+run_after_restart "$IMG" c3 cat /data/hello.txt
+check "after a restart the image still runs" grep -q "hello from layer 2" <<<"$RUN_OUT"
 
 # kill -9, restart: still consistent.
 stop_stargzd KILL
 start_stargzd
-for i in 1 2 3 4 5 6 7 8 9 10; do
-  out=$($CTR run --rm --snapshotter stargz "$IMG" c4 cat /data/hello.txt 2>&1) && break
-  sleep 1
-done
-check "after kill -9 the image still runs" grep -q "hello from layer 2" <<<"$out"
+run_after_restart "$IMG" c4 cat /data/hello.txt
+check "after kill -9 the image still runs" grep -q "hello from layer 2" <<<"$RUN_OUT"
 
 # Remove the image, garbage-collect: our snapshots and directories go away.
 $CTR images rm --sync "$IMG" >/dev/null 2>&1

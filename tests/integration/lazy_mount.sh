@@ -162,15 +162,7 @@ head -c 3000000 /dev/urandom >"$WORK/rl/d/b.bin"
 make_image "$WORK/rl-oci" v1 "$WORK/rl" >/dev/null
 make_estargz_image "$WORK/rl-oci" "$WORK/rl-esgz" 2>/dev/null
 push_image "$WORK/rl-esgz" v1 dying
-read -r RDIGEST RTOC < <($PYTHON - "$WORK/rl-esgz" <<'PY'
-import json, os, sys
-d = sys.argv[1]
-idx = json.load(open(os.path.join(d, "index.json")))
-m = json.load(open(os.path.join(d, "blobs", *idx["manifests"][0]["digest"].split(":"))))
-l = m["layers"][-1]
-print(l["digest"], l["annotations"]["containerd.io/snapshot/stargz/toc.digest"])
-PY
-)
+read -r RDIGEST RTOC < <(esgz_layer_info "$WORK/rl-esgz")
 REG_PID=$(pgrep -f "docker-registry serve $WORK/registry/config.yml" | head -1)
 mkdir -p "$WORK/mnt-reg"
 spawn "$STARGZD" mount --plain-http --no-prefetch --no-background --toc-digest "$RTOC" \

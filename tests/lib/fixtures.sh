@@ -8,6 +8,9 @@
 #   start_stargzd                  -> $SG_ROOT, $SG_SOCK, $SG_PID, log $WORK/stargzd.log
 #   stop_stargzd [SIGNAL]
 #   start_containerd               -> $CTR (ctr with the right address), log $WORK/containerd.log
+#   run_after_restart IMG NAME CMD... -> $RUN_OUT: ctr run, retried for 10 s while containerd's
+#                                  client reconnects to a restarted stargzd
+#   esgz_layer_info OCI_DIR        "<layer digest> <toc digest>" of the image's last layer
 FIXTURES_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # Debian's interpreter: the test-side Python packages (python3-grpcio, ...) live there.
 PYTHON=/usr/bin/python3
@@ -120,4 +123,25 @@ STARGZIFY=${STARGZIFY:-$STARGZD_TOP/build/tools/stargzify}
 make_estargz_image() {
   local src=$1 dst=$2; shift 2
   "$STARGZIFY" --no-progress "$@" --oci-layout "$src" "$dst" >/dev/null
+}
+
+run_after_restart() {
+  local img=$1 name=$2 i; shift 2
+  RUN_OUT=""
+  for i in $(seq 10); do
+    RUN_OUT=$($CTR run --rm --snapshotter stargz "$img" "$name" "$@" 2>&1) && return 0
+    sleep 1
+  done
+  return 1
+}
+
+esgz_layer_info() {
+  $PYTHON - "$1" <<'PY'
+import json, os, sys
+d = sys.argv[1]
+idx = json.load(open(os.path.join(d, "index.json")))
+m = json.load(open(os.path.join(d, "blobs", *idx["manifests"][0]["digest"].split(":"))))
+l = m["layers"][-1]
+print(l["digest"], l["annotations"]["containerd.io/snapshot/stargz/toc.digest"])
+PY
 }

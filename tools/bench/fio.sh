@@ -31,15 +31,7 @@ start_registry || { echo "registry did not start"; exit 1; }
 make_image "$WORK/oci" v1 "$WORK/layer" >/dev/null
 make_estargz_image "$WORK/oci" "$WORK/esgz" || exit 1
 push_image "$WORK/esgz" v1 fio || exit 1
-read -r DIGEST TOC < <($PYTHON - "$WORK/esgz" <<'PY'
-import json, os, sys
-d = sys.argv[1]
-idx = json.load(open(os.path.join(d, "index.json")))
-m = json.load(open(os.path.join(d, "blobs", *idx["manifests"][0]["digest"].split(":"))))
-l = m["layers"][-1]
-print(l["digest"], l["annotations"]["containerd.io/snapshot/stargz/toc.digest"])
-PY
-)
+read -r DIGEST TOC < <(esgz_layer_info "$WORK/esgz")
 NATIVE=/var/tmp/stargzd-fio-native.bin
 cp "$WORK/layer/data/file.bin" "$NATIVE"
 trap 'rm -f "$NATIVE"' EXIT
