@@ -15,6 +15,7 @@ void sg_config_defaults(struct sg_config *cfg)
 	cfg->lazy = true;
 	cfg->prefetch = true;
 	cfg->background_fetch = true;
+	cfg->passthrough = true;
 	snprintf(cfg->hosts_dir, sizeof(cfg->hosts_dir), "%s", "/etc/containerd/certs.d");
 }
 
@@ -170,6 +171,8 @@ int sg_config_load(struct sg_config *cfg, const char *path, char *err, size_t er
 			flag = &cfg->prefetch;
 		else if (strcmp(key, "background_fetch") == 0)
 			flag = &cfg->background_fetch;
+		else if (strcmp(key, "passthrough") == 0)
+			flag = &cfg->passthrough;
 		else if (strcmp(key, "allow_skip_verify") == 0)
 			flag = &cfg->allow_skip_verify;
 		else if (strcmp(key, "plain_http_localhost") == 0)

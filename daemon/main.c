@@ -118,6 +118,7 @@ static int setup_remote(struct daemon *d)
 		.cache_root = cache_root,
 		.prefetch = c->prefetch,
 		.background_fetch = c->background_fetch,
+		.no_passthrough = !c->passthrough,
 		.allow_skip_verify = c->allow_skip_verify,
 		.fetch_window = c->fetch_window,
 	};

@@ -34,7 +34,7 @@ static const char mount_usage[] =
 	"  --cache DIR          chunk cache directory (default ./stargzd-cache)\n"
 	"  --plain-http         allow plain HTTP to localhost / 127.0.0.1\n"
 	"  --insecure HOST      allow plain HTTP to HOST[:PORT]\n"
-	"  --no-prefetch, --no-background\n"
+	"  --no-prefetch, --no-background, --no-passthrough\n"
 	"  --log-level LEVEL\n";
 
 struct mount_state {
@@ -132,6 +132,7 @@ int sg_mount_command(int argc, char **argv)
 		{ "insecure", required_argument, NULL, 'i' },
 		{ "no-prefetch", no_argument, NULL, 'P' },
 		{ "no-background", no_argument, NULL, 'B' },
+		{ "no-passthrough", no_argument, NULL, 'T' },
 		{ "log-level", required_argument, NULL, 'l' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
@@ -140,6 +141,7 @@ int sg_mount_command(int argc, char **argv)
 	const char *toc_digest = NULL, *cache = "./stargzd-cache", *insecure[8];
 	size_t n_insecure = 0;
 	bool skip_verify = false, plain_http = false, prefetch = true, background = true;
+	bool passthrough = true;
 	struct sg_registry *reg = NULL;
 	struct sg_remote *remote = NULL;
 	char digest[SG_DIGEST_STRLEN + 1], cache_abs[PATH_MAX], err[1024];
@@ -159,6 +161,7 @@ int sg_mount_command(int argc, char **argv)
 			break;
 		case 'P': prefetch = false; break;
 		case 'B': background = false; break;
+		case 'T': passthrough = false; break;
 		case 'l':
 			r = sg_log_level_from_string(optarg);
 			if (r < 0) {
@@ -235,6 +238,7 @@ int sg_mount_command(int argc, char **argv)
 		.cache_root = cache_abs,
 		.prefetch = prefetch,
 		.background_fetch = background,
+		.no_passthrough = !passthrough,
 		.allow_skip_verify = skip_verify,
 	};
 	r = sg_remote_new(m.loop, &cfg, &opener, &remote);

@@ -262,7 +262,8 @@ static void on_toc(void *userdata, int res, struct sg_toc *toc, const struct sg_
 		mount_finished(rl, res, msg);
 		return;
 	}
-	res = sg_lazyfs_mount(r->loop, rl->layer, rl->mountpoint, &rl->fs, msg, sizeof(msg));
+	struct sg_lazyfs_options fs_opts = { .no_passthrough = r->cfg.no_passthrough };
+	res = sg_lazyfs_mount(r->loop, rl->layer, rl->mountpoint, &fs_opts, &rl->fs, msg, sizeof(msg));
 	if (res < 0) {
 		sg_layer_free(rl->layer);   /* nothing in flight yet but prefetch: close below */
 		rl->layer = NULL;
@@ -542,14 +543,28 @@ static void log_layer_stats(const struct rlayer *rl, const char *when)
 {
 	struct sg_layer_stats st;
 
+	struct sg_lazyfs_stats fst = { 0 };
+	char pt[160];
+
 	sg_layer_stats(rl->layer, &st);
+	if (rl->fs)
+		sg_lazyfs_stats(rl->fs, &fst);
+	if (!fst.passthrough)
+		snprintf(pt, sizeof(pt), "passthrough off");
+	else
+		snprintf(pt, sizeof(pt), "opens: %llu passthrough, %llu through the daemon%s%s",
+			 (unsigned long long)fst.passthrough_opens,
+			 (unsigned long long)fst.cached_opens,
+			 fst.passthrough_error ? "; last backing error: " : "",
+			 fst.passthrough_error ? strerror(fst.passthrough_error) : "");
 	sg_info("layer %s %s: fetched %llu bytes in %llu requests; chunks %llu/%llu local "
-		"(%llu from the blob, %llu from disk, %llu from memory); %llu verification failures",
+		"(%llu from the blob, %llu from disk, %llu from memory, %llu checked for passthrough); "
+		"%llu verification failures; %s",
 		rl->digest, when, (unsigned long long)st.fetched_bytes,
 		(unsigned long long)st.fetch_requests, (unsigned long long)st.chunks_present,
 		(unsigned long long)st.chunks_total, (unsigned long long)st.chunks_fetched,
 		(unsigned long long)st.chunks_from_disk, (unsigned long long)st.chunks_from_memory,
-		(unsigned long long)st.verify_failures);
+		(unsigned long long)st.chunks_checked, (unsigned long long)st.verify_failures, pt);
 }
 
 static void unmount_fs_done(void *userdata)

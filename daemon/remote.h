@@ -50,6 +50,7 @@ struct sg_remote_config {
 	const char *cache_root;       /* ROOT/cache */
 	bool prefetch;
 	bool background_fetch;
+	bool no_passthrough;          /* see sg_lazyfs_options */
 	bool allow_skip_verify;       /* honour the skipverify label / missing TOC digests */
 	size_t fetch_window;          /* see sg_layer_config.window_bytes; 0 = default */
 };

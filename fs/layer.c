@@ -24,6 +24,7 @@
 #define MAX_BATCH_GAP (64u << 10)    /* tar headers between members are small */
 #define BACKGROUND_RETRY_NS (50ull * 1000000u)
 #define DEFAULT_BACKGROUND_DELAY_NS (5ull * 1000000000u)
+#define VERIFY_PARALLEL 2     /* chunks read back at once by a trust check */
 
 /* A verified, decompressed chunk held in memory.  refs > 0 while a cache write uses it. */
 struct mem_entry {
@@ -48,6 +49,7 @@ struct chunk_job {
 	uint8_t *loadbuf;          /* disk load target */
 	bool from_disk;
 	bool ondemand;
+	bool verify_only;          /* a passthrough check: no reader asked for the bytes */
 };
 
 struct fetch_batch {
@@ -102,6 +104,14 @@ struct sg_layer {
 	struct chunk_job **jobs;       /* chunk -> job in flight */
 	struct mem_entry **mem;        /* chunk -> memory cache entry */
 	uint8_t *present;              /* bitmap: chunk is in the disk cache */
+	/* bitmap: the chunk's bytes in the disk cache were verified during this mount (we
+	 * wrote them after checking them, or read them back and checked them).  Only files
+	 * whose chunks are all trusted are handed to the kernel for passthrough. */
+	uint8_t *trusted;
+	struct sg_list verify_reqs;    /* struct verify_req: files waiting for a trust check */
+	uint32_t verify_chunk;         /* next chunk of the file at the head */
+	unsigned verify_inflight;      /* its chunks being read back */
+	unsigned verify_pending;       /* callbacks not delivered yet */
 	int bitmap_fd;
 	struct sg_list mem_lru;        /* most recent at the tail */
 	size_t mem_bytes;
@@ -205,6 +215,21 @@ static bool present_get(const struct sg_layer *l, uint32_t c)
 {
 	return l->present[c >> 3] & (1u << (c & 7));
 }
+
+static bool trusted_get(const struct sg_layer *l, uint32_t c)
+{
+	return l->trusted[c >> 3] & (1u << (c & 7));
+}
+
+static void trusted_set(struct sg_layer *l, uint32_t c, bool on)
+{
+	if (on)
+		l->trusted[c >> 3] |= (uint8_t)(1u << (c & 7));
+	else
+		l->trusted[c >> 3] &= (uint8_t)~(1u << (c & 7));
+}
+
+static void verify_continue(struct sg_layer *l);
 
 /* The cache file of a regular file, opened on first use.  Opening is a local metadata call
  * done synchronously on the loop (one per file and FD_SLOTS files at a time). */
@@ -322,6 +347,7 @@ static void cache_written(struct sg_op *op)
 			l->present[c >> 3] |= (uint8_t)(1u << (c & 7));
 			l->stats.chunks_present++;
 		}
+		trusted_set(l, c, true);   /* these are the bytes we verified before writing */
 		/* Data before bit: the bitmap byte is written only after the data landed.  Writes
 		 * of one byte may complete out of order; a lost bit means a refetch, and a stale
 		 * one is caught by the digest check on load. */
@@ -402,6 +428,20 @@ static void disk_loaded(struct sg_op *op)
 			goto refetch;
 		}
 	}
+	trusted_set(l, j->chunk, true);
+	if (j->verify_only)
+		l->stats.chunks_checked++;
+	if (j->verify_only && sg_list_empty(&j->waiters)) {
+		l->verify_inflight--;
+		job_free(j);
+		verify_continue(l);
+		return;
+	}
+	if (j->verify_only) {
+		j->verify_only = false;   /* a reader joined: serve it like any disk load */
+		l->verify_inflight--;
+		verify_continue(l);
+	}
 	struct mem_entry *e = mem_new(l, j->chunk, c->size);
 	if (!e) {
 		job_fail(j, -ENOMEM);
@@ -418,6 +458,17 @@ refetch:
 	if (present_get(l, j->chunk)) {
 		l->present[j->chunk >> 3] &= (uint8_t)~(1u << (j->chunk & 7));
 		l->stats.chunks_present--;
+	}
+	trusted_set(l, j->chunk, false);
+	if (j->verify_only) {
+		/* The file is not complete after all; nobody waits for the bytes. */
+		l->verify_inflight--;
+		if (l->closing || sg_list_empty(&j->waiters)) {
+			job_free(j);
+			verify_continue(l);
+			return;
+		}
+		verify_continue(l);
 	}
 	if (l->closing) {
 		job_fail(j, -ECANCELED);
@@ -717,6 +768,145 @@ int sg_layer_read(struct sg_layer *l, uint32_t node, uint64_t offset, size_t len
 	return 0;
 }
 
+/* ---- trust checks for passthrough ----
+ *
+ * A file handed to the kernel is read without us seeing the bytes, so before that every
+ * chunk of its cache file must have been verified during this mount.  After a restart the
+ * chunks on disk are untrusted: the check reads them back (VERIFY_PARALLEL at a time, one
+ * file after the other) and compares each with its digest, like any disk load. */
+
+struct verify_req {
+	struct sg_layer *layer;
+	struct sg_list link;
+	struct sg_op op;
+	uint32_t node;
+	int result;
+	void (*cb)(void *userdata, int res);
+	void *userdata;
+};
+
+static void verify_delivered(struct sg_op *op)
+{
+	struct verify_req *v = sg_container_of(op, struct verify_req, op);
+	struct sg_layer *l = v->layer;
+
+	l->verify_pending--;
+	v->cb(v->userdata, v->result);
+	free(v);
+	maybe_close_done(l);
+}
+
+static void verify_deliver(struct sg_layer *l, struct verify_req *v, int result)
+{
+	v->result = result;
+	if (sg_post(l->loop, &v->op, 0, verify_delivered) < 0)
+		verify_delivered(&v->op);   /* draining */
+}
+
+static bool file_complete(const struct sg_layer *l, const struct sg_toc_node *n, bool *trusted)
+{
+	*trusted = true;
+	for (uint32_t i = 0; i < n->nchunks; i++) {
+		uint32_t c = n->first_chunk + i;
+		if (!present_get(l, c) || l->jobs[c])
+			return false;   /* missing, or still being written */
+		if (!trusted_get(l, c))
+			*trusted = false;
+	}
+	return true;
+}
+
+static void verify_continue(struct sg_layer *l)
+{
+	while (!sg_list_empty(&l->verify_reqs) && l->verify_inflight < VERIFY_PARALLEL) {
+		struct verify_req *v = sg_container_of(l->verify_reqs.next, struct verify_req, link);
+		const struct sg_toc_node *n = sg_toc_node(l->toc, v->node);
+		uint32_t end = n->first_chunk + n->nchunks;
+		bool trusted;
+		if (l->closing) {
+			sg_list_unlink(&v->link);
+			verify_deliver(l, v, -ECANCELED);
+			continue;
+		}
+		if (l->verify_chunk < n->first_chunk)
+			l->verify_chunk = n->first_chunk;
+		if (l->verify_chunk >= end) {
+			if (l->verify_inflight > 0)
+				return;   /* the file's last checks are still reading */
+			sg_list_unlink(&v->link);
+			l->verify_chunk = 0;
+			verify_deliver(l, v, file_complete(l, n, &trusted) && trusted ? 0 : -ENOENT);
+			continue;
+		}
+		uint32_t c = l->verify_chunk++;
+		if (!present_get(l, c) || trusted_get(l, c) || l->jobs[c])
+			continue;   /* nothing to check, or a load in flight checks it anyway */
+		struct chunk_job *j = job_new(l, c, false);
+		if (!j)
+			return;
+		j->verify_only = true;
+		l->verify_inflight++;
+		if (start_disk_load(l, j) < 0) {
+			l->verify_inflight--;
+			job_free(j);
+		}
+	}
+}
+
+int sg_layer_open_verified(struct sg_layer *l, uint32_t node)
+{
+	char path[4200];
+	bool trusted;
+
+	if (l->closing)
+		return -ECANCELED;
+	if (node >= sg_toc_count(l->toc))
+		return -ENOENT;
+	const struct sg_toc_node *n = sg_toc_resolve(l->toc, sg_toc_node(l->toc, node));
+	if (n->type != SG_TOC_REG || n->size == 0 || n->nchunks == 0)
+		return -ENOENT;
+	node = (uint32_t)(n - sg_toc_node(l->toc, 0));
+	if (!file_complete(l, n, &trusted))
+		return -ENOENT;
+	if (!trusted)
+		return -EAGAIN;
+	snprintf(path, sizeof(path), "%s/%u", l->cache_dir, node);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	struct stat st;
+	if (fstat(fd, &st) < 0 || (uint64_t)st.st_size != n->size) {
+		/* A cache file that is not exactly the file would serve wrong bytes at its end. */
+		close(fd);
+		return -ENOENT;
+	}
+	return fd;
+}
+
+int sg_layer_verify_file(struct sg_layer *l, uint32_t node, void (*cb)(void *userdata, int res),
+			 void *userdata)
+{
+	if (l->closing)
+		return -ECANCELED;
+	if (node >= sg_toc_count(l->toc))
+		return -ENOENT;
+	const struct sg_toc_node *n = sg_toc_resolve(l->toc, sg_toc_node(l->toc, node));
+	if (n->type != SG_TOC_REG)
+		return -ENOENT;
+	struct verify_req *v = calloc(1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	v->layer = l;
+	v->node = (uint32_t)(n - sg_toc_node(l->toc, 0));
+	v->cb = cb;
+	v->userdata = userdata;
+	sg_op_init(&v->op);
+	l->verify_pending++;
+	sg_list_insert_tail(&l->verify_reqs, &v->link);
+	verify_continue(l);
+	return 0;
+}
+
 /* ---- prefetch and background fetch ---- */
 
 /* Collects the next batch of missing chunks from *cursor on (blob order), stopping at
@@ -869,6 +1059,7 @@ int sg_layer_new(struct sg_loop *loop, struct sg_range_source *src, struct sg_to
 	l->cfg.cache_dir = l->cache_dir;
 	sg_group_init(&l->group);
 	sg_list_init(&l->mem_lru);
+	sg_list_init(&l->verify_reqs);
 	sg_op_init(&l->background_timer);
 	sg_op_set_group(&l->background_timer, &l->group);
 	sg_op_init(&l->close_op);
@@ -892,7 +1083,8 @@ int sg_layer_new(struct sg_loop *loop, struct sg_range_source *src, struct sg_to
 	l->jobs = calloc(l->n_chunks + 1, sizeof(*l->jobs));
 	l->mem = calloc(l->n_chunks + 1, sizeof(*l->mem));
 	l->present = calloc((l->n_chunks + 7) / 8 + 1, 1);
-	if (!l->chunk_file || !l->jobs || !l->mem || !l->present) {
+	l->trusted = calloc((l->n_chunks + 7) / 8 + 1, 1);
+	if (!l->chunk_file || !l->jobs || !l->mem || !l->present || !l->trusted) {
 		r = -ENOMEM;
 		goto fail;
 	}
@@ -939,7 +1131,7 @@ static void close_done_cb(struct sg_op *op)
 static void maybe_close_done(struct sg_layer *l)
 {
 	if (!l->closing || l->jobs_inflight || l->batches_inflight || l->reads_inflight ||
-	    !sg_group_idle(&l->group) || sg_op_busy(&l->close_op))
+	    l->verify_pending || !sg_group_idle(&l->group) || sg_op_busy(&l->close_op))
 		return;
 	if (!l->close_done)
 		return;
@@ -954,6 +1146,7 @@ void sg_layer_close(struct sg_layer *l, void (*done)(void *userdata), void *user
 	l->close_done = done;
 	l->close_userdata = userdata;
 	sg_group_cancel(&l->group);
+	verify_continue(l);   /* answers the waiting trust checks with -ECANCELED */
 	maybe_close_done(l);
 }
 
@@ -974,6 +1167,7 @@ void sg_layer_free(struct sg_layer *l)
 	free(l->jobs);
 	free(l->mem);
 	free(l->present);
+	free(l->trusted);
 	sg_gz_free(l->gz);
 	sg_range_source_free(l->src);
 	sg_toc_free(l->toc);

@@ -54,6 +54,7 @@ struct sg_layer_stats {
 	uint64_t chunks_fetched;
 	uint64_t chunks_from_disk;
 	uint64_t chunks_from_memory;
+	uint64_t chunks_checked;      /* read back from disk and verified for passthrough */
 	uint64_t chunks_present;      /* in the disk cache now */
 	uint64_t chunks_total;
 	uint64_t verify_failures;
@@ -68,6 +69,19 @@ int sg_layer_new(struct sg_loop *loop, struct sg_range_source *src, struct sg_to
  * layer, then sg_layer_free() releases it.  Pending reads complete with -ECANCELED. */
 void sg_layer_close(struct sg_layer *layer, void (*done)(void *userdata), void *userdata);
 void sg_layer_free(struct sg_layer *layer);
+
+/* For FUSE passthrough: when every chunk of regular file `node` (hardlinks resolved) is in
+ * the disk cache and was verified during this mount, returns a read-only fd of its cache
+ * file, which then holds exactly the file's bytes (the caller closes it).  -EAGAIN: the file
+ * is complete on disk but not verified during this mount (sg_layer_verify_file).
+ * -ENOENT: chunks are missing (or the file is empty). */
+int sg_layer_open_verified(struct sg_layer *layer, uint32_t node);
+/* Reads back every cached chunk of regular file `node` not verified during this mount and
+ * checks it against its digest (a bad one is dropped from the cache).  cb runs once from
+ * the loop: 0 when the whole file is now in the cache and verified, -ENOENT when it is not,
+ * -ECANCELED when the layer closes. */
+int sg_layer_verify_file(struct sg_layer *layer, uint32_t node,
+			 void (*cb)(void *userdata, int res), void *userdata);
 
 const struct sg_toc *sg_layer_toc(const struct sg_layer *layer);
 void sg_layer_stats(const struct sg_layer *layer, struct sg_layer_stats *ret);

@@ -5,11 +5,14 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <fuse_lowlevel.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "daemon/core/loop.h"
@@ -21,6 +24,82 @@
 #define BUF_SIZE (MAX_WRITE + 4096)
 /* The layer never changes: let the kernel keep what it learned for a day. */
 #define TIMEOUT 86400.0
+
+/* ---- kernel ABI for FUSE passthrough ----
+ *
+ * Protocol 7.40 (Linux 6.9) lets the server answer OPEN with a "backing id": the kernel then
+ * reads that file directly, through its own page cache, and never asks us.  libfuse 3.14's
+ * headers predate it, so the few structures involved are spelled out here, as the kernel's
+ * include/uapi/linux/fuse.h defines them. */
+#define K_FUSE_INIT 26u
+#define K_FUSE_INIT_EXT (1u << 30)
+#define K_FUSE_PASSTHROUGH_HI (1u << (37 - 32))   /* FUSE_PASSTHROUGH, in flags2 */
+#define K_FOPEN_PASSTHROUGH (1u << 7)
+
+struct k_in_header {
+	uint32_t len, opcode;
+	uint64_t unique, nodeid;
+	uint32_t uid, gid, pid;
+	uint16_t total_extlen, padding;
+};
+struct k_init_in {
+	uint32_t major, minor, max_readahead, flags, flags2;
+	uint32_t unused[11];
+};
+struct k_out_header {
+	uint32_t len;
+	int32_t error;
+	uint64_t unique;
+};
+struct k_init_out {
+	uint32_t major, minor, max_readahead, flags;
+	uint16_t max_background, congestion_threshold;
+	uint32_t max_write, time_gran;
+	uint16_t max_pages, map_alignment;
+	uint32_t flags2, max_stack_depth;
+	uint32_t unused[6];
+};
+struct k_open_out {
+	uint64_t fh;
+	uint32_t open_flags;
+	int32_t backing_id;
+};
+struct k_backing_map {
+	int32_t fd;
+	uint32_t flags;
+	uint64_t padding;
+};
+#define K_FUSE_DEV_IOC_BACKING_OPEN _IOW(229, 1, struct k_backing_map)
+#define K_FUSE_DEV_IOC_BACKING_CLOSE _IOW(229, 2, uint32_t)
+_Static_assert(sizeof(struct k_in_header) == 40, "fuse_in_header");
+_Static_assert(sizeof(struct k_init_out) == 64, "fuse_init_out");
+_Static_assert(offsetof(struct k_init_out, max_stack_depth) == 36, "fuse_init_out.max_stack_depth");
+_Static_assert(sizeof(struct k_open_out) == 16, "fuse_open_out");
+
+/* fi->fh of a file opened in passthrough mode carries this bit beside the node id. */
+#define FH_PASSTHROUGH (1ull << 63)
+#define OPEN_BUCKETS 256
+
+/* How an inode is open right now.  The kernel refuses (EIO to the opener) to mix a
+ * passthrough open with a page-cache open of one inode, and all passthrough opens of an
+ * inode must name the same backing file; so an inode stays in the mode of its first open
+ * until its last release. */
+struct open_state {
+	struct open_state *next;
+	uint32_t node;
+	uint32_t cached_opens, passthrough_opens;
+	int32_t backing_id;
+	struct sg_lazyfs *fs;
+	bool verifying;               /* a trust check runs; opens wait for it */
+	struct deferred_open *waiting;
+};
+
+/* An OPEN answered once the file's cache has been checked. */
+struct deferred_open {
+	struct deferred_open *next;
+	fuse_req_t req;
+	struct fuse_file_info fi;
+};
 
 struct fuse_reader {
 	struct sg_lazyfs *fs;
@@ -36,7 +115,15 @@ struct sg_lazyfs {
 	int fd;
 	struct sg_group group;
 	struct fuse_reader readers[N_READS];
-	unsigned reads_pending;       /* FUSE reads waiting for layer data */
+	unsigned reads_pending;       /* FUSE reads (and opens) waiting for the layer */
+
+	/* passthrough: wanted by the options, offered by the kernel at INIT, then on */
+	bool passthrough_wanted, passthrough_offered, passthrough_on;
+	uint64_t init_unique;
+	int32_t reply_backing_id;     /* set around fuse_reply_open for the writev hook */
+	struct open_state *opens[OPEN_BUCKETS];
+	struct sg_lazyfs_stats stats;
+
 	bool stopping;
 	bool mounted;
 	void (*done)(void *);
@@ -315,6 +402,200 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	fuse_reply_err(req, 0);
 }
 
+/* ---- passthrough ---- */
+
+static struct open_state *open_state_find(struct sg_lazyfs *fs, uint32_t node)
+{
+	for (struct open_state *s = fs->opens[node % OPEN_BUCKETS]; s; s = s->next)
+		if (s->node == node)
+			return s;
+	return NULL;
+}
+
+static struct open_state *open_state_get(struct sg_lazyfs *fs, uint32_t node)
+{
+	struct open_state *s = open_state_find(fs, node);
+
+	if (s)
+		return s;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	s->node = node;
+	s->fs = fs;
+	s->next = fs->opens[node % OPEN_BUCKETS];
+	fs->opens[node % OPEN_BUCKETS] = s;
+	return s;
+}
+
+static void backing_close(struct sg_lazyfs *fs, int32_t id)
+{
+	uint32_t arg = (uint32_t)id;
+
+	/* The kernel's open files keep their own reference to the backing file. */
+	if (fs->fd >= 0)
+		(void)ioctl(fs->fd, K_FUSE_DEV_IOC_BACKING_CLOSE, &arg);
+}
+
+/* One open fewer; forgets the inode's state (and its backing id) after the last. */
+static void open_state_put(struct sg_lazyfs *fs, struct open_state *s, bool passthrough)
+{
+	if (passthrough && s->passthrough_opens > 0)
+		s->passthrough_opens--;
+	else if (!passthrough && s->cached_opens > 0)
+		s->cached_opens--;
+	if (s->passthrough_opens || s->cached_opens || s->verifying)
+		return;
+	if (s->backing_id > 0)
+		backing_close(fs, s->backing_id);
+	for (struct open_state **p = &fs->opens[s->node % OPEN_BUCKETS]; *p; p = &(*p)->next)
+		if (*p == s) {
+			*p = s->next;
+			break;
+		}
+	free(s);
+}
+
+/* Registers the file's cache file as its backing file if the layer vouches for every byte
+ * of it.  A kernel or filesystem that cannot do passthrough turns it off for this mount:
+ * reads then keep coming to us, which is slower but correct. */
+static int try_backing(struct sg_lazyfs *fs, struct open_state *s)
+{
+	int fd = sg_layer_open_verified(fs->layer, s->node);
+
+	if (fd < 0)
+		return fd;
+	struct k_backing_map map = { .fd = fd };
+	int id = ioctl(fs->fd, K_FUSE_DEV_IOC_BACKING_OPEN, &map);
+	int e = errno;
+	close(fd);
+	if (id > 0) {
+		s->backing_id = id;
+		return 0;
+	}
+	fs->stats.passthrough_error = id < 0 ? e : EPROTO;
+	if (id == 0 || e == EPERM || e == ELOOP || e == ENOTTY || e == EINVAL || e == EOPNOTSUPP)
+		fs->passthrough_on = false;
+	return -fs->stats.passthrough_error;
+}
+
+static void open_states_free(struct sg_lazyfs *fs)
+{
+	for (unsigned b = 0; b < OPEN_BUCKETS; b++)
+		while (fs->opens[b]) {
+			struct open_state *s = fs->opens[b];
+			fs->opens[b] = s->next;
+			free(s);
+		}
+}
+
+static void maybe_done(struct sg_lazyfs *fs);
+
+/* Answers an OPEN in the inode's current mode: passthrough when it has a backing file. */
+static void reply_open(struct sg_lazyfs *fs, struct open_state *s, fuse_req_t req,
+		       struct fuse_file_info *fi)
+{
+	if (s->backing_id > 0) {
+		s->passthrough_opens++;
+		fs->stats.passthrough_opens++;
+		fi->fh |= FH_PASSTHROUGH;
+		fi->keep_cache = 0;
+		fs->reply_backing_id = s->backing_id;
+		int r = fuse_reply_open(req, fi);
+		fs->reply_backing_id = 0;
+		if (r < 0)   /* the opener is gone: no release will come */
+			open_state_put(fs, s, true);
+		return;
+	}
+	s->cached_opens++;
+	fs->stats.cached_opens++;
+	if (fuse_reply_open(req, fi) < 0)
+		open_state_put(fs, s, false);
+}
+
+/* The trust check of a file that was complete in the cache has ended: the opens that waited
+ * for it go to the kernel (passthrough) or, if the check failed, through us. */
+static void verified(void *userdata, int res)
+{
+	struct open_state *s = userdata;
+	struct sg_lazyfs *fs = s->fs;
+	struct deferred_open *d;
+
+	s->verifying = false;
+	if (res == 0 && fs->passthrough_on && !s->cached_opens && !s->passthrough_opens)
+		(void)try_backing(fs, s);
+	s->cached_opens++;   /* hold the state while the replies go out */
+	while ((d = s->waiting)) {
+		s->waiting = d->next;
+		if (res == -ECANCELED)
+			fuse_reply_err(d->req, EINTR);
+		else
+			reply_open(fs, s, d->req, &d->fi);
+		free(d);
+		fs->reads_pending--;
+	}
+	open_state_put(fs, s, false);
+	maybe_done(fs);
+}
+
+/* libfuse writes every reply through here (fuse_session_custom_io): the place to add what
+ * libfuse 3.14 cannot say — passthrough at INIT, and an OPEN reply's backing id. */
+static ssize_t session_writev(int fd, struct iovec *iov, int count, void *userdata)
+{
+	struct sg_lazyfs *fs = userdata;
+
+	if (count >= 2 && iov[0].iov_len == sizeof(struct k_out_header)) {
+		const struct k_out_header *h = iov[0].iov_base;
+		if (fs->reply_backing_id > 0 && h->error == 0 &&
+		    iov[1].iov_len == sizeof(struct k_open_out)) {
+			struct k_open_out *o = iov[1].iov_base;
+			o->open_flags |= K_FOPEN_PASSTHROUGH;
+			o->backing_id = fs->reply_backing_id;
+		} else if (fs->passthrough_offered && h->unique == fs->init_unique && h->error == 0 &&
+			   iov[1].iov_len >= offsetof(struct k_init_out, max_stack_depth) + 4) {
+			struct k_init_out *o = iov[1].iov_base;
+			/* Stack depth 1: cache files live on a plain filesystem, and overlayfs
+			 * can still stack on this mount (the kernel's limit is 2). */
+			o->flags |= K_FUSE_INIT_EXT;
+			o->flags2 |= K_FUSE_PASSTHROUGH_HI;
+			o->max_stack_depth = 1;
+			fs->passthrough_offered = false;
+			fs->passthrough_on = true;
+			fs->stats.passthrough = true;
+		}
+	}
+	return writev(fd, iov, count);
+}
+
+static ssize_t session_read(int fd, void *buf, size_t len, void *userdata)
+{
+	(void)userdata;
+	return read(fd, buf, len);
+}
+
+/* Notes whether the kernel offers passthrough in its INIT request. */
+static void peek_init(struct sg_lazyfs *fs, const uint8_t *buf, size_t n)
+{
+	struct k_in_header h;
+	struct k_init_in in;
+
+	if (n < sizeof(h) + sizeof(in) - sizeof(in.unused))
+		return;
+	memcpy(&h, buf, sizeof(h));
+	if (h.opcode != K_FUSE_INIT)
+		return;
+	memset(&in, 0, sizeof(in));
+	memcpy(&in, buf + sizeof(h), n - sizeof(h) < sizeof(in) ? n - sizeof(h) : sizeof(in));
+	fs->init_unique = h.unique;
+	fs->passthrough_offered = fs->passthrough_wanted && (in.flags & K_FUSE_INIT_EXT) &&
+				  (in.flags2 & K_FUSE_PASSTHROUGH_HI);
+}
+
+void sg_lazyfs_stats(const struct sg_lazyfs *fs, struct sg_lazyfs_stats *ret)
+{
+	*ret = fs->stats;
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct sg_lazyfs *fs = fuse_req_userdata(req);
@@ -333,9 +614,38 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, EROFS);
 		return;
 	}
+	uint32_t rid = (uint32_t)(n - sg_toc_node(fs->toc, 0));
 	fi->keep_cache = 1;
-	fi->fh = (uint64_t)(n - sg_toc_node(fs->toc, 0));
-	fuse_reply_open(req, fi);
+	fi->fh = rid;
+	if (!fs->passthrough_on || n->type != SG_TOC_REG) {
+		fuse_reply_open(req, fi);
+		return;
+	}
+	struct open_state *s = open_state_get(fs, rid);
+	if (!s) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	if (!s->verifying && s->cached_opens == 0 && s->passthrough_opens == 0 &&
+	    try_backing(fs, s) == -EAGAIN &&
+	    sg_layer_verify_file(fs->layer, rid, verified, s) == 0)
+		s->verifying = true;   /* complete in the cache, not checked since the mount */
+	if (s->verifying) {
+		/* Wait: answering now would pin the inode to the slow mode for as long as this
+		 * descriptor stays open.  The check reads the file once (~0.1 s per 100 MB). */
+		struct deferred_open *d = malloc(sizeof(*d));
+		if (!d) {
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
+		d->req = req;
+		d->fi = *fi;
+		d->next = s->waiting;
+		s->waiting = d;
+		fs->reads_pending++;
+		return;
+	}
+	reply_open(fs, s, req, fi);
 }
 
 struct pending_read {
@@ -395,8 +705,14 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	struct sg_lazyfs *fs = fuse_req_userdata(req);
+
 	(void)ino;
-	(void)fi;
+	if (fs->passthrough_on) {
+		struct open_state *s = open_state_find(fs, (uint32_t)fi->fh);
+		if (s)
+			open_state_put(fs, s, (fi->fh & FH_PASSTHROUGH) != 0);
+	}
 	fuse_reply_err(req, 0);
 }
 
@@ -583,6 +899,8 @@ static void on_fuse_readable(struct sg_op *op)
 	for (int i = 0; i < READS_PER_WAKE && !fs->stopping; i++) {
 		ssize_t n = read(fs->fd, rd->buf, BUF_SIZE);
 		if (n > 0) {
+			if (!fs->passthrough_on && !fs->passthrough_offered)
+				peek_init(fs, rd->buf, (size_t)n);
 			struct fuse_buf fbuf = { .size = (size_t)n, .mem = rd->buf, .fd = -1 };
 			fuse_session_process_buf(fs->se, &fbuf);
 			continue;
@@ -598,8 +916,10 @@ static void on_fuse_readable(struct sg_op *op)
 }
 
 int sg_lazyfs_mount(struct sg_loop *loop, struct sg_layer *layer, const char *mountpoint,
-		    struct sg_lazyfs **ret, char *err, unsigned errlen)
+		    const struct sg_lazyfs_options *opts, struct sg_lazyfs **ret, char *err,
+		    unsigned errlen)
 {
+	static const struct fuse_custom_io io = { .writev = session_writev, .read = session_read };
 	char *argv[] = { (char *)"stargzd", (char *)"-o",
 			 (char *)"ro,allow_other,fsname=stargz,subtype=stargz", NULL };
 	struct fuse_args args = FUSE_ARGS_INIT(3, argv);
@@ -612,6 +932,7 @@ int sg_lazyfs_mount(struct sg_loop *loop, struct sg_layer *layer, const char *mo
 	fs->layer = layer;
 	fs->toc = sg_layer_toc(layer);
 	fs->fd = -1;
+	fs->passthrough_wanted = !opts || !opts->no_passthrough;
 	sg_group_init(&fs->group);
 	sg_op_init(&fs->done_op);
 	for (int i = 0; i < N_READS; i++) {
@@ -638,6 +959,12 @@ int sg_lazyfs_mount(struct sg_loop *loop, struct sg_layer *layer, const char *mo
 	}
 	fs->mounted = true;
 	fs->fd = fuse_session_fd(fs->se);
+	/* Same fd: only the reply path changes (see session_writev). */
+	if (fuse_session_custom_io(fs->se, &io, fs->fd) != 0) {
+		snprintf(err, errlen, "cannot hook the FUSE session's replies");
+		r = -EIO;
+		goto fail;
+	}
 	if (fcntl(fs->fd, F_SETFL, fcntl(fs->fd, F_GETFL) | O_NONBLOCK) < 0) {
 		snprintf(err, errlen, "cannot make the FUSE fd non-blocking: %s", strerror(errno));
 		r = -errno;
@@ -696,5 +1023,6 @@ void sg_lazyfs_free(struct sg_lazyfs *fs)
 	}
 	for (int i = 0; i < N_READS; i++)
 		free(fs->readers[i].buf);
+	open_states_free(fs);
 	free(fs);
 }

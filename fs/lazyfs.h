@@ -14,13 +14,31 @@
 #ifndef STARGZD_FS_LAZYFS_H
 #define STARGZD_FS_LAZYFS_H
 
+#include <stdbool.h>
+#include <stdint.h>
+
 struct sg_loop;
 struct sg_layer;
 struct sg_lazyfs;
 
-/* Mounts `layer` (not owned) at mountpoint.  -errno with a message in err on failure. */
+struct sg_lazyfs_options {
+	/* Never hand files to the kernel (FUSE passthrough); every read then comes to us. */
+	bool no_passthrough;
+};
+
+struct sg_lazyfs_stats {
+	bool passthrough;             /* the kernel agreed to passthrough at INIT */
+	int passthrough_error;        /* errno of the last failed backing registration */
+	uint64_t passthrough_opens;   /* opens served by the kernel from the cache file */
+	uint64_t cached_opens;        /* opens whose reads come to us */
+};
+
+/* Mounts `layer` (not owned) at mountpoint; opts may be NULL (defaults).  -errno with a
+ * message in err on failure. */
 int sg_lazyfs_mount(struct sg_loop *loop, struct sg_layer *layer, const char *mountpoint,
-		    struct sg_lazyfs **ret, char *err, unsigned errlen);
+		    const struct sg_lazyfs_options *opts, struct sg_lazyfs **ret, char *err,
+		    unsigned errlen);
+void sg_lazyfs_stats(const struct sg_lazyfs *fs, struct sg_lazyfs_stats *ret);
 /* Detaches the mount and stops serving; `done` runs from the loop once no request of this
  * filesystem is in flight, then sg_lazyfs_free() releases it.  The layer must stay alive
  * until then. */

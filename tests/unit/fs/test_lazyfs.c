@@ -122,7 +122,7 @@ static void env_open(struct env *e, const struct sg_layer_config *cfg_in)
 	struct sg_layer_config cfg = *cfg_in;
 	cfg.cache_dir = cache;
 	CHECK_EQ(sg_layer_new(e->loop, src, toc, &cfg, &e->layer), 0);
-	if (sg_lazyfs_mount(e->loop, e->layer, mnt, &e->fs, msg, sizeof(msg)) < 0)
+	if (sg_lazyfs_mount(e->loop, e->layer, mnt, NULL, &e->fs, msg, sizeof(msg)) < 0)
 		TEST_FAIL("mount: %s", msg);
 }
 
@@ -356,7 +356,8 @@ TEST(disk_cache_survives_remount_and_is_verified)
 	CHECK_EQ(run_child(&e, child_read_big), 0);
 	sg_layer_stats(e.layer, &st);
 	CHECK_EQ(st.fetched_bytes, 0);
-	CHECK_EQ(st.chunks_from_disk, 4);
+	/* Read back through the daemon, or checked once and then read by the kernel. */
+	CHECK_EQ(st.chunks_from_disk + st.chunks_checked, 4);
 	env_close(&e);
 
 	/* Corrupt the cached copy: the digest check catches it and the chunk is refetched. */
@@ -382,6 +383,106 @@ TEST(disk_cache_survives_remount_and_is_verified)
 	CHECK_EQ(st.verify_failures, 1);
 	CHECK_EQ(st.chunks_fetched, 1);
 	CHECK_EQ(st.chunks_from_disk, 3);
+	env_close(&e);
+}
+
+static void drop_page_cache(void)
+{
+	int fd = open("/proc/sys/vm/drop_caches", O_WRONLY);
+	CHECK(fd >= 0);
+	CHECK_EQ(write(fd, "3", 1), 1);
+	close(fd);
+}
+
+static void settle(struct env *e)
+{
+	for (int i = 0; i < 30; i++)
+		sg_loop_run_once(e->loop, 10);
+}
+
+/* While one descriptor (opened when the file was incomplete) stays open, a second open must
+ * stay in the same mode: the kernel fails an open that mixes modes on one inode with EIO. */
+static int child_mixed_opens(void)
+{
+	static uint8_t got[sizeof(big)];
+	char p[512];
+	int fails = 0;
+	snprintf(p, sizeof(p), "%s/data/big.bin", mnt);
+	int fd1 = open(p, O_RDONLY);
+	C_CHECK(fd1 >= 0);
+	C_CHECK(pread(fd1, got, sizeof(got), 0) == (ssize_t)sizeof(got));
+	C_CHECK(memcmp(got, big, sizeof(big)) == 0);
+	usleep(200 * 1000);   /* the cache writes land: the file is complete now */
+	int fd2 = open(p, O_RDONLY);
+	C_CHECK(fd2 >= 0);
+	memset(got, 0, sizeof(got));
+	C_CHECK(pread(fd2, got, sizeof(got), 0) == (ssize_t)sizeof(got));
+	C_CHECK(memcmp(got, big, sizeof(big)) == 0);
+	close(fd1);
+	close(fd2);
+	return fails;
+}
+
+TEST(complete_verified_files_are_passed_through)
+{
+	struct env e = { 0 };
+	struct sg_layer_config cfg = { .window_bytes = 1 };
+	struct sg_layer_stats st0, st1;
+	struct sg_lazyfs_stats fst;
+
+	setup(false);
+	env_open(&e, &cfg);
+	CHECK_EQ(run_child(&e, child_mixed_opens), 0);
+	sg_lazyfs_stats(e.fs, &fst);
+	if (!fst.passthrough) {
+		env_close(&e);
+		SKIP("the kernel offers no FUSE passthrough");
+	}
+	CHECK_EQ(fst.passthrough_opens, 0);   /* the second open joined the first's mode */
+	CHECK_EQ(fst.cached_opens, 2);
+	settle(&e);
+
+	/* Now complete and verified: the kernel reads the cache file, the daemon sees nothing
+	 * even with the page cache dropped. */
+	drop_page_cache();
+	sg_layer_stats(e.layer, &st0);
+	CHECK_EQ(run_child(&e, child_read_big), 0);
+	sg_layer_stats(e.layer, &st1);
+	sg_lazyfs_stats(e.fs, &fst);
+	CHECK_EQ(fst.passthrough_opens, 1);
+	CHECK_EQ(fst.passthrough_error, 0);
+	CHECK_EQ(st1.chunks_from_memory + st1.chunks_from_disk + st1.chunks_fetched,
+		 st0.chunks_from_memory + st0.chunks_from_disk + st0.chunks_fetched);
+	env_close(&e);
+
+	/* After a remount the cache is untrusted: corrupt it; the first open comes to the daemon,
+	 * which catches the bad chunk and refetches it; only then is the file passed through. */
+	char path[700];
+	DIR *d = opendir(cache);
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		struct stat fst2;
+		snprintf(path, sizeof(path), "%s/%s", cache, de->d_name);
+		if (stat(path, &fst2) == 0 && S_ISREG(fst2.st_mode) && fst2.st_size == (off_t)sizeof(big)) {
+			int fd = open(path, O_WRONLY);
+			CHECK_EQ(pwrite(fd, "XXXX", 4, 1024 * 1024 + 9), 4);
+			close(fd);
+		}
+	}
+	closedir(d);
+	memset(&e, 0, sizeof(e));
+	env_open(&e, &cfg);
+	drop_page_cache();
+	CHECK_EQ(run_child(&e, child_read_big), 0);
+	settle(&e);
+	sg_layer_stats(e.layer, &st1);
+	CHECK_EQ(st1.verify_failures, 1);
+	CHECK_EQ(st1.chunks_fetched, 1);
+	drop_page_cache();
+	CHECK_EQ(run_child(&e, child_read_big), 0);
+	sg_lazyfs_stats(e.fs, &fst);
+	CHECK_EQ(fst.passthrough_opens, 1);
+	CHECK_EQ(fst.cached_opens, 1);
 	env_close(&e);
 }
 
