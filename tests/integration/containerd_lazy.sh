@@ -37,7 +37,7 @@ pulled=$(( $(registry_blob_bytes lazy) - before ))
 echo "    registry sent $pulled bytes of blobs at pull time (image blobs: $BLOBS bytes)"
 check "both layers are remote snapshots" bash -c "[[ \$($SN ls | awk 'NR>1' | wc -l) -eq 2 ]] && for k in \$($SN ls | awk 'NR>1 {print \$1}'); do $SN info \$k | grep -q 'containerd.io/snapshot/remote' || exit 1; done"
 check "pull did not download the layers" bash -c "[[ $pulled -lt $((BLOBS / 2)) ]]"
-check "layers are FUSE mounts" bash -c "[[ \$(grep -c 'fuse.stargz' /proc/mounts) -ge 2 ]]"
+check "layers are FUSE mounts" bash -c "[[ \$(grep -F '$WORK/' /proc/mounts | grep -c ' fuse.stargz ') -ge 2 ]]"
 
 out=$($CTR run --rm --snapshotter stargz "$IMG" c1 sh -c 'cat /data/hello.txt; sha256sum /data/big.bin; cat /etc/passwd' 2>&1)
 check "container runs on lazy layers" grep -q "hello lazily" <<<"$out"
@@ -59,9 +59,9 @@ if ctr-remote --address "$WORK/containerd/containerd.sock" images rpull --plain-
      --snapshotter stargz "$IMG" >>"$WORK/rpull.log" 2>&1; then pass "rpull again"; else fail "rpull again"; fi
 stop_stargzd TERM
 check "stargzd stopped cleanly" bash -c "[[ $EXIT_CODE -eq 0 ]]"
-check "and unmounted its layers" bash -c "! grep -q 'fuse.stargz' /proc/mounts"
+check "and unmounted its layers" bash -c "! grep -F '$WORK/' /proc/mounts | grep -q ' fuse.stargz '"
 start_stargzd
-check "remote snapshots are mounted again after restart" wait_for 20 bash -c "[[ \$(grep -c 'fuse.stargz' /proc/mounts) -ge 2 ]]"
+check "remote snapshots are mounted again after restart" wait_for 20 bash -c "[[ \$(grep -F '$WORK/' /proc/mounts | grep -c ' fuse.stargz ') -ge 2 ]]"
 run_after_restart "$IMG" c3 sha256sum /data/big.bin
 check "container runs after restart" grep -q "$BIG_SUM" <<<"$RUN_OUT"
 
@@ -100,7 +100,7 @@ for i in $(seq 20); do
   sleep 0.5
 done
 check "GC removed all snapshots" bash -c "[[ \$($SN ls | awk 'NR>1' | wc -l) -eq 0 ]]"
-check "no lazy mounts left" bash -c "! grep -q 'fuse.stargz' /proc/mounts"
+check "no lazy mounts left" bash -c "! grep -F '$WORK/' /proc/mounts | grep -q ' fuse.stargz '"
 check "no snapshot directories left" bash -c "[[ \$(ls '$SG_ROOT/snapshots' | wc -l) -eq 0 ]]"
 check "stargzd logged no errors" bash -c "! grep -q ' error ' '$WORK/stargzd.log'"
 finish
