@@ -197,6 +197,19 @@ int sg_config_load(struct sg_config *cfg, const char *path, char *err, size_t er
 			}
 			continue;
 		}
+		if (strcmp(key, "fetch_timeout") == 0 || strcmp(key, "fetch_attempts") == 0) {
+			bool timeout = key[6] == 't';
+			char *end;
+			unsigned long v = strtoul(val, &end, 10);
+			if (*end || end == val || v < 1 || v > (timeout ? 3600u : 20u)) {
+				snprintf(err, errlen, "%s:%u: %s must be %s", path, lineno, key,
+					 timeout ? "a number of seconds from 1 to 3600" : "a count from 1 to 20");
+				r = -EINVAL;
+				goto out;
+			}
+			*(timeout ? &cfg->fetch_timeout_s : &cfg->fetch_attempts) = (unsigned)v;
+			continue;
+		}
 		if (strcmp(key, "insecure_hosts") == 0) {
 			r = parse_string_list(val, cfg->insecure_hosts, &cfg->n_insecure_hosts);
 			if (r < 0) {

@@ -26,6 +26,8 @@ struct sg_config {
 	bool background_fetch;        /* then the rest of the layer (default true) */
 	bool passthrough;             /* kernel reads verified cached files itself (default true) */
 	bool allow_skip_verify;       /* honour skipverify / images without TOC digest (false) */
+	unsigned fetch_timeout_s;     /* registry: first byte and idle body (0 = default 30 s) */
+	unsigned fetch_attempts;      /* registry: tries per request (0 = default 4) */
 	unsigned long fetch_window;   /* blob bytes taken along with an on-demand fetch (0 = default) */
 
 	/* Registry access. */
@@ -41,7 +43,7 @@ void sg_config_clear(struct sg_config *cfg);
 
 /* Reads a config file: `key = value` lines (TOML-style: "strings", true/false, and
  * ["string", "arrays"] on one line), `#` comments.  Keys: root, address, log_level, lazy,
- * prefetch, background_fetch, passthrough, allow_skip_verify, hosts_dir, docker_config,
+ * prefetch, background_fetch, passthrough, fetch_timeout, fetch_attempts, allow_skip_verify, hosts_dir, docker_config,
  * plain_http_localhost, insecure_hosts.  Unknown keys, bad syntax or bad values fail with a
  * message in err naming the file and line.  Returns 0, -ENOENT if the file does not exist, or another
  * negative errno. */

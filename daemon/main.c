@@ -105,6 +105,9 @@ static int setup_remote(struct daemon *d)
 		.insecure_hosts = (const char *const *)c->insecure_hosts,
 		.ninsecure_hosts = c->n_insecure_hosts,
 		.plain_http_localhost = c->plain_http_localhost,
+		.first_byte_timeout_ns = c->fetch_timeout_s * 1000000000ull,
+		.idle_timeout_ns = c->fetch_timeout_s * 1000000000ull,
+		.attempts = c->fetch_attempts,
 	};
 	int r;
 

@@ -25,6 +25,10 @@
 #define BACKGROUND_RETRY_NS (50ull * 1000000u)
 #define DEFAULT_BACKGROUND_DELAY_NS (5ull * 1000000000u)
 #define VERIFY_PARALLEL 2     /* chunks read back at once by a trust check */
+/* After a fetch failed (the source gave up after its retries), on-demand fetches fail at
+ * once for this long: the kernel retries a failed readahead page by page, and each retry
+ * would otherwise wait out the whole retry budget again. */
+#define FAILED_HOLD_NS (300ull * 1000000u)
 
 /* A verified, decompressed chunk held in memory.  refs > 0 while a cache write uses it. */
 struct mem_entry {
@@ -121,6 +125,7 @@ struct sg_layer {
 
 	unsigned ondemand_inflight;
 	uint64_t last_ondemand_ns;      /* when an on-demand fetch last started or ended */
+	uint64_t fetch_failed_ns;       /* when a fetch last failed; 0 after a success */
 	unsigned reads_inflight;
 	unsigned batches_inflight;
 	unsigned jobs_inflight;
@@ -559,6 +564,10 @@ static void batch_fetched(struct sg_op *op)
 	}
 	if (op->res > 0)
 		l->stats.fetched_bytes += (uint64_t)op->res;
+	if (op->res == (int32_t)b->len)
+		l->fetch_failed_ns = 0;
+	else if (!l->closing && op->res != -ECANCELED)
+		l->fetch_failed_ns = sg_now_ns();
 	batch_free(b);
 	if (background)
 		maybe_continue_background(l);
@@ -653,6 +662,9 @@ static int fetch_chunk(struct sg_layer *l, uint32_t chunk, bool ondemand, struct
 	unsigned same_file = 0;
 	bool seq = sequential(l, chunk);
 	int r;
+
+	if (ondemand && l->fetch_failed_ns && sg_now_ns() - l->fetch_failed_ns < FAILED_HOLD_NS)
+		return -EIO;
 
 	list[n++] = chunk;
 	for (uint32_t c = chunk + 1; c < l->n_chunks && n < 64; c++) {

@@ -1,7 +1,7 @@
 # Fixtures for end-to-end tests: a real registry, real containerd with stargzd as its proxy
 # snapshotter, and small images built locally.  Source after tests/integration/lib.sh.
 #
-#   start_registry                 -> $REGISTRY (127.0.0.1:PORT, plain HTTP)
+#   start_registry [NAME]          -> $REGISTRY (127.0.0.1:PORT, plain HTTP), $REGISTRY_PID
 #   make_busybox_rootfs DIR        a minimal rootfs: busybox-static + applet links
 #   make_image OCI_DIR TAG DIR...  OCI layout, one gzip layer per DIR (tests/lib/mkimage.py)
 #   push_image OCI_DIR TAG REPO    -> $REGISTRY/REPO:TAG
@@ -19,8 +19,8 @@ free_port() {
   $PYTHON -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-start_registry() {
-  local port dir=$WORK/registry
+start_registry() {   # [NAME]: another registry beside the first, in $WORK/NAME
+  local port name=${1:-registry} dir=$WORK/${1:-registry}
   port=$(free_port)
   mkdir -p "$dir/data"
   cat >"$dir/config.yml" <<YML
@@ -35,8 +35,9 @@ storage:
 http:
   addr: 127.0.0.1:$port
 YML
-  spawn docker-registry serve "$dir/config.yml" >"$WORK/registry.log" 2>&1
+  spawn docker-registry serve "$dir/config.yml" >"$WORK/$name.log" 2>&1
   REGISTRY=127.0.0.1:$port
+  REGISTRY_PID=$SPAWNED
   wait_for 20 curl -sf "http://$REGISTRY/v2/" -o /dev/null
 }
 
