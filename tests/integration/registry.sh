@@ -3,7 +3,7 @@
 # The registry client (net/registry.c) through tools/stargz-fetch against Debian's real
 # docker-registry: plain HTTP, TLS with a generated CA, htpasswd Basic auth, and — through
 # tests/lib/registry_proxy.py — a Bearer token flow, redirects, multi-range quirks, retries,
-# truncated/stalled/garbage responses, dead registries and hosts.toml mirrors.  Every byte is
+# truncated/stalled/reset/garbage responses, dead registries and hosts.toml mirrors.  Every byte is
 # compared with what curl gets from the registry.  STARGZ_FETCH overrides the binary (default
 # build/tools/stargz-fetch).  Last line: "N passed, N failed".
 . "$(dirname "$0")/lib.sh"
@@ -182,6 +182,11 @@ start_proxy drop --upstream "$REGISTRY" --drop-first 2
 ok_sha "retry: two dropped connections, then success" "$RANGES_SHA" --insecure "${FAST[@]}" "${RANGES[@]}" "127.0.0.1:$PROXY_PORT/test/img:v1" "$LAYER"
 start_proxy trunc --upstream "$REGISTRY" --truncate
 bad "fault: truncated 206 is EIO, never short data" "Input/output error.*closed before the response was complete" --insecure "${FAST[@]}" --attempts 2 --range "${R2[0]}-$((R2[0] + R2[1] - 1))" "127.0.0.1:$PROXY_PORT/test/img:v1" "$LAYER"
+start_proxy reset --upstream "$REGISTRY" --reset
+bad "fault: connection reset mid-body is a clear error, never short data" "Connection reset by peer" --insecure "${FAST[@]}" --attempts 1 --range "${R2[0]}-$((R2[0] + R2[1] - 1))" "127.0.0.1:$PROXY_PORT/test/img:v1" "$LAYER"
+start_proxy reset1 --upstream "$REGISTRY" --reset --reset-first 1
+ok_sha "fault: connection reset mid-body is retried" "$ONE_SHA" --insecure --verbose "${FAST[@]}" --attempts 2 --range "${R2[0]}-$((R2[0] + R2[1] - 1))" "127.0.0.1:$PROXY_PORT/test/img:v1" "$LAYER"
+grep -q "retries=1" "$WORK/err" && pass "fault: reset counted one retry" || fail "fault: reset retry count" "$(grep stats "$WORK/err")"
 start_proxy stall --upstream "$REGISTRY" --stall 20
 t0=$SECONDS
 bad "fault: stalled body hits the idle timeout" "idle timeout" --insecure --timeout-ms 1000 --attempts 1 --range "${R2[0]}-$((R2[0] + R2[1] - 1))" "127.0.0.1:$PROXY_PORT/test/img:v1" "$LAYER"
