@@ -171,7 +171,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(cl))
             self.end_headers()
             return
-        if resp.status in (200, 206) and "/blobs/" in self.path and args.reset and self.take_reset():
+        blob = resp.status in (200, 206) and "/blobs/" in self.path
+        reset = blob and args.reset and self.take_reset()
+        if reset or (blob and (args.truncate or args.stall)):
             self.send_response(resp.status)
             for k, v in out:
                 self.send_header(k, v)
@@ -179,16 +181,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(body[: max(1, len(body) // 2)])
             self.wfile.flush()
-            self.abort_connection()
-            return
-        if resp.status in (200, 206) and "/blobs/" in self.path and (args.truncate or args.stall):
-            self.send_response(resp.status)
-            for k, v in out:
-                self.send_header(k, v)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body[: max(1, len(body) // 2)])
-            self.wfile.flush()
+            if reset:
+                self.abort_connection()
+                return
             if args.stall:
                 time.sleep(args.stall)
             self.close_connection = True
