@@ -5,7 +5,8 @@
  *     {"ServerURL": "...", "Username": "...", "Secret": "..."}
  * The child is started with posix_spawnp; its stdout is read through poll ops on the loop and
  * it is reaped when its pidfd becomes readable, so nothing blocks the loop.  A helper that has
- * not finished within the timeout is killed with its process group.  The answer (or the
+ * not finished within the timeout is killed with its process group.  Its stderr is the
+ * process's own (the daemon's log when detached), so a helper's complaints are kept.  The answer (or the
  * failure) is cached per pair, so a helper runs once for many requests: successes for
  * SG_CREDHELPER_TTL_S, failures for SG_CREDHELPER_FAIL_TTL_S (so that a fixed helper is picked
  * up without a restart, yet a broken one is not run for every request).
