@@ -808,3 +808,16 @@ out:
 		sg_docker_cred_done(ret);
 	return r;
 }
+
+int sg_docker_helper_server(const char *host, char *buf, size_t cap)
+{
+	char *key = normalize_host(host);
+	int n;
+
+	if (!key)
+		return -ENOMEM;
+	/* docker asks helpers about Docker Hub by its legacy index URL (registry.IndexServer). */
+	n = snprintf(buf, cap, "%s", strcmp(key, "docker.io") ? key : "https://index.docker.io/v1/");
+	free(key);
+	return n < 0 || (size_t)n >= cap ? -ENOSPC : n;
+}

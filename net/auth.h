@@ -108,11 +108,18 @@ void sg_docker_config_free(struct sg_docker_config *cfg);
 
 /* Looks up credentials for a registry host ("docker.io", "ghcr.io", "localhost:5000").
  * Docker Hub's aliases (docker.io, index.docker.io, registry-1.docker.io) are one registry.
- * Precedence, as in docker: credHelpers[host], then credsStore (the helper, not the file,
- * holds the secrets then), then an auths entry with inline credentials.  Returns 0 with *ret filled (free with sg_docker_cred_done), or -ENOENT
+ * Precedence, as in docker (configfile.GetCredentialsStore): credHelpers[host], then
+ * credsStore (the helper, not the file, holds the secrets then), and only without either an
+ * auths entry with inline credentials.  Returns 0 with *ret filled (free with sg_docker_cred_done; only
+ * `helper` is set when a helper holds the credentials: net/credhelper runs it), or -ENOENT
  * for anonymous access, or -ENOMEM / -EBADMSG (bad base64 in "auth"). */
 int sg_docker_config_lookup(const struct sg_docker_config *cfg, const char *host,
 			    struct sg_docker_cred *ret);
 void sg_docker_cred_done(struct sg_docker_cred *c);
+
+/* The server name a credential helper is asked about for a registry host: docker's key,
+ * "https://index.docker.io/v1/" for Docker Hub (under any of its aliases), else the host as
+ * written ("127.0.0.1:5000").  Returns the length, -ENOSPC or -ENOMEM. */
+int sg_docker_helper_server(const char *host, char *buf, size_t cap);
 
 #endif

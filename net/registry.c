@@ -16,6 +16,7 @@
 #include "daemon/core/digest.h"
 #include "daemon/core/list.h"
 #include "net/auth.h"
+#include "net/credhelper.h"
 #include "net/conn.h"
 #include "net/hosts_toml.h"
 #include "net/http1.h"
@@ -416,6 +417,7 @@ struct sg_registry {
 	char *hosts_dir;
 	struct sg_tls_trust trust;
 	struct sg_docker_config *docker;
+	struct sg_credhelper *creds;          /* credsStore/credHelpers answers; NULL once closing */
 	struct sg_list hosts, nsconfs, tokens, xfers;
 	unsigned nhosts, nns, ntokens;
 	unsigned refs;
@@ -436,6 +438,7 @@ struct xfer_ops {
 struct xfer {
 	struct sg_list link;                  /* reg->xfers */
 	struct sg_list wait_link;             /* host waiters or token waiters */
+	struct sg_credhelper_wait cwait;      /* waiting for a credential helper's answer */
 	struct sg_registry *reg;
 	const struct xfer_ops *ops;
 	void *owner;
@@ -819,6 +822,7 @@ static void xfer_free(struct xfer *x)
 
 	sg_list_unlink(&x->link);
 	sg_list_unlink(&x->wait_link);
+	sg_credhelper_wait_cancel(&x->cwait);
 	free(x->orig_target);
 	free(x->target);
 	free(x->repo);
@@ -848,6 +852,7 @@ static void xfer_finish(struct xfer *x, int res)
 	x->finishing = true;
 	xfer_release_conn(x, false);
 	sg_list_unlink(&x->wait_link);
+	sg_credhelper_wait_cancel(&x->cwait);
 	if (res < 0 && !x->err[0])
 		xfer_seterr(x, "%s", strerror(-res));
 	if (sg_op_busy(&x->op)) {
@@ -871,6 +876,7 @@ static void xfer_abort(struct xfer *x)
 	x->finishing = true;
 	xfer_release_conn(x, false);
 	sg_list_unlink(&x->wait_link);
+	sg_credhelper_wait_cancel(&x->cwait);
 	if (sg_op_busy(&x->op)) {
 		(void)sg_op_cancel(&x->op);
 		return;
@@ -943,6 +949,34 @@ static void xfer_attempt_failed(struct xfer *x, int res, bool retryable)
 static struct token *token_find(struct sg_registry *reg, const char *host, const char *repo,
 				bool create);
 
+/* Credentials for a registry host: the docker config's own, or the cached answer of the
+ * host's credential helper.  Returns 0 (cred may still hold no username: the helper had
+ * none, and err says why), -ENOENT (nothing configured), -EAGAIN (the helper has not
+ * answered; with w it is asked and w->cb runs later), or another negative errno. */
+static int reg_cred(struct sg_registry *reg, const char *authority, struct sg_credhelper_wait *w,
+		    struct sg_docker_cred *ret, char *err, size_t errcap)
+{
+	struct sg_docker_cred c = { 0 };
+	char server[SG_URL_HOST_MAX + 32];
+	int r;
+
+	*ret = (struct sg_docker_cred){ 0 };
+	if (err && errcap)
+		err[0] = '\0';
+	if (!reg->docker)
+		return -ENOENT;
+	r = sg_docker_config_lookup(reg->docker, authority, &c);
+	if (r < 0 || !c.helper) {
+		*ret = c;
+		return r;
+	}
+	r = reg->creds ? sg_docker_helper_server(authority, server, sizeof(server)) : -ECANCELED;
+	if (r >= 0)
+		r = sg_credhelper_lookup(reg->creds, c.helper, server, w, ret, err, errcap);
+	sg_docker_cred_done(&c);
+	return r;
+}
+
 static void add_auth(struct xfer *x, struct sg_http1_writer *w)
 {
 	struct sg_registry *reg = x->reg;
@@ -970,9 +1004,11 @@ static void add_auth(struct xfer *x, struct sg_http1_writer *w)
 			t->value = NULL;
 		}
 	}
-	if (h->basic && reg->docker) {
-		struct sg_docker_cred cred = { 0 };
-		if (sg_docker_config_lookup(reg->docker, h->authority, &cred) == 0 && cred.username &&
+	if (h->basic) {
+		struct sg_docker_cred cred;
+		/* A helper's answer that expired is not waited for here: the 401 that follows
+		 * asks the helper again (xfer_do_auth). */
+		if (reg_cred(reg, h->authority, NULL, &cred, NULL, 0) == 0 && cred.username &&
 		    cred.password) {
 			char hdr[1024];
 			if (sg_auth_basic_header(cred.username, cred.password, hdr, sizeof(hdr)) > 0) {
@@ -1674,9 +1710,10 @@ static int token_fetch(struct token *t, struct xfer *x)
 		return -ENOMEM;
 	tx->bmax = SG_AUTH_TOKEN_MAX + 4096;
 	tx->accept = "application/json";
-	if (reg->docker) {
-		struct sg_docker_cred cred = { 0 };
-		if (sg_docker_config_lookup(reg->docker, x->ep->host->authority, &cred) == 0) {
+	{
+		/* xfer_do_auth had the helper (if any) answer before calling us. */
+		struct sg_docker_cred cred;
+		if (reg_cred(reg, x->ep->host->authority, NULL, &cred, NULL, 0) == 0) {
 			char hdr[1024];
 			if (cred.username && cred.password &&
 			    sg_auth_basic_header(cred.username, cred.password, hdr, sizeof(hdr)) > 0)
@@ -1690,10 +1727,16 @@ static int token_fetch(struct token *t, struct xfer *x)
 	return 0;
 }
 
+static void xfer_auth_answer(struct xfer *x);
+
+static void on_cred_ready(struct sg_credhelper_wait *w)
+{
+	xfer_auth_answer(sg_container_of(w, struct xfer, cwait));
+}
+
 static void xfer_do_auth(struct xfer *x)
 {
-	struct sg_registry *reg = x->reg;
-	struct host *h = x->ep->host;
+	struct sg_docker_cred cred;
 	int r;
 
 	if (++x->auth_round > 2) {
@@ -1703,6 +1746,25 @@ static void xfer_do_auth(struct xfer *x)
 		xfer_finish(x, -EACCES);
 		return;
 	}
+	/* A credential helper runs as a child process: wait for its answer (cached for the
+	 * next requests) before answering the challenge. */
+	x->cwait.cb = on_cred_ready;
+	r = reg_cred(x->reg, x->ep->host->authority, &x->cwait, &cred, NULL, 0);
+	sg_docker_cred_done(&cred);
+	if (r == -EAGAIN)
+		return;
+	xfer_auth_answer(x);
+}
+
+/* Answers a 401 once the credentials (if any) are known. */
+static void xfer_auth_answer(struct xfer *x)
+{
+	struct sg_registry *reg = x->reg;
+	struct host *h = x->ep->host;
+	int r;
+
+	if (x->finishing)
+		return;
 	if (x->chal.scheme == SG_AUTH_BEARER && x->repo) {
 		struct token *t = token_find(reg, h->authority, x->repo, true);
 		if (!t) {
@@ -1729,18 +1791,24 @@ static void xfer_do_auth(struct xfer *x)
 		return;
 	}
 	if (x->chal.scheme == SG_AUTH_BASIC) {
-		struct sg_docker_cred cred = { 0 };
-		bool have = reg->docker && sg_docker_config_lookup(reg->docker, h->authority, &cred) == 0;
+		struct sg_docker_cred cred;
+		char herr[SG_CREDHELPER_ERR_MAX];
+		bool have = reg_cred(reg, h->authority, NULL, &cred, herr, sizeof(herr)) == 0;
 		bool usable = have && cred.username && cred.password;
-		bool helper = have && cred.helper;
+		bool idtoken = have && cred.identity_token;
 		sg_docker_cred_done(&cred);
 		status_error(x, -EACCES);
 		if (!usable) {
-			sfmt(x->err + strlen(x->err), sizeof(x->err) - strlen(x->err),
-				 helper ? " (credentials for %s are in a credential helper, which is "
-					  "not supported)"
-					: " (no credentials for %s in the docker config)",
-				 h->authority);
+			size_t l = strlen(x->err);
+			if (herr[0])
+				sfmt(x->err + l, sizeof(x->err) - l, " (no credentials for %s: %s)",
+				     h->authority, herr);
+			else if (idtoken)
+				sfmt(x->err + l, sizeof(x->err) - l, " (the credentials for %s are an "
+				     "identity token, which is not supported)", h->authority);
+			else
+				sfmt(x->err + l, sizeof(x->err) - l,
+				     " (no credentials for %s in the docker config)", h->authority);
 			xfer_finish(x, -EACCES);
 			return;
 		}
@@ -1954,6 +2022,7 @@ static void reg_really_free(struct sg_registry *reg)
 	free(reg->insecure);
 	free(reg->hosts_dir);
 	sg_tls_trust_done(&reg->trust);
+	sg_credhelper_free(reg->creds);
 	sg_docker_config_free(reg->docker);
 	free(reg);
 }
@@ -2082,6 +2151,9 @@ int sg_registry_new(struct sg_loop *loop, const struct sg_registry_config *confi
 			goto fail;
 		}
 	}
+	r = sg_credhelper_new(loop, config->cred_helper_timeout_ns, &reg->creds);
+	if (r < 0)
+		goto fail;
 	*ret = reg;
 	return 0;
 fail:
@@ -2110,6 +2182,9 @@ void sg_registry_free(struct sg_registry *reg)
 		while (!sg_list_empty(&h->idle))
 			conn_destroy(sg_container_of(h->idle.next, struct rconn, link));
 	}
+	/* Helpers still running are killed now, not when the last connection closes. */
+	sg_credhelper_free(reg->creds);
+	reg->creds = NULL;
 	reg_unref(reg);
 }
 

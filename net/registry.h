@@ -41,6 +41,10 @@
  * response or manifest, digest mismatch), -EPERM (plain HTTP not allowed), -ELOOP (too many
  * redirects), -EPROTO (other HTTP status), -ECANCELED.  Nothing here logs.
  *
+ * Credentials: the docker config's auths, or its credsStore / credHelpers helpers, which are
+ * asked (net/credhelper.c, a child process, never blocking the loop) when a registry first
+ * answers 401; their answer is cached, so one helper run serves many requests.
+ *
  * Completions always run from the loop's dispatch, never inside the call that started them.
  */
 #ifndef STARGZD_NET_REGISTRY_H
@@ -81,6 +85,7 @@ struct sg_registry_config {
 	uint64_t retry_max_ns;            /* backoff and Retry-After cap; default 5 s */
 	unsigned max_conns_per_host;      /* default 8 */
 	unsigned max_redirects;           /* default 5 */
+	uint64_t cred_helper_timeout_ns;  /* a docker-credential-* run; default 10 s */
 };
 
 /* Reads the configuration files (docker config.json, CA files): call at start-up, not on the

@@ -10,7 +10,9 @@
  *   --insecure            plain HTTP for REF's registry and for localhost addresses
  *   --insecure-host H     plain HTTP for H ("host[:port]"); repeatable
  *   --hosts-dir DIR       containerd certs.d directory (default /etc/containerd/certs.d)
- *   --docker-config FILE  credentials (default $DOCKER_CONFIG/config.json, ~/.docker/config.json)
+ *   --docker-config FILE  credentials (default $DOCKER_CONFIG/config.json, ~/.docker/config.json);
+ *                         its credsStore/credHelpers run docker-credential-NAME from PATH
+ *   --helper-timeout-ms N a credential helper is killed after N ms (default 10000)
  *   --ca FILE             extra trusted CA certificates (PEM); repeatable
  *   --no-system-ca        do not trust the system CA bundle
  *   --platform OS/ARCH    for image indexes (default linux/amd64)
@@ -260,7 +262,8 @@ static int usage(void)
 {
 	fprintf(stderr,
 		"usage: stargz-fetch [--insecure] [--insecure-host H] [--hosts-dir DIR]\n"
-		"                    [--docker-config FILE] [--ca FILE] [--no-system-ca]\n"
+		"                    [--docker-config FILE] [--helper-timeout-ms N]\n"
+		"                    [--ca FILE] [--no-system-ca]\n"
 		"                    [--platform OS/ARCH] [--timeout-ms N] [--attempts N]\n"
 		"                    [--retry-base-ms N] [--max-conns N] [--chunk BYTES]\n"
 		"                    [--parallel N] [--range A-B]... [--repeat N] [--size]\n"
@@ -325,6 +328,8 @@ int main(int argc, char **argv)
 			cfg.hosts_dir = v, i++;
 		} else if (!strcmp(o, "--docker-config")) {
 			cfg.docker_config = v, i++;
+		} else if (!strcmp(o, "--helper-timeout-ms")) {
+			cfg.cred_helper_timeout_ns = strtoull(v, NULL, 10) * 1000000ull, i++;
 		} else if (!strcmp(o, "--platform")) {
 			a.platform = v, i++;
 		} else if (!strcmp(o, "--timeout-ms")) {

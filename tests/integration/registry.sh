@@ -3,61 +3,16 @@
 # The registry client (net/registry.c) through tools/stargz-fetch against Debian's real
 # docker-registry: plain HTTP, TLS with a generated CA, htpasswd Basic auth, and — through
 # tests/lib/registry_proxy.py — a Bearer token flow, redirects, multi-range quirks, retries,
-# truncated/stalled/garbage responses, dead registries and hosts.toml mirrors.  Every byte is
+# truncated/stalled/reset/garbage responses, dead registries and hosts.toml mirrors.  Every byte is
 # compared with what curl gets from the registry.  STARGZ_FETCH overrides the binary (default
 # build/tools/stargz-fetch).  Last line: "N passed, N failed".
 . "$(dirname "$0")/lib.sh"
 . "$STARGZD_TOP/tests/lib/fixtures.sh"
 . "$STARGZD_TOP/tests/lib/registry_fixtures.sh"
-FETCH=${STARGZ_FETCH:-$STARGZD_TOP/${BUILD:-build}/tools/stargz-fetch}
-
-if [[ ! -x $FETCH ]]; then
-  fail "stargz-fetch missing at $FETCH"
-  finish
-fi
-for tool in docker-registry skopeo htpasswd openssl curl; do
-  command -v $tool >/dev/null || { skip "all" "$tool not installed"; finish; }
-done
-
-# ---- helpers ----
-# ok_sha NAME WANT_SHA FETCH-ARGS...: stargz-fetch succeeds and its output has that sha256.
-ok_sha() {
-  local name=$1 want=$2; shift 2
-  local got
-  if ! "$FETCH" "$@" >"$WORK/out" 2>"$WORK/err"; then
-    fail "$name" "exit $?: $(tail -c 400 "$WORK/err")"
-    return 1
-  fi
-  got=$(sha256sum <"$WORK/out" | cut -d' ' -f1)
-  if [[ $got == "$want" ]]; then pass "$name"; else fail "$name" "sha256 $got, want $want"; return 1; fi
-}
-# bad NAME REGEX FETCH-ARGS...: stargz-fetch fails (exit 1), prints nothing, says REGEX on stderr.
-bad() {
-  local name=$1 re=$2; shift 2
-  "$FETCH" "$@" >"$WORK/out" 2>"$WORK/err"
-  local rc=$?
-  if [[ $rc -ne 1 ]]; then fail "$name" "exit $rc, want 1"; return 1; fi
-  if [[ -s $WORK/out ]]; then fail "$name" "printed $(wc -c <"$WORK/out") bytes"; return 1; fi
-  if grep -Eq -- "$re" "$WORK/err"; then pass "$name"; else fail "$name" "stderr: $(tail -c 300 "$WORK/err")"; return 1; fi
-}
-slice() { tail -c +$(($2 + 1)) "$1" | head -c "$3"; }   # FILE OFFSET LEN
-sha() { sha256sum | cut -d' ' -f1; }
+need_fetch docker-registry skopeo htpasswd openssl curl
 
 # ---- fixtures: one image, pushed once; every registry below shares its storage ----
-start_registry || { fail "docker-registry did not start"; finish; }
-mkdir -p "$WORK/root"
-make_busybox_rootfs "$WORK/root"
-head -c 3000000 /dev/urandom >"$WORK/root/random.bin"
-make_image "$WORK/oci" v1 "$WORK/root" >/dev/null || { fail "make_image"; finish; }
-push_image "$WORK/oci" v1 test/img || { fail "skopeo push"; finish; }
-REF=$REGISTRY/test/img:v1
-curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$REGISTRY/v2/test/img/manifests/v1" >"$WORK/manifest.json"
-LAYER=$($PYTHON -c 'import json,sys; print(json.load(open(sys.argv[1]))["layers"][0]["digest"])' "$WORK/manifest.json")
-curl -sf "http://$REGISTRY/v2/test/img/blobs/$LAYER" >"$WORK/blob"
-BLOB_SHA=${LAYER#sha256:}
-BLOB_SIZE=$(stat -c %s "$WORK/blob")
-MAN_SHA=$(sha <"$WORK/manifest.json")
-[[ $(sha <"$WORK/blob") == "$BLOB_SHA" && $BLOB_SIZE -gt 1000000 ]] || { fail "fixture blob"; finish; }
+push_test_image 3000000
 # Three ranges: the start, the middle, the tail end.
 R1=(0 4096) R2=(1000000 70000) R3=($((BLOB_SIZE - 1000)) 1000)
 RANGES=(--range "${R1[0]}-$((R1[0] + R1[1] - 1))" --range "${R2[0]}-$((R2[0] + R2[1] - 1))" --range "${R3[0]}-$((R3[0] + R3[1] - 1))")
@@ -182,6 +137,11 @@ start_proxy drop --upstream "$REGISTRY" --drop-first 2
 ok_sha "retry: two dropped connections, then success" "$RANGES_SHA" --insecure "${FAST[@]}" "${RANGES[@]}" "127.0.0.1:$PROXY_PORT/test/img:v1" "$LAYER"
 start_proxy trunc --upstream "$REGISTRY" --truncate
 bad "fault: truncated 206 is EIO, never short data" "Input/output error.*closed before the response was complete" --insecure "${FAST[@]}" --attempts 2 --range "${R2[0]}-$((R2[0] + R2[1] - 1))" "127.0.0.1:$PROXY_PORT/test/img:v1" "$LAYER"
+start_proxy reset --upstream "$REGISTRY" --reset
+bad "fault: connection reset mid-body is a clear error, never short data" "Connection reset by peer" --insecure "${FAST[@]}" --attempts 1 --range "${R2[0]}-$((R2[0] + R2[1] - 1))" "127.0.0.1:$PROXY_PORT/test/img:v1" "$LAYER"
+start_proxy reset1 --upstream "$REGISTRY" --reset --reset-first 1
+ok_sha "fault: connection reset mid-body is retried" "$ONE_SHA" --insecure --verbose "${FAST[@]}" --attempts 2 --range "${R2[0]}-$((R2[0] + R2[1] - 1))" "127.0.0.1:$PROXY_PORT/test/img:v1" "$LAYER"
+grep -q "retries=1" "$WORK/err" && pass "fault: reset counted one retry" || fail "fault: reset retry count" "$(grep stats "$WORK/err")"
 start_proxy stall --upstream "$REGISTRY" --stall 20
 t0=$SECONDS
 bad "fault: stalled body hits the idle timeout" "idle timeout" --insecure --timeout-ms 1000 --attempts 1 --range "${R2[0]}-$((R2[0] + R2[1] - 1))" "127.0.0.1:$PROXY_PORT/test/img:v1" "$LAYER"

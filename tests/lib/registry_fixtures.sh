@@ -7,6 +7,12 @@
 #                                  its request log in $WORK/LOGNAME.log
 #   make_test_ca DIR               DIR/{ca,other}.pem + keys, DIR/srv.pem for 127.0.0.1 and
 #                                  localhost, DIR/wrongname.pem for registry.invalid only
+#   need_fetch TOOL...             sets $FETCH (stargz-fetch); fails or skips the whole
+#                                  script when it or one of the tools is missing
+#   push_test_image BYTES          start_registry and push test/img:v1 (busybox + BYTES of
+#                                  random data) -> $REF $LAYER $BLOB_SHA $BLOB_SIZE $MAN_SHA,
+#                                  $WORK/manifest.json and $WORK/blob as the registry serves them
+#   ok_sha / bad                   run $FETCH and check its output or its error
 REGISTRY_FIXTURES_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 wait_port() {   # PORT
@@ -68,4 +74,56 @@ make_test_ca() {
     done
   )
   [[ -s $d/srv.pem && -s $d/wrongname.pem ]]
+}
+
+# ok_sha NAME WANT_SHA FETCH-ARGS...: stargz-fetch succeeds and its output has that sha256.
+ok_sha() {
+  local name=$1 want=$2; shift 2
+  local got
+  if ! "$FETCH" "$@" >"$WORK/out" 2>"$WORK/err"; then
+    fail "$name" "exit $?: $(tail -c 400 "$WORK/err")"
+    return 1
+  fi
+  got=$(sha256sum <"$WORK/out" | cut -d' ' -f1)
+  if [[ $got == "$want" ]]; then pass "$name"; else fail "$name" "sha256 $got, want $want"; return 1; fi
+}
+# bad NAME REGEX FETCH-ARGS...: stargz-fetch fails (exit 1), prints nothing, says REGEX on stderr.
+bad() {
+  local name=$1 re=$2; shift 2
+  "$FETCH" "$@" >"$WORK/out" 2>"$WORK/err"
+  local rc=$?
+  if [[ $rc -ne 1 ]]; then fail "$name" "exit $rc, want 1"; return 1; fi
+  if [[ -s $WORK/out ]]; then fail "$name" "printed $(wc -c <"$WORK/out") bytes"; return 1; fi
+  if grep -Eq -- "$re" "$WORK/err"; then pass "$name"; else fail "$name" "stderr: $(tail -c 300 "$WORK/err")"; return 1; fi
+}
+slice() { tail -c +$(($2 + 1)) "$1" | head -c "$3"; }   # FILE OFFSET LEN
+sha() { sha256sum | cut -d' ' -f1; }
+
+need_fetch() {
+  FETCH=${STARGZ_FETCH:-$STARGZD_TOP/${BUILD:-build}/tools/stargz-fetch}
+  if [[ ! -x $FETCH ]]; then
+    fail "stargz-fetch missing at $FETCH"
+    finish
+  fi
+  local tool
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || { skip "all" "$tool not installed"; finish; }
+  done
+}
+
+push_test_image() {
+  start_registry || { fail "docker-registry did not start"; finish; }
+  mkdir -p "$WORK/root"
+  make_busybox_rootfs "$WORK/root"
+  head -c "$1" /dev/urandom >"$WORK/root/random.bin"
+  make_image "$WORK/oci" v1 "$WORK/root" >/dev/null || { fail "make_image"; finish; }
+  push_image "$WORK/oci" v1 test/img || { fail "skopeo push"; finish; }
+  REF=$REGISTRY/test/img:v1
+  curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$REGISTRY/v2/test/img/manifests/v1" >"$WORK/manifest.json"
+  LAYER=$($PYTHON -c 'import json,sys; print(json.load(open(sys.argv[1]))["layers"][0]["digest"])' "$WORK/manifest.json")
+  curl -sf "http://$REGISTRY/v2/test/img/blobs/$LAYER" >"$WORK/blob"
+  BLOB_SHA=${LAYER#sha256:}
+  BLOB_SIZE=$(stat -c %s "$WORK/blob")
+  MAN_SHA=$(sha <"$WORK/manifest.json")
+  [[ $(sha <"$WORK/blob") == "$BLOB_SHA" && $BLOB_SIZE -gt $1 ]] || { fail "fixture blob"; finish; }
 }

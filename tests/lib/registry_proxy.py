@@ -4,7 +4,7 @@
 Forwards GET/HEAD to --upstream (a real docker-registry) and, depending on the options,
 demands Bearer tokens (and serves them at /token), redirects blob requests elsewhere, mangles
 multi-range requests the way real registries do, fails or drops the first requests, truncates
-or stalls bodies, or answers garbage.  Every request is logged to --log as one line:
+or stalls bodies, resets connections mid-body, or answers garbage.  Every request is logged to --log as one line:
     METHOD PATH range=RANGE auth=AUTHORIZATION
 """
 import argparse
@@ -13,7 +13,9 @@ import http.client
 import http.server
 import re
 import secrets
+import os
 import socket
+import struct
 import sys
 import threading
 import time
@@ -33,13 +35,15 @@ ap.add_argument("--retry-after", default="0")
 ap.add_argument("--drop-first", type=int, default=0, help="close the first N without answering")
 ap.add_argument("--truncate", action="store_true", help="206/200 bodies end half-way")
 ap.add_argument("--stall", type=float, default=0, help="send part of a body, then stall")
+ap.add_argument("--reset", action="store_true", help="send part of a blob body, then a TCP RST")
+ap.add_argument("--reset-first", type=int, default=0, help="with --reset: only the first N bodies (0 = all)")
 ap.add_argument("--garbage", action="store_true", help="answer with a broken status line")
 ap.add_argument("--tamper-manifests", action="store_true", help="append a space to manifests")
 ap.add_argument("--big-header", action="store_true", help="answer with a 40 KiB header")
 args = ap.parse_args()
 
 lock = threading.Lock()
-counter = {"n": 0}
+counter = {"n": 0, "resets": 0}
 tokens = {}   # token -> uses
 logf = open(args.log, "a", buffering=1)
 
@@ -167,7 +171,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(cl))
             self.end_headers()
             return
-        if resp.status in (200, 206) and "/blobs/" in self.path and (args.truncate or args.stall):
+        blob = resp.status in (200, 206) and "/blobs/" in self.path
+        reset = blob and args.reset and self.take_reset()
+        if reset or (blob and (args.truncate or args.stall)):
             self.send_response(resp.status)
             for k, v in out:
                 self.send_header(k, v)
@@ -175,11 +181,30 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(body[: max(1, len(body) // 2)])
             self.wfile.flush()
+            if reset:
+                self.abort_connection()
+                return
             if args.stall:
                 time.sleep(args.stall)
             self.close_connection = True
             return
         self.reply(resp.status, out, body)
+
+
+    def take_reset(self):
+        with lock:
+            if args.reset_first and counter["resets"] >= args.reset_first:
+                return False
+            counter["resets"] += 1
+            return True
+
+    def abort_connection(self):
+        # SO_LINGER {on, 0} makes close() send RST instead of FIN.  The socket is detached and
+        # closed here: socketserver would shut it down (a FIN) before closing it otherwise, and
+        # the buffered reader and writer still hold references that would delay the close.
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        os.close(self.connection.detach())
+        self.close_connection = True
 
 
 class Server(http.server.ThreadingHTTPServer):
