@@ -291,6 +291,7 @@ static bool toc_from_tail(struct rlayer *rl, const uint8_t *tail, size_t tail_le
 		return false;   /* no footer here, or a TOC larger than the tail: the normal path */
 	opts.toc_digest = rl->has_toc_digest ? &rl->toc_digest : NULL;
 	opts.skip_verify = rl->skip_verify;
+	opts.keep_json = true;   /* stargz.index.json: sg_layer_new stores it */
 	int res = sg_esgz_load_toc_member(r->gz, tail + (footer.toc_offset - tail_off),
 					  (size_t)(footer.toc_end - footer.toc_offset), &footer, &opts,
 					  &toc, &err);
@@ -316,6 +317,7 @@ static void on_blob_opened(void *userdata, int res, struct sg_range_source *src,
 	rl->state = RL_LOADING_TOC;
 	opts.toc_digest = rl->has_toc_digest ? &rl->toc_digest : NULL;
 	opts.skip_verify = rl->skip_verify;
+	opts.keep_json = true;   /* stargz.index.json: sg_layer_new stores it */
 	res = sg_esgz_open(src, &opts, on_toc, rl, &rl->open_req);
 	if (res < 0) {
 		snprintf(msg, sizeof(msg), "layer %s: cannot read its TOC: %s", rl->digest,

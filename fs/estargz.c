@@ -11,11 +11,14 @@
 #include "fs/gz.h"
 #include "fs/mem.h"
 #include "fs/range_source.h"
+#include "fs/tar.h"
 
 /* From toc.c. */
 int sg_esgz_fail(struct sg_esgz_error *err, int code, int errnum, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 void sg_toc_set_digest(struct sg_toc *t, const struct sg_digest *d, bool verified);
+int sg_toc_add_self(struct sg_toc *t, const struct sg_tar_entry *h, size_t json_len);
+void sg_toc_keep_json(struct sg_toc *t, uint8_t *buf, size_t cap, const uint8_t *json, size_t len);
 
 #define ZSTD_CHUNKED_MAGIC "GnUlInUx"
 #define EXTERNAL_TOC_MAGIC "STARGZEXTERNALTOC"
@@ -122,88 +125,39 @@ int sg_esgz_parse_footer(const void *tail, size_t tail_len, uint64_t blob_size,
 
 /* ---- the TOC member ---- */
 
-static bool tar_octal(const uint8_t *f, size_t n, uint64_t *ret)
-{
-	uint64_t v = 0;
-	size_t i = 0;
-
-	if (f[0] & 0x80) {
-		/* base-256 (GNU): big-endian, top bit is the marker */
-		if (f[0] & 0x40)
-			return false;   /* negative */
-		v = f[0] & 0x3f;
-		for (i = 1; i < n; i++) {
-			if (v >> 55)
-				return false;
-			v = v << 8 | f[i];
-		}
-		*ret = v;
-		return true;
-	}
-	while (i < n && (f[i] == ' ' || f[i] == 0))
-		i++;
-	for (; i < n && f[i] >= '0' && f[i] <= '7'; i++) {
-		if (v >> 60)
-			return false;
-		v = v << 3 | (uint64_t)(f[i] - '0');
-	}
-	for (; i < n; i++)
-		if (f[i] != ' ' && f[i] != 0)
-			return false;
-	*ret = v;
-	return true;
-}
-
-static bool tar_checksum_ok(const uint8_t *h)
-{
-	uint64_t want;
-	unsigned sum = 0;
-
-	if (!tar_octal(h + 148, 8, &want))
-		return false;
-	for (int i = 0; i < 512; i++)
-		sum += (i >= 148 && i < 156) ? ' ' : h[i];
-	return sum == want;
-}
-
-/* Finds the JSON inside the decompressed member: a tar entry named stargz.index.json,
- * possibly after one PAX extended header. */
+/* Finds the JSON inside the decompressed member: the first tar entry (after any PAX or GNU
+ * extended headers, which fs/tar.c merges, and PAX global headers), a regular file named
+ * stargz.index.json.  *ret_hdr gets its metadata (release with sg_tar_entry_done): the tree
+ * shows the file as tar -x creates it. */
 static int toc_json(const uint8_t *m, size_t len, const uint8_t **ret_json,
-		    size_t *ret_json_len, struct sg_esgz_error *err)
+		    size_t *ret_json_len, struct sg_tar_entry *ret_hdr, struct sg_esgz_error *err)
 {
-	size_t at = 0;
+	struct sg_tar_reader rd;
+	struct sg_tar_entry e;
+	int r;
 
-	for (int hdrs = 0;; hdrs++) {
-		uint64_t size;
-		const uint8_t *h = m + at;
-
-		if (len - at < 512)
-			return sg_esgz_fail(err, SG_ESGZ_E_TOC_TAR, EBADMSG,
-					    "TOC member is too short for a tar header");
-		if (!tar_checksum_ok(h) || !tar_octal(h + 124, 12, &size))
-			return sg_esgz_fail(err, SG_ESGZ_E_TOC_TAR, EBADMSG,
-					    "TOC member does not start with a valid tar header");
-		if (size > len - at - 512)
-			return sg_esgz_fail(err, SG_ESGZ_E_TOC_TAR, EBADMSG,
-					    "TOC tar entry claims %llu bytes, the member has %zu",
-					    (unsigned long long)size, len - at - 512);
-		if ((h[156] == 'x' || h[156] == 'g') && hdrs == 0) {
-			at += 512 + (size + 511) / 512 * 512;
-			if (at > len)
-				at = len;
-			continue;
-		}
-		if (h[156] != '0' && h[156] != 0)
-			return sg_esgz_fail(err, SG_ESGZ_E_TOC_TAR, EBADMSG,
-					    "TOC tar entry is not a regular file");
-		if (h[345] != 0 || strnlen((const char *)h, 100) != strlen(SG_ESGZ_TOC_NAME) ||
-		    memcmp(h, SG_ESGZ_TOC_NAME, strlen(SG_ESGZ_TOC_NAME)) != 0)
-			return sg_esgz_fail(err, SG_ESGZ_E_TOC_TAR, EBADMSG,
-					    "TOC tar entry is not named " SG_ESGZ_TOC_NAME);
-		*ret_json = h + 512;
-		*ret_json_len = (size_t)size;
-		return 0;
+	sg_tar_reader_init(&rd, m, len);
+	while ((r = sg_tar_next(&rd, &e)) == 1 && e.type == 'g')
+		sg_tar_entry_done(&e);
+	if (r < 0)
+		return sg_esgz_fail(err, SG_ESGZ_E_TOC_TAR, EBADMSG,
+				    "TOC member is not a valid tar entry: %s", rd.err);
+	if (r == 0)
+		return sg_esgz_fail(err, SG_ESGZ_E_TOC_TAR, EBADMSG, "TOC member holds no tar entry");
+	if (e.type != '0')
+		r = sg_esgz_fail(err, SG_ESGZ_E_TOC_TAR, EBADMSG,
+				 "TOC tar entry is not a regular file");
+	else if (strcmp(e.name, SG_ESGZ_TOC_NAME) != 0)
+		r = sg_esgz_fail(err, SG_ESGZ_E_TOC_TAR, EBADMSG,
+				 "TOC tar entry is not named " SG_ESGZ_TOC_NAME);
+	if (r < 0) {
+		sg_tar_entry_done(&e);
+		return r;
 	}
+	*ret_json = m + e.data_off;
+	*ret_json_len = (size_t)e.size;
+	*ret_hdr = e;
+	return 0;
 }
 
 /* Hashing a large TOC runs on a helper thread while the parser works: on two cores that
@@ -286,6 +240,7 @@ int sg_esgz_load_toc_member(struct sg_gz *gz, const void *member, size_t len,
 	uint8_t *out = NULL;
 	size_t out_len = 0, out_cap = 0, json_len = 0;
 	const uint8_t *json = NULL;
+	struct sg_tar_entry hdr = { 0 };
 	struct sg_digest d;
 	struct sg_toc *toc = NULL;
 	int r;
@@ -310,7 +265,7 @@ int sg_esgz_load_toc_member(struct sg_gz *gz, const void *member, size_t len,
 		return sg_esgz_fail(reterr, SG_ESGZ_E_TOC_GZIP, EBADMSG,
 				    "TOC at offset %llu is not a single valid gzip member",
 				    (unsigned long long)footer->toc_offset);
-	r = toc_json(out, out_len, &json, &json_len, reterr);
+	r = toc_json(out, out_len, &json, &json_len, &hdr, reterr);
 	if (r < 0)
 		goto out;
 	if (json_len > limit) {
@@ -350,10 +305,28 @@ int sg_esgz_load_toc_member(struct sg_gz *gz, const void *member, size_t len,
 	r = threaded ? pr : sg_toc_parse_json(json, json_len, footer->toc_offset, opts, &toc, reterr);
 	if (r < 0)
 		goto out;
+	r = sg_toc_add_self(toc, &hdr, json_len);
+	if (r < 0) {
+		sg_toc_free(toc);
+		if (r == -ENOMEM)
+			r = sg_esgz_fail(reterr, SG_ESGZ_E_NOMEM, ENOMEM, "out of memory");
+		else if (r == -EOVERFLOW)
+			r = sg_esgz_fail(reterr, SG_ESGZ_E_OVERFLOW, EOVERFLOW,
+					 "the TOC's tar header has an out-of-range uid or gid");
+		else
+			r = sg_esgz_fail(reterr, SG_ESGZ_E_LIMIT, E2BIG, "TOC index is full");
+		goto out;
+	}
 	sg_toc_set_digest(toc, &d, opts && opts->toc_digest);
+	if (opts && opts->keep_json) {
+		sg_toc_keep_json(toc, out, out_cap, json, json_len);
+		out = NULL;
+	}
 	*ret_toc = toc;
 out:
-	sg_big_free(out, out_cap);
+	sg_tar_entry_done(&hdr);
+	if (out)
+		sg_big_free(out, out_cap);
 	return r;
 }
 

@@ -82,6 +82,9 @@ struct sg_esgz_options {
 	bool skip_verify;
 	uint64_t max_toc_size;     /* decompressed TOC member; 0 = SG_ESGZ_DEFAULT_MAX_TOC */
 	uint32_t max_entries;      /* 0 = SG_ESGZ_DEFAULT_MAX_ENTRIES */
+	/* Keep the verified TOC JSON with the index (sg_toc_json): the content of its
+	 * stargz.index.json node.  Off for tools that only want the index. */
+	bool keep_json;
 };
 
 /* ---- footer ---- */
@@ -122,6 +125,8 @@ enum sg_toc_flags {
 	SG_TOC_F_WHITEOUT = 1 << 1,  /* was ".wh.NAME": the node is named NAME; show it as a
 				      * 0:0 character device (overlayfs whiteout) */
 	SG_TOC_F_OPAQUE = 1 << 2,    /* directory had ".wh..wh..opq": mark opaque */
+	SG_TOC_F_SELF = 1 << 3,      /* stargz.index.json, the TOC JSON itself: no chunks (see
+				      * sg_toc_self) */
 };
 
 /* One file, directory or link.  Read-only view; pointers stay valid while the toc lives. */
@@ -193,6 +198,20 @@ int sg_toc_xattr(const struct sg_toc *toc, const struct sg_toc_node *n, unsigned
 bool sg_toc_has_prefetch(const struct sg_toc *toc, uint64_t *ret_prefetch_end);
 bool sg_toc_has_no_prefetch_landmark(const struct sg_toc *toc);
 bool sg_toc_verified(const struct sg_toc *toc);   /* TOC digest was checked */
+
+/* The bookkeeping entries are part of the layer's tar, so a full pull extracts them; the
+ * tree has them too.  The landmarks are ordinary TOC entries.  stargz.index.json is not in
+ * the TOC: a loaded index gets a node for it at the root (SG_TOC_F_SELF, a regular file of
+ * the JSON's size, no chunks) with the mode, owner, names and mtime of its tar header in
+ * the TOC member.  sg_toc_self returns that node, SG_TOC_NONE when the index has none (one
+ * parsed by sg_toc_parse_json alone).
+ *
+ * Its content is the TOC JSON itself.  With sg_esgz_options.keep_json the loader leaves the
+ * verified JSON with the index (sg_toc_json) until sg_toc_drop_json or sg_toc_free, so that
+ * whoever serves the file (sg_layer_new) can store it once and release the memory. */
+uint32_t sg_toc_self(const struct sg_toc *toc);
+bool sg_toc_json(const struct sg_toc *toc, const void **ret_json, size_t *ret_len);
+void sg_toc_drop_json(struct sg_toc *toc);
 const struct sg_digest *sg_toc_digest(const struct sg_toc *toc);   /* sha256 of the JSON */
 uint64_t sg_toc_offset(const struct sg_toc *toc);
 /* Heap bytes held by the index, split into names (string arena) and the rest. */

@@ -122,6 +122,7 @@ struct sg_layer {
 
 	struct fd_slot fds[FD_SLOTS];
 	unsigned fd_clock;
+	int toc_json_fd;               /* stargz.index.json's content, -1 = none */
 
 	unsigned ondemand_inflight;
 	uint64_t last_ondemand_ns;      /* when an on-demand fetch last started or ended */
@@ -690,6 +691,77 @@ static int fetch_chunk(struct sg_layer *l, uint32_t chunk, bool ondemand, struct
 	return 0;
 }
 
+/* ---- stargz.index.json ---- */
+
+/* Its bytes are the TOC JSON, verified against the TOC digest when the TOC was loaded.
+ * sg_layer_new writes them from that verified copy to CACHE/stargz.index.json at every open
+ * (a plain file holding the decompressed bytes, like the other cache files) and keeps the
+ * descriptor of the file it wrote: a copy left by an earlier mount is never trusted.  The
+ * write is synchronous on the loop, like the TOC parse that just produced the bytes (a few
+ * ms for a TOC of 10 MB into the page cache). */
+static int store_toc_json(struct sg_layer *l)
+{
+	char path[4200], tmp[4220];
+	const void *json;
+	size_t len, done = 0;
+	int fd, r = 0;
+
+	if (!sg_toc_json(l->toc, &json, &len))
+		return 0;   /* not kept by the loader: reads of the file fail with EIO */
+	snprintf(path, sizeof(path), "%s/%s", l->cache_dir, SG_ESGZ_TOC_NAME);
+	snprintf(tmp, sizeof(tmp), "%s.XXXXXX", path);
+	fd = mkostemp(tmp, O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	while (done < len) {
+		ssize_t n = write(fd, (const uint8_t *)json + done, len - done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			r = n < 0 ? -errno : -EIO;
+			break;
+		}
+		done += (size_t)n;
+	}
+	if (r == 0 && rename(tmp, path) < 0)
+		r = -errno;
+	if (r < 0) {
+		(void)unlink(tmp);
+		close(fd);
+		return r;
+	}
+	l->toc_json_fd = fd;
+	sg_toc_drop_json(l->toc);
+	return 0;
+}
+
+static void toc_json_read_done(struct sg_op *op)
+{
+	struct layer_read *r = sg_container_of(op, struct layer_read, done_op);
+
+	/* The file was written whole at open: anything short is damage, not the end. */
+	if (op->res != -ECANCELED && op->res != (int32_t)r->len)
+		r->error = -EIO;
+	read_done_cb(op);
+}
+
+/* r: a read of `len` bytes (clamped to the file) with no chunk parts. */
+static void read_toc_json(struct sg_layer *l, struct layer_read *r)
+{
+	if (r->len > (1u << 30))
+		r->len = 1u << 30;   /* one op's result; FUSE reads are at most 1 MiB */
+	if (r->len > 0 && l->toc_json_fd < 0)
+		r->error = -EIO;
+	if (r->len > 0 && !r->error) {
+		sg_op_set_group(&r->done_op, &l->group);
+		if (sg_read(l->loop, &r->done_op, l->toc_json_fd, r->buf, r->len, r->offset,
+			    toc_json_read_done) == 0)
+			return;
+		r->error = -EIO;
+	}
+	read_finish(r);
+}
+
 /* ---- public read ---- */
 
 int sg_layer_read(struct sg_layer *l, uint32_t node, uint64_t offset, size_t len, void *buf,
@@ -741,6 +813,10 @@ int sg_layer_read(struct sg_layer *l, uint32_t node, uint64_t offset, size_t len
 	r->pending = count + 1;   /* +1 until every part is placed */
 	sg_op_init(&r->done_op);
 	l->reads_inflight++;
+	if (n->flags & SG_TOC_F_SELF) {
+		read_toc_json(l, r);
+		return 0;
+	}
 
 	for (uint32_t i = 0; i < count; i++) {
 		uint32_t c = n->first_chunk + first + i;
@@ -1057,6 +1133,7 @@ int sg_layer_new(struct sg_loop *loop, struct sg_range_source *src, struct sg_to
 	l->toc = toc;
 	l->cfg = *config;
 	l->bitmap_fd = -1;
+	l->toc_json_fd = -1;
 	if (!l->cfg.mem_cache_bytes)
 		l->cfg.mem_cache_bytes = DEFAULT_MEM_CACHE;
 	if (!l->cfg.max_batch_bytes)
@@ -1108,6 +1185,8 @@ int sg_layer_new(struct sg_loop *loop, struct sg_range_source *src, struct sg_to
 	}
 	l->stats.chunks_total = l->n_chunks;
 	r = load_bitmap(l);
+	if (r == 0)
+		r = store_toc_json(l);
 	if (r < 0)
 		goto fail;
 
@@ -1175,6 +1254,8 @@ void sg_layer_free(struct sg_layer *l)
 			close(l->fds[i].fd);
 	if (l->bitmap_fd >= 0)
 		close(l->bitmap_fd);
+	if (l->toc_json_fd >= 0)
+		close(l->toc_json_fd);
 	free(l->chunk_file);
 	free(l->jobs);
 	free(l->mem);

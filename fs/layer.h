@@ -10,6 +10,10 @@
  * of one chunk share one load.  No byte reaches a reader before its chunk digest matched
  * (unless the layer was opened with verification explicitly off).
  *
+ * stargz.index.json (the TOC's own node, no chunks) is served from CACHE/stargz.index.json,
+ * written at sg_layer_new from the verified JSON the loader kept (sg_esgz_options.keep_json;
+ * without it, reads of that file fail with -EIO).
+ *
  * Prefetch (the prioritized region before `.prefetch.landmark`) and background fetch (the
  * rest of the layer, one batch at a time, yielding to on-demand reads) fill the disk cache
  * so that the layer becomes fully local.

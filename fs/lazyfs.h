@@ -9,7 +9,8 @@
  * The tree is the layer's TOC: inode = TOC node id + 1 (the root is 1), hardlinks share
  * their target's inode, whiteouts appear as 0:0 character devices and opaque directories
  * carry trusted.overlay.opaque=y (and user.overlay.opaque=y), as overlayfs expects of a
- * lower layer.  The layer is immutable, so attributes and entries are cached by the kernel
+ * lower layer.  The eStargz bookkeeping entries (stargz.index.json, the landmarks) are there
+ * as a full pull extracts them.  The layer is immutable, so attributes and entries are cached by the kernel
  * for a long time and open files keep their page cache. */
 #ifndef STARGZD_FS_LAZYFS_H
 #define STARGZD_FS_LAZYFS_H

@@ -14,6 +14,7 @@
 #include <yajl/yajl_parse.h>
 
 #include "fs/mem.h"
+#include "fs/tar.h"
 
 #define NAME_MAX_LEN 255
 #define PATH_MAX_LEN 4096
@@ -38,6 +39,11 @@ struct sg_toc {
 	uint64_t prefetch_end;
 	bool has_prefetch, has_no_prefetch, verified;
 	struct sg_digest toc_digest;
+	uint32_t self;            /* the stargz.index.json node, SG_TOC_NONE = none */
+	uint8_t *json_buf;        /* kept TOC member (sg_big mapping), NULL = none */
+	size_t json_cap;
+	const uint8_t *json;      /* the JSON inside json_buf */
+	size_t json_len;
 };
 
 /* ---- errors ---- */
@@ -744,20 +750,21 @@ static int commit_entry(struct parser *p)
 	if (!resolve_dir(p, path, dlen, &parent))
 		return 0;
 	if (parent == SG_TOC_ROOT) {
-		bool prefetch = blen == 18 && memcmp(base, ".prefetch.landmark", 18) == 0;
-		bool noprefetch = blen == 21 && memcmp(base, ".no.prefetch.landmark", 21) == 0;
-		bool tocname = blen == 17 && memcmp(base, SG_ESGZ_TOC_NAME, 17) == 0;
-		if (prefetch || noprefetch || tocname) {
-			/* Bookkeeping, hidden from the tree; its data still orders the members. */
+		/* The landmarks are ordinary files of the tar (a full pull has them), and mark
+		 * where the prioritized files end. */
+		if (blen == 18 && memcmp(base, ".prefetch.landmark", 18) == 0) {
+			t->has_prefetch = true;
+			t->prefetch_end = e->offset;
+		}
+		if (blen == 21 && memcmp(base, ".no.prefetch.landmark", 21) == 0)
+			t->has_no_prefetch = true;
+		if (blen == 17 && memcmp(base, SG_ESGZ_TOC_NAME, 17) == 0) {
+			/* The TOC's own tar entry comes last in the blob and wins in a full pull:
+			 * the loader adds it from its tar header (sg_toc_add_self).  An entry the
+			 * TOC lists under that name is shadowed; its data still orders the members. */
 			if (e->type == T_REG && e->size > 0 &&
 			    !place_member(p, e->offset, e->inner, e->size, path))
 				return 0;
-			if (prefetch) {
-				t->has_prefetch = true;
-				t->prefetch_end = e->offset;
-			}
-			if (noprefetch)
-				t->has_no_prefetch = true;
 			return 1;
 		}
 	}
@@ -1496,6 +1503,7 @@ int sg_toc_parse_json(const void *json, size_t len, uint64_t toc_offset,
 	t->strs[0] = 0;
 	t->strs_len = 1;
 	t->toc_offset = toc_offset;
+	t->self = SG_TOC_NONE;
 	p.t = t;
 	/* The root: implied until "./" says otherwise. */
 	if (grow_big((void **)&t->nodes, &t->nodes_cap, 1, sizeof(*t->nodes)) < 0 ||
@@ -1586,6 +1594,7 @@ void sg_toc_free(struct sg_toc *t)
 	sg_big_free(t->xattrs, t->xattrs_cap);
 	if (t->hash)
 		sg_big_free(t->hash, ((size_t)t->hash_mask + 1) * sizeof(*t->hash));
+	sg_toc_drop_json(t);
 	free(t);
 }
 
@@ -1734,4 +1743,98 @@ void sg_toc_set_digest(struct sg_toc *t, const struct sg_digest *d, bool verifie
 {
 	t->toc_digest = *d;
 	t->verified = verified;
+}
+
+uint32_t sg_toc_self(const struct sg_toc *t)
+{
+	return t ? t->self : SG_TOC_NONE;
+}
+
+bool sg_toc_json(const struct sg_toc *t, const void **ret_json, size_t *ret_len)
+{
+	if (!t || !t->json_buf)
+		return false;
+	*ret_json = t->json;
+	*ret_len = t->json_len;
+	return true;
+}
+
+void sg_toc_drop_json(struct sg_toc *t)
+{
+	if (!t || !t->json_buf)
+		return;
+	sg_big_free(t->json_buf, t->json_cap);
+	t->json_buf = NULL;
+	t->json = NULL;
+	t->json_len = 0;
+}
+
+/* For estargz.c: the verified TOC member (an sg_big mapping of cap bytes holding the JSON at
+ * json), owned by the index from here on. */
+void sg_toc_keep_json(struct sg_toc *t, uint8_t *buf, size_t cap, const uint8_t *json, size_t len);
+void sg_toc_keep_json(struct sg_toc *t, uint8_t *buf, size_t cap, const uint8_t *json, size_t len)
+{
+	sg_toc_drop_json(t);
+	t->json_buf = buf;
+	t->json_cap = cap;
+	t->json = json;
+	t->json_len = len;
+}
+
+/* For estargz.c: adds stargz.index.json at the root as tar -x would create it from the TOC's
+ * own tar header h (the TOC lists no entry for itself): a regular file of json_len bytes
+ * without chunks, flagged SG_TOC_F_SELF.  Appended as the root's last child (it is the
+ * blob's last entry).  0 or a negative errno; the index is unchanged on failure. */
+int sg_toc_add_self(struct sg_toc *t, const struct sg_tar_entry *h, size_t json_len);
+int sg_toc_add_self(struct sg_toc *t, const struct sg_tar_entry *h, size_t json_len)
+{
+	uint32_t id = t->nnodes, name, user = 0, group = 0;
+	size_t strs_len = t->strs_len;
+	int r;
+
+	if (t->self != SG_TOC_NONE)
+		return -EEXIST;
+	if (h->uid < 0 || h->uid > UINT32_MAX || h->gid < 0 || h->gid > UINT32_MAX)
+		return -EOVERFLOW;
+	if (id >= MAX_NODES)
+		return -E2BIG;
+	if (t->nodes_cap < id + 1) {
+		/* One node past the trimmed array: grow by exactly one. */
+		void *np = sg_big_realloc(t->nodes, (size_t)t->nodes_cap * sizeof(*t->nodes),
+					  (size_t)(id + 1) * sizeof(*t->nodes));
+		if (!np)
+			return -ENOMEM;
+		t->nodes = np;
+		t->nodes_cap = id + 1;
+	}
+	r = hash_reserve(t, id + 1);
+	if (r == 0)
+		r = toc_add_str(t, SG_ESGZ_TOC_NAME, strlen(SG_ESGZ_TOC_NAME), &name);
+	if (r == 0 && h->uname)
+		r = toc_add_str(t, h->uname, strlen(h->uname), &user);
+	if (r == 0 && h->gname)
+		r = toc_add_str(t, h->gname, strlen(h->gname), &group);
+	if (r < 0) {
+		t->strs_len = strs_len;
+		return r;
+	}
+	shrink((void **)&t->strs, t->strs_cap, t->strs_len);   /* as trim() left it */
+	t->strs_cap = t->strs_len;
+	t->nodes[id] = (struct sg_toc_node){
+		.size = json_len, .mtime_sec = h->mtime_sec,
+		.mtime_nsec = h->mtime_nsec > 0 ? (uint32_t)h->mtime_nsec : 0,
+		.mode = (uint32_t)(h->mode & 07777), .uid = (uint32_t)h->uid, .gid = (uint32_t)h->gid,
+		.parent = SG_TOC_ROOT, .first_child = SG_TOC_NONE, .next_sibling = SG_TOC_NONE,
+		.name = name, .name_len = (uint16_t)strlen(SG_ESGZ_TOC_NAME), .link = SG_TOC_NONE,
+		.nlink = 1, .first_chunk = SG_TOC_NONE, .user = user, .group = group,
+		.digest = SG_TOC_NONE, .type = SG_TOC_REG, .flags = SG_TOC_F_SELF,
+	};
+	t->nnodes++;
+	hash_put(t, id);
+	uint32_t *link = &t->nodes[SG_TOC_ROOT].first_child;
+	while (*link != SG_TOC_NONE)
+		link = &t->nodes[*link].next_sibling;
+	*link = id;
+	t->self = id;
+	return 0;
 }

@@ -58,6 +58,16 @@ static int read_file(struct ctx *c, const struct sg_toc_node *n, FILE *out,
 	struct sg_esgz_error err;
 
 	sg_sha256_init(&h);
+	if (n->flags & SG_TOC_F_SELF) {
+		/* stargz.index.json: the TOC JSON the loader kept (and verified, unless -k). */
+		const void *json;
+		size_t len;
+		if (!sg_toc_json(c->toc, &json, &len))
+			return -ENODATA;
+		sg_sha256_update(&h, json, len);
+		if (out && fwrite(json, 1, len, out) != len)
+			return -EIO;
+	}
 	for (uint32_t i = 0; ch && i < n->nchunks; i++) {
 		uint8_t *buf = malloc(ch[i].size ? ch[i].size : 1);
 		if (!buf)
@@ -185,7 +195,7 @@ int main(int argc, char **argv)
 {
 	struct ctx c = { 0 };
 	struct sg_digest digest;
-	struct sg_esgz_options o = { 0 };
+	struct sg_esgz_options o = { .keep_json = true };   /* stargz.index.json */
 	struct sg_esgz_error err;
 	const char *cat = NULL;
 	bool longfmt = false;

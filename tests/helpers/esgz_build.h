@@ -32,6 +32,10 @@ struct esgz_b {
 	size_t tar_len;           /* uncompressed tar bytes written (for padding) */
 	int nentries;
 	int level;
+	/* When set, the TOC member starts with these header blocks (e.g. a PAX header and a
+	 * ustar header of the caller's making) instead of the default ustar header. */
+	const uint8_t *toc_hdr;
+	size_t toc_hdr_len;
 };
 
 static inline void esgz_buf_reserve(struct esgz_buf *b, size_t n)
@@ -271,7 +275,10 @@ static inline void esgz_finish_json(struct esgz_b *b, const char *toc_json, size
 	size_t toc_off = b->blob.len;
 	esgz_tar_header(h, "stargz.index.json", '0', toc_len, 0644, NULL);
 	b->tar_len = 0;
-	esgz_tar_put(b, h, 512);
+	if (b->toc_hdr)
+		esgz_tar_put(b, b->toc_hdr, b->toc_hdr_len);
+	else
+		esgz_tar_put(b, h, 512);
 	esgz_tar_put(b, toc_json, toc_len);
 	esgz_tar_pad(b);
 	esgz_tar_put(b, zero, 1024);

@@ -74,6 +74,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	opts.toc_digest = &want;
+	opts.keep_json = true;   /* stargz.index.json's content */
 	if (sg_gz_new(&gz) < 0) {
 		fprintf(stderr, "sg_gz_new failed\n");
 		return 1;
@@ -130,6 +131,13 @@ int main(int argc, char **argv)
 			uint64_t off = 0;
 
 			sg_sha256_init(&h);
+			if (n->flags & SG_TOC_F_SELF) {
+				const void *json = NULL;
+				size_t jl = 0;
+				(void)sg_toc_json(toc, &json, &jl);
+				sg_sha256_update(&h, json, jl);
+				off = jl;
+			}
 			for (uint32_t k = 0; k < n->nchunks; k++) {
 				uint8_t *buf = malloc(c[k].size ? c[k].size : 1);
 				if (!buf || c[k].file_offset != off || c[k].next_offset > (uint64_t)st.st_size ||

@@ -145,8 +145,14 @@ check() {   # name, convert options...
   if ! "$LS" -d "$digest" -l "$work/$name.blob" >"$work/$name.raw" 2>"$work/$name.err"; then
     bad "$name: estargz-ls refused the reference blob: $(head -c 300 "$work/$name.err")"; return
   fi
-  # Implied directories (and the implied root) are not in the tar.
-  awk -F'\t' '$12 != "implied"' "$work/$name.raw" | sort >"$work/$name.got"
+  # Implied directories (and the implied root) are not in the tar, nor are the converter's
+  # bookkeeping entries (the landmark and stargz.index.json, which holds the TOC itself).
+  awk -F'\t' '$12 != "implied" && $1 != ".prefetch.landmark" && $1 != ".no.prefetch.landmark" &&
+               $1 != "stargz.index.json"' "$work/$name.raw" | sort >"$work/$name.got"
+  if ! awk -F'\t' -v d="$digest" '$1 == "stargz.index.json" && $2 == "reg" && $10 == d {f = 1}
+                               END {exit !f}' "$work/$name.raw"; then
+    bad "$name: stargz.index.json is not listed with the TOC as its content"; return
+  fi
   if diff -u "$work/$name.want" "$work/$name.got" >"$work/$name.diff"; then
     ok "$name ($(wc -l <"$work/$name.want") entries)"
   else
@@ -161,7 +167,7 @@ check empty-layer
 check many-small
 check multi-chunk-default
 
-# Prioritized files: the landmark is hidden and the prefetch region is recorded.
+# Prioritized files: the landmark is listed apart and the prefetch region is recorded.
 printf 'etc/passwd\n' >"$work/prio"
 check all-types -chunk-size 65536 -prioritize "$work/prio"
 

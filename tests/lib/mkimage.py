@@ -2,12 +2,14 @@
 """Builds a small OCI image layout from directories, one layer per directory.
 
     mkimage.py OUT_DIR TAG LAYER_DIR [LAYER_DIR ...] [--cmd 'sh -c ...']
+    mkimage.py OUT_DIR TAG --esgz-blob BLOB TOC_DIGEST [--esgz-blob ...]
 
 Each layer is a tar of the directory (owner 0:0, the files' own modes and mtimes), gzipped.
 Writes OUT_DIR/{oci-layout,index.json,blobs/sha256/...} so that
 `skopeo copy oci:OUT_DIR:TAG docker://HOST/REPO:TAG` pushes it, and prints one line per
 layer: "<layer digest> <diff id> <compressed size>".  Whiteouts are taken as they are in
-the directory (a file named .wh.NAME), as in any OCI layer.
+the directory (a file named .wh.NAME), as in any OCI layer.  --esgz-blob adds a ready-made
+eStargz blob as a layer (after the directories) with its TOC digest annotation.
 """
 import argparse, gzip, hashlib, io, json, os, tarfile, sys
 
@@ -47,9 +49,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
     ap.add_argument("tag")
-    ap.add_argument("layers", nargs="+")
+    ap.add_argument("layers", nargs="*")
     ap.add_argument("--cmd", default="/bin/sh")
+    ap.add_argument("--esgz-blob", nargs=2, action="append", default=[],
+                    metavar=("BLOB", "TOC_DIGEST"))
     a = ap.parse_args()
+    if not a.layers and not a.esgz_blob:
+        ap.error("no layers")
     os.makedirs(os.path.join(a.out, "blobs", "sha256"), exist_ok=True)
     layers, diff_ids = [], []
     for src in a.layers:
@@ -58,6 +64,15 @@ def main():
         d = put_blob(a.out, gz)
         layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
                        "digest": d, "size": len(gz)})
+        diff_ids.append(sha(raw))
+        print(d, sha(raw), len(gz))
+    for blob, toc in a.esgz_blob:
+        with open(blob, "rb") as f:
+            gz = f.read()
+        d, raw = put_blob(a.out, gz), gzip.decompress(gz)
+        layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                       "digest": d, "size": len(gz),
+                       "annotations": {"containerd.io/snapshot/stargz/toc.digest": toc}})
         diff_ids.append(sha(raw))
         print(d, sha(raw), len(gz))
     config = {"architecture": "amd64", "os": "linux",

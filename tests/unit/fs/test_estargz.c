@@ -236,7 +236,22 @@ TEST(load_tree_and_attributes)
 	CHECK_EQ(k, 4);
 	CHECK_EQ(root->nlink, 5);   /* etc, dev, deep */
 	CHECK_EQ(sg_toc_lookup_path(toc, "etc/nope"), SG_TOC_NONE);
-	CHECK_EQ(sg_toc_lookup_path(toc, "stargz.index.json"), SG_TOC_NONE);
+	/* stargz.index.json, from the TOC member's tar header: the root's last child. */
+	uint32_t self = sg_toc_lookup_path(toc, "stargz.index.json");
+	CHECK(self != SG_TOC_NONE);
+	CHECK_EQ(sg_toc_self(toc), self);
+	n = sg_toc_node(toc, self);
+	CHECK_EQ(n->type, SG_TOC_REG);
+	CHECK_EQ(n->flags, SG_TOC_F_SELF);
+	CHECK_EQ(n->mode, 0644);
+	CHECK_EQ(n->uid, 0);
+	CHECK_EQ(n->mtime_sec, 0);
+	CHECK_EQ(n->nchunks, 0);
+	CHECK_EQ(n->next_sibling, SG_TOC_NONE);
+	CHECK(n->size > 100);
+	const void *json;
+	size_t json_len;
+	CHECK(!sg_toc_json(toc, &json, &json_len));   /* not asked to keep it */
 
 	sg_toc_free(toc);
 	esgz_done(&b);
@@ -391,7 +406,13 @@ TEST(whiteouts_and_landmarks)
 	CHECK(sg_toc_has_prefetch(toc, &end));
 	CHECK_EQ(end, landmark);   /* the offset of the landmark's member */
 	CHECK(!sg_toc_has_no_prefetch_landmark(toc));
-	CHECK_EQ(sg_toc_lookup_path(toc, ".prefetch.landmark"), SG_TOC_NONE);
+	/* The landmark is an ordinary one-byte file, as a full pull extracts it. */
+	const struct sg_toc_node *lm = sg_toc_node(toc, sg_toc_lookup_path(toc, ".prefetch.landmark"));
+	CHECK(lm != NULL);
+	CHECK_EQ(lm->type, SG_TOC_REG);
+	CHECK_EQ(lm->size, 1);
+	CHECK_EQ(lm->nchunks, 1);
+	CHECK_EQ(sg_toc_chunks(toc, lm)->offset, landmark);
 
 	uint32_t w = sg_toc_lookup_path(toc, "usr/gone");
 	CHECK(w != SG_TOC_NONE);
@@ -413,8 +434,85 @@ TEST(whiteouts_and_landmarks)
 	CHECK_EQ(load(&b, &skip, &toc, &err), 0);
 	CHECK(sg_toc_has_no_prefetch_landmark(toc));
 	CHECK(!sg_toc_has_prefetch(toc, NULL));
-	CHECK_EQ(sg_toc_node(toc, 0)->first_child, SG_TOC_NONE);
+	uint32_t first = sg_toc_node(toc, 0)->first_child;
+	CHECK_EQ(first, sg_toc_lookup_path(toc, ".no.prefetch.landmark"));
+	CHECK_EQ(sg_toc_node(toc, first)->next_sibling, sg_toc_self(toc));
 	sg_toc_free(toc);
+	esgz_done(&b);
+}
+
+/* stargz.index.json as tar -x creates it: attributes from the TOC member's tar header,
+ * with a PAX extended header's records overriding the ustar fields; its content is the
+ * verified JSON, kept when asked.  An entry the TOC lists under that name is shadowed. */
+TEST(toc_entry_from_its_tar_header)
+{
+	struct esgz_b b;
+	struct sg_toc *toc;
+	struct sg_esgz_error err;
+	struct sg_digest d;
+	uint8_t hdrs[1536] = { 0 };
+	char pax[512];
+
+	int pl = 0;
+	const char *recs[] = { "mtime=1700000000.25", "uid=4000", "gid=5000", "uname=tocuser",
+			       "gname=tocgroup" };
+	for (size_t i = 0; i < sizeof(recs) / sizeof(recs[0]); i++) {
+		/* "LEN KEY=VALUE\n" where LEN counts itself (two digits here) */
+		int l = (int)strlen(recs[i]) + 4;
+		pl += snprintf(pax + pl, sizeof(pax) - (size_t)pl, "%d %s\n", l, recs[i]);
+	}
+	esgz_tar_header(hdrs, "PaxHeaders/stargz.index.json", 'x', (uint64_t)pl, 0644, NULL);
+	memcpy(hdrs + 512, pax, (size_t)pl);
+
+	esgz_init(&b, 6);
+	esgz_add(&b, "a", '0', 0644, "x", 1, NULL, 0, NULL);
+	esgz_add(&b, "stargz.index.json", '0', 0644, "old", 3, NULL, 0, NULL);
+	/* The ustar header itself says 0640 and uid 0; the JSON size is known at finish. */
+	struct esgz_buf j = { 0 };
+	esgz_buf_printf(&j, "{\"version\":1,\"entries\":[%s]}", (char *)b.toc.p);
+	esgz_tar_header(hdrs + 1024, "stargz.index.json", '0', j.len, 0640, NULL);
+	b.toc_hdr = hdrs;
+	b.toc_hdr_len = sizeof(hdrs);
+	esgz_finish_json(&b, (const char *)j.p, j.len, 0, &d);
+	struct sg_esgz_options o = { .toc_digest = &d, .keep_json = true };
+	if (load(&b, &o, &toc, &err) < 0)
+		TEST_FAIL("load: %s", err.msg);
+
+	uint32_t self = sg_toc_lookup_path(toc, "stargz.index.json");
+	CHECK_EQ(self, sg_toc_self(toc));
+	const struct sg_toc_node *n = sg_toc_node(toc, self);
+	CHECK_EQ(n->type, SG_TOC_REG);
+	CHECK_EQ(n->size, j.len);
+	CHECK_EQ(n->mode, 0640);
+	CHECK_EQ(n->uid, 4000);
+	CHECK_EQ(n->gid, 5000);
+	CHECK_EQ(n->mtime_sec, 1700000000);
+	CHECK_EQ(n->mtime_nsec, 250000000);
+	CHECK_STR(sg_toc_str(toc, n->user), "tocuser");
+	CHECK_STR(sg_toc_str(toc, n->group), "tocgroup");
+	/* One node of that name: the listed entry is shadowed by the TOC's own. */
+	uint32_t count = 0;
+	for (uint32_t c = sg_toc_node(toc, 0)->first_child; c != SG_TOC_NONE;
+	     c = sg_toc_node(toc, c)->next_sibling)
+		count++;
+	CHECK_EQ(count, 2);
+
+	const void *json;
+	size_t json_len;
+	CHECK(sg_toc_json(toc, &json, &json_len));
+	CHECK_EQ(json_len, j.len);
+	CHECK(memcmp(json, j.p, j.len) == 0);
+	sg_toc_drop_json(toc);
+	CHECK(!sg_toc_json(toc, &json, &json_len));
+	sg_toc_free(toc);
+
+	/* A digest mismatch keeps nothing. */
+	d.bytes[0] ^= 1;
+	toc = NULL;
+	CHECK_EQ(load(&b, &o, &toc, &err), -EBADMSG);
+	CHECK_EQ(err.code, SG_ESGZ_E_TOC_DIGEST);
+	CHECK(toc == NULL);
+	free(j.p);
 	esgz_done(&b);
 }
 

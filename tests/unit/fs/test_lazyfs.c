@@ -100,7 +100,7 @@ static void env_open(struct env *e, const struct sg_layer_config *cfg_in)
 {
 	struct sg_loop_config lc = { 0 };
 	struct sg_range_source *src;
-	struct sg_esgz_options opts = { .toc_digest = &toc_digest };
+	struct sg_esgz_options opts = { .toc_digest = &toc_digest, .keep_json = true };
 	struct sg_esgz_error err;
 	struct sg_toc *toc;
 	struct sg_gz *gz;
@@ -251,9 +251,27 @@ static int child_semantics(void)
 	snprintf(p, sizeof(p), "%s/opq/.wh..wh..opq", mnt);
 	C_CHECK(lstat(p, &st) < 0 && errno == ENOENT);
 
-	/* Bookkeeping entries are hidden; implied directories exist. */
+	/* The bookkeeping entries are there as a full pull extracts them: stargz.index.json
+	 * with its tar header's attributes (the builder writes 0644, 0:0, mtime 0) holding the
+	 * verified TOC JSON, the landmark as a one-byte file. */
 	snprintf(p, sizeof(p), "%s/stargz.index.json", mnt);
-	C_CHECK(lstat(p, &st) < 0 && errno == ENOENT);
+	C_CHECK(lstat(p, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 07777) == 0644 &&
+		st.st_uid == 0 && st.st_gid == 0 && st.st_mtime == 0 && st.st_nlink == 1 &&
+		st.st_size > 20 && st.st_size < (off_t)sizeof(got));
+	struct sg_digest jd;
+	n = read_all(p, got, sizeof(got));
+	sg_sha256(got, n > 0 ? (size_t)n : 0, &jd);
+	C_CHECK(n == st.st_size && sg_digest_equal(&jd, &toc_digest));
+	fd = open(p, O_RDONLY);
+	C_CHECK(fd >= 0 && pread(fd, buf, 10, 1) == 10 && memcmp(buf, got + 1, 10) == 0 &&
+		pread(fd, buf, 10, st.st_size) == 0);
+	if (fd >= 0)
+		close(fd);
+	C_CHECK(listxattr(p, buf, sizeof(buf)) == 0);
+	snprintf(p, sizeof(p), "%s/.prefetch.landmark", mnt);
+	if (lstat(p, &st) == 0)
+		C_CHECK(st.st_size == 1 && read_all(p, got, sizeof(got)) == 1 && got[0] == 0x0f);
+	snprintf(p, sizeof(p), "%s/implied/deep/file", mnt);
 	snprintf(p, sizeof(p), "%s/implied/deep/file", mnt);
 	C_CHECK(read_all(p, got, sizeof(got)) == 5 && memcmp(got, "deep\n", 5) == 0);
 
