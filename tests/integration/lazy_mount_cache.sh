@@ -40,6 +40,20 @@ sample_du() {   # outfile dir
   echo "$max" >"$1"
 }
 
+under_bound() {   # dir
+  local now
+  now=$(du -s -B1 "$1" | cut -f1)
+  echo "    cache usage now: $now bytes"
+  [[ $now -le $((BOUND + SLACK)) ]]
+}
+
+# Stops the mount and puts its statistics line in $STATS.
+unmount_stats() {
+  kill -TERM "$MPID"; wait_exit "$MPID" 20
+  STATS=$(grep 'unmounted:' "$WORK/mount.log" | tail -1)
+  echo "    $STATS"
+}
+
 read_all() {   # mountpoint -> fails on the first wrong file
   local f
   for f in "$S"/d/*; do
@@ -61,15 +75,12 @@ if mount_blob "$CACHE" "$WORK/mnt"; then
   max=$(cat "$WORK/du-max")
   echo "    largest cache usage seen: $max bytes (bound $BOUND, slack $SLACK)"
   check "cache usage stayed under the bound (+ slack)" test "$max" -le $((BOUND + SLACK))
-  now=$(du -s -B1 "$CACHE" | cut -f1)
-  check "cache usage at the end under the bound" test "$now" -le $((BOUND + SLACK))
-  kill -TERM "$MPID"; wait_exit "$MPID" 20
+  check "cache usage at the end under the bound" under_bound "$CACHE"
+  unmount_stats
   check "unmounted cleanly" test "$EXIT_CODE" -eq 0
-  line=$(grep 'unmounted:' "$WORK/mount.log" | tail -1)
-  echo "    $line"
-  evicted=$(grep -oE '[0-9]+ chunks \([0-9]+ bytes\) evicted' <<<"$line" | grep -oE '^[0-9]+')
+  evicted=$(grep -oE '[0-9]+ chunks \([0-9]+ bytes\) evicted' <<<"$STATS" | grep -oE '^[0-9]+')
   check "chunks were evicted (stats line)" test "${evicted:-0}" -gt 0
-  check "background fetch skipped: the layer does not fit" grep -q "background fetch skipped" <<<"$line"
+  check "background fetch skipped: the layer does not fit" grep -q "background fetch skipped" <<<"$STATS"
 else
   fail "mounted with --cache-max" "$(tail -5 "$WORK/mount.log")"
 fi
@@ -80,14 +91,11 @@ fi
 if mount_blob "$CACHE" "$WORK/mnt2" --no-background; then
   check "remount: the file left in the cache reads back right" cmp -s "$S/d/f5.bin" "$WORK/mnt2/d/f5.bin"
   check "remount: every file reads back right" read_all "$WORK/mnt2"
-  now=$(du -s -B1 "$CACHE" | cut -f1)
-  check "remount: cache usage under the bound" test "$now" -le $((BOUND + SLACK))
-  kill -TERM "$MPID"; wait_exit "$MPID" 20
-  line=$(grep 'unmounted:' "$WORK/mount.log" | tail -1)
-  echo "    $line"
-  disk=$(grep -oE '[0-9]+ from disk' <<<"$line" | grep -oE '^[0-9]+')
+  check "remount: cache usage under the bound" under_bound "$CACHE"
+  unmount_stats
+  disk=$(grep -oE '[0-9]+ from disk' <<<"$STATS" | grep -oE '^[0-9]+')
   check "remount: chunks left in the cache were used" test "${disk:-0}" -gt 0
-  check "remount: no verification failure" grep -q "; 0 verification failures" <<<"$line"
+  check "remount: no verification failure" grep -q "; 0 verification failures" <<<"$STATS"
 else
   fail "remount" "$(tail -5 "$WORK/mount.log")"
 fi

@@ -10,6 +10,7 @@
 #include "fs/gz.h"
 #include "fs/layer.h"
 #include "fs/range_source.h"
+#include "tests/helpers/blob_toc.h"
 #include "tests/helpers/esgz_build.h"
 #include "tests/unit/test.h"
 
@@ -82,24 +83,10 @@ struct env {
 static void env_open(struct env *e, uint64_t max, const struct sg_layer_config *cfg_in)
 {
 	struct sg_range_source *src;
-	struct sg_esgz_options opts = { .toc_digest = &toc_digest };
-	struct sg_esgz_error err;
-	struct sg_toc *toc;
-	struct sg_gz *gz;
-	struct stat st;
 
 	CHECK_EQ(sg_loop_new(NULL, &e->loop), 0);
 	CHECK_EQ(sg_cache_new(e->loop, root, max, &e->cache), 0);
-	CHECK_EQ(stat(blob_path, &st), 0);
-	uint8_t *blob = malloc((size_t)st.st_size);
-	FILE *f = fopen(blob_path, "r");
-	CHECK(f && fread(blob, 1, (size_t)st.st_size, f) == (size_t)st.st_size);
-	fclose(f);
-	CHECK_EQ(sg_gz_new(&gz), 0);
-	if (sg_esgz_load_blob(gz, blob, (size_t)st.st_size, &opts, &toc, &err) < 0)
-		TEST_FAIL("load: %s", err.msg);
-	sg_gz_free(gz);
-	free(blob);
+	struct sg_toc *toc = test_load_toc_file(blob_path, &toc_digest);
 	CHECK_EQ(sg_range_source_file_open(e->loop, blob_path, &src), 0);
 	struct sg_layer_config cfg = cfg_in ? *cfg_in : (struct sg_layer_config){ 0 };
 	cfg.cache_dir = layer_dir;
@@ -211,17 +198,23 @@ static uint64_t file_blocks(struct env *e, int f)
 	return (uint64_t)st.st_blocks * 512u;
 }
 
+/* The whole layer (8 MiB) through a 3 MiB bound. */
+static void read_all_through_3mib(struct env *e, struct sg_layer_stats *st)
+{
+	setup();
+	env_open(e, 3 * MiB, NULL);
+	for (int f = 0; f < NFILES; f++)
+		read_file(e, f);
+	sg_layer_stats(e->layer, st);
+}
+
 TEST(bound_holds_while_a_larger_layer_is_read)
 {
 	struct env e = { 0 };
 	struct sg_layer_stats st;
 	struct sg_cache_stats cs;
 
-	setup();
-	env_open(&e, 3 * MiB, NULL);
-	for (int f = 0; f < NFILES; f++)
-		read_file(&e, f);
-	sg_layer_stats(e.layer, &st);
+	read_all_through_3mib(&e, &st);
 	sg_cache_stats(e.cache, &cs);
 	CHECK_EQ(st.chunks_fetched, NFILES * FILE_SIZE / CHUNK);
 	CHECK(st.chunks_evicted >= 16);
@@ -318,11 +311,7 @@ TEST(restart_reuses_what_is_left)
 	struct sg_layer_stats st;
 	struct sg_cache_stats cs;
 
-	setup();
-	env_open(&e, 3 * MiB, NULL);
-	for (int f = 0; f < NFILES; f++)
-		read_file(&e, f);
-	sg_layer_stats(e.layer, &st);
+	read_all_through_3mib(&e, &st);
 	uint64_t present = st.chunks_present;
 	CHECK(present >= 4 && present < 12);
 	env_close(&e);
