@@ -402,10 +402,14 @@ int sg_cache_reserve(struct sg_cache_layer *cl, uint64_t bytes)
 
 	if (!c)
 		return -ENOSPC;
+	if (bytes > watermark(c)) {
+		c->stats.refused++;   /* could never fit: evicting for it would only churn */
+		return -ENOSPC;
+	}
 	if (c->bytes + bytes > c->max) {
 		uint64_t goal = watermark(c);
 		if (goal + bytes > c->max)
-			goal = bytes < c->max ? c->max - bytes : 0;
+			goal = c->max - bytes;
 		for (unsigned i = 0; i < SYNC_BATCHES && c->bytes + bytes > c->max; i++)
 			if (evict_batch(c, goal) == 0)
 				break;
