@@ -26,6 +26,37 @@ void sg_config_clear(struct sg_config *cfg)
 	cfg->n_insecure_hosts = 0;
 }
 
+int sg_parse_size(const char *s, uint64_t *ret)
+{
+	static const char units[] = "KMGTP";
+	unsigned long long v;
+	unsigned shift = 0;
+	char *end;
+
+	if (*s < '0' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || end == s)
+		return -EINVAL;
+	if (*end) {
+		const char *u = strchr(units, toupper((unsigned char)*end));
+		if (!u)
+			return -EINVAL;
+		shift = 10u * (unsigned)(u - units + 1);
+		end++;
+		if (strcmp(end, "iB") == 0 || strcmp(end, "B") == 0 || strcmp(end, "ib") == 0 ||
+		    strcmp(end, "b") == 0)
+			end += strlen(end);
+		if (*end)
+			return -EINVAL;
+	}
+	if (v == 0 || v > (UINT64_MAX >> shift))
+		return -EINVAL;
+	*ret = (uint64_t)v << shift;
+	return 0;
+}
+
 static int parse_bool(const char *v, bool *ret)
 {
 	if (strcmp(v, "true") == 0)
@@ -208,6 +239,19 @@ int sg_config_load(struct sg_config *cfg, const char *path, char *err, size_t er
 				goto out;
 			}
 			*(timeout ? &cfg->fetch_timeout_s : &cfg->fetch_attempts) = (unsigned)v;
+			continue;
+		}
+		if (strcmp(key, "cache_max_bytes") == 0) {
+			/* "10G" or 10G or a plain byte count. */
+			char num[64];
+			if (parse_string(val, num, sizeof(num)) < 0)
+				snprintf(num, sizeof(num), "%s", val);
+			if (sg_parse_size(num, &cfg->cache_max_bytes) < 0) {
+				snprintf(err, errlen, "%s:%u: cache_max_bytes must be a byte count such as "
+					 "10G, 512M or 1073741824", path, lineno);
+				r = -EINVAL;
+				goto out;
+			}
 			continue;
 		}
 		if (strcmp(key, "insecure_hosts") == 0) {

@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "daemon/core/log.h"
 
@@ -29,6 +30,7 @@ struct sg_config {
 	unsigned fetch_timeout_s;     /* registry: first byte and idle body (0 = default 30 s) */
 	unsigned fetch_attempts;      /* registry: tries per request (0 = default 4) */
 	unsigned long fetch_window;   /* blob bytes taken along with an on-demand fetch (0 = default) */
+	uint64_t cache_max_bytes;     /* disk cache bound; 0 = min(20 GiB, half the root's fs) */
 
 	/* Registry access. */
 	char hosts_dir[PATH_MAX];     /* containerd certs.d (default /etc/containerd/certs.d) */
@@ -41,9 +43,14 @@ struct sg_config {
 void sg_config_defaults(struct sg_config *cfg);
 void sg_config_clear(struct sg_config *cfg);
 
+/* A byte count with an optional binary suffix: 4096, 64K, 512M, 10G, 1T (also KiB/MB...,
+ * any case).  Zero, negative and overflowing values are -EINVAL. */
+int sg_parse_size(const char *s, uint64_t *ret);
+
 /* Reads a config file: `key = value` lines (TOML-style: "strings", true/false, and
  * ["string", "arrays"] on one line), `#` comments.  Keys: root, address, log_level, lazy,
- * prefetch, background_fetch, passthrough, fetch_timeout, fetch_attempts, allow_skip_verify, hosts_dir, docker_config,
+ * prefetch, background_fetch, passthrough, fetch_timeout, fetch_attempts, allow_skip_verify,
+ * fetch_window, cache_max_bytes, hosts_dir, docker_config,
  * plain_http_localhost, insecure_hosts.  Unknown keys, bad syntax or bad values fail with a
  * message in err naming the file and line.  Returns 0, -ENOENT if the file does not exist, or another
  * negative errno. */

@@ -124,6 +124,7 @@ static int setup_remote(struct daemon *d)
 		.no_passthrough = !c->passthrough,
 		.allow_skip_verify = c->allow_skip_verify,
 		.fetch_window = c->fetch_window,
+		.cache_max_bytes = c->cache_max_bytes,
 	};
 	struct sg_blob_opener opener = { .open = sg_registry_open_blob, .ctx = d->registry };
 	r = sg_remote_new(d->loop, &remote_cfg, &opener, &d->remote);

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "daemon/config.h"
 #include "daemon/core/digest.h"
 #include "daemon/core/log.h"
 #include "daemon/core/loop.h"
@@ -32,6 +33,9 @@ static const char mount_usage[] =
 	"  --toc-digest DIGEST  the layer's TOC digest (containerd.io/snapshot/stargz/toc.digest)\n"
 	"  --skip-verify        mount without a TOC digest and chunk checks (unsafe)\n"
 	"  --cache DIR          chunk cache directory (default ./stargzd-cache)\n"
+	"  --cache-max BYTES    bound of the cache directory, e.g. 512M, 10G (default: 20G,\n"
+	"                       at most half of its filesystem); least recently used chunks\n"
+	"                       are evicted\n"
 	"  --plain-http         allow plain HTTP to localhost / 127.0.0.1\n"
 	"  --insecure HOST      allow plain HTTP to HOST[:PORT]\n"
 	"  --no-prefetch, --no-background, --no-passthrough\n"
@@ -128,6 +132,7 @@ int sg_mount_command(int argc, char **argv)
 		{ "toc-digest", required_argument, NULL, 't' },
 		{ "skip-verify", no_argument, NULL, 's' },
 		{ "cache", required_argument, NULL, 'c' },
+		{ "cache-max", required_argument, NULL, 'm' },
 		{ "plain-http", no_argument, NULL, 'p' },
 		{ "insecure", required_argument, NULL, 'i' },
 		{ "no-prefetch", no_argument, NULL, 'P' },
@@ -142,6 +147,7 @@ int sg_mount_command(int argc, char **argv)
 	size_t n_insecure = 0;
 	bool skip_verify = false, plain_http = false, prefetch = true, background = true;
 	bool passthrough = true;
+	uint64_t cache_max = 0;
 	struct sg_registry *reg = NULL;
 	struct sg_remote *remote = NULL;
 	char digest[SG_DIGEST_STRLEN + 1], cache_abs[PATH_MAX], err[1024];
@@ -154,6 +160,12 @@ int sg_mount_command(int argc, char **argv)
 		case 't': toc_digest = optarg; break;
 		case 's': skip_verify = true; break;
 		case 'c': cache = optarg; break;
+		case 'm':
+			if (sg_parse_size(optarg, &cache_max) < 0) {
+				fprintf(stderr, "stargzd mount: bad --cache-max \"%s\" (e.g. 512M, 10G)\n", optarg);
+				return 2;
+			}
+			break;
 		case 'p': plain_http = true; break;
 		case 'i':
 			if (n_insecure < 8)
@@ -240,6 +252,7 @@ int sg_mount_command(int argc, char **argv)
 		.background_fetch = background,
 		.no_passthrough = !passthrough,
 		.allow_skip_verify = skip_verify,
+		.cache_max_bytes = cache_max,
 	};
 	r = sg_remote_new(m.loop, &cfg, &opener, &remote);
 	if (r < 0) {

@@ -11,6 +11,7 @@
 #include "daemon/core/log.h"
 #include "daemon/core/loop.h"
 #include "daemon/process.h"
+#include "fs/cache.h"
 #include "fs/estargz.h"
 #include "fs/gz.h"
 #include "fs/layer.h"
@@ -71,6 +72,7 @@ struct sg_remote {
 	unsigned tp_inflight;         /* prefetches with a callback still to come */
 	bool freed;                   /* sg_remote_free ran; the last callback frees */
 	struct sg_gz *gz;
+	struct sg_cache *cache;       /* the bound shared by every layer's cache directory */
 	void (*shutdown_cb)(void *);
 	void *shutdown_userdata;
 	unsigned closing;
@@ -137,10 +139,18 @@ int sg_remote_new(struct sg_loop *loop, const struct sg_remote_config *config,
 		return e;
 	}
 	e = sg_mkdir_p(r->cache_root, 0700);
+	if (e == 0)
+		e = sg_cache_new(loop, r->cache_root, config->cache_max_bytes, &r->cache);
 	if (e < 0) {
+		sg_gz_free(r->gz);
 		free(r);
 		return e;
 	}
+	struct sg_cache_stats cs;
+	sg_cache_stats(r->cache, &cs);
+	sg_info("cache %s: %llu MiB in %u directories of layers not mounted; bound %llu MiB",
+		r->cache_root, (unsigned long long)(cs.bytes >> 20), cs.idle_dirs,
+		(unsigned long long)(cs.max_bytes >> 20));
 	*ret = r;
 	return 0;
 }
@@ -165,6 +175,7 @@ void sg_remote_free(struct sg_remote *r)
 		return;   /* the last prefetch callback finishes the job */
 	while ((n = sg_list_pop(&r->prefetches)))
 		tp_free(sg_container_of(n, struct tail_prefetch, link));
+	sg_cache_free(r->cache);
 	sg_gz_free(r->gz);
 	free(r);
 }
@@ -252,6 +263,7 @@ static void on_toc(void *userdata, int res, struct sg_toc *toc, const struct sg_
 		.window_bytes = r->cfg.fetch_window,
 		.on_bad_chunk = on_bad_chunk,
 		.userdata = rl,
+		.cache = r->cache,
 	};
 	struct sg_range_source *src = rl->src;
 	rl->src = NULL;   /* the layer owns it now */
@@ -544,11 +556,13 @@ static void unmount_layer_closed(void *userdata)
 static void log_layer_stats(const struct rlayer *rl, const char *when)
 {
 	struct sg_layer_stats st;
+	struct sg_cache_stats cs;
 
 	struct sg_lazyfs_stats fst = { 0 };
 	char pt[160];
 
 	sg_layer_stats(rl->layer, &st);
+	sg_cache_stats(rl->r->cache, &cs);
 	if (rl->fs)
 		sg_lazyfs_stats(rl->fs, &fst);
 	if (!fst.passthrough)
@@ -561,12 +575,20 @@ static void log_layer_stats(const struct rlayer *rl, const char *when)
 			 fst.passthrough_error ? strerror(fst.passthrough_error) : "");
 	sg_info("layer %s %s: fetched %llu bytes in %llu requests; chunks %llu/%llu local "
 		"(%llu from the blob, %llu from disk, %llu from memory, %llu checked for passthrough); "
-		"%llu verification failures; %s",
+		"%llu verification failures; "
+		"cache %llu bytes, %llu chunks (%llu bytes) evicted, %llu not cached for lack of room%s; "
+		"all layers %llu/%llu bytes, %llu directories removed; %s",
 		rl->digest, when, (unsigned long long)st.fetched_bytes,
 		(unsigned long long)st.fetch_requests, (unsigned long long)st.chunks_present,
 		(unsigned long long)st.chunks_total, (unsigned long long)st.chunks_fetched,
 		(unsigned long long)st.chunks_from_disk, (unsigned long long)st.chunks_from_memory,
-		(unsigned long long)st.chunks_checked, (unsigned long long)st.verify_failures, pt);
+		(unsigned long long)st.chunks_checked, (unsigned long long)st.verify_failures,
+		(unsigned long long)st.cache_bytes,
+		(unsigned long long)st.chunks_evicted, (unsigned long long)st.evicted_bytes,
+		(unsigned long long)st.cache_writes_skipped,
+		st.background_skipped ? "; background fetch skipped (layer larger than the room left)" : "",
+		(unsigned long long)cs.bytes, (unsigned long long)cs.max_bytes,
+		(unsigned long long)cs.removed_dirs, pt);
 }
 
 static void unmount_fs_done(void *userdata)

@@ -53,6 +53,10 @@ struct sg_remote_config {
 	bool no_passthrough;          /* see sg_lazyfs_options */
 	bool allow_skip_verify;       /* honour the skipverify label / missing TOC digests */
 	size_t fetch_window;          /* see sg_layer_config.window_bytes; 0 = default */
+	/* Bound of everything under cache_root (fs/cache.h); 0 = sg_cache_default_max().
+	 * Directories of layers not mounted are removed (oldest first) before chunks of
+	 * mounted layers are evicted; a mounted layer's directory is never removed. */
+	uint64_t cache_max_bytes;
 };
 
 /* What the labels say about a layer; remote_layer_info() fills it when they suffice. */
@@ -70,6 +74,7 @@ bool sg_remote_layer_info(const struct sg_label *labels, size_t n, struct sg_rem
 
 int sg_remote_new(struct sg_loop *loop, const struct sg_remote_config *config,
 		  const struct sg_blob_opener *opener, struct sg_remote **ret);
+/* Frees after the loop was drained (a posted eviction may be pending until then). */
 void sg_remote_free(struct sg_remote *r);
 
 /* Mounts the layer at mountpoint; cb(userdata, 0 or -errno, message) runs once from the

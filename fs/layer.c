@@ -5,11 +5,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/falloc.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "daemon/core/list.h"
 #include "daemon/core/loop.h"
+#include "fs/cache.h"
 #include "fs/estargz.h"
 #include "fs/gz.h"
 #include "fs/range_source.h"
@@ -25,10 +27,11 @@
 #define BACKGROUND_RETRY_NS (50ull * 1000000u)
 #define DEFAULT_BACKGROUND_DELAY_NS (5ull * 1000000000u)
 #define VERIFY_PARALLEL 2     /* chunks read back at once by a trust check */
-/* After a fetch failed (the source gave up after its retries), on-demand fetches fail at
- * once for this long: the kernel retries a failed readahead page by page, and each retry
- * would otherwise wait out the whole retry budget again. */
+/* After the fetch of a chunk failed (the source gave up after its retries), on-demand reads
+ * of that chunk fail at once for this long: the kernel retries a failed readahead page by
+ * page, and each retry would otherwise wait out the whole retry budget again. */
 #define FAILED_HOLD_NS (300ull * 1000000u)
+#define FAILED_RING 16
 
 /* A verified, decompressed chunk held in memory.  refs > 0 while a cache write uses it. */
 struct mem_entry {
@@ -51,6 +54,7 @@ struct chunk_job {
 	struct sg_op bitmap_op;
 	struct mem_entry *entry;   /* result, held while written to disk */
 	uint8_t *loadbuf;          /* disk load target */
+	uint64_t reserved;         /* cache bytes accounted for the write in flight */
 	bool from_disk;
 	bool ondemand;
 	bool verify_only;          /* a passthrough check: no reader asked for the bytes */
@@ -112,6 +116,7 @@ struct sg_layer {
 	 * wrote them after checking them, or read them back and checked them).  Only files
 	 * whose chunks are all trusted are handed to the kernel for passthrough. */
 	uint8_t *trusted;
+	uint8_t *pinned;               /* bitmap by node: handed to the kernel, never evicted */
 	struct sg_list verify_reqs;    /* struct verify_req: files waiting for a trust check */
 	uint32_t verify_chunk;         /* next chunk of the file at the head */
 	unsigned verify_inflight;      /* its chunks being read back */
@@ -120,13 +125,19 @@ struct sg_layer {
 	struct sg_list mem_lru;        /* most recent at the tail */
 	size_t mem_bytes;
 
+	/* The size bound (NULL = none): this layer's account and a use stamp per chunk. */
+	struct sg_cache_layer *cache_ent;
+	uint32_t *stamp;
+	uint32_t block;                /* filesystem block size of the cache */
+
 	struct fd_slot fds[FD_SLOTS];
 	unsigned fd_clock;
 	int toc_json_fd;               /* stargz.index.json's content, -1 = none */
 
 	unsigned ondemand_inflight;
 	uint64_t last_ondemand_ns;      /* when an on-demand fetch last started or ended */
-	uint64_t fetch_failed_ns;       /* when a fetch last failed; 0 after a success */
+	struct { uint32_t chunk; uint64_t ns; } failed[FAILED_RING];   /* recent fetch failures */
+	unsigned failed_next;
 	unsigned reads_inflight;
 	unsigned batches_inflight;
 	unsigned jobs_inflight;
@@ -158,6 +169,8 @@ static void report_bad_chunk(struct sg_layer *l, uint32_t chunk, uint64_t file_o
 	l->cfg.on_bad_chunk(l->cfg.userdata, path, file_offset, from_cache);
 }
 static void maybe_close_done(struct sg_layer *l);
+static uint64_t drop_chunk(struct sg_layer *l, uint32_t c);
+static bool chunk_needs_fetch(const struct sg_layer *l, uint32_t c);
 static int fetch_chunk(struct sg_layer *l, uint32_t chunk, bool ondemand, struct sg_list *waiters);
 
 /* ---- memory cache ---- */
@@ -236,6 +249,12 @@ static void trusted_set(struct sg_layer *l, uint32_t c, bool on)
 }
 
 static void verify_continue(struct sg_layer *l);
+
+static void touch(struct sg_layer *l, uint32_t c)
+{
+	if (l->stamp)
+		l->stamp[c] = sg_cache_tick(l->cfg.cache);
+}
 
 /* The cache file of a regular file, opened on first use.  Opening is a local metadata call
  * done synchronously on the loop (one per file and FD_SLOTS files at a time). */
@@ -348,10 +367,16 @@ static void cache_written(struct sg_op *op)
 	struct sg_layer *l = j->layer;
 	uint32_t c = j->chunk;
 
+	if (op->res != (int32_t)j->entry->size && l->cache_ent)
+		sg_cache_release(l->cache_ent, j->reserved);   /* not (all) written */
+	/* Written while closing: the bytes stay accounted (data without its bit) until the
+	 * layer is detached and its directory counted as a whole. */
 	if (op->res == (int32_t)j->entry->size && !l->closing) {
 		if (!present_get(l, c)) {
 			l->present[c >> 3] |= (uint8_t)(1u << (c & 7));
 			l->stats.chunks_present++;
+		} else if (l->cache_ent) {
+			sg_cache_release(l->cache_ent, j->reserved);   /* counted already */
 		}
 		trusted_set(l, c, true);   /* these are the bytes we verified before writing */
 		/* Data before bit: the bitmap byte is written only after the data landed.  Writes
@@ -375,6 +400,7 @@ static void job_ready(struct chunk_job *j, struct mem_entry *e)
 
 	j->entry = e;
 	e->refs++;
+	touch(l, j->chunk);
 	if (!l->closing)
 		mem_insert(l, e);
 	job_wake(j, 0);
@@ -382,15 +408,30 @@ static void job_ready(struct chunk_job *j, struct mem_entry *e)
 		job_free(j);
 		return;
 	}
+	const struct sg_toc_chunk *c = chunk_at(l, j->chunk);
+	if (l->cache_ent) {
+		/* Before cache_fd: making room may open (and recycle) cache file slots. */
+		uint64_t bytes = sg_cache_extent(l->cfg.cache, c->file_offset, c->size);
+		if (sg_cache_reserve(l->cache_ent, bytes) < 0) {
+			l->stats.cache_writes_skipped++;   /* served, not cached */
+			job_free(j);
+			return;
+		}
+		j->reserved = bytes;
+	}
 	fd = cache_fd(l, j->file);
 	if (fd < 0) {
+		if (l->cache_ent)
+			sg_cache_release(l->cache_ent, j->reserved);
 		job_free(j);
 		return;
 	}
-	const struct sg_toc_chunk *c = chunk_at(l, j->chunk);
 	sg_op_set_group(&j->op, &l->group);
-	if (sg_write(l->loop, &j->op, fd, e->data, e->size, c->file_offset, cache_written) < 0)
+	if (sg_write(l->loop, &j->op, fd, e->data, e->size, c->file_offset, cache_written) < 0) {
+		if (l->cache_ent)
+			sg_cache_release(l->cache_ent, j->reserved);
 		job_free(j);
+	}
 }
 
 static void job_fail(struct chunk_job *j, int error)
@@ -461,9 +502,11 @@ static void disk_loaded(struct sg_op *op)
 	return;
 
 refetch:
+	/* What is there is not the chunk: a hole, or bytes to throw away. */
 	if (present_get(l, j->chunk)) {
-		l->present[j->chunk >> 3] &= (uint8_t)~(1u << (j->chunk & 7));
-		l->stats.chunks_present--;
+		uint64_t freed = drop_chunk(l, j->chunk);
+		if (l->cache_ent)
+			sg_cache_release(l->cache_ent, freed);
 	}
 	trusted_set(l, j->chunk, false);
 	if (j->verify_only) {
@@ -512,6 +555,173 @@ static int start_disk_load(struct sg_layer *l, struct chunk_job *j)
 	return sg_read(l->loop, &j->op, fd, j->loadbuf, c->size, c->file_offset, disk_loaded);
 }
 
+/* ---- size bound: eviction ---- */
+
+/* No data of the chunk on disk, and none on its way there. */
+static bool chunk_absent(const struct sg_layer *l, uint32_t c)
+{
+	return !present_get(l, c) && !l->jobs[c];
+}
+
+static bool file_pinned(const struct sg_layer *l, uint32_t node)
+{
+	return l->pinned[node >> 3] & (1u << (node & 7));
+}
+
+/* Not a chunk of a file the kernel reads directly (passthrough): it would read the hole. */
+static bool chunk_evictable(const struct sg_layer *l, uint32_t c)
+{
+	return present_get(l, c) && !l->jobs[c] && !file_pinned(l, l->chunk_file[c]);
+}
+
+/* Forgets a chunk of the disk cache: the bit first (cleared on disk too, so that a crash
+ * leaves at worst data without its bit), then a hole punched over its bytes, taking the
+ * blocks it shares with a neighbour only when that neighbour is absent.  The punch is a
+ * short synchronous metadata call (extent tree update, tens of microseconds); an
+ * eviction batch makes at most a few dozen.  Returns the bytes accounted for the chunk
+ * when its space was given back, 0 otherwise. */
+static uint64_t drop_chunk(struct sg_layer *l, uint32_t c)
+{
+	const struct sg_toc_chunk *ch = chunk_at(l, c);
+	const struct sg_toc_node *file = sg_toc_node(l->toc, l->chunk_file[c]);
+	uint64_t b = l->block, start = ch->file_offset, end = ch->file_offset + ch->size;
+
+	l->present[c >> 3] &= (uint8_t)~(1u << (c & 7));
+	trusted_set(l, c, false);
+	l->stats.chunks_present--;
+	if (l->bitmap_fd >= 0 && pwrite(l->bitmap_fd, &l->present[c >> 3], 1, c >> 3) != 1) {
+		/* The bit stays set on disk: the check on load finds a hole and refetches. */
+	}
+	if (ch->size == 0)
+		return 0;
+	if (start % b && (c == file->first_chunk || chunk_absent(l, c - 1)))
+		start -= start % b;
+	if (end % b && (c + 1 == file->first_chunk + file->nchunks || chunk_absent(l, c + 1)))
+		end += b - end % b;
+	int fd = cache_fd(l, l->chunk_file[c]);
+	if (fd < 0 || fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)start,
+				(off_t)(end - start)) < 0)
+		return 0;   /* the data stays, and stays accounted */
+	return l->cfg.cache ? sg_cache_extent(l->cfg.cache, ch->file_offset, ch->size) : 0;
+}
+
+static bool cache_oldest(void *ctx, uint32_t *ret_stamp)
+{
+	struct sg_layer *l = ctx;
+	uint32_t best = UINT32_MAX;
+	bool any = false;
+
+	for (uint32_t c = 0; c < l->n_chunks; c++) {
+		if (!l->present[c >> 3]) {
+			c |= 7;   /* a whole byte of the bitmap is empty */
+			continue;
+		}
+		if (chunk_evictable(l, c) && l->stamp[c] <= best) {
+			best = l->stamp[c];
+			any = true;
+		}
+	}
+	*ret_stamp = best;
+	return any;
+}
+
+#define EVICT_MAX 64u
+
+static void heap_sift_down(const uint32_t *stamp, uint32_t *h, size_t n, size_t i)
+{
+	for (;;) {
+		size_t big = i, a = 2 * i + 1, b = a + 1;
+		if (a < n && stamp[h[a]] > stamp[h[big]])
+			big = a;
+		if (b < n && stamp[h[b]] > stamp[h[big]])
+			big = b;
+		if (big == i)
+			return;
+		uint32_t t = h[i];
+		h[i] = h[big];
+		h[big] = t;
+		i = big;
+	}
+}
+
+/* The least recently used chunks at or before max_stamp, found in one pass with a max-heap
+ * of the max_chunks oldest, then evicted oldest first. */
+static uint64_t cache_evict(void *ctx, uint32_t max_stamp, uint64_t want, unsigned max_chunks,
+			    unsigned *ret_chunks)
+{
+	struct sg_layer *l = ctx;
+	uint32_t h[EVICT_MAX];
+	size_t n = 0, cap = max_chunks < EVICT_MAX ? max_chunks : EVICT_MAX;
+	uint64_t freed = 0;
+
+	*ret_chunks = 0;
+	for (uint32_t c = 0; c < l->n_chunks && cap; c++) {
+		if (!l->present[c >> 3]) {
+			c |= 7;
+			continue;
+		}
+		if (!chunk_evictable(l, c) || l->stamp[c] > max_stamp)
+			continue;
+		if (n < cap) {
+			/* sift up */
+			size_t i = n++;
+			h[i] = c;
+			while (i > 0 && l->stamp[h[(i - 1) / 2]] < l->stamp[h[i]]) {
+				uint32_t t = h[i];
+				h[i] = h[(i - 1) / 2];
+				h[(i - 1) / 2] = t;
+				i = (i - 1) / 2;
+			}
+		} else if (l->stamp[c] < l->stamp[h[0]]) {
+			h[0] = c;
+			heap_sift_down(l->stamp, h, n, 0);
+		}
+	}
+	/* Pop the heap: the newest first, so the array ends up oldest first. */
+	for (size_t k = n; k > 1; k--) {
+		uint32_t t = h[0];
+		h[0] = h[k - 1];
+		h[k - 1] = t;
+		heap_sift_down(l->stamp, h, k - 1, 0);
+	}
+	for (size_t i = 0; i < n && freed < want; i++) {
+		uint64_t b = drop_chunk(l, h[i]);
+		if (!b)
+			continue;
+		freed += b;
+		(*ret_chunks)++;
+		l->stats.chunks_evicted++;
+		l->stats.evicted_bytes += b;
+	}
+	return freed;
+}
+
+static void cache_rescale(void *ctx)
+{
+	struct sg_layer *l = ctx;
+
+	for (uint32_t c = 0; c < l->n_chunks; c++)
+		l->stamp[c] >>= 1;
+}
+
+/* Would fetching the rest of the layer in the background fit under the watermark?  Asked
+ * once when background fetch starts; afterwards it stops when the cache reaches the
+ * watermark, so that a small cache is not churned by data nobody asked for. */
+static bool background_fits(struct sg_layer *l, bool first)
+{
+	uint64_t rest = 0;
+
+	if (!l->cfg.cache)
+		return true;
+	if (first)
+		for (uint32_t c = 0; c < l->n_chunks; c++)
+			if (chunk_needs_fetch(l, c)) {
+				const struct sg_toc_chunk *ch = chunk_at(l, c);
+				rest += sg_cache_extent(l->cfg.cache, ch->file_offset, ch->size);
+			}
+	return sg_cache_room(l->cfg.cache, rest);
+}
+
 /* ---- fetch batches ---- */
 
 static void batch_free(struct fetch_batch *b)
@@ -540,6 +750,11 @@ static void batch_fetched(struct sg_op *op)
 			l->last_ondemand_ns = sg_now_ns();
 		}
 		if (op->res != (int32_t)b->len || l->closing) {
+			if (!l->closing && op->res != -ECANCELED) {
+				l->failed[l->failed_next].chunk = j->chunk;
+				l->failed[l->failed_next].ns = sg_now_ns();
+				l->failed_next = (l->failed_next + 1) % FAILED_RING;
+			}
 			job_fail(j, l->closing ? -ECANCELED : -EIO);
 			continue;
 		}
@@ -565,10 +780,6 @@ static void batch_fetched(struct sg_op *op)
 	}
 	if (op->res > 0)
 		l->stats.fetched_bytes += (uint64_t)op->res;
-	if (op->res == (int32_t)b->len)
-		l->fetch_failed_ns = 0;
-	else if (!l->closing && op->res != -ECANCELED)
-		l->fetch_failed_ns = sg_now_ns();
 	batch_free(b);
 	if (background)
 		maybe_continue_background(l);
@@ -664,8 +875,11 @@ static int fetch_chunk(struct sg_layer *l, uint32_t chunk, bool ondemand, struct
 	bool seq = sequential(l, chunk);
 	int r;
 
-	if (ondemand && l->fetch_failed_ns && sg_now_ns() - l->fetch_failed_ns < FAILED_HOLD_NS)
-		return -EIO;
+	if (ondemand)
+		for (unsigned i = 0; i < FAILED_RING; i++)
+			if (l->failed[i].ns && l->failed[i].chunk == chunk &&
+			    sg_now_ns() - l->failed[i].ns < FAILED_HOLD_NS)
+				return -EIO;
 
 	list[n++] = chunk;
 	for (uint32_t c = chunk + 1; c < l->n_chunks && n < 64; c++) {
@@ -823,6 +1037,7 @@ int sg_layer_read(struct sg_layer *l, uint32_t node, uint64_t offset, size_t len
 		struct read_part *p = &r->parts[i];
 		p->r = r;
 		p->chunk = c;
+		touch(l, c);
 		if (l->mem[c]) {
 			mem_touch(l, l->mem[c]);
 			l->stats.chunks_from_memory++;
@@ -971,6 +1186,16 @@ int sg_layer_open_verified(struct sg_layer *l, uint32_t node)
 	return fd;
 }
 
+void sg_layer_pin_file(struct sg_layer *l, uint32_t node, bool pin)
+{
+	if (node >= sg_toc_count(l->toc))
+		return;
+	if (pin)
+		l->pinned[node >> 3] |= (uint8_t)(1u << (node & 7));
+	else
+		l->pinned[node >> 3] &= (uint8_t)~(1u << (node & 7));
+}
+
 int sg_layer_verify_file(struct sg_layer *l, uint32_t node, void (*cb)(void *userdata, int res),
 			 void *userdata)
 {
@@ -1080,6 +1305,11 @@ static void maybe_continue_background(struct sg_layer *l)
 					     background_tick);
 		return;
 	}
+	if (!background_fits(l, l->background_cursor == 0)) {
+		l->backgrounding = false;
+		l->stats.background_skipped = true;
+		return;
+	}
 	int r = next_batch(l, &l->background_cursor, UINT64_MAX, BACKGROUND_BATCH, true);
 	if (r <= 0) {
 		l->backgrounding = false;
@@ -1173,7 +1403,11 @@ int sg_layer_new(struct sg_loop *loop, struct sg_range_source *src, struct sg_to
 	l->mem = calloc(l->n_chunks + 1, sizeof(*l->mem));
 	l->present = calloc((l->n_chunks + 7) / 8 + 1, 1);
 	l->trusted = calloc((l->n_chunks + 7) / 8 + 1, 1);
-	if (!l->chunk_file || !l->jobs || !l->mem || !l->present || !l->trusted) {
+	l->pinned = calloc(count / 8 + 1, 1);
+	if (config->cache)
+		l->stamp = calloc(l->n_chunks + 1, sizeof(*l->stamp));
+	if (!l->chunk_file || !l->jobs || !l->mem || !l->present || !l->trusted || !l->pinned ||
+	    (config->cache && !l->stamp)) {
 		r = -ENOMEM;
 		goto fail;
 	}
@@ -1189,6 +1423,22 @@ int sg_layer_new(struct sg_loop *loop, struct sg_range_source *src, struct sg_to
 		r = store_toc_json(l);
 	if (r < 0)
 		goto fail;
+	l->block = config->cache ? sg_cache_block_size(config->cache) : 4096u;
+	if (config->cache) {
+		/* Chunks found on disk count as used long ago: the first to go unless read. */
+		uint64_t present = 0;
+		for (uint32_t c = 0; c < l->n_chunks; c++)
+			if (present_get(l, c)) {
+				const struct sg_toc_chunk *ch = chunk_at(l, c);
+				present += sg_cache_extent(config->cache, ch->file_offset, ch->size);
+			}
+		struct sg_cache_client client = {
+			.oldest = cache_oldest, .evict = cache_evict, .rescale = cache_rescale, .ctx = l,
+		};
+		r = sg_cache_attach(config->cache, l->cache_dir, present, &client, &l->cache_ent);
+		if (r < 0)
+			goto fail;
+	}
 
 	if (config->prefetch && sg_toc_has_prefetch(toc, &l->prefetch_end) && l->prefetch_end > 0)
 		l->prefetching = true;
@@ -1256,11 +1506,14 @@ void sg_layer_free(struct sg_layer *l)
 		close(l->bitmap_fd);
 	if (l->toc_json_fd >= 0)
 		close(l->toc_json_fd);
+	sg_cache_detach(l->cache_ent);
+	free(l->stamp);
 	free(l->chunk_file);
 	free(l->jobs);
 	free(l->mem);
 	free(l->present);
 	free(l->trusted);
+	free(l->pinned);
 	sg_gz_free(l->gz);
 	sg_range_source_free(l->src);
 	sg_toc_free(l->toc);
@@ -1275,4 +1528,5 @@ const struct sg_toc *sg_layer_toc(const struct sg_layer *l)
 void sg_layer_stats(const struct sg_layer *l, struct sg_layer_stats *ret)
 {
 	*ret = l->stats;
+	ret->cache_bytes = l->cache_ent ? sg_cache_layer_bytes(l->cache_ent) : 0;
 }

@@ -28,6 +28,7 @@
 #include <sys/types.h>
 
 struct sg_loop;
+struct sg_cache;
 struct sg_toc;
 struct sg_range_source;
 struct sg_layer;
@@ -50,6 +51,13 @@ struct sg_layer_config {
 	 * not log, its owner does.  path is the file's path in the layer. */
 	void (*on_bad_chunk)(void *userdata, const char *path, uint64_t file_offset, bool from_cache);
 	void *userdata;
+	/* The process's disk-cache bound (fs/cache.h), shared with other layers; cache_dir must
+	 * then be a child of its root.  NULL = unbounded.  With a cache, every chunk use is
+	 * stamped, writes that find no room are skipped (the read is served from memory), the
+	 * least recently used chunks may be evicted (holes punched, bits cleared; never a chunk
+	 * with a load, fetch or write in flight), and background fetch only runs while the
+	 * rest of the layer fits under the watermark. */
+	struct sg_cache *cache;
 };
 
 struct sg_layer_stats {
@@ -62,8 +70,13 @@ struct sg_layer_stats {
 	uint64_t chunks_present;      /* in the disk cache now */
 	uint64_t chunks_total;
 	uint64_t verify_failures;
+	uint64_t cache_bytes;         /* disk bytes accounted to this layer (fs/cache.h) */
+	uint64_t chunks_evicted;      /* from the disk cache, to stay under the bound */
+	uint64_t evicted_bytes;
+	uint64_t cache_writes_skipped;/* no room: served from memory without caching */
 	bool prefetch_done;
 	bool background_done;
+	bool background_skipped;      /* the rest of the layer did not fit the cache bound */
 };
 
 /* Takes ownership of src and toc (also on failure). */
@@ -80,6 +93,9 @@ void sg_layer_free(struct sg_layer *layer);
  * is complete on disk but not verified during this mount (sg_layer_verify_file).
  * -ENOENT: chunks are missing (or the file is empty). */
 int sg_layer_open_verified(struct sg_layer *layer, uint32_t node);
+/* While pinned (a backing file of a passthrough open), no chunk of the resolved regular file
+ * `node` is evicted from the disk cache. */
+void sg_layer_pin_file(struct sg_layer *layer, uint32_t node, bool pin);
 /* Reads back every cached chunk of regular file `node` not verified during this mount and
  * checks it against its digest (a bad one is dropped from the cache).  cb runs once from
  * the loop: 0 when the whole file is now in the cache and verified, -ENOENT when it is not,

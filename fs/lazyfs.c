@@ -446,8 +446,10 @@ static void open_state_put(struct sg_lazyfs *fs, struct open_state *s, bool pass
 		s->cached_opens--;
 	if (s->passthrough_opens || s->cached_opens || s->verifying)
 		return;
-	if (s->backing_id > 0)
+	if (s->backing_id > 0) {
 		backing_close(fs, s->backing_id);
+		sg_layer_pin_file(fs->layer, s->node, false);
+	}
 	for (struct open_state **p = &fs->opens[s->node % OPEN_BUCKETS]; *p; p = &(*p)->next)
 		if (*p == s) {
 			*p = s->next;
@@ -471,6 +473,7 @@ static int try_backing(struct sg_lazyfs *fs, struct open_state *s)
 	close(fd);
 	if (id > 0) {
 		s->backing_id = id;
+		sg_layer_pin_file(fs->layer, s->node, true);
 		return 0;
 	}
 	fs->stats.passthrough_error = id < 0 ? e : EPROTO;

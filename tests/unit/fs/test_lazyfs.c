@@ -6,6 +6,7 @@
 #include "fs/layer.h"
 #include "fs/lazyfs.h"
 #include "fs/range_source.h"
+#include "tests/helpers/blob_toc.h"
 #include "tests/helpers/esgz_build.h"
 #include "tests/unit/test.h"
 
@@ -100,24 +101,10 @@ static void env_open(struct env *e, const struct sg_layer_config *cfg_in)
 {
 	struct sg_loop_config lc = { 0 };
 	struct sg_range_source *src;
-	struct sg_esgz_options opts = { .toc_digest = &toc_digest, .keep_json = true };
-	struct sg_esgz_error err;
-	struct sg_toc *toc;
-	struct sg_gz *gz;
-	struct stat st;
 	char msg[256];
 
 	CHECK_EQ(sg_loop_new(&lc, &e->loop), 0);
-	CHECK_EQ(stat(blob_path, &st), 0);
-	uint8_t *blob = malloc((size_t)st.st_size);
-	FILE *f = fopen(blob_path, "r");
-	CHECK(f && fread(blob, 1, (size_t)st.st_size, f) == (size_t)st.st_size);
-	fclose(f);
-	CHECK_EQ(sg_gz_new(&gz), 0);
-	if (sg_esgz_load_blob(gz, blob, (size_t)st.st_size, &opts, &toc, &err) < 0)
-		TEST_FAIL("load: %s", err.msg);
-	sg_gz_free(gz);
-	free(blob);
+	struct sg_toc *toc = test_load_toc_file(blob_path, &toc_digest);
 	CHECK_EQ(sg_range_source_file_open(e->loop, blob_path, &src), 0);
 	struct sg_layer_config cfg = *cfg_in;
 	cfg.cache_dir = cache;

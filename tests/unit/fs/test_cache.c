@@ -1,0 +1,532 @@
+/* The disk cache's size bound (fs/cache.c) with real layers (fs/layer.c) over an eStargz
+ * blob on disk: the bound holds while a larger layer is read, bytes stay right, the least
+ * recently used chunks go first, directories of layers not mounted go before any mounted
+ * chunk, a restart reuses what is left, an evicted chunk is fetched and verified again, and
+ * background fetch does not churn a small cache. */
+#include "daemon/config.h"
+#include "daemon/core/loop.h"
+#include "fs/cache.h"
+#include "fs/estargz.h"
+#include "fs/gz.h"
+#include "fs/layer.h"
+#include "fs/range_source.h"
+#include "tests/helpers/blob_toc.h"
+#include "tests/helpers/esgz_build.h"
+#include "tests/unit/test.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <sys/stat.h>
+
+#define NFILES 8
+#define FILE_SIZE (1024 * 1024)
+#define CHUNK (256 * 1024)
+#define MiB (1024ull * 1024)
+/* What the walk of a layer directory finds besides chunks: the directory and the bitmap. */
+#define SLACK (64 * 1024)
+
+static char dir[256], blob_path[300], root[300], layer_dir[400];
+static uint8_t content[NFILES][FILE_SIZE];
+static struct sg_digest toc_digest;
+static uint64_t foreign_bytes;   /* not ours under the root: neither counted nor removed */
+
+static int rm_one(const char *p, const struct stat *st, int t, struct FTW *f)
+{
+	(void)st; (void)f;
+	return (t == FTW_DP) ? rmdir(p) : unlink(p);
+}
+
+static void cleanup(void)
+{
+	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Eight files of 1 MiB in 256 KiB chunks, incompressible. */
+static void setup(void)
+{
+	struct esgz_b b;
+	uint64_t x = 88172645463325252ull;
+	char name[32];
+
+	snprintf(dir, sizeof(dir), "/tmp/stargzd-cache-XXXXXX");
+	CHECK(mkdtemp(dir));
+	atexit(cleanup);
+	snprintf(blob_path, sizeof(blob_path), "%s/blob", dir);
+	snprintf(root, sizeof(root), "%s/cache", dir);
+	snprintf(layer_dir, sizeof(layer_dir), "%s/%064x", root, 0x1a7e5);
+	for (int f = 0; f < NFILES; f++)
+		for (size_t i = 0; i < FILE_SIZE; i++) {
+			x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+			content[f][i] = (uint8_t)x;
+		}
+	esgz_init(&b, 1);
+	for (int f = 0; f < NFILES; f++) {
+		snprintf(name, sizeof(name), "f%d", f);
+		esgz_add(&b, name, '0', 0644, content[f], FILE_SIZE, NULL, CHUNK, NULL);
+	}
+	esgz_finish(&b, 0, &toc_digest);
+	FILE *fp = fopen(blob_path, "w");
+	CHECK(fp);
+	CHECK_EQ(fwrite(b.blob.p, 1, b.blob.len, fp), b.blob.len);
+	fclose(fp);
+	esgz_done(&b);
+}
+
+struct env {
+	struct sg_loop *loop;
+	struct sg_cache *cache;
+	struct sg_layer *layer;
+};
+
+static void env_open(struct env *e, uint64_t max, const struct sg_layer_config *cfg_in)
+{
+	struct sg_range_source *src;
+
+	CHECK_EQ(sg_loop_new(NULL, &e->loop), 0);
+	CHECK_EQ(sg_cache_new(e->loop, root, max, &e->cache), 0);
+	struct sg_toc *toc = test_load_toc_file(blob_path, &toc_digest);
+	CHECK_EQ(sg_range_source_file_open(e->loop, blob_path, &src), 0);
+	struct sg_layer_config cfg = cfg_in ? *cfg_in : (struct sg_layer_config){ 0 };
+	cfg.cache_dir = layer_dir;
+	cfg.cache = e->cache;
+	if (!cfg.window_bytes)
+		cfg.window_bytes = 1;   /* exactly the chunks asked for */
+	CHECK_EQ(sg_layer_new(e->loop, src, toc, &cfg, &e->layer), 0);
+}
+
+static void on_closed(void *ud)
+{
+	*(bool *)ud = true;
+}
+
+static void env_close(struct env *e)
+{
+	bool done = false;
+
+	sg_layer_close(e->layer, on_closed, &done);
+	while (!done)
+		CHECK(sg_loop_run_once(e->loop, 100) >= 0);
+	sg_layer_free(e->layer);
+	CHECK_EQ(sg_loop_drain(e->loop, 2000), 0);
+	sg_cache_free(e->cache);
+	sg_loop_free(e->loop);
+	memset(e, 0, sizeof(*e));
+}
+
+static void run_for(struct env *e, int ms)
+{
+	double end = test_now_ms() + ms;
+	while (test_now_ms() < end)
+		CHECK(sg_loop_run_once(e->loop, 5) >= 0);
+}
+
+struct rd {
+	bool done;
+	ssize_t res;
+};
+
+static void read_cb(void *ud, ssize_t res)
+{
+	struct rd *r = ud;
+	r->done = true;
+	r->res = res;
+}
+
+static uint32_t node_of(struct env *e, int f)
+{
+	char name[32];
+	snprintf(name, sizeof(name), "f%d", f);
+	int64_t n = sg_toc_lookup_path(sg_layer_toc(e->layer), name);
+	CHECK(n >= 0);
+	return (uint32_t)n;
+}
+
+static uint64_t du(const char *path);
+
+/* Reads file f in 128 KiB pieces; checks the bytes and, after each piece, the bound. */
+static void read_file(struct env *e, int f)
+{
+	static uint8_t buf[128 * 1024];
+	struct sg_cache_stats cs;
+
+	for (size_t off = 0; off < FILE_SIZE; off += sizeof(buf)) {
+		struct rd r = { 0 };
+		CHECK_EQ(sg_layer_read(e->layer, node_of(e, f), off, sizeof(buf), buf, read_cb, &r), 0);
+		while (!r.done)
+			CHECK(sg_loop_run_once(e->loop, 100) >= 0);
+		CHECK_EQ(r.res, sizeof(buf));
+		CHECK_MEM(buf, content[f] + off, sizeof(buf));
+		sg_cache_stats(e->cache, &cs);
+		CHECK(cs.bytes <= cs.max_bytes);
+	}
+	/* Let the cache writes land, then measure the disk. */
+	run_for(e, 20);
+	sg_cache_stats(e->cache, &cs);
+	CHECK(cs.bytes <= cs.max_bytes);
+	uint64_t used = du(root) - foreign_bytes;
+	if (used > cs.max_bytes + SLACK)
+		TEST_FAIL("disk usage %llu > bound %llu + slack", (unsigned long long)used,
+			  (unsigned long long)cs.max_bytes);
+}
+
+static uint64_t du_total;
+static int du_one(const char *p, const struct stat *st, int t, struct FTW *f)
+{
+	(void)p; (void)t; (void)f;
+	du_total += (uint64_t)st->st_blocks * 512u;
+	return 0;
+}
+
+/* Allocated bytes under path, as `du -s -B1` counts them. */
+static uint64_t du(const char *path)
+{
+	du_total = 0;
+	nftw(path, du_one, 16, FTW_PHYS);
+	return du_total;
+}
+
+/* Allocated bytes of file f's cache file. */
+static uint64_t file_blocks(struct env *e, int f)
+{
+	char p[600];
+	struct stat st;
+	snprintf(p, sizeof(p), "%s/%u", layer_dir, node_of(e, f));
+	if (stat(p, &st) < 0)
+		return 0;
+	return (uint64_t)st.st_blocks * 512u;
+}
+
+/* The whole layer (8 MiB) through a 3 MiB bound. */
+static void read_all_through_3mib(struct env *e, struct sg_layer_stats *st)
+{
+	setup();
+	env_open(e, 3 * MiB, NULL);
+	for (int f = 0; f < NFILES; f++)
+		read_file(e, f);
+	sg_layer_stats(e->layer, st);
+}
+
+TEST(bound_holds_while_a_larger_layer_is_read)
+{
+	struct env e = { 0 };
+	struct sg_layer_stats st;
+	struct sg_cache_stats cs;
+
+	read_all_through_3mib(&e, &st);
+	sg_cache_stats(e.cache, &cs);
+	CHECK_EQ(st.chunks_fetched, NFILES * FILE_SIZE / CHUNK);
+	CHECK(st.chunks_evicted >= 16);
+	CHECK_EQ(st.chunks_evicted, cs.evicted_chunks);
+	CHECK_EQ(st.cache_writes_skipped, 0);
+	CHECK_EQ(st.verify_failures, 0);
+	CHECK(st.cache_bytes <= 3 * MiB);
+	/* The last file read is what is left. */
+	CHECK_EQ(file_blocks(&e, NFILES - 1), FILE_SIZE);
+	CHECK_EQ(file_blocks(&e, 0), 0);
+	env_close(&e);
+}
+
+TEST(least_recently_used_chunks_go_first)
+{
+	struct env e = { 0 };
+	struct sg_cache_stats cs;
+
+	setup();
+	env_open(&e, 1024 * MiB, NULL);
+	read_file(&e, 0);   /* A */
+	read_file(&e, 1);   /* B */
+	read_file(&e, 2);   /* C */
+	read_file(&e, 0);   /* A again (from memory): now the most recent */
+	CHECK_EQ(file_blocks(&e, 0), FILE_SIZE);
+	CHECK_EQ(file_blocks(&e, 1), FILE_SIZE);
+	CHECK_EQ(file_blocks(&e, 2), FILE_SIZE);
+
+	/* A bound whose watermark is ~900 KiB below what is there: four chunks must go. */
+	for (int step = 1; step <= 2; step++) {
+		sg_cache_stats(e.cache, &cs);
+		uint64_t target = cs.bytes - 900 * 1024;
+		sg_cache_set_max(e.cache, (target / SG_CACHE_WATERMARK_PCT + 1) * 100);
+		run_for(&e, 50);
+		if (step == 1) {
+			CHECK_EQ(file_blocks(&e, 1), 0);          /* B, the oldest */
+			CHECK_EQ(file_blocks(&e, 2), FILE_SIZE);
+		} else {
+			CHECK_EQ(file_blocks(&e, 2), 0);          /* then C */
+		}
+		CHECK_EQ(file_blocks(&e, 0), FILE_SIZE);          /* A stays */
+	}
+	struct sg_layer_stats st;
+	sg_layer_stats(e.layer, &st);
+	CHECK_EQ(st.chunks_evicted, 8);
+	CHECK_EQ(st.chunks_present, 4);
+	env_close(&e);
+}
+
+/* A file the kernel reads directly (a passthrough open pins it) keeps its chunks: the kernel
+ * would read a punched hole as zeros.  Unpinned, it is evicted like any other. */
+TEST(pinned_files_are_never_evicted)
+{
+	struct env e = { 0 };
+
+	setup();
+	env_open(&e, 1024 * MiB, NULL);
+	read_file(&e, 0);
+	read_file(&e, 1);
+	sg_layer_pin_file(e.layer, node_of(&e, 0), true);   /* A: the older one */
+	sg_cache_set_max(e.cache, 64 * 1024);
+	run_for(&e, 50);
+	CHECK_EQ(file_blocks(&e, 0), FILE_SIZE);
+	CHECK_EQ(file_blocks(&e, 1), 0);
+	int fd = sg_layer_open_verified(e.layer, node_of(&e, 0));
+	CHECK(fd >= 0);   /* still complete and trusted */
+	close(fd);
+	sg_layer_pin_file(e.layer, node_of(&e, 0), false);
+	sg_cache_set_max(e.cache, 64 * 1024 + 4096);   /* another eviction pass */
+	run_for(&e, 50);
+	CHECK_EQ(file_blocks(&e, 0), 0);
+	CHECK_EQ(sg_layer_open_verified(e.layer, node_of(&e, 0)), -ENOENT);
+	env_close(&e);
+}
+
+TEST(evicted_chunk_is_fetched_and_verified_again)
+{
+	struct env e = { 0 };
+	struct sg_layer_config cfg = { .mem_cache_bytes = 1 };   /* no memory cache to hide it */
+	struct sg_layer_stats st;
+
+	setup();
+	env_open(&e, 1024 * MiB, &cfg);
+	read_file(&e, 0);
+	sg_cache_set_max(e.cache, 64 * 1024);
+	run_for(&e, 50);
+	CHECK_EQ(file_blocks(&e, 0), 0);
+	sg_layer_stats(e.layer, &st);
+	CHECK_EQ(st.chunks_present, 0);
+	/* Bytes in the hole that are not the chunk must never be served. */
+	char p[600];
+	snprintf(p, sizeof(p), "%s/%u", layer_dir, node_of(&e, 0));
+	int fd = open(p, O_WRONLY);
+	CHECK(fd >= 0);
+	CHECK_EQ(pwrite(fd, "garbage", 7, 1000), 7);
+	close(fd);
+	sg_cache_set_max(e.cache, 1024 * MiB);
+	read_file(&e, 1);   /* flush the memory cache */
+	sg_layer_stats(e.layer, &st);
+	uint64_t fetched = st.chunks_fetched;
+	read_file(&e, 0);
+	sg_layer_stats(e.layer, &st);
+	CHECK_EQ(st.chunks_fetched, fetched + 4);
+	CHECK_EQ(st.chunks_from_disk, 0);
+	CHECK_EQ(st.verify_failures, 0);
+	env_close(&e);
+
+	/* After a restart, the refetched file comes from disk, verified. */
+	env_open(&e, 1024 * MiB, &cfg);
+	read_file(&e, 0);
+	sg_layer_stats(e.layer, &st);
+	CHECK_EQ(st.chunks_from_disk, 4);
+	CHECK_EQ(st.fetched_bytes, 0);
+	env_close(&e);
+}
+
+TEST(restart_reuses_what_is_left)
+{
+	struct env e = { 0 };
+	struct sg_layer_stats st;
+	struct sg_cache_stats cs;
+
+	read_all_through_3mib(&e, &st);
+	uint64_t present = st.chunks_present;
+	CHECK(present >= 4 && present < 12);
+	env_close(&e);
+
+	/* Unmounted: the directory is accounted by the walk at start. */
+	CHECK_EQ(sg_loop_new(NULL, &e.loop), 0);
+	CHECK_EQ(sg_cache_new(e.loop, root, 3 * MiB, &e.cache), 0);
+	sg_cache_stats(e.cache, &cs);
+	CHECK_EQ(cs.idle_dirs, 1);
+	CHECK(cs.bytes >= present * CHUNK && cs.bytes <= present * CHUNK + SLACK);
+	sg_cache_free(e.cache);
+	sg_loop_free(e.loop);
+	memset(&e, 0, sizeof(e));
+
+	env_open(&e, 3 * MiB, NULL);
+	sg_layer_stats(e.layer, &st);
+	CHECK_EQ(st.chunks_present, present);
+	sg_cache_stats(e.cache, &cs);
+	CHECK_EQ(cs.idle_dirs, 0);
+	CHECK_EQ(cs.layers, 1);
+	read_file(&e, NFILES - 1);
+	sg_layer_stats(e.layer, &st);
+	CHECK_EQ(st.fetched_bytes, 0);
+	CHECK_EQ(st.chunks_from_disk, 4);
+	env_close(&e);
+}
+
+static void make_idle_dir(const char *name, time_t mtime)
+{
+	char p[600];
+	static uint8_t junk[FILE_SIZE];
+
+	memset(junk, 0x77, sizeof(junk));
+	snprintf(p, sizeof(p), "%s/%s", root, name);
+	CHECK_EQ(mkdir(p, 0700), 0);
+	snprintf(p, sizeof(p), "%s/%s/17", root, name);
+	FILE *f = fopen(p, "w");
+	CHECK(f && fwrite(junk, 1, sizeof(junk), f) == sizeof(junk));
+	fclose(f);
+	snprintf(p, sizeof(p), "%s/%s", root, name);
+	struct timespec ts[2] = { { mtime, 0 }, { mtime, 0 } };
+	CHECK_EQ(utimensat(AT_FDCWD, p, ts, 0), 0);
+}
+
+static bool exists(const char *name)
+{
+	char p[600];
+	snprintf(p, sizeof(p), "%s/%s", root, name);
+	return access(p, F_OK) == 0;
+}
+
+TEST(directories_of_unmounted_layers_go_first_oldest_first)
+{
+	struct env e = { 0 };
+	struct sg_layer_stats st;
+	struct sg_cache_stats cs;
+	char older[65], newer[65];
+
+	setup();
+	CHECK_EQ(mkdir(root, 0700), 0);
+	memset(older, 'a', 64);
+	memset(newer, 'b', 64);
+	older[64] = newer[64] = '\0';
+	make_idle_dir(newer, 2000000000);
+	make_idle_dir(older, 1000000000);
+	make_idle_dir("not-a-layer", 1);   /* never ours to remove */
+	char foreign[600];
+	snprintf(foreign, sizeof(foreign), "%s/not-a-layer", root);
+	foreign_bytes = du(foreign);
+
+	env_open(&e, 3 * MiB + 512 * 1024, NULL);
+	sg_cache_stats(e.cache, &cs);
+	CHECK_EQ(cs.idle_dirs, 2);
+	CHECK(cs.idle_bytes >= 2 * MiB);
+	read_file(&e, 0);
+	CHECK(exists(older) && exists(newer));
+	read_file(&e, 1);   /* crosses the bound: the older directory goes */
+	CHECK(!exists(older));
+	CHECK(exists(newer));
+	sg_layer_stats(e.layer, &st);
+	CHECK_EQ(st.chunks_evicted, 0);
+	read_file(&e, 2);   /* then the newer one, still before any chunk of ours */
+	CHECK(!exists(newer));
+	sg_layer_stats(e.layer, &st);
+	CHECK_EQ(st.chunks_evicted, 0);
+	read_file(&e, 3);   /* now the mounted layer's oldest chunks */
+	sg_layer_stats(e.layer, &st);
+	CHECK(st.chunks_evicted > 0);
+	CHECK_EQ(file_blocks(&e, 3), FILE_SIZE);
+	sg_cache_stats(e.cache, &cs);
+	CHECK_EQ(cs.removed_dirs, 2);
+	CHECK(exists("not-a-layer"));
+	DIR *d = opendir(root);
+	struct dirent *de;
+	while ((de = readdir(d)))
+		CHECK(strncmp(de->d_name, ".trash-", 7) != 0);
+	closedir(d);
+	env_close(&e);
+}
+
+static void wait_background(struct env *e, struct sg_layer_stats *st)
+{
+	double end = test_now_ms() + 10000;
+	do {
+		CHECK(sg_loop_run_once(e->loop, 10) >= 0);
+		sg_layer_stats(e->layer, st);
+		CHECK(test_now_ms() < end);
+	} while (!st->background_skipped && (!st->background_done || st->chunks_present < st->chunks_total));
+}
+
+TEST(background_fetch_respects_the_bound)
+{
+	struct env e = { 0 };
+	struct sg_layer_config cfg = { .background_fetch = true, .background_delay_ns = 1000000 };
+	struct sg_layer_stats st;
+
+	setup();
+	/* The layer (8 MiB) does not fit a 6 MiB bound: nothing is fetched behind our back. */
+	env_open(&e, 6 * MiB, &cfg);
+	wait_background(&e, &st);
+	CHECK(st.background_skipped);
+	CHECK_EQ(st.chunks_fetched, 0);
+	env_close(&e);
+
+	/* It fits 16 MiB: fetched whole. */
+	env_open(&e, 16 * MiB, &cfg);
+	wait_background(&e, &st);
+	CHECK(st.background_done);
+	CHECK_EQ(st.chunks_present, st.chunks_total);
+	env_close(&e);
+}
+
+TEST(reads_work_when_nothing_fits)
+{
+	struct env e = { 0 };
+	struct sg_layer_stats st;
+
+	setup();
+	env_open(&e, 64 * 1024, NULL);   /* smaller than one chunk */
+	for (int f = 0; f < 3; f++)
+		read_file(&e, f);
+	sg_layer_stats(e.layer, &st);
+	CHECK_EQ(st.cache_writes_skipped, 12);
+	CHECK_EQ(st.chunks_present, 0);
+	env_close(&e);
+}
+
+TEST(cache_max_bytes_parses_sizes)
+{
+	uint64_t v;
+
+	CHECK_EQ(sg_parse_size("10G", &v), 0);
+	CHECK_EQ(v, 10ull << 30);
+	CHECK_EQ(sg_parse_size("512M", &v), 0);
+	CHECK_EQ(v, 512ull << 20);
+	CHECK_EQ(sg_parse_size("512MiB", &v), 0);
+	CHECK_EQ(v, 512ull << 20);
+	CHECK_EQ(sg_parse_size("1t", &v), 0);
+	CHECK_EQ(v, 1ull << 40);
+	CHECK_EQ(sg_parse_size("4096", &v), 0);
+	CHECK_EQ(v, 4096);
+	CHECK_EQ(sg_parse_size("64K", &v), 0);
+	CHECK_EQ(v, 65536);
+	CHECK(sg_parse_size("", &v) < 0);
+	CHECK(sg_parse_size("G", &v) < 0);
+	CHECK(sg_parse_size("10X", &v) < 0);
+	CHECK(sg_parse_size("-1", &v) < 0);
+	CHECK(sg_parse_size("0", &v) < 0);
+	CHECK(sg_parse_size("99999999999999999999", &v) < 0);
+	CHECK(sg_parse_size("20000000T", &v) < 0);
+
+	/* In the config file, quoted or not. */
+	char path[300];
+	struct sg_config cfg;
+	char err[256];
+	snprintf(path, sizeof(path), "/tmp/stargzd-cfg-%d.toml", (int)getpid());
+	FILE *f = fopen(path, "w");
+	fputs("cache_max_bytes = \"2G\"\n", f);
+	fclose(f);
+	sg_config_defaults(&cfg);
+	CHECK_EQ(cfg.cache_max_bytes, 0);
+	CHECK_EQ(sg_config_load(&cfg, path, err, sizeof(err)), 0);
+	CHECK_EQ(cfg.cache_max_bytes, 2ull << 30);
+	f = fopen(path, "w");
+	fputs("cache_max_bytes = lots\n", f);
+	fclose(f);
+	CHECK(sg_config_load(&cfg, path, err, sizeof(err)) < 0);
+	CHECK(strstr(err, "cache_max_bytes"));
+	unlink(path);
+}
+
+TEST_MAIN()
