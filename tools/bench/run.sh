@@ -2,6 +2,8 @@
 # The benchmark: time to a command's output from a cold start, legacy pull vs lazy pull.
 #
 #   tools/bench/run.sh [--quick]       (or BENCH_QUICK=1; `make bench` / `make bench-quick`)
+#   tools/bench/run.sh --rss           memory only: each lazy snapshotter's RSS idle, with the
+#                                      python image run, with python and gcc, after background fetch
 #
 # For each image (base, python, gcc; quick: base, python) x form x snapshotter:
 #   legacy   (gzip)    containerd's overlayfs, `ctr images pull` (download + unpack everything)
@@ -19,9 +21,11 @@
 # Everything else: tools/bench/common.sh.  Needs root.  Never part of `make check`.
 set -euo pipefail
 [[ ${1:-} == --quick ]] && export BENCH_QUICK=1
+RSS_ONLY=0
+[[ ${1:-} == --rss ]] && RSS_ONLY=1
 . "$(dirname "$0")/common.sh"
 RUNS=${BENCH_RUNS:-$([[ $BENCH_QUICK == 1 ]] && echo 1 || echo 3)}
-SNAPSHOTTERS=${BENCH_SNAPSHOTTERS:-overlayfs stargzd reference}
+SNAPSHOTTERS=${BENCH_SNAPSHOTTERS:-$([[ $RSS_ONLY == 1 ]] && echo stargzd reference || echo overlayfs stargzd reference)}
 RESULTS=${BENCH_RESULTS:-$BENCH_DIR/results}
 TMO=${BENCH_TIMEOUT:-120}
 RD=$BENCH_WORK/run          # the cold state of one measurement, wiped every time
@@ -203,6 +207,56 @@ combos() {
     esac
   done
 }
+
+# --- memory: RSS of one snapshotter process as images are mounted and used ------------------
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$(cat "$RD/snapshotter.pid")/status"; }
+measure_rss() {  # SNAPSHOTTER -> "idle python python+gcc after-background cache-bytes"
+  local sn=$1 sock img out=() last now same=0 i
+  stop_all; rm -rf "$RD"; mkdir -p "$RD"
+  sock=$(start_snapshotter "$sn") || return 1
+  start_containerd "$sock" || return 1
+  local CTR=(nsenter --net="$NETNS_PATH" ctr --address "$RD/containerd/containerd.sock")
+  sleep 2; out+=("$(rss_kb)")
+  for img in python gcc; do
+    local ref="127.0.0.1:$LINK_PORT/bench-$img:esgz"
+    nsenter --net="$NETNS_PATH" ctr-remote --address "$RD/containerd/containerd.sock" images rpull       --plain-http --snapshotter stargz "$ref" >"$LOGS/rss-$sn-$img.log" 2>&1 || return 1
+    mapfile -t argv < <(workload_argv "$img")
+    timeout "$TMO" "${CTR[@]}" run --rm --snapshotter stargz "$ref" "rss-$img" "${argv[@]}" \
+      >>"$LOGS/rss-$sn-$img.log" 2>&1 || return 1
+    out+=("$(rss_kb)")
+  done
+  # background fetch: wait until the link has been quiet for 5 s (at most 5 minutes)
+  last=$(stat_field "$("$BENCH_DIR/link.sh" stats)" down_bytes)
+  for ((i = 0; i < 300 && same < 5; i++)); do
+    sleep 1; now=$(stat_field "$("$BENCH_DIR/link.sh" stats)" down_bytes)
+    if [[ $now == "$last" ]]; then same=$((same + 1)); else same=0; last=$now; fi
+  done
+  out+=("$(rss_kb)" "$(du -sb "$RD/$([[ $sn == stargzd ]] && echo sg/cache || echo ref)" | cut -f1)")
+  stop_all
+  echo "${out[*]}"
+}
+if [[ $RSS_ONLY == 1 ]]; then
+  mkdir -p "$LOGS" "$RESULTS"
+  md=$RESULTS/$(date +%Y-%m-%d)-rss.md
+  {
+    echo "RSS of the snapshotter process (VmRSS), $(date -u +%Y-%m-%d), $(nproc) CPUs, kernel $(uname -r);"
+    echo "python and gcc eStargz images pulled lazily and their workloads run once; background fetch on."
+    echo
+    echo "| snapshotter | idle | python mounted + run | python + gcc | after background fetch | root on disk after |"
+    echo "|---|---|---|---|---|---|"
+  } >"$md"
+  for sn in $SNAPSHOTTERS; do
+    if r=$(measure_rss "$sn"); then
+      awk -v sn="$sn" -v r="$r" 'BEGIN { split(r, v, " ");
+        printf "| %s | %.1f MB | %.1f MB | %.1f MB | %.1f MB | %.0f MB |\n", sn,
+          v[1] / 1024, v[2] / 1024, v[3] / 1024, v[4] / 1024, v[5] / 1e6 }' >>"$md"
+    else
+      echo "| $sn | failed (logs in $LOGS) | | | | |" >>"$md"
+    fi
+  done
+  cat "$md"
+  exit 0
+fi
 
 for ((n = 1; n <= RUNS; n++)); do
   for img in $(bench_images); do
