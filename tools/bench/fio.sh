@@ -56,12 +56,26 @@ run_fio() {   # file rw bs [fio args]
     $PYTHON -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]["read"]; print("%.1f %.0f" % (j["bw_bytes"]/1e6, j["iops"]))'
 }
 
+# The median of REPS runs ("MB/s IOPS" each), the page cache dropped before each if COLD=1.
+# Warm runs loop over the file for RUNTIME seconds: one pass of 4 KiB reads from the page
+# cache takes a tenth of a second, too short to measure.
+REPS=${REPS:-3}
+median_fio() {   # cold(0|1) file rw bs [fio args]
+  local cold=$1 i out=(); shift
+  for ((i = 0; i < REPS; i++)); do
+    [[ $cold == 1 ]] && drop
+    out+=("$(run_fio "$@")")
+  done
+  printf '%s\n' "${out[@]}" | sort -n -k1,1 | sed -n "$(( (REPS + 1) / 2 ))p"
+}
+WARM=(--invalidate=0 --time_based=1)
+
 declare -A R
 for mode in seq rand; do
   rw=$([[ $mode == seq ]] && echo read || echo randread); bs=$([[ $mode == seq ]] && echo 1M || echo 4k)
   # native, cold and warm
-  drop; R[native-cold-$mode]=$(run_fio "$NATIVE" "$rw" "$bs")
-  cat "$NATIVE" >/dev/null; R[native-warm-$mode]=$(run_fio "$NATIVE" "$rw" "$bs" --invalidate=0)
+  R[native-cold-$mode]=$(median_fio 1 "$NATIVE" "$rw" "$bs")
+  cat "$NATIVE" >/dev/null; R[native-warm-$mode]=$(median_fio 0 "$NATIVE" "$rw" "$bs" "${WARM[@]}")
   # (a) uncached: fresh cache, fresh mount
   rm -rf "$WORK/cache-$mode"; mount_layer "$WORK/cache-$mode"; drop
   R[uncached-$mode]=$(run_fio "$mnt/data/file.bin" "$rw" "$bs")
@@ -73,11 +87,10 @@ for mode in seq rand; do
   # dropped again so fio reads from disk.
   mount_layer "$WORK/cache-$mode"; drop
   t0=$(date +%s%N); : <"$mnt/data/file.bin"; R[firstopen-$mode]=$((($(date +%s%N) - t0) / 1000000))
-  drop
-  R[cached-$mode]=$(run_fio "$mnt/data/file.bin" "$rw" "$bs")
+  R[cached-$mode]=$(median_fio 1 "$mnt/data/file.bin" "$rw" "$bs")
   # (c) warm: page cache of the mount populated
   cat "$mnt/data/file.bin" >/dev/null
-  R[warm-$mode]=$(run_fio "$mnt/data/file.bin" "$rw" "$bs" --invalidate=0)
+  R[warm-$mode]=$(median_fio 0 "$mnt/data/file.bin" "$rw" "$bs" "${WARM[@]}")
   unmount_layer
 done
 
