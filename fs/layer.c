@@ -16,7 +16,7 @@
 #include "fs/gz.h"
 #include "fs/range_source.h"
 
-#define DEFAULT_MEM_CACHE (32u << 20)
+#define DEFAULT_MEM_CACHE (16u << 20)
 #define DEFAULT_BATCH (4u << 20)
 #define DEFAULT_READAHEAD 4u
 #define DEFAULT_WINDOW (256u << 10)
@@ -38,6 +38,7 @@ struct mem_entry {
 	uint32_t chunk;
 	unsigned refs;
 	size_t size;
+	size_t served;             /* bytes copied to readers so far */
 	struct sg_list lru;
 	uint8_t data[];
 };
@@ -207,6 +208,7 @@ static struct mem_entry *mem_new(struct sg_layer *l, uint32_t chunk, size_t size
 	e->chunk = chunk;
 	e->refs = 0;
 	e->size = size;
+	e->served = 0;
 	e->lru.next = e->lru.prev = NULL;
 	return e;
 }
@@ -217,6 +219,22 @@ static void mem_insert(struct sg_layer *l, struct mem_entry *e)
 	l->mem[e->chunk] = e;
 	l->mem_bytes += e->size;
 	sg_list_insert_tail(&l->mem_lru, &e->lru);
+}
+
+/* Once every byte of a chunk went to readers, the kernel's page cache holds them (open files
+ * keep it): a second copy here would only cost memory.  Read again after the page cache
+ * dropped them, they come back from the disk cache. */
+static void mem_served(struct sg_layer *l, struct mem_entry *e, size_t bytes)
+{
+	e->served += bytes;
+	if (e->served < e->size || !e->lru.next)
+		return;
+	sg_list_unlink(&e->lru);
+	e->lru.next = e->lru.prev = NULL;
+	l->mem[e->chunk] = NULL;
+	l->mem_bytes -= e->size;
+	if (e->refs == 0)
+		free(e);   /* else the job holding it frees it (mem_unref) */
 }
 
 static void mem_unref(struct sg_layer *l, struct mem_entry *e)
@@ -299,16 +317,18 @@ static void read_finish(struct layer_read *r)
 		read_done_cb(&r->done_op);   /* draining: the loop refuses new ops */
 }
 
-/* Copies the part of chunk data that the read wants. */
-static void part_fill(struct read_part *p, const struct sg_toc_chunk *c, const uint8_t *data)
+/* Copies the part of chunk data that the read wants; returns its size. */
+static size_t part_fill(struct read_part *p, const struct sg_toc_chunk *c, const uint8_t *data)
 {
 	struct layer_read *r = p->r;
 	uint64_t lo = r->offset > c->file_offset ? r->offset : c->file_offset;
 	uint64_t hi_r = r->offset + r->len, hi_c = c->file_offset + c->size;
 	uint64_t hi = hi_r < hi_c ? hi_r : hi_c;
 
-	if (hi > lo)
-		memcpy(r->buf + (lo - r->offset), data + (lo - c->file_offset), hi - lo);
+	if (hi <= lo)
+		return 0;
+	memcpy(r->buf + (lo - r->offset), data + (lo - c->file_offset), hi - lo);
+	return (size_t)(hi - lo);
 }
 
 static const struct sg_toc_chunk *chunk_at(const struct sg_layer *l, uint32_t c)
@@ -317,16 +337,18 @@ static const struct sg_toc_chunk *chunk_at(const struct sg_layer *l, uint32_t c)
 	return &sg_toc_chunks(l->toc, n)[c - n->first_chunk];
 }
 
-static void part_complete(struct read_part *p, const uint8_t *data, int error)
+static size_t part_complete(struct read_part *p, const uint8_t *data, int error)
 {
 	struct layer_read *r = p->r;
+	size_t copied = 0;
 
 	if (error && !r->error)
 		r->error = error;
 	else if (!error)
-		part_fill(p, chunk_at(r->layer, p->chunk), data);
+		copied = part_fill(p, chunk_at(r->layer, p->chunk), data);
 	if (--r->pending == 0)
 		read_finish(r);
+	return copied;
 }
 
 /* ---- jobs ---- */
@@ -351,7 +373,9 @@ static void job_wake(struct chunk_job *j, int error)
 
 	while ((n = sg_list_pop(&j->waiters))) {
 		struct read_part *p = sg_container_of(n, struct read_part, link);
-		part_complete(p, j->entry ? j->entry->data : NULL, error);
+		size_t copied = part_complete(p, j->entry ? j->entry->data : NULL, error);
+		if (j->entry)
+			mem_served(j->layer, j->entry, copied);
 	}
 }
 
@@ -738,7 +762,6 @@ static void batch_fetched(struct sg_op *op)
 {
 	struct fetch_batch *b = sg_container_of(op, struct fetch_batch, op);
 	struct sg_layer *l = b->layer;
-	bool background = b->background;
 
 	for (size_t i = 0; i < b->n; i++) {
 		struct chunk_job *j = b->jobs[i];
@@ -781,8 +804,9 @@ static void batch_fetched(struct sg_op *op)
 	if (op->res > 0)
 		l->stats.fetched_bytes += (uint64_t)op->res;
 	batch_free(b);
-	if (background)
-		maybe_continue_background(l);
+	/* After an on-demand batch too: background fetch that found the link busy waits for
+	 * the last batch in flight, whichever it was, to look again. */
+	maybe_continue_background(l);
 	maybe_close_done(l);
 }
 
@@ -1041,7 +1065,8 @@ int sg_layer_read(struct sg_layer *l, uint32_t node, uint64_t offset, size_t len
 		if (l->mem[c]) {
 			mem_touch(l, l->mem[c]);
 			l->stats.chunks_from_memory++;
-			part_complete(p, l->mem[c]->data, 0);
+			struct mem_entry *e = l->mem[c];
+			mem_served(l, e, part_complete(p, e->data, 0));
 			continue;
 		}
 		if (l->jobs[c]) {

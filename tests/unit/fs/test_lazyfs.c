@@ -557,4 +557,39 @@ TEST(prefetch_and_background_fetch_make_the_layer_local)
 	env_close(&e);
 }
 
+static void count_done(void *ud, ssize_t res)
+{
+	CHECK(res > 0);
+	(*(int *)ud)++;
+}
+
+/* Prefetch ends while an on-demand fetch is still in flight: background fetch must still
+ * start once that fetch is done (it used to wait for a wake-up that never came). */
+TEST(background_fetch_starts_after_an_ondemand_read_outlives_prefetch)
+{
+	struct env e = { 0 };
+	struct sg_layer_config cfg = { .prefetch = true, .background_fetch = true,
+				       .background_delay_ns = 1000000, .window_bytes = 1 };
+	struct sg_layer_stats st;
+	static uint8_t buf[4096];
+	int done = 0;
+
+	setup(true);
+	env_open(&e, &cfg);
+	uint32_t big_node = sg_toc_lookup_path(sg_layer_toc(e.layer), "data/big.bin");
+	CHECK_EQ(sg_layer_read(e.layer, big_node, 2 * 1024 * 1024, sizeof(buf), buf, count_done, &done), 0);
+	double end = test_now_ms() + 10000;
+	do {
+		CHECK(sg_loop_run_once(e.loop, 20) >= 0);
+		sg_layer_stats(e.layer, &st);
+		if (test_now_ms() > end)
+			TEST_FAIL("background fetch never finished: %llu/%llu chunks",
+				  (unsigned long long)st.chunks_present, (unsigned long long)st.chunks_total);
+	} while (!st.background_done);
+	CHECK_EQ(done, 1);
+	CHECK(st.prefetch_done);
+	CHECK_MEM(buf, big + 2 * 1024 * 1024, sizeof(buf));
+	env_close(&e);
+}
+
 TEST_MAIN()
