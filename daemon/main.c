@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -274,6 +275,10 @@ int main(int argc, char **argv)
 	int notify_fd = -1, r, exit_code = EXIT_FAILURE;
 	sigset_t stop_set;
 
+	/* Chunk, batch and TLS buffers of up to a few MiB come and go all the time.  A fixed
+	 * threshold keeps them mmapped, so a freed one goes back to the kernel; glibc's default
+	 * raises the threshold after the first such free and the heap keeps them resident. */
+	(void)mallopt(M_MMAP_THRESHOLD, 256 * 1024);
 	if (argc > 1 && strcmp(argv[1], "mount") == 0)
 		return sg_mount_command(argc - 1, argv + 1);
 	if (parse_args(argc, argv, &d.cfg) < 0)

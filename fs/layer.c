@@ -44,6 +44,13 @@ struct mem_entry {
 };
 
 struct read_part;
+/* A cache file descriptor held by an op: a slot of the table, or (table full of busy
+ * slots) a descriptor of its own, closed when released. */
+struct fd_ref {
+	int fd;                    /* -1: none held */
+	int slot;                  /* -1: own descriptor */
+};
+
 
 /* One chunk being produced: from the disk cache or as part of a fetch batch. */
 struct chunk_job {
@@ -55,6 +62,7 @@ struct chunk_job {
 	struct sg_op bitmap_op;
 	struct mem_entry *entry;   /* result, held while written to disk */
 	uint8_t *loadbuf;          /* disk load target */
+	struct fd_ref fdr;         /* cache file of the disk read or cache write */
 	uint64_t reserved;         /* cache bytes accounted for the write in flight */
 	bool from_disk;
 	bool ondemand;
@@ -97,7 +105,9 @@ struct fd_slot {
 	uint32_t node;
 	int fd;
 	bool used;
+	unsigned busy;             /* ops using fd: it is not closed before they end */
 };
+
 
 struct sg_layer {
 	struct sg_loop *loop;
@@ -274,27 +284,51 @@ static void touch(struct sg_layer *l, uint32_t c)
 		l->stamp[c] = sg_cache_tick(l->cfg.cache);
 }
 
-/* The cache file of a regular file, opened on first use.  Opening is a local metadata call
- * done synchronously on the loop (one per file and FD_SLOTS files at a time). */
-static int cache_fd(struct sg_layer *l, uint32_t node)
+/* The cache file of a regular file, opened on first use and held in ref until fd_put.
+ * Opening is a local metadata call done synchronously on the loop (one per file and
+ * FD_SLOTS files at a time).  A descriptor is never closed while an op uses it: an op
+ * waiting in the submission queue resolves its fd only when the kernel issues it (a closed
+ * number may by then name another cache file), and a short transfer is resumed with the
+ * same fd. */
+static int fd_get(struct sg_layer *l, uint32_t node, struct fd_ref *ref)
 {
 	char path[4200];
 	unsigned i;
 
 	for (i = 0; i < FD_SLOTS; i++)
-		if (l->fds[i].used && l->fds[i].node == node)
-			return l->fds[i].fd;
+		if (l->fds[i].used && l->fds[i].node == node) {
+			l->fds[i].busy++;
+			*ref = (struct fd_ref){ .fd = l->fds[i].fd, .slot = (int)i };
+			return 0;
+		}
 	snprintf(path, sizeof(path), "%s/%u", l->cache_dir, node);
 	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;
-	/* Clock replacement; a slot whose fd is in use by an op in flight is fine to close:
-	 * the ring holds its own reference to the file until the op ends. */
-	i = l->fd_clock++ % FD_SLOTS;
-	if (l->fds[i].used)
-		close(l->fds[i].fd);
-	l->fds[i] = (struct fd_slot){ .node = node, .fd = fd, .used = true };
-	return fd;
+	/* Clock replacement among the slots no op uses. */
+	for (unsigned tries = 0; tries < FD_SLOTS; tries++) {
+		i = l->fd_clock++ % FD_SLOTS;
+		if (l->fds[i].used && l->fds[i].busy)
+			continue;
+		if (l->fds[i].used)
+			close(l->fds[i].fd);
+		l->fds[i] = (struct fd_slot){ .node = node, .fd = fd, .used = true, .busy = 1 };
+		*ref = (struct fd_ref){ .fd = fd, .slot = (int)i };
+		return 0;
+	}
+	*ref = (struct fd_ref){ .fd = fd, .slot = -1 };
+	return 0;
+}
+
+static void fd_put(struct sg_layer *l, struct fd_ref *ref)
+{
+	if (ref->fd < 0)
+		return;
+	if (ref->slot >= 0)
+		l->fds[ref->slot].busy--;
+	else
+		close(ref->fd);
+	ref->fd = -1;
 }
 
 /* ---- reads ---- */
@@ -361,6 +395,7 @@ static void job_free(struct chunk_job *j)
 		l->jobs[j->chunk] = NULL;
 	if (j->entry)
 		mem_unref(l, j->entry);
+	fd_put(l, &j->fdr);
 	free(j->loadbuf);
 	free(j);
 	l->jobs_inflight--;
@@ -420,7 +455,6 @@ static void cache_written(struct sg_op *op)
 static void job_ready(struct chunk_job *j, struct mem_entry *e)
 {
 	struct sg_layer *l = j->layer;
-	int fd;
 
 	j->entry = e;
 	e->refs++;
@@ -443,15 +477,15 @@ static void job_ready(struct chunk_job *j, struct mem_entry *e)
 		}
 		j->reserved = bytes;
 	}
-	fd = cache_fd(l, j->file);
-	if (fd < 0) {
+	if (fd_get(l, j->file, &j->fdr) < 0) {
 		if (l->cache_ent)
 			sg_cache_release(l->cache_ent, j->reserved);
 		job_free(j);
 		return;
 	}
 	sg_op_set_group(&j->op, &l->group);
-	if (sg_write(l->loop, &j->op, fd, e->data, e->size, c->file_offset, cache_written) < 0) {
+	if (sg_write(l->loop, &j->op, j->fdr.fd, e->data, e->size, c->file_offset,
+		     cache_written) < 0) {
 		if (l->cache_ent)
 			sg_cache_release(l->cache_ent, j->reserved);
 		job_free(j);
@@ -475,6 +509,7 @@ static struct chunk_job *job_new(struct sg_layer *l, uint32_t chunk, bool ondema
 	j->file = l->chunk_file[chunk];
 	j->ondemand = ondemand;
 	sg_list_init(&j->waiters);
+	j->fdr = (struct fd_ref){ .fd = -1, .slot = -1 };
 	sg_op_init(&j->op);
 	sg_op_init(&j->bitmap_op);
 	l->jobs[chunk] = j;
@@ -567,16 +602,16 @@ refetch:
 static int start_disk_load(struct sg_layer *l, struct chunk_job *j)
 {
 	const struct sg_toc_chunk *c = chunk_at(l, j->chunk);
-	int fd = cache_fd(l, j->file);
+	int r = fd_get(l, j->file, &j->fdr);
 
-	if (fd < 0)
-		return fd;
+	if (r < 0)
+		return r;
 	j->from_disk = true;
 	j->loadbuf = malloc(c->size ? c->size : 1);
 	if (!j->loadbuf)
 		return -ENOMEM;
 	sg_op_set_group(&j->op, &l->group);
-	return sg_read(l->loop, &j->op, fd, j->loadbuf, c->size, c->file_offset, disk_loaded);
+	return sg_read(l->loop, &j->op, j->fdr.fd, j->loadbuf, c->size, c->file_offset, disk_loaded);
 }
 
 /* ---- size bound: eviction ---- */
@@ -622,9 +657,13 @@ static uint64_t drop_chunk(struct sg_layer *l, uint32_t c)
 		start -= start % b;
 	if (end % b && (c + 1 == file->first_chunk + file->nchunks || chunk_absent(l, c + 1)))
 		end += b - end % b;
-	int fd = cache_fd(l, l->chunk_file[c]);
-	if (fd < 0 || fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)start,
-				(off_t)(end - start)) < 0)
+	struct fd_ref fdr;
+	if (fd_get(l, l->chunk_file[c], &fdr) < 0)
+		return 0;
+	int punched = fallocate(fdr.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)start,
+				(off_t)(end - start));
+	fd_put(l, &fdr);
+	if (punched < 0)
 		return 0;   /* the data stays, and stays accounted */
 	return l->cfg.cache ? sg_cache_extent(l->cfg.cache, ch->file_offset, ch->size) : 0;
 }
