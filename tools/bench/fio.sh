@@ -6,7 +6,9 @@
 #   (c) warm: page cache populated (the kernel serves; FUSE's read path only).
 # The layer holds one SIZE_MB file; the mount is `stargzd mount` (the daemon's own code).
 # Prints a table with MB/s, IOPS and the ratio to native.  Not part of make check.
-#   tools/bench/fio.sh          SIZE_MB=256 RUNTIME=8
+#   tools/bench/fio.sh          SIZE_MB=256 RUNTIME=8 REPS=3
+#   PASSTHROUGH=0 tools/bench/fio.sh     the same with FUSE passthrough off (every read
+#                                        through the daemon), to see what passthrough buys
 set -uo pipefail
 TOP=$(cd "$(dirname "$0")/../.." && pwd)
 export STARGZD_TOP=$TOP
@@ -40,6 +42,7 @@ mnt=$WORK/mnt
 mount_layer() {   # cache dir
   mkdir -p "$mnt"
   spawn "$STARGZD" mount --plain-http --no-prefetch --no-background --toc-digest "$TOC" \
+    $([[ ${PASSTHROUGH:-1} == 0 ]] && echo --no-passthrough) \
     --cache "$1" "$REGISTRY/fio:v1" "$DIGEST" "$mnt" >>"$WORK/mount.log" 2>&1
   MPID=$SPAWNED
   wait_for 30 grep -q " $mnt fuse.stargz" /proc/mounts
@@ -96,7 +99,7 @@ done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 echo
-echo "fio, ${SIZE_MB} MB file, psync, $(nproc) CPUs; lazily mounted layer vs native ($(df --output=fstype /var/tmp | tail -1))"
+echo "fio, ${SIZE_MB} MB file, psync, $(nproc) CPUs, passthrough $([[ ${PASSTHROUGH:-1} == 0 ]] && echo off || echo on), median of $REPS; lazily mounted layer vs native ($(df --output=fstype /var/tmp | tail -1))"
 echo
 echo "| case | seq 1 MiB MB/s | ratio | rand 4 KiB IOPS | ratio |"
 echo "|---|---|---|---|---|"
