@@ -16,7 +16,7 @@
 #include "fs/gz.h"
 #include "fs/range_source.h"
 
-#define DEFAULT_MEM_CACHE (16u << 20)
+#define DEFAULT_MEM_CACHE (32u << 20)
 #define DEFAULT_BATCH (4u << 20)
 #define DEFAULT_READAHEAD 4u
 #define DEFAULT_WINDOW (256u << 10)

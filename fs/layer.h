@@ -38,7 +38,7 @@ struct sg_layer_config {
 	bool skip_verify;             /* chunks without digests are served (explicit opt-out) */
 	bool prefetch;                /* fetch the prioritized region at start */
 	bool background_fetch;        /* then fetch everything else */
-	size_t mem_cache_bytes;       /* 0 = 16 MiB; a chunk leaves once all of it was read */
+	size_t mem_cache_bytes;       /* 0 = 32 MiB; a chunk leaves once all of it was read */
 	size_t max_batch_bytes;       /* compressed bytes per range request; 0 = 4 MiB */
 	unsigned readahead_chunks;    /* extra chunks of a file read sequentially; 0 = 4 */
 	size_t window_bytes;          /* blob bytes of following files taken along with an
