@@ -37,6 +37,16 @@ static void cleanup(void)
 }
 
 /* A layer with every kind of entry the FUSE layer must show. */
+/* Finishes the blob (its TOC digest into toc_digest) and writes it to blob_path. */
+static void write_blob(struct esgz_b *b)
+{
+	esgz_finish(b, 0, &toc_digest);
+	FILE *f = fopen(blob_path, "w");
+	CHECK(f && fwrite(b->blob.p, 1, b->blob.len, f) == b->blob.len);
+	fclose(f);
+	esgz_done(b);
+}
+
 static void build_blob(bool prefetch_landmark)
 {
 	struct esgz_b b;
@@ -69,15 +79,10 @@ static void build_blob(bool prefetch_landmark)
 	esgz_add(&b, "opq/.wh..wh..opq", '0', 0644, "", 0, NULL, 0, NULL);
 	esgz_add(&b, "opq/kept", '0', 0644, "kept\n", 5, NULL, 0, NULL);
 	esgz_add(&b, "implied/deep/file", '0', 0644, "deep\n", 5, NULL, 0, NULL);
-	esgz_finish(&b, 0, &toc_digest);
-	FILE *f = fopen(blob_path, "w");
-	CHECK(f);
-	CHECK_EQ(fwrite(b.blob.p, 1, b.blob.len, f), b.blob.len);
-	fclose(f);
-	esgz_done(&b);
+	write_blob(&b);
 }
 
-static void setup(bool landmark)
+static void setup_dirs(void)
 {
 	snprintf(dir, sizeof(dir), "/tmp/stargzd-lazyfs-XXXXXX");
 	CHECK(mkdtemp(dir));
@@ -86,6 +91,11 @@ static void setup(bool landmark)
 	snprintf(mnt, sizeof(mnt), "%s/mnt", dir);
 	snprintf(cache, sizeof(cache), "%s/cache", dir);
 	CHECK_EQ(mkdir(mnt, 0755), 0);
+}
+
+static void setup(bool landmark)
+{
+	setup_dirs();
 	build_blob(landmark);
 }
 
@@ -591,13 +601,7 @@ TEST(background_writes_land_in_their_own_cache_files)
 	char name[64], data[200];
 	size_t len;
 
-	snprintf(dir, sizeof(dir), "/tmp/stargzd-lazyfs-XXXXXX");
-	CHECK(mkdtemp(dir));
-	atexit(cleanup);
-	snprintf(blob_path, sizeof(blob_path), "%s/blob", dir);
-	snprintf(mnt, sizeof(mnt), "%s/mnt", dir);
-	snprintf(cache, sizeof(cache), "%s/cache", dir);
-	CHECK_EQ(mkdir(mnt, 0755), 0);
+	setup_dirs();
 	esgz_init(&b, 1);
 	esgz_add(&b, "many", '5', 0755, NULL, 0, NULL, 0, NULL);
 	for (int i = 0; i < MANY_FILES; i++) {
@@ -605,11 +609,7 @@ TEST(background_writes_land_in_their_own_cache_files)
 		many_content(i, data, &len);
 		esgz_add(&b, name, '0', 0644, data, len, NULL, 0, NULL);
 	}
-	esgz_finish(&b, 0, &toc_digest);
-	FILE *f = fopen(blob_path, "w");
-	CHECK(f && fwrite(b.blob.p, 1, b.blob.len, f) == b.blob.len);
-	fclose(f);
-	esgz_done(&b);
+	write_blob(&b);
 
 	env_open(&e, &cfg);
 	double end = test_now_ms() + 10000;
