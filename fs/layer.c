@@ -1566,8 +1566,16 @@ void sg_layer_free(struct sg_layer *l)
 	for (unsigned i = 0; i < FD_SLOTS; i++)
 		if (l->fds[i].used)
 			close(l->fds[i].fd);
-	if (l->bitmap_fd >= 0)
+	if (l->bitmap_fd >= 0) {
+		/* The last bits' own writes may have been cancelled by the close: the bitmap in
+		 * memory only has bits whose data landed, so it is the one to keep.  (A short
+		 * synchronous write at unmount, n_chunks / 8 bytes.) */
+		size_t bytes = (l->n_chunks + 7) / 8;
+		if (bytes && pwrite(l->bitmap_fd, l->present, bytes, 0) != (ssize_t)bytes) {
+			/* a bit lost is a refetch, never a wrong byte */
+		}
 		close(l->bitmap_fd);
+	}
 	if (l->toc_json_fd >= 0)
 		close(l->toc_json_fd);
 	sg_cache_detach(l->cache_ent);
