@@ -304,10 +304,14 @@ static bool toc_from_tail(struct rlayer *rl, const uint8_t *tail, size_t tail_le
 	opts.toc_digest = rl->has_toc_digest ? &rl->toc_digest : NULL;
 	opts.skip_verify = rl->skip_verify;
 	opts.keep_json = true;   /* stargz.index.json: sg_layer_new stores it */
-	int res = sg_esgz_load_toc_member(r->gz, tail + (footer.toc_offset - tail_off),
-					  (size_t)(footer.toc_end - footer.toc_offset), &footer, &opts,
-					  &toc, &err);
+	const uint8_t *member = tail + (footer.toc_offset - tail_off);
+	size_t member_len = (size_t)(footer.toc_end - footer.toc_offset);
 	rl->state = RL_LOADING_TOC;
+	/* On a helper thread: a big TOC would hold up every other mount for a few 100 ms. */
+	if (sg_esgz_load_toc_member_async(r->loop, member, member_len, &footer, &opts, on_toc,
+					  rl) == 0)
+		return true;
+	int res = sg_esgz_load_toc_member(r->gz, member, member_len, &footer, &opts, &toc, &err);
 	on_toc(rl, res, toc, res < 0 ? &err : NULL);
 	return true;
 }

@@ -3,7 +3,10 @@
 #include "fs/estargz.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -348,6 +351,117 @@ int sg_esgz_load_blob(struct sg_gz *gz, const void *blob, size_t len,
 				       (size_t)(f.toc_end - f.toc_offset), &f, opts, ret_toc, reterr);
 }
 
+/* ---- parsing on a helper thread ---- */
+
+struct async_parse {
+	struct sg_loop *loop;
+	uint8_t *member;
+	size_t len;
+	struct sg_esgz_footer footer;
+	struct sg_esgz_options opts;
+	struct sg_digest digest;
+	struct sg_esgz_error err;
+	struct sg_toc *toc;
+	int res;
+	int efd;                 /* the thread's "done", polled by the loop */
+	pthread_t thread;
+	struct sg_op op;
+	void (*cb)(void *, int, struct sg_toc *, const struct sg_esgz_error *);
+	void *userdata;
+};
+
+/* Touches nothing but its job: no loop, no logging. */
+static void *parse_thread(void *arg)
+{
+	struct async_parse *a = arg;
+	struct sg_gz *gz = NULL;
+	uint64_t one = 1;
+
+	a->res = sg_gz_new(&gz);
+	if (a->res < 0)
+		a->res = sg_esgz_fail(&a->err, SG_ESGZ_E_NOMEM, ENOMEM, "out of memory");
+	else
+		a->res = sg_esgz_load_toc_member(gz, a->member, a->len, &a->footer, &a->opts,
+						 &a->toc, &a->err);
+	sg_gz_free(gz);
+	if (write(a->efd, &one, sizeof(one)) != sizeof(one)) {
+		/* an eventfd write of 1 cannot fail short of overflow */
+	}
+	return NULL;
+}
+
+static void parse_done(struct sg_op *op)
+{
+	struct async_parse *a = sg_container_of(op, struct async_parse, op);
+
+	/* Cancelled (the loop drains): the thread may still be parsing; wait for it. */
+	pthread_join(a->thread, NULL);
+	close(a->efd);
+	if (op->res < 0 && a->res == 0) {
+		sg_toc_free(a->toc);
+		a->toc = NULL;
+		a->res = sg_esgz_fail(&a->err, SG_ESGZ_E_CANCELED, ECANCELED, "canceled");
+	}
+	a->cb(a->userdata, a->res, a->res < 0 ? NULL : a->toc, &a->err);
+	free(a->member);
+	free(a);
+}
+
+int sg_esgz_load_toc_member_async(struct sg_loop *loop, const void *member, size_t len,
+				  const struct sg_esgz_footer *footer,
+				  const struct sg_esgz_options *opts,
+				  void (*cb)(void *userdata, int res, struct sg_toc *toc,
+					     const struct sg_esgz_error *err),
+				  void *userdata)
+{
+	struct async_parse *a = calloc(1, sizeof(*a));
+	int r;
+
+	if (!a)
+		return -ENOMEM;
+	a->loop = loop;
+	a->len = len;
+	a->footer = *footer;
+	if (opts)
+		a->opts = *opts;
+	if (opts && opts->toc_digest) {
+		a->digest = *opts->toc_digest;
+		a->opts.toc_digest = &a->digest;
+	}
+	a->cb = cb;
+	a->userdata = userdata;
+	a->efd = -1;
+	sg_op_init(&a->op);
+	a->member = malloc(len ? len : 1);
+	if (!a->member) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	memcpy(a->member, member, len);
+	a->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (a->efd < 0) {
+		r = -errno;
+		goto fail;
+	}
+	r = -pthread_create(&a->thread, NULL, parse_thread, a);
+	if (r < 0)
+		goto fail;
+	r = sg_poll(loop, &a->op, a->efd, POLLIN, parse_done);
+	if (r < 0) {
+		/* The loop refuses (draining): wait for the thread and let the caller decide. */
+		pthread_join(a->thread, NULL);
+		sg_toc_free(a->toc);
+		goto fail;
+	}
+	return 0;
+fail:
+	if (a->efd >= 0)
+		close(a->efd);
+	free(a->member);
+	free(a);
+	return r;
+}
+
 /* ---- asynchronous open ---- */
 
 struct sg_esgz_open {
@@ -376,12 +490,31 @@ static void open_finish(struct sg_esgz_open *req, int res, struct sg_toc *toc)
 	free(req);
 }
 
+static void open_parsed(void *userdata, int res, struct sg_toc *toc,
+			const struct sg_esgz_error *err)
+{
+	struct sg_esgz_open *req = userdata;
+
+	if (res < 0)
+		req->err = *err;
+	if (res == 0 && req->canceled) {
+		sg_toc_free(toc);
+		toc = NULL;
+		res = -ECANCELED;
+	}
+	open_finish(req, res, toc);
+}
+
 static void open_parse(struct sg_esgz_open *req, const uint8_t *member, size_t len)
 {
 	struct sg_gz *gz = NULL;
 	struct sg_toc *toc = NULL;
-	int r = sg_gz_new(&gz);
+	int r;
 
+	if (sg_esgz_load_toc_member_async(req->src->loop, member, len, &req->footer, &req->opts,
+					  open_parsed, req) == 0)
+		return;
+	r = sg_gz_new(&gz);
 	if (r < 0) {
 		r = sg_esgz_fail(&req->err, SG_ESGZ_E_NOMEM, ENOMEM, "out of memory");
 	} else {

@@ -234,6 +234,19 @@ int sg_esgz_load_blob(struct sg_gz *gz, const void *blob, size_t len,
 		      const struct sg_esgz_options *opts, struct sg_toc **ret_toc,
 		      struct sg_esgz_error *reterr);
 
+/* sg_esgz_load_toc_member off the loop thread: inflating, hashing and indexing a big TOC
+ * takes 100-250 ms, during which a loop-thread parse would hold up every other mount's
+ * requests.  The member is copied; cb runs once from the loop with the same results as the
+ * synchronous call (-ECANCELED and no TOC if the loop drains first).  -errno when no thread
+ * could be started: then parse synchronously. */
+struct sg_loop;
+int sg_esgz_load_toc_member_async(struct sg_loop *loop, const void *member, size_t len,
+				  const struct sg_esgz_footer *footer,
+				  const struct sg_esgz_options *opts,
+				  void (*cb)(void *userdata, int res, struct sg_toc *toc,
+					     const struct sg_esgz_error *err),
+				  void *userdata);
+
 /* Asynchronous load through a range source: one read of the blob's tail (large enough
  * to hold the TOC of most layers), a second read only if the TOC starts before it.
  * cb runs once from the loop: res 0 with *toc owned by the callee, or a negative errno and
