@@ -48,6 +48,10 @@ struct rlayer {
  * Prepare finds its TOC (usually inside the tail) already here. */
 enum tp_state { TP_OPENING, TP_READING, TP_READY, TP_FAILED };
 #define MAX_PREFETCHES 64
+/* Memory for verified chunks not read yet (read-ahead, prefetch), shared by all layers: each
+ * layer may hold up to 32 MiB, the daemon up to this.  Two busy layers (a build's base and
+ * toolchain) get what 32 MiB each gave them; idle layers lose theirs first. */
+#define MEM_BUDGET (64u << 20)
 
 struct tail_prefetch {
 	struct sg_remote *r;
@@ -73,6 +77,7 @@ struct sg_remote {
 	bool freed;                   /* sg_remote_free ran; the last callback frees */
 	struct sg_gz *gz;
 	struct sg_cache *cache;       /* the bound shared by every layer's cache directory */
+	struct sg_mem_budget *mem;    /* the memory shared by every layer's chunk memory cache */
 	void (*shutdown_cb)(void *);
 	void *shutdown_userdata;
 	unsigned closing;
@@ -140,8 +145,11 @@ int sg_remote_new(struct sg_loop *loop, const struct sg_remote_config *config,
 	}
 	e = sg_mkdir_p(r->cache_root, 0700);
 	if (e == 0)
+		e = sg_mem_budget_new(MEM_BUDGET, &r->mem);
+	if (e == 0)
 		e = sg_cache_new(loop, r->cache_root, config->cache_max_bytes, &r->cache);
 	if (e < 0) {
+		sg_mem_budget_free(r->mem);
 		sg_gz_free(r->gz);
 		free(r);
 		return e;
@@ -176,6 +184,7 @@ void sg_remote_free(struct sg_remote *r)
 	while ((n = sg_list_pop(&r->prefetches)))
 		tp_free(sg_container_of(n, struct tail_prefetch, link));
 	sg_cache_free(r->cache);
+	sg_mem_budget_free(r->mem);
 	sg_gz_free(r->gz);
 	free(r);
 }
@@ -264,6 +273,7 @@ static void on_toc(void *userdata, int res, struct sg_toc *toc, const struct sg_
 		.on_bad_chunk = on_bad_chunk,
 		.userdata = rl,
 		.cache = r->cache,
+		.mem_budget = r->mem,
 	};
 	struct sg_range_source *src = rl->src;
 	rl->src = NULL;   /* the layer owns it now */

@@ -39,7 +39,9 @@ struct mem_entry {
 	unsigned refs;
 	size_t size;
 	size_t served;             /* bytes copied to readers so far */
-	struct sg_list lru;
+	struct sg_layer *layer;
+	struct sg_list lru;        /* the layer's; lru.next == NULL: not in the cache */
+	struct sg_list glru;       /* the shared budget's, when there is one */
 	uint8_t data[];
 };
 
@@ -186,26 +188,82 @@ static int fetch_chunk(struct sg_layer *l, uint32_t chunk, bool ondemand, struct
 
 /* ---- memory cache ---- */
 
+struct sg_mem_budget {
+	size_t max_bytes, used;
+	struct sg_list lru;        /* struct mem_entry via glru, most recent at the tail */
+};
+
+int sg_mem_budget_new(size_t max_bytes, struct sg_mem_budget **ret)
+{
+	struct sg_mem_budget *b = calloc(1, sizeof(*b));
+
+	if (!b)
+		return -ENOMEM;
+	b->max_bytes = max_bytes;
+	sg_list_init(&b->lru);
+	*ret = b;
+	return 0;
+}
+
+void sg_mem_budget_free(struct sg_mem_budget *b)
+{
+	free(b);   /* every layer using it is freed first */
+}
+
+size_t sg_mem_budget_used(const struct sg_mem_budget *b)
+{
+	return b->used;
+}
+
 static void mem_touch(struct sg_layer *l, struct mem_entry *e)
 {
 	sg_list_unlink(&e->lru);
 	sg_list_insert_tail(&l->mem_lru, &e->lru);
+	if (l->cfg.mem_budget) {
+		sg_list_unlink(&e->glru);
+		sg_list_insert_tail(&l->cfg.mem_budget->lru, &e->glru);
+	}
+}
+
+/* Takes an entry out of its layer's cache (and the budget); frees it unless a job holds it
+ * (then mem_unref does). */
+static void mem_forget(struct mem_entry *e)
+{
+	struct sg_layer *l = e->layer;
+
+	sg_list_unlink(&e->lru);
+	e->lru.next = e->lru.prev = NULL;
+	if (l->cfg.mem_budget) {
+		sg_list_unlink(&e->glru);
+		l->cfg.mem_budget->used -= e->size;
+	}
+	l->mem[e->chunk] = NULL;
+	l->mem_bytes -= e->size;
+	if (e->refs == 0)
+		free(e);
 }
 
 static void mem_evict(struct sg_layer *l, size_t want)
 {
+	struct sg_mem_budget *b = l->cfg.mem_budget;
 	struct sg_list *n, *tmp;
 
 	sg_list_for_each_safe(n, tmp, &l->mem_lru) {
 		if (l->mem_bytes + want <= l->cfg.mem_cache_bytes)
 			break;
 		struct mem_entry *e = sg_container_of(n, struct mem_entry, lru);
-		if (e->refs)
-			continue;
-		sg_list_unlink(&e->lru);
-		l->mem[e->chunk] = NULL;
-		l->mem_bytes -= e->size;
-		free(e);
+		if (!e->refs)
+			mem_forget(e);
+	}
+	if (!b)
+		return;
+	/* Then the daemon-wide budget: the least recently used chunk of any layer goes. */
+	sg_list_for_each_safe(n, tmp, &b->lru) {
+		if (b->used + want <= b->max_bytes)
+			break;
+		struct mem_entry *e = sg_container_of(n, struct mem_entry, glru);
+		if (!e->refs)
+			mem_forget(e);
 	}
 }
 
@@ -219,7 +277,9 @@ static struct mem_entry *mem_new(struct sg_layer *l, uint32_t chunk, size_t size
 	e->refs = 0;
 	e->size = size;
 	e->served = 0;
+	e->layer = l;
 	e->lru.next = e->lru.prev = NULL;
+	e->glru.next = e->glru.prev = NULL;
 	return e;
 }
 
@@ -229,6 +289,10 @@ static void mem_insert(struct sg_layer *l, struct mem_entry *e)
 	l->mem[e->chunk] = e;
 	l->mem_bytes += e->size;
 	sg_list_insert_tail(&l->mem_lru, &e->lru);
+	if (l->cfg.mem_budget) {
+		sg_list_insert_tail(&l->cfg.mem_budget->lru, &e->glru);
+		l->cfg.mem_budget->used += e->size;
+	}
 }
 
 /* Once every byte of a chunk went to readers, the kernel's page cache holds them (open files
@@ -236,24 +300,23 @@ static void mem_insert(struct sg_layer *l, struct mem_entry *e)
  * dropped them, they come back from the disk cache. */
 static void mem_served(struct sg_layer *l, struct mem_entry *e, size_t bytes)
 {
+	(void)l;
 	e->served += bytes;
 	if (e->served < e->size || !e->lru.next)
 		return;
-	sg_list_unlink(&e->lru);
-	e->lru.next = e->lru.prev = NULL;
-	l->mem[e->chunk] = NULL;
-	l->mem_bytes -= e->size;
-	if (e->refs == 0)
-		free(e);   /* else the job holding it frees it (mem_unref) */
+	mem_forget(e);   /* freed now, or by the job holding it (mem_unref) */
 }
 
 static void mem_unref(struct sg_layer *l, struct mem_entry *e)
 {
 	if (--e->refs == 0 && !e->lru.next) {
-		free(e);   /* never made it into the cache (closing) */
+		free(e);   /* never made it into the cache (closing), or dropped meanwhile */
 		return;
 	}
-	(void)l;
+	/* An entry held by its cache write could not be evicted when the budget last needed
+	 * room: now it can. */
+	if (e->refs == 0 && l->cfg.mem_budget && l->cfg.mem_budget->used > l->cfg.mem_budget->max_bytes)
+		mem_evict(l, 0);
 }
 
 /* ---- cache files ---- */
@@ -1561,8 +1624,11 @@ void sg_layer_free(struct sg_layer *l)
 
 	if (!l)
 		return;
-	while ((n = sg_list_pop(&l->mem_lru)))
-		free(sg_container_of(n, struct mem_entry, lru));
+	while ((n = l->mem_lru.next) != &l->mem_lru) {
+		struct mem_entry *e = sg_container_of(n, struct mem_entry, lru);
+		e->refs = 0;   /* no job is left */
+		mem_forget(e);
+	}
 	for (unsigned i = 0; i < FD_SLOTS; i++)
 		if (l->fds[i].used)
 			close(l->fds[i].fd);

@@ -33,12 +33,21 @@ struct sg_toc;
 struct sg_range_source;
 struct sg_layer;
 
+/* Memory shared by the memory caches of several layers (a daemon's): beside each layer's
+ * own mem_cache_bytes, the total stays under max_bytes by dropping the least recently used
+ * chunk of any layer.  Free it after every layer using it. */
+struct sg_mem_budget;
+int sg_mem_budget_new(size_t max_bytes, struct sg_mem_budget **ret);
+void sg_mem_budget_free(struct sg_mem_budget *budget);
+size_t sg_mem_budget_used(const struct sg_mem_budget *budget);
+
 struct sg_layer_config {
 	const char *cache_dir;        /* created if missing; required */
 	bool skip_verify;             /* chunks without digests are served (explicit opt-out) */
 	bool prefetch;                /* fetch the prioritized region at start */
 	bool background_fetch;        /* then fetch everything else */
 	size_t mem_cache_bytes;       /* 0 = 32 MiB; a chunk leaves once all of it was read */
+	struct sg_mem_budget *mem_budget;   /* shared with other layers; NULL: none */
 	size_t max_batch_bytes;       /* compressed bytes per range request; 0 = 4 MiB */
 	unsigned readahead_chunks;    /* extra chunks of a file read sequentially; 0 = 4 */
 	size_t window_bytes;          /* blob bytes of following files taken along with an

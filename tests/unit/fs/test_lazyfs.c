@@ -643,6 +643,57 @@ static void count_done(void *ud, ssize_t res)
 	(*(int *)ud)++;
 }
 
+/* Two layers share a 2 MiB memory budget: whatever they read, the chunks held in memory stay
+ * under it (the least recently used chunk of either goes), and every read is right. */
+TEST(layers_share_one_memory_budget)
+{
+	struct sg_loop *loop;
+	struct sg_layer *layers[2];
+	struct sg_mem_budget *budget;
+	struct sg_range_source *src;
+	static uint8_t buf[4096];
+	char dirs[2][320];
+
+	setup(false);
+	CHECK_EQ(sg_loop_new(NULL, &loop), 0);
+	CHECK_EQ(sg_mem_budget_new(2u << 20, &budget), 0);
+	for (int i = 0; i < 2; i++) {
+		snprintf(dirs[i], sizeof(dirs[i]), "%s-%d", cache, i);
+		struct sg_layer_config cfg = { .cache_dir = dirs[i], .mem_budget = budget,
+					       .window_bytes = 1 };
+		CHECK_EQ(sg_range_source_file_open(loop, blob_path, &src), 0);
+		CHECK_EQ(sg_layer_new(loop, src, test_load_toc_file(blob_path, &toc_digest), &cfg,
+				      &layers[i]), 0);
+	}
+	uint32_t node = sg_toc_lookup_path(sg_layer_toc(layers[0]), "data/big.bin");
+	size_t peak = 0;
+	for (int i = 0; i < 2; i++)
+		for (uint64_t off = 0; off < sizeof(big); off += 1024 * 1024) {
+			int done = 0;
+			size_t len = sizeof(big) - off < sizeof(buf) ? sizeof(big) - off : sizeof(buf);
+			/* a little of each 1 MiB chunk: the rest stays unread, so the chunk stays */
+			CHECK_EQ(sg_layer_read(layers[i], node, off, len, buf, count_done, &done), 0);
+			while (!done)
+				CHECK(sg_loop_run_once(loop, 1000) >= 0);
+			CHECK_MEM(buf, big + off, len);
+			for (int k = 0; k < 20; k++)   /* the cache writes land, releasing their chunks */
+				sg_loop_run_once(loop, 5);
+			if (sg_mem_budget_used(budget) > peak)
+				peak = sg_mem_budget_used(budget);
+		}
+	for (int i = 0; i < 2; i++) {
+		bool closed = false;
+		sg_layer_close(layers[i], on_closed, &closed);
+		while (!closed)
+			CHECK(sg_loop_run_once(loop, 100) >= 0);
+		sg_layer_free(layers[i]);
+	}
+	CHECK_EQ(sg_mem_budget_used(budget), 0);
+	sg_mem_budget_free(budget);
+	CHECK_EQ(sg_loop_drain(loop, 2000), 0);
+	sg_loop_free(loop);
+}
+
 /* Prefetch ends while an on-demand fetch is still in flight: background fetch must still
  * start once that fetch is done (it used to wait for a wake-up that never came). */
 TEST(background_fetch_starts_after_an_ondemand_read_outlives_prefetch)
