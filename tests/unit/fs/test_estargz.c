@@ -820,10 +820,10 @@ static void on_open(void *userdata, int res, struct sg_toc *toc, const struct sg
 	r->err = *err;
 }
 
-static int open_async(struct esgz_b *b, const struct sg_esgz_options *o, struct open_result *res)
+/* A loop and a range source over the blob, written to an unlinked temporary file. */
+static struct sg_loop *blob_source(const struct esgz_b *b, struct sg_range_source **src)
 {
 	struct sg_loop *loop;
-	struct sg_range_source *src;
 	char path[] = "/tmp/test-estargz-XXXXXX";
 	int fd = mkstemp(path);
 
@@ -833,9 +833,17 @@ static int open_async(struct esgz_b *b, const struct sg_esgz_options *o, struct 
 	int r = sg_loop_new(NULL, &loop);
 	if (r < 0)
 		SKIP("no io_uring: %s", strerror(-r));
-	CHECK_EQ(sg_range_source_file_new(loop, fd, &src), 0);
+	CHECK_EQ(sg_range_source_file_new(loop, fd, src), 0);
 	close(fd);
-	CHECK_EQ(src->size, b->blob.len);
+	CHECK_EQ((*src)->size, b->blob.len);
+	return loop;
+}
+
+static int open_async(struct esgz_b *b, const struct sg_esgz_options *o, struct open_result *res)
+{
+	struct sg_range_source *src;
+	struct sg_loop *loop = blob_source(b, &src);
+
 	*res = (struct open_result){ 0 };
 	CHECK_EQ(sg_esgz_open(src, o, on_open, res, NULL), 0);
 	while (!res->done)
@@ -923,20 +931,11 @@ TEST(async_open_keeps_the_loop_responsive)
 	struct sg_range_source *src;
 	struct open_result res = { 0 };
 	struct ticker t = { 0 };
-	char path[] = "/tmp/test-estargz-XXXXXX";
-	int fd = mkstemp(path);
 
 	esgz_init(&b, 1);
 	esgz_gen_node_modules(&b, 60000, 3);
 	esgz_finish(&b, 0, &d);
-	CHECK(fd >= 0);
-	CHECK_EQ(write(fd, b.blob.p, b.blob.len), (ssize_t)b.blob.len);
-	unlink(path);
-	int r = sg_loop_new(NULL, &loop);
-	if (r < 0)
-		SKIP("no io_uring: %s", strerror(-r));
-	CHECK_EQ(sg_range_source_file_new(loop, fd, &src), 0);
-	close(fd);
+	loop = blob_source(&b, &src);
 	t.loop = loop;
 	t.last_ms = test_now_ms();
 	sg_op_init(&t.op);
@@ -982,20 +981,11 @@ TEST(async_open_cancel)
 	struct sg_range_source *src;
 	struct sg_esgz_open *req = NULL;
 	struct open_result res = { 0 };
-	char path[] = "/tmp/test-estargz-XXXXXX";
-	int fd = mkstemp(path);
 
 	esgz_init(&b, 6);
 	esgz_add(&b, "hello", '0', 0644, "world", 5, NULL, 0, NULL);
 	esgz_finish(&b, 0, &d);
-	CHECK(fd >= 0);
-	CHECK_EQ(write(fd, b.blob.p, b.blob.len), (ssize_t)b.blob.len);
-	unlink(path);
-	int r = sg_loop_new(NULL, &loop);
-	if (r < 0)
-		SKIP("no io_uring: %s", strerror(-r));
-	CHECK_EQ(sg_range_source_file_new(loop, fd, &src), 0);
-	close(fd);
+	loop = blob_source(&b, &src);
 	struct sg_esgz_options o = { .toc_digest = &d };
 	CHECK_EQ(sg_esgz_open(src, &o, on_open, &res, &req), 0);
 	CHECK(req != NULL);
