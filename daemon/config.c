@@ -229,7 +229,7 @@ int sg_config_load(struct sg_config *cfg, const char *path, char *err, size_t er
 			continue;
 		}
 		if (strcmp(key, "fetch_timeout") == 0 || strcmp(key, "fetch_attempts") == 0) {
-			bool timeout = key[6] == 't';
+			bool timeout = strcmp(key, "fetch_timeout") == 0;
 			char *end;
 			unsigned long v = strtoul(val, &end, 10);
 			if (*end || end == val || v < 1 || v > (timeout ? 3600u : 20u)) {

@@ -354,7 +354,6 @@ int sg_esgz_load_blob(struct sg_gz *gz, const void *blob, size_t len,
 /* ---- parsing on a helper thread ---- */
 
 struct async_parse {
-	struct sg_loop *loop;
 	uint8_t *member;
 	size_t len;
 	struct sg_esgz_footer footer;
@@ -419,7 +418,6 @@ int sg_esgz_load_toc_member_async(struct sg_loop *loop, const void *member, size
 
 	if (!a)
 		return -ENOMEM;
-	a->loop = loop;
 	a->len = len;
 	a->footer = *footer;
 	if (opts)

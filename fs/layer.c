@@ -298,9 +298,8 @@ static void mem_insert(struct sg_layer *l, struct mem_entry *e)
 /* Once every byte of a chunk went to readers, the kernel's page cache holds them (open files
  * keep it): a second copy here would only cost memory.  Read again after the page cache
  * dropped them, they come back from the disk cache. */
-static void mem_served(struct sg_layer *l, struct mem_entry *e, size_t bytes)
+static void mem_served(struct mem_entry *e, size_t bytes)
 {
-	(void)l;
 	e->served += bytes;
 	if (e->served < e->size || !e->lru.next)
 		return;
@@ -473,7 +472,7 @@ static void job_wake(struct chunk_job *j, int error)
 		struct read_part *p = sg_container_of(n, struct read_part, link);
 		size_t copied = part_complete(p, j->entry ? j->entry->data : NULL, error);
 		if (j->entry)
-			mem_served(j->layer, j->entry, copied);
+			mem_served(j->entry, copied);
 	}
 }
 
@@ -1168,7 +1167,7 @@ int sg_layer_read(struct sg_layer *l, uint32_t node, uint64_t offset, size_t len
 			mem_touch(l, l->mem[c]);
 			l->stats.chunks_from_memory++;
 			struct mem_entry *e = l->mem[c];
-			mem_served(l, e, part_complete(p, e->data, 0));
+			mem_served(e, part_complete(p, e->data, 0));
 			continue;
 		}
 		if (l->jobs[c]) {

@@ -437,13 +437,9 @@ static void backing_close(struct sg_lazyfs *fs, int32_t id)
 		(void)ioctl(fs->fd, K_FUSE_DEV_IOC_BACKING_CLOSE, &arg);
 }
 
-/* One open fewer; forgets the inode's state (and its backing id) after the last. */
-static void open_state_put(struct sg_lazyfs *fs, struct open_state *s, bool passthrough)
+/* Forgets the inode's state (and its backing id) once nothing uses it. */
+static void open_state_release_if_idle(struct sg_lazyfs *fs, struct open_state *s)
 {
-	if (passthrough && s->passthrough_opens > 0)
-		s->passthrough_opens--;
-	else if (!passthrough && s->cached_opens > 0)
-		s->cached_opens--;
 	if (s->passthrough_opens || s->cached_opens || s->verifying)
 		return;
 	if (s->backing_id > 0) {
@@ -456,6 +452,16 @@ static void open_state_put(struct sg_lazyfs *fs, struct open_state *s, bool pass
 			break;
 		}
 	free(s);
+}
+
+/* One open fewer. */
+static void open_state_put(struct sg_lazyfs *fs, struct open_state *s, bool passthrough)
+{
+	if (passthrough && s->passthrough_opens > 0)
+		s->passthrough_opens--;
+	else if (!passthrough && s->cached_opens > 0)
+		s->cached_opens--;
+	open_state_release_if_idle(fs, s);
 }
 
 /* Registers the file's cache file as its backing file if the layer vouches for every byte
@@ -524,10 +530,9 @@ static void verified(void *userdata, int res)
 	struct sg_lazyfs *fs = s->fs;
 	struct deferred_open *d;
 
-	s->verifying = false;
 	if (res == 0 && fs->passthrough_on && !s->cached_opens && !s->passthrough_opens)
 		(void)try_backing(fs, s);
-	s->cached_opens++;   /* hold the state while the replies go out */
+	/* s->verifying stays set until the replies are out: a failed reply must not free s. */
 	while ((d = s->waiting)) {
 		s->waiting = d->next;
 		if (res == -ECANCELED)
@@ -537,7 +542,8 @@ static void verified(void *userdata, int res)
 		free(d);
 		fs->reads_pending--;
 	}
-	open_state_put(fs, s, false);
+	s->verifying = false;
+	open_state_release_if_idle(fs, s);
 	maybe_done(fs);
 }
 
@@ -657,7 +663,6 @@ struct pending_read {
 	char buf[];
 };
 
-static void maybe_done(struct sg_lazyfs *fs);
 
 static void read_done(void *userdata, ssize_t res)
 {
