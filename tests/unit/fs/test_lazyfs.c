@@ -143,6 +143,22 @@ static void env_close(struct env *e)
 	sg_loop_free(e->loop);
 }
 
+/* Runs the loop until background fetch has finished and every chunk's cache write has
+ * landed (the last batch's writes may still be in flight when it reports done). */
+static void wait_layer_local(struct env *e, struct sg_layer_stats *st)
+{
+	double end = test_now_ms() + 10000;
+	do {
+		CHECK(sg_loop_run_once(e->loop, 20) >= 0);
+		sg_layer_stats(e->layer, st);
+		if (test_now_ms() > end)
+			TEST_FAIL("the layer never became local: background fetch %s, %llu/%llu chunks",
+				  st->background_done ? "done" : "running",
+				  (unsigned long long)st->chunks_present,
+				  (unsigned long long)st->chunks_total);
+	} while (!st->background_done || st->chunks_present < st->chunks_total);
+}
+
 /* Runs fn in a child process while this process serves the mount.  Returns its exit code. */
 static int run_child(struct env *e, int (*fn)(void))
 {
@@ -510,17 +526,9 @@ TEST(corrupt_blob_never_serves_a_wrong_byte)
 	setup(false);
 	/* Flip bytes inside the compressed member of big.bin's third chunk: either the deflate
 	 * stream or the chunk digest must reject it. */
-	struct sg_esgz_options opts = { .toc_digest = &toc_digest };
-	struct sg_esgz_error err;
-	struct sg_toc *toc;
-	struct sg_gz *gz;
-	struct stat sst;
-	CHECK_EQ(stat(blob_path, &sst), 0);
-	uint8_t *blob = malloc((size_t)sst.st_size);
+	struct sg_toc *toc = test_load_toc_file(blob_path, &toc_digest);
 	FILE *f = fopen(blob_path, "r+");
-	CHECK(fread(blob, 1, (size_t)sst.st_size, f) == (size_t)sst.st_size);
-	CHECK_EQ(sg_gz_new(&gz), 0);
-	CHECK_EQ(sg_esgz_load_blob(gz, blob, (size_t)sst.st_size, &opts, &toc, &err), 0);
+	CHECK(f);
 	const struct sg_toc_node *n = sg_toc_node(toc, sg_toc_lookup_path(toc, "data/big.bin"));
 	const struct sg_toc_chunk *c = &sg_toc_chunks(toc, n)[2];
 	uint64_t mid = c->offset + (c->next_offset - c->offset) / 2;
@@ -530,8 +538,6 @@ TEST(corrupt_blob_never_serves_a_wrong_byte)
 	fwrite(junk, 1, sizeof(junk), f);
 	fclose(f);
 	sg_toc_free(toc);
-	sg_gz_free(gz);
-	free(blob);
 
 	env_open(&e, &cfg);
 	CHECK_EQ(run_child(&e, child_read_big_expect_eio), 0);
@@ -549,12 +555,7 @@ TEST(prefetch_and_background_fetch_make_the_layer_local)
 
 	setup(true);
 	env_open(&e, &cfg);
-	double end = test_now_ms() + 10000;
-	do {
-		CHECK(sg_loop_run_once(e.loop, 20) >= 0);
-		sg_layer_stats(e.layer, &st);
-		CHECK(test_now_ms() < end);
-	} while (!st.background_done || st.chunks_present < st.chunks_total);
+	wait_layer_local(&e, &st);
 	CHECK(st.prefetch_done);
 	CHECK_EQ(st.chunks_present, st.chunks_total);
 	/* Batched: far fewer requests than chunks. */
@@ -612,18 +613,7 @@ TEST(background_writes_land_in_their_own_cache_files)
 	write_blob(&b);
 
 	env_open(&e, &cfg);
-	double end = test_now_ms() + 10000;
-	do {
-		CHECK(sg_loop_run_once(e.loop, 20) >= 0);
-		sg_layer_stats(e.layer, &st);
-		CHECK(test_now_ms() < end);
-	} while (!st.background_done);
-	/* The last batch's cache writes may still be in flight. */
-	end = test_now_ms() + 5000;
-	while (st.chunks_present < MANY_FILES && test_now_ms() < end) {
-		CHECK(sg_loop_run_once(e.loop, 20) >= 0);
-		sg_layer_stats(e.layer, &st);
-	}
+	wait_layer_local(&e, &st);
 	CHECK_EQ(st.chunks_present, MANY_FILES);
 	env_close(&e);
 
@@ -709,14 +699,7 @@ TEST(background_fetch_starts_after_an_ondemand_read_outlives_prefetch)
 	env_open(&e, &cfg);
 	uint32_t big_node = sg_toc_lookup_path(sg_layer_toc(e.layer), "data/big.bin");
 	CHECK_EQ(sg_layer_read(e.layer, big_node, 2 * 1024 * 1024, sizeof(buf), buf, count_done, &done), 0);
-	double end = test_now_ms() + 10000;
-	do {
-		CHECK(sg_loop_run_once(e.loop, 20) >= 0);
-		sg_layer_stats(e.layer, &st);
-		if (test_now_ms() > end)
-			TEST_FAIL("background fetch never finished: %llu/%llu chunks",
-				  (unsigned long long)st.chunks_present, (unsigned long long)st.chunks_total);
-	} while (!st.background_done);
+	wait_layer_local(&e, &st);
 	CHECK_EQ(done, 1);
 	CHECK(st.prefetch_done);
 	CHECK_MEM(buf, big + 2 * 1024 * 1024, sizeof(buf));
