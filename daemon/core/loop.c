@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <liburing.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <limits.h>
@@ -698,6 +699,12 @@ void sg_group_init(struct sg_group *group)
 void sg_op_set_group(struct sg_op *op, struct sg_group *group)
 {
 	op->group = group;
+}
+
+void sg_abort_busy_free(const char *what, const char *file, int line)
+{
+	fprintf(stderr, "stargzd: %s:%d: %s freed with work in flight\n", file, line, what);
+	abort();
 }
 
 void sg_group_cancel(struct sg_group *group)

@@ -187,6 +187,17 @@ static inline bool sg_group_idle(const struct sg_group *group)
 /* Cancels every op of the group; each still gets its one completion. */
 void sg_group_cancel(struct sg_group *group);
 
+/* For the *_free of every owner of ops: freeing an object while the kernel or the loop still
+ * holds one of its ops (or will call back into it) is a use-after-free in waiting, so it is
+ * a crash here, with the owner's name, instead of a corruption later.  `busy` is the owner's
+ * own test (its group not idle, callbacks owed). */
+#define SG_FREE_CHECK(busy, what) \
+	do { \
+		if (busy) \
+			sg_abort_busy_free(what, __FILE__, __LINE__); \
+	} while (0)
+__attribute__((noreturn)) void sg_abort_busy_free(const char *what, const char *file, int line);
+
 /* Submit helpers.  Each returns 0 when the op is on its way (its callback will run) or a
  * negative errno when nothing was submitted (then no callback runs): -EBUSY if the op is
  * still in flight, -EINVAL for bad arguments, -ECANCELED once the loop is draining. */
