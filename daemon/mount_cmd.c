@@ -45,7 +45,7 @@ struct mount_state {
 	struct sg_loop *loop;
 	const char *blob;
 	int result;
-	bool mounted, done;
+	bool mounted, done, stopping, force;
 	struct sg_op post_op;
 	sg_blob_open_cb open_cb;
 	void *open_ud;
@@ -86,17 +86,33 @@ static void on_mounted(void *ud, int res, const char *err)
 	sg_info("mounted; Ctrl-C to unmount");
 }
 
-static void on_unmounted(void *ud, int res, const char *err)
+static void on_shutdown(void *ud)
 {
 	struct mount_state *m = ud;
-	(void)res;
-	(void)err;
 	m->done = true;
+}
+
+/* Unmounted from outside (umount, fusermount -u): nothing left to serve. */
+static void on_lost(void *ud, int64_t key)
+{
+	struct mount_state *m = ud;
+
+	(void)key;
+	sg_info("the mount was removed from outside; exiting");
+	m->mounted = false;   /* released already */
+	sg_loop_stop(m->loop);
 }
 
 static void on_signal(struct sg_loop *loop, int signo, void *ud)
 {
-	(void)ud;
+	struct mount_state *m = ud;
+
+	if (m->stopping) {
+		sg_warn("received %s again: exiting without waiting", strsignal(signo));
+		m->force = true;
+		return;
+	}
+	m->stopping = true;
 	sg_info("received %s, unmounting", strsignal(signo));
 	sg_loop_stop(loop);
 }
@@ -230,7 +246,7 @@ int sg_mount_command(int argc, char **argv)
 	sigemptyset(&set);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
-	(void)sg_loop_watch_signals(m.loop, &set, on_signal, NULL);
+	(void)sg_loop_watch_signals(m.loop, &set, on_signal, &m);
 
 	struct sg_blob_opener opener = { .open = file_open, .ctx = &m };
 	if (!m.blob) {
@@ -259,6 +275,7 @@ int sg_mount_command(int argc, char **argv)
 		fprintf(stderr, "stargzd mount: %s: %s\n", cache_abs, strerror(-r));
 		goto out;
 	}
+	sg_remote_set_lost_handler(remote, on_lost, &m);
 	struct sg_remote_layer layer = {
 		.ref = ref, .digest = digest, .toc_digest = toc_digest, .skip_verify = skip_verify,
 	};
@@ -268,18 +285,25 @@ int sg_mount_command(int argc, char **argv)
 		goto out;
 	}
 	r = sg_loop_run(m.loop);
-	if (m.mounted) {
-		sg_remote_unmount(remote, 1, on_unmounted, &m);
-		for (int i = 0; i < 200 && !m.done; i++)
-			(void)sg_loop_run_once(m.loop, 50);
-	}
+	m.stopping = true;
+	sg_remote_shutdown(remote, on_shutdown, &m);
+	/* Reads waiting for the registry are cancelled (answered EINTR) at once; what is left
+	 * is bounded: 5 s, or a second signal. */
+	for (int i = 0; i < 100 && !m.done && !m.force; i++)
+		(void)sg_loop_run_once(m.loop, 50);
 	r = m.result;
+	if (!m.done) {
+		/* Exiting closes the FUSE session: the kernel answers whatever is still waiting. */
+		sg_warn("unmount did not finish in time; exiting anyway");
+		return 1;
+	}
 out:
 	if (reg)
 		sg_registry_free(reg);
 	(void)sg_loop_drain(m.loop, 2000);
-	sg_remote_free(remote);
-	if (sg_loop_pending(m.loop) == 0)
+	if (sg_loop_pending(m.loop) == 0) {
+		sg_remote_free(remote);
 		sg_loop_free(m.loop);
+	}
 	return r < 0 ? 1 : 0;
 }

@@ -18,29 +18,50 @@
 #include "fs/lazyfs.h"
 #include "fs/range_source.h"
 
-enum rl_state { RL_OPENING, RL_LOADING_TOC, RL_MOUNTED, RL_CLOSING };
+/* A layer's content, shared by every mount of its digest: the loading of its TOC, then one
+ * sg_layer (chunk presence, pins, trust, recency, memory and disk cache) for its one cache
+ * directory.  Two mounts of a digest never keep two views of one directory. */
+enum content_state { C_LOADING, C_READY, C_CLOSING };
 
-struct rlayer {
+struct content {
 	struct sg_remote *r;
-	struct sg_list link;
-	int64_t key;
-	enum rl_state state;
-	bool cancelled;
-	char mountpoint[PATH_MAX];
+	struct sg_list link;            /* r->contents */
+	enum content_state state;
 	char digest[SG_DIGEST_STRLEN + 1];
 	struct sg_digest toc_digest;
 	bool has_toc_digest, skip_verify;
 	uint64_t prefetch_bytes;
+	char ref[512];                  /* the image of the first mount: the blob comes from there */
+	struct sg_list waiting;         /* struct rlayer (c_link) not mounted yet */
+	unsigned mounts;                /* rlayers mounted on layer */
+	bool load_inflight;             /* a callback of the load is still to come */
 	struct sg_range_source *src;
 	struct sg_esgz_open *open_req;
 	struct sg_layer *layer;
-	struct sg_lazyfs *fs;
-	sg_remote_cb cb;        /* mount, then unmount completion */
-	void *userdata;
-	struct sg_list wait_link;   /* on a tail_prefetch */
-	char ref[512];
+	struct sg_list wait_link;       /* on a tail_prefetch */
 	struct sg_op defer_op;
 	struct tail_prefetch *deferred_tp;
+};
+
+enum rl_state { RL_WAITING, RL_MOUNTED, RL_CLOSING };
+
+/* One mount: a snapshot's FUSE mount of a content's layer. */
+struct rlayer {
+	struct sg_remote *r;
+	struct sg_list link;            /* r->layers */
+	int64_t key;
+	enum rl_state state;
+	char mountpoint[PATH_MAX];
+	struct content *c;
+	struct sg_list c_link;          /* c->waiting while RL_WAITING */
+	struct sg_lazyfs *fs;
+	bool lost;                      /* unmounted from outside */
+	bool src_opening;               /* its own blob source is being opened */
+	bool gone;                      /* released; freed when that open returns */
+	char ref[512];
+	sg_remote_cb cb;                /* mount, then unmount completion */
+	void *userdata;
+	struct sg_op attach_op;         /* joining a content that is ready */
 };
 
 /* The blob and the tail of a layer that containerd will ask for next: fetched ahead, in
@@ -62,7 +83,7 @@ struct tail_prefetch {
 	uint8_t *tail;
 	size_t tail_len;
 	struct sg_op op;
-	struct sg_list waiters;   /* struct rlayer, via wait_link */
+	struct sg_list waiters;   /* struct content, via wait_link */
 	uint64_t started_ns;
 };
 
@@ -71,7 +92,10 @@ struct sg_remote {
 	struct sg_remote_config cfg;
 	char cache_root[PATH_MAX];
 	struct sg_blob_opener opener;
-	struct sg_list layers;
+	struct sg_list layers;        /* struct rlayer: the mounts */
+	struct sg_list contents;      /* struct content: one per layer digest in use */
+	void (*on_lost)(void *userdata, int64_t key);
+	void *on_lost_userdata;
 	struct sg_list prefetches;    /* struct tail_prefetch */
 	unsigned tp_inflight;         /* prefetches with a callback still to come */
 	bool freed;                   /* sg_remote_free ran; the last callback frees */
@@ -81,6 +105,7 @@ struct sg_remote {
 	void (*shutdown_cb)(void *);
 	void *shutdown_userdata;
 	unsigned closing;
+	unsigned rl_gone;             /* mounts released, waiting for their source's open */
 };
 
 static const char *label(const struct sg_label *labels, size_t n, const char *key)
@@ -137,6 +162,7 @@ int sg_remote_new(struct sg_loop *loop, const struct sg_remote_config *config,
 	r->cfg.cache_root = r->cache_root;
 	r->opener = *opener;
 	sg_list_init(&r->layers);
+	sg_list_init(&r->contents);
 	sg_list_init(&r->prefetches);
 	e = sg_gz_new(&r->gz);
 	if (e < 0) {
@@ -178,6 +204,8 @@ void sg_remote_free(struct sg_remote *r)
 
 	if (!r)
 		return;
+	SG_FREE_CHECK(!sg_list_empty(&r->layers) || !sg_list_empty(&r->contents) || r->rl_gone,
+		      "remote layers (free before shutdown ended)");
 	r->freed = true;
 	if (r->tp_inflight)
 		return;   /* the last prefetch callback finishes the job */
@@ -204,21 +232,41 @@ static struct rlayer *find(struct sg_remote *r, int64_t key)
 bool sg_remote_is_mounted(struct sg_remote *r, int64_t key)
 {
 	struct rlayer *rl = find(r, key);
-	return rl && rl->state == RL_MOUNTED;
+	return rl && rl->state == RL_MOUNTED && !rl->lost;
+}
+
+void sg_remote_set_lost_handler(struct sg_remote *r, void (*cb)(void *userdata, int64_t key),
+				void *userdata)
+{
+	r->on_lost = cb;
+	r->on_lost_userdata = userdata;
+}
+
+static void maybe_shutdown_done(struct sg_remote *r)
+{
+	if (r->shutdown_cb && sg_list_empty(&r->layers) && sg_list_empty(&r->contents) &&
+	    !r->rl_gone) {
+		void (*cb)(void *) = r->shutdown_cb;
+		r->shutdown_cb = NULL;
+		cb(r->shutdown_userdata);
+	}
 }
 
 static void rl_destroy(struct rlayer *rl)
 {
 	struct sg_remote *r = rl->r;
 
+	SG_FREE_CHECK(rl->fs || sg_op_busy(&rl->attach_op), "remote layer mount");
+	sg_list_unlink(&rl->c_link);
 	sg_list_unlink(&rl->link);
-	sg_range_source_free(rl->src);
-	free(rl);
-	if (r->shutdown_cb && sg_list_empty(&r->layers)) {
-		void (*cb)(void *) = r->shutdown_cb;
-		r->shutdown_cb = NULL;
-		cb(r->shutdown_userdata);
+	if (rl->src_opening) {
+		/* The open's callback still points at it: it frees it. */
+		rl->gone = true;
+		r->rl_gone++;
+		return;
 	}
+	free(rl);
+	maybe_shutdown_done(r);
 }
 
 /* The mount attempt ended (successfully or not). */
@@ -234,121 +282,305 @@ static void mount_finished(struct rlayer *rl, int res, const char *err)
 		cb(ud, res, err);
 }
 
+/* ---- contents ---- */
+
+static struct content *content_find(struct sg_remote *r, const char *digest)
+{
+	for (struct sg_list *n = r->contents.next; n != &r->contents; n = n->next) {
+		struct content *c = sg_container_of(n, struct content, link);
+		if (strcmp(c->digest, digest) == 0)
+			return c;
+	}
+	return NULL;
+}
+
+static void content_start_load(struct content *c);
+
+/* The content is gone (its layer freed, or its load given up): mounts that arrived while it
+ * was closing start over with a fresh one. */
+static void content_destroy(struct content *c)
+{
+	struct sg_remote *r = c->r;
+	struct sg_list waiting;
+
+	SG_FREE_CHECK(c->layer || c->load_inflight || c->mounts || sg_op_busy(&c->defer_op),
+		      "layer content");
+	sg_list_unlink(&c->link);
+	sg_list_unlink(&c->wait_link);
+	sg_range_source_free(c->src);
+	sg_list_init(&waiting);
+	while (!sg_list_empty(&c->waiting))
+		sg_list_insert_tail(&waiting, sg_list_pop(&c->waiting));
+	bool again = !sg_list_empty(&waiting);
+	struct content *next = NULL;
+	if (again) {
+		/* The same identity, loaded anew (the digests were checked when they joined). */
+		next = malloc(sizeof(*next));
+		if (next) {
+			*next = *c;
+			next->state = C_LOADING;
+			next->src = NULL;
+			next->open_req = NULL;
+			next->deferred_tp = NULL;
+			next->wait_link = (struct sg_list){ 0 };
+			sg_op_init(&next->defer_op);
+			sg_list_init(&next->waiting);
+			sg_list_insert_tail(&r->contents, &next->link);
+		}
+	}
+	free(c);
+	struct sg_list *n;
+	while ((n = sg_list_pop(&waiting))) {
+		struct rlayer *rl = sg_container_of(n, struct rlayer, c_link);
+		if (!next) {
+			mount_finished(rl, -ENOMEM, "out of memory");
+			continue;
+		}
+		rl->c = next;
+		sg_list_insert_tail(&next->waiting, &rl->c_link);
+	}
+	if (next)
+		content_start_load(next);
+	maybe_shutdown_done(r);
+}
+
+static void content_layer_closed(void *userdata)
+{
+	struct content *c = userdata;
+
+	sg_layer_free(c->layer);
+	c->layer = NULL;
+	content_destroy(c);
+}
+
+/* A mount of the content went: the last one closes the layer. */
+static void content_put(struct content *c)
+{
+	if (--c->mounts > 0)
+		return;
+	c->state = C_CLOSING;
+	sg_layer_close(c->layer, content_layer_closed, c);
+}
+
+/* The load failed or was given up: every mount that waited for it ends with its error. */
+static void content_fail(struct content *c, int res, const char *msg)
+{
+	struct sg_list *n;
+
+	while ((n = sg_list_pop(&c->waiting)))
+		mount_finished(sg_container_of(n, struct rlayer, c_link), res, msg);
+	content_destroy(c);
+}
+
 static void on_bad_chunk(void *userdata, const char *path, uint64_t file_offset, bool from_cache)
 {
-	struct rlayer *rl = userdata;
+	struct content *c = userdata;
 
 	if (from_cache)
 		sg_warn("layer %s: cached chunk of %s at offset %llu failed verification; fetching it "
-			"again", rl->digest, path, (unsigned long long)file_offset);
+			"again", c->digest, path, (unsigned long long)file_offset);
 	else
 		sg_error("layer %s: chunk of %s at offset %llu failed verification (corrupt or "
-			 "tampered blob); reads of it fail with EIO", rl->digest, path,
+			 "tampered blob); reads of it fail with EIO", c->digest, path,
 			 (unsigned long long)file_offset);
+}
+
+static void on_stuck(void *userdata, unsigned opcode, uint64_t unique, uint64_t age_ms)
+{
+	struct rlayer *rl = userdata;
+
+	sg_warn("layer %s at %s: FUSE request %llu (opcode %u) unanswered for %llu ms",
+		rl->c->digest, rl->mountpoint, (unsigned long long)unique, opcode,
+		(unsigned long long)age_ms);
+}
+
+static void release_lost(struct rlayer *rl);
+
+static void on_fs_lost(void *userdata)
+{
+	struct rlayer *rl = userdata;
+
+	if (rl->state != RL_MOUNTED)
+		return;
+	sg_warn("layer %s at %s was unmounted from outside stargzd; releasing it", rl->c->digest,
+		rl->mountpoint);
+	rl->lost = true;
+	release_lost(rl);
+}
+
+static void rl_source_opened(void *userdata, int res, struct sg_range_source *src,
+			     const char *err)
+{
+	struct rlayer *rl = userdata;
+	struct sg_remote *r = rl->r;
+
+	(void)err;
+	rl->src_opening = false;
+	if (res == 0 && !rl->gone && rl->fs && sg_lazyfs_user(rl->fs))
+		sg_layer_user_set_source(sg_lazyfs_user(rl->fs), src);
+	else
+		sg_range_source_free(src);
+	if (rl->gone) {
+		r->rl_gone--;
+		free(rl);
+		maybe_shutdown_done(r);
+	}
+}
+
+/* Mounts the content's layer for one waiting mount; false (and the mount finished with the
+ * error) on failure. */
+static bool attach(struct rlayer *rl)
+{
+	struct sg_remote *r = rl->r;
+	struct content *c = rl->c;
+	char msg[PATH_MAX + 700];
+
+	struct sg_lazyfs_options fs_opts = {
+		.no_passthrough = r->cfg.no_passthrough,
+		.stuck_after_ns = r->cfg.stuck_after_ns,
+		.on_stuck = on_stuck,
+		.on_lost = on_fs_lost,
+		.userdata = rl,
+	};
+	sg_list_unlink(&rl->c_link);
+	int res = sg_lazyfs_mount(r->loop, c->layer, rl->mountpoint, &fs_opts, &rl->fs, msg, sizeof(msg));
+	if (res < 0) {
+		rl->fs = NULL;
+		mount_finished(rl, res, msg);
+		return false;
+	}
+	c->mounts++;
+	rl->state = RL_MOUNTED;
+	if (strcmp(rl->ref, c->ref) != 0) {
+		/* Another image (maybe another registry) with the same layer: its reads go to
+		 * its own registry, so that one hanging does not stall the other. */
+		rl->src_opening = true;
+		if (r->opener.open(r->opener.ctx, rl->ref, c->digest, rl_source_opened, rl) < 0)
+			rl->src_opening = false;
+	}
+	mount_finished(rl, 0, NULL);
+	return true;
 }
 
 static void on_toc(void *userdata, int res, struct sg_toc *toc, const struct sg_esgz_error *err)
 {
-	struct rlayer *rl = userdata;
-	struct sg_remote *r = rl->r;
+	struct content *c = userdata;
+	struct sg_remote *r = c->r;
 	char cache_dir[PATH_MAX + 80], msg[PATH_MAX + 700];
 
-	rl->open_req = NULL;
-	if (res < 0 || rl->cancelled) {
-		snprintf(msg, sizeof(msg), "layer %s: %s", rl->digest,
-			 rl->cancelled ? "cancelled" : err ? err->msg : strerror(-res));
-		sg_toc_free(rl->cancelled ? toc : NULL);
-		mount_finished(rl, res < 0 ? res : -ECANCELED, msg);
+	c->open_req = NULL;
+	c->load_inflight = false;
+	if (res < 0 || sg_list_empty(&c->waiting)) {
+		snprintf(msg, sizeof(msg), "layer %s: %s", c->digest,
+			 res >= 0 ? "cancelled" : err ? err->msg : strerror(-res));
+		sg_toc_free(res >= 0 ? toc : NULL);
+		content_fail(c, res < 0 ? res : -ECANCELED, msg);
 		return;
 	}
 	/* One cache directory per layer digest: it outlives snapshots and daemon restarts. */
-	snprintf(cache_dir, sizeof(cache_dir), "%s/%s", r->cache_root, rl->digest + 7);
+	snprintf(cache_dir, sizeof(cache_dir), "%s/%s", r->cache_root, c->digest + 7);
 	struct sg_layer_config lc = {
 		.cache_dir = cache_dir,
-		.skip_verify = rl->skip_verify,
+		.skip_verify = c->skip_verify,
 		.prefetch = r->cfg.prefetch,
 		.background_fetch = r->cfg.background_fetch,
-		.prefetch_bytes = rl->prefetch_bytes,
+		.prefetch_bytes = c->prefetch_bytes,
 		.window_bytes = r->cfg.fetch_window,
 		.on_bad_chunk = on_bad_chunk,
-		.userdata = rl,
+		.userdata = c,
 		.cache = r->cache,
 		.mem_budget = r->mem,
 	};
-	struct sg_range_source *src = rl->src;
-	rl->src = NULL;   /* the layer owns it now */
-	res = sg_layer_new(r->loop, src, toc, &lc, &rl->layer);
+	struct sg_range_source *src = c->src;
+	c->src = NULL;   /* the layer owns it now */
+	res = sg_layer_new(r->loop, src, toc, &lc, &c->layer);
 	if (res < 0) {
-		snprintf(msg, sizeof(msg), "layer %s: cannot set up its cache in %s: %s", rl->digest,
+		c->layer = NULL;
+		snprintf(msg, sizeof(msg), "layer %s: cannot set up its cache in %s: %s", c->digest,
 			 cache_dir, strerror(-res));
-		mount_finished(rl, res, msg);
+		content_fail(c, res, msg);
 		return;
 	}
-	struct sg_lazyfs_options fs_opts = { .no_passthrough = r->cfg.no_passthrough };
-	res = sg_lazyfs_mount(r->loop, rl->layer, rl->mountpoint, &fs_opts, &rl->fs, msg, sizeof(msg));
-	if (res < 0) {
-		sg_layer_free(rl->layer);   /* nothing in flight yet but prefetch: close below */
-		rl->layer = NULL;
-		mount_finished(rl, res, msg);
+	c->state = C_READY;
+	struct sg_list *n;
+	while ((n = c->waiting.next) != &c->waiting)
+		(void)attach(sg_container_of(n, struct rlayer, c_link));
+	if (c->mounts == 0) {
+		/* No mount took it: nothing was started on the layer, so it goes at once. */
+		sg_layer_free(c->layer);
+		c->layer = NULL;
+		content_destroy(c);
 		return;
 	}
-	rl->state = RL_MOUNTED;
-	mount_finished(rl, 0, NULL);
+	sg_layer_start(c->layer);
 }
 
-static void on_toc(void *userdata, int res, struct sg_toc *toc, const struct sg_esgz_error *err);
-
 /* Loads the TOC from an already fetched tail when it lies inside it.  True if it did (and
- * on_toc ran). */
-static bool toc_from_tail(struct rlayer *rl, const uint8_t *tail, size_t tail_len)
+ * on_toc runs, or ran). */
+static bool toc_from_tail(struct content *c, const uint8_t *tail, size_t tail_len)
 {
-	struct sg_remote *r = rl->r;
+	struct sg_remote *r = c->r;
 	struct sg_esgz_options opts = { 0 };
 	struct sg_esgz_footer footer;
 	struct sg_esgz_error err;
 	struct sg_toc *toc = NULL;
-	uint64_t size = rl->src->size, tail_off = size - tail_len;
+	uint64_t size = c->src->size, tail_off = size - tail_len;
 
 	if (sg_esgz_parse_footer(tail, tail_len, size, &footer, &err) < 0 || footer.toc_offset < tail_off)
 		return false;   /* no footer here, or a TOC larger than the tail: the normal path */
-	opts.toc_digest = rl->has_toc_digest ? &rl->toc_digest : NULL;
-	opts.skip_verify = rl->skip_verify;
+	opts.toc_digest = c->has_toc_digest ? &c->toc_digest : NULL;
+	opts.skip_verify = c->skip_verify;
 	opts.keep_json = true;   /* stargz.index.json: sg_layer_new stores it */
 	const uint8_t *member = tail + (footer.toc_offset - tail_off);
 	size_t member_len = (size_t)(footer.toc_end - footer.toc_offset);
-	rl->state = RL_LOADING_TOC;
+	c->load_inflight = true;
 	/* On a helper thread: a big TOC would hold up every other mount for a few 100 ms. */
 	if (sg_esgz_load_toc_member_async(r->loop, member, member_len, &footer, &opts, on_toc,
-					  rl) == 0)
+					  c) == 0)
 		return true;
 	int res = sg_esgz_load_toc_member(r->gz, member, member_len, &footer, &opts, &toc, &err);
-	on_toc(rl, res, toc, res < 0 ? &err : NULL);
+	on_toc(c, res, toc, res < 0 ? &err : NULL);
 	return true;
 }
 
 static void on_blob_opened(void *userdata, int res, struct sg_range_source *src, const char *err)
 {
-	struct rlayer *rl = userdata;
+	struct content *c = userdata;
 	struct sg_esgz_options opts = { 0 };
 	char msg[512];
 
-	if (res < 0 || rl->cancelled) {
+	c->load_inflight = false;
+	if (res < 0 || sg_list_empty(&c->waiting)) {
 		sg_range_source_free(src);
-		snprintf(msg, sizeof(msg), "layer %s: %s", rl->digest,
-			 rl->cancelled ? "cancelled" : err ? err : strerror(-res));
-		mount_finished(rl, res < 0 ? res : -ECANCELED, msg);
+		snprintf(msg, sizeof(msg), "layer %s: %s", c->digest,
+			 res >= 0 ? "cancelled" : err ? err : strerror(-res));
+		content_fail(c, res < 0 ? res : -ECANCELED, msg);
 		return;
 	}
-	rl->src = src;
-	rl->state = RL_LOADING_TOC;
-	opts.toc_digest = rl->has_toc_digest ? &rl->toc_digest : NULL;
-	opts.skip_verify = rl->skip_verify;
+	c->src = src;
+	opts.toc_digest = c->has_toc_digest ? &c->toc_digest : NULL;
+	opts.skip_verify = c->skip_verify;
 	opts.keep_json = true;   /* stargz.index.json: sg_layer_new stores it */
-	res = sg_esgz_open(src, &opts, on_toc, rl, &rl->open_req);
+	c->load_inflight = true;
+	res = sg_esgz_open(src, &opts, on_toc, c, &c->open_req);
 	if (res < 0) {
-		snprintf(msg, sizeof(msg), "layer %s: cannot read its TOC: %s", rl->digest,
+		c->load_inflight = false;
+		snprintf(msg, sizeof(msg), "layer %s: cannot read its TOC: %s", c->digest,
 			 strerror(-res));
-		mount_finished(rl, res, msg);
+		content_fail(c, res, msg);
+	}
+}
+
+/* Fetches the blob's TOC the normal way (no prefetched tail). */
+static void content_open_blob(struct content *c)
+{
+	struct sg_remote *r = c->r;
+
+	c->load_inflight = true;
+	int res = r->opener.open(r->opener.ctx, c->ref, c->digest, on_blob_opened, c);
+	if (res < 0) {
+		c->load_inflight = false;
+		content_fail(c, res, "cannot start fetching the layer");
 	}
 }
 
@@ -362,32 +594,31 @@ static struct tail_prefetch *tp_find(struct sg_remote *r, const char *digest)
 	return NULL;
 }
 
-/* Hands a prefetched blob to the layers waiting for it; a layer that finds no usable
- * prefetch goes the normal way. */
+/* Hands a prefetched blob to the content waiting for it; one that finds no usable prefetch
+ * goes the normal way. */
 static void tp_serve(struct tail_prefetch *tp)
 {
-	struct sg_remote *r = tp->r;
 	struct sg_list *n;
 
 	while ((n = sg_list_pop(&tp->waiters))) {
-		struct rlayer *rl = sg_container_of(n, struct rlayer, wait_link);
-		if (rl->cancelled) {
-			mount_finished(rl, -ECANCELED, "cancelled");
+		struct content *c = sg_container_of(n, struct content, wait_link);
+		c->load_inflight = false;
+		if (sg_list_empty(&c->waiting)) {
+			content_fail(c, -ECANCELED, "cancelled");
 			continue;
 		}
 		if (tp->state == TP_READY && tp->src) {
 			struct sg_range_source *src = tp->src;
 			tp->src = NULL;
-			rl->src = src;
-			if (toc_from_tail(rl, tp->tail, tp->tail_len))
+			c->src = src;
+			if (toc_from_tail(c, tp->tail, tp->tail_len))
 				continue;
-			rl->src = NULL;
-			on_blob_opened(rl, 0, src, NULL);   /* TOC beyond the tail: read it */
+			c->src = NULL;
+			c->load_inflight = true;
+			on_blob_opened(c, 0, src, NULL);   /* TOC beyond the tail: read it */
 			continue;
 		}
-		int res = r->opener.open(r->opener.ctx, rl->ref, rl->digest, on_blob_opened, rl);
-		if (res < 0)
-			mount_finished(rl, res, "cannot start fetching the layer");
+		content_open_blob(c);
 	}
 }
 
@@ -414,7 +645,7 @@ static void tp_read(struct sg_op *op)
 {
 	struct tail_prefetch *tp = sg_container_of(op, struct tail_prefetch, op);
 
-	tp->state = op->res == (int32_t)tp->tail_len ? TP_READY : TP_FAILED;
+	tp->state = op->res >= 0 && (size_t)op->res == tp->tail_len ? TP_READY : TP_FAILED;
 	tp_release(tp);
 }
 
@@ -457,7 +688,7 @@ static void prefetch_following(struct sg_remote *r, const char *ref, const char 
 			sg_digest_format(&d, digest);
 			if (strcmp(digest, self) == 0) {
 				after = true;
-			} else if (after && !tp_find(r, digest)) {
+			} else if (after && !tp_find(r, digest) && !content_find(r, digest)) {
 				unsigned count = 0;
 				for (struct sg_list *n = r->prefetches.next; n != &r->prefetches; n = n->next)
 					count++;
@@ -484,25 +715,80 @@ static void prefetch_following(struct sg_remote *r, const char *ref, const char 
 
 static void serve_deferred(struct sg_op *op)
 {
-	struct rlayer *rl = sg_container_of(op, struct rlayer, defer_op);
-	struct tail_prefetch *tp = rl->deferred_tp;
+	struct content *c = sg_container_of(op, struct content, defer_op);
+	struct tail_prefetch *tp = c->deferred_tp;
 
-	rl->deferred_tp = NULL;
+	c->deferred_tp = NULL;
 	tp_serve(tp);
 	tp_free(tp);
+}
+
+/* Starts loading a content's TOC: from a blob fetched ahead if there is one, else from the
+ * registry.  Every path ends in on_toc or content_fail, from the loop. */
+static void content_start_load(struct content *c)
+{
+	struct sg_remote *r = c->r;
+	struct tail_prefetch *tp = tp_find(r, c->digest);
+
+	if (!tp) {
+		content_open_blob(c);
+		return;
+	}
+	/* Fetched ahead (or being fetched): join it. */
+	c->load_inflight = true;
+	sg_list_insert_tail(&tp->waiters, &c->wait_link);
+	if (tp->state == TP_READY || tp->state == TP_FAILED) {
+		sg_list_unlink(&tp->link);
+		c->deferred_tp = tp;
+		if (sg_post(r->loop, &c->defer_op, 0, serve_deferred) < 0)
+			serve_deferred(&c->defer_op);   /* draining */
+	}
+}
+
+static void attach_cb(struct sg_op *op)
+{
+	struct rlayer *rl = sg_container_of(op, struct rlayer, attach_op);
+	struct content *c = rl->c;
+
+	if (rl->state == RL_CLOSING) {
+		mount_finished(rl, -ECANCELED, "unmounted before it was mounted");
+		return;
+	}
+	if (c->state == C_READY) {
+		(void)attach(rl);
+		return;
+	}
+	/* The content started closing meanwhile: the mount waits for it to start over. */
 }
 
 int sg_remote_mount(struct sg_remote *r, int64_t key, const char *mountpoint,
 		    const struct sg_remote_layer *layer, sg_remote_cb cb, void *userdata)
 {
-	struct sg_digest d;
+	struct sg_digest d, toc_d;
+	char digest[SG_DIGEST_STRLEN + 1];
 	struct rlayer *rl;
-	int res;
 
 	if (find(r, key))
 		return -EEXIST;
 	if (sg_digest_parse(layer->digest, strlen(layer->digest), &d) < 0)
 		return -EINVAL;
+	sg_digest_format(&d, digest);
+	if (layer->toc_digest && sg_digest_parse(layer->toc_digest, strlen(layer->toc_digest), &toc_d) < 0)
+		return -EINVAL;
+	/* Verification is off only when the operator allowed it and the image asked for it;
+	 * a layer without a TOC digest is otherwise refused by the reader. */
+	bool skip_verify = r->cfg.allow_skip_verify && (layer->skip_verify || !layer->toc_digest);
+
+	struct content *c = content_find(r, digest);
+	if (c && (c->skip_verify != skip_verify || c->has_toc_digest != !!layer->toc_digest ||
+		  (c->has_toc_digest && memcmp(&c->toc_digest, &toc_d, sizeof(toc_d)) != 0))) {
+		/* One cache directory, one verified TOC: a second identity for the same blob is
+		 * either a mistake or an attack, and must not share what the first verified. */
+		sg_warn("layer %s is in use with %s; refusing to mount it with %s", digest,
+			c->skip_verify ? "verification off" : "another TOC digest",
+			skip_verify ? "verification off" : "another TOC digest");
+		return -EBUSY;
+	}
 	rl = calloc(1, sizeof(*rl));
 	if (!rl)
 		return -ENOMEM;
@@ -510,72 +796,60 @@ int sg_remote_mount(struct sg_remote *r, int64_t key, const char *mountpoint,
 	rl->key = key;
 	rl->cb = cb;
 	rl->userdata = userdata;
-	snprintf(rl->mountpoint, sizeof(rl->mountpoint), "%s", mountpoint);
-	sg_digest_format(&d, rl->digest);
-	if (layer->toc_digest) {
-		if (sg_digest_parse(layer->toc_digest, strlen(layer->toc_digest), &rl->toc_digest) < 0) {
-			free(rl);
-			return -EINVAL;
-		}
-		rl->has_toc_digest = true;
-	}
-	/* Verification is off only when the operator allowed it and the image asked for it;
-	 * a layer without a TOC digest is otherwise refused by the reader. */
-	rl->skip_verify = r->cfg.allow_skip_verify && (layer->skip_verify || !layer->toc_digest);
-	rl->prefetch_bytes = layer->prefetch_bytes;
+	rl->state = RL_WAITING;
 	snprintf(rl->ref, sizeof(rl->ref), "%s", layer->ref);
-	sg_list_insert_tail(&r->layers, &rl->link);
-	if (layer->layers)
-		prefetch_following(r, layer->ref, layer->layers, rl->digest);
-	struct tail_prefetch *tp = tp_find(r, rl->digest);
-	if (tp) {
-		/* Fetched ahead (or being fetched): join it.  Served from a posted op so that cb
-		 * never runs inside this call. */
-		sg_list_insert_tail(&tp->waiters, &rl->wait_link);
-		if (tp->state == TP_READY || tp->state == TP_FAILED) {
-			sg_list_unlink(&tp->link);
-			sg_op_init(&rl->defer_op);
-			rl->deferred_tp = tp;
-			if (sg_post(r->loop, &rl->defer_op, 0, serve_deferred) < 0) {
-				sg_list_unlink(&rl->wait_link);
-				sg_list_unlink(&rl->link);
-				tp_free(tp);
-				free(rl);
-				return -ECANCELED;
-			}
+	sg_op_init(&rl->attach_op);
+	snprintf(rl->mountpoint, sizeof(rl->mountpoint), "%s", mountpoint);
+	if (!c) {
+		c = calloc(1, sizeof(*c));
+		if (!c) {
+			free(rl);
+			return -ENOMEM;
 		}
+		c->r = r;
+		c->state = C_LOADING;
+		memcpy(c->digest, digest, sizeof(digest));
+		c->has_toc_digest = layer->toc_digest != NULL;
+		if (c->has_toc_digest)
+			c->toc_digest = toc_d;
+		c->skip_verify = skip_verify;
+		c->prefetch_bytes = layer->prefetch_bytes;
+		snprintf(c->ref, sizeof(c->ref), "%s", layer->ref);
+		sg_list_init(&c->waiting);
+		sg_op_init(&c->defer_op);
+		sg_list_insert_tail(&r->contents, &c->link);
+		rl->c = c;
+		sg_list_insert_tail(&c->waiting, &rl->c_link);
+		sg_list_insert_tail(&r->layers, &rl->link);
+		if (layer->layers)
+			prefetch_following(r, layer->ref, layer->layers, digest);
+		content_start_load(c);
 		return 0;
 	}
-	res = r->opener.open(r->opener.ctx, layer->ref, rl->digest, on_blob_opened, rl);
-	if (res < 0) {
+	/* Another mount of the same content: share it (loading, ready, or about to be loaded
+	 * anew once its closing ends). */
+	rl->c = c;
+	sg_list_insert_tail(&c->waiting, &rl->c_link);
+	sg_list_insert_tail(&r->layers, &rl->link);
+	if (layer->layers)
+		prefetch_following(r, layer->ref, layer->layers, digest);
+	if (c->state == C_READY && sg_post(r->loop, &rl->attach_op, 0, attach_cb) < 0) {
+		sg_list_unlink(&rl->c_link);
 		sg_list_unlink(&rl->link);
 		free(rl);
+		return -ECANCELED;
 	}
-	return res;
-}
-
-static void unmount_layer_closed(void *userdata)
-{
-	struct rlayer *rl = userdata;
-	sg_remote_cb cb = rl->cb;
-	void *ud = rl->userdata;
-
-	sg_layer_free(rl->layer);
-	rl->layer = NULL;
-	rl_destroy(rl);
-	if (cb)
-		cb(ud, 0, NULL);
+	return 0;
 }
 
 static void log_layer_stats(const struct rlayer *rl, const char *when)
 {
 	struct sg_layer_stats st;
 	struct sg_cache_stats cs;
-
 	struct sg_lazyfs_stats fst = { 0 };
 	char pt[160];
 
-	sg_layer_stats(rl->layer, &st);
+	sg_layer_stats(rl->c->layer, &st);
 	sg_cache_stats(rl->r->cache, &cs);
 	if (rl->fs)
 		sg_lazyfs_stats(rl->fs, &fst);
@@ -587,12 +861,16 @@ static void log_layer_stats(const struct rlayer *rl, const char *when)
 			 (unsigned long long)fst.cached_opens,
 			 fst.passthrough_error ? "; last backing error: " : "",
 			 fst.passthrough_error ? strerror(fst.passthrough_error) : "");
-	sg_info("layer %s %s: fetched %llu bytes in %llu requests; chunks %llu/%llu local "
+	sg_info("layer %s at %s %s: FUSE requests %llu, replies %llu, %llu unanswered%s; "
+		"fetched %llu bytes in %llu requests; chunks %llu/%llu local "
 		"(%llu from the blob, %llu from disk, %llu from memory, %llu checked for passthrough); "
 		"%llu verification failures; "
 		"cache %llu bytes, %llu chunks (%llu bytes) evicted, %llu not cached for lack of room%s; "
-		"all layers %llu/%llu bytes, %llu directories removed; %s",
-		rl->digest, when, (unsigned long long)st.fetched_bytes,
+		"all layers %llu/%llu bytes, %llu directories removed; %s%s",
+		rl->c->digest, rl->mountpoint, when, (unsigned long long)fst.requests,
+		(unsigned long long)fst.replies, (unsigned long long)fst.unanswered,
+		fst.unanswered ? " (answered by the kernel when the session closes)" : "",
+		(unsigned long long)st.fetched_bytes,
 		(unsigned long long)st.fetch_requests, (unsigned long long)st.chunks_present,
 		(unsigned long long)st.chunks_total, (unsigned long long)st.chunks_fetched,
 		(unsigned long long)st.chunks_from_disk, (unsigned long long)st.chunks_from_memory,
@@ -602,16 +880,44 @@ static void log_layer_stats(const struct rlayer *rl, const char *when)
 		(unsigned long long)st.cache_writes_skipped,
 		st.background_skipped ? "; background fetch skipped (layer larger than the room left)" : "",
 		(unsigned long long)cs.bytes, (unsigned long long)cs.max_bytes,
-		(unsigned long long)cs.removed_dirs, pt);
+		(unsigned long long)cs.removed_dirs, pt,
+		rl->c->mounts > 1 ? "; the layer stays for its other mounts" : "");
 }
 
+/* The mount's FUSE side is gone: leave the content (the last mount closes its layer). */
 static void unmount_fs_done(void *userdata)
 {
 	struct rlayer *rl = userdata;
+	struct sg_remote *r = rl->r;
+	sg_remote_cb cb = rl->cb;
+	void *ud = rl->userdata;
+	bool lost = rl->lost;
+	int64_t key = rl->key;
 
 	sg_lazyfs_free(rl->fs);
 	rl->fs = NULL;
-	sg_layer_close(rl->layer, unmount_layer_closed, rl);
+	content_put(rl->c);
+	rl->c = NULL;
+	rl_destroy(rl);
+	if (cb)
+		cb(ud, 0, NULL);
+	/* Its snapshot is still there: the owner may mount it again (never a dead path). */
+	if (lost && r->on_lost && !r->shutdown_cb)
+		r->on_lost(r->on_lost_userdata, key);
+}
+
+static void start_unmount(struct rlayer *rl, sg_remote_cb cb, void *userdata)
+{
+	rl->state = RL_CLOSING;
+	rl->cb = cb;
+	rl->userdata = userdata;
+	log_layer_stats(rl, rl->lost ? "lost" : "unmounted");
+	sg_lazyfs_unmount(rl->fs, unmount_fs_done, rl);
+}
+
+static void release_lost(struct rlayer *rl)
+{
+	start_unmount(rl, NULL, NULL);
 }
 
 void sg_remote_unmount(struct sg_remote *r, int64_t key, sg_remote_cb cb, void *userdata)
@@ -623,20 +929,22 @@ void sg_remote_unmount(struct sg_remote *r, int64_t key, sg_remote_cb cb, void *
 			cb(userdata, rl ? -EALREADY : -ENOENT, NULL);
 		return;
 	}
-	if (rl->state != RL_MOUNTED) {
-		/* Still opening: let the attempt end by itself, then report. */
-		rl->cancelled = true;
-		if (rl->open_req)
-			sg_esgz_open_cancel(rl->open_req);
+	if (rl->state == RL_WAITING) {
+		/* Not mounted yet: the attempt ends now; the content's load, if nobody else waits
+		 * for it, ends by itself (it finds no waiter). */
+		if (sg_op_busy(&rl->attach_op)) {
+			rl->state = RL_CLOSING;   /* its posted attach ends the attempt */
+		} else {
+			struct content *c = rl->c;
+			mount_finished(rl, -ECANCELED, "unmounted before it was mounted");
+			if (c->state == C_LOADING && sg_list_empty(&c->waiting) && c->open_req)
+				sg_esgz_open_cancel(c->open_req);
+		}
 		if (cb)
 			cb(userdata, 0, NULL);
 		return;
 	}
-	rl->state = RL_CLOSING;
-	rl->cb = cb;
-	rl->userdata = userdata;
-	log_layer_stats(rl, "unmounted");
-	sg_lazyfs_unmount(rl->fs, unmount_fs_done, rl);
+	start_unmount(rl, cb, userdata);
 }
 
 void sg_remote_shutdown(struct sg_remote *r, void (*cb)(void *userdata), void *userdata)
@@ -645,13 +953,9 @@ void sg_remote_shutdown(struct sg_remote *r, void (*cb)(void *userdata), void *u
 
 	r->shutdown_cb = cb;
 	r->shutdown_userdata = userdata;
-	if (sg_list_empty(&r->layers)) {
-		r->shutdown_cb = NULL;
-		cb(userdata);
-		return;
-	}
 	sg_list_for_each_safe(n, tmp, &r->layers) {
 		struct rlayer *rl = sg_container_of(n, struct rlayer, link);
 		sg_remote_unmount(r, rl->key, NULL, NULL);
 	}
+	maybe_shutdown_done(r);
 }

@@ -57,6 +57,8 @@ struct sg_remote_config {
 	 * Directories of layers not mounted are removed (oldest first) before chunks of
 	 * mounted layers are evicted; a mounted layer's directory is never removed. */
 	uint64_t cache_max_bytes;
+	/* A FUSE request unanswered this long is logged (see sg_lazyfs_options); 0 = 60 s. */
+	uint64_t stuck_after_ns;
 };
 
 /* What the labels say about a layer; remote_layer_info() fills it when they suffice. */
@@ -78,13 +80,21 @@ int sg_remote_new(struct sg_loop *loop, const struct sg_remote_config *config,
 void sg_remote_free(struct sg_remote *r);
 
 /* Mounts the layer at mountpoint; cb(userdata, 0 or -errno, message) runs once from the
- * loop.  `key` identifies the mount for sg_remote_unmount (the snapshot id). */
+ * loop.  `key` identifies the mount for sg_remote_unmount (the snapshot id).  Every mount
+ * of one layer digest shares one layer (its TOC, chunk state and cache directory): a second
+ * mount of a digest in use costs no fetch.  -EBUSY: the digest is in use with another TOC
+ * digest or verification setting (a blob has one identity). */
 typedef void (*sg_remote_cb)(void *userdata, int res, const char *err);
 int sg_remote_mount(struct sg_remote *r, int64_t key, const char *mountpoint,
 		    const struct sg_remote_layer *layer, sg_remote_cb cb, void *userdata);
 /* Unmounts (if mounted) and releases the layer; cb runs once from the loop. */
 void sg_remote_unmount(struct sg_remote *r, int64_t key, sg_remote_cb cb, void *userdata);
 bool sg_remote_is_mounted(struct sg_remote *r, int64_t key);
+/* Called (from the loop) after a mount that was unmounted from outside stargzd (umount,
+ * fusermount -u) has been released; `key` is no longer mounted, and the owner may mount it
+ * again.  Until then sg_remote_is_mounted(key) is false, so no dead path is handed out. */
+void sg_remote_set_lost_handler(struct sg_remote *r, void (*cb)(void *userdata, int64_t key),
+				void *userdata);
 /* Unmounts everything (shutdown); cb once all is released. */
 void sg_remote_shutdown(struct sg_remote *r, void (*cb)(void *userdata), void *userdata);
 

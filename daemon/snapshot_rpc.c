@@ -776,6 +776,16 @@ static bool remote_mounted(void *ctx, int64_t id)
 	return sg_remote_is_mounted(ctx, id);
 }
 
+/* A layer was unmounted from outside and released: mount it again at once, so that the next
+ * Mounts finds it (meanwhile Mounts refuses it: never a dead path). */
+static void on_remote_lost(void *userdata, int64_t id)
+{
+	struct sg_snapshot_service *svc = userdata;
+
+	sg_info("remote snapshot %lld: mounting it again", (long long)id);
+	sg_snapshot_service_restore(svc);
+}
+
 int sg_snapshot_service_new(struct sg_loop *loop, struct sg_snapshots *snapshots,
 			    struct sg_remote *remote, struct sg_snapshot_service **ret)
 {
@@ -788,8 +798,10 @@ int sg_snapshot_service_new(struct sg_loop *loop, struct sg_snapshots *snapshots
 	svc->remote = remote;
 	sg_list_init(&svc->pending);
 	sg_op_init(&svc->restore_timer);
-	if (remote)
+	if (remote) {
 		sg_snapshots_set_remote_check(snapshots, remote_mounted, remote);
+		sg_remote_set_lost_handler(remote, on_remote_lost, svc);
+	}
 	*ret = svc;
 	return 0;
 }

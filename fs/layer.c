@@ -83,13 +83,15 @@ struct fetch_batch {
 };
 
 struct read_part {
-	struct sg_list link;
+	struct sg_list link;       /* on a job's waiters while it waits (sg_list_linked) */
 	struct layer_read *r;
 	uint32_t chunk;
 };
 
 struct layer_read {
 	struct sg_layer *layer;
+	struct sg_layer_user *user;
+	struct sg_list user_link;  /* on user->reads until the callback ran */
 	sg_layer_read_cb cb;
 	void *userdata;
 	uint8_t *buf;
@@ -101,6 +103,23 @@ struct layer_read {
 	struct sg_op done_op;
 	size_t n_parts;
 	struct read_part parts[];
+};
+
+/* One user of the layer (a FUSE mount of it): the reads and trust checks it started, so that
+ * it can leave while other users keep the layer. */
+struct sg_layer_user {
+	struct sg_layer *layer;
+	/* Where this user's on-demand fetches go (its own image's registry), NULL = the
+	 * layer's.  Kept by the layer after the user leaves: a fetch it started may still be
+	 * serving other users' waiters. */
+	struct sg_range_source *src;
+	struct sg_list link;           /* on layer->users */
+	struct sg_list reads;          /* struct layer_read, callbacks still owed */
+	unsigned verifies;             /* trust checks, callbacks still owed */
+	bool closing;
+	void (*done)(void *);
+	void *done_userdata;
+	struct sg_op done_op;
 };
 
 struct fd_slot {
@@ -129,7 +148,14 @@ struct sg_layer {
 	 * wrote them after checking them, or read them back and checked them).  Only files
 	 * whose chunks are all trusted are handed to the kernel for passthrough. */
 	uint8_t *trusted;
-	uint8_t *pinned;               /* bitmap by node: handed to the kernel, never evicted */
+	/* By node: how many users handed the file's cache file to the kernel (passthrough);
+	 * such a file is never evicted and its chunks stay trusted. */
+	uint16_t *pins;
+	struct sg_list users;          /* struct sg_layer_user */
+	struct sg_range_source **retired_srcs;   /* of users gone, freed with the layer */
+	size_t n_retired;
+	unsigned n_users;
+	bool started;
 	struct sg_list verify_reqs;    /* struct verify_req: files waiting for a trust check */
 	uint32_t verify_chunk;         /* next chunk of the file at the head */
 	unsigned verify_inflight;      /* its chunks being read back */
@@ -184,7 +210,8 @@ static void report_bad_chunk(struct sg_layer *l, uint32_t chunk, uint64_t file_o
 static void maybe_close_done(struct sg_layer *l);
 static uint64_t drop_chunk(struct sg_layer *l, uint32_t c);
 static bool chunk_needs_fetch(const struct sg_layer *l, uint32_t c);
-static int fetch_chunk(struct sg_layer *l, uint32_t chunk, bool ondemand, struct sg_list *waiters);
+static int fetch_chunk(struct sg_layer *l, struct sg_range_source *src, uint32_t chunk,
+		       bool ondemand, struct sg_list *waiters);
 
 /* ---- memory cache ---- */
 
@@ -395,16 +422,21 @@ static void fd_put(struct sg_layer *l, struct fd_ref *ref)
 
 /* ---- reads ---- */
 
+static void user_maybe_done(struct sg_layer_user *u);
+
 static void read_done_cb(struct sg_op *op)
 {
 	struct layer_read *r = sg_container_of(op, struct layer_read, done_op);
 	struct sg_layer *l = r->layer;
+	struct sg_layer_user *u = r->user;
 	ssize_t res = r->error ? r->error : (ssize_t)r->len;
 
 	l->reads_inflight--;
+	sg_list_unlink(&r->user_link);
 	r->cb(r->userdata, op->res == -ECANCELED ? -ECANCELED : res);
 	free(r);
 	maybe_close_done(l);
+	user_maybe_done(u);   /* last: its callback may end the layer */
 }
 
 static void read_finish(struct layer_read *r)
@@ -554,6 +586,18 @@ static void job_ready(struct chunk_job *j, struct mem_entry *e)
 	}
 }
 
+/* A reader joins a chunk's job.  While the job produces the bytes the reader waits with the
+ * others; once the job has them (it is only writing them to the disk cache now) its waiters
+ * were woken already and will not be again, so the reader is served at once. */
+static void job_join(struct chunk_job *j, struct read_part *p)
+{
+	if (j->entry) {
+		mem_served(j->entry, part_complete(p, j->entry->data, 0));
+		return;
+	}
+	sg_list_insert_tail(&j->waiters, &p->link);
+}
+
 static void job_fail(struct chunk_job *j, int error)
 {
 	job_wake(j, error);
@@ -654,7 +698,7 @@ refetch:
 		bool ondemand = j->ondemand;
 		uint32_t chunk = j->chunk;
 		job_free(j);
-		int r = fetch_chunk(l, chunk, ondemand, &waiters);
+		int r = fetch_chunk(l, l->src, chunk, ondemand, &waiters);
 		if (r < 0)
 			while ((n = sg_list_pop(&waiters)))
 				part_complete(sg_container_of(n, struct read_part, link), NULL, -EIO);
@@ -686,7 +730,7 @@ static bool chunk_absent(const struct sg_layer *l, uint32_t c)
 
 static bool file_pinned(const struct sg_layer *l, uint32_t node)
 {
-	return l->pinned[node >> 3] & (1u << (node & 7));
+	return l->pins[node] > 0;
 }
 
 /* Not a chunk of a file the kernel reads directly (passthrough): it would read the hole. */
@@ -859,6 +903,13 @@ static void batch_free(struct fetch_batch *b)
 	free(b);
 }
 
+static void note_failed(struct sg_layer *l, uint32_t chunk)
+{
+	l->failed[l->failed_next].chunk = chunk;
+	l->failed[l->failed_next].ns = sg_now_ns();
+	l->failed_next = (l->failed_next + 1) % FAILED_RING;
+}
+
 static void batch_fetched(struct sg_op *op)
 {
 	struct fetch_batch *b = sg_container_of(op, struct fetch_batch, op);
@@ -874,11 +925,8 @@ static void batch_fetched(struct sg_op *op)
 			l->last_ondemand_ns = sg_now_ns();
 		}
 		if (op->res != (int32_t)b->len || l->closing) {
-			if (!l->closing && op->res != -ECANCELED) {
-				l->failed[l->failed_next].chunk = j->chunk;
-				l->failed[l->failed_next].ns = sg_now_ns();
-				l->failed_next = (l->failed_next + 1) % FAILED_RING;
-			}
+			if (!l->closing && op->res != -ECANCELED)
+				note_failed(l, j->chunk);
 			job_fail(j, l->closing ? -ECANCELED : -EIO);
 			continue;
 		}
@@ -892,9 +940,12 @@ static void batch_fetched(struct sg_op *op)
 					      l->cfg.skip_verify && !c->has_digest, e->data, &err);
 		if (r < 0) {
 			/* A member that does not decompress, or bytes that do not match: either
-			 * way the blob is not what the TOC describes. */
-			if (err.code != SG_ESGZ_E_NOMEM && err.code != SG_ESGZ_E_CANCELED)
+			 * way the blob is not what the TOC describes.  Held like a failed fetch:
+			 * the kernel's page-by-page retry must not fetch it again each time. */
+			if (err.code != SG_ESGZ_E_NOMEM && err.code != SG_ESGZ_E_CANCELED) {
 				report_bad_chunk(l, j->chunk, c->file_offset, false);
+				note_failed(l, j->chunk);
+			}
 			free(e);
 			job_fail(j, -EIO);
 			continue;
@@ -913,7 +964,8 @@ static void batch_fetched(struct sg_op *op)
 
 /* Starts one range request for the given chunks (already sorted by blob offset, all
  * without jobs).  Returns the number of chunks taken, or a negative errno. */
-static int batch_start(struct sg_layer *l, const uint32_t *chunks, size_t n, bool ondemand,
+static int batch_start(struct sg_layer *l, struct sg_range_source *src, const uint32_t *chunks,
+		       size_t n, bool ondemand,
 		       bool background)
 {
 	struct fetch_batch *b = calloc(1, sizeof(*b));
@@ -954,7 +1006,7 @@ static int batch_start(struct sg_layer *l, const uint32_t *chunks, size_t n, boo
 	}
 	sg_op_init(&b->op);
 	sg_op_set_group(&b->op, &l->group);
-	r = sg_range_read(l->src, b->offset, b->len, b->buf, &b->op, batch_fetched);
+	r = sg_range_read(src, b->offset, b->len, b->buf, &b->op, batch_fetched);
 	if (r < 0)
 		goto fail;
 	l->stats.fetch_requests++;
@@ -988,7 +1040,8 @@ static bool sequential(const struct sg_layer *l, uint32_t c)
  * round trip, 256 KiB more costs ~20 ms at 100 Mbit/s, while a later miss costs a round
  * trip; neighbouring files in a layer are read together (a package, a module directory).
  * Waiters move onto the chunk's job. */
-static int fetch_chunk(struct sg_layer *l, uint32_t chunk, bool ondemand, struct sg_list *waiters)
+static int fetch_chunk(struct sg_layer *l, struct sg_range_source *src, uint32_t chunk,
+		       bool ondemand, struct sg_list *waiters)
 {
 	uint32_t list[64];
 	size_t n = 0;
@@ -1021,7 +1074,7 @@ static int fetch_chunk(struct sg_layer *l, uint32_t chunk, bool ondemand, struct
 		if (c1->next_offset > end)
 			end = c1->next_offset;
 	}
-	r = batch_start(l, list, n, ondemand, false);
+	r = batch_start(l, src, list, n, ondemand, false);
 	if (r < 0)
 		return r;
 	struct sg_list *node;
@@ -1103,15 +1156,16 @@ static void read_toc_json(struct sg_layer *l, struct layer_read *r)
 
 /* ---- public read ---- */
 
-int sg_layer_read(struct sg_layer *l, uint32_t node, uint64_t offset, size_t len, void *buf,
+int sg_layer_read(struct sg_layer_user *u, uint32_t node, uint64_t offset, size_t len, void *buf,
 		  sg_layer_read_cb cb, void *userdata)
 {
+	struct sg_layer *l = u->layer;
 	const struct sg_toc_node *n;
 	const struct sg_toc_chunk *chunks;
 	struct layer_read *r;
 	uint32_t first = 0, count = 0;
 
-	if (l->closing)
+	if (l->closing || u->closing)
 		return -ECANCELED;
 	if (node >= sg_toc_count(l->toc))
 		return -ENOENT;
@@ -1142,6 +1196,8 @@ int sg_layer_read(struct sg_layer *l, uint32_t node, uint64_t offset, size_t len
 	if (!r)
 		return -ENOMEM;
 	r->layer = l;
+	r->user = u;
+	sg_list_insert_tail(&u->reads, &r->user_link);
 	r->cb = cb;
 	r->userdata = userdata;
 	r->buf = buf;
@@ -1171,7 +1227,7 @@ int sg_layer_read(struct sg_layer *l, uint32_t node, uint64_t offset, size_t len
 			continue;
 		}
 		if (l->jobs[c]) {
-			sg_list_insert_tail(&l->jobs[c]->waiters, &p->link);
+			job_join(l->jobs[c], p);
 			continue;
 		}
 		if (present_get(l, c)) {
@@ -1187,7 +1243,7 @@ int sg_layer_read(struct sg_layer *l, uint32_t node, uint64_t offset, size_t len
 		struct sg_list w;
 		sg_list_init(&w);
 		sg_list_insert_tail(&w, &p->link);
-		if (fetch_chunk(l, c, true, &w) < 0) {
+		if (fetch_chunk(l, u->src ? u->src : l->src, c, true, &w) < 0) {
 			sg_list_unlink(&p->link);
 			part_complete(p, NULL, -EIO);
 		}
@@ -1206,6 +1262,7 @@ int sg_layer_read(struct sg_layer *l, uint32_t node, uint64_t offset, size_t len
 
 struct verify_req {
 	struct sg_layer *layer;
+	struct sg_layer_user *user;
 	struct sg_list link;
 	struct sg_op op;
 	uint32_t node;
@@ -1219,10 +1276,14 @@ static void verify_delivered(struct sg_op *op)
 	struct verify_req *v = sg_container_of(op, struct verify_req, op);
 	struct sg_layer *l = v->layer;
 
+	struct sg_layer_user *u = v->user;
+
 	l->verify_pending--;
+	u->verifies--;
 	v->cb(v->userdata, v->result);
 	free(v);
 	maybe_close_done(l);
+	user_maybe_done(u);   /* last: its callback may end the layer */
 }
 
 static void verify_deliver(struct sg_layer *l, struct verify_req *v, int result)
@@ -1252,8 +1313,11 @@ static void verify_continue(struct sg_layer *l)
 		const struct sg_toc_node *n = sg_toc_node(l->toc, v->node);
 		uint32_t end = n->first_chunk + n->nchunks;
 		bool trusted;
-		if (l->closing) {
+		if (l->closing || v->user->closing) {
+			/* Its chunks in flight finish on their own (verify_inflight); the next
+			 * request starts at its own first chunk. */
 			sg_list_unlink(&v->link);
+			l->verify_chunk = 0;
 			verify_deliver(l, v, -ECANCELED);
 			continue;
 		}
@@ -1312,20 +1376,26 @@ int sg_layer_open_verified(struct sg_layer *l, uint32_t node)
 	return fd;
 }
 
-void sg_layer_pin_file(struct sg_layer *l, uint32_t node, bool pin)
+int sg_layer_pin_file(struct sg_layer *l, uint32_t node, bool pin)
 {
 	if (node >= sg_toc_count(l->toc))
-		return;
-	if (pin)
-		l->pinned[node >> 3] |= (uint8_t)(1u << (node & 7));
-	else
-		l->pinned[node >> 3] &= (uint8_t)~(1u << (node & 7));
+		return -ENOENT;
+	if (pin) {
+		if (l->pins[node] == UINT16_MAX)
+			return -EOVERFLOW;   /* the caller serves the file itself instead */
+		l->pins[node]++;
+	} else if (l->pins[node] > 0) {
+		l->pins[node]--;
+	}
+	return 0;
 }
 
-int sg_layer_verify_file(struct sg_layer *l, uint32_t node, void (*cb)(void *userdata, int res),
-			 void *userdata)
+int sg_layer_verify_file(struct sg_layer_user *u, uint32_t node,
+			 void (*cb)(void *userdata, int res), void *userdata)
 {
-	if (l->closing)
+	struct sg_layer *l = u->layer;
+
+	if (l->closing || u->closing)
 		return -ECANCELED;
 	if (node >= sg_toc_count(l->toc))
 		return -ENOENT;
@@ -1336,6 +1406,8 @@ int sg_layer_verify_file(struct sg_layer *l, uint32_t node, void (*cb)(void *use
 	if (!v)
 		return -ENOMEM;
 	v->layer = l;
+	v->user = u;
+	u->verifies++;
 	v->node = (uint32_t)(n - sg_toc_node(l->toc, 0));
 	v->cb = cb;
 	v->userdata = userdata;
@@ -1380,7 +1452,7 @@ static int next_batch(struct sg_layer *l, uint32_t *cursor, uint64_t limit, size
 	}
 	if (n == 0)
 		return 0;
-	int r = batch_start(l, list, n, false, background);
+	int r = batch_start(l, l->src, list, n, false, background);
 	return r < 0 ? r : (int)n;
 }
 
@@ -1505,6 +1577,7 @@ int sg_layer_new(struct sg_loop *loop, struct sg_range_source *src, struct sg_to
 	sg_group_init(&l->group);
 	sg_list_init(&l->mem_lru);
 	sg_list_init(&l->verify_reqs);
+	sg_list_init(&l->users);
 	sg_op_init(&l->background_timer);
 	sg_op_set_group(&l->background_timer, &l->group);
 	sg_op_init(&l->close_op);
@@ -1529,10 +1602,10 @@ int sg_layer_new(struct sg_loop *loop, struct sg_range_source *src, struct sg_to
 	l->mem = calloc(l->n_chunks + 1, sizeof(*l->mem));
 	l->present = calloc((l->n_chunks + 7) / 8 + 1, 1);
 	l->trusted = calloc((l->n_chunks + 7) / 8 + 1, 1);
-	l->pinned = calloc(count / 8 + 1, 1);
+	l->pins = calloc(count + 1, sizeof(*l->pins));
 	if (config->cache)
 		l->stamp = calloc(l->n_chunks + 1, sizeof(*l->stamp));
-	if (!l->chunk_file || !l->jobs || !l->mem || !l->present || !l->trusted || !l->pinned ||
+	if (!l->chunk_file || !l->jobs || !l->mem || !l->present || !l->trusted || !l->pins ||
 	    (config->cache && !l->stamp)) {
 		r = -ENOMEM;
 		goto fail;
@@ -1578,11 +1651,124 @@ int sg_layer_new(struct sg_loop *loop, struct sg_range_source *src, struct sg_to
 		l->stats.prefetch_done = true;
 	l->backgrounding = config->background_fetch;
 	*ret_layer = l;
-	maybe_continue_background(l);
 	return 0;
 fail:
 	sg_layer_free(l);
 	return r;
+}
+
+void sg_layer_start(struct sg_layer *l)
+{
+	if (l->started || l->closing)
+		return;
+	l->started = true;
+	maybe_continue_background(l);
+}
+
+/* ---- users ---- */
+
+int sg_layer_user_new(struct sg_layer *l, struct sg_layer_user **ret)
+{
+	struct sg_layer_user *u;
+
+	if (l->closing)
+		return -ECANCELED;
+	u = calloc(1, sizeof(*u));
+	if (!u)
+		return -ENOMEM;
+	u->layer = l;
+	sg_list_init(&u->reads);
+	sg_op_init(&u->done_op);
+	sg_list_insert_tail(&l->users, &u->link);
+	l->n_users++;
+	*ret = u;
+	return 0;
+}
+
+static void user_done_cb(struct sg_op *op)
+{
+	struct sg_layer_user *u = sg_container_of(op, struct sg_layer_user, done_op);
+	struct sg_layer *l = u->layer;
+	void (*done)(void *) = u->done;
+	void *ud = u->done_userdata;
+
+	sg_list_unlink(&u->link);
+	l->n_users--;
+	if (u->src) {
+		struct sg_range_source **t = realloc(l->retired_srcs,
+						     (l->n_retired + 1) * sizeof(*t));
+		if (t) {
+			l->retired_srcs = t;
+			t[l->n_retired++] = u->src;
+		} else {
+			/* no room to keep it: its ops, if any, are in the layer's group, which
+			 * only ends with the layer; wait for that is not possible here, so keep
+			 * it leaked rather than freed under an op */
+		}
+	}
+	free(u);
+	done(ud);
+}
+
+static void user_maybe_done(struct sg_layer_user *u)
+{
+	if (!u->closing || !sg_list_empty(&u->reads) || u->verifies || sg_op_busy(&u->done_op))
+		return;
+	if (sg_post(u->layer->loop, &u->done_op, 0, user_done_cb) < 0)
+		user_done_cb(&u->done_op);   /* draining: nothing else will run it */
+}
+
+/* Takes a read off the chunks it waits for: its callback follows with -ECANCELED. */
+static void read_cancel(struct layer_read *r)
+{
+	if (r->error == -ECANCELED)
+		return;   /* already on its way */
+	r->error = -ECANCELED;
+	if (sg_op_busy(&r->done_op)) {
+		/* stargz.index.json's read in flight, or the callback already posted */
+		(void)sg_op_cancel(&r->done_op);
+		return;
+	}
+	unsigned waiting = 0;
+	for (size_t i = 0; i < r->n_parts; i++)
+		if (sg_list_linked(&r->parts[i].link)) {
+			sg_list_unlink(&r->parts[i].link);
+			waiting++;
+		}
+	if (waiting && (r->pending -= waiting) == 0)
+		read_finish(r);
+}
+
+void sg_layer_user_set_source(struct sg_layer_user *u, struct sg_range_source *src)
+{
+	if (u->src || u->closing) {
+		sg_range_source_free(src);   /* one per user; a leaving user fetches nothing */
+		return;
+	}
+	u->src = src;
+}
+
+void sg_layer_user_close(struct sg_layer_user *u, void (*done)(void *userdata), void *userdata)
+{
+	struct sg_layer *l = u->layer;
+	struct sg_list *n, *tmp;
+
+	u->closing = true;
+	u->done = done;
+	u->done_userdata = userdata;
+	sg_list_for_each_safe(n, tmp, &u->reads)
+		read_cancel(sg_container_of(n, struct layer_read, user_link));
+	sg_list_for_each_safe(n, tmp, &l->verify_reqs) {
+		struct verify_req *v = sg_container_of(n, struct verify_req, link);
+		if (v->user != u)
+			continue;
+		if (n == l->verify_reqs.next)
+			l->verify_chunk = 0;   /* the head: the next request starts afresh */
+		sg_list_unlink(&v->link);
+		verify_deliver(l, v, -ECANCELED);
+	}
+	verify_continue(l);
+	user_maybe_done(u);
 }
 
 static void close_done_cb(struct sg_op *op)
@@ -1608,6 +1794,8 @@ static void maybe_close_done(struct sg_layer *l)
 
 void sg_layer_close(struct sg_layer *l, void (*done)(void *userdata), void *userdata)
 {
+	/* Users go first: their callbacks point into objects that are about to go. */
+	SG_FREE_CHECK(l->n_users > 0, "layer (closed with users)");
 	l->closing = true;
 	l->prefetching = l->backgrounding = false;
 	l->close_done = done;
@@ -1623,6 +1811,9 @@ void sg_layer_free(struct sg_layer *l)
 
 	if (!l)
 		return;
+	SG_FREE_CHECK(l->n_users || l->jobs_inflight || l->batches_inflight || l->reads_inflight ||
+		      l->verify_pending || !sg_group_idle(&l->group) || sg_op_busy(&l->close_op),
+		      "layer");
 	while ((n = l->mem_lru.next) != &l->mem_lru) {
 		struct mem_entry *e = sg_container_of(n, struct mem_entry, lru);
 		e->refs = 0;   /* no job is left */
@@ -1650,8 +1841,11 @@ void sg_layer_free(struct sg_layer *l)
 	free(l->mem);
 	free(l->present);
 	free(l->trusted);
-	free(l->pinned);
+	free(l->pins);
 	sg_gz_free(l->gz);
+	for (size_t i = 0; i < l->n_retired; i++)
+		sg_range_source_free(l->retired_srcs[i]);
+	free(l->retired_srcs);
 	sg_range_source_free(l->src);
 	sg_toc_free(l->toc);
 	free(l);

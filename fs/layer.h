@@ -88,13 +88,32 @@ struct sg_layer_stats {
 	bool background_skipped;      /* the rest of the layer did not fit the cache bound */
 };
 
-/* Takes ownership of src and toc (also on failure). */
+/* Takes ownership of src and toc (also on failure).  Starts no work: a layer that fails to
+ * be mounted can be freed at once.  One layer serves every mount of its digest (they share
+ * the cache directory, so they must share what is known about it). */
 int sg_layer_new(struct sg_loop *loop, struct sg_range_source *src, struct sg_toc *toc,
 		 const struct sg_layer_config *config, struct sg_layer **ret_layer);
+/* Starts prefetch and background fetch (as configured); reads work without it. */
+void sg_layer_start(struct sg_layer *layer);
 /* Cancels everything in flight; `done` runs from the loop once nothing references the
- * layer, then sg_layer_free() releases it.  Pending reads complete with -ECANCELED. */
+ * layer, then sg_layer_free() releases it.  Every user must have been closed (done) first:
+ * closing a layer with users, or freeing one with work in flight, aborts the process. */
 void sg_layer_close(struct sg_layer *layer, void (*done)(void *userdata), void *userdata);
 void sg_layer_free(struct sg_layer *layer);
+
+/* A user of the layer: one mount of it.  Reads and trust checks belong to a user, so that
+ * one mount can leave (its pending reads complete with -ECANCELED) while the others keep
+ * the layer, its memory and disk cache, its fetches and its pins. */
+struct sg_layer_user;
+int sg_layer_user_new(struct sg_layer *layer, struct sg_layer_user **ret);
+/* Cancels the user's reads and trust checks (each callback still runs once, with
+ * -ECANCELED unless its result was already decided); `done` runs from the loop once none
+ * is owed, and the user is freed then.  Pins are the caller's to drop (sg_layer_pin_file). */
+void sg_layer_user_close(struct sg_layer_user *user, void (*done)(void *userdata), void *userdata);
+/* The user's own way to the blob (its image's registry; the layer's source is that of the
+ * first mount): its on-demand fetches go there, so that one registry hanging does not
+ * stall another image's reads.  Takes ownership of src. */
+void sg_layer_user_set_source(struct sg_layer_user *user, struct sg_range_source *src);
 
 /* For FUSE passthrough: when every chunk of regular file `node` (hardlinks resolved) is in
  * the disk cache and was verified during this mount, returns a read-only fd of its cache
@@ -102,14 +121,16 @@ void sg_layer_free(struct sg_layer *layer);
  * is complete on disk but not verified during this mount (sg_layer_verify_file).
  * -ENOENT: chunks are missing (or the file is empty). */
 int sg_layer_open_verified(struct sg_layer *layer, uint32_t node);
-/* While pinned (a backing file of a passthrough open), no chunk of the resolved regular file
- * `node` is evicted from the disk cache. */
-void sg_layer_pin_file(struct sg_layer *layer, uint32_t node, bool pin);
+/* While pinned (a backing file of a passthrough open, counted: one pin per mount that handed
+ * it to the kernel), no chunk of the resolved regular file `node` is evicted from the disk
+ * cache, so its cache file never changes under the kernel.  -EOVERFLOW: too many pins (the
+ * caller then serves the file itself). */
+int sg_layer_pin_file(struct sg_layer *layer, uint32_t node, bool pin);
 /* Reads back every cached chunk of regular file `node` not verified during this mount and
  * checks it against its digest (a bad one is dropped from the cache).  cb runs once from
  * the loop: 0 when the whole file is now in the cache and verified, -ENOENT when it is not,
  * -ECANCELED when the layer closes. */
-int sg_layer_verify_file(struct sg_layer *layer, uint32_t node,
+int sg_layer_verify_file(struct sg_layer_user *user, uint32_t node,
 			 void (*cb)(void *userdata, int res), void *userdata);
 
 const struct sg_toc *sg_layer_toc(const struct sg_layer *layer);
@@ -120,7 +141,7 @@ void sg_layer_stats(const struct sg_layer *layer, struct sg_layer_stats *ret);
  * of the file) or a negative errno: -EIO when the data cannot be fetched or fails
  * verification.  buf must stay valid until then. */
 typedef void (*sg_layer_read_cb)(void *userdata, ssize_t res);
-int sg_layer_read(struct sg_layer *layer, uint32_t node, uint64_t offset, size_t len, void *buf,
-		  sg_layer_read_cb cb, void *userdata);
+int sg_layer_read(struct sg_layer_user *user, uint32_t node, uint64_t offset, size_t len,
+		  void *buf, sg_layer_read_cb cb, void *userdata);
 
 #endif

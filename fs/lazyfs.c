@@ -76,9 +76,17 @@ _Static_assert(sizeof(struct k_init_out) == 64, "fuse_init_out");
 _Static_assert(offsetof(struct k_init_out, max_stack_depth) == 36, "fuse_init_out.max_stack_depth");
 _Static_assert(sizeof(struct k_open_out) == 16, "fuse_open_out");
 
+/* Opcodes the kernel expects no reply to. */
+#define K_FUSE_FORGET 2u
+#define K_FUSE_INTERRUPT 36u
+#define K_FUSE_NOTIFY_REPLY 41u
+#define K_FUSE_BATCH_FORGET 42u
+
 /* fi->fh of a file opened in passthrough mode carries this bit beside the node id. */
 #define FH_PASSTHROUGH (1ull << 63)
 #define OPEN_BUCKETS 256
+#define REQ_BUCKETS 64
+#define DEFAULT_STUCK_NS (60ull * 1000000000u)
 
 /* How an inode is open right now.  The kernel refuses (EIO to the opener) to mix a
  * passthrough open with a page-cache open of one inode, and all passthrough opens of an
@@ -101,6 +109,16 @@ struct deferred_open {
 	struct fuse_file_info fi;
 };
 
+/* A request the kernel waits for an answer to: from the moment we read it until its reply
+ * was written.  Every reply libfuse writes passes through session_writev, so the table is
+ * exact whatever path answered; what stays in it too long is a lost reply. */
+struct req_track {
+	struct req_track *next;
+	uint64_t unique, start_ns;
+	uint32_t opcode;
+	bool reported;
+};
+
 struct fuse_reader {
 	struct sg_lazyfs *fs;
 	struct sg_op op;
@@ -110,6 +128,10 @@ struct fuse_reader {
 struct sg_lazyfs {
 	struct sg_loop *loop;
 	struct sg_layer *layer;
+	struct sg_layer_user *user;   /* our reads and trust checks; NULL once closed */
+	struct sg_lazyfs_options opts;
+	struct req_track *reqs[REQ_BUCKETS];
+	struct sg_op watchdog;
 	const struct sg_toc *toc;
 	struct fuse_session *se;
 	int fd;
@@ -126,6 +148,9 @@ struct sg_lazyfs {
 
 	bool stopping;
 	bool mounted;
+	bool unmounting;              /* sg_lazyfs_unmount ran (else a stop is a lost mount) */
+	bool lost_reported;
+	struct sg_op lost_op;
 	void (*done)(void *);
 	void *done_userdata;
 	struct sg_op done_op;
@@ -477,9 +502,12 @@ static int try_backing(struct sg_lazyfs *fs, struct open_state *s)
 	int id = ioctl(fs->fd, K_FUSE_DEV_IOC_BACKING_OPEN, &map);
 	int e = errno;
 	close(fd);
+	if (id > 0 && sg_layer_pin_file(fs->layer, s->node, true) < 0) {
+		backing_close(fs, id);
+		return -EOVERFLOW;
+	}
 	if (id > 0) {
 		s->backing_id = id;
-		sg_layer_pin_file(fs->layer, s->node, true);
 		return 0;
 	}
 	fs->stats.passthrough_error = id < 0 ? e : EPROTO;
@@ -488,12 +516,17 @@ static int try_backing(struct sg_lazyfs *fs, struct open_state *s)
 	return -fs->stats.passthrough_error;
 }
 
+/* At the end of the mount.  A file still open in passthrough mode keeps its pin: the
+ * kernel may go on reading its backing file through a descriptor that outlives a lazy
+ * unmount, so its chunks stay in the disk cache for as long as the layer lives. */
 static void open_states_free(struct sg_lazyfs *fs)
 {
 	for (unsigned b = 0; b < OPEN_BUCKETS; b++)
 		while (fs->opens[b]) {
 			struct open_state *s = fs->opens[b];
 			fs->opens[b] = s->next;
+			if (s->backing_id > 0 && !s->passthrough_opens)
+				(void)sg_layer_pin_file(fs->layer, s->node, false);
 			free(s);
 		}
 }
@@ -547,12 +580,94 @@ static void verified(void *userdata, int res)
 	maybe_done(fs);
 }
 
+/* ---- request accounting ---- */
+
+static void watchdog_tick(struct sg_op *op);
+
+static void watchdog_arm(struct sg_lazyfs *fs)
+{
+	if (sg_op_busy(&fs->watchdog) || fs->stopping)
+		return;
+	sg_op_set_group(&fs->watchdog, &fs->group);
+	/* Half the budget: a stuck request is reported between 1 and 1.5 budgets old. */
+	(void)sg_timer_start(fs->loop, &fs->watchdog, fs->opts.stuck_after_ns / 2, watchdog_tick);
+}
+
+static void req_in(struct sg_lazyfs *fs, const uint8_t *buf, size_t n)
+{
+	struct k_in_header h;
+
+	if (n < sizeof(h))
+		return;
+	memcpy(&h, buf, sizeof(h));
+	fs->stats.requests++;
+	if (h.opcode == K_FUSE_FORGET || h.opcode == K_FUSE_BATCH_FORGET ||
+	    h.opcode == K_FUSE_INTERRUPT || h.opcode == K_FUSE_NOTIFY_REPLY)
+		return;
+	struct req_track *t = malloc(sizeof(*t));
+	if (!t)
+		return;   /* not tracked: only the diagnosis is lost */
+	*t = (struct req_track){ .unique = h.unique, .start_ns = sg_now_ns(), .opcode = h.opcode };
+	t->next = fs->reqs[h.unique % REQ_BUCKETS];
+	fs->reqs[h.unique % REQ_BUCKETS] = t;
+	fs->stats.unanswered++;
+	watchdog_arm(fs);
+}
+
+static void req_out(struct sg_lazyfs *fs, uint64_t unique)
+{
+	fs->stats.replies++;
+	for (struct req_track **p = &fs->reqs[unique % REQ_BUCKETS]; *p; p = &(*p)->next)
+		if ((*p)->unique == unique) {
+			struct req_track *t = *p;
+			*p = t->next;
+			free(t);
+			fs->stats.unanswered--;
+			return;
+		}
+}
+
+static void watchdog_tick(struct sg_op *op)
+{
+	struct sg_lazyfs *fs = sg_container_of(op, struct sg_lazyfs, watchdog);
+	uint64_t now = sg_now_ns();
+
+	if (op->res < 0)
+		return;
+	for (unsigned b = 0; b < REQ_BUCKETS; b++)
+		for (struct req_track *t = fs->reqs[b]; t; t = t->next)
+			if (!t->reported && now - t->start_ns >= fs->opts.stuck_after_ns) {
+				t->reported = true;
+				fs->stats.stuck++;
+				if (fs->opts.on_stuck)
+					fs->opts.on_stuck(fs->opts.userdata, t->opcode, t->unique,
+							  (now - t->start_ns) / 1000000u);
+			}
+	if (fs->stats.unanswered)
+		watchdog_arm(fs);
+}
+
+static void reqs_free(struct sg_lazyfs *fs)
+{
+	for (unsigned b = 0; b < REQ_BUCKETS; b++)
+		while (fs->reqs[b]) {
+			struct req_track *t = fs->reqs[b];
+			fs->reqs[b] = t->next;
+			free(t);
+		}
+}
+
 /* libfuse writes every reply through here (fuse_session_custom_io): the place to add what
  * libfuse 3.14 cannot say — passthrough at INIT, and an OPEN reply's backing id. */
 static ssize_t session_writev(int fd, struct iovec *iov, int count, void *userdata)
 {
 	struct sg_lazyfs *fs = userdata;
 
+	if (count >= 1 && iov[0].iov_len == sizeof(struct k_out_header)) {
+		const struct k_out_header *h = iov[0].iov_base;
+		if (h->unique)
+			req_out(fs, h->unique);   /* unique 0: a notification, not a reply */
+	}
 	if (count >= 2 && iov[0].iov_len == sizeof(struct k_out_header)) {
 		const struct k_out_header *h = iov[0].iov_base;
 		if (fs->reply_backing_id > 0 && h->error == 0 &&
@@ -605,6 +720,11 @@ void sg_lazyfs_stats(const struct sg_lazyfs *fs, struct sg_lazyfs_stats *ret)
 	*ret = fs->stats;
 }
 
+struct sg_layer_user *sg_lazyfs_user(struct sg_lazyfs *fs)
+{
+	return fs->user;
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct sg_lazyfs *fs = fuse_req_userdata(req);
@@ -637,7 +757,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	if (!s->verifying && s->cached_opens == 0 && s->passthrough_opens == 0 &&
 	    try_backing(fs, s) == -EAGAIN &&
-	    sg_layer_verify_file(fs->layer, rid, verified, s) == 0)
+	    fs->user && sg_layer_verify_file(fs->user, rid, verified, s) == 0)
 		s->verifying = true;   /* complete in the cache, not checked since the mount */
 	if (s->verifying) {
 		/* Wait: answering now would pin the inode to the slow mode for as long as this
@@ -703,7 +823,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	p->fs = fs;
 	p->req = req;
 	fs->reads_pending++;
-	r = sg_layer_read(fs->layer, id, (uint64_t)off, size, p->buf, read_done, p);
+	r = fs->user ? sg_layer_read(fs->user, id, (uint64_t)off, size, p->buf, read_done, p)
+		     : -ECANCELED;
 	if (r < 0) {
 		fs->reads_pending--;
 		free(p);
@@ -893,6 +1014,27 @@ static void arm_reader(struct fuse_reader *rd)
 		fs->stopping = true;
 }
 
+static void lost_cb(struct sg_op *op)
+{
+	struct sg_lazyfs *fs = sg_container_of(op, struct sg_lazyfs, lost_op);
+
+	if (op->res == 0 && !fs->unmounting && fs->opts.on_lost)
+		fs->opts.on_lost(fs->opts.userdata);
+	maybe_done(fs);
+}
+
+/* The kernel ended the session (fusermount -u, umount, an abort) without us unmounting: tell
+ * the owner, from a posted op so that it may unmount and free at once. */
+static void maybe_report_lost(struct sg_lazyfs *fs)
+{
+	if (!fs->stopping || fs->unmounting || fs->lost_reported)
+		return;
+	fs->lost_reported = true;
+	fs->stats.lost = true;
+	sg_op_set_group(&fs->lost_op, &fs->group);
+	(void)sg_post(fs->loop, &fs->lost_op, 0, lost_cb);   /* draining: we are going anyway */
+}
+
 static void on_fuse_readable(struct sg_op *op)
 {
 	struct fuse_reader *rd = sg_container_of(op, struct fuse_reader, op);
@@ -901,12 +1043,14 @@ static void on_fuse_readable(struct sg_op *op)
 	if (op->res < 0 || fs->stopping) {
 		if (op->res != -ECANCELED)
 			fs->stopping = true;
+		maybe_report_lost(fs);
 		maybe_done(fs);
 		return;
 	}
 	for (int i = 0; i < READS_PER_WAKE && !fs->stopping; i++) {
 		ssize_t n = read(fs->fd, rd->buf, BUF_SIZE);
 		if (n > 0) {
+			req_in(fs, rd->buf, (size_t)n);
 			if (!fs->passthrough_on && !fs->passthrough_offered)
 				peek_init(fs, rd->buf, (size_t)n);
 			struct fuse_buf fbuf = { .size = (size_t)n, .mem = rd->buf, .fd = -1 };
@@ -920,6 +1064,7 @@ static void on_fuse_readable(struct sg_op *op)
 		fs->stopping = true;   /* ENODEV: unmounted or aborted */
 	}
 	arm_reader(rd);
+	maybe_report_lost(fs);
 	maybe_done(fs);
 }
 
@@ -940,9 +1085,15 @@ int sg_lazyfs_mount(struct sg_loop *loop, struct sg_layer *layer, const char *mo
 	fs->layer = layer;
 	fs->toc = sg_layer_toc(layer);
 	fs->fd = -1;
-	fs->passthrough_wanted = !opts || !opts->no_passthrough;
+	if (opts)
+		fs->opts = *opts;
+	if (!fs->opts.stuck_after_ns)
+		fs->opts.stuck_after_ns = DEFAULT_STUCK_NS;
+	fs->passthrough_wanted = !fs->opts.no_passthrough;
 	sg_group_init(&fs->group);
 	sg_op_init(&fs->done_op);
+	sg_op_init(&fs->watchdog);
+	sg_op_init(&fs->lost_op);
 	for (int i = 0; i < N_READS; i++) {
 		fs->readers[i].fs = fs;
 		sg_op_init(&fs->readers[i].op);
@@ -978,6 +1129,12 @@ int sg_lazyfs_mount(struct sg_loop *loop, struct sg_layer *layer, const char *mo
 		r = -errno;
 		goto fail;
 	}
+	r = sg_layer_user_new(layer, &fs->user);
+	if (r < 0) {
+		snprintf(err, errlen, "cannot use the layer: %s", strerror(-r));
+		goto fail;
+	}
+	/* The last step: from here on the mount serves, and only an unmount ends it. */
 	arm_reader(&fs->readers[0]);
 	*ret = fs;
 	return 0;
@@ -998,32 +1155,51 @@ static void done_cb(struct sg_op *op)
 
 static void maybe_done(struct sg_lazyfs *fs)
 {
-	if (!fs->stopping || !fs->done || fs->reads_pending || !sg_group_idle(&fs->group) ||
-	    sg_op_busy(&fs->done_op))
+	if (!fs->stopping || !fs->done || fs->user || fs->reads_pending ||
+	    !sg_group_idle(&fs->group) || sg_op_busy(&fs->done_op))
 		return;
 	if (sg_post(fs->loop, &fs->done_op, 0, done_cb) < 0)
 		done_cb(&fs->done_op);
 }
 
+static void user_closed(void *userdata)
+{
+	struct sg_lazyfs *fs = userdata;
+
+	fs->user = NULL;
+	maybe_done(fs);
+}
+
 void sg_lazyfs_unmount(struct sg_lazyfs *fs, void (*done)(void *userdata), void *userdata)
 {
 	fs->stopping = true;
+	fs->unmounting = true;
 	fs->done = done;
 	fs->done_userdata = userdata;
 	if (fs->mounted) {
 		/* Blocking: umount2(MNT_DETACH) (documented exception).  Readers blocked in the
-		 * kernel are cancelled below; requests the kernel still sends get ENODEV. */
+		 * kernel are answered below (their layer reads complete with -ECANCELED, which
+		 * replies EINTR); requests the kernel still sends get ENODEV. */
 		fuse_session_unmount(fs->se);
 		fs->mounted = false;
 	}
 	sg_group_cancel(&fs->group);
-	maybe_done(fs);
+	if (fs->user)
+		sg_layer_user_close(fs->user, user_closed, fs);
+	else
+		maybe_done(fs);
 }
 
 void sg_lazyfs_free(struct sg_lazyfs *fs)
 {
 	if (!fs)
 		return;
+	SG_FREE_CHECK(fs->user || fs->reads_pending || !sg_group_idle(&fs->group) ||
+		      sg_op_busy(&fs->done_op), "FUSE mount");
+	/* Closing the session fd ends the connection: a request still unanswered here (a lost
+	 * reply, counted in stats.unanswered) fails in the kernel instead of hanging its
+	 * reader forever. */
+	reqs_free(fs);
 	if (fs->se) {
 		if (fs->mounted)
 			fuse_session_unmount(fs->se);

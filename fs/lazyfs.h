@@ -25,24 +25,41 @@ struct sg_lazyfs;
 struct sg_lazyfs_options {
 	/* Never hand files to the kernel (FUSE passthrough); every read then comes to us. */
 	bool no_passthrough;
+	/* A request unanswered for this long is reported once through on_stuck: it is either
+	 * waiting on a fetch that outlives its budget or a lost reply (a bug).  0 = 60 s. */
+	uint64_t stuck_after_ns;
+	void (*on_stuck)(void *userdata, unsigned opcode, uint64_t unique, uint64_t age_ms);
+	/* The kernel ended the mount without sg_lazyfs_unmount (fusermount -u, umount, a
+	 * connection abort).  Called once, from the loop; the owner then calls
+	 * sg_lazyfs_unmount (which finds nothing left to detach) and frees. */
+	void (*on_lost)(void *userdata);
+	void *userdata;
 };
 
 struct sg_lazyfs_stats {
+	/* Every request the kernel waits for gets exactly one reply: requests read, replies
+	 * written, and those read but not answered yet (forgets and interrupts have none). */
+	uint64_t requests, replies, unanswered;
+	uint64_t stuck;               /* reported through on_stuck */
+	bool lost;                    /* ended from outside (on_lost) */
 	bool passthrough;             /* the kernel agreed to passthrough at INIT */
 	int passthrough_error;        /* errno of the last failed backing registration */
 	uint64_t passthrough_opens;   /* opens served by the kernel from the cache file */
 	uint64_t cached_opens;        /* opens whose reads come to us */
 };
 
-/* Mounts `layer` (not owned) at mountpoint; opts may be NULL (defaults).  -errno with a
- * message in err on failure. */
+/* Mounts `layer` (not owned; this mount becomes one of its users) at mountpoint and starts
+ * serving; opts may be NULL (defaults).  -errno with a message in err on failure. */
 int sg_lazyfs_mount(struct sg_loop *loop, struct sg_layer *layer, const char *mountpoint,
 		    const struct sg_lazyfs_options *opts, struct sg_lazyfs **ret, char *err,
 		    unsigned errlen);
 void sg_lazyfs_stats(const struct sg_lazyfs *fs, struct sg_lazyfs_stats *ret);
-/* Detaches the mount and stops serving; `done` runs from the loop once no request of this
- * filesystem is in flight, then sg_lazyfs_free() releases it.  The layer must stay alive
- * until then. */
+/* The mount's user of its layer (fs/layer.h), e.g. to give it its own blob source. */
+struct sg_layer_user *sg_lazyfs_user(struct sg_lazyfs *fs);
+/* Detaches the mount and stops serving: requests waiting for the layer are answered (EINTR)
+ * as their reads are cancelled; `done` runs from the loop once none is in flight, then
+ * sg_lazyfs_free() releases it (freeing earlier aborts).  The layer must stay alive until
+ * then; other users of the layer are not disturbed. */
 void sg_lazyfs_unmount(struct sg_lazyfs *fs, void (*done)(void *userdata), void *userdata);
 void sg_lazyfs_free(struct sg_lazyfs *fs);
 

@@ -78,6 +78,7 @@ struct env {
 	struct sg_loop *loop;
 	struct sg_cache *cache;
 	struct sg_layer *layer;
+	struct sg_layer_user *user;
 };
 
 static void env_open(struct env *e, uint64_t max, const struct sg_layer_config *cfg_in)
@@ -94,6 +95,8 @@ static void env_open(struct env *e, uint64_t max, const struct sg_layer_config *
 	if (!cfg.window_bytes)
 		cfg.window_bytes = 1;   /* exactly the chunks asked for */
 	CHECK_EQ(sg_layer_new(e->loop, src, toc, &cfg, &e->layer), 0);
+	CHECK_EQ(sg_layer_user_new(e->layer, &e->user), 0);
+	sg_layer_start(e->layer);
 }
 
 static void on_closed(void *ud)
@@ -103,8 +106,11 @@ static void on_closed(void *ud)
 
 static void env_close(struct env *e)
 {
-	bool done = false;
+	bool done = false, user_done = false;
 
+	sg_layer_user_close(e->user, on_closed, &user_done);
+	while (!user_done)
+		CHECK(sg_loop_run_once(e->loop, 100) >= 0);
 	sg_layer_close(e->layer, on_closed, &done);
 	while (!done)
 		CHECK(sg_loop_run_once(e->loop, 100) >= 0);
@@ -153,7 +159,7 @@ static void read_file(struct env *e, int f)
 
 	for (size_t off = 0; off < FILE_SIZE; off += sizeof(buf)) {
 		struct rd r = { 0 };
-		CHECK_EQ(sg_layer_read(e->layer, node_of(e, f), off, sizeof(buf), buf, read_cb, &r), 0);
+		CHECK_EQ(sg_layer_read(e->user, node_of(e, f), off, sizeof(buf), buf, read_cb, &r), 0);
 		while (!r.done)
 			CHECK(sg_loop_run_once(e->loop, 100) >= 0);
 		CHECK_EQ(r.res, sizeof(buf));
@@ -527,6 +533,47 @@ TEST(cache_max_bytes_parses_sizes)
 	CHECK(sg_config_load(&cfg, path, err, sizeof(err)) < 0);
 	CHECK(strstr(err, "cache_max_bytes"));
 	unlink(path);
+}
+
+/* A reader that arrives after a chunk's job delivered its bytes, while the job still writes
+ * them to the disk cache, is served at once: the job's waiters were woken already and will
+ * not be again (it used to join them and never get an answer: a FUSE request lost, its
+ * reader stuck in D state).  The first read takes the whole chunk, so the memory cache
+ * drops it as served; the second read starts from the first one's callback. */
+struct second_read {
+	struct env *e;
+	uint8_t buf[CHUNK], buf2[CHUNK];
+	struct rd first, second;
+};
+
+static void first_read_cb(void *ud, ssize_t res)
+{
+	struct second_read *s = ud;
+
+	s->first.done = true;
+	s->first.res = res;
+	CHECK_EQ(sg_layer_read(s->e->user, node_of(s->e, 0), 0, CHUNK, s->buf2, read_cb,
+			       &s->second), 0);
+}
+
+TEST(reader_arriving_while_the_chunk_is_written_is_served)
+{
+	static struct second_read s;
+	struct env e;
+
+	setup();
+	env_open(&e, 1024 * MiB, NULL);
+	s.e = &e;
+	CHECK_EQ(sg_layer_read(e.user, node_of(&e, 0), 0, CHUNK, s.buf, first_read_cb, &s), 0);
+	double end = test_now_ms() + 5000;
+	while (!s.second.done && test_now_ms() < end)
+		CHECK(sg_loop_run_once(e.loop, 10) >= 0);
+	CHECK(s.first.done);
+	CHECK_EQ(s.first.res, CHUNK);
+	CHECK(s.second.done);
+	CHECK_EQ(s.second.res, CHUNK);
+	CHECK_MEM(s.buf2, content[0], CHUNK);
+	env_close(&e);
 }
 
 TEST_MAIN()

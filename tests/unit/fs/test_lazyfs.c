@@ -102,6 +102,7 @@ static void setup(bool landmark)
 struct env {
 	struct sg_loop *loop;
 	struct sg_layer *layer;
+	struct sg_layer_user *user;   /* the test's own reads, beside the mount's */
 	struct sg_lazyfs *fs;
 	bool closed;
 };
@@ -119,6 +120,8 @@ static void env_open(struct env *e, const struct sg_layer_config *cfg_in)
 	struct sg_layer_config cfg = *cfg_in;
 	cfg.cache_dir = cache;
 	CHECK_EQ(sg_layer_new(e->loop, src, toc, &cfg, &e->layer), 0);
+	CHECK_EQ(sg_layer_user_new(e->layer, &e->user), 0);
+	sg_layer_start(e->layer);
 	if (sg_lazyfs_mount(e->loop, e->layer, mnt, NULL, &e->fs, msg, sizeof(msg)) < 0)
 		TEST_FAIL("mount: %s", msg);
 }
@@ -130,11 +133,14 @@ static void on_closed(void *ud)
 
 static void env_close(struct env *e)
 {
-	bool fs_done = false, layer_done = false;
+	bool fs_done = false, layer_done = false, user_done = false;
 	sg_lazyfs_unmount(e->fs, on_closed, &fs_done);
 	while (!fs_done)
 		CHECK(sg_loop_run_once(e->loop, 100) >= 0);
 	sg_lazyfs_free(e->fs);
+	sg_layer_user_close(e->user, on_closed, &user_done);
+	while (!user_done)
+		CHECK(sg_loop_run_once(e->loop, 100) >= 0);
 	sg_layer_close(e->layer, on_closed, &layer_done);
 	while (!layer_done)
 		CHECK(sg_loop_run_once(e->loop, 100) >= 0);
@@ -639,6 +645,7 @@ TEST(layers_share_one_memory_budget)
 {
 	struct sg_loop *loop;
 	struct sg_layer *layers[2];
+	struct sg_layer_user *users[2];
 	struct sg_mem_budget *budget;
 	struct sg_range_source *src;
 	static uint8_t buf[4096];
@@ -654,6 +661,7 @@ TEST(layers_share_one_memory_budget)
 		CHECK_EQ(sg_range_source_file_open(loop, blob_path, &src), 0);
 		CHECK_EQ(sg_layer_new(loop, src, test_load_toc_file(blob_path, &toc_digest), &cfg,
 				      &layers[i]), 0);
+		CHECK_EQ(sg_layer_user_new(layers[i], &users[i]), 0);
 	}
 	uint32_t node = sg_toc_lookup_path(sg_layer_toc(layers[0]), "data/big.bin");
 	size_t peak = 0;
@@ -662,7 +670,7 @@ TEST(layers_share_one_memory_budget)
 			int done = 0;
 			size_t len = sizeof(big) - off < sizeof(buf) ? sizeof(big) - off : sizeof(buf);
 			/* a little of each 1 MiB chunk: the rest stays unread, so the chunk stays */
-			CHECK_EQ(sg_layer_read(layers[i], node, off, len, buf, count_done, &done), 0);
+			CHECK_EQ(sg_layer_read(users[i], node, off, len, buf, count_done, &done), 0);
 			while (!done)
 				CHECK(sg_loop_run_once(loop, 1000) >= 0);
 			CHECK_MEM(buf, big + off, len);
@@ -672,7 +680,10 @@ TEST(layers_share_one_memory_budget)
 				peak = sg_mem_budget_used(budget);
 		}
 	for (int i = 0; i < 2; i++) {
-		bool closed = false;
+		bool closed = false, user_closed = false;
+		sg_layer_user_close(users[i], on_closed, &user_closed);
+		while (!user_closed)
+			CHECK(sg_loop_run_once(loop, 100) >= 0);
 		sg_layer_close(layers[i], on_closed, &closed);
 		while (!closed)
 			CHECK(sg_loop_run_once(loop, 100) >= 0);
@@ -698,7 +709,7 @@ TEST(background_fetch_starts_after_an_ondemand_read_outlives_prefetch)
 	setup(true);
 	env_open(&e, &cfg);
 	uint32_t big_node = sg_toc_lookup_path(sg_layer_toc(e.layer), "data/big.bin");
-	CHECK_EQ(sg_layer_read(e.layer, big_node, 2 * 1024 * 1024, sizeof(buf), buf, count_done, &done), 0);
+	CHECK_EQ(sg_layer_read(e.user, big_node, 2 * 1024 * 1024, sizeof(buf), buf, count_done, &done), 0);
 	wait_layer_local(&e, &st);
 	CHECK_EQ(done, 1);
 	CHECK(st.prefetch_done);

@@ -1,0 +1,384 @@
+/* Remote layers (daemon/remote.c) for real: an eStargz blob on disk served through a blob
+ * opener, FUSE mounts served by the loop in this process, a forked child using them.
+ *
+ * One layer digest mounted twice (two images sharing a layer) shares one layer state: an
+ * eviction caused through one mount never punches a file the other handed to the kernel;
+ * a mount that fails after its TOC loaded frees a layer that never started work; two mounts
+ * waiting on one failed load both get its error. */
+#include "daemon/core/loop.h"
+#include "daemon/remote.h"
+#include "fs/range_source.h"
+#include "tests/helpers/esgz_build.h"
+#include "tests/unit/test.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#define NFILES 8
+#define FILE_SIZE (1024 * 1024)
+#define CHUNK (256 * 1024)
+
+static char dir[256], blob_path[300], root[300], mnt[2][300];
+static uint8_t content[NFILES][FILE_SIZE];
+static char toc_digest[SG_DIGEST_STRLEN + 1], layer_digest[SG_DIGEST_STRLEN + 1];
+
+static int rm_one(const char *p, const struct stat *st, int t, struct FTW *f)
+{
+	(void)st; (void)f;
+	return (t == FTW_DP) ? rmdir(p) : unlink(p);
+}
+
+static void cleanup(void)
+{
+	for (int i = 0; i < 2; i++)
+		umount2(mnt[i], MNT_DETACH);
+	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Eight incompressible files of 1 MiB in 256 KiB chunks. */
+static void setup(void)
+{
+	struct esgz_b b;
+	struct sg_digest d;
+	uint64_t x = 88172645463325252ull;
+	char name[32];
+
+	snprintf(dir, sizeof(dir), "/tmp/stargzd-remote-XXXXXX");
+	CHECK(mkdtemp(dir));
+	atexit(cleanup);
+	snprintf(blob_path, sizeof(blob_path), "%s/blob", dir);
+	snprintf(root, sizeof(root), "%s/cache", dir);
+	for (int i = 0; i < 2; i++) {
+		snprintf(mnt[i], sizeof(mnt[i]), "%s/mnt%d", dir, i);
+		CHECK_EQ(mkdir(mnt[i], 0755), 0);
+	}
+	for (int f = 0; f < NFILES; f++)
+		for (size_t i = 0; i < FILE_SIZE; i++) {
+			x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+			content[f][i] = (uint8_t)x;
+		}
+	esgz_init(&b, 1);
+	for (int f = 0; f < NFILES; f++) {
+		snprintf(name, sizeof(name), "f%d", f);
+		esgz_add(&b, name, '0', 0644, content[f], FILE_SIZE, NULL, CHUNK, NULL);
+	}
+	esgz_finish(&b, 0, &d);
+	sg_digest_format(&d, toc_digest);
+	sg_sha256(b.blob.p, b.blob.len, &d);
+	sg_digest_format(&d, layer_digest);
+	FILE *fp = fopen(blob_path, "w");
+	CHECK(fp);
+	CHECK_EQ(fwrite(b.blob.p, 1, b.blob.len, fp), b.blob.len);
+	fclose(fp);
+	esgz_done(&b);
+}
+
+/* The blob opener: the file, delivered from the loop like a registry's answer. */
+struct open_req {
+	struct sg_op op;
+	struct sg_range_source *src;
+	sg_blob_open_cb cb;
+	void *ud;
+	struct sg_loop *loop;
+};
+
+static unsigned opens;
+
+static void opened(struct sg_op *op)
+{
+	struct open_req *o = sg_container_of(op, struct open_req, op);
+	o->cb(o->ud, op->res, o->src, op->res < 0 ? "cannot open" : NULL);
+	free(o);
+}
+
+static int file_open(void *ctx, const char *ref, const char *digest, sg_blob_open_cb cb, void *ud)
+{
+	struct open_req *o = calloc(1, sizeof(*o));
+	(void)ref;
+	(void)digest;
+	CHECK(o);
+	o->loop = ctx;
+	o->cb = cb;
+	o->ud = ud;
+	opens++;
+	sg_op_init(&o->op);
+	int r = sg_range_source_file_open(o->loop, blob_path, &o->src);
+	return sg_post(o->loop, &o->op, r, opened);
+}
+
+struct env {
+	struct sg_loop *loop;
+	struct sg_remote *remote;
+};
+
+static void env_open_prefetch(struct env *e, uint64_t cache_max, bool prefetch)
+{
+	CHECK_EQ(sg_loop_new(NULL, &e->loop), 0);
+	struct sg_remote_config cfg = { .cache_root = root, .cache_max_bytes = cache_max,
+					.prefetch = prefetch, .background_fetch = prefetch };
+	struct sg_blob_opener opener = { .open = file_open, .ctx = e->loop };
+	CHECK_EQ(sg_remote_new(e->loop, &cfg, &opener, &e->remote), 0);
+}
+
+static void on_shutdown(void *ud)
+{
+	*(bool *)ud = true;
+}
+
+static void env_close(struct env *e)
+{
+	bool done = false;
+	sg_remote_shutdown(e->remote, on_shutdown, &done);
+	double end = test_now_ms() + 10000;
+	while (!done && test_now_ms() < end)
+		CHECK(sg_loop_run_once(e->loop, 50) >= 0);
+	CHECK(done);
+	CHECK_EQ(sg_loop_drain(e->loop, 2000), 0);
+	sg_remote_free(e->remote);
+	sg_loop_free(e->loop);
+}
+
+static void env_open(struct env *e, uint64_t cache_max)
+{
+	env_open_prefetch(e, cache_max, false);
+}
+
+struct mount_res {
+	bool done;
+	int res;
+	char err[512];
+};
+
+static void on_mounted(void *ud, int res, const char *err)
+{
+	struct mount_res *m = ud;
+	CHECK(!m->done);   /* exactly once */
+	m->done = true;
+	m->res = res;
+	snprintf(m->err, sizeof(m->err), "%s", err ? err : "");
+}
+
+static void mount_layer(struct env *e, int64_t key, const char *where, const char *toc,
+			struct mount_res *m, uint64_t prefetch)
+{
+	struct sg_remote_layer l = {
+		.ref = "test/image:1", .digest = layer_digest, .toc_digest = toc,
+		.prefetch_bytes = prefetch,
+	};
+	CHECK_EQ(sg_remote_mount(e->remote, key, where, &l, on_mounted, m), 0);
+}
+
+static void wait_mounted(struct env *e, struct mount_res *m, int n)
+{
+	double end = test_now_ms() + 10000;
+	for (;;) {
+		int done = 0;
+		for (int i = 0; i < n; i++)
+			done += m[i].done;
+		if (done == n)
+			return;
+		CHECK(test_now_ms() < end);
+		CHECK(sg_loop_run_once(e->loop, 20) >= 0);
+	}
+}
+
+static int read_fd(int fd, uint8_t *buf, size_t cap)
+{
+	size_t n = 0;
+	ssize_t r;
+	while ((r = pread(fd, buf + n, cap - n, (off_t)n)) > 0)
+		n += (size_t)r;
+	return r < 0 ? -1 : (int)n;
+}
+
+static int read_path(const char *path, uint8_t *buf, size_t cap)
+{
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return -1;
+	int n = read_fd(fd, buf, cap);
+	close(fd);
+	return n;
+}
+
+static int check_bytes(const char *what, const uint8_t *got, int n, int f)
+{
+	if (n != FILE_SIZE || memcmp(got, content[f], FILE_SIZE) != 0) {
+		size_t at = 0;
+		while (n == FILE_SIZE && at < FILE_SIZE && got[at] == content[f][at])
+			at++;
+		fprintf(stderr, "    child: %s: %d bytes, first difference at %zu\n", what, n, at);
+		return 1;
+	}
+	return 0;
+}
+
+static int drop_caches(void)
+{
+	int fd = open("/proc/sys/vm/drop_caches", O_WRONLY);
+	if (fd < 0)
+		return -1;
+	int r = write(fd, "3", 1) == 1 ? 0 : -1;
+	close(fd);
+	return r;
+}
+
+static int sync_to_parent[2], sync_to_child[2];
+
+/* Mount A reads f0 twice (the second open is passed through to its cache file) and keeps it
+ * open; then (once the parent mounted B: a mount that finds f0 in the cache, as a second
+ * image sharing the layer would) B reads the other files through a cache bound that holds
+ * three of them, which evicts; with the page cache dropped, f0 read through A (the old
+ * descriptor and a new open) must still be f0. */
+static int child_evict_through_other_mount(void)
+{
+	static uint8_t buf[FILE_SIZE];
+	char path[400], c = 1;
+	int fails = 0;
+
+	snprintf(path, sizeof(path), "%s/f0", mnt[0]);
+	fails += check_bytes("A f0 first read", buf, read_path(path, buf, sizeof(buf)), 0);
+	usleep(200 * 1000);   /* its cache writes land, so the next open is passed through */
+	int keep = open(path, O_RDONLY);
+	if (keep < 0)
+		return 1;
+	fails += check_bytes("A f0 second read", buf, read_fd(keep, buf, sizeof(buf)), 0);
+	if (write(sync_to_parent[1], &c, 1) != 1 || read(sync_to_child[0], &c, 1) != 1)
+		return 1;
+	for (int f = 1; f < NFILES; f++) {
+		char p[400];
+		snprintf(p, sizeof(p), "%s/f%d", mnt[1], f);
+		fails += check_bytes("B read", buf, read_path(p, buf, sizeof(buf)), f);
+	}
+	usleep(200 * 1000);
+	if (drop_caches() < 0)
+		return 1;
+	fails += check_bytes("A f0 through the old descriptor", buf, read_fd(keep, buf, sizeof(buf)), 0);
+	fails += check_bytes("A f0 opened anew", buf, read_path(path, buf, sizeof(buf)), 0);
+	close(keep);
+	return fails;
+}
+
+TEST(two_mounts_of_one_layer_share_its_state)
+{
+	struct env e;
+	struct mount_res m[2] = { 0 };
+	char c = 0;
+
+	setup();
+	CHECK_EQ(pipe2(sync_to_parent, O_CLOEXEC | O_NONBLOCK), 0);
+	CHECK_EQ(pipe2(sync_to_child, O_CLOEXEC), 0);
+	env_open(&e, 3 * FILE_SIZE + 512 * 1024);
+	mount_layer(&e, 1, mnt[0], toc_digest, &m[0], 0);
+	wait_mounted(&e, m, 1);
+	CHECK_EQ(m[0].res, 0);
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0)
+		_exit(child_evict_through_other_mount());
+	/* Serve A until the child has f0 open in passthrough mode, then mount B. */
+	double end = test_now_ms() + 20000;
+	while (read(sync_to_parent[0], &c, 1) != 1) {
+		CHECK(test_now_ms() < end);
+		CHECK(sg_loop_run_once(e.loop, 10) >= 0);
+	}
+	for (int i = 0; i < 20; i++)   /* the bitmap writes land: B finds f0 in the cache */
+		CHECK(sg_loop_run_once(e.loop, 5) >= 0);
+	mount_layer(&e, 2, mnt[1], toc_digest, &m[1], 0);
+	wait_mounted(&e, m, 2);
+	CHECK_EQ(m[1].res, 0);
+	CHECK_EQ(opens, 1);   /* the second mount joined the first: one blob, one TOC fetch */
+	CHECK_EQ(write(sync_to_child[1], &c, 1), 1);
+	end = test_now_ms() + 30000;
+	for (;;) {
+		int status;
+		if (waitpid(pid, &status, WNOHANG) == pid) {
+			CHECK(WIFEXITED(status));
+			CHECK_EQ(WEXITSTATUS(status), 0);
+			break;
+		}
+		if (test_now_ms() > end) {
+			kill(pid, SIGKILL);
+			TEST_FAIL("child timed out");
+		}
+		CHECK(sg_loop_run_once(e.loop, 10) >= 0);
+	}
+	env_close(&e);
+}
+
+/* The FUSE mount fails after the TOC loaded (no such mountpoint), with prefetch asked for:
+ * the layer must not have started fetching, or freeing it leaves ops pointing into freed
+ * memory (ASan: heap-use-after-free when they complete). */
+TEST(failed_mount_frees_a_layer_that_started_nothing)
+{
+	struct env e;
+	struct mount_res m = { 0 };
+	char nowhere[400];
+
+	setup();
+	env_open_prefetch(&e, 0, true);
+	snprintf(nowhere, sizeof(nowhere), "%s/does-not-exist", dir);
+	mount_layer(&e, 1, nowhere, toc_digest, &m, 4 * FILE_SIZE);
+	wait_mounted(&e, &m, 1);
+	CHECK(m.res < 0);
+	/* Anything the layer had started would complete now. */
+	double end = test_now_ms() + 300;
+	while (test_now_ms() < end)
+		CHECK(sg_loop_run_once(e.loop, 10) >= 0);
+	CHECK(!sg_remote_is_mounted(e.remote, 1));
+	env_close(&e);
+}
+
+/* Two mounts wait for one load that fails (a TOC digest the blob does not have): both get
+ * the error, once each, and nothing is left behind. */
+TEST(two_waiters_on_one_failed_load_both_fail)
+{
+	struct env e;
+	struct mount_res m[2] = { 0 };
+	char wrong[SG_DIGEST_STRLEN + 1];
+
+	setup();
+	snprintf(wrong, sizeof(wrong), "%s", toc_digest);
+	wrong[SG_DIGEST_STRLEN - 1] = wrong[SG_DIGEST_STRLEN - 1] == '0' ? '1' : '0';
+	env_open(&e, 0);
+	mount_layer(&e, 1, mnt[0], wrong, &m[0], 0);
+	mount_layer(&e, 2, mnt[1], wrong, &m[1], 0);
+	wait_mounted(&e, m, 2);
+	CHECK(m[0].res < 0);
+	CHECK(m[1].res < 0);
+	CHECK(strstr(m[1].err, "digest") != NULL);
+	CHECK(!sg_remote_is_mounted(e.remote, 1));
+	CHECK(!sg_remote_is_mounted(e.remote, 2));
+	/* And a mount with the right digest then works: the failed content is gone. */
+	struct mount_res ok = { 0 };
+	mount_layer(&e, 3, mnt[0], toc_digest, &ok, 0);
+	wait_mounted(&e, &ok, 1);
+	CHECK_EQ(ok.res, 0);
+	env_close(&e);
+}
+
+/* A second identity for a digest in use is refused at once. */
+TEST(another_toc_digest_for_a_mounted_layer_is_refused)
+{
+	struct env e;
+	struct mount_res m = { 0 };
+	char wrong[SG_DIGEST_STRLEN + 1];
+
+	setup();
+	snprintf(wrong, sizeof(wrong), "%s", toc_digest);
+	wrong[SG_DIGEST_STRLEN - 1] = wrong[SG_DIGEST_STRLEN - 1] == '0' ? '1' : '0';
+	env_open(&e, 0);
+	mount_layer(&e, 1, mnt[0], toc_digest, &m, 0);
+	wait_mounted(&e, &m, 1);
+	CHECK_EQ(m.res, 0);
+	struct sg_remote_layer l = { .ref = "test/image:2", .digest = layer_digest, .toc_digest = wrong };
+	struct mount_res m2 = { 0 };
+	CHECK_EQ(sg_remote_mount(e.remote, 2, mnt[1], &l, on_mounted, &m2), -EBUSY);
+	env_close(&e);
+}
+
+TEST_MAIN()
