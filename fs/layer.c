@@ -76,6 +76,7 @@ struct fetch_batch {
 	struct sg_op op;
 	uint64_t offset;
 	size_t len;
+	size_t charged;            /* bytes counted in the budget's inflight */
 	uint8_t *buf;
 	struct chunk_job **jobs;
 	size_t n;
@@ -195,6 +196,13 @@ struct sg_layer {
 
 static void maybe_continue_background(struct sg_layer *l);
 
+/* An op's result is an int32_t; sizes are size_t.  Comparing through a cast of the size
+ * would take a truncated size for complete. */
+static bool res_is(int32_t res, size_t want)
+{
+	return res >= 0 && (size_t)res == want;
+}
+
 static void report_bad_chunk(struct sg_layer *l, uint32_t chunk, uint64_t file_offset,
 			     bool from_cache)
 {
@@ -217,6 +225,11 @@ static int fetch_chunk(struct sg_layer *l, struct sg_range_source *src, uint32_t
 
 struct sg_mem_budget {
 	size_t max_bytes, used;
+	/* Fetch buffers and the chunks they will become, from the start of a range request
+	 * until its chunks are verified: speculative fetches (prefetch, background) wait while
+	 * this would push the total over max_bytes; on-demand ones are counted and make the
+	 * memory cache give way, but never wait (a reader is blocked on them). */
+	size_t inflight;
 	struct sg_list lru;        /* struct mem_entry via glru, most recent at the tail */
 };
 
@@ -239,7 +252,7 @@ void sg_mem_budget_free(struct sg_mem_budget *b)
 
 size_t sg_mem_budget_used(const struct sg_mem_budget *b)
 {
-	return b->used;
+	return b->used + b->inflight;
 }
 
 static void mem_touch(struct sg_layer *l, struct mem_entry *e)
@@ -286,7 +299,7 @@ static void mem_evict(struct sg_layer *l, size_t want)
 		return;
 	/* Then the daemon-wide budget: the least recently used chunk of any layer goes. */
 	sg_list_for_each_safe(n, tmp, &b->lru) {
-		if (b->used + want <= b->max_bytes)
+		if (b->used + b->inflight + want <= b->max_bytes)
 			break;
 		struct mem_entry *e = sg_container_of(n, struct mem_entry, glru);
 		if (!e->refs)
@@ -341,7 +354,8 @@ static void mem_unref(struct sg_layer *l, struct mem_entry *e)
 	}
 	/* An entry held by its cache write could not be evicted when the budget last needed
 	 * room: now it can. */
-	if (e->refs == 0 && l->cfg.mem_budget && l->cfg.mem_budget->used > l->cfg.mem_budget->max_bytes)
+	if (e->refs == 0 && l->cfg.mem_budget &&
+	    l->cfg.mem_budget->used + l->cfg.mem_budget->inflight > l->cfg.mem_budget->max_bytes)
 		mem_evict(l, 0);
 }
 
@@ -520,11 +534,11 @@ static void cache_written(struct sg_op *op)
 	struct sg_layer *l = j->layer;
 	uint32_t c = j->chunk;
 
-	if (op->res != (int32_t)j->entry->size && l->cache_ent)
+	if (!res_is(op->res, j->entry->size) && l->cache_ent)
 		sg_cache_release(l->cache_ent, j->reserved);   /* not (all) written */
 	/* Written while closing: the bytes stay accounted (data without its bit) until the
 	 * layer is detached and its directory counted as a whole. */
-	if (op->res == (int32_t)j->entry->size && !l->closing) {
+	if (res_is(op->res, j->entry->size) && !l->closing) {
 		if (!present_get(l, c)) {
 			l->present[c >> 3] |= (uint8_t)(1u << (c & 7));
 			l->stats.chunks_present++;
@@ -630,7 +644,7 @@ static void disk_loaded(struct sg_op *op)
 	const struct sg_toc_chunk *c = chunk_at(l, j->chunk);
 	struct sg_esgz_error err;
 
-	if (op->res != (int32_t)c->size || l->closing) {
+	if (!res_is(op->res, c->size) || l->closing) {
 		/* Short (a hole, a truncated file) or failed: forget the bit and fetch instead. */
 		goto refetch;
 	}
@@ -898,6 +912,8 @@ static void batch_free(struct fetch_batch *b)
 	struct sg_layer *l = b->layer;
 
 	l->batches_inflight--;
+	if (l->cfg.mem_budget)
+		l->cfg.mem_budget->inflight -= b->charged;
 	free(b->buf);
 	free(b->jobs);
 	free(b);
@@ -924,7 +940,7 @@ static void batch_fetched(struct sg_op *op)
 			l->ondemand_inflight--;
 			l->last_ondemand_ns = sg_now_ns();
 		}
-		if (op->res != (int32_t)b->len || l->closing) {
+		if (!res_is(op->res, b->len) || l->closing) {
 			if (!l->closing && op->res != -ECANCELED)
 				note_failed(l, j->chunk);
 			job_fail(j, l->closing ? -ECANCELED : -EIO);
@@ -983,9 +999,27 @@ static int batch_start(struct sg_layer *l, struct sg_range_source *src, const ui
 			end = c->next_offset;
 	}
 	b->len = (size_t)(end - b->offset);
+	struct sg_mem_budget *mb = l->cfg.mem_budget;
+	if (mb) {
+		size_t need = b->len;
+		for (size_t i = 0; i < n; i++)
+			need += (size_t)chunk_at(l, chunks[i])->size;
+		if (background && mb->inflight > 0 && mb->used + mb->inflight + need > mb->max_bytes) {
+			mem_evict(l, need);
+			if (mb->used + mb->inflight + need > mb->max_bytes) {
+				free(b);
+				return -EAGAIN;   /* speculative: later, when memory is back */
+			}
+		}
+		mem_evict(l, need);
+		mb->inflight += need;
+		b->charged = need;
+	}
 	b->buf = malloc(b->len ? b->len : 1);
 	b->jobs = calloc(n, sizeof(*b->jobs));
 	if (!b->buf || !b->jobs) {
+		if (mb)
+			mb->inflight -= b->charged;
 		free(b->buf);
 		free(b->jobs);
 		free(b);
@@ -1132,7 +1166,7 @@ static void toc_json_read_done(struct sg_op *op)
 	struct layer_read *r = sg_container_of(op, struct layer_read, done_op);
 
 	/* The file was written whole at open: anything short is damage, not the end. */
-	if (op->res != -ECANCELED && op->res != (int32_t)r->len)
+	if (op->res != -ECANCELED && !res_is(op->res, r->len))
 		r->error = -EIO;
 	read_done_cb(op);
 }
@@ -1453,6 +1487,8 @@ static int next_batch(struct sg_layer *l, uint32_t *cursor, uint64_t limit, size
 	if (n == 0)
 		return 0;
 	int r = batch_start(l, l->src, list, n, false, background);
+	if (r == -EAGAIN)
+		*cursor = list[0];   /* not started: the same chunks next time */
 	return r < 0 ? r : (int)n;
 }
 
@@ -1467,6 +1503,13 @@ static void background_tick(struct sg_op *op)
 	maybe_continue_background(l);
 }
 
+static void background_retry(struct sg_layer *l)
+{
+	if (!sg_op_busy(&l->background_timer))
+		(void)sg_timer_start(l->loop, &l->background_timer, BACKGROUND_RETRY_NS,
+				     background_tick);
+}
+
 static void maybe_continue_background(struct sg_layer *l)
 {
 	if (l->closing)
@@ -1476,6 +1519,10 @@ static void maybe_continue_background(struct sg_layer *l)
 		while (l->batches_inflight < 2) {
 			int r = next_batch(l, &l->prefetch_cursor, l->prefetch_end,
 					   l->cfg.max_batch_bytes, true);
+			if (r == -EAGAIN) {
+				background_retry(l);   /* memory is short: look again shortly */
+				return;
+			}
 			if (r <= 0) {
 				if (l->batches_inflight == 0) {
 					l->prefetching = false;
@@ -1509,6 +1556,10 @@ static void maybe_continue_background(struct sg_layer *l)
 		return;
 	}
 	int r = next_batch(l, &l->background_cursor, UINT64_MAX, BACKGROUND_BATCH, true);
+	if (r == -EAGAIN) {
+		background_retry(l);
+		return;
+	}
 	if (r <= 0) {
 		l->backgrounding = false;
 		l->stats.background_done = r == 0;
