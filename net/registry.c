@@ -450,7 +450,9 @@ struct xfer {
 	bool single_attempt;
 	struct host *orig_host, *host;
 	char *orig_target, *target;
-	bool cross;                           /* redirected off the registry host */
+	bool left_origin;                     /* a redirect left orig_host (sticky until a
+					       * retry starts over there): see
+					       * xfer_may_send_credentials */
 	struct sg_http1_byte_range ranges[SG_REGISTRY_RANGES_MAX];
 	size_t nranges;
 	unsigned attempt, redirects, auth_round, stale;
@@ -916,7 +918,7 @@ static void xfer_retry_after(struct xfer *x, uint64_t delay)
 	x->host = x->orig_host;
 	free(x->target);
 	x->target = strdup(x->orig_target);
-	x->cross = false;
+	x->left_origin = false;
 	x->redirects = 0;
 	if (!x->target) {
 		xfer_finish(x, -ENOMEM);
@@ -977,7 +979,34 @@ static int reg_cred(struct sg_registry *reg, const char *authority, struct sg_cr
 	return r;
 }
 
-static void add_auth(struct xfer *x, struct sg_http1_writer *w)
+/* Whether two pools are one origin: scheme, host name and port.  Stricter than Go's net/http,
+ * which forwards Authorization to the same host name on any port or scheme and to its
+ * subdomains: a registry's storage or CDN host is not one we would hand credentials to, and
+ * two ports of one address can be two unrelated services. */
+static bool host_same_origin(const struct host *a, const struct host *b)
+{
+	return a->tls == b->tls && a->port == b->port && !strcasecmp(a->hostname, b->hostname);
+}
+
+/* The one decision whether this request may carry credentials: every Authorization header (a
+ * cached Bearer token, Basic from the docker config or a credential helper, a token request's
+ * Basic in extra_auth) and the hosts.toml headers (which may hold credentials of their own).
+ * They are meant for the host the exchange started on (orig_host, the endpoint's host or the
+ * token realm's), so they go only there.  Once a redirect has left that origin nothing is sent
+ * for the rest of the attempt, even if a later redirect comes back: a host that was never
+ * given the credentials must not be able to have them sent to a URL of its choosing on the
+ * origin (Go's net/http strips them the same way since CVE-2024-45336).  A retry starts over
+ * at the origin with them.  The host comparisons repeat what left_origin records, so a change
+ * of x->host that forgets to set it still sends nothing off-origin. */
+static bool xfer_may_send_credentials(const struct xfer *x)
+{
+	if (x->left_origin || !host_same_origin(x->host, x->orig_host))
+		return false;
+	return !x->ep || host_same_origin(x->host, x->ep->host);
+}
+
+/* Headers meant for the origin only (see xfer_may_send_credentials). */
+static void add_credentials(struct xfer *x, struct sg_http1_writer *w)
 {
 	struct sg_registry *reg = x->reg;
 	struct host *h;
@@ -985,11 +1014,19 @@ static void add_auth(struct xfer *x, struct sg_http1_writer *w)
 	free(x->sent_token);
 	x->sent_token = NULL;
 	x->sent_basic = false;
+	if (!xfer_may_send_credentials(x))
+		return;
+	if (x->ep && x->ep->entry) {
+		const struct sg_hosts_entry *e = x->ep->entry;
+		for (size_t i = 0; i < e->nheaders; i++)
+			for (size_t k = 0; k < e->headers[i].nvalues; k++)
+				sg_http1_req_header(w, e->headers[i].name, e->headers[i].values[k]);
+	}
 	if (x->extra_auth) {
 		sg_http1_req_header(w, "Authorization", x->extra_auth);
 		return;
 	}
-	if (!x->ep || x->cross)
+	if (!x->ep)
 		return;
 	h = x->ep->host;
 	if (x->repo) {
@@ -1037,14 +1074,7 @@ static int build_request(struct xfer *x)
 			sg_http1_req_header(&w, "Accept", x->accept);
 		if (x->nranges)
 			sg_http1_req_ranges(&w, x->ranges, x->nranges);
-		if (x->ep && !x->cross && x->ep->entry) {
-			const struct sg_hosts_entry *e = x->ep->entry;
-			for (size_t i = 0; i < e->nheaders; i++)
-				for (size_t k = 0; k < e->headers[i].nvalues; k++)
-					sg_http1_req_header(&w, e->headers[i].name,
-							    e->headers[i].values[k]);
-		}
-		add_auth(x, &w);
+		add_credentials(x, &w);
 		x->req_len = sg_http1_req_end(&w);
 		if (x->req_len != -ENOSPC || cap >= REQ_MAX)
 			return x->req_len < 0 ? x->req_len : 0;
@@ -1194,7 +1224,8 @@ static void xfer_plan(struct xfer *x)
 		x->act_res = -EBADMSG;
 		return;
 	}
-	if (st == 401 && x->ep && !x->cross && !x->extra_auth) {
+	/* A 401 is answered only where the answer may be sent. */
+	if (st == 401 && x->ep && !x->extra_auth && xfer_may_send_credentials(x)) {
 		struct sg_auth_challenge ch[SG_AUTH_CHALLENGES_MAX];
 		int best = -1;
 		for (unsigned i = 0; (v = sg_http1_header_nth(p, "www-authenticate", i, &vlen)); i++) {
@@ -1504,7 +1535,7 @@ static void xfer_go(struct xfer *x)
 		x->ops->reset(x);
 	/* Requests that would meet a token request in flight wait for it instead of collecting
 	 * a 401 of their own. */
-	if (x->ep && !x->cross && x->repo && !x->extra_auth) {
+	if (x->ep && x->repo && !x->extra_auth && xfer_may_send_credentials(x)) {
 		struct token *t = token_find(x->reg, x->ep->host->authority, x->repo, false);
 		if (t && t->fetch && !t->value) {
 			sg_list_insert_tail(&t->waiters, &x->wait_link);
@@ -1559,8 +1590,8 @@ static void xfer_do_redirect(struct xfer *x)
 		xfer_finish(x, -ENOMEM);
 		return;
 	}
-	if (!x->ep || h != x->ep->host)
-		x->cross = true;
+	if (!host_same_origin(h, x->orig_host))
+		x->left_origin = true;
 	free(x->target);
 	x->target = strdup(u.target);
 	if (!x->target) {

@@ -8,11 +8,14 @@
  *  - exchanges: one logical request with retries (connection errors, truncated bodies, 5xx,
  *    408, 429; exponential backoff with jitter, Retry-After honoured up to retry_max_ns;
  *    bounded by `attempts`), redirects (301/302/303/307/308, at most max_redirects; once a
- *    redirect leaves the registry's host the registry's Authorization and hosts.toml headers
- *    are no longer sent, and a retry starts again at the registry, since presigned URLs
- *    expire), and auth (401 → Bearer token flow or Basic, once per exchange; tokens cached per
- *    (host, repository) until their expiry and dropped on a 401; concurrent 401s share one
- *    token request).  Timeouts: connect (+ TLS handshake), first response byte, idle body.
+ *    redirect leaves the origin (scheme, host, port) the request started at, no Authorization
+ *    of any kind and no hosts.toml header is sent for the rest of the attempt, even after a
+ *    redirect back: this holds for manifest, blob and token requests alike (a token request's
+ *    Basic credentials go to the token realm only); a retry starts again at the registry,
+ *    since presigned URLs expire), and auth (401 → Bearer token flow or Basic, once per
+ *    exchange; tokens cached per (host, repository) until their expiry and dropped on a 401;
+ *    concurrent 401s share one token request).  Timeouts: connect (+ TLS handshake), first
+ *    response byte, idle body.
  *  - endpoints: for a reference's domain, the mirrors of certs.d/<domain>/hosts.toml (in file
  *    order, those with the needed capability) and then the upstream.  A mirror that fails in
  *    any way hands over to the next endpoint; mirrors get a single attempt per request

@@ -104,6 +104,63 @@ else
 fi
 grep -q "/blobs/.*auth=Bearer" "$WORK/redirect.log" && pass "redirect: the registry itself got the token" || fail "redirect: registry auth"
 
+# ---- credentials stay on their host: a redirect elsewhere carries no Authorization ----
+# "Elsewhere" is 127.0.0.2, another address on the loopback, so the client sees another host
+# (not just another port).  Each proxy logs the Authorization it received.
+OTHER=127.0.0.2
+TOKEN=cross-host-test-token
+# The token endpoint (on the registry's host, given Basic credentials) redirects the token
+# request to another host, which issues an anonymous token the registry accepts.
+start_proxy_at "$OTHER" "" other-token --fixed-token "$TOKEN"
+start_proxy redir-token --upstream "$REGISTRY" --bearer --token-user bob:hunter2 --fixed-token "$TOKEN" \
+  --redirect "/token?=http://$OTHER:$PROXY_PORT/token?"
+auth_json "127.0.0.1:$PROXY_PORT" bob:hunter2 "$WORK/docker-rt.json"
+ok_sha "cross-host: token request redirected to another host" "$MAN_SHA" --insecure --docker-config "$WORK/docker-rt.json" "127.0.0.1:$PROXY_PORT/test/img:v1"
+if grep -q "^GET /token?.*auth=Basic " "$WORK/redir-token.log" && grep -q "^GET /token?" "$WORK/other-token.log" &&
+   ! grep -q "auth=." "$WORK/other-token.log"; then
+  pass "cross-host: the token request's Basic credentials do not follow it to another host"
+else
+  fail "cross-host: token redirect" "registry: $(grep "^GET /token" "$WORK/redir-token.log" | head -c 300); other host: $(head -c 300 "$WORK/other-token.log")"
+fi
+# There and back: what left the host does not get its credentials back on returning (as Go's
+# net/http since CVE-2024-45336), so the token endpoint's second look sees none and refuses.
+BACK=$(free_port)
+start_proxy_at "$OTHER" "" other-back --redirect "/token?=http://127.0.0.1:$BACK/token2?"
+start_proxy_at 127.0.0.1 "$BACK" redir-back --upstream "$REGISTRY" --bearer --token-user bob:hunter2 \
+  --redirect "/token?=http://$OTHER:$PROXY_PORT/token?"
+auth_json "127.0.0.1:$BACK" bob:hunter2 "$WORK/docker-back.json"
+bad "cross-host: redirected back to the registry's host, the token request has no credentials" "token request failed.*401" \
+  --insecure --attempts 1 --docker-config "$WORK/docker-back.json" "127.0.0.1:$BACK/test/img:v1"
+if grep -q "^GET /token2?" "$WORK/redir-back.log" && ! grep "^GET /token2?" "$WORK/redir-back.log" | grep -q "auth=." &&
+   ! grep -q "auth=." "$WORK/other-back.log"; then
+  pass "cross-host: neither the other host nor the return trip got Basic credentials"
+else
+  fail "cross-host: there and back" "registry: $(grep "^GET /token" "$WORK/redir-back.log" | head -c 300); other host: $(head -c 300 "$WORK/other-back.log")"
+fi
+# A redirect on the same host keeps them: /token -> /token2 (relative Location), which wants them.
+start_proxy redir-same --upstream "$REGISTRY" --bearer --token-user bob:hunter2 --redirect "/token?=/token2?"
+auth_json "127.0.0.1:$PROXY_PORT" bob:hunter2 "$WORK/docker-same.json"
+ok_sha "cross-host: a same-host redirect of the token request keeps its credentials" "$MAN_SHA" --insecure --docker-config "$WORK/docker-same.json" "127.0.0.1:$PROXY_PORT/test/img:v1"
+# Manifests and blobs redirected to another host: the registry gets the token, the other host
+# nothing.
+start_proxy_at "$OTHER" "" other-data --upstream "$REGISTRY"
+OD=$PROXY_PORT
+start_proxy redir-data --upstream "$REGISTRY" --bearer --token-user bob:hunter2 \
+  --redirect "/v2/test/img/manifests/=http://$OTHER:$OD/v2/test/img/manifests/" \
+  --redirect "/v2/test/img/blobs/=http://$OTHER:$OD/v2/test/img/blobs/"
+auth_json "127.0.0.1:$PROXY_PORT" bob:hunter2 "$WORK/docker-data.json"
+ok_sha "cross-host: manifest redirected to another host" "$MAN_SHA" --insecure --docker-config "$WORK/docker-data.json" "127.0.0.1:$PROXY_PORT/test/img:v1"
+ok_sha "cross-host: blob ranges redirected to another host" "$RANGES_SHA" --insecure --docker-config "$WORK/docker-data.json" "${RANGES[@]}" "127.0.0.1:$PROXY_PORT/test/img:v1" "$LAYER"
+if grep -q "^GET /v2/test/img/manifests/.*auth=Bearer " "$WORK/redir-data.log"; then
+  if grep -q "/manifests/" "$WORK/other-data.log" && grep -q "/blobs/" "$WORK/other-data.log" && ! grep -q "auth=." "$WORK/other-data.log"; then
+    pass "cross-host: manifest and blob requests reach the other host without Authorization"
+  else
+    fail "cross-host: other host's log" "$(head -c 600 "$WORK/other-data.log")"
+  fi
+else
+  fail "cross-host: the registry did not get the token" "$(head -c 600 "$WORK/redir-data.log")"
+fi
+
 # ---- multi-range quirks ----
 for mode in 400 200 first; do
   start_proxy "multi-$mode" --upstream "$REGISTRY" --multi "$mode"

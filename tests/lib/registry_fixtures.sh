@@ -5,6 +5,8 @@
 #                                  storage ("" to leave a feature out) -> $EXTRA_PORT
 #   start_proxy LOGNAME ARGS...    tests/lib/registry_proxy.py on a free port -> $PROXY_PORT,
 #                                  its request log in $WORK/LOGNAME.log
+#   start_proxy_at ADDR PORT LOGNAME ARGS...   the same on ADDR (e.g. 127.0.0.2, another host
+#                                  to the client) and PORT ("" = a free one)
 #   make_test_ca DIR               DIR/{ca,other}.pem + keys, DIR/srv.pem for 127.0.0.1 and
 #                                  localhost, DIR/wrongname.pem for registry.invalid only
 #   need_fetch TOOL...             sets $FETCH (stargz-fetch); fails or skips the whole
@@ -15,8 +17,8 @@
 #   ok_sha / bad                   run $FETCH and check its output or its error
 REGISTRY_FIXTURES_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
-wait_port() {   # PORT
-  wait_for 20 $PYTHON -c "import socket,sys; s=socket.socket(); s.settimeout(0.2); sys.exit(s.connect_ex(('127.0.0.1',$1)))"
+wait_port() {   # PORT [ADDR]
+  wait_for 20 $PYTHON -c "import socket,sys; s=socket.socket(); s.settimeout(0.2); sys.exit(s.connect_ex(('${2:-127.0.0.1}',$1)))"
 }
 
 start_registry_extra() {
@@ -49,12 +51,14 @@ start_registry_extra() {
   wait_port "$port"
 }
 
-start_proxy() {
-  local log=$1; shift
-  PROXY_PORT=$(free_port)
-  spawn $PYTHON "$REGISTRY_FIXTURES_DIR/registry_proxy.py" --port "$PROXY_PORT" --log "$WORK/$log.log" "$@"
-  wait_port "$PROXY_PORT"
+start_proxy_at() {
+  local addr=$1 log=$3
+  PROXY_PORT=${2:-$(free_port)}
+  shift 3
+  spawn $PYTHON "$REGISTRY_FIXTURES_DIR/registry_proxy.py" --bind "$addr" --port "$PROXY_PORT" --log "$WORK/$log.log" "$@"
+  wait_port "$PROXY_PORT" "$addr"
 }
+start_proxy() { start_proxy_at 127.0.0.1 "" "$@"; }
 
 make_test_ca() {
   local d=$1

@@ -2,9 +2,10 @@
 """A misbehaving HTTP/1.1 front for a registry, for tests/integration/registry.sh.
 
 Forwards GET/HEAD to --upstream (a real docker-registry) and, depending on the options,
-demands Bearer tokens (and serves them at /token), redirects blob requests elsewhere, mangles
-multi-range requests the way real registries do, fails or drops the first requests, truncates
-or stalls bodies, resets connections mid-body, or answers garbage.  Every request is logged to --log as one line:
+demands Bearer tokens (and serves them at /token), redirects blob, manifest or token requests
+elsewhere, mangles multi-range requests the way real registries do, fails or drops the first
+requests, truncates or stalls bodies, resets connections mid-body, or answers garbage.  Every
+request is logged to --log as one line:
     METHOD PATH range=RANGE auth=AUTHORIZATION
 """
 import argparse
@@ -22,12 +23,18 @@ import time
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--port", type=int, required=True)
+ap.add_argument("--bind", default="127.0.0.1", help="address to listen on; the token realm names it")
 ap.add_argument("--upstream", help="host:port of the registry")
 ap.add_argument("--log", required=True)
 ap.add_argument("--bearer", action="store_true", help="demand Bearer tokens from /token")
 ap.add_argument("--token-user", help="user:pass the token endpoint wants (Basic); else anonymous")
 ap.add_argument("--token-uses", type=int, default=0, help="a token is refused after N uses")
+ap.add_argument("--fixed-token", help="issue this token and accept it: proxies on two hosts share tokens")
 ap.add_argument("--redirect-blobs", help="base URL blob requests are 307-redirected to")
+ap.add_argument("--redirect", action="append", default=[], metavar="PREFIX=URL",
+                help="307 a request whose path starts with PREFIX to URL + the rest of its path; "
+                     "/token requests before their credentials are checked, others after the "
+                     "Bearer check (repeatable)")
 ap.add_argument("--multi", choices=["400", "200", "first"], help="how to answer multi-range")
 ap.add_argument("--fail-first", type=int, default=0, help="answer the first N with --fail-status")
 ap.add_argument("--fail-status", type=int, default=503)
@@ -75,13 +82,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if send_body and body:
             self.wfile.write(body)
 
+    def redirect_rule(self, send_body):
+        for rule in args.redirect:
+            prefix, url = rule.split("=", 1)
+            if self.path.startswith(prefix):
+                self.reply(307, [("Location", url + self.path[len(prefix):])], b"", send_body)
+                return True
+        return False
+
     def handle_token(self):
         if args.token_user:
             want = "Basic " + base64.b64encode(args.token_user.encode()).decode()
             if self.headers.get("Authorization") != want:
                 self.reply(401, [("Content-Type", "application/json")], b'{"details":"bad credentials"}')
                 return
-        tok = secrets.token_hex(16)
+        tok = args.fixed_token or secrets.token_hex(16)
         with lock:
             tokens[tok] = 0
         body = ('{"token":"%s","expires_in":300}' % tok).encode()
@@ -92,6 +107,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if not auth.startswith("Bearer "):
             return False
         tok = auth[7:]
+        if args.fixed_token and tok == args.fixed_token:
+            return True
         with lock:
             if tok not in tokens:
                 return False
@@ -105,7 +122,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         logf.write("%s %s range=%s auth=%s\n" % (self.command, self.path,
                    self.headers.get("Range", ""), self.headers.get("Authorization", "")))
         if self.path.startswith("/token"):
-            self.handle_token()
+            if not self.redirect_rule(send_body):
+                self.handle_token()
             return
         n = next_request()
         if args.garbage:
@@ -131,13 +149,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if args.bearer and not self.bearer_ok():
             m = re.match(r"^/v2/(.+)/(blobs|manifests)/", self.path)
             scope = ',scope="repository:%s:pull"' % m.group(1) if m else ""
-            realm = "http://127.0.0.1:%d/token" % args.port
+            realm = "http://%s:%d/token" % (args.bind, args.port)
             self.reply(401, [("WWW-Authenticate", 'Bearer realm="%s",service="test-registry"%s' % (realm, scope)),
                              ("Content-Type", "application/json")],
                        b'{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}', send_body)
             return
         if args.redirect_blobs and "/blobs/" in self.path:
             self.reply(307, [("Location", args.redirect_blobs + self.path)], b"", send_body)
+            return
+        if self.redirect_rule(send_body):
             return
         headers = {}
         for h in ("Accept", "Range"):
@@ -212,4 +232,4 @@ class Server(http.server.ThreadingHTTPServer):
     allow_reuse_address = True
 
 
-Server(("127.0.0.1", args.port), Handler).serve_forever()
+Server((args.bind, args.port), Handler).serve_forever()
