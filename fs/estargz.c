@@ -690,6 +690,7 @@ int sg_esgz_extract_chunk(struct sg_gz *gz, const struct sg_toc_chunk *c, const 
 	const uint8_t *in = member;
 	uint8_t *buf = NULL;
 	size_t need, cap, have = 0, at = 0;
+	uint64_t most;
 	int r;
 
 	clear_err(reterr);
@@ -699,15 +700,21 @@ int sg_esgz_extract_chunk(struct sg_gz *gz, const struct sg_toc_chunk *c, const 
 		return sg_esgz_fail(reterr, SG_ESGZ_E_OVERFLOW, EOVERFLOW, "chunk too large");
 	need = (size_t)(c->inner_offset + c->size);
 	/* Deflate cannot expand past 1032:1: a TOC asking for more is lying, and we do not
-	 * allocate for it. */
-	if (member_len < SIZE_MAX / SG_GZ_MAX_DEFLATE_RATIO &&
-	    need > member_len * SG_GZ_MAX_DEFLATE_RATIO)
-		return sg_esgz_fail(reterr, SG_ESGZ_E_CHUNK_GZIP, EBADMSG,
+	 * allocate for it.  (A loaded TOC never does: sg_toc_parse_json checks the same
+	 * bound; callers may pass other chunks.) */
+	most = sg_gz_max_output(member_len);
+	if (need > most)
+		return sg_esgz_fail(reterr, SG_ESGZ_E_CHUNK_RATIO, EBADMSG,
 				    "chunk at %llu needs %zu bytes from a %zu-byte member",
 				    (unsigned long long)c->offset, need, member_len);
 	/* The member holds the chunk plus any tar headers up to the next data; grow into
-	 * those only when a member turns out larger (bounded: 256 MiB past the chunk). */
+	 * those only when a member turns out larger (bounded: 256 MiB past the chunk, and
+	 * never past what the member can inflate to). */
 	cap = need + 65536;
+	if (cap > most)
+		cap = (size_t)most;
+	if (cap == 0)
+		cap = 1;   /* realloc(p, 0) may free */
 	for (;;) {
 		uint8_t *nb = realloc(buf, cap);
 		size_t used = 0, produced = 0;
@@ -719,8 +726,10 @@ int sg_esgz_extract_chunk(struct sg_gz *gz, const struct sg_toc_chunk *c, const 
 		buf = nb;
 		r = sg_gz_member(gz, in + at, member_len - at, buf + have, cap - have, &used,
 				 &produced);
-		if (r == -ENOBUFS && cap - need < (256u << 20)) {
+		if (r == -ENOBUFS && cap - need < (256u << 20) && cap < most) {
 			cap = need + (cap - need) * 8;
+			if (cap > most)
+				cap = (size_t)most;
 			continue;
 		}
 		if (r < 0) {

@@ -36,6 +36,12 @@ struct sg_range_source;
 #define SG_ESGZ_LEGACY_FOOTER_SIZE 47
 #define SG_ESGZ_DEFAULT_MAX_TOC (256u << 20)   /* decompressed TOC member */
 #define SG_ESGZ_DEFAULT_MAX_ENTRIES (8u << 20)
+/* Chunk bounds (sg_esgz_options.max_chunk_size).  The reference converter writes 4 MiB
+ * chunks, so 64 MiB leaves room for any real layer.  The ceiling keeps every buffer a chunk
+ * needs (up to twice the limit for its compressed member) under 2^31 bytes, the most one
+ * io_uring result (int32_t) can report. */
+#define SG_ESGZ_DEFAULT_MAX_CHUNK (64ull << 20)
+#define SG_ESGZ_MAX_CHUNK_CEILING (512ull << 20)
 #define SG_ESGZ_TOC_NAME "stargz.index.json"
 
 enum sg_esgz_code {
@@ -64,6 +70,8 @@ enum sg_esgz_code {
 	SG_ESGZ_E_CHUNK_GZIP,      /* chunk member does not decompress as described */
 	SG_ESGZ_E_CHUNK_DIGEST,    /* chunk bytes do not match chunkDigest */
 	SG_ESGZ_E_CANCELED,
+	SG_ESGZ_E_CHUNK_SIZE,      /* a chunk (or its compressed member) over max_chunk_size */
+	SG_ESGZ_E_CHUNK_RATIO,     /* more bytes than its compressed member can hold */
 	_SG_ESGZ_CODE_MAX,
 };
 
@@ -82,6 +90,14 @@ struct sg_esgz_options {
 	bool skip_verify;
 	uint64_t max_toc_size;     /* decompressed TOC member; 0 = SG_ESGZ_DEFAULT_MAX_TOC */
 	uint32_t max_entries;      /* 0 = SG_ESGZ_DEFAULT_MAX_ENTRIES */
+	/* The most decompressed bytes one chunk may need, checked for every chunk when the TOC
+	 * is loaded: its size plus its innerOffset (what has to be inflated to reach its end),
+	 * and its compressed member (offset .. next offset) may not exceed twice this.  A
+	 * chunk's buffers are allocated before its bytes can be verified, so this is what
+	 * bounds the memory an untrusted layer can make us spend per chunk.  0 =
+	 * SG_ESGZ_DEFAULT_MAX_CHUNK (64 MiB); values above SG_ESGZ_MAX_CHUNK_CEILING (512 MiB)
+	 * count as the ceiling.  A layer with a larger chunk is refused (SG_ESGZ_E_CHUNK_SIZE). */
+	uint64_t max_chunk_size;
 	/* Keep the verified TOC JSON with the index (sg_toc_json): the content of its
 	 * stargz.index.json node.  Off for tools that only want the index. */
 	bool keep_json;
@@ -167,7 +183,21 @@ struct sg_toc_chunk {
 struct sg_toc;
 
 /* Parses TOC JSON into an index.  toc_offset bounds every chunk (payload is [0, toc_offset)).
- * The digest is not checked here (sg_esgz_load_toc_member does). */
+ * The digest is not checked here (sg_esgz_load_toc_member does).
+ *
+ * Besides the schema, every regular file must be producible from the blob as described,
+ * or the layer is refused with an error naming the entry:
+ *  - tiling: its chunks, in TOC order, start at file offset 0, each next one where the
+ *    previous ended, each non-empty, the last ending at the file size (an empty file has
+ *    none);
+ *  - placement: every member starts inside the payload, members never go backwards in the
+ *    blob, and pieces sharing one member (innerOffset) do not overlap; so no two chunks
+ *    claim the same bytes, and a chunk's compressed member [offset, next_offset) is
+ *    non-empty and ends at the next member or the TOC;
+ *  - size: innerOffset + size <= max_chunk_size, and the member at most twice that;
+ *  - ratio: innerOffset + size <= sg_gz_max_output(next_offset - offset), the most a
+ *    gzip member of that length can inflate to (fs/gz.h).
+ * Equal chunk digests at different places are fine (identical content). */
 int sg_toc_parse_json(const void *json, size_t len, uint64_t toc_offset,
 		      const struct sg_esgz_options *opts, struct sg_toc **ret_toc,
 		      struct sg_esgz_error *reterr);

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* 10-byte header + empty stored block (at least 1 byte) + CRC32 + ISIZE. */
-#define GZ_MIN_MEMBER 18
+/* 10-byte header + CRC32 + ISIZE: nothing shorter can be a member. */
+#define GZ_MIN_MEMBER SG_GZ_MEMBER_OVERHEAD
 
 struct sg_gz {
 	struct libdeflate_decompressor *d;

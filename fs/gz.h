@@ -22,6 +22,30 @@ struct sg_gz;
 
 /* Deflate cannot expand more than 1032:1; a larger ratio limit checks nothing. */
 #define SG_GZ_MAX_DEFLATE_RATIO 1032u
+/* A gzip member's bytes outside the deflate stream: at least the 10-byte header and the
+ * 8-byte trailer (CRC32, ISIZE). */
+#define SG_GZ_MEMBER_OVERHEAD 18u
+
+/* The most bytes that in_len bytes of gzip (one or more members) can decompress to.
+ *
+ * Deflate codes at most 258 bytes (a match of length code 285, no extra bits) with one
+ * length/literal symbol and one distance symbol.  Neither code can be shorter than 1 bit:
+ * the length/literal alphabet must also hold end-of-block (256), so it has two symbols at
+ * least, and RFC 1951 (3.2.7) codes a lone distance symbol with one bit.  So every 2 bits
+ * give at most 258 bytes: 1032 bytes per deflate byte, and less in practice (block headers,
+ * the literal a stream must start with).  Stored blocks give less than 1 byte per byte.
+ * Each member spends SG_GZ_MEMBER_OVERHEAD bytes outside deflate, so one member is the
+ * worst case:  max = 1032 * (in_len - 18), 0 when no member fits.  Saturates at
+ * UINT64_MAX. */
+static inline uint64_t sg_gz_max_output(uint64_t in_len)
+{
+	if (in_len <= SG_GZ_MEMBER_OVERHEAD)
+		return 0;
+	in_len -= SG_GZ_MEMBER_OVERHEAD;
+	if (in_len > UINT64_MAX / SG_GZ_MAX_DEFLATE_RATIO)
+		return UINT64_MAX;
+	return in_len * SG_GZ_MAX_DEFLATE_RATIO;
+}
 
 int sg_gz_new(struct sg_gz **ret_gz);
 void sg_gz_free(struct sg_gz *gz);

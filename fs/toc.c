@@ -13,6 +13,7 @@
 #include <string.h>
 #include <yajl/yajl_parse.h>
 
+#include "fs/gz.h"
 #include "fs/mem.h"
 #include "fs/tar.h"
 
@@ -74,6 +75,8 @@ static const char *const code_names[_SG_ESGZ_CODE_MAX] = {
 	[SG_ESGZ_E_CHUNK_GZIP] = "chunk-gzip",
 	[SG_ESGZ_E_CHUNK_DIGEST] = "chunk-digest",
 	[SG_ESGZ_E_CANCELED] = "canceled",
+	[SG_ESGZ_E_CHUNK_SIZE] = "chunk-size",
+	[SG_ESGZ_E_CHUNK_RATIO] = "chunk-ratio",
 };
 
 const char *sg_esgz_code_name(int code)
@@ -582,6 +585,15 @@ static int add_chunk(struct parser *p, const struct raw_entry *e, const char *na
 			    "chunk of \"%s\" at %llu with size %llu runs past the file size %llu",
 			    printable(name, strlen(name), pb), (unsigned long long)e->chunk_off,
 			    (unsigned long long)size, (unsigned long long)f->size);
+	/* Whoever reads this chunk inflates its member up to innerOffset + size and holds
+	 * the chunk, before a byte of it can be verified: that is what the limit bounds. */
+	if (size > p->opts->max_chunk_size || e->inner > p->opts->max_chunk_size - size)
+		return FAIL(p, SG_ESGZ_E_CHUNK_SIZE, EFBIG,
+			    "chunk of \"%s\" at %llu: %llu bytes at innerOffset %llu, over the "
+			    "%llu-byte chunk limit",
+			    printable(name, strlen(name), pb), (unsigned long long)e->chunk_off,
+			    (unsigned long long)size, (unsigned long long)e->inner,
+			    (unsigned long long)p->opts->max_chunk_size);
 	if (!(e->present & (1u << F_CHUNKDIGEST)) && !p->opts->skip_verify &&
 	    !(e->chunk_off == 0 && size == f->size && p->file_has_digest))
 		return FAIL(p, SG_ESGZ_E_NO_CHUNK_DIGEST, EBADMSG,
@@ -642,6 +654,53 @@ static int finish_file(struct parser *p)
 				return nomem(p);
 			t->digests[t->ndigests] = p->file_digest;
 			f->digest = t->ndigests++;
+		}
+	}
+	return 1;
+}
+
+/* Once every member's end is known (the next member, or the TOC): each chunk's member must
+ * be able to hold it.  Tiling alone lets a file of 2^62 bytes rest on one 16-byte member;
+ * such a layer would mount and fail only when read, after we had sized buffers by it. */
+static int check_members(struct parser *p)
+{
+	const struct sg_toc *t = p->t;
+	uint64_t max_member = 2 * p->opts->max_chunk_size;
+
+	for (uint32_t id = 1; id < t->nnodes; id++) {
+		const struct sg_toc_node *n = &t->nodes[id];
+
+		if (n->type != SG_TOC_REG || n->first_chunk == SG_TOC_NONE)
+			continue;
+		for (uint32_t i = 0; i < n->nchunks; i++) {
+			const struct sg_toc_chunk *c = &t->chunks[n->first_chunk + i];
+			uint64_t span = c->next_offset - c->offset;
+			/* place_member ordered the members and bounded inner + size. */
+			uint64_t need = c->inner_offset + c->size;
+			char path[PATH_MAX_LEN + 1], pb[96];
+
+			if (span <= max_member && need <= sg_gz_max_output(span))
+				continue;
+			if (sg_toc_path(t, id, path, sizeof(path)) < 0)
+				strcpy(path, "?");
+			/* The member holds the chunk (at most max_chunk_size, which deflate stores
+			 * in less than 1.001x) and then only the tar headers of the entries that
+			 * follow: the other max_chunk_size is room for those. */
+			if (span > max_member)
+				return FAIL(p, SG_ESGZ_E_CHUNK_SIZE, EFBIG,
+					    "chunk of \"%s\" at %llu: its member at %llu is %llu bytes "
+					    "long, over twice the %llu-byte chunk limit",
+					    printable(path, strlen(path), pb),
+					    (unsigned long long)c->file_offset,
+					    (unsigned long long)c->offset, (unsigned long long)span,
+					    (unsigned long long)p->opts->max_chunk_size);
+			return FAIL(p, SG_ESGZ_E_CHUNK_RATIO, EFBIG,
+				    "chunk of \"%s\" at %llu needs %llu decompressed bytes from "
+				    "the %llu-byte member at %llu, which can hold at most %llu",
+				    printable(path, strlen(path), pb), (unsigned long long)c->file_offset,
+				    (unsigned long long)need, (unsigned long long)span,
+				    (unsigned long long)c->offset,
+				    (unsigned long long)sg_gz_max_output(span));
 		}
 	}
 	return 1;
@@ -1494,6 +1553,10 @@ int sg_toc_parse_json(const void *json, size_t len, uint64_t toc_offset,
 		o.max_entries = SG_ESGZ_DEFAULT_MAX_ENTRIES;
 	if (o.max_entries > MAX_NODES - 4096u)
 		o.max_entries = MAX_NODES - 4096u;
+	if (!o.max_chunk_size)
+		o.max_chunk_size = SG_ESGZ_DEFAULT_MAX_CHUNK;
+	if (o.max_chunk_size > SG_ESGZ_MAX_CHUNK_CEILING)
+		o.max_chunk_size = SG_ESGZ_MAX_CHUNK_CEILING;
 	hex_table_init();
 	t = calloc(1, sizeof(*t));
 	if (!t || grow_big_bytes((void **)&t->strs, &t->strs_cap, 1) < 0) {
@@ -1557,7 +1620,7 @@ int sg_toc_parse_json(const void *json, size_t len, uint64_t toc_offset,
 				 "TOC JSON has no \"entries\" array");
 		goto fail;
 	}
-	if (!finish_file(&p)) {
+	if (!finish_file(&p) || !check_members(&p)) {
 		r = p.rc;
 		goto fail;
 	}

@@ -35,6 +35,13 @@ static void walk(const struct sg_toc *toc)
 			if (c[i].file_offset != covered || c[i].offset >= c[i].next_offset ||
 			    c[i].next_offset > sg_toc_offset(toc))
 				__builtin_trap();
+			/* Every chunk is non-empty, within the chunk limit, and one its member
+			 * can hold (issue 11: sizes checked at load, not at read). */
+			uint64_t need = c[i].inner_offset + c[i].size;
+			if (c[i].size == 0 || need > SG_ESGZ_DEFAULT_MAX_CHUNK ||
+			    need > sg_gz_max_output(c[i].next_offset - c[i].offset) ||
+			    c[i].next_offset - c[i].offset > 2 * SG_ESGZ_DEFAULT_MAX_CHUNK)
+				__builtin_trap();
 			covered += c[i].size;
 		}
 		/* stargz.index.json has no chunks: its bytes are the TOC itself */

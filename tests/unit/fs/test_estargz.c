@@ -29,22 +29,29 @@ static int load(struct esgz_b *b, const struct sg_esgz_options *o, struct sg_toc
 	return sg_esgz_load_blob(gz(), b->blob.p, b->blob.len, o, toc, err);
 }
 
-/* Builds a blob around hand-written TOC entries (one real 4 KiB data member at offset 0
- * that entries may point at) and returns the load result and error code. */
-static int hostile(const char *entries, struct sg_esgz_error *err)
+/* Builds a blob around hand-written TOC entries (one real member of 4 KiB that does not
+ * compress, at offset 0, so that the TOC starts a little past 4096) and returns the load
+ * result and error code. */
+static int hostile_opts(const char *entries, const struct sg_esgz_options *o,
+			struct sg_esgz_error *err)
 {
 	struct esgz_b b;
 	struct esgz_buf j = { 0 };
 	struct sg_toc *toc = NULL;
 	uint8_t data[4096];
+	uint32_t x = 12345;
 
-	memset(data, 'x', sizeof(data));
+	for (size_t i = 0; i < sizeof(data); i++) {
+		x = x * 1103515245u + 12345u;
+		data[i] = (uint8_t)(x >> 24);
+	}
 	esgz_init(&b, 6);
 	esgz_tar_put(&b, data, sizeof(data));
 	esgz_flush(&b);
+	CHECK(b.blob.len > 4096);
 	esgz_buf_printf(&j, "{\"version\":1,\"entries\":[%s]}", entries);
 	esgz_finish_json(&b, (char *)j.p, j.len, 0, NULL);
-	int r = load(&b, &skip, &toc, err);
+	int r = load(&b, o, &toc, err);
 	if (r == 0)
 		CHECK(toc != NULL);
 	sg_toc_free(toc);
@@ -53,10 +60,16 @@ static int hostile(const char *entries, struct sg_esgz_error *err)
 	return r;
 }
 
-#define CHECK_HOSTILE(entries, want_code) \
+static int hostile(const char *entries, struct sg_esgz_error *err)
+{
+	return hostile_opts(entries, &skip, err);
+}
+
+#define CHECK_HOSTILE(entries, want_code) CHECK_HOSTILE_OPTS(entries, &skip, want_code)
+#define CHECK_HOSTILE_OPTS(entries, opts, want_code) \
 	do { \
 		struct sg_esgz_error e_; \
-		int r_ = hostile(entries, &e_); \
+		int r_ = hostile_opts(entries, opts, &e_); \
 		if (r_ >= 0 || e_.code != (want_code)) \
 			TEST_FAIL("expected %s, got r=%d code=%s msg=%s", sg_esgz_code_name(want_code), r_, \
 				  sg_esgz_code_name(e_.code), e_.msg); \
@@ -656,12 +669,247 @@ TEST(hostile_chunks)
 	CHECK_HOSTILE(e, SG_ESGZ_E_CHUNK_OVERLAP);
 	/* A chunk entry with no file before it. */
 	CHECK_HOSTILE("{\"name\":\"a\",\"type\":\"chunk\",\"offset\":2}", SG_ESGZ_E_SCHEMA);
-	/* Valid multi-chunk layout for contrast. */
+	/* Valid multi-chunk layout for contrast (members long enough for their chunks). */
 	snprintf(e, sizeof(e),
 		 "{\"name\":\"a\",\"type\":\"reg\",\"size\":10,\"offset\":1,\"chunkSize\":4},"
-		 "{\"name\":\"a\",\"type\":\"chunk\",\"offset\":2,\"chunkOffset\":4,\"chunkSize\":4},"
-		 "{\"name\":\"a\",\"type\":\"chunk\",\"offset\":3,\"chunkOffset\":8}");
+		 "{\"name\":\"a\",\"type\":\"chunk\",\"offset\":40,\"chunkOffset\":4,\"chunkSize\":4},"
+		 "{\"name\":\"a\",\"type\":\"chunk\",\"offset\":80,\"chunkOffset\":8}");
 	CHECK_EQ(hostile(e, &(struct sg_esgz_error){ 0 }), 0);
+}
+
+/* TOC JSON straight into the parser, with the payload ending at toc_offset: for layouts
+ * whose members are longer than a test blob can afford to be. */
+static int parse(const char *entries, uint64_t toc_offset, const struct sg_esgz_options *o,
+		 struct sg_esgz_error *err)
+{
+	struct esgz_buf j = { 0 };
+	struct sg_toc *toc = NULL;
+
+	esgz_buf_printf(&j, "{\"version\":1,\"entries\":[%s]}", entries);
+	int r = sg_toc_parse_json(j.p, j.len, toc_offset, o, &toc, err);
+	CHECK_EQ(r == 0, toc != NULL);
+	sg_toc_free(toc);
+	free(j.p);
+	return r;
+}
+
+#define CHECK_REFUSED(r, err, want_code, name) \
+	do { \
+		if ((r) >= 0 || (err).code != (want_code) || !strstr((err).msg, "\"" name "\"")) \
+			TEST_FAIL("expected %s naming \"%s\", got r=%d code=%s msg=%s", \
+				  sg_esgz_code_name(want_code), name, (r), \
+				  sg_esgz_code_name((err).code), (err).msg); \
+	} while (0)
+
+/* A hand-written layer (see hostile()) refused with want_code, the message naming the
+ * entry. */
+#define CHECK_HOSTILE_NAMING(entries, want_code, name) \
+	do { \
+		struct sg_esgz_error en_; \
+		int rn_ = hostile(entries, &en_); \
+		CHECK_REFUSED(rn_, en_, want_code, name); \
+	} while (0)
+
+TEST(gz_max_output)
+{
+	CHECK_EQ(sg_gz_max_output(0), 0);
+	CHECK_EQ(sg_gz_max_output(18), 0);
+	CHECK_EQ(sg_gz_max_output(19), 1032);
+	CHECK_EQ(sg_gz_max_output(1018), 1032000);
+	CHECK_EQ(sg_gz_max_output(UINT64_MAX), UINT64_MAX);
+}
+
+/* Issue 11, defect 4: the bound refuses lies, never real gzip.  The most compressible
+ * input at every libdeflate level still fits, by a margin, and extracts. */
+TEST(ratio_bound_holds_for_real_gzip)
+{
+	size_t len = 8u << 20;
+	uint8_t *zero = calloc(1, len), *out = malloc(len);
+	static const int levels[] = { 1, 6, 12 };
+
+	CHECK(zero && out);
+	for (size_t i = 0; i < sizeof(levels) / sizeof(levels[0]); i++) {
+		struct esgz_b b;
+		struct sg_toc *toc;
+		struct sg_esgz_error err;
+		struct sg_digest d;
+
+		esgz_init(&b, levels[i]);
+		esgz_add(&b, "zeros", '0', 0644, zero, len, NULL, 0, NULL);
+		esgz_finish(&b, 0, &d);
+		struct sg_esgz_options o = { .toc_digest = &d };
+		if (load(&b, &o, &toc, &err) < 0)
+			TEST_FAIL("level %d: %s", levels[i], err.msg);
+		const struct sg_toc_chunk *c = sg_toc_chunks(toc, sg_toc_node(toc, sg_toc_lookup_path(toc, "zeros")));
+		uint64_t span = c->next_offset - c->offset;
+		CHECK(c->size <= sg_gz_max_output(span));
+		CHECK(c->size > sg_gz_max_output(span) / 2);   /* the bound is not loose either */
+		CHECK_EQ(sg_esgz_extract_chunk(gz(), c, b.blob.p + c->offset, span, false, out, &err), 0);
+		CHECK_MEM(out, zero, len);
+		sg_toc_free(toc);
+		esgz_done(&b);
+	}
+	free(zero);
+	free(out);
+}
+
+/* Issue 11, defect 4: a regular file whose chunks the blob cannot produce loaded (and
+ * mounted) on 1ada2d0, which only failed on read.  Refused now, naming the file. */
+TEST(hostile_ratio)
+{
+	struct sg_esgz_error err;
+	char e[1024];
+	int r;
+
+	/* 16 MiB from the 40-byte member [1, 41). */
+	CHECK_HOSTILE_NAMING("{\"name\":\"dir/a\",\"type\":\"reg\",\"size\":16777216,\"offset\":1},"
+			     "{\"name\":\"b\",\"type\":\"reg\",\"size\":1,\"offset\":41}",
+			     SG_ESGZ_E_CHUNK_RATIO, "dir/a");
+	/* At the bound it loads, one byte more it does not: 40 bytes hold 1032 * 22. */
+	snprintf(e, sizeof(e), "{\"name\":\"a\",\"type\":\"reg\",\"size\":%d,\"offset\":1},"
+		 "{\"name\":\"b\",\"type\":\"reg\",\"size\":1,\"offset\":41}", 1032 * 22);
+	CHECK_EQ(hostile(e, &err), 0);
+	snprintf(e, sizeof(e), "{\"name\":\"a\",\"type\":\"reg\",\"size\":%d,\"offset\":1},"
+		 "{\"name\":\"b\",\"type\":\"reg\",\"size\":1,\"offset\":41}", 1032 * 22 + 1);
+	r = hostile(e, &err);
+	CHECK_REFUSED(r, err, SG_ESGZ_E_CHUNK_RATIO, "a");
+	/* innerOffset counts: the member must reach the chunk's end. */
+	CHECK_HOSTILE_NAMING("{\"name\":\"a\",\"type\":\"reg\",\"size\":100,\"offset\":1,"
+			     "\"innerOffset\":22700},"
+			     "{\"name\":\"b\",\"type\":\"reg\",\"size\":1,\"offset\":41}",
+			     SG_ESGZ_E_CHUNK_RATIO, "a");
+	/* A member no longer than a gzip header and trailer holds nothing. */
+	CHECK_HOSTILE_NAMING("{\"name\":\"a\",\"type\":\"reg\",\"size\":1,\"offset\":1},"
+			     "{\"name\":\"b\",\"type\":\"reg\",\"size\":1,\"offset\":19}",
+			     SG_ESGZ_E_CHUNK_RATIO, "a");
+	/* A later chunk, in the last member before the TOC (about 100 bytes long). */
+	CHECK_HOSTILE_NAMING("{\"name\":\"big\",\"type\":\"reg\",\"size\":200010,\"offset\":1,\"chunkSize\":10},"
+			     "{\"name\":\"big\",\"type\":\"chunk\",\"offset\":4000,\"chunkOffset\":10}",
+			     SG_ESGZ_E_CHUNK_RATIO, "big");
+	/* The reported layer: 2^62 bytes on one short member.  No chunk may be that large. */
+	CHECK_HOSTILE_NAMING("{\"name\":\"huge\",\"type\":\"reg\",\"size\":4611686018427387904,"
+			     "\"offset\":4000}",
+			     SG_ESGZ_E_CHUNK_SIZE, "huge");
+	/* Nor as many chunks: they would have to tile it. */
+	CHECK_HOSTILE_NAMING("{\"name\":\"huge\",\"type\":\"reg\",\"size\":4611686018427387904,"
+			     "\"offset\":4000,\"chunkSize\":16}",
+			     SG_ESGZ_E_CHUNK_OVERLAP, "huge");
+
+	/* extract_chunk keeps its own guard for chunks that did not come from a TOC, and
+	 * allocates nothing for them. */
+	struct sg_toc_chunk c = { .offset = 0, .next_offset = 40, .size = 1032 * 22 + 1 };
+	uint8_t member[40] = { 0x1f, 0x8b, 8 }, out[1];
+	CHECK_EQ(sg_esgz_extract_chunk(gz(), &c, member, sizeof(member), true, out, &err), -EBADMSG);
+	CHECK_EQ(err.code, SG_ESGZ_E_CHUNK_RATIO);
+}
+
+/* Issue 11, defect 5: chunk buffers are sized by the TOC before anything is verified.  On
+ * 1ada2d0 a chunk of any size loaded; now the TOC bounds it (max_chunk_size). */
+TEST(hostile_oversized_chunk)
+{
+	struct sg_esgz_error err;
+	char e[1024];
+	int r;
+	const uint64_t mib = 1u << 20;
+
+	/* Default 64 MiB: members long enough that only the size can be the reason. */
+	snprintf(e, sizeof(e), "{\"name\":\"d/a\",\"type\":\"reg\",\"size\":%llu,\"offset\":0}",
+		 (unsigned long long)(64 * mib + 1));
+	r = parse(e, 70 * mib, &skip, &err);
+	CHECK_REFUSED(r, err, SG_ESGZ_E_CHUNK_SIZE, "d/a");
+	snprintf(e, sizeof(e), "{\"name\":\"d/a\",\"type\":\"reg\",\"size\":%llu,\"offset\":0}",
+		 (unsigned long long)(64 * mib));
+	CHECK_EQ(parse(e, 70 * mib, &skip, &err), 0);
+	/* innerOffset + size is what must be inflated. */
+	snprintf(e, sizeof(e), "{\"name\":\"a\",\"type\":\"reg\",\"size\":%llu,\"offset\":0,"
+		 "\"innerOffset\":%llu}", (unsigned long long)(60 * mib),
+		 (unsigned long long)(5 * mib));
+	r = parse(e, 70 * mib, &skip, &err);
+	CHECK_REFUSED(r, err, SG_ESGZ_E_CHUNK_SIZE, "a");
+	/* A "chunk" entry, not only the first. */
+	snprintf(e, sizeof(e),
+		 "{\"name\":\"a\",\"type\":\"reg\",\"size\":%llu,\"offset\":0,\"chunkSize\":1024},"
+		 "{\"name\":\"a\",\"type\":\"chunk\",\"offset\":1024,\"chunkOffset\":1024}",
+		 (unsigned long long)(1024 + 65 * mib));
+	r = parse(e, 70 * mib, &skip, &err);
+	CHECK_REFUSED(r, err, SG_ESGZ_E_CHUNK_SIZE, "a");
+
+	/* Configurable: 1 MiB refuses what the default takes. */
+	struct sg_esgz_options small = { .skip_verify = true, .max_chunk_size = mib };
+	snprintf(e, sizeof(e), "{\"name\":\"a\",\"type\":\"reg\",\"size\":%llu,\"offset\":0}",
+		 (unsigned long long)(2 * mib));
+	CHECK_EQ(parse(e, 2 * mib, &skip, &err), 0);
+	r = parse(e, 2 * mib, &small, &err);
+	CHECK_REFUSED(r, err, SG_ESGZ_E_CHUNK_SIZE, "a");
+	/* A small chunk in a member longer than twice the limit: the fetch buffer. */
+	r = parse("{\"name\":\"a\",\"type\":\"reg\",\"size\":1024,\"offset\":0}", 2 * mib + 1,
+		  &small, &err);
+	CHECK_REFUSED(r, err, SG_ESGZ_E_CHUNK_SIZE, "a");
+	CHECK(strstr(err.msg, "member") != NULL);
+	CHECK_EQ(parse("{\"name\":\"a\",\"type\":\"reg\",\"size\":1024,\"offset\":0}", 2 * mib,
+		       &small, &err), 0);
+	/* The same through a whole blob: the 4 KiB member is over twice 1 KiB. */
+	struct sg_esgz_options tiny = { .skip_verify = true, .max_chunk_size = 1024 };
+	r = hostile_opts("{\"name\":\"f\",\"type\":\"reg\",\"size\":100,\"offset\":0}", &tiny, &err);
+	CHECK_REFUSED(r, err, SG_ESGZ_E_CHUNK_SIZE, "f");
+	CHECK_EQ(hostile("{\"name\":\"f\",\"type\":\"reg\",\"size\":100,\"offset\":0}", &err), 0);
+	/* Above the ceiling counts as the ceiling (every chunk buffer fits an int32 result). */
+	struct sg_esgz_options huge = { .skip_verify = true, .max_chunk_size = 4ull << 30 };
+	snprintf(e, sizeof(e), "{\"name\":\"a\",\"type\":\"reg\",\"size\":%llu,\"offset\":0}",
+		 (unsigned long long)SG_ESGZ_MAX_CHUNK_CEILING);
+	CHECK_EQ(parse(e, 600 * mib, &huge, &err), 0);
+	snprintf(e, sizeof(e), "{\"name\":\"a\",\"type\":\"reg\",\"size\":%llu,\"offset\":0}",
+		 (unsigned long long)SG_ESGZ_MAX_CHUNK_CEILING + 1);
+	r = parse(e, 600 * mib, &huge, &err);
+	CHECK_REFUSED(r, err, SG_ESGZ_E_CHUNK_SIZE, "a");
+}
+
+/* "Shared digest": two entries, or two chunks, claiming the same bytes.  Only a hardlink
+ * may share a file's data; otherwise one member's bytes would be served as two different
+ * things, and a file range twice.  These were refused on 1ada2d0 already (place_member,
+ * add_chunk); kept here so that the class stays covered.  Equal digests at different places
+ * are identical content, not sharing, and load. */
+TEST(hostile_shared_spans)
+{
+	struct sg_esgz_error err;
+	char e[2048];
+
+	/* Two chunks of one file on the same bytes of one member. */
+	CHECK_HOSTILE_NAMING("{\"name\":\"a\",\"type\":\"reg\",\"size\":8,\"offset\":40,\"chunkSize\":4},"
+			     "{\"name\":\"a\",\"type\":\"chunk\",\"offset\":40,\"chunkOffset\":4}",
+			     SG_ESGZ_E_CHUNK_OVERLAP, "a");
+	/* One file range twice. */
+	CHECK_HOSTILE_NAMING("{\"name\":\"a\",\"type\":\"reg\",\"size\":8,\"offset\":40,\"chunkSize\":4},"
+			     "{\"name\":\"a\",\"type\":\"chunk\",\"offset\":80,\"chunkOffset\":0}",
+			     SG_ESGZ_E_CHUNK_OVERLAP, "a");
+	/* A chunk list out of file order. */
+	CHECK_HOSTILE_NAMING("{\"name\":\"a\",\"type\":\"reg\",\"size\":12,\"offset\":40,\"chunkSize\":4},"
+			     "{\"name\":\"a\",\"type\":\"chunk\",\"offset\":80,\"chunkOffset\":8},"
+			     "{\"name\":\"a\",\"type\":\"chunk\",\"offset\":120,\"chunkOffset\":4}",
+			     SG_ESGZ_E_CHUNK_OVERLAP, "a");
+	/* A second file inside the first one's bytes of a shared member. */
+	CHECK_HOSTILE_NAMING("{\"name\":\"a\",\"type\":\"reg\",\"size\":100,\"offset\":40},"
+			     "{\"name\":\"b\",\"type\":\"reg\",\"size\":10,\"offset\":40,\"innerOffset\":99}",
+			     SG_ESGZ_E_CHUNK_OVERLAP, "b");
+	/* A later file pointing back into an earlier member. */
+	CHECK_HOSTILE_NAMING("{\"name\":\"a\",\"type\":\"reg\",\"size\":100,\"offset\":40},"
+			     "{\"name\":\"b\",\"type\":\"reg\",\"size\":10,\"offset\":80},"
+			     "{\"name\":\"c\",\"type\":\"reg\",\"size\":10,\"offset\":40,\"innerOffset\":512}",
+			     SG_ESGZ_E_CHUNK_OVERLAP, "c");
+	/* The shadowed stargz.index.json entry may not claim a file's bytes either. */
+	CHECK_HOSTILE_NAMING("{\"name\":\"a\",\"type\":\"reg\",\"size\":100,\"offset\":40},"
+			     "{\"name\":\"stargz.index.json\",\"type\":\"reg\",\"size\":10,\"offset\":40}",
+			     SG_ESGZ_E_CHUNK_OVERLAP, "stargz.index.json");
+
+	/* Fine: identical content in two places, packed files side by side in one member,
+	 * and a hardlink (the one way to share data). */
+	snprintf(e, sizeof(e),
+		 "{\"name\":\"a\",\"type\":\"reg\",\"size\":10,\"offset\":40,\"chunkDigest\":\"%s\"},"
+		 "{\"name\":\"b\",\"type\":\"reg\",\"size\":10,\"offset\":80,\"chunkDigest\":\"%s\"},"
+		 "{\"name\":\"c\",\"type\":\"reg\",\"size\":10,\"offset\":80,\"innerOffset\":512,"
+		 "\"chunkDigest\":\"%s\"},"
+		 "{\"name\":\"h\",\"type\":\"hardlink\",\"linkName\":\"a\"}", D0, D0, D0);
+	CHECK_EQ(hostile(e, &err), 0);
 }
 
 TEST(hostile_numbers)
