@@ -241,6 +241,19 @@ int sg_config_load(struct sg_config *cfg, const char *path, char *err, size_t er
 			*(timeout ? &cfg->fetch_timeout_s : &cfg->fetch_attempts) = (unsigned)v;
 			continue;
 		}
+		if (strcmp(key, "max_chunk_size") == 0) {
+			char num[64];
+			if (parse_string(val, num, sizeof(num)) < 0)
+				snprintf(num, sizeof(num), "%s", val);
+			if (sg_parse_size(num, &cfg->max_chunk_size) < 0 ||
+			    cfg->max_chunk_size < (64u << 10) || cfg->max_chunk_size > (512u << 20)) {
+				snprintf(err, errlen, "%s:%u: max_chunk_size must be a byte count from 64K "
+					 "to 512M", path, lineno);
+				r = -EINVAL;
+				goto out;
+			}
+			continue;
+		}
 		if (strcmp(key, "cache_max_bytes") == 0) {
 			/* "10G" or 10G or a plain byte count. */
 			char num[64];

@@ -29,6 +29,7 @@ struct sg_config {
 	bool allow_skip_verify;       /* honour skipverify / images without TOC digest (false) */
 	unsigned fetch_timeout_s;     /* registry: first byte and idle body (0 = default 30 s) */
 	unsigned fetch_attempts;      /* registry: tries per request (0 = default 4) */
+	uint64_t max_chunk_size;      /* layers with a larger chunk are refused (0 = 64 MiB) */
 	unsigned long fetch_window;   /* blob bytes taken along with an on-demand fetch (0 = default) */
 	uint64_t cache_max_bytes;     /* disk cache bound; 0 = min(20 GiB, half the root's fs) */
 
@@ -50,7 +51,7 @@ int sg_parse_size(const char *s, uint64_t *ret);
 /* Reads a config file: `key = value` lines (TOML-style: "strings", true/false, and
  * ["string", "arrays"] on one line), `#` comments.  Keys: root, address, log_level, lazy,
  * prefetch, background_fetch, passthrough, fetch_timeout, fetch_attempts, allow_skip_verify,
- * fetch_window, cache_max_bytes, hosts_dir, docker_config,
+ * fetch_window, cache_max_bytes, max_chunk_size, hosts_dir, docker_config,
  * plain_http_localhost, insecure_hosts.  Unknown keys, bad syntax or bad values fail with a
  * message in err naming the file and line.  Returns 0, -ENOENT if the file does not exist, or another
  * negative errno. */

@@ -143,6 +143,12 @@ static int setup_remote(struct daemon *d)
 		.allow_skip_verify = c->allow_skip_verify,
 		.fetch_window = c->fetch_window,
 		.cache_max_bytes = c->cache_max_bytes,
+		.max_chunk_size = c->max_chunk_size,
+		/* A FUSE request older than the whole fetch budget (every attempt timing out)
+		 * is stuck, not slow: it gets logged. */
+		.stuck_after_ns = (uint64_t)(c->fetch_timeout_s ? c->fetch_timeout_s : 30) *
+				  (c->fetch_attempts ? c->fetch_attempts : 4) * 1000000000ull +
+				  5000000000ull,
 	};
 	struct sg_blob_opener opener = { .open = sg_registry_open_blob, .ctx = d->registry };
 	r = sg_remote_new(d->loop, &remote_cfg, &opener, &d->remote);

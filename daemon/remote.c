@@ -531,6 +531,7 @@ static bool toc_from_tail(struct content *c, const uint8_t *tail, size_t tail_le
 	opts.toc_digest = c->has_toc_digest ? &c->toc_digest : NULL;
 	opts.skip_verify = c->skip_verify;
 	opts.keep_json = true;   /* stargz.index.json: sg_layer_new stores it */
+	opts.max_chunk_size = c->r->cfg.max_chunk_size;
 	const uint8_t *member = tail + (footer.toc_offset - tail_off);
 	size_t member_len = (size_t)(footer.toc_end - footer.toc_offset);
 	c->load_inflight = true;
@@ -561,6 +562,7 @@ static void on_blob_opened(void *userdata, int res, struct sg_range_source *src,
 	opts.toc_digest = c->has_toc_digest ? &c->toc_digest : NULL;
 	opts.skip_verify = c->skip_verify;
 	opts.keep_json = true;   /* stargz.index.json: sg_layer_new stores it */
+	opts.max_chunk_size = c->r->cfg.max_chunk_size;
 	c->load_inflight = true;
 	res = sg_esgz_open(src, &opts, on_toc, c, &c->open_req);
 	if (res < 0) {

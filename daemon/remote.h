@@ -57,6 +57,9 @@ struct sg_remote_config {
 	 * Directories of layers not mounted are removed (oldest first) before chunks of
 	 * mounted layers are evicted; a mounted layer's directory is never removed. */
 	uint64_t cache_max_bytes;
+	/* Layers with a chunk larger than this (decompressed) are refused at TOC load, before
+	 * any buffer is sized after them (sg_esgz_options.max_chunk_size); 0 = 64 MiB. */
+	uint64_t max_chunk_size;
 	/* A FUSE request unanswered this long is logged (see sg_lazyfs_options); 0 = 60 s. */
 	uint64_t stuck_after_ns;
 };
