@@ -46,7 +46,7 @@ check "upper layer wins" grep -q "lazy:/" <<<"$out"
 
 # Without the lazy labels (plain `ctr images pull`), of the gzip image and of the eStargz
 # image itself: containerd downloads and unpacks through the plain path.
-$CTR images rm "$IMG" >/dev/null 2>&1
+$CTR images rm --sync "$IMG" >/dev/null 2>&1   # GC done: no remote snapshot is left to be listed below
 out=$($CTR images pull --plain-http --snapshotter stargz "$REGISTRY/plain:v1" 2>&1)
 check "plain image pull falls back to the normal path" bash -c "$CTR run --rm --snapshotter stargz $REGISTRY/plain:v1 c2 cat /data/hello.txt | grep -q 'hello lazily'"
 out=$($CTR images pull --plain-http --snapshotter stargz "$IMG" 2>&1)
@@ -92,6 +92,19 @@ for i in $(seq 10); do
 done
 check "pull repeated after kill -9 mid-pull; container runs" bash -c "[[ $ok == 1 ]] && grep -q 'hello lazily' <<<'$out'"
 check "no half-mounted snapshot left behind" bash -c "! ls '$SG_ROOT/snapshots' | grep -q '^new-'"
+
+# A lazy mount removed from outside stargzd (an operator's umount): the daemon notices,
+# releases the layer and mounts it again; the next container reads right.
+lazy_mnt=$(grep -F "$SG_ROOT/" /proc/mounts | awk '$3 == "fuse.stargz" {print $2}' | head -1)
+if [[ -n $lazy_mnt ]] && umount "$lazy_mnt"; then
+  check "the daemon notices an external unmount" wait_for 5 grep -q "unmounted from outside" "$WORK/stargzd.log"
+  check "... and mounts the layer again" wait_for 10 mountpoint -q "$lazy_mnt"
+  out=$($CTR run --rm --snapshotter stargz "$IMG" c6 cat /data/hello.txt 2>&1)
+  grep -q 'hello lazily' <<<"$out" && pass "... and the next container reads right" ||
+    fail "... and the next container reads right" "$out"
+else
+  fail "a lazy mount to remove from outside" "none found under $SG_ROOT"
+fi
 
 # Remove everything: GC removes our snapshots and unmounts the layers.
 $CTR images rm --sync "$IMG" "$REGISTRY/plain:v1" >/dev/null 2>&1
