@@ -112,6 +112,18 @@ $(BUILD)/fuzz/%: $(BUILD)/tests/fuzz/%/fuzz.o $(BUILD)/libstargzd.a
 
 fuzz-bins: $(FUZZ_BINS)
 
+# Replay drivers: tests/fuzz/replay.c (a main() that runs saved inputs through
+# LLVMFuzzerTestOneInput) linked with each target, in the ordinary and the ASan+UBSan builds.
+# tests/run.sh replays tests/fuzz/NAME/corpus/ and tests/fuzz/NAME/regressions/ with them.
+REPLAY_BINS := $(FUZZ_SRCS:tests/fuzz/%/fuzz.c=$(BUILD)/fuzz-replay/%)
+.SECONDARY: $(FUZZ_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/tests/fuzz/replay.o
+
+$(BUILD)/fuzz-replay/%: $(BUILD)/tests/fuzz/%/fuzz.o $(BUILD)/tests/fuzz/replay.o $(BUILD)/libstargzd.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+unit-bins: $(REPLAY_BINS)
+
 fuzz:
 	$(MAKE) BUILD=build-fuzz CC=clang FUZZ=1 fuzz-bins
 	FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh

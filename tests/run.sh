@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test program and prints one closing line "N passed, N failed[, N skipped]".
 #
-# A test program is a unit-test binary (build/tests/unit/*/test_*) or an integration script
-# (tests/integration/*.sh).  Each prints its own "N passed, N failed" line last; this runner
-# adds them up.  A program that dies without that line counts as one failure.  The unit tests
-# run twice: the normal build, then the ASan+UBSan build (build-asan/).
+# A test program is a unit-test binary (build/tests/unit/*/test_*), an integration script
+# (tests/integration/*.sh) or a fuzz replay driver (build/fuzz-replay/NAME, tests/fuzz/replay.c)
+# run on tests/fuzz/NAME/corpus/ and regressions/.  Each prints its own "N passed, N failed"
+# line last; this runner adds them up.  A program that dies without that line counts as one
+# failure.  The unit tests and the replays run twice: the normal build, then the ASan+UBSan
+# build (build-asan/).
 #
 #   tests/run.sh                 everything
 #   tests/run.sh unit|integration|fuzz|asan   one part
@@ -64,8 +66,22 @@ run_unit() {   # build dir, label prefix
   done
 }
 
+run_replay() {   # build dir, label prefix: every fuzz corpus and regression input, once each
+  local dir=$1 prefix=$2 bin name inputs
+  for bin in "$dir"/fuzz-replay/*; do
+    [[ -x "$bin" ]] || continue
+    name=$(basename "$bin")
+    inputs=()
+    for d in "tests/fuzz/$name/corpus" "tests/fuzz/$name/regressions"; do
+      [[ -d "$d" ]] && inputs+=("$d")
+    done
+    run_program "${prefix}fuzz-replay/$name" "$bin" "${inputs[@]}"
+  done
+}
+
 if [[ $parts == all || $parts == unit ]]; then
   run_unit build ""
+  run_replay build ""
 fi
 if [[ $parts == all || $parts == integration ]]; then
   for t in tests/integration/*.sh; do
@@ -81,6 +97,7 @@ if [[ $parts == all || $parts == asan ]]; then
   export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:halt_on_error=1}
   export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
   run_unit build-asan "asan:"
+  run_replay build-asan "asan:"
 fi
 
 echo

@@ -59,6 +59,14 @@ static void fz_reset_store(void)
 		abort();
 }
 
+/* At exit (the end of a libFuzzer run, or of each input the replay driver runs in its own
+ * child), the scratch root goes too, instead of piling up in /tmp. */
+__attribute__((destructor)) static void fz_remove_root(void)
+{
+	if (fz_root[0])
+		nftw(fz_root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 static void fz_on_done(void *ud)
 {
 	(void)ud;
