@@ -8,30 +8,35 @@
 #   rm     `ctr images rm --sync` of that image: containerd's GC removes (unmounts) the layers
 #   ppull  `ctr images pull` of the same layers as plain gzip (Prepare, apply, Commit)
 #   prm    `ctr images rm --sync` of the plain image (Remove of committed overlay snapshots)
-# and, as a sixth phase, the daemon is stopped and its chunk cache damaged (bytes flipped, holes
-# punched, files truncated or removed, chunks.bitmap set to all ones or truncated).
+# and two more phases:
+#   restore   killed with the lazy image pulled, which containerd removes meanwhile; restarted
+#             with the registry paused, so that containerd's GC removes the snapshots while
+#             the new daemon is still mounting them again (it fetches their TOC)
+#   corrupt   stopped, and its chunk cache damaged (bytes flipped, holes punched, files
+#             truncated or removed, chunks.bitmap set to all ones or truncated).
 # After each restart (containerd keeps running):
 #   - containerd's own records of the snapshotter's snapshots (read from its bolt database;
 #     `ctr snapshots ls` hides those the backend cannot Stat) all exist in stargzd's
 #     metadata.db, with the same parents; after a forced containerd GC the two sets are equal
 #     (a Prepare or Commit whose reply the kill swallowed leaves stargzd one snapshot
-#     containerd rolled back: that is what containerd's GC removes);
+#     containerd rolled back: that is what containerd's GC removes), and List on stargzd's
+#     socket answers the same;
 #   - every remote snapshot is mounted again, exactly once, and answers; nothing else is
 #     mounted under the root; no FUSE mount of ours anywhere else;
 #   - ROOT/snapshots holds exactly one directory per snapshot row (no new-*, rm-*, orphans);
 #   - the image (pulled again if needed) runs and prints the right output and file hashes;
 #   - after cache damage: the right hashes, the damaged chunks logged as "failed verification"
 #     and fetched again, no EIO.
-# CHAOS_ITERATIONS (default 6: each phase once) kills, the phases in turn; CHAOS_SEED replays
+# CHAOS_ITERATIONS (default 7: each phase once) kills, the phases in turn; CHAOS_SEED replays
 # the same delays and damage (the machine's timing still differs from run to run);
 # CHAOS_PHASES="rm corrupt" cycles through some phases only.
 . "$(dirname "$0")/lib.sh"
 . "$STARGZD_TOP/tests/lib/fixtures.sh"
 
-ITERATIONS=${CHAOS_ITERATIONS:-6}
+ITERATIONS=${CHAOS_ITERATIONS:-7}
 SEED=${CHAOS_SEED:-$(( $(od -An -N4 -tu4 /dev/urandom) % 2147483647 ))}
 RANDOM=$SEED   # bash's generator, seeded: only ever read in this shell, never in a subshell
-read -ra PHASES <<<"${CHAOS_PHASES:-rpull run rm ppull prm corrupt}"
+read -ra PHASES <<<"${CHAOS_PHASES:-rpull run rm ppull prm restore corrupt}"
 echo "crash matrix: CHAOS_SEED=$SEED CHAOS_ITERATIONS=$ITERATIONS CHAOS_PHASES=\"${PHASES[*]}\""
 echo "  replay: CHAOS_SEED=$SEED CHAOS_ITERATIONS=$ITERATIONS CHAOS_PHASES=\"${PHASES[*]}\" TESTS=crash_matrix tests/run.sh integration"
 rnd() { R=$(( (RANDOM << 15 | RANDOM) % $1 )); }   # R in [0, $1)
@@ -113,6 +118,15 @@ daemon_start() {   # starts stargzd and waits until this instance serves
     [[ $SECONDS -ge $end ]] && fatal "stargzd serves within 30 s of a restart (iteration $IT)"
     sleep 0.05
   done
+}
+
+# A daemon that died by itself (a crash) is a failure; it is started again so that the
+# checks that follow say what it left behind.
+alive_or_restart() {   # WHEN
+  kill -0 "$SG_PID" 2>/dev/null && return 0
+  wait_exit "$SG_PID" 1 2>/dev/null
+  ifail "stargzd still runs $1" "it exited with status $EXIT_CODE; log: $(new_log | tail -3)"
+  daemon_start
 }
 
 kill9() {
@@ -205,20 +219,63 @@ ctd_view() {
 }
 sg_view() { sg_rows | awk -F'|' '$4 != 2 {print $2 "\t" $5}' | sort; }
 
+# What stargzd answers to List on its socket (what containerd's GC walks), same form.
+LIST_PY=$(cat <<'PY'
+import sys, grpc
+
+def fields(b):   # protobuf wire format: (field, value) of one message
+    i = 0
+    def varint():
+        nonlocal i
+        v = s = 0
+        while True:
+            c = b[i]; i += 1; v |= (c & 0x7F) << s; s += 7
+            if c < 0x80:
+                return v
+    while i < len(b):
+        key = varint()
+        wt = key & 7
+        if wt == 0:
+            v = varint()
+        elif wt == 2:
+            n = varint(); v = b[i:i + n]; i += n
+        elif wt in (1, 5):
+            n = 8 if wt == 1 else 4; v = b[i:i + n]; i += n
+        else:
+            sys.exit("bad wire type %d" % wt)
+        yield key >> 3, v
+
+ch = grpc.insecure_channel("unix:" + sys.argv[1])
+call = ch.unary_stream("/containerd.services.snapshots.v1.Snapshots/List")
+out = []
+for msg in call(b"", timeout=20):
+    for f, info in fields(msg):
+        if f == 1:
+            d = dict((k, v) for k, v in fields(info) if k in (1, 2))
+            out.append(d.get(1, b"").decode() + "\t" + d.get(2, b"").decode())
+print("\n".join(sorted(out)))
+PY
+)
+sg_list() { $PYTHON -c "$LIST_PY" "$SG_SOCK" 2>>"$OPLOG"; }
+
 # A containerd GC that also cleans the stargz snapshotter (it only does when a snapshot of
 # it was removed since the last one): remove a probe snapshot, then a synchronous lease
-# deletion runs the GC and waits for it.
+# deletion runs the GC and waits for it.  The probe is retried while containerd's client
+# reconnects to a restarted daemon.
 force_gc() {
-  local lid
-  N=$((N + 1))
-  logged $SN prepare "chaos-probe-$N"
+  local lid i
+  for i in $(seq 20); do
+    N=$((N + 1))
+    logged $SN prepare "chaos-probe-$N" && break
+    sleep 0.5
+  done
   logged $SN rm "chaos-probe-$N"
   lid=$($CTR leases create 2>>"$OPLOG") && logged $CTR leases delete --sync "$lid"
 }
 
 # ---- the checks after a restart ----
 ITER_FAILS=0
-ifail() { ITER_FAILS=$((ITER_FAILS + 1)); fail "iteration $IT ($PHASE): $1" "$2"; }
+ifail() { ITER_FAILS=$((ITER_FAILS + 1)); fail "iteration $IT ($PHASE): $1" "${2:-}"; }
 
 remote_ids() { sg_rows | awk -F'|' '$4 == 1 {print $1}' | sort -n; }
 # Mount points under the root, and every mount of our filesystem type elsewhere in this
@@ -231,7 +288,7 @@ mounts_of_root() {
 expected_mounts() { for id in $(remote_ids); do echo "$SG_ROOT/snapshots/$id/fs fuse.stargz"; done | sort; }
 
 check_state() {   # IMG: the image the phase used
-  local img=$1 c s extra missing m end
+  local img=$1 c s l extra missing m end
   # Restored layers come back asynchronously (the TOC is fetched again).
   end=$((SECONDS + 60))
   until [[ "$(mounts_of_root)" == "$(expected_mounts)" ]]; do
@@ -256,6 +313,9 @@ check_state() {   # IMG: the image the phase used
   s=$(sg_view)
   [[ "$c" == "$s" ]] || ifail "after containerd's GC, stargzd's snapshots are containerd's" \
     "$(diff <(echo "$c") <(echo "$s") | grep '^[<>]' | head -10)"
+  l=$(sg_list) || ifail "List on stargzd's socket" "$(tail -3 "$OPLOG")"
+  [[ "$l" == "$s" ]] || ifail "List answers what metadata.db holds" \
+    "$(diff <(echo "$s") <(echo "$l") | grep '^[<>]' | head -10)"
   extra=$(comm -3 <(ls -A "$SG_ROOT/snapshots" | sort) <(sg_rows | cut -d'|' -f1 | sort) | head -10)
   [[ -z $extra ]] || ifail "one directory per snapshot under ROOT/snapshots (dirs | rows)" "$extra"
   [[ "$(mounts_of_root)" == "$(expected_mounts)" ]] ||
@@ -265,6 +325,7 @@ check_state() {   # IMG: the image the phase used
   # The container is gone (--rm): nothing of it is left mounted.
   m=$(grep -F " $WORK/containerd/state/" /proc/self/mountinfo | awk '{print $5}' | head -5)
   [[ -z $m ]] || ifail "no container rootfs left mounted" "$m"
+  alive_or_restart "after the checks"
 }
 
 # ---- calibration: each operation once, undisturbed, to learn how long it takes ----
@@ -296,7 +357,7 @@ prepare_phase() {
   case $PHASE in
     rpull) has_image "$LAZY" && logged op_rm "$LAZY" ;;
     ppull) has_image "$PLAIN" && logged op_rm "$PLAIN" ;;
-    run | rm | corrupt) logged op_rpull || { sleep 1; logged op_rpull; } ;;
+    run | rm | restore | corrupt) logged op_rpull || { sleep 1; logged op_rpull; } ;;
     prm) logged op_ppull || { sleep 1; logged op_ppull; } ;;
   esac
   true
@@ -413,6 +474,28 @@ corrupt_phase() {
   fi
 }
 
+restore_phase() {
+  local delay nrem end
+  kill9
+  nrem=$(remote_ids | wc -l)
+  logged $CTR images rm "$LAZY"   # containerd's GC cannot reach stargzd now
+  kill -STOP "$REGISTRY_PID"      # the restarted daemon waits for the layers' TOCs
+  daemon_start
+  rnd 1000; delay=$R
+  sleep "$(printf '0.%03d' "$delay")"
+  echo "    iteration $IT: restore: image removed while stargzd was down, GC ${delay} ms after the restart, registry paused"
+  force_gc   # removes the snapshots being mounted again
+  kill -CONT "$REGISTRY_PID"
+  # Every restore ends (mounted, cancelled or failed) once the registry answers.
+  end=$((SECONDS + 60))
+  while kill -0 "$SG_PID" 2>/dev/null && [[ $SECONDS -lt $end ]] &&
+    [[ $(new_log | grep -cE 'mounted again|mounting it again was cancelled|cannot be mounted now') -lt $nrem ]]; do
+    sleep 0.1
+  done
+  alive_or_restart "after containerd removed snapshots it was mounting again"
+  check_state "$LAZY"
+}
+
 for ((IT = 1; IT <= ITERATIONS; IT++)); do
   PHASE=${PHASES[(IT - 1) % ${#PHASES[@]}]}
   ITER_FAILS=0
@@ -420,6 +503,8 @@ for ((IT = 1; IT <= ITERATIONS; IT++)); do
   prepare_phase
   if [[ $PHASE == corrupt ]]; then
     corrupt_phase
+  elif [[ $PHASE == restore ]]; then
+    restore_phase
   else
     kill_during
     case $PHASE in
