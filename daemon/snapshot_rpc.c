@@ -521,9 +521,12 @@ static void handle_remove(struct sg_grpc_call *call, const uint8_t *msg, size_t 
 		return;
 	sg_debug("remove %s requested", req->key);
 	/* A lazily mounted layer is unmounted first (children make Remove fail anyway, and an
-	 * overlay still using it would keep it busy: check before unmounting). */
+	 * overlay still using it would keep it busy: check before unmounting).  One still being
+	 * mounted again after a restart is cancelled the same way: left alone, its mount would
+	 * go on after the row and directory are gone (containerd's GC removes snapshots while
+	 * a restarted daemon restores them) and fail on the missing mountpoint. */
 	if (svc->remote && sg_snapshots_stat(svc->snapshots, req->key, &snap, err, sizeof(err)) == 0) {
-		bool remote = snap.remote == SG_SNAP_REMOTE && sg_remote_is_mounted(svc->remote, snap.id);
+		bool remote = snap.remote == SG_SNAP_REMOTE;
 		int64_t id = snap.id;
 		sg_snap_clear(&snap);
 		struct remove_ctx *c = remote ? calloc(1, sizeof(*c)) : NULL;
@@ -824,6 +827,9 @@ static void on_restored(void *userdata, int res, const char *err)
 	svc->restoring--;
 	if (res == 0)
 		sg_info("remote snapshot %s mounted again", ro->name);
+	else if (res == -ECANCELED)
+		sg_info("remote snapshot %s: mounting it again was cancelled (removed, or stopping)",
+			ro->name);
 	else
 		sg_warn("remote snapshot %s cannot be mounted now (%s); containers cannot use it "
 			"until it is (retrying every %llu s)", ro->name, err ? err : strerror(-res),
