@@ -574,6 +574,10 @@ static void conn_free(struct grpc_conn *conn)
 {
 	struct sg_grpc_server *server = conn->server;
 
+	/* recv_op, send_op and flush_op point into conn (and its buffers) until their
+	 * callbacks have run. */
+	SG_FREE_CHECK(!sg_group_idle(&conn->group), "gRPC session");
+
 	sg_list_unlink(&conn->link);
 	server->n_conns--;
 	if (conn->fd >= 0)
@@ -709,6 +713,8 @@ static void conn_kick(struct grpc_conn *conn)
 {
 	if (conn->dead || sg_op_busy(&conn->send_op) || sg_op_busy(&conn->flush_op))
 		return;
+	/* Cannot fail: flush_op is idle (tested above), and posts are accepted while the loop
+	 * drains, so a send or finish just before shutdown is still flushed. */
 	(void)sg_post(conn->server->loop, &conn->flush_op, 0, on_flush);
 }
 
@@ -819,8 +825,10 @@ static void server_check_done(struct sg_grpc_server *server)
 		return;
 	}
 	server->done_posted = true;
+	/* done_op is posted once (done_posted) and posts are accepted while the loop drains, so
+	 * this cannot fail; the synchronous call only guards that assumption. */
 	if (sg_post(server->loop, &server->done_op, 0, on_done) < 0 && server->done)
-		server->done(server->done_userdata);   /* the loop is draining: no later turn */
+		server->done(server->done_userdata);
 }
 
 static void on_accept(struct sg_op *op);
@@ -1023,6 +1031,11 @@ void sg_grpc_server_free(struct sg_grpc_server *server)
 
 	if (!server)
 		return;
+	/* Its ops point into it: shut down and drain first (the sessions' ops are checked by
+	 * conn_free). */
+	SG_FREE_CHECK(sg_op_busy(&server->accept_op) || sg_op_busy(&server->retry_op) ||
+		      sg_op_busy(&server->grace_op) || sg_op_busy(&server->done_op),
+		      "gRPC server");
 	/* Neither accepting again nor reporting done from the conn_free calls below. */
 	server->shutting_down = true;
 	server->done_posted = true;

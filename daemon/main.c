@@ -23,6 +23,7 @@
 #include "daemon/remote.h"
 #include "daemon/snapshot.h"
 #include "daemon/snapshot_rpc.h"
+#include "fs/cache.h"
 #include "net/registry.h"
 
 #define EXIT_USAGE 2
@@ -78,6 +79,7 @@ static void trim_tick(struct sg_op *op)
 	if (op->res == -ECANCELED)
 		return;
 	(void)malloc_trim(0);
+	/* Refused only while the loop drains: no more trimming is wanted then. */
 	(void)sg_timer_start(d->loop, &d->trim_timer, TRIM_INTERVAL_NS, trim_tick);
 }
 
@@ -152,7 +154,10 @@ static int setup_remote(struct daemon *d)
 	};
 	struct sg_blob_opener opener = { .open = sg_registry_open_blob, .ctx = d->registry };
 	r = sg_remote_new(d->loop, &remote_cfg, &opener, &d->remote);
-	if (r < 0)
+	if (r == -EBUSY)
+		sg_error("cache directory %s is in use by another stargzd (pid %ld)", cache_root,
+			 sg_cache_lock_owner(cache_root));
+	else if (r < 0)
 		sg_error("cannot create the layer cache under %s: %s", cache_root, strerror(-r));
 	return r;
 }
@@ -376,8 +381,10 @@ int main(int argc, char **argv)
 	/* Then unmount every lazy layer. */
 	sg_snapshot_service_shutdown(d.service, on_service_done, &d);
 	run_until(&d, &d.service_done, 10000);
-	sg_registry_free(d.registry);
-	d.registry = NULL;
+	/* Then cancel what the registry still does (token fetches, connections closing,
+	 * credential helpers); the drain delivers those completions.  Its memory goes last,
+	 * once nothing points at it. */
+	sg_registry_shutdown(d.registry);
 	r = sg_loop_drain(d.loop, 5000);
 	if (r < 0)
 		sg_warn("some operations did not finish within 5 s of stopping");
@@ -389,11 +396,19 @@ out:
 		close(d.listen_fd);
 		unlink(d.cfg.address);
 	}
-	/* Ops still in the kernel would point into freed memory: only free a drained loop. */
+	/* Ops still in the kernel would point into freed memory: only free a drained loop.
+	 * Owners before what they use: the layers' blob sources (in remote) point into the
+	 * registry. */
 	if (d.loop && sg_loop_pending(d.loop) == 0) {
 		sg_grpc_server_free(d.server);
 		sg_snapshot_service_free(d.service);
 		sg_remote_free(d.remote);
+		/* A layer that never released its blob source (a stuck unmount) keeps the
+		 * registry in use: leave it to the exit rather than crash in its free check. */
+		if (sg_registry_busy(d.registry))
+			sg_warn("the registry client is still in use at exit; not freed");
+		else
+			sg_registry_free(d.registry);
 		sg_loop_free(d.loop);
 	}
 	sg_snapshots_close(d.snapshots);

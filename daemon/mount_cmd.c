@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
@@ -20,6 +21,7 @@
 #include "daemon/core/log.h"
 #include "daemon/core/loop.h"
 #include "daemon/remote.h"
+#include "fs/cache.h"
 #include "fs/range_source.h"
 #include "net/registry.h"
 
@@ -32,7 +34,10 @@ static const char mount_usage[] =
 	"  --blob FILE          serve a local blob instead of a registry's\n"
 	"  --toc-digest DIGEST  the layer's TOC digest (containerd.io/snapshot/stargz/toc.digest)\n"
 	"  --skip-verify        mount without a TOC digest and chunk checks (unsafe)\n"
-	"  --cache DIR          chunk cache directory (default ./stargzd-cache)\n"
+	"  --cache DIR          chunk cache directory, kept (default: a private directory\n"
+	"                       under $TMPDIR or /var/tmp, removed at exit); one process\n"
+	"                       at a time: a directory the daemon or another mount uses is\n"
+	"                       refused\n"
 	"  --cache-max BYTES    bound of the cache directory, e.g. 512M, 10G (default: 20G,\n"
 	"                       at most half of its filesystem); least recently used chunks\n"
 	"                       are evicted\n"
@@ -117,6 +122,39 @@ static void on_signal(struct sg_loop *loop, int signo, void *ud)
 	sg_loop_stop(loop);
 }
 
+/* Without --cache the chunks go to a private directory, removed at exit: nothing is left
+ * in the working directory, and nothing is shared with another process.  $TMPDIR if set,
+ * else /var/tmp (on disk, unlike a tmpfs /tmp: a layer's chunks can be large). */
+static int make_private_cache(char *out, size_t cap)
+{
+	const char *base = getenv("TMPDIR");
+
+	if (!base || !*base)
+		base = "/var/tmp";
+	if (snprintf(out, cap, "%s/stargzd-mount-XXXXXX", base) >= (int)cap)
+		return -ENAMETOOLONG;
+	if (!mkdtemp(out))
+		return -errno;
+	return 0;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)ftw;
+	if ((flag == FTW_DP ? rmdir(path) : unlink(path)) < 0 && errno != ENOENT)
+		sg_warn("cannot remove %s: %s", path, strerror(errno));
+	return 0;
+}
+
+/* Removes the private cache directory and everything in it (no symlink is followed, no
+ * other filesystem entered). */
+static void remove_private_cache(const char *dir)
+{
+	if (nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) < 0 && errno != ENOENT)
+		sg_warn("cannot remove %s: %s", dir, strerror(errno));
+}
+
 /* sha256 of a local file, for its cache directory name. */
 static int file_digest(const char *path, char out[SG_DIGEST_STRLEN + 1])
 {
@@ -159,7 +197,7 @@ int sg_mount_command(int argc, char **argv)
 		{ 0 },
 	};
 	struct mount_state m = { .result = 0 };
-	const char *toc_digest = NULL, *cache = "./stargzd-cache", *insecure[8];
+	const char *toc_digest = NULL, *cache = NULL, *insecure[8];
 	size_t n_insecure = 0;
 	bool skip_verify = false, plain_http = false, prefetch = true, background = true;
 	bool passthrough = true;
@@ -167,6 +205,7 @@ int sg_mount_command(int argc, char **argv)
 	struct sg_registry *reg = NULL;
 	struct sg_remote *remote = NULL;
 	char digest[SG_DIGEST_STRLEN + 1], cache_abs[PATH_MAX], err[1024];
+	char private_cache[PATH_MAX] = "";
 	int c, r;
 
 	optind = 1;
@@ -226,15 +265,6 @@ int sg_mount_command(int argc, char **argv)
 		fprintf(stderr, "stargzd mount: give --toc-digest (or --skip-verify to mount unverified)\n");
 		return 2;
 	}
-	if (mkdir(cache, 0700) < 0 && errno != EEXIST) {
-		fprintf(stderr, "stargzd mount: cannot create %s: %s\n", cache, strerror(errno));
-		return 1;
-	}
-	if (!realpath(cache, cache_abs)) {
-		fprintf(stderr, "stargzd mount: %s: %s\n", cache, strerror(errno));
-		return 1;
-	}
-
 	signal(SIGPIPE, SIG_IGN);
 	r = sg_loop_new(NULL, &m.loop);
 	if (r < 0) {
@@ -247,6 +277,30 @@ int sg_mount_command(int argc, char **argv)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
 	(void)sg_loop_watch_signals(m.loop, &set, on_signal, &m);
+
+	/* From here on SIGINT/SIGTERM wait for the loop, so the private directory made next is
+	 * always removed at the end below, whatever fails in between. */
+	if (!cache) {
+		r = make_private_cache(private_cache, sizeof(private_cache));
+		if (r < 0) {
+			fprintf(stderr, "stargzd mount: cannot create a cache directory under %s: %s\n",
+				getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/var/tmp",
+				strerror(-r));
+			goto out;
+		}
+		cache = private_cache;
+		sg_info("cache %s (removed at exit; --cache DIR keeps one)", cache);
+	}
+	if (mkdir(cache, 0700) < 0 && errno != EEXIST) {
+		r = -errno;
+		fprintf(stderr, "stargzd mount: cannot create %s: %s\n", cache, strerror(-r));
+		goto out;
+	}
+	if (!realpath(cache, cache_abs)) {
+		r = -errno;
+		fprintf(stderr, "stargzd mount: %s: %s\n", cache, strerror(-r));
+		goto out;
+	}
 
 	struct sg_blob_opener opener = { .open = file_open, .ctx = &m };
 	if (!m.blob) {
@@ -271,6 +325,11 @@ int sg_mount_command(int argc, char **argv)
 		.cache_max_bytes = cache_max,
 	};
 	r = sg_remote_new(m.loop, &cfg, &opener, &remote);
+	if (r == -EBUSY) {
+		fprintf(stderr, "stargzd mount: cache directory %s is in use by another stargzd "
+			"(pid %ld)\n", cache_abs, sg_cache_lock_owner(cache_abs));
+		goto out;
+	}
 	if (r < 0) {
 		fprintf(stderr, "stargzd mount: %s: %s\n", cache_abs, strerror(-r));
 		goto out;
@@ -295,15 +354,26 @@ int sg_mount_command(int argc, char **argv)
 	if (!m.done) {
 		/* Exiting closes the FUSE session: the kernel answers whatever is still waiting. */
 		sg_warn("unmount did not finish in time; exiting anyway");
+		if (private_cache[0])
+			remove_private_cache(private_cache);
 		return 1;
 	}
 out:
-	if (reg)
-		sg_registry_free(reg);
+	/* Cancel the registry's work, deliver every completion, then free owners before what
+	 * they use (the layer's blob source points into the registry). */
+	sg_registry_shutdown(reg);
 	(void)sg_loop_drain(m.loop, 2000);
 	if (sg_loop_pending(m.loop) == 0) {
 		sg_remote_free(remote);
+		/* A layer that never released its blob source (a stuck unmount) keeps the
+		 * registry in use: leave it to the exit rather than crash in its free check. */
+		if (sg_registry_busy(reg))
+			sg_warn("the registry client is still in use at exit; not freed");
+		else
+			sg_registry_free(reg);
 		sg_loop_free(m.loop);
 	}
+	if (private_cache[0])
+		remove_private_cache(private_cache);
 	return r < 0 ? 1 : 0;
 }

@@ -811,6 +811,12 @@ int sg_snapshot_service_new(struct sg_loop *loop, struct sg_snapshots *snapshots
 
 void sg_snapshot_service_free(struct sg_snapshot_service *svc)
 {
+	if (!svc)
+		return;
+	/* The retry timer, lazy mounts waiting for their layer and restores all call back
+	 * into svc: sg_snapshot_service_shutdown and its done callback come first. */
+	SG_FREE_CHECK(sg_op_busy(&svc->restore_timer) || !sg_list_empty(&svc->pending) ||
+		      svc->restoring > 0, "snapshot service");
 	free(svc);
 }
 
@@ -882,6 +888,7 @@ void sg_snapshot_service_restore(struct sg_snapshot_service *svc)
 	if (!svc->remote || svc->stopping)
 		return;
 	(void)sg_snapshots_foreach_remote(svc->snapshots, restore_snapshot, svc);
+	/* Refused only while the loop drains: then there is no later retry to schedule. */
 	if (!sg_op_busy(&svc->restore_timer))
 		(void)sg_timer_start(svc->loop, &svc->restore_timer, RESTORE_RETRY_NS, restore_tick);
 }

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <time.h>
@@ -43,6 +44,7 @@ struct sg_cache {
 	struct sg_loop *loop;
 	char root[PATH_MAX];
 	int root_fd;
+	int lock_fd;                  /* SG_CACHE_LOCK_NAME, flock'ed for the cache's lifetime */
 	uint32_t block;
 	uint64_t max, bytes, idle_bytes;
 	uint32_t clock;
@@ -176,6 +178,50 @@ static int scan_root(struct sg_cache *c)
 
 static void schedule_evict(struct sg_cache *c);
 
+/* One sg_cache per directory, across processes: a second one (`stargzd mount` beside the
+ * daemon on its root) would evict, punch and remove what the first one serves, and its
+ * accounting would be wrong.  The lock file is neither a layer name nor .trash-*, so the
+ * walk, the accounting and the eviction never see it.  The pid is only a hint for the
+ * message of the one refused. */
+static int take_lock(struct sg_cache *c)
+{
+	char pid[24];
+	int n;
+
+	c->lock_fd = openat(c->root_fd, SG_CACHE_LOCK_NAME, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (c->lock_fd < 0)
+		return -errno;
+	if (flock(c->lock_fd, LOCK_EX | LOCK_NB) < 0)
+		return errno == EWOULDBLOCK ? -EBUSY : -errno;
+	n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+	if (ftruncate(c->lock_fd, 0) < 0)
+		return -errno;
+	if (pwrite(c->lock_fd, pid, (size_t)n, 0) != n)
+		return -EIO;
+	return 0;
+}
+
+long sg_cache_lock_owner(const char *root)
+{
+	char path[PATH_MAX], buf[24];
+	ssize_t n;
+	long pid;
+	int fd;
+
+	if (snprintf(path, sizeof(path), "%s/" SG_CACHE_LOCK_NAME, root) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -ENODATA;
+	buf[n] = '\0';
+	pid = strtol(buf, NULL, 10);
+	return pid > 0 ? pid : -ENODATA;
+}
+
 int sg_cache_new(struct sg_loop *loop, const char *root, uint64_t max_bytes,
 		 struct sg_cache **ret)
 {
@@ -190,6 +236,7 @@ int sg_cache_new(struct sg_loop *loop, const char *root, uint64_t max_bytes,
 	sg_list_init(&c->idle);
 	sg_list_init(&c->layers);
 	sg_op_init(&c->evict_op);
+	c->root_fd = c->lock_fd = -1;
 	if (mkdir(root, 0700) < 0 && errno != EEXIST) {
 		r = -errno;
 		goto fail;
@@ -199,19 +246,25 @@ int sg_cache_new(struct sg_loop *loop, const char *root, uint64_t max_bytes,
 		r = -errno;
 		goto fail;
 	}
+	r = take_lock(c);
+	if (r < 0)
+		goto fail;
 	c->block = fstatvfs(c->root_fd, &sv) == 0 && sv.f_frsize >= 512 && sv.f_frsize <= (1u << 20)
 		   ? (uint32_t)sv.f_frsize : 4096u;
 	c->max = max_bytes ? max_bytes : sg_cache_default_max(root);
 	r = scan_root(c);
-	if (r < 0) {
-		close(c->root_fd);
+	if (r < 0)
 		goto fail;
-	}
+	/* No eviction starts here, even over the bound: a constructor starts no work, so a
+	 * caller that fails after this can free the cache at once.  The first attach, reserve
+	 * or sg_cache_set_max evicts. */
 	*ret = c;
-	if (c->bytes > c->max)
-		schedule_evict(c);
 	return 0;
 fail:
+	if (c->lock_fd >= 0)
+		close(c->lock_fd);
+	if (c->root_fd >= 0)
+		close(c->root_fd);
 	free(c);
 	return r;
 }
@@ -222,6 +275,8 @@ void sg_cache_free(struct sg_cache *c)
 
 	if (!c)
 		return;
+	/* evict_op points into c until its callback has run. */
+	SG_FREE_CHECK(sg_op_busy(&c->evict_op), "cache (an eviction is posted)");
 	while ((n = sg_list_pop(&c->idle))) {
 		struct idle_dir *e = sg_container_of(n, struct idle_dir, link);
 		if (e->d)
@@ -231,6 +286,7 @@ void sg_cache_free(struct sg_cache *c)
 	while ((n = sg_list_pop(&c->layers)))
 		sg_container_of(n, struct sg_cache_layer, link)->c = NULL;
 	close(c->root_fd);
+	close(c->lock_fd);   /* releases the directory to the next process */
 	free(c);
 }
 
@@ -383,13 +439,17 @@ static void evict_cb(struct sg_op *op)
 {
 	struct sg_cache *c = sg_container_of(op, struct sg_cache, evict_op);
 
-	if (op->res == -ECANCELED)
+	/* Background work: not worth delaying a shutdown for (posts are still delivered while
+	 * the loop drains, so stop here rather than evict batch after batch). */
+	if (op->res == -ECANCELED || sg_loop_stopping(c->loop))
 		return;
 	if (c->bytes > watermark(c) && evict_batch(c, watermark(c)) > 0)
 		schedule_evict(c);
 }
 
-/* The rest of an eviction runs from the loop, one batch per iteration. */
+/* The rest of an eviction runs from the loop, one batch per iteration.  The post cannot be
+ * refused (evict_op is idle, and posts are accepted while the loop drains); if it were, the
+ * next reserve would simply evict again. */
 static void schedule_evict(struct sg_cache *c)
 {
 	if (!sg_op_busy(&c->evict_op))

@@ -58,13 +58,23 @@ struct sg_cache_stats {
 	uint64_t refused;            /* writes refused: no room even after eviction */
 };
 
+/* The lock file in the root: flock'ed (exclusive) by the sg_cache using the directory, and
+ * holding its pid. */
+#define SG_CACHE_LOCK_NAME ".lock"
+
 /* Walks `root` (created if missing) and accounts the layer directories found there.
- * max_bytes 0 = sg_cache_default_max(root). */
+ * max_bytes 0 = sg_cache_default_max(root).  Takes ROOT/.lock for the cache's lifetime:
+ * -EBUSY when another sg_cache (another process) uses the directory, see
+ * sg_cache_lock_owner.  Starts no work: an over-full cache is evicted from the first
+ * attach, reserve or set_max. */
 int sg_cache_new(struct sg_loop *loop, const char *root, uint64_t max_bytes,
 		 struct sg_cache **ret);
-/* The loop must have no posted eviction of this cache pending (drained), and every layer
- * detached. */
+/* Aborts (SG_FREE_CHECK) while an eviction is posted: drain the loop first.  Layers still
+ * attached are detached from it. */
 void sg_cache_free(struct sg_cache *c);
+/* The pid recorded in ROOT/.lock (the process that holds, or last held, the directory), or
+ * a negative errno. */
+long sg_cache_lock_owner(const char *root);
 uint64_t sg_cache_default_max(const char *root);
 /* Changes the bound; evicts (from the loop) if the cache is now over it. */
 void sg_cache_set_max(struct sg_cache *c, uint64_t max_bytes);

@@ -638,6 +638,8 @@ int sg_esgz_open(struct sg_range_source *src, const struct sg_esgz_options *opts
 	r = sg_esgz_fail(&req->err, SG_ESGZ_E_IO, -r, "reading the layer failed: %s",
 			 strerror(-r));
 post:
+	/* Cannot fail (req->op is new, and posts are accepted while the loop drains); the
+	 * synchronous refusal only guards that assumption. */
 	if (sg_post(src->loop, &req->op, r, open_fail_posted) < 0) {
 		free(req->tail);
 		free(req);
@@ -649,6 +651,11 @@ done:
 	return 0;
 }
 
+/* Safe at any time, the TOC loader thread included: cancel only sets a flag and cancels a
+ * read in flight.  The thread touches nothing but its own async_parse (a copy of the
+ * member, the footer and the options), which is freed only by parse_done after
+ * pthread_join; req itself is freed only from its callback, which the parse still calls.
+ * There is no free of a request in flight to refuse: it has no free but its callback. */
 void sg_esgz_open_cancel(struct sg_esgz_open *req)
 {
 	if (!req || req->canceled)

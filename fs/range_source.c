@@ -24,6 +24,10 @@ static int file_cancel(struct sg_range_source *src, struct sg_op *op)
 	return sg_op_cancel(op);
 }
 
+/* Owns no op: each read is the caller's own op, so the caller's free check covers it.  It
+ * must not destroy the source before its reads have called back (drain first): a read
+ * still queued for an SQE, or resubmitted to finish a short transfer, would use the
+ * closed fd number. */
 static void file_destroy(struct sg_range_source *src)
 {
 	struct file_source *fs = (struct file_source *)src;

@@ -280,6 +280,8 @@ void sg_conn_cancel(struct sg_conn *c)
 
 void sg_conn_close(struct sg_conn *c)
 {
+	/* A connect attempt or the resolver's pipe read is still in flight on c->op. */
+	SG_FREE_CHECK(sg_conn_busy(c), "TCP connection");
 	if (c->fd >= 0) {
 		close(c->fd);
 		c->fd = -1;

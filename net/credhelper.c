@@ -61,6 +61,10 @@ struct sg_credhelper {
 
 static void entry_free(struct entry *e)
 {
+	/* A run's poll and timer ops point into e: entries are freed only when done (cache
+	 * eviction) or when nothing runs any more (ch_maybe_free). */
+	SG_FREE_CHECK(e->inflight > 0 || sg_op_busy(&e->out_op) || sg_op_busy(&e->exit_op) ||
+		      sg_op_busy(&e->timer), "credential-helper run");
 	sg_list_unlink(&e->link);
 	while (!sg_list_empty(&e->waiters))
 		(void)sg_list_pop(&e->waiters);

@@ -592,7 +592,7 @@ static void conn_maybe_free(struct rconn *c)
 	struct sg_registry *reg = h->reg;
 
 	if (conn_busy(c))
-		return;
+		return;   /* freed by the callback of its last op */
 	sg_tls_free(c->tls);
 	sg_conn_close(&c->tcp);
 	sg_list_unlink(&c->link);
@@ -822,6 +822,8 @@ static void xfer_free(struct xfer *x)
 {
 	struct sg_registry *reg = x->reg;
 
+	/* Its op (the backoff timer or the completion post) points into x. */
+	SG_FREE_CHECK(sg_op_busy(&x->op) || x->c, "registry exchange");
 	sg_list_unlink(&x->link);
 	sg_list_unlink(&x->wait_link);
 	sg_credhelper_wait_cancel(&x->cwait);
@@ -863,10 +865,10 @@ static void xfer_finish(struct xfer *x, int res)
 		(void)sg_op_cancel(&x->op);
 		return;
 	}
-	if (sg_post(x->reg->loop, &x->op, res, on_xfer_posted) < 0) {
-		/* The loop is draining: nothing can be delivered any more. */
+	/* Cannot fail: x->op is idle (tested above) and posts are accepted while the loop
+	 * drains; the fallback only keeps x from leaking should that ever change. */
+	if (sg_post(x->reg->loop, &x->op, res, on_xfer_posted) < 0)
 		xfer_free(x);
-	}
 }
 
 /* The owner no longer wants the exchange: no completion, no more sink calls. */
@@ -895,6 +897,8 @@ static void on_backoff(struct sg_op *op)
 		return;
 	}
 	if (x->finishing) {
+		/* Cannot fail: x->op is idle in its own callback, and posts are accepted while
+		 * the loop drains. */
 		if (sg_post(x->reg->loop, &x->op, x->act_res, on_xfer_posted) < 0)
 			xfer_free(x);
 		return;
@@ -924,6 +928,7 @@ static void xfer_retry_after(struct xfer *x, uint64_t delay)
 		xfer_finish(x, -ENOMEM);
 		return;
 	}
+	/* Refused while the loop drains: the exchange then finishes with that error. */
 	r = sg_timer_start(x->reg->loop, &x->op, delay, on_backoff);
 	if (r < 0)
 		xfer_finish(x, r);
@@ -2039,6 +2044,7 @@ static int ep_target(const struct endpoint *ep, const char *ns, const char *v2pa
 
 static void reg_really_free(struct sg_registry *reg)
 {
+	SG_FREE_CHECK(!sg_list_empty(&reg->xfers), "registry client (an exchange is alive)");
 	while (!sg_list_empty(&reg->tokens)) {
 		struct token *t = sg_container_of(sg_list_pop(&reg->tokens), struct token, link);
 		free(t->value);
@@ -2194,7 +2200,7 @@ fail:
 	return r;
 }
 
-void sg_registry_free(struct sg_registry *reg)
+void sg_registry_shutdown(struct sg_registry *reg)
 {
 	struct sg_list *pos, *tmp;
 
@@ -2213,7 +2219,45 @@ void sg_registry_free(struct sg_registry *reg)
 		while (!sg_list_empty(&h->idle))
 			conn_destroy(sg_container_of(h->idle.next, struct rconn, link));
 	}
-	/* Helpers still running are killed now, not when the last connection closes. */
+	/* Helpers still running are killed now; the credential cache frees itself once their
+	 * ops have completed (it owns them, not us). */
+	sg_credhelper_free(reg->creds);
+	reg->creds = NULL;
+}
+
+/* Everything but the caller's own reference and the idle pooled connections (no op in
+ * flight; sg_registry_free closes them) keeps the registry alive. */
+static unsigned reg_live_refs(const struct sg_registry *reg)
+{
+	unsigned idle = 0;
+
+	for (const struct sg_list *p = reg->hosts.next; p != &reg->hosts; p = p->next) {
+		const struct host *h = sg_container_of(p, struct host, link);
+		for (const struct sg_list *c = h->idle.next; c != &h->idle; c = c->next)
+			idle++;
+	}
+	return reg->refs - 1 - idle;
+}
+
+bool sg_registry_busy(const struct sg_registry *reg)
+{
+	return reg && reg_live_refs(reg) > 0;
+}
+
+void sg_registry_free(struct sg_registry *reg)
+{
+	if (!reg)
+		return;
+	/* An exchange, a connection closing, a blob source or a manifest fetch still points at
+	 * reg: freeing now would be a use-after-free later (sg_registry_shutdown, then run or
+	 * drain the loop, and destroy the blob sources first). */
+	SG_FREE_CHECK(reg_live_refs(reg) > 0, "registry client");
+	reg->closing = true;
+	for (struct sg_list *p = reg->hosts.next; p != &reg->hosts; p = p->next) {
+		struct host *h = sg_container_of(p, struct host, link);
+		while (!sg_list_empty(&h->idle))
+			conn_destroy(sg_container_of(h->idle.next, struct rconn, link));
+	}
 	sg_credhelper_free(reg->creds);
 	reg->creds = NULL;
 	reg_unref(reg);
@@ -2330,6 +2374,9 @@ static void job_complete(struct job *j, int res)
 	sg_op_cb cb = j->cb;
 
 	job_free(j);
+	/* Cannot be lost: the caller's op was idle when the read was accepted and is the job's
+	 * until this post (the caller must not resubmit it meanwhile), and posts are accepted
+	 * while the loop drains. */
 	(void)sg_post(loop, op, res, cb);
 }
 
@@ -2730,6 +2777,7 @@ static void blob_free(struct blob *b)
 {
 	struct sg_registry *reg = b->reg;
 
+	SG_FREE_CHECK(!sg_list_empty(&b->jobs) || sg_op_busy(&b->open_op), "registry blob source");
 	free(b);
 	reg_unref(reg);
 }
@@ -2777,6 +2825,8 @@ static void open_finish(struct blob *b, int res, const char *err)
 {
 	b->open_res = res;
 	sfmt(b->open_err, sizeof(b->open_err), "%s", err ? err : "");
+	/* Cannot fail: open_op is posted once per blob (the opening ends here), and posts are
+	 * accepted while the loop drains. */
 	if (sg_post(b->reg->loop, &b->open_op, res, on_open_posted) < 0)
 		blob_free(b);
 }
@@ -2981,6 +3031,7 @@ static void mget_free(struct mget *g)
 {
 	struct sg_registry *reg = g->reg;
 
+	SG_FREE_CHECK(sg_op_busy(&g->op), "manifest fetch");
 	sg_manifest_free(g->m);
 	free(g->data);
 	free(g);
@@ -3019,6 +3070,8 @@ static void mget_finish(struct mget *g, int res, const char *fmt, ...)
 		va_end(ap);
 	}
 	g->res = res;
+	/* Cannot fail: g->op is posted once (the fetch ends here), and posts are accepted while
+	 * the loop drains. */
 	if (sg_post(g->reg->loop, &g->op, res, on_mget_posted) < 0)
 		mget_free(g);
 }

@@ -95,9 +95,17 @@ struct sg_registry_config {
  * loop's hot path.  On error *reterr (if given) says why, e.g. a malformed config.json. */
 int sg_registry_new(struct sg_loop *loop, const struct sg_registry_config *config,
 		    struct sg_registry **ret, char *reterr, size_t errcap);
-/* Cancels every request in flight (their callbacks run with -ECANCELED from the loop) and
- * releases the registry once the last connection has closed and the last range source is
- * destroyed, so keep running (or drain) the loop afterwards.  NULL is fine. */
+/* Cancels every request in flight (their callbacks run with -ECANCELED from the loop),
+ * closes idle connections, kills credential helpers; new requests are refused with
+ * -ECANCELED.  Then run (or drain) the loop until sg_registry_busy() is false and destroy
+ * the blob sources, and only then sg_registry_free.  NULL is fine. */
+void sg_registry_shutdown(struct sg_registry *r);
+/* True while an exchange, a connection with an op in flight, a blob source or a manifest
+ * fetch is alive (each points at the registry). */
+bool sg_registry_busy(const struct sg_registry *r);
+/* Frees the registry.  Aborts (SG_FREE_CHECK) while sg_registry_busy(): a request in
+ * flight would call back into freed memory.  Idle pooled connections are closed here.
+ * NULL is fine. */
 void sg_registry_free(struct sg_registry *r);
 
 /* ---- blobs ---- */

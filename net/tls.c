@@ -348,8 +348,7 @@ void sg_tls_free(struct sg_tls *t)
 	if (!t)
 		return;
 	/* The kernel may still write into iobuf while an op is in flight: never free then. */
-	if (sg_tls_busy(t))
-		abort();
+	SG_FREE_CHECK(sg_tls_busy(t), "TLS connection");
 	free(t);
 }
 
@@ -403,20 +402,29 @@ static void on_wr_posted(struct sg_op *op)
 	t->wr_cb(t, op->res);
 }
 
+/* Every answer to a caller goes through here.  It cannot be lost: sg_post fails only for an
+ * op in flight (and is accepted during a drain), and each caller op is idle whenever its
+ * *_pending flag is set, since sg_tls_start/read/write set the flag only on an idle op and
+ * every path clears the flag before the one post of that op. */
+static void deliver(struct sg_tls *t, struct sg_op *op, int32_t res, sg_op_cb cb)
+{
+	(void)sg_post(t->loop, op, res, cb);
+}
+
 /* Delivers `res` to every pending caller operation. */
 static void complete_all(struct sg_tls *t, int res)
 {
 	if (t->hs_pending) {
 		t->hs_pending = false;
-		(void)sg_post(t->loop, &t->hs_op, res < 0 ? res : -ECONNRESET, on_hs_posted);
+		deliver(t, &t->hs_op, res < 0 ? res : -ECONNRESET, on_hs_posted);
 	}
 	if (t->rd_pending) {
 		t->rd_pending = false;
-		(void)sg_post(t->loop, &t->rd_op, res, on_rd_posted);
+		deliver(t, &t->rd_op, res, on_rd_posted);
 	}
 	if (t->wr_pending) {
 		t->wr_pending = false;
-		(void)sg_post(t->loop, &t->wr_op, res < 0 ? res : -EPIPE, on_wr_posted);
+		deliver(t, &t->wr_op, res < 0 ? res : -EPIPE, on_wr_posted);
 	}
 }
 
@@ -496,7 +504,7 @@ static void pump(struct sg_tls *t)
 			t->handshaken = true;
 			if (t->hs_pending) {
 				t->hs_pending = false;
-				(void)sg_post(t->loop, &t->hs_op, 0, on_hs_posted);
+				deliver(t, &t->hs_op, 0, on_hs_posted);
 			}
 		}
 		if (t->rd_pending && (st & BR_SSL_RECVAPP)) {
@@ -506,7 +514,7 @@ static void pump(struct sg_tls *t)
 			memcpy(t->rd_buf, buf, n);
 			br_ssl_engine_recvapp_ack(eng, n);
 			t->rd_pending = false;
-			(void)sg_post(t->loop, &t->rd_op, (int32_t)n, on_rd_posted);
+			deliver(t, &t->rd_op, (int32_t)n, on_rd_posted);
 			progress = true;
 		}
 		if (t->wr_pending && (st & BR_SSL_SENDAPP)) {
@@ -523,7 +531,7 @@ static void pump(struct sg_tls *t)
 				 * more data that a request/response protocol will not send. */
 				br_ssl_engine_flush(eng, 0);
 				t->wr_pending = false;
-				(void)sg_post(t->loop, &t->wr_op, (int32_t)t->wr_len, on_wr_posted);
+				deliver(t, &t->wr_op, (int32_t)t->wr_len, on_wr_posted);
 			}
 			progress = true;
 		}

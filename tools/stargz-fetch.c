@@ -427,9 +427,11 @@ int main(int argc, char **argv)
 	}
 	/* Tear down: reads still in flight complete with -ECANCELED, then the loop drains. */
 	sg_range_source_free(a.src);
-	sg_registry_free(a.reg);
-	(void)sg_loop_drain(a.loop, 5000);
-	sg_loop_free(a.loop);
+	sg_registry_shutdown(a.reg);
+	if (sg_loop_drain(a.loop, 5000) == 0) {
+		sg_registry_free(a.reg);
+		sg_loop_free(a.loop);
+	}
 	for (size_t k = 0; k < a.nranges; k++)
 		free(a.ranges[k].buf);
 	for (unsigned k = 0; k < MAX_PARALLEL; k++)

@@ -913,9 +913,16 @@ int sg_timer_start(struct sg_loop *loop, struct sg_op *op, uint64_t timeout_ns, 
 
 int sg_post(struct sg_loop *loop, struct sg_op *op, int32_t res, sg_op_cb cb)
 {
-	int r = op_check(loop, op, cb);
-	if (r < 0)
-		return r;
+	/* Not op_check: a post is accepted while the loop drains.  It starts no work, it
+	 * delivers an answer some owner still owes (a TLS read failed by the drain's cancel,
+	 * an exchange's final result), and refusing it would lose that callback for good.  It
+	 * makes no new state reachable either: a post made an instant before the drain began
+	 * is dispatched by the drain just the same.  A callback that re-posts itself forever
+	 * keeps the drain busy until its deadline, as any spinning owner would. */
+	if (!loop || !op || !cb)
+		return -EINVAL;
+	if (op->state != SG_OPS_IDLE)
+		return -EBUSY;
 	op->flags = 0;
 	op_begin(loop, op, SG_OP_POST, cb);
 	op_make_ready(loop, op, res);

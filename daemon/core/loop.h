@@ -139,7 +139,9 @@ void sg_loop_stop(struct sg_loop *loop);
 bool sg_loop_stopping(const struct sg_loop *loop);
 /* Cancels every op still pending (the signal watcher included) and runs the loop until all
  * have completed, delivering their callbacks.  From then on every submit helper refuses with
- * -ECANCELED (and no callback).  Returns 0, or -ETIMEDOUT after timeout_ms. */
+ * -ECANCELED (and no callback), except sg_post: a post delivers a result that is already
+ * owed, so it is still accepted and dispatched before the drain returns (see sg_post).
+ * Returns 0, or -ETIMEDOUT after timeout_ms. */
 int sg_loop_drain(struct sg_loop *loop, int timeout_ms);
 /* Ops submitted and not yet dispatched. */
 unsigned sg_loop_pending(const struct sg_loop *loop);
@@ -241,7 +243,10 @@ int sg_raw(struct sg_loop *loop, struct sg_op *op, sg_op_prep_fn prep, sg_op_cb 
 int sg_timer_start(struct sg_loop *loop, struct sg_op *op, uint64_t timeout_ns, sg_op_cb cb);
 
 /* Completes op with `res` on the next dispatch, without touching the kernel: for answers that
- * are known at once but must not be delivered from inside the caller's stack. */
+ * are known at once but must not be delivered from inside the caller's stack.  Accepted
+ * during sg_loop_drain too (the drain dispatches it), so it fails only with -EINVAL or with
+ * -EBUSY for an op still in flight: an owner that posts an idle op of its own cannot lose
+ * the completion, at shutdown or ever. */
 int sg_post(struct sg_loop *loop, struct sg_op *op, int32_t res, sg_op_cb cb);
 
 #endif

@@ -4,7 +4,8 @@
  * and ends with "N passed, N failed" (plus ", N skipped"); its exit code is 1 if any failed.
  *
  * Inside a test: CHECK(cond), CHECK_EQ(a, b) for integers, CHECK_STR(a, b), CHECK_MEM(a, b, n),
- * SKIP("why").  A failing check prints where and why, and ends the test.
+ * CHECK_ABORTS(stmt) (stmt, run in a forked child, must end in SIGABRT: the free checks of
+ * owners of ops), SKIP("why").  A failing check prints where and why, and ends the test.
  * Run one test: ./test_x NAME.  Set TEST_TIMEOUT (seconds, default 60) to change the limit. */
 #ifndef STARGZD_TEST_H
 #define STARGZD_TEST_H
@@ -37,6 +38,28 @@ static int test_count;
 			test_cases[test_count++] = (struct test_case){ #name, test_##name }; \
 	} \
 	static void test_##name(void)
+
+/* Runs `stmt` in a forked child (its stderr, the expected abort message, discarded) and
+ * checks that it died of SIGABRT.  Ending normally, or of anything else, fails. */
+#define CHECK_ABORTS(stmt) \
+	do { \
+		int st_; \
+		pid_t pid_ = fork(); \
+		if (pid_ < 0) \
+			TEST_FAIL("fork failed"); \
+		if (pid_ == 0) { \
+			FILE *null_ = freopen("/dev/null", "w", stderr); \
+			(void)null_; \
+			stmt; \
+			_exit(0); \
+		} \
+		if (waitpid(pid_, &st_, 0) != pid_) \
+			TEST_FAIL("waitpid failed"); \
+		if (!WIFSIGNALED(st_) || WTERMSIG(st_) != SIGABRT) \
+			TEST_FAIL("%s did not abort (%s %d)", #stmt, \
+				  WIFSIGNALED(st_) ? "signal" : "exit status", \
+				  WIFSIGNALED(st_) ? WTERMSIG(st_) : WEXITSTATUS(st_)); \
+	} while (0)
 
 #define TEST_FAIL(...) \
 	do { \

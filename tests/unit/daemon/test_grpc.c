@@ -955,4 +955,15 @@ TEST(adopt_and_idle_shutdown)
 	env_finish(&e);
 }
 
+/* The server's free with its accept still in flight aborts: the accept op points into it.
+ * Shutdown and its done callback come first (as env_finish does). */
+TEST(server_free_with_accept_in_flight_aborts)
+{
+	struct env e;
+
+	env_init(&e, NULL);
+	CHECK_ABORTS(sg_grpc_server_free(e.server));
+	env_finish(&e);
+}
+
 TEST_MAIN()

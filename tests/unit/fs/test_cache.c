@@ -19,6 +19,8 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #define NFILES 8
 #define FILE_SIZE (1024 * 1024)
@@ -578,6 +580,93 @@ TEST(reader_arriving_while_the_chunk_is_written_is_served)
 	CHECK_EQ(s.second.res, CHUNK);
 	CHECK_MEM(s.buf2, content[0], CHUNK);
 	env_close(&e);
+}
+
+/* An sg_cache over a root holding one directory of a layer not mounted (64 KiB of data). */
+static void make_one_idle_dir(void)
+{
+	char p[600];
+	static uint8_t junk[64 * 1024];
+
+	setup();
+	CHECK_EQ(mkdir(root, 0700), 0);
+	CHECK_EQ(mkdir(layer_dir, 0700), 0);
+	snprintf(p, sizeof(p), "%s/0", layer_dir);
+	FILE *fp = fopen(p, "w");
+	CHECK(fp);
+	memset(junk, 0x5a, sizeof(junk));
+	CHECK_EQ(fwrite(junk, 1, sizeof(junk), fp), sizeof(junk));
+	fclose(fp);
+}
+
+/* Constructors start no work: over its bound already, sg_cache_new posts no eviction (a
+ * caller that fails next can free it at once); the first set_max/attach/reserve evicts.
+ * The free of a cache with its eviction still posted aborts instead of leaving the loop a
+ * pointer into freed memory. */
+TEST(new_starts_no_work_and_free_refuses_a_posted_eviction)
+{
+	struct sg_loop *loop;
+	struct sg_cache *c;
+	struct sg_cache_stats cs;
+
+	make_one_idle_dir();
+	CHECK_EQ(sg_loop_new(NULL, &loop), 0);
+	CHECK_EQ(sg_cache_new(loop, root, 4096, &c), 0);
+	sg_cache_stats(c, &cs);
+	CHECK(cs.bytes > cs.max_bytes);
+	CHECK_EQ(sg_loop_pending(loop), 0);
+	sg_cache_set_max(c, 4096);   /* now it evicts, from the loop */
+	CHECK_EQ(sg_loop_pending(loop), 1);
+	CHECK_ABORTS(sg_cache_free(c));
+	for (int i = 0; i < 100 && sg_loop_pending(loop) > 0; i++)
+		CHECK(sg_loop_run_once(loop, 10) >= 0);
+	sg_cache_stats(c, &cs);
+	CHECK_EQ(cs.idle_dirs, 0);
+	CHECK_EQ(access(layer_dir, F_OK), -1);
+	sg_cache_free(c);
+	CHECK_EQ(sg_loop_drain(loop, 1000), 0);
+	sg_loop_free(loop);
+}
+
+/* One sg_cache per directory, across processes too: a second one (`stargzd mount` beside
+ * the daemon) is refused with -EBUSY and learns the holder's pid; the lock file is neither
+ * counted nor evicted; the directory is free again once the first is freed. */
+TEST(one_cache_per_directory)
+{
+	struct sg_loop *loop;
+	struct sg_cache *c, *c2 = NULL;
+	struct sg_cache_stats cs;
+	char lock[400];
+	int st;
+
+	make_one_idle_dir();
+	CHECK_EQ(sg_loop_new(NULL, &loop), 0);
+	CHECK_EQ(sg_cache_new(loop, root, 0, &c), 0);
+	CHECK_EQ(sg_cache_new(loop, root, 0, &c2), -EBUSY);
+	CHECK(c2 == NULL);
+	CHECK_EQ(sg_cache_lock_owner(root), getpid());
+	/* Another process is refused the same way. */
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		struct sg_cache *c3 = NULL;
+		_exit(sg_cache_new(NULL, root, 0, &c3) == -EBUSY ? 0 : 1);
+	}
+	CHECK_EQ(waitpid(pid, &st, 0), pid);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	/* Evicting everything leaves the lock file alone, and it is not accounted. */
+	snprintf(lock, sizeof(lock), "%s/" SG_CACHE_LOCK_NAME, root);
+	sg_cache_set_max(c, 4096);
+	for (int i = 0; i < 100 && sg_loop_pending(loop) > 0; i++)
+		CHECK(sg_loop_run_once(loop, 10) >= 0);
+	sg_cache_stats(c, &cs);
+	CHECK_EQ(cs.bytes, 0);
+	CHECK_EQ(access(lock, F_OK), 0);
+	sg_cache_free(c);
+	CHECK_EQ(sg_cache_new(loop, root, 0, &c2), 0);
+	sg_cache_free(c2);
+	CHECK_EQ(sg_loop_drain(loop, 1000), 0);
+	sg_loop_free(loop);
 }
 
 TEST_MAIN()

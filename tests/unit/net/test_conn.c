@@ -171,6 +171,30 @@ TEST(cancel_and_reuse)
 	sg_loop_free(loop);
 }
 
+/* sg_conn_close is the conn's free: with a lookup or connect in flight on its op it aborts
+ * (before, it closed the fd and freed the addresses under the in-flight connect). */
+TEST(close_with_connect_in_flight_aborts)
+{
+	struct sg_loop *loop = new_loop();
+	struct sg_conn c;
+	struct result r = { 0 };
+	uint16_t port;
+	int lfd = listener(AF_INET, &port);
+	CHECK(lfd >= 0);
+
+	sg_conn_init(&c, loop);
+	c.data = &r;
+	CHECK_EQ(sg_conn_connect(&c, "127.0.0.1", port, 0, on_conn), 0);
+	CHECK(sg_conn_busy(&c));
+	CHECK_ABORTS(sg_conn_close(&c));
+	run_until(loop, &r.done, 5000);
+	CHECK_EQ(r.res, 0);
+	sg_conn_close(&c);
+	close(lfd);
+	CHECK_EQ(sg_loop_drain(loop, 2000), 0);
+	sg_loop_free(loop);
+}
+
 TEST(bad_arguments)
 {
 	struct sg_loop *loop = new_loop();

@@ -3,11 +3,15 @@
  * on a thread (keep-alive, a bounded pool, exactly one completion per read on destroy). */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "net/registry.h"
 #include "tests/unit/test.h"
@@ -308,8 +312,10 @@ static void setup(struct ctx *c, unsigned max_conns)
 static void teardown(struct ctx *c)
 {
 	sg_range_source_free(c->src);
-	sg_registry_free(c->reg);
+	sg_registry_shutdown(c->reg);
 	CHECK_EQ(sg_loop_drain(c->loop, 5000), 0);
+	CHECK(!sg_registry_busy(c->reg));
+	sg_registry_free(c->reg);
 	sg_loop_free(c->loop);
 }
 
@@ -406,12 +412,66 @@ TEST(registry_free_cancels_open)
 	snprintf(ref, sizeof(ref), "127.0.0.1:%d/test/blob", port);
 	CHECK_EQ(sg_registry_open_blob(c.reg, ref, DIGEST, on_open, &c), 0);
 	CHECK(sg_loop_run_once(c.loop, 50) >= 0);
-	sg_registry_free(c.reg);
+	CHECK(sg_registry_busy(c.reg));
+	sg_registry_shutdown(c.reg);
+	CHECK(!c.opened);   /* from the loop, not from inside the call */
 	for (int i = 0; i < 20 && !c.opened; i++)
 		CHECK(sg_loop_run_once(c.loop, 10) >= 0);
 	CHECK(c.opened);
 	CHECK_EQ(c.open_res, -ECANCELED);
 	CHECK_EQ(sg_loop_drain(c.loop, 5000), 0);
+	CHECK(!sg_registry_busy(c.reg));
+	sg_registry_free(c.reg);
+	sg_loop_free(c.loop);
+}
+
+/* The contract of every owner of ops: its free refuses (aborts) while work is in flight,
+ * instead of leaving the loop a pointer into freed memory.  Before, sg_registry_free with a
+ * read in flight returned and the registry lived on by reference counts, so a caller that
+ * then freed the loop, or the read's owner, left callbacks pointing at freed memory. */
+TEST(registry_free_with_fetch_in_flight_aborts)
+{
+	static struct ctx c;
+	static struct rd rd;
+
+	setup(&c, 1);
+	atomic_store(&delay_ms, 500);
+	sg_op_init(&rd.op);
+	CHECK_EQ(sg_range_read(c.src, 0, 100, rd.buf, &rd.op, on_read), 0);
+	CHECK(sg_loop_run_once(c.loop, 20) >= 0);
+	CHECK(sg_registry_busy(c.reg));
+	CHECK_ABORTS(sg_registry_free(c.reg));
+	/* Even after shutdown: the cancelled read has not called back yet. */
+	sg_registry_shutdown(c.reg);
+	CHECK_ABORTS(sg_registry_free(c.reg));
+	CHECK_EQ(sg_loop_drain(c.loop, 5000), 0);
+	/* The blob source still points at the registry. */
+	CHECK_ABORTS(sg_registry_free(c.reg));
+	sg_range_source_free(c.src);
+	sg_registry_free(c.reg);
+	sg_loop_free(c.loop);
+}
+
+/* The order that is right: shut down, drain, destroy the source, free.  Under ASan this is
+ * the no-leak, no-use-after-free half of the test above. */
+TEST(registry_shutdown_drain_free_with_fetch_in_flight)
+{
+	static struct ctx c;
+	static struct rd rd;
+
+	setup(&c, 1);
+	atomic_store(&delay_ms, 500);
+	sg_op_init(&rd.op);
+	CHECK_EQ(sg_range_read(c.src, 0, 100, rd.buf, &rd.op, on_read), 0);
+	CHECK(sg_loop_run_once(c.loop, 20) >= 0);
+	sg_registry_shutdown(c.reg);
+	CHECK(sg_registry_busy(c.reg));
+	CHECK_EQ(sg_loop_drain(c.loop, 5000), 0);
+	CHECK_EQ(rd.completions, 1);
+	CHECK_EQ(rd.res, -ECANCELED);
+	sg_range_source_free(c.src);   /* the source points into the registry: first */
+	CHECK(!sg_registry_busy(c.reg));
+	sg_registry_free(c.reg);
 	sg_loop_free(c.loop);
 }
 
