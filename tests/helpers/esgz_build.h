@@ -368,4 +368,39 @@ static inline void esgz_gen_node_modules(struct esgz_b *b, unsigned nfiles, uint
 	free(content);
 }
 
+/* A layer of nfiles incompressible files "f0", "f1", ... of file_size bytes each (content
+ * holds them back to back, filled here from a fixed xorshift sequence) in chunk-sized
+ * chunks, written to path.  *ret_toc_digest (may be NULL): the TOC's digest;
+ * *ret_blob_digest (may be NULL): the blob's.  Returns 0, or -1 if the file cannot be
+ * written. */
+static inline int esgz_write_random_files(const char *path, uint8_t *content, int nfiles,
+					  size_t file_size, size_t chunk,
+					  struct sg_digest *ret_toc_digest,
+					  struct sg_digest *ret_blob_digest)
+{
+	uint64_t x = 88172645463325252ull;
+	struct esgz_b b;
+	char name[32];
+
+	for (size_t i = 0; i < (size_t)nfiles * file_size; i++) {
+		x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+		content[i] = (uint8_t)x;
+	}
+	esgz_init(&b, 1);
+	for (int f = 0; f < nfiles; f++) {
+		snprintf(name, sizeof(name), "f%d", f);
+		esgz_add(&b, name, '0', 0644, content + (size_t)f * file_size, file_size, NULL,
+			 chunk, NULL);
+	}
+	esgz_finish(&b, 0, ret_toc_digest);
+	if (ret_blob_digest)
+		sg_sha256(b.blob.p, b.blob.len, ret_blob_digest);
+	FILE *fp = fopen(path, "w");
+	int r = fp && fwrite(b.blob.p, 1, b.blob.len, fp) == b.blob.len ? 0 : -1;
+	if (fp && fclose(fp) != 0)
+		r = -1;
+	esgz_done(&b);
+	return r;
+}
+
 #endif

@@ -42,10 +42,7 @@ static void cleanup(void)
 /* Eight incompressible files of 1 MiB in 256 KiB chunks. */
 static void setup(void)
 {
-	struct esgz_b b;
 	struct sg_digest d;
-	uint64_t x = 88172645463325252ull;
-	char name[32];
 
 	snprintf(dir, sizeof(dir), "/tmp/stargzd-remote-XXXXXX");
 	CHECK(mkdtemp(dir));
@@ -56,25 +53,11 @@ static void setup(void)
 		snprintf(mnt[i], sizeof(mnt[i]), "%s/mnt%d", dir, i);
 		CHECK_EQ(mkdir(mnt[i], 0755), 0);
 	}
-	for (int f = 0; f < NFILES; f++)
-		for (size_t i = 0; i < FILE_SIZE; i++) {
-			x ^= x << 13; x ^= x >> 7; x ^= x << 17;
-			content[f][i] = (uint8_t)x;
-		}
-	esgz_init(&b, 1);
-	for (int f = 0; f < NFILES; f++) {
-		snprintf(name, sizeof(name), "f%d", f);
-		esgz_add(&b, name, '0', 0644, content[f], FILE_SIZE, NULL, CHUNK, NULL);
-	}
-	esgz_finish(&b, 0, &d);
-	sg_digest_format(&d, toc_digest);
-	sg_sha256(b.blob.p, b.blob.len, &d);
+	struct sg_digest td;
+	CHECK_EQ(esgz_write_random_files(blob_path, &content[0][0], NFILES, FILE_SIZE, CHUNK, &td,
+					 &d), 0);
+	sg_digest_format(&td, toc_digest);
 	sg_digest_format(&d, layer_digest);
-	FILE *fp = fopen(blob_path, "w");
-	CHECK(fp);
-	CHECK_EQ(fwrite(b.blob.p, 1, b.blob.len, fp), b.blob.len);
-	fclose(fp);
-	esgz_done(&b);
 }
 
 /* The blob opener: the file, delivered from the loop like a registry's answer. */

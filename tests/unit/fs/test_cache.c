@@ -48,32 +48,14 @@ static void cleanup(void)
 /* Eight files of 1 MiB in 256 KiB chunks, incompressible. */
 static void setup(void)
 {
-	struct esgz_b b;
-	uint64_t x = 88172645463325252ull;
-	char name[32];
-
 	snprintf(dir, sizeof(dir), "/tmp/stargzd-cache-XXXXXX");
 	CHECK(mkdtemp(dir));
 	atexit(cleanup);
 	snprintf(blob_path, sizeof(blob_path), "%s/blob", dir);
 	snprintf(root, sizeof(root), "%s/cache", dir);
 	snprintf(layer_dir, sizeof(layer_dir), "%s/%064x", root, 0x1a7e5);
-	for (int f = 0; f < NFILES; f++)
-		for (size_t i = 0; i < FILE_SIZE; i++) {
-			x ^= x << 13; x ^= x >> 7; x ^= x << 17;
-			content[f][i] = (uint8_t)x;
-		}
-	esgz_init(&b, 1);
-	for (int f = 0; f < NFILES; f++) {
-		snprintf(name, sizeof(name), "f%d", f);
-		esgz_add(&b, name, '0', 0644, content[f], FILE_SIZE, NULL, CHUNK, NULL);
-	}
-	esgz_finish(&b, 0, &toc_digest);
-	FILE *fp = fopen(blob_path, "w");
-	CHECK(fp);
-	CHECK_EQ(fwrite(b.blob.p, 1, b.blob.len, fp), b.blob.len);
-	fclose(fp);
-	esgz_done(&b);
+	CHECK_EQ(esgz_write_random_files(blob_path, &content[0][0], NFILES, FILE_SIZE, CHUNK,
+					 &toc_digest, NULL), 0);
 }
 
 struct env {
