@@ -50,7 +50,7 @@ struct mount_state {
 	struct sg_loop *loop;
 	const char *blob;
 	int result;
-	bool mounted, done, stopping, force;
+	bool done, stopping, force;
 	struct sg_op post_op;
 	sg_blob_open_cb open_cb;
 	void *open_ud;
@@ -87,7 +87,6 @@ static void on_mounted(void *ud, int res, const char *err)
 		sg_loop_stop(m->loop);
 		return;
 	}
-	m->mounted = true;
 	sg_info("mounted; Ctrl-C to unmount");
 }
 
@@ -104,7 +103,6 @@ static void on_lost(void *ud, int64_t key)
 
 	(void)key;
 	sg_info("the mount was removed from outside; exiting");
-	m->mounted = false;   /* released already */
 	sg_loop_stop(m->loop);
 }
 

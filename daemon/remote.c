@@ -104,7 +104,6 @@ struct sg_remote {
 	struct sg_mem_budget *mem;    /* the memory shared by every layer's chunk memory cache */
 	void (*shutdown_cb)(void *);
 	void *shutdown_userdata;
-	unsigned closing;
 	unsigned rl_gone;             /* mounts released, waiting for their source's open */
 };
 
@@ -232,7 +231,7 @@ static struct rlayer *find(struct sg_remote *r, int64_t key)
 bool sg_remote_is_mounted(struct sg_remote *r, int64_t key)
 {
 	struct rlayer *rl = find(r, key);
-	return rl && rl->state == RL_MOUNTED && !rl->lost;
+	return rl && rl->state == RL_MOUNTED;   /* a lost mount is closing already */
 }
 
 void sg_remote_set_lost_handler(struct sg_remote *r, void (*cb)(void *userdata, int64_t key),
@@ -296,51 +295,17 @@ static struct content *content_find(struct sg_remote *r, const char *digest)
 
 static void content_start_load(struct content *c);
 
-/* The content is gone (its layer freed, or its load given up): mounts that arrived while it
- * was closing start over with a fresh one. */
+/* The content is gone: its load given up or its layer freed, nobody waiting for it. */
 static void content_destroy(struct content *c)
 {
 	struct sg_remote *r = c->r;
-	struct sg_list waiting;
 
-	SG_FREE_CHECK(c->layer || c->load_inflight || c->mounts || sg_op_busy(&c->defer_op),
-		      "layer content");
+	SG_FREE_CHECK(c->layer || c->load_inflight || c->mounts || sg_op_busy(&c->defer_op) ||
+		      !sg_list_empty(&c->waiting), "layer content");
 	sg_list_unlink(&c->link);
 	sg_list_unlink(&c->wait_link);
 	sg_range_source_free(c->src);
-	sg_list_init(&waiting);
-	while (!sg_list_empty(&c->waiting))
-		sg_list_insert_tail(&waiting, sg_list_pop(&c->waiting));
-	bool again = !sg_list_empty(&waiting);
-	struct content *next = NULL;
-	if (again) {
-		/* The same identity, loaded anew (the digests were checked when they joined). */
-		next = malloc(sizeof(*next));
-		if (next) {
-			*next = *c;
-			next->state = C_LOADING;
-			next->src = NULL;
-			next->open_req = NULL;
-			next->deferred_tp = NULL;
-			next->wait_link = (struct sg_list){ 0 };
-			sg_op_init(&next->defer_op);
-			sg_list_init(&next->waiting);
-			sg_list_insert_tail(&r->contents, &next->link);
-		}
-	}
 	free(c);
-	struct sg_list *n;
-	while ((n = sg_list_pop(&waiting))) {
-		struct rlayer *rl = sg_container_of(n, struct rlayer, c_link);
-		if (!next) {
-			mount_finished(rl, -ENOMEM, "out of memory");
-			continue;
-		}
-		rl->c = next;
-		sg_list_insert_tail(&next->waiting, &rl->c_link);
-	}
-	if (next)
-		content_start_load(next);
 	maybe_shutdown_done(r);
 }
 
@@ -350,7 +315,14 @@ static void content_layer_closed(void *userdata)
 
 	sg_layer_free(c->layer);
 	c->layer = NULL;
-	content_destroy(c);
+	if (sg_list_empty(&c->waiting)) {
+		content_destroy(c);
+		return;
+	}
+	/* Mounts arrived while it was closing (the digests were checked when they joined):
+	 * the same content, loaded anew. */
+	c->state = C_LOADING;
+	content_start_load(c);
 }
 
 /* A mount of the content went: the last one closes the layer. */
@@ -394,7 +366,7 @@ static void on_stuck(void *userdata, unsigned opcode, uint64_t unique, uint64_t 
 		(unsigned long long)age_ms);
 }
 
-static void release_lost(struct rlayer *rl);
+static void start_unmount(struct rlayer *rl, sg_remote_cb cb, void *userdata);
 
 static void on_fs_lost(void *userdata)
 {
@@ -405,7 +377,7 @@ static void on_fs_lost(void *userdata)
 	sg_warn("layer %s at %s was unmounted from outside stargzd; releasing it", rl->c->digest,
 		rl->mountpoint);
 	rl->lost = true;
-	release_lost(rl);
+	start_unmount(rl, NULL, NULL);
 }
 
 static void rl_source_opened(void *userdata, int res, struct sg_range_source *src,
@@ -427,9 +399,9 @@ static void rl_source_opened(void *userdata, int res, struct sg_range_source *sr
 	}
 }
 
-/* Mounts the content's layer for one waiting mount; false (and the mount finished with the
- * error) on failure. */
-static bool attach(struct rlayer *rl)
+/* Mounts the content's layer for one waiting mount (on failure the mount finishes with the
+ * error). */
+static void attach(struct rlayer *rl)
 {
 	struct sg_remote *r = rl->r;
 	struct content *c = rl->c;
@@ -447,7 +419,7 @@ static bool attach(struct rlayer *rl)
 	if (res < 0) {
 		rl->fs = NULL;
 		mount_finished(rl, res, msg);
-		return false;
+		return;
 	}
 	c->mounts++;
 	rl->state = RL_MOUNTED;
@@ -459,7 +431,6 @@ static bool attach(struct rlayer *rl)
 			rl->src_opening = false;
 	}
 	mount_finished(rl, 0, NULL);
-	return true;
 }
 
 static void on_toc(void *userdata, int res, struct sg_toc *toc, const struct sg_esgz_error *err)
@@ -504,7 +475,7 @@ static void on_toc(void *userdata, int res, struct sg_toc *toc, const struct sg_
 	c->state = C_READY;
 	struct sg_list *n;
 	while ((n = c->waiting.next) != &c->waiting)
-		(void)attach(sg_container_of(n, struct rlayer, c_link));
+		attach(sg_container_of(n, struct rlayer, c_link));
 	if (c->mounts == 0) {
 		/* No mount took it: nothing was started on the layer, so it goes at once. */
 		sg_layer_free(c->layer);
@@ -757,7 +728,7 @@ static void attach_cb(struct sg_op *op)
 		return;
 	}
 	if (c->state == C_READY) {
-		(void)attach(rl);
+		attach(rl);
 		return;
 	}
 	/* The content started closing meanwhile: the mount waits for it to start over. */
@@ -915,11 +886,6 @@ static void start_unmount(struct rlayer *rl, sg_remote_cb cb, void *userdata)
 	rl->userdata = userdata;
 	log_layer_stats(rl, rl->lost ? "lost" : "unmounted");
 	sg_lazyfs_unmount(rl->fs, unmount_fs_done, rl);
-}
-
-static void release_lost(struct rlayer *rl)
-{
-	start_unmount(rl, NULL, NULL);
 }
 
 void sg_remote_unmount(struct sg_remote *r, int64_t key, sg_remote_cb cb, void *userdata)

@@ -111,8 +111,8 @@ struct layer_read {
 struct sg_layer_user {
 	struct sg_layer *layer;
 	/* Where this user's on-demand fetches go (its own image's registry), NULL = the
-	 * layer's.  Kept by the layer after the user leaves: a fetch it started may still be
-	 * serving other users' waiters. */
+	 * layer's.  Owned by the layer (user_srcs): a fetch it started may still be serving
+	 * other users' waiters after the user left. */
 	struct sg_range_source *src;
 	struct sg_list link;           /* on layer->users */
 	struct sg_list reads;          /* struct layer_read, callbacks still owed */
@@ -153,8 +153,8 @@ struct sg_layer {
 	 * such a file is never evicted and its chunks stay trusted. */
 	uint16_t *pins;
 	struct sg_list users;          /* struct sg_layer_user */
-	struct sg_range_source **retired_srcs;   /* of users gone, freed with the layer */
-	size_t n_retired;
+	struct sg_range_source **user_srcs;   /* users' own sources, freed with the layer */
+	size_t n_user_srcs;
 	unsigned n_users;
 	bool started;
 	struct sg_list verify_reqs;    /* struct verify_req: files waiting for a trust check */
@@ -299,7 +299,7 @@ static void mem_evict(struct sg_layer *l, size_t want)
 		return;
 	/* Then the daemon-wide budget: the least recently used chunk of any layer goes. */
 	sg_list_for_each_safe(n, tmp, &b->lru) {
-		if (b->used + b->inflight + want <= b->max_bytes)
+		if (sg_mem_budget_used(b) + want <= b->max_bytes)
 			break;
 		struct mem_entry *e = sg_container_of(n, struct mem_entry, glru);
 		if (!e->refs)
@@ -355,7 +355,7 @@ static void mem_unref(struct sg_layer *l, struct mem_entry *e)
 	/* An entry held by its cache write could not be evicted when the budget last needed
 	 * room: now it can. */
 	if (e->refs == 0 && l->cfg.mem_budget &&
-	    l->cfg.mem_budget->used + l->cfg.mem_budget->inflight > l->cfg.mem_budget->max_bytes)
+	    sg_mem_budget_used(l->cfg.mem_budget) > l->cfg.mem_budget->max_bytes)
 		mem_evict(l, 0);
 }
 
@@ -1004,14 +1004,11 @@ static int batch_start(struct sg_layer *l, struct sg_range_source *src, const ui
 		size_t need = b->len;
 		for (size_t i = 0; i < n; i++)
 			need += (size_t)chunk_at(l, chunks[i])->size;
-		if (background && mb->inflight > 0 && mb->used + mb->inflight + need > mb->max_bytes) {
-			mem_evict(l, need);
-			if (mb->used + mb->inflight + need > mb->max_bytes) {
-				free(b);
-				return -EAGAIN;   /* speculative: later, when memory is back */
-			}
-		}
 		mem_evict(l, need);
+		if (background && mb->inflight > 0 && sg_mem_budget_used(mb) + need > mb->max_bytes) {
+			free(b);
+			return -EAGAIN;   /* speculative: later, when memory is back */
+		}
 		mb->inflight += need;
 		b->charged = need;
 	}
@@ -1347,11 +1344,8 @@ static void verify_continue(struct sg_layer *l)
 		const struct sg_toc_node *n = sg_toc_node(l->toc, v->node);
 		uint32_t end = n->first_chunk + n->nchunks;
 		bool trusted;
-		if (l->closing || v->user->closing) {
-			/* Its chunks in flight finish on their own (verify_inflight); the next
-			 * request starts at its own first chunk. */
+		if (l->closing) {
 			sg_list_unlink(&v->link);
-			l->verify_chunk = 0;
 			verify_deliver(l, v, -ECANCELED);
 			continue;
 		}
@@ -1745,18 +1739,6 @@ static void user_done_cb(struct sg_op *op)
 
 	sg_list_unlink(&u->link);
 	l->n_users--;
-	if (u->src) {
-		struct sg_range_source **t = realloc(l->retired_srcs,
-						     (l->n_retired + 1) * sizeof(*t));
-		if (t) {
-			l->retired_srcs = t;
-			t[l->n_retired++] = u->src;
-		} else {
-			/* no room to keep it: its ops, if any, are in the layer's group, which
-			 * only ends with the layer; wait for that is not possible here, so keep
-			 * it leaked rather than freed under an op */
-		}
-	}
 	free(u);
 	done(ud);
 }
@@ -1792,10 +1774,18 @@ static void read_cancel(struct layer_read *r)
 
 void sg_layer_user_set_source(struct sg_layer_user *u, struct sg_range_source *src)
 {
-	if (u->src || u->closing) {
-		sg_range_source_free(src);   /* one per user; a leaving user fetches nothing */
+	struct sg_layer *l = u->layer;
+	struct sg_range_source **t;
+
+	/* One per user; a leaving user fetches nothing; without room to keep it the user
+	 * goes on with the layer's source. */
+	if (u->src || u->closing ||
+	    !(t = realloc(l->user_srcs, (l->n_user_srcs + 1) * sizeof(*t)))) {
+		sg_range_source_free(src);
 		return;
 	}
+	l->user_srcs = t;
+	t[l->n_user_srcs++] = src;
 	u->src = src;
 }
 
@@ -1894,9 +1884,9 @@ void sg_layer_free(struct sg_layer *l)
 	free(l->trusted);
 	free(l->pins);
 	sg_gz_free(l->gz);
-	for (size_t i = 0; i < l->n_retired; i++)
-		sg_range_source_free(l->retired_srcs[i]);
-	free(l->retired_srcs);
+	for (size_t i = 0; i < l->n_user_srcs; i++)
+		sg_range_source_free(l->user_srcs[i]);
+	free(l->user_srcs);
 	sg_range_source_free(l->src);
 	sg_toc_free(l->toc);
 	free(l);

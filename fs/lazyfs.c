@@ -149,7 +149,6 @@ struct sg_lazyfs {
 	bool stopping;
 	bool mounted;
 	bool unmounting;              /* sg_lazyfs_unmount ran (else a stop is a lost mount) */
-	bool lost_reported;
 	struct sg_op lost_op;
 	void (*done)(void *);
 	void *done_userdata;
@@ -1027,9 +1026,8 @@ static void lost_cb(struct sg_op *op)
  * the owner, from a posted op so that it may unmount and free at once. */
 static void maybe_report_lost(struct sg_lazyfs *fs)
 {
-	if (!fs->stopping || fs->unmounting || fs->lost_reported)
+	if (!fs->stopping || fs->unmounting || fs->stats.lost)
 		return;
-	fs->lost_reported = true;
 	fs->stats.lost = true;
 	sg_op_set_group(&fs->lost_op, &fs->group);
 	(void)sg_post(fs->loop, &fs->lost_op, 0, lost_cb);   /* draining: we are going anyway */
