@@ -364,4 +364,69 @@ TEST(another_toc_digest_for_a_mounted_layer_is_refused)
 	env_close(&e);
 }
 
+/* A mount of a layer whose last mount is going: it arrives while the layer closes (from the
+ * unmount's own callback, between the close's start and its end), waits for the close, and
+ * gets the same content loaded anew; its reads are right. */
+struct remount {
+	struct env *e;
+	struct mount_res m;
+	bool unmounted;
+};
+
+static void unmounted_then_mount(void *ud, int res, const char *err)
+{
+	struct remount *rm = ud;
+
+	(void)err;
+	CHECK_EQ(res, 0);
+	rm->unmounted = true;
+	mount_layer(rm->e, 2, mnt[1], toc_digest, &rm->m, 0);
+}
+
+static int child_read_f3(void)
+{
+	static uint8_t buf[FILE_SIZE];
+	char path[400];
+
+	snprintf(path, sizeof(path), "%s/f3", mnt[1]);
+	return check_bytes("f3 through the remount", buf, read_path(path, buf, sizeof(buf)), 3);
+}
+
+TEST(mount_arriving_while_the_layer_closes_loads_it_anew)
+{
+	struct env e;
+	struct mount_res m = { 0 };
+	struct remount rm = { .e = &e };
+
+	setup();
+	env_open(&e, 0);
+	mount_layer(&e, 1, mnt[0], toc_digest, &m, 0);
+	wait_mounted(&e, &m, 1);
+	CHECK_EQ(m.res, 0);
+	sg_remote_unmount(e.remote, 1, unmounted_then_mount, &rm);
+	double end = test_now_ms() + 10000;
+	while (!rm.m.done && test_now_ms() < end)
+		CHECK(sg_loop_run_once(e.loop, 20) >= 0);
+	CHECK(rm.unmounted);
+	CHECK(rm.m.done);
+	CHECK_EQ(rm.m.res, 0);
+	CHECK_EQ(opens, 2);   /* the layer was closed, so its TOC was fetched again */
+	CHECK(sg_remote_is_mounted(e.remote, 2));
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0)
+		_exit(child_read_f3());
+	for (end = test_now_ms() + 30000;;) {
+		int status;
+		if (waitpid(pid, &status, WNOHANG) == pid) {
+			CHECK(WIFEXITED(status));
+			CHECK_EQ(WEXITSTATUS(status), 0);
+			break;
+		}
+		CHECK(test_now_ms() < end);
+		CHECK(sg_loop_run_once(e.loop, 10) >= 0);
+	}
+	env_close(&e);
+}
+
 TEST_MAIN()
