@@ -523,20 +523,15 @@ TEST(complete_verified_files_are_passed_through)
 	env_close(&e);
 }
 
-TEST(corrupt_blob_never_serves_a_wrong_byte)
+/* Flips bytes inside the compressed member of big.bin's chunk `index`: either the deflate
+ * stream or the chunk digest must reject it. */
+static void corrupt_big_chunk(unsigned index)
 {
-	struct env e = { 0 };
-	struct sg_layer_config cfg = { .window_bytes = 1 };
-	struct sg_layer_stats st;
-
-	setup(false);
-	/* Flip bytes inside the compressed member of big.bin's third chunk: either the deflate
-	 * stream or the chunk digest must reject it. */
 	struct sg_toc *toc = test_load_toc_file(blob_path, &toc_digest);
 	FILE *f = fopen(blob_path, "r+");
 	CHECK(f);
 	const struct sg_toc_node *n = sg_toc_node(toc, sg_toc_lookup_path(toc, "data/big.bin"));
-	const struct sg_toc_chunk *c = &sg_toc_chunks(toc, n)[2];
+	const struct sg_toc_chunk *c = &sg_toc_chunks(toc, n)[index];
 	uint64_t mid = c->offset + (c->next_offset - c->offset) / 2;
 	fseek(f, (long)mid, SEEK_SET);
 	uint8_t junk[16];
@@ -544,7 +539,16 @@ TEST(corrupt_blob_never_serves_a_wrong_byte)
 	fwrite(junk, 1, sizeof(junk), f);
 	fclose(f);
 	sg_toc_free(toc);
+}
 
+TEST(corrupt_blob_never_serves_a_wrong_byte)
+{
+	struct env e = { 0 };
+	struct sg_layer_config cfg = { .window_bytes = 1 };
+	struct sg_layer_stats st;
+
+	setup(false);
+	corrupt_big_chunk(2);
 	env_open(&e, &cfg);
 	CHECK_EQ(run_child(&e, child_read_big_expect_eio), 0);
 	sg_layer_stats(e.layer, &st);
@@ -714,6 +718,70 @@ TEST(background_fetch_starts_after_an_ondemand_read_outlives_prefetch)
 	CHECK_EQ(done, 1);
 	CHECK(st.prefetch_done);
 	CHECK_MEM(buf, big + 2 * 1024 * 1024, sizeof(buf));
+	env_close(&e);
+}
+
+/* Two of everything on one layer, driven directly: two readers of one bad chunk both get
+ * EIO, once each; a second user leaves while it and the first user wait on one good chunk:
+ * its read ends with -ECANCELED, once, and the first user's read of that chunk still gets
+ * the right bytes. */
+struct once {
+	int calls;
+	ssize_t res;
+};
+
+static void once_cb(void *ud, ssize_t res)
+{
+	struct once *o = ud;
+	o->calls++;
+	o->res = res;
+}
+
+TEST(two_readers_of_a_bad_chunk_and_a_user_leaving_mid_read)
+{
+	struct env e = { 0 };
+	struct sg_layer_config cfg = { .window_bytes = 1 };
+	struct sg_layer_user *other;
+	static uint8_t b1[4096], b2[4096], b3[4096], b4[4096], b6[4096];
+	struct once r1 = { 0 }, r2 = { 0 }, r3 = { 0 }, r4 = { 0 }, r6 = { 0 };
+	bool other_done = false;
+
+	setup(false);
+	corrupt_big_chunk(2);
+	env_open(&e, &cfg);
+	CHECK_EQ(sg_layer_user_new(e.layer, &other), 0);
+	uint32_t node = sg_toc_lookup_path(sg_layer_toc(e.layer), "data/big.bin");
+	uint64_t bad = 2ull << 20, good = 1ull << 20;
+	CHECK_EQ(sg_layer_read(e.user, node, bad, sizeof(b1), b1, once_cb, &r1), 0);
+	CHECK_EQ(sg_layer_read(e.user, node, bad + 4096, sizeof(b6), b6, once_cb, &r6), 0);
+	CHECK_EQ(sg_layer_read(other, node, bad + 8192, sizeof(b2), b2, once_cb, &r2), 0);
+	CHECK_EQ(sg_layer_read(e.user, node, good, sizeof(b3), b3, once_cb, &r3), 0);
+	CHECK_EQ(sg_layer_read(other, node, good, sizeof(b4), b4, once_cb, &r4), 0);
+	sg_layer_user_close(other, on_closed, &other_done);
+	double end = test_now_ms() + 5000;
+	while ((!r1.calls || !r6.calls || !r3.calls || !other_done) && test_now_ms() < end)
+		CHECK(sg_loop_run_once(e.loop, 10) >= 0);
+	for (int i = 0; i < 20; i++)   /* no second callback may follow */
+		CHECK(sg_loop_run_once(e.loop, 5) >= 0);
+	CHECK_EQ(r1.calls, 1);
+	CHECK_EQ(r1.res, -EIO);
+	CHECK_EQ(r6.calls, 1);
+	CHECK_EQ(r6.res, -EIO);
+	CHECK_EQ(r2.calls, 1);
+	CHECK_EQ(r2.res, -ECANCELED);
+	CHECK_EQ(r3.calls, 1);
+	CHECK_EQ(r3.res, (ssize_t)sizeof(b3));
+	CHECK_MEM(b3, big + good, sizeof(b3));
+	CHECK_EQ(r4.calls, 1);
+	CHECK_EQ(r4.res, -ECANCELED);
+	CHECK(other_done);
+	/* And the bad chunk read again by the remaining user: EIO again, never its bytes. */
+	struct once r5 = { 0 };
+	CHECK_EQ(sg_layer_read(e.user, node, bad, sizeof(b1), b1, once_cb, &r5), 0);
+	while (!r5.calls && test_now_ms() < end + 5000)
+		CHECK(sg_loop_run_once(e.loop, 10) >= 0);
+	CHECK_EQ(r5.calls, 1);
+	CHECK_EQ(r5.res, -EIO);
 	env_close(&e);
 }
 
