@@ -27,9 +27,12 @@
 #define BACKGROUND_RETRY_NS (50ull * 1000000u)
 #define DEFAULT_BACKGROUND_DELAY_NS (5ull * 1000000000u)
 #define VERIFY_PARALLEL 2     /* chunks read back at once by a trust check */
-/* After the fetch of a chunk failed (the source gave up after its retries), on-demand reads
- * of that chunk fail at once for this long: the kernel retries a failed readahead page by
- * page, and each retry would otherwise wait out the whole retry budget again. */
+/* After the fetch of a chunk failed (the source gave up after its retries, or the bytes did
+ * not verify), the readers that waited for it get EIO at once for this long when they ask
+ * for that chunk again: the kernel retries a failed readahead page by page, in the reading
+ * process, and each retry would otherwise wait out the whole retry budget again.  Only those
+ * readers: another process (a new container, a user trying again once the registry is back)
+ * gets a fetch of its own. */
 #define FAILED_HOLD_NS (300ull * 1000000u)
 #define FAILED_RING 16
 
@@ -96,6 +99,7 @@ struct layer_read {
 	sg_layer_read_cb cb;
 	void *userdata;
 	uint8_t *buf;
+	uint32_t reader;           /* the reading process, for the failure hold */
 	uint32_t file;
 	uint64_t offset;
 	size_t len;
@@ -176,7 +180,8 @@ struct sg_layer {
 
 	unsigned ondemand_inflight;
 	uint64_t last_ondemand_ns;      /* when an on-demand fetch last started or ended */
-	struct { uint32_t chunk; uint64_t ns; } failed[FAILED_RING];   /* recent fetch failures */
+	/* Recent fetch failures, by chunk and by reader that saw them. */
+	struct { uint32_t chunk, reader; uint64_t ns; } failed[FAILED_RING];
 	unsigned failed_next;
 	unsigned reads_inflight;
 	unsigned batches_inflight;
@@ -919,11 +924,34 @@ static void batch_free(struct fetch_batch *b)
 	free(b);
 }
 
-static void note_failed(struct sg_layer *l, uint32_t chunk)
+static int failure_slot(const struct sg_layer *l, uint32_t chunk, uint32_t reader)
 {
-	l->failed[l->failed_next].chunk = chunk;
-	l->failed[l->failed_next].ns = sg_now_ns();
-	l->failed_next = (l->failed_next + 1) % FAILED_RING;
+	for (unsigned i = 0; i < FAILED_RING; i++)
+		if (l->failed[i].ns && l->failed[i].chunk == chunk && l->failed[i].reader == reader)
+			return (int)i;
+	return -1;
+}
+
+static bool failure_held(const struct sg_layer *l, uint32_t chunk, uint32_t reader)
+{
+	int i = failure_slot(l, chunk, reader);
+	return i >= 0 && sg_now_ns() - l->failed[i].ns < FAILED_HOLD_NS;
+}
+
+/* Remembers the failure of j's chunk for each reader waiting on it (before they are woken). */
+static void note_failed(struct sg_layer *l, const struct chunk_job *j)
+{
+	for (const struct sg_list *n = j->waiters.next; n != &j->waiters; n = n->next) {
+		uint32_t reader = sg_container_of(n, struct read_part, link)->r->reader;
+		int i = failure_slot(l, j->chunk, reader);
+		if (i < 0) {
+			i = (int)l->failed_next;
+			l->failed_next = (l->failed_next + 1) % FAILED_RING;
+		}
+		l->failed[i].chunk = j->chunk;
+		l->failed[i].reader = reader;
+		l->failed[i].ns = sg_now_ns();
+	}
 }
 
 static void batch_fetched(struct sg_op *op)
@@ -942,7 +970,7 @@ static void batch_fetched(struct sg_op *op)
 		}
 		if (!res_is(op->res, b->len) || l->closing) {
 			if (!l->closing && op->res != -ECANCELED)
-				note_failed(l, j->chunk);
+				note_failed(l, j);
 			job_fail(j, l->closing ? -ECANCELED : -EIO);
 			continue;
 		}
@@ -960,7 +988,7 @@ static void batch_fetched(struct sg_op *op)
 			 * the kernel's page-by-page retry must not fetch it again each time. */
 			if (err.code != SG_ESGZ_E_NOMEM && err.code != SG_ESGZ_E_CANCELED) {
 				report_bad_chunk(l, j->chunk, c->file_offset, false);
-				note_failed(l, j->chunk);
+				note_failed(l, j);
 			}
 			free(e);
 			job_fail(j, -EIO);
@@ -1084,12 +1112,6 @@ static int fetch_chunk(struct sg_layer *l, struct sg_range_source *src, uint32_t
 	bool seq = sequential(l, chunk);
 	int r;
 
-	if (ondemand)
-		for (unsigned i = 0; i < FAILED_RING; i++)
-			if (l->failed[i].ns && l->failed[i].chunk == chunk &&
-			    sg_now_ns() - l->failed[i].ns < FAILED_HOLD_NS)
-				return -EIO;
-
 	list[n++] = chunk;
 	for (uint32_t c = chunk + 1; c < l->n_chunks && n < 64; c++) {
 		const struct sg_toc_chunk *c1 = chunk_at(l, c);
@@ -1187,8 +1209,8 @@ static void read_toc_json(struct sg_layer *l, struct layer_read *r)
 
 /* ---- public read ---- */
 
-int sg_layer_read(struct sg_layer_user *u, uint32_t node, uint64_t offset, size_t len, void *buf,
-		  sg_layer_read_cb cb, void *userdata)
+int sg_layer_read(struct sg_layer_user *u, uint32_t reader, uint32_t node, uint64_t offset,
+		  size_t len, void *buf, sg_layer_read_cb cb, void *userdata)
 {
 	struct sg_layer *l = u->layer;
 	const struct sg_toc_node *n;
@@ -1232,6 +1254,7 @@ int sg_layer_read(struct sg_layer_user *u, uint32_t node, uint64_t offset, size_
 	r->cb = cb;
 	r->userdata = userdata;
 	r->buf = buf;
+	r->reader = reader;
 	r->file = node;
 	r->offset = offset;
 	r->len = len;
@@ -1270,6 +1293,10 @@ int sg_layer_read(struct sg_layer_user *u, uint32_t node, uint64_t offset, size_
 			}
 			if (j)
 				job_free(j);
+		}
+		if (failure_held(l, c, reader)) {
+			part_complete(p, NULL, -EIO);
+			continue;
 		}
 		struct sg_list w;
 		sg_list_init(&w);

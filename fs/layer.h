@@ -139,9 +139,11 @@ void sg_layer_stats(const struct sg_layer *layer, struct sg_layer_stats *ret);
 /* Reads bytes [offset, offset+len) of regular file `node` (a TOC node id; hardlinks are
  * resolved) into buf.  cb runs once from the loop with the byte count (short only at the end
  * of the file) or a negative errno: -EIO when the data cannot be fetched or fails
- * verification.  buf must stay valid until then. */
+ * verification.  buf must stay valid until then.  `reader` names the reading process (its
+ * pid, 0 when unknown): a reader that just saw a chunk fail gets EIO at once for a short
+ * while when it asks again, while other readers get a fetch of their own. */
 typedef void (*sg_layer_read_cb)(void *userdata, ssize_t res);
-int sg_layer_read(struct sg_layer_user *user, uint32_t node, uint64_t offset, size_t len,
-		  void *buf, sg_layer_read_cb cb, void *userdata);
+int sg_layer_read(struct sg_layer_user *user, uint32_t reader, uint32_t node, uint64_t offset,
+		  size_t len, void *buf, sg_layer_read_cb cb, void *userdata);
 
 #endif

@@ -822,7 +822,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	p->fs = fs;
 	p->req = req;
 	fs->reads_pending++;
-	r = fs->user ? sg_layer_read(fs->user, id, (uint64_t)off, size, p->buf, read_done, p)
+	r = fs->user ? sg_layer_read(fs->user, (uint32_t)fuse_req_ctx(req)->pid, id, (uint64_t)off,
+					   size, p->buf, read_done, p)
 		     : -ECANCELED;
 	if (r < 0) {
 		fs->reads_pending--;

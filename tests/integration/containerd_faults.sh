@@ -72,6 +72,7 @@ check "the daemon is still running" kill -0 "$SG_PID"
 kill -CONT "$PID_A"
 out=$($CTR run --rm --snapshotter stargz "$REG_A/fa:v1" a2 sha256sum /data/a.bin 2>&1)
 [[ $out == *"$SUM_A"* ]] && pass "registry a answers again: the same read succeeds with the right bytes" ||
-  fail "read after the registry came back" "$out"
+  fail "read after the registry came back" "$out
+$(tail -30 "$WORK/stargzd.log")"
 check "no verification failure logged" bash -c "! grep -q 'failed verification' '$WORK/stargzd.log'"
 finish

@@ -143,7 +143,7 @@ static void read_file(struct env *e, int f)
 
 	for (size_t off = 0; off < FILE_SIZE; off += sizeof(buf)) {
 		struct rd r = { 0 };
-		CHECK_EQ(sg_layer_read(e->user, node_of(e, f), off, sizeof(buf), buf, read_cb, &r), 0);
+		CHECK_EQ(sg_layer_read(e->user, 0, node_of(e, f), off, sizeof(buf), buf, read_cb, &r), 0);
 		while (!r.done)
 			CHECK(sg_loop_run_once(e->loop, 100) >= 0);
 		CHECK_EQ(r.res, sizeof(buf));
@@ -540,7 +540,7 @@ static void first_read_cb(void *ud, ssize_t res)
 
 	s->first.done = true;
 	s->first.res = res;
-	CHECK_EQ(sg_layer_read(s->e->user, node_of(s->e, 0), 0, CHUNK, s->buf2, read_cb,
+	CHECK_EQ(sg_layer_read(s->e->user, 0, node_of(s->e, 0), 0, CHUNK, s->buf2, read_cb,
 			       &s->second), 0);
 }
 
@@ -552,7 +552,7 @@ TEST(reader_arriving_while_the_chunk_is_written_is_served)
 	setup();
 	env_open(&e, 1024 * MiB, NULL);
 	s.e = &e;
-	CHECK_EQ(sg_layer_read(e.user, node_of(&e, 0), 0, CHUNK, s.buf, first_read_cb, &s), 0);
+	CHECK_EQ(sg_layer_read(e.user, 0, node_of(&e, 0), 0, CHUNK, s.buf, first_read_cb, &s), 0);
 	double end = test_now_ms() + 5000;
 	while (!s.second.done && test_now_ms() < end)
 		CHECK(sg_loop_run_once(e.loop, 10) >= 0);

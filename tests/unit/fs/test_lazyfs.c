@@ -523,9 +523,9 @@ TEST(complete_verified_files_are_passed_through)
 	env_close(&e);
 }
 
-/* Flips bytes inside the compressed member of big.bin's chunk `index`: either the deflate
- * stream or the chunk digest must reject it. */
-static void corrupt_big_chunk(unsigned index)
+/* Writes 16 bytes (`put`) in the middle of the compressed member of big.bin's chunk `index`
+ * and returns the bytes that were there in `old`. */
+static void poke_big_chunk(unsigned index, const uint8_t put[16], uint8_t old[16])
 {
 	struct sg_toc *toc = test_load_toc_file(blob_path, &toc_digest);
 	FILE *f = fopen(blob_path, "r+");
@@ -534,11 +534,20 @@ static void corrupt_big_chunk(unsigned index)
 	const struct sg_toc_chunk *c = &sg_toc_chunks(toc, n)[index];
 	uint64_t mid = c->offset + (c->next_offset - c->offset) / 2;
 	fseek(f, (long)mid, SEEK_SET);
-	uint8_t junk[16];
-	memset(junk, 0x5a, sizeof(junk));
-	fwrite(junk, 1, sizeof(junk), f);
+	CHECK_EQ(fread(old, 1, 16, f), 16u);
+	fseek(f, (long)mid, SEEK_SET);
+	CHECK_EQ(fwrite(put, 1, 16, f), 16u);
 	fclose(f);
 	sg_toc_free(toc);
+}
+
+/* Flips bytes inside the compressed member of big.bin's chunk `index`: either the deflate
+ * stream or the chunk digest must reject it. */
+static void corrupt_big_chunk(unsigned index)
+{
+	uint8_t junk[16], old[16];
+	memset(junk, 0x5a, sizeof(junk));
+	poke_big_chunk(index, junk, old);
 }
 
 TEST(corrupt_blob_never_serves_a_wrong_byte)
@@ -674,7 +683,7 @@ TEST(layers_share_one_memory_budget)
 			int done = 0;
 			size_t len = sizeof(big) - off < sizeof(buf) ? sizeof(big) - off : sizeof(buf);
 			/* a little of each 1 MiB chunk: the rest stays unread, so the chunk stays */
-			CHECK_EQ(sg_layer_read(users[i], node, off, len, buf, count_done, &done), 0);
+			CHECK_EQ(sg_layer_read(users[i], 0, node, off, len, buf, count_done, &done), 0);
 			while (!done)
 				CHECK(sg_loop_run_once(loop, 1000) >= 0);
 			CHECK_MEM(buf, big + off, len);
@@ -713,7 +722,7 @@ TEST(background_fetch_starts_after_an_ondemand_read_outlives_prefetch)
 	setup(true);
 	env_open(&e, &cfg);
 	uint32_t big_node = sg_toc_lookup_path(sg_layer_toc(e.layer), "data/big.bin");
-	CHECK_EQ(sg_layer_read(e.user, big_node, 2 * 1024 * 1024, sizeof(buf), buf, count_done, &done), 0);
+	CHECK_EQ(sg_layer_read(e.user, 0, big_node, 2 * 1024 * 1024, sizeof(buf), buf, count_done, &done), 0);
 	wait_layer_local(&e, &st);
 	CHECK_EQ(done, 1);
 	CHECK(st.prefetch_done);
@@ -752,11 +761,11 @@ TEST(two_readers_of_a_bad_chunk_and_a_user_leaving_mid_read)
 	CHECK_EQ(sg_layer_user_new(e.layer, &other), 0);
 	uint32_t node = sg_toc_lookup_path(sg_layer_toc(e.layer), "data/big.bin");
 	uint64_t bad = 2ull << 20, good = 1ull << 20;
-	CHECK_EQ(sg_layer_read(e.user, node, bad, sizeof(b1), b1, once_cb, &r1), 0);
-	CHECK_EQ(sg_layer_read(e.user, node, bad + 4096, sizeof(b6), b6, once_cb, &r6), 0);
-	CHECK_EQ(sg_layer_read(other, node, bad + 8192, sizeof(b2), b2, once_cb, &r2), 0);
-	CHECK_EQ(sg_layer_read(e.user, node, good, sizeof(b3), b3, once_cb, &r3), 0);
-	CHECK_EQ(sg_layer_read(other, node, good, sizeof(b4), b4, once_cb, &r4), 0);
+	CHECK_EQ(sg_layer_read(e.user, 0, node, bad, sizeof(b1), b1, once_cb, &r1), 0);
+	CHECK_EQ(sg_layer_read(e.user, 0, node, bad + 4096, sizeof(b6), b6, once_cb, &r6), 0);
+	CHECK_EQ(sg_layer_read(other, 0, node, bad + 8192, sizeof(b2), b2, once_cb, &r2), 0);
+	CHECK_EQ(sg_layer_read(e.user, 0, node, good, sizeof(b3), b3, once_cb, &r3), 0);
+	CHECK_EQ(sg_layer_read(other, 0, node, good, sizeof(b4), b4, once_cb, &r4), 0);
 	sg_layer_user_close(other, on_closed, &other_done);
 	double end = test_now_ms() + 5000;
 	while ((!r1.calls || !r6.calls || !r3.calls || !other_done) && test_now_ms() < end)
@@ -777,11 +786,65 @@ TEST(two_readers_of_a_bad_chunk_and_a_user_leaving_mid_read)
 	CHECK(other_done);
 	/* And the bad chunk read again by the remaining user: EIO again, never its bytes. */
 	struct once r5 = { 0 };
-	CHECK_EQ(sg_layer_read(e.user, node, bad, sizeof(b1), b1, once_cb, &r5), 0);
+	CHECK_EQ(sg_layer_read(e.user, 0, node, bad, sizeof(b1), b1, once_cb, &r5), 0);
 	while (!r5.calls && test_now_ms() < end + 5000)
 		CHECK(sg_loop_run_once(e.loop, 10) >= 0);
 	CHECK_EQ(r5.calls, 1);
 	CHECK_EQ(r5.res, -EIO);
+	env_close(&e);
+}
+
+/* A failed chunk is held only for the reader that saw it fail (the kernel retrying page by
+ * page in that process): it gets EIO again at once, with no new fetch.  Another reader, as a
+ * new container once the registry is back, gets a fetch of its own and the right bytes. */
+static void read_until_done(struct env *e, struct sg_layer_user *u, uint32_t reader,
+			    uint32_t node, uint64_t off, uint8_t *buf, size_t len, struct once *o)
+{
+	CHECK_EQ(sg_layer_read(u, reader, node, off, len, buf, once_cb, o), 0);
+	double end = test_now_ms() + 5000;
+	while (!o->calls && test_now_ms() < end)
+		CHECK(sg_loop_run_once(e->loop, 10) >= 0);
+	CHECK_EQ(o->calls, 1);
+}
+
+TEST(a_failure_is_held_for_its_reader_only)
+{
+	struct env e = { 0 };
+	struct sg_layer_config cfg = { .window_bytes = 1 };
+	struct sg_layer_stats st;
+	static uint8_t buf[4096];
+	uint8_t junk[16], good[16], dummy[16];
+	struct once first = { 0 }, again = { 0 }, other = { 0 }, later = { 0 };
+
+	setup(false);
+	memset(junk, 0x5a, sizeof(junk));
+	poke_big_chunk(2, junk, good);
+	env_open(&e, &cfg);
+	uint32_t node = sg_toc_lookup_path(sg_layer_toc(e.layer), "data/big.bin");
+	uint64_t off = 2ull << 20;
+	read_until_done(&e, e.user, 101, node, off, buf, sizeof(buf), &first);
+	CHECK_EQ(first.res, -EIO);
+	sg_layer_stats(e.layer, &st);
+	uint64_t requests = st.fetch_requests;
+	CHECK(requests >= 1);
+
+	/* The blob is good again (the registry came back). */
+	poke_big_chunk(2, good, dummy);
+	read_until_done(&e, e.user, 101, node, off + 4096, buf, sizeof(buf), &again);
+	CHECK_EQ(again.res, -EIO);
+	sg_layer_stats(e.layer, &st);
+	CHECK_EQ(st.fetch_requests, requests);   /* held: no fetch */
+
+	read_until_done(&e, e.user, 202, node, off, buf, sizeof(buf), &other);
+	CHECK_EQ(other.res, (ssize_t)sizeof(buf));
+	CHECK_MEM(buf, big + off, sizeof(buf));
+	sg_layer_stats(e.layer, &st);
+	CHECK_EQ(st.fetch_requests, requests + 1);
+
+	/* The first reader, too, now reads the chunk from memory. */
+	read_until_done(&e, e.user, 101, node, off + 8192, buf, sizeof(buf), &later);
+	CHECK_EQ(later.res, (ssize_t)sizeof(buf));
+	CHECK_MEM(buf, big + off + 8192, sizeof(buf));
 	env_close(&e);
 }
 
