@@ -22,7 +22,7 @@
 #include "daemon/core/loop.h"
 #include "daemon/remote.h"
 #include "fs/cache.h"
-#include "fs/range_source.h"
+#include "daemon/core/range_source.h"
 #include "net/registry.h"
 
 static const char mount_usage[] =

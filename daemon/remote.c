@@ -16,7 +16,7 @@
 #include "fs/gz.h"
 #include "fs/layer.h"
 #include "fs/lazyfs.h"
-#include "fs/range_source.h"
+#include "daemon/core/range_source.h"
 
 /* A layer's content, shared by every mount of its digest: the loading of its TOC, then one
  * sg_layer (chunk presence, pins, trust, recency, memory and disk cache) for its one cache

@@ -13,7 +13,7 @@
 #include "daemon/core/loop.h"
 #include "fs/gz.h"
 #include "fs/mem.h"
-#include "fs/range_source.h"
+#include "daemon/core/range_source.h"
 #include "fs/tar.h"
 
 /* From toc.c. */

@@ -14,7 +14,7 @@
 #include "fs/cache.h"
 #include "fs/estargz.h"
 #include "fs/gz.h"
-#include "fs/range_source.h"
+#include "daemon/core/range_source.h"
 
 #define DEFAULT_MEM_CACHE (32u << 20)
 #define DEFAULT_BATCH (4u << 20)

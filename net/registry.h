@@ -58,7 +58,7 @@
 #include <stdint.h>
 
 #include "daemon/core/loop.h"
-#include "fs/range_source.h"
+#include "daemon/core/range_source.h"
 
 struct sg_registry;
 struct sg_manifest;

@@ -25,6 +25,25 @@
  * and complete with 0 when they fire.
  *
  * Errors are negative errno values throughout.  Nothing here logs.
+ *
+ * Continuations at module boundaries: one shape, this loop's own.  Every asynchronous call
+ * from one module into another looks like
+ *
+ *     int sg_thing_do(struct sg_thing *t, <inputs>, <ret_* outputs>, struct sg_error *err,
+ *                     struct sg_op *op, sg_op_cb cb);
+ *
+ *  - 0: the work is under way, and cb(op) runs exactly once, from the loop (never from
+ *    inside the call), with op->res = a byte count or 0, or a negative errno;
+ *  - a negative errno: nothing was started and no callback follows;
+ *  - other results (a source, a TOC, a manifest) go through ret_* pointers and the reason of a
+ *    failure through err (daemon/core/error.h); like op, they stay the caller's and valid
+ *    until the callback;
+ *  - the caller embeds op in the object the work belongs to and gets back to that object with
+ *    sg_container_of; a module completes an op that is not a kernel operation with sg_post;
+ *  - to abandon the work, the module offers a cancel that makes the op complete early with
+ *    -ECANCELED (still exactly once).
+ * Hooks that fire any number of times (a gRPC method, a lost mount, a stuck request) are not
+ * continuations: they are registered once as a function and a void *userdata.
  */
 #ifndef STARGZD_CORE_LOOP_H
 #define STARGZD_CORE_LOOP_H

@@ -7,7 +7,7 @@
  * waiting on one failed load both get its error. */
 #include "daemon/core/loop.h"
 #include "daemon/remote.h"
-#include "fs/range_source.h"
+#include "daemon/core/range_source.h"
 #include "tests/helpers/esgz_build.h"
 #include "tests/unit/test.h"
 

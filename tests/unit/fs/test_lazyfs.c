@@ -5,7 +5,7 @@
 #include "fs/gz.h"
 #include "fs/layer.h"
 #include "fs/lazyfs.h"
-#include "fs/range_source.h"
+#include "daemon/core/range_source.h"
 #include "tests/helpers/blob_toc.h"
 #include "tests/helpers/esgz_build.h"
 #include "tests/unit/test.h"

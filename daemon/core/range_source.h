@@ -1,8 +1,9 @@
 /* A range source: "read N bytes at offset" of one blob, completing on the loop.
  *
- * The same TOC and chunk code runs on a local file and on a registry blob; fs/ only sees
- * this vtable (a registry implementation lives in net/ and is injected by daemon/, so fs/
- * never includes net/).  The object starts with its ops pointer, in the BearSSL manner.
+ * The seam between fs/ and net/, so it lives in the core both may include: the same TOC and
+ * chunk code (fs/) runs on a local file (below) and on a registry blob (net/registry.h);
+ * daemon/ hands one to the other, and fs/ and net/ never include each other.  The object
+ * starts with its ops pointer, in the BearSSL manner.
  *
  * Contract of read: on 0 the op is on its way and `cb` runs exactly once from the loop with
  * op->res = bytes read or a negative errno; fewer than len means the blob is shorter than
@@ -10,8 +11,8 @@
  * nothing was submitted and no callback runs.  buf and op stay the caller's and must remain
  * valid until the callback.  cancel asks an in-flight read to finish early with
  * -ECANCELED (it still completes once). */
-#ifndef STARGZD_FS_RANGE_SOURCE_H
-#define STARGZD_FS_RANGE_SOURCE_H
+#ifndef STARGZD_CORE_RANGE_SOURCE_H
+#define STARGZD_CORE_RANGE_SOURCE_H
 
 #include <errno.h>
 #include <stddef.h>

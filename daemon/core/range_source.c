@@ -1,4 +1,4 @@
-#include "fs/range_source.h"
+#include "daemon/core/range_source.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,0 +1,53 @@
+/* The daemon's config file (daemon/config.c): sizes, and errors that name the key. */
+#include "daemon/config.h"
+#include "tests/unit/test.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+TEST(cache_max_bytes_parses_sizes)
+{
+	uint64_t v;
+
+	CHECK_EQ(sg_parse_size("10G", &v), 0);
+	CHECK_EQ(v, 10ull << 30);
+	CHECK_EQ(sg_parse_size("512M", &v), 0);
+	CHECK_EQ(v, 512ull << 20);
+	CHECK_EQ(sg_parse_size("512MiB", &v), 0);
+	CHECK_EQ(v, 512ull << 20);
+	CHECK_EQ(sg_parse_size("1t", &v), 0);
+	CHECK_EQ(v, 1ull << 40);
+	CHECK_EQ(sg_parse_size("4096", &v), 0);
+	CHECK_EQ(v, 4096);
+	CHECK_EQ(sg_parse_size("64K", &v), 0);
+	CHECK_EQ(v, 65536);
+	CHECK(sg_parse_size("", &v) < 0);
+	CHECK(sg_parse_size("G", &v) < 0);
+	CHECK(sg_parse_size("10X", &v) < 0);
+	CHECK(sg_parse_size("-1", &v) < 0);
+	CHECK(sg_parse_size("0", &v) < 0);
+	CHECK(sg_parse_size("99999999999999999999", &v) < 0);
+	CHECK(sg_parse_size("20000000T", &v) < 0);
+
+	/* In the config file, quoted or not. */
+	char path[300];
+	struct sg_config cfg;
+	char err[256];
+	snprintf(path, sizeof(path), "/tmp/stargzd-cfg-%d.toml", (int)getpid());
+	FILE *f = fopen(path, "w");
+	fputs("cache_max_bytes = \"2G\"\n", f);
+	fclose(f);
+	sg_config_defaults(&cfg);
+	CHECK_EQ(cfg.cache_max_bytes, 0);
+	CHECK_EQ(sg_config_load(&cfg, path, err, sizeof(err)), 0);
+	CHECK_EQ(cfg.cache_max_bytes, 2ull << 30);
+	f = fopen(path, "w");
+	fputs("cache_max_bytes = lots\n", f);
+	fclose(f);
+	CHECK(sg_config_load(&cfg, path, err, sizeof(err)) < 0);
+	CHECK(strstr(err, "cache_max_bytes"));
+	unlink(path);
+}
+
+TEST_MAIN()
