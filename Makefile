@@ -47,8 +47,13 @@ PROTO_GEN_H := $(PROTO_GEN_C:.c=.h)
 PROTO_OBJS  := $(PROTO_GEN_C:.c=.o)
 LIB_OBJS    := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(PROTO_OBJS)
 
+# Tools: each tools/NAME.c is one binary, $(BUILD)/tools/NAME.  The converter is a multi-file
+# tool, tools/stargzify/*.c; its objects go to $(BUILD)/tools-obj/ because
+# $(BUILD)/tools/stargzify is the binary.
 TOOL_SRCS   := $(wildcard tools/*.c)
-TOOLS       := $(TOOL_SRCS:tools/%.c=$(BUILD)/tools/%)
+TOOLS       := $(TOOL_SRCS:tools/%.c=$(BUILD)/tools/%) $(BUILD)/tools/stargzify
+STARGZIFY_SRCS := $(wildcard tools/stargzify/*.c)
+STARGZIFY_OBJS := $(STARGZIFY_SRCS:tools/%.c=$(BUILD)/tools-obj/%.o)
 
 UNIT_SRCS   := $(wildcard tests/unit/*/test_*.c)
 UNIT_BINS   := $(UNIT_SRCS:%.c=$(BUILD)/%)
@@ -89,6 +94,14 @@ $(BUILD)/stargzd: $(BUILD)/daemon/main.o $(BUILD)/libstargzd.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tools/%: $(BUILD)/tools/%.o $(BUILD)/libstargzd.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tools-obj/%.o: tools/%.c | $(PROTO_GEN_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/tools/stargzify: $(STARGZIFY_OBJS) $(BUILD)/libstargzd.a
+	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/unit/%: $(BUILD)/tests/unit/%.o $(BUILD)/libstargzd.a
