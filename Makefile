@@ -48,11 +48,12 @@ PROTO_OBJS  := $(PROTO_GEN_C:.c=.o)
 LIB_OBJS    := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(PROTO_OBJS)
 
 # Tools: each tools/NAME.c is one binary, $(BUILD)/tools/NAME.  The converter is a multi-file
-# tool, tools/stargzify/*.c; its objects go to $(BUILD)/tools-obj/ because
-# $(BUILD)/tools/stargzify is the binary.
+# tool: tools/stargzify/main.c holds main(), the other files of tools/stargzify/ are its modules
+# (libstargzify.a, also linked by toc-bench and by the unit tests of tests/unit/tools/).  Their
+# objects go to $(BUILD)/tools-obj/ because $(BUILD)/tools/stargzify is the binary.
 TOOL_SRCS   := $(wildcard tools/*.c)
 TOOLS       := $(TOOL_SRCS:tools/%.c=$(BUILD)/tools/%) $(BUILD)/tools/stargzify
-STARGZIFY_SRCS := $(wildcard tools/stargzify/*.c)
+STARGZIFY_SRCS := $(filter-out tools/stargzify/main.c,$(wildcard tools/stargzify/*.c))
 STARGZIFY_OBJS := $(STARGZIFY_SRCS:tools/%.c=$(BUILD)/tools-obj/%.o)
 
 UNIT_SRCS   := $(wildcard tests/unit/*/test_*.c)
@@ -100,7 +101,11 @@ $(BUILD)/tools-obj/%.o: tools/%.c | $(PROTO_GEN_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
 
-$(BUILD)/tools/stargzify: $(STARGZIFY_OBJS) $(BUILD)/libstargzd.a
+$(BUILD)/libstargzify.a: $(STARGZIFY_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/tools/stargzify: $(BUILD)/tools-obj/stargzify/main.o $(BUILD)/libstargzify.a $(BUILD)/libstargzd.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
