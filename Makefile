@@ -112,6 +112,10 @@ $(BUILD)/tools/stargzify: $(BUILD)/tools-obj/stargzify/main.o $(BUILD)/libstargz
 $(BUILD)/tests/unit/%: $(BUILD)/tests/unit/%.o $(BUILD)/libstargzd.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# The converter's modules are tested through libstargzify.a (tests/unit/tools/).
+$(BUILD)/tests/unit/tools/%: $(BUILD)/tests/unit/tools/%.o $(BUILD)/libstargzify.a $(BUILD)/libstargzd.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 $(BUILD)/tests/helpers/%: $(BUILD)/tests/helpers/%.o $(BUILD)/libstargzd.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 

@@ -12,7 +12,7 @@
  * (first_member of sz_pipeline_open), in order, from 0.
  *
  * Only the main thread calls these functions.  Results are 0 or a negative errno; a failure
- * to compress or write is reported on stderr (util.h) and sticks (sz_pipeline_error). */
+ * to compress or write is reported on stderr (util.h) as it happens. */
 #ifndef STARGZIFY_PIPELINE_H
 #define STARGZIFY_PIPELINE_H
 
@@ -45,7 +45,8 @@ int sz_pipeline_flush(struct sz_pipeline *p);
  * everything written. */
 int sz_pipeline_finish(struct sz_pipeline *p, const void *tail, size_t n, struct sg_digest *ret);
 
-int sz_pipeline_error(const struct sz_pipeline *p);   /* the first failure, 0 if none */
+/* The last failure to write out a job, 0 if none (why sz_pipeline_open returned NULL). */
+int sz_pipeline_error(const struct sz_pipeline *p);
 uint64_t sz_pipeline_offset(const struct sz_pipeline *p);   /* bytes written so far */
 /* The output offset of every member written so far, indexed by member number. */
 const uint64_t *sz_pipeline_member_offsets(const struct sz_pipeline *p);
