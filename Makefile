@@ -109,6 +109,10 @@ $(BUILD)/tools/stargzify: $(BUILD)/tools-obj/stargzify/main.o $(BUILD)/libstargz
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# toc-bench makes its layer with the converter's modules.
+$(BUILD)/tools/toc-bench: $(BUILD)/tools/toc-bench.o $(BUILD)/libstargzify.a $(BUILD)/libstargzd.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 $(BUILD)/tests/unit/%: $(BUILD)/tests/unit/%.o $(BUILD)/libstargzd.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 

@@ -13,6 +13,7 @@
 #include <yajl/yajl_tree.h>
 
 #include "daemon/core/digest.h"
+#include "net/json.h"
 #include "tools/stargzify/convert.h"
 #include "tools/stargzify/input.h"
 #include "tools/stargzify/oci_layout.h"
@@ -163,14 +164,15 @@ static void gen_str(yajl_gen g, const char *s)
 	yajl_gen_string(g, (const unsigned char *)s, strlen(s));
 }
 
-static yajl_val obj_get(yajl_val obj, const char *key)
+/* The "annotations" object of src, if it has one, as a member of the object being generated. */
+static void gen_annotations(yajl_gen g, yajl_val src)
 {
-	if (!YAJL_IS_OBJECT(obj))
-		return NULL;
-	for (size_t i = 0; i < obj->u.object.len; i++)
-		if (strcmp(obj->u.object.keys[i], key) == 0)
-			return obj->u.object.values[i];
-	return NULL;
+	yajl_val ann = sg_json_member(src, "annotations");
+
+	if (YAJL_IS_OBJECT(ann)) {
+		gen_str(g, "annotations");
+		gen_value(g, ann);
+	}
 }
 
 static yajl_val load_json_blob(struct oci *o, const char *digest, const char *what)
@@ -331,7 +333,7 @@ static int write_config(struct oci *o, const char *man_digest, yajl_val cfg, con
  * annotations and ours. */
 static void gen_layer(yajl_gen g, yajl_val src_layer, const struct sz_result *r)
 {
-	yajl_val ann = obj_get(src_layer, "annotations");
+	yajl_val ann = sg_json_member(src_layer, "annotations");
 	char d[SG_DIGEST_STRLEN + 1], num[32];
 
 	yajl_gen_map_open(g);
@@ -392,11 +394,7 @@ static int write_manifest(struct oci *o, yajl_val man, yajl_val layers, const si
 	for (size_t i = 0; i < layers->u.array.len; i++)
 		gen_layer(g, layers->u.array.values[i], &o->layers[idx[i]].res);
 	yajl_gen_array_close(g);
-	yajl_val mann = obj_get(man, "annotations");
-	if (YAJL_IS_OBJECT(mann)) {
-		gen_str(g, "annotations");
-		gen_value(g, mann);
-	}
+	gen_annotations(g, man);
 	yajl_gen_map_close(g);
 	ret = finish_gen(o, g, new_digest, new_size);
 	yajl_gen_free(g);
@@ -418,9 +416,9 @@ static int convert_manifest(struct oci *o, const char *digest, char new_digest[S
 
 	if (!man)
 		return -EINVAL;
-	layers = obj_get(man, "layers");
-	config = obj_get(man, "config");
-	if (!YAJL_IS_ARRAY(layers) || !YAJL_IS_STRING(obj_get(config, "digest"))) {
+	layers = sg_json_member(man, "layers");
+	config = sg_json_member(man, "config");
+	if (!YAJL_IS_ARRAY(layers) || !YAJL_IS_STRING(sg_json_member(config, "digest"))) {
 		sz_errorf("manifest %s has no layers or config", digest);
 		goto out;
 	}
@@ -432,8 +430,8 @@ static int convert_manifest(struct oci *o, const char *digest, char new_digest[S
 	}
 	for (size_t i = 0; i < n_layers; i++) {
 		yajl_val l = layers->u.array.values[i];
-		const char *ld = YAJL_GET_STRING(obj_get(l, "digest"));
-		const char *mt = YAJL_GET_STRING(obj_get(l, "mediaType"));
+		const char *ld = sg_json_string(l, "digest");
+		const char *mt = sg_json_string(l, "mediaType");
 		if (!ld || !mt) {
 			sz_errorf("manifest %s: layer %zu has no digest or mediaType", digest, i);
 			goto out;
@@ -442,7 +440,7 @@ static int convert_manifest(struct oci *o, const char *digest, char new_digest[S
 		if (ret < 0)
 			goto out;
 	}
-	cfg = load_json_blob(o, YAJL_GET_STRING(obj_get(config, "digest")), "config");
+	cfg = load_json_blob(o, sg_json_string(config, "digest"), "config");
 	if (!cfg || !YAJL_IS_OBJECT(cfg)) {
 		ret = -EINVAL;
 		goto out;
@@ -461,8 +459,8 @@ out:
  * (the entry's other fields kept) to g. */
 static int convert_index_entry(struct oci *o, yajl_gen g, yajl_val m, size_t i)
 {
-	const char *md = YAJL_GET_STRING(obj_get(m, "digest"));
-	const char *mt = YAJL_GET_STRING(obj_get(m, "mediaType"));
+	const char *md = sg_json_string(m, "digest");
+	const char *mt = sg_json_string(m, "mediaType");
 	char nd[SG_DIGEST_STRLEN + 1];
 	size_t nsize = 0;
 	int ret;
@@ -544,7 +542,7 @@ int sz_convert_oci(const struct sz_options *opt, const char *src, const char *ds
 		sz_errorf("%s: invalid JSON: %s", path, err);
 		return -EINVAL;
 	}
-	manifests = obj_get(index, "manifests");
+	manifests = sg_json_member(index, "manifests");
 	if (!YAJL_IS_ARRAY(manifests)) {
 		sz_errorf("%s: no manifests array", path);
 		ret = -EINVAL;
@@ -572,11 +570,7 @@ int sz_convert_oci(const struct sz_options *opt, const char *src, const char *ds
 			goto out;
 	}
 	yajl_gen_array_close(g);
-	yajl_val iann = obj_get(index, "annotations");
-	if (YAJL_IS_OBJECT(iann)) {
-		gen_str(g, "annotations");
-		gen_value(g, iann);
-	}
+	gen_annotations(g, index);
 	yajl_gen_map_close(g);
 	yajl_gen_get_buf(g, &buf, &len);
 	snprintf(path, sizeof(path), "%s/index.json", dst);
