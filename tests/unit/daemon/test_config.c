@@ -33,20 +33,20 @@ TEST(cache_max_bytes_parses_sizes)
 	/* In the config file, quoted or not. */
 	char path[300];
 	struct sg_config cfg;
-	char err[256];
+	struct sg_error err = { 0 };
 	snprintf(path, sizeof(path), "/tmp/stargzd-cfg-%d.toml", (int)getpid());
 	FILE *f = fopen(path, "w");
 	fputs("cache_max_bytes = \"2G\"\n", f);
 	fclose(f);
 	sg_config_defaults(&cfg);
 	CHECK_EQ(cfg.cache_max_bytes, 0);
-	CHECK_EQ(sg_config_load(&cfg, path, err, sizeof(err)), 0);
+	CHECK_EQ(sg_config_load(&cfg, path, &err), 0);
 	CHECK_EQ(cfg.cache_max_bytes, 2ull << 30);
 	f = fopen(path, "w");
 	fputs("cache_max_bytes = lots\n", f);
 	fclose(f);
-	CHECK(sg_config_load(&cfg, path, err, sizeof(err)) < 0);
-	CHECK(strstr(err, "cache_max_bytes"));
+	CHECK(sg_config_load(&cfg, path, &err) < 0);
+	CHECK(strstr(err.msg, "cache_max_bytes"));
 	unlink(path);
 }
 
