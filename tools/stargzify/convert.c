@@ -387,8 +387,8 @@ static void drop_input(struct conv *c, uint64_t pos)
 	}
 }
 
-static int emit_payload(struct conv *c, struct sz_toc_ent *first, const char *name, const uint8_t *data,
-			uint64_t size)
+static int emit_payload(struct conv *c, struct sz_toc_ent *first, const char *name,
+			const uint8_t *data, uint64_t size)
 {
 	struct sg_sha256 whole;
 	uint64_t written = 0;

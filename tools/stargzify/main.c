@@ -164,7 +164,8 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct sz_options opt = { .chunk_size = SZ_DEFAULT_CHUNK_SIZE, .level = SZ_DEFAULT_LEVEL, .progress = -1 };
+	struct sz_options opt = { .chunk_size = SZ_DEFAULT_CHUNK_SIZE, .level = SZ_DEFAULT_LEVEL,
+				  .progress = -1 };
 	bool oci = false;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	int c, ret;

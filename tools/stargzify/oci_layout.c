@@ -403,8 +403,8 @@ static int write_manifest(struct oci *o, yajl_val man, yajl_val layers, const si
 
 /* Converts one image manifest; writes the new config and manifest, returns the manifest's
  * digest and size. */
-static int convert_manifest(struct oci *o, const char *digest, char new_digest[SG_DIGEST_STRLEN + 1],
-			    size_t *new_size)
+static int convert_manifest(struct oci *o, const char *digest,
+			    char new_digest[SG_DIGEST_STRLEN + 1], size_t *new_size)
 {
 	yajl_val man = load_json_blob(o, digest, "manifest"), cfg = NULL;
 	yajl_val layers, config;

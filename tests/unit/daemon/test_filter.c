@@ -34,7 +34,9 @@ static int matches(const char *const *filters, size_t n, const char *const *obj)
 	return m;
 }
 
-#define F(...) ((const char *const[]){ __VA_ARGS__ }), sizeof((const char *const[]){ __VA_ARGS__ }) / sizeof(char *)
+/* F("a", "b") is the two arguments filters, n of sg_filter_parse. */
+#define F(...) ((const char *const[]){ __VA_ARGS__ }), \
+	sizeof((const char *const[]){ __VA_ARGS__ }) / sizeof(char *)
 
 TEST(selectors_and_and_or)
 {
