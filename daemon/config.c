@@ -2,6 +2,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,20 +161,24 @@ struct where {
 #define CONFIG_ERROR(err, r, w, fmt, ...) \
 	sg_error_setc(err, r, (int)(w)->lineno, "%s:%u: " fmt, (w)->path, (w)->lineno, __VA_ARGS__)
 
+/* The true/false keys. */
 static bool *bool_key(struct sg_config *cfg, const char *key)
 {
-	if (strcmp(key, "lazy") == 0)
-		return &cfg->lazy;
-	if (strcmp(key, "prefetch") == 0)
-		return &cfg->prefetch;
-	if (strcmp(key, "background_fetch") == 0)
-		return &cfg->background_fetch;
-	if (strcmp(key, "passthrough") == 0)
-		return &cfg->passthrough;
-	if (strcmp(key, "allow_skip_verify") == 0)
-		return &cfg->allow_skip_verify;
-	if (strcmp(key, "plain_http_localhost") == 0)
-		return &cfg->plain_http_localhost;
+	static const struct {
+		const char *key;
+		size_t off;
+	} keys[] = {
+		{ "lazy", offsetof(struct sg_config, lazy) },
+		{ "prefetch", offsetof(struct sg_config, prefetch) },
+		{ "background_fetch", offsetof(struct sg_config, background_fetch) },
+		{ "passthrough", offsetof(struct sg_config, passthrough) },
+		{ "allow_skip_verify", offsetof(struct sg_config, allow_skip_verify) },
+		{ "plain_http_localhost", offsetof(struct sg_config, plain_http_localhost) },
+	};
+
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+		if (strcmp(key, keys[i].key) == 0)
+			return (bool *)((char *)cfg + keys[i].off);
 	return NULL;
 }
 

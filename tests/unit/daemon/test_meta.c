@@ -4,31 +4,19 @@
 #include "tests/unit/test.h"
 
 #include <errno.h>
-#include <ftw.h>
 #include <sqlite3.h>
 #include <string.h>
 
-static char dir[] = "/tmp/test_meta.XXXXXX";
-static char dbpath[64];
+#include "tests/helpers/tmpdir.h"
 
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	return remove(path);
-}
-
-static void cleanup(void)
-{
-	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
+static char dbpath[200];
 
 static struct sg_meta *open_meta(void)
 {
 	struct sg_meta *m = NULL;
 	struct sg_error err = { 0 };
 
-	CHECK(mkdtemp(dir) != NULL);
-	atexit(cleanup);
-	snprintf(dbpath, sizeof(dbpath), "%s/metadata.db", dir);
+	snprintf(dbpath, sizeof(dbpath), "%s/metadata.db", test_tmpdir("test_meta"));
 	if (sg_meta_open(dbpath, &m, &err) < 0)
 		TEST_FAIL("open: %s", err.msg);
 	return m;
@@ -135,12 +123,10 @@ TEST(a_file_that_is_not_a_database_is_refused_with_its_path)
 {
 	struct sg_meta *m = NULL;
 	struct sg_error err = { 0 };
-	char want[128];
+	char want[300];
 	FILE *f;
 
-	CHECK(mkdtemp(dir) != NULL);
-	atexit(cleanup);
-	snprintf(dbpath, sizeof(dbpath), "%s/metadata.db", dir);
+	snprintf(dbpath, sizeof(dbpath), "%s/metadata.db", test_tmpdir("test_meta"));
 	f = fopen(dbpath, "w");
 	fputs("this is not sqlite, it is long enough to be read as a header page.............\n", f);
 	fclose(f);

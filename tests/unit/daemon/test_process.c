@@ -4,33 +4,22 @@
 #include "tests/unit/test.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 
-static char dir[] = "/tmp/test_process.XXXXXX";
+#include "tests/helpers/tmpdir.h"
 
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	return remove(path);
-}
-
-static void cleanup(void)
-{
-	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
+static const char *dir;
 
 static void setup(void)
 {
-	CHECK(mkdtemp(dir) != NULL);
-	atexit(cleanup);
+	dir = test_tmpdir("test_process");
 }
 
 TEST(the_root_is_locked_once)
 {
-	char root[128], want[256];
+	char root[200], want[400];
 	struct sg_error err = { 0 };
 	struct stat st;
 	int fd, fd2 = -1;
@@ -56,14 +45,12 @@ TEST(the_root_is_locked_once)
 
 TEST(a_root_that_cannot_be_made_is_named)
 {
-	char file[128], root[160], want[300];
+	char file[300], root[320], want[500];
 	struct sg_error err = { 0 };
 	int fd;
 
 	setup();
-	snprintf(file, sizeof(file), "%s/file", dir);
-	fd = open(file, O_CREAT | O_WRONLY, 0600);
-	close(fd);
+	snprintf(file, sizeof(file), "%s", test_tmpfile("file", "", 0));
 	snprintf(root, sizeof(root), "%s/sub", file);
 	CHECK_EQ(sg_root_lock(root, &fd, &err), -ENOTDIR);
 	snprintf(want, sizeof(want), "cannot create root directory %s: %s", root, strerror(ENOTDIR));
@@ -72,7 +59,7 @@ TEST(a_root_that_cannot_be_made_is_named)
 
 TEST(the_socket_replaces_a_stale_one_and_refuses_a_live_one)
 {
-	char path[128], want[300];
+	char path[200], want[400];
 	struct sg_error err = { 0 };
 	struct stat st;
 	int fd, fd2;
@@ -97,9 +84,7 @@ TEST(a_socket_path_that_cannot_be_used_is_named)
 	int fd;
 
 	setup();
-	snprintf(path, sizeof(path), "%s/plain", dir);
-	fd = open(path, O_CREAT | O_WRONLY, 0600);
-	close(fd);
+	snprintf(path, sizeof(path), "%s", test_tmpfile("plain", "", 0));
 	CHECK_EQ(sg_listen_unix(path, &fd, &err), -EEXIST);
 	snprintf(want, sizeof(want), "%s exists and is not a socket", path);
 	CHECK_STR(err.msg, want);

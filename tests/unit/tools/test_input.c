@@ -4,39 +4,15 @@
 #include "tests/unit/test.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
 #include <libdeflate.h>
 
-static char dir[] = "/tmp/test_input.XXXXXX";
+#include "tests/helpers/tmpdir.h"
 
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	return remove(path);
-}
-
-static void cleanup(void)
-{
-	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-/* A temp dir for the test's files, removed when the test's process exits. */
+/* A temp dir for the test's files; TMPDIR too, for the temp files of inflated and piped
+ * input. */
 static void setup(void)
 {
-	CHECK(mkdtemp(dir) != NULL);
-	atexit(cleanup);
-	setenv("TMPDIR", dir, 1);   /* the temp files of inflated and piped input */
-}
-
-static const char *write_file(const char *name, const void *data, size_t len)
-{
-	static char path[256];
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	CHECK(fd >= 0);
-	CHECK_EQ(write(fd, data, len), (ssize_t)len);
-	close(fd);
-	return path;
+	setenv("TMPDIR", test_tmpdir("test_input"), 1);
 }
 
 /* Appends one gzip member of data to out (at *len); returns the new length. */
@@ -64,7 +40,7 @@ TEST(a_plain_file_is_mapped_as_it_is)
 	uint8_t *data = pattern(100000);
 
 	setup();
-	CHECK_EQ(sz_input_open(write_file("a.tar", data, 100000), &in), 0);
+	CHECK_EQ(sz_input_open(test_tmpfile("a.tar", data, 100000), &in), 0);
 	CHECK_EQ(in.len, 100000);
 	CHECK_MEM(in.buf, data, 100000);
 	CHECK(in.droppable);
@@ -72,7 +48,7 @@ TEST(a_plain_file_is_mapped_as_it_is)
 	sz_input_done(&in);
 	CHECK(in.buf == NULL && in.map == NULL);
 	sz_input_done(&in);
-	CHECK_EQ(sz_input_open(write_file("empty.tar", "", 0), &in), 0);
+	CHECK_EQ(sz_input_open(test_tmpfile("empty.tar", "", 0), &in), 0);
 	CHECK_EQ(in.len, 0);
 	sz_input_done(&in);
 	free(data);
@@ -90,7 +66,7 @@ TEST(every_gzip_member_is_inflated_and_zero_padding_after_them_is_ignored)
 	len = gzip_member(gz, len, cap, data, n1);
 	len = gzip_member(gz, len, cap, data + n1, n2);
 	memset(gz + len, 0, 100);
-	CHECK_EQ(sz_input_open(write_file("a.tar.gz", gz, len + 100), &in), 0);
+	CHECK_EQ(sz_input_open(test_tmpfile("a.tar.gz", gz, len + 100), &in), 0);
 	CHECK_EQ(in.len, n1 + n2);
 	CHECK_MEM(in.buf, data, n1 + n2);
 	CHECK(in.was_gzip);
@@ -109,9 +85,9 @@ TEST(damaged_gzip_zstd_and_missing_files_are_refused)
 
 	setup();
 	memcpy(gz + len, "junk", 4);
-	CHECK_EQ(sz_input_open(write_file("garbage.tar.gz", gz, len + 4), &in), -EBADMSG);
-	CHECK_EQ(sz_input_open(write_file("trunc.tar.gz", gz, len - 5), &in), -EBADMSG);
-	CHECK_EQ(sz_input_open(write_file("z.tar.zst", "\x28\xb5\x2f\xfd....", 8), &in), -ENOTSUP);
+	CHECK_EQ(sz_input_open(test_tmpfile("garbage.tar.gz", gz, len + 4), &in), -EBADMSG);
+	CHECK_EQ(sz_input_open(test_tmpfile("trunc.tar.gz", gz, len - 5), &in), -EBADMSG);
+	CHECK_EQ(sz_input_open(test_tmpfile("z.tar.zst", "\x28\xb5\x2f\xfd....", 8), &in), -ENOTSUP);
 	CHECK_EQ(sz_input_open("/nonexistent/x.tar", &in), -ENOENT);
 	free(data);
 }

@@ -5,25 +5,16 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <sys/stat.h>
 #include <yajl/yajl_tree.h>
 
 #include "daemon/core/digest.h"
+#include "daemon/process.h"
 #include "tests/helpers/esgz_build.h"
+#include "tests/helpers/tmpdir.h"
 #include "tools/stargzify/convert.h"
 
-static char dir[] = "/tmp/test_oci_layout.XXXXXX";
-
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	return remove(path);
-}
-
-static void cleanup(void)
-{
-	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
+static const char *dir;
 
 static void write_path(const char *path, const void *data, size_t len)
 {
@@ -83,14 +74,9 @@ static void make_layout(void)
 	static uint8_t tar[4096];
 	char path[512], cfg[512], man[1024], index[1024];
 
-	CHECK(mkdtemp(dir) != NULL);
-	atexit(cleanup);
-	snprintf(path, sizeof(path), "%s/src", dir);
-	CHECK_EQ(mkdir(path, 0755), 0);
-	snprintf(path, sizeof(path), "%s/src/blobs", dir);
-	CHECK_EQ(mkdir(path, 0755), 0);
+	dir = test_tmpdir("test_oci_layout");
 	snprintf(path, sizeof(path), "%s/src/blobs/sha256", dir);
-	CHECK_EQ(mkdir(path, 0755), 0);
+	CHECK_EQ(sg_mkdir_p(path, 0755), 0);
 	esgz_tar_header(tar, "hello", '0', 5, 0644, NULL);
 	memcpy(tar + 512, "hello", 5);
 	const char *layer = put(tar, sizeof(tar));
