@@ -47,8 +47,14 @@ PROTO_GEN_H := $(PROTO_GEN_C:.c=.h)
 PROTO_OBJS  := $(PROTO_GEN_C:.c=.o)
 LIB_OBJS    := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(PROTO_OBJS)
 
+# Tools: each tools/NAME.c is one binary, $(BUILD)/tools/NAME.  The converter is a multi-file
+# tool: tools/stargzify/main.c holds main(), the other files of tools/stargzify/ are its modules
+# (libstargzify.a, also linked by toc-bench and by the unit tests of tests/unit/tools/).  Their
+# objects go to $(BUILD)/tools-obj/ because $(BUILD)/tools/stargzify is the binary.
 TOOL_SRCS   := $(wildcard tools/*.c)
-TOOLS       := $(TOOL_SRCS:tools/%.c=$(BUILD)/tools/%)
+TOOLS       := $(TOOL_SRCS:tools/%.c=$(BUILD)/tools/%) $(BUILD)/tools/stargzify
+STARGZIFY_SRCS := $(filter-out tools/stargzify/main.c,$(wildcard tools/stargzify/*.c))
+STARGZIFY_OBJS := $(STARGZIFY_SRCS:tools/%.c=$(BUILD)/tools-obj/%.o)
 
 UNIT_SRCS   := $(wildcard tests/unit/*/test_*.c)
 UNIT_BINS   := $(UNIT_SRCS:%.c=$(BUILD)/%)
@@ -91,7 +97,27 @@ $(BUILD)/stargzd: $(BUILD)/daemon/main.o $(BUILD)/libstargzd.a
 $(BUILD)/tools/%: $(BUILD)/tools/%.o $(BUILD)/libstargzd.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+$(BUILD)/tools-obj/%.o: tools/%.c | $(PROTO_GEN_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/libstargzify.a: $(STARGZIFY_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/tools/stargzify: $(BUILD)/tools-obj/stargzify/main.o $(BUILD)/libstargzify.a $(BUILD)/libstargzd.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# toc-bench makes its layer with the converter's modules.
+$(BUILD)/tools/toc-bench: $(BUILD)/tools/toc-bench.o $(BUILD)/libstargzify.a $(BUILD)/libstargzd.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 $(BUILD)/tests/unit/%: $(BUILD)/tests/unit/%.o $(BUILD)/libstargzd.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# The converter's modules are tested through libstargzify.a (tests/unit/tools/).
+$(BUILD)/tests/unit/tools/%: $(BUILD)/tests/unit/tools/%.o $(BUILD)/libstargzify.a $(BUILD)/libstargzd.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/helpers/%: $(BUILD)/tests/helpers/%.o $(BUILD)/libstargzd.a

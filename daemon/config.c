@@ -2,6 +2,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -151,26 +152,161 @@ static int parse_string(const char *v, char *out, size_t outlen)
 	return 0;
 }
 
-int sg_config_load(struct sg_config *cfg, const char *path, char *err, size_t errlen)
+/* Where a config error is: the message starts "PATH:LINE: ", the code is the line. */
+struct where {
+	const char *path;
+	unsigned lineno;
+};
+
+#define CONFIG_ERROR(err, r, w, fmt, ...) \
+	sg_error_setc(err, r, (int)(w)->lineno, "%s:%u: " fmt, (w)->path, (w)->lineno, __VA_ARGS__)
+
+/* The true/false keys. */
+static bool *bool_key(struct sg_config *cfg, const char *key)
 {
-	char line[PATH_MAX + 256], value[PATH_MAX];
-	unsigned lineno = 0;
+	static const struct {
+		const char *key;
+		size_t off;
+	} keys[] = {
+		{ "lazy", offsetof(struct sg_config, lazy) },
+		{ "prefetch", offsetof(struct sg_config, prefetch) },
+		{ "background_fetch", offsetof(struct sg_config, background_fetch) },
+		{ "passthrough", offsetof(struct sg_config, passthrough) },
+		{ "allow_skip_verify", offsetof(struct sg_config, allow_skip_verify) },
+		{ "plain_http_localhost", offsetof(struct sg_config, plain_http_localhost) },
+	};
+
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+		if (strcmp(key, keys[i].key) == 0)
+			return (bool *)((char *)cfg + keys[i].off);
+	return NULL;
+}
+
+/* A byte count, quoted or not ("10G" or 10G). */
+static int size_value(const char *val, uint64_t *ret)
+{
+	char num[64];
+
+	if (parse_string(val, num, sizeof(num)) < 0)
+		snprintf(num, sizeof(num), "%s", val);
+	return sg_parse_size(num, ret);
+}
+
+/* The keys whose value is not a plain quoted string. 1 if key is not one of them. */
+static int apply_value(struct sg_config *cfg, const char *key, char *val,
+		       const struct where *w, struct sg_error *err)
+{
+	bool *flag = bool_key(cfg, key);
+	char *end;
+
+	if (flag) {
+		if (parse_bool(val, flag) < 0)
+			return CONFIG_ERROR(err, -EINVAL, w, "value of %s must be true or false", key);
+		return 0;
+	}
+	if (strcmp(key, "fetch_window") == 0) {
+		cfg->fetch_window = strtoul(val, &end, 10);
+		if (*end || end == val || cfg->fetch_window > (64ul << 20))
+			return CONFIG_ERROR(err, -EINVAL, w, "%s",
+					    "fetch_window must be a byte count up to 64 MiB");
+		return 0;
+	}
+	if (strcmp(key, "fetch_timeout") == 0 || strcmp(key, "fetch_attempts") == 0) {
+		bool timeout = strcmp(key, "fetch_timeout") == 0;
+		unsigned long v = strtoul(val, &end, 10);
+		if (*end || end == val || v < 1 || v > (timeout ? 3600u : 20u))
+			return CONFIG_ERROR(err, -EINVAL, w, "%s must be %s", key,
+					    timeout ? "a number of seconds from 1 to 3600" :
+						      "a count from 1 to 20");
+		*(timeout ? &cfg->fetch_timeout_s : &cfg->fetch_attempts) = (unsigned)v;
+		return 0;
+	}
+	if (strcmp(key, "max_chunk_size") == 0) {
+		if (size_value(val, &cfg->max_chunk_size) < 0 ||
+		    cfg->max_chunk_size < (64u << 10) || cfg->max_chunk_size > (512u << 20))
+			return CONFIG_ERROR(err, -EINVAL, w, "%s",
+					    "max_chunk_size must be a byte count from 64K to 512M");
+		return 0;
+	}
+	if (strcmp(key, "cache_max_bytes") == 0) {
+		if (size_value(val, &cfg->cache_max_bytes) < 0)
+			return CONFIG_ERROR(err, -EINVAL, w, "%s", "cache_max_bytes must be a byte "
+					    "count such as 10G, 512M or 1073741824");
+		return 0;
+	}
+	if (strcmp(key, "insecure_hosts") == 0) {
+		if (parse_string_list(val, cfg->insecure_hosts, &cfg->n_insecure_hosts) < 0)
+			return CONFIG_ERROR(err, -EINVAL, w, "insecure_hosts must be a list of at most "
+					    "%d quoted strings on one line", SG_CONFIG_LIST_MAX);
+		return 0;
+	}
+	return 1;
+}
+
+/* The keys whose value is a quoted string. */
+static int apply_string(struct sg_config *cfg, const char *key, const char *value,
+			const struct where *w, struct sg_error *err)
+{
+	if (strcmp(key, "hosts_dir") == 0) {
+		snprintf(cfg->hosts_dir, sizeof(cfg->hosts_dir), "%s", value);
+	} else if (strcmp(key, "docker_config") == 0) {
+		snprintf(cfg->docker_config, sizeof(cfg->docker_config), "%s", value);
+	} else if (strcmp(key, "root") == 0) {
+		snprintf(cfg->root, sizeof(cfg->root), "%s", value);
+	} else if (strcmp(key, "address") == 0) {
+		snprintf(cfg->address, sizeof(cfg->address), "%s", value);
+	} else if (strcmp(key, "log_level") == 0) {
+		int level = sg_log_level_from_string(value);
+		if (level < 0)
+			return CONFIG_ERROR(err, -EINVAL, w, "unknown log_level \"%s\"", value);
+		cfg->log_level = (enum sg_log_level)level;
+	} else {
+		return CONFIG_ERROR(err, -EINVAL, w, "unknown key \"%s\"", key);
+	}
+	return 0;
+}
+
+/* One line without its comment: blank, or key = value. */
+static int apply_line(struct sg_config *cfg, char *line, const struct where *w,
+		      struct sg_error *err)
+{
+	char value[PATH_MAX], *key = trim(line), *val, *eq;
+	int r;
+
+	if (*key == '\0')
+		return 0;
+	eq = strchr(key, '=');
+	if (!eq)
+		return CONFIG_ERROR(err, -EINVAL, w, "%s", "expected key = value");
+	*eq = '\0';
+	key = trim(key);
+	val = trim(eq + 1);
+	r = apply_value(cfg, key, val, w, err);
+	if (r <= 0)
+		return r;
+	r = parse_string(val, value, sizeof(value));
+	if (r < 0)
+		return CONFIG_ERROR(err, r, w, "value of %s must be a quoted string", key);
+	return apply_string(cfg, key, value, w, err);
+}
+
+int sg_config_load(struct sg_config *cfg, const char *path, struct sg_error *err)
+{
+	char line[PATH_MAX + 256];
+	struct where w = { .path = path };
 	FILE *f;
 	int r = 0;
 
 	f = fopen(path, "re");
-	if (!f) {
-		r = -errno;
-		snprintf(err, errlen, "cannot open config file %s: %s", path, strerror(errno));
-		return r;
-	}
-	while (fgets(line, sizeof(line), f)) {
-		char *key, *val, *eq, *hash;
-		lineno++;
+	if (!f)
+		return sg_error_set(err, -errno, "cannot open config file %s: %s", path,
+				    strerror(errno));
+	while (r == 0 && fgets(line, sizeof(line), f)) {
+		char *hash;
+		w.lineno++;
 		if (!strchr(line, '\n') && !feof(f)) {
-			snprintf(err, errlen, "%s:%u: line too long", path, lineno);
-			r = -EINVAL;
-			goto out;
+			r = CONFIG_ERROR(err, -EINVAL, &w, "%s", "line too long");
+			break;
 		}
 		/* A '#' outside a quoted string starts a comment. */
 		bool quoted = false;
@@ -183,133 +319,10 @@ int sg_config_load(struct sg_config *cfg, const char *path, char *err, size_t er
 				break;
 		}
 		*hash = '\0';
-		key = trim(line);
-		if (*key == '\0')
-			continue;
-		eq = strchr(key, '=');
-		if (!eq) {
-			snprintf(err, errlen, "%s:%u: expected key = value", path, lineno);
-			r = -EINVAL;
-			goto out;
-		}
-		*eq = '\0';
-		key = trim(key);
-		val = trim(eq + 1);
-		bool *flag = NULL;
-		if (strcmp(key, "lazy") == 0)
-			flag = &cfg->lazy;
-		else if (strcmp(key, "prefetch") == 0)
-			flag = &cfg->prefetch;
-		else if (strcmp(key, "background_fetch") == 0)
-			flag = &cfg->background_fetch;
-		else if (strcmp(key, "passthrough") == 0)
-			flag = &cfg->passthrough;
-		else if (strcmp(key, "allow_skip_verify") == 0)
-			flag = &cfg->allow_skip_verify;
-		else if (strcmp(key, "plain_http_localhost") == 0)
-			flag = &cfg->plain_http_localhost;
-		if (flag) {
-			if (parse_bool(val, flag) < 0) {
-				snprintf(err, errlen, "%s:%u: value of %s must be true or false", path,
-					 lineno, key);
-				r = -EINVAL;
-				goto out;
-			}
-			continue;
-		}
-		if (strcmp(key, "fetch_window") == 0) {
-			char *end;
-			cfg->fetch_window = strtoul(val, &end, 10);
-			if (*end || end == val || cfg->fetch_window > (64ul << 20)) {
-				snprintf(err, errlen, "%s:%u: fetch_window must be a byte count up to 64 MiB",
-					 path, lineno);
-				r = -EINVAL;
-				goto out;
-			}
-			continue;
-		}
-		if (strcmp(key, "fetch_timeout") == 0 || strcmp(key, "fetch_attempts") == 0) {
-			bool timeout = strcmp(key, "fetch_timeout") == 0;
-			char *end;
-			unsigned long v = strtoul(val, &end, 10);
-			if (*end || end == val || v < 1 || v > (timeout ? 3600u : 20u)) {
-				snprintf(err, errlen, "%s:%u: %s must be %s", path, lineno, key,
-					 timeout ? "a number of seconds from 1 to 3600" : "a count from 1 to 20");
-				r = -EINVAL;
-				goto out;
-			}
-			*(timeout ? &cfg->fetch_timeout_s : &cfg->fetch_attempts) = (unsigned)v;
-			continue;
-		}
-		if (strcmp(key, "max_chunk_size") == 0) {
-			char num[64];
-			if (parse_string(val, num, sizeof(num)) < 0)
-				snprintf(num, sizeof(num), "%s", val);
-			if (sg_parse_size(num, &cfg->max_chunk_size) < 0 ||
-			    cfg->max_chunk_size < (64u << 10) || cfg->max_chunk_size > (512u << 20)) {
-				snprintf(err, errlen, "%s:%u: max_chunk_size must be a byte count from 64K "
-					 "to 512M", path, lineno);
-				r = -EINVAL;
-				goto out;
-			}
-			continue;
-		}
-		if (strcmp(key, "cache_max_bytes") == 0) {
-			/* "10G" or 10G or a plain byte count. */
-			char num[64];
-			if (parse_string(val, num, sizeof(num)) < 0)
-				snprintf(num, sizeof(num), "%s", val);
-			if (sg_parse_size(num, &cfg->cache_max_bytes) < 0) {
-				snprintf(err, errlen, "%s:%u: cache_max_bytes must be a byte count such as "
-					 "10G, 512M or 1073741824", path, lineno);
-				r = -EINVAL;
-				goto out;
-			}
-			continue;
-		}
-		if (strcmp(key, "insecure_hosts") == 0) {
-			r = parse_string_list(val, cfg->insecure_hosts, &cfg->n_insecure_hosts);
-			if (r < 0) {
-				snprintf(err, errlen, "%s:%u: insecure_hosts must be a list of at most %d "
-					 "quoted strings on one line", path, lineno, SG_CONFIG_LIST_MAX);
-				r = -EINVAL;
-				goto out;
-			}
-			continue;
-		}
-		r = parse_string(val, value, sizeof(value));
-		if (r < 0) {
-			snprintf(err, errlen, "%s:%u: value of %s must be a quoted string", path, lineno,
-				 key);
-			goto out;
-		}
-		if (strcmp(key, "hosts_dir") == 0) {
-			snprintf(cfg->hosts_dir, sizeof(cfg->hosts_dir), "%s", value);
-		} else if (strcmp(key, "docker_config") == 0) {
-			snprintf(cfg->docker_config, sizeof(cfg->docker_config), "%s", value);
-		} else if (strcmp(key, "root") == 0) {
-			snprintf(cfg->root, sizeof(cfg->root), "%s", value);
-		} else if (strcmp(key, "address") == 0) {
-			snprintf(cfg->address, sizeof(cfg->address), "%s", value);
-		} else if (strcmp(key, "log_level") == 0) {
-			int level = sg_log_level_from_string(value);
-			if (level < 0) {
-				snprintf(err, errlen, "%s:%u: unknown log_level \"%s\"", path, lineno, value);
-				r = -EINVAL;
-				goto out;
-			}
-			cfg->log_level = (enum sg_log_level)level;
-		} else {
-			snprintf(err, errlen, "%s:%u: unknown key \"%s\"", path, lineno, key);
-			r = -EINVAL;
-			goto out;
-		}
+		r = apply_line(cfg, line, &w, err);
 	}
-	if (ferror(f)) {
-		r = -EIO;
-		snprintf(err, errlen, "%s: read error", path);
-	}
-out:
+	if (r == 0 && ferror(f))
+		r = sg_error_set(err, -EIO, "%s: read error", path);
 	fclose(f);
 	return r;
 }

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "daemon/core/error.h"
 #include "daemon/core/log.h"
 
 #define SG_DEFAULT_ROOT "/var/lib/stargzd"
@@ -53,8 +54,8 @@ int sg_parse_size(const char *s, uint64_t *ret);
  * prefetch, background_fetch, passthrough, fetch_timeout, fetch_attempts, allow_skip_verify,
  * fetch_window, cache_max_bytes, max_chunk_size, hosts_dir, docker_config,
  * plain_http_localhost, insecure_hosts.  Unknown keys, bad syntax or bad values fail with a
- * message in err naming the file and line.  Returns 0, -ENOENT if the file does not exist, or another
- * negative errno. */
-int sg_config_load(struct sg_config *cfg, const char *path, char *err, size_t errlen);
+ * message in err naming the file and line ("PATH:LINE: ..."; err->code is the line).  Returns
+ * 0, -ENOENT if the file does not exist, or another negative errno. */
+int sg_config_load(struct sg_config *cfg, const char *path, struct sg_error *err);
 
 #endif

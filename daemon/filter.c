@@ -33,14 +33,13 @@ struct sg_filter {
 struct parser {
 	const char *s;
 	size_t pos;
-	char *err;
-	size_t errlen;
+	struct sg_error *err;
 };
 
 static int perror_at(struct parser *p, const char *what)
 {
-	snprintf(p->err, p->errlen, "filter \"%s\": %s at position %zu", p->s, what, p->pos);
-	return -EINVAL;
+	return sg_error_set(p->err, -EINVAL, "filter \"%s\": %s at position %zu", p->s, what,
+			    p->pos);
 }
 
 static void skip_space(struct parser *p)
@@ -204,8 +203,8 @@ static int parse_selector(struct parser *p, struct selector *sel)
 		if (rc != 0) {
 			char msg[128];
 			regerror(rc, &sel->re, msg, sizeof(msg));
-			snprintf(p->err, p->errlen, "filter \"%s\": bad regular expression: %s", p->s, msg);
-			return -EINVAL;
+			return sg_error_set(p->err, -EINVAL, "filter \"%s\": bad regular expression: %s",
+					    p->s, msg);
 		}
 		sel->has_re = true;
 	}
@@ -255,8 +254,8 @@ void sg_filter_free(struct sg_filter *f)
 	free(f);
 }
 
-int sg_filter_parse(const char *const *filters, size_t n, struct sg_filter **ret, char *err,
-		    size_t errlen)
+int sg_filter_parse(const char *const *filters, size_t n, struct sg_filter **ret,
+		    struct sg_error *err)
 {
 	struct sg_filter *f = calloc(1, sizeof(*f));
 	int r = 0;
@@ -271,7 +270,7 @@ int sg_filter_parse(const char *const *filters, size_t n, struct sg_filter **ret
 		}
 	}
 	for (size_t i = 0; i < n; i++) {
-		struct parser p = { .s = filters[i], .err = err, .errlen = errlen };
+		struct parser p = { .s = filters[i], .err = err };
 		skip_space(&p);
 		if (filters[i][p.pos] == '\0')
 			continue;   /* an empty filter adds no condition */

@@ -14,6 +14,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "daemon/core/error.h"
+
 struct sg_filter;
 
 /* Field lookup for the object being matched: sets *value and returns true when the field
@@ -24,7 +26,7 @@ typedef bool (*sg_filter_field_fn)(const char *const *path, size_t n, const char
 /* Parses n filter strings (OR-ed).  n == 0 (or all empty) matches everything.
  * -EINVAL with a message in err on a syntax error. */
 int sg_filter_parse(const char *const *filters, size_t n, struct sg_filter **ret,
-		    char *err, size_t errlen);
+		    struct sg_error *err);
 void sg_filter_free(struct sg_filter *f);
 bool sg_filter_match(const struct sg_filter *f, sg_filter_field_fn field, void *userdata);
 

@@ -23,12 +23,15 @@
  * Memory per connection is bounded: requests by max_streams × max_message and by
  * max_buffer (checked when a message prefix announces its length), responses by max_buffer
  * (sg_grpc_send refuses beyond), output by the write buffer (coalescing stops at
- * SEND_COALESCE) and nghttp2's own flood limits for what the peer makes it queue. */
+ * SEND_COALESCE) and nghttp2's own flood limits for what the peer makes it queue.
+ *
+ * This file: the server, its connections and the nghttp2 callbacks.  The call (request
+ * reassembly, answers, response queue, sg_grpc_send/finish) is grpc_call.c; the structs
+ * both use are in grpc_call.h. */
 #include "daemon/grpc.h"
 
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +42,7 @@
 #include "daemon/core/list.h"
 #include "daemon/core/log.h"
 #include "daemon/core/loop.h"
+#include "daemon/grpc_call.h"
 #include "daemon/grpc_wire.h"
 
 #define DEFAULT_MAX_MESSAGE      (16u << 20)
@@ -47,346 +51,14 @@
 #define DEFAULT_MAX_BUFFER       ((size_t)64 << 20)
 #define DEFAULT_SHUTDOWN_MS      3000u
 
-#define RECV_BUF_SIZE     16384
 #define SEND_COALESCE     65536        /* stop pulling frames from nghttp2 beyond this */
 #define HEADER_BYTES_MAX  65536        /* request header list, counted as HPACK does */
-#define STATUS_TEXT_MAX   1024         /* grpc-message text before encoding */
 #define STREAM_WINDOW     (1u << 20)   /* per-stream receive window we advertise */
 #define ACCEPT_RETRY_NS   (100ull * 1000000ull)
 
-struct grpc_conn;
-
-struct sg_grpc_call {
-	struct sg_grpc_server *server;
-	struct grpc_conn *conn;          /* NULL once the connection is gone */
-	struct sg_list link;             /* conn->calls, or server->orphans */
-	struct sg_list ready_link;       /* conn->ready: request complete, handler not yet run */
-	int32_t stream_id;
-	const struct sg_grpc_method *method;
-	char *path;
-
-	/* request headers */
-	size_t header_bytes;
-	bool is_post;
-	bool content_type_ok;
-
-	/* request message reassembly */
-	uint8_t prefix[SG_GRPC_PREFIX_LEN];
-	uint8_t prefix_got;
-	bool have_msg;                   /* prefix complete, msg allocated */
-	bool msg_complete;
-	uint32_t msg_len;
-	size_t msg_got;
-	uint8_t *msg;
-
-	/* response */
-	uint8_t *out;                    /* queued bytes (prefixes + messages) */
-	size_t out_off, out_len, out_cap;
-	int status;
-	char *status_text;               /* percent-encoded, or NULL */
-
-	bool stream_open;                /* nghttp2 still has the stream */
-	bool handler_owned;              /* dispatched, sg_grpc_finish not yet called */
-	bool answered;                   /* the response's end is decided (status set) */
-	bool response_started;           /* response HEADERS with a data provider submitted */
-	bool deferred;                   /* the data provider returned NGHTTP2_ERR_DEFERRED */
-};
-
-struct grpc_conn {
-	struct sg_grpc_server *server;
-	struct sg_list link;             /* server->conns */
-	int fd;
-	nghttp2_session *session;
-	struct sg_group group;
-	struct sg_op recv_op;
-	struct sg_op send_op;
-	struct sg_op flush_op;           /* posted by sg_grpc_send/finish to flush from the loop */
-	struct sg_list calls;            /* every call of this connection */
-	struct sg_list ready;
-	unsigned n_calls;
-	size_t buffered;
-	bool dead;
-	bool fatal;                      /* protocol error: flush the GOAWAY, then close */
-	uint8_t *wbuf;
-	size_t wlen, wcap;
-	uint8_t rbuf[RECV_BUF_SIZE];
-};
-
-struct sg_grpc_server {
-	struct sg_loop *loop;
-	int listen_fd;
-	struct sg_grpc_method *methods;
-	size_t n_methods;
-	struct sg_grpc_limits limits;
-	void *userdata;
-	nghttp2_session_callbacks *callbacks;
-	nghttp2_option *option;
-
-	struct sg_op accept_op;
-	struct sg_op retry_op;           /* accept backoff after EMFILE and friends */
-	struct sg_op grace_op;           /* shutdown deadline */
-	struct sg_op done_op;
-	struct sg_list conns;
-	unsigned n_conns;
-	struct sg_list orphans;          /* handler-owned calls whose connection is gone */
-	unsigned n_handler_calls;
-	bool accept_paused;              /* at max_connections: resumed when one closes */
-	bool shutting_down;
-	bool done_posted;
-	void (*done)(void *userdata);
-	void *done_userdata;
-};
-
 static void conn_close(struct grpc_conn *conn);
 static void conn_flush(struct grpc_conn *conn);
-static void server_check_done(struct sg_grpc_server *server);
 static void accept_next(struct sg_grpc_server *server);
-
-/* ---- calls ---- */
-
-static void call_release_request(struct sg_grpc_call *call)
-{
-	if (call->msg) {
-		if (call->conn)
-			call->conn->buffered -= call->msg_len;
-		free(call->msg);
-		call->msg = NULL;
-	}
-}
-
-static void call_free(struct sg_grpc_call *call)
-{
-	struct grpc_conn *conn = call->conn;
-
-	call_release_request(call);
-	if (conn) {
-		conn->buffered -= call->out_len - call->out_off;
-		conn->n_calls--;
-	}
-	sg_list_unlink(&call->link);
-	sg_list_unlink(&call->ready_link);
-	free(call->out);
-	free(call->status_text);
-	free(call->path);
-	free(call);
-}
-
-/* The stream side of a call is over (closed by nghttp2, or its connection died). */
-static void call_stream_gone(struct sg_grpc_call *call)
-{
-	call->stream_open = false;
-	sg_list_unlink(&call->ready_link);
-	if (!call->handler_owned)
-		call_free(call);
-}
-
-static void status_trailer_values(struct sg_grpc_call *call, char *code, size_t code_size)
-{
-	snprintf(code, code_size, "%d", call->status);
-}
-
-#define MAKE_NV(n, v, vl) \
-	{ (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, (vl), NGHTTP2_NV_FLAG_NONE }
-
-static ssize_t call_read(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
-			 uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
-{
-	struct sg_grpc_call *call = source->ptr;
-	size_t avail = call->out_len - call->out_off;
-	size_t n = avail < length ? avail : length;
-
-	(void)user_data;
-	if (n > 0) {
-		memcpy(buf, call->out + call->out_off, n);
-		call->out_off += n;
-		call->conn->buffered -= n;
-		if (call->out_off == call->out_len)
-			call->out_off = call->out_len = 0;
-	}
-	if (call->out_len > 0)
-		return (ssize_t)n;
-	if (!call->answered) {
-		if (n > 0)
-			return (ssize_t)n;
-		call->deferred = true;
-		return NGHTTP2_ERR_DEFERRED;
-	}
-	/* Everything queued is out and the status is known: end with trailers. */
-	char code[16];
-	status_trailer_values(call, code, sizeof(code));
-	nghttp2_nv nv[2] = {
-		MAKE_NV("grpc-status", code, strlen(code)),
-		MAKE_NV("grpc-message", call->status_text ? call->status_text : "",
-			call->status_text ? strlen(call->status_text) : 0),
-	};
-	if (nghttp2_submit_trailer(session, stream_id, nv, call->status_text ? 2 : 1) != 0)
-		return NGHTTP2_ERR_CALLBACK_FAILURE;
-	*data_flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
-	return (ssize_t)n;
-}
-
-/* Sets the final status of a call and submits what ends the stream: a Trailers-Only
- * response if nothing was sent yet, else the data provider ends with trailers. */
-static void call_answer(struct sg_grpc_call *call, enum sg_grpc_status status, const char *text)
-{
-	struct grpc_conn *conn = call->conn;
-
-	if (call->answered)
-		return;
-	call->answered = true;
-	call->status = (int)status;
-	call_release_request(call);
-	if (text && *text) {
-		size_t tl = strnlen(text, STATUS_TEXT_MAX);
-		call->status_text = malloc(tl * 3 + 1);
-		if (call->status_text)
-			sg_grpc_percent_encode(text, tl, call->status_text, tl * 3 + 1);
-	}
-	if (!conn || !call->stream_open)
-		return;
-
-	if (call->response_started) {
-		if (call->deferred) {
-			call->deferred = false;
-			(void)nghttp2_session_resume_data(conn->session, call->stream_id);
-		}
-		return;
-	}
-	char code[16];
-	status_trailer_values(call, code, sizeof(code));
-	nghttp2_nv nv[4] = {
-		MAKE_NV(":status", "200", 3),
-		MAKE_NV("content-type", "application/grpc", 16),
-		MAKE_NV("grpc-status", code, strlen(code)),
-		MAKE_NV("grpc-message", call->status_text ? call->status_text : "",
-			call->status_text ? strlen(call->status_text) : 0),
-	};
-	if (nghttp2_submit_response(conn->session, call->stream_id, nv, call->status_text ? 4 : 3,
-				    NULL) != 0)
-		(void)nghttp2_submit_rst_stream(conn->session, NGHTTP2_FLAG_NONE, call->stream_id,
-						NGHTTP2_INTERNAL_ERROR);
-}
-
-/* A request that is not gRPC at all gets a plain HTTP status. */
-static void call_answer_http(struct sg_grpc_call *call, const char *status)
-{
-	nghttp2_nv nv[1] = { MAKE_NV(":status", status, strlen(status)) };
-
-	call->answered = true;
-	call_release_request(call);
-	if (nghttp2_submit_response(call->conn->session, call->stream_id, nv, 1, NULL) != 0)
-		(void)nghttp2_submit_rst_stream(call->conn->session, NGHTTP2_FLAG_NONE,
-						call->stream_id, NGHTTP2_INTERNAL_ERROR);
-}
-
-static void call_answer_fmt(struct sg_grpc_call *call, enum sg_grpc_status status,
-			    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static void call_answer_fmt(struct sg_grpc_call *call, enum sg_grpc_status status,
-			    const char *fmt, ...)
-{
-	char text[256];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(text, sizeof(text), fmt, ap);
-	va_end(ap);
-	sg_debug("grpc: stream %" PRId32 " %s: %s", call->stream_id,
-		 call->path ? call->path : "?", text);
-	call_answer(call, status, text);
-}
-
-/* The client ended its side: the request must hold exactly one whole message. */
-static void call_request_end(struct sg_grpc_call *call)
-{
-	if (call->answered || sg_list_linked(&call->ready_link))
-		return;
-	if (call->prefix_got > 0 && !call->msg_complete) {
-		call_answer_fmt(call, SG_GRPC_INTERNAL, "request ended inside a message");
-		return;
-	}
-	if (!call->msg_complete) {
-		call_answer_fmt(call, SG_GRPC_UNIMPLEMENTED,
-				"unary request without a message (cardinality violation)");
-		return;
-	}
-	if (!call->method) {   /* request_headers_done answered already; never dispatch one */
-		call_answer_fmt(call, SG_GRPC_UNIMPLEMENTED, "no method");
-		return;
-	}
-	sg_list_insert_tail(&call->conn->ready, &call->ready_link);
-}
-
-static void call_feed(struct sg_grpc_call *call, const uint8_t *data, size_t len)
-{
-	struct grpc_conn *conn = call->conn;
-	const struct sg_grpc_limits *lim = &call->server->limits;
-
-	while (len > 0 && !call->answered) {
-		if (call->msg_complete) {
-			call_answer_fmt(call, SG_GRPC_UNIMPLEMENTED,
-					"more than one request message for a unary method "
-					"(cardinality violation)");
-			return;
-		}
-		if (call->prefix_got < SG_GRPC_PREFIX_LEN) {
-			size_t n = SG_GRPC_PREFIX_LEN - call->prefix_got;
-			if (n > len)
-				n = len;
-			memcpy(call->prefix + call->prefix_got, data, n);
-			call->prefix_got = (uint8_t)(call->prefix_got + n);
-			data += n;
-			len -= n;
-			if (call->prefix_got < SG_GRPC_PREFIX_LEN)
-				return;
-
-			uint8_t flags = call->prefix[0];
-			uint32_t mlen = sg_grpc_prefix_len(call->prefix);
-			if (flags & ~SG_GRPC_FLAG_COMPRESSED) {
-				call_answer_fmt(call, SG_GRPC_INTERNAL,
-						"malformed message prefix (flags 0x%02x)", flags);
-				return;
-			}
-			if (flags & SG_GRPC_FLAG_COMPRESSED) {
-				call_answer_fmt(call, SG_GRPC_UNIMPLEMENTED,
-						"compressed messages are not supported");
-				return;
-			}
-			if (mlen > lim->max_message) {
-				call_answer_fmt(call, SG_GRPC_RESOURCE_EXHAUSTED,
-						"received message larger than max (%" PRIu32
-						" vs. %zu)", mlen, lim->max_message);
-				return;
-			}
-			if (conn->buffered + mlen > lim->max_buffer) {
-				call_answer_fmt(call, SG_GRPC_RESOURCE_EXHAUSTED,
-						"connection buffer limit (%zu bytes) reached",
-						lim->max_buffer);
-				return;
-			}
-			call->msg = malloc(mlen ? mlen : 1);
-			if (!call->msg) {
-				call_answer_fmt(call, SG_GRPC_RESOURCE_EXHAUSTED,
-						"out of memory for a %" PRIu32 "-byte message", mlen);
-				return;
-			}
-			call->msg_len = mlen;
-			call->msg_got = 0;
-			call->have_msg = true;
-			conn->buffered += mlen;
-			call->msg_complete = mlen == 0;
-			continue;
-		}
-		size_t n = call->msg_len - call->msg_got;
-		if (n > len)
-			n = len;
-		memcpy(call->msg + call->msg_got, data, n);
-		call->msg_got += n;
-		data += n;
-		len -= n;
-		call->msg_complete = call->msg_got == call->msg_len;
-	}
-}
 
 /* Runs the handlers of the requests completed by the last mem_recv. */
 static void conn_dispatch(struct grpc_conn *conn)
@@ -500,12 +172,12 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
 static void request_headers_done(struct sg_grpc_call *call)
 {
 	if (!call->is_post) {
-		call_answer_http(call, "405");
+		grpc_call_answer_http(call, "405");
 	} else if (!call->content_type_ok) {
 		/* The gRPC spec: a content-type that is not application/grpc* gets HTTP 415. */
-		call_answer_http(call, "415");
+		grpc_call_answer_http(call, "415");
 	} else if (!call->method) {
-		call_answer_fmt(call, SG_GRPC_UNIMPLEMENTED, "unknown method %s",
+		grpc_call_answer_fmt(call, SG_GRPC_UNIMPLEMENTED, "unknown method %s",
 				call->path ? call->path : "(none)");
 	}
 }
@@ -524,7 +196,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
 	if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST)
 		request_headers_done(call);
 	if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)
-		call_request_end(call);
+		grpc_call_request_end(call);
 	return 0;
 }
 
@@ -537,7 +209,7 @@ static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t s
 	(void)session;
 	(void)flags;
 	if (call && !call->answered)
-		call_feed(call, data, len);
+		grpc_call_feed(call, data, len);
 	return 0;
 }
 
@@ -564,7 +236,7 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
 	(void)session;
 	(void)error_code;
 	if (call)
-		call_stream_gone(call);
+		grpc_call_stream_gone(call);
 	return 0;
 }
 
@@ -588,7 +260,7 @@ static void conn_free(struct grpc_conn *conn)
 		server->accept_paused = false;
 		accept_next(server);
 	}
-	server_check_done(server);
+	grpc_server_check_done(server);
 }
 
 /* The end of every op callback of a connection: frees it once dead and idle. */
@@ -613,7 +285,7 @@ static void conn_close(struct grpc_conn *conn)
 		call->stream_open = false;
 		sg_list_unlink(&call->ready_link);
 		if (call->handler_owned) {
-			call_release_request(call);
+			grpc_call_release_request(call);
 			conn->buffered -= call->out_len - call->out_off;
 			free(call->out);
 			call->out = NULL;
@@ -623,7 +295,7 @@ static void conn_close(struct grpc_conn *conn)
 			call->conn = NULL;
 			conn->n_calls--;
 		} else {
-			call_free(call);
+			grpc_call_free(call);
 		}
 	}
 	/* After the calls: nghttp2_session_del must not reach a call through stream data. */
@@ -709,7 +381,7 @@ static void on_flush(struct sg_op *op)
 
 /* Asks for a flush from the loop: used by entry points that are not op callbacks of this
  * connection, so that they never free anything the caller still uses. */
-static void conn_kick(struct grpc_conn *conn)
+void grpc_conn_kick(struct grpc_conn *conn)
 {
 	if (conn->dead || sg_op_busy(&conn->send_op) || sg_op_busy(&conn->flush_op))
 		return;
@@ -812,7 +484,7 @@ static void on_done(struct sg_op *op)
 		server->done(server->done_userdata);
 }
 
-static void server_check_done(struct sg_grpc_server *server)
+void grpc_server_check_done(struct sg_grpc_server *server)
 {
 	if (!server->shutting_down || server->done_posted)
 		return;
@@ -839,7 +511,7 @@ static void on_accept_retry(struct sg_op *op)
 
 	if (op->res == 0)
 		accept_next(server);
-	server_check_done(server);
+	grpc_server_check_done(server);
 }
 
 static void accept_next(struct sg_grpc_server *server)
@@ -881,7 +553,7 @@ static void on_accept(struct sg_op *op)
 			(void)sg_timer_start(server->loop, &server->retry_op, ACCEPT_RETRY_NS,
 					     on_accept_retry);
 	}
-	server_check_done(server);
+	grpc_server_check_done(server);
 }
 
 int sg_grpc_server_new(struct sg_loop *loop, int listen_fd, const struct sg_grpc_method *methods,
@@ -992,7 +664,7 @@ static void on_grace(struct sg_op *op)
 		sg_list_for_each_safe(n, tmp, &server->conns)
 			conn_close(sg_container_of(n, struct grpc_conn, link));
 	}
-	server_check_done(server);
+	grpc_server_check_done(server);
 }
 
 void sg_grpc_server_shutdown(struct sg_grpc_server *server, void (*done)(void *userdata),
@@ -1016,13 +688,13 @@ void sg_grpc_server_shutdown(struct sg_grpc_server *server, void (*done)(void *u
 		(void)nghttp2_submit_goaway(conn->session, NGHTTP2_FLAG_NONE,
 					    nghttp2_session_get_last_proc_stream_id(conn->session),
 					    NGHTTP2_NO_ERROR, NULL, 0);
-		conn_kick(conn);
+		grpc_conn_kick(conn);
 	}
 	if (server->n_conns > 0)
 		(void)sg_timer_start(server->loop, &server->grace_op,
 				     (uint64_t)server->limits.shutdown_timeout_ms * 1000000u,
 				     on_grace);
-	server_check_done(server);
+	grpc_server_check_done(server);
 }
 
 void sg_grpc_server_free(struct sg_grpc_server *server)
@@ -1045,106 +717,11 @@ void sg_grpc_server_free(struct sg_grpc_server *server)
 		conn_free(conn);
 	}
 	while ((n = sg_list_pop(&server->orphans)))
-		call_free(sg_container_of(n, struct sg_grpc_call, link));
+		grpc_call_free(sg_container_of(n, struct sg_grpc_call, link));
 	if (server->callbacks)
 		nghttp2_session_callbacks_del(server->callbacks);
 	if (server->option)
 		nghttp2_option_del(server->option);
 	free(server->methods);
 	free(server);
-}
-
-/* ---- the handler's side ---- */
-
-int sg_grpc_send(struct sg_grpc_call *call, const uint8_t *msg, size_t len)
-{
-	struct grpc_conn *conn = call->conn;
-	uint8_t prefix[SG_GRPC_PREFIX_LEN];
-	size_t need;
-
-	if (!conn || !call->stream_open)
-		return -EPIPE;
-	if (len > UINT32_MAX)
-		return -EMSGSIZE;
-	need = SG_GRPC_PREFIX_LEN + len;
-	if (conn->buffered + need > conn->server->limits.max_buffer)
-		return -ENOBUFS;
-	if (call->out_len + need > call->out_cap) {
-		/* Compact first: what the data provider already took is dead space. */
-		if (call->out_off > 0) {
-			memmove(call->out, call->out + call->out_off, call->out_len - call->out_off);
-			call->out_len -= call->out_off;
-			call->out_off = 0;
-		}
-		if (call->out_len + need > call->out_cap) {
-			size_t cap = call->out_cap ? call->out_cap : 256;
-			while (cap < call->out_len + need)
-				cap *= 2;
-			uint8_t *p = realloc(call->out, cap);
-			if (!p)
-				return -ENOMEM;
-			call->out = p;
-			call->out_cap = cap;
-		}
-	}
-	sg_grpc_prefix_encode(prefix, 0, (uint32_t)len);
-	memcpy(call->out + call->out_len, prefix, SG_GRPC_PREFIX_LEN);
-	if (len)
-		memcpy(call->out + call->out_len + SG_GRPC_PREFIX_LEN, msg, len);
-	call->out_len += need;
-	conn->buffered += need;
-
-	if (!call->response_started) {
-		nghttp2_nv nv[2] = {
-			MAKE_NV(":status", "200", 3),
-			MAKE_NV("content-type", "application/grpc", 16),
-		};
-		nghttp2_data_provider prd = { .source.ptr = call, .read_callback = call_read };
-		int r = nghttp2_submit_response(conn->session, call->stream_id, nv, 2, &prd);
-		if (r != 0) {
-			call->out_len -= need;
-			conn->buffered -= need;
-			return r == NGHTTP2_ERR_NOMEM ? -ENOMEM : -EPIPE;
-		}
-		call->response_started = true;
-	} else if (call->deferred) {
-		call->deferred = false;
-		(void)nghttp2_session_resume_data(conn->session, call->stream_id);
-	}
-	conn_kick(conn);
-	return 0;
-}
-
-void sg_grpc_finish(struct sg_grpc_call *call, enum sg_grpc_status status, const char *message)
-{
-	struct sg_grpc_server *server;
-	struct grpc_conn *conn;
-
-	if (!call)
-		return;
-	server = call->server;
-	conn = call->conn;
-	if (call->handler_owned) {
-		call->handler_owned = false;
-		server->n_handler_calls--;
-	}
-	if (!conn || !call->stream_open) {
-		call_free(call);
-		server_check_done(server);
-		return;
-	}
-	if ((unsigned)status > SG_GRPC_UNAUTHENTICATED)
-		status = SG_GRPC_UNKNOWN;
-	call_answer(call, status, message);
-	conn_kick(conn);
-}
-
-bool sg_grpc_call_closed(const struct sg_grpc_call *call)
-{
-	return !call->conn || !call->stream_open;
-}
-
-const char *sg_grpc_call_path(const struct sg_grpc_call *call)
-{
-	return call->path ? call->path : "";
 }

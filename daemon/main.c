@@ -176,7 +176,7 @@ static int parse_args(int argc, char **argv, struct sg_config *cfg)
 	};
 	const char *root = NULL, *address = NULL, *level = NULL, *config = NULL;
 	bool foreground = false;
-	char err[PATH_MAX + 128];
+	struct sg_error err = { 0 };
 	int c, r;
 
 	opterr = 0;
@@ -210,9 +210,9 @@ static int parse_args(int argc, char **argv, struct sg_config *cfg)
 	}
 
 	sg_config_defaults(cfg);
-	r = sg_config_load(cfg, config ? config : SG_DEFAULT_CONFIG, err, sizeof(err));
+	r = sg_config_load(cfg, config ? config : SG_DEFAULT_CONFIG, &err);
 	if (r < 0 && !(r == -ENOENT && !config)) {
-		fprintf(stderr, "stargzd: %s\n", err);
+		fprintf(stderr, "stargzd: %s\n", err.msg);
 		return r;
 	}
 	if (root)
@@ -299,7 +299,7 @@ static void notify_parent(int *fd, char status)
 int main(int argc, char **argv)
 {
 	struct daemon d = { .lock_fd = -1, .listen_fd = -1 };
-	char err[PATH_MAX + 256];
+	struct sg_error err = { 0 };
 	int notify_fd = -1, r, exit_code = EXIT_FAILURE;
 	sigset_t stop_set;
 
@@ -310,19 +310,19 @@ int main(int argc, char **argv)
 	sg_log_set_level(d.cfg.log_level);
 	signal(SIGPIPE, SIG_IGN);
 
-	r = sg_root_lock(d.cfg.root, &d.lock_fd, err, sizeof(err));
+	r = sg_root_lock(d.cfg.root, &d.lock_fd, &err);
 	if (r < 0) {
-		fprintf(stderr, "stargzd: %s\n", err);
+		fprintf(stderr, "stargzd: %s\n", err.msg);
 		return EXIT_FAILURE;
 	}
-	r = sg_snapshots_open(d.cfg.root, &d.snapshots, err, sizeof(err));
+	r = sg_snapshots_open(d.cfg.root, &d.snapshots, &err);
 	if (r < 0) {
-		fprintf(stderr, "stargzd: %s\n", err);
+		fprintf(stderr, "stargzd: %s\n", err.msg);
 		goto out;
 	}
-	r = sg_listen_unix(d.cfg.address, &d.listen_fd, err, sizeof(err));
+	r = sg_listen_unix(d.cfg.address, &d.listen_fd, &err);
 	if (r < 0) {
-		fprintf(stderr, "stargzd: %s\n", err);
+		fprintf(stderr, "stargzd: %s\n", err.msg);
 		goto out;
 	}
 	if (!d.cfg.foreground) {

@@ -113,13 +113,25 @@ static sqlite3_stmt *stmt(struct sg_meta *m, int which)
 	return s;
 }
 
+/* err gets SQLite's message about the statement that just failed (read after its reset,
+ * which keeps the message). */
+static int db_error(sqlite3_stmt *s, int r, struct sg_error *err)
+{
+	return sg_error_set(err, r, "%s", sqlite3_errmsg(sqlite3_db_handle(s)));
+}
+
+static int no_memory(struct sg_error *err)
+{
+	return sg_error_set(err, -ENOMEM, "%s", strerror(ENOMEM));
+}
+
 /* Runs a statement that returns no rows. */
-static int exec_done(sqlite3_stmt *s)
+static int exec_done(sqlite3_stmt *s, struct sg_error *err)
 {
 	int rc = sqlite3_step(s);
 	int r = rc == SQLITE_DONE ? 0 : sqlite_to_errno(rc);
 	sqlite3_reset(s);
-	return r;
+	return r < 0 ? db_error(s, r, err) : 0;
 }
 
 void sg_snap_clear(struct sg_snap *s)
@@ -144,12 +156,7 @@ const char *sg_snap_label(const struct sg_snap *s, const char *key)
 	return NULL;
 }
 
-const char *sg_meta_errmsg(struct sg_meta *meta)
-{
-	return sqlite3_errmsg(meta->db);
-}
-
-int sg_meta_open(const char *path, struct sg_meta **ret_meta, char *err, size_t errlen)
+int sg_meta_open(const char *path, struct sg_meta **ret_meta, struct sg_error *err)
 {
 	struct sg_meta *m;
 	char *emsg = NULL;
@@ -161,15 +168,15 @@ int sg_meta_open(const char *path, struct sg_meta **ret_meta, char *err, size_t 
 	rc = sqlite3_open_v2(path, &m->db,
 			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc != SQLITE_OK) {
-		snprintf(err, errlen, "cannot open %s: %s", path,
-			 m->db ? sqlite3_errmsg(m->db) : sqlite3_errstr(rc));
+		sg_error_set(err, 0, "cannot open %s: %s", path,
+			     m->db ? sqlite3_errmsg(m->db) : sqlite3_errstr(rc));
 		r = sqlite_to_errno(rc);
 		goto fail;
 	}
 	sqlite3_extended_result_codes(m->db, 0);
 	rc = sqlite3_exec(m->db, schema, NULL, NULL, &emsg);
 	if (rc != SQLITE_OK) {
-		snprintf(err, errlen, "cannot set up %s: %s", path, emsg ? emsg : sqlite3_errstr(rc));
+		sg_error_set(err, 0, "cannot set up %s: %s", path, emsg ? emsg : sqlite3_errstr(rc));
 		sqlite3_free(emsg);
 		r = sqlite_to_errno(rc);
 		goto fail;
@@ -178,7 +185,7 @@ int sg_meta_open(const char *path, struct sg_meta **ret_meta, char *err, size_t 
 		rc = sqlite3_prepare_v3(m->db, statements[i], -1, SQLITE_PREPARE_PERSISTENT, &m->st[i],
 					NULL);
 		if (rc != SQLITE_OK) {
-			snprintf(err, errlen, "cannot prepare statement: %s", sqlite3_errmsg(m->db));
+			sg_error_set(err, 0, "cannot prepare statement: %s", sqlite3_errmsg(m->db));
 			r = -EIO;
 			goto fail;
 		}
@@ -200,20 +207,20 @@ void sg_meta_close(struct sg_meta *meta)
 	free(meta);
 }
 
-int sg_meta_begin(struct sg_meta *meta)
+int sg_meta_begin(struct sg_meta *meta, struct sg_error *err)
 {
-	return exec_done(stmt(meta, ST_BEGIN));
+	return exec_done(stmt(meta, ST_BEGIN), err);
 }
 
-int sg_meta_commit(struct sg_meta *meta)
+int sg_meta_commit(struct sg_meta *meta, struct sg_error *err)
 {
-	return exec_done(stmt(meta, ST_COMMIT_TX));
+	return exec_done(stmt(meta, ST_COMMIT_TX), err);
 }
 
 void sg_meta_rollback(struct sg_meta *meta)
 {
 	if (!sqlite3_get_autocommit(meta->db))
-		(void)exec_done(stmt(meta, ST_ROLLBACK));
+		(void)exec_done(stmt(meta, ST_ROLLBACK), NULL);
 }
 
 static char *column_strdup(sqlite3_stmt *s, int col)
@@ -222,7 +229,7 @@ static char *column_strdup(sqlite3_stmt *s, int col)
 	return t ? strdup((const char *)t) : NULL;
 }
 
-static int load_labels(struct sg_meta *m, struct sg_snap *snap)
+static int load_labels(struct sg_meta *m, struct sg_snap *snap, struct sg_error *err)
 {
 	sqlite3_stmt *s = stmt(m, ST_LABELS);
 	size_t cap = 0;
@@ -249,20 +256,24 @@ static int load_labels(struct sg_meta *m, struct sg_snap *snap)
 		snap->n_labels++;
 	}
 	sqlite3_reset(s);
-	return rc == SQLITE_DONE ? 0 : sqlite_to_errno(rc);
+	return rc == SQLITE_DONE ? 0 : db_error(s, sqlite_to_errno(rc), err);
 nomem:
 	sqlite3_reset(s);
-	return -ENOMEM;
+	return no_memory(err);
 }
 
-static int get_row(struct sg_meta *m, sqlite3_stmt *s, struct sg_snap *ret)
+/* -ENOENT (err says "no snapshot <what>") when the lookup finds no row. */
+static int get_row(struct sg_meta *m, sqlite3_stmt *s, struct sg_snap *ret, const char *what,
+		   struct sg_error *err)
 {
 	struct sg_snap snap = { 0 };
 	int rc = sqlite3_step(s), r;
 
 	if (rc != SQLITE_ROW) {
 		sqlite3_reset(s);
-		return rc == SQLITE_DONE ? -ENOENT : sqlite_to_errno(rc);
+		if (rc == SQLITE_DONE)
+			return sg_error_set(err, -ENOENT, "no snapshot %s", what);
+		return db_error(s, sqlite_to_errno(rc), err);
 	}
 	snap.id = sqlite3_column_int64(s, 0);
 	snap.name = column_strdup(s, 1);
@@ -276,10 +287,10 @@ static int get_row(struct sg_meta *m, sqlite3_stmt *s, struct sg_snap *ret)
 	snap.remote = (enum sg_snap_remote)sqlite3_column_int(s, 9);
 	sqlite3_reset(s);
 	if (!snap.name || (snap.parent_id && !snap.parent)) {
-		r = -ENOMEM;
+		r = no_memory(err);
 		goto fail;
 	}
-	r = load_labels(m, &snap);
+	r = load_labels(m, &snap, err);
 	if (r < 0)
 		goto fail;
 	*ret = snap;
@@ -289,28 +300,31 @@ fail:
 	return r;
 }
 
-int sg_meta_get(struct sg_meta *meta, const char *name, struct sg_snap *ret)
+int sg_meta_get(struct sg_meta *meta, const char *name, struct sg_snap *ret,
+		struct sg_error *err)
 {
 	sqlite3_stmt *s = stmt(meta, ST_GET_BY_NAME);
 	sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
-	return get_row(meta, s, ret);
+	return get_row(meta, s, ret, "by that name", err);
 }
 
-int sg_meta_get_by_id(struct sg_meta *meta, int64_t id, struct sg_snap *ret)
+int sg_meta_get_by_id(struct sg_meta *meta, int64_t id, struct sg_snap *ret,
+		      struct sg_error *err)
 {
 	sqlite3_stmt *s = stmt(meta, ST_GET_BY_ID);
 	sqlite3_bind_int64(s, 1, id);
-	return get_row(meta, s, ret);
+	return get_row(meta, s, ret, "with that id", err);
 }
 
-static int insert_labels(struct sg_meta *m, int64_t id, const struct sg_label *labels, size_t n)
+static int insert_labels(struct sg_meta *m, int64_t id, const struct sg_label *labels, size_t n,
+			 struct sg_error *err)
 {
 	for (size_t i = 0; i < n; i++) {
 		sqlite3_stmt *s = stmt(m, ST_INSERT_LABEL);
 		sqlite3_bind_int64(s, 1, id);
 		sqlite3_bind_text(s, 2, labels[i].key, -1, SQLITE_STATIC);
 		sqlite3_bind_text(s, 3, labels[i].value, -1, SQLITE_STATIC);
-		int r = exec_done(s);
+		int r = exec_done(s, err);
 		if (r < 0)
 			return r;
 	}
@@ -319,7 +333,7 @@ static int insert_labels(struct sg_meta *m, int64_t id, const struct sg_label *l
 
 int sg_meta_insert(struct sg_meta *meta, const char *name, int64_t parent_id,
 		   enum sg_snap_kind kind, enum sg_snap_remote remote, const struct sg_label *labels,
-		   size_t n_labels, int64_t now_ns, int64_t *ret_id)
+		   size_t n_labels, int64_t now_ns, int64_t *ret_id, struct sg_error *err)
 {
 	sqlite3_stmt *s = stmt(meta, ST_INSERT);
 	int64_t id;
@@ -333,11 +347,11 @@ int sg_meta_insert(struct sg_meta *meta, const char *name, int64_t parent_id,
 	sqlite3_bind_int(s, 3, (int)kind);
 	sqlite3_bind_int64(s, 4, now_ns);
 	sqlite3_bind_int(s, 5, (int)remote);
-	r = exec_done(s);
+	r = exec_done(s, err);
 	if (r < 0)
 		return r;
 	id = sqlite3_last_insert_rowid(meta->db);
-	r = insert_labels(meta, id, labels, n_labels);
+	r = insert_labels(meta, id, labels, n_labels, err);
 	if (r < 0)
 		return r;
 	*ret_id = id;
@@ -346,7 +360,7 @@ int sg_meta_insert(struct sg_meta *meta, const char *name, int64_t parent_id,
 
 int sg_meta_commit_active(struct sg_meta *meta, int64_t id, const char *name,
 			  const struct sg_label *labels, size_t n_labels, int64_t size,
-			  int64_t inodes, int64_t now_ns)
+			  int64_t inodes, int64_t now_ns, struct sg_error *err)
 {
 	sqlite3_stmt *s = stmt(meta, ST_COMMIT);
 	int r;
@@ -356,31 +370,39 @@ int sg_meta_commit_active(struct sg_meta *meta, int64_t id, const char *name,
 	sqlite3_bind_int64(s, 3, size);
 	sqlite3_bind_int64(s, 4, inodes);
 	sqlite3_bind_int64(s, 5, now_ns);
-	r = exec_done(s);
+	r = exec_done(s, err);
 	if (r < 0)
 		return r;
 	if (sqlite3_changes(meta->db) != 1)
-		return -ENOENT;
-	r = exec_done((s = stmt(meta, ST_DELETE_LABELS), sqlite3_bind_int64(s, 1, id), s));
+		return sg_error_set(err, -ENOENT, "no active snapshot with that id");
+	r = exec_done((s = stmt(meta, ST_DELETE_LABELS), sqlite3_bind_int64(s, 1, id), s), err);
 	if (r < 0)
 		return r;
-	return insert_labels(meta, id, labels, n_labels);
+	return insert_labels(meta, id, labels, n_labels, err);
 }
 
-int sg_meta_delete(struct sg_meta *meta, int64_t id)
+/* -ENOENT when the last statement changed no row. */
+static int changed_one(struct sg_meta *meta, struct sg_error *err)
+{
+	if (sqlite3_changes(meta->db) == 1)
+		return 0;
+	return sg_error_set(err, -ENOENT, "no snapshot with that id");
+}
+
+int sg_meta_delete(struct sg_meta *meta, int64_t id, struct sg_error *err)
 {
 	sqlite3_stmt *s = stmt(meta, ST_DELETE);
 	int r;
 
 	sqlite3_bind_int64(s, 1, id);
-	r = exec_done(s);
+	r = exec_done(s, err);
 	if (r < 0)
 		return r;
-	return sqlite3_changes(meta->db) == 1 ? 0 : -ENOENT;
+	return changed_one(meta, err);
 }
 
 /* Runs a one-row probe on id: 1 if it returns a row, 0 if none, or a negative errno. */
-static int probe_id(struct sg_meta *meta, int which, int64_t id)
+static int probe_id(struct sg_meta *meta, int which, int64_t id, struct sg_error *err)
 {
 	sqlite3_stmt *s = stmt(meta, which);
 	int rc;
@@ -390,40 +412,40 @@ static int probe_id(struct sg_meta *meta, int which, int64_t id)
 	sqlite3_reset(s);
 	if (rc == SQLITE_ROW)
 		return 1;
-	return rc == SQLITE_DONE ? 0 : sqlite_to_errno(rc);
+	return rc == SQLITE_DONE ? 0 : db_error(s, sqlite_to_errno(rc), err);
 }
 
-int sg_meta_has_children(struct sg_meta *meta, int64_t id)
+int sg_meta_has_children(struct sg_meta *meta, int64_t id, struct sg_error *err)
 {
-	return probe_id(meta, ST_CHILDREN, id);
+	return probe_id(meta, ST_CHILDREN, id, err);
 }
 
-int sg_meta_id_exists(struct sg_meta *meta, int64_t id)
+int sg_meta_id_exists(struct sg_meta *meta, int64_t id, struct sg_error *err)
 {
-	return probe_id(meta, ST_ID_EXISTS, id);
+	return probe_id(meta, ST_ID_EXISTS, id, err);
 }
 
 int sg_meta_set_labels(struct sg_meta *meta, int64_t id, const struct sg_label *labels,
-		       size_t n_labels, int64_t updated_ns)
+		       size_t n_labels, int64_t updated_ns, struct sg_error *err)
 {
 	sqlite3_stmt *s = stmt(meta, ST_DELETE_LABELS);
 	int r;
 
 	sqlite3_bind_int64(s, 1, id);
-	r = exec_done(s);
+	r = exec_done(s, err);
 	if (r < 0)
 		return r;
-	r = insert_labels(meta, id, labels, n_labels);
+	r = insert_labels(meta, id, labels, n_labels, err);
 	if (r < 0)
 		return r;
 	s = stmt(meta, ST_TOUCH);
 	sqlite3_bind_int64(s, 1, id);
 	sqlite3_bind_int64(s, 2, updated_ns);
-	return exec_done(s);
+	return exec_done(s, err);
 }
 
 int sg_meta_foreach(struct sg_meta *meta, int (*fn)(const struct sg_snap *s, void *userdata),
-		    void *userdata)
+		    void *userdata, struct sg_error *err)
 {
 	int64_t *ids = NULL;
 	size_t n = 0, cap = 0;
@@ -438,7 +460,7 @@ int sg_meta_foreach(struct sg_meta *meta, int (*fn)(const struct sg_snap *s, voi
 			if (!t) {
 				sqlite3_reset(s);
 				free(ids);
-				return -ENOMEM;
+				return no_memory(err);
 			}
 			ids = t;
 			cap = ncap;
@@ -448,17 +470,21 @@ int sg_meta_foreach(struct sg_meta *meta, int (*fn)(const struct sg_snap *s, voi
 	sqlite3_reset(s);
 	if (rc != SQLITE_DONE) {
 		free(ids);
-		return sqlite_to_errno(rc);
+		return db_error(s, sqlite_to_errno(rc), err);
 	}
 	for (size_t i = 0; i < n && r == 0; i++) {
 		struct sg_snap snap;
-		r = sg_meta_get_by_id(meta, ids[i], &snap);
+		struct sg_error gerr;
+		r = sg_meta_get_by_id(meta, ids[i], &snap, &gerr);
 		if (r == -ENOENT) {   /* removed by fn meanwhile */
 			r = 0;
 			continue;
 		}
-		if (r < 0)
+		if (r < 0) {
+			if (err)
+				*err = gerr;
 			break;
+		}
 		r = fn(&snap, userdata);
 		sg_snap_clear(&snap);
 	}
@@ -466,15 +492,16 @@ int sg_meta_foreach(struct sg_meta *meta, int (*fn)(const struct sg_snap *s, voi
 	return r;
 }
 
-int sg_meta_set_remote(struct sg_meta *meta, int64_t id, enum sg_snap_remote remote)
+int sg_meta_set_remote(struct sg_meta *meta, int64_t id, enum sg_snap_remote remote,
+		       struct sg_error *err)
 {
 	sqlite3_stmt *s = stmt(meta, ST_SET_REMOTE);
 	int r;
 
 	sqlite3_bind_int64(s, 1, id);
 	sqlite3_bind_int(s, 2, (int)remote);
-	r = exec_done(s);
+	r = exec_done(s, err);
 	if (r < 0)
 		return r;
-	return sqlite3_changes(meta->db) == 1 ? 0 : -ENOENT;
+	return changed_one(meta, err);
 }

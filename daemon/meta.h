@@ -7,13 +7,19 @@
  * never corrupts the file.  These synchronous writes are the one accepted blocking call
  * on the event loop (a commit costs well under a millisecond in WAL mode).
  *
- * Strings in a `struct sg_snap` are owned by it; sg_snap_clear() frees them. */
+ * Strings in a `struct sg_snap` are owned by it; sg_snap_clear() frees them.
+ *
+ * Errors are negative errno values; err (daemon/core/error.h, may be NULL) gets SQLite's
+ * message for the statement that failed ("database is locked"), or says which row was
+ * missing for -ENOENT.  Callers add their context in front. */
 #ifndef STARGZD_META_H
 #define STARGZD_META_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "daemon/core/error.h"
 
 struct sg_meta;
 
@@ -55,42 +61,44 @@ struct sg_snap {
 void sg_snap_clear(struct sg_snap *s);
 const char *sg_snap_label(const struct sg_snap *s, const char *key);
 
-int sg_meta_open(const char *path, struct sg_meta **ret_meta, char *err, size_t errlen);
+/* err: "cannot open PATH: ...", "cannot set up PATH: ..." or "cannot prepare statement: ...". */
+int sg_meta_open(const char *path, struct sg_meta **ret_meta, struct sg_error *err);
 void sg_meta_close(struct sg_meta *meta);
-/* The last SQLite error message, for logs. */
-const char *sg_meta_errmsg(struct sg_meta *meta);
 
-int sg_meta_begin(struct sg_meta *meta);
-int sg_meta_commit(struct sg_meta *meta);
+int sg_meta_begin(struct sg_meta *meta, struct sg_error *err);
+int sg_meta_commit(struct sg_meta *meta, struct sg_error *err);
 void sg_meta_rollback(struct sg_meta *meta);
 
 /* Lookups fill *ret (with labels and parent name); -ENOENT if there is no such snapshot. */
-int sg_meta_get(struct sg_meta *meta, const char *name, struct sg_snap *ret);
-int sg_meta_get_by_id(struct sg_meta *meta, int64_t id, struct sg_snap *ret);
+int sg_meta_get(struct sg_meta *meta, const char *name, struct sg_snap *ret,
+		struct sg_error *err);
+int sg_meta_get_by_id(struct sg_meta *meta, int64_t id, struct sg_snap *ret,
+		      struct sg_error *err);
 
 /* Inserts a snapshot; -EEXIST if the name is taken.  Returns the new id in *ret_id. */
 int sg_meta_insert(struct sg_meta *meta, const char *name, int64_t parent_id,
 		   enum sg_snap_kind kind, enum sg_snap_remote remote, const struct sg_label *labels,
-		   size_t n_labels, int64_t now_ns, int64_t *ret_id);
-int sg_meta_set_remote(struct sg_meta *meta, int64_t id, enum sg_snap_remote remote);
+		   size_t n_labels, int64_t now_ns, int64_t *ret_id, struct sg_error *err);
+int sg_meta_set_remote(struct sg_meta *meta, int64_t id, enum sg_snap_remote remote,
+		       struct sg_error *err);
 /* Turns an active snapshot into a committed one named `name` with exactly these labels
  * (containerd does not inherit the active snapshot's labels); -EEXIST if name is taken. */
 int sg_meta_commit_active(struct sg_meta *meta, int64_t id, const char *name,
 			  const struct sg_label *labels, size_t n_labels, int64_t size,
-			  int64_t inodes, int64_t now_ns);
-int sg_meta_delete(struct sg_meta *meta, int64_t id);
+			  int64_t inodes, int64_t now_ns, struct sg_error *err);
+int sg_meta_delete(struct sg_meta *meta, int64_t id, struct sg_error *err);
 /* 1 if some snapshot has `id` as parent, 0 if none, or a negative errno. */
-int sg_meta_has_children(struct sg_meta *meta, int64_t id);
+int sg_meta_has_children(struct sg_meta *meta, int64_t id, struct sg_error *err);
 /* Replaces all labels. */
 int sg_meta_set_labels(struct sg_meta *meta, int64_t id, const struct sg_label *labels,
-		       size_t n_labels, int64_t updated_ns);
+		       size_t n_labels, int64_t updated_ns, struct sg_error *err);
 
-/* Calls fn for every snapshot in id order; stops early (and returns that value) when fn
- * returns non-zero.  The snapshot passed to fn is cleared after fn returns. */
+/* Calls fn for every snapshot in id order; stops early (and returns that value, err left
+ * alone) when fn returns non-zero.  The snapshot passed to fn is cleared after fn returns. */
 int sg_meta_foreach(struct sg_meta *meta, int (*fn)(const struct sg_snap *s, void *userdata),
-		    void *userdata);
+		    void *userdata, struct sg_error *err);
 
 /* Whether a snapshot with this id exists (for cleaning up directories). */
-int sg_meta_id_exists(struct sg_meta *meta, int64_t id);
+int sg_meta_id_exists(struct sg_meta *meta, int64_t id, struct sg_error *err);
 
 #endif

@@ -37,30 +37,25 @@ int sg_mkdir_p(const char *path, mode_t mode)
 	return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
 }
 
-int sg_root_lock(const char *root, int *ret_lockfd, char *err, size_t errlen)
+int sg_root_lock(const char *root, int *ret_lockfd, struct sg_error *err)
 {
 	char path[PATH_MAX];
 	int fd, r;
 
 	r = sg_mkdir_p(root, 0700);
-	if (r < 0) {
-		snprintf(err, errlen, "cannot create root directory %s: %s", root, strerror(-r));
-		return r;
-	}
-	if (snprintf(path, sizeof(path), "%s/stargzd.lock", root) >= (int)sizeof(path)) {
-		snprintf(err, errlen, "root path too long: %s", root);
-		return -ENAMETOOLONG;
-	}
+	if (r < 0)
+		return sg_error_set(err, r, "cannot create root directory %s: %s", root,
+				    strerror(-r));
+	if (snprintf(path, sizeof(path), "%s/stargzd.lock", root) >= (int)sizeof(path))
+		return sg_error_set(err, -ENAMETOOLONG, "root path too long: %s", root);
 	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0) {
-		r = -errno;
-		snprintf(err, errlen, "root directory %s is not writable: %s", root, strerror(errno));
-		return r;
-	}
+	if (fd < 0)
+		return sg_error_set(err, -errno, "root directory %s is not writable: %s", root,
+				    strerror(errno));
 	/* access() would answer for the real uid; a probe file answers for what we can do. */
 	if (faccessat(AT_FDCWD, root, W_OK, AT_EACCESS) < 0) {
 		r = -errno;
-		snprintf(err, errlen, "root directory %s is not writable: %s", root, strerror(errno));
+		sg_error_set(err, r, "root directory %s is not writable: %s", root, strerror(errno));
 		close(fd);
 		return r;
 	}
@@ -73,10 +68,10 @@ int sg_root_lock(const char *root, int *ret_lockfd, char *err, size_t errlen)
 			pid[strcspn(pid, "\n")] = '\0';
 		}
 		if (r == -EBUSY)
-			snprintf(err, errlen, "another stargzd%s%s%s is already running on root %s",
-				 *pid ? " (pid " : "", pid, *pid ? ")" : "", root);
+			sg_error_set(err, r, "another stargzd%s%s%s is already running on root %s",
+				     *pid ? " (pid " : "", pid, *pid ? ")" : "", root);
 		else
-			snprintf(err, errlen, "cannot lock %s: %s", path, strerror(-r));
+			sg_error_set(err, r, "cannot lock %s: %s", path, strerror(-r));
 		close(fd);
 		return r;
 	}
@@ -94,18 +89,16 @@ int sg_root_lock_write_pid(int lockfd, pid_t pid)
 	return 0;
 }
 
-int sg_listen_unix(const char *path, int *ret_fd, char *err, size_t errlen)
+int sg_listen_unix(const char *path, int *ret_fd, struct sg_error *err)
 {
 	struct sockaddr_un addr = { .sun_family = AF_UNIX };
 	char dir[PATH_MAX];
 	struct stat st;
 	int fd = -1, r;
 
-	if (strlen(path) >= sizeof(addr.sun_path)) {
-		snprintf(err, errlen, "socket path too long (max %zu bytes): %s",
-			 sizeof(addr.sun_path) - 1, path);
-		return -ENAMETOOLONG;
-	}
+	if (strlen(path) >= sizeof(addr.sun_path))
+		return sg_error_set(err, -ENAMETOOLONG, "socket path too long (max %zu bytes): %s",
+				    sizeof(addr.sun_path) - 1, path);
 	memcpy(addr.sun_path, path, strlen(path) + 1);
 
 	snprintf(dir, sizeof(dir), "%s", path);
@@ -113,48 +106,35 @@ int sg_listen_unix(const char *path, int *ret_fd, char *err, size_t errlen)
 	if (slash && slash != dir) {
 		*slash = '\0';
 		r = sg_mkdir_p(dir, 0711);
-		if (r < 0) {
-			snprintf(err, errlen, "cannot create socket directory %s: %s", dir, strerror(-r));
-			return r;
-		}
+		if (r < 0)
+			return sg_error_set(err, r, "cannot create socket directory %s: %s", dir,
+					    strerror(-r));
 	}
 
 	if (lstat(path, &st) == 0) {
-		if (!S_ISSOCK(st.st_mode)) {
-			snprintf(err, errlen, "%s exists and is not a socket", path);
-			return -EEXIST;
-		}
+		if (!S_ISSOCK(st.st_mode))
+			return sg_error_set(err, -EEXIST, "%s exists and is not a socket", path);
 		/* Is anybody answering?  A live daemon accepts; a dead one's file refuses. */
 		int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (probe < 0) {
-			r = -errno;
-			snprintf(err, errlen, "socket(): %s", strerror(errno));
-			return r;
-		}
+		if (probe < 0)
+			return sg_error_set(err, -errno, "socket(): %s", strerror(errno));
 		r = connect(probe, (struct sockaddr *)&addr, sizeof(addr));
 		int saved = errno;
 		close(probe);
-		if (r == 0) {
-			snprintf(err, errlen, "socket %s is in use by a live daemon", path);
-			return -EADDRINUSE;
-		}
-		if (saved != ECONNREFUSED && saved != ENOENT) {
-			snprintf(err, errlen, "cannot probe existing socket %s: %s", path, strerror(saved));
-			return -saved;
-		}
-		if (unlink(path) < 0 && errno != ENOENT) {
-			r = -errno;
-			snprintf(err, errlen, "cannot remove stale socket %s: %s", path, strerror(errno));
-			return r;
-		}
+		if (r == 0)
+			return sg_error_set(err, -EADDRINUSE, "socket %s is in use by a live daemon",
+					    path);
+		if (saved != ECONNREFUSED && saved != ENOENT)
+			return sg_error_set(err, -saved, "cannot probe existing socket %s: %s", path,
+					    strerror(saved));
+		if (unlink(path) < 0 && errno != ENOENT)
+			return sg_error_set(err, -errno, "cannot remove stale socket %s: %s", path,
+					    strerror(errno));
 	}
 
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0) {
-		r = -errno;
-		snprintf(err, errlen, "socket(): %s", strerror(errno));
-		return r;
-	}
+	if (fd < 0)
+		return sg_error_set(err, -errno, "socket(): %s", strerror(errno));
 	/* Bind under a umask that never lets the socket be wider than 0660, then set it
 	 * exactly: there is no moment where others could connect. */
 	mode_t old = umask(0117);
@@ -163,12 +143,12 @@ int sg_listen_unix(const char *path, int *ret_fd, char *err, size_t errlen)
 	umask(old);
 	if (r < 0) {
 		r = -saved;
-		snprintf(err, errlen, "cannot bind %s: %s", path, strerror(saved));
+		sg_error_set(err, r, "cannot bind %s: %s", path, strerror(saved));
 		goto fail;
 	}
 	if (chmod(path, 0660) < 0 || listen(fd, 128) < 0) {
 		r = -errno;
-		snprintf(err, errlen, "cannot listen on %s: %s", path, strerror(errno));
+		sg_error_set(err, r, "cannot listen on %s: %s", path, strerror(errno));
 		unlink(path);
 		goto fail;
 	}

@@ -5,7 +5,6 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,18 +28,6 @@ struct sg_snapshots {
 	bool (*remote_mounted)(void *ctx, int64_t id);
 	void *remote_ctx;
 };
-
-static int fail(int r, char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-static int fail(int r, char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return r;
-}
 
 static int64_t now_realtime_ns(void)
 {
@@ -162,14 +149,14 @@ static void detach_mount(const char *path)
 /* Removes what a crash can leave under snapshots/: "new-*" directories of a Prepare that
  * never committed, "rm-*" of a Remove that committed but did not finish deleting, and
  * numbered directories whose metadata row does not exist. */
-static int repair(struct sg_snapshots *s, bool at_start, char *err, size_t errlen)
+static int repair(struct sg_snapshots *s, bool at_start, struct sg_error *err)
 {
 	DIR *d = opendir(s->snapdir);
 	struct dirent *de;
 	int r = 0;
 
 	if (!d)
-		return fail(-errno, err, errlen, "cannot open %s: %s", s->snapdir, strerror(errno));
+		return sg_error_set(err, -errno, "cannot open %s: %s", s->snapdir, strerror(errno));
 	while ((de = readdir(d))) {
 		char path[PATH_MAX], *end;
 		bool remove = false;
@@ -183,10 +170,10 @@ static int repair(struct sg_snapshots *s, bool at_start, char *err, size_t errle
 			if (*end != '\0' || id <= 0) {
 				remove = true;   /* nothing else belongs here */
 			} else {
-				int e = sg_meta_id_exists(s->meta, id);
+				int e = sg_meta_id_exists(s->meta, id, err);
 				if (e < 0) {
-					r = fail(e, err, errlen, "metadata lookup failed: %s",
-						 sg_meta_errmsg(s->meta));
+					sg_error_prefix(err, "metadata lookup failed");
+					r = e;
 					break;
 				}
 				remove = e == 0;
@@ -203,7 +190,7 @@ static int repair(struct sg_snapshots *s, bool at_start, char *err, size_t errle
 		snprintf(path, sizeof(path), "%s/%s", s->snapdir, de->d_name);
 		int e = rm_rf(path);
 		if (e < 0 && r == 0)
-			r = fail(e, err, errlen, "cannot remove %s: %s", path, strerror(-e));
+			r = sg_error_set(err, e, "cannot remove %s: %s", path, strerror(-e));
 	}
 	closedir(d);
 	return r;
@@ -227,27 +214,28 @@ static int collect_mounting(const struct sg_snap *snap, void *userdata)
 /* Rows reserved for a remote mount that never completed (the daemon died meanwhile): the
  * pull that asked for them failed or fell back, so they go; repair() then removes their
  * directories. */
-static int drop_unfinished_remote(struct sg_snapshots *s, char *err, size_t errlen)
+static int drop_unfinished_remote(struct sg_snapshots *s, struct sg_error *err)
 {
 	int64_t *ids = calloc(1, sizeof(*ids));
+	struct sg_error merr = { 0 };
 	int r;
 
 	if (!ids)
 		return -ENOMEM;
-	r = sg_meta_foreach(s->meta, collect_mounting, &ids);
+	r = sg_meta_foreach(s->meta, collect_mounting, &ids, &merr);
 	for (int64_t i = 1; r == 0 && i <= ids[0]; i++) {
-		r = sg_meta_delete(s->meta, ids[i]);
+		r = sg_meta_delete(s->meta, ids[i], &merr);
 		if (r == -ENOENT)
 			r = 0;
 	}
 	free(ids);
 	if (r < 0)
-		return fail(r, err, errlen, "cannot drop unfinished remote snapshots: %s",
-			    sg_meta_errmsg(s->meta));
+		return sg_error_set(err, r, "cannot drop unfinished remote snapshots: %s",
+				    merr.msg[0] ? merr.msg : strerror(-r));
 	return 0;
 }
 
-int sg_snapshots_open(const char *root, struct sg_snapshots **ret, char *err, size_t errlen)
+int sg_snapshots_open(const char *root, struct sg_snapshots **ret, struct sg_error *err)
 {
 	struct sg_snapshots *s = calloc(1, sizeof(*s));
 	char dbpath[PATH_MAX];
@@ -256,7 +244,7 @@ int sg_snapshots_open(const char *root, struct sg_snapshots **ret, char *err, si
 	if (!s)
 		return -ENOMEM;
 	if (strlen(root) >= ROOT_MAX) {
-		r = fail(-ENAMETOOLONG, err, errlen, "root path too long (max %d bytes)", ROOT_MAX - 1);
+		r = sg_error_set(err, -ENAMETOOLONG, "root path too long (max %d bytes)", ROOT_MAX - 1);
 		goto fail;
 	}
 	snprintf(s->root, sizeof(s->root), "%s", root);
@@ -264,16 +252,16 @@ int sg_snapshots_open(const char *root, struct sg_snapshots **ret, char *err, si
 	snprintf(dbpath, sizeof(dbpath), "%s/metadata.db", s->root);
 	r = sg_mkdir_p(s->snapdir, 0700);
 	if (r < 0) {
-		fail(r, err, errlen, "cannot create %s: %s", s->snapdir, strerror(-r));
+		sg_error_set(err, r, "cannot create %s: %s", s->snapdir, strerror(-r));
 		goto fail;
 	}
-	r = sg_meta_open(dbpath, &s->meta, err, errlen);
+	r = sg_meta_open(dbpath, &s->meta, err);
 	if (r < 0)
 		goto fail;
-	r = drop_unfinished_remote(s, err, errlen);
+	r = drop_unfinished_remote(s, err);
 	if (r < 0)
 		goto fail;
-	r = repair(s, true, err, errlen);
+	r = repair(s, true, err);
 	if (r < 0)
 		goto fail;
 	*ret = s;
@@ -341,7 +329,7 @@ static int parent_chain(struct sg_snapshots *s, int64_t parent_id, int64_t **ret
 
 	while (parent_id) {
 		struct sg_snap p;
-		int r = sg_meta_get_by_id(s->meta, parent_id, &p);
+		int r = sg_meta_get_by_id(s->meta, parent_id, &p, NULL);
 		if (r < 0) {
 			free(ids);
 			return r == -ENOENT ? -EIO : r;   /* a dangling parent is corruption */
@@ -429,51 +417,52 @@ out:
 
 /* ---- operations ---- */
 
-int sg_labels_validate(const struct sg_label *labels, size_t n, char *err, size_t errlen)
+int sg_labels_validate(const struct sg_label *labels, size_t n, struct sg_error *err)
 {
 	for (size_t i = 0; i < n; i++) {
 		size_t kl = strlen(labels[i].key), vl = strlen(labels[i].value);
 		if (kl == 0)
-			return fail(-EINVAL, err, errlen, "label key must not be empty");
+			return sg_error_set(err, -EINVAL, "label key must not be empty");
 		if (kl + vl > SG_LABEL_MAX)
-			return fail(-EINVAL, err, errlen,
-				    "label key and value length (%zu bytes) exceeds maximum size (%d bytes)",
-				    kl + vl, SG_LABEL_MAX);
+			return sg_error_set(err, -EINVAL, "label key and value length (%zu bytes) "
+					    "exceeds maximum size (%d bytes)", kl + vl, SG_LABEL_MAX);
 	}
 	return 0;
 }
 
-static int meta_error(struct sg_snapshots *s, int r, char *err, size_t errlen, const char *what)
+/* After a failed sg_meta_* call that filled err: "WHAT: metadata error: <SQLite's message>". */
+static int meta_error(int r, struct sg_error *err, const char *what)
 {
-	return fail(r, err, errlen, "%s: metadata error: %s", what, sg_meta_errmsg(s->meta));
+	sg_error_prefix(err, "%s: metadata error", what);
+	return r;
 }
 
 /* Loads the parent named by a Prepare/View: it must exist (a remote snapshot still being
  * mounted does not, as for Stat) and be committed.  No parent name: *ret stays empty. */
 static int load_parent(struct sg_snapshots *s, const char *parent, struct sg_snap *ret,
-		       const char *what, char *err, size_t errlen)
+		       const char *what, struct sg_error *err)
 {
 	int r;
 
 	if (!parent || !*parent)
 		return 0;
-	r = sg_meta_get(s->meta, parent, ret);
+	r = sg_meta_get(s->meta, parent, ret, err);
 	if (r == 0 && ret->remote == SG_SNAP_REMOTE_MOUNTING) {
 		sg_snap_clear(ret);
 		r = -ENOENT;
 	}
 	if (r == -ENOENT)
-		return fail(-ENOENT, err, errlen, "parent snapshot %s does not exist", parent);
+		return sg_error_set(err, -ENOENT, "parent snapshot %s does not exist", parent);
 	if (r < 0)
-		return meta_error(s, r, err, errlen, what);
+		return meta_error(r, err, what);
 	if (ret->kind != SG_SNAP_COMMITTED)
-		return fail(-EINVAL, err, errlen, "parent %s is not a committed snapshot", parent);
+		return sg_error_set(err, -EINVAL, "parent %s is not a committed snapshot", parent);
 	return 0;
 }
 
 int sg_snapshots_prepare(struct sg_snapshots *s, enum sg_snap_kind kind, const char *key,
 			 const char *parent, const struct sg_label *labels, size_t n_labels,
-			 struct sg_mounts *ret, char *err, size_t errlen)
+			 struct sg_mounts *ret, struct sg_error *err)
 {
 	char tmp[PATH_MAX], sub[PATH_MAX + 8], final[PATH_MAX];
 	struct sg_snap p = { 0 }, snap = { 0 };
@@ -481,46 +470,46 @@ int sg_snapshots_prepare(struct sg_snapshots *s, enum sg_snap_kind kind, const c
 	int r;
 
 	if (!key || !*key)
-		return fail(-EINVAL, err, errlen, "snapshot key must not be empty");
+		return sg_error_set(err, -EINVAL, "snapshot key must not be empty");
 	if (kind != SG_SNAP_ACTIVE && kind != SG_SNAP_VIEW)
-		return fail(-EINVAL, err, errlen, "only active or view snapshots can be created");
-	r = sg_labels_validate(labels, n_labels, err, errlen);
+		return sg_error_set(err, -EINVAL, "only active or view snapshots can be created");
+	r = sg_labels_validate(labels, n_labels, err);
 	if (r < 0)
 		return r;
 
 	/* Build the directory aside, then rename it into place inside the transaction. */
 	snprintf(tmp, sizeof(tmp), "%s/new-XXXXXX", s->snapdir);
 	if (!mkdtemp(tmp))
-		return fail(-errno, err, errlen, "cannot create snapshot directory: %s", strerror(errno));
+		return sg_error_set(err, -errno, "cannot create snapshot directory: %s", strerror(errno));
 	snprintf(sub, sizeof(sub), "%s/fs", tmp);
 	if (mkdir(sub, 0755) < 0) {
-		r = fail(-errno, err, errlen, "cannot create %s: %s", sub, strerror(errno));
+		r = sg_error_set(err, -errno, "cannot create %s: %s", sub, strerror(errno));
 		goto fail_dir;
 	}
 	if (kind == SG_SNAP_ACTIVE) {
 		snprintf(sub, sizeof(sub), "%s/work", tmp);
 		if (mkdir(sub, 0711) < 0) {
-			r = fail(-errno, err, errlen, "cannot create %s: %s", sub, strerror(errno));
+			r = sg_error_set(err, -errno, "cannot create %s: %s", sub, strerror(errno));
 			goto fail_dir;
 		}
 	}
 
-	r = sg_meta_begin(s->meta);
+	r = sg_meta_begin(s->meta, err);
 	if (r < 0) {
-		meta_error(s, r, err, errlen, "prepare");
+		meta_error(r, err, "prepare");
 		goto fail_dir;
 	}
-	r = load_parent(s, parent, &p, "prepare", err, errlen);
+	r = load_parent(s, parent, &p, "prepare", err);
 	if (r < 0)
 		goto fail_tx;
 	r = sg_meta_insert(s->meta, key, p.id, kind, SG_SNAP_LOCAL, labels, n_labels,
-			   now_realtime_ns(), &id);
+			   now_realtime_ns(), &id, err);
 	if (r == -EEXIST) {
-		r = fail(-EEXIST, err, errlen, "snapshot %s already exists", key);
+		r = sg_error_set(err, -EEXIST, "snapshot %s already exists", key);
 		goto fail_tx;
 	}
 	if (r < 0) {
-		meta_error(s, r, err, errlen, "prepare");
+		meta_error(r, err, "prepare");
 		goto fail_tx;
 	}
 	if (p.id && p.remote == SG_SNAP_LOCAL) {
@@ -539,22 +528,22 @@ int sg_snapshots_prepare(struct sg_snapshots *s, enum sg_snap_kind kind, const c
 	 * twice while a row holds them): clear it. */
 	(void)rm_rf(final);
 	if (rename(tmp, final) < 0) {
-		r = fail(-errno, err, errlen, "cannot move snapshot directory into place: %s",
-			 strerror(errno));
+		r = sg_error_set(err, -errno, "cannot move snapshot directory into place: %s",
+				 strerror(errno));
 		goto fail_tx;
 	}
-	r = sg_meta_commit(s->meta);
+	r = sg_meta_commit(s->meta, err);
 	if (r < 0) {
-		meta_error(s, r, err, errlen, "prepare");
+		meta_error(r, err, "prepare");
 		sg_meta_rollback(s->meta);
 		(void)rm_rf(final);
 		goto out;
 	}
-	r = sg_meta_get_by_id(s->meta, id, &snap);
+	r = sg_meta_get_by_id(s->meta, id, &snap, err);
 	if (r == 0)
 		r = build_mounts(s, &snap, ret);
 	if (r < 0)
-		fail(r, err, errlen, "cannot build mounts for %s: %s", key, strerror(-r));
+		sg_error_set(err, r, "cannot build mounts for %s: %s", key, strerror(-r));
 	goto out;
 
 fail_tx:
@@ -568,29 +557,29 @@ out:
 }
 
 int sg_snapshots_mounts(struct sg_snapshots *s, const char *key, struct sg_mounts *ret,
-			char *err, size_t errlen)
+			struct sg_error *err)
 {
 	struct sg_snap snap;
-	int r = sg_meta_get(s->meta, key, &snap);
+	int r = sg_meta_get(s->meta, key, &snap, err);
 
 	if (r == -ENOENT)
-		return fail(r, err, errlen, "snapshot %s does not exist", key);
+		return sg_error_set(err, r, "snapshot %s does not exist", key);
 	if (r < 0)
-		return meta_error(s, r, err, errlen, "mounts");
+		return meta_error(r, err, "mounts");
 	if (snap.kind != SG_SNAP_ACTIVE && snap.kind != SG_SNAP_VIEW) {
-		r = fail(-EBUSY, err, errlen, "snapshot %s is not active or view", key);
+		r = sg_error_set(err, -EBUSY, "snapshot %s is not active or view", key);
 		goto out;
 	}
 	r = build_mounts(s, &snap, ret);
 	if (r < 0)
-		fail(r, err, errlen, "cannot build mounts for %s: %s", key, strerror(-r));
+		sg_error_set(err, r, "cannot build mounts for %s: %s", key, strerror(-r));
 out:
 	sg_snap_clear(&snap);
 	return r;
 }
 
 int sg_snapshots_commit(struct sg_snapshots *s, const char *name, const char *key,
-			const struct sg_label *labels, size_t n_labels, char *err, size_t errlen)
+			const struct sg_label *labels, size_t n_labels, struct sg_error *err)
 {
 	struct sg_snap snap;
 	char path[PATH_MAX];
@@ -598,80 +587,80 @@ int sg_snapshots_commit(struct sg_snapshots *s, const char *name, const char *ke
 	int r;
 
 	if (!name || !*name)
-		return fail(-EINVAL, err, errlen, "committed snapshot name must not be empty");
-	r = sg_labels_validate(labels, n_labels, err, errlen);
+		return sg_error_set(err, -EINVAL, "committed snapshot name must not be empty");
+	r = sg_labels_validate(labels, n_labels, err);
 	if (r < 0)
 		return r;
-	r = sg_meta_get(s->meta, key, &snap);
+	r = sg_meta_get(s->meta, key, &snap, err);
 	if (r == -ENOENT)
-		return fail(r, err, errlen, "snapshot %s does not exist", key);
+		return sg_error_set(err, r, "snapshot %s does not exist", key);
 	if (r < 0)
-		return meta_error(s, r, err, errlen, "commit");
+		return meta_error(r, err, "commit");
 	if (snap.kind != SG_SNAP_ACTIVE) {
-		r = fail(-EBUSY, err, errlen, "snapshot %s is not active", key);
+		r = sg_error_set(err, -EBUSY, "snapshot %s is not active", key);
 		goto out;
 	}
 	/* Usage before the transaction: the walk can be long and needs no lock. */
 	snap_path(s, snap.id, "fs", path, sizeof(path));
 	r = disk_usage(path, &size, &inodes);
 	if (r < 0) {
-		fail(r, err, errlen, "cannot compute usage of %s: %s", key, strerror(-r));
+		sg_error_set(err, r, "cannot compute usage of %s: %s", key, strerror(-r));
 		goto out;
 	}
-	r = sg_meta_begin(s->meta);
+	r = sg_meta_begin(s->meta, err);
 	if (r == 0)
 		r = sg_meta_commit_active(s->meta, snap.id, name, labels, n_labels, size, inodes,
-					  now_realtime_ns());
+					  now_realtime_ns(), err);
 	if (r == 0)
-		r = sg_meta_commit(s->meta);
+		r = sg_meta_commit(s->meta, err);
 	if (r < 0) {
 		sg_meta_rollback(s->meta);
 		if (r == -EEXIST)
-			fail(r, err, errlen, "snapshot %s already exists", name);
+			sg_error_set(err, r, "snapshot %s already exists", name);
 		else if (r == -ENOENT)   /* changed kind or vanished since we looked */
-			fail(-EBUSY, err, errlen, "snapshot %s is not active", key), r = -EBUSY;
+			r = sg_error_set(err, -EBUSY, "snapshot %s is not active", key);
 		else
-			meta_error(s, r, err, errlen, "commit");
+			meta_error(r, err, "commit");
 	}
 out:
 	sg_snap_clear(&snap);
 	return r;
 }
 
-int sg_snapshots_remove(struct sg_snapshots *s, const char *key, char *err, size_t errlen)
+int sg_snapshots_remove(struct sg_snapshots *s, const char *key, struct sg_error *err)
 {
 	struct sg_snap snap;
 	char path[PATH_MAX], trash[PATH_MAX + 32];
 	int r;
 
-	r = sg_meta_begin(s->meta);
+	r = sg_meta_begin(s->meta, err);
 	if (r < 0)
-		return meta_error(s, r, err, errlen, "remove");
-	r = sg_meta_get(s->meta, key, &snap);
+		return meta_error(r, err, "remove");
+	r = sg_meta_get(s->meta, key, &snap, err);
 	if (r == -ENOENT) {
 		sg_meta_rollback(s->meta);
-		return fail(r, err, errlen, "snapshot %s does not exist", key);
+		return sg_error_set(err, r, "snapshot %s does not exist", key);
 	}
 	if (r < 0) {
 		sg_meta_rollback(s->meta);
-		return meta_error(s, r, err, errlen, "remove");
+		return meta_error(r, err, "remove");
 	}
-	r = sg_meta_has_children(s->meta, snap.id);
+	r = sg_meta_has_children(s->meta, snap.id, err);
 	if (r > 0) {
-		r = fail(-EBUSY, err, errlen, "cannot remove snapshot %s with child", key);
+		r = sg_error_set(err, -EBUSY, "cannot remove snapshot %s with child", key);
 		goto fail_tx;
 	}
 	if (r == 0)
-		r = sg_meta_delete(s->meta, snap.id);
+		r = sg_meta_delete(s->meta, snap.id, err);
 	if (r < 0) {
-		meta_error(s, r, err, errlen, "remove");
+		meta_error(r, err, "remove");
 		goto fail_tx;
 	}
 	/* Metadata first: a crash after the commit leaves an unreferenced directory that the
 	 * next start removes; the reverse order could leave metadata without its data. */
-	r = sg_meta_commit(s->meta);
+	r = sg_meta_commit(s->meta, err);
 	if (r < 0) {
-		meta_error(s, r, err, errlen, "remove");
+		meta_error(r, err, "remove");
 		goto fail_tx;
 	}
 	snap_path(s, snap.id, NULL, path, sizeof(path));
@@ -679,7 +668,7 @@ int sg_snapshots_remove(struct sg_snapshots *s, const char *key, char *err, size
 	if (rename(path, trash) == 0) {
 		int e = rm_rf(trash);
 		if (e < 0)   /* left for Cleanup or the next start; the snapshot is gone anyway */
-			fail(0, err, errlen, "removing %s: %s", trash, strerror(-e));
+			sg_error_set(err, 0, "removing %s: %s", trash, strerror(-e));
 	}
 	sg_snap_clear(&snap);
 	return 0;
@@ -689,35 +678,35 @@ fail_tx:
 	return r;
 }
 
-int sg_snapshots_remove_check(struct sg_snapshots *s, const char *key, char *err, size_t errlen)
+int sg_snapshots_remove_check(struct sg_snapshots *s, const char *key, struct sg_error *err)
 {
 	struct sg_snap snap;
-	int r = sg_meta_get(s->meta, key, &snap);
+	int r = sg_meta_get(s->meta, key, &snap, err);
 
 	if (r == -ENOENT)
-		return fail(r, err, errlen, "snapshot %s does not exist", key);
+		return sg_error_set(err, r, "snapshot %s does not exist", key);
 	if (r < 0)
-		return meta_error(s, r, err, errlen, "remove");
-	r = sg_meta_has_children(s->meta, snap.id);
+		return meta_error(r, err, "remove");
+	r = sg_meta_has_children(s->meta, snap.id, err);
 	sg_snap_clear(&snap);
 	if (r > 0)
-		return fail(-EBUSY, err, errlen, "cannot remove snapshot %s with child", key);
-	return r < 0 ? meta_error(s, r, err, errlen, "remove") : 0;
+		return sg_error_set(err, -EBUSY, "cannot remove snapshot %s with child", key);
+	return r < 0 ? meta_error(r, err, "remove") : 0;
 }
 
-int sg_snapshots_stat(struct sg_snapshots *s, const char *key, struct sg_snap *ret, char *err,
-		      size_t errlen)
+int sg_snapshots_stat(struct sg_snapshots *s, const char *key, struct sg_snap *ret,
+		      struct sg_error *err)
 {
-	int r = sg_meta_get(s->meta, key, ret);
+	int r = sg_meta_get(s->meta, key, ret, err);
 
 	if (r == 0 && ret->remote == SG_SNAP_REMOTE_MOUNTING) {
 		sg_snap_clear(ret);
 		r = -ENOENT;   /* not there until its mount is */
 	}
 	if (r == -ENOENT)
-		return fail(r, err, errlen, "snapshot %s does not exist", key);
+		return sg_error_set(err, r, "snapshot %s does not exist", key);
 	if (r < 0)
-		return meta_error(s, r, err, errlen, "stat");
+		return meta_error(r, err, "stat");
 	return 0;
 }
 
@@ -728,7 +717,7 @@ static int label_cmp(const void *a, const void *b)
 
 int sg_snapshots_update(struct sg_snapshots *s, const char *name, const struct sg_label *labels,
 			size_t n_labels, const char *const *paths, size_t n_paths,
-			struct sg_snap *ret, char *err, size_t errlen)
+			struct sg_snap *ret, struct sg_error *err)
 {
 	struct sg_snap cur;
 	struct sg_label *merged = NULL;
@@ -736,26 +725,26 @@ int sg_snapshots_update(struct sg_snapshots *s, const char *name, const struct s
 	int r;
 
 	if (!name || !*name)
-		return fail(-EINVAL, err, errlen, "snapshot name must not be empty");
-	r = sg_labels_validate(labels, n_labels, err, errlen);
+		return sg_error_set(err, -EINVAL, "snapshot name must not be empty");
+	r = sg_labels_validate(labels, n_labels, err);
 	if (r < 0)
 		return r;
 	for (size_t i = 0; i < n_paths; i++)
 		if (strcmp(paths[i], "labels") != 0 && strncmp(paths[i], "labels.", 7) != 0)
-			return fail(-EINVAL, err, errlen, "cannot update \"%s\" field on snapshot %s",
-				    paths[i], name);
+			return sg_error_set(err, -EINVAL, "cannot update \"%s\" field on snapshot %s",
+					    paths[i], name);
 
-	r = sg_meta_begin(s->meta);
+	r = sg_meta_begin(s->meta, err);
 	if (r < 0)
-		return meta_error(s, r, err, errlen, "update");
-	r = sg_meta_get(s->meta, name, &cur);
+		return meta_error(r, err, "update");
+	r = sg_meta_get(s->meta, name, &cur, err);
 	if (r == -ENOENT) {
 		sg_meta_rollback(s->meta);
-		return fail(r, err, errlen, "snapshot %s does not exist", name);
+		return sg_error_set(err, r, "snapshot %s does not exist", name);
 	}
 	if (r < 0) {
 		sg_meta_rollback(s->meta);
-		return meta_error(s, r, err, errlen, "update");
+		return meta_error(r, err, "update");
 	}
 
 	/* The result: for "labels" (or no paths) the given set; for "labels.KEY" the current
@@ -794,20 +783,20 @@ int sg_snapshots_update(struct sg_snapshots *s, const char *name, const struct s
 		}
 	}
 	qsort(merged, n_merged, sizeof(*merged), label_cmp);
-	r = sg_meta_set_labels(s->meta, cur.id, merged, n_merged, now_realtime_ns());
+	r = sg_meta_set_labels(s->meta, cur.id, merged, n_merged, now_realtime_ns(), err);
 	if (r < 0) {
-		meta_error(s, r, err, errlen, "update");
+		meta_error(r, err, "update");
 		goto fail_tx;
 	}
-	r = sg_meta_commit(s->meta);
+	r = sg_meta_commit(s->meta, err);
 	if (r < 0) {
-		meta_error(s, r, err, errlen, "update");
+		meta_error(r, err, "update");
 		goto fail_tx;
 	}
 	free(merged);
 	sg_snap_clear(&cur);
-	r = sg_meta_get(s->meta, name, ret);
-	return r < 0 ? meta_error(s, r, err, errlen, "update") : 0;
+	r = sg_meta_get(s->meta, name, ret, err);
+	return r < 0 ? meta_error(r, err, "update") : 0;
 fail_tx:
 	sg_meta_rollback(s->meta);
 	free(merged);
@@ -881,37 +870,37 @@ static int list_one(const struct sg_snap *snap, void *userdata)
 
 int sg_snapshots_list(struct sg_snapshots *s, const char *const *filters, size_t n_filters,
 		      int (*fn)(const struct sg_snap *snap, void *userdata), void *userdata,
-		      char *err, size_t errlen)
+		      struct sg_error *err)
 {
 	struct list_ctx c = { .fn = fn, .userdata = userdata };
 	int r;
 
-	r = sg_filter_parse(filters, n_filters, &c.filter, err, errlen);
+	r = sg_filter_parse(filters, n_filters, &c.filter, err);
 	if (r < 0)
 		return r;
-	r = sg_meta_foreach(s->meta, list_one, &c);
+	r = sg_meta_foreach(s->meta, list_one, &c, err);
 	sg_filter_free(c.filter);
 	if (r < 0 && r != -ECANCELED)
-		return fail(r, err, errlen, "list: %s", strerror(-r));
+		return sg_error_set(err, r, "list: %s", strerror(-r));
 	return r;
 }
 
 int sg_snapshots_usage(struct sg_snapshots *s, const char *key, int64_t *ret_size,
-		       int64_t *ret_inodes, char *err, size_t errlen)
+		       int64_t *ret_inodes, struct sg_error *err)
 {
 	struct sg_snap snap;
 	char path[PATH_MAX];
-	int r = sg_meta_get(s->meta, key, &snap);
+	int r = sg_meta_get(s->meta, key, &snap, err);
 
 	if (r == -ENOENT)
-		return fail(r, err, errlen, "snapshot %s does not exist", key);
+		return sg_error_set(err, r, "snapshot %s does not exist", key);
 	if (r < 0)
-		return meta_error(s, r, err, errlen, "usage");
+		return meta_error(r, err, "usage");
 	if (snap.kind == SG_SNAP_ACTIVE) {
 		snap_path(s, snap.id, "fs", path, sizeof(path));
 		r = disk_usage(path, ret_size, ret_inodes);
 		if (r < 0)
-			fail(r, err, errlen, "cannot compute usage of %s: %s", key, strerror(-r));
+			sg_error_set(err, r, "cannot compute usage of %s: %s", key, strerror(-r));
 	} else {
 		*ret_size = snap.size;
 		*ret_inodes = snap.inodes;
@@ -920,9 +909,9 @@ int sg_snapshots_usage(struct sg_snapshots *s, const char *key, int64_t *ret_siz
 	return r;
 }
 
-int sg_snapshots_cleanup(struct sg_snapshots *s, char *err, size_t errlen)
+int sg_snapshots_cleanup(struct sg_snapshots *s, struct sg_error *err)
 {
-	return repair(s, false, err, errlen);
+	return repair(s, false, err);
 }
 
 /* ---- remote snapshots ---- */
@@ -941,7 +930,7 @@ void sg_snapshots_path(const struct sg_snapshots *s, int64_t id, char *buf, size
 
 int sg_snapshots_remote_reserve(struct sg_snapshots *s, const char *target, const char *parent,
 				const struct sg_label *labels, size_t n_labels, int64_t *ret_id,
-				char *err, size_t errlen)
+				struct sg_error *err)
 {
 	struct sg_snap p = { 0 };
 	struct sg_label *all = NULL;
@@ -950,7 +939,7 @@ int sg_snapshots_remote_reserve(struct sg_snapshots *s, const char *target, cons
 	size_t n = 0;
 	int r;
 
-	r = sg_labels_validate(labels, n_labels, err, errlen);
+	r = sg_labels_validate(labels, n_labels, err);
 	if (r < 0)
 		return r;
 	all = calloc(n_labels + 1, sizeof(*all));
@@ -961,34 +950,34 @@ int sg_snapshots_remote_reserve(struct sg_snapshots *s, const char *target, cons
 			all[n++] = labels[i];
 	all[n++] = (struct sg_label){ (char *)SG_SNAP_REMOTE_LABEL, (char *)SG_SNAP_REMOTE_LABEL_VALUE };
 
-	r = sg_meta_begin(s->meta);
+	r = sg_meta_begin(s->meta, err);
 	if (r < 0) {
-		meta_error(s, r, err, errlen, "remote prepare");
+		meta_error(r, err, "remote prepare");
 		goto out;
 	}
-	r = load_parent(s, parent, &p, "remote prepare", err, errlen);
+	r = load_parent(s, parent, &p, "remote prepare", err);
 	if (r < 0)
 		goto fail_tx;
 	r = sg_meta_insert(s->meta, target, p.id, SG_SNAP_COMMITTED, SG_SNAP_REMOTE_MOUNTING, all, n,
-			   now_realtime_ns(), &id);
+			   now_realtime_ns(), &id, err);
 	if (r == -EEXIST) {
-		r = fail(-EEXIST, err, errlen, "target snapshot %s: already exists", target);
+		r = sg_error_set(err, -EEXIST, "target snapshot %s: already exists", target);
 		goto fail_tx;
 	}
 	if (r < 0) {
-		meta_error(s, r, err, errlen, "remote prepare");
+		meta_error(r, err, "remote prepare");
 		goto fail_tx;
 	}
 	snap_path(s, id, NULL, path, sizeof(path));
 	(void)rm_rf(path);
 	snap_path(s, id, "fs", path, sizeof(path));
 	if (sg_mkdir_p(path, 0755) < 0) {
-		r = fail(-errno, err, errlen, "cannot create %s: %s", path, strerror(errno));
+		r = sg_error_set(err, -errno, "cannot create %s: %s", path, strerror(errno));
 		goto fail_tx;
 	}
-	r = sg_meta_commit(s->meta);
+	r = sg_meta_commit(s->meta, err);
 	if (r < 0) {
-		meta_error(s, r, err, errlen, "remote prepare");
+		meta_error(r, err, "remote prepare");
 		goto fail_tx;
 	}
 	*ret_id = id;
@@ -1001,19 +990,23 @@ out:
 	return r;
 }
 
-int sg_snapshots_remote_ready(struct sg_snapshots *s, int64_t id, char *err, size_t errlen)
+int sg_snapshots_remote_ready(struct sg_snapshots *s, int64_t id, struct sg_error *err)
 {
-	int r = sg_meta_set_remote(s->meta, id, SG_SNAP_REMOTE);
-	return r < 0 ? meta_error(s, r, err, errlen, "remote prepare") : 0;
+	int r = sg_meta_set_remote(s->meta, id, SG_SNAP_REMOTE, err);
+	return r < 0 ? meta_error(r, err, "remote prepare") : 0;
 }
 
-int sg_snapshots_remote_abort(struct sg_snapshots *s, int64_t id, char *err, size_t errlen)
+int sg_snapshots_remote_abort(struct sg_snapshots *s, int64_t id, struct sg_error *err)
 {
 	char path[PATH_MAX];
-	int r = sg_meta_delete(s->meta, id);
+	struct sg_error merr;
+	int r = sg_meta_delete(s->meta, id, &merr);
 
-	if (r < 0 && r != -ENOENT)
-		return meta_error(s, r, err, errlen, "remote abort");
+	if (r < 0 && r != -ENOENT) {   /* -ENOENT: nothing to drop, err stays untouched */
+		if (err)
+			*err = merr;
+		return meta_error(r, err, "remote abort");
+	}
 	snap_path(s, id, "fs", path, sizeof(path));
 	detach_mount(path);
 	snap_path(s, id, NULL, path, sizeof(path));
@@ -1036,5 +1029,5 @@ int sg_snapshots_foreach_remote(struct sg_snapshots *s,
 				int (*fn)(const struct sg_snap *snap, void *userdata), void *userdata)
 {
 	struct remote_iter it = { fn, userdata };
-	return sg_meta_foreach(s->meta, remote_one, &it);
+	return sg_meta_foreach(s->meta, remote_one, &it, NULL);
 }

@@ -5,7 +5,7 @@
  * consistent or repairable at the next start (sg_snapshots_open removes what no metadata
  * references).
  *
- * Errors are negative errno values with a message in err:
+ * Errors are negative errno values with a message in err (daemon/core/error.h; NULL allowed):
  *   -ENOENT    not found                  -> gRPC NotFound
  *   -EEXIST    name taken                 -> AlreadyExists
  *   -EINVAL    bad argument               -> InvalidArgument
@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "daemon/core/error.h"
 #include "daemon/meta.h"
 
 #define SG_LABEL_MAX 4096   /* containerd's limit on one label's key + value */
@@ -41,33 +42,35 @@ void sg_mounts_clear(struct sg_mounts *m);
 
 /* Opens (creating if needed) ROOT/metadata.db and ROOT/snapshots, and repairs what a crash
  * may have left: half-created and half-removed directories. */
-int sg_snapshots_open(const char *root, struct sg_snapshots **ret, char *err, size_t errlen);
+int sg_snapshots_open(const char *root, struct sg_snapshots **ret, struct sg_error *err);
 void sg_snapshots_close(struct sg_snapshots *s);
 
 int sg_snapshots_prepare(struct sg_snapshots *s, enum sg_snap_kind kind, const char *key,
 			 const char *parent, const struct sg_label *labels, size_t n_labels,
-			 struct sg_mounts *ret, char *err, size_t errlen);
+			 struct sg_mounts *ret, struct sg_error *err);
 int sg_snapshots_mounts(struct sg_snapshots *s, const char *key, struct sg_mounts *ret,
-			char *err, size_t errlen);
+			struct sg_error *err);
 int sg_snapshots_commit(struct sg_snapshots *s, const char *name, const char *key,
-			const struct sg_label *labels, size_t n_labels, char *err, size_t errlen);
-int sg_snapshots_remove(struct sg_snapshots *s, const char *key, char *err, size_t errlen);
+			const struct sg_label *labels, size_t n_labels, struct sg_error *err);
+/* On success err is left alone unless the directory could not be deleted (it is left for
+ * Cleanup or the next start): then it holds that warning. */
+int sg_snapshots_remove(struct sg_snapshots *s, const char *key, struct sg_error *err);
 /* What Remove would refuse (missing, has children), without changing anything. */
-int sg_snapshots_remove_check(struct sg_snapshots *s, const char *key, char *err, size_t errlen);
-int sg_snapshots_stat(struct sg_snapshots *s, const char *key, struct sg_snap *ret, char *err,
-		      size_t errlen);
+int sg_snapshots_remove_check(struct sg_snapshots *s, const char *key, struct sg_error *err);
+int sg_snapshots_stat(struct sg_snapshots *s, const char *key, struct sg_snap *ret,
+		      struct sg_error *err);
 /* paths: "labels" or "labels.KEY" (none = all mutable fields, i.e. labels). */
 int sg_snapshots_update(struct sg_snapshots *s, const char *name, const struct sg_label *labels,
 			size_t n_labels, const char *const *paths, size_t n_paths,
-			struct sg_snap *ret, char *err, size_t errlen);
+			struct sg_snap *ret, struct sg_error *err);
 /* Calls fn for each snapshot matching the filters (containerd syntax, OR-ed). */
 int sg_snapshots_list(struct sg_snapshots *s, const char *const *filters, size_t n_filters,
 		      int (*fn)(const struct sg_snap *snap, void *userdata), void *userdata,
-		      char *err, size_t errlen);
+		      struct sg_error *err);
 int sg_snapshots_usage(struct sg_snapshots *s, const char *key, int64_t *ret_size,
-		       int64_t *ret_inodes, char *err, size_t errlen);
+		       int64_t *ret_inodes, struct sg_error *err);
 /* Removes directories under ROOT/snapshots that no snapshot references. */
-int sg_snapshots_cleanup(struct sg_snapshots *s, char *err, size_t errlen);
+int sg_snapshots_cleanup(struct sg_snapshots *s, struct sg_error *err);
 
 /* ---- remote (lazily mounted) snapshots ----
  * A remote Prepare reserves a committed snapshot under the target name (hidden from Stat
@@ -83,14 +86,14 @@ void sg_snapshots_set_remote_check(struct sg_snapshots *s, bool (*mounted)(void 
 void sg_snapshots_path(const struct sg_snapshots *s, int64_t id, char *buf, size_t len);
 int sg_snapshots_remote_reserve(struct sg_snapshots *s, const char *target, const char *parent,
 				const struct sg_label *labels, size_t n_labels, int64_t *ret_id,
-				char *err, size_t errlen);
-int sg_snapshots_remote_ready(struct sg_snapshots *s, int64_t id, char *err, size_t errlen);
-int sg_snapshots_remote_abort(struct sg_snapshots *s, int64_t id, char *err, size_t errlen);
+				struct sg_error *err);
+int sg_snapshots_remote_ready(struct sg_snapshots *s, int64_t id, struct sg_error *err);
+int sg_snapshots_remote_abort(struct sg_snapshots *s, int64_t id, struct sg_error *err);
 /* Every ready remote snapshot (to mount again after a restart). */
 int sg_snapshots_foreach_remote(struct sg_snapshots *s,
 				int (*fn)(const struct sg_snap *snap, void *userdata), void *userdata);
 
 /* Checks labels against containerd's limits: -EINVAL with a message. */
-int sg_labels_validate(const struct sg_label *labels, size_t n, char *err, size_t errlen);
+int sg_labels_validate(const struct sg_label *labels, size_t n, struct sg_error *err);
 
 #endif

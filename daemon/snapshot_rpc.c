@@ -237,11 +237,11 @@ static void prepare_or_view(struct sg_grpc_call *call, struct sg_snapshots *s, c
 			    const struct sg_label *labels, size_t n_labels)
 {
 	struct sg_mounts mounts = { 0 };
-	char err[512];
-	int r = sg_snapshots_prepare(s, kind, key, parent, labels, n_labels, &mounts, err, sizeof(err));
+	struct sg_error err = { 0 };
+	int r = sg_snapshots_prepare(s, kind, key, parent, labels, n_labels, &mounts, &err);
 
 	if (r < 0)
-		finish_error(call, method, r, err);
+		finish_error(call, method, r, err.msg);
 	else
 		reply_mounts(call, &mounts);
 	sg_mounts_clear(&mounts);
@@ -278,12 +278,12 @@ static void on_remote_mounted(void *userdata, int res, const char *err)
 {
 	struct pending_mount *pm = userdata;
 	struct sg_snapshot_service *svc = pm->svc;
-	char e[512];
+	struct sg_error e = { 0 };
 	struct sg_list *n;
 
 	sg_list_unlink(&pm->link);
-	if (res == 0 && sg_snapshots_remote_ready(svc->snapshots, pm->id, e, sizeof(e)) < 0) {
-		sg_error("remote snapshot %s: %s", pm->target, e);
+	if (res == 0 && sg_snapshots_remote_ready(svc->snapshots, pm->id, &e) < 0) {
+		sg_error("remote snapshot %s: %s", pm->target, e.msg);
 		res = -EIO;
 	}
 	if (res == 0) {
@@ -293,8 +293,8 @@ static void on_remote_mounted(void *userdata, int res, const char *err)
 		 * gets an active snapshot to unpack the layer into. */
 		sg_warn("cannot mount %s lazily (%s); falling back to a normal pull", pm->target,
 			err ? err : strerror(-res));
-		if (sg_snapshots_remote_abort(svc->snapshots, pm->id, e, sizeof(e)) < 0)
-			sg_error("remote snapshot %s: %s", pm->target, e);
+		if (sg_snapshots_remote_abort(svc->snapshots, pm->id, &e) < 0)
+			sg_error("remote snapshot %s: %s", pm->target, e.msg);
 	}
 	while ((n = sg_list_pop(&pm->waiters))) {
 		struct prepare_waiter *w = sg_container_of(n, struct prepare_waiter, link);
@@ -318,7 +318,7 @@ static bool remote_prepare(struct sg_snapshot_service *svc, struct sg_grpc_call 
 	struct pending_mount *pm;
 	struct sg_snap existing;
 	const char *target;
-	char err[512];
+	struct sg_error err = { 0 };
 	int64_t id;
 	struct sg_list *n;
 	int r;
@@ -337,7 +337,7 @@ static bool remote_prepare(struct sg_snapshot_service *svc, struct sg_grpc_call 
 		if (strcmp(labels[i].key, SG_LABEL_TARGET) == 0)
 			target = labels[i].value;
 	/* Already there (an earlier pull of an image sharing the layer). */
-	if (sg_snapshots_stat(svc->snapshots, target, &existing, err, sizeof(err)) == 0) {
+	if (sg_snapshots_stat(svc->snapshots, target, &existing, &err) == 0) {
 		bool remote = existing.remote == SG_SNAP_REMOTE;
 		sg_snap_clear(&existing);
 		free(labels);
@@ -364,13 +364,13 @@ static bool remote_prepare(struct sg_snapshot_service *svc, struct sg_grpc_call 
 		}
 	}
 	r = sg_snapshots_remote_reserve(svc->snapshots, target, req->parent, labels, req->n_labels,
-					&id, err, sizeof(err));
+					&id, &err);
 	free(labels);
 	if (r < 0) {
 		free(w);
 		if (r == -EEXIST)
 			return false;
-		finish_error(call, "prepare", r, err);
+		finish_error(call, "prepare", r, err.msg);
 		protobuf_c_message_free_unpacked(&req->base, NULL);
 		return true;
 	}
@@ -381,7 +381,7 @@ static bool remote_prepare(struct sg_snapshot_service *svc, struct sg_grpc_call 
 		if (pm)
 			free(pm);
 		free(w);
-		(void)sg_snapshots_remote_abort(svc->snapshots, id, err, sizeof(err));
+		(void)sg_snapshots_remote_abort(svc->snapshots, id, &err);
 		return false;
 	}
 	pm->svc = svc;
@@ -437,13 +437,13 @@ static void handle_mounts(struct sg_grpc_call *call, const uint8_t *msg, size_t 
 		UNPACK(Containerd__Services__Snapshots__V1__MountsRequest,
 		       containerd__services__snapshots__v1__mounts_request, msg, len, call);
 	struct sg_mounts mounts = { 0 };
-	char err[512];
+	struct sg_error err = { 0 };
 
 	if (!req)
 		return;
-	int r = sg_snapshots_mounts(((struct sg_snapshot_service *)ud)->snapshots, req->key, &mounts, err, sizeof(err));
+	int r = sg_snapshots_mounts(((struct sg_snapshot_service *)ud)->snapshots, req->key, &mounts, &err);
 	if (r < 0)
-		finish_error(call, "mounts", r, err);
+		finish_error(call, "mounts", r, err.msg);
 	else
 		reply_mounts(call, &mounts);
 	sg_mounts_clear(&mounts);
@@ -456,7 +456,7 @@ static void handle_commit(struct sg_grpc_call *call, const uint8_t *msg, size_t 
 		UNPACK(Containerd__Services__Snapshots__V1__CommitSnapshotRequest,
 		       containerd__services__snapshots__v1__commit_snapshot_request, msg, len, call);
 	struct sg_label *labels;
-	char err[512];
+	struct sg_error err = { 0 };
 
 	if (!req)
 		return;
@@ -464,10 +464,9 @@ static void handle_commit(struct sg_grpc_call *call, const uint8_t *msg, size_t 
 	if (!labels) {
 		sg_grpc_finish(call, SG_GRPC_RESOURCE_EXHAUSTED, "out of memory");
 	} else {
-		int r = sg_snapshots_commit(((struct sg_snapshot_service *)ud)->snapshots, req->name, req->key, labels, req->n_labels, err,
-					    sizeof(err));
+		int r = sg_snapshots_commit(((struct sg_snapshot_service *)ud)->snapshots, req->name, req->key, labels, req->n_labels, &err);
 		if (r < 0)
-			finish_error(call, "commit", r, err);
+			finish_error(call, "commit", r, err.msg);
 		else
 			reply_empty(call);
 	}
@@ -484,16 +483,16 @@ struct remove_ctx {
 static void finish_remove(struct sg_snapshot_service *svc, struct sg_grpc_call *call,
 			  const char *key)
 {
-	char err[512] = "";
-	int r = sg_snapshots_remove(svc->snapshots, key, err, sizeof(err));
+	struct sg_error err = { 0 };
+	int r = sg_snapshots_remove(svc->snapshots, key, &err);
 
-	sg_debug("remove %s: %s", key, r < 0 ? err : "ok");
+	sg_debug("remove %s: %s", key, r < 0 ? err.msg : "ok");
 	if (r < 0) {
-		finish_error(call, "remove", r, err);
+		finish_error(call, "remove", r, err.msg);
 		return;
 	}
-	if (*err)
-		sg_warn("remove %s: %s", key, err);
+	if (err.msg[0])
+		sg_warn("remove %s: %s", key, err.msg);
 	reply_empty(call);
 }
 
@@ -515,7 +514,7 @@ static void handle_remove(struct sg_grpc_call *call, const uint8_t *msg, size_t 
 		UNPACK(Containerd__Services__Snapshots__V1__RemoveSnapshotRequest,
 		       containerd__services__snapshots__v1__remove_snapshot_request, msg, len, call);
 	struct sg_snap snap;
-	char err[512];
+	struct sg_error err = { 0 };
 
 	if (!req)
 		return;
@@ -525,7 +524,7 @@ static void handle_remove(struct sg_grpc_call *call, const uint8_t *msg, size_t 
 	 * mounted again after a restart is cancelled the same way: left alone, its mount would
 	 * go on after the row and directory are gone (containerd's GC removes snapshots while
 	 * a restarted daemon restores them) and fail on the missing mountpoint. */
-	if (svc->remote && sg_snapshots_stat(svc->snapshots, req->key, &snap, err, sizeof(err)) == 0) {
+	if (svc->remote && sg_snapshots_stat(svc->snapshots, req->key, &snap, &err) == 0) {
 		bool remote = snap.remote == SG_SNAP_REMOTE;
 		int64_t id = snap.id;
 		sg_snap_clear(&snap);
@@ -534,8 +533,7 @@ static void handle_remove(struct sg_grpc_call *call, const uint8_t *msg, size_t 
 			c->svc = svc;
 			c->call = call;
 			/* Refuse early if it has children: unmounting first would break them. */
-			char e2[512];
-			if (sg_snapshots_remove_check(svc->snapshots, req->key, e2, sizeof(e2)) < 0) {
+			if (sg_snapshots_remove_check(svc->snapshots, req->key, NULL) < 0) {
 				finish_remove(svc, call, req->key);
 				free(c->key);
 				free(c);
@@ -577,13 +575,13 @@ static void handle_stat(struct sg_grpc_call *call, const uint8_t *msg, size_t le
 		UNPACK(Containerd__Services__Snapshots__V1__StatSnapshotRequest,
 		       containerd__services__snapshots__v1__stat_snapshot_request, msg, len, call);
 	struct sg_snap snap = { 0 };
-	char err[512];
+	struct sg_error err = { 0 };
 
 	if (!req)
 		return;
-	int r = sg_snapshots_stat(((struct sg_snapshot_service *)ud)->snapshots, req->key, &snap, err, sizeof(err));
+	int r = sg_snapshots_stat(((struct sg_snapshot_service *)ud)->snapshots, req->key, &snap, &err);
 	if (r < 0)
-		finish_error(call, "stat", r, err);
+		finish_error(call, "stat", r, err.msg);
 	else
 		reply_info(call, &snap, false);
 	sg_snap_clear(&snap);
@@ -597,7 +595,7 @@ static void handle_update(struct sg_grpc_call *call, const uint8_t *msg, size_t 
 		       containerd__services__snapshots__v1__update_snapshot_request, msg, len, call);
 	struct sg_snap snap = { 0 };
 	struct sg_label *labels = NULL;
-	char err[512];
+	struct sg_error err = { 0 };
 
 	if (!req)
 		return;
@@ -613,9 +611,9 @@ static void handle_update(struct sg_grpc_call *call, const uint8_t *msg, size_t 
 	size_t n_paths = req->update_mask ? req->update_mask->n_paths : 0;
 	const char *const *paths = req->update_mask ? (const char *const *)req->update_mask->paths : NULL;
 	int r = sg_snapshots_update(((struct sg_snapshot_service *)ud)->snapshots, req->info->name, labels, req->info->n_labels, paths, n_paths,
-				    &snap, err, sizeof(err));
+				    &snap, &err);
 	if (r < 0)
-		finish_error(call, "update", r, err);
+		finish_error(call, "update", r, err.msg);
 	else
 		reply_info(call, &snap, true);
 out:
@@ -695,7 +693,7 @@ static void handle_list(struct sg_grpc_call *call, const uint8_t *msg, size_t le
 		UNPACK(Containerd__Services__Snapshots__V1__ListSnapshotsRequest,
 		       containerd__services__snapshots__v1__list_snapshots_request, msg, len, call);
 	struct list_batch *b;
-	char err[512];
+	struct sg_error err = { 0 };
 
 	if (!req)
 		return;
@@ -706,7 +704,7 @@ static void handle_list(struct sg_grpc_call *call, const uint8_t *msg, size_t le
 	}
 	b->call = call;
 	int r = sg_snapshots_list(((struct sg_snapshot_service *)ud)->snapshots, (const char *const *)req->filters, req->n_filters, list_collect,
-				  b, err, sizeof(err));
+				  b, &err);
 	if (r == 0)
 		r = flush_batch(b);
 	else
@@ -714,7 +712,7 @@ static void handle_list(struct sg_grpc_call *call, const uint8_t *msg, size_t le
 	if (r == -EPIPE)
 		sg_grpc_finish(call, SG_GRPC_CANCELLED, "client went away");
 	else if (r < 0)
-		finish_error(call, "list", r, r == -EINVAL ? err : strerror(-r));
+		finish_error(call, "list", r, r == -EINVAL ? err.msg : strerror(-r));
 	else
 		sg_grpc_finish(call, SG_GRPC_OK, NULL);
 	free(b);
@@ -729,13 +727,13 @@ static void handle_usage(struct sg_grpc_call *call, const uint8_t *msg, size_t l
 		       containerd__services__snapshots__v1__usage_request, msg, len, call);
 	Containerd__Services__Snapshots__V1__UsageResponse resp =
 		CONTAINERD__SERVICES__SNAPSHOTS__V1__USAGE_RESPONSE__INIT;
-	char err[512];
+	struct sg_error err = { 0 };
 
 	if (!req)
 		return;
-	int r = sg_snapshots_usage(((struct sg_snapshot_service *)ud)->snapshots, req->key, &resp.size, &resp.inodes, err, sizeof(err));
+	int r = sg_snapshots_usage(((struct sg_snapshot_service *)ud)->snapshots, req->key, &resp.size, &resp.inodes, &err);
 	if (r < 0)
-		finish_error(call, "usage", r, err);
+		finish_error(call, "usage", r, err.msg);
 	else
 		reply(call, &resp.base);
 	protobuf_c_message_free_unpacked(&req->base, NULL);
@@ -746,13 +744,13 @@ static void handle_cleanup(struct sg_grpc_call *call, const uint8_t *msg, size_t
 	Containerd__Services__Snapshots__V1__CleanupRequest *req =
 		UNPACK(Containerd__Services__Snapshots__V1__CleanupRequest,
 		       containerd__services__snapshots__v1__cleanup_request, msg, len, call);
-	char err[512];
+	struct sg_error err = { 0 };
 
 	if (!req)
 		return;
-	int r = sg_snapshots_cleanup(((struct sg_snapshot_service *)ud)->snapshots, err, sizeof(err));
+	int r = sg_snapshots_cleanup(((struct sg_snapshot_service *)ud)->snapshots, &err);
 	if (r < 0)
-		finish_error(call, "cleanup", r, err);
+		finish_error(call, "cleanup", r, err.msg);
 	else
 		reply_empty(call);
 	protobuf_c_message_free_unpacked(&req->base, NULL);

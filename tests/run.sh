@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Runs every test program and prints one closing line "N passed, N failed[, N skipped]".
 #
-# A test program is a unit-test binary (build/tests/unit/*/test_*), an integration script
-# (tests/integration/*.sh) or a fuzz replay driver (build/fuzz-replay/NAME, tests/fuzz/replay.c)
-# run on tests/fuzz/NAME/corpus/ and regressions/.  Each prints its own "N passed, N failed"
-# line last; this runner adds them up.  A program that dies without that line counts as one
-# failure.  The unit tests and the replays run twice: the normal build, then the ASan+UBSan
-# build (build-asan/).
+# A test program is a lint check (tests/lint/: the include rules and their self-test, run
+# first: they take no time), a unit-test binary (build/tests/unit/*/test_*), an integration
+# script (tests/integration/*.sh) or a fuzz replay driver (build/fuzz-replay/NAME,
+# tests/fuzz/replay.c) run on tests/fuzz/NAME/corpus/ and regressions/.  Each prints its own
+# "N passed, N failed" line last; this runner adds them up.  A program that dies without that
+# line counts as one failure.  The unit tests and the replays run twice: the normal build,
+# then the ASan+UBSan build (build-asan/).
 #
 #   tests/run.sh                 everything
-#   tests/run.sh unit|integration|fuzz|asan   one part
+#   tests/run.sh lint|unit|integration|fuzz|asan   one part
 #   TESTS='loop cli' tests/run.sh        only programs whose name contains a word
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -79,6 +80,10 @@ run_replay() {   # build dir, label prefix: every fuzz corpus and regression inp
   done
 }
 
+if [[ $parts == all || $parts == lint ]]; then
+  run_program lint/include_rules bash tests/lint/include_rules.sh
+  run_program lint/include_rules_selftest bash tests/lint/include_rules.sh --self-test
+fi
 if [[ $parts == all || $parts == unit ]]; then
   run_unit build ""
   run_replay build ""

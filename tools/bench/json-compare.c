@@ -1,22 +1,33 @@
-/* Which JSON library should parse the eStargz TOC?  Parses the same 100k-entry
- * node_modules-shaped TOC with cJSON (DOM), jansson (DOM) and yajl (callbacks, no DOM),
- * each in a forked child, and prints time and peak heap growth (VmHWM delta) per library.
- * Each parser must also walk the entries and read the fields the index needs, so the DOM
- * libraries are not credited for work they defer.
+/* Which JSON library should parse the eStargz TOC?  Parses the TOC of an eStargz blob (by
+ * default the 100k-entry node_modules-shaped layer tools/toc-bench -o writes) with cJSON
+ * (DOM), jansson (DOM) and yajl (callbacks, no DOM), each in a forked child, and prints time
+ * and peak heap growth (VmHWM delta) per library.  Each parser must also walk the entries
+ * and read the fields the index needs, so the DOM libraries are not credited for work they
+ * defer.
  *
- * Built and run by tools/bench/toc-load.sh (it links -lcjson -ljansson, which the
- * daemon does not). */
+ *   json-compare BLOB
+ *
+ * The TOC JSON is taken from the blob by the daemon's own loader (fs/estargz.h, keep_json;
+ * unverified: the blob is our own).
+ * Built and run by tools/bench/toc-load.sh (it links -lcjson -ljansson, which the daemon
+ * does not, and build/libstargzd.a). */
 #include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <yajl/yajl_parse.h>
 
-#include "tests/helpers/esgz_build.h"
+#include "fs/estargz.h"
+#include "fs/gz.h"
 
 static double now_ms(void)
 {
@@ -103,20 +114,62 @@ static int run_yajl(const char *j, size_t n)
 	return ok ? 0 : -1;
 }
 
+/* The verified TOC JSON of the blob at path (malloc'd), or NULL. */
+static char *load_toc_json(const char *path, size_t *ret_len, unsigned *ret_nodes)
+{
+	struct sg_esgz_options o = { .keep_json = true, .skip_verify = true };   /* no digest given */
+	struct sg_esgz_error err = { 0 };
+	struct sg_toc *toc = NULL;
+	struct sg_gz *gz = NULL;
+	char *json = NULL;
+	const void *j;
+	struct stat st;
+	void *blob = MAP_FAILED;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0 || fstat(fd, &st) < 0 ||
+	    (blob = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0)) == MAP_FAILED) {
+		fprintf(stderr, "json-compare: %s: %s\n", path, strerror(errno));
+		goto out;
+	}
+	if (sg_gz_new(&gz) < 0 ||
+	    sg_esgz_load_blob(gz, blob, (size_t)st.st_size, &o, &toc, &err) < 0 ||
+	    !sg_toc_json(toc, &j, ret_len)) {
+		fprintf(stderr, "json-compare: %s: no TOC: %s\n", path, err.msg);
+		goto out;
+	}
+	json = malloc(*ret_len);
+	if (json)
+		memcpy(json, j, *ret_len);
+	*ret_nodes = sg_toc_count(toc);
+out:
+	sg_toc_free(toc);
+	sg_gz_free(gz);
+	if (blob != MAP_FAILED)
+		munmap(blob, (size_t)st.st_size);
+	if (fd >= 0)
+		close(fd);
+	return json;
+}
+
 int main(int argc, char **argv)
 {
-	unsigned nfiles = argc > 1 ? (unsigned)atoi(argv[1]) : 100000;
-	struct esgz_b b;
-	struct esgz_buf j = { 0 };
 	static const struct { const char *name; int (*fn)(const char *, size_t); } libs[] = {
 		{ "cjson", run_cjson }, { "jansson", run_jansson }, { "yajl", run_yajl },
 	};
+	size_t len = 0;
+	unsigned nodes = 0;
+	char *json;
 
-	esgz_init(&b, 1);
-	esgz_gen_node_modules(&b, nfiles, 42);
-	esgz_buf_printf(&j, "{\"version\":1,\"entries\":[%s]}", (char *)b.toc.p);
-	printf("TOC: %d entries, %zu bytes of JSON\n", b.nentries, j.len);
-	esgz_done(&b);
+	if (argc != 2) {
+		fprintf(stderr, "usage: %s BLOB   (an eStargz blob, e.g. from toc-bench -o)\n", argv[0]);
+		return 2;
+	}
+	json = load_toc_json(argv[1], &len, &nodes);
+	if (!json)
+		return 1;
+	malloc_trim(0);   /* the children measure their own peak from here */
+	printf("TOC: %u index nodes, %zu bytes of JSON\n", nodes, len);
 	for (size_t i = 0; i < sizeof(libs) / sizeof(libs[0]); i++) {
 		fflush(stdout);
 		pid_t pid = fork();
@@ -125,7 +178,7 @@ int main(int argc, char **argv)
 			long hwm0 = vm_kb("VmHWM:");
 			for (int rep = 0; rep < 3; rep++) {
 				double t0 = now_ms();
-				if (libs[i].fn((const char *)j.p, j.len) < 0) {
+				if (libs[i].fn(json, len) < 0) {
 					printf("%s: parse failed\n", libs[i].name);
 					fflush(stdout);
 					_exit(1);
@@ -137,13 +190,13 @@ int main(int argc, char **argv)
 			long hwm1 = vm_kb("VmHWM:");
 			printf("%-8s parse+walk %7.1f ms (best of 3)  peak heap growth %6.1f MiB  "
 			       "(%.0f bytes/entry)\n", libs[i].name, best, (hwm1 - hwm0) / 1024.0,
-			       (hwm1 - hwm0) * 1024.0 / nfiles);
+			       (hwm1 - hwm0) * 1024.0 / nodes);
 			fflush(stdout);
 			_exit(0);
 		}
 		int st;
 		waitpid(pid, &st, 0);
 	}
-	free(j.p);
+	free(json);
 	return 0;
 }

@@ -42,8 +42,6 @@ static int rm_one(const char *p, const struct stat *st, int t, struct FTW *f)
 
 static void fz_reset_store(void)
 {
-	char err[512];
-
 	if (fz_svc)
 		sg_snapshot_service_free(fz_svc);
 	if (fz_store)
@@ -53,7 +51,7 @@ static void fz_reset_store(void)
 	snprintf(fz_root, sizeof(fz_root), "/tmp/stargzd-fuzz-snap-XXXXXX");
 	if (!mkdtemp(fz_root))
 		abort();
-	if (sg_snapshots_open(fz_root, &fz_store, err, sizeof(err)) < 0)
+	if (sg_snapshots_open(fz_root, &fz_store, NULL) < 0)
 		abort();
 	if (sg_snapshot_service_new(fz_loop, fz_store, NULL, &fz_svc) < 0)
 		abort();

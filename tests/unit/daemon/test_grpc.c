@@ -1,6 +1,7 @@
-/* Tests of the gRPC server (daemon/grpc.c) through a real HTTP/2 client: libnghttp2's client
- * session (tests/helpers/grpc_client.h) over unix sockets, pumped in the same process as the
- * server's event loop, so a test can look at server-side state between steps. */
+/* Tests of the gRPC server (daemon/grpc.c, grpc_call.c) through a real HTTP/2 client:
+ * libnghttp2's client session (tests/helpers/grpc_client.h) over unix sockets, pumped in the
+ * same process as the server's event loop, so a test can look at server-side state between
+ * steps. */
 #include "daemon/grpc.h"
 #include "daemon/core/loop.h"
 #include "tests/helpers/grpc_client.h"

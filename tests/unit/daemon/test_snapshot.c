@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 
 static char root[256];
-static char err[1024];
+static struct sg_error err;
 
 static int rm_one(const char *p, const struct stat *st, int t, struct FTW *f)
 {
@@ -27,9 +27,9 @@ static void cleanup_root(void)
 static struct sg_snapshots *open_store(void)
 {
 	struct sg_snapshots *s = NULL;
-	int r = sg_snapshots_open(root, &s, err, sizeof(err));
+	int r = sg_snapshots_open(root, &s, &err);
 	if (r < 0)
-		TEST_FAIL("open: %s", err);
+		TEST_FAIL("open: %s", err.msg);
 	return s;
 }
 
@@ -45,9 +45,9 @@ static void prepare_ok(struct sg_snapshots *s, enum sg_snap_kind kind, const cha
 		       const char *parent, struct sg_mounts *m)
 {
 	struct sg_mounts tmp = { 0 };
-	int r = sg_snapshots_prepare(s, kind, key, parent, NULL, 0, m ? m : &tmp, err, sizeof(err));
+	int r = sg_snapshots_prepare(s, kind, key, parent, NULL, 0, m ? m : &tmp, &err);
 	if (r < 0)
-		TEST_FAIL("prepare %s: %s", key, err);
+		TEST_FAIL("prepare %s: %s", key, err.msg);
 	sg_mounts_clear(&tmp);
 }
 
@@ -83,7 +83,7 @@ TEST(layer_chain_mounts_like_containerd_overlayfs)
 	CHECK_STR(m1.m[0].options[1], "rbind");
 	write_file(m1.m[0].source, "a", "layer-a\n");
 	write_file(m1.m[0].source, "shared", "from-a\n");
-	CHECK_EQ(sg_snapshots_commit(s, "ns/2/layer-a", "ns/1/extract-a", NULL, 0, err, sizeof(err)), 0);
+	CHECK_EQ(sg_snapshots_commit(s, "ns/2/layer-a", "ns/1/extract-a", NULL, 0, &err), 0);
 
 	/* Second layer: overlay with upper/work and one lower. */
 	prepare_ok(s, SG_SNAP_ACTIVE, "ns/3/extract-b", "ns/2/layer-a", &m2);
@@ -95,7 +95,7 @@ TEST(layer_chain_mounts_like_containerd_overlayfs)
 	CHECK_STR(opt(&m2.m[0], "lowerdir="), m1.m[0].source);
 	write_file(opt(&m2.m[0], "upperdir="), "b", "layer-b\n");
 	write_file(opt(&m2.m[0], "upperdir="), "shared", "from-b\n");
-	CHECK_EQ(sg_snapshots_commit(s, "ns/4/layer-b", "ns/3/extract-b", NULL, 0, err, sizeof(err)), 0);
+	CHECK_EQ(sg_snapshots_commit(s, "ns/4/layer-b", "ns/3/extract-b", NULL, 0, &err), 0);
 
 	/* Container on top: lowerdir nearest first. */
 	prepare_ok(s, SG_SNAP_ACTIVE, "ns/5/container", "ns/4/layer-b", &m3);
@@ -139,11 +139,11 @@ TEST(layer_chain_mounts_like_containerd_overlayfs)
 
 	/* Mounts() answers the same as Prepare did; committed snapshots have none. */
 	struct sg_mounts again = { 0 };
-	CHECK_EQ(sg_snapshots_mounts(s, "ns/5/container", &again, err, sizeof(err)), 0);
+	CHECK_EQ(sg_snapshots_mounts(s, "ns/5/container", &again, &err), 0);
 	CHECK_STR(again.m[0].options[2], m3.m[0].options[2]);
 	sg_mounts_clear(&again);
-	CHECK_EQ(sg_snapshots_mounts(s, "ns/4/layer-b", &again, err, sizeof(err)), -EBUSY);
-	CHECK_EQ(sg_snapshots_mounts(s, "nope", &again, err, sizeof(err)), -ENOENT);
+	CHECK_EQ(sg_snapshots_mounts(s, "ns/4/layer-b", &again, &err), -EBUSY);
+	CHECK_EQ(sg_snapshots_mounts(s, "nope", &again, &err), -ENOENT);
 
 	sg_mounts_clear(&m1);
 	sg_mounts_clear(&m2);
@@ -160,43 +160,43 @@ TEST(errors_match_containerd)
 
 	prepare_ok(s, SG_SNAP_ACTIVE, "a", NULL, NULL);
 	/* Same key again. */
-	CHECK_EQ(sg_snapshots_prepare(s, SG_SNAP_ACTIVE, "a", NULL, NULL, 0, &m, err, sizeof(err)), -EEXIST);
+	CHECK_EQ(sg_snapshots_prepare(s, SG_SNAP_ACTIVE, "a", NULL, NULL, 0, &m, &err), -EEXIST);
 	/* Parent missing; parent not committed. */
-	CHECK_EQ(sg_snapshots_prepare(s, SG_SNAP_ACTIVE, "b", "missing", NULL, 0, &m, err, sizeof(err)), -ENOENT);
-	CHECK_EQ(sg_snapshots_prepare(s, SG_SNAP_ACTIVE, "b", "a", NULL, 0, &m, err, sizeof(err)), -EINVAL);
-	CHECK(strstr(err, "not a committed snapshot"));
+	CHECK_EQ(sg_snapshots_prepare(s, SG_SNAP_ACTIVE, "b", "missing", NULL, 0, &m, &err), -ENOENT);
+	CHECK_EQ(sg_snapshots_prepare(s, SG_SNAP_ACTIVE, "b", "a", NULL, 0, &m, &err), -EINVAL);
+	CHECK(strstr(err.msg, "not a committed snapshot"));
 	/* A failed prepare leaves nothing behind. */
 	struct sg_snap st;
-	CHECK_EQ(sg_snapshots_stat(s, "b", &st, err, sizeof(err)), -ENOENT);
+	CHECK_EQ(sg_snapshots_stat(s, "b", &st, &err), -ENOENT);
 	/* Empty key. */
-	CHECK_EQ(sg_snapshots_prepare(s, SG_SNAP_ACTIVE, "", NULL, NULL, 0, &m, err, sizeof(err)), -EINVAL);
+	CHECK_EQ(sg_snapshots_prepare(s, SG_SNAP_ACTIVE, "", NULL, NULL, 0, &m, &err), -EINVAL);
 	/* Commit: of a missing key, to a taken name, of a committed snapshot. */
-	CHECK_EQ(sg_snapshots_commit(s, "c1", "missing", NULL, 0, err, sizeof(err)), -ENOENT);
+	CHECK_EQ(sg_snapshots_commit(s, "c1", "missing", NULL, 0, &err), -ENOENT);
 	prepare_ok(s, SG_SNAP_ACTIVE, "a2", NULL, NULL);
-	CHECK_EQ(sg_snapshots_commit(s, "c1", "a", NULL, 0, err, sizeof(err)), 0);
-	CHECK_EQ(sg_snapshots_commit(s, "c1", "a2", NULL, 0, err, sizeof(err)), -EEXIST);
-	CHECK_EQ(sg_snapshots_commit(s, "c2", "c1", NULL, 0, err, sizeof(err)), -EBUSY);
+	CHECK_EQ(sg_snapshots_commit(s, "c1", "a", NULL, 0, &err), 0);
+	CHECK_EQ(sg_snapshots_commit(s, "c1", "a2", NULL, 0, &err), -EEXIST);
+	CHECK_EQ(sg_snapshots_commit(s, "c2", "c1", NULL, 0, &err), -EBUSY);
 	/* The active key is gone after commit. */
-	CHECK_EQ(sg_snapshots_stat(s, "a", &st, err, sizeof(err)), -ENOENT);
+	CHECK_EQ(sg_snapshots_stat(s, "a", &st, &err), -ENOENT);
 	/* A view cannot be committed. */
 	prepare_ok(s, SG_SNAP_VIEW, "v", "c1", NULL);
-	CHECK_EQ(sg_snapshots_commit(s, "c3", "v", NULL, 0, err, sizeof(err)), -EBUSY);
+	CHECK_EQ(sg_snapshots_commit(s, "c3", "v", NULL, 0, &err), -EBUSY);
 	/* Remove refuses a snapshot with children, and a missing one. */
-	CHECK_EQ(sg_snapshots_remove(s, "c1", err, sizeof(err)), -EBUSY);
-	CHECK(strstr(err, "with child"));
-	CHECK_EQ(sg_snapshots_remove(s, "missing", err, sizeof(err)), -ENOENT);
-	CHECK_EQ(sg_snapshots_remove(s, "v", err, sizeof(err)), 0);
-	CHECK_EQ(sg_snapshots_remove(s, "c1", err, sizeof(err)), 0);
+	CHECK_EQ(sg_snapshots_remove(s, "c1", &err), -EBUSY);
+	CHECK(strstr(err.msg, "with child"));
+	CHECK_EQ(sg_snapshots_remove(s, "missing", &err), -ENOENT);
+	CHECK_EQ(sg_snapshots_remove(s, "v", &err), 0);
+	CHECK_EQ(sg_snapshots_remove(s, "c1", &err), 0);
 	/* Labels over containerd's limit. */
 	char big[SG_LABEL_MAX];
 	memset(big, 'x', sizeof(big) - 1);
 	big[sizeof(big) - 1] = '\0';
 	struct sg_label l = { (char *)"k2", big };
-	CHECK_EQ(sg_snapshots_prepare(s, SG_SNAP_ACTIVE, "big", NULL, &l, 1, &m, err, sizeof(err)), -EINVAL);
+	CHECK_EQ(sg_snapshots_prepare(s, SG_SNAP_ACTIVE, "big", NULL, &l, 1, &m, &err), -EINVAL);
 	l.key = (char *)"k";   /* exactly 4096 bytes: allowed */
-	CHECK_EQ(sg_snapshots_prepare(s, SG_SNAP_ACTIVE, "big", NULL, &l, 1, &m, err, sizeof(err)), 0);
+	CHECK_EQ(sg_snapshots_prepare(s, SG_SNAP_ACTIVE, "big", NULL, &l, 1, &m, &err), 0);
 	sg_mounts_clear(&m);
-	CHECK_EQ(sg_snapshots_stat(s, "big", &st, err, sizeof(err)), 0);
+	CHECK_EQ(sg_snapshots_stat(s, "big", &st, &err), 0);
 	CHECK_STR(sg_snap_label(&st, "k"), big);
 	sg_snap_clear(&st);
 	sg_snapshots_close(s);
@@ -212,7 +212,7 @@ TEST(commit_records_usage_and_replaces_labels)
 	struct sg_snap st;
 	int64_t size = 0, inodes = 0;
 
-	CHECK_EQ(sg_snapshots_prepare(s, SG_SNAP_ACTIVE, "x", NULL, in, 2, &m, err, sizeof(err)), 0);
+	CHECK_EQ(sg_snapshots_prepare(s, SG_SNAP_ACTIVE, "x", NULL, in, 2, &m, &err), 0);
 	char data[100000];
 	memset(data, 'z', sizeof(data) - 1);
 	data[sizeof(data) - 1] = 0;
@@ -222,22 +222,22 @@ TEST(commit_records_usage_and_replaces_labels)
 	snprintf(p1, sizeof(p1), "%s/big", m.m[0].source);
 	snprintf(p2, sizeof(p2), "%s/hardlink", m.m[0].source);
 	CHECK_EQ(link(p1, p2), 0);   /* counted once */
-	CHECK_EQ(sg_snapshots_usage(s, "x", &size, &inodes, err, sizeof(err)), 0);
+	CHECK_EQ(sg_snapshots_usage(s, "x", &size, &inodes, &err), 0);
 	CHECK_EQ(inodes, 3);   /* the directory and two files */
 	CHECK(size >= 100000 && size < 200000);
-	CHECK_EQ(sg_snapshots_stat(s, "x", &st, err, sizeof(err)), 0);
+	CHECK_EQ(sg_snapshots_stat(s, "x", &st, &err), 0);
 	CHECK_EQ(st.n_labels, 2);
 	CHECK_EQ(st.kind, SG_SNAP_ACTIVE);
 	sg_snap_clear(&st);
-	CHECK_EQ(sg_snapshots_commit(s, "y", "x", out, 1, err, sizeof(err)), 0);
-	CHECK_EQ(sg_snapshots_stat(s, "y", &st, err, sizeof(err)), 0);
+	CHECK_EQ(sg_snapshots_commit(s, "y", "x", out, 1, &err), 0);
+	CHECK_EQ(sg_snapshots_stat(s, "y", &st, &err), 0);
 	CHECK_EQ(st.kind, SG_SNAP_COMMITTED);
 	CHECK_EQ(st.n_labels, 1);
 	CHECK_STR(sg_snap_label(&st, "final"), "yes");
 	CHECK(st.size == size && st.inodes == inodes);
 	sg_snap_clear(&st);
 	int64_t s2, i2;
-	CHECK_EQ(sg_snapshots_usage(s, "y", &s2, &i2, err, sizeof(err)), 0);
+	CHECK_EQ(sg_snapshots_usage(s, "y", &s2, &i2, &err), 0);
 	CHECK_EQ(s2, size);
 	CHECK_EQ(i2, inodes);
 	sg_mounts_clear(&m);
@@ -251,13 +251,13 @@ TEST(update_field_paths)
 	struct sg_label init[] = { { (char *)"a", (char *)"1" }, { (char *)"b", (char *)"2" } };
 	struct sg_snap out;
 
-	CHECK_EQ(sg_snapshots_prepare(s, SG_SNAP_ACTIVE, "k", NULL, init, 2, &m, err, sizeof(err)), 0);
+	CHECK_EQ(sg_snapshots_prepare(s, SG_SNAP_ACTIVE, "k", NULL, init, 2, &m, &err), 0);
 	sg_mounts_clear(&m);
 
 	/* labels.KEY: set one, keep the others; a key absent from the request is removed. */
 	struct sg_label req1[] = { { (char *)"c", (char *)"3" }, { (char *)"a", (char *)"ignored" } };
 	const char *p1[] = { "labels.c", "labels.b" };
-	CHECK_EQ(sg_snapshots_update(s, "k", req1, 2, p1, 2, &out, err, sizeof(err)), 0);
+	CHECK_EQ(sg_snapshots_update(s, "k", req1, 2, p1, 2, &out, &err), 0);
 	CHECK_EQ(out.n_labels, 2);
 	CHECK_STR(sg_snap_label(&out, "a"), "1");
 	CHECK_STR(sg_snap_label(&out, "c"), "3");
@@ -268,21 +268,21 @@ TEST(update_field_paths)
 	/* "labels" replaces the whole set; so does an empty mask. */
 	struct sg_label req2[] = { { (char *)"only", (char *)"this" } };
 	const char *p2[] = { "labels" };
-	CHECK_EQ(sg_snapshots_update(s, "k", req2, 1, p2, 1, &out, err, sizeof(err)), 0);
+	CHECK_EQ(sg_snapshots_update(s, "k", req2, 1, p2, 1, &out, &err), 0);
 	CHECK_EQ(out.n_labels, 1);
 	CHECK_STR(sg_snap_label(&out, "only"), "this");
 	sg_snap_clear(&out);
-	CHECK_EQ(sg_snapshots_update(s, "k", NULL, 0, NULL, 0, &out, err, sizeof(err)), 0);
+	CHECK_EQ(sg_snapshots_update(s, "k", NULL, 0, NULL, 0, &out, &err), 0);
 	CHECK_EQ(out.n_labels, 0);
 	sg_snap_clear(&out);
 
 	/* Immutable fields, missing snapshot. */
 	const char *p3[] = { "parent" };
-	CHECK_EQ(sg_snapshots_update(s, "k", NULL, 0, p3, 1, &out, err, sizeof(err)), -EINVAL);
-	CHECK(strstr(err, "cannot update \"parent\""));
+	CHECK_EQ(sg_snapshots_update(s, "k", NULL, 0, p3, 1, &out, &err), -EINVAL);
+	CHECK(strstr(err.msg, "cannot update \"parent\""));
 	const char *p4[] = { "kind" };
-	CHECK_EQ(sg_snapshots_update(s, "k", NULL, 0, p4, 1, &out, err, sizeof(err)), -EINVAL);
-	CHECK_EQ(sg_snapshots_update(s, "nope", NULL, 0, p2, 1, &out, err, sizeof(err)), -ENOENT);
+	CHECK_EQ(sg_snapshots_update(s, "k", NULL, 0, p4, 1, &out, &err), -EINVAL);
+	CHECK_EQ(sg_snapshots_update(s, "nope", NULL, 0, p2, 1, &out, &err), -ENOENT);
 	sg_snapshots_close(s);
 }
 
@@ -301,7 +301,7 @@ static int collect(const struct sg_snap *snap, void *ud)
 static int list_count(struct sg_snapshots *s, const char *const *f, size_t nf, struct names *out)
 {
 	memset(out, 0, sizeof(*out));
-	int r = sg_snapshots_list(s, f, nf, collect, out, err, sizeof(err));
+	int r = sg_snapshots_list(s, f, nf, collect, out, &err);
 	return r < 0 ? r : out->n;
 }
 
@@ -313,10 +313,10 @@ TEST(list_filters)
 	struct names n;
 	struct sg_mounts m = { 0 };
 
-	CHECK_EQ(sg_snapshots_prepare(s, SG_SNAP_ACTIVE, "ex-1", NULL, NULL, 0, &m, err, sizeof(err)), 0);
+	CHECK_EQ(sg_snapshots_prepare(s, SG_SNAP_ACTIVE, "ex-1", NULL, NULL, 0, &m, &err), 0);
 	sg_mounts_clear(&m);
-	CHECK_EQ(sg_snapshots_commit(s, "sha256:aaa", "ex-1", ref, 1, err, sizeof(err)), 0);
-	CHECK_EQ(sg_snapshots_prepare(s, SG_SNAP_ACTIVE, "ex-2", "sha256:aaa", NULL, 0, &m, err, sizeof(err)), 0);
+	CHECK_EQ(sg_snapshots_commit(s, "sha256:aaa", "ex-1", ref, 1, &err), 0);
+	CHECK_EQ(sg_snapshots_prepare(s, SG_SNAP_ACTIVE, "ex-2", "sha256:aaa", NULL, 0, &m, &err), 0);
 	sg_mounts_clear(&m);
 	prepare_ok(s, SG_SNAP_VIEW, "view-x", "sha256:aaa", NULL);
 
@@ -361,9 +361,9 @@ TEST(metadata_survives_reopen_and_orphans_are_repaired)
 	struct sg_snap st;
 	char path[512];
 
-	CHECK_EQ(sg_snapshots_prepare(s, SG_SNAP_ACTIVE, "a", NULL, l, 1, &m, err, sizeof(err)), 0);
+	CHECK_EQ(sg_snapshots_prepare(s, SG_SNAP_ACTIVE, "a", NULL, l, 1, &m, &err), 0);
 	write_file(m.m[0].source, "f", "data");
-	CHECK_EQ(sg_snapshots_commit(s, "c", "a", l, 1, err, sizeof(err)), 0);
+	CHECK_EQ(sg_snapshots_commit(s, "c", "a", l, 1, &err), 0);
 	sg_snapshots_close(s);
 
 	/* Debris of crashes: a half-made prepare, a half-done remove, an unreferenced id. */
@@ -376,7 +376,7 @@ TEST(metadata_survives_reopen_and_orphans_are_repaired)
 	write_file(path, "junk", "x");
 
 	s = open_store();
-	CHECK_EQ(sg_snapshots_stat(s, "c", &st, err, sizeof(err)), 0);
+	CHECK_EQ(sg_snapshots_stat(s, "c", &st, &err), 0);
 	CHECK_EQ(st.kind, SG_SNAP_COMMITTED);
 	CHECK_STR(sg_snap_label(&st, "k"), "v");
 	sg_snap_clear(&st);
@@ -391,9 +391,9 @@ TEST(metadata_survives_reopen_and_orphans_are_repaired)
 	/* Cleanup does the same while running; Remove deletes the directory. */
 	snprintf(path, sizeof(path), "%s/snapshots/12345", root);
 	CHECK_EQ(mkdir(path, 0700), 0);
-	CHECK_EQ(sg_snapshots_cleanup(s, err, sizeof(err)), 0);
+	CHECK_EQ(sg_snapshots_cleanup(s, &err), 0);
 	CHECK_EQ(access(path, F_OK), -1);
-	CHECK_EQ(sg_snapshots_remove(s, "c", err, sizeof(err)), 0);
+	CHECK_EQ(sg_snapshots_remove(s, "c", &err), 0);
 	CHECK_EQ(access(m.m[0].source, F_OK), -1);
 	sg_mounts_clear(&m);
 	sg_snapshots_close(s);

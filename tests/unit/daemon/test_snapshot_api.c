@@ -36,14 +36,14 @@ static void cleanup(void)
 
 static void setup(void)
 {
-	char err[512];
+	struct sg_error err = { 0 };
 
 	snprintf(root, sizeof(root), "/tmp/stargzd-api-XXXXXX");
 	CHECK(mkdtemp(root));
 	atexit(cleanup);
 	CHECK_EQ(sg_loop_new(NULL, &loop), 0);
-	if (sg_snapshots_open(root, &store, err, sizeof(err)) < 0)
-		TEST_FAIL("open: %s", err);
+	if (sg_snapshots_open(root, &store, &err) < 0)
+		TEST_FAIL("open: %s", err.msg);
 	CHECK_EQ(sg_snapshot_service_new(loop, store, NULL, &svc), 0);
 	CHECK_EQ(sg_grpc_server_new(loop, -1, sg_snapshot_methods, sg_snapshot_methods_count, NULL, svc,
 				    &server), 0);
