@@ -433,7 +433,7 @@ static void attach(struct rlayer *rl)
 	mount_finished(rl, 0, NULL);
 }
 
-static void on_toc(void *userdata, int res, struct sg_toc *toc, const struct sg_esgz_error *err)
+static void on_toc(void *userdata, int res, struct sg_toc *toc, const struct sg_error *err)
 {
 	struct content *c = userdata;
 	struct sg_remote *r = c->r;
@@ -493,7 +493,7 @@ static bool toc_from_tail(struct content *c, const uint8_t *tail, size_t tail_le
 	struct sg_remote *r = c->r;
 	struct sg_esgz_options opts = { 0 };
 	struct sg_esgz_footer footer;
-	struct sg_esgz_error err;
+	struct sg_error err;
 	struct sg_toc *toc = NULL;
 	uint64_t size = c->src->size, tail_off = size - tail_len;
 

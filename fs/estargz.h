@@ -14,9 +14,9 @@
  * a range source on the loop) and the in-memory one (sg_esgz_load_blob, for tools and the
  * fuzzer).
  *
- * Every refusal comes back twice: as a negative errno (the return value) and as a
- * struct sg_esgz_error with a specific code and a human message.  Nothing is logged, and a
- * failed load leaves nothing behind.
+ * Every refusal comes back twice: as a negative errno (the return value) and in a
+ * struct sg_error (daemon/core/error.h) whose code is an enum sg_esgz_code and whose message
+ * says what is wrong.  Nothing is logged, and a failed load leaves nothing behind.
  *
  * The index (struct sg_toc) is immutable once built: nodes and chunks live in packed
  * arrays, names in one string arena, node ids are dense uint32 (0 = root). */
@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "daemon/core/digest.h"
+#include "daemon/core/error.h"
 
 struct sg_gz;
 struct sg_range_source;
@@ -75,11 +76,6 @@ enum sg_esgz_code {
 	_SG_ESGZ_CODE_MAX,
 };
 
-struct sg_esgz_error {
-	int code;          /* enum sg_esgz_code */
-	char msg[256];
-};
-
 const char *sg_esgz_code_name(int code);
 
 struct sg_esgz_options {
@@ -119,7 +115,7 @@ struct sg_esgz_footer {
 /* tail = the last tail_len bytes of a blob of blob_size bytes (tail_len >= min(blob_size,
  * SG_ESGZ_FOOTER_SIZE)).  Tries the eStargz footer, then the legacy one. */
 int sg_esgz_parse_footer(const void *tail, size_t tail_len, uint64_t blob_size,
-			 struct sg_esgz_footer *ret, struct sg_esgz_error *reterr);
+			 struct sg_esgz_footer *ret, struct sg_error *err);
 
 /* ---- the index ---- */
 
@@ -200,7 +196,7 @@ struct sg_toc;
  * Equal chunk digests at different places are fine (identical content). */
 int sg_toc_parse_json(const void *json, size_t len, uint64_t toc_offset,
 		      const struct sg_esgz_options *opts, struct sg_toc **ret_toc,
-		      struct sg_esgz_error *reterr);
+		      struct sg_error *err);
 void sg_toc_free(struct sg_toc *toc);
 
 uint32_t sg_toc_count(const struct sg_toc *toc);
@@ -257,12 +253,12 @@ void sg_toc_memory(const struct sg_toc *toc, size_t *ret_index_bytes, size_t *re
  * otherwise (about 130-180 ms for 100k entries here: the loop stalls that long). */
 int sg_esgz_load_toc_member(struct sg_gz *gz, const void *member, size_t len,
 			    const struct sg_esgz_footer *footer, const struct sg_esgz_options *opts,
-			    struct sg_toc **ret_toc, struct sg_esgz_error *reterr);
+			    struct sg_toc **ret_toc, struct sg_error *err);
 
 /* A whole blob in memory: footer + TOC. */
 int sg_esgz_load_blob(struct sg_gz *gz, const void *blob, size_t len,
 		      const struct sg_esgz_options *opts, struct sg_toc **ret_toc,
-		      struct sg_esgz_error *reterr);
+		      struct sg_error *err);
 
 /* sg_esgz_load_toc_member off the loop thread: inflating, hashing and indexing a big TOC
  * takes 100-250 ms, during which a loop-thread parse would hold up every other mount's
@@ -274,7 +270,7 @@ int sg_esgz_load_toc_member_async(struct sg_loop *loop, const void *member, size
 				  const struct sg_esgz_footer *footer,
 				  const struct sg_esgz_options *opts,
 				  void (*cb)(void *userdata, int res, struct sg_toc *toc,
-					     const struct sg_esgz_error *err),
+					     const struct sg_error *err),
 				  void *userdata);
 
 /* Asynchronous load through a range source: one read of the blob's tail (large enough
@@ -284,7 +280,7 @@ int sg_esgz_load_toc_member_async(struct sg_loop *loop, const void *member, size
  * sg_esgz_open_cancel (the callback still runs, with -ECANCELED). */
 struct sg_esgz_open;
 typedef void (*sg_esgz_open_cb)(void *userdata, int res, struct sg_toc *toc,
-				const struct sg_esgz_error *err);
+				const struct sg_error *err);
 #define SG_ESGZ_TAIL_READ (512u << 10)
 int sg_esgz_open(struct sg_range_source *src, const struct sg_esgz_options *opts,
 		 sg_esgz_open_cb cb, void *userdata, struct sg_esgz_open **ret_req);
@@ -295,13 +291,13 @@ void sg_esgz_open_cancel(struct sg_esgz_open *req);
 /* Checks decompressed chunk bytes against the chunk's digest.  0, -EBADMSG with
  * SG_ESGZ_E_CHUNK_DIGEST, or -ENODATA with SG_ESGZ_E_NO_CHUNK_DIGEST. */
 int sg_esgz_verify_chunk(const struct sg_toc_chunk *c, const void *data, size_t len,
-			 struct sg_esgz_error *reterr);
+			 struct sg_error *err);
 
 /* The compressed member [c->offset, c->next_offset) in `member`: decompresses it into a
  * scratch buffer (bounded by inner_offset + size + 1 MiB of tar headers), copies the chunk's
  * c->size bytes to out and, unless skip_verify, checks its digest first. */
 int sg_esgz_extract_chunk(struct sg_gz *gz, const struct sg_toc_chunk *c, const void *member,
 			  size_t member_len, bool skip_verify, void *out,
-			  struct sg_esgz_error *reterr);
+			  struct sg_error *err);
 
 #endif

@@ -7,7 +7,6 @@
 #include "fs/estargz.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,61 +45,6 @@ struct sg_toc {
 	const uint8_t *json;      /* the JSON inside json_buf */
 	size_t json_len;
 };
-
-/* ---- errors ---- */
-
-static const char *const code_names[_SG_ESGZ_CODE_MAX] = {
-	[SG_ESGZ_OK] = "ok",
-	[SG_ESGZ_E_IO] = "io",
-	[SG_ESGZ_E_FOOTER] = "footer",
-	[SG_ESGZ_E_UNSUPPORTED] = "unsupported",
-	[SG_ESGZ_E_TOC_OFFSET] = "toc-offset",
-	[SG_ESGZ_E_TOC_GZIP] = "toc-gzip",
-	[SG_ESGZ_E_TOC_TOO_LARGE] = "toc-too-large",
-	[SG_ESGZ_E_TOC_TAR] = "toc-tar",
-	[SG_ESGZ_E_TOC_DIGEST] = "toc-digest",
-	[SG_ESGZ_E_NO_TOC_DIGEST] = "no-toc-digest",
-	[SG_ESGZ_E_JSON] = "json",
-	[SG_ESGZ_E_SCHEMA] = "schema",
-	[SG_ESGZ_E_NAME] = "name",
-	[SG_ESGZ_E_DUPLICATE] = "duplicate",
-	[SG_ESGZ_E_NOT_DIR] = "not-dir",
-	[SG_ESGZ_E_HARDLINK] = "hardlink",
-	[SG_ESGZ_E_CHUNK_RANGE] = "chunk-range",
-	[SG_ESGZ_E_CHUNK_OVERLAP] = "chunk-overlap",
-	[SG_ESGZ_E_OVERFLOW] = "overflow",
-	[SG_ESGZ_E_NO_CHUNK_DIGEST] = "no-chunk-digest",
-	[SG_ESGZ_E_LIMIT] = "limit",
-	[SG_ESGZ_E_NOMEM] = "nomem",
-	[SG_ESGZ_E_CHUNK_GZIP] = "chunk-gzip",
-	[SG_ESGZ_E_CHUNK_DIGEST] = "chunk-digest",
-	[SG_ESGZ_E_CANCELED] = "canceled",
-	[SG_ESGZ_E_CHUNK_SIZE] = "chunk-size",
-	[SG_ESGZ_E_CHUNK_RATIO] = "chunk-ratio",
-};
-
-const char *sg_esgz_code_name(int code)
-{
-	if (code < 0 || code >= _SG_ESGZ_CODE_MAX || !code_names[code])
-		return "unknown";
-	return code_names[code];
-}
-
-/* Shared with estargz.c through this declaration (not in the public header). */
-int sg_esgz_fail(struct sg_esgz_error *err, int code, int errnum, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-int sg_esgz_fail(struct sg_esgz_error *err, int code, int errnum, const char *fmt, ...)
-{
-	if (err && err->code == SG_ESGZ_OK) {
-		va_list ap;
-
-		err->code = code;
-		va_start(ap, fmt);
-		vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
-		va_end(ap);
-	}
-	return -errnum;
-}
 
 /* ---- growable arrays ---- */
 
@@ -339,7 +283,7 @@ struct raw_entry {
 struct parser {
 	struct sg_toc *t;
 	const struct sg_esgz_options *opts;
-	struct sg_esgz_error *err;
+	struct sg_error *err;
 	int rc;                   /* first error (negative errno) */
 
 	enum state state;
@@ -372,8 +316,10 @@ struct parser {
 	uint32_t last_nsec;
 };
 
+/* The first failure names the cause; one after it would pass only its errno up. */
 #define FAIL(p, code, errnum, ...) \
-	((p)->rc = sg_esgz_fail((p)->err, (code), (errnum), __VA_ARGS__), 0)
+	((p)->rc = (p)->rc < 0 ? -(errnum) \
+			       : sg_error_setc((p)->err, -(errnum), (code), __VA_ARGS__), 0)
 
 static int nomem(struct parser *p)
 {
@@ -1537,18 +1483,18 @@ static void raw_free(struct raw_entry *e)
 
 int sg_toc_parse_json(const void *json, size_t len, uint64_t toc_offset,
 		      const struct sg_esgz_options *opts, struct sg_toc **ret_toc,
-		      struct sg_esgz_error *reterr)
+		      struct sg_error *err)
 {
 	struct sg_esgz_options o = opts ? *opts : (struct sg_esgz_options){ 0 };
-	struct parser p = { .opts = &o, .err = reterr, .file = SG_TOC_NONE };
+	struct parser p = { .opts = &o, .err = err, .file = SG_TOC_NONE };
 	struct sg_toc *t = NULL;
 	yajl_handle h = NULL;
 	int r;
 
-	if (reterr)
-		*reterr = (struct sg_esgz_error){ 0 };
-	if (!ret_toc || (!json && len))
+	if (!ret_toc || (!json && len)) {
+		sg_error_clear(err);
 		return -EINVAL;
+	}
 	if (!o.max_entries)
 		o.max_entries = SG_ESGZ_DEFAULT_MAX_ENTRIES;
 	if (o.max_entries > MAX_NODES - 4096u)
@@ -1560,7 +1506,7 @@ int sg_toc_parse_json(const void *json, size_t len, uint64_t toc_offset,
 	hex_table_init();
 	t = calloc(1, sizeof(*t));
 	if (!t || grow_big_bytes((void **)&t->strs, &t->strs_cap, 1) < 0) {
-		r = sg_esgz_fail(reterr, SG_ESGZ_E_NOMEM, ENOMEM, "out of memory");
+		r = sg_error_setc(err, -ENOMEM, SG_ESGZ_E_NOMEM, "out of memory");
 		goto fail;
 	}
 	t->strs[0] = 0;
@@ -1571,7 +1517,7 @@ int sg_toc_parse_json(const void *json, size_t len, uint64_t toc_offset,
 	/* The root: implied until "./" says otherwise. */
 	if (grow_big((void **)&t->nodes, &t->nodes_cap, 1, sizeof(*t->nodes)) < 0 ||
 	    hash_reserve(t, 1) < 0) {
-		r = sg_esgz_fail(reterr, SG_ESGZ_E_NOMEM, ENOMEM, "out of memory");
+		r = sg_error_setc(err, -ENOMEM, SG_ESGZ_E_NOMEM, "out of memory");
 		goto fail;
 	}
 	/* Size the arrays once from the JSON length (an entry takes about 250-400 bytes of
@@ -1583,7 +1529,7 @@ int sg_toc_parse_json(const void *json, size_t len, uint64_t toc_offset,
 	if (grow_big((void **)&t->nodes, &t->nodes_cap, (uint32_t)est, sizeof(*t->nodes)) < 0 ||
 	    grow_big((void **)&t->chunks, &t->chunks_cap, (uint32_t)est, sizeof(*t->chunks)) < 0 ||
 	    hash_reserve(t, (uint32_t)est) < 0) {
-		r = sg_esgz_fail(reterr, SG_ESGZ_E_NOMEM, ENOMEM, "out of memory");
+		r = sg_error_setc(err, -ENOMEM, SG_ESGZ_E_NOMEM, "out of memory");
 		goto fail;
 	}
 	t->nodes[0] = (struct sg_toc_node){
@@ -1595,7 +1541,7 @@ int sg_toc_parse_json(const void *json, size_t len, uint64_t toc_offset,
 
 	h = yajl_alloc(&callbacks, NULL, &p);
 	if (!h) {
-		r = sg_esgz_fail(reterr, SG_ESGZ_E_NOMEM, ENOMEM, "out of memory");
+		r = sg_error_setc(err, -ENOMEM, SG_ESGZ_E_NOMEM, "out of memory");
 		goto fail;
 	}
 	/* Names are bytes to us (tar names need not be UTF-8); skip validation. */
@@ -1608,16 +1554,16 @@ int sg_toc_parse_json(const void *json, size_t len, uint64_t toc_offset,
 			r = p.rc;
 		} else {
 			unsigned char *msg = yajl_get_error(h, 0, json, len);
-			r = sg_esgz_fail(reterr, SG_ESGZ_E_JSON, EBADMSG, "TOC JSON: %s",
-					 msg ? (const char *)msg : "parse error");
+			r = sg_error_setc(err, -EBADMSG, SG_ESGZ_E_JSON, "TOC JSON: %s",
+					  msg ? (const char *)msg : "parse error");
 			if (msg)
 				yajl_free_error(h, msg);
 		}
 		goto fail;
 	}
 	if (p.state != S_DONE || !p.seen_entries) {
-		r = sg_esgz_fail(reterr, SG_ESGZ_E_SCHEMA, EINVAL,
-				 "TOC JSON has no \"entries\" array");
+		r = sg_error_setc(err, -EINVAL, SG_ESGZ_E_SCHEMA,
+				  "TOC JSON has no \"entries\" array");
 		goto fail;
 	}
 	if (!finish_file(&p) || !check_members(&p)) {

@@ -86,7 +86,7 @@ int main(int argc, char **argv)
 	b.toc = (struct esgz_buf){ 0 };
 
 	struct sg_esgz_footer f;
-	struct sg_esgz_error err;
+	struct sg_error err;
 	if (sg_esgz_parse_footer(b.blob.p + b.blob.len - 51, 51, b.blob.len, &f, &err) < 0) {
 		fprintf(stderr, "toc-bench: %s\n", err.msg);
 		return 1;

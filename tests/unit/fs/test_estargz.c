@@ -24,7 +24,7 @@ static struct sg_gz *gz(void)
 static const struct sg_esgz_options skip = { .skip_verify = true };
 
 static int load(struct esgz_b *b, const struct sg_esgz_options *o, struct sg_toc **toc,
-		struct sg_esgz_error *err)
+		struct sg_error *err)
 {
 	return sg_esgz_load_blob(gz(), b->blob.p, b->blob.len, o, toc, err);
 }
@@ -33,7 +33,7 @@ static int load(struct esgz_b *b, const struct sg_esgz_options *o, struct sg_toc
  * compress, at offset 0, so that the TOC starts a little past 4096) and returns the load
  * result and error code. */
 static int hostile_opts(const char *entries, const struct sg_esgz_options *o,
-			struct sg_esgz_error *err)
+			struct sg_error *err)
 {
 	struct esgz_b b;
 	struct esgz_buf j = { 0 };
@@ -60,7 +60,7 @@ static int hostile_opts(const char *entries, const struct sg_esgz_options *o,
 	return r;
 }
 
-static int hostile(const char *entries, struct sg_esgz_error *err)
+static int hostile(const char *entries, struct sg_error *err)
 {
 	return hostile_opts(entries, &skip, err);
 }
@@ -68,7 +68,7 @@ static int hostile(const char *entries, struct sg_esgz_error *err)
 #define CHECK_HOSTILE(entries, want_code) CHECK_HOSTILE_OPTS(entries, &skip, want_code)
 #define CHECK_HOSTILE_OPTS(entries, opts, want_code) \
 	do { \
-		struct sg_esgz_error e_; \
+		struct sg_error e_; \
 		int r_ = hostile_opts(entries, opts, &e_); \
 		if (r_ >= 0 || e_.code != (want_code)) \
 			TEST_FAIL("expected %s, got r=%d code=%s msg=%s", sg_esgz_code_name(want_code), r_, \
@@ -85,7 +85,7 @@ TEST(footer_estargz_and_legacy)
 	for (int legacy = 0; legacy < 2; legacy++) {
 		struct esgz_b b;
 		struct sg_esgz_footer f;
-		struct sg_esgz_error err;
+		struct sg_error err;
 
 		esgz_init(&b, 6);
 		esgz_add(&b, "a", '0', 0644, "hello", 5, NULL, 0, NULL);
@@ -114,7 +114,7 @@ TEST(footer_estargz_and_legacy)
 TEST(footer_unsupported_and_garbage)
 {
 	struct sg_esgz_footer f;
-	struct sg_esgz_error err;
+	struct sg_error err;
 	uint8_t buf[128];
 
 	memset(buf, 0, sizeof(buf));
@@ -139,7 +139,7 @@ TEST(footer_toc_offset_outside_blob)
 {
 	struct esgz_b b;
 	struct sg_esgz_footer f;
-	struct sg_esgz_error err;
+	struct sg_error err;
 
 	esgz_init(&b, 6);
 	esgz_finish(&b, 0, NULL);
@@ -159,7 +159,7 @@ TEST(load_tree_and_attributes)
 {
 	struct esgz_b b;
 	struct sg_toc *toc;
-	struct sg_esgz_error err;
+	struct sg_error err;
 	struct sg_digest d;
 	char path[256];
 
@@ -274,7 +274,7 @@ TEST(chunks_extract_and_verify)
 {
 	struct esgz_b b;
 	struct sg_toc *toc;
-	struct sg_esgz_error err;
+	struct sg_error err;
 	struct sg_digest d;
 	size_t len = 10000;
 	uint8_t *data = malloc(len), *out = malloc(len);
@@ -346,7 +346,7 @@ TEST(inner_offset_shared_member)
 	/* Two small files in one gzip member (min-chunk-size style). */
 	struct esgz_b b;
 	struct sg_toc *toc;
-	struct sg_esgz_error err;
+	struct sg_error err;
 	char out[16];
 	uint8_t h[512];
 	char e[1024], d1[80], d2[80];
@@ -401,7 +401,7 @@ TEST(whiteouts_and_landmarks)
 {
 	struct esgz_b b;
 	struct sg_toc *toc;
-	struct sg_esgz_error err;
+	struct sg_error err;
 
 	esgz_init(&b, 6);
 	esgz_add(&b, "usr/bin/tool", '0', 0755, "abc", 3, NULL, 0, NULL);
@@ -461,7 +461,7 @@ TEST(toc_entry_from_its_tar_header)
 {
 	struct esgz_b b;
 	struct sg_toc *toc;
-	struct sg_esgz_error err;
+	struct sg_error err;
 	struct sg_digest d;
 	uint8_t hdrs[1536] = { 0 };
 	char pax[512];
@@ -535,7 +535,7 @@ TEST(toc_digest_required_and_checked)
 {
 	struct esgz_b b;
 	struct sg_toc *toc = NULL;
-	struct sg_esgz_error err;
+	struct sg_error err;
 	struct sg_digest d;
 
 	esgz_init(&b, 6);
@@ -567,7 +567,7 @@ TEST(chunk_digest_required_unless_skip)
 {
 	struct esgz_b b;
 	struct sg_toc *toc = NULL;
-	struct sg_esgz_error err;
+	struct sg_error err;
 	struct sg_digest d;
 
 	esgz_init(&b, 6);
@@ -598,7 +598,7 @@ TEST(hostile_names)
 	snprintf(big, sizeof(big), "{\"name\":\"%0300d\",\"type\":\"dir\"}", 1);
 	CHECK_HOSTILE(big, SG_ESGZ_E_NAME);
 	/* "./a" and "a//b/" are fine and normalized. */
-	CHECK_EQ(hostile("{\"name\":\"./a//b/\",\"type\":\"dir\"}", &(struct sg_esgz_error){ 0 }), 0);
+	CHECK_EQ(hostile("{\"name\":\"./a//b/\",\"type\":\"dir\"}", &(struct sg_error){ 0 }), 0);
 }
 
 TEST(hostile_duplicates_and_parents)
@@ -613,7 +613,7 @@ TEST(hostile_duplicates_and_parents)
 		      SG_ESGZ_E_NOT_DIR);
 	/* An implied directory given explicitly later is not a duplicate... */
 	CHECK_EQ(hostile("{\"name\":\"a/b\",\"type\":\"fifo\"},{\"name\":\"a/\",\"type\":\"dir\"}",
-			 &(struct sg_esgz_error){ 0 }), 0);
+			 &(struct sg_error){ 0 }), 0);
 	/* ...but a file where an implied directory is, is. */
 	CHECK_HOSTILE("{\"name\":\"a/b\",\"type\":\"fifo\"},{\"name\":\"a\",\"type\":\"fifo\"}",
 		      SG_ESGZ_E_DUPLICATE);
@@ -631,7 +631,7 @@ TEST(hostile_hardlinks)
 	CHECK_EQ(hostile("{\"name\":\"f\",\"type\":\"fifo\"},"
 			 "{\"name\":\"h1\",\"type\":\"hardlink\",\"linkName\":\"f\"},"
 			 "{\"name\":\"h2\",\"type\":\"hardlink\",\"linkName\":\"./h1\"}",
-			 &(struct sg_esgz_error){ 0 }), 0);
+			 &(struct sg_error){ 0 }), 0);
 }
 
 TEST(hostile_chunks)
@@ -674,13 +674,13 @@ TEST(hostile_chunks)
 		 "{\"name\":\"a\",\"type\":\"reg\",\"size\":10,\"offset\":1,\"chunkSize\":4},"
 		 "{\"name\":\"a\",\"type\":\"chunk\",\"offset\":40,\"chunkOffset\":4,\"chunkSize\":4},"
 		 "{\"name\":\"a\",\"type\":\"chunk\",\"offset\":80,\"chunkOffset\":8}");
-	CHECK_EQ(hostile(e, &(struct sg_esgz_error){ 0 }), 0);
+	CHECK_EQ(hostile(e, &(struct sg_error){ 0 }), 0);
 }
 
 /* TOC JSON straight into the parser, with the payload ending at toc_offset: for layouts
  * whose members are longer than a test blob can afford to be. */
 static int parse(const char *entries, uint64_t toc_offset, const struct sg_esgz_options *o,
-		 struct sg_esgz_error *err)
+		 struct sg_error *err)
 {
 	struct esgz_buf j = { 0 };
 	struct sg_toc *toc = NULL;
@@ -705,7 +705,7 @@ static int parse(const char *entries, uint64_t toc_offset, const struct sg_esgz_
  * entry. */
 #define CHECK_HOSTILE_NAMING(entries, want_code, name) \
 	do { \
-		struct sg_esgz_error en_; \
+		struct sg_error en_; \
 		int rn_ = hostile(entries, &en_); \
 		CHECK_REFUSED(rn_, en_, want_code, name); \
 	} while (0)
@@ -731,7 +731,7 @@ TEST(ratio_bound_holds_for_real_gzip)
 	for (size_t i = 0; i < sizeof(levels) / sizeof(levels[0]); i++) {
 		struct esgz_b b;
 		struct sg_toc *toc;
-		struct sg_esgz_error err;
+		struct sg_error err;
 		struct sg_digest d;
 
 		esgz_init(&b, levels[i]);
@@ -757,7 +757,7 @@ TEST(ratio_bound_holds_for_real_gzip)
  * mounted) on 1ada2d0, which only failed on read.  Refused now, naming the file. */
 TEST(hostile_ratio)
 {
-	struct sg_esgz_error err;
+	struct sg_error err;
 	char e[1024];
 	int r;
 
@@ -807,7 +807,7 @@ TEST(hostile_ratio)
  * 1ada2d0 a chunk of any size loaded; now the TOC bounds it (max_chunk_size). */
 TEST(hostile_oversized_chunk)
 {
-	struct sg_esgz_error err;
+	struct sg_error err;
 	char e[1024];
 	int r;
 	const uint64_t mib = 1u << 20;
@@ -871,7 +871,7 @@ TEST(hostile_oversized_chunk)
  * are identical content, not sharing, and load. */
 TEST(hostile_shared_spans)
 {
-	struct sg_esgz_error err;
+	struct sg_error err;
 	char e[2048];
 
 	/* Two chunks of one file on the same bytes of one member. */
@@ -946,9 +946,9 @@ TEST(hostile_json_and_schema)
 	CHECK_HOSTILE("[1,2]", SG_ESGZ_E_SCHEMA);
 	/* Unknown fields (even nested) are ignored, like the reference. */
 	CHECK_EQ(hostile("{\"name\":\"a\",\"type\":\"dir\",\"NumLink\":3,\"x\":{\"y\":[1,{}]}}",
-			 &(struct sg_esgz_error){ 0 }), 0);
+			 &(struct sg_error){ 0 }), 0);
 
-	struct sg_esgz_error err;
+	struct sg_error err;
 	struct sg_toc *toc = NULL;
 	CHECK_EQ(sg_toc_parse_json("{\"version\":1}", 13, 100, &skip, &toc, &err), -EINVAL);
 	CHECK_EQ(err.code, SG_ESGZ_E_SCHEMA);
@@ -967,7 +967,7 @@ TEST(hostile_toc_member)
 {
 	struct esgz_b b;
 	struct sg_toc *toc = NULL;
-	struct sg_esgz_error err;
+	struct sg_error err;
 
 	/* TOC larger than the configured limit. */
 	esgz_init(&b, 6);
@@ -1056,10 +1056,10 @@ TEST(hostile_toc_member)
 struct open_result {
 	int done, res;
 	struct sg_toc *toc;
-	struct sg_esgz_error err;
+	struct sg_error err;
 };
 
-static void on_open(void *userdata, int res, struct sg_toc *toc, const struct sg_esgz_error *err)
+static void on_open(void *userdata, int res, struct sg_toc *toc, const struct sg_error *err)
 {
 	struct open_result *r = userdata;
 	r->done++;
@@ -1127,7 +1127,7 @@ TEST(async_open_small_and_large_toc)
 	esgz_gen_node_modules(&b, 12000, 7);
 	esgz_finish(&b, 0, &d);
 	struct sg_esgz_footer f;
-	struct sg_esgz_error err;
+	struct sg_error err;
 	CHECK_EQ(sg_esgz_parse_footer(b.blob.p + b.blob.len - 51, 51, b.blob.len, &f, &err), 0);
 	CHECK(f.toc_end - f.toc_offset > SG_ESGZ_TAIL_READ);
 	CHECK_EQ(open_async(&b, &o, &res), 0);
