@@ -387,6 +387,18 @@ int sg_esgz_load_blob(struct sg_gz *gz, const void *blob, size_t len,
 				       (size_t)(f.toc_end - f.toc_offset), &f, opts, ret_toc, err);
 }
 
+/* ---- completing the caller's op ---- */
+
+/* The caller's op was idle when handed over (the entry points refuse a busy one) and is
+ * ours until this post, so the post cannot fail unless the caller submitted the op
+ * elsewhere meanwhile: that would lose this completion for good, so it is a crash here
+ * rather than a hang later. */
+static void complete(struct sg_loop *loop, struct sg_op *op, int res, sg_op_cb cb)
+{
+	if (sg_post(loop, op, res, cb) < 0)
+		abort();
+}
+
 /* ---- parsing on a helper thread ---- */
 
 struct async_parse {
@@ -401,8 +413,11 @@ struct async_parse {
 	int efd;                 /* the thread's "done", polled by the loop */
 	pthread_t thread;
 	struct sg_op op;
-	void (*cb)(void *, int, struct sg_toc *, const struct sg_error *);
-	void *userdata;
+	struct sg_loop *loop;
+	struct sg_toc **ret_toc;  /* the caller's results and continuation */
+	struct sg_error *ret_err;
+	struct sg_op *done_op;
+	sg_op_cb done_cb;
 };
 
 /* Touches nothing but its job: no loop, no logging. */
@@ -437,21 +452,28 @@ static void parse_done(struct sg_op *op)
 		a->toc = NULL;
 		a->res = sg_error_setc(&a->err, -ECANCELED, SG_ESGZ_E_CANCELED, "canceled");
 	}
-	a->cb(a->userdata, a->res, a->res < 0 ? NULL : a->toc, &a->err);
+	if (a->res == 0)
+		*a->ret_toc = a->toc;
+	else if (a->ret_err)
+		*a->ret_err = a->err;
+	complete(a->loop, a->done_op, a->res, a->done_cb);
 	free(a->member);
 	free(a);
 }
 
 int sg_esgz_load_toc_member_async(struct sg_loop *loop, const void *member, size_t len,
 				  const struct sg_esgz_footer *footer,
-				  const struct sg_esgz_options *opts,
-				  void (*cb)(void *userdata, int res, struct sg_toc *toc,
-					     const struct sg_error *err),
-				  void *userdata)
+				  const struct sg_esgz_options *opts, struct sg_toc **ret_toc,
+				  struct sg_error *err, struct sg_op *op, sg_op_cb cb)
 {
-	struct async_parse *a = calloc(1, sizeof(*a));
+	struct async_parse *a;
 	int r;
 
+	if (!loop || !footer || !ret_toc || !op || !cb || (!member && len))
+		return -EINVAL;
+	if (sg_op_busy(op))
+		return -EBUSY;
+	a = calloc(1, sizeof(*a));
 	if (!a)
 		return -ENOMEM;
 	a->len = len;
@@ -462,8 +484,11 @@ int sg_esgz_load_toc_member_async(struct sg_loop *loop, const void *member, size
 		a->digest = *opts->toc_digest;
 		a->opts.toc_digest = &a->digest;
 	}
-	a->cb = cb;
-	a->userdata = userdata;
+	a->loop = loop;
+	a->ret_toc = ret_toc;
+	a->ret_err = err;
+	a->done_op = op;
+	a->done_cb = cb;
 	a->efd = -1;
 	sg_op_init(&a->op);
 	a->member = malloc(len ? len : 1);
@@ -502,35 +527,53 @@ struct sg_esgz_open {
 	struct sg_range_source *src;
 	struct sg_esgz_options opts;
 	struct sg_digest digest;
-	sg_esgz_open_cb cb;
-	void *userdata;
-	struct sg_op op;
+	struct sg_op op;         /* ours: the reads, the parse, at last the free */
 	uint8_t *tail;
 	size_t tail_len;
 	uint8_t *member;         /* when the TOC starts before the tail */
 	size_t member_len;
 	struct sg_esgz_footer footer;
 	bool canceled;
+	bool finished;           /* the caller's op is posted; only the free is to come */
 	struct sg_error err;
+	struct sg_toc *toc;      /* the helper thread's */
+	struct sg_toc **ret_toc; /* the caller's results and continuation */
+	struct sg_error *ret_err;
+	struct sg_op *done_op;
+	sg_op_cb done_cb;
 };
 
+static void open_free(struct sg_op *op)
+{
+	free(sg_container_of(op, struct sg_esgz_open, op));
+}
+
+/* Always runs from a callback of req->op, so that op is idle for the free: posted after
+ * the caller's, it runs after the caller's callback, and the handle stays valid (a cancel
+ * harmless) until that has returned, as sg_esgz_open promises. */
 static void open_finish(struct sg_esgz_open *req, int res, struct sg_toc *toc)
 {
 	if (res < 0 && req->canceled && req->err.code == SG_ESGZ_OK)
 		res = sg_error_setc(&req->err, -ECANCELED, SG_ESGZ_E_CANCELED, "canceled");
-	req->cb(req->userdata, res, toc, &req->err);
+	if (res == 0)
+		*req->ret_toc = toc;
+	else if (req->ret_err)
+		*req->ret_err = req->err;
 	free(req->tail);
 	free(req->member);
-	free(req);
+	req->tail = req->member = NULL;
+	req->finished = true;
+	complete(req->src->loop, req->done_op, res, req->done_cb);
+	if (sg_post(req->src->loop, &req->op, 0, open_free) < 0)
+		free(req);   /* not reached: req->op is idle here */
 }
 
-static void open_parsed(void *userdata, int res, struct sg_toc *toc,
-			const struct sg_error *err)
+static void open_parsed(struct sg_op *op)
 {
-	struct sg_esgz_open *req = userdata;
+	struct sg_esgz_open *req = sg_container_of(op, struct sg_esgz_open, op);
+	struct sg_toc *toc = op->res < 0 ? NULL : req->toc;
+	int res = op->res;
 
-	if (res < 0)
-		req->err = *err;
 	if (res == 0 && req->canceled) {
 		sg_toc_free(toc);
 		toc = NULL;
@@ -546,7 +589,7 @@ static void open_parse(struct sg_esgz_open *req, const uint8_t *member, size_t l
 	int r;
 
 	if (sg_esgz_load_toc_member_async(req->src->loop, member, len, &req->footer, &req->opts,
-					  open_parsed, req) == 0)
+					  &req->toc, &req->err, &req->op, open_parsed) == 0)
 		return;
 	r = sg_gz_new(&gz);
 	if (r < 0) {
@@ -637,19 +680,24 @@ fail:
 }
 
 int sg_esgz_open(struct sg_range_source *src, const struct sg_esgz_options *opts,
-		 sg_esgz_open_cb cb, void *userdata, struct sg_esgz_open **ret_req)
+		 struct sg_esgz_open **ret_req, struct sg_toc **ret_toc, struct sg_error *err,
+		 struct sg_op *op, sg_op_cb cb)
 {
 	struct sg_esgz_open *req;
 	int r;
 
-	if (!src || !cb)
+	if (!src || !ret_toc || !op || !cb)
 		return -EINVAL;
+	if (sg_op_busy(op))
+		return -EBUSY;
 	req = calloc(1, sizeof(*req));
 	if (!req)
 		return -ENOMEM;
 	req->src = src;
-	req->cb = cb;
-	req->userdata = userdata;
+	req->ret_toc = ret_toc;
+	req->ret_err = err;
+	req->done_op = op;
+	req->done_cb = cb;
 	if (opts)
 		req->opts = *opts;
 	if (opts && opts->toc_digest) {
@@ -678,6 +726,8 @@ post:
 	/* Cannot fail (req->op is new, and posts are accepted while the loop drains); the
 	 * synchronous refusal only guards that assumption. */
 	if (sg_post(src->loop, &req->op, r, open_fail_posted) < 0) {
+		if (err)
+			*err = req->err;
 		free(req->tail);
 		free(req);
 		return r;
@@ -688,14 +738,15 @@ done:
 	return 0;
 }
 
-/* Safe at any time, the TOC loader thread included: cancel only sets a flag and cancels a
- * read in flight.  The thread touches nothing but its own async_parse (a copy of the
- * member, the footer and the options), which is freed only by parse_done after
- * pthread_join; req itself is freed only from its callback, which the parse still calls.
- * There is no free of a request in flight to refuse: it has no free but its callback. */
+/* Safe at any time until the callback has returned, the TOC loader thread included: cancel
+ * only sets a flag and cancels a read in flight.  The thread touches nothing but its own
+ * async_parse (a copy of the member, the footer and the options), which is freed only by
+ * parse_done after pthread_join; req itself is freed only after the caller's callback,
+ * which the parse still leads to.  There is no free of a request in flight to refuse: it
+ * has no free but its completion. */
 void sg_esgz_open_cancel(struct sg_esgz_open *req)
 {
-	if (!req || req->canceled)
+	if (!req || req->canceled || req->finished)
 		return;
 	req->canceled = true;
 	if (sg_op_busy(&req->op) && req->op.kind != SG_OP_POST)

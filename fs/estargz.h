@@ -29,6 +29,7 @@
 
 #include "daemon/core/digest.h"
 #include "daemon/core/error.h"
+#include "daemon/core/loop.h"
 
 struct sg_gz;
 struct sg_range_source;
@@ -262,28 +263,29 @@ int sg_esgz_load_blob(struct sg_gz *gz, const void *blob, size_t len,
 
 /* sg_esgz_load_toc_member off the loop thread: inflating, hashing and indexing a big TOC
  * takes 100-250 ms, during which a loop-thread parse would hold up every other mount's
- * requests.  The member is copied; cb runs once from the loop with the same results as the
- * synchronous call (-ECANCELED and no TOC if the loop drains first).  -errno when no thread
- * could be started: then parse synchronously. */
-struct sg_loop;
+ * requests.  The member and the options (with the digest they point to) are copied.  The
+ * continuation follows daemon/core/loop.h: on 0, cb(op) runs once from the loop with
+ * op->res = 0 and *ret_toc the caller's, or a negative errno and err filled, the same
+ * results as the synchronous call (-ECANCELED and no TOC if the loop drains first).  A
+ * negative errno when no thread could be started: nothing runs, parse synchronously. */
 int sg_esgz_load_toc_member_async(struct sg_loop *loop, const void *member, size_t len,
 				  const struct sg_esgz_footer *footer,
-				  const struct sg_esgz_options *opts,
-				  void (*cb)(void *userdata, int res, struct sg_toc *toc,
-					     const struct sg_error *err),
-				  void *userdata);
+				  const struct sg_esgz_options *opts, struct sg_toc **ret_toc,
+				  struct sg_error *err, struct sg_op *op, sg_op_cb cb);
 
 /* Asynchronous load through a range source: one read of the blob's tail (large enough
  * to hold the TOC of most layers), a second read only if the TOC starts before it.
- * cb runs once from the loop: res 0 with *toc owned by the callee, or a negative errno and
- * err filled.  The options (and the digest they point to) are copied.  Cancel with
- * sg_esgz_open_cancel (the callback still runs, with -ECANCELED). */
+ * On 0, cb(op) runs once from the loop: op->res 0 with *ret_toc the caller's, or a negative
+ * errno and err filled (SG_ESGZ_E_IO for the range source's failures).  The options (and
+ * the digest they point to) are copied.  *ret_req (if ret_req is not NULL) is a handle for
+ * sg_esgz_open_cancel, valid until cb has returned; the op then completes with -ECANCELED
+ * (SG_ESGZ_E_CANCELED), still exactly once, when what is in flight has ended.  A negative
+ * errno from the call itself: nothing started, no callback. */
 struct sg_esgz_open;
-typedef void (*sg_esgz_open_cb)(void *userdata, int res, struct sg_toc *toc,
-				const struct sg_error *err);
 #define SG_ESGZ_TAIL_READ (512u << 10)
 int sg_esgz_open(struct sg_range_source *src, const struct sg_esgz_options *opts,
-		 sg_esgz_open_cb cb, void *userdata, struct sg_esgz_open **ret_req);
+		 struct sg_esgz_open **ret_req, struct sg_toc **ret_toc, struct sg_error *err,
+		 struct sg_op *op, sg_op_cb cb);
 void sg_esgz_open_cancel(struct sg_esgz_open *req);
 
 /* ---- chunks ---- */

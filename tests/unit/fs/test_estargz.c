@@ -1054,18 +1054,26 @@ TEST(hostile_toc_member)
 /* ---- asynchronous open through a file range source ---- */
 
 struct open_result {
+	struct sg_op op;
 	int done, res;
 	struct sg_toc *toc;
 	struct sg_error err;
 };
 
-static void on_open(void *userdata, int res, struct sg_toc *toc, const struct sg_error *err)
+static void on_open(struct sg_op *op)
 {
-	struct open_result *r = userdata;
+	struct open_result *r = sg_container_of(op, struct open_result, op);
 	r->done++;
-	r->res = res;
-	r->toc = toc;
-	r->err = *err;
+	r->res = op->res;
+}
+
+/* Opens the blob of src into *res (reset first). */
+static int start_open(struct sg_range_source *src, const struct sg_esgz_options *o,
+		      struct open_result *res, struct sg_esgz_open **ret_req)
+{
+	*res = (struct open_result){ 0 };
+	sg_op_init(&res->op);
+	return sg_esgz_open(src, o, ret_req, &res->toc, &res->err, &res->op, on_open);
 }
 
 /* A loop and a range source over the blob, written to an unlinked temporary file. */
@@ -1092,8 +1100,7 @@ static int open_async(struct esgz_b *b, const struct sg_esgz_options *o, struct 
 	struct sg_range_source *src;
 	struct sg_loop *loop = blob_source(b, &src);
 
-	*res = (struct open_result){ 0 };
-	CHECK_EQ(sg_esgz_open(src, o, on_open, res, NULL), 0);
+	CHECK_EQ(start_open(src, o, res, NULL), 0);
 	while (!res->done)
 		CHECK(sg_loop_run_once(loop, 1000) >= 0);
 	CHECK_EQ(res->done, 1);
@@ -1177,7 +1184,7 @@ TEST(async_open_keeps_the_loop_responsive)
 	struct sg_digest d;
 	struct sg_loop *loop;
 	struct sg_range_source *src;
-	struct open_result res = { 0 };
+	struct open_result res;
 	struct ticker t = { 0 };
 
 	esgz_init(&b, 1);
@@ -1190,7 +1197,7 @@ TEST(async_open_keeps_the_loop_responsive)
 	CHECK_EQ(sg_timer_start(loop, &t.op, 1000000, tick), 0);
 	struct sg_esgz_options o = { .toc_digest = &d };
 	double t0 = test_now_ms();
-	CHECK_EQ(sg_esgz_open(src, &o, on_open, &res, NULL), 0);
+	CHECK_EQ(start_open(src, &o, &res, NULL), 0);
 	while (!res.done)
 		CHECK(sg_loop_run_once(loop, 1000) >= 0);
 	double took = test_now_ms() - t0;
@@ -1203,8 +1210,7 @@ TEST(async_open_keeps_the_loop_responsive)
 	sg_toc_free(res.toc);
 
 	/* Draining while a parse runs: the callback comes once, nothing leaks (ASan). */
-	res = (struct open_result){ 0 };
-	CHECK_EQ(sg_esgz_open(src, &o, on_open, &res, NULL), 0);
+	CHECK_EQ(start_open(src, &o, &res, NULL), 0);
 	for (int i = 0; i < 200 && !res.done; i++)
 		CHECK(sg_loop_run_once(loop, 1) >= 0);   /* until the tail is read, at most */
 	CHECK_EQ(sg_loop_drain(loop, 5000), 0);
@@ -1225,14 +1231,14 @@ TEST(async_open_cancel_while_the_thread_parses)
 	struct sg_loop *loop;
 	struct sg_range_source *src;
 	struct sg_esgz_open *req = NULL;
-	struct open_result res = { 0 };
+	struct open_result res;
 
 	esgz_init(&b, 1);
 	esgz_gen_node_modules(&b, 6000, 3);
 	esgz_finish(&b, 0, &d);
 	loop = blob_source(&b, &src);
 	struct sg_esgz_options o = { .toc_digest = &d };
-	CHECK_EQ(sg_esgz_open(src, &o, on_open, &res, &req), 0);
+	CHECK_EQ(start_open(src, &o, &res, &req), 0);
 	/* The first callback is the tail read's, which starts the thread: cancel right then. */
 	int n = 0;
 	while (n == 0) {
@@ -1266,14 +1272,14 @@ TEST(async_open_cancel)
 	struct sg_loop *loop;
 	struct sg_range_source *src;
 	struct sg_esgz_open *req = NULL;
-	struct open_result res = { 0 };
+	struct open_result res;
 
 	esgz_init(&b, 6);
 	esgz_add(&b, "hello", '0', 0644, "world", 5, NULL, 0, NULL);
 	esgz_finish(&b, 0, &d);
 	loop = blob_source(&b, &src);
 	struct sg_esgz_options o = { .toc_digest = &d };
-	CHECK_EQ(sg_esgz_open(src, &o, on_open, &res, &req), 0);
+	CHECK_EQ(start_open(src, &o, &res, &req), 0);
 	CHECK(req != NULL);
 	sg_esgz_open_cancel(req);
 	while (!res.done)
@@ -1290,6 +1296,165 @@ TEST(async_open_cancel)
 	sg_range_source_free(src);
 	CHECK_EQ(sg_loop_drain(loop, 1000), 0);
 	sg_loop_free(loop);
+	esgz_done(&b);
+}
+
+/* The continuation contract (daemon/core/loop.h): an op still in flight elsewhere is
+ * refused with no callback; the handle stays valid, and a cancel harmless, until the
+ * callback has returned, even when it comes from inside that callback. */
+struct cancel_in_cb {
+	struct open_result res;
+	struct sg_esgz_open *req;
+};
+
+static void cancel_from_callback(struct sg_op *op)
+{
+	struct cancel_in_cb *x = sg_container_of(op, struct cancel_in_cb, res.op);
+
+	on_open(op);
+	sg_esgz_open_cancel(x->req);   /* too late: no effect, no use after free (ASan) */
+}
+
+static void timer_done(struct sg_op *op)
+{
+	CHECK_EQ(op->res, -ECANCELED);
+}
+
+TEST(async_open_op_contract)
+{
+	struct esgz_b b;
+	struct sg_digest d;
+	struct sg_loop *loop;
+	struct sg_range_source *src;
+	struct cancel_in_cb x = { 0 };
+	struct sg_toc *toc = NULL;
+	struct sg_error err;
+	struct sg_op busy;
+
+	esgz_init(&b, 6);
+	esgz_add(&b, "hello", '0', 0644, "world", 5, NULL, 0, NULL);
+	esgz_finish(&b, 0, &d);
+	loop = blob_source(&b, &src);
+	struct sg_esgz_options o = { .toc_digest = &d };
+
+	sg_op_init(&busy);
+	CHECK_EQ(sg_timer_start(loop, &busy, 60ull * 1000000000u, timer_done), 0);
+	CHECK_EQ(sg_esgz_open(src, &o, NULL, &toc, &err, &busy, never_called), -EBUSY);
+	struct sg_esgz_footer f;
+	CHECK_EQ(sg_esgz_parse_footer(b.blob.p + b.blob.len - 51, 51, b.blob.len, &f, &err), 0);
+	CHECK_EQ(sg_esgz_load_toc_member_async(loop, b.blob.p + f.toc_offset,
+					       (size_t)(f.toc_end - f.toc_offset), &f, &o, &toc,
+					       &err, &busy, never_called), -EBUSY);
+	CHECK_EQ(sg_esgz_open(src, &o, NULL, NULL, &err, &x.res.op, never_called), -EINVAL);
+	CHECK_EQ(sg_op_cancel(&busy), 0);
+
+	sg_op_init(&x.res.op);
+	CHECK_EQ(sg_esgz_open(src, &o, &x.req, &x.res.toc, &x.res.err, &x.res.op,
+			      cancel_from_callback), 0);
+	while (!x.res.done)
+		CHECK(sg_loop_run_once(loop, 1000) >= 0);
+	CHECK_EQ(x.res.res, 0);
+	CHECK(sg_toc_lookup_path(x.res.toc, "hello") != SG_TOC_NONE);
+	sg_toc_free(x.res.toc);
+	CHECK_EQ(sg_loop_drain(loop, 1000), 0);
+	CHECK_EQ(x.res.done, 1);
+	CHECK(toc == NULL);
+	sg_range_source_free(src);
+	sg_loop_free(loop);
+	esgz_done(&b);
+}
+
+/* The helper-thread load on its own: results through ret_toc and err, op->res the errno. */
+struct parsed {
+	struct sg_op op;
+	int done;
+	struct sg_toc *toc;
+	struct sg_error err;
+};
+
+static void on_parsed(struct sg_op *op)
+{
+	sg_container_of(op, struct parsed, op)->done++;
+}
+
+TEST(async_load_toc_member)
+{
+	struct esgz_b b;
+	struct sg_digest d, wrong;
+	struct sg_loop *loop;
+	struct sg_esgz_footer f;
+	struct sg_error err;
+	struct parsed p = { 0 };
+
+	esgz_init(&b, 6);
+	esgz_add(&b, "a/b", '0', 0644, "x", 1, NULL, 0, NULL);
+	esgz_finish(&b, 0, &d);
+	int r = sg_loop_new(NULL, &loop);
+	if (r < 0)
+		SKIP("no io_uring: %s", strerror(-r));
+	CHECK_EQ(sg_esgz_parse_footer(b.blob.p + b.blob.len - 51, 51, b.blob.len, &f, &err), 0);
+	const uint8_t *member = b.blob.p + f.toc_offset;
+	size_t len = (size_t)(f.toc_end - f.toc_offset);
+	struct sg_esgz_options o = { .toc_digest = &d };
+
+	sg_op_init(&p.op);
+	CHECK_EQ(sg_esgz_load_toc_member_async(loop, member, len, &f, &o, &p.toc, &p.err, &p.op,
+					       on_parsed), 0);
+	while (!p.done)
+		CHECK(sg_loop_run_once(loop, 1000) >= 0);
+	CHECK_EQ(p.op.res, 0);
+	CHECK(sg_toc_lookup_path(p.toc, "a/b") != SG_TOC_NONE);
+	CHECK(sg_toc_verified(p.toc));
+	sg_toc_free(p.toc);
+
+	/* A refusal: no TOC, the same error as the synchronous load. */
+	wrong = d;
+	wrong.bytes[0] ^= 1;
+	o.toc_digest = &wrong;
+	p = (struct parsed){ 0 };
+	sg_op_init(&p.op);
+	CHECK_EQ(sg_esgz_load_toc_member_async(loop, member, len, &f, &o, &p.toc, &p.err, &p.op,
+					       on_parsed), 0);
+	while (!p.done)
+		CHECK(sg_loop_run_once(loop, 1000) >= 0);
+	CHECK_EQ(p.op.res, -EBADMSG);
+	CHECK(p.toc == NULL);
+	CHECK_EQ(p.err.code, SG_ESGZ_E_TOC_DIGEST);
+	CHECK(strstr(p.err.msg, "TOC digest mismatch: want ") == p.err.msg);
+	CHECK_EQ(sg_loop_drain(loop, 1000), 0);
+	sg_loop_free(loop);
+	esgz_done(&b);
+}
+
+/* daemon/core/error.h: err is filled on failure and left alone on success. */
+TEST(error_left_alone_on_success)
+{
+	struct esgz_b b;
+	struct sg_esgz_footer f;
+	struct sg_toc *toc = NULL;
+	struct sg_error err = { .code = 12345, .msg = "earlier" };
+
+	esgz_init(&b, 6);
+	esgz_add(&b, "a", '0', 0644, "x", 1, NULL, 0, NULL);
+	esgz_finish(&b, 0, NULL);
+	CHECK_EQ(sg_esgz_parse_footer(b.blob.p + b.blob.len - 51, 51, b.blob.len, &f, &err), 0);
+	CHECK_EQ(load(&b, &skip, &toc, &err), 0);
+	const struct sg_toc_node *a = sg_toc_node(toc, sg_toc_lookup_path(toc, "a"));
+	const struct sg_toc_chunk *c = sg_toc_chunks(toc, a);
+	char out[1];
+	CHECK_EQ(sg_esgz_extract_chunk(gz(), c, b.blob.p + c->offset, c->next_offset - c->offset,
+				       false, out, &err), 0);
+	CHECK_EQ(err.code, 12345);
+	CHECK_STR(err.msg, "earlier");
+	/* A failure overwrites both; NULL is fine. */
+	CHECK_EQ(sg_esgz_verify_chunk(c, "y", 1, &err), -EBADMSG);
+	CHECK_EQ(err.code, SG_ESGZ_E_CHUNK_DIGEST);
+	char want[80];
+	snprintf(want, sizeof(want), "chunk at %llu does not match its chunkDigest",
+		 (unsigned long long)c->offset);
+	CHECK_STR(err.msg, want);
+	CHECK_EQ(sg_esgz_verify_chunk(c, "y", 1, NULL), -EBADMSG);
+	sg_toc_free(toc);
 	esgz_done(&b);
 }
 
