@@ -1,5 +1,5 @@
 /* eStargz footers, the TOC member, loading (in memory and through a range source) and
- * chunk verification.  The JSON and the index are in toc.c. */
+ * chunk verification.  The JSON is parsed by toc_parse.c into the index of toc.c. */
 #include "fs/estargz.h"
 
 #include <errno.h>
@@ -15,11 +15,7 @@
 #include "fs/mem.h"
 #include "daemon/core/range_source.h"
 #include "fs/tar.h"
-
-/* From toc.c. */
-void sg_toc_set_digest(struct sg_toc *t, const struct sg_digest *d, bool verified);
-int sg_toc_add_self(struct sg_toc *t, const struct sg_tar_entry *h, size_t json_len);
-void sg_toc_keep_json(struct sg_toc *t, uint8_t *buf, size_t cap, const uint8_t *json, size_t len);
+#include "fs/toc_parse.h"
 
 #define ZSTD_CHUNKED_MAGIC "GnUlInUx"
 #define EXTERNAL_TOC_MAGIC "STARGZEXTERNALTOC"

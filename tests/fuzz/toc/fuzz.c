@@ -12,6 +12,7 @@
 
 #include "fs/estargz.h"
 #include "fs/gz.h"
+#include "fs/toc_parse.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -9,6 +9,7 @@
 #include "daemon/core/loop.h"
 #include "fs/estargz.h"
 #include "fs/gz.h"
+#include "fs/toc_parse.h"
 #include "daemon/core/range_source.h"
 #include "tests/helpers/esgz_build.h"
 #include "tests/unit/test.h"
