@@ -4,6 +4,8 @@
  * is driven directly at the end. */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "fs/estargz.h"
 #include "fs/toc.h"
@@ -464,6 +466,158 @@ TEST(hostile_shared_spans)
 		 "\"chunkDigest\":\"%s\"},"
 		 "{\"name\":\"h\",\"type\":\"hardlink\",\"linkName\":\"a\"}", D0, D0, D0);
 	CHECK_EQ(hostile(e, &err), 0);
+}
+
+/* ---- the builder's own API ---- */
+
+/* An entry as the parser would hand it over (strings are not copied: the builder only
+ * reads them). */
+static struct sg_toc_entry entry(int type, const char *name)
+{
+	struct sg_toc_entry e = {
+		.present = 1u << SG_TOC_FIELD_TYPE, .type = type,
+		.name = { .p = (char *)name, .len = strlen(name) },
+	};
+
+	e.present |= 1u << SG_TOC_FIELD_NAME;
+	return e;
+}
+
+static struct sg_toc_entry chunked(const char *name, uint64_t size, uint64_t offset,
+				   uint64_t chunk_size)
+{
+	struct sg_toc_entry e = entry(SG_TOC_ENTRY_REG, name);
+
+	e.size = size;
+	e.offset = offset;
+	e.chunk_size = chunk_size;
+	return e;
+}
+
+TEST(builder_takes_entries_one_by_one)
+{
+	struct sg_toc_builder *b = NULL;
+	struct sg_toc *t = NULL;
+	struct sg_error err = { 0 };
+
+	CHECK_EQ(sg_toc_builder_new(1000, 4, &skip, &b, &err), 0);
+	struct sg_toc_entry e = entry(SG_TOC_ENTRY_FIFO, "./a/b/p");
+	sg_toc_builder_hint(b, e.name.p, e.name.len);   /* a hint changes nothing */
+	CHECK_EQ(sg_toc_builder_add(b, &e, &err), 0);
+	e = chunked("a/f", 10, 100, 4);
+	sg_toc_builder_hint(b, "a/", 2);
+	sg_toc_builder_hint(b, "", 0);
+	CHECK_EQ(sg_toc_builder_add(b, &e, &err), 0);
+	e = entry(SG_TOC_ENTRY_CHUNK, "a/f");
+	e.offset = 200, e.chunk_off = 4;
+	CHECK_EQ(sg_toc_builder_add(b, &e, &err), 0);
+	e = entry(SG_TOC_ENTRY_DIR, "a");   /* gives the implied directory its attributes */
+	e.mode = 0700;
+	CHECK_EQ(sg_toc_builder_add(b, &e, &err), 0);
+	CHECK_EQ(sg_toc_builder_finish(b, &t, &err), 0);
+	CHECK_EQ(err.code, 0);   /* untouched */
+	sg_toc_builder_free(b);   /* the index is the caller's now */
+
+	const struct sg_toc_node *a = sg_toc_node(t, sg_toc_lookup_path(t, "a"));
+	CHECK_EQ(a->mode, 0700);
+	CHECK(!(a->flags & SG_TOC_F_IMPLIED));
+	CHECK_EQ(a->nlink, 3);   /* a/b */
+	const struct sg_toc_node *ab = sg_toc_node(t, sg_toc_lookup_path(t, "a/b"));
+	CHECK(ab->flags & SG_TOC_F_IMPLIED);
+	CHECK_EQ(sg_toc_node(t, sg_toc_lookup_path(t, "a/b/p"))->type, SG_TOC_FIFO);
+	const struct sg_toc_node *f = sg_toc_node(t, sg_toc_lookup_path(t, "a/f"));
+	const struct sg_toc_chunk *c = sg_toc_chunks(t, f);
+	CHECK_EQ(f->nchunks, 2);
+	CHECK_EQ(c[0].next_offset, 200);
+	CHECK_EQ(c[1].file_offset, 4);
+	CHECK_EQ(c[1].size, 6);   /* the rest of the file */
+	CHECK_EQ(c[1].next_offset, 1000);
+	/* Children in TOC order: b (implied by the first entry), then f. */
+	CHECK_EQ(sg_toc_node(t, a->first_child)->type, SG_TOC_DIR);
+	CHECK(sg_toc_node(t, sg_toc_node(t, a->first_child)->next_sibling) == f);
+	sg_toc_free(t);
+}
+
+/* After a refusal the builder takes nothing more, and says why only once. */
+TEST(builder_refuses_once)
+{
+	struct sg_toc_builder *b = NULL;
+	struct sg_toc *t = NULL;
+	struct sg_error err;
+	struct sg_toc_entry e = entry(SG_TOC_ENTRY_FIFO, "x");
+
+	CHECK_EQ(sg_toc_builder_new(1000, 4, &skip, &b, &err), 0);
+	CHECK_EQ(sg_toc_builder_add(b, &e, &err), 0);
+	CHECK_EQ(sg_toc_builder_add(b, &e, &err), -EEXIST);
+	CHECK_EQ(err.code, SG_ESGZ_E_DUPLICATE);
+	CHECK_STR(err.msg, "duplicate entry \"x\"");
+	struct sg_error later = { .code = 99, .msg = "kept" };
+	e = entry(SG_TOC_ENTRY_FIFO, "y");
+	CHECK_EQ(sg_toc_builder_add(b, &e, &later), -EEXIST);
+	CHECK_EQ(sg_toc_builder_finish(b, &t, &later), -EEXIST);
+	CHECK_EQ(later.code, 99);
+	CHECK(t == NULL);
+	sg_toc_builder_free(b);   /* with its index (ASan) */
+	sg_toc_builder_free(NULL);
+}
+
+TEST(builder_limits_and_defaults)
+{
+	struct sg_toc_builder *b = NULL;
+	struct sg_toc *t = NULL;
+	struct sg_error err;
+	struct sg_esgz_options two = { .skip_verify = true, .max_entries = 2 };
+
+	/* Chunk entries count. */
+	CHECK_EQ(sg_toc_builder_new(1000, 1000000, &two, &b, &err), 0);
+	struct sg_toc_entry e = chunked("f", 8, 0, 4);
+	CHECK_EQ(sg_toc_builder_add(b, &e, &err), 0);
+	e = entry(SG_TOC_ENTRY_CHUNK, "f");
+	e.offset = 100, e.chunk_off = 4;
+	CHECK_EQ(sg_toc_builder_add(b, &e, &err), 0);
+	e = entry(SG_TOC_ENTRY_FIFO, "g");
+	CHECK_EQ(sg_toc_builder_add(b, &e, &err), -E2BIG);
+	CHECK_EQ(err.code, SG_ESGZ_E_LIMIT);
+	CHECK_STR(err.msg, "TOC has more than 2 entries");
+	sg_toc_builder_free(b);
+
+	/* No options: verification on, so a chunk needs a digest; default chunk limit. */
+	CHECK_EQ(sg_toc_builder_new(1000, 4, NULL, &b, &err), 0);
+	e = chunked("f", 8, 0, 0);
+	CHECK_EQ(sg_toc_builder_add(b, &e, &err), -EBADMSG);
+	CHECK_EQ(err.code, SG_ESGZ_E_NO_CHUNK_DIGEST);
+	sg_toc_builder_free(b);
+	CHECK_EQ(sg_toc_builder_new(1ull << 40, 4, &skip, &b, &err), 0);
+	e = chunked("big", SG_ESGZ_DEFAULT_MAX_CHUNK + 1, 0, 0);
+	CHECK_EQ(sg_toc_builder_add(b, &e, &err), -EFBIG);
+	CHECK_EQ(err.code, SG_ESGZ_E_CHUNK_SIZE);
+	sg_toc_builder_free(b);
+
+	/* The last file is checked at finish. */
+	CHECK_EQ(sg_toc_builder_new(1000, 4, &skip, &b, &err), 0);
+	e = chunked("short", 10, 0, 4);
+	CHECK_EQ(sg_toc_builder_add(b, &e, &err), 0);
+	CHECK_EQ(sg_toc_builder_finish(b, &t, &err), -EINVAL);
+	CHECK_EQ(err.code, SG_ESGZ_E_CHUNK_OVERLAP);
+	CHECK_STR(err.msg, "chunks of \"short\" cover 4 of its 10 bytes");
+	CHECK(t == NULL);
+	sg_toc_builder_free(b);
+}
+
+TEST(text_buffers)
+{
+	struct sg_toc_text x = { 0 };
+
+	CHECK_EQ(sg_toc_text_set(&x, "abc", 3), 0);
+	CHECK_EQ(x.len, 3);
+	CHECK_STR(x.p, "abc");
+	CHECK(x.cap >= 4);
+	CHECK_EQ(sg_toc_text_reserve(&x, 10000), 0);
+	CHECK(x.cap >= 10000);
+	CHECK_STR(x.p, "abc");   /* kept while it grows */
+	CHECK_EQ(sg_toc_text_set(&x, "", 0), 0);
+	CHECK_STR(x.p, "");
+	free(x.p);
 }
 
 TEST_MAIN()
