@@ -400,7 +400,7 @@ TEST(memory_accounting)
 {
 	struct sg_toc *t = new_toc(100, 200000);
 	size_t idx0, names0, idx1, names1, idx2, names2;
-	char name[32];
+	char name[48];
 
 	sg_toc_memory(t, &idx0, &names0);
 	CHECK(idx0 > 200000 * sizeof(struct sg_toc_node));   /* sized for the guess */
