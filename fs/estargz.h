@@ -139,7 +139,8 @@ int sg_esgz_load_blob(struct sg_gz *gz, const void *blob, size_t len,
  * continuation follows daemon/core/loop.h: on 0, cb(op) runs once from the loop with
  * op->res = 0 and *ret_toc the caller's, or a negative errno and err filled, the same
  * results as the synchronous call (-ECANCELED and no TOC if the loop drains first).  A
- * negative errno when no thread could be started: nothing runs, parse synchronously. */
+ * negative errno when no thread could be started (or -EBUSY: op is still in flight):
+ * nothing runs and no callback follows; parse synchronously. */
 int sg_esgz_load_toc_member_async(struct sg_loop *loop, const void *member, size_t len,
 				  const struct sg_esgz_footer *footer,
 				  const struct sg_esgz_options *opts, struct sg_toc **ret_toc,
@@ -150,9 +151,10 @@ int sg_esgz_load_toc_member_async(struct sg_loop *loop, const void *member, size
  * On 0, cb(op) runs once from the loop: op->res 0 with *ret_toc the caller's, or a negative
  * errno and err filled (SG_ESGZ_E_IO for the range source's failures).  The options (and
  * the digest they point to) are copied.  *ret_req (if ret_req is not NULL) is a handle for
- * sg_esgz_open_cancel, valid until cb has returned; the op then completes with -ECANCELED
- * (SG_ESGZ_E_CANCELED), still exactly once, when what is in flight has ended.  A negative
- * errno from the call itself: nothing started, no callback. */
+ * sg_esgz_open_cancel, valid until cb has returned; a cancel before the outcome is decided
+ * makes the op complete with -ECANCELED (SG_ESGZ_E_CANCELED), still exactly once, when
+ * what is in flight has ended.  A negative errno from the call itself (-EBUSY: op is
+ * still in flight): nothing started, no callback. */
 struct sg_esgz_open;
 #define SG_ESGZ_TAIL_READ (512u << 10)
 int sg_esgz_open(struct sg_range_source *src, const struct sg_esgz_options *opts,
