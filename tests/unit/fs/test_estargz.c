@@ -503,6 +503,17 @@ static struct sg_loop *blob_source(const struct esgz_b *b, struct sg_range_sourc
 	return loop;
 }
 
+/* A one-file layer ("hello" holding "world"), its TOC digest, and a loop and a range
+ * source over it. */
+static struct sg_loop *hello_source(struct esgz_b *b, struct sg_digest *d,
+				    struct sg_range_source **src)
+{
+	esgz_init(b, 6);
+	esgz_add(b, "hello", '0', 0644, "world", 5, NULL, 0, NULL);
+	esgz_finish(b, 0, d);
+	return blob_source(b, src);
+}
+
 static int open_async(struct esgz_b *b, const struct sg_esgz_options *o, struct open_result *res)
 {
 	struct sg_range_source *src;
@@ -682,10 +693,7 @@ TEST(async_open_cancel)
 	struct sg_esgz_open *req = NULL;
 	struct open_result res;
 
-	esgz_init(&b, 6);
-	esgz_add(&b, "hello", '0', 0644, "world", 5, NULL, 0, NULL);
-	esgz_finish(&b, 0, &d);
-	loop = blob_source(&b, &src);
+	loop = hello_source(&b, &d, &src);
 	struct sg_esgz_options o = { .toc_digest = &d };
 	CHECK_EQ(start_open(src, &o, &res, &req), 0);
 	CHECK(req != NULL);
@@ -739,10 +747,7 @@ TEST(async_open_op_contract)
 	struct sg_error err;
 	struct sg_op busy;
 
-	esgz_init(&b, 6);
-	esgz_add(&b, "hello", '0', 0644, "world", 5, NULL, 0, NULL);
-	esgz_finish(&b, 0, &d);
-	loop = blob_source(&b, &src);
+	loop = hello_source(&b, &d, &src);
 	struct sg_esgz_options o = { .toc_digest = &d };
 
 	sg_op_init(&busy);

@@ -35,6 +35,19 @@ static void digest_of(const char *s, struct sg_digest *d)
 	sg_sha256(s, strlen(s), d);
 }
 
+struct lookup_case {
+	const char *path;
+	uint32_t want;
+};
+
+static void check_lookups(const struct sg_toc *t, const struct lookup_case *cases, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (sg_toc_lookup_path(t, cases[i].path) != cases[i].want)
+			TEST_FAIL("lookup of \"%s\": %u, want %u", cases[i].path,
+				  sg_toc_lookup_path(t, cases[i].path), cases[i].want);
+}
+
 TEST(new_index_is_an_implied_root)
 {
 	struct sg_toc *t = new_toc(12345, 16);
@@ -55,10 +68,10 @@ TEST(new_index_is_an_implied_root)
 	CHECK(!sg_toc_has_no_prefetch_landmark(t));
 	CHECK_EQ(sg_toc_path(t, SG_TOC_ROOT, path, sizeof(path)), 0);
 	CHECK_STR(path, "");
-	CHECK_EQ(sg_toc_lookup_path(t, ""), SG_TOC_ROOT);
-	CHECK_EQ(sg_toc_lookup_path(t, "./"), SG_TOC_ROOT);
-	CHECK_EQ(sg_toc_lookup_path(t, "/"), SG_TOC_ROOT);
-	CHECK_EQ(sg_toc_lookup_path(t, "x"), SG_TOC_NONE);
+	const struct lookup_case cases[] = {
+		{ "", SG_TOC_ROOT }, { "./", SG_TOC_ROOT }, { "/", SG_TOC_ROOT }, { "x", SG_TOC_NONE },
+	};
+	check_lookups(t, cases, sizeof(cases) / sizeof(cases[0]));
 	sg_toc_free(t);
 }
 
@@ -154,14 +167,12 @@ TEST(paths_both_ways)
 	CHECK_EQ(sg_toc_path(t, a, path, sizeof(path)), 1);
 	CHECK_STR(path, "a");
 
-	CHECK_EQ(sg_toc_lookup_path(t, "a/bb/ccc"), c);
-	CHECK_EQ(sg_toc_lookup_path(t, "./a/bb/ccc"), c);
-	CHECK_EQ(sg_toc_lookup_path(t, "/a/bb/ccc"), c);
-	CHECK_EQ(sg_toc_lookup_path(t, "a//bb/./ccc/"), c);
-	CHECK_EQ(sg_toc_lookup_path(t, "a/bb"), b);
-	CHECK_EQ(sg_toc_lookup_path(t, "a/bb/cc"), SG_TOC_NONE);
-	CHECK_EQ(sg_toc_lookup_path(t, "a/bb/ccc/d"), SG_TOC_NONE);
-	CHECK_EQ(sg_toc_lookup_path(t, "bb"), SG_TOC_NONE);
+	const struct lookup_case cases[] = {
+		{ "a/bb/ccc", c }, { "./a/bb/ccc", c }, { "/a/bb/ccc", c }, { "a//bb/./ccc/", c },
+		{ "a/bb", b }, { "a/bb/cc", SG_TOC_NONE }, { "a/bb/ccc/d", SG_TOC_NONE },
+		{ "bb", SG_TOC_NONE },
+	};
+	check_lookups(t, cases, sizeof(cases) / sizeof(cases[0]));
 	sg_toc_free(t);
 }
 
@@ -319,18 +330,12 @@ TEST(self_node_json_and_digest)
 	uint32_t self = sg_toc_self(t);
 	CHECK_EQ(self, count);
 	CHECK_EQ(sg_toc_lookup_path(t, SG_ESGZ_TOC_NAME), self);
+	/* As tar -x would create it from h: a regular file of the JSON's size, no chunks. */
 	const struct sg_toc_node *n = sg_toc_node(t, self);
-	CHECK_EQ(n->type, SG_TOC_REG);
-	CHECK_EQ(n->flags, SG_TOC_F_SELF);
-	CHECK_EQ(n->size, 42);
-	CHECK_EQ(n->mode, 0640);
-	CHECK_EQ(n->uid, 7);
-	CHECK_EQ(n->gid, 8);
-	CHECK_EQ(n->mtime_sec, 1700000000);
-	CHECK_EQ(n->mtime_nsec, 5);
-	CHECK_EQ(n->nchunks, 0);
-	CHECK_STR(sg_toc_str(t, n->user), "u");
-	CHECK_STR(sg_toc_str(t, n->group), "g");
+	CHECK(n->type == SG_TOC_REG && n->flags == SG_TOC_F_SELF && n->nchunks == 0);
+	CHECK(n->size == 42 && n->mode == 0640 && n->uid == 7 && n->gid == 8);
+	CHECK(n->mtime_sec == 1700000000 && n->mtime_nsec == 5);
+	CHECK(!strcmp(sg_toc_str(t, n->user), "u") && !strcmp(sg_toc_str(t, n->group), "g"));
 	CHECK_EQ(sg_toc_node(t, a)->next_sibling, self);   /* the root's last child */
 
 	const void *json;
