@@ -37,6 +37,9 @@ struct content {
 	bool load_inflight;             /* a callback of the load is still to come */
 	struct sg_range_source *src;
 	struct sg_esgz_open *open_req;
+	struct sg_op toc_op;            /* the TOC's load: its results below */
+	struct sg_toc *toc;
+	struct sg_error toc_err;
 	struct sg_layer *layer;
 	struct sg_list wait_link;       /* on a tail_prefetch */
 	struct sg_op defer_op;
@@ -433,9 +436,8 @@ static void attach(struct rlayer *rl)
 	mount_finished(rl, 0, NULL);
 }
 
-static void on_toc(void *userdata, int res, struct sg_toc *toc, const struct sg_esgz_error *err)
+static void toc_loaded(struct content *c, int res, struct sg_toc *toc, const struct sg_error *err)
 {
-	struct content *c = userdata;
 	struct sg_remote *r = c->r;
 	char cache_dir[PATH_MAX + 80], msg[PATH_MAX + 700];
 
@@ -486,6 +488,15 @@ static void on_toc(void *userdata, int res, struct sg_toc *toc, const struct sg_
 	sg_layer_start(c->layer);
 }
 
+static void on_toc(struct sg_op *op)
+{
+	struct content *c = sg_container_of(op, struct content, toc_op);
+	struct sg_toc *toc = c->toc;
+
+	c->toc = NULL;
+	toc_loaded(c, op->res, toc, &c->toc_err);
+}
+
 /* Loads the TOC from an already fetched tail when it lies inside it.  True if it did (and
  * on_toc runs, or ran). */
 static bool toc_from_tail(struct content *c, const uint8_t *tail, size_t tail_len)
@@ -493,7 +504,7 @@ static bool toc_from_tail(struct content *c, const uint8_t *tail, size_t tail_le
 	struct sg_remote *r = c->r;
 	struct sg_esgz_options opts = { 0 };
 	struct sg_esgz_footer footer;
-	struct sg_esgz_error err;
+	struct sg_error err;
 	struct sg_toc *toc = NULL;
 	uint64_t size = c->src->size, tail_off = size - tail_len;
 
@@ -507,11 +518,11 @@ static bool toc_from_tail(struct content *c, const uint8_t *tail, size_t tail_le
 	size_t member_len = (size_t)(footer.toc_end - footer.toc_offset);
 	c->load_inflight = true;
 	/* On a helper thread: a big TOC would hold up every other mount for a few 100 ms. */
-	if (sg_esgz_load_toc_member_async(r->loop, member, member_len, &footer, &opts, on_toc,
-					  c) == 0)
+	if (sg_esgz_load_toc_member_async(r->loop, member, member_len, &footer, &opts, &c->toc,
+					  &c->toc_err, &c->toc_op, on_toc) == 0)
 		return true;
 	int res = sg_esgz_load_toc_member(r->gz, member, member_len, &footer, &opts, &toc, &err);
-	on_toc(c, res, toc, res < 0 ? &err : NULL);
+	toc_loaded(c, res, toc, res < 0 ? &err : NULL);
 	return true;
 }
 
@@ -535,7 +546,7 @@ static void on_blob_opened(void *userdata, int res, struct sg_range_source *src,
 	opts.keep_json = true;   /* stargz.index.json: sg_layer_new stores it */
 	opts.max_chunk_size = c->r->cfg.max_chunk_size;
 	c->load_inflight = true;
-	res = sg_esgz_open(src, &opts, on_toc, c, &c->open_req);
+	res = sg_esgz_open(src, &opts, &c->open_req, &c->toc, &c->toc_err, &c->toc_op, on_toc);
 	if (res < 0) {
 		c->load_inflight = false;
 		snprintf(msg, sizeof(msg), "layer %s: cannot read its TOC: %s", c->digest,
@@ -790,6 +801,7 @@ int sg_remote_mount(struct sg_remote *r, int64_t key, const char *mountpoint,
 		snprintf(c->ref, sizeof(c->ref), "%s", layer->ref);
 		sg_list_init(&c->waiting);
 		sg_op_init(&c->defer_op);
+		sg_op_init(&c->toc_op);
 		sg_list_insert_tail(&r->contents, &c->link);
 		rl->c = c;
 		sg_list_insert_tail(&c->waiting, &rl->c_link);

@@ -1,5 +1,5 @@
 /* eStargz footers, the TOC member, loading (in memory and through a range source) and
- * chunk verification.  The JSON and the index are in toc.c. */
+ * chunk verification.  The JSON is parsed by toc_parse.c into the index of toc.c. */
 #include "fs/estargz.h"
 
 #include <errno.h>
@@ -15,23 +15,57 @@
 #include "fs/mem.h"
 #include "daemon/core/range_source.h"
 #include "fs/tar.h"
-
-/* From toc.c. */
-int sg_esgz_fail(struct sg_esgz_error *err, int code, int errnum, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-void sg_toc_set_digest(struct sg_toc *t, const struct sg_digest *d, bool verified);
-int sg_toc_add_self(struct sg_toc *t, const struct sg_tar_entry *h, size_t json_len);
-void sg_toc_keep_json(struct sg_toc *t, uint8_t *buf, size_t cap, const uint8_t *json, size_t len);
+#include "fs/toc_parse.h"
 
 #define ZSTD_CHUNKED_MAGIC "GnUlInUx"
 #define EXTERNAL_TOC_MAGIC "STARGZEXTERNALTOC"
 /* The tar header, its padding and the two end-of-archive blocks around the JSON. */
 #define TOC_TAR_OVERHEAD (512 + 512 + 1024 + 512 * 4)
 
-static void clear_err(struct sg_esgz_error *err)
+/* ---- errors ---- */
+
+static const char *const code_names[_SG_ESGZ_CODE_MAX] = {
+	[SG_ESGZ_OK] = "ok",
+	[SG_ESGZ_E_IO] = "io",
+	[SG_ESGZ_E_FOOTER] = "footer",
+	[SG_ESGZ_E_UNSUPPORTED] = "unsupported",
+	[SG_ESGZ_E_TOC_OFFSET] = "toc-offset",
+	[SG_ESGZ_E_TOC_GZIP] = "toc-gzip",
+	[SG_ESGZ_E_TOC_TOO_LARGE] = "toc-too-large",
+	[SG_ESGZ_E_TOC_TAR] = "toc-tar",
+	[SG_ESGZ_E_TOC_DIGEST] = "toc-digest",
+	[SG_ESGZ_E_NO_TOC_DIGEST] = "no-toc-digest",
+	[SG_ESGZ_E_JSON] = "json",
+	[SG_ESGZ_E_SCHEMA] = "schema",
+	[SG_ESGZ_E_NAME] = "name",
+	[SG_ESGZ_E_DUPLICATE] = "duplicate",
+	[SG_ESGZ_E_NOT_DIR] = "not-dir",
+	[SG_ESGZ_E_HARDLINK] = "hardlink",
+	[SG_ESGZ_E_CHUNK_RANGE] = "chunk-range",
+	[SG_ESGZ_E_CHUNK_OVERLAP] = "chunk-overlap",
+	[SG_ESGZ_E_OVERFLOW] = "overflow",
+	[SG_ESGZ_E_NO_CHUNK_DIGEST] = "no-chunk-digest",
+	[SG_ESGZ_E_LIMIT] = "limit",
+	[SG_ESGZ_E_NOMEM] = "nomem",
+	[SG_ESGZ_E_CHUNK_GZIP] = "chunk-gzip",
+	[SG_ESGZ_E_CHUNK_DIGEST] = "chunk-digest",
+	[SG_ESGZ_E_CANCELED] = "canceled",
+	[SG_ESGZ_E_CHUNK_SIZE] = "chunk-size",
+	[SG_ESGZ_E_CHUNK_RATIO] = "chunk-ratio",
+};
+
+const char *sg_esgz_code_name(int code)
 {
-	if (err)
-		*err = (struct sg_esgz_error){ 0 };
+	if (code < 0 || code >= _SG_ESGZ_CODE_MAX || !code_names[code])
+		return "unknown";
+	return code_names[code];
+}
+
+/* Arguments no caller passes: -EINVAL, and no message to go with it. */
+static int invalid(struct sg_error *err)
+{
+	sg_error_clear(err);
+	return -EINVAL;
 }
 
 /* ---- footer ---- */
@@ -71,7 +105,7 @@ static const uint8_t *footer_extra(const uint8_t *f, size_t size, unsigned xlen)
 }
 
 int sg_esgz_parse_footer(const void *tail, size_t tail_len, uint64_t blob_size,
-			 struct sg_esgz_footer *ret, struct sg_esgz_error *reterr)
+			 struct sg_esgz_footer *ret, struct sg_error *err)
 {
 	const uint8_t *t = tail, *end;
 	const uint8_t *x;
@@ -79,24 +113,23 @@ int sg_esgz_parse_footer(const void *tail, size_t tail_len, uint64_t blob_size,
 	size_t fsize = 0;
 	int format = 0;
 
-	clear_err(reterr);
 	if (!ret || (!tail && tail_len) || tail_len > blob_size)
-		return -EINVAL;
+		return invalid(err);
 	end = t + tail_len;
 	if (tail_len >= 8 && memcmp(end - 8, ZSTD_CHUNKED_MAGIC, 8) == 0)
-		return sg_esgz_fail(reterr, SG_ESGZ_E_UNSUPPORTED, EOPNOTSUPP,
-				    "zstd:chunked layers are not supported");
+		return sg_error_setc(err, -EOPNOTSUPP, SG_ESGZ_E_UNSUPPORTED,
+				     "zstd:chunked layers are not supported");
 	size_t look = tail_len < 80 ? tail_len : 80;
 	if (look && memmem(end - look, look, EXTERNAL_TOC_MAGIC, strlen(EXTERNAL_TOC_MAGIC)))
-		return sg_esgz_fail(reterr, SG_ESGZ_E_UNSUPPORTED, EOPNOTSUPP,
-				    "eStargz with an external TOC is not supported");
+		return sg_error_setc(err, -EOPNOTSUPP, SG_ESGZ_E_UNSUPPORTED,
+				     "eStargz with an external TOC is not supported");
 	if (tail_len >= SG_ESGZ_FOOTER_SIZE &&
 	    (x = footer_extra(end - SG_ESGZ_FOOTER_SIZE, SG_ESGZ_FOOTER_SIZE, 26)) &&
 	    x[0] == 'S' && x[1] == 'G' && x[2] == 22 && x[3] == 0 &&
 	    memcmp(x + 20, "STARGZ", 6) == 0) {
 		if (!hex16(x + 4, &off))
-			return sg_esgz_fail(reterr, SG_ESGZ_E_FOOTER, EBADMSG,
-					    "eStargz footer has a malformed TOC offset");
+			return sg_error_setc(err, -EBADMSG, SG_ESGZ_E_FOOTER,
+					     "eStargz footer has a malformed TOC offset");
 		format = SG_ESGZ_FORMAT_ESTARGZ;
 		fsize = SG_ESGZ_FOOTER_SIZE;
 	} else if (tail_len >= SG_ESGZ_LEGACY_FOOTER_SIZE &&
@@ -104,23 +137,23 @@ int sg_esgz_parse_footer(const void *tail, size_t tail_len, uint64_t blob_size,
 				     SG_ESGZ_LEGACY_FOOTER_SIZE, 22)) &&
 		   memcmp(x + 16, "STARGZ", 6) == 0) {
 		if (!hex16(x, &off))
-			return sg_esgz_fail(reterr, SG_ESGZ_E_FOOTER, EBADMSG,
-					    "stargz footer has a malformed TOC offset");
+			return sg_error_setc(err, -EBADMSG, SG_ESGZ_E_FOOTER,
+					     "stargz footer has a malformed TOC offset");
 		format = SG_ESGZ_FORMAT_LEGACY;
 		fsize = SG_ESGZ_LEGACY_FOOTER_SIZE;
 	} else {
 		if (blob_size < SG_ESGZ_LEGACY_FOOTER_SIZE)
-			return sg_esgz_fail(reterr, SG_ESGZ_E_FOOTER, EBADMSG,
-					    "blob of %llu bytes is too small for a footer",
-					    (unsigned long long)blob_size);
-		return sg_esgz_fail(reterr, SG_ESGZ_E_FOOTER, EBADMSG,
-				    "no eStargz or stargz footer: not a seekable layer");
+			return sg_error_setc(err, -EBADMSG, SG_ESGZ_E_FOOTER,
+					     "blob of %llu bytes is too small for a footer",
+					     (unsigned long long)blob_size);
+		return sg_error_setc(err, -EBADMSG, SG_ESGZ_E_FOOTER,
+				     "no eStargz or stargz footer: not a seekable layer");
 	}
 	/* The TOC member needs at least an empty gzip member's 18 bytes. */
 	if (off > blob_size - fsize || blob_size - fsize - off < 18)
-		return sg_esgz_fail(reterr, SG_ESGZ_E_TOC_OFFSET, ERANGE,
-				    "TOC offset %llu is outside the blob of %llu bytes",
-				    (unsigned long long)off, (unsigned long long)blob_size);
+		return sg_error_setc(err, -ERANGE, SG_ESGZ_E_TOC_OFFSET,
+				     "TOC offset %llu is outside the blob of %llu bytes",
+				     (unsigned long long)off, (unsigned long long)blob_size);
 	*ret = (struct sg_esgz_footer){ .format = format, .toc_offset = off,
 					.toc_end = blob_size - fsize };
 	return 0;
@@ -133,7 +166,7 @@ int sg_esgz_parse_footer(const void *tail, size_t tail_len, uint64_t blob_size,
  * stargz.index.json.  *ret_hdr gets its metadata (release with sg_tar_entry_done): the tree
  * shows the file as tar -x creates it. */
 static int toc_json(const uint8_t *m, size_t len, const uint8_t **ret_json,
-		    size_t *ret_json_len, struct sg_tar_entry *ret_hdr, struct sg_esgz_error *err)
+		    size_t *ret_json_len, struct sg_tar_entry *ret_hdr, struct sg_error *err)
 {
 	struct sg_tar_reader rd;
 	struct sg_tar_entry e;
@@ -143,16 +176,17 @@ static int toc_json(const uint8_t *m, size_t len, const uint8_t **ret_json,
 	while ((r = sg_tar_next(&rd, &e)) == 1 && e.type == 'g')
 		sg_tar_entry_done(&e);
 	if (r < 0)
-		return sg_esgz_fail(err, SG_ESGZ_E_TOC_TAR, EBADMSG,
-				    "TOC member is not a valid tar entry: %s", rd.err);
+		return sg_error_setc(err, -EBADMSG, SG_ESGZ_E_TOC_TAR,
+				     "TOC member is not a valid tar entry: %s", rd.err);
 	if (r == 0)
-		return sg_esgz_fail(err, SG_ESGZ_E_TOC_TAR, EBADMSG, "TOC member holds no tar entry");
+		return sg_error_setc(err, -EBADMSG, SG_ESGZ_E_TOC_TAR,
+				     "TOC member holds no tar entry");
 	if (e.type != '0')
-		r = sg_esgz_fail(err, SG_ESGZ_E_TOC_TAR, EBADMSG,
-				 "TOC tar entry is not a regular file");
+		r = sg_error_setc(err, -EBADMSG, SG_ESGZ_E_TOC_TAR,
+				  "TOC tar entry is not a regular file");
 	else if (strcmp(e.name, SG_ESGZ_TOC_NAME) != 0)
-		r = sg_esgz_fail(err, SG_ESGZ_E_TOC_TAR, EBADMSG,
-				 "TOC tar entry is not named " SG_ESGZ_TOC_NAME);
+		r = sg_error_setc(err, -EBADMSG, SG_ESGZ_E_TOC_TAR,
+				  "TOC tar entry is not named " SG_ESGZ_TOC_NAME);
 	if (r < 0) {
 		sg_tar_entry_done(&e);
 		return r;
@@ -188,12 +222,12 @@ static bool need_digest(const struct sg_esgz_options *opts)
 	return !opts || (!opts->toc_digest && !opts->skip_verify);
 }
 
-static int no_digest(struct sg_esgz_error *err)
+static int no_digest(struct sg_error *err)
 {
-	return sg_esgz_fail(err, SG_ESGZ_E_NO_TOC_DIGEST, EPERM,
-			    "no TOC digest to verify the layer against (the image lacks the "
-			    "containerd.io/snapshot/stargz/toc.digest annotation); refusing "
-			    "unless verification is turned off explicitly");
+	return sg_error_setc(err, -EPERM, SG_ESGZ_E_NO_TOC_DIGEST,
+			     "no TOC digest to verify the layer against (the image lacks the "
+			     "containerd.io/snapshot/stargz/toc.digest annotation); refusing "
+			     "unless verification is turned off explicitly");
 }
 
 static uint64_t max_toc(const struct sg_esgz_options *opts)
@@ -237,7 +271,7 @@ static int inflate_toc(struct sg_gz *gz, const uint8_t *in, size_t len, uint64_t
 
 int sg_esgz_load_toc_member(struct sg_gz *gz, const void *member, size_t len,
 			    const struct sg_esgz_footer *footer, const struct sg_esgz_options *opts,
-			    struct sg_toc **ret_toc, struct sg_esgz_error *reterr)
+			    struct sg_toc **ret_toc, struct sg_error *err)
 {
 	uint64_t limit = max_toc(opts);
 	uint8_t *out = NULL;
@@ -248,33 +282,33 @@ int sg_esgz_load_toc_member(struct sg_gz *gz, const void *member, size_t len,
 	struct sg_toc *toc = NULL;
 	int r;
 
-	clear_err(reterr);
 	if (!gz || !footer || !ret_toc || (!member && len))
-		return -EINVAL;
+		return invalid(err);
 	if (need_digest(opts))
-		return no_digest(reterr);
+		return no_digest(err);
 	if (len > limit + TOC_TAR_OVERHEAD)
-		return sg_esgz_fail(reterr, SG_ESGZ_E_TOC_TOO_LARGE, EFBIG,
-				    "compressed TOC of %zu bytes exceeds the %llu-byte limit", len,
-				    (unsigned long long)limit);
+		return sg_error_setc(err, -EFBIG, SG_ESGZ_E_TOC_TOO_LARGE,
+				     "compressed TOC of %zu bytes exceeds the %llu-byte limit", len,
+				     (unsigned long long)limit);
 	r = inflate_toc(gz, member, len, limit + TOC_TAR_OVERHEAD, &out, &out_cap, &out_len);
 	if (r == -EFBIG || r == -ENOBUFS)
-		return sg_esgz_fail(reterr, SG_ESGZ_E_TOC_TOO_LARGE, EFBIG,
-				    "TOC decompresses to more than the %llu-byte limit (or claims to)",
-				    (unsigned long long)limit);
+		return sg_error_setc(err, -EFBIG, SG_ESGZ_E_TOC_TOO_LARGE,
+				     "TOC decompresses to more than the %llu-byte limit "
+				     "(or claims to)",
+				     (unsigned long long)limit);
 	if (r == -ENOMEM)
-		return sg_esgz_fail(reterr, SG_ESGZ_E_NOMEM, ENOMEM, "out of memory for the TOC");
+		return sg_error_setc(err, -ENOMEM, SG_ESGZ_E_NOMEM, "out of memory for the TOC");
 	if (r < 0)
-		return sg_esgz_fail(reterr, SG_ESGZ_E_TOC_GZIP, EBADMSG,
-				    "TOC at offset %llu is not a single valid gzip member",
-				    (unsigned long long)footer->toc_offset);
-	r = toc_json(out, out_len, &json, &json_len, &hdr, reterr);
+		return sg_error_setc(err, -EBADMSG, SG_ESGZ_E_TOC_GZIP,
+				     "TOC at offset %llu is not a single valid gzip member",
+				     (unsigned long long)footer->toc_offset);
+	r = toc_json(out, out_len, &json, &json_len, &hdr, err);
 	if (r < 0)
 		goto out;
 	if (json_len > limit) {
-		r = sg_esgz_fail(reterr, SG_ESGZ_E_TOC_TOO_LARGE, EFBIG,
-				 "TOC JSON of %zu bytes exceeds the %llu-byte limit", json_len,
-				 (unsigned long long)limit);
+		r = sg_error_setc(err, -EFBIG, SG_ESGZ_E_TOC_TOO_LARGE,
+				  "TOC JSON of %zu bytes exceeds the %llu-byte limit", json_len,
+				  (unsigned long long)limit);
 		goto out;
 	}
 	struct hash_job job = { .data = json, .len = json_len };
@@ -284,11 +318,11 @@ int sg_esgz_load_toc_member(struct sg_gz *gz, const void *member, size_t len,
 	int pr = 0;
 
 	if (threaded) {
-		struct sg_esgz_error perr = { 0 };
+		struct sg_error perr = { 0 };
 		pr = sg_toc_parse_json(json, json_len, footer->toc_offset, opts, &toc, &perr);
 		pthread_join(th, NULL);
-		if (reterr && pr < 0)
-			*reterr = perr;
+		if (err && pr < 0)
+			*err = perr;
 	} else {
 		hash_thread(&job);
 	}
@@ -297,27 +331,26 @@ int sg_esgz_load_toc_member(struct sg_gz *gz, const void *member, size_t len,
 		char want[SG_DIGEST_STRLEN + 1], got[SG_DIGEST_STRLEN + 1];
 		sg_toc_free(toc);
 		toc = NULL;
-		clear_err(reterr);
 		sg_digest_format(opts->toc_digest, want);
 		sg_digest_format(&d, got);
-		r = sg_esgz_fail(reterr, SG_ESGZ_E_TOC_DIGEST, EBADMSG,
-				 "TOC digest mismatch: want %s, got %s", want, got);
+		r = sg_error_setc(err, -EBADMSG, SG_ESGZ_E_TOC_DIGEST,
+				  "TOC digest mismatch: want %s, got %s", want, got);
 		goto out;
 	}
 	/* Small TOCs: verified above before the parser saw a byte. */
-	r = threaded ? pr : sg_toc_parse_json(json, json_len, footer->toc_offset, opts, &toc, reterr);
+	r = threaded ? pr : sg_toc_parse_json(json, json_len, footer->toc_offset, opts, &toc, err);
 	if (r < 0)
 		goto out;
 	r = sg_toc_add_self(toc, &hdr, json_len);
 	if (r < 0) {
 		sg_toc_free(toc);
 		if (r == -ENOMEM)
-			r = sg_esgz_fail(reterr, SG_ESGZ_E_NOMEM, ENOMEM, "out of memory");
+			r = sg_error_setc(err, -ENOMEM, SG_ESGZ_E_NOMEM, "out of memory");
 		else if (r == -EOVERFLOW)
-			r = sg_esgz_fail(reterr, SG_ESGZ_E_OVERFLOW, EOVERFLOW,
-					 "the TOC's tar header has an out-of-range uid or gid");
+			r = sg_error_setc(err, -EOVERFLOW, SG_ESGZ_E_OVERFLOW,
+					  "the TOC's tar header has an out-of-range uid or gid");
 		else
-			r = sg_esgz_fail(reterr, SG_ESGZ_E_LIMIT, E2BIG, "TOC index is full");
+			r = sg_error_setc(err, -E2BIG, SG_ESGZ_E_LIMIT, "TOC index is full");
 		goto out;
 	}
 	sg_toc_set_digest(toc, &d, opts && opts->toc_digest);
@@ -335,20 +368,31 @@ out:
 
 int sg_esgz_load_blob(struct sg_gz *gz, const void *blob, size_t len,
 		      const struct sg_esgz_options *opts, struct sg_toc **ret_toc,
-		      struct sg_esgz_error *reterr)
+		      struct sg_error *err)
 {
 	struct sg_esgz_footer f;
 	size_t tail = len < 128 ? len : 128;
 	int r;
 
-	clear_err(reterr);
 	if (!gz || !ret_toc || (!blob && len))
-		return -EINVAL;
-	r = sg_esgz_parse_footer((const uint8_t *)blob + len - tail, tail, len, &f, reterr);
+		return invalid(err);
+	r = sg_esgz_parse_footer((const uint8_t *)blob + len - tail, tail, len, &f, err);
 	if (r < 0)
 		return r;
 	return sg_esgz_load_toc_member(gz, (const uint8_t *)blob + f.toc_offset,
-				       (size_t)(f.toc_end - f.toc_offset), &f, opts, ret_toc, reterr);
+				       (size_t)(f.toc_end - f.toc_offset), &f, opts, ret_toc, err);
+}
+
+/* ---- completing the caller's op ---- */
+
+/* The caller's op was idle when handed over (the entry points refuse a busy one) and is
+ * ours until this post, so the post cannot fail unless the caller submitted the op
+ * elsewhere meanwhile: that would lose this completion for good, so it is a crash here
+ * rather than a hang later. */
+static void complete(struct sg_loop *loop, struct sg_op *op, int res, sg_op_cb cb)
+{
+	if (sg_post(loop, op, res, cb) < 0)
+		abort();
 }
 
 /* ---- parsing on a helper thread ---- */
@@ -359,14 +403,17 @@ struct async_parse {
 	struct sg_esgz_footer footer;
 	struct sg_esgz_options opts;
 	struct sg_digest digest;
-	struct sg_esgz_error err;
+	struct sg_error err;
 	struct sg_toc *toc;
 	int res;
 	int efd;                 /* the thread's "done", polled by the loop */
 	pthread_t thread;
 	struct sg_op op;
-	void (*cb)(void *, int, struct sg_toc *, const struct sg_esgz_error *);
-	void *userdata;
+	struct sg_loop *loop;
+	struct sg_toc **ret_toc;  /* the caller's results and continuation */
+	struct sg_error *ret_err;
+	struct sg_op *done_op;
+	sg_op_cb done_cb;
 };
 
 /* Touches nothing but its job: no loop, no logging. */
@@ -378,7 +425,7 @@ static void *parse_thread(void *arg)
 
 	a->res = sg_gz_new(&gz);
 	if (a->res < 0)
-		a->res = sg_esgz_fail(&a->err, SG_ESGZ_E_NOMEM, ENOMEM, "out of memory");
+		a->res = sg_error_setc(&a->err, -ENOMEM, SG_ESGZ_E_NOMEM, "out of memory");
 	else
 		a->res = sg_esgz_load_toc_member(gz, a->member, a->len, &a->footer, &a->opts,
 						 &a->toc, &a->err);
@@ -399,23 +446,30 @@ static void parse_done(struct sg_op *op)
 	if (op->res < 0 && a->res == 0) {
 		sg_toc_free(a->toc);
 		a->toc = NULL;
-		a->res = sg_esgz_fail(&a->err, SG_ESGZ_E_CANCELED, ECANCELED, "canceled");
+		a->res = sg_error_setc(&a->err, -ECANCELED, SG_ESGZ_E_CANCELED, "canceled");
 	}
-	a->cb(a->userdata, a->res, a->res < 0 ? NULL : a->toc, &a->err);
+	if (a->res == 0)
+		*a->ret_toc = a->toc;
+	else if (a->ret_err)
+		*a->ret_err = a->err;
+	complete(a->loop, a->done_op, a->res, a->done_cb);
 	free(a->member);
 	free(a);
 }
 
 int sg_esgz_load_toc_member_async(struct sg_loop *loop, const void *member, size_t len,
 				  const struct sg_esgz_footer *footer,
-				  const struct sg_esgz_options *opts,
-				  void (*cb)(void *userdata, int res, struct sg_toc *toc,
-					     const struct sg_esgz_error *err),
-				  void *userdata)
+				  const struct sg_esgz_options *opts, struct sg_toc **ret_toc,
+				  struct sg_error *err, struct sg_op *op, sg_op_cb cb)
 {
-	struct async_parse *a = calloc(1, sizeof(*a));
+	struct async_parse *a;
 	int r;
 
+	if (!loop || !footer || !ret_toc || !op || !cb || (!member && len))
+		return -EINVAL;
+	if (sg_op_busy(op))
+		return -EBUSY;
+	a = calloc(1, sizeof(*a));
 	if (!a)
 		return -ENOMEM;
 	a->len = len;
@@ -426,8 +480,11 @@ int sg_esgz_load_toc_member_async(struct sg_loop *loop, const void *member, size
 		a->digest = *opts->toc_digest;
 		a->opts.toc_digest = &a->digest;
 	}
-	a->cb = cb;
-	a->userdata = userdata;
+	a->loop = loop;
+	a->ret_toc = ret_toc;
+	a->ret_err = err;
+	a->done_op = op;
+	a->done_cb = cb;
 	a->efd = -1;
 	sg_op_init(&a->op);
 	a->member = malloc(len ? len : 1);
@@ -466,35 +523,53 @@ struct sg_esgz_open {
 	struct sg_range_source *src;
 	struct sg_esgz_options opts;
 	struct sg_digest digest;
-	sg_esgz_open_cb cb;
-	void *userdata;
-	struct sg_op op;
+	struct sg_op op;         /* ours: the reads, the parse, at last the free */
 	uint8_t *tail;
 	size_t tail_len;
 	uint8_t *member;         /* when the TOC starts before the tail */
 	size_t member_len;
 	struct sg_esgz_footer footer;
 	bool canceled;
-	struct sg_esgz_error err;
+	bool finished;           /* the caller's op is posted; only the free is to come */
+	struct sg_error err;
+	struct sg_toc *toc;      /* the helper thread's */
+	struct sg_toc **ret_toc; /* the caller's results and continuation */
+	struct sg_error *ret_err;
+	struct sg_op *done_op;
+	sg_op_cb done_cb;
 };
 
+static void open_free(struct sg_op *op)
+{
+	free(sg_container_of(op, struct sg_esgz_open, op));
+}
+
+/* Always runs from a callback of req->op, so that op is idle for the free: posted after
+ * the caller's, it runs after the caller's callback, and the handle stays valid (a cancel
+ * harmless) until that has returned, as sg_esgz_open promises. */
 static void open_finish(struct sg_esgz_open *req, int res, struct sg_toc *toc)
 {
 	if (res < 0 && req->canceled && req->err.code == SG_ESGZ_OK)
-		res = sg_esgz_fail(&req->err, SG_ESGZ_E_CANCELED, ECANCELED, "canceled");
-	req->cb(req->userdata, res, toc, &req->err);
+		res = sg_error_setc(&req->err, -ECANCELED, SG_ESGZ_E_CANCELED, "canceled");
+	if (res == 0)
+		*req->ret_toc = toc;
+	else if (req->ret_err)
+		*req->ret_err = req->err;
 	free(req->tail);
 	free(req->member);
-	free(req);
+	req->tail = req->member = NULL;
+	req->finished = true;
+	complete(req->src->loop, req->done_op, res, req->done_cb);
+	if (sg_post(req->src->loop, &req->op, 0, open_free) < 0)
+		free(req);   /* not reached: req->op is idle here */
 }
 
-static void open_parsed(void *userdata, int res, struct sg_toc *toc,
-			const struct sg_esgz_error *err)
+static void open_parsed(struct sg_op *op)
 {
-	struct sg_esgz_open *req = userdata;
+	struct sg_esgz_open *req = sg_container_of(op, struct sg_esgz_open, op);
+	struct sg_toc *toc = op->res < 0 ? NULL : req->toc;
+	int res = op->res;
 
-	if (res < 0)
-		req->err = *err;
 	if (res == 0 && req->canceled) {
 		sg_toc_free(toc);
 		toc = NULL;
@@ -510,11 +585,11 @@ static void open_parse(struct sg_esgz_open *req, const uint8_t *member, size_t l
 	int r;
 
 	if (sg_esgz_load_toc_member_async(req->src->loop, member, len, &req->footer, &req->opts,
-					  open_parsed, req) == 0)
+					  &req->toc, &req->err, &req->op, open_parsed) == 0)
 		return;
 	r = sg_gz_new(&gz);
 	if (r < 0) {
-		r = sg_esgz_fail(&req->err, SG_ESGZ_E_NOMEM, ENOMEM, "out of memory");
+		r = sg_error_setc(&req->err, -ENOMEM, SG_ESGZ_E_NOMEM, "out of memory");
 	} else {
 		r = sg_esgz_load_toc_member(gz, member, len, &req->footer, &req->opts, &toc,
 					    &req->err);
@@ -528,11 +603,11 @@ static int io_result(struct sg_esgz_open *req, size_t want)
 	if (req->canceled)
 		return -ECANCELED;
 	if (req->op.res < 0)
-		return sg_esgz_fail(&req->err, SG_ESGZ_E_IO, -req->op.res,
-				    "reading the layer failed: %s", strerror(-req->op.res));
+		return sg_error_setc(&req->err, req->op.res, SG_ESGZ_E_IO,
+				     "reading the layer failed: %s", strerror(-req->op.res));
 	if ((size_t)req->op.res != want)
-		return sg_esgz_fail(&req->err, SG_ESGZ_E_IO, EIO,
-				    "layer blob is shorter than its size");
+		return sg_error_setc(&req->err, -EIO, SG_ESGZ_E_IO,
+				     "layer blob is shorter than its size");
 	return 0;
 }
 
@@ -574,9 +649,10 @@ static void open_tail_done(struct sg_op *op)
 	}
 	uint64_t mlen = req->footer.toc_end - req->footer.toc_offset;
 	if (mlen > max_toc(&req->opts) + TOC_TAR_OVERHEAD || mlen > SIZE_MAX) {
-		r = sg_esgz_fail(&req->err, SG_ESGZ_E_TOC_TOO_LARGE, EFBIG,
-				 "compressed TOC of %llu bytes exceeds the %llu-byte limit",
-				 (unsigned long long)mlen, (unsigned long long)max_toc(&req->opts));
+		r = sg_error_setc(&req->err, -EFBIG, SG_ESGZ_E_TOC_TOO_LARGE,
+				  "compressed TOC of %llu bytes exceeds the %llu-byte limit",
+				  (unsigned long long)mlen,
+				  (unsigned long long)max_toc(&req->opts));
 		goto fail;
 	}
 	free(req->tail);
@@ -584,14 +660,14 @@ static void open_tail_done(struct sg_op *op)
 	req->member_len = (size_t)mlen;
 	req->member = malloc(req->member_len ? req->member_len : 1);
 	if (!req->member) {
-		r = sg_esgz_fail(&req->err, SG_ESGZ_E_NOMEM, ENOMEM, "out of memory");
+		r = sg_error_setc(&req->err, -ENOMEM, SG_ESGZ_E_NOMEM, "out of memory");
 		goto fail;
 	}
 	r = sg_range_read(req->src, req->footer.toc_offset, req->member_len, req->member,
 			  &req->op, open_member_done);
 	if (r < 0) {
-		r = sg_esgz_fail(&req->err, SG_ESGZ_E_IO, -r, "reading the TOC failed: %s",
-				 strerror(-r));
+		r = sg_error_setc(&req->err, r, SG_ESGZ_E_IO, "reading the TOC failed: %s",
+				  strerror(-r));
 		goto fail;
 	}
 	return;
@@ -600,19 +676,24 @@ fail:
 }
 
 int sg_esgz_open(struct sg_range_source *src, const struct sg_esgz_options *opts,
-		 sg_esgz_open_cb cb, void *userdata, struct sg_esgz_open **ret_req)
+		 struct sg_esgz_open **ret_req, struct sg_toc **ret_toc, struct sg_error *err,
+		 struct sg_op *op, sg_op_cb cb)
 {
 	struct sg_esgz_open *req;
 	int r;
 
-	if (!src || !cb)
+	if (!src || !ret_toc || !op || !cb)
 		return -EINVAL;
+	if (sg_op_busy(op))
+		return -EBUSY;
 	req = calloc(1, sizeof(*req));
 	if (!req)
 		return -ENOMEM;
 	req->src = src;
-	req->cb = cb;
-	req->userdata = userdata;
+	req->ret_toc = ret_toc;
+	req->ret_err = err;
+	req->done_op = op;
+	req->done_cb = cb;
 	if (opts)
 		req->opts = *opts;
 	if (opts && opts->toc_digest) {
@@ -635,12 +716,14 @@ int sg_esgz_open(struct sg_range_source *src, const struct sg_esgz_options *opts
 			  open_tail_done);
 	if (r == 0)
 		goto done;
-	r = sg_esgz_fail(&req->err, SG_ESGZ_E_IO, -r, "reading the layer failed: %s",
-			 strerror(-r));
+	r = sg_error_setc(&req->err, r, SG_ESGZ_E_IO, "reading the layer failed: %s",
+			  strerror(-r));
 post:
 	/* Cannot fail (req->op is new, and posts are accepted while the loop drains); the
 	 * synchronous refusal only guards that assumption. */
 	if (sg_post(src->loop, &req->op, r, open_fail_posted) < 0) {
+		if (err)
+			*err = req->err;
 		free(req->tail);
 		free(req);
 		return r;
@@ -651,14 +734,15 @@ done:
 	return 0;
 }
 
-/* Safe at any time, the TOC loader thread included: cancel only sets a flag and cancels a
- * read in flight.  The thread touches nothing but its own async_parse (a copy of the
- * member, the footer and the options), which is freed only by parse_done after
- * pthread_join; req itself is freed only from its callback, which the parse still calls.
- * There is no free of a request in flight to refuse: it has no free but its callback. */
+/* Safe at any time until the callback has returned, the TOC loader thread included: cancel
+ * only sets a flag and cancels a read in flight.  The thread touches nothing but its own
+ * async_parse (a copy of the member, the footer and the options), which is freed only by
+ * parse_done after pthread_join; req itself is freed only after the caller's callback,
+ * which the parse still leads to.  There is no free of a request in flight to refuse: it
+ * has no free but its completion. */
 void sg_esgz_open_cancel(struct sg_esgz_open *req)
 {
-	if (!req || req->canceled)
+	if (!req || req->canceled || req->finished)
 		return;
 	req->canceled = true;
 	if (sg_op_busy(&req->op) && req->op.kind != SG_OP_POST)
@@ -668,31 +752,31 @@ void sg_esgz_open_cancel(struct sg_esgz_open *req)
 /* ---- chunks ---- */
 
 int sg_esgz_verify_chunk(const struct sg_toc_chunk *c, const void *data, size_t len,
-			 struct sg_esgz_error *reterr)
+			 struct sg_error *err)
 {
 	struct sg_digest d;
 
-	clear_err(reterr);
 	if (!c || (!data && len))
-		return -EINVAL;
+		return invalid(err);
 	if (!c->has_digest)
-		return sg_esgz_fail(reterr, SG_ESGZ_E_NO_CHUNK_DIGEST, ENODATA,
-				    "chunk at %llu has no digest", (unsigned long long)c->offset);
+		return sg_error_setc(err, -ENODATA, SG_ESGZ_E_NO_CHUNK_DIGEST,
+				     "chunk at %llu has no digest", (unsigned long long)c->offset);
 	if (len != c->size)
-		return sg_esgz_fail(reterr, SG_ESGZ_E_CHUNK_DIGEST, EBADMSG,
-				    "chunk at %llu has %zu bytes, the TOC says %llu",
-				    (unsigned long long)c->offset, len, (unsigned long long)c->size);
+		return sg_error_setc(err, -EBADMSG, SG_ESGZ_E_CHUNK_DIGEST,
+				     "chunk at %llu has %zu bytes, the TOC says %llu",
+				     (unsigned long long)c->offset, len,
+				     (unsigned long long)c->size);
 	sg_sha256(data, len, &d);
 	if (!sg_digest_equal(&d, &c->digest))
-		return sg_esgz_fail(reterr, SG_ESGZ_E_CHUNK_DIGEST, EBADMSG,
-				    "chunk at %llu does not match its chunkDigest",
-				    (unsigned long long)c->offset);
+		return sg_error_setc(err, -EBADMSG, SG_ESGZ_E_CHUNK_DIGEST,
+				     "chunk at %llu does not match its chunkDigest",
+				     (unsigned long long)c->offset);
 	return 0;
 }
 
 int sg_esgz_extract_chunk(struct sg_gz *gz, const struct sg_toc_chunk *c, const void *member,
 			  size_t member_len, bool skip_verify, void *out,
-			  struct sg_esgz_error *reterr)
+			  struct sg_error *err)
 {
 	const uint8_t *in = member;
 	uint8_t *buf = NULL;
@@ -700,20 +784,19 @@ int sg_esgz_extract_chunk(struct sg_gz *gz, const struct sg_toc_chunk *c, const 
 	uint64_t most;
 	int r;
 
-	clear_err(reterr);
 	if (!gz || !c || !member || (!out && c->size))
-		return -EINVAL;
+		return invalid(err);
 	if (c->inner_offset > SIZE_MAX / 2 || c->size > SIZE_MAX / 2)
-		return sg_esgz_fail(reterr, SG_ESGZ_E_OVERFLOW, EOVERFLOW, "chunk too large");
+		return sg_error_setc(err, -EOVERFLOW, SG_ESGZ_E_OVERFLOW, "chunk too large");
 	need = (size_t)(c->inner_offset + c->size);
 	/* Deflate cannot expand past 1032:1: a TOC asking for more is lying, and we do not
 	 * allocate for it.  (A loaded TOC never does: sg_toc_parse_json checks the same
 	 * bound; callers may pass other chunks.) */
 	most = sg_gz_max_output(member_len);
 	if (need > most)
-		return sg_esgz_fail(reterr, SG_ESGZ_E_CHUNK_RATIO, EBADMSG,
-				    "chunk at %llu needs %zu bytes from a %zu-byte member",
-				    (unsigned long long)c->offset, need, member_len);
+		return sg_error_setc(err, -EBADMSG, SG_ESGZ_E_CHUNK_RATIO,
+				     "chunk at %llu needs %zu bytes from a %zu-byte member",
+				     (unsigned long long)c->offset, need, member_len);
 	/* The member holds the chunk plus any tar headers up to the next data; grow into
 	 * those only when a member turns out larger (bounded: 256 MiB past the chunk, and
 	 * never past what the member can inflate to). */
@@ -727,7 +810,7 @@ int sg_esgz_extract_chunk(struct sg_gz *gz, const struct sg_toc_chunk *c, const 
 		size_t used = 0, produced = 0;
 
 		if (!nb) {
-			r = sg_esgz_fail(reterr, SG_ESGZ_E_NOMEM, ENOMEM, "out of memory");
+			r = sg_error_setc(err, -ENOMEM, SG_ESGZ_E_NOMEM, "out of memory");
 			goto out;
 		}
 		buf = nb;
@@ -740,9 +823,9 @@ int sg_esgz_extract_chunk(struct sg_gz *gz, const struct sg_toc_chunk *c, const 
 			continue;
 		}
 		if (r < 0) {
-			r = sg_esgz_fail(reterr, SG_ESGZ_E_CHUNK_GZIP, EBADMSG,
-					 "chunk member at %llu does not decompress",
-					 (unsigned long long)c->offset);
+			r = sg_error_setc(err, -EBADMSG, SG_ESGZ_E_CHUNK_GZIP,
+					  "chunk member at %llu does not decompress",
+					  (unsigned long long)c->offset);
 			goto out;
 		}
 		have += produced;
@@ -751,14 +834,14 @@ int sg_esgz_extract_chunk(struct sg_gz *gz, const struct sg_toc_chunk *c, const 
 			break;
 		/* Writers may start a new member for what follows; keep walking. */
 		if (at >= member_len) {
-			r = sg_esgz_fail(reterr, SG_ESGZ_E_CHUNK_GZIP, EBADMSG,
-					 "chunk member at %llu holds %zu bytes, the TOC needs %zu",
-					 (unsigned long long)c->offset, have, need);
+			r = sg_error_setc(err, -EBADMSG, SG_ESGZ_E_CHUNK_GZIP,
+					  "chunk member at %llu holds %zu bytes, the TOC needs %zu",
+					  (unsigned long long)c->offset, have, need);
 			goto out;
 		}
 	}
 	if (!skip_verify) {
-		r = sg_esgz_verify_chunk(c, buf + c->inner_offset, (size_t)c->size, reterr);
+		r = sg_esgz_verify_chunk(c, buf + c->inner_offset, (size_t)c->size, err);
 		if (r < 0)
 			goto out;
 	}

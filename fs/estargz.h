@@ -1,4 +1,4 @@
-/* eStargz layers: footer, TOC and a compact index of the layer's files.
+/* eStargz blobs: the footer, the TOC member, loading a layer's TOC, and its chunks.
  *
  * A blob is a gzip stream made of many members: file contents start new members, so a
  * file (or a chunk of a large file) can be fetched and decompressed alone.  The last
@@ -10,16 +10,14 @@
  * Loading a layer is: read the tail, parse the footer, read and decompress the TOC member,
  * check the sha256 of the TOC JSON against the digest the image gives
  * (containerd.io/snapshot/stargz/toc.digest), and parse the JSON straight into the index
- * (yajl callbacks, no DOM).  The same code serves the asynchronous path (sg_esgz_open, over
- * a range source on the loop) and the in-memory one (sg_esgz_load_blob, for tools and the
- * fuzzer).
+ * (fs/toc_parse.h; the index and its queries are fs/toc.h).  The same code serves the
+ * asynchronous path (sg_esgz_open, over a range source on the loop) and the in-memory one
+ * (sg_esgz_load_blob, for tools and the fuzzer).  The options and the error codes below
+ * are those of the whole load, the parser's included.
  *
- * Every refusal comes back twice: as a negative errno (the return value) and as a
- * struct sg_esgz_error with a specific code and a human message.  Nothing is logged, and a
- * failed load leaves nothing behind.
- *
- * The index (struct sg_toc) is immutable once built: nodes and chunks live in packed
- * arrays, names in one string arena, node ids are dense uint32 (0 = root). */
+ * Every refusal comes back twice: as a negative errno (the return value) and in a
+ * struct sg_error (daemon/core/error.h) whose code is an enum sg_esgz_code and whose message
+ * says what is wrong.  Nothing is logged, and a failed load leaves nothing behind. */
 #ifndef STARGZD_FS_ESTARGZ_H
 #define STARGZD_FS_ESTARGZ_H
 
@@ -28,6 +26,9 @@
 #include <stdint.h>
 
 #include "daemon/core/digest.h"
+#include "daemon/core/error.h"
+#include "daemon/core/loop.h"
+#include "fs/toc.h"
 
 struct sg_gz;
 struct sg_range_source;
@@ -42,7 +43,6 @@ struct sg_range_source;
  * io_uring result (int32_t) can report. */
 #define SG_ESGZ_DEFAULT_MAX_CHUNK (64ull << 20)
 #define SG_ESGZ_MAX_CHUNK_CEILING (512ull << 20)
-#define SG_ESGZ_TOC_NAME "stargz.index.json"
 
 enum sg_esgz_code {
 	SG_ESGZ_OK = 0,
@@ -73,11 +73,6 @@ enum sg_esgz_code {
 	SG_ESGZ_E_CHUNK_SIZE,      /* a chunk (or its compressed member) over max_chunk_size */
 	SG_ESGZ_E_CHUNK_RATIO,     /* more bytes than its compressed member can hold */
 	_SG_ESGZ_CODE_MAX,
-};
-
-struct sg_esgz_error {
-	int code;          /* enum sg_esgz_code */
-	char msg[256];
 };
 
 const char *sg_esgz_code_name(int code);
@@ -119,133 +114,7 @@ struct sg_esgz_footer {
 /* tail = the last tail_len bytes of a blob of blob_size bytes (tail_len >= min(blob_size,
  * SG_ESGZ_FOOTER_SIZE)).  Tries the eStargz footer, then the legacy one. */
 int sg_esgz_parse_footer(const void *tail, size_t tail_len, uint64_t blob_size,
-			 struct sg_esgz_footer *ret, struct sg_esgz_error *reterr);
-
-/* ---- the index ---- */
-
-#define SG_TOC_NONE UINT32_MAX
-#define SG_TOC_ROOT 0u
-
-enum sg_toc_type {
-	SG_TOC_DIR = 1,
-	SG_TOC_REG,
-	SG_TOC_SYMLINK,
-	SG_TOC_HARDLINK,   /* `link` is the target node; the FUSE layer shows the target */
-	SG_TOC_CHAR,
-	SG_TOC_BLOCK,
-	SG_TOC_FIFO,
-};
-
-enum sg_toc_flags {
-	SG_TOC_F_IMPLIED = 1 << 0,   /* directory created because a child needed it */
-	SG_TOC_F_WHITEOUT = 1 << 1,  /* was ".wh.NAME": the node is named NAME; show it as a
-				      * 0:0 character device (overlayfs whiteout) */
-	SG_TOC_F_OPAQUE = 1 << 2,    /* directory had ".wh..wh..opq": mark opaque */
-	SG_TOC_F_SELF = 1 << 3,      /* stargz.index.json, the TOC JSON itself: no chunks (see
-				      * sg_toc_self) */
-};
-
-/* One file, directory or link.  Read-only view; pointers stay valid while the toc lives. */
-struct sg_toc_node {
-	uint64_t size;          /* regular file size */
-	int64_t mtime_sec;
-	uint32_t mtime_nsec;
-	uint32_t mode;          /* permission bits with setuid/setgid/sticky (07777) */
-	uint32_t uid, gid;
-	uint32_t parent;        /* the root is its own parent */
-	uint32_t first_child;   /* children in TOC order, SG_TOC_NONE ends */
-	uint32_t next_sibling;
-	uint32_t name;          /* basename: string offset (sg_toc_str) */
-	uint32_t link;          /* symlink: target string; hardlink: target node id */
-	uint32_t nlink;         /* names referring to it (dirs: 2 + subdirectories) */
-	uint32_t dev_major, dev_minor;
-	uint32_t first_chunk, nchunks;
-	uint32_t xattrs;        /* xattr record offset, 0 = none */
-	uint32_t user, group;   /* userName / groupName string offsets, 0 = "" */
-	uint32_t digest;        /* index for sg_toc_file_digest, SG_TOC_NONE = none */
-	uint16_t name_len;
-	uint8_t type;           /* enum sg_toc_type */
-	uint8_t flags;          /* enum sg_toc_flags */
-};
-
-/* One piece of a regular file: the gzip member [offset, next_offset) of the blob holds it
- * at inner_offset in its decompressed bytes. */
-struct sg_toc_chunk {
-	uint64_t offset;
-	uint64_t next_offset;
-	uint64_t file_offset;   /* uncompressed offset within the file */
-	uint64_t size;          /* uncompressed bytes */
-	uint64_t inner_offset;
-	struct sg_digest digest;
-	bool has_digest;
-};
-
-struct sg_toc;
-
-/* Parses TOC JSON into an index.  toc_offset bounds every chunk (payload is [0, toc_offset)).
- * The digest is not checked here (sg_esgz_load_toc_member does).
- *
- * Besides the schema, every regular file must be producible from the blob as described,
- * or the layer is refused with an error naming the entry:
- *  - tiling: its chunks, in TOC order, start at file offset 0, each next one where the
- *    previous ended, each non-empty, the last ending at the file size (an empty file has
- *    none);
- *  - placement: every member starts inside the payload, members never go backwards in the
- *    blob, and pieces sharing one member (innerOffset) do not overlap; so no two chunks
- *    claim the same bytes, and a chunk's compressed member [offset, next_offset) is
- *    non-empty and ends at the next member or the TOC;
- *  - size: innerOffset + size <= max_chunk_size, and the member at most twice that;
- *  - ratio: innerOffset + size <= sg_gz_max_output(next_offset - offset), the most a
- *    gzip member of that length can inflate to (fs/gz.h).
- * Equal chunk digests at different places are fine (identical content). */
-int sg_toc_parse_json(const void *json, size_t len, uint64_t toc_offset,
-		      const struct sg_esgz_options *opts, struct sg_toc **ret_toc,
-		      struct sg_esgz_error *reterr);
-void sg_toc_free(struct sg_toc *toc);
-
-uint32_t sg_toc_count(const struct sg_toc *toc);
-const struct sg_toc_node *sg_toc_node(const struct sg_toc *toc, uint32_t id);
-const char *sg_toc_str(const struct sg_toc *toc, uint32_t off);
-const struct sg_toc_chunk *sg_toc_chunks(const struct sg_toc *toc, const struct sg_toc_node *n);
-/* The file's "digest" field, NULL when the TOC gave none. */
-const struct sg_digest *sg_toc_file_digest(const struct sg_toc *toc, const struct sg_toc_node *n);
-/* The node holding the data of n: n itself, or a hardlink's target. */
-const struct sg_toc_node *sg_toc_resolve(const struct sg_toc *toc, const struct sg_toc_node *n);
-/* Looks a name up in a directory.  Returns the node id or SG_TOC_NONE. */
-uint32_t sg_toc_lookup(const struct sg_toc *toc, uint32_t dir, const char *name, size_t len);
-/* "a/b/c" from the root (leading "./" and "/" and trailing "/" tolerated). */
-uint32_t sg_toc_lookup_path(const struct sg_toc *toc, const char *path);
-/* Writes the node's path (no leading slash, "" for the root); returns its length, or
- * -ENAMETOOLONG if it did not fit. */
-int sg_toc_path(const struct sg_toc *toc, uint32_t id, char *buf, size_t size);
-/* Extended attributes: iterate with idx = 0, 1, ... until -ENOENT. */
-int sg_toc_xattr(const struct sg_toc *toc, const struct sg_toc_node *n, unsigned idx,
-		 const char **ret_name, const void **ret_value, size_t *ret_value_len);
-
-/* Prefetch landmark: when the layer has ".prefetch.landmark", the prioritized files are
- * the blob's bytes [0, prefetch_end).  has_no_prefetch says ".no.prefetch.landmark" was
- * present (the converter had no priority list). */
-bool sg_toc_has_prefetch(const struct sg_toc *toc, uint64_t *ret_prefetch_end);
-bool sg_toc_has_no_prefetch_landmark(const struct sg_toc *toc);
-bool sg_toc_verified(const struct sg_toc *toc);   /* TOC digest was checked */
-
-/* The bookkeeping entries are part of the layer's tar, so a full pull extracts them; the
- * tree has them too.  The landmarks are ordinary TOC entries.  stargz.index.json is not in
- * the TOC: a loaded index gets a node for it at the root (SG_TOC_F_SELF, a regular file of
- * the JSON's size, no chunks) with the mode, owner, names and mtime of its tar header in
- * the TOC member.  sg_toc_self returns that node, SG_TOC_NONE when the index has none (one
- * parsed by sg_toc_parse_json alone).
- *
- * Its content is the TOC JSON itself.  With sg_esgz_options.keep_json the loader leaves the
- * verified JSON with the index (sg_toc_json) until sg_toc_drop_json or sg_toc_free, so that
- * whoever serves the file (sg_layer_new) can store it once and release the memory. */
-uint32_t sg_toc_self(const struct sg_toc *toc);
-bool sg_toc_json(const struct sg_toc *toc, const void **ret_json, size_t *ret_len);
-void sg_toc_drop_json(struct sg_toc *toc);
-const struct sg_digest *sg_toc_digest(const struct sg_toc *toc);   /* sha256 of the JSON */
-uint64_t sg_toc_offset(const struct sg_toc *toc);
-/* Heap bytes held by the index, split into names (string arena) and the rest. */
-void sg_toc_memory(const struct sg_toc *toc, size_t *ret_index_bytes, size_t *ret_name_bytes);
+			 struct sg_esgz_footer *ret, struct sg_error *err);
 
 /* ---- loading ---- */
 
@@ -257,37 +126,40 @@ void sg_toc_memory(const struct sg_toc *toc, size_t *ret_index_bytes, size_t *re
  * otherwise (about 130-180 ms for 100k entries here: the loop stalls that long). */
 int sg_esgz_load_toc_member(struct sg_gz *gz, const void *member, size_t len,
 			    const struct sg_esgz_footer *footer, const struct sg_esgz_options *opts,
-			    struct sg_toc **ret_toc, struct sg_esgz_error *reterr);
+			    struct sg_toc **ret_toc, struct sg_error *err);
 
 /* A whole blob in memory: footer + TOC. */
 int sg_esgz_load_blob(struct sg_gz *gz, const void *blob, size_t len,
 		      const struct sg_esgz_options *opts, struct sg_toc **ret_toc,
-		      struct sg_esgz_error *reterr);
+		      struct sg_error *err);
 
 /* sg_esgz_load_toc_member off the loop thread: inflating, hashing and indexing a big TOC
  * takes 100-250 ms, during which a loop-thread parse would hold up every other mount's
- * requests.  The member is copied; cb runs once from the loop with the same results as the
- * synchronous call (-ECANCELED and no TOC if the loop drains first).  -errno when no thread
- * could be started: then parse synchronously. */
-struct sg_loop;
+ * requests.  The member and the options (with the digest they point to) are copied.  The
+ * continuation follows daemon/core/loop.h: on 0, cb(op) runs once from the loop with
+ * op->res = 0 and *ret_toc the caller's, or a negative errno and err filled, the same
+ * results as the synchronous call (-ECANCELED and no TOC if the loop drains first).  A
+ * negative errno when no thread could be started (or -EBUSY: op is still in flight):
+ * nothing runs and no callback follows; parse synchronously. */
 int sg_esgz_load_toc_member_async(struct sg_loop *loop, const void *member, size_t len,
 				  const struct sg_esgz_footer *footer,
-				  const struct sg_esgz_options *opts,
-				  void (*cb)(void *userdata, int res, struct sg_toc *toc,
-					     const struct sg_esgz_error *err),
-				  void *userdata);
+				  const struct sg_esgz_options *opts, struct sg_toc **ret_toc,
+				  struct sg_error *err, struct sg_op *op, sg_op_cb cb);
 
 /* Asynchronous load through a range source: one read of the blob's tail (large enough
  * to hold the TOC of most layers), a second read only if the TOC starts before it.
- * cb runs once from the loop: res 0 with *toc owned by the callee, or a negative errno and
- * err filled.  The options (and the digest they point to) are copied.  Cancel with
- * sg_esgz_open_cancel (the callback still runs, with -ECANCELED). */
+ * On 0, cb(op) runs once from the loop: op->res 0 with *ret_toc the caller's, or a negative
+ * errno and err filled (SG_ESGZ_E_IO for the range source's failures).  The options (and
+ * the digest they point to) are copied.  *ret_req (if ret_req is not NULL) is a handle for
+ * sg_esgz_open_cancel, valid until cb has returned; a cancel before the outcome is decided
+ * makes the op complete with -ECANCELED (SG_ESGZ_E_CANCELED), still exactly once, when
+ * what is in flight has ended.  A negative errno from the call itself (-EBUSY: op is
+ * still in flight): nothing started, no callback. */
 struct sg_esgz_open;
-typedef void (*sg_esgz_open_cb)(void *userdata, int res, struct sg_toc *toc,
-				const struct sg_esgz_error *err);
 #define SG_ESGZ_TAIL_READ (512u << 10)
 int sg_esgz_open(struct sg_range_source *src, const struct sg_esgz_options *opts,
-		 sg_esgz_open_cb cb, void *userdata, struct sg_esgz_open **ret_req);
+		 struct sg_esgz_open **ret_req, struct sg_toc **ret_toc, struct sg_error *err,
+		 struct sg_op *op, sg_op_cb cb);
 void sg_esgz_open_cancel(struct sg_esgz_open *req);
 
 /* ---- chunks ---- */
@@ -295,13 +167,13 @@ void sg_esgz_open_cancel(struct sg_esgz_open *req);
 /* Checks decompressed chunk bytes against the chunk's digest.  0, -EBADMSG with
  * SG_ESGZ_E_CHUNK_DIGEST, or -ENODATA with SG_ESGZ_E_NO_CHUNK_DIGEST. */
 int sg_esgz_verify_chunk(const struct sg_toc_chunk *c, const void *data, size_t len,
-			 struct sg_esgz_error *reterr);
+			 struct sg_error *err);
 
 /* The compressed member [c->offset, c->next_offset) in `member`: decompresses it into a
  * scratch buffer (bounded by inner_offset + size + 1 MiB of tar headers), copies the chunk's
  * c->size bytes to out and, unless skip_verify, checks its digest first. */
 int sg_esgz_extract_chunk(struct sg_gz *gz, const struct sg_toc_chunk *c, const void *member,
 			  size_t member_len, bool skip_verify, void *out,
-			  struct sg_esgz_error *reterr);
+			  struct sg_error *err);
 
 #endif

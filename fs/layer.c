@@ -647,7 +647,7 @@ static void disk_loaded(struct sg_op *op)
 	struct chunk_job *j = sg_container_of(op, struct chunk_job, op);
 	struct sg_layer *l = j->layer;
 	const struct sg_toc_chunk *c = chunk_at(l, j->chunk);
-	struct sg_esgz_error err;
+	struct sg_error err;
 
 	if (!res_is(op->res, c->size) || l->closing) {
 		/* Short (a hole, a truncated file) or failed: forget the bit and fetch instead. */
@@ -962,7 +962,7 @@ static void batch_fetched(struct sg_op *op)
 	for (size_t i = 0; i < b->n; i++) {
 		struct chunk_job *j = b->jobs[i];
 		const struct sg_toc_chunk *c = chunk_at(l, j->chunk);
-		struct sg_esgz_error err;
+		struct sg_error err;
 
 		if (j->ondemand) {
 			l->ondemand_inflight--;

@@ -55,7 +55,7 @@ static int read_file(struct ctx *c, const struct sg_toc_node *n, FILE *out,
 {
 	const struct sg_toc_chunk *ch = sg_toc_chunks(c->toc, n);
 	struct sg_sha256 h;
-	struct sg_esgz_error err;
+	struct sg_error err;
 
 	sg_sha256_init(&h);
 	if (n->flags & SG_TOC_F_SELF) {
@@ -196,7 +196,7 @@ int main(int argc, char **argv)
 	struct ctx c = { 0 };
 	struct sg_digest digest;
 	struct sg_esgz_options o = { .keep_json = true };   /* stargz.index.json */
-	struct sg_esgz_error err;
+	struct sg_error err;
 	const char *cat = NULL;
 	bool longfmt = false;
 	int opt, fd, r;

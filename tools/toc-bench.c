@@ -210,7 +210,7 @@ int main(int argc, char **argv)
 	size_t blob_len = res.blob_size;
 
 	struct sg_esgz_footer f;
-	struct sg_esgz_error err;
+	struct sg_error err;
 	if (sg_esgz_parse_footer(blob + blob_len - 51, 51, blob_len, &f, &err) < 0) {
 		fprintf(stderr, "toc-bench: %s\n", err.msg);
 		return 1;

@@ -14,7 +14,7 @@
 static inline struct sg_toc *test_load_toc_file(const char *path, const struct sg_digest *toc_digest)
 {
 	struct sg_esgz_options opts = { .toc_digest = toc_digest, .keep_json = true };
-	struct sg_esgz_error err;
+	struct sg_error err;
 	struct sg_toc *toc;
 	struct sg_gz *gz;
 	struct stat st;

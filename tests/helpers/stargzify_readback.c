@@ -47,7 +47,7 @@ static const char *type_name(unsigned t)
 int main(int argc, char **argv)
 {
 	struct sg_esgz_options opts = { 0 };
-	struct sg_esgz_error err = { 0 };
+	struct sg_error err = { 0 };
 	struct sg_digest want;
 	struct sg_toc *toc = NULL;
 	struct sg_gz *gz = NULL;

@@ -118,7 +118,7 @@ static int run_yajl(const char *j, size_t n)
 static char *load_toc_json(const char *path, size_t *ret_len, unsigned *ret_nodes)
 {
 	struct sg_esgz_options o = { .keep_json = true, .skip_verify = true };   /* no digest given */
-	struct sg_esgz_error err = { 0 };
+	struct sg_error err = { 0 };
 	struct sg_toc *toc = NULL;
 	struct sg_gz *gz = NULL;
 	char *json = NULL;

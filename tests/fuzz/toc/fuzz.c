@@ -12,6 +12,7 @@
 
 #include "fs/estargz.h"
 #include "fs/gz.h"
+#include "fs/toc_parse.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -67,7 +68,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct sg_esgz_options o = {
 		.skip_verify = true, .max_toc_size = 4u << 20, .max_entries = 100000,
 	};
-	struct sg_esgz_error err;
+	struct sg_error err;
 	struct sg_toc *toc = NULL;
 	int r;
 

@@ -108,7 +108,7 @@ static struct sg_toc *load(const struct blob *b)
 {
 	struct sg_gz *gz;
 	struct sg_toc *toc = NULL;
-	struct sg_esgz_error err;
+	struct sg_error err;
 	struct sg_esgz_options o = { .toc_digest = &b->res.toc, .keep_json = true };
 
 	CHECK_EQ(sg_gz_new(&gz), 0);

@@ -198,7 +198,7 @@ TEST(footer_is_the_51_bytes_go_writes_and_our_reader_finds_the_toc)
 	};
 	uint8_t f[SZ_FOOTER_SIZE];
 	struct sg_esgz_footer parsed;
-	struct sg_esgz_error err;
+	struct sg_error err;
 
 	sz_toc_footer(f, 0x123af);
 	CHECK_MEM(f, want, sizeof(want));
