@@ -11,7 +11,7 @@
 #include "daemon/core/log.h"
 #include "daemon/core/loop.h"
 #include "daemon/process.h"
-#include "fs/cache.h"
+#include "fs/cache_bound.h"
 #include "fs/estargz.h"
 #include "fs/gz.h"
 #include "fs/layer.h"
@@ -100,7 +100,7 @@ struct sg_remote {
 	unsigned tp_inflight;         /* prefetches with a callback still to come */
 	bool freed;                   /* sg_remote_free ran; the last callback frees */
 	struct sg_gz *gz;
-	struct sg_cache *cache;       /* the bound shared by every layer's cache directory */
+	struct sg_cache_bound *cache; /* the bound shared by every layer's cache directory */
 	struct sg_mem_budget *mem;    /* the memory shared by every layer's chunk memory cache */
 	void (*shutdown_cb)(void *);
 	void *shutdown_userdata;
@@ -172,15 +172,15 @@ int sg_remote_new(struct sg_loop *loop, const struct sg_remote_config *config,
 	if (e == 0)
 		e = sg_mem_budget_new(MEM_BUDGET, &r->mem);
 	if (e == 0)
-		e = sg_cache_new(loop, r->cache_root, config->cache_max_bytes, &r->cache);
+		e = sg_cache_bound_new(loop, r->cache_root, config->cache_max_bytes, &r->cache);
 	if (e < 0) {
 		sg_mem_budget_free(r->mem);
 		sg_gz_free(r->gz);
 		free(r);
 		return e;
 	}
-	struct sg_cache_stats cs;
-	sg_cache_stats(r->cache, &cs);
+	struct sg_cache_bound_stats cs;
+	sg_cache_bound_stats(r->cache, &cs);
 	sg_info("cache %s: %llu MiB in %u directories of layers not mounted; bound %llu MiB",
 		r->cache_root, (unsigned long long)(cs.bytes >> 20), cs.idle_dirs,
 		(unsigned long long)(cs.max_bytes >> 20));
@@ -210,7 +210,7 @@ void sg_remote_free(struct sg_remote *r)
 		return;   /* the last prefetch callback finishes the job */
 	while ((n = sg_list_pop(&r->prefetches)))
 		tp_free(sg_container_of(n, struct tail_prefetch, link));
-	sg_cache_free(r->cache);
+	sg_cache_bound_free(r->cache);
 	sg_mem_budget_free(r->mem);
 	sg_gz_free(r->gz);
 	free(r);
@@ -459,7 +459,7 @@ static void on_toc(void *userdata, int res, struct sg_toc *toc, const struct sg_
 		.window_bytes = r->cfg.fetch_window,
 		.on_bad_chunk = on_bad_chunk,
 		.userdata = c,
-		.cache = r->cache,
+		.bound = r->cache,
 		.mem_budget = r->mem,
 	};
 	struct sg_range_source *src = c->src;
@@ -818,12 +818,12 @@ int sg_remote_mount(struct sg_remote *r, int64_t key, const char *mountpoint,
 static void log_layer_stats(const struct rlayer *rl, const char *when)
 {
 	struct sg_layer_stats st;
-	struct sg_cache_stats cs;
+	struct sg_cache_bound_stats cs;
 	struct sg_lazyfs_stats fst = { 0 };
 	char pt[160];
 
 	sg_layer_stats(rl->c->layer, &st);
-	sg_cache_stats(rl->r->cache, &cs);
+	sg_cache_bound_stats(rl->r->cache, &cs);
 	if (rl->fs)
 		sg_lazyfs_stats(rl->fs, &fst);
 	if (!fst.passthrough)

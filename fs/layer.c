@@ -11,7 +11,7 @@
 
 #include "daemon/core/list.h"
 #include "daemon/core/loop.h"
-#include "fs/cache.h"
+#include "fs/cache_bound.h"
 #include "fs/estargz.h"
 #include "fs/gz.h"
 #include "daemon/core/range_source.h"
@@ -170,7 +170,7 @@ struct sg_layer {
 	size_t mem_bytes;
 
 	/* The size bound (NULL = none): this layer's account and a use stamp per chunk. */
-	struct sg_cache_layer *cache_ent;
+	struct sg_cache_bound_layer *cache_ent;
 	uint32_t *stamp;
 	uint32_t block;                /* filesystem block size of the cache */
 
@@ -389,7 +389,7 @@ static void verify_continue(struct sg_layer *l);
 static void touch(struct sg_layer *l, uint32_t c)
 {
 	if (l->stamp)
-		l->stamp[c] = sg_cache_tick(l->cfg.cache);
+		l->stamp[c] = sg_cache_bound_tick(l->cfg.bound);
 }
 
 /* The cache file of a regular file, opened on first use and held in ref until fd_put.
@@ -540,7 +540,7 @@ static void cache_written(struct sg_op *op)
 	uint32_t c = j->chunk;
 
 	if (!res_is(op->res, j->entry->size) && l->cache_ent)
-		sg_cache_release(l->cache_ent, j->reserved);   /* not (all) written */
+		sg_cache_bound_release(l->cache_ent, j->reserved);   /* not (all) written */
 	/* Written while closing: the bytes stay accounted (data without its bit) until the
 	 * layer is detached and its directory counted as a whole. */
 	if (res_is(op->res, j->entry->size) && !l->closing) {
@@ -548,7 +548,7 @@ static void cache_written(struct sg_op *op)
 			l->present[c >> 3] |= (uint8_t)(1u << (c & 7));
 			l->stats.chunks_present++;
 		} else if (l->cache_ent) {
-			sg_cache_release(l->cache_ent, j->reserved);   /* counted already */
+			sg_cache_bound_release(l->cache_ent, j->reserved);   /* counted already */
 		}
 		trusted_set(l, c, true);   /* these are the bytes we verified before writing */
 		/* Data before bit: the bitmap byte is written only after the data landed.  Writes
@@ -582,8 +582,8 @@ static void job_ready(struct chunk_job *j, struct mem_entry *e)
 	const struct sg_toc_chunk *c = chunk_at(l, j->chunk);
 	if (l->cache_ent) {
 		/* Before cache_fd: making room may open (and recycle) cache file slots. */
-		uint64_t bytes = sg_cache_extent(l->cfg.cache, c->file_offset, c->size);
-		if (sg_cache_reserve(l->cache_ent, bytes) < 0) {
+		uint64_t bytes = sg_cache_bound_extent(l->cfg.bound, c->file_offset, c->size);
+		if (sg_cache_bound_reserve(l->cache_ent, bytes) < 0) {
 			l->stats.cache_writes_skipped++;   /* served, not cached */
 			job_free(j);
 			return;
@@ -592,7 +592,7 @@ static void job_ready(struct chunk_job *j, struct mem_entry *e)
 	}
 	if (fd_get(l, j->file, &j->fdr) < 0) {
 		if (l->cache_ent)
-			sg_cache_release(l->cache_ent, j->reserved);
+			sg_cache_bound_release(l->cache_ent, j->reserved);
 		job_free(j);
 		return;
 	}
@@ -600,7 +600,7 @@ static void job_ready(struct chunk_job *j, struct mem_entry *e)
 	if (sg_write(l->loop, &j->op, j->fdr.fd, e->data, e->size, c->file_offset,
 		     cache_written) < 0) {
 		if (l->cache_ent)
-			sg_cache_release(l->cache_ent, j->reserved);
+			sg_cache_bound_release(l->cache_ent, j->reserved);
 		job_free(j);
 	}
 }
@@ -690,7 +690,7 @@ refetch:
 	if (present_get(l, j->chunk)) {
 		uint64_t freed = drop_chunk(l, j->chunk);
 		if (l->cache_ent)
-			sg_cache_release(l->cache_ent, freed);
+			sg_cache_bound_release(l->cache_ent, freed);
 	}
 	trusted_set(l, j->chunk, false);
 	if (j->verify_only) {
@@ -790,7 +790,7 @@ static uint64_t drop_chunk(struct sg_layer *l, uint32_t c)
 	fd_put(l, &fdr);
 	if (punched < 0)
 		return 0;   /* the data stays, and stays accounted */
-	return l->cfg.cache ? sg_cache_extent(l->cfg.cache, ch->file_offset, ch->size) : 0;
+	return l->cfg.bound ? sg_cache_bound_extent(l->cfg.bound, ch->file_offset, ch->size) : 0;
 }
 
 static bool cache_oldest(void *ctx, uint32_t *ret_stamp)
@@ -899,15 +899,15 @@ static bool background_fits(struct sg_layer *l, bool first)
 {
 	uint64_t rest = 0;
 
-	if (!l->cfg.cache)
+	if (!l->cfg.bound)
 		return true;
 	if (first)
 		for (uint32_t c = 0; c < l->n_chunks; c++)
 			if (chunk_needs_fetch(l, c)) {
 				const struct sg_toc_chunk *ch = chunk_at(l, c);
-				rest += sg_cache_extent(l->cfg.cache, ch->file_offset, ch->size);
+				rest += sg_cache_bound_extent(l->cfg.bound, ch->file_offset, ch->size);
 			}
-	return sg_cache_room(l->cfg.cache, rest);
+	return sg_cache_bound_room(l->cfg.bound, rest);
 }
 
 /* ---- fetch batches ---- */
@@ -1675,10 +1675,10 @@ int sg_layer_new(struct sg_loop *loop, struct sg_range_source *src, struct sg_to
 	l->present = calloc((l->n_chunks + 7) / 8 + 1, 1);
 	l->trusted = calloc((l->n_chunks + 7) / 8 + 1, 1);
 	l->pins = calloc(count + 1, sizeof(*l->pins));
-	if (config->cache)
+	if (config->bound)
 		l->stamp = calloc(l->n_chunks + 1, sizeof(*l->stamp));
 	if (!l->chunk_file || !l->jobs || !l->mem || !l->present || !l->trusted || !l->pins ||
-	    (config->cache && !l->stamp)) {
+	    (config->bound && !l->stamp)) {
 		r = -ENOMEM;
 		goto fail;
 	}
@@ -1694,19 +1694,19 @@ int sg_layer_new(struct sg_loop *loop, struct sg_range_source *src, struct sg_to
 		r = store_toc_json(l);
 	if (r < 0)
 		goto fail;
-	l->block = config->cache ? sg_cache_block_size(config->cache) : 4096u;
-	if (config->cache) {
+	l->block = config->bound ? sg_cache_bound_block_size(config->bound) : 4096u;
+	if (config->bound) {
 		/* Chunks found on disk count as used long ago: the first to go unless read. */
 		uint64_t present = 0;
 		for (uint32_t c = 0; c < l->n_chunks; c++)
 			if (present_get(l, c)) {
 				const struct sg_toc_chunk *ch = chunk_at(l, c);
-				present += sg_cache_extent(config->cache, ch->file_offset, ch->size);
+				present += sg_cache_bound_extent(config->bound, ch->file_offset, ch->size);
 			}
-		struct sg_cache_client client = {
+		struct sg_cache_bound_client client = {
 			.oldest = cache_oldest, .evict = cache_evict, .rescale = cache_rescale, .ctx = l,
 		};
-		r = sg_cache_attach(config->cache, l->cache_dir, present, &client, &l->cache_ent);
+		r = sg_cache_bound_attach(config->bound, l->cache_dir, present, &client, &l->cache_ent);
 		if (r < 0)
 			goto fail;
 	}
@@ -1902,7 +1902,7 @@ void sg_layer_free(struct sg_layer *l)
 	}
 	if (l->toc_json_fd >= 0)
 		close(l->toc_json_fd);
-	sg_cache_detach(l->cache_ent);
+	sg_cache_bound_detach(l->cache_ent);
 	free(l->stamp);
 	free(l->chunk_file);
 	free(l->jobs);
@@ -1927,5 +1927,5 @@ const struct sg_toc *sg_layer_toc(const struct sg_layer *l)
 void sg_layer_stats(const struct sg_layer *l, struct sg_layer_stats *ret)
 {
 	*ret = l->stats;
-	ret->cache_bytes = l->cache_ent ? sg_cache_layer_bytes(l->cache_ent) : 0;
+	ret->cache_bytes = l->cache_ent ? sg_cache_bound_layer_bytes(l->cache_ent) : 0;
 }

@@ -28,7 +28,7 @@
 #include <sys/types.h>
 
 struct sg_loop;
-struct sg_cache;
+struct sg_cache_bound;
 struct sg_toc;
 struct sg_range_source;
 struct sg_layer;
@@ -60,13 +60,13 @@ struct sg_layer_config {
 	 * not log, its owner does.  path is the file's path in the layer. */
 	void (*on_bad_chunk)(void *userdata, const char *path, uint64_t file_offset, bool from_cache);
 	void *userdata;
-	/* The process's disk-cache bound (fs/cache.h), shared with other layers; cache_dir must
-	 * then be a child of its root.  NULL = unbounded.  With a cache, every chunk use is
-	 * stamped, writes that find no room are skipped (the read is served from memory), the
-	 * least recently used chunks may be evicted (holes punched, bits cleared; never a chunk
-	 * with a load, fetch or write in flight), and background fetch only runs while the
-	 * rest of the layer fits under the watermark. */
-	struct sg_cache *cache;
+	/* The process's disk-cache bound (fs/cache_bound.h), shared with other layers;
+	 * cache_dir must then be a child of its root.  NULL = unbounded.  With a bound, every
+	 * chunk use is stamped, writes that find no room are skipped (the read is served from
+	 * memory), the least recently used chunks may be evicted (holes punched, bits cleared;
+	 * never a chunk with a load, fetch or write in flight), and background fetch only runs
+	 * while the rest of the layer fits under the watermark. */
+	struct sg_cache_bound *bound;
 };
 
 struct sg_layer_stats {
@@ -79,7 +79,7 @@ struct sg_layer_stats {
 	uint64_t chunks_present;      /* in the disk cache now */
 	uint64_t chunks_total;
 	uint64_t verify_failures;
-	uint64_t cache_bytes;         /* disk bytes accounted to this layer (fs/cache.h) */
+	uint64_t cache_bytes;         /* disk bytes accounted to this layer (fs/cache_bound.h) */
 	uint64_t chunks_evicted;      /* from the disk cache, to stay under the bound */
 	uint64_t evicted_bytes;
 	uint64_t cache_writes_skipped;/* no room: served from memory without caching */
