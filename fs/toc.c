@@ -14,7 +14,7 @@
 #include <yajl/yajl_parse.h>
 
 #include "fs/gz.h"
-#include "fs/mem.h"
+#include "fs/big_alloc.h"
 #include "fs/tar.h"
 
 #define NAME_MAX_LEN 255
@@ -104,7 +104,7 @@ int sg_esgz_fail(struct sg_esgz_error *err, int code, int errnum, const char *fm
 
 /* ---- growable arrays ---- */
 
-/* The index's own arrays live in sg_big mappings (see fs/mem.h). */
+/* The index's own arrays live in sg_big mappings (see fs/big_alloc.h). */
 static int grow_big(void **p, uint32_t *cap, uint32_t need, size_t elem)
 {
 	if (need <= *cap)
