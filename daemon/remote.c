@@ -15,6 +15,7 @@
 #include "fs/estargz.h"
 #include "fs/gz.h"
 #include "fs/layer.h"
+#include "fs/memcache.h"
 #include "fs/lazyfs.h"
 #include "daemon/core/range_source.h"
 

@@ -2,13 +2,14 @@
  * pipeline that turns "bytes [off, off+len) of file N" into verified data.
  *
  * Reading a file maps the range to chunks.  Each chunk comes from, in order: the memory
- * cache of recently used chunks; the disk cache (ROOT/cache/<layer>/, one plain file per
- * regular file holding its decompressed bytes at their own offsets, plus a bitmap of the
- * chunks present), re-verified against the chunk digest on every load; or the blob, with one
- * range request for the wanted chunk and the following missing chunks of the same file
- * (read-ahead), decompressed, verified, then written to the disk cache.  Concurrent readers
- * of one chunk share one load.  No byte reaches a reader before its chunk digest matched
- * (unless the layer was opened with verification explicitly off).
+ * cache of recently used chunks (fs/memcache.h); the disk cache (fs/diskcache.h:
+ * ROOT/cache/<layer>/, one plain file per regular file holding its decompressed bytes at
+ * their own offsets, plus a bitmap of the chunks present), re-verified against the chunk
+ * digest on every load; or the blob, with one range request for the wanted chunk and the
+ * following missing chunks of the same file (read-ahead), decompressed, verified, then
+ * written to the disk cache.  Concurrent readers of one chunk share one load.  No byte
+ * reaches a reader before its chunk digest matched (unless the layer was opened with
+ * verification explicitly off).
  *
  * stargz.index.json (the TOC's own node, no chunks) is served from CACHE/stargz.index.json,
  * written at sg_layer_new from the verified JSON the loader kept (sg_esgz_options.keep_json;
@@ -16,9 +17,11 @@
  *
  * Prefetch (the prioritized region before `.prefetch.landmark`) and background fetch (the
  * rest of the layer, one batch at a time, yielding to on-demand reads) fill the disk cache
- * so that the layer becomes fully local.
+ * so that the layer becomes fully local.  What FUSE passthrough needs of a layer (trust
+ * checks, pins) is in fs/layer_trust.h.
  *
- * Everything runs on the loop; callbacks never run from inside sg_layer_read. */
+ * Everything runs on the loop; callbacks never run from inside sg_layer_read.  The object is
+ * made of several files that share fs/layer_int.h. */
 #ifndef STARGZD_FS_LAYER_H
 #define STARGZD_FS_LAYER_H
 
@@ -33,13 +36,7 @@ struct sg_toc;
 struct sg_range_source;
 struct sg_layer;
 
-/* Memory shared by the memory caches of several layers (a daemon's): beside each layer's
- * own mem_cache_bytes, the total stays under max_bytes by dropping the least recently used
- * chunk of any layer.  Free it after every layer using it. */
-struct sg_mem_budget;
-int sg_mem_budget_new(size_t max_bytes, struct sg_mem_budget **ret);
-void sg_mem_budget_free(struct sg_mem_budget *budget);
-size_t sg_mem_budget_used(const struct sg_mem_budget *budget);
+struct sg_mem_budget;          /* fs/memcache.h */
 
 struct sg_layer_config {
 	const char *cache_dir;        /* created if missing; required */
@@ -47,7 +44,8 @@ struct sg_layer_config {
 	bool prefetch;                /* fetch the prioritized region at start */
 	bool background_fetch;        /* then fetch everything else */
 	size_t mem_cache_bytes;       /* 0 = 32 MiB; a chunk leaves once all of it was read */
-	struct sg_mem_budget *mem_budget;   /* shared with other layers; NULL: none */
+	/* Shared with other layers' memory caches (fs/memcache.h); NULL: none. */
+	struct sg_mem_budget *mem_budget;
 	size_t max_batch_bytes;       /* compressed bytes per range request; 0 = 4 MiB */
 	unsigned readahead_chunks;    /* extra chunks of a file read sequentially; 0 = 4 */
 	size_t window_bytes;          /* blob bytes of following files taken along with an
@@ -114,24 +112,6 @@ void sg_layer_user_close(struct sg_layer_user *user, void (*done)(void *userdata
  * first mount): its on-demand fetches go there, so that one registry hanging does not
  * stall another image's reads.  Takes ownership of src. */
 void sg_layer_user_set_source(struct sg_layer_user *user, struct sg_range_source *src);
-
-/* For FUSE passthrough: when every chunk of regular file `node` (hardlinks resolved) is in
- * the disk cache and was verified during this mount, returns a read-only fd of its cache
- * file, which then holds exactly the file's bytes (the caller closes it).  -EAGAIN: the file
- * is complete on disk but not verified during this mount (sg_layer_verify_file).
- * -ENOENT: chunks are missing (or the file is empty). */
-int sg_layer_open_verified(struct sg_layer *layer, uint32_t node);
-/* While pinned (a backing file of a passthrough open, counted: one pin per mount that handed
- * it to the kernel), no chunk of the resolved regular file `node` is evicted from the disk
- * cache, so its cache file never changes under the kernel.  -EOVERFLOW: too many pins (the
- * caller then serves the file itself). */
-int sg_layer_pin_file(struct sg_layer *layer, uint32_t node, bool pin);
-/* Reads back every cached chunk of regular file `node` not verified during this mount and
- * checks it against its digest (a bad one is dropped from the cache).  cb runs once from
- * the loop: 0 when the whole file is now in the cache and verified, -ENOENT when it is not,
- * -ECANCELED when the layer closes. */
-int sg_layer_verify_file(struct sg_layer_user *user, uint32_t node,
-			 void (*cb)(void *userdata, int res), void *userdata);
 
 const struct sg_toc *sg_layer_toc(const struct sg_layer *layer);
 void sg_layer_stats(const struct sg_layer *layer, struct sg_layer_stats *ret);

@@ -18,6 +18,7 @@
 #include "daemon/core/loop.h"
 #include "fs/estargz.h"
 #include "fs/layer.h"
+#include "fs/layer_trust.h"
 
 #define N_READS 1
 #define MAX_WRITE (1u << 20)

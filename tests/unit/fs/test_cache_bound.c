@@ -8,6 +8,7 @@
 #include "fs/estargz.h"
 #include "fs/gz.h"
 #include "fs/layer.h"
+#include "fs/layer_trust.h"
 #include "daemon/core/range_source.h"
 #include "tests/helpers/blob_toc.h"
 #include "tests/helpers/esgz_build.h"

@@ -4,6 +4,7 @@
 #include "fs/estargz.h"
 #include "fs/gz.h"
 #include "fs/layer.h"
+#include "fs/memcache.h"
 #include "fs/lazyfs.h"
 #include "daemon/core/range_source.h"
 #include "tests/helpers/blob_toc.h"
