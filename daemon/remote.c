@@ -42,6 +42,7 @@ struct content {
 	struct sg_list wait_link;       /* on a tail_prefetch */
 	struct sg_op defer_op;
 	struct tail_prefetch *deferred_tp;
+	struct sg_op close_op;          /* closing its layer */
 };
 
 enum rl_state { RL_WAITING, RL_MOUNTED, RL_CLOSING };
@@ -63,6 +64,7 @@ struct rlayer {
 	sg_remote_cb cb;                /* mount, then unmount completion */
 	void *userdata;
 	struct sg_op attach_op;         /* joining a content that is ready */
+	struct sg_op unmount_op;        /* unmounting its FUSE mount */
 };
 
 /* The blob and the tail of a layer that containerd will ask for next: fetched ahead, in
@@ -310,9 +312,9 @@ static void content_destroy(struct content *c)
 	maybe_shutdown_done(r);
 }
 
-static void content_layer_closed(void *userdata)
+static void content_layer_closed(struct sg_op *op)
 {
-	struct content *c = userdata;
+	struct content *c = sg_container_of(op, struct content, close_op);
 
 	sg_layer_free(c->layer);
 	c->layer = NULL;
@@ -332,7 +334,7 @@ static void content_put(struct content *c)
 	if (--c->mounts > 0)
 		return;
 	c->state = C_CLOSING;
-	sg_layer_close(c->layer, content_layer_closed, c);
+	(void)sg_layer_close(c->layer, &c->close_op, content_layer_closed);   /* idle: ours */
 }
 
 /* The load failed or was given up: every mount that waited for it ends with its error. */
@@ -406,7 +408,7 @@ static void attach(struct rlayer *rl)
 {
 	struct sg_remote *r = rl->r;
 	struct content *c = rl->c;
-	char msg[PATH_MAX + 700];
+	struct sg_error err = { 0 };
 
 	struct sg_lazyfs_options fs_opts = {
 		.no_passthrough = r->cfg.no_passthrough,
@@ -416,10 +418,10 @@ static void attach(struct rlayer *rl)
 		.userdata = rl,
 	};
 	sg_list_unlink(&rl->c_link);
-	int res = sg_lazyfs_mount(r->loop, c->layer, rl->mountpoint, &fs_opts, &rl->fs, msg, sizeof(msg));
+	int res = sg_lazyfs_mount(r->loop, c->layer, rl->mountpoint, &fs_opts, &rl->fs, &err);
 	if (res < 0) {
 		rl->fs = NULL;
-		mount_finished(rl, res, msg);
+		mount_finished(rl, res, err.msg);
 		return;
 	}
 	c->mounts++;
@@ -773,6 +775,7 @@ int sg_remote_mount(struct sg_remote *r, int64_t key, const char *mountpoint,
 	rl->state = RL_WAITING;
 	snprintf(rl->ref, sizeof(rl->ref), "%s", layer->ref);
 	sg_op_init(&rl->attach_op);
+	sg_op_init(&rl->unmount_op);
 	snprintf(rl->mountpoint, sizeof(rl->mountpoint), "%s", mountpoint);
 	if (!c) {
 		c = calloc(1, sizeof(*c));
@@ -791,6 +794,7 @@ int sg_remote_mount(struct sg_remote *r, int64_t key, const char *mountpoint,
 		snprintf(c->ref, sizeof(c->ref), "%s", layer->ref);
 		sg_list_init(&c->waiting);
 		sg_op_init(&c->defer_op);
+		sg_op_init(&c->close_op);
 		sg_list_insert_tail(&r->contents, &c->link);
 		rl->c = c;
 		sg_list_insert_tail(&c->waiting, &rl->c_link);
@@ -859,9 +863,9 @@ static void log_layer_stats(const struct rlayer *rl, const char *when)
 }
 
 /* The mount's FUSE side is gone: leave the content (the last mount closes its layer). */
-static void unmount_fs_done(void *userdata)
+static void unmount_fs_done(struct sg_op *op)
 {
-	struct rlayer *rl = userdata;
+	struct rlayer *rl = sg_container_of(op, struct rlayer, unmount_op);
 	struct sg_remote *r = rl->r;
 	sg_remote_cb cb = rl->cb;
 	void *ud = rl->userdata;
@@ -886,7 +890,7 @@ static void start_unmount(struct rlayer *rl, sg_remote_cb cb, void *userdata)
 	rl->cb = cb;
 	rl->userdata = userdata;
 	log_layer_stats(rl, rl->lost ? "lost" : "unmounted");
-	sg_lazyfs_unmount(rl->fs, unmount_fs_done, rl);
+	(void)sg_lazyfs_unmount(rl->fs, &rl->unmount_op, unmount_fs_done);   /* idle: ours */
 }
 
 void sg_remote_unmount(struct sg_remote *r, int64_t key, sg_remote_cb cb, void *userdata)

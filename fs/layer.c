@@ -38,25 +38,20 @@ void sg_layer_report_bad_chunk(struct sg_layer *l, uint32_t chunk, uint64_t file
 
 /* ---- reads ---- */
 
-static void read_done_cb(struct sg_op *op)
+/* Every part is placed: the result goes to the caller's op and the read ends here. */
+static void read_finish(struct layer_read *r)
 {
-	struct layer_read *r = sg_container_of(op, struct layer_read, done_op);
 	struct sg_layer *l = r->layer;
 	struct sg_layer_user *u = r->user;
-	ssize_t res = r->error ? r->error : (ssize_t)r->len;
+	int32_t res = r->error ? r->error : (int32_t)r->len;
 
 	l->reads_inflight--;
 	sg_list_unlink(&r->user_link);
-	r->cb(r->userdata, op->res == -ECANCELED ? -ECANCELED : res);
+	/* Cannot fail: the op was idle at sg_layer_read, and the caller leaves it to us. */
+	(void)sg_post(l->loop, r->op, res, r->cb);
 	free(r);
 	sg_layer_maybe_close_done(l);
-	sg_layer_user_maybe_done(u);   /* last: its callback may end the layer */
-}
-
-static void read_finish(struct layer_read *r)
-{
-	if (sg_post(r->layer->loop, &r->done_op, 0, read_done_cb) < 0)
-		read_done_cb(&r->done_op);   /* draining: the loop refuses new ops */
+	sg_layer_user_maybe_done(u);   /* last: it may free the user */
 }
 
 /* Copies the part of chunk data that the read wants; returns its size. */
@@ -332,12 +327,13 @@ int sg_layer_job_load(struct sg_layer *l, struct chunk_job *j)
 
 static void toc_json_read_done(struct sg_op *op)
 {
-	struct layer_read *r = sg_container_of(op, struct layer_read, done_op);
+	struct layer_read *r = sg_container_of(op, struct layer_read, io_op);
 
-	/* The file was written whole at open: anything short is damage, not the end. */
-	if (op->res != -ECANCELED && !sg_layer_res_is(op->res, r->len))
-		r->error = -EIO;
-	read_done_cb(op);
+	if (op->res == -ECANCELED)
+		r->error = -ECANCELED;
+	else if (!sg_layer_res_is(op->res, r->len))
+		r->error = -EIO;   /* written whole at open: anything short is damage, not the end */
+	read_finish(r);
 }
 
 /* r: a read of `len` bytes (clamped to the file) with no chunk parts. */
@@ -350,8 +346,8 @@ static void read_toc_json(struct sg_layer *l, struct layer_read *r)
 	if (r->len > 0 && fd < 0)
 		r->error = -EIO;
 	if (r->len > 0 && !r->error) {
-		sg_op_set_group(&r->done_op, &l->group);
-		if (sg_read(l->loop, &r->done_op, fd, r->buf, r->len, r->offset,
+		sg_op_set_group(&r->io_op, &l->group);
+		if (sg_read(l->loop, &r->io_op, fd, r->buf, r->len, r->offset,
 			    toc_json_read_done) == 0)
 			return;
 		r->error = -EIO;
@@ -403,14 +399,17 @@ static void read_part_start(struct sg_layer_user *u, struct read_part *p, uint32
 }
 
 int sg_layer_read(struct sg_layer_user *u, uint32_t reader, uint32_t node, uint64_t offset,
-		  size_t len, void *buf, sg_layer_read_cb cb, void *userdata)
+		  size_t len, void *buf, struct sg_op *op, sg_op_cb cb)
 {
 	struct sg_layer *l = u->layer;
 	const struct sg_toc_node *n;
 	const struct sg_toc_chunk *chunks;
 	struct layer_read *r;
 	uint32_t first = 0, count = 0;
+	int e = sg_layer_op_check(op, cb);
 
+	if (e < 0)
+		return e;
 	if (l->closing || u->closing)
 		return -ECANCELED;
 	if (node >= sg_toc_count(l->toc))
@@ -423,6 +422,8 @@ int sg_layer_read(struct sg_layer_user *u, uint32_t reader, uint32_t node, uint6
 		len = 0;
 	else if (len > n->size - offset)
 		len = (size_t)(n->size - offset);
+	if (len > INT32_MAX)
+		return -EINVAL;
 	chunks = sg_toc_chunks(l->toc, n);
 	if (len > 0) {
 		/* Chunks are sorted by file offset: find the first and last overlapping. */
@@ -444,8 +445,8 @@ int sg_layer_read(struct sg_layer_user *u, uint32_t reader, uint32_t node, uint6
 	r->layer = l;
 	r->user = u;
 	sg_list_insert_tail(&u->reads, &r->user_link);
+	r->op = op;
 	r->cb = cb;
-	r->userdata = userdata;
 	r->buf = buf;
 	r->reader = reader;
 	r->file = node;
@@ -453,7 +454,7 @@ int sg_layer_read(struct sg_layer_user *u, uint32_t reader, uint32_t node, uint6
 	r->len = len;
 	r->n_parts = count;
 	r->pending = count + 1;   /* +1 until every part is placed */
-	sg_op_init(&r->done_op);
+	sg_op_init(&r->io_op);
 	l->reads_inflight++;
 	if (n->flags & SG_TOC_F_SELF) {
 		read_toc_json(l, r);
@@ -550,7 +551,6 @@ int sg_layer_new(struct sg_loop *loop, struct sg_range_source *src, struct sg_to
 	sg_list_init(&l->users);
 	sg_op_init(&l->background_timer);
 	sg_op_set_group(&l->background_timer, &l->group);
-	sg_op_init(&l->close_op);
 
 	r = sg_gz_new(&l->gz);
 	if (r == 0)
@@ -593,32 +593,24 @@ int sg_layer_user_new(struct sg_layer *l, struct sg_layer_user **ret)
 		return -ENOMEM;
 	u->layer = l;
 	sg_list_init(&u->reads);
-	sg_op_init(&u->done_op);
 	sg_list_insert_tail(&l->users, &u->link);
 	l->n_users++;
 	*ret = u;
 	return 0;
 }
 
-static void user_done_cb(struct sg_op *op)
-{
-	struct sg_layer_user *u = sg_container_of(op, struct sg_layer_user, done_op);
-	struct sg_layer *l = u->layer;
-	void (*done)(void *) = u->done;
-	void *ud = u->done_userdata;
-
-	sg_list_unlink(&u->link);
-	l->n_users--;
-	free(u);
-	done(ud);
-}
-
+/* The close is posted after every result the user was owed (the loop runs posts in order). */
 void sg_layer_user_maybe_done(struct sg_layer_user *u)
 {
-	if (!u->closing || !sg_list_empty(&u->reads) || u->verifies || sg_op_busy(&u->done_op))
+	struct sg_layer *l = u->layer;
+
+	if (!u->close_cb || !sg_list_empty(&u->reads) || u->verifies)
 		return;
-	if (sg_post(u->layer->loop, &u->done_op, 0, user_done_cb) < 0)
-		user_done_cb(&u->done_op);   /* draining: nothing else will run it */
+	sg_list_unlink(&u->link);
+	l->n_users--;
+	/* Cannot fail: the op was idle at sg_layer_user_close, and the caller leaves it to us. */
+	(void)sg_post(l->loop, u->close_op, 0, u->close_cb);
+	free(u);
 }
 
 /* Takes a read off the chunks it waits for: its callback follows with -ECANCELED. */
@@ -627,9 +619,8 @@ static void read_cancel(struct layer_read *r)
 	if (r->error == -ECANCELED)
 		return;   /* already on its way */
 	r->error = -ECANCELED;
-	if (sg_op_busy(&r->done_op)) {
-		/* stargz.index.json's read in flight, or the callback already posted */
-		(void)sg_op_cancel(&r->done_op);
+	if (sg_op_busy(&r->io_op)) {
+		(void)sg_op_cancel(&r->io_op);   /* stargz.index.json's read in flight */
 		return;
 	}
 	unsigned waiting = 0;
@@ -659,53 +650,59 @@ void sg_layer_user_set_source(struct sg_layer_user *u, struct sg_range_source *s
 	u->src = src;
 }
 
-void sg_layer_user_close(struct sg_layer_user *u, void (*done)(void *userdata), void *userdata)
+int sg_layer_user_close(struct sg_layer_user *u, struct sg_op *op, sg_op_cb cb)
 {
 	struct sg_list *n, *tmp;
+	int r = sg_layer_op_check(op, cb);
 
+	if (r < 0)
+		return r;
+	if (u->closing)
+		return -EALREADY;
 	u->closing = true;
-	u->done = done;
-	u->done_userdata = userdata;
 	sg_list_for_each_safe(n, tmp, &u->reads)
 		read_cancel(sg_container_of(n, struct layer_read, user_link));
 	sg_layer_trust_cancel_user(u);
+	/* Only now: the results posted above must not free the user under our feet. */
+	u->close_op = op;
+	u->close_cb = cb;
 	sg_layer_user_maybe_done(u);
+	return 0;
 }
 
 /* ---- close ---- */
 
-static void close_done_cb(struct sg_op *op)
-{
-	struct sg_layer *l = sg_container_of(op, struct sg_layer, close_op);
-	void (*done)(void *) = l->close_done;
-
-	l->close_done = NULL;   /* once */
-	if (done)
-		done(l->close_userdata);
-}
-
 void sg_layer_maybe_close_done(struct sg_layer *l)
 {
-	if (!l->closing || l->jobs_inflight || l->batches_inflight || l->reads_inflight ||
-	    l->verify_pending || !sg_group_idle(&l->group) || sg_op_busy(&l->close_op))
+	sg_op_cb cb = l->close_cb;
+
+	if (!cb || l->jobs_inflight || l->batches_inflight || l->reads_inflight ||
+	    l->verify_pending || !sg_group_idle(&l->group))
 		return;
-	if (!l->close_done)
-		return;
-	if (sg_post(l->loop, &l->close_op, 0, close_done_cb) < 0)
-		close_done_cb(&l->close_op);
+	l->close_cb = NULL;   /* once */
+	/* Cannot fail: the op was idle at sg_layer_close, and the caller leaves it to us. */
+	(void)sg_post(l->loop, l->close_op, 0, cb);
 }
 
-void sg_layer_close(struct sg_layer *l, void (*done)(void *userdata), void *userdata)
+int sg_layer_close(struct sg_layer *l, struct sg_op *op, sg_op_cb cb)
 {
+	int r;
+
 	/* Users go first: their callbacks point into objects that are about to go. */
 	SG_FREE_CHECK(l->n_users > 0, "layer (closed with users)");
+	r = sg_layer_op_check(op, cb);
+	if (r < 0)
+		return r;
+	if (l->closing)
+		return -EALREADY;
 	l->closing = true;
 	l->prefetching = l->backgrounding = false;
-	l->close_done = done;
-	l->close_userdata = userdata;
+	l->close_op = op;
+	l->close_cb = cb;
 	sg_group_cancel(&l->group);
 	sg_layer_trust_continue(l);   /* answers the waiting trust checks with -ECANCELED */
 	sg_layer_maybe_close_done(l);
+	return 0;
 }
 
 void sg_layer_free(struct sg_layer *l)
@@ -713,8 +710,7 @@ void sg_layer_free(struct sg_layer *l)
 	if (!l)
 		return;
 	SG_FREE_CHECK(l->n_users || l->jobs_inflight || l->batches_inflight || l->reads_inflight ||
-		      l->verify_pending || !sg_group_idle(&l->group) || sg_op_busy(&l->close_op),
-		      "layer");
+		      l->verify_pending || !sg_group_idle(&l->group), "layer");
 	sg_memcache_free(l->mem);
 	sg_diskcache_free(l->disk);
 	sg_layer_evict_detach(l);

@@ -20,15 +20,17 @@
  * so that the layer becomes fully local.  What FUSE passthrough needs of a layer (trust
  * checks, pins) is in fs/layer_trust.h.
  *
- * Everything runs on the loop; callbacks never run from inside sg_layer_read.  The object is
- * made of several files that share fs/layer_int.h. */
+ * Everything runs on the loop; callbacks never run from inside a call.  Asynchronous calls
+ * take the loop's continuation shape (daemon/core/loop.h).  The object is made of several
+ * files that share fs/layer_int.h. */
 #ifndef STARGZD_FS_LAYER_H
 #define STARGZD_FS_LAYER_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/types.h>
+
+#include "daemon/core/loop.h"
 
 struct sg_loop;
 struct sg_cache_bound;
@@ -93,10 +95,11 @@ int sg_layer_new(struct sg_loop *loop, struct sg_range_source *src, struct sg_to
 		 const struct sg_layer_config *config, struct sg_layer **ret_layer);
 /* Starts prefetch and background fetch (as configured); reads work without it. */
 void sg_layer_start(struct sg_layer *layer);
-/* Cancels everything in flight; `done` runs from the loop once nothing references the
- * layer, then sg_layer_free() releases it.  Every user must have been closed (done) first:
- * closing a layer with users, or freeing one with work in flight, aborts the process. */
-void sg_layer_close(struct sg_layer *layer, void (*done)(void *userdata), void *userdata);
+/* Cancels everything in flight; cb(op) runs from the loop (op->res 0) once nothing
+ * references the layer, then sg_layer_free() releases it.  Every user must have been closed
+ * first: closing a layer with users, or freeing one with work in flight, aborts the
+ * process.  -EBUSY: op is in flight (nothing done). */
+int sg_layer_close(struct sg_layer *layer, struct sg_op *op, sg_op_cb cb);
 void sg_layer_free(struct sg_layer *layer);
 
 /* A user of the layer: one mount of it.  Reads and trust checks belong to a user, so that
@@ -105,9 +108,10 @@ void sg_layer_free(struct sg_layer *layer);
 struct sg_layer_user;
 int sg_layer_user_new(struct sg_layer *layer, struct sg_layer_user **ret);
 /* Cancels the user's reads and trust checks (each callback still runs once, with
- * -ECANCELED unless its result was already decided); `done` runs from the loop once none
- * is owed, and the user is freed then.  Pins are the caller's to drop (sg_layer_pin_file). */
-void sg_layer_user_close(struct sg_layer_user *user, void (*done)(void *userdata), void *userdata);
+ * -ECANCELED unless its result was already decided); once none is owed the user is freed
+ * and cb(op) runs from the loop (op->res 0), after theirs.  Pins are the caller's to drop
+ * (sg_layer_pin_file).  -EBUSY: op is in flight (nothing done). */
+int sg_layer_user_close(struct sg_layer_user *user, struct sg_op *op, sg_op_cb cb);
 /* The user's own way to the blob (its image's registry; the layer's source is that of the
  * first mount): its on-demand fetches go there, so that one registry hanging does not
  * stall another image's reads.  Takes ownership of src. */
@@ -117,13 +121,14 @@ const struct sg_toc *sg_layer_toc(const struct sg_layer *layer);
 void sg_layer_stats(const struct sg_layer *layer, struct sg_layer_stats *ret);
 
 /* Reads bytes [offset, offset+len) of regular file `node` (a TOC node id; hardlinks are
- * resolved) into buf.  cb runs once from the loop with the byte count (short only at the end
- * of the file) or a negative errno: -EIO when the data cannot be fetched or fails
- * verification.  buf must stay valid until then.  `reader` names the reading process (its
- * pid, 0 when unknown): a reader that just saw a chunk fail gets EIO at once for a short
- * while when it asks again, while other readers get a fetch of their own. */
-typedef void (*sg_layer_read_cb)(void *userdata, ssize_t res);
+ * resolved) into buf; len is at most INT32_MAX (the count is an op's result).  cb(op) runs
+ * once from the loop with op->res the byte count (short only at the end of the file) or a
+ * negative errno: -EIO when the data cannot be fetched or fails verification, -ECANCELED
+ * when the user or the layer closes first.  buf and op must stay valid until then.
+ * `reader` names the reading process (its pid, 0 when unknown): a reader that just saw a
+ * chunk fail gets EIO at once for a short while when it asks again, while other readers get
+ * a fetch of their own.  A negative errno: nothing started, no callback. */
 int sg_layer_read(struct sg_layer_user *user, uint32_t reader, uint32_t node, uint64_t offset,
-		  size_t len, void *buf, sg_layer_read_cb cb, void *userdata);
+		  size_t len, void *buf, struct sg_op *op, sg_op_cb cb);
 
 #endif

@@ -17,6 +17,7 @@
 #ifndef STARGZD_FS_LAYER_INT_H
 #define STARGZD_FS_LAYER_INT_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -65,9 +66,9 @@ struct read_part {
 struct layer_read {
 	struct sg_layer *layer;
 	struct sg_layer_user *user;
-	struct sg_list user_link;  /* on user->reads until the callback ran */
-	sg_layer_read_cb cb;
-	void *userdata;
+	struct sg_list user_link;  /* on user->reads until its result is posted */
+	struct sg_op *op;          /* the caller's, posted with the result */
+	sg_op_cb cb;
 	uint8_t *buf;
 	uint32_t reader;           /* the reading process, for the failure hold */
 	uint32_t file;
@@ -75,7 +76,7 @@ struct layer_read {
 	size_t len;
 	unsigned pending;
 	int error;
-	struct sg_op done_op;
+	struct sg_op io_op;        /* stargz.index.json's read */
 	size_t n_parts;
 	struct read_part parts[];
 };
@@ -89,12 +90,11 @@ struct sg_layer_user {
 	 * other users' waiters after the user left. */
 	struct sg_range_source *src;
 	struct sg_list link;           /* on layer->users */
-	struct sg_list reads;          /* struct layer_read, callbacks still owed */
-	unsigned verifies;             /* trust checks, callbacks still owed */
+	struct sg_list reads;          /* struct layer_read, results still owed */
+	unsigned verifies;             /* trust checks, results still owed */
 	bool closing;
-	void (*done)(void *);
-	void *done_userdata;
-	struct sg_op done_op;
+	struct sg_op *close_op;        /* sg_layer_user_close's, posted once none is owed */
+	sg_op_cb close_cb;
 };
 
 struct sg_layer {
@@ -149,9 +149,8 @@ struct sg_layer {
 	struct sg_op background_timer;
 
 	bool closing;
-	void (*close_done)(void *);
-	void *close_userdata;
-	struct sg_op close_op;
+	struct sg_op *close_op;        /* sg_layer_close's, posted once nothing is in flight */
+	sg_op_cb close_cb;
 
 	struct sg_layer_stats stats;
 };
@@ -167,6 +166,15 @@ static inline const struct sg_toc_chunk *sg_layer_chunk(const struct sg_layer *l
 {
 	const struct sg_toc_node *n = sg_toc_node(l->toc, l->chunk_file[c]);
 	return &sg_toc_chunks(l->toc, n)[c - n->first_chunk];
+}
+
+/* The entry check of a continuation (daemon/core/loop.h): an op and a callback, and the op
+ * not in flight, since the result will be posted to it.  0 or a negative errno. */
+static inline int sg_layer_op_check(const struct sg_op *op, sg_op_cb cb)
+{
+	if (!op || !cb)
+		return -EINVAL;
+	return sg_op_busy(op) ? -EBUSY : 0;
 }
 
 /* ---- in fs/layer.c ---- */
@@ -186,7 +194,7 @@ void sg_layer_report_bad_chunk(struct sg_layer *l, uint32_t chunk, uint64_t file
 			       bool from_cache);
 /* Completes sg_layer_close once nothing is left in flight. */
 void sg_layer_maybe_close_done(struct sg_layer *l);
-/* Completes sg_layer_user_close once the user is owed no callback. */
+/* Completes sg_layer_user_close (and frees the user) once it is owed no result. */
 void sg_layer_user_maybe_done(struct sg_layer_user *u);
 
 #endif

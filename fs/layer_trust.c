@@ -10,36 +10,25 @@
 #define VERIFY_PARALLEL 2     /* chunks read back at once by a trust check */
 
 struct verify_req {
-	struct sg_layer *layer;
 	struct sg_layer_user *user;
-	struct sg_list link;
-	struct sg_op op;
+	struct sg_list link;       /* on l->verify_reqs until answered */
 	uint32_t node;
-	int result;
-	void (*cb)(void *userdata, int res);
-	void *userdata;
+	struct sg_op *op;          /* the caller's, posted with the result */
+	sg_op_cb cb;
 };
 
-static void verify_delivered(struct sg_op *op)
+/* The result goes to the caller's op and the request ends here. */
+static void verify_deliver(struct sg_layer *l, struct verify_req *v, int result)
 {
-	struct verify_req *v = sg_container_of(op, struct verify_req, op);
-	struct sg_layer *l = v->layer;
-
 	struct sg_layer_user *u = v->user;
 
 	l->verify_pending--;
 	u->verifies--;
-	v->cb(v->userdata, v->result);
+	/* Cannot fail: the op was idle at sg_layer_verify_file, and the caller leaves it to us. */
+	(void)sg_post(l->loop, v->op, result, v->cb);
 	free(v);
 	sg_layer_maybe_close_done(l);
-	sg_layer_user_maybe_done(u);   /* last: its callback may end the layer */
-}
-
-static void verify_deliver(struct sg_layer *l, struct verify_req *v, int result)
-{
-	v->result = result;
-	if (sg_post(l->loop, &v->op, 0, verify_delivered) < 0)
-		verify_delivered(&v->op);   /* draining */
+	sg_layer_user_maybe_done(u);   /* last: it may free the user */
 }
 
 static bool file_complete(const struct sg_layer *l, const struct sg_toc_node *n, bool *trusted)
@@ -152,11 +141,14 @@ int sg_layer_pin_file(struct sg_layer *l, uint32_t node, bool pin)
 	return 0;
 }
 
-int sg_layer_verify_file(struct sg_layer_user *u, uint32_t node,
-			 void (*cb)(void *userdata, int res), void *userdata)
+int sg_layer_verify_file(struct sg_layer_user *u, uint32_t node, struct sg_op *op,
+			 sg_op_cb cb)
 {
 	struct sg_layer *l = u->layer;
+	int r = sg_layer_op_check(op, cb);
 
+	if (r < 0)
+		return r;
 	if (l->closing || u->closing)
 		return -ECANCELED;
 	if (node >= sg_toc_count(l->toc))
@@ -167,13 +159,11 @@ int sg_layer_verify_file(struct sg_layer_user *u, uint32_t node,
 	struct verify_req *v = calloc(1, sizeof(*v));
 	if (!v)
 		return -ENOMEM;
-	v->layer = l;
 	v->user = u;
 	u->verifies++;
 	v->node = (uint32_t)(n - sg_toc_node(l->toc, 0));
+	v->op = op;
 	v->cb = cb;
-	v->userdata = userdata;
-	sg_op_init(&v->op);
 	l->verify_pending++;
 	sg_list_insert_tail(&l->verify_reqs, &v->link);
 	sg_layer_trust_continue(l);

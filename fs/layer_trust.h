@@ -11,6 +11,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "daemon/core/loop.h"
+
 struct sg_layer;
 struct sg_layer_user;
 
@@ -26,11 +28,12 @@ int sg_layer_open_verified(struct sg_layer *layer, uint32_t node);
  * caller then serves the file itself). */
 int sg_layer_pin_file(struct sg_layer *layer, uint32_t node, bool pin);
 /* Reads back every cached chunk of regular file `node` not verified during this mount and
- * checks it against its digest (a bad one is dropped from the cache).  cb runs once from
- * the loop: 0 when the whole file is now in the cache and verified, -ENOENT when it is not,
- * -ECANCELED when the layer closes. */
-int sg_layer_verify_file(struct sg_layer_user *user, uint32_t node,
-			 void (*cb)(void *userdata, int res), void *userdata);
+ * checks it against its digest (a bad one is dropped from the cache).  cb(op) runs once
+ * from the loop with op->res 0 when the whole file is now in the cache and verified,
+ * -ENOENT when it is not, -ECANCELED when the user or the layer closes first.  op stays the
+ * caller's and valid until then.  A negative errno: nothing started, no callback. */
+int sg_layer_verify_file(struct sg_layer_user *user, uint32_t node, struct sg_op *op,
+			 sg_op_cb cb);
 
 /* For the layer's own files.  Starts the chunk loads of the checks that wait, a few at a
  * time, and answers the checks that are done: after a check's chunk load ended, and at

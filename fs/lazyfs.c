@@ -15,6 +15,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "daemon/core/error.h"
 #include "daemon/core/loop.h"
 #include "fs/estargz.h"
 #include "fs/layer.h"
@@ -100,6 +101,7 @@ struct open_state {
 	int32_t backing_id;
 	struct sg_lazyfs *fs;
 	bool verifying;               /* a trust check runs; opens wait for it */
+	struct sg_op verify_op;       /* the trust check's */
 	struct deferred_open *waiting;
 };
 
@@ -151,9 +153,9 @@ struct sg_lazyfs {
 	bool mounted;
 	bool unmounting;              /* sg_lazyfs_unmount ran (else a stop is a lost mount) */
 	struct sg_op lost_op;
-	void (*done)(void *);
-	void *done_userdata;
-	struct sg_op done_op;
+	struct sg_op user_close_op;   /* closing our user of the layer */
+	struct sg_op *done_op;        /* sg_lazyfs_unmount's, posted once nothing is left */
+	sg_op_cb done_cb;
 };
 
 /* ---- attributes ---- */
@@ -448,6 +450,7 @@ static struct open_state *open_state_get(struct sg_lazyfs *fs, uint32_t node)
 		return NULL;
 	s->node = node;
 	s->fs = fs;
+	sg_op_init(&s->verify_op);
 	s->next = fs->opens[node % OPEN_BUCKETS];
 	fs->opens[node % OPEN_BUCKETS] = s;
 	return s;
@@ -557,11 +560,12 @@ static void reply_open(struct sg_lazyfs *fs, struct open_state *s, fuse_req_t re
 
 /* The trust check of a file that was complete in the cache has ended: the opens that waited
  * for it go to the kernel (passthrough) or, if the check failed, through us. */
-static void verified(void *userdata, int res)
+static void verified(struct sg_op *op)
 {
-	struct open_state *s = userdata;
+	struct open_state *s = sg_container_of(op, struct open_state, verify_op);
 	struct sg_lazyfs *fs = s->fs;
 	struct deferred_open *d;
+	int res = op->res;
 
 	if (res == 0 && fs->passthrough_on && !s->cached_opens && !s->passthrough_opens)
 		(void)try_backing(fs, s);
@@ -757,7 +761,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	if (!s->verifying && s->cached_opens == 0 && s->passthrough_opens == 0 &&
 	    try_backing(fs, s) == -EAGAIN &&
-	    fs->user && sg_layer_verify_file(fs->user, rid, verified, s) == 0)
+	    fs->user && sg_layer_verify_file(fs->user, rid, &s->verify_op, verified) == 0)
 		s->verifying = true;   /* complete in the cache, not checked since the mount */
 	if (s->verifying) {
 		/* Wait: answering now would pin the inode to the slow mode for as long as this
@@ -780,14 +784,15 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 struct pending_read {
 	struct sg_lazyfs *fs;
 	fuse_req_t req;
+	struct sg_op op;
 	char buf[];
 };
 
-
-static void read_done(void *userdata, ssize_t res)
+static void read_done(struct sg_op *op)
 {
-	struct pending_read *p = userdata;
+	struct pending_read *p = sg_container_of(op, struct pending_read, op);
 	struct sg_lazyfs *fs = p->fs;
+	int32_t res = op->res;
 
 	if (res < 0)
 		fuse_reply_err(p->req, res == -ECANCELED ? EINTR : (int)-res);
@@ -822,9 +827,10 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	}
 	p->fs = fs;
 	p->req = req;
+	sg_op_init(&p->op);
 	fs->reads_pending++;
 	r = fs->user ? sg_layer_read(fs->user, (uint32_t)fuse_req_ctx(req)->pid, id, (uint64_t)off,
-					   size, p->buf, read_done, p)
+					   size, p->buf, &p->op, read_done)
 		     : -ECANCELED;
 	if (r < 0) {
 		fs->reads_pending--;
@@ -1069,8 +1075,8 @@ static void on_fuse_readable(struct sg_op *op)
 }
 
 int sg_lazyfs_mount(struct sg_loop *loop, struct sg_layer *layer, const char *mountpoint,
-		    const struct sg_lazyfs_options *opts, struct sg_lazyfs **ret, char *err,
-		    unsigned errlen)
+		    const struct sg_lazyfs_options *opts, struct sg_lazyfs **ret,
+		    struct sg_error *err)
 {
 	static const struct fuse_custom_io io = { .writev = session_writev, .read = session_read };
 	char *argv[] = { (char *)"stargzd", (char *)"-o",
@@ -1080,7 +1086,7 @@ int sg_lazyfs_mount(struct sg_loop *loop, struct sg_layer *layer, const char *mo
 	int r;
 
 	if (!fs)
-		return -ENOMEM;
+		return sg_error_set(err, -ENOMEM, "out of memory for the FUSE mount");
 	fs->loop = loop;
 	fs->layer = layer;
 	fs->toc = sg_layer_toc(layer);
@@ -1091,7 +1097,7 @@ int sg_lazyfs_mount(struct sg_loop *loop, struct sg_layer *layer, const char *mo
 		fs->opts.stuck_after_ns = DEFAULT_STUCK_NS;
 	fs->passthrough_wanted = !fs->opts.no_passthrough;
 	sg_group_init(&fs->group);
-	sg_op_init(&fs->done_op);
+	sg_op_init(&fs->user_close_op);
 	sg_op_init(&fs->watchdog);
 	sg_op_init(&fs->lost_op);
 	for (int i = 0; i < N_READS; i++) {
@@ -1099,39 +1105,36 @@ int sg_lazyfs_mount(struct sg_loop *loop, struct sg_layer *layer, const char *mo
 		sg_op_init(&fs->readers[i].op);
 		fs->readers[i].buf = malloc(BUF_SIZE);
 		if (!fs->readers[i].buf) {
-			r = -ENOMEM;
+			r = sg_error_set(err, -ENOMEM, "out of memory for the FUSE mount");
 			goto fail;
 		}
 	}
 	fs->se = fuse_session_new(&args, &lazyfs_ops, sizeof(lazyfs_ops), fs);
 	fuse_opt_free_args(&args);
 	if (!fs->se) {
-		snprintf(err, errlen, "cannot create FUSE session");
-		r = -EIO;
+		r = sg_error_set(err, -EIO, "cannot create FUSE session");
 		goto fail;
 	}
 	/* Blocking: mount(2) of a FUSE filesystem (documented exception). */
 	if (fuse_session_mount(fs->se, mountpoint) != 0) {
-		snprintf(err, errlen, "cannot mount FUSE filesystem at %s", mountpoint);
-		r = -EIO;
+		r = sg_error_set(err, -EIO, "cannot mount FUSE filesystem at %s", mountpoint);
 		goto fail;
 	}
 	fs->mounted = true;
 	fs->fd = fuse_session_fd(fs->se);
 	/* Same fd: only the reply path changes (see session_writev). */
 	if (fuse_session_custom_io(fs->se, &io, fs->fd) != 0) {
-		snprintf(err, errlen, "cannot hook the FUSE session's replies");
-		r = -EIO;
+		r = sg_error_set(err, -EIO, "cannot hook the FUSE session's replies");
 		goto fail;
 	}
 	if (fcntl(fs->fd, F_SETFL, fcntl(fs->fd, F_GETFL) | O_NONBLOCK) < 0) {
-		snprintf(err, errlen, "cannot make the FUSE fd non-blocking: %s", strerror(errno));
-		r = -errno;
+		r = sg_error_set(err, -errno, "cannot make the FUSE fd non-blocking: %s",
+				 strerror(errno));
 		goto fail;
 	}
 	r = sg_layer_user_new(layer, &fs->user);
 	if (r < 0) {
-		snprintf(err, errlen, "cannot use the layer: %s", strerror(-r));
+		sg_error_set(err, r, "cannot use the layer: %s", strerror(-r));
 		goto fail;
 	}
 	/* The last step: from here on the mount serves, and only an unmount ends it. */
@@ -1143,39 +1146,37 @@ fail:
 	return r;
 }
 
-static void done_cb(struct sg_op *op)
-{
-	struct sg_lazyfs *fs = sg_container_of(op, struct sg_lazyfs, done_op);
-	void (*done)(void *) = fs->done;
-
-	fs->done = NULL;
-	if (done)
-		done(fs->done_userdata);
-}
-
 static void maybe_done(struct sg_lazyfs *fs)
 {
-	if (!fs->stopping || !fs->done || fs->user || fs->reads_pending ||
-	    !sg_group_idle(&fs->group) || sg_op_busy(&fs->done_op))
+	sg_op_cb cb = fs->done_cb;
+
+	if (!fs->stopping || !cb || fs->user || fs->reads_pending || !sg_group_idle(&fs->group))
 		return;
-	if (sg_post(fs->loop, &fs->done_op, 0, done_cb) < 0)
-		done_cb(&fs->done_op);
+	fs->done_cb = NULL;   /* once */
+	/* Cannot fail: the op was idle at sg_lazyfs_unmount, and the caller leaves it to us. */
+	(void)sg_post(fs->loop, fs->done_op, 0, cb);
 }
 
-static void user_closed(void *userdata)
+static void user_closed(struct sg_op *op)
 {
-	struct sg_lazyfs *fs = userdata;
+	struct sg_lazyfs *fs = sg_container_of(op, struct sg_lazyfs, user_close_op);
 
 	fs->user = NULL;
 	maybe_done(fs);
 }
 
-void sg_lazyfs_unmount(struct sg_lazyfs *fs, void (*done)(void *userdata), void *userdata)
+int sg_lazyfs_unmount(struct sg_lazyfs *fs, struct sg_op *op, sg_op_cb cb)
 {
+	if (!op || !cb)
+		return -EINVAL;
+	if (sg_op_busy(op))
+		return -EBUSY;
+	if (fs->unmounting)
+		return -EALREADY;
 	fs->stopping = true;
 	fs->unmounting = true;
-	fs->done = done;
-	fs->done_userdata = userdata;
+	fs->done_op = op;
+	fs->done_cb = cb;
 	if (fs->mounted) {
 		/* Blocking: umount2(MNT_DETACH) (documented exception).  Readers blocked in the
 		 * kernel are answered below (their layer reads complete with -ECANCELED, which
@@ -1184,10 +1185,10 @@ void sg_lazyfs_unmount(struct sg_lazyfs *fs, void (*done)(void *userdata), void 
 		fs->mounted = false;
 	}
 	sg_group_cancel(&fs->group);
-	if (fs->user)
-		sg_layer_user_close(fs->user, user_closed, fs);
-	else
+	/* Cannot fail: our user closes once, with our own idle op. */
+	if (!fs->user || sg_layer_user_close(fs->user, &fs->user_close_op, user_closed) < 0)
 		maybe_done(fs);
+	return 0;
 }
 
 void sg_lazyfs_free(struct sg_lazyfs *fs)
@@ -1195,7 +1196,7 @@ void sg_lazyfs_free(struct sg_lazyfs *fs)
 	if (!fs)
 		return;
 	SG_FREE_CHECK(fs->user || fs->reads_pending || !sg_group_idle(&fs->group) ||
-		      sg_op_busy(&fs->done_op), "FUSE mount");
+		      sg_op_busy(&fs->user_close_op), "FUSE mount");
 	/* Closing the session fd ends the connection: a request still unanswered here (a lost
 	 * reply, counted in stats.unanswered) fails in the kernel instead of hanging its
 	 * reader forever. */

@@ -12,6 +12,7 @@
 #include "daemon/core/range_source.h"
 #include "tests/helpers/blob_toc.h"
 #include "tests/helpers/esgz_build.h"
+#include "tests/helpers/layer_fixture.h"
 #include "tests/unit/test.h"
 
 #include <dirent.h>
@@ -34,15 +35,9 @@ static uint8_t content[NFILES][FILE_SIZE];
 static struct sg_digest toc_digest;
 static uint64_t foreign_bytes;   /* not ours under the root: neither counted nor removed */
 
-static int rm_one(const char *p, const struct stat *st, int t, struct FTW *f)
-{
-	(void)st; (void)f;
-	return (t == FTW_DP) ? rmdir(p) : unlink(p);
-}
-
 static void cleanup(void)
 {
-	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	test_rm_tree(dir);
 }
 
 /* Eight files of 1 MiB in 256 KiB chunks, incompressible. */
@@ -67,61 +62,25 @@ struct env {
 
 static void env_open(struct env *e, uint64_t max, const struct sg_layer_config *cfg_in)
 {
-	struct sg_range_source *src;
+	struct sg_layer_config cfg = cfg_in ? *cfg_in : (struct sg_layer_config){ 0 };
 
 	CHECK_EQ(sg_loop_new(NULL, &e->loop), 0);
 	CHECK_EQ(sg_cache_bound_new(e->loop, root, max, &e->bound), 0);
-	struct sg_toc *toc = test_load_toc_file(blob_path, &toc_digest);
-	CHECK_EQ(sg_range_source_file_open(e->loop, blob_path, &src), 0);
-	struct sg_layer_config cfg = cfg_in ? *cfg_in : (struct sg_layer_config){ 0 };
 	cfg.cache_dir = layer_dir;
 	cfg.bound = e->bound;
 	if (!cfg.window_bytes)
 		cfg.window_bytes = 1;   /* exactly the chunks asked for */
-	CHECK_EQ(sg_layer_new(e->loop, src, toc, &cfg, &e->layer), 0);
-	CHECK_EQ(sg_layer_user_new(e->layer, &e->user), 0);
-	sg_layer_start(e->layer);
-}
-
-static void on_closed(void *ud)
-{
-	*(bool *)ud = true;
+	test_layer_open(e->loop, blob_path, &toc_digest, &cfg, &e->layer, &e->user);
 }
 
 static void env_close(struct env *e)
 {
-	bool done = false, user_done = false;
-
-	sg_layer_user_close(e->user, on_closed, &user_done);
-	while (!user_done)
-		CHECK(sg_loop_run_once(e->loop, 100) >= 0);
-	sg_layer_close(e->layer, on_closed, &done);
-	while (!done)
-		CHECK(sg_loop_run_once(e->loop, 100) >= 0);
-	sg_layer_free(e->layer);
+	test_layer_user_close(e->loop, e->user);
+	test_layer_close(e->loop, e->layer);
 	CHECK_EQ(sg_loop_drain(e->loop, 2000), 0);
 	sg_cache_bound_free(e->bound);
 	sg_loop_free(e->loop);
 	memset(e, 0, sizeof(*e));
-}
-
-static void run_for(struct env *e, int ms)
-{
-	double end = test_now_ms() + ms;
-	while (test_now_ms() < end)
-		CHECK(sg_loop_run_once(e->loop, 5) >= 0);
-}
-
-struct rd {
-	bool done;
-	ssize_t res;
-};
-
-static void read_cb(void *ud, ssize_t res)
-{
-	struct rd *r = ud;
-	r->done = true;
-	r->res = res;
 }
 
 static uint32_t node_of(struct env *e, int f)
@@ -142,17 +101,14 @@ static void read_file(struct env *e, int f)
 	struct sg_cache_bound_stats cs;
 
 	for (size_t off = 0; off < FILE_SIZE; off += sizeof(buf)) {
-		struct rd r = { 0 };
-		CHECK_EQ(sg_layer_read(e->user, 0, node_of(e, f), off, sizeof(buf), buf, read_cb, &r), 0);
-		while (!r.done)
-			CHECK(sg_loop_run_once(e->loop, 100) >= 0);
-		CHECK_EQ(r.res, sizeof(buf));
+		CHECK_EQ(test_layer_read(e->loop, e->user, 0, node_of(e, f), off, buf, sizeof(buf)),
+			 sizeof(buf));
 		CHECK_MEM(buf, content[f] + off, sizeof(buf));
 		sg_cache_bound_stats(e->bound, &cs);
 		CHECK(cs.bytes <= cs.max_bytes);
 	}
 	/* Let the cache writes land, then measure the disk. */
-	run_for(e, 20);
+	test_run_for(e->loop, 20);
 	sg_cache_bound_stats(e->bound, &cs);
 	CHECK(cs.bytes <= cs.max_bytes);
 	uint64_t used = du(root) - foreign_bytes;
@@ -238,7 +194,7 @@ TEST(least_recently_used_chunks_go_first)
 		sg_cache_bound_stats(e.bound, &cs);
 		uint64_t target = cs.bytes - 900 * 1024;
 		sg_cache_bound_set_max(e.bound, (target / SG_CACHE_BOUND_WATERMARK_PCT + 1) * 100);
-		run_for(&e, 50);
+		test_run_for(e.loop, 50);
 		if (step == 1) {
 			CHECK_EQ(file_blocks(&e, 1), 0);          /* B, the oldest */
 			CHECK_EQ(file_blocks(&e, 2), FILE_SIZE);
@@ -267,7 +223,7 @@ TEST(pinned_files_are_never_evicted)
 	sg_layer_pin_file(e.layer, node_of(&e, 0), true);   /* A: the older one */
 	sg_cache_bound_set_max(e.bound, 64 * 1024);
 	for (double end = test_now_ms() + 3000; file_blocks(&e, 1) != 0 && test_now_ms() < end;)
-		run_for(&e, 20);
+		test_run_for(e.loop, 20);
 	CHECK_EQ(file_blocks(&e, 0), FILE_SIZE);
 	CHECK_EQ(file_blocks(&e, 1), 0);
 	int fd = sg_layer_open_verified(e.layer, node_of(&e, 0));
@@ -276,7 +232,7 @@ TEST(pinned_files_are_never_evicted)
 	sg_layer_pin_file(e.layer, node_of(&e, 0), false);
 	sg_cache_bound_set_max(e.bound, 64 * 1024 + 4096);   /* another eviction pass */
 	for (double end = test_now_ms() + 3000; file_blocks(&e, 0) != 0 && test_now_ms() < end;)
-		run_for(&e, 20);
+		test_run_for(e.loop, 20);
 	CHECK_EQ(file_blocks(&e, 0), 0);
 	CHECK_EQ(sg_layer_open_verified(e.layer, node_of(&e, 0)), -ENOENT);
 	env_close(&e);
@@ -294,7 +250,7 @@ TEST(evicted_chunk_is_fetched_and_verified_again)
 	sg_cache_bound_set_max(e.bound, 64 * 1024);
 	/* The eviction runs from the loop in batches: on a busy machine it takes a while. */
 	for (double end = test_now_ms() + 3000; file_blocks(&e, 0) != 0 && test_now_ms() < end;)
-		run_for(&e, 20);
+		test_run_for(e.loop, 20);
 	CHECK_EQ(file_blocks(&e, 0), 0);
 	sg_layer_stats(e.layer, &st);
 	CHECK_EQ(st.chunks_present, 0);
@@ -476,47 +432,6 @@ TEST(reads_work_when_nothing_fits)
 	sg_layer_stats(e.layer, &st);
 	CHECK_EQ(st.cache_writes_skipped, 12);
 	CHECK_EQ(st.chunks_present, 0);
-	env_close(&e);
-}
-
-/* A reader that arrives after a chunk's job delivered its bytes, while the job still writes
- * them to the disk cache, is served at once: the job's waiters were woken already and will
- * not be again (it used to join them and never get an answer: a FUSE request lost, its
- * reader stuck in D state).  The first read takes the whole chunk, so the memory cache
- * drops it as served; the second read starts from the first one's callback. */
-struct second_read {
-	struct env *e;
-	uint8_t buf[CHUNK], buf2[CHUNK];
-	struct rd first, second;
-};
-
-static void first_read_cb(void *ud, ssize_t res)
-{
-	struct second_read *s = ud;
-
-	s->first.done = true;
-	s->first.res = res;
-	CHECK_EQ(sg_layer_read(s->e->user, 0, node_of(s->e, 0), 0, CHUNK, s->buf2, read_cb,
-			       &s->second), 0);
-}
-
-TEST(reader_arriving_while_the_chunk_is_written_is_served)
-{
-	static struct second_read s;
-	struct env e;
-
-	setup();
-	env_open(&e, 1024 * MiB, NULL);
-	s.e = &e;
-	CHECK_EQ(sg_layer_read(e.user, 0, node_of(&e, 0), 0, CHUNK, s.buf, first_read_cb, &s), 0);
-	double end = test_now_ms() + 5000;
-	while (!s.second.done && test_now_ms() < end)
-		CHECK(sg_loop_run_once(e.loop, 10) >= 0);
-	CHECK(s.first.done);
-	CHECK_EQ(s.first.res, CHUNK);
-	CHECK(s.second.done);
-	CHECK_EQ(s.second.res, CHUNK);
-	CHECK_MEM(s.buf2, content[0], CHUNK);
 	env_close(&e);
 }
 
