@@ -10,8 +10,11 @@
  * their target's inode, whiteouts appear as 0:0 character devices and opaque directories
  * carry trusted.overlay.opaque=y (and user.overlay.opaque=y), as overlayfs expects of a
  * lower layer.  The eStargz bookkeeping entries (stargz.index.json, the landmarks) are there
- * as a full pull extracts them.  The layer is immutable, so attributes and entries are cached by the kernel
- * for a long time and open files keep their page cache. */
+ * as a full pull extracts them.  The layer is immutable, so attributes and entries are
+ * cached by the kernel for a long time and open files keep their page cache.
+ *
+ * Every request read is tracked until its reply is written (fs/fuse_watchdog.h); files the
+ * layer vouches for are handed to the kernel (fs/passthrough.h). */
 #ifndef STARGZD_FS_LAZYFS_H
 #define STARGZD_FS_LAZYFS_H
 
