@@ -98,7 +98,7 @@ void sg_layer_start(struct sg_layer *layer);
 /* Cancels everything in flight; cb(op) runs from the loop (op->res 0) once nothing
  * references the layer, then sg_layer_free() releases it.  Every user must have been closed
  * first: closing a layer with users, or freeing one with work in flight, aborts the
- * process.  -EBUSY: op is in flight (nothing done). */
+ * process.  -EBUSY: op is in flight, -EALREADY: closed before (nothing done either way). */
 int sg_layer_close(struct sg_layer *layer, struct sg_op *op, sg_op_cb cb);
 void sg_layer_free(struct sg_layer *layer);
 
@@ -109,8 +109,9 @@ struct sg_layer_user;
 int sg_layer_user_new(struct sg_layer *layer, struct sg_layer_user **ret);
 /* Cancels the user's reads and trust checks (each callback still runs once, with
  * -ECANCELED unless its result was already decided); once none is owed the user is freed
- * and cb(op) runs from the loop (op->res 0), after theirs.  Pins are the caller's to drop
- * (sg_layer_pin_file).  -EBUSY: op is in flight (nothing done). */
+ * (possibly before this returns: do not touch it again) and cb(op) runs from the loop
+ * (op->res 0), after theirs.  Pins are the caller's to drop (sg_layer_pin_file).  -EBUSY:
+ * op is in flight, -EALREADY: closing already (nothing done either way). */
 int sg_layer_user_close(struct sg_layer_user *user, struct sg_op *op, sg_op_cb cb);
 /* The user's own way to the blob (its image's registry; the layer's source is that of the
  * first mount): its on-demand fetches go there, so that one registry hanging does not
