@@ -23,7 +23,7 @@
 #include "daemon/remote.h"
 #include "daemon/snapshot.h"
 #include "daemon/snapshot_rpc.h"
-#include "fs/cache.h"
+#include "fs/cache_bound.h"
 #include "net/registry.h"
 
 #define EXIT_USAGE 2
@@ -156,7 +156,7 @@ static int setup_remote(struct daemon *d)
 	r = sg_remote_new(d->loop, &remote_cfg, &opener, &d->remote);
 	if (r == -EBUSY)
 		sg_error("cache directory %s is in use by another stargzd (pid %ld)", cache_root,
-			 sg_cache_lock_owner(cache_root));
+			 sg_cache_bound_lock_owner(cache_root));
 	else if (r < 0)
 		sg_error("cannot create the layer cache under %s: %s", cache_root, strerror(-r));
 	return r;

@@ -21,7 +21,7 @@
 #include "daemon/core/log.h"
 #include "daemon/core/loop.h"
 #include "daemon/remote.h"
-#include "fs/cache.h"
+#include "fs/cache_bound.h"
 #include "daemon/core/range_source.h"
 #include "net/registry.h"
 
@@ -325,7 +325,7 @@ int sg_mount_command(int argc, char **argv)
 	r = sg_remote_new(m.loop, &cfg, &opener, &remote);
 	if (r == -EBUSY) {
 		fprintf(stderr, "stargzd mount: cache directory %s is in use by another stargzd "
-			"(pid %ld)\n", cache_abs, sg_cache_lock_owner(cache_abs));
+			"(pid %ld)\n", cache_abs, sg_cache_bound_lock_owner(cache_abs));
 		goto out;
 	}
 	if (r < 0) {

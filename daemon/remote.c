@@ -11,10 +11,11 @@
 #include "daemon/core/log.h"
 #include "daemon/core/loop.h"
 #include "daemon/process.h"
-#include "fs/cache.h"
+#include "fs/cache_bound.h"
 #include "fs/estargz.h"
 #include "fs/gz.h"
 #include "fs/layer.h"
+#include "fs/memcache.h"
 #include "fs/lazyfs.h"
 #include "daemon/core/range_source.h"
 
@@ -44,6 +45,7 @@ struct content {
 	struct sg_list wait_link;       /* on a tail_prefetch */
 	struct sg_op defer_op;
 	struct tail_prefetch *deferred_tp;
+	struct sg_op close_op;          /* closing its layer */
 };
 
 enum rl_state { RL_WAITING, RL_MOUNTED, RL_CLOSING };
@@ -65,6 +67,7 @@ struct rlayer {
 	sg_remote_cb cb;                /* mount, then unmount completion */
 	void *userdata;
 	struct sg_op attach_op;         /* joining a content that is ready */
+	struct sg_op unmount_op;        /* unmounting its FUSE mount */
 };
 
 /* The blob and the tail of a layer that containerd will ask for next: fetched ahead, in
@@ -103,7 +106,7 @@ struct sg_remote {
 	unsigned tp_inflight;         /* prefetches with a callback still to come */
 	bool freed;                   /* sg_remote_free ran; the last callback frees */
 	struct sg_gz *gz;
-	struct sg_cache *cache;       /* the bound shared by every layer's cache directory */
+	struct sg_cache_bound *cache; /* the bound shared by every layer's cache directory */
 	struct sg_mem_budget *mem;    /* the memory shared by every layer's chunk memory cache */
 	void (*shutdown_cb)(void *);
 	void *shutdown_userdata;
@@ -175,15 +178,15 @@ int sg_remote_new(struct sg_loop *loop, const struct sg_remote_config *config,
 	if (e == 0)
 		e = sg_mem_budget_new(MEM_BUDGET, &r->mem);
 	if (e == 0)
-		e = sg_cache_new(loop, r->cache_root, config->cache_max_bytes, &r->cache);
+		e = sg_cache_bound_new(loop, r->cache_root, config->cache_max_bytes, &r->cache);
 	if (e < 0) {
 		sg_mem_budget_free(r->mem);
 		sg_gz_free(r->gz);
 		free(r);
 		return e;
 	}
-	struct sg_cache_stats cs;
-	sg_cache_stats(r->cache, &cs);
+	struct sg_cache_bound_stats cs;
+	sg_cache_bound_stats(r->cache, &cs);
 	sg_info("cache %s: %llu MiB in %u directories of layers not mounted; bound %llu MiB",
 		r->cache_root, (unsigned long long)(cs.bytes >> 20), cs.idle_dirs,
 		(unsigned long long)(cs.max_bytes >> 20));
@@ -213,7 +216,7 @@ void sg_remote_free(struct sg_remote *r)
 		return;   /* the last prefetch callback finishes the job */
 	while ((n = sg_list_pop(&r->prefetches)))
 		tp_free(sg_container_of(n, struct tail_prefetch, link));
-	sg_cache_free(r->cache);
+	sg_cache_bound_free(r->cache);
 	sg_mem_budget_free(r->mem);
 	sg_gz_free(r->gz);
 	free(r);
@@ -312,9 +315,9 @@ static void content_destroy(struct content *c)
 	maybe_shutdown_done(r);
 }
 
-static void content_layer_closed(void *userdata)
+static void content_layer_closed(struct sg_op *op)
 {
-	struct content *c = userdata;
+	struct content *c = sg_container_of(op, struct content, close_op);
 
 	sg_layer_free(c->layer);
 	c->layer = NULL;
@@ -334,7 +337,7 @@ static void content_put(struct content *c)
 	if (--c->mounts > 0)
 		return;
 	c->state = C_CLOSING;
-	sg_layer_close(c->layer, content_layer_closed, c);
+	(void)sg_layer_close(c->layer, &c->close_op, content_layer_closed);   /* idle: ours */
 }
 
 /* The load failed or was given up: every mount that waited for it ends with its error. */
@@ -408,7 +411,7 @@ static void attach(struct rlayer *rl)
 {
 	struct sg_remote *r = rl->r;
 	struct content *c = rl->c;
-	char msg[PATH_MAX + 700];
+	struct sg_error err = { 0 };
 
 	struct sg_lazyfs_options fs_opts = {
 		.no_passthrough = r->cfg.no_passthrough,
@@ -418,10 +421,10 @@ static void attach(struct rlayer *rl)
 		.userdata = rl,
 	};
 	sg_list_unlink(&rl->c_link);
-	int res = sg_lazyfs_mount(r->loop, c->layer, rl->mountpoint, &fs_opts, &rl->fs, msg, sizeof(msg));
+	int res = sg_lazyfs_mount(r->loop, c->layer, rl->mountpoint, &fs_opts, &rl->fs, &err);
 	if (res < 0) {
 		rl->fs = NULL;
-		mount_finished(rl, res, msg);
+		mount_finished(rl, res, err.msg);
 		return;
 	}
 	c->mounts++;
@@ -461,7 +464,7 @@ static void toc_loaded(struct content *c, int res, struct sg_toc *toc, const str
 		.window_bytes = r->cfg.fetch_window,
 		.on_bad_chunk = on_bad_chunk,
 		.userdata = c,
-		.cache = r->cache,
+		.bound = r->cache,
 		.mem_budget = r->mem,
 	};
 	struct sg_range_source *src = c->src;
@@ -783,6 +786,7 @@ int sg_remote_mount(struct sg_remote *r, int64_t key, const char *mountpoint,
 	rl->state = RL_WAITING;
 	snprintf(rl->ref, sizeof(rl->ref), "%s", layer->ref);
 	sg_op_init(&rl->attach_op);
+	sg_op_init(&rl->unmount_op);
 	snprintf(rl->mountpoint, sizeof(rl->mountpoint), "%s", mountpoint);
 	if (!c) {
 		c = calloc(1, sizeof(*c));
@@ -802,6 +806,7 @@ int sg_remote_mount(struct sg_remote *r, int64_t key, const char *mountpoint,
 		sg_list_init(&c->waiting);
 		sg_op_init(&c->defer_op);
 		sg_op_init(&c->toc_op);
+		sg_op_init(&c->close_op);
 		sg_list_insert_tail(&r->contents, &c->link);
 		rl->c = c;
 		sg_list_insert_tail(&c->waiting, &rl->c_link);
@@ -830,12 +835,12 @@ int sg_remote_mount(struct sg_remote *r, int64_t key, const char *mountpoint,
 static void log_layer_stats(const struct rlayer *rl, const char *when)
 {
 	struct sg_layer_stats st;
-	struct sg_cache_stats cs;
+	struct sg_cache_bound_stats cs;
 	struct sg_lazyfs_stats fst = { 0 };
 	char pt[160];
 
 	sg_layer_stats(rl->c->layer, &st);
-	sg_cache_stats(rl->r->cache, &cs);
+	sg_cache_bound_stats(rl->r->cache, &cs);
 	if (rl->fs)
 		sg_lazyfs_stats(rl->fs, &fst);
 	if (!fst.passthrough)
@@ -870,9 +875,9 @@ static void log_layer_stats(const struct rlayer *rl, const char *when)
 }
 
 /* The mount's FUSE side is gone: leave the content (the last mount closes its layer). */
-static void unmount_fs_done(void *userdata)
+static void unmount_fs_done(struct sg_op *op)
 {
-	struct rlayer *rl = userdata;
+	struct rlayer *rl = sg_container_of(op, struct rlayer, unmount_op);
 	struct sg_remote *r = rl->r;
 	sg_remote_cb cb = rl->cb;
 	void *ud = rl->userdata;
@@ -897,7 +902,7 @@ static void start_unmount(struct rlayer *rl, sg_remote_cb cb, void *userdata)
 	rl->cb = cb;
 	rl->userdata = userdata;
 	log_layer_stats(rl, rl->lost ? "lost" : "unmounted");
-	sg_lazyfs_unmount(rl->fs, unmount_fs_done, rl);
+	(void)sg_lazyfs_unmount(rl->fs, &rl->unmount_op, unmount_fs_done);   /* idle: ours */
 }
 
 void sg_remote_unmount(struct sg_remote *r, int64_t key, sg_remote_cb cb, void *userdata)

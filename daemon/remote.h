@@ -53,7 +53,8 @@ struct sg_remote_config {
 	bool no_passthrough;          /* see sg_lazyfs_options */
 	bool allow_skip_verify;       /* honour the skipverify label / missing TOC digests */
 	size_t fetch_window;          /* see sg_layer_config.window_bytes; 0 = default */
-	/* Bound of everything under cache_root (fs/cache.h); 0 = sg_cache_default_max().
+	/* Bound of everything under cache_root (fs/cache_bound.h);
+	 * 0 = sg_cache_bound_default_max().
 	 * Directories of layers not mounted are removed (oldest first) before chunks of
 	 * mounted layers are evicted; a mounted layer's directory is never removed. */
 	uint64_t cache_max_bytes;

@@ -12,7 +12,7 @@
 
 #include "daemon/core/loop.h"
 #include "fs/gz.h"
-#include "fs/mem.h"
+#include "fs/big_alloc.h"
 #include "daemon/core/range_source.h"
 #include "fs/tar.h"
 #include "fs/toc_parse.h"

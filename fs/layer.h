@@ -2,13 +2,14 @@
  * pipeline that turns "bytes [off, off+len) of file N" into verified data.
  *
  * Reading a file maps the range to chunks.  Each chunk comes from, in order: the memory
- * cache of recently used chunks; the disk cache (ROOT/cache/<layer>/, one plain file per
- * regular file holding its decompressed bytes at their own offsets, plus a bitmap of the
- * chunks present), re-verified against the chunk digest on every load; or the blob, with one
- * range request for the wanted chunk and the following missing chunks of the same file
- * (read-ahead), decompressed, verified, then written to the disk cache.  Concurrent readers
- * of one chunk share one load.  No byte reaches a reader before its chunk digest matched
- * (unless the layer was opened with verification explicitly off).
+ * cache of recently used chunks (fs/memcache.h); the disk cache (fs/diskcache.h:
+ * ROOT/cache/<layer>/, one plain file per regular file holding its decompressed bytes at
+ * their own offsets, plus a bitmap of the chunks present), re-verified against the chunk
+ * digest on every load; or the blob, with one range request for the wanted chunk and the
+ * following missing chunks of the same file (read-ahead), decompressed, verified, then
+ * written to the disk cache.  Concurrent readers of one chunk share one load.  No byte
+ * reaches a reader before its chunk digest matched (unless the layer was opened with
+ * verification explicitly off).
  *
  * stargz.index.json (the TOC's own node, no chunks) is served from CACHE/stargz.index.json,
  * written at sg_layer_new from the verified JSON the loader kept (sg_esgz_options.keep_json;
@@ -16,30 +17,28 @@
  *
  * Prefetch (the prioritized region before `.prefetch.landmark`) and background fetch (the
  * rest of the layer, one batch at a time, yielding to on-demand reads) fill the disk cache
- * so that the layer becomes fully local.
+ * so that the layer becomes fully local.  What FUSE passthrough needs of a layer (trust
+ * checks, pins) is in fs/layer_trust.h.
  *
- * Everything runs on the loop; callbacks never run from inside sg_layer_read. */
+ * Everything runs on the loop; callbacks never run from inside a call.  Asynchronous calls
+ * take the loop's continuation shape (daemon/core/loop.h).  The object is made of several
+ * files that share fs/layer_int.h. */
 #ifndef STARGZD_FS_LAYER_H
 #define STARGZD_FS_LAYER_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/types.h>
+
+#include "daemon/core/loop.h"
 
 struct sg_loop;
-struct sg_cache;
+struct sg_cache_bound;
 struct sg_toc;
 struct sg_range_source;
 struct sg_layer;
 
-/* Memory shared by the memory caches of several layers (a daemon's): beside each layer's
- * own mem_cache_bytes, the total stays under max_bytes by dropping the least recently used
- * chunk of any layer.  Free it after every layer using it. */
-struct sg_mem_budget;
-int sg_mem_budget_new(size_t max_bytes, struct sg_mem_budget **ret);
-void sg_mem_budget_free(struct sg_mem_budget *budget);
-size_t sg_mem_budget_used(const struct sg_mem_budget *budget);
+struct sg_mem_budget;          /* fs/memcache.h */
 
 struct sg_layer_config {
 	const char *cache_dir;        /* created if missing; required */
@@ -47,7 +46,8 @@ struct sg_layer_config {
 	bool prefetch;                /* fetch the prioritized region at start */
 	bool background_fetch;        /* then fetch everything else */
 	size_t mem_cache_bytes;       /* 0 = 32 MiB; a chunk leaves once all of it was read */
-	struct sg_mem_budget *mem_budget;   /* shared with other layers; NULL: none */
+	/* Shared with other layers' memory caches (fs/memcache.h); NULL: none. */
+	struct sg_mem_budget *mem_budget;
 	size_t max_batch_bytes;       /* compressed bytes per range request; 0 = 4 MiB */
 	unsigned readahead_chunks;    /* extra chunks of a file read sequentially; 0 = 4 */
 	size_t window_bytes;          /* blob bytes of following files taken along with an
@@ -60,13 +60,13 @@ struct sg_layer_config {
 	 * not log, its owner does.  path is the file's path in the layer. */
 	void (*on_bad_chunk)(void *userdata, const char *path, uint64_t file_offset, bool from_cache);
 	void *userdata;
-	/* The process's disk-cache bound (fs/cache.h), shared with other layers; cache_dir must
-	 * then be a child of its root.  NULL = unbounded.  With a cache, every chunk use is
-	 * stamped, writes that find no room are skipped (the read is served from memory), the
-	 * least recently used chunks may be evicted (holes punched, bits cleared; never a chunk
-	 * with a load, fetch or write in flight), and background fetch only runs while the
-	 * rest of the layer fits under the watermark. */
-	struct sg_cache *cache;
+	/* The process's disk-cache bound (fs/cache_bound.h), shared with other layers;
+	 * cache_dir must then be a child of its root.  NULL = unbounded.  With a bound, every
+	 * chunk use is stamped, writes that find no room are skipped (the read is served from
+	 * memory), the least recently used chunks may be evicted (holes punched, bits cleared;
+	 * never a chunk with a load, fetch or write in flight), and background fetch only runs
+	 * while the rest of the layer fits under the watermark. */
+	struct sg_cache_bound *bound;
 };
 
 struct sg_layer_stats {
@@ -79,7 +79,7 @@ struct sg_layer_stats {
 	uint64_t chunks_present;      /* in the disk cache now */
 	uint64_t chunks_total;
 	uint64_t verify_failures;
-	uint64_t cache_bytes;         /* disk bytes accounted to this layer (fs/cache.h) */
+	uint64_t cache_bytes;         /* disk bytes accounted to this layer (fs/cache_bound.h) */
 	uint64_t chunks_evicted;      /* from the disk cache, to stay under the bound */
 	uint64_t evicted_bytes;
 	uint64_t cache_writes_skipped;/* no room: served from memory without caching */
@@ -95,10 +95,11 @@ int sg_layer_new(struct sg_loop *loop, struct sg_range_source *src, struct sg_to
 		 const struct sg_layer_config *config, struct sg_layer **ret_layer);
 /* Starts prefetch and background fetch (as configured); reads work without it. */
 void sg_layer_start(struct sg_layer *layer);
-/* Cancels everything in flight; `done` runs from the loop once nothing references the
- * layer, then sg_layer_free() releases it.  Every user must have been closed (done) first:
- * closing a layer with users, or freeing one with work in flight, aborts the process. */
-void sg_layer_close(struct sg_layer *layer, void (*done)(void *userdata), void *userdata);
+/* Cancels everything in flight; cb(op) runs from the loop (op->res 0) once nothing
+ * references the layer, then sg_layer_free() releases it.  Every user must have been closed
+ * first: closing a layer with users, or freeing one with work in flight, aborts the
+ * process.  -EBUSY: op is in flight, -EALREADY: closed before (nothing done either way). */
+int sg_layer_close(struct sg_layer *layer, struct sg_op *op, sg_op_cb cb);
 void sg_layer_free(struct sg_layer *layer);
 
 /* A user of the layer: one mount of it.  Reads and trust checks belong to a user, so that
@@ -107,43 +108,28 @@ void sg_layer_free(struct sg_layer *layer);
 struct sg_layer_user;
 int sg_layer_user_new(struct sg_layer *layer, struct sg_layer_user **ret);
 /* Cancels the user's reads and trust checks (each callback still runs once, with
- * -ECANCELED unless its result was already decided); `done` runs from the loop once none
- * is owed, and the user is freed then.  Pins are the caller's to drop (sg_layer_pin_file). */
-void sg_layer_user_close(struct sg_layer_user *user, void (*done)(void *userdata), void *userdata);
+ * -ECANCELED unless its result was already decided); once none is owed the user is freed
+ * (possibly before this returns: do not touch it again) and cb(op) runs from the loop
+ * (op->res 0), after theirs.  Pins are the caller's to drop (sg_layer_pin_file).  -EBUSY:
+ * op is in flight, -EALREADY: closing already (nothing done either way). */
+int sg_layer_user_close(struct sg_layer_user *user, struct sg_op *op, sg_op_cb cb);
 /* The user's own way to the blob (its image's registry; the layer's source is that of the
  * first mount): its on-demand fetches go there, so that one registry hanging does not
  * stall another image's reads.  Takes ownership of src. */
 void sg_layer_user_set_source(struct sg_layer_user *user, struct sg_range_source *src);
 
-/* For FUSE passthrough: when every chunk of regular file `node` (hardlinks resolved) is in
- * the disk cache and was verified during this mount, returns a read-only fd of its cache
- * file, which then holds exactly the file's bytes (the caller closes it).  -EAGAIN: the file
- * is complete on disk but not verified during this mount (sg_layer_verify_file).
- * -ENOENT: chunks are missing (or the file is empty). */
-int sg_layer_open_verified(struct sg_layer *layer, uint32_t node);
-/* While pinned (a backing file of a passthrough open, counted: one pin per mount that handed
- * it to the kernel), no chunk of the resolved regular file `node` is evicted from the disk
- * cache, so its cache file never changes under the kernel.  -EOVERFLOW: too many pins (the
- * caller then serves the file itself). */
-int sg_layer_pin_file(struct sg_layer *layer, uint32_t node, bool pin);
-/* Reads back every cached chunk of regular file `node` not verified during this mount and
- * checks it against its digest (a bad one is dropped from the cache).  cb runs once from
- * the loop: 0 when the whole file is now in the cache and verified, -ENOENT when it is not,
- * -ECANCELED when the layer closes. */
-int sg_layer_verify_file(struct sg_layer_user *user, uint32_t node,
-			 void (*cb)(void *userdata, int res), void *userdata);
-
 const struct sg_toc *sg_layer_toc(const struct sg_layer *layer);
 void sg_layer_stats(const struct sg_layer *layer, struct sg_layer_stats *ret);
 
 /* Reads bytes [offset, offset+len) of regular file `node` (a TOC node id; hardlinks are
- * resolved) into buf.  cb runs once from the loop with the byte count (short only at the end
- * of the file) or a negative errno: -EIO when the data cannot be fetched or fails
- * verification.  buf must stay valid until then.  `reader` names the reading process (its
- * pid, 0 when unknown): a reader that just saw a chunk fail gets EIO at once for a short
- * while when it asks again, while other readers get a fetch of their own. */
-typedef void (*sg_layer_read_cb)(void *userdata, ssize_t res);
+ * resolved) into buf; len is at most INT32_MAX (the count is an op's result).  cb(op) runs
+ * once from the loop with op->res the byte count (short only at the end of the file) or a
+ * negative errno: -EIO when the data cannot be fetched or fails verification, -ECANCELED
+ * when the user or the layer closes first.  buf and op must stay valid until then.
+ * `reader` names the reading process (its pid, 0 when unknown): a reader that just saw a
+ * chunk fail gets EIO at once for a short while when it asks again, while other readers get
+ * a fetch of their own.  A negative errno: nothing started, no callback. */
 int sg_layer_read(struct sg_layer_user *user, uint32_t reader, uint32_t node, uint64_t offset,
-		  size_t len, void *buf, sg_layer_read_cb cb, void *userdata);
+		  size_t len, void *buf, struct sg_op *op, sg_op_cb cb);
 
 #endif

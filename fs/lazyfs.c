@@ -9,115 +9,25 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "daemon/core/error.h"
 #include "daemon/core/loop.h"
 #include "fs/estargz.h"
+#include "fs/fuse_kabi.h"
+#include "fs/fuse_watchdog.h"
 #include "fs/layer.h"
+#include "fs/passthrough.h"
 
 #define N_READS 1
 #define MAX_WRITE (1u << 20)
 #define BUF_SIZE (MAX_WRITE + 4096)
 /* The layer never changes: let the kernel keep what it learned for a day. */
 #define TIMEOUT 86400.0
-
-/* ---- kernel ABI for FUSE passthrough ----
- *
- * Protocol 7.40 (Linux 6.9) lets the server answer OPEN with a "backing id": the kernel then
- * reads that file directly, through its own page cache, and never asks us.  libfuse 3.14's
- * headers predate it, so the few structures involved are spelled out here, as the kernel's
- * include/uapi/linux/fuse.h defines them. */
-#define K_FUSE_INIT 26u
-#define K_FUSE_INIT_EXT (1u << 30)
-#define K_FUSE_PASSTHROUGH_HI (1u << (37 - 32))   /* FUSE_PASSTHROUGH, in flags2 */
-#define K_FOPEN_PASSTHROUGH (1u << 7)
-
-struct k_in_header {
-	uint32_t len, opcode;
-	uint64_t unique, nodeid;
-	uint32_t uid, gid, pid;
-	uint16_t total_extlen, padding;
-};
-struct k_init_in {
-	uint32_t major, minor, max_readahead, flags, flags2;
-	uint32_t unused[11];
-};
-struct k_out_header {
-	uint32_t len;
-	int32_t error;
-	uint64_t unique;
-};
-struct k_init_out {
-	uint32_t major, minor, max_readahead, flags;
-	uint16_t max_background, congestion_threshold;
-	uint32_t max_write, time_gran;
-	uint16_t max_pages, map_alignment;
-	uint32_t flags2, max_stack_depth;
-	uint32_t unused[6];
-};
-struct k_open_out {
-	uint64_t fh;
-	uint32_t open_flags;
-	int32_t backing_id;
-};
-struct k_backing_map {
-	int32_t fd;
-	uint32_t flags;
-	uint64_t padding;
-};
-#define K_FUSE_DEV_IOC_BACKING_OPEN _IOW(229, 1, struct k_backing_map)
-#define K_FUSE_DEV_IOC_BACKING_CLOSE _IOW(229, 2, uint32_t)
-_Static_assert(sizeof(struct k_in_header) == 40, "fuse_in_header");
-_Static_assert(sizeof(struct k_init_out) == 64, "fuse_init_out");
-_Static_assert(offsetof(struct k_init_out, max_stack_depth) == 36, "fuse_init_out.max_stack_depth");
-_Static_assert(sizeof(struct k_open_out) == 16, "fuse_open_out");
-
-/* Opcodes the kernel expects no reply to. */
-#define K_FUSE_FORGET 2u
-#define K_FUSE_INTERRUPT 36u
-#define K_FUSE_NOTIFY_REPLY 41u
-#define K_FUSE_BATCH_FORGET 42u
-
-/* fi->fh of a file opened in passthrough mode carries this bit beside the node id. */
-#define FH_PASSTHROUGH (1ull << 63)
-#define OPEN_BUCKETS 256
-#define REQ_BUCKETS 64
 #define DEFAULT_STUCK_NS (60ull * 1000000000u)
-
-/* How an inode is open right now.  The kernel refuses (EIO to the opener) to mix a
- * passthrough open with a page-cache open of one inode, and all passthrough opens of an
- * inode must name the same backing file; so an inode stays in the mode of its first open
- * until its last release. */
-struct open_state {
-	struct open_state *next;
-	uint32_t node;
-	uint32_t cached_opens, passthrough_opens;
-	int32_t backing_id;
-	struct sg_lazyfs *fs;
-	bool verifying;               /* a trust check runs; opens wait for it */
-	struct deferred_open *waiting;
-};
-
-/* An OPEN answered once the file's cache has been checked. */
-struct deferred_open {
-	struct deferred_open *next;
-	fuse_req_t req;
-	struct fuse_file_info fi;
-};
-
-/* A request the kernel waits for an answer to: from the moment we read it until its reply
- * was written.  Every reply libfuse writes passes through session_writev, so the table is
- * exact whatever path answered; what stays in it too long is a lost reply. */
-struct req_track {
-	struct req_track *next;
-	uint64_t unique, start_ns;
-	uint32_t opcode;
-	bool reported;
-};
 
 struct fuse_reader {
 	struct sg_lazyfs *fs;
@@ -130,30 +40,26 @@ struct sg_lazyfs {
 	struct sg_layer *layer;
 	struct sg_layer_user *user;   /* our reads and trust checks; NULL once closed */
 	struct sg_lazyfs_options opts;
-	struct req_track *reqs[REQ_BUCKETS];
-	struct sg_op watchdog;
+	struct sg_fuse_watchdog *watchdog;   /* the requests we owe a reply */
+	struct sg_passthrough *pt;    /* files the kernel reads from their cache file */
 	const struct sg_toc *toc;
 	struct fuse_session *se;
 	int fd;
 	struct sg_group group;
 	struct fuse_reader readers[N_READS];
-	unsigned reads_pending;       /* FUSE reads (and opens) waiting for the layer */
-
-	/* passthrough: wanted by the options, offered by the kernel at INIT, then on */
-	bool passthrough_wanted, passthrough_offered, passthrough_on;
-	uint64_t init_unique;
-	int32_t reply_backing_id;     /* set around fuse_reply_open for the writev hook */
-	struct open_state *opens[OPEN_BUCKETS];
-	struct sg_lazyfs_stats stats;
+	unsigned reads_pending;       /* FUSE reads waiting for the layer */
+	struct sg_lazyfs_stats stats; /* lost; the rest comes from the watchdog and pt */
 
 	bool stopping;
 	bool mounted;
 	bool unmounting;              /* sg_lazyfs_unmount ran (else a stop is a lost mount) */
 	struct sg_op lost_op;
-	void (*done)(void *);
-	void *done_userdata;
-	struct sg_op done_op;
+	struct sg_op user_close_op;   /* closing our user of the layer */
+	struct sg_op *done_op;        /* sg_lazyfs_unmount's, posted once nothing is left */
+	sg_op_cb done_cb;
 };
+
+static void maybe_done(struct sg_lazyfs *fs);
 
 /* ---- attributes ---- */
 
@@ -426,236 +332,6 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	fuse_reply_err(req, 0);
 }
 
-/* ---- passthrough ---- */
-
-static struct open_state *open_state_find(struct sg_lazyfs *fs, uint32_t node)
-{
-	for (struct open_state *s = fs->opens[node % OPEN_BUCKETS]; s; s = s->next)
-		if (s->node == node)
-			return s;
-	return NULL;
-}
-
-static struct open_state *open_state_get(struct sg_lazyfs *fs, uint32_t node)
-{
-	struct open_state *s = open_state_find(fs, node);
-
-	if (s)
-		return s;
-	s = calloc(1, sizeof(*s));
-	if (!s)
-		return NULL;
-	s->node = node;
-	s->fs = fs;
-	s->next = fs->opens[node % OPEN_BUCKETS];
-	fs->opens[node % OPEN_BUCKETS] = s;
-	return s;
-}
-
-static void backing_close(struct sg_lazyfs *fs, int32_t id)
-{
-	uint32_t arg = (uint32_t)id;
-
-	/* The kernel's open files keep their own reference to the backing file. */
-	if (fs->fd >= 0)
-		(void)ioctl(fs->fd, K_FUSE_DEV_IOC_BACKING_CLOSE, &arg);
-}
-
-/* Forgets the inode's state (and its backing id) once nothing uses it. */
-static void open_state_release_if_idle(struct sg_lazyfs *fs, struct open_state *s)
-{
-	if (s->passthrough_opens || s->cached_opens || s->verifying)
-		return;
-	if (s->backing_id > 0) {
-		backing_close(fs, s->backing_id);
-		sg_layer_pin_file(fs->layer, s->node, false);
-	}
-	for (struct open_state **p = &fs->opens[s->node % OPEN_BUCKETS]; *p; p = &(*p)->next)
-		if (*p == s) {
-			*p = s->next;
-			break;
-		}
-	free(s);
-}
-
-/* One open fewer. */
-static void open_state_put(struct sg_lazyfs *fs, struct open_state *s, bool passthrough)
-{
-	if (passthrough && s->passthrough_opens > 0)
-		s->passthrough_opens--;
-	else if (!passthrough && s->cached_opens > 0)
-		s->cached_opens--;
-	open_state_release_if_idle(fs, s);
-}
-
-/* Registers the file's cache file as its backing file if the layer vouches for every byte
- * of it.  A kernel or filesystem that cannot do passthrough turns it off for this mount:
- * reads then keep coming to us, which is slower but correct. */
-static int try_backing(struct sg_lazyfs *fs, struct open_state *s)
-{
-	int fd = sg_layer_open_verified(fs->layer, s->node);
-
-	if (fd < 0)
-		return fd;
-	struct k_backing_map map = { .fd = fd };
-	int id = ioctl(fs->fd, K_FUSE_DEV_IOC_BACKING_OPEN, &map);
-	int e = errno;
-	close(fd);
-	if (id > 0 && sg_layer_pin_file(fs->layer, s->node, true) < 0) {
-		backing_close(fs, id);
-		return -EOVERFLOW;
-	}
-	if (id > 0) {
-		s->backing_id = id;
-		return 0;
-	}
-	fs->stats.passthrough_error = id < 0 ? e : EPROTO;
-	if (id == 0 || e == EPERM || e == ELOOP || e == ENOTTY || e == EINVAL || e == EOPNOTSUPP)
-		fs->passthrough_on = false;
-	return -fs->stats.passthrough_error;
-}
-
-/* At the end of the mount.  A file still open in passthrough mode keeps its pin: the
- * kernel may go on reading its backing file through a descriptor that outlives a lazy
- * unmount, so its chunks stay in the disk cache for as long as the layer lives. */
-static void open_states_free(struct sg_lazyfs *fs)
-{
-	for (unsigned b = 0; b < OPEN_BUCKETS; b++)
-		while (fs->opens[b]) {
-			struct open_state *s = fs->opens[b];
-			fs->opens[b] = s->next;
-			if (s->backing_id > 0 && !s->passthrough_opens)
-				(void)sg_layer_pin_file(fs->layer, s->node, false);
-			free(s);
-		}
-}
-
-static void maybe_done(struct sg_lazyfs *fs);
-
-/* Answers an OPEN in the inode's current mode: passthrough when it has a backing file. */
-static void reply_open(struct sg_lazyfs *fs, struct open_state *s, fuse_req_t req,
-		       struct fuse_file_info *fi)
-{
-	if (s->backing_id > 0) {
-		s->passthrough_opens++;
-		fs->stats.passthrough_opens++;
-		fi->fh |= FH_PASSTHROUGH;
-		fi->keep_cache = 0;
-		fs->reply_backing_id = s->backing_id;
-		int r = fuse_reply_open(req, fi);
-		fs->reply_backing_id = 0;
-		if (r < 0)   /* the opener is gone: no release will come */
-			open_state_put(fs, s, true);
-		return;
-	}
-	s->cached_opens++;
-	fs->stats.cached_opens++;
-	if (fuse_reply_open(req, fi) < 0)
-		open_state_put(fs, s, false);
-}
-
-/* The trust check of a file that was complete in the cache has ended: the opens that waited
- * for it go to the kernel (passthrough) or, if the check failed, through us. */
-static void verified(void *userdata, int res)
-{
-	struct open_state *s = userdata;
-	struct sg_lazyfs *fs = s->fs;
-	struct deferred_open *d;
-
-	if (res == 0 && fs->passthrough_on && !s->cached_opens && !s->passthrough_opens)
-		(void)try_backing(fs, s);
-	/* s->verifying stays set until the replies are out: a failed reply must not free s. */
-	while ((d = s->waiting)) {
-		s->waiting = d->next;
-		if (res == -ECANCELED)
-			fuse_reply_err(d->req, EINTR);
-		else
-			reply_open(fs, s, d->req, &d->fi);
-		free(d);
-		fs->reads_pending--;
-	}
-	s->verifying = false;
-	open_state_release_if_idle(fs, s);
-	maybe_done(fs);
-}
-
-/* ---- request accounting ---- */
-
-static void watchdog_tick(struct sg_op *op);
-
-static void watchdog_arm(struct sg_lazyfs *fs)
-{
-	if (sg_op_busy(&fs->watchdog) || fs->stopping)
-		return;
-	sg_op_set_group(&fs->watchdog, &fs->group);
-	/* Half the budget: a stuck request is reported between 1 and 1.5 budgets old. */
-	(void)sg_timer_start(fs->loop, &fs->watchdog, fs->opts.stuck_after_ns / 2, watchdog_tick);
-}
-
-static void req_in(struct sg_lazyfs *fs, const uint8_t *buf, size_t n)
-{
-	struct k_in_header h;
-
-	if (n < sizeof(h))
-		return;
-	memcpy(&h, buf, sizeof(h));
-	fs->stats.requests++;
-	if (h.opcode == K_FUSE_FORGET || h.opcode == K_FUSE_BATCH_FORGET ||
-	    h.opcode == K_FUSE_INTERRUPT || h.opcode == K_FUSE_NOTIFY_REPLY)
-		return;
-	struct req_track *t = malloc(sizeof(*t));
-	if (!t)
-		return;   /* not tracked: only the diagnosis is lost */
-	*t = (struct req_track){ .unique = h.unique, .start_ns = sg_now_ns(), .opcode = h.opcode };
-	t->next = fs->reqs[h.unique % REQ_BUCKETS];
-	fs->reqs[h.unique % REQ_BUCKETS] = t;
-	fs->stats.unanswered++;
-	watchdog_arm(fs);
-}
-
-static void req_out(struct sg_lazyfs *fs, uint64_t unique)
-{
-	fs->stats.replies++;
-	for (struct req_track **p = &fs->reqs[unique % REQ_BUCKETS]; *p; p = &(*p)->next)
-		if ((*p)->unique == unique) {
-			struct req_track *t = *p;
-			*p = t->next;
-			free(t);
-			fs->stats.unanswered--;
-			return;
-		}
-}
-
-static void watchdog_tick(struct sg_op *op)
-{
-	struct sg_lazyfs *fs = sg_container_of(op, struct sg_lazyfs, watchdog);
-	uint64_t now = sg_now_ns();
-
-	if (op->res < 0)
-		return;
-	for (unsigned b = 0; b < REQ_BUCKETS; b++)
-		for (struct req_track *t = fs->reqs[b]; t; t = t->next)
-			if (!t->reported && now - t->start_ns >= fs->opts.stuck_after_ns) {
-				t->reported = true;
-				fs->stats.stuck++;
-				if (fs->opts.on_stuck)
-					fs->opts.on_stuck(fs->opts.userdata, t->opcode, t->unique,
-							  (now - t->start_ns) / 1000000u);
-			}
-	if (fs->stats.unanswered)
-		watchdog_arm(fs);
-}
-
-static void reqs_free(struct sg_lazyfs *fs)
-{
-	for (unsigned b = 0; b < REQ_BUCKETS; b++)
-		while (fs->reqs[b]) {
-			struct req_track *t = fs->reqs[b];
-			fs->reqs[b] = t->next;
-			free(t);
-		}
-}
-
 /* libfuse writes every reply through here (fuse_session_custom_io): the place to add what
  * libfuse 3.14 cannot say — passthrough at INIT, and an OPEN reply's backing id. */
 static ssize_t session_writev(int fd, struct iovec *iov, int count, void *userdata)
@@ -664,29 +340,10 @@ static ssize_t session_writev(int fd, struct iovec *iov, int count, void *userda
 
 	if (count >= 1 && iov[0].iov_len == sizeof(struct k_out_header)) {
 		const struct k_out_header *h = iov[0].iov_base;
-		if (h->unique)
-			req_out(fs, h->unique);   /* unique 0: a notification, not a reply */
+		if (h->unique)   /* unique 0: a notification, not a reply */
+			sg_fuse_watchdog_reply(fs->watchdog, h->unique);
 	}
-	if (count >= 2 && iov[0].iov_len == sizeof(struct k_out_header)) {
-		const struct k_out_header *h = iov[0].iov_base;
-		if (fs->reply_backing_id > 0 && h->error == 0 &&
-		    iov[1].iov_len == sizeof(struct k_open_out)) {
-			struct k_open_out *o = iov[1].iov_base;
-			o->open_flags |= K_FOPEN_PASSTHROUGH;
-			o->backing_id = fs->reply_backing_id;
-		} else if (fs->passthrough_offered && h->unique == fs->init_unique && h->error == 0 &&
-			   iov[1].iov_len >= offsetof(struct k_init_out, max_stack_depth) + 4) {
-			struct k_init_out *o = iov[1].iov_base;
-			/* Stack depth 1: cache files live on a plain filesystem, and overlayfs
-			 * can still stack on this mount (the kernel's limit is 2). */
-			o->flags |= K_FUSE_INIT_EXT;
-			o->flags2 |= K_FUSE_PASSTHROUGH_HI;
-			o->max_stack_depth = 1;
-			fs->passthrough_offered = false;
-			fs->passthrough_on = true;
-			fs->stats.passthrough = true;
-		}
-	}
+	sg_passthrough_patch_reply(fs->pt, iov, count);
 	return writev(fd, iov, count);
 }
 
@@ -696,27 +353,17 @@ static ssize_t session_read(int fd, void *buf, size_t len, void *userdata)
 	return read(fd, buf, len);
 }
 
-/* Notes whether the kernel offers passthrough in its INIT request. */
-static void peek_init(struct sg_lazyfs *fs, const uint8_t *buf, size_t n)
-{
-	struct k_in_header h;
-	struct k_init_in in;
-
-	if (n < sizeof(h) + sizeof(in) - sizeof(in.unused))
-		return;
-	memcpy(&h, buf, sizeof(h));
-	if (h.opcode != K_FUSE_INIT)
-		return;
-	memset(&in, 0, sizeof(in));
-	memcpy(&in, buf + sizeof(h), n - sizeof(h) < sizeof(in) ? n - sizeof(h) : sizeof(in));
-	fs->init_unique = h.unique;
-	fs->passthrough_offered = fs->passthrough_wanted && (in.flags & K_FUSE_INIT_EXT) &&
-				  (in.flags2 & K_FUSE_PASSTHROUGH_HI);
-}
-
 void sg_lazyfs_stats(const struct sg_lazyfs *fs, struct sg_lazyfs_stats *ret)
 {
+	struct sg_fuse_watchdog_stats ws;
+
 	*ret = fs->stats;
+	sg_fuse_watchdog_stats(fs->watchdog, &ws);
+	ret->requests = ws.requests;
+	ret->replies = ws.replies;
+	ret->unanswered = ws.unanswered;
+	ret->stuck = ws.stuck;
+	sg_passthrough_stats(fs->pt, ret);
 }
 
 struct sg_layer_user *sg_lazyfs_user(struct sg_lazyfs *fs)
@@ -745,48 +392,25 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	uint32_t rid = (uint32_t)(n - sg_toc_node(fs->toc, 0));
 	fi->keep_cache = 1;
 	fi->fh = rid;
-	if (!fs->passthrough_on || n->type != SG_TOC_REG) {
+	if (!sg_passthrough_on(fs->pt) || n->type != SG_TOC_REG) {
 		fuse_reply_open(req, fi);
 		return;
 	}
-	struct open_state *s = open_state_get(fs, rid);
-	if (!s) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	if (!s->verifying && s->cached_opens == 0 && s->passthrough_opens == 0 &&
-	    try_backing(fs, s) == -EAGAIN &&
-	    fs->user && sg_layer_verify_file(fs->user, rid, verified, s) == 0)
-		s->verifying = true;   /* complete in the cache, not checked since the mount */
-	if (s->verifying) {
-		/* Wait: answering now would pin the inode to the slow mode for as long as this
-		 * descriptor stays open.  The check reads the file once (~0.1 s per 100 MB). */
-		struct deferred_open *d = malloc(sizeof(*d));
-		if (!d) {
-			fuse_reply_err(req, ENOMEM);
-			return;
-		}
-		d->req = req;
-		d->fi = *fi;
-		d->next = s->waiting;
-		s->waiting = d;
-		fs->reads_pending++;
-		return;
-	}
-	reply_open(fs, s, req, fi);
+	sg_passthrough_open(fs->pt, fs->user, req, fi, rid);
 }
 
 struct pending_read {
 	struct sg_lazyfs *fs;
 	fuse_req_t req;
+	struct sg_op op;
 	char buf[];
 };
 
-
-static void read_done(void *userdata, ssize_t res)
+static void read_done(struct sg_op *op)
 {
-	struct pending_read *p = userdata;
+	struct pending_read *p = sg_container_of(op, struct pending_read, op);
 	struct sg_lazyfs *fs = p->fs;
+	int32_t res = op->res;
 
 	if (res < 0)
 		fuse_reply_err(p->req, res == -ECANCELED ? EINTR : (int)-res);
@@ -821,9 +445,10 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	}
 	p->fs = fs;
 	p->req = req;
+	sg_op_init(&p->op);
 	fs->reads_pending++;
 	r = fs->user ? sg_layer_read(fs->user, (uint32_t)fuse_req_ctx(req)->pid, id, (uint64_t)off,
-					   size, p->buf, read_done, p)
+					   size, p->buf, &p->op, read_done)
 		     : -ECANCELED;
 	if (r < 0) {
 		fs->reads_pending--;
@@ -837,11 +462,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct sg_lazyfs *fs = fuse_req_userdata(req);
 
 	(void)ino;
-	if (fs->passthrough_on) {
-		struct open_state *s = open_state_find(fs, (uint32_t)fi->fh);
-		if (s)
-			open_state_put(fs, s, (fi->fh & FH_PASSTHROUGH) != 0);
-	}
+	sg_passthrough_release(fs->pt, fi);
 	fuse_reply_err(req, 0);
 }
 
@@ -1003,6 +624,14 @@ static const struct fuse_lowlevel_ops lazyfs_ops = {
 
 static void on_fuse_readable(struct sg_op *op);
 
+/* The mount stops serving: no more reads of /dev/fuse, no more watchdog rounds. */
+static void stop(struct sg_lazyfs *fs)
+{
+	fs->stopping = true;
+	if (fs->watchdog)
+		sg_fuse_watchdog_stop(fs->watchdog);
+}
+
 static void arm_reader(struct fuse_reader *rd)
 {
 	struct sg_lazyfs *fs = rd->fs;
@@ -1011,7 +640,7 @@ static void arm_reader(struct fuse_reader *rd)
 		return;
 	sg_op_set_group(&rd->op, &fs->group);
 	if (sg_poll(fs->loop, &rd->op, fs->fd, POLLIN, on_fuse_readable) < 0)
-		fs->stopping = true;
+		stop(fs);
 }
 
 static void lost_cb(struct sg_op *op)
@@ -1041,7 +670,7 @@ static void on_fuse_readable(struct sg_op *op)
 
 	if (op->res < 0 || fs->stopping) {
 		if (op->res != -ECANCELED)
-			fs->stopping = true;
+			stop(fs);
 		maybe_report_lost(fs);
 		maybe_done(fs);
 		return;
@@ -1049,9 +678,8 @@ static void on_fuse_readable(struct sg_op *op)
 	for (int i = 0; i < READS_PER_WAKE && !fs->stopping; i++) {
 		ssize_t n = read(fs->fd, rd->buf, BUF_SIZE);
 		if (n > 0) {
-			req_in(fs, rd->buf, (size_t)n);
-			if (!fs->passthrough_on && !fs->passthrough_offered)
-				peek_init(fs, rd->buf, (size_t)n);
+			sg_fuse_watchdog_request(fs->watchdog, rd->buf, (size_t)n);
+			sg_passthrough_peek_init(fs->pt, rd->buf, (size_t)n);
 			struct fuse_buf fbuf = { .size = (size_t)n, .mem = rd->buf, .fd = -1 };
 			fuse_session_process_buf(fs->se, &fbuf);
 			continue;
@@ -1060,16 +688,22 @@ static void on_fuse_readable(struct sg_op *op)
 			continue;   /* the request was interrupted before we read it */
 		if (n < 0 && errno == EAGAIN)
 			break;
-		fs->stopping = true;   /* ENODEV: unmounted or aborted */
+		stop(fs);   /* ENODEV: unmounted or aborted */
 	}
 	arm_reader(rd);
 	maybe_report_lost(fs);
 	maybe_done(fs);
 }
 
+/* The opens that waited for a trust check were answered. */
+static void passthrough_settled(void *userdata)
+{
+	maybe_done(userdata);
+}
+
 int sg_lazyfs_mount(struct sg_loop *loop, struct sg_layer *layer, const char *mountpoint,
-		    const struct sg_lazyfs_options *opts, struct sg_lazyfs **ret, char *err,
-		    unsigned errlen)
+		    const struct sg_lazyfs_options *opts, struct sg_lazyfs **ret,
+		    struct sg_error *err)
 {
 	static const struct fuse_custom_io io = { .writev = session_writev, .read = session_read };
 	char *argv[] = { (char *)"stargzd", (char *)"-o",
@@ -1079,7 +713,7 @@ int sg_lazyfs_mount(struct sg_loop *loop, struct sg_layer *layer, const char *mo
 	int r;
 
 	if (!fs)
-		return -ENOMEM;
+		return sg_error_set(err, -ENOMEM, "out of memory for the FUSE mount");
 	fs->loop = loop;
 	fs->layer = layer;
 	fs->toc = sg_layer_toc(layer);
@@ -1088,49 +722,58 @@ int sg_lazyfs_mount(struct sg_loop *loop, struct sg_layer *layer, const char *mo
 		fs->opts = *opts;
 	if (!fs->opts.stuck_after_ns)
 		fs->opts.stuck_after_ns = DEFAULT_STUCK_NS;
-	fs->passthrough_wanted = !fs->opts.no_passthrough;
 	sg_group_init(&fs->group);
-	sg_op_init(&fs->done_op);
-	sg_op_init(&fs->watchdog);
+	sg_op_init(&fs->user_close_op);
 	sg_op_init(&fs->lost_op);
+	struct sg_fuse_watchdog_config wc = {
+		.stuck_after_ns = fs->opts.stuck_after_ns,
+		.on_stuck = fs->opts.on_stuck,
+		.userdata = fs->opts.userdata,
+	};
+	r = sg_fuse_watchdog_new(loop, &fs->group, &wc, &fs->watchdog);
+	if (r == 0)
+		r = sg_passthrough_new(layer, !fs->opts.no_passthrough, passthrough_settled, fs,
+				       &fs->pt);
+	if (r < 0) {
+		sg_error_set(err, r, "out of memory for the FUSE mount");
+		goto fail;
+	}
 	for (int i = 0; i < N_READS; i++) {
 		fs->readers[i].fs = fs;
 		sg_op_init(&fs->readers[i].op);
 		fs->readers[i].buf = malloc(BUF_SIZE);
 		if (!fs->readers[i].buf) {
-			r = -ENOMEM;
+			r = sg_error_set(err, -ENOMEM, "out of memory for the FUSE mount");
 			goto fail;
 		}
 	}
 	fs->se = fuse_session_new(&args, &lazyfs_ops, sizeof(lazyfs_ops), fs);
 	fuse_opt_free_args(&args);
 	if (!fs->se) {
-		snprintf(err, errlen, "cannot create FUSE session");
-		r = -EIO;
+		r = sg_error_set(err, -EIO, "cannot create FUSE session");
 		goto fail;
 	}
 	/* Blocking: mount(2) of a FUSE filesystem (documented exception). */
 	if (fuse_session_mount(fs->se, mountpoint) != 0) {
-		snprintf(err, errlen, "cannot mount FUSE filesystem at %s", mountpoint);
-		r = -EIO;
+		r = sg_error_set(err, -EIO, "cannot mount FUSE filesystem at %s", mountpoint);
 		goto fail;
 	}
 	fs->mounted = true;
 	fs->fd = fuse_session_fd(fs->se);
+	sg_passthrough_set_fd(fs->pt, fs->fd);
 	/* Same fd: only the reply path changes (see session_writev). */
 	if (fuse_session_custom_io(fs->se, &io, fs->fd) != 0) {
-		snprintf(err, errlen, "cannot hook the FUSE session's replies");
-		r = -EIO;
+		r = sg_error_set(err, -EIO, "cannot hook the FUSE session's replies");
 		goto fail;
 	}
 	if (fcntl(fs->fd, F_SETFL, fcntl(fs->fd, F_GETFL) | O_NONBLOCK) < 0) {
-		snprintf(err, errlen, "cannot make the FUSE fd non-blocking: %s", strerror(errno));
-		r = -errno;
+		r = sg_error_set(err, -errno, "cannot make the FUSE fd non-blocking: %s",
+				 strerror(errno));
 		goto fail;
 	}
 	r = sg_layer_user_new(layer, &fs->user);
 	if (r < 0) {
-		snprintf(err, errlen, "cannot use the layer: %s", strerror(-r));
+		sg_error_set(err, r, "cannot use the layer: %s", strerror(-r));
 		goto fail;
 	}
 	/* The last step: from here on the mount serves, and only an unmount ends it. */
@@ -1142,39 +785,38 @@ fail:
 	return r;
 }
 
-static void done_cb(struct sg_op *op)
-{
-	struct sg_lazyfs *fs = sg_container_of(op, struct sg_lazyfs, done_op);
-	void (*done)(void *) = fs->done;
-
-	fs->done = NULL;
-	if (done)
-		done(fs->done_userdata);
-}
-
 static void maybe_done(struct sg_lazyfs *fs)
 {
-	if (!fs->stopping || !fs->done || fs->user || fs->reads_pending ||
-	    !sg_group_idle(&fs->group) || sg_op_busy(&fs->done_op))
+	sg_op_cb cb = fs->done_cb;
+
+	if (!fs->stopping || !cb || fs->user || fs->reads_pending ||
+	    sg_passthrough_waiting(fs->pt) || !sg_group_idle(&fs->group))
 		return;
-	if (sg_post(fs->loop, &fs->done_op, 0, done_cb) < 0)
-		done_cb(&fs->done_op);
+	fs->done_cb = NULL;   /* once */
+	/* Cannot fail: the op was idle at sg_lazyfs_unmount, and the caller leaves it to us. */
+	(void)sg_post(fs->loop, fs->done_op, 0, cb);
 }
 
-static void user_closed(void *userdata)
+static void user_closed(struct sg_op *op)
 {
-	struct sg_lazyfs *fs = userdata;
+	struct sg_lazyfs *fs = sg_container_of(op, struct sg_lazyfs, user_close_op);
 
 	fs->user = NULL;
 	maybe_done(fs);
 }
 
-void sg_lazyfs_unmount(struct sg_lazyfs *fs, void (*done)(void *userdata), void *userdata)
+int sg_lazyfs_unmount(struct sg_lazyfs *fs, struct sg_op *op, sg_op_cb cb)
 {
-	fs->stopping = true;
+	if (!op || !cb)
+		return -EINVAL;
+	if (sg_op_busy(op))
+		return -EBUSY;
+	if (fs->unmounting)
+		return -EALREADY;
+	stop(fs);
 	fs->unmounting = true;
-	fs->done = done;
-	fs->done_userdata = userdata;
+	fs->done_op = op;
+	fs->done_cb = cb;
 	if (fs->mounted) {
 		/* Blocking: umount2(MNT_DETACH) (documented exception).  Readers blocked in the
 		 * kernel are answered below (their layer reads complete with -ECANCELED, which
@@ -1183,22 +825,22 @@ void sg_lazyfs_unmount(struct sg_lazyfs *fs, void (*done)(void *userdata), void 
 		fs->mounted = false;
 	}
 	sg_group_cancel(&fs->group);
-	if (fs->user)
-		sg_layer_user_close(fs->user, user_closed, fs);
-	else
+	/* Cannot fail: our user closes once, with our own idle op. */
+	if (!fs->user || sg_layer_user_close(fs->user, &fs->user_close_op, user_closed) < 0)
 		maybe_done(fs);
+	return 0;
 }
 
 void sg_lazyfs_free(struct sg_lazyfs *fs)
 {
 	if (!fs)
 		return;
-	SG_FREE_CHECK(fs->user || fs->reads_pending || !sg_group_idle(&fs->group) ||
-		      sg_op_busy(&fs->done_op), "FUSE mount");
+	SG_FREE_CHECK(fs->user || fs->reads_pending || (fs->pt && sg_passthrough_waiting(fs->pt)) ||
+		      !sg_group_idle(&fs->group) || sg_op_busy(&fs->user_close_op), "FUSE mount");
 	/* Closing the session fd ends the connection: a request still unanswered here (a lost
 	 * reply, counted in stats.unanswered) fails in the kernel instead of hanging its
 	 * reader forever. */
-	reqs_free(fs);
+	sg_fuse_watchdog_free(fs->watchdog);
 	if (fs->se) {
 		if (fs->mounted)
 			fuse_session_unmount(fs->se);
@@ -1206,6 +848,6 @@ void sg_lazyfs_free(struct sg_lazyfs *fs)
 	}
 	for (int i = 0; i < N_READS; i++)
 		free(fs->readers[i].buf);
-	open_states_free(fs);
+	sg_passthrough_free(fs->pt);
 	free(fs);
 }

@@ -10,13 +10,19 @@
  * their target's inode, whiteouts appear as 0:0 character devices and opaque directories
  * carry trusted.overlay.opaque=y (and user.overlay.opaque=y), as overlayfs expects of a
  * lower layer.  The eStargz bookkeeping entries (stargz.index.json, the landmarks) are there
- * as a full pull extracts them.  The layer is immutable, so attributes and entries are cached by the kernel
- * for a long time and open files keep their page cache. */
+ * as a full pull extracts them.  The layer is immutable, so attributes and entries are
+ * cached by the kernel for a long time and open files keep their page cache.
+ *
+ * Every request read is tracked until its reply is written (fs/fuse_watchdog.h); files the
+ * layer vouches for are handed to the kernel (fs/passthrough.h). */
 #ifndef STARGZD_FS_LAZYFS_H
 #define STARGZD_FS_LAZYFS_H
 
 #include <stdbool.h>
 #include <stdint.h>
+
+#include "daemon/core/error.h"
+#include "daemon/core/loop.h"
 
 struct sg_loop;
 struct sg_layer;
@@ -51,16 +57,17 @@ struct sg_lazyfs_stats {
 /* Mounts `layer` (not owned; this mount becomes one of its users) at mountpoint and starts
  * serving; opts may be NULL (defaults).  -errno with a message in err on failure. */
 int sg_lazyfs_mount(struct sg_loop *loop, struct sg_layer *layer, const char *mountpoint,
-		    const struct sg_lazyfs_options *opts, struct sg_lazyfs **ret, char *err,
-		    unsigned errlen);
+		    const struct sg_lazyfs_options *opts, struct sg_lazyfs **ret,
+		    struct sg_error *err);
 void sg_lazyfs_stats(const struct sg_lazyfs *fs, struct sg_lazyfs_stats *ret);
 /* The mount's user of its layer (fs/layer.h), e.g. to give it its own blob source. */
 struct sg_layer_user *sg_lazyfs_user(struct sg_lazyfs *fs);
 /* Detaches the mount and stops serving: requests waiting for the layer are answered (EINTR)
- * as their reads are cancelled; `done` runs from the loop once none is in flight, then
- * sg_lazyfs_free() releases it (freeing earlier aborts).  The layer must stay alive until
- * then; other users of the layer are not disturbed. */
-void sg_lazyfs_unmount(struct sg_lazyfs *fs, void (*done)(void *userdata), void *userdata);
+ * as their reads are cancelled; cb(op) runs from the loop (op->res 0) once none is in
+ * flight, then sg_lazyfs_free() releases it (freeing earlier aborts).  The layer must stay
+ * alive until then; other users of the layer are not disturbed.  -EBUSY: op is in flight,
+ * -EALREADY: unmounted before (nothing done either way). */
+int sg_lazyfs_unmount(struct sg_lazyfs *fs, struct sg_op *op, sg_op_cb cb);
 void sg_lazyfs_free(struct sg_lazyfs *fs);
 
 #endif

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fs/mem.h"
+#include "fs/big_alloc.h"
 #include "fs/tar.h"
 
 /* node.digest: the file digest equals that of its only chunk (no copy kept). */
@@ -39,7 +39,7 @@ struct sg_toc {
 
 /* ---- growable arrays ---- */
 
-/* The index's own arrays live in sg_big mappings (see fs/mem.h). */
+/* The index's own arrays live in sg_big mappings (see fs/big_alloc.h). */
 static int grow_big(void **p, uint32_t *cap, uint32_t need, size_t elem)
 {
 	if (need <= *cap)

@@ -207,7 +207,7 @@ if wait_for 20 grep -q " $WORK/mnt-reg fuse.stargz" /proc/mounts; then
   check "dead registry: cached data still reads" cmp -s "$WORK/mnt-reg/d/a.bin" "$WORK/rl/d/a.bin"
   spawn docker-registry serve "$WORK/registry/config.yml" >>"$WORK/registry.log" 2>&1
   wait_for 20 curl -sf "http://$REGISTRY/v2/" -o /dev/null
-  sleep 0.5   # a chunk whose fetch failed is refused at once for 300 ms (fs/layer.c FAILED_HOLD_NS)
+  sleep 0.5   # a chunk whose fetch failed is refused at once for 300 ms (SG_LAYER_FAILED_HOLD_NS, fs/layer_int.h)
   check "registry back: the same read now succeeds" cmp -s "$WORK/mnt-reg/d/b.bin" "$WORK/rl/d/b.bin"
   unmount_blob
 else

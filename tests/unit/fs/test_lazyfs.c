@@ -1,6 +1,7 @@
 /* The lazy layer filesystem for real: an eStargz blob on disk, the chunk pipeline
  * (fs/layer.c) and a FUSE mount (fs/lazyfs.c) served by the io_uring loop in this process,
- * while a forked child uses the mount with ordinary system calls. */
+ * while a forked child uses the mount with ordinary system calls.  Tests of the layer API
+ * without a mount are in test_layer.c. */
 #include "fs/estargz.h"
 #include "fs/gz.h"
 #include "fs/layer.h"
@@ -8,12 +9,12 @@
 #include "daemon/core/range_source.h"
 #include "tests/helpers/blob_toc.h"
 #include "tests/helpers/esgz_build.h"
+#include "tests/helpers/layer_fixture.h"
 #include "tests/unit/test.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -21,65 +22,13 @@
 #include <sys/xattr.h>
 
 static char dir[256], blob_path[300], mnt[300], cache[300];
-static uint8_t big[3 * 1024 * 1024 + 777];
+static uint8_t big[TEST_BIG_SIZE];
 static struct sg_digest toc_digest;
-
-static int rm_one(const char *p, const struct stat *st, int t, struct FTW *f)
-{
-	(void)st; (void)f;
-	return (t == FTW_DP) ? rmdir(p) : unlink(p);
-}
 
 static void cleanup(void)
 {
 	umount2(mnt, MNT_DETACH);
-	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-/* A layer with every kind of entry the FUSE layer must show. */
-/* Finishes the blob (its TOC digest into toc_digest) and writes it to blob_path. */
-static void write_blob(struct esgz_b *b)
-{
-	esgz_finish(b, 0, &toc_digest);
-	FILE *f = fopen(blob_path, "w");
-	CHECK(f && fwrite(b->blob.p, 1, b->blob.len, f) == b->blob.len);
-	fclose(f);
-	esgz_done(b);
-}
-
-static void build_blob(bool prefetch_landmark)
-{
-	struct esgz_b b;
-
-	for (size_t i = 0; i < sizeof(big); i++)
-		big[i] = (uint8_t)(i * 131 + (i >> 12));
-	esgz_init(&b, 6);
-	if (prefetch_landmark) {
-		/* Prioritized: a small file, then the landmark. */
-		esgz_add(&b, "hot.txt", '0', 0644, "hot data\n", 9, NULL, 0, NULL);
-		esgz_add(&b, ".prefetch.landmark", '0', 0644, "\x0f", 1, NULL, 0, NULL);
-	}
-	esgz_add(&b, "bin", '5', 0755, NULL, 0, NULL, 0, NULL);
-	esgz_add(&b, "bin/tool", '0', 04755, "#!/bin/sh\necho tool\n", 20, NULL, 0,
-		 ",\"uid\":0,\"gid\":0");
-	esgz_add(&b, "data", '5', 0750, NULL, 0, NULL, 0, ",\"uid\":1000,\"gid\":1001");
-	esgz_add(&b, "data/big.bin", '0', 0600, big, sizeof(big), NULL, 1024 * 1024,
-		 ",\"uid\":1000,\"gid\":1001");
-	esgz_add(&b, "data/empty", '0', 0644, "", 0, NULL, 0, NULL);
-	esgz_add(&b, "data/hard", '1', 0600, NULL, 0, "data/big.bin", 0, NULL);
-	esgz_add(&b, "data/link", '2', 0777, NULL, 0, "big.bin", 0, NULL);
-	esgz_add(&b, "data/x.txt", '0', 0644, "xattr file\n", 11, NULL, 0,
-		 ",\"xattrs\":{\"user.color\":\"Ymx1ZQ==\"}");
-	esgz_add(&b, "dev", '5', 0755, NULL, 0, NULL, 0, NULL);
-	esgz_add(&b, "dev/null", '3', 0666, NULL, 0, NULL, 0, ",\"devMajor\":1,\"devMinor\":3");
-	esgz_add(&b, "dev/pipe", '6', 0600, NULL, 0, NULL, 0, NULL);
-	esgz_add(&b, "etc", '5', 0755, NULL, 0, NULL, 0, NULL);
-	esgz_add(&b, "etc/.wh.removed", '0', 0644, "", 0, NULL, 0, NULL);
-	esgz_add(&b, "opq", '5', 0755, NULL, 0, NULL, 0, NULL);
-	esgz_add(&b, "opq/.wh..wh..opq", '0', 0644, "", 0, NULL, 0, NULL);
-	esgz_add(&b, "opq/kept", '0', 0644, "kept\n", 5, NULL, 0, NULL);
-	esgz_add(&b, "implied/deep/file", '0', 0644, "deep\n", 5, NULL, 0, NULL);
-	write_blob(&b);
+	test_rm_tree(dir);
 }
 
 static void setup_dirs(void)
@@ -96,7 +45,7 @@ static void setup_dirs(void)
 static void setup(bool landmark)
 {
 	setup_dirs();
-	build_blob(landmark);
+	test_write_big_blob(blob_path, big, landmark, &toc_digest);
 }
 
 struct env {
@@ -111,58 +60,29 @@ struct env {
 static void env_open(struct env *e, const struct sg_layer_config *cfg_in)
 {
 	struct sg_loop_config lc = { 0 };
-	struct sg_range_source *src;
-	char msg[256];
-
-	CHECK_EQ(sg_loop_new(&lc, &e->loop), 0);
-	struct sg_toc *toc = test_load_toc_file(blob_path, &toc_digest);
-	CHECK_EQ(sg_range_source_file_open(e->loop, blob_path, &src), 0);
 	struct sg_layer_config cfg = *cfg_in;
-	cfg.cache_dir = cache;
-	CHECK_EQ(sg_layer_new(e->loop, src, toc, &cfg, &e->layer), 0);
-	CHECK_EQ(sg_layer_user_new(e->layer, &e->user), 0);
-	sg_layer_start(e->layer);
-	if (sg_lazyfs_mount(e->loop, e->layer, mnt, NULL, &e->fs, msg, sizeof(msg)) < 0)
-		TEST_FAIL("mount: %s", msg);
-}
+	struct sg_error err;
 
-static void on_closed(void *ud)
-{
-	*(bool *)ud = true;
+	cfg.cache_dir = cache;
+	CHECK_EQ(sg_loop_new(&lc, &e->loop), 0);
+	test_layer_open(e->loop, blob_path, &toc_digest, &cfg, &e->layer, &e->user);
+	if (sg_lazyfs_mount(e->loop, e->layer, mnt, NULL, &e->fs, &err) < 0)
+		TEST_FAIL("mount: %s", err.msg);
 }
 
 static void env_close(struct env *e)
 {
-	bool fs_done = false, layer_done = false, user_done = false;
-	sg_lazyfs_unmount(e->fs, on_closed, &fs_done);
-	while (!fs_done)
-		CHECK(sg_loop_run_once(e->loop, 100) >= 0);
+	struct test_op unmounted;
+
+	test_op_init(&unmounted);
+	CHECK_EQ(sg_lazyfs_unmount(e->fs, &unmounted.op, test_op_cb), 0);
+	test_op_wait(e->loop, &unmounted, 10000);
+	CHECK_EQ(unmounted.calls, 1);
 	sg_lazyfs_free(e->fs);
-	sg_layer_user_close(e->user, on_closed, &user_done);
-	while (!user_done)
-		CHECK(sg_loop_run_once(e->loop, 100) >= 0);
-	sg_layer_close(e->layer, on_closed, &layer_done);
-	while (!layer_done)
-		CHECK(sg_loop_run_once(e->loop, 100) >= 0);
-	sg_layer_free(e->layer);
+	test_layer_user_close(e->loop, e->user);
+	test_layer_close(e->loop, e->layer);
 	CHECK_EQ(sg_loop_drain(e->loop, 2000), 0);
 	sg_loop_free(e->loop);
-}
-
-/* Runs the loop until background fetch has finished and every chunk's cache write has
- * landed (the last batch's writes may still be in flight when it reports done). */
-static void wait_layer_local(struct env *e, struct sg_layer_stats *st)
-{
-	double end = test_now_ms() + 10000;
-	do {
-		CHECK(sg_loop_run_once(e->loop, 20) >= 0);
-		sg_layer_stats(e->layer, st);
-		if (test_now_ms() > end)
-			TEST_FAIL("the layer never became local: background fetch %s, %llu/%llu chunks",
-				  st->background_done ? "done" : "running",
-				  (unsigned long long)st->chunks_present,
-				  (unsigned long long)st->chunks_total);
-	} while (!st->background_done || st->chunks_present < st->chunks_total);
 }
 
 /* Runs fn in a child process while this process serves the mount.  Returns its exit code. */
@@ -523,33 +443,6 @@ TEST(complete_verified_files_are_passed_through)
 	env_close(&e);
 }
 
-/* Writes 16 bytes (`put`) in the middle of the compressed member of big.bin's chunk `index`
- * and returns the bytes that were there in `old`. */
-static void poke_big_chunk(unsigned index, const uint8_t put[16], uint8_t old[16])
-{
-	struct sg_toc *toc = test_load_toc_file(blob_path, &toc_digest);
-	FILE *f = fopen(blob_path, "r+");
-	CHECK(f);
-	const struct sg_toc_node *n = sg_toc_node(toc, sg_toc_lookup_path(toc, "data/big.bin"));
-	const struct sg_toc_chunk *c = &sg_toc_chunks(toc, n)[index];
-	uint64_t mid = c->offset + (c->next_offset - c->offset) / 2;
-	fseek(f, (long)mid, SEEK_SET);
-	CHECK_EQ(fread(old, 1, 16, f), 16u);
-	fseek(f, (long)mid, SEEK_SET);
-	CHECK_EQ(fwrite(put, 1, 16, f), 16u);
-	fclose(f);
-	sg_toc_free(toc);
-}
-
-/* Flips bytes inside the compressed member of big.bin's chunk `index`: either the deflate
- * stream or the chunk digest must reject it. */
-static void corrupt_big_chunk(unsigned index)
-{
-	uint8_t junk[16], old[16];
-	memset(junk, 0x5a, sizeof(junk));
-	poke_big_chunk(index, junk, old);
-}
-
 TEST(corrupt_blob_never_serves_a_wrong_byte)
 {
 	struct env e = { 0 };
@@ -557,7 +450,7 @@ TEST(corrupt_blob_never_serves_a_wrong_byte)
 	struct sg_layer_stats st;
 
 	setup(false);
-	corrupt_big_chunk(2);
+	test_corrupt_big_chunk(blob_path, &toc_digest, 2);
 	env_open(&e, &cfg);
 	CHECK_EQ(run_child(&e, child_read_big_expect_eio), 0);
 	sg_layer_stats(e.layer, &st);
@@ -574,7 +467,7 @@ TEST(prefetch_and_background_fetch_make_the_layer_local)
 
 	setup(true);
 	env_open(&e, &cfg);
-	wait_layer_local(&e, &st);
+	test_wait_layer_local(e.loop, e.layer, &st);
 	CHECK(st.prefetch_done);
 	CHECK_EQ(st.chunks_present, st.chunks_total);
 	/* Batched: far fewer requests than chunks. */
@@ -629,10 +522,10 @@ TEST(background_writes_land_in_their_own_cache_files)
 		many_content(i, data, &len);
 		esgz_add(&b, name, '0', 0644, data, len, NULL, 0, NULL);
 	}
-	write_blob(&b);
+	test_write_blob(&b, blob_path, &toc_digest);
 
 	env_open(&e, &cfg);
-	wait_layer_local(&e, &st);
+	test_wait_layer_local(e.loop, e.layer, &st);
 	CHECK_EQ(st.chunks_present, MANY_FILES);
 	env_close(&e);
 
@@ -643,208 +536,6 @@ TEST(background_writes_land_in_their_own_cache_files)
 	sg_layer_stats(e.layer, &st);
 	CHECK_EQ(st.verify_failures, 0);
 	CHECK_EQ(st.fetched_bytes, 0);
-	env_close(&e);
-}
-
-static void count_done(void *ud, ssize_t res)
-{
-	CHECK(res > 0);
-	(*(int *)ud)++;
-}
-
-/* Two layers share a 2 MiB memory budget: whatever they read, the chunks held in memory stay
- * under it (the least recently used chunk of either goes), and every read is right. */
-TEST(layers_share_one_memory_budget)
-{
-	struct sg_loop *loop;
-	struct sg_layer *layers[2];
-	struct sg_layer_user *users[2];
-	struct sg_mem_budget *budget;
-	struct sg_range_source *src;
-	static uint8_t buf[4096];
-	char dirs[2][320];
-
-	setup(false);
-	CHECK_EQ(sg_loop_new(NULL, &loop), 0);
-	CHECK_EQ(sg_mem_budget_new(2u << 20, &budget), 0);
-	for (int i = 0; i < 2; i++) {
-		snprintf(dirs[i], sizeof(dirs[i]), "%s-%d", cache, i);
-		struct sg_layer_config cfg = { .cache_dir = dirs[i], .mem_budget = budget,
-					       .window_bytes = 1 };
-		CHECK_EQ(sg_range_source_file_open(loop, blob_path, &src), 0);
-		CHECK_EQ(sg_layer_new(loop, src, test_load_toc_file(blob_path, &toc_digest), &cfg,
-				      &layers[i]), 0);
-		CHECK_EQ(sg_layer_user_new(layers[i], &users[i]), 0);
-	}
-	uint32_t node = sg_toc_lookup_path(sg_layer_toc(layers[0]), "data/big.bin");
-	size_t peak = 0;
-	for (int i = 0; i < 2; i++)
-		for (uint64_t off = 0; off < sizeof(big); off += 1024 * 1024) {
-			int done = 0;
-			size_t len = sizeof(big) - off < sizeof(buf) ? sizeof(big) - off : sizeof(buf);
-			/* a little of each 1 MiB chunk: the rest stays unread, so the chunk stays */
-			CHECK_EQ(sg_layer_read(users[i], 0, node, off, len, buf, count_done, &done), 0);
-			while (!done)
-				CHECK(sg_loop_run_once(loop, 1000) >= 0);
-			CHECK_MEM(buf, big + off, len);
-			for (int k = 0; k < 20; k++)   /* the cache writes land, releasing their chunks */
-				sg_loop_run_once(loop, 5);
-			if (sg_mem_budget_used(budget) > peak)
-				peak = sg_mem_budget_used(budget);
-		}
-	for (int i = 0; i < 2; i++) {
-		bool closed = false, user_closed = false;
-		sg_layer_user_close(users[i], on_closed, &user_closed);
-		while (!user_closed)
-			CHECK(sg_loop_run_once(loop, 100) >= 0);
-		sg_layer_close(layers[i], on_closed, &closed);
-		while (!closed)
-			CHECK(sg_loop_run_once(loop, 100) >= 0);
-		sg_layer_free(layers[i]);
-	}
-	CHECK_EQ(sg_mem_budget_used(budget), 0);
-	sg_mem_budget_free(budget);
-	CHECK_EQ(sg_loop_drain(loop, 2000), 0);
-	sg_loop_free(loop);
-}
-
-/* Prefetch ends while an on-demand fetch is still in flight: background fetch must still
- * start once that fetch is done (it used to wait for a wake-up that never came). */
-TEST(background_fetch_starts_after_an_ondemand_read_outlives_prefetch)
-{
-	struct env e = { 0 };
-	struct sg_layer_config cfg = { .prefetch = true, .background_fetch = true,
-				       .background_delay_ns = 1000000, .window_bytes = 1 };
-	struct sg_layer_stats st;
-	static uint8_t buf[4096];
-	int done = 0;
-
-	setup(true);
-	env_open(&e, &cfg);
-	uint32_t big_node = sg_toc_lookup_path(sg_layer_toc(e.layer), "data/big.bin");
-	CHECK_EQ(sg_layer_read(e.user, 0, big_node, 2 * 1024 * 1024, sizeof(buf), buf, count_done, &done), 0);
-	wait_layer_local(&e, &st);
-	CHECK_EQ(done, 1);
-	CHECK(st.prefetch_done);
-	CHECK_MEM(buf, big + 2 * 1024 * 1024, sizeof(buf));
-	env_close(&e);
-}
-
-/* Two of everything on one layer, driven directly: two readers of one bad chunk both get
- * EIO, once each; a second user leaves while it and the first user wait on one good chunk:
- * its read ends with -ECANCELED, once, and the first user's read of that chunk still gets
- * the right bytes. */
-struct once {
-	int calls;
-	ssize_t res;
-};
-
-static void once_cb(void *ud, ssize_t res)
-{
-	struct once *o = ud;
-	o->calls++;
-	o->res = res;
-}
-
-TEST(two_readers_of_a_bad_chunk_and_a_user_leaving_mid_read)
-{
-	struct env e = { 0 };
-	struct sg_layer_config cfg = { .window_bytes = 1 };
-	struct sg_layer_user *other;
-	static uint8_t b1[4096], b2[4096], b3[4096], b4[4096], b6[4096];
-	struct once r1 = { 0 }, r2 = { 0 }, r3 = { 0 }, r4 = { 0 }, r6 = { 0 };
-	bool other_done = false;
-
-	setup(false);
-	corrupt_big_chunk(2);
-	env_open(&e, &cfg);
-	CHECK_EQ(sg_layer_user_new(e.layer, &other), 0);
-	uint32_t node = sg_toc_lookup_path(sg_layer_toc(e.layer), "data/big.bin");
-	uint64_t bad = 2ull << 20, good = 1ull << 20;
-	CHECK_EQ(sg_layer_read(e.user, 0, node, bad, sizeof(b1), b1, once_cb, &r1), 0);
-	CHECK_EQ(sg_layer_read(e.user, 0, node, bad + 4096, sizeof(b6), b6, once_cb, &r6), 0);
-	CHECK_EQ(sg_layer_read(other, 0, node, bad + 8192, sizeof(b2), b2, once_cb, &r2), 0);
-	CHECK_EQ(sg_layer_read(e.user, 0, node, good, sizeof(b3), b3, once_cb, &r3), 0);
-	CHECK_EQ(sg_layer_read(other, 0, node, good, sizeof(b4), b4, once_cb, &r4), 0);
-	sg_layer_user_close(other, on_closed, &other_done);
-	double end = test_now_ms() + 5000;
-	while ((!r1.calls || !r6.calls || !r3.calls || !other_done) && test_now_ms() < end)
-		CHECK(sg_loop_run_once(e.loop, 10) >= 0);
-	for (int i = 0; i < 20; i++)   /* no second callback may follow */
-		CHECK(sg_loop_run_once(e.loop, 5) >= 0);
-	CHECK_EQ(r1.calls, 1);
-	CHECK_EQ(r1.res, -EIO);
-	CHECK_EQ(r6.calls, 1);
-	CHECK_EQ(r6.res, -EIO);
-	CHECK_EQ(r2.calls, 1);
-	CHECK_EQ(r2.res, -ECANCELED);
-	CHECK_EQ(r3.calls, 1);
-	CHECK_EQ(r3.res, (ssize_t)sizeof(b3));
-	CHECK_MEM(b3, big + good, sizeof(b3));
-	CHECK_EQ(r4.calls, 1);
-	CHECK_EQ(r4.res, -ECANCELED);
-	CHECK(other_done);
-	/* And the bad chunk read again by the remaining user: EIO again, never its bytes. */
-	struct once r5 = { 0 };
-	CHECK_EQ(sg_layer_read(e.user, 0, node, bad, sizeof(b1), b1, once_cb, &r5), 0);
-	while (!r5.calls && test_now_ms() < end + 5000)
-		CHECK(sg_loop_run_once(e.loop, 10) >= 0);
-	CHECK_EQ(r5.calls, 1);
-	CHECK_EQ(r5.res, -EIO);
-	env_close(&e);
-}
-
-/* A failed chunk is held only for the reader that saw it fail (the kernel retrying page by
- * page in that process): it gets EIO again at once, with no new fetch.  Another reader, as a
- * new container once the registry is back, gets a fetch of its own and the right bytes. */
-static void read_until_done(struct env *e, struct sg_layer_user *u, uint32_t reader,
-			    uint32_t node, uint64_t off, uint8_t *buf, size_t len, struct once *o)
-{
-	CHECK_EQ(sg_layer_read(u, reader, node, off, len, buf, once_cb, o), 0);
-	double end = test_now_ms() + 5000;
-	while (!o->calls && test_now_ms() < end)
-		CHECK(sg_loop_run_once(e->loop, 10) >= 0);
-	CHECK_EQ(o->calls, 1);
-}
-
-TEST(a_failure_is_held_for_its_reader_only)
-{
-	struct env e = { 0 };
-	struct sg_layer_config cfg = { .window_bytes = 1 };
-	struct sg_layer_stats st;
-	static uint8_t buf[4096];
-	uint8_t junk[16], good[16], dummy[16];
-	struct once first = { 0 }, again = { 0 }, other = { 0 }, later = { 0 };
-
-	setup(false);
-	memset(junk, 0x5a, sizeof(junk));
-	poke_big_chunk(2, junk, good);
-	env_open(&e, &cfg);
-	uint32_t node = sg_toc_lookup_path(sg_layer_toc(e.layer), "data/big.bin");
-	uint64_t off = 2ull << 20;
-	read_until_done(&e, e.user, 101, node, off, buf, sizeof(buf), &first);
-	CHECK_EQ(first.res, -EIO);
-	sg_layer_stats(e.layer, &st);
-	uint64_t requests = st.fetch_requests;
-	CHECK(requests >= 1);
-
-	/* The blob is good again (the registry came back). */
-	poke_big_chunk(2, good, dummy);
-	read_until_done(&e, e.user, 101, node, off + 4096, buf, sizeof(buf), &again);
-	CHECK_EQ(again.res, -EIO);
-	sg_layer_stats(e.layer, &st);
-	CHECK_EQ(st.fetch_requests, requests);   /* held: no fetch */
-
-	read_until_done(&e, e.user, 202, node, off, buf, sizeof(buf), &other);
-	CHECK_EQ(other.res, (ssize_t)sizeof(buf));
-	CHECK_MEM(buf, big + off, sizeof(buf));
-	sg_layer_stats(e.layer, &st);
-	CHECK_EQ(st.fetch_requests, requests + 1);
-
-	/* The first reader, too, now reads the chunk from memory. */
-	read_until_done(&e, e.user, 101, node, off + 8192, buf, sizeof(buf), &later);
-	CHECK_EQ(later.res, (ssize_t)sizeof(buf));
-	CHECK_MEM(buf, big + off + 8192, sizeof(buf));
 	env_close(&e);
 }
 

@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "fs/mem.h"
+#include "fs/big_alloc.h"
 #include "fs/tar.h"
 #include "fs/toc.h"
 #include "tests/helpers/toc_hostile.h"

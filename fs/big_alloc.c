@@ -1,4 +1,4 @@
-#include "fs/mem.h"
+#include "fs/big_alloc.h"
 
 #include <stdint.h>
 #include <sys/mman.h>

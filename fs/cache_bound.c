@@ -1,4 +1,4 @@
-#include "fs/cache.h"
+#include "fs/cache_bound.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -19,7 +19,7 @@
 #define TRASH_PREFIX ".trash-"
 #define EVICT_CHUNKS 64u          /* chunks punched per batch */
 #define UNLINK_BATCH 256u         /* files removed per batch */
-#define SYNC_BATCHES 4u           /* batches sg_cache_reserve may run itself */
+#define SYNC_BATCHES 4u           /* batches sg_cache_bound_reserve may run itself */
 #define CLOCK_RESCALE 0xf0000000u
 
 /* A layer directory nobody has mounted: from an earlier run, or a layer unmounted since. */
@@ -32,26 +32,26 @@ struct idle_dir {
 	bool stuck;                   /* could not be removed: counted, not retried */
 };
 
-struct sg_cache_layer {
-	struct sg_cache *c;
+struct sg_cache_bound_layer {
+	struct sg_cache_bound *c;
 	struct sg_list link;
 	char name[80];                /* "" when the directory is not a child of the root */
 	uint64_t bytes;
-	struct sg_cache_client client;
+	struct sg_cache_bound_client client;
 };
 
-struct sg_cache {
+struct sg_cache_bound {
 	struct sg_loop *loop;
 	char root[PATH_MAX];
 	int root_fd;
-	int lock_fd;                  /* SG_CACHE_LOCK_NAME, flock'ed for the cache's lifetime */
+	int lock_fd;                  /* SG_CACHE_BOUND_LOCK_NAME, flock'ed while we live */
 	uint32_t block;
 	uint64_t max, bytes, idle_bytes;
 	uint32_t clock;
 	struct sg_list idle;          /* struct idle_dir */
-	struct sg_list layers;        /* struct sg_cache_layer */
+	struct sg_list layers;        /* struct sg_cache_bound_layer */
 	struct sg_op evict_op;
-	struct sg_cache_stats stats;
+	struct sg_cache_bound_stats stats;
 };
 
 static uint64_t realtime_ns(void)
@@ -94,7 +94,7 @@ static uint64_t dir_usage(int dirfd, const char *name)
 	return total;
 }
 
-static void idle_insert(struct sg_cache *c, struct idle_dir *e)
+static void idle_insert(struct sg_cache_bound *c, struct idle_dir *e)
 {
 	struct sg_list *n;
 
@@ -109,7 +109,7 @@ static void idle_insert(struct sg_cache *c, struct idle_dir *e)
 	c->idle_bytes += e->bytes;
 }
 
-static void idle_drop(struct sg_cache *c, struct idle_dir *e)
+static void idle_drop(struct sg_cache_bound *c, struct idle_dir *e)
 {
 	sg_list_unlink(&e->link);
 	c->idle_bytes -= e->bytes;
@@ -119,7 +119,7 @@ static void idle_drop(struct sg_cache *c, struct idle_dir *e)
 	free(e);
 }
 
-static int idle_add(struct sg_cache *c, const char *name, uint64_t bytes, uint64_t mtime_ns)
+static int idle_add(struct sg_cache_bound *c, const char *name, uint64_t bytes, uint64_t mtime_ns)
 {
 	struct idle_dir *e = calloc(1, sizeof(*e));
 
@@ -133,10 +133,10 @@ static int idle_add(struct sg_cache *c, const char *name, uint64_t bytes, uint64
 	return 0;
 }
 
-uint64_t sg_cache_default_max(const char *root)
+uint64_t sg_cache_bound_default_max(const char *root)
 {
 	struct statvfs sv;
-	uint64_t max = SG_CACHE_DEFAULT_MAX;
+	uint64_t max = SG_CACHE_BOUND_DEFAULT_MAX;
 
 	if (statvfs(root, &sv) == 0) {
 		uint64_t half = (uint64_t)sv.f_blocks * sv.f_frsize / 2;
@@ -146,7 +146,7 @@ uint64_t sg_cache_default_max(const char *root)
 	return max;
 }
 
-static int scan_root(struct sg_cache *c)
+static int scan_root(struct sg_cache_bound *c)
 {
 	int fd = dup(c->root_fd);
 	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
@@ -176,19 +176,20 @@ static int scan_root(struct sg_cache *c)
 	return 0;
 }
 
-static void schedule_evict(struct sg_cache *c);
+static void schedule_evict(struct sg_cache_bound *c);
 
-/* One sg_cache per directory, across processes: a second one (`stargzd mount` beside the
+/* One sg_cache_bound per directory, across processes: a second one (`stargzd mount` beside the
  * daemon on its root) would evict, punch and remove what the first one serves, and its
  * accounting would be wrong.  The lock file is neither a layer name nor .trash-*, so the
  * walk, the accounting and the eviction never see it.  The pid is only a hint for the
  * message of the one refused. */
-static int take_lock(struct sg_cache *c)
+static int take_lock(struct sg_cache_bound *c)
 {
 	char pid[24];
 	int n;
 
-	c->lock_fd = openat(c->root_fd, SG_CACHE_LOCK_NAME, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	c->lock_fd = openat(c->root_fd, SG_CACHE_BOUND_LOCK_NAME, O_RDWR | O_CREAT | O_CLOEXEC,
+			    0600);
 	if (c->lock_fd < 0)
 		return -errno;
 	if (flock(c->lock_fd, LOCK_EX | LOCK_NB) < 0)
@@ -201,14 +202,14 @@ static int take_lock(struct sg_cache *c)
 	return 0;
 }
 
-long sg_cache_lock_owner(const char *root)
+long sg_cache_bound_lock_owner(const char *root)
 {
 	char path[PATH_MAX], buf[24];
 	ssize_t n;
 	long pid;
 	int fd;
 
-	if (snprintf(path, sizeof(path), "%s/" SG_CACHE_LOCK_NAME, root) >= (int)sizeof(path))
+	if (snprintf(path, sizeof(path), "%s/" SG_CACHE_BOUND_LOCK_NAME, root) >= (int)sizeof(path))
 		return -ENAMETOOLONG;
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -222,10 +223,10 @@ long sg_cache_lock_owner(const char *root)
 	return pid > 0 ? pid : -ENODATA;
 }
 
-int sg_cache_new(struct sg_loop *loop, const char *root, uint64_t max_bytes,
-		 struct sg_cache **ret)
+int sg_cache_bound_new(struct sg_loop *loop, const char *root, uint64_t max_bytes,
+		 struct sg_cache_bound **ret)
 {
-	struct sg_cache *c = calloc(1, sizeof(*c));
+	struct sg_cache_bound *c = calloc(1, sizeof(*c));
 	struct statvfs sv;
 	int r;
 
@@ -251,13 +252,13 @@ int sg_cache_new(struct sg_loop *loop, const char *root, uint64_t max_bytes,
 		goto fail;
 	c->block = fstatvfs(c->root_fd, &sv) == 0 && sv.f_frsize >= 512 && sv.f_frsize <= (1u << 20)
 		   ? (uint32_t)sv.f_frsize : 4096u;
-	c->max = max_bytes ? max_bytes : sg_cache_default_max(root);
+	c->max = max_bytes ? max_bytes : sg_cache_bound_default_max(root);
 	r = scan_root(c);
 	if (r < 0)
 		goto fail;
 	/* No eviction starts here, even over the bound: a constructor starts no work, so a
 	 * caller that fails after this can free the cache at once.  The first attach, reserve
-	 * or sg_cache_set_max evicts. */
+	 * or sg_cache_bound_set_max evicts. */
 	*ret = c;
 	return 0;
 fail:
@@ -269,7 +270,7 @@ fail:
 	return r;
 }
 
-void sg_cache_free(struct sg_cache *c)
+void sg_cache_bound_free(struct sg_cache_bound *c)
 {
 	struct sg_list *n;
 
@@ -284,20 +285,20 @@ void sg_cache_free(struct sg_cache *c)
 		free(e);
 	}
 	while ((n = sg_list_pop(&c->layers)))
-		sg_container_of(n, struct sg_cache_layer, link)->c = NULL;
+		sg_container_of(n, struct sg_cache_bound_layer, link)->c = NULL;
 	close(c->root_fd);
 	close(c->lock_fd);   /* releases the directory to the next process */
 	free(c);
 }
 
-void sg_cache_set_max(struct sg_cache *c, uint64_t max_bytes)
+void sg_cache_bound_set_max(struct sg_cache_bound *c, uint64_t max_bytes)
 {
-	c->max = max_bytes ? max_bytes : sg_cache_default_max(c->root);
+	c->max = max_bytes ? max_bytes : sg_cache_bound_default_max(c->root);
 	if (c->bytes > c->max)
 		schedule_evict(c);
 }
 
-void sg_cache_stats(const struct sg_cache *c, struct sg_cache_stats *ret)
+void sg_cache_bound_stats(const struct sg_cache_bound *c, struct sg_cache_bound_stats *ret)
 {
 	*ret = c->stats;
 	ret->max_bytes = c->max;
@@ -310,12 +311,12 @@ void sg_cache_stats(const struct sg_cache *c, struct sg_cache_stats *ret)
 		ret->idle_dirs++;
 }
 
-uint32_t sg_cache_block_size(const struct sg_cache *c)
+uint32_t sg_cache_bound_block_size(const struct sg_cache_bound *c)
 {
 	return c->block;
 }
 
-uint64_t sg_cache_extent(const struct sg_cache *c, uint64_t offset, uint64_t len)
+uint64_t sg_cache_bound_extent(const struct sg_cache_bound *c, uint64_t offset, uint64_t len)
 {
 	uint64_t b = c->block;
 
@@ -324,16 +325,16 @@ uint64_t sg_cache_extent(const struct sg_cache *c, uint64_t offset, uint64_t len
 	return ((offset + len + b - 1) / b - offset / b) * b;
 }
 
-static uint64_t watermark(const struct sg_cache *c)
+static uint64_t watermark(const struct sg_cache_bound *c)
 {
-	return c->max / 100u * SG_CACHE_WATERMARK_PCT;
+	return c->max / 100u * SG_CACHE_BOUND_WATERMARK_PCT;
 }
 
 /* ---- eviction ---- */
 
 /* Removes up to UNLINK_BATCH files of the oldest idle directory.  Returns the bytes freed,
  * or 0 when it made no progress. */
-static uint64_t idle_step(struct sg_cache *c, struct idle_dir *e)
+static uint64_t idle_step(struct sg_cache_bound *c, struct idle_dir *e)
 {
 	uint64_t freed = 0;
 	char trash[sizeof(e->name)];
@@ -399,7 +400,7 @@ gone:
 
 /* One batch: an idle directory's files, or the least recently used chunks.  Returns the
  * bytes freed; 0 when nothing more can be evicted. */
-static uint64_t evict_batch(struct sg_cache *c, uint64_t goal)
+static uint64_t evict_batch(struct sg_cache_bound *c, uint64_t goal)
 {
 	struct sg_list *n;
 
@@ -408,10 +409,11 @@ static uint64_t evict_batch(struct sg_cache *c, uint64_t goal)
 		if (!e->stuck)
 			return idle_step(c, e);
 	}
-	struct sg_cache_layer *best = NULL;
+	struct sg_cache_bound_layer *best = NULL;
 	uint32_t best_stamp = UINT32_MAX, second = UINT32_MAX, s;
 	for (n = c->layers.next; n != &c->layers; n = n->next) {
-		struct sg_cache_layer *cl = sg_container_of(n, struct sg_cache_layer, link);
+		struct sg_cache_bound_layer *cl =
+			sg_container_of(n, struct sg_cache_bound_layer, link);
 		if (!cl->client.oldest || !cl->client.oldest(cl->client.ctx, &s))
 			continue;
 		if (!best || s < best_stamp) {
@@ -437,7 +439,7 @@ static uint64_t evict_batch(struct sg_cache *c, uint64_t goal)
 
 static void evict_cb(struct sg_op *op)
 {
-	struct sg_cache *c = sg_container_of(op, struct sg_cache, evict_op);
+	struct sg_cache_bound *c = sg_container_of(op, struct sg_cache_bound, evict_op);
 
 	/* Background work: not worth delaying a shutdown for (posts are still delivered while
 	 * the loop drains, so stop here rather than evict batch after batch). */
@@ -450,15 +452,15 @@ static void evict_cb(struct sg_op *op)
 /* The rest of an eviction runs from the loop, one batch per iteration.  The post cannot be
  * refused (evict_op is idle, and posts are accepted while the loop drains); if it were, the
  * next reserve would simply evict again. */
-static void schedule_evict(struct sg_cache *c)
+static void schedule_evict(struct sg_cache_bound *c)
 {
 	if (!sg_op_busy(&c->evict_op))
 		(void)sg_post(c->loop, &c->evict_op, 0, evict_cb);
 }
 
-int sg_cache_reserve(struct sg_cache_layer *cl, uint64_t bytes)
+int sg_cache_bound_reserve(struct sg_cache_bound_layer *cl, uint64_t bytes)
 {
-	struct sg_cache *c = cl->c;
+	struct sg_cache_bound *c = cl->c;
 
 	if (!c)
 		return -ENOSPC;
@@ -485,7 +487,7 @@ int sg_cache_reserve(struct sg_cache_layer *cl, uint64_t bytes)
 	return 0;
 }
 
-void sg_cache_release(struct sg_cache_layer *cl, uint64_t bytes)
+void sg_cache_bound_release(struct sg_cache_bound_layer *cl, uint64_t bytes)
 {
 	if (bytes > cl->bytes)
 		bytes = cl->bytes;
@@ -494,21 +496,22 @@ void sg_cache_release(struct sg_cache_layer *cl, uint64_t bytes)
 		cl->c->bytes -= bytes;
 }
 
-uint64_t sg_cache_layer_bytes(const struct sg_cache_layer *cl)
+uint64_t sg_cache_bound_layer_bytes(const struct sg_cache_bound_layer *cl)
 {
 	return cl->bytes;
 }
 
-bool sg_cache_room(const struct sg_cache *c, uint64_t bytes)
+bool sg_cache_bound_room(const struct sg_cache_bound *c, uint64_t bytes)
 {
 	return c->bytes - c->idle_bytes + bytes <= watermark(c);
 }
 
-uint32_t sg_cache_tick(struct sg_cache *c)
+uint32_t sg_cache_bound_tick(struct sg_cache_bound *c)
 {
 	if (c->clock >= CLOCK_RESCALE) {
 		for (struct sg_list *n = c->layers.next; n != &c->layers; n = n->next) {
-			struct sg_cache_layer *cl = sg_container_of(n, struct sg_cache_layer, link);
+			struct sg_cache_bound_layer *cl =
+				sg_container_of(n, struct sg_cache_bound_layer, link);
 			if (cl->client.rescale)
 				cl->client.rescale(cl->client.ctx);
 		}
@@ -520,7 +523,7 @@ uint32_t sg_cache_tick(struct sg_cache *c)
 /* ---- layers ---- */
 
 /* The name of `dir` under the root, or "" if it is not a direct child. */
-static void child_name(const struct sg_cache *c, const char *dir, char *out, size_t outlen)
+static void child_name(const struct sg_cache_bound *c, const char *dir, char *out, size_t outlen)
 {
 	size_t n = strlen(c->root);
 
@@ -532,10 +535,10 @@ static void child_name(const struct sg_cache *c, const char *dir, char *out, siz
 	snprintf(out, outlen, "%s", dir + n + 1);
 }
 
-int sg_cache_attach(struct sg_cache *c, const char *dir, uint64_t present_bytes,
-		    const struct sg_cache_client *client, struct sg_cache_layer **ret)
+int sg_cache_bound_attach(struct sg_cache_bound *c, const char *dir, uint64_t present_bytes,
+		    const struct sg_cache_bound_client *client, struct sg_cache_bound_layer **ret)
 {
-	struct sg_cache_layer *cl = calloc(1, sizeof(*cl));
+	struct sg_cache_bound_layer *cl = calloc(1, sizeof(*cl));
 	struct sg_list *n, *tmp;
 
 	if (!cl)
@@ -562,9 +565,9 @@ int sg_cache_attach(struct sg_cache *c, const char *dir, uint64_t present_bytes,
 	return 0;
 }
 
-void sg_cache_detach(struct sg_cache_layer *cl)
+void sg_cache_bound_detach(struct sg_cache_bound_layer *cl)
 {
-	struct sg_cache *c;
+	struct sg_cache_bound *c;
 	bool shared = false;
 
 	if (!cl)
@@ -573,8 +576,11 @@ void sg_cache_detach(struct sg_cache_layer *cl)
 	if (c) {
 		sg_list_unlink(&cl->link);
 		c->bytes -= cl->bytes;
-		for (struct sg_list *n = c->layers.next; n != &c->layers; n = n->next)
-			shared |= strcmp(sg_container_of(n, struct sg_cache_layer, link)->name, cl->name) == 0;
+		for (struct sg_list *n = c->layers.next; n != &c->layers; n = n->next) {
+			const struct sg_cache_bound_layer *o =
+				sg_container_of(n, struct sg_cache_bound_layer, link);
+			shared |= strcmp(o->name, cl->name) == 0;
+		}
 		if (cl->name[0] && !shared) {
 			/* Last used now: the oldest directories go first. */
 			(void)utimensat(c->root_fd, cl->name, NULL, 0);

@@ -1,16 +1,18 @@
-/* The disk cache's size bound (fs/cache.c) with real layers (fs/layer.c) over an eStargz
- * blob on disk: the bound holds while a larger layer is read, bytes stay right, the least
- * recently used chunks go first, directories of layers not mounted go before any mounted
- * chunk, a restart reuses what is left, an evicted chunk is fetched and verified again, and
- * background fetch does not churn a small cache. */
+/* The disk cache's size bound (fs/cache_bound.c) with real layers (fs/layer.c) over an
+ * eStargz blob on disk: the bound holds while a larger layer is read, bytes stay right, the
+ * least recently used chunks go first, directories of layers not mounted go before any
+ * mounted chunk, a restart reuses what is left, an evicted chunk is fetched and verified
+ * again, and background fetch does not churn a small cache. */
 #include "daemon/core/loop.h"
-#include "fs/cache.h"
+#include "fs/cache_bound.h"
 #include "fs/estargz.h"
 #include "fs/gz.h"
 #include "fs/layer.h"
+#include "fs/layer_trust.h"
 #include "daemon/core/range_source.h"
 #include "tests/helpers/blob_toc.h"
 #include "tests/helpers/esgz_build.h"
+#include "tests/helpers/layer_fixture.h"
 #include "tests/unit/test.h"
 
 #include <dirent.h>
@@ -33,15 +35,9 @@ static uint8_t content[NFILES][FILE_SIZE];
 static struct sg_digest toc_digest;
 static uint64_t foreign_bytes;   /* not ours under the root: neither counted nor removed */
 
-static int rm_one(const char *p, const struct stat *st, int t, struct FTW *f)
-{
-	(void)st; (void)f;
-	return (t == FTW_DP) ? rmdir(p) : unlink(p);
-}
-
 static void cleanup(void)
 {
-	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	test_rm_tree(dir);
 }
 
 /* Eight files of 1 MiB in 256 KiB chunks, incompressible. */
@@ -59,68 +55,32 @@ static void setup(void)
 
 struct env {
 	struct sg_loop *loop;
-	struct sg_cache *cache;
+	struct sg_cache_bound *bound;
 	struct sg_layer *layer;
 	struct sg_layer_user *user;
 };
 
 static void env_open(struct env *e, uint64_t max, const struct sg_layer_config *cfg_in)
 {
-	struct sg_range_source *src;
+	struct sg_layer_config cfg = cfg_in ? *cfg_in : (struct sg_layer_config){ 0 };
 
 	CHECK_EQ(sg_loop_new(NULL, &e->loop), 0);
-	CHECK_EQ(sg_cache_new(e->loop, root, max, &e->cache), 0);
-	struct sg_toc *toc = test_load_toc_file(blob_path, &toc_digest);
-	CHECK_EQ(sg_range_source_file_open(e->loop, blob_path, &src), 0);
-	struct sg_layer_config cfg = cfg_in ? *cfg_in : (struct sg_layer_config){ 0 };
+	CHECK_EQ(sg_cache_bound_new(e->loop, root, max, &e->bound), 0);
 	cfg.cache_dir = layer_dir;
-	cfg.cache = e->cache;
+	cfg.bound = e->bound;
 	if (!cfg.window_bytes)
 		cfg.window_bytes = 1;   /* exactly the chunks asked for */
-	CHECK_EQ(sg_layer_new(e->loop, src, toc, &cfg, &e->layer), 0);
-	CHECK_EQ(sg_layer_user_new(e->layer, &e->user), 0);
-	sg_layer_start(e->layer);
-}
-
-static void on_closed(void *ud)
-{
-	*(bool *)ud = true;
+	test_layer_open(e->loop, blob_path, &toc_digest, &cfg, &e->layer, &e->user);
 }
 
 static void env_close(struct env *e)
 {
-	bool done = false, user_done = false;
-
-	sg_layer_user_close(e->user, on_closed, &user_done);
-	while (!user_done)
-		CHECK(sg_loop_run_once(e->loop, 100) >= 0);
-	sg_layer_close(e->layer, on_closed, &done);
-	while (!done)
-		CHECK(sg_loop_run_once(e->loop, 100) >= 0);
-	sg_layer_free(e->layer);
+	test_layer_user_close(e->loop, e->user);
+	test_layer_close(e->loop, e->layer);
 	CHECK_EQ(sg_loop_drain(e->loop, 2000), 0);
-	sg_cache_free(e->cache);
+	sg_cache_bound_free(e->bound);
 	sg_loop_free(e->loop);
 	memset(e, 0, sizeof(*e));
-}
-
-static void run_for(struct env *e, int ms)
-{
-	double end = test_now_ms() + ms;
-	while (test_now_ms() < end)
-		CHECK(sg_loop_run_once(e->loop, 5) >= 0);
-}
-
-struct rd {
-	bool done;
-	ssize_t res;
-};
-
-static void read_cb(void *ud, ssize_t res)
-{
-	struct rd *r = ud;
-	r->done = true;
-	r->res = res;
 }
 
 static uint32_t node_of(struct env *e, int f)
@@ -138,21 +98,18 @@ static uint64_t du(const char *path);
 static void read_file(struct env *e, int f)
 {
 	static uint8_t buf[128 * 1024];
-	struct sg_cache_stats cs;
+	struct sg_cache_bound_stats cs;
 
 	for (size_t off = 0; off < FILE_SIZE; off += sizeof(buf)) {
-		struct rd r = { 0 };
-		CHECK_EQ(sg_layer_read(e->user, 0, node_of(e, f), off, sizeof(buf), buf, read_cb, &r), 0);
-		while (!r.done)
-			CHECK(sg_loop_run_once(e->loop, 100) >= 0);
-		CHECK_EQ(r.res, sizeof(buf));
+		CHECK_EQ(test_layer_read(e->loop, e->user, 0, node_of(e, f), off, buf, sizeof(buf)),
+			 sizeof(buf));
 		CHECK_MEM(buf, content[f] + off, sizeof(buf));
-		sg_cache_stats(e->cache, &cs);
+		sg_cache_bound_stats(e->bound, &cs);
 		CHECK(cs.bytes <= cs.max_bytes);
 	}
 	/* Let the cache writes land, then measure the disk. */
-	run_for(e, 20);
-	sg_cache_stats(e->cache, &cs);
+	test_run_for(e->loop, 20);
+	sg_cache_bound_stats(e->bound, &cs);
 	CHECK(cs.bytes <= cs.max_bytes);
 	uint64_t used = du(root) - foreign_bytes;
 	if (used > cs.max_bytes + SLACK)
@@ -201,10 +158,10 @@ TEST(bound_holds_while_a_larger_layer_is_read)
 {
 	struct env e = { 0 };
 	struct sg_layer_stats st;
-	struct sg_cache_stats cs;
+	struct sg_cache_bound_stats cs;
 
 	read_all_through_3mib(&e, &st);
-	sg_cache_stats(e.cache, &cs);
+	sg_cache_bound_stats(e.bound, &cs);
 	CHECK_EQ(st.chunks_fetched, NFILES * FILE_SIZE / CHUNK);
 	CHECK(st.chunks_evicted >= 16);
 	CHECK_EQ(st.chunks_evicted, cs.evicted_chunks);
@@ -220,7 +177,7 @@ TEST(bound_holds_while_a_larger_layer_is_read)
 TEST(least_recently_used_chunks_go_first)
 {
 	struct env e = { 0 };
-	struct sg_cache_stats cs;
+	struct sg_cache_bound_stats cs;
 
 	setup();
 	env_open(&e, 1024 * MiB, NULL);
@@ -234,10 +191,10 @@ TEST(least_recently_used_chunks_go_first)
 
 	/* A bound whose watermark is ~900 KiB below what is there: four chunks must go. */
 	for (int step = 1; step <= 2; step++) {
-		sg_cache_stats(e.cache, &cs);
+		sg_cache_bound_stats(e.bound, &cs);
 		uint64_t target = cs.bytes - 900 * 1024;
-		sg_cache_set_max(e.cache, (target / SG_CACHE_WATERMARK_PCT + 1) * 100);
-		run_for(&e, 50);
+		sg_cache_bound_set_max(e.bound, (target / SG_CACHE_BOUND_WATERMARK_PCT + 1) * 100);
+		test_run_for(e.loop, 50);
 		if (step == 1) {
 			CHECK_EQ(file_blocks(&e, 1), 0);          /* B, the oldest */
 			CHECK_EQ(file_blocks(&e, 2), FILE_SIZE);
@@ -264,18 +221,18 @@ TEST(pinned_files_are_never_evicted)
 	read_file(&e, 0);
 	read_file(&e, 1);
 	sg_layer_pin_file(e.layer, node_of(&e, 0), true);   /* A: the older one */
-	sg_cache_set_max(e.cache, 64 * 1024);
+	sg_cache_bound_set_max(e.bound, 64 * 1024);
 	for (double end = test_now_ms() + 3000; file_blocks(&e, 1) != 0 && test_now_ms() < end;)
-		run_for(&e, 20);
+		test_run_for(e.loop, 20);
 	CHECK_EQ(file_blocks(&e, 0), FILE_SIZE);
 	CHECK_EQ(file_blocks(&e, 1), 0);
 	int fd = sg_layer_open_verified(e.layer, node_of(&e, 0));
 	CHECK(fd >= 0);   /* still complete and trusted */
 	close(fd);
 	sg_layer_pin_file(e.layer, node_of(&e, 0), false);
-	sg_cache_set_max(e.cache, 64 * 1024 + 4096);   /* another eviction pass */
+	sg_cache_bound_set_max(e.bound, 64 * 1024 + 4096);   /* another eviction pass */
 	for (double end = test_now_ms() + 3000; file_blocks(&e, 0) != 0 && test_now_ms() < end;)
-		run_for(&e, 20);
+		test_run_for(e.loop, 20);
 	CHECK_EQ(file_blocks(&e, 0), 0);
 	CHECK_EQ(sg_layer_open_verified(e.layer, node_of(&e, 0)), -ENOENT);
 	env_close(&e);
@@ -290,10 +247,10 @@ TEST(evicted_chunk_is_fetched_and_verified_again)
 	setup();
 	env_open(&e, 1024 * MiB, &cfg);
 	read_file(&e, 0);
-	sg_cache_set_max(e.cache, 64 * 1024);
+	sg_cache_bound_set_max(e.bound, 64 * 1024);
 	/* The eviction runs from the loop in batches: on a busy machine it takes a while. */
 	for (double end = test_now_ms() + 3000; file_blocks(&e, 0) != 0 && test_now_ms() < end;)
-		run_for(&e, 20);
+		test_run_for(e.loop, 20);
 	CHECK_EQ(file_blocks(&e, 0), 0);
 	sg_layer_stats(e.layer, &st);
 	CHECK_EQ(st.chunks_present, 0);
@@ -304,7 +261,7 @@ TEST(evicted_chunk_is_fetched_and_verified_again)
 	CHECK(fd >= 0);
 	CHECK_EQ(pwrite(fd, "garbage", 7, 1000), 7);
 	close(fd);
-	sg_cache_set_max(e.cache, 1024 * MiB);
+	sg_cache_bound_set_max(e.bound, 1024 * MiB);
 	read_file(&e, 1);   /* flush the memory cache */
 	sg_layer_stats(e.layer, &st);
 	uint64_t fetched = st.chunks_fetched;
@@ -328,7 +285,7 @@ TEST(restart_reuses_what_is_left)
 {
 	struct env e = { 0 };
 	struct sg_layer_stats st;
-	struct sg_cache_stats cs;
+	struct sg_cache_bound_stats cs;
 
 	read_all_through_3mib(&e, &st);
 	uint64_t present = st.chunks_present;
@@ -337,18 +294,18 @@ TEST(restart_reuses_what_is_left)
 
 	/* Unmounted: the directory is accounted by the walk at start. */
 	CHECK_EQ(sg_loop_new(NULL, &e.loop), 0);
-	CHECK_EQ(sg_cache_new(e.loop, root, 3 * MiB, &e.cache), 0);
-	sg_cache_stats(e.cache, &cs);
+	CHECK_EQ(sg_cache_bound_new(e.loop, root, 3 * MiB, &e.bound), 0);
+	sg_cache_bound_stats(e.bound, &cs);
 	CHECK_EQ(cs.idle_dirs, 1);
 	CHECK(cs.bytes >= present * CHUNK && cs.bytes <= present * CHUNK + SLACK);
-	sg_cache_free(e.cache);
+	sg_cache_bound_free(e.bound);
 	sg_loop_free(e.loop);
 	memset(&e, 0, sizeof(e));
 
 	env_open(&e, 3 * MiB, NULL);
 	sg_layer_stats(e.layer, &st);
 	CHECK_EQ(st.chunks_present, present);
-	sg_cache_stats(e.cache, &cs);
+	sg_cache_bound_stats(e.bound, &cs);
 	CHECK_EQ(cs.idle_dirs, 0);
 	CHECK_EQ(cs.layers, 1);
 	read_file(&e, NFILES - 1);
@@ -386,7 +343,7 @@ TEST(directories_of_unmounted_layers_go_first_oldest_first)
 {
 	struct env e = { 0 };
 	struct sg_layer_stats st;
-	struct sg_cache_stats cs;
+	struct sg_cache_bound_stats cs;
 	char older[65], newer[65];
 
 	setup();
@@ -402,7 +359,7 @@ TEST(directories_of_unmounted_layers_go_first_oldest_first)
 	foreign_bytes = du(foreign);
 
 	env_open(&e, 3 * MiB + 512 * 1024, NULL);
-	sg_cache_stats(e.cache, &cs);
+	sg_cache_bound_stats(e.bound, &cs);
 	CHECK_EQ(cs.idle_dirs, 2);
 	CHECK(cs.idle_bytes >= 2 * MiB);
 	read_file(&e, 0);
@@ -420,7 +377,7 @@ TEST(directories_of_unmounted_layers_go_first_oldest_first)
 	sg_layer_stats(e.layer, &st);
 	CHECK(st.chunks_evicted > 0);
 	CHECK_EQ(file_blocks(&e, 3), FILE_SIZE);
-	sg_cache_stats(e.cache, &cs);
+	sg_cache_bound_stats(e.bound, &cs);
 	CHECK_EQ(cs.removed_dirs, 2);
 	CHECK(exists("not-a-layer"));
 	DIR *d = opendir(root);
@@ -478,48 +435,7 @@ TEST(reads_work_when_nothing_fits)
 	env_close(&e);
 }
 
-/* A reader that arrives after a chunk's job delivered its bytes, while the job still writes
- * them to the disk cache, is served at once: the job's waiters were woken already and will
- * not be again (it used to join them and never get an answer: a FUSE request lost, its
- * reader stuck in D state).  The first read takes the whole chunk, so the memory cache
- * drops it as served; the second read starts from the first one's callback. */
-struct second_read {
-	struct env *e;
-	uint8_t buf[CHUNK], buf2[CHUNK];
-	struct rd first, second;
-};
-
-static void first_read_cb(void *ud, ssize_t res)
-{
-	struct second_read *s = ud;
-
-	s->first.done = true;
-	s->first.res = res;
-	CHECK_EQ(sg_layer_read(s->e->user, 0, node_of(s->e, 0), 0, CHUNK, s->buf2, read_cb,
-			       &s->second), 0);
-}
-
-TEST(reader_arriving_while_the_chunk_is_written_is_served)
-{
-	static struct second_read s;
-	struct env e;
-
-	setup();
-	env_open(&e, 1024 * MiB, NULL);
-	s.e = &e;
-	CHECK_EQ(sg_layer_read(e.user, 0, node_of(&e, 0), 0, CHUNK, s.buf, first_read_cb, &s), 0);
-	double end = test_now_ms() + 5000;
-	while (!s.second.done && test_now_ms() < end)
-		CHECK(sg_loop_run_once(e.loop, 10) >= 0);
-	CHECK(s.first.done);
-	CHECK_EQ(s.first.res, CHUNK);
-	CHECK(s.second.done);
-	CHECK_EQ(s.second.res, CHUNK);
-	CHECK_MEM(s.buf2, content[0], CHUNK);
-	env_close(&e);
-}
-
-/* An sg_cache over a root holding one directory of a layer not mounted (64 KiB of data). */
+/* An sg_cache_bound over a root holding one directory of a layer not mounted (64 KiB of data). */
 static void make_one_idle_dir(void)
 {
 	char p[600];
@@ -536,72 +452,72 @@ static void make_one_idle_dir(void)
 	fclose(fp);
 }
 
-/* Constructors start no work: over its bound already, sg_cache_new posts no eviction (a
+/* Constructors start no work: over its bound already, sg_cache_bound_new posts no eviction (a
  * caller that fails next can free it at once); the first set_max/attach/reserve evicts.
  * The free of a cache with its eviction still posted aborts instead of leaving the loop a
  * pointer into freed memory. */
 TEST(new_starts_no_work_and_free_refuses_a_posted_eviction)
 {
 	struct sg_loop *loop;
-	struct sg_cache *c;
-	struct sg_cache_stats cs;
+	struct sg_cache_bound *c;
+	struct sg_cache_bound_stats cs;
 
 	make_one_idle_dir();
 	CHECK_EQ(sg_loop_new(NULL, &loop), 0);
-	CHECK_EQ(sg_cache_new(loop, root, 4096, &c), 0);
-	sg_cache_stats(c, &cs);
+	CHECK_EQ(sg_cache_bound_new(loop, root, 4096, &c), 0);
+	sg_cache_bound_stats(c, &cs);
 	CHECK(cs.bytes > cs.max_bytes);
 	CHECK_EQ(sg_loop_pending(loop), 0);
-	sg_cache_set_max(c, 4096);   /* now it evicts, from the loop */
+	sg_cache_bound_set_max(c, 4096);   /* now it evicts, from the loop */
 	CHECK_EQ(sg_loop_pending(loop), 1);
-	CHECK_ABORTS(sg_cache_free(c));
+	CHECK_ABORTS(sg_cache_bound_free(c));
 	for (int i = 0; i < 100 && sg_loop_pending(loop) > 0; i++)
 		CHECK(sg_loop_run_once(loop, 10) >= 0);
-	sg_cache_stats(c, &cs);
+	sg_cache_bound_stats(c, &cs);
 	CHECK_EQ(cs.idle_dirs, 0);
 	CHECK_EQ(access(layer_dir, F_OK), -1);
-	sg_cache_free(c);
+	sg_cache_bound_free(c);
 	CHECK_EQ(sg_loop_drain(loop, 1000), 0);
 	sg_loop_free(loop);
 }
 
-/* One sg_cache per directory, across processes too: a second one (`stargzd mount` beside
+/* One sg_cache_bound per directory, across processes too: a second one (`stargzd mount` beside
  * the daemon) is refused with -EBUSY and learns the holder's pid; the lock file is neither
  * counted nor evicted; the directory is free again once the first is freed. */
 TEST(one_cache_per_directory)
 {
 	struct sg_loop *loop;
-	struct sg_cache *c, *c2 = NULL;
-	struct sg_cache_stats cs;
+	struct sg_cache_bound *c, *c2 = NULL;
+	struct sg_cache_bound_stats cs;
 	char lock[400];
 	int st;
 
 	make_one_idle_dir();
 	CHECK_EQ(sg_loop_new(NULL, &loop), 0);
-	CHECK_EQ(sg_cache_new(loop, root, 0, &c), 0);
-	CHECK_EQ(sg_cache_new(loop, root, 0, &c2), -EBUSY);
+	CHECK_EQ(sg_cache_bound_new(loop, root, 0, &c), 0);
+	CHECK_EQ(sg_cache_bound_new(loop, root, 0, &c2), -EBUSY);
 	CHECK(c2 == NULL);
-	CHECK_EQ(sg_cache_lock_owner(root), getpid());
+	CHECK_EQ(sg_cache_bound_lock_owner(root), getpid());
 	/* Another process is refused the same way. */
 	pid_t pid = fork();
 	CHECK(pid >= 0);
 	if (pid == 0) {
-		struct sg_cache *c3 = NULL;
-		_exit(sg_cache_new(NULL, root, 0, &c3) == -EBUSY ? 0 : 1);
+		struct sg_cache_bound *c3 = NULL;
+		_exit(sg_cache_bound_new(NULL, root, 0, &c3) == -EBUSY ? 0 : 1);
 	}
 	CHECK_EQ(waitpid(pid, &st, 0), pid);
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 	/* Evicting everything leaves the lock file alone, and it is not accounted. */
-	snprintf(lock, sizeof(lock), "%s/" SG_CACHE_LOCK_NAME, root);
-	sg_cache_set_max(c, 4096);
+	snprintf(lock, sizeof(lock), "%s/" SG_CACHE_BOUND_LOCK_NAME, root);
+	sg_cache_bound_set_max(c, 4096);
 	for (int i = 0; i < 100 && sg_loop_pending(loop) > 0; i++)
 		CHECK(sg_loop_run_once(loop, 10) >= 0);
-	sg_cache_stats(c, &cs);
+	sg_cache_bound_stats(c, &cs);
 	CHECK_EQ(cs.bytes, 0);
 	CHECK_EQ(access(lock, F_OK), 0);
-	sg_cache_free(c);
-	CHECK_EQ(sg_cache_new(loop, root, 0, &c2), 0);
-	sg_cache_free(c2);
+	sg_cache_bound_free(c);
+	CHECK_EQ(sg_cache_bound_new(loop, root, 0, &c2), 0);
+	sg_cache_bound_free(c2);
 	CHECK_EQ(sg_loop_drain(loop, 1000), 0);
 	sg_loop_free(loop);
 }

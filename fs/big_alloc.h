@@ -6,8 +6,8 @@
  * load budget; with MADV_HUGEPAGE the same fill takes ~4 ms.  Growing by mremap also never
  * copies.  Sizes are rounded up to pages; callers keep the size they asked for and pass it
  * back on realloc/free.  Memory comes back zeroed. */
-#ifndef STARGZD_FS_MEM_H
-#define STARGZD_FS_MEM_H
+#ifndef STARGZD_FS_BIG_ALLOC_H
+#define STARGZD_FS_BIG_ALLOC_H
 
 #include <stddef.h>
 

@@ -1,0 +1,235 @@
+#include "fs/layer_fetch.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+#include "daemon/core/range_source.h"
+#include "fs/layer_int.h"
+#include "fs/layer_prefetch.h"
+
+struct fetch_batch {
+	struct sg_layer *layer;
+	struct sg_op op;
+	uint64_t offset;
+	size_t len;
+	size_t charged;            /* bytes counted in the budget's inflight */
+	uint8_t *buf;
+	struct chunk_job **jobs;
+	size_t n;
+	bool background;
+};
+
+static void batch_free(struct fetch_batch *b)
+{
+	struct sg_layer *l = b->layer;
+
+	l->batches_inflight--;
+	sg_memcache_uncharge(l->mem, b->charged);
+	free(b->buf);
+	free(b->jobs);
+	free(b);
+}
+
+static int failure_slot(const struct sg_layer *l, uint32_t chunk, uint32_t reader)
+{
+	for (unsigned i = 0; i < SG_LAYER_FAILED_RING; i++)
+		if (l->failed[i].ns && l->failed[i].chunk == chunk && l->failed[i].reader == reader)
+			return (int)i;
+	return -1;
+}
+
+bool sg_layer_fetch_held(const struct sg_layer *l, uint32_t chunk, uint32_t reader)
+{
+	int i = failure_slot(l, chunk, reader);
+	return i >= 0 && sg_now_ns() - l->failed[i].ns < SG_LAYER_FAILED_HOLD_NS;
+}
+
+/* Remembers the failure of j's chunk for each reader waiting on it (before they are woken). */
+static void note_failed(struct sg_layer *l, const struct chunk_job *j)
+{
+	for (const struct sg_list *n = j->waiters.next; n != &j->waiters; n = n->next) {
+		uint32_t reader = sg_container_of(n, struct read_part, link)->r->reader;
+		int i = failure_slot(l, j->chunk, reader);
+		if (i < 0) {
+			i = (int)l->failed_next;
+			l->failed_next = (l->failed_next + 1) % SG_LAYER_FAILED_RING;
+		}
+		l->failed[i].chunk = j->chunk;
+		l->failed[i].reader = reader;
+		l->failed[i].ns = sg_now_ns();
+	}
+}
+
+static void batch_fetched(struct sg_op *op)
+{
+	struct fetch_batch *b = sg_container_of(op, struct fetch_batch, op);
+	struct sg_layer *l = b->layer;
+
+	for (size_t i = 0; i < b->n; i++) {
+		struct chunk_job *j = b->jobs[i];
+		const struct sg_toc_chunk *c = sg_layer_chunk(l, j->chunk);
+		struct sg_error err;
+
+		if (j->ondemand) {
+			l->ondemand_inflight--;
+			l->last_ondemand_ns = sg_now_ns();
+		}
+		if (!sg_layer_res_is(op->res, b->len) || l->closing) {
+			if (!l->closing && op->res != -ECANCELED)
+				note_failed(l, j);
+			sg_layer_job_fail(j, l->closing ? -ECANCELED : -EIO);
+			continue;
+		}
+		struct sg_mem_chunk *e = sg_mem_chunk_new(l->mem, j->chunk, c->size);
+		if (!e) {
+			sg_layer_job_fail(j, -ENOMEM);
+			continue;
+		}
+		int r = sg_esgz_extract_chunk(l->gz, c, b->buf + (c->offset - b->offset),
+					      c->next_offset - c->offset,
+					      l->cfg.skip_verify && !c->has_digest, e->data, &err);
+		if (r < 0) {
+			/* A member that does not decompress, or bytes that do not match: either
+			 * way the blob is not what the TOC describes.  Held like a failed fetch:
+			 * the kernel's page-by-page retry must not fetch it again each time. */
+			if (err.code != SG_ESGZ_E_NOMEM && err.code != SG_ESGZ_E_CANCELED) {
+				sg_layer_report_bad_chunk(l, j->chunk, c->file_offset, false);
+				note_failed(l, j);
+			}
+			sg_mem_chunk_free(e);
+			sg_layer_job_fail(j, -EIO);
+			continue;
+		}
+		l->stats.chunks_fetched++;
+		sg_layer_job_ready(j, e);
+	}
+	if (op->res > 0)
+		l->stats.fetched_bytes += (uint64_t)op->res;
+	batch_free(b);
+	/* After an on-demand batch too: background fetch that found the link busy waits for
+	 * the last batch in flight, whichever it was, to look again. */
+	sg_layer_prefetch_continue(l);
+	sg_layer_maybe_close_done(l);
+}
+
+int sg_layer_fetch_batch(struct sg_layer *l, struct sg_range_source *src,
+			 const uint32_t *chunks, size_t n, bool ondemand, bool background)
+{
+	struct fetch_batch *b = calloc(1, sizeof(*b));
+	int r;
+
+	if (!b)
+		return -ENOMEM;
+	b->layer = l;
+	b->background = background;
+	b->offset = sg_layer_chunk(l, chunks[0])->offset;
+	uint64_t end = 0;
+	size_t need = 0;
+	for (size_t i = 0; i < n; i++) {
+		const struct sg_toc_chunk *c = sg_layer_chunk(l, chunks[i]);
+		if (c->next_offset > end)
+			end = c->next_offset;
+		need += (size_t)c->size;
+	}
+	b->len = (size_t)(end - b->offset);
+	need += b->len;
+	r = sg_memcache_charge(l->mem, need, background, &b->charged);
+	if (r < 0) {
+		free(b);
+		return r;
+	}
+	b->buf = malloc(b->len ? b->len : 1);
+	b->jobs = calloc(n, sizeof(*b->jobs));
+	if (!b->buf || !b->jobs) {
+		sg_memcache_uncharge(l->mem, b->charged);
+		free(b->buf);
+		free(b->jobs);
+		free(b);
+		return -ENOMEM;
+	}
+	l->batches_inflight++;
+	for (size_t i = 0; i < n; i++) {
+		struct chunk_job *j = sg_layer_job_new(l, chunks[i], ondemand);
+		if (!j) {
+			r = -ENOMEM;
+			goto fail;
+		}
+		b->jobs[b->n++] = j;
+		if (ondemand) {
+			l->ondemand_inflight++;
+			l->last_ondemand_ns = sg_now_ns();
+		}
+	}
+	sg_op_init(&b->op);
+	sg_op_set_group(&b->op, &l->group);
+	r = sg_range_read(src, b->offset, b->len, b->buf, &b->op, batch_fetched);
+	if (r < 0)
+		goto fail;
+	l->stats.fetch_requests++;
+	return (int)n;
+fail:
+	for (size_t i = 0; i < b->n; i++) {
+		if (ondemand)
+			l->ondemand_inflight--;
+		sg_layer_job_fail(b->jobs[i], r);
+	}
+	batch_free(b);
+	return r;
+}
+
+bool sg_layer_fetch_needed(const struct sg_layer *l, uint32_t c)
+{
+	return !l->jobs[c] && !sg_memcache_get(l->mem, c) && !sg_diskcache_present(l->disk, c);
+}
+
+/* Was the chunk before this one (of the same file) read already?  Then the file is being
+ * read sequentially and the next chunks are worth fetching with this one. */
+static bool sequential(const struct sg_layer *l, uint32_t c)
+{
+	const struct sg_toc_node *file = sg_toc_node(l->toc, l->chunk_file[c]);
+	return c > file->first_chunk && (sg_memcache_get(l->mem, c - 1) || l->jobs[c - 1] ||
+					 sg_diskcache_present(l->disk, c - 1));
+}
+
+/* What is cheap to take along: the next chunks of the same file when it is read
+ * sequentially (read-ahead), and the members of the following small files up to
+ * window_bytes further in the blob.  On a link with a 40 ms round trip, 256 KiB more costs
+ * ~20 ms at 100 Mbit/s, while a later miss costs a round trip; neighbouring files in a layer
+ * are read together (a package, a module directory). */
+int sg_layer_fetch_chunk(struct sg_layer *l, struct sg_range_source *src, uint32_t chunk,
+			 bool ondemand, struct sg_list *waiters)
+{
+	uint32_t list[64];
+	size_t n = 0;
+	uint32_t file = l->chunk_file[chunk];
+	const struct sg_toc_chunk *c0 = sg_layer_chunk(l, chunk);
+	uint64_t start = c0->offset, end = c0->next_offset, prev = c0->offset;
+	uint64_t window_end = c0->next_offset + (ondemand ? l->cfg.window_bytes : 0);
+	unsigned same_file = 0;
+	bool seq = sequential(l, chunk);
+	int r;
+
+	list[n++] = chunk;
+	for (uint32_t c = chunk + 1; c < l->n_chunks && n < 64; c++) {
+		const struct sg_toc_chunk *c1 = sg_layer_chunk(l, c);
+		bool mine = l->chunk_file[c] == file;
+		if (!sg_layer_fetch_needed(l, c) || c1->offset < prev ||
+		    c1->offset > end + SG_LAYER_MAX_BATCH_GAP ||
+		    c1->next_offset - start > l->cfg.max_batch_bytes)
+			break;
+		if (mine ? (!seq || same_file >= l->cfg.readahead_chunks) : c1->next_offset > window_end)
+			break;
+		same_file += mine;
+		list[n++] = c;
+		prev = c1->offset;
+		if (c1->next_offset > end)
+			end = c1->next_offset;
+	}
+	r = sg_layer_fetch_batch(l, src, list, n, ondemand, false);
+	if (r < 0)
+		return r;
+	struct sg_list *node;
+	while ((node = sg_list_pop(waiters)))
+		sg_list_insert_tail(&l->jobs[chunk]->waiters, node);
+	return 0;
+}

@@ -1,0 +1,36 @@
+/* Fetching chunks from the blob, a part of the layer object (fs/layer_int.h).
+ *
+ * A fetch batch is one range request for a run of chunks sorted by blob offset: its bytes
+ * are split into the chunks' gzip members, each decompressed and verified against its
+ * digest, and handed to the chunk's job (sg_layer_job_ready), or the job fails with EIO.
+ * Its buffer and the chunks it will become are charged to the memory budget until then.
+ *
+ * A chunk whose fetch failed is held (SG_LAYER_FAILED_HOLD_NS) for the readers that waited
+ * for it: they get EIO at once when they ask again, others get a fetch of their own. */
+#ifndef STARGZD_FS_LAYER_FETCH_H
+#define STARGZD_FS_LAYER_FETCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct sg_layer;
+struct sg_list;
+struct sg_range_source;
+
+/* Neither in memory, nor on disk, nor on its way. */
+bool sg_layer_fetch_needed(const struct sg_layer *l, uint32_t chunk);
+/* A fetch of `chunk` failed for `reader` a moment ago: answer it EIO without fetching. */
+bool sg_layer_fetch_held(const struct sg_layer *l, uint32_t chunk, uint32_t reader);
+/* Fetches `chunk` (it needs a fetch) from src in one range request together with what is
+ * cheap to take along, and moves `waiters` (struct read_part) onto its job.  0, or a
+ * negative errno and the waiters stay where they are. */
+int sg_layer_fetch_chunk(struct sg_layer *l, struct sg_range_source *src, uint32_t chunk,
+			 bool ondemand, struct sg_list *waiters);
+/* Starts one range request for the given chunks (sorted by blob offset, all needing a
+ * fetch).  Returns the number of chunks taken, or a negative errno: -EAGAIN when a
+ * speculative (background) batch finds no memory in the budget. */
+int sg_layer_fetch_batch(struct sg_layer *l, struct sg_range_source *src,
+			 const uint32_t *chunks, size_t n, bool ondemand, bool background);
+
+#endif

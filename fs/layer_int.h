@@ -1,0 +1,200 @@
+/* The layer's own state, shared by the files that make up the layer object (fs/layer.h):
+ *
+ *   fs/layer.c           the object and its lifecycle, chunk jobs, reads, users
+ *   fs/layer_fetch.c     range requests for runs of chunks, and the failure hold
+ *   fs/layer_prefetch.c  prefetch and background fetch
+ *   fs/layer_trust.c     trust checks and pins for FUSE passthrough
+ *   fs/layer_evict.c     the layer's side of the disk cache bound: use stamps, eviction
+ *
+ * over two modules of their own, fs/memcache.h and fs/diskcache.h.
+ *
+ * A chunk is produced by at most one job at a time (l->jobs[chunk]): a disk load, or one
+ * chunk of a fetch batch.  Readers wait on the job's list (struct read_part); once the job
+ * has verified bytes it wakes them, puts the bytes into the memory cache and, unless they
+ * came from there, writes them to the disk cache.
+ *
+ * Private to those files: nothing outside fs/layer*.c includes this. */
+#ifndef STARGZD_FS_LAYER_INT_H
+#define STARGZD_FS_LAYER_INT_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "daemon/core/list.h"
+#include "daemon/core/loop.h"
+#include "fs/diskcache.h"
+#include "fs/estargz.h"
+#include "fs/layer.h"
+#include "fs/memcache.h"
+
+/* tar headers between members are small: a gap up to this is read along, not split */
+#define SG_LAYER_MAX_BATCH_GAP (64u << 10)
+/* After the fetch of a chunk failed (the source gave up after its retries, or the bytes did
+ * not verify), the readers that waited for it get EIO at once for this long when they ask
+ * for that chunk again: the kernel retries a failed readahead page by page, in the reading
+ * process, and each retry would otherwise wait out the whole retry budget again.  Only those
+ * readers: another process (a new container, a user trying again once the registry is back)
+ * gets a fetch of its own. */
+#define SG_LAYER_FAILED_HOLD_NS (300ull * 1000000u)
+#define SG_LAYER_FAILED_RING 16
+
+/* One chunk being produced: from the disk cache or as part of a fetch batch. */
+struct chunk_job {
+	struct sg_layer *layer;
+	uint32_t chunk;
+	uint32_t file;             /* resolved node owning the chunk */
+	struct sg_list waiters;    /* struct read_part */
+	struct sg_op op;           /* disk read, then cache write */
+	struct sg_op bitmap_op;
+	struct sg_mem_chunk *entry;   /* result, held while written to disk */
+	uint8_t *loadbuf;          /* disk load target */
+	struct sg_diskcache_fd fdr;   /* cache file of the disk read or cache write */
+	uint64_t reserved;         /* cache bytes accounted for the write in flight */
+	bool from_disk;
+	bool ondemand;
+	bool verify_only;          /* a passthrough check: no reader asked for the bytes */
+};
+
+struct read_part {
+	struct sg_list link;       /* on a job's waiters while it waits (sg_list_linked) */
+	struct layer_read *r;
+	uint32_t chunk;
+};
+
+struct layer_read {
+	struct sg_layer *layer;
+	struct sg_layer_user *user;
+	struct sg_list user_link;  /* on user->reads until its result is posted */
+	struct sg_op *op;          /* the caller's, posted with the result */
+	sg_op_cb cb;
+	uint8_t *buf;
+	uint32_t reader;           /* the reading process, for the failure hold */
+	uint32_t file;
+	uint64_t offset;
+	size_t len;
+	unsigned pending;
+	int error;
+	struct sg_op io_op;        /* stargz.index.json's read */
+	size_t n_parts;
+	struct read_part parts[];
+};
+
+/* One user of the layer (a FUSE mount of it): the reads and trust checks it started, so that
+ * it can leave while other users keep the layer. */
+struct sg_layer_user {
+	struct sg_layer *layer;
+	/* Where this user's on-demand fetches go (its own image's registry), NULL = the
+	 * layer's.  Owned by the layer (user_srcs): a fetch it started may still be serving
+	 * other users' waiters after the user left. */
+	struct sg_range_source *src;
+	struct sg_list link;           /* on layer->users */
+	struct sg_list reads;          /* struct layer_read, results still owed */
+	unsigned verifies;             /* trust checks, results still owed */
+	bool closing;
+	struct sg_op *close_op;        /* sg_layer_user_close's, posted once none is owed */
+	sg_op_cb close_cb;
+};
+
+struct sg_layer {
+	struct sg_loop *loop;
+	struct sg_range_source *src;
+	struct sg_toc *toc;
+	struct sg_gz *gz;
+	struct sg_layer_config cfg;
+	char cache_dir[4096];
+	struct sg_group group;
+
+	uint32_t n_chunks;
+	uint32_t *chunk_file;          /* chunk -> node owning it */
+	struct chunk_job **jobs;       /* chunk -> job in flight */
+	struct sg_memcache *mem;
+	struct sg_diskcache *disk;
+	struct sg_list users;          /* struct sg_layer_user */
+	struct sg_range_source **user_srcs;   /* users' own sources, freed with the layer */
+	size_t n_user_srcs;
+	unsigned n_users;
+	bool started;
+	unsigned reads_inflight;
+	unsigned jobs_inflight;
+
+	/* Trust checks (layer_trust.c).  By node: how many users handed the file's cache file
+	 * to the kernel (passthrough); such a file is never evicted and its chunks stay
+	 * trusted. */
+	uint16_t *pins;
+	struct sg_list verify_reqs;    /* struct verify_req: files waiting for a trust check */
+	uint32_t verify_chunk;         /* next chunk of the file at the head */
+	unsigned verify_inflight;      /* its chunks being read back */
+	unsigned verify_pending;       /* callbacks not delivered yet */
+
+	/* The size bound (layer_evict.c; NULL = none): this layer's account and a use stamp
+	 * per chunk. */
+	struct sg_cache_bound_layer *bound_ent;
+	uint32_t *stamp;
+	uint32_t block;                /* filesystem block size of the cache */
+
+	/* Fetches (layer_fetch.c). */
+	unsigned batches_inflight;
+	unsigned ondemand_inflight;
+	uint64_t last_ondemand_ns;      /* when an on-demand fetch last started or ended */
+	/* Recent fetch failures, by chunk and by reader that saw them. */
+	struct { uint32_t chunk, reader; uint64_t ns; } failed[SG_LAYER_FAILED_RING];
+	unsigned failed_next;
+
+	/* Prefetch and background fetch (layer_prefetch.c). */
+	uint32_t prefetch_cursor, background_cursor;
+	uint64_t prefetch_end;
+	bool prefetching, backgrounding, background_started;
+	struct sg_op background_timer;
+
+	bool closing;
+	struct sg_op *close_op;        /* sg_layer_close's, posted once nothing is in flight */
+	sg_op_cb close_cb;
+
+	struct sg_layer_stats stats;
+};
+
+/* An op's result is an int32_t; sizes are size_t.  Comparing through a cast of the size
+ * would take a truncated size for complete. */
+static inline bool sg_layer_res_is(int32_t res, size_t want)
+{
+	return res >= 0 && (size_t)res == want;
+}
+
+static inline const struct sg_toc_chunk *sg_layer_chunk(const struct sg_layer *l, uint32_t c)
+{
+	const struct sg_toc_node *n = sg_toc_node(l->toc, l->chunk_file[c]);
+	return &sg_toc_chunks(l->toc, n)[c - n->first_chunk];
+}
+
+/* The entry check of a continuation (daemon/core/loop.h): an op and a callback, and the op
+ * not in flight, since the result will be posted to it.  0 or a negative errno. */
+static inline int sg_layer_op_check(const struct sg_op *op, sg_op_cb cb)
+{
+	if (!op || !cb)
+		return -EINVAL;
+	return sg_op_busy(op) ? -EBUSY : 0;
+}
+
+/* ---- in fs/layer.c ---- */
+
+/* A job for `chunk` (none may be in flight), registered in l->jobs; NULL without memory. */
+struct chunk_job *sg_layer_job_new(struct sg_layer *l, uint32_t chunk, bool ondemand);
+void sg_layer_job_free(struct chunk_job *j);
+/* Wakes the waiters with `error`, then frees the job. */
+void sg_layer_job_fail(struct chunk_job *j, int error);
+/* The chunk's verified bytes are in e: serve the waiters, cache them in memory, and write
+ * them to the disk cache unless they came from there. */
+void sg_layer_job_ready(struct chunk_job *j, struct sg_mem_chunk *e);
+/* Starts reading the job's chunk back from the disk cache (and verifying it). */
+int sg_layer_job_load(struct sg_layer *l, struct chunk_job *j);
+/* Counts a chunk that did not match its digest and tells the owner (on_bad_chunk). */
+void sg_layer_report_bad_chunk(struct sg_layer *l, uint32_t chunk, uint64_t file_offset,
+			       bool from_cache);
+/* Completes sg_layer_close once nothing is left in flight. */
+void sg_layer_maybe_close_done(struct sg_layer *l);
+/* Completes sg_layer_user_close (and frees the user) once it is owed no result. */
+void sg_layer_user_maybe_done(struct sg_layer_user *u);
+
+#endif
