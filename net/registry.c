@@ -20,6 +20,7 @@
 #include "net/conn.h"
 #include "net/hosts_toml.h"
 #include "net/http1.h"
+#include "net/http1_ranges.h"
 #include "net/json.h"
 #include "net/manifest.h"
 #include "net/reference.h"
