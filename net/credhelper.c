@@ -146,8 +146,9 @@ unsigned sg_credhelper_runs(const struct sg_credhelper *ch)
 /* ---- parsing the answer ---- */
 
 int sg_credhelper_parse(const char *out, size_t len, struct sg_docker_cred *ret,
-			const char **reterr)
+			struct sg_error *err)
 {
+	struct sg_error jerr = { 0 };
 	yajl_val root = NULL;
 	const char *user, *secret, *e = NULL;
 	int r;
@@ -156,10 +157,9 @@ int sg_credhelper_parse(const char *out, size_t len, struct sg_docker_cred *ret,
 	/* docker-credential-helpers' "not found" is plain text on stdout, not JSON. */
 	if (memmem(out, len, "credentials not found", 21))
 		return -ENOENT;
-	r = sg_json_parse(out, len, SG_CREDHELPER_OUTPUT_MAX, &root, &e);
+	r = sg_json_parse(out, len, SG_CREDHELPER_OUTPUT_MAX, &root, &jerr);
 	if (r < 0) {
-		if (r == -E2BIG)
-			e = "output too large";
+		e = r == -E2BIG ? "output too large" : jerr.msg[0] ? jerr.msg : NULL;
 		goto out;
 	}
 	r = -EBADMSG;
@@ -193,8 +193,7 @@ int sg_credhelper_parse(const char *out, size_t len, struct sg_docker_cred *ret,
 out:
 	if (r < 0) {
 		sg_docker_cred_done(ret);
-		if (reterr)
-			*reterr = e ? e : strerror(-r);
+		sg_error_set(err, r, "%s", e ? e : strerror(-r));
 	}
 	yajl_tree_free(root);
 	return r;
@@ -226,7 +225,7 @@ static void entry_resolve(struct entry *e)
 {
 	struct sg_credhelper *ch = e->ch;
 	struct sg_docker_cred cred = { 0 };
-	const char *perr = NULL;
+	struct sg_error perr = { 0 };
 	char excerpt[128];
 	int r = -ENOENT;
 
@@ -251,8 +250,8 @@ static void entry_resolve(struct entry *e)
 			snprintf(e->err, sizeof(e->err), "docker-credential-%s has no credentials for %s",
 				 e->helper, e->server);
 		else if (r < 0)
-			snprintf(e->err, sizeof(e->err), "docker-credential-%s: unusable output: %s",
-				 e->helper, perr);
+			snprintf(e->err, sizeof(e->err), "docker-credential-%s: unusable output: %.200s",
+				 e->helper, perr.msg);
 	}
 	if (r == 0) {
 		e->username = cred.username;

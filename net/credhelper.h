@@ -24,6 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "daemon/core/error.h"
 #include "daemon/core/list.h"
 
 struct sg_loop;
@@ -66,9 +67,9 @@ unsigned sg_credhelper_runs(const struct sg_credhelper *ch);
 
 /* Parses a helper's `get` output.  Returns 0 with *ret filled (username + password, or
  * identity_token for "<token>"), -ENOENT when the helper said it has no credentials
- * ("credentials not found in native keychain", or empty Username and Secret), -EBADMSG (with
- * *reterr set) for anything else, -ENOMEM. */
+ * ("credentials not found in native keychain", or empty Username and Secret), -EBADMSG for
+ * anything else, -ENOMEM; err (may be NULL) says why. */
 int sg_credhelper_parse(const char *out, size_t len, struct sg_docker_cred *ret,
-			const char **reterr);
+			struct sg_error *err);
 
 #endif

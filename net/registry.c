@@ -311,7 +311,6 @@ bool sg_registry_plain_allowed(const char *const *insecure, size_t n, bool local
 size_t sg_registry_error_text(const char *body, size_t len, char *buf, size_t cap)
 {
 	yajl_val root = NULL, errs, e;
-	const char *err = NULL;
 	size_t n = 0;
 
 	if (cap == 0)
@@ -319,7 +318,7 @@ size_t sg_registry_error_text(const char *body, size_t len, char *buf, size_t ca
 	buf[0] = '\0';
 	if (!body || len == 0)
 		return 0;
-	if (sg_json_parse(body, len, 1 << 16, &root, &err) == 0) {
+	if (sg_json_parse(body, len, 1 << 16, &root, NULL) == 0) {
 		errs = sg_json_member(root, "errors");
 		if (errs && YAJL_IS_ARRAY(errs) && errs->u.array.len > 0 &&
 		    YAJL_IS_OBJECT((e = errs->u.array.values[0]))) {
@@ -1976,11 +1975,11 @@ static struct nsconf *ns_get(struct sg_registry *reg, const char *domain)
 		}
 	}
 	if (r == 0) {
-		struct sg_hosts_error herr = { 0 };
+		struct sg_error herr = { 0 };
 		r = sg_hosts_toml_parse(text, len, domain, dir, &ns->cfg, &herr);
 		free(text);
 		if (r < 0) {
-			sfmt(ns->errmsg, sizeof(ns->errmsg), "%s:%u: %s", path, herr.line,
+			sfmt(ns->errmsg, sizeof(ns->errmsg), "%s:%u: %s", path, (unsigned)herr.code,
 				 herr.msg[0] ? herr.msg : strerror(-r));
 			ns->err = r;
 			return ns;
@@ -2175,13 +2174,13 @@ int sg_registry_new(struct sg_loop *loop, const struct sg_registry_config *confi
 	if (dc[0]) {
 		char *text = NULL;
 		size_t len = 0;
-		const char *perr = NULL;
+		struct sg_error perr = { 0 };
 		r = read_small_file(dc, &text, &len);
 		if (r == 0) {
 			r = sg_docker_config_parse(text, len, &reg->docker, &perr);
 			free(text);
 			if (r < 0) {
-				sfmt(reterr, errcap, "%s: %s", dc, perr ? perr : strerror(-r));
+				sfmt(reterr, errcap, "%s: %s", dc, perr.msg[0] ? perr.msg : strerror(-r));
 				goto fail;
 			}
 		} else if (r != -ENOENT || config->docker_config) {
@@ -2956,7 +2955,7 @@ int sg_registry_open_blob(void *registry, const char *ref, const char *digest,
 {
 	struct sg_registry *reg = registry;
 	struct sg_ref rf;
-	const char *perr = NULL;
+	struct sg_error perr = { 0 };
 	struct blob *b;
 	int r;
 
@@ -2977,7 +2976,7 @@ int sg_registry_open_blob(void *registry, const char *ref, const char *digest,
 	r = sg_ref_parse(ref, &rf, &perr);
 	if (r < 0) {
 		char m[SG_REGISTRY_ERR_MAX];
-		sfmt(m, sizeof(m), "bad image reference \"%.200s\": %s", ref, perr ? perr : "");
+		sfmt(m, sizeof(m), "bad image reference \"%.200s\": %s", ref, perr.msg);
 		open_finish(b, r, m);
 		return 0;
 	}
@@ -3083,7 +3082,7 @@ static void mget_complete(struct xfer *x, int res)
 {
 	struct mget *g = x->owner;
 	struct sg_digest d;
-	const char *perr = NULL;
+	struct sg_error perr = { 0 };
 	struct sg_manifest *m = NULL;
 	int r;
 
@@ -3112,7 +3111,7 @@ static void mget_complete(struct xfer *x, int res)
 			      &m, &perr);
 	if (r < 0) {
 		mget_finish(g, r, "%s: manifest %s: %s", g->refstr, g->digest,
-			    perr ? perr : strerror(-r));
+			    perr.msg[0] ? perr.msg : strerror(-r));
 		return;
 	}
 	if (m->kind == SG_MANIFEST_INDEX) {
@@ -3125,7 +3124,7 @@ static void mget_complete(struct xfer *x, int res)
 		if (r < 0) {
 			sg_manifest_free(m);
 			mget_finish(g, r, "%s: %s (platform %s/%s%s%s)", g->refstr,
-				    perr ? perr : strerror(-r), g->plat.os, g->plat.arch,
+				    perr.msg[0] ? perr.msg : strerror(-r), g->plat.os, g->plat.arch,
 				    g->plat.variant[0] ? "/" : "", g->plat.variant);
 			return;
 		}
@@ -3187,7 +3186,7 @@ int sg_registry_get_manifest(struct sg_registry *reg, const char *ref, const cha
 			     sg_registry_manifest_cb cb, void *userdata)
 {
 	struct mget *g;
-	const char *perr = NULL;
+	struct sg_error perr = { 0 };
 	int r;
 
 	if (!reg || !ref || !cb)
@@ -3204,7 +3203,7 @@ int sg_registry_get_manifest(struct sg_registry *reg, const char *ref, const cha
 	sg_op_init(&g->op);
 	r = sg_ref_parse(ref, &g->ref, &perr);
 	if (r < 0) {
-		mget_finish(g, r, "bad image reference \"%.200s\": %s", ref, perr ? perr : "");
+		mget_finish(g, r, "bad image reference \"%.200s\": %s", ref, perr.msg);
 		return 0;
 	}
 	sg_ref_format(&g->ref, g->refstr, sizeof(g->refstr));

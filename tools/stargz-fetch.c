@@ -373,8 +373,7 @@ int main(int argc, char **argv)
 
 	if (insecure_ref) {
 		struct sg_ref pr;
-		const char *perr;
-		if (sg_ref_parse(a.ref, &pr, &perr) == 0) {
+		if (sg_ref_parse(a.ref, &pr, NULL) == 0) {
 			snprintf(host_of_ref, sizeof(host_of_ref), "%s", pr.host);
 			insecure[ninsecure++] = host_of_ref;
 		}
@@ -414,9 +413,8 @@ int main(int argc, char **argv)
 		fail(&a, "stdout: write error");
 	if (verbose) {
 		struct sg_ref pr;
-		const char *perr;
 		struct sg_registry_host_stats st;
-		if (sg_ref_parse(a.ref, &pr, &perr) == 0 &&
+		if (sg_ref_parse(a.ref, &pr, NULL) == 0 &&
 		    sg_registry_host_stats(a.reg, pr.host, &st) == 0)
 			fprintf(stderr,
 				"stats %s: requests=%u retries=%u reused=%u conns=%u max_conns=%u "

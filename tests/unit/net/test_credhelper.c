@@ -15,7 +15,7 @@
 
 static int parse(const char *s, struct sg_docker_cred *c)
 {
-	const char *e = NULL;
+	struct sg_error e = { 0 };
 	return sg_credhelper_parse(s, strlen(s), c, &e);
 }
 
@@ -43,7 +43,7 @@ TEST(parse_answers)
 TEST(parse_not_found_and_malformed)
 {
 	struct sg_docker_cred c;
-	const char *e = NULL;
+	struct sg_error e = { 0 };
 	const char *bad[] = {
 		"", "not json", "[]", "\"x\"", "{\"Username\":\"u\"}", "{\"Secret\":\"s\"}",
 		"{\"Username\":1,\"Secret\":\"s\"}", "{\"Username\":\"u\",\"Secret\":null}",
@@ -54,9 +54,9 @@ TEST(parse_not_found_and_malformed)
 	CHECK_EQ(parse("credentials not found in native keychain\n", &c), -ENOENT);
 	CHECK_EQ(parse("{\"ServerURL\":\"\",\"Username\":\"\",\"Secret\":\"\"}", &c), -ENOENT);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		e = NULL;
+		e = (struct sg_error){ 0 };
 		CHECK_EQ(sg_credhelper_parse(bad[i], strlen(bad[i]), &c, &e), -EBADMSG);
-		CHECK(e != NULL);
+		CHECK(e.msg[0] != '\0');
 		CHECK(c.username == NULL && c.password == NULL && c.identity_token == NULL);
 	}
 	CHECK_EQ(sg_credhelper_parse(nul, sizeof(nul) - 1, &c, &e), -EBADMSG);
