@@ -371,7 +371,8 @@ struct rconn {
 	struct host *h;
 	struct sg_conn tcp;
 	struct sg_tls *tls;
-	struct sg_op op;                      /* plain send/recv */
+	struct sg_error tls_err;              /* why the handshake failed */
+	struct sg_op op;                      /* connect, handshake, send, receive */
 	struct xfer *x;                       /* the exchange using it */
 	bool ready, closing, counted;
 	uint64_t idle_since;
@@ -642,16 +643,14 @@ static void xfer_release_conn(struct xfer *x, bool reuse)
 		host_kick(h);
 }
 
-static void on_conn_failed(struct rconn *c, int res, const char *what)
+static void on_conn_failed(struct rconn *c, int res, const char *what, const char *why)
 {
 	struct xfer *x = c->x;
 	bool retry = res != -ECONNABORTED && res != -ENOENT && res != -EINVAL && res != -ECANCELED;
 
 	if (x) {
-		if (res == -ECONNABORTED && c->tls && sg_tls_last_error(c->tls))
-			xfer_seterr(x, "%s: %s (BearSSL error %d)", what,
-				    sg_tls_strerror(sg_tls_last_error(c->tls)),
-				    sg_tls_last_error(c->tls));
+		if (why && why[0])
+			xfer_seterr(x, "%s: %s", what, why);
 		else if (res == -ENOENT)
 			xfer_seterr(x, "%s: unknown host name", what);
 		else
@@ -665,16 +664,17 @@ static void on_conn_failed(struct rconn *c, int res, const char *what)
 	conn_destroy(c);
 }
 
-static void on_handshake(struct sg_tls *t, int res)
+static void on_handshake(struct sg_op *op)
 {
-	struct rconn *c = t->data;
+	struct rconn *c = sg_container_of(op, struct rconn, op);
+	int res = op->res;
 
 	if (c->closing) {
 		conn_maybe_free(c);
 		return;
 	}
 	if (res < 0) {
-		on_conn_failed(c, res, "TLS handshake");
+		on_conn_failed(c, res, "TLS handshake", c->tls_err.msg);
 		return;
 	}
 	c->ready = true;
@@ -684,10 +684,11 @@ static void on_handshake(struct sg_tls *t, int res)
 		conn_destroy(c);
 }
 
-static void on_connected(struct sg_conn *tcp, int res)
+static void on_connected(struct sg_op *op)
 {
-	struct rconn *c = tcp->data;
+	struct rconn *c = sg_container_of(op, struct rconn, op);
 	struct sg_registry *reg = c->h->reg;
+	int res = op->res;
 	int r;
 
 	if (c->closing) {
@@ -695,7 +696,7 @@ static void on_connected(struct sg_conn *tcp, int res)
 		return;
 	}
 	if (res < 0) {
-		on_conn_failed(c, res, "connect");
+		on_conn_failed(c, res, "connect", NULL);
 		return;
 	}
 	if (!c->h->tls) {
@@ -706,15 +707,15 @@ static void on_connected(struct sg_conn *tcp, int res)
 			conn_destroy(c);
 		return;
 	}
-	r = sg_tls_new(reg->loop, tcp->fd, c->h->trust, &c->tls);
+	r = sg_tls_new(reg->loop, c->tcp.fd, c->h->trust, &c->tls);
 	if (r == 0) {
-		c->tls->data = c;
 		if (c->h->skip_verify)
 			sg_tls_set_insecure(c->tls);
-		r = sg_tls_start(c->tls, c->h->hostname, reg->cfg.connect_timeout_ns, on_handshake);
+		r = sg_tls_start(c->tls, c->h->hostname, reg->cfg.connect_timeout_ns, &c->tls_err,
+				 &c->op, on_handshake);
 	}
 	if (r < 0)
-		on_conn_failed(c, r, "TLS start");
+		on_conn_failed(c, r, "TLS start", NULL);
 }
 
 /* Opens a new connection for x. */
@@ -732,7 +733,6 @@ static void conn_new(struct host *h, struct xfer *x)
 	c->h = h;
 	sg_op_init(&c->op);
 	sg_conn_init(&c->tcp, reg->loop);
-	c->tcp.data = c;
 	h->nconns++;
 	reg->refs++;
 	h->st.conns_opened++;
@@ -740,9 +740,10 @@ static void conn_new(struct host *h, struct xfer *x)
 		h->st.conns_max_seen = h->nconns;
 	c->x = x;
 	x->c = c;
-	r = sg_conn_connect(&c->tcp, h->hostname, h->port, reg->cfg.connect_timeout_ns, on_connected);
+	r = sg_conn_connect(&c->tcp, h->hostname, h->port, reg->cfg.connect_timeout_ns, &c->op,
+			    on_connected);
 	if (r < 0)
-		on_conn_failed(c, r, "connect");
+		on_conn_failed(c, r, "connect", NULL);
 }
 
 static void conn_attach(struct rconn *c, struct xfer *x)
@@ -1087,8 +1088,7 @@ static int build_request(struct xfer *x)
 	}
 }
 
-static void on_tls_written(struct sg_tls *t, int res);
-static void on_plain_sent(struct sg_op *op);
+static void on_sent(struct sg_op *op);
 
 static void xfer_send(struct xfer *x)
 {
@@ -1110,11 +1110,11 @@ static void xfer_send(struct xfer *x)
 	c->served++;
 	if (c->tls) {
 		sg_tls_set_timeout(c->tls, reg->cfg.idle_timeout_ns);
-		r = sg_tls_write(c->tls, x->req, (size_t)x->req_len, on_tls_written);
+		r = sg_tls_write(c->tls, x->req, (size_t)x->req_len, &c->op, on_sent);
 	} else {
 		sg_op_set_timeout(&c->op, reg->cfg.idle_timeout_ns);
 		r = sg_send(reg->loop, &c->op, c->tcp.fd, x->req, (size_t)x->req_len, MSG_NOSIGNAL,
-			    on_plain_sent);
+			    on_sent);
 	}
 	if (r < 0) {
 		xfer_seterr(x, "send: %s", strerror(-r));
@@ -1150,8 +1150,11 @@ static void conn_io_error(struct rconn *c, int res, const char *what)
 	xfer_attempt_failed(x, res, res != -ECANCELED);
 }
 
-static void on_sent(struct rconn *c, int res)
+static void on_sent(struct sg_op *op)
 {
+	struct rconn *c = sg_container_of(op, struct rconn, op);
+	int res = op->res;
+
 	if (c->closing) {
 		conn_maybe_free(c);
 		return;
@@ -1167,27 +1170,7 @@ static void on_sent(struct rconn *c, int res)
 	conn_read(c);
 }
 
-static void on_tls_written(struct sg_tls *t, int res)
-{
-	on_sent(t->data, res);
-}
-
-static void on_plain_sent(struct sg_op *op)
-{
-	on_sent(sg_container_of(op, struct rconn, op), op->res);
-}
-
-static void conn_data(struct rconn *c, int res);
-
-static void on_tls_read(struct sg_tls *t, int res)
-{
-	conn_data(t->data, res);
-}
-
-static void on_plain_read(struct sg_op *op)
-{
-	conn_data(sg_container_of(op, struct rconn, op), op->res);
-}
+static void on_received(struct sg_op *op);
 
 static void conn_read(struct rconn *c)
 {
@@ -1197,10 +1180,10 @@ static void conn_read(struct rconn *c)
 
 	if (c->tls) {
 		sg_tls_set_timeout(c->tls, t);
-		r = sg_tls_read(c->tls, c->buf, sizeof(c->buf), on_tls_read);
+		r = sg_tls_read(c->tls, c->buf, sizeof(c->buf), &c->op, on_received);
 	} else {
 		sg_op_set_timeout(&c->op, t);
-		r = sg_recv(reg->loop, &c->op, c->tcp.fd, c->buf, sizeof(c->buf), 0, on_plain_read);
+		r = sg_recv(reg->loop, &c->op, c->tcp.fd, c->buf, sizeof(c->buf), 0, on_received);
 	}
 	if (r < 0)
 		conn_io_error(c, r, "receive");
@@ -1413,9 +1396,11 @@ static void xfer_response_done(struct xfer *x, bool reuse)
 	xfer_finish(x, 0);
 }
 
-static void conn_data(struct rconn *c, int res)
+static void on_received(struct sg_op *op)
 {
+	struct rconn *c = sg_container_of(op, struct rconn, op);
 	struct xfer *x = c->x;
+	int res = op->res;
 	size_t off = 0, len;
 
 	if (c->closing) {
