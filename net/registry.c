@@ -439,7 +439,6 @@ struct xfer_ops {
 struct xfer {
 	struct sg_list link;                  /* reg->xfers */
 	struct sg_list wait_link;             /* host waiters or token waiters */
-	struct sg_credhelper_wait cwait;      /* waiting for a credential helper's answer */
 	struct sg_registry *reg;
 	const struct xfer_ops *ops;
 	void *owner;
@@ -460,7 +459,9 @@ struct xfer {
 	char *sent_token;
 	bool sent_basic;
 	struct rconn *c;
-	struct sg_op op;                      /* backoff timer, then the completion post */
+	struct sg_op op;                      /* backoff timer or credential wait, then the
+					       * completion post */
+	bool cred_waiting;                    /* op waits for a credential helper */
 	bool finishing, aborted, in_token_wait;
 	int status;
 	bool interim;
@@ -491,6 +492,7 @@ static void xfer_send(struct xfer *x);
 static void xfer_go(struct xfer *x);
 static void xfer_finish(struct xfer *x, int res);
 static void xfer_attempt_failed(struct xfer *x, int res, bool retryable);
+static void xfer_cancel_wait(struct xfer *x);
 static void conn_read(struct rconn *c);
 static void conn_destroy(struct rconn *c);
 
@@ -823,11 +825,10 @@ static void xfer_free(struct xfer *x)
 {
 	struct sg_registry *reg = x->reg;
 
-	/* Its op (the backoff timer or the completion post) points into x. */
-	SG_FREE_CHECK(sg_op_busy(&x->op) || x->c, "registry exchange");
+	/* Its op (the backoff timer, a credential wait or the completion post) points into x. */
+	SG_FREE_CHECK(sg_op_busy(&x->op) || x->cred_waiting || x->c, "registry exchange");
 	sg_list_unlink(&x->link);
 	sg_list_unlink(&x->wait_link);
-	sg_credhelper_wait_cancel(&x->cwait);
 	free(x->orig_target);
 	free(x->target);
 	free(x->repo);
@@ -857,13 +858,13 @@ static void xfer_finish(struct xfer *x, int res)
 	x->finishing = true;
 	xfer_release_conn(x, false);
 	sg_list_unlink(&x->wait_link);
-	sg_credhelper_wait_cancel(&x->cwait);
 	if (res < 0 && !x->err[0])
 		xfer_seterr(x, "%s", strerror(-res));
-	if (sg_op_busy(&x->op)) {
-		/* The backoff timer: its callback sees `finishing` and completes. */
+	if (sg_op_busy(&x->op) || x->cred_waiting) {
+		/* The backoff timer or a credential wait: its callback sees `finishing` and
+		 * completes. */
 		x->act_res = res;
-		(void)sg_op_cancel(&x->op);
+		xfer_cancel_wait(x);
 		return;
 	}
 	/* Cannot fail: x->op is idle (tested above) and posts are accepted while the loop
@@ -881,29 +882,37 @@ static void xfer_abort(struct xfer *x)
 	x->finishing = true;
 	xfer_release_conn(x, false);
 	sg_list_unlink(&x->wait_link);
-	sg_credhelper_wait_cancel(&x->cwait);
-	if (sg_op_busy(&x->op)) {
-		(void)sg_op_cancel(&x->op);
+	if (sg_op_busy(&x->op) || x->cred_waiting) {
+		xfer_cancel_wait(x);
 		return;
 	}
 	xfer_free(x);
 }
 
-static void on_backoff(struct sg_op *op)
+/* The callback of x->op's wait (backoff or credentials) when the exchange has ended
+ * meanwhile: free it, or deliver its result.  True if it did. */
+static bool xfer_settle(struct xfer *x)
 {
-	struct xfer *x = sg_container_of(op, struct xfer, op);
-
 	if (x->aborted) {
 		xfer_free(x);
-		return;
+		return true;
 	}
 	if (x->finishing) {
 		/* Cannot fail: x->op is idle in its own callback, and posts are accepted while
 		 * the loop drains. */
 		if (sg_post(x->reg->loop, &x->op, x->act_res, on_xfer_posted) < 0)
 			xfer_free(x);
-		return;
+		return true;
 	}
+	return false;
+}
+
+static void on_backoff(struct sg_op *op)
+{
+	struct xfer *x = sg_container_of(op, struct xfer, op);
+
+	if (xfer_settle(x))
+		return;
 	xfer_go(x);
 }
 
@@ -957,32 +966,69 @@ static void xfer_attempt_failed(struct xfer *x, int res, bool retryable)
 static struct token *token_find(struct sg_registry *reg, const char *host, const char *repo,
 				bool create);
 
-/* Credentials for a registry host: the docker config's own, or the cached answer of the
- * host's credential helper.  Returns 0 (cred may still hold no username: the helper had
- * none, and err says why), -ENOENT (nothing configured), -EAGAIN (the helper has not
- * answered; with w it is asked and w->cb runs later), or another negative errno. */
-static int reg_cred(struct sg_registry *reg, const char *authority, struct sg_credhelper_wait *w,
-		    struct sg_docker_cred *ret, char *err, size_t errcap)
+/* Where a registry host's credentials come from: the docker config's own (0 with *ret, no
+ * helper), or a credential helper (0 with ret->helper and the server name to ask it about),
+ * or nowhere (-ENOENT), or another negative errno. */
+static int cred_source(struct sg_registry *reg, const char *authority, struct sg_docker_cred *ret,
+		       char *server, size_t cap)
 {
-	struct sg_docker_cred c = { 0 };
-	char server[SG_URL_HOST_MAX + 32];
 	int r;
 
 	*ret = (struct sg_docker_cred){ 0 };
-	if (err && errcap)
-		err[0] = '\0';
 	if (!reg->docker)
 		return -ENOENT;
-	r = sg_docker_config_lookup(reg->docker, authority, &c);
+	r = sg_docker_config_lookup(reg->docker, authority, ret);
+	if (r < 0 || !ret->helper)
+		return r;
+	r = reg->creds ? sg_docker_helper_server(authority, server, cap) : -ECANCELED;
+	if (r < 0)
+		sg_docker_cred_done(ret);
+	return r < 0 ? r : 0;
+}
+
+/* Credentials for a registry host: the docker config's own, or the cached answer of the
+ * host's credential helper.  Returns 0, -ENOENT (nothing configured, or the helper had none:
+ * then err says why), -EAGAIN (the helper has not answered: reg_cred_wait), or another
+ * negative errno. */
+static int reg_cred(struct sg_registry *reg, const char *authority, struct sg_docker_cred *ret,
+		    struct sg_error *err)
+{
+	struct sg_docker_cred c;
+	char server[SG_URL_HOST_MAX + 32];
+	int r = cred_source(reg, authority, &c, server, sizeof(server));
+
 	if (r < 0 || !c.helper) {
 		*ret = c;
 		return r;
 	}
-	r = reg->creds ? sg_docker_helper_server(authority, server, sizeof(server)) : -ECANCELED;
-	if (r >= 0)
-		r = sg_credhelper_lookup(reg->creds, c.helper, server, w, ret, err, errcap);
+	r = sg_credhelper_lookup(reg->creds, c.helper, server, ret, err);
 	sg_docker_cred_done(&c);
 	return r;
+}
+
+/* Asks the host's credential helper: cb(op) runs once it has answered (reg_cred then has
+ * the answer).  Returns 0, -ENOENT (no helper to ask) or another negative errno. */
+static int reg_cred_wait(struct sg_registry *reg, const char *authority, struct sg_op *op,
+			 sg_op_cb cb)
+{
+	struct sg_docker_cred c;
+	char server[SG_URL_HOST_MAX + 32];
+	int r = cred_source(reg, authority, &c, server, sizeof(server));
+
+	if (r == 0)
+		r = c.helper ? sg_credhelper_wait(reg->creds, c.helper, server, op, cb) : -ENOENT;
+	sg_docker_cred_done(&c);
+	return r;
+}
+
+/* Stops what x->op waits for (backoff or credentials); its callback comes with -ECANCELED
+ * (or its result, if that was on its way). */
+static void xfer_cancel_wait(struct xfer *x)
+{
+	if (x->cred_waiting)
+		(void)sg_credhelper_cancel(x->reg->creds, &x->op);
+	else
+		(void)sg_op_cancel(&x->op);
 }
 
 /* Whether two pools are one origin: scheme, host name and port.  Stricter than Go's net/http,
@@ -1051,7 +1097,7 @@ static void add_credentials(struct xfer *x, struct sg_http1_writer *w)
 		struct sg_docker_cred cred;
 		/* A helper's answer that expired is not waited for here: the 401 that follows
 		 * asks the helper again (xfer_do_auth). */
-		if (reg_cred(reg, h->authority, NULL, &cred, NULL, 0) == 0 && cred.username &&
+		if (reg_cred(reg, h->authority, &cred, NULL) == 0 && cred.username &&
 		    cred.password) {
 			char hdr[1024];
 			if (sg_auth_basic_header(cred.username, cred.password, hdr, sizeof(hdr)) > 0) {
@@ -1734,7 +1780,7 @@ static int token_fetch(struct token *t, struct xfer *x)
 	{
 		/* xfer_do_auth had the helper (if any) answer before calling us. */
 		struct sg_docker_cred cred;
-		if (reg_cred(reg, x->ep->host->authority, NULL, &cred, NULL, 0) == 0) {
+		if (reg_cred(reg, x->ep->host->authority, &cred, NULL) == 0) {
 			char hdr[1024];
 			if (cred.username && cred.password &&
 			    sg_auth_basic_header(cred.username, cred.password, hdr, sizeof(hdr)) > 0)
@@ -1750,9 +1796,14 @@ static int token_fetch(struct token *t, struct xfer *x)
 
 static void xfer_auth_answer(struct xfer *x);
 
-static void on_cred_ready(struct sg_credhelper_wait *w)
+static void on_cred_ready(struct sg_op *op)
 {
-	xfer_auth_answer(sg_container_of(w, struct xfer, cwait));
+	struct xfer *x = sg_container_of(op, struct xfer, op);
+
+	x->cred_waiting = false;
+	if (xfer_settle(x))
+		return;
+	xfer_auth_answer(x);
 }
 
 static void xfer_do_auth(struct xfer *x)
@@ -1769,11 +1820,13 @@ static void xfer_do_auth(struct xfer *x)
 	}
 	/* A credential helper runs as a child process: wait for its answer (cached for the
 	 * next requests) before answering the challenge. */
-	x->cwait.cb = on_cred_ready;
-	r = reg_cred(x->reg, x->ep->host->authority, &x->cwait, &cred, NULL, 0);
+	r = reg_cred(x->reg, x->ep->host->authority, &cred, NULL);
 	sg_docker_cred_done(&cred);
-	if (r == -EAGAIN)
+	if (r == -EAGAIN &&
+	    reg_cred_wait(x->reg, x->ep->host->authority, &x->op, on_cred_ready) == 0) {
+		x->cred_waiting = true;
 		return;
+	}
 	xfer_auth_answer(x);
 }
 
@@ -1813,17 +1866,17 @@ static void xfer_auth_answer(struct xfer *x)
 	}
 	if (x->chal.scheme == SG_AUTH_BASIC) {
 		struct sg_docker_cred cred;
-		char herr[SG_CREDHELPER_ERR_MAX];
-		bool have = reg_cred(reg, h->authority, NULL, &cred, herr, sizeof(herr)) == 0;
+		struct sg_error herr = { 0 };
+		bool have = reg_cred(reg, h->authority, &cred, &herr) == 0;
 		bool usable = have && cred.username && cred.password;
 		bool idtoken = have && cred.identity_token;
 		sg_docker_cred_done(&cred);
 		status_error(x, -EACCES);
 		if (!usable) {
 			size_t l = strlen(x->err);
-			if (herr[0])
+			if (herr.msg[0])
 				sfmt(x->err + l, sizeof(x->err) - l, " (no credentials for %s: %s)",
-				     h->authority, herr);
+				     h->authority, herr.msg);
 			else if (idtoken)
 				sfmt(x->err + l, sizeof(x->err) - l, " (the credentials for %s are an "
 				     "identity token, which is not supported)", h->authority);
