@@ -13,9 +13,11 @@
  *
  * A failure of any kind (not in PATH, non-zero exit, "credentials not found", bad JSON,
  * timeout) resolves to "no credentials" (-ENOENT) with a message saying why: the caller goes
- * on anonymously.  Waiting for an answer is a continuation in the loop's shape
- * (daemon/core/loop.h): the caller's op completes once, from the loop.  Username "<token>" means the Secret is an identity (OAuth2 refresh) token, as
- * in docker; it is returned in identity_token and the password stays NULL.
+ * on anonymously.  Username "<token>" means the Secret is an identity (OAuth2 refresh) token,
+ * as in docker; it is returned in identity_token and the password stays NULL.
+ *
+ * Waiting for an answer is a continuation in the loop's shape (daemon/core/loop.h): the
+ * caller's op completes once, from the loop.
  *
  * Errors are negative errno values.  Nothing here logs.
  */
