@@ -338,8 +338,8 @@ static void conn_io_error(struct sg_exchange *x, int res, const char *what)
 	}
 	if (res == -ETIMEDOUT)
 		sg_xfer_seterr(x, "%s: timed out %s", what,
-			    x->bytes_in ? "while the body was streaming (idle timeout)"
-					: "waiting for the response (first-byte timeout)");
+			       x->bytes_in ? "while the body was streaming (idle timeout)"
+					   : "waiting for the response (first-byte timeout)");
 	else
 		sg_xfer_seterr(x, "%s: %s", what, strerror(-res));
 	xfer_release_conn(x, false);

@@ -364,11 +364,11 @@ static void xfer_auth_basic(struct sg_exchange *x)
 		if (herr.msg[0])
 			sg_xfer_adderr(x, " (no credentials for %s: %s)", sg_host_authority(h), herr.msg);
 		else if (idtoken)
-			sg_xfer_adderr(x, " (the credentials for %s are an identity token, which is not "
-				    "supported)", sg_host_authority(h));
+			sg_xfer_adderr(x, " (the credentials for %s are an identity token, which is "
+				       "not supported)", sg_host_authority(h));
 		else
 			sg_xfer_adderr(x, " (no credentials for %s in the docker config)",
-				    sg_host_authority(h));
+				       sg_host_authority(h));
 		sg_xfer_finish(x, -EACCES);
 		return;
 	}
