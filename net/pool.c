@@ -224,13 +224,8 @@ static int conn_open(struct sg_host *h, const struct acquire *a)
 	sg_list_insert_tail(&h->connecting, &c->link);
 	r = sg_conn_connect(&c->tcp, h->hostname, h->port, p->cfg.connect_timeout_ns, &c->op,
 			    on_connected);
-	if (r < 0) {
-		/* Reported like a failed connect, from the loop. */
-		conn_unlink(c);
-		sg_error_set(a->err, r, "connect: %s", strerror(-r));
-		(void)sg_post(p->loop, a->op, r, a->cb);
-		conn_destroy(c);
-	}
+	if (r < 0)
+		conn_failed(c, r, "connect", NULL);   /* reported from the loop all the same */
 	return 0;
 }
 
