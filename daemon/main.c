@@ -24,6 +24,7 @@
 #include "daemon/snapshot.h"
 #include "daemon/snapshot_rpc.h"
 #include "fs/cache_bound.h"
+#include "net/blob.h"
 #include "net/registry.h"
 
 #define EXIT_USAGE 2
@@ -118,7 +119,8 @@ static void run_until(struct daemon *d, const bool *flag, int timeout_ms)
 static int setup_remote(struct daemon *d)
 {
 	struct sg_config *c = &d->cfg;
-	char err[1024], cache_root[PATH_MAX + 16];
+	char cache_root[PATH_MAX + 16];
+	struct sg_error err = { 0 };
 	struct sg_registry_config rc = {
 		.hosts_dir = c->hosts_dir,
 		.docker_config = c->docker_config[0] ? c->docker_config : NULL,
@@ -131,9 +133,9 @@ static int setup_remote(struct daemon *d)
 	};
 	int r;
 
-	r = sg_registry_new(d->loop, &rc, &d->registry, err, sizeof(err));
+	r = sg_registry_new(d->loop, &rc, &d->registry, &err);
 	if (r < 0) {
-		sg_error("cannot set up the registry client: %s", err);
+		sg_error("cannot set up the registry client: %s", err.msg);
 		return r;
 	}
 	snprintf(cache_root, sizeof(cache_root), "%s/cache", c->root);

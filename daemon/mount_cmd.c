@@ -23,6 +23,7 @@
 #include "daemon/remote.h"
 #include "fs/cache_bound.h"
 #include "daemon/core/range_source.h"
+#include "net/blob.h"
 #include "net/registry.h"
 
 static const char mount_usage[] =
@@ -51,30 +52,21 @@ struct mount_state {
 	const char *blob;
 	int result;
 	bool done, stopping, force;
-	struct sg_op post_op;
-	sg_blob_open_cb open_cb;
-	void *open_ud;
-	struct sg_range_source *src;
 };
 
 /* The blob opener for --blob: the local file, delivered from the loop like a registry's. */
-static void file_opened(struct sg_op *op)
-{
-	struct mount_state *m = sg_container_of(op, struct mount_state, post_op);
-	m->open_cb(m->open_ud, op->res, m->src, op->res < 0 ? strerror(-op->res) : NULL);
-	m->src = NULL;
-}
-
-static int file_open(void *ctx, const char *ref, const char *digest, sg_blob_open_cb cb, void *ud)
+static int file_open(void *ctx, const char *ref, const char *digest,
+		     struct sg_range_source **ret_src, struct sg_error *err, struct sg_op *op,
+		     sg_op_cb cb)
 {
 	struct mount_state *m = ctx;
 
 	(void)ref;
 	(void)digest;
-	m->open_cb = cb;
-	m->open_ud = ud;
-	int r = sg_range_source_file_open(m->loop, m->blob, &m->src);
-	return sg_post(m->loop, &m->post_op, r, file_opened);
+	int r = sg_range_source_file_open(m->loop, m->blob, ret_src);
+	if (r < 0)
+		sg_error_set(err, r, "%s", strerror(-r));
+	return sg_post(m->loop, op, r, cb);
 }
 
 static void on_mounted(void *ud, int res, const char *err)
@@ -202,7 +194,8 @@ int sg_mount_command(int argc, char **argv)
 	uint64_t cache_max = 0;
 	struct sg_registry *reg = NULL;
 	struct sg_remote *remote = NULL;
-	char digest[SG_DIGEST_STRLEN + 1], cache_abs[PATH_MAX], err[1024];
+	char digest[SG_DIGEST_STRLEN + 1], cache_abs[PATH_MAX];
+	struct sg_error err = { 0 };
 	char private_cache[PATH_MAX] = "";
 	int c, r;
 
@@ -269,7 +262,6 @@ int sg_mount_command(int argc, char **argv)
 		fprintf(stderr, "stargzd mount: cannot create the event loop: %s\n", strerror(-r));
 		return 1;
 	}
-	sg_op_init(&m.post_op);
 	sigset_t set;
 	sigemptyset(&set);
 	sigaddset(&set, SIGINT);
@@ -307,9 +299,9 @@ int sg_mount_command(int argc, char **argv)
 			.insecure_hosts = insecure,
 			.ninsecure_hosts = n_insecure,
 		};
-		r = sg_registry_new(m.loop, &rc, &reg, err, sizeof(err));
+		r = sg_registry_new(m.loop, &rc, &reg, &err);
 		if (r < 0) {
-			fprintf(stderr, "stargzd mount: %s\n", err);
+			fprintf(stderr, "stargzd mount: %s\n", err.msg);
 			goto out;
 		}
 		opener = (struct sg_blob_opener){ .open = sg_registry_open_blob, .ctx = reg };

@@ -46,6 +46,9 @@ struct content {
 	struct sg_op defer_op;
 	struct tail_prefetch *deferred_tp;
 	struct sg_op close_op;          /* closing its layer */
+	struct sg_op open_op;           /* opening the blob */
+	struct sg_error open_err;
+	struct sg_range_source *opened;
 };
 
 enum rl_state { RL_WAITING, RL_MOUNTED, RL_CLOSING };
@@ -68,6 +71,8 @@ struct rlayer {
 	void *userdata;
 	struct sg_op attach_op;         /* joining a content that is ready */
 	struct sg_op unmount_op;        /* unmounting its FUSE mount */
+	struct sg_op src_op;            /* opening its own blob source */
+	struct sg_range_source *src;
 };
 
 /* The blob and the tail of a layer that containerd will ask for next: fetched ahead, in
@@ -386,13 +391,14 @@ static void on_fs_lost(void *userdata)
 	start_unmount(rl, NULL, NULL);
 }
 
-static void rl_source_opened(void *userdata, int res, struct sg_range_source *src,
-			     const char *err)
+static void rl_source_opened(struct sg_op *op)
 {
-	struct rlayer *rl = userdata;
+	struct rlayer *rl = sg_container_of(op, struct rlayer, src_op);
 	struct sg_remote *r = rl->r;
+	int res = op->res;
+	struct sg_range_source *src = res == 0 ? rl->src : NULL;
 
-	(void)err;
+	rl->src = NULL;
 	rl->src_opening = false;
 	if (res == 0 && !rl->gone && rl->fs && sg_lazyfs_user(rl->fs))
 		sg_layer_user_set_source(sg_lazyfs_user(rl->fs), src);
@@ -433,7 +439,8 @@ static void attach(struct rlayer *rl)
 		/* Another image (maybe another registry) with the same layer: its reads go to
 		 * its own registry, so that one hanging does not stall the other. */
 		rl->src_opening = true;
-		if (r->opener.open(r->opener.ctx, rl->ref, c->digest, rl_source_opened, rl) < 0)
+		if (r->opener.open(r->opener.ctx, rl->ref, c->digest, &rl->src, NULL, &rl->src_op,
+				   rl_source_opened) < 0)
 			rl->src_opening = false;
 	}
 	mount_finished(rl, 0, NULL);
@@ -529,9 +536,9 @@ static bool toc_from_tail(struct content *c, const uint8_t *tail, size_t tail_le
 	return true;
 }
 
-static void on_blob_opened(void *userdata, int res, struct sg_range_source *src, const char *err)
+static void content_blob_opened(struct content *c, int res, struct sg_range_source *src,
+				const char *err)
 {
-	struct content *c = userdata;
 	struct sg_esgz_options opts = { 0 };
 	char msg[512];
 
@@ -558,13 +565,24 @@ static void on_blob_opened(void *userdata, int res, struct sg_range_source *src,
 	}
 }
 
+static void on_blob_opened(struct sg_op *op)
+{
+	struct content *c = sg_container_of(op, struct content, open_op);
+	struct sg_range_source *src = op->res == 0 ? c->opened : NULL;
+
+	c->opened = NULL;
+	content_blob_opened(c, op->res, src, op->res < 0 ? c->open_err.msg : NULL);
+}
+
 /* Fetches the blob's TOC the normal way (no prefetched tail). */
 static void content_open_blob(struct content *c)
 {
 	struct sg_remote *r = c->r;
 
 	c->load_inflight = true;
-	int res = r->opener.open(r->opener.ctx, c->ref, c->digest, on_blob_opened, c);
+	c->open_err = (struct sg_error){ 0 };
+	int res = r->opener.open(r->opener.ctx, c->ref, c->digest, &c->opened, &c->open_err,
+				 &c->open_op, on_blob_opened);
 	if (res < 0) {
 		c->load_inflight = false;
 		content_fail(c, res, "cannot start fetching the layer");
@@ -602,7 +620,7 @@ static void tp_serve(struct tail_prefetch *tp)
 				continue;
 			c->src = NULL;
 			c->load_inflight = true;
-			on_blob_opened(c, 0, src, NULL);   /* TOC beyond the tail: read it */
+			content_blob_opened(c, 0, src, NULL);   /* TOC beyond the tail: read it */
 			continue;
 		}
 		content_open_blob(c);
@@ -636,22 +654,21 @@ static void tp_read(struct sg_op *op)
 	tp_release(tp);
 }
 
-static void tp_opened(void *userdata, int res, struct sg_range_source *src, const char *err)
+static void tp_opened(struct sg_op *op)
 {
-	struct tail_prefetch *tp = userdata;
+	struct tail_prefetch *tp = sg_container_of(op, struct tail_prefetch, op);
+	struct sg_range_source *src = op->res == 0 ? tp->src : NULL;
 
-	(void)err;
-	if (res < 0 || tp->r->freed) {
+	if (op->res < 0 || tp->r->freed) {
 		sg_range_source_free(src);
+		tp->src = NULL;
 		tp->state = TP_FAILED;
 		tp_release(tp);
 		return;
 	}
-	tp->src = src;
 	tp->state = TP_READING;
 	tp->tail_len = src->size < SG_ESGZ_TAIL_READ ? (size_t)src->size : SG_ESGZ_TAIL_READ;
 	tp->tail = malloc(tp->tail_len ? tp->tail_len : 1);
-	sg_op_init(&tp->op);
 	if (!tp->tail ||
 	    sg_range_read(src, src->size - tp->tail_len, tp->tail_len, tp->tail, &tp->op, tp_read) < 0) {
 		tp->state = TP_FAILED;
@@ -690,7 +707,9 @@ static void prefetch_following(struct sg_remote *r, const char *ref, const char 
 				sg_list_init(&tp->waiters);
 				sg_list_insert_tail(&r->prefetches, &tp->link);
 				r->tp_inflight++;
-				if (r->opener.open(r->opener.ctx, ref, digest, tp_opened, tp) < 0) {
+				sg_op_init(&tp->op);
+				if (r->opener.open(r->opener.ctx, ref, digest, &tp->src, NULL, &tp->op,
+						   tp_opened) < 0) {
 					r->tp_inflight--;
 					tp_free(tp);
 				}
@@ -787,6 +806,7 @@ int sg_remote_mount(struct sg_remote *r, int64_t key, const char *mountpoint,
 	snprintf(rl->ref, sizeof(rl->ref), "%s", layer->ref);
 	sg_op_init(&rl->attach_op);
 	sg_op_init(&rl->unmount_op);
+	sg_op_init(&rl->src_op);
 	snprintf(rl->mountpoint, sizeof(rl->mountpoint), "%s", mountpoint);
 	if (!c) {
 		c = calloc(1, sizeof(*c));
@@ -807,6 +827,7 @@ int sg_remote_mount(struct sg_remote *r, int64_t key, const char *mountpoint,
 		sg_op_init(&c->defer_op);
 		sg_op_init(&c->toc_op);
 		sg_op_init(&c->close_op);
+		sg_op_init(&c->open_op);
 		sg_list_insert_tail(&r->contents, &c->link);
 		rl->c = c;
 		sg_list_insert_tail(&c->waiting, &rl->c_link);

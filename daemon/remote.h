@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "daemon/core/error.h"
+#include "daemon/core/loop.h"
 #include "daemon/meta.h"
 
 struct sg_loop;
@@ -35,14 +37,15 @@ struct sg_remote;
 #define SG_LABEL_CRI_DIGEST "containerd.io/snapshot/cri.layer-digest"
 #define SG_LABEL_CRI_LAYERS "containerd.io/snapshot/cri.image-layers"
 
-typedef void (*sg_blob_open_cb)(void *userdata, int res, struct sg_range_source *src,
-				const char *err);
-
 /* Where layer blobs come from.  open() resolves `ref` (an image reference) and `digest` (a
- * layer) to a range source and calls cb once from the loop (res < 0: err says why). */
+ * layer) to a range source, a continuation in the loop's shape (daemon/core/loop.h): cb(op)
+ * runs once from the loop, op->res 0 with *ret_src, or a negative errno with err (may be
+ * NULL) saying why; a negative return means nothing started.  net/blob.h's
+ * sg_registry_open_blob has this shape. */
 struct sg_blob_opener {
-	int (*open)(void *ctx, const char *ref, const char *digest, sg_blob_open_cb cb,
-		    void *userdata);
+	int (*open)(void *ctx, const char *ref, const char *digest,
+		    struct sg_range_source **ret_src, struct sg_error *err, struct sg_op *op,
+		    sg_op_cb cb);
 	void *ctx;
 };
 

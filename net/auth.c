@@ -624,17 +624,20 @@ void sg_docker_config_free(struct sg_docker_config *cfg)
 }
 
 int sg_docker_config_parse(const char *json, size_t len, struct sg_docker_config **ret,
-			   const char **reterr)
+			   struct sg_error *err)
 {
 	struct sg_docker_config *cfg = NULL;
+	struct sg_error jerr = { 0 };
 	yajl_val root = NULL, v;
 	const char *e = NULL;
 	int r;
 
 	*ret = NULL;
-	r = sg_json_parse(json, len, SG_DOCKER_CONFIG_MAX, &root, &e);
-	if (r < 0)
+	r = sg_json_parse(json, len, SG_DOCKER_CONFIG_MAX, &root, &jerr);
+	if (r < 0) {
+		e = jerr.msg[0] ? jerr.msg : NULL;
 		goto out;
+	}
 	r = -EBADMSG;
 	if (!YAJL_IS_OBJECT(root)) {
 		e = "config is not a JSON object";
@@ -729,8 +732,8 @@ int sg_docker_config_parse(const char *json, size_t len, struct sg_docker_config
 	cfg = NULL;
 	r = 0;
 out:
-	if (r < 0 && reterr)
-		*reterr = e ? e : (r == -ENOMEM ? "out of memory" : "invalid config");
+	if (r < 0)
+		sg_error_set(err, r, "%s", e ? e : (r == -ENOMEM ? "out of memory" : "invalid config"));
 	sg_docker_config_free(cfg);
 	yajl_tree_free(root);
 	return r;

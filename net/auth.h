@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "daemon/core/error.h"
+
 /* ---- WWW-Authenticate (RFC 7235 challenges) ---- */
 
 enum sg_auth_scheme {
@@ -101,9 +103,10 @@ struct sg_docker_cred {
 struct sg_docker_config;
 
 /* Parses config.json.  Entries whose key is a URL ("https://index.docker.io/v1/") are keyed
- * by their host.  Returns 0, -EBADMSG (with *reterr set), -E2BIG or -ENOMEM. */
+ * by their host.  Returns 0, -EBADMSG, -E2BIG or -ENOMEM, with the reason in err (may be
+ * NULL; daemon/core/error.h). */
 int sg_docker_config_parse(const char *json, size_t len, struct sg_docker_config **ret,
-			   const char **reterr);
+			   struct sg_error *err);
 void sg_docker_config_free(struct sg_docker_config *cfg);
 
 /* Looks up credentials for a registry host ("docker.io", "ghcr.io", "localhost:5000").

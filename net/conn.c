@@ -96,7 +96,9 @@ static void finish(struct sg_conn *c, int res)
 		close(c->fd);
 		c->fd = -1;
 	}
-	c->cb(c, res);
+	/* Cannot fail: the caller's op was idle when the connect was accepted and is ours
+	 * until this post, and posts are accepted while the loop drains. */
+	(void)sg_post(c->loop, c->done_op, res, c->done_cb);
 }
 
 static void try_next(struct sg_conn *c);
@@ -189,7 +191,7 @@ static void on_posted(struct sg_op *op)
 }
 
 int sg_conn_connect(struct sg_conn *c, const char *host, uint16_t port, uint64_t timeout_ns,
-		    sg_conn_cb cb)
+		    struct sg_op *op, sg_op_cb cb)
 {
 	struct addrinfo hints = {
 		.ai_family = AF_UNSPEC,
@@ -202,9 +204,9 @@ int sg_conn_connect(struct sg_conn *c, const char *host, uint16_t port, uint64_t
 	int pfd[2], e;
 	size_t hl;
 
-	if (!host || !cb || port == 0)
+	if (!host || !op || !cb || port == 0)
 		return -EINVAL;
-	if (sg_op_busy(&c->op) || c->fd >= 0)
+	if (sg_op_busy(&c->op) || sg_op_busy(op) || c->fd >= 0)
 		return -EBUSY;
 	hl = strlen(host);
 	if (hl == 0 || hl >= sizeof(c->host))
@@ -217,7 +219,8 @@ int sg_conn_connect(struct sg_conn *c, const char *host, uint16_t port, uint64_t
 		memcpy(c->host, host, hl + 1);
 	}
 	snprintf(c->port, sizeof(c->port), "%u", port);
-	c->cb = cb;
+	c->done_op = op;
+	c->done_cb = cb;
 	c->timeout_ns = timeout_ns;
 	c->last_err = 0;
 

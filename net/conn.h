@@ -15,7 +15,8 @@
  *
  * Connecting tries each resolved address in order (IPv6 and IPv4 as getaddrinfo sorts them,
  * RFC 6724), each attempt bounded by the timeout, and reports the first success or the last
- * error.  Callbacks run from the loop's dispatch, never from inside sg_conn_connect.
+ * error.  The connect is a continuation in the loop's shape (daemon/core/loop.h): the caller's
+ * op completes once, from the loop's dispatch, never from inside sg_conn_connect.
  */
 #ifndef STARGZD_NET_CONN_H
 #define STARGZD_NET_CONN_H
@@ -30,16 +31,14 @@ struct sg_conn;
 struct sg_resolve;
 struct addrinfo;
 
-typedef void (*sg_conn_cb)(struct sg_conn *c, int res);
-
 struct sg_conn {
 	struct sg_loop *loop;
 	int fd;                       /* the connected socket after success, else -1 */
-	void *data;                   /* free for the owner */
 
 	/* Private. */
 	struct sg_op op;              /* resolve wait, connect attempts */
-	sg_conn_cb cb;
+	struct sg_op *done_op;        /* the caller's, completed with sg_post */
+	sg_op_cb done_cb;
 	uint64_t timeout_ns;
 	struct sg_resolve *res;
 	struct addrinfo *ai, *ai_cur;
@@ -53,12 +52,12 @@ struct sg_conn {
 
 void sg_conn_init(struct sg_conn *c, struct sg_loop *loop);
 /* Resolves host and connects.  timeout_ns bounds the lookup and each connect attempt (0 = no
- * bound).  Returns 0 and later calls cb(c, 0) with c->fd connected, or cb(c, -errno)
- * (-ETIMEDOUT, -ECONNREFUSED, -EHOSTUNREACH, -ENOENT for an unknown name, -ECANCELED);
- * or returns a negative errno at once (then cb never runs). */
+ * bound).  Returns 0, and cb(op) runs once with op->res 0 and c->fd connected, or a negative
+ * errno (-ETIMEDOUT, -ECONNREFUSED, -EHOSTUNREACH, -ENOENT for an unknown name,
+ * -ECANCELED); or returns a negative errno at once (then cb never runs). */
 int sg_conn_connect(struct sg_conn *c, const char *host, uint16_t port, uint64_t timeout_ns,
-		    sg_conn_cb cb);
-/* Aborts a connect in progress; its callback still runs, with -ECANCELED. */
+		    struct sg_op *op, sg_op_cb cb);
+/* Aborts a connect in progress; its op still completes, with -ECANCELED. */
 void sg_conn_cancel(struct sg_conn *c);
 /* True while a connect is in progress (the conn must not be freed). */
 bool sg_conn_busy(const struct sg_conn *c);

@@ -36,7 +36,7 @@ struct entry {
 	time_t expiry;                        /* ENTRY_DONE: answer usable until then */
 	char *username, *password, *identity_token;
 	char err[SG_CREDHELPER_ERR_MAX];
-	struct sg_list waiters;               /* sg_credhelper_wait.link */
+	struct sg_list waiters;               /* struct waiter.link */
 
 	/* The run. */
 	pid_t pid;
@@ -51,6 +51,13 @@ struct entry {
 	int run_err;                          /* set when the run failed before an answer */
 };
 
+/* One op waiting for an entry's answer. */
+struct waiter {
+	struct sg_list link;                  /* entry->waiters */
+	struct sg_op *op;
+	sg_op_cb cb;
+};
+
 struct sg_credhelper {
 	struct sg_loop *loop;
 	uint64_t timeout_ns;
@@ -59,6 +66,18 @@ struct sg_credhelper {
 	bool closing;
 };
 
+/* Completes every op waiting on e with res.  Cannot be lost: a waiting op is idle (it was
+ * idle when it began to wait and is ours until this post), and posts are accepted while the
+ * loop drains. */
+static void wake_waiters(struct sg_credhelper *ch, struct entry *e, int res)
+{
+	while (!sg_list_empty(&e->waiters)) {
+		struct waiter *w = sg_container_of(sg_list_pop(&e->waiters), struct waiter, link);
+		(void)sg_post(ch->loop, w->op, res, w->cb);
+		free(w);
+	}
+}
+
 static void entry_free(struct entry *e)
 {
 	/* A run's poll and timer ops point into e: entries are freed only when done (cache
@@ -66,8 +85,7 @@ static void entry_free(struct entry *e)
 	SG_FREE_CHECK(e->inflight > 0 || sg_op_busy(&e->out_op) || sg_op_busy(&e->exit_op) ||
 		      sg_op_busy(&e->timer), "credential-helper run");
 	sg_list_unlink(&e->link);
-	while (!sg_list_empty(&e->waiters))
-		(void)sg_list_pop(&e->waiters);
+	wake_waiters(e->ch, e, -ECANCELED);
 	free(e->helper);
 	free(e->server);
 	free(e->username);
@@ -121,8 +139,7 @@ void sg_credhelper_free(struct sg_credhelper *ch)
 	ch->closing = true;
 	sg_list_for_each_safe(pos, tmp, &ch->entries) {
 		struct entry *e = sg_container_of(pos, struct entry, link);
-		while (!sg_list_empty(&e->waiters))
-			(void)sg_list_pop(&e->waiters);
+		wake_waiters(ch, e, -ECANCELED);
 		if (e->state != ENTRY_RUNNING)
 			continue;
 		/* The pidfd poll stays armed: the killed child wakes it and is reaped. */
@@ -133,9 +150,23 @@ void sg_credhelper_free(struct sg_credhelper *ch)
 	ch_maybe_free(ch);
 }
 
-void sg_credhelper_wait_cancel(struct sg_credhelper_wait *w)
+int sg_credhelper_cancel(struct sg_credhelper *ch, struct sg_op *op)
 {
-	sg_list_unlink(&w->link);
+	if (!ch)
+		return -EALREADY;
+	for (struct sg_list *p = ch->entries.next; p != &ch->entries; p = p->next) {
+		struct entry *e = sg_container_of(p, struct entry, link);
+		for (struct sg_list *q = e->waiters.next; q != &e->waiters; q = q->next) {
+			struct waiter *w = sg_container_of(q, struct waiter, link);
+			if (w->op != op)
+				continue;
+			sg_list_unlink(&w->link);
+			(void)sg_post(ch->loop, w->op, -ECANCELED, w->cb);
+			free(w);
+			return 0;
+		}
+	}
+	return -EALREADY;
 }
 
 unsigned sg_credhelper_runs(const struct sg_credhelper *ch)
@@ -146,8 +177,9 @@ unsigned sg_credhelper_runs(const struct sg_credhelper *ch)
 /* ---- parsing the answer ---- */
 
 int sg_credhelper_parse(const char *out, size_t len, struct sg_docker_cred *ret,
-			const char **reterr)
+			struct sg_error *err)
 {
+	struct sg_error jerr = { 0 };
 	yajl_val root = NULL;
 	const char *user, *secret, *e = NULL;
 	int r;
@@ -156,10 +188,9 @@ int sg_credhelper_parse(const char *out, size_t len, struct sg_docker_cred *ret,
 	/* docker-credential-helpers' "not found" is plain text on stdout, not JSON. */
 	if (memmem(out, len, "credentials not found", 21))
 		return -ENOENT;
-	r = sg_json_parse(out, len, SG_CREDHELPER_OUTPUT_MAX, &root, &e);
+	r = sg_json_parse(out, len, SG_CREDHELPER_OUTPUT_MAX, &root, &jerr);
 	if (r < 0) {
-		if (r == -E2BIG)
-			e = "output too large";
+		e = r == -E2BIG ? "output too large" : jerr.msg[0] ? jerr.msg : NULL;
 		goto out;
 	}
 	r = -EBADMSG;
@@ -193,8 +224,7 @@ int sg_credhelper_parse(const char *out, size_t len, struct sg_docker_cred *ret,
 out:
 	if (r < 0) {
 		sg_docker_cred_done(ret);
-		if (reterr)
-			*reterr = e ? e : strerror(-r);
+		sg_error_set(err, r, "%s", e ? e : strerror(-r));
 	}
 	yajl_tree_free(root);
 	return r;
@@ -226,7 +256,7 @@ static void entry_resolve(struct entry *e)
 {
 	struct sg_credhelper *ch = e->ch;
 	struct sg_docker_cred cred = { 0 };
-	const char *perr = NULL;
+	struct sg_error perr = { 0 };
 	char excerpt[128];
 	int r = -ENOENT;
 
@@ -251,8 +281,8 @@ static void entry_resolve(struct entry *e)
 			snprintf(e->err, sizeof(e->err), "docker-credential-%s has no credentials for %s",
 				 e->helper, e->server);
 		else if (r < 0)
-			snprintf(e->err, sizeof(e->err), "docker-credential-%s: unusable output: %s",
-				 e->helper, perr);
+			snprintf(e->err, sizeof(e->err), "docker-credential-%s: unusable output: %.200s",
+				 e->helper, perr.msg);
 	}
 	if (r == 0) {
 		e->username = cred.username;
@@ -265,13 +295,7 @@ static void entry_resolve(struct entry *e)
 	e->out_len = 0;
 	e->state = ENTRY_DONE;
 	e->expiry = time(NULL) + (r == 0 ? SG_CREDHELPER_TTL_S : SG_CREDHELPER_FAIL_TTL_S);
-	/* `running` still counts this run while the waiters are called: one of them may free
-	 * the module, which then waits for us. */
-	while (!sg_list_empty(&e->waiters)) {
-		struct sg_credhelper_wait *w =
-			sg_container_of(sg_list_pop(&e->waiters), struct sg_credhelper_wait, link);
-		w->cb(w);
-	}
+	wake_waiters(ch, e, 0);
 	ch->running--;
 	ch_maybe_free(ch);
 }
@@ -591,12 +615,13 @@ static void entry_forget(struct entry *e)
 	e->state = ENTRY_NEW;
 }
 
-static int copy_answer(const struct entry *e, struct sg_docker_cred *ret, char *err,
-		       size_t errcap)
+/* The cached answer.  An answer without credentials (the helper failed, or had none) is
+ * -ENOENT with the reason. */
+static int copy_answer(const struct entry *e, struct sg_docker_cred *ret, struct sg_error *err)
 {
 	*ret = (struct sg_docker_cred){ 0 };
-	if (err && errcap)
-		snprintf(err, errcap, "%s", e->err);
+	if (!e->username && !e->identity_token)
+		return sg_error_set(err, -ENOENT, "%s", e->err);
 	if (e->username) {
 		ret->username = strdup(e->username);
 		ret->password = strdup(e->password ? e->password : "");
@@ -617,30 +642,56 @@ oom:
 	return -ENOMEM;
 }
 
-int sg_credhelper_lookup(struct sg_credhelper *ch, const char *helper, const char *server,
-			 struct sg_credhelper_wait *w, struct sg_docker_cred *ret, char *err,
-			 size_t errcap)
+/* The entry for (helper, server) with an answer that is still good, or NULL. */
+static struct entry *entry_answered(struct sg_credhelper *ch, const char *helper,
+				    const char *server)
 {
+	struct entry *e = entry_find(ch, helper, server);
+
+	if (!e || e->state != ENTRY_DONE)
+		return NULL;
+	if (time(NULL) < e->expiry)
+		return e;
+	entry_forget(e);
+	return NULL;
+}
+
+int sg_credhelper_lookup(struct sg_credhelper *ch, const char *helper, const char *server,
+			 struct sg_docker_cred *ret, struct sg_error *err)
+{
+	struct entry *e;
+
+	*ret = (struct sg_docker_cred){ 0 };
+	if (ch->closing)
+		return -ECANCELED;
+	e = entry_answered(ch, helper, server);
+	return e ? copy_answer(e, ret, err) : -EAGAIN;
+}
+
+int sg_credhelper_wait(struct sg_credhelper *ch, const char *helper, const char *server,
+		       struct sg_op *op, sg_op_cb cb)
+{
+	struct waiter *w;
 	struct entry *e;
 	int r;
 
-	*ret = (struct sg_docker_cred){ 0 };
-	if (err && errcap)
-		err[0] = '\0';
+	if (!op || !cb)
+		return -EINVAL;
+	if (sg_op_busy(op))
+		return -EBUSY;
 	if (ch->closing)
 		return -ECANCELED;
-	e = entry_find(ch, helper, server);
-	if (e && e->state == ENTRY_DONE) {
-		if (time(NULL) < e->expiry)
-			return copy_answer(e, ret, err, errcap);
-		entry_forget(e);
-	}
+	if (entry_answered(ch, helper, server))
+		return sg_post(ch->loop, op, 0, cb);
+	w = calloc(1, sizeof(*w));
 	if (!w)
-		return -EAGAIN;
-	if (!e) {
+		return -ENOMEM;
+	e = entry_find(ch, helper, server);
+	if (!e)
 		e = entry_new(ch, helper, server);
-		if (!e)
-			return -ENOMEM;
+	if (!e) {
+		free(w);
+		return -ENOMEM;
 	}
 	if (e->state == ENTRY_NEW) {
 		r = entry_start(e);
@@ -653,11 +704,14 @@ int sg_credhelper_lookup(struct sg_credhelper *ch, const char *helper, const cha
 			e->out = NULL;
 			e->state = ENTRY_DONE;
 			e->expiry = time(NULL) + SG_CREDHELPER_FAIL_TTL_S;
-			return copy_answer(e, ret, err, errcap);
+			free(w);
+			return sg_post(ch->loop, op, 0, cb);
 		}
 		e->state = ENTRY_RUNNING;
 		ch->running++;
 	}
+	w->op = op;
+	w->cb = cb;
 	sg_list_insert_tail(&e->waiters, &w->link);
-	return -EAGAIN;
+	return 0;
 }

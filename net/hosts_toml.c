@@ -39,25 +39,27 @@ struct parser {
 	const char *t;
 	size_t len, pos;
 	unsigned line;
-	struct sg_hosts_error *err;
+	struct sg_error *err;
 	int rc;
 };
+
+/* Messages keep the bound they always had, so that a long key quoted in one reads the same. */
+#define MSG_MAX 160
 
 static int perr(struct parser *p, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int perr(struct parser *p, int rc, const char *fmt, ...)
 {
 	va_list ap;
 
+	char msg[MSG_MAX];
+
 	if (p->rc)
 		return p->rc;   /* keep the first error */
 	p->rc = rc;
-	if (p->err) {
-		p->err->line = p->line;
-		va_start(ap, fmt);
-		vsnprintf(p->err->msg, sizeof(p->err->msg), fmt, ap);
-		va_end(ap);
-	}
-	return rc;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return sg_error_setc(p->err, rc, (int)p->line, "%s", msg);
 }
 
 static int peek(const struct parser *p)
@@ -656,7 +658,7 @@ int sg_hosts_default(const char *ns, struct sg_hosts_config **ret)
 enum section { SEC_TOP, SEC_TOP_HEADER, SEC_HOST, SEC_HOST_HEADER };
 
 int sg_hosts_toml_parse(const char *text, size_t len, const char *ns, const char *dir,
-			struct sg_hosts_config **ret, struct sg_hosts_error *err)
+			struct sg_hosts_config **ret, struct sg_error *err)
 {
 	struct parser p = { .t = text, .len = len, .line = 1, .err = err };
 	struct sg_hosts_config *cfg = NULL;
@@ -671,8 +673,6 @@ int sg_hosts_toml_parse(const char *text, size_t len, const char *ns, const char
 	char *host_keys[SG_HOSTS_MAX] = { 0 };   /* [host."KEY"] as written, for duplicates */
 
 	*ret = NULL;
-	if (err)
-		*err = (struct sg_hosts_error){ 0 };
 	if (!valid_ns(ns))
 		return -EINVAL;
 	if (len > SG_HOSTS_TOML_MAX)

@@ -32,6 +32,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "daemon/core/error.h"
+
 #define SG_HOSTS_TOML_MAX      (64 * 1024)
 #define SG_HOSTS_MAX           32      /* [host."..."] tables */
 #define SG_HOSTS_ARRAY_MAX     32      /* items in one array */
@@ -78,16 +80,12 @@ struct sg_hosts_config {
 	struct sg_hosts_entry upstream;
 };
 
-struct sg_hosts_error {
-	unsigned line;    /* 1-based; 0 if not about a line */
-	char msg[160];
-};
-
 /* Parses `text` for registry namespace `ns` ("docker.io", "localhost:5000").  `dir` (may be
- * NULL) is the directory relative paths are resolved against.  Returns 0, -EBADMSG (err set),
- * -E2BIG (err set), -EINVAL (bad ns) or -ENOMEM. */
+ * NULL) is the directory relative paths are resolved against.  Returns 0, -EBADMSG or -E2BIG
+ * (err, which may be NULL, says why; err->code is the 1-based line the error is about, 0 if
+ * it is about no line), -EINVAL (bad ns) or -ENOMEM (those two without a message). */
 int sg_hosts_toml_parse(const char *text, size_t len, const char *ns, const char *dir,
-			struct sg_hosts_config **ret, struct sg_hosts_error *err);
+			struct sg_hosts_config **ret, struct sg_error *err);
 /* The configuration used when there is no hosts.toml: just the default upstream. */
 int sg_hosts_default(const char *ns, struct sg_hosts_config **ret);
 void sg_hosts_config_free(struct sg_hosts_config *cfg);

@@ -35,7 +35,8 @@ static int scan(const char *buf, size_t len)
 	return 0;
 }
 
-int sg_json_parse(const char *buf, size_t len, size_t max_len, yajl_val *ret, const char **reterr)
+int sg_json_parse(const char *buf, size_t len, size_t max_len, yajl_val *ret,
+		  struct sg_error *err)
 {
 	char errbuf[128];
 	char *copy;
@@ -43,17 +44,12 @@ int sg_json_parse(const char *buf, size_t len, size_t max_len, yajl_val *ret, co
 	int r;
 
 	*ret = NULL;
-	if (len > max_len) {
-		if (reterr)
-			*reterr = "document too large";
-		return -E2BIG;
-	}
+	if (len > max_len)
+		return sg_error_set(err, -E2BIG, "document too large");
 	r = scan(buf, len);
-	if (r < 0) {
-		if (reterr)
-			*reterr = r == -E2BIG ? "document nested too deeply" : "NUL byte in document";
-		return r;
-	}
+	if (r < 0)
+		return sg_error_set(err, r, "%s",
+				    r == -E2BIG ? "document nested too deeply" : "NUL byte in document");
 	copy = malloc(len + 1);
 	if (!copy)
 		return -ENOMEM;
@@ -66,9 +62,7 @@ int sg_json_parse(const char *buf, size_t len, size_t max_len, yajl_val *ret, co
 		/* yajl reports allocation failure as the text "out of memory". */
 		if (strstr(errbuf, "memory"))
 			return -ENOMEM;
-		if (reterr)
-			*reterr = "malformed JSON";
-		return -EBADMSG;
+		return sg_error_set(err, -EBADMSG, "malformed JSON");
 	}
 	*ret = v;
 	return 0;

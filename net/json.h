@@ -11,12 +11,16 @@
 #include <stddef.h>
 #include <yajl/yajl_tree.h>
 
+#include "daemon/core/error.h"
+
 /* Deeper than any manifest, index or config ever gets. */
 #define SG_JSON_DEPTH_MAX 32
 
 /* Returns 0 with *ret (free with yajl_tree_free), -E2BIG if len > max_len or too deep,
- * -EBADMSG if not JSON (then *reterr says why, static text), -ENOMEM. */
-int sg_json_parse(const char *buf, size_t len, size_t max_len, yajl_val *ret, const char **reterr);
+ * -EBADMSG if not JSON, -ENOMEM.  For -E2BIG and -EBADMSG err (may be NULL) says why;
+ * -ENOMEM comes without a message. */
+int sg_json_parse(const char *buf, size_t len, size_t max_len, yajl_val *ret,
+		  struct sg_error *err);
 
 /* The member `key` of an object, or NULL.  Does not descend. */
 yajl_val sg_json_member(yajl_val obj, const char *key);

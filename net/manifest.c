@@ -254,9 +254,10 @@ static bool is_unsupported_type(const char *mt)
 }
 
 int sg_manifest_parse(const char *json, size_t len, const char *content_type,
-		      struct sg_manifest **ret, const char **reterr)
+		      struct sg_manifest **ret, struct sg_error *err)
 {
 	struct ctx c = { 0 };
+	struct sg_error jerr = { 0 };
 	struct sg_manifest *m = NULL;
 	yajl_val root = NULL, v;
 	char ct[128];
@@ -264,9 +265,10 @@ int sg_manifest_parse(const char *json, size_t len, const char *content_type,
 	int r;
 
 	*ret = NULL;
-	r = sg_json_parse(json, len, SG_MANIFEST_MAX, &root, &c.err);
+	r = sg_json_parse(json, len, SG_MANIFEST_MAX, &root, &jerr);
 	if (r < 0) {
 		c.rc = r;
+		c.err = jerr.msg[0] ? jerr.msg : NULL;
 		goto out;
 	}
 	if (!YAJL_IS_OBJECT(root)) {
@@ -373,8 +375,8 @@ int sg_manifest_parse(const char *json, size_t len, const char *content_type,
 out:
 	yajl_tree_free(root);
 	sg_manifest_free(m);
-	if (c.rc && reterr)
-		*reterr = c.err ? c.err : "invalid manifest";
+	if (c.rc)
+		sg_error_set(err, c.rc, "%s", c.err ? c.err : "invalid manifest");
 	return c.rc;
 }
 
@@ -475,16 +477,13 @@ static int platform_score(const struct sg_platform *want, const struct sg_platfo
 }
 
 int sg_manifest_select(const struct sg_manifest *m, const struct sg_platform *want_in,
-		       const char **reterr)
+		       struct sg_error *err)
 {
 	struct sg_platform want;
 	int best = -1, best_score = 0, fallback = -1;
 
-	if (m->kind != SG_MANIFEST_INDEX) {
-		if (reterr)
-			*reterr = "not an index";
-		return -EINVAL;
-	}
+	if (m->kind != SG_MANIFEST_INDEX)
+		return sg_error_set(err, -EINVAL, "not an index");
 	if (want_in)
 		want = *want_in;
 	else
@@ -505,11 +504,8 @@ int sg_manifest_select(const struct sg_manifest *m, const struct sg_platform *wa
 	}
 	if (best < 0)
 		best = fallback;
-	if (best < 0) {
-		if (reterr)
-			*reterr = "no manifest for the requested platform";
-		return -ENOENT;
-	}
+	if (best < 0)
+		return sg_error_set(err, -ENOENT, "no manifest for the requested platform");
 	return best;
 }
 

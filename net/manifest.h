@@ -7,7 +7,8 @@
  * an empty or generic Content-Type), in which case the shape decides.  Docker schema 1 and OCI
  * artifact manifests are refused with -ENOTSUP.
  *
- * Errors: -EBADMSG (malformed; *reterr says why), -ENOTSUP, -E2BIG (over a bound), -ENOMEM.
+ * Errors: -EBADMSG (malformed), -ENOTSUP, -E2BIG (over a bound), -ENOMEM; err (may be NULL)
+ * says why (daemon/core/error.h).
  */
 #ifndef STARGZD_NET_MANIFEST_H
 #define STARGZD_NET_MANIFEST_H
@@ -15,6 +16,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "daemon/core/error.h"
 
 #define SG_MT_OCI_INDEX     "application/vnd.oci.image.index.v1+json"
 #define SG_MT_OCI_MANIFEST  "application/vnd.oci.image.manifest.v1+json"
@@ -89,7 +92,7 @@ struct sg_manifest {
 
 /* content_type: the response's Content-Type (may be NULL or empty; parameters are ignored). */
 int sg_manifest_parse(const char *json, size_t len, const char *content_type,
-		      struct sg_manifest **ret, const char **reterr);
+		      struct sg_manifest **ret, struct sg_error *err);
 void sg_manifest_free(struct sg_manifest *m);
 
 /* "linux/amd64", "linux/arm64/v8", "linux/arm/v7".  Architecture aliases (x86_64, aarch64,
@@ -98,9 +101,9 @@ int sg_platform_parse(const char *s, struct sg_platform *ret);
 /* Picks the best manifest of an index for `want` (NULL = linux/amd64): same OS and
  * architecture, then the highest compatible variant (arm/v7 runs v7, v6, v5; amd64/v3 runs
  * v3, v2, v1), then index order.  Entries without a platform are a last resort.  Returns the
- * entry's position, -ENOENT (*reterr says so) or -EINVAL if m is not an index. */
+ * entry's position, -ENOENT or -EINVAL if m is not an index (err says which). */
 int sg_manifest_select(const struct sg_manifest *m, const struct sg_platform *want,
-		       const char **reterr);
+		       struct sg_error *err);
 
 enum sg_layer_compression sg_layer_compression(const char *media_type);
 /* Annotation lookup on a descriptor; NULL if absent. */

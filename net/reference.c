@@ -32,13 +32,6 @@ static bool is_hex_lower(char c)
 	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
 }
 
-static int err(const char **reterr, const char *why)
-{
-	if (reterr)
-		*reterr = why;
-	return -EINVAL;
-}
-
 /* One path component [s, e). */
 static bool valid_path_component(const char *s, size_t len)
 {
@@ -181,7 +174,7 @@ static bool looks_like_domain(const char *s, size_t len)
 	return false;
 }
 
-int sg_ref_parse(const char *s, struct sg_ref *ret, const char **reterr)
+int sg_ref_parse(const char *s, struct sg_ref *ret, struct sg_error *err)
 {
 	struct sg_ref r = { 0 };
 	size_t len, name_len, dom_len = 0, path_off;
@@ -189,17 +182,18 @@ int sg_ref_parse(const char *s, struct sg_ref *ret, const char **reterr)
 	size_t tag_len = 0;
 
 	if (!s || !*s)
-		return err(reterr, "empty reference");
+		return sg_error_set(err, -EINVAL, "empty reference");
 	len = strlen(s);
 	if (len > SG_REF_NAME_MAX + 1 + SG_REF_TAG_MAX + 1 + SG_REF_DIGEST_MAX)
-		return err(reterr, "reference too long");
+		return sg_error_set(err, -EINVAL, "reference too long");
 
 	at = memchr(s, '@', len);
 	name_len = at ? (size_t)(at - s) : len;
 	if (at) {
 		size_t dl = len - name_len - 1;
 		if (check_digest_n(at + 1, dl) < 0)
-			return err(reterr, "invalid digest (want sha256:<64 lower-case hex>)");
+			return sg_error_set(err, -EINVAL,
+					    "invalid digest (want sha256:<64 lower-case hex>)");
 		memcpy(r.digest, at + 1, dl);
 	}
 	/* A tag is after a ':' that follows the last '/'; a ':' before it belongs to a port.
@@ -217,17 +211,17 @@ int sg_ref_parse(const char *s, struct sg_ref *ret, const char **reterr)
 			tag_len = (size_t)(s + name_len - tag);
 			name_len = (size_t)(colon - s);
 			if (!valid_tag(tag, tag_len))
-				return err(reterr, "invalid tag");
+				return sg_error_set(err, -EINVAL, "invalid tag");
 		}
 	}
 	if (name_len == 0)
-		return err(reterr, "empty repository name");
+		return sg_error_set(err, -EINVAL, "empty repository name");
 
 	const char *slash = memchr(s, '/', name_len);
 	if (slash && looks_like_domain(s, (size_t)(slash - s))) {
 		dom_len = (size_t)(slash - s);
 		if (!valid_domain(s, dom_len))
-			return err(reterr, "invalid registry host");
+			return sg_error_set(err, -EINVAL, "invalid registry host");
 		path_off = dom_len + 1;
 	} else {
 		path_off = 0;
@@ -237,8 +231,8 @@ int sg_ref_parse(const char *s, struct sg_ref *ret, const char **reterr)
 		/* Give the most useful hint for the common mistake. */
 		for (size_t i = path_off; i < name_len; i++)
 			if (s[i] >= 'A' && s[i] <= 'Z')
-				return err(reterr, "repository name must be lower-case");
-		return err(reterr, "invalid repository name");
+				return sg_error_set(err, -EINVAL, "repository name must be lower-case");
+		return sg_error_set(err, -EINVAL, "invalid repository name");
 	}
 
 	if (dom_len == 0 || (dom_len == 9 && memcmp(s, "docker.io", 9) == 0) ||
@@ -249,7 +243,7 @@ int sg_ref_parse(const char *s, struct sg_ref *ret, const char **reterr)
 		/* Official images live under library/. */
 		if (!memchr(s + path_off, '/', path_len)) {
 			if (8 + path_len > SG_REF_NAME_MAX - 10)
-				return err(reterr, "repository name too long");
+				return sg_error_set(err, -EINVAL, "repository name too long");
 			memcpy(r.repo, "library/", 8);
 			memcpy(r.repo + 8, s + path_off, path_len);
 		} else {
@@ -261,7 +255,7 @@ int sg_ref_parse(const char *s, struct sg_ref *ret, const char **reterr)
 		memcpy(r.repo, s + path_off, path_len);
 	}
 	if (strlen(r.domain) + 1 + strlen(r.repo) > SG_REF_NAME_MAX)
-		return err(reterr, "repository name too long");
+		return sg_error_set(err, -EINVAL, "repository name too long");
 	if (tag)
 		memcpy(r.tag, tag, tag_len);
 	else if (!at)

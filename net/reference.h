@@ -12,13 +12,16 @@
  * `domain` keeps the name users and certs.d/ directories use ("docker.io"); `host` is where to
  * connect ("registry-1.docker.io" for Docker Hub, otherwise the domain itself).
  *
- * Pure, no allocation.  Errors are -EINVAL with a static description in *reterr.
+ * Pure, no allocation.  Errors are -EINVAL, with the reason in err (daemon/core/error.h;
+ * NULL allowed).
  */
 #ifndef STARGZD_NET_REFERENCE_H
 #define STARGZD_NET_REFERENCE_H
 
 #include <stdbool.h>
 #include <stddef.h>
+
+#include "daemon/core/error.h"
 
 #define SG_REF_NAME_MAX    255   /* domain + "/" + path, as in distribution */
 #define SG_REF_TAG_MAX     128
@@ -37,7 +40,7 @@ struct sg_ref {
 
 /* Parses and normalizes.  A reference with neither tag nor digest gets tag "latest".  With
  * both, the digest is authoritative and the tag is kept only for display. */
-int sg_ref_parse(const char *s, struct sg_ref *ret, const char **reterr);
+int sg_ref_parse(const char *s, struct sg_ref *ret, struct sg_error *err);
 
 /* Validates a digest string "algo:hex": sha256 (64 hex) and sha512 (128 hex), lower-case.
  * Returns 0 or -EINVAL. */

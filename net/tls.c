@@ -299,9 +299,6 @@ int sg_tls_new(struct sg_loop *loop, int fd, const struct sg_tls_trust *trust,
 	t->fd = fd;
 	sg_op_init(&t->send_op);
 	sg_op_init(&t->recv_op);
-	sg_op_init(&t->hs_op);
-	sg_op_init(&t->rd_op);
-	sg_op_init(&t->wr_op);
 	/* "full" profile: every cipher suite and algorithm BearSSL has; the server picks. */
 	br_ssl_client_init_full(&t->cc, &t->xc, trust->anchors, trust->n);
 	/* With AES-NI and PCLMUL, AES-GCM is several times faster than ChaCha20 here; servers
@@ -339,8 +336,8 @@ int sg_tls_new(struct sg_loop *loop, int fd, const struct sg_tls_trust *trust,
 
 bool sg_tls_busy(const struct sg_tls *t)
 {
-	return sg_op_busy(&t->send_op) || sg_op_busy(&t->recv_op) || sg_op_busy(&t->hs_op) ||
-	       sg_op_busy(&t->rd_op) || sg_op_busy(&t->wr_op);
+	return sg_op_busy(&t->send_op) || sg_op_busy(&t->recv_op) || t->hs_pending ||
+	       t->rd_pending || t->wr_pending;
 }
 
 void sg_tls_free(struct sg_tls *t)
@@ -350,11 +347,6 @@ void sg_tls_free(struct sg_tls *t)
 	/* The kernel may still write into iobuf while an op is in flight: never free then. */
 	SG_FREE_CHECK(sg_tls_busy(t), "TLS connection");
 	free(t);
-}
-
-int sg_tls_last_error(const struct sg_tls *t)
-{
-	return br_ssl_engine_last_error(&t->cc.eng);
 }
 
 const char *sg_tls_strerror(int e)
@@ -384,24 +376,6 @@ const char *sg_tls_strerror(int e)
 
 static void pump(struct sg_tls *t);
 
-static void on_hs_posted(struct sg_op *op)
-{
-	struct sg_tls *t = sg_container_of(op, struct sg_tls, hs_op);
-	t->hs_cb(t, op->res);
-}
-
-static void on_rd_posted(struct sg_op *op)
-{
-	struct sg_tls *t = sg_container_of(op, struct sg_tls, rd_op);
-	t->rd_cb(t, op->res);
-}
-
-static void on_wr_posted(struct sg_op *op)
-{
-	struct sg_tls *t = sg_container_of(op, struct sg_tls, wr_op);
-	t->wr_cb(t, op->res);
-}
-
 /* Every answer to a caller goes through here.  It cannot be lost: sg_post fails only for an
  * op in flight (and is accepted during a drain), and each caller op is idle whenever its
  * *_pending flag is set, since sg_tls_start/read/write set the flag only on an idle op and
@@ -411,20 +385,32 @@ static void deliver(struct sg_tls *t, struct sg_op *op, int32_t res, sg_op_cb cb
 	(void)sg_post(t->loop, op, res, cb);
 }
 
+/* The handshake's answer; a failure says why in the caller's err: what BearSSL found (its
+ * code in err->code) when the engine failed, else the errno's text. */
+static void deliver_handshake(struct sg_tls *t, int res)
+{
+	int br = br_ssl_engine_last_error(&t->cc.eng);
+
+	t->hs_pending = false;
+	if (res == -ECONNABORTED && br)
+		sg_error_setc(t->hs_err, res, br, "%s (BearSSL error %d)", sg_tls_strerror(br), br);
+	else if (res < 0)
+		sg_error_setc(t->hs_err, res, br, "%s", strerror(-res));
+	deliver(t, t->hs_op, res, t->hs_cb);
+}
+
 /* Delivers `res` to every pending caller operation. */
 static void complete_all(struct sg_tls *t, int res)
 {
-	if (t->hs_pending) {
-		t->hs_pending = false;
-		deliver(t, &t->hs_op, res < 0 ? res : -ECONNRESET, on_hs_posted);
-	}
+	if (t->hs_pending)
+		deliver_handshake(t, res < 0 ? res : -ECONNRESET);
 	if (t->rd_pending) {
 		t->rd_pending = false;
-		deliver(t, &t->rd_op, res, on_rd_posted);
+		deliver(t, t->rd_op, res, t->rd_cb);
 	}
 	if (t->wr_pending) {
 		t->wr_pending = false;
-		deliver(t, &t->wr_op, res < 0 ? res : -EPIPE, on_wr_posted);
+		deliver(t, t->wr_op, res < 0 ? res : -EPIPE, t->wr_cb);
 	}
 }
 
@@ -502,10 +488,8 @@ static void pump(struct sg_tls *t)
 		}
 		if (!t->handshaken && (st & (BR_SSL_SENDAPP | BR_SSL_RECVAPP))) {
 			t->handshaken = true;
-			if (t->hs_pending) {
-				t->hs_pending = false;
-				deliver(t, &t->hs_op, 0, on_hs_posted);
-			}
+			if (t->hs_pending)
+				deliver_handshake(t, 0);
 		}
 		if (t->rd_pending && (st & BR_SSL_RECVAPP)) {
 			size_t len;
@@ -514,7 +498,7 @@ static void pump(struct sg_tls *t)
 			memcpy(t->rd_buf, buf, n);
 			br_ssl_engine_recvapp_ack(eng, n);
 			t->rd_pending = false;
-			deliver(t, &t->rd_op, (int32_t)n, on_rd_posted);
+			deliver(t, t->rd_op, (int32_t)n, t->rd_cb);
 			progress = true;
 		}
 		if (t->wr_pending && (st & BR_SSL_SENDAPP)) {
@@ -531,7 +515,7 @@ static void pump(struct sg_tls *t)
 				 * more data that a request/response protocol will not send. */
 				br_ssl_engine_flush(eng, 0);
 				t->wr_pending = false;
-				deliver(t, &t->wr_op, (int32_t)t->wr_len, on_wr_posted);
+				deliver(t, t->wr_op, (int32_t)t->wr_len, t->wr_cb);
 			}
 			progress = true;
 		}
@@ -562,30 +546,34 @@ static void pump(struct sg_tls *t)
 	}
 }
 
-int sg_tls_start(struct sg_tls *t, const char *server_name, uint64_t timeout_ns, sg_tls_cb cb)
+int sg_tls_start(struct sg_tls *t, const char *server_name, uint64_t timeout_ns,
+		 struct sg_error *err, struct sg_op *op, sg_op_cb cb)
 {
-	if (!cb || !server_name || !*server_name)
+	if (!op || !cb || !server_name || !*server_name)
 		return -EINVAL;
-	if (t->hs_pending || t->handshaken || sg_op_busy(&t->hs_op))
+	if (t->hs_pending || t->handshaken || sg_op_busy(op))
 		return -EBUSY;
 	if (!br_ssl_client_reset(&t->cc, server_name, 0))
 		return -EINVAL;
 	sg_op_set_timeout(&t->send_op, timeout_ns);
 	sg_op_set_timeout(&t->recv_op, timeout_ns);
+	t->hs_op = op;
 	t->hs_cb = cb;
+	t->hs_err = err;
 	t->hs_pending = true;
 	pump(t);
 	return 0;
 }
 
-int sg_tls_read(struct sg_tls *t, void *buf, size_t len, sg_tls_cb cb)
+int sg_tls_read(struct sg_tls *t, void *buf, size_t len, struct sg_op *op, sg_op_cb cb)
 {
-	if (!cb || !buf || len == 0 || len > INT32_MAX)
+	if (!op || !cb || !buf || len == 0 || len > INT32_MAX)
 		return -EINVAL;
-	if (t->rd_pending || sg_op_busy(&t->rd_op))
+	if (t->rd_pending || sg_op_busy(op))
 		return -EBUSY;
 	if (!t->handshaken && !t->closed)
 		return -ENOTCONN;
+	t->rd_op = op;
 	t->rd_cb = cb;
 	t->rd_buf = buf;
 	t->rd_len = len;
@@ -603,20 +591,21 @@ int sg_tls_read(struct sg_tls *t, void *buf, size_t len, sg_tls_cb cb)
 		memcpy(buf, p, n);
 		br_ssl_engine_recvapp_ack(&t->cc.eng, n);
 		t->rd_pending = false;
-		return sg_post(t->loop, &t->rd_op, (int32_t)n, on_rd_posted);
+		return sg_post(t->loop, op, (int32_t)n, cb);
 	}
 	pump(t);
 	return 0;
 }
 
-int sg_tls_write(struct sg_tls *t, const void *buf, size_t len, sg_tls_cb cb)
+int sg_tls_write(struct sg_tls *t, const void *buf, size_t len, struct sg_op *op, sg_op_cb cb)
 {
-	if (!cb || !buf || len == 0 || len > INT32_MAX)
+	if (!op || !cb || !buf || len == 0 || len > INT32_MAX)
 		return -EINVAL;
-	if (t->wr_pending || sg_op_busy(&t->wr_op))
+	if (t->wr_pending || sg_op_busy(op))
 		return -EBUSY;
 	if (!t->handshaken)
 		return -ENOTCONN;
+	t->wr_op = op;
 	t->wr_cb = cb;
 	t->wr_buf = buf;
 	t->wr_len = len;

@@ -37,7 +37,10 @@
 
 #include "daemon/core/digest.h"
 #include "daemon/core/loop.h"
+#include "net/blob.h"
 #include "net/manifest.h"
+#include "net/manifest_fetch.h"
+#include "net/pool.h"
 #include "net/reference.h"
 #include "net/registry.h"
 
@@ -46,6 +49,7 @@
 
 struct slot {
 	struct sg_op op;
+	struct sg_error err;
 	uint8_t *buf;
 	uint64_t offset;
 	size_t len;
@@ -63,7 +67,9 @@ struct app {
 	struct sg_registry_range ranges[SG_REGISTRY_RANGES_MAX];
 	size_t nranges;
 	unsigned repeat;
-	struct sg_op op;
+	struct sg_op op;                   /* the open or manifest fetch, then range reads */
+	struct sg_error err;
+	struct sg_registry_manifest *manifest;
 	/* whole blob */
 	uint64_t chunk;
 	unsigned parallel;
@@ -93,12 +99,13 @@ static int write_all(const void *p, size_t n)
 	return fwrite(p, 1, n, stdout) == n ? 0 : -EIO;
 }
 
-static void on_manifest(void *ud, int res, const struct sg_registry_manifest *m, const char *err)
+static void on_manifest(struct sg_op *op)
 {
-	struct app *a = ud;
+	struct app *a = sg_container_of(op, struct app, op);
+	const struct sg_registry_manifest *m = a->manifest;
 
-	if (res < 0) {
-		fail(a, "%s", err ? err : strerror(-res));
+	if (op->res < 0) {
+		fail(a, "%s", a->err.msg[0] ? a->err.msg : strerror(-op->res));
 		return;
 	}
 	if (write_all(m->data, m->len) < 0) {
@@ -119,7 +126,7 @@ static void on_ranges(struct sg_op *op)
 	struct app *a = sg_container_of(op, struct app, op);
 
 	if (op->res < 0) {
-		const char *why = sg_registry_source_error(a->src);
+		const char *why = a->err.msg;
 		fail(a, "range read: %s%s%s", strerror(-op->res), why[0] ? ": " : "", why);
 		return;
 	}
@@ -141,11 +148,8 @@ static void start_ranges(struct app *a)
 {
 	int r;
 
-	if (a->nranges == 1)
-		r = sg_range_read(a->src, a->ranges[0].offset, a->ranges[0].len, a->ranges[0].buf,
-				  &a->op, on_ranges);
-	else
-		r = sg_registry_read_ranges(a->src, a->ranges, a->nranges, &a->op, on_ranges);
+	a->err = (struct sg_error){ 0 };
+	r = sg_registry_read_ranges(a->src, a->ranges, a->nranges, &a->err, &a->op, on_ranges);
 	if (r < 0)
 		fail(a, "range read: %s", strerror(-r));
 }
@@ -163,7 +167,7 @@ static void on_chunk(struct sg_op *op)
 	if (a->done)
 		return;
 	if (op->res < 0 || (size_t)op->res != s->len) {
-		const char *why = sg_registry_source_error(a->src);
+		const char *why = s->err.msg;
 		fail(a, "read at %" PRIu64 ": %s%s%s", s->offset,
 		     strerror(op->res < 0 ? -op->res : EIO), why[0] ? ": " : "", why);
 		return;
@@ -194,7 +198,10 @@ static void pump_blob(struct app *a)
 		s->len = (size_t)(a->src->size - s->offset < a->chunk ? a->src->size - s->offset
 								      : a->chunk);
 		s->op.data = a;
-		r = sg_range_read(a->src, s->offset, s->len, s->buf, &s->op, on_chunk);
+		s->err = (struct sg_error){ 0 };
+		r = sg_registry_read_ranges(a->src,
+					    &(struct sg_registry_range){ s->offset, s->len, s->buf },
+					    1, &s->err, &s->op, on_chunk);
 		if (r < 0) {
 			fail(a, "read: %s", strerror(-r));
 			return;
@@ -215,15 +222,15 @@ static void pump_blob(struct app *a)
 	}
 }
 
-static void on_blob(void *ud, int res, struct sg_range_source *src, const char *err)
+static void on_blob(struct sg_op *op)
 {
-	struct app *a = ud;
+	struct app *a = sg_container_of(op, struct app, op);
+	struct sg_range_source *src = a->src;
 
-	if (res < 0) {
-		fail(a, "%s", err ? err : strerror(-res));
+	if (op->res < 0) {
+		fail(a, "%s", a->err.msg[0] ? a->err.msg : strerror(-op->res));
 		return;
 	}
-	a->src = src;
 	if (a->size_only) {
 		printf("%" PRIu64 "\n", src->size);
 		a->done = true;
@@ -297,7 +304,7 @@ int main(int argc, char **argv)
 	size_t ninsecure = 0, ncas = 0;
 	bool insecure_ref = false, verbose = false;
 	char host_of_ref[SG_REF_NAME_MAX + 1] = "";
-	char err[512];
+	struct sg_error err = { 0 };
 	int i, r;
 
 	a.repeat = 1;
@@ -373,8 +380,7 @@ int main(int argc, char **argv)
 
 	if (insecure_ref) {
 		struct sg_ref pr;
-		const char *perr;
-		if (sg_ref_parse(a.ref, &pr, &perr) == 0) {
+		if (sg_ref_parse(a.ref, &pr, NULL) == 0) {
 			snprintf(host_of_ref, sizeof(host_of_ref), "%s", pr.host);
 			insecure[ninsecure++] = host_of_ref;
 		}
@@ -390,17 +396,18 @@ int main(int argc, char **argv)
 		fprintf(stderr, "stargz-fetch: event loop: %s\n", strerror(-r));
 		return 1;
 	}
-	r = sg_registry_new(a.loop, &cfg, &a.reg, err, sizeof(err));
+	r = sg_registry_new(a.loop, &cfg, &a.reg, &err);
 	if (r < 0) {
-		fprintf(stderr, "stargz-fetch: %s\n", err[0] ? err : strerror(-r));
+		fprintf(stderr, "stargz-fetch: %s\n", err.msg[0] ? err.msg : strerror(-r));
 		sg_loop_free(a.loop);
 		return 1;
 	}
 	sg_op_init(&a.op);
 	if (a.digest)
-		r = sg_registry_open_blob(a.reg, a.ref, a.digest, on_blob, &a);
+		r = sg_registry_open_blob(a.reg, a.ref, a.digest, &a.src, &a.err, &a.op, on_blob);
 	else
-		r = sg_registry_get_manifest(a.reg, a.ref, a.platform, on_manifest, &a);
+		r = sg_registry_get_manifest(a.reg, a.ref, a.platform, &a.manifest, &a.err, &a.op,
+					     on_manifest);
 	if (r < 0)
 		fail(&a, "%s", strerror(-r));
 	while (!a.done) {
@@ -414,19 +421,19 @@ int main(int argc, char **argv)
 		fail(&a, "stdout: write error");
 	if (verbose) {
 		struct sg_ref pr;
-		const char *perr;
-		struct sg_registry_host_stats st;
-		if (sg_ref_parse(a.ref, &pr, &perr) == 0 &&
+		struct sg_host_stats st;
+		if (sg_ref_parse(a.ref, &pr, NULL) == 0 &&
 		    sg_registry_host_stats(a.reg, pr.host, &st) == 0)
 			fprintf(stderr,
 				"stats %s: requests=%u retries=%u reused=%u conns=%u max_conns=%u "
 				"multirange=%s ignores_ranges=%d\n",
 				pr.host, st.requests, st.retries, st.reused, st.conns_opened,
-				st.conns_max_seen, sg_registry_multirange_name(st.multirange),
+				st.conns_max_seen, sg_multirange_name(st.multirange),
 				st.ignores_ranges);
 	}
 	/* Tear down: reads still in flight complete with -ECANCELED, then the loop drains. */
 	sg_range_source_free(a.src);
+	sg_registry_manifest_free(a.manifest);
 	sg_registry_shutdown(a.reg);
 	if (sg_loop_drain(a.loop, 5000) == 0) {
 		sg_registry_free(a.reg);

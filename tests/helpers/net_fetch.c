@@ -23,7 +23,8 @@ struct fetch {
 	struct sg_conn conn;
 	struct sg_tls *tls;
 	struct sg_tls_trust trust;
-	struct sg_op op;            /* plain send/recv */
+	struct sg_error tls_err;    /* why the handshake failed */
+	struct sg_op op;            /* connect, handshake, send, receive */
 	struct sg_http1_parser parser;
 	bool use_tls, head, insecure;
 	const char *host, *path, *name;
@@ -40,9 +41,9 @@ static void finish(struct fetch *f, int rc, const char *what, int err)
 {
 	if (rc == 1) {
 		fprintf(stderr, "error: %s: %s", what, strerror(err < 0 ? -err : err));
-		if (f->tls && sg_tls_last_error(f->tls))
-			fprintf(stderr, " (TLS: %s, code %d)", sg_tls_strerror(sg_tls_last_error(f->tls)),
-				sg_tls_last_error(f->tls));
+		if (f->tls_err.code)
+			fprintf(stderr, " (TLS: %s, code %d)", sg_tls_strerror(f->tls_err.code),
+				f->tls_err.code);
 		if (f->parser.err)
 			fprintf(stderr, " (HTTP: %s)", f->parser.err);
 		fprintf(stderr, "\n");
@@ -100,12 +101,7 @@ static void got_data(struct fetch *f, int res)
 		start_read(f);
 }
 
-static void on_tls_read(struct sg_tls *t, int res)
-{
-	got_data(t->data, res);
-}
-
-static void on_plain_recv(struct sg_op *op)
+static void on_recv(struct sg_op *op)
 {
 	got_data(sg_container_of(op, struct fetch, op), op->res);
 }
@@ -115,26 +111,16 @@ static void start_read(struct fetch *f)
 	int r;
 
 	if (f->use_tls) {
-		r = sg_tls_read(f->tls, f->buf, sizeof(f->buf), on_tls_read);
+		r = sg_tls_read(f->tls, f->buf, sizeof(f->buf), &f->op, on_recv);
 	} else {
 		sg_op_set_timeout(&f->op, f->timeout_ns);
-		r = sg_recv(f->loop, &f->op, f->conn.fd, f->buf, sizeof(f->buf), 0, on_plain_recv);
+		r = sg_recv(f->loop, &f->op, f->conn.fd, f->buf, sizeof(f->buf), 0, on_recv);
 	}
 	if (r < 0)
 		finish(f, 1, "read", r);
 }
 
-static void on_tls_write(struct sg_tls *t, int res)
-{
-	struct fetch *f = t->data;
-	if (res < 0) {
-		finish(f, 1, "write", res);
-		return;
-	}
-	start_read(f);
-}
-
-static void on_plain_send(struct sg_op *op)
+static void on_send(struct sg_op *op)
 {
 	struct fetch *f = sg_container_of(op, struct fetch, op);
 	if (op->res < 0) {
@@ -149,46 +135,45 @@ static void send_request(struct fetch *f)
 	int r;
 
 	if (f->use_tls) {
-		r = sg_tls_write(f->tls, f->req, (size_t)f->req_len, on_tls_write);
+		r = sg_tls_write(f->tls, f->req, (size_t)f->req_len, &f->op, on_send);
 	} else {
 		sg_op_set_timeout(&f->op, f->timeout_ns);
 		r = sg_send(f->loop, &f->op, f->conn.fd, f->req, (size_t)f->req_len, MSG_NOSIGNAL,
-			    on_plain_send);
+			    on_send);
 	}
 	if (r < 0)
 		finish(f, 1, "write", r);
 }
 
-static void on_handshake(struct sg_tls *t, int res)
+static void on_handshake(struct sg_op *op)
 {
-	struct fetch *f = t->data;
-	if (res < 0) {
-		finish(f, 1, "TLS handshake", res);
+	struct fetch *f = sg_container_of(op, struct fetch, op);
+	if (op->res < 0) {
+		finish(f, 1, "TLS handshake", op->res);
 		return;
 	}
 	fprintf(stderr, "handshake ok\n");
 	send_request(f);
 }
 
-static void on_connected(struct sg_conn *c, int res)
+static void on_connected(struct sg_op *op)
 {
-	struct fetch *f = c->data;
+	struct fetch *f = sg_container_of(op, struct fetch, op);
 	int r;
 
-	if (res < 0) {
-		finish(f, 1, "connect", res);
+	if (op->res < 0) {
+		finish(f, 1, "connect", op->res);
 		return;
 	}
 	if (!f->use_tls) {
 		send_request(f);
 		return;
 	}
-	r = sg_tls_new(f->loop, c->fd, &f->trust, &f->tls);
+	r = sg_tls_new(f->loop, f->conn.fd, &f->trust, &f->tls);
 	if (r == 0) {
-		f->tls->data = f;
 		if (f->insecure)
 			sg_tls_set_insecure(f->tls);
-		r = sg_tls_start(f->tls, f->name, f->timeout_ns, on_handshake);
+		r = sg_tls_start(f->tls, f->name, f->timeout_ns, &f->tls_err, &f->op, on_handshake);
 	}
 	if (r < 0)
 		finish(f, 1, "TLS start", r);
@@ -281,8 +266,7 @@ int main(int argc, char **argv)
 	}
 	sg_op_init(&f.op);
 	sg_conn_init(&f.conn, f.loop);
-	f.conn.data = &f;
-	r = sg_conn_connect(&f.conn, f.host, (uint16_t)port, f.timeout_ns, on_connected);
+	r = sg_conn_connect(&f.conn, f.host, (uint16_t)port, f.timeout_ns, &f.op, on_connected);
 	if (r < 0) {
 		fprintf(stderr, "error: connect: %s\n", strerror(-r));
 		return 1;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # TIMEOUT: 180
-# The registry client (net/registry.c) through tools/stargz-fetch against Debian's real
+# The registry client (net/registry.c and its modules) through tools/stargz-fetch against Debian's real
 # docker-registry: plain HTTP, TLS with a generated CA, htpasswd Basic auth, and — through
 # tests/lib/registry_proxy.py — a Bearer token flow, redirects, multi-range quirks, retries,
 # truncated/stalled/reset/garbage responses, dead registries and hosts.toml mirrors.  Every byte is

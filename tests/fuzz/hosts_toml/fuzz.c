@@ -32,7 +32,7 @@ static void walk(const struct sg_hosts_entry *e)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct sg_hosts_config *cfg = NULL;
-	struct sg_hosts_error err;
+	struct sg_error err = { 0 };
 	/* Copy to an exact-size buffer: the parser gets a length, not a C string. */
 	char *copy = malloc(size ? size : 1);
 

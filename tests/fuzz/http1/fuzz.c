@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "net/http1.h"
+#include "net/http1_ranges.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

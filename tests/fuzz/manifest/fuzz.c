@@ -32,7 +32,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 	} else if ((sel & 0xc0) == 0x80) {
 		struct sg_docker_config *cfg = NULL;
-		const char *e;
+		struct sg_error e = { 0 };
 		if (sg_docker_config_parse(copy, len, &cfg, &e) == 0) {
 			static const char *const hosts[] = { "docker.io", "ghcr.io", "localhost:5000" };
 			for (size_t i = 0; i < 3; i++) {
@@ -44,7 +44,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 	} else {
 		struct sg_manifest *m = NULL;
-		const char *e = NULL;
+		struct sg_error e = { 0 };
 		int r = sg_manifest_parse(copy, len, cts[sel % 7], &m, &e);
 		if (r == 0) {
 			if (m->kind == SG_MANIFEST_INDEX) {
@@ -67,7 +67,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				}
 			}
 			sg_manifest_free(m);
-		} else if (m != NULL || e == NULL) {
+		} else if (m != NULL || e.msg[0] == '\0') {
 			abort();
 		}
 	}

@@ -61,36 +61,20 @@ static void setup(void)
 }
 
 /* The blob opener: the file, delivered from the loop like a registry's answer. */
-struct open_req {
-	struct sg_op op;
-	struct sg_range_source *src;
-	sg_blob_open_cb cb;
-	void *ud;
-	struct sg_loop *loop;
-};
-
 static unsigned opens;
 
-static void opened(struct sg_op *op)
+static int file_open(void *ctx, const char *ref, const char *digest,
+		     struct sg_range_source **ret_src, struct sg_error *err, struct sg_op *op,
+		     sg_op_cb cb)
 {
-	struct open_req *o = sg_container_of(op, struct open_req, op);
-	o->cb(o->ud, op->res, o->src, op->res < 0 ? "cannot open" : NULL);
-	free(o);
-}
-
-static int file_open(void *ctx, const char *ref, const char *digest, sg_blob_open_cb cb, void *ud)
-{
-	struct open_req *o = calloc(1, sizeof(*o));
+	struct sg_loop *loop = ctx;
 	(void)ref;
 	(void)digest;
-	CHECK(o);
-	o->loop = ctx;
-	o->cb = cb;
-	o->ud = ud;
 	opens++;
-	sg_op_init(&o->op);
-	int r = sg_range_source_file_open(o->loop, blob_path, &o->src);
-	return sg_post(o->loop, &o->op, r, opened);
+	int r = sg_range_source_file_open(loop, blob_path, ret_src);
+	if (r < 0)
+		sg_error_set(err, r, "cannot open");
+	return sg_post(loop, op, r, cb);
 }
 
 struct env {

@@ -239,7 +239,7 @@ TEST(docker_config)
 {
 	struct sg_docker_config *cfg;
 	struct sg_docker_cred c;
-	const char *e = NULL;
+	struct sg_error e = { 0 };
 	/* "dXNlcjpwYTpzcw==" is "user:pa:ss". */
 	const char *j = "{\"auths\":{"
 			"\"https://index.docker.io/v1/\":{\"auth\":\"dXNlcjpwYTpzcw==\"},"
@@ -300,19 +300,19 @@ TEST(docker_config)
 TEST(docker_config_malformed)
 {
 	struct sg_docker_config *cfg = (void *)1;
-	const char *e;
+	struct sg_error e = { 0 };
 	const char *bad[] = {
 		"", "[]", "{\"auths\":[]}", "{\"auths\":{\"a\":1}}", "{\"credHelpers\":{\"a\":1}}",
 		"{\"credHelpers\":{\"a\":\"../../bin/sh\"}}", "{\"credsStore\":\"a b\"}",
 		"{\"credsStore\":5}", "{\"auths\":{}",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		e = NULL;
+		e = (struct sg_error){ 0 };
 		int r = sg_docker_config_parse(bad[i], strlen(bad[i]), &cfg, &e);
 		if (r != -EBADMSG)
 			TEST_FAIL("case %zu: %d", i, r);
 		CHECK(cfg == NULL);
-		CHECK(e != NULL);
+		CHECK(e.msg[0] != '\0');
 	}
 }
 

@@ -10,17 +10,26 @@
 #include "tests/unit/test.h"
 
 struct result {
+	struct sg_op op;
+	struct sg_conn *c;
 	bool done;
 	int res;
 	int fd;
 };
 
-static void on_conn(struct sg_conn *c, int res)
+static void result_init(struct result *r, struct sg_conn *c)
 {
-	struct result *r = c->data;
+	*r = (struct result){ .c = c };
+	sg_op_init(&r->op);
+}
+
+static void on_conn(struct sg_op *op)
+{
+	struct result *r = sg_container_of(op, struct result, op);
+	CHECK(!r->done);   /* exactly once */
 	r->done = true;
-	r->res = res;
-	r->fd = c->fd;
+	r->res = op->res;
+	r->fd = r->c->fd;
 }
 
 static struct sg_loop *new_loop(void)
@@ -84,8 +93,8 @@ static void connect_ok(const char *host, int family)
 		SKIP("no %s loopback: %s", family == AF_INET ? "IPv4" : "IPv6", strerror(-lfd));
 
 	sg_conn_init(&c, loop);
-	c.data = &r;
-	CHECK_EQ(sg_conn_connect(&c, host, port, 2000000000u, on_conn), 0);
+	result_init(&r, &c);
+	CHECK_EQ(sg_conn_connect(&c, host, port, 2000000000u, &r.op, on_conn), 0);
 	CHECK(!r.done);   /* never synchronously */
 	CHECK(sg_conn_busy(&c));
 	run_until(loop, &r.done, 5000);
@@ -133,8 +142,8 @@ TEST(connect_refused)
 	close(lfd);   /* nothing listens there now */
 
 	sg_conn_init(&c, loop);
-	c.data = &r;
-	CHECK_EQ(sg_conn_connect(&c, "127.0.0.1", port, 0, on_conn), 0);
+	result_init(&r, &c);
+	CHECK_EQ(sg_conn_connect(&c, "127.0.0.1", port, 0, &r.op, on_conn), 0);
 	run_until(loop, &r.done, 5000);
 	CHECK_EQ(r.res, -ECONNREFUSED);
 	CHECK_EQ(c.fd, -1);
@@ -152,17 +161,17 @@ TEST(cancel_and_reuse)
 	CHECK(lfd >= 0);
 
 	sg_conn_init(&c, loop);
-	c.data = &r;
-	CHECK_EQ(sg_conn_connect(&c, "localhost", port, 0, on_conn), 0);
-	CHECK_EQ(sg_conn_connect(&c, "localhost", port, 0, on_conn), -EBUSY);
+	result_init(&r, &c);
+	CHECK_EQ(sg_conn_connect(&c, "localhost", port, 0, &r.op, on_conn), 0);
+	CHECK_EQ(sg_conn_connect(&c, "localhost", port, 0, &r.op, on_conn), -EBUSY);
 	sg_conn_cancel(&c);
 	run_until(loop, &r.done, 5000);
 	/* Either the cancel won, or the lookup had already finished and the connect raced it. */
 	CHECK(r.res == -ECANCELED || r.res == 0);
 	sg_conn_close(&c);
 	/* The conn is reusable afterwards. */
-	r = (struct result){ 0 };
-	CHECK_EQ(sg_conn_connect(&c, "127.0.0.1", port, 0, on_conn), 0);
+	result_init(&r, &c);
+	CHECK_EQ(sg_conn_connect(&c, "127.0.0.1", port, 0, &r.op, on_conn), 0);
 	run_until(loop, &r.done, 5000);
 	CHECK_EQ(r.res, 0);
 	sg_conn_close(&c);
@@ -183,8 +192,8 @@ TEST(close_with_connect_in_flight_aborts)
 	CHECK(lfd >= 0);
 
 	sg_conn_init(&c, loop);
-	c.data = &r;
-	CHECK_EQ(sg_conn_connect(&c, "127.0.0.1", port, 0, on_conn), 0);
+	result_init(&r, &c);
+	CHECK_EQ(sg_conn_connect(&c, "127.0.0.1", port, 0, &r.op, on_conn), 0);
 	CHECK(sg_conn_busy(&c));
 	CHECK_ABORTS(sg_conn_close(&c));
 	run_until(loop, &r.done, 5000);
@@ -199,16 +208,18 @@ TEST(bad_arguments)
 {
 	struct sg_loop *loop = new_loop();
 	struct sg_conn c;
+	struct result r;
 	char longname[300];
 
 	sg_conn_init(&c, loop);
-	CHECK_EQ(sg_conn_connect(&c, "127.0.0.1", 0, 0, on_conn), -EINVAL);
-	CHECK_EQ(sg_conn_connect(&c, NULL, 80, 0, on_conn), -EINVAL);
-	CHECK_EQ(sg_conn_connect(&c, "", 80, 0, on_conn), -EINVAL);
-	CHECK_EQ(sg_conn_connect(&c, "127.0.0.1", 80, 0, NULL), -EINVAL);
+	result_init(&r, &c);
+	CHECK_EQ(sg_conn_connect(&c, "127.0.0.1", 0, 0, &r.op, on_conn), -EINVAL);
+	CHECK_EQ(sg_conn_connect(&c, NULL, 80, 0, &r.op, on_conn), -EINVAL);
+	CHECK_EQ(sg_conn_connect(&c, "", 80, 0, &r.op, on_conn), -EINVAL);
+	CHECK_EQ(sg_conn_connect(&c, "127.0.0.1", 80, 0, &r.op, NULL), -EINVAL);
 	memset(longname, 'a', sizeof(longname) - 1);
 	longname[sizeof(longname) - 1] = 0;
-	CHECK_EQ(sg_conn_connect(&c, longname, 80, 0, on_conn), -EINVAL);
+	CHECK_EQ(sg_conn_connect(&c, longname, 80, 0, &r.op, on_conn), -EINVAL);
 	CHECK(!sg_conn_busy(&c));
 	sg_loop_free(loop);
 }

@@ -15,7 +15,7 @@
 
 static int parse(const char *s, struct sg_docker_cred *c)
 {
-	const char *e = NULL;
+	struct sg_error e = { 0 };
 	return sg_credhelper_parse(s, strlen(s), c, &e);
 }
 
@@ -43,7 +43,7 @@ TEST(parse_answers)
 TEST(parse_not_found_and_malformed)
 {
 	struct sg_docker_cred c;
-	const char *e = NULL;
+	struct sg_error e = { 0 };
 	const char *bad[] = {
 		"", "not json", "[]", "\"x\"", "{\"Username\":\"u\"}", "{\"Secret\":\"s\"}",
 		"{\"Username\":1,\"Secret\":\"s\"}", "{\"Username\":\"u\",\"Secret\":null}",
@@ -54,9 +54,9 @@ TEST(parse_not_found_and_malformed)
 	CHECK_EQ(parse("credentials not found in native keychain\n", &c), -ENOENT);
 	CHECK_EQ(parse("{\"ServerURL\":\"\",\"Username\":\"\",\"Secret\":\"\"}", &c), -ENOENT);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		e = NULL;
+		e = (struct sg_error){ 0 };
 		CHECK_EQ(sg_credhelper_parse(bad[i], strlen(bad[i]), &c, &e), -EBADMSG);
-		CHECK(e != NULL);
+		CHECK(e.msg[0] != '\0');
 		CHECK(c.username == NULL && c.password == NULL && c.identity_token == NULL);
 	}
 	CHECK_EQ(sg_credhelper_parse(nul, sizeof(nul) - 1, &c, &e), -EBADMSG);
@@ -119,13 +119,22 @@ static void teardown(void)
 }
 
 struct waiter {
-	struct sg_credhelper_wait w;
+	struct sg_op op;
 	int called;
+	int res;
 };
 
-static void on_ready(struct sg_credhelper_wait *w)
+static void waiter_init(struct waiter *w)
 {
-	((struct waiter *)w)->called++;
+	*w = (struct waiter){ 0 };
+	sg_op_init(&w->op);
+}
+
+static void on_ready(struct sg_op *op)
+{
+	struct waiter *w = sg_container_of(op, struct waiter, op);
+	w->called++;
+	w->res = op->res;
 }
 
 static void run_until(struct sg_loop *loop, const int *flag, int ms)
@@ -139,45 +148,62 @@ TEST(run_cached_and_shared)
 {
 	struct sg_loop *loop;
 	struct sg_credhelper *ch;
-	struct waiter a = { .w.cb = on_ready }, b = { .w.cb = on_ready };
+	struct waiter a, b;
 	struct sg_docker_cred c;
-	char err[256];
+	struct sg_error err = { 0 };
 
 	setup();
+	waiter_init(&a);
+	waiter_init(&b);
 	CHECK_EQ(sg_loop_new(NULL, &loop), 0);
 	CHECK_EQ(sg_credhelper_new(loop, 0, &ch), 0);
-	/* Without a waiter nothing starts. */
-	CHECK_EQ(sg_credhelper_lookup(ch, "ok", "h:1", NULL, &c, err, sizeof(err)), -EAGAIN);
+	/* A lookup starts nothing. */
+	CHECK_EQ(sg_credhelper_lookup(ch, "ok", "h:1", &c, &err), -EAGAIN);
 	CHECK_EQ(sg_credhelper_runs(ch), 0);
-	/* Two waiters, one run; the callbacks come from the loop, not from lookup. */
-	CHECK_EQ(sg_credhelper_lookup(ch, "ok", "h:1", &a.w, &c, err, sizeof(err)), -EAGAIN);
-	CHECK_EQ(sg_credhelper_lookup(ch, "ok", "h:1", &b.w, &c, err, sizeof(err)), -EAGAIN);
+	/* Two waiters, one run; the callbacks come from the loop, not from the wait. */
+	CHECK_EQ(sg_credhelper_wait(ch, "ok", "h:1", &a.op, on_ready), 0);
+	CHECK_EQ(sg_credhelper_wait(ch, "ok", "h:1", &b.op, on_ready), 0);
 	CHECK_EQ(a.called + b.called, 0);
 	run_until(loop, &b.called, 5000);
 	CHECK_EQ(a.called, 1);
 	CHECK_EQ(b.called, 1);
+	CHECK_EQ(a.res, 0);
 	CHECK_EQ(sg_credhelper_runs(ch), 1);
-	CHECK_EQ(sg_credhelper_lookup(ch, "ok", "h:1", &a.w, &c, err, sizeof(err)), 0);
+	CHECK_EQ(sg_credhelper_lookup(ch, "ok", "h:1", &c, &err), 0);
 	CHECK_STR(c.username, "u-h:1");
 	CHECK_STR(c.password, "pw");
 	CHECK_STR(c.helper, "ok");
-	CHECK_STR(err, "");
+	CHECK_STR(err.msg, "");
 	sg_docker_cred_done(&c);
+	/* Waiting for an answer that is cached completes from the loop, without a run. */
+	waiter_init(&a);
+	CHECK_EQ(sg_credhelper_wait(ch, "ok", "h:1", &a.op, on_ready), 0);
+	CHECK_EQ(a.called, 0);
+	run_until(loop, &a.called, 1000);
+	CHECK_EQ(a.called, 1);
+	CHECK_EQ(a.res, 0);
 	CHECK_EQ(sg_credhelper_runs(ch), 1);
 
-	/* "not found": resolved, no username, a reason. */
-	a.called = 0;
-	CHECK_EQ(sg_credhelper_lookup(ch, "nf", "h:1", &a.w, &c, err, sizeof(err)), -EAGAIN);
+	/* "not found": resolved, no credentials, a reason. */
+	waiter_init(&a);
+	CHECK_EQ(sg_credhelper_wait(ch, "nf", "h:1", &a.op, on_ready), 0);
 	run_until(loop, &a.called, 5000);
-	CHECK_EQ(sg_credhelper_lookup(ch, "nf", "h:1", NULL, &c, err, sizeof(err)), 0);
+	CHECK_EQ(a.res, 0);
+	CHECK_EQ(sg_credhelper_lookup(ch, "nf", "h:1", &c, &err), -ENOENT);
 	CHECK(c.username == NULL);
-	CHECK(strstr(err, "docker-credential-nf has no credentials for h:1") != NULL);
+	CHECK(strstr(err.msg, "docker-credential-nf has no credentials for h:1") != NULL);
 	sg_docker_cred_done(&c);
 
-	/* Not in PATH: answered at once. */
-	CHECK_EQ(sg_credhelper_lookup(ch, "absent", "h:1", &a.w, &c, err, sizeof(err)), 0);
+	/* Not in PATH: answered at once (still from the loop). */
+	waiter_init(&a);
+	CHECK_EQ(sg_credhelper_wait(ch, "absent", "h:1", &a.op, on_ready), 0);
+	CHECK_EQ(a.called, 0);
+	run_until(loop, &a.called, 1000);
+	CHECK_EQ(a.called, 1);
+	err = (struct sg_error){ 0 };
+	CHECK_EQ(sg_credhelper_lookup(ch, "absent", "h:1", &c, &err), -ENOENT);
 	CHECK(c.username == NULL);
-	CHECK(strstr(err, "cannot run docker-credential-absent") != NULL);
+	CHECK(strstr(err.msg, "cannot run docker-credential-absent") != NULL);
 	sg_docker_cred_done(&c);
 
 	sg_credhelper_free(ch);
@@ -186,36 +212,51 @@ TEST(run_cached_and_shared)
 	teardown();
 }
 
-TEST(run_timeout_and_free_while_running)
+TEST(run_timeout_cancel_and_free_while_running)
 {
 	struct sg_loop *loop;
 	struct sg_credhelper *ch;
-	struct waiter a = { .w.cb = on_ready }, b = { .w.cb = on_ready };
+	struct waiter a, b, d;
 	struct sg_docker_cred c;
-	char err[256];
+	struct sg_error err = { 0 };
 	uint64_t t0;
 
 	setup();
+	waiter_init(&a);
+	waiter_init(&b);
+	waiter_init(&d);
 	CHECK_EQ(sg_loop_new(NULL, &loop), 0);
 	CHECK_EQ(sg_credhelper_new(loop, 300 * 1000000ull, &ch), 0);
 	t0 = sg_now_ns();
-	CHECK_EQ(sg_credhelper_lookup(ch, "hang", "h:1", &a.w, &c, err, sizeof(err)), -EAGAIN);
+	CHECK_EQ(sg_credhelper_wait(ch, "hang", "h:1", &a.op, on_ready), 0);
 	run_until(loop, &a.called, 5000);
 	CHECK_EQ(a.called, 1);
 	CHECK(sg_now_ns() - t0 < 3000 * 1000000ull);
-	CHECK_EQ(sg_credhelper_lookup(ch, "hang", "h:1", NULL, &c, err, sizeof(err)), 0);
+	CHECK_EQ(sg_credhelper_lookup(ch, "hang", "h:1", &c, &err), -ENOENT);
 	CHECK(c.username == NULL);
-	CHECK(strstr(err, "timed out after 300 ms") != NULL);
+	CHECK(strstr(err.msg, "timed out after 300 ms") != NULL);
 	sg_docker_cred_done(&c);
 
-	/* Freed while a helper runs: no callback, the child is killed and reaped. */
-	CHECK_EQ(sg_credhelper_lookup(ch, "hang", "h:2", &b.w, &c, err, sizeof(err)), -EAGAIN);
+	/* A cancelled wait completes once, with -ECANCELED, from the loop. */
+	CHECK_EQ(sg_credhelper_wait(ch, "hang", "h:2", &d.op, on_ready), 0);
+	CHECK_EQ(sg_credhelper_cancel(ch, &d.op), 0);
+	CHECK_EQ(sg_credhelper_cancel(ch, &d.op), -EALREADY);
+	CHECK_EQ(d.called, 0);
+	run_until(loop, &d.called, 1000);
+	CHECK_EQ(d.called, 1);
+	CHECK_EQ(d.res, -ECANCELED);
+
+	/* Freed while a helper runs: the waiter gets -ECANCELED once, the child is killed and
+	 * reaped. */
+	CHECK_EQ(sg_credhelper_wait(ch, "hang", "h:2", &b.op, on_ready), 0);
 	(void)sg_loop_run_once(loop, 100);
 	sg_credhelper_free(ch);
 	for (int i = 0; i < 40 && sg_loop_pending(loop); i++)
 		(void)sg_loop_run_once(loop, 50);
 	CHECK_EQ(sg_loop_pending(loop), 0);
-	CHECK_EQ(b.called, 0);
+	CHECK_EQ(b.called, 1);
+	CHECK_EQ(b.res, -ECANCELED);
+	CHECK_EQ(d.called, 1);
 	CHECK_EQ(sg_loop_drain(loop, 2000), 0);
 	sg_loop_free(loop);
 	teardown();

@@ -7,24 +7,24 @@
 static struct sg_hosts_config *parse_ok(const char *text, const char *ns)
 {
 	struct sg_hosts_config *cfg = NULL;
-	struct sg_hosts_error e;
+	struct sg_error e = { 0 };
 	int r = sg_hosts_toml_parse(text, strlen(text), ns, "/etc/containerd/certs.d/x", &cfg, &e);
 	if (r != 0)
-		TEST_FAIL("parse failed %d: line %u: %s", r, e.line, e.msg);
+		TEST_FAIL("parse failed %d: line %u: %s", r, (unsigned)e.code, e.msg);
 	return cfg;
 }
 
 static void parse_bad(const char *text, unsigned line, const char *msg_substr)
 {
 	struct sg_hosts_config *cfg = (void *)1;
-	struct sg_hosts_error e;
+	struct sg_error e = { 0 };
 	int r = sg_hosts_toml_parse(text, strlen(text), "docker.io", NULL, &cfg, &e);
 	if (r >= 0)
 		TEST_FAIL("accepted:\n%s", text);
 	CHECK(cfg == NULL);
-	if (e.line != line || !strstr(e.msg, msg_substr))
-		TEST_FAIL("got line %u \"%s\", want line %u \"...%s...\" for:\n%s", e.line, e.msg,
-			  line, msg_substr, text);
+	if ((unsigned)e.code != line || !strstr(e.msg, msg_substr))
+		TEST_FAIL("got line %u \"%s\", want line %u \"...%s...\" for:\n%s",
+			  (unsigned)e.code, e.msg, line, msg_substr, text);
 }
 
 TEST(full_example)
@@ -213,9 +213,9 @@ TEST(limits)
 	for (int i = 0; i <= SG_HOSTS_MAX; i++)
 		n += (size_t)snprintf(t + n, sizeof(t) - n, "[host.\"https://m%d\"]\n", i);
 	struct sg_hosts_config *cfg;
-	struct sg_hosts_error e;
+	struct sg_error e = { 0 };
 	CHECK_EQ(sg_hosts_toml_parse(t, n, "docker.io", NULL, &cfg, &e), -E2BIG);
-	CHECK_EQ(e.line, SG_HOSTS_MAX + 1);
+	CHECK_EQ((unsigned)e.code, SG_HOSTS_MAX + 1);
 
 	n = (size_t)snprintf(t, sizeof(t), "ca = [");
 	for (int i = 0; i <= SG_HOSTS_ARRAY_MAX; i++)
@@ -235,6 +235,22 @@ TEST(limits)
 	CHECK_EQ(sg_hosts_toml_parse("", 0, "", NULL, &cfg, &e), -EINVAL);
 }
 
+TEST(message_bound_kept)
+{
+	/* A long key quoted in a message is cut where it always was (159 characters), and the
+	 * line rides in err.code. */
+	static char t[600];
+	struct sg_hosts_config *cfg = NULL;
+	struct sg_error e = { 0 };
+	int n = snprintf(t, sizeof(t), "\n\n%0300d = true\n", 7);
+	CHECK(n > 300);
+	CHECK_EQ(sg_hosts_toml_parse(t, (size_t)n, "docker.io", NULL, &cfg, &e), -EBADMSG);
+	CHECK(cfg == NULL);
+	CHECK_EQ(e.code, 3);
+	CHECK(strstr(e.msg, "unknown key \"000") == e.msg);
+	CHECK_EQ(strlen(e.msg), 159);
+}
+
 TEST(all_prefixes_fail_cleanly)
 {
 	/* Every prefix of a valid file either parses or fails with an error and a line: no
@@ -245,12 +261,12 @@ TEST(all_prefixes_fail_cleanly)
 	size_t len = strlen(t);
 	for (size_t k = 0; k <= len; k++) {
 		struct sg_hosts_config *cfg = NULL;
-		struct sg_hosts_error e;
+		struct sg_error e = { 0 };
 		int r = sg_hosts_toml_parse(t, k, "docker.io", NULL, &cfg, &e);
 		if (r == 0)
 			sg_hosts_config_free(cfg);
 		else
-			CHECK(e.line >= 1 && e.msg[0]);
+			CHECK((unsigned)e.code >= 1 && e.msg[0]);
 	}
 }
 

@@ -22,24 +22,24 @@ static const char oci_manifest[] =
 static struct sg_manifest *parse_ok(const char *j, const char *ct)
 {
 	struct sg_manifest *m = NULL;
-	const char *e = NULL;
+	struct sg_error e = { 0 };
 	int r = sg_manifest_parse(j, strlen(j), ct, &m, &e);
 	if (r != 0)
-		TEST_FAIL("parse: %d (%s)", r, e ? e : "?");
+		TEST_FAIL("parse: %d (%s)", r, e.msg);
 	return m;
 }
 
 static void parse_bad(const char *j, const char *ct, int want, const char *why)
 {
 	struct sg_manifest *m = (void *)1;
-	const char *e = NULL;
+	struct sg_error e = { 0 };
 	int r = sg_manifest_parse(j, strlen(j), ct, &m, &e);
 	if (r != want)
-		TEST_FAIL("got %d (%s), want %d for %s", r, e ? e : "?", want, j);
+		TEST_FAIL("got %d (%s), want %d for %s", r, e.msg, want, j);
 	CHECK(m == NULL);
-	CHECK(e != NULL);
-	if (why && !strstr(e, why))
-		TEST_FAIL("error \"%s\" lacks \"%s\"", e, why);
+	CHECK(e.msg[0] != '\0');
+	if (why && !strstr(e.msg, why))
+		TEST_FAIL("error \"%s\" lacks \"%s\"", e.msg, why);
 }
 
 TEST(oci_image)
@@ -128,7 +128,7 @@ static const char index_json[] =
 static int select_for(const struct sg_manifest *m, const char *plat)
 {
 	struct sg_platform p;
-	const char *e;
+	struct sg_error e = { 0 };
 	if (!plat)
 		return sg_manifest_select(m, NULL, &e);
 	CHECK_EQ(sg_platform_parse(plat, &p), 0);
@@ -253,7 +253,7 @@ TEST(limits)
 {
 	static char buf[SG_MANIFEST_MAX + 100];
 	struct sg_manifest *m;
-	const char *e;
+	struct sg_error e = { 0 };
 
 	/* Too many layers. */
 	size_t n = (size_t)snprintf(buf, sizeof(buf), "{\"schemaVersion\":2,\"manifests\":[");
@@ -268,7 +268,7 @@ TEST(limits)
 	CHECK_EQ(sg_manifest_parse(buf, SG_MANIFEST_MAX + 1, NULL, &m, &e), -E2BIG);
 	memset(buf, '[', 1000);
 	CHECK_EQ(sg_manifest_parse(buf, 1000, NULL, &m, &e), -E2BIG);
-	CHECK(strstr(e, "deep") != NULL);
+	CHECK(strstr(e.msg, "deep") != NULL);
 	/* Strings with NUL bytes are refused before yajl. */
 	CHECK_EQ(sg_manifest_parse("{\"a\":\"\0\"}", 9, NULL, &m, &e), -EBADMSG);
 }
@@ -279,7 +279,7 @@ TEST(all_prefixes)
 	size_t len = strlen(index_json);
 	for (size_t k = 0; k < len; k++) {
 		struct sg_manifest *m = NULL;
-		const char *e;
+		struct sg_error e = { 0 };
 		int r = sg_manifest_parse(index_json, k, NULL, &m, &e);
 		CHECK(r < 0);
 		CHECK(m == NULL);

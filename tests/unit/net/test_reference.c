@@ -10,10 +10,10 @@ static void ok(const char *in, const char *domain, const char *host, const char 
 	       const char *tag, const char *digest)
 {
 	struct sg_ref r;
-	const char *e = NULL;
+	struct sg_error e = { 0 };
 	int rc = sg_ref_parse(in, &r, &e);
 	if (rc != 0)
-		TEST_FAIL("\"%s\": %d (%s)", in, rc, e ? e : "?");
+		TEST_FAIL("\"%s\": %d (%s)", in, rc, e.msg);
 	CHECK_STR(r.domain, domain);
 	CHECK_STR(r.host, host);
 	CHECK_STR(r.repo, repo);
@@ -24,13 +24,13 @@ static void ok(const char *in, const char *domain, const char *host, const char 
 static void bad(const char *in, const char *why_substr)
 {
 	struct sg_ref r;
-	const char *e = NULL;
+	struct sg_error e = { 0 };
 	int rc = sg_ref_parse(in, &r, &e);
 	if (rc != -EINVAL)
 		TEST_FAIL("\"%s\" accepted (repo %s)", in, r.repo);
-	CHECK(e != NULL);
-	if (why_substr && !strstr(e, why_substr))
-		TEST_FAIL("\"%s\": error \"%s\" lacks \"%s\"", in, e, why_substr);
+	CHECK(e.msg[0] != '\0');
+	if (why_substr && !strstr(e.msg, why_substr))
+		TEST_FAIL("\"%s\": error \"%s\" lacks \"%s\"", in, e.msg, why_substr);
 }
 
 TEST(docker_hub_normalization)
@@ -114,7 +114,7 @@ TEST(lengths)
 	memset(s, 'a', 255 - 8 - 10);
 	s[255 - 18] = 0;
 	struct sg_ref r;
-	const char *e;
+	struct sg_error e = { 0 };
 	CHECK_EQ(sg_ref_parse(s, &r, &e), 0);
 	memset(s, 'a', 300);
 	s[300] = 0;

@@ -1,0 +1,15 @@
+/* Small local configuration files (docker's config.json, containerd's hosts.toml), read whole.
+ *
+ * A blocking read: for configuration time and first use only, never on the loop's hot path.
+ * Errors are negative errno values: the open's errno (-ENOENT, -EACCES, -ENOTDIR...), -EFBIG
+ * for anything but a regular file of at most `max` bytes, -ENOMEM.
+ */
+#ifndef STARGZD_NET_SMALL_FILE_H
+#define STARGZD_NET_SMALL_FILE_H
+
+#include <stddef.h>
+
+/* Returns 0 with *ret (NUL-terminated, free with free) and its length. */
+int sg_small_file_read(const char *path, size_t max, char **ret, size_t *ret_len);
+
+#endif

@@ -1,0 +1,178 @@
+/* A tiny blocking HTTP/1.1 server on threads, for the net/ unit tests that need a peer:
+ *
+ *  - blob mode (blob != NULL): HEAD and GET of one blob, a single "Range: bytes=a-b" honoured
+ *    with a 206, keep-alive, an optional delay before each answer, connection counters;
+ *  - script mode: each request gets the next of `script` (whole responses, sent as they are;
+ *    "HTTP/1.1 500 no more" after the last), and its head is kept in heads[] (the first 64).
+ *
+ * Header-only: each test program includes it once.  Threads are detached and live until the
+ * program exits. */
+#ifndef STARGZD_TESTS_HTTP_SERVER_H
+#define STARGZD_TESTS_HTTP_SERVER_H
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define TEST_SERVER_HEADS 64
+
+struct test_server {
+	int port;
+	int listen_fd;
+	/* blob mode */
+	const uint8_t *blob;
+	size_t blob_size;
+	atomic_int delay_ms;
+	/* script mode */
+	const char *const *script;
+	size_t nscript;
+	atomic_int next;
+	char heads[TEST_SERVER_HEADS][2048];
+	atomic_int nheads;
+	/* counters */
+	atomic_int conns_open, conns_peak, conns_total;
+};
+
+struct test_server_conn {
+	struct test_server *s;
+	int fd;
+};
+
+static inline size_t test_server_answer_blob(struct test_server *s, const char *req, size_t hlen,
+					     char *head, size_t cap, size_t *ret_off,
+					     size_t *ret_len)
+{
+	unsigned long long a = 0, b = s->blob_size - 1;
+	bool ranged = false, is_head = !strncmp(req, "HEAD ", 5);
+	const char *rg = memmem(req, hlen, "Range: bytes=", 13);
+	int n;
+
+	if (rg && sscanf(rg + 13, "%llu-%llu", &a, &b) == 2)
+		ranged = true;
+	if (is_head || !ranged)
+		n = snprintf(head, cap, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n",
+			     s->blob_size);
+	else
+		n = snprintf(head, cap,
+			     "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes %llu-%llu/%zu\r\n"
+			     "Content-Length: %llu\r\n\r\n", a, b, s->blob_size, b - a + 1);
+	*ret_off = ranged ? a : 0;
+	*ret_len = is_head ? 0 : ranged ? b - a + 1 : s->blob_size;
+	return (size_t)n;
+}
+
+static inline bool test_server_send(int fd, const void *p, size_t len)
+{
+	while (len) {
+		ssize_t r = send(fd, p, len, MSG_NOSIGNAL);
+		if (r <= 0)
+			return false;
+		p = (const char *)p + r;
+		len -= (size_t)r;
+	}
+	return true;
+}
+
+/* Answers one request; false when the connection is to close. */
+static inline bool test_server_answer(struct test_server *s, int fd, const char *req, size_t hlen)
+{
+	char head[512];
+	size_t off, len;
+
+	if (atomic_load(&s->delay_ms))
+		usleep((useconds_t)atomic_load(&s->delay_ms) * 1000);
+	if (!s->blob) {
+		int k = atomic_fetch_add(&s->nheads, 1);
+		int i = atomic_fetch_add(&s->next, 1);
+		const char *resp = (size_t)i < s->nscript ? s->script[i] :
+				   "HTTP/1.1 500 no more\r\nContent-Length: 0\r\n\r\n";
+		if (k < TEST_SERVER_HEADS)
+			snprintf(s->heads[k], sizeof(s->heads[k]), "%.*s", (int)hlen, req);
+		return test_server_send(fd, resp, strlen(resp)) && !strstr(resp, "Connection: close");
+	}
+	size_t hl = test_server_answer_blob(s, req, hlen, head, sizeof(head), &off, &len);
+	return test_server_send(fd, head, hl) && test_server_send(fd, s->blob + off, len);
+}
+
+static inline void *test_server_conn_main(void *arg)
+{
+	struct test_server_conn *c = arg;
+	struct test_server *s = c->s;
+	int fd = c->fd;
+	char req[8192];
+	size_t have = 0;
+
+	free(c);
+	int n = atomic_fetch_add(&s->conns_open, 1) + 1;
+	int peak = atomic_load(&s->conns_peak);
+	while (n > peak && !atomic_compare_exchange_weak(&s->conns_peak, &peak, n))
+		;
+	for (;;) {
+		char *end;
+		while (!(end = memmem(req, have, "\r\n\r\n", 4))) {
+			ssize_t r;
+			if (have == sizeof(req))
+				goto out;
+			r = recv(fd, req + have, sizeof(req) - have, 0);
+			if (r <= 0)
+				goto out;
+			have += (size_t)r;
+		}
+		size_t hlen = (size_t)(end - req) + 4;
+		if (!test_server_answer(s, fd, req, hlen))
+			goto out;
+		memmove(req, req + hlen, have - hlen);
+		have -= hlen;
+	}
+out:
+	atomic_fetch_sub(&s->conns_open, 1);
+	close(fd);
+	return NULL;
+}
+
+static inline void *test_server_main(void *arg)
+{
+	struct test_server *s = arg;
+
+	for (;;) {
+		int fd = accept(s->listen_fd, NULL, NULL);
+		struct test_server_conn *c;
+		pthread_t t;
+		if (fd < 0)
+			return NULL;
+		atomic_fetch_add(&s->conns_total, 1);
+		c = malloc(sizeof(*c));
+		c->s = s;
+		c->fd = fd;
+		pthread_create(&t, NULL, test_server_conn_main, c);
+		pthread_detach(t);
+	}
+}
+
+/* Listens on 127.0.0.1 and serves s from a thread.  Returns the port, or -1. */
+static inline int test_server_start(struct test_server *s)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t sl = sizeof(sa);
+	int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	pthread_t t;
+
+	if (ls < 0 || bind(ls, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(ls, 64) < 0 ||
+	    getsockname(ls, (struct sockaddr *)&sa, &sl) < 0)
+		return -1;
+	s->listen_fd = ls;
+	s->port = ntohs(sa.sin_port);
+	pthread_create(&t, NULL, test_server_main, s);
+	pthread_detach(t);
+	return s->port;
+}
+
+#endif

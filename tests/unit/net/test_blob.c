@@ -1,0 +1,196 @@
+/* Tests for net/blob: opening a registry blob and reading ranges of it against a small HTTP
+ * server on a thread (keep-alive, a bounded pool, exactly one completion per read on destroy,
+ * an inconsistent answer refused with its reason, opening errors). */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "net/blob.h"
+#include "net/pool.h"
+#include "net/registry.h"
+#include "tests/helpers/registry_env.h"
+#include "tests/unit/test.h"
+
+#define BLOB_SIZE (1 << 20)
+#define DIGEST "sha256:0000000000000000000000000000000000000000000000000000000000000001"
+
+static uint8_t blob[BLOB_SIZE];
+
+/* The blob server, or the script, and the registry. */
+static void start_blob(struct registry_env *c, unsigned max_conns)
+{
+	memset(c, 0, sizeof(*c));
+	for (size_t i = 0; i < sizeof(blob); i++)
+		blob[i] = (uint8_t)(i * 7 + (i >> 9));
+	c->srv.blob = blob;
+	c->srv.blob_size = BLOB_SIZE;
+	registry_env_start(c, max_conns, 1);
+	CHECK_EQ(registry_env_open(c, DIGEST), 0);
+	CHECK(sg_registry_is_source(c->src));
+	CHECK_EQ(c->src->size, BLOB_SIZE);
+}
+
+static void start_script(struct registry_env *c, const char *const *script, size_t n)
+{
+	memset(c, 0, sizeof(*c));
+	c->srv.script = script;
+	c->srv.nscript = n;
+	registry_env_start(c, 2, 1);
+}
+
+#define NREADS 32
+struct rd {
+	struct sg_op op;
+	struct sg_error err;
+	uint8_t buf[8192];
+	int res;
+	int completions;
+	uint64_t off;
+};
+
+static void on_read(struct sg_op *op)
+{
+	struct rd *r = sg_container_of(op, struct rd, op);
+	r->res = op->res;
+	r->completions++;
+}
+
+TEST(pool_bounded_keepalive)
+{
+	static struct registry_env c;
+	static struct rd rd[NREADS];
+	int done = 0;
+
+	start_blob(&c, 3);
+	for (int i = 0; i < NREADS; i++) {
+		sg_op_init(&rd[i].op);
+		rd[i].off = (uint64_t)i * 30011 % (BLOB_SIZE - sizeof(rd[i].buf));
+		CHECK_EQ(sg_range_read(c.src, rd[i].off, sizeof(rd[i].buf), rd[i].buf, &rd[i].op,
+				       on_read), 0);
+	}
+	for (int it = 0; it < 400 && done < NREADS; it++) {
+		CHECK(sg_loop_run_once(c.loop, 50) >= 0);
+		done = 0;
+		for (int i = 0; i < NREADS; i++)
+			done += rd[i].completions;
+	}
+	CHECK_EQ(done, NREADS);
+	for (int i = 0; i < NREADS; i++) {
+		CHECK_EQ(rd[i].completions, 1);
+		CHECK_EQ(rd[i].res, (int)sizeof(rd[i].buf));
+		CHECK_MEM(rd[i].buf, blob + rd[i].off, sizeof(rd[i].buf));
+	}
+	struct sg_host_stats st;
+	char host[32];
+	snprintf(host, sizeof(host), "127.0.0.1:%d", c.srv.port);
+	CHECK_EQ(sg_registry_host_stats(c.reg, host, &st), 0);
+	CHECK_EQ(st.requests, NREADS + 1);   /* the HEAD, then one request per read */
+	CHECK(st.reused >= NREADS + 1 - 3);
+	CHECK_EQ(sg_registry_host_stats(c.reg, "no.such.host:1", &st), -ENOENT);
+	CHECK(atomic_load(&c.srv.conns_peak) <= 3);
+	CHECK(atomic_load(&c.srv.conns_total) <= 3);   /* kept alive, never reopened */
+	registry_env_stop(&c);
+}
+
+TEST(destroy_completes_each_read_once)
+{
+	static struct registry_env c;
+	static struct rd rd[8];
+
+	start_blob(&c, 2);
+	atomic_store(&c.srv.delay_ms, 300);
+	for (int i = 0; i < 8; i++) {
+		sg_op_init(&rd[i].op);
+		CHECK_EQ(sg_range_read(c.src, (uint64_t)i * 100, 100, rd[i].buf, &rd[i].op, on_read), 0);
+	}
+	/* A read cancelled by op, then every other one by destroying the source. */
+	CHECK_EQ(sg_range_cancel(c.src, &rd[0].op), 0);
+	CHECK_EQ(rd[0].completions, 0);   /* from the loop, not from inside cancel */
+	CHECK(sg_loop_run_once(c.loop, 10) >= 0);
+	CHECK_EQ(rd[0].completions, 1);
+	CHECK_EQ(rd[0].res, -ECANCELED);
+	CHECK_EQ(sg_range_cancel(c.src, &rd[0].op), -EALREADY);
+	sg_range_source_free(c.src);
+	c.src = NULL;
+	for (int i = 0; i < 20; i++)
+		CHECK(sg_loop_run_once(c.loop, 10) >= 0);
+	for (int i = 0; i < 8; i++) {
+		CHECK_EQ(rd[i].completions, 1);
+		CHECK_EQ(rd[i].res, -ECANCELED);
+	}
+	/* The requests left behind still end, and the registry is idle again. */
+	atomic_store(&c.srv.delay_ms, 0);
+	registry_env_stop(&c);
+}
+
+TEST(bad_arguments)
+{
+	static struct registry_env c;
+	static struct rd r;
+	struct sg_registry_range rr[2] = { { 0, 10, r.buf }, { BLOB_SIZE - 5, 10, r.buf } };
+
+	start_blob(&c, 2);
+	sg_op_init(&r.op);
+	CHECK_EQ(sg_registry_read_ranges(c.src, rr, 2, NULL, &r.op, on_read), -ERANGE);
+	CHECK_EQ(sg_range_read(c.src, BLOB_SIZE, 1, r.buf, &r.op, on_read), -ERANGE);
+	CHECK_EQ(sg_registry_read_ranges(c.src, rr, SG_REGISTRY_RANGES_MAX + 1, NULL, &r.op,
+					 on_read), -EINVAL);
+	/* zero-length read completes with 0 from the loop */
+	CHECK_EQ(sg_range_read(c.src, 5, 0, NULL, &r.op, on_read), 0);
+	CHECK_EQ(r.completions, 0);
+	CHECK(sg_loop_run_once(c.loop, 10) >= 0);
+	CHECK_EQ(r.completions, 1);
+	CHECK_EQ(r.res, 0);
+	registry_env_stop(&c);
+}
+
+/* A 206 that says it covers another range than the one asked for: -EIO, and the read's
+ * err says why, with the request it came from. */
+TEST(inconsistent_answer_is_eio_with_reason)
+{
+	static struct registry_env c;
+	static struct rd r;
+	static const char *const script[] = {
+		"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n",
+		"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-9/999\r\n"
+		"Content-Length: 10\r\n\r\n0123456789",
+	};
+
+	start_script(&c, script, 2);
+	CHECK_EQ(registry_env_open(&c, DIGEST), 0);
+	CHECK_EQ(c.src->size, 1000);
+	const char *head = "HEAD /v2/test/blob/blobs/" DIGEST " HTTP/1.1\r\n";
+	CHECK(strncmp(c.srv.heads[0], head, strlen(head)) == 0);
+	sg_op_init(&r.op);
+	struct sg_registry_range rr = { 0, 10, r.buf };
+	CHECK_EQ(sg_registry_read_ranges(c.src, &rr, 1, &r.err, &r.op, on_read), 0);
+	for (int i = 0; i < 100 && !r.completions; i++)
+		CHECK(sg_loop_run_once(c.loop, 50) >= 0);
+	CHECK_EQ(r.completions, 1);
+	CHECK_EQ(r.res, -EIO);
+	CHECK_EQ(r.err.code, 0);
+	CHECK(strstr(r.err.msg, "GET http://127.0.0.1:") == r.err.msg);
+	CHECK(strstr(r.err.msg, ": Content-Range says the blob has 999 bytes, HEAD said 1000"));
+	CHECK(strstr(c.srv.heads[1], "\r\nRange: bytes=0-9\r\n"));
+	registry_env_stop(&c);
+}
+
+TEST(open_errors_come_from_the_loop)
+{
+	static struct registry_env c;
+	static const char *const script[] = {
+		"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+	};
+
+	start_script(&c, script, 1);
+	/* A bad digest: refused through the callback, not by the call. */
+	CHECK_EQ(registry_env_open(&c, "sha256:xyz"), -EINVAL);
+	CHECK_STR(c.err.msg, "bad blob digest \"sha256:xyz\"");
+	CHECK(c.src == NULL);
+	CHECK_EQ(registry_env_open(&c, DIGEST), -ENOENT);
+	CHECK(strstr(c.err.msg, "HEAD http://127.0.0.1:") == c.err.msg);
+	CHECK(strstr(c.err.msg, "/blobs/" DIGEST ": 404 Not Found"));
+	CHECK(c.src == NULL);
+	registry_env_stop(&c);
+}
+
+TEST_MAIN()
