@@ -169,7 +169,19 @@ static int file_digest(const char *path, char out[SG_DIGEST_STRLEN + 1])
 	return 0;
 }
 
-int sg_mount_command(int argc, char **argv)
+/* The command line, parsed. */
+struct mount_args {
+	const char *blob, *toc_digest, *cache, *insecure[8];
+	size_t n_insecure;
+	bool skip_verify, plain_http, prefetch, background, passthrough;
+	uint64_t cache_max;
+	const char *ref, *mountpoint;
+	char digest[SG_DIGEST_STRLEN + 1];
+};
+
+/* 0 to go on, or the exit status: 0 after --help, 2 for bad usage, 1 for a blob that
+ * cannot be read. */
+static int parse_args(int argc, char **argv, struct mount_args *a, bool *ret_exit)
 {
 	static const struct option opts[] = {
 		{ "blob", required_argument, NULL, 'b' },
@@ -186,40 +198,31 @@ int sg_mount_command(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	struct mount_state m = { .result = 0 };
-	const char *toc_digest = NULL, *cache = NULL, *insecure[8];
-	size_t n_insecure = 0;
-	bool skip_verify = false, plain_http = false, prefetch = true, background = true;
-	bool passthrough = true;
-	uint64_t cache_max = 0;
-	struct sg_registry *reg = NULL;
-	struct sg_remote *remote = NULL;
-	char digest[SG_DIGEST_STRLEN + 1], cache_abs[PATH_MAX];
-	struct sg_error err = { 0 };
-	char private_cache[PATH_MAX] = "";
 	int c, r;
 
+	*ret_exit = true;
+	a->prefetch = a->background = a->passthrough = true;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
-		case 'b': m.blob = optarg; break;
-		case 't': toc_digest = optarg; break;
-		case 's': skip_verify = true; break;
-		case 'c': cache = optarg; break;
+		case 'b': a->blob = optarg; break;
+		case 't': a->toc_digest = optarg; break;
+		case 's': a->skip_verify = true; break;
+		case 'c': a->cache = optarg; break;
 		case 'm':
-			if (sg_parse_size(optarg, &cache_max) < 0) {
+			if (sg_parse_size(optarg, &a->cache_max) < 0) {
 				fprintf(stderr, "stargzd mount: bad --cache-max \"%s\" (e.g. 512M, 10G)\n", optarg);
 				return 2;
 			}
 			break;
-		case 'p': plain_http = true; break;
+		case 'p': a->plain_http = true; break;
 		case 'i':
-			if (n_insecure < 8)
-				insecure[n_insecure++] = optarg;
+			if (a->n_insecure < 8)
+				a->insecure[a->n_insecure++] = optarg;
 			break;
-		case 'P': prefetch = false; break;
-		case 'B': background = false; break;
-		case 'T': passthrough = false; break;
+		case 'P': a->prefetch = false; break;
+		case 'B': a->background = false; break;
+		case 'T': a->passthrough = false; break;
 		case 'l':
 			r = sg_log_level_from_string(optarg);
 			if (r < 0) {
@@ -236,26 +239,125 @@ int sg_mount_command(int argc, char **argv)
 			return 2;
 		}
 	}
-	int want = m.blob ? 1 : 3;
-	if (argc - optind != want) {
+	if (argc - optind != (a->blob ? 1 : 3)) {
 		fputs(mount_usage, stderr);
 		return 2;
 	}
-	const char *ref = m.blob ? "local" : argv[optind];
-	const char *mountpoint = argv[argc - 1];
-	if (m.blob) {
-		r = file_digest(m.blob, digest);
+	a->ref = a->blob ? "local" : argv[optind];
+	a->mountpoint = argv[argc - 1];
+	if (a->blob) {
+		r = file_digest(a->blob, a->digest);
 		if (r < 0) {
-			fprintf(stderr, "stargzd mount: cannot read %s: %s\n", m.blob, strerror(-r));
+			fprintf(stderr, "stargzd mount: cannot read %s: %s\n", a->blob, strerror(-r));
 			return 1;
 		}
 	} else {
-		snprintf(digest, sizeof(digest), "%s", argv[optind + 1]);
+		snprintf(a->digest, sizeof(a->digest), "%s", argv[optind + 1]);
 	}
-	if (!toc_digest && !skip_verify) {
+	if (!a->toc_digest && !a->skip_verify) {
 		fprintf(stderr, "stargzd mount: give --toc-digest (or --skip-verify to mount unverified)\n");
 		return 2;
 	}
+	*ret_exit = false;
+	return 0;
+}
+
+/* The cache directory, made if needed, as an absolute path in cache_abs.  Without --cache a
+ * private one, named in private_cache (removed at exit). */
+static int prepare_cache(struct mount_args *a, char *private_cache, size_t private_cap,
+			 char *cache_abs)
+{
+	int r;
+
+	if (!a->cache) {
+		r = make_private_cache(private_cache, private_cap);
+		if (r < 0) {
+			fprintf(stderr, "stargzd mount: cannot create a cache directory under %s: %s\n",
+				getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/var/tmp",
+				strerror(-r));
+			return r;
+		}
+		a->cache = private_cache;
+		sg_info("cache %s (removed at exit; --cache DIR keeps one)", a->cache);
+	}
+	if (mkdir(a->cache, 0700) < 0 && errno != EEXIST) {
+		r = -errno;
+		fprintf(stderr, "stargzd mount: cannot create %s: %s\n", a->cache, strerror(-r));
+		return r;
+	}
+	if (!realpath(a->cache, cache_abs)) {
+		r = -errno;
+		fprintf(stderr, "stargzd mount: %s: %s\n", a->cache, strerror(-r));
+		return r;
+	}
+	return 0;
+}
+
+/* The registry client (none for --blob) and the remote-layer manager, then the mount
+ * started.  What was made is returned even on failure, for the caller to free. */
+static int start_mount(struct mount_state *m, const struct mount_args *a, const char *cache_abs,
+		       struct sg_registry **ret_reg, struct sg_remote **ret_remote)
+{
+	struct sg_blob_opener opener = { .open = file_open, .ctx = m };
+	struct sg_error err = { 0 };
+	int r;
+
+	if (!a->blob) {
+		struct sg_registry_config rc = {
+			.plain_http_localhost = a->plain_http,
+			.insecure_hosts = a->insecure,
+			.ninsecure_hosts = a->n_insecure,
+		};
+		r = sg_registry_new(m->loop, &rc, ret_reg, &err);
+		if (r < 0) {
+			fprintf(stderr, "stargzd mount: %s\n", err.msg);
+			return r;
+		}
+		opener = (struct sg_blob_opener){ .open = sg_registry_open_blob, .ctx = *ret_reg };
+	}
+	struct sg_remote_config cfg = {
+		.cache_root = cache_abs,
+		.prefetch = a->prefetch,
+		.background_fetch = a->background,
+		.no_passthrough = !a->passthrough,
+		.allow_skip_verify = a->skip_verify,
+		.cache_max_bytes = a->cache_max,
+	};
+	r = sg_remote_new(m->loop, &cfg, &opener, ret_remote);
+	if (r == -EBUSY) {
+		fprintf(stderr, "stargzd mount: cache directory %s is in use by another stargzd "
+			"(pid %ld)\n", cache_abs, sg_cache_bound_lock_owner(cache_abs));
+		return r;
+	}
+	if (r < 0) {
+		fprintf(stderr, "stargzd mount: %s: %s\n", cache_abs, strerror(-r));
+		return r;
+	}
+	sg_remote_set_lost_handler(*ret_remote, on_lost, m);
+	struct sg_remote_layer layer = {
+		.ref = a->ref, .digest = a->digest, .toc_digest = a->toc_digest,
+		.skip_verify = a->skip_verify,
+	};
+	r = sg_remote_mount(*ret_remote, 1, a->mountpoint, &layer, on_mounted, m);
+	if (r < 0)
+		fprintf(stderr, "stargzd mount: %s\n", strerror(-r));
+	return r;
+}
+
+int sg_mount_command(int argc, char **argv)
+{
+	struct mount_args a = { 0 };
+	struct mount_state m = { .result = 0 };
+	struct sg_registry *reg = NULL;
+	struct sg_remote *remote = NULL;
+	char cache_abs[PATH_MAX], private_cache[PATH_MAX] = "";
+	bool exit_now;
+	int r;
+
+	r = parse_args(argc, argv, &a, &exit_now);
+	if (exit_now)
+		return r;
+	m.blob = a.blob;
 	signal(SIGPIPE, SIG_IGN);
 	r = sg_loop_new(NULL, &m.loop);
 	if (r < 0) {
@@ -270,69 +372,12 @@ int sg_mount_command(int argc, char **argv)
 
 	/* From here on SIGINT/SIGTERM wait for the loop, so the private directory made next is
 	 * always removed at the end below, whatever fails in between. */
-	if (!cache) {
-		r = make_private_cache(private_cache, sizeof(private_cache));
-		if (r < 0) {
-			fprintf(stderr, "stargzd mount: cannot create a cache directory under %s: %s\n",
-				getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/var/tmp",
-				strerror(-r));
-			goto out;
-		}
-		cache = private_cache;
-		sg_info("cache %s (removed at exit; --cache DIR keeps one)", cache);
-	}
-	if (mkdir(cache, 0700) < 0 && errno != EEXIST) {
-		r = -errno;
-		fprintf(stderr, "stargzd mount: cannot create %s: %s\n", cache, strerror(-r));
+	r = prepare_cache(&a, private_cache, sizeof(private_cache), cache_abs);
+	if (r < 0)
 		goto out;
-	}
-	if (!realpath(cache, cache_abs)) {
-		r = -errno;
-		fprintf(stderr, "stargzd mount: %s: %s\n", cache, strerror(-r));
+	r = start_mount(&m, &a, cache_abs, &reg, &remote);
+	if (r < 0)
 		goto out;
-	}
-
-	struct sg_blob_opener opener = { .open = file_open, .ctx = &m };
-	if (!m.blob) {
-		struct sg_registry_config rc = {
-			.plain_http_localhost = plain_http,
-			.insecure_hosts = insecure,
-			.ninsecure_hosts = n_insecure,
-		};
-		r = sg_registry_new(m.loop, &rc, &reg, &err);
-		if (r < 0) {
-			fprintf(stderr, "stargzd mount: %s\n", err.msg);
-			goto out;
-		}
-		opener = (struct sg_blob_opener){ .open = sg_registry_open_blob, .ctx = reg };
-	}
-	struct sg_remote_config cfg = {
-		.cache_root = cache_abs,
-		.prefetch = prefetch,
-		.background_fetch = background,
-		.no_passthrough = !passthrough,
-		.allow_skip_verify = skip_verify,
-		.cache_max_bytes = cache_max,
-	};
-	r = sg_remote_new(m.loop, &cfg, &opener, &remote);
-	if (r == -EBUSY) {
-		fprintf(stderr, "stargzd mount: cache directory %s is in use by another stargzd "
-			"(pid %ld)\n", cache_abs, sg_cache_bound_lock_owner(cache_abs));
-		goto out;
-	}
-	if (r < 0) {
-		fprintf(stderr, "stargzd mount: %s: %s\n", cache_abs, strerror(-r));
-		goto out;
-	}
-	sg_remote_set_lost_handler(remote, on_lost, &m);
-	struct sg_remote_layer layer = {
-		.ref = ref, .digest = digest, .toc_digest = toc_digest, .skip_verify = skip_verify,
-	};
-	r = sg_remote_mount(remote, 1, mountpoint, &layer, on_mounted, &m);
-	if (r < 0) {
-		fprintf(stderr, "stargzd mount: %s\n", strerror(-r));
-		goto out;
-	}
 	r = sg_loop_run(m.loop);
 	m.stopping = true;
 	sg_remote_shutdown(remote, on_shutdown, &m);

@@ -296,20 +296,19 @@ static int parse_range(const char *s, struct sg_registry_range *r)
 	return 0;
 }
 
-int main(int argc, char **argv)
-{
-	static struct app a;
-	struct sg_registry_config cfg = { 0 };
+/* The options that configure the registry client, beside those of struct app. */
+struct cli {
+	struct sg_registry_config cfg;
 	const char *insecure[MAX_LIST + 1], *cas[MAX_LIST];
-	size_t ninsecure = 0, ncas = 0;
-	bool insecure_ref = false, verbose = false;
-	char host_of_ref[SG_REF_NAME_MAX + 1] = "";
-	struct sg_error err = { 0 };
-	int i, r;
+	size_t ninsecure, ncas;
+	bool insecure_ref, verbose;
+};
 
-	a.repeat = 1;
-	a.chunk = 4 << 20;
-	a.parallel = 4;
+/* The index of the first operand, or minus the exit status for a bad command line. */
+static int parse_options(int argc, char **argv, struct app *a, struct cli *c)
+{
+	int i;
+
 	for (i = 1; i < argc && !strncmp(argv[i], "--", 2); i++) {
 		const char *o = argv[i];
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -318,59 +317,90 @@ int main(int argc, char **argv)
 			break;
 		}
 		if (!strcmp(o, "--insecure")) {
-			insecure_ref = true;
+			c->insecure_ref = true;
 		} else if (!strcmp(o, "--no-system-ca")) {
-			cfg.no_system_ca = true;
+			c->cfg.no_system_ca = true;
 		} else if (!strcmp(o, "--size")) {
-			a.size_only = true;
+			a->size_only = true;
 		} else if (!strcmp(o, "--verbose")) {
-			verbose = true;
+			c->verbose = true;
 		} else if (!v) {
-			return usage();
-		} else if (!strcmp(o, "--insecure-host") && ninsecure < MAX_LIST) {
-			insecure[ninsecure++] = v, i++;
-		} else if (!strcmp(o, "--ca") && ncas < MAX_LIST) {
-			cas[ncas++] = v, i++;
+			return -usage();
+		} else if (!strcmp(o, "--insecure-host") && c->ninsecure < MAX_LIST) {
+			c->insecure[c->ninsecure++] = v, i++;
+		} else if (!strcmp(o, "--ca") && c->ncas < MAX_LIST) {
+			c->cas[c->ncas++] = v, i++;
 		} else if (!strcmp(o, "--hosts-dir")) {
-			cfg.hosts_dir = v, i++;
+			c->cfg.hosts_dir = v, i++;
 		} else if (!strcmp(o, "--docker-config")) {
-			cfg.docker_config = v, i++;
+			c->cfg.docker_config = v, i++;
 		} else if (!strcmp(o, "--helper-timeout-ms")) {
-			cfg.cred_helper_timeout_ns = strtoull(v, NULL, 10) * 1000000ull, i++;
+			c->cfg.cred_helper_timeout_ns = strtoull(v, NULL, 10) * 1000000ull, i++;
 		} else if (!strcmp(o, "--platform")) {
-			a.platform = v, i++;
+			a->platform = v, i++;
 		} else if (!strcmp(o, "--timeout-ms")) {
 			uint64_t t = strtoull(v, NULL, 10) * 1000000ull;
-			cfg.connect_timeout_ns = cfg.first_byte_timeout_ns = cfg.idle_timeout_ns = t;
+			c->cfg.connect_timeout_ns = c->cfg.first_byte_timeout_ns = c->cfg.idle_timeout_ns = t;
 			i++;
 		} else if (!strcmp(o, "--attempts")) {
-			cfg.attempts = (unsigned)strtoul(v, NULL, 10), i++;
+			c->cfg.attempts = (unsigned)strtoul(v, NULL, 10), i++;
 		} else if (!strcmp(o, "--retry-base-ms")) {
-			cfg.retry_base_ns = strtoull(v, NULL, 10) * 1000000ull, i++;
+			c->cfg.retry_base_ns = strtoull(v, NULL, 10) * 1000000ull, i++;
 		} else if (!strcmp(o, "--max-conns")) {
-			cfg.max_conns_per_host = (unsigned)strtoul(v, NULL, 10), i++;
+			c->cfg.max_conns_per_host = (unsigned)strtoul(v, NULL, 10), i++;
 		} else if (!strcmp(o, "--chunk")) {
-			a.chunk = strtoull(v, NULL, 10), i++;
-			if (a.chunk == 0 || a.chunk > (256u << 20))
-				return usage();
+			a->chunk = strtoull(v, NULL, 10), i++;
+			if (a->chunk == 0 || a->chunk > (256u << 20))
+				return -usage();
 		} else if (!strcmp(o, "--parallel")) {
-			a.parallel = (unsigned)strtoul(v, NULL, 10), i++;
-			if (a.parallel == 0 || a.parallel > MAX_PARALLEL)
-				return usage();
+			a->parallel = (unsigned)strtoul(v, NULL, 10), i++;
+			if (a->parallel == 0 || a->parallel > MAX_PARALLEL)
+				return -usage();
 		} else if (!strcmp(o, "--repeat")) {
-			a.repeat = (unsigned)strtoul(v, NULL, 10), i++;
-			if (a.repeat == 0)
-				a.repeat = 1;
-		} else if (!strcmp(o, "--range") && a.nranges < SG_REGISTRY_RANGES_MAX) {
-			if (parse_range(v, &a.ranges[a.nranges]) < 0) {
+			a->repeat = (unsigned)strtoul(v, NULL, 10), i++;
+			if (a->repeat == 0)
+				a->repeat = 1;
+		} else if (!strcmp(o, "--range") && a->nranges < SG_REGISTRY_RANGES_MAX) {
+			if (parse_range(v, &a->ranges[a->nranges]) < 0) {
 				fprintf(stderr, "stargz-fetch: bad range \"%s\" (want A-B, inclusive)\n", v);
-				return 64;
+				return -64;
 			}
-			a.nranges++, i++;
+			a->nranges++, i++;
 		} else {
-			return usage();
+			return -usage();
 		}
 	}
+	return i;
+}
+
+static void print_stats(struct app *a)
+{
+	struct sg_ref pr;
+	struct sg_host_stats st;
+
+	if (sg_ref_parse(a->ref, &pr, NULL) == 0 &&
+	    sg_registry_host_stats(a->reg, pr.host, &st) == 0)
+		fprintf(stderr,
+			"stats %s: requests=%u retries=%u reused=%u conns=%u max_conns=%u "
+			"multirange=%s ignores_ranges=%d\n",
+			pr.host, st.requests, st.retries, st.reused, st.conns_opened,
+			st.conns_max_seen, sg_multirange_name(st.multirange), st.ignores_ranges);
+}
+
+int main(int argc, char **argv)
+{
+	static struct app a;
+	static struct cli c;
+	char host_of_ref[SG_REF_NAME_MAX + 1] = "";
+	struct sg_error err = { 0 };
+	int i, r;
+
+	a.repeat = 1;
+	a.chunk = 4 << 20;
+	a.parallel = 4;
+	i = parse_options(argc, argv, &a, &c);
+	if (i < 0)
+		return -i;
 	if (argc - i < 1 || argc - i > 2)
 		return usage();
 	a.ref = argv[i];
@@ -378,25 +408,25 @@ int main(int argc, char **argv)
 	if ((a.nranges || a.size_only) && !a.digest)
 		return usage();
 
-	if (insecure_ref) {
+	if (c.insecure_ref) {
 		struct sg_ref pr;
 		if (sg_ref_parse(a.ref, &pr, NULL) == 0) {
 			snprintf(host_of_ref, sizeof(host_of_ref), "%s", pr.host);
-			insecure[ninsecure++] = host_of_ref;
+			c.insecure[c.ninsecure++] = host_of_ref;
 		}
-		cfg.plain_http_localhost = true;
+		c.cfg.plain_http_localhost = true;
 	}
-	cfg.insecure_hosts = insecure;
-	cfg.ninsecure_hosts = ninsecure;
-	cfg.ca_files = cas;
-	cfg.nca_files = ncas;
+	c.cfg.insecure_hosts = c.insecure;
+	c.cfg.ninsecure_hosts = c.ninsecure;
+	c.cfg.ca_files = c.cas;
+	c.cfg.nca_files = c.ncas;
 
 	r = sg_loop_new(&(struct sg_loop_config){ 0 }, &a.loop);
 	if (r < 0) {
 		fprintf(stderr, "stargz-fetch: event loop: %s\n", strerror(-r));
 		return 1;
 	}
-	r = sg_registry_new(a.loop, &cfg, &a.reg, &err);
+	r = sg_registry_new(a.loop, &c.cfg, &a.reg, &err);
 	if (r < 0) {
 		fprintf(stderr, "stargz-fetch: %s\n", err.msg[0] ? err.msg : strerror(-r));
 		sg_loop_free(a.loop);
@@ -419,18 +449,8 @@ int main(int argc, char **argv)
 	}
 	if (fflush(stdout) != 0 && a.rc == 0)
 		fail(&a, "stdout: write error");
-	if (verbose) {
-		struct sg_ref pr;
-		struct sg_host_stats st;
-		if (sg_ref_parse(a.ref, &pr, NULL) == 0 &&
-		    sg_registry_host_stats(a.reg, pr.host, &st) == 0)
-			fprintf(stderr,
-				"stats %s: requests=%u retries=%u reused=%u conns=%u max_conns=%u "
-				"multirange=%s ignores_ranges=%d\n",
-				pr.host, st.requests, st.retries, st.reused, st.conns_opened,
-				st.conns_max_seen, sg_multirange_name(st.multirange),
-				st.ignores_ranges);
-	}
+	if (c.verbose)
+		print_stats(&a);
 	/* Tear down: reads still in flight complete with -ECANCELED, then the loop drains. */
 	sg_range_source_free(a.src);
 	sg_registry_manifest_free(a.manifest);
