@@ -253,6 +253,8 @@ static int apply_string(struct sg_config *cfg, const char *key, const char *valu
 		snprintf(cfg->docker_config, sizeof(cfg->docker_config), "%s", value);
 	} else if (strcmp(key, "root") == 0) {
 		snprintf(cfg->root, sizeof(cfg->root), "%s", value);
+	} else if (strcmp(key, "metrics_address") == 0) {
+		snprintf(cfg->metrics_address, sizeof(cfg->metrics_address), "%s", value);
 	} else if (strcmp(key, "address") == 0) {
 		snprintf(cfg->address, sizeof(cfg->address), "%s", value);
 	} else if (strcmp(key, "log_level") == 0) {

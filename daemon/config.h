@@ -21,6 +21,7 @@ struct sg_config {
 	char address[PATH_MAX];
 	enum sg_log_level log_level;
 	bool foreground;
+	char metrics_address[PATH_MAX]; /* "host:port" or a unix socket path; "" = off */
 
 	/* Lazy pulling. */
 	bool lazy;                    /* mount eStargz layers lazily (default true) */

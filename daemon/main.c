@@ -18,8 +18,10 @@
 #include "daemon/core/log.h"
 #include "daemon/core/loop.h"
 #include "daemon/grpc.h"
+#include "daemon/metrics.h"
 #include "daemon/mount_cmd.h"
 #include "daemon/process.h"
+#include "daemon/prom.h"
 #include "daemon/remote.h"
 #include "daemon/snapshot.h"
 #include "daemon/snapshot_rpc.h"
@@ -59,12 +61,15 @@ struct daemon {
 	struct sg_remote *remote;
 	struct sg_snapshot_service *service;
 	struct sg_grpc_server *server;
+	struct sg_metrics_server *metrics;
 	int lock_fd;
 	int listen_fd;
 	int stop_signal;
 	bool server_done;
 	bool service_done;
 	struct sg_op trim_timer;
+	uint64_t trim_due_ns;
+	struct sg_hist loop_lag_ms;    /* how late the trim timer fired: the loop's lag */
 };
 
 /* Chunk, batch and read buffers of up to a few MiB come and go all the time; glibc keeps
@@ -79,9 +84,28 @@ static void trim_tick(struct sg_op *op)
 
 	if (op->res == -ECANCELED)
 		return;
+	/* A timer fires late by as long as the loop was busy elsewhere: the lag that every
+	 * FUSE request and RPC waiting at that moment saw too. */
+	uint64_t now = sg_now_ns();
+	sg_hist_observe(&d->loop_lag_ms, now > d->trim_due_ns ? (double)(now - d->trim_due_ns) / 1e6 : 0);
 	(void)malloc_trim(0);
 	/* Refused only while the loop drains: no more trimming is wanted then. */
+	d->trim_due_ns = sg_now_ns() + TRIM_INTERVAL_NS;
 	(void)sg_timer_start(d->loop, &d->trim_timer, TRIM_INTERVAL_NS, trim_tick);
+}
+
+/* GET /metrics: everything the daemon counts, written from the loop (daemon/metrics.h). */
+static void collect_metrics(struct sg_prom *p, void *userdata)
+{
+	struct daemon *d = userdata;
+
+	sg_remote_metrics(d->remote, p);
+	sg_grpc_server_metrics(d->server, p);
+	sg_prom_family(p, "stargzd_loop_lag_seconds", "histogram",
+		       "How late a periodic timer of the event loop fired (every 3 s)");
+	sg_prom_hist(p, "stargzd_loop_lag_seconds", NULL, &d->loop_lag_ms, SG_HIST_BOUNDS, 0.001);
+	sg_prom_family(p, "stargzd_build_info", "gauge", "The running version");
+	sg_prom_sample(p, "stargzd_build_info", (const char *[]){ "version", STARGZD_VERSION, NULL }, 1);
 }
 
 static void on_stop_signal(struct sg_loop *loop, int signo, void *userdata)
@@ -363,11 +387,21 @@ int main(int argc, char **argv)
 		goto out;
 	}
 
+	if (d.cfg.metrics_address[0]) {
+		r = sg_metrics_server_new(d.loop, d.cfg.metrics_address, collect_metrics, &d,
+					  &d.metrics, &err);
+		if (r < 0) {
+			sg_error("cannot serve metrics: %s", err.msg);
+			goto out;
+		}
+		sg_info("metrics on %s", d.cfg.metrics_address);
+	}
 	sg_snapshot_service_restore(d.service);
 	sg_info("stargzd %s serving on %s, root %s (pid %ld)%s", STARGZD_VERSION, d.cfg.address,
 		d.cfg.root, (long)getpid(), d.remote ? ", lazy pulling on" : "");
 	notify_parent(&notify_fd, 0);
 	sg_op_init(&d.trim_timer);
+	d.trim_due_ns = sg_now_ns() + TRIM_INTERVAL_NS;
 	(void)sg_timer_start(d.loop, &d.trim_timer, TRIM_INTERVAL_NS, trim_tick);
 
 	r = sg_loop_run(d.loop);
@@ -377,6 +411,7 @@ int main(int argc, char **argv)
 	}
 	if (sg_op_busy(&d.trim_timer))
 		(void)sg_op_cancel(&d.trim_timer);
+	sg_metrics_server_shutdown(d.metrics);
 	/* Stop accepting, let in-flight calls finish, close connections; then cancel the rest. */
 	sg_grpc_server_shutdown(d.server, on_server_done, &d);
 	run_until(&d, &d.server_done, 5000);
@@ -402,6 +437,7 @@ out:
 	 * Owners before what they use: the layers' blob sources (in remote) point into the
 	 * registry. */
 	if (d.loop && sg_loop_pending(d.loop) == 0) {
+		sg_metrics_server_free(d.metrics);
 		sg_grpc_server_free(d.server);
 		sg_snapshot_service_free(d.service);
 		sg_remote_free(d.remote);

@@ -21,6 +21,7 @@
 #include "daemon/meta.h"
 
 struct sg_loop;
+struct sg_prom;
 struct sg_range_source;
 struct sg_remote;
 
@@ -102,6 +103,11 @@ bool sg_remote_is_mounted(struct sg_remote *r, int64_t key);
  * again.  Until then sg_remote_is_mounted(key) is false, so no dead path is handed out. */
 void sg_remote_set_lost_handler(struct sg_remote *r, void (*cb)(void *userdata, int64_t key),
 				void *userdata);
+/* Writes the metrics of the mounted layers and of the cache (daemon/prom.h):
+ * stargz-snapshotter's stargz_fs_* families (operation latencies, counts and bytes per layer
+ * digest; fetched, prefetched and blob size per mount) and stargzd_* ones of our own.
+ * NULL r writes nothing. */
+void sg_remote_metrics(struct sg_remote *r, struct sg_prom *p);
 /* Unmounts everything (shutdown); cb once all is released. */
 void sg_remote_shutdown(struct sg_remote *r, void (*cb)(void *userdata), void *userdata);
 

@@ -46,6 +46,11 @@ static void read_finish(struct layer_read *r)
 	int32_t res = r->error ? r->error : (int32_t)r->len;
 
 	l->reads_inflight--;
+	if (res >= 0) {
+		l->stats.reads++;
+		l->stats.read_bytes += (uint64_t)res;
+		sg_hist_observe(&l->stats.read_us, (double)(sg_now_ns() - r->start_ns) / 1e3);
+	}
 	sg_list_unlink(&r->user_link);
 	/* Cannot fail: the op was idle at sg_layer_read, and the caller leaves it to us. */
 	(void)sg_post(l->loop, r->op, res, r->cb);
@@ -452,6 +457,7 @@ int sg_layer_read(struct sg_layer_user *u, uint32_t reader, uint32_t node, uint6
 	r->file = node;
 	r->offset = offset;
 	r->len = len;
+	r->start_ns = sg_now_ns();
 	r->n_parts = count;
 	r->pending = count + 1;   /* +1 until every part is placed */
 	sg_op_init(&r->io_op);
@@ -577,6 +583,7 @@ void sg_layer_start(struct sg_layer *l)
 	if (l->started || l->closing)
 		return;
 	l->started = true;
+	l->start_ns = sg_now_ns();
 	sg_layer_prefetch_continue(l);
 }
 

@@ -74,6 +74,7 @@ struct layer_read {
 	uint32_t file;
 	uint64_t offset;
 	size_t len;
+	uint64_t start_ns;         /* for stats.read_us */
 	unsigned pending;
 	int error;
 	struct sg_op io_op;        /* stargz.index.json's read */
@@ -146,6 +147,8 @@ struct sg_layer {
 	uint32_t prefetch_cursor, background_cursor;
 	uint64_t prefetch_end;
 	bool prefetching, backgrounding, background_started;
+	uint64_t start_ns;             /* sg_layer_start: prefetch's clock */
+	uint64_t background_start_ns;  /* background fetch's first batch */
 	struct sg_op background_timer;
 
 	bool closing;
