@@ -151,6 +151,9 @@ static int setup_remote(struct daemon *d)
 		.insecure_hosts = (const char *const *)c->insecure_hosts,
 		.ninsecure_hosts = c->n_insecure_hosts,
 		.plain_http_localhost = c->plain_http_localhost,
+		.resolver_domains = (const char *const *)c->resolver_domains,
+		.resolver_hosts_toml = (const char *const *)c->resolver_hosts_toml,
+		.nresolver = c->n_resolver,
 		.first_byte_timeout_ns = c->fetch_timeout_s * 1000000000ull,
 		.idle_timeout_ns = c->fetch_timeout_s * 1000000000ull,
 		.attempts = c->fetch_attempts,
@@ -172,6 +175,9 @@ static int setup_remote(struct daemon *d)
 		.fetch_window = c->fetch_window,
 		.cache_max_bytes = c->cache_max_bytes,
 		.max_chunk_size = c->max_chunk_size,
+		.prefetch_bytes = c->prefetch_size,
+		.attr_timeout = c->attr_timeout,
+		.entry_timeout = c->entry_timeout,
 		/* A FUSE request older than the whole fetch budget (every attempt timing out)
 		 * is stuck, not slow: it gets logged. */
 		.stuck_after_ns = (uint64_t)(c->fetch_timeout_s ? c->fetch_timeout_s : 30) *
@@ -359,6 +365,9 @@ int main(int argc, char **argv)
 		}
 	}
 	(void)sg_root_lock_write_pid(d.lock_fd, getpid());
+	/* After daemonizing: the warnings reach the daemon's log, not only a terminal. */
+	for (size_t i = 0; i < d.cfg.n_warnings; i++)
+		sg_warn("%s", d.cfg.warnings[i]);
 
 	r = sg_loop_new(NULL, &d.loop);
 	if (r < 0) {

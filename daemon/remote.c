@@ -432,6 +432,8 @@ static void attach(struct rlayer *rl)
 		.on_stuck = on_stuck,
 		.on_lost = on_fs_lost,
 		.userdata = rl,
+		.attr_timeout = r->cfg.attr_timeout,
+		.entry_timeout = r->cfg.entry_timeout,
 	};
 	sg_list_unlink(&rl->c_link);
 	int res = sg_lazyfs_mount(r->loop, c->layer, rl->mountpoint, &fs_opts, &rl->fs, &err);
@@ -833,7 +835,8 @@ int sg_remote_mount(struct sg_remote *r, int64_t key, const char *mountpoint,
 		if (c->has_toc_digest)
 			c->toc_digest = toc_d;
 		c->skip_verify = skip_verify;
-		c->prefetch_bytes = layer->prefetch_bytes;
+		c->prefetch_bytes = layer->prefetch_bytes ? layer->prefetch_bytes :
+							    r->cfg.prefetch_bytes;
 		snprintf(c->ref, sizeof(c->ref), "%s", layer->ref);
 		sg_list_init(&c->waiting);
 		sg_op_init(&c->defer_op);

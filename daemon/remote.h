@@ -67,6 +67,10 @@ struct sg_remote_config {
 	uint64_t max_chunk_size;
 	/* A FUSE request unanswered this long is logged (see sg_lazyfs_options); 0 = 60 s. */
 	uint64_t stuck_after_ns;
+	/* Without a landmark and without a stargz.prefetch label, prefetch the blob's first
+	 * bytes (stargz-snapshotter's prefetch_size); 0 = none. */
+	uint64_t prefetch_bytes;
+	double attr_timeout, entry_timeout;   /* see sg_lazyfs_options; 0 = default */
 };
 
 /* What the labels say about a layer; remote_layer_info() fills it when they suffice. */

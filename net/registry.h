@@ -47,6 +47,12 @@ struct sg_registry_config {
 	const char *const *insecure_hosts;/* "host[:port]" that may use plain HTTP */
 	size_t ninsecure_hosts;
 	bool plain_http_localhost;        /* localhost, 127.0.0.1 and ::1 may use plain HTTP */
+	/* hosts.toml text for a domain that has no file in hosts_dir (the daemon's config writes
+	 * it from stargz-snapshotter's resolver mirrors): resolver_hosts_toml[i] for
+	 * resolver_domains[i]. */
+	const char *const *resolver_domains;
+	const char *const *resolver_hosts_toml;
+	size_t nresolver;
 	const char *const *ca_files;      /* extra trust anchors for every TLS host */
 	size_t nca_files;
 	bool no_system_ca;                /* do not load SG_TLS_SYSTEM_CA_BUNDLE (tests) */

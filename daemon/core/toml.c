@@ -442,10 +442,11 @@ int sg_toml_parse(const char *text, size_t len, const struct sg_toml_options *op
 		p.pos++;
 		skip_ws(&p);
 		unsigned start_line = p.line;
-		if (parse_value(&p, &v, 0) < 0)
+		if (parse_value(&p, &v, 0) < 0 || end_of_line(&p) < 0) {
+			/* "port: unsupported value" says which setting to fix. */
+			sg_error_prefix(err, "%s", key);
 			goto fail;
-		if (end_of_line(&p) < 0)
-			goto fail;
+		}
 		/* Errors about the assignment point at its first line. */
 		unsigned end_line = p.line;
 		p.line = start_line;
