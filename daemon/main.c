@@ -18,13 +18,14 @@
 #include "daemon/core/log.h"
 #include "daemon/core/loop.h"
 #include "daemon/grpc.h"
-#include "daemon/metrics.h"
+#include "daemon/httpd.h"
 #include "daemon/mount_cmd.h"
 #include "daemon/process.h"
 #include "daemon/prom.h"
 #include "daemon/remote.h"
 #include "daemon/snapshot.h"
 #include "daemon/snapshot_rpc.h"
+#include "daemon/status.h"
 #include "fs/cache_bound.h"
 #include "net/blob.h"
 #include "net/registry.h"
@@ -34,6 +35,7 @@
 static const char usage_text[] =
 	"Usage: stargzd [OPTIONS]\n"
 	"       stargzd mount --help   (mount one layer in the foreground)\n"
+	"       stargzd status --help  (what the running daemon is doing)\n"
 	"\n"
 	"Lazy-pulling containerd snapshotter for eStargz images.\n"
 	"\n"
@@ -61,7 +63,9 @@ struct daemon {
 	struct sg_remote *remote;
 	struct sg_snapshot_service *service;
 	struct sg_grpc_server *server;
-	struct sg_metrics_server *metrics;
+	struct sg_httpd *metrics;      /* metrics_address */
+	struct sg_httpd *control;      /* ROOT/stargzd-control.sock: `stargzd status` */
+	struct sg_status_source status;
 	int lock_fd;
 	int listen_fd;
 	int stop_signal;
@@ -94,11 +98,13 @@ static void trim_tick(struct sg_op *op)
 	(void)sg_timer_start(d->loop, &d->trim_timer, TRIM_INTERVAL_NS, trim_tick);
 }
 
-/* GET /metrics: everything the daemon counts, written from the loop (daemon/metrics.h). */
-static void collect_metrics(struct sg_prom *p, void *userdata)
+/* GET /metrics: everything the daemon counts, written from the loop (daemon/httpd.h). */
+static int write_metrics(FILE *out, const char *query, void *userdata)
 {
 	struct daemon *d = userdata;
+	struct sg_prom prom, *p = &prom;
 
+	sg_prom_init(p);
 	sg_remote_metrics(d->remote, p);
 	sg_grpc_server_metrics(d->server, p);
 	sg_prom_family(p, "stargzd_loop_lag_seconds", "histogram",
@@ -106,6 +112,51 @@ static void collect_metrics(struct sg_prom *p, void *userdata)
 	sg_prom_hist(p, "stargzd_loop_lag_seconds", NULL, &d->loop_lag_ms, SG_HIST_BOUNDS, 0.001);
 	sg_prom_family(p, "stargzd_build_info", "gauge", "The running version");
 	sg_prom_sample(p, "stargzd_build_info", (const char *[]){ "version", STARGZD_VERSION, NULL }, 1);
+	int r = sg_prom_failed(p) ? -ENOMEM : 0;
+	if (r == 0)
+		fwrite(p->buf, 1, p->len, out);
+	sg_prom_done(p);
+	return r;
+}
+
+/* GET /status on the control socket: `stargzd status` (daemon/status.h). */
+static int write_status(FILE *out, const char *query, void *userdata)
+{
+	struct daemon *d = userdata;
+
+	return sg_status_write(out, strcmp(query, "json") == 0, &d->status);
+}
+
+static const struct sg_httpd_route metrics_routes[] = {
+	{ "/metrics", "text/plain; version=0.0.4; charset=utf-8", write_metrics },
+};
+static const struct sg_httpd_route control_routes[] = {
+	{ "/status", "text/plain; charset=utf-8", write_status },
+};
+
+/* The metrics endpoint if configured, and the control socket. */
+static int start_endpoints(struct daemon *d)
+{
+	struct sg_error err = { 0 };
+	char path[PATH_MAX + 32];
+	int r;
+
+	if (d->cfg.metrics_address[0]) {
+		r = sg_httpd_new(d->loop, d->cfg.metrics_address, 0660, metrics_routes, 1, d,
+				 &d->metrics, &err);
+		if (r < 0) {
+			sg_error("cannot serve metrics on %s: %s", d->cfg.metrics_address, err.msg);
+			return r;
+		}
+		sg_info("metrics on %s", d->cfg.metrics_address);
+	}
+	snprintf(path, sizeof(path), "%s/%s", d->cfg.root, SG_CONTROL_SOCKET_NAME);
+	d->status = (struct sg_status_source){ .root = d->cfg.root, .started_ns = sg_now_ns(),
+					       .remote = d->remote, .registry = d->registry };
+	r = sg_httpd_new(d->loop, path, 0600, control_routes, 1, d, &d->control, &err);
+	if (r < 0)
+		sg_error("cannot open the control socket: %s", err.msg);
+	return r;
 }
 
 static void on_stop_signal(struct sg_loop *loop, int signo, void *userdata)
@@ -337,6 +388,8 @@ int main(int argc, char **argv)
 
 	if (argc > 1 && strcmp(argv[1], "mount") == 0)
 		return sg_mount_command(argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "status") == 0)
+		return sg_status_command(argc - 1, argv + 1);
 	if (parse_args(argc, argv, &d.cfg) < 0)
 		return EXIT_USAGE;
 	sg_log_set_level(d.cfg.log_level);
@@ -396,15 +449,8 @@ int main(int argc, char **argv)
 		goto out;
 	}
 
-	if (d.cfg.metrics_address[0]) {
-		r = sg_metrics_server_new(d.loop, d.cfg.metrics_address, collect_metrics, &d,
-					  &d.metrics, &err);
-		if (r < 0) {
-			sg_error("cannot serve metrics: %s", err.msg);
-			goto out;
-		}
-		sg_info("metrics on %s", d.cfg.metrics_address);
-	}
+	if (start_endpoints(&d) < 0)
+		goto out;
 	sg_snapshot_service_restore(d.service);
 	sg_info("stargzd %s serving on %s, root %s (pid %ld)%s", STARGZD_VERSION, d.cfg.address,
 		d.cfg.root, (long)getpid(), d.remote ? ", lazy pulling on" : "");
@@ -420,7 +466,8 @@ int main(int argc, char **argv)
 	}
 	if (sg_op_busy(&d.trim_timer))
 		(void)sg_op_cancel(&d.trim_timer);
-	sg_metrics_server_shutdown(d.metrics);
+	sg_httpd_shutdown(d.metrics);
+	sg_httpd_shutdown(d.control);
 	/* Stop accepting, let in-flight calls finish, close connections; then cancel the rest. */
 	sg_grpc_server_shutdown(d.server, on_server_done, &d);
 	run_until(&d, &d.server_done, 5000);
@@ -446,7 +493,8 @@ out:
 	 * Owners before what they use: the layers' blob sources (in remote) point into the
 	 * registry. */
 	if (d.loop && sg_loop_pending(d.loop) == 0) {
-		sg_metrics_server_free(d.metrics);
+		sg_httpd_free(d.metrics);
+		sg_httpd_free(d.control);
 		sg_grpc_server_free(d.server);
 		sg_snapshot_service_free(d.service);
 		sg_remote_free(d.remote);

@@ -1207,3 +1207,33 @@ void sg_remote_metrics(struct sg_remote *r, struct sg_prom *p)
 		sg_prom_sample(p, cache[i].name, NULL, cache[i].v);
 	}
 }
+
+void sg_remote_each_mount(struct sg_remote *r,
+			  void (*fn)(void *userdata, const struct sg_remote_mount_info *m),
+			  void *userdata)
+{
+	for (struct sg_list *n = r ? r->layers.next : NULL; r && n != &r->layers; n = n->next) {
+		const struct rlayer *rl = sg_container_of(n, struct rlayer, link);
+		struct sg_remote_mount_info m = {
+			.digest = rl->c->digest,
+			.ref = rl->ref,
+			.mountpoint = rl->mountpoint,
+			.mounted = rl->state == RL_MOUNTED && rl->c->layer && rl->fs,
+			.prefetch = r->cfg.prefetch,
+			.background_fetch = r->cfg.background_fetch,
+		};
+		if (m.mounted) {
+			m.blob_size = rl->c->blob_size;
+			sg_layer_stats(rl->c->layer, &m.layer);
+			sg_lazyfs_stats(rl->fs, &m.fs);
+		}
+		fn(userdata, &m);
+	}
+}
+
+void sg_remote_cache_stats(struct sg_remote *r, struct sg_cache_bound_stats *ret)
+{
+	*ret = (struct sg_cache_bound_stats){ 0 };
+	if (r)
+		sg_cache_bound_stats(r->cache, ret);
+}

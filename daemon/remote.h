@@ -19,6 +19,9 @@
 #include "daemon/core/error.h"
 #include "daemon/core/loop.h"
 #include "daemon/meta.h"
+#include "fs/cache_bound.h"
+#include "fs/layer.h"
+#include "fs/lazyfs.h"
 
 struct sg_loop;
 struct sg_prom;
@@ -112,6 +115,20 @@ void sg_remote_set_lost_handler(struct sg_remote *r, void (*cb)(void *userdata, 
  * digest; fetched, prefetched and blob size per mount) and stargzd_* ones of our own.
  * NULL r writes nothing. */
 void sg_remote_metrics(struct sg_remote *r, struct sg_prom *p);
+
+/* One mount, for `stargzd status`. */
+struct sg_remote_mount_info {
+	const char *digest, *ref, *mountpoint;
+	bool mounted;                 /* false: its TOC is still being fetched */
+	bool prefetch, background_fetch;   /* as configured */
+	uint64_t blob_size;           /* 0 until mounted */
+	struct sg_layer_stats layer;  /* zero until mounted */
+	struct sg_lazyfs_stats fs;
+};
+void sg_remote_each_mount(struct sg_remote *r,
+			  void (*fn)(void *userdata, const struct sg_remote_mount_info *m),
+			  void *userdata);
+void sg_remote_cache_stats(struct sg_remote *r, struct sg_cache_bound_stats *ret);
 /* Unmounts everything (shutdown); cb once all is released. */
 void sg_remote_shutdown(struct sg_remote *r, void (*cb)(void *userdata), void *userdata);
 

@@ -741,6 +741,7 @@ const struct sg_toc *sg_layer_toc(const struct sg_layer *l)
 void sg_layer_stats(const struct sg_layer *l, struct sg_layer_stats *ret)
 {
 	*ret = l->stats;
+	ret->background_running = l->backgrounding && l->background_started;
 	ret->chunks_present = l->disk ? sg_diskcache_present_count(l->disk) : 0;
 	ret->cache_bytes = l->bound_ent ? sg_cache_bound_layer_bytes(l->bound_ent) : 0;
 }

@@ -87,6 +87,7 @@ struct sg_layer_stats {
 	bool prefetch_done;
 	bool background_done;
 	bool background_skipped;      /* the rest of the layer did not fit the cache bound */
+	bool background_running;      /* started (after its delay) and not over */
 	/* What the metrics endpoint shows (stargz-snapshotter's operation types, see
 	 * daemon/remote.c).  On demand = for a reader, as opposed to prefetch and background. */
 	uint64_t reads;               /* sg_layer_read answered with data (read_on_demand) */

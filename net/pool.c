@@ -569,8 +569,22 @@ int sg_pool_stats(const struct sg_pool *p, const char *host, struct sg_host_stat
 		ret->requests += h->st.requests;
 		ret->retries += h->st.retries;
 		ret->reused += h->st.reused;
+		ret->failures += h->st.failures;
+		if (h->st.last_error[0])
+			memcpy(ret->last_error, h->st.last_error, sizeof(ret->last_error));
 	}
 	return found ? 0 : -ENOENT;
+}
+
+void sg_pool_each_host(const struct sg_pool *p,
+		       void (*fn)(void *userdata, const char *authority, bool tls,
+				  const struct sg_host_stats *st),
+		       void *userdata)
+{
+	for (const struct sg_list *pos = p->hosts.next; pos != &p->hosts; pos = pos->next) {
+		const struct sg_host *h = sg_container_of(pos, struct sg_host, link);
+		fn(userdata, h->authority, h->tls, &h->st);
+	}
 }
 
 /* ---- the pool ---- */

@@ -53,6 +53,8 @@ struct sg_host_stats {
 	unsigned requests;                /* requests sent, retries included */
 	unsigned retries;
 	unsigned reused;                  /* requests sent on a kept-alive connection */
+	unsigned failures;                /* requests that failed after their retries */
+	char last_error[256];             /* the last one's message, query strings cut out */
 };
 
 struct sg_pool_config {
@@ -96,6 +98,11 @@ void sg_host_set_wants_basic(struct sg_host *h);
 /* The counters of every pool of `host`, "host:port" as in a URL ("127.0.0.1:5000") or as in
  * the Host header: http and https pools are summed.  Returns 0 or -ENOENT. */
 int sg_pool_stats(const struct sg_pool *p, const char *host, struct sg_host_stats *ret);
+/* Calls fn for every host the pool knows ("host:port" as in the Host header, tls). */
+void sg_pool_each_host(const struct sg_pool *p,
+		       void (*fn)(void *userdata, const char *authority, bool tls,
+				  const struct sg_host_stats *st),
+		       void *userdata);
 
 /* Gets a ready connection to h.  cb(op) runs once from the loop: op->res 0 with *ret_conn
  * (the caller's until sg_pool_conn_release), or a negative errno with err saying why.

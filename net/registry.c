@@ -313,6 +313,15 @@ int sg_registry_host_stats(const struct sg_registry *reg, const char *host,
 	return sg_pool_stats(reg->pool, host, ret);
 }
 
+void sg_registry_each_host(const struct sg_registry *reg,
+			   void (*fn)(void *userdata, const char *authority, bool tls,
+				      const struct sg_host_stats *st),
+			   void *userdata)
+{
+	if (reg)
+		sg_pool_each_host(reg->pool, fn, userdata);
+}
+
 /* ---- for blob.c and manifest_fetch.c ---- */
 
 struct sg_loop *sg_registry_loop(const struct sg_registry *reg)

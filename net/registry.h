@@ -90,5 +90,10 @@ void sg_registry_free(struct sg_registry *r);
  * are summed (net/pool.h).  Returns 0 or -ENOENT. */
 int sg_registry_host_stats(const struct sg_registry *r, const char *host,
 			   struct sg_host_stats *ret);
+/* Calls fn for every registry host in use ("host:port", tls, its counters). */
+void sg_registry_each_host(const struct sg_registry *r,
+			   void (*fn)(void *userdata, const char *authority, bool tls,
+				      const struct sg_host_stats *st),
+			   void *userdata);
 
 #endif

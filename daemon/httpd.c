@@ -1,4 +1,4 @@
-#include "daemon/metrics.h"
+#include "daemon/httpd.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -7,12 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "daemon/core/list.h"
 #include "daemon/core/loop.h"
 #include "daemon/process.h"
-#include "daemon/prom.h"
 
 #define MAX_CONNS 16
 #define REQUEST_MAX 8192
@@ -20,20 +20,22 @@
 #define ACCEPT_RETRY_NS (100ull * 1000000u)
 
 struct mconn {
-	struct sg_metrics_server *s;
+	struct sg_httpd *s;
 	struct sg_list link;
 	int fd;
 	struct sg_op op;           /* the one op in flight: the request's recv, then the send */
 	char req[REQUEST_MAX + 1];
 	size_t got;
-	struct sg_prom out;        /* headers and body */
+	char *out;                 /* headers and body */
+	size_t out_len;
 };
 
-struct sg_metrics_server {
+struct sg_httpd {
 	struct sg_loop *loop;
 	int fd;
 	char unix_path[PATH_MAX];  /* "" for TCP */
-	sg_metrics_collect_fn collect;
+	const struct sg_httpd_route *routes;
+	size_t nroutes;
 	void *userdata;
 	struct sg_group group;
 	struct sg_op accept_op;
@@ -43,16 +45,16 @@ struct sg_metrics_server {
 	bool stopping;
 };
 
-static void accept_next(struct sg_metrics_server *s);
+static void accept_next(struct sg_httpd *s);
 
 static void conn_free(struct mconn *c)
 {
-	struct sg_metrics_server *s = c->s;
+	struct sg_httpd *s = c->s;
 
 	sg_list_unlink(&c->link);
 	s->nconns--;
 	close(c->fd);
-	sg_prom_done(&c->out);
+	free(c->out);
 	free(c);
 	/* A connection slot is free again: accept if accepting was paused at the limit. */
 	if (!s->stopping && !sg_op_busy(&s->accept_op) && !sg_op_busy(&s->retry_op))
@@ -64,42 +66,47 @@ static void sent(struct sg_op *op)
 	conn_free(sg_container_of(op, struct mconn, op));
 }
 
-static void respond(struct mconn *c, int code, const char *reason, bool head)
+static void respond(struct mconn *c, int code, const char *reason, bool head,
+		    const struct sg_httpd_route *route, const char *query)
 {
-	struct sg_prom body;
-	char hdr[256];
+	char *body = NULL;
+	size_t body_len = 0;
+	FILE *f;
 
-	sg_prom_init(&body);
-	if (code == 200)
-		c->s->collect(&body, c->s->userdata);
-	if (sg_prom_failed(&body)) {
-		sg_prom_done(&body);
-		sg_prom_init(&body);
-		code = 500;
-		reason = "Internal Server Error";
+	if (route) {
+		f = open_memstream(&body, &body_len);
+		if (f) {
+			int r = route->fn(f, query, c->s->userdata);
+			if (fclose(f) != 0 || r < 0) {
+				free(body);
+				body = NULL;
+			}
+		}
+		if (!body) {
+			code = 500;
+			reason = "Internal Server Error";
+			body_len = 0;
+		}
 	}
-	int n = snprintf(hdr, sizeof(hdr),
-			 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-			 "Connection: close\r\n\r\n", code, reason,
-			 code == 200 ? "text/plain; version=0.0.4; charset=utf-8" : "text/plain",
-			 body.len);
-	sg_prom_init(&c->out);
-	/* The headers, then the body, in one buffer: one send. */
-	struct sg_prom *o = &c->out;
-	o->buf = malloc((size_t)n + (head ? 0 : body.len) + 1);
-	if (o->buf) {
-		memcpy(o->buf, hdr, (size_t)n);
-		if (!head && body.len)
-			memcpy(o->buf + n, body.buf, body.len);
-		o->len = (size_t)n + (head ? 0 : body.len);
+	f = open_memstream(&c->out, &c->out_len);
+	if (f) {
+		fprintf(f, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+			"Connection: close\r\n\r\n", code, reason,
+			code == 200 ? route->content_type : "text/plain", body_len);
+		if (!head && body_len)
+			fwrite(body, 1, body_len, f);
+		if (fclose(f) != 0) {
+			free(c->out);
+			c->out = NULL;
+		}
 	}
-	sg_prom_done(&body);
-	if (!o->buf) {
+	free(body);
+	if (!c->out) {
 		conn_free(c);
 		return;
 	}
 	sg_op_set_timeout(&c->op, IO_TIMEOUT_NS);
-	if (sg_send(c->s->loop, &c->op, c->fd, o->buf, o->len, MSG_NOSIGNAL, sent) < 0)
+	if (sg_send(c->s->loop, &c->op, c->fd, c->out, c->out_len, MSG_NOSIGNAL, sent) < 0)
 		conn_free(c);
 }
 
@@ -111,19 +118,23 @@ static void handle(struct mconn *c)
 
 	c->req[c->got] = '\0';
 	if (sscanf(c->req, "%15s %255s HTTP/1.", method, path) != 2) {
-		respond(c, 400, "Bad Request", false);
+		respond(c, 400, "Bad Request", false, NULL, NULL);
 		return;
 	}
 	char *q = strchr(path, '?');
 	if (q)
-		*q = '\0';
+		*q++ = '\0';
 	bool head = strcmp(method, "HEAD") == 0;
+	const struct sg_httpd_route *route = NULL;
+	for (size_t i = 0; i < c->s->nroutes; i++)
+		if (strcmp(path, c->s->routes[i].path) == 0)
+			route = &c->s->routes[i];
 	if (strcmp(method, "GET") != 0 && !head)
-		respond(c, 405, "Method Not Allowed", false);
-	else if (strcmp(path, "/metrics") != 0)
-		respond(c, 404, "Not Found", head);
+		respond(c, 405, "Method Not Allowed", false, NULL, NULL);
+	else if (!route)
+		respond(c, 404, "Not Found", head, NULL, NULL);
 	else
-		respond(c, 200, "OK", head);
+		respond(c, 200, "OK", head, route, q ? q : "");
 }
 
 static void received(struct sg_op *op)
@@ -141,7 +152,7 @@ static void received(struct sg_op *op)
 		return;
 	}
 	if (c->got >= REQUEST_MAX) {
-		respond(c, 431, "Request Header Fields Too Large", false);
+		respond(c, 431, "Request Header Fields Too Large", false, NULL, NULL);
 		return;
 	}
 	if (sg_recv(c->s->loop, &c->op, c->fd, c->req + c->got, REQUEST_MAX - c->got, 0,
@@ -151,7 +162,7 @@ static void received(struct sg_op *op)
 
 static void accept_retry(struct sg_op *op)
 {
-	struct sg_metrics_server *s = sg_container_of(op, struct sg_metrics_server, retry_op);
+	struct sg_httpd *s = sg_container_of(op, struct sg_httpd, retry_op);
 
 	if (op->res == 0 && !s->stopping)
 		accept_next(s);
@@ -159,7 +170,7 @@ static void accept_retry(struct sg_op *op)
 
 static void accepted(struct sg_op *op)
 {
-	struct sg_metrics_server *s = sg_container_of(op, struct sg_metrics_server, accept_op);
+	struct sg_httpd *s = sg_container_of(op, struct sg_httpd, accept_op);
 	struct mconn *c;
 
 	if (s->stopping) {
@@ -193,7 +204,7 @@ static void accepted(struct sg_op *op)
 		accept_next(s);
 }
 
-static void accept_next(struct sg_metrics_server *s)
+static void accept_next(struct sg_httpd *s)
 {
 	if (s->stopping || s->nconns >= MAX_CONNS)
 		return;   /* conn_free resumes */
@@ -215,7 +226,7 @@ static int listen_tcp(const char *address, int *ret_fd, struct sg_error *err)
 	if (address[0] == '[') {
 		const char *end = strchr(address, ']');
 		if (!end || end[1] != ':' || (size_t)(end - address - 1) >= sizeof(host))
-			return sg_error_set(err, -EINVAL, "metrics_address \"%s\": expected "
+			return sg_error_set(err, -EINVAL, "address \"%s\": expected "
 					    "host:port, [v6]:port or a unix socket path", address);
 		memcpy(host, address + 1, (size_t)(end - address - 1));
 		host[end - address - 1] = '\0';
@@ -223,19 +234,18 @@ static int listen_tcp(const char *address, int *ret_fd, struct sg_error *err)
 	} else {
 		const char *colon = strrchr(address, ':');
 		if (!colon || (size_t)(colon - address) >= sizeof(host))
-			return sg_error_set(err, -EINVAL, "metrics_address \"%s\": expected "
+			return sg_error_set(err, -EINVAL, "address \"%s\": expected "
 					    "host:port, [v6]:port or a unix socket path", address);
 		memcpy(host, address, (size_t)(colon - address));
 		host[colon - address] = '\0';
 		port = colon + 1;
 	}
 	if (!*port || strspn(port, "0123456789") != strlen(port))
-		return sg_error_set(err, -EINVAL, "metrics_address \"%s\": bad port", address);
+		return sg_error_set(err, -EINVAL, "address \"%s\": bad port", address);
 	/* Startup, before the loop serves: a blocking name lookup is fine here. */
 	r = getaddrinfo(*host ? host : NULL, port, &hints, &ai);
 	if (r != 0)
-		return sg_error_set(err, -EINVAL, "metrics_address \"%s\": %s", address,
-				    gai_strerror(r));
+		return sg_error_set(err, -EINVAL, "address \"%s\": %s", address, gai_strerror(r));
 	r = -EADDRNOTAVAIL;
 	for (struct addrinfo *a = ai; a; a = a->ai_next) {
 		fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -255,26 +265,27 @@ static int listen_tcp(const char *address, int *ret_fd, struct sg_error *err)
 	}
 	freeaddrinfo(ai);
 	if (r < 0)
-		return sg_error_set(err, r, "cannot listen on metrics_address %s: %s", address,
-				    strerror(-r));
+		return sg_error_set(err, r, "cannot listen on %s: %s", address, strerror(-r));
 	*ret_fd = fd;
 	return 0;
 }
 
-int sg_metrics_server_new(struct sg_loop *loop, const char *address, sg_metrics_collect_fn collect,
-			  void *userdata, struct sg_metrics_server **ret, struct sg_error *err)
+int sg_httpd_new(struct sg_loop *loop, const char *address, mode_t mode,
+		 const struct sg_httpd_route *routes, size_t nroutes, void *userdata,
+		 struct sg_httpd **ret, struct sg_error *err)
 {
-	struct sg_metrics_server *s;
+	struct sg_httpd *s;
 	int r;
 
-	if (!address || !*address || !collect)
-		return sg_error_set(err, -EINVAL, "metrics_address is empty");
+	if (!address || !*address)
+		return sg_error_set(err, -EINVAL, "empty address");
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return sg_error_set(err, -ENOMEM, "out of memory");
 	s->loop = loop;
 	s->fd = -1;
-	s->collect = collect;
+	s->routes = routes;
+	s->nroutes = nroutes;
 	s->userdata = userdata;
 	sg_group_init(&s->group);
 	sg_list_init(&s->conns);
@@ -282,8 +293,15 @@ int sg_metrics_server_new(struct sg_loop *loop, const char *address, sg_metrics_
 	sg_op_init(&s->retry_op);
 	if (address[0] == '/') {
 		r = sg_listen_unix(address, &s->fd, err);
-		if (r == 0)
+		if (r == 0) {
 			snprintf(s->unix_path, sizeof(s->unix_path), "%s", address);
+			/* Narrower than the 0660 it was bound with, never wider. */
+			if (chmod(address, mode & 0660) < 0) {
+				r = sg_error_set(err, -errno, "chmod %s: %s", address, strerror(errno));
+				close(s->fd);
+				unlink(address);
+			}
+		}
 	} else {
 		r = listen_tcp(address, &s->fd, err);
 	}
@@ -296,7 +314,7 @@ int sg_metrics_server_new(struct sg_loop *loop, const char *address, sg_metrics_
 	return 0;
 }
 
-void sg_metrics_server_shutdown(struct sg_metrics_server *s)
+void sg_httpd_shutdown(struct sg_httpd *s)
 {
 	if (!s || s->stopping)
 		return;
@@ -304,24 +322,24 @@ void sg_metrics_server_shutdown(struct sg_metrics_server *s)
 	sg_group_cancel(&s->group);
 }
 
-bool sg_metrics_server_busy(const struct sg_metrics_server *s)
+bool sg_httpd_busy(const struct sg_httpd *s)
 {
 	return s && !sg_group_idle(&s->group);
 }
 
-void sg_metrics_server_free(struct sg_metrics_server *s)
+void sg_httpd_free(struct sg_httpd *s)
 {
 	struct sg_list *n;
 
 	if (!s)
 		return;
-	SG_FREE_CHECK(!sg_group_idle(&s->group), "metrics server");
+	SG_FREE_CHECK(!sg_group_idle(&s->group), "http endpoint");
 	/* Connections whose op completed are freed by their callback; none is left here, but
 	 * a connection never given an op (none exists) would be: be thorough anyway. */
 	while ((n = sg_list_pop(&s->conns))) {
 		struct mconn *c = sg_container_of(n, struct mconn, link);
 		close(c->fd);
-		sg_prom_done(&c->out);
+		free(c->out);
 		free(c);
 	}
 	if (s->fd >= 0)

@@ -1,7 +1,7 @@
-/* The Prometheus text writer (daemon/prom.c) and the metrics endpoint (daemon/metrics.c)
- * on a real loop: what a scrape gets, what other requests get, and that shutdown leaves
- * nothing in flight. */
-#include "daemon/metrics.h"
+/* The Prometheus text writer (daemon/prom.c) and the HTTP endpoint of metrics and status
+ * (daemon/httpd.c) on a real loop: what a request gets, what other requests get, and that
+ * shutdown leaves nothing in flight. */
+#include "daemon/httpd.h"
 #include "daemon/prom.h"
 #include "tests/unit/test.h"
 
@@ -50,14 +50,33 @@ TEST(histograms_are_cumulative_with_their_first_bounds)
 	sg_prom_done(&p);
 }
 
-static void collect(struct sg_prom *p, void *userdata)
+static char last_query[64];
+
+static int collect(FILE *out, const char *query, void *userdata)
 {
 	int *scrapes = userdata;
+	struct sg_prom p;
 
 	(*scrapes)++;
-	sg_prom_family(p, "t_up", "gauge", "up");
-	sg_prom_sample(p, "t_up", NULL, 1);
+	snprintf(last_query, sizeof(last_query), "%s", query);
+	sg_prom_init(&p);
+	sg_prom_family(&p, "t_up", "gauge", "up");
+	sg_prom_sample(&p, "t_up", NULL, 1);
+	fwrite(p.buf, 1, p.len, out);
+	sg_prom_done(&p);
+	return 0;
 }
+
+static int broken(FILE *out, const char *query, void *userdata)
+{
+	fputs("half", out);
+	return -ENOMEM;
+}
+
+static const struct sg_httpd_route routes[] = {
+	{ "/metrics", "text/plain; version=0.0.4; charset=utf-8", collect },
+	{ "/broken", "text/plain", broken },
+};
 
 /* Sends `req` on a new connection to the unix socket and runs the loop until the server
  * closes it; returns what came back. */
@@ -92,7 +111,7 @@ static char *exchange(struct sg_loop *loop, const char *path, const char *req)
 TEST(a_scrape_a_404_a_405_then_shutdown)
 {
 	const char *dir = test_tmpdir("test_metrics");
-	struct sg_metrics_server *s = NULL;
+	struct sg_httpd *s = NULL;
 	struct sg_error err = { 0 };
 	struct sg_loop *loop;
 	char path[200];
@@ -102,21 +121,27 @@ TEST(a_scrape_a_404_a_405_then_shutdown)
 
 	snprintf(path, sizeof(path), "%.90s/m.sock", dir);
 	CHECK_EQ(sg_loop_new(NULL, &loop), 0);
-	CHECK_EQ(sg_metrics_server_new(loop, path, collect, &scrapes, &s, &err), 0);
-	CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0660);
+	CHECK_EQ(sg_httpd_new(loop, path, 0600, routes, 2, &scrapes, &s, &err), 0);
+	CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600);
 	r = exchange(loop, path, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
 	CHECK(r && strncmp(r, "HTTP/1.1 200 OK\r\n", 17) == 0);
 	CHECK(strstr(r, "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"));
 	CHECK(strstr(r, "Content-Length: 40\r\n"));
 	CHECK(strstr(r, "\r\n\r\n# HELP t_up up\n# TYPE t_up gauge\nt_up 1\n"));
 	CHECK_EQ(scrapes, 1);
+	CHECK_STR(last_query, "");
+	r = exchange(loop, path, "GET /metrics?json HTTP/1.0\r\n\r\n");
+	CHECK(r && strncmp(r, "HTTP/1.1 200 OK\r\n", 17) == 0);
+	CHECK_STR(last_query, "json");
+	r = exchange(loop, path, "GET /broken HTTP/1.0\r\n\r\n");
+	CHECK(r && strncmp(r, "HTTP/1.1 500 ", 13) == 0 && !strstr(r, "half"));
 	r = exchange(loop, path, "GET /other HTTP/1.1\r\n\r\n");
 	CHECK(r && strncmp(r, "HTTP/1.1 404 ", 13) == 0);
 	r = exchange(loop, path, "POST /metrics HTTP/1.1\r\n\r\n");
 	CHECK(r && strncmp(r, "HTTP/1.1 405 ", 13) == 0);
 	r = exchange(loop, path, "HEAD /metrics HTTP/1.0\r\n\r\n");
 	CHECK(r && strncmp(r, "HTTP/1.1 200 OK\r\n", 17) == 0 && strstr(r, "\r\n\r\n")[4] == '\0');
-	CHECK_EQ(scrapes, 2);   /* the GET and the HEAD */
+	CHECK_EQ(scrapes, 3);   /* the two GETs and the HEAD */
 	r = exchange(loop, path, "garbage\r\n\r\n");
 	CHECK(r && strncmp(r, "HTTP/1.1 400 ", 13) == 0);
 	/* A client that connects and says nothing keeps a connection (with its recv) open:
@@ -127,13 +152,13 @@ TEST(a_scrape_a_404_a_405_then_shutdown)
 	CHECK(connect(idle, (struct sockaddr *)&a, sizeof(a)) == 0);
 	for (int i = 0; i < 20; i++)
 		sg_loop_run_once(loop, 5);
-	CHECK(sg_metrics_server_busy(s));
-	CHECK_ABORTS(sg_metrics_server_free(s));
-	sg_metrics_server_shutdown(s);
-	for (int i = 0; i < 200 && sg_metrics_server_busy(s); i++)
+	CHECK(sg_httpd_busy(s));
+	CHECK_ABORTS(sg_httpd_free(s));
+	sg_httpd_shutdown(s);
+	for (int i = 0; i < 200 && sg_httpd_busy(s); i++)
 		sg_loop_run_once(loop, 5);
-	CHECK(!sg_metrics_server_busy(s));
-	sg_metrics_server_free(s);
+	CHECK(!sg_httpd_busy(s));
+	sg_httpd_free(s);
 	CHECK(stat(path, &st) < 0 && errno == ENOENT);
 	close(idle);
 	sg_loop_free(loop);
@@ -141,17 +166,17 @@ TEST(a_scrape_a_404_a_405_then_shutdown)
 
 TEST(bad_addresses_are_refused_with_a_reason)
 {
-	struct sg_metrics_server *s = NULL;
+	struct sg_httpd *s = NULL;
 	struct sg_error err = { 0 };
 	struct sg_loop *loop;
 	int scrapes = 0;
 
 	CHECK_EQ(sg_loop_new(NULL, &loop), 0);
-	CHECK_EQ(sg_metrics_server_new(loop, "localhost", collect, &scrapes, &s, &err), -EINVAL);
+	CHECK_EQ(sg_httpd_new(loop, "localhost", 0660, routes, 2, &scrapes, &s, &err), -EINVAL);
 	CHECK(strstr(err.msg, "expected host:port"));
-	CHECK_EQ(sg_metrics_server_new(loop, "127.0.0.1:http", collect, &scrapes, &s, &err), -EINVAL);
+	CHECK_EQ(sg_httpd_new(loop, "127.0.0.1:http", 0660, routes, 2, &scrapes, &s, &err), -EINVAL);
 	CHECK(strstr(err.msg, "bad port"));
-	CHECK_EQ(sg_metrics_server_new(loop, "[::1:80", collect, &scrapes, &s, &err), -EINVAL);
+	CHECK_EQ(sg_httpd_new(loop, "[::1:80", 0660, routes, 2, &scrapes, &s, &err), -EINVAL);
 	CHECK(s == NULL);
 	sg_loop_free(loop);
 }
