@@ -28,6 +28,7 @@
 #include "daemon/status.h"
 #include "fs/cache_bound.h"
 #include "net/blob.h"
+#include "net/pool.h"
 #include "net/registry.h"
 
 #define EXIT_USAGE 2
@@ -98,6 +99,39 @@ static void trim_tick(struct sg_op *op)
 	(void)sg_timer_start(d->loop, &d->trim_timer, TRIM_INTERVAL_NS, trim_tick);
 }
 
+/* Registry hosts' counters, one family at a time (the format wants each family together). */
+struct host_family {
+	struct sg_prom *p;
+	const char *name;
+	unsigned what;   /* 0 requests, 1 retries, 2 failures */
+};
+
+static void host_sample(void *userdata, const char *authority, bool tls,
+			const struct sg_host_stats *st)
+{
+	const struct host_family *f = userdata;
+	const unsigned v[] = { st->requests, st->retries, st->failures };
+	const char *labels[] = { "host", authority, "scheme", tls ? "https" : "http", NULL };
+
+	sg_prom_sample(f->p, f->name, labels, v[f->what]);
+}
+
+static void registry_metrics(const struct sg_registry *reg, struct sg_prom *p)
+{
+	static const struct { const char *name, *help; } fam[] = {
+		{ "stargzd_registry_requests_total", "Requests sent to a registry host, retries included" },
+		{ "stargzd_registry_retries_total", "Requests tried again (connection errors, 5xx, 408, 429, "
+		  "timeouts, truncated bodies)" },
+		{ "stargzd_registry_failures_total", "Requests that failed after their retries" },
+	};
+
+	for (unsigned i = 0; i < 3; i++) {
+		struct host_family f = { .p = p, .name = fam[i].name, .what = i };
+		sg_prom_family(p, fam[i].name, "counter", fam[i].help);
+		sg_registry_each_host(reg, host_sample, &f);
+	}
+}
+
 /* GET /metrics: everything the daemon counts, written from the loop (daemon/httpd.h). */
 static int write_metrics(FILE *out, const char *query, void *userdata)
 {
@@ -107,6 +141,7 @@ static int write_metrics(FILE *out, const char *query, void *userdata)
 	sg_prom_init(p);
 	sg_remote_metrics(d->remote, p);
 	sg_grpc_server_metrics(d->server, p);
+	registry_metrics(d->registry, p);
 	sg_prom_family(p, "stargzd_loop_lag_seconds", "histogram",
 		       "How late a periodic timer of the event loop fired (every 3 s)");
 	sg_prom_hist(p, "stargzd_loop_lag_seconds", NULL, &d->loop_lag_ms, SG_HIST_BOUNDS, 0.001);

@@ -583,7 +583,28 @@ void sg_pool_each_host(const struct sg_pool *p,
 {
 	for (const struct sg_list *pos = p->hosts.next; pos != &p->hosts; pos = pos->next) {
 		const struct sg_host *h = sg_container_of(pos, struct sg_host, link);
-		fn(userdata, h->authority, h->tls, &h->st);
+		bool first = true;
+		/* One host may have several pools (own CAs or skip_verify from hosts.toml):
+		 * reported once, summed, under its first pool. */
+		for (const struct sg_list *q = p->hosts.next; q != pos; q = q->next) {
+			const struct sg_host *o = sg_container_of(q, struct sg_host, link);
+			if (o->tls == h->tls && !strcasecmp(o->authority, h->authority))
+				first = false;
+		}
+		if (!first)
+			continue;
+		struct sg_host_stats sum = h->st;
+		for (const struct sg_list *q = pos->next; q != &p->hosts; q = q->next) {
+			const struct sg_host *o = sg_container_of(q, struct sg_host, link);
+			if (o->tls != h->tls || strcasecmp(o->authority, h->authority))
+				continue;
+			sum.requests += o->st.requests;
+			sum.retries += o->st.retries;
+			sum.failures += o->st.failures;
+			if (o->st.last_error[0])
+				memcpy(sum.last_error, o->st.last_error, sizeof(sum.last_error));
+		}
+		fn(userdata, h->authority, h->tls, &sum);
 	}
 }
 

@@ -98,7 +98,8 @@ void sg_host_set_wants_basic(struct sg_host *h);
 /* The counters of every pool of `host`, "host:port" as in a URL ("127.0.0.1:5000") or as in
  * the Host header: http and https pools are summed.  Returns 0 or -ENOENT. */
 int sg_pool_stats(const struct sg_pool *p, const char *host, struct sg_host_stats *ret);
-/* Calls fn for every host the pool knows ("host:port" as in the Host header, tls). */
+/* Calls fn once for every host the pool knows ("host:port" as in the Host header, tls), with
+ * the counters of all its pools summed. */
 void sg_pool_each_host(const struct sg_pool *p,
 		       void (*fn)(void *userdata, const char *authority, bool tls,
 				  const struct sg_host_stats *st),

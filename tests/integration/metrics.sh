@@ -78,6 +78,7 @@ check "less than the whole blob was fetched (lazy)" bash -c "[[ $bytes -lt $blob
 check "gRPC calls by method and code" grep -qE '^stargzd_grpc_requests_total\{grpc_service="containerd.services.snapshots.v1.Snapshots",grpc_method="Prepare",grpc_code="OK"\} [1-9]' "$WORK/scrape.txt"
 check "gRPC durations by method" grep -qE '^stargzd_grpc_request_duration_seconds_count\{grpc_service="containerd.services.snapshots.v1.Snapshots",grpc_method="Mounts"\} [1-9]' "$WORK/scrape.txt"
 check "cache use and bound" bash -c "grep -qE '^stargzd_cache_bytes [1-9]' '$WORK/scrape.txt' && grep -qE '^stargzd_cache_max_bytes [1-9]' '$WORK/scrape.txt'"
+check "registry requests by host" grep -qE "^stargzd_registry_requests_total\{host=\"$REGISTRY\",scheme=\"http\"\} [1-9]" "$WORK/scrape.txt"
 check "layer chunk counts" grep -qE "^stargzd_layer_chunks_cached\{layer=\"$LAYER\"\} [1-9]" "$WORK/scrape.txt"
 wait "$RUN"
 

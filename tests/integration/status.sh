@@ -76,6 +76,7 @@ $CTR run --rm --snapshotter stargz "$REG_B/stb:v1" c2 sh -c 'cat /other/b.bin >/
 check "the read from the dead registry failed" grep -q 'rc=1' "$WORK/c2.out"
 "$STARGZD" status --root "$SG_ROOT" >"$WORK/status2.txt" 2>&1
 grep "^  $REG_B" "$WORK/status2.txt"
+check "each registry host is listed once" bash -c "[[ \$(grep -c '^  $REG_B (http)' '$WORK/status2.txt') -eq 1 ]]"
 check "status lists registry B with its failures and the last error" grep -qE "^  $REG_B \(http\): [0-9]+ requests, [0-9]+ retries, [1-9][0-9]* failures; last: .+" "$WORK/status2.txt"
 
 # Root only: the socket is 0600 in the 0700 root.
