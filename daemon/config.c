@@ -457,32 +457,43 @@ static int mirror_key(struct cfg_doc *d, struct sg_toml *t, const char *key,
 
 	if (d->table == T_MIRROR_HEADER) {
 		/* Kept as hosts.toml lines; net/hosts_toml.c checks names and values. */
-		FILE *f = open_memstream(&m->headers, &m->headers_len);
+		char *line = NULL;
+		size_t len = 0;
+		FILE *f = open_memstream(&line, &len);
 		if (!f)
 			return sg_toml_fail(t, -ENOMEM, "out of memory");
-		fseek(f, 0, SEEK_END);
 		toml_quote(f, key);
 		fputs(" = ", f);
+		bool ok = v->type == SG_TOML_STRING || v->type == SG_TOML_ARRAY;
 		if (v->type == SG_TOML_STRING) {
 			toml_quote(f, v->s);
 		} else if (v->type == SG_TOML_ARRAY) {
 			fputc('[', f);
-			for (size_t i = 0; i < v->n; i++) {
-				if (v->items[i].type != SG_TOML_STRING) {
-					fclose(f);
-					return sg_toml_fail(t, -EINVAL, "header values must be strings");
-				}
+			for (size_t i = 0; ok && i < v->n; i++) {
+				ok = v->items[i].type == SG_TOML_STRING;
 				if (i)
 					fputs(", ", f);
-				toml_quote(f, v->items[i].s);
+				if (ok)
+					toml_quote(f, v->items[i].s);
 			}
 			fputc(']', f);
-		} else {
-			fclose(f);
-			return sg_toml_fail(t, -EINVAL, "header values must be strings");
 		}
 		fputc('\n', f);
-		return fclose(f) == 0 ? 0 : sg_toml_fail(t, -ENOMEM, "out of memory");
+		if (fclose(f) != 0 || !ok) {
+			free(line);
+			return ok ? sg_toml_fail(t, -ENOMEM, "out of memory") :
+				    sg_toml_fail(t, -EINVAL, "header values must be strings");
+		}
+		char *all = realloc(m->headers, m->headers_len + len + 1);
+		if (!all) {
+			free(line);
+			return sg_toml_fail(t, -ENOMEM, "out of memory");
+		}
+		memcpy(all + m->headers_len, line, len + 1);
+		m->headers = all;
+		m->headers_len += len;
+		free(line);
+		return 0;
 	}
 	if (strcmp(key, "host") == 0) {
 		if (v->type != SG_TOML_STRING || !*v->s || strpbrk(v->s, "/\"\\ \t"))
@@ -623,31 +634,62 @@ static int resolver_to_hosts(struct cfg_doc *d)
 	return 0;
 }
 
+static const struct sg_toml_options config_toml = {
+	.max_len = 256 * 1024,
+	.max_string = PATH_MAX,
+	.max_array = SG_CONFIG_LIST_MAX,
+	.integers = true,
+	.array_tables = true,
+};
+
+int sg_config_parse(struct sg_config *cfg, const char *text, size_t len, const char *name,
+		    struct sg_error *err)
+{
+	struct cfg_doc d = { .cfg = cfg, .path = name };
+	struct sg_toml_handler h = { .table = on_table, .keyval = on_keyval, .userdata = &d };
+	int r;
+
+	r = sg_toml_parse(text, len, &config_toml, &h, err);
+	if (r < 0 && err) {
+		/* "NAME:LINE: message", the line also in err->code. */
+		int line = err->code;
+		sg_error_prefix(err, "%s:%d", name, line);
+		err->code = line;
+	}
+	if (r == 0 && d.warn_rc < 0)
+		r = sg_error_set(err, d.warn_rc, "%s: out of memory", name);
+	if (r == 0) {
+		r = resolver_to_hosts(&d);
+		if (r < 0)
+			sg_error_set(err, r, "%s: resolver mirrors: %s%s", name, strerror(-r),
+				     r == -EINVAL ? " (a mirror without host)" : "");
+	}
+	for (size_t i = 0; i < d.nseen; i++)
+		free(d.seen[i]);
+	for (size_t i = 0; i < d.nmirrors; i++) {
+		free(d.mirrors[i].domain);
+		free(d.mirrors[i].host);
+		free(d.mirrors[i].headers);
+	}
+	return r;
+}
+
 int sg_config_load(struct sg_config *cfg, const char *path, struct sg_error *err)
 {
-	static const struct sg_toml_options opts = {
-		.max_len = 256 * 1024,
-		.max_string = PATH_MAX,
-		.max_array = SG_CONFIG_LIST_MAX,
-		.integers = true,
-		.array_tables = true,
-	};
-	struct cfg_doc d = { .cfg = cfg, .path = path };
-	struct sg_toml_handler h = { .table = on_table, .keyval = on_keyval, .userdata = &d };
-	char *text = NULL;
-	size_t len = 0;
-	FILE *f;
+	char *text = NULL, buf[8192];
+	size_t len = 0, n;
+	FILE *f, *m;
 	int r;
 
 	f = fopen(path, "re");
 	if (!f)
 		return sg_error_set(err, -errno, "cannot open config file %s: %s", path,
 				    strerror(errno));
-	FILE *m = open_memstream(&text, &len);
-	char buf[8192];
-	size_t n;
-	while (m && (n = fread(buf, 1, sizeof(buf), f)) > 0 && len <= opts.max_len)
-		fwrite(buf, 1, n, m);
+	m = open_memstream(&text, &len);
+	/* Read a little past the limit, so that the reader says the file is too large. */
+	while (m && len <= config_toml.max_len && (n = fread(buf, 1, sizeof(buf), f)) > 0)
+		if (fwrite(buf, 1, n, m) != n || fflush(m) != 0)
+			break;
 	r = ferror(f) ? -EIO : 0;
 	fclose(f);
 	if (!m || fclose(m) != 0) {
@@ -658,28 +700,7 @@ int sg_config_load(struct sg_config *cfg, const char *path, struct sg_error *err
 		free(text);
 		return sg_error_set(err, r, "%s: read error", path);
 	}
-	r = sg_toml_parse(text, len, &opts, &h, err);
-	if (r < 0 && err) {
-		/* "PATH:LINE: message", the line also in err->code. */
-		int line = err->code;
-		sg_error_prefix(err, "%s:%d", path, line);
-		err->code = line;
-	}
-	if (r == 0)
-		r = d.warn_rc;
-	if (r == 0) {
-		r = resolver_to_hosts(&d);
-		if (r < 0)
-			sg_error_set(err, r, "%s: resolver mirrors: %s%s", path, strerror(-r),
-				     r == -EINVAL ? " (a mirror without host)" : "");
-	}
-	for (size_t i = 0; i < d.nseen; i++)
-		free(d.seen[i]);
-	for (size_t i = 0; i < d.nmirrors; i++) {
-		free(d.mirrors[i].domain);
-		free(d.mirrors[i].host);
-		free(d.mirrors[i].headers);
-	}
+	r = sg_config_parse(cfg, text, len, path, err);
 	free(text);
 	return r;
 }

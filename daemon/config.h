@@ -76,5 +76,8 @@ int sg_parse_size(const char *s, uint64_t *ret);
  * fail with "PATH:LINE: ..." in err (err->code is the line).  Returns 0, -ENOENT if the
  * file does not exist, or another negative errno. */
 int sg_config_load(struct sg_config *cfg, const char *path, struct sg_error *err);
+/* The same on text already read; name stands for the file in messages. */
+int sg_config_parse(struct sg_config *cfg, const char *text, size_t len, const char *name,
+		    struct sg_error *err);
 
 #endif

@@ -156,7 +156,8 @@ TEST(stargz_snapshotter_config_maps_and_warns)
 		"[[resolver.host.\"registry2:5000\".mirrors]]\n"
 		"  host = \"mirror2:5000\"\n"
 		"  [resolver.host.\"registry2:5000\".mirrors.header]\n"
-		"    x-custom-2 = [\"value3\", \"value4\"]\n";
+		"    x-custom-2 = [\"value3\", \"value4\"]\n"
+		"    x-other = \"a\\\"b\"\n";
 
 	CHECK_EQ(load_text(&cfg, text, &err), 0);
 	CHECK_STR(cfg.metrics_address, "127.0.0.1:8234");
@@ -198,7 +199,9 @@ TEST(stargz_snapshotter_config_maps_and_warns)
 	CHECK_EQ(h->nmirrors, 1);
 	CHECK_STR(h->mirrors[0].scheme, "https");
 	CHECK_STR(h->mirrors[0].host, "mirror2:5000");
-	CHECK_EQ(h->mirrors[0].nheaders, 1);
+	CHECK_EQ(h->mirrors[0].nheaders, 2);
+	CHECK_STR(h->mirrors[0].headers[1].name, "x-other");
+	CHECK_STR(h->mirrors[0].headers[1].values[0], "a\"b");
 	CHECK_STR(h->mirrors[0].headers[0].name, "x-custom-2");
 	CHECK_EQ(h->mirrors[0].headers[0].nvalues, 2);
 	CHECK_STR(h->mirrors[0].headers[0].values[1], "value4");
