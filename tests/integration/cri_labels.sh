@@ -26,43 +26,26 @@ IMG=$REGISTRY/cri:v1
 start_stargzd || { fail "stargzd starts" "$(cat "$WORK/stargzd.log")"; finish; }
 # containerd with the CRI plugin: stargz as its snapshotter, snapshot annotations on (the
 # cri.* labels), the test registry over plain HTTP through its own hosts.toml.
-d=$WORK/containerd
-mkdir -p "$d" "$WORK/cri-certs.d/$REGISTRY" "$WORK/cni/bin" "$WORK/cni/conf"
+mkdir -p "$WORK/cri-certs.d/$REGISTRY" "$WORK/cni/bin" "$WORK/cni/conf"
 cat >"$WORK/cri-certs.d/$REGISTRY/hosts.toml" <<TOML
 server = "http://$REGISTRY"
 [host."http://$REGISTRY"]
   capabilities = ["pull", "resolve"]
 TOML
-cat >"$d/config.toml" <<TOML
-version = 2
-root = "$d/root"
-state = "$d/state"
-[grpc]
-  address = "$d/containerd.sock"
-[ttrpc]
-  address = "$d/containerd.sock.ttrpc"
-[debug]
-  address = "$d/debug.sock"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$d/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "$WORK/cni/bin"
-    conf_dir = "$WORK/cni/conf"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "stargz"
+CONTAINERD_DISABLED_PLUGINS="" CONTAINERD_EXTRA_CONFIG="[plugins.\"io.containerd.grpc.v1.cri\"]
+  stream_server_address = \"127.0.0.1\"
+  stream_server_port = \"0\"
+  [plugins.\"io.containerd.grpc.v1.cri\".cni]
+    bin_dir = \"$WORK/cni/bin\"
+    conf_dir = \"$WORK/cni/conf\"
+  [plugins.\"io.containerd.grpc.v1.cri\".containerd]
+    snapshotter = \"stargz\"
     disable_snapshot_annotations = false
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "$WORK/cri-certs.d"
-[proxy_plugins.stargz]
-  type = "snapshot"
-  address = "$SG_SOCK"
-TOML
-spawn containerd --config "$d/config.toml" >"$WORK/containerd.log" 2>&1
-CTR="ctr --address $d/containerd.sock -n k8s.io"
-wait_for 20 $CTR version >/dev/null || { fail "containerd starts" "$(tail -20 "$WORK/containerd.log")"; finish; }
+  [plugins.\"io.containerd.grpc.v1.cri\".registry]
+    config_path = \"$WORK/cri-certs.d\"" start_containerd ||
+  { fail "containerd starts" "$(tail -20 "$WORK/containerd.log")"; finish; }
+d=$WORK/containerd
+CTR="$CTR -n k8s.io"
 pass "containerd with the CRI plugin starts"
 
 cat >"$WORK/cri.py" <<'PY'
@@ -83,28 +66,24 @@ def varint(n):
 def field(num, payload):   # length-delimited
     return varint(num << 3 | 2) + varint(len(payload)) + payload
 
+def read_varint(msg, i):
+    n, shift = 0, 0
+    while True:
+        b = msg[i]; i += 1
+        n |= (b & 0x7F) << shift; shift += 7
+        if b < 0x80:
+            return n, i
+
 def strings(msg):   # the length-delimited fields of a message: {num: [bytes]}
     i, out = 0, {}
     while i < len(msg):
-        key, shift = 0, 0
-        while True:
-            b = msg[i]; i += 1
-            key |= (b & 0x7F) << shift; shift += 7
-            if b < 0x80:
-                break
+        key, i = read_varint(msg, i)
         num, wt = key >> 3, key & 7
         if wt == 0:
-            while msg[i] & 0x80:
-                i += 1
-            i += 1
+            _, i = read_varint(msg, i)
             continue
         assert wt == 2, wt
-        n, shift = 0, 0
-        while True:
-            b = msg[i]; i += 1
-            n |= (b & 0x7F) << shift; shift += 7
-            if b < 0x80:
-                break
+        n, i = read_varint(msg, i)
         out.setdefault(num, []).append(msg[i:i + n]); i += n
     return out
 

@@ -7,7 +7,9 @@
 #   push_image OCI_DIR TAG REPO    -> $REGISTRY/REPO:TAG
 #   start_stargzd                  -> $SG_ROOT, $SG_SOCK, $SG_PID, log $WORK/stargzd.log
 #   stop_stargzd [SIGNAL]
-#   start_containerd               -> $CTR (ctr with the right address), log $WORK/containerd.log
+#   start_containerd               -> $CTR (ctr with the right address), log $WORK/containerd.log;
+#                                  CONTAINERD_DISABLED_PLUGINS (default the CRI plugin) and
+#                                  CONTAINERD_EXTRA_CONFIG (TOML appended) change its config
 #   run_after_restart IMG NAME CMD... -> $RUN_OUT: ctr run, retried for 10 s while containerd's
 #                                  client reconnects to a restarted stargzd
 #   esgz_layer_info OCI_DIR        "<layer digest> <toc digest>" of the image's last layer
@@ -93,7 +95,7 @@ start_containerd() {
 version = 2
 root = "$d/root"
 state = "$d/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+disabled_plugins = [${CONTAINERD_DISABLED_PLUGINS-\"io.containerd.grpc.v1.cri\"}]
 [grpc]
   address = "$d/containerd.sock"
 [ttrpc]
@@ -105,6 +107,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [proxy_plugins.stargz]
   type = "snapshot"
   address = "$SG_SOCK"
+${CONTAINERD_EXTRA_CONFIG:-}
 TOML
   spawn containerd --config "$d/config.toml" >"$WORK/containerd.log" 2>&1
   CONTAINERD_PID=$SPAWNED
