@@ -1087,7 +1087,8 @@ static void write_per_mount(struct sg_remote *r, struct sg_prom *p, const char *
 
 /* Per layer digest, our own. */
 enum layer_value { LV_CHUNKS, LV_CHUNKS_PRESENT, LV_CACHE_BYTES, LV_VERIFY_FAILURES,
-		   LV_EVICTED, LV_FETCH_REQUESTS, LV_PREFETCH_DONE, LV_BACKGROUND_DONE };
+		   LV_EVICTED, LV_FETCH_REQUESTS, LV_PREFETCH_DONE, LV_BACKGROUND_DONE,
+		   LV_SPECULATIVE, LV_SPECULATIVE_USED };
 
 static void write_per_layer(struct sg_remote *r, struct sg_prom *p, const char *name,
 			    const char *type, const char *help, enum layer_value what)
@@ -1110,6 +1111,8 @@ static void write_per_layer(struct sg_remote *r, struct sg_prom *p, const char *
 		case LV_FETCH_REQUESTS: v = (double)st.fetch_requests; break;
 		case LV_PREFETCH_DONE: v = st.prefetch_done; break;
 		case LV_BACKGROUND_DONE: v = st.background_done; break;
+		case LV_SPECULATIVE: v = (double)st.speculative_bytes; break;
+		case LV_SPECULATIVE_USED: v = (double)st.speculative_used_bytes; break;
 		}
 		const char *labels[] = { "layer", c->digest, NULL };
 		sg_prom_sample(p, name, labels, v);
@@ -1172,6 +1175,11 @@ void sg_remote_metrics(struct sg_remote *r, struct sg_prom *p)
 		  "1 once prefetch of the layer is over (or there was none)", LV_PREFETCH_DONE },
 		{ "stargzd_layer_background_fetch_done", "gauge",
 		  "1 once background fetch made the whole layer local", LV_BACKGROUND_DONE },
+		{ "stargzd_layer_speculative_fetched_bytes_total", "counter",
+		  "Compressed bytes fetched before a reader asked (prefetch, background, read-ahead)",
+		  LV_SPECULATIVE },
+		{ "stargzd_layer_speculative_used_bytes_total", "counter",
+		  "Of those, bytes a reader asked the daemon for later", LV_SPECULATIVE_USED },
 	};
 	for (size_t i = 0; i < sizeof(mounts) / sizeof(mounts[0]); i++)
 		write_per_mount(r, p, mounts[i].name, mounts[i].type, mounts[i].help, mounts[i].what);

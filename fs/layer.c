@@ -36,6 +36,16 @@ void sg_layer_report_bad_chunk(struct sg_layer *l, uint32_t chunk, uint64_t file
 	l->cfg.on_bad_chunk(l->cfg.userdata, path, file_offset, from_cache);
 }
 
+void sg_layer_note_used(struct sg_layer *l, uint32_t c)
+{
+	if (!l->speculative[c])
+		return;
+	/* Fetched before anybody asked, and asked for now: speculation that paid. */
+	const struct sg_toc_chunk *ch = sg_layer_chunk(l, c);
+	l->speculative[c] = 0;
+	l->stats.speculative_used_bytes += ch->next_offset - ch->offset;
+}
+
 /* ---- reads ---- */
 
 /* Every part is placed: the result goes to the caller's op and the read ends here. */
@@ -370,6 +380,7 @@ static void read_part_start(struct sg_layer_user *u, struct read_part *p, uint32
 	struct sg_mem_chunk *e = sg_memcache_get(l->mem, c);
 
 	sg_layer_evict_touch(l, c);
+	sg_layer_note_used(l, c);
 	if (e) {
 		sg_memcache_touch(l->mem, e);
 		l->stats.chunks_from_memory++;
@@ -491,8 +502,9 @@ static int map_chunks(struct sg_layer *l)
 	}
 	l->chunk_file = calloc(l->n_chunks + 1, sizeof(*l->chunk_file));
 	l->jobs = calloc(l->n_chunks + 1, sizeof(*l->jobs));
+	l->speculative = calloc(l->n_chunks + 1, 1);
 	l->pins = calloc(count + 1, sizeof(*l->pins));
-	if (!l->chunk_file || !l->jobs || !l->pins)
+	if (!l->chunk_file || !l->jobs || !l->speculative || !l->pins)
 		return -ENOMEM;
 	for (uint32_t i = 0; i < count; i++) {
 		const struct sg_toc_node *n = sg_toc_node(l->toc, i);
@@ -723,6 +735,7 @@ void sg_layer_free(struct sg_layer *l)
 	sg_layer_evict_detach(l);
 	free(l->chunk_file);
 	free(l->jobs);
+	free(l->speculative);
 	free(l->pins);
 	sg_gz_free(l->gz);
 	for (size_t i = 0; i < l->n_user_srcs; i++)

@@ -97,6 +97,10 @@ struct sg_layer_stats {
 	uint64_t prefetched_bytes;    /* compressed bytes fetched by prefetch */
 	uint64_t prefetch_ns;         /* from sg_layer_start until prefetch was done; 0 before */
 	uint64_t background_ns;       /* from its first batch until background fetch was done */
+	/* Compressed bytes of chunks fetched with no reader waiting (prefetch, background,
+	 * read-ahead and the fetch window), and of those a reader later asked for: a read
+	 * through the daemon, or an open the kernel then serves itself (passthrough). */
+	uint64_t speculative_bytes, speculative_used_bytes;
 	struct sg_hist read_us;       /* each sg_layer_read until its answer, microseconds */
 	struct sg_hist fetch_ms;      /* each range request until its answer, milliseconds */
 };

@@ -103,6 +103,12 @@ static void batch_fetched(struct sg_op *op)
 			continue;
 		}
 		l->stats.chunks_fetched++;
+		if (sg_list_empty(&j->waiters)) {
+			/* Nobody waits for it: prefetch, background fetch, or taken along with an
+			 * on-demand fetch (read-ahead, the window). */
+			l->speculative[j->chunk] = 1;
+			l->stats.speculative_bytes += c->next_offset - c->offset;
+		}
 		sg_layer_job_ready(j, e);
 	}
 	if (op->res > 0) {

@@ -13,6 +13,8 @@ make_busybox_rootfs "$WORK/l1"
 mkdir -p "$WORK/l2/data"
 head -c 6000000 /dev/urandom >"$WORK/l2/data/big.bin"     # several chunks, read on demand
 head -c 3000000 /dev/urandom >"$WORK/l2/data/unread.bin"
+mkdir -p "$WORK/l2/data/s"   # small neighbours: taken along with the first one read (the window)
+for i in $(seq -w 1 20); do head -c 4000 /dev/urandom >"$WORK/l2/data/s/$i.txt"; done
 BIG_SUM=$(sha256sum "$WORK/l2/data/big.bin" | cut -d' ' -f1)
 make_image "$WORK/oci" v1 "$WORK/l1" "$WORK/l2" >/dev/null
 check "eStargz conversion" make_estargz_image "$WORK/oci" "$WORK/esgz"
@@ -38,7 +40,9 @@ else
 fi
 
 # The container reads big.bin, then stays up while we scrape.
-$CTR run --rm --snapshotter stargz "$IMG" c1 sh -c 'sha256sum /data/big.bin; sleep 8' >"$WORK/run.out" 2>&1 &
+$CTR run --rm --snapshotter stargz "$IMG" c1 sh -c \
+  'cat /data/s/01.txt >/dev/null; cat /data/s/*.txt >/dev/null; sha256sum /data/big.bin; sleep 8' \
+  >"$WORK/run.out" 2>&1 &
 RUN=$!
 ondemand() {   # the on-demand bytes of $LAYER in a scrape
   grep -E "^stargz_fs_bytes_served\{operation_type=\"on_demand_bytes_fetched\",layer=\"$LAYER\"\} " "$1" |
@@ -79,6 +83,9 @@ check "gRPC calls by method and code" grep -qE '^stargzd_grpc_requests_total\{gr
 check "gRPC durations by method" grep -qE '^stargzd_grpc_request_duration_seconds_count\{grpc_service="containerd.services.snapshots.v1.Snapshots",grpc_method="Mounts"\} [1-9]' "$WORK/scrape.txt"
 check "cache use and bound" bash -c "grep -qE '^stargzd_cache_bytes [1-9]' '$WORK/scrape.txt' && grep -qE '^stargzd_cache_max_bytes [1-9]' '$WORK/scrape.txt'"
 check "registry requests by host" grep -qE "^stargzd_registry_requests_total\{host=\"$REGISTRY\",scheme=\"http\"\} [1-9]" "$WORK/scrape.txt"
+spec=$(grep -E "^stargzd_layer_speculative_fetched_bytes_total\{layer=\"$LAYER\"\} " "$WORK/scrape.txt" | awk '{print $2}')
+used=$(grep -E "^stargzd_layer_speculative_used_bytes_total\{layer=\"$LAYER\"\} " "$WORK/scrape.txt" | awk '{print $2}')
+check "speculation: $spec bytes fetched ahead of readers (the small neighbours), $used of them read since" bash -c "[[ -n '$spec' && -n '$used' && $spec -gt 0 && $used -gt 0 && $used -le $spec && $spec -le $bytes ]]"
 check "layer chunk counts" grep -qE "^stargzd_layer_chunks_cached\{layer=\"$LAYER\"\} [1-9]" "$WORK/scrape.txt"
 wait "$RUN"
 
