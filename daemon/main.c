@@ -111,17 +111,25 @@ static void host_sample(void *userdata, const char *authority, bool tls,
 {
 	const struct host_family *f = userdata;
 	const unsigned v[] = { st->requests, st->retries, st->failures };
-	const char *labels[] = { "host", authority, "scheme", tls ? "https" : "http", NULL };
+	const char *labels[] = { "host", authority, "scheme", tls ? "https" : "http", NULL, NULL, NULL };
 
-	sg_prom_sample(f->p, f->name, labels, v[f->what]);
+	if (f->what != 1) {
+		sg_prom_sample(f->p, f->name, labels, v[f->what]);
+		return;
+	}
+	for (unsigned c = 0; c < _SG_RETRY_CAUSE_MAX; c++) {
+		labels[4] = "cause";
+		labels[5] = sg_retry_cause_name(c);
+		sg_prom_sample(f->p, f->name, labels, st->retries_by[c]);
+	}
 }
 
 static void registry_metrics(const struct sg_registry *reg, struct sg_prom *p)
 {
 	static const struct { const char *name, *help; } fam[] = {
 		{ "stargzd_registry_requests_total", "Requests sent to a registry host, retries included" },
-		{ "stargzd_registry_retries_total", "Requests tried again (connection errors, 5xx, 408, 429, "
-		  "timeouts, truncated bodies)" },
+		{ "stargzd_registry_retries_total", "Requests tried again, by cause: connection (connect, "
+		  "TLS, reset, truncated answer), timeout (or 408), server_error (5xx), throttled (429)" },
 		{ "stargzd_registry_failures_total", "Requests that failed after their retries" },
 	};
 

@@ -268,12 +268,13 @@ static bool xfer_may_retry(struct sg_exchange *x)
 	return x->attempt + 1 < max && !x->xs->closing;
 }
 
-static void xfer_retry_after(struct sg_exchange *x, uint64_t delay)
+static void xfer_retry_after(struct sg_exchange *x, uint64_t delay, enum sg_retry_cause cause)
 {
 	int r;
 
 	x->attempt++;
 	sg_host_stats(x->host)->retries++;
+	sg_host_stats(x->host)->retries_by[cause]++;
 	/* Start over at the registry: a redirect target (a presigned URL) may have expired. */
 	x->host = x->orig_host;
 	free(x->target);
@@ -307,7 +308,8 @@ static void xfer_attempt_failed(struct sg_exchange *x, int res, bool retryable)
 	if (x->finishing)
 		return;
 	if (retryable && xfer_may_retry(x)) {
-		xfer_retry_after(x, xfer_backoff(x));
+		xfer_retry_after(x, xfer_backoff(x),
+				 res == -ETIMEDOUT ? SG_RETRY_TIMEOUT : SG_RETRY_CONNECTION);
 		return;
 	}
 	if (x->attempt > 0 && retryable)
@@ -521,7 +523,9 @@ static void xfer_act(struct sg_exchange *x)
 	case XA_RETRY:
 		sg_xfer_status_error(x);
 		if (xfer_may_retry(x)) {
-			xfer_retry_after(x, x->act_delay);
+			xfer_retry_after(x, x->act_delay,
+					 x->status == 429 ? SG_RETRY_THROTTLED :
+					 x->status == 408 ? SG_RETRY_TIMEOUT : SG_RETRY_SERVER);
 			return;
 		}
 		if (x->attempt > 0)

@@ -531,6 +531,12 @@ bool sg_host_same_origin(const struct sg_host *a, const struct sg_host *b)
 	return a->tls == b->tls && a->port == b->port && !strcasecmp(a->hostname, b->hostname);
 }
 
+const char *sg_retry_cause_name(enum sg_retry_cause c)
+{
+	static const char *const names[] = { "connection", "timeout", "server_error", "throttled" };
+	return (unsigned)c < _SG_RETRY_CAUSE_MAX ? names[c] : "?";
+}
+
 struct sg_host_stats *sg_host_stats(struct sg_host *h)
 {
 	return &h->st;
@@ -568,6 +574,8 @@ int sg_pool_stats(const struct sg_pool *p, const char *host, struct sg_host_stat
 			ret->conns_max_seen = h->st.conns_max_seen;
 		ret->requests += h->st.requests;
 		ret->retries += h->st.retries;
+		for (unsigned c = 0; c < _SG_RETRY_CAUSE_MAX; c++)
+			ret->retries_by[c] += h->st.retries_by[c];
 		ret->reused += h->st.reused;
 		ret->failures += h->st.failures;
 		if (h->st.last_error[0])
@@ -600,6 +608,8 @@ void sg_pool_each_host(const struct sg_pool *p,
 				continue;
 			sum.requests += o->st.requests;
 			sum.retries += o->st.retries;
+			for (unsigned c = 0; c < _SG_RETRY_CAUSE_MAX; c++)
+				sum.retries_by[c] += o->st.retries_by[c];
 			sum.failures += o->st.failures;
 			if (o->st.last_error[0])
 				memcpy(sum.last_error, o->st.last_error, sizeof(sum.last_error));

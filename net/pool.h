@@ -45,6 +45,17 @@ enum sg_multirange {
 };
 const char *sg_multirange_name(enum sg_multirange m);
 
+/* Why a request was tried again. */
+enum sg_retry_cause {
+	SG_RETRY_CONNECTION,              /* connect, TLS, reset, truncated answer */
+	SG_RETRY_TIMEOUT,                 /* no answer in time, or 408 */
+	SG_RETRY_SERVER,                  /* 5xx */
+	SG_RETRY_THROTTLED,               /* 429 */
+	_SG_RETRY_CAUSE_MAX,
+};
+/* "connection", "timeout", "server_error", "throttled". */
+const char *sg_retry_cause_name(enum sg_retry_cause c);
+
 struct sg_host_stats {
 	enum sg_multirange multirange;
 	bool ignores_ranges;              /* answered a single range with 200 */
@@ -52,6 +63,7 @@ struct sg_host_stats {
 	unsigned conns_max_seen;          /* peak simultaneous connections */
 	unsigned requests;                /* requests sent, retries included */
 	unsigned retries;
+	unsigned retries_by[_SG_RETRY_CAUSE_MAX];
 	unsigned reused;                  /* requests sent on a kept-alive connection */
 	unsigned failures;                /* requests that failed after their retries */
 	char last_error[256];             /* the last one's message, query strings cut out */

@@ -28,9 +28,11 @@ REG_B=$REGISTRY
 check "image pushed to registry B" push_image "$WORK/esgz-b" v1 stb
 
 check "no daemon: status says it cannot reach it (exit 1)" bash -c "! '$STARGZD' status --root '$WORK/nothing' 2>'$WORK/none.err' && grep -q 'cannot reach the daemon' '$WORK/none.err'"
+MPORT=$(free_port)
 SG_EXTRA_CONFIG="background_fetch = false
+metrics_address = \"127.0.0.1:$MPORT\"
 fetch_timeout = 2
-fetch_attempts = 1" start_stargzd || { fail "stargzd starts" "$(cat "$WORK/stargzd.log")"; finish; }
+fetch_attempts = 2" start_stargzd || { fail "stargzd starts" "$(cat "$WORK/stargzd.log")"; finish; }
 start_containerd || { fail "containerd starts" "$(tail -20 "$WORK/containerd.log")"; finish; }
 for img in "$REG_A/st:v1" "$REG_B/stb:v1"; do
   ctr-remote --address "$WORK/containerd/containerd.sock" images rpull --plain-http \
@@ -76,8 +78,9 @@ $CTR run --rm --snapshotter stargz "$REG_B/stb:v1" c2 sh -c 'cat /other/b.bin >/
 check "the read from the dead registry failed" grep -q 'rc=1' "$WORK/c2.out"
 "$STARGZD" status --root "$SG_ROOT" >"$WORK/status2.txt" 2>&1
 grep "^  $REG_B" "$WORK/status2.txt"
+check "  ... and its retry, by cause, in the metrics" bash -c "curl -sf http://127.0.0.1:$MPORT/metrics | grep -qE '^stargzd_registry_retries_total\{host=\"$REG_B\",scheme=\"http\",cause=\"connection\"\} [1-9]'"
 check "each registry host is listed once" bash -c "[[ \$(grep -c '^  $REG_B (http)' '$WORK/status2.txt') -eq 1 ]]"
-check "status lists registry B with its failures and the last error" grep -qE "^  $REG_B \(http\): [0-9]+ requests, [0-9]+ retries, [1-9][0-9]* failures; last: .+" "$WORK/status2.txt"
+check "status lists registry B with its retries, failures and the last error" grep -qE "^  $REG_B \(http\): [0-9]+ requests, [1-9][0-9]* retries, [1-9][0-9]* failures; last: .+" "$WORK/status2.txt"
 
 # Root only: the socket is 0600 in the 0700 root.
 check "the control socket is root's, mode 0600" bash -c "[[ \$(stat -c '%U %a' '$SG_ROOT/stargzd-control.sock') == 'root 600' ]]"
