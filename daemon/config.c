@@ -529,7 +529,12 @@ static int on_table(void *userdata, struct sg_toml *t, char *const *path, size_t
 		d->table = T_MIRROR;
 		return mirror_new(d, t, path[2]) ? 0 : -ENOMEM;
 	}
-	if (seen_before(d, t, "[", name, &r))
+	bool mirror_header = n == 5 && strcmp(path[0], "resolver") == 0 &&
+			     strcmp(path[1], "host") == 0 && strcmp(path[3], "mirrors") == 0 &&
+			     strcmp(path[4], "header") == 0;
+	/* A mirror's header table belongs to the last [[...mirrors]] entry: each entry may have
+	 * one, so the same name comes back. */
+	if (!mirror_header && seen_before(d, t, "[", name, &r))
 		return r < 0 ? r : sg_toml_fail(t, -EINVAL, "duplicate table [%s]", name);
 	if (n == 1 && strcmp(path[0], "blob") == 0) {
 		d->table = T_BLOB;
@@ -538,8 +543,7 @@ static int on_table(void *userdata, struct sg_toml *t, char *const *path, size_t
 	} else if (n <= 3 && strcmp(path[0], "resolver") == 0 &&
 		   (n == 1 || strcmp(path[1], "host") == 0)) {
 		d->table = T_RESOLVER;
-	} else if (n == 5 && strcmp(path[0], "resolver") == 0 && strcmp(path[1], "host") == 0 &&
-		   strcmp(path[3], "mirrors") == 0 && strcmp(path[4], "header") == 0) {
+	} else if (mirror_header) {
 		struct mirror *m = d->nmirrors ? &d->mirrors[d->nmirrors - 1] : NULL;
 		if (!m || strcmp(m->domain, path[2]) != 0 || d->table != T_MIRROR)
 			return sg_toml_fail(t, -EINVAL, "[%s] must follow a [[resolver.host.\"%s\"."

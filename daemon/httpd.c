@@ -28,6 +28,7 @@ struct mconn {
 	size_t got;
 	char *out;                 /* headers and body */
 	size_t out_len;
+	uint64_t started_ns;       /* the request must be complete 10 s after the accept */
 };
 
 struct sg_httpd {
@@ -147,6 +148,12 @@ static void received(struct sg_op *op)
 	}
 	c->got += (size_t)op->res;
 	c->req[c->got] = '\0';
+	/* A client that trickles its request holds a connection slot: the idle timeout alone
+	 * would let 16 of them shut the endpoint out for good. */
+	if (sg_now_ns() - c->started_ns > IO_TIMEOUT_NS) {
+		conn_free(c);
+		return;
+	}
 	if (strstr(c->req, "\r\n\r\n") || strstr(c->req, "\n\n")) {
 		handle(c);
 		return;
@@ -193,6 +200,7 @@ static void accepted(struct sg_op *op)
 	}
 	c->s = s;
 	c->fd = op->res;
+	c->started_ns = sg_now_ns();
 	sg_list_insert_tail(&s->conns, &c->link);
 	s->nconns++;
 	sg_op_init(&c->op);

@@ -237,6 +237,19 @@ TEST(typos_are_errors)
 	CHECK_EQ(load_text(&cfg, "[resolver.host.\"r\".mirrors.header]\nx = \"y\"\n", &err),
 		 -EINVAL);
 	CHECK(strstr(err.msg, "must follow"));
+	/* Each mirror entry has its own header table; one entry may not have two. */
+	const char *two = "[[resolver.host.\"r\".mirrors]]\nhost = \"a\"\n"
+			  "[resolver.host.\"r\".mirrors.header]\nx = \"1\"\n"
+			  "[[resolver.host.\"r\".mirrors]]\nhost = \"b\"\n"
+			  "[resolver.host.\"r\".mirrors.header]\nx = \"2\"\n";
+	CHECK_EQ(load_text(&cfg, two, &err), 0);
+	CHECK_EQ(cfg.n_resolver, 1);
+	CHECK(strstr(cfg.resolver_hosts_toml[0], "[host.\"https://b\".header]\n\"x\" = \"2\""));
+	sg_config_clear(&cfg);
+	CHECK_EQ(load_text(&cfg, "[[resolver.host.\"r\".mirrors]]\nhost = \"a\"\n"
+			   "[resolver.host.\"r\".mirrors.header]\n[resolver.host.\"r\".mirrors.header]\n",
+			   &err), -EINVAL);
+	CHECK(strstr(err.msg, "must follow"));
 	/* The old key = value forms that are TOML still load. */
 	CHECK_EQ(load_text(&cfg, "root = \"/r\"\nfetch_window = 65536\ninsecure_hosts = [\"a:1\", "
 			   "\"b\"]\ncache_max_bytes = \"10G\"\n", &err), 0);
