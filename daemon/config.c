@@ -21,6 +21,9 @@ void sg_config_defaults(struct sg_config *cfg)
 	cfg->background_fetch = true;
 	cfg->passthrough = true;
 	snprintf(cfg->hosts_dir, sizeof(cfg->hosts_dir), "%s", "/etc/containerd/certs.d");
+	snprintf(cfg->cri_listen_path, sizeof(cfg->cri_listen_path), "%s", SG_DEFAULT_CRI_LISTEN);
+	snprintf(cfg->cri_image_service_path, sizeof(cfg->cri_image_service_path), "%s",
+		 SG_DEFAULT_CRI_IMAGE_SERVICE);
 }
 
 void sg_config_clear(struct sg_config *cfg)
@@ -84,6 +87,7 @@ enum table {
 	T_TOP,
 	T_BLOB,            /* [blob] */
 	T_FUSE,            /* [fuse] */
+	T_CRI,             /* [cri_keychain] */
 	T_IGNORED,         /* a stargz-snapshotter table with nothing that applies here */
 	T_RESOLVER,        /* [resolver], [resolver.host], [resolver.host."X"]: no keys */
 	T_MIRROR,          /* [[resolver.host."X".mirrors]] */
@@ -283,7 +287,7 @@ static const struct {
 
 /* Tables of stargz-snapshotter that have nothing that applies here. */
 static const char *const ignored_tables[] = {
-	"directory_cache", "cri_keychain", "kubeconfig_keychain", "snapshotter", "fuse_manager",
+	"directory_cache", "kubeconfig_keychain", "snapshotter", "fuse_manager",
 	"ipfs", "debug", "metadata",
 };
 
@@ -540,6 +544,8 @@ static int on_table(void *userdata, struct sg_toml *t, char *const *path, size_t
 		d->table = T_BLOB;
 	} else if (n == 1 && strcmp(path[0], "fuse") == 0) {
 		d->table = T_FUSE;
+	} else if (n == 1 && strcmp(path[0], "cri_keychain") == 0) {
+		d->table = T_CRI;
 	} else if (n <= 3 && strcmp(path[0], "resolver") == 0 &&
 		   (n == 1 || strcmp(path[1], "host") == 0)) {
 		d->table = T_RESOLVER;
@@ -576,6 +582,16 @@ static int on_keyval(void *userdata, struct sg_toml *t, const char *key, struct 
 		return blob_key(d, t, key, v);
 	case T_FUSE:
 		return fuse_key(d, t, key, v);
+	case T_CRI:
+		if (strcmp(key, "enable_keychain") == 0)
+			return want_bool(t, key, v, &d->cfg->cri_keychain);
+		if (strcmp(key, "image_service_path") == 0)
+			return want_string(t, key, v, d->cfg->cri_image_service_path,
+					   sizeof(d->cfg->cri_image_service_path));
+		if (strcmp(key, "listen_path") == 0)
+			return want_string(t, key, v, d->cfg->cri_listen_path,
+					   sizeof(d->cfg->cri_listen_path));
+		return sg_toml_fail(t, -EINVAL, "unknown key \"cri_keychain.%s\"", key);
 	case T_IGNORED:
 		warn(d, t, "stargz-snapshotter's %s.%s has no effect here", d->table_name, key);
 		return 0;

@@ -13,6 +13,8 @@
 #define SG_DEFAULT_ROOT "/var/lib/stargzd"
 #define SG_DEFAULT_ADDRESS "/run/stargzd/stargzd.sock"
 #define SG_DEFAULT_CONFIG "/etc/stargzd/config.toml"
+#define SG_DEFAULT_CRI_LISTEN "/run/stargzd/cri.sock"
+#define SG_DEFAULT_CRI_IMAGE_SERVICE "/run/containerd/containerd.sock"
 
 #define SG_CONFIG_LIST_MAX 32
 #define SG_CONFIG_WARNINGS_MAX 64
@@ -47,6 +49,11 @@ struct sg_config {
 	char *resolver_domains[SG_CONFIG_LIST_MAX];
 	char *resolver_hosts_toml[SG_CONFIG_LIST_MAX];
 	size_t n_resolver;
+
+	/* [cri_keychain]: the CRI image-service proxy (daemon/cri_proxy.h). */
+	bool cri_keychain;
+	char cri_listen_path[108];
+	char cri_image_service_path[108];
 
 	/* stargz-snapshotter's keys mapped onto ours. */
 	uint64_t prefetch_size;       /* prefetch without landmark or label (0 = none) */

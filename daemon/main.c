@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "daemon/config.h"
+#include "daemon/cri_proxy.h"
 #include "daemon/core/log.h"
 #include "daemon/core/loop.h"
 #include "daemon/grpc.h"
@@ -66,6 +67,8 @@ struct daemon {
 	struct sg_grpc_server *server;
 	struct sg_httpd *metrics;      /* metrics_address */
 	struct sg_httpd *control;      /* ROOT/stargzd-control.sock: `stargzd status` */
+	struct sg_cri_proxy *cri;      /* [cri_keychain] */
+	bool cri_done;
 	struct sg_status_source status;
 	int lock_fd;
 	int listen_fd;
@@ -217,6 +220,12 @@ static void on_server_done(void *userdata)
 {
 	struct daemon *d = userdata;
 	d->server_done = true;
+}
+
+static void on_cri_done(void *userdata)
+{
+	struct daemon *d = userdata;
+	d->cri_done = true;
 }
 
 static void on_service_done(void *userdata)
@@ -496,6 +505,16 @@ int main(int argc, char **argv)
 
 	if (start_endpoints(&d) < 0)
 		goto out;
+	if (d.cfg.cri_keychain) {
+		r = sg_cri_proxy_new(d.loop, d.cfg.cri_listen_path, d.cfg.cri_image_service_path,
+				     d.registry, &d.cri, &err);
+		if (r < 0) {
+			sg_error("cannot start the CRI image-service proxy: %s", err.msg);
+			goto out;
+		}
+		sg_info("CRI image service on %s, forwarded to %s", d.cfg.cri_listen_path,
+			d.cfg.cri_image_service_path);
+	}
 	sg_snapshot_service_restore(d.service);
 	sg_info("stargzd %s serving on %s, root %s (pid %ld)%s", STARGZD_VERSION, d.cfg.address,
 		d.cfg.root, (long)getpid(), d.remote ? ", lazy pulling on" : "");
@@ -513,6 +532,10 @@ int main(int argc, char **argv)
 		(void)sg_op_cancel(&d.trim_timer);
 	sg_httpd_shutdown(d.metrics);
 	sg_httpd_shutdown(d.control);
+	if (d.cri) {
+		sg_cri_proxy_shutdown(d.cri, on_cri_done, &d);
+		run_until(&d, &d.cri_done, 5000);
+	}
 	/* Stop accepting, let in-flight calls finish, close connections; then cancel the rest. */
 	sg_grpc_server_shutdown(d.server, on_server_done, &d);
 	run_until(&d, &d.server_done, 5000);
@@ -540,6 +563,7 @@ out:
 	if (d.loop && sg_loop_pending(d.loop) == 0) {
 		sg_httpd_free(d.metrics);
 		sg_httpd_free(d.control);
+		sg_cri_proxy_free(d.cri);
 		sg_grpc_server_free(d.server);
 		sg_snapshot_service_free(d.service);
 		sg_remote_free(d.remote);

@@ -313,6 +313,14 @@ int sg_registry_host_stats(const struct sg_registry *reg, const char *host,
 	return sg_pool_stats(reg->pool, host, ret);
 }
 
+int sg_registry_give_credentials(struct sg_registry *reg, const char *host, const char *username,
+				 const char *password)
+{
+	if (!reg->creds || reg->closing)
+		return -ECANCELED;
+	return sg_credentials_give(reg->creds, host, username, password);
+}
+
 void sg_registry_each_host(const struct sg_registry *reg,
 			   void (*fn)(void *userdata, const char *authority, bool tls,
 				      const struct sg_host_stats *st),

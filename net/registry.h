@@ -90,6 +90,10 @@ void sg_registry_free(struct sg_registry *r);
  * are summed (net/pool.h).  Returns 0 or -ENOENT. */
 int sg_registry_host_stats(const struct sg_registry *r, const char *host,
 			   struct sg_host_stats *ret);
+/* Credentials for a registry host ("ghcr.io", "127.0.0.1:5000") handed over at run time
+ * (net/credentials.h sg_credentials_give).  Returns 0, -ENOMEM or -ECANCELED (shut down). */
+int sg_registry_give_credentials(struct sg_registry *r, const char *host, const char *username,
+				 const char *password);
 /* Calls fn for every registry host in use ("host:port", tls, its counters). */
 void sg_registry_each_host(const struct sg_registry *r,
 			   void (*fn)(void *userdata, const char *authority, bool tls,

@@ -30,7 +30,7 @@ hosts_dir = \"$WORK/certs.d\"
 docker_config = \"$WORK/no-docker-config.json\""
 
 # stargz-snapshotter's config as its documentation writes it (metrics_address moved to a
-# free port).
+# free port, the CRI proxy's listen_path into the test's directory).
 cat >"$WORK/stargz.toml" <<TOML
 $OURS
 # --- stargz-snapshotter (containerd-stargz-grpc) config.toml ---
@@ -60,6 +60,7 @@ entry_timeout = 1
 [cri_keychain]
 enable_keychain = true
 image_service_path = "/run/containerd/containerd.sock"
+listen_path = "$WORK/cri.sock"
 
 # Use Kubernetes secrets accessible by the kubeconfig \`/etc/kubernetes/snapshotter/config.conf\`.
 [kubeconfig_keychain]
@@ -125,12 +126,13 @@ cp "$WORK/stargz.toml" "$WORK/stargzd.toml"
 SG_ROOT=$WORK/root-stargz start_stargzd || { fail "stargzd starts with stargz-snapshotter's config" "$(tail -5 "$WORK/stargzd.log")"; finish; }
 pass "stargzd starts with stargz-snapshotter's config"
 for key in prefetch_timeout_sec max_concurrency metadata_store blob.check_always blob.chunk_size \
-           directory_cache.max_lru_cache_entry directory_cache.direct cri_keychain.enable_keychain \
-           cri_keychain.image_service_path kubeconfig_keychain.kubeconfig_path; do
+           directory_cache.max_lru_cache_entry directory_cache.direct \
+           kubeconfig_keychain.kubeconfig_path; do
   check "a warning names $key" grep -q "warn .*stargzd.toml:[0-9]*: stargz-snapshotter's $key has no effect here" "$WORK/stargzd.log"
 done
 check "only warnings: no error logged" bash -c "! grep -q ' error ' '$WORK/stargzd.log'"
-check "nothing else warned about at start" bash -c "[[ \$(grep -c ' warn ' '$WORK/stargzd.log') -eq 11 ]]"
+check "nothing else warned about at start" bash -c "[[ \$(grep -c ' warn ' '$WORK/stargzd.log') -eq 9 ]]"
+check "[cri_keychain] starts the CRI image-service proxy" grep -q "CRI image service on $WORK/cri.sock, forwarded to /run/containerd/containerd.sock" "$WORK/stargzd.log"
 start_containerd || { fail "containerd starts" "$(tail -20 "$WORK/containerd.log")"; finish; }
 check "lazy run with stargz-snapshotter's config" lazy_run c1
 check "  the container read the files" grep -q "small file" "$WORK/c1.out"

@@ -26,84 +26,13 @@ IMG=$REGISTRY/cri:v1
 start_stargzd || { fail "stargzd starts" "$(cat "$WORK/stargzd.log")"; finish; }
 # containerd with the CRI plugin: stargz as its snapshotter, snapshot annotations on (the
 # cri.* labels), the test registry over plain HTTP through its own hosts.toml.
-mkdir -p "$WORK/cri-certs.d/$REGISTRY" "$WORK/cni/bin" "$WORK/cni/conf"
-cat >"$WORK/cri-certs.d/$REGISTRY/hosts.toml" <<TOML
-server = "http://$REGISTRY"
-[host."http://$REGISTRY"]
-  capabilities = ["pull", "resolve"]
-TOML
-CONTAINERD_DISABLED_PLUGINS="" CONTAINERD_EXTRA_CONFIG="[plugins.\"io.containerd.grpc.v1.cri\"]
-  stream_server_address = \"127.0.0.1\"
-  stream_server_port = \"0\"
-  [plugins.\"io.containerd.grpc.v1.cri\".cni]
-    bin_dir = \"$WORK/cni/bin\"
-    conf_dir = \"$WORK/cni/conf\"
-  [plugins.\"io.containerd.grpc.v1.cri\".containerd]
-    snapshotter = \"stargz\"
-    disable_snapshot_annotations = false
-  [plugins.\"io.containerd.grpc.v1.cri\".registry]
-    config_path = \"$WORK/cri-certs.d\"" start_containerd ||
-  { fail "containerd starts" "$(tail -20 "$WORK/containerd.log")"; finish; }
-d=$WORK/containerd
-CTR="$CTR -n k8s.io"
+start_containerd_cri "$REGISTRY" || { fail "containerd starts" "$(tail -20 "$WORK/containerd.log")"; finish; }
 pass "containerd with the CRI plugin starts"
 
-cat >"$WORK/cri.py" <<'PY'
-# A CRI client without generated stubs: the messages are encoded by hand (field numbers of
-# k8s.io/cri-api runtime/v1/api.proto).
-import sys, grpc
-
-def varint(n):
-    out = b""
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out += bytes([b | 0x80])
-        else:
-            return out + bytes([b])
-
-def field(num, payload):   # length-delimited
-    return varint(num << 3 | 2) + varint(len(payload)) + payload
-
-def read_varint(msg, i):
-    n, shift = 0, 0
-    while True:
-        b = msg[i]; i += 1
-        n |= (b & 0x7F) << shift; shift += 7
-        if b < 0x80:
-            return n, i
-
-def strings(msg):   # the length-delimited fields of a message: {num: [bytes]}
-    i, out = 0, {}
-    while i < len(msg):
-        key, i = read_varint(msg, i)
-        num, wt = key >> 3, key & 7
-        if wt == 0:
-            _, i = read_varint(msg, i)
-            continue
-        assert wt == 2, wt
-        n, i = read_varint(msg, i)
-        out.setdefault(num, []).append(msg[i:i + n]); i += n
-    return out
-
-sock, image = sys.argv[1], sys.argv[2]
-ch = grpc.insecure_channel("unix://" + sock)
-raw = dict(request_serializer=lambda b: b, response_deserializer=lambda b: b)
-pull = ch.unary_unary("/runtime.v1.ImageService/PullImage", **raw)
-status = ch.unary_unary("/runtime.v1.ImageService/ImageStatus", **raw)
-# PullImageRequest{image: ImageSpec{image}}
-resp = pull(field(1, field(1, image.encode())), timeout=120)
-ref = strings(resp)[1][0].decode()   # PullImageResponse.image_ref
-print("image_ref", ref)
-# ImageStatusRequest{image: ImageSpec{image}} -> ImageStatusResponse{image: Image{id, repo_tags}}
-st = strings(status(field(1, field(1, image.encode())), timeout=30))
-img = strings(st[1][0])
-assert img[1][0].decode() == ref, (img, ref)
-print("repo_tags", [t.decode() for t in img.get(2, [])])
-PY
 before=$(registry_blob_bytes cri)
-if $PYTHON "$WORK/cri.py" "$d/containerd.sock" "$IMG" >"$WORK/cri.out" 2>&1; then
+CRI_SOCK=$WORK/containerd/containerd.sock
+if $PYTHON "$CRI_CLIENT" "$CRI_SOCK" pull "$IMG" >"$WORK/cri.out" 2>&1 &&
+   $PYTHON "$CRI_CLIENT" "$CRI_SOCK" status "$IMG" >>"$WORK/cri.out" 2>&1; then
   pass "CRI PullImage through containerd's CRI plugin"
 else
   fail "CRI PullImage through containerd's CRI plugin" "$(tail -5 "$WORK/cri.out"; tail -5 "$WORK/containerd.log")"

@@ -176,9 +176,11 @@ TEST(stargz_snapshotter_config_maps_and_warns)
 	CHECK(warned(&cfg, ":10: stargz-snapshotter's blob.check_always"));
 	CHECK(warned(&cfg, "directory_cache.max_lru_cache_entry"));
 	CHECK(warned(&cfg, "directory_cache.direct"));
-	CHECK(warned(&cfg, "cri_keychain.enable_keychain"));
-	CHECK(warned(&cfg, "cri_keychain.image_service_path"));
-	CHECK_EQ(cfg.n_warnings, 8);
+	CHECK(!warned(&cfg, "cri_keychain"));   /* mapped: the CRI proxy */
+	CHECK(cfg.cri_keychain);
+	CHECK_STR(cfg.cri_image_service_path, "/run/containerd/containerd.sock");
+	CHECK_STR(cfg.cri_listen_path, SG_DEFAULT_CRI_LISTEN);
+	CHECK_EQ(cfg.n_warnings, 6);
 	/* The registry itself with insecure = true: plain HTTP for it. */
 	CHECK_EQ(cfg.n_insecure_hosts, 1);
 	CHECK_STR(cfg.insecure_hosts[0], "exampleregistry.io");
