@@ -287,8 +287,9 @@ static void done_posted(struct sg_op *op)
 
 static void maybe_done(struct sg_cri_proxy *p)
 {
-	if (!p->done || !p->server_done || p->inflight || sg_grpc_client_busy(p->client) ||
-	    sg_op_busy(&p->done_op))
+	/* The client's own ops (its connection closing) are cancelled already and complete
+	 * by the loop's drain; only the answers the server owes are waited for. */
+	if (!p->done || !p->server_done || p->inflight || sg_op_busy(&p->done_op))
 		return;
 	(void)sg_post(p->loop, &p->done_op, 0, done_posted);
 }
