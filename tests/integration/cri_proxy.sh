@@ -41,7 +41,6 @@ check "the CRI proxy listens" wait_for 10 test -S "$WORK/cri.sock"
 start_containerd_cri "$PRIV" || { fail "containerd starts" "$(tail -20 "$WORK/containerd.log")"; finish; }
 
 check "without credentials the pull fails (the registry is private)" bash -c "! $PYTHON '$CRI_CLIENT' '$WORK/cri.sock' pull '$IMG' >'$WORK/cri-anon.out' 2>&1"
-before=$(grep -c 'response completed' "$WORK/registry-private.log" 2>/dev/null || echo 0)
 if $PYTHON "$CRI_CLIENT" "$WORK/cri.sock" pull "$IMG" kubelet "$PASSWORD" >"$WORK/cri.out" 2>&1 &&
    $PYTHON "$CRI_CLIENT" "$WORK/cri.sock" list "$IMG" >>"$WORK/cri.out" 2>&1; then
   pass "PullImage through stargzd's CRI proxy with credentials only in the request"
@@ -57,6 +56,13 @@ check "the image runs and reads its bytes lazily with the given credentials" gre
 check "  ... fetched from the private registry by stargzd" bash -c "'$STARGZD' status --root '$SG_ROOT' | grep -qE '^  $PRIV \\(http\\): [1-9][0-9]* requests, [0-9]+ retries, 0 failures'"
 "$STARGZD" status --root "$SG_ROOT" --json >"$WORK/status.json" 2>&1
 curl -sf "http://127.0.0.1:$MPORT/metrics" >"$WORK/scrape.txt"
+read -r LAYER _ < <(esgz_layer_info "$WORK/esgz")
+check "  ... lazily: part of the data layer's blob was fetched, not all of it" $PYTHON -c "
+import json, sys
+s = json.load(open('$WORK/status.json'))
+l = [l for l in s['layers'] if l['digest'] == '$LAYER'][0]
+assert l['image'] == '$IMG' and 0 < l['fetched_bytes'] < l['blob_bytes'], l
+"
 check "the password is in no log, status or metric" bash -c "! grep -rqF '$PASSWORD' '$WORK/stargzd.log' '$WORK/status.json' '$WORK/scrape.txt'"
 check "  ... nor its base64" bash -c "! grep -rqF \"\$(printf %s 'kubelet:$PASSWORD' | base64 -w0)\" '$WORK/stargzd.log' '$WORK/status.json' '$WORK/scrape.txt'"
 stop_stargzd TERM
