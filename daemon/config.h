@@ -13,14 +13,18 @@
 #define SG_DEFAULT_ROOT "/var/lib/stargzd"
 #define SG_DEFAULT_ADDRESS "/run/stargzd/stargzd.sock"
 #define SG_DEFAULT_CONFIG "/etc/stargzd/config.toml"
+#define SG_DEFAULT_CRI_LISTEN "/run/stargzd/cri.sock"
+#define SG_DEFAULT_CRI_IMAGE_SERVICE "/run/containerd/containerd.sock"
 
 #define SG_CONFIG_LIST_MAX 32
+#define SG_CONFIG_WARNINGS_MAX 64
 
 struct sg_config {
 	char root[PATH_MAX];
 	char address[PATH_MAX];
 	enum sg_log_level log_level;
 	bool foreground;
+	char metrics_address[PATH_MAX]; /* "host:port" or a unix socket path; "" = off */
 
 	/* Lazy pulling. */
 	bool lazy;                    /* mount eStargz layers lazily (default true) */
@@ -40,6 +44,24 @@ struct sg_config {
 	bool plain_http_localhost;    /* localhost/127.0.0.1 may use plain HTTP (default false) */
 	char *insecure_hosts[SG_CONFIG_LIST_MAX]; /* "host[:port]" allowed over plain HTTP */
 	size_t n_insecure_hosts;
+	/* stargz-snapshotter's [[resolver.host."DOMAIN".mirrors]], as the hosts.toml text that
+	 * says the same, used for a DOMAIN without a hosts.toml of its own in hosts_dir. */
+	char *resolver_domains[SG_CONFIG_LIST_MAX];
+	char *resolver_hosts_toml[SG_CONFIG_LIST_MAX];
+	size_t n_resolver;
+
+	/* [cri_keychain]: the CRI image-service proxy (daemon/cri_proxy.h). */
+	bool cri_keychain;
+	char cri_listen_path[108];
+	char cri_image_service_path[108];
+
+	/* stargz-snapshotter's keys mapped onto ours. */
+	uint64_t prefetch_size;       /* prefetch without landmark or label (0 = none) */
+	double attr_timeout, entry_timeout;   /* [fuse]; 0 = a day */
+
+	/* "PATH:LINE: stargz-snapshotter's x has no effect here", for the daemon to log. */
+	char *warnings[SG_CONFIG_WARNINGS_MAX];
+	size_t n_warnings;
 };
 
 void sg_config_defaults(struct sg_config *cfg);
@@ -49,13 +71,20 @@ void sg_config_clear(struct sg_config *cfg);
  * any case).  Zero, negative and overflowing values are -EINVAL. */
 int sg_parse_size(const char *s, uint64_t *ret);
 
-/* Reads a config file: `key = value` lines (TOML-style: "strings", true/false, and
- * ["string", "arrays"] on one line), `#` comments.  Keys: root, address, log_level, lazy,
- * prefetch, background_fetch, passthrough, fetch_timeout, fetch_attempts, allow_skip_verify,
- * fetch_window, cache_max_bytes, max_chunk_size, hosts_dir, docker_config,
- * plain_http_localhost, insecure_hosts.  Unknown keys, bad syntax or bad values fail with a
- * message in err naming the file and line ("PATH:LINE: ..."; err->code is the line).  Returns
- * 0, -ENOENT if the file does not exist, or another negative errno. */
+/* Reads a config file: TOML (daemon/core/toml.h).  Our keys at the top level: root, address,
+ * log_level, metrics_address, lazy, prefetch, background_fetch, passthrough, fetch_timeout,
+ * fetch_attempts, allow_skip_verify, fetch_window, cache_max_bytes, max_chunk_size,
+ * hosts_dir, docker_config, plain_http_localhost, insecure_hosts.  stargz-snapshotter's
+ * (containerd-stargz-grpc) where they mean something here: noprefetch, no_background_fetch,
+ * prefetch_size, allow_no_verification, metrics_address, [blob] fetching_timeout_sec and
+ * max_retries, [fuse] passthrough, attr_timeout and entry_timeout,
+ * [[resolver.host."X".mirrors]] host, insecure and header; its other keys and tables load
+ * with a warning each in cfg->warnings.  A key known to neither, bad syntax or a bad value
+ * fail with "PATH:LINE: ..." in err (err->code is the line).  Returns 0, -ENOENT if the
+ * file does not exist, or another negative errno. */
 int sg_config_load(struct sg_config *cfg, const char *path, struct sg_error *err);
+/* The same on text already read; name stands for the file in messages. */
+int sg_config_parse(struct sg_config *cfg, const char *text, size_t len, const char *name,
+		    struct sg_error *err);
 
 #endif

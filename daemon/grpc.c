@@ -44,6 +44,7 @@
 #include "daemon/core/loop.h"
 #include "daemon/grpc_call.h"
 #include "daemon/grpc_wire.h"
+#include "daemon/prom.h"
 
 #define DEFAULT_MAX_MESSAGE      (16u << 20)
 #define DEFAULT_MAX_CONNECTIONS  1024u
@@ -75,6 +76,7 @@ static void conn_dispatch(struct grpc_conn *conn)
 		 * free) the call before it returns. */
 		call->msg = NULL;
 		call->handler_owned = true;
+		call->start_ns = sg_now_ns();
 		server->n_handler_calls++;
 		call->method->handler(call, msg, len, server->userdata);
 		free(msg);
@@ -596,7 +598,8 @@ int sg_grpc_server_new(struct sg_loop *loop, int listen_fd, const struct sg_grpc
 
 	if (n_methods) {
 		server->methods = calloc(n_methods, sizeof(*methods));
-		if (!server->methods)
+		server->mstats = calloc(n_methods, sizeof(*server->mstats));
+		if (!server->methods || !server->mstats)
 			goto fail;
 		memcpy(server->methods, methods, n_methods * sizeof(*methods));
 		server->n_methods = n_methods;
@@ -723,5 +726,52 @@ void sg_grpc_server_free(struct sg_grpc_server *server)
 	if (server->option)
 		nghttp2_option_del(server->option);
 	free(server->methods);
+	free(server->mstats);
 	free(server);
+}
+
+static const char *const status_name[] = {
+	"OK", "Canceled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound",
+	"AlreadyExists", "PermissionDenied", "ResourceExhausted", "FailedPrecondition", "Aborted",
+	"OutOfRange", "Unimplemented", "Internal", "Unavailable", "DataLoss", "Unauthenticated",
+};
+
+/* "/pkg.Service/Method" into "pkg.Service" and "Method", as gRPC's own Go middleware
+ * (go-grpc-prometheus) labels them: grpc_service, grpc_method. */
+static const char *method_names(const char *path, char *service, size_t size)
+{
+	const char *slash = strrchr(path, '/');
+
+	snprintf(service, size, "%.*s", slash && slash > path ? (int)(slash - path - 1) : 0,
+		 path + 1);
+	return slash ? slash + 1 : path;
+}
+
+void sg_grpc_server_metrics(const struct sg_grpc_server *server, struct sg_prom *p)
+{
+	static const char requests[] = "stargzd_grpc_requests_total";
+	static const char duration[] = "stargzd_grpc_request_duration_seconds";
+	char service[256];
+
+	sg_prom_family(p, requests, "counter", "gRPC calls answered, by method and status code");
+	for (size_t i = 0; server && i < server->n_methods; i++) {
+		const char *method = method_names(server->methods[i].path, service, sizeof(service));
+		for (unsigned s = 0; s <= SG_GRPC_UNAUTHENTICATED; s++) {
+			if (!server->mstats[i].by_status[s])
+				continue;
+			const char *labels[] = { "grpc_service", service, "grpc_method", method,
+						 "grpc_code", status_name[s], NULL };
+			sg_prom_sample(p, requests, labels, (double)server->mstats[i].by_status[s]);
+		}
+	}
+	sg_prom_family(p, duration, "histogram",
+		       "Time from a gRPC request to its answer, by method");
+	for (size_t i = 0; server && i < server->n_methods; i++) {
+		if (!server->mstats[i].ms.count)
+			continue;
+		const char *method = method_names(server->methods[i].path, service, sizeof(service));
+		const char *labels[] = { "grpc_service", service, "grpc_method", method, NULL };
+		/* Observed in milliseconds; printed in seconds, 1 ms .. 32.768 s. */
+		sg_prom_hist(p, duration, labels, &server->mstats[i].ms, SG_HIST_BOUNDS, 0.001);
+	}
 }

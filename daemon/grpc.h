@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 struct sg_loop;
+struct sg_prom;
 struct sg_grpc_server;
 struct sg_grpc_call;
 
@@ -83,6 +84,11 @@ int sg_grpc_server_adopt(struct sg_grpc_server *server, int fd);
 /* Open connections and calls a handler still owns (for tests and status output). */
 unsigned sg_grpc_server_connections(const struct sg_grpc_server *server);
 unsigned sg_grpc_server_calls(const struct sg_grpc_server *server);
+
+/* Writes stargzd_grpc_requests_total{grpc_service, grpc_method, grpc_code} and
+ * stargzd_grpc_request_duration_seconds{grpc_service, grpc_method} (daemon/prom.h): every
+ * call a handler finished, timed from the handler's start.  NULL server: the empty families. */
+void sg_grpc_server_metrics(const struct sg_grpc_server *server, struct sg_prom *p);
 
 /* Stops accepting and closes every connection once its calls have finished (GOAWAY first).
  * `done` runs from the loop when nothing of the server is left in flight — every connection

@@ -326,6 +326,13 @@ void sg_grpc_finish(struct sg_grpc_call *call, enum sg_grpc_status status, const
 	if (call->handler_owned) {
 		call->handler_owned = false;
 		server->n_handler_calls--;
+		if (call->method && server->mstats) {
+			struct grpc_method_stats *ms = &server->mstats[call->method - server->methods];
+			unsigned s = (unsigned)status <= SG_GRPC_UNAUTHENTICATED ? (unsigned)status :
+										    SG_GRPC_UNKNOWN;
+			ms->by_status[s]++;
+			sg_hist_observe(&ms->ms, (double)(sg_now_ns() - call->start_ns) / 1e6);
+		}
 	}
 	if (!conn || !call->stream_open) {
 		grpc_call_free(call);

@@ -16,6 +16,7 @@
 
 #include <nghttp2/nghttp2.h>
 
+#include "daemon/core/hist.h"
 #include "daemon/core/list.h"
 #include "daemon/core/loop.h"
 #include "daemon/grpc.h"
@@ -32,6 +33,7 @@ struct sg_grpc_call {
 	struct sg_list ready_link;       /* conn->ready: request complete, handler not yet run */
 	int32_t stream_id;
 	const struct sg_grpc_method *method;
+	uint64_t start_ns;               /* handler dispatch, for the method's stats */
 	char *path;
 
 	/* request headers */
@@ -61,6 +63,12 @@ struct sg_grpc_call {
 	bool deferred;                   /* the data provider returned NGHTTP2_ERR_DEFERRED */
 };
 
+/* What each method answered (by gRPC status) and how long its handlers took. */
+struct grpc_method_stats {
+	uint64_t by_status[SG_GRPC_UNAUTHENTICATED + 1];
+	struct sg_hist ms;
+};
+
 struct grpc_conn {
 	struct sg_grpc_server *server;
 	struct sg_list link;             /* server->conns */
@@ -86,6 +94,7 @@ struct sg_grpc_server {
 	int listen_fd;
 	struct sg_grpc_method *methods;
 	size_t n_methods;
+	struct grpc_method_stats *mstats; /* per method, for sg_grpc_server_metrics */
 	struct sg_grpc_limits limits;
 	void *userdata;
 	nghttp2_session_callbacks *callbacks;

@@ -15,16 +15,21 @@
 #include <unistd.h>
 
 #include "daemon/config.h"
+#include "daemon/cri_proxy.h"
 #include "daemon/core/log.h"
 #include "daemon/core/loop.h"
 #include "daemon/grpc.h"
+#include "daemon/httpd.h"
 #include "daemon/mount_cmd.h"
 #include "daemon/process.h"
+#include "daemon/prom.h"
 #include "daemon/remote.h"
 #include "daemon/snapshot.h"
 #include "daemon/snapshot_rpc.h"
+#include "daemon/status.h"
 #include "fs/cache_bound.h"
 #include "net/blob.h"
+#include "net/pool.h"
 #include "net/registry.h"
 
 #define EXIT_USAGE 2
@@ -32,6 +37,7 @@
 static const char usage_text[] =
 	"Usage: stargzd [OPTIONS]\n"
 	"       stargzd mount --help   (mount one layer in the foreground)\n"
+	"       stargzd status --help  (what the running daemon is doing)\n"
 	"\n"
 	"Lazy-pulling containerd snapshotter for eStargz images.\n"
 	"\n"
@@ -59,12 +65,19 @@ struct daemon {
 	struct sg_remote *remote;
 	struct sg_snapshot_service *service;
 	struct sg_grpc_server *server;
+	struct sg_httpd *metrics;      /* metrics_address */
+	struct sg_httpd *control;      /* ROOT/stargzd-control.sock: `stargzd status` */
+	struct sg_cri_proxy *cri;      /* [cri_keychain] */
+	bool cri_done;
+	struct sg_status_source status;
 	int lock_fd;
 	int listen_fd;
 	int stop_signal;
 	bool server_done;
 	bool service_done;
 	struct sg_op trim_timer;
+	uint64_t trim_due_ns;
+	struct sg_hist loop_lag_ms;    /* how late the trim timer fired: the loop's lag */
 };
 
 /* Chunk, batch and read buffers of up to a few MiB come and go all the time; glibc keeps
@@ -79,9 +92,119 @@ static void trim_tick(struct sg_op *op)
 
 	if (op->res == -ECANCELED)
 		return;
+	/* A timer fires late by as long as the loop was busy elsewhere: the lag that every
+	 * FUSE request and RPC waiting at that moment saw too. */
+	uint64_t now = sg_now_ns();
+	sg_hist_observe(&d->loop_lag_ms, now > d->trim_due_ns ? (double)(now - d->trim_due_ns) / 1e6 : 0);
 	(void)malloc_trim(0);
 	/* Refused only while the loop drains: no more trimming is wanted then. */
+	d->trim_due_ns = sg_now_ns() + TRIM_INTERVAL_NS;
 	(void)sg_timer_start(d->loop, &d->trim_timer, TRIM_INTERVAL_NS, trim_tick);
+}
+
+/* Registry hosts' counters, one family at a time (the format wants each family together). */
+struct host_family {
+	struct sg_prom *p;
+	const char *name;
+	unsigned what;   /* 0 requests, 1 retries, 2 failures */
+};
+
+static void host_sample(void *userdata, const char *authority, bool tls,
+			const struct sg_host_stats *st)
+{
+	const struct host_family *f = userdata;
+	const unsigned v[] = { st->requests, st->retries, st->failures };
+	const char *labels[] = { "host", authority, "scheme", tls ? "https" : "http", NULL, NULL, NULL };
+
+	if (f->what != 1) {
+		sg_prom_sample(f->p, f->name, labels, v[f->what]);
+		return;
+	}
+	for (unsigned c = 0; c < _SG_RETRY_CAUSE_MAX; c++) {
+		labels[4] = "cause";
+		labels[5] = sg_retry_cause_name(c);
+		sg_prom_sample(f->p, f->name, labels, st->retries_by[c]);
+	}
+}
+
+static void registry_metrics(const struct sg_registry *reg, struct sg_prom *p)
+{
+	static const struct { const char *name, *help; } fam[] = {
+		{ "stargzd_registry_requests_total", "Requests sent to a registry host, retries included" },
+		{ "stargzd_registry_retries_total", "Requests tried again, by cause: connection (connect, "
+		  "TLS, reset, truncated answer), timeout (or 408), server_error (5xx), throttled (429)" },
+		{ "stargzd_registry_failures_total", "Requests that failed after their retries" },
+	};
+
+	for (unsigned i = 0; i < 3; i++) {
+		struct host_family f = { .p = p, .name = fam[i].name, .what = i };
+		sg_prom_family(p, fam[i].name, "counter", fam[i].help);
+		sg_registry_each_host(reg, host_sample, &f);
+	}
+}
+
+/* GET /metrics: everything the daemon counts, written from the loop (daemon/httpd.h). */
+static int write_metrics(FILE *out, const char *query, void *userdata)
+{
+	struct daemon *d = userdata;
+	struct sg_prom prom, *p = &prom;
+
+	sg_prom_init(p);
+	sg_remote_metrics(d->remote, p);
+	sg_grpc_server_metrics(d->server, p);
+	registry_metrics(d->registry, p);
+	sg_prom_family(p, "stargzd_loop_lag_seconds", "histogram",
+		       "How late a periodic timer of the event loop fired (every 3 s)");
+	sg_prom_hist(p, "stargzd_loop_lag_seconds", NULL, &d->loop_lag_ms, SG_HIST_BOUNDS, 0.001);
+	sg_prom_family(p, "stargzd_build_info", "gauge", "The running version");
+	sg_prom_sample(p, "stargzd_build_info", (const char *[]){ "version", STARGZD_VERSION, NULL }, 1);
+	int r = sg_prom_failed(p) ? -ENOMEM : 0;
+	if (r == 0)
+		fwrite(p->buf, 1, p->len, out);
+	sg_prom_done(p);
+	return r;
+}
+
+/* GET /status on the control socket: `stargzd status` (daemon/status.h). */
+static int write_status(FILE *out, const char *query, void *userdata)
+{
+	struct daemon *d = userdata;
+
+	return sg_status_write(out, strcmp(query, "json") == 0, &d->status);
+}
+
+static const struct sg_httpd_route metrics_routes[] = {
+	{ "/metrics", "text/plain; version=0.0.4; charset=utf-8", write_metrics },
+};
+static const struct sg_httpd_route control_routes[] = {
+	{ "/status", "text/plain; charset=utf-8", write_status },
+};
+
+/* The metrics endpoint if configured, and the control socket. */
+static int start_endpoints(struct daemon *d)
+{
+	struct sg_error err = { 0 };
+	char path[PATH_MAX + 32];
+	int r;
+
+	if (d->cfg.metrics_address[0]) {
+		r = sg_httpd_new(d->loop, d->cfg.metrics_address, 0660, metrics_routes, 1, d,
+				 &d->metrics, &err);
+		if (r < 0) {
+			sg_error("cannot serve metrics on %s: %s", d->cfg.metrics_address, err.msg);
+			return r;
+		}
+		sg_info("metrics on %s", d->cfg.metrics_address);
+	}
+	snprintf(path, sizeof(path), "%s/%s", d->cfg.root, SG_CONTROL_SOCKET_NAME);
+	d->status = (struct sg_status_source){ .root = d->cfg.root, .started_ns = sg_now_ns(),
+					       .remote = d->remote, .registry = d->registry };
+	r = sg_httpd_new(d->loop, path, 0600, control_routes, 1, d, &d->control, &err);
+	/* Not a reason to refuse containerd its snapshots (a root path too long for a socket
+	 * name, say): only `stargzd status` is lost. */
+	if (r < 0)
+		sg_warn("no control socket, `stargzd status` will not answer: %s", err.msg);
+	return 0;
 }
 
 static void on_stop_signal(struct sg_loop *loop, int signo, void *userdata)
@@ -97,6 +220,12 @@ static void on_server_done(void *userdata)
 {
 	struct daemon *d = userdata;
 	d->server_done = true;
+}
+
+static void on_cri_done(void *userdata)
+{
+	struct daemon *d = userdata;
+	d->cri_done = true;
 }
 
 static void on_service_done(void *userdata)
@@ -127,6 +256,9 @@ static int setup_remote(struct daemon *d)
 		.insecure_hosts = (const char *const *)c->insecure_hosts,
 		.ninsecure_hosts = c->n_insecure_hosts,
 		.plain_http_localhost = c->plain_http_localhost,
+		.resolver_domains = (const char *const *)c->resolver_domains,
+		.resolver_hosts_toml = (const char *const *)c->resolver_hosts_toml,
+		.nresolver = c->n_resolver,
 		.first_byte_timeout_ns = c->fetch_timeout_s * 1000000000ull,
 		.idle_timeout_ns = c->fetch_timeout_s * 1000000000ull,
 		.attempts = c->fetch_attempts,
@@ -148,6 +280,9 @@ static int setup_remote(struct daemon *d)
 		.fetch_window = c->fetch_window,
 		.cache_max_bytes = c->cache_max_bytes,
 		.max_chunk_size = c->max_chunk_size,
+		.prefetch_bytes = c->prefetch_size,
+		.attr_timeout = c->attr_timeout,
+		.entry_timeout = c->entry_timeout,
 		/* A FUSE request older than the whole fetch budget (every attempt timing out)
 		 * is stuck, not slow: it gets logged. */
 		.stuck_after_ns = (uint64_t)(c->fetch_timeout_s ? c->fetch_timeout_s : 30) *
@@ -307,6 +442,8 @@ int main(int argc, char **argv)
 
 	if (argc > 1 && strcmp(argv[1], "mount") == 0)
 		return sg_mount_command(argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "status") == 0)
+		return sg_status_command(argc - 1, argv + 1);
 	if (parse_args(argc, argv, &d.cfg) < 0)
 		return EXIT_USAGE;
 	sg_log_set_level(d.cfg.log_level);
@@ -335,6 +472,9 @@ int main(int argc, char **argv)
 		}
 	}
 	(void)sg_root_lock_write_pid(d.lock_fd, getpid());
+	/* After daemonizing: the warnings reach the daemon's log, not only a terminal. */
+	for (size_t i = 0; i < d.cfg.n_warnings; i++)
+		sg_warn("%s", d.cfg.warnings[i]);
 
 	r = sg_loop_new(NULL, &d.loop);
 	if (r < 0) {
@@ -363,11 +503,24 @@ int main(int argc, char **argv)
 		goto out;
 	}
 
+	if (start_endpoints(&d) < 0)
+		goto out;
+	if (d.cfg.cri_keychain) {
+		r = sg_cri_proxy_new(d.loop, d.cfg.cri_listen_path, d.cfg.cri_image_service_path,
+				     d.registry, &d.cri, &err);
+		if (r < 0) {
+			sg_error("cannot start the CRI image-service proxy: %s", err.msg);
+			goto out;
+		}
+		sg_info("CRI image service on %s, forwarded to %s", d.cfg.cri_listen_path,
+			d.cfg.cri_image_service_path);
+	}
 	sg_snapshot_service_restore(d.service);
 	sg_info("stargzd %s serving on %s, root %s (pid %ld)%s", STARGZD_VERSION, d.cfg.address,
 		d.cfg.root, (long)getpid(), d.remote ? ", lazy pulling on" : "");
 	notify_parent(&notify_fd, 0);
 	sg_op_init(&d.trim_timer);
+	d.trim_due_ns = sg_now_ns() + TRIM_INTERVAL_NS;
 	(void)sg_timer_start(d.loop, &d.trim_timer, TRIM_INTERVAL_NS, trim_tick);
 
 	r = sg_loop_run(d.loop);
@@ -377,6 +530,12 @@ int main(int argc, char **argv)
 	}
 	if (sg_op_busy(&d.trim_timer))
 		(void)sg_op_cancel(&d.trim_timer);
+	sg_httpd_shutdown(d.metrics);
+	sg_httpd_shutdown(d.control);
+	if (d.cri) {
+		sg_cri_proxy_shutdown(d.cri, on_cri_done, &d);
+		run_until(&d, &d.cri_done, 5000);
+	}
 	/* Stop accepting, let in-flight calls finish, close connections; then cancel the rest. */
 	sg_grpc_server_shutdown(d.server, on_server_done, &d);
 	run_until(&d, &d.server_done, 5000);
@@ -402,6 +561,9 @@ out:
 	 * Owners before what they use: the layers' blob sources (in remote) point into the
 	 * registry. */
 	if (d.loop && sg_loop_pending(d.loop) == 0) {
+		sg_httpd_free(d.metrics);
+		sg_httpd_free(d.control);
+		sg_cri_proxy_free(d.cri);
 		sg_grpc_server_free(d.server);
 		sg_snapshot_service_free(d.service);
 		sg_remote_free(d.remote);

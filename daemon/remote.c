@@ -11,6 +11,7 @@
 #include "daemon/core/log.h"
 #include "daemon/core/loop.h"
 #include "daemon/process.h"
+#include "daemon/prom.h"
 #include "fs/cache_bound.h"
 #include "fs/estargz.h"
 #include "fs/gz.h"
@@ -49,6 +50,11 @@ struct content {
 	struct sg_op open_op;           /* opening the blob */
 	struct sg_error open_err;
 	struct sg_range_source *opened;
+	/* For the metrics endpoint. */
+	uint64_t created_ns;
+	uint64_t blob_size;
+	struct sg_hist toc_ms;          /* blob open and TOC load (stargz_toc_get) */
+	struct sg_hist mount_ms;        /* sg_remote_mount until mounted, per mount */
 };
 
 enum rl_state { RL_WAITING, RL_MOUNTED, RL_CLOSING };
@@ -73,6 +79,7 @@ struct rlayer {
 	struct sg_op unmount_op;        /* unmounting its FUSE mount */
 	struct sg_op src_op;            /* opening its own blob source */
 	struct sg_range_source *src;
+	uint64_t start_ns;              /* sg_remote_mount */
 };
 
 /* The blob and the tail of a layer that containerd will ask for next: fetched ahead, in
@@ -425,6 +432,8 @@ static void attach(struct rlayer *rl)
 		.on_stuck = on_stuck,
 		.on_lost = on_fs_lost,
 		.userdata = rl,
+		.attr_timeout = r->cfg.attr_timeout,
+		.entry_timeout = r->cfg.entry_timeout,
 	};
 	sg_list_unlink(&rl->c_link);
 	int res = sg_lazyfs_mount(r->loop, c->layer, rl->mountpoint, &fs_opts, &rl->fs, &err);
@@ -435,6 +444,7 @@ static void attach(struct rlayer *rl)
 	}
 	c->mounts++;
 	rl->state = RL_MOUNTED;
+	sg_hist_observe(&c->mount_ms, (double)(sg_now_ns() - rl->start_ns) / 1e6);
 	if (strcmp(rl->ref, c->ref) != 0) {
 		/* Another image (maybe another registry) with the same layer: its reads go to
 		 * its own registry, so that one hanging does not stall the other. */
@@ -476,6 +486,8 @@ static void toc_loaded(struct content *c, int res, struct sg_toc *toc, const str
 	};
 	struct sg_range_source *src = c->src;
 	c->src = NULL;   /* the layer owns it now */
+	c->blob_size = src->size;
+	sg_hist_observe(&c->toc_ms, (double)(sg_now_ns() - c->created_ns) / 1e6);
 	res = sg_layer_new(r->loop, src, toc, &lc, &c->layer);
 	if (res < 0) {
 		c->layer = NULL;
@@ -736,6 +748,7 @@ static void content_start_load(struct content *c)
 	struct sg_remote *r = c->r;
 	struct tail_prefetch *tp = tp_find(r, c->digest);
 
+	c->created_ns = sg_now_ns();
 	if (!tp) {
 		content_open_blob(c);
 		return;
@@ -803,6 +816,7 @@ int sg_remote_mount(struct sg_remote *r, int64_t key, const char *mountpoint,
 	rl->cb = cb;
 	rl->userdata = userdata;
 	rl->state = RL_WAITING;
+	rl->start_ns = sg_now_ns();
 	snprintf(rl->ref, sizeof(rl->ref), "%s", layer->ref);
 	sg_op_init(&rl->attach_op);
 	sg_op_init(&rl->unmount_op);
@@ -821,7 +835,8 @@ int sg_remote_mount(struct sg_remote *r, int64_t key, const char *mountpoint,
 		if (c->has_toc_digest)
 			c->toc_digest = toc_d;
 		c->skip_verify = skip_verify;
-		c->prefetch_bytes = layer->prefetch_bytes;
+		c->prefetch_bytes = layer->prefetch_bytes ? layer->prefetch_bytes :
+							    r->cfg.prefetch_bytes;
 		snprintf(c->ref, sizeof(c->ref), "%s", layer->ref);
 		sg_list_init(&c->waiting);
 		sg_op_init(&c->defer_op);
@@ -964,4 +979,269 @@ void sg_remote_shutdown(struct sg_remote *r, void (*cb)(void *userdata), void *u
 		sg_remote_unmount(r, rl->key, NULL, NULL);
 	}
 	maybe_shutdown_done(r);
+}
+
+/* ---- metrics ---- */
+
+/* stargz-snapshotter's operation types (fs/metrics/common): which of our numbers each is. */
+enum op_kind { OP_MS, OP_US, OP_COUNT, OP_BYTES };
+
+static const char *const family_name[] = {
+	[OP_MS] = "stargz_fs_operation_duration_milliseconds",
+	[OP_US] = "stargz_fs_operation_duration_microseconds",
+	[OP_COUNT] = "stargz_fs_operation_count",
+	[OP_BYTES] = "stargz_fs_bytes_served",
+};
+
+/* The histogram of one operation of a content; false if it has none. */
+static bool content_hist(const struct content *c, const struct sg_layer_stats *st,
+			 const char *op, struct sg_hist *ret)
+{
+	*ret = (struct sg_hist){ 0 };
+	if (strcmp(op, "mount") == 0)
+		*ret = c->mount_ms;
+	else if (strcmp(op, "stargz_toc_get") == 0)
+		*ret = c->toc_ms;
+	else if (strcmp(op, "remote_registry_get") == 0)
+		*ret = st->fetch_ms;
+	else if (strcmp(op, "read_on_demand") == 0)
+		*ret = st->read_us;
+	else if (strcmp(op, "prefetch_total") == 0 && st->prefetch_ns)
+		sg_hist_observe(ret, (double)st->prefetch_ns / 1e6);
+	else if (strcmp(op, "background_fetch_total") == 0 && st->background_ns)
+		sg_hist_observe(ret, (double)st->background_ns / 1e6);
+	return ret->count > 0;
+}
+
+static uint64_t content_value(const struct sg_layer_stats *st, const char *op)
+{
+	if (strcmp(op, "on_demand_read_access_count") == 0)
+		return st->reads;
+	if (strcmp(op, "on_demand_remote_registry_fetch_count") == 0)
+		return st->ondemand_fetches;
+	if (strcmp(op, "on_demand_bytes_served") == 0)
+		return st->read_bytes;
+	if (strcmp(op, "on_demand_bytes_fetched") == 0)
+		return st->ondemand_fetched_bytes;
+	return 0;
+}
+
+static void write_operations(struct sg_remote *r, struct sg_prom *p, enum op_kind kind,
+			     const char *help, const char *const *ops)
+{
+	static const char *const type[] = { "histogram", "histogram", "counter", "gauge" };
+
+	sg_prom_family(p, family_name[kind], type[kind], help);
+	for (struct sg_list *n = r->contents.next; n != &r->contents; n = n->next) {
+		struct content *c = sg_container_of(n, struct content, link);
+		struct sg_layer_stats st;
+		struct sg_hist h;
+
+		if (!c->layer)
+			continue;
+		sg_layer_stats(c->layer, &st);
+		for (size_t i = 0; ops[i]; i++) {
+			const char *labels[] = { "operation_type", ops[i], "layer", c->digest, NULL };
+			if (kind == OP_COUNT || kind == OP_BYTES)
+				sg_prom_sample(p, family_name[kind], labels,
+					       (double)content_value(&st, ops[i]));
+			else if (content_hist(c, &st, ops[i], &h))
+				/* stargz-snapshotter's buckets: 1..16384 ms, 1..1024 µs. */
+				sg_prom_hist(p, family_name[kind], labels, &h,
+					     kind == OP_MS ? 15 : 11, 1);
+		}
+	}
+}
+
+/* Per mount (stargz-snapshotter's layer metrics: digest and mountpoint). */
+enum mount_value { MV_FETCHED, MV_PREFETCHED, MV_SIZE, MV_PT_OPENS, MV_DAEMON_OPENS,
+		   MV_FUSE_REQUESTS, MV_FUSE_UNANSWERED };
+
+static void write_per_mount(struct sg_remote *r, struct sg_prom *p, const char *name,
+			    const char *type, const char *help, enum mount_value what)
+{
+	sg_prom_family(p, name, type, help);
+	for (struct sg_list *n = r->layers.next; n != &r->layers; n = n->next) {
+		struct rlayer *rl = sg_container_of(n, struct rlayer, link);
+		struct sg_layer_stats st;
+		struct sg_lazyfs_stats fst = { 0 };
+		double v = 0;
+
+		if (rl->state != RL_MOUNTED || !rl->c->layer || !rl->fs)
+			continue;
+		sg_layer_stats(rl->c->layer, &st);
+		sg_lazyfs_stats(rl->fs, &fst);
+		switch (what) {
+		case MV_FETCHED: v = (double)st.fetched_bytes; break;
+		case MV_PREFETCHED: v = (double)st.prefetched_bytes; break;
+		case MV_SIZE: v = (double)rl->c->blob_size; break;
+		case MV_PT_OPENS: v = (double)fst.passthrough_opens; break;
+		case MV_DAEMON_OPENS: v = (double)fst.cached_opens; break;
+		case MV_FUSE_REQUESTS: v = (double)fst.requests; break;
+		case MV_FUSE_UNANSWERED: v = (double)fst.unanswered; break;
+		}
+		const char *labels[] = { "digest", rl->c->digest, "mountpoint", rl->mountpoint, NULL };
+		sg_prom_sample(p, name, labels, v);
+	}
+}
+
+/* Per layer digest, our own. */
+enum layer_value { LV_CHUNKS, LV_CHUNKS_PRESENT, LV_CACHE_BYTES, LV_VERIFY_FAILURES,
+		   LV_EVICTED, LV_FETCH_REQUESTS, LV_PREFETCH_DONE, LV_BACKGROUND_DONE,
+		   LV_SPECULATIVE, LV_SPECULATIVE_USED };
+
+static void write_per_layer(struct sg_remote *r, struct sg_prom *p, const char *name,
+			    const char *type, const char *help, enum layer_value what)
+{
+	sg_prom_family(p, name, type, help);
+	for (struct sg_list *n = r->contents.next; n != &r->contents; n = n->next) {
+		struct content *c = sg_container_of(n, struct content, link);
+		struct sg_layer_stats st;
+		double v = 0;
+
+		if (!c->layer)
+			continue;
+		sg_layer_stats(c->layer, &st);
+		switch (what) {
+		case LV_CHUNKS: v = (double)st.chunks_total; break;
+		case LV_CHUNKS_PRESENT: v = (double)st.chunks_present; break;
+		case LV_CACHE_BYTES: v = (double)st.cache_bytes; break;
+		case LV_VERIFY_FAILURES: v = (double)st.verify_failures; break;
+		case LV_EVICTED: v = (double)st.evicted_bytes; break;
+		case LV_FETCH_REQUESTS: v = (double)st.fetch_requests; break;
+		case LV_PREFETCH_DONE: v = st.prefetch_done; break;
+		case LV_BACKGROUND_DONE: v = st.background_done; break;
+		case LV_SPECULATIVE: v = (double)st.speculative_bytes; break;
+		case LV_SPECULATIVE_USED: v = (double)st.speculative_used_bytes; break;
+		}
+		const char *labels[] = { "layer", c->digest, NULL };
+		sg_prom_sample(p, name, labels, v);
+	}
+}
+
+void sg_remote_metrics(struct sg_remote *r, struct sg_prom *p)
+{
+	static const char *const ms_ops[] = { "mount", "stargz_toc_get", "remote_registry_get",
+					      "prefetch_total", "background_fetch_total", NULL };
+	static const char *const us_ops[] = { "read_on_demand", NULL };
+	static const char *const count_ops[] = { "on_demand_read_access_count",
+						 "on_demand_remote_registry_fetch_count", NULL };
+	static const char *const bytes_ops[] = { "on_demand_bytes_served", "on_demand_bytes_fetched",
+						 NULL };
+	struct sg_cache_bound_stats cs;
+
+	if (!r)
+		return;
+	write_operations(r, p, OP_MS, "Latency in milliseconds of stargz snapshotter operations. "
+			 "Broken down by operation type and layer sha.", ms_ops);
+	write_operations(r, p, OP_US, "Latency in microseconds of stargz snapshotter operations. "
+			 "Broken down by operation type and layer sha.", us_ops);
+	write_operations(r, p, OP_COUNT, "The count of stargz snapshotter operations. "
+			 "Broken down by operation type and layer sha.", count_ops);
+	write_operations(r, p, OP_BYTES, "The number of bytes served per stargz snapshotter "
+			 "operations. Broken down by operation type and layer sha.", bytes_ops);
+	/* stargz-snapshotter's layer metrics (fs/metrics/layer: "digest" and "mountpoint"),
+	 * then ours per mount. */
+	static const struct { const char *name, *type, *help; enum mount_value what; } mounts[] = {
+		{ "stargz_fs_layer_fetched_size_bytes", "counter", "Total fetched size of the layer",
+		  MV_FETCHED },
+		{ "stargz_fs_layer_prefetch_size_bytes", "counter",
+		  "Total prefetched size of the layer", MV_PREFETCHED },
+		{ "stargz_fs_layer_size_bytes", "counter", "Total size of the layer", MV_SIZE },
+		{ "stargzd_passthrough_opens_total", "counter",
+		  "Opens of a mount served by the kernel from the cache file (FUSE passthrough)",
+		  MV_PT_OPENS },
+		{ "stargzd_daemon_opens_total", "counter",
+		  "Opens of a mount whose reads come to the daemon", MV_DAEMON_OPENS },
+		{ "stargzd_fuse_requests_total", "counter",
+		  "FUSE requests read from the kernel, per mount", MV_FUSE_REQUESTS },
+		{ "stargzd_fuse_unanswered_requests", "gauge",
+		  "FUSE requests read and not answered yet, per mount", MV_FUSE_UNANSWERED },
+	};
+	static const struct { const char *name, *type, *help; enum layer_value what; } layers[] = {
+		{ "stargzd_layer_chunks", "gauge", "Chunks in the layer's TOC", LV_CHUNKS },
+		{ "stargzd_layer_chunks_cached", "gauge", "Chunks of the layer in the disk cache now",
+		  LV_CHUNKS_PRESENT },
+		{ "stargzd_layer_cache_bytes", "gauge",
+		  "Disk bytes accounted to the layer's cache directory", LV_CACHE_BYTES },
+		{ "stargzd_layer_verification_failures_total", "counter",
+		  "Chunks whose bytes did not match their digest", LV_VERIFY_FAILURES },
+		{ "stargzd_layer_evicted_bytes_total", "counter",
+		  "Bytes of the layer's chunks evicted to stay under the cache bound", LV_EVICTED },
+		{ "stargzd_layer_fetch_requests_total", "counter",
+		  "Range requests for the layer's blob (on demand, prefetch, background)",
+		  LV_FETCH_REQUESTS },
+		{ "stargzd_layer_prefetch_done", "gauge",
+		  "1 once prefetch of the layer is over (or there was none)", LV_PREFETCH_DONE },
+		{ "stargzd_layer_background_fetch_done", "gauge",
+		  "1 once background fetch made the whole layer local", LV_BACKGROUND_DONE },
+		{ "stargzd_layer_speculative_fetched_bytes_total", "counter",
+		  "Compressed bytes fetched before a reader asked (prefetch, background, read-ahead)",
+		  LV_SPECULATIVE },
+		{ "stargzd_layer_speculative_used_bytes_total", "counter",
+		  "Of those, bytes a reader asked the daemon for later", LV_SPECULATIVE_USED },
+	};
+	for (size_t i = 0; i < sizeof(mounts) / sizeof(mounts[0]); i++)
+		write_per_mount(r, p, mounts[i].name, mounts[i].type, mounts[i].help, mounts[i].what);
+	for (size_t i = 0; i < sizeof(layers) / sizeof(layers[0]); i++)
+		write_per_layer(r, p, layers[i].name, layers[i].type, layers[i].help, layers[i].what);
+
+	sg_cache_bound_stats(r->cache, &cs);
+	const struct { const char *name, *type, *help; double v; } cache[] = {
+		{ "stargzd_cache_bytes", "gauge",
+		  "Bytes allocated under the cache directory (mounted layers and not)",
+		  (double)cs.bytes },
+		{ "stargzd_cache_max_bytes", "gauge", "The cache bound (cache_max_bytes)",
+		  (double)cs.max_bytes },
+		{ "stargzd_cache_evicted_chunks_total", "counter",
+		  "Chunks of mounted layers evicted to stay under the bound",
+		  (double)cs.evicted_chunks },
+		{ "stargzd_cache_evicted_bytes_total", "counter",
+		  "Bytes freed by evicting chunks of mounted layers", (double)cs.evicted_bytes },
+		{ "stargzd_cache_removed_directories_total", "counter",
+		  "Cache directories of layers not mounted removed to stay under the bound",
+		  (double)cs.removed_dirs },
+		{ "stargzd_cache_writes_refused_total", "counter",
+		  "Chunk writes refused for lack of room (served from memory, not cached)",
+		  (double)cs.refused },
+		{ "stargzd_memory_budget_used_bytes", "gauge",
+		  "Memory held by verified chunks not read yet, all layers",
+		  (double)sg_mem_budget_used(r->mem) },
+		{ "stargzd_memory_budget_max_bytes", "gauge", "Bound of that memory",
+		  (double)MEM_BUDGET },
+	};
+	for (size_t i = 0; i < sizeof(cache) / sizeof(cache[0]); i++) {
+		sg_prom_family(p, cache[i].name, cache[i].type, cache[i].help);
+		sg_prom_sample(p, cache[i].name, NULL, cache[i].v);
+	}
+}
+
+void sg_remote_each_mount(struct sg_remote *r,
+			  void (*fn)(void *userdata, const struct sg_remote_mount_info *m),
+			  void *userdata)
+{
+	for (struct sg_list *n = r ? r->layers.next : NULL; r && n != &r->layers; n = n->next) {
+		const struct rlayer *rl = sg_container_of(n, struct rlayer, link);
+		struct sg_remote_mount_info m = {
+			.digest = rl->c->digest,
+			.ref = rl->ref,
+			.mountpoint = rl->mountpoint,
+			.mounted = rl->state == RL_MOUNTED && rl->c->layer && rl->fs,
+			.prefetch = r->cfg.prefetch,
+			.background_fetch = r->cfg.background_fetch,
+		};
+		if (m.mounted) {
+			m.blob_size = rl->c->blob_size;
+			sg_layer_stats(rl->c->layer, &m.layer);
+			sg_lazyfs_stats(rl->fs, &m.fs);
+		}
+		fn(userdata, &m);
+	}
+}
+
+void sg_remote_cache_stats(struct sg_remote *r, struct sg_cache_bound_stats *ret)
+{
+	*ret = (struct sg_cache_bound_stats){ 0 };
+	if (r)
+		sg_cache_bound_stats(r->cache, ret);
 }

@@ -19,8 +19,12 @@
 #include "daemon/core/error.h"
 #include "daemon/core/loop.h"
 #include "daemon/meta.h"
+#include "fs/cache_bound.h"
+#include "fs/layer.h"
+#include "fs/lazyfs.h"
 
 struct sg_loop;
+struct sg_prom;
 struct sg_range_source;
 struct sg_remote;
 
@@ -66,6 +70,10 @@ struct sg_remote_config {
 	uint64_t max_chunk_size;
 	/* A FUSE request unanswered this long is logged (see sg_lazyfs_options); 0 = 60 s. */
 	uint64_t stuck_after_ns;
+	/* Without a landmark and without a stargz.prefetch label, prefetch the blob's first
+	 * bytes (stargz-snapshotter's prefetch_size); 0 = none. */
+	uint64_t prefetch_bytes;
+	double attr_timeout, entry_timeout;   /* see sg_lazyfs_options; 0 = default */
 };
 
 /* What the labels say about a layer; remote_layer_info() fills it when they suffice. */
@@ -102,6 +110,25 @@ bool sg_remote_is_mounted(struct sg_remote *r, int64_t key);
  * again.  Until then sg_remote_is_mounted(key) is false, so no dead path is handed out. */
 void sg_remote_set_lost_handler(struct sg_remote *r, void (*cb)(void *userdata, int64_t key),
 				void *userdata);
+/* Writes the metrics of the mounted layers and of the cache (daemon/prom.h):
+ * stargz-snapshotter's stargz_fs_* families (operation latencies, counts and bytes per layer
+ * digest; fetched, prefetched and blob size per mount) and stargzd_* ones of our own.
+ * NULL r writes nothing. */
+void sg_remote_metrics(struct sg_remote *r, struct sg_prom *p);
+
+/* One mount, for `stargzd status`. */
+struct sg_remote_mount_info {
+	const char *digest, *ref, *mountpoint;
+	bool mounted;                 /* false: its TOC is still being fetched */
+	bool prefetch, background_fetch;   /* as configured */
+	uint64_t blob_size;           /* 0 until mounted */
+	struct sg_layer_stats layer;  /* zero until mounted */
+	struct sg_lazyfs_stats fs;
+};
+void sg_remote_each_mount(struct sg_remote *r,
+			  void (*fn)(void *userdata, const struct sg_remote_mount_info *m),
+			  void *userdata);
+void sg_remote_cache_stats(struct sg_remote *r, struct sg_cache_bound_stats *ret);
 /* Unmounts everything (shutdown); cb once all is released. */
 void sg_remote_shutdown(struct sg_remote *r, void (*cb)(void *userdata), void *userdata);
 

@@ -36,6 +36,16 @@ void sg_layer_report_bad_chunk(struct sg_layer *l, uint32_t chunk, uint64_t file
 	l->cfg.on_bad_chunk(l->cfg.userdata, path, file_offset, from_cache);
 }
 
+void sg_layer_note_used(struct sg_layer *l, uint32_t c)
+{
+	if (!l->speculative[c])
+		return;
+	/* Fetched before anybody asked, and asked for now: speculation that paid. */
+	const struct sg_toc_chunk *ch = sg_layer_chunk(l, c);
+	l->speculative[c] = 0;
+	l->stats.speculative_used_bytes += ch->next_offset - ch->offset;
+}
+
 /* ---- reads ---- */
 
 /* Every part is placed: the result goes to the caller's op and the read ends here. */
@@ -46,6 +56,11 @@ static void read_finish(struct layer_read *r)
 	int32_t res = r->error ? r->error : (int32_t)r->len;
 
 	l->reads_inflight--;
+	if (res >= 0) {
+		l->stats.reads++;
+		l->stats.read_bytes += (uint64_t)res;
+		sg_hist_observe(&l->stats.read_us, (double)(sg_now_ns() - r->start_ns) / 1e3);
+	}
 	sg_list_unlink(&r->user_link);
 	/* Cannot fail: the op was idle at sg_layer_read, and the caller leaves it to us. */
 	(void)sg_post(l->loop, r->op, res, r->cb);
@@ -365,6 +380,7 @@ static void read_part_start(struct sg_layer_user *u, struct read_part *p, uint32
 	struct sg_mem_chunk *e = sg_memcache_get(l->mem, c);
 
 	sg_layer_evict_touch(l, c);
+	sg_layer_note_used(l, c);
 	if (e) {
 		sg_memcache_touch(l->mem, e);
 		l->stats.chunks_from_memory++;
@@ -452,6 +468,7 @@ int sg_layer_read(struct sg_layer_user *u, uint32_t reader, uint32_t node, uint6
 	r->file = node;
 	r->offset = offset;
 	r->len = len;
+	r->start_ns = sg_now_ns();
 	r->n_parts = count;
 	r->pending = count + 1;   /* +1 until every part is placed */
 	sg_op_init(&r->io_op);
@@ -485,8 +502,9 @@ static int map_chunks(struct sg_layer *l)
 	}
 	l->chunk_file = calloc(l->n_chunks + 1, sizeof(*l->chunk_file));
 	l->jobs = calloc(l->n_chunks + 1, sizeof(*l->jobs));
+	l->speculative = calloc(l->n_chunks + 1, 1);
 	l->pins = calloc(count + 1, sizeof(*l->pins));
-	if (!l->chunk_file || !l->jobs || !l->pins)
+	if (!l->chunk_file || !l->jobs || !l->speculative || !l->pins)
 		return -ENOMEM;
 	for (uint32_t i = 0; i < count; i++) {
 		const struct sg_toc_node *n = sg_toc_node(l->toc, i);
@@ -577,6 +595,7 @@ void sg_layer_start(struct sg_layer *l)
 	if (l->started || l->closing)
 		return;
 	l->started = true;
+	l->start_ns = sg_now_ns();
 	sg_layer_prefetch_continue(l);
 }
 
@@ -716,6 +735,7 @@ void sg_layer_free(struct sg_layer *l)
 	sg_layer_evict_detach(l);
 	free(l->chunk_file);
 	free(l->jobs);
+	free(l->speculative);
 	free(l->pins);
 	sg_gz_free(l->gz);
 	for (size_t i = 0; i < l->n_user_srcs; i++)
@@ -734,6 +754,7 @@ const struct sg_toc *sg_layer_toc(const struct sg_layer *l)
 void sg_layer_stats(const struct sg_layer *l, struct sg_layer_stats *ret)
 {
 	*ret = l->stats;
+	ret->background_running = l->backgrounding && l->background_started;
 	ret->chunks_present = l->disk ? sg_diskcache_present_count(l->disk) : 0;
 	ret->cache_bytes = l->bound_ent ? sg_cache_bound_layer_bytes(l->bound_ent) : 0;
 }

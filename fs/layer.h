@@ -30,6 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "daemon/core/hist.h"
 #include "daemon/core/loop.h"
 
 struct sg_loop;
@@ -86,6 +87,22 @@ struct sg_layer_stats {
 	bool prefetch_done;
 	bool background_done;
 	bool background_skipped;      /* the rest of the layer did not fit the cache bound */
+	bool background_running;      /* started (after its delay) and not over */
+	/* What the metrics endpoint shows (stargz-snapshotter's operation types, see
+	 * daemon/remote.c).  On demand = for a reader, as opposed to prefetch and background. */
+	uint64_t reads;               /* sg_layer_read answered with data (read_on_demand) */
+	uint64_t read_bytes;          /* bytes those reads returned (on_demand_bytes_served) */
+	uint64_t ondemand_fetches;    /* range requests for a reader */
+	uint64_t ondemand_fetched_bytes;
+	uint64_t prefetched_bytes;    /* compressed bytes fetched by prefetch */
+	uint64_t prefetch_ns;         /* from sg_layer_start until prefetch was done; 0 before */
+	uint64_t background_ns;       /* from its first batch until background fetch was done */
+	/* Compressed bytes of chunks fetched with no reader waiting (prefetch, background,
+	 * read-ahead and the fetch window), and of those a reader later asked for: a read
+	 * through the daemon, or an open the kernel then serves itself (passthrough). */
+	uint64_t speculative_bytes, speculative_used_bytes;
+	struct sg_hist read_us;       /* each sg_layer_read until its answer, microseconds */
+	struct sg_hist fetch_ms;      /* each range request until its answer, milliseconds */
 };
 
 /* Takes ownership of src and toc (also on failure).  Starts no work: a layer that fails to

@@ -17,6 +17,8 @@ struct fetch_batch {
 	struct chunk_job **jobs;
 	size_t n;
 	bool background;
+	bool ondemand, prefetch;   /* what the bytes count as in the stats */
+	uint64_t start_ns;
 };
 
 static void batch_free(struct fetch_batch *b)
@@ -101,10 +103,23 @@ static void batch_fetched(struct sg_op *op)
 			continue;
 		}
 		l->stats.chunks_fetched++;
+		if (sg_list_empty(&j->waiters)) {
+			/* Nobody waits for it: prefetch, background fetch, or taken along with an
+			 * on-demand fetch (read-ahead, the window). */
+			l->speculative[j->chunk] = 1;
+			l->stats.speculative_bytes += c->next_offset - c->offset;
+		}
 		sg_layer_job_ready(j, e);
 	}
-	if (op->res > 0)
+	if (op->res > 0) {
 		l->stats.fetched_bytes += (uint64_t)op->res;
+		if (b->ondemand)
+			l->stats.ondemand_fetched_bytes += (uint64_t)op->res;
+		else if (b->prefetch)
+			l->stats.prefetched_bytes += (uint64_t)op->res;
+	}
+	if (op->res != -ECANCELED)
+		sg_hist_observe(&l->stats.fetch_ms, (double)(sg_now_ns() - b->start_ns) / 1e6);
 	batch_free(b);
 	/* After an on-demand batch too: background fetch that found the link busy waits for
 	 * the last batch in flight, whichever it was, to look again. */
@@ -122,6 +137,8 @@ int sg_layer_fetch_batch(struct sg_layer *l, struct sg_range_source *src,
 		return -ENOMEM;
 	b->layer = l;
 	b->background = background;
+	b->ondemand = ondemand;
+	b->prefetch = !ondemand && l->prefetching;
 	b->offset = sg_layer_chunk(l, chunks[0])->offset;
 	uint64_t end = 0;
 	size_t need = 0;
@@ -162,10 +179,13 @@ int sg_layer_fetch_batch(struct sg_layer *l, struct sg_range_source *src,
 	}
 	sg_op_init(&b->op);
 	sg_op_set_group(&b->op, &l->group);
+	b->start_ns = sg_now_ns();
 	r = sg_range_read(src, b->offset, b->len, b->buf, &b->op, batch_fetched);
 	if (r < 0)
 		goto fail;
 	l->stats.fetch_requests++;
+	if (ondemand)
+		l->stats.ondemand_fetches++;
 	return (int)n;
 fail:
 	for (size_t i = 0; i < b->n; i++) {

@@ -74,6 +74,7 @@ struct layer_read {
 	uint32_t file;
 	uint64_t offset;
 	size_t len;
+	uint64_t start_ns;         /* for stats.read_us */
 	unsigned pending;
 	int error;
 	struct sg_op io_op;        /* stargz.index.json's read */
@@ -109,6 +110,7 @@ struct sg_layer {
 	uint32_t n_chunks;
 	uint32_t *chunk_file;          /* chunk -> node owning it */
 	struct chunk_job **jobs;       /* chunk -> job in flight */
+	uint8_t *speculative;          /* chunk -> fetched with nobody waiting, not read since */
 	struct sg_memcache *mem;
 	struct sg_diskcache *disk;
 	struct sg_list users;          /* struct sg_layer_user */
@@ -146,6 +148,8 @@ struct sg_layer {
 	uint32_t prefetch_cursor, background_cursor;
 	uint64_t prefetch_end;
 	bool prefetching, backgrounding, background_started;
+	uint64_t start_ns;             /* sg_layer_start: prefetch's clock */
+	uint64_t background_start_ns;  /* background fetch's first batch */
 	struct sg_op background_timer;
 
 	bool closing;
@@ -192,6 +196,9 @@ int sg_layer_job_load(struct sg_layer *l, struct chunk_job *j);
 /* Counts a chunk that did not match its digest and tells the owner (on_bad_chunk). */
 void sg_layer_report_bad_chunk(struct sg_layer *l, uint32_t chunk, uint64_t file_offset,
 			       bool from_cache);
+/* A reader wants chunk c (a read, or an open handed to the kernel): counts it as used if
+ * it was fetched speculatively (stats.speculative_used_bytes). */
+void sg_layer_note_used(struct sg_layer *l, uint32_t c);
 /* Completes sg_layer_close once nothing is left in flight. */
 void sg_layer_maybe_close_done(struct sg_layer *l);
 /* Completes sg_layer_user_close (and frees the user) once it is owed no result. */

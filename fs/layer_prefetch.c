@@ -119,6 +119,7 @@ void sg_layer_prefetch_continue(struct sg_layer *l)
 				if (l->batches_inflight == 0) {
 					l->prefetching = false;
 					l->stats.prefetch_done = true;
+					l->stats.prefetch_ns = sg_now_ns() - l->start_ns;
 				}
 				break;
 			}
@@ -145,6 +146,8 @@ void sg_layer_prefetch_continue(struct sg_layer *l)
 		l->stats.background_skipped = true;
 		return;
 	}
+	if (!l->background_start_ns)
+		l->background_start_ns = sg_now_ns();
 	int r = next_batch(l, &l->background_cursor, UINT64_MAX, BACKGROUND_BATCH, true);
 	if (r == -EAGAIN) {
 		background_retry(l);
@@ -153,5 +156,7 @@ void sg_layer_prefetch_continue(struct sg_layer *l)
 	if (r <= 0) {
 		l->backgrounding = false;
 		l->stats.background_done = r == 0;
+		if (r == 0)
+			l->stats.background_ns = sg_now_ns() - l->background_start_ns;
 	}
 }

@@ -124,6 +124,10 @@ int sg_layer_open_verified(struct sg_layer *l, uint32_t node)
 		close(fd);
 		return -ENOENT;
 	}
+	/* The kernel reads it from now on without asking us: an open is as close to "read" as
+	 * we get to see. */
+	for (uint32_t c = 0; c < n->nchunks; c++)
+		sg_layer_note_used(l, n->first_chunk + c);
 	return fd;
 }
 

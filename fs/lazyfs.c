@@ -130,8 +130,8 @@ static void fill_entry(struct sg_lazyfs *fs, uint32_t id, struct fuse_entry_para
 	memset(e, 0, sizeof(*e));
 	fill_stat(fs, id, &e->attr);
 	e->ino = e->attr.st_ino;
-	e->attr_timeout = TIMEOUT;
-	e->entry_timeout = TIMEOUT;
+	e->attr_timeout = fs->opts.attr_timeout;
+	e->entry_timeout = fs->opts.entry_timeout;
 }
 
 /* ---- operations ---- */
@@ -169,7 +169,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (id == SG_TOC_NONE) {
 		/* A negative entry the kernel may cache as long as a positive one. */
 		memset(&e, 0, sizeof(e));
-		e.entry_timeout = TIMEOUT;
+		e.entry_timeout = fs->opts.entry_timeout;
 		fuse_reply_entry(req, &e);
 		return;
 	}
@@ -204,7 +204,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		return;
 	}
 	fill_stat(fs, id, &st);
-	fuse_reply_attr(req, &st, TIMEOUT);
+	fuse_reply_attr(req, &st, fs->opts.attr_timeout);
 }
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)
@@ -722,6 +722,10 @@ int sg_lazyfs_mount(struct sg_loop *loop, struct sg_layer *layer, const char *mo
 		fs->opts = *opts;
 	if (!fs->opts.stuck_after_ns)
 		fs->opts.stuck_after_ns = DEFAULT_STUCK_NS;
+	if (fs->opts.attr_timeout <= 0)
+		fs->opts.attr_timeout = TIMEOUT;
+	if (fs->opts.entry_timeout <= 0)
+		fs->opts.entry_timeout = TIMEOUT;
 	sg_group_init(&fs->group);
 	sg_op_init(&fs->user_close_op);
 	sg_op_init(&fs->lost_op);

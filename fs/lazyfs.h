@@ -40,6 +40,10 @@ struct sg_lazyfs_options {
 	 * sg_lazyfs_unmount (which finds nothing left to detach) and frees. */
 	void (*on_lost)(void *userdata);
 	void *userdata;
+	/* How long the kernel may cache attributes and names (also "no such name") in seconds;
+	 * 0 = a day: a layer never changes, so the longest is right unless an operator wants
+	 * less kernel memory held by it. */
+	double attr_timeout, entry_timeout;
 };
 
 struct sg_lazyfs_stats {

@@ -4,15 +4,65 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 
 #include "net/auth.h"
 #include "net/credhelper.h"
 #include "net/url.h"
 
+#define GIVEN_MAX 64
+
+/* Credentials handed over at run time (kubelet's, through the CRI proxy), by host. */
+struct given {
+	char *host, *username, *password;
+};
+
 struct sg_credentials {
 	struct sg_docker_config *docker;
 	struct sg_credhelper *helpers;        /* NULL once shut down */
+	struct given given[GIVEN_MAX];
+	size_t ngiven;
 };
+
+static void given_done(struct given *g)
+{
+	/* Scrubbed before free: a password should not linger in freed heap. */
+	if (g->password)
+		explicit_bzero(g->password, strlen(g->password));
+	free(g->host);
+	free(g->username);
+	free(g->password);
+	*g = (struct given){ 0 };
+}
+
+int sg_credentials_give(struct sg_credentials *c, const char *host, const char *username,
+			const char *password)
+{
+	size_t i = 0;
+
+	while (i < c->ngiven && strcasecmp(c->given[i].host, host) != 0)
+		i++;
+	if (i == GIVEN_MAX) {
+		/* The oldest goes: the newest pull is the one that must work. */
+		given_done(&c->given[0]);
+		memmove(&c->given[0], &c->given[1], (GIVEN_MAX - 1) * sizeof(c->given[0]));
+		c->given[GIVEN_MAX - 1] = (struct given){ 0 };
+		i = GIVEN_MAX - 1;
+		c->ngiven--;
+	}
+	struct given g = { strdup(host), strdup(username), strdup(password) };
+	if (!g.host || !g.username || !g.password) {
+		given_done(&g);
+		return -ENOMEM;
+	}
+	if (i < c->ngiven)
+		given_done(&c->given[i]);
+	else
+		c->ngiven++;
+	c->given[i] = g;
+	return 0;
+}
 
 int sg_credentials_new(struct sg_loop *loop, struct sg_docker_config *docker,
 		       uint64_t helper_timeout_ns, struct sg_credentials **ret)
@@ -51,6 +101,8 @@ void sg_credentials_free(struct sg_credentials *c)
 		return;
 	sg_credentials_shutdown(c);
 	sg_docker_config_free(c->docker);
+	for (size_t i = 0; i < c->ngiven; i++)
+		given_done(&c->given[i]);
 	free(c);
 }
 
@@ -63,6 +115,17 @@ static int source(struct sg_credentials *c, const char *host, struct sg_docker_c
 	int r;
 
 	*ret = (struct sg_docker_cred){ 0 };
+	for (size_t i = 0; i < c->ngiven; i++) {
+		if (strcasecmp(c->given[i].host, host) != 0)
+			continue;
+		ret->username = strdup(c->given[i].username);
+		ret->password = strdup(c->given[i].password);
+		if (!ret->username || !ret->password) {
+			sg_docker_cred_done(ret);
+			return -ENOMEM;
+		}
+		return 0;
+	}
 	if (!c->docker)
 		return -ENOENT;
 	r = sg_docker_config_lookup(c->docker, host, ret);

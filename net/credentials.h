@@ -29,6 +29,12 @@ void sg_credentials_shutdown(struct sg_credentials *c);
 /* Shuts down if need be and frees.  NULL is fine. */
 void sg_credentials_free(struct sg_credentials *c);
 
+/* Credentials handed over at run time for a host (kubelet's, from a CRI PullImage): they take
+ * precedence over the docker config's for that host, and replace what was given before.  At
+ * most 64 hosts (the oldest goes).  Returns 0 or -ENOMEM. */
+int sg_credentials_give(struct sg_credentials *c, const char *host, const char *username,
+			const char *password);
+
 /* Credentials for a registry host ("ghcr.io", "127.0.0.1:5000").  Returns 0 with *ret (free
  * with sg_docker_cred_done), -ENOENT (nothing configured, or the helper had none: then err,
  * which may be NULL, says why), -EAGAIN (the helper has not answered: sg_credentials_wait),

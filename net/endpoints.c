@@ -158,6 +158,17 @@ static int domain_config(struct sg_endpoints *e, struct domain *d, const char *d
 			     herr.msg[0] ? herr.msg : strerror(-r));
 		return r;
 	}
+	for (size_t i = 0; i < e->cfg.nresolver; i++) {
+		if (strcmp(e->cfg.resolver_domains[i], domain) != 0)
+			continue;
+		struct sg_error herr = { 0 };
+		const char *rtext = e->cfg.resolver_hosts_toml[i];
+		r = sg_hosts_toml_parse(rtext, strlen(rtext), domain, NULL, &d->cfg, &herr);
+		if (r < 0)
+			sg_error_set(&d->why, 0, "resolver mirrors of %s (config): %s", domain,
+				     herr.msg[0] ? herr.msg : strerror(-r));
+		return r;
+	}
 	r = sg_hosts_default(domain, &d->cfg);
 	if (r < 0)
 		sg_error_set(&d->why, 0, "registry %s: %s", domain, strerror(-r));

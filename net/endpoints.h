@@ -50,6 +50,11 @@ struct sg_endpoints_config {
 	const char *const *insecure_hosts;    /* "host[:port]" that may use plain HTTP */
 	size_t ninsecure_hosts;
 	bool plain_http_localhost;
+	/* hosts.toml text for a domain without a file in hosts_dir: resolver_hosts_toml[i] for
+	 * resolver_domains[i] (see sg_registry_config). */
+	const char *const *resolver_domains;
+	const char *const *resolver_hosts_toml;
+	size_t nresolver;
 };
 
 /* The strings of config must outlive the object; pool too.  Returns 0 or -ENOMEM. */

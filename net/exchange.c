@@ -174,12 +174,32 @@ static void xfer_release_conn(struct sg_exchange *x, bool reuse)
 	x->c = NULL;
 }
 
+/* Counts a failed request against its registry host, for `stargzd status`.  The message may
+ * name a redirect target: a presigned URL's query string is a credential, so it is cut. */
+static void note_failure(struct sg_host_stats *st, const char *msg)
+{
+	size_t o = 0;
+
+	st->failures++;
+	for (const char *s = msg; *s && o + 1 < sizeof(st->last_error); s++) {
+		if (*s == '?') {
+			while (s[1] && s[1] != ' ' && !(s[1] == ':' && s[2] == ' '))
+				s++;
+			continue;
+		}
+		st->last_error[o++] = *s;
+	}
+	st->last_error[o] = '\0';
+}
+
 /* Completes the caller's op.  Nothing is pending on x->op. */
 static void xfer_deliver(struct sg_exchange *x)
 {
 	x->delivered = true;
 	if (x->result < 0)
 		sg_error_set(x->done_err, x->result, "%s", x->err.msg);
+	if (x->result < 0 && x->result != -ECANCELED)
+		note_failure(sg_host_stats(x->orig_host), x->err.msg);
 	/* Cannot fail: the caller's op was idle when the exchange started and is ours until
 	 * this post, and posts are accepted while the loop drains. */
 	(void)sg_post(x->xs->loop, x->done_op, x->result, x->done_cb);
@@ -248,12 +268,13 @@ static bool xfer_may_retry(struct sg_exchange *x)
 	return x->attempt + 1 < max && !x->xs->closing;
 }
 
-static void xfer_retry_after(struct sg_exchange *x, uint64_t delay)
+static void xfer_retry_after(struct sg_exchange *x, uint64_t delay, enum sg_retry_cause cause)
 {
 	int r;
 
 	x->attempt++;
 	sg_host_stats(x->host)->retries++;
+	sg_host_stats(x->host)->retries_by[cause]++;
 	/* Start over at the registry: a redirect target (a presigned URL) may have expired. */
 	x->host = x->orig_host;
 	free(x->target);
@@ -287,7 +308,8 @@ static void xfer_attempt_failed(struct sg_exchange *x, int res, bool retryable)
 	if (x->finishing)
 		return;
 	if (retryable && xfer_may_retry(x)) {
-		xfer_retry_after(x, xfer_backoff(x));
+		xfer_retry_after(x, xfer_backoff(x),
+				 res == -ETIMEDOUT ? SG_RETRY_TIMEOUT : SG_RETRY_CONNECTION);
 		return;
 	}
 	if (x->attempt > 0 && retryable)
@@ -501,7 +523,9 @@ static void xfer_act(struct sg_exchange *x)
 	case XA_RETRY:
 		sg_xfer_status_error(x);
 		if (xfer_may_retry(x)) {
-			xfer_retry_after(x, x->act_delay);
+			xfer_retry_after(x, x->act_delay,
+					 x->status == 429 ? SG_RETRY_THROTTLED :
+					 x->status == 408 ? SG_RETRY_TIMEOUT : SG_RETRY_SERVER);
 			return;
 		}
 		if (x->attempt > 0)

@@ -531,6 +531,12 @@ bool sg_host_same_origin(const struct sg_host *a, const struct sg_host *b)
 	return a->tls == b->tls && a->port == b->port && !strcasecmp(a->hostname, b->hostname);
 }
 
+const char *sg_retry_cause_name(enum sg_retry_cause c)
+{
+	static const char *const names[] = { "connection", "timeout", "server_error", "throttled" };
+	return (unsigned)c < _SG_RETRY_CAUSE_MAX ? names[c] : "?";
+}
+
 struct sg_host_stats *sg_host_stats(struct sg_host *h)
 {
 	return &h->st;
@@ -568,9 +574,48 @@ int sg_pool_stats(const struct sg_pool *p, const char *host, struct sg_host_stat
 			ret->conns_max_seen = h->st.conns_max_seen;
 		ret->requests += h->st.requests;
 		ret->retries += h->st.retries;
+		for (unsigned c = 0; c < _SG_RETRY_CAUSE_MAX; c++)
+			ret->retries_by[c] += h->st.retries_by[c];
 		ret->reused += h->st.reused;
+		ret->failures += h->st.failures;
+		if (h->st.last_error[0])
+			memcpy(ret->last_error, h->st.last_error, sizeof(ret->last_error));
 	}
 	return found ? 0 : -ENOENT;
+}
+
+void sg_pool_each_host(const struct sg_pool *p,
+		       void (*fn)(void *userdata, const char *authority, bool tls,
+				  const struct sg_host_stats *st),
+		       void *userdata)
+{
+	for (const struct sg_list *pos = p->hosts.next; pos != &p->hosts; pos = pos->next) {
+		const struct sg_host *h = sg_container_of(pos, struct sg_host, link);
+		bool first = true;
+		/* One host may have several pools (own CAs or skip_verify from hosts.toml):
+		 * reported once, summed, under its first pool. */
+		for (const struct sg_list *q = p->hosts.next; q != pos; q = q->next) {
+			const struct sg_host *o = sg_container_of(q, struct sg_host, link);
+			if (o->tls == h->tls && !strcasecmp(o->authority, h->authority))
+				first = false;
+		}
+		if (!first)
+			continue;
+		struct sg_host_stats sum = h->st;
+		for (const struct sg_list *q = pos->next; q != &p->hosts; q = q->next) {
+			const struct sg_host *o = sg_container_of(q, struct sg_host, link);
+			if (o->tls != h->tls || strcasecmp(o->authority, h->authority))
+				continue;
+			sum.requests += o->st.requests;
+			sum.retries += o->st.retries;
+			for (unsigned c = 0; c < _SG_RETRY_CAUSE_MAX; c++)
+				sum.retries_by[c] += o->st.retries_by[c];
+			sum.failures += o->st.failures;
+			if (o->st.last_error[0])
+				memcpy(sum.last_error, o->st.last_error, sizeof(sum.last_error));
+		}
+		fn(userdata, h->authority, h->tls, &sum);
+	}
 }
 
 /* ---- the pool ---- */

@@ -45,6 +45,17 @@ enum sg_multirange {
 };
 const char *sg_multirange_name(enum sg_multirange m);
 
+/* Why a request was tried again. */
+enum sg_retry_cause {
+	SG_RETRY_CONNECTION,              /* connect, TLS, reset, truncated answer */
+	SG_RETRY_TIMEOUT,                 /* no answer in time, or 408 */
+	SG_RETRY_SERVER,                  /* 5xx */
+	SG_RETRY_THROTTLED,               /* 429 */
+	_SG_RETRY_CAUSE_MAX,
+};
+/* "connection", "timeout", "server_error", "throttled". */
+const char *sg_retry_cause_name(enum sg_retry_cause c);
+
 struct sg_host_stats {
 	enum sg_multirange multirange;
 	bool ignores_ranges;              /* answered a single range with 200 */
@@ -52,7 +63,10 @@ struct sg_host_stats {
 	unsigned conns_max_seen;          /* peak simultaneous connections */
 	unsigned requests;                /* requests sent, retries included */
 	unsigned retries;
+	unsigned retries_by[_SG_RETRY_CAUSE_MAX];
 	unsigned reused;                  /* requests sent on a kept-alive connection */
+	unsigned failures;                /* requests that failed after their retries */
+	char last_error[256];             /* the last one's message, query strings cut out */
 };
 
 struct sg_pool_config {
@@ -96,6 +110,12 @@ void sg_host_set_wants_basic(struct sg_host *h);
 /* The counters of every pool of `host`, "host:port" as in a URL ("127.0.0.1:5000") or as in
  * the Host header: http and https pools are summed.  Returns 0 or -ENOENT. */
 int sg_pool_stats(const struct sg_pool *p, const char *host, struct sg_host_stats *ret);
+/* Calls fn once for every host the pool knows ("host:port" as in the Host header, tls), with
+ * the counters of all its pools summed. */
+void sg_pool_each_host(const struct sg_pool *p,
+		       void (*fn)(void *userdata, const char *authority, bool tls,
+				  const struct sg_host_stats *st),
+		       void *userdata);
 
 /* Gets a ready connection to h.  cb(op) runs once from the loop: op->res 0 with *ret_conn
  * (the caller's until sg_pool_conn_release), or a negative errno with err saying why.

@@ -36,6 +36,8 @@ struct sg_registry {
 	struct sg_registry_config cfg;        /* defaults filled in; no pointers kept */
 	char **insecure;
 	size_t ninsecure;
+	char **res_domains, **res_toml;   /* sg_registry_config.resolver_*, copied */
+	size_t nresolver;
 	char user_agent[128];
 	char *hosts_dir;
 	struct sg_tls_trust trust;
@@ -56,6 +58,12 @@ static void reg_free(struct sg_registry *reg)
 	for (size_t i = 0; i < reg->ninsecure; i++)
 		free(reg->insecure[i]);
 	free(reg->insecure);
+	for (size_t i = 0; i < reg->nresolver; i++) {
+		free(reg->res_domains[i]);
+		free(reg->res_toml[i]);
+	}
+	free(reg->res_domains);
+	free(reg->res_toml);
 	free(reg->hosts_dir);
 	sg_tls_trust_done(&reg->trust);
 	free(reg);
@@ -89,6 +97,7 @@ static void set_config(struct sg_registry *reg, const struct sg_registry_config 
 	     config->user_agent ? config->user_agent : "stargzd/" STARGZD_VERSION);
 	c->user_agent = NULL;
 	c->insecure_hosts = NULL;
+	c->resolver_domains = c->resolver_hosts_toml = NULL;
 	c->hosts_dir = NULL;
 	c->docker_config = NULL;
 	/* The CA files are read below, into the default trust store. */
@@ -101,6 +110,19 @@ static int copy_strings(struct sg_registry *reg, const struct sg_registry_config
 	reg->hosts_dir = strdup(config->hosts_dir ? config->hosts_dir : SG_REGISTRY_HOSTS_DIR);
 	if (!reg->hosts_dir)
 		return -ENOMEM;
+	if (config->nresolver) {
+		reg->res_domains = calloc(config->nresolver, sizeof(char *));
+		reg->res_toml = calloc(config->nresolver, sizeof(char *));
+		if (!reg->res_domains || !reg->res_toml)
+			return -ENOMEM;
+		reg->nresolver = config->nresolver;
+		for (size_t i = 0; i < config->nresolver; i++) {
+			reg->res_domains[i] = strdup(config->resolver_domains[i]);
+			reg->res_toml[i] = strdup(config->resolver_hosts_toml[i]);
+			if (!reg->res_domains[i] || !reg->res_toml[i])
+				return -ENOMEM;
+		}
+	}
 	if (!config->ninsecure_hosts)
 		return 0;
 	reg->insecure = calloc(config->ninsecure_hosts, sizeof(char *));
@@ -192,6 +214,9 @@ static int make_parts(struct sg_registry *reg, struct sg_docker_config *docker)
 		.insecure_hosts = insecure,
 		.ninsecure_hosts = reg->ninsecure,
 		.plain_http_localhost = reg->cfg.plain_http_localhost,
+		.resolver_domains = (const char *const *)reg->res_domains,
+		.resolver_hosts_toml = (const char *const *)reg->res_toml,
+		.nresolver = reg->nresolver,
 	};
 	struct sg_exchanges_config xc = {
 		.first_byte_timeout_ns = reg->cfg.first_byte_timeout_ns,
@@ -286,6 +311,23 @@ int sg_registry_host_stats(const struct sg_registry *reg, const char *host,
 			   struct sg_host_stats *ret)
 {
 	return sg_pool_stats(reg->pool, host, ret);
+}
+
+int sg_registry_give_credentials(struct sg_registry *reg, const char *host, const char *username,
+				 const char *password)
+{
+	if (!reg->creds || reg->closing)
+		return -ECANCELED;
+	return sg_credentials_give(reg->creds, host, username, password);
+}
+
+void sg_registry_each_host(const struct sg_registry *reg,
+			   void (*fn)(void *userdata, const char *authority, bool tls,
+				      const struct sg_host_stats *st),
+			   void *userdata)
+{
+	if (reg)
+		sg_pool_each_host(reg->pool, fn, userdata);
 }
 
 /* ---- for blob.c and manifest_fetch.c ---- */

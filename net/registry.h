@@ -47,6 +47,12 @@ struct sg_registry_config {
 	const char *const *insecure_hosts;/* "host[:port]" that may use plain HTTP */
 	size_t ninsecure_hosts;
 	bool plain_http_localhost;        /* localhost, 127.0.0.1 and ::1 may use plain HTTP */
+	/* hosts.toml text for a domain that has no file in hosts_dir (the daemon's config writes
+	 * it from stargz-snapshotter's resolver mirrors): resolver_hosts_toml[i] for
+	 * resolver_domains[i]. */
+	const char *const *resolver_domains;
+	const char *const *resolver_hosts_toml;
+	size_t nresolver;
 	const char *const *ca_files;      /* extra trust anchors for every TLS host */
 	size_t nca_files;
 	bool no_system_ca;                /* do not load SG_TLS_SYSTEM_CA_BUNDLE (tests) */
@@ -84,5 +90,14 @@ void sg_registry_free(struct sg_registry *r);
  * are summed (net/pool.h).  Returns 0 or -ENOENT. */
 int sg_registry_host_stats(const struct sg_registry *r, const char *host,
 			   struct sg_host_stats *ret);
+/* Credentials for a registry host ("ghcr.io", "127.0.0.1:5000") handed over at run time
+ * (net/credentials.h sg_credentials_give).  Returns 0, -ENOMEM or -ECANCELED (shut down). */
+int sg_registry_give_credentials(struct sg_registry *r, const char *host, const char *username,
+				 const char *password);
+/* Calls fn for every registry host in use ("host:port", tls, its counters). */
+void sg_registry_each_host(const struct sg_registry *r,
+			   void (*fn)(void *userdata, const char *authority, bool tls,
+				      const struct sg_host_stats *st),
+			   void *userdata);
 
 #endif

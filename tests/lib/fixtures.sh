@@ -7,7 +7,11 @@
 #   push_image OCI_DIR TAG REPO    -> $REGISTRY/REPO:TAG
 #   start_stargzd                  -> $SG_ROOT, $SG_SOCK, $SG_PID, log $WORK/stargzd.log
 #   stop_stargzd [SIGNAL]
-#   start_containerd               -> $CTR (ctr with the right address), log $WORK/containerd.log
+#   start_containerd_cri REGISTRY  the same with the CRI plugin on (stargz, cri.* labels), $CTR in
+#                                  namespace k8s.io; tests/lib/cri.py ($CRI_CLIENT) is kubelet's side
+#   start_containerd               -> $CTR (ctr with the right address), log $WORK/containerd.log;
+#                                  CONTAINERD_DISABLED_PLUGINS (default the CRI plugin) and
+#                                  CONTAINERD_EXTRA_CONFIG (TOML appended) change its config
 #   run_after_restart IMG NAME CMD... -> $RUN_OUT: ctr run, retried for 10 s while containerd's
 #                                  client reconnects to a restarted stargzd
 #   esgz_layer_info OCI_DIR        "<layer digest> <toc digest>" of the image's last layer
@@ -93,7 +97,7 @@ start_containerd() {
 version = 2
 root = "$d/root"
 state = "$d/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+disabled_plugins = [${CONTAINERD_DISABLED_PLUGINS-\"io.containerd.grpc.v1.cri\"}]
 [grpc]
   address = "$d/containerd.sock"
 [ttrpc]
@@ -105,11 +109,37 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [proxy_plugins.stargz]
   type = "snapshot"
   address = "$SG_SOCK"
+${CONTAINERD_EXTRA_CONFIG:-}
 TOML
   spawn containerd --config "$d/config.toml" >"$WORK/containerd.log" 2>&1
   CONTAINERD_PID=$SPAWNED
   CTR="ctr --address $d/containerd.sock"
   wait_for 20 $CTR version >/dev/null
+}
+
+# containerd with its CRI plugin on (stargz as its snapshotter, snapshot annotations on: the
+# cri.* labels) and REGISTRY reachable over plain HTTP through a hosts.toml of its own; $CTR
+# is in the CRI's namespace, k8s.io.  tests/lib/cri.py is the CRI client.
+CRI_CLIENT=$FIXTURES_DIR/cri.py
+start_containerd_cri() {   # REGISTRY
+  mkdir -p "$WORK/cri-certs.d/$1" "$WORK/cni/bin" "$WORK/cni/conf"
+  cat >"$WORK/cri-certs.d/$1/hosts.toml" <<TOML
+server = "http://$1"
+[host."http://$1"]
+  capabilities = ["pull", "resolve"]
+TOML
+  CONTAINERD_DISABLED_PLUGINS="" CONTAINERD_EXTRA_CONFIG="[plugins.\"io.containerd.grpc.v1.cri\"]
+  stream_server_address = \"127.0.0.1\"
+  stream_server_port = \"0\"
+  [plugins.\"io.containerd.grpc.v1.cri\".cni]
+    bin_dir = \"$WORK/cni/bin\"
+    conf_dir = \"$WORK/cni/conf\"
+  [plugins.\"io.containerd.grpc.v1.cri\".containerd]
+    snapshotter = \"stargz\"
+    disable_snapshot_annotations = false
+  [plugins.\"io.containerd.grpc.v1.cri\".registry]
+    config_path = \"$WORK/cri-certs.d\"" start_containerd || return 1
+  CTR="$CTR -n k8s.io"
 }
 
 # Bytes the registry sent for blob requests of a repository so far (from its access log,

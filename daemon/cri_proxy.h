@@ -1,0 +1,39 @@
+/* The CRI image-service proxy (stargz-snapshotter's [cri_keychain]): kubelet, started with
+ * --image-service-endpoint=unix://LISTEN_PATH, sends runtime.v1.ImageService calls here;
+ * each is forwarded as it is to containerd's CRI socket (image_service_path) and its answer
+ * returned.  The credentials of a PullImage (its AuthConfig: username and password, or
+ * "auth") are kept for the image's registry host (net/registry.h
+ * sg_registry_give_credentials), so that the lazy layers of that image are fetched with
+ * them.  Credentials never reach a log line or a metric: the proxy logs nothing of a request.
+ * Everything runs on the loop (daemon/grpc.h server, daemon/grpc_client.h client). */
+#ifndef STARGZD_CRI_PROXY_H
+#define STARGZD_CRI_PROXY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "daemon/core/error.h"
+
+struct sg_loop;
+struct sg_registry;
+struct sg_cri_proxy;
+
+/* Listens on listen_path (mode 0660) and forwards to image_service_path (both must outlive
+ * the proxy).  registry may be NULL (lazy pulling off: nothing to give credentials to). */
+int sg_cri_proxy_new(struct sg_loop *loop, const char *listen_path, const char *image_service_path,
+		     struct sg_registry *registry, struct sg_cri_proxy **ret, struct sg_error *err);
+/* Stops accepting; calls still forwarded are answered UNAVAILABLE at once (kubelet retries);
+ * done runs from the loop when nothing is left. */
+void sg_cri_proxy_shutdown(struct sg_cri_proxy *p, void (*done)(void *userdata), void *userdata);
+void sg_cri_proxy_free(struct sg_cri_proxy *p);
+
+/* What a PullImageRequest carries (exposed for the unit test): the image and the
+ * credentials, each NUL-terminated; "" when absent.  0 or -EBADMSG. */
+struct sg_cri_pull {
+	char image[512];
+	char username[256], password[256], auth[1024], server_address[256];
+};
+int sg_cri_parse_pull(const uint8_t *msg, size_t len, struct sg_cri_pull *ret);
+
+#endif

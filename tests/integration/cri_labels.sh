@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# TIMEOUT: 300
+# The CRI labels through the real CRI plugin: containerd 1.6 with its CRI plugin on and
+# stargzd as the CRI's snapshotter; a CRI client (Debian's python3-grpcio, raw
+# runtime.v1.ImageService/PullImage, the message encoded by hand) pulls an eStargz image.
+# containerd then passes only containerd.io/snapshot/cri.image-ref, cri.layer-digest and
+# cri.image-layers (no stargz.* labels): the layers must still be mounted lazily, and a
+# container must read the image's bytes.
+. "$(dirname "$0")/lib.sh"
+. "$STARGZD_TOP/tests/lib/fixtures.sh"
+
+$PYTHON -c 'import grpc' 2>/dev/null || { fail "python3-grpcio is installed (tools/install-deps.sh)"; finish; }
+REGISTRY_LOG_LEVEL=info start_registry || { fail "registry starts" "$(cat "$WORK/registry.log")"; finish; }
+make_busybox_rootfs "$WORK/l1"
+mkdir -p "$WORK/l2/data"
+head -c 6000000 /dev/urandom >"$WORK/l2/data/big.bin"
+head -c 3000000 /dev/urandom >"$WORK/l2/data/unread.bin"
+BIG_SUM=$(sha256sum "$WORK/l2/data/big.bin" | cut -d' ' -f1)
+make_image "$WORK/oci" v1 "$WORK/l1" "$WORK/l2" >/dev/null
+check "eStargz conversion" make_estargz_image "$WORK/oci" "$WORK/esgz"
+check "eStargz image pushed" push_image "$WORK/esgz" v1 cri
+BLOBS=$(du -cb "$WORK/esgz/blobs/sha256" | tail -1 | cut -f1)
+read -r LAYER _ < <(esgz_layer_info "$WORK/esgz")
+IMG=$REGISTRY/cri:v1
+
+start_stargzd || { fail "stargzd starts" "$(cat "$WORK/stargzd.log")"; finish; }
+# containerd with the CRI plugin: stargz as its snapshotter, snapshot annotations on (the
+# cri.* labels), the test registry over plain HTTP through its own hosts.toml.
+start_containerd_cri "$REGISTRY" || { fail "containerd starts" "$(tail -20 "$WORK/containerd.log")"; finish; }
+pass "containerd with the CRI plugin starts"
+
+before=$(registry_blob_bytes cri)
+CRI_SOCK=$WORK/containerd/containerd.sock
+if $PYTHON "$CRI_CLIENT" "$CRI_SOCK" pull "$IMG" >"$WORK/cri.out" 2>&1 &&
+   $PYTHON "$CRI_CLIENT" "$CRI_SOCK" status "$IMG" >>"$WORK/cri.out" 2>&1; then
+  pass "CRI PullImage through containerd's CRI plugin"
+else
+  fail "CRI PullImage through containerd's CRI plugin" "$(tail -5 "$WORK/cri.out"; tail -5 "$WORK/containerd.log")"
+fi
+check "CRI ImageStatus knows the image by its tag" grep -q "repo_tags.*$IMG" "$WORK/cri.out"
+pulled=$(( $(registry_blob_bytes cri) - before ))
+echo "    registry sent $pulled bytes of blobs during the CRI pull (image blobs: $BLOBS bytes)"
+SN="$CTR snapshots --snapshotter stargz"
+check "the pull did not download the layers" bash -c "[[ $pulled -lt $((BLOBS / 2)) ]]"
+check "the layers are remote snapshots" bash -c "[[ \$($SN ls | awk 'NR>1' | wc -l) -eq 2 ]] && for k in \$($SN ls | awk 'NR>1 {print \$1}'); do $SN info \$k | grep -q 'containerd.io/snapshot/remote' || exit 1; done"
+check "their labels are the CRI plugin's, not stargz.*" bash -c "for k in \$($SN ls | awk 'NR>1 {print \$1}'); do i=\$($SN info \$k); grep -q 'containerd.io/snapshot/cri.layer-digest' <<<\"\$i\" && grep -q 'containerd.io/snapshot/cri.image-ref' <<<\"\$i\" && ! grep -q 'stargz.reference' <<<\"\$i\" || exit 1; done"
+check "the layers are FUSE mounts" bash -c "[[ \$(grep -F '$WORK/' /proc/mounts | grep -c ' fuse.stargz ') -ge 2 ]]"
+check "stargzd mounted the last layer under the CRI reference" bash -c "'$STARGZD' status --root '$SG_ROOT' | grep -A1 '^  $LAYER\$' | grep -q 'image       $IMG'"
+out=$($CTR run --rm --snapshotter stargz "$IMG" c1 sha256sum /data/big.bin 2>&1)
+check "a container reads the image's bytes" grep -q "$BIG_SUM" <<<"$out"
+check "stargzd logged no errors" bash -c "! grep -q ' error ' '$WORK/stargzd.log'"
+finish

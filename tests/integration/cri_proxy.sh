@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# TIMEOUT: 300
+# The CRI image-service proxy ([cri_keychain]) with credentials given only in PullImage: a
+# registry that requires Basic auth, containerd's real CRI plugin with stargzd as its
+# snapshotter, and a CRI client (python3-grpcio, raw runtime.v1.ImageService calls) speaking
+# to stargzd's listen_path as kubelet would with --image-service-endpoint.  stargzd has no
+# other credentials: the image must still be pulled lazily and run, and the password must
+# appear in no log, no status and no metric.
+. "$(dirname "$0")/lib.sh"
+. "$STARGZD_TOP/tests/lib/fixtures.sh"
+. "$STARGZD_TOP/tests/lib/registry_fixtures.sh"
+
+$PYTHON -c 'import grpc' 2>/dev/null || { fail "python3-grpcio is installed (tools/install-deps.sh)"; finish; }
+REGISTRY_LOG_LEVEL=info start_registry || { fail "registry starts" "$(cat "$WORK/registry.log")"; finish; }
+make_busybox_rootfs "$WORK/l1"
+mkdir -p "$WORK/l2/data"
+head -c 6000000 /dev/urandom >"$WORK/l2/data/big.bin"
+head -c 3000000 /dev/urandom >"$WORK/l2/data/unread.bin"
+BIG_SUM=$(sha256sum "$WORK/l2/data/big.bin" | cut -d' ' -f1)
+make_image "$WORK/oci" v1 "$WORK/l1" "$WORK/l2" >/dev/null
+check "eStargz conversion" make_estargz_image "$WORK/oci" "$WORK/esgz"
+check "eStargz image pushed" push_image "$WORK/esgz" v1 private
+BLOBS=$(du -cb "$WORK/esgz/blobs/sha256" | tail -1 | cut -f1)
+# The same storage behind Basic auth: the private registry.
+PASSWORD=Cr1-pr0xy-s3cret-$RANDOM
+htpasswd -Bbc "$WORK/htpasswd" kubelet "$PASSWORD" >/dev/null 2>&1
+start_registry_extra private "" "" "$WORK/htpasswd" || { fail "private registry starts"; finish; }
+PRIV=127.0.0.1:$EXTRA_PORT
+IMG=$PRIV/private:v1
+check "the private registry refuses anonymous pulls" bash -c "[[ \$(curl -s -o /dev/null -w '%{http_code}' http://$PRIV/v2/private/manifests/v1) == 401 ]]"
+
+MPORT=$(free_port)
+SG_EXTRA_CONFIG="metrics_address = \"127.0.0.1:$MPORT\"
+background_fetch = false
+[cri_keychain]
+enable_keychain = true
+image_service_path = \"$WORK/containerd/containerd.sock\"
+listen_path = \"$WORK/cri.sock\"" start_stargzd || { fail "stargzd starts" "$(cat "$WORK/stargzd.log")"; finish; }
+check "the CRI proxy listens" wait_for 10 test -S "$WORK/cri.sock"
+
+start_containerd_cri "$PRIV" || { fail "containerd starts" "$(tail -20 "$WORK/containerd.log")"; finish; }
+
+check "without credentials the pull fails (the registry is private)" bash -c "! $PYTHON '$CRI_CLIENT' '$WORK/cri.sock' pull '$IMG' >'$WORK/cri-anon.out' 2>&1"
+if $PYTHON "$CRI_CLIENT" "$WORK/cri.sock" pull "$IMG" kubelet "$PASSWORD" >"$WORK/cri.out" 2>&1 &&
+   $PYTHON "$CRI_CLIENT" "$WORK/cri.sock" list "$IMG" >>"$WORK/cri.out" 2>&1; then
+  pass "PullImage through stargzd's CRI proxy with credentials only in the request"
+else
+  fail "PullImage through stargzd's CRI proxy with credentials only in the request" "$(cat "$WORK/cri.out"; tail -5 "$WORK/containerd.log")"
+fi
+check "ListImages through the proxy lists it" grep -q "listed True" "$WORK/cri.out"
+SN="$CTR snapshots --snapshotter stargz"
+check "the layers are remote snapshots (lazy)" bash -c "[[ \$($SN ls | awk 'NR>1' | wc -l) -eq 2 ]] && for k in \$($SN ls | awk 'NR>1 {print \$1}'); do $SN info \$k | grep -q 'containerd.io/snapshot/remote' || exit 1; done"
+check "the layers are FUSE mounts" bash -c "[[ \$(grep -F '$WORK/' /proc/mounts | grep -c ' fuse.stargz ') -ge 2 ]]"
+out=$($CTR run --rm --snapshotter stargz "$IMG" c1 sha256sum /data/big.bin 2>&1)
+check "the image runs and reads its bytes lazily with the given credentials" grep -q "$BIG_SUM" <<<"$out"
+check "  ... fetched from the private registry by stargzd" bash -c "'$STARGZD' status --root '$SG_ROOT' | grep -qE '^  $PRIV \\(http\\): [1-9][0-9]* requests, [0-9]+ retries, 0 failures'"
+"$STARGZD" status --root "$SG_ROOT" --json >"$WORK/status.json" 2>&1
+curl -sf "http://127.0.0.1:$MPORT/metrics" >"$WORK/scrape.txt"
+read -r LAYER _ < <(esgz_layer_info "$WORK/esgz")
+check "  ... lazily: part of the data layer's blob was fetched, not all of it" $PYTHON -c "
+import json, sys
+s = json.load(open('$WORK/status.json'))
+l = [l for l in s['layers'] if l['digest'] == '$LAYER'][0]
+assert l['image'] == '$IMG' and 0 < l['fetched_bytes'] < l['blob_bytes'], l
+"
+check "the password is in no log, status or metric" bash -c "! grep -rqF '$PASSWORD' '$WORK/stargzd.log' '$WORK/status.json' '$WORK/scrape.txt'"
+check "  ... nor its base64" bash -c "! grep -rqF \"\$(printf %s 'kubelet:$PASSWORD' | base64 -w0)\" '$WORK/stargzd.log' '$WORK/status.json' '$WORK/scrape.txt'"
+stop_stargzd TERM
+check "stargzd with the proxy stops cleanly" bash -c "[[ $EXIT_CODE -eq 0 ]]"
+check "the proxy's socket is removed" bash -c "[[ ! -e '$WORK/cri.sock' ]]"
+check "stargzd logged no errors" bash -c "! grep -q ' error ' '$WORK/stargzd.log'"
+finish
