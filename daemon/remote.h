@@ -20,6 +20,7 @@
 #include "daemon/core/loop.h"
 #include "daemon/meta.h"
 
+struct sg_fdstore;
 struct sg_loop;
 struct sg_range_source;
 struct sg_remote;
@@ -66,6 +67,12 @@ struct sg_remote_config {
 	uint64_t max_chunk_size;
 	/* A FUSE request unanswered this long is logged (see sg_lazyfs_options); 0 = 60 s. */
 	uint64_t stuck_after_ns;
+	/* Keeps a copy of each mount's /dev/fuse descriptor beyond the process
+	 * (daemon/fdstore.h), named "sg.KEY", for mounts given a state_dir; NULL: none. */
+	struct sg_fdstore *fdstore;
+	/* A handover (sg_remote_shutdown with keep_mounts) lets FUSE requests in flight
+	 * finish for this long before leaving them to the next daemon; 0 = 2 s. */
+	uint64_t handover_grace_ns;
 };
 
 /* What the labels say about a layer; remote_layer_info() fills it when they suffice. */
@@ -76,6 +83,13 @@ struct sg_remote_layer {
 	bool skip_verify;
 	uint64_t prefetch_bytes;      /* stargz.prefetch: bytes to prefetch without a landmark */
 	const char *layers;           /* stargz.layers / cri.image-layers: this and later layers */
+	/* Where the mount keeps what a takeover needs (sg_lazyfs_options.state_dir); with a
+	 * fdstore its descriptor is kept there too.  NULL: neither. */
+	const char *state_dir;
+	/* Rebuild the layer from its cache directory (TOC copy, chunk bitmap) when it was
+	 * mounted before, without the registry; the blob is opened on the first read that
+	 * needs it (daemon/deferred_source.h).  Falls back to the registry. */
+	bool from_disk;
 };
 
 /* True when the labels identify a layer that could be mounted lazily. */
@@ -94,6 +108,14 @@ void sg_remote_free(struct sg_remote *r);
 typedef void (*sg_remote_cb)(void *userdata, int res, const char *err);
 int sg_remote_mount(struct sg_remote *r, int64_t key, const char *mountpoint,
 		    const struct sg_remote_layer *layer, sg_remote_cb cb, void *userdata);
+/* As sg_remote_mount, for a mount that outlived the previous daemon: fd is its held
+ * /dev/fuse descriptor, taken over (sg_lazyfs_adopt) once the layer is ready.  On 0 the fd
+ * is the mount's (closed, and the mountpoint detached, if the takeover fails); on a
+ * negative errno it is still the caller's. */
+int sg_remote_adopt(struct sg_remote *r, int64_t key, const char *mountpoint,
+		    const struct sg_remote_layer *layer, int fd, sg_remote_cb cb, void *userdata);
+/* The fdstore name of a mount: "sg.KEY". */
+void sg_remote_held_name(int64_t key, char *buf, size_t len);
 /* Unmounts (if mounted) and releases the layer; cb runs once from the loop. */
 void sg_remote_unmount(struct sg_remote *r, int64_t key, sg_remote_cb cb, void *userdata);
 bool sg_remote_is_mounted(struct sg_remote *r, int64_t key);
@@ -102,7 +124,10 @@ bool sg_remote_is_mounted(struct sg_remote *r, int64_t key);
  * again.  Until then sg_remote_is_mounted(key) is false, so no dead path is handed out. */
 void sg_remote_set_lost_handler(struct sg_remote *r, void (*cb)(void *userdata, int64_t key),
 				void *userdata);
-/* Unmounts everything (shutdown); cb once all is released. */
-void sg_remote_shutdown(struct sg_remote *r, void (*cb)(void *userdata), void *userdata);
+/* Unmounts everything (shutdown); cb once all is released.  keep_mounts (a graceful restart
+ * or upgrade): mounts kept by the fdstore are handed over instead (sg_lazyfs_detach): they
+ * stay mounted, and the next daemon takes them over. */
+void sg_remote_shutdown(struct sg_remote *r, bool keep_mounts, void (*cb)(void *userdata),
+			void *userdata);
 
 #endif

@@ -3,9 +3,11 @@
 
 #include <errno.h>
 #include <fuse_lowlevel.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "daemon/core/loop.h"
@@ -25,6 +27,9 @@ struct open_state {
 	int32_t backing_id;
 	struct sg_passthrough *pt;
 	bool verifying;               /* a trust check runs; opens wait for it */
+	/* Registered by an earlier server of this session (a takeover): how many of its opens
+	 * are still around is unknown, so the id and the pin stay until the mount goes. */
+	bool adopted;
 	struct sg_op verify_op;       /* the trust check's */
 	struct deferred_open *waiting;
 };
@@ -47,6 +52,9 @@ struct sg_passthrough {
 	unsigned waiting;             /* deferred opens */
 	void (*on_settled)(void *userdata);
 	void *userdata;
+	bool dropping;                /* cancelled opens get no reply (sg_passthrough_set_dropping) */
+	int journal_fd;               /* backing ids registered and closed; -1 = none */
+	unsigned adopted;             /* inodes whose backing id an earlier server registered */
 	bool agreed;                  /* stats: the kernel agreed at INIT */
 	int error;                    /* stats: errno of the last failed backing registration */
 	uint64_t passthrough_opens, cached_opens;
@@ -61,6 +69,7 @@ int sg_passthrough_new(struct sg_layer *layer, bool wanted, void (*on_settled)(v
 		return -ENOMEM;
 	pt->layer = layer;
 	pt->fd = -1;
+	pt->journal_fd = -1;
 	pt->wanted = wanted;
 	pt->on_settled = on_settled;
 	pt->userdata = userdata;
@@ -82,10 +91,12 @@ void sg_passthrough_free(struct sg_passthrough *pt)
 		while (pt->opens[b]) {
 			struct open_state *s = pt->opens[b];
 			pt->opens[b] = s->next;
-			if (s->backing_id > 0 && !s->passthrough_opens)
+			if (s->backing_id > 0 && !s->passthrough_opens && !s->adopted)
 				(void)sg_layer_pin_file(pt->layer, s->node, false);
 			free(s);
 		}
+	if (pt->journal_fd >= 0)
+		close(pt->journal_fd);
 	free(pt);
 }
 
@@ -166,6 +177,90 @@ static struct open_state *open_state_get(struct sg_passthrough *pt, uint32_t nod
 	return s;
 }
 
+static struct open_state *open_state_get(struct sg_passthrough *pt, uint32_t node);
+
+/* ---- the journal of backing ids ----
+ *
+ * A file the kernel reads through passthrough names its backing file by an id registered on
+ * the connection, not on our process: after a crash the kernel's open files keep reading
+ * it, and a new open of that inode must name the same backing file (the kernel refuses
+ * another with EBUSY, and a page-cache open with ETXTBSY).  So every registration and
+ * every close is appended to a small file (8 bytes a record, one record per inode that
+ * enters or leaves passthrough mode, not per open); whoever takes the session over reads
+ * which ids are live and answers opens of those inodes with them. */
+struct journal_rec {
+	uint32_t node;
+	int32_t id;                   /* > 0 registered, < 0 the registration -id closed */
+};
+
+static void journal_append(struct sg_passthrough *pt, uint32_t node, int32_t id)
+{
+	struct journal_rec rec = { node, id };
+
+	/* A short write would only lose passthrough for that inode after a takeover. */
+	if (pt->journal_fd >= 0)
+		(void)!write(pt->journal_fd, &rec, sizeof(rec));
+}
+
+static int id_cmp(const void *a, const void *b)
+{
+	int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+int sg_passthrough_journal(struct sg_passthrough *pt, int fd, bool adopt)
+{
+	struct journal_rec *recs = NULL;
+	int32_t *closed = NULL;
+	size_t n = 0, nclosed = 0;
+	struct stat st;
+	int r = 0;
+
+	if (adopt && fstat(fd, &st) == 0 && st.st_size >= (off_t)sizeof(*recs)) {
+		n = (size_t)st.st_size / sizeof(*recs);
+		recs = malloc(n * sizeof(*recs));
+		closed = malloc(n * sizeof(*closed));
+		if (!recs || !closed) {
+			r = -ENOMEM;
+			goto out;
+		}
+		ssize_t got = pread(fd, recs, n * sizeof(*recs), 0);
+		n = got > 0 ? (size_t)got / sizeof(*recs) : 0;
+		/* The kernel hands out backing ids cyclically: an id names one registration, so
+		 * a registration is live unless its close follows. */
+		for (size_t i = 0; i < n; i++)
+			if (recs[i].id < 0 && recs[i].id != INT32_MIN)
+				closed[nclosed++] = -recs[i].id;
+		qsort(closed, nclosed, sizeof(*closed), id_cmp);
+	}
+	if (ftruncate(fd, 0) < 0 || lseek(fd, 0, SEEK_SET) < 0) {
+		r = -errno;
+		goto out;
+	}
+	pt->journal_fd = fd;
+	fd = -1;
+	for (size_t i = 0; i < n; i++) {
+		if (recs[i].id <= 0 || bsearch(&recs[i].id, closed, nclosed, sizeof(*closed), id_cmp))
+			continue;
+		struct open_state *s = open_state_get(pt, recs[i].node);
+		if (!s || s->backing_id > 0)
+			continue;
+		/* Its cache file is read by the kernel directly: never evict it under it. */
+		if (sg_layer_pin_file(pt->layer, s->node, true) < 0)
+			continue;
+		s->backing_id = recs[i].id;
+		s->adopted = true;
+		pt->adopted++;
+		journal_append(pt, s->node, s->backing_id);   /* the compacted journal */
+	}
+out:
+	free(recs);
+	free(closed);
+	if (fd >= 0)
+		close(fd);
+	return r;
+}
+
 static void backing_close(struct sg_passthrough *pt, int32_t id)
 {
 	uint32_t arg = (uint32_t)id;
@@ -178,10 +273,11 @@ static void backing_close(struct sg_passthrough *pt, int32_t id)
 /* Forgets the inode's state (and its backing id) once nothing uses it. */
 static void open_state_release_if_idle(struct sg_passthrough *pt, struct open_state *s)
 {
-	if (s->passthrough_opens || s->cached_opens || s->verifying)
+	if (s->passthrough_opens || s->cached_opens || s->verifying || s->adopted)
 		return;
 	if (s->backing_id > 0) {
 		backing_close(pt, s->backing_id);
+		journal_append(pt, s->node, -s->backing_id);
 		sg_layer_pin_file(pt->layer, s->node, false);
 	}
 	for (struct open_state **p = &pt->opens[s->node % OPEN_BUCKETS]; *p; p = &(*p)->next)
@@ -220,6 +316,7 @@ static int try_backing(struct sg_passthrough *pt, struct open_state *s)
 	}
 	if (id > 0) {
 		s->backing_id = id;
+		journal_append(pt, s->node, id);
 		return 0;
 	}
 	pt->error = id < 0 ? e : EPROTO;
@@ -264,7 +361,9 @@ static void verified(struct sg_op *op)
 	/* s->verifying stays set until the replies are out: a failed reply must not free s. */
 	while ((d = s->waiting)) {
 		s->waiting = d->next;
-		if (res == -ECANCELED)
+		if (res == -ECANCELED && pt->dropping)
+			fuse_reply_none(d->req);   /* resent to the next server of the session */
+		else if (res == -ECANCELED)
 			fuse_reply_err(d->req, EINTR);
 		else
 			reply_open(pt, s, d->req, &d->fi);
@@ -287,7 +386,7 @@ void sg_passthrough_open(struct sg_passthrough *pt, struct sg_layer_user *user,
 		return;
 	}
 	if (!s->verifying && s->cached_opens == 0 && s->passthrough_opens == 0 &&
-	    try_backing(pt, s) == -EAGAIN &&
+	    s->backing_id <= 0 && try_backing(pt, s) == -EAGAIN &&
 	    user && sg_layer_verify_file(user, node, &s->verify_op, verified) == 0)
 		s->verifying = true;   /* complete in the cache, not checked since the mount */
 	if (s->verifying) {
@@ -305,6 +404,19 @@ void sg_passthrough_open(struct sg_passthrough *pt, struct sg_layer_user *user,
 		return;
 	}
 	reply_open(pt, s, req, fi);
+}
+
+bool sg_passthrough_adopted(const struct sg_passthrough *pt, uint32_t node)
+{
+	if (!pt->adopted)
+		return false;
+	const struct open_state *s = open_state_find((struct sg_passthrough *)pt, node);
+	return s && s->adopted;
+}
+
+void sg_passthrough_set_dropping(struct sg_passthrough *pt)
+{
+	pt->dropping = true;
 }
 
 void sg_passthrough_release(struct sg_passthrough *pt, const struct fuse_file_info *fi)
