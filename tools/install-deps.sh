@@ -19,6 +19,7 @@ TEST=(
   stargz-snapshotter        # ctr-remote images rpull, for the lazy end-to-end test
   tar gzip golang-go golang-github-containerd-stargz-snapshotter-dev   # stargzify tests: reference helper
   apache2-utils   # htpasswd -B for tests/integration/registry.sh (Basic auth)
+  systemd         # systemd-analyze verify of packaging/stargzd.service (tests/integration/service.sh)
 )
 
 # Only for the benchmark (tools/bench, `make bench`): installed with --bench, never by `make check`.
