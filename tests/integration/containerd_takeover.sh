@@ -90,6 +90,17 @@ done
 # Listed now: a listing while no daemon runs would block this script.
 HOST_FILES=("$DATA_MNT"/data/host/f*.bin)
 
+# A file the kernel reads through FUSE passthrough, open across every kill: fetched and
+# verified by a first read, its next open gets a backing file (recorded in the session's
+# journal); a new daemon must answer later opens of it with the same backing file.
+PT_FILE=${HOST_FILES[-2]}
+PT_SUM=$(grep " /data/host/$(basename "$PT_FILE")\$" "$WORK/SUMS" | cut -c1-64)
+cat "$PT_FILE" >/dev/null
+( exec 7<"$PT_FILE"; while [[ ! -e $WORK/pt.go ]]; do sleep 0.1; done; sha256sum <&7 >"$WORK/pt.held" ) &
+PT_HOLDER=$!
+JOURNAL=$(dirname "$DATA_MNT")/fuse.backing
+check "a file is open in passthrough mode before the kills" wait_for 5 test -s "$JOURNAL"
+
 running() {   # the number of containers whose task is RUNNING
   $CTR tasks ls 2>/dev/null | awk '$3 == "RUNNING"' | wc -l
 }
@@ -145,6 +156,10 @@ check "  ... and resumed within 1 s of the new daemon being ready (max ${MAX_RES
 check "the mounts never went away (no remount after a kill)" bash -c "! grep -q 'mounted again\$' '$WORK/stargzd.log'"
 sleep 2
 check "the three containers are still running" test "$(running)" -eq 3
+check "the file open in passthrough mode across the kills: a new open reads right" \
+  bash -c "sha256sum '$PT_FILE' | grep -q '^$PT_SUM'"
+touch "$WORK/pt.go"; wait "$PT_HOLDER"
+check "  ... and so does the descriptor opened before them" grep -q "^$PT_SUM" "$WORK/pt.held"
 oks_before=$(cat "$WORK"/out/c*.log | grep -c '^ok')
 check "the containers go on reading after the last takeover" wait_for 20 bash -c "[[ \$(cat $WORK/out/c*.log | grep -c '^ok') -gt $((oks_before + 10)) ]]"
 
