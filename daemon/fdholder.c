@@ -143,7 +143,8 @@ static void serve_client(int sock)
 				(void)send_msg(sock, "ERR full", -1);
 				continue;
 			} else {
-				snprintf(held[n_held].name, sizeof(held[n_held].name), "%s", buf + 4);
+				/* valid_name: at most SG_FDHOLDER_NAME_MAX bytes */
+				memcpy(held[n_held].name, buf + 4, strlen(buf + 4) + 1);
 				held[n_held++].fd = fd;
 			}
 			ever_held = true;
