@@ -166,7 +166,8 @@ check "the containers go on reading after the last takeover" wait_for 20 bash -c
 # ---- a graceful restart with another build (an upgrade) ----
 UPGRADE_BIN=$WORK/stargzd-upgrade
 BUILD_DIR=$(dirname "$STARGZD")
-cc -std=gnu11 -O2 -D_GNU_SOURCE -DSTARGZD_VERSION='"0.1.0-upgrade-test"' -I"$STARGZD_TOP" \
+SAN=; [[ $(nm "$BUILD_DIR/libstargzd.a" 2>/dev/null | grep -c __asan_) -gt 0 ]] && SAN=-fsanitize=address,undefined
+cc $SAN -std=gnu11 -O2 -D_GNU_SOURCE -DSTARGZD_VERSION='"0.1.0-upgrade-test"' -I"$STARGZD_TOP" \
   -I"$BUILD_DIR/proto" -I/usr/include/bearssl $(pkg-config --cflags fuse3) \
   -o "$UPGRADE_BIN" "$STARGZD_TOP/daemon/main.c" "$BUILD_DIR/libstargzd.a" \
   -luring -lfuse3 -ldeflate -lbearssl -lprotobuf-c -lnghttp2 -lsqlite3 -lnettle -lyajl -lpthread 2>"$WORK/upgrade-build.err"
@@ -223,5 +224,7 @@ check "  ... and reads again once the registry is back" wait_for 20 bash -c "sha
 check "stargzd stop --unmount: the daemon is gone" bash -c "! kill -0 $SG_PID 2>/dev/null"
 check "  ... and no lazy mount is left" bash -c "! grep -F '$SG_ROOT/' /proc/mounts | grep -q ' fuse.stargz '"
 check "  ... and the fd holder exits" wait_for 10 bash -c "! test -S '$SG_ROOT/fdholder.sock'"
+check "no sanitizer report from any daemon (ASan/UBSan builds)" \
+  bash -c "! grep -qE 'AddressSanitizer|LeakSanitizer|runtime error:' '$WORK/stargzd.log'"
 [[ $_fail -eq 0 ]] || cp "$WORK/stargzd.log" "$STARGZD_TOP/build/test-logs/containerd_takeover.stargzd.log" 2>/dev/null
 finish
