@@ -488,7 +488,7 @@ restore_phase() {
   kill9
   nrem=$(remote_ids | wc -l)
   logged $CTR images rm "$LAZY"   # containerd's GC cannot reach stargzd now
-  kill -STOP "$REGISTRY_PID"      # the restarted daemon waits for the layers' TOCs
+  kill -STOP "$REGISTRY_PID"      # layers rebuilt from their cache dir need it not; the others wait
   daemon_start
   rnd 1000; delay=$R
   sleep "$(printf '0.%03d' "$delay")"
