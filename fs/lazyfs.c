@@ -361,7 +361,8 @@ static ssize_t session_writev(int fd, struct iovec *iov, int count, void *userda
 		const struct k_out_header *h = iov[0].iov_base;
 		if (fs->replaying && h->unique == REPLAY_UNIQUE) {
 			/* libfuse's answer to the replayed INIT: the kernel had its answer from
-			 * the first server. */
+			 * the first server.  Only our own state learns from it. */
+			sg_passthrough_patch_reply(fs->pt, iov, count);
 			ssize_t total = 0;
 			for (int i = 0; i < count; i++)
 				total += (ssize_t)iov[i].iov_len;
@@ -492,8 +493,10 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct sg_lazyfs *fs = fuse_req_userdata(req);
 
 	(void)ino;
-	sg_passthrough_release(fs->pt, fi);
+	/* Reply first: the journal must never count an open as gone that the kernel still
+	 * holds (fs/passthrough.h). */
 	fuse_reply_err(req, 0);
+	sg_passthrough_release(fs->pt, fi);
 }
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
@@ -760,6 +763,10 @@ static void replay_init(struct sg_lazyfs *fs)
 	h.unique = REPLAY_UNIQUE;
 	memcpy(b, &h, sizeof(h));
 	struct fuse_buf fbuf = { .size = fs->init_len, .mem = b, .fd = -1 };
+	/* Passthrough is on again if the kernel offered it and we want it: the first server
+	 * asked for it under the same rule (a kernel that did not agree refuses the first
+	 * backing file, which turns it off). */
+	sg_passthrough_peek_init(fs->pt, b, fs->init_len);
 	fs->replaying = true;
 	fuse_session_process_buf(fs->se, &fbuf);
 	fs->replaying = false;
@@ -773,10 +780,7 @@ static int open_journal(struct sg_lazyfs *fs, bool adopt)
 	if (!fs->state_dir[0])
 		return 0;
 	snprintf(path, sizeof(path), "%s/" JOURNAL_FILE, fs->state_dir);
-	int fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -errno;
-	return sg_passthrough_journal(fs->pt, fd, adopt);
+	return sg_passthrough_journal(fs->pt, path, adopt);
 }
 
 static void process(struct sg_lazyfs *fs, uint8_t *buf, size_t n)

@@ -69,9 +69,10 @@ int sg_lazyfs_mount(struct sg_loop *loop, struct sg_layer *layer, const char *mo
  * libfuse is put in the state the session's INIT left, the kernel is asked to resend the
  * requests the previous server read but did not answer (FUSE_NOTIFY_RESEND, Linux 6.9),
  * and serving starts.  Inodes are TOC ids and file handles carry nothing but the node, so
- * handles opened before keep working; inodes the previous server handed to the kernel
- * (passthrough) keep their backing file; passthrough is otherwise off for the session (an
- * inode may still be open in the other mode, which the kernel would refuse to mix).
+ * handles opened before keep working; how each inode is open (passthrough with which backing
+ * file, or through the page cache, and how many times) comes back from the session's
+ * journal (fs/passthrough.h), so new opens keep the mode the kernel holds the inode in and
+ * passthrough stays on for the others.
  * Unmounting it later detaches the mountpoint with umount2. */
 int sg_lazyfs_adopt(struct sg_loop *loop, struct sg_layer *layer, const char *mountpoint,
 		    int fd, const struct sg_lazyfs_options *opts, struct sg_lazyfs **ret,

@@ -185,7 +185,13 @@ cc $SAN -std=gnu11 -O2 -D_GNU_SOURCE -DSTARGZD_VERSION='"0.1.0-upgrade-test"' -I
   -luring -lfuse3 -ldeflate -lbearssl -lprotobuf-c -lnghttp2 -lsqlite3 -lnettle -lyajl -lpthread 2>"$WORK/upgrade-build.err"
 if [[ -x $UPGRADE_BIN ]] && ! cmp -s "$UPGRADE_BIN" "$STARGZD"; then
   pass "a different build of the daemon"
+  # A file fetched and then opened again after the takeovers: the kernel reads it through
+  # passthrough (on again in a taken-over session); the handover's statistics count it.
+  PT2=${HOST_FILES[-3]}
+  cat "$PT2" >/dev/null && cat "$PT2" >/dev/null
   stop_stargzd TERM
+  check "passthrough works in a taken-over session" \
+    grep -qE "snapshots/[0-9]+/fs handed over: .*opens: [1-9][0-9]* passthrough" "$WORK/stargzd.log"
   check "SIGTERM: the old daemon exits 0" test "$EXIT_CODE" -eq 0
   check "  ... leaving the lazy mounts in place" bash -c "grep -F '$SG_ROOT/' /proc/mounts | grep -q ' fuse.stargz '"
   check "  ... having handed them over" grep -q "handed over" "$WORK/stargzd.log"
