@@ -176,8 +176,15 @@ bench:
 bench-quick:
 	$(MAKE) bench BENCH_QUICK=1
 
+# The systemd unit (packaging/stargzd.service) with ExecStart pointing at the installed binary;
+# /usr/local/lib/systemd/system is on systemd's unit path.
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+
 install: all
 	install -D -m 0755 $(BUILD)/stargzd $(DESTDIR)$(PREFIX)/bin/stargzd
+	@mkdir -p $(DESTDIR)$(SYSTEMDUNITDIR)
+	sed 's#@BINDIR@#$(PREFIX)/bin#' packaging/stargzd.service >$(DESTDIR)$(SYSTEMDUNITDIR)/stargzd.service
+	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/stargzd.service
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -1,6 +1,8 @@
 /* stargzd: the composition root.  Parses flags and the config file, takes the root lock,
- * opens the socket, optionally daemonizes, then hands everything to the event loop until
- * SIGTERM/SIGINT. */
+ * takes back the FUSE sessions a previous daemon left held (daemon/fdstore.h), opens the
+ * socket, optionally daemonizes, then hands everything to the event loop until SIGTERM (a
+ * handover: mounts stay for the next daemon) or SIGINT (a full stop: everything is
+ * unmounted).  `stargzd stop [--unmount]` sends them; `stargzd fdholder` is the holder. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -10,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -18,6 +21,8 @@
 #include "daemon/cri_proxy.h"
 #include "daemon/core/log.h"
 #include "daemon/core/loop.h"
+#include "daemon/fdholder.h"
+#include "daemon/fdstore.h"
 #include "daemon/grpc.h"
 #include "daemon/httpd.h"
 #include "daemon/mount_cmd.h"
@@ -38,6 +43,7 @@ static const char usage_text[] =
 	"Usage: stargzd [OPTIONS]\n"
 	"       stargzd mount --help   (mount one layer in the foreground)\n"
 	"       stargzd status --help  (what the running daemon is doing)\n"
+	"       stargzd stop [--unmount] [--root DIR] [--timeout SECONDS]\n"
 	"\n"
 	"Lazy-pulling containerd snapshotter for eStargz images.\n"
 	"\n"
@@ -51,6 +57,11 @@ static const char usage_text[] =
 	"  -c, --config FILE      config file (default " SG_DEFAULT_CONFIG " if it exists)\n"
 	"  -h, --help             show this help\n"
 	"  -V, --version          show the version\n"
+	"\n"
+	"Signals: SIGTERM hands the lazy mounts over (they stay mounted and the next stargzd\n"
+	"takes them over; running containers never notice); SIGINT unmounts everything and\n"
+	"stops.  `stargzd stop` sends SIGTERM, `stargzd stop --unmount` SIGINT, and both wait\n"
+	"for the daemon to exit.\n"
 	"\n"
 	"containerd config (/etc/containerd/config.toml):\n"
 	"  [proxy_plugins.stargz]\n"
@@ -73,6 +84,9 @@ struct daemon {
 	int lock_fd;
 	int listen_fd;
 	int stop_signal;
+	struct sg_fdstore *fdstore;
+	struct sg_held_fd *held;      /* sessions to take over, until the service has them */
+	size_t n_held;
 	bool server_done;
 	bool service_done;
 	struct sg_op trim_timer;
@@ -212,7 +226,12 @@ static void on_stop_signal(struct sg_loop *loop, int signo, void *userdata)
 	struct daemon *d = userdata;
 
 	d->stop_signal = signo;
-	sg_info("received %s, stopping", strsignal(signo));
+	if (signo == SIGTERM && sg_fdstore_kind(d->fdstore) != SG_FDSTORE_NONE)
+		sg_info("received %s, stopping; the lazy mounts stay, held by %s, for the next "
+			"stargzd (SIGINT or `stargzd stop --unmount` unmounts them)", strsignal(signo),
+			sg_fdstore_kind_name(sg_fdstore_kind(d->fdstore)));
+	else
+		sg_info("received %s, stopping and unmounting", strsignal(signo));
 	sg_loop_stop(loop);
 }
 
@@ -289,6 +308,7 @@ static int setup_remote(struct daemon *d)
 				  (c->fetch_attempts ? c->fetch_attempts : 4) * 1000000000ull +
 				  5000000000ull,
 	};
+	remote_cfg.fdstore = d->fdstore;
 	struct sg_blob_opener opener = { .open = sg_registry_open_blob, .ctx = d->registry };
 	r = sg_remote_new(d->loop, &remote_cfg, &opener, &d->remote);
 	if (r == -EBUSY)
@@ -424,6 +444,74 @@ static int daemonize(const char *root, int *ret_notify_fd)
 	return 0;
 }
 
+/* A held session of snapshot id (its mount is left alone by the start-up repair). */
+static bool is_held(void *ctx, int64_t id)
+{
+	struct daemon *d = ctx;
+	char name[64];
+
+	sg_remote_held_name(id, name, sizeof(name));
+	for (size_t i = 0; i < d->n_held; i++)
+		if (strcmp(d->held[i].name, name) == 0)
+			return true;
+	return false;
+}
+
+/* `stargzd stop [--unmount] [--root DIR] [--timeout S]`: signals the daemon named in
+ * ROOT/stargzd.lock and waits until it has let go of the lock. */
+static int stop_command(int argc, char **argv)
+{
+	const char *root = SG_DEFAULT_ROOT;
+	bool unmount = false;
+	long timeout_s = 30;
+	char path[PATH_MAX], buf[32];
+	int fd;
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--unmount") == 0)
+			unmount = true;
+		else if (strcmp(argv[i], "--root") == 0 && i + 1 < argc)
+			root = argv[++i];
+		else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc)
+			timeout_s = strtol(argv[++i], NULL, 10);
+		else {
+			fprintf(stderr, "Usage: stargzd stop [--unmount] [--root DIR] [--timeout SECONDS]\n"
+				"  SIGTERM (mounts stay for the next stargzd), or with --unmount SIGINT\n"
+				"  (everything is unmounted); waits for the daemon to exit.\n");
+			return EXIT_USAGE;
+		}
+	}
+	snprintf(path, sizeof(path), "%s/stargzd.lock", root);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		fprintf(stderr, "stargzd stop: no daemon on %s (%s)\n", root, strerror(errno));
+		return EXIT_FAILURE;
+	}
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	buf[n > 0 ? n : 0] = '\0';
+	long pid = strtol(buf, NULL, 10);
+	if (flock(fd, LOCK_SH | LOCK_NB) == 0 || pid <= 0) {
+		fprintf(stderr, "stargzd stop: no daemon runs on %s\n", root);
+		close(fd);
+		return EXIT_SUCCESS;
+	}
+	if (kill((pid_t)pid, unmount ? SIGINT : SIGTERM) < 0) {
+		fprintf(stderr, "stargzd stop: cannot signal pid %ld: %s\n", pid, strerror(errno));
+		close(fd);
+		return EXIT_FAILURE;
+	}
+	for (long waited = 0; waited < timeout_s * 10; waited++) {
+		if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
+			close(fd);
+			return EXIT_SUCCESS;
+		}
+		usleep(100000);
+	}
+	fprintf(stderr, "stargzd stop: pid %ld still runs after %ld s\n", pid, timeout_s);
+	close(fd);
+	return EXIT_FAILURE;
+}
+
 static void notify_parent(int *fd, char status)
 {
 	if (*fd < 0)
@@ -440,10 +528,16 @@ int main(int argc, char **argv)
 	int notify_fd = -1, r, exit_code = EXIT_FAILURE;
 	sigset_t stop_set;
 
+	uint64_t start_ns = sg_now_ns();
+
 	if (argc > 1 && strcmp(argv[1], "mount") == 0)
 		return sg_mount_command(argc - 1, argv + 1);
 	if (argc > 1 && strcmp(argv[1], "status") == 0)
 		return sg_status_command(argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "fdholder") == 0)
+		return sg_fdholder_main(argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "stop") == 0)
+		return stop_command(argc - 1, argv + 1);
 	if (parse_args(argc, argv, &d.cfg) < 0)
 		return EXIT_USAGE;
 	sg_log_set_level(d.cfg.log_level);
@@ -454,7 +548,19 @@ int main(int argc, char **argv)
 		fprintf(stderr, "stargzd: %s\n", err.msg);
 		return EXIT_FAILURE;
 	}
-	r = sg_snapshots_open(d.cfg.root, &d.snapshots, &err);
+	/* Before anything touches the snapshots' mounts: sessions a previous daemon left. */
+	r = sg_fdstore_open(d.cfg.root, &d.fdstore, &d.held, &d.n_held, &err);
+	if (r < 0) {
+		fprintf(stderr, "stargzd: %s\n", err.msg);
+		goto out;
+	}
+	if (!d.cfg.lazy) {
+		/* No lazy mounts in this run: nothing could take the held ones over. */
+		for (size_t i = 0; i < d.n_held; i++)
+			close(d.held[i].fd);
+		d.n_held = 0;
+	}
+	r = sg_snapshots_open_keeping(d.cfg.root, is_held, &d, &d.snapshots, &err);
 	if (r < 0) {
 		fprintf(stderr, "stargzd: %s\n", err.msg);
 		goto out;
@@ -515,10 +621,18 @@ int main(int argc, char **argv)
 		sg_info("CRI image service on %s, forwarded to %s", d.cfg.cri_listen_path,
 			d.cfg.cri_image_service_path);
 	}
+	if (d.remote) {
+		sg_info("%zu held FUSE session(s) to take over; mounts are kept by %s", d.n_held,
+			sg_fdstore_kind_name(sg_fdstore_kind(d.fdstore)));
+		sg_snapshot_service_take_over(d.service, d.fdstore, d.held, d.n_held, start_ns);
+		d.held = NULL;
+		d.n_held = 0;
+	}
 	sg_snapshot_service_restore(d.service);
 	sg_info("stargzd %s serving on %s, root %s (pid %ld)%s", STARGZD_VERSION, d.cfg.address,
 		d.cfg.root, (long)getpid(), d.remote ? ", lazy pulling on" : "");
 	notify_parent(&notify_fd, 0);
+	sg_fdstore_notify(d.fdstore, "READY=1\nSTATUS=serving");
 	sg_op_init(&d.trim_timer);
 	d.trim_due_ns = sg_now_ns() + TRIM_INTERVAL_NS;
 	(void)sg_timer_start(d.loop, &d.trim_timer, TRIM_INTERVAL_NS, trim_tick);
@@ -539,8 +653,9 @@ int main(int argc, char **argv)
 	/* Stop accepting, let in-flight calls finish, close connections; then cancel the rest. */
 	sg_grpc_server_shutdown(d.server, on_server_done, &d);
 	run_until(&d, &d.server_done, 5000);
-	/* Then unmount every lazy layer. */
-	sg_snapshot_service_shutdown(d.service, on_service_done, &d);
+	/* Then unmount every lazy layer, or hand the held ones over (SIGTERM). */
+	sg_fdstore_notify(d.fdstore, "STOPPING=1");
+	sg_snapshot_service_shutdown(d.service, d.stop_signal == SIGTERM, on_service_done, &d);
 	run_until(&d, &d.service_done, 10000);
 	/* Then cancel what the registry still does (token fetches, connections closing,
 	 * credential helpers); the drain delivers those completions.  Its memory goes last,
@@ -576,6 +691,10 @@ out:
 		sg_loop_free(d.loop);
 	}
 	sg_snapshots_close(d.snapshots);
+	for (size_t i = 0; i < d.n_held; i++)
+		close(d.held[i].fd);
+	free(d.held);
+	sg_fdstore_free(d.fdstore);
 	sg_config_clear(&d.cfg);
 	if (d.lock_fd >= 0)
 		close(d.lock_fd);

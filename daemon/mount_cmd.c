@@ -380,7 +380,7 @@ int sg_mount_command(int argc, char **argv)
 		goto out;
 	r = sg_loop_run(m.loop);
 	m.stopping = true;
-	sg_remote_shutdown(remote, on_shutdown, &m);
+	sg_remote_shutdown(remote, false, on_shutdown, &m);
 	/* Reads waiting for the registry are cancelled (answered EINTR) at once; what is left
 	 * is bounded: 5 s, or a second signal. */
 	for (int i = 0; i < 100 && !m.done && !m.force; i++)

@@ -1,15 +1,21 @@
 #include "daemon/remote.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
+#include <unistd.h>
 
 #include "daemon/core/digest.h"
 #include "daemon/core/list.h"
 #include "daemon/core/log.h"
 #include "daemon/core/loop.h"
+#include "daemon/deferred_source.h"
+#include "daemon/fdstore.h"
 #include "daemon/process.h"
 #include "daemon/prom.h"
 #include "fs/cache_bound.h"
@@ -32,6 +38,7 @@ struct content {
 	char digest[SG_DIGEST_STRLEN + 1];
 	struct sg_digest toc_digest;
 	bool has_toc_digest, skip_verify;
+	bool from_disk;                 /* try the cache directory before the registry */
 	uint64_t prefetch_bytes;
 	char ref[512];                  /* the image of the first mount: the blob comes from there */
 	struct sg_list waiting;         /* struct rlayer (c_link) not mounted yet */
@@ -73,6 +80,10 @@ struct rlayer {
 	bool src_opening;               /* its own blob source is being opened */
 	bool gone;                      /* released; freed when that open returns */
 	char ref[512];
+	char state_dir[PATH_MAX];       /* "" = the mount is neither kept nor taken over */
+	int adopt_fd;                   /* a held session to take over at attach; -1 = mount */
+	bool held;                      /* its descriptor is in the fdstore */
+	bool handed_over;               /* detached, not unmounted: the next daemon serves it */
 	sg_remote_cb cb;                /* mount, then unmount completion */
 	void *userdata;
 	struct sg_op attach_op;         /* joining a content that is ready */
@@ -123,7 +134,11 @@ struct sg_remote {
 	void (*shutdown_cb)(void *);
 	void *shutdown_userdata;
 	unsigned rl_gone;             /* mounts released, waiting for their source's open */
+	bool handover;                /* shutting down with keep_mounts */
 };
+
+#define DEFAULT_HANDOVER_GRACE_NS (2ull * 1000000000u)
+#define RESTORE_FILE "layer.restore"
 
 static const char *label(const struct sg_label *labels, size_t n, const char *key)
 {
@@ -145,6 +160,7 @@ bool sg_remote_layer_info(const struct sg_label *labels, size_t n, struct sg_rem
 		digest = label(labels, n, SG_LABEL_CRI_DIGEST);
 	if (!ref || !*ref || !digest || !*digest || !label(labels, n, SG_LABEL_TARGET))
 		return false;
+	*ret = (struct sg_remote_layer){ 0 };   /* state_dir, from_disk: the caller's to set */
 	ret->ref = ref;
 	ret->digest = digest;
 	ret->toc_digest = label(labels, n, SG_LABEL_TOC_DIGEST);
@@ -269,11 +285,41 @@ static void maybe_shutdown_done(struct sg_remote *r)
 	}
 }
 
+void sg_remote_held_name(int64_t key, char *buf, size_t len)
+{
+	snprintf(buf, len, "sg.%" PRId64, key);
+}
+
+/* The mount's descriptor leaves the fdstore (unmounted, or a takeover failed); detach:
+ * also take the mountpoint away (a held session nobody serves would hang its readers). */
+static void release_held(struct rlayer *rl, bool detach)
+{
+	struct sg_error err = { 0 };
+	char name[64];
+
+	if (detach)
+		(void)umount2(rl->mountpoint, MNT_DETACH | UMOUNT_NOFOLLOW);
+	if (!rl->r->cfg.fdstore || !rl->state_dir[0])
+		return;
+	sg_remote_held_name(rl->key, name, sizeof(name));
+	if (sg_fdstore_remove(rl->r->cfg.fdstore, name, &err) < 0)
+		sg_warn("%s", err.msg);
+	rl->held = false;
+}
+
 static void rl_destroy(struct rlayer *rl)
 {
 	struct sg_remote *r = rl->r;
 
 	SG_FREE_CHECK(rl->fs || sg_op_busy(&rl->attach_op), "remote layer mount");
+	if (rl->adopt_fd >= 0) {
+		/* A held session that was never taken over: in a handover it stays held for the
+		 * next daemon; otherwise it is ended, or its mount would hang readers forever. */
+		close(rl->adopt_fd);
+		rl->adopt_fd = -1;
+		if (!r->handover)
+			release_held(rl, true);
+	}
 	sg_list_unlink(&rl->c_link);
 	sg_list_unlink(&rl->link);
 	if (rl->src_opening) {
@@ -434,9 +480,30 @@ static void attach(struct rlayer *rl)
 		.userdata = rl,
 		.attr_timeout = r->cfg.attr_timeout,
 		.entry_timeout = r->cfg.entry_timeout,
+		.state_dir = rl->state_dir[0] ? rl->state_dir : NULL,
 	};
+	int res;
 	sg_list_unlink(&rl->c_link);
-	int res = sg_lazyfs_mount(r->loop, c->layer, rl->mountpoint, &fs_opts, &rl->fs, &err);
+	if (rl->adopt_fd >= 0) {
+		int fd = rl->adopt_fd;
+		rl->adopt_fd = -1;
+		rl->held = true;
+		res = sg_lazyfs_adopt(r->loop, c->layer, rl->mountpoint, fd, &fs_opts, &rl->fs, &err);
+		if (res < 0)
+			release_held(rl, true);   /* the snapshot is mounted afresh later */
+	} else {
+		res = sg_lazyfs_mount(r->loop, c->layer, rl->mountpoint, &fs_opts, &rl->fs, &err);
+		if (res == 0 && r->cfg.fdstore && rl->state_dir[0]) {
+			char name[64];
+			struct sg_error kerr = { 0 };
+			sg_remote_held_name(rl->key, name, sizeof(name));
+			if (sg_fdstore_put(r->cfg.fdstore, name, sg_lazyfs_fd(rl->fs), &kerr) < 0)
+				sg_warn("%s; the mount at %s will not survive a restart", kerr.msg,
+					rl->mountpoint);
+			else
+				rl->held = true;
+		}
+	}
 	if (res < 0) {
 		rl->fs = NULL;
 		mount_finished(rl, res, err.msg);
@@ -454,6 +521,133 @@ static void attach(struct rlayer *rl)
 			rl->src_opening = false;
 	}
 	mount_finished(rl, 0, NULL);
+}
+
+/* ---- a layer rebuilt from its cache directory ----
+ *
+ * CACHE/layer.restore records what the TOC JSON copy (stargz.index.json, written from the
+ * verified JSON) does not say: the blob's size, where its TOC starts, and the TOC's own tar
+ * header.  With them the same index (same node ids: the same inode numbers) is rebuilt
+ * without the registry, checked against the TOC digest of the snapshot's labels. */
+static void write_restore(struct content *c, const char *cache_dir, uint64_t blob_size,
+			  uint64_t toc_offset, const struct sg_esgz_self *self)
+{
+	char path[PATH_MAX + 100], tmp[PATH_MAX + 120], text[512];
+	int n, fd;
+
+	n = snprintf(text, sizeof(text),
+		     "stargzd-layer-restore 1\nblob_size %" PRIu64 "\ntoc_offset %" PRIu64
+		     "\nself %" PRIu32 " %" PRIu32 " %" PRIu32 " %" PRId64 " %" PRIu32 "\n"
+		     "uname %s\ngname %s\n",
+		     blob_size, toc_offset, self->mode, self->uid, self->gid, self->mtime_sec,
+		     self->mtime_nsec, self->uname, self->gname);
+	if (n <= 0 || (size_t)n >= sizeof(text) || strchr(self->uname, '\n') ||
+	    strchr(self->gname, '\n') || strchr(self->uname, ' ') || strchr(self->gname, ' '))
+		return;   /* cannot be written back faithfully: restarts fetch the TOC */
+	snprintf(path, sizeof(path), "%s/" RESTORE_FILE, cache_dir);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	/* Blocking, once per layer load: a local write of ~150 bytes. */
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return;
+	bool ok = write(fd, text, (size_t)n) == n;
+	close(fd);
+	if (!ok || rename(tmp, path) < 0) {
+		(void)unlink(tmp);
+		sg_debug("layer %s: cannot record how to restore it", c->digest);
+	} else {
+		sg_debug("layer %s: restore record written", c->digest);
+	}
+}
+
+static int read_restore(const char *cache_dir, uint64_t *ret_size, uint64_t *ret_toc_offset,
+			struct sg_esgz_self *self)
+{
+	char path[PATH_MAX + 100], text[513];
+	int fd, version = 0;
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "%s/" RESTORE_FILE, cache_dir);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	n = read(fd, text, sizeof(text) - 1);
+	close(fd);
+	if (n <= 0)
+		return -EBADMSG;
+	text[n] = '\0';
+	memset(self, 0, sizeof(*self));
+	/* uname/gname may be empty: read them line by line. */
+	if (sscanf(text, "stargzd-layer-restore %d\nblob_size %" SCNu64 "\ntoc_offset %" SCNu64
+		   "\nself %" SCNu32 " %" SCNu32 " %" SCNu32 " %" SCNd64 " %" SCNu32,
+		   &version, ret_size, ret_toc_offset, &self->mode, &self->uid, &self->gid,
+		   &self->mtime_sec, &self->mtime_nsec) != 8 || version != 1)
+		return -EBADMSG;
+	const char *u = strstr(text, "\nuname "), *g = strstr(text, "\ngname ");
+	if (!u || !g)
+		return -EBADMSG;
+	size_t ul = strcspn(u + 7, "\n"), gl = strcspn(g + 7, "\n");
+	if (ul >= sizeof(self->uname) || gl >= sizeof(self->gname))
+		return -EBADMSG;
+	memcpy(self->uname, u + 7, ul);
+	memcpy(self->gname, g + 7, gl);
+	return 0;
+}
+
+static void on_toc(struct sg_op *op);
+
+/* Starts the load from the cache directory: 0 if it did (on_toc follows), else the
+ * registry it is. */
+static int content_load_from_disk(struct content *c)
+{
+	struct sg_remote *r = c->r;
+	char cache_dir[PATH_MAX + 80], json[PATH_MAX + 120];
+	struct sg_esgz_options opts = { 0 };
+	struct sg_esgz_self self;
+	struct sg_range_source *src = NULL;
+	struct sg_toc *toc = NULL;
+	struct sg_error err = { 0 };
+	uint64_t size, toc_offset;
+	int res;
+
+	snprintf(cache_dir, sizeof(cache_dir), "%s/%s", r->cache_root, c->digest + 7);
+	snprintf(json, sizeof(json), "%s/%s", cache_dir, SG_ESGZ_TOC_NAME);
+	res = read_restore(cache_dir, &size, &toc_offset, &self);
+	if (res < 0) {
+		/* never mounted here, or by an older stargzd */
+		sg_debug("layer %s: no restore record in %s (%s); fetching its TOC", c->digest,
+			 cache_dir, strerror(-res));
+		return res;
+	}
+	opts.toc_digest = c->has_toc_digest ? &c->toc_digest : NULL;
+	opts.skip_verify = c->skip_verify;
+	opts.keep_json = true;
+	opts.max_chunk_size = r->cfg.max_chunk_size;
+	res = sg_esgz_restore_toc(json, toc_offset, &self, &opts, &toc, &err);
+	if (res < 0) {
+		sg_warn("layer %s: cannot rebuild it from its cache directory (%s); fetching its TOC",
+			c->digest, err.msg);
+		return res;
+	}
+	res = sg_deferred_source_new(r->loop, size, &r->opener, c->ref, c->digest, &src);
+	if (res == 0) {
+		c->src = src;
+		c->toc = toc;
+		c->load_inflight = true;
+		res = sg_post(r->loop, &c->toc_op, 0, on_toc);
+		if (res < 0) {
+			c->load_inflight = false;
+			c->toc = NULL;
+			c->src = NULL;
+		}
+	}
+	if (res < 0) {
+		sg_range_source_free(src);
+		sg_toc_free(toc);
+		return res;
+	}
+	sg_debug("layer %s: rebuilt from %s", c->digest, cache_dir);
+	return 0;
 }
 
 static void toc_loaded(struct content *c, int res, struct sg_toc *toc, const struct sg_error *err)
@@ -486,9 +680,15 @@ static void toc_loaded(struct content *c, int res, struct sg_toc *toc, const str
 	};
 	struct sg_range_source *src = c->src;
 	c->src = NULL;   /* the layer owns it now */
-	c->blob_size = src->size;
+	uint64_t blob_size = src ? src->size : 0;
+	c->blob_size = blob_size;
 	sg_hist_observe(&c->toc_ms, (double)(sg_now_ns() - c->created_ns) / 1e6);
+	struct sg_esgz_self self;
+	bool restorable = !c->from_disk && src && sg_esgz_self_of(toc, &self) == 0;
+	uint64_t toc_offset = sg_toc_offset(toc);
 	res = sg_layer_new(r->loop, src, toc, &lc, &c->layer);
+	if (res == 0 && restorable)
+		write_restore(c, cache_dir, blob_size, toc_offset, &self);
 	if (res < 0) {
 		c->layer = NULL;
 		snprintf(msg, sizeof(msg), "layer %s: cannot set up its cache in %s: %s", c->digest,
@@ -749,6 +949,8 @@ static void content_start_load(struct content *c)
 	struct tail_prefetch *tp = tp_find(r, c->digest);
 
 	c->created_ns = sg_now_ns();
+	if (c->from_disk && content_load_from_disk(c) == 0)
+		return;
 	if (!tp) {
 		content_open_blob(c);
 		return;
@@ -780,8 +982,9 @@ static void attach_cb(struct sg_op *op)
 	/* The content started closing meanwhile: the mount waits for it to start over. */
 }
 
-int sg_remote_mount(struct sg_remote *r, int64_t key, const char *mountpoint,
-		    const struct sg_remote_layer *layer, sg_remote_cb cb, void *userdata)
+static int mount_common(struct sg_remote *r, int64_t key, const char *mountpoint,
+			const struct sg_remote_layer *layer, int adopt_fd, sg_remote_cb cb,
+			void *userdata)
 {
 	struct sg_digest d, toc_d;
 	char digest[SG_DIGEST_STRLEN + 1];
@@ -817,7 +1020,10 @@ int sg_remote_mount(struct sg_remote *r, int64_t key, const char *mountpoint,
 	rl->userdata = userdata;
 	rl->state = RL_WAITING;
 	rl->start_ns = sg_now_ns();
+	rl->adopt_fd = -1;
 	snprintf(rl->ref, sizeof(rl->ref), "%s", layer->ref);
+	if (layer->state_dir)
+		snprintf(rl->state_dir, sizeof(rl->state_dir), "%s", layer->state_dir);
 	sg_op_init(&rl->attach_op);
 	sg_op_init(&rl->unmount_op);
 	sg_op_init(&rl->src_op);
@@ -835,6 +1041,7 @@ int sg_remote_mount(struct sg_remote *r, int64_t key, const char *mountpoint,
 		if (c->has_toc_digest)
 			c->toc_digest = toc_d;
 		c->skip_verify = skip_verify;
+		c->from_disk = layer->from_disk;
 		c->prefetch_bytes = layer->prefetch_bytes ? layer->prefetch_bytes :
 							    r->cfg.prefetch_bytes;
 		snprintf(c->ref, sizeof(c->ref), "%s", layer->ref);
@@ -847,7 +1054,8 @@ int sg_remote_mount(struct sg_remote *r, int64_t key, const char *mountpoint,
 		rl->c = c;
 		sg_list_insert_tail(&c->waiting, &rl->c_link);
 		sg_list_insert_tail(&r->layers, &rl->link);
-		if (layer->layers)
+		rl->adopt_fd = adopt_fd;
+		if (layer->layers && !layer->from_disk)
 			prefetch_following(r, layer->ref, layer->layers, digest);
 		content_start_load(c);
 		return 0;
@@ -857,7 +1065,7 @@ int sg_remote_mount(struct sg_remote *r, int64_t key, const char *mountpoint,
 	rl->c = c;
 	sg_list_insert_tail(&c->waiting, &rl->c_link);
 	sg_list_insert_tail(&r->layers, &rl->link);
-	if (layer->layers)
+	if (layer->layers && !layer->from_disk)
 		prefetch_following(r, layer->ref, layer->layers, digest);
 	if (c->state == C_READY && sg_post(r->loop, &rl->attach_op, 0, attach_cb) < 0) {
 		sg_list_unlink(&rl->c_link);
@@ -865,7 +1073,22 @@ int sg_remote_mount(struct sg_remote *r, int64_t key, const char *mountpoint,
 		free(rl);
 		return -ECANCELED;
 	}
+	rl->adopt_fd = adopt_fd;
 	return 0;
+}
+
+int sg_remote_mount(struct sg_remote *r, int64_t key, const char *mountpoint,
+		    const struct sg_remote_layer *layer, sg_remote_cb cb, void *userdata)
+{
+	return mount_common(r, key, mountpoint, layer, -1, cb, userdata);
+}
+
+int sg_remote_adopt(struct sg_remote *r, int64_t key, const char *mountpoint,
+		    const struct sg_remote_layer *layer, int fd, sg_remote_cb cb, void *userdata)
+{
+	if (fd < 0 || !layer->state_dir)
+		return -EINVAL;
+	return mount_common(r, key, mountpoint, layer, fd, cb, userdata);
 }
 
 static void log_layer_stats(const struct rlayer *rl, const char *when)
@@ -922,6 +1145,8 @@ static void unmount_fs_done(struct sg_op *op)
 
 	sg_lazyfs_free(rl->fs);
 	rl->fs = NULL;
+	if (rl->held && !rl->handed_over)
+		release_held(rl, false);   /* unmounted: nothing to keep */
 	content_put(rl->c);
 	rl->c = NULL;
 	rl_destroy(rl);
@@ -968,15 +1193,34 @@ void sg_remote_unmount(struct sg_remote *r, int64_t key, sg_remote_cb cb, void *
 	start_unmount(rl, cb, userdata);
 }
 
-void sg_remote_shutdown(struct sg_remote *r, void (*cb)(void *userdata), void *userdata)
+/* A graceful restart: the mount stays, its session goes to the next daemon. */
+static void start_handover(struct rlayer *rl)
+{
+	struct sg_remote *r = rl->r;
+
+	rl->state = RL_CLOSING;
+	rl->handed_over = true;
+	rl->cb = NULL;
+	log_layer_stats(rl, "handed over");
+	(void)sg_lazyfs_detach(rl->fs, r->cfg.handover_grace_ns ? r->cfg.handover_grace_ns
+								: DEFAULT_HANDOVER_GRACE_NS,
+			       &rl->unmount_op, unmount_fs_done);   /* idle: ours */
+}
+
+void sg_remote_shutdown(struct sg_remote *r, bool keep_mounts, void (*cb)(void *userdata),
+			void *userdata)
 {
 	struct sg_list *n, *tmp;
 
 	r->shutdown_cb = cb;
 	r->shutdown_userdata = userdata;
+	r->handover = keep_mounts;
 	sg_list_for_each_safe(n, tmp, &r->layers) {
 		struct rlayer *rl = sg_container_of(n, struct rlayer, link);
-		sg_remote_unmount(r, rl->key, NULL, NULL);
+		if (keep_mounts && rl->state == RL_MOUNTED && rl->held)
+			start_handover(rl);
+		else
+			sg_remote_unmount(r, rl->key, NULL, NULL);
 	}
 	maybe_shutdown_done(r);
 }

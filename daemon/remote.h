@@ -23,6 +23,7 @@
 #include "fs/layer.h"
 #include "fs/lazyfs.h"
 
+struct sg_fdstore;
 struct sg_loop;
 struct sg_prom;
 struct sg_range_source;
@@ -74,6 +75,12 @@ struct sg_remote_config {
 	 * bytes (stargz-snapshotter's prefetch_size); 0 = none. */
 	uint64_t prefetch_bytes;
 	double attr_timeout, entry_timeout;   /* see sg_lazyfs_options; 0 = default */
+	/* Keeps a copy of each mount's /dev/fuse descriptor beyond the process
+	 * (daemon/fdstore.h), named "sg.KEY", for mounts given a state_dir; NULL: none. */
+	struct sg_fdstore *fdstore;
+	/* A handover (sg_remote_shutdown with keep_mounts) lets FUSE requests in flight
+	 * finish for this long before leaving them to the next daemon; 0 = 2 s. */
+	uint64_t handover_grace_ns;
 };
 
 /* What the labels say about a layer; remote_layer_info() fills it when they suffice. */
@@ -84,6 +91,13 @@ struct sg_remote_layer {
 	bool skip_verify;
 	uint64_t prefetch_bytes;      /* stargz.prefetch: bytes to prefetch without a landmark */
 	const char *layers;           /* stargz.layers / cri.image-layers: this and later layers */
+	/* Where the mount keeps what a takeover needs (sg_lazyfs_options.state_dir); with a
+	 * fdstore its descriptor is kept there too.  NULL: neither. */
+	const char *state_dir;
+	/* Rebuild the layer from its cache directory (TOC copy, chunk bitmap) when it was
+	 * mounted before, without the registry; the blob is opened on the first read that
+	 * needs it (daemon/deferred_source.h).  Falls back to the registry. */
+	bool from_disk;
 };
 
 /* True when the labels identify a layer that could be mounted lazily. */
@@ -102,6 +116,14 @@ void sg_remote_free(struct sg_remote *r);
 typedef void (*sg_remote_cb)(void *userdata, int res, const char *err);
 int sg_remote_mount(struct sg_remote *r, int64_t key, const char *mountpoint,
 		    const struct sg_remote_layer *layer, sg_remote_cb cb, void *userdata);
+/* As sg_remote_mount, for a mount that outlived the previous daemon: fd is its held
+ * /dev/fuse descriptor, taken over (sg_lazyfs_adopt) once the layer is ready.  On 0 the fd
+ * is the mount's (closed, and the mountpoint detached, if the takeover fails); on a
+ * negative errno it is still the caller's. */
+int sg_remote_adopt(struct sg_remote *r, int64_t key, const char *mountpoint,
+		    const struct sg_remote_layer *layer, int fd, sg_remote_cb cb, void *userdata);
+/* The fdstore name of a mount: "sg.KEY". */
+void sg_remote_held_name(int64_t key, char *buf, size_t len);
 /* Unmounts (if mounted) and releases the layer; cb runs once from the loop. */
 void sg_remote_unmount(struct sg_remote *r, int64_t key, sg_remote_cb cb, void *userdata);
 bool sg_remote_is_mounted(struct sg_remote *r, int64_t key);
@@ -129,7 +151,10 @@ void sg_remote_each_mount(struct sg_remote *r,
 			  void (*fn)(void *userdata, const struct sg_remote_mount_info *m),
 			  void *userdata);
 void sg_remote_cache_stats(struct sg_remote *r, struct sg_cache_bound_stats *ret);
-/* Unmounts everything (shutdown); cb once all is released. */
-void sg_remote_shutdown(struct sg_remote *r, void (*cb)(void *userdata), void *userdata);
+/* Unmounts everything (shutdown); cb once all is released.  keep_mounts (a graceful restart
+ * or upgrade): mounts kept by the fdstore are handed over instead (sg_lazyfs_detach): they
+ * stay mounted, and the next daemon takes them over. */
+void sg_remote_shutdown(struct sg_remote *r, bool keep_mounts, void (*cb)(void *userdata),
+			void *userdata);
 
 #endif

@@ -27,6 +27,8 @@ struct sg_snapshots {
 	struct sg_meta *meta;
 	bool (*remote_mounted)(void *ctx, int64_t id);
 	void *remote_ctx;
+	bool (*keep_mounted)(void *ctx, int64_t id);   /* held mounts, at open only */
+	void *keep_ctx;
 };
 
 static int64_t now_realtime_ns(void)
@@ -183,7 +185,11 @@ static int repair(struct sg_snapshots *s, bool at_start, struct sg_error *err)
 		 * reads would fail with ENOTCONN).  At start nothing of ours is mounted yet; later
 		 * only directories being removed are touched. */
 		snprintf(path, sizeof(path), "%s/%s/fs", s->snapdir, de->d_name);
-		if (at_start || remove)
+		/* ... unless its session outlived the daemon (a holder keeps it): then it is alive
+		 * and the daemon takes it over. */
+		bool held = !remove && s->keep_mounted &&
+			    s->keep_mounted(s->keep_ctx, strtoll(de->d_name, NULL, 10));
+		if ((at_start && !held) || remove)
 			detach_mount(path);
 		if (!remove)
 			continue;
@@ -237,12 +243,20 @@ static int drop_unfinished_remote(struct sg_snapshots *s, struct sg_error *err)
 
 int sg_snapshots_open(const char *root, struct sg_snapshots **ret, struct sg_error *err)
 {
+	return sg_snapshots_open_keeping(root, NULL, NULL, ret, err);
+}
+
+int sg_snapshots_open_keeping(const char *root, bool (*keep_mounted)(void *ctx, int64_t id),
+			      void *ctx, struct sg_snapshots **ret, struct sg_error *err)
+{
 	struct sg_snapshots *s = calloc(1, sizeof(*s));
 	char dbpath[PATH_MAX];
 	int r;
 
 	if (!s)
 		return -ENOMEM;
+	s->keep_mounted = keep_mounted;
+	s->keep_ctx = ctx;
 	if (strlen(root) >= ROOT_MAX) {
 		r = sg_error_set(err, -ENAMETOOLONG, "root path too long (max %d bytes)", ROOT_MAX - 1);
 		goto fail;
@@ -264,6 +278,7 @@ int sg_snapshots_open(const char *root, struct sg_snapshots **ret, struct sg_err
 	r = repair(s, true, err);
 	if (r < 0)
 		goto fail;
+	s->keep_mounted = NULL;
 	*ret = s;
 	return 0;
 fail:

@@ -43,6 +43,10 @@ void sg_mounts_clear(struct sg_mounts *m);
 /* Opens (creating if needed) ROOT/metadata.db and ROOT/snapshots, and repairs what a crash
  * may have left: half-created and half-removed directories. */
 int sg_snapshots_open(const char *root, struct sg_snapshots **ret, struct sg_error *err);
+/* The same, leaving alone the FUSE mounts of the snapshots keep_mounted() names (their
+ * sessions outlived the previous daemon and are taken over); others are detached. */
+int sg_snapshots_open_keeping(const char *root, bool (*keep_mounted)(void *ctx, int64_t id),
+			      void *ctx, struct sg_snapshots **ret, struct sg_error *err);
 void sg_snapshots_close(struct sg_snapshots *s);
 
 int sg_snapshots_prepare(struct sg_snapshots *s, enum sg_snap_kind kind, const char *key,

@@ -1,13 +1,17 @@
 #include "daemon/snapshot_rpc.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
+#include <unistd.h>
 
 #include "containerd/services/snapshots/v1/snapshots.pb-c.h"
 #include "daemon/core/log.h"
 #include "daemon/core/loop.h"
+#include "daemon/fdstore.h"
 #include "daemon/grpc.h"
 #include "daemon/remote.h"
 #include "daemon/snapshot.h"
@@ -45,10 +49,27 @@ struct sg_snapshot_service {
 	struct sg_op restore_timer;
 	unsigned restoring;
 	bool stopping;
+	bool keep_mounts;             /* the shutdown is a handover */
+	/* Sessions a previous daemon left held, not taken over yet (sg_snapshot_service_take_over). */
+	struct sg_held_fd *held;
+	size_t n_held;
+	struct sg_fdstore *fdstore;
+	unsigned adopting;            /* takeovers not finished */
+	unsigned adopted, adopt_failed;
+	uint64_t start_ns;
 	void (*shutdown_done)(void *);
 	void *shutdown_ud;
 };
 typedef Containerd__Types__Mount PbMount;
+
+/* ROOT/snapshots/<id>/fs -> ROOT/snapshots/<id>: where a mount keeps its session state. */
+static void state_dir_of(const char *mountpoint, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s", mountpoint);
+	char *slash = strrchr(buf, '/');
+	if (slash && slash != buf)
+		*slash = '\0';
+}
 
 static enum sg_grpc_status status_from_errno(int r)
 {
@@ -389,8 +410,10 @@ static bool remote_prepare(struct sg_snapshot_service *svc, struct sg_grpc_call 
 	sg_list_init(&pm->waiters);
 	sg_list_insert_tail(&pm->waiters, &w->link);
 	sg_list_insert_tail(&svc->pending, &pm->link);
-	char mountpoint[4200];
+	char mountpoint[4200], state_dir[4200];
 	sg_snapshots_path(svc->snapshots, id, mountpoint, sizeof(mountpoint));
+	state_dir_of(mountpoint, state_dir, sizeof(state_dir));
+	info.state_dir = state_dir;
 	r = sg_remote_mount(svc->remote, id, mountpoint, &info, on_remote_mounted, pm);
 	if (r < 0)
 		on_remote_mounted(pm, r, "cannot start fetching the layer");
@@ -815,12 +838,16 @@ void sg_snapshot_service_free(struct sg_snapshot_service *svc)
 	 * into svc: sg_snapshot_service_shutdown and its done callback come first. */
 	SG_FREE_CHECK(sg_op_busy(&svc->restore_timer) || !sg_list_empty(&svc->pending) ||
 		      svc->restoring > 0, "snapshot service");
+	for (size_t i = 0; i < svc->n_held; i++)
+		close(svc->held[i].fd);   /* never restored: still held by the fdstore */
+	free(svc->held);
 	free(svc);
 }
 
 struct restore_one {
 	struct sg_snapshot_service *svc;
 	char *name;
+	bool adopt;
 };
 
 static void on_restored(void *userdata, int res, const char *err)
@@ -829,7 +856,20 @@ static void on_restored(void *userdata, int res, const char *err)
 	struct sg_snapshot_service *svc = ro->svc;
 
 	svc->restoring--;
-	if (res == 0)
+	if (ro->adopt) {
+		svc->adopting--;
+		if (res == 0)
+			svc->adopted++;
+		else
+			svc->adopt_failed++;
+		if (svc->adopting == 0)
+			sg_info("took over %u held mount(s) in %.1f ms since start (%u failed and are "
+				"mounted afresh)", svc->adopted,
+				(double)(sg_now_ns() - svc->start_ns) / 1e6, svc->adopt_failed);
+	}
+	if (res == 0 && ro->adopt)
+		sg_info("remote snapshot %s taken over: its mount never went away", ro->name);
+	else if (res == 0)
 		sg_info("remote snapshot %s mounted again", ro->name);
 	else if (res == -ECANCELED)
 		sg_info("remote snapshot %s: mounting it again was cancelled (removed, or stopping)",
@@ -841,14 +881,52 @@ static void on_restored(void *userdata, int res, const char *err)
 	free(ro->name);
 	free(ro);
 	if (svc->stopping && svc->restoring == 0 && svc->shutdown_done)
-		sg_remote_shutdown(svc->remote, svc->shutdown_done, svc->shutdown_ud);
+		sg_remote_shutdown(svc->remote, svc->keep_mounts, svc->shutdown_done,
+				   svc->shutdown_ud);
+}
+
+/* The held descriptor of snapshot id, removed from the list (-1 if none). */
+static int take_held(struct sg_snapshot_service *svc, int64_t id)
+{
+	char name[64];
+
+	sg_remote_held_name(id, name, sizeof(name));
+	for (size_t i = 0; i < svc->n_held; i++) {
+		if (strcmp(svc->held[i].name, name) != 0)
+			continue;
+		int fd = svc->held[i].fd;
+		svc->held[i] = svc->held[--svc->n_held];
+		return fd;
+	}
+	return -1;
+}
+
+/* A held session nobody will serve: end it (detach its mountpoint) and forget it. */
+static void discard_held(struct sg_snapshot_service *svc, int64_t id, const char *mountpoint)
+{
+	struct sg_error err = { 0 };
+	char name[64];
+
+	sg_remote_held_name(id, name, sizeof(name));
+	(void)umount2(mountpoint, MNT_DETACH | UMOUNT_NOFOLLOW);
+	if (sg_fdstore_remove(svc->fdstore, name, &err) < 0)
+		sg_warn("%s", err.msg);
+}
+
+void sg_snapshot_service_take_over(struct sg_snapshot_service *svc, struct sg_fdstore *st,
+				   struct sg_held_fd *held, size_t n, uint64_t start_ns)
+{
+	svc->fdstore = st;
+	svc->held = held;
+	svc->n_held = n;
+	svc->start_ns = start_ns;
 }
 
 static int restore_snapshot(const struct sg_snap *snap, void *userdata)
 {
 	struct sg_snapshot_service *svc = userdata;
 	struct sg_remote_layer info;
-	char mountpoint[4200];
+	char mountpoint[4200], state_dir[4200];
 
 	if (sg_remote_is_mounted(svc->remote, snap->id))
 		return 0;
@@ -863,8 +941,25 @@ static int restore_snapshot(const struct sg_snap *snap, void *userdata)
 	}
 	ro->svc = svc;
 	sg_snapshots_path(svc->snapshots, snap->id, mountpoint, sizeof(mountpoint));
+	state_dir_of(mountpoint, state_dir, sizeof(state_dir));
+	info.state_dir = state_dir;
+	info.from_disk = true;   /* mounted here before: no registry needed */
+	int fd = take_held(svc, snap->id);
+	int r;
 	svc->restoring++;
-	if (sg_remote_mount(svc->remote, snap->id, mountpoint, &info, on_restored, ro) < 0) {
+	if (fd >= 0) {
+		ro->adopt = true;
+		svc->adopting++;
+		r = sg_remote_adopt(svc->remote, snap->id, mountpoint, &info, fd, on_restored, ro);
+		if (r < 0) {
+			svc->adopting--;
+			close(fd);
+			discard_held(svc, snap->id, mountpoint);
+		}
+	} else {
+		r = sg_remote_mount(svc->remote, snap->id, mountpoint, &info, on_restored, ro);
+	}
+	if (r < 0) {
 		svc->restoring--;
 		free(ro->name);
 		free(ro);
@@ -886,14 +981,41 @@ void sg_snapshot_service_restore(struct sg_snapshot_service *svc)
 	if (!svc->remote || svc->stopping)
 		return;
 	(void)sg_snapshots_foreach_remote(svc->snapshots, restore_snapshot, svc);
+	/* Held sessions of snapshots that are gone (removed while no daemon ran, or whose
+	 * mount never completed): nobody will serve them. */
+	for (size_t i = 0; i < svc->n_held; i++) {
+		char mountpoint[4200];
+		char *end;
+		long long id = strncmp(svc->held[i].name, "sg.", 3) == 0
+				       ? strtoll(svc->held[i].name + 3, &end, 10) : 0;
+		close(svc->held[i].fd);
+		if (id <= 0 || *end) {
+			struct sg_error err = { 0 };
+			(void)sg_fdstore_remove(svc->fdstore, svc->held[i].name, &err);
+			continue;
+		}
+		sg_snapshots_path(svc->snapshots, id, mountpoint, sizeof(mountpoint));
+		sg_info("held FUSE session %s belongs to no remote snapshot; ending it",
+			svc->held[i].name);
+		discard_held(svc, id, mountpoint);
+	}
+	free(svc->held);
+	svc->held = NULL;
+	svc->n_held = 0;
+	if (svc->adopting == 0 && svc->start_ns) {
+		svc->start_ns = 0;
+		sg_debug("no held mount to take over");
+	}
 	/* Refused only while the loop drains: then there is no later retry to schedule. */
 	if (!sg_op_busy(&svc->restore_timer))
 		(void)sg_timer_start(svc->loop, &svc->restore_timer, RESTORE_RETRY_NS, restore_tick);
 }
 
-void sg_snapshot_service_shutdown(struct sg_snapshot_service *svc, void (*done)(void *), void *ud)
+void sg_snapshot_service_shutdown(struct sg_snapshot_service *svc, bool keep_mounts,
+				  void (*done)(void *), void *ud)
 {
 	svc->stopping = true;
+	svc->keep_mounts = keep_mounts;
 	(void)sg_op_cancel(&svc->restore_timer);
 	if (!svc->remote) {
 		done(ud);
@@ -902,5 +1024,5 @@ void sg_snapshot_service_shutdown(struct sg_snapshot_service *svc, void (*done)(
 	svc->shutdown_done = done;
 	svc->shutdown_ud = ud;
 	if (svc->restoring == 0)
-		sg_remote_shutdown(svc->remote, done, ud);
+		sg_remote_shutdown(svc->remote, keep_mounts, done, ud);
 }

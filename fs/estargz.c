@@ -3,9 +3,11 @@
 #include "fs/estargz.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
@@ -849,5 +851,104 @@ int sg_esgz_extract_chunk(struct sg_gz *gz, const struct sg_toc_chunk *c, const 
 	r = 0;
 out:
 	free(buf);
+	return r;
+}
+
+/* ---- an index from the TOC JSON kept on disk ---- */
+
+int sg_esgz_self_of(const struct sg_toc *toc, struct sg_esgz_self *ret)
+{
+	uint32_t id = sg_toc_self(toc);
+
+	if (id == SG_TOC_NONE)
+		return -ENOENT;
+	const struct sg_toc_node *n = sg_toc_node(toc, id);
+	const char *u = sg_toc_str(toc, n->user), *g = sg_toc_str(toc, n->group);
+	if (strlen(u) >= sizeof(ret->uname) || strlen(g) >= sizeof(ret->gname))
+		return -ENAMETOOLONG;
+	memset(ret, 0, sizeof(*ret));
+	ret->mode = n->mode;
+	ret->uid = n->uid;
+	ret->gid = n->gid;
+	ret->mtime_sec = n->mtime_sec;
+	ret->mtime_nsec = n->mtime_nsec;
+	memcpy(ret->uname, u, strlen(u) + 1);
+	memcpy(ret->gname, g, strlen(g) + 1);
+	return 0;
+}
+
+int sg_esgz_restore_toc(const char *json_path, uint64_t toc_offset,
+			const struct sg_esgz_self *self, const struct sg_esgz_options *opts,
+			struct sg_toc **ret_toc, struct sg_error *err)
+{
+	uint64_t limit = opts && opts->max_toc_size ? opts->max_toc_size : SG_ESGZ_DEFAULT_MAX_TOC;
+	struct sg_toc *toc = NULL;
+	uint8_t *buf = NULL;
+	size_t cap = 0, len = 0;
+	struct sg_digest d;
+	struct stat st;
+	int fd, r;
+
+	if (!opts || (!opts->toc_digest && !opts->skip_verify))
+		return sg_error_setc(err, -EINVAL, SG_ESGZ_E_TOC_DIGEST,
+				     "no TOC digest to check the TOC copy against");
+	fd = open(json_path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return sg_error_setc(err, -errno, SG_ESGZ_E_IO, "cannot open %s: %s", json_path,
+				     strerror(errno));
+	if (fstat(fd, &st) < 0 || st.st_size <= 0 || (uint64_t)st.st_size > limit) {
+		r = sg_error_setc(err, -EFBIG, SG_ESGZ_E_TOC_TOO_LARGE, "%s: empty or too large",
+				  json_path);
+		goto out;
+	}
+	len = (size_t)st.st_size;
+	cap = len;
+	buf = sg_big_realloc(NULL, 0, cap);
+	if (!buf) {
+		r = sg_error_setc(err, -ENOMEM, SG_ESGZ_E_NOMEM, "out of memory for the TOC");
+		goto out;
+	}
+	for (size_t done = 0; done < len;) {
+		ssize_t n = pread(fd, buf + done, len - done, (off_t)done);
+		if (n <= 0) {
+			r = sg_error_setc(err, n < 0 ? -errno : -EIO, SG_ESGZ_E_IO,
+					  "cannot read %s", json_path);
+			goto out;
+		}
+		done += (size_t)n;
+	}
+	/* The copy is only as good as its digest: the one containerd's label pinned. */
+	sg_sha256(buf, len, &d);
+	if (opts->toc_digest && !sg_digest_equal(&d, opts->toc_digest)) {
+		r = sg_error_setc(err, -EBADMSG, SG_ESGZ_E_TOC_DIGEST,
+				  "%s does not match the layer's TOC digest", json_path);
+		goto out;
+	}
+	r = sg_toc_parse_json(buf, len, toc_offset, opts, &toc, err);
+	if (r < 0)
+		goto out;
+	struct sg_tar_entry h = {
+		.mode = self->mode, .uid = self->uid, .gid = self->gid,
+		.mtime_sec = self->mtime_sec, .mtime_nsec = (int32_t)self->mtime_nsec,
+		.uname = (char *)self->uname, .gname = (char *)self->gname,
+	};
+	r = sg_toc_add_self(toc, &h, len);
+	if (r < 0) {
+		sg_toc_free(toc);
+		toc = NULL;
+		r = sg_error_setc(err, r, SG_ESGZ_E_LIMIT, "cannot add stargz.index.json: %s",
+				  strerror(-r));
+		goto out;
+	}
+	sg_toc_set_digest(toc, &d, opts->toc_digest != NULL);
+	if (opts->keep_json) {
+		sg_toc_keep_json(toc, buf, cap, buf, len);
+		buf = NULL;
+	}
+	*ret_toc = toc;
+out:
+	close(fd);
+	if (buf)
+		sg_big_free(buf, cap);
 	return r;
 }

@@ -24,6 +24,13 @@
 #define K_FUSE_NOTIFY_REPLY 41u
 #define K_FUSE_BATCH_FORGET 42u
 
+/* Protocol 7.40 (Linux 6.9): a notification (a reply header with unique 0 and the code in
+ * `error`) that makes the kernel queue again every request a server read but did not
+ * answer; the copies carry FUSE_UNIQUE_RESEND in their unique.  A server that takes over a
+ * session whose previous server died sends it once before serving. */
+#define K_FUSE_NOTIFY_RESEND 7
+#define K_FUSE_UNIQUE_RESEND (1ull << 63)
+
 struct k_in_header {
 	uint32_t len, opcode;
 	uint64_t unique, nodeid;

@@ -3,12 +3,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <fuse_lowlevel.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/uio.h>
@@ -28,6 +30,11 @@
 /* The layer never changes: let the kernel keep what it learned for a day. */
 #define TIMEOUT 86400.0
 #define DEFAULT_STUCK_NS (60ull * 1000000000u)
+/* The unique of the INIT replayed into libfuse on a takeover: never one the kernel uses
+ * (its uniques are below 2^63 and even, resent ones have bit 63 set). */
+#define REPLAY_UNIQUE ((1ull << 62) | 1u)
+#define INIT_FILE "fuse.init"
+#define JOURNAL_FILE "fuse.backing"
 
 struct fuse_reader {
 	struct sg_lazyfs *fs;
@@ -52,7 +59,18 @@ struct sg_lazyfs {
 
 	bool stopping;
 	bool mounted;
-	bool unmounting;              /* sg_lazyfs_unmount ran (else a stop is a lost mount) */
+	bool unmounting;              /* sg_lazyfs_unmount or _detach ran (else a stop is a lost mount) */
+	/* Takeover and handover (sg_lazyfs_adopt, sg_lazyfs_detach). */
+	char state_dir[PATH_MAX];     /* where the session's state is kept; "" = nowhere */
+	char mountpoint[PATH_MAX];
+	bool adopted;                 /* taken over: libfuse did not mount it, we unmount it */
+	bool need_init;               /* adopted, and libfuse has not seen an INIT yet */
+	uint8_t *init_req;            /* the kernel's INIT as the first server read it */
+	size_t init_len;
+	bool replaying;               /* the replayed INIT's reply is being swallowed */
+	bool detaching;               /* cancelled requests are left to the next server */
+	bool user_closing;
+	struct sg_op grace_op;        /* detach: how long in-flight requests may take */
 	struct sg_op lost_op;
 	struct sg_op user_close_op;   /* closing our user of the layer */
 	struct sg_op *done_op;        /* sg_lazyfs_unmount's, posted once nothing is left */
@@ -60,6 +78,7 @@ struct sg_lazyfs {
 };
 
 static void maybe_done(struct sg_lazyfs *fs);
+static void close_user(struct sg_lazyfs *fs);
 
 /* ---- attributes ---- */
 
@@ -340,6 +359,15 @@ static ssize_t session_writev(int fd, struct iovec *iov, int count, void *userda
 
 	if (count >= 1 && iov[0].iov_len == sizeof(struct k_out_header)) {
 		const struct k_out_header *h = iov[0].iov_base;
+		if (fs->replaying && h->unique == REPLAY_UNIQUE) {
+			/* libfuse's answer to the replayed INIT: the kernel had its answer from
+			 * the first server.  Only our own state learns from it. */
+			sg_passthrough_patch_reply(fs->pt, iov, count);
+			ssize_t total = 0;
+			for (int i = 0; i < count; i++)
+				total += (ssize_t)iov[i].iov_len;
+			return total;
+		}
 		if (h->unique)   /* unique 0: a notification, not a reply */
 			sg_fuse_watchdog_reply(fs->watchdog, h->unique);
 	}
@@ -392,7 +420,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	uint32_t rid = (uint32_t)(n - sg_toc_node(fs->toc, 0));
 	fi->keep_cache = 1;
 	fi->fh = rid;
-	if (!sg_passthrough_on(fs->pt) || n->type != SG_TOC_REG) {
+	if ((!sg_passthrough_on(fs->pt) && !sg_passthrough_adopted(fs->pt, rid)) ||
+	    n->type != SG_TOC_REG) {
 		fuse_reply_open(req, fi);
 		return;
 	}
@@ -412,7 +441,9 @@ static void read_done(struct sg_op *op)
 	struct sg_lazyfs *fs = p->fs;
 	int32_t res = op->res;
 
-	if (res < 0)
+	if (res == -ECANCELED && fs->detaching)
+		fuse_reply_none(p->req);   /* the kernel resends it to the next server */
+	else if (res < 0)
 		fuse_reply_err(p->req, res == -ECANCELED ? EINTR : (int)-res);
 	else
 		fuse_reply_buf(p->req, p->buf, (size_t)res);
@@ -462,8 +493,10 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct sg_lazyfs *fs = fuse_req_userdata(req);
 
 	(void)ino;
-	sg_passthrough_release(fs->pt, fi);
+	/* Reply first: the journal must never count an open as gone that the kernel still
+	 * holds (fs/passthrough.h). */
 	fuse_reply_err(req, 0);
+	sg_passthrough_release(fs->pt, fi);
 }
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
@@ -663,6 +696,113 @@ static void maybe_report_lost(struct sg_lazyfs *fs)
 	(void)sg_post(fs->loop, &fs->lost_op, 0, lost_cb);   /* draining: we are going anyway */
 }
 
+/* ---- the session's state, for whoever takes it over ----
+ *
+ * The kernel sends INIT once per session.  A server that takes the session over must put
+ * libfuse in the state that INIT left (protocol minor, flags), so the INIT request is kept
+ * in STATE_DIR/fuse.init, written before it is answered: if the first server died before
+ * answering, the kernel resends the INIT itself and the file is simply replaced. */
+static void save_init(struct sg_lazyfs *fs, const uint8_t *buf, size_t n)
+{
+	char path[PATH_MAX + 16], tmp[PATH_MAX + 24];
+	int fd;
+
+	if (!fs->state_dir[0])
+		return;
+	snprintf(path, sizeof(path), "%s/" INIT_FILE, fs->state_dir);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	/* Blocking, once per mount: a local write of ~100 bytes. */
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return;
+	bool ok = write(fd, buf, n) == (ssize_t)n;
+	close(fd);
+	if (!ok || rename(tmp, path) < 0)
+		(void)unlink(tmp);
+}
+
+static int load_init(struct sg_lazyfs *fs)
+{
+	char path[PATH_MAX + 16];
+	struct k_in_header h;
+	uint8_t buf[512];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/" INIT_FILE, fs->state_dir);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, sizeof(buf));
+	close(fd);
+	if (n < (ssize_t)(sizeof(h) + 8))
+		return -EBADMSG;
+	memcpy(&h, buf, sizeof(h));
+	if (h.opcode != K_FUSE_INIT || h.len != (uint32_t)n)
+		return -EBADMSG;
+	fs->init_req = malloc((size_t)n);
+	if (!fs->init_req)
+		return -ENOMEM;
+	memcpy(fs->init_req, buf, (size_t)n);
+	fs->init_len = (size_t)n;
+	return 0;
+}
+
+/* Feeds libfuse the session's INIT again, with a unique of our own, and swallows its
+ * answer (session_writev): from then on it serves the session as if it had seen it. */
+static void replay_init(struct sg_lazyfs *fs)
+{
+	struct k_in_header h;
+	uint8_t *b = malloc(fs->init_len);
+
+	fs->need_init = false;
+	if (!b)
+		return;   /* libfuse then answers EIO until an INIT comes: visible, not silent */
+	memcpy(b, fs->init_req, fs->init_len);
+	memcpy(&h, b, sizeof(h));
+	h.unique = REPLAY_UNIQUE;
+	memcpy(b, &h, sizeof(h));
+	struct fuse_buf fbuf = { .size = fs->init_len, .mem = b, .fd = -1 };
+	/* Passthrough is on again if the kernel offered it and we want it: the first server
+	 * asked for it under the same rule (a kernel that did not agree refuses the first
+	 * backing file, which turns it off). */
+	sg_passthrough_peek_init(fs->pt, b, fs->init_len);
+	fs->replaying = true;
+	fuse_session_process_buf(fs->se, &fbuf);
+	fs->replaying = false;
+	free(b);
+}
+
+static int open_journal(struct sg_lazyfs *fs, bool adopt)
+{
+	char path[PATH_MAX + 16];
+
+	if (!fs->state_dir[0])
+		return 0;
+	snprintf(path, sizeof(path), "%s/" JOURNAL_FILE, fs->state_dir);
+	return sg_passthrough_journal(fs->pt, path, adopt);
+}
+
+static void process(struct sg_lazyfs *fs, uint8_t *buf, size_t n)
+{
+	uint32_t opcode = 0;
+
+	if (n >= sizeof(struct k_in_header))
+		memcpy(&opcode, buf + offsetof(struct k_in_header, opcode), sizeof(opcode));
+	if (opcode == K_FUSE_INIT) {
+		/* A fresh session, or one whose first server died before answering its INIT
+		 * (the kernel resent it): libfuse answers this one. */
+		fs->need_init = false;
+		save_init(fs, buf, n);
+	} else if (fs->need_init && fs->init_req) {
+		replay_init(fs);
+	}
+	sg_fuse_watchdog_request(fs->watchdog, buf, n);
+	sg_passthrough_peek_init(fs->pt, buf, n);
+	struct fuse_buf fbuf = { .size = n, .mem = buf, .fd = -1 };
+	fuse_session_process_buf(fs->se, &fbuf);
+}
+
 static void on_fuse_readable(struct sg_op *op)
 {
 	struct fuse_reader *rd = sg_container_of(op, struct fuse_reader, op);
@@ -678,10 +818,7 @@ static void on_fuse_readable(struct sg_op *op)
 	for (int i = 0; i < READS_PER_WAKE && !fs->stopping; i++) {
 		ssize_t n = read(fs->fd, rd->buf, BUF_SIZE);
 		if (n > 0) {
-			sg_fuse_watchdog_request(fs->watchdog, rd->buf, (size_t)n);
-			sg_passthrough_peek_init(fs->pt, rd->buf, (size_t)n);
-			struct fuse_buf fbuf = { .size = (size_t)n, .mem = rd->buf, .fd = -1 };
-			fuse_session_process_buf(fs->se, &fbuf);
+			process(fs, rd->buf, (size_t)n);
 			continue;
 		}
 		if (n < 0 && (errno == EINTR || errno == ENOENT))
@@ -701,11 +838,13 @@ static void passthrough_settled(void *userdata)
 	maybe_done(userdata);
 }
 
-int sg_lazyfs_mount(struct sg_loop *loop, struct sg_layer *layer, const char *mountpoint,
-		    const struct sg_lazyfs_options *opts, struct sg_lazyfs **ret,
-		    struct sg_error *err)
+static const struct fuse_custom_io session_io = { .writev = session_writev, .read = session_read };
+
+/* What a mount and a takeover share, up to the session (not connected to a device yet). */
+static int lazyfs_new(struct sg_loop *loop, struct sg_layer *layer, const char *mountpoint,
+		      const struct sg_lazyfs_options *opts, struct sg_lazyfs **ret,
+		      struct sg_error *err)
 {
-	static const struct fuse_custom_io io = { .writev = session_writev, .read = session_read };
 	char *argv[] = { (char *)"stargzd", (char *)"-o",
 			 (char *)"ro,allow_other,fsname=stargz,subtype=stargz", NULL };
 	struct fuse_args args = FUSE_ARGS_INIT(3, argv);
@@ -726,9 +865,14 @@ int sg_lazyfs_mount(struct sg_loop *loop, struct sg_layer *layer, const char *mo
 		fs->opts.attr_timeout = TIMEOUT;
 	if (fs->opts.entry_timeout <= 0)
 		fs->opts.entry_timeout = TIMEOUT;
+	if (fs->opts.state_dir)
+		snprintf(fs->state_dir, sizeof(fs->state_dir), "%s", fs->opts.state_dir);
+	fs->opts.state_dir = NULL;   /* the copy above is the one used */
+	snprintf(fs->mountpoint, sizeof(fs->mountpoint), "%s", mountpoint);
 	sg_group_init(&fs->group);
 	sg_op_init(&fs->user_close_op);
 	sg_op_init(&fs->lost_op);
+	sg_op_init(&fs->grace_op);
 	struct sg_fuse_watchdog_config wc = {
 		.stuck_after_ns = fs->opts.stuck_after_ns,
 		.on_stuck = fs->opts.on_stuck,
@@ -757,6 +901,39 @@ int sg_lazyfs_mount(struct sg_loop *loop, struct sg_layer *layer, const char *mo
 		r = sg_error_set(err, -EIO, "cannot create FUSE session");
 		goto fail;
 	}
+	*ret = fs;
+	return 0;
+fail:
+	sg_lazyfs_free(fs);
+	return r;
+}
+
+/* The session is connected to fs->fd: make it ours and start serving. */
+static int lazyfs_serve(struct sg_lazyfs *fs, struct sg_error *err)
+{
+	int r;
+
+	if (fcntl(fs->fd, F_SETFL, fcntl(fs->fd, F_GETFL) | O_NONBLOCK) < 0)
+		return sg_error_set(err, -errno, "cannot make the FUSE fd non-blocking: %s",
+				    strerror(errno));
+	r = sg_layer_user_new(fs->layer, &fs->user);
+	if (r < 0)
+		return sg_error_set(err, r, "cannot use the layer: %s", strerror(-r));
+	/* The last step: from here on the mount serves, and only an unmount ends it. */
+	arm_reader(&fs->readers[0]);
+	return 0;
+}
+
+int sg_lazyfs_mount(struct sg_loop *loop, struct sg_layer *layer, const char *mountpoint,
+		    const struct sg_lazyfs_options *opts, struct sg_lazyfs **ret,
+		    struct sg_error *err)
+{
+	struct sg_lazyfs *fs;
+	int r;
+
+	r = lazyfs_new(loop, layer, mountpoint, opts, &fs, err);
+	if (r < 0)
+		return r;
 	/* Blocking: mount(2) of a FUSE filesystem (documented exception). */
 	if (fuse_session_mount(fs->se, mountpoint) != 0) {
 		r = sg_error_set(err, -EIO, "cannot mount FUSE filesystem at %s", mountpoint);
@@ -766,22 +943,19 @@ int sg_lazyfs_mount(struct sg_loop *loop, struct sg_layer *layer, const char *mo
 	fs->fd = fuse_session_fd(fs->se);
 	sg_passthrough_set_fd(fs->pt, fs->fd);
 	/* Same fd: only the reply path changes (see session_writev). */
-	if (fuse_session_custom_io(fs->se, &io, fs->fd) != 0) {
+	if (fuse_session_custom_io(fs->se, &session_io, fs->fd) != 0) {
 		r = sg_error_set(err, -EIO, "cannot hook the FUSE session's replies");
 		goto fail;
 	}
-	if (fcntl(fs->fd, F_SETFL, fcntl(fs->fd, F_GETFL) | O_NONBLOCK) < 0) {
-		r = sg_error_set(err, -errno, "cannot make the FUSE fd non-blocking: %s",
-				 strerror(errno));
-		goto fail;
-	}
-	r = sg_layer_user_new(layer, &fs->user);
+	r = open_journal(fs, false);
 	if (r < 0) {
-		sg_error_set(err, r, "cannot use the layer: %s", strerror(-r));
+		sg_error_set(err, r, "cannot create the session's journal in %s: %s", fs->state_dir,
+			     strerror(-r));
 		goto fail;
 	}
-	/* The last step: from here on the mount serves, and only an unmount ends it. */
-	arm_reader(&fs->readers[0]);
+	r = lazyfs_serve(fs, err);
+	if (r < 0)
+		goto fail;
 	*ret = fs;
 	return 0;
 fail:
@@ -789,12 +963,78 @@ fail:
 	return r;
 }
 
+int sg_lazyfs_adopt(struct sg_loop *loop, struct sg_layer *layer, const char *mountpoint,
+		    int fd, const struct sg_lazyfs_options *opts, struct sg_lazyfs **ret,
+		    struct sg_error *err)
+{
+	struct sg_lazyfs *fs;
+	int r;
+
+	r = lazyfs_new(loop, layer, mountpoint, opts, &fs, err);
+	if (r < 0) {
+		close(fd);
+		return r;
+	}
+	/* The session owns the fd from here on (fuse_session_destroy closes it). */
+	if (fuse_session_custom_io(fs->se, &session_io, fd) != 0) {
+		close(fd);
+		r = sg_error_set(err, -EIO, "cannot attach a FUSE session to the held descriptor");
+		goto fail;
+	}
+	fs->fd = fd;
+	fs->adopted = true;
+	fs->mounted = true;
+	fs->need_init = true;
+	sg_passthrough_set_fd(fs->pt, fs->fd);
+	if (!fs->state_dir[0] || load_init(fs) < 0)
+		fs->init_req = NULL;   /* no INIT answered yet: the kernel's (resent) comes first */
+	r = open_journal(fs, true);
+	if (r < 0) {
+		sg_error_set(err, r, "cannot read the session's journal in %s: %s", fs->state_dir,
+			     strerror(-r));
+		goto fail;
+	}
+	/* Requests the previous server read and never answered go back into the queue (with
+	 * FUSE_UNIQUE_RESEND in their unique) and are read below like any other.  A kernel
+	 * before 6.9 refuses the notification: those requests then wait forever, so say so. */
+	struct k_out_header n = { .len = sizeof(n), .error = K_FUSE_NOTIFY_RESEND, .unique = 0 };
+	if (write(fs->fd, &n, sizeof(n)) != (ssize_t)sizeof(n)) {
+		r = sg_error_set(err, -errno, "the kernel refused FUSE_NOTIFY_RESEND (needs Linux "
+				 "6.9 or later): %s", strerror(errno));
+		goto fail;
+	}
+	r = lazyfs_serve(fs, err);
+	if (r < 0)
+		goto fail;
+	*ret = fs;
+	return 0;
+fail:
+	fs->mounted = false;   /* never unmount what we were only handed */
+	sg_lazyfs_free(fs);
+	return r;
+}
+
+int sg_lazyfs_fd(const struct sg_lazyfs *fs)
+{
+	return fs->fd;
+}
+
 static void maybe_done(struct sg_lazyfs *fs)
 {
 	sg_op_cb cb = fs->done_cb;
 
+	if (fs->detaching && fs->user && !fs->user_closing && !fs->reads_pending &&
+	    !sg_passthrough_waiting(fs->pt)) {
+		/* Every request in flight was answered within the grace: leave now. */
+		if (sg_op_busy(&fs->grace_op))
+			(void)sg_op_cancel(&fs->grace_op);
+		else
+			close_user(fs);
+		return;
+	}
 	if (!fs->stopping || !cb || fs->user || fs->reads_pending ||
-	    sg_passthrough_waiting(fs->pt) || !sg_group_idle(&fs->group))
+	    sg_passthrough_waiting(fs->pt) || !sg_group_idle(&fs->group) ||
+	    sg_op_busy(&fs->grace_op))
 		return;
 	fs->done_cb = NULL;   /* once */
 	/* Cannot fail: the op was idle at sg_lazyfs_unmount, and the caller leaves it to us. */
@@ -809,7 +1049,18 @@ static void user_closed(struct sg_op *op)
 	maybe_done(fs);
 }
 
-int sg_lazyfs_unmount(struct sg_lazyfs *fs, struct sg_op *op, sg_op_cb cb)
+static void close_user(struct sg_lazyfs *fs)
+{
+	if (!fs->user || fs->user_closing)
+		return;
+	fs->user_closing = true;
+	/* Cannot fail: our user closes once, with our own idle op. */
+	if (sg_layer_user_close(fs->user, &fs->user_close_op, user_closed) < 0)
+		fs->user = NULL;
+}
+
+/* What unmount and detach share: the checks, then no more serving; cb(op) once done. */
+static int begin_end(struct sg_lazyfs *fs, struct sg_op *op, sg_op_cb cb)
 {
 	if (!op || !cb)
 		return -EINVAL;
@@ -821,17 +1072,57 @@ int sg_lazyfs_unmount(struct sg_lazyfs *fs, struct sg_op *op, sg_op_cb cb)
 	fs->unmounting = true;
 	fs->done_op = op;
 	fs->done_cb = cb;
+	return 0;
+}
+
+int sg_lazyfs_unmount(struct sg_lazyfs *fs, struct sg_op *op, sg_op_cb cb)
+{
+	int r = begin_end(fs, op, cb);
+
+	if (r < 0)
+		return r;
 	if (fs->mounted) {
 		/* Blocking: umount2(MNT_DETACH) (documented exception).  Readers blocked in the
 		 * kernel are answered below (their layer reads complete with -ECANCELED, which
-		 * replies EINTR); requests the kernel still sends get ENODEV. */
-		fuse_session_unmount(fs->se);
+		 * replies EINTR); requests the kernel still sends get ENODEV.  A session taken
+		 * over was not mounted by libfuse: detach it ourselves. */
+		if (fs->adopted)
+			(void)umount2(fs->mountpoint, MNT_DETACH | UMOUNT_NOFOLLOW);
+		else
+			fuse_session_unmount(fs->se);
 		fs->mounted = false;
 	}
 	sg_group_cancel(&fs->group);
-	/* Cannot fail: our user closes once, with our own idle op. */
-	if (!fs->user || sg_layer_user_close(fs->user, &fs->user_close_op, user_closed) < 0)
-		maybe_done(fs);
+	close_user(fs);
+	maybe_done(fs);
+	return 0;
+}
+
+/* The grace for requests in flight is over: what is left is cancelled and left unanswered,
+ * so that the kernel resends it to the next server. */
+static void grace_over(struct sg_op *op)
+{
+	struct sg_lazyfs *fs = sg_container_of(op, struct sg_lazyfs, grace_op);
+
+	close_user(fs);
+	maybe_done(fs);
+}
+
+int sg_lazyfs_detach(struct sg_lazyfs *fs, uint64_t grace_ns, struct sg_op *op, sg_op_cb cb)
+{
+	int r = begin_end(fs, op, cb);
+
+	if (r < 0)
+		return r;
+	fs->detaching = true;
+	fs->mounted = false;   /* the mount stays; the fd holder keeps its connection */
+	sg_passthrough_set_dropping(fs->pt);
+	sg_group_cancel(&fs->group);   /* no more reads of /dev/fuse */
+	if (!fs->reads_pending && !sg_passthrough_waiting(fs->pt))
+		close_user(fs);
+	else if (sg_timer_start(fs->loop, &fs->grace_op, grace_ns, grace_over) < 0)
+		close_user(fs);
+	maybe_done(fs);
 	return 0;
 }
 
@@ -840,18 +1131,22 @@ void sg_lazyfs_free(struct sg_lazyfs *fs)
 	if (!fs)
 		return;
 	SG_FREE_CHECK(fs->user || fs->reads_pending || (fs->pt && sg_passthrough_waiting(fs->pt)) ||
-		      !sg_group_idle(&fs->group) || sg_op_busy(&fs->user_close_op), "FUSE mount");
-	/* Closing the session fd ends the connection: a request still unanswered here (a lost
-	 * reply, counted in stats.unanswered) fails in the kernel instead of hanging its
-	 * reader forever. */
+		      !sg_group_idle(&fs->group) || sg_op_busy(&fs->user_close_op) ||
+		      sg_op_busy(&fs->grace_op), "FUSE mount");
+	/* Closing the session fd ends the connection (unless a holder keeps a copy): a request
+	 * still unanswered here (a lost reply, counted in stats.unanswered) fails in the kernel
+	 * instead of hanging its reader forever. */
 	sg_fuse_watchdog_free(fs->watchdog);
 	if (fs->se) {
-		if (fs->mounted)
+		if (fs->mounted && !fs->adopted)
 			fuse_session_unmount(fs->se);
+		else if (fs->mounted)
+			(void)umount2(fs->mountpoint, MNT_DETACH | UMOUNT_NOFOLLOW);
 		fuse_session_destroy(fs->se);
 	}
 	for (int i = 0; i < N_READS; i++)
 		free(fs->readers[i].buf);
 	sg_passthrough_free(fs->pt);
+	free(fs->init_req);
 	free(fs);
 }

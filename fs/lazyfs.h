@@ -44,6 +44,10 @@ struct sg_lazyfs_options {
 	 * 0 = a day: a layer never changes, so the longest is right unless an operator wants
 	 * less kernel memory held by it. */
 	double attr_timeout, entry_timeout;
+	/* A directory where the session keeps what a takeover needs (its INIT request and the
+	 * journal of passthrough backing ids, fs/passthrough.h); NULL = not kept, the session
+	 * can then not be taken over.  Copied. */
+	const char *state_dir;
 };
 
 struct sg_lazyfs_stats {
@@ -63,6 +67,22 @@ struct sg_lazyfs_stats {
 int sg_lazyfs_mount(struct sg_loop *loop, struct sg_layer *layer, const char *mountpoint,
 		    const struct sg_lazyfs_options *opts, struct sg_lazyfs **ret,
 		    struct sg_error *err);
+/* Takes over a session whose server went away (a crash, a restart, an upgrade): fd is its
+ * /dev/fuse descriptor, kept alive meanwhile by someone else (owned from here on, closed on
+ * failure too), mounted at mountpoint; state_dir in opts names what that server kept.
+ * libfuse is put in the state the session's INIT left, the kernel is asked to resend the
+ * requests the previous server read but did not answer (FUSE_NOTIFY_RESEND, Linux 6.9),
+ * and serving starts.  Inodes are TOC ids and file handles carry nothing but the node, so
+ * handles opened before keep working; how each inode is open (passthrough with which backing
+ * file, or through the page cache, and how many times) comes back from the session's
+ * journal (fs/passthrough.h), so new opens keep the mode the kernel holds the inode in and
+ * passthrough stays on for the others.
+ * Unmounting it later detaches the mountpoint with umount2. */
+int sg_lazyfs_adopt(struct sg_loop *loop, struct sg_layer *layer, const char *mountpoint,
+		    int fd, const struct sg_lazyfs_options *opts, struct sg_lazyfs **ret,
+		    struct sg_error *err);
+/* The session's /dev/fuse descriptor (to hand a copy to whoever keeps it across restarts). */
+int sg_lazyfs_fd(const struct sg_lazyfs *fs);
 void sg_lazyfs_stats(const struct sg_lazyfs *fs, struct sg_lazyfs_stats *ret);
 /* The mount's user of its layer (fs/layer.h), e.g. to give it its own blob source. */
 struct sg_layer_user *sg_lazyfs_user(struct sg_lazyfs *fs);
@@ -72,6 +92,12 @@ struct sg_layer_user *sg_lazyfs_user(struct sg_lazyfs *fs);
  * alive until then; other users of the layer are not disturbed.  -EBUSY: op is in flight,
  * -EALREADY: unmounted before (nothing done either way). */
 int sg_lazyfs_unmount(struct sg_lazyfs *fs, struct sg_op *op, sg_op_cb cb);
+/* Hands the session over instead of ending it (a graceful restart): stops reading requests,
+ * lets those in flight finish for up to grace_ns, then cancels the rest without answering
+ * them (the next server gets them again through FUSE_NOTIFY_RESEND), and leaves the mount
+ * in place.  cb(op) as for sg_lazyfs_unmount; sg_lazyfs_free then closes only our copy of
+ * the descriptor.  Same errors as sg_lazyfs_unmount. */
+int sg_lazyfs_detach(struct sg_lazyfs *fs, uint64_t grace_ns, struct sg_op *op, sg_op_cb cb);
 void sg_lazyfs_free(struct sg_lazyfs *fs);
 
 #endif

@@ -54,7 +54,21 @@ bool sg_passthrough_on(const struct sg_passthrough *pt);
  * check by `user` (NULL: none can run) has ended.  Only while sg_passthrough_on. */
 void sg_passthrough_open(struct sg_passthrough *pt, struct sg_layer_user *user,
 			 struct fuse_req *req, struct fuse_file_info *fi, uint32_t node);
-/* The RELEASE of a file opened through sg_passthrough_open. */
+/* The session's journal (at path): every backing id registered and closed and every open
+ * and release, per inode, so that a server taking the session over knows how each inode is
+ * open (the kernel allows one mode per inode; see passthrough.c).  A new mount starts it
+ * empty; a takeover (adopt) first folds what the previous server wrote into open states
+ * (live backing ids pinned and reused, open counts that later releases bring down).  The
+ * journal is compacted then, and whenever it grows long. */
+int sg_passthrough_journal(struct sg_passthrough *pt, const char *path, bool adopt);
+/* An earlier server of the session left state for the inode (open it through
+ * sg_passthrough_open even when passthrough is off: it may have to name a backing file). */
+bool sg_passthrough_adopted(const struct sg_passthrough *pt, uint32_t node);
+/* The session is being handed over: opens whose trust check is cancelled get no reply (the
+ * kernel resends them to the next server) instead of EINTR. */
+void sg_passthrough_set_dropping(struct sg_passthrough *pt);
+/* The RELEASE of a file opened through sg_passthrough_open, after its reply was written (a
+ * crash in between then leaves the journal's count too high, never too low). */
 void sg_passthrough_release(struct sg_passthrough *pt, const struct fuse_file_info *fi);
 /* Opens waiting for a trust check (they hold FUSE requests). */
 unsigned sg_passthrough_waiting(const struct sg_passthrough *pt);

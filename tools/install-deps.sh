@@ -20,6 +20,7 @@ TEST=(
   tar gzip golang-go golang-github-containerd-stargz-snapshotter-dev   # stargzify tests: reference helper
   apache2-utils   # htpasswd -B for tests/integration/registry.sh (Basic auth)
   prometheus      # promtool check metrics, for tests/integration/metrics.sh
+  systemd         # systemd-analyze verify of packaging/stargzd.service (tests/integration/service.sh)
 )
 
 # Only for the benchmark (tools/bench, `make bench`): installed with --bench, never by `make check`.

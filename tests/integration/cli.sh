@@ -49,7 +49,8 @@ D1=$SPAWNED
 if wait_for 10 test -S "$WORK/run/s.sock"; then pass "foreground daemon creates its socket"; else fail "foreground daemon creates its socket" "$(cat "$WORK/d1.log")"; fi
 check "socket mode 0660" bash -c "[[ \$(stat -c %a '$WORK/run/s.sock') == 660 ]]"
 check "lock file names the pid" bash -c "[[ \$(cat '$WORK/root/stargzd.lock') == $D1 ]]"
-check "log lines have timestamp and level" grep -qE '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z info  stargzd .* serving on' "$WORK/d1.log"
+# The socket exists before the daemon logs that it serves: wait for the line.
+check "log lines have timestamp and level" wait_for 5 grep -qE '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z info  stargzd .* serving on' "$WORK/d1.log"
 
 run -f --root "$WORK/root" --address "$WORK/other.sock"
 check "second instance on the same root: exit 1, one line" bash -c "[[ $RC -eq 1 ]]" && one_line_err && grep -q "already running on root $WORK/root" "$WORK/err" && grep -q "pid $D1" "$WORK/err" || fail "second instance message" "$(cat "$WORK/err")"

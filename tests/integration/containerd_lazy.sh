@@ -57,7 +57,8 @@ $CTR images rm --sync "$IMG" >/dev/null 2>&1
 # Restart: the remote snapshots are mounted again and still serve.
 if ctr-remote --address "$WORK/containerd/containerd.sock" images rpull --plain-http \
      --snapshotter stargz "$IMG" >>"$WORK/rpull.log" 2>&1; then pass "rpull again"; else fail "rpull again"; fi
-stop_stargzd TERM
+# SIGINT is the full stop (SIGTERM hands the mounts over: containerd_takeover.sh).
+stop_stargzd INT
 check "stargzd stopped cleanly" bash -c "[[ $EXIT_CODE -eq 0 ]]"
 check "and unmounted its layers" bash -c "! grep -F '$WORK/' /proc/mounts | grep -q ' fuse.stargz '"
 start_stargzd
@@ -65,7 +66,7 @@ check "remote snapshots are mounted again after restart" wait_for 20 bash -c "[[
 run_after_restart "$IMG" c3 sha256sum /data/big.bin
 check "container runs after restart" grep -q "$BIG_SUM" <<<"$RUN_OUT"
 
-# kill -9: mounts are left dead; the next start cleans them and mounts again.
+# kill -9: the fd holder keeps the mounts; the next start takes them over.
 stop_stargzd KILL
 start_stargzd
 run_after_restart "$IMG" c4 cat /data/hello.txt

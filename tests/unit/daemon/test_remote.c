@@ -99,7 +99,7 @@ static void on_shutdown(void *ud)
 static void env_close(struct env *e)
 {
 	bool done = false;
-	sg_remote_shutdown(e->remote, on_shutdown, &done);
+	sg_remote_shutdown(e->remote, false, on_shutdown, &done);
 	double end = test_now_ms() + 10000;
 	while (!done && test_now_ms() < end)
 		CHECK(sg_loop_run_once(e->loop, 50) >= 0);

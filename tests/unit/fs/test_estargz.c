@@ -214,6 +214,74 @@ TEST(inner_offset_shared_member)
 	esgz_done(&b);
 }
 
+/* A restart rebuilds the index from the JSON copy a layer keeps on disk: the same nodes
+ * under the same ids (inode numbers), stargz.index.json with its tar header's attributes,
+ * and nothing from a copy that does not match the TOC digest. */
+TEST(restore_toc_from_its_json_copy)
+{
+	struct esgz_b b;
+	struct sg_toc *toc, *again = NULL;
+	struct sg_error err;
+	struct sg_digest d;
+	struct sg_esgz_self self;
+	char path[] = "/tmp/test-restore-XXXXXX";
+
+	esgz_init(&b, 6);
+	esgz_add(&b, "dir/", '5', 0755, NULL, 0, NULL, 0, NULL);
+	esgz_add(&b, "dir/a", '0', 0644, "hello", 5, NULL, 0, NULL);
+	esgz_add(&b, "b", '0', 0600, "world!", 6, NULL, 0, NULL);
+	esgz_add(&b, "dir/link", '2', 0777, NULL, 0, "a", 0, NULL);
+	esgz_finish(&b, 0, &d);
+	struct sg_esgz_options o = { .toc_digest = &d, .keep_json = true };
+	if (load(&b, &o, &toc, &err) < 0)
+		TEST_FAIL("load: %s", err.msg);
+	CHECK_EQ(sg_esgz_self_of(toc, &self), 0);
+	const void *json;
+	size_t json_len;
+	CHECK(sg_toc_json(toc, &json, &json_len));
+	int fd = mkstemp(path);
+	CHECK(fd >= 0);
+	CHECK_EQ(write(fd, json, json_len), (ssize_t)json_len);
+	close(fd);
+
+	CHECK_EQ(sg_esgz_restore_toc(path, sg_toc_offset(toc), &self, &o, &again, &err), 0);
+	CHECK_EQ(sg_toc_count(again), sg_toc_count(toc));
+	CHECK_EQ(sg_toc_self(again), sg_toc_self(toc));
+	for (uint32_t id = 0; id < sg_toc_count(toc); id++) {
+		const struct sg_toc_node *x = sg_toc_node(toc, id), *y = sg_toc_node(again, id);
+		CHECK_EQ(x->type, y->type);
+		CHECK_EQ(x->size, y->size);
+		CHECK_EQ(x->mode, y->mode);
+		CHECK_EQ(x->uid, y->uid);
+		CHECK_EQ(x->parent, y->parent);
+		CHECK_EQ(x->mtime_sec, y->mtime_sec);
+		CHECK_EQ(x->name_len, y->name_len);
+		CHECK(memcmp(sg_toc_str(toc, x->name), sg_toc_str(again, y->name), x->name_len) == 0);
+	}
+	CHECK_EQ(sg_toc_lookup_path(again, "dir/a"), sg_toc_lookup_path(toc, "dir/a"));
+	const void *json2;
+	size_t json2_len;
+	CHECK(sg_toc_json(again, &json2, &json2_len));
+	CHECK_EQ(json2_len, json_len);
+	CHECK(memcmp(json, json2, json_len) == 0);
+	sg_toc_free(again);
+
+	/* One byte changed on disk: refused, nothing returned. */
+	fd = open(path, O_WRONLY);
+	CHECK_EQ(pwrite(fd, " ", 1, (off_t)json_len - 2), 1);
+	close(fd);
+	again = NULL;
+	CHECK_EQ(sg_esgz_restore_toc(path, sg_toc_offset(toc), &self, &o, &again, &err), -EBADMSG);
+	CHECK_EQ(err.code, SG_ESGZ_E_TOC_DIGEST);
+	CHECK(again == NULL);
+	/* Without a digest to check against, never. */
+	struct sg_esgz_options none = { .keep_json = true };
+	CHECK_EQ(sg_esgz_restore_toc(path, sg_toc_offset(toc), &self, &none, &again, &err), -EINVAL);
+	unlink(path);
+	sg_toc_free(toc);
+	esgz_done(&b);
+}
+
 /* stargz.index.json as tar -x creates it: attributes from the TOC member's tar header,
  * with a PAX extended header's records overriding the ustar fields; its content is the
  * verified JSON, kept when asked.  An entry the TOC lists under that name is shadowed. */
