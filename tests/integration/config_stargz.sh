@@ -132,7 +132,8 @@ for key in prefetch_timeout_sec max_concurrency metadata_store blob.check_always
 done
 check "only warnings: no error logged" bash -c "! grep -q ' error ' '$WORK/stargzd.log'"
 check "nothing else warned about at start" bash -c "[[ \$(grep -c ' warn ' '$WORK/stargzd.log') -eq 9 ]]"
-check "[cri_keychain] starts the CRI image-service proxy" grep -q "CRI image service on $WORK/cri.sock, forwarded to /run/containerd/containerd.sock" "$WORK/stargzd.log"
+# The snapshot socket listens before the proxy starts and logs: wait for the line.
+check "[cri_keychain] starts the CRI image-service proxy" wait_for 5 grep -q "CRI image service on $WORK/cri.sock, forwarded to /run/containerd/containerd.sock" "$WORK/stargzd.log"
 start_containerd || { fail "containerd starts" "$(tail -20 "$WORK/containerd.log")"; finish; }
 check "lazy run with stargz-snapshotter's config" lazy_run c1
 check "  the container read the files" grep -q "small file" "$WORK/c1.out"
