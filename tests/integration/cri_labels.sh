@@ -11,15 +11,7 @@
 
 $PYTHON -c 'import grpc' 2>/dev/null || { fail "python3-grpcio is installed (tools/install-deps.sh)"; finish; }
 REGISTRY_LOG_LEVEL=info start_registry || { fail "registry starts" "$(cat "$WORK/registry.log")"; finish; }
-make_busybox_rootfs "$WORK/l1"
-mkdir -p "$WORK/l2/data"
-head -c 6000000 /dev/urandom >"$WORK/l2/data/big.bin"
-head -c 3000000 /dev/urandom >"$WORK/l2/data/unread.bin"
-BIG_SUM=$(sha256sum "$WORK/l2/data/big.bin" | cut -d' ' -f1)
-make_image "$WORK/oci" v1 "$WORK/l1" "$WORK/l2" >/dev/null
-check "eStargz conversion" make_estargz_image "$WORK/oci" "$WORK/esgz"
-check "eStargz image pushed" push_image "$WORK/esgz" v1 cri
-BLOBS=$(du -cb "$WORK/esgz/blobs/sha256" | tail -1 | cut -f1)
+make_cri_test_image cri
 read -r LAYER _ < <(esgz_layer_info "$WORK/esgz")
 IMG=$REGISTRY/cri:v1
 

@@ -176,3 +176,18 @@ l = m["layers"][-1]
 print(l["digest"], l["annotations"]["containerd.io/snapshot/stargz/toc.digest"])
 PY
 }
+
+# A two-layer eStargz image for the CRI tests, pushed as REPO:v1: busybox, then /data/big.bin
+# (6 MB, read by the tests; its sha256 in BIG_SUM) and /data/unread.bin (3 MB, never read, so
+# that a full download shows).  Sets BIG_SUM and BLOBS (the image's blob bytes).
+make_cri_test_image() {   # REPO
+  make_busybox_rootfs "$WORK/l1"
+  mkdir -p "$WORK/l2/data"
+  head -c 6000000 /dev/urandom >"$WORK/l2/data/big.bin"
+  head -c 3000000 /dev/urandom >"$WORK/l2/data/unread.bin"
+  BIG_SUM=$(sha256sum "$WORK/l2/data/big.bin" | cut -d' ' -f1)
+  make_image "$WORK/oci" v1 "$WORK/l1" "$WORK/l2" >/dev/null
+  check "eStargz conversion" make_estargz_image "$WORK/oci" "$WORK/esgz"
+  check "eStargz image pushed" push_image "$WORK/esgz" v1 "$1"
+  BLOBS=$(du -cb "$WORK/esgz/blobs/sha256" | tail -1 | cut -f1)
+}
