@@ -2,8 +2,9 @@
 # TIMEOUT: 180
 # `stargzd mount` against layers and operators that misbehave: a chunk that decompresses
 # cleanly but fails its digest (every read gets an answer, never a wrong byte, and the
-# process still exits on SIGINT); one layer mounted twice with a small cache bound (eviction
-# through one mount never serves holes through the other); an external unmount.
+# process still exits on SIGINT); an external unmount.  (One layer mounted twice with a small
+# cache bound is tests/unit/daemon/test_remote.c: two_mounts_of_one_layer_share_its_state;
+# two processes cannot share a cache directory, see mount_cache_dir.sh.)
 . "$(dirname "$0")/lib.sh"
 HOSTILE=$STARGZD_TOP/build/tests/helpers/esgz_hostile
 
