@@ -139,7 +139,8 @@ int sg_profile_store_save(const char *root, const struct sg_profile *p, struct s
 	if ((size_t)snprintf(dir, sizeof(dir), "%s/%s", root, SG_PROFILE_DIR) >= sizeof(dir) ||
 	    sg_profile_store_path(root, sg_profile_toc(p), path, sizeof(path)) < 0)
 		return sg_error_set(err, -ENAMETOOLONG, "root path too long");
-	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+	/* The root too: a fresh node pulls profiles before the daemon ever ran. */
+	if ((mkdir(root, 0700) < 0 && errno != EEXIST) || (mkdir(dir, 0700) < 0 && errno != EEXIST))
 		return sg_error_set(err, -errno, "cannot create %s: %s", dir, strerror(errno));
 	r = sg_profile_format(p, &json, &len);
 	if (r < 0)
