@@ -463,12 +463,11 @@ static int find_artifact(struct share *s, struct sg_oci_desc *ret, const char **
 				      ret, &s->err);
 		sg_registry_response_done(&resp);
 		*how = "referrers API";
-		if (r != -ENOENT)
-			return r;
-	} else if (r != -ENOENT && r != -EOPNOTSUPP && r != -EINVAL) {
-		return r;
+		if (r == 0)
+			return 0;
 	}
-	/* No referrers API (404), or nothing of ours there: the tag schema. */
+	/* No referrers API (404, or an answer that is no index), or nothing of ours there: the
+	 * tag schema, which a pusher to a registry without the API has written. */
 	(void)sg_referrers_tag(s->image->digest, tag, sizeof(tag));
 	snprintf(path, sizeof(path), "manifests/%s", tag);
 	struct sg_registry_call get = { .ref = s->a->operand, .path = path,

@@ -71,8 +71,7 @@ static int rcall_head(void *data, struct sg_exchange *x, const struct sg_http1_p
 			return sg_exchange_fail(x, -EBADMSG, "bad Location \"%.200s\"", v);
 		/* An upload session on another host would need its own pool and credentials
 		 * handling; registries answer with their own host. */
-		if (strcmp(u.host, base.host) != 0 && !(strcmp(u.host, "localhost") == 0 ||
-							 strcmp(base.host, "localhost") == 0))
+		if (strcmp(u.host, base.host) != 0 || u.port != base.port || u.tls != base.tls)
 			return sg_exchange_fail(x, -ENOTSUP, "Location on another host: %.200s", v);
 		snprintf(resp->location, sizeof(resp->location), "%s", u.target);
 	}

@@ -74,8 +74,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n) if n else None
+        # Host kept: the registry writes upload Locations with it, so they name this proxy.
         headers = {k: v for k, v in self.headers.items()
-                   if k.lower() not in ("host", "connection", "content-length")}
+                   if k.lower() not in ("connection", "content-length")}
         conn = http.client.HTTPConnection(args.upstream, timeout=30)
         conn.request(self.command, self.path, body=body, headers=headers)
         resp = conn.getresponse()

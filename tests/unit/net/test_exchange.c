@@ -250,6 +250,43 @@ TEST(bearer_token_flow)
 	env_stop(&e);
 }
 
+/* A PUT with a body (pushes): the method, Content-Type and Content-Length, the body after
+ * the head, sent again after the 401; the token asked for pull and push. */
+TEST(put_with_body_and_push_scope)
+{
+	static struct env e;
+	static char challenge[256];
+	static const char *script[] = {
+		challenge,
+		"HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n{\"token\":\"abc\"}",
+		"HTTP/1.1 201 Created\r\nLocation: /v2/test/img/manifests/x\r\nContent-Length: 0\r\n\r\n",
+	};
+	struct sg_endpoint ep = { .prefix = "/v2", .caps = SG_HOST_CAP_ALL };
+	struct sg_exchange_request req = { .target = "/v2/test/img/manifests/v1", .ep = &ep,
+					   .repo = "test/img", .body_max = 64, .method = "PUT",
+					   .body = "{\"a\":1}", .body_len = 7,
+					   .content_type = "application/json", .push_scope = true };
+
+	env_start(&e, script, 3, 1);
+	snprintf(challenge, sizeof(challenge), "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: "
+		 "Bearer realm=\"http://127.0.0.1:%d/token\",service=\"reg\"\r\n"
+		 "Content-Length: 0\r\n\r\n", e.srv.port);
+	ep.host = e.host;
+	env_run(&e, &req);
+	CHECK_EQ(e.res, 0);
+	CHECK_EQ(sg_exchange_status(e.x), 201);
+	CHECK(strstr(e.srv.heads[0], "PUT /v2/test/img/manifests/v1 ") == e.srv.heads[0]);
+	CHECK(strstr(e.srv.heads[0], "\r\nContent-Type: application/json\r\n"));
+	CHECK(strstr(e.srv.heads[0], "\r\nContent-Length: 7\r\n"));
+	CHECK_STR(e.srv.bodies[0], "{\"a\":1}");
+	CHECK(strstr(e.srv.heads[1], "GET /token?service=reg&scope=repository%3Atest%2Fimg%3Apull%2Cpush ")
+	      == e.srv.heads[1]);
+	CHECK(strstr(e.srv.heads[2], "PUT /v2/test/img/manifests/v1 ") == e.srv.heads[2]);
+	CHECK(strstr(e.srv.heads[2], "\r\nAuthorization: Bearer abc\r\n"));
+	CHECK_STR(e.srv.bodies[2], "{\"a\":1}");
+	env_stop(&e);
+}
+
 TEST(cancel_during_backoff_completes_once)
 {
 	static struct env e;
