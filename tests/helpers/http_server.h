@@ -107,6 +107,20 @@ static inline bool test_server_answer(struct test_server *s, int fd, const char 
 	return test_server_send(fd, head, hl) && test_server_send(fd, s->blob + off, len);
 }
 
+/* More of a request into req (cap bytes, *have used); false at the end or when full. */
+static inline bool test_server_recv(int fd, char *req, size_t cap, size_t *have)
+{
+	ssize_t r;
+
+	if (*have == cap)
+		return false;
+	r = recv(fd, req + *have, cap - *have, 0);
+	if (r <= 0)
+		return false;
+	*have += (size_t)r;
+	return true;
+}
+
 static inline void *test_server_conn_main(void *arg)
 {
 	struct test_server_conn *c = arg;
@@ -122,28 +136,16 @@ static inline void *test_server_conn_main(void *arg)
 		;
 	for (;;) {
 		char *end;
-		while (!(end = memmem(req, have, "\r\n\r\n", 4))) {
-			ssize_t r;
-			if (have == sizeof(req))
+		while (!(end = memmem(req, have, "\r\n\r\n", 4)))
+			if (!test_server_recv(fd, req, sizeof(req), &have))
 				goto out;
-			r = recv(fd, req + have, sizeof(req) - have, 0);
-			if (r <= 0)
-				goto out;
-			have += (size_t)r;
-		}
 		size_t hlen = (size_t)(end - req) + 4, blen = 0;
 		const char *cl = memmem(req, hlen, "\r\nContent-Length: ", 18);
 		if (cl)
 			blen = strtoul(cl + 18, NULL, 10);
-		while (have < hlen + blen) {
-			ssize_t r;
-			if (have == sizeof(req))
+		while (have < hlen + blen)
+			if (!test_server_recv(fd, req, sizeof(req), &have))
 				goto out;
-			r = recv(fd, req + have, sizeof(req) - have, 0);
-			if (r <= 0)
-				goto out;
-			have += (size_t)r;
-		}
 		if (!test_server_answer(s, fd, req, hlen, blen))
 			goto out;
 		memmove(req, req + hlen + blen, have - hlen - blen);
