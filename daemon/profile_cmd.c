@@ -15,6 +15,7 @@
 #include "daemon/config.h"
 #include "daemon/core/digest.h"
 #include "daemon/core/loop.h"
+#include "daemon/profile_pull.h"
 #include "fs/profile.h"
 #include "fs/profile_store.h"
 #include "net/manifest.h"
@@ -207,7 +208,8 @@ static int fail(struct share *s, const char *fmt, ...)
 	return 1;
 }
 
-static int share_open(struct share *s)
+/* The loop and the registry client, and the image manifest when want_image. */
+static int share_open(struct share *s, bool want_image)
 {
 	struct sg_registry_config rc = {
 		.plain_http_localhost = s->a->plain_http,
@@ -224,6 +226,8 @@ static int share_open(struct share *s)
 	r = sg_registry_new(s->loop, &rc, &s->reg, &s->err);
 	if (r < 0)
 		return fail(s, "%s", s->err.msg);
+	if (!want_image)
+		return 0;
 	sg_op_init(&w.op);
 	r = wait_for(s, &w, sg_registry_get_manifest(s->reg, s->a->operand, s->a->platform,
 						     &s->image, &s->err, &w.op, on_wait));
@@ -243,20 +247,6 @@ static void share_close(struct share *s)
 	}
 	if (s->loop && sg_loop_pending(s->loop) == 0)
 		sg_loop_free(s->loop);
-}
-
-/* The image's layer carrying this TOC digest, or NULL. */
-static const struct sg_descriptor *layer_of(const struct share *s, const struct sg_digest *toc)
-{
-	char d[SG_DIGEST_STRLEN + 1];
-
-	sg_digest_format(toc, d);
-	for (size_t i = 0; i < s->image->manifest->nlayers; i++) {
-		const struct sg_descriptor *l = &s->image->manifest->layers[i];
-		if (l->toc_digest && strcmp(l->toc_digest, d) == 0)
-			return l;
-	}
-	return NULL;
 }
 
 /* ---- push ---- */
@@ -350,7 +340,7 @@ static int cmd_push(const struct args *a)
 	uint64_t chunks = 0;
 	int rc = 1, r;
 
-	if (share_open(&s) != 0)
+	if (share_open(&s, true) != 0)
 		goto out;
 	for (size_t i = 0; i < s.image->manifest->nlayers && n < SG_PROFILE_BUNDLE_MAX; i++) {
 		const struct sg_descriptor *l = &s.image->manifest->layers[i];
@@ -445,139 +435,34 @@ out:
 
 /* ---- pull ---- */
 
-/* The newest profile artifact: the referrers API, else the referrers tag.  *how says which. */
-static int find_artifact(struct share *s, struct sg_oci_desc *ret, const char **how)
+static void print_note(void *userdata, const char *msg)
 {
-	struct sg_registry_response resp;
-	char path[512], tag[160];
-	int r;
-
-	snprintf(path, sizeof(path), "referrers/%s?artifactType=%s", s->image->digest,
-		 "application%2Fvnd.stargzd.profile.v1%2Bjson");
-	struct sg_registry_call api = { .ref = s->a->operand, .path = path,
-					.accept = SG_MT_OCI_INDEX,
-					.body_max = SG_REFERRERS_INDEX_MAX };
-	r = call(s, &api, &resp);
-	if (r == 0) {
-		r = sg_referrers_pick((const char *)resp.body, resp.len, SG_PROFILE_ARTIFACT_TYPE,
-				      ret, &s->err);
-		sg_registry_response_done(&resp);
-		*how = "referrers API";
-		if (r == 0)
-			return 0;
-	}
-	/* No referrers API (404, or an answer that is no index), or nothing of ours there: the
-	 * tag schema, which a pusher to a registry without the API has written. */
-	(void)sg_referrers_tag(s->image->digest, tag, sizeof(tag));
-	snprintf(path, sizeof(path), "manifests/%s", tag);
-	struct sg_registry_call get = { .ref = s->a->operand, .path = path,
-					.accept = SG_MT_OCI_INDEX,
-					.body_max = SG_REFERRERS_INDEX_MAX };
-	r = call(s, &get, &resp);
-	if (r == -ENOENT)
-		return sg_error_set(&s->err, -ENOENT, "no profile artifact refers to %s",
-				    s->image->digest);
-	if (r < 0)
-		return r;
-	r = sg_referrers_pick((const char *)resp.body, resp.len, SG_PROFILE_ARTIFACT_TYPE, ret,
-			      &s->err);
-	sg_registry_response_done(&resp);
-	*how = "referrers tag";
-	if (r == -ENOENT)
-		sg_error_set(&s->err, -ENOENT, "no profile artifact refers to %s", s->image->digest);
-	return r;
-}
-
-/* GET by digest, the bytes checked against it (and against size when given). */
-static int get_verified(struct share *s, const char *kind, const char *digest, uint64_t size,
-			size_t max, const char *accept, struct sg_registry_response *resp)
-{
-	char path[256], got[SG_DIGEST_STRLEN + 1];
-	struct sg_digest d;
-	int r;
-
-	snprintf(path, sizeof(path), "%s/%s", kind, digest);
-	struct sg_registry_call get = { .ref = s->a->operand, .path = path, .accept = accept,
-					.body_max = max };
-	r = call(s, &get, resp);
-	if (r == -E2BIG)
-		return sg_error_set(&s->err, r, "%s %s is larger than %zu bytes", kind, digest, max);
-	if (r < 0)
-		return r;
-	sg_sha256(resp->body, resp->len, &d);
-	sg_digest_format(&d, got);
-	if (strcmp(got, digest) != 0)
-		r = sg_error_set(&s->err, -EBADMSG, "%s %s: digest mismatch (the bytes are %s)", kind,
-				 digest, got);
-	else if (size != UINT64_MAX && resp->len != size)
-		r = sg_error_set(&s->err, -EBADMSG, "%s %s: %zu bytes, the descriptor says %" PRIu64,
-				 kind, digest, resp->len, size);
-	if (r < 0)
-		sg_registry_response_done(resp);
-	return r;
+	fprintf(stderr, "stargzd profile pull: %s\n", msg);
 }
 
 static int cmd_pull(const struct args *a)
 {
 	struct share s = { .a = a, .verb = "pull" };
-	struct sg_registry_response man = { 0 }, blob = { 0 };
-	struct sg_oci_desc art, layer;
-	struct sg_profile **ps = NULL;
-	const char *how = "";
-	size_t n = 0, stored = 0;
+	struct sg_profile_pull_result res;
+	struct waiter w = { 0 };
 	int rc = 1, r;
 
-	if (share_open(&s) != 0)
+	if (share_open(&s, false) != 0)
 		goto out;
-	r = find_artifact(&s, &art, &how);
+	struct sg_profile_pull_request req = {
+		.loop = s.loop, .registry = s.reg, .ref = a->operand, .platform = a->platform,
+		.root = a->root, .on_note = print_note,
+	};
+	sg_op_init(&w.op);
+	r = wait_for(&s, &w, sg_profile_pull(&req, &res, &s.err, &w.op, on_wait));
 	if (r < 0) {
-		fail(&s, "%s", s.err.msg);
+		fail(&s, "%s", s.err.msg[0] ? s.err.msg : strerror(-r));
 		goto out;
 	}
-	r = get_verified(&s, "manifests", art.digest, art.size, SG_MANIFEST_MAX, SG_MT_OCI_MANIFEST,
-			 &man);
-	if (r == 0)
-		r = sg_artifact_manifest_check((const char *)man.body, man.len,
-					       SG_PROFILE_ARTIFACT_TYPE, s.image->digest,
-					       SG_PROFILE_BLOB_TYPE, SG_PROFILE_JSON_MAX, &layer,
-					       &s.err);
-	if (r == 0)
-		r = get_verified(&s, "blobs", layer.digest, layer.size, SG_PROFILE_JSON_MAX, NULL,
-				 &blob);
-	if (r == 0)
-		r = sg_profile_bundle_parse(blob.body, blob.len, &ps, &n, &s.err);
-	if (r < 0) {
-		fail(&s, "artifact %s: %s", art.digest, s.err.msg);
-		goto out;
-	}
-	for (size_t i = 0; i < n; i++) {
-		char d[SG_DIGEST_STRLEN + 1];
-
-		sg_digest_format(sg_profile_toc(ps[i]), d);
-		/* Keyed by TOC digest: a profile for a layer the image does not have is not
-		 * stored, whatever it claims. */
-		if (!layer_of(&s, sg_profile_toc(ps[i]))) {
-			fprintf(stderr, "stargzd profile pull: profile for TOC %s names no layer of %s: "
-				"ignored\n", d, s.image->ref);
-			continue;
-		}
-		if (sg_profile_store_record(a->root, ps[i], &s.err) < 0) {
-			fail(&s, "%s", s.err.msg);
-			goto out;
-		}
-		stored++;
-	}
-	if (stored == 0) {
-		fail(&s, "artifact %s holds no profile for a layer of %s", art.digest, s.image->ref);
-		goto out;
-	}
-	printf("pulled the profiles of %zu layers from %s (found through the %s)\n", stored,
-	       art.digest, how);
+	printf("pulled the profiles of %zu layers from %s (found through the %s)\n", res.stored,
+	       res.artifact, res.found_through);
 	rc = 0;
 out:
-	sg_profile_bundle_free(ps, n);
-	sg_registry_response_done(&man);
-	sg_registry_response_done(&blob);
 	share_close(&s);
 	return rc;
 }

@@ -12,9 +12,9 @@
  *    SG_PROFILE_JSON_MAX bytes, verified (size and sha256), parsed; each profile whose TOC is
  *    a layer of the image merged into the store, any other refused with a message.
  *
- * The registry steps run on a private loop, one at a time, with sg_profile_pull_run() being
- * the whole pull: the daemon (profiles = "registry") can run `stargzd profile pull REF
- * --root ROOT` as a child process the first time it mounts a layer of REF. */
+ * Both run their registry requests one after another on a private loop; pull is
+ * daemon/profile_pull.h, which the daemon runs on its own loop too (profiles = "registry").
+ */
 #ifndef STARGZD_PROFILE_CMD_H
 #define STARGZD_PROFILE_CMD_H
 
