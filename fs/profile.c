@@ -250,6 +250,62 @@ uint64_t sg_profile_fit(struct sg_profile *p, uint32_t n_chunks)
 	return p->chunks;
 }
 
+size_t sg_profile_plan(const struct sg_profile *p, sg_profile_extent_fn extent,
+		       bool (*has_chunk)(void *ctx, uint32_t chunk), void *ctx,
+		       uint64_t max_request_bytes, uint64_t budget_bytes,
+		       struct sg_profile_fetch *out, size_t cap, uint64_t *ret_bytes)
+{
+	struct sg_profile_fetch cur = { 0 };
+	bool open = false;
+	uint64_t planned = 0;
+	size_t n = 0;
+
+	/* Emits the request being built; false once nothing more may be planned. */
+#define EMIT() \
+	do { \
+		if (open) { \
+			out[n++] = cur; \
+			planned += cur.end - cur.offset; \
+			open = false; \
+			if (n == cap || (budget_bytes && planned >= budget_bytes)) \
+				goto done; \
+		} \
+	} while (0)
+
+	if (cap == 0)
+		goto done;
+	for (size_t i = 0; i < p->n; i++) {
+		for (uint64_t c = p->ranges[i].first; c <= p->ranges[i].last; c++) {
+			uint64_t off, end;
+
+			if ((has_chunk && has_chunk(ctx, (uint32_t)c)) ||
+			    extent(ctx, (uint32_t)c, &off, &end) < 0 || end <= off) {
+				EMIT();
+				continue;
+			}
+			/* Chunks sharing a gzip member have the same extent: one span. */
+			if (open && c == (uint64_t)cur.last + 1 && off >= cur.offset &&
+			    off <= cur.end &&
+			    (!max_request_bytes ||
+			     (end > cur.end ? end : cur.end) - cur.offset <= max_request_bytes)) {
+				cur.last = (uint32_t)c;
+				if (end > cur.end)
+					cur.end = end;
+				continue;
+			}
+			EMIT();
+			cur = (struct sg_profile_fetch){ (uint32_t)c, (uint32_t)c, off, end };
+			open = true;
+		}
+		EMIT();    /* ranges are requested in their recorded order, one after another */
+	}
+done:
+#undef EMIT
+	if (ret_bytes)
+		*ret_bytes = planned;
+	return n;
+}
+
 const struct sg_digest *sg_profile_toc(const struct sg_profile *p)
 {
 	return &p->toc;

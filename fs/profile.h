@@ -15,6 +15,7 @@
  *    stored one with sg_profile_merge: a union that keeps the first-seen order;
  *  - replay: sg_profile_ranges gives the ranges in recorded order, each chunk once, every
  *    index below the chunk count (sg_profile_fit drops what a layer does not have);
+ *    sg_profile_plan turns them into range requests of a bounded size within a byte budget;
  *  - the format (README "Startup profiles"): one JSON document per layer,
  *      {"schemaVersion":1,"toc":"sha256:..","layer":"sha256:..","chunkCount":N,
  *       "chunks":[[first,last],...]}
@@ -96,6 +97,31 @@ int sg_profile_merge(struct sg_profile *dst, const struct sg_profile *src, struc
 /* Drops every range past n_chunks, the chunk count of the layer about to use the profile
  * (an entry that names no chunk is ignored).  Returns the chunks kept. */
 uint64_t sg_profile_fit(struct sg_profile *p, uint32_t n_chunks);
+
+/* ---- replay ---- */
+
+/* One range request of a replay: chunks [first, last] (consecutive in TOC order, so one span
+ * of the blob) at blob bytes [offset, end). */
+struct sg_profile_fetch {
+	uint32_t first, last;
+	uint64_t offset, end;
+};
+/* The blob bytes of a chunk's gzip member: [*ret_offset, *ret_end); 0, or a negative errno
+ * for a chunk the layer cannot name (then skipped).  For fs/layer.c: the chunk
+ * sg_toc_chunks(toc, node)[c - node->first_chunk] of node l->chunk_file[c], its offset and
+ * next_offset. */
+typedef int (*sg_profile_extent_fn)(void *ctx, uint32_t chunk, uint64_t *ret_offset,
+				    uint64_t *ret_end);
+/* The profile as range requests, in recorded order: each range cut into requests of at most
+ * max_request_bytes (0 = no limit; a single larger chunk is a request of its own), stopping
+ * once budget_bytes (0 = no limit) have been planned (the request that crosses it is kept).
+ * Chunks for which has_chunk (may be NULL) returns true (cached, in flight) are left out and
+ * split a request.  Writes at most cap requests to out; returns how many, and the bytes
+ * planned in *ret_bytes (may be NULL). */
+size_t sg_profile_plan(const struct sg_profile *p, sg_profile_extent_fn extent,
+		       bool (*has_chunk)(void *ctx, uint32_t chunk), void *ctx,
+		       uint64_t max_request_bytes, uint64_t budget_bytes,
+		       struct sg_profile_fetch *out, size_t cap, uint64_t *ret_bytes);
 
 /* ---- queries ---- */
 const struct sg_digest *sg_profile_toc(const struct sg_profile *p);

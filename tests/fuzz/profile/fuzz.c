@@ -1,6 +1,7 @@
 /* libFuzzer target: the startup-profile parser (fs/profile.h), one document or a bundle (byte 0
  * picks), then what the daemon does with a parsed profile: format it again (which must parse
- * to the same ranges), fit it to a smaller layer, and merge it into a recorder. */
+ * to the same ranges), plan its replay, fit it to a smaller layer, and merge it into a
+ * recorder. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,35 @@ static void check(const struct sg_profile *p)
 		abort();
 }
 
+/* Chunk c of a synthetic layer: blob bytes [64 c, 64 c + 64), every 7th sharing a member with
+ * the one before. */
+static int extent(void *ctx, uint32_t c, uint64_t *off, uint64_t *end)
+{
+	uint64_t first = c % 7 == 0 && c ? c - 1 : c;
+	*off = 64 * first;
+	*end = 64 * (uint64_t)c + 64;
+	return 0;
+}
+
+/* The replay plan: requests within the profile's chunks, each at most 1000 bytes unless it is
+ * one chunk, the bytes summed right. */
+static void check_plan(const struct sg_profile *p)
+{
+	static struct sg_profile_fetch f[256];
+	uint64_t bytes = 0, sum = 0;
+	size_t n = sg_profile_plan(p, extent, NULL, NULL, 1000, 50000, f, 256, &bytes);
+
+	for (size_t i = 0; i < n; i++) {
+		if (f[i].first > f[i].last || f[i].end <= f[i].offset ||
+		    !sg_profile_has(p, f[i].first) || !sg_profile_has(p, f[i].last) ||
+		    (f[i].first != f[i].last && f[i].end - f[i].offset > 1000))
+			abort();
+		sum += f[i].end - f[i].offset;
+	}
+	if (sum != bytes)
+		abort();
+}
+
 static void exercise(struct sg_profile *p)
 {
 	struct sg_profile *again = NULL, *rec = NULL;
@@ -33,6 +63,7 @@ static void exercise(struct sg_profile *p)
 	size_t len = 0;
 
 	check(p);
+	check_plan(p);
 	if (sg_profile_format(p, &json, &len) != 0)
 		abort();
 	if (sg_profile_parse(json, len, &again, NULL) != 0)

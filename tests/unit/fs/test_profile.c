@@ -343,4 +343,64 @@ TEST(store_saves_loads_merges_lists_removes)
 	sg_profile_free(b);
 }
 
+/* A layer of 100 chunks, chunk c at blob bytes [1000 * c, 1000 * c + 1000), except 10 and 11,
+ * two pieces of one gzip member [10000, 12000), and 50, which the layer cannot name. */
+static int extent(void *ctx, uint32_t c, uint64_t *off, uint64_t *end)
+{
+	if (c == 50)
+		return -ENOENT;
+	if (c == 10 || c == 11) {
+		*off = 10000;
+		*end = 12000;
+		return 0;
+	}
+	*off = 1000ull * c;
+	*end = *off + 1000;
+	return 0;
+}
+
+static bool cached(void *ctx, uint32_t c)
+{
+	return c == 42;
+}
+
+TEST(replay_plan_cuts_ranges_into_requests)
+{
+	struct sg_profile *p = recorder("t", 100, 0, 0);
+	struct sg_profile_fetch f[16];
+	uint64_t bytes = 0;
+	size_t n;
+
+	for (uint32_t c = 40; c < 46; c++)        /* 42 cached: two requests */
+		(void)sg_profile_note(p, c, 0);
+	for (uint32_t c = 8; c < 14; c++)         /* 10, 11 share a member */
+		(void)sg_profile_note(p, c, 0);
+	for (uint32_t c = 49; c < 52; c++)        /* 50 unknown */
+		(void)sg_profile_note(p, c, 0);
+	n = sg_profile_plan(p, extent, cached, NULL, 0, 0, f, 16, &bytes);
+	CHECK_EQ(n, 5);
+	CHECK(f[0].first == 40 && f[0].last == 41 && f[0].offset == 40000 && f[0].end == 42000);
+	CHECK(f[1].first == 43 && f[1].last == 45 && f[1].offset == 43000 && f[1].end == 46000);
+	CHECK(f[2].first == 8 && f[2].last == 13 && f[2].offset == 8000 && f[2].end == 14000);
+	CHECK(f[3].first == 49 && f[3].last == 49);
+	CHECK(f[4].first == 51 && f[4].last == 51);
+	CHECK_EQ(bytes, 2000 + 3000 + 6000 + 1000 + 1000);
+	/* at most 2500 bytes a request */
+	n = sg_profile_plan(p, extent, cached, NULL, 2500, 0, f, 16, &bytes);
+	CHECK(f[0].first == 40 && f[0].last == 41);
+	CHECK(f[1].first == 43 && f[1].last == 44 && f[2].first == 45 && f[2].last == 45);
+	CHECK(f[3].first == 8 && f[3].last == 9 && f[3].end == 10000);
+	CHECK(f[4].first == 10 && f[4].last == 11 && f[4].offset == 10000 && f[4].end == 12000);
+	CHECK(f[5].first == 12 && f[5].last == 13);
+	CHECK_EQ(n, 8);
+	/* a budget of 4000 bytes: the request that crosses it is the last; and the cap */
+	n = sg_profile_plan(p, extent, NULL, NULL, 0, 4000, f, 16, &bytes);
+	CHECK_EQ(n, 1);
+	CHECK(f[0].first == 40 && f[0].last == 45);
+	CHECK_EQ(bytes, 6000);
+	CHECK_EQ(sg_profile_plan(p, extent, cached, NULL, 0, 0, f, 2, &bytes), 2);
+	CHECK_EQ(bytes, 5000);
+	sg_profile_free(p);
+}
+
 TEST_MAIN()
