@@ -326,6 +326,21 @@ static int top_key(struct cfg_doc *d, struct sg_toml *t, const char *key, struct
 		cfg->log_level = (enum sg_log_level)r;
 		return 0;
 	}
+	if (strcmp(key, "profiles") == 0) {
+		static const char *const modes[] = { [SG_PROFILES_LOCAL] = "local",
+						     [SG_PROFILES_REGISTRY] = "registry",
+						     [SG_PROFILES_OFF] = "off" };
+		char mode[32];
+		if ((r = want_string(t, key, v, mode, sizeof(mode))) < 0)
+			return r;
+		for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++)
+			if (strcmp(mode, modes[i]) == 0) {
+				cfg->profiles = (enum sg_profiles_mode)i;
+				return 0;
+			}
+		return sg_toml_fail(t, -EINVAL, "profiles must be \"off\", \"local\" or \"registry\", "
+				    "not \"%s\"", mode);
+	}
 	if (strcmp(key, "fetch_timeout") == 0) {
 		if ((r = want_int(t, key, v, 1, 3600, &n)) < 0)
 			return r;

@@ -19,6 +19,12 @@
 #define SG_CONFIG_LIST_MAX 32
 #define SG_CONFIG_WARNINGS_MAX 64
 
+enum sg_profiles_mode {
+	SG_PROFILES_LOCAL = 0,
+	SG_PROFILES_REGISTRY,
+	SG_PROFILES_OFF,
+};
+
 struct sg_config {
 	char root[PATH_MAX];
 	char address[PATH_MAX];
@@ -37,6 +43,11 @@ struct sg_config {
 	uint64_t max_chunk_size;      /* layers with a larger chunk are refused (0 = 64 MiB) */
 	unsigned long fetch_window;   /* blob bytes taken along with an on-demand fetch (0 = default) */
 	uint64_t cache_max_bytes;     /* disk cache bound; 0 = min(20 GiB, half the root's fs) */
+	/* Learned startup profiles (fs/profile.h): `profiles = "off" | "local" | "registry"`.
+	 * local (the default) records and replays ROOT/profiles; registry also looks for a
+	 * profile artifact of the image (daemon/profile_cmd.h) the first time it mounts one of
+	 * its layers. */
+	enum sg_profiles_mode profiles;
 
 	/* Registry access. */
 	char hosts_dir[PATH_MAX];     /* containerd certs.d (default /etc/containerd/certs.d) */

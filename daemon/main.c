@@ -26,6 +26,7 @@
 #include "daemon/grpc.h"
 #include "daemon/httpd.h"
 #include "daemon/mount_cmd.h"
+#include "daemon/profile_cmd.h"
 #include "daemon/process.h"
 #include "daemon/prom.h"
 #include "daemon/remote.h"
@@ -43,6 +44,7 @@ static const char usage_text[] =
 	"Usage: stargzd [OPTIONS]\n"
 	"       stargzd mount --help   (mount one layer in the foreground)\n"
 	"       stargzd status --help  (what the running daemon is doing)\n"
+	"       stargzd profile --help (learned startup profiles: ls, show, rm, push, pull)\n"
 	"       stargzd stop [--unmount] [--root DIR] [--timeout SECONDS]\n"
 	"\n"
 	"Lazy-pulling containerd snapshotter for eStargz images.\n"
@@ -534,6 +536,8 @@ int main(int argc, char **argv)
 		return sg_mount_command(argc - 1, argv + 1);
 	if (argc > 1 && strcmp(argv[1], "status") == 0)
 		return sg_status_command(argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "profile") == 0)
+		return sg_profile_command(argc - 1, argv + 1);
 	if (argc > 1 && strcmp(argv[1], "fdholder") == 0)
 		return sg_fdholder_main(argc - 1, argv + 1);
 	if (argc > 1 && strcmp(argv[1], "stop") == 0)

@@ -130,7 +130,7 @@ static void xfer_vseterr(struct sg_exchange *x, const char *fmt, va_list ap)
 	char msg[SG_ERROR_MSG_MAX];
 
 	vsnprintf(msg, sizeof(msg), fmt, ap);
-	sg_error_set(&x->err, 0, "%s %s://%s%.200s: %s", x->head_method ? "HEAD" : "GET",
+	sg_error_set(&x->err, 0, "%s %s://%s%.200s: %s", x->method,
 		     sg_host_tls(x->host) ? "https" : "http", sg_host_authority(x->host), x->target,
 		     msg);
 }
@@ -319,6 +319,19 @@ static void xfer_attempt_failed(struct sg_exchange *x, int res, bool retryable)
 
 /* ---- sending and reading ---- */
 
+/* The body after the head, in the same buffer: one send. */
+static int append_body(struct sg_exchange *x)
+{
+	char *nb = realloc(x->req, (size_t)x->req_len + x->body_len);
+
+	if (!nb)
+		return -ENOMEM;
+	x->req = nb;
+	memcpy(x->req + x->req_len, x->body, x->body_len);
+	x->req_len += (int)x->body_len;
+	return 0;
+}
+
 static int build_request(struct sg_exchange *x)
 {
 	size_t cap = 4096;
@@ -329,15 +342,24 @@ static int build_request(struct sg_exchange *x)
 		if (!nb)
 			return -ENOMEM;
 		x->req = nb;
-		sg_http1_req_begin(&w, x->req, cap, x->head_method ? "HEAD" : "GET", x->target,
+		sg_http1_req_begin(&w, x->req, cap, x->method, x->target,
 				   sg_host_authority(x->host));
 		sg_http1_req_header(&w, "User-Agent", x->xs->cfg.user_agent);
 		if (x->accept)
 			sg_http1_req_header(&w, "Accept", x->accept);
 		if (x->nranges)
 			sg_http1_req_ranges(&w, x->ranges, x->nranges);
+		if (x->body) {
+			char clen[24];
+			snprintf(clen, sizeof(clen), "%zu", x->body_len);
+			if (x->content_type)
+				sg_http1_req_header(&w, "Content-Type", x->content_type);
+			sg_http1_req_header(&w, "Content-Length", clen);
+		}
 		sg_xauth_add_headers(x, &w);
 		x->req_len = sg_http1_req_end(&w);
+		if (x->req_len >= 0 && x->body)
+			return append_body(x);
 		if (x->req_len != -ENOSPC || cap >= REQ_MAX)
 			return x->req_len < 0 ? x->req_len : 0;
 		cap *= 2;
@@ -831,21 +853,30 @@ static struct sg_exchange *xfer_new(struct sg_exchanges *xs, const struct sg_exc
 	x->target = strdup(req->target);
 	x->repo = req->repo ? strdup(req->repo) : NULL;
 	x->extra_auth = req->authorization ? strdup(req->authorization) : NULL;
+	/* A PUT or POST always has a body (maybe empty), so that Content-Length is sent. */
+	x->body = req->method ? malloc(req->body_len ? req->body_len : 1) : NULL;
 	if (!x->orig_target || !x->target || (req->repo && !x->repo) ||
-	    (req->authorization && !x->extra_auth)) {
+	    (req->authorization && !x->extra_auth) || (req->method && !x->body)) {
 		free(x->orig_target);
 		free(x->target);
 		free(x->repo);
 		free(x->extra_auth);
+		free(x->body);
 		free(x);
 		return NULL;
 	}
+	if (req->body_len && x->body)
+		memcpy(x->body, req->body, req->body_len);
+	x->body_len = x->body ? req->body_len : 0;
 	x->xs = xs;
 	x->sink = req->sink;
 	x->sink_data = req->sink_data;
 	x->ep = req->ep;
 	x->accept = req->accept;
-	x->head_method = req->head;
+	x->head_method = req->head && !req->method;
+	x->method = req->method ? req->method : req->head ? "HEAD" : "GET";
+	x->content_type = req->content_type;
+	x->push_scope = req->push_scope;
 	x->single_attempt = req->single_attempt;
 	x->orig_host = x->host = req->host;
 	if (req->nranges)
@@ -908,6 +939,7 @@ void sg_exchange_free(struct sg_exchange *x)
 	free(x->location);
 	free(x->bbuf);
 	free(x->req);
+	free(x->body);
 	free(x);
 }
 

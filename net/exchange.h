@@ -1,4 +1,5 @@
-/* One logical request of the registry client: a GET or HEAD with its retries, redirects and
+/* One logical request of the registry client: a GET or HEAD (or a PUT or POST with a small
+ * body, for pushing) with its retries, redirects and
  * authentication, over connections of net/pool.h.
  *
  *  - retries: connection errors, truncated bodies, 5xx, 408 and 429 are tried again, after an
@@ -102,6 +103,14 @@ struct sg_exchange_request {
 	const char *authorization;        /* sent as is to the first host (a token request's
 					   * Basic credentials); NULL for none */
 	bool head;                        /* HEAD, not GET */
+	/* Another method ("PUT", "POST"; static) with a body (copied; may be empty) of
+	 * content_type (static, NULL for none); NULL = GET or HEAD.  A retry or redirect sends
+	 * the body again.  push_scope asks a Bearer token for pull and push. */
+	const char *method;
+	const void *body;
+	size_t body_len;
+	const char *content_type;
+	bool push_scope;
 	bool single_attempt;              /* no retries (mirrors: they are caches) */
 	const struct sg_http1_byte_range *ranges;   /* a Range header; at most
 						     * SG_EXCHANGE_RANGES_MAX */

@@ -239,7 +239,8 @@ static int token_fetch(struct sg_token *t, struct sg_exchange *x)
 	url = malloc(SG_URL_TARGET_MAX);
 	if (!url)
 		return -ENOMEM;
-	snprintf(scope, sizeof(scope), "repository:%s:pull", x->repo);
+	snprintf(scope, sizeof(scope), "repository:%s:%s", x->repo,
+		 x->push_scope ? "pull,push" : "pull");
 	r = sg_auth_token_url(&x->chal, scope, url, SG_URL_TARGET_MAX);
 	if (r >= 0)
 		r = sg_url_parse(url, (size_t)r, NULL, &u);

@@ -49,6 +49,11 @@ struct sg_exchange {
 	const char *accept;
 	char *extra_auth;                     /* explicit Authorization (token requests) */
 	bool head_method;
+	const char *method;               /* "GET", "HEAD", or the request's */
+	uint8_t *body;                    /* a PUT's or POST's, sent after the head */
+	size_t body_len;
+	const char *content_type;
+	bool push_scope;
 	bool single_attempt;
 	struct sg_host *orig_host, *host;
 	char *orig_target, *target;

@@ -3,7 +3,8 @@
  *  - blob mode (blob != NULL): HEAD and GET of one blob, a single "Range: bytes=a-b" honoured
  *    with a 206, keep-alive, an optional delay before each answer, connection counters;
  *  - script mode: each request gets the next of `script` (whole responses, sent as they are;
- *    "HTTP/1.1 500 no more" after the last), and its head is kept in heads[] (the first 64).
+ *    "HTTP/1.1 500 no more" after the last), and its head is kept in heads[] (the first 64),
+ *    its body (a request with "Content-Length: N", at most 2 KiB) in bodies[].
  *
  * Header-only: each test program includes it once.  Threads are detached and live until the
  * program exits. */
@@ -36,6 +37,7 @@ struct test_server {
 	size_t nscript;
 	atomic_int next;
 	char heads[TEST_SERVER_HEADS][2048];
+	char bodies[TEST_SERVER_HEADS][2048];
 	atomic_int nheads;
 	/* counters */
 	atomic_int conns_open, conns_peak, conns_total;
@@ -82,7 +84,8 @@ static inline bool test_server_send(int fd, const void *p, size_t len)
 }
 
 /* Answers one request; false when the connection is to close. */
-static inline bool test_server_answer(struct test_server *s, int fd, const char *req, size_t hlen)
+static inline bool test_server_answer(struct test_server *s, int fd, const char *req, size_t hlen,
+				      size_t blen)
 {
 	char head[512];
 	size_t off, len;
@@ -94,12 +97,28 @@ static inline bool test_server_answer(struct test_server *s, int fd, const char 
 		int i = atomic_fetch_add(&s->next, 1);
 		const char *resp = (size_t)i < s->nscript ? s->script[i] :
 				   "HTTP/1.1 500 no more\r\nContent-Length: 0\r\n\r\n";
-		if (k < TEST_SERVER_HEADS)
+		if (k < TEST_SERVER_HEADS) {
 			snprintf(s->heads[k], sizeof(s->heads[k]), "%.*s", (int)hlen, req);
+			snprintf(s->bodies[k], sizeof(s->bodies[k]), "%.*s", (int)blen, req + hlen);
+		}
 		return test_server_send(fd, resp, strlen(resp)) && !strstr(resp, "Connection: close");
 	}
 	size_t hl = test_server_answer_blob(s, req, hlen, head, sizeof(head), &off, &len);
 	return test_server_send(fd, head, hl) && test_server_send(fd, s->blob + off, len);
+}
+
+/* More of a request into req (cap bytes, *have used); false at the end or when full. */
+static inline bool test_server_recv(int fd, char *req, size_t cap, size_t *have)
+{
+	ssize_t r;
+
+	if (*have == cap)
+		return false;
+	r = recv(fd, req + *have, cap - *have, 0);
+	if (r <= 0)
+		return false;
+	*have += (size_t)r;
+	return true;
 }
 
 static inline void *test_server_conn_main(void *arg)
@@ -117,20 +136,20 @@ static inline void *test_server_conn_main(void *arg)
 		;
 	for (;;) {
 		char *end;
-		while (!(end = memmem(req, have, "\r\n\r\n", 4))) {
-			ssize_t r;
-			if (have == sizeof(req))
+		while (!(end = memmem(req, have, "\r\n\r\n", 4)))
+			if (!test_server_recv(fd, req, sizeof(req), &have))
 				goto out;
-			r = recv(fd, req + have, sizeof(req) - have, 0);
-			if (r <= 0)
+		size_t hlen = (size_t)(end - req) + 4, blen = 0;
+		const char *cl = memmem(req, hlen, "\r\nContent-Length: ", 18);
+		if (cl)
+			blen = strtoul(cl + 18, NULL, 10);
+		while (have < hlen + blen)
+			if (!test_server_recv(fd, req, sizeof(req), &have))
 				goto out;
-			have += (size_t)r;
-		}
-		size_t hlen = (size_t)(end - req) + 4;
-		if (!test_server_answer(s, fd, req, hlen))
+		if (!test_server_answer(s, fd, req, hlen, blen))
 			goto out;
-		memmove(req, req + hlen, have - hlen);
-		have -= hlen;
+		memmove(req, req + hlen + blen, have - hlen - blen);
+		have -= hlen + blen;
 	}
 out:
 	atomic_fetch_sub(&s->conns_open, 1);

@@ -243,6 +243,20 @@ out:
 	return ret;
 }
 
+/* One path of the priority list moved to the front (a missing one is only a warning). */
+static int prioritize(struct conv *c, const char *path)
+{
+	int ret = move_rec(c, path, 0);
+
+	if (ret == -ENOENT) {
+		sz_errorf("warning: prioritized file %s is not in the layer", path);
+		return 0;
+	}
+	if (ret < 0)
+		sz_errorf("prioritizing %s: %s", path, strerror(-ret));
+	return ret;
+}
+
 static int build_order(struct conv *c)
 {
 	size_t n_prio = 0;
@@ -271,19 +285,19 @@ static int build_order(struct conv *c)
 			if (!*s || *s == '#')
 				continue;
 			n_prio++;
-			ret = move_rec(c, s, 0);
-			if (ret == -ENOENT) {
-				sz_errorf("warning: prioritized file %s is not in the layer", s);
-				ret = 0;
-			}
-			if (ret < 0) {
-				sz_errorf("prioritizing %s: %s", s, strerror(-ret));
+			ret = prioritize(c, s);
+			if (ret < 0)
 				break;
-			}
 		}
 		free(line);
 		if (f != stdin)
 			fclose(f);
+		if (ret < 0)
+			return ret;
+	}
+	for (size_t i = 0; i < c->opt->n_prioritize_paths; i++) {
+		n_prio++;
+		ret = prioritize(c, c->opt->prioritize_paths[i]);
 		if (ret < 0)
 			return ret;
 	}

@@ -43,6 +43,10 @@ struct sz_options {
 	int level;
 	unsigned threads;
 	const char *prioritize_file;   /* paths placed first, one a line ("-": stdin), or NULL */
+	/* Paths placed first (after those of prioritize_file): a startup profile's files
+	 * (profile_paths.h). */
+	char *const *prioritize_paths;
+	size_t n_prioritize_paths;
 	bool json;
 	int progress;           /* -1 auto (TTY), 0 off, 1 on */
 };

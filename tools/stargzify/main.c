@@ -13,6 +13,7 @@
  *   pipeline.h    gzip members compressed on worker threads, written in order
  *   toc_writer.h  the TOC JSON as Go's json.MarshalIndent writes it, and the footer
  *   oci_layout.h  --oci-layout: every layer, config diff_ids, manifests, index
+ *   profile_paths.h  --prioritize PROFILE: a startup profile as the priority list
  *   sbuf.h, util.h  a growable buffer; the error line and a blocking write */
 #include <errno.h>
 #include <fcntl.h>
@@ -31,6 +32,7 @@
 #include "tools/stargzify/convert.h"
 #include "tools/stargzify/input.h"
 #include "tools/stargzify/oci_layout.h"
+#include "tools/stargzify/profile_paths.h"
 #include "tools/stargzify/util.h"
 
 /* ---- single-layer mode */
@@ -120,7 +122,11 @@ static void usage(FILE *f)
 		"layer's diff_id) and uncompressed size (io.containers.estargz.uncompressed-size).\n"
 		"  --chunk-size N     chunk size for large files (default 4194304; K/M suffixes)\n"
 		"  --level N          gzip level 0-12 (libdeflate; default %d)\n"
-		"  --prioritize FILE  paths (one a line) placed first, then .prefetch.landmark\n"
+		"  --prioritize FILE  paths (one a line) placed first, then .prefetch.landmark; or a\n"
+		"                     startup profile (JSON, `stargzd profile show --json`): the files\n"
+		"                     of its chunks in first-read order, which needs\n"
+		"  --prioritize-from BLOB  the eStargz blob the profile was recorded on (its TOC\n"
+		"                     digest must be the profile's)\n"
 		"  --threads N        compression threads (default: number of CPUs)\n"
 		"  --json             print the result as JSON\n"
 		"  --progress / --no-progress   progress line on stderr (default: on a TTY, large inputs)\n"
@@ -156,6 +162,7 @@ int main(int argc, char **argv)
 		{ "chunk-size", required_argument, NULL, 'c' },
 		{ "level", required_argument, NULL, 'l' },
 		{ "prioritize", required_argument, NULL, 'p' },
+		{ "prioritize-from", required_argument, NULL, 'F' },
 		{ "threads", required_argument, NULL, 't' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "progress", no_argument, NULL, 'P' },
@@ -167,6 +174,9 @@ int main(int argc, char **argv)
 	struct sz_options opt = { .chunk_size = SZ_DEFAULT_CHUNK_SIZE, .level = SZ_DEFAULT_LEVEL,
 				  .progress = -1 };
 	bool oci = false;
+	const char *prioritize_from = NULL;
+	char **profile_paths = NULL;
+	size_t n_profile_paths = 0;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	int c, ret;
 
@@ -192,6 +202,9 @@ int main(int argc, char **argv)
 		}
 		case 'p':
 			opt.prioritize_file = optarg;
+			break;
+		case 'F':
+			prioritize_from = optarg;
 			break;
 		case 't': {
 			char *end;
@@ -227,9 +240,21 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	if (opt.prioritize_file && sz_is_profile(opt.prioritize_file)) {
+		if (sz_profile_paths(opt.prioritize_file, prioritize_from, &profile_paths,
+				     &n_profile_paths) < 0)
+			return 1;
+		opt.prioritize_file = NULL;
+		opt.prioritize_paths = profile_paths;
+		opt.n_prioritize_paths = n_profile_paths;
+	} else if (prioritize_from) {
+		sz_errorf("--prioritize-from goes with a startup profile given to --prioritize");
+		return 2;
+	}
 	if (oci)
 		ret = sz_convert_oci(&opt, argv[optind], argv[optind + 1]);
 	else
 		ret = convert_file(&opt, argv[optind], argv[optind + 1]);
+	sz_paths_free(profile_paths, n_profile_paths);
 	return ret < 0 ? 1 : 0;
 }

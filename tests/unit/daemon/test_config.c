@@ -213,6 +213,24 @@ TEST(stargz_snapshotter_config_maps_and_warns)
 
 /* A typo in one of our keys (or theirs) is an error naming it and its line; so are wrong
  * types, duplicates and unknown tables. */
+TEST(profiles_mode)
+{
+	struct sg_config cfg;
+	struct sg_error err = { 0 };
+
+	CHECK_EQ(load_text(&cfg, "root = \"/x\"\n", &err), 0);
+	CHECK_EQ(cfg.profiles, SG_PROFILES_LOCAL);
+	CHECK_EQ(load_text(&cfg, "profiles = \"registry\"\n", &err), 0);
+	CHECK_EQ(cfg.profiles, SG_PROFILES_REGISTRY);
+	sg_config_clear(&cfg);
+	CHECK_EQ(load_text(&cfg, "profiles = \"off\"\n", &err), 0);
+	CHECK_EQ(cfg.profiles, SG_PROFILES_OFF);
+	sg_config_clear(&cfg);
+	CHECK_EQ(load_text(&cfg, "profiles = \"cloud\"\n", &err), -EINVAL);
+	CHECK(strstr(err.msg, "profiles must be \"off\", \"local\" or \"registry\", not \"cloud\""));
+	sg_config_clear(&cfg);
+}
+
 TEST(typos_are_errors)
 {
 	struct sg_config cfg;

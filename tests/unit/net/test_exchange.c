@@ -223,30 +223,63 @@ TEST(redirect_elsewhere_drops_authorization)
 	env_stop(&e);
 }
 
+/* The request answered by a Bearer challenge, then (once the token "abc" is fetched from the
+ * same server) by `answer`. */
+static void bearer_run(struct env *e, const char *answer, struct sg_exchange_request *req,
+		       struct sg_endpoint *ep)
+{
+	static char challenge[256];
+	static const char *script[3];
+
+	script[0] = challenge;
+	script[1] = "HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n{\"token\":\"abc\"}";
+	script[2] = answer;
+	env_start(e, script, 3, 1);
+	snprintf(challenge, sizeof(challenge), "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: "
+		 "Bearer realm=\"http://127.0.0.1:%d/token\",service=\"reg\"\r\n"
+		 "Content-Length: 0\r\n\r\n", e->srv.port);
+	ep->host = e->host;
+	env_run(e, req);
+	CHECK_EQ(e->res, 0);
+}
+
 TEST(bearer_token_flow)
 {
 	static struct env e;
-	static char challenge[256];
-	static const char *script[] = {
-		challenge,
-		"HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n{\"token\":\"abc\"}",
-		"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndata",
-	};
 	struct sg_endpoint ep = { .prefix = "/v2", .caps = SG_HOST_CAP_ALL };
 	struct sg_exchange_request req = { .target = "/v2/test/img/manifests/v1", .ep = &ep,
 					   .repo = "test/img", .body_max = 64 };
 
-	env_start(&e, script, 3, 1);
-	snprintf(challenge, sizeof(challenge), "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: "
-		 "Bearer realm=\"http://127.0.0.1:%d/token\",service=\"reg\"\r\n"
-		 "Content-Length: 0\r\n\r\n", e.srv.port);
-	ep.host = e.host;
-	env_run(&e, &req);
-	CHECK_EQ(e.res, 0);
+	bearer_run(&e, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndata", &req, &ep);
 	CHECK(!strstr(e.srv.heads[0], "Authorization"));
 	CHECK(strstr(e.srv.heads[1], "GET /token?service=reg&scope=repository%3Atest%2Fimg%3Apull ")
 	      == e.srv.heads[1]);
 	CHECK(strstr(e.srv.heads[2], "\r\nAuthorization: Bearer abc\r\n"));
+	env_stop(&e);
+}
+
+/* A PUT with a body (pushes): the method, Content-Type and Content-Length, the body after
+ * the head, sent again after the 401; the token asked for pull and push. */
+TEST(put_with_body_and_push_scope)
+{
+	static struct env e;
+	struct sg_endpoint ep = { .prefix = "/v2", .caps = SG_HOST_CAP_ALL };
+	struct sg_exchange_request req = { .target = "/v2/test/img/manifests/v1", .ep = &ep,
+					   .repo = "test/img", .body_max = 64, .method = "PUT",
+					   .body = "{\"a\":1}", .body_len = 7,
+					   .content_type = "application/json", .push_scope = true };
+
+	bearer_run(&e, "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n", &req, &ep);
+	CHECK_EQ(sg_exchange_status(e.x), 201);
+	CHECK(strstr(e.srv.heads[0], "PUT /v2/test/img/manifests/v1 ") == e.srv.heads[0]);
+	CHECK(strstr(e.srv.heads[0], "\r\nContent-Type: application/json\r\n"));
+	CHECK(strstr(e.srv.heads[0], "\r\nContent-Length: 7\r\n"));
+	CHECK_STR(e.srv.bodies[0], "{\"a\":1}");
+	CHECK(strstr(e.srv.heads[1], "GET /token?service=reg&scope=repository%3Atest%2Fimg%3Apull%2Cpush ")
+	      == e.srv.heads[1]);
+	CHECK(strstr(e.srv.heads[2], "PUT /v2/test/img/manifests/v1 ") == e.srv.heads[2]);
+	CHECK(strstr(e.srv.heads[2], "\r\nAuthorization: Bearer abc\r\n"));
+	CHECK_STR(e.srv.bodies[2], "{\"a\":1}");
 	env_stop(&e);
 }
 

@@ -1,0 +1,269 @@
+/* Pulling startup profiles.  See profile_pull.h.
+ *
+ * One object walks the steps; each step is one registry request whose completion (on_step)
+ * checks the answer and starts the next. */
+#include "daemon/profile_pull.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/core/digest.h"
+#include "fs/profile.h"
+#include "fs/profile_store.h"
+#include "net/manifest.h"
+#include "net/manifest_fetch.h"
+#include "net/referrers.h"
+#include "net/registry_call.h"
+
+enum step {
+	STEP_IMAGE,        /* the image manifest */
+	STEP_API,          /* GET referrers/<digest> */
+	STEP_TAG,          /* GET manifests/sha256-<hex> */
+	STEP_ARTIFACT,     /* the artifact manifest */
+	STEP_BLOB,         /* the bundle */
+};
+
+struct pull {
+	struct sg_profile_pull_request req;
+	char *ref, *platform, *root;
+	enum step step;
+	struct sg_registry_manifest *image;
+	struct sg_registry_response resp;
+	struct sg_oci_desc art, blob;
+	char path[512];
+	struct sg_op iop;
+	struct sg_error ierr;
+	/* the caller's continuation */
+	struct sg_profile_pull_result *ret;
+	struct sg_error *err;
+	struct sg_op *op;
+	sg_op_cb cb;
+};
+
+static void pull_free(struct pull *p)
+{
+	sg_registry_manifest_free(p->image);
+	sg_registry_response_done(&p->resp);
+	free(p->ref);
+	free(p->platform);
+	free(p->root);
+	free(p);
+}
+
+/* Ends the pull: res with the message in p->ierr (or the one given). */
+static void pull_finish(struct pull *p, int res)
+{
+	struct sg_loop *loop = p->req.loop;
+	struct sg_op *op = p->op;
+	sg_op_cb cb = p->cb;
+
+	if (res < 0)
+		sg_error_set(p->err, res, "%s", p->ierr.msg[0] ? p->ierr.msg : strerror(-res));
+	pull_free(p);
+	(void)sg_post(loop, op, res, cb);
+}
+
+static void on_step(struct sg_op *op);
+
+static void pull_get(struct pull *p, enum step step, const char *accept, size_t max)
+{
+	struct sg_registry_call c = { .ref = p->ref, .path = p->path, .accept = accept,
+				      .body_max = max };
+	int r;
+
+	p->step = step;
+	sg_registry_response_done(&p->resp);
+	p->ierr = (struct sg_error){ 0 };
+	r = sg_registry_call(p->req.registry, &c, &p->resp, &p->ierr, &p->iop, on_step);
+	if (r < 0)
+		pull_finish(p, r);
+}
+
+static void pull_tag(struct pull *p)
+{
+	char tag[160];
+
+	(void)sg_referrers_tag(p->image->digest, tag, sizeof(tag));
+	snprintf(p->path, sizeof(p->path), "manifests/%s", tag);
+	pull_get(p, STEP_TAG, SG_MT_OCI_INDEX, SG_REFERRERS_INDEX_MAX);
+}
+
+/* The answer of a GET by digest: its bytes are those of the digest, and of the size. */
+static int check_bytes(struct pull *p, const char *what, const struct sg_oci_desc *d)
+{
+	char got[SG_DIGEST_STRLEN + 1];
+	struct sg_digest dg;
+
+	sg_sha256(p->resp.body, p->resp.len, &dg);
+	sg_digest_format(&dg, got);
+	if (strcmp(got, d->digest) != 0)
+		return sg_error_set(&p->ierr, -EBADMSG, "%s %s: digest mismatch (the bytes are %s)",
+				    what, d->digest, got);
+	if (p->resp.len != d->size)
+		return sg_error_set(&p->ierr, -EBADMSG, "%s %s: %zu bytes, the descriptor says %"
+				    PRIu64, what, d->digest, p->resp.len, d->size);
+	return 0;
+}
+
+/* The image's layer with this TOC digest. */
+static bool is_layer(const struct pull *p, const struct sg_digest *toc)
+{
+	char d[SG_DIGEST_STRLEN + 1];
+
+	sg_digest_format(toc, d);
+	for (size_t i = 0; i < p->image->manifest->nlayers; i++) {
+		const char *t = p->image->manifest->layers[i].toc_digest;
+		if (t && strcmp(t, d) == 0)
+			return true;
+	}
+	return false;
+}
+
+static void note(struct pull *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void note(struct pull *p, const char *fmt, ...)
+{
+	char msg[SG_ERROR_MSG_MAX];
+	va_list ap;
+
+	if (!p->req.on_note)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	p->req.on_note(p->req.userdata, msg);
+}
+
+/* The bundle: parsed, and the profiles of the image's layers stored. */
+static int store_bundle(struct pull *p)
+{
+	struct sg_profile **ps = NULL;
+	size_t n = 0;
+	int r;
+
+	r = sg_profile_bundle_parse(p->resp.body, p->resp.len, &ps, &n, &p->ierr);
+	if (r < 0) {
+		sg_error_prefix(&p->ierr, "artifact %s", p->art.digest);
+		return r;
+	}
+	for (size_t i = 0; i < n && r == 0; i++) {
+		char d[SG_DIGEST_STRLEN + 1];
+
+		/* Keyed by TOC digest: a profile for a layer the image does not have is not
+		 * stored, whatever it claims. */
+		if (!is_layer(p, sg_profile_toc(ps[i]))) {
+			sg_digest_format(sg_profile_toc(ps[i]), d);
+			note(p, "profile for TOC %s names no layer of %s: ignored", d, p->image->ref);
+			p->ret->ignored++;
+			continue;
+		}
+		r = sg_profile_store_record(p->root, ps[i], &p->ierr);
+		if (r == 0)
+			p->ret->stored++;
+	}
+	sg_profile_bundle_free(ps, n);
+	if (r == 0 && p->ret->stored == 0)
+		r = sg_error_set(&p->ierr, -ENOENT, "artifact %s holds no profile for a layer of %s",
+				 p->art.digest, p->image->ref);
+	return r;
+}
+
+static void on_step(struct sg_op *op)
+{
+	struct pull *p = sg_container_of(op, struct pull, iop);
+	int r = op->res;
+
+	switch (p->step) {
+	case STEP_IMAGE:
+		if (r < 0)
+			break;
+		snprintf(p->path, sizeof(p->path), "referrers/%s?artifactType=%s",
+			 p->image->digest, "application%2Fvnd.stargzd.profile.v1%2Bjson");
+		pull_get(p, STEP_API, SG_MT_OCI_INDEX, SG_REFERRERS_INDEX_MAX);
+		return;
+	case STEP_API:
+	case STEP_TAG:
+		if (r == 0)
+			r = sg_referrers_pick((const char *)p->resp.body, p->resp.len,
+					      SG_PROFILE_ARTIFACT_TYPE, &p->art, &p->ierr);
+		if (r < 0 && p->step == STEP_API) {
+			/* No referrers API (404, or no index), or nothing of ours there: the
+			 * tag schema, which a push to a registry without the API wrote. */
+			pull_tag(p);
+			return;
+		}
+		if (r == -ENOENT)
+			sg_error_set(&p->ierr, r, "no profile artifact refers to %s", p->image->digest);
+		if (r < 0)
+			break;
+		p->ret->found_through = p->step == STEP_API ? "referrers API" : "referrers tag";
+		snprintf(p->ret->artifact, sizeof(p->ret->artifact), "%s", p->art.digest);
+		snprintf(p->path, sizeof(p->path), "manifests/%s", p->art.digest);
+		pull_get(p, STEP_ARTIFACT, SG_MT_OCI_MANIFEST, SG_MANIFEST_MAX);
+		return;
+	case STEP_ARTIFACT:
+		if (r == 0)
+			r = check_bytes(p, "manifest", &p->art);
+		if (r == 0)
+			r = sg_artifact_manifest_check((const char *)p->resp.body, p->resp.len,
+						       SG_PROFILE_ARTIFACT_TYPE, p->image->digest,
+						       SG_PROFILE_BLOB_TYPE, SG_PROFILE_JSON_MAX,
+						       &p->blob, &p->ierr);
+		if (r < 0) {
+			sg_error_prefix(&p->ierr, "artifact %s", p->art.digest);
+			break;
+		}
+		snprintf(p->path, sizeof(p->path), "blobs/%s", p->blob.digest);
+		pull_get(p, STEP_BLOB, NULL, SG_PROFILE_JSON_MAX);
+		return;
+	case STEP_BLOB:
+		if (r == 0)
+			r = check_bytes(p, "blob", &p->blob);
+		if (r == 0)
+			r = store_bundle(p);
+		break;
+	}
+	pull_finish(p, r);
+}
+
+int sg_profile_pull(const struct sg_profile_pull_request *req,
+		    struct sg_profile_pull_result *ret, struct sg_error *err, struct sg_op *op,
+		    sg_op_cb cb)
+{
+	struct pull *p;
+	int r;
+
+	if (!req || !req->loop || !req->registry || !req->ref || !req->root || !ret || !op || !cb)
+		return -EINVAL;
+	if (sg_op_busy(op))
+		return -EBUSY;
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->req = *req;
+	p->ref = strdup(req->ref);
+	p->platform = req->platform ? strdup(req->platform) : NULL;
+	p->root = strdup(req->root);
+	if (!p->ref || !p->root || (req->platform && !p->platform)) {
+		pull_free(p);
+		return -ENOMEM;
+	}
+	*ret = (struct sg_profile_pull_result){ .found_through = "" };
+	p->ret = ret;
+	p->err = err;
+	p->op = op;
+	p->cb = cb;
+	sg_op_init(&p->iop);
+	p->step = STEP_IMAGE;
+	r = sg_registry_get_manifest(req->registry, p->ref, p->platform, &p->image, &p->ierr,
+				     &p->iop, on_step);
+	if (r < 0) {
+		pull_free(p);
+		return r;
+	}
+	return 0;
+}

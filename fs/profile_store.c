@@ -1,0 +1,262 @@
+/* The profile store.  See profile_store.h. */
+#include "fs/profile_store.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define HEX_OFF 7    /* "sha256:" */
+
+int sg_profile_store_path(const char *root, const struct sg_digest *toc, char *buf, size_t cap)
+{
+	char d[SG_DIGEST_STRLEN + 1];
+
+	sg_digest_format(toc, d);
+	if ((size_t)snprintf(buf, cap, "%s/%s/%s.json", root, SG_PROFILE_DIR, d + HEX_OFF) >= cap)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+/* The whole file, at most SG_PROFILE_JSON_MAX bytes. */
+static int read_bounded(const char *path, char **ret, size_t *ret_len, struct sg_error *err)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	size_t cap = SG_PROFILE_JSON_MAX + 1, got = 0;
+	char *buf;
+	ssize_t n;
+
+	if (fd < 0)
+		return sg_error_set(err, -errno, "%s: %s", path, strerror(errno));
+	buf = malloc(cap);
+	if (!buf) {
+		close(fd);
+		return sg_error_set(err, -ENOMEM, "out of memory");
+	}
+	/* One byte more than allowed tells "too large" without trusting st_size. */
+	while (got < cap && ((n = read(fd, buf + got, cap - got)) > 0 || (n < 0 && errno == EINTR)))
+		if (n > 0)
+			got += (size_t)n;
+	close(fd);
+	if (got == cap) {
+		free(buf);
+		return sg_error_set(err, -E2BIG, "%s: larger than %u bytes", path,
+				    SG_PROFILE_JSON_MAX);
+	}
+	*ret = buf;
+	*ret_len = got;
+	return 0;
+}
+
+int sg_profile_store_load(const char *root, const struct sg_digest *toc,
+			  struct sg_profile **ret, struct sg_error *err)
+{
+	char path[PATH_MAX], d[SG_DIGEST_STRLEN + 1];
+	struct sg_profile *p = NULL;
+	char *json = NULL;
+	size_t len = 0;
+	int r;
+
+	if (sg_profile_store_path(root, toc, path, sizeof(path)) < 0)
+		return sg_error_set(err, -ENAMETOOLONG, "root path too long");
+	r = read_bounded(path, &json, &len, err);
+	if (r < 0)
+		return r;
+	r = sg_profile_parse(json, len, &p, err);
+	free(json);
+	if (r < 0) {
+		sg_error_prefix(err, "%s", path);
+		return r;
+	}
+	if (!sg_digest_equal(sg_profile_toc(p), toc)) {
+		sg_digest_format(sg_profile_toc(p), d);
+		sg_profile_free(p);
+		return sg_error_set(err, -EINVAL, "%s: holds the profile of TOC %s", path, d);
+	}
+	*ret = p;
+	return 0;
+}
+
+int sg_profile_store_load_for_layer(const char *root, const struct sg_digest *toc,
+				    uint32_t n_chunks, struct sg_profile **ret,
+				    struct sg_error *err)
+{
+	struct sg_profile *p = NULL;
+	int r = sg_profile_store_load(root, toc, &p, err);
+
+	if (r < 0)
+		return r;
+	if (sg_profile_chunk_count(p) != n_chunks) {
+		r = sg_error_set(err, -EINVAL,
+				 "profile says the layer has %u chunks, its TOC has %u",
+				 sg_profile_chunk_count(p), n_chunks);
+		sg_profile_free(p);
+		return r;
+	}
+	*ret = p;
+	return 0;
+}
+
+static int write_all(int fd, const char *buf, size_t len)
+{
+	while (len) {
+		ssize_t n = write(fd, buf, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		buf += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int fsync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int r = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) < 0)
+		r = -errno;
+	close(fd);
+	return r;
+}
+
+int sg_profile_store_save(const char *root, const struct sg_profile *p, struct sg_error *err)
+{
+	char dir[PATH_MAX], path[PATH_MAX], tmp[PATH_MAX + 8];
+	char *json = NULL;
+	size_t len = 0;
+	int fd, r;
+
+	if ((size_t)snprintf(dir, sizeof(dir), "%s/%s", root, SG_PROFILE_DIR) >= sizeof(dir) ||
+	    sg_profile_store_path(root, sg_profile_toc(p), path, sizeof(path)) < 0)
+		return sg_error_set(err, -ENAMETOOLONG, "root path too long");
+	/* The root too: a fresh node pulls profiles before the daemon ever ran. */
+	if ((mkdir(root, 0700) < 0 && errno != EEXIST) || (mkdir(dir, 0700) < 0 && errno != EEXIST))
+		return sg_error_set(err, -errno, "cannot create %s: %s", dir, strerror(errno));
+	r = sg_profile_format(p, &json, &len);
+	if (r < 0)
+		return sg_error_set(err, r, "out of memory");
+	snprintf(tmp, sizeof(tmp), "%s.XXXXXX", path);
+	fd = mkostemp(tmp, O_CLOEXEC);
+	if (fd < 0) {
+		r = sg_error_set(err, -errno, "cannot create %s: %s", tmp, strerror(errno));
+		goto out;
+	}
+	r = write_all(fd, json, len);
+	if (r == 0 && fchmod(fd, 0644) < 0)
+		r = -errno;
+	if (r == 0 && fsync(fd) < 0)
+		r = -errno;
+	if (close(fd) < 0 && r == 0)
+		r = -errno;
+	if (r == 0 && rename(tmp, path) < 0)
+		r = -errno;
+	if (r < 0) {
+		(void)unlink(tmp);
+		sg_error_set(err, r, "cannot write %s: %s", path, strerror(-r));
+		goto out;
+	}
+	/* The rename is durable once the directory is. */
+	r = fsync_dir(dir);
+	if (r < 0)
+		sg_error_set(err, r, "cannot sync %s: %s", dir, strerror(-r));
+out:
+	free(json);
+	return r;
+}
+
+int sg_profile_store_record(const char *root, const struct sg_profile *p, struct sg_error *err)
+{
+	struct sg_profile *stored = NULL;
+	int r;
+
+	r = sg_profile_store_load(root, sg_profile_toc(p), &stored, NULL);
+	if (r < 0 || sg_profile_merge(stored, p, NULL) < 0) {
+		/* None, or one that cannot be used (corrupt, another chunk count): the new
+		 * recording replaces it. */
+		sg_profile_free(stored);
+		return sg_profile_store_save(root, p, err);
+	}
+	r = sg_profile_store_save(root, stored, err);
+	sg_profile_free(stored);
+	return r;
+}
+
+int sg_profile_store_remove(const char *root, const struct sg_digest *toc, struct sg_error *err)
+{
+	char path[PATH_MAX], d[SG_DIGEST_STRLEN + 1];
+
+	if (sg_profile_store_path(root, toc, path, sizeof(path)) < 0)
+		return sg_error_set(err, -ENAMETOOLONG, "root path too long");
+	if (unlink(path) < 0) {
+		sg_digest_format(toc, d);
+		if (errno == ENOENT)
+			return sg_error_set(err, -ENOENT, "no profile for TOC %s", d);
+		return sg_error_set(err, -errno, "cannot remove %s: %s", path, strerror(errno));
+	}
+	return 0;
+}
+
+static int cmp_digest(const void *a, const void *b)
+{
+	return memcmp(a, b, sizeof(struct sg_digest));
+}
+
+int sg_profile_store_list(const char *root, struct sg_digest **ret, size_t *ret_n,
+			  struct sg_error *err)
+{
+	char dir[PATH_MAX], name[HEX_OFF + 65];
+	struct sg_digest *out = NULL;
+	size_t n = 0, cap = 0;
+	struct dirent *e;
+	DIR *d;
+
+	if ((size_t)snprintf(dir, sizeof(dir), "%s/%s", root, SG_PROFILE_DIR) >= sizeof(dir))
+		return sg_error_set(err, -ENAMETOOLONG, "root path too long");
+	d = opendir(dir);
+	if (!d) {
+		if (errno != ENOENT)
+			return sg_error_set(err, -errno, "%s: %s", dir, strerror(errno));
+		*ret = NULL;
+		*ret_n = 0;
+		return 0;
+	}
+	while ((e = readdir(d))) {
+		size_t len = strlen(e->d_name);
+		struct sg_digest dg;
+
+		/* <64 hex>.json only: temporary files and strays are not profiles. */
+		if (len != 64 + 5 || strcmp(e->d_name + 64, ".json") != 0)
+			continue;
+		snprintf(name, sizeof(name), "sha256:%.64s", e->d_name);
+		if (sg_digest_parse(name, strlen(name), &dg) < 0)
+			continue;
+		if (n == cap) {
+			size_t ncap = cap ? cap * 2 : 16;
+			struct sg_digest *nout = realloc(out, ncap * sizeof(*out));
+			if (!nout) {
+				closedir(d);
+				free(out);
+				return sg_error_set(err, -ENOMEM, "out of memory");
+			}
+			out = nout;
+			cap = ncap;
+		}
+		out[n++] = dg;
+	}
+	closedir(d);
+	if (n)
+		qsort(out, n, sizeof(*out), cmp_digest);
+	*ret = out;
+	*ret_n = n;
+	return 0;
+}

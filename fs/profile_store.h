@@ -1,0 +1,50 @@
+/* The store of learned startup profiles: ROOT/profiles/<toc-digest-hex>.json, one profile
+ * (fs/profile.h) per layer, keyed by the layer's TOC digest.
+ *
+ * Outside the snapshot and cache directories on purpose: a profile survives daemon restarts,
+ * image removal and cache eviction, so the next pull of the image (or any image sharing the
+ * layer) starts with it.  Writes are atomic (a temporary file, fsync, rename, fsync of the
+ * directory): a crash leaves the old profile or the new one, never half of one.  A file
+ * that does not parse, or whose TOC digest is not its name, is refused on load.
+ *
+ * Blocking file I/O on small files (at most SG_PROFILE_JSON_MAX bytes): for a layer's mount
+ * and unmount and for the CLI, not for the read path.  Errors are negative errno values with
+ * a message (daemon/core/error.h).  Nothing here logs. */
+#ifndef STARGZD_FS_PROFILE_STORE_H
+#define STARGZD_FS_PROFILE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "daemon/core/digest.h"
+#include "daemon/core/error.h"
+#include "fs/profile.h"
+
+#define SG_PROFILE_DIR "profiles"
+
+/* ROOT/profiles/<hex>.json.  Returns 0 or -ENAMETOOLONG. */
+int sg_profile_store_path(const char *root, const struct sg_digest *toc, char *buf, size_t cap);
+
+/* The stored profile of toc.  Returns 0 with *ret, -ENOENT when there is none (err says so
+ * too), or what sg_profile_parse refuses, and -EINVAL when the file names another TOC. */
+int sg_profile_store_load(const char *root, const struct sg_digest *toc,
+			  struct sg_profile **ret, struct sg_error *err);
+/* Replay input for a layer being mounted: the stored profile of toc, checked against the
+ * layer's chunk count (-EINVAL when the profile says another count: it cannot be this
+ * layer's); the ranges are in recorded order (sg_profile_ranges).  -ENOENT: no profile. */
+int sg_profile_store_load_for_layer(const char *root, const struct sg_digest *toc,
+				    uint32_t n_chunks, struct sg_profile **ret,
+				    struct sg_error *err);
+/* Writes p as the profile of its TOC, replacing the one stored. */
+int sg_profile_store_save(const char *root, const struct sg_profile *p, struct sg_error *err);
+/* A new recording: merged into the stored profile (that one's order first, then the chunks
+ * only p has), or stored as it is when there is none (or the stored one cannot be used). */
+int sg_profile_store_record(const char *root, const struct sg_profile *p, struct sg_error *err);
+/* Removes the profile of toc: 0, or -ENOENT. */
+int sg_profile_store_remove(const char *root, const struct sg_digest *toc, struct sg_error *err);
+/* The TOC digests that have a profile, sorted: *ret (free it) of *ret_n.  A missing
+ * profiles directory is an empty store. */
+int sg_profile_store_list(const char *root, struct sg_digest **ret, size_t *ret_n,
+			  struct sg_error *err);
+
+#endif

@@ -1,0 +1,406 @@
+/* Learned startup profiles: the recorder, merging, the format and its parser (fs/profile.h),
+ * and the store under the root (fs/profile_store.h). */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "fs/profile.h"
+#include "fs/profile_store.h"
+#include "tests/helpers/tmpdir.h"
+#include "tests/unit/test.h"
+
+#define SEC 1000000000ull
+
+static struct sg_digest digest_of(const char *s)
+{
+	struct sg_digest d;
+	sg_sha256(s, strlen(s), &d);
+	return d;
+}
+
+/* "[a,b],[c,d]" of the profile's ranges. */
+static const char *ranges_str(const struct sg_profile *p)
+{
+	static char buf[1024];
+	const struct sg_profile_range *r;
+	size_t n = sg_profile_ranges(p, &r), off = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; i < n && off < sizeof(buf) - 32; i++)
+		off += (size_t)snprintf(buf + off, sizeof(buf) - off, "%s[%u,%u]", i ? "," : "",
+					r[i].first, r[i].last);
+	return buf;
+}
+
+static struct sg_profile *recorder(const char *toc, uint32_t n, uint64_t quiet_ns,
+				   uint32_t max_ranges)
+{
+	struct sg_digest d = digest_of(toc);
+	struct sg_profile_limits lim = { .quiet_ns = quiet_ns, .max_ranges = max_ranges };
+	struct sg_profile *p = NULL;
+	CHECK_EQ(sg_profile_new(&d, n, &lim, &p), 0);
+	return p;
+}
+
+TEST(records_first_reads_in_order_merging_neighbours)
+{
+	struct sg_profile *p = recorder("t", 100, 0, 0);
+	uint32_t reads[] = { 10, 11, 12, 11, 3, 4, 13, 99, 10, 5 };
+
+	for (size_t i = 0; i < sizeof(reads) / sizeof(reads[0]); i++)
+		(void)sg_profile_note(p, reads[i], i);
+	CHECK_STR(ranges_str(p), "[10,12],[3,4],[13,13],[99,99],[5,5]");
+	CHECK_EQ(sg_profile_chunks(p), 8);
+	CHECK_EQ(sg_profile_note(p, 12, 20), SG_PROFILE_KNOWN);
+	CHECK_EQ(sg_profile_note(p, 100, 20), SG_PROFILE_KNOWN);     /* past the layer */
+	CHECK_EQ(sg_profile_note(p, 6, 20), SG_PROFILE_RECORDED);    /* extends [5,5] */
+	CHECK_STR(ranges_str(p), "[10,12],[3,4],[13,13],[99,99],[5,6]");
+	CHECK(sg_profile_has(p, 6) && !sg_profile_has(p, 7));
+	sg_profile_free(p);
+}
+
+TEST(recording_ends_when_the_workload_goes_quiet)
+{
+	struct sg_profile *p = recorder("t", 100, 2 * SEC, 0);
+
+	CHECK(!sg_profile_quiet(p, 100 * SEC));      /* nothing recorded yet: not quiet */
+	CHECK_EQ(sg_profile_note(p, 1, 100 * SEC), SG_PROFILE_RECORDED);
+	CHECK_EQ(sg_profile_note(p, 1, 101 * SEC), SG_PROFILE_KNOWN);
+	CHECK(!sg_profile_quiet(p, 101 * SEC + SEC / 2));
+	/* Known chunks do not keep it alive: 2 s after the last new chunk it is over. */
+	CHECK(sg_profile_quiet(p, 102 * SEC));
+	CHECK_EQ(sg_profile_note(p, 50, 102 * SEC), SG_PROFILE_DONE);
+	CHECK(!sg_profile_recording(p));
+	sg_profile_rearm(p);
+	CHECK_EQ(sg_profile_note(p, 50, 200 * SEC), SG_PROFILE_RECORDED);
+	CHECK_STR(ranges_str(p), "[1,1],[50,50]");
+	/* A late note ends it too, without the timer. */
+	CHECK_EQ(sg_profile_note(p, 60, 203 * SEC), SG_PROFILE_DONE);
+	sg_profile_free(p);
+}
+
+TEST(the_range_cap_bounds_the_profile)
+{
+	struct sg_profile *p = recorder("t", 1000, UINT64_MAX, 3);
+
+	CHECK_EQ(sg_profile_note(p, 0, 0), SG_PROFILE_RECORDED);
+	CHECK_EQ(sg_profile_note(p, 10, 0), SG_PROFILE_RECORDED);
+	CHECK_EQ(sg_profile_note(p, 20, 0), SG_PROFILE_RECORDED);
+	CHECK_EQ(sg_profile_note(p, 21, 0), SG_PROFILE_RECORDED);    /* still one range */
+	CHECK_EQ(sg_profile_note(p, 30, 0), SG_PROFILE_DONE);
+	CHECK(sg_profile_truncated(p));
+	CHECK_EQ(sg_profile_note(p, 22, 0), SG_PROFILE_DONE);
+	CHECK(!sg_profile_has(p, 30));
+	CHECK_STR(ranges_str(p), "[0,0],[10,10],[20,21]");
+	sg_profile_free(p);
+}
+
+TEST(merge_is_a_union_keeping_first_seen_order)
+{
+	struct sg_profile *a = recorder("t", 100, 0, 0), *b = recorder("t", 100, 0, 0);
+	struct sg_profile *other = recorder("u", 100, 0, 0), *small = recorder("t", 50, 0, 0);
+	struct sg_error err = { 0 };
+
+	for (uint32_t c = 20; c < 25; c++)
+		(void)sg_profile_note(a, c, 0);
+	(void)sg_profile_note(a, 5, 0);
+	/* b: a container that read other things first, overlapping a */
+	for (uint32_t c = 0; c < 8; c++)
+		(void)sg_profile_note(b, c, 0);
+	for (uint32_t c = 22; c < 30; c++)
+		(void)sg_profile_note(b, c, 0);
+	CHECK_EQ(sg_profile_merge(a, b, &err), 0);
+	CHECK_STR(ranges_str(a), "[20,24],[5,5],[0,4],[6,7],[25,29]");
+	CHECK_EQ(sg_profile_chunks(a), 5 + 1 + 5 + 2 + 5);
+	CHECK_EQ(sg_profile_merge(a, other, &err), -EINVAL);
+	CHECK(strstr(err.msg, "cannot merge") != NULL);
+	CHECK_EQ(sg_profile_merge(a, small, &err), -EINVAL);
+	CHECK(strstr(err.msg, "chunk count") != NULL);
+	sg_profile_free(a);
+	sg_profile_free(b);
+	sg_profile_free(other);
+	sg_profile_free(small);
+}
+
+TEST(format_and_parse_round_trip)
+{
+	struct sg_profile *p = recorder("t", 1000, 0, 0), *q = NULL;
+	struct sg_digest layer = digest_of("blob");
+	struct sg_error err = { 0 };
+	char *json = NULL, *json2 = NULL;
+	size_t len = 0, len2 = 0;
+
+	sg_profile_set_layer(p, &layer);
+	for (uint32_t c = 500; c < 600; c++)
+		(void)sg_profile_note(p, c, 0);
+	(void)sg_profile_note(p, 7, 0);
+	(void)sg_profile_note(p, 999, 0);
+	CHECK_EQ(sg_profile_format(p, &json, &len), 0);
+	CHECK(strstr(json, "\"chunks\":[[500,599],[7,7],[999,999]]") != NULL);
+	CHECK(strstr(json, "\"chunkCount\":1000") != NULL);
+	CHECK_EQ(sg_profile_parse(json, len, &q, &err), 0);
+	CHECK(sg_digest_equal(sg_profile_toc(q), sg_profile_toc(p)));
+	CHECK(sg_profile_layer(q) && sg_digest_equal(sg_profile_layer(q), &layer));
+	CHECK_EQ(sg_profile_chunk_count(q), 1000);
+	CHECK_STR(ranges_str(q), "[500,599],[7,7],[999,999]");
+	CHECK(!sg_profile_recording(q));
+	CHECK(sg_profile_has(q, 550) && !sg_profile_has(q, 8));
+	CHECK_EQ(sg_profile_format(q, &json2, &len2), 0);
+	CHECK_EQ(len, len2);
+	CHECK_MEM(json, json2, len);
+	free(json);
+	free(json2);
+	sg_profile_free(p);
+	sg_profile_free(q);
+}
+
+TEST(parser_takes_another_producers_overlaps_first_mention_wins)
+{
+	static const char doc[] =
+		"{\"toc\":\"sha256:" "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+		"\",\"extra\":{\"x\":[1,{\"y\":null}],\"z\":true},\"schemaVersion\":1,"
+		"\"chunks\":[[5,9],[7,12],[5,5],[0,1]],\"chunkCount\":20}";
+	struct sg_profile *p = NULL;
+	struct sg_error err = { 0 };
+
+	CHECK_EQ(sg_profile_parse(doc, strlen(doc), &p, &err), 0);
+	CHECK_STR(ranges_str(p), "[5,12],[0,1]");
+	CHECK_EQ(sg_profile_chunks(p), 10);
+	CHECK(sg_profile_layer(p) == NULL);
+	/* A layer with fewer chunks (cannot happen for one TOC, but the replay must not care):
+	 * only what names a chunk is kept. */
+	CHECK_EQ(sg_profile_fit(p, 8), 3 + 2);
+	CHECK_STR(ranges_str(p), "[5,7],[0,1]");
+	CHECK_EQ(sg_profile_note(p, 3, 0), SG_PROFILE_DONE);
+	sg_profile_free(p);
+}
+
+static void check_refused(const char *doc, int want, const char *msg_part)
+{
+	struct sg_profile *p = NULL;
+	struct sg_error err = { 0 };
+	int r = sg_profile_parse(doc, strlen(doc), &p, &err);
+
+	if (r != want || !strstr(err.msg, msg_part))
+		TEST_FAIL("%s: got %d \"%s\", wanted %d \"%s\"", doc, r, err.msg, want, msg_part);
+	CHECK(p == NULL);
+}
+
+#define TOC "\"toc\":\"sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\""
+
+TEST(parser_refusals_say_why)
+{
+	check_refused("", -EBADMSG, "profile JSON");
+	check_refused("[1]", -EINVAL, "unexpected an array");
+	check_refused("{\"schemaVersion\":1,\"chunkCount\":5,\"chunks\":[]}", -EINVAL, "no \"toc\"");
+	check_refused("{\"schemaVersion\":2," TOC ",\"chunkCount\":5,\"chunks\":[]}", -ENOTSUP,
+		      "schemaVersion 2");
+	check_refused("{" TOC ",\"chunkCount\":5,\"chunks\":[]}", -EINVAL, "no \"schemaVersion\"");
+	check_refused("{\"schemaVersion\":1," TOC ",\"chunks\":[]}", -EINVAL, "no \"chunkCount\"");
+	check_refused("{\"schemaVersion\":1," TOC ",\"chunkCount\":5}", -EINVAL, "no \"chunks\"");
+	check_refused("{\"schemaVersion\":1," TOC ",\"chunkCount\":5,\"chunks\":[[1,5]]}", -EINVAL,
+		      "chunk 5 is past chunkCount 5");
+	check_refused("{\"schemaVersion\":1," TOC ",\"chunkCount\":5,\"chunks\":[[3,1]]}", -EINVAL,
+		      "reversed");
+	check_refused("{\"schemaVersion\":1," TOC ",\"chunkCount\":5,\"chunks\":[[1]]}", -EINVAL,
+		      "not [first,last]");
+	check_refused("{\"schemaVersion\":1," TOC ",\"chunkCount\":5,\"chunks\":[[1,2,3]]}", -EINVAL,
+		      "more than two");
+	check_refused("{\"schemaVersion\":1," TOC ",\"chunkCount\":5,\"chunks\":[[-1,2]]}", -EINVAL,
+		      "not an integer");
+	check_refused("{\"schemaVersion\":1," TOC ",\"chunkCount\":5,\"chunks\":[[1.5,2]]}", -EINVAL,
+		      "not an integer");
+	check_refused("{\"schemaVersion\":1," TOC ",\"chunkCount\":0,\"chunks\":[]}", -EINVAL,
+		      "\"chunkCount\" 0");
+	check_refused("{\"schemaVersion\":1,\"toc\":\"sha256:12\",\"chunkCount\":5,\"chunks\":[]}",
+		      -EINVAL, "not a sha256 digest");
+	check_refused("{\"schemaVersion\":1," TOC ",\"toc\":7,\"chunkCount\":5,\"chunks\":[]}", -EINVAL,
+		      "\"toc\" must not be a number");
+	check_refused("{\"schemaVersion\":1," TOC ",\"chunkCount\":5,\"chunks\":[[0,4],[0,4]]}",
+		      -EINVAL, "more than chunkCount");
+	check_refused("{\"schemaVersion\":1," TOC ",\"chunkCount\":5,\"chunks\":[],\"chunks\":[]}",
+		      -EINVAL, "given twice");
+	check_refused("{\"schemaVersion\":1,\"profiles\":[]}", -EINVAL, "a bundle");
+}
+
+TEST(parser_bounds_size_and_ranges)
+{
+	size_t cap = SG_PROFILE_JSON_MAX + 64, off = 0;
+	char *big = malloc(cap);
+	struct sg_profile *p = NULL;
+	struct sg_error err = { 0 };
+
+	CHECK(big != NULL);
+	off += (size_t)snprintf(big, cap, "{\"schemaVersion\":1," TOC ",\"chunkCount\":%u,"
+				"\"chunks\":[", SG_PROFILE_CHUNKS_MAX);
+	for (uint32_t i = 0; i <= SG_PROFILE_RANGES_MAX; i++)
+		off += (size_t)snprintf(big + off, cap - off, "%s[%u,%u]", i ? "," : "", 2 * i, 2 * i);
+	off += (size_t)snprintf(big + off, cap - off, "]}");
+	CHECK(off < SG_PROFILE_JSON_MAX);
+	CHECK_EQ(sg_profile_parse(big, off, &p, &err), -E2BIG);
+	CHECK(strstr(err.msg, "more than 32768 chunk ranges") != NULL);
+	memset(big, ' ', cap);
+	CHECK_EQ(sg_profile_parse(big, SG_PROFILE_JSON_MAX + 1, &p, &err), -E2BIG);
+	CHECK(strstr(err.msg, "larger than") != NULL);
+	free(big);
+}
+
+TEST(bundle_round_trip_and_refusals)
+{
+	struct sg_profile *a = recorder("a", 10, 0, 0), *b = recorder("b", 20, 0, 0);
+	struct sg_profile *in[] = { a, b }, **out = NULL;
+	struct sg_error err = { 0 };
+	char *json = NULL;
+	size_t len = 0, n = 0;
+
+	(void)sg_profile_note(a, 3, 0);
+	(void)sg_profile_note(b, 19, 0);
+	(void)sg_profile_note(b, 0, 0);
+	CHECK_EQ(sg_profile_bundle_format(in, 2, &json, &len), 0);
+	CHECK(strstr(json, "\"mediaType\":\"" SG_PROFILE_BLOB_TYPE "\"") != NULL);
+	CHECK_EQ(sg_profile_bundle_parse(json, len, &out, &n, &err), 0);
+	CHECK_EQ(n, 2);
+	CHECK(sg_digest_equal(sg_profile_toc(out[0]), sg_profile_toc(a)));
+	CHECK_STR(ranges_str(out[1]), "[19,19],[0,0]");
+	sg_profile_bundle_free(out, n);
+	/* one document is not a bundle, and a bundle is not one document */
+	struct sg_profile *one = NULL;
+	CHECK_EQ(sg_profile_parse(json, len, &one, &err), -EINVAL);
+	free(json);
+	CHECK_EQ(sg_profile_format(a, &json, &len), 0);
+	CHECK_EQ(sg_profile_bundle_parse(json, len, &out, &n, &err), -EINVAL);
+	CHECK(strstr(err.msg, "not a bundle") != NULL);
+	free(json);
+	/* two profiles of one TOC; a broken entry is named by its position */
+	in[1] = a;
+	CHECK_EQ(sg_profile_bundle_format(in, 2, &json, &len), 0);
+	CHECK_EQ(sg_profile_bundle_parse(json, len, &out, &n, &err), -EINVAL);
+	CHECK(strstr(err.msg, "profile 1: a second profile for the same TOC") != NULL);
+	free(json);
+	static const char broken[] = "{\"schemaVersion\":1,\"profiles\":[{\"schemaVersion\":1,"
+		TOC ",\"chunkCount\":2,\"chunks\":[[1,2]]}]}";
+	CHECK_EQ(sg_profile_bundle_parse(broken, strlen(broken), &out, &n, &err), -EINVAL);
+	CHECK(strstr(err.msg, "profile 0: chunk 2 is past") != NULL);
+	static const char wrongtype[] = "{\"schemaVersion\":1,\"mediaType\":\"x\",\"profiles\":[]}";
+	CHECK_EQ(sg_profile_bundle_parse(wrongtype, strlen(wrongtype), &out, &n, &err), -EINVAL);
+	sg_profile_free(a);
+	sg_profile_free(b);
+}
+
+TEST(store_saves_loads_merges_lists_removes)
+{
+	const char *root = test_tmpdir("profile-store");
+	struct sg_profile *a = recorder("a", 100, 0, 0), *a2 = recorder("a", 100, 0, 0);
+	struct sg_profile *b = recorder("b", 10, 0, 0), *got = NULL;
+	struct sg_digest *list = NULL;
+	struct sg_error err = { 0 };
+	char path[4096];
+	size_t n = 0;
+
+	CHECK_EQ(sg_profile_store_list(root, &list, &n, &err), 0);    /* no directory yet */
+	CHECK_EQ(n, 0);
+	CHECK_EQ(sg_profile_store_load(root, sg_profile_toc(a), &got, &err), -ENOENT);
+	(void)sg_profile_note(a, 40, 0);
+	(void)sg_profile_note(a, 41, 0);
+	(void)sg_profile_note(a2, 1, 0);
+	(void)sg_profile_note(a2, 40, 0);
+	(void)sg_profile_note(b, 9, 0);
+	CHECK_EQ(sg_profile_store_record(root, a, &err), 0);
+	CHECK_EQ(sg_profile_store_record(root, a2, &err), 0);     /* merged: a's order first */
+	CHECK_EQ(sg_profile_store_save(root, b, &err), 0);
+	CHECK_EQ(sg_profile_store_load_for_layer(root, sg_profile_toc(a), 100, &got, &err), 0);
+	CHECK_STR(ranges_str(got), "[40,41],[1,1]");
+	sg_profile_free(got);
+	CHECK_EQ(sg_profile_store_load_for_layer(root, sg_profile_toc(a), 99, &got, &err), -EINVAL);
+	CHECK(strstr(err.msg, "100 chunks, its TOC has 99") != NULL);
+	CHECK_EQ(sg_profile_store_list(root, &list, &n, &err), 0);
+	CHECK_EQ(n, 2);
+	free(list);
+	/* no temporary file is left behind */
+	snprintf(path, sizeof(path), "test $(ls -A %s/profiles | wc -l) -eq 2", root);
+	CHECK_EQ(system(path), 0);
+	/* a file under the wrong name is refused */
+	char pa[4096], pb[4096];
+	CHECK_EQ(sg_profile_store_path(root, sg_profile_toc(a), pa, sizeof(pa)), 0);
+	CHECK_EQ(sg_profile_store_path(root, sg_profile_toc(b), pb, sizeof(pb)), 0);
+	CHECK_EQ(rename(pb, pa), 0);
+	CHECK_EQ(sg_profile_store_load(root, sg_profile_toc(a), &got, &err), -EINVAL);
+	CHECK(strstr(err.msg, "holds the profile of TOC") != NULL);
+	/* ... and a new recording replaces what cannot be used */
+	CHECK_EQ(sg_profile_store_record(root, a2, &err), 0);
+	CHECK_EQ(sg_profile_store_load(root, sg_profile_toc(a), &got, &err), 0);
+	CHECK_STR(ranges_str(got), "[1,1],[40,40]");
+	sg_profile_free(got);
+	CHECK_EQ(sg_profile_store_remove(root, sg_profile_toc(a), &err), 0);
+	CHECK_EQ(sg_profile_store_remove(root, sg_profile_toc(a), &err), -ENOENT);
+	CHECK(strstr(err.msg, "no profile for TOC sha256:") != NULL);
+	CHECK_EQ(sg_profile_store_list(root, &list, &n, &err), 0);
+	CHECK_EQ(n, 0);
+	free(list);
+	sg_profile_free(a);
+	sg_profile_free(a2);
+	sg_profile_free(b);
+}
+
+/* A layer of 100 chunks, chunk c at blob bytes [1000 * c, 1000 * c + 1000), except 10 and 11,
+ * two pieces of one gzip member [10000, 12000), and 50, which the layer cannot name. */
+static int extent(void *ctx, uint32_t c, uint64_t *off, uint64_t *end)
+{
+	if (c == 50)
+		return -ENOENT;
+	if (c == 10 || c == 11) {
+		*off = 10000;
+		*end = 12000;
+		return 0;
+	}
+	*off = 1000ull * c;
+	*end = *off + 1000;
+	return 0;
+}
+
+static bool cached(void *ctx, uint32_t c)
+{
+	return c == 42;
+}
+
+TEST(replay_plan_cuts_ranges_into_requests)
+{
+	struct sg_profile *p = recorder("t", 100, 0, 0);
+	struct sg_profile_fetch f[16];
+	uint64_t bytes = 0;
+	size_t n;
+
+	for (uint32_t c = 40; c < 46; c++)        /* 42 cached: two requests */
+		(void)sg_profile_note(p, c, 0);
+	for (uint32_t c = 8; c < 14; c++)         /* 10, 11 share a member */
+		(void)sg_profile_note(p, c, 0);
+	for (uint32_t c = 49; c < 52; c++)        /* 50 unknown */
+		(void)sg_profile_note(p, c, 0);
+	n = sg_profile_plan(p, extent, cached, NULL, 0, 0, f, 16, &bytes);
+	CHECK_EQ(n, 5);
+	CHECK(f[0].first == 40 && f[0].last == 41 && f[0].offset == 40000 && f[0].end == 42000);
+	CHECK(f[1].first == 43 && f[1].last == 45 && f[1].offset == 43000 && f[1].end == 46000);
+	CHECK(f[2].first == 8 && f[2].last == 13 && f[2].offset == 8000 && f[2].end == 14000);
+	CHECK(f[3].first == 49 && f[3].last == 49);
+	CHECK(f[4].first == 51 && f[4].last == 51);
+	CHECK_EQ(bytes, 2000 + 3000 + 6000 + 1000 + 1000);
+	/* at most 2500 bytes a request */
+	n = sg_profile_plan(p, extent, cached, NULL, 2500, 0, f, 16, &bytes);
+	CHECK(f[0].first == 40 && f[0].last == 41);
+	CHECK(f[1].first == 43 && f[1].last == 44 && f[2].first == 45 && f[2].last == 45);
+	CHECK(f[3].first == 8 && f[3].last == 9 && f[3].end == 10000);
+	CHECK(f[4].first == 10 && f[4].last == 11 && f[4].offset == 10000 && f[4].end == 12000);
+	CHECK(f[5].first == 12 && f[5].last == 13);
+	CHECK_EQ(n, 8);
+	/* a budget of 4000 bytes: the request that crosses it is the last; and the cap */
+	n = sg_profile_plan(p, extent, NULL, NULL, 0, 4000, f, 16, &bytes);
+	CHECK_EQ(n, 1);
+	CHECK(f[0].first == 40 && f[0].last == 45);
+	CHECK_EQ(bytes, 6000);
+	CHECK_EQ(sg_profile_plan(p, extent, cached, NULL, 0, 0, f, 2, &bytes), 2);
+	CHECK_EQ(bytes, 5000);
+	sg_profile_free(p);
+}
+
+TEST_MAIN()
