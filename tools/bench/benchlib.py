@@ -455,7 +455,8 @@ def _pick_run(rows):
 def cmd_timeline(argv):
     """timeline CSV LOGS OUT.png TITLE: per workload and eStargz form, stargzd's blocked network
     reads of the median run as bars on a time axis (seconds since the pull started; waterfall,
-    one read a line by start; the longest chain in red; a dashed line where `ctr run` began).
+    one read a line by start; the longest chain in red; a dashed line where `ctr run` began, a
+    solid one at the workload's output).
     Needs each run's trace and times.json (run.sh writes them into LOGS/IMAGE-FORM-stargzd-RUN)."""
     import csv
     import subprocess
@@ -491,7 +492,8 @@ def cmd_timeline(argv):
                 if not m["reads"]:
                     f.write("0 0 -1 0\n")
                 f.write("\n\n")
-                panels.append((img, form, times["run_start"] - times["pull_start"], m))
+                panels.append((img, form, times["run_start"] - times["pull_start"], float(r["total_s"]), m,
+                               max([(e - off) / 1e3 for _, e, _ in m["reads"]] or [0])))
     if not panels:
         print("timeline: no traced stargzd run in %s" % logs, file=sys.stderr)
         return
@@ -499,12 +501,14 @@ def cmd_timeline(argv):
     gp = ["set terminal pngcairo size 1200,%d font ',9' noenhanced" % (260 * nrow + 40),
           "set output '%s'" % out_png, "set multiplot layout %d,2 title '%s'" % (nrow, title),
           "set style fill solid 0.9 noborder", "set grid xtics", "set xlabel 's since pull start'",
-          "set ylabel 'blocked read #'", "set yrange [-1:*] reverse", "set key off"]
-    for k, (img, form, run_at, m) in enumerate(panels):
-        gp += ["unset arrow", "set arrow from %.3f, graph 0 to %.3f, graph 1 nohead dt 2 lc rgb 'black'" % (run_at, run_at),
+          "set ylabel 'blocked read #'", "set key off",
+          "set xrange [0:%.3f]" % (1.05 * max(max(p[3], p[5]) for p in panels))]   # one scale for all
+    for k, (img, form, run_at, out_at, m, _) in enumerate(panels):
+        gp += ["set yrange [%.1f:-0.6] reverse" % (max(len(m["reads"]), 1) - 0.4), "unset arrow", "set arrow from %.3f, graph 0 to %.3f, graph 1 nohead dt 2 lc rgb 'black'" % (run_at, run_at),
+               "set arrow from %.3f, graph 0 to %.3f, graph 1 nohead lw 2 lc rgb 'black'" % (out_at, out_at),
                "set title '%s, %s: %d blocked reads, wait %.2f s (union %.2f s), chain %d reads %.2f s'" % (
                    img, form, m["blocked"], m["wait_ms"] / 1e3, m["union_ms"] / 1e3, m["chain"], m["chain_ms"] / 1e3),
-               "plot '%s' index %d using (($1+$2)/2):3:(($2-$1)/2):(0.4):($4 ? 0xcc2222 : 0x3366aa) "
+               "plot '%s' index %d using (($1+$2)/2):3:(($2-$1)/2):(0.4):($4 > 0 ? 0xcc2222 : 0x3366aa) "
                "with boxxyerror lc rgb variable" % (dat, k)]
     gp.append("unset multiplot")
     subprocess.run(["gnuplot"], input="\n".join(gp).encode(), check=True)

@@ -47,10 +47,21 @@ stop_pidfile() {  # PIDFILE [TIMEOUT_S]
   fi
   rm -f "$f"
 }
+# Closes every descriptor above 2 of the current (sub)shell.  A daemon must not inherit the bench
+# lock: `flock LOCK cmd` hands its locked descriptor to cmd's children, and a registry or delay
+# proxy that outlives the run would hold the lock for good.
+close_inherited_fds() {
+  local fd
+  for fd in /proc/$BASHPID/fd/*; do
+    fd=${fd##*/}
+    ((fd > 2)) && eval "exec $fd>&-"
+  done
+  return 0
+}
 # Starts "$@" in the background with output to LOG and its pid in PIDFILE.
 start_bg() {  # PIDFILE LOG CMD...
   local f=$1 l=$2; shift 2
-  setsid "$@" >>"$l" 2>&1 </dev/null &
+  (close_inherited_fds; exec setsid "$@" >>"$l" 2>&1 </dev/null) &
   echo $! >"$f"
 }
 wait_for() {  # SECONDS CMD...

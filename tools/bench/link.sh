@@ -83,9 +83,9 @@ YML
   fi
   if ! pid_alive "$LD/proxy.pid"; then
     rm -f "$LD/proxy.pid"
-    setsid nsenter --net="$NETNS_PATH" "$PY" "$BENCH_DIR/delayproxy.py" --listen "127.0.0.1:$LINK_PORT" \
-      --upstream "127.0.0.1:$REGISTRY_PORT" --delay-ms "$LINK_DELAY_MS" --ctl "$CTL" \
-      --pidfile "$LD/proxy.pid" >>"$LD/proxy.log" 2>&1 </dev/null &
+    (close_inherited_fds; exec setsid nsenter --net="$NETNS_PATH" "$PY" "$BENCH_DIR/delayproxy.py" \
+      --listen "127.0.0.1:$LINK_PORT" --upstream "127.0.0.1:$REGISTRY_PORT" --delay-ms "$LINK_DELAY_MS" \
+      --ctl "$CTL" --pidfile "$LD/proxy.pid" >>"$LD/proxy.log" 2>&1 </dev/null) &
     echo "$want" >"$LD/proxy.params"
     wait_for 10 test -s "$LD/proxy.pid" || die "delay proxy did not start: $(tail -5 "$LD/proxy.log")"
   fi

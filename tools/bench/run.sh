@@ -333,7 +333,7 @@ reference stargz-snapshotter $(dpkg-query -W -f='${Version}' golang-github-conta
     "$BENCH_DIR/chart.gp" && rm -f "$RESULTS/$name.dat"
   if [[ $TRACE == 1 ]]; then
     $BENCHLIB timeline "$csv" "$LOGS" "$RESULTS/$name-timeline.png" \
-      "stargzd bench $name: reads blocked on the network (red: the longest chain; dashed: ctr run starts), $LINK_RATE + ${LINK_DELAY_MS} ms each way" ||
+      "stargzd bench $name: reads blocked on the network (red: the longest chain; dashed: ctr run starts; solid: output), $LINK_RATE + ${LINK_DELAY_MS} ms each way" ||
       log "no timeline PNG"
   fi
   cat "$RESULTS/$name.md"
