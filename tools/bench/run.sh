@@ -317,7 +317,7 @@ bench_link() {  # PROFILE
   local csv=$RESULTS/$name.csv
   {
     echo "image,form,snapshotter,run,status,pull_s,run_s,total_s,run_exit_s,warm_s,bytes,pull_bytes,requests,remote_layers,$($PY -c \
-      'import sys; sys.path.insert(0, sys.argv[1]); import benchlib; print(",".join(benchlib.TRACE_FIELDS))' "$BENCH_DIR")"
+      'import sys; sys.dont_write_bytecode = True; sys.path.insert(0, sys.argv[1]); import benchlib; print(",".join(benchlib.TRACE_FIELDS))' "$BENCH_DIR")"
     printf '%s\n' "${CSV_ROWS[@]}"
   } >"$csv"
   local machine
