@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test program and prints one closing line "N passed, N failed[, N skipped]".
 #
-# A test program is a lint check (tests/lint/: the include rules and their self-test, run
-# first: they take no time), a unit-test binary (build/tests/unit/*/test_*), an integration
+# A test program is a lint check (tests/lint/: the include rules and their self-test, and
+# tools/bench/benchlib.py's self-test; run first: they take no time), a unit-test binary (build/tests/unit/*/test_*), an integration
 # script (tests/integration/*.sh) or a fuzz replay driver (build/fuzz-replay/NAME,
 # tests/fuzz/replay.c) run on tests/fuzz/NAME/corpus/ and regressions/.  Each prints its own
 # "N passed, N failed" line last; this runner adds them up.  A program that dies without that
@@ -83,6 +83,8 @@ run_replay() {   # build dir, label prefix: every fuzz corpus and regression inp
 if [[ $parts == all || $parts == lint ]]; then
   run_program lint/include_rules bash tests/lint/include_rules.sh
   run_program lint/include_rules_selftest bash tests/lint/include_rules.sh --self-test
+  # the bench's fetch-trace parser and goal lines on synthetic input (tools/bench/benchlib.py)
+  run_program lint/bench_selftest /usr/bin/python3 tools/bench/benchlib.py selftest
 fi
 if [[ $parts == all || $parts == unit ]]; then
   run_unit build ""

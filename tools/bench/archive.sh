@@ -29,7 +29,9 @@ push_image "$WORK/esgz" v1 archive || exit 1
 read -r DIGEST TOC < <(esgz_layer_info "$WORK/esgz")
 NATIVE=/var/tmp/stargzd-archive-native
 rm -rf "$NATIVE"; cp -a "$WORK/layer" "$NATIVE"
-trap 'rm -rf "$NATIVE"' EXIT
+# lib.sh's trap (_cleanup: its spawned registry and mounts) must run too: a registry left behind
+# keeps the descriptor of the bench lock it inherited from flock(1), and every bench waits for good.
+trap 'rm -rf "$NATIVE"; _cleanup' EXIT
 files=$(find "$NATIVE" -type f | wc -l); bytes=$(du -sb "$NATIVE" | cut -f1)
 
 mnt=$WORK/mnt

@@ -15,8 +15,15 @@
         footers, TOCs, and the compressed gzip members of the needed files' chunks) and the time
     benchlib.py timed EXPECT LOG -- CMD...
         run CMD, print the seconds to its first output line containing EXPECT, to its exit, and rc
-    benchlib.py report CSV OUT.md LINK_PARAMS MACHINE
-        the markdown table (medians, spread) from run.sh's CSV
+    benchlib.py report CSV OUT.md LINK_PARAMS MACHINE [LINK_NAME]
+        the markdown table (medians, spread) from run.sh's CSV, issue #13's goals met or not on
+        that link, and the miss timelines
+    benchlib.py trace LOGDIR
+        a run's miss-timeline figures from stargzd's fetch trace (LOGDIR/trace-*.jsonl) as CSV fields
+    benchlib.py timeline CSV LOGS OUT.png TITLE
+        the PNG of the blocked reads on a time axis, per workload and form (gnuplot)
+    benchlib.py selftest
+        the trace parser and the goal lines on synthetic input (run by tests/run.sh lint)
 """
 import gzip
 import hashlib
@@ -307,6 +314,213 @@ def cmd_physlimit(argv):
                       "seconds": total * 8 / rate_bits + rtts * rtt}))
 
 
+# --- the fetch trace (stargzd's fetch_trace_dir: DIR/trace-PID.jsonl) -> the miss timeline ----------
+#
+# Events (the format is README.md's "Fetch trace"): "read" = a FUSE read that had to wait, t = its
+# start, wait_ms, net = it waited on a network fetch; "fetch" = one range request, t = its start;
+# "layer" = a layer's totals at its close, fetched and used compressed bytes per kind.
+FETCH_KINDS = ("ondemand", "spec", "prefetch", "background", "stream")
+# The CSV columns run.sh adds per run (empty when the run has no trace).
+TRACE_FIELDS = (["tr_blocked", "tr_wait_s", "tr_union_s", "tr_chain", "tr_chain_s"]
+                + ["tr_fetched_" + k for k in FETCH_KINDS] + ["tr_used_" + k for k in FETCH_KINDS])
+
+
+def read_trace(paths):
+    """The events of trace files, a list of dicts; lines that do not parse (the last line of a
+    daemon killed mid-write) are skipped."""
+    events = []
+    for p in paths:
+        with open(p, errors="replace") as f:
+            for line in f:
+                try:
+                    ev = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(ev, dict) and "ev" in ev:
+                    events.append(ev)
+    return events
+
+
+def blocked_reads(events):
+    """[(start_ms, end_ms, path)] of the reads that waited on the network, by start."""
+    out = []
+    for e in events:
+        if e.get("ev") == "read" and e.get("net"):
+            t, w = float(e.get("t", 0)), float(e.get("wait_ms", 0))
+            out.append((t, t + w, e.get("path", "")))
+    out.sort()
+    return out
+
+
+def union_ms(intervals):
+    """Wall-clock time covered by at least one of the intervals."""
+    total, cur_s, cur_e = 0.0, None, None
+    for s, e in sorted((i[0], i[1]) for i in intervals):
+        if cur_e is None or s > cur_e:
+            if cur_e is not None:
+                total += cur_e - cur_s
+            cur_s, cur_e = s, e
+        else:
+            cur_e = max(cur_e, e)
+    if cur_e is not None:
+        total += cur_e - cur_s
+    return total
+
+
+def longest_chain(intervals):
+    """The longest chain of dependent blocking misses, by this definition: a chain is a sequence
+    of blocked network reads each of which starts at or after the previous one ended (so none
+    could overlap the one before: a reader that waits, gets its answer, then misses again, as the
+    dynamic loader and an interpreter's imports do); the longest is the chain whose waits add up
+    to the most time (weighted interval scheduling).  Non-overlap does not prove a dependency, so
+    this is an upper bound of the true critical path of misses.  Returns (indices, total ms)."""
+    iv = sorted(range(len(intervals)), key=lambda i: (intervals[i][1], intervals[i][0]))
+    ends = [intervals[i][1] for i in iv]
+    best = [0.0] * (len(iv) + 1)   # best[k]: the longest chain among the first k by end
+    take = [False] * (len(iv) + 1)
+    prev = [0] * (len(iv) + 1)
+    import bisect
+    for k, i in enumerate(iv, 1):
+        s, e = intervals[i][0], intervals[i][1]
+        p = bisect.bisect_right(ends, s, 0, k - 1)   # those ending at or before s
+        with_it = (e - s) + best[p]
+        prev[k] = p
+        if with_it > best[k - 1]:
+            best[k], take[k] = with_it, True
+        else:
+            best[k] = best[k - 1]
+    chain, k = [], len(iv)
+    while k > 0:
+        if take[k]:
+            chain.append(iv[k - 1])
+            k = prev[k]
+        else:
+            k -= 1
+    chain.reverse()
+    return chain, best[len(iv)]
+
+
+def trace_metrics(events):
+    """The miss timeline's figures of one run (a dict; bytes per kind summed over layers).  Bytes
+    come from the layers' close summaries; without any (a daemon killed before closing them),
+    fetched bytes are summed from the fetch events and used bytes are unknown (None)."""
+    br = blocked_reads(events)
+    chain, chain_ms = longest_chain(br)
+    fetched = dict.fromkeys(FETCH_KINDS, 0)
+    used = dict.fromkeys(FETCH_KINDS, 0)
+    layers = [e for e in events if e.get("ev") == "layer"]
+    if layers:
+        for e in layers:
+            for k in FETCH_KINDS:
+                fetched[k] += int(e.get("fetched", {}).get(k, 0))
+                used[k] += int(e.get("used", {}).get(k, 0))
+    else:
+        used = None
+        for e in events:
+            if e.get("ev") == "fetch" and e.get("kind") in fetched and e.get("ok", True):
+                fetched[e["kind"]] += int(e.get("len", 0))
+    total_f = sum(fetched.values())
+    return {"blocked": len(br), "wait_ms": sum(e - s for s, e, _ in br), "union_ms": union_ms(br),
+            "chain": len(chain), "chain_ms": chain_ms, "chain_idx": chain, "reads": br,
+            "fetched": fetched, "used": used,
+            "useful": (sum(used.values()) / total_f) if used is not None and total_f else None}
+
+
+def trace_files(logdir):
+    import glob
+    return sorted(glob.glob(os.path.join(logdir, "trace-*.jsonl")))
+
+
+def cmd_trace(argv):
+    """trace LOGDIR: the run's miss-timeline figures as the CSV fields TRACE_FIELDS (comma-joined;
+    all empty when LOGDIR has no trace file)."""
+    files = trace_files(argv[0])
+    if not files:
+        print("," * (len(TRACE_FIELDS) - 1))
+        return
+    m = trace_metrics(read_trace(files))
+    vals = [m["blocked"], "%.4f" % (m["wait_ms"] / 1e3), "%.4f" % (m["union_ms"] / 1e3), m["chain"],
+            "%.4f" % (m["chain_ms"] / 1e3)]
+    vals += [m["fetched"][k] for k in FETCH_KINDS]
+    vals += [m["used"][k] if m["used"] is not None else "" for k in FETCH_KINDS]
+    print(",".join(str(v) for v in vals))
+
+
+def _pick_run(rows):
+    """The run whose total is the median of the rows' (the one a timeline shows)."""
+    ok = sorted((float(r["total_s"]), r) for r in rows if r["status"] == "ok" and r["total_s"])
+    return ok[(len(ok) - 1) // 2][1] if ok else None
+
+
+def cmd_timeline(argv):
+    """timeline CSV LOGS OUT.png TITLE: per workload and eStargz form, stargzd's blocked network
+    reads of the median run as bars on a time axis (seconds since the pull started; waterfall,
+    one read a line by start; the longest chain in red; a dashed line where `ctr run` began, a
+    solid one at the workload's output).
+    Needs each run's trace and times.json (run.sh writes them into LOGS/IMAGE-FORM-stargzd-RUN)."""
+    import csv
+    import subprocess
+    csv_path, logs, out_png, title = argv[:4]
+    rows = list(csv.DictReader(open(csv_path)))
+    images = [i for i in IMAGES if any(r["image"] == i for r in rows)]
+    images += sorted(set(r["image"] for r in rows) - set(images))
+    forms = ["esgz", "esgz-opt"]
+    dat = out_png[:-4] + ".dat"
+    panels = []
+    with open(dat, "w") as f:
+        for img in images:
+            for form in forms:
+                r = _pick_run([x for x in rows if x["image"] == img and x["form"] == form
+                               and x["snapshotter"] == "stargzd"])
+                if r is None:
+                    continue
+                d = os.path.join(logs, "%s-%s-stargzd-%s" % (img, form, r["run"]))
+                files = trace_files(d)
+                if not files:
+                    continue
+                try:
+                    times = json.load(open(os.path.join(d, "times.json")))
+                except (OSError, ValueError):
+                    continue
+                m = trace_metrics(read_trace(files))
+                # the trace's clock starts with the daemon; the axis with the pull
+                off = (times["pull_start"] - times["daemon_start"]) * 1e3
+                chain = set(m["chain_idx"])
+                f.write("# %s %s run %s\n" % (img, form, r["run"]))
+                for i, (s, e, path) in enumerate(m["reads"]):
+                    f.write("%.4f %.4f %d %d\n" % ((s - off) / 1e3, (e - off) / 1e3, i, 1 if i in chain else 0))
+                if not m["reads"]:
+                    f.write("0 0 -1 0\n")
+                f.write("\n\n")
+                panels.append((img, form, times["run_start"] - times["pull_start"], float(r["total_s"]), m,
+                               max([(e - off) / 1e3 for _, e, _ in m["reads"]] or [0])))
+    if not panels:
+        print("timeline: no traced stargzd run in %s" % logs, file=sys.stderr)
+        return
+    nrow = (len(panels) + 1) // 2
+    gp = ["set terminal pngcairo size 1200,%d font ',9' noenhanced" % (260 * nrow + 40),
+          "set output '%s'" % out_png, "set multiplot layout %d,2 title '%s'" % (nrow, title),
+          "set style fill solid 0.9 noborder", "set grid xtics", "set xlabel 's since pull start'",
+          "set ylabel 'blocked read #'", "set key off",
+          "set xrange [0:%.3f]" % (1.05 * max(max(p[3], p[5]) for p in panels))]   # one scale for all
+    for k, (img, form, run_at, out_at, m, _) in enumerate(panels):
+        gp += ["set yrange [%.1f:-0.6] reverse" % (max(len(m["reads"]), 1) - 0.4), "unset arrow", "set arrow from %.3f, graph 0 to %.3f, graph 1 nohead dt 2 lc rgb 'black'" % (run_at, run_at),
+               "set arrow from %.3f, graph 0 to %.3f, graph 1 nohead lw 2 lc rgb 'black'" % (out_at, out_at),
+               "set title '%s, %s: %d blocked reads, wait %.2f s (union %.2f s), chain %d reads %.2f s'" % (
+                   img, form, m["blocked"], m["wait_ms"] / 1e3, m["union_ms"] / 1e3, m["chain"], m["chain_ms"] / 1e3),
+               "plot '%s' index %d using (($1+$2)/2):3:(($2-$1)/2):(0.4):($4 > 0 ? 0xcc2222 : 0x3366aa) "
+               "with boxxyerror lc rgb variable" % (dat, k)]
+    gp.append("unset multiplot")
+    subprocess.run(["gnuplot"], input="\n".join(gp).encode(), check=True)
+    os.unlink(dat)
+
+
+
+IMAGES = ["base", "python", "gcc", "imports"]
+# Issue #13's goal for unoptimized stargzd ÷ the Go reference, per link (none on the near link).
+REF_GOAL = {"default": 0.5, "far": 0.4}
+
+
 def _fmt_s(xs):
     if not xs:
         return "-"
@@ -316,52 +530,124 @@ def _fmt_s(xs):
     return "%.2f (%.2f–%.2f)" % (med, min(xs), max(xs))
 
 
-def cmd_report(argv):
-    import csv
-    csv_path, out_md, link, machine = argv[:4]
-    rows = list(csv.DictReader(open(csv_path)))
+def _goal(value, limit):
+    """'0.93, not met (goal ≤ 0.50)'; '-' without a value; no verdict without a goal."""
+    if value is None:
+        return "-"
+    if limit is None:
+        return "%.2f (no goal on this link)" % value
+    return "%.2f, %s (goal ≤ %.2f)" % (value, "met" if value <= limit else "**not met**", limit)
+
+
+def _median_of(rows, col, scale=1.0):
+    xs = [float(r[col]) * scale for r in rows if r.get(col) not in (None, "")]
+    return statistics.median(xs) if xs else None
+
+
+def report_text(rows, title, link, machine, link_name):
     rank = {("legacy", "overlayfs"): 0, ("esgz", "stargzd"): 1, ("esgz", "reference"): 2,
             ("esgz-opt", "stargzd"): 3, ("esgz-opt", "reference"): 4, ("esgz-opt", "limit"): 5}
-    images = ["base", "python", "gcc"]
-    rows.sort(key=lambda r: (images.index(r["image"]) if r["image"] in images else 9,
-                             rank.get((r["form"], r["snapshotter"]), 9)))
-    groups = {}
-    order = []
+    img_rank = lambda i: IMAGES.index(i) if i in IMAGES else 9
+    rows = sorted(rows, key=lambda r: (img_rank(r["image"]), rank.get((r["form"], r["snapshotter"]), 9)))
+    groups, order = {}, []
     for r in rows:
         k = (r["image"], r["form"], r["snapshotter"])
         if k not in groups:
             groups[k] = []
             order.append(k)
         groups[k].append(r)
-    lines = ["# stargzd benchmark, %s" % os.path.basename(out_md)[:-3], "",
-             "- machine: %s" % machine, "- %s" % link,
+    lines = ["# stargzd benchmark, %s" % title, "",
+             "- machine: %s" % machine, "- link profile `%s`: %s" % (link_name, link),
              "- cold state every run: fresh containerd and snapshotter roots, page cache dropped; "
              "median of the runs that succeeded, (min–max) when there are several", ""]
     lines.append("| image | form | snapshotter | runs ok | pull s | run s (to output) | total s | MB fetched | requests |")
     lines.append("|---|---|---|---|---|---|---|---|---|")
-    med = {}
+    med, mbytes, oks = {}, {}, {}
     for k in order:
         ok = [r for r in groups[k] if r["status"] == "ok"]
+        oks[k] = ok
         f = lambda c: [float(r[c]) for r in ok if r[c] != ""]
-        mb = [float(r["bytes"]) / 1e6 for r in ok]
+        mb = [float(r["bytes"]) / 1e6 for r in ok if r["bytes"] != ""]
         if k[2] == "limit":
+            lim = groups[k][0]
             lines.append("| %s | %s | physical limit | - | - | - | %.2f | %.2f | %s |" % (
-                k[0], k[1], float(groups[k][0]["total_s"]), float(groups[k][0]["bytes"]) / 1e6,
-                groups[k][0]["requests"]))
-            med[k] = float(groups[k][0]["total_s"])
+                k[0], k[1], float(lim["total_s"]), float(lim["bytes"]) / 1e6, lim["requests"]))
+            med[k] = float(lim["total_s"])
+            mbytes[k] = float(lim["bytes"])
             continue
         lines.append("| %s | %s | %s | %d/%d | %s | %s | %s | %s | %s |" % (
             k[0], k[1], k[2], len(ok), len(groups[k]), _fmt_s(f("pull_s")), _fmt_s(f("run_s")),
             _fmt_s(f("total_s")), ("%.2f" % statistics.median(mb)) if mb else "-",
-            ("%d" % statistics.median(f("requests"))) if ok else "-"))
+            ("%d" % statistics.median(f("requests"))) if f("requests") else "-"))
         if ok:
             med[k] = statistics.median(f("total_s"))
+            if mb:
+                mbytes[k] = statistics.median(mb) * 1e6
         warm = f("warm_s")
         if warm:
             med[(k[0], "warm", k[2])] = statistics.median(warm)
     lines.append("")
+    imgs = sorted(set(k[0] for k in order), key=img_rank)
+
+    # The goals of issue #13, each met or not.
+    ref_goal = REF_GOAL.get(link_name)
+    lines += ["## Goals (issue #13), link `%s`" % link_name, "",
+              "| workload | unoptimized: stargzd ÷ reference | unoptimized: stargzd ÷ legacy full pull "
+              "| optimized: stargzd ÷ (limit + warm re-run) | unoptimized: bytes over the link ÷ limit's bytes "
+              "| unoptimized: useful ÷ fetched |", "|---|---|---|---|---|---|"]
+    for img in imgs:
+        g = lambda form, sn: med.get((img, form, sn))
+        sg, ref, leg = g("esgz", "stargzd"), g("esgz", "reference"), g("legacy", "overlayfs")
+        opt, lim = g("esgz-opt", "stargzd"), g("esgz-opt", "limit")
+        warm = med.get((img, "warm", "overlayfs"), med.get((img, "warm", "stargzd")))
+        b, lb = mbytes.get((img, "esgz", "stargzd")), mbytes.get((img, "esgz-opt", "limit"))
+        useful = None
+        tr = [r for r in oks.get((img, "esgz", "stargzd"), []) if r.get("tr_blocked")]
+        if tr:
+            f_ = sum(_median_of(tr, "tr_fetched_" + k) or 0 for k in FETCH_KINDS)
+            u_ = [_median_of(tr, "tr_used_" + k) for k in FETCH_KINDS]
+            if f_ and None not in u_:
+                useful = sum(u_) / f_
+        lines.append("| %s | %s | %s | %s | %s | %s |" % (
+            img, _goal(sg / ref if sg and ref else None, ref_goal),
+            _goal(sg / leg if sg and leg else None, 1.0),
+            _goal(opt / (lim + warm) if opt and lim and warm is not None else None, 1.2),
+            _goal(b / lb if b and lb else None, 2.0),
+            "%.2f" % useful if useful is not None else "-"))
+    lines += ["", "Warm re-run: the legacy row's (image present, page cache warm); stargzd's when there is no "
+              "legacy row.  Bytes over the link: everything the registry sent during pull and run (headers "
+              "included) on the unoptimized image.  Useful ÷ fetched: the bytes of chunks the workload read "
+              "÷ the compressed bytes stargzd fetched, from its fetch trace.", ""]
+
+    # The miss timelines.
+    tl = [(k, [r for r in oks[k] if r.get("tr_blocked")]) for k in order if k[2] == "stargzd"]
+    tl = [(k, rs) for k, rs in tl if rs]
+    lines += ["## Miss timelines (stargzd's fetch trace; medians of the runs)", ""]
+    if not tl:
+        lines += ["No trace: the stargzd binary does not know `fetch_trace_dir`, or BENCH_TRACE=0.", ""]
+    else:
+        lines += ["| image | form | reads blocked on the network | their wait s: sum / wall-clock union "
+                  "| longest chain: reads, s | MB fetched: ondemand / spec / prefetch / background / stream "
+                  "| MB of those used | useful ÷ fetched |", "|---|---|---|---|---|---|---|---|"]
+        for k, rs in tl:
+            fe = [_median_of(rs, "tr_fetched_" + x, 1e-6) or 0 for x in FETCH_KINDS]
+            us = [_median_of(rs, "tr_used_" + x, 1e-6) for x in FETCH_KINDS]
+            known = None not in us
+            lines.append("| %s | %s | %d | %.2f / %.2f | %d, %.2f | %s | %s | %s |" % (
+                k[0], k[1], _median_of(rs, "tr_blocked"), _median_of(rs, "tr_wait_s"),
+                _median_of(rs, "tr_union_s"), _median_of(rs, "tr_chain"), _median_of(rs, "tr_chain_s"),
+                " / ".join("%.2f" % x for x in fe),
+                " / ".join("%.2f" % x for x in us) if known else "- (no layer summary)",
+                "%.2f" % (sum(us) / sum(fe)) if known and sum(fe) else "-"))
+        lines += ["", "A read is blocked on the network when the daemon answered it only after a range "
+                  "request completed.  Longest chain: the blocked reads each starting at or after the previous "
+                  "one ended (so one could not overlap the next, as when the dynamic loader or an import "
+                  "waits, gets its answer, then misses again) whose waits add up to the most time; its reads "
+                  "and their total wait.  Non-overlap does not prove a dependency: an upper bound of the "
+                  "chain of dependent misses.  The timeline PNG draws the median run's blocked reads.", ""]
+
     notes = []
-    for img in sorted(set(k[0] for k in order), key=lambda i: ["base", "python", "gcc"].index(i) if i in ("base", "python", "gcc") else 9):
+    for img in imgs:
         leg = med.get((img, "legacy", "overlayfs"))
         lim = med.get((img, "esgz-opt", "limit"))
         warm = med.get((img, "warm", "overlayfs"))
@@ -380,12 +666,22 @@ def cmd_report(argv):
             parts.append("warm re-run (legacy, image present) %.2f s" % warm)
         if parts:
             notes.append("- %s: %s" % (img, "; ".join(parts)))
-    lines += notes
+    if notes:
+        lines += ["## All ratios", ""] + notes
     lines += ["", "Physical limit: compressed bytes the workload needs (manifest + config + every layer's TOC and "
               "footer + the gzip members holding the chunks of the files the workload opens, measured in the "
               "optimized eStargz blobs) ÷ link rate, + 3 round trips (manifest, config + TOCs, file chunks). "
               "It excludes container start; compare lazy totals with limit + warm re-run.", ""]
-    text = "\n".join(lines)
+    return "\n".join(lines)
+
+
+def cmd_report(argv):
+    """report CSV OUT.md LINK_PARAMS MACHINE [LINK_NAME]"""
+    import csv
+    csv_path, out_md, link, machine = argv[:4]
+    link_name = argv[4] if len(argv) > 4 else "default"
+    text = report_text(list(csv.DictReader(open(csv_path))), os.path.basename(out_md)[:-3], link, machine,
+                       link_name)
     with open(out_md, "w") as f:
         f.write(text)
     print(text)
@@ -435,9 +731,98 @@ def cmd_timed(argv):
     print("%.4f %.4f %d" % (seen if seen is not None else (end if not expect else -1), end, rc))
 
 
+def cmd_selftest(argv):
+    """selftest: checks the trace parser and the goal lines on synthetic input (tests/run.sh lint);
+    prints "N passed, N failed"."""
+    import tempfile
+    res = {"passed": 0, "failed": 0}
+
+    def check(name, cond):
+        res["passed" if cond else "failed"] += 1
+        print("%s %s" % ("ok  " if cond else "FAIL", name))
+
+    L = "sha256:aa"
+    ev = [
+        {"t": 0.0, "ev": "read", "layer": L, "path": "a", "off": 0, "len": 4096, "wait_ms": 10.0, "net": True},
+        {"t": 5.0, "ev": "read", "layer": L, "path": "b", "off": 0, "len": 4096, "wait_ms": 10.0, "net": True},
+        {"t": 20.0, "ev": "read", "layer": L, "path": "c", "off": 0, "len": 4096, "wait_ms": 30.0, "net": True},
+        {"t": 25.0, "ev": "read", "layer": L, "path": "d", "off": 0, "len": 4096, "wait_ms": 5.0, "net": False},
+        {"t": 60.0, "ev": "read", "layer": L, "path": "e", "off": 0, "len": 4096, "wait_ms": 5.0, "net": True},
+        {"t": 1.0, "ev": "fetch", "layer": L, "kind": "ondemand", "off": 0, "len": 1000, "chunks": 1, "ms": 9, "ok": True},
+        {"t": 2.0, "ev": "fetch", "layer": L, "kind": "spec", "off": 1000, "len": 500, "chunks": 1, "ms": 9, "ok": True},
+        {"t": 3.0, "ev": "fetch", "layer": L, "kind": "background", "off": 1500, "len": 300, "chunks": 1, "ms": 9,
+         "ok": False},
+    ]
+    layer = {"t": 900.0, "ev": "layer", "layer": L,
+             "fetched": {"ondemand": 1000, "spec": 500, "prefetch": 0, "background": 300, "stream": 0},
+             "used": {"ondemand": 1000, "spec": 100, "prefetch": 0, "background": 0, "stream": 0}}
+    with tempfile.TemporaryDirectory() as d:
+        with open(os.path.join(d, "trace-1.jsonl"), "w") as f:
+            f.write("".join(json.dumps(e) + "\n" for e in ev + [layer]))
+            f.write('{"t": 901.0, "ev": "read", "lay')   # a daemon killed mid-line
+        m = trace_metrics(read_trace(trace_files(d)))
+        check("blocked reads: net only", m["blocked"] == 4)
+        check("wait sum", abs(m["wait_ms"] - 55.0) < 1e-9)
+        check("wait union (overlaps counted once)", abs(m["union_ms"] - 50.0) < 1e-9)
+        check("longest chain: reads", m["chain"] == 3)
+        check("longest chain: ms", abs(m["chain_ms"] - 45.0) < 1e-9)
+        check("longest chain: no two overlap", all(m["reads"][a][1] <= m["reads"][b][0]
+              for a, b in zip(m["chain_idx"], m["chain_idx"][1:])))
+        check("bytes from the layer summary", m["fetched"]["spec"] == 500 and m["used"]["spec"] == 100)
+        check("useful ÷ fetched", abs(m["useful"] - 1100 / 1800) < 1e-9)
+        # without the summary: fetch events, failed ones left out, used unknown
+        m2 = trace_metrics(ev)
+        check("bytes from fetch events", m2["fetched"]["ondemand"] == 1000 and m2["fetched"]["background"] == 0
+              and m2["used"] is None and m2["useful"] is None)
+        import contextlib
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            cmd_trace([d])
+        fields = buf.getvalue().strip().split(",")
+        check("trace CSV fields", len(fields) == len(TRACE_FIELDS) and fields[0] == "4" and fields[3] == "3")
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            cmd_trace([os.path.join(d, "none")])
+        check("no trace: empty fields", buf.getvalue().strip() == "," * (len(TRACE_FIELDS) - 1))
+    # a chain where the most reads are not the longest wait
+    _, ms = longest_chain([(0, 1, ""), (1, 2, ""), (2, 3, ""), (0, 10, "")])
+    check("longest chain by time, not count", ms == 10)
+    check("empty trace", trace_metrics([])["chain"] == 0 and union_ms([]) == 0)
+
+    # goal lines
+    base = dict.fromkeys(["pull_s", "run_s", "run_exit_s", "warm_s", "bytes", "pull_bytes", "requests",
+                          "remote_layers"] + TRACE_FIELDS, "")
+
+    def row(form, sn, total, nbytes, warm="", **kw):
+        r = dict(base, image="python", form=form, snapshotter=sn, run="1", status="ok", total_s=str(total),
+                 bytes=str(nbytes), warm_s=str(warm))
+        r.update(kw)
+        return r
+    rows = [row("legacy", "overlayfs", 8.0, 65e6, warm=0.3),
+            row("esgz", "stargzd", 2.0, 7e6, tr_blocked="10", tr_wait_s="1.5", tr_union_s="1.2", tr_chain="6",
+                tr_chain_s="1.0", tr_fetched_ondemand="3000000", tr_fetched_spec="1000000", tr_fetched_prefetch="0",
+                tr_fetched_background="0", tr_fetched_stream="0", tr_used_ondemand="2000000", tr_used_spec="0",
+                tr_used_prefetch="0", tr_used_background="0", tr_used_stream="0"),
+            row("esgz", "reference", 2.6, 5e6), row("esgz-opt", "stargzd", 1.0, 5e6),
+            row("esgz-opt", "limit", 0.5, 4e6)]
+    text = report_text(rows, "t", "link", "machine", "default")
+    goal = [l for l in text.split("\n") if l.startswith("| python | 0.77")]
+    check("goal row: stargzd ÷ reference not met", bool(goal) and "0.77, **not met** (goal ≤ 0.50)" in goal[0])
+    check("goal row: ÷ legacy met", bool(goal) and "0.25, met (goal ≤ 1.00)" in goal[0])
+    check("goal row: ÷ (limit + warm)", bool(goal) and "1.25, **not met** (goal ≤ 1.20)" in goal[0])
+    check("goal row: bytes ÷ limit bytes", bool(goal) and "1.75, met (goal ≤ 2.00)" in goal[0])
+    check("goal row: useful ÷ fetched", bool(goal) and goal[0].endswith("| 0.50 |"))
+    check("miss timeline row", "| python | esgz | 10 | 1.50 / 1.20 | 6, 1.00 | 3.00 / 1.00 / 0.00 / 0.00 / 0.00 "
+          "| 2.00 / 0.00 / 0.00 / 0.00 / 0.00 | 0.50 |" in text)
+    near = report_text(rows, "t", "link", "machine", "near")
+    check("near link: no reference goal", "0.77 (no goal on this link)" in near)
+    print("%d passed, %d failed" % (res["passed"], res["failed"]))
+    sys.exit(1 if res["failed"] else 0)
+
+
 if __name__ == "__main__":
     cmds = {"timed": cmd_timed, "chartdata": cmd_chartdata, "layer": cmd_layer, "oci": cmd_oci, "accessed": cmd_accessed, "physlimit": cmd_physlimit,
-            "report": cmd_report}
+            "report": cmd_report, "trace": cmd_trace, "timeline": cmd_timeline, "selftest": cmd_selftest}
     if len(sys.argv) < 2 or sys.argv[1] not in cmds:
         print(__doc__, file=sys.stderr)
         sys.exit(2)

@@ -7,7 +7,9 @@
 #   LINK_MTU         MTU of the namespace's lo (default 1500)
 #   LINK_PORT        the shaped registry address, 127.0.0.1:LINK_PORT in the namespace (default 5000)
 #   REGISTRY_PORT    the registry's own, unshaped port in the namespace (default 5001; pushes use it)
-#   BENCH_QUICK=1    quick mode: images base + python, one run each
+#   BENCH_QUICK=1    quick mode: images base + python + imports, one run each
+#   BENCH_LINKS      link profiles run.sh measures in turn: default | far | near | all | a comma
+#                    list (default: default; see link_profile)
 BENCH_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BENCH_DIR=$BENCH_TOP/tools/bench
 BENCH_WORK=${BENCH_WORK:-/var/tmp/stargzd-bench}
@@ -45,10 +47,21 @@ stop_pidfile() {  # PIDFILE [TIMEOUT_S]
   fi
   rm -f "$f"
 }
+# Closes every descriptor above 2 of the current (sub)shell.  A daemon must not inherit the bench
+# lock: `flock LOCK cmd` hands its locked descriptor to cmd's children, and a registry or delay
+# proxy that outlives the run would hold the lock for good.
+close_inherited_fds() {
+  local fd
+  for fd in /proc/$BASHPID/fd/*; do
+    fd=${fd##*/}
+    ((fd > 2)) && eval "exec $fd>&-"
+  done
+  return 0
+}
 # Starts "$@" in the background with output to LOG and its pid in PIDFILE.
 start_bg() {  # PIDFILE LOG CMD...
   local f=$1 l=$2; shift 2
-  setsid "$@" >>"$l" 2>&1 </dev/null &
+  (close_inherited_fds; exec setsid "$@" >>"$l" 2>&1 </dev/null) &
   echo $! >"$f"
 }
 wait_for() {  # SECONDS CMD...
@@ -57,17 +70,40 @@ wait_for() {  # SECONDS CMD...
   return 1
 }
 
-# Images and workloads.
+# Link profiles (issue #13): "RATE DELAY_MS" of a profile name.  `default` keeps LINK_RATE and
+# LINK_DELAY_MS (whose defaults are the default profile's), so a hand-set link still works.
+link_profile() {
+  case $1 in
+    default) echo "$LINK_RATE $LINK_DELAY_MS" ;;
+    far) echo "25mbit 50" ;;
+    near) echo "1gbit 1" ;;
+    *) return 1 ;;
+  esac
+}
+# The profile names of BENCH_LINKS ("all" = default far near), one a line.
+bench_links() {
+  local l=${BENCH_LINKS:-default}
+  [[ $l == all ]] && l=default,far,near
+  tr ', ' '\n\n' <<<"$l" | grep .
+}
+
+# Images and workloads.  An image is a workload with its own image (its own config and its own
+# optimized form); `imports` runs on the python image's layers.
 bench_images() {
   if [[ -n ${BENCH_IMAGES:-} ]]; then echo "$BENCH_IMAGES"
-  elif [[ $BENCH_QUICK == 1 ]]; then echo "base python"
-  else echo "base python gcc"; fi
+  elif [[ $BENCH_QUICK == 1 ]]; then echo "base python imports"
+  else echo "base python gcc imports"; fi
 }
+# A realistic application's stdlib imports (issue #13): most Python apps start like this.
+IMPORTS_MODULES="asyncio, json, email.mime.multipart, http.server, logging.handlers, sqlite3, unittest, \
+xml.dom.minidom, urllib.request, decimal, argparse, csv, zipfile, tarfile, ssl, uuid"
+
 # The command each image's workload runs (argv, one word a line) and the output that marks it done.
 workload_argv() {
   case $1 in
     base) printf '%s\n' true ;;
     python) printf '%s\n' python3 -c 'print("hello")' ;;
+    imports) printf '%s\n' python3 -c "import $IMPORTS_MODULES; print(\"hello\")" ;;
     gcc) printf '%s\n' sh -c 'printf "#include <stdio.h>\nint main(void){puts(\"hello\");return 0;}\n" >/tmp/h.c && gcc -O2 -o /tmp/h /tmp/h.c && /tmp/h' ;;
   esac
 }

@@ -36,7 +36,7 @@ push_image "$WORK/esgz" v1 fio || exit 1
 read -r DIGEST TOC < <(esgz_layer_info "$WORK/esgz")
 NATIVE=/var/tmp/stargzd-fio-native.bin
 cp "$WORK/layer/data/file.bin" "$NATIVE"
-trap 'rm -f "$NATIVE"' EXIT
+trap 'rm -f "$NATIVE"; _cleanup' EXIT   # and lib.sh's: its registry must not outlive us (it holds the bench lock)
 
 mnt=$WORK/mnt
 mount_layer() {   # cache dir

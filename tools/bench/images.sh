@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Builds the benchmark images and pushes them to the link's registry (tools/bench/link.sh up).
 #
-#   tools/bench/images.sh            (BENCH_QUICK=1: base + python only)
+#   tools/bench/images.sh            (BENCH_QUICK=1: base + python + imports)
 #
 # Cached under $BENCH_WORK (default /var/tmp/stargzd-bench); delete a piece to rebuild it:
 #   rootfs/base          debootstrap --variant=minbase bookworm, from this machine's apt mirror
 #   rootfs/NAME-upper    overlay upper dir of `apt-get install NAME's packages` on top of base
 #   layers/*.tar.gz      OCI layers (whiteouts in .wh. form; apt caches and lists left out)
-#   oci/IMAGE/legacy     gzip OCI layout (multi-layer: base [+ python3 | build-essential])
+#   oci/IMAGE/legacy     gzip OCI layout (multi-layer: base [+ python3 | build-essential]; the
+#                        imports image is the python image's layers with its own command)
 #   oci/IMAGE/esgz       stargzify --oci-layout of legacy
 #   oci/IMAGE/esgz-opt   the same with --prioritize: the files the workload opens, recorded with
 #                        strace -f of the workload in a chroot of the image's rootfs
@@ -88,7 +89,7 @@ make_layer() {  # NAME SRC [--upper]
   $BENCHLIB layer "$src" "$LY/$name.tar.gz" "$@" "${EXCLUDES[@]}" >/dev/null
 }
 
-layers_of() { case $1 in base) echo base ;; python) echo base python3 ;; gcc) echo base build-essential ;; esac; }
+layers_of() { case $1 in base) echo base ;; python | imports) echo base python3 ;; gcc) echo base build-essential ;; esac; }
 
 # record IMAGE: strace the workload in a chroot of the image's rootfs (a throw-away overlay).
 record() {
@@ -154,7 +155,7 @@ base_rootfs
 make_layer base "$RF/base"
 for img in $(bench_images); do
   case $img in
-    python) upper_rootfs python3 python3; make_layer python3 "$RF/python3-upper" --upper ;;
+    python | imports) upper_rootfs python3 python3; make_layer python3 "$RF/python3-upper" --upper ;;
     gcc) upper_rootfs build-essential build-essential; make_layer build-essential "$RF/build-essential-upper" --upper ;;
   esac
   oci_image "$img"

@@ -12,6 +12,8 @@
 #   tools/bench/link.sh down     stop the registry and proxy, delete the namespace (idempotent)
 #   tools/bench/link.sh params   print the link parameters
 #   tools/bench/link.sh stats    the proxy's counters (JSON)
+#   tools/bench/link.sh probe [MB [RUNS]]   up, then time a MB-megabyte blob (default 20) through the
+#                                shaped port with curl, RUNS times (default 3): TTFB, total, rate
 # Settings: see tools/bench/common.sh (BENCH_WORK, BENCH_NETNS, LINK_RATE, LINK_DELAY_MS, ...).
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
@@ -81,9 +83,9 @@ YML
   fi
   if ! pid_alive "$LD/proxy.pid"; then
     rm -f "$LD/proxy.pid"
-    setsid nsenter --net="$NETNS_PATH" "$PY" "$BENCH_DIR/delayproxy.py" --listen "127.0.0.1:$LINK_PORT" \
-      --upstream "127.0.0.1:$REGISTRY_PORT" --delay-ms "$LINK_DELAY_MS" --ctl "$CTL" \
-      --pidfile "$LD/proxy.pid" >>"$LD/proxy.log" 2>&1 </dev/null &
+    (close_inherited_fds; exec setsid nsenter --net="$NETNS_PATH" "$PY" "$BENCH_DIR/delayproxy.py" \
+      --listen "127.0.0.1:$LINK_PORT" --upstream "127.0.0.1:$REGISTRY_PORT" --delay-ms "$LINK_DELAY_MS" \
+      --ctl "$CTL" --pidfile "$LD/proxy.pid" >>"$LD/proxy.log" 2>&1 </dev/null) &
     echo "$want" >"$LD/proxy.params"
     wait_for 10 test -s "$LD/proxy.pid" || die "delay proxy did not start: $(tail -5 "$LD/proxy.log")"
   fi
@@ -102,10 +104,35 @@ down() {
   return 0
 }
 
+# A random blob of $1 MB in the registry (pushed through the unshaped port); prints its digest.
+probe_blob() {
+  local f=$LD/probe-$1M.bin d loc
+  [[ -s $f ]] || head -c "$(($1 * 1000000))" /dev/urandom >"$f"
+  d=sha256:$(sha256sum "$f" | cut -c1-64)
+  if ! innet curl -sf -o /dev/null -I "http://127.0.0.1:$REGISTRY_PORT/v2/probe/blobs/$d"; then
+    loc=$(innet curl -sf -X POST -D - -o /dev/null "http://127.0.0.1:$REGISTRY_PORT/v2/probe/blobs/uploads/" |
+      tr -d '\r' | awk 'tolower($1) == "location:" {print $2}')
+    [[ $loc == http* ]] || loc=http://127.0.0.1:$REGISTRY_PORT$loc
+    innet curl -sf -X PUT -H 'Content-Type: application/octet-stream' --data-binary "@$f" \
+      "$loc$([[ $loc == *\?* ]] && echo '&' || echo '?')digest=$d" -o /dev/null || die "probe blob upload failed"
+  fi
+  echo "$d"
+}
+probe() {
+  local mb=${1:-20} runs=${2:-3} d i
+  up >&2
+  d=$(probe_blob "$mb")
+  for ((i = 1; i <= runs; i++)); do
+    innet curl -sf -o /dev/null -w '%{time_starttransfer} %{time_total} %{size_download}\n' \
+      "http://127.0.0.1:$LINK_PORT/v2/probe/blobs/$d"
+  done | awk -v r="$LINK_RATE" -v dl="$LINK_DELAY_MS" '{ printf "%s + %s ms each way: %.1f MB in %.3f s (%.1f MB/s, %.0f Mbit/s), TTFB %.0f ms\n", r, dl, $3 / 1e6, $2, $3 / $2 / 1e6, $3 * 8 / $2 / 1e6, $1 * 1000 }'
+}
+
 case ${1:-} in
   up) up ;;
   down) down ;;
   params) params ;;
   stats) stats ;;
-  *) echo "usage: $0 up|down|params|stats" >&2; exit 2 ;;
+  probe) probe "${@:2}" ;;
+  *) echo "usage: $0 up|down|params|stats|probe [MB [RUNS]]" >&2; exit 2 ;;
 esac

@@ -5,19 +5,28 @@
 #   tools/bench/run.sh --rss           memory only: each lazy snapshotter's RSS idle, with the
 #                                      python image run, with python and gcc, after background fetch
 #
-# For each image (base, python, gcc; quick: base, python) x form x snapshotter:
+# For each link profile (BENCH_LINKS) x image (base, python, gcc, imports; quick: base, python,
+# imports) x form x snapshotter:
 #   legacy   (gzip)    containerd's overlayfs, `ctr images pull` (download + unpack everything)
 #   esgz, esgz-opt     stargzd and the Go reference (tools/bench/reference), `ctr-remote images rpull`
 # each run from a cold state: fresh containerd and snapshotter roots (so no image, no content, no
 # layer cache), page cache dropped.  Measured: pull time; `ctr run --rm` time until the workload's
-# output (python: "hello"; gcc: compile + run a one-line program; base: `true`, until exit); total;
-# bytes and HTTP requests from the registry, counted in the link's delay proxy; then a warm re-run.
-# Plus a physical-limit row per image (see the report's footnote).
+# output (python: "hello"; imports: a realistic stdlib import set, then "hello"; gcc: compile + run
+# a one-line program; base: `true`, until exit); total; bytes and HTTP requests from the registry,
+# counted in the link's delay proxy; then a warm re-run.  Plus a physical-limit row per image (see
+# the report's footnote).  stargzd writes its fetch trace into each run's log dir (BENCH_TRACE);
+# the report's miss timelines and the timeline PNG come from it.
 #   BENCH_RUNS           runs per row (default 3; quick 1)
 #   BENCH_SNAPSHOTTERS   which of "overlayfs stargzd reference" to run (default all)
-#   BENCH_IMAGES         which images (default "base python gcc"; quick "base python")
+#   BENCH_IMAGES         which images (default "base python gcc imports"; quick "base python imports")
+#   BENCH_LINKS          link profiles, in turn: default (100 Mbit/s, 20 ms each way), far (25 Mbit/s,
+#                        50 ms), near (1 Gbit/s, 1 ms), all, or a comma list (default: default)
+#   BENCH_TRACE          auto (default: on when the stargzd binary knows the config key
+#                        fetch_trace_dir), 1, 0
 #   BENCH_TIMEOUT        seconds allowed for one pull or one run (default 120)
-#   BENCH_RESULTS        where the .md/.csv/.png go (default tools/bench/results)
+#   BENCH_RESULTS        where the results go (default tools/bench/results): per link
+#                        DATE[-quick][-LINK].{md,csv,png} and DATE[-quick][-LINK]-timeline.png
+#                        (no -LINK for the default link)
 # Everything else: tools/bench/common.sh.  Needs root.  Never part of `make check`.
 set -euo pipefail
 [[ ${1:-} == --quick ]] && export BENCH_QUICK=1
@@ -40,6 +49,15 @@ mkdir -p "$BENCH_WORK"
 STARGZD_ID="$(stat -c %y "$STARGZD" | cut -c1-19), sha256 $(sha256sum "$STARGZD" | cut -c1-12)"
 cp "$STARGZD" "$BENCH_WORK/stargzd.bin.tmp" && mv "$BENCH_WORK/stargzd.bin.tmp" "$BENCH_WORK/stargzd.bin"
 STARGZD=$BENCH_WORK/stargzd.bin
+# The fetch trace (config key fetch_trace_dir) is being added to the daemon: an older binary
+# refuses a config with a key it does not know, so the key is passed only when the binary has it.
+TRACE=${BENCH_TRACE:-auto}
+if [[ $TRACE == auto ]]; then
+  if grep -aq fetch_trace_dir "$STARGZD"; then TRACE=1; else TRACE=0; fi
+fi
+log "stargzd fetch trace: $([[ $TRACE == 1 ]] && echo on || echo "off (the binary does not know fetch_trace_dir, or BENCH_TRACE=0)")"
+LINKS=$(bench_links)
+for l in $LINKS; do link_profile "$l" >/dev/null || die "unknown link profile $l (default, far, near, all)"; done
 
 REF_BIN=""
 if [[ " $SNAPSHOTTERS " == *" reference "* ]]; then
@@ -53,14 +71,20 @@ if [[ " $SNAPSHOTTERS " == *" reference "* ]]; then
 fi
 
 "$BENCH_DIR/images.sh"
-LINK=$("$BENCH_DIR/link.sh" up)
-log "$LINK"
-RATE_BITS=$($PY -c '
+# link_up PROFILE: the link with that profile's rate and delay; sets LINK (its description),
+# RATE_BITS, RTT_S
+link_up() {
+  read -r LINK_RATE LINK_DELAY_MS < <(link_profile "$1")
+  export LINK_RATE LINK_DELAY_MS
+  LINK=$("$BENCH_DIR/link.sh" up)
+  log "$LINK"
+  RATE_BITS=$($PY -c '
 import re,sys
 m=re.fullmatch(r"([0-9.]+)([kmg]?)(bit|bps)?", sys.argv[1].lower())
 v=float(m.group(1))*{"":1,"k":1e3,"m":1e6,"g":1e9}[m.group(2)]
 print(v*8 if m.group(3)=="bps" else v)' "$LINK_RATE")
-RTT_S=$(awk -v d="$LINK_DELAY_MS" 'BEGIN { print 2 * d / 1000 }')
+  RTT_S=$(awk -v d="$LINK_DELAY_MS" 'BEGIN { print 2 * d / 1000 }')
+}
 
 # --- one cold measurement ------------------------------------------------------------------
 stop_all() {
@@ -108,6 +132,7 @@ start_snapshotter() {  # stargzd|reference -> socket path on stdout
 plain_http_localhost = true
 hosts_dir = "$RD/certs.d"
 docker_config = "$RD/docker-config.json"
+${TRACE_DIR:+fetch_trace_dir = \"$TRACE_DIR\"}
 ${STARGZD_EXTRA_CONFIG:-}
 CFG
       start_bg "$RD/snapshotter.pid" "$RD/snapshotter.log" nsenter --net="$NETNS_PATH" \
@@ -133,6 +158,10 @@ measure() {  # IMAGE FORM SNAPSHOTTER RUN
   stop_all
   rm -rf "$RD"; mkdir -p "$RD"
   mapfile -t argv < <(workload_argv "$img")
+  # the run's clock for its timeline: the daemon's start (its trace's t = 0), the pull's, the run's
+  local t_daemon=$EPOCHREALTIME t_pull="" t_run=""
+  TRACE_DIR=""
+  [[ $TRACE == 1 && $sn == stargzd ]] && TRACE_DIR=$L
   if [[ $sn != overlayfs ]]; then
     if ! sock=$(start_snapshotter "$sn"); then
       status=fail:snapshotter-start
@@ -146,6 +175,7 @@ measure() {  # IMAGE FORM SNAPSHOTTER RUN
     sync; echo 3 >/proc/sys/vm/drop_caches
     local s0 s1 s2 r t0
     s0=$("$BENCH_DIR/link.sh" stats)
+    t_pull=$EPOCHREALTIME
     if [[ $sn == overlayfs ]]; then
       r=$($BENCHLIB timed "" "$L/pull.log" -- timeout "$TMO" "${CTR[@]}" images pull --plain-http "$ref")
     else
@@ -166,6 +196,7 @@ measure() {  # IMAGE FORM SNAPSHOTTER RUN
       remote="$nr/$nt"
     fi
     if [[ $status == ok ]]; then
+      t_run=$EPOCHREALTIME
       r=$($BENCHLIB timed "$(workload_expect "$img")" "$L/run.log" -- timeout "$TMO" "${CTR[@]}" run --rm \
         "${SNOPT[@]}" "$ref" "bench-$n" "${argv[@]}")
       read -r run_s run_exit t0 <<<"$r"
@@ -188,11 +219,14 @@ measure() {  # IMAGE FORM SNAPSHOTTER RUN
       [[ $t0 == 0 ]] || warm_s=""
     fi
   fi
-  stop_all
+  stop_all   # the daemon writes the rest of its trace as it exits
   cp "$RD"/*.log "$L/" 2>/dev/null || true
+  printf '{"daemon_start": %s, "pull_start": %s, "run_start": %s}\n' "$t_daemon" "${t_pull:-null}" \
+    "${t_run:-null}" >"$L/times.json"
   local total=""
   [[ $status == ok ]] && total=$(awk -v a="$pull_s" -v b="$run_s" 'BEGIN { printf "%.4f", a + b }')
-  row "$img" "$form" "$sn" "$n" "$status" "$pull_s" "$run_s" "$total" "$run_exit" "$warm_s" "$bytes" "$pbytes" "$reqs" "$remote"
+  row "$img" "$form" "$sn" "$n" "$status" "$pull_s" "$run_s" "$total" "$run_exit" "$warm_s" "$bytes" "$pbytes" \
+    "$reqs" "$remote" "$($BENCHLIB trace "$L")"
   log "$(printf '%-6s %-8s %-9s run %d: %s pull %ss run %ss total %ss, %s bytes (%s at pull), %s requests%s' \
     "$img" "$form" "$sn" "$n" "$status" "${pull_s:--}" "${run_s:--}" "${total:--}" "${bytes:--}" "${pbytes:--}" \
     "${reqs:--}" "${remote:+, remote layers $remote}")"
@@ -236,6 +270,7 @@ measure_rss() {  # SNAPSHOTTER -> "idle python python+gcc after-background cache
   echo "${out[*]}"
 }
 if [[ $RSS_ONLY == 1 ]]; then
+  link_up default
   mkdir -p "$LOGS" "$RESULTS"
   md=$RESULTS/$(date +%Y-%m-%d)-rss.md
   {
@@ -258,33 +293,51 @@ if [[ $RSS_ONLY == 1 ]]; then
   exit 0
 fi
 
-for ((n = 1; n <= RUNS; n++)); do
-  for img in $(bench_images); do
-    while read -r form sn; do measure "$img" "$form" "$sn" "$n"; done < <(combos)
+# --- one link profile: the measurements, the limit rows, the report ---------------------------
+bench_link() {  # PROFILE
+  local lname=$1 n img form sn lim
+  link_up "$lname"
+  CSV_ROWS=()
+  LOGS=$BENCH_WORK/logs/$lname
+  mkdir -p "$LOGS"
+  for ((n = 1; n <= RUNS; n++)); do
+    for img in $(bench_images); do
+      while read -r form sn; do measure "$img" "$form" "$sn" "$n"; done < <(combos)
+    done
   done
-done
-for img in $(bench_images); do
-  lim=$($BENCHLIB physlimit "$BENCH_WORK/oci/$img/esgz-opt" "$BENCH_WORK/needed/$img.list" "$RATE_BITS" "$RTT_S")
-  row "$img" esgz-opt limit 0 ok "" "" "$(stat_field "$lim" seconds)" "" "" "$(stat_field "$lim" bytes)" "" \
-    "$(stat_field "$lim" round_trips)" ""
-done
+  for img in $(bench_images); do
+    lim=$($BENCHLIB physlimit "$BENCH_WORK/oci/$img/esgz-opt" "$BENCH_WORK/needed/$img.list" "$RATE_BITS" "$RTT_S")
+    row "$img" esgz-opt limit 0 ok "" "" "$(stat_field "$lim" seconds)" "" "" "$(stat_field "$lim" bytes)" "" \
+      "$(stat_field "$lim" round_trips)" "" "$($BENCHLIB trace /nonexistent)"
+  done
 
-# --- report ----------------------------------------------------------------------------------
-mkdir -p "$RESULTS"
-name=$(date +%Y-%m-%d)$([[ $BENCH_QUICK == 1 ]] && echo -quick || true)
-csv=$RESULTS/$name.csv
-{
-  echo "image,form,snapshotter,run,status,pull_s,run_s,total_s,run_exit_s,warm_s,bytes,pull_bytes,requests,remote_layers"
-  printf '%s\n' "${CSV_ROWS[@]}"
-} >"$csv"
-machine="$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), \
+  mkdir -p "$RESULTS"
+  local name
+  name=$(date +%Y-%m-%d)$([[ $BENCH_QUICK == 1 ]] && echo -quick || true)$([[ $lname == default ]] || echo "-$lname")
+  local csv=$RESULTS/$name.csv
+  {
+    echo "image,form,snapshotter,run,status,pull_s,run_s,total_s,run_exit_s,warm_s,bytes,pull_bytes,requests,remote_layers,$($PY -c \
+      'import sys; sys.dont_write_bytecode = True; sys.path.insert(0, sys.argv[1]); import benchlib; print(",".join(benchlib.TRACE_FIELDS))' "$BENCH_DIR")"
+    printf '%s\n' "${CSV_ROWS[@]}"
+  } >"$csv"
+  local machine
+  machine="$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), \
 $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r); \
 containerd $(containerd --version | awk '{print $3}'), stargzd $(git -C "$BENCH_TOP" rev-parse --short HEAD 2>/dev/null || echo ?)\
 $(git -C "$BENCH_TOP" diff --quiet HEAD -- daemon fs net 2>/dev/null || echo '+dirty') (binary built $STARGZD_ID), \
 reference stargz-snapshotter $(dpkg-query -W -f='${Version}' golang-github-containerd-stargz-snapshotter-dev 2>/dev/null) \
 (prefetch + background fetch on); runs per row: $RUNS"
-$BENCHLIB report "$csv" "$RESULTS/$name.md" "$LINK" "$machine"
-$BENCHLIB chartdata "$csv" "$RESULTS/$name.dat"
-gnuplot -e "datafile='$RESULTS/$name.dat'; outfile='$RESULTS/$name.png'; title='stargzd bench $name: total time to output (s), $LINK_RATE + ${LINK_DELAY_MS} ms each way'" \
-  "$BENCH_DIR/chart.gp" && rm -f "$RESULTS/$name.dat"
-log "wrote $RESULTS/$name.md, $name.csv, $name.png"
+  $BENCHLIB report "$csv" "$RESULTS/$name.md" "$LINK" "$machine" "$lname" >/dev/null
+  $BENCHLIB chartdata "$csv" "$RESULTS/$name.dat"
+  gnuplot -e "datafile='$RESULTS/$name.dat'; outfile='$RESULTS/$name.png'; title='stargzd bench $name: total time to output (s), $LINK_RATE + ${LINK_DELAY_MS} ms each way'" \
+    "$BENCH_DIR/chart.gp" && rm -f "$RESULTS/$name.dat"
+  if [[ $TRACE == 1 ]]; then
+    $BENCHLIB timeline "$csv" "$LOGS" "$RESULTS/$name-timeline.png" \
+      "stargzd bench $name: reads blocked on the network (red: the longest chain; dashed: ctr run starts; solid: output), $LINK_RATE + ${LINK_DELAY_MS} ms each way" ||
+      log "no timeline PNG"
+  fi
+  cat "$RESULTS/$name.md"
+  log "wrote $RESULTS/$name.md, $name.csv, $name.png$([[ $TRACE == 1 ]] && echo ", $name-timeline.png")"
+}
+
+for l in $LINKS; do bench_link "$l"; done
