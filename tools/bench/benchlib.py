@@ -492,7 +492,9 @@ def cmd_timeline(argv):
                 if not m["reads"]:
                     f.write("0 0 -1 0\n")
                 f.write("\n\n")
-                panels.append((img, form, times["run_start"] - times["pull_start"], float(r["total_s"]), m,
+                run_at = times["run_start"] - times["pull_start"]
+                # the output: the run's start (after the pull and the remote-layer count) + run_s
+                panels.append((img, form, run_at, run_at + float(r["run_s"]), m,
                                max([(e - off) / 1e3 for _, e, _ in m["reads"]] or [0])))
     if not panels:
         print("timeline: no traced stargzd run in %s" % logs, file=sys.stderr)
@@ -504,7 +506,9 @@ def cmd_timeline(argv):
           "set ylabel 'blocked read #'", "set key off",
           "set xrange [0:%.3f]" % (1.05 * max(max(p[3], p[5]) for p in panels))]   # one scale for all
     for k, (img, form, run_at, out_at, m, _) in enumerate(panels):
-        gp += ["set yrange [%.1f:-0.6] reverse" % (max(len(m["reads"]), 1) - 0.4), "unset arrow", "set arrow from %.3f, graph 0 to %.3f, graph 1 nohead dt 2 lc rgb 'black'" % (run_at, run_at),
+        n = max(len(m["reads"]), 1)
+        gp += ["set yrange [%.1f:-0.6] reverse" % (n - 0.4), "set ytics 0, %d" % max(1, (n + 5) // 6),
+               "unset arrow", "set arrow from %.3f, graph 0 to %.3f, graph 1 nohead dt 2 lc rgb 'black'" % (run_at, run_at),
                "set arrow from %.3f, graph 0 to %.3f, graph 1 nohead lw 2 lc rgb 'black'" % (out_at, out_at),
                "set title '%s, %s: %d blocked reads, wait %.2f s (union %.2f s), chain %d reads %.2f s'" % (
                    img, form, m["blocked"], m["wait_ms"] / 1e3, m["union_ms"] / 1e3, m["chain"], m["chain_ms"] / 1e3),

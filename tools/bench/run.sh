@@ -47,6 +47,7 @@ done
 # A private copy: build/ may be rebuilt by someone else while the bench runs.
 mkdir -p "$BENCH_WORK"
 STARGZD_ID="$(stat -c %y "$STARGZD" | cut -c1-19), sha256 $(sha256sum "$STARGZD" | cut -c1-12)"
+[[ $STARGZD -ef $BUILD_DIR/stargzd ]] || STARGZD_ID+=", from $STARGZD, not this tree's build"
 cp "$STARGZD" "$BENCH_WORK/stargzd.bin.tmp" && mv "$BENCH_WORK/stargzd.bin.tmp" "$BENCH_WORK/stargzd.bin"
 STARGZD=$BENCH_WORK/stargzd.bin
 # The fetch trace (config key fetch_trace_dir) is being added to the daemon: an older binary
