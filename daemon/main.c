@@ -33,6 +33,7 @@
 #include "daemon/snapshot_rpc.h"
 #include "daemon/status.h"
 #include "fs/cache_bound.h"
+#include "fs/fetch_trace.h"
 #include "net/blob.h"
 #include "net/pool.h"
 #include "net/registry.h"
@@ -74,6 +75,7 @@ struct daemon {
 	struct sg_snapshots *snapshots;
 	struct sg_registry *registry;
 	struct sg_remote *remote;
+	struct sg_fetch_trace *trace;  /* fetch_trace_dir */
 	struct sg_snapshot_service *service;
 	struct sg_grpc_server *server;
 	struct sg_httpd *metrics;      /* metrics_address */
@@ -289,6 +291,15 @@ static int setup_remote(struct daemon *d)
 		sg_error("cannot set up the registry client: %s", err.msg);
 		return r;
 	}
+	if (c->fetch_trace_dir[0]) {
+		r = sg_fetch_trace_open(c->fetch_trace_dir, &d->trace);
+		if (r < 0) {
+			sg_error("cannot write the fetch trace in %s: %s", c->fetch_trace_dir,
+				 strerror(-r));
+			return r;
+		}
+		sg_info("fetch trace in %s", sg_fetch_trace_path(d->trace));
+	}
 	snprintf(cache_root, sizeof(cache_root), "%s/cache", c->root);
 	struct sg_remote_config remote_cfg = {
 		.cache_root = cache_root,
@@ -297,6 +308,9 @@ static int setup_remote(struct daemon *d)
 		.no_passthrough = !c->passthrough,
 		.allow_skip_verify = c->allow_skip_verify,
 		.fetch_window = c->fetch_window,
+		.speculate = c->speculate,
+		.spec_budget_max = (size_t)c->spec_budget_bytes,
+		.fetch_trace = d->trace,
 		.cache_max_bytes = c->cache_max_bytes,
 		.max_chunk_size = c->max_chunk_size,
 		.prefetch_bytes = c->prefetch_size,
@@ -690,6 +704,8 @@ out:
 			sg_registry_free(d.registry);
 		sg_loop_free(d.loop);
 	}
+	/* The layers wrote their summaries at their close: what is buffered goes out. */
+	sg_fetch_trace_close(d.trace);
 	sg_snapshots_close(d.snapshots);
 	for (size_t i = 0; i < d.n_held; i++)
 		close(d.held[i].fd);
