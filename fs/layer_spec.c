@@ -12,6 +12,8 @@
 /* Chunks looked at per miss at most: a directory of thousands of files already fetched
  * must not make each miss walk all of them. */
 #define SPEC_SCAN_MAX 8192u
+/* Less than this left of the budget: the pick is done. */
+#define SPEC_BUDGET_LEFT_MIN (4u << 10)
 
 static size_t budget_max(const struct sg_layer *l)
 {
@@ -44,18 +46,18 @@ struct pick {
 
 static bool pick_full(const struct pick *p)
 {
-	return p->taken >= p->budget || p->scanned >= SPEC_SCAN_MAX || p->n >= SG_LAYER_SPEC_QUEUE;
+	return p->budget - p->taken < SPEC_BUDGET_LEFT_MIN || p->scanned >= SPEC_SCAN_MAX ||
+	       p->n >= SG_LAYER_SPEC_QUEUE;
 }
 
-static void pick_chunk(struct pick *p, uint32_t c)
+static void pick_chunk(struct pick *p, uint32_t c, uint64_t bytes)
 {
 	struct sg_layer *l = p->l;
 
 	if (l->spec_queued[c] || !sg_layer_fetch_needed(l, c))
 		return;
-	const struct sg_toc_chunk *ch = sg_layer_chunk(l, c);
 	l->spec_queued[c] = 1;
-	p->taken += ch->next_offset - ch->offset;
+	p->taken += bytes;
 	if (p->n > 0 && p->runs[p->n - 1].end == c) {
 		p->runs[p->n - 1].end = c + 1;
 		return;
@@ -65,21 +67,26 @@ static void pick_chunk(struct pick *p, uint32_t c)
 	p->n++;
 }
 
-/* The first SPEC_FILE_MAX compressed bytes of regular file `id` (hardlinks resolved). */
+/* The chunks of regular file `id` (hardlinks resolved) that fit in the budget: its first
+ * chunk, and the next ones within its first SPEC_FILE_MAX compressed bytes.  A chunk larger
+ * than what is left of the budget is not taken (one member can be several MiB). */
 static void pick_file(struct pick *p, uint32_t id)
 {
 	const struct sg_toc *toc = p->l->toc;
 	const struct sg_toc_node *n = sg_toc_resolve(toc, sg_toc_node(toc, id));
-	uint64_t bytes = 0;
+	uint64_t file_bytes = 0;
 
 	if (!n || n->type != SG_TOC_REG || n->nchunks == 0 || (n->flags & SG_TOC_F_SELF))
 		return;
-	for (uint32_t i = 0; i < n->nchunks && bytes < SPEC_FILE_MAX && !pick_full(p); i++) {
+	for (uint32_t i = 0; i < n->nchunks && !pick_full(p); i++) {
 		uint32_t c = n->first_chunk + i;
 		const struct sg_toc_chunk *ch = sg_layer_chunk(p->l, c);
-		bytes += ch->next_offset - ch->offset;
+		uint64_t bytes = ch->next_offset - ch->offset;
 		p->scanned++;
-		pick_chunk(p, c);
+		if (bytes > p->budget - p->taken || (i > 0 && file_bytes + bytes > SPEC_FILE_MAX))
+			return;
+		file_bytes += bytes;
+		pick_chunk(p, c, bytes);
 	}
 }
 
