@@ -127,6 +127,8 @@ static void batch_fetched(struct sg_op *op)
 		}
 		l->stats.chunks_fetched++;
 		note_arrived(l, j, b->kind);
+		if (c->file_offset == 0 && (b->kind == SG_FETCH_ONDEMAND || b->kind == SG_FETCH_SPEC))
+			sg_layer_spec_elf(l, e->data, c->size);   /* an ELF file's libraries */
 		sg_layer_job_ready(j, e);
 	}
 	if (op->res > 0) {

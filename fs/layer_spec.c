@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "fs/elf_needed.h"
 #include "fs/layer_fetch.h"
 #include "fs/layer_int.h"
 
@@ -104,6 +105,65 @@ static void queue_front(struct sg_layer *l, const struct pick *p)
 	memmove(&l->spec_queue[p->n], &l->spec_queue[0], keep * sizeof(l->spec_queue[0]));
 	memcpy(&l->spec_queue[0], p->runs, p->n * sizeof(l->spec_queue[0]));
 	l->spec_n = keep + p->n;
+}
+
+static const char *const lib_dirs[] = {
+	"usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu", "usr/lib64", "lib64", "usr/lib", "lib",
+};
+
+/* The regular file named `name` in directory node `dir`, following symlinks to plain names
+ * in the same directory (libfoo.so.1 -> libfoo.so.1.2.3); SG_TOC_NONE if none. */
+static uint32_t lib_in_dir(const struct sg_toc *toc, uint32_t dir, const char *name, size_t len)
+{
+	for (int hop = 0; hop < 4; hop++) {
+		uint32_t id = sg_toc_lookup(toc, dir, name, len);
+		if (id == SG_TOC_NONE)
+			return SG_TOC_NONE;
+		const struct sg_toc_node *n = sg_toc_resolve(toc, sg_toc_node(toc, id));
+		if (n->type == SG_TOC_REG)
+			return (uint32_t)(n - sg_toc_node(toc, 0));
+		if (n->type != SG_TOC_SYMLINK)
+			return SG_TOC_NONE;
+		name = sg_toc_str(toc, n->link);
+		len = strlen(name);
+		if (len == 0 || memchr(name, '/', len))
+			return SG_TOC_NONE;
+	}
+	return SG_TOC_NONE;
+}
+
+static void pick_library(void *ctx, const char *name, size_t len)
+{
+	struct pick *p = ctx;
+	const struct sg_toc *toc = p->l->toc;
+
+	for (size_t i = 0; i < sizeof(lib_dirs) / sizeof(lib_dirs[0]); i++) {
+		uint32_t dir = sg_toc_lookup_path(toc, lib_dirs[i]);
+		if (dir == SG_TOC_NONE)
+			continue;
+		uint32_t file = lib_in_dir(toc, dir, name, len);
+		if (file == SG_TOC_NONE)
+			continue;
+		const struct sg_toc_node *n = sg_toc_node(toc, file);
+		if (n->nchunks == 0)
+			return;
+		uint32_t c = n->first_chunk;
+		const struct sg_toc_chunk *ch = sg_layer_chunk(p->l, c);
+		if (ch->next_offset - ch->offset <= p->budget - p->taken)
+			pick_chunk(p, c, ch->next_offset - ch->offset);
+		return;   /* the loader takes the first it finds */
+	}
+}
+
+void sg_layer_spec_elf(struct sg_layer *l, const uint8_t *data, size_t len)
+{
+	struct pick p = { .l = l, .budget = l->spec_budget };
+
+	if (!l->cfg.speculate || l->closing || len < 4 || memcmp(data, "\x7f" "ELF", 4) != 0)
+		return;
+	sg_elf_needed(data, len, pick_library, &p);
+	if (p.n > 0)
+		queue_front(l, &p);
 }
 
 void sg_layer_spec_miss(struct sg_layer *l, struct sg_range_source *src, uint32_t chunk)

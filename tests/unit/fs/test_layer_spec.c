@@ -3,13 +3,15 @@
  * its directory, then in the blob, up to the budget), how the budget grows and shrinks, the
  * cap on speculative bytes in flight (an on-demand miss still goes out at once), the bytes
  * fetched and used per kind (once per chunk, whoever reads it, a passthrough open
- * included), a close with speculative batches in flight, and the trace a layer writes. */
+ * included), a close with speculative batches in flight, the libraries an ELF file needs,
+ * and the trace a layer writes. */
 #include "daemon/core/loop.h"
 #include "fs/fetch_trace.h"
 #include "fs/layer.h"
 #include "fs/layer_int.h"
 #include "fs/layer_spec.h"
 #include "fs/layer_trust.h"
+#include "tests/helpers/elf_build.h"
 #include "tests/helpers/layer_fixture.h"
 #include "tests/unit/test.h"
 
@@ -36,6 +38,17 @@ static void fill(uint8_t *p, size_t n, uint32_t seed)
 	}
 }
 
+/* A scratch directory for the blob and the cache, and a blob builder. */
+static void start_blob(struct esgz_b *b)
+{
+	snprintf(dir, sizeof(dir), "/tmp/stargzd-spec-XXXXXX");
+	CHECK(mkdtemp(dir));
+	atexit(cleanup);
+	snprintf(blob_path, sizeof(blob_path), "%s/blob", dir);
+	snprintf(cache, sizeof(cache), "%s/cache", dir);
+	esgz_init(b, 1);
+}
+
 /* pkg/{a..h}.py, pkg/sub/x.py, pkg/z.py (after the subdirectory), then other/o00..o39. */
 static void setup(void)
 {
@@ -43,12 +56,7 @@ static void setup(void)
 	struct esgz_b b;
 	char name[64];
 
-	snprintf(dir, sizeof(dir), "/tmp/stargzd-spec-XXXXXX");
-	CHECK(mkdtemp(dir));
-	atexit(cleanup);
-	snprintf(blob_path, sizeof(blob_path), "%s/blob", dir);
-	snprintf(cache, sizeof(cache), "%s/cache", dir);
-	esgz_init(&b, 1);
+	start_blob(&b);
 	esgz_add(&b, "pkg", '5', 0755, NULL, 0, NULL, 0, NULL);
 	for (char c = 'a'; c <= 'h'; c++) {
 		snprintf(name, sizeof(name), "pkg/%c.py", c);
@@ -404,6 +412,62 @@ TEST(a_layer_writes_its_trace)
 	CHECK_EQ(ondemand, 1);
 	CHECK(spec >= 1);
 	CHECK_EQ(layers, 1);
+}
+
+/* bin/prog needs libfoo.so.1 (a symlink to libfoo.so.1.2 in usr/lib/x86_64-linux-gnu),
+ * which needs libbar.so (in usr/lib); between them in the blob, fillers that use up the
+ * budget of the miss, and after them a library nobody needs. */
+static void setup_elf(void)
+{
+	static uint8_t data[340u << 10];
+	const char *const prog_needs[] = { "libfoo.so.1" }, *const foo_needs[] = { "libbar.so" };
+	struct esgz_b b;
+	char name[64];
+
+	start_blob(&b);
+	size_t n = test_elf_build(data, sizeof(data), prog_needs, 1, 2000);
+	esgz_add(&b, "bin/prog", '0', 0755, data, n, NULL, 0, NULL);
+	for (int i = 0; i < 3; i++) {
+		snprintf(name, sizeof(name), "filler/f%d", i);
+		fill(data, sizeof(data), 3000u + (uint32_t)i);
+		esgz_add(&b, name, '0', 0644, data, sizeof(data), NULL, 0, NULL);
+	}
+	fill(data, PKG_FILE, 4000);
+	n = test_elf_build(data, PKG_FILE, foo_needs, 1, 0);
+	esgz_add(&b, "usr/lib/x86_64-linux-gnu/libfoo.so.1.2", '0', 0755, data, PKG_FILE, NULL, 0,
+		 NULL);
+	esgz_add(&b, "usr/lib/x86_64-linux-gnu/libfoo.so.1", '2', 0777, NULL, 0, "libfoo.so.1.2",
+		 0, NULL);
+	fill(data, PKG_FILE, 4001);
+	esgz_add(&b, "usr/lib/libbar.so", '0', 0755, data, PKG_FILE, NULL, 0, NULL);
+	fill(data, PKG_FILE, 4002);
+	esgz_add(&b, "usr/lib/libunused.so", '0', 0755, data, PKG_FILE, NULL, 0, NULL);
+	test_write_blob(&b, blob_path, &toc_digest);
+}
+
+TEST(an_elf_file_brings_the_libraries_it_needs_and_theirs)
+{
+	struct env e = { 0 };
+
+	setup_elf();
+	env_open(&e, &spec_cfg);
+	CHECK_EQ(read_file(&e, "bin/prog", 100), 100);
+	settle(&e);
+	/* The miss's own budget went to the fillers; the libraries came through DT_NEEDED,
+	 * libbar.so once libfoo's first chunk arrived. */
+	CHECK(local(&e, "filler/f2"));
+	CHECK(local(&e, "usr/lib/x86_64-linux-gnu/libfoo.so.1.2"));
+	CHECK(local(&e, "usr/lib/libbar.so"));
+	CHECK(!local(&e, "usr/lib/libunused.so"));
+	check_derived(&e);
+	env_close(&e);
+	/* Speculation off: none of it. */
+	test_rm_tree(cache);
+	env_open(&e, &(struct sg_layer_config){ .window_bytes = 1 });
+	CHECK_EQ(read_file(&e, "bin/prog", 100), 100);
+	settle(&e);
+	CHECK(!local(&e, "usr/lib/libbar.so"));
+	env_close(&e);
 }
 
 TEST_MAIN()
