@@ -26,8 +26,10 @@ static void batch_free(struct fetch_batch *b)
 	struct sg_layer *l = b->layer;
 
 	l->batches_inflight--;
-	if (b->kind == SG_FETCH_SPEC)
+	if (b->kind == SG_FETCH_SPEC) {
 		l->ahead_inflight -= b->len;
+		l->ahead_batches--;
+	}
 	sg_memcache_uncharge(l->mem, b->charged);
 	free(b->buf);
 	free(b->jobs);
@@ -189,8 +191,10 @@ int sg_layer_fetch_batch(struct sg_layer *l, struct sg_range_source *src,
 		return -ENOMEM;
 	}
 	l->batches_inflight++;
-	if (kind == SG_FETCH_SPEC)
+	if (kind == SG_FETCH_SPEC) {
 		l->ahead_inflight += b->len;
+		l->ahead_batches++;
+	}
 	for (size_t i = 0; i < n; i++) {
 		struct chunk_job *j = sg_layer_job_new(l, chunks[i], ondemand);
 		if (!j) {

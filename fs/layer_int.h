@@ -44,6 +44,9 @@
  * ~150 ms, so that an on-demand fetch started behind them waits about one chunk transfer at
  * most for the link. */
 #define SG_LAYER_AHEAD_CAP (2u << 20)
+/* Speculative range requests in flight at most: each holds one of the registry's
+ * connections (8 per host, net/registry.c), and on-demand fetches must find one free. */
+#define SG_LAYER_AHEAD_BATCHES 3u
 /* Runs of chunks waiting for speculation (layer_spec.c). */
 #define SG_LAYER_SPEC_QUEUE 256
 
@@ -165,6 +168,7 @@ struct sg_layer {
 	/* Speculation by locality (layer_spec.c). */
 	size_t spec_budget;            /* bytes to speculate on the next miss */
 	size_t ahead_inflight;         /* bytes of speculative batches in flight */
+	unsigned ahead_batches;        /* and how many */
 	uint32_t spec_last_file;       /* the file of the last miss that speculated */
 	struct sg_range_source *spec_src;   /* the last miss's source */
 	uint8_t *spec_queued;          /* chunk -> in spec_queue */
@@ -202,9 +206,12 @@ static inline int sg_layer_op_check(const struct sg_op *op, sg_op_cb cb)
 }
 
 /* How many more speculative bytes may start now: the cap on bytes fetched ahead of readers
- * while on-demand fetches may need the link, less those in flight. */
+ * while on-demand fetches may need the link, less those in flight; 0 while as many
+ * speculative requests as connections allow are out. */
 static inline size_t sg_layer_ahead_room(const struct sg_layer *l)
 {
+	if (l->ahead_batches >= SG_LAYER_AHEAD_BATCHES)
+		return 0;
 	return l->ahead_inflight < SG_LAYER_AHEAD_CAP ? SG_LAYER_AHEAD_CAP - l->ahead_inflight : 0;
 }
 

@@ -15,8 +15,9 @@
  *
  * Speculative batches never hold up an on-demand read by more than about one chunk's
  * transfer: they start only while the speculative bytes in flight are under
- * sg_layer_ahead_room, at most 512 KiB each, and what waits for room is queued here, never
- * in front of an on-demand fetch (those go out at once).  What was taken already (the
+ * sg_layer_ahead_room (2 MiB, in 3 requests at most, so that the registry's connections are
+ * not all taken), at most 512 KiB each, and what waits for room is queued here, never in
+ * front of an on-demand fetch (those go out at once).  What was taken already (the
  * miss's own read-ahead and window, earlier speculation, the disk cache) is skipped. */
 #ifndef STARGZD_FS_LAYER_SPEC_H
 #define STARGZD_FS_LAYER_SPEC_H

@@ -269,6 +269,7 @@ TEST(speculative_bytes_in_flight_stay_under_the_cap_and_misses_go_out_at_once)
 	double end = test_now_ms() + 10000;
 	while (t1.calls == 0 || t2.calls == 0 || e.layer->batches_inflight || e.layer->spec_n) {
 		CHECK(stats(&e).ahead_inflight_bytes <= SG_LAYER_AHEAD_CAP + one_file);
+		CHECK(e.layer->ahead_batches <= SG_LAYER_AHEAD_BATCHES);
 		CHECK(test_now_ms() < end);
 		CHECK(sg_loop_run_once(e.loop, 5) >= 0);
 	}
