@@ -62,7 +62,7 @@ static const char usage_text[] =
 	"Signals: SIGTERM hands the lazy mounts over (they stay mounted and the next stargzd\n"
 	"takes them over; running containers never notice); SIGINT unmounts everything and\n"
 	"stops.  `stargzd stop` sends SIGTERM, `stargzd stop --unmount` SIGINT, and both wait\n"
-	"for the daemon to exit.\n"
+	"for the daemon to exit.  SIGUSR1 writes out the fetch trace (fetch_trace_dir).\n"
 	"\n"
 	"containerd config (/etc/containerd/config.toml):\n"
 	"  [proxy_plugins.stargz]\n"
@@ -227,6 +227,11 @@ static void on_stop_signal(struct sg_loop *loop, int signo, void *userdata)
 {
 	struct daemon *d = userdata;
 
+	if (signo == SIGUSR1) {
+		/* Not a stop: the fetch trace's buffered lines go out, for a reader of it now. */
+		sg_fetch_trace_flush(d->trace);
+		return;
+	}
 	d->stop_signal = signo;
 	if (signo == SIGTERM && sg_fdstore_kind(d->fdstore) != SG_FDSTORE_NONE)
 		sg_info("received %s, stopping; the lazy mounts stay, held by %s, for the next "
@@ -604,6 +609,7 @@ int main(int argc, char **argv)
 	sigemptyset(&stop_set);
 	sigaddset(&stop_set, SIGTERM);
 	sigaddset(&stop_set, SIGINT);
+	sigaddset(&stop_set, SIGUSR1);
 	r = sg_loop_watch_signals(d.loop, &stop_set, on_stop_signal, &d);
 	if (r < 0) {
 		sg_error("cannot watch signals: %s", strerror(-r));
