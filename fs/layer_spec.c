@@ -13,6 +13,12 @@
 /* Chunks looked at per miss at most: a directory of thousands of files already fetched
  * must not make each miss walk all of them. */
 #define SPEC_SCAN_MAX 8192u
+/* Each miss in a new file takes budget / SPEC_SHRINK_DIV off: the budget grows while more
+ * than about that share of the speculated bytes is read.  An eighth, measured on python3
+ * importing 16 stdlib packages from a layer of /usr/lib/python3.11: a quarter left 17 of
+ * the 178 files it read to wait on the network, an eighth 11, no shrinking 9, for about
+ * the same bytes (the neighbourhoods in use get covered either way). */
+#define SPEC_SHRINK_DIV 8
 /* Less than this left of the budget: the pick is done. */
 #define SPEC_BUDGET_LEFT_MIN (4u << 10)
 
@@ -175,7 +181,7 @@ void sg_layer_spec_miss(struct sg_layer *l, struct sg_range_source *src, uint32_
 		return;   /* another jump in the same file: its neighbours were taken already */
 	/* A miss in a new file after the first: speculation did not cover it. */
 	if (l->spec_last_file != UINT32_MAX)
-		l->spec_budget -= l->spec_budget / 4;
+		l->spec_budget -= l->spec_budget / SPEC_SHRINK_DIV;
 	if (l->spec_budget < SG_SPEC_BUDGET_MIN)
 		l->spec_budget = SG_SPEC_BUDGET_MIN;
 	l->spec_last_file = file;
@@ -183,9 +189,17 @@ void sg_layer_spec_miss(struct sg_layer *l, struct sg_range_source *src, uint32_
 	p.budget = l->spec_budget;
 
 	/* The files after F in its directory (a package's modules, a library's neighbours),
-	 * then those after F in the blob (subdirectories, the next directory). */
+	 * then those before it (a tar lists a directory in readdir order, which has nothing
+	 * to do with the order of use), then those after F in the blob (subdirectories, the
+	 * next directory). */
 	const struct sg_toc_node *f = sg_toc_node(l->toc, file);
 	for (uint32_t s = f->next_sibling; s != SG_TOC_NONE && !pick_full(&p);
+	     s = sg_toc_node(l->toc, s)->next_sibling) {
+		p.scanned++;
+		pick_file(&p, s);
+	}
+	for (uint32_t s = sg_toc_node(l->toc, f->parent)->first_child;
+	     s != SG_TOC_NONE && s != file && !pick_full(&p);
 	     s = sg_toc_node(l->toc, s)->next_sibling) {
 		p.scanned++;
 		pick_file(&p, s);

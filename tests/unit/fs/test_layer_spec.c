@@ -20,6 +20,7 @@
 #define PKG_FILE (64u << 10)
 #define OTHER_FILE (256u << 10)
 #define OTHER_COUNT 40
+#define FAR_COUNT 16
 
 static char dir[256], blob_path[300], cache[300];
 static struct sg_digest toc_digest;
@@ -49,7 +50,8 @@ static void start_blob(struct esgz_b *b)
 	esgz_init(b, 1);
 }
 
-/* pkg/{a..h}.py, pkg/sub/x.py, pkg/z.py (after the subdirectory), then other/o00..o39. */
+/* pkg/{a..h}.py, pkg/sub/x.py, pkg/z.py (after the subdirectory), other/o00..o39, then
+ * far/dNN/f, one file a directory, NN = 00..FAR_COUNT-1. */
 static void setup(void)
 {
 	static uint8_t data[OTHER_FILE];
@@ -72,6 +74,11 @@ static void setup(void)
 	for (int i = 0; i < OTHER_COUNT; i++) {
 		snprintf(name, sizeof(name), "other/o%02d", i);
 		fill(data, OTHER_FILE, 2000u + (uint32_t)i);
+		esgz_add(&b, name, '0', 0644, data, OTHER_FILE, NULL, 0, NULL);
+	}
+	for (int i = 0; i < FAR_COUNT; i++) {
+		snprintf(name, sizeof(name), "far/d%02d/f", i);
+		fill(data, OTHER_FILE, 5000u + (uint32_t)i);
 		esgz_add(&b, name, '0', 0644, data, OTHER_FILE, NULL, 0, NULL);
 	}
 	test_write_blob(&b, blob_path, &toc_digest);
@@ -169,7 +176,7 @@ static void check_derived(struct env *e)
 	CHECK_EQ(st.speculative_used_bytes, u - st.demanded_bytes);
 }
 
-TEST(a_miss_takes_the_files_after_it_in_its_directory_then_in_the_blob)
+TEST(a_miss_takes_its_directory_then_the_files_after_it_in_the_blob)
 {
 	struct env e = { 0 };
 
@@ -179,15 +186,17 @@ TEST(a_miss_takes_the_files_after_it_in_its_directory_then_in_the_blob)
 	CHECK_EQ(read_file(&e, "pkg/c.py", 100), 100);
 	settle(&e);
 	struct sg_layer_stats st = stats(&e);
-	/* Siblings d..h, z (the subdirectory is no file), then in the blob sub/x.py, o00,
-	 * o01; o02 and the rest do not fit in what is left of the budget (1 MiB). */
+	/* Siblings after c: d..h, z (the subdirectory is no file); before it: a, b; then in
+	 * the blob sub/x.py, o00; o01 and the rest do not fit in what is left of the budget
+	 * (1 MiB). */
 	uint64_t want = 0;
 	const char *const picked[] = { "pkg/d.py", "pkg/e.py", "pkg/f.py", "pkg/g.py", "pkg/h.py",
-				       "pkg/z.py", "pkg/sub/x.py", "other/o00", "other/o01" };
+				       "pkg/z.py", "pkg/a.py", "pkg/b.py", "pkg/sub/x.py",
+				       "other/o00" };
 	for (size_t i = 0; i < sizeof(picked) / sizeof(picked[0]); i++)
 		want += file_bytes(&e, picked[i]);
 	CHECK(want <= SG_SPEC_BUDGET_START &&
-	      want + file_bytes(&e, "other/o02") > SG_SPEC_BUDGET_START);
+	      want + file_bytes(&e, "other/o01") > SG_SPEC_BUDGET_START);
 	CHECK_EQ(st.kind_fetched_bytes[SG_FETCH_SPEC], want);
 	CHECK_EQ(st.kind_fetched_bytes[SG_FETCH_ONDEMAND], file_bytes(&e, "pkg/c.py"));
 	CHECK_EQ(st.kind_used_bytes[SG_FETCH_ONDEMAND], file_bytes(&e, "pkg/c.py"));
@@ -195,12 +204,10 @@ TEST(a_miss_takes_the_files_after_it_in_its_directory_then_in_the_blob)
 	CHECK_EQ(st.ahead_inflight_bytes, 0);
 	check_derived(&e);
 	CHECK(local(&e, "pkg/h.py"));
+	CHECK(local(&e, "pkg/a.py"));
 	CHECK(local(&e, "pkg/sub/x.py"));
-	CHECK(local(&e, "other/o01"));
-	CHECK(!local(&e, "other/o02"));
-	settle(&e);
-	/* Before the miss, in the directory: not taken. */
-	CHECK(!local(&e, "pkg/a.py"));
+	CHECK(local(&e, "other/o00"));
+	CHECK(!local(&e, "other/o01"));
 	env_close(&e);
 }
 
@@ -226,13 +233,15 @@ TEST(the_budget_grows_with_bytes_read_and_shrinks_with_misses)
 	CHECK(local(&e, "pkg/b.py"));
 	CHECK_EQ(stats(&e).kind_used_bytes[SG_FETCH_SPEC], used);
 	check_derived(&e);
-	/* Misses in new files, far from each other: a quarter off each time, down to the
-	 * floor. */
+	/* Misses in new files that speculation did not reach (alone in their directories,
+	 * read backwards through the blob): an eighth off each time, down to the floor. */
 	uint64_t budget = stats(&e).spec_budget_bytes;
-	for (int i = 39; i >= 3; i -= 4) {
-		snprintf(name, sizeof(name), "other/o%02d", i);
-		CHECK_EQ(read_file(&e, name, 100), 100);
-		budget -= budget / 4;
+	for (int i = FAR_COUNT - 1; i >= 0; i--) {
+		if (i == 0)
+			e.layer->spec_budget = budget = SG_SPEC_BUDGET_MIN + 1000;
+		snprintf(name, sizeof(name), "far/d%02d/f", i);
+		CHECK(!local(&e, name));
+		budget -= budget / 8;
 		if (budget < SG_SPEC_BUDGET_MIN)
 			budget = SG_SPEC_BUDGET_MIN;
 		CHECK_EQ(stats(&e).spec_budget_bytes, budget);
