@@ -5,9 +5,9 @@
  * together sit together: in one directory, and one after the other in the blob (a tar is
  * written directory by directory).  So on an on-demand miss in file F, the files after F in
  * its directory, then those before it (a tar lists a directory in readdir order), then the
- * files after F in the blob are fetched too (kind spec): each
- * file's first chunk and the next ones within its first MiB of compressed bytes, for at
- * most `budget` bytes per miss (a chunk that does not fit is left out).
+ * files after F in the blob are fetched too (kind spec): each file's first chunk and the
+ * next ones within its first MiB of compressed bytes, for at most `budget` bytes per miss
+ * (a chunk that does not fit is left out).
  *
  * The budget adapts to what pays: each speculated byte a reader then reads adds a byte to
  * it, each miss in a new file takes an eighth off it (so it grows while more than about an
