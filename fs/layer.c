@@ -48,6 +48,13 @@ void sg_layer_note_used(struct sg_layer *l, uint32_t c)
 	l->stats.kind_used_bytes[kind] += ch->next_offset - ch->offset;
 	if (kind == SG_FETCH_SPEC)
 		sg_layer_spec_paid(l, ch->next_offset - ch->offset);
+	/* A file fetched ahead that is now in use: if it is an ELF file, the libraries it
+	 * needs (fs/layer_spec.h), read from the bytes in memory. */
+	struct sg_mem_chunk *e = ch->file_offset == 0 ? sg_memcache_get(l->mem, c) : NULL;
+	if (e) {
+		sg_layer_spec_elf(l, e->data, e->size);
+		sg_layer_spec_continue(l);
+	}
 }
 
 /* A read that waited for a job is in the trace, with the file's path. */

@@ -67,8 +67,8 @@ static void note_failed(struct sg_layer *l, const struct chunk_job *j)
 }
 
 /* The account of a chunk that arrived verified: fetched for `kind`; used at once if a
- * reader waits for it, else when one asks (sg_layer_note_used). */
-static void note_arrived(struct sg_layer *l, const struct chunk_job *j, enum sg_fetch_kind kind)
+ * reader waits for it (true), else when one asks (sg_layer_note_used). */
+static bool note_arrived(struct sg_layer *l, const struct chunk_job *j, enum sg_fetch_kind kind)
 {
 	const struct sg_toc_chunk *c = sg_layer_chunk(l, j->chunk);
 	uint64_t bytes = c->next_offset - c->offset;
@@ -78,13 +78,14 @@ static void note_arrived(struct sg_layer *l, const struct chunk_job *j, enum sg_
 		/* Nobody waits for it: speculation, prefetch, background fetch, or taken along
 		 * with an on-demand fetch (read-ahead, the window). */
 		l->fetch_kind[j->chunk] = (uint8_t)(1 + kind);
-		return;
+		return false;
 	}
 	l->fetch_kind[j->chunk] = 0;
 	l->stats.kind_used_bytes[kind] += bytes;
 	l->stats.demanded_bytes += bytes;
 	if (kind == SG_FETCH_SPEC)
 		sg_layer_spec_paid(l, bytes);   /* a reader came while it was on its way */
+	return true;
 }
 
 static void batch_fetched(struct sg_op *op)
@@ -128,9 +129,10 @@ static void batch_fetched(struct sg_op *op)
 			continue;
 		}
 		l->stats.chunks_fetched++;
-		note_arrived(l, j, b->kind);
-		if (c->file_offset == 0 && (b->kind == SG_FETCH_ONDEMAND || b->kind == SG_FETCH_SPEC))
-			sg_layer_spec_elf(l, e->data, c->size);   /* an ELF file's libraries */
+		/* A file being read that is an ELF file: the libraries it needs (only files in
+		 * use: speculated programs would speculate their libraries in turn). */
+		if (note_arrived(l, j, b->kind) && c->file_offset == 0)
+			sg_layer_spec_elf(l, e->data, c->size);
 		sg_layer_job_ready(j, e);
 	}
 	if (op->res > 0) {

@@ -144,12 +144,13 @@ static int32_t read_file(struct env *e, const char *path, size_t len)
 	return test_layer_read(e->loop, e->user, 0, node(e, path), 0, buf, len);
 }
 
-/* Is the file there without a fetch?  Reads it and checks that no range request went out. */
+/* Is the file there without a miss?  Reads it and checks that no on-demand range request
+ * went out (the read may start speculation of its own). */
 static bool local(struct env *e, const char *path)
 {
-	uint64_t before = stats(e).fetch_requests;
+	uint64_t before = stats(e).ondemand_fetches;
 	CHECK(read_file(e, path, 100) == 100);
-	return stats(e).fetch_requests == before;
+	return stats(e).ondemand_fetches == before;
 }
 
 /* Runs the loop until no batch is in flight and the queue is empty. */
@@ -455,7 +456,7 @@ static void setup_elf(void)
 	test_write_blob(&b, blob_path, &toc_digest);
 }
 
-TEST(an_elf_file_brings_the_libraries_it_needs_and_theirs)
+TEST(an_elf_file_in_use_brings_the_libraries_it_needs)
 {
 	struct env e = { 0 };
 
@@ -463,10 +464,19 @@ TEST(an_elf_file_brings_the_libraries_it_needs_and_theirs)
 	env_open(&e, &spec_cfg);
 	CHECK_EQ(read_file(&e, "bin/prog", 100), 100);
 	settle(&e);
-	/* The miss's own budget went to the fillers; the libraries came through DT_NEEDED,
-	 * libbar.so once libfoo's first chunk arrived. */
-	CHECK(local(&e, "filler/f2"));
+	/* The miss's own budget went to the fillers; libfoo came through DT_NEEDED.  libbar,
+	 * which libfoo needs, waits until libfoo is in use. */
+	uint64_t want = file_bytes(&e, "usr/lib/x86_64-linux-gnu/libfoo.so.1.2");
+	for (int i = 0; i < 3; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "filler/f%d", i);
+		want += file_bytes(&e, name);
+	}
+	CHECK_EQ(stats(&e).kind_fetched_bytes[SG_FETCH_SPEC], want);
 	CHECK(local(&e, "usr/lib/x86_64-linux-gnu/libfoo.so.1.2"));
+	settle(&e);
+	CHECK_EQ(stats(&e).kind_fetched_bytes[SG_FETCH_SPEC],
+		 want + file_bytes(&e, "usr/lib/libbar.so"));
 	CHECK(local(&e, "usr/lib/libbar.so"));
 	CHECK(!local(&e, "usr/lib/libunused.so"));
 	check_derived(&e);
