@@ -20,6 +20,7 @@ void sg_config_defaults(struct sg_config *cfg)
 	cfg->prefetch = true;
 	cfg->background_fetch = true;
 	cfg->passthrough = true;
+	cfg->speculate = true;
 	snprintf(cfg->hosts_dir, sizeof(cfg->hosts_dir), "%s", "/etc/containerd/certs.d");
 	snprintf(cfg->cri_listen_path, sizeof(cfg->cri_listen_path), "%s", SG_DEFAULT_CRI_LISTEN);
 	snprintf(cfg->cri_image_service_path, sizeof(cfg->cri_image_service_path), "%s",
@@ -218,6 +219,7 @@ static bool *bool_key(struct sg_config *cfg, const char *key)
 		{ "passthrough", offsetof(struct sg_config, passthrough) },
 		{ "allow_skip_verify", offsetof(struct sg_config, allow_skip_verify) },
 		{ "plain_http_localhost", offsetof(struct sg_config, plain_http_localhost) },
+		{ "speculate", offsetof(struct sg_config, speculate) },
 	};
 
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
@@ -240,6 +242,8 @@ static char *string_key(struct sg_config *cfg, const char *key, size_t *size)
 		  sizeof(((struct sg_config *)0)->docker_config) },
 		{ "metrics_address", offsetof(struct sg_config, metrics_address),
 		  sizeof(((struct sg_config *)0)->metrics_address) },
+		{ "fetch_trace_dir", offsetof(struct sg_config, fetch_trace_dir),
+		  sizeof(((struct sg_config *)0)->fetch_trace_dir) },
 	};
 
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
@@ -363,6 +367,8 @@ static int top_key(struct cfg_doc *d, struct sg_toml *t, const char *key, struct
 		return want_size(t, key, v, 64u << 10, 512u << 20, &cfg->max_chunk_size);
 	if (strcmp(key, "cache_max_bytes") == 0)
 		return want_size(t, key, v, 1, UINT64_MAX, &cfg->cache_max_bytes);
+	if (strcmp(key, "spec_budget_bytes") == 0)
+		return want_size(t, key, v, 256u << 10, 1u << 30, &cfg->spec_budget_bytes);
 	if (strcmp(key, "insecure_hosts") == 0) {
 		if (v->type != SG_TOML_ARRAY)
 			return sg_toml_fail(t, -EINVAL, "insecure_hosts must be a list of quoted strings");

@@ -48,6 +48,9 @@ struct sg_config {
 	 * profile artifact of the image (daemon/profile_cmd.h) the first time it mounts one of
 	 * its layers. */
 	enum sg_profiles_mode profiles;
+	bool speculate;               /* fetch a miss's neighbours too (default true) */
+	uint64_t spec_budget_bytes;   /* speculation's budget per miss at most (0 = 16 MiB) */
+	char fetch_trace_dir[PATH_MAX]; /* write the fetch trace there; "" = off */
 
 	/* Registry access. */
 	char hosts_dir[PATH_MAX];     /* containerd certs.d (default /etc/containerd/certs.d) */
@@ -85,7 +88,8 @@ int sg_parse_size(const char *s, uint64_t *ret);
 /* Reads a config file: TOML (daemon/core/toml.h).  Our keys at the top level: root, address,
  * log_level, metrics_address, lazy, prefetch, background_fetch, passthrough, fetch_timeout,
  * fetch_attempts, allow_skip_verify, fetch_window, cache_max_bytes, max_chunk_size,
- * hosts_dir, docker_config, plain_http_localhost, insecure_hosts.  stargz-snapshotter's
+ * speculate, spec_budget_bytes, fetch_trace_dir, hosts_dir, docker_config,
+ * plain_http_localhost, insecure_hosts.  stargz-snapshotter's
  * (containerd-stargz-grpc) where they mean something here: noprefetch, no_background_fetch,
  * prefetch_size, allow_no_verification, metrics_address, [blob] fetching_timeout_sec and
  * max_retries, [fuse] passthrough, attr_timeout and entry_timeout,

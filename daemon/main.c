@@ -34,6 +34,7 @@
 #include "daemon/snapshot_rpc.h"
 #include "daemon/status.h"
 #include "fs/cache_bound.h"
+#include "fs/fetch_trace.h"
 #include "net/blob.h"
 #include "net/pool.h"
 #include "net/registry.h"
@@ -63,7 +64,7 @@ static const char usage_text[] =
 	"Signals: SIGTERM hands the lazy mounts over (they stay mounted and the next stargzd\n"
 	"takes them over; running containers never notice); SIGINT unmounts everything and\n"
 	"stops.  `stargzd stop` sends SIGTERM, `stargzd stop --unmount` SIGINT, and both wait\n"
-	"for the daemon to exit.\n"
+	"for the daemon to exit.  SIGUSR1 writes out the fetch trace (fetch_trace_dir).\n"
 	"\n"
 	"containerd config (/etc/containerd/config.toml):\n"
 	"  [proxy_plugins.stargz]\n"
@@ -76,6 +77,7 @@ struct daemon {
 	struct sg_snapshots *snapshots;
 	struct sg_registry *registry;
 	struct sg_remote *remote;
+	struct sg_fetch_trace *trace;  /* fetch_trace_dir */
 	struct sg_snapshot_service *service;
 	struct sg_grpc_server *server;
 	struct sg_httpd *metrics;      /* metrics_address */
@@ -227,6 +229,11 @@ static void on_stop_signal(struct sg_loop *loop, int signo, void *userdata)
 {
 	struct daemon *d = userdata;
 
+	if (signo == SIGUSR1) {
+		/* Not a stop: the fetch trace's buffered lines go out, for a reader of it now. */
+		sg_fetch_trace_flush(d->trace);
+		return;
+	}
 	d->stop_signal = signo;
 	if (signo == SIGTERM && sg_fdstore_kind(d->fdstore) != SG_FDSTORE_NONE)
 		sg_info("received %s, stopping; the lazy mounts stay, held by %s, for the next "
@@ -291,6 +298,15 @@ static int setup_remote(struct daemon *d)
 		sg_error("cannot set up the registry client: %s", err.msg);
 		return r;
 	}
+	if (c->fetch_trace_dir[0]) {
+		r = sg_fetch_trace_open(c->fetch_trace_dir, &d->trace);
+		if (r < 0) {
+			sg_error("cannot write the fetch trace in %s: %s", c->fetch_trace_dir,
+				 strerror(-r));
+			return r;
+		}
+		sg_info("fetch trace in %s", sg_fetch_trace_path(d->trace));
+	}
 	snprintf(cache_root, sizeof(cache_root), "%s/cache", c->root);
 	struct sg_remote_config remote_cfg = {
 		.cache_root = cache_root,
@@ -299,6 +315,9 @@ static int setup_remote(struct daemon *d)
 		.no_passthrough = !c->passthrough,
 		.allow_skip_verify = c->allow_skip_verify,
 		.fetch_window = c->fetch_window,
+		.speculate = c->speculate,
+		.spec_budget_max = (size_t)c->spec_budget_bytes,
+		.fetch_trace = d->trace,
 		.cache_max_bytes = c->cache_max_bytes,
 		.max_chunk_size = c->max_chunk_size,
 		.prefetch_bytes = c->prefetch_size,
@@ -594,6 +613,7 @@ int main(int argc, char **argv)
 	sigemptyset(&stop_set);
 	sigaddset(&stop_set, SIGTERM);
 	sigaddset(&stop_set, SIGINT);
+	sigaddset(&stop_set, SIGUSR1);
 	r = sg_loop_watch_signals(d.loop, &stop_set, on_stop_signal, &d);
 	if (r < 0) {
 		sg_error("cannot watch signals: %s", strerror(-r));
@@ -694,6 +714,8 @@ out:
 			sg_registry_free(d.registry);
 		sg_loop_free(d.loop);
 	}
+	/* The layers wrote their summaries at their close: what is buffered goes out. */
+	sg_fetch_trace_close(d.trace);
 	sg_snapshots_close(d.snapshots);
 	for (size_t i = 0; i < d.n_held; i++)
 		close(d.held[i].fd);

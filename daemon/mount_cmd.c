@@ -22,6 +22,7 @@
 #include "daemon/core/loop.h"
 #include "daemon/remote.h"
 #include "fs/cache_bound.h"
+#include "fs/fetch_trace.h"
 #include "daemon/core/range_source.h"
 #include "net/blob.h"
 #include "net/registry.h"
@@ -45,11 +46,16 @@ static const char mount_usage[] =
 	"  --plain-http         allow plain HTTP to localhost / 127.0.0.1\n"
 	"  --insecure HOST      allow plain HTTP to HOST[:PORT]\n"
 	"  --no-prefetch, --no-background, --no-passthrough\n"
+	"  --no-speculate       fetch no neighbours of a missed file\n"
+	"  --spec-budget BYTES  speculation's budget per miss at most (default 16M)\n"
+	"  --fetch-trace-dir DIR\n"
+	"                       write the fetch trace to DIR/trace-PID.jsonl\n"
 	"  --log-level LEVEL\n";
 
 struct mount_state {
 	struct sg_loop *loop;
 	const char *blob;
+	struct sg_fetch_trace *trace;   /* --fetch-trace-dir */
 	int result;
 	bool done, stopping, force;
 };
@@ -173,8 +179,9 @@ static int file_digest(const char *path, char out[SG_DIGEST_STRLEN + 1])
 struct mount_args {
 	const char *blob, *toc_digest, *cache, *insecure[8];
 	size_t n_insecure;
-	bool skip_verify, plain_http, prefetch, background, passthrough;
-	uint64_t cache_max;
+	bool skip_verify, plain_http, prefetch, background, passthrough, speculate;
+	uint64_t cache_max, spec_budget;
+	const char *trace_dir;
 	const char *ref, *mountpoint;
 	char digest[SG_DIGEST_STRLEN + 1];
 };
@@ -194,6 +201,9 @@ static int parse_args(int argc, char **argv, struct mount_args *a, bool *ret_exi
 		{ "no-prefetch", no_argument, NULL, 'P' },
 		{ "no-background", no_argument, NULL, 'B' },
 		{ "no-passthrough", no_argument, NULL, 'T' },
+		{ "no-speculate", no_argument, NULL, 'S' },
+		{ "spec-budget", required_argument, NULL, 'g' },
+		{ "fetch-trace-dir", required_argument, NULL, 'd' },
 		{ "log-level", required_argument, NULL, 'l' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
@@ -201,7 +211,7 @@ static int parse_args(int argc, char **argv, struct mount_args *a, bool *ret_exi
 	int c, r;
 
 	*ret_exit = true;
-	a->prefetch = a->background = a->passthrough = true;
+	a->prefetch = a->background = a->passthrough = a->speculate = true;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
@@ -223,6 +233,14 @@ static int parse_args(int argc, char **argv, struct mount_args *a, bool *ret_exi
 		case 'P': a->prefetch = false; break;
 		case 'B': a->background = false; break;
 		case 'T': a->passthrough = false; break;
+		case 'S': a->speculate = false; break;
+		case 'g':
+			if (sg_parse_size(optarg, &a->spec_budget) < 0 || a->spec_budget < (256u << 10)) {
+				fprintf(stderr, "stargzd mount: bad --spec-budget \"%s\" (256K or more)\n", optarg);
+				return 2;
+			}
+			break;
+		case 'd': a->trace_dir = optarg; break;
 		case 'l':
 			r = sg_log_level_from_string(optarg);
 			if (r < 0) {
@@ -322,6 +340,9 @@ static int start_mount(struct mount_state *m, const struct mount_args *a, const 
 		.no_passthrough = !a->passthrough,
 		.allow_skip_verify = a->skip_verify,
 		.cache_max_bytes = a->cache_max,
+		.speculate = a->speculate,
+		.spec_budget_max = (size_t)a->spec_budget,
+		.fetch_trace = m->trace,
 	};
 	r = sg_remote_new(m->loop, &cfg, &opener, ret_remote);
 	if (r == -EBUSY) {
@@ -375,6 +396,14 @@ int sg_mount_command(int argc, char **argv)
 	r = prepare_cache(&a, private_cache, sizeof(private_cache), cache_abs);
 	if (r < 0)
 		goto out;
+	if (a.trace_dir) {
+		r = sg_fetch_trace_open(a.trace_dir, &m.trace);
+		if (r < 0) {
+			fprintf(stderr, "stargzd mount: cannot write the fetch trace in %s: %s\n",
+				a.trace_dir, strerror(-r));
+			goto out;
+		}
+	}
 	r = start_mount(&m, &a, cache_abs, &reg, &remote);
 	if (r < 0)
 		goto out;
@@ -389,6 +418,7 @@ int sg_mount_command(int argc, char **argv)
 	if (!m.done) {
 		/* Exiting closes the FUSE session: the kernel answers whatever is still waiting. */
 		sg_warn("unmount did not finish in time; exiting anyway");
+		sg_fetch_trace_close(m.trace);
 		if (private_cache[0])
 			remove_private_cache(private_cache);
 		return 1;
@@ -408,6 +438,8 @@ out:
 			sg_registry_free(reg);
 		sg_loop_free(m.loop);
 	}
+	/* The layer wrote its summary at its close: what is buffered goes out. */
+	sg_fetch_trace_close(m.trace);
 	if (private_cache[0])
 		remove_private_cache(private_cache);
 	return r < 0 ? 1 : 0;

@@ -61,6 +61,10 @@ struct sg_remote_config {
 	bool no_passthrough;          /* see sg_lazyfs_options */
 	bool allow_skip_verify;       /* honour the skipverify label / missing TOC digests */
 	size_t fetch_window;          /* see sg_layer_config.window_bytes; 0 = default */
+	bool speculate;               /* see sg_layer_config.speculate */
+	size_t spec_budget_max;       /* see sg_layer_config.spec_budget_max; 0 = default */
+	/* The fetch trace every layer writes to (fs/fetch_trace.h), the caller's; NULL = off. */
+	struct sg_fetch_trace *fetch_trace;
 	/* Bound of everything under cache_root (fs/cache_bound.h);
 	 * 0 = sg_cache_bound_default_max().
 	 * Directories of layers not mounted are removed (oldest first) before chunks of

@@ -15,6 +15,7 @@
 #include "fs/layer_fetch.h"
 #include "fs/layer_int.h"
 #include "fs/layer_prefetch.h"
+#include "fs/layer_spec.h"
 #include "fs/layer_trust.h"
 
 #define DEFAULT_MEM_CACHE (32u << 20)
@@ -38,12 +39,36 @@ void sg_layer_report_bad_chunk(struct sg_layer *l, uint32_t chunk, uint64_t file
 
 void sg_layer_note_used(struct sg_layer *l, uint32_t c)
 {
-	if (!l->speculative[c])
+	if (!l->fetch_kind[c])
 		return;
-	/* Fetched before anybody asked, and asked for now: speculation that paid. */
+	/* Fetched before anybody asked, and asked for now: fetching ahead that paid. */
 	const struct sg_toc_chunk *ch = sg_layer_chunk(l, c);
-	l->speculative[c] = 0;
-	l->stats.speculative_used_bytes += ch->next_offset - ch->offset;
+	enum sg_fetch_kind kind = (enum sg_fetch_kind)(l->fetch_kind[c] - 1);
+	l->fetch_kind[c] = 0;
+	l->stats.kind_used_bytes[kind] += ch->next_offset - ch->offset;
+	if (kind == SG_FETCH_SPEC)
+		sg_layer_spec_paid(l, ch->next_offset - ch->offset);
+	/* A file fetched ahead that is now in use: if it is an ELF file, the libraries it
+	 * needs (fs/layer_spec.h), read from the bytes in memory. */
+	struct sg_mem_chunk *e = ch->file_offset == 0 ? sg_memcache_get(l->mem, c) : NULL;
+	if (e) {
+		sg_layer_spec_elf(l, e->data, e->size);
+		sg_layer_spec_continue(l);
+	}
+}
+
+/* A read that waited for a job is in the trace, with the file's path. */
+static void trace_read(struct sg_layer *l, const struct layer_read *r, int32_t res)
+{
+	char path[4096];
+
+	if (res == -ECANCELED)
+		return;
+	if (sg_toc_path(l->toc, r->file, path, sizeof(path)) < 0)
+		snprintf(path, sizeof(path), "(node %u)", r->file);
+	uint64_t now = sg_now_ns();
+	sg_fetch_trace_read(l->cfg.trace, l->trace_layer, path, r->offset, r->len, r->start_ns,
+			    now - r->start_ns, r->net);
 }
 
 /* ---- reads ---- */
@@ -56,6 +81,8 @@ static void read_finish(struct layer_read *r)
 	int32_t res = r->error ? r->error : (int32_t)r->len;
 
 	l->reads_inflight--;
+	if (l->cfg.trace && r->waited)
+		trace_read(l, r, res);
 	if (res >= 0) {
 		l->stats.reads++;
 		l->stats.read_bytes += (uint64_t)res;
@@ -388,6 +415,8 @@ static void read_part_start(struct sg_layer_user *u, struct read_part *p, uint32
 		return;
 	}
 	if (l->jobs[c]) {
+		p->r->waited = true;
+		p->r->net |= !l->jobs[c]->from_disk;
 		job_join(l->jobs[c], p);
 		return;
 	}
@@ -395,6 +424,7 @@ static void read_part_start(struct sg_layer_user *u, struct read_part *p, uint32
 		struct chunk_job *j = sg_layer_job_new(l, c, true);
 		int r = j ? sg_layer_job_load(l, j) : -ENOMEM;
 		if (r == 0) {
+			p->r->waited = true;
 			sg_list_insert_tail(&j->waiters, &p->link);
 			return;
 		}
@@ -406,6 +436,7 @@ static void read_part_start(struct sg_layer_user *u, struct read_part *p, uint32
 		return;
 	}
 	struct sg_list w;
+	p->r->waited = p->r->net = true;
 	sg_list_init(&w);
 	sg_list_insert_tail(&w, &p->link);
 	if (sg_layer_fetch_chunk(l, u->src ? u->src : l->src, c, true, &w) < 0) {
@@ -502,9 +533,10 @@ static int map_chunks(struct sg_layer *l)
 	}
 	l->chunk_file = calloc(l->n_chunks + 1, sizeof(*l->chunk_file));
 	l->jobs = calloc(l->n_chunks + 1, sizeof(*l->jobs));
-	l->speculative = calloc(l->n_chunks + 1, 1);
+	l->fetch_kind = calloc(l->n_chunks + 1, 1);
+	l->spec_queued = calloc(l->n_chunks + 1, 1);
 	l->pins = calloc(count + 1, sizeof(*l->pins));
-	if (!l->chunk_file || !l->jobs || !l->speculative || !l->pins)
+	if (!l->chunk_file || !l->jobs || !l->fetch_kind || !l->spec_queued || !l->pins)
 		return -ENOMEM;
 	for (uint32_t i = 0; i < count; i++) {
 		const struct sg_toc_node *n = sg_toc_node(l->toc, i);
@@ -564,6 +596,9 @@ int sg_layer_new(struct sg_loop *loop, struct sg_range_source *src, struct sg_to
 		l->cfg.background_delay_ns = DEFAULT_BACKGROUND_DELAY_NS;
 	snprintf(l->cache_dir, sizeof(l->cache_dir), "%s", config->cache_dir);
 	l->cfg.cache_dir = l->cache_dir;
+	snprintf(l->trace_layer, sizeof(l->trace_layer), "%s",
+		 config->trace_layer ? config->trace_layer : "");
+	l->cfg.trace_layer = l->trace_layer;
 	sg_group_init(&l->group);
 	sg_list_init(&l->verify_reqs);
 	sg_list_init(&l->users);
@@ -586,6 +621,7 @@ int sg_layer_new(struct sg_loop *loop, struct sg_range_source *src, struct sg_to
 		return r;
 	}
 	sg_layer_prefetch_init(l);
+	sg_layer_spec_init(l);
 	*ret_layer = l;
 	return 0;
 }
@@ -699,6 +735,11 @@ void sg_layer_maybe_close_done(struct sg_layer *l)
 	    l->verify_pending || !sg_group_idle(&l->group))
 		return;
 	l->close_cb = NULL;   /* once */
+	if (l->cfg.trace) {
+		sg_fetch_trace_layer(l->cfg.trace, l->trace_layer, l->stats.kind_fetched_bytes,
+				     l->stats.kind_used_bytes);
+		sg_fetch_trace_flush(l->cfg.trace);
+	}
 	/* Cannot fail: the op was idle at sg_layer_close, and the caller leaves it to us. */
 	(void)sg_post(l->loop, l->close_op, 0, cb);
 }
@@ -735,7 +776,8 @@ void sg_layer_free(struct sg_layer *l)
 	sg_layer_evict_detach(l);
 	free(l->chunk_file);
 	free(l->jobs);
-	free(l->speculative);
+	free(l->fetch_kind);
+	free(l->spec_queued);
 	free(l->pins);
 	sg_gz_free(l->gz);
 	for (size_t i = 0; i < l->n_user_srcs; i++)
@@ -757,4 +799,13 @@ void sg_layer_stats(const struct sg_layer *l, struct sg_layer_stats *ret)
 	ret->background_running = l->backgrounding && l->background_started;
 	ret->chunks_present = l->disk ? sg_diskcache_present_count(l->disk) : 0;
 	ret->cache_bytes = l->bound_ent ? sg_cache_bound_layer_bytes(l->bound_ent) : 0;
+	uint64_t fetched = 0, used = 0;
+	for (int k = 0; k < SG_FETCH_KINDS; k++) {
+		fetched += l->stats.kind_fetched_bytes[k];
+		used += l->stats.kind_used_bytes[k];
+	}
+	ret->speculative_bytes = fetched - l->stats.demanded_bytes;
+	ret->speculative_used_bytes = used - l->stats.demanded_bytes;
+	ret->spec_budget_bytes = l->spec_budget;
+	ret->ahead_inflight_bytes = l->ahead_inflight;
 }

@@ -32,6 +32,7 @@
 
 #include "daemon/core/hist.h"
 #include "daemon/core/loop.h"
+#include "fs/fetch_trace.h"
 
 struct sg_loop;
 struct sg_cache_bound;
@@ -68,6 +69,15 @@ struct sg_layer_config {
 	 * never a chunk with a load, fetch or write in flight), and background fetch only runs
 	 * while the rest of the layer fits under the watermark. */
 	struct sg_cache_bound *bound;
+	/* Speculation by locality: on an on-demand miss in a file, fetch the files after it in
+	 * its directory and in the blob, up to a budget that grows while those bytes get read
+	 * and shrinks while they do not (fs/layer_spec.h).  Off unless set. */
+	bool speculate;
+	size_t spec_budget_max;       /* the budget's upper bound; 0 = 16 MiB */
+	/* The fetch trace (fs/fetch_trace.h), shared with other layers; NULL = off.
+	 * trace_layer names the layer in it (its digest; copied). */
+	struct sg_fetch_trace *trace;
+	const char *trace_layer;
 };
 
 struct sg_layer_stats {
@@ -101,6 +111,16 @@ struct sg_layer_stats {
 	 * read-ahead and the fetch window), and of those a reader later asked for: a read
 	 * through the daemon, or an open the kernel then serves itself (passthrough). */
 	uint64_t speculative_bytes, speculative_used_bytes;
+	/* The same account by why chunks were fetched (fs/fetch_trace.h's kinds): compressed
+	 * bytes of the chunks fetched, and of those the bytes of chunks a reader read or
+	 * opened (once per chunk fetch, whenever it came).  demanded_bytes: chunks that had a
+	 * reader waiting when they arrived.  The speculative_* above are derived from these:
+	 * fetched - demanded, used - demanded. */
+	uint64_t kind_fetched_bytes[SG_FETCH_KINDS];
+	uint64_t kind_used_bytes[SG_FETCH_KINDS];
+	uint64_t demanded_bytes;
+	uint64_t spec_budget_bytes;   /* speculation's budget per miss now */
+	uint64_t ahead_inflight_bytes;/* speculative bytes in flight now */
 	struct sg_hist read_us;       /* each sg_layer_read until its answer, microseconds */
 	struct sg_hist fetch_ms;      /* each range request until its answer, milliseconds */
 };

@@ -6,6 +6,7 @@
 #include "daemon/core/range_source.h"
 #include "fs/layer_int.h"
 #include "fs/layer_prefetch.h"
+#include "fs/layer_spec.h"
 
 struct fetch_batch {
 	struct sg_layer *layer;
@@ -16,8 +17,7 @@ struct fetch_batch {
 	uint8_t *buf;
 	struct chunk_job **jobs;
 	size_t n;
-	bool background;
-	bool ondemand, prefetch;   /* what the bytes count as in the stats */
+	enum sg_fetch_kind kind;   /* what the bytes count as in the stats */
 	uint64_t start_ns;
 };
 
@@ -26,6 +26,10 @@ static void batch_free(struct fetch_batch *b)
 	struct sg_layer *l = b->layer;
 
 	l->batches_inflight--;
+	if (b->kind == SG_FETCH_SPEC) {
+		l->ahead_inflight -= b->len;
+		l->ahead_batches--;
+	}
 	sg_memcache_uncharge(l->mem, b->charged);
 	free(b->buf);
 	free(b->jobs);
@@ -60,6 +64,28 @@ static void note_failed(struct sg_layer *l, const struct chunk_job *j)
 		l->failed[i].reader = reader;
 		l->failed[i].ns = sg_now_ns();
 	}
+}
+
+/* The account of a chunk that arrived verified: fetched for `kind`; used at once if a
+ * reader waits for it (true), else when one asks (sg_layer_note_used). */
+static bool note_arrived(struct sg_layer *l, const struct chunk_job *j, enum sg_fetch_kind kind)
+{
+	const struct sg_toc_chunk *c = sg_layer_chunk(l, j->chunk);
+	uint64_t bytes = c->next_offset - c->offset;
+
+	l->stats.kind_fetched_bytes[kind] += bytes;
+	if (sg_list_empty(&j->waiters)) {
+		/* Nobody waits for it: speculation, prefetch, background fetch, or taken along
+		 * with an on-demand fetch (read-ahead, the window). */
+		l->fetch_kind[j->chunk] = (uint8_t)(1 + kind);
+		return false;
+	}
+	l->fetch_kind[j->chunk] = 0;
+	l->stats.kind_used_bytes[kind] += bytes;
+	l->stats.demanded_bytes += bytes;
+	if (kind == SG_FETCH_SPEC)
+		sg_layer_spec_paid(l, bytes);   /* a reader came while it was on its way */
+	return true;
 }
 
 static void batch_fetched(struct sg_op *op)
@@ -103,24 +129,27 @@ static void batch_fetched(struct sg_op *op)
 			continue;
 		}
 		l->stats.chunks_fetched++;
-		if (sg_list_empty(&j->waiters)) {
-			/* Nobody waits for it: prefetch, background fetch, or taken along with an
-			 * on-demand fetch (read-ahead, the window). */
-			l->speculative[j->chunk] = 1;
-			l->stats.speculative_bytes += c->next_offset - c->offset;
-		}
+		/* A file being read that is an ELF file: the libraries it needs (only files in
+		 * use: speculated programs would speculate their libraries in turn). */
+		if (note_arrived(l, j, b->kind) && c->file_offset == 0)
+			sg_layer_spec_elf(l, e->data, c->size);
 		sg_layer_job_ready(j, e);
 	}
 	if (op->res > 0) {
 		l->stats.fetched_bytes += (uint64_t)op->res;
-		if (b->ondemand)
+		if (b->kind == SG_FETCH_ONDEMAND)
 			l->stats.ondemand_fetched_bytes += (uint64_t)op->res;
-		else if (b->prefetch)
+		else if (b->kind == SG_FETCH_PREFETCH)
 			l->stats.prefetched_bytes += (uint64_t)op->res;
 	}
+	uint64_t took = sg_now_ns() - b->start_ns;
 	if (op->res != -ECANCELED)
-		sg_hist_observe(&l->stats.fetch_ms, (double)(sg_now_ns() - b->start_ns) / 1e6);
+		sg_hist_observe(&l->stats.fetch_ms, (double)took / 1e6);
+	if (l->cfg.trace)
+		sg_fetch_trace_fetch(l->cfg.trace, l->trace_layer, b->kind, b->offset, b->len, b->n,
+				     b->start_ns, took, sg_layer_res_is(op->res, b->len));
 	batch_free(b);
+	sg_layer_spec_continue(l);
 	/* After an on-demand batch too: background fetch that found the link busy waits for
 	 * the last batch in flight, whichever it was, to look again. */
 	sg_layer_prefetch_continue(l);
@@ -128,17 +157,16 @@ static void batch_fetched(struct sg_op *op)
 }
 
 int sg_layer_fetch_batch(struct sg_layer *l, struct sg_range_source *src,
-			 const uint32_t *chunks, size_t n, bool ondemand, bool background)
+			 const uint32_t *chunks, size_t n, enum sg_fetch_kind kind)
 {
 	struct fetch_batch *b = calloc(1, sizeof(*b));
+	bool ondemand = kind == SG_FETCH_ONDEMAND;
 	int r;
 
 	if (!b)
 		return -ENOMEM;
 	b->layer = l;
-	b->background = background;
-	b->ondemand = ondemand;
-	b->prefetch = !ondemand && l->prefetching;
+	b->kind = kind;
 	b->offset = sg_layer_chunk(l, chunks[0])->offset;
 	uint64_t end = 0;
 	size_t need = 0;
@@ -150,7 +178,7 @@ int sg_layer_fetch_batch(struct sg_layer *l, struct sg_range_source *src,
 	}
 	b->len = (size_t)(end - b->offset);
 	need += b->len;
-	r = sg_memcache_charge(l->mem, need, background, &b->charged);
+	r = sg_memcache_charge(l->mem, need, !ondemand, &b->charged);
 	if (r < 0) {
 		free(b);
 		return r;
@@ -165,6 +193,10 @@ int sg_layer_fetch_batch(struct sg_layer *l, struct sg_range_source *src,
 		return -ENOMEM;
 	}
 	l->batches_inflight++;
+	if (kind == SG_FETCH_SPEC) {
+		l->ahead_inflight += b->len;
+		l->ahead_batches++;
+	}
 	for (size_t i = 0; i < n; i++) {
 		struct chunk_job *j = sg_layer_job_new(l, chunks[i], ondemand);
 		if (!j) {
@@ -245,11 +277,15 @@ int sg_layer_fetch_chunk(struct sg_layer *l, struct sg_range_source *src, uint32
 		if (c1->next_offset > end)
 			end = c1->next_offset;
 	}
-	r = sg_layer_fetch_batch(l, src, list, n, ondemand, false);
+	/* Readers wait for it (even when a disk load they joined turned into this fetch). */
+	r = sg_layer_fetch_batch(l, src, list, n, SG_FETCH_ONDEMAND);
 	if (r < 0)
 		return r;
 	struct sg_list *node;
 	while ((node = sg_list_pop(waiters)))
 		sg_list_insert_tail(&l->jobs[chunk]->waiters, node);
+	/* A miss that starts a file (not its sequential read): its neighbours are likely next. */
+	if (ondemand && !seq)
+		sg_layer_spec_miss(l, src, chunk);
 	return 0;
 }

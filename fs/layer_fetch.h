@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fs/fetch_trace.h"
+
 struct sg_layer;
 struct sg_list;
 struct sg_range_source;
@@ -23,14 +25,17 @@ bool sg_layer_fetch_needed(const struct sg_layer *l, uint32_t chunk);
 /* A fetch of `chunk` failed for `reader` a moment ago: answer it EIO without fetching. */
 bool sg_layer_fetch_held(const struct sg_layer *l, uint32_t chunk, uint32_t reader);
 /* Fetches `chunk` (it needs a fetch) from src in one range request together with what is
- * cheap to take along, and moves `waiters` (struct read_part) onto its job.  0, or a
+ * cheap to take along, and moves `waiters` (struct read_part) onto its job.  An on-demand
+ * miss that starts a file also starts speculation (fs/layer_spec.h), after its own fetch.  0, or a
  * negative errno and the waiters stay where they are. */
 int sg_layer_fetch_chunk(struct sg_layer *l, struct sg_range_source *src, uint32_t chunk,
 			 bool ondemand, struct sg_list *waiters);
 /* Starts one range request for the given chunks (sorted by blob offset, all needing a
- * fetch).  Returns the number of chunks taken, or a negative errno: -EAGAIN when a
- * speculative (background) batch finds no memory in the budget. */
+ * fetch), fetched for `kind`: the stats and the trace count their bytes as that kind, and
+ * every kind but on demand waits for room in the memory budget.  Returns the number of
+ * chunks taken, or a negative errno: -EAGAIN when a batch fetched ahead of readers finds
+ * no memory in the budget. */
 int sg_layer_fetch_batch(struct sg_layer *l, struct sg_range_source *src,
-			 const uint32_t *chunks, size_t n, bool ondemand, bool background);
+			 const uint32_t *chunks, size_t n, enum sg_fetch_kind kind);
 
 #endif

@@ -5,6 +5,7 @@
  *   fs/layer_prefetch.c  prefetch and background fetch
  *   fs/layer_trust.c     trust checks and pins for FUSE passthrough
  *   fs/layer_evict.c     the layer's side of the disk cache bound: use stamps, eviction
+ *   fs/layer_spec.c      speculation by locality, with a budget
  *
  * over two modules of their own, fs/memcache.h and fs/diskcache.h.
  *
@@ -39,6 +40,15 @@
  * gets a fetch of its own. */
 #define SG_LAYER_FAILED_HOLD_NS (300ull * 1000000u)
 #define SG_LAYER_FAILED_RING 16
+/* Speculative bytes in flight at most (sg_layer_ahead_room): what 100 Mbit/s carries in
+ * ~150 ms, so that an on-demand fetch started behind them waits about one chunk transfer at
+ * most for the link. */
+#define SG_LAYER_AHEAD_CAP (2u << 20)
+/* Speculative range requests in flight at most: each holds one of the registry's
+ * connections (8 per host, net/registry.c), and on-demand fetches must find one free. */
+#define SG_LAYER_AHEAD_BATCHES 3u
+/* Runs of chunks waiting for speculation (layer_spec.c). */
+#define SG_LAYER_SPEC_QUEUE 256
 
 /* One chunk being produced: from the disk cache or as part of a fetch batch. */
 struct chunk_job {
@@ -75,6 +85,7 @@ struct layer_read {
 	uint64_t offset;
 	size_t len;
 	uint64_t start_ns;         /* for stats.read_us */
+	bool waited, net;          /* on a job (for the trace); net: a fetch, not the disk */
 	unsigned pending;
 	int error;
 	struct sg_op io_op;        /* stargz.index.json's read */
@@ -110,7 +121,9 @@ struct sg_layer {
 	uint32_t n_chunks;
 	uint32_t *chunk_file;          /* chunk -> node owning it */
 	struct chunk_job **jobs;       /* chunk -> job in flight */
-	uint8_t *speculative;          /* chunk -> fetched with nobody waiting, not read since */
+	/* chunk -> 1 + the enum sg_fetch_kind it was fetched for, while no reader has read it
+	 * since; 0 otherwise (never fetched, or counted as used already). */
+	uint8_t *fetch_kind;
 	struct sg_memcache *mem;
 	struct sg_diskcache *disk;
 	struct sg_list users;          /* struct sg_layer_user */
@@ -152,6 +165,17 @@ struct sg_layer {
 	uint64_t background_start_ns;  /* background fetch's first batch */
 	struct sg_op background_timer;
 
+	/* Speculation by locality (layer_spec.c). */
+	size_t spec_budget;            /* bytes to speculate on the next miss */
+	size_t ahead_inflight;         /* bytes of speculative batches in flight */
+	unsigned ahead_batches;        /* and how many */
+	uint32_t spec_last_file;       /* the file of the last miss that speculated */
+	struct sg_range_source *spec_src;   /* the last miss's source */
+	uint8_t *spec_queued;          /* chunk -> in spec_queue */
+	struct { uint32_t first, end; } spec_queue[SG_LAYER_SPEC_QUEUE];
+	unsigned spec_n;
+	char trace_layer[128];         /* cfg.trace_layer's copy */
+
 	bool closing;
 	struct sg_op *close_op;        /* sg_layer_close's, posted once nothing is in flight */
 	sg_op_cb close_cb;
@@ -181,6 +205,16 @@ static inline int sg_layer_op_check(const struct sg_op *op, sg_op_cb cb)
 	return sg_op_busy(op) ? -EBUSY : 0;
 }
 
+/* How many more speculative bytes may start now: the cap on bytes fetched ahead of readers
+ * while on-demand fetches may need the link, less those in flight; 0 while as many
+ * speculative requests as connections allow are out. */
+static inline size_t sg_layer_ahead_room(const struct sg_layer *l)
+{
+	if (l->ahead_batches >= SG_LAYER_AHEAD_BATCHES)
+		return 0;
+	return l->ahead_inflight < SG_LAYER_AHEAD_CAP ? SG_LAYER_AHEAD_CAP - l->ahead_inflight : 0;
+}
+
 /* ---- in fs/layer.c ---- */
 
 /* A job for `chunk` (none may be in flight), registered in l->jobs; NULL without memory. */
@@ -196,8 +230,8 @@ int sg_layer_job_load(struct sg_layer *l, struct chunk_job *j);
 /* Counts a chunk that did not match its digest and tells the owner (on_bad_chunk). */
 void sg_layer_report_bad_chunk(struct sg_layer *l, uint32_t chunk, uint64_t file_offset,
 			       bool from_cache);
-/* A reader wants chunk c (a read, or an open handed to the kernel): counts it as used if
- * it was fetched speculatively (stats.speculative_used_bytes). */
+/* A reader wants chunk c (a read, or an open handed to the kernel): counts it as used for
+ * the kind it was fetched for, once per fetch (stats.kind_used_bytes). */
 void sg_layer_note_used(struct sg_layer *l, uint32_t c);
 /* Completes sg_layer_close once nothing is left in flight. */
 void sg_layer_maybe_close_done(struct sg_layer *l);

@@ -49,7 +49,7 @@ static bool background_fits(struct sg_layer *l, bool first)
 /* Collects the next batch of missing chunks from *cursor on (blob order), stopping at
  * `limit` (blob offset) and at max_batch_bytes.  Returns how many it started (0 = done). */
 static int next_batch(struct sg_layer *l, uint32_t *cursor, uint64_t limit, size_t max_bytes,
-		      bool background)
+		      enum sg_fetch_kind kind)
 {
 	uint32_t list[256];
 	size_t n = 0;
@@ -78,7 +78,7 @@ static int next_batch(struct sg_layer *l, uint32_t *cursor, uint64_t limit, size
 	}
 	if (n == 0)
 		return 0;
-	int r = sg_layer_fetch_batch(l, l->src, list, n, false, background);
+	int r = sg_layer_fetch_batch(l, l->src, list, n, kind);
 	if (r == -EAGAIN)
 		*cursor = list[0];   /* not started: the same chunks next time */
 	return r < 0 ? r : (int)n;
@@ -110,7 +110,7 @@ void sg_layer_prefetch_continue(struct sg_layer *l)
 		/* Prefetch: several requests back to back, the prioritized files are wanted now. */
 		while (l->batches_inflight < 2) {
 			int r = next_batch(l, &l->prefetch_cursor, l->prefetch_end,
-					   l->cfg.max_batch_bytes, true);
+					   l->cfg.max_batch_bytes, SG_FETCH_PREFETCH);
 			if (r == -EAGAIN) {
 				background_retry(l);   /* memory is short: look again shortly */
 				return;
@@ -148,7 +148,8 @@ void sg_layer_prefetch_continue(struct sg_layer *l)
 	}
 	if (!l->background_start_ns)
 		l->background_start_ns = sg_now_ns();
-	int r = next_batch(l, &l->background_cursor, UINT64_MAX, BACKGROUND_BATCH, true);
+	int r = next_batch(l, &l->background_cursor, UINT64_MAX, BACKGROUND_BATCH,
+			   SG_FETCH_BACKGROUND);
 	if (r == -EAGAIN) {
 		background_retry(l);
 		return;

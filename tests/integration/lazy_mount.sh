@@ -123,14 +123,67 @@ unmount_blob
 check "SIGTERM: exit 0" bash -c "[[ $EXIT_CODE -eq 0 ]]"
 check "SIGTERM: mount gone" bash -c "! grep -q ' $WORK/mnt-ours ' /proc/mounts"
 
-# Laziness: a fresh cache, one small file read; nothing else (no prefetch/background).
-mount_blob "$WORK/ours.blob" "$OURS_TOC" "$WORK/cache-lazy" "$WORK/mnt-lazy" --no-background --no-prefetch
+# Laziness: a fresh cache, one small file read; nothing else (no prefetch/background, no
+# speculation: its budget is bounded, and tested below).
+mount_blob "$WORK/ours.blob" "$OURS_TOC" "$WORK/cache-lazy" "$WORK/mnt-lazy" --no-background --no-prefetch --no-speculate
 check "lazy: small file reads" grep -q small "$WORK/mnt-lazy/data/small.txt"
 unmount_blob
 fetched=$(grep -oE 'fetched [0-9]+ bytes' "$WORK/mount.log" | tail -1 | grep -oE '[0-9]+')
 BLOB_SIZE=$(stat -c %s "$WORK/ours.blob")
 echo "    fetched ${fetched:-?} of $BLOB_SIZE blob bytes to read one small file"
 check "lazy: a small fraction of the blob was fetched" bash -c "[[ -n '$fetched' && $fetched -lt $((BLOB_SIZE / 10)) ]]"
+
+# The fetch trace (--fetch-trace-dir, the bench's miss timeline): a fresh cache, two files
+# read; the reads that waited, each range request and the layer's summary are there, in
+# the format tools/bench reads (README.md, "Fetch trace").
+mkdir -p "$WORK/trace"
+mount_blob "$WORK/ours.blob" "$OURS_TOC" "$WORK/cache-trace" "$WORK/mnt-trace" --no-background --no-prefetch --fetch-trace-dir "$WORK/trace"
+check "trace: small file reads" grep -q small "$WORK/mnt-trace/data/small.txt"
+check "trace: the big file reads" cmp -s "$WORK/mnt-trace/data/big.bin" "$S/data/big.bin"
+TRACE_PID=$MPID
+unmount_blob
+LAYER_DIGEST=sha256:$(sha256sum <"$WORK/ours.blob" | cut -d' ' -f1)
+if $PYTHON - "$WORK/trace/trace-$TRACE_PID.jsonl" "$LAYER_DIGEST" >"$WORK/trace.out" 2>&1 <<'PY'
+import json, sys
+path, layer = sys.argv[1], sys.argv[2]
+lines = [json.loads(l) for l in open(path)]
+kinds = {"ondemand", "spec", "prefetch", "background", "stream"}
+def need(cond, what):
+    if not cond:
+        sys.exit("missing: " + what)
+for l in lines:
+    need(l.get("layer") == layer and isinstance(l.get("t"), (int, float)) and l["t"] >= 0,
+         "layer and t on every line: %r" % l)
+reads = [l for l in lines if l["ev"] == "read"]
+fetches = [l for l in lines if l["ev"] == "fetch"]
+summary = [l for l in lines if l["ev"] == "layer"]
+small = [r for r in reads if r["path"] == "data/small.txt"]
+need(small and small[0]["net"] is True and small[0]["off"] == 0 and small[0]["len"] > 0 and
+     small[0]["wait_ms"] > 0, "a read of data/small.txt that waited on the network")
+need(any(r["path"] in ("data/big.bin", "data/hard.bin") for r in reads), "reads of data/big.bin")
+need(all(set(r) == {"t", "ev", "layer", "path", "off", "len", "wait_ms", "net"} for r in reads),
+     "exactly the read fields")
+need(all(set(f) == {"t", "ev", "layer", "kind", "off", "len", "chunks", "ms", "ok"} and
+         f["kind"] in kinds and f["ok"] is True and f["len"] > 0 and f["chunks"] >= 1
+         for f in fetches), "well-formed fetch lines")
+ondemand = sum(f["len"] for f in fetches if f["kind"] == "ondemand")
+need(ondemand > 0, "on-demand fetches")
+need(len(summary) == 1, "one layer summary")
+s = summary[0]
+need(set(s["fetched"]) == kinds and set(s["used"]) == kinds, "every kind in the summary")
+need(s["fetched"]["ondemand"] > 0 and 0 < s["used"]["ondemand"] <= s["fetched"]["ondemand"],
+     "on-demand bytes fetched and used")
+need(all(s["used"][k] <= s["fetched"][k] for k in kinds), "used <= fetched")
+need(sum(s["fetched"].values()) <= sum(f["len"] for f in fetches), "chunks within the ranges")
+print("%d reads waited, %d range requests (%d B on demand, %d B speculative); used %s of %s" %
+      (len(reads), len(fetches), ondemand, s["fetched"]["spec"], sum(s["used"].values()),
+       sum(s["fetched"].values())))
+PY
+then
+  pass "trace: reads, range requests and the layer summary ($(tail -1 "$WORK/trace.out"))"
+else
+  fail "trace: reads, range requests and the layer summary" "$(tail -5 "$WORK/trace.out")"
+fi
 
 # Remount with the cache of the first mount: the big file comes from disk, not the blob.
 mount_blob "$WORK/ours.blob" "$OURS_TOC" "$WORK/cache-ours" "$WORK/mnt-ours" --no-background --no-prefetch

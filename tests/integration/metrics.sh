@@ -25,7 +25,9 @@ MPORT=$(free_port)
 MURL=http://127.0.0.1:$MPORT/metrics
 # Background fetch would fetch the rest of the layer after 5 s; the on-demand bytes must
 # come from the container's reads, so it stays off here.
+mkdir -p "$WORK/trace"
 SG_EXTRA_CONFIG="metrics_address = \"127.0.0.1:$MPORT\"
+fetch_trace_dir = \"$WORK/trace\"
 background_fetch = false" start_stargzd || { fail "stargzd starts" "$(cat "$WORK/stargzd.log")"; finish; }
 start_containerd || { fail "containerd starts" "$(tail -20 "$WORK/containerd.log")"; finish; }
 IMG=$REGISTRY/lazy:v1
@@ -87,11 +89,22 @@ spec=$(grep -E "^stargzd_layer_speculative_fetched_bytes_total\{layer=\"$LAYER\"
 used=$(grep -E "^stargzd_layer_speculative_used_bytes_total\{layer=\"$LAYER\"\} " "$WORK/scrape.txt" | awk '{print $2}')
 check "speculation: $spec bytes fetched ahead of readers (the small neighbours), $used of them read since" bash -c "[[ -n '$spec' && -n '$used' && $spec -gt 0 && $used -gt 0 && $used -le $spec && $spec -le $bytes ]]"
 check "layer chunk counts" grep -qE "^stargzd_layer_chunks_cached\{layer=\"$LAYER\"\} [1-9]" "$WORK/scrape.txt"
+# The fetch trace (fetch_trace_dir): SIGUSR1 writes out what is buffered while the layer is
+# still mounted; the container's reads of big.bin waited on the network.
+kill -USR1 "$SG_PID"
+TRACE=$WORK/trace/trace-$SG_PID.jsonl
+check "SIGUSR1 writes the fetch trace out, with the container's reads that waited" \
+  wait_for 10 grep -qE "\"ev\":\"read\",\"layer\":\"$LAYER\",\"path\":\"data/big.bin\",.*\"net\":true" "$TRACE"
+check "... and the layer's on-demand range requests" \
+  grep -qE "\"ev\":\"fetch\",\"layer\":\"$LAYER\",\"kind\":\"ondemand\",.*\"ok\":true" "$TRACE"
+check "SIGUSR1 does not stop the daemon" kill -0 "$SG_PID"
 wait "$RUN"
 
 # A unix socket instead of TCP, and off by default.
 stop_stargzd TERM
 check "stargzd with metrics stopped cleanly" bash -c "[[ $EXIT_CODE -eq 0 ]]"
+check "at the stop, the layer's summary is in the fetch trace" \
+  grep -qE "\"ev\":\"layer\",\"layer\":\"$LAYER\",\"fetched\":\\{\"ondemand\":[1-9]" "$TRACE"
 check "the TCP port is closed with it" bash -c "! curl -s -o /dev/null '$MURL'"
 sed -i "s|^metrics_address = .*|metrics_address = \"$WORK/metrics.sock\"|" "$WORK/stargzd.toml"
 start_stargzd || fail "stargzd restarts"

@@ -1,0 +1,56 @@
+/* Speculation by locality, a part of the layer object (fs/layer_int.h).
+ *
+ * A start-up reads file after file, each read waiting a round trip for its miss: the loader
+ * opens a program's libraries, an interpreter imports a package's modules.  Files read
+ * together sit together: in one directory, and one after the other in the blob (a tar is
+ * written directory by directory).  So on an on-demand miss in file F, the files after F in
+ * its directory, then those before it (a tar lists a directory in readdir order), then the
+ * files after F in the blob are fetched too (kind spec): each file's first chunk and the
+ * next ones within its first MiB of compressed bytes, for at most `budget` bytes per miss
+ * (a chunk that does not fit is left out).
+ *
+ * The budget adapts to what pays: each speculated byte a reader then reads adds a byte to
+ * it, each miss in a new file takes an eighth off it (so it grows while more than about an
+ * eighth of the bytes get read, and shrinks otherwise), between 256 KiB and
+ * spec_budget_max (16 MiB by default); it starts at 1 MiB.
+ *
+ * Speculative batches never hold up an on-demand read by more than about one chunk's
+ * transfer: they start only while the speculative bytes in flight are under
+ * sg_layer_ahead_room (2 MiB, in 3 requests at most, so that the registry's connections are
+ * not all taken), at most 512 KiB each, and what waits for room is queued here, never in
+ * front of an on-demand fetch (those go out at once).  What was taken already (the
+ * miss's own read-ahead and window, earlier speculation, the disk cache) is skipped. */
+#ifndef STARGZD_FS_LAYER_SPEC_H
+#define STARGZD_FS_LAYER_SPEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct sg_layer;
+struct sg_range_source;
+
+#define SG_SPEC_BUDGET_START (1u << 20)
+#define SG_SPEC_BUDGET_MIN (256u << 10)
+#define SG_SPEC_BUDGET_MAX (16u << 20)
+
+/* At sg_layer_new: the starting budget. */
+void sg_layer_spec_init(struct sg_layer *l);
+/* An on-demand fetch of `chunk` (its file's first chunk read, or a jump in it) just went out
+ * to src: queue the neighbours and start what the cap allows. */
+void sg_layer_spec_miss(struct sg_layer *l, struct sg_range_source *src, uint32_t chunk);
+/* Starts queued speculation while there is room: after a miss and after each batch. */
+void sg_layer_spec_continue(struct sg_layer *l);
+/* Speculated bytes were read: the budget grows by as much. */
+void sg_layer_spec_paid(struct sg_layer *l, uint64_t bytes);
+/* The verified first chunk of a file in use (data[0..len)): it arrived for a reader, or a
+ * reader asked for it after it was fetched ahead.  If it is an ELF file, the first chunks
+ * of the libraries it needs (DT_NEEDED, fs/elf_needed.h) that are in this layer go to the
+ * front of the queue, within the budget.  The loader opens them one after the other, each
+ * a miss a round trip long; theirs follow when the loader opens them.  Only files in use:
+ * speculated programs would speculate their libraries in turn, and measured on the base
+ * image's `true`, /usr/bin's neighbours brought 8 MB of libraries nobody read.  Libraries are looked up by name in
+ * usr/lib/x86_64-linux-gnu, lib/x86_64-linux-gnu, usr/lib64, lib64, usr/lib and lib
+ * (symlinks in the same directory followed).  Started by the next sg_layer_spec_continue. */
+void sg_layer_spec_elf(struct sg_layer *l, const uint8_t *data, size_t len);
+
+#endif

@@ -1,0 +1,147 @@
+/* DT_NEEDED names from the first bytes of an ELF file (fs/elf_needed.h), over bytes a layer
+ * gives us, so hostile: a built file and a real one give their names; names with a '/' or
+ * "..", tables beyond the bytes given, every truncation and many random corruptions give
+ * nothing out of bounds (run it under ASan: tests/run.sh asan). */
+#include "fs/elf_needed.h"
+#include "tests/helpers/elf_build.h"
+#include "tests/unit/test.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+
+struct seen {
+	const uint8_t *buf;
+	size_t len;
+	unsigned n;
+	char names[SG_ELF_NEEDED_MAX][SG_ELF_NAME_MAX + 1];
+};
+
+static void on_name(void *ctx, const char *name, size_t len)
+{
+	struct seen *s = ctx;
+
+	/* Inside the bytes given, NUL right after, a plain file name. */
+	CHECK((const uint8_t *)name >= s->buf && (const uint8_t *)name + len < s->buf + s->len);
+	CHECK(name[len] == 0);
+	CHECK(len > 0 && len <= SG_ELF_NAME_MAX && !memchr(name, '/', len));
+	CHECK(s->n < SG_ELF_NEEDED_MAX);
+	memcpy(s->names[s->n], name, len);
+	s->names[s->n][len] = 0;
+	s->n++;
+}
+
+static unsigned names(const uint8_t *buf, size_t len, struct seen *s)
+{
+	memset(s, 0, sizeof(*s));
+	s->buf = buf;
+	s->len = len;
+	unsigned n = sg_elf_needed(buf, len, on_name, s);
+	CHECK_EQ(n, s->n);
+	return n;
+}
+
+static uint8_t elf[8192];
+static struct seen seen;
+
+TEST(a_built_file_gives_its_plain_names)
+{
+	const char *const needed[] = { "libfoo.so.1", "../evil.so", "dir/x.so", "..", "libbar.so" };
+	size_t size = test_elf_build(elf, sizeof(elf), needed, 5, 0);
+
+	CHECK(size > 0);
+	CHECK_EQ(names(elf, size, &seen), 2u);
+	CHECK_STR(seen.names[0], "libfoo.so.1");
+	CHECK_STR(seen.names[1], "libbar.so");
+	/* Not an ELF64 little-endian file: nothing. */
+	elf[4] = 1;
+	CHECK_EQ(names(elf, size, &seen), 0u);
+	elf[4] = 2;
+	elf[5] = 2;
+	CHECK_EQ(names(elf, size, &seen), 0u);
+	CHECK_EQ(sg_elf_needed(NULL, 100, on_name, &seen), 0u);
+}
+
+TEST(a_real_binary_needs_libc)
+{
+	static uint8_t buf[1 << 20];
+	FILE *f = fopen("/bin/ls", "rb");
+	if (!f)
+		SKIP("no /bin/ls");
+	size_t len = fread(buf, 1, sizeof(buf), f);
+	fclose(f);
+	if (len < 64 || memcmp(buf, "\x7f" "ELF", 4) != 0 || buf[4] != 2 || buf[5] != 1)
+		SKIP("/bin/ls is no ELF64 LE file");
+	CHECK(names(buf, len, &seen) >= 1);
+	bool libc = false;
+	for (unsigned i = 0; i < seen.n; i++)
+		libc |= strncmp(seen.names[i], "libc.so", 7) == 0;
+	CHECK(libc);
+}
+
+TEST(every_truncation_stays_in_bounds)
+{
+	const char *const needed[] = { "libfoo.so.1", "libbar.so" };
+	size_t size = test_elf_build(elf, sizeof(elf), needed, 2, 0);
+
+	for (size_t len = 0; len <= size; len++) {
+		/* A copy of exactly len bytes: ASan catches a read past them. */
+		uint8_t *cut = malloc(len ? len : 1);
+		memcpy(cut, elf, len);
+		unsigned n = names(cut, len, &seen);
+		CHECK(n <= 2);
+		if (len == size)
+			CHECK_EQ(n, 2u);
+		free(cut);
+	}
+}
+
+TEST(random_corruption_stays_in_bounds)
+{
+	const char *const needed[] = { "libfoo.so.1", "libbar.so", "libc.so.6" };
+	size_t size = test_elf_build(elf, sizeof(elf), needed, 3, 512);
+	uint32_t seed = 12345;
+	uint8_t *copy = malloc(size);
+
+	for (int round = 0; round < 200000; round++) {
+		memcpy(copy, elf, size);
+		int flips = 1 + round % 8;
+		for (int i = 0; i < flips; i++) {
+			seed = seed * 1103515245u + 12345u;
+			/* Mostly in the headers and tables, where offsets and sizes live. */
+			size_t at = (seed >> 8) % (round % 4 ? 300 : size);
+			seed = seed * 1103515245u + 12345u;
+			copy[at] = (round % 3) ? (uint8_t)(seed >> 16) : (uint8_t)(copy[at] ^ 0x80);
+		}
+		seed = seed * 1103515245u + 12345u;
+		size_t len = round % 5 ? size : (seed >> 8) % (size + 1);
+		names(copy, len, &seen);
+	}
+	free(copy);
+}
+
+TEST(tables_beyond_the_bytes_given_give_nothing)
+{
+	const char *const needed[] = { "libfoo.so.1" };
+	size_t size = test_elf_build(elf, sizeof(elf), needed, 1, 0);
+
+	/* The string table's address moved far beyond the file. */
+	uint8_t copy[4096];
+	memcpy(copy, elf, size);
+	for (size_t d = 64 + 112; d + 16 <= size; d += 16)
+		if (copy[d] == 5)   /* DT_STRTAB */
+			test_elf_put(copy + d + 8, TEST_ELF_VADDR + 1000000, 8);
+	CHECK_EQ(names(copy, size, &seen), 0u);
+	/* A dynamic section that starts past the end. */
+	memcpy(copy, elf, size);
+	test_elf_put(copy + 64 + 56 + 8, size + 10, 8);
+	CHECK_EQ(names(copy, size, &seen), 0u);
+	/* Offsets that wrap around. */
+	memcpy(copy, elf, size);
+	test_elf_put(copy + 32, UINT64_MAX - 8, 8);   /* e_phoff */
+	CHECK_EQ(names(copy, size, &seen), 0u);
+	memcpy(copy, elf, size);
+	test_elf_put(copy + 64 + 8, UINT64_MAX - 100, 8);   /* PT_LOAD p_offset */
+	CHECK_EQ(names(copy, size, &seen), 0u);
+}
+
+TEST_MAIN()

@@ -1,0 +1,493 @@
+/* Speculation by locality (fs/layer_spec.c) and the per-kind fetch account, through the
+ * layer API over an eStargz blob on disk: which chunks a miss picks (the files after it in
+ * its directory, then in the blob, up to the budget), how the budget grows and shrinks, the
+ * cap on speculative bytes in flight (an on-demand miss still goes out at once), the bytes
+ * fetched and used per kind (once per chunk, whoever reads it, a passthrough open
+ * included), a close with speculative batches in flight, the libraries an ELF file needs,
+ * and the trace a layer writes. */
+#include "daemon/core/loop.h"
+#include "fs/fetch_trace.h"
+#include "fs/layer.h"
+#include "fs/layer_int.h"
+#include "fs/layer_spec.h"
+#include "fs/layer_trust.h"
+#include "tests/helpers/elf_build.h"
+#include "tests/helpers/layer_fixture.h"
+#include "tests/unit/test.h"
+
+#include <fcntl.h>
+
+#define PKG_FILE (64u << 10)
+#define OTHER_FILE (256u << 10)
+#define OTHER_COUNT 40
+#define FAR_COUNT 16
+
+static char dir[256], blob_path[300], cache[300];
+static struct sg_digest toc_digest;
+
+static void cleanup(void)
+{
+	test_rm_tree(dir);
+}
+
+/* Random bytes: members as large compressed as plain, so budgets are easy to count. */
+static void fill(uint8_t *p, size_t n, uint32_t seed)
+{
+	for (size_t i = 0; i < n; i++) {
+		seed = seed * 1103515245u + 12345u;
+		p[i] = (uint8_t)(seed >> 16);
+	}
+}
+
+/* A scratch directory for the blob and the cache, and a blob builder. */
+static void start_blob(struct esgz_b *b)
+{
+	snprintf(dir, sizeof(dir), "/tmp/stargzd-spec-XXXXXX");
+	CHECK(mkdtemp(dir));
+	atexit(cleanup);
+	snprintf(blob_path, sizeof(blob_path), "%s/blob", dir);
+	snprintf(cache, sizeof(cache), "%s/cache", dir);
+	esgz_init(b, 1);
+}
+
+/* pkg/{a..h}.py, pkg/sub/x.py, pkg/z.py (after the subdirectory), other/o00..o39, then
+ * far/dNN/f, one file a directory, NN = 00..FAR_COUNT-1. */
+static void setup(void)
+{
+	static uint8_t data[OTHER_FILE];
+	struct esgz_b b;
+	char name[64];
+
+	start_blob(&b);
+	esgz_add(&b, "pkg", '5', 0755, NULL, 0, NULL, 0, NULL);
+	for (char c = 'a'; c <= 'h'; c++) {
+		snprintf(name, sizeof(name), "pkg/%c.py", c);
+		fill(data, PKG_FILE, (uint32_t)c);
+		esgz_add(&b, name, '0', 0644, data, PKG_FILE, NULL, 0, NULL);
+	}
+	esgz_add(&b, "pkg/sub", '5', 0755, NULL, 0, NULL, 0, NULL);
+	fill(data, PKG_FILE, 1000);
+	esgz_add(&b, "pkg/sub/x.py", '0', 0644, data, PKG_FILE, NULL, 0, NULL);
+	fill(data, PKG_FILE, 1001);
+	esgz_add(&b, "pkg/z.py", '0', 0644, data, PKG_FILE, NULL, 0, NULL);
+	esgz_add(&b, "other", '5', 0755, NULL, 0, NULL, 0, NULL);
+	for (int i = 0; i < OTHER_COUNT; i++) {
+		snprintf(name, sizeof(name), "other/o%02d", i);
+		fill(data, OTHER_FILE, 2000u + (uint32_t)i);
+		esgz_add(&b, name, '0', 0644, data, OTHER_FILE, NULL, 0, NULL);
+	}
+	for (int i = 0; i < FAR_COUNT; i++) {
+		snprintf(name, sizeof(name), "far/d%02d/f", i);
+		fill(data, OTHER_FILE, 5000u + (uint32_t)i);
+		esgz_add(&b, name, '0', 0644, data, OTHER_FILE, NULL, 0, NULL);
+	}
+	test_write_blob(&b, blob_path, &toc_digest);
+}
+
+struct env {
+	struct sg_loop *loop;
+	struct sg_layer *layer;
+	struct sg_layer_user *user;
+};
+
+/* Exactly the chunks asked for on demand (no window), speculation on. */
+static const struct sg_layer_config spec_cfg = { .window_bytes = 1, .speculate = true };
+
+static void env_open(struct env *e, const struct sg_layer_config *cfg_in)
+{
+	struct sg_layer_config cfg = *cfg_in;
+
+	cfg.cache_dir = cache;
+	CHECK_EQ(sg_loop_new(NULL, &e->loop), 0);
+	test_layer_open(e->loop, blob_path, &toc_digest, &cfg, &e->layer, &e->user);
+}
+
+static void env_close(struct env *e)
+{
+	test_layer_user_close(e->loop, e->user);
+	test_layer_close(e->loop, e->layer);
+	CHECK_EQ(sg_loop_drain(e->loop, 2000), 0);
+	sg_loop_free(e->loop);
+	memset(e, 0, sizeof(*e));
+}
+
+static uint32_t node(struct env *e, const char *path)
+{
+	int64_t n = sg_toc_lookup_path(sg_layer_toc(e->layer), path);
+	CHECK(n >= 0);
+	return (uint32_t)n;
+}
+
+/* Compressed bytes of the file's chunks. */
+static uint64_t file_bytes(struct env *e, const char *path)
+{
+	const struct sg_toc *toc = sg_layer_toc(e->layer);
+	const struct sg_toc_node *n = sg_toc_node(toc, node(e, path));
+	const struct sg_toc_chunk *c = sg_toc_chunks(toc, n);
+	uint64_t sum = 0;
+
+	for (uint32_t i = 0; i < n->nchunks; i++)
+		sum += c[i].next_offset - c[i].offset;
+	return sum;
+}
+
+static struct sg_layer_stats stats(struct env *e)
+{
+	struct sg_layer_stats st;
+	sg_layer_stats(e->layer, &st);
+	return st;
+}
+
+static int32_t read_file(struct env *e, const char *path, size_t len)
+{
+	static uint8_t buf[OTHER_FILE];
+	return test_layer_read(e->loop, e->user, 0, node(e, path), 0, buf, len);
+}
+
+/* Is the file there without a miss?  Reads it and checks that no on-demand range request
+ * went out (the read may start speculation of its own). */
+static bool local(struct env *e, const char *path)
+{
+	uint64_t before = stats(e).ondemand_fetches;
+	CHECK(read_file(e, path, 100) == 100);
+	return stats(e).ondemand_fetches == before;
+}
+
+/* Runs the loop until no batch is in flight and the queue is empty. */
+static void settle(struct env *e)
+{
+	double end = test_now_ms() + 10000;
+	while (e->layer->batches_inflight || e->layer->spec_n || e->layer->jobs_inflight) {
+		if (test_now_ms() > end)
+			TEST_FAIL("speculation never settled");
+		CHECK(sg_loop_run_once(e->loop, 10) >= 0);
+	}
+}
+
+static void check_derived(struct env *e)
+{
+	struct sg_layer_stats st = stats(e);
+	uint64_t f = 0, u = 0;
+	for (int k = 0; k < SG_FETCH_KINDS; k++) {
+		f += st.kind_fetched_bytes[k];
+		u += st.kind_used_bytes[k];
+		CHECK(st.kind_used_bytes[k] <= st.kind_fetched_bytes[k]);
+	}
+	CHECK_EQ(st.speculative_bytes, f - st.demanded_bytes);
+	CHECK_EQ(st.speculative_used_bytes, u - st.demanded_bytes);
+}
+
+TEST(a_miss_takes_its_directory_then_the_files_after_it_in_the_blob)
+{
+	struct env e = { 0 };
+
+	setup();
+	env_open(&e, &spec_cfg);
+	CHECK_EQ(stats(&e).spec_budget_bytes, SG_SPEC_BUDGET_START);
+	CHECK_EQ(read_file(&e, "pkg/c.py", 100), 100);
+	settle(&e);
+	struct sg_layer_stats st = stats(&e);
+	/* Siblings after c: d..h, z (the subdirectory is no file); before it: a, b; then in
+	 * the blob sub/x.py, o00; o01 and the rest do not fit in what is left of the budget
+	 * (1 MiB). */
+	uint64_t want = 0;
+	const char *const picked[] = { "pkg/d.py", "pkg/e.py", "pkg/f.py", "pkg/g.py", "pkg/h.py",
+				       "pkg/z.py", "pkg/a.py", "pkg/b.py", "pkg/sub/x.py",
+				       "other/o00" };
+	for (size_t i = 0; i < sizeof(picked) / sizeof(picked[0]); i++)
+		want += file_bytes(&e, picked[i]);
+	CHECK(want <= SG_SPEC_BUDGET_START &&
+	      want + file_bytes(&e, "other/o01") > SG_SPEC_BUDGET_START);
+	CHECK_EQ(st.kind_fetched_bytes[SG_FETCH_SPEC], want);
+	CHECK_EQ(st.kind_fetched_bytes[SG_FETCH_ONDEMAND], file_bytes(&e, "pkg/c.py"));
+	CHECK_EQ(st.kind_used_bytes[SG_FETCH_ONDEMAND], file_bytes(&e, "pkg/c.py"));
+	CHECK_EQ(st.kind_used_bytes[SG_FETCH_SPEC], 0);
+	CHECK_EQ(st.ahead_inflight_bytes, 0);
+	check_derived(&e);
+	CHECK(local(&e, "pkg/h.py"));
+	CHECK(local(&e, "pkg/a.py"));
+	CHECK(local(&e, "pkg/sub/x.py"));
+	CHECK(local(&e, "other/o00"));
+	CHECK(!local(&e, "other/o01"));
+	env_close(&e);
+}
+
+TEST(the_budget_grows_with_bytes_read_and_shrinks_with_misses)
+{
+	struct env e = { 0 };
+	char name[32];
+
+	setup();
+	env_open(&e, &spec_cfg);
+	CHECK_EQ(read_file(&e, "pkg/a.py", 100), 100);
+	settle(&e);
+	/* Reading what was speculated: each byte adds one to the budget. */
+	uint64_t used = 0;
+	for (char c = 'b'; c <= 'h'; c++) {
+		snprintf(name, sizeof(name), "pkg/%c.py", c);
+		CHECK(local(&e, name));
+		used += file_bytes(&e, name);
+	}
+	CHECK_EQ(stats(&e).kind_used_bytes[SG_FETCH_SPEC], used);
+	CHECK_EQ(stats(&e).spec_budget_bytes, SG_SPEC_BUDGET_START + used);
+	/* Reading it again counts nothing more. */
+	CHECK(local(&e, "pkg/b.py"));
+	CHECK_EQ(stats(&e).kind_used_bytes[SG_FETCH_SPEC], used);
+	check_derived(&e);
+	/* Misses in new files that speculation did not reach (alone in their directories,
+	 * read backwards through the blob): an eighth off each time, down to the floor. */
+	uint64_t budget = stats(&e).spec_budget_bytes;
+	for (int i = FAR_COUNT - 1; i >= 0; i--) {
+		if (i == 0)
+			e.layer->spec_budget = budget = SG_SPEC_BUDGET_MIN + 1000;
+		snprintf(name, sizeof(name), "far/d%02d/f", i);
+		CHECK(!local(&e, name));
+		budget -= budget / 8;
+		if (budget < SG_SPEC_BUDGET_MIN)
+			budget = SG_SPEC_BUDGET_MIN;
+		CHECK_EQ(stats(&e).spec_budget_bytes, budget);
+		settle(&e);
+	}
+	CHECK_EQ(stats(&e).spec_budget_bytes, SG_SPEC_BUDGET_MIN);
+	env_close(&e);
+}
+
+TEST(speculative_bytes_in_flight_stay_under_the_cap_and_misses_go_out_at_once)
+{
+	struct env e = { 0 };
+	struct test_op t1, t2;
+	static uint8_t b1[100], b2[100];
+
+	setup();
+	env_open(&e, &(struct sg_layer_config){ .window_bytes = 1, .speculate = true,
+						 .spec_budget_max = 8u << 20 });
+	e.layer->spec_budget = 8u << 20;   /* as if it had paid for a while */
+	test_op_init(&t1);
+	CHECK_EQ(sg_layer_read(e.user, 0, node(&e, "other/o00"), 0, 100, b1, &t1.op, test_op_cb), 0);
+	struct sg_layer_stats st = stats(&e);
+	uint64_t one_file = file_bytes(&e, "other/o01");
+	CHECK(st.ahead_inflight_bytes > 0);
+	CHECK(st.ahead_inflight_bytes <= SG_LAYER_AHEAD_CAP + one_file);
+	CHECK(e.layer->spec_n > 0);   /* the rest waits here, not in front of readers */
+	/* A miss elsewhere while the cap is full: its range request starts within the call. */
+	uint64_t requests = st.fetch_requests;
+	test_op_init(&t2);
+	CHECK_EQ(sg_layer_read(e.user, 0, node(&e, "pkg/a.py"), 0, 100, b2, &t2.op, test_op_cb), 0);
+	CHECK_EQ(stats(&e).ondemand_fetches, 2u);
+	CHECK(stats(&e).fetch_requests >= requests + 1);
+	/* While it all runs, never more than the cap (and a member) in flight. */
+	double end = test_now_ms() + 10000;
+	while (t1.calls == 0 || t2.calls == 0 || e.layer->batches_inflight || e.layer->spec_n) {
+		CHECK(stats(&e).ahead_inflight_bytes <= SG_LAYER_AHEAD_CAP + one_file);
+		CHECK(e.layer->ahead_batches <= SG_LAYER_AHEAD_BATCHES);
+		CHECK(test_now_ms() < end);
+		CHECK(sg_loop_run_once(e.loop, 5) >= 0);
+	}
+	CHECK_EQ(t1.res, 100);
+	CHECK_EQ(t2.res, 100);
+	/* The budget of the first miss was spent (o01 on), less what the second miss's own
+	 * shrinking took off for its speculation. */
+	CHECK(stats(&e).kind_fetched_bytes[SG_FETCH_SPEC] >= (4u << 20));
+	env_close(&e);
+}
+
+TEST(used_counts_once_per_chunk_for_two_readers_and_for_a_passthrough_open)
+{
+	struct env e = { 0 };
+	struct test_op t1, t2;
+	static uint8_t b1[100], b2[100];
+
+	setup();
+	env_open(&e, &spec_cfg);
+	/* Two readers of one missing chunk: one fetch, used once, demanded once. */
+	test_op_init(&t1);
+	test_op_init(&t2);
+	CHECK_EQ(sg_layer_read(e.user, 1, node(&e, "pkg/a.py"), 0, 100, b1, &t1.op, test_op_cb), 0);
+	CHECK_EQ(sg_layer_read(e.user, 2, node(&e, "pkg/a.py"), 50, 50, b2, &t2.op, test_op_cb), 0);
+	test_op_wait(e.loop, &t1, 5000);
+	test_op_wait(e.loop, &t2, 5000);
+	CHECK_EQ(stats(&e).ondemand_fetches, 1u);
+	CHECK_EQ(stats(&e).kind_used_bytes[SG_FETCH_ONDEMAND], file_bytes(&e, "pkg/a.py"));
+	CHECK_EQ(stats(&e).demanded_bytes, file_bytes(&e, "pkg/a.py"));
+	settle(&e);
+	/* Two readers of one speculated chunk: used once. */
+	test_op_init(&t1);
+	test_op_init(&t2);
+	CHECK_EQ(sg_layer_read(e.user, 1, node(&e, "pkg/b.py"), 0, 100, b1, &t1.op, test_op_cb), 0);
+	CHECK_EQ(sg_layer_read(e.user, 2, node(&e, "pkg/b.py"), 0, 100, b2, &t2.op, test_op_cb), 0);
+	test_op_wait(e.loop, &t1, 5000);
+	test_op_wait(e.loop, &t2, 5000);
+	CHECK_EQ(stats(&e).kind_used_bytes[SG_FETCH_SPEC], file_bytes(&e, "pkg/b.py"));
+	/* A passthrough open of a speculated file is a use: the kernel reads it from now on. */
+	test_run_for(e.loop, 100);   /* the cache writes land */
+	int fd = sg_layer_open_verified(e.layer, node(&e, "pkg/c.py"));
+	CHECK(fd >= 0);
+	close(fd);
+	CHECK_EQ(stats(&e).kind_used_bytes[SG_FETCH_SPEC],
+		 file_bytes(&e, "pkg/b.py") + file_bytes(&e, "pkg/c.py"));
+	fd = sg_layer_open_verified(e.layer, node(&e, "pkg/c.py"));
+	CHECK(fd >= 0);
+	close(fd);
+	CHECK_EQ(stats(&e).kind_used_bytes[SG_FETCH_SPEC],
+		 file_bytes(&e, "pkg/b.py") + file_bytes(&e, "pkg/c.py"));
+	check_derived(&e);
+	/* Speculation off: a miss fetches what it fetched before, nothing more. */
+	env_close(&e);
+	test_rm_tree(cache);
+	env_open(&e, &(struct sg_layer_config){ .window_bytes = 1 });
+	CHECK_EQ(read_file(&e, "pkg/a.py", 100), 100);
+	settle(&e);
+	CHECK_EQ(stats(&e).kind_fetched_bytes[SG_FETCH_SPEC], 0);
+	CHECK(!local(&e, "pkg/b.py"));
+	env_close(&e);
+}
+
+TEST(a_close_with_speculation_in_flight_waits_for_it)
+{
+	struct env e = { 0 };
+	struct test_op t;
+	static uint8_t buf[100];
+
+	setup();
+	env_open(&e, &spec_cfg);
+	e.layer->spec_budget = 8u << 20;
+	test_op_init(&t);
+	CHECK_EQ(sg_layer_read(e.user, 0, node(&e, "other/o00"), 0, 100, buf, &t.op, test_op_cb), 0);
+	CHECK(stats(&e).ahead_inflight_bytes > 0);
+	/* The user leaves (its read cancelled), then the layer closes: the batches in flight
+	 * complete first (the free check would abort otherwise) and the queue starts nothing. */
+	test_layer_user_close(e.loop, e.user);
+	CHECK_EQ(t.calls, 1);
+	struct test_op c;
+	test_op_init(&c);
+	CHECK_EQ(sg_layer_close(e.layer, &c.op, test_op_cb), 0);
+	test_op_wait(e.loop, &c, 10000);
+	CHECK_EQ(e.layer->batches_inflight, 0u);
+	CHECK_EQ(e.layer->ahead_inflight, 0u);
+	sg_layer_free(e.layer);
+	CHECK_EQ(sg_loop_drain(e.loop, 2000), 0);
+	sg_loop_free(e.loop);
+}
+
+/* The lines a layer writes: reads that waited, each range request, and its summary. */
+TEST(a_layer_writes_its_trace)
+{
+	struct env e = { 0 };
+	struct sg_fetch_trace *trace;
+	char line[8192], path[512];
+
+	setup();
+	CHECK_EQ(sg_fetch_trace_open(dir, &trace), 0);
+	snprintf(path, sizeof(path), "%s", sg_fetch_trace_path(trace));
+	env_open(&e, &(struct sg_layer_config){ .window_bytes = 1, .speculate = true,
+						 .trace = trace, .trace_layer = "sha256:feed" });
+	CHECK_EQ(read_file(&e, "pkg/a.py", 100), 100);
+	settle(&e);
+	CHECK(local(&e, "pkg/b.py"));   /* from memory: no line */
+	struct sg_layer_stats st = stats(&e);
+	char fetched[256], used[256];
+	snprintf(fetched, sizeof(fetched), ",\"fetched\":{\"ondemand\":%llu,\"spec\":%llu,"
+		 "\"prefetch\":0,\"background\":0,\"stream\":0},",
+		 (unsigned long long)st.kind_fetched_bytes[SG_FETCH_ONDEMAND],
+		 (unsigned long long)st.kind_fetched_bytes[SG_FETCH_SPEC]);
+	snprintf(used, sizeof(used), ",\"used\":{\"ondemand\":%llu,\"spec\":%llu,"
+		 "\"prefetch\":0,\"background\":0,\"stream\":0}}\n",
+		 (unsigned long long)file_bytes(&e, "pkg/a.py"),
+		 (unsigned long long)file_bytes(&e, "pkg/b.py"));
+	CHECK(st.kind_fetched_bytes[SG_FETCH_SPEC] > 0);
+	env_close(&e);
+	sg_fetch_trace_close(trace);
+
+	FILE *f = fopen(path, "r");
+	int reads = 0, ondemand = 0, spec = 0, layers = 0;
+	CHECK(f);
+	while (fgets(line, sizeof(line), f)) {
+		CHECK(strstr(line, "\"layer\":\"sha256:feed\""));
+		if (strstr(line, "\"ev\":\"read\"")) {
+			CHECK(strstr(line, "\"path\":\"pkg/a.py\",\"off\":0,\"len\":100,"));
+			CHECK(strstr(line, "\"net\":true}"));
+			reads++;
+		}
+		if (strstr(line, "\"ev\":\"fetch\"") && strstr(line, "\"kind\":\"ondemand\""))
+			ondemand++;
+		if (strstr(line, "\"ev\":\"fetch\"") && strstr(line, "\"kind\":\"spec\""))
+			spec++;
+		if (strstr(line, "\"ev\":\"layer\"")) {
+			if (!strstr(line, fetched) || !strstr(line, used))
+				TEST_FAIL("summary %s, want %s and %s", line, fetched, used);
+			layers++;
+		}
+	}
+	fclose(f);
+	CHECK_EQ(reads, 1);
+	CHECK_EQ(ondemand, 1);
+	CHECK(spec >= 1);
+	CHECK_EQ(layers, 1);
+}
+
+/* bin/prog needs libfoo.so.1 (a symlink to libfoo.so.1.2 in usr/lib/x86_64-linux-gnu),
+ * which needs libbar.so (in usr/lib); between them in the blob, fillers that use up the
+ * budget of the miss, and after them a library nobody needs. */
+static void setup_elf(void)
+{
+	static uint8_t data[340u << 10];
+	const char *const prog_needs[] = { "libfoo.so.1" }, *const foo_needs[] = { "libbar.so" };
+	struct esgz_b b;
+	char name[64];
+
+	start_blob(&b);
+	size_t n = test_elf_build(data, sizeof(data), prog_needs, 1, 2000);
+	esgz_add(&b, "bin/prog", '0', 0755, data, n, NULL, 0, NULL);
+	for (int i = 0; i < 3; i++) {
+		snprintf(name, sizeof(name), "filler/f%d", i);
+		fill(data, sizeof(data), 3000u + (uint32_t)i);
+		esgz_add(&b, name, '0', 0644, data, sizeof(data), NULL, 0, NULL);
+	}
+	fill(data, PKG_FILE, 4000);
+	n = test_elf_build(data, PKG_FILE, foo_needs, 1, 0);
+	esgz_add(&b, "usr/lib/x86_64-linux-gnu/libfoo.so.1.2", '0', 0755, data, PKG_FILE, NULL, 0,
+		 NULL);
+	esgz_add(&b, "usr/lib/x86_64-linux-gnu/libfoo.so.1", '2', 0777, NULL, 0, "libfoo.so.1.2",
+		 0, NULL);
+	fill(data, PKG_FILE, 4001);
+	esgz_add(&b, "usr/lib/libbar.so", '0', 0755, data, PKG_FILE, NULL, 0, NULL);
+	fill(data, PKG_FILE, 4002);
+	esgz_add(&b, "usr/lib/libunused.so", '0', 0755, data, PKG_FILE, NULL, 0, NULL);
+	test_write_blob(&b, blob_path, &toc_digest);
+}
+
+TEST(an_elf_file_in_use_brings_the_libraries_it_needs)
+{
+	struct env e = { 0 };
+
+	setup_elf();
+	env_open(&e, &spec_cfg);
+	CHECK_EQ(read_file(&e, "bin/prog", 100), 100);
+	settle(&e);
+	/* The miss's own budget went to the fillers; libfoo came through DT_NEEDED.  libbar,
+	 * which libfoo needs, waits until libfoo is in use. */
+	uint64_t want = file_bytes(&e, "usr/lib/x86_64-linux-gnu/libfoo.so.1.2");
+	for (int i = 0; i < 3; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "filler/f%d", i);
+		want += file_bytes(&e, name);
+	}
+	CHECK_EQ(stats(&e).kind_fetched_bytes[SG_FETCH_SPEC], want);
+	CHECK(local(&e, "usr/lib/x86_64-linux-gnu/libfoo.so.1.2"));
+	settle(&e);
+	CHECK_EQ(stats(&e).kind_fetched_bytes[SG_FETCH_SPEC],
+		 want + file_bytes(&e, "usr/lib/libbar.so"));
+	CHECK(local(&e, "usr/lib/libbar.so"));
+	CHECK(!local(&e, "usr/lib/libunused.so"));
+	check_derived(&e);
+	env_close(&e);
+	/* Speculation off: none of it. */
+	test_rm_tree(cache);
+	env_open(&e, &(struct sg_layer_config){ .window_bytes = 1 });
+	CHECK_EQ(read_file(&e, "bin/prog", 100), 100);
+	settle(&e);
+	CHECK(!local(&e, "usr/lib/libbar.so"));
+	env_close(&e);
+}
+
+TEST_MAIN()
