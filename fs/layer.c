@@ -21,7 +21,7 @@
 #define DEFAULT_BATCH (4u << 20)
 #define DEFAULT_READAHEAD 4u
 #define DEFAULT_WINDOW (256u << 10)
-#define DEFAULT_BACKGROUND_DELAY_NS (5ull * 1000000000u)
+#define DEFAULT_BACKGROUND_DELAY_NS (100ull * 1000000u)
 
 void sg_layer_report_bad_chunk(struct sg_layer *l, uint32_t chunk, uint64_t file_offset,
 			       bool from_cache)

@@ -95,6 +95,8 @@ struct sg_layer_stats {
 	uint64_t ondemand_fetches;    /* range requests for a reader */
 	uint64_t ondemand_fetched_bytes;
 	uint64_t prefetched_bytes;    /* compressed bytes fetched by prefetch */
+	uint64_t streamed_bytes;      /* compressed bytes fetched by streaming the layer */
+	bool stream_started;          /* the layer streamed: read in full, or the link is fast */
 	uint64_t prefetch_ns;         /* from sg_layer_start until prefetch was done; 0 before */
 	uint64_t background_ns;       /* from its first batch until background fetch was done */
 	/* Compressed bytes of chunks fetched with no reader waiting (prefetch, background,

@@ -17,7 +17,7 @@ struct fetch_batch {
 	struct chunk_job **jobs;
 	size_t n;
 	bool background;
-	bool ondemand, prefetch;   /* what the bytes count as in the stats */
+	bool ondemand, prefetch, stream;   /* what the bytes count as in the stats */
 	uint64_t start_ns;
 };
 
@@ -26,6 +26,8 @@ static void batch_free(struct fetch_batch *b)
 	struct sg_layer *l = b->layer;
 
 	l->batches_inflight--;
+	if (!b->ondemand)
+		l->spec_inflight_bytes -= b->len;
 	sg_memcache_uncharge(l->mem, b->charged);
 	free(b->buf);
 	free(b->jobs);
@@ -117,6 +119,8 @@ static void batch_fetched(struct sg_op *op)
 			l->stats.ondemand_fetched_bytes += (uint64_t)op->res;
 		else if (b->prefetch)
 			l->stats.prefetched_bytes += (uint64_t)op->res;
+		else if (b->stream)
+			l->stats.streamed_bytes += (uint64_t)op->res;
 	}
 	if (op->res != -ECANCELED)
 		sg_hist_observe(&l->stats.fetch_ms, (double)(sg_now_ns() - b->start_ns) / 1e6);
@@ -139,6 +143,7 @@ int sg_layer_fetch_batch(struct sg_layer *l, struct sg_range_source *src,
 	b->background = background;
 	b->ondemand = ondemand;
 	b->prefetch = !ondemand && l->prefetching;
+	b->stream = !ondemand && !b->prefetch && l->streaming;
 	b->offset = sg_layer_chunk(l, chunks[0])->offset;
 	uint64_t end = 0;
 	size_t need = 0;
@@ -165,6 +170,8 @@ int sg_layer_fetch_batch(struct sg_layer *l, struct sg_range_source *src,
 		return -ENOMEM;
 	}
 	l->batches_inflight++;
+	if (!ondemand)
+		l->spec_inflight_bytes += b->len;
 	for (size_t i = 0; i < n; i++) {
 		struct chunk_job *j = sg_layer_job_new(l, chunks[i], ondemand);
 		if (!j) {
@@ -184,8 +191,10 @@ int sg_layer_fetch_batch(struct sg_layer *l, struct sg_range_source *src,
 	if (r < 0)
 		goto fail;
 	l->stats.fetch_requests++;
-	if (ondemand)
+	if (ondemand) {
 		l->stats.ondemand_fetches++;
+		sg_layer_prefetch_saw_miss(l, chunks[0]);
+	}
 	return (int)n;
 fail:
 	for (size_t i = 0; i < b->n; i++) {

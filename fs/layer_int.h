@@ -151,6 +151,16 @@ struct sg_layer {
 	uint64_t start_ns;             /* sg_layer_start: prefetch's clock */
 	uint64_t background_start_ns;  /* background fetch's first batch */
 	struct sg_op background_timer;
+	/* Compressed bytes of the batches no reader waits for (prefetch, background, stream)
+	 * in flight: bounded by the link's in-flight cap (daemon/core/link_meter.h). */
+	uint64_t spec_inflight_bytes;
+	/* Streaming the rest of the layer: from stream_origin to the end, then from the start. */
+	bool streaming, stream_wrapped;
+	uint32_t stream_cursor, stream_origin;
+	/* Full-read detection: on-demand misses moving forward in blob order, file after file. */
+	uint32_t miss_file;
+	uint64_t miss_offset;
+	unsigned forward_files;
 
 	bool closing;
 	struct sg_op *close_op;        /* sg_layer_close's, posted once nothing is in flight */

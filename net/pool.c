@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "daemon/core/link_meter.h"
 #include "daemon/core/list.h"
 #include "net/conn.h"
 #include "net/tls.h"
@@ -36,6 +37,7 @@ struct sg_host {
 	unsigned pins;                        /* endpoints using it: never collected */
 	bool basic;                           /* answered 401 with a Basic challenge */
 	struct sg_host_stats st;
+	struct sg_link_meter meter;           /* the link to it, shared by its blobs */
 };
 
 struct sg_pool_conn {
@@ -493,6 +495,7 @@ struct sg_host *sg_pool_host(struct sg_pool *p, bool tls, const char *hostname, 
 	sg_list_init(&h->idle);
 	sg_list_init(&h->connecting);
 	sg_list_init(&h->waiters);
+	sg_link_meter_init(&h->meter);
 	sg_list_insert_tail(&p->hosts, &h->link);
 	p->nhosts++;
 	return h;
@@ -540,6 +543,11 @@ const char *sg_retry_cause_name(enum sg_retry_cause c)
 struct sg_host_stats *sg_host_stats(struct sg_host *h)
 {
 	return &h->st;
+}
+
+struct sg_link_meter *sg_host_link(struct sg_host *h)
+{
+	return &h->meter;
 }
 
 bool sg_host_wants_basic(const struct sg_host *h)
