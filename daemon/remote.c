@@ -1096,9 +1096,10 @@ static void log_layer_stats(const struct rlayer *rl, const char *when)
 	struct sg_layer_stats st;
 	struct sg_cache_bound_stats cs;
 	struct sg_lazyfs_stats fst = { 0 };
-	char pt[160];
+	char pt[160], streamed[40];
 
 	sg_layer_stats(rl->c->layer, &st);
+	snprintf(streamed, sizeof(streamed), "%llu bytes", (unsigned long long)st.streamed_bytes);
 	sg_cache_bound_stats(rl->r->cache, &cs);
 	if (rl->fs)
 		sg_lazyfs_stats(rl->fs, &fst);
@@ -1111,7 +1112,7 @@ static void log_layer_stats(const struct rlayer *rl, const char *when)
 			 fst.passthrough_error ? "; last backing error: " : "",
 			 fst.passthrough_error ? strerror(fst.passthrough_error) : "");
 	sg_info("layer %s at %s %s: FUSE requests %llu, replies %llu, %llu unanswered%s; "
-		"fetched %llu bytes in %llu requests; chunks %llu/%llu local "
+		"fetched %llu bytes in %llu requests%s%s; chunks %llu/%llu local "
 		"(%llu from the blob, %llu from disk, %llu from memory, %llu checked for passthrough); "
 		"%llu verification failures; "
 		"cache %llu bytes, %llu chunks (%llu bytes) evicted, %llu not cached for lack of room%s; "
@@ -1120,7 +1121,8 @@ static void log_layer_stats(const struct rlayer *rl, const char *when)
 		(unsigned long long)fst.replies, (unsigned long long)fst.unanswered,
 		fst.unanswered ? " (answered by the kernel when the session closes)" : "",
 		(unsigned long long)st.fetched_bytes,
-		(unsigned long long)st.fetch_requests, (unsigned long long)st.chunks_present,
+		(unsigned long long)st.fetch_requests, st.stream_started ? ", streamed " : "",
+		st.stream_started ? streamed : "", (unsigned long long)st.chunks_present,
 		(unsigned long long)st.chunks_total, (unsigned long long)st.chunks_fetched,
 		(unsigned long long)st.chunks_from_disk, (unsigned long long)st.chunks_from_memory,
 		(unsigned long long)st.chunks_checked, (unsigned long long)st.verify_failures,

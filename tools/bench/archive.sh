@@ -61,7 +61,10 @@ if [[ ${ARCHIVE_LINK:-1} == 1 ]]; then
   # its defaults (ARCHIVE_LINK_OPTS adds options, e.g. --no-background).
   NETNS_PATH=/run/netns/${BENCH_NETNS:-stargzd-bench}
   LPORT=${LINK_PORT:-5000} RPORT=${REGISTRY_PORT:-5001}
-  bash "$TOP/tools/bench/link.sh" up >&2 || { echo "link.sh up failed"; exit 1; }
+  # The link's daemons must not inherit our fds: flock(1)'s would keep the bench lock held by
+  # the registry and the proxy for as long as they live.
+  ( for fd in /proc/$BASHPID/fd/*; do fd=${fd##*/}; ((fd > 2 && fd < 255)) && eval "exec $fd>&-"; done
+    exec bash "$TOP/tools/bench/link.sh" up ) >&2 || { echo "link.sh up failed"; exit 1; }
   nsenter --net="$NETNS_PATH" skopeo copy -q --dest-tls-verify=false "oci:$WORK/esgz:v1" \
     "docker://127.0.0.1:$RPORT/archive:v1" || { echo "push to the link registry failed"; exit 1; }
   blob_bytes=$(stat -c %s "$WORK/esgz/blobs/${DIGEST%%:*}/${DIGEST#*:}")
