@@ -98,6 +98,8 @@ struct rlayer {
  * Prepare finds its TOC (usually inside the tail) already here. */
 enum tp_state { TP_OPENING, TP_READING, TP_READY, TP_FAILED };
 #define MAX_PREFETCHES 64
+/* A TOC member fetched ahead is at most this large (compressed). */
+#define TP_TOC_MAX ((uint64_t)64 << 20)
 /* Memory for verified chunks not read yet (read-ahead, prefetch), shared by all layers: each
  * layer may hold up to 32 MiB, the daemon up to this.  Two busy layers (a build's base and
  * toolchain) get what 32 MiB each gave them; idle layers lose theirs first. */
@@ -109,8 +111,9 @@ struct tail_prefetch {
 	char digest[SG_DIGEST_STRLEN + 1];
 	enum tp_state state;
 	struct sg_range_source *src;
-	uint8_t *tail;
+	uint8_t *tail;            /* the blob's last tail_len bytes */
 	size_t tail_len;
+	size_t head_len;          /* of them, the TOC's head read after the tail (0: none) */
 	struct sg_op op;
 	struct sg_list waiters;   /* struct content, via wait_link */
 	uint64_t started_ns;
@@ -858,11 +861,54 @@ static void tp_release(struct tail_prefetch *tp)
 	/* else kept until the layer's Prepare comes (bounded by MAX_PREFETCHES) */
 }
 
+static void tp_head_read(struct sg_op *op)
+{
+	struct tail_prefetch *tp = sg_container_of(op, struct tail_prefetch, op);
+
+	tp->state = op->res >= 0 && (size_t)op->res == tp->head_len ? TP_READY : TP_FAILED;
+	tp_release(tp);
+}
+
+/* A TOC that starts before the tail (a layer of many files): its head is read now too, in
+ * parallel with the other layers' tails, rather than at the layer's own Prepare.  The tail
+ * becomes the blob from the TOC's start.  False when there is nothing to read (or no
+ * memory: the layer's Prepare reads it then). */
+static bool tp_read_toc_head(struct tail_prefetch *tp)
+{
+	struct sg_range_source *src = tp->src;
+	struct sg_esgz_footer footer;
+	struct sg_error err;
+	uint64_t tail_off = src->size - tp->tail_len;
+
+	if (sg_esgz_parse_footer(tp->tail, tp->tail_len, src->size, &footer, &err) < 0 ||
+	    footer.toc_offset >= tail_off || src->size - footer.toc_offset > TP_TOC_MAX)
+		return false;
+	size_t len = (size_t)(src->size - footer.toc_offset);
+	size_t head = (size_t)(tail_off - footer.toc_offset);
+	uint8_t *buf = malloc(len);
+	if (!buf)
+		return false;
+	memcpy(buf + head, tp->tail, tp->tail_len);
+	if (sg_range_read(src, footer.toc_offset, head, buf, &tp->op, tp_head_read) < 0) {
+		free(buf);
+		return false;
+	}
+	free(tp->tail);
+	tp->tail = buf;
+	tp->tail_len = len;
+	tp->head_len = head;
+	return true;
+}
+
 static void tp_read(struct sg_op *op)
 {
 	struct tail_prefetch *tp = sg_container_of(op, struct tail_prefetch, op);
 
 	tp->state = op->res >= 0 && (size_t)op->res == tp->tail_len ? TP_READY : TP_FAILED;
+	if (tp->state == TP_READY && !tp->r->freed && tp_read_toc_head(tp)) {
+		tp->state = TP_READING;
+		return;
+	}
 	tp_release(tp);
 }
 
