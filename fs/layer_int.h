@@ -156,6 +156,7 @@ struct sg_layer {
 	uint64_t spec_inflight_bytes;
 	/* Streaming the rest of the layer: from stream_origin to the end, then from the start. */
 	bool streaming, stream_wrapped;
+	bool stream_for_reader;        /* a reader wants it all (else: the link is fast) */
 	uint32_t stream_cursor, stream_origin;
 	/* Full-read detection: on-demand misses moving forward in blob order, file after file. */
 	uint32_t miss_file;

@@ -149,9 +149,25 @@ static void background_retry(struct sg_layer *l)
 	background_retry_in(l, BACKGROUND_RETRY_NS);
 }
 
-static void stream_start(struct sg_layer *l, uint32_t from)
+/* Must speculation wait for on-demand fetches?  While one is in flight (its end calls us
+ * again), and for BACKGROUND_GAP_RTTS round trips after one ended (a timer looks again). */
+static bool yield_to_ondemand(struct sg_layer *l)
+{
+	uint64_t now = sg_now_ns(), gap = BACKGROUND_GAP_RTTS * sg_link_meter_rtt_ns(link_of(l));
+
+	if (l->ondemand_inflight > 0)
+		return true;
+	if (l->last_ondemand_ns && now - l->last_ondemand_ns < gap) {
+		background_retry_in(l, gap - (now - l->last_ondemand_ns));
+		return true;
+	}
+	return false;
+}
+
+static void stream_start(struct sg_layer *l, uint32_t from, bool reader_driven)
 {
 	l->streaming = true;
+	l->stream_for_reader = reader_driven;
 	l->stream_wrapped = from == 0;
 	l->stream_cursor = l->stream_origin = from;
 	l->stats.stream_started = true;
@@ -167,6 +183,11 @@ static void stream_continue(struct sg_layer *l)
 	size_t limit = cap + (size_t)(sg_link_meter_bytes_per_s(m) *
 				      (double)sg_link_meter_rtt_ns(m) / 1e9);
 
+	/* A reader that wants the whole layer waits on the stream itself: it goes on while that
+	 * reader's misses are fetched.  Streaming because the link is fast is speculation: it
+	 * yields like background fetch. */
+	if (!l->stream_for_reader && yield_to_ondemand(l))
+		return;
 	while (spec_room(l, limit, batch)) {
 		int r = next_batch(l, &l->stream_cursor, UINT64_MAX, batch, true);
 		if (r == -EAGAIN) {
@@ -205,7 +226,7 @@ void sg_layer_prefetch_saw_miss(struct sg_layer *l, uint32_t chunk)
 	l->miss_file = file;
 	l->forward_files = forward ? l->forward_files + 1 : 0;
 	if (l->forward_files >= STREAM_AFTER_FILES && !l->closing && !l->stats.stream_started) {
-		stream_start(l, chunk);
+		stream_start(l, chunk, true);
 		stream_continue(l);
 	}
 }
@@ -221,13 +242,8 @@ static void background_continue(struct sg_layer *l)
 					     background_tick);
 		return;
 	}
-	if (l->ondemand_inflight > 0)
-		return;   /* step aside: the on-demand batch's end calls us again */
-	uint64_t gap = BACKGROUND_GAP_RTTS * sg_link_meter_rtt_ns(m);
-	if (l->last_ondemand_ns && now - l->last_ondemand_ns < gap) {
-		background_retry_in(l, gap - (now - l->last_ondemand_ns));
+	if (yield_to_ondemand(l))
 		return;
-	}
 	if (!l->background_start_ns) {
 		uint64_t rest_cache = 0, rest = rest_of_layer(l, &rest_cache);
 		if (!background_fits(l, rest_cache)) {
@@ -239,7 +255,7 @@ static void background_continue(struct sg_layer *l)
 		if (sg_link_meter_fast(m, rest) && !l->stats.stream_started) {
 			/* The link carries the rest in fewer round trips than a cold start chases
 			 * misses: stream it. */
-			stream_start(l, 0);
+			stream_start(l, 0, false);
 			stream_continue(l);
 			return;
 		}

@@ -15,9 +15,11 @@
  *    blob order, file after file: tar -c, cp -r) or, with background fetch on, when the link
  *    carries the rest of the layer in fewer round trips than a cold start chases misses,
  *    the rest streams in big parallel ranges from the reader's position (then from the
- *    start), up to the cap plus a round trip's worth, so that the pipe stays full.  It keeps
- *    going while on-demand fetches run; those are sent at once, outside the cap (they jump
- *    the queue), and a reader that gets ahead of the stream moves it along.
+ *    start), up to the cap plus a round trip's worth, so that the pipe stays full.  For a
+ *    reader that reads it all, it keeps going while that reader's on-demand fetches run
+ *    (sent at once, outside the cap: they jump the queue), and a reader that gets ahead of
+ *    the stream moves it along; on a fast link it yields to on-demand fetches like
+ *    background fetch.
  *
  * All three are speculative: a batch that finds the memory budget full waits and looks
  * again. */

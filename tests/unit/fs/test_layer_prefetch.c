@@ -251,7 +251,9 @@ TEST(background_keeps_several_requests_within_the_cap_and_finishes)
 	env_close(&e);
 }
 
-TEST(background_sends_nothing_while_an_ondemand_fetch_is_in_flight)
+/* Over a link of rate and rtt (the second streams the layer), speculation sends nothing new
+ * while an on-demand fetch is in flight, then finishes the layer. */
+static void check_yields_to_ondemand(double rate, uint64_t rtt, bool streams)
 {
 	struct sg_loop *loop;
 	struct sg_link_meter m;
@@ -261,7 +263,7 @@ TEST(background_sends_nothing_while_an_ondemand_fetch_is_in_flight)
 	struct test_op t;
 
 	setup();
-	meter_of(&m, 10e6, 1 * MS);
+	meter_of(&m, rate, rtt);
 	CHECK_EQ(sg_loop_new(NULL, &loop), 0);
 	env_open(&e, loop, &m, background, 0);
 	wait_pending(&e, 1000);
@@ -299,7 +301,18 @@ TEST(background_sends_nothing_while_an_ondemand_fetch_is_in_flight)
 		gate_complete(e.gate, 0, (int)e.gate->q[0].len);
 	test_wait_layer_local(loop, e.layer, &st);
 	CHECK(e.gate->issued > issued);
+	CHECK_EQ(st.stream_started, streams);
 	env_close(&e);
+}
+
+TEST(background_sends_nothing_while_an_ondemand_fetch_is_in_flight)
+{
+	check_yields_to_ondemand(10e6, 1 * MS, false);
+}
+
+TEST(a_fast_links_stream_sends_nothing_while_an_ondemand_fetch_is_in_flight)
+{
+	check_yields_to_ondemand(10e6, 100 * MS, true);   /* 5 MB: 0.5 s, 5 round trips */
 }
 
 /* Two layers fetching from one host (one meter), two users each, a reader on each user; the
