@@ -560,6 +560,15 @@ void sg_host_set_wants_basic(struct sg_host *h)
 	h->basic = true;
 }
 
+/* The meter's figures into st, from the pool with samples. */
+static void link_figures(const struct sg_host *h, struct sg_host_stats *st)
+{
+	if (h->meter.rtt_samples && !st->link_rtt_ns)
+		st->link_rtt_ns = sg_link_meter_rtt_ns(&h->meter);
+	if (h->meter.bw_samples && !st->link_bytes_per_s)
+		st->link_bytes_per_s = (uint64_t)sg_link_meter_bytes_per_s(&h->meter);
+}
+
 int sg_pool_stats(const struct sg_pool *p, const char *host, struct sg_host_stats *ret)
 {
 	const struct sg_list *pos;
@@ -588,6 +597,7 @@ int sg_pool_stats(const struct sg_pool *p, const char *host, struct sg_host_stat
 		ret->failures += h->st.failures;
 		if (h->st.last_error[0])
 			memcpy(ret->last_error, h->st.last_error, sizeof(ret->last_error));
+		link_figures(h, ret);
 	}
 	return found ? 0 : -ENOENT;
 }
@@ -610,6 +620,7 @@ void sg_pool_each_host(const struct sg_pool *p,
 		if (!first)
 			continue;
 		struct sg_host_stats sum = h->st;
+		link_figures(h, &sum);
 		for (const struct sg_list *q = pos->next; q != &p->hosts; q = q->next) {
 			const struct sg_host *o = sg_container_of(q, struct sg_host, link);
 			if (o->tls != h->tls || strcasecmp(o->authority, h->authority))
@@ -621,6 +632,7 @@ void sg_pool_each_host(const struct sg_pool *p,
 			sum.failures += o->st.failures;
 			if (o->st.last_error[0])
 				memcpy(sum.last_error, o->st.last_error, sizeof(sum.last_error));
+			link_figures(o, &sum);
 		}
 		fn(userdata, h->authority, h->tls, &sum);
 	}

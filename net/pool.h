@@ -68,6 +68,9 @@ struct sg_host_stats {
 	unsigned reused;                  /* requests sent on a kept-alive connection */
 	unsigned failures;                /* requests that failed after their retries */
 	char last_error[256];             /* the last one's message, query strings cut out */
+	/* The link meter's figures (sg_pool_stats, sg_pool_each_host; 0 = no sample yet). */
+	uint64_t link_rtt_ns;
+	uint64_t link_bytes_per_s;
 };
 
 struct sg_pool_config {
