@@ -32,7 +32,8 @@ push_image "$WORK/esgz" v1 archive || exit 1
 read -r DIGEST TOC < <(esgz_layer_info "$WORK/esgz")
 NATIVE=/var/tmp/stargzd-archive-native
 rm -rf "$NATIVE"; cp -a "$WORK/layer" "$NATIVE"
-trap 'rm -rf "$NATIVE"' EXIT
+# lib.sh's _cleanup (the registry, the mounts, $WORK) must still run: it holds the bench lock's fd.
+trap 'rm -rf "$NATIVE"; _cleanup' EXIT
 files=$(find "$NATIVE" -type f | wc -l); bytes=$(du -sb "$NATIVE" | cut -f1)
 
 mnt=$WORK/mnt
@@ -142,5 +143,7 @@ if [[ -n ${T[cold-link]:-} ]]; then
   echo "over the link ($(bash "$TOP/tools/bench/link.sh" params | sed 's/^link: //')):"
   echo "blob $((blob_bytes / 1000000)) MB: curl ${cu} s, tar -c of a cold mount ${cl} s = $(ratio "$cu" "$cl")x curl" \
     "(mount options: ${ARCHIVE_LINK_OPTS:-defaults})"
-  grep -o 'fetched [^;]*' "$WORK/mount-link.log" | tail -1
+  echo "cold-link runs (s): $($PYTHON -c 'import json,sys; print(" ".join("%.2f" % t for t in json.load(open(sys.argv[1]))["results"][0]["times"]))' "$WORK/cold-link.json")"
+  grep -oE 'fetched [0-9]+ bytes in [0-9]+ requests(, streamed [0-9]+ bytes)?' "$WORK/mount-link.log"
+  [[ -n ${ARCHIVE_LOGS:-} ]] && mkdir -p "$ARCHIVE_LOGS" && cp "$WORK"/*.json "$WORK"/mount-link.log "$ARCHIVE_LOGS"/
 fi
