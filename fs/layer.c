@@ -38,6 +38,7 @@ void sg_layer_report_bad_chunk(struct sg_layer *l, uint32_t chunk, uint64_t file
 
 void sg_layer_note_used(struct sg_layer *l, uint32_t c)
 {
+	sg_layer_prefetch_saw_read(l, c);
 	if (!l->speculative[c])
 		return;
 	/* Fetched before anybody asked, and asked for now: speculation that paid. */

@@ -191,10 +191,8 @@ int sg_layer_fetch_batch(struct sg_layer *l, struct sg_range_source *src,
 	if (r < 0)
 		goto fail;
 	l->stats.fetch_requests++;
-	if (ondemand) {
+	if (ondemand)
 		l->stats.ondemand_fetches++;
-		sg_layer_prefetch_saw_miss(l, chunks[0]);
-	}
 	return (int)n;
 fail:
 	for (size_t i = 0; i < b->n; i++) {

@@ -14,9 +14,9 @@
  * such a chain should find the link empty. */
 #define BACKGROUND_GAP_RTTS 2
 /* Files read one after the other, forward in blob order, before the layer counts as read in
- * full; a forward step up to STREAM_FORWARD_SLACK (read-ahead, the fetch window and the
- * files already local lie between two misses) still counts. */
-#define STREAM_AFTER_FILES 12
+ * full; a forward step up to STREAM_FORWARD_SLACK (a large file's chunks not read yet, files
+ * skipped) still counts. */
+#define STREAM_AFTER_FILES 24
 #define STREAM_FORWARD_SLACK ((uint64_t)16 << 20)
 #define SPEC_BATCH_MIN ((size_t)256 << 10)
 
@@ -207,14 +207,14 @@ static void stream_continue(struct sg_layer *l)
 	}
 }
 
-void sg_layer_prefetch_saw_miss(struct sg_layer *l, uint32_t chunk)
+void sg_layer_prefetch_saw_read(struct sg_layer *l, uint32_t chunk)
 {
 	const struct sg_toc_chunk *c = sg_layer_chunk(l, chunk);
 	uint32_t file = l->chunk_file[chunk];
 
 	if (l->streaming) {
-		/* The reader got ahead of the stream: the stream goes on from there. */
-		if (chunk > l->stream_cursor && !l->stream_wrapped)
+		/* The reader missed ahead of the stream: the stream goes on from there. */
+		if (chunk > l->stream_cursor && !l->stream_wrapped && sg_layer_fetch_needed(l, chunk))
 			l->stream_cursor = chunk;
 		return;
 	}

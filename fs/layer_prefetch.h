@@ -11,8 +11,8 @@
  *    is in flight, nor for two round trips after one ended (a chain of dependent misses
  *    comes back quickly), and only while the rest of the layer fits under the cache bound's
  *    watermark.
- *  - Streaming: when the layer is being read in full (on-demand misses moving forward in
- *    blob order, file after file: tar -c, cp -r) or, with background fetch on, when the link
+ *  - Streaming: when the layer is being read in full (reads moving forward in blob order,
+ *    file after file: tar -c, cp -r; files already local count too) or, with background fetch on, when the link
  *    carries the rest of the layer in fewer round trips than a cold start chases misses,
  *    the rest streams in big parallel ranges from the reader's position (then from the
  *    start), up to the cap plus a round trip's worth, so that the pipe stays full.  For a
@@ -35,8 +35,8 @@ void sg_layer_prefetch_init(struct sg_layer *l);
 /* Starts the next batches if there is work and room for them: at sg_layer_start and
  * whenever a fetch batch ended. */
 void sg_layer_prefetch_continue(struct sg_layer *l);
-/* An on-demand fetch of `chunk` (and what it took along) was just sent: full-read
+/* A reader asked for `chunk` (a read, or an open handed to the kernel): full-read
  * detection, and the stream's position. */
-void sg_layer_prefetch_saw_miss(struct sg_layer *l, uint32_t chunk);
+void sg_layer_prefetch_saw_read(struct sg_layer *l, uint32_t chunk);
 
 #endif
