@@ -8,8 +8,8 @@
  *    (and after prefetch), as several range requests in flight up to the link's in-flight
  *    cap (daemon/core/link_meter.h: what the link carries in ~150 ms, so that an on-demand
  *    request never waits behind more than that).  No new request while an on-demand fetch
- *    is in flight, nor for two round trips after one ended (a chain of dependent misses
- *    comes back quickly), and only while the rest of the layer fits under the cache bound's
+ *    is in flight, nor for 1 s (or two round trips if longer) after one ended (a chain of
+ *    dependent misses comes back quickly), and only while the rest of the layer fits under the cache bound's
  *    watermark.
  *  - Streaming: when the layer is being read in full (reads moving forward in blob order,
  *    file after file: tar -c, cp -r; files already local count too) or, with background fetch on, when the link
