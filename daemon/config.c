@@ -259,7 +259,7 @@ static const struct {
 	const char *table, *key, *why;
 } ignored_keys[] = {
 	{ "", "prefetch_timeout_sec", "prefetch runs to its end here, yielding to on-demand reads" },
-	{ "", "max_concurrency", "background fetch runs one request per layer, after on-demand reads" },
+	{ "", "max_concurrency", "background fetch is bounded by the link's in-flight cap, after on-demand reads" },
 	{ "", "prefetch_async_size", "containers never wait for prefetch here" },
 	{ "", "http_cache_type", "fetched bytes are verified and cached as decompressed chunks" },
 	{ "", "http_cache_chunk_ttl_sec", "the chunk cache is bounded by cache_max_bytes" },

@@ -74,6 +74,7 @@ static void on_opened(struct sg_op *op)
 		return;
 	}
 	d->real = src;
+	d->base.link = src->link;   /* the registry host's link, now that there is one */
 	while ((n = sg_list_pop(&d->waiting))) {
 		struct waiting_read *w = sg_container_of(n, struct waiting_read, link);
 		int r = sg_range_read(d->real, w->offset, w->len, w->buf, w->op, w->cb);

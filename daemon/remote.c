@@ -98,6 +98,8 @@ struct rlayer {
  * Prepare finds its TOC (usually inside the tail) already here. */
 enum tp_state { TP_OPENING, TP_READING, TP_READY, TP_FAILED };
 #define MAX_PREFETCHES 64
+/* A TOC member fetched ahead is at most this large (compressed). */
+#define TP_TOC_MAX ((uint64_t)64 << 20)
 /* Memory for verified chunks not read yet (read-ahead, prefetch), shared by all layers: each
  * layer may hold up to 32 MiB, the daemon up to this.  Two busy layers (a build's base and
  * toolchain) get what 32 MiB each gave them; idle layers lose theirs first. */
@@ -109,8 +111,9 @@ struct tail_prefetch {
 	char digest[SG_DIGEST_STRLEN + 1];
 	enum tp_state state;
 	struct sg_range_source *src;
-	uint8_t *tail;
+	uint8_t *tail;            /* the blob's last tail_len bytes */
 	size_t tail_len;
+	size_t head_len;          /* of them, the TOC's head read after the tail (0: none) */
 	struct sg_op op;
 	struct sg_list waiters;   /* struct content, via wait_link */
 	uint64_t started_ns;
@@ -862,11 +865,54 @@ static void tp_release(struct tail_prefetch *tp)
 	/* else kept until the layer's Prepare comes (bounded by MAX_PREFETCHES) */
 }
 
+static void tp_head_read(struct sg_op *op)
+{
+	struct tail_prefetch *tp = sg_container_of(op, struct tail_prefetch, op);
+
+	tp->state = op->res >= 0 && (size_t)op->res == tp->head_len ? TP_READY : TP_FAILED;
+	tp_release(tp);
+}
+
+/* A TOC that starts before the tail (a layer of many files): its head is read now too, in
+ * parallel with the other layers' tails, rather than at the layer's own Prepare.  The tail
+ * becomes the blob from the TOC's start.  False when there is nothing to read (or no
+ * memory: the layer's Prepare reads it then). */
+static bool tp_read_toc_head(struct tail_prefetch *tp)
+{
+	struct sg_range_source *src = tp->src;
+	struct sg_esgz_footer footer;
+	struct sg_error err;
+	uint64_t tail_off = src->size - tp->tail_len;
+
+	if (sg_esgz_parse_footer(tp->tail, tp->tail_len, src->size, &footer, &err) < 0 ||
+	    footer.toc_offset >= tail_off || src->size - footer.toc_offset > TP_TOC_MAX)
+		return false;
+	size_t len = (size_t)(src->size - footer.toc_offset);
+	size_t head = (size_t)(tail_off - footer.toc_offset);
+	uint8_t *buf = malloc(len);
+	if (!buf)
+		return false;
+	memcpy(buf + head, tp->tail, tp->tail_len);
+	if (sg_range_read(src, footer.toc_offset, head, buf, &tp->op, tp_head_read) < 0) {
+		free(buf);
+		return false;
+	}
+	free(tp->tail);
+	tp->tail = buf;
+	tp->tail_len = len;
+	tp->head_len = head;
+	return true;
+}
+
 static void tp_read(struct sg_op *op)
 {
 	struct tail_prefetch *tp = sg_container_of(op, struct tail_prefetch, op);
 
 	tp->state = op->res >= 0 && (size_t)op->res == tp->tail_len ? TP_READY : TP_FAILED;
+	if (tp->state == TP_READY && !tp->r->freed && tp_read_toc_head(tp)) {
+		tp->state = TP_READING;
+		return;
+	}
 	tp_release(tp);
 }
 
@@ -1100,9 +1146,10 @@ static void log_layer_stats(const struct rlayer *rl, const char *when)
 	struct sg_layer_stats st;
 	struct sg_cache_bound_stats cs;
 	struct sg_lazyfs_stats fst = { 0 };
-	char pt[160];
+	char pt[160], streamed[40];
 
 	sg_layer_stats(rl->c->layer, &st);
+	snprintf(streamed, sizeof(streamed), "%llu bytes", (unsigned long long)st.streamed_bytes);
 	sg_cache_bound_stats(rl->r->cache, &cs);
 	if (rl->fs)
 		sg_lazyfs_stats(rl->fs, &fst);
@@ -1115,7 +1162,7 @@ static void log_layer_stats(const struct rlayer *rl, const char *when)
 			 fst.passthrough_error ? "; last backing error: " : "",
 			 fst.passthrough_error ? strerror(fst.passthrough_error) : "");
 	sg_info("layer %s at %s %s: FUSE requests %llu, replies %llu, %llu unanswered%s; "
-		"fetched %llu bytes in %llu requests; chunks %llu/%llu local "
+		"fetched %llu bytes in %llu requests%s%s; chunks %llu/%llu local "
 		"(%llu from the blob, %llu from disk, %llu from memory, %llu checked for passthrough); "
 		"%llu verification failures; "
 		"cache %llu bytes, %llu chunks (%llu bytes) evicted, %llu not cached for lack of room%s; "
@@ -1124,7 +1171,8 @@ static void log_layer_stats(const struct rlayer *rl, const char *when)
 		(unsigned long long)fst.replies, (unsigned long long)fst.unanswered,
 		fst.unanswered ? " (answered by the kernel when the session closes)" : "",
 		(unsigned long long)st.fetched_bytes,
-		(unsigned long long)st.fetch_requests, (unsigned long long)st.chunks_present,
+		(unsigned long long)st.fetch_requests, st.stream_started ? ", streamed " : "",
+		st.stream_started ? streamed : "", (unsigned long long)st.chunks_present,
 		(unsigned long long)st.chunks_total, (unsigned long long)st.chunks_fetched,
 		(unsigned long long)st.chunks_from_disk, (unsigned long long)st.chunks_from_memory,
 		(unsigned long long)st.chunks_checked, (unsigned long long)st.verify_failures,

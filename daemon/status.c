@@ -85,10 +85,14 @@ static void text_host(void *userdata, const char *authority, bool tls,
 		      const struct sg_host_stats *st)
 {
 	FILE *out = userdata;
+	char link[80] = "";
 
-	fprintf(out, "  %s (%s): %u requests, %u retries, %u failures%s%s\n", authority,
+	if (st->link_rtt_ns || st->link_bytes_per_s)
+		snprintf(link, sizeof(link), "; link: RTT %.1f ms, %.2f MB/s",
+			 (double)st->link_rtt_ns / 1e6, (double)st->link_bytes_per_s / 1e6);
+	fprintf(out, "  %s (%s): %u requests, %u retries, %u failures%s%s%s\n", authority,
 		tls ? "https" : "http", st->requests, st->retries, st->failures,
-		st->last_error[0] ? "; last: " : "", st->last_error);
+		st->last_error[0] ? "; last: " : "", st->last_error, link);
 }
 
 static void count_mount(void *userdata, const struct sg_remote_mount_info *m)
@@ -157,6 +161,8 @@ static void json_host(void *userdata, const char *authority, bool tls,
 	gen_kv_num(g, "requests", st->requests);
 	gen_kv_num(g, "retries", st->retries);
 	gen_kv_num(g, "failures", st->failures);
+	gen_kv_num(g, "link_rtt_us", st->link_rtt_ns / 1000);
+	gen_kv_num(g, "link_bytes_per_s", st->link_bytes_per_s);
 	gen_kv_str(g, "last_error", st->last_error);
 	yajl_gen_map_close(g);
 }

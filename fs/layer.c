@@ -22,7 +22,7 @@
 #define DEFAULT_BATCH (4u << 20)
 #define DEFAULT_READAHEAD 4u
 #define DEFAULT_WINDOW (256u << 10)
-#define DEFAULT_BACKGROUND_DELAY_NS (5ull * 1000000000u)
+#define DEFAULT_BACKGROUND_DELAY_NS (100ull * 1000000u)
 
 void sg_layer_report_bad_chunk(struct sg_layer *l, uint32_t chunk, uint64_t file_offset,
 			       bool from_cache)
@@ -39,6 +39,7 @@ void sg_layer_report_bad_chunk(struct sg_layer *l, uint32_t chunk, uint64_t file
 
 void sg_layer_note_used(struct sg_layer *l, uint32_t c)
 {
+	sg_layer_prefetch_saw_read(l, c);
 	if (!l->fetch_kind[c])
 		return;
 	/* Fetched before anybody asked, and asked for now: fetching ahead that paid. */

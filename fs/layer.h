@@ -15,9 +15,10 @@
  * written at sg_layer_new from the verified JSON the loader kept (sg_esgz_options.keep_json;
  * without it, reads of that file fail with -EIO).
  *
- * Prefetch (the prioritized region before `.prefetch.landmark`) and background fetch (the
- * rest of the layer, one batch at a time, yielding to on-demand reads) fill the disk cache
- * so that the layer becomes fully local.  What FUSE passthrough needs of a layer (trust
+ * Prefetch (the prioritized region before `.prefetch.landmark`), background fetch (the rest
+ * of the layer, several requests within the link's in-flight cap, yielding to on-demand
+ * reads) and streaming (a layer read in full, or a fast link) fill the disk cache so that
+ * the layer becomes fully local (fs/layer_prefetch.h).  What FUSE passthrough needs of a layer (trust
  * checks, pins) is in fs/layer_trust.h.
  *
  * Everything runs on the loop; callbacks never run from inside a call.  Asynchronous calls
@@ -55,8 +56,9 @@ struct sg_layer_config {
 	size_t window_bytes;          /* blob bytes of following files taken along with an
 				       * on-demand fetch; 0 = 256 KiB */
 	uint64_t prefetch_bytes;      /* without a landmark, prefetch the blob's first bytes */
-	/* Background fetch starts this long after the mount (and after prefetch), so that a
-	 * container's start-up reads get the link to themselves; 0 = 5 s. */
+	/* Background fetch starts this long after the mount (and after prefetch); 0 = 100 ms.
+	 * It yields to on-demand reads and its bytes in flight are bounded by the link's cap
+	 * (fs/layer_prefetch.h), so it need not wait long. */
 	uint64_t background_delay_ns;
 	/* Called (from the loop) for each chunk whose bytes did not match its digest: fs/ does
 	 * not log, its owner does.  path is the file's path in the layer. */
@@ -105,6 +107,8 @@ struct sg_layer_stats {
 	uint64_t ondemand_fetches;    /* range requests for a reader */
 	uint64_t ondemand_fetched_bytes;
 	uint64_t prefetched_bytes;    /* compressed bytes fetched by prefetch */
+	uint64_t streamed_bytes;      /* compressed bytes fetched by streaming the layer */
+	bool stream_started;          /* the layer streamed: read in full, or the link is fast */
 	uint64_t prefetch_ns;         /* from sg_layer_start until prefetch was done; 0 before */
 	uint64_t background_ns;       /* from its first batch until background fetch was done */
 	/* Compressed bytes of chunks fetched with no reader waiting (prefetch, background,

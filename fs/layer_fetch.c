@@ -26,7 +26,7 @@ static void batch_free(struct fetch_batch *b)
 	struct sg_layer *l = b->layer;
 
 	l->batches_inflight--;
-	if (b->kind == SG_FETCH_SPEC) {
+	if (b->kind != SG_FETCH_ONDEMAND) {
 		l->ahead_inflight -= b->len;
 		l->ahead_batches--;
 	}
@@ -141,6 +141,8 @@ static void batch_fetched(struct sg_op *op)
 			l->stats.ondemand_fetched_bytes += (uint64_t)op->res;
 		else if (b->kind == SG_FETCH_PREFETCH)
 			l->stats.prefetched_bytes += (uint64_t)op->res;
+		else if (b->kind == SG_FETCH_STREAM)
+			l->stats.streamed_bytes += (uint64_t)op->res;
 	}
 	uint64_t took = sg_now_ns() - b->start_ns;
 	if (op->res != -ECANCELED)
@@ -193,7 +195,7 @@ int sg_layer_fetch_batch(struct sg_layer *l, struct sg_range_source *src,
 		return -ENOMEM;
 	}
 	l->batches_inflight++;
-	if (kind == SG_FETCH_SPEC) {
+	if (kind != SG_FETCH_ONDEMAND) {
 		l->ahead_inflight += b->len;
 		l->ahead_batches++;
 	}

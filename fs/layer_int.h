@@ -23,8 +23,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "daemon/core/link_meter.h"
 #include "daemon/core/list.h"
 #include "daemon/core/loop.h"
+#include "daemon/core/range_source.h"
 #include "fs/diskcache.h"
 #include "fs/estargz.h"
 #include "fs/layer.h"
@@ -164,11 +166,23 @@ struct sg_layer {
 	uint64_t start_ns;             /* sg_layer_start: prefetch's clock */
 	uint64_t background_start_ns;  /* background fetch's first batch */
 	struct sg_op background_timer;
+	/* Streaming the rest of the layer: from stream_origin to the end, then from the start. */
+	bool streaming, stream_wrapped;
+	bool stream_for_reader;        /* a reader wants it all (else: the link is fast) */
+	uint32_t stream_cursor, stream_origin;
+	/* Full-read detection: on-demand misses moving forward in blob order, file after file. */
+	uint32_t miss_file;
+	uint64_t miss_offset;
+	unsigned forward_files;
 
 	/* Speculation by locality (layer_spec.c). */
 	size_t spec_budget;            /* bytes to speculate on the next miss */
-	size_t ahead_inflight;         /* bytes of speculative batches in flight */
-	unsigned ahead_batches;        /* and how many */
+	/* Compressed bytes of the batches no reader waits for (speculation, prefetch,
+	 * background, stream) in flight, and how many: bounded by the link's in-flight cap
+	 * (daemon/core/link_meter.h), so that an on-demand fetch waits one chunk transfer at
+	 * most behind them. */
+	size_t ahead_inflight;
+	unsigned ahead_batches;
 	uint32_t spec_last_file;       /* the file of the last miss that speculated */
 	struct sg_range_source *spec_src;   /* the last miss's source */
 	uint8_t *spec_queued;          /* chunk -> in spec_queue */
@@ -205,14 +219,18 @@ static inline int sg_layer_op_check(const struct sg_op *op, sg_op_cb cb)
 	return sg_op_busy(op) ? -EBUSY : 0;
 }
 
-/* How many more speculative bytes may start now: the cap on bytes fetched ahead of readers
- * while on-demand fetches may need the link, less those in flight; 0 while as many
- * speculative requests as connections allow are out. */
+/* How many more speculative bytes may start now: the link's in-flight cap (what it carries
+ * in ~150 ms; SG_LAYER_AHEAD_CAP before it was measured) less every fetched-ahead byte in
+ * flight (speculation, prefetch, background, stream); 0 while as many requests fetching
+ * ahead as connections allow are out. */
 static inline size_t sg_layer_ahead_room(const struct sg_layer *l)
 {
+	const struct sg_link_meter *m = l->src ? l->src->link : NULL;
+	size_t cap = m ? sg_link_meter_inflight_cap(m) : SG_LAYER_AHEAD_CAP;
+
 	if (l->ahead_batches >= SG_LAYER_AHEAD_BATCHES)
 		return 0;
-	return l->ahead_inflight < SG_LAYER_AHEAD_CAP ? SG_LAYER_AHEAD_CAP - l->ahead_inflight : 0;
+	return l->ahead_inflight < cap ? cap - l->ahead_inflight : 0;
 }
 
 /* ---- in fs/layer.c ---- */

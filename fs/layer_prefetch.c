@@ -2,13 +2,26 @@
 
 #include <errno.h>
 
+#include "daemon/core/link_meter.h"
+#include "daemon/core/range_source.h"
 #include "fs/cache_bound.h"
 #include "fs/layer_fetch.h"
 #include "fs/layer_int.h"
 
-#define BACKGROUND_BATCH (1u << 20)
-#define BACKGROUND_QUIET_NS (1000ull * 1000000u)   /* no on-demand fetch for this long */
 #define BACKGROUND_RETRY_NS (50ull * 1000000u)
+/* After an on-demand fetch ended, background fetch waits this many round trips, and at least
+ * BACKGROUND_QUIET_NS, before its next request: the loader, then the interpreter, open file
+ * after file, and each miss of such a chain should find the link empty.  Measured (make
+ * bench-quick, python esgz): with 2 RTTs alone, background batches sent between misses
+ * delayed the chain (2.95 s against 2.18 s for the reference, 30 MB fetched). */
+#define BACKGROUND_GAP_RTTS 2
+#define BACKGROUND_QUIET_NS (1000ull * 1000000u)
+/* Files read one after the other, forward in blob order, before the layer counts as read in
+ * full; a forward step up to STREAM_FORWARD_SLACK (a large file's chunks not read yet, files
+ * skipped) still counts. */
+#define STREAM_AFTER_FILES 24
+#define STREAM_FORWARD_SLACK ((uint64_t)16 << 20)
+#define SPEC_BATCH_MIN ((size_t)256 << 10)
 
 void sg_layer_prefetch_init(struct sg_layer *l)
 {
@@ -26,24 +39,38 @@ void sg_layer_prefetch_init(struct sg_layer *l)
 	else
 		l->stats.prefetch_done = true;
 	l->backgrounding = config->background_fetch;
+	l->miss_file = UINT32_MAX;
+}
+
+static const struct sg_link_meter *link_of(const struct sg_layer *l)
+{
+	return l->src ? l->src->link : NULL;
+}
+
+/* Compressed bytes of the chunks that still need a fetch, and (with a bound) the cache
+ * bytes they would take. */
+static uint64_t rest_of_layer(struct sg_layer *l, uint64_t *ret_cache_bytes)
+{
+	uint64_t blob = 0, cache = 0;
+
+	for (uint32_t c = 0; c < l->n_chunks; c++)
+		if (sg_layer_fetch_needed(l, c)) {
+			const struct sg_toc_chunk *ch = sg_layer_chunk(l, c);
+			blob += ch->next_offset - ch->offset;
+			if (l->cfg.bound)
+				cache += sg_cache_bound_extent(l->cfg.bound, ch->file_offset, ch->size);
+		}
+	*ret_cache_bytes = cache;
+	return blob;
 }
 
 /* Would fetching the rest of the layer in the background fit under the watermark?  Asked
- * once when background fetch starts; afterwards it stops when the cache reaches the
- * watermark, so that a small cache is not churned by data nobody asked for. */
-static bool background_fits(struct sg_layer *l, bool first)
+ * with the rest's size when background fetch starts; afterwards (rest 0) it stops when the
+ * cache reaches the watermark, so that a small cache is not churned by data nobody asked
+ * for. */
+static bool background_fits(struct sg_layer *l, uint64_t rest_cache_bytes)
 {
-	uint64_t rest = 0;
-
-	if (!l->cfg.bound)
-		return true;
-	if (first)
-		for (uint32_t c = 0; c < l->n_chunks; c++)
-			if (sg_layer_fetch_needed(l, c)) {
-				const struct sg_toc_chunk *ch = sg_layer_chunk(l, c);
-				rest += sg_cache_bound_extent(l->cfg.bound, ch->file_offset, ch->size);
-			}
-	return sg_cache_bound_room(l->cfg.bound, rest);
+	return !l->cfg.bound || sg_cache_bound_room(l->cfg.bound, rest_cache_bytes);
 }
 
 /* Collects the next batch of missing chunks from *cursor on (blob order), stopping at
@@ -84,6 +111,25 @@ static int next_batch(struct sg_layer *l, uint32_t *cursor, uint64_t limit, size
 	return r < 0 ? r : (int)n;
 }
 
+/* Bytes per speculative request: a third of the cap, so that several are in flight and a
+ * new one goes out while the others still stream; at least SPEC_BATCH_MIN (a request costs
+ * a round trip), at most max_batch_bytes. */
+static size_t spec_batch_bytes(const struct sg_layer *l, size_t cap)
+{
+	size_t b = cap / 3;
+
+	if (b < SPEC_BATCH_MIN)
+		b = SPEC_BATCH_MIN;
+	return b > l->cfg.max_batch_bytes ? l->cfg.max_batch_bytes : b;
+}
+
+/* Room for one more batch of up to `batch` bytes under `limit`?  One is always allowed, so
+ * that a cap smaller than a batch still makes progress. */
+static bool spec_room(const struct sg_layer *l, size_t limit, size_t batch)
+{
+	return l->ahead_inflight == 0 || l->ahead_inflight + batch <= limit;
+}
+
 static void background_tick(struct sg_op *op)
 {
 	struct sg_layer *l = sg_container_of(op, struct sg_layer, background_timer);
@@ -95,11 +141,153 @@ static void background_tick(struct sg_op *op)
 	sg_layer_prefetch_continue(l);
 }
 
-static void background_retry(struct sg_layer *l)
+static void background_retry_in(struct sg_layer *l, uint64_t ns)
 {
 	if (!sg_op_busy(&l->background_timer))
-		(void)sg_timer_start(l->loop, &l->background_timer, BACKGROUND_RETRY_NS,
-				     background_tick);
+		(void)sg_timer_start(l->loop, &l->background_timer, ns, background_tick);
+}
+
+static void background_retry(struct sg_layer *l)
+{
+	background_retry_in(l, BACKGROUND_RETRY_NS);
+}
+
+/* Must speculation wait for on-demand fetches?  While one is in flight (its end calls us
+ * again), and for the quiet gap after one ended (a timer looks again). */
+static bool yield_to_ondemand(struct sg_layer *l)
+{
+	uint64_t now = sg_now_ns(), gap = BACKGROUND_GAP_RTTS * sg_link_meter_rtt_ns(link_of(l));
+
+	if (gap < BACKGROUND_QUIET_NS)
+		gap = BACKGROUND_QUIET_NS;
+	if (l->ondemand_inflight > 0)
+		return true;
+	if (l->last_ondemand_ns && now - l->last_ondemand_ns < gap) {
+		background_retry_in(l, gap - (now - l->last_ondemand_ns));
+		return true;
+	}
+	return false;
+}
+
+static void stream_start(struct sg_layer *l, uint32_t from, bool reader_driven)
+{
+	l->streaming = true;
+	l->stream_for_reader = reader_driven;
+	l->stream_wrapped = from == 0;
+	l->stream_cursor = l->stream_origin = from;
+	l->stats.stream_started = true;
+}
+
+/* Streams the rest of the layer: up to the cap plus what the link carries in a round trip,
+ * so that the link stays busy while each new request waits for its first byte. */
+static void stream_continue(struct sg_layer *l)
+{
+	const struct sg_link_meter *m = link_of(l);
+	size_t cap = sg_link_meter_inflight_cap(m);
+	size_t batch = spec_batch_bytes(l, cap);
+	size_t limit = cap + (size_t)(sg_link_meter_bytes_per_s(m) *
+				      (double)sg_link_meter_rtt_ns(m) / 1e9);
+
+	/* A reader that wants the whole layer waits on the stream itself: it goes on while that
+	 * reader's misses are fetched.  Streaming because the link is fast is speculation: it
+	 * yields like background fetch. */
+	if (!l->stream_for_reader && yield_to_ondemand(l))
+		return;
+	while (spec_room(l, limit, batch)) {
+		int r = next_batch(l, &l->stream_cursor, UINT64_MAX, batch, SG_FETCH_STREAM);
+		if (r == -EAGAIN) {
+			background_retry(l);   /* memory is short: look again shortly */
+			return;
+		}
+		if (r > 0)
+			continue;
+		if (r == 0 && !l->stream_wrapped) {
+			l->stream_wrapped = true;   /* what lies before where the stream began */
+			l->stream_cursor = 0;
+			continue;
+		}
+		/* Done, or failing: background fetch (if on) picks up what is left. */
+		l->streaming = false;
+		return;
+	}
+}
+
+void sg_layer_prefetch_saw_read(struct sg_layer *l, uint32_t chunk)
+{
+	const struct sg_toc_chunk *c = sg_layer_chunk(l, chunk);
+	uint32_t file = l->chunk_file[chunk];
+
+	if (l->streaming) {
+		/* The reader missed ahead of the stream: the stream goes on from there. */
+		if (chunk > l->stream_cursor && !l->stream_wrapped && sg_layer_fetch_needed(l, chunk))
+			l->stream_cursor = chunk;
+		return;
+	}
+	bool forward = c->offset >= l->miss_offset &&
+		       c->offset - l->miss_offset <= STREAM_FORWARD_SLACK;
+	l->miss_offset = c->offset;
+	if (file == l->miss_file)
+		return;
+	l->miss_file = file;
+	l->forward_files = forward ? l->forward_files + 1 : 0;
+	if (l->forward_files >= STREAM_AFTER_FILES && !l->closing && !l->stats.stream_started) {
+		stream_start(l, chunk, true);
+		stream_continue(l);
+	}
+}
+
+static void background_continue(struct sg_layer *l)
+{
+	const struct sg_link_meter *m = link_of(l);
+	uint64_t now = sg_now_ns();
+
+	if (!l->background_started) {
+		if (!sg_op_busy(&l->background_timer))
+			(void)sg_timer_start(l->loop, &l->background_timer, l->cfg.background_delay_ns,
+					     background_tick);
+		return;
+	}
+	if (yield_to_ondemand(l))
+		return;
+	if (!l->background_start_ns) {
+		uint64_t rest_cache = 0, rest = rest_of_layer(l, &rest_cache);
+		if (!background_fits(l, rest_cache)) {
+			l->backgrounding = false;
+			l->stats.background_skipped = true;
+			return;
+		}
+		l->background_start_ns = now;
+		if (sg_link_meter_fast(m, rest) && !l->stats.stream_started) {
+			/* The link carries the rest in fewer round trips than a cold start chases
+			 * misses: stream it. */
+			stream_start(l, 0, false);
+			stream_continue(l);
+			return;
+		}
+	} else if (!background_fits(l, 0)) {
+		l->backgrounding = false;
+		l->stats.background_skipped = true;
+		return;
+	}
+	size_t cap = sg_link_meter_inflight_cap(m), batch = spec_batch_bytes(l, cap);
+	while (spec_room(l, cap, batch)) {
+		int r = next_batch(l, &l->background_cursor, UINT64_MAX, batch, SG_FETCH_BACKGROUND);
+		if (r == -EAGAIN) {
+			background_retry(l);
+			return;
+		}
+		if (r > 0)
+			continue;
+		if (r < 0) {
+			l->backgrounding = false;
+		} else if (l->ahead_inflight == 0) {
+			/* Nothing left to ask for, and the last answers are in. */
+			l->backgrounding = false;
+			l->stats.background_done = true;
+			l->stats.background_ns = now - l->background_start_ns;
+		}
+		return;
+	}
 }
 
 void sg_layer_prefetch_continue(struct sg_layer *l)
@@ -127,37 +315,11 @@ void sg_layer_prefetch_continue(struct sg_layer *l)
 		if (l->prefetching)
 			return;
 	}
-	if (!l->backgrounding || l->batches_inflight > 0)
-		return;
-	if (!l->background_started) {
-		if (!sg_op_busy(&l->background_timer))
-			(void)sg_timer_start(l->loop, &l->background_timer, l->cfg.background_delay_ns,
-					     background_tick);
-		return;
+	if (l->streaming) {
+		stream_continue(l);
+		if (l->streaming)
+			return;
 	}
-	if (l->ondemand_inflight > 0 || sg_now_ns() - l->last_ondemand_ns < BACKGROUND_QUIET_NS) {
-		/* Yield to on-demand reads, and leave the link to a workload that is busy
-		 * reading: look again shortly. */
-		background_retry(l);
-		return;
-	}
-	if (!background_fits(l, l->background_cursor == 0)) {
-		l->backgrounding = false;
-		l->stats.background_skipped = true;
-		return;
-	}
-	if (!l->background_start_ns)
-		l->background_start_ns = sg_now_ns();
-	int r = next_batch(l, &l->background_cursor, UINT64_MAX, BACKGROUND_BATCH,
-			   SG_FETCH_BACKGROUND);
-	if (r == -EAGAIN) {
-		background_retry(l);
-		return;
-	}
-	if (r <= 0) {
-		l->backgrounding = false;
-		l->stats.background_done = r == 0;
-		if (r == 0)
-			l->stats.background_ns = sg_now_ns() - l->background_start_ns;
-	}
+	if (l->backgrounding)
+		background_continue(l);
 }

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "daemon/core/link_meter.h"
 #include "daemon/core/list.h"
 #include "net/endpoints.h"
 #include "net/exchange.h"
@@ -60,6 +61,8 @@ struct preq {
 	bool multipart, whole;
 	uint64_t pos, end;
 	struct sg_multipart mp;
+	struct sg_link_meter *meter;          /* the blob host's link */
+	bool metering;                        /* a body streams: the meter's begin is owed an end */
 };
 
 struct job {
@@ -167,10 +170,20 @@ static bool preq_complete(const struct preq *pr)
 	return true;
 }
 
+/* The body stopped streaming (done, failed, cancelled, or retried). */
+static void preq_meter_end(struct preq *pr)
+{
+	if (pr->metering) {
+		sg_link_meter_end(pr->meter, sg_now_ns());
+		pr->metering = false;
+	}
+}
+
 static void preq_reset(void *data)
 {
 	struct preq *pr = data;
 
+	preq_meter_end(pr);
 	for (size_t k = 0; k < pr->n; k++)
 		pr->j->filled[pr->idx[k]] = 0;
 	pr->multipart = pr->whole = false;
@@ -231,7 +244,15 @@ static int preq_head(void *data, struct sg_exchange *x, const struct sg_http1_pa
 	struct preq *pr = data;
 	const char *v;
 	size_t vlen;
+	uint64_t now = sg_now_ns();
 
+	/* What a miss costs (the round trip and the server's time), and from here on what the
+	 * link delivers. */
+	sg_link_meter_first_byte(pr->meter, sg_exchange_sent_ns(x), now);
+	if (!pr->metering) {
+		sg_link_meter_begin(pr->meter, now);
+		pr->metering = true;
+	}
 	if (p->status == 200)
 		return preq_head_whole(pr, x, p);
 	if (p->status != 206)
@@ -286,6 +307,7 @@ static int preq_body(void *data, struct sg_exchange *x, const uint8_t *d, size_t
 {
 	struct preq *pr = data;
 
+	sg_link_meter_bytes(pr->meter, n, sg_now_ns());
 	if (pr->multipart)
 		return preq_body_multipart(pr, x, d, n);
 	if (pr->pos + n > pr->end && !pr->whole)
@@ -357,6 +379,7 @@ static int job_spawn(struct job *j, const size_t *idx, size_t n)
 	if (!pr)
 		return -ENOMEM;
 	pr->j = j;
+	pr->meter = sg_host_link(blob_host(b));
 	memcpy(pr->idx, idx, n * sizeof(*idx));
 	pr->n = n;
 	sg_op_init(&pr->op);
@@ -416,6 +439,7 @@ static void on_preq_done(struct sg_op *op)
 
 	sg_exchange_free(pr->x);
 	pr->x = NULL;
+	preq_meter_end(pr);
 	if (!j) {
 		free(pr);   /* left behind by its job */
 		return;
@@ -589,6 +613,7 @@ static void open_finish(struct blob *b, int res, const char *msg)
 	sg_op_cb cb = b->open_cb;
 
 	if (res == 0) {
+		b->base.link = sg_host_link(blob_host(b));
 		*b->open_ret = &b->base;
 	} else {
 		sg_error_set(b->open_err, res, "%s", msg ? msg : "");

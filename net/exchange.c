@@ -429,6 +429,7 @@ static void xfer_send(struct sg_exchange *x)
 	}
 	sg_http1_parser_init(&x->p, x->head_method);
 	x->bytes_in = 0;
+	x->sent_ns = sg_now_ns();
 	r = sg_pool_conn_send(x->c, x->req, (size_t)x->req_len, x->xs->cfg.idle_timeout_ns, &x->op,
 			      on_sent);
 	if (r < 0) {
@@ -951,6 +952,11 @@ int sg_exchange_status(const struct sg_exchange *x)
 struct sg_host *sg_exchange_host(const struct sg_exchange *x)
 {
 	return x->host;
+}
+
+uint64_t sg_exchange_sent_ns(const struct sg_exchange *x)
+{
+	return x->sent_ns;
 }
 
 const uint8_t *sg_exchange_body(const struct sg_exchange *x, size_t *ret_len)

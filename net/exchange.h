@@ -143,6 +143,8 @@ int sg_exchange_fail(struct sg_exchange *x, int res, const char *fmt, ...)
  * response came from (redirects followed), the buffered body and its Content-Type. */
 int sg_exchange_status(const struct sg_exchange *x);
 struct sg_host *sg_exchange_host(const struct sg_exchange *x);
+/* When the current attempt's request was sent (sg_now_ns): a head hook's time to first byte. */
+uint64_t sg_exchange_sent_ns(const struct sg_exchange *x);
 const uint8_t *sg_exchange_body(const struct sg_exchange *x, size_t *ret_len);
 /* The buffered body, now the caller's (free it); NULL if there is none. */
 uint8_t *sg_exchange_take_body(struct sg_exchange *x, size_t *ret_len);

@@ -83,6 +83,7 @@ struct sg_exchange {
 	uint64_t act_delay;
 	char *location;
 	uint64_t bytes_in;
+	uint64_t sent_ns;                 /* this attempt's request started out */
 	uint64_t discarded;
 	bool discard;
 	char ebody[SG_XFER_EBODY_MAX];

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "daemon/core/link_meter.h"
 #include "daemon/core/list.h"
 #include "net/conn.h"
 #include "net/tls.h"
@@ -36,6 +37,7 @@ struct sg_host {
 	unsigned pins;                        /* endpoints using it: never collected */
 	bool basic;                           /* answered 401 with a Basic challenge */
 	struct sg_host_stats st;
+	struct sg_link_meter meter;           /* the link to it, shared by its blobs */
 };
 
 struct sg_pool_conn {
@@ -493,6 +495,7 @@ struct sg_host *sg_pool_host(struct sg_pool *p, bool tls, const char *hostname, 
 	sg_list_init(&h->idle);
 	sg_list_init(&h->connecting);
 	sg_list_init(&h->waiters);
+	sg_link_meter_init(&h->meter);
 	sg_list_insert_tail(&p->hosts, &h->link);
 	p->nhosts++;
 	return h;
@@ -542,6 +545,11 @@ struct sg_host_stats *sg_host_stats(struct sg_host *h)
 	return &h->st;
 }
 
+struct sg_link_meter *sg_host_link(struct sg_host *h)
+{
+	return &h->meter;
+}
+
 bool sg_host_wants_basic(const struct sg_host *h)
 {
 	return h->basic;
@@ -550,6 +558,15 @@ bool sg_host_wants_basic(const struct sg_host *h)
 void sg_host_set_wants_basic(struct sg_host *h)
 {
 	h->basic = true;
+}
+
+/* The meter's figures into st, from the pool with samples. */
+static void link_figures(const struct sg_host *h, struct sg_host_stats *st)
+{
+	if (h->meter.rtt_samples && !st->link_rtt_ns)
+		st->link_rtt_ns = sg_link_meter_rtt_ns(&h->meter);
+	if (h->meter.bw_samples && !st->link_bytes_per_s)
+		st->link_bytes_per_s = (uint64_t)sg_link_meter_bytes_per_s(&h->meter);
 }
 
 int sg_pool_stats(const struct sg_pool *p, const char *host, struct sg_host_stats *ret)
@@ -580,6 +597,7 @@ int sg_pool_stats(const struct sg_pool *p, const char *host, struct sg_host_stat
 		ret->failures += h->st.failures;
 		if (h->st.last_error[0])
 			memcpy(ret->last_error, h->st.last_error, sizeof(ret->last_error));
+		link_figures(h, ret);
 	}
 	return found ? 0 : -ENOENT;
 }
@@ -602,6 +620,7 @@ void sg_pool_each_host(const struct sg_pool *p,
 		if (!first)
 			continue;
 		struct sg_host_stats sum = h->st;
+		link_figures(h, &sum);
 		for (const struct sg_list *q = pos->next; q != &p->hosts; q = q->next) {
 			const struct sg_host *o = sg_container_of(q, struct sg_host, link);
 			if (o->tls != h->tls || strcasecmp(o->authority, h->authority))
@@ -613,6 +632,7 @@ void sg_pool_each_host(const struct sg_pool *p,
 			sum.failures += o->st.failures;
 			if (o->st.last_error[0])
 				memcpy(sum.last_error, o->st.last_error, sizeof(sum.last_error));
+			link_figures(o, &sum);
 		}
 		fn(userdata, h->authority, h->tls, &sum);
 	}

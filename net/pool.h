@@ -30,6 +30,7 @@ struct sg_pool;
 struct sg_host;
 struct sg_pool_conn;
 struct sg_tls_trust;
+struct sg_link_meter;
 
 #define SG_POOL_IDLE_MAX_NS (20000ull * 1000000ull)
 #define SG_POOL_CONN_BUF 65536            /* bytes one receive delivers at most */
@@ -67,6 +68,9 @@ struct sg_host_stats {
 	unsigned reused;                  /* requests sent on a kept-alive connection */
 	unsigned failures;                /* requests that failed after their retries */
 	char last_error[256];             /* the last one's message, query strings cut out */
+	/* The link meter's figures (sg_pool_stats, sg_pool_each_host; 0 = no sample yet). */
+	uint64_t link_rtt_ns;
+	uint64_t link_bytes_per_s;
 };
 
 struct sg_pool_config {
@@ -103,6 +107,10 @@ const char *sg_host_authority(const struct sg_host *h);
 bool sg_host_same_origin(const struct sg_host *a, const struct sg_host *b);
 /* The host's counters and range behaviour; the caller may update what it learns. */
 struct sg_host_stats *sg_host_stats(struct sg_host *h);
+/* The link to the host (daemon/core/link_meter.h): fed by the blob reads from it, read by
+ * the layers fetching from it.  Lives as long as the host (a pinned host, as long as the
+ * pool). */
+struct sg_link_meter *sg_host_link(struct sg_host *h);
 /* Whether the host answered 401 with a Basic challenge (the exchange then sends Basic
  * credentials up front). */
 bool sg_host_wants_basic(const struct sg_host *h);

@@ -29,10 +29,16 @@ struct sg_range_source_ops {
 	void (*destroy)(struct sg_range_source *src);
 };
 
+struct sg_link_meter;
+
 struct sg_range_source {
 	const struct sg_range_source_ops *ops;
 	struct sg_loop *loop;     /* where completions run */
 	uint64_t size;            /* blob size in bytes */
+	/* What the way to the blob carries (daemon/core/link_meter.h), owned by whoever owns
+	 * the link (a registry host) and fed by the source's reads; NULL = not measured (a
+	 * local file). */
+	struct sg_link_meter *link;
 };
 
 static inline int sg_range_read(struct sg_range_source *src, uint64_t offset, size_t len,

@@ -57,6 +57,7 @@ check "  ... bytes fetched of its blob" grep -qE '^    fetched     [0-9.]+ MiB o
 check "  ... prefetch and background state" bash -c "grep -q '^    prefetch    done' '$WORK/status.txt' && grep -q '^    background  off' '$WORK/status.txt'"
 check "  ... passthrough" grep -q '^    passthrough ' "$WORK/status.txt"
 check "status lists registry A" grep -q "^  $REG_A (http): [1-9][0-9]* requests, [0-9]* retries, 0 failures" "$WORK/status.txt"
+check "  ... with what its link meter measured" grep -qE "^  $REG_A \(http\): .*; link: RTT [0-9.]+ ms, [0-9.]+ MB/s\$" "$WORK/status.txt"
 check "--json: the layer, its image and fetched bytes; the cache; the hosts" $PYTHON - "$WORK/status.json" "$LAYER" "$REG_A" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
@@ -67,7 +68,8 @@ assert 0 < ls[0]["fetched_bytes"] < ls[0]["blob_bytes"], ls[0]
 assert ls[0]["on_demand_fetched_bytes"] > 0 and ls[0]["chunks_local"] > 0, ls[0]
 assert ls[0]["background_fetch"] == "off" and ls[0]["prefetch"] == "done", ls[0]
 assert s["cache"]["max_bytes"] > 0 and s["cache"]["bytes"] > 0, s["cache"]
-assert any(h["host"] == reg and h["requests"] > 0 for h in s["registry_hosts"]), s["registry_hosts"]
+assert any(h["host"] == reg and h["requests"] > 0 and h["link_rtt_us"] > 0
+           for h in s["registry_hosts"]), s["registry_hosts"]
 assert s["lazy"] is True and s["pid"] > 0
 PY
 wait "$RUN"

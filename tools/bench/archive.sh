@@ -10,6 +10,9 @@
 #                (fully cached files are served by the kernel: FUSE passthrough)
 #   warm         the mount again with its page cache populated
 # The layer is a real file mix: /usr/lib/python3 and /usr/share/perl of this machine (copied).
+#   curl-link    (ARCHIVE_LINK=1, the default) curl of the blob over the bench link (link.sh)
+#   cold-link    tar of a fresh mount (defaults, + ARCHIVE_LINK_OPTS) over the same link
+# ARCHIVE_ONLY_LINK=1 runs only the two link cases.  STARGZD_BIN=... measures another binary.
 # Not part of make check.   RUNS=5 tools/bench/archive.sh
 set -uo pipefail
 TOP=$(cd "$(dirname "$0")/../.." && pwd)
@@ -53,6 +56,42 @@ timed() {   # name, prepare, command
 }
 
 declare -A T
+CASES="native native-warm cold local warm"
+if [[ ${ARCHIVE_LINK:-1} == 1 ]]; then
+  # Over the bench link (tools/bench/link.sh: 100 Mbit/s, 20 ms each way by default): curl of
+  # the blob against a cold mount read with tar (issue #13: <= 1.2x curl).  The mount runs with
+  # its defaults (ARCHIVE_LINK_OPTS adds options, e.g. --no-background).
+  NETNS_PATH=/run/netns/${BENCH_NETNS:-stargzd-bench}
+  LPORT=${LINK_PORT:-5000} RPORT=${REGISTRY_PORT:-5001}
+  # The link's daemons must not inherit our fds: flock(1)'s would keep the bench lock held by
+  # the registry and the proxy for as long as they live.
+  ( for fd in /proc/$BASHPID/fd/*; do fd=${fd##*/}; ((fd > 2 && fd < 255)) && eval "exec $fd>&-"; done
+    exec bash "$TOP/tools/bench/link.sh" up ) >&2 || { echo "link.sh up failed"; exit 1; }
+  nsenter --net="$NETNS_PATH" skopeo copy -q --dest-tls-verify=false "oci:$WORK/esgz:v1" \
+    "docker://127.0.0.1:$RPORT/archive:v1" || { echo "push to the link registry failed"; exit 1; }
+  blob_bytes=$(stat -c %s "$WORK/esgz/blobs/${DIGEST%%:*}/${DIGEST#*:}")
+  T[curl-link]=$(timed curl-link true "nsenter --net=$NETNS_PATH curl -sf -o /dev/null \
+    http://127.0.0.1:$LPORT/v2/archive/blobs/$DIGEST")
+  cat >"$WORK/link-prepare.sh" <<SH
+#!/bin/bash
+pkill -TERM -f -- "--cache $WORK/cache-link " 2>/dev/null
+for i in \$(seq 100); do grep -q " $mnt fuse.stargz" /proc/mounts || break; sleep 0.1; done
+rm -rf "$WORK/cache-link"; mkdir -p "$mnt"
+setsid nsenter --net=$NETNS_PATH "$STARGZD" mount --plain-http ${ARCHIVE_LINK_OPTS:-} --toc-digest "$TOC" \
+  --cache "$WORK/cache-link" "127.0.0.1:$LPORT/archive:v1" "$DIGEST" "$mnt" >>"$WORK/mount-link.log" 2>&1 &
+for i in \$(seq 300); do grep -q " $mnt fuse.stargz" /proc/mounts && break; sleep 0.05; done
+$DROP
+SH
+  chmod +x "$WORK/link-prepare.sh"
+  T[cold-link]=$(timed cold-link "$WORK/link-prepare.sh" "$(tar_of "$mnt")")
+  pkill -TERM -f -- "--cache $WORK/cache-link " 2>/dev/null
+  wait_for 30 bash -c "! grep -q ' $mnt fuse.stargz' /proc/mounts"
+  CASES+=" curl-link cold-link"
+fi
+if [[ ${ARCHIVE_ONLY_LINK:-0} == 1 ]]; then
+  CASES="curl-link cold-link"
+  T[native]="0 0"; T[native-warm]="0 0"
+else
 T[native]=$(timed native "$DROP" "$(tar_of "$NATIVE")")
 T[native-warm]=$(timed native-warm "$(tar_of "$NATIVE")" "$(tar_of "$NATIVE")")
 # cold: every run a new mount on an empty cache (prefetch and background fetch off)
@@ -82,6 +121,7 @@ sleep 2
 T[local]=$(timed local "$DROP" "$(tar_of "$mnt")")
 T[warm]=$(timed warm "$(tar_of "$mnt")" "$(tar_of "$mnt")")
 unmount_layer
+fi
 stats=$(grep -o 'opens: [^;]*' "$WORK/mount.log" | tail -1)
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (a > 0 ? b / a : 0) }'; }
@@ -92,10 +132,19 @@ echo "$(nproc) CPUs, $(df --output=fstype /var/tmp | tail -1); registry on loopb
 echo
 echo "| case | seconds | speed vs native (warm: vs native-warm) |"
 echo "|---|---|---|"
-for c in native native-warm cold local warm; do
+for c in $CASES; do
   read -r m sd <<<"${T[$c]}"
   base=$n; [[ $c == *warm ]] && base=$nw
   echo "| $c | $m ± $sd | $(ratio "$m" "$base") |"
 done
 echo
 echo "mount stats (local/warm): $stats"
+if [[ -n ${T[cold-link]:-} ]]; then
+  read -r cl _ <<<"${T[cold-link]}"; read -r cu _ <<<"${T[curl-link]}"
+  echo "over the link ($(bash "$TOP/tools/bench/link.sh" params | sed 's/^link: //')):"
+  echo "blob $((blob_bytes / 1000000)) MB: curl ${cu} s, tar -c of a cold mount ${cl} s = $(ratio "$cu" "$cl")x curl" \
+    "(mount options: ${ARCHIVE_LINK_OPTS:-defaults})"
+  echo "cold-link runs (s): $($PYTHON -c 'import json,sys; print(" ".join("%.2f" % t for t in json.load(open(sys.argv[1]))["results"][0]["times"]))' "$WORK/cold-link.json")"
+  grep -oE 'fetched [0-9]+ bytes in [0-9]+ requests(, streamed [0-9]+ bytes)?' "$WORK/mount-link.log"
+  [[ -n ${ARCHIVE_LOGS:-} ]] && mkdir -p "$ARCHIVE_LOGS" && cp "$WORK"/*.json "$WORK"/mount-link.log "$ARCHIVE_LOGS"/
+fi

@@ -4,10 +4,12 @@
  * One layer digest mounted twice (two images sharing a layer) shares one layer state: an
  * eviction caused through one mount never punches a file the other handed to the kernel;
  * a mount that fails after its TOC loaded frees a layer that never started work; two mounts
- * waiting on one failed load both get its error. */
+ * waiting on one failed load both get its error; a later layer's TOC, larger than the tail,
+ * is fetched whole while the first layer mounts. */
 #include "daemon/core/loop.h"
 #include "daemon/remote.h"
 #include "daemon/core/range_source.h"
+#include "fs/estargz.h"
 #include "tests/helpers/esgz_build.h"
 #include "tests/unit/test.h"
 
@@ -410,6 +412,134 @@ TEST(mount_arriving_while_the_layer_closes_loads_it_anew)
 		CHECK(test_now_ms() < end);
 		CHECK(sg_loop_run_once(e.loop, 10) >= 0);
 	}
+	env_close(&e);
+}
+
+/* ---- a later layer's TOC fetched ahead ---- */
+
+/* A range source that records the reads it passes to a file source. */
+struct counting_src {
+	struct sg_range_source base;
+	struct sg_range_source *inner;
+	unsigned reads;
+	uint64_t off[16], len[16];
+};
+
+static int counting_read(struct sg_range_source *src, uint64_t offset, size_t len, void *buf,
+			 struct sg_op *op, sg_op_cb cb)
+{
+	struct counting_src *c = (struct counting_src *)src;
+	if (c->reads < 16) {
+		c->off[c->reads] = offset;
+		c->len[c->reads] = len;
+	}
+	c->reads++;
+	return sg_range_read(c->inner, offset, len, buf, op, cb);
+}
+
+static int counting_cancel(struct sg_range_source *src, struct sg_op *op)
+{
+	return sg_range_cancel(((struct counting_src *)src)->inner, op);
+}
+
+static struct counting_src *counted[2];   /* the last source opened for each layer */
+
+static void counting_destroy(struct sg_range_source *src)
+{
+	struct counting_src *c = (struct counting_src *)src;
+	for (int i = 0; i < 2; i++)
+		if (counted[i] == c)
+			counted[i] = NULL;
+	sg_range_source_free(c->inner);
+	free(c);
+}
+
+static const struct sg_range_source_ops counting_ops = {
+	.read = counting_read, .cancel = counting_cancel, .destroy = counting_destroy,
+};
+
+static char big_path[300], big_digest[SG_DIGEST_STRLEN + 1], big_toc[SG_DIGEST_STRLEN + 1];
+
+static int counting_open(void *ctx, const char *ref, const char *digest,
+			 struct sg_range_source **ret_src, struct sg_error *err, struct sg_op *op,
+			 sg_op_cb cb)
+{
+	struct sg_loop *loop = ctx;
+	int which = strcmp(digest, big_digest) == 0;
+	struct counting_src *c = calloc(1, sizeof(*c));
+	(void)ref;
+	CHECK(c);
+	opens++;
+	int r = sg_range_source_file_open(loop, which ? big_path : blob_path, &c->inner);
+	if (r < 0) {
+		free(c);
+		sg_error_set(err, r, "cannot open");
+		return sg_post(loop, op, r, cb);
+	}
+	c->base = (struct sg_range_source){ .ops = &counting_ops, .loop = loop,
+					    .size = c->inner->size };
+	counted[which] = c;
+	*ret_src = &c->base;
+	return sg_post(loop, op, 0, cb);
+}
+
+/* Image [small layer, layer with a TOC larger than the tail read]: mounting the first fetches
+ * the second's tail and then the rest of its TOC, in parallel; its own mount then reads
+ * nothing more to load it. */
+TEST(a_later_layers_big_toc_is_fetched_ahead)
+{
+	struct env e;
+	struct mount_res m[2] = { 0 };
+	struct esgz_b b;
+	struct sg_digest d, td;
+	char layers[2 * SG_DIGEST_STRLEN + 2];
+
+	setup();
+	snprintf(big_path, sizeof(big_path), "%s/big-toc.blob", dir);
+	esgz_init(&b, 6);
+	esgz_gen_node_modules(&b, 30000, 7);
+	esgz_finish(&b, 0, &td);
+	sg_sha256(b.blob.p, b.blob.len, &d);
+	FILE *f = fopen(big_path, "w");
+	CHECK(f && fwrite(b.blob.p, 1, b.blob.len, f) == b.blob.len);
+	fclose(f);
+	struct sg_esgz_footer footer;
+	struct sg_error err;
+	uint64_t size = b.blob.len;
+	CHECK_EQ(sg_esgz_parse_footer(b.blob.p + size - SG_ESGZ_TAIL_READ, SG_ESGZ_TAIL_READ, size,
+				      &footer, &err), 0);
+	CHECK(footer.toc_offset < size - SG_ESGZ_TAIL_READ);   /* the TOC starts before the tail */
+	esgz_done(&b);
+	sg_digest_format(&d, big_digest);
+	sg_digest_format(&td, big_toc);
+	snprintf(layers, sizeof(layers), "%s,%s", layer_digest, big_digest);
+
+	CHECK_EQ(sg_loop_new(NULL, &e.loop), 0);
+	struct sg_remote_config cfg = { .cache_root = root };
+	struct sg_blob_opener opener = { .open = counting_open, .ctx = e.loop };
+	CHECK_EQ(sg_remote_new(e.loop, &cfg, &opener, &e.remote), 0);
+	struct sg_remote_layer first = { .ref = "test/image:1", .digest = layer_digest,
+					 .toc_digest = toc_digest, .layers = layers };
+	CHECK_EQ(sg_remote_mount(e.remote, 1, mnt[0], &first, on_mounted, &m[0]), 0);
+	wait_mounted(&e, m, 1);
+	CHECK_EQ(m[0].res, 0);
+	double end = test_now_ms() + 5000;
+	while (!(counted[1] && counted[1]->reads >= 2) && test_now_ms() < end)
+		CHECK(sg_loop_run_once(e.loop, 10) >= 0);
+	for (int i = 0; i < 10; i++)   /* nothing more comes */
+		CHECK(sg_loop_run_once(e.loop, 5) >= 0);
+	CHECK(counted[1]);
+	CHECK_EQ(counted[1]->reads, 2u);
+	CHECK_EQ(counted[1]->off[0], size - SG_ESGZ_TAIL_READ);   /* the tail */
+	CHECK_EQ(counted[1]->off[1], footer.toc_offset);           /* then the TOC's head */
+	CHECK_EQ(counted[1]->len[1], size - SG_ESGZ_TAIL_READ - footer.toc_offset);
+	struct sg_remote_layer second = { .ref = "test/image:1", .digest = big_digest,
+					  .toc_digest = big_toc, .layers = layers };
+	CHECK_EQ(sg_remote_mount(e.remote, 2, mnt[1], &second, on_mounted, &m[1]), 0);
+	wait_mounted(&e, m, 2);
+	CHECK_EQ(m[1].res, 0);
+	CHECK_EQ(counted[1]->reads, 2u);   /* loaded from what was fetched ahead */
+	CHECK_EQ(opens, 2);
 	env_close(&e);
 }
 

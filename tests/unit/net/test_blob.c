@@ -1,9 +1,11 @@
 /* Tests for net/blob: opening a registry blob and reading ranges of it against a small HTTP
  * server on a thread (keep-alive, a bounded pool, exactly one completion per read on destroy,
- * an inconsistent answer refused with its reason, opening errors). */
+ * an inconsistent answer refused with its reason, opening errors, the link meter fed by the
+ * reads). */
 #include <errno.h>
 #include <stdlib.h>
 
+#include "daemon/core/link_meter.h"
 #include "net/blob.h"
 #include "net/pool.h"
 #include "net/registry.h"
@@ -88,6 +90,42 @@ TEST(pool_bounded_keepalive)
 	CHECK_EQ(sg_registry_host_stats(c.reg, "no.such.host:1", &st), -ENOENT);
 	CHECK(atomic_load(&c.srv.conns_peak) <= 3);
 	CHECK(atomic_load(&c.srv.conns_total) <= 3);   /* kept alive, never reopened */
+	registry_env_stop(&c);
+}
+
+/* Range reads feed the host's link meter, which the source exposes: a round trip per read,
+ * and the throughput of a large one. */
+TEST(reads_feed_the_link_meter)
+{
+	static struct registry_env c;
+	static struct rd small;
+	static uint8_t whole[BLOB_SIZE];
+
+	start_blob(&c, 2);
+	struct sg_link_meter *m = c.src->link;
+	CHECK(m);
+	CHECK_EQ(m->rtt_samples, 0u);   /* the HEAD is no range request */
+	sg_op_init(&small.op);
+	CHECK_EQ(sg_range_read(c.src, 100, sizeof(small.buf), small.buf, &small.op, on_read), 0);
+	for (int it = 0; it < 200 && !small.completions; it++)
+		CHECK(sg_loop_run_once(c.loop, 50) >= 0);
+	CHECK_EQ(small.res, (int)sizeof(small.buf));
+	CHECK_EQ(m->rtt_samples, 1u);
+	CHECK(sg_link_meter_rtt_ns(m) > 0 && sg_link_meter_rtt_ns(m) < 5000000000ull);
+	CHECK_EQ(m->bw_samples, 0u);    /* 8 KiB say nothing about the link */
+	CHECK_EQ(m->active, 0u);
+	/* The whole blob: enough for a throughput sample. */
+	static struct rd big;
+	sg_op_init(&big.op);
+	CHECK_EQ(sg_range_read(c.src, 0, BLOB_SIZE, whole, &big.op, on_read), 0);
+	for (int it = 0; it < 200 && !big.completions; it++)
+		CHECK(sg_loop_run_once(c.loop, 50) >= 0);
+	CHECK_EQ(big.res, BLOB_SIZE);
+	CHECK_MEM(whole, blob, BLOB_SIZE);
+	CHECK_EQ(m->rtt_samples, 2u);
+	CHECK(m->bw_samples >= 1u);
+	CHECK(sg_link_meter_bytes_per_s(m) > 0);
+	CHECK_EQ(m->active, 0u);        /* every begin had its end */
 	registry_env_stop(&c);
 }
 

@@ -1,0 +1,94 @@
+/* A link meter.  See link_meter.h. */
+#include "daemon/core/link_meter.h"
+
+#include <string.h>
+
+void sg_link_meter_init(struct sg_link_meter *m)
+{
+	memset(m, 0, sizeof(*m));
+}
+
+void sg_link_meter_first_byte(struct sg_link_meter *m, uint64_t sent_ns, uint64_t now_ns)
+{
+	if (now_ns < sent_ns)
+		return;
+	uint64_t s = now_ns - sent_ns;
+	if (m->rtt_samples++ == 0)
+		m->rtt_ns = s;
+	else
+		m->rtt_ns = m->rtt_ns - m->rtt_ns / 8 + s / 8;
+}
+
+/* Closes the window at now_ns: a sample if it says enough. */
+static void window_sample(struct sg_link_meter *m, uint64_t now_ns)
+{
+	uint64_t span = now_ns > m->win_start_ns ? now_ns - m->win_start_ns : 0;
+
+	if (m->win_bytes >= SG_LINK_SAMPLE_MIN_BYTES && span > 0) {
+		double s = (double)m->win_bytes * 1e9 / (double)span;
+		if (m->bw_samples++ == 0)
+			m->bytes_per_s = s;
+		else if (s > m->bytes_per_s)
+			m->bytes_per_s += (s - m->bytes_per_s) / 2;
+		else
+			m->bytes_per_s -= (m->bytes_per_s - s) / 8;
+	}
+	m->win_start_ns = now_ns;
+	m->win_bytes = 0;
+}
+
+void sg_link_meter_begin(struct sg_link_meter *m, uint64_t now_ns)
+{
+	if (m->active++ == 0) {
+		m->win_start_ns = now_ns;
+		m->win_bytes = 0;
+	}
+}
+
+void sg_link_meter_bytes(struct sg_link_meter *m, size_t n, uint64_t now_ns)
+{
+	if (m->active == 0)
+		return;
+	m->win_bytes += n;
+	if (now_ns - m->win_start_ns >= SG_LINK_SAMPLE_NS &&
+	    m->win_bytes >= SG_LINK_SAMPLE_MIN_BYTES)
+		window_sample(m, now_ns);
+}
+
+void sg_link_meter_end(struct sg_link_meter *m, uint64_t now_ns)
+{
+	if (m->active == 0)
+		return;
+	if (--m->active == 0)
+		window_sample(m, now_ns);
+}
+
+uint64_t sg_link_meter_rtt_ns(const struct sg_link_meter *m)
+{
+	return m && m->rtt_samples ? m->rtt_ns : SG_LINK_DEFAULT_RTT_NS;
+}
+
+double sg_link_meter_bytes_per_s(const struct sg_link_meter *m)
+{
+	return m ? m->bytes_per_s : 0;
+}
+
+size_t sg_link_meter_inflight_cap(const struct sg_link_meter *m)
+{
+	if (!m || m->bw_samples == 0)
+		return SG_LINK_DEFAULT_CAP;
+	double cap = m->bytes_per_s * ((double)SG_LINK_INFLIGHT_NS / 1e9);
+	if (cap < (double)SG_LINK_MIN_CAP)
+		return SG_LINK_MIN_CAP;
+	if (cap > (double)SG_LINK_MAX_CAP)
+		return SG_LINK_MAX_CAP;
+	return (size_t)cap;
+}
+
+bool sg_link_meter_fast(const struct sg_link_meter *m, uint64_t bytes)
+{
+	if (!m || m->bw_samples == 0 || m->bytes_per_s <= 0)
+		return false;
+	double stream_ns = (double)bytes * 1e9 / m->bytes_per_s;
+	return stream_ns <= (double)SG_LINK_FAST_RTTS * (double)sg_link_meter_rtt_ns(m);
+}

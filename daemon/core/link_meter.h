@@ -1,0 +1,74 @@
+/* A link meter: what the path to one registry host carries, measured as data flows.
+ *
+ * net/ feeds it (net/blob.c: each range response's time to first byte, and its body bytes as
+ * they arrive); fs/ reads it (fs/layer_prefetch.c: how much speculative data may be on the
+ * wire, whether streaming a whole layer is cheaper than chasing its misses).  It lives in the
+ * core because both sides use it and fs/ and net/ never include each other; the object
+ * belongs to a registry host (net/pool.h: one per host, shared by every layer fetched from
+ * it, since the link is the host's, not the layer's) and reaches fs/ through the range
+ * source (daemon/core/range_source.h, `link`).  Pure arithmetic on times the caller passes:
+ * no clock, no I/O, so unit tests feed it synthetic samples.
+ *
+ *  - RTT: the time to first byte of range requests (request sent -> response head), an EWMA
+ *    (1/8, as TCP's SRTT).  It includes the server's think time, which is what a miss costs.
+ *  - Throughput: bytes over the time the link was busy delivering bodies.  Concurrent
+ *    transfers share one window (they share the link), which closes when no body streams any
+ *    more, or every SG_LINK_SAMPLE_NS while one does; a window with fewer than
+ *    SG_LINK_SAMPLE_MIN_BYTES says little and is dropped.  The estimate rises fast (1/2) and
+ *    falls slowly (1/8): a window in which we asked for little (app-limited) understates the
+ *    link, and a low estimate would keep us asking for little.
+ *
+ * Until the first samples, the RTT is SG_LINK_DEFAULT_RTT_NS and the throughput unknown: the
+ * in-flight cap is SG_LINK_DEFAULT_CAP and the link is not fast. */
+#ifndef STARGZD_CORE_LINK_METER_H
+#define STARGZD_CORE_LINK_METER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Speculative bytes in flight are bounded by what the link carries in this long: an
+ * on-demand request that starts behind them waits at most about that (one chunk transfer on
+ * the links we target), not a whole layer. */
+#define SG_LINK_INFLIGHT_NS (150ull * 1000000u)
+#define SG_LINK_DEFAULT_CAP ((size_t)1 << 20)      /* before any throughput sample */
+#define SG_LINK_MIN_CAP ((size_t)256 << 10)
+#define SG_LINK_MAX_CAP ((size_t)64 << 20)
+#define SG_LINK_DEFAULT_RTT_NS (50ull * 1000000u)
+#define SG_LINK_SAMPLE_NS (100ull * 1000000u)
+#define SG_LINK_SAMPLE_MIN_BYTES ((uint64_t)128 << 10)
+/* Streaming a layer is "fast" when it takes no longer than this many round trips: a cold
+ * start chases at least that many dependent misses through a layer. */
+#define SG_LINK_FAST_RTTS 32
+
+struct sg_link_meter {
+	uint64_t rtt_ns;              /* EWMA; 0 = no sample yet */
+	double bytes_per_s;           /* 0 = no sample yet */
+	uint64_t rtt_samples, bw_samples;
+	/* The current busy window. */
+	unsigned active;              /* bodies streaming */
+	uint64_t win_start_ns, win_bytes;
+};
+
+void sg_link_meter_init(struct sg_link_meter *m);
+
+/* A response head arrived at now_ns for a request sent at sent_ns. */
+void sg_link_meter_first_byte(struct sg_link_meter *m, uint64_t sent_ns, uint64_t now_ns);
+/* A body starts streaming (after its head) / n of its bytes arrived / it ended (complete,
+ * failed or cancelled): every begin has exactly one end. */
+void sg_link_meter_begin(struct sg_link_meter *m, uint64_t now_ns);
+void sg_link_meter_bytes(struct sg_link_meter *m, size_t n, uint64_t now_ns);
+void sg_link_meter_end(struct sg_link_meter *m, uint64_t now_ns);
+
+/* The smoothed RTT (the default before any sample). */
+uint64_t sg_link_meter_rtt_ns(const struct sg_link_meter *m);
+/* The throughput estimate, bytes per second; 0 when unknown. */
+double sg_link_meter_bytes_per_s(const struct sg_link_meter *m);
+/* Bytes the link carries in SG_LINK_INFLIGHT_NS, within [SG_LINK_MIN_CAP, SG_LINK_MAX_CAP];
+ * SG_LINK_DEFAULT_CAP when unknown or m is NULL. */
+size_t sg_link_meter_inflight_cap(const struct sg_link_meter *m);
+/* Is streaming `bytes` cheaper than chasing misses: does it take at most SG_LINK_FAST_RTTS
+ * round trips?  False when the throughput is unknown or m is NULL. */
+bool sg_link_meter_fast(const struct sg_link_meter *m, uint64_t bytes);
+
+#endif

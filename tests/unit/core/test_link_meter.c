@@ -1,0 +1,176 @@
+/* The link meter (daemon/core/link_meter.c) on synthetic samples. */
+#include "daemon/core/link_meter.h"
+#include "tests/unit/test.h"
+
+#define MS (1000000ull)
+
+/* One body of `bytes` delivered at `rate` bytes/s from t, in 64 KiB slices; returns the end. */
+static uint64_t stream_body(struct sg_link_meter *m, uint64_t t, uint64_t bytes, double rate)
+{
+	const uint64_t slice = 64 << 10;
+
+	sg_link_meter_begin(m, t);
+	for (uint64_t sent = 0; sent < bytes; sent += slice) {
+		t += (uint64_t)((double)slice * 1e9 / rate);
+		sg_link_meter_bytes(m, slice, t);
+	}
+	sg_link_meter_end(m, t);
+	return t;
+}
+
+TEST(defaults_before_any_sample)
+{
+	struct sg_link_meter m;
+
+	sg_link_meter_init(&m);
+	CHECK_EQ(sg_link_meter_rtt_ns(&m), SG_LINK_DEFAULT_RTT_NS);
+	CHECK(sg_link_meter_bytes_per_s(&m) == 0);
+	CHECK_EQ(sg_link_meter_inflight_cap(&m), SG_LINK_DEFAULT_CAP);
+	CHECK(!sg_link_meter_fast(&m, 1));
+	CHECK_EQ(sg_link_meter_inflight_cap(NULL), SG_LINK_DEFAULT_CAP);
+	CHECK(!sg_link_meter_fast(NULL, 1));
+}
+
+TEST(rtt_is_smoothed)
+{
+	struct sg_link_meter m;
+
+	sg_link_meter_init(&m);
+	sg_link_meter_first_byte(&m, 1000 * MS, 1040 * MS);
+	CHECK_EQ(sg_link_meter_rtt_ns(&m), 40 * MS);
+	/* One outlier moves it by an eighth of the difference, not to the outlier. */
+	sg_link_meter_first_byte(&m, 2000 * MS, 2120 * MS);
+	CHECK_EQ(sg_link_meter_rtt_ns(&m), 50 * MS);
+	for (int i = 0; i < 64; i++)
+		sg_link_meter_first_byte(&m, 3000 * MS, 3040 * MS);
+	CHECK(sg_link_meter_rtt_ns(&m) >= 40 * MS && sg_link_meter_rtt_ns(&m) < 41 * MS);
+	/* A clock that went backwards is no sample. */
+	sg_link_meter_first_byte(&m, 5000 * MS, 4000 * MS);
+	CHECK(sg_link_meter_rtt_ns(&m) < 41 * MS);
+}
+
+TEST(throughput_and_cap_of_a_100_mbit_link)
+{
+	struct sg_link_meter m;
+	uint64_t t = 0;
+
+	sg_link_meter_init(&m);
+	for (int i = 0; i < 10; i++)
+		t = stream_body(&m, t + 40 * MS, 4 << 20, 12.5e6);
+	double bw = sg_link_meter_bytes_per_s(&m);
+	CHECK(bw > 12.0e6 && bw < 13.0e6);
+	/* 150 ms of 12.5 MB/s */
+	size_t cap = sg_link_meter_inflight_cap(&m);
+	CHECK(cap > 1800000 && cap < 1950000);
+}
+
+TEST(concurrent_bodies_share_one_window)
+{
+	struct sg_link_meter m;
+	uint64_t t = 0;
+
+	sg_link_meter_init(&m);
+	/* Four bodies interleaved, each getting a quarter of a 10 MB/s link: the link's rate is
+	 * 10 MB/s, not 2.5. */
+	for (int k = 0; k < 4; k++)
+		sg_link_meter_begin(&m, t);
+	for (int s = 0; s < 200; s++) {
+		t += (uint64_t)(65536.0 * 1e9 / 10e6);
+		sg_link_meter_bytes(&m, 65536, t);
+	}
+	for (int k = 0; k < 4; k++)
+		sg_link_meter_end(&m, t);
+	double bw = sg_link_meter_bytes_per_s(&m);
+	CHECK(bw > 9.5e6 && bw < 10.5e6);
+	CHECK_EQ(m.active, 0u);
+	/* An unpaired end is ignored. */
+	sg_link_meter_end(&m, t);
+	CHECK_EQ(m.active, 0u);
+}
+
+TEST(small_windows_are_no_sample_and_idle_time_is_not_counted)
+{
+	struct sg_link_meter m;
+	uint64_t t = 0;
+
+	sg_link_meter_init(&m);
+	sg_link_meter_begin(&m, t);
+	sg_link_meter_bytes(&m, 4096, t + 1 * MS);
+	sg_link_meter_end(&m, t + 1 * MS);
+	CHECK_EQ(m.bw_samples, 0u);
+	/* Bodies separated by long idle gaps: the gaps do not lower the rate. */
+	for (int i = 0; i < 5; i++) {
+		t += 5000 * MS;
+		t = stream_body(&m, t, 1 << 20, 20e6);
+	}
+	double bw = sg_link_meter_bytes_per_s(&m);
+	CHECK(bw > 19e6 && bw < 21e6);
+}
+
+TEST(rises_fast_falls_slowly)
+{
+	struct sg_link_meter m;
+	uint64_t t = 0;
+
+	sg_link_meter_init(&m);
+	t = stream_body(&m, t, 1 << 20, 1e6);
+	CHECK(sg_link_meter_bytes_per_s(&m) < 1.1e6);
+	t = stream_body(&m, t, 8 << 20, 100e6);
+	CHECK(sg_link_meter_bytes_per_s(&m) > 45e6);   /* halfway up at once */
+	t = stream_body(&m, t, 8 << 20, 100e6);
+	t = stream_body(&m, t, 8 << 20, 100e6);
+	double high = sg_link_meter_bytes_per_s(&m);
+	CHECK(high > 80e6);
+	/* An app-limited window (a small reply trickling) lowers it by an eighth of the gap. */
+	t = stream_body(&m, t, 256 << 10, 2e6);
+	double after = sg_link_meter_bytes_per_s(&m);
+	CHECK(after < high && after > high * 0.8);
+}
+
+TEST(long_transfers_sample_periodically)
+{
+	struct sg_link_meter m;
+
+	sg_link_meter_init(&m);
+	sg_link_meter_begin(&m, 0);
+	uint64_t t = 0;
+	for (int s = 0; s < 100; s++) {
+		t += 10 * MS;
+		sg_link_meter_bytes(&m, 100000, t);
+	}
+	/* 1 s of a 10 MB/s body, still streaming: sampled every 100 ms. */
+	CHECK(m.bw_samples >= 9);
+	double bw = sg_link_meter_bytes_per_s(&m);
+	CHECK(bw > 9.5e6 && bw < 10.5e6);
+	sg_link_meter_end(&m, t);
+}
+
+TEST(cap_is_clamped)
+{
+	struct sg_link_meter m;
+
+	sg_link_meter_init(&m);
+	stream_body(&m, 0, 1 << 20, 100e3);
+	CHECK_EQ(sg_link_meter_inflight_cap(&m), SG_LINK_MIN_CAP);
+	sg_link_meter_init(&m);
+	stream_body(&m, 0, 1 << 30, 10e9);
+	CHECK_EQ(sg_link_meter_inflight_cap(&m), SG_LINK_MAX_CAP);
+}
+
+TEST(fast_is_relative_to_the_round_trip)
+{
+	struct sg_link_meter m;
+
+	sg_link_meter_init(&m);
+	sg_link_meter_first_byte(&m, 0, 40 * MS);
+	stream_body(&m, 0, 4 << 20, 12.5e6);
+	/* 32 round trips of 40 ms = 1.28 s = 16 MB at 12.5 MB/s */
+	CHECK(sg_link_meter_fast(&m, 10000000));
+	CHECK(!sg_link_meter_fast(&m, 40000000));
+	/* The same layer over a link with a 400 ms round trip is worth streaming. */
+	for (int i = 0; i < 64; i++)
+		sg_link_meter_first_byte(&m, 0, 400 * MS);
+	CHECK(sg_link_meter_fast(&m, 40000000));
+}
+
+TEST_MAIN()

@@ -1,0 +1,485 @@
+/* Background fetch and streaming (fs/layer_prefetch.c) against a gated range source: the
+ * test decides when each range request completes, and the source's link meter is fed
+ * synthetic samples, so that the in-flight cap is known.  Background fetch keeps several
+ * requests in flight within the cap and finishes the layer; it sends nothing new while an
+ * on-demand fetch is in flight; closing layers with batches in flight frees nothing before
+ * they are answered (two layers on one meter, two users each, two readers); a layer read
+ * file after file in blob order streams; a fast link streams the layer. */
+#include "daemon/core/digest.h"
+#include "daemon/core/link_meter.h"
+#include "daemon/core/loop.h"
+#include "daemon/core/range_source.h"
+#include "fs/layer.h"
+#include "tests/helpers/blob_toc.h"
+#include "tests/helpers/esgz_build.h"
+#include "tests/helpers/layer_fixture.h"
+#include "tests/unit/test.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+#define NFILES 40
+#define FILE_SIZE (128u << 10)
+#define CHUNK (64u << 10)
+#define MS 1000000ull
+
+static char dir[256], blob_path[300];
+static uint8_t content[NFILES * FILE_SIZE];
+static struct sg_digest toc_digest;
+static uint8_t *blob;
+static size_t blob_len;
+
+static void cleanup(void)
+{
+	test_rm_tree(dir);
+}
+
+static void setup(void)
+{
+	snprintf(dir, sizeof(dir), "/tmp/stargzd-prefetch-XXXXXX");
+	CHECK(mkdtemp(dir));
+	atexit(cleanup);
+	snprintf(blob_path, sizeof(blob_path), "%s/blob", dir);
+	CHECK_EQ(esgz_write_random_files(blob_path, content, NFILES, FILE_SIZE, CHUNK, &toc_digest,
+					 NULL), 0);
+	FILE *f = fopen(blob_path, "r");
+	CHECK(f);
+	fseek(f, 0, SEEK_END);
+	blob_len = (size_t)ftell(f);
+	rewind(f);
+	blob = malloc(blob_len);
+	CHECK(blob && fread(blob, 1, blob_len, f) == blob_len);
+	fclose(f);
+}
+
+/* ---- a range source whose reads complete when the test says so ---- */
+
+struct gate_read {
+	uint64_t offset;
+	size_t len;
+	void *buf;
+	struct sg_op *op;
+	sg_op_cb cb;
+};
+
+struct gate {
+	struct sg_range_source base;
+	bool automatic;                 /* complete each read at once (from the loop) */
+	struct gate_read q[256];        /* pending, oldest first */
+	size_t n;
+	unsigned issued;
+	uint64_t pending_bytes;
+	bool *destroyed;                /* set when the layer frees it */
+};
+
+static void gate_complete(struct gate *g, size_t i, int res)
+{
+	struct gate_read r = g->q[i];
+
+	if (res > 0)
+		memcpy(r.buf, blob + r.offset, r.len);
+	g->pending_bytes -= r.len;
+	memmove(&g->q[i], &g->q[i + 1], (g->n - i - 1) * sizeof(g->q[0]));
+	g->n--;
+	CHECK_EQ(sg_post(g->base.loop, r.op, res, r.cb), 0);
+}
+
+static int gate_read(struct sg_range_source *src, uint64_t offset, size_t len, void *buf,
+		     struct sg_op *op, sg_op_cb cb)
+{
+	struct gate *g = (struct gate *)src;
+
+	CHECK(g->n < 256);
+	g->q[g->n++] = (struct gate_read){ offset, len, buf, op, cb };
+	g->issued++;
+	g->pending_bytes += len;
+	if (g->automatic)
+		gate_complete(g, g->n - 1, (int)len);
+	return 0;
+}
+
+static int gate_cancel(struct sg_range_source *src, struct sg_op *op)
+{
+	struct gate *g = (struct gate *)src;
+
+	for (size_t i = 0; i < g->n; i++)
+		if (g->q[i].op == op) {
+			gate_complete(g, i, -ECANCELED);
+			return 0;
+		}
+	return -EALREADY;
+}
+
+static void gate_destroy(struct sg_range_source *src)
+{
+	struct gate *g = (struct gate *)src;
+
+	/* The layer frees its source last: nothing may still be in flight in it. */
+	if (g->n)
+		abort();
+	if (g->destroyed)
+		*g->destroyed = true;
+	free(g);
+}
+
+static const struct sg_range_source_ops gate_ops = {
+	.read = gate_read,
+	.cancel = gate_cancel,
+	.destroy = gate_destroy,
+};
+
+static struct gate *gate_new(struct sg_loop *loop, struct sg_link_meter *link)
+{
+	struct gate *g = calloc(1, sizeof(*g));
+
+	CHECK(g);
+	g->base = (struct sg_range_source){ .ops = &gate_ops, .loop = loop, .size = blob_len,
+					    .link = link };
+	return g;
+}
+
+/* A meter that has seen a link of `rate` bytes/s and `rtt`. */
+static void meter_of(struct sg_link_meter *m, double rate, uint64_t rtt)
+{
+	uint64_t t = 1000 * MS;
+
+	sg_link_meter_init(m);
+	sg_link_meter_first_byte(m, t - rtt, t);
+	sg_link_meter_begin(m, t);
+	for (int i = 0; i < 64; i++) {
+		t += (uint64_t)(65536.0 * 1e9 / rate);
+		sg_link_meter_bytes(m, 65536, t);
+	}
+	sg_link_meter_end(m, t);
+}
+
+struct env {
+	struct sg_loop *loop;
+	struct sg_layer *layer;
+	struct sg_layer_user *user;
+	struct gate *gate;
+	char cache[320];
+};
+
+static void env_open(struct env *e, struct sg_loop *loop, struct sg_link_meter *m,
+		     struct sg_layer_config cfg, int index)
+{
+	e->loop = loop;
+	snprintf(e->cache, sizeof(e->cache), "%s/cache-%d", dir, index);
+	cfg.cache_dir = e->cache;
+	e->gate = gate_new(loop, m);
+	CHECK_EQ(sg_layer_new(loop, &e->gate->base, test_load_toc_file(blob_path, &toc_digest), &cfg,
+			      &e->layer), 0);
+	CHECK_EQ(sg_layer_user_new(e->layer, &e->user), 0);
+	sg_layer_start(e->layer);
+}
+
+/* Closes the user and the layer, then the loop. */
+static void env_close(struct env *e)
+{
+	test_layer_user_close(e->loop, e->user);
+	test_layer_close(e->loop, e->layer);
+	CHECK_EQ(sg_loop_drain(e->loop, 2000), 0);
+	sg_loop_free(e->loop);
+}
+
+static uint32_t file_node(struct env *e, int f)
+{
+	char name[16];
+
+	snprintf(name, sizeof(name), "f%d", f);
+	return sg_toc_lookup_path(sg_layer_toc(e->layer), name);
+}
+
+static uint64_t file_blob_offset(struct env *e, int f)
+{
+	const struct sg_toc *toc = sg_layer_toc(e->layer);
+	return sg_toc_chunks(toc, sg_toc_node(toc, file_node(e, f)))[0].offset;
+}
+
+/* Runs the loop until the gate has a pending read or ms passed. */
+static void wait_pending(struct env *e, int ms)
+{
+	double end = test_now_ms() + ms;
+	while (e->gate->n == 0 && test_now_ms() < end)
+		CHECK(sg_loop_run_once(e->loop, 2) >= 0);
+}
+
+static const struct sg_layer_config background = {
+	.background_fetch = true, .background_delay_ns = 1 * MS, .window_bytes = 1,
+};
+
+TEST(background_keeps_several_requests_within_the_cap_and_finishes)
+{
+	struct sg_loop *loop;
+	struct sg_link_meter m;
+	struct env e = { 0 };
+	struct sg_layer_stats st;
+	size_t most = 0;
+	uint64_t peak = 0;
+
+	setup();
+	meter_of(&m, 10e6, 1 * MS);   /* cap: 1.5 MB */
+	size_t cap = sg_link_meter_inflight_cap(&m);
+	CHECK(cap > 1400000 && cap < 1600000);
+	CHECK_EQ(sg_loop_new(NULL, &loop), 0);
+	env_open(&e, loop, &m, background, 0);
+	double end = test_now_ms() + 10000;
+	do {
+		wait_pending(&e, 200);
+		for (int k = 0; k < 5; k++)   /* let it send all it wants to */
+			CHECK(sg_loop_run_once(loop, 1) >= 0);
+		if (e.gate->n > most)
+			most = e.gate->n;
+		if (e.gate->pending_bytes > peak)
+			peak = e.gate->pending_bytes;
+		if (e.gate->n)
+			gate_complete(e.gate, 0, (int)e.gate->q[0].len);
+		sg_layer_stats(e.layer, &st);
+		CHECK(test_now_ms() < end);
+	} while (!st.background_done);
+	CHECK(most >= 2);
+	CHECK(peak <= cap);
+	CHECK(!st.stream_started);
+	test_wait_layer_local(loop, e.layer, &st);
+	static uint8_t buf[FILE_SIZE];
+	for (int f = 0; f < NFILES; f += 13) {
+		CHECK_EQ(test_layer_read(loop, e.user, 0, file_node(&e, f), 0, buf, FILE_SIZE),
+			 (int32_t)FILE_SIZE);
+		CHECK_MEM(buf, content + (size_t)f * FILE_SIZE, FILE_SIZE);
+	}
+	env_close(&e);
+}
+
+/* Over a link of rate and rtt (the second streams the layer), speculation sends nothing new
+ * while an on-demand fetch is in flight, then finishes the layer. */
+static void check_yields_to_ondemand(double rate, uint64_t rtt, bool streams)
+{
+	struct sg_loop *loop;
+	struct sg_link_meter m;
+	struct env e = { 0 };
+	struct sg_layer_stats st;
+	static uint8_t buf[4096];
+	struct test_op t;
+
+	setup();
+	meter_of(&m, rate, rtt);
+	CHECK_EQ(sg_loop_new(NULL, &loop), 0);
+	env_open(&e, loop, &m, background, 0);
+	wait_pending(&e, 1000);
+	test_run_for(loop, 20);
+	CHECK(e.gate->n >= 2);
+	/* A reader misses in the last file, which background fetch has not reached. */
+	test_op_init(&t);
+	CHECK_EQ(sg_layer_read(e.user, 7, file_node(&e, NFILES - 1), 0, sizeof(buf), buf, &t.op,
+			       test_op_cb), 0);
+	test_run_for(loop, 10);
+	uint64_t od = file_blob_offset(&e, NFILES - 1);
+	size_t odi = e.gate->n;
+	for (size_t i = 0; i < e.gate->n; i++)
+		if (e.gate->q[i].offset == od)
+			odi = i;
+	CHECK(odi < e.gate->n);   /* sent at once, whatever was in flight */
+	unsigned issued = e.gate->issued;
+	/* The background batches complete one by one: none is replaced while the on-demand
+	 * one is in flight. */
+	while (e.gate->n > 1) {
+		size_t i = e.gate->q[0].offset == od ? 1 : 0;
+		gate_complete(e.gate, i, (int)e.gate->q[i].len);
+		test_run_for(loop, 10);
+		CHECK_EQ(e.gate->issued, issued);
+	}
+	CHECK_EQ(e.gate->q[0].offset, od);
+	CHECK_EQ(t.calls, 0);
+	gate_complete(e.gate, 0, (int)e.gate->q[0].len);
+	test_op_wait(loop, &t, 1000);
+	CHECK_EQ(t.res, (int32_t)sizeof(buf));
+	CHECK_MEM(buf, content + (size_t)(NFILES - 1) * FILE_SIZE, sizeof(buf));
+	/* Then it goes on (after its gap of two round trips) and finishes. */
+	e.gate->automatic = true;
+	while (e.gate->n)
+		gate_complete(e.gate, 0, (int)e.gate->q[0].len);
+	test_wait_layer_local(loop, e.layer, &st);
+	CHECK(e.gate->issued > issued);
+	CHECK_EQ(st.stream_started, streams);
+	env_close(&e);
+}
+
+TEST(background_sends_nothing_while_an_ondemand_fetch_is_in_flight)
+{
+	check_yields_to_ondemand(10e6, 1 * MS, false);
+}
+
+TEST(a_fast_links_stream_sends_nothing_while_an_ondemand_fetch_is_in_flight)
+{
+	check_yields_to_ondemand(10e6, 100 * MS, true);   /* 5 MB: 0.5 s, 5 round trips */
+}
+
+/* Two layers fetching from one host (one meter), two users each, a reader on each user; the
+ * layers close with background batches and on-demand fetches in flight: nothing is freed,
+ * and no close completes, before the source has answered them. */
+TEST(close_with_batches_in_flight_frees_nothing_early)
+{
+	struct sg_loop *loop;
+	struct sg_link_meter m;
+	struct env e[2] = { 0 };
+	struct sg_layer_user *second[2];
+	static uint8_t bufs[2][2][4096];
+	struct test_op reads[2][2], uclose[2][2], lclose[2];
+	bool destroyed[2] = { false, false };
+
+	setup();
+	meter_of(&m, 10e6, 1 * MS);
+	CHECK_EQ(sg_loop_new(NULL, &loop), 0);
+	for (int i = 0; i < 2; i++) {
+		env_open(&e[i], loop, &m, background, i);
+		e[i].gate->destroyed = &destroyed[i];
+		CHECK_EQ(sg_layer_user_new(e[i].layer, &second[i]), 0);
+	}
+	for (int i = 0; i < 2; i++)
+		wait_pending(&e[i], 1000);
+	test_run_for(loop, 10);
+	for (int i = 0; i < 2; i++)
+		for (int u = 0; u < 2; u++) {
+			test_op_init(&reads[i][u]);
+			CHECK_EQ(sg_layer_read(u ? second[i] : e[i].user, 100 + u,
+					       file_node(&e[i], NFILES - 1 - u), 0, 4096, bufs[i][u],
+					       &reads[i][u].op, test_op_cb), 0);
+		}
+	test_run_for(loop, 10);
+	for (int i = 0; i < 2; i++) {
+		CHECK(e[i].gate->n >= 3);
+		for (int u = 0; u < 2; u++) {
+			test_op_init(&uclose[i][u]);
+			CHECK_EQ(sg_layer_user_close(u ? second[i] : e[i].user, &uclose[i][u].op,
+						     test_op_cb), 0);
+		}
+	}
+	test_run_for(loop, 20);
+	for (int i = 0; i < 2; i++)
+		for (int u = 0; u < 2; u++) {
+			CHECK_EQ(reads[i][u].calls, 1);
+			CHECK_EQ(reads[i][u].res, -ECANCELED);
+			CHECK_EQ(uclose[i][u].calls, 1);
+		}
+	for (int i = 0; i < 2; i++) {
+		test_op_init(&lclose[i]);
+		CHECK_EQ(sg_layer_close(e[i].layer, &lclose[i].op, test_op_cb), 0);
+	}
+	test_run_for(loop, 50);
+	for (int i = 0; i < 2; i++) {
+		CHECK_EQ(lclose[i].calls, 0);   /* its batches are still out */
+		CHECK(e[i].gate->n > 0);
+		CHECK(!destroyed[i]);
+	}
+	/* The first layer's fetches answer with data, the second's fail. */
+	while (e[0].gate->n)
+		gate_complete(e[0].gate, 0, (int)e[0].gate->q[0].len);
+	test_op_wait(loop, &lclose[0], 1000);
+	CHECK_EQ(lclose[1].calls, 0);
+	while (e[1].gate->n)
+		gate_complete(e[1].gate, 0, -EIO);
+	test_op_wait(loop, &lclose[1], 1000);
+	for (int i = 0; i < 2; i++) {
+		CHECK_EQ(lclose[i].res, 0);
+		sg_layer_free(e[i].layer);
+		CHECK(destroyed[i]);
+	}
+	CHECK_EQ(sg_loop_drain(loop, 2000), 0);
+	sg_loop_free(loop);
+}
+
+/* tar -c: files read whole, one after the other in blob order.  After two dozen files the
+ * rest of the layer streams, within the cap plus a round trip's worth; the reads still get
+ * the right bytes, and most of them find their data on its way. */
+TEST(a_layer_read_file_after_file_streams)
+{
+	struct sg_loop *loop;
+	struct sg_link_meter m;
+	struct env e = { 0 };
+	struct sg_layer_stats st;
+	static uint8_t buf[FILE_SIZE];
+	struct sg_layer_config cfg = { .window_bytes = 1 };   /* no background fetch */
+	uint64_t peak = 0;
+
+	setup();
+	meter_of(&m, 10e6, 1 * MS);
+	uint64_t limit = sg_link_meter_inflight_cap(&m) + 10000;   /* + 1 ms of 10 MB/s */
+	CHECK_EQ(sg_loop_new(NULL, &loop), 0);
+	env_open(&e, loop, &m, cfg, 0);
+	for (int f = 0; f < NFILES; f++) {
+		struct test_op t;
+		test_op_init(&t);
+		CHECK_EQ(sg_layer_read(e.user, 1, file_node(&e, f), 0, FILE_SIZE, buf, &t.op,
+				       test_op_cb), 0);
+		while (!t.calls) {
+			CHECK(sg_loop_run_once(loop, 2) >= 0);
+			uint64_t spec = 0;
+			for (size_t i = 0; i < e.gate->n; i++)
+				if (e.gate->q[i].offset != file_blob_offset(&e, f))
+					spec += e.gate->q[i].len;
+			if (spec > peak)
+				peak = spec;
+			if (e.gate->n)
+				gate_complete(e.gate, 0, (int)e.gate->q[0].len);
+		}
+		CHECK_EQ(t.res, (int32_t)FILE_SIZE);
+		CHECK_MEM(buf, content + (size_t)f * FILE_SIZE, FILE_SIZE);
+	}
+	sg_layer_stats(e.layer, &st);
+	CHECK(st.stream_started);
+	CHECK(st.streamed_bytes > 0);
+	/* Two misses per file (each of its two chunks) until the stream starts at the 24th,
+	 * none after: the stream stays ahead of the reader.  Without it, 80. */
+	CHECK(st.ondemand_fetches <= 48);
+	CHECK(peak <= limit);
+	env_close(&e);
+}
+
+/* Random reads do not stream the layer. */
+TEST(scattered_reads_do_not_stream)
+{
+	struct sg_loop *loop;
+	struct sg_link_meter m;
+	struct env e = { 0 };
+	struct sg_layer_stats st;
+	static uint8_t buf[4096];
+	struct sg_layer_config cfg = { .window_bytes = 1 };
+
+	setup();
+	meter_of(&m, 10e6, 1 * MS);
+	CHECK_EQ(sg_loop_new(NULL, &loop), 0);
+	env_open(&e, loop, &m, cfg, 0);
+	e.gate->automatic = true;
+	for (int k = 0; k < NFILES; k++) {
+		int f = (k * 17) % NFILES;   /* a permutation, jumping back and forth */
+		CHECK_EQ(test_layer_read(loop, e.user, 1, file_node(&e, f), 0, buf, sizeof(buf)),
+			 (int32_t)sizeof(buf));
+	}
+	sg_layer_stats(e.layer, &st);
+	CHECK(!st.stream_started);
+	env_close(&e);
+}
+
+/* A link that carries the whole layer in a few round trips: background fetch streams it. */
+TEST(a_fast_link_streams_the_layer)
+{
+	struct sg_loop *loop;
+	struct sg_link_meter m;
+	struct env e = { 0 };
+	struct sg_layer_stats st;
+
+	setup();
+	meter_of(&m, 100e6, 200 * MS);   /* 5 MB in 50 ms, a round trip of 200 ms */
+	CHECK(sg_link_meter_fast(&m, blob_len));
+	CHECK_EQ(sg_loop_new(NULL, &loop), 0);
+	struct sg_layer_config cfg = background;
+	env_open(&e, loop, &m, cfg, 0);
+	e.gate->automatic = true;
+	test_wait_layer_local(loop, e.layer, &st);
+	CHECK(st.stream_started);
+	CHECK(st.streamed_bytes > 0);
+	env_close(&e);
+}
+
+TEST_MAIN()
