@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
+#include "daemon/core/link_meter.h"
 #include "daemon/core/range_source.h"
 #include "fs/layer_int.h"
 #include "fs/layer_prefetch.h"
@@ -18,6 +19,9 @@ struct fetch_batch {
 	struct chunk_job **jobs;
 	size_t n;
 	enum sg_fetch_kind kind;   /* what the bytes count as in the stats */
+	/* The link the request uses (its source's; NULL = not measured): it counts on-demand
+	 * requests and bytes fetched ahead across every layer on that link. */
+	struct sg_link_meter *link;
 	uint64_t start_ns;
 };
 
@@ -30,6 +34,10 @@ static void batch_free(struct fetch_batch *b)
 		l->ahead_inflight -= b->len;
 		l->ahead_batches--;
 	}
+	if (b->link && b->kind == SG_FETCH_ONDEMAND)
+		sg_link_meter_ondemand(b->link, -1, sg_now_ns());
+	else if (b->link)
+		sg_link_meter_ahead(b->link, -(int64_t)b->len);
 	sg_memcache_uncharge(l->mem, b->charged);
 	free(b->buf);
 	free(b->jobs);
@@ -199,6 +207,11 @@ int sg_layer_fetch_batch(struct sg_layer *l, struct sg_range_source *src,
 		l->ahead_inflight += b->len;
 		l->ahead_batches++;
 	}
+	b->link = src->link;
+	if (b->link && ondemand)
+		sg_link_meter_ondemand(b->link, +1, sg_now_ns());
+	else if (b->link)
+		sg_link_meter_ahead(b->link, (int64_t)b->len);
 	for (size_t i = 0; i < n; i++) {
 		struct chunk_job *j = sg_layer_job_new(l, chunks[i], ondemand);
 		if (!j) {

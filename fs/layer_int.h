@@ -228,9 +228,13 @@ static inline size_t sg_layer_ahead_room(const struct sg_layer *l)
 	const struct sg_link_meter *m = l->src ? l->src->link : NULL;
 	size_t cap = m ? sg_link_meter_inflight_cap(m) : SG_LAYER_AHEAD_CAP;
 
+	/* Every layer's bytes on the link count: the cap is the link's. */
+	size_t inflight = m && m->ahead_inflight > l->ahead_inflight ? m->ahead_inflight
+								      : l->ahead_inflight;
+
 	if (l->ahead_batches >= SG_LAYER_AHEAD_BATCHES)
 		return 0;
-	return l->ahead_inflight < cap ? cap - l->ahead_inflight : 0;
+	return inflight < cap ? cap - inflight : 0;
 }
 
 /* ---- in fs/layer.c ---- */

@@ -127,7 +127,12 @@ static size_t spec_batch_bytes(const struct sg_layer *l, size_t cap)
  * that a cap smaller than a batch still makes progress. */
 static bool spec_room(const struct sg_layer *l, size_t limit, size_t batch)
 {
-	return l->ahead_inflight == 0 || l->ahead_inflight + batch <= limit;
+	const struct sg_link_meter *m = link_of(l);
+	size_t inflight = m && m->ahead_inflight > l->ahead_inflight ? m->ahead_inflight
+								      : l->ahead_inflight;
+
+	/* The link's count covers every layer on it: the cap is the link's, not each layer's. */
+	return inflight == 0 || inflight + batch <= limit;
 }
 
 static void background_tick(struct sg_op *op)
@@ -160,10 +165,18 @@ static bool yield_to_ondemand(struct sg_layer *l)
 
 	if (gap < BACKGROUND_QUIET_NS)
 		gap = BACKGROUND_QUIET_NS;
+	uint64_t wait_ns;
+
 	if (l->ondemand_inflight > 0)
 		return true;
 	if (l->last_ondemand_ns && now - l->last_ondemand_ns < gap) {
 		background_retry_in(l, gap - (now - l->last_ondemand_ns));
+		return true;
+	}
+	/* Another layer's reader on the same link: it shares the bandwidth, so the same
+	 * rule holds.  Its end does not call this layer back: a timer looks again. */
+	if (sg_link_meter_ondemand_busy(link_of(l), gap, now, &wait_ns)) {
+		background_retry_in(l, wait_ns ? wait_ns : BACKGROUND_RETRY_NS);
 		return true;
 	}
 	return false;

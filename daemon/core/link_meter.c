@@ -92,3 +92,34 @@ bool sg_link_meter_fast(const struct sg_link_meter *m, uint64_t bytes)
 	double stream_ns = (double)bytes * 1e9 / m->bytes_per_s;
 	return stream_ns <= (double)SG_LINK_FAST_RTTS * (double)sg_link_meter_rtt_ns(m);
 }
+
+void sg_link_meter_ondemand(struct sg_link_meter *m, int delta, uint64_t now_ns)
+{
+	if (delta < 0 && m->ondemand_inflight == 0)
+		return;
+	m->ondemand_inflight = (unsigned)((int)m->ondemand_inflight + delta);
+	m->last_ondemand_ns = now_ns;
+}
+
+void sg_link_meter_ahead(struct sg_link_meter *m, int64_t delta)
+{
+	if (delta < 0 && (size_t)-delta > m->ahead_inflight)
+		m->ahead_inflight = 0;
+	else
+		m->ahead_inflight = (size_t)((int64_t)m->ahead_inflight + delta);
+}
+
+bool sg_link_meter_ondemand_busy(const struct sg_link_meter *m, uint64_t gap_ns, uint64_t now_ns,
+				 uint64_t *ret_wait_ns)
+{
+	*ret_wait_ns = 0;
+	if (!m)
+		return false;
+	if (m->ondemand_inflight > 0)
+		return true;
+	if (m->last_ondemand_ns && now_ns - m->last_ondemand_ns < gap_ns) {
+		*ret_wait_ns = gap_ns - (now_ns - m->last_ondemand_ns);
+		return true;
+	}
+	return false;
+}

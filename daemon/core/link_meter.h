@@ -48,6 +48,13 @@ struct sg_link_meter {
 	/* The current busy window. */
 	unsigned active;              /* bodies streaming */
 	uint64_t win_start_ns, win_bytes;
+	/* Who uses the link now, across every layer fetched from this host: on-demand requests
+	 * in flight and when the last one started or ended, and the bytes of requests fetching
+	 * ahead of readers in flight.  One layer's background fetch or stream must yield to
+	 * another layer's on-demand read, since they share the link. */
+	unsigned ondemand_inflight;
+	uint64_t last_ondemand_ns;
+	size_t ahead_inflight;
 };
 
 void sg_link_meter_init(struct sg_link_meter *m);
@@ -59,6 +66,15 @@ void sg_link_meter_first_byte(struct sg_link_meter *m, uint64_t sent_ns, uint64_
 void sg_link_meter_begin(struct sg_link_meter *m, uint64_t now_ns);
 void sg_link_meter_bytes(struct sg_link_meter *m, size_t n, uint64_t now_ns);
 void sg_link_meter_end(struct sg_link_meter *m, uint64_t now_ns);
+
+/* An on-demand request starts (+1) or ends (-1) at now_ns. */
+void sg_link_meter_ondemand(struct sg_link_meter *m, int delta, uint64_t now_ns);
+/* Bytes of requests fetching ahead of readers start (+) or end (-). */
+void sg_link_meter_ahead(struct sg_link_meter *m, int64_t delta);
+/* Must fetching ahead wait: is an on-demand request in flight, or did one end less than
+ * gap_ns ago?  *ret_wait_ns: how long until the gap is over (0 while one is in flight). */
+bool sg_link_meter_ondemand_busy(const struct sg_link_meter *m, uint64_t gap_ns, uint64_t now_ns,
+				 uint64_t *ret_wait_ns);
 
 /* The smoothed RTT (the default before any sample). */
 uint64_t sg_link_meter_rtt_ns(const struct sg_link_meter *m);

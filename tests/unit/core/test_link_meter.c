@@ -173,4 +173,36 @@ TEST(fast_is_relative_to_the_round_trip)
 	CHECK(sg_link_meter_fast(&m, 40000000));
 }
 
+/* Two layers on one link: one's on-demand request makes the other's fetching ahead wait,
+ * during it and for the gap after it; bytes fetched ahead add up across layers. */
+TEST(ondemand_and_ahead_are_counted_across_layers)
+{
+	struct sg_link_meter m;
+	uint64_t wait;
+
+	sg_link_meter_init(&m);
+	CHECK(!sg_link_meter_ondemand_busy(&m, 100 * MS, 1000 * MS, &wait));
+	CHECK(!sg_link_meter_ondemand_busy(NULL, 100 * MS, 1000 * MS, &wait));
+	sg_link_meter_ondemand(&m, +1, 1000 * MS);   /* layer A's reader */
+	sg_link_meter_ondemand(&m, +1, 1010 * MS);   /* layer B's */
+	CHECK(sg_link_meter_ondemand_busy(&m, 100 * MS, 1020 * MS, &wait));
+	CHECK_EQ(wait, 0);
+	sg_link_meter_ondemand(&m, -1, 1040 * MS);
+	CHECK(sg_link_meter_ondemand_busy(&m, 100 * MS, 1050 * MS, &wait));   /* B's still out */
+	sg_link_meter_ondemand(&m, -1, 1060 * MS);
+	CHECK(sg_link_meter_ondemand_busy(&m, 100 * MS, 1100 * MS, &wait));
+	CHECK_EQ(wait, 60 * MS);
+	CHECK(!sg_link_meter_ondemand_busy(&m, 100 * MS, 1160 * MS, &wait));
+	sg_link_meter_ondemand(&m, -1, 1200 * MS);   /* an extra end changes nothing */
+	CHECK_EQ(m.ondemand_inflight, 0);
+
+	sg_link_meter_ahead(&m, 600000);
+	sg_link_meter_ahead(&m, 400000);
+	CHECK_EQ(m.ahead_inflight, 1000000);
+	sg_link_meter_ahead(&m, -600000);
+	CHECK_EQ(m.ahead_inflight, 400000);
+	sg_link_meter_ahead(&m, -500000);            /* never below zero */
+	CHECK_EQ(m.ahead_inflight, 0);
+}
+
 TEST_MAIN()
