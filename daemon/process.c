@@ -1,6 +1,8 @@
 #include "daemon/process.h"
 
 #include <errno.h>
+#include <stdbool.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -120,10 +122,24 @@ int sg_listen_unix(const char *path, int *ret_fd, struct sg_error *err)
 			return sg_error_set(err, -errno, "socket(): %s", strerror(errno));
 		r = connect(probe, (struct sockaddr *)&addr, sizeof(addr));
 		int saved = errno;
+		bool owner_gone = false;
+		if (r == 0) {
+			/* A daemon killed with -9 can leave its socket listening for a while: the
+			 * kernel tears its io_uring down after the process is gone, and an accept
+			 * still queued there holds the socket.  The listener's pid (its credentials
+			 * at listen time) tells whether anybody is behind it. */
+			struct ucred cred;
+			socklen_t len = sizeof(cred);
+			if (getsockopt(probe, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 &&
+			    cred.pid > 0 && kill(cred.pid, 0) < 0 && errno == ESRCH)
+				owner_gone = true;
+		}
 		close(probe);
-		if (r == 0)
+		if (r == 0 && !owner_gone)
 			return sg_error_set(err, -EADDRINUSE, "socket %s is in use by a live daemon",
 					    path);
+		if (r == 0)
+			saved = ECONNREFUSED;   /* its owner is gone: as stale as a refusing one */
 		if (saved != ECONNREFUSED && saved != ENOENT)
 			return sg_error_set(err, -saved, "cannot probe existing socket %s: %s", path,
 					    strerror(saved));

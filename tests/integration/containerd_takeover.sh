@@ -64,7 +64,8 @@ IMG=$REGISTRY/takeover:v1
 SG_EXTRA_CONFIG="prefetch = false
 background_fetch = false
 fetch_timeout = 5
-fetch_attempts = 2"
+fetch_attempts = 2
+speculate = false"
 start_stargzd || { fail "stargzd starts" "$(cat "$WORK/stargzd.log")"; finish; }
 start_containerd || { fail "containerd starts" "$(tail -20 "$WORK/containerd.log")"; finish; }
 ctr-remote --address "$WORK/containerd/containerd.sock" images rpull --plain-http \
