@@ -219,6 +219,15 @@ static inline int sg_layer_op_check(const struct sg_op *op, sg_op_cb cb)
 	return sg_op_busy(op) ? -EBUSY : 0;
 }
 
+/* Bytes fetched ahead of readers in flight on this layer's link: every layer's on it (the
+ * cap is the link's), or this layer's own when the link is not measured. */
+static inline size_t sg_layer_ahead_inflight(const struct sg_layer *l)
+{
+	const struct sg_link_meter *m = l->src ? l->src->link : NULL;
+
+	return m && m->ahead_inflight > l->ahead_inflight ? m->ahead_inflight : l->ahead_inflight;
+}
+
 /* How many more speculative bytes may start now: the link's in-flight cap (what it carries
  * in ~150 ms; SG_LAYER_AHEAD_CAP before it was measured) less every fetched-ahead byte in
  * flight (speculation, prefetch, background, stream); 0 while as many requests fetching
@@ -227,10 +236,7 @@ static inline size_t sg_layer_ahead_room(const struct sg_layer *l)
 {
 	const struct sg_link_meter *m = l->src ? l->src->link : NULL;
 	size_t cap = m ? sg_link_meter_inflight_cap(m) : SG_LAYER_AHEAD_CAP;
-
-	/* Every layer's bytes on the link count: the cap is the link's. */
-	size_t inflight = m && m->ahead_inflight > l->ahead_inflight ? m->ahead_inflight
-								      : l->ahead_inflight;
+	size_t inflight = sg_layer_ahead_inflight(l);
 
 	if (l->ahead_batches >= SG_LAYER_AHEAD_BATCHES)
 		return 0;

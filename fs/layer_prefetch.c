@@ -127,11 +127,8 @@ static size_t spec_batch_bytes(const struct sg_layer *l, size_t cap)
  * that a cap smaller than a batch still makes progress. */
 static bool spec_room(const struct sg_layer *l, size_t limit, size_t batch)
 {
-	const struct sg_link_meter *m = link_of(l);
-	size_t inflight = m && m->ahead_inflight > l->ahead_inflight ? m->ahead_inflight
-								      : l->ahead_inflight;
+	size_t inflight = sg_layer_ahead_inflight(l);
 
-	/* The link's count covers every layer on it: the cap is the link's, not each layer's. */
 	return inflight == 0 || inflight + batch <= limit;
 }
 
