@@ -261,6 +261,9 @@ hostile() {   # NAME (the file is in place under ROOT)
   else
     fail "$name: nothing replayed" "$(grep replaying "$PHASE_LOG")"
   fi
+  grep "startup profile.*ignored" "$PHASE_LOG" | head -2 | cut -c1-240 | sed 's/^/    log: /'
+  # What the store holds after the run's own recording (not asserted: the contract leaves it open).
+  "$STARGZD" profile ls --root "$root" 2>&1 | grep -F "$TOC" | sed 's/^/    then: /'
 }
 plant() {   # NAME: creates ROOT/profiles/<toc-hex>.json, the content from stdin
   mkdir -p "$WORK/root-$1/profiles"
