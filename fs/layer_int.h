@@ -50,6 +50,8 @@
 /* Speculative range requests in flight at most: each holds one of the registry's
  * connections (8 per host, net/registry.c), and on-demand fetches must find one free. */
 #define SG_LAYER_AHEAD_BATCHES 3u
+/* Chunks in a window of a replay (layer_profile.c) at most. */
+#define SG_LAYER_REPLAY_WINDOW 4096u
 /* Runs of chunks waiting for speculation (layer_spec.c). */
 #define SG_LAYER_SPEC_QUEUE 256
 
@@ -193,13 +195,16 @@ struct sg_layer {
 
 	/* Learned startup profiles (layer_profile.c).  The recording (NULL: off), the chunks of
 	 * it handed to the owner, and its quiet timer; the replay (NULL: none) and its cursor:
-	 * range replay_range of sg_profile_ranges, from chunk replay_chunk. */
+	 * range replay_range of sg_profile_ranges, from chunk replay_chunk; the window of
+	 * chunks taken from there, in blob order, replay_window[replay_window_at..n). */
 	struct sg_profile *prof_rec;
 	uint64_t prof_handed;
 	struct sg_op prof_timer;
 	struct sg_profile *replay;
 	size_t replay_range;
 	uint32_t replay_chunk;
+	uint32_t *replay_window;
+	size_t replay_window_n, replay_window_at;
 	uint64_t replay_left;          /* budget bytes not spent */
 	bool replaying;                /* requests of the replay still to go out */
 

@@ -225,6 +225,10 @@ void sg_layer_prefetch_saw_read(struct sg_layer *l, uint32_t chunk)
 			l->stream_cursor = chunk;
 		return;
 	}
+	/* A layer replaying a profile is read in the profile's order, which the replay made
+	 * local: that is no reader reading it all, and streaming it would take the link. */
+	if (l->replay)
+		return;
 	bool forward = c->offset >= l->miss_offset &&
 		       c->offset - l->miss_offset <= STREAM_FORWARD_SLACK;
 	l->miss_offset = c->offset;
@@ -312,7 +316,7 @@ static void replay_continue(struct sg_layer *l)
 	if (gap > REPLAY_MAX_GAP)
 		gap = REPLAY_MAX_GAP;
 	while (sg_layer_ahead_fits(l, limit, batch)) {
-		int r = sg_layer_replay_next(l, batch, gap);
+		int r = sg_layer_replay_next(l, batch, gap, limit);
 		if (r == -EAGAIN) {
 			background_retry(l);   /* memory is short: look again shortly */
 			return;

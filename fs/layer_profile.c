@@ -89,7 +89,9 @@ void sg_layer_profile_free(struct sg_layer *l)
 {
 	sg_profile_free(l->prof_rec);
 	sg_profile_free(l->replay);
+	free(l->replay_window);
 	l->prof_rec = l->replay = NULL;
+	l->replay_window = NULL;
 }
 
 /* ---- replay ---- */
@@ -130,6 +132,11 @@ int sg_layer_replay(struct sg_layer *l, struct sg_profile *prof, struct sg_layer
 			info.fetch_chunks++;
 			info.fetch_bytes += ch->next_offset - ch->offset;
 		}
+	l->replay_window = malloc(SG_LAYER_REPLAY_WINDOW * sizeof(*l->replay_window));
+	if (!l->replay_window) {
+		r = -ENOMEM;
+		goto fail;
+	}
 	l->replay = prof;
 	l->replay_range = 0;
 	l->replay_chunk = n ? ranges[0].first : 0;
@@ -148,62 +155,72 @@ fail:
 	return r;
 }
 
-/* Moves the cursor to the next recorded range; false at the end. */
-static bool next_range(struct sg_layer *l, const struct sg_profile_range *ranges, size_t n)
+static int cmp_u32(const void *a, const void *b)
 {
-	if (++l->replay_range >= n)
-		return false;
-	l->replay_chunk = ranges[l->replay_range].first;
-	return true;
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
 }
 
-/* Does the range after the current one start shortly after the batch in the blob? */
-static bool next_range_follows(const struct sg_layer *l, const struct sg_profile_range *ranges,
-			       size_t n, const struct sg_layer_batch *b)
-{
-	if (l->replay_range + 1 >= n)
-		return false;
-	uint64_t at = sg_layer_chunk(l, ranges[l->replay_range + 1].first)->offset;
-	return at >= b->end && at - b->end <= b->max_gap;
-}
-
-int sg_layer_replay_next(struct sg_layer *l, size_t max_bytes, uint64_t max_gap)
+/* Takes the next window from the cursor: chunks that need a fetch, in recorded order, up to
+ * window_bytes and the budget, then sorted into blob order (chunk order is blob order). */
+static void next_window(struct sg_layer *l, size_t window_bytes)
 {
 	const struct sg_profile_range *ranges;
-	size_t n_ranges = l->replay ? sg_profile_ranges(l->replay, &ranges) : 0;
-	struct sg_layer_batch b = { .n = 0, .max_gap = max_gap };
-	size_t batch_range = l->replay_range;   /* where the batch's first chunk is */
+	size_t n_ranges = sg_profile_ranges(l->replay, &ranges);
+	uint64_t bytes = 0;
+	size_t n = 0;
 
-	if (l->replay_range >= n_ranges || l->replay_left == 0)
-		return 0;
-	for (;;) {
+	while (l->replay_range < n_ranges && n < SG_LAYER_REPLAY_WINDOW &&
+	       bytes < window_bytes && bytes < l->replay_left) {
 		const struct sg_profile_range *rg = &ranges[l->replay_range];
 		uint32_t c = l->replay_chunk;
 		if (c > rg->last) {
-			/* The next range was read at another time, usually from elsewhere in the
-			 * blob: a request goes on into it only when it follows closely. */
-			if (b.n > 0 && !next_range_follows(l, ranges, n_ranges, &b))
-				break;
-			if (!next_range(l, ranges, n_ranges))
-				break;
+			if (++l->replay_range < n_ranges)
+				l->replay_chunk = ranges[l->replay_range].first;
 			continue;
 		}
-		if (sg_layer_fetch_needed(l, c)) {
-			if (b.n == 0)
-				batch_range = l->replay_range;
-			if (!sg_layer_batch_add(l, &b, c, max_bytes))
-				break;
-		}
 		l->replay_chunk++;
+		if (!sg_layer_fetch_needed(l, c))
+			continue;
+		const struct sg_toc_chunk *ch = sg_layer_chunk(l, c);
+		l->replay_window[n++] = c;
+		bytes += ch->next_offset - ch->offset;
+	}
+	qsort(l->replay_window, n, sizeof(l->replay_window[0]), cmp_u32);
+	l->replay_window_n = n;
+	l->replay_window_at = 0;
+}
+
+int sg_layer_replay_next(struct sg_layer *l, size_t max_bytes, uint64_t max_gap,
+			 size_t window_bytes)
+{
+	struct sg_layer_batch b = { .n = 0, .max_gap = max_gap };
+
+	if (!l->replay || !l->replay_window)
+		return 0;
+	for (;;) {
+		if (l->replay_window_at == l->replay_window_n) {
+			if (b.n > 0 || l->replay_left == 0)
+				break;
+			next_window(l, window_bytes);
+			if (l->replay_window_n == 0)
+				return 0;   /* every range done, or the budget spent */
+		}
+		uint32_t c = l->replay_window[l->replay_window_at];
+		if (sg_layer_fetch_needed(l, c) && !sg_layer_batch_add(l, &b, c, max_bytes))
+			break;
+		l->replay_window_at++;
 	}
 	if (b.n == 0)
 		return 0;
 	int r = sg_layer_fetch_batch(l, l->src, b.list, b.n, SG_FETCH_PROFILE);
 	if (r < 0) {
 		if (r == -EAGAIN) {
-			/* not started: the same chunks next time (the batch may span ranges) */
-			l->replay_range = batch_range;
-			l->replay_chunk = b.list[0];
+			/* not started: the same chunks next time (they are the window's last
+			 * taken, in order, from its first) */
+			while (l->replay_window_at > 0 &&
+			       l->replay_window[l->replay_window_at - 1] >= b.list[0])
+				l->replay_window_at--;
 		}
 		return r;
 	}

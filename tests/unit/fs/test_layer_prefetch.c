@@ -513,20 +513,23 @@ TEST(replays_on_one_link_leave_connections_to_on_demand_reads)
 	struct sg_loop *loop;
 	struct sg_link_meter m;
 	struct env a = { 0 }, b = { 0 };
-	int odd[NFILES / 2];
+	int third[(NFILES + 2) / 3];
+	const int n_third = (NFILES + 2) / 3;
 	static uint8_t buf[FILE_SIZE];
 	struct test_op rd;
 	struct sg_layer_stats st;
 
 	setup();
-	for (int i = 0; i < NFILES / 2; i++)
-		odd[i] = NFILES - 1 - 2 * i;   /* backwards: a request each */
+	/* Every third file: two files apart, more than the link makes worth reading along
+	 * (half a round trip: 250 KB), so a request each. */
+	for (int i = 0; i < n_third; i++)
+		third[i] = NFILES - 1 - 3 * i;
 	meter_of(&m, 12.5e6, 40 * MS);
 	CHECK_EQ(sg_loop_new(NULL, &loop), 0);
 	env_open(&a, loop, &m, (struct sg_layer_config){ .window_bytes = 1 }, 10);
 	env_open(&b, loop, &m, (struct sg_layer_config){ .window_bytes = 1 }, 11);
-	CHECK_EQ(sg_layer_replay(a.layer, profile_of_files(&a, odd, NFILES / 2), NULL, NULL), 0);
-	CHECK_EQ(sg_layer_replay(b.layer, profile_of_files(&b, odd, NFILES / 2), NULL, NULL), 0);
+	CHECK_EQ(sg_layer_replay(a.layer, profile_of_files(&a, third, (size_t)n_third), NULL, NULL), 0);
+	CHECK_EQ(sg_layer_replay(b.layer, profile_of_files(&b, third, (size_t)n_third), NULL, NULL), 0);
 	run_a_little(loop);
 	/* Both replays together fill what the link allows, and no more. */
 	CHECK_EQ(a.gate->n + b.gate->n, SG_LINK_AHEAD_REQUESTS);
@@ -534,7 +537,7 @@ TEST(replays_on_one_link_leave_connections_to_on_demand_reads)
 	/* A read of a file no profile names goes out at once beside them. */
 	test_op_init(&rd);
 	size_t before = a.gate->n;
-	CHECK_EQ(sg_layer_read(a.user, 0, file_node(&a, 0), 0, FILE_SIZE, buf, &rd.op, test_op_cb), 0);
+	CHECK_EQ(sg_layer_read(a.user, 0, file_node(&a, 1), 0, FILE_SIZE, buf, &rd.op, test_op_cb), 0);
 	run_a_little(loop);
 	CHECK(a.gate->n > before);   /* its chunks' requests */
 	CHECK_EQ(m.ahead_requests, SG_LINK_AHEAD_REQUESTS);
@@ -546,7 +549,7 @@ TEST(replays_on_one_link_leave_connections_to_on_demand_reads)
 		gate_complete(b.gate, 0, (int)b.gate->q[0].len);
 	test_op_wait(loop, &rd, 5000);
 	CHECK_EQ(rd.res, (int32_t)FILE_SIZE);
-	CHECK_MEM(buf, content, FILE_SIZE);
+	CHECK_MEM(buf, content + FILE_SIZE, FILE_SIZE);
 	double end = test_now_ms() + 5000;
 	do {
 		run_a_little(loop);
@@ -556,12 +559,12 @@ TEST(replays_on_one_link_leave_connections_to_on_demand_reads)
 				  st.replay_done, b.layer->batches_inflight, b.layer->replaying,
 				  b.layer->replay_range, m.ahead_requests, a.gate->n, b.gate->n);
 	} while (!st.replay_done || b.layer->batches_inflight);
-	CHECK_EQ(st.replay_chunks, (uint64_t)NFILES / 2 * (FILE_SIZE / CHUNK));
+	CHECK_EQ(st.replay_chunks, (uint64_t)n_third * (FILE_SIZE / CHUNK));
 	CHECK_EQ(st.ondemand_fetches, 0);
-	for (int i = 0; i < NFILES / 2; i += 3) {
-		CHECK_EQ(test_layer_read(loop, b.user, 0, file_node(&b, odd[i]), 0, buf, FILE_SIZE),
+	for (int i = 0; i < n_third; i += 3) {
+		CHECK_EQ(test_layer_read(loop, b.user, 0, file_node(&b, third[i]), 0, buf, FILE_SIZE),
 			 (int32_t)FILE_SIZE);
-		CHECK_MEM(buf, content + (size_t)odd[i] * FILE_SIZE, FILE_SIZE);
+		CHECK_MEM(buf, content + (size_t)third[i] * FILE_SIZE, FILE_SIZE);
 	}
 	sg_layer_stats(b.layer, &st);
 	CHECK_EQ(st.ondemand_fetches, 0);
@@ -570,9 +573,9 @@ TEST(replays_on_one_link_leave_connections_to_on_demand_reads)
 	env_close(&b);
 }
 
-TEST(a_replay_reads_a_short_gap_along_rather_than_asking_apart)
+TEST(a_replay_window_goes_in_blob_order_and_reads_short_gaps_along)
 {
-	static const int files[] = { 10, 12, 30 };
+	static const int files[] = { 12, 30, 10 };   /* recorded out of blob order */
 	struct sg_loop *loop;
 	struct sg_link_meter m;
 	struct env e = { 0 };
@@ -584,7 +587,8 @@ TEST(a_replay_reads_a_short_gap_along_rather_than_asking_apart)
 	env_open(&e, loop, &m, (struct sg_layer_config){ .window_bytes = 1 }, 12);
 	CHECK_EQ(sg_layer_replay(e.layer, profile_of_files(&e, files, 3), NULL, NULL), 0);
 	run_a_little(loop);
-	/* f10 and f12 in one request (f11 between them read along), f30 apart. */
+	/* One window, in blob order: f10 and f12 in one request (f11 between them read
+	 * along), f30 apart. */
 	CHECK_EQ(e.gate->n, 2);
 	CHECK_EQ(e.gate->q[0].offset, file_blob_offset(&e, 10));
 	CHECK(e.gate->q[0].offset + e.gate->q[0].len > file_blob_offset(&e, 12) + FILE_SIZE / 2);
