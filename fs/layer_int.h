@@ -51,6 +51,8 @@
 #define SG_LAYER_AHEAD_BATCHES 3u
 /* Runs of chunks waiting for speculation (layer_spec.c). */
 #define SG_LAYER_SPEC_QUEUE 256
+/* Precise speculation (what an ELF file in use needs) in flight at most, in requests. */
+#define SG_LAYER_PRECISE_BATCHES 2u
 
 /* One chunk being produced: from the disk cache or as part of a fetch batch. */
 struct chunk_job {
@@ -195,6 +197,10 @@ struct sg_layer {
 	sg_op_cb close_cb;
 
 	struct sg_layer_stats stats;
+
+	/* ---- Speculation: precise picks, across layers (layer_spec.c) ---- */
+	unsigned spec_precise_n;       /* runs at the head of spec_queue that are precise */
+	struct { uint32_t chunk; size_t bytes; } spec_precise[SG_LAYER_PRECISE_BATCHES];
 };
 
 /* An op's result is an int32_t; sizes are size_t.  Comparing through a cast of the size

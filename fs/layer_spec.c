@@ -1,6 +1,7 @@
 #include "fs/layer_spec.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "fs/elf_needed.h"
@@ -97,79 +98,186 @@ static void pick_file(struct pick *p, uint32_t id)
 	}
 }
 
-/* Puts the picked runs in front of the queue (the newest miss says most about what comes
- * next); runs pushed off its end are forgotten. */
-static void queue_front(struct sg_layer *l, const struct pick *p)
+/* Puts the picked runs in the queue: precise ones (what an ELF file in use needs) at its
+ * very front, neighbours of a miss in front of the other neighbours but behind every precise
+ * run (the newest miss says most about what comes next, but a library the loader is about
+ * to map is surer).  Runs pushed off the end are forgotten. */
+static void queue_front(struct sg_layer *l, const struct pick *p, bool precise)
 {
-	unsigned keep = l->spec_n;
+	unsigned at = precise ? 0 : l->spec_precise_n, keep = l->spec_n;
 
 	if (keep > SG_LAYER_SPEC_QUEUE - p->n)
 		keep = SG_LAYER_SPEC_QUEUE - p->n;
 	for (unsigned i = keep; i < l->spec_n; i++)
 		for (uint32_t c = l->spec_queue[i].first; c < l->spec_queue[i].end; c++)
 			l->spec_queued[c] = 0;
-	memmove(&l->spec_queue[p->n], &l->spec_queue[0], keep * sizeof(l->spec_queue[0]));
-	memcpy(&l->spec_queue[0], p->runs, p->n * sizeof(l->spec_queue[0]));
+	if (at > keep)
+		at = keep;
+	memmove(&l->spec_queue[at + p->n], &l->spec_queue[at],
+		(keep - at) * sizeof(l->spec_queue[0]));
+	memcpy(&l->spec_queue[at], p->runs, p->n * sizeof(l->spec_queue[0]));
 	l->spec_n = keep + p->n;
+	if (l->spec_precise_n > keep)
+		l->spec_precise_n = keep;
+	if (precise)
+		l->spec_precise_n += p->n;
 }
 
+/* Where the loader looks for a library it has no path for (after /etc/ld.so.cache, which
+ * on Debian-like images lists these same directories, /usr/local/lib for a program built
+ * from source), in its order. */
 static const char *const lib_dirs[] = {
 	"usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu", "usr/lib64", "lib64", "usr/lib", "lib",
+	"usr/local/lib",
 };
 
-/* The regular file named `name` in directory node `dir`, following symlinks to plain names
- * in the same directory (libfoo.so.1 -> libfoo.so.1.2.3); SG_TOC_NONE if none. */
-static uint32_t lib_in_dir(const struct sg_toc *toc, uint32_t dir, const char *name, size_t len)
+/* Symlinks followed while resolving one path, at most (the kernel allows 40; a loader's
+ * path takes two or three: /lib64 -> usr/lib64, the library's own link). */
+#define RESOLVE_HOPS 16
+#define RESOLVE_PATH_MAX 1024
+
+/* The regular file `path` names in this layer's tree (from its root), following symlinks
+ * inside the layer: an absolute target starts again at the root, a relative one from the
+ * link's directory, ".." goes up.  SG_TOC_NONE when a part of it is not in this layer (it
+ * may be in another layer of the image: overlayfs merges them, a TOC knows only its own). */
+static uint32_t resolve_path(const struct sg_toc *toc, const char *path)
 {
-	for (int hop = 0; hop < 4; hop++) {
-		uint32_t id = sg_toc_lookup(toc, dir, name, len);
+	char bufs[2][RESOLVE_PATH_MAX];
+	const char *p = path;
+	uint32_t cur = SG_TOC_ROOT;
+	unsigned hops = 0, which = 0;
+
+	for (;;) {
+		while (*p == '/')
+			p++;
+		if (!*p)
+			break;
+		const char *slash = strchr(p, '/');
+		size_t len = slash ? (size_t)(slash - p) : strlen(p);
+		const char *rest = p + len;
+		if (len == 1 && p[0] == '.') {
+			p = rest;
+			continue;
+		}
+		if (len == 2 && p[0] == '.' && p[1] == '.') {
+			cur = sg_toc_node(toc, cur)->parent;
+			p = rest;
+			continue;
+		}
+		uint32_t id = sg_toc_lookup(toc, cur, p, len);
 		if (id == SG_TOC_NONE)
 			return SG_TOC_NONE;
-		const struct sg_toc_node *n = sg_toc_resolve(toc, sg_toc_node(toc, id));
-		if (n->type == SG_TOC_REG)
-			return (uint32_t)(n - sg_toc_node(toc, 0));
-		if (n->type != SG_TOC_SYMLINK)
+		const struct sg_toc_node *n = sg_toc_node(toc, id);
+		if (n->type != SG_TOC_SYMLINK) {
+			cur = id;
+			p = rest;
+			continue;
+		}
+		/* The link's target, then what was left after it. */
+		const char *target = sg_toc_str(toc, n->link);
+		char *next = bufs[which];
+		which ^= 1;
+		if (++hops > RESOLVE_HOPS || !*target ||
+		    snprintf(next, RESOLVE_PATH_MAX, "%s%s", target, rest) >= RESOLVE_PATH_MAX)
 			return SG_TOC_NONE;
-		name = sg_toc_str(toc, n->link);
-		len = strlen(name);
-		if (len == 0 || memchr(name, '/', len))
+		if (target[0] == '/')
+			cur = SG_TOC_ROOT;
+		p = next;
+	}
+	const struct sg_toc_node *f = sg_toc_resolve(toc, sg_toc_node(toc, cur));
+	if (!f || f->type != SG_TOC_REG)
+		return SG_TOC_NONE;
+	return (uint32_t)(f - sg_toc_node(toc, 0));
+}
+
+/* The file the loader would map for library `name` (a plain file name): the first of the
+ * library directories that has it in this layer; SG_TOC_NONE if none does. */
+static uint32_t find_library(const struct sg_toc *toc, const char *name)
+{
+	char path[RESOLVE_PATH_MAX];
+
+	for (size_t i = 0; i < sizeof(lib_dirs) / sizeof(lib_dirs[0]); i++) {
+		if (snprintf(path, sizeof(path), "%s/%s", lib_dirs[i], name) >= (int)sizeof(path))
 			return SG_TOC_NONE;
+		uint32_t file = resolve_path(toc, path);
+		if (file != SG_TOC_NONE)
+			return file;
 	}
 	return SG_TOC_NONE;
 }
 
+/* A file in this layer for `path` (from the root if it has a '/', else a library name). */
+static uint32_t find_needed(const struct sg_toc *toc, const char *path)
+{
+	return strchr(path, '/') ? resolve_path(toc, path) : find_library(toc, path);
+}
+
+/* Picks the first chunk of `file` if it is still needed and fits: the loader reads a
+ * library's header, then maps it (a library is usually one chunk). */
+static void pick_first_chunk(struct pick *p, uint32_t file)
+{
+	const struct sg_toc_node *n = sg_toc_node(p->l->toc, file);
+
+	if (n->nchunks == 0 || (n->flags & SG_TOC_F_SELF))
+		return;
+	const struct sg_toc_chunk *ch = sg_layer_chunk(p->l, n->first_chunk);
+	if (ch->next_offset - ch->offset <= p->budget - p->taken)
+		pick_chunk(p, n->first_chunk, ch->next_offset - ch->offset);
+}
+
+/* What an ELF file in use needs: from this layer if it has it, else the owner is told (it
+ * asks the image's other layers: a program in an upper layer, its libraries in the base). */
+static void pick_needed(struct pick *p, const char *path)
+{
+	struct sg_layer *l = p->l;
+	uint32_t file = find_needed(l->toc, path);
+
+	if (file != SG_TOC_NONE)
+		pick_first_chunk(p, file);
+	else if (l->cfg.on_needed_elsewhere)
+		l->cfg.on_needed_elsewhere(l->cfg.userdata, path);
+}
+
 static void pick_library(void *ctx, const char *name, size_t len)
 {
-	struct pick *p = ctx;
-	const struct sg_toc *toc = p->l->toc;
-
-	for (size_t i = 0; i < sizeof(lib_dirs) / sizeof(lib_dirs[0]); i++) {
-		uint32_t dir = sg_toc_lookup_path(toc, lib_dirs[i]);
-		if (dir == SG_TOC_NONE)
-			continue;
-		uint32_t file = lib_in_dir(toc, dir, name, len);
-		if (file == SG_TOC_NONE)
-			continue;
-		const struct sg_toc_node *n = sg_toc_node(toc, file);
-		if (n->nchunks == 0)
-			return;
-		uint32_t c = n->first_chunk;
-		const struct sg_toc_chunk *ch = sg_layer_chunk(p->l, c);
-		if (ch->next_offset - ch->offset <= p->budget - p->taken)
-			pick_chunk(p, c, ch->next_offset - ch->offset);
-		return;   /* the loader takes the first it finds */
-	}
+	(void)len;   /* NUL-terminated at len (fs/elf_needed.h) */
+	pick_needed(ctx, name);
 }
 
 void sg_layer_spec_elf(struct sg_layer *l, const uint8_t *data, size_t len)
 {
 	struct pick p = { .l = l, .budget = l->spec_budget };
+	const char *interp;
+	size_t interp_len;
 
 	if (!l->cfg.speculate || l->closing || len < 4 || memcmp(data, "\x7f" "ELF", 4) != 0)
 		return;
+	/* A program: the kernel maps its interpreter next, which first reads the cache of
+	 * library paths, then maps the libraries in DT_NEEDED order. */
+	if (sg_elf_interp(data, len, &interp, &interp_len)) {
+		pick_needed(&p, interp);   /* NUL-terminated in data */
+		pick_needed(&p, "/etc/ld.so.cache");
+	}
 	sg_elf_needed(data, len, pick_library, &p);
 	if (p.n > 0)
-		queue_front(l, &p);
+		queue_front(l, &p, true);
+}
+
+int sg_layer_speculate_path(struct sg_layer *l, const char *path)
+{
+	struct pick p = { .l = l, .budget = l->spec_budget };
+
+	if (!l->cfg.speculate || l->closing)
+		return -ECANCELED;
+	uint32_t file = find_needed(l->toc, path);
+	if (file == SG_TOC_NONE)
+		return -ENOENT;
+	pick_first_chunk(&p, file);
+	if (p.n > 0) {
+		queue_front(l, &p, true);
+		sg_layer_spec_continue(l);
+	}
+	return 0;
 }
 
 void sg_layer_spec_miss(struct sg_layer *l, struct sg_range_source *src, uint32_t chunk)
@@ -211,18 +319,20 @@ void sg_layer_spec_miss(struct sg_layer *l, struct sg_range_source *src, uint32_
 		c = g->first_chunk + g->nchunks > c ? g->first_chunk + g->nchunks : c + 1;
 	}
 	if (p.n > 0)
-		queue_front(l, &p);
+		queue_front(l, &p, false);
 	sg_layer_spec_continue(l);
 }
 
 /* Takes the next batch off the queue: chunks in blob order, close together, up to `max`
- * bytes (at least one chunk).  Chunks fetched meanwhile are dropped.  Returns the count. */
+ * bytes (at least one chunk); from the precise runs only while there are some.  Chunks
+ * fetched meanwhile are dropped.  Returns the count. */
 static size_t take_batch(struct sg_layer *l, uint32_t *list, size_t max)
 {
 	size_t n = 0;
 	uint64_t start = 0, end = 0, prev = 0;
+	bool precise = l->spec_precise_n > 0;
 
-	while (l->spec_n > 0 && n < SPEC_BATCH_CHUNKS) {
+	while (l->spec_n > 0 && n < SPEC_BATCH_CHUNKS && (!precise || l->spec_precise_n > 0)) {
 		uint32_t c = l->spec_queue[0].first;
 		const struct sg_toc_chunk *ch = sg_layer_chunk(l, c);
 		if (sg_layer_fetch_needed(l, c)) {
@@ -239,6 +349,8 @@ static size_t take_batch(struct sg_layer *l, uint32_t *list, size_t max)
 		l->spec_queued[c] = 0;
 		if (++l->spec_queue[0].first == l->spec_queue[0].end) {
 			l->spec_n--;
+			if (l->spec_precise_n > 0)
+				l->spec_precise_n--;
 			memmove(&l->spec_queue[0], &l->spec_queue[1],
 				l->spec_n * sizeof(l->spec_queue[0]));
 		}
@@ -246,12 +358,40 @@ static size_t take_batch(struct sg_layer *l, uint32_t *list, size_t max)
 	return n;
 }
 
+/* Precise batches in flight: their first chunk (its job lives while the batch does) and
+ * bytes.  They have room of their own: measured on python3, the batches streaming the
+ * program's layer and fetching the base in the background held the link's room for bytes
+ * fetched ahead when the program was read, and the libraries it needed waited 300 ms
+ * behind them, past the loader's own misses. */
+static size_t precise_room(struct sg_layer *l, unsigned *ret_slot)
+{
+	const struct sg_link_meter *m = l->src ? l->src->link : NULL;
+	size_t cap = m ? sg_link_meter_inflight_cap(m) : SG_LAYER_AHEAD_CAP, inflight = 0;
+	unsigned busy = 0;
+
+	*ret_slot = SG_LAYER_PRECISE_BATCHES;
+	for (unsigned i = 0; i < SG_LAYER_PRECISE_BATCHES; i++) {
+		if (l->spec_precise[i].bytes && l->jobs[l->spec_precise[i].chunk]) {
+			inflight += l->spec_precise[i].bytes;
+			busy++;
+		} else {
+			l->spec_precise[i].bytes = 0;
+			*ret_slot = i;
+		}
+	}
+	if (busy >= SG_LAYER_PRECISE_BATCHES)
+		return 0;
+	return inflight < cap ? cap - inflight : 0;
+}
+
 void sg_layer_spec_continue(struct sg_layer *l)
 {
 	uint32_t list[SPEC_BATCH_CHUNKS];
 
 	while (l->spec_n > 0 && !l->closing) {
-		size_t room = sg_layer_ahead_room(l);
+		bool precise = l->spec_precise_n > 0;
+		unsigned slot = 0;
+		size_t room = precise ? precise_room(l, &slot) : sg_layer_ahead_room(l);
 		if (room == 0)
 			return;   /* the next batch end looks again */
 		size_t max = room < SPEC_BATCH_MAX ? room : SPEC_BATCH_MAX;
@@ -266,5 +406,10 @@ void sg_layer_spec_continue(struct sg_layer *l)
 			return;   /* no memory to spare: those chunks are dropped, the rest waits */
 		if (r < 0)
 			return;
+		if (precise) {
+			l->spec_precise[slot].chunk = list[0];
+			l->spec_precise[slot].bytes = sg_layer_chunk(l, list[n - 1])->next_offset -
+						      sg_layer_chunk(l, list[0])->offset;
+		}
 	}
 }
