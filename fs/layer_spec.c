@@ -9,6 +9,9 @@
 #include "fs/layer_int.h"
 
 #define SPEC_FILE_MAX (1u << 20)   /* compressed bytes of one file taken at most */
+/* l->spec_queued[chunk]: in spec_queue; fetched as a neighbour of a miss and not read yet. */
+#define SPEC_QUEUED 1u
+#define SPEC_NEIGHBOUR 2u
 #define SPEC_BATCH_MAX (512u << 10)
 #define SPEC_BATCH_CHUNKS 256
 /* Chunks looked at per miss at most: a directory of thousands of files already fetched
@@ -20,6 +23,14 @@
  * the 178 files it read to wait on the network, an eighth 11, no shrinking 9, for about
  * the same bytes (the neighbourhoods in use get covered either way). */
 #define SPEC_SHRINK_DIV 8
+/* The hit rate of this layer's neighbour speculation (bytes of the neighbours of misses
+ * read ÷ fetched; precise picks, nearly all read, would hide it) is judged once this much
+ * was fetched: under a quarter, a miss halves the budget and takes only its directory, not
+ * the files after it in the blob; under a sixteenth, no neighbours at all.  What an ELF
+ * file in use needs (precise) is picked whatever the rate. */
+#define SPEC_JUDGE_BYTES (1u << 20)
+#define SPEC_DOUBTFUL_DIV 4
+#define SPEC_FAILING_DIV 16
 /* Less than this left of the budget: the pick is done. */
 #define SPEC_BUDGET_LEFT_MIN (4u << 10)
 
@@ -36,10 +47,14 @@ void sg_layer_spec_init(struct sg_layer *l)
 	l->spec_last_file = UINT32_MAX;
 }
 
-void sg_layer_spec_paid(struct sg_layer *l, uint64_t bytes)
+void sg_layer_spec_paid(struct sg_layer *l, uint32_t chunk, uint64_t bytes)
 {
 	size_t max = budget_max(l);
 
+	if (!(l->spec_queued[chunk] & SPEC_NEIGHBOUR))
+		return;   /* a precise pick: it says nothing of the neighbours */
+	l->spec_queued[chunk] &= (uint8_t)~SPEC_NEIGHBOUR;
+	l->spec_nb_used += bytes;
 	l->spec_budget = bytes >= max - l->spec_budget ? max : l->spec_budget + (size_t)bytes;
 }
 
@@ -62,9 +77,9 @@ static void pick_chunk(struct pick *p, uint32_t c, uint64_t bytes)
 {
 	struct sg_layer *l = p->l;
 
-	if (l->spec_queued[c] || !sg_layer_fetch_needed(l, c))
+	if ((l->spec_queued[c] & SPEC_QUEUED) || !sg_layer_fetch_needed(l, c))
 		return;
-	l->spec_queued[c] = 1;
+	l->spec_queued[c] |= SPEC_QUEUED;
 	p->taken += bytes;
 	if (p->n > 0 && p->runs[p->n - 1].end == c) {
 		p->runs[p->n - 1].end = c + 1;
@@ -98,19 +113,20 @@ static void pick_file(struct pick *p, uint32_t id)
 	}
 }
 
-/* Puts the picked runs in the queue: precise ones (what an ELF file in use needs) at its
- * very front, neighbours of a miss in front of the other neighbours but behind every precise
- * run (the newest miss says most about what comes next, but a library the loader is about
- * to map is surer).  Runs pushed off the end are forgotten. */
+/* Puts the picked runs in the queue: precise ones (what an ELF file in use needs) after the
+ * precise runs queued before them (the loader maps libraries in the order it is given
+ * them), neighbours of a miss right behind every precise run, in front of the other
+ * neighbours (the newest miss says most about what comes next, but a library the loader is
+ * about to map is surer).  Runs pushed off the end are forgotten. */
 static void queue_front(struct sg_layer *l, const struct pick *p, bool precise)
 {
-	unsigned at = precise ? 0 : l->spec_precise_n, keep = l->spec_n;
+	unsigned at = l->spec_precise_n, keep = l->spec_n;
 
 	if (keep > SG_LAYER_SPEC_QUEUE - p->n)
 		keep = SG_LAYER_SPEC_QUEUE - p->n;
 	for (unsigned i = keep; i < l->spec_n; i++)
 		for (uint32_t c = l->spec_queue[i].first; c < l->spec_queue[i].end; c++)
-			l->spec_queued[c] = 0;
+			l->spec_queued[c] &= (uint8_t)~SPEC_QUEUED;
 	if (at > keep)
 		at = keep;
 	memmove(&l->spec_queue[at + p->n], &l->spec_queue[at],
@@ -263,6 +279,19 @@ void sg_layer_spec_elf(struct sg_layer *l, const uint8_t *data, size_t len)
 		queue_front(l, &p, true);
 }
 
+/* What every dynamic program of an image reads first, from the base layer that has them:
+ * the loader (x86-64, aarch64), the cache of library paths, the C library. */
+static const char *const entry_points[] = {
+	"/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1", "/etc/ld.so.cache",
+	"libc.so.6",
+};
+
+void sg_layer_spec_start(struct sg_layer *l)
+{
+	for (size_t i = 0; i < sizeof(entry_points) / sizeof(entry_points[0]); i++)
+		(void)sg_layer_speculate_path(l, entry_points[i]);   /* most layers have none */
+}
+
 int sg_layer_speculate_path(struct sg_layer *l, const char *path)
 {
 	struct pick p = { .l = l, .budget = l->spec_budget };
@@ -280,21 +309,40 @@ int sg_layer_speculate_path(struct sg_layer *l, const char *path)
 	return 0;
 }
 
+enum spec_rate { SPEC_PAYS, SPEC_DOUBTFUL, SPEC_FAILING };
+
+static enum spec_rate spec_rate(const struct sg_layer *l)
+{
+	uint64_t fetched = l->spec_nb_fetched, used = l->spec_nb_used;
+
+	if (fetched < SPEC_JUDGE_BYTES)
+		return SPEC_PAYS;
+	if (used * SPEC_FAILING_DIV < fetched)
+		return SPEC_FAILING;
+	return used * SPEC_DOUBTFUL_DIV < fetched ? SPEC_DOUBTFUL : SPEC_PAYS;
+}
+
 void sg_layer_spec_miss(struct sg_layer *l, struct sg_range_source *src, uint32_t chunk)
 {
 	uint32_t file = l->chunk_file[chunk];
 	struct pick p = { .l = l };
+	enum spec_rate rate = spec_rate(l);
 
 	if (!l->cfg.speculate || l->closing || file == l->spec_last_file)
 		return;   /* another jump in the same file: its neighbours were taken already */
 	/* A miss in a new file after the first: speculation did not cover it. */
 	if (l->spec_last_file != UINT32_MAX)
-		l->spec_budget -= l->spec_budget / SPEC_SHRINK_DIV;
+		l->spec_budget -= rate == SPEC_PAYS ? l->spec_budget / SPEC_SHRINK_DIV :
+						      l->spec_budget / 2;
 	if (l->spec_budget < SG_SPEC_BUDGET_MIN)
 		l->spec_budget = SG_SPEC_BUDGET_MIN;
 	l->spec_last_file = file;
 	l->spec_src = src;
 	p.budget = l->spec_budget;
+	if (rate == SPEC_FAILING) {
+		sg_layer_spec_continue(l);   /* precise picks still go */
+		return;
+	}
 
 	/* The files after F in its directory (a package's modules, a library's neighbours),
 	 * then those before it (a tar lists a directory in readdir order, which has nothing
@@ -312,7 +360,8 @@ void sg_layer_spec_miss(struct sg_layer *l, struct sg_range_source *src, uint32_
 		p.scanned++;
 		pick_file(&p, s);
 	}
-	for (uint32_t c = f->first_chunk + f->nchunks; c < l->n_chunks && !pick_full(&p);) {
+	for (uint32_t c = f->first_chunk + f->nchunks;
+	     rate == SPEC_PAYS && c < l->n_chunks && !pick_full(&p);) {
 		const struct sg_toc_node *g = sg_toc_node(l->toc, l->chunk_file[c]);
 		pick_file(&p, l->chunk_file[c]);
 		p.scanned++;
@@ -346,7 +395,7 @@ static size_t take_batch(struct sg_layer *l, uint32_t *list, size_t max)
 			if (ch->next_offset > end)
 				end = ch->next_offset;
 		}
-		l->spec_queued[c] = 0;
+		l->spec_queued[c] &= (uint8_t)~SPEC_QUEUED;
 		if (++l->spec_queue[0].first == l->spec_queue[0].end) {
 			l->spec_n--;
 			if (l->spec_precise_n > 0)
@@ -410,6 +459,12 @@ void sg_layer_spec_continue(struct sg_layer *l)
 			l->spec_precise[slot].chunk = list[0];
 			l->spec_precise[slot].bytes = sg_layer_chunk(l, list[n - 1])->next_offset -
 						      sg_layer_chunk(l, list[0])->offset;
+			continue;
+		}
+		for (size_t i = 0; i < n; i++) {
+			const struct sg_toc_chunk *ch = sg_layer_chunk(l, list[i]);
+			l->spec_queued[list[i]] |= SPEC_NEIGHBOUR;
+			l->spec_nb_fetched += ch->next_offset - ch->offset;
 		}
 	}
 }
