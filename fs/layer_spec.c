@@ -113,6 +113,16 @@ static void pick_file(struct pick *p, uint32_t id)
 	}
 }
 
+/* Forgets the queued runs from index `from` on. */
+static void forget_runs(struct sg_layer *l, unsigned from)
+{
+	for (unsigned i = from; i < l->spec_n; i++)
+		for (uint32_t c = l->spec_queue[i].first; c < l->spec_queue[i].end; c++)
+			l->spec_queued[c] &= (uint8_t)~SPEC_QUEUED;
+	if (l->spec_n > from)
+		l->spec_n = from;
+}
+
 /* Puts the picked runs in the queue: precise ones (what an ELF file in use needs) after the
  * precise runs queued before them (the loader maps libraries in the order it is given
  * them), neighbours of a miss right behind every precise run, in front of the other
@@ -124,9 +134,7 @@ static void queue_front(struct sg_layer *l, const struct pick *p, bool precise)
 
 	if (keep > SG_LAYER_SPEC_QUEUE - p->n)
 		keep = SG_LAYER_SPEC_QUEUE - p->n;
-	for (unsigned i = keep; i < l->spec_n; i++)
-		for (uint32_t c = l->spec_queue[i].first; c < l->spec_queue[i].end; c++)
-			l->spec_queued[c] &= (uint8_t)~SPEC_QUEUED;
+	forget_runs(l, keep);
 	if (at > keep)
 		at = keep;
 	memmove(&l->spec_queue[at + p->n], &l->spec_queue[at],
@@ -440,6 +448,11 @@ void sg_layer_spec_continue(struct sg_layer *l)
 	while (l->spec_n > 0 && !l->closing) {
 		bool precise = l->spec_precise_n > 0;
 		unsigned slot = 0;
+		if (!precise && spec_rate(l) == SPEC_FAILING) {
+			/* Queued before the rate fell: not worth it either. */
+			forget_runs(l, l->spec_precise_n);
+			return;
+		}
 		size_t room = precise ? precise_room(l, &slot) : sg_layer_ahead_room(l);
 		if (room == 0)
 			return;   /* the next batch end looks again */

@@ -300,6 +300,23 @@ TEST(speculation_that_is_not_read_backs_off_but_precise_picks_stay)
 		 before + first_chunk_bytes(&e, "other/o11"));
 	CHECK(local(&e, "other/o11"));
 	CHECK_EQ(e.layer->spec_nb_used, 0);
+	/* Neighbours queued while the rate was good are dropped once it falls: of far/d01..15
+	 * (3.75 MiB after far/d00 in the blob) only what was in flight comes. */
+	struct test_op t;
+	static uint8_t buf[100];
+	e.layer->spec_budget = 8u << 20;
+	e.layer->spec_nb_fetched = e.layer->spec_nb_used = 64u << 20;
+	before = stats(&e).kind_fetched_bytes[SG_FETCH_SPEC];
+	test_op_init(&t);
+	CHECK_EQ(sg_layer_read(e.user, 0, node(&e, "far/d00/f"), 0, 100, buf, &t.op, test_op_cb), 0);
+	CHECK(e.layer->spec_n > 0);
+	e.layer->spec_nb_used = 0;
+	test_op_wait(e.loop, &t, 5000);
+	settle(&e);
+	CHECK(stats(&e).kind_fetched_bytes[SG_FETCH_SPEC] - before <=
+	      SG_LAYER_AHEAD_CAP + file_bytes(&e, "far/d01/f"));
+	CHECK(!local(&e, "far/d15/f"));
+	e.layer->spec_budget = 1u << 20;
 	/* A neighbour read: counted, and the budget grows by as much. */
 	CHECK(local(&e, "pkg/b.py"));
 	CHECK_EQ(e.layer->spec_nb_used, file_bytes(&e, "pkg/b.py"));
@@ -317,6 +334,7 @@ TEST(speculative_bytes_in_flight_stay_under_the_cap_and_misses_go_out_at_once)
 	env_open(&e, &(struct sg_layer_config){ .window_bytes = 1, .speculate = true,
 						 .spec_budget_max = 8u << 20 });
 	e.layer->spec_budget = 8u << 20;   /* as if it had paid for a while */
+	e.layer->spec_nb_fetched = e.layer->spec_nb_used = 64u << 20;
 	test_op_init(&t1);
 	CHECK_EQ(sg_layer_read(e.user, 0, node(&e, "other/o00"), 0, 100, b1, &t1.op, test_op_cb), 0);
 	struct sg_layer_stats st = stats(&e);
