@@ -438,6 +438,46 @@ static void on_bad_chunk(void *userdata, const char *path, uint64_t file_offset,
 			 (unsigned long long)file_offset);
 }
 
+/* ---- Speculation across an image's layers ---- */
+
+/* Asks the layers of image `ref` other than c's, top-most first (containerd prepares a
+ * chain from its base up, so later mounts are higher), until one has `path`. */
+static void ask_image_layers(struct sg_remote *r, const struct content *c, const char *ref,
+			     const char *path)
+{
+	for (struct sg_list *n = r->layers.prev; n != &r->layers; n = n->prev) {
+		struct rlayer *other = sg_container_of(n, struct rlayer, link);
+		if (other->c == c || other->state != RL_MOUNTED || strcmp(other->ref, ref) != 0 ||
+		    other->c->state != C_READY || !other->c->layer)
+			continue;
+		if (sg_layer_speculate_path(other->c->layer, path) == 0)
+			return;   /* the top-most copy is the one overlayfs shows */
+	}
+}
+
+/* An ELF file in use in c's layer needs a file that layer does not have (its program is in
+ * an upper layer, its libraries and loader in the base): each image c is mounted for asks
+ * its other layers to fetch it ahead (fs/layer.h, on_needed_elsewhere). */
+static void on_needed_elsewhere(void *userdata, const char *path)
+{
+	struct content *c = userdata;
+	struct sg_remote *r = c->r;
+
+	for (struct sg_list *n = r->layers.next; n != &r->layers; n = n->next) {
+		struct rlayer *rl = sg_container_of(n, struct rlayer, link);
+		if (rl->c != c || rl->state != RL_MOUNTED)
+			continue;
+		bool asked = false;   /* a ref mounted twice (two snapshots of one image): once */
+		for (struct sg_list *m = r->layers.next; m != n && !asked; m = m->next) {
+			struct rlayer *before = sg_container_of(m, struct rlayer, link);
+			asked = before->c == c && before->state == RL_MOUNTED &&
+				strcmp(before->ref, rl->ref) == 0;
+		}
+		if (!asked)
+			ask_image_layers(r, c, rl->ref, path);
+	}
+}
+
 static void on_stuck(void *userdata, unsigned opcode, uint64_t unique, uint64_t age_ms)
 {
 	struct rlayer *rl = userdata;
@@ -780,6 +820,7 @@ static void toc_loaded(struct content *c, int res, struct sg_toc *toc, const str
 		.profile_quiet_ns = r->cfg.profile_quiet_ns,
 		.on_bad_chunk = on_bad_chunk,
 		.userdata = c,
+		.on_needed_elsewhere = on_needed_elsewhere,
 		.bound = r->cache,
 		.mem_budget = r->mem,
 	};

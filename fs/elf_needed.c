@@ -9,9 +9,13 @@
 #define PHDRS_MAX 64u        /* program headers looked at */
 #define LOADS_MAX 16u
 #define DYNS_MAX 4096u       /* dynamic entries looked at */
+/* Bytes of the first segment scanned for library names when the dynamic section is beyond
+ * the bytes given: .dynstr sits in the first few hundred KiB of even a large program. */
+#define SCAN_MAX (512u << 10)
 
 #define PT_LOAD 1u
 #define PT_DYNAMIC 2u
+#define PT_INTERP 3u
 #define DT_NULL 0u
 #define DT_NEEDED 1u
 #define DT_STRTAB 5u
@@ -63,40 +67,138 @@ static bool plain_name(const char *s, size_t n)
 	return !(n == 1 && s[0] == '.') && !(n == 2 && s[0] == '.' && s[1] == '.');
 }
 
-unsigned sg_elf_needed(const uint8_t *buf, size_t len,
-		       void (*cb)(void *ctx, const char *name, size_t name_len), void *ctx)
-{
+/* What the program headers say: the PT_LOAD segments, PT_DYNAMIC and PT_INTERP. */
+struct elf_view {
 	struct load loads[LOADS_MAX];
-	unsigned n_loads = 0, reported = 0;
-	uint64_t dyn_off = 0, dyn_size = 0;
-	bool have_dyn = false;
+	unsigned n_loads;
+	uint64_t dyn_off, dyn_size, interp_off, interp_size;
+	bool have_dyn, have_interp;
+};
 
+static bool read_phdrs(const uint8_t *buf, size_t len, struct elf_view *v)
+{
+	memset(v, 0, sizeof(*v));
 	if (!buf || len < EHDR_SIZE || memcmp(buf, "\x7f" "ELF", 4) != 0 || buf[4] != 2 /* 64 */ ||
 	    buf[5] != 1 /* little-endian */)
-		return 0;
+		return false;
 	uint64_t phoff = le64(buf + 32);
 	uint16_t phentsize = le16(buf + 54), phnum = le16(buf + 56);
 	if (phentsize < PHDR_SIZE)
-		return 0;
+		return false;
 	for (unsigned i = 0; i < phnum && i < PHDRS_MAX; i++) {
 		uint64_t at = phoff + (uint64_t)i * phentsize;
 		if (at < phoff || !within(at, PHDR_SIZE, len))
 			break;
 		const uint8_t *ph = buf + at;
 		uint32_t type = le32(ph);
-		if (type == PT_LOAD && n_loads < LOADS_MAX) {
-			loads[n_loads].offset = le64(ph + 8);
-			loads[n_loads].vaddr = le64(ph + 16);
-			loads[n_loads].filesz = le64(ph + 32);
-			n_loads++;
-		} else if (type == PT_DYNAMIC && !have_dyn) {
-			dyn_off = le64(ph + 8);
-			dyn_size = le64(ph + 32);
-			have_dyn = true;
+		if (type == PT_LOAD && v->n_loads < LOADS_MAX) {
+			v->loads[v->n_loads].offset = le64(ph + 8);
+			v->loads[v->n_loads].vaddr = le64(ph + 16);
+			v->loads[v->n_loads].filesz = le64(ph + 32);
+			v->n_loads++;
+		} else if (type == PT_DYNAMIC && !v->have_dyn) {
+			v->dyn_off = le64(ph + 8);
+			v->dyn_size = le64(ph + 32);
+			v->have_dyn = true;
+		} else if (type == PT_INTERP && !v->have_interp) {
+			v->interp_off = le64(ph + 8);
+			v->interp_size = le64(ph + 32);
+			v->have_interp = true;
 		}
 	}
-	if (!have_dyn || dyn_off >= len)
+	return true;
+}
+
+bool sg_elf_interp(const uint8_t *buf, size_t len, const char **ret_path, size_t *ret_len)
+{
+	struct elf_view v;
+
+	if (!read_phdrs(buf, len, &v) || !v.have_interp || v.interp_size < 2 ||
+	    v.interp_size > SG_ELF_PATH_MAX + 1 || !within(v.interp_off, v.interp_size, len))
+		return false;
+	const char *path = (const char *)buf + v.interp_off;
+	const char *nul = memchr(path, 0, v.interp_size);
+	if (!nul || nul == path || path[0] != '/')
+		return false;
+	*ret_path = path;
+	*ret_len = (size_t)(nul - path);
+	return true;
+}
+
+/* A name shaped like a library's file name: lib*.so or ld-*.so, maybe followed by a
+ * version (".6", ".1.2.13"), in the characters such names use. */
+static bool soname_like(const char *s, size_t n)
+{
+	if (n < 6 || n > SG_ELF_NAME_MAX || (memcmp(s, "lib", 3) != 0 && memcmp(s, "ld-", 3) != 0))
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '_' || c == '-' || c == '.' || c == '+'))
+			return false;
+	}
+	/* The last ".so" and, after it, only dots and digits. */
+	for (size_t i = n - 3; i > 3; i--) {
+		if (memcmp(s + i, ".so", 3) != 0)
+			continue;
+		for (size_t j = i + 3; j < n; j++)
+			if (!(s[j] == '.' || (s[j] >= '0' && s[j] <= '9')))
+				return false;
+		return i + 3 == n || (s[i + 3] == '.' && i + 4 < n);
+	}
+	return false;
+}
+
+/* The dynamic section lies beyond the bytes given (a large program's sits in its data
+ * segment, past the first chunk), but its string table is in the first segment: the
+ * NUL-separated strings there that look like library names.  Besides DT_NEEDED, .dynstr
+ * names the same libraries for symbol versions, and a library its own SONAME (already in
+ * use, so nothing to fetch); symbol and version names do not end in ".so*". */
+static unsigned scan_names(const uint8_t *buf, size_t len, const struct elf_view *v,
+			   void (*cb)(void *ctx, const char *name, size_t name_len), void *ctx)
+{
+	uint64_t end = 0;
+	unsigned reported = 0;
+	const char *seen[SG_ELF_NEEDED_MAX];
+
+	for (unsigned i = 0; i < v->n_loads; i++)
+		if (v->loads[i].offset == 0)
+			end = v->loads[i].filesz;
+	if (end > len)
+		end = len;
+	if (end > SCAN_MAX)
+		end = SCAN_MAX;
+	for (uint64_t at = EHDR_SIZE; at < end && reported < SG_ELF_NEEDED_MAX;) {
+		const char *s = (const char *)buf + at;
+		const char *nul = memchr(s, 0, end - at);
+		if (!nul)
+			break;
+		size_t n = (size_t)(nul - s);
+		at += n + 1;
+		if (s[-1] != 0 || !soname_like(s, n))
+			continue;
+		bool dup = false;
+		for (unsigned i = 0; i < reported && !dup; i++)
+			dup = strcmp(seen[i], s) == 0;
+		if (dup)
+			continue;
+		seen[reported++] = s;
+		cb(ctx, s, n);
+	}
+	return reported;
+}
+
+unsigned sg_elf_needed(const uint8_t *buf, size_t len,
+		       void (*cb)(void *ctx, const char *name, size_t name_len), void *ctx)
+{
+	struct elf_view v;
+	unsigned reported = 0;
+
+	if (!read_phdrs(buf, len, &v) || !v.have_dyn)
 		return 0;
+	if (v.dyn_off >= len)
+		return scan_names(buf, len, &v, cb, ctx);
+	uint64_t dyn_off = v.dyn_off, dyn_size = v.dyn_size;
 	if (dyn_size > len - dyn_off)
 		dyn_size = len - dyn_off;   /* the part within the bytes given */
 
@@ -117,7 +219,7 @@ unsigned sg_elf_needed(const uint8_t *buf, size_t len,
 		}
 	}
 	uint64_t strtab;
-	if (!have_strtab || !vaddr_to_offset(loads, n_loads, strtab_v, &strtab) || strtab >= len)
+	if (!have_strtab || !vaddr_to_offset(v.loads, v.n_loads, strtab_v, &strtab) || strtab >= len)
 		return 0;
 	uint64_t str_end = strsz < len - strtab ? strtab + strsz : len;
 

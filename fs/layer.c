@@ -50,7 +50,7 @@ void sg_layer_note_used(struct sg_layer *l, uint32_t c)
 	l->fetch_kind[c] = 0;
 	l->stats.kind_used_bytes[kind] += ch->next_offset - ch->offset;
 	if (kind == SG_FETCH_SPEC)
-		sg_layer_spec_paid(l, ch->next_offset - ch->offset);
+		sg_layer_spec_paid(l, c, ch->next_offset - ch->offset);
 	/* A file fetched ahead that is now in use: if it is an ELF file, the libraries it
 	 * needs (fs/layer_spec.h), read from the bytes in memory. */
 	struct sg_mem_chunk *e = ch->file_offset == 0 ? sg_memcache_get(l->mem, c) : NULL;
@@ -638,6 +638,7 @@ void sg_layer_start(struct sg_layer *l)
 	l->started = true;
 	l->start_ns = sg_now_ns();
 	sg_layer_prefetch_continue(l);
+	sg_layer_spec_start(l);
 }
 
 /* ---- users ---- */

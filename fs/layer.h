@@ -91,6 +91,13 @@ struct sg_layer_config {
 	void (*on_profile)(void *userdata, const struct sg_profile *recorded, uint64_t new_chunks);
 	uint64_t profile_quiet_ns;
 	uint64_t replay_budget_bytes; /* sg_layer_replay's bound per layer; 0 = 256 MiB */
+
+	/* ---- Speculation across an image's layers (fs/layer_spec.h) ---- */
+	/* An ELF file in use here needs a file this layer does not have: its interpreter,
+	 * /etc/ld.so.cache, or a library.  Called from the loop with its path (absolute) or,
+	 * for a library, its plain file name, so that the owner asks the image's other layers
+	 * (sg_layer_speculate_path).  userdata is the one above.  NULL: this layer only. */
+	void (*on_needed_elsewhere)(void *userdata, const char *path);
 };
 
 struct sg_layer_stats {
@@ -207,5 +214,14 @@ void sg_layer_stats(const struct sg_layer *layer, struct sg_layer_stats *ret);
  * a fetch of their own.  A negative errno: nothing started, no callback. */
 int sg_layer_read(struct sg_layer_user *user, uint32_t reader, uint32_t node, uint64_t offset,
 		  size_t len, void *buf, struct sg_op *op, sg_op_cb cb);
+
+/* ---- Speculation across an image's layers ---- */
+/* Another layer's ELF file needs `path` (on_needed_elsewhere's): if this layer has it, its
+ * first chunk is fetched ahead (kind spec, within this layer's speculation budget and the
+ * link's room for bytes fetched ahead) unless it is here or on its way already.  A path
+ * with a '/' is resolved from the layer's root, a plain name in the library directories;
+ * symlinks are followed inside this layer's TOC.  0: the layer has the file; -ENOENT: it
+ * does not; -ECANCELED: speculation is off or the layer is closing. */
+int sg_layer_speculate_path(struct sg_layer *layer, const char *path);
 
 #endif

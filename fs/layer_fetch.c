@@ -92,7 +92,7 @@ static bool note_arrived(struct sg_layer *l, const struct chunk_job *j, enum sg_
 	l->stats.kind_used_bytes[kind] += bytes;
 	l->stats.demanded_bytes += bytes;
 	if (kind == SG_FETCH_SPEC)
-		sg_layer_spec_paid(l, bytes);   /* a reader came while it was on its way */
+		sg_layer_spec_paid(l, j->chunk, bytes);   /* a reader came while it was on its way */
 	return true;
 }
 

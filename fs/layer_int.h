@@ -54,6 +54,11 @@
 #define SG_LAYER_REPLAY_WINDOW 4096u
 /* Runs of chunks waiting for speculation (layer_spec.c). */
 #define SG_LAYER_SPEC_QUEUE 256
+/* Precise speculation (what an ELF file in use needs) in flight at most, in requests: a
+ * program's loader and its usual libraries (ld-linux, libm, libz, libc for python3) at
+ * once, leaving the registry's connections (8 a host) room for on-demand fetches beside
+ * the 3 fetching ahead. */
+#define SG_LAYER_PRECISE_BATCHES 4u
 
 /* One chunk being produced: from the disk cache or as part of a fetch batch. */
 struct chunk_job {
@@ -188,7 +193,7 @@ struct sg_layer {
 	unsigned ahead_batches;
 	uint32_t spec_last_file;       /* the file of the last miss that speculated */
 	struct sg_range_source *spec_src;   /* the last miss's source */
-	uint8_t *spec_queued;          /* chunk -> in spec_queue */
+	uint8_t *spec_queued;          /* chunk -> flags: in spec_queue, fetched as a neighbour */
 	struct { uint32_t first, end; } spec_queue[SG_LAYER_SPEC_QUEUE];
 	unsigned spec_n;
 	char trace_layer[128];         /* cfg.trace_layer's copy */
@@ -213,6 +218,13 @@ struct sg_layer {
 	sg_op_cb close_cb;
 
 	struct sg_layer_stats stats;
+
+	/* ---- Speculation: precise picks, across layers (layer_spec.c) ---- */
+	unsigned spec_precise_n;       /* runs at the head of spec_queue that are precise */
+	struct { uint32_t chunk; size_t bytes; } spec_precise[SG_LAYER_PRECISE_BATCHES];
+	/* Bytes of neighbours of misses fetched, and of those read: the hit rate that backs
+	 * neighbour speculation off. */
+	uint64_t spec_nb_fetched, spec_nb_used;
 };
 
 /* An op's result is an int32_t; sizes are size_t.  Comparing through a cast of the size

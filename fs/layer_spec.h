@@ -35,13 +35,18 @@ struct sg_range_source;
 
 /* At sg_layer_new: the starting budget. */
 void sg_layer_spec_init(struct sg_layer *l);
+/* At sg_layer_start: the entry points every dynamic program reads first, if this layer has
+ * them (a base layer: the ELF interpreter, /etc/ld.so.cache, libc.so.6), are fetched ahead
+ * as precise picks, before containerd starts the container. */
+void sg_layer_spec_start(struct sg_layer *l);
 /* An on-demand fetch of `chunk` (its file's first chunk read, or a jump in it) just went out
  * to src: queue the neighbours and start what the cap allows. */
 void sg_layer_spec_miss(struct sg_layer *l, struct sg_range_source *src, uint32_t chunk);
 /* Starts queued speculation while there is room: after a miss and after each batch. */
 void sg_layer_spec_continue(struct sg_layer *l);
-/* Speculated bytes were read: the budget grows by as much. */
-void sg_layer_spec_paid(struct sg_layer *l, uint64_t bytes);
+/* Speculated bytes of `chunk` were read: if it was a neighbour of a miss, the budget grows
+ * by as much and the neighbours' hit rate counts them. */
+void sg_layer_spec_paid(struct sg_layer *l, uint32_t chunk, uint64_t bytes);
 /* The verified first chunk of a file in use (data[0..len)): it arrived for a reader, or a
  * reader asked for it after it was fetched ahead.  If it is an ELF file, the first chunks
  * of the libraries it needs (DT_NEEDED, fs/elf_needed.h) that are in this layer go to the

@@ -1,6 +1,7 @@
 /* A minimal dynamic ELF64 little-endian file, for tests (header-only, static): the ELF
  * header, a PT_LOAD mapping the whole file at 0x400000, a PT_DYNAMIC with one DT_NEEDED per
- * name, DT_STRTAB, DT_STRSZ and DT_NULL, the string table, then filler up to `size`. */
+ * name, DT_STRTAB, DT_STRSZ and DT_NULL, the string table, optionally a PT_INTERP naming a
+ * path written after the string table, then filler up to `size`. */
 #ifndef STARGZD_TESTS_ELF_BUILD_H
 #define STARGZD_TESTS_ELF_BUILD_H
 
@@ -17,15 +18,16 @@ static inline void test_elf_put(uint8_t *p, uint64_t v, int bytes)
 }
 
 /* Writes the file into buf (cap bytes, zeroed first); returns its size: max(size, what the
- * tables need). */
-static inline size_t test_elf_build(uint8_t *buf, size_t cap, const char *const *needed,
-				    size_t n, size_t size)
+ * tables need).  interp: NULL for none. */
+static inline size_t test_elf_build_interp(uint8_t *buf, size_t cap, const char *const *needed,
+					   size_t n, const char *interp, size_t size)
 {
-	size_t ph = 64, dyn = ph + 2 * 56, ndyn = n + 3, str = dyn + ndyn * 16, strsz = 1;
+	size_t ph = 64, nph = interp ? 3 : 2, dyn = ph + nph * 56, ndyn = n + 3;
+	size_t str = dyn + ndyn * 16, strsz = 1;
 
 	for (size_t i = 0; i < n; i++)
 		strsz += strlen(needed[i]) + 1;
-	size_t end = str + strsz;
+	size_t interp_at = str + strsz, end = interp_at + (interp ? strlen(interp) + 1 : 0);
 	if (size < end)
 		size = end;
 	if (size > cap)
@@ -40,7 +42,7 @@ static inline size_t test_elf_build(uint8_t *buf, size_t cap, const char *const 
 	test_elf_put(buf + 32, ph, 8);     /* e_phoff */
 	test_elf_put(buf + 52, 64, 2);     /* e_ehsize */
 	test_elf_put(buf + 54, 56, 2);     /* e_phentsize */
-	test_elf_put(buf + 56, 2, 2);      /* e_phnum */
+	test_elf_put(buf + 56, nph, 2);    /* e_phnum */
 	/* PT_LOAD: the whole file */
 	test_elf_put(buf + ph, 1, 4);
 	test_elf_put(buf + ph + 8, 0, 8);
@@ -51,6 +53,13 @@ static inline size_t test_elf_build(uint8_t *buf, size_t cap, const char *const 
 	test_elf_put(buf + ph + 56 + 8, dyn, 8);
 	test_elf_put(buf + ph + 56 + 16, TEST_ELF_VADDR + dyn, 8);
 	test_elf_put(buf + ph + 56 + 32, ndyn * 16, 8);
+	if (interp) {
+		test_elf_put(buf + ph + 112, 3, 4);   /* PT_INTERP */
+		test_elf_put(buf + ph + 112 + 8, interp_at, 8);
+		test_elf_put(buf + ph + 112 + 16, TEST_ELF_VADDR + interp_at, 8);
+		test_elf_put(buf + ph + 112 + 32, strlen(interp) + 1, 8);
+		memcpy(buf + interp_at, interp, strlen(interp) + 1);
+	}
 	/* the dynamic entries and the string table (its first byte the empty name) */
 	size_t s = 1, d = dyn;
 	for (size_t i = 0; i < n; i++, d += 16) {
@@ -65,6 +74,12 @@ static inline size_t test_elf_build(uint8_t *buf, size_t cap, const char *const 
 	test_elf_put(buf + d + 24, strsz, 8);
 	/* DT_NULL: zeroes */
 	return size;
+}
+
+static inline size_t test_elf_build(uint8_t *buf, size_t cap, const char *const *needed,
+				    size_t n, size_t size)
+{
+	return test_elf_build_interp(buf, cap, needed, n, NULL, size);
 }
 
 #endif

@@ -131,9 +131,14 @@ TEST(tables_beyond_the_bytes_given_give_nothing)
 		if (copy[d] == 5)   /* DT_STRTAB */
 			test_elf_put(copy + d + 8, TEST_ELF_VADDR + 1000000, 8);
 	CHECK_EQ(names(copy, size, &seen), 0u);
-	/* A dynamic section that starts past the end. */
+	/* A dynamic section that starts past the end: the names come from the strings of the
+	 * first segment (the scan), here the one name. */
 	memcpy(copy, elf, size);
 	test_elf_put(copy + 64 + 56 + 8, size + 10, 8);
+	CHECK_EQ(names(copy, size, &seen), 1u);
+	CHECK_STR(seen.names[0], "libfoo.so.1");
+	/* ... and nothing without a segment at offset 0 to scan. */
+	test_elf_put(copy + 64 + 8, 4096, 8);   /* PT_LOAD p_offset */
 	CHECK_EQ(names(copy, size, &seen), 0u);
 	/* Offsets that wrap around. */
 	memcpy(copy, elf, size);
@@ -142,6 +147,77 @@ TEST(tables_beyond_the_bytes_given_give_nothing)
 	memcpy(copy, elf, size);
 	test_elf_put(copy + 64 + 8, UINT64_MAX - 100, 8);   /* PT_LOAD p_offset */
 	CHECK_EQ(names(copy, size, &seen), 0u);
+}
+
+/* A large program keeps its dynamic section in its data segment, beyond its first chunk:
+ * the library names come from the first segment's strings, each once, and only those
+ * shaped like a library's file name. */
+TEST(a_dynamic_section_beyond_the_bytes_given_is_replaced_by_the_strings_before_it)
+{
+	const char *const needed[] = { "libm.so.6", "ld-linux-x86-64.so.2", "libpython3.11.so.1.0",
+				       "libc.so.6", "libm.so.6", "GLIBC_2.2.5", "libc_start_main",
+				       "libx.so.", "lib.so", "libfoo.sox", "libz.so.1" };
+	size_t size = test_elf_build(elf, sizeof(elf), needed, 11, 0);
+
+	CHECK(size > 0);
+	test_elf_put(elf + 64 + 56 + 8, 1u << 20, 8);   /* PT_DYNAMIC far beyond */
+	CHECK_EQ(names(elf, size, &seen), 5u);
+	CHECK_STR(seen.names[0], "libm.so.6");
+	CHECK_STR(seen.names[1], "ld-linux-x86-64.so.2");
+	CHECK_STR(seen.names[2], "libpython3.11.so.1.0");
+	CHECK_STR(seen.names[3], "libc.so.6");
+	CHECK_STR(seen.names[4], "libz.so.1");
+	/* Every truncation of it stays in bounds. */
+	for (size_t len = 0; len <= size; len++) {
+		uint8_t *cut = malloc(len ? len : 1);
+		memcpy(cut, elf, len);
+		CHECK(names(cut, len, &seen) <= 5u);
+		free(cut);
+	}
+}
+
+/* PT_INTERP: an absolute path, NUL-terminated inside the bytes given. */
+static size_t with_interp(const char *interp, size_t size)
+{
+	const char *const needed[] = { "libc.so.6" };
+	return test_elf_build_interp(elf, sizeof(elf), needed, 1, interp, size);
+}
+
+TEST(the_interpreter_is_an_absolute_path_within_the_bytes_given)
+{
+	const char *path;
+	size_t len;
+	size_t size = with_interp("/lib64/ld-linux-x86-64.so.2", 1024);
+
+	CHECK(sg_elf_interp(elf, size, &path, &len));
+	CHECK_EQ(len, strlen("/lib64/ld-linux-x86-64.so.2"));
+	CHECK_STR(path, "/lib64/ld-linux-x86-64.so.2");
+	/* Cut anywhere before its NUL: none (the path is the file's last bytes). */
+	size = with_interp("/lib64/ld-linux-x86-64.so.2", 0);
+	for (size_t cut = 0; cut < size; cut++)
+		CHECK(!sg_elf_interp(elf, cut, &path, &len));
+	CHECK_EQ(names(elf, size, &seen), 1u);   /* and its DT_NEEDED, as before */
+	size = with_interp("lib64/relative.so", 1024);
+	CHECK(!sg_elf_interp(elf, size, &path, &len));
+	size = test_elf_build(elf, sizeof(elf), NULL, 0, 1024);
+	CHECK(!sg_elf_interp(elf, size, &path, &len));
+	CHECK(!sg_elf_interp(NULL, 100, &path, &len));
+}
+
+TEST(a_real_program_names_its_interpreter)
+{
+	static uint8_t buf[1 << 20];
+	const char *path;
+	size_t len;
+	FILE *f = fopen("/bin/ls", "rb");
+	if (!f)
+		SKIP("no /bin/ls");
+	size_t n = fread(buf, 1, sizeof(buf), f);
+	fclose(f);
+	if (n < 64 || memcmp(buf, "\x7f" "ELF", 4) != 0 || buf[4] != 2 || buf[5] != 1)
+		SKIP("/bin/ls is no ELF64 LE file");
+	CHECK(sg_elf_interp(buf, n, &path, &len));
+	CHECK(len > 1 && path[0] == '/' && strstr(path, "ld"));
 }
 
 TEST_MAIN()

@@ -131,6 +131,13 @@ static uint64_t file_bytes(struct env *e, const char *path)
 	return sum;
 }
 
+static uint64_t first_chunk_bytes(struct env *e, const char *path)
+{
+	const struct sg_toc *toc = sg_layer_toc(e->layer);
+	const struct sg_toc_chunk *c = sg_toc_chunks(toc, sg_toc_node(toc, node(e, path)));
+	return c[0].next_offset - c[0].offset;
+}
+
 static struct sg_layer_stats stats(struct env *e)
 {
 	struct sg_layer_stats st;
@@ -252,6 +259,71 @@ TEST(the_budget_grows_with_bytes_read_and_shrinks_with_misses)
 	env_close(&e);
 }
 
+/* The hit rate of the neighbours of misses (bytes read ÷ fetched, judged from 1 MiB fetched
+ * on): under a quarter, a miss takes only its directory and halves the budget; under a
+ * sixteenth, no neighbours at all; a precise pick still goes, and its bytes read do not
+ * count.  The account is set by hand here. */
+TEST(speculation_that_is_not_read_backs_off_but_precise_picks_stay)
+{
+	struct env e = { 0 };
+
+	setup();
+	env_open(&e, &spec_cfg);
+	e.layer->spec_budget = 4u << 20;
+	e.layer->spec_nb_fetched = 4u << 20;
+	e.layer->spec_nb_used = 512u << 10;   /* an eighth */
+	CHECK(!local(&e, "pkg/a.py"));
+	settle(&e);
+	uint64_t want = file_bytes(&e, "pkg/z.py");
+	for (char c = 'b'; c <= 'h'; c++) {
+		char name[16];
+		snprintf(name, sizeof(name), "pkg/%c.py", c);
+		want += file_bytes(&e, name);
+	}
+	CHECK_EQ(stats(&e).kind_fetched_bytes[SG_FETCH_SPEC], want);
+	CHECK_EQ(e.layer->spec_nb_fetched, (4u << 20) + want);
+	CHECK_EQ(stats(&e).spec_budget_bytes, 4u << 20);   /* the first miss takes nothing off */
+	/* After it in the blob: not taken.  Its miss, in a new file, halves the budget. */
+	CHECK(!local(&e, "pkg/sub/x.py"));
+	CHECK_EQ(stats(&e).spec_budget_bytes, 2u << 20);
+	/* Under a sixteenth: a miss takes nothing, and halves the budget again. */
+	e.layer->spec_nb_used = 0;
+	uint64_t before = stats(&e).kind_fetched_bytes[SG_FETCH_SPEC];
+	CHECK(!local(&e, "other/o10"));
+	settle(&e);
+	CHECK_EQ(stats(&e).kind_fetched_bytes[SG_FETCH_SPEC], before);
+	CHECK_EQ(stats(&e).spec_budget_bytes, 1u << 20);
+	/* A precise pick still goes. */
+	CHECK_EQ(sg_layer_speculate_path(e.layer, "/other/o11"), 0);
+	settle(&e);
+	CHECK_EQ(stats(&e).kind_fetched_bytes[SG_FETCH_SPEC],
+		 before + first_chunk_bytes(&e, "other/o11"));
+	CHECK(local(&e, "other/o11"));
+	CHECK_EQ(e.layer->spec_nb_used, 0);
+	/* Neighbours queued while the rate was good are dropped once it falls: of far/d01..15
+	 * (3.75 MiB after far/d00 in the blob) only what was in flight comes. */
+	struct test_op t;
+	static uint8_t buf[100];
+	e.layer->spec_budget = 8u << 20;
+	e.layer->spec_nb_fetched = e.layer->spec_nb_used = 64u << 20;
+	before = stats(&e).kind_fetched_bytes[SG_FETCH_SPEC];
+	test_op_init(&t);
+	CHECK_EQ(sg_layer_read(e.user, 0, node(&e, "far/d00/f"), 0, 100, buf, &t.op, test_op_cb), 0);
+	CHECK(e.layer->spec_n > 0);
+	e.layer->spec_nb_used = 0;
+	test_op_wait(e.loop, &t, 5000);
+	settle(&e);
+	CHECK(stats(&e).kind_fetched_bytes[SG_FETCH_SPEC] - before <=
+	      SG_LAYER_AHEAD_CAP + file_bytes(&e, "far/d01/f"));
+	CHECK(!local(&e, "far/d15/f"));
+	e.layer->spec_budget = 1u << 20;
+	/* A neighbour read: counted, and the budget grows by as much. */
+	CHECK(local(&e, "pkg/b.py"));
+	CHECK_EQ(e.layer->spec_nb_used, file_bytes(&e, "pkg/b.py"));
+	CHECK_EQ(stats(&e).spec_budget_bytes, (1u << 20) + file_bytes(&e, "pkg/b.py"));
+	env_close(&e);
+}
+
 TEST(speculative_bytes_in_flight_stay_under_the_cap_and_misses_go_out_at_once)
 {
 	struct env e = { 0 };
@@ -262,6 +334,7 @@ TEST(speculative_bytes_in_flight_stay_under_the_cap_and_misses_go_out_at_once)
 	env_open(&e, &(struct sg_layer_config){ .window_bytes = 1, .speculate = true,
 						 .spec_budget_max = 8u << 20 });
 	e.layer->spec_budget = 8u << 20;   /* as if it had paid for a while */
+	e.layer->spec_nb_fetched = e.layer->spec_nb_used = 64u << 20;
 	test_op_init(&t1);
 	CHECK_EQ(sg_layer_read(e.user, 0, node(&e, "other/o00"), 0, 100, b1, &t1.op, test_op_cb), 0);
 	struct sg_layer_stats st = stats(&e);
@@ -488,6 +561,223 @@ TEST(an_elf_file_in_use_brings_the_libraries_it_needs)
 	settle(&e);
 	CHECK(!local(&e, "usr/lib/libbar.so"));
 	env_close(&e);
+}
+
+/* ---- Across an image's layers ---- */
+
+/* Layer A (a program's, upper): bin/prog, whose interpreter is /lib64/ld-linux-x86-64.so.2
+ * and which needs libfoo.so.1 and libown.so; usr/lib/libown.so and etc/ld.so.cache.
+ * Layer B (the base): lib64 -> usr/lib64, usr/lib64/ld-linux-x86-64.so.2 ->
+ * /lib/x86_64-linux-gnu/ld-linux-x86-64.so.2, lib -> usr/lib, the loader and
+ * libfoo.so.1 -> libfoo.so.1.2 in usr/lib/x86_64-linux-gnu, its own etc/ld.so.cache (A's
+ * hides it), and a library nobody needs. */
+static char blob_b[300], cache_b[300];
+static struct sg_digest toc_digest_b;
+
+static void setup_two_layers(void)
+{
+	static uint8_t data[PKG_FILE];
+	const char *const prog_needs[] = { "libfoo.so.1", "libown.so" };
+	struct esgz_b b;
+
+	start_blob(&b);
+	snprintf(blob_b, sizeof(blob_b), "%s/blob-b", dir);
+	snprintf(cache_b, sizeof(cache_b), "%s/cache-b", dir);
+	size_t n = test_elf_build_interp(data, sizeof(data), prog_needs, 2,
+					 "/lib64/ld-linux-x86-64.so.2", 2000);
+	esgz_add(&b, "bin/prog", '0', 0755, data, n, NULL, 0, NULL);
+	fill(data, PKG_FILE, 6000);
+	esgz_add(&b, "etc/ld.so.cache", '0', 0644, data, 4000, NULL, 0, NULL);
+	fill(data, PKG_FILE, 6001);
+	esgz_add(&b, "usr/lib/libown.so", '0', 0755, data, PKG_FILE, NULL, 0, NULL);
+	test_write_blob(&b, blob_path, &toc_digest);
+
+	esgz_init(&b, 1);
+	esgz_add(&b, "lib64", '2', 0777, NULL, 0, "usr/lib64", 0, NULL);
+	esgz_add(&b, "lib", '2', 0777, NULL, 0, "usr/lib", 0, NULL);
+	fill(data, PKG_FILE, 7000);
+	esgz_add(&b, "etc/ld.so.cache", '0', 0644, data, 4000, NULL, 0, NULL);
+	esgz_add(&b, "usr/lib64/ld-linux-x86-64.so.2", '2', 0777, NULL, 0,
+		 "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", 0, NULL);
+	fill(data, PKG_FILE, 7001);
+	esgz_add(&b, "usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", '0', 0755, data, PKG_FILE,
+		 NULL, 0, NULL);
+	fill(data, PKG_FILE, 7002);
+	esgz_add(&b, "usr/lib/x86_64-linux-gnu/libfoo.so.1.2", '0', 0755, data, PKG_FILE, NULL, 0,
+		 NULL);
+	esgz_add(&b, "usr/lib/x86_64-linux-gnu/libfoo.so.1", '2', 0777, NULL, 0, "libfoo.so.1.2",
+		 0, NULL);
+	fill(data, PKG_FILE, 7003);
+	esgz_add(&b, "usr/lib/x86_64-linux-gnu/libunused.so", '0', 0755, data, PKG_FILE, NULL, 0,
+		 NULL);
+	test_write_blob(&b, blob_b, &toc_digest_b);
+}
+
+/* What the daemon does (daemon/remote.c): asks the image's other layer, while it is open. */
+struct elsewhere {
+	struct sg_layer *other;
+	unsigned n;
+	char paths[8][128];
+	int res[8];
+};
+
+static void on_elsewhere(void *userdata, const char *path)
+{
+	struct elsewhere *w = userdata;
+
+	CHECK(w->n < 8);
+	snprintf(w->paths[w->n], sizeof(w->paths[0]), "%s", path);
+	w->res[w->n] = w->other ? sg_layer_speculate_path(w->other, path) : -ECANCELED;
+	w->n++;
+}
+
+/* A over blob A with the callback, B over blob B, on one loop. */
+static void open_two(struct env *a, struct env *b, struct elsewhere *w)
+{
+	struct sg_layer_config cfg = spec_cfg;
+
+	memset(w, 0, sizeof(*w));
+	cfg.on_needed_elsewhere = on_elsewhere;
+	cfg.userdata = w;
+	env_open(a, &cfg);
+	b->loop = a->loop;
+	cfg = spec_cfg;
+	cfg.cache_dir = cache_b;
+	test_layer_open(b->loop, blob_b, &toc_digest_b, &cfg, &b->layer, &b->user);
+	w->other = b->layer;
+}
+
+static void close_one(struct env *e)
+{
+	test_layer_user_close(e->loop, e->user);
+	test_layer_close(e->loop, e->layer);
+	e->layer = NULL;
+	e->user = NULL;
+}
+
+static void settle_two(struct env *a, struct env *b)
+{
+	if (a->layer)
+		settle(a);
+	if (b->layer)
+		settle(b);
+	if (a->layer)
+		settle(a);
+}
+
+TEST(a_program_in_one_layer_brings_its_loader_and_libraries_from_another)
+{
+	struct env a = { 0 }, b = { 0 };
+	struct elsewhere w;
+
+	setup_two_layers();
+	open_two(&a, &b, &w);
+	/* At start, each layer fetches the entry points it has: B the loader and its
+	 * ld.so.cache, A its own ld.so.cache. */
+	settle_two(&a, &b);
+	uint64_t b_start = first_chunk_bytes(&b, "usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2") +
+			   first_chunk_bytes(&b, "etc/ld.so.cache");
+	CHECK_EQ(stats(&b).kind_fetched_bytes[SG_FETCH_SPEC], b_start);
+	CHECK_EQ(stats(&a).kind_fetched_bytes[SG_FETCH_SPEC], first_chunk_bytes(&a, "etc/ld.so.cache"));
+	CHECK_EQ(read_file(&a, "bin/prog", 100), 100);
+	settle_two(&a, &b);
+	/* A has libown.so and etc/ld.so.cache; the loader and libfoo are asked of B, by the
+	 * path the program names and by library name. */
+	CHECK_EQ(w.n, 2u);
+	CHECK_STR(w.paths[0], "/lib64/ld-linux-x86-64.so.2");
+	CHECK_EQ(w.res[0], 0);
+	CHECK_STR(w.paths[1], "libfoo.so.1");
+	CHECK_EQ(w.res[1], 0);
+	CHECK_EQ(stats(&a).kind_fetched_bytes[SG_FETCH_SPEC],
+		 first_chunk_bytes(&a, "usr/lib/libown.so") +
+		 first_chunk_bytes(&a, "etc/ld.so.cache"));
+	CHECK_EQ(stats(&b).kind_fetched_bytes[SG_FETCH_SPEC],
+		 b_start + first_chunk_bytes(&b, "usr/lib/x86_64-linux-gnu/libfoo.so.1.2"));
+	CHECK(local(&b, "usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"));
+	CHECK(local(&b, "usr/lib/x86_64-linux-gnu/libfoo.so.1.2"));
+	CHECK(local(&a, "usr/lib/libown.so"));
+	CHECK(!local(&b, "usr/lib/x86_64-linux-gnu/libunused.so"));
+	check_derived(&b);
+	/* What B has, here already or not at all. */
+	uint64_t before = stats(&b).kind_fetched_bytes[SG_FETCH_SPEC];
+	CHECK_EQ(sg_layer_speculate_path(b.layer, "/usr/lib/x86_64-linux-gnu/libfoo.so.1"), 0);
+	CHECK_EQ(sg_layer_speculate_path(b.layer, "libfoo.so.1"), 0);
+	CHECK_EQ(sg_layer_speculate_path(b.layer, "libnothere.so.1"), -ENOENT);
+	CHECK_EQ(sg_layer_speculate_path(b.layer, "/lib64/nothere"), -ENOENT);
+	CHECK_EQ(sg_layer_speculate_path(b.layer, "/usr/lib64"), -ENOENT);   /* a directory */
+	settle(&b);
+	CHECK_EQ(stats(&b).kind_fetched_bytes[SG_FETCH_SPEC], before);
+	close_one(&b);
+	env_close(&a);
+	/* Speculation off in B: it takes nothing. */
+	test_rm_tree(cache);
+	test_rm_tree(cache_b);
+	CHECK_EQ(sg_loop_new(NULL, &b.loop), 0);
+	test_layer_open(b.loop, blob_b, &toc_digest_b,
+			&(struct sg_layer_config){ .cache_dir = cache_b, .window_bytes = 1 },
+			&b.layer, &b.user);
+	CHECK_EQ(sg_layer_speculate_path(b.layer, "libfoo.so.1"), -ECANCELED);
+	env_close(&b);
+}
+
+/* Once the entry points are in, starts reading bin/prog in A and runs the loop until B's
+ * speculation for it (libfoo) is in flight. */
+static void start_prog_until_b_fetches(struct env *a, struct env *b, struct test_op *t)
+{
+	static uint8_t buf[100];
+
+	settle_two(a, b);
+	test_op_init(t);
+	CHECK_EQ(sg_layer_read(a->user, 0, node(a, "bin/prog"), 0, 100, buf, &t->op, test_op_cb), 0);
+	double end = test_now_ms() + 10000;
+	while (b->layer->batches_inflight == 0) {
+		if (test_now_ms() > end)
+			TEST_FAIL("B never fetched");
+		CHECK(sg_loop_run_once(a->loop, 1) >= 0);
+	}
+}
+
+TEST(either_layer_closes_with_the_other_ones_speculation_in_flight)
+{
+	struct env a = { 0 }, b = { 0 };
+	struct elsewhere w;
+	struct test_op t;
+
+	setup_two_layers();
+	/* A (which asked) closes while B fetches for it: B finishes on its own. */
+	open_two(&a, &b, &w);
+	start_prog_until_b_fetches(&a, &b, &t);
+	test_op_wait(a.loop, &t, 5000);
+	w.other = NULL;
+	close_one(&a);
+	settle(&b);
+	CHECK(local(&b, "usr/lib/x86_64-linux-gnu/libfoo.so.1.2"));
+	close_one(&b);
+	CHECK_EQ(sg_loop_drain(a.loop, 2000), 0);
+	sg_loop_free(a.loop);
+
+	/* B closes with its speculation in flight (the close waits for it), then A goes on
+	 * alone: what it needs elsewhere finds nobody. */
+	test_rm_tree(cache);
+	test_rm_tree(cache_b);
+	open_two(&a, &b, &w);
+	start_prog_until_b_fetches(&a, &b, &t);
+	w.other = NULL;   /* as the daemon does once the content is closing */
+	test_layer_user_close(b.loop, b.user);
+	struct test_op c;
+	test_op_init(&c);
+	CHECK_EQ(sg_layer_close(b.layer, &c.op, test_op_cb), 0);
+	CHECK_EQ(sg_layer_speculate_path(b.layer, "libfoo.so.1"), -ECANCELED);
+	test_op_wait(b.loop, &c, 10000);
+	CHECK_EQ(b.layer->batches_inflight, 0u);
+	CHECK_EQ(b.layer->ahead_inflight, 0u);
+	sg_layer_free(b.layer);
+	b.layer = NULL;
+	test_op_wait(a.loop, &t, 5000);
+	CHECK_EQ(t.res, 100);
+	settle(&a);
+	CHECK(local(&a, "usr/lib/libown.so"));
+	env_close(&a);
 }
 
 TEST_MAIN()
