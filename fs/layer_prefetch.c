@@ -8,6 +8,7 @@
 #include "fs/layer_fetch.h"
 #include "fs/layer_int.h"
 #include "fs/layer_profile.h"
+#include "fs/layer_spec.h"
 
 #define BACKGROUND_RETRY_NS (50ull * 1000000u)
 #define ROOM_RETRY_NS (10ull * 1000000u)
@@ -115,6 +116,7 @@ static void background_tick(struct sg_op *op)
 	 * only once its delay is over. */
 	if (l->started && sg_now_ns() - l->start_ns >= l->cfg.background_delay_ns)
 		l->background_started = true;
+	sg_layer_spec_continue(l);
 	sg_layer_prefetch_continue(l);
 }
 
@@ -129,10 +131,7 @@ static void background_retry(struct sg_layer *l)
 	background_retry_in(l, BACKGROUND_RETRY_NS);
 }
 
-/* The link's room for fetching ahead is taken (by this layer or another on the link): a
- * batch of this layer that ends calls us again; without one, nothing would, so a short timer
- * looks again. */
-static void wait_for_room(struct sg_layer *l)
+void sg_layer_wait_for_room(struct sg_layer *l)
 {
 	if (l->ahead_batches == 0)
 		background_retry_in(l, ROOM_RETRY_NS);
@@ -211,7 +210,7 @@ static void stream_continue(struct sg_layer *l)
 		return;
 	}
 	/* No room on the link: our own next batch end looks again, or a timer. */
-	wait_for_room(l);
+	sg_layer_wait_for_room(l);
 }
 
 void sg_layer_prefetch_saw_read(struct sg_layer *l, uint32_t chunk)
@@ -295,7 +294,7 @@ static void background_continue(struct sg_layer *l)
 		return;
 	}
 	/* No room on the link: our own next batch end looks again, or a timer. */
-	wait_for_room(l);
+	sg_layer_wait_for_room(l);
 }
 
 /* Replays a learned startup profile (fs/layer_profile.h): it names what the workload is
@@ -329,7 +328,7 @@ static void replay_continue(struct sg_layer *l)
 		return;
 	}
 	/* No room on the link: our own next batch end looks again, or a timer. */
-	wait_for_room(l);
+	sg_layer_wait_for_room(l);
 }
 
 void sg_layer_prefetch_continue(struct sg_layer *l)

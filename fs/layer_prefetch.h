@@ -35,6 +35,10 @@ void sg_layer_prefetch_init(struct sg_layer *l);
 /* Starts the next batches if there is work and room for them: at sg_layer_start and
  * whenever a fetch batch ended. */
 void sg_layer_prefetch_continue(struct sg_layer *l);
+/* The link's room for fetching ahead is taken (by this layer or another on the link): a
+ * batch of this layer that ends looks again; without one in flight nothing would, so a
+ * short timer looks again (speculation, replay, stream, background fetch). */
+void sg_layer_wait_for_room(struct sg_layer *l);
 /* A reader asked for `chunk` (a read, or an open handed to the kernel): full-read
  * detection, and the stream's position. */
 void sg_layer_prefetch_saw_read(struct sg_layer *l, uint32_t chunk);

@@ -7,6 +7,7 @@
 #include "fs/elf_needed.h"
 #include "fs/layer_fetch.h"
 #include "fs/layer_int.h"
+#include "fs/layer_prefetch.h"
 
 #define SPEC_FILE_MAX (1u << 20)   /* compressed bytes of one file taken at most */
 /* l->spec_queued[chunk]: in spec_queue; fetched as a neighbour of a miss and not read yet. */
@@ -438,6 +439,12 @@ static size_t precise_room(struct sg_layer *l, unsigned *ret_slot)
 	}
 	if (busy >= SG_LAYER_PRECISE_BATCHES)
 		return 0;
+	/* What the loader maps next may take connections beyond those fetching ahead, but
+	 * one of the host's stays free for on-demand reads. */
+	if (sg_layer_ahead_requests(l) >= SG_LINK_AHEAD_REQUESTS + SG_LINK_PRECISE_EXTRA) {
+		sg_layer_wait_for_room(l);
+		return 0;
+	}
 	return inflight < cap ? cap - inflight : 0;
 }
 
@@ -454,8 +461,10 @@ void sg_layer_spec_continue(struct sg_layer *l)
 			return;
 		}
 		size_t room = precise ? precise_room(l, &slot) : sg_layer_ahead_room(l);
-		if (room == 0)
-			return;   /* the next batch end looks again */
+		if (room == 0) {
+			sg_layer_wait_for_room(l);   /* the next batch end, or a timer, looks again */
+			return;
+		}
 		size_t max = room < SPEC_BATCH_MAX ? room : SPEC_BATCH_MAX;
 		if (max > l->cfg.max_batch_bytes)
 			max = l->cfg.max_batch_bytes;

@@ -44,6 +44,9 @@
  * keeps 8 connections per host (net/registry.c) and serves waiting requests in order, so 3
  * stay free for on-demand reads, which then never queue behind a replay or a stream. */
 #define SG_LINK_AHEAD_REQUESTS 5u
+/* Precise speculation (the libraries an ELF file in use needs, fs/layer_spec.h) may take this
+ * many more: it is read next, almost always; one connection still stays free. */
+#define SG_LINK_PRECISE_EXTRA 2u
 
 struct sg_link_meter {
 	uint64_t rtt_ns;              /* EWMA; 0 = no sample yet */
