@@ -351,6 +351,12 @@ static int top_key(struct cfg_doc *d, struct sg_toml *t, const char *key, struct
 		cfg->fetch_timeout_s = (unsigned)n;
 		return 0;
 	}
+	if (strcmp(key, "profile_quiet_ms") == 0) {
+		if ((r = want_int(t, key, v, 1, 3600 * 1000, &n)) < 0)
+			return r;
+		cfg->profile_quiet_ms = (unsigned)n;
+		return 0;
+	}
 	if (strcmp(key, "fetch_attempts") == 0) {
 		if ((r = want_int(t, key, v, 1, 20, &n)) < 0)
 			return r;

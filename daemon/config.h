@@ -48,6 +48,7 @@ struct sg_config {
 	 * profile artifact of the image (daemon/profile_cmd.h) the first time it mounts one of
 	 * its layers. */
 	enum sg_profiles_mode profiles;
+	unsigned profile_quiet_ms;    /* recording ends this long after the last new chunk (0 = 5 s) */
 	bool speculate;               /* fetch a miss's neighbours too (default true) */
 	uint64_t spec_budget_bytes;   /* speculation's budget per miss at most (0 = 16 MiB) */
 	char fetch_trace_dir[PATH_MAX]; /* write the fetch trace there; "" = off */

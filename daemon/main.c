@@ -28,6 +28,7 @@
 #include "daemon/mount_cmd.h"
 #include "daemon/profile_cmd.h"
 #include "daemon/process.h"
+#include "daemon/profile_pull.h"
 #include "daemon/prom.h"
 #include "daemon/remote.h"
 #include "daemon/snapshot.h"
@@ -273,6 +274,67 @@ static void run_until(struct daemon *d, const bool *flag, int timeout_ms)
 }
 
 /* The lazy-pull machinery: the registry client and the remote-layer manager. */
+
+/* ---- profiles = "registry": an image's startup profiles, from its registry ---- */
+
+struct profile_fetch {
+	struct daemon *d;
+	struct sg_op op;
+	struct sg_profile_pull_result res;
+	struct sg_error err;
+	char ref[512];
+};
+
+static void profile_fetch_note(void *userdata, const char *msg)
+{
+	struct profile_fetch *f = userdata;
+
+	sg_info("profile pull %s: %s", f->ref, msg);
+}
+
+static void profile_fetched(struct sg_op *op)
+{
+	struct profile_fetch *f = sg_container_of(op, struct profile_fetch, op);
+
+	if (op->res == 0) {
+		sg_info("profile pull %s: stored the profiles of %zu layers (artifact %s, found "
+			"through the %s)", f->ref, f->res.stored, f->res.artifact, f->res.found_through);
+		sg_remote_profiles_stored(f->d->remote, f->ref);
+	} else if (op->res == -ENOENT) {
+		sg_info("profile pull %s: none: %s", f->ref, f->err.msg);
+	} else if (op->res != -ECANCELED) {
+		sg_warn("profile pull %s: %s; starting without", f->ref,
+			f->err.msg[0] ? f->err.msg : strerror(-op->res));
+	}
+	free(f);
+}
+
+/* The first mount of a layer of ref (remote.h's want_profiles). */
+static void want_profiles(void *ctx, const char *ref)
+{
+	struct daemon *d = ctx;
+	struct profile_fetch *f = calloc(1, sizeof(*f));
+
+	if (!f)
+		return;
+	f->d = d;
+	snprintf(f->ref, sizeof(f->ref), "%s", ref);
+	sg_op_init(&f->op);
+	struct sg_profile_pull_request req = {
+		.loop = d->loop,
+		.registry = d->registry,
+		.ref = ref,
+		.root = d->cfg.root,
+		.on_note = profile_fetch_note,
+		.userdata = f,
+	};
+	int r = sg_profile_pull(&req, &f->res, &f->err, &f->op, profile_fetched);
+	if (r < 0) {
+		sg_warn("profile pull %s: cannot start: %s", ref, strerror(-r));
+		free(f);
+	}
+}
+
 static int setup_remote(struct daemon *d)
 {
 	struct sg_config *c = &d->cfg;
@@ -330,6 +392,14 @@ static int setup_remote(struct daemon *d)
 				  5000000000ull,
 	};
 	remote_cfg.fdstore = d->fdstore;
+	if (c->profiles != SG_PROFILES_OFF) {
+		remote_cfg.profile_root = c->root;
+		remote_cfg.profile_quiet_ns = (uint64_t)c->profile_quiet_ms * 1000000u;
+	}
+	if (c->profiles == SG_PROFILES_REGISTRY) {
+		remote_cfg.want_profiles = want_profiles;
+		remote_cfg.want_profiles_ctx = d;
+	}
 	struct sg_blob_opener opener = { .open = sg_registry_open_blob, .ctx = d->registry };
 	r = sg_remote_new(d->loop, &remote_cfg, &opener, &d->remote);
 	if (r == -EBUSY)

@@ -23,6 +23,8 @@
 #include "fs/gz.h"
 #include "fs/layer.h"
 #include "fs/memcache.h"
+#include "fs/profile.h"
+#include "fs/profile_store.h"
 #include "fs/lazyfs.h"
 #include "daemon/core/range_source.h"
 
@@ -57,6 +59,7 @@ struct content {
 	struct sg_op open_op;           /* opening the blob */
 	struct sg_error open_err;
 	struct sg_range_source *opened;
+	bool replaying;                 /* its layer was given a startup profile */
 	/* For the metrics endpoint. */
 	uint64_t created_ns;
 	uint64_t blob_size;
@@ -138,6 +141,9 @@ struct sg_remote {
 	void *shutdown_userdata;
 	unsigned rl_gone;             /* mounts released, waiting for their source's open */
 	bool handover;                /* shutting down with keep_mounts */
+	char profile_root[PATH_MAX];  /* cfg.profile_root's copy; "" = off */
+	char **profiles_asked;        /* images whose profiles were asked for (want_profiles) */
+	size_t n_profiles_asked;
 };
 
 #define DEFAULT_HANDOVER_GRACE_NS (2ull * 1000000000u)
@@ -195,6 +201,8 @@ int sg_remote_new(struct sg_loop *loop, const struct sg_remote_config *config,
 	r->loop = loop;
 	r->cfg = *config;
 	snprintf(r->cache_root, sizeof(r->cache_root), "%s", config->cache_root);
+	if (config->profile_root)
+		snprintf(r->profile_root, sizeof(r->profile_root), "%s", config->profile_root);
 	r->cfg.cache_root = r->cache_root;
 	r->opener = *opener;
 	sg_list_init(&r->layers);
@@ -242,6 +250,11 @@ void sg_remote_free(struct sg_remote *r)
 		return;
 	SG_FREE_CHECK(!sg_list_empty(&r->layers) || !sg_list_empty(&r->contents) || r->rl_gone,
 		      "remote layers (free before shutdown ended)");
+	for (size_t i = 0; i < r->n_profiles_asked; i++)
+		free(r->profiles_asked[i]);
+	free(r->profiles_asked);
+	r->profiles_asked = NULL;
+	r->n_profiles_asked = 0;
 	r->freed = true;
 	if (r->tp_inflight)
 		return;   /* the last prefetch callback finishes the job */
@@ -389,6 +402,7 @@ static void content_layer_closed(struct sg_op *op)
 	/* Mounts arrived while it was closing (the digests were checked when they joined):
 	 * the same content, loaded anew. */
 	c->state = C_LOADING;
+	c->replaying = false;
 	content_start_load(c);
 }
 
@@ -653,6 +667,84 @@ static int content_load_from_disk(struct content *c)
 	return 0;
 }
 
+/* ---- learned startup profiles ---- */
+
+static void on_profile(void *userdata, const struct sg_profile *recorded, uint64_t new_chunks)
+{
+	struct content *c = userdata;
+	struct sg_error err = { 0 };
+	char path[PATH_MAX + 200];
+
+	if (sg_profile_store_record(c->r->profile_root, recorded, &err) < 0) {
+		sg_warn("layer %s: cannot store its startup profile: %s", c->digest, err.msg);
+		return;
+	}
+	if (sg_profile_store_path(c->r->profile_root, sg_profile_toc(recorded), path,
+				  sizeof(path)) < 0)
+		snprintf(path, sizeof(path), "%s/%s", c->r->profile_root, SG_PROFILE_DIR);
+	sg_info("layer %s: recorded its startup profile: %llu chunks (%llu new) in %s", c->digest,
+		(unsigned long long)sg_profile_chunks(recorded), (unsigned long long)new_chunks,
+		path);
+}
+
+/* The stored profile of the content's layer, replayed.  A missing profile is the common
+ * case; one that cannot be used is a hint lost, said once. */
+static void content_replay_stored(struct content *c)
+{
+	struct sg_remote *r = c->r;
+	const struct sg_digest *toc = sg_toc_digest(sg_layer_toc(c->layer));
+	struct sg_layer_replay_info info;
+	struct sg_profile *prof = NULL;
+	struct sg_error err = { 0 };
+	char path[PATH_MAX + 200];
+
+	if (!r->profile_root[0] || c->replaying)
+		return;
+	if (sg_profile_store_path(r->profile_root, toc, path, sizeof(path)) < 0)
+		return;
+	int res = sg_profile_store_load(r->profile_root, toc, &prof, &err);
+	if (res == -ENOENT)
+		return;
+	if (res == 0)
+		res = sg_layer_replay(c->layer, prof, &info, &err);   /* takes prof */
+	if (res < 0) {
+		sg_warn("layer %s: startup profile %s ignored: %s", c->digest, path,
+			err.msg[0] ? err.msg : strerror(-res));
+		return;
+	}
+	c->replaying = true;
+	sg_info("layer %s: replaying its startup profile: %llu chunks, %llu of them to fetch "
+		"(%llu bytes)", c->digest, (unsigned long long)info.chunks,
+		(unsigned long long)info.fetch_chunks, (unsigned long long)info.fetch_bytes);
+}
+
+/* The first mount of a layer of `ref`: its profiles may be in its registry. */
+static void want_profiles(struct sg_remote *r, const char *ref)
+{
+	if (!r->cfg.want_profiles || !r->profile_root[0])
+		return;
+	for (size_t i = 0; i < r->n_profiles_asked; i++)
+		if (strcmp(r->profiles_asked[i], ref) == 0)
+			return;
+	char **t = realloc(r->profiles_asked, (r->n_profiles_asked + 1) * sizeof(*t));
+	if (!t)
+		return;
+	r->profiles_asked = t;
+	if (!(t[r->n_profiles_asked] = strdup(ref)))
+		return;
+	r->n_profiles_asked++;
+	r->cfg.want_profiles(r->cfg.want_profiles_ctx, ref);
+}
+
+void sg_remote_profiles_stored(struct sg_remote *r, const char *ref)
+{
+	for (struct sg_list *n = r->contents.next; n != &r->contents; n = n->next) {
+		struct content *c = sg_container_of(n, struct content, link);
+		if (c->state == C_READY && c->layer && strcmp(c->ref, ref) == 0)
+			content_replay_stored(c);
+	}
+}
+
 static void toc_loaded(struct content *c, int res, struct sg_toc *toc, const struct sg_error *err)
 {
 	struct sg_remote *r = c->r;
@@ -680,6 +772,8 @@ static void toc_loaded(struct content *c, int res, struct sg_toc *toc, const str
 		.spec_budget_max = r->cfg.spec_budget_max,
 		.trace = r->cfg.fetch_trace,
 		.trace_layer = c->digest,
+		.on_profile = r->profile_root[0] ? on_profile : NULL,
+		.profile_quiet_ns = r->cfg.profile_quiet_ns,
 		.on_bad_chunk = on_bad_chunk,
 		.userdata = c,
 		.bound = r->cache,
@@ -714,6 +808,7 @@ static void toc_loaded(struct content *c, int res, struct sg_toc *toc, const str
 		content_destroy(c);
 		return;
 	}
+	content_replay_stored(c);
 	sg_layer_start(c->layer);
 }
 
@@ -1107,6 +1202,7 @@ static int mount_common(struct sg_remote *r, int64_t key, const char *mountpoint
 		rl->adopt_fd = adopt_fd;
 		if (layer->layers && !layer->from_disk)
 			prefetch_following(r, layer->ref, layer->layers, digest);
+		want_profiles(r, layer->ref);
 		content_start_load(c);
 		return 0;
 	}

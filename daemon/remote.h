@@ -85,6 +85,17 @@ struct sg_remote_config {
 	/* A handover (sg_remote_shutdown with keep_mounts) lets FUSE requests in flight
 	 * finish for this long before leaving them to the next daemon; 0 = 2 s. */
 	uint64_t handover_grace_ns;
+	/* Learned startup profiles (fs/profile.h): with profile_root (ROOT) set, every layer
+	 * records the order in which its chunks are first read into ROOT/profiles
+	 * (fs/profile_store.h), and a layer with a stored profile replays it at mount
+	 * (sg_layer_replay).  NULL: neither. */
+	const char *profile_root;
+	uint64_t profile_quiet_ns;    /* see sg_layer_config.profile_quiet_ns; 0 = default */
+	/* With profile_root: called (from the loop) the first time a layer of image `ref` is
+	 * mounted, so that the owner may fetch that image's profiles into the store
+	 * (daemon/profile_pull.h) and then call sg_remote_profiles_stored.  NULL: none. */
+	void (*want_profiles)(void *ctx, const char *ref);
+	void *want_profiles_ctx;
 };
 
 /* What the labels say about a layer; remote_layer_info() fills it when they suffice. */
@@ -128,6 +139,9 @@ int sg_remote_adopt(struct sg_remote *r, int64_t key, const char *mountpoint,
 		    const struct sg_remote_layer *layer, int fd, sg_remote_cb cb, void *userdata);
 /* The fdstore name of a mount: "sg.KEY". */
 void sg_remote_held_name(int64_t key, char *buf, size_t len);
+/* New profiles of image `ref` are in the store: its layers that are mounted and replay none
+ * start replaying theirs. */
+void sg_remote_profiles_stored(struct sg_remote *r, const char *ref);
 /* Unmounts (if mounted) and releases the layer; cb runs once from the loop. */
 void sg_remote_unmount(struct sg_remote *r, int64_t key, sg_remote_cb cb, void *userdata);
 bool sg_remote_is_mounted(struct sg_remote *r, int64_t key);

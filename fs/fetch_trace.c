@@ -29,6 +29,7 @@ static const char *const kind_names[SG_FETCH_KINDS] = {
 	[SG_FETCH_PREFETCH] = "prefetch",
 	[SG_FETCH_BACKGROUND] = "background",
 	[SG_FETCH_STREAM] = "stream",
+	[SG_FETCH_PROFILE] = "profile",
 };
 
 const char *sg_fetch_kind_name(enum sg_fetch_kind kind)

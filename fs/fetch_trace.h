@@ -25,10 +25,11 @@ enum sg_fetch_kind {
 	SG_FETCH_PREFETCH,      /* the prioritized region, or the blob's first bytes */
 	SG_FETCH_BACKGROUND,    /* the rest of the layer, when the link is idle */
 	SG_FETCH_STREAM,        /* the whole layer streamed in order */
+	SG_FETCH_PROFILE,       /* a learned startup profile replayed (fs/profile.h) */
 	SG_FETCH_KINDS,
 };
 
-/* "ondemand", "spec", "prefetch", "background", "stream"; "?" out of range. */
+/* "ondemand", "spec", "prefetch", "background", "stream", "profile"; "?" out of range. */
 const char *sg_fetch_kind_name(enum sg_fetch_kind kind);
 
 struct sg_fetch_trace;

@@ -15,6 +15,7 @@
 #include "fs/layer_fetch.h"
 #include "fs/layer_int.h"
 #include "fs/layer_prefetch.h"
+#include "fs/layer_profile.h"
 #include "fs/layer_spec.h"
 #include "fs/layer_trust.h"
 
@@ -40,6 +41,7 @@ void sg_layer_report_bad_chunk(struct sg_layer *l, uint32_t chunk, uint64_t file
 void sg_layer_note_used(struct sg_layer *l, uint32_t c)
 {
 	sg_layer_prefetch_saw_read(l, c);
+	sg_layer_profile_note(l, c);
 	if (!l->fetch_kind[c])
 		return;
 	/* Fetched before anybody asked, and asked for now: fetching ahead that paid. */
@@ -617,6 +619,8 @@ int sg_layer_new(struct sg_loop *loop, struct sg_range_source *src, struct sg_to
 		r = store_toc_json(l);
 	if (r == 0)
 		r = sg_layer_evict_attach(l);
+	if (r == 0)
+		r = sg_layer_profile_init(l);
 	if (r < 0) {
 		sg_layer_free(l);
 		return r;
@@ -651,6 +655,7 @@ int sg_layer_user_new(struct sg_layer *l, struct sg_layer_user **ret)
 	sg_list_init(&u->reads);
 	sg_list_insert_tail(&l->users, &u->link);
 	l->n_users++;
+	sg_layer_profile_new_user(l);
 	*ret = u;
 	return 0;
 }
@@ -756,6 +761,7 @@ int sg_layer_close(struct sg_layer *l, struct sg_op *op, sg_op_cb cb)
 		return r;
 	if (l->closing)
 		return -EALREADY;
+	sg_layer_profile_close(l);   /* before `closing`: the owner stores what was recorded */
 	l->closing = true;
 	l->prefetching = l->backgrounding = false;
 	l->close_op = op;
@@ -780,6 +786,7 @@ void sg_layer_free(struct sg_layer *l)
 	free(l->fetch_kind);
 	free(l->spec_queued);
 	free(l->pins);
+	sg_layer_profile_free(l);
 	sg_gz_free(l->gz);
 	for (size_t i = 0; i < l->n_user_srcs; i++)
 		sg_range_source_free(l->user_srcs[i]);

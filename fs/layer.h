@@ -42,6 +42,8 @@ struct sg_range_source;
 struct sg_layer;
 
 struct sg_mem_budget;          /* fs/memcache.h */
+struct sg_profile;             /* fs/profile.h */
+struct sg_error;               /* daemon/core/error.h */
 
 struct sg_layer_config {
 	const char *cache_dir;        /* created if missing; required */
@@ -80,6 +82,15 @@ struct sg_layer_config {
 	 * trace_layer names the layer in it (its digest; copied). */
 	struct sg_fetch_trace *trace;
 	const char *trace_layer;
+	/* Learned startup profiles (fs/profile.h).  With on_profile set, the layer records the
+	 * order in which its chunks are first read, by any user: from sg_layer_start, and again
+	 * from each new user on, until the workload goes quiet (profile_quiet_ns without a new
+	 * chunk; 0 = 5 s).  It hands the recording (all of it; new_chunks of it not handed
+	 * before) to on_profile then, and at sg_layer_close if chunks came since; the owner
+	 * stores it (fs/profile_store.h).  From the loop, or from inside sg_layer_close. */
+	void (*on_profile)(void *userdata, const struct sg_profile *recorded, uint64_t new_chunks);
+	uint64_t profile_quiet_ns;
+	uint64_t replay_budget_bytes; /* sg_layer_replay's bound per layer; 0 = 256 MiB */
 };
 
 struct sg_layer_stats {
@@ -125,6 +136,11 @@ struct sg_layer_stats {
 	uint64_t demanded_bytes;
 	uint64_t spec_budget_bytes;   /* speculation's budget per miss now */
 	uint64_t ahead_inflight_bytes;/* speculative bytes in flight now */
+	/* Learned startup profiles: chunks recorded (this mount's session and before); the
+	 * replay's chunks and compressed bytes left to fetch when it began. */
+	uint64_t profile_chunks;
+	uint64_t replay_chunks, replay_bytes;
+	bool replay_done;             /* every request of the replay went out */
 	struct sg_hist read_us;       /* each sg_layer_read until its answer, microseconds */
 	struct sg_hist fetch_ms;      /* each range request until its answer, milliseconds */
 };
@@ -142,6 +158,25 @@ void sg_layer_start(struct sg_layer *layer);
  * process.  -EBUSY: op is in flight, -EALREADY: closed before (nothing done either way). */
 int sg_layer_close(struct sg_layer *layer, struct sg_op *op, sg_op_cb cb);
 void sg_layer_free(struct sg_layer *layer);
+
+/* What sg_layer_replay will fetch: of the profile's chunks, those not local yet. */
+struct sg_layer_replay_info {
+	uint64_t chunks;              /* in the profile */
+	uint64_t fetch_chunks;        /* to fetch (not local, within the budget) */
+	uint64_t fetch_bytes;         /* their compressed bytes */
+};
+/* Replays a learned startup profile (fs/profile.h): the chunks it names that are not local
+ * are fetched in its order, as range requests of the kind "profile" that merge the chunks
+ * of a recorded range, several in flight up to the link's cap plus what it carries in a
+ * round trip.  They go out before prefetch and background fetch; on-demand fetches go out
+ * at once beside them, and a chunk a reader fetched first is skipped.  Up to
+ * replay_budget_bytes.  A profile is a hint: nothing it says can make a read fail or serve
+ * other bytes.  Before or after sg_layer_start (it begins with the start).  Takes
+ * ownership of prof (also on failure).  0 with *ret (may be NULL) filled, or -EINVAL
+ * (another TOC digest or chunk count: not this layer's; err says so), -EALREADY (a replay
+ * was given before), -ECANCELED (closing). */
+int sg_layer_replay(struct sg_layer *layer, struct sg_profile *prof,
+		    struct sg_layer_replay_info *ret, struct sg_error *err);
 
 /* A user of the layer: one mount of it.  Reads and trust checks belong to a user, so that
  * one mount can leave (its pending reads complete with -ECANCELED) while the others keep

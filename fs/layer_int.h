@@ -6,6 +6,7 @@
  *   fs/layer_trust.c     trust checks and pins for FUSE passthrough
  *   fs/layer_evict.c     the layer's side of the disk cache bound: use stamps, eviction
  *   fs/layer_spec.c      speculation by locality, with a budget
+ *   fs/layer_profile.c   learned startup profiles: the recorder, and the replay's cursor
  *
  * over two modules of their own, fs/memcache.h and fs/diskcache.h.
  *
@@ -190,6 +191,18 @@ struct sg_layer {
 	unsigned spec_n;
 	char trace_layer[128];         /* cfg.trace_layer's copy */
 
+	/* Learned startup profiles (layer_profile.c).  The recording (NULL: off), the chunks of
+	 * it handed to the owner, and its quiet timer; the replay (NULL: none) and its cursor:
+	 * range replay_range of sg_profile_ranges, from chunk replay_chunk. */
+	struct sg_profile *prof_rec;
+	uint64_t prof_handed;
+	struct sg_op prof_timer;
+	struct sg_profile *replay;
+	size_t replay_range;
+	uint32_t replay_chunk;
+	uint64_t replay_left;          /* budget bytes not spent */
+	bool replaying;                /* requests of the replay still to go out */
+
 	bool closing;
 	struct sg_op *close_op;        /* sg_layer_close's, posted once nothing is in flight */
 	sg_op_cb close_cb;
@@ -241,6 +254,54 @@ static inline size_t sg_layer_ahead_room(const struct sg_layer *l)
 	if (l->ahead_batches >= SG_LAYER_AHEAD_BATCHES)
 		return 0;
 	return inflight < cap ? cap - inflight : 0;
+}
+
+/* Bytes per request fetched ahead (speculation, background, stream, replay): a third of the
+ * link's cap, so that several are in flight and a new one goes out while the others still
+ * stream; at least 256 KiB (a request costs a round trip), at most max_batch_bytes. */
+static inline size_t sg_layer_ahead_batch_bytes(const struct sg_layer *l, size_t cap)
+{
+	size_t b = cap / 3;
+
+	if (b < ((size_t)256 << 10))
+		b = (size_t)256 << 10;
+	return b > l->cfg.max_batch_bytes ? l->cfg.max_batch_bytes : b;
+}
+
+/* Room for one more request of up to `batch` bytes fetched ahead under `limit`?  One is
+ * always allowed, so that a limit smaller than a batch still makes progress. */
+static inline bool sg_layer_ahead_fits(const struct sg_layer *l, size_t limit, size_t batch)
+{
+	size_t inflight = sg_layer_ahead_inflight(l);
+
+	return inflight == 0 || inflight + batch <= limit;
+}
+
+/* A range request being put together: chunks in blob order, one span [start, end) of it. */
+struct sg_layer_batch {
+	uint32_t list[256];
+	size_t n;
+	uint64_t start, end;
+};
+
+/* Adds chunk c to the batch, unless that would take the span backwards, across a gap above
+ * SG_LAYER_MAX_BATCH_GAP, beyond max_bytes or past the list: then false, and the batch is
+ * complete.  The first chunk always goes in. */
+static inline bool sg_layer_batch_add(const struct sg_layer *l, struct sg_layer_batch *b,
+				      uint32_t c, size_t max_bytes)
+{
+	const struct sg_toc_chunk *ch = sg_layer_chunk(l, c);
+
+	if (b->n > 0 && (b->n == sizeof(b->list) / sizeof(b->list[0]) || ch->offset < b->start ||
+			 ch->offset > b->end + SG_LAYER_MAX_BATCH_GAP ||
+			 ch->next_offset - b->start > max_bytes))
+		return false;
+	if (b->n == 0)
+		b->start = ch->offset;
+	b->list[b->n++] = c;
+	if (ch->next_offset > b->end)
+		b->end = ch->next_offset;
+	return true;
 }
 
 /* ---- in fs/layer.c ---- */

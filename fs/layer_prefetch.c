@@ -7,6 +7,7 @@
 #include "fs/cache_bound.h"
 #include "fs/layer_fetch.h"
 #include "fs/layer_int.h"
+#include "fs/layer_profile.h"
 
 #define BACKGROUND_RETRY_NS (50ull * 1000000u)
 /* After an on-demand fetch ended, background fetch waits this many round trips, and at least
@@ -21,7 +22,6 @@
  * skipped) still counts. */
 #define STREAM_AFTER_FILES 24
 #define STREAM_FORWARD_SLACK ((uint64_t)16 << 20)
-#define SPEC_BATCH_MIN ((size_t)256 << 10)
 
 void sg_layer_prefetch_init(struct sg_layer *l)
 {
@@ -78,14 +78,11 @@ static bool background_fits(struct sg_layer *l, uint64_t rest_cache_bytes)
 static int next_batch(struct sg_layer *l, uint32_t *cursor, uint64_t limit, size_t max_bytes,
 		      enum sg_fetch_kind kind)
 {
-	uint32_t list[256];
-	size_t n = 0;
-	uint64_t start = 0, end = 0;
+	struct sg_layer_batch b = { .n = 0 };
 
-	while (*cursor < l->n_chunks && n < 256) {
+	while (*cursor < l->n_chunks) {
 		uint32_t c = *cursor;
-		const struct sg_toc_chunk *ch = sg_layer_chunk(l, c);
-		if (ch->next_offset > limit) {
+		if (sg_layer_chunk(l, c)->next_offset > limit) {
 			*cursor = l->n_chunks;
 			break;
 		}
@@ -93,43 +90,16 @@ static int next_batch(struct sg_layer *l, uint32_t *cursor, uint64_t limit, size
 			(*cursor)++;
 			continue;
 		}
-		if (n > 0 && (ch->offset < start || ch->offset > end + SG_LAYER_MAX_BATCH_GAP ||
-			      ch->next_offset - start > max_bytes))
+		if (!sg_layer_batch_add(l, &b, c, max_bytes))
 			break;
-		if (n == 0)
-			start = ch->offset;
-		list[n++] = c;
-		if (ch->next_offset > end)
-			end = ch->next_offset;
 		(*cursor)++;
 	}
-	if (n == 0)
+	if (b.n == 0)
 		return 0;
-	int r = sg_layer_fetch_batch(l, l->src, list, n, kind);
+	int r = sg_layer_fetch_batch(l, l->src, b.list, b.n, kind);
 	if (r == -EAGAIN)
-		*cursor = list[0];   /* not started: the same chunks next time */
-	return r < 0 ? r : (int)n;
-}
-
-/* Bytes per speculative request: a third of the cap, so that several are in flight and a
- * new one goes out while the others still stream; at least SPEC_BATCH_MIN (a request costs
- * a round trip), at most max_batch_bytes. */
-static size_t spec_batch_bytes(const struct sg_layer *l, size_t cap)
-{
-	size_t b = cap / 3;
-
-	if (b < SPEC_BATCH_MIN)
-		b = SPEC_BATCH_MIN;
-	return b > l->cfg.max_batch_bytes ? l->cfg.max_batch_bytes : b;
-}
-
-/* Room for one more batch of up to `batch` bytes under `limit`?  One is always allowed, so
- * that a cap smaller than a batch still makes progress. */
-static bool spec_room(const struct sg_layer *l, size_t limit, size_t batch)
-{
-	size_t inflight = sg_layer_ahead_inflight(l);
-
-	return inflight == 0 || inflight + batch <= limit;
+		*cursor = b.list[0];   /* not started: the same chunks next time */
+	return r < 0 ? r : (int)b.n;
 }
 
 static void background_tick(struct sg_op *op)
@@ -188,22 +158,28 @@ static void stream_start(struct sg_layer *l, uint32_t from, bool reader_driven)
 	l->stats.stream_started = true;
 }
 
-/* Streams the rest of the layer: up to the cap plus what the link carries in a round trip,
- * so that the link stays busy while each new request waits for its first byte. */
-static void stream_continue(struct sg_layer *l)
+/* Bytes in flight that keep the link busy while each new request waits for its first byte:
+ * the cap plus what the link carries in a round trip; *ret_batch the bytes per request. */
+static size_t pipe_limit(const struct sg_layer *l, size_t *ret_batch)
 {
 	const struct sg_link_meter *m = link_of(l);
 	size_t cap = sg_link_meter_inflight_cap(m);
-	size_t batch = spec_batch_bytes(l, cap);
-	size_t limit = cap + (size_t)(sg_link_meter_bytes_per_s(m) *
-				      (double)sg_link_meter_rtt_ns(m) / 1e9);
+
+	*ret_batch = sg_layer_ahead_batch_bytes(l, cap);
+	return cap + (size_t)(sg_link_meter_bytes_per_s(m) * (double)sg_link_meter_rtt_ns(m) / 1e9);
+}
+
+/* Streams the rest of the layer, filling the pipe (pipe_limit). */
+static void stream_continue(struct sg_layer *l)
+{
+	size_t batch, limit = pipe_limit(l, &batch);
 
 	/* A reader that wants the whole layer waits on the stream itself: it goes on while that
 	 * reader's misses are fetched.  Streaming because the link is fast is speculation: it
 	 * yields like background fetch. */
 	if (!l->stream_for_reader && yield_to_ondemand(l))
 		return;
-	while (spec_room(l, limit, batch)) {
+	while (sg_layer_ahead_fits(l, limit, batch)) {
 		int r = next_batch(l, &l->stream_cursor, UINT64_MAX, batch, SG_FETCH_STREAM);
 		if (r == -EAGAIN) {
 			background_retry(l);   /* memory is short: look again shortly */
@@ -279,8 +255,8 @@ static void background_continue(struct sg_layer *l)
 		l->stats.background_skipped = true;
 		return;
 	}
-	size_t cap = sg_link_meter_inflight_cap(m), batch = spec_batch_bytes(l, cap);
-	while (spec_room(l, cap, batch)) {
+	size_t cap = sg_link_meter_inflight_cap(m), batch = sg_layer_ahead_batch_bytes(l, cap);
+	while (sg_layer_ahead_fits(l, cap, batch)) {
 		int r = next_batch(l, &l->background_cursor, UINT64_MAX, batch, SG_FETCH_BACKGROUND);
 		if (r == -EAGAIN) {
 			background_retry(l);
@@ -300,10 +276,38 @@ static void background_continue(struct sg_layer *l)
 	}
 }
 
+/* Replays a learned startup profile (fs/layer_profile.h): it names what the workload is
+ * about to read, so its requests fill the link up to the cap plus a round trip's worth, like
+ * a stream, without yielding to on-demand fetches (those go out at once beside them, and
+ * wait one cap's transfer at most). */
+static void replay_continue(struct sg_layer *l)
+{
+	size_t batch, limit = pipe_limit(l, &batch);
+
+	while (sg_layer_ahead_fits(l, limit, batch)) {
+		int r = sg_layer_replay_next(l, batch);
+		if (r == -EAGAIN) {
+			background_retry(l);   /* memory is short: look again shortly */
+			return;
+		}
+		if (r > 0)
+			continue;
+		/* Done, or the source failed: the chunks left are fetched when read. */
+		l->replaying = false;
+		l->stats.replay_done = true;
+		return;
+	}
+}
+
 void sg_layer_prefetch_continue(struct sg_layer *l)
 {
 	if (l->closing)
 		return;
+	if (l->replaying) {
+		replay_continue(l);
+		if (l->replaying)
+			return;
+	}
 	if (l->prefetching) {
 		/* Prefetch: several requests back to back, the prioritized files are wanted now. */
 		while (l->batches_inflight < 2) {

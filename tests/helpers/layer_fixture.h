@@ -123,6 +123,25 @@ static inline void test_layer_close(struct sg_loop *loop, struct sg_layer *l)
 	sg_layer_free(l);
 }
 
+/* Closes the user and the layer, drains the loop and frees it: a test's layer goes. */
+static inline void test_layer_teardown(struct sg_loop *loop, struct sg_layer_user *u,
+				       struct sg_layer *l)
+{
+	test_layer_user_close(loop, u);
+	test_layer_close(loop, l);
+	CHECK_EQ(sg_loop_drain(loop, 2000), 0);
+	sg_loop_free(loop);
+}
+
+/* Pseudo-random bytes from seed: members as large compressed as plain. */
+static inline void test_fill_seeded(uint8_t *p, size_t n, uint32_t seed)
+{
+	for (size_t i = 0; i < n; i++) {
+		seed = seed * 1103515245u + 12345u;
+		p[i] = (uint8_t)(seed >> 16);
+	}
+}
+
 /* Runs the loop until background fetch has finished and every chunk's cache write has
  * landed (the last batch's writes may still be in flight when it reports done). */
 static inline void test_wait_layer_local(struct sg_loop *loop, struct sg_layer *l,

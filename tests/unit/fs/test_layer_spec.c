@@ -387,11 +387,11 @@ TEST(a_layer_writes_its_trace)
 	struct sg_layer_stats st = stats(&e);
 	char fetched[256], used[256];
 	snprintf(fetched, sizeof(fetched), ",\"fetched\":{\"ondemand\":%llu,\"spec\":%llu,"
-		 "\"prefetch\":0,\"background\":0,\"stream\":0},",
+		 "\"prefetch\":0,\"background\":0,\"stream\":0,\"profile\":0},",
 		 (unsigned long long)st.kind_fetched_bytes[SG_FETCH_ONDEMAND],
 		 (unsigned long long)st.kind_fetched_bytes[SG_FETCH_SPEC]);
 	snprintf(used, sizeof(used), ",\"used\":{\"ondemand\":%llu,\"spec\":%llu,"
-		 "\"prefetch\":0,\"background\":0,\"stream\":0}}\n",
+		 "\"prefetch\":0,\"background\":0,\"stream\":0,\"profile\":0}}\n",
 		 (unsigned long long)file_bytes(&e, "pkg/a.py"),
 		 (unsigned long long)file_bytes(&e, "pkg/b.py"));
 	CHECK(st.kind_fetched_bytes[SG_FETCH_SPEC] > 0);

@@ -1,0 +1,193 @@
+#include "fs/layer_profile.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+#include "daemon/core/error.h"
+#include "fs/layer_fetch.h"
+#include "fs/layer_int.h"
+#include "fs/layer_prefetch.h"
+#include "fs/profile.h"
+
+#define DEFAULT_REPLAY_BUDGET ((uint64_t)256 << 20)
+
+/* ---- the recorder ---- */
+
+int sg_layer_profile_init(struct sg_layer *l)
+{
+	struct sg_profile_limits limits = { .quiet_ns = l->cfg.profile_quiet_ns };
+
+	sg_op_init(&l->prof_timer);
+	sg_op_set_group(&l->prof_timer, &l->group);
+	if (!l->cfg.on_profile || l->n_chunks == 0 || l->n_chunks > SG_PROFILE_CHUNKS_MAX)
+		return 0;
+	int r = sg_profile_new(sg_toc_digest(l->toc), l->n_chunks, &limits, &l->prof_rec);
+	return r == -EINVAL ? 0 : r;   /* a layer that cannot have a profile records nothing */
+}
+
+/* Hands what was recorded to the owner, if anything came since the last time. */
+static void hand_over(struct sg_layer *l)
+{
+	uint64_t have = sg_profile_chunks(l->prof_rec);
+
+	l->stats.profile_chunks = have;
+	if (have <= l->prof_handed)
+		return;
+	uint64_t fresh = have - l->prof_handed;
+	l->prof_handed = have;
+	l->cfg.on_profile(l->cfg.userdata, l->prof_rec, fresh);
+}
+
+static uint64_t quiet_ns(const struct sg_layer *l)
+{
+	return l->cfg.profile_quiet_ns ? l->cfg.profile_quiet_ns : SG_PROFILE_QUIET_NS;
+}
+
+static void profile_tick(struct sg_op *op)
+{
+	struct sg_layer *l = sg_container_of(op, struct sg_layer, prof_timer);
+
+	if (op->res == -ECANCELED) {
+		sg_layer_maybe_close_done(l);   /* the timer may be the last thing a close waits for */
+		return;
+	}
+	if (l->closing)
+		return;
+	if (sg_profile_quiet(l->prof_rec, sg_now_ns())) {
+		hand_over(l);
+		return;   /* a new user takes notes again (sg_layer_profile_new_user) */
+	}
+	/* Chunks came since: look again a quiet time later (the end is seen within two). */
+	(void)sg_timer_start(l->loop, &l->prof_timer, quiet_ns(l), profile_tick);
+}
+
+void sg_layer_profile_note(struct sg_layer *l, uint32_t c)
+{
+	if (!l->prof_rec || l->closing)
+		return;
+	if (sg_profile_note(l->prof_rec, c, sg_now_ns()) != SG_PROFILE_RECORDED)
+		return;
+	l->stats.profile_chunks++;
+	if (!sg_op_busy(&l->prof_timer))
+		(void)sg_timer_start(l->loop, &l->prof_timer, quiet_ns(l), profile_tick);
+}
+
+void sg_layer_profile_new_user(struct sg_layer *l)
+{
+	if (l->prof_rec && !sg_profile_recording(l->prof_rec))
+		sg_profile_rearm(l->prof_rec);
+}
+
+void sg_layer_profile_close(struct sg_layer *l)
+{
+	if (l->prof_rec)
+		hand_over(l);
+	l->replaying = false;
+}
+
+void sg_layer_profile_free(struct sg_layer *l)
+{
+	sg_profile_free(l->prof_rec);
+	sg_profile_free(l->replay);
+	l->prof_rec = l->replay = NULL;
+}
+
+/* ---- replay ---- */
+
+int sg_layer_replay(struct sg_layer *l, struct sg_profile *prof, struct sg_layer_replay_info *ret,
+		    struct sg_error *err)
+{
+	const struct sg_profile_range *ranges;
+	struct sg_layer_replay_info info = { 0 };
+	int r = 0;
+
+	if (l->closing) {
+		r = sg_error_set(err, -ECANCELED, "the layer is closing");
+		goto fail;
+	}
+	if (l->replay) {
+		r = sg_error_set(err, -EALREADY, "a profile is replayed already");
+		goto fail;
+	}
+	if (!sg_digest_equal(sg_profile_toc(prof), sg_toc_digest(l->toc))) {
+		r = sg_error_set(err, -EINVAL, "recorded for another TOC");
+		goto fail;
+	}
+	if (sg_profile_chunk_count(prof) != l->n_chunks) {
+		r = sg_error_set(err, -EINVAL, "recorded for %u chunks, the layer has %u",
+				 sg_profile_chunk_count(prof), l->n_chunks);
+		goto fail;
+	}
+	uint64_t budget = l->cfg.replay_budget_bytes ? l->cfg.replay_budget_bytes
+						     : DEFAULT_REPLAY_BUDGET;
+	size_t n = sg_profile_ranges(prof, &ranges);
+	for (size_t i = 0; i < n; i++)
+		for (uint32_t c = ranges[i].first; c <= ranges[i].last; c++) {
+			const struct sg_toc_chunk *ch = sg_layer_chunk(l, c);
+			info.chunks++;
+			if (!sg_layer_fetch_needed(l, c) || info.fetch_bytes >= budget)
+				continue;
+			info.fetch_chunks++;
+			info.fetch_bytes += ch->next_offset - ch->offset;
+		}
+	l->replay = prof;
+	l->replay_range = 0;
+	l->replay_chunk = n ? ranges[0].first : 0;
+	l->replay_left = budget;
+	l->replaying = info.fetch_chunks > 0;
+	l->stats.replay_chunks = info.fetch_chunks;
+	l->stats.replay_bytes = info.fetch_bytes;
+	l->stats.replay_done = !l->replaying;
+	if (ret)
+		*ret = info;
+	if (l->replaying && l->started)
+		sg_layer_prefetch_continue(l);
+	return 0;
+fail:
+	sg_profile_free(prof);
+	return r;
+}
+
+/* Moves the cursor to the next recorded range; false at the end. */
+static bool next_range(struct sg_layer *l, const struct sg_profile_range *ranges, size_t n)
+{
+	if (++l->replay_range >= n)
+		return false;
+	l->replay_chunk = ranges[l->replay_range].first;
+	return true;
+}
+
+int sg_layer_replay_next(struct sg_layer *l, size_t max_bytes)
+{
+	const struct sg_profile_range *ranges;
+	size_t n_ranges = l->replay ? sg_profile_ranges(l->replay, &ranges) : 0;
+	struct sg_layer_batch b = { .n = 0 };
+
+	if (l->replay_range >= n_ranges || l->replay_left == 0)
+		return 0;
+	for (;;) {
+		const struct sg_profile_range *rg = &ranges[l->replay_range];
+		uint32_t c = l->replay_chunk;
+		if (c > rg->last) {
+			/* A request ends with its range: the next one was read at another time,
+			 * usually from elsewhere in the blob. */
+			if (b.n > 0 || !next_range(l, ranges, n_ranges))
+				break;
+			continue;
+		}
+		if (sg_layer_fetch_needed(l, c) && !sg_layer_batch_add(l, &b, c, max_bytes))
+			break;
+		l->replay_chunk++;
+	}
+	if (b.n == 0)
+		return 0;
+	int r = sg_layer_fetch_batch(l, l->src, b.list, b.n, SG_FETCH_PROFILE);
+	if (r < 0) {
+		if (r == -EAGAIN)
+			l->replay_chunk = b.list[0];   /* not started: the same chunks next time */
+		return r;
+	}
+	uint64_t span = b.end - b.start;
+	l->replay_left = span >= l->replay_left ? 0 : l->replay_left - span;
+	return r;
+}

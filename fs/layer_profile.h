@@ -1,0 +1,32 @@
+/* Learned startup profiles, a part of the layer object (fs/layer_int.h): the recorder that
+ * notes the order in which a layer's chunks are first read, and the cursor of a replay
+ * (sg_layer_replay, fs/layer.h).  The replay's requests are scheduled with prefetch, before
+ * it (fs/layer_prefetch.c); the profile itself is fs/profile.h, its store
+ * fs/profile_store.h (the owner's). */
+#ifndef STARGZD_FS_LAYER_PROFILE_H
+#define STARGZD_FS_LAYER_PROFILE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct sg_layer;
+
+/* At sg_layer_new: the recorder when the config asks for one.  0 or -ENOMEM. */
+int sg_layer_profile_init(struct sg_layer *l);
+/* A reader wants chunk c: the first time, it is recorded. */
+void sg_layer_profile_note(struct sg_layer *l, uint32_t c);
+/* A new user (a mount, a container): its reads are recorded from now on too. */
+void sg_layer_profile_new_user(struct sg_layer *l);
+/* At sg_layer_close: what was recorded and not handed to the owner yet goes now. */
+void sg_layer_profile_close(struct sg_layer *l);
+/* At sg_layer_free. */
+void sg_layer_profile_free(struct sg_layer *l);
+
+/* Starts the replay's next request, of at most max_bytes (a single larger chunk is one of
+ * its own): the next chunks of the current recorded range that still need a fetch, merged
+ * while they lie close in the blob.  Returns the chunks it asked for, 0 when the replay is
+ * over (every range done or the budget spent), or a negative errno from the fetch (-EAGAIN:
+ * no memory now, the same chunks come next time). */
+int sg_layer_replay_next(struct sg_layer *l, size_t max_bytes);
+
+#endif

@@ -1,0 +1,350 @@
+/* Learned startup profiles in the layer (fs/layer_profile.c), through the layer API over an
+ * eStargz blob on disk: the recorder (first reads in order, one hand-over when the workload
+ * goes quiet, the rest at close, a new user's reads appended), and the replay (chunks
+ * fetched before they are read, in recorded order, as kind "profile"; a profile for another
+ * TOC or chunk count refused; a reader joining a replayed chunk in flight; two layers; a
+ * close with the replay in flight). */
+#include "daemon/core/loop.h"
+#include "fs/fetch_trace.h"
+#include "fs/layer.h"
+#include "fs/layer_int.h"
+#include "fs/profile.h"
+#include "tests/helpers/layer_fixture.h"
+#include "tests/unit/test.h"
+
+#define FILE_SIZE (64u << 10)
+#define FILES 40
+
+static char dir[256], blob_path[300], cache[300], cache2[300];
+static struct sg_digest toc_digest;
+
+static void cleanup(void)
+{
+	test_rm_tree(dir);
+}
+
+/* f00..f39, 64 KiB of random bytes each, one chunk each. */
+static void setup(void)
+{
+	static uint8_t data[FILE_SIZE];
+	struct esgz_b b;
+	char name[32];
+
+	if (dir[0])
+		return;
+	snprintf(dir, sizeof(dir), "/tmp/stargzd-lprof-XXXXXX");
+	CHECK(mkdtemp(dir));
+	atexit(cleanup);
+	snprintf(blob_path, sizeof(blob_path), "%s/blob", dir);
+	esgz_init(&b, 1);
+	for (int i = 0; i < FILES; i++) {
+		snprintf(name, sizeof(name), "f%02d", i);
+		test_fill_seeded(data, FILE_SIZE, 100u + (uint32_t)i);
+		esgz_add(&b, name, '0', 0644, data, FILE_SIZE, NULL, 0, NULL);
+	}
+	test_write_blob(&b, blob_path, &toc_digest);
+}
+
+/* A fresh cache directory for each layer: every test starts cold. */
+static void fresh_cache(char *buf, size_t len)
+{
+	static int n;
+	snprintf(buf, len, "%s/cache%d", dir, n++);
+}
+
+struct recorded {
+	int calls;
+	uint64_t new_chunks, chunks;
+	struct sg_profile_range ranges[64];
+	size_t n_ranges;
+};
+
+static void on_profile(void *userdata, const struct sg_profile *p, uint64_t new_chunks)
+{
+	struct recorded *rec = userdata;
+	const struct sg_profile_range *r;
+
+	rec->calls++;
+	rec->new_chunks = new_chunks;
+	rec->chunks = sg_profile_chunks(p);
+	rec->n_ranges = sg_profile_ranges(p, &r);
+	CHECK(rec->n_ranges <= 64);
+	memcpy(rec->ranges, r, rec->n_ranges * sizeof(*r));
+}
+
+struct env {
+	struct sg_loop *loop;
+	struct sg_layer *layer;
+	struct sg_layer_user *user;
+	struct recorded rec;
+};
+
+/* Exactly the chunks asked for (no window, no speculation, no background fetch). */
+static void env_new(struct env *e, bool record, char *cache_dir)
+{
+	struct sg_layer_config cfg = {
+		.cache_dir = cache_dir,
+		.window_bytes = 1,
+		.on_profile = record ? on_profile : NULL,
+		.userdata = &e->rec,
+		.profile_quiet_ns = 100ull * 1000000u,
+	};
+	struct sg_range_source *src;
+
+	CHECK_EQ(sg_loop_new(NULL, &e->loop), 0);
+	CHECK_EQ(sg_range_source_file_open(e->loop, blob_path, &src), 0);
+	CHECK_EQ(sg_layer_new(e->loop, src, test_load_toc_file(blob_path, &toc_digest), &cfg,
+			      &e->layer), 0);
+	CHECK_EQ(sg_layer_user_new(e->layer, &e->user), 0);
+}
+
+static void env_close(struct env *e)
+{
+	test_layer_teardown(e->loop, e->user, e->layer);
+}
+
+static uint32_t node(struct env *e, int i)
+{
+	char name[32];
+	snprintf(name, sizeof(name), "f%02d", i);
+	int64_t n = sg_toc_lookup_path(sg_layer_toc(e->layer), name);
+	CHECK(n >= 0);
+	return (uint32_t)n;
+}
+
+static uint32_t chunk_of(struct env *e, int i)
+{
+	return sg_toc_node(sg_layer_toc(e->layer), node(e, i))->first_chunk;
+}
+
+/* Reads file i whole and checks its bytes. */
+static void read_check(struct env *e, struct sg_layer_user *u, int i)
+{
+	static uint8_t buf[FILE_SIZE], want[FILE_SIZE];
+
+	test_fill_seeded(want, FILE_SIZE, 100u + (uint32_t)i);
+	CHECK_EQ(test_layer_read(e->loop, u, 0, node(e, i), 0, buf, FILE_SIZE), (int32_t)FILE_SIZE);
+	CHECK(memcmp(buf, want, FILE_SIZE) == 0);
+}
+
+static struct sg_layer_stats stats(struct env *e)
+{
+	struct sg_layer_stats st;
+	sg_layer_stats(e->layer, &st);
+	return st;
+}
+
+static uint64_t chunk_bytes(struct env *e, int i)
+{
+	const struct sg_toc_chunk *c = sg_layer_chunk(e->layer, chunk_of(e, i));
+	return c->next_offset - c->offset;
+}
+
+static bool range_is(const struct recorded *r, size_t k, uint32_t first, uint32_t last)
+{
+	return k < r->n_ranges && r->ranges[k].first == first && r->ranges[k].last == last;
+}
+
+TEST(first_reads_are_recorded_in_order_and_handed_over_once_quiet)
+{
+	struct env e = { 0 };
+
+	setup();
+	fresh_cache(cache, sizeof(cache));
+	env_new(&e, true, cache);
+	sg_layer_start(e.layer);
+	read_check(&e, e.user, 10);
+	read_check(&e, e.user, 3);
+	read_check(&e, e.user, 4);
+	read_check(&e, e.user, 10);   /* known: nothing new */
+	CHECK_EQ(e.rec.calls, 0);
+	CHECK_EQ(stats(&e).profile_chunks, 3);
+	test_run_for(e.loop, 400);    /* quiet: 100 ms; seen within two */
+	CHECK_EQ(e.rec.calls, 1);
+	CHECK_EQ(e.rec.new_chunks, 3);
+	CHECK_EQ(e.rec.chunks, 3);
+	CHECK_EQ(e.rec.n_ranges, 2);
+	CHECK(range_is(&e.rec, 0, chunk_of(&e, 10), chunk_of(&e, 10)));
+	CHECK(range_is(&e.rec, 1, chunk_of(&e, 3), chunk_of(&e, 4)));
+	/* Once quiet, the recording has ended: later reads of this user are not startup. */
+	read_check(&e, e.user, 20);
+	test_run_for(e.loop, 300);
+	CHECK_EQ(e.rec.calls, 1);
+	/* A new user (another container) is recorded again, appended; its chunks are handed
+	 * over at the close at the latest. */
+	struct sg_layer_user *u2;
+	CHECK_EQ(sg_layer_user_new(e.layer, &u2), 0);
+	read_check(&e, u2, 30);
+	read_check(&e, u2, 3);
+	test_layer_user_close(e.loop, u2);
+	uint32_t c30 = chunk_of(&e, 30);
+	env_close(&e);
+	CHECK_EQ(e.rec.calls, 2);
+	CHECK_EQ(e.rec.new_chunks, 1);
+	CHECK_EQ(e.rec.chunks, 4);
+	CHECK(range_is(&e.rec, 2, c30, c30));
+}
+
+TEST(a_close_before_quiet_hands_over_what_was_recorded)
+{
+	struct env e = { 0 };
+
+	setup();
+	fresh_cache(cache, sizeof(cache));
+	env_new(&e, true, cache);
+	sg_layer_start(e.layer);
+	read_check(&e, e.user, 7);
+	env_close(&e);
+	CHECK_EQ(e.rec.calls, 1);
+	CHECK_EQ(e.rec.chunks, 1);
+	/* Without on_profile nothing is recorded. */
+	struct env e2 = { 0 };
+	fresh_cache(cache, sizeof(cache));
+	env_new(&e2, false, cache);
+	sg_layer_start(e2.layer);
+	read_check(&e2, e2.user, 7);
+	CHECK_EQ(stats(&e2).profile_chunks, 0);
+	env_close(&e2);
+	CHECK_EQ(e2.rec.calls, 0);
+}
+
+/* A profile of files `files` (in that order), for the layer e has open. */
+static struct sg_profile *profile_of(struct env *e, const int *files, size_t n)
+{
+	struct sg_profile *p;
+
+	CHECK_EQ(sg_profile_new(&toc_digest, e->layer->n_chunks, NULL, &p), 0);
+	for (size_t i = 0; i < n; i++)
+		CHECK(sg_profile_note(p, chunk_of(e, files[i]), 1) == SG_PROFILE_RECORDED);
+	return p;
+}
+
+static void wait_replay(struct env *e)
+{
+	double end = test_now_ms() + 10000;
+	while (!stats(e).replay_done || e->layer->batches_inflight || e->layer->jobs_inflight) {
+		if (test_now_ms() > end)
+			TEST_FAIL("the replay never ended");
+		CHECK(sg_loop_run_once(e->loop, 10) >= 0);
+	}
+}
+
+TEST(a_replayed_profile_is_fetched_before_it_is_read)
+{
+	static const int files[] = { 30, 31, 32, 2, 17 };
+	struct env e = { 0 };
+	struct sg_layer_replay_info info;
+	uint64_t want = 0;
+
+	setup();
+	fresh_cache(cache, sizeof(cache));
+	env_new(&e, false, cache);
+	for (size_t i = 0; i < 5; i++)
+		want += chunk_bytes(&e, files[i]);
+	CHECK_EQ(sg_layer_replay(e.layer, profile_of(&e, files, 5), &info, NULL), 0);
+	CHECK_EQ(info.chunks, 5);
+	CHECK_EQ(info.fetch_chunks, 5);
+	CHECK_EQ(info.fetch_bytes, want);
+	/* A second profile for the same layer is refused (and freed). */
+	CHECK_EQ(sg_layer_replay(e.layer, profile_of(&e, files, 2), NULL, NULL), -EALREADY);
+	sg_layer_start(e.layer);
+	wait_replay(&e);
+	struct sg_layer_stats st = stats(&e);
+	CHECK_EQ(st.kind_fetched_bytes[SG_FETCH_PROFILE], want);
+	CHECK_EQ(st.kind_used_bytes[SG_FETCH_PROFILE], 0);
+	CHECK_EQ(st.ondemand_fetches, 0);
+	/* Three requests at most: 30..32 are one recorded range, then 2, then 17. */
+	CHECK(st.fetch_requests <= 3);
+	for (size_t i = 0; i < 5; i++)
+		read_check(&e, e.user, files[i]);
+	st = stats(&e);
+	CHECK_EQ(st.ondemand_fetches, 0);   /* every read was served from the replay */
+	CHECK_EQ(st.kind_used_bytes[SG_FETCH_PROFILE], want);
+	read_check(&e, e.user, 5);          /* not in the profile: on demand, right bytes */
+	CHECK_EQ(stats(&e).ondemand_fetches, 1);
+	env_close(&e);
+}
+
+TEST(a_profile_for_another_layer_is_refused_and_reads_still_work)
+{
+	static const int files[] = { 1, 2 };
+	struct env e = { 0 };
+	struct sg_profile *p;
+	struct sg_error err = { 0 };
+	struct sg_digest other = toc_digest;
+
+	setup();
+	fresh_cache(cache, sizeof(cache));
+	env_new(&e, false, cache);
+	/* Another chunk count. */
+	CHECK_EQ(sg_profile_new(&toc_digest, e.layer->n_chunks + 1, NULL, &p), 0);
+	CHECK_EQ(sg_layer_replay(e.layer, p, NULL, &err), -EINVAL);
+	CHECK(strstr(err.msg, "chunks") != NULL);
+	/* Another TOC digest. */
+	other.bytes[0] ^= 1;
+	CHECK_EQ(sg_profile_new(&other, e.layer->n_chunks, NULL, &p), 0);
+	CHECK_EQ(sg_layer_replay(e.layer, p, NULL, &err), -EINVAL);
+	CHECK(strstr(err.msg, "TOC") != NULL);
+	/* Neither counts as given: the right one still replays. */
+	CHECK_EQ(sg_layer_replay(e.layer, profile_of(&e, files, 2), NULL, NULL), 0);
+	sg_layer_start(e.layer);
+	read_check(&e, e.user, 1);
+	read_check(&e, e.user, 9);
+	wait_replay(&e);
+	env_close(&e);
+}
+
+TEST(two_layers_replay_and_a_reader_joins_a_replayed_chunk_in_flight)
+{
+	static const int files[] = { 20, 21, 22, 23, 24, 25, 26, 27 };
+	struct env a = { 0 }, b = { 0 };
+
+	setup();
+	fresh_cache(cache, sizeof(cache));
+	fresh_cache(cache2, sizeof(cache2));
+	env_new(&a, false, cache);
+	env_new(&b, true, cache2);
+	CHECK_EQ(sg_layer_replay(a.layer, profile_of(&a, files, 8), NULL, NULL), 0);
+	CHECK_EQ(sg_layer_replay(b.layer, profile_of(&b, files, 8), NULL, NULL), 0);
+	sg_layer_start(a.layer);
+	sg_layer_start(b.layer);
+	/* At once, while the replay's request is out: the reader waits on its job. */
+	CHECK(a.layer->jobs[chunk_of(&a, 20)] != NULL);
+	read_check(&a, a.user, 20);
+	read_check(&b, b.user, 27);
+	wait_replay(&a);
+	wait_replay(&b);
+	for (size_t i = 0; i < 8; i++) {
+		read_check(&a, a.user, files[i]);
+		read_check(&b, b.user, files[i]);
+	}
+	CHECK_EQ(stats(&a).ondemand_fetches, 0);
+	CHECK_EQ(stats(&b).ondemand_fetches, 0);
+	/* The replayed layer records what its readers read, replayed or not. */
+	CHECK_EQ(stats(&b).profile_chunks, 8);
+	uint32_t c27 = chunk_of(&b, 27);
+	env_close(&a);
+	env_close(&b);
+	CHECK_EQ(b.rec.calls, 1);
+	CHECK_EQ(b.rec.chunks, 8);
+	CHECK(range_is(&b.rec, 0, c27, c27));
+}
+
+TEST(a_close_with_the_replay_in_flight_cancels_it)
+{
+	int files[FILES];
+	struct env e = { 0 };
+
+	setup();
+	for (int i = 0; i < FILES; i++)
+		files[i] = FILES - 1 - i;   /* backwards: one request per file */
+	fresh_cache(cache, sizeof(cache));
+	env_new(&e, true, cache);
+	CHECK_EQ(sg_layer_replay(e.layer, profile_of(&e, files, FILES), NULL, NULL), 0);
+	sg_layer_start(e.layer);
+	CHECK(e.layer->batches_inflight > 0);
+	env_close(&e);   /* drains; ASan and the free check catch what outlives it */
+	CHECK_EQ(e.rec.calls, 0);   /* nothing was read: nothing recorded */
+}
+
+TEST_MAIN()
