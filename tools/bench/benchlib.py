@@ -733,6 +733,9 @@ def report_text(rows, title, link, machine, link_name):
                 parts.append("%s: stargzd ÷ reference %.2f" % (form, sg / ref))
             if sg and lim:
                 parts.append("%s: stargzd ÷ (limit + warm run) %.2f" % (form, sg / (lim + (warm or 0))))
+        pf, opt = med.get((img, PROFILE_FORM, "stargzd")), med.get((img, "esgz-opt", "stargzd"))
+        if pf and opt:
+            parts.append("%s ÷ esgz-opt (stargzd) %.2f" % (PROFILE_FORM, pf / opt))
         if warm is not None:
             parts.append("warm re-run (legacy, image present) %.2f s" % warm)
         if parts:
