@@ -682,9 +682,9 @@ static void on_profile(void *userdata, const struct sg_profile *recorded, uint64
 	if (sg_profile_store_path(c->r->profile_root, sg_profile_toc(recorded), path,
 				  sizeof(path)) < 0)
 		snprintf(path, sizeof(path), "%s/%s", c->r->profile_root, SG_PROFILE_DIR);
-	sg_info("layer %s: recorded its startup profile: %llu chunks (%llu new) in %s", c->digest,
-		(unsigned long long)sg_profile_chunks(recorded), (unsigned long long)new_chunks,
-		path);
+	sg_info("layer %s: recorded its startup profile: %llu chunks read since the mount (%llu "
+		"since the last save), merged into %s", c->digest,
+		(unsigned long long)sg_profile_chunks(recorded), (unsigned long long)new_chunks, path);
 }
 
 /* The stored profile of the content's layer, replayed.  A missing profile is the common
@@ -708,8 +708,12 @@ static void content_replay_stored(struct content *c)
 	if (res == 0)
 		res = sg_layer_replay(c->layer, prof, &info, &err);   /* takes prof */
 	if (res < 0) {
-		sg_warn("layer %s: startup profile %s ignored: %s", c->digest, path,
-			err.msg[0] ? err.msg : strerror(-res));
+		/* The store's messages name the file already; the layer's do not. */
+		const char *why = err.msg[0] ? err.msg : strerror(-res);
+		size_t pl = strlen(path);
+		if (strncmp(why, path, pl) == 0 && why[pl] == ':')
+			why += pl + 1 + (why[pl + 1] == ' ');
+		sg_warn("layer %s: startup profile %s ignored: %s", c->digest, path, why);
 		return;
 	}
 	c->replaying = true;

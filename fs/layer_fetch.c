@@ -37,7 +37,7 @@ static void batch_free(struct fetch_batch *b)
 	if (b->link && b->kind == SG_FETCH_ONDEMAND)
 		sg_link_meter_ondemand(b->link, -1, sg_now_ns());
 	else if (b->link)
-		sg_link_meter_ahead(b->link, -(int64_t)b->len);
+		sg_link_meter_ahead(b->link, -1, b->len);
 	sg_memcache_uncharge(l->mem, b->charged);
 	free(b->buf);
 	free(b->jobs);
@@ -211,7 +211,7 @@ int sg_layer_fetch_batch(struct sg_layer *l, struct sg_range_source *src,
 	if (b->link && ondemand)
 		sg_link_meter_ondemand(b->link, +1, sg_now_ns());
 	else if (b->link)
-		sg_link_meter_ahead(b->link, (int64_t)b->len);
+		sg_link_meter_ahead(b->link, +1, b->len);
 	for (size_t i = 0; i < n; i++) {
 		struct chunk_job *j = sg_layer_job_new(l, chunks[i], ondemand);
 		if (!j) {

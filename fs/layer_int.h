@@ -241,6 +241,15 @@ static inline size_t sg_layer_ahead_inflight(const struct sg_layer *l)
 	return m && m->ahead_inflight > l->ahead_inflight ? m->ahead_inflight : l->ahead_inflight;
 }
 
+/* Requests fetching ahead in flight on this layer's link (every layer's), or this layer's
+ * own when the link is not measured: at most SG_LINK_AHEAD_REQUESTS. */
+static inline unsigned sg_layer_ahead_requests(const struct sg_layer *l)
+{
+	const struct sg_link_meter *m = l->src ? l->src->link : NULL;
+
+	return m && m->ahead_requests > l->ahead_batches ? m->ahead_requests : l->ahead_batches;
+}
+
 /* How many more speculative bytes may start now: the link's in-flight cap (what it carries
  * in ~150 ms; SG_LAYER_AHEAD_CAP before it was measured) less every fetched-ahead byte in
  * flight (speculation, prefetch, background, stream); 0 while as many requests fetching
@@ -251,7 +260,8 @@ static inline size_t sg_layer_ahead_room(const struct sg_layer *l)
 	size_t cap = m ? sg_link_meter_inflight_cap(m) : SG_LAYER_AHEAD_CAP;
 	size_t inflight = sg_layer_ahead_inflight(l);
 
-	if (l->ahead_batches >= SG_LAYER_AHEAD_BATCHES)
+	if (l->ahead_batches >= SG_LAYER_AHEAD_BATCHES ||
+	    sg_layer_ahead_requests(l) >= SG_LINK_AHEAD_REQUESTS)
 		return 0;
 	return inflight < cap ? cap - inflight : 0;
 }
@@ -274,6 +284,8 @@ static inline bool sg_layer_ahead_fits(const struct sg_layer *l, size_t limit, s
 {
 	size_t inflight = sg_layer_ahead_inflight(l);
 
+	if (sg_layer_ahead_requests(l) >= SG_LINK_AHEAD_REQUESTS)
+		return false;   /* connections stay free for on-demand reads */
 	return inflight == 0 || inflight + batch <= limit;
 }
 
@@ -282,18 +294,20 @@ struct sg_layer_batch {
 	uint32_t list[256];
 	size_t n;
 	uint64_t start, end;
+	uint64_t max_gap;          /* bytes skipped between chunks; 0 = SG_LAYER_MAX_BATCH_GAP */
 };
 
 /* Adds chunk c to the batch, unless that would take the span backwards, across a gap above
- * SG_LAYER_MAX_BATCH_GAP, beyond max_bytes or past the list: then false, and the batch is
- * complete.  The first chunk always goes in. */
+ * max_gap, beyond max_bytes or past the list: then false, and the batch is complete.  The
+ * first chunk always goes in. */
 static inline bool sg_layer_batch_add(const struct sg_layer *l, struct sg_layer_batch *b,
 				      uint32_t c, size_t max_bytes)
 {
 	const struct sg_toc_chunk *ch = sg_layer_chunk(l, c);
+	uint64_t gap = b->max_gap ? b->max_gap : SG_LAYER_MAX_BATCH_GAP;
 
 	if (b->n > 0 && (b->n == sizeof(b->list) / sizeof(b->list[0]) || ch->offset < b->start ||
-			 ch->offset > b->end + SG_LAYER_MAX_BATCH_GAP ||
+			 ch->offset > b->end + gap ||
 			 ch->next_offset - b->start > max_bytes))
 		return false;
 	if (b->n == 0)

@@ -10,6 +10,7 @@
 #include "fs/layer_profile.h"
 
 #define BACKGROUND_RETRY_NS (50ull * 1000000u)
+#define ROOM_RETRY_NS (10ull * 1000000u)
 /* After an on-demand fetch ended, background fetch waits this many round trips, and at least
  * BACKGROUND_QUIET_NS, before its next request: the loader, then the interpreter, open file
  * after file, and each miss of such a chain should find the link empty.  Measured (make
@@ -22,6 +23,7 @@
  * skipped) still counts. */
 #define STREAM_AFTER_FILES 24
 #define STREAM_FORWARD_SLACK ((uint64_t)16 << 20)
+#define REPLAY_MAX_GAP ((uint64_t)1 << 20)
 
 void sg_layer_prefetch_init(struct sg_layer *l)
 {
@@ -109,7 +111,10 @@ static void background_tick(struct sg_op *op)
 		sg_layer_maybe_close_done(l);   /* the timer was the last thing a close waited for */
 		return;
 	}
-	l->background_started = true;
+	/* The timer also serves retries (memory, room on the link): background fetch starts
+	 * only once its delay is over. */
+	if (l->started && sg_now_ns() - l->start_ns >= l->cfg.background_delay_ns)
+		l->background_started = true;
 	sg_layer_prefetch_continue(l);
 }
 
@@ -122,6 +127,15 @@ static void background_retry_in(struct sg_layer *l, uint64_t ns)
 static void background_retry(struct sg_layer *l)
 {
 	background_retry_in(l, BACKGROUND_RETRY_NS);
+}
+
+/* The link's room for fetching ahead is taken (by this layer or another on the link): a
+ * batch of this layer that ends calls us again; without one, nothing would, so a short timer
+ * looks again. */
+static void wait_for_room(struct sg_layer *l)
+{
+	if (l->ahead_batches == 0)
+		background_retry_in(l, ROOM_RETRY_NS);
 }
 
 /* Must speculation wait for on-demand fetches?  While one is in flight (its end calls us
@@ -196,6 +210,8 @@ static void stream_continue(struct sg_layer *l)
 		l->streaming = false;
 		return;
 	}
+	/* No room on the link: our own next batch end looks again, or a timer. */
+	wait_for_room(l);
 }
 
 void sg_layer_prefetch_saw_read(struct sg_layer *l, uint32_t chunk)
@@ -274,6 +290,8 @@ static void background_continue(struct sg_layer *l)
 		}
 		return;
 	}
+	/* No room on the link: our own next batch end looks again, or a timer. */
+	wait_for_room(l);
 }
 
 /* Replays a learned startup profile (fs/layer_profile.h): it names what the workload is
@@ -282,10 +300,19 @@ static void background_continue(struct sg_layer *l)
  * wait one cap's transfer at most). */
 static void replay_continue(struct sg_layer *l)
 {
+	const struct sg_link_meter *m = link_of(l);
 	size_t batch, limit = pipe_limit(l, &batch);
+	/* Bytes between two recorded ranges read along rather than asked for apart: what the
+	 * link carries in half a round trip (a request costs a whole one). */
+	uint64_t gap = (uint64_t)(sg_link_meter_bytes_per_s(m) *
+				  (double)sg_link_meter_rtt_ns(m) / 2e9);
 
+	if (gap < SG_LAYER_MAX_BATCH_GAP)
+		gap = SG_LAYER_MAX_BATCH_GAP;
+	if (gap > REPLAY_MAX_GAP)
+		gap = REPLAY_MAX_GAP;
 	while (sg_layer_ahead_fits(l, limit, batch)) {
-		int r = sg_layer_replay_next(l, batch);
+		int r = sg_layer_replay_next(l, batch, gap);
 		if (r == -EAGAIN) {
 			background_retry(l);   /* memory is short: look again shortly */
 			return;
@@ -297,6 +324,8 @@ static void replay_continue(struct sg_layer *l)
 		l->stats.replay_done = true;
 		return;
 	}
+	/* No room on the link: our own next batch end looks again, or a timer. */
+	wait_for_room(l);
 }
 
 void sg_layer_prefetch_continue(struct sg_layer *l)

@@ -157,11 +157,22 @@ static bool next_range(struct sg_layer *l, const struct sg_profile_range *ranges
 	return true;
 }
 
-int sg_layer_replay_next(struct sg_layer *l, size_t max_bytes)
+/* Does the range after the current one start shortly after the batch in the blob? */
+static bool next_range_follows(const struct sg_layer *l, const struct sg_profile_range *ranges,
+			       size_t n, const struct sg_layer_batch *b)
+{
+	if (l->replay_range + 1 >= n)
+		return false;
+	uint64_t at = sg_layer_chunk(l, ranges[l->replay_range + 1].first)->offset;
+	return at >= b->end && at - b->end <= b->max_gap;
+}
+
+int sg_layer_replay_next(struct sg_layer *l, size_t max_bytes, uint64_t max_gap)
 {
 	const struct sg_profile_range *ranges;
 	size_t n_ranges = l->replay ? sg_profile_ranges(l->replay, &ranges) : 0;
-	struct sg_layer_batch b = { .n = 0 };
+	struct sg_layer_batch b = { .n = 0, .max_gap = max_gap };
+	size_t batch_range = l->replay_range;   /* where the batch's first chunk is */
 
 	if (l->replay_range >= n_ranges || l->replay_left == 0)
 		return 0;
@@ -169,22 +180,31 @@ int sg_layer_replay_next(struct sg_layer *l, size_t max_bytes)
 		const struct sg_profile_range *rg = &ranges[l->replay_range];
 		uint32_t c = l->replay_chunk;
 		if (c > rg->last) {
-			/* A request ends with its range: the next one was read at another time,
-			 * usually from elsewhere in the blob. */
-			if (b.n > 0 || !next_range(l, ranges, n_ranges))
+			/* The next range was read at another time, usually from elsewhere in the
+			 * blob: a request goes on into it only when it follows closely. */
+			if (b.n > 0 && !next_range_follows(l, ranges, n_ranges, &b))
+				break;
+			if (!next_range(l, ranges, n_ranges))
 				break;
 			continue;
 		}
-		if (sg_layer_fetch_needed(l, c) && !sg_layer_batch_add(l, &b, c, max_bytes))
-			break;
+		if (sg_layer_fetch_needed(l, c)) {
+			if (b.n == 0)
+				batch_range = l->replay_range;
+			if (!sg_layer_batch_add(l, &b, c, max_bytes))
+				break;
+		}
 		l->replay_chunk++;
 	}
 	if (b.n == 0)
 		return 0;
 	int r = sg_layer_fetch_batch(l, l->src, b.list, b.n, SG_FETCH_PROFILE);
 	if (r < 0) {
-		if (r == -EAGAIN)
-			l->replay_chunk = b.list[0];   /* not started: the same chunks next time */
+		if (r == -EAGAIN) {
+			/* not started: the same chunks next time (the batch may span ranges) */
+			l->replay_range = batch_range;
+			l->replay_chunk = b.list[0];
+		}
 		return r;
 	}
 	uint64_t span = b.end - b.start;

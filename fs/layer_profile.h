@@ -24,9 +24,11 @@ void sg_layer_profile_free(struct sg_layer *l);
 
 /* Starts the replay's next request, of at most max_bytes (a single larger chunk is one of
  * its own): the next chunks of the current recorded range that still need a fetch, merged
- * while they lie close in the blob.  Returns the chunks it asked for, 0 when the replay is
- * over (every range done or the budget spent), or a negative errno from the fetch (-EAGAIN:
- * no memory now, the same chunks come next time). */
-int sg_layer_replay_next(struct sg_layer *l, size_t max_bytes);
+ * while they lie close in the blob, and the following ranges while they start at most
+ * max_gap bytes further in the blob (a gap read along costs less than a round trip).
+ * Returns the chunks it asked for, 0 when the replay is over (every range done or the
+ * budget spent), or a negative errno from the fetch (-EAGAIN: no memory now, the same
+ * chunks come next time). */
+int sg_layer_replay_next(struct sg_layer *l, size_t max_bytes, uint64_t max_gap);
 
 #endif

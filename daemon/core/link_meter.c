@@ -101,12 +101,16 @@ void sg_link_meter_ondemand(struct sg_link_meter *m, int delta, uint64_t now_ns)
 	m->last_ondemand_ns = now_ns;
 }
 
-void sg_link_meter_ahead(struct sg_link_meter *m, int64_t delta)
+void sg_link_meter_ahead(struct sg_link_meter *m, int delta, size_t bytes)
 {
-	if (delta < 0 && (size_t)-delta > m->ahead_inflight)
-		m->ahead_inflight = 0;
-	else
-		m->ahead_inflight = (size_t)((int64_t)m->ahead_inflight + delta);
+	if (delta > 0) {
+		m->ahead_inflight += bytes;
+		m->ahead_requests++;
+		return;
+	}
+	m->ahead_inflight = bytes > m->ahead_inflight ? 0 : m->ahead_inflight - bytes;
+	if (m->ahead_requests)
+		m->ahead_requests--;
 }
 
 bool sg_link_meter_ondemand_busy(const struct sg_link_meter *m, uint64_t gap_ns, uint64_t now_ns,

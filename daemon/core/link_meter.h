@@ -40,6 +40,10 @@
 /* Streaming a layer is "fast" when it takes no longer than this many round trips: a cold
  * start chases at least that many dependent misses through a layer. */
 #define SG_LINK_FAST_RTTS 32
+/* Requests fetching ahead of readers in flight on one link at most: the registry client
+ * keeps 8 connections per host (net/registry.c) and serves waiting requests in order, so 3
+ * stay free for on-demand reads, which then never queue behind a replay or a stream. */
+#define SG_LINK_AHEAD_REQUESTS 5u
 
 struct sg_link_meter {
 	uint64_t rtt_ns;              /* EWMA; 0 = no sample yet */
@@ -55,6 +59,7 @@ struct sg_link_meter {
 	unsigned ondemand_inflight;
 	uint64_t last_ondemand_ns;
 	size_t ahead_inflight;
+	unsigned ahead_requests;
 };
 
 void sg_link_meter_init(struct sg_link_meter *m);
@@ -69,8 +74,8 @@ void sg_link_meter_end(struct sg_link_meter *m, uint64_t now_ns);
 
 /* An on-demand request starts (+1) or ends (-1) at now_ns. */
 void sg_link_meter_ondemand(struct sg_link_meter *m, int delta, uint64_t now_ns);
-/* Bytes of requests fetching ahead of readers start (+) or end (-). */
-void sg_link_meter_ahead(struct sg_link_meter *m, int64_t delta);
+/* A request fetching ahead of readers, of `bytes`, starts (+1) or ends (-1). */
+void sg_link_meter_ahead(struct sg_link_meter *m, int delta, size_t bytes);
 /* Must fetching ahead wait: is an on-demand request in flight, or did one end less than
  * gap_ns ago?  *ret_wait_ns: how long until the gap is over (0 while one is in flight). */
 bool sg_link_meter_ondemand_busy(const struct sg_link_meter *m, uint64_t gap_ns, uint64_t now_ns,

@@ -147,7 +147,7 @@ if $PYTHON - "$WORK/trace/trace-$TRACE_PID.jsonl" "$LAYER_DIGEST" >"$WORK/trace.
 import json, sys
 path, layer = sys.argv[1], sys.argv[2]
 lines = [json.loads(l) for l in open(path)]
-kinds = {"ondemand", "spec", "prefetch", "background", "stream"}
+kinds = {"ondemand", "spec", "prefetch", "background", "stream", "profile"}
 def need(cond, what):
     if not cond:
         sys.exit("missing: " + what)

@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """An OCI 1.1 referrers API in front of a registry that has none (Debian's docker-registry),
-for tests/integration/profile_share.sh.
+for tests/integration/profile_share.sh and profile_containerd.sh (where containerd and stargzd
+pull the whole image through it).
 
 Forwards every request (any method, with its body) to --upstream.  On top:
   - a manifest PUT whose body has a "subject" is remembered, and the answer carries the
@@ -39,11 +40,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, fmt, *a):
         pass
 
-    def reply(self, status, headers, body, send_body=True):
+    def reply(self, status, headers, body, send_body=True, length=None):
         self.send_response(status)
         for k, v in headers:
             self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(len(body) if length is None else length))
         self.end_headers()
         if send_body:
             self.wfile.write(body)
@@ -100,7 +101,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 out.append(("OCI-Subject", subject["digest"]))
         if args.corrupt_profiles and "/blobs/" in path and PROFILE_MARK in data[:200]:
             data = data[:-3] + bytes([data[-3] ^ 1]) + data[-2:]
-        self.reply(resp.status, out, data, self.command != "HEAD")
+        if self.command == "HEAD":
+            # No body, but the size of the one a GET would get: containerd resolves a tag by
+            # HEAD and takes the manifest's size from it.
+            self.reply(resp.status, out, b"", False, resp.getheader("Content-Length", "0"))
+        else:
+            self.reply(resp.status, out, data)
 
     do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = forward
 

@@ -196,13 +196,18 @@ TEST(ondemand_and_ahead_are_counted_across_layers)
 	sg_link_meter_ondemand(&m, -1, 1200 * MS);   /* an extra end changes nothing */
 	CHECK_EQ(m.ondemand_inflight, 0);
 
-	sg_link_meter_ahead(&m, 600000);
-	sg_link_meter_ahead(&m, 400000);
+	sg_link_meter_ahead(&m, +1, 600000);
+	sg_link_meter_ahead(&m, +1, 400000);
 	CHECK_EQ(m.ahead_inflight, 1000000);
-	sg_link_meter_ahead(&m, -600000);
+	CHECK_EQ(m.ahead_requests, 2);
+	sg_link_meter_ahead(&m, -1, 600000);
 	CHECK_EQ(m.ahead_inflight, 400000);
-	sg_link_meter_ahead(&m, -500000);            /* never below zero */
+	CHECK_EQ(m.ahead_requests, 1);
+	sg_link_meter_ahead(&m, -1, 500000);         /* never below zero */
 	CHECK_EQ(m.ahead_inflight, 0);
+	CHECK_EQ(m.ahead_requests, 0);
+	sg_link_meter_ahead(&m, -1, 1);
+	CHECK_EQ(m.ahead_requests, 0);
 }
 
 TEST_MAIN()

@@ -4,12 +4,15 @@
  * requests in flight within the cap and finishes the layer; it sends nothing new while an
  * on-demand fetch is in flight; closing layers with batches in flight frees nothing before
  * they are answered (two layers on one meter, two users each, two readers); a layer read
- * file after file in blob order streams; a fast link streams the layer. */
+ * file after file in blob order streams; a fast link streams the layer; replays of learned
+ * profiles on one link leave connections to on-demand reads, and read short gaps along. */
 #include "daemon/core/digest.h"
 #include "daemon/core/link_meter.h"
 #include "daemon/core/loop.h"
 #include "daemon/core/range_source.h"
 #include "fs/layer.h"
+#include "fs/layer_int.h"
+#include "fs/profile.h"
 #include "tests/helpers/blob_toc.h"
 #include "tests/helpers/esgz_build.h"
 #include "tests/helpers/layer_fixture.h"
@@ -481,6 +484,131 @@ TEST(a_fast_link_streams_the_layer)
 	test_wait_layer_local(loop, e.layer, &st);
 	CHECK(st.stream_started);
 	CHECK(st.streamed_bytes > 0);
+	env_close(&e);
+}
+
+/* A profile of files `files` (their chunks, in that order) for e's layer. */
+static struct sg_profile *profile_of_files(struct env *e, const int *files, size_t n)
+{
+	const struct sg_toc *toc = sg_layer_toc(e->layer);
+	struct sg_profile *p;
+
+	CHECK_EQ(sg_profile_new(&toc_digest, e->layer->n_chunks, NULL, &p), 0);
+	for (size_t i = 0; i < n; i++) {
+		const struct sg_toc_node *node = sg_toc_node(toc, file_node(e, files[i]));
+		for (uint32_t c = 0; c < node->nchunks; c++)
+			CHECK(sg_profile_note(p, node->first_chunk + c, 1) == SG_PROFILE_RECORDED);
+	}
+	return p;
+}
+
+static void run_a_little(struct sg_loop *loop)
+{
+	for (int k = 0; k < 10; k++)
+		CHECK(sg_loop_run_once(loop, 1) >= 0);
+}
+
+TEST(replays_on_one_link_leave_connections_to_on_demand_reads)
+{
+	struct sg_loop *loop;
+	struct sg_link_meter m;
+	struct env a = { 0 }, b = { 0 };
+	int odd[NFILES / 2];
+	static uint8_t buf[FILE_SIZE];
+	struct test_op rd;
+	struct sg_layer_stats st;
+
+	setup();
+	for (int i = 0; i < NFILES / 2; i++)
+		odd[i] = NFILES - 1 - 2 * i;   /* backwards: a request each */
+	meter_of(&m, 12.5e6, 40 * MS);
+	CHECK_EQ(sg_loop_new(NULL, &loop), 0);
+	env_open(&a, loop, &m, (struct sg_layer_config){ .window_bytes = 1 }, 10);
+	env_open(&b, loop, &m, (struct sg_layer_config){ .window_bytes = 1 }, 11);
+	CHECK_EQ(sg_layer_replay(a.layer, profile_of_files(&a, odd, NFILES / 2), NULL, NULL), 0);
+	CHECK_EQ(sg_layer_replay(b.layer, profile_of_files(&b, odd, NFILES / 2), NULL, NULL), 0);
+	run_a_little(loop);
+	/* Both replays together fill what the link allows, and no more. */
+	CHECK_EQ(a.gate->n + b.gate->n, SG_LINK_AHEAD_REQUESTS);
+	CHECK_EQ(m.ahead_requests, SG_LINK_AHEAD_REQUESTS);
+	/* A read of a file no profile names goes out at once beside them. */
+	test_op_init(&rd);
+	size_t before = a.gate->n;
+	CHECK_EQ(sg_layer_read(a.user, 0, file_node(&a, 0), 0, FILE_SIZE, buf, &rd.op, test_op_cb), 0);
+	run_a_little(loop);
+	CHECK(a.gate->n > before);   /* its chunks' requests */
+	CHECK_EQ(m.ahead_requests, SG_LINK_AHEAD_REQUESTS);
+	/* Answered one by one: never more replay requests than the link allows. */
+	a.gate->automatic = b.gate->automatic = true;
+	while (a.gate->n)
+		gate_complete(a.gate, 0, (int)a.gate->q[0].len);
+	while (b.gate->n)
+		gate_complete(b.gate, 0, (int)b.gate->q[0].len);
+	test_op_wait(loop, &rd, 5000);
+	CHECK_EQ(rd.res, (int32_t)FILE_SIZE);
+	CHECK_MEM(buf, content, FILE_SIZE);
+	double end = test_now_ms() + 5000;
+	do {
+		run_a_little(loop);
+		sg_layer_stats(b.layer, &st);
+		if (test_now_ms() > end)
+			TEST_FAIL("replay: done %d, batches %u, replaying %d, range %zu, requests %u, gates %zu %zu",
+				  st.replay_done, b.layer->batches_inflight, b.layer->replaying,
+				  b.layer->replay_range, m.ahead_requests, a.gate->n, b.gate->n);
+	} while (!st.replay_done || b.layer->batches_inflight);
+	CHECK_EQ(st.replay_chunks, (uint64_t)NFILES / 2 * (FILE_SIZE / CHUNK));
+	CHECK_EQ(st.ondemand_fetches, 0);
+	for (int i = 0; i < NFILES / 2; i += 3) {
+		CHECK_EQ(test_layer_read(loop, b.user, 0, file_node(&b, odd[i]), 0, buf, FILE_SIZE),
+			 (int32_t)FILE_SIZE);
+		CHECK_MEM(buf, content + (size_t)odd[i] * FILE_SIZE, FILE_SIZE);
+	}
+	sg_layer_stats(b.layer, &st);
+	CHECK_EQ(st.ondemand_fetches, 0);
+	test_layer_user_close(loop, a.user);
+	test_layer_close(loop, a.layer);
+	env_close(&b);
+}
+
+TEST(a_replay_reads_a_short_gap_along_rather_than_asking_apart)
+{
+	static const int files[] = { 10, 12, 30 };
+	struct sg_loop *loop;
+	struct sg_link_meter m;
+	struct env e = { 0 };
+	static uint8_t buf[FILE_SIZE];
+
+	setup();
+	meter_of(&m, 12.5e6, 40 * MS);   /* half a round trip: 250 KB, more than a file */
+	CHECK_EQ(sg_loop_new(NULL, &loop), 0);
+	env_open(&e, loop, &m, (struct sg_layer_config){ .window_bytes = 1 }, 12);
+	CHECK_EQ(sg_layer_replay(e.layer, profile_of_files(&e, files, 3), NULL, NULL), 0);
+	run_a_little(loop);
+	/* f10 and f12 in one request (f11 between them read along), f30 apart. */
+	CHECK_EQ(e.gate->n, 2);
+	CHECK_EQ(e.gate->q[0].offset, file_blob_offset(&e, 10));
+	CHECK(e.gate->q[0].offset + e.gate->q[0].len > file_blob_offset(&e, 12) + FILE_SIZE / 2);
+	CHECK(e.gate->q[0].offset + e.gate->q[0].len <= file_blob_offset(&e, 13));
+	CHECK_EQ(e.gate->q[1].offset, file_blob_offset(&e, 30));
+	e.gate->automatic = true;
+	while (e.gate->n)
+		gate_complete(e.gate, 0, (int)e.gate->q[0].len);
+	run_a_little(loop);
+	struct sg_layer_stats st;
+	sg_layer_stats(e.layer, &st);
+	CHECK(st.replay_done);
+	CHECK_EQ(st.kind_fetched_bytes[SG_FETCH_PROFILE], st.replay_bytes);
+	/* Only the profile's chunks count as fetched: f11 was read along, not kept. */
+	CHECK_EQ(test_layer_read(loop, e.user, 0, file_node(&e, 12), 0, buf, FILE_SIZE),
+		 (int32_t)FILE_SIZE);
+	CHECK_MEM(buf, content + 12 * (size_t)FILE_SIZE, FILE_SIZE);
+	sg_layer_stats(e.layer, &st);
+	CHECK_EQ(st.ondemand_fetches, 0);
+	CHECK_EQ(test_layer_read(loop, e.user, 0, file_node(&e, 11), 0, buf, FILE_SIZE),
+		 (int32_t)FILE_SIZE);
+	CHECK_MEM(buf, content + 11 * (size_t)FILE_SIZE, FILE_SIZE);
+	sg_layer_stats(e.layer, &st);
+	CHECK(st.ondemand_fetches >= 1);
 	env_close(&e);
 }
 
