@@ -16,8 +16,8 @@
     benchlib.py timed EXPECT LOG -- CMD...
         run CMD, print the seconds to its first output line containing EXPECT, to its exit, and rc
     benchlib.py report CSV OUT.md LINK_PARAMS MACHINE [LINK_NAME]
-        the markdown table (medians, spread) from run.sh's CSV, issue #13's goals met or not on
-        that link, and the miss timelines
+        the markdown table (medians, spread) from run.sh's CSV, issue #13's and #14's (the
+        esgz+profile rows) goals met or not on that link, and the miss timelines
     benchlib.py trace LOGDIR
         a run's miss-timeline figures from stargzd's fetch trace (LOGDIR/trace-*.jsonl) as CSV fields
     benchlib.py timeline CSV LOGS OUT.png TITLE
@@ -318,8 +318,9 @@ def cmd_physlimit(argv):
 #
 # Events (the format is README.md's "Fetch trace"): "read" = a FUSE read that had to wait, t = its
 # start, wait_ms, net = it waited on a network fetch; "fetch" = one range request, t = its start;
-# "layer" = a layer's totals at its close, fetched and used compressed bytes per kind.
-FETCH_KINDS = ("ondemand", "spec", "prefetch", "background", "stream")
+# "layer" = a layer's totals at its close, fetched and used compressed bytes per kind.  "profile":
+# a learned startup profile's replay (issue #14).
+FETCH_KINDS = ("ondemand", "spec", "prefetch", "background", "stream", "profile")
 # The CSV columns run.sh adds per run (empty when the run has no trace).
 TRACE_FIELDS = (["tr_blocked", "tr_wait_s", "tr_union_s", "tr_chain", "tr_chain_s"]
                 + ["tr_fetched_" + k for k in FETCH_KINDS] + ["tr_used_" + k for k in FETCH_KINDS])
@@ -464,7 +465,8 @@ def cmd_timeline(argv):
     rows = list(csv.DictReader(open(csv_path)))
     images = [i for i in IMAGES if any(r["image"] == i for r in rows)]
     images += sorted(set(r["image"] for r in rows) - set(images))
-    forms = ["esgz", "esgz-opt"]
+    forms = ["esgz", "esgz-opt", PROFILE_FORM]
+    forms += sorted(set(r["form"] for r in rows if r["form"].startswith(PROFILE_FORM + "-")))
     dat = out_png[:-4] + ".dat"
     panels = []
     with open(dat, "w") as f:
@@ -545,14 +547,77 @@ def _goal(value, limit):
 
 def _median_of(rows, col, scale=1.0):
     xs = [float(r[col]) * scale for r in rows if r.get(col) not in (None, "")]
+    if not xs and col.startswith("tr_used_") and rows and all(col not in r for r in rows):
+        return 0.0   # a CSV from before this fetch kind existed: none fetched, none used
     return statistics.median(xs) if xs else None
+
+
+# The form of the rows "unoptimized image + a startup profile recorded on another node" (issue #14);
+# PROFILE_FORM-W: the profile another workload W recorded (the cross-workload check).
+PROFILE_FORM = "esgz+profile"
+# Issue #14's goals: total ÷ (limit + warm re-run), bytes ÷ the limit's bytes.
+PROFILE_TIME_GOAL, PROFILE_BYTES_GOAL = 1.15, 1.2
+
+
+def _failed(groups, k, value):
+    """VALUE, or when every run of row K failed, '**failed** (the statuses)'."""
+    runs = groups.get(k, [])
+    if runs and not any(r["status"] == "ok" for r in runs):
+        return "**failed** (%s)" % ", ".join(sorted(set(r["status"] for r in runs)))
+    return value
+
+
+def _profile_goals(imgs, med, mbytes, oks, groups):
+    """The goal lines of issue #14, for the workloads with an esgz+profile row: its total ÷ (limit +
+    warm re-run), its bytes ÷ the limit's, its blocked reads against esgz's, and each cross-workload
+    row (another workload's profile) ÷ esgz without a profile (not slower: ≤ 1).  A row whose runs
+    all failed (no profile recorded) says so instead of a figure."""
+    with_rows = [i for i in imgs if any(k[0] == i and k[1].startswith(PROFILE_FORM) for k in oks)]
+    if not with_rows:
+        return []
+    lines = ["## Goals (issue #14: an unoptimized image + a profile recorded on another node)", "",
+             "| workload | + profile: stargzd ÷ (limit + warm re-run) | + profile: bytes over the link ÷ limit's "
+             "bytes | blocked reads: esgz → + profile | layers replaying a profile | another workload's "
+             "profile: stargzd ÷ esgz without |", "|---|---|---|---|---|---|"]
+    for img in with_rows:
+        pf, lim = med.get((img, PROFILE_FORM, "stargzd")), med.get((img, "esgz-opt", "limit"))
+        warm = med.get((img, "warm", "overlayfs"), med.get((img, "warm", "stargzd")))
+        b, lb = mbytes.get((img, PROFILE_FORM, "stargzd")), mbytes.get((img, "esgz-opt", "limit"))
+        blocked = lambda form: _median_of([r for r in oks.get((img, form, "stargzd"), []) if r.get("tr_blocked")],
+                                          "tr_blocked")
+        bl = [blocked("esgz"), blocked(PROFILE_FORM)]
+        replayed = _median_of(oks.get((img, PROFILE_FORM, "stargzd"), []), "profiles_replayed")
+        cross = []
+        base = med.get((img, "esgz", "stargzd"))
+        for k in sorted(k for k in oks if k[0] == img and k[1].startswith(PROFILE_FORM + "-") and k[2] == "stargzd"):
+            v = med.get(k)
+            cross.append("%s's: %s" % (k[1][len(PROFILE_FORM) + 1:],
+                                       _failed(groups, k, _goal(v / base if v and base else None, 1.0))))
+        pk = (img, PROFILE_FORM, "stargzd")
+        lines.append("| %s | %s | %s | %s | %s | %s |" % (
+            img, _failed(groups, pk, _goal(pf / (lim + warm) if pf and lim and warm is not None else None,
+                                           PROFILE_TIME_GOAL)),
+            _failed(groups, pk, _goal(b / lb if b and lb else None, PROFILE_BYTES_GOAL)),
+            " → ".join("%d" % x if x is not None else "-" for x in bl),
+            "%d" % replayed if replayed is not None else "-", "; ".join(cross) or "-"))
+    lines += ["", "`%s`: the unoptimized eStargz image, cold as every row, with only the profiles a record pass "
+              "of the same workload wrote under another snapshotter root put into the fresh root (or pulled "
+              "from the registry: see the bench README).  `%s-W`: the profiles workload W recorded (a shared "
+              "base layer).  A row of a profile form fails when the record pass wrote no profile.  Layers "
+              "replaying: the daemon's `replaying its startup profile` log lines (median)." % (
+                  PROFILE_FORM, PROFILE_FORM), ""]
+    return lines
 
 
 def report_text(rows, title, link, machine, link_name):
     rank = {("legacy", "overlayfs"): 0, ("esgz", "stargzd"): 1, ("esgz", "reference"): 2,
-            ("esgz-opt", "stargzd"): 3, ("esgz-opt", "reference"): 4, ("esgz-opt", "limit"): 5}
+            ("esgz-opt", "stargzd"): 3, ("esgz-opt", "reference"): 4, (PROFILE_FORM, "stargzd"): 5,
+            ("esgz-opt", "limit"): 7}
+    # esgz+profile-WORKLOAD (another workload's profile) right after esgz+profile
+    form_rank = lambda r: rank.get((r["form"], r["snapshotter"]),
+                                   6 if r["form"].startswith(PROFILE_FORM + "-") else 9)
     img_rank = lambda i: IMAGES.index(i) if i in IMAGES else 9
-    rows = sorted(rows, key=lambda r: (img_rank(r["image"]), rank.get((r["form"], r["snapshotter"]), 9)))
+    rows = sorted(rows, key=lambda r: (img_rank(r["image"]), form_rank(r)))
     groups, order = {}, []
     for r in rows:
         k = (r["image"], r["form"], r["snapshotter"])
@@ -623,6 +688,8 @@ def report_text(rows, title, link, machine, link_name):
               "included) on the unoptimized image.  Useful ÷ fetched: the bytes of chunks the workload read "
               "÷ the compressed bytes stargzd fetched, from its fetch trace.", ""]
 
+    lines += _profile_goals(imgs, med, mbytes, oks, groups)
+
     # The miss timelines.
     tl = [(k, [r for r in oks[k] if r.get("tr_blocked")]) for k in order if k[2] == "stargzd"]
     tl = [(k, rs) for k, rs in tl if rs]
@@ -631,8 +698,8 @@ def report_text(rows, title, link, machine, link_name):
         lines += ["No trace: the stargzd binary does not know `fetch_trace_dir`, or BENCH_TRACE=0.", ""]
     else:
         lines += ["| image | form | reads blocked on the network | their wait s: sum / wall-clock union "
-                  "| longest chain: reads, s | MB fetched: ondemand / spec / prefetch / background / stream "
-                  "| MB of those used | useful ÷ fetched |", "|---|---|---|---|---|---|---|---|"]
+                  "| longest chain: reads, s | MB fetched: %s "
+                  "| MB of those used | useful ÷ fetched |" % " / ".join(FETCH_KINDS), "|---|---|---|---|---|---|---|---|"]
         for k, rs in tl:
             fe = [_median_of(rs, "tr_fetched_" + x, 1e-6) or 0 for x in FETCH_KINDS]
             us = [_median_of(rs, "tr_used_" + x, 1e-6) for x in FETCH_KINDS]
@@ -656,7 +723,7 @@ def report_text(rows, title, link, machine, link_name):
         lim = med.get((img, "esgz-opt", "limit"))
         warm = med.get((img, "warm", "overlayfs"))
         parts = []
-        for form in ("esgz", "esgz-opt"):
+        for form in ("esgz", "esgz-opt", PROFILE_FORM):
             sg, ref = med.get((img, form, "stargzd")), med.get((img, form, "reference"))
             if leg and ref:
                 parts.append("%s: reference ÷ legacy %.2f" % (form, ref / leg))
@@ -666,6 +733,9 @@ def report_text(rows, title, link, machine, link_name):
                 parts.append("%s: stargzd ÷ reference %.2f" % (form, sg / ref))
             if sg and lim:
                 parts.append("%s: stargzd ÷ (limit + warm run) %.2f" % (form, sg / (lim + (warm or 0))))
+        pf, opt = med.get((img, PROFILE_FORM, "stargzd")), med.get((img, "esgz-opt", "stargzd"))
+        if pf and opt:
+            parts.append("%s ÷ esgz-opt (stargzd) %.2f" % (PROFILE_FORM, pf / opt))
         if warm is not None:
             parts.append("warm re-run (legacy, image present) %.2f s" % warm)
         if parts:
@@ -693,7 +763,8 @@ def cmd_report(argv):
 
 SERIES = [("legacy", "overlayfs", "legacy (overlayfs)"), ("esgz", "reference", "eStargz, Go reference"),
           ("esgz", "stargzd", "eStargz, stargzd"), ("esgz-opt", "reference", "optimized, Go reference"),
-          ("esgz-opt", "stargzd", "optimized, stargzd"), ("esgz-opt", "limit", "physical limit")]
+          ("esgz-opt", "stargzd", "optimized, stargzd"), ("esgz+profile", "stargzd", "eStargz + profile, stargzd"),
+          ("esgz-opt", "limit", "physical limit")]
 
 
 def cmd_chartdata(argv):
@@ -806,20 +877,68 @@ def cmd_selftest(argv):
             row("esgz", "stargzd", 2.0, 7e6, tr_blocked="10", tr_wait_s="1.5", tr_union_s="1.2", tr_chain="6",
                 tr_chain_s="1.0", tr_fetched_ondemand="3000000", tr_fetched_spec="1000000", tr_fetched_prefetch="0",
                 tr_fetched_background="0", tr_fetched_stream="0", tr_used_ondemand="2000000", tr_used_spec="0",
-                tr_used_prefetch="0", tr_used_background="0", tr_used_stream="0"),
+                tr_used_prefetch="0", tr_used_background="0", tr_used_stream="0", tr_fetched_profile="0",
+                tr_used_profile="0"),
             row("esgz", "reference", 2.6, 5e6), row("esgz-opt", "stargzd", 1.0, 5e6),
             row("esgz-opt", "limit", 0.5, 4e6)]
     text = report_text(rows, "t", "link", "machine", "default")
-    goal = [l for l in text.split("\n") if l.startswith("| python | 0.77")]
-    check("goal row: stargzd ÷ reference not met", bool(goal) and "0.77, **not met** (goal ≤ 0.50)" in goal[0])
-    check("goal row: ÷ legacy met", bool(goal) and "0.25, met (goal ≤ 1.00)" in goal[0])
-    check("goal row: ÷ (limit + warm)", bool(goal) and "1.25, **not met** (goal ≤ 1.20)" in goal[0])
-    check("goal row: bytes ÷ limit bytes", bool(goal) and "1.75, met (goal ≤ 2.00)" in goal[0])
-    check("goal row: useful ÷ fetched", bool(goal) and goal[0].endswith("| 0.50 |"))
+
+    def check_line(text, start, wants):
+        """The report line starting with START has each (check name, wanted part) of WANTS."""
+        line = ([l for l in text.split("\n") if l.startswith(start)] or [None])[0]
+        for name, want in wants:
+            check(name, line is not None and want in line)
+    check_line(text, "| python | 0.77", [
+        ("goal row: stargzd ÷ reference not met", "0.77, **not met** (goal ≤ 0.50)"),
+        ("goal row: ÷ legacy met", "0.25, met (goal ≤ 1.00)"),
+        ("goal row: ÷ (limit + warm)", "1.25, **not met** (goal ≤ 1.20)"),
+        ("goal row: bytes ÷ limit bytes", "1.75, met (goal ≤ 2.00)"),
+        ("goal row: useful ÷ fetched", "| 0.50 |")])
     check("miss timeline row", "| python | esgz | 10 | 1.50 / 1.20 | 6, 1.00 | 3.00 / 1.00 / 0.00 / 0.00 / 0.00 "
-          "| 2.00 / 0.00 / 0.00 / 0.00 / 0.00 | 0.50 |" in text)
+          "/ 0.00 | 2.00 / 0.00 / 0.00 / 0.00 / 0.00 / 0.00 | 0.50 |" in text)
+    check("no issue #14 goals without a profile row", "issue #14" not in text)
     near = report_text(rows, "t", "link", "machine", "near")
     check("near link: no reference goal", "0.77 (no goal on this link)" in near)
+
+    # issue #14: the profile rows, their goal lines and the kind "profile" in the miss timeline
+    ptr = {"tr_blocked": "1", "tr_wait_s": "0.1", "tr_union_s": "0.1", "tr_chain": "1", "tr_chain_s": "0.1"}
+    ptr.update({"tr_fetched_" + k: "0" for k in FETCH_KINDS})
+    ptr.update({"tr_used_" + k: "0" for k in FETCH_KINDS})
+    ptr.update(tr_fetched_ondemand="500000", tr_used_ondemand="500000", tr_fetched_profile="4000000",
+               tr_used_profile="3500000")
+    prow = row(PROFILE_FORM, "stargzd", 0.9, 4.4e6, profiles_replayed="2", **ptr)
+    failed = dict(row(PROFILE_FORM, "stargzd", 2.0, 7e6, image="imports"), status="fail:no-profile")
+    text = report_text(rows + [dict(r, image="imports") for r in rows] + [failed], "t", "link", "machine", "default")
+    check("profile goal: a failed row says so", "| imports | **failed** (fail:no-profile) | **failed** "
+          "(fail:no-profile) |" in text)
+    rows14 = rows + [prow, row(PROFILE_FORM + "-imports", "stargzd", 2.1, 7e6, profiles_replayed="1")]
+    text = report_text(rows14, "t", "link", "machine", "default")
+    check_line(text, "| python | 1.12", [
+        ("profile goal: ÷ (limit + warm) met", "1.12, met (goal ≤ 1.15)"),
+        ("profile goal: bytes ÷ limit met", "1.10, met (goal ≤ 1.20)"),
+        ("profile goal: blocked reads and layers replaying", "| 10 → 1 | 2 |"),
+        ("cross-workload: slower is not met", "imports's: 1.05, **not met** (goal ≤ 1.00)")])
+    check("miss timeline: profile bytes fetched and used", "| python | esgz+profile | 1 | 0.10 / 0.10 | 1, 0.10 "
+          "| 0.50 / 0.00 / 0.00 / 0.00 / 0.00 / 4.00 | 0.50 / 0.00 / 0.00 / 0.00 / 0.00 / 3.50 | 0.89 |" in text)
+    order = [l.split(" | ")[1] for l in text.split("\n") if l.startswith("| python | ") and "snapshotter" not in l]
+    check("result rows: profile forms after esgz-opt, before the limit", order[:7] == [
+        "legacy", "esgz", "esgz", "esgz-opt", PROFILE_FORM, PROFILE_FORM + "-imports", "esgz-opt"])
+    # a trace whose layer summary has the kind "profile"
+    with tempfile.TemporaryDirectory() as d:
+        with open(os.path.join(d, "trace-2.jsonl"), "w") as f:
+            f.write(json.dumps({"t": 1.0, "ev": "fetch", "layer": L, "kind": "profile", "off": 0, "len": 7000,
+                                "chunks": 5, "ms": 40, "ok": True}) + "\n")
+            f.write(json.dumps({"t": 99.0, "ev": "layer", "layer": L, "fetched": {"profile": 7000, "ondemand": 10},
+                                "used": {"profile": 6000, "ondemand": 10}}) + "\n")
+        m = trace_metrics(read_trace(trace_files(d)))
+        check("trace: kind profile from the layer summary", m["fetched"]["profile"] == 7000
+              and m["used"]["profile"] == 6000 and m["fetched"]["spec"] == 0)
+        m = trace_metrics(read_trace(trace_files(d))[:1])
+        check("trace: kind profile from fetch events", m["fetched"]["profile"] == 7000)
+    # a CSV from before the kind "profile": its used bytes still known
+    old = [{k: v for k, v in rows[1].items() if not k.endswith("_profile")}]
+    check("old CSV without the profile columns", _median_of(old, "tr_used_profile") == 0.0
+          and _median_of(old, "tr_fetched_profile") is None)
     print("%d passed, %d failed" % (res["passed"], res["failed"]))
     sys.exit(1 if res["failed"] else 0)
 

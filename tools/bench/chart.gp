@@ -13,8 +13,8 @@ set ylabel "seconds (median)"
 set yrange [0:*]
 set offsets 0, 0, graph 0.08, 0
 set grid ytics
-array T[6] = ["legacy (overlayfs)", "eStargz, Go reference", "eStargz, stargzd", \
-              "optimized, Go reference", "optimized, stargzd", "physical limit"]
-# series i (2..7) of 6 with gap 1 sits at x = row + (i - 4.5) / 7
-plot for [i=2:7] datafile using i:xtic(1) title T[i-1], \
-     for [i=2:7] datafile using ($0 + (i - 4.5) / 7.0):i:(sprintf("%.2f", column(i))) with labels offset 0,0.7 font ",8" notitle
+array T[7] = ["legacy (overlayfs)", "eStargz, Go reference", "eStargz, stargzd", \
+              "optimized, Go reference", "optimized, stargzd", "eStargz + profile, stargzd", "physical limit"]
+# series i (2..8) of 7 with gap 1 sits at x = row + (i - 5) / 8
+plot for [i=2:8] datafile using i:xtic(1) title T[i-1], \
+     for [i=2:8] datafile using ($0 + (i - 5) / 8.0):i:(sprintf("%.2f", column(i))) with labels offset 0,0.7 font ",8" notitle

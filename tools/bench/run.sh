@@ -9,6 +9,10 @@
 # imports) x form x snapshotter:
 #   legacy   (gzip)    containerd's overlayfs, `ctr images pull` (download + unpack everything)
 #   esgz, esgz-opt     stargzd and the Go reference (tools/bench/reference), `ctr-remote images rpull`
+#   esgz+profile       stargzd on the esgz image with a startup profile recorded on "another node"
+#                      (python, gcc, imports; issue #14): a record pass of the workload under another
+#                      snapshotter root, then every run cold with only those profiles in the fresh root
+#   esgz+profile-python  gcc with the profiles python recorded (a shared base layer)
 # each run from a cold state: fresh containerd and snapshotter roots (so no image, no content, no
 # layer cache), page cache dropped.  Measured: pull time; `ctr run --rm` time until the workload's
 # output (python: "hello"; imports: a realistic stdlib import set, then "hello"; gcc: compile + run
@@ -23,6 +27,14 @@
 #                        50 ms), near (1 Gbit/s, 1 ms), all, or a comma list (default: default)
 #   BENCH_TRACE          auto (default: on when the stargzd binary knows the config key
 #                        fetch_trace_dir), 1, 0
+#   BENCH_FORMS          which forms to run (default all: legacy esgz esgz-opt esgz+profile
+#                        esgz+profile-python); the limit row is always there
+#   BENCH_PROFILE        1 (default): the esgz+profile rows; 0: none
+#   BENCH_PROFILE_SHARE  how a recorded profile reaches the measured run's daemon: copy (default:
+#                        into the fresh root's profiles/) or registry (`stargzd profile push` to the
+#                        bench registry, the daemon with profiles = "registry" pulls it)
+#   BENCH_PROFILE_REUSE  1: no record pass for a workload whose profiles an earlier invocation left in
+#                        $BENCH_WORK/profiles/WORKLOAD (default 0: recorded afresh, once per invocation)
 #   BENCH_TIMEOUT        seconds allowed for one pull or one run (default 120)
 #   BENCH_RESULTS        where the results go (default tools/bench/results): per link
 #                        DATE[-quick][-LINK].{md,csv,png} and DATE[-quick][-LINK]-timeline.png
@@ -48,6 +60,10 @@ done
 mkdir -p "$BENCH_WORK"
 STARGZD_ID="$(stat -c %y "$STARGZD" | cut -c1-19), sha256 $(sha256sum "$STARGZD" | cut -c1-12)"
 [[ $STARGZD -ef $BUILD_DIR/stargzd ]] || STARGZD_ID+=", from $STARGZD, not this tree's build"
+FORMS=${BENCH_FORMS:-legacy esgz esgz-opt esgz+profile esgz+profile-python}
+PROFILE_ON=${BENCH_PROFILE:-1}
+PROFILE_SHARE=${BENCH_PROFILE_SHARE:-copy}
+[[ $PROFILE_SHARE == copy || $PROFILE_SHARE == registry ]] || die "BENCH_PROFILE_SHARE: copy or registry"
 cp "$STARGZD" "$BENCH_WORK/stargzd.bin.tmp" && mv "$BENCH_WORK/stargzd.bin.tmp" "$BENCH_WORK/stargzd.bin"
 STARGZD=$BENCH_WORK/stargzd.bin
 # The fetch trace (config key fetch_trace_dir) is being added to the daemon: an older binary
@@ -134,6 +150,7 @@ plain_http_localhost = true
 hosts_dir = "$RD/certs.d"
 docker_config = "$RD/docker-config.json"
 ${TRACE_DIR:+fetch_trace_dir = \"$TRACE_DIR\"}
+${PROFILE_CONFIG:-}
 ${STARGZD_EXTRA_CONFIG:-}
 CFG
       start_bg "$RD/snapshotter.pid" "$RD/snapshotter.log" nsenter --net="$NETNS_PATH" \
@@ -149,15 +166,139 @@ CFG
 
 stat_field() { $PY -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
 
+# --- learned startup profiles (issue #14): a record pass, and how its profiles reach a run ----------
+# The workloads with an esgz+profile row.  Each one's profiles are recorded once per invocation
+# (on the first link measured), the first time a row needs them: stargzd with profiles = "local"
+# on a snapshotter root of its own, the esgz image pulled and the workload run once from a cold
+# state, then containerd stopped and the daemon stopped cleanly (SIGTERM, waited for: it saves
+# its profiles when the workload goes quiet, at layer close and at exit); ROOT/profiles/*.json
+# are kept in $PROFILE_STORE/WORKLOAD.  PROFILE_STATE[WORKLOAD]: ok, or the status its rows get.
+PROFILE_WORKLOADS="python gcc imports"
+PROFILE_STORE=$BENCH_WORK/profiles
+declare -A PROFILE_STATE=()
+# SIGTERM, then wait up to SECONDS for the process to exit; 1 (and SIGKILL) if it did not.
+stop_clean() {  # PIDFILE SECONDS
+  local pid i
+  pid=$(cat "$1" 2>/dev/null) || return 0
+  rm -f "$1"
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < $2 * 10; i++)); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  return 1
+}
+record_profile() {  # WORKLOAD
+  local w=$1 ref="127.0.0.1:$LINK_PORT/bench-$1:esgz" sock r run_s t0 argv=() n=0 f clean=1
+  [[ -z ${PROFILE_STATE[$w]:-} ]] || return 0
+  if [[ ${BENCH_PROFILE_REUSE:-0} == 1 ]] && compgen -G "$PROFILE_STORE/$w/*.json" >/dev/null; then
+    PROFILE_STATE[$w]=ok
+    log "record pass for $w skipped (BENCH_PROFILE_REUSE=1): the profiles in $PROFILE_STORE/$w, from an earlier run"
+    return 0
+  fi
+  local L=$LOGS/$w-record-stargzd
+  rm -rf "$L" "$PROFILE_STORE/$w"; mkdir -p "$L" "$PROFILE_STORE/$w"
+  stop_all; rm -rf "$RD"; mkdir -p "$RD"
+  log "record pass for $w: stargzd (profiles = \"local\", root $RD/sg), $ref pulled and run once, cold"
+  PROFILE_CONFIG='profiles = "local"'
+  TRACE_DIR=""
+  [[ $TRACE == 1 ]] && TRACE_DIR=$L
+  PROFILE_STATE[$w]=fail:record-run
+  if sock=$(start_snapshotter stargzd) && start_containerd "$sock"; then
+    sync; echo 3 >/proc/sys/vm/drop_caches
+    mapfile -t argv < <(workload_argv "$w")
+    if timeout "$TMO" nsenter --net="$NETNS_PATH" ctr-remote --address "$RD/containerd/containerd.sock" \
+      images rpull --plain-http --snapshotter stargz "$ref" >"$L/pull.log" 2>&1 </dev/null; then
+      r=$($BENCHLIB timed "$(workload_expect "$w")" "$L/run.log" -- timeout "$TMO" nsenter --net="$NETNS_PATH" \
+        ctr --address "$RD/containerd/containerd.sock" run --rm --snapshotter stargz "$ref" "record-$w" "${argv[@]}")
+      read -r run_s _ t0 <<<"$r"
+      [[ $t0 == 0 && $run_s != -1 ]] && PROFILE_STATE[$w]=fail:no-profile
+    fi
+  fi
+  # containerd first (the container's rootfs goes), then the daemon: SIGTERM and wait, so it
+  # saves its profiles as it closes its layers and exits (a SIGKILL would lose those not yet saved)
+  stop_pidfile "$RD/containerd.pid" 30
+  stop_clean "$RD/snapshotter.pid" 60 || clean=0
+  stop_all
+  cp "$RD"/*.log "$L/" 2>/dev/null || true
+  for f in "$RD"/sg/profiles/*.json; do
+    [[ -s $f ]] || continue
+    cp "$f" "$PROFILE_STORE/$w/" && n=$((n + 1))
+  done
+  "$STARGZD" profile ls --root "$RD/sg" >"$L/profiles.txt" 2>&1 </dev/null || true
+  { grep -i 'profile' "$L/snapshotter.log" 2>/dev/null || true; } | head -8 |
+    while read -r line; do log "  daemon: $line"; done
+  ((clean)) || log "record pass for $w: the daemon did not exit within 60 s of SIGTERM (killed): profiles not saved at exit are lost"
+  if [[ ${PROFILE_STATE[$w]} == fail:record-run ]]; then
+    log "record pass for $w FAILED (pull or run; logs in $L): its esgz+profile rows are marked fail:record-run"
+  elif ((n == 0)); then
+    log "record pass for $w: the daemon wrote NO PROFILE ($RD/sg/profiles/ is empty: a binary without the" \
+      "profile wiring?); its esgz+profile rows run without one and are marked fail:no-profile"
+  else
+    PROFILE_STATE[$w]=ok
+    log "record pass for $w: $n profile(s) kept in $PROFILE_STORE/$w ($(tr '\n' ';' <"$L/profiles.txt"))"
+  fi
+  return 0
+}
+# Removes the profile artifacts of IMAGE's esgz tag from the bench registry: the referrers tag
+# sha256-<hex of the image manifest digest> (Debian's docker-registry has no referrers API, so
+# the tag is the only way a pull finds them), deleted by its digest.
+clear_profile_artifacts() {  # IMAGE
+  local base="http://127.0.0.1:$REGISTRY_PORT/v2/bench-$1/manifests" md idx
+  md=$(innet curl -sfI -H 'Accept: application/vnd.oci.image.manifest.v1+json' "$base/esgz" </dev/null |
+    tr -d '\r' | awk -F': ' 'tolower($1) == "docker-content-digest" {print $2}') || return 0
+  [[ -n $md ]] || return 0
+  idx=$(innet curl -sfI -H 'Accept: application/vnd.oci.image.index.v1+json' "$base/sha256-${md#sha256:}" </dev/null |
+    tr -d '\r' | awk -F': ' 'tolower($1) == "docker-content-digest" {print $2}') || return 0
+  [[ -z $idx ]] || innet curl -sf -X DELETE "$base/$idx" -o /dev/null </dev/null || true
+}
+# Puts WORKLOAD's recorded profiles where the daemon of this run of IMAGE finds them: copied into
+# the fresh root's profiles/ dir, or (BENCH_PROFILE_SHARE=registry) pushed as the image's profile
+# artifact to the bench registry (its unshaped port, as the image pushes), from a root of their
+# own, for the daemon (profiles = "registry") to pull over the link.  Untimed, before the run.
+share_profile() {  # WORKLOAD IMAGE LOGDIR
+  local w=$1 img=$2 L=$3 dir
+  if [[ $PROFILE_SHARE == copy ]]; then
+    mkdir -p "$RD/sg/profiles" && cp "$PROFILE_STORE/$w"/*.json "$RD/sg/profiles/"
+    return
+  fi
+  dir=$RD/profile-push-root
+  mkdir -p "$dir/profiles" && cp "$PROFILE_STORE/$w"/*.json "$dir/profiles/" || return 1
+  # the only artifact of the image: no other workload's or run's
+  clear_profile_artifacts "$img"
+  if ! innet "$STARGZD" profile push --root "$dir" --plain-http "127.0.0.1:$REGISTRY_PORT/bench-$img:esgz" \
+    >"$L/profile-push.log" 2>&1 </dev/null; then
+    log "stargzd profile push of $w's profiles to bench-$img:esgz failed: $(tail -2 "$L/profile-push.log")"
+    return 1
+  fi
+  rm -rf "$dir"
+}
+
 CSV_ROWS=()
 row() { CSV_ROWS+=("$(IFS=,; echo "$*")"); }
 
 measure() {  # IMAGE FORM SNAPSHOTTER RUN
-  local img=$1 form=$2 sn=$3 n=$4 ref="127.0.0.1:$LINK_PORT/bench-$1:$2" sock="" argv=() out
+  local img=$1 form=$2 sn=$3 n=$4 sock="" argv=() out
   local L=$LOGS/$img-$form-$sn-$n status=ok pull_s="" run_s="" run_exit="" warm_s="" bytes="" pbytes="" reqs="" remote=""
+  # a profile form pulls the esgz image; its daemon starts with the profiles workload $prof recorded
+  local tag=$form prof="" prof_fail="" replayed=""
+  case $form in
+    esgz+profile) tag=esgz prof=$img ;;
+    esgz+profile-*) tag=esgz prof=${form#esgz+profile-} ;;
+  esac
+  local ref="127.0.0.1:$LINK_PORT/bench-$img:$tag"
+  [[ -z $prof ]] || record_profile "$prof"
   rm -rf "$L"; mkdir -p "$L"
   stop_all
   rm -rf "$RD"; mkdir -p "$RD"
+  PROFILE_CONFIG=""
+  if [[ -n $prof ]]; then
+    if [[ ${PROFILE_STATE[$prof]} != ok ]]; then
+      # still run it (the plumbing, the figures in the CSV), but never count it as a profile row
+      prof_fail=${PROFILE_STATE[$prof]}
+    elif ! share_profile "$prof" "$img" "$L"; then
+      prof_fail=fail:profile-push
+    fi
+    PROFILE_CONFIG="profiles = \"$([[ $PROFILE_SHARE == registry ]] && echo registry || echo local)\""
+  fi
   mapfile -t argv < <(workload_argv "$img")
   # the run's clock for its timeline: the daemon's start (its trace's t = 0), the pull's, the run's
   local t_daemon=$EPOCHREALTIME t_pull="" t_run=""
@@ -222,25 +363,44 @@ measure() {  # IMAGE FORM SNAPSHOTTER RUN
   fi
   stop_all   # the daemon writes the rest of its trace as it exits
   cp "$RD"/*.log "$L/" 2>/dev/null || true
+  if [[ $sn == stargzd ]]; then
+    replayed=$(grep -c 'replaying its startup profile' "$RD/snapshotter.log" 2>/dev/null || true)
+    { grep -E 'startup profile .* ignored|profile pull ' "$RD/snapshotter.log" 2>/dev/null || true; } | head -5 |
+      while read -r line; do log "  daemon: $line"; done
+  fi
+  [[ -n $prof_fail && $status == ok ]] && status=$prof_fail
+  # leave no profile artifact in the registry for the other rows and other users of the images
+  [[ -n $prof && $PROFILE_SHARE == registry ]] && clear_profile_artifacts "$img"
   printf '{"daemon_start": %s, "pull_start": %s, "run_start": %s}\n' "$t_daemon" "${t_pull:-null}" \
     "${t_run:-null}" >"$L/times.json"
   local total=""
   [[ $status == ok ]] && total=$(awk -v a="$pull_s" -v b="$run_s" 'BEGIN { printf "%.4f", a + b }')
   row "$img" "$form" "$sn" "$n" "$status" "$pull_s" "$run_s" "$total" "$run_exit" "$warm_s" "$bytes" "$pbytes" \
-    "$reqs" "$remote" "$($BENCHLIB trace "$L")"
-  log "$(printf '%-6s %-8s %-9s run %d: %s pull %ss run %ss total %ss, %s bytes (%s at pull), %s requests%s' \
+    "$reqs" "$remote" "$replayed" "$($BENCHLIB trace "$L")"
+  log "$(printf '%-6s %-8s %-9s run %d: %s pull %ss run %ss total %ss, %s bytes (%s at pull), %s requests%s%s' \
     "$img" "$form" "$sn" "$n" "$status" "${pull_s:--}" "${run_s:--}" "${total:--}" "${bytes:--}" "${pbytes:--}" \
-    "${reqs:--}" "${remote:+, remote layers $remote}")"
+    "${reqs:--}" "${remote:+, remote layers $remote}" "${prof:+, layers replaying a profile: ${replayed:-0}}")"
+  [[ -z $prof || -n $prof_fail || ${replayed:-0} != 0 ]] ||
+    log "  $img $form: $prof's profiles were there but no layer replayed one (daemon log: $L/snapshotter.log)"
 }
 
-combos() {
+# The forms and snapshotters of an image's rows ("FORM SNAPSHOTTER" a line), within BENCH_FORMS.
+combos() {  # IMAGE
   local sn
-  for sn in $SNAPSHOTTERS; do
-    case $sn in
-      overlayfs) echo "legacy overlayfs" ;;
-      stargzd | reference) echo "esgz $sn"; echo "esgz-opt $sn" ;;
-    esac
-  done
+  {
+    for sn in $SNAPSHOTTERS; do
+      case $sn in
+        overlayfs) echo "legacy overlayfs" ;;
+        stargzd | reference) echo "esgz $sn"; echo "esgz-opt $sn" ;;
+      esac
+    done
+    if [[ $PROFILE_ON == 1 && " $SNAPSHOTTERS " == *" stargzd "* && " $PROFILE_WORKLOADS " == *" $1 "* ]]; then
+      echo "esgz+profile stargzd"
+      # the cross-workload check: gcc shares python's base layer
+      [[ $1 == gcc ]] && echo "esgz+profile-python stargzd"
+    fi
+  } | while read -r form sn; do [[ " $FORMS " == *" $form "* ]] && echo "$form $sn"; done
+  return 0
 }
 
 # --- memory: RSS of one snapshotter process as images are mounted and used ------------------
@@ -303,13 +463,13 @@ bench_link() {  # PROFILE
   mkdir -p "$LOGS"
   for ((n = 1; n <= RUNS; n++)); do
     for img in $(bench_images); do
-      while read -r form sn; do measure "$img" "$form" "$sn" "$n"; done < <(combos)
+      while read -r form sn; do measure "$img" "$form" "$sn" "$n"; done < <(combos "$img")
     done
   done
   for img in $(bench_images); do
     lim=$($BENCHLIB physlimit "$BENCH_WORK/oci/$img/esgz-opt" "$BENCH_WORK/needed/$img.list" "$RATE_BITS" "$RTT_S")
     row "$img" esgz-opt limit 0 ok "" "" "$(stat_field "$lim" seconds)" "" "" "$(stat_field "$lim" bytes)" "" \
-      "$(stat_field "$lim" round_trips)" "" "$($BENCHLIB trace /nonexistent)"
+      "$(stat_field "$lim" round_trips)" "" "" "$($BENCHLIB trace /nonexistent)"
   done
 
   mkdir -p "$RESULTS"
@@ -317,7 +477,7 @@ bench_link() {  # PROFILE
   name=$(date +%Y-%m-%d)$([[ $BENCH_QUICK == 1 ]] && echo -quick || true)$([[ $lname == default ]] || echo "-$lname")
   local csv=$RESULTS/$name.csv
   {
-    echo "image,form,snapshotter,run,status,pull_s,run_s,total_s,run_exit_s,warm_s,bytes,pull_bytes,requests,remote_layers,$($PY -c \
+    echo "image,form,snapshotter,run,status,pull_s,run_s,total_s,run_exit_s,warm_s,bytes,pull_bytes,requests,remote_layers,profiles_replayed,$($PY -c \
       'import sys; sys.dont_write_bytecode = True; sys.path.insert(0, sys.argv[1]); import benchlib; print(",".join(benchlib.TRACE_FIELDS))' "$BENCH_DIR")"
     printf '%s\n' "${CSV_ROWS[@]}"
   } >"$csv"
