@@ -212,6 +212,7 @@ struct sg_layer {
 	size_t replay_window_n, replay_window_at;
 	uint64_t replay_left;          /* budget bytes not spent */
 	bool replaying;                /* requests of the replay still to go out */
+	bool replay_holds_link;        /* counted as a reader on the link meter meanwhile */
 
 	bool closing;
 	struct sg_op *close_op;        /* sg_layer_close's, posted once nothing is in flight */

@@ -314,6 +314,7 @@ static void replay_continue(struct sg_layer *l)
 		gap = SG_LAYER_MAX_BATCH_GAP;
 	if (gap > REPLAY_MAX_GAP)
 		gap = REPLAY_MAX_GAP;
+	sg_layer_replay_hold_link(l, true);
 	while (sg_layer_ahead_fits(l, limit, batch)) {
 		int r = sg_layer_replay_next(l, batch, gap, limit);
 		if (r == -EAGAIN) {
@@ -325,6 +326,7 @@ static void replay_continue(struct sg_layer *l)
 		/* Done, or the source failed: the chunks left are fetched when read. */
 		l->replaying = false;
 		l->stats.replay_done = true;
+		sg_layer_replay_hold_link(l, false);
 		return;
 	}
 	/* No room on the link: our own next batch end looks again, or a timer. */

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 
 #include "daemon/core/error.h"
+#include "daemon/core/link_meter.h"
+#include "daemon/core/range_source.h"
 #include "fs/layer_fetch.h"
 #include "fs/layer_int.h"
 #include "fs/layer_prefetch.h"
@@ -83,6 +85,21 @@ void sg_layer_profile_close(struct sg_layer *l)
 	if (l->prof_rec)
 		hand_over(l);
 	l->replaying = false;
+	sg_layer_replay_hold_link(l, false);
+}
+
+void sg_layer_replay_hold_link(struct sg_layer *l, bool hold)
+{
+	struct sg_link_meter *m = l->src ? l->src->link : NULL;
+	uint64_t now = sg_now_ns();
+
+	if (hold == l->replay_holds_link)
+		return;
+	l->replay_holds_link = hold;
+	if (!hold)
+		l->last_ondemand_ns = now;   /* this layer's background waits the quiet gap too */
+	if (m)
+		sg_link_meter_ondemand(m, hold ? +1 : -1, now);
 }
 
 void sg_layer_profile_free(struct sg_layer *l)

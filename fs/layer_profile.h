@@ -6,6 +6,7 @@
 #ifndef STARGZD_FS_LAYER_PROFILE_H
 #define STARGZD_FS_LAYER_PROFILE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -19,6 +20,11 @@ void sg_layer_profile_note(struct sg_layer *l, uint32_t c);
 void sg_layer_profile_new_user(struct sg_layer *l);
 /* At sg_layer_close: what was recorded and not handed to the owner yet goes now. */
 void sg_layer_profile_close(struct sg_layer *l);
+/* While a replay has requests to send, it counts as a reader of the link (daemon/core/
+ * link_meter.h's on-demand account): other layers' background fetch and streams on the link
+ * wait for it and for the quiet gap after it, as they do for on-demand reads, and so does
+ * this layer's own.  hold: the replay runs; !hold: it is over (done, failed or closing). */
+void sg_layer_replay_hold_link(struct sg_layer *l, bool hold);
 /* At sg_layer_free. */
 void sg_layer_profile_free(struct sg_layer *l);
 

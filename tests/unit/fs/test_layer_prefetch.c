@@ -534,6 +534,9 @@ TEST(replays_on_one_link_leave_connections_to_on_demand_reads)
 	/* Both replays together fill what the link allows, and no more. */
 	CHECK_EQ(a.gate->n + b.gate->n, SG_LINK_AHEAD_REQUESTS);
 	CHECK_EQ(m.ahead_requests, SG_LINK_AHEAD_REQUESTS);
+	/* Each running replay counts as a reader of the link: background fetch and streams
+	 * on it wait for them. */
+	CHECK_EQ(m.ondemand_inflight, 2);
 	/* A read of a file no profile names goes out at once beside them. */
 	test_op_init(&rd);
 	size_t before = a.gate->n;
@@ -560,6 +563,10 @@ TEST(replays_on_one_link_leave_connections_to_on_demand_reads)
 				  b.layer->replay_range, m.ahead_requests, a.gate->n, b.gate->n);
 	} while (!st.replay_done || b.layer->batches_inflight);
 	CHECK_EQ(st.replay_chunks, (uint64_t)n_third * (FILE_SIZE / CHUNK));
+	sg_layer_stats(a.layer, &st);
+	CHECK(st.replay_done);
+	CHECK_EQ(m.ondemand_inflight, 0);   /* both replays over, the read answered */
+	sg_layer_stats(b.layer, &st);
 	CHECK_EQ(st.ondemand_fetches, 0);
 	for (int i = 0; i < n_third; i += 3) {
 		CHECK_EQ(test_layer_read(loop, b.user, 0, file_node(&b, third[i]), 0, buf, FILE_SIZE),
