@@ -298,13 +298,13 @@ static void background_continue(struct sg_layer *l)
 }
 
 /* Replays a learned startup profile (fs/layer_profile.h): it names what the workload is
- * about to read, so its requests fill the link up to the cap plus a round trip's worth, like
- * a stream, without yielding to on-demand fetches (those go out at once beside them, and
- * wait one cap's transfer at most). */
+ * about to read, so its requests fill the link as a stream does, and one cap more (the
+ * readers' misses are mostly for chunks already on their way), without yielding to
+ * on-demand fetches (those go out at once beside them, on connections kept for them). */
 static void replay_continue(struct sg_layer *l)
 {
 	const struct sg_link_meter *m = link_of(l);
-	size_t batch, limit = pipe_limit(l, &batch);
+	size_t batch, limit = pipe_limit(l, &batch) + sg_link_meter_inflight_cap(m);
 	/* Bytes between two recorded ranges read along rather than asked for apart: what the
 	 * link carries in half a round trip (a request costs a whole one). */
 	uint64_t gap = (uint64_t)(sg_link_meter_bytes_per_s(m) *
