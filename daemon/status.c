@@ -47,6 +47,14 @@ static double mib(uint64_t b)
 	return (double)b / (1024.0 * 1024.0);
 }
 
+/* A learned startup profile's replay (fs/layer.h sg_layer_replay). */
+static const char *replay_state(const struct sg_layer_stats *l)
+{
+	if (!l->replay_chunks && !l->replay_done)
+		return "none";
+	return l->replay_done ? "done" : "running";
+}
+
 static void text_mount(void *userdata, const struct sg_remote_mount_info *m)
 {
 	FILE *out = userdata;
@@ -69,6 +77,13 @@ static void text_mount(void *userdata, const struct sg_remote_mount_info *m)
 	if (l->prefetch_ns)
 		fprintf(out, " (%.2f s, %.1f MiB)", (double)l->prefetch_ns / 1e9, mib(l->prefetched_bytes));
 	fprintf(out, "\n    background  %s\n", background_state(m));
+	if (l->replay_chunks || l->profile_chunks)
+		fprintf(out, "    profile     replay %s (%llu chunks, %.1f MiB to fetch; %.1f MiB "
+			"fetched, %.1f MiB of it read), %llu chunks recorded\n", replay_state(l),
+			(unsigned long long)l->replay_chunks, mib(l->replay_bytes),
+			mib(l->kind_fetched_bytes[SG_FETCH_PROFILE]),
+			mib(l->kind_used_bytes[SG_FETCH_PROFILE]),
+			(unsigned long long)l->profile_chunks);
 	fprintf(out, "    reads       %llu through the daemon (%.1f MiB)\n",
 		(unsigned long long)l->reads, mib(l->read_bytes));
 	if (m->fs.passthrough)
@@ -140,6 +155,12 @@ static void json_mount(void *userdata, const struct sg_remote_mount_info *m)
 	gen_kv_str(g, "prefetch", prefetch_state(m));
 	gen_kv_num(g, "prefetch_ms", l->prefetch_ns / 1000000);
 	gen_kv_str(g, "background_fetch", background_state(m));
+	gen_kv_str(g, "profile_replay", replay_state(l));
+	gen_kv_num(g, "profile_replay_chunks", l->replay_chunks);
+	gen_kv_num(g, "profile_replay_bytes", l->replay_bytes);
+	gen_kv_num(g, "profile_fetched_bytes", l->kind_fetched_bytes[SG_FETCH_PROFILE]);
+	gen_kv_num(g, "profile_used_bytes", l->kind_used_bytes[SG_FETCH_PROFILE]);
+	gen_kv_num(g, "profile_recorded_chunks", l->profile_chunks);
 	gen_kv_num(g, "reads", l->reads);
 	gen_kv_num(g, "read_bytes", l->read_bytes);
 	gen_str(g, "passthrough");

@@ -24,7 +24,6 @@
  * skipped) still counts. */
 #define STREAM_AFTER_FILES 24
 #define STREAM_FORWARD_SLACK ((uint64_t)16 << 20)
-#define REPLAY_MAX_GAP ((uint64_t)1 << 20)
 
 void sg_layer_prefetch_init(struct sg_layer *l)
 {
@@ -224,9 +223,9 @@ void sg_layer_prefetch_saw_read(struct sg_layer *l, uint32_t chunk)
 			l->stream_cursor = chunk;
 		return;
 	}
-	/* A layer replaying a profile is read in the profile's order, which the replay made
-	 * local: that is no reader reading it all, and streaming it would take the link. */
-	if (l->replay)
+	/* A layer replaying a profile is read in the profile's order while the replay makes
+	 * it local: that is no reader reading it all, and streaming it would take the link. */
+	if (l->replaying)
 		return;
 	bool forward = c->offset >= l->miss_offset &&
 		       c->offset - l->miss_offset <= STREAM_FORWARD_SLACK;
@@ -305,18 +304,9 @@ static void replay_continue(struct sg_layer *l)
 {
 	const struct sg_link_meter *m = link_of(l);
 	size_t batch, limit = pipe_limit(l, &batch) + sg_link_meter_inflight_cap(m);
-	/* Bytes between two recorded ranges read along rather than asked for apart: what the
-	 * link carries in half a round trip (a request costs a whole one). */
-	uint64_t gap = (uint64_t)(sg_link_meter_bytes_per_s(m) *
-				  (double)sg_link_meter_rtt_ns(m) / 2e9);
-
-	if (gap < SG_LAYER_MAX_BATCH_GAP)
-		gap = SG_LAYER_MAX_BATCH_GAP;
-	if (gap > REPLAY_MAX_GAP)
-		gap = REPLAY_MAX_GAP;
 	sg_layer_replay_hold_link(l, true);
 	while (sg_layer_ahead_fits(l, limit, batch)) {
-		int r = sg_layer_replay_next(l, batch, gap, limit);
+		int r = sg_layer_replay_next(l, batch, SG_LAYER_MAX_BATCH_GAP, limit);
 		if (r == -EAGAIN) {
 			background_retry(l);   /* memory is short: look again shortly */
 			return;
