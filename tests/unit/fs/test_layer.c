@@ -67,10 +67,7 @@ static void env_open(struct env *e, const struct sg_layer_config *cfg_in)
 
 static void env_close(struct env *e)
 {
-	test_layer_user_close(e->loop, e->user);
-	test_layer_close(e->loop, e->layer);
-	CHECK_EQ(sg_loop_drain(e->loop, 2000), 0);
-	sg_loop_free(e->loop);
+	test_layer_teardown(e->loop, e->user, e->layer);
 	memset(e, 0, sizeof(*e));
 }
 

@@ -180,10 +180,7 @@ static void env_open(struct env *e, struct sg_loop *loop, struct sg_link_meter *
 /* Closes the user and the layer, then the loop. */
 static void env_close(struct env *e)
 {
-	test_layer_user_close(e->loop, e->user);
-	test_layer_close(e->loop, e->layer);
-	CHECK_EQ(sg_loop_drain(e->loop, 2000), 0);
-	sg_loop_free(e->loop);
+	test_layer_teardown(e->loop, e->user, e->layer);
 }
 
 static uint32_t file_node(struct env *e, int f)

@@ -30,15 +30,6 @@ static void cleanup(void)
 	test_rm_tree(dir);
 }
 
-/* Random bytes: members as large compressed as plain, so budgets are easy to count. */
-static void fill(uint8_t *p, size_t n, uint32_t seed)
-{
-	for (size_t i = 0; i < n; i++) {
-		seed = seed * 1103515245u + 12345u;
-		p[i] = (uint8_t)(seed >> 16);
-	}
-}
-
 /* A scratch directory for the blob and the cache, and a blob builder. */
 static void start_blob(struct esgz_b *b)
 {
@@ -62,23 +53,23 @@ static void setup(void)
 	esgz_add(&b, "pkg", '5', 0755, NULL, 0, NULL, 0, NULL);
 	for (char c = 'a'; c <= 'h'; c++) {
 		snprintf(name, sizeof(name), "pkg/%c.py", c);
-		fill(data, PKG_FILE, (uint32_t)c);
+		test_fill_seeded(data, PKG_FILE, (uint32_t)c);
 		esgz_add(&b, name, '0', 0644, data, PKG_FILE, NULL, 0, NULL);
 	}
 	esgz_add(&b, "pkg/sub", '5', 0755, NULL, 0, NULL, 0, NULL);
-	fill(data, PKG_FILE, 1000);
+	test_fill_seeded(data, PKG_FILE, 1000);
 	esgz_add(&b, "pkg/sub/x.py", '0', 0644, data, PKG_FILE, NULL, 0, NULL);
-	fill(data, PKG_FILE, 1001);
+	test_fill_seeded(data, PKG_FILE, 1001);
 	esgz_add(&b, "pkg/z.py", '0', 0644, data, PKG_FILE, NULL, 0, NULL);
 	esgz_add(&b, "other", '5', 0755, NULL, 0, NULL, 0, NULL);
 	for (int i = 0; i < OTHER_COUNT; i++) {
 		snprintf(name, sizeof(name), "other/o%02d", i);
-		fill(data, OTHER_FILE, 2000u + (uint32_t)i);
+		test_fill_seeded(data, OTHER_FILE, 2000u + (uint32_t)i);
 		esgz_add(&b, name, '0', 0644, data, OTHER_FILE, NULL, 0, NULL);
 	}
 	for (int i = 0; i < FAR_COUNT; i++) {
 		snprintf(name, sizeof(name), "far/d%02d/f", i);
-		fill(data, OTHER_FILE, 5000u + (uint32_t)i);
+		test_fill_seeded(data, OTHER_FILE, 5000u + (uint32_t)i);
 		esgz_add(&b, name, '0', 0644, data, OTHER_FILE, NULL, 0, NULL);
 	}
 	test_write_blob(&b, blob_path, &toc_digest);
@@ -104,10 +95,7 @@ static void env_open(struct env *e, const struct sg_layer_config *cfg_in)
 
 static void env_close(struct env *e)
 {
-	test_layer_user_close(e->loop, e->user);
-	test_layer_close(e->loop, e->layer);
-	CHECK_EQ(sg_loop_drain(e->loop, 2000), 0);
-	sg_loop_free(e->loop);
+	test_layer_teardown(e->loop, e->user, e->layer);
 	memset(e, 0, sizeof(*e));
 }
 
@@ -513,18 +501,18 @@ static void setup_elf(void)
 	esgz_add(&b, "bin/prog", '0', 0755, data, n, NULL, 0, NULL);
 	for (int i = 0; i < 3; i++) {
 		snprintf(name, sizeof(name), "filler/f%d", i);
-		fill(data, sizeof(data), 3000u + (uint32_t)i);
+		test_fill_seeded(data, sizeof(data), 3000u + (uint32_t)i);
 		esgz_add(&b, name, '0', 0644, data, sizeof(data), NULL, 0, NULL);
 	}
-	fill(data, PKG_FILE, 4000);
+	test_fill_seeded(data, PKG_FILE, 4000);
 	n = test_elf_build(data, PKG_FILE, foo_needs, 1, 0);
 	esgz_add(&b, "usr/lib/x86_64-linux-gnu/libfoo.so.1.2", '0', 0755, data, PKG_FILE, NULL, 0,
 		 NULL);
 	esgz_add(&b, "usr/lib/x86_64-linux-gnu/libfoo.so.1", '2', 0777, NULL, 0, "libfoo.so.1.2",
 		 0, NULL);
-	fill(data, PKG_FILE, 4001);
+	test_fill_seeded(data, PKG_FILE, 4001);
 	esgz_add(&b, "usr/lib/libbar.so", '0', 0755, data, PKG_FILE, NULL, 0, NULL);
-	fill(data, PKG_FILE, 4002);
+	test_fill_seeded(data, PKG_FILE, 4002);
 	esgz_add(&b, "usr/lib/libunused.so", '0', 0755, data, PKG_FILE, NULL, 0, NULL);
 	test_write_blob(&b, blob_path, &toc_digest);
 }
@@ -586,28 +574,28 @@ static void setup_two_layers(void)
 	size_t n = test_elf_build_interp(data, sizeof(data), prog_needs, 2,
 					 "/lib64/ld-linux-x86-64.so.2", 2000);
 	esgz_add(&b, "bin/prog", '0', 0755, data, n, NULL, 0, NULL);
-	fill(data, PKG_FILE, 6000);
+	test_fill_seeded(data, PKG_FILE, 6000);
 	esgz_add(&b, "etc/ld.so.cache", '0', 0644, data, 4000, NULL, 0, NULL);
-	fill(data, PKG_FILE, 6001);
+	test_fill_seeded(data, PKG_FILE, 6001);
 	esgz_add(&b, "usr/lib/libown.so", '0', 0755, data, PKG_FILE, NULL, 0, NULL);
 	test_write_blob(&b, blob_path, &toc_digest);
 
 	esgz_init(&b, 1);
 	esgz_add(&b, "lib64", '2', 0777, NULL, 0, "usr/lib64", 0, NULL);
 	esgz_add(&b, "lib", '2', 0777, NULL, 0, "usr/lib", 0, NULL);
-	fill(data, PKG_FILE, 7000);
+	test_fill_seeded(data, PKG_FILE, 7000);
 	esgz_add(&b, "etc/ld.so.cache", '0', 0644, data, 4000, NULL, 0, NULL);
 	esgz_add(&b, "usr/lib64/ld-linux-x86-64.so.2", '2', 0777, NULL, 0,
 		 "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", 0, NULL);
-	fill(data, PKG_FILE, 7001);
+	test_fill_seeded(data, PKG_FILE, 7001);
 	esgz_add(&b, "usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", '0', 0755, data, PKG_FILE,
 		 NULL, 0, NULL);
-	fill(data, PKG_FILE, 7002);
+	test_fill_seeded(data, PKG_FILE, 7002);
 	esgz_add(&b, "usr/lib/x86_64-linux-gnu/libfoo.so.1.2", '0', 0755, data, PKG_FILE, NULL, 0,
 		 NULL);
 	esgz_add(&b, "usr/lib/x86_64-linux-gnu/libfoo.so.1", '2', 0777, NULL, 0, "libfoo.so.1.2",
 		 0, NULL);
-	fill(data, PKG_FILE, 7003);
+	test_fill_seeded(data, PKG_FILE, 7003);
 	esgz_add(&b, "usr/lib/x86_64-linux-gnu/libunused.so", '0', 0755, data, PKG_FILE, NULL, 0,
 		 NULL);
 	test_write_blob(&b, blob_b, &toc_digest_b);
