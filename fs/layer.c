@@ -595,8 +595,10 @@ int sg_layer_new(struct sg_loop *loop, struct sg_range_source *src, struct sg_to
 		l->cfg.readahead_chunks = DEFAULT_READAHEAD;
 	if (!l->cfg.window_bytes)
 		l->cfg.window_bytes = DEFAULT_WINDOW;
-	if (!l->cfg.background_delay_ns)
+	if (!l->cfg.background_delay_ns) {
 		l->cfg.background_delay_ns = DEFAULT_BACKGROUND_DELAY_NS;
+		l->background_delay_default = true;
+	}
 	snprintf(l->cache_dir, sizeof(l->cache_dir), "%s", config->cache_dir);
 	l->cfg.cache_dir = l->cache_dir;
 	snprintf(l->trace_layer, sizeof(l->trace_layer), "%s",

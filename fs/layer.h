@@ -58,9 +58,10 @@ struct sg_layer_config {
 	size_t window_bytes;          /* blob bytes of following files taken along with an
 				       * on-demand fetch; 0 = 256 KiB */
 	uint64_t prefetch_bytes;      /* without a landmark, prefetch the blob's first bytes */
-	/* Background fetch starts this long after the mount (and after prefetch); 0 = 100 ms.
-	 * It yields to on-demand reads and its bytes in flight are bounded by the link's cap
-	 * (fs/layer_prefetch.h), so it need not wait long. */
+	/* Background fetch starts this long after the mount (and after prefetch); 0 = 100 ms,
+	 * and 2 s on a link above 25 MB/s, whose batches would take the loop's time while the
+	 * container starts (fs/layer_prefetch.c).  It yields to on-demand reads and its bytes
+	 * in flight are bounded by the link's cap (fs/layer_prefetch.h). */
 	uint64_t background_delay_ns;
 	/* Called (from the loop) for each chunk whose bytes did not match its digest: fs/ does
 	 * not log, its owner does.  path is the file's path in the layer. */

@@ -171,6 +171,7 @@ struct sg_layer {
 	uint32_t prefetch_cursor, background_cursor;
 	uint64_t prefetch_end;
 	bool prefetching, backgrounding, background_started;
+	bool background_delay_default; /* cfg.background_delay_ns was not given */
 	uint64_t start_ns;             /* sg_layer_start: prefetch's clock */
 	uint64_t background_start_ns;  /* background fetch's first batch */
 	struct sg_op background_timer;

@@ -122,7 +122,7 @@ T[local]=$(timed local "$DROP" "$(tar_of "$mnt")")
 T[warm]=$(timed warm "$(tar_of "$mnt")" "$(tar_of "$mnt")")
 unmount_layer
 fi
-stats=$(grep -o 'opens: [^;]*' "$WORK/mount.log" | tail -1)
+stats=$(grep -so 'opens: [^;]*' "$WORK/mount.log" | tail -1 || true)   # no local/warm cases with ARCHIVE_ONLY_LINK
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (a > 0 ? b / a : 0) }'; }
 read -r n _ <<<"${T[native]}"; read -r nw _ <<<"${T[native-warm]}"
@@ -146,5 +146,7 @@ if [[ -n ${T[cold-link]:-} ]]; then
     "(mount options: ${ARCHIVE_LINK_OPTS:-defaults})"
   echo "cold-link runs (s): $($PYTHON -c 'import json,sys; print(" ".join("%.2f" % t for t in json.load(open(sys.argv[1]))["results"][0]["times"]))' "$WORK/cold-link.json")"
   grep -oE 'fetched [0-9]+ bytes in [0-9]+ requests(, streamed [0-9]+ bytes)?' "$WORK/mount-link.log"
-  [[ -n ${ARCHIVE_LOGS:-} ]] && mkdir -p "$ARCHIVE_LOGS" && cp "$WORK"/*.json "$WORK"/mount-link.log "$ARCHIVE_LOGS"/
+  if [[ -n ${ARCHIVE_LOGS:-} ]]; then
+    mkdir -p "$ARCHIVE_LOGS" && cp "$WORK"/*.json "$WORK"/mount-link.log "$ARCHIVE_LOGS"/
+  fi
 fi
