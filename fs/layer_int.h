@@ -313,20 +313,18 @@ struct sg_layer_batch {
 	uint32_t list[256];
 	size_t n;
 	uint64_t start, end;
-	uint64_t max_gap;          /* bytes skipped between chunks; 0 = SG_LAYER_MAX_BATCH_GAP */
 };
 
 /* Adds chunk c to the batch, unless that would take the span backwards, across a gap above
- * max_gap, beyond max_bytes or past the list: then false, and the batch is complete.  The
- * first chunk always goes in. */
+ * SG_LAYER_MAX_BATCH_GAP, beyond max_bytes or past the list: then false, and the batch is
+ * complete.  The first chunk always goes in. */
 static inline bool sg_layer_batch_add(const struct sg_layer *l, struct sg_layer_batch *b,
 				      uint32_t c, size_t max_bytes)
 {
 	const struct sg_toc_chunk *ch = sg_layer_chunk(l, c);
-	uint64_t gap = b->max_gap ? b->max_gap : SG_LAYER_MAX_BATCH_GAP;
 
 	if (b->n > 0 && (b->n == sizeof(b->list) / sizeof(b->list[0]) || ch->offset < b->start ||
-			 ch->offset > b->end + gap ||
+			 ch->offset > b->end + SG_LAYER_MAX_BATCH_GAP ||
 			 ch->next_offset - b->start > max_bytes))
 		return false;
 	if (b->n == 0)

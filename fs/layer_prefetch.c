@@ -319,9 +319,10 @@ static void replay_continue(struct sg_layer *l)
 {
 	const struct sg_link_meter *m = link_of(l);
 	size_t batch, limit = pipe_limit(l, &batch) + sg_link_meter_inflight_cap(m);
+
 	sg_layer_replay_hold_link(l, true);
 	while (sg_layer_ahead_fits(l, limit, batch)) {
-		int r = sg_layer_replay_next(l, batch, SG_LAYER_MAX_BATCH_GAP, limit);
+		int r = sg_layer_replay_next(l, batch, limit);
 		if (r == -EAGAIN) {
 			background_retry(l);   /* memory is short: look again shortly */
 			return;

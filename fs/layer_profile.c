@@ -208,10 +208,9 @@ static void next_window(struct sg_layer *l, size_t window_bytes)
 	l->replay_window_at = 0;
 }
 
-int sg_layer_replay_next(struct sg_layer *l, size_t max_bytes, uint64_t max_gap,
-			 size_t window_bytes)
+int sg_layer_replay_next(struct sg_layer *l, size_t max_bytes, size_t window_bytes)
 {
-	struct sg_layer_batch b = { .n = 0, .max_gap = max_gap };
+	struct sg_layer_batch b = { .n = 0 };
 
 	if (!l->replay || !l->replay_window)
 		return 0;
