@@ -315,20 +315,29 @@ measure() {  # IMAGE FORM SNAPSHOTTER RUN
   [[ $sn != overlayfs ]] && SNOPT=(--snapshotter stargz)
   if [[ $status == ok ]]; then
     sync; echo 3 >/proc/sys/vm/drop_caches
-    local s0 s1 s2 r t0
+    local s0 s2 r t0 pull_cmd
     s0=$("$BENCH_DIR/link.sh" stats)
-    t_pull=$EPOCHREALTIME
     if [[ $sn == overlayfs ]]; then
-      r=$($BENCHLIB timed "" "$L/pull.log" -- timeout "$TMO" "${CTR[@]}" images pull --plain-http "$ref")
+      pull_cmd=("${CTR[@]}" images pull --plain-http "$ref")
     else
-      r=$($BENCHLIB timed "" "$L/pull.log" -- timeout "$TMO" nsenter --net="$NETNS_PATH" ctr-remote \
-        --address "$RD/containerd/containerd.sock" images rpull --plain-http --snapshotter stargz "$ref")
+      pull_cmd=(nsenter --net="$NETNS_PATH" ctr-remote --address "$RD/containerd/containerd.sock" \
+        images rpull --plain-http --snapshotter stargz "$ref")
     fi
-    read -r _ pull_s t0 <<<"$r"
+    # The pull and the run back to back from one process: anything between them (an interpreter
+    # starting, ctr listing snapshots) would be time the snapshotter fetches in, uncounted.
+    r=$($BENCHLIB timed-pair "" "$L/pull.log" "$(workload_expect "$img")" "$L/run.log" -- \
+      timeout "$TMO" "${pull_cmd[@]}" -- \
+      timeout "$TMO" "${CTR[@]}" run --rm "${SNOPT[@]}" "$ref" "bench-$n" "${argv[@]}")
+    local run_end
+    read -r _ pull_s t0 run_s run_exit run_end t_pull <<<"$r"
     [[ $t0 == 0 ]] || status=fail:pull
-    s1=$("$BENCH_DIR/link.sh" stats)
-    if [[ $sn != overlayfs && $status == ok ]]; then
-      # how many of the image's layers became remote (lazy) snapshots
+    if [[ $status == ok ]]; then
+      t_run=$(awk -v a="$t_pull" -v b="$pull_s" 'BEGIN { printf "%.6f", a + b }')
+      [[ $run_end == 0 && $run_s != -1 ]] || status=fail:run
+    fi
+    # (no byte count at the pull's end: reading the counters there would be such a gap)
+    if [[ $sn != overlayfs && $status != fail:pull ]]; then
+      # how many of the image's layers became remote (lazy) snapshots (after the run: see above)
       local keys k nr=0 nt=0
       keys=$("${CTR[@]}" snapshots --snapshotter stargz ls 2>/dev/null | awk 'NR>1 {print $1}')
       for k in $keys; do
@@ -336,13 +345,6 @@ measure() {  # IMAGE FORM SNAPSHOTTER RUN
         "${CTR[@]}" snapshots --snapshotter stargz info "$k" 2>/dev/null | grep -q 'containerd.io/snapshot/remote' && nr=$((nr + 1))
       done
       remote="$nr/$nt"
-    fi
-    if [[ $status == ok ]]; then
-      t_run=$EPOCHREALTIME
-      r=$($BENCHLIB timed "$(workload_expect "$img")" "$L/run.log" -- timeout "$TMO" "${CTR[@]}" run --rm \
-        "${SNOPT[@]}" "$ref" "bench-$n" "${argv[@]}")
-      read -r run_s run_exit t0 <<<"$r"
-      [[ $t0 == 0 && $run_s != -1 ]] || status=fail:run
     fi
     if [[ $status == fail:* ]]; then  # what was stuck, for the log
       ps -eo pid,ppid,stat,wchan:32,etime,args >"$L/ps.txt" 2>&1 || true
@@ -352,7 +354,6 @@ measure() {  # IMAGE FORM SNAPSHOTTER RUN
     fi
     s2=$("$BENCH_DIR/link.sh" stats)
     bytes=$(( $(stat_field "$s2" down_bytes) - $(stat_field "$s0" down_bytes) ))
-    pbytes=$(( $(stat_field "$s1" down_bytes) - $(stat_field "$s0" down_bytes) ))
     reqs=$(( $(stat_field "$s2" requests) - $(stat_field "$s0" requests) ))
     if [[ $status == ok ]]; then
       r=$($BENCHLIB timed "$(workload_expect "$img")" "$L/warm.log" -- timeout "$TMO" "${CTR[@]}" run --rm \
@@ -377,8 +378,8 @@ measure() {  # IMAGE FORM SNAPSHOTTER RUN
   [[ $status == ok ]] && total=$(awk -v a="$pull_s" -v b="$run_s" 'BEGIN { printf "%.4f", a + b }')
   row "$img" "$form" "$sn" "$n" "$status" "$pull_s" "$run_s" "$total" "$run_exit" "$warm_s" "$bytes" "$pbytes" \
     "$reqs" "$remote" "$replayed" "$($BENCHLIB trace "$L")"
-  log "$(printf '%-6s %-8s %-9s run %d: %s pull %ss run %ss total %ss, %s bytes (%s at pull), %s requests%s%s' \
-    "$img" "$form" "$sn" "$n" "$status" "${pull_s:--}" "${run_s:--}" "${total:--}" "${bytes:--}" "${pbytes:--}" \
+  log "$(printf '%-6s %-8s %-9s run %d: %s pull %ss run %ss total %ss, %s bytes, %s requests%s%s' \
+    "$img" "$form" "$sn" "$n" "$status" "${pull_s:--}" "${run_s:--}" "${total:--}" "${bytes:--}" \
     "${reqs:--}" "${remote:+, remote layers $remote}" "${prof:+, layers replaying a profile: ${replayed:-0}}")"
   [[ -z $prof || -n $prof_fail || ${replayed:-0} != 0 ]] ||
     log "  $img $form: $prof's profiles were there but no layer replayed one (daemon log: $L/snapshotter.log)"
