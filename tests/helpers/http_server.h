@@ -1,7 +1,7 @@
 /* A tiny blocking HTTP/1.1 server on threads, for the net/ unit tests that need a peer:
  *
- *  - blob mode (blob != NULL): HEAD and GET of one blob, a single "Range: bytes=a-b" honoured
- *    with a 206, keep-alive, an optional delay before each answer, connection counters;
+ *  - blob mode (blob != NULL): HEAD and GET of one blob, a single "Range: bytes=a-b" or
+ *    "bytes=-N" honoured with a 206, keep-alive, GETs counted, an optional delay before each answer, connection counters;
  *  - script mode: each request gets the next of `script` (whole responses, sent as they are;
  *    "HTTP/1.1 500 no more" after the last), and its head is kept in heads[] (the first 64),
  *    its body (a request with "Content-Length: N", at most 2 KiB) in bodies[].
@@ -32,6 +32,7 @@ struct test_server {
 	const uint8_t *blob;
 	size_t blob_size;
 	atomic_int delay_ms;
+	atomic_int gets, head_reqs;
 	/* script mode */
 	const char *const *script;
 	size_t nscript;
@@ -57,8 +58,15 @@ static inline size_t test_server_answer_blob(struct test_server *s, const char *
 	const char *rg = memmem(req, hlen, "Range: bytes=", 13);
 	int n;
 
-	if (rg && sscanf(rg + 13, "%llu-%llu", &a, &b) == 2)
+	unsigned long long suffix;
+	if (rg && sscanf(rg + 13, "%llu-%llu", &a, &b) == 2) {
 		ranged = true;
+	} else if (rg && sscanf(rg + 13, "-%llu", &suffix) == 1 && suffix > 0) {
+		/* "bytes=-N": the last N bytes (all of a smaller blob) */
+		a = suffix < s->blob_size ? s->blob_size - suffix : 0;
+		ranged = true;
+	}
+	atomic_fetch_add(is_head ? &s->head_reqs : &s->gets, 1);
 	if (is_head || !ranged)
 		n = snprintf(head, cap, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n",
 			     s->blob_size);
