@@ -261,7 +261,7 @@ static int preq_head(void *data, struct sg_exchange *x, const struct sg_http1_pa
 	 * link delivers. */
 	sg_link_meter_first_byte(pr->meter, sg_exchange_sent_ns(x), now);
 	if (!pr->metering) {
-		sg_link_meter_begin(pr->meter, now);
+		sg_link_meter_begin(pr->meter, sg_exchange_sent_ns(x), now);
 		pr->metering = true;
 	}
 	if (p->status == 200)
@@ -737,7 +737,7 @@ static int open_head_tail(struct blob *b, struct sg_exchange *x, const struct sg
 	/* Its bytes measure the link as a range read's do; its time to first byte does not: it
 	 * is the first request on a new connection, whose setup (TCP, TLS) it includes, and a
 	 * round trip taken for twice the link's would make streaming whole layers look cheap. */
-	sg_link_meter_begin(m, sg_now_ns());
+	sg_link_meter_begin(m, sg_exchange_sent_ns(x), sg_now_ns());
 	b->tail_metering = true;
 	return 0;
 }
