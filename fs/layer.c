@@ -605,6 +605,7 @@ int sg_layer_new(struct sg_loop *loop, struct sg_range_source *src, struct sg_to
 		 config->trace_layer ? config->trace_layer : "");
 	l->cfg.trace_layer = l->trace_layer;
 	sg_group_init(&l->group);
+	sg_list_init(&l->batches);
 	sg_list_init(&l->verify_reqs);
 	sg_list_init(&l->users);
 	sg_op_init(&l->background_timer);
@@ -770,6 +771,7 @@ int sg_layer_close(struct sg_layer *l, struct sg_op *op, sg_op_cb cb)
 	l->close_op = op;
 	l->close_cb = cb;
 	sg_group_cancel(&l->group);
+	sg_layer_fetch_cancel_all(l);
 	sg_layer_trust_continue(l);   /* answers the waiting trust checks with -ECANCELED */
 	sg_layer_maybe_close_done(l);
 	return 0;

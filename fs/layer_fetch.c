@@ -10,7 +10,9 @@
 #include "fs/layer_spec.h"
 
 struct fetch_batch {
+	struct sg_list in_layer;   /* layer->batches */
 	struct sg_layer *layer;
+	struct sg_range_source *src;
 	struct sg_op op;
 	uint64_t offset;
 	size_t len;
@@ -29,6 +31,7 @@ static void batch_free(struct fetch_batch *b)
 {
 	struct sg_layer *l = b->layer;
 
+	sg_list_unlink(&b->in_layer);
 	l->batches_inflight--;
 	if (b->kind != SG_FETCH_ONDEMAND) {
 		l->ahead_inflight -= b->len;
@@ -203,6 +206,8 @@ int sg_layer_fetch_batch(struct sg_layer *l, struct sg_range_source *src,
 		return -ENOMEM;
 	}
 	l->batches_inflight++;
+	sg_list_insert_tail(&l->batches, &b->in_layer);
+	b->src = src;
 	if (kind != SG_FETCH_ONDEMAND) {
 		l->ahead_inflight += b->len;
 		l->ahead_batches++;
@@ -242,6 +247,16 @@ fail:
 	}
 	batch_free(b);
 	return r;
+}
+
+void sg_layer_fetch_cancel_all(struct sg_layer *l)
+{
+	/* A source's cancel never completes the op from inside the call (the loop's contract),
+	 * so the list does not change under us. */
+	for (struct sg_list *n = l->batches.next; n != &l->batches; n = n->next) {
+		struct fetch_batch *b = sg_container_of(n, struct fetch_batch, in_layer);
+		(void)sg_range_cancel(b->src, &b->op);
+	}
 }
 
 bool sg_layer_fetch_needed(const struct sg_layer *l, uint32_t c)

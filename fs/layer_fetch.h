@@ -37,5 +37,9 @@ int sg_layer_fetch_chunk(struct sg_layer *l, struct sg_range_source *src, uint32
  * no memory in the budget. */
 int sg_layer_fetch_batch(struct sg_layer *l, struct sg_range_source *src,
 			 const uint32_t *chunks, size_t n, enum sg_fetch_kind kind);
+/* The layer closes: every range request in flight is asked to end early (each still
+ * completes once, with -ECANCELED), so that a registry that stopped answering does not hold
+ * the close (an unmount, containerd's Remove) for its timeouts. */
+void sg_layer_fetch_cancel_all(struct sg_layer *l);
 
 #endif

@@ -160,6 +160,7 @@ struct sg_layer {
 	uint32_t block;                /* filesystem block size of the cache */
 
 	/* Fetches (layer_fetch.c). */
+	struct sg_list batches;         /* struct fetch_batch in flight */
 	unsigned batches_inflight;
 	unsigned ondemand_inflight;
 	uint64_t last_ondemand_ns;      /* when an on-demand fetch last started or ended */

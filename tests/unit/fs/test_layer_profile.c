@@ -3,7 +3,7 @@
  * goes quiet, the rest at close, a new user's reads appended), and the replay (chunks
  * fetched before they are read, in recorded order, as kind "profile"; a profile for another
  * TOC or chunk count refused; a reader joining a replayed chunk in flight; two layers; a
- * close with the replay in flight). */
+ * close with the replay in flight; a replay fetch failing under two waiting readers). */
 #include "daemon/core/loop.h"
 #include "fs/fetch_trace.h"
 #include "fs/layer.h"
@@ -345,6 +345,197 @@ TEST(a_close_with_the_replay_in_flight_cancels_it)
 	CHECK(e.layer->batches_inflight > 0);
 	env_close(&e);   /* drains; ASan and the free check catch what outlives it */
 	CHECK_EQ(e.rec.calls, 0);   /* nothing was read: nothing recorded */
+}
+
+/* ---- a source whose reads the test holds, then lets through or fails ---- */
+
+struct held_read {
+	uint64_t offset;
+	size_t len;
+	void *buf;
+	struct sg_op *op;
+	sg_op_cb cb;
+	bool used;
+};
+
+struct gate {
+	struct sg_range_source base;          /* first: the vtable pointer leads */
+	struct sg_range_source *inner;
+	bool open;                            /* reads go straight through */
+	struct held_read held[16];
+};
+
+static int gate_read(struct sg_range_source *src, uint64_t offset, size_t len, void *buf,
+		     struct sg_op *op, sg_op_cb cb)
+{
+	struct gate *g = (struct gate *)src;
+
+	if (g->open)
+		return sg_range_read(g->inner, offset, len, buf, op, cb);
+	for (size_t i = 0; i < 16; i++) {
+		if (!g->held[i].used) {
+			g->held[i] = (struct held_read){ offset, len, buf, op, cb, true };
+			return 0;
+		}
+	}
+	return -EAGAIN;
+}
+
+static void gate_answer(struct gate *g, size_t i, int res)
+{
+	struct held_read h = g->held[i];
+
+	g->held[i].used = false;
+	if (res == 0)
+		CHECK_EQ(sg_range_read(g->inner, h.offset, h.len, h.buf, h.op, h.cb), 0);
+	else
+		CHECK_EQ(sg_post(g->base.loop, h.op, res, h.cb), 0);
+}
+
+static int gate_cancel(struct sg_range_source *src, struct sg_op *op)
+{
+	struct gate *g = (struct gate *)src;
+
+	for (size_t i = 0; i < 16; i++) {
+		if (g->held[i].used && g->held[i].op == op) {
+			gate_answer(g, i, -ECANCELED);
+			return 0;
+		}
+	}
+	return sg_range_cancel(g->inner, op);
+}
+
+static void gate_destroy(struct sg_range_source *src)
+{
+	struct gate *g = (struct gate *)src;
+
+	for (size_t i = 0; i < 16; i++)
+		CHECK(!g->held[i].used);   /* the layer cancelled or waited for every read */
+	sg_range_source_free(g->inner);
+	free(g);
+}
+
+static const struct sg_range_source_ops gate_ops = {
+	.read = gate_read, .cancel = gate_cancel, .destroy = gate_destroy,
+};
+
+/* The held read covering blob offset `off`, or fails. */
+static size_t gate_find(struct gate *g, uint64_t off)
+{
+	for (size_t i = 0; i < 16; i++)
+		if (g->held[i].used && g->held[i].offset <= off &&
+		    off < g->held[i].offset + g->held[i].len)
+			return i;
+	TEST_FAIL("no held read at %llu", (unsigned long long)off);
+	return 0;
+}
+
+static size_t gate_count(const struct gate *g)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < 16; i++)
+		n += g->held[i].used;
+	return n;
+}
+
+/* A layer over a gate source, replaying `files`, started. */
+static struct gate *gate_env(struct env *e, const int *files, size_t n)
+{
+	struct sg_layer_config cfg = { .window_bytes = 1 };
+	struct gate *g = calloc(1, sizeof(*g));
+
+	fresh_cache(cache, sizeof(cache));
+	cfg.cache_dir = cache;
+	CHECK_EQ(sg_loop_new(NULL, &e->loop), 0);
+	CHECK(g != NULL);
+	CHECK_EQ(sg_range_source_file_open(e->loop, blob_path, &g->inner), 0);
+	g->base = (struct sg_range_source){ .ops = &gate_ops, .loop = e->loop,
+					    .size = g->inner->size };
+	CHECK_EQ(sg_layer_new(e->loop, &g->base, test_load_toc_file(blob_path, &toc_digest), &cfg,
+			      &e->layer), 0);
+	CHECK_EQ(sg_layer_user_new(e->layer, &e->user), 0);
+	CHECK_EQ(sg_layer_replay(e->layer, profile_of(e, files, n), NULL, NULL), 0);
+	sg_layer_start(e->layer);
+	return g;
+}
+
+/* The layer closes (the daemon stops, the last mount goes) while the replay's requests are
+ * still out and a reader waits on one: the reader gets exactly one answer, the requests are
+ * cancelled (the gate checks none is left when the layer frees the source), and nothing of
+ * the layer outlives the close (ASan). */
+TEST(a_close_while_replay_requests_hang_answers_the_waiting_reader_once)
+{
+	static const int files[] = { 5, 30 };
+	static uint8_t b5[FILE_SIZE];
+	struct test_op rd;
+	struct env e = { 0 };
+
+	setup();
+	struct gate *g = gate_env(&e, files, 2);
+	CHECK_EQ(gate_count(g), 2);
+	test_op_init(&rd);
+	CHECK_EQ(sg_layer_read(e.user, 7, node(&e, 5), 0, FILE_SIZE, b5, &rd.op, test_op_cb), 0);
+	test_run_for(e.loop, 20);
+	CHECK_EQ(rd.calls, 0);
+	env_close(&e);   /* user close, layer close, drain, free */
+	CHECK_EQ(rd.calls, 1);
+	CHECK(rd.res < 0);
+}
+
+/* Two readers wait on a chunk the replay is fetching, and that fetch fails: each gets one
+ * answer, -EIO (the replay's failure is theirs: they asked for those bytes), the replay goes
+ * on with its other requests, nothing is served unverified, and the chunk is fetched anew on
+ * demand for the next reader, with the right bytes; the first readers then read it too. */
+TEST(a_failed_replay_fetch_answers_both_waiting_readers_once_and_is_fetched_anew)
+{
+	static const int files[] = { 5, 30 };
+	static uint8_t buf[2][FILE_SIZE];
+	struct test_op rd[2];
+	struct env e = { 0 };
+
+	setup();
+	struct gate *g = gate_env(&e, files, 2);
+	CHECK_EQ(gate_count(g), 2);   /* f05 and f30 are far apart: two requests */
+	uint64_t off5 = sg_layer_chunk(e.layer, chunk_of(&e, 5))->offset;
+	uint64_t off30 = sg_layer_chunk(e.layer, chunk_of(&e, 30))->offset;
+	/* Two readers (two processes) of f05 join the replay's job: no request of their own. */
+	for (int k = 0; k < 2; k++) {
+		test_op_init(&rd[k]);
+		CHECK_EQ(sg_layer_read(e.user, 11u + (uint32_t)k, node(&e, 5), 0, FILE_SIZE, buf[k],
+				       &rd[k].op, test_op_cb), 0);
+	}
+	test_run_for(e.loop, 20);
+	CHECK_EQ(gate_count(g), 2);
+	CHECK_EQ(rd[0].calls + rd[1].calls, 0);
+	/* f05's request fails: both readers get -EIO, once. */
+	gate_answer(g, gate_find(g, off5), -EIO);
+	test_op_wait(e.loop, &rd[0], 2000);
+	test_op_wait(e.loop, &rd[1], 2000);
+	test_run_for(e.loop, 20);
+	CHECK_EQ(rd[0].calls, 1);
+	CHECK_EQ(rd[1].calls, 1);
+	CHECK_EQ(rd[0].res, -EIO);
+	CHECK_EQ(rd[1].res, -EIO);
+	/* The replay goes on: f30's request completes, and the replay ends. */
+	gate_answer(g, gate_find(g, off30), 0);
+	g->open = true;
+	wait_replay(&e);
+	CHECK(stats(&e).replay_done);
+	/* A third reader: f05 fetched anew, on demand, right bytes. */
+	uint64_t before = stats(&e).ondemand_fetches;
+	read_check(&e, e.user, 5);
+	CHECK_EQ(stats(&e).ondemand_fetches, before + 1);
+	/* The first readers read it now too (from memory). */
+	static uint8_t want[FILE_SIZE];
+	test_fill_seeded(want, FILE_SIZE, 105u);
+	for (int k = 0; k < 2; k++) {
+		CHECK_EQ(test_layer_read(e.loop, e.user, 11u + (uint32_t)k, node(&e, 5), 0, buf[k],
+					 FILE_SIZE), (int32_t)FILE_SIZE);
+		CHECK(memcmp(buf[k], want, FILE_SIZE) == 0);
+	}
+	read_check(&e, e.user, 30);
+	CHECK_EQ(stats(&e).ondemand_fetches, before + 1);   /* f30 came from the replay */
+	env_close(&e);
 }
 
 TEST_MAIN()
