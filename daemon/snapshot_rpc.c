@@ -357,6 +357,7 @@ static bool remote_prepare(struct sg_snapshot_service *svc, struct sg_grpc_call 
 	for (size_t i = 0; i < req->n_labels; i++)
 		if (strcmp(labels[i].key, SG_LABEL_TARGET) == 0)
 			target = labels[i].value;
+	sg_debug("prepare %s: remote layer %s", req->key, target ? target : "(no target)");
 	/* Already there (an earlier pull of an image sharing the layer). */
 	if (sg_snapshots_stat(svc->snapshots, target, &existing, &err) == 0) {
 		bool remote = existing.remote == SG_SNAP_REMOTE;
