@@ -114,7 +114,8 @@ static inline void sg_range_source_free(struct sg_range_source *src)
 }
 
 /* A local file (a downloaded blob, a test fixture).  The fd is duplicated: the caller keeps
- * its own.  Reads go through sg_read on the loop. */
+ * its own.  Reads go through sg_read on the loop.  Not vectored: a range costs no round trip
+ * here, so its callers read spans one by one. */
 int sg_range_source_file_new(struct sg_loop *loop, int fd, struct sg_range_source **ret_src);
 int sg_range_source_file_open(struct sg_loop *loop, const char *path,
 			      struct sg_range_source **ret_src);
