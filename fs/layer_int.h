@@ -331,6 +331,13 @@ struct sg_layer_batch {
 	uint64_t bytes;
 };
 
+/* Spans a batch from the layer's own source may have: several when it reads them in one
+ * request (sg_range_source_vectored), else one. */
+static inline unsigned sg_layer_batch_spans(const struct sg_layer *l)
+{
+	return sg_range_source_vectored(l->src) ? SG_LAYER_BATCH_SPANS : 1;
+}
+
 /* Adds chunk c to the batch, unless that would take it backwards, past max_bytes fetched,
  * past the list, or across a gap above SG_LAYER_MAX_BATCH_GAP with max_spans spans
  * already: then false, and the batch is complete.  The first chunk always goes in. */

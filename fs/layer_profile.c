@@ -213,9 +213,7 @@ int sg_layer_replay_next(struct sg_layer *l, size_t max_bytes, size_t window_byt
 	/* A profile's chunks are scattered over the blob: one request carries far-apart runs
 	 * of them when the source reads several ranges at once (a registry: one round trip
 	 * instead of one a run), the gaps between them not fetched. */
-	struct sg_layer_batch b = {
-		.max_spans = sg_range_source_vectored(l->src) ? SG_LAYER_BATCH_SPANS : 1,
-	};
+	struct sg_layer_batch b = { .max_spans = sg_layer_batch_spans(l) };
 
 	if (!l->replay || !l->replay_window)
 		return 0;

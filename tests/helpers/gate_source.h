@@ -40,6 +40,7 @@ struct gate {
 	size_t n;
 	unsigned issued;                /* requests, plain or vectored */
 	unsigned issued_vectored;
+	size_t most_spans;              /* of a vectored request */
 	uint64_t pending_bytes;
 	bool *destroyed;                /* set when the layer frees it */
 };
@@ -91,6 +92,8 @@ static inline int gate_readv(struct sg_range_source *src, const struct sg_range_
 	struct gate_read *r = gate_queue(g, op, cb);
 
 	g->issued_vectored++;
+	if (n > g->most_spans)
+		g->most_spans = n;
 	r->offset = spans[0].offset;
 	r->n_spans = n;
 	memcpy(r->spans, spans, n * sizeof(*spans));

@@ -8,7 +8,8 @@
  * profiles on one link leave connections to on-demand reads, and read short gaps along; a
  * replay's far-apart chunks go out as one request of several spans from a vectored source
  * (a byte damaged in one span fails that chunk only; a close with it in flight answers
- * every reader once), and as one request a span from a source that is not. */
+ * every reader once), and as one request a span from a source that is not; background
+ * fetch takes runs of missing chunks apart in one request too. */
 #include "daemon/core/digest.h"
 #include "daemon/core/link_meter.h"
 #include "daemon/core/loop.h"
@@ -785,6 +786,38 @@ TEST(cancel_and_close_with_a_multi_span_batch_in_flight_answer_once)
 	CHECK(destroyed);
 	CHECK_EQ(sg_loop_drain(f.loop, 2000), 0);
 	sg_loop_free(f.loop);
+}
+
+/* Background fetch from a vectored source, every third file read (cached) before it starts:
+ * the runs of missing files around them go out as spans of one request each, no cached
+ * byte is fetched again, and the layer ends up local with the right bytes. */
+TEST(background_takes_runs_apart_in_one_request)
+{
+	struct sg_loop *loop;
+	struct sg_link_meter m;
+	struct env e = { 0 };
+	struct sg_layer_stats st;
+	struct sg_layer_config cfg = background;
+
+	if (!blob)
+		setup();
+	meter_of(&m, 10e6, 1 * MS);
+	CHECK_EQ(sg_loop_new(NULL, &loop), 0);
+	cfg.background_delay_ns = 300 * MS;
+	env_open_gate(&e, loop, &m, cfg, 25, true);
+	e.gate->automatic = true;
+	for (int f = 0; f < NFILES; f += 3)
+		CHECK_EQ(read_file(&e, 0, f), (int32_t)FILE_SIZE);
+	sg_layer_stats(e.layer, &st);
+	uint64_t ondemand = st.fetched_bytes;
+	CHECK(!st.background_running);
+	test_wait_layer_local(loop, e.layer, &st);
+	CHECK(e.gate->most_spans > 1);
+	CHECK(st.kind_fetched_bytes[SG_FETCH_BACKGROUND] > 0);
+	CHECK(st.fetched_bytes - ondemand < blob_len - (NFILES / 3) * (uint64_t)FILE_SIZE);
+	for (int f = 0; f < NFILES; f++)
+		CHECK_EQ(read_file(&e, 0, f), (int32_t)FILE_SIZE);
+	env_close(&e);
 }
 
 TEST_MAIN()
