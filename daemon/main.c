@@ -35,6 +35,7 @@
 #include "daemon/snapshot_rpc.h"
 #include "daemon/status.h"
 #include "fs/cache_bound.h"
+#include "fs/estargz.h"
 #include "fs/fetch_trace.h"
 #include "net/blob.h"
 #include "net/pool.h"
@@ -400,7 +401,11 @@ static int setup_remote(struct daemon *d)
 		remote_cfg.want_profiles = want_profiles;
 		remote_cfg.want_profiles_ctx = d;
 	}
-	struct sg_blob_opener opener = { .open = sg_registry_open_blob, .ctx = d->registry };
+	/* The open brings what the TOC loader reads first, so that read is served from it. */
+	_Static_assert(SG_REGISTRY_OPEN_TAIL == SG_ESGZ_TAIL_READ, "the tail the TOC loader reads");
+	struct sg_blob_opener opener = { .open = sg_registry_open_blob,
+					 .open_for_toc = sg_registry_open_blob_tail,
+					 .ctx = d->registry };
 	r = sg_remote_new(d->loop, &remote_cfg, &opener, &d->remote);
 	if (r == -EBUSY)
 		sg_error("cache directory %s is in use by another stargzd (pid %ld)", cache_root,

@@ -331,7 +331,9 @@ static int start_mount(struct mount_state *m, const struct mount_args *a, const 
 			fprintf(stderr, "stargzd mount: %s\n", err.msg);
 			return r;
 		}
-		opener = (struct sg_blob_opener){ .open = sg_registry_open_blob, .ctx = *ret_reg };
+		opener = (struct sg_blob_opener){ .open = sg_registry_open_blob,
+						  .open_for_toc = sg_registry_open_blob_tail,
+						  .ctx = *ret_reg };
 	}
 	struct sg_remote_config cfg = {
 		.cache_root = cache_abs,

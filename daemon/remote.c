@@ -833,8 +833,6 @@ static void toc_loaded(struct content *c, int res, struct sg_toc *toc, const str
 	bool restorable = !c->from_disk && src && sg_esgz_self_of(toc, &self) == 0;
 	uint64_t toc_offset = sg_toc_offset(toc);
 	res = sg_layer_new(r->loop, src, toc, &lc, &c->layer);
-	if (res == 0 && restorable)
-		write_restore(c, cache_dir, blob_size, toc_offset, &self);
 	if (res < 0) {
 		c->layer = NULL;
 		snprintf(msg, sizeof(msg), "layer %s: cannot set up its cache in %s: %s", c->digest,
@@ -843,18 +841,21 @@ static void toc_loaded(struct content *c, int res, struct sg_toc *toc, const str
 		return;
 	}
 	c->state = C_READY;
+	/* The layer starts (its profile's replay first) before the restore record is written
+	 * and the FUSE mount made: their syscalls then overlap the first requests' round trip
+	 * instead of delaying it. */
+	content_replay_stored(c);
+	sg_layer_start(c->layer);
+	if (restorable)
+		write_restore(c, cache_dir, blob_size, toc_offset, &self);
 	struct sg_list *n;
 	while ((n = c->waiting.next) != &c->waiting)
 		attach(sg_container_of(n, struct rlayer, c_link));
 	if (c->mounts == 0) {
-		/* No mount took it: nothing was started on the layer, so it goes at once. */
-		sg_layer_free(c->layer);
-		c->layer = NULL;
-		content_destroy(c);
-		return;
+		/* No mount took it: the layer closes (what it started completes first). */
+		c->state = C_CLOSING;
+		(void)sg_layer_close(c->layer, &c->close_op, content_layer_closed);
 	}
-	content_replay_stored(c);
-	sg_layer_start(c->layer);
 }
 
 static void on_toc(struct sg_op *op)
@@ -933,6 +934,14 @@ static void on_blob_opened(struct sg_op *op)
 	content_blob_opened(c, op->res, src, op->res < 0 ? c->open_err.msg : NULL);
 }
 
+/* The opener of a blob whose TOC is loaded next. */
+static int (*toc_open(const struct sg_remote *r))(void *, const char *, const char *,
+						  struct sg_range_source **, struct sg_error *,
+						  struct sg_op *, sg_op_cb)
+{
+	return r->opener.open_for_toc ? r->opener.open_for_toc : r->opener.open;
+}
+
 /* Fetches the blob's TOC the normal way (no prefetched tail). */
 static void content_open_blob(struct content *c)
 {
@@ -940,8 +949,8 @@ static void content_open_blob(struct content *c)
 
 	c->load_inflight = true;
 	c->open_err = (struct sg_error){ 0 };
-	int res = r->opener.open(r->opener.ctx, c->ref, c->digest, &c->opened, &c->open_err,
-				 &c->open_op, on_blob_opened);
+	int res = toc_open(r)(r->opener.ctx, c->ref, c->digest, &c->opened, &c->open_err,
+			      &c->open_op, on_blob_opened);
 	if (res < 0) {
 		c->load_inflight = false;
 		content_fail(c, res, "cannot start fetching the layer");
@@ -1110,8 +1119,8 @@ static void prefetch_following(struct sg_remote *r, const char *ref, const char 
 				sg_list_insert_tail(&r->prefetches, &tp->link);
 				r->tp_inflight++;
 				sg_op_init(&tp->op);
-				if (r->opener.open(r->opener.ctx, ref, digest, &tp->src, NULL, &tp->op,
-						   tp_opened) < 0) {
+				if (toc_open(r)(r->opener.ctx, ref, digest, &tp->src, NULL, &tp->op,
+						tp_opened) < 0) {
 					r->tp_inflight--;
 					tp_free(tp);
 				}

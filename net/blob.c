@@ -47,6 +47,17 @@ struct blob {
 	struct sg_error ox_err;
 	bool probe;
 	bool size_known;
+	/* Opened with its tail (sg_registry_open_blob_tail): the open is a suffix GET whose
+	 * Content-Range gives the size, and the tail it brings serves the first read of it
+	 * (the TOC loader's) from memory, instead of a HEAD and then that read: a round trip
+	 * less on every lazy pull. */
+	size_t tail_max;                      /* 0: open by HEAD */
+	bool tail_asked;                      /* the request in flight is the suffix GET */
+	bool tail_skip;                       /* a 200 too big to keep: its body is not read */
+	uint8_t *tail;
+	size_t tail_len, tail_pos;
+	uint64_t tail_off;
+	bool tail_metering;
 	char err[SG_ERROR_MSG_MAX];           /* why the last endpoint failed */
 };
 
@@ -250,7 +261,7 @@ static int preq_head(void *data, struct sg_exchange *x, const struct sg_http1_pa
 	 * link delivers. */
 	sg_link_meter_first_byte(pr->meter, sg_exchange_sent_ns(x), now);
 	if (!pr->metering) {
-		sg_link_meter_begin(pr->meter, now);
+		sg_link_meter_begin(pr->meter, sg_exchange_sent_ns(x), now);
 		pr->metering = true;
 	}
 	if (p->status == 200)
@@ -543,12 +554,42 @@ static int blob_read_ranges(struct blob *b, const struct sg_registry_range *rang
 	return 0;
 }
 
+static void tail_drop(struct blob *b)
+{
+	free(b->tail);
+	b->tail = NULL;
+	b->tail_len = b->tail_pos = 0;
+}
+
+/* A read inside the tail the open brought: from memory.  The tail goes once a read took all
+ * of it (the TOC loader reads exactly that); a layer's chunk reads lie before it. */
+static bool blob_read_tail(struct blob *b, uint64_t offset, size_t len, void *buf,
+			   struct sg_op *op, sg_op_cb cb, int *ret)
+{
+	if (!b->tail || offset < b->tail_off || offset - b->tail_off > b->tail_len ||
+	    len > b->tail_len - (offset - b->tail_off))
+		return false;
+	if (sg_op_busy(op)) {
+		*ret = -EBUSY;
+		return true;
+	}
+	memcpy(buf, b->tail + (offset - b->tail_off), len);
+	if (offset == b->tail_off && len == b->tail_len)
+		tail_drop(b);
+	*ret = sg_post(b->base.loop, op, (int)len, cb);
+	return true;
+}
+
 static int blob_read(struct sg_range_source *src, uint64_t offset, size_t len, void *buf,
 		     struct sg_op *op, sg_op_cb cb)
 {
 	struct sg_registry_range r = { .offset = offset, .len = len, .buf = buf };
+	struct blob *b = (struct blob *)src;
+	int ret;
 
-	return blob_read_ranges((struct blob *)src, &r, 1, NULL, op, cb);
+	if (op && cb && (buf || !len) && blob_read_tail(b, offset, len, buf, op, cb, &ret))
+		return ret;
+	return blob_read_ranges(b, &r, 1, NULL, op, cb);
 }
 
 int sg_registry_read_ranges(struct sg_range_source *src, const struct sg_registry_range *ranges,
@@ -586,6 +627,7 @@ static void blob_free(struct blob *b)
 
 	SG_FREE_CHECK(!sg_list_empty(&b->jobs) || b->ox || sg_op_busy(&b->ox_op),
 		      "registry blob source");
+	free(b->tail);
 	free(b);
 	sg_registry_release(reg);
 }
@@ -631,6 +673,82 @@ static void open_finish(struct blob *b, int res, const char *msg)
 	(void)sg_post(loop, op, res, cb);
 }
 
+static void open_meter_end(struct blob *b)
+{
+	if (b->tail_metering) {
+		sg_link_meter_end(sg_host_link(blob_host(b)), sg_now_ns());
+		b->tail_metering = false;
+	}
+}
+
+static void open_reset(void *data)
+{
+	struct blob *b = data;
+
+	open_meter_end(b);
+	tail_drop(b);
+	b->tail_skip = false;
+	b->size_known = false;
+}
+
+/* The answer to the suffix GET: a 206 for the blob's last bytes (or all of a smaller blob),
+ * or a 200 from a server that ignores Range, whose body is kept only when it is no bigger
+ * than the tail asked for (else it is not read: the loader's tail read fetches it then). */
+static int open_head_tail(struct blob *b, struct sg_exchange *x, const struct sg_http1_parser *p)
+{
+	struct sg_link_meter *m = sg_host_link(blob_host(b));
+	uint64_t first = 0, len;
+	const char *v;
+	size_t vlen;
+
+	if (p->status == 206) {
+		struct sg_http1_range cr;
+		v = sg_http1_header(p, "content-range", &vlen);
+		if (!v || sg_http1_parse_content_range(v, vlen, &cr) < 0 || cr.unsatisfied ||
+		    cr.total == SG_HTTP1_RANGE_UNKNOWN || cr.last + 1 != cr.total)
+			return sg_exchange_fail(x, -EIO,
+						"206 to a suffix range without a Content-Range that "
+						"ends the blob and names its size");
+		first = cr.first;
+		len = cr.last - cr.first + 1;
+		b->base.size = cr.total;
+		if (len > b->tail_max)
+			return sg_exchange_fail(x, -EIO, "%llu bytes for a suffix range of %zu",
+						(unsigned long long)len, b->tail_max);
+		if (p->framing == SG_HTTP1_BODY_LENGTH && p->content_length != len)
+			return sg_exchange_fail(x, -EIO,
+						"206 body of %llu bytes for Content-Range %llu-%llu",
+						(unsigned long long)p->content_length,
+						(unsigned long long)cr.first,
+						(unsigned long long)cr.last);
+	} else if (p->status == 200 && p->framing == SG_HTTP1_BODY_LENGTH) {
+		b->base.size = len = p->content_length;
+		sg_host_stats(blob_host(b))->ignores_ranges = true;
+		if (len > b->tail_max) {
+			b->tail_skip = true;   /* the size is all this answer gives */
+			b->size_known = true;
+			return 0;
+		}
+	} else {
+		return sg_exchange_fail(x, -EIO, "unexpected status %d for a suffix range",
+					p->status);
+	}
+	b->size_known = true;
+	free(b->tail);
+	b->tail = malloc(len ? (size_t)len : 1);
+	if (!b->tail)
+		return sg_exchange_fail(x, -ENOMEM, "out of memory");
+	b->tail_len = (size_t)len;
+	b->tail_pos = 0;
+	b->tail_off = first;
+	/* Its bytes measure the link as a range read's do; its time to first byte does not: it
+	 * is the first request on a new connection, whose setup (TCP, TLS) it includes, and a
+	 * round trip taken for twice the link's would make streaming whole layers look cheap. */
+	sg_link_meter_begin(m, sg_exchange_sent_ns(x), sg_now_ns());
+	b->tail_metering = true;
+	return 0;
+}
+
 static int open_head(void *data, struct sg_exchange *x, const struct sg_http1_parser *p)
 {
 	struct blob *b = data;
@@ -641,6 +759,8 @@ static int open_head(void *data, struct sg_exchange *x, const struct sg_http1_pa
 	if (v && (vlen != strlen(b->digest) || strncmp(v, b->digest, vlen) != 0))
 		return sg_exchange_fail(x, -EBADMSG, "registry says the blob is %.*s",
 					(int)(vlen < 200 ? vlen : 200), v);
+	if (b->tail_asked)
+		return open_head_tail(b, x, p);
 	if (!b->probe) {
 		/* HEAD */
 		if (sg_http1_header(p, "content-length", &vlen)) {
@@ -667,7 +787,16 @@ static int open_head(void *data, struct sg_exchange *x, const struct sg_http1_pa
 
 static int open_body(void *data, struct sg_exchange *x, const uint8_t *d, size_t n)
 {
-	return 1;   /* the size is known from the head; the byte itself is not needed */
+	struct blob *b = data;
+
+	if (!b->tail_asked || b->tail_skip)
+		return 1;   /* the size is known from the head; the bytes are not needed */
+	sg_link_meter_bytes(sg_host_link(blob_host(b)), n, sg_now_ns());
+	if (n > b->tail_len - b->tail_pos)
+		return sg_exchange_fail(x, -EIO, "body longer than the tail it announced");
+	memcpy(b->tail + b->tail_pos, d, n);
+	b->tail_pos += n;
+	return 0;
 }
 
 static int open_done(void *data, struct sg_exchange *x)
@@ -677,10 +806,15 @@ static int open_done(void *data, struct sg_exchange *x)
 	/* A HEAD without Content-Length is followed by the probe (on_opened). */
 	if (b->probe && !b->size_known)
 		return sg_exchange_fail(x, -EBADMSG, "the registry reports no blob size");
+	open_meter_end(b);
+	if (b->tail && b->tail_pos != b->tail_len)
+		return sg_exchange_fail(x, -EIO, "tail body ended at %zu of %zu bytes",
+					b->tail_pos, b->tail_len);
 	return 0;
 }
 
 static const struct sg_exchange_sink open_sink = {
+	.reset = open_reset,
 	.head = open_head,
 	.body = open_body,
 	.done = open_done,
@@ -692,6 +826,7 @@ static int open_start(struct blob *b, bool probe)
 {
 	const struct sg_endpoint *ep = &b->eps->eps[b->ep];
 	static const struct sg_http1_byte_range first_byte = { 0, 0 };
+	struct sg_http1_byte_range suffix = { SG_HTTP1_SUFFIX, b->tail_max };
 	char target[SG_URL_TARGET_MAX];
 	struct sg_exchange_request req = blob_request(b, target, &open_sink);
 	int r;
@@ -699,10 +834,11 @@ static int open_start(struct blob *b, bool probe)
 	r = sg_endpoint_target(ep, b->eps->ns, b->v2path, target, sizeof(target));
 	if (r < 0)
 		return r;
-	req.head = !probe;
+	b->tail_asked = !probe && b->tail_max > 0;
+	req.head = !probe && !b->tail_asked;
 	req.single_attempt = ep->mirror;
-	req.ranges = probe ? &first_byte : NULL;
-	req.nranges = probe ? 1 : 0;
+	req.ranges = probe ? &first_byte : b->tail_asked ? &suffix : NULL;
+	req.nranges = probe || b->tail_asked ? 1 : 0;
 	req.sink_data = b;
 	b->probe = probe;
 	b->ox_err = (struct sg_error){ 0 };
@@ -713,10 +849,21 @@ static int open_start(struct blob *b, bool probe)
 static void on_opened(struct sg_op *op)
 {
 	struct blob *b = sg_container_of(op, struct blob, ox_op);
-	int res = op->res;
+	int res = op->res, status = sg_exchange_status(b->ox);
 
 	sg_exchange_free(b->ox);
 	b->ox = NULL;
+	open_meter_end(b);
+	if (res < 0 && b->tail_asked) {
+		tail_drop(b);
+		if (status == 400 || status == 416 || status == 501) {
+			/* A registry that refuses a suffix range: the HEAD way, from now on. */
+			b->tail_max = 0;
+			res = open_start(b, false);
+			if (res == 0)
+				return;
+		}
+	}
 	if (res == 0 && !b->size_known && !b->probe) {
 		/* No Content-Length on the HEAD (some registries): ask for one byte. */
 		res = open_start(b, true);
@@ -771,11 +918,28 @@ static int blob_locate(struct blob *b, const char *ref, const char *digest, stru
 	return sg_endpoints_get(sg_registry_endpoints(b->reg), rf.domain, &b->eps, err);
 }
 
+static int open_blob(struct sg_registry *reg, const char *ref, const char *digest, size_t tail_max,
+		     struct sg_range_source **ret_src, struct sg_error *err, struct sg_op *op,
+		     sg_op_cb cb);
+
 int sg_registry_open_blob(void *registry, const char *ref, const char *digest,
 			  struct sg_range_source **ret_src, struct sg_error *err,
 			  struct sg_op *op, sg_op_cb cb)
 {
-	struct sg_registry *reg = registry;
+	return open_blob(registry, ref, digest, 0, ret_src, err, op, cb);
+}
+
+int sg_registry_open_blob_tail(void *registry, const char *ref, const char *digest,
+			       struct sg_range_source **ret_src, struct sg_error *err,
+			       struct sg_op *op, sg_op_cb cb)
+{
+	return open_blob(registry, ref, digest, SG_REGISTRY_OPEN_TAIL, ret_src, err, op, cb);
+}
+
+static int open_blob(struct sg_registry *reg, const char *ref, const char *digest, size_t tail_max,
+		     struct sg_range_source **ret_src, struct sg_error *err, struct sg_op *op,
+		     sg_op_cb cb)
+{
 	struct sg_error lerr = { 0 };
 	struct blob *b;
 	int r;
@@ -798,6 +962,7 @@ int sg_registry_open_blob(void *registry, const char *ref, const char *digest,
 	b->open_err = err;
 	b->open_op = op;
 	b->open_cb = cb;
+	b->tail_max = tail_max;
 	r = blob_locate(b, ref, digest, &lerr);
 	if (r < 0) {
 		open_finish(b, r, lerr.msg);

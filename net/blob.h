@@ -43,6 +43,16 @@ int sg_registry_open_blob(void *registry, const char *ref, const char *digest,
 			  struct sg_range_source **ret_src, struct sg_error *err,
 			  struct sg_op *op, sg_op_cb cb);
 
+/* The same, for a blob whose end is read first (an eStargz layer: its footer and TOC): one
+ * GET for its last SG_REGISTRY_OPEN_TAIL bytes (Range: bytes=-N, whose Content-Range gives the
+ * size) instead of a HEAD, and the source then serves a read inside that tail from memory,
+ * once (the tail is dropped when a read took all of it).  A round trip less per layer.  A
+ * registry that refuses a suffix range (400, 416, 501) is asked the HEAD way; one that
+ * ignores Range gives the size from its 200 (the body is kept when no bigger than the tail). */
+#define SG_REGISTRY_OPEN_TAIL ((size_t)512 << 10)
+int sg_registry_open_blob_tail(void *registry, const char *ref, const char *digest,
+			       struct sg_range_source **ret_src, struct sg_error *err,
+			       struct sg_op *op, sg_op_cb cb);
 /* Several ranges of a registry blob source in one request when the host allows it.  Each
  * range lands in its own buffer; the op completes once with the total byte count or a
  * negative errno (as sg_range_read), err (may be NULL) saying why.  Ranges must lie inside

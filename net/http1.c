@@ -154,12 +154,18 @@ void sg_http1_req_ranges(struct sg_http1_writer *w, const struct sg_http1_byte_r
 	}
 	w_puts(w, "Range: bytes=");
 	for (size_t i = 0; i < n; i++) {
+		int k;
+		if (ranges[i].first == SG_HTTP1_SUFFIX && ranges[i].last > 0) {
+			k = snprintf(tmp, sizeof(tmp), "%s-%" PRIu64, i ? "," : "", ranges[i].last);
+			w_put(w, tmp, (size_t)k);
+			continue;
+		}
 		if (ranges[i].first > ranges[i].last) {
 			w->err = -EINVAL;
 			return;
 		}
-		int k = snprintf(tmp, sizeof(tmp), "%s%" PRIu64 "-%" PRIu64, i ? "," : "",
-				 ranges[i].first, ranges[i].last);
+		k = snprintf(tmp, sizeof(tmp), "%s%" PRIu64 "-%" PRIu64, i ? "," : "",
+			     ranges[i].first, ranges[i].last);
 		w_put(w, tmp, (size_t)k);
 	}
 	w_put(w, "\r\n", 2);

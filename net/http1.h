@@ -62,10 +62,12 @@ void sg_http1_req_header(struct sg_http1_writer *w, const char *name, const char
 /* A header whose value is given as (pointer, length). */
 void sg_http1_req_header_n(struct sg_http1_writer *w, const char *name, const char *value,
 			   size_t value_len);
-/* "Range: bytes=a-b[,c-d...]" for inclusive ranges; first > last is refused (-EINVAL). */
+/* "Range: bytes=a-b[,c-d...]" for inclusive ranges; first > last is refused (-EINVAL).  A
+ * range whose first is SG_HTTP1_SUFFIX asks for the blob's last `last` bytes ("bytes=-N"). */
 struct sg_http1_byte_range {
 	uint64_t first, last;
 };
+#define SG_HTTP1_SUFFIX UINT64_MAX
 void sg_http1_req_ranges(struct sg_http1_writer *w, const struct sg_http1_byte_range *ranges,
 			 size_t n);
 /* Ends the head.  Returns the request length, or the sticky negative errno. */

@@ -13,6 +13,8 @@ void sg_link_meter_first_byte(struct sg_link_meter *m, uint64_t sent_ns, uint64_
 	if (now_ns < sent_ns)
 		return;
 	uint64_t s = now_ns - sent_ns;
+	if (m->rtt_min_ns == 0 || (s > 0 && s < m->rtt_min_ns))
+		m->rtt_min_ns = s;
 	if (m->rtt_samples++ == 0)
 		m->rtt_ns = s;
 	else
@@ -37,10 +39,11 @@ static void window_sample(struct sg_link_meter *m, uint64_t now_ns)
 	m->win_bytes = 0;
 }
 
-void sg_link_meter_begin(struct sg_link_meter *m, uint64_t now_ns)
+void sg_link_meter_begin(struct sg_link_meter *m, uint64_t sent_ns, uint64_t now_ns)
 {
 	if (m->active++ == 0) {
-		m->win_start_ns = now_ns;
+		uint64_t earliest = sent_ns + m->rtt_min_ns;
+		m->win_start_ns = m->rtt_min_ns && sent_ns && earliest < now_ns ? earliest : now_ns;
 		m->win_bytes = 0;
 	}
 }

@@ -52,6 +52,7 @@ struct sg_link_meter {
 	uint64_t rtt_ns;              /* EWMA; 0 = no sample yet */
 	double bytes_per_s;           /* 0 = no sample yet */
 	uint64_t rtt_samples, bw_samples;
+	uint64_t rtt_min_ns;          /* the lowest time to first byte; 0 = no sample yet */
 	/* The current busy window. */
 	unsigned active;              /* bodies streaming */
 	uint64_t win_start_ns, win_bytes;
@@ -69,9 +70,15 @@ void sg_link_meter_init(struct sg_link_meter *m);
 
 /* A response head arrived at now_ns for a request sent at sent_ns. */
 void sg_link_meter_first_byte(struct sg_link_meter *m, uint64_t sent_ns, uint64_t now_ns);
-/* A body starts streaming (after its head) / n of its bytes arrived / it ended (complete,
- * failed or cancelled): every begin has exactly one end. */
-void sg_link_meter_begin(struct sg_link_meter *m, uint64_t now_ns);
+/* A body starts streaming (its head seen at now_ns, for a request sent at sent_ns) / n of its
+ * bytes arrived / it ended (complete, failed or cancelled): every begin has exactly one end.
+ * A window that opens with a body starts no later than the earliest its first byte can have
+ * arrived (sent + the lowest time to first byte seen): when the loop was busy, the head and
+ * much of the body may have waited in the socket already, and a window from the head's
+ * processing would count their bytes as delivered in no time (a 600 KiB body, buffered,
+ * "arrived" at hundreds of MB/s and put the estimate at 2.6x the link's, so fetching ahead
+ * kept 4 MB in flight and an on-demand read of 100 KB waited 0.35 s behind it). */
+void sg_link_meter_begin(struct sg_link_meter *m, uint64_t sent_ns, uint64_t now_ns);
 void sg_link_meter_bytes(struct sg_link_meter *m, size_t n, uint64_t now_ns);
 void sg_link_meter_end(struct sg_link_meter *m, uint64_t now_ns);
 

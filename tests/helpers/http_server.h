@@ -1,10 +1,10 @@
 /* A tiny blocking HTTP/1.1 server on threads, for the net/ unit tests that need a peer:
  *
- *  - blob mode (blob != NULL): HEAD and GET of one blob, a single "Range: bytes=a-b" honoured
- *    with a 206, keep-alive, an optional delay before each answer, connection counters; a
- *    request for several ranges gets its first only (a first-range-only server), or with
+ *  - blob mode (blob != NULL): HEAD and GET of one blob, a single "Range: bytes=a-b" or
+ *    "bytes=-N" honoured with a 206, keep-alive, GETs counted, an optional delay before each answer, connection counters;
+ *    a request for several ranges gets its first only (a first-range-only server), or with
  *    `multirange` all of them as multipart/byteranges, parts framed as Go's net/http frames
- *    them (docker-registry); gets and multi_gets count the GETs and those of several ranges;
+ *    them (docker-registry); multi_gets counts the GETs of several ranges;
  *  - script mode: each request gets the next of `script` (whole responses, sent as they are;
  *    "HTTP/1.1 500 no more" after the last), and its head is kept in heads[] (the first 64),
  *    its body (a request with "Content-Length: N", at most 2 KiB) in bodies[].
@@ -35,8 +35,9 @@ struct test_server {
 	const uint8_t *blob;
 	size_t blob_size;
 	atomic_int delay_ms;
+	atomic_int gets, head_reqs;
 	bool multirange;
-	atomic_int gets, multi_gets;
+	atomic_int multi_gets;
 	/* script mode */
 	const char *const *script;
 	size_t nscript;
@@ -62,8 +63,15 @@ static inline size_t test_server_answer_blob(struct test_server *s, const char *
 	const char *rg = memmem(req, hlen, "Range: bytes=", 13);
 	int n;
 
-	if (rg && sscanf(rg + 13, "%llu-%llu", &a, &b) == 2)
+	unsigned long long suffix;
+	if (rg && sscanf(rg + 13, "%llu-%llu", &a, &b) == 2) {
 		ranged = true;
+	} else if (rg && sscanf(rg + 13, "-%llu", &suffix) == 1 && suffix > 0) {
+		/* "bytes=-N": the last N bytes (all of a smaller blob) */
+		a = suffix < s->blob_size ? s->blob_size - suffix : 0;
+		ranged = true;
+	}
+	atomic_fetch_add(is_head ? &s->head_reqs : &s->gets, 1);
 	if (is_head || !ranged)
 		n = snprintf(head, cap, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n",
 			     s->blob_size);
@@ -136,6 +144,7 @@ static inline bool test_server_answer_multi(struct test_server *s, int fd, const
 		     "multipart/byteranges; boundary=" TEST_SERVER_BOUNDARY "\r\n"
 		     "Content-Length: %zu\r\n\r\n", body_len);
 	*ret_answered = true;
+	atomic_fetch_add(&s->gets, 1);
 	if (!test_server_send(fd, head, (size_t)k))
 		return false;
 	for (size_t i = 0; i < n; i++) {
@@ -169,7 +178,6 @@ static inline bool test_server_answer(struct test_server *s, int fd, const char 
 	}
 	if (!strncmp(req, "GET ", 4)) {
 		bool answered;
-		atomic_fetch_add(&s->gets, 1);
 		bool ok = test_server_answer_multi(s, fd, req, hlen, &answered);
 		if (answered)
 			return ok;

@@ -37,6 +37,11 @@ pulled=$(( $(registry_blob_bytes lazy) - before ))
 echo "    registry sent $pulled bytes of blobs at pull time (image blobs: $BLOBS bytes)"
 check "both layers are remote snapshots" bash -c "[[ \$($SN ls | awk 'NR>1' | wc -l) -eq 2 ]] && for k in \$($SN ls | awk 'NR>1 {print \$1}'); do $SN info \$k | grep -q 'containerd.io/snapshot/remote' || exit 1; done"
 check "pull did not download the layers" bash -c "[[ $pulled -lt $((BLOBS / 2)) ]]"
+# Each layer's blob is opened by one suffix GET that brings its size and its TOC: no HEAD.
+check "stargzd sent no HEAD for a blob (the tail GET gives the size)" bash -c \
+  "grep -a 'response completed' '$WORK/registry.log' | grep -a 'useragent=stargzd' | grep -aq '/blobs/' &&
+   ! grep -a 'response completed' '$WORK/registry.log' | grep -a 'useragent=stargzd' | grep -a '/blobs/' |
+     grep -aq 'http.request.method=HEAD'"
 check "layers are FUSE mounts" bash -c "[[ \$(grep -F '$WORK/' /proc/mounts | grep -c ' fuse.stargz ') -ge 2 ]]"
 
 out=$($CTR run --rm --snapshotter stargz "$IMG" c1 sh -c 'cat /data/hello.txt; sha256sum /data/big.bin; cat /etc/passwd' 2>&1)

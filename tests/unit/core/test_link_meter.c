@@ -9,7 +9,7 @@ static uint64_t stream_body(struct sg_link_meter *m, uint64_t t, uint64_t bytes,
 {
 	const uint64_t slice = 64 << 10;
 
-	sg_link_meter_begin(m, t);
+	sg_link_meter_begin(m, t, t);
 	for (uint64_t sent = 0; sent < bytes; sent += slice) {
 		t += (uint64_t)((double)slice * 1e9 / rate);
 		sg_link_meter_bytes(m, slice, t);
@@ -73,7 +73,7 @@ TEST(concurrent_bodies_share_one_window)
 	/* Four bodies interleaved, each getting a quarter of a 10 MB/s link: the link's rate is
 	 * 10 MB/s, not 2.5. */
 	for (int k = 0; k < 4; k++)
-		sg_link_meter_begin(&m, t);
+		sg_link_meter_begin(&m, t, t);
 	for (int s = 0; s < 200; s++) {
 		t += (uint64_t)(65536.0 * 1e9 / 10e6);
 		sg_link_meter_bytes(&m, 65536, t);
@@ -94,7 +94,7 @@ TEST(small_windows_are_no_sample_and_idle_time_is_not_counted)
 	uint64_t t = 0;
 
 	sg_link_meter_init(&m);
-	sg_link_meter_begin(&m, t);
+	sg_link_meter_begin(&m, t, t);
 	sg_link_meter_bytes(&m, 4096, t + 1 * MS);
 	sg_link_meter_end(&m, t + 1 * MS);
 	CHECK_EQ(m.bw_samples, 0u);
@@ -132,7 +132,7 @@ TEST(long_transfers_sample_periodically)
 	struct sg_link_meter m;
 
 	sg_link_meter_init(&m);
-	sg_link_meter_begin(&m, 0);
+	sg_link_meter_begin(&m, 0, 0);
 	uint64_t t = 0;
 	for (int s = 0; s < 100; s++) {
 		t += 10 * MS;
@@ -143,6 +143,39 @@ TEST(long_transfers_sample_periodically)
 	double bw = sg_link_meter_bytes_per_s(&m);
 	CHECK(bw > 9.5e6 && bw < 10.5e6);
 	sg_link_meter_end(&m, t);
+}
+
+/* The loop was busy while a 600 KiB body arrived at 10 MB/s: its head and all its bytes are
+ * read in 1 ms.  The window starts when its first byte could have arrived (sent + the lowest
+ * time to first byte), not when the head was read, so the sample stays near the link's rate
+ * instead of hundreds of MB/s. */
+TEST(a_body_read_late_from_the_socket_is_not_a_fast_link)
+{
+	struct sg_link_meter m;
+	uint64_t t = 0;
+
+	sg_link_meter_init(&m);
+	sg_link_meter_first_byte(&m, t, t + 40 * MS);   /* the link's round trip */
+	t = stream_body(&m, t + 40 * MS, 1 << 20, 10e6);
+	double before = sg_link_meter_bytes_per_s(&m);
+	CHECK(before > 9.5e6 && before < 10.5e6);
+	/* Sent at t, first byte on the wire at t + 40 ms, last at t + 40 + 60 ms; the loop reads
+	 * it all at t + 100 ms. */
+	uint64_t sent = t + 1000 * MS, seen = sent + 100 * MS;
+	sg_link_meter_first_byte(&m, sent, seen);
+	sg_link_meter_begin(&m, sent, seen);
+	for (int i = 0; i < 10; i++)
+		sg_link_meter_bytes(&m, 61440, seen + 1 * MS);
+	sg_link_meter_end(&m, seen + 1 * MS);
+	double after = sg_link_meter_bytes_per_s(&m);
+	CHECK(after < 11e6);
+	/* Without a time to first byte the head's time is all there is (as before). */
+	struct sg_link_meter fresh;
+	sg_link_meter_init(&fresh);
+	sg_link_meter_begin(&fresh, sent, seen);
+	sg_link_meter_bytes(&fresh, 614400, seen + 1 * MS);
+	sg_link_meter_end(&fresh, seen + 1 * MS);
+	CHECK(sg_link_meter_bytes_per_s(&fresh) > 100e6);
 }
 
 TEST(cap_is_clamped)

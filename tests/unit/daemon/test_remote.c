@@ -280,9 +280,10 @@ TEST(two_mounts_of_one_layer_share_its_state)
 }
 
 /* The FUSE mount fails after the TOC loaded (no such mountpoint), with prefetch asked for:
- * the layer must not have started fetching, or freeing it leaves ops pointing into freed
- * memory (ASan: heap-use-after-free when they complete). */
-TEST(failed_mount_frees_a_layer_that_started_nothing)
+ * the layer started fetching before the mount (so that its first requests overlap the mount's
+ * syscalls), so it must be closed, not freed, or ops would point into freed memory (ASan:
+ * heap-use-after-free when they complete), and the remote must end with nothing left. */
+TEST(failed_mount_closes_a_layer_that_started_fetching)
 {
 	struct env e;
 	struct mount_res m = { 0 };

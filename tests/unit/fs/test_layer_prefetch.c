@@ -68,7 +68,7 @@ static void meter_of(struct sg_link_meter *m, double rate, uint64_t rtt)
 
 	sg_link_meter_init(m);
 	sg_link_meter_first_byte(m, t - rtt, t);
-	sg_link_meter_begin(m, t);
+	sg_link_meter_begin(m, t, t);
 	for (int i = 0; i < 64; i++) {
 		t += (uint64_t)(65536.0 * 1e9 / rate);
 		sg_link_meter_bytes(m, 65536, t);

@@ -1,8 +1,9 @@
 /* Tests for net/blob: opening a registry blob and reading ranges of it against a small HTTP
  * server on a thread (keep-alive, a bounded pool, exactly one completion per read on destroy,
  * an inconsistent answer refused with its reason, opening errors, the link meter fed by the
- * reads; vectored reads: one multipart/byteranges request, or one request a range from a
- * server that answers the first range only, and cancelled once). */
+ * reads; the open that brings the blob's tail in one suffix GET, and its fallbacks; vectored
+ * reads: one multipart/byteranges request, or one request a range from a server that answers
+ * the first range only, and cancelled once). */
 #include <errno.h>
 #include <stdlib.h>
 
@@ -205,10 +206,11 @@ TEST(readv_sends_several_ranges_in_one_request)
 
 	start_blob(&c, 2);
 	c.srv.multirange = true;
+	int opened = atomic_load(&c.srv.gets);   /* the open's GET of the tail */
 	sg_op_init(&r.op);
 	CHECK_EQ(readv_spans(&c, rd, &r.op, &completions), (int)spans_total());
 	CHECK_EQ(completions, 1);
-	CHECK_EQ(atomic_load(&c.srv.gets), 1);
+	CHECK_EQ(atomic_load(&c.srv.gets) - opened, 1);
 	CHECK_EQ(atomic_load(&c.srv.multi_gets), 1);
 	/* One span is a plain read. */
 	struct sg_range_span one = { 12345, 100, rd[0].buf };
@@ -232,18 +234,20 @@ TEST(readv_falls_back_to_one_request_a_range)
 	int completions;
 
 	start_blob(&c, 8);
+	int opened = atomic_load(&c.srv.gets);   /* the open's GET of the tail */
 	sg_op_init(&r.op);
 	CHECK_EQ(readv_spans(&c, rd, &r.op, &completions), (int)spans_total());
 	CHECK_EQ(completions, 1);
 	CHECK_EQ(atomic_load(&c.srv.multi_gets), 1);
-	CHECK_EQ(atomic_load(&c.srv.gets), NSPANS);   /* the first range came with the first */
+	/* the first range came with the first */
+	CHECK_EQ(atomic_load(&c.srv.gets) - opened, NSPANS);
 	memset(rd, 0, sizeof(rd));
 	sg_op_init(&r.op);
 	r.completions = 0;
 	CHECK_EQ(readv_spans(&c, rd, &r.op, &completions), (int)spans_total());
 	CHECK_EQ(completions, 1);
 	CHECK_EQ(atomic_load(&c.srv.multi_gets), 1);  /* remembered */
-	CHECK_EQ(atomic_load(&c.srv.gets), 2 * NSPANS);
+	CHECK_EQ(atomic_load(&c.srv.gets) - opened, 2 * NSPANS);
 	registry_env_stop(&c);
 }
 
@@ -345,6 +349,176 @@ TEST(open_errors_come_from_the_loop)
 	CHECK(strstr(c.err.msg, "HEAD http://127.0.0.1:") == c.err.msg);
 	CHECK(strstr(c.err.msg, "/blobs/" DIGEST ": 404 Not Found"));
 	CHECK(c.src == NULL);
+	registry_env_stop(&c);
+}
+
+/* Opens the blob with its tail and waits; returns the open's result. */
+static int open_tail(struct registry_env *c, const char *digest)
+{
+	char ref[64];
+
+	c->opened = false;
+	snprintf(ref, sizeof(ref), "127.0.0.1:%d/test/blob:v1", c->srv.port);
+	CHECK_EQ(sg_registry_open_blob_tail(c->reg, ref, digest, &c->src, &c->err, &c->op,
+					    registry_env_on_open), 0);
+	CHECK(!c->opened);
+	for (int i = 0; i < 200 && !c->opened; i++)
+		CHECK(sg_loop_run_once(c->loop, 50) >= 0);
+	CHECK(c->opened);
+	return c->open_res;
+}
+
+static void read_wait(struct registry_env *c, struct rd *r, uint64_t off, size_t len)
+{
+	r->completions = 0;
+	r->res = 0;
+	sg_op_init(&r->op);
+	CHECK_EQ(sg_range_read(c->src, off, len, r->buf, &r->op, on_read), 0);
+	CHECK_EQ(r->completions, 0);   /* never from inside the call */
+	for (int i = 0; i < 200 && !r->completions; i++)
+		CHECK(sg_loop_run_once(c->loop, 50) >= 0);
+	CHECK_EQ(r->completions, 1);
+}
+
+TEST(open_with_tail_is_one_suffix_get_and_serves_the_tail_once)
+{
+	static struct registry_env c;
+	static struct rd r;
+	static uint8_t whole[SG_REGISTRY_OPEN_TAIL];
+
+	memset(&c, 0, sizeof(c));
+	for (size_t i = 0; i < sizeof(blob); i++)
+		blob[i] = (uint8_t)(i * 7 + (i >> 9));
+	c.srv.blob = blob;
+	c.srv.blob_size = BLOB_SIZE;
+	registry_env_start(&c, 2, 1);
+	CHECK_EQ(open_tail(&c, DIGEST), 0);
+	CHECK_EQ(c.src->size, BLOB_SIZE);
+	CHECK_EQ(atomic_load(&c.srv.head_reqs), 0);   /* no HEAD: the size came with the tail */
+	CHECK_EQ(atomic_load(&c.srv.gets), 1);
+	/* Reads inside the tail: from memory, right bytes, no request. */
+	uint64_t tail_off = BLOB_SIZE - SG_REGISTRY_OPEN_TAIL;
+	read_wait(&c, &r, BLOB_SIZE - 51, 51);
+	CHECK_EQ(r.res, 51);
+	CHECK(memcmp(r.buf, blob + BLOB_SIZE - 51, 51) == 0);
+	CHECK_EQ(atomic_load(&c.srv.gets), 1);
+	/* The TOC loader's read of all of it: from memory, and then the tail is dropped. */
+	sg_op_init(&r.op);
+	r.completions = 0;
+	CHECK_EQ(sg_range_read(c.src, tail_off, SG_REGISTRY_OPEN_TAIL, whole, &r.op, on_read), 0);
+	for (int i = 0; i < 200 && !r.completions; i++)
+		CHECK(sg_loop_run_once(c.loop, 50) >= 0);
+	CHECK_EQ(r.completions, 1);
+	CHECK_EQ(r.res, (int)SG_REGISTRY_OPEN_TAIL);
+	CHECK(memcmp(whole, blob + tail_off, SG_REGISTRY_OPEN_TAIL) == 0);
+	CHECK_EQ(atomic_load(&c.srv.gets), 1);
+	/* Later reads, of the tail too, go to the registry. */
+	read_wait(&c, &r, BLOB_SIZE - 51, 51);
+	CHECK_EQ(r.res, 51);
+	CHECK(memcmp(r.buf, blob + BLOB_SIZE - 51, 51) == 0);
+	CHECK_EQ(atomic_load(&c.srv.gets), 2);
+	/* A read before the tail: the registry. */
+	read_wait(&c, &r, 1000, 4096);
+	CHECK_EQ(r.res, 4096);
+	CHECK(memcmp(r.buf, blob + 1000, 4096) == 0);
+	CHECK_EQ(atomic_load(&c.srv.gets), 3);
+	registry_env_stop(&c);
+}
+
+TEST(open_with_tail_of_a_small_blob_gets_all_of_it)
+{
+	static struct registry_env c;
+	static struct rd r;
+
+	memset(&c, 0, sizeof(c));
+	for (size_t i = 0; i < 5000; i++)
+		blob[i] = (uint8_t)(i * 13);
+	c.srv.blob = blob;
+	c.srv.blob_size = 5000;
+	registry_env_start(&c, 2, 1);
+	CHECK_EQ(open_tail(&c, DIGEST), 0);
+	CHECK_EQ(c.src->size, 5000);
+	read_wait(&c, &r, 0, 5000 < sizeof(r.buf) ? 5000 : sizeof(r.buf));
+	CHECK_EQ(r.res, 5000);
+	CHECK(memcmp(r.buf, blob, 5000) == 0);
+	CHECK_EQ(atomic_load(&c.srv.gets), 1);
+	CHECK_EQ(atomic_load(&c.srv.head_reqs), 0);
+	registry_env_stop(&c);
+}
+
+TEST(open_with_tail_falls_back_to_head_when_refused)
+{
+	static struct registry_env c;
+	static const char *const script[] = {
+		"HTTP/1.1 416 Range Not Satisfiable\r\nContent-Length: 0\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n",
+	};
+
+	start_script(&c, script, 2);
+	CHECK_EQ(open_tail(&c, DIGEST), 0);
+	CHECK_EQ(c.src->size, 1000);
+	CHECK(strstr(c.srv.heads[0], "GET /v2/test/blob/blobs/" DIGEST " HTTP/1.1\r\n") ==
+	      c.srv.heads[0]);
+	CHECK(strstr(c.srv.heads[0], "\r\nRange: bytes=-524288\r\n"));
+	CHECK(strstr(c.srv.heads[1], "HEAD /v2/test/blob/blobs/" DIGEST " HTTP/1.1\r\n") ==
+	      c.srv.heads[1]);
+	registry_env_stop(&c);
+}
+
+TEST(open_with_tail_refuses_an_answer_that_is_not_the_tail)
+{
+	static struct registry_env c;
+	/* A 206 that does not end the blob: the size and the tail cannot be trusted. */
+	static const char *const script[] = {
+		"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-9/1000\r\n"
+		"Content-Length: 10\r\n\r\n0123456789",
+	};
+
+	start_script(&c, script, 1);
+	CHECK_EQ(open_tail(&c, DIGEST), -EIO);
+	CHECK(strstr(c.err.msg, "206 to a suffix range without a Content-Range that ends the blob"));
+	CHECK(c.src == NULL);
+	registry_env_stop(&c);
+}
+
+TEST(open_with_tail_from_a_server_ignoring_range)
+{
+	static struct registry_env c;
+	static struct rd r;
+	/* 200 with all of a small blob: it is the tail.  A big one: only its size is taken. */
+	static const char *const script[] = {
+		"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabcdefghij",
+	};
+
+	start_script(&c, script, 1);
+	CHECK_EQ(open_tail(&c, DIGEST), 0);
+	CHECK_EQ(c.src->size, 10);
+	read_wait(&c, &r, 0, 10);
+	CHECK_EQ(r.res, 10);
+	CHECK(memcmp(r.buf, "abcdefghij", 10) == 0);
+	CHECK_EQ(atomic_load(&c.srv.nheads), 1);
+	registry_env_stop(&c);
+}
+
+TEST(open_with_tail_takes_only_the_size_of_a_big_200)
+{
+	static struct registry_env c;
+	static struct rd r;
+	/* The body is not read (the connection is closed after its first bytes); the tail read
+	 * that follows goes to the registry. */
+	static const char *const script[] = {
+		"HTTP/1.1 200 OK\r\nContent-Length: 600000\r\n\r\nxxxx",
+		"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 599990-599999/600000\r\n"
+		"Content-Length: 10\r\n\r\n0123456789",
+	};
+
+	start_script(&c, script, 2);
+	CHECK_EQ(open_tail(&c, DIGEST), 0);
+	CHECK_EQ(c.src->size, 600000);
+	read_wait(&c, &r, 599990, 10);
+	CHECK_EQ(r.res, 10);
+	CHECK(memcmp(r.buf, "0123456789", 10) == 0);
+	CHECK(strstr(c.srv.heads[1], "\r\nRange: bytes=599990-599999\r\n"));
 	registry_env_stop(&c);
 }
 
