@@ -11,7 +11,7 @@
 #include "daemon/core/loop.h"
 #include "daemon/core/range_source.h"
 
-/* A read that waits for the blob to be opened. */
+/* A read that waits for the blob to be opened: one span, or n_spans of a vectored read. */
 struct waiting_read {
 	struct sg_list link;
 	uint64_t offset;
@@ -19,6 +19,8 @@ struct waiting_read {
 	void *buf;
 	struct sg_op *op;
 	sg_op_cb cb;
+	size_t n_spans;                 /* 0: a plain read */
+	struct sg_range_span spans[];
 };
 
 struct deferred {
@@ -77,24 +79,17 @@ static void on_opened(struct sg_op *op)
 	d->base.link = src->link;   /* the registry host's link, now that there is one */
 	while ((n = sg_list_pop(&d->waiting))) {
 		struct waiting_read *w = sg_container_of(n, struct waiting_read, link);
-		int r = sg_range_read(d->real, w->offset, w->len, w->buf, w->op, w->cb);
+		int r = w->n_spans ? sg_range_readv(d->real, w->spans, w->n_spans, w->op, w->cb)
+				   : sg_range_read(d->real, w->offset, w->len, w->buf, w->op, w->cb);
 		if (r < 0)
 			(void)sg_post(d->base.loop, w->op, r, w->cb);
 		free(w);
 	}
 }
 
-static int deferred_read(struct sg_range_source *src, uint64_t offset, size_t len, void *buf,
-			 struct sg_op *op, sg_op_cb cb)
+/* Queues w until the blob is open, starting the open if none is under way. */
+static int wait_for_open(struct deferred *d, struct waiting_read *w)
 {
-	struct deferred *d = (struct deferred *)src;
-
-	if (d->real)
-		return sg_range_read(d->real, offset, len, buf, op, cb);
-	struct waiting_read *w = calloc(1, sizeof(*w));
-	if (!w)
-		return -ENOMEM;
-	*w = (struct waiting_read){ .offset = offset, .len = len, .buf = buf, .op = op, .cb = cb };
 	if (!d->opening) {
 		d->open_err = (struct sg_error){ 0 };
 		sg_op_init(&d->open_op);
@@ -108,6 +103,39 @@ static int deferred_read(struct sg_range_source *src, uint64_t offset, size_t le
 	}
 	sg_list_insert_tail(&d->waiting, &w->link);
 	return 0;
+}
+
+static int deferred_read(struct sg_range_source *src, uint64_t offset, size_t len, void *buf,
+			 struct sg_op *op, sg_op_cb cb)
+{
+	struct deferred *d = (struct deferred *)src;
+
+	if (d->real)
+		return sg_range_read(d->real, offset, len, buf, op, cb);
+	struct waiting_read *w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	*w = (struct waiting_read){ .offset = offset, .len = len, .buf = buf, .op = op, .cb = cb };
+	return wait_for_open(d, w);
+}
+
+/* Vectored, since the blob it opens is (a registry's): before the open it cannot know, so a
+ * blob that is not fails the read once open (-EOPNOTSUPP, as sg_range_readv would). */
+static int deferred_readv(struct sg_range_source *src, const struct sg_range_span *spans,
+			  size_t n, struct sg_op *op, sg_op_cb cb)
+{
+	struct deferred *d = (struct deferred *)src;
+
+	if (d->real)
+		return sg_range_readv(d->real, spans, n, op, cb);
+	struct waiting_read *w = calloc(1, sizeof(*w) + n * sizeof(w->spans[0]));
+	if (!w)
+		return -ENOMEM;
+	w->op = op;
+	w->cb = cb;
+	w->n_spans = n;
+	memcpy(w->spans, spans, n * sizeof(*spans));
+	return wait_for_open(d, w);
 }
 
 static int deferred_cancel(struct sg_range_source *src, struct sg_op *op)
@@ -144,6 +172,7 @@ static void deferred_destroy(struct sg_range_source *src)
 
 static const struct sg_range_source_ops deferred_ops = {
 	.read = deferred_read,
+	.readv = deferred_readv,
 	.cancel = deferred_cancel,
 	.destroy = deferred_destroy,
 };

@@ -6,7 +6,9 @@
  * fails, the reads waiting for it fail with -EIO (after the registry client's own
  * timeouts and attempts) and the next read tries again: the layer recovers by itself once
  * the registry is back.  A blob whose size is not the one recorded at the first mount is
- * refused (-EIO): it is not the same blob. */
+ * refused (-EIO): it is not the same blob.  It offers vectored reads (sg_range_readv), since
+ * the blob it opens is a registry's: one waiting for the open goes to the blob once open,
+ * and fails with -EOPNOTSUPP then if that blob reads one range at a time. */
 #ifndef STARGZD_DEFERRED_SOURCE_H
 #define STARGZD_DEFERRED_SOURCE_H
 

@@ -48,11 +48,12 @@ bool sg_fetch_trace_failed(const struct sg_fetch_trace *t);
  * wait_ns; net: on a network fetch (else only on the disk cache). */
 void sg_fetch_trace_read(struct sg_fetch_trace *t, const char *layer, const char *path,
 			 uint64_t off, uint64_t len, uint64_t start_ns, uint64_t wait_ns, bool net);
-/* One range request at its completion: [off, off+len) of the blob, `chunks` chunks,
- * started at start_ns, took took_ns; ok: every byte arrived. */
+/* One range request at its completion: `len` bytes of the blob in `spans` ranges (one:
+ * [off, off+len); several, of a vectored read: off is the first's, len the sum), `chunks`
+ * chunks, started at start_ns, took took_ns; ok: every byte arrived. */
 void sg_fetch_trace_fetch(struct sg_fetch_trace *t, const char *layer, enum sg_fetch_kind kind,
-			  uint64_t off, uint64_t len, unsigned chunks, uint64_t start_ns,
-			  uint64_t took_ns, bool ok);
+			  uint64_t off, uint64_t len, unsigned chunks, unsigned spans,
+			  uint64_t start_ns, uint64_t took_ns, bool ok);
 /* A layer's summary at its close: compressed bytes fetched per kind, and of those the
  * bytes of chunks a reader read (or opened through passthrough). */
 void sg_fetch_trace_layer(struct sg_fetch_trace *t, const char *layer,

@@ -175,8 +175,9 @@ struct sg_layer_replay_info {
 };
 /* Replays a learned startup profile (fs/profile.h): the chunks it names that are not local
  * are fetched in its order, as range requests of the kind "profile" that merge the chunks
- * of a recorded range, several in flight up to the link's cap plus what it carries in a
- * round trip.  They go out before prefetch and background fetch; on-demand fetches go out
+ * of a recorded range (and, from a source that reads several ranges at once, carry runs
+ * far apart as the spans of one request), several in flight up to the link's cap plus
+ * what it carries in a round trip.  They go out before prefetch and background fetch; on-demand fetches go out
  * at once beside them, and a chunk a reader fetched first is skipped.  Up to
  * replay_budget_bytes.  A profile is a hint: nothing it says can make a read fail or serve
  * other bytes.  Before or after sg_layer_start (it begins with the start).  Takes

@@ -9,16 +9,26 @@
 #include "fs/layer_prefetch.h"
 #include "fs/layer_spec.h"
 
+/* A chunk of a batch: its job, and where its bytes start in the batch's buffer. */
+struct batch_chunk {
+	struct chunk_job *job;
+	size_t at;
+};
+
 struct fetch_batch {
 	struct sg_list in_layer;   /* layer->batches */
 	struct sg_layer *layer;
 	struct sg_range_source *src;
 	struct sg_op op;
-	uint64_t offset;
-	size_t len;
+	/* The ranges of the request, in blob order, their bytes one after the other in buf:
+	 * one (a plain read), or several of one vectored read (the gaps between them not
+	 * fetched). */
+	struct sg_range_span spans[SG_LAYER_BATCH_SPANS];
+	unsigned n_spans;
+	size_t len;                /* bytes in all spans */
 	size_t charged;            /* bytes counted in the budget's inflight */
 	uint8_t *buf;
-	struct chunk_job **jobs;
+	struct batch_chunk *chunks;
 	size_t n;
 	enum sg_fetch_kind kind;   /* what the bytes count as in the stats */
 	/* The link the request uses (its source's; NULL = not measured): it counts on-demand
@@ -43,7 +53,7 @@ static void batch_free(struct fetch_batch *b)
 		sg_link_meter_ahead(b->link, -1, b->len);
 	sg_memcache_uncharge(l->mem, b->charged);
 	free(b->buf);
-	free(b->jobs);
+	free(b->chunks);
 	free(b);
 }
 
@@ -105,7 +115,7 @@ static void batch_fetched(struct sg_op *op)
 	struct sg_layer *l = b->layer;
 
 	for (size_t i = 0; i < b->n; i++) {
-		struct chunk_job *j = b->jobs[i];
+		struct chunk_job *j = b->chunks[i].job;
 		const struct sg_toc_chunk *c = sg_layer_chunk(l, j->chunk);
 		struct sg_error err;
 
@@ -124,7 +134,7 @@ static void batch_fetched(struct sg_op *op)
 			sg_layer_job_fail(j, -ENOMEM);
 			continue;
 		}
-		int r = sg_esgz_extract_chunk(l->gz, c, b->buf + (c->offset - b->offset),
+		int r = sg_esgz_extract_chunk(l->gz, c, b->buf + b->chunks[i].at,
 					      c->next_offset - c->offset,
 					      l->cfg.skip_verify && !c->has_digest, e->data, &err);
 		if (r < 0) {
@@ -159,8 +169,9 @@ static void batch_fetched(struct sg_op *op)
 	if (op->res != -ECANCELED)
 		sg_hist_observe(&l->stats.fetch_ms, (double)took / 1e6);
 	if (l->cfg.trace)
-		sg_fetch_trace_fetch(l->cfg.trace, l->trace_layer, b->kind, b->offset, b->len, b->n,
-				     b->start_ns, took, sg_layer_res_is(op->res, b->len));
+		sg_fetch_trace_fetch(l->cfg.trace, l->trace_layer, b->kind, b->spans[0].offset,
+				     b->len, b->n, b->n_spans, b->start_ns, took,
+				     sg_layer_res_is(op->res, b->len));
 	batch_free(b);
 	sg_layer_spec_continue(l);
 	/* After an on-demand batch too: background fetch that found the link busy waits for
@@ -169,42 +180,71 @@ static void batch_fetched(struct sg_op *op)
 	sg_layer_maybe_close_done(l);
 }
 
+/* Lays the chunks out in spans (sg_layer_span_joins: the batch's own rule), and each chunk
+ * at its place in the buffer that holds the spans one after the other.  The spans' buffers
+ * are set once the buffer is there.  Returns the number of spans, or -E2BIG. */
+static int batch_layout(struct sg_layer *l, struct fetch_batch *b, const uint32_t *chunks,
+			size_t n)
+{
+	struct sg_range_span *sp = NULL;
+	size_t at = 0;   /* where the current span starts in the buffer */
+
+	b->n_spans = 0;
+	for (size_t i = 0; i < n; i++) {
+		const struct sg_toc_chunk *c = sg_layer_chunk(l, chunks[i]);
+		if (!sp || c->offset < sp->offset || !sg_layer_span_joins(sp->offset + sp->len,
+									   c->offset)) {
+			if (b->n_spans == SG_LAYER_BATCH_SPANS)
+				return -E2BIG;
+			if (sp)
+				at += sp->len;
+			sp = &b->spans[b->n_spans++];
+			*sp = (struct sg_range_span){ .offset = c->offset };
+		}
+		if (c->next_offset > sp->offset + sp->len)
+			sp->len = (size_t)(c->next_offset - sp->offset);
+		b->chunks[i].at = at + (size_t)(c->offset - sp->offset);
+	}
+	b->len = at + (sp ? sp->len : 0);
+	return (int)b->n_spans;
+}
+
 int sg_layer_fetch_batch(struct sg_layer *l, struct sg_range_source *src,
 			 const uint32_t *chunks, size_t n, enum sg_fetch_kind kind)
 {
 	struct fetch_batch *b = calloc(1, sizeof(*b));
 	bool ondemand = kind == SG_FETCH_ONDEMAND;
+	size_t need = 0;
 	int r;
 
 	if (!b)
 		return -ENOMEM;
 	b->layer = l;
 	b->kind = kind;
-	b->offset = sg_layer_chunk(l, chunks[0])->offset;
-	uint64_t end = 0;
-	size_t need = 0;
-	for (size_t i = 0; i < n; i++) {
-		const struct sg_toc_chunk *c = sg_layer_chunk(l, chunks[i]);
-		if (c->next_offset > end)
-			end = c->next_offset;
-		need += (size_t)c->size;
+	b->chunks = calloc(n, sizeof(*b->chunks));
+	if (!b->chunks) {
+		r = -ENOMEM;
+		goto unstarted;
 	}
-	b->len = (size_t)(end - b->offset);
+	r = batch_layout(l, b, chunks, n);
+	if (r > 1 && !sg_range_source_vectored(src))
+		r = -EOPNOTSUPP;   /* the caller packs one span a batch for such a source */
+	if (r < 0)
+		goto unstarted;
+	for (size_t i = 0; i < n; i++)
+		need += (size_t)sg_layer_chunk(l, chunks[i])->size;
 	need += b->len;
 	r = sg_memcache_charge(l->mem, need, !ondemand, &b->charged);
-	if (r < 0) {
-		free(b);
-		return r;
-	}
+	if (r < 0)
+		goto unstarted;
 	b->buf = malloc(b->len ? b->len : 1);
-	b->jobs = calloc(n, sizeof(*b->jobs));
-	if (!b->buf || !b->jobs) {
+	if (!b->buf) {
 		sg_memcache_uncharge(l->mem, b->charged);
-		free(b->buf);
-		free(b->jobs);
-		free(b);
-		return -ENOMEM;
+		r = -ENOMEM;
+		goto unstarted;
 	}
+	for (size_t s = 0, at = 0; s < b->n_spans; at += b->spans[s++].len)
+		b->spans[s].buf = b->buf + at;
 	l->batches_inflight++;
 	sg_list_insert_tail(&l->batches, &b->in_layer);
 	b->src = src;
@@ -223,7 +263,7 @@ int sg_layer_fetch_batch(struct sg_layer *l, struct sg_range_source *src,
 			r = -ENOMEM;
 			goto fail;
 		}
-		b->jobs[b->n++] = j;
+		b->chunks[b->n++].job = j;
 		if (ondemand) {
 			l->ondemand_inflight++;
 			l->last_ondemand_ns = sg_now_ns();
@@ -232,7 +272,7 @@ int sg_layer_fetch_batch(struct sg_layer *l, struct sg_range_source *src,
 	sg_op_init(&b->op);
 	sg_op_set_group(&b->op, &l->group);
 	b->start_ns = sg_now_ns();
-	r = sg_range_read(src, b->offset, b->len, b->buf, &b->op, batch_fetched);
+	r = sg_range_readv(src, b->spans, b->n_spans, &b->op, batch_fetched);
 	if (r < 0)
 		goto fail;
 	l->stats.fetch_requests++;
@@ -243,9 +283,14 @@ fail:
 	for (size_t i = 0; i < b->n; i++) {
 		if (ondemand)
 			l->ondemand_inflight--;
-		sg_layer_job_fail(b->jobs[i], r);
+		sg_layer_job_fail(b->chunks[i].job, r);
 	}
 	batch_free(b);
+	return r;
+unstarted:
+	/* Nothing counted, no job made. */
+	free(b->chunks);
+	free(b);
 	return r;
 }
 

@@ -3,6 +3,9 @@
  * A fetch batch is one range request for a run of chunks sorted by blob offset: its bytes
  * are split into the chunks' gzip members, each decompressed and verified against its
  * digest, and handed to the chunk's job (sg_layer_job_ready), or the job fails with EIO.
+ * From a vectored source (daemon/core/range_source.h) one request may carry several runs
+ * far apart, its spans (up to SG_LAYER_BATCH_SPANS), the gaps between them not fetched:
+ * every chunk is verified the same, wherever its span.
  * Its buffer and the chunks it will become are charged to the memory budget until then.
  *
  * A chunk whose fetch failed is held (SG_LAYER_FAILED_HOLD_NS) for the readers that waited
@@ -32,9 +35,12 @@ int sg_layer_fetch_chunk(struct sg_layer *l, struct sg_range_source *src, uint32
 			 bool ondemand, struct sg_list *waiters);
 /* Starts one range request for the given chunks (sorted by blob offset, all needing a
  * fetch), fetched for `kind`: the stats and the trace count their bytes as that kind, and
- * every kind but on demand waits for room in the memory budget.  Returns the number of
- * chunks taken, or a negative errno: -EAGAIN when a batch fetched ahead of readers finds
- * no memory in the budget. */
+ * every kind but on demand waits for room in the memory budget.  Chunks more than
+ * SG_LAYER_MAX_BATCH_GAP apart go in spans of their own (sg_layer_span_joins), which only a
+ * vectored source takes.  Returns the number of chunks taken, or a negative errno, nothing
+ * started: -EAGAIN when a batch fetched ahead of readers finds no memory in the budget,
+ * -EOPNOTSUPP for several spans from a source that reads one range at a time, -E2BIG for
+ * more than SG_LAYER_BATCH_SPANS. */
 int sg_layer_fetch_batch(struct sg_layer *l, struct sg_range_source *src,
 			 const uint32_t *chunks, size_t n, enum sg_fetch_kind kind);
 /* The layer closes: every range request in flight is asked to end early (each still

@@ -309,30 +309,72 @@ static inline bool sg_layer_ahead_fits(const struct sg_layer *l, size_t limit, s
 	return inflight == 0 || inflight + batch <= limit;
 }
 
-/* A range request being put together: chunks in blob order, one span [start, end) of it. */
+/* Spans in one fetch batch at most: far-apart runs of chunks in one vectored request. */
+#define SG_LAYER_BATCH_SPANS 16u
+
+/* Does a chunk at `offset` continue the span ending at span_end (the gap read along), or
+ * start a span of its own? */
+static inline bool sg_layer_span_joins(uint64_t span_end, uint64_t offset)
+{
+	return offset <= span_end + SG_LAYER_MAX_BATCH_GAP;
+}
+
+/* A range request being put together: chunks in blob order, in spans [start, end) of the
+ * blob, each a run of chunks with the short gaps between them read along.  Up to max_spans
+ * spans (0 counts as 1: one contiguous range, for a source that is not vectored), the gaps
+ * between spans not fetched; `bytes` in all spans. */
 struct sg_layer_batch {
 	uint32_t list[256];
 	size_t n;
-	uint64_t start, end;
+	unsigned max_spans;
+	unsigned n_spans;
+	struct { uint64_t start, end; } span[SG_LAYER_BATCH_SPANS];
+	uint64_t bytes;
 };
 
-/* Adds chunk c to the batch, unless that would take the span backwards, across a gap above
- * SG_LAYER_MAX_BATCH_GAP, beyond max_bytes or past the list: then false, and the batch is
- * complete.  The first chunk always goes in. */
+/* Spans a batch from the layer's own source may have: several when it reads them in one
+ * request (sg_range_source_vectored), else one. */
+static inline unsigned sg_layer_batch_spans(const struct sg_layer *l)
+{
+	return sg_range_source_vectored(l->src) ? SG_LAYER_BATCH_SPANS : 1;
+}
+
+/* Adds chunk c to the batch, unless that would take it backwards, past max_bytes fetched,
+ * past the list, or across a gap above SG_LAYER_MAX_BATCH_GAP with max_spans spans
+ * already: then false, and the batch is complete.  The first chunk always goes in. */
 static inline bool sg_layer_batch_add(const struct sg_layer *l, struct sg_layer_batch *b,
 				      uint32_t c, size_t max_bytes)
 {
 	const struct sg_toc_chunk *ch = sg_layer_chunk(l, c);
+	unsigned max_spans = b->max_spans ? b->max_spans : 1;
 
-	if (b->n > 0 && (b->n == sizeof(b->list) / sizeof(b->list[0]) || ch->offset < b->start ||
-			 ch->offset > b->end + SG_LAYER_MAX_BATCH_GAP ||
-			 ch->next_offset - b->start > max_bytes))
+	if (max_spans > SG_LAYER_BATCH_SPANS)
+		max_spans = SG_LAYER_BATCH_SPANS;
+	if (b->n == 0) {
+		b->n_spans = 1;
+		b->span[0].start = ch->offset;
+		b->span[0].end = ch->next_offset;
+		b->bytes = ch->next_offset - ch->offset;
+		b->list[b->n++] = c;
+		return true;
+	}
+	unsigned last = b->n_spans - 1;
+	bool joins = sg_layer_span_joins(b->span[last].end, ch->offset);
+	uint64_t more = joins ? (ch->next_offset > b->span[last].end
+					 ? ch->next_offset - b->span[last].end : 0)
+			      : ch->next_offset - ch->offset;
+	if (b->n == sizeof(b->list) / sizeof(b->list[0]) || ch->offset < b->span[last].start ||
+	    (!joins && b->n_spans >= max_spans) || b->bytes + more > max_bytes)
 		return false;
-	if (b->n == 0)
-		b->start = ch->offset;
+	if (!joins) {
+		last = b->n_spans++;
+		b->span[last].start = ch->offset;
+		b->span[last].end = ch->offset;
+	}
+	if (ch->next_offset > b->span[last].end)
+		b->span[last].end = ch->next_offset;
+	b->bytes += more;
 	b->list[b->n++] = c;
-	if (ch->next_offset > b->end)
-		b->end = ch->next_offset;
 	return true;
 }
 

@@ -84,7 +84,8 @@ static bool background_fits(struct sg_layer *l, uint64_t rest_cache_bytes)
 static int next_batch(struct sg_layer *l, uint32_t *cursor, uint64_t limit, size_t max_bytes,
 		      enum sg_fetch_kind kind)
 {
-	struct sg_layer_batch b = { .n = 0 };
+	/* Runs of missing chunks apart (the chunks between them cached): one request still. */
+	struct sg_layer_batch b = { .max_spans = sg_layer_batch_spans(l) };
 
 	while (*cursor < l->n_chunks) {
 		uint32_t c = *cursor;

@@ -210,7 +210,10 @@ static void next_window(struct sg_layer *l, size_t window_bytes)
 
 int sg_layer_replay_next(struct sg_layer *l, size_t max_bytes, size_t window_bytes)
 {
-	struct sg_layer_batch b = { .n = 0 };
+	/* A profile's chunks are scattered over the blob: one request carries far-apart runs
+	 * of them when the source reads several ranges at once (a registry: one round trip
+	 * instead of one a run), the gaps between them not fetched. */
+	struct sg_layer_batch b = { .max_spans = sg_layer_batch_spans(l) };
 
 	if (!l->replay || !l->replay_window)
 		return 0;
@@ -240,7 +243,6 @@ int sg_layer_replay_next(struct sg_layer *l, size_t max_bytes, size_t window_byt
 		}
 		return r;
 	}
-	uint64_t span = b.end - b.start;
-	l->replay_left = span >= l->replay_left ? 0 : l->replay_left - span;
+	l->replay_left = b.bytes >= l->replay_left ? 0 : l->replay_left - b.bytes;
 	return r;
 }

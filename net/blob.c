@@ -600,6 +600,12 @@ int sg_registry_read_ranges(struct sg_range_source *src, const struct sg_registr
 	return blob_read_ranges((struct blob *)src, ranges, n, err, op, cb);
 }
 
+static int blob_readv(struct sg_range_source *src, const struct sg_range_span *spans, size_t n,
+		      struct sg_op *op, sg_op_cb cb)
+{
+	return blob_read_ranges((struct blob *)src, spans, n, NULL, op, cb);
+}
+
 static int blob_cancel(struct sg_range_source *src, struct sg_op *op)
 {
 	struct blob *b = (struct blob *)src;
@@ -639,6 +645,7 @@ static void blob_destroy(struct sg_range_source *src)
 
 static const struct sg_range_source_ops blob_ops = {
 	.read = blob_read,
+	.readv = blob_readv,
 	.cancel = blob_cancel,
 	.destroy = blob_destroy,
 };

@@ -29,7 +29,8 @@
 #include "daemon/core/loop.h"
 #include "daemon/core/range_source.h"
 
-#define SG_REGISTRY_RANGES_MAX 64          /* ranges in one sg_registry_read_ranges call */
+/* ranges in one sg_registry_read_ranges call: as many as a vectored read takes */
+#define SG_REGISTRY_RANGES_MAX SG_RANGE_SPANS_MAX
 
 /* Resolves the blob `digest` of the repository named by `ref` (an image reference; its tag or
  * digest is ignored) to a range source.  `registry` is a struct sg_registry (void, so that
@@ -56,12 +57,11 @@ int sg_registry_open_blob_tail(void *registry, const char *ref, const char *dige
  * range lands in its own buffer; the op completes once with the total byte count or a
  * negative errno (as sg_range_read), err (may be NULL) saying why.  Ranges must lie inside
  * the blob; at most SG_REGISTRY_RANGES_MAX.  sg_range_cancel(src, op) cancels it like a
- * read. */
-struct sg_registry_range {
-	uint64_t offset;
-	size_t len;
-	void *buf;
-};
+ * read.  The source's readv (sg_range_readv) is this call without err.
+ *
+ * A range is the core's span (daemon/core/range_source.h), under the name net's callers
+ * know: one type, so that a span list passes through unchanged. */
+#define sg_registry_range sg_range_span
 int sg_registry_read_ranges(struct sg_range_source *src, const struct sg_registry_range *ranges,
 			    size_t n, struct sg_error *err, struct sg_op *op, sg_op_cb cb);
 /* True if src came from sg_registry_open_blob. */

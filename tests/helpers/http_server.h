@@ -2,6 +2,9 @@
  *
  *  - blob mode (blob != NULL): HEAD and GET of one blob, a single "Range: bytes=a-b" or
  *    "bytes=-N" honoured with a 206, keep-alive, GETs counted, an optional delay before each answer, connection counters;
+ *    a request for several ranges gets its first only (a first-range-only server), or with
+ *    `multirange` all of them as multipart/byteranges, parts framed as Go's net/http frames
+ *    them (docker-registry); multi_gets counts the GETs of several ranges;
  *  - script mode: each request gets the next of `script` (whole responses, sent as they are;
  *    "HTTP/1.1 500 no more" after the last), and its head is kept in heads[] (the first 64),
  *    its body (a request with "Content-Length: N", at most 2 KiB) in bodies[].
@@ -33,6 +36,8 @@ struct test_server {
 	size_t blob_size;
 	atomic_int delay_ms;
 	atomic_int gets, head_reqs;
+	bool multirange;
+	atomic_int multi_gets;
 	/* script mode */
 	const char *const *script;
 	size_t nscript;
@@ -91,6 +96,66 @@ static inline bool test_server_send(int fd, const void *p, size_t len)
 	return true;
 }
 
+#define TEST_SERVER_BOUNDARY "b0undary5eparat0r"
+#define TEST_SERVER_CLOSE "\r\n--" TEST_SERVER_BOUNDARY "--\r\n"
+
+/* The head of part i of a multipart/byteranges body (Go's framing: no CRLF before the
+ * first boundary). */
+static inline size_t test_server_part_head(const struct test_server *s, size_t i,
+					   unsigned long long a, unsigned long long b, char *buf,
+					   size_t cap)
+{
+	return (size_t)snprintf(buf, cap, "%s--" TEST_SERVER_BOUNDARY "\r\nContent-Type: "
+				"application/octet-stream\r\nContent-Range: bytes %llu-%llu/%zu"
+				"\r\n\r\n", i ? "\r\n" : "", a, b, s->blob_size);
+}
+
+/* A GET of several ranges, answered as multipart/byteranges when multirange is on
+ * (*ret_answered; else the caller answers the first range).  False: the connection is to
+ * close. */
+static inline bool test_server_answer_multi(struct test_server *s, int fd, const char *req,
+					    size_t hlen, bool *ret_answered)
+{
+	unsigned long long a[64], b[64];
+	size_t n = 0, body_len = 0;
+	const char *p = memmem(req, hlen, "Range: bytes=", 13);
+	char part[256], head[256];
+	int k;
+
+	*ret_answered = false;
+	if (!p)
+		return true;
+	for (p += 13; n < 64 && sscanf(p, "%llu-%llu%n", &a[n], &b[n], &k) == 2; p++) {
+		p += k;
+		n++;
+		if (*p != ',')
+			break;
+	}
+	if (n < 2)
+		return true;
+	atomic_fetch_add(&s->multi_gets, 1);
+	if (!s->multirange)
+		return true;   /* a first-range-only server: the single-range answer */
+	for (size_t i = 0; i < n; i++)
+		body_len += test_server_part_head(s, i, a[i], b[i], part, sizeof(part)) +
+			    (size_t)(b[i] - a[i] + 1);
+	body_len += strlen(TEST_SERVER_CLOSE);
+	k = snprintf(head, sizeof(head), "HTTP/1.1 206 Partial Content\r\nContent-Type: "
+		     "multipart/byteranges; boundary=" TEST_SERVER_BOUNDARY "\r\n"
+		     "Content-Length: %zu\r\n\r\n", body_len);
+	*ret_answered = true;
+	atomic_fetch_add(&s->gets, 1);
+	if (!test_server_send(fd, head, (size_t)k))
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		size_t pl = test_server_part_head(s, i, a[i], b[i], part, sizeof(part));
+		if (!test_server_send(fd, part, pl) ||
+		    !test_server_send(fd, s->blob + a[i], (size_t)(b[i] - a[i] + 1)))
+			return false;
+	}
+	return test_server_send(fd, TEST_SERVER_CLOSE, strlen(TEST_SERVER_CLOSE));
+}
+
 /* Answers one request; false when the connection is to close. */
 static inline bool test_server_answer(struct test_server *s, int fd, const char *req, size_t hlen,
 				      size_t blen)
@@ -110,6 +175,12 @@ static inline bool test_server_answer(struct test_server *s, int fd, const char 
 			snprintf(s->bodies[k], sizeof(s->bodies[k]), "%.*s", (int)blen, req + hlen);
 		}
 		return test_server_send(fd, resp, strlen(resp)) && !strstr(resp, "Connection: close");
+	}
+	if (!strncmp(req, "GET ", 4)) {
+		bool answered;
+		bool ok = test_server_answer_multi(s, fd, req, hlen, &answered);
+		if (answered)
+			return ok;
 	}
 	size_t hl = test_server_answer_blob(s, req, hlen, head, sizeof(head), &off, &len);
 	return test_server_send(fd, head, hl) && test_server_send(fd, s->blob + off, len);

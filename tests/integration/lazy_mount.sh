@@ -163,9 +163,9 @@ need(small and small[0]["net"] is True and small[0]["off"] == 0 and small[0]["le
 need(any(r["path"] in ("data/big.bin", "data/hard.bin") for r in reads), "reads of data/big.bin")
 need(all(set(r) == {"t", "ev", "layer", "path", "off", "len", "wait_ms", "net"} for r in reads),
      "exactly the read fields")
-need(all(set(f) == {"t", "ev", "layer", "kind", "off", "len", "chunks", "ms", "ok"} and
-         f["kind"] in kinds and f["ok"] is True and f["len"] > 0 and f["chunks"] >= 1
-         for f in fetches), "well-formed fetch lines")
+need(all(set(f) == {"t", "ev", "layer", "kind", "off", "len", "chunks", "spans", "ms", "ok"} and
+         f["kind"] in kinds and f["ok"] is True and f["len"] > 0 and f["chunks"] >= 1 and
+         1 <= f["spans"] <= f["chunks"] for f in fetches), "well-formed fetch lines")
 ondemand = sum(f["len"] for f in fetches if f["kind"] == "ondemand")
 need(ondemand > 0, "on-demand fetches")
 need(len(summary) == 1, "one layer summary")

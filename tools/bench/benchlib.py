@@ -943,8 +943,9 @@ def cmd_selftest(argv):
     # a trace whose layer summary has the kind "profile"
     with tempfile.TemporaryDirectory() as d:
         with open(os.path.join(d, "trace-2.jsonl"), "w") as f:
+            # "spans": a vectored request (len = its spans' sum), a field the timeline ignores
             f.write(json.dumps({"t": 1.0, "ev": "fetch", "layer": L, "kind": "profile", "off": 0, "len": 7000,
-                                "chunks": 5, "ms": 40, "ok": True}) + "\n")
+                                "chunks": 5, "spans": 3, "ms": 40, "ok": True}) + "\n")
             f.write(json.dumps({"t": 99.0, "ev": "layer", "layer": L, "fetched": {"profile": 7000, "ondemand": 10},
                                 "used": {"profile": 6000, "ondemand": 10}}) + "\n")
         m = trace_metrics(read_trace(trace_files(d)))

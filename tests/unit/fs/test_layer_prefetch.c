@@ -5,16 +5,22 @@
  * on-demand fetch is in flight; closing layers with batches in flight frees nothing before
  * they are answered (two layers on one meter, two users each, two readers); a layer read
  * file after file in blob order streams; a fast link streams the layer; replays of learned
- * profiles on one link leave connections to on-demand reads, and read short gaps along. */
+ * profiles on one link leave connections to on-demand reads, and read short gaps along; a
+ * replay's far-apart chunks go out as one request of several spans from a vectored source
+ * (a byte damaged in one span fails that chunk only; a close with it in flight answers
+ * every reader once), and as one request a span from a source that is not; background
+ * fetch takes runs of missing chunks apart in one request too. */
 #include "daemon/core/digest.h"
 #include "daemon/core/link_meter.h"
 #include "daemon/core/loop.h"
 #include "daemon/core/range_source.h"
 #include "fs/layer.h"
+#include "fs/layer_fetch.h"
 #include "fs/layer_int.h"
 #include "fs/profile.h"
 #include "tests/helpers/blob_toc.h"
 #include "tests/helpers/esgz_build.h"
+#include "tests/helpers/gate_source.h"
 #include "tests/helpers/layer_fixture.h"
 #include "tests/unit/test.h"
 
@@ -55,98 +61,6 @@ static void setup(void)
 	fclose(f);
 }
 
-/* ---- a range source whose reads complete when the test says so ---- */
-
-struct gate_read {
-	uint64_t offset;
-	size_t len;
-	void *buf;
-	struct sg_op *op;
-	sg_op_cb cb;
-};
-
-struct gate {
-	struct sg_range_source base;
-	bool automatic;                 /* complete each read at once (from the loop) */
-	struct gate_read q[256];        /* pending, oldest first */
-	size_t n;
-	unsigned issued;
-	uint64_t pending_bytes;
-	bool *destroyed;                /* set when the layer frees it */
-	/* A cancel is only noted (counted); the read still waits for gate_complete, as a
-	 * registry request whose cancel is on its way does. */
-	bool defer_cancel;
-	unsigned cancels;
-};
-
-static void gate_complete(struct gate *g, size_t i, int res)
-{
-	struct gate_read r = g->q[i];
-
-	if (res > 0)
-		memcpy(r.buf, blob + r.offset, r.len);
-	g->pending_bytes -= r.len;
-	memmove(&g->q[i], &g->q[i + 1], (g->n - i - 1) * sizeof(g->q[0]));
-	g->n--;
-	CHECK_EQ(sg_post(g->base.loop, r.op, res, r.cb), 0);
-}
-
-static int gate_read(struct sg_range_source *src, uint64_t offset, size_t len, void *buf,
-		     struct sg_op *op, sg_op_cb cb)
-{
-	struct gate *g = (struct gate *)src;
-
-	CHECK(g->n < 256);
-	g->q[g->n++] = (struct gate_read){ offset, len, buf, op, cb };
-	g->issued++;
-	g->pending_bytes += len;
-	if (g->automatic)
-		gate_complete(g, g->n - 1, (int)len);
-	return 0;
-}
-
-static int gate_cancel(struct sg_range_source *src, struct sg_op *op)
-{
-	struct gate *g = (struct gate *)src;
-
-	for (size_t i = 0; i < g->n; i++)
-		if (g->q[i].op == op) {
-			g->cancels++;
-			if (!g->defer_cancel)
-				gate_complete(g, i, -ECANCELED);
-			return 0;
-		}
-	return -EALREADY;
-}
-
-static void gate_destroy(struct sg_range_source *src)
-{
-	struct gate *g = (struct gate *)src;
-
-	/* The layer frees its source last: nothing may still be in flight in it. */
-	if (g->n)
-		abort();
-	if (g->destroyed)
-		*g->destroyed = true;
-	free(g);
-}
-
-static const struct sg_range_source_ops gate_ops = {
-	.read = gate_read,
-	.cancel = gate_cancel,
-	.destroy = gate_destroy,
-};
-
-static struct gate *gate_new(struct sg_loop *loop, struct sg_link_meter *link)
-{
-	struct gate *g = calloc(1, sizeof(*g));
-
-	CHECK(g);
-	g->base = (struct sg_range_source){ .ops = &gate_ops, .loop = loop, .size = blob_len,
-					    .link = link };
-	return g;
-}
-
 /* A meter that has seen a link of `rate` bytes/s and `rtt`. */
 static void meter_of(struct sg_link_meter *m, double rate, uint64_t rtt)
 {
@@ -170,17 +84,24 @@ struct env {
 	char cache[320];
 };
 
-static void env_open(struct env *e, struct sg_loop *loop, struct sg_link_meter *m,
-		     struct sg_layer_config cfg, int index)
+/* A layer over a gate (vectored: it takes sg_range_readv), started. */
+static void env_open_gate(struct env *e, struct sg_loop *loop, struct sg_link_meter *m,
+			  struct sg_layer_config cfg, int index, bool vectored)
 {
 	e->loop = loop;
 	snprintf(e->cache, sizeof(e->cache), "%s/cache-%d", dir, index);
 	cfg.cache_dir = e->cache;
-	e->gate = gate_new(loop, m);
+	e->gate = gate_new(loop, m, blob, blob_len, vectored);
 	CHECK_EQ(sg_layer_new(loop, &e->gate->base, test_load_toc_file(blob_path, &toc_digest), &cfg,
 			      &e->layer), 0);
 	CHECK_EQ(sg_layer_user_new(e->layer, &e->user), 0);
 	sg_layer_start(e->layer);
+}
+
+static void env_open(struct env *e, struct sg_loop *loop, struct sg_link_meter *m,
+		     struct sg_layer_config cfg, int index)
+{
+	env_open_gate(e, loop, m, cfg, index, false);
 }
 
 /* Closes the user and the layer, then the loop. */
@@ -628,6 +549,282 @@ TEST(a_replay_window_goes_in_blob_order_and_merges_neighbours)
 	CHECK_MEM(buf, content + 12 * (size_t)FILE_SIZE, FILE_SIZE);
 	sg_layer_stats(e.layer, &st);
 	CHECK(st.ondemand_fetches >= 1);
+	env_close(&e);
+}
+
+/* Files far apart in the blob (two or more files between them: each gap above
+ * SG_LAYER_MAX_BATCH_GAP), recorded out of blob order; 4 x 128 KiB fit one replay request
+ * on a 100 Mbit/s link (a third of its 1.9 MB cap). */
+static const int far_files[] = { 17, 2, 30, 9 };
+static const int far_sorted[] = { 2, 9, 17, 30 };
+#define N_FAR 4
+
+/* A layer replaying far_files over a gate on a 100 Mbit/s, 40 ms link; not yet run. */
+static void open_far_replay(struct env *e, struct sg_link_meter *m, int index, bool vectored)
+{
+	struct sg_loop *loop;
+
+	if (!blob)
+		setup();
+	meter_of(m, 12.5e6, 40 * MS);
+	CHECK_EQ(sg_loop_new(NULL, &loop), 0);
+	env_open_gate(e, loop, m, (struct sg_layer_config){ .window_bytes = 1 }, index, vectored);
+	CHECK_EQ(sg_layer_replay(e->layer, profile_of_files(e, far_files, N_FAR), NULL, NULL), 0);
+}
+
+/* Reads far file f whole as `reader` and checks its bytes; false if the read failed. */
+static int32_t read_file(struct env *e, uint32_t reader, int f)
+{
+	static uint8_t buf[FILE_SIZE];
+	int32_t r = test_layer_read(e->loop, e->user, reader, file_node(e, f), 0, buf, FILE_SIZE);
+
+	if (r == (int32_t)FILE_SIZE)
+		CHECK_MEM(buf, content + (size_t)f * FILE_SIZE, FILE_SIZE);
+	return r;
+}
+
+static void wait_replay_done(struct env *e)
+{
+	struct sg_layer_stats st;
+	double end = test_now_ms() + 5000;
+
+	do {
+		run_a_little(e->loop);
+		sg_layer_stats(e->layer, &st);
+		if (test_now_ms() > end)
+			TEST_FAIL("the replay never ended: done %d, batches %u, jobs %u, gate %zu",
+				  st.replay_done, e->layer->batches_inflight,
+				  e->layer->jobs_inflight, e->gate->n);
+	} while (!st.replay_done || e->layer->batches_inflight);
+}
+
+TEST(a_replay_of_far_apart_chunks_is_one_request_of_several_spans)
+{
+	struct sg_link_meter m;
+	struct env e = { 0 };
+	struct sg_layer_stats st;
+
+	open_far_replay(&e, &m, 20, true);
+	run_a_little(e.loop);
+	/* One request, a span per file in blob order, the gaps between them left out. */
+	CHECK_EQ(e.gate->n, 1);
+	CHECK_EQ(e.gate->issued_vectored, 1);
+	CHECK_EQ(e.gate->q[0].n_spans, N_FAR);
+	uint64_t len = 0;
+	for (size_t i = 0; i < N_FAR; i++) {
+		const struct sg_range_span *sp = &e.gate->q[0].spans[i];
+		CHECK_EQ(sp->offset, file_blob_offset(&e, far_sorted[i]));
+		CHECK(sp->offset + sp->len <= file_blob_offset(&e, far_sorted[i] + 1));
+		CHECK(sp->offset + sp->len > file_blob_offset(&e, far_sorted[i]) + FILE_SIZE);
+		len += sp->len;
+	}
+	CHECK_EQ(e.gate->q[0].len, len);
+	e.gate->automatic = true;
+	gate_complete(e.gate, 0, (int)len);
+	wait_replay_done(&e);
+	sg_layer_stats(e.layer, &st);
+	CHECK_EQ(st.fetch_requests, 1);
+	CHECK_EQ(st.fetched_bytes, len);
+	CHECK_EQ(st.kind_fetched_bytes[SG_FETCH_PROFILE], st.replay_bytes);
+	CHECK_EQ(st.chunks_fetched, N_FAR * (FILE_SIZE / CHUNK));
+	CHECK_EQ(st.verify_failures, 0);
+	for (size_t i = 0; i < N_FAR; i++)
+		CHECK_EQ(read_file(&e, 0, far_files[i]), (int32_t)FILE_SIZE);
+	sg_layer_stats(e.layer, &st);
+	CHECK_EQ(st.ondemand_fetches, 0);   /* every byte came from the one request */
+	/* A file in a gap was not fetched along: it comes on demand, right. */
+	CHECK_EQ(read_file(&e, 0, 5), (int32_t)FILE_SIZE);
+	sg_layer_stats(e.layer, &st);
+	CHECK(st.ondemand_fetches >= 1);
+	env_close(&e);
+}
+
+/* A byte damaged in the second span: that file's chunk fails its digest and is neither
+ * served nor cached; the other spans' chunks of the same request are. */
+TEST(a_damaged_byte_in_one_span_fails_that_chunk_only)
+{
+	struct sg_link_meter m;
+	struct env e = { 0 };
+	struct sg_layer_stats st;
+	open_far_replay(&e, &m, 21, true);
+	uint8_t *bad = malloc(blob_len);
+	CHECK(bad);
+	memcpy(bad, blob, blob_len);
+	uint64_t at = file_blob_offset(&e, far_sorted[1]) + CHUNK / 2;   /* f9's first chunk */
+	bad[at] ^= 0x40;
+	e.gate->blob = bad;
+	e.gate->automatic = true;
+	while (e.gate->n)
+		gate_complete(e.gate, 0, (int)e.gate->q[0].len);
+	wait_replay_done(&e);
+	sg_layer_stats(e.layer, &st);
+	CHECK_EQ(st.fetch_requests, 1);
+	CHECK_EQ(e.gate->issued_vectored, 1);
+	CHECK_EQ(st.verify_failures, 1);
+	CHECK_EQ(st.chunks_fetched, N_FAR * (FILE_SIZE / CHUNK) - 1);
+	uint32_t first9 = sg_toc_node(sg_layer_toc(e.layer), file_node(&e, 9))->first_chunk;
+	CHECK(sg_layer_fetch_needed(e.layer, first9));        /* not cached */
+	CHECK(!sg_layer_fetch_needed(e.layer, first9 + 1));   /* its neighbour in the span is */
+	for (size_t i = 0; i < N_FAR; i++)
+		if (far_files[i] != 9)
+			CHECK_EQ(read_file(&e, 0, far_files[i]), (int32_t)FILE_SIZE);
+	sg_layer_stats(e.layer, &st);
+	CHECK_EQ(st.ondemand_fetches, 0);
+	/* Read: fetched again on demand, damaged again, refused: EIO, never the bytes. */
+	CHECK_EQ(read_file(&e, 0, 9), -EIO);
+	sg_layer_stats(e.layer, &st);
+	CHECK_EQ(st.verify_failures, 2);
+	/* The source mended: the same file reads right (another reader: no failure hold). */
+	e.gate->blob = blob;
+	CHECK_EQ(read_file(&e, 1, 9), (int32_t)FILE_SIZE);
+	env_close(&e);
+	free(bad);
+}
+
+/* A source that reads one range at a time: the replay sends a request a span, as before,
+ * and a batch of several spans is refused before anything starts. */
+TEST(a_source_without_readv_gets_one_request_a_span)
+{
+	struct sg_link_meter m;
+	struct env e = { 0 };
+	struct sg_layer_stats st;
+
+	open_far_replay(&e, &m, 22, false);
+	const struct sg_toc *toc = sg_layer_toc(e.layer);
+	uint32_t two[2] = { sg_toc_node(toc, file_node(&e, 5))->first_chunk,
+			    sg_toc_node(toc, file_node(&e, 35))->first_chunk };
+	CHECK_EQ(sg_layer_fetch_batch(e.layer, &e.gate->base, two, 2, SG_FETCH_PROFILE),
+		 -EOPNOTSUPP);
+	CHECK(sg_layer_fetch_needed(e.layer, two[0]) && sg_layer_fetch_needed(e.layer, two[1]));
+	run_a_little(e.loop);
+	CHECK_EQ(e.gate->n, N_FAR);   /* within the link's SG_LINK_AHEAD_REQUESTS */
+	for (size_t i = 0; i < e.gate->n; i++) {
+		CHECK_EQ(e.gate->q[i].n_spans, 0);
+		CHECK_EQ(e.gate->q[i].offset, file_blob_offset(&e, far_sorted[i]));
+	}
+	e.gate->automatic = true;
+	while (e.gate->n)
+		gate_complete(e.gate, 0, (int)e.gate->q[0].len);
+	wait_replay_done(&e);
+	sg_layer_stats(e.layer, &st);
+	CHECK_EQ(st.fetch_requests, N_FAR);
+	CHECK_EQ(e.gate->issued_vectored, 0);
+	for (size_t i = 0; i < N_FAR; i++)
+		CHECK_EQ(read_file(&e, 0, far_files[i]), (int32_t)FILE_SIZE);
+	sg_layer_stats(e.layer, &st);
+	CHECK_EQ(st.ondemand_fetches, 0);
+	env_close(&e);
+}
+
+/* A multi-span request in flight with a reader waiting on a chunk of its third span: the
+ * request cancelled, the reader is answered once (EIO); then the layer closes with another
+ * one in flight and readers waiting: nothing completes or is freed before the source
+ * answers, then every reader and the close exactly once. */
+TEST(cancel_and_close_with_a_multi_span_batch_in_flight_answer_once)
+{
+	struct sg_link_meter m;
+	struct env e = { 0 };
+	static uint8_t buf[4][4096];
+	struct test_op rd[4], uclose, lclose;
+	bool destroyed = false;
+
+	open_far_replay(&e, &m, 23, true);
+	e.gate->destroyed = &destroyed;
+	run_a_little(e.loop);
+	CHECK_EQ(e.gate->n, 1);
+	CHECK_EQ(e.gate->q[0].n_spans, N_FAR);
+	test_op_init(&rd[0]);
+	CHECK_EQ(sg_layer_read(e.user, 7, file_node(&e, 17), 0, 4096, buf[0], &rd[0].op,
+			       test_op_cb), 0);
+	run_a_little(e.loop);
+	CHECK_EQ(e.gate->n, 1);     /* the reader joined the replay's chunk */
+	CHECK_EQ(rd[0].calls, 0);
+	CHECK_EQ(sg_range_cancel(&e.gate->base, e.gate->q[0].op), 0);
+	test_op_wait(e.loop, &rd[0], 1000);
+	run_a_little(e.loop);
+	CHECK_EQ(rd[0].calls, 1);
+	CHECK_EQ(rd[0].res, -EIO);
+	CHECK_EQ(e.layer->batches_inflight, 0);
+	/* The replay is over (a failed request ends it); readers now fetch on demand. */
+	wait_replay_done(&e);
+	e.gate->automatic = true;
+	CHECK_EQ(read_file(&e, 1, 17), (int32_t)FILE_SIZE);
+	env_close(&e);
+	CHECK(destroyed);
+
+	/* Again, closing this time. */
+	struct env f = { 0 };
+	destroyed = false;
+	open_far_replay(&f, &m, 24, true);
+	f.gate->destroyed = &destroyed;
+	run_a_little(f.loop);
+	CHECK_EQ(f.gate->n, 1);
+	CHECK_EQ(f.gate->q[0].n_spans, N_FAR);
+	for (int i = 0; i < 3; i++) {
+		test_op_init(&rd[i]);
+		CHECK_EQ(sg_layer_read(f.user, 10 + (uint32_t)i, file_node(&f, far_sorted[i + 1]), 0,
+				       4096, buf[i], &rd[i].op, test_op_cb), 0);
+	}
+	run_a_little(f.loop);
+	CHECK_EQ(f.gate->n, 1);
+	test_op_init(&uclose);
+	CHECK_EQ(sg_layer_user_close(f.user, &uclose.op, test_op_cb), 0);
+	test_run_for(f.loop, 20);
+	for (int i = 0; i < 3; i++) {
+		CHECK_EQ(rd[i].calls, 1);
+		CHECK_EQ(rd[i].res, -ECANCELED);
+	}
+	CHECK_EQ(uclose.calls, 1);
+	test_op_init(&lclose);
+	f.gate->defer_cancel = true;   /* the close asks; the request answers when it answers */
+	f.gate->cancels = 0;
+	CHECK_EQ(sg_layer_close(f.layer, &lclose.op, test_op_cb), 0);
+	test_run_for(f.loop, 50);
+	CHECK_EQ(f.gate->cancels, 1u);
+	CHECK_EQ(lclose.calls, 0);   /* its request is still out */
+	CHECK(!destroyed);
+	gate_complete(f.gate, 0, (int)f.gate->q[0].len);
+	test_op_wait(f.loop, &lclose, 1000);
+	test_run_for(f.loop, 20);
+	CHECK_EQ(lclose.calls, 1);
+	CHECK_EQ(lclose.res, 0);
+	for (int i = 0; i < 3; i++)
+		CHECK_EQ(rd[i].calls, 1);
+	sg_layer_free(f.layer);
+	CHECK(destroyed);
+	CHECK_EQ(sg_loop_drain(f.loop, 2000), 0);
+	sg_loop_free(f.loop);
+}
+
+/* Background fetch from a vectored source, every third file read (cached) before it starts:
+ * the runs of missing files around them go out as spans of one request each, no cached
+ * byte is fetched again, and the layer ends up local with the right bytes. */
+TEST(background_takes_runs_apart_in_one_request)
+{
+	struct sg_loop *loop;
+	struct sg_link_meter m;
+	struct env e = { 0 };
+	struct sg_layer_stats st;
+	struct sg_layer_config cfg = background;
+
+	if (!blob)
+		setup();
+	meter_of(&m, 10e6, 1 * MS);
+	CHECK_EQ(sg_loop_new(NULL, &loop), 0);
+	cfg.background_delay_ns = 300 * MS;
+	env_open_gate(&e, loop, &m, cfg, 25, true);
+	e.gate->automatic = true;
+	for (int f = 0; f < NFILES; f += 3)
+		CHECK_EQ(read_file(&e, 0, f), (int32_t)FILE_SIZE);
+	sg_layer_stats(e.layer, &st);
+	uint64_t ondemand = st.fetched_bytes;
+	CHECK(!st.background_running);
+	test_wait_layer_local(loop, e.layer, &st);
+	CHECK(e.gate->most_spans > 1);
+	CHECK(st.kind_fetched_bytes[SG_FETCH_BACKGROUND] > 0);
+	CHECK(st.fetched_bytes - ondemand < blob_len - (NFILES / 3) * (uint64_t)FILE_SIZE);
+	for (int f = 0; f < NFILES; f++)
+		CHECK_EQ(read_file(&e, 0, f), (int32_t)FILE_SIZE);
 	env_close(&e);
 }
 

@@ -1,7 +1,9 @@
 /* Tests for net/blob: opening a registry blob and reading ranges of it against a small HTTP
  * server on a thread (keep-alive, a bounded pool, exactly one completion per read on destroy,
  * an inconsistent answer refused with its reason, opening errors, the link meter fed by the
- * reads; the open that brings the blob's tail in one suffix GET, and its fallbacks). */
+ * reads; the open that brings the blob's tail in one suffix GET, and its fallbacks; vectored
+ * reads: one multipart/byteranges request, or one request a range from a server that answers
+ * the first range only, and cancelled once). */
 #include <errno.h>
 #include <stdlib.h>
 
@@ -160,6 +162,121 @@ TEST(destroy_completes_each_read_once)
 	registry_env_stop(&c);
 }
 
+/* Far-apart spans, out of order, the blob's end among them. */
+#define NSPANS 5
+static const struct {
+	uint64_t off;
+	size_t len;
+} span_at[NSPANS] = { { 0, 1000 }, { 100000, 5000 }, { 500000, 1 }, { BLOB_SIZE - 300, 300 },
+		      { 300000, 8192 } };
+
+/* A vectored read of span_at into rd's buffers, waited for; returns its result. */
+static int readv_spans(struct registry_env *c, struct rd *rd, struct sg_op *op, int *completions)
+{
+	struct sg_range_span spans[NSPANS];
+
+	for (int i = 0; i < NSPANS; i++)
+		spans[i] = (struct sg_range_span){ span_at[i].off, span_at[i].len, rd[i].buf };
+	CHECK(sg_range_source_vectored(c->src));
+	CHECK_EQ(sg_range_readv(c->src, spans, NSPANS, op, on_read), 0);
+	struct rd *r = sg_container_of(op, struct rd, op);
+	for (int it = 0; it < 200 && !r->completions; it++)
+		CHECK(sg_loop_run_once(c->loop, 50) >= 0);
+	*completions = r->completions;
+	for (int i = 0; i < NSPANS; i++)
+		CHECK_MEM(rd[i].buf, blob + span_at[i].off, span_at[i].len);
+	return r->res;
+}
+
+static size_t spans_total(void)
+{
+	size_t total = 0;
+	for (int i = 0; i < NSPANS; i++)
+		total += span_at[i].len;
+	return total;
+}
+
+/* A registry that answers multipart/byteranges (docker-registry does, through Go's
+ * net/http) takes every span in one request. */
+TEST(readv_sends_several_ranges_in_one_request)
+{
+	static struct registry_env c;
+	static struct rd rd[NSPANS], r;
+	int completions;
+
+	start_blob(&c, 2);
+	c.srv.multirange = true;
+	int opened = atomic_load(&c.srv.gets);   /* the open's GET of the tail */
+	sg_op_init(&r.op);
+	CHECK_EQ(readv_spans(&c, rd, &r.op, &completions), (int)spans_total());
+	CHECK_EQ(completions, 1);
+	CHECK_EQ(atomic_load(&c.srv.gets) - opened, 1);
+	CHECK_EQ(atomic_load(&c.srv.multi_gets), 1);
+	/* One span is a plain read. */
+	struct sg_range_span one = { 12345, 100, rd[0].buf };
+	sg_op_init(&r.op);
+	r.completions = 0;
+	CHECK_EQ(sg_range_readv(c.src, &one, 1, &r.op, on_read), 0);
+	for (int it = 0; it < 200 && !r.completions; it++)
+		CHECK(sg_loop_run_once(c.loop, 50) >= 0);
+	CHECK_EQ(r.res, 100);
+	CHECK_MEM(rd[0].buf, blob + 12345, 100);
+	CHECK_EQ(atomic_load(&c.srv.multi_gets), 1);
+	registry_env_stop(&c);
+}
+
+/* A registry that answers only the first range: the rest are fetched one request each, the
+ * bytes still right, and from then on the host gets no multi-range request. */
+TEST(readv_falls_back_to_one_request_a_range)
+{
+	static struct registry_env c;
+	static struct rd rd[NSPANS], r;
+	int completions;
+
+	start_blob(&c, 8);
+	int opened = atomic_load(&c.srv.gets);   /* the open's GET of the tail */
+	sg_op_init(&r.op);
+	CHECK_EQ(readv_spans(&c, rd, &r.op, &completions), (int)spans_total());
+	CHECK_EQ(completions, 1);
+	CHECK_EQ(atomic_load(&c.srv.multi_gets), 1);
+	/* the first range came with the first */
+	CHECK_EQ(atomic_load(&c.srv.gets) - opened, NSPANS);
+	memset(rd, 0, sizeof(rd));
+	sg_op_init(&r.op);
+	r.completions = 0;
+	CHECK_EQ(readv_spans(&c, rd, &r.op, &completions), (int)spans_total());
+	CHECK_EQ(completions, 1);
+	CHECK_EQ(atomic_load(&c.srv.multi_gets), 1);  /* remembered */
+	CHECK_EQ(atomic_load(&c.srv.gets) - opened, 2 * NSPANS);
+	registry_env_stop(&c);
+}
+
+/* Cancelled by its op: one completion, -ECANCELED, nothing written after it. */
+TEST(readv_cancel_completes_once)
+{
+	static struct registry_env c;
+	static struct rd rd[2], r;
+	struct sg_range_span spans[2] = { { 0, 100, rd[0].buf }, { 200000, 100, rd[1].buf } };
+
+	start_blob(&c, 2);
+	c.srv.multirange = true;
+	atomic_store(&c.srv.delay_ms, 300);
+	sg_op_init(&r.op);
+	CHECK_EQ(sg_range_readv(c.src, spans, 2, &r.op, on_read), 0);
+	CHECK(sg_loop_run_once(c.loop, 10) >= 0);
+	CHECK_EQ(sg_range_cancel(c.src, &r.op), 0);
+	CHECK_EQ(r.completions, 0);
+	for (int i = 0; i < 50; i++)
+		CHECK(sg_loop_run_once(c.loop, 20) >= 0);
+	CHECK_EQ(r.completions, 1);
+	CHECK_EQ(r.res, -ECANCELED);
+	static const uint8_t zero[100];
+	CHECK_MEM(rd[0].buf, zero, 100);
+	CHECK_MEM(rd[1].buf, zero, 100);
+	atomic_store(&c.srv.delay_ms, 0);
+	registry_env_stop(&c);
+}
+
 TEST(bad_arguments)
 {
 	static struct registry_env c;
@@ -172,6 +289,10 @@ TEST(bad_arguments)
 	CHECK_EQ(sg_range_read(c.src, BLOB_SIZE, 1, r.buf, &r.op, on_read), -ERANGE);
 	CHECK_EQ(sg_registry_read_ranges(c.src, rr, SG_REGISTRY_RANGES_MAX + 1, NULL, &r.op,
 					 on_read), -EINVAL);
+	/* The core's checks of a vectored read, before the source sees it. */
+	CHECK_EQ(sg_range_readv(c.src, rr, 2, &r.op, on_read), -ERANGE);
+	CHECK_EQ(sg_range_readv(c.src, rr, 0, &r.op, on_read), -EINVAL);
+	CHECK_EQ(sg_range_readv(c.src, rr, SG_RANGE_SPANS_MAX + 1, &r.op, on_read), -EINVAL);
 	/* zero-length read completes with 0 from the loop */
 	CHECK_EQ(sg_range_read(c.src, 5, 0, NULL, &r.op, on_read), 0);
 	CHECK_EQ(r.completions, 0);
