@@ -201,6 +201,10 @@ static void preq_reset(void *data)
 	pr->pos = pr->end = 0;
 }
 
+/* Internal: the response was good but left some ranges out (first-range-only servers), or
+ * is not worth reading for them (the whole blob to a multi-range request). */
+#define PREQ_INCOMPLETE (-EAGAIN)
+
 /* A 200 to a range request: the server ignored Range, this is the whole blob. */
 static int preq_head_whole(struct preq *pr, struct sg_exchange *x, const struct sg_http1_parser *p)
 {
@@ -210,6 +214,13 @@ static int preq_head_whole(struct preq *pr, struct sg_exchange *x, const struct 
 		return sg_exchange_fail(x, -EIO, "200 with %llu bytes for a blob of %llu",
 					(unsigned long long)p->content_length,
 					(unsigned long long)b->base.size);
+	if (pr->n > 1) {
+		/* Far-apart ranges (a replay's) would mean reading the blob up to the last of
+		 * them, maybe tens of MB: the connection is dropped and each range asked alone,
+		 * as from now on for this host. */
+		sg_host_stats(blob_host(b))->multirange = SG_MULTIRANGE_WHOLE;
+		return PREQ_INCOMPLETE;
+	}
 	pr->whole = true;
 	pr->pos = 0;
 	pr->end = 0;
@@ -218,10 +229,7 @@ static int preq_head_whole(struct preq *pr, struct sg_exchange *x, const struct 
 		if (r->offset + r->len > pr->end)
 			pr->end = r->offset + r->len;
 	}
-	if (pr->n > 1)
-		sg_host_stats(blob_host(b))->multirange = SG_MULTIRANGE_WHOLE;
-	else
-		sg_host_stats(blob_host(b))->ignores_ranges = true;
+	sg_host_stats(blob_host(b))->ignores_ranges = true;
 	return 0;
 }
 
@@ -330,8 +338,6 @@ static int preq_body(void *data, struct sg_exchange *x, const uint8_t *d, size_t
 	return 0;
 }
 
-/* Internal: the response was good but left some ranges out (first-range-only servers). */
-#define PREQ_INCOMPLETE (-EAGAIN)
 
 static int preq_done(void *data, struct sg_exchange *x)
 {
@@ -458,7 +464,8 @@ static void on_preq_done(struct sg_op *op)
 	st = sg_host_stats(blob_host(j->b));
 	j->pending--;
 	if (res == PREQ_INCOMPLETE) {
-		st->multirange = SG_MULTIRANGE_FIRST_ONLY;
+		if (st->multirange != SG_MULTIRANGE_WHOLE)
+			st->multirange = SG_MULTIRANGE_FIRST_ONLY;
 		res = job_split(j, pr);
 	} else if (res < 0 && pr->n > 1 && (status == 400 || status == 416)) {
 		st->multirange = SG_MULTIRANGE_REFUSED;

@@ -37,6 +37,7 @@ struct test_server {
 	atomic_int delay_ms;
 	atomic_int gets, head_reqs;
 	bool multirange;
+	bool multi_whole;               /* several ranges: 200 and the whole blob */
 	atomic_int multi_gets;
 	/* script mode */
 	const char *const *script;
@@ -134,6 +135,18 @@ static inline bool test_server_answer_multi(struct test_server *s, int fd, const
 	if (n < 2)
 		return true;
 	atomic_fetch_add(&s->multi_gets, 1);
+	if (s->multi_whole) {
+		/* A server (a CDN) that answers several ranges with the whole blob: its head,
+		 * then the body until the client hangs up. */
+		*ret_answered = true;
+		atomic_fetch_add(&s->gets, 1);
+		k = snprintf(head, sizeof(head), "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n",
+			     s->blob_size);
+		if (!test_server_send(fd, head, (size_t)k))
+			return false;
+		(void)test_server_send(fd, s->blob, s->blob_size);
+		return false;
+	}
 	if (!s->multirange)
 		return true;   /* a first-range-only server: the single-range answer */
 	for (size_t i = 0; i < n; i++)

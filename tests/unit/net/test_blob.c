@@ -251,6 +251,36 @@ TEST(readv_falls_back_to_one_request_a_range)
 	registry_env_stop(&c);
 }
 
+/* A server that answers several ranges with 200 and the whole blob (some CDNs): the body is
+ * not read up to the last range (it could be tens of MB); each range is asked alone, the
+ * bytes are right, and the host gets no multi-range request any more. */
+TEST(readv_to_a_server_answering_the_whole_blob_asks_each_range_alone)
+{
+	static struct registry_env c;
+	static struct rd rd[NSPANS], r;
+	int completions;
+
+	start_blob(&c, 8);
+	c.srv.multi_whole = true;
+	int opened = atomic_load(&c.srv.gets);
+	sg_op_init(&r.op);
+	CHECK_EQ(readv_spans(&c, rd, &r.op, &completions), (int)spans_total());
+	CHECK_EQ(completions, 1);
+	CHECK_EQ(atomic_load(&c.srv.multi_gets), 1);
+	CHECK_EQ(atomic_load(&c.srv.gets) - opened, 1 + NSPANS);
+	struct sg_host_stats st;
+	char host[64];
+	snprintf(host, sizeof(host), "127.0.0.1:%d", c.srv.port);
+	CHECK_EQ(sg_registry_host_stats(c.reg, host, &st), 0);
+	CHECK_EQ(st.multirange, SG_MULTIRANGE_WHOLE);
+	memset(rd, 0, sizeof(rd));
+	sg_op_init(&r.op);
+	r.completions = 0;
+	CHECK_EQ(readv_spans(&c, rd, &r.op, &completions), (int)spans_total());
+	CHECK_EQ(atomic_load(&c.srv.multi_gets), 1);   /* remembered */
+	registry_env_stop(&c);
+}
+
 /* Cancelled by its op: one completion, -ECANCELED, nothing written after it. */
 TEST(readv_cancel_completes_once)
 {
