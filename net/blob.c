@@ -863,8 +863,9 @@ static void on_opened(struct sg_op *op)
 	open_meter_end(b);
 	if (res < 0 && b->tail_asked) {
 		tail_drop(b);
-		if (status == 400 || status == 416 || status == 501) {
-			/* A registry that refuses a suffix range: the HEAD way, from now on. */
+		if (status == 400 || status == 416 || status == 501 || status == 200) {
+			/* A registry that refuses a suffix range, or answers it with a body of no
+			 * announced length: the HEAD way, for this blob. */
 			b->tail_max = 0;
 			res = open_start(b, false);
 			if (res == 0)

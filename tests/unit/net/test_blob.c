@@ -495,6 +495,22 @@ TEST(open_with_tail_falls_back_to_head_when_refused)
 	registry_env_stop(&c);
 }
 
+TEST(open_with_tail_falls_back_to_head_after_a_200_of_unknown_length)
+{
+	static struct registry_env c;
+	static const char *const script[] = {
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n",
+	};
+
+	start_script(&c, script, 2);
+	CHECK_EQ(open_tail(&c, DIGEST), 0);
+	CHECK_EQ(c.src->size, 4);
+	CHECK(strstr(c.srv.heads[1], "HEAD /v2/test/blob/blobs/" DIGEST " HTTP/1.1\r\n") ==
+	      c.srv.heads[1]);
+	registry_env_stop(&c);
+}
+
 TEST(open_with_tail_refuses_an_answer_that_is_not_the_tail)
 {
 	static struct registry_env c;
