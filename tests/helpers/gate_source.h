@@ -1,6 +1,6 @@
 /* A range source whose reads complete when the test says so (header-only, static): shared by
- * the layer tests that need to hold requests in flight (tests/unit/fs/test_layer_prefetch.c,
- * test_layer_multirange.c).
+ * the tests that need to hold requests in flight (tests/unit/fs/test_layer_prefetch.c,
+ * test_layer_profile.c, tests/unit/daemon/test_deferred_source.c).
  *
  * Reads queue in q[] (oldest first) until gate_complete answers one, with the bytes of `blob`
  * or an error; `automatic` answers each at once (from the loop).  A gate made vectored also

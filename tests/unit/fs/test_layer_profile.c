@@ -9,6 +9,7 @@
 #include "fs/layer.h"
 #include "fs/layer_int.h"
 #include "fs/profile.h"
+#include "tests/helpers/gate_source.h"
 #include "tests/helpers/layer_fixture.h"
 #include "tests/unit/test.h"
 
@@ -347,110 +348,55 @@ TEST(a_close_with_the_replay_in_flight_cancels_it)
 	CHECK_EQ(e.rec.calls, 0);   /* nothing was read: nothing recorded */
 }
 
-/* ---- a source whose reads the test holds, then lets through or fails ---- */
+/* ---- a layer over a source whose reads the test holds, then lets through or fails ---- */
 
-struct held_read {
-	uint64_t offset;
-	size_t len;
-	void *buf;
-	struct sg_op *op;
-	sg_op_cb cb;
-	bool used;
-};
-
-struct gate {
-	struct sg_range_source base;          /* first: the vtable pointer leads */
-	struct sg_range_source *inner;
-	bool open;                            /* reads go straight through */
-	struct held_read held[16];
-};
-
-static int gate_read(struct sg_range_source *src, uint64_t offset, size_t len, void *buf,
-		     struct sg_op *op, sg_op_cb cb)
+/* The blob's bytes, for the gate to serve (tests/helpers/gate_source.h). */
+static uint8_t *blob_bytes(size_t *ret_len)
 {
-	struct gate *g = (struct gate *)src;
+	static uint8_t *bytes;
+	static size_t len;
 
-	if (g->open)
-		return sg_range_read(g->inner, offset, len, buf, op, cb);
-	for (size_t i = 0; i < 16; i++) {
-		if (!g->held[i].used) {
-			g->held[i] = (struct held_read){ offset, len, buf, op, cb, true };
-			return 0;
-		}
+	if (!bytes) {
+		FILE *f = fopen(blob_path, "rb");
+		CHECK(f);
+		fseek(f, 0, SEEK_END);
+		len = (size_t)ftell(f);
+		rewind(f);
+		bytes = malloc(len);
+		CHECK(bytes && fread(bytes, 1, len, f) == len);
+		fclose(f);
 	}
-	return -EAGAIN;
+	*ret_len = len;
+	return bytes;
 }
-
-static void gate_answer(struct gate *g, size_t i, int res)
-{
-	struct held_read h = g->held[i];
-
-	g->held[i].used = false;
-	if (res == 0)
-		CHECK_EQ(sg_range_read(g->inner, h.offset, h.len, h.buf, h.op, h.cb), 0);
-	else
-		CHECK_EQ(sg_post(g->base.loop, h.op, res, h.cb), 0);
-}
-
-static int gate_cancel(struct sg_range_source *src, struct sg_op *op)
-{
-	struct gate *g = (struct gate *)src;
-
-	for (size_t i = 0; i < 16; i++) {
-		if (g->held[i].used && g->held[i].op == op) {
-			gate_answer(g, i, -ECANCELED);
-			return 0;
-		}
-	}
-	return sg_range_cancel(g->inner, op);
-}
-
-static void gate_destroy(struct sg_range_source *src)
-{
-	struct gate *g = (struct gate *)src;
-
-	for (size_t i = 0; i < 16; i++)
-		CHECK(!g->held[i].used);   /* the layer cancelled or waited for every read */
-	sg_range_source_free(g->inner);
-	free(g);
-}
-
-static const struct sg_range_source_ops gate_ops = {
-	.read = gate_read, .cancel = gate_cancel, .destroy = gate_destroy,
-};
 
 /* The held read covering blob offset `off`, or fails. */
-static size_t gate_find(struct gate *g, uint64_t off)
+static size_t gate_find(const struct gate *g, uint64_t off)
 {
-	for (size_t i = 0; i < 16; i++)
-		if (g->held[i].used && g->held[i].offset <= off &&
-		    off < g->held[i].offset + g->held[i].len)
+	for (size_t i = 0; i < g->n; i++)
+		if (g->q[i].offset <= off && off < g->q[i].offset + g->q[i].len)
 			return i;
 	TEST_FAIL("no held read at %llu", (unsigned long long)off);
 	return 0;
 }
 
-static size_t gate_count(const struct gate *g)
+/* Lets the held read i through, with the blob's bytes. */
+static void gate_pass(struct gate *g, size_t i)
 {
-	size_t n = 0;
-	for (size_t i = 0; i < 16; i++)
-		n += g->held[i].used;
-	return n;
+	gate_complete(g, i, (int)g->q[i].len);
 }
 
 /* A layer over a gate source, replaying `files`, started. */
 static struct gate *gate_env(struct env *e, const int *files, size_t n)
 {
 	struct sg_layer_config cfg = { .window_bytes = 1 };
-	struct gate *g = calloc(1, sizeof(*g));
+	size_t len;
+	const uint8_t *bytes = blob_bytes(&len);
 
 	fresh_cache(cache, sizeof(cache));
 	cfg.cache_dir = cache;
 	CHECK_EQ(sg_loop_new(NULL, &e->loop), 0);
-	CHECK(g != NULL);
-	CHECK_EQ(sg_range_source_file_open(e->loop, blob_path, &g->inner), 0);
-	g->base = (struct sg_range_source){ .ops = &gate_ops, .loop = e->loop,
-					    .size = g->inner->size };
+	struct gate *g = gate_new(e->loop, NULL, bytes, len, false);
 	CHECK_EQ(sg_layer_new(e->loop, &g->base, test_load_toc_file(blob_path, &toc_digest), &cfg,
 			      &e->layer), 0);
 	CHECK_EQ(sg_layer_user_new(e->layer, &e->user), 0);
@@ -472,7 +418,7 @@ TEST(a_close_while_replay_requests_hang_answers_the_waiting_reader_once)
 
 	setup();
 	struct gate *g = gate_env(&e, files, 2);
-	CHECK_EQ(gate_count(g), 2);
+	CHECK_EQ(g->n, 2);
 	test_op_init(&rd);
 	CHECK_EQ(sg_layer_read(e.user, 7, node(&e, 5), 0, FILE_SIZE, b5, &rd.op, test_op_cb), 0);
 	test_run_for(e.loop, 20);
@@ -495,7 +441,7 @@ TEST(a_failed_replay_fetch_answers_both_waiting_readers_once_and_is_fetched_anew
 
 	setup();
 	struct gate *g = gate_env(&e, files, 2);
-	CHECK_EQ(gate_count(g), 2);   /* f05 and f30 are far apart: two requests */
+	CHECK_EQ(g->n, 2);   /* f05 and f30 are far apart: two requests */
 	uint64_t off5 = sg_layer_chunk(e.layer, chunk_of(&e, 5))->offset;
 	uint64_t off30 = sg_layer_chunk(e.layer, chunk_of(&e, 30))->offset;
 	/* Two readers (two processes) of f05 join the replay's job: no request of their own. */
@@ -505,10 +451,10 @@ TEST(a_failed_replay_fetch_answers_both_waiting_readers_once_and_is_fetched_anew
 				       &rd[k].op, test_op_cb), 0);
 	}
 	test_run_for(e.loop, 20);
-	CHECK_EQ(gate_count(g), 2);
+	CHECK_EQ(g->n, 2);
 	CHECK_EQ(rd[0].calls + rd[1].calls, 0);
 	/* f05's request fails: both readers get -EIO, once. */
-	gate_answer(g, gate_find(g, off5), -EIO);
+	gate_complete(g, gate_find(g, off5), -EIO);
 	test_op_wait(e.loop, &rd[0], 2000);
 	test_op_wait(e.loop, &rd[1], 2000);
 	test_run_for(e.loop, 20);
@@ -517,8 +463,8 @@ TEST(a_failed_replay_fetch_answers_both_waiting_readers_once_and_is_fetched_anew
 	CHECK_EQ(rd[0].res, -EIO);
 	CHECK_EQ(rd[1].res, -EIO);
 	/* The replay goes on: f30's request completes, and the replay ends. */
-	gate_answer(g, gate_find(g, off30), 0);
-	g->open = true;
+	gate_pass(g, gate_find(g, off30));
+	g->automatic = true;
 	wait_replay(&e);
 	CHECK(stats(&e).replay_done);
 	/* A third reader: f05 fetched anew, on demand, right bytes. */
