@@ -205,6 +205,8 @@ int sg_remote_new(struct sg_loop *loop, const struct sg_remote_config *config,
 		snprintf(r->profile_root, sizeof(r->profile_root), "%s", config->profile_root);
 	r->cfg.cache_root = r->cache_root;
 	r->opener = *opener;
+	if (!r->opener.open_for_toc)
+		r->opener.open_for_toc = r->opener.open;
 	sg_list_init(&r->layers);
 	sg_list_init(&r->contents);
 	sg_list_init(&r->prefetches);
@@ -936,14 +938,6 @@ static void on_blob_opened(struct sg_op *op)
 	content_blob_opened(c, op->res, src, op->res < 0 ? c->open_err.msg : NULL);
 }
 
-/* The opener of a blob whose TOC is loaded next. */
-static int (*toc_open(const struct sg_remote *r))(void *, const char *, const char *,
-						  struct sg_range_source **, struct sg_error *,
-						  struct sg_op *, sg_op_cb)
-{
-	return r->opener.open_for_toc ? r->opener.open_for_toc : r->opener.open;
-}
-
 /* Fetches the blob's TOC the normal way (no prefetched tail). */
 static void content_open_blob(struct content *c)
 {
@@ -951,8 +945,8 @@ static void content_open_blob(struct content *c)
 
 	c->load_inflight = true;
 	c->open_err = (struct sg_error){ 0 };
-	int res = toc_open(r)(r->opener.ctx, c->ref, c->digest, &c->opened, &c->open_err,
-			      &c->open_op, on_blob_opened);
+	int res = r->opener.open_for_toc(r->opener.ctx, c->ref, c->digest, &c->opened,
+					 &c->open_err, &c->open_op, on_blob_opened);
 	if (res < 0) {
 		c->load_inflight = false;
 		content_fail(c, res, "cannot start fetching the layer");
@@ -1121,8 +1115,8 @@ static void prefetch_following(struct sg_remote *r, const char *ref, const char 
 				sg_list_insert_tail(&r->prefetches, &tp->link);
 				r->tp_inflight++;
 				sg_op_init(&tp->op);
-				if (toc_open(r)(r->opener.ctx, ref, digest, &tp->src, NULL, &tp->op,
-						tp_opened) < 0) {
+				if (r->opener.open_for_toc(r->opener.ctx, ref, digest, &tp->src,
+							   NULL, &tp->op, tp_opened) < 0) {
 					r->tp_inflight--;
 					tp_free(tp);
 				}

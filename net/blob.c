@@ -233,6 +233,17 @@ static int preq_head_whole(struct preq *pr, struct sg_exchange *x, const struct 
 	return 0;
 }
 
+/* A 206 whose body length is announced must carry exactly its Content-Range's bytes. */
+static int check_206_length(struct sg_exchange *x, const struct sg_http1_parser *p,
+			    const struct sg_http1_range *cr)
+{
+	if (p->framing == SG_HTTP1_BODY_LENGTH && p->content_length != cr->last - cr->first + 1)
+		return sg_exchange_fail(x, -EIO, "206 body of %llu bytes for Content-Range %llu-%llu",
+					(unsigned long long)p->content_length,
+					(unsigned long long)cr->first, (unsigned long long)cr->last);
+	return 0;
+}
+
 /* A single-part 206: its Content-Range must name the blob and match the body. */
 static int preq_head_single(struct preq *pr, struct sg_exchange *x, const struct sg_http1_parser *p)
 {
@@ -249,10 +260,9 @@ static int preq_head_single(struct preq *pr, struct sg_exchange *x, const struct
 					"Content-Range says the blob has %llu bytes, HEAD said %llu",
 					(unsigned long long)cr.total,
 					(unsigned long long)b->base.size);
-	if (p->framing == SG_HTTP1_BODY_LENGTH && p->content_length != cr.last - cr.first + 1)
-		return sg_exchange_fail(x, -EIO, "206 body of %llu bytes for Content-Range %llu-%llu",
-					(unsigned long long)p->content_length,
-					(unsigned long long)cr.first, (unsigned long long)cr.last);
+	int r = check_206_length(x, p, &cr);
+	if (r < 0)
+		return r;
 	pr->pos = cr.first;
 	pr->end = cr.last + 1;
 	return 0;
@@ -722,12 +732,9 @@ static int open_head_tail(struct blob *b, struct sg_exchange *x, const struct sg
 		if (len > b->tail_max)
 			return sg_exchange_fail(x, -EIO, "%llu bytes for a suffix range of %zu",
 						(unsigned long long)len, b->tail_max);
-		if (p->framing == SG_HTTP1_BODY_LENGTH && p->content_length != len)
-			return sg_exchange_fail(x, -EIO,
-						"206 body of %llu bytes for Content-Range %llu-%llu",
-						(unsigned long long)p->content_length,
-						(unsigned long long)cr.first,
-						(unsigned long long)cr.last);
+		int r = check_206_length(x, p, &cr);
+		if (r < 0)
+			return r;
 	} else if (p->status == 200 && p->framing == SG_HTTP1_BODY_LENGTH) {
 		b->base.size = len = p->content_length;
 		sg_host_stats(blob_host(b))->ignores_ranges = true;
