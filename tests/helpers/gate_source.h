@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -147,6 +148,21 @@ static const struct sg_range_source_ops gate_vectored_ops = {
 	.cancel = gate_cancel,
 	.destroy = gate_destroy,
 };
+
+/* The whole of the file at path, for a gate to serve (malloc'd; *ret_len bytes). */
+static inline uint8_t *gate_load_blob(const char *path, size_t *ret_len)
+{
+	FILE *f = fopen(path, "rb");
+	CHECK(f);
+	fseek(f, 0, SEEK_END);
+	size_t len = (size_t)ftell(f);
+	rewind(f);
+	uint8_t *bytes = malloc(len ? len : 1);
+	CHECK(bytes && fread(bytes, 1, len, f) == len);
+	fclose(f);
+	*ret_len = len;
+	return bytes;
+}
 
 /* A gate over blob (blob_len bytes, kept by the caller) on loop, its reads fed to `link`
  * (NULL: not measured). */

@@ -51,14 +51,7 @@ static void setup(void)
 	snprintf(blob_path, sizeof(blob_path), "%s/blob", dir);
 	CHECK_EQ(esgz_write_random_files(blob_path, content, NFILES, FILE_SIZE, CHUNK, &toc_digest,
 					 NULL), 0);
-	FILE *f = fopen(blob_path, "r");
-	CHECK(f);
-	fseek(f, 0, SEEK_END);
-	blob_len = (size_t)ftell(f);
-	rewind(f);
-	blob = malloc(blob_len);
-	CHECK(blob && fread(blob, 1, blob_len, f) == blob_len);
-	fclose(f);
+	blob = gate_load_blob(blob_path, &blob_len);
 }
 
 /* A meter that has seen a link of `rate` bytes/s and `rtt`. */

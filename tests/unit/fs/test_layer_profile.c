@@ -356,16 +356,8 @@ static uint8_t *blob_bytes(size_t *ret_len)
 	static uint8_t *bytes;
 	static size_t len;
 
-	if (!bytes) {
-		FILE *f = fopen(blob_path, "rb");
-		CHECK(f);
-		fseek(f, 0, SEEK_END);
-		len = (size_t)ftell(f);
-		rewind(f);
-		bytes = malloc(len);
-		CHECK(bytes && fread(bytes, 1, len, f) == len);
-		fclose(f);
-	}
+	if (!bytes)
+		bytes = gate_load_blob(blob_path, &len);
 	*ret_len = len;
 	return bytes;
 }
