@@ -139,9 +139,12 @@ static int cmd_show_rm(const struct args *a, bool rm)
 		       sg_profile_chunks(p), sg_profile_chunk_count(p), n);
 		for (size_t i = 0; i < n; i++) {
 			if (r[i].first == r[i].last)
-				printf("  %" PRIu32 "\n", r[i].first);
+				printf("  %" PRIu32, r[i].first);
 			else
-				printf("  %" PRIu32 "-%" PRIu32 "\n", r[i].first, r[i].last);
+				printf("  %" PRIu32 "-%" PRIu32, r[i].first, r[i].last);
+			if (sg_profile_has_times(p))
+				printf("  at %" PRIu32 " ms", r[i].at_ms);
+			putchar('\n');
 		}
 	}
 	sg_profile_free(p);

@@ -312,32 +312,80 @@ static void background_continue(struct sg_layer *l)
 	sg_layer_wait_for_room(l);
 }
 
-/* Replays a learned startup profile (fs/layer_profile.h): it names what the workload is
- * about to read, so its requests fill the link as a stream does, and one cap more (the
+/* The replay that goes next on l's link: the one whose next chunks the recorded workload
+ * read first (ties: the one with the fewest bytes in flight); l itself on a link that is not
+ * shared (no meter).  NULL when no replay on the link has requests to send. */
+static struct sg_layer *first_due(struct sg_layer *l)
+{
+	const struct sg_link_meter *m = link_of(l);
+	struct sg_layer *best = NULL;
+	uint64_t best_due = 0;
+
+	if (!m || !sg_list_linked(&l->replay_node))
+		return l->replaying ? l : NULL;
+	for (const struct sg_list *n = m->replayers.next; n != &m->replayers; n = n->next) {
+		struct sg_layer *x = sg_container_of(n, struct sg_layer, replay_node);
+		if (!x->replaying || x->closing)
+			continue;
+		uint64_t due = sg_layer_replay_due(x);
+		if (!best || due < best_due ||
+		    (due == best_due && x->ahead_inflight < best->ahead_inflight)) {
+			best = x;
+			best_due = due;
+		}
+	}
+	return best;
+}
+
+static void replay_over(struct sg_layer *l)
+{
+	l->replaying = false;
+	l->stats.replay_done = true;
+	sg_layer_replay_hold_link(l, false);
+}
+
+/* Replays learned startup profiles (fs/layer_profile.h): a profile names what the workload
+ * is about to read, so the requests fill the link as a stream does, and one cap more (the
  * readers' misses are mostly for chunks already on their way), without yielding to
- * on-demand fetches (those go out at once beside them, on connections kept for them). */
+ * on-demand fetches (those go out at once beside them, on connections kept for them).
+ *
+ * The layers of an image replay at once, over one link.  Each used to fill it alone, and
+ * the one whose request ended first took the room again: on the far link the python layer's
+ * replay waited 0.9 s behind the base layer's, and the interpreter's first chunk, read
+ * first, went out on demand; on the default link the base layer's libraries never went out
+ * at all.  So the link goes to the replay whose next chunks the workload read first, by the
+ * times the profiles recorded (one clock per link: fs/layer_profile.c), whichever layer's
+ * request ended. */
 static void replay_continue(struct sg_layer *l)
 {
 	const struct sg_link_meter *m = link_of(l);
 	size_t batch, limit = pipe_limit(l, &batch) + sg_link_meter_inflight_cap(m);
+	struct sg_layer *x;
 
 	sg_layer_replay_hold_link(l, true);
-	while (sg_layer_ahead_fits(l, limit, batch)) {
-		int r = sg_layer_replay_next(l, batch, limit);
+	while ((x = first_due(l)) != NULL && sg_layer_ahead_fits(x, limit, batch)) {
+		int r = sg_layer_replay_next(x, batch, limit);
 		if (r == -EAGAIN) {
-			background_retry(l);   /* memory is short: look again shortly */
+			background_retry(x);   /* memory is short: look again shortly */
 			return;
 		}
 		if (r > 0)
 			continue;
 		/* Done, or the source failed: the chunks left are fetched when read. */
-		l->replaying = false;
-		l->stats.replay_done = true;
-		sg_layer_replay_hold_link(l, false);
+		replay_over(x);
+		if (x != l)
+			background_retry_in(x, ROOM_RETRY_NS);   /* its prefetch and background go on */
+	}
+	if (!x)
+		return;
+	/* No room on the link: a replay's next batch end looks again, or a timer (for a layer
+	 * with none in flight, which waits for another's). */
+	if (!m || !sg_list_linked(&l->replay_node)) {
+		sg_layer_wait_for_room(l);
 		return;
 	}
-	/* No room on the link: our own next batch end looks again, or a timer. */
-	sg_layer_wait_for_room(l);
+	for (const struct sg_list *n = m->replayers.next; n != &m->replayers; n = n->next)
+		sg_layer_wait_for_room(sg_container_of(n, struct sg_layer, replay_node));
 }
 
 void sg_layer_prefetch_continue(struct sg_layer *l)

@@ -45,6 +45,26 @@ static uint64_t quiet_ns(const struct sg_layer *l)
 	return l->cfg.profile_quiet_ns ? l->cfg.profile_quiet_ns : SG_PROFILE_QUIET_NS;
 }
 
+static struct sg_link_meter *link_of(const struct sg_layer *l)
+{
+	return l->src ? l->src->link : NULL;
+}
+
+/* A container reads several layers, and a layer may wait seconds between its misses while
+ * the others are read (far link, cold: libbz2 in the base layer 5 s after the libc, the
+ * interpreter's modules read meanwhile).  The workload, not the layer, going quiet ends a
+ * recording; and every layer on a link counts its times from the same epoch, so that a
+ * replay can tell which layer's chunks were read first. */
+static void follow_workload(struct sg_layer *l, uint64_t now)
+{
+	struct sg_link_meter *m = link_of(l);
+
+	if (!m)
+		return;
+	sg_profile_touch(l->prof_rec, m->burst_last_ns);
+	sg_profile_set_epoch(l->prof_rec, sg_link_meter_burst_epoch(m, now, quiet_ns(l)));
+}
+
 static void profile_tick(struct sg_op *op)
 {
 	struct sg_layer *l = sg_container_of(op, struct sg_layer, prof_timer);
@@ -55,6 +75,7 @@ static void profile_tick(struct sg_op *op)
 	}
 	if (l->closing)
 		return;
+	follow_workload(l, sg_now_ns());
 	if (sg_profile_quiet(l->prof_rec, sg_now_ns())) {
 		hand_over(l);
 		return;   /* a new user takes notes again (sg_layer_profile_new_user) */
@@ -65,10 +86,15 @@ static void profile_tick(struct sg_op *op)
 
 void sg_layer_profile_note(struct sg_layer *l, uint32_t c)
 {
+	uint64_t now = sg_now_ns();
+
 	if (!l->prof_rec || l->closing)
 		return;
-	if (sg_profile_note(l->prof_rec, c, sg_now_ns()) != SG_PROFILE_RECORDED)
+	follow_workload(l, now);
+	if (sg_profile_note(l->prof_rec, c, now) != SG_PROFILE_RECORDED)
 		return;
+	if (link_of(l))
+		sg_link_meter_burst_note(link_of(l), now, quiet_ns(l));
 	l->stats.profile_chunks++;
 	if (!sg_op_busy(&l->prof_timer))
 		(void)sg_timer_start(l->loop, &l->prof_timer, quiet_ns(l), profile_tick);
@@ -90,7 +116,7 @@ void sg_layer_profile_close(struct sg_layer *l)
 
 void sg_layer_replay_hold_link(struct sg_layer *l, bool hold)
 {
-	struct sg_link_meter *m = l->src ? l->src->link : NULL;
+	struct sg_link_meter *m = link_of(l);
 	uint64_t now = sg_now_ns();
 
 	if (hold == l->replay_holds_link)
@@ -98,12 +124,18 @@ void sg_layer_replay_hold_link(struct sg_layer *l, bool hold)
 	l->replay_holds_link = hold;
 	if (!hold)
 		l->last_ondemand_ns = now;   /* this layer's background waits the quiet gap too */
-	if (m)
-		sg_link_meter_ondemand(m, hold ? +1 : -1, now);
+	if (!m)
+		return;
+	sg_link_meter_ondemand(m, hold ? +1 : -1, now);
+	if (hold)
+		sg_list_insert_tail(&m->replayers, &l->replay_node);
+	else
+		sg_list_unlink(&l->replay_node);
 }
 
 void sg_layer_profile_free(struct sg_layer *l)
 {
+	sg_list_unlink(&l->replay_node);   /* sg_layer_profile_close did; the meter outlives us */
 	sg_profile_free(l->prof_rec);
 	sg_profile_free(l->replay);
 	free(l->replay_window);
@@ -172,9 +204,10 @@ fail:
 	return r;
 }
 
-static int cmp_u32(const void *a, const void *b)
+static int cmp_slot(const void *a, const void *b)
 {
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	uint32_t x = ((const struct sg_replay_slot *)a)->chunk;
+	uint32_t y = ((const struct sg_replay_slot *)b)->chunk;
 	return x < y ? -1 : x > y;
 }
 
@@ -200,46 +233,80 @@ static void next_window(struct sg_layer *l, size_t window_bytes)
 		if (!sg_layer_fetch_needed(l, c))
 			continue;
 		const struct sg_toc_chunk *ch = sg_layer_chunk(l, c);
-		l->replay_window[n++] = c;
+		l->replay_window[n++] = (struct sg_replay_slot){ c, rg->at_ms, false };
 		bytes += ch->next_offset - ch->offset;
 	}
-	qsort(l->replay_window, n, sizeof(l->replay_window[0]), cmp_u32);
-	l->replay_window_n = n;
-	l->replay_window_at = 0;
+	qsort(l->replay_window, n, sizeof(l->replay_window[0]), cmp_slot);
+	l->replay_window_n = l->replay_window_left = n;
+}
+
+/* The window's slot not sent yet that the workload read first, or replay_window_n. */
+static size_t window_first_due(const struct sg_layer *l)
+{
+	size_t best = l->replay_window_n;
+
+	for (size_t i = 0; i < l->replay_window_n; i++)
+		if (!l->replay_window[i].sent &&
+		    (best == l->replay_window_n ||
+		     l->replay_window[i].at_ms < l->replay_window[best].at_ms))
+			best = i;
+	return best;
+}
+
+uint64_t sg_layer_replay_due(const struct sg_layer *l)
+{
+	const struct sg_profile_range *ranges;
+
+	if (!l->replay)
+		return UINT64_MAX;
+	if (l->replay_window_left > 0)
+		return l->replay_window[window_first_due(l)].at_ms;
+	size_t n = sg_profile_ranges(l->replay, &ranges), i = l->replay_range;
+	if (i < n && l->replay_chunk > ranges[i].last)
+		i++;
+	return i < n && l->replay_left > 0 ? ranges[i].at_ms : UINT64_MAX;
 }
 
 int sg_layer_replay_next(struct sg_layer *l, size_t max_bytes, size_t window_bytes)
 {
 	/* A profile's chunks are scattered over the blob: one request carries far-apart runs
 	 * of them when the source reads several ranges at once (a registry: one round trip
-	 * instead of one a run), the gaps between them not fetched. */
+	 * instead of one a run), the gaps between them not fetched.  The window goes out in
+	 * blob order: starting each request at the chunk read first and going on from there
+	 * packed them worse (gcc: 38 requests instead of 30, total 2.51 s against 2.42). */
 	struct sg_layer_batch b = { .max_spans = sg_layer_batch_spans(l) };
+	size_t taken[sizeof(b.list) / sizeof(b.list[0])], n_taken = 0;
 
 	if (!l->replay || !l->replay_window)
 		return 0;
-	for (;;) {
-		if (l->replay_window_at == l->replay_window_n) {
-			if (b.n > 0 || l->replay_left == 0)
-				break;
+	while (b.n == 0) {
+		if (l->replay_window_left == 0) {
+			if (l->replay_left == 0)
+				return 0;   /* the budget is spent */
 			next_window(l, window_bytes);
 			if (l->replay_window_n == 0)
-				return 0;   /* every range done, or the budget spent */
+				return 0;   /* every range done */
 		}
-		uint32_t c = l->replay_window[l->replay_window_at];
-		if (sg_layer_fetch_needed(l, c) && !sg_layer_batch_add(l, &b, c, max_bytes))
-			break;
-		l->replay_window_at++;
+		for (size_t i = 0; i < l->replay_window_n; i++) {
+			struct sg_replay_slot *s = &l->replay_window[i];
+			if (s->sent)
+				continue;
+			if (sg_layer_fetch_needed(l, s->chunk)) {
+				if (!sg_layer_batch_add(l, &b, s->chunk, max_bytes))
+					break;
+				taken[n_taken++] = i;
+			}
+			s->sent = true;   /* in this batch, or fetched meanwhile: not asked again */
+			l->replay_window_left--;
+		}
 	}
-	if (b.n == 0)
-		return 0;
 	int r = sg_layer_fetch_batch(l, l->src, b.list, b.n, SG_FETCH_PROFILE);
 	if (r < 0) {
 		if (r == -EAGAIN) {
-			/* not started: the same chunks next time (they are the window's last
-			 * taken, in order, from its first) */
-			while (l->replay_window_at > 0 &&
-			       l->replay_window[l->replay_window_at - 1] >= b.list[0])
-				l->replay_window_at--;
+			/* not started: the same chunks next time */
+			for (size_t k = 0; k < n_taken; k++)
+				l->replay_window[taken[k]].sent = false;
+			l->replay_window_left += n_taken;
 		}
 		return r;
 	}

@@ -24,6 +24,9 @@ struct sg_profile {
 	uint32_t max_ranges;
 	uint64_t last_new_ns;
 	uint64_t session_chunks;      /* recorded since sg_profile_new or the last rearm */
+	uint64_t epoch_ns;            /* times are counted from here, once epoch_set */
+	bool epoch_set;
+	bool has_times;
 	bool recording;
 	bool truncated;
 };
@@ -51,6 +54,7 @@ int sg_profile_new(const struct sg_digest *toc, uint32_t n_chunks,
 	p->max_ranges = limits && limits->max_ranges && limits->max_ranges < SG_PROFILE_RANGES_MAX
 				? limits->max_ranges : SG_PROFILE_RANGES_MAX;
 	p->recording = true;
+	p->has_times = true;   /* a recorder notes times; a parsed profile says */
 	p->seen = calloc(WORDS(n_chunks), sizeof(uint64_t));
 	if (!p->seen) {
 		free(p);
@@ -90,9 +94,9 @@ static int ensure_seen(struct sg_profile *p)
 	return 0;
 }
 
-/* Appends [first, last] (none of it seen yet) after the last range, merging when they
- * touch.  -E2BIG at the cap, -ENOMEM. */
-static int append_run(struct sg_profile *p, uint32_t first, uint32_t last)
+/* Appends [first, last] (none of it seen yet), first read at at_ms, after the last range,
+ * merging when they touch (the earlier time stays).  -E2BIG at the cap, -ENOMEM. */
+static int append_run(struct sg_profile *p, uint32_t first, uint32_t last, uint32_t at_ms)
 {
 	if (p->n && p->ranges[p->n - 1].last + 1 == first) {
 		p->ranges[p->n - 1].last = last;
@@ -109,7 +113,7 @@ static int append_run(struct sg_profile *p, uint32_t first, uint32_t last)
 			p->ranges = r;
 			p->cap = cap;
 		}
-		p->ranges[p->n++] = (struct sg_profile_range){ first, last };
+		p->ranges[p->n++] = (struct sg_profile_range){ first, last, at_ms };
 	}
 	for (uint64_t c = first; c <= last; c++)
 		p->seen[c / 64] |= 1ull << (c % 64);
@@ -135,9 +139,9 @@ static uint64_t scan(const uint64_t *b, uint64_t from, uint64_t end, bool want)
 	return end;
 }
 
-/* Adds the chunks of [first, last] not in the profile yet, in order.  0, -E2BIG (cap) or
- * -ENOMEM. */
-static int add_span(struct sg_profile *p, uint32_t first, uint32_t last)
+/* Adds the chunks of [first, last] not in the profile yet, in order, first read at at_ms.
+ * 0, -E2BIG (cap) or -ENOMEM. */
+static int add_span(struct sg_profile *p, uint32_t first, uint32_t last, uint32_t at_ms)
 {
 	uint64_t end = (uint64_t)last + 1, at = first;
 	int r;
@@ -147,7 +151,7 @@ static int add_span(struct sg_profile *p, uint32_t first, uint32_t last)
 		if (a >= end)
 			break;
 		uint64_t b = scan(p->seen, a, end, true);
-		r = append_run(p, (uint32_t)a, (uint32_t)(b - 1));
+		r = append_run(p, (uint32_t)a, (uint32_t)(b - 1), at_ms);
 		if (r < 0)
 			return r;
 		at = b;
@@ -166,7 +170,12 @@ enum sg_profile_note_result sg_profile_note(struct sg_profile *p, uint32_t chunk
 		return SG_PROFILE_KNOWN;    /* a lost note only makes the hint weaker */
 	if (bit_get(p->seen, chunk))
 		return SG_PROFILE_KNOWN;
-	int r = append_run(p, chunk, chunk);
+	if (!p->epoch_set) {
+		p->epoch_ns = now_ns;
+		p->epoch_set = true;
+	}
+	uint64_t ms = now_ns > p->epoch_ns ? (now_ns - p->epoch_ns) / 1000000u : 0;
+	int r = append_run(p, chunk, chunk, ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms);
 	if (r == -E2BIG) {
 		p->recording = false;
 		return SG_PROFILE_DONE;
@@ -176,6 +185,18 @@ enum sg_profile_note_result sg_profile_note(struct sg_profile *p, uint32_t chunk
 	p->last_new_ns = now_ns;
 	p->session_chunks++;
 	return SG_PROFILE_RECORDED;
+}
+
+void sg_profile_set_epoch(struct sg_profile *p, uint64_t epoch_ns)
+{
+	p->epoch_ns = epoch_ns;
+	p->epoch_set = true;
+}
+
+void sg_profile_touch(struct sg_profile *p, uint64_t now_ns)
+{
+	if (p->recording && p->session_chunks && now_ns > p->last_new_ns)
+		p->last_new_ns = now_ns;
 }
 
 bool sg_profile_quiet(struct sg_profile *p, uint64_t now_ns)
@@ -195,6 +216,14 @@ void sg_profile_rearm(struct sg_profile *p)
 {
 	p->recording = !p->truncated;
 	p->session_chunks = 0;
+	p->epoch_set = false;   /* a new workload: its own clock */
+}
+
+/* The time of the last range, for ranges from a producer that gave none: they keep their
+ * place after it. */
+static uint32_t last_time(const struct sg_profile *p)
+{
+	return p->n ? p->ranges[p->n - 1].at_ms : 0;
 }
 
 int sg_profile_merge(struct sg_profile *dst, const struct sg_profile *src, struct sg_error *err)
@@ -216,7 +245,8 @@ int sg_profile_merge(struct sg_profile *dst, const struct sg_profile *src, struc
 	if (r < 0)
 		return sg_error_set(err, r, "out of memory");
 	for (size_t i = 0; i < src->n; i++) {
-		r = add_span(dst, src->ranges[i].first, src->ranges[i].last);
+		uint32_t at = src->has_times ? src->ranges[i].at_ms : last_time(dst);
+		r = add_span(dst, src->ranges[i].first, src->ranges[i].last, at);
 		if (r == -E2BIG)
 			break;
 		if (r < 0)
@@ -224,6 +254,7 @@ int sg_profile_merge(struct sg_profile *dst, const struct sg_profile *src, struc
 	}
 	if (!dst->has_layer && src->has_layer)
 		sg_profile_set_layer(dst, &src->layer);
+	dst->has_times |= src->has_times;
 	return 0;
 }
 
@@ -332,6 +363,11 @@ uint64_t sg_profile_chunks(const struct sg_profile *p)
 	return p->chunks;
 }
 
+bool sg_profile_has_times(const struct sg_profile *p)
+{
+	return p->has_times;
+}
+
 bool sg_profile_truncated(const struct sg_profile *p)
 {
 	return p->truncated;
@@ -365,7 +401,14 @@ static void write_doc(FILE *f, const struct sg_profile *p)
 	for (size_t i = 0; i < p->n; i++)
 		fprintf(f, "%s[%" PRIu32 ",%" PRIu32 "]", i ? "," : "", p->ranges[i].first,
 			p->ranges[i].last);
-	fputs("]}", f);
+	fputc(']', f);
+	if (p->has_times) {
+		fputs(",\"ms\":[", f);
+		for (size_t i = 0; i < p->n; i++)
+			fprintf(f, "%s%" PRIu32, i ? "," : "", p->ranges[i].at_ms);
+		fputc(']', f);
+	}
+	fputc('}', f);
 }
 
 static int finish_stream(FILE *f, char **buf, size_t *len, char **ret, size_t *ret_len)
@@ -422,6 +465,7 @@ enum state {
 	S_CHUNKS,    /* in "chunks": a pair or the end next */
 	S_PAIR,      /* in a pair */
 	S_PROFILES,  /* in "profiles": an object or the end next */
+	S_MS,        /* in "ms": a number or the end next */
 	S_SKIP,      /* inside a value of an unknown key */
 	S_END,
 };
@@ -435,16 +479,19 @@ enum key {
 	K_CHUNKS,
 	K_PROFILES,
 	K_MEDIA_TYPE,
+	K_MS,
 };
 
 /* The fields of one document as read; checked when its object closes. */
 struct doc {
 	int64_t schema;               /* -1 = absent */
 	int64_t count;                /* -1 = absent */
-	bool has_toc, has_layer, has_chunks;
+	bool has_toc, has_layer, has_chunks, has_ms;
 	struct sg_digest toc, layer;
 	struct sg_profile_range *ranges;
 	size_t n, cap;
+	uint32_t *ms;                 /* "ms", one per range */
+	size_t n_ms, cap_ms;
 	uint64_t listed;              /* chunks named, repeats counted */
 };
 
@@ -472,6 +519,7 @@ static struct doc *cur(struct parser *p)
 static void doc_reset(struct doc *d)
 {
 	free(d->ranges);
+	free(d->ms);
 	*d = (struct doc){ .schema = -1, .count = -1 };
 }
 
@@ -505,7 +553,7 @@ static int value_done(struct parser *p)
 static int unexpected(struct parser *p, const char *what)
 {
 	static const char *const names[] = { "", "schemaVersion", "toc", "layer", "chunkCount",
-					     "chunks", "profiles", "mediaType" };
+					     "chunks", "profiles", "mediaType", "ms" };
 	if (p->state == S_VALUE)
 		return fail(p, -EINVAL, "\"%s\" must not be %s", names[p->key], what);
 	return fail(p, -EINVAL, "unexpected %s", what);
@@ -569,6 +617,23 @@ static int cb_number(void *ctx, const char *s, size_t len)
 			return fail(p, -EINVAL, "chunk index %.*s is not an integer in 0..%u",
 				    (int)(len > 24 ? 24 : len), s, UINT32_MAX);
 		p->pair[p->pair_n++] = v;
+		return 1;
+	}
+	if (p->state == S_MS) {
+		if (d->n_ms >= SG_PROFILE_RANGES_MAX)
+			return fail(p, -E2BIG, "more than %u times in \"ms\"", SG_PROFILE_RANGES_MAX);
+		if (parse_uint(s, len, UINT32_MAX, &v) < 0)
+			return fail(p, -EINVAL, "time %.*s is not an integer in 0..%u",
+				    (int)(len > 24 ? 24 : len), s, UINT32_MAX);
+		if (d->n_ms == d->cap_ms) {
+			size_t cap = d->cap_ms ? d->cap_ms * 2 : 64;
+			uint32_t *m = realloc(d->ms, cap * sizeof(*m));
+			if (!m)
+				return fail(p, -ENOMEM, "out of memory");
+			d->ms = m;
+			d->cap_ms = cap;
+		}
+		d->ms[d->n_ms++] = (uint32_t)v;
 		return 1;
 	}
 	if (p->state != S_VALUE)
@@ -650,7 +715,7 @@ static int cb_map_key(void *ctx, const unsigned char *s, size_t len)
 	} keys[] = {
 		{ "schemaVersion", K_SCHEMA }, { "toc", K_TOC }, { "layer", K_LAYER },
 		{ "chunkCount", K_COUNT }, { "chunks", K_CHUNKS }, { "profiles", K_PROFILES },
-		{ "mediaType", K_MEDIA_TYPE },
+		{ "mediaType", K_MEDIA_TYPE }, { "ms", K_MS },
 	};
 	struct parser *p = ctx;
 
@@ -724,6 +789,13 @@ static int cb_start_array(void *ctx)
 			p->state = S_CHUNKS;
 			return 1;
 		}
+		if (p->key == K_MS) {
+			if (cur(p)->has_ms)
+				return fail(p, -EINVAL, "\"ms\" given twice");
+			cur(p)->has_ms = true;
+			p->state = S_MS;
+			return 1;
+		}
 		if (p->key == K_PROFILES) {
 			if (!p->out)
 				return fail(p, -EINVAL, "a bundle of profiles, not one profile");
@@ -770,12 +842,13 @@ static int cb_end_array(void *ctx)
 			d->cap = cap;
 		}
 		d->ranges[d->n++] = (struct sg_profile_range){ (uint32_t)p->pair[0],
-							       (uint32_t)p->pair[1] };
+							       (uint32_t)p->pair[1], 0 };
 		d->listed += p->pair[1] - p->pair[0] + 1;
 		p->state = S_CHUNKS;
 		return 1;
 	case S_CHUNKS:
 	case S_PROFILES:
+	case S_MS:
 		return value_done(p);
 	default:
 		return unexpected(p, "end of array");
@@ -829,13 +902,18 @@ static int finish_doc(struct parser *p, struct doc *d, struct sg_profile **ret)
 		if (d->ranges[i].last >= d->count)
 			return REFUSE(p, -EINVAL, "chunk %" PRIu32 " is past chunkCount %" PRId64,
 				    d->ranges[i].last, d->count);
+	if (d->has_ms && d->n_ms != d->n)
+		return REFUSE(p, -EINVAL, "\"ms\" has %zu times for %zu chunk ranges", d->n_ms,
+			      d->n);
 	r = sg_profile_new(&d->toc, (uint32_t)d->count, NULL, &prof);
 	if (r < 0)
 		return REFUSE(p, r, "out of memory");
 	if (d->has_layer)
 		sg_profile_set_layer(prof, &d->layer);
+	prof->has_times = d->has_ms;
 	for (size_t i = 0; i < d->n; i++) {
-		r = add_span(prof, d->ranges[i].first, d->ranges[i].last);
+		r = add_span(prof, d->ranges[i].first, d->ranges[i].last,
+			     d->has_ms ? d->ms[i] : 0);
 		if (r < 0) {
 			sg_profile_free(prof);
 			return REFUSE(p, r, "%s", r == -ENOMEM ? "out of memory"

@@ -16,9 +16,15 @@
  *  - replay: sg_profile_ranges gives the ranges in recorded order, each chunk once, every
  *    index below the chunk count (sg_profile_fit drops what a layer does not have);
  *    sg_profile_plan turns them into range requests of a bounded size within a byte budget;
+ *  - times: each range keeps when its first chunk was first read, in ms since the epoch of
+ *    the recording (sg_profile_set_epoch; by default the session's first note).  The owner
+ *    gives every layer fetched over one link the same epoch, so a replay can order several
+ *    layers' chunks by when the workload needed them (fs/layer_prefetch.c);
  *  - the format (README "Startup profiles"): one JSON document per layer,
  *      {"schemaVersion":1,"toc":"sha256:..","layer":"sha256:..","chunkCount":N,
- *       "chunks":[[first,last],...]}
+ *       "chunks":[[first,last],...],"ms":[t,...]}
+ *    where "ms" is optional (a profile without it has no times: every range at 0) and, when
+ *    given, has one entry per range of "chunks".
  *    and the bundle that an artifact carries, {"schemaVersion":1,"profiles":[doc,...]}.
  *    The parser is a yajl state machine with no DOM, bounded (SG_PROFILE_JSON_MAX bytes,
  *    SG_PROFILE_RANGES_MAX ranges, SG_PROFILE_BUNDLE_MAX layers) and fuzzed
@@ -50,6 +56,8 @@
 
 struct sg_profile_range {
 	uint32_t first, last;   /* inclusive */
+	uint32_t at_ms;         /* first read of `first`, ms since the recording's epoch (0 when
+				 * the profile has no times) */
 };
 
 struct sg_profile_limits {
@@ -79,6 +87,12 @@ enum sg_profile_note_result {
  * quiet_ns without a new chunk ends the recording first (and returns SG_PROFILE_DONE). */
 enum sg_profile_note_result sg_profile_note(struct sg_profile *p, uint32_t chunk,
 					    uint64_t now_ns);
+/* Times of the chunks noted from now on are counted from epoch_ns (the same clock as
+ * now_ns); until it is set, from the first note after sg_profile_new or a rearm. */
+void sg_profile_set_epoch(struct sg_profile *p, uint64_t epoch_ns);
+/* The workload was still busy at now_ns, reading chunks of other layers: the quiet time
+ * counts from there at the earliest.  Nothing happens when the recording has ended. */
+void sg_profile_touch(struct sg_profile *p, uint64_t now_ns);
 /* For the caller's timer: true once the workload went quiet at now_ns (something was
  * recorded and nothing new for quiet_ns), or the cap was reached; ends the recording.  The
  * caller then saves (fs/profile_store.h) and frees or sg_profile_rearm()s. */
@@ -90,7 +104,7 @@ bool sg_profile_recording(const struct sg_profile *p);
 void sg_profile_rearm(struct sg_profile *p);
 
 /* Appends to dst, in src's order, the chunks of src that dst does not have (the union,
- * first-seen order kept: dst's first).  Same TOC digest and chunk count, or -EINVAL with a
+ * first-seen order kept: dst's first, each with its own time).  Same TOC digest and chunk count, or -EINVAL with a
  * message; the cap bounds dst (what does not fit is dropped, sg_profile_truncated says so). */
 int sg_profile_merge(struct sg_profile *dst, const struct sg_profile *src, struct sg_error *err);
 
@@ -130,6 +144,8 @@ const struct sg_digest *sg_profile_layer(const struct sg_profile *p);
 uint32_t sg_profile_chunk_count(const struct sg_profile *p);
 /* The ranges in recorded order; each chunk appears once. */
 size_t sg_profile_ranges(const struct sg_profile *p, const struct sg_profile_range **ret);
+/* The ranges carry recorded times (a profile parsed without "ms" has none). */
+bool sg_profile_has_times(const struct sg_profile *p);
 /* Chunks in the profile (sum of the ranges). */
 uint64_t sg_profile_chunks(const struct sg_profile *p);
 /* Chunks were dropped because the range cap was reached. */

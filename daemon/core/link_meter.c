@@ -6,6 +6,27 @@
 void sg_link_meter_init(struct sg_link_meter *m)
 {
 	memset(m, 0, sizeof(*m));
+	sg_list_init(&m->replayers);
+}
+
+static bool burst_on(const struct sg_link_meter *m, uint64_t now_ns, uint64_t quiet_ns)
+{
+	return m->burst_last_ns && now_ns >= m->burst_last_ns &&
+	       now_ns - m->burst_last_ns < quiet_ns;
+}
+
+uint64_t sg_link_meter_burst_epoch(const struct sg_link_meter *m, uint64_t now_ns,
+				   uint64_t quiet_ns)
+{
+	return burst_on(m, now_ns, quiet_ns) ? m->burst_start_ns : now_ns;
+}
+
+void sg_link_meter_burst_note(struct sg_link_meter *m, uint64_t now_ns, uint64_t quiet_ns)
+{
+	if (!burst_on(m, now_ns, quiet_ns))
+		m->burst_start_ns = now_ns;
+	if (now_ns > m->burst_last_ns)
+		m->burst_last_ns = now_ns;
 }
 
 void sg_link_meter_first_byte(struct sg_link_meter *m, uint64_t sent_ns, uint64_t now_ns)

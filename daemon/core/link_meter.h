@@ -27,6 +27,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "daemon/core/list.h"
+
 /* Speculative bytes in flight are bounded by what the link carries in this long: an
  * on-demand request that starts behind them waits at most about that (one chunk transfer on
  * the links we target), not a whole layer. */
@@ -64,6 +66,14 @@ struct sg_link_meter {
 	uint64_t last_ondemand_ns;
 	size_t ahead_inflight;
 	unsigned ahead_requests;
+	/* The layers replaying a startup profile from this host: fs/layer_prefetch.c gives the
+	 * link to the one whose next chunks the recorded workload read first.  Each entry is
+	 * unlinked by its layer before the layer goes (a meter outlives the layers using it). */
+	struct sg_list replayers;
+	/* The workload reading this host's layers now, for the profiles they record: when its
+	 * first new chunk was read (the clock every layer's times count from) and its last
+	 * (every layer's recording lasts until the workload, not the layer, goes quiet). */
+	uint64_t burst_start_ns, burst_last_ns;
 };
 
 void sg_link_meter_init(struct sg_link_meter *m);
@@ -90,6 +100,13 @@ void sg_link_meter_ahead(struct sg_link_meter *m, int delta, size_t bytes);
  * gap_ns ago?  *ret_wait_ns: how long until the gap is over (0 while one is in flight). */
 bool sg_link_meter_ondemand_busy(const struct sg_link_meter *m, uint64_t gap_ns, uint64_t now_ns,
 				 uint64_t *ret_wait_ns);
+
+/* The epoch of the workload reading at now_ns: the first new chunk of the current burst of
+ * reads (one with no gap of quiet_ns), or now_ns if none is going on. */
+uint64_t sg_link_meter_burst_epoch(const struct sg_link_meter *m, uint64_t now_ns,
+				   uint64_t quiet_ns);
+/* A layer's recorder noted a chunk read for the first time at now_ns. */
+void sg_link_meter_burst_note(struct sg_link_meter *m, uint64_t now_ns, uint64_t quiet_ns);
 
 /* The smoothed RTT (the default before any sample). */
 uint64_t sg_link_meter_rtt_ns(const struct sg_link_meter *m);

@@ -40,6 +40,17 @@ if grep -q "chunks: 24 of 120 in 3 ranges" <<<"$out" && grep -q "^  40-59$" <<<"
 else
   fail "profile show" "$out"
 fi
+# A recorder's profile has times: show prints when each range was first read.
+RT=$WORK/timed
+mkdir -p "$RT/profiles"
+printf '{"schemaVersion":1,"toc":"%s","chunkCount":120,"chunks":[[40,59],[3,3]],"ms":[0,85]}\n' \
+  "$TOC" >"$RT/profiles/${TOC#sha256:}.json"
+out=$("$STARGZD" profile show --root "$RT" "$TOC")
+if grep -q "^  40-59  at 0 ms$" <<<"$out" && grep -q "^  3  at 85 ms$" <<<"$out"; then
+  pass "profile show: the times of a recorded profile"
+else
+  fail "profile show: the times of a recorded profile" "$out"
+fi
 cp -r "$R1" "$WORK/rmroot"
 "$STARGZD" profile rm --root "$WORK/rmroot" "$TOC" &&
   ! "$STARGZD" profile show --root "$WORK/rmroot" "$TOC" 2>"$WORK/rm.err" &&

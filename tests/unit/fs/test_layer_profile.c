@@ -3,7 +3,10 @@
  * goes quiet, the rest at close, a new user's reads appended), and the replay (chunks
  * fetched before they are read, in recorded order, as kind "profile"; a profile for another
  * TOC or chunk count refused; a reader joining a replayed chunk in flight; two layers; a
- * close with the replay in flight; a replay fetch failing under two waiting readers). */
+ * close with the replay in flight; a replay fetch failing under two waiting readers; two
+ * layers replaying over one link, in the order their chunks were read; one clock and one
+ * quiet time for the layers a workload reads). */
+#include "daemon/core/link_meter.h"
 #include "daemon/core/loop.h"
 #include "fs/fetch_trace.h"
 #include "fs/layer.h"
@@ -474,6 +477,209 @@ TEST(a_failed_replay_fetch_answers_both_waiting_readers_once_and_is_fetched_anew
 	read_check(&e, e.user, 30);
 	CHECK_EQ(stats(&e).ondemand_fetches, before + 1);   /* f30 came from the replay */
 	env_close(&e);
+}
+
+/* ---- layers sharing a link ---- */
+
+#define MS 1000000ull
+
+/* A profile of e's layer naming files[i], first read at ms[i] (from epoch 0). */
+static struct sg_profile *timed_profile(struct env *e, const int *files, const uint32_t *ms,
+					size_t n)
+{
+	struct sg_profile *p;
+
+	CHECK_EQ(sg_profile_new(&toc_digest, e->layer->n_chunks, NULL, &p), 0);
+	sg_profile_set_epoch(p, 0);
+	for (size_t i = 0; i < n; i++)
+		CHECK(sg_profile_note(p, chunk_of(e, files[i]), ms[i] * MS) == SG_PROFILE_RECORDED);
+	return p;
+}
+
+/* A layer over a gate source on a shared loop and link (not started). */
+static struct gate *shared_gate_layer(struct env *e, struct sg_loop *loop,
+				      struct sg_link_meter *m, char *cache_dir, bool record)
+{
+	struct sg_layer_config cfg = {
+		.window_bytes = 1,
+		.cache_dir = cache_dir,
+		.on_profile = record ? on_profile : NULL,
+		.userdata = &e->rec,
+		.profile_quiet_ns = 300 * MS,
+	};
+	size_t len;
+	const uint8_t *bytes = blob_bytes(&len);
+
+	e->loop = loop;
+	struct gate *g = gate_new(loop, m, bytes, len, false);
+	CHECK_EQ(sg_layer_new(loop, &g->base, test_load_toc_file(blob_path, &toc_digest), &cfg,
+			      &e->layer), 0);
+	CHECK_EQ(sg_layer_user_new(e->layer, &e->user), 0);
+	return g;
+}
+
+/* Two layers A and B over gates on one loop and link m, replaying timed profiles of files
+ * fa (read at ta) and fb (read at tb), A started first: A fills the link (the most requests
+ * fetching ahead a link takes), B waits. */
+struct two {
+	struct sg_link_meter m;
+	struct sg_loop *loop;
+	struct env a, b;
+	struct gate *ga, *gb;
+};
+
+static void two_replays(struct two *t, const int *fa, const uint32_t *ta, size_t na,
+			const int *fb, const uint32_t *tb, size_t nb)
+{
+	setup();
+	sg_link_meter_init(&t->m);
+	CHECK_EQ(sg_loop_new(NULL, &t->loop), 0);
+	fresh_cache(cache, sizeof(cache));
+	fresh_cache(cache2, sizeof(cache2));
+	t->ga = shared_gate_layer(&t->a, t->loop, &t->m, cache, false);
+	t->gb = shared_gate_layer(&t->b, t->loop, &t->m, cache2, false);
+	CHECK_EQ(sg_layer_replay(t->a.layer, timed_profile(&t->a, fa, ta, na), NULL, NULL), 0);
+	CHECK_EQ(sg_layer_replay(t->b.layer, timed_profile(&t->b, fb, tb, nb), NULL, NULL), 0);
+	sg_layer_start(t->a.layer);
+	sg_layer_start(t->b.layer);
+	test_run_for(t->loop, 30);
+	CHECK_EQ(t->ga->n, SG_LINK_AHEAD_REQUESTS);
+	CHECK_EQ(t->gb->n, 0);
+}
+
+/* Which layer's gate got the request for file f? */
+static bool gate_has(struct env *e, const struct gate *g, int f)
+{
+	uint64_t off = sg_layer_chunk(e->layer, chunk_of(e, f))->offset;
+	for (size_t i = 0; i < g->n; i++)
+		if (g->q[i].offset <= off && off < g->q[i].offset + g->q[i].len)
+			return true;
+	return false;
+}
+
+/* Two layers of an image replay over one link (one registry host).  A started first and
+ * filled the link (the most requests fetching ahead that a link takes: its window of six
+ * chunks, far apart, in blob order); from then on, each time one of A's requests ends, the
+ * room goes to the replay whose next chunk the workload read first: B's three, read at 50,
+ * 200 and 400 ms, before A's last (f38), read at 600 ms, though it is A's own requests that
+ * end.  Every chunk is verified and served, and neither replay is starved. */
+TEST(two_replays_on_one_link_go_in_the_order_their_chunks_were_read)
+{
+	static const int fa[] = { 30, 5, 15, 35, 38, 0 };
+	static const uint32_t ta[] = { 0, 100, 300, 500, 600, 700 };
+	static const int fb[] = { 20, 10, 25 };
+	static const uint32_t tb[] = { 50, 200, 400 };
+	static struct two t;
+
+	two_replays(&t, fa, ta, 6, fb, tb, 3);
+	struct gate *ga = t.ga, *gb = t.gb;
+	struct sg_loop *loop = t.loop;
+	struct env *a = &t.a, *b = &t.b;
+	/* A alone at first: five of its chunks, one request each (far apart), in blob order. */
+	CHECK(!gate_has(a, ga, 38));
+	/* A's requests end, one at a time: B's chunks go, then A's last. */
+	static const char want[] = "BBBA";
+	for (int k = 0; k < 4; k++) {
+		unsigned a_before = ga->issued, b_before = gb->issued;
+		gate_pass(ga, 0);
+		test_run_for(loop, 30);
+		CHECK_EQ(ga->issued - a_before + gb->issued - b_before, 1);
+		CHECK_EQ(want[k] == 'A' ? ga->issued - a_before : gb->issued - b_before, 1);
+	}
+	CHECK(gate_has(a, ga, 38));
+	CHECK(gate_has(b, gb, 20) && gate_has(b, gb, 10) && gate_has(b, gb, 25));
+	ga->automatic = gb->automatic = true;
+	while (ga->n)
+		gate_pass(ga, 0);
+	while (gb->n)
+		gate_pass(gb, 0);
+	wait_replay(a);
+	wait_replay(b);
+	for (size_t i = 0; i < 6; i++)
+		read_check(a, a->user, fa[i]);
+	for (size_t i = 0; i < 3; i++)
+		read_check(b, b->user, fb[i]);
+	CHECK_EQ(stats(a).ondemand_fetches, 0);
+	CHECK_EQ(stats(b).ondemand_fetches, 0);
+	CHECK(sg_list_empty(&t.m.replayers));   /* both left the link's list when done */
+	test_layer_user_close(loop, a->user);
+	test_layer_close(loop, a->layer);
+	test_layer_teardown(loop, b->user, b->layer);
+}
+
+/* A replay's layer closes while another layer on the link waits for the room it holds: the
+ * closing one leaves the link's list (no dangling entry, ASan), and the other's replay
+ * goes on and ends. */
+TEST(a_layer_closing_mid_replay_leaves_the_link_to_the_other)
+{
+	static const int fa[] = { 30, 5, 15, 35, 38, 0 };
+	static const uint32_t ta[] = { 0, 10, 20, 30, 40, 50 };
+	static const int fb[] = { 20, 10 };
+	static const uint32_t tb[] = { 100, 200 };
+	static struct two t;
+
+	two_replays(&t, fa, ta, 6, fb, tb, 2);
+	struct gate *ga = t.ga, *gb = t.gb;
+	struct sg_loop *loop = t.loop;
+	struct env *a = &t.a, *b = &t.b;
+	/* A goes (its requests cancelled: its gate, freed with it, aborts on one still
+	 * queued), B takes the link. */
+	bool gone = false;
+	ga->destroyed = &gone;
+	test_layer_user_close(loop, a->user);
+	test_layer_close(loop, a->layer);
+	CHECK(gone);
+	gb->automatic = true;
+	wait_replay(b);
+	CHECK_EQ(gb->issued, 2);
+	read_check(b, b->user, 20);
+	read_check(b, b->user, 10);
+	CHECK_EQ(stats(b).ondemand_fetches, 0);
+	CHECK(sg_list_empty(&t.m.replayers));
+	test_layer_teardown(loop, b->user, b->layer);
+}
+
+/* The layers a workload reads record on one clock, and none ends its recording while the
+ * workload still reads the others: A's second chunk is read 0.5 s after its first (quiet
+ * time 0.3 s), B's were read in between.  A's times and B's count from A's first read. */
+TEST(layers_read_by_one_workload_record_on_one_clock_until_it_goes_quiet)
+{
+	struct sg_link_meter m;
+	struct sg_loop *loop;
+	struct env a = { 0 }, b = { 0 };
+
+	setup();
+	sg_link_meter_init(&m);
+	CHECK_EQ(sg_loop_new(NULL, &loop), 0);
+	fresh_cache(cache, sizeof(cache));
+	fresh_cache(cache2, sizeof(cache2));
+	struct gate *ga = shared_gate_layer(&a, loop, &m, cache, true);
+	struct gate *gb = shared_gate_layer(&b, loop, &m, cache2, true);
+	ga->automatic = gb->automatic = true;
+	sg_layer_start(a.layer);
+	sg_layer_start(b.layer);
+	read_check(&a, a.user, 3);
+	for (int i = 0; i < 5; i++) {
+		test_run_for(loop, 100);
+		read_check(&b, b.user, 10 + i);
+	}
+	read_check(&a, a.user, 7);
+	test_run_for(loop, 700);   /* quiet: both hand over */
+	CHECK_EQ(a.rec.calls, 1);
+	CHECK_EQ(b.rec.calls, 1);
+	CHECK_EQ(a.rec.chunks, 2);
+	CHECK_EQ(b.rec.chunks, 5);
+	CHECK(range_is(&a.rec, 0, chunk_of(&a, 3), chunk_of(&a, 3)));
+	CHECK(range_is(&a.rec, 1, chunk_of(&a, 7), chunk_of(&a, 7)));
+	/* One clock: A's first read is 0, B's first read came ~100 ms later, A's second after
+	 * all of B's. */
+	CHECK_EQ(a.rec.ranges[0].at_ms, 0);
+	CHECK(b.rec.ranges[0].at_ms >= 90);
+	CHECK(a.rec.ranges[1].at_ms >= 500);
+	CHECK(a.rec.ranges[1].at_ms > b.rec.ranges[b.rec.n_ranges - 1].at_ms);
+	test_layer_user_close(loop, a.user);
+	test_layer_close(loop, a.layer);
+	test_layer_teardown(loop, b.user, b.layer);
 }
 
 TEST_MAIN()

@@ -19,8 +19,8 @@ static struct sg_digest digest_of(const char *s)
 	return d;
 }
 
-/* "[a,b],[c,d]" of the profile's ranges. */
-static const char *ranges_str(const struct sg_profile *p)
+/* "[a,b],[c,d]" of the profile's ranges, or with times, "t,t" of their times. */
+static const char *ranges_or_times(const struct sg_profile *p, bool times)
 {
 	static char buf[1024];
 	const struct sg_profile_range *r;
@@ -28,9 +28,21 @@ static const char *ranges_str(const struct sg_profile *p)
 
 	buf[0] = '\0';
 	for (size_t i = 0; i < n && off < sizeof(buf) - 32; i++)
-		off += (size_t)snprintf(buf + off, sizeof(buf) - off, "%s[%u,%u]", i ? "," : "",
-					r[i].first, r[i].last);
+		off += times ? (size_t)snprintf(buf + off, sizeof(buf) - off, "%s%u", i ? "," : "",
+						r[i].at_ms)
+			     : (size_t)snprintf(buf + off, sizeof(buf) - off, "%s[%u,%u]",
+						i ? "," : "", r[i].first, r[i].last);
 	return buf;
+}
+
+static const char *ranges_str(const struct sg_profile *p)
+{
+	return ranges_or_times(p, false);
+}
+
+static const char *times_str(const struct sg_profile *p)
+{
+	return ranges_or_times(p, true);
 }
 
 static struct sg_profile *recorder(const char *toc, uint32_t n, uint64_t quiet_ns,
@@ -153,6 +165,139 @@ TEST(format_and_parse_round_trip)
 	free(json2);
 	sg_profile_free(p);
 	sg_profile_free(q);
+}
+
+#define MS 1000000ull
+
+TEST(each_range_keeps_when_it_was_first_read_from_the_epoch)
+{
+	struct sg_profile *p = recorder("t", 100, UINT64_MAX, 0), *q = NULL;
+	struct sg_error err = { 0 };
+	char *json = NULL;
+	size_t len = 0;
+
+	/* Without an epoch, the first note is 0. */
+	CHECK_EQ(sg_profile_note(p, 10, 500 * MS), SG_PROFILE_RECORDED);
+	CHECK_EQ(sg_profile_note(p, 11, 530 * MS), SG_PROFILE_RECORDED);   /* joins [10,10] */
+	CHECK_EQ(sg_profile_note(p, 40, 575 * MS), SG_PROFILE_RECORDED);
+	CHECK_STR(ranges_str(p), "[10,11],[40,40]");
+	CHECK_STR(times_str(p), "0,75");
+	/* The owner's epoch (another layer's first read, earlier): later notes count from it. */
+	sg_profile_set_epoch(p, 400 * MS);
+	CHECK_EQ(sg_profile_note(p, 3, 700 * MS), SG_PROFILE_RECORDED);
+	CHECK_STR(times_str(p), "0,75,300");
+	CHECK(sg_profile_has_times(p));
+	CHECK_EQ(sg_profile_format(p, &json, &len), 0);
+	CHECK(strstr(json, "\"chunks\":[[10,11],[40,40],[3,3]],\"ms\":[0,75,300]") != NULL);
+	CHECK_EQ(sg_profile_parse(json, len, &q, &err), 0);
+	CHECK(sg_profile_has_times(q));
+	CHECK_STR(times_str(q), "0,75,300");
+	free(json);
+	sg_profile_free(q);
+	/* A new workload (rearm) has its own clock again. */
+	sg_profile_rearm(p);
+	CHECK_EQ(sg_profile_note(p, 60, 9000 * MS), SG_PROFILE_RECORDED);
+	CHECK_STR(times_str(p), "0,75,300,0");
+	sg_profile_free(p);
+}
+
+TEST(another_layers_reads_keep_a_recording_from_going_quiet)
+{
+	struct sg_profile *p = recorder("t", 100, 2 * SEC, 0);
+
+	CHECK_EQ(sg_profile_note(p, 1, 100 * SEC), SG_PROFILE_RECORDED);
+	/* The workload reads other layers for 3 s: this one is not quiet. */
+	sg_profile_touch(p, 101 * SEC);
+	sg_profile_touch(p, 103 * SEC);
+	CHECK(!sg_profile_quiet(p, 104 * SEC));
+	CHECK_EQ(sg_profile_note(p, 9, 104 * SEC + SEC / 2), SG_PROFILE_RECORDED);
+	/* An old touch moves nothing back. */
+	sg_profile_touch(p, 102 * SEC);
+	CHECK(!sg_profile_quiet(p, 106 * SEC));
+	CHECK(sg_profile_quiet(p, 106 * SEC + SEC / 2));
+	/* Once over, a touch does not bring it back. */
+	sg_profile_touch(p, 107 * SEC);
+	CHECK_EQ(sg_profile_note(p, 3, 107 * SEC), SG_PROFILE_DONE);
+	CHECK_STR(ranges_str(p), "[1,1],[9,9]");
+	sg_profile_free(p);
+}
+
+TEST(times_survive_merge_and_a_profile_without_times_keeps_its_place)
+{
+	static const char timeless[] =
+		"{\"schemaVersion\":1,\"toc\":\"%s\",\"chunkCount\":100,\"chunks\":[[70,71],[3,3]]}";
+	struct sg_profile *a = recorder("t", 100, UINT64_MAX, 0), *b = recorder("t", 100, UINT64_MAX, 0);
+	struct sg_profile *c = NULL;
+	struct sg_digest d = digest_of("t");
+	char toc[SG_DIGEST_STRLEN + 1], doc[512];
+	struct sg_error err = { 0 };
+
+	(void)sg_profile_note(a, 20, 0);
+	(void)sg_profile_note(a, 30, 40 * MS);
+	(void)sg_profile_note(b, 30, 0);
+	(void)sg_profile_note(b, 50, 10 * MS);
+	CHECK_EQ(sg_profile_merge(a, b, &err), 0);
+	CHECK_STR(ranges_str(a), "[20,20],[30,30],[50,50]");
+	CHECK_STR(times_str(a), "0,40,10");   /* each keeps its own recording's time */
+	/* A profile from a producer without times: no times, each range at 0. */
+	sg_digest_format(&d, toc);
+	snprintf(doc, sizeof(doc), timeless, toc);
+	CHECK_EQ(sg_profile_parse(doc, strlen(doc), &c, &err), 0);
+	CHECK(!sg_profile_has_times(c));
+	CHECK_STR(times_str(c), "0,0");
+	char *json = NULL;
+	size_t len = 0;
+	CHECK_EQ(sg_profile_format(c, &json, &len), 0);
+	CHECK(strstr(json, "\"ms\"") == NULL);   /* none invented */
+	free(json);
+	/* Merged into a timed one, its ranges come after what is there. */
+	CHECK_EQ(sg_profile_merge(a, c, &err), 0);
+	CHECK_STR(ranges_str(a), "[20,20],[30,30],[50,50],[70,71],[3,3]");
+	CHECK_STR(times_str(a), "0,40,10,10,10");
+	sg_profile_free(a);
+	sg_profile_free(b);
+	sg_profile_free(c);
+}
+
+TEST(parser_refuses_times_that_do_not_fit_the_ranges)
+{
+	static const char *const bad[][2] = {
+		{ "[[1,2],[5,5]]", "[0]" },          /* fewer times than ranges */
+		{ "[[1,2]]", "[0,5]" },              /* more */
+		{ "[[1,2]]", "[-1]" },
+		{ "[[1,2]]", "[1.5]" },
+		{ "[[1,2]]", "[4294967296]" },
+		{ "[[1,2]]", "[\"3\"]" },
+		{ "[[1,2]]", "[[3]]" },
+		{ "[[1,2]]", "7" },
+	};
+	struct sg_digest d = digest_of("t");
+	char toc[SG_DIGEST_STRLEN + 1], doc[512];
+
+	sg_digest_format(&d, toc);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct sg_profile *p = NULL;
+		struct sg_error err = { 0 };
+		snprintf(doc, sizeof(doc),
+			 "{\"schemaVersion\":1,\"toc\":\"%s\",\"chunkCount\":10,\"chunks\":%s,"
+			 "\"ms\":%s}", toc, bad[i][0], bad[i][1]);
+		CHECK_EQ(sg_profile_parse(doc, strlen(doc), &p, &err), -EINVAL);
+		CHECK(p == NULL);
+		CHECK(err.msg[0] != '\0');
+	}
+	/* "ms" before "chunks", and given twice */
+	struct sg_profile *p = NULL;
+	struct sg_error err = { 0 };
+	snprintf(doc, sizeof(doc), "{\"ms\":[9,1],\"schemaVersion\":1,\"toc\":\"%s\","
+		 "\"chunkCount\":10,\"chunks\":[[4,4],[1,2]]}", toc);
+	CHECK_EQ(sg_profile_parse(doc, strlen(doc), &p, &err), 0);
+	CHECK_STR(times_str(p), "9,1");
+	sg_profile_free(p);
+	p = NULL;
+	snprintf(doc, sizeof(doc), "{\"ms\":[9],\"ms\":[9],\"schemaVersion\":1,\"toc\":\"%s\","
+		 "\"chunkCount\":10,\"chunks\":[[4,4]]}", toc);
+	CHECK_EQ(sg_profile_parse(doc, strlen(doc), &p, &err), -EINVAL);
+	CHECK(strstr(err.msg, "twice") != NULL);
 }
 
 TEST(parser_takes_another_producers_overlaps_first_mention_wins)
