@@ -153,7 +153,7 @@ static void batch_fetched(struct sg_op *op)
 		/* A file being read that is an ELF file: the libraries it needs (only files in
 		 * use: speculated programs would speculate their libraries in turn). */
 		if (note_arrived(l, j, b->kind) && c->file_offset == 0)
-			sg_layer_spec_elf(l, e->data, c->size);
+			sg_layer_spec_elf(l, j->chunk, e->data, c->size);
 		sg_layer_job_ready(j, e);
 	}
 	if (op->res > 0) {

@@ -35,9 +35,10 @@ struct sg_range_source;
 
 /* At sg_layer_new: the starting budget. */
 void sg_layer_spec_init(struct sg_layer *l);
-/* At sg_layer_start: the entry points every dynamic program reads first, if this layer has
- * them (a base layer: the ELF interpreter, /etc/ld.so.cache, libc.so.6), are fetched ahead
- * as precise picks, before containerd starts the container. */
+/* At sg_layer_start: the entry points every container start reads first, if this layer has
+ * them (a base layer: /etc/passwd and /etc/group, /bin/sh, the ELF interpreter,
+ * /etc/ld.so.cache, libc.so.6, the C.UTF-8 LC_CTYPE, gconv-modules.cache, /etc/localtime),
+ * are fetched ahead as precise picks, before containerd starts the container. */
 void sg_layer_spec_start(struct sg_layer *l);
 /* An on-demand fetch of `chunk` (its file's first chunk read, or a jump in it) just went out
  * to src: queue the neighbours and start what the cap allows. */
@@ -47,15 +48,17 @@ void sg_layer_spec_continue(struct sg_layer *l);
 /* Speculated bytes of `chunk` were read: if it was a neighbour of a miss, the budget grows
  * by as much and the neighbours' hit rate counts them. */
 void sg_layer_spec_paid(struct sg_layer *l, uint32_t chunk, uint64_t bytes);
-/* The verified first chunk of a file in use (data[0..len)): it arrived for a reader, or a
- * reader asked for it after it was fetched ahead.  If it is an ELF file, the first chunks
- * of the libraries it needs (DT_NEEDED, fs/elf_needed.h) that are in this layer go to the
- * front of the queue, within the budget.  The loader opens them one after the other, each
+/* The verified first chunk `chunk` of a file in use (data[0..len)): it arrived for a
+ * reader, or a reader asked for it after it was fetched ahead.  If it is an ELF file, the
+ * first chunks of the libraries it needs (DT_NEEDED, fs/elf_needed.h) that are in this layer
+ * go to the front of the queue, within the budget, and behind them the file's own other
+ * chunks if it is at most 32 MiB (the loader relocates its data at its end at once, and the
+ * program pages its text in), on an allowance of their own.  The loader opens them one after the other, each
  * a miss a round trip long; theirs follow when the loader opens them.  Only files in use:
  * speculated programs would speculate their libraries in turn, and measured on the base
  * image's `true`, /usr/bin's neighbours brought 8 MB of libraries nobody read.  Libraries are looked up by name in
  * usr/lib/x86_64-linux-gnu, lib/x86_64-linux-gnu, usr/lib64, lib64, usr/lib and lib
  * (symlinks in the same directory followed).  Started by the next sg_layer_spec_continue. */
-void sg_layer_spec_elf(struct sg_layer *l, const uint8_t *data, size_t len);
+void sg_layer_spec_elf(struct sg_layer *l, uint32_t chunk, const uint8_t *data, size_t len);
 
 #endif

@@ -8,6 +8,7 @@
 #include "daemon/core/loop.h"
 #include "fs/fetch_trace.h"
 #include "fs/layer.h"
+#include "fs/layer_fetch.h"
 #include "fs/layer_int.h"
 #include "fs/layer_spec.h"
 #include "fs/layer_trust.h"
@@ -484,6 +485,92 @@ TEST(a_layer_writes_its_trace)
 	CHECK_EQ(ondemand, 1);
 	CHECK(spec >= 1);
 	CHECK_EQ(layers, 1);
+}
+
+/* A base layer: the files every container start reads (the user and group files, /bin/sh,
+ * the C.UTF-8 LC_CTYPE, the converters' cache, /etc/localtime through its symlink), and
+ * one nobody names; then bin/big, an ELF program of three 64 KiB chunks, and bin/huge, one
+ * of 36 MiB (nine 4 MiB chunks, each larger than any speculation budget). */
+static void setup_base(void)
+{
+	static uint8_t data[PKG_FILE];
+	static const char *const starts[] = {
+		"etc/passwd", "etc/group", "bin/dash", "usr/lib/locale/C.utf8/LC_CTYPE",
+		"usr/lib/x86_64-linux-gnu/gconv/gconv-modules.cache",
+		"usr/share/zoneinfo/Etc/UTC", "etc/unnamed",
+	};
+	struct esgz_b b;
+
+	start_blob(&b);
+	for (size_t i = 0; i < sizeof(starts) / sizeof(starts[0]); i++) {
+		test_fill_seeded(data, PKG_FILE, 8000u + (uint32_t)i);
+		esgz_add(&b, starts[i], '0', 0644, data, 3000, NULL, 0, NULL);
+	}
+	esgz_add(&b, "bin/sh", '2', 0777, NULL, 0, "dash", 0, NULL);
+	esgz_add(&b, "etc/localtime", '2', 0777, NULL, 0, "/usr/share/zoneinfo/Etc/UTC", 0, NULL);
+	static uint8_t big[3 * PKG_FILE];
+	size_t n = test_elf_build(big, sizeof(big), NULL, 0, sizeof(big));
+	CHECK_EQ(n, sizeof(big));
+	test_fill_seeded(big + 4096, sizeof(big) - 4096, 8100);
+	esgz_add(&b, "bin/big", '0', 0755, big, sizeof(big), NULL, PKG_FILE, NULL);
+	size_t huge_len = (size_t)36 << 20;
+	uint8_t *huge = malloc(huge_len);
+	CHECK(huge);
+	CHECK_EQ(test_elf_build(huge, huge_len, NULL, 0, huge_len), huge_len);
+	test_fill_seeded(huge + 4096, huge_len - 4096, 8200);   /* chunks that differ */
+	esgz_add(&b, "bin/huge", '0', 0755, huge, huge_len, NULL, (size_t)4 << 20, NULL);
+	free(huge);
+	test_write_blob(&b, blob_path, &toc_digest);
+}
+
+/* Is chunk i of the file local (no fetch needed)? */
+static bool chunk_local(struct env *e, const char *path, uint32_t i)
+{
+	const struct sg_toc_node *n = sg_toc_node(sg_layer_toc(e->layer), node(e, path));
+	CHECK(i < n->nchunks);
+	return !sg_layer_fetch_needed(e->layer, n->first_chunk + i);
+}
+
+TEST(a_base_layer_fetches_what_every_container_start_reads_before_it_is_read)
+{
+	static const char *const starts[] = {   /* bin/sh and etc/localtime resolved */
+		"etc/passwd", "etc/group", "bin/dash", "usr/lib/locale/C.utf8/LC_CTYPE",
+		"usr/lib/x86_64-linux-gnu/gconv/gconv-modules.cache", "usr/share/zoneinfo/Etc/UTC",
+	};
+	struct env e = { 0 };
+
+	setup_base();
+	env_open(&e, &spec_cfg);   /* sg_layer_start */
+	settle(&e);
+	for (size_t i = 0; i < sizeof(starts) / sizeof(starts[0]); i++)
+		CHECK(local(&e, starts[i]));
+	CHECK_EQ(stats(&e).kind_used_bytes[SG_FETCH_SPEC],
+		 stats(&e).kind_fetched_bytes[SG_FETCH_SPEC]);
+	CHECK(!local(&e, "etc/unnamed"));
+	env_close(&e);
+}
+
+TEST(an_elf_file_in_use_brings_the_rest_of_itself_unless_it_is_huge)
+{
+	struct env e = { 0 };
+
+	setup_base();
+	env_open(&e, &spec_cfg);
+	settle(&e);
+	CHECK(!chunk_local(&e, "bin/big", 1) && !chunk_local(&e, "bin/big", 2));
+	CHECK_EQ(read_file(&e, "bin/big", 100), 100);   /* the loader reads its header */
+	settle(&e);
+	CHECK(chunk_local(&e, "bin/big", 1) && chunk_local(&e, "bin/big", 2));
+	/* Past 32 MiB the rest is fetched as read, not at once. */
+	CHECK_EQ(read_file(&e, "bin/huge", 100), 100);
+	settle(&e);
+	CHECK(chunk_local(&e, "bin/huge", 0));
+	unsigned rest = 0;
+	for (uint32_t i = 1; i < 9; i++)
+		rest += chunk_local(&e, "bin/huge", i);
+	CHECK_EQ(rest, 0);
+	check_derived(&e);
+	env_close(&e);
 }
 
 /* bin/prog needs libfoo.so.1 (a symlink to libfoo.so.1.2 in usr/lib/x86_64-linux-gnu),
