@@ -8,6 +8,7 @@
 #include "fs/layer_fetch.h"
 #include "fs/layer_int.h"
 #include "fs/layer_prefetch.h"
+#include "fs/profile.h"
 
 #define SPEC_FILE_MAX (1u << 20)   /* compressed bytes of one file taken at most */
 /* l->spec_queued[chunk]: in spec_queue; fetched as a neighbour of a miss and not read yet. */
@@ -19,10 +20,11 @@
  * must not make each miss walk all of them. */
 #define SPEC_SCAN_MAX 8192u
 /* An ELF file in use is fetched whole up to this size (uncompressed): the loader maps all of
- * it and relocates its data segment, at its end, at once, and the program then pages its
- * text in (cc1, 28 MB: all seven chunks read in its first second).  A larger one (a 100 MB
- * libLLVM) is used in parts: its chunks are fetched as read. */
-#define SPEC_ELF_WHOLE_MAX ((uint64_t)32 << 20)
+ * it and relocates its data segment, at its end, at once (python3.11, 6.7 MB: its second
+ * chunk read 70 ms after its first).  A larger one is used in parts, or over seconds: gcc's
+ * cc1 (28 MB, seven 2 MB members) fetched whole at its first read made unoptimized gcc
+ * 5.3 s -> 5.5-6.1 s, its bytes 29 -> 30-41 MB. */
+#define SPEC_ELF_WHOLE_MAX ((uint64_t)8 << 20)
 /* Each miss in a new file takes budget / SPEC_SHRINK_DIV off: the budget grows while more
  * than about that share of the speculated bytes is read.  An eighth, measured on python3
  * importing 16 stdlib packages from a layer of /usr/lib/python3.11: a quarter left 17 of
@@ -275,16 +277,20 @@ static void pick_library(void *ctx, const char *name, size_t len)
 }
 
 /* The chunks of ELF file `file` after its first, up to SPEC_ELF_WHOLE_MAX: their own
- * allowance, not the budget (what a file in use is about to read is not a guess). */
+ * allowance, not the budget (what a file in use is about to read is not a guess).  Those a
+ * replayed profile names come from the replay, in the order they were read. */
 static void pick_rest_of_elf(struct pick *p, uint32_t file)
 {
 	const struct sg_toc_node *n = sg_toc_node(p->l->toc, file);
+	const struct sg_profile *replay = p->l->replaying ? p->l->replay : NULL;
 
 	if (n->type != SG_TOC_REG || n->size > SPEC_ELF_WHOLE_MAX || (n->flags & SG_TOC_F_SELF))
 		return;
 	for (uint32_t i = 1; i < n->nchunks && p->n < SG_LAYER_SPEC_QUEUE; i++) {
-		const struct sg_toc_chunk *ch = sg_layer_chunk(p->l, n->first_chunk + i);
-		pick_chunk(p, n->first_chunk + i, ch->next_offset - ch->offset);
+		uint32_t c = n->first_chunk + i;
+		const struct sg_toc_chunk *ch = sg_layer_chunk(p->l, c);
+		if (!replay || !sg_profile_has(replay, c))
+			pick_chunk(p, c, ch->next_offset - ch->offset);
 	}
 }
 
@@ -322,9 +328,12 @@ void sg_layer_spec_elf(struct sg_layer *l, uint32_t chunk, const uint8_t *data, 
  * unoptimized python's start waited 0.5 s on the last three and the group file, one miss
  * after the other. */
 static const char *const entry_points[] = {
-	"/etc/passwd", "/etc/group", "/bin/sh",
 	"/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1", "/etc/ld.so.cache",
 	"libc.so.6",
+};
+/* The others: not for a layer replaying a profile, which names what its workload read. */
+static const char *const startup_files[] = {
+	"/etc/passwd", "/etc/group", "/bin/sh",
 	"/usr/lib/locale/C.utf8/LC_CTYPE",
 	"/usr/lib/x86_64-linux-gnu/gconv/gconv-modules.cache",
 	"/usr/lib/aarch64-linux-gnu/gconv/gconv-modules.cache",
@@ -335,6 +344,9 @@ void sg_layer_spec_start(struct sg_layer *l)
 {
 	for (size_t i = 0; i < sizeof(entry_points) / sizeof(entry_points[0]); i++)
 		(void)sg_layer_speculate_path(l, entry_points[i]);   /* most layers have none */
+	for (size_t i = 0; !l->replaying && i < sizeof(startup_files) / sizeof(startup_files[0]);
+	     i++)
+		(void)sg_layer_speculate_path(l, startup_files[i]);
 }
 
 int sg_layer_speculate_path(struct sg_layer *l, const char *path)

@@ -490,7 +490,7 @@ TEST(a_layer_writes_its_trace)
 /* A base layer: the files every container start reads (the user and group files, /bin/sh,
  * the C.UTF-8 LC_CTYPE, the converters' cache, /etc/localtime through its symlink), and
  * one nobody names; then bin/big, an ELF program of three 64 KiB chunks, and bin/huge, one
- * of 36 MiB (nine 4 MiB chunks, each larger than any speculation budget). */
+ * of 12 MiB (three 4 MiB chunks, each larger than any speculation budget). */
 static void setup_base(void)
 {
 	static uint8_t data[PKG_FILE];
@@ -513,7 +513,7 @@ static void setup_base(void)
 	CHECK_EQ(n, sizeof(big));
 	test_fill_seeded(big + 4096, sizeof(big) - 4096, 8100);
 	esgz_add(&b, "bin/big", '0', 0755, big, sizeof(big), NULL, PKG_FILE, NULL);
-	size_t huge_len = (size_t)36 << 20;
+	size_t huge_len = (size_t)12 << 20;
 	uint8_t *huge = malloc(huge_len);
 	CHECK(huge);
 	CHECK_EQ(test_elf_build(huge, huge_len, NULL, 0, huge_len), huge_len);
@@ -561,12 +561,12 @@ TEST(an_elf_file_in_use_brings_the_rest_of_itself_unless_it_is_huge)
 	CHECK_EQ(read_file(&e, "bin/big", 100), 100);   /* the loader reads its header */
 	settle(&e);
 	CHECK(chunk_local(&e, "bin/big", 1) && chunk_local(&e, "bin/big", 2));
-	/* Past 32 MiB the rest is fetched as read, not at once. */
+	/* Past 8 MiB the rest is fetched as read, not at once. */
 	CHECK_EQ(read_file(&e, "bin/huge", 100), 100);
 	settle(&e);
 	CHECK(chunk_local(&e, "bin/huge", 0));
 	unsigned rest = 0;
-	for (uint32_t i = 1; i < 9; i++)
+	for (uint32_t i = 1; i < 3; i++)
 		rest += chunk_local(&e, "bin/huge", i);
 	CHECK_EQ(rest, 0);
 	check_derived(&e);
