@@ -276,20 +276,28 @@ static void pick_library(void *ctx, const char *name, size_t len)
 	pick_needed(ctx, name);
 }
 
+/* Is chunk c on its way already, in the order the workload reads: named by the profile the
+ * layer replays, or among the prioritized files an optimized layer prefetches? */
+static bool coming_anyway(const struct sg_layer *l, uint32_t c)
+{
+	if (l->replaying && sg_profile_has(l->replay, c))
+		return true;
+	return l->prefetching && sg_layer_chunk(l, c)->offset < l->prefetch_end;
+}
+
 /* The chunks of ELF file `file` after its first, up to SPEC_ELF_WHOLE_MAX: their own
- * allowance, not the budget (what a file in use is about to read is not a guess).  Those a
- * replayed profile names come from the replay, in the order they were read. */
+ * allowance, not the budget (what a file in use is about to read is not a guess), but for
+ * those coming anyway. */
 static void pick_rest_of_elf(struct pick *p, uint32_t file)
 {
 	const struct sg_toc_node *n = sg_toc_node(p->l->toc, file);
-	const struct sg_profile *replay = p->l->replaying ? p->l->replay : NULL;
 
 	if (n->type != SG_TOC_REG || n->size > SPEC_ELF_WHOLE_MAX || (n->flags & SG_TOC_F_SELF))
 		return;
 	for (uint32_t i = 1; i < n->nchunks && p->n < SG_LAYER_SPEC_QUEUE; i++) {
 		uint32_t c = n->first_chunk + i;
 		const struct sg_toc_chunk *ch = sg_layer_chunk(p->l, c);
-		if (!replay || !sg_profile_has(replay, c))
+		if (!coming_anyway(p->l, c))
 			pick_chunk(p, c, ch->next_offset - ch->offset);
 	}
 }
@@ -331,7 +339,9 @@ static const char *const entry_points[] = {
 	"/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1", "/etc/ld.so.cache",
 	"libc.so.6",
 };
-/* The others: not for a layer replaying a profile, which names what its workload read. */
+/* The others: not for a layer that knows what its workload reads at start, because it
+ * replays a profile or is optimized (prefetches its prioritized files): with them, the
+ * optimized imports went 1.70 -> 1.87 s and gcc 2.48 -> 2.66 s (one bench each). */
 static const char *const startup_files[] = {
 	"/etc/passwd", "/etc/group", "/bin/sh",
 	"/usr/lib/locale/C.utf8/LC_CTYPE",
@@ -344,8 +354,8 @@ void sg_layer_spec_start(struct sg_layer *l)
 {
 	for (size_t i = 0; i < sizeof(entry_points) / sizeof(entry_points[0]); i++)
 		(void)sg_layer_speculate_path(l, entry_points[i]);   /* most layers have none */
-	for (size_t i = 0; !l->replaying && i < sizeof(startup_files) / sizeof(startup_files[0]);
-	     i++)
+	bool knows = l->replaying || l->prefetching;
+	for (size_t i = 0; !knows && i < sizeof(startup_files) / sizeof(startup_files[0]); i++)
 		(void)sg_layer_speculate_path(l, startup_files[i]);
 }
 

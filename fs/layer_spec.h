@@ -37,7 +37,7 @@ struct sg_range_source;
 void sg_layer_spec_init(struct sg_layer *l);
 /* At sg_layer_start: what every container start reads first, if this layer has it (a base
  * layer: the ELF interpreter, /etc/ld.so.cache, libc.so.6; and unless the layer replays a
- * profile, /etc/passwd, /etc/group, /bin/sh, the C.UTF-8 LC_CTYPE, gconv-modules.cache,
+ * profile or prefetches an optimized image's prioritized files, /etc/passwd, /etc/group, /bin/sh, the C.UTF-8 LC_CTYPE, gconv-modules.cache,
  * /etc/localtime), fetched ahead as precise picks before containerd starts the container. */
 void sg_layer_spec_start(struct sg_layer *l);
 /* An on-demand fetch of `chunk` (its file's first chunk read, or a jump in it) just went out
@@ -53,7 +53,7 @@ void sg_layer_spec_paid(struct sg_layer *l, uint32_t chunk, uint64_t bytes);
  * first chunks of the libraries it needs (DT_NEEDED, fs/elf_needed.h) that are in this layer
  * go to the front of the queue, within the budget, and behind them the file's own other
  * chunks if it is at most 8 MiB (the loader relocates its data at its end at once), on an
- * allowance of their own, but for those a replayed profile names.  The loader opens them one after the other, each
+ * allowance of their own, but for those a replayed profile names or the prefetch brings.  The loader opens them one after the other, each
  * a miss a round trip long; theirs follow when the loader opens them.  Only files in use:
  * speculated programs would speculate their libraries in turn, and measured on the base
  * image's `true`, /usr/bin's neighbours brought 8 MB of libraries nobody read.  Libraries are looked up by name in
