@@ -36,8 +36,9 @@ struct sg_range_source;
 /* At sg_layer_new: the starting budget. */
 void sg_layer_spec_init(struct sg_layer *l);
 /* At sg_layer_start: what every container start reads first, if this layer has it (a base
- * layer: the ELF interpreter, /etc/ld.so.cache, libc.so.6; and unless the layer replays a
- * profile or prefetches an optimized image's prioritized files, /etc/passwd, /etc/group, /bin/sh, the C.UTF-8 LC_CTYPE, gconv-modules.cache,
+ * layer: the ELF interpreter, /etc/ld.so.cache, libc.so.6; unless the layer replays a
+ * profile, /etc/passwd and /etc/group; and unless it replays a profile or prefetches an
+ * optimized image's prioritized files, /bin/sh, the C.UTF-8 LC_CTYPE, gconv-modules.cache,
  * /etc/localtime), fetched ahead as precise picks before containerd starts the container. */
 void sg_layer_spec_start(struct sg_layer *l);
 /* An on-demand fetch of `chunk` (its file's first chunk read, or a jump in it) just went out

@@ -550,6 +550,26 @@ TEST(a_base_layer_fetches_what_every_container_start_reads_before_it_is_read)
 	env_close(&e);
 }
 
+/* A layer that prefetches (an optimized image's prioritized files; here the blob's first
+ * bytes) knows what its workload reads at start: only what runc reads before the process
+ * starts, the user and group files, is fetched beside it. */
+TEST(a_prefetching_layer_fetches_only_the_user_and_group_files_at_start)
+{
+	struct sg_layer_config cfg = spec_cfg;
+	struct env e = { 0 };
+
+	cfg.prefetch = true;
+	cfg.prefetch_bytes = 1;
+	setup_base();
+	env_open(&e, &cfg);
+	settle(&e);
+	CHECK_EQ(stats(&e).kind_fetched_bytes[SG_FETCH_SPEC],
+		 file_bytes(&e, "etc/passwd") + file_bytes(&e, "etc/group"));
+	CHECK(local(&e, "etc/passwd"));
+	CHECK(local(&e, "etc/group"));
+	env_close(&e);
+}
+
 TEST(an_elf_file_in_use_brings_the_rest_of_itself_unless_it_is_huge)
 {
 	struct env e = { 0 };
