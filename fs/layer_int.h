@@ -203,16 +203,16 @@ struct sg_layer {
 	/* Learned startup profiles (layer_profile.c).  The recording (NULL: off), the chunks of
 	 * it handed to the owner, and its quiet timer; the replay (NULL: none) and its cursor:
 	 * range replay_range of sg_profile_ranges, from chunk replay_chunk; the window of
-	 * chunks taken from there, in blob order, replay_window[0..n), each with the time the
-	 * recorded workload first read it; replay_window_left of them not requested yet. */
+	 * chunks taken from there, in blob order, replay_window[replay_window_at..n), each with
+	 * the time the recorded workload first read it. */
 	struct sg_profile *prof_rec;
 	uint64_t prof_handed;
 	struct sg_op prof_timer;
 	struct sg_profile *replay;
 	size_t replay_range;
 	uint32_t replay_chunk;
-	struct sg_replay_slot { uint32_t chunk, at_ms; bool sent; } *replay_window;
-	size_t replay_window_n, replay_window_left;
+	struct sg_replay_slot { uint32_t chunk, at_ms; } *replay_window;
+	size_t replay_window_n, replay_window_at;
 	uint64_t replay_left;          /* budget bytes not spent */
 	bool replaying;                /* requests of the replay still to go out */
 	bool replay_holds_link;        /* counted as a reader on the link meter meanwhile, and on
