@@ -355,16 +355,22 @@ static const char *const startup_files[] = {
 	"/etc/localtime",
 };
 
+static void speculate_paths(struct sg_layer *l, const char *const *paths, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		(void)sg_layer_speculate_path(l, paths[i]);   /* most layers have none */
+}
+
+#define SPECULATE_PATHS(l, list) speculate_paths(l, list, sizeof(list) / sizeof(list[0]))
+
 void sg_layer_spec_start(struct sg_layer *l)
 {
-	for (size_t i = 0; i < sizeof(entry_points) / sizeof(entry_points[0]); i++)
-		(void)sg_layer_speculate_path(l, entry_points[i]);   /* most layers have none */
-	for (size_t i = 0; !l->replaying && i < sizeof(container_files) / sizeof(container_files[0]);
-	     i++)
-		(void)sg_layer_speculate_path(l, container_files[i]);
-	bool knows = l->replaying || l->prefetch_end > 0;   /* (a prefetch may be over already) */
-	for (size_t i = 0; !knows && i < sizeof(startup_files) / sizeof(startup_files[0]); i++)
-		(void)sg_layer_speculate_path(l, startup_files[i]);
+	SPECULATE_PATHS(l, entry_points);
+	if (l->replaying)
+		return;
+	SPECULATE_PATHS(l, container_files);
+	if (l->prefetch_end == 0)   /* (not the prefetch's flag: it may be over already) */
+		SPECULATE_PATHS(l, startup_files);
 }
 
 int sg_layer_speculate_path(struct sg_layer *l, const char *path)

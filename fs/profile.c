@@ -33,6 +33,20 @@ struct sg_profile {
 
 #define WORDS(n) (((size_t)(n) + 63) / 64)
 
+/* items (n used of *cap, each `size` bytes) with room for one more: items itself, or a
+ * copy twice as large (`first` the first time), *cap updated; NULL when out of memory
+ * (items as it was). */
+static void *grow(void *items, size_t n, size_t *cap, size_t size, size_t first)
+{
+	if (n < *cap)
+		return items;
+	size_t c = *cap ? *cap * 2 : first;
+	void *a = realloc(items, c * size);
+	if (a)
+		*cap = c;
+	return a;
+}
+
 static bool bit_get(const uint64_t *b, uint32_t i)
 {
 	return (b[i / 64] >> (i % 64)) & 1;
@@ -105,14 +119,10 @@ static int append_run(struct sg_profile *p, uint32_t first, uint32_t last, uint3
 			p->truncated = true;
 			return -E2BIG;
 		}
-		if (p->n == p->cap) {
-			size_t cap = p->cap ? p->cap * 2 : 16;
-			struct sg_profile_range *r = realloc(p->ranges, cap * sizeof(*r));
-			if (!r)
-				return -ENOMEM;
-			p->ranges = r;
-			p->cap = cap;
-		}
+		struct sg_profile_range *r = grow(p->ranges, p->n, &p->cap, sizeof(*r), 16);
+		if (!r)
+			return -ENOMEM;
+		p->ranges = r;
 		p->ranges[p->n++] = (struct sg_profile_range){ first, last, at_ms };
 	}
 	for (uint64_t c = first; c <= last; c++)
@@ -625,14 +635,10 @@ static int cb_number(void *ctx, const char *s, size_t len)
 		if (parse_uint(s, len, UINT32_MAX, &v) < 0)
 			return fail(p, -EINVAL, "time %.*s is not an integer in 0..%u",
 				    (int)(len > 24 ? 24 : len), s, UINT32_MAX);
-		if (d->n_ms == d->cap_ms) {
-			size_t cap = d->cap_ms ? d->cap_ms * 2 : 64;
-			uint32_t *m = realloc(d->ms, cap * sizeof(*m));
-			if (!m)
-				return fail(p, -ENOMEM, "out of memory");
-			d->ms = m;
-			d->cap_ms = cap;
-		}
+		uint32_t *ms = grow(d->ms, d->n_ms, &d->cap_ms, sizeof(*ms), 64);
+		if (!ms)
+			return fail(p, -ENOMEM, "out of memory");
+		d->ms = ms;
 		d->ms[d->n_ms++] = (uint32_t)v;
 		return 1;
 	}
@@ -833,14 +839,10 @@ static int cb_end_array(void *ctx)
 				    p->pair[0], p->pair[1]);
 		if (d->n >= SG_PROFILE_RANGES_MAX)
 			return fail(p, -E2BIG, "more than %u chunk ranges", SG_PROFILE_RANGES_MAX);
-		if (d->n == d->cap) {
-			size_t cap = d->cap ? d->cap * 2 : 64;
-			struct sg_profile_range *r = realloc(d->ranges, cap * sizeof(*r));
-			if (!r)
-				return fail(p, -ENOMEM, "out of memory");
-			d->ranges = r;
-			d->cap = cap;
-		}
+		struct sg_profile_range *r = grow(d->ranges, d->n, &d->cap, sizeof(*r), 64);
+		if (!r)
+			return fail(p, -ENOMEM, "out of memory");
+		d->ranges = r;
 		d->ranges[d->n++] = (struct sg_profile_range){ (uint32_t)p->pair[0],
 							       (uint32_t)p->pair[1], 0 };
 		d->listed += p->pair[1] - p->pair[0] + 1;
