@@ -74,6 +74,8 @@ struct preq {
 	struct sg_multipart mp;
 	struct sg_link_meter *meter;          /* the blob host's link */
 	bool metering;                        /* a body streams: the meter's begin is owed an end */
+	uint64_t asked;                       /* bytes of its ranges */
+	uint64_t owed;                        /* of those, not arrived yet (in the meter's owed) */
 };
 
 struct job {
@@ -181,6 +183,22 @@ static bool preq_complete(const struct preq *pr)
 	return true;
 }
 
+/* What the link owes the request: all its bytes as it goes out (or again when it is
+ * retried), fewer as its body arrives, none once it ended. */
+static void preq_owe_all(struct preq *pr)
+{
+	sg_link_meter_owe(pr->meter, pr->asked - pr->owed);
+	pr->owed = pr->asked;
+}
+
+static void preq_repay(struct preq *pr, uint64_t n)
+{
+	if (n > pr->owed)
+		n = pr->owed;
+	sg_link_meter_repay(pr->meter, n);
+	pr->owed -= n;
+}
+
 /* The body stopped streaming (done, failed, cancelled, or retried). */
 static void preq_meter_end(struct preq *pr)
 {
@@ -195,6 +213,7 @@ static void preq_reset(void *data)
 	struct preq *pr = data;
 
 	preq_meter_end(pr);
+	preq_owe_all(pr);   /* the retry asks for every byte again */
 	for (size_t k = 0; k < pr->n; k++)
 		pr->j->filled[pr->idx[k]] = 0;
 	pr->multipart = pr->whole = false;
@@ -337,6 +356,7 @@ static int preq_body(void *data, struct sg_exchange *x, const uint8_t *d, size_t
 	struct preq *pr = data;
 
 	sg_link_meter_bytes(pr->meter, n, sg_now_ns());
+	preq_repay(pr, n);
 	if (pr->multipart)
 		return preq_body_multipart(pr, x, d, n);
 	if (pr->pos + n > pr->end && !pr->whole)
@@ -397,14 +417,15 @@ static int job_spawn(struct job *j, const size_t *idx, size_t n)
 	r = sg_endpoint_target(ep, b->eps->ns, b->v2path, target, sizeof(target));
 	if (r < 0)
 		return r;
+	pr = calloc(1, sizeof(*pr));
+	if (!pr)
+		return -ENOMEM;
 	for (size_t k = 0; k < n; k++) {
 		const struct sg_registry_range *rr = &j->r[idx[k]];
 		ranges[k].first = rr->offset;
 		ranges[k].last = rr->offset + rr->len - 1;
+		pr->asked += rr->len;
 	}
-	pr = calloc(1, sizeof(*pr));
-	if (!pr)
-		return -ENOMEM;
 	pr->j = j;
 	pr->meter = sg_host_link(blob_host(b));
 	memcpy(pr->idx, idx, n * sizeof(*idx));
@@ -419,6 +440,7 @@ static int job_spawn(struct job *j, const size_t *idx, size_t n)
 		free(pr);
 		return r;
 	}
+	preq_owe_all(pr);
 	j->pr[j->npr++] = pr;
 	j->pending++;
 	return 0;
@@ -467,6 +489,7 @@ static void on_preq_done(struct sg_op *op)
 	sg_exchange_free(pr->x);
 	pr->x = NULL;
 	preq_meter_end(pr);
+	preq_repay(pr, pr->owed);
 	if (!j) {
 		free(pr);   /* left behind by its job */
 		return;

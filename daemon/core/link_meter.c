@@ -151,3 +151,28 @@ bool sg_link_meter_ondemand_busy(const struct sg_link_meter *m, uint64_t gap_ns,
 	}
 	return false;
 }
+
+void sg_link_meter_owe(struct sg_link_meter *m, uint64_t n)
+{
+	m->owed += n;
+}
+
+void sg_link_meter_repay(struct sg_link_meter *m, uint64_t n)
+{
+	m->owed = n > m->owed ? 0 : m->owed - n;
+}
+
+bool sg_link_meter_paced(const struct sg_link_meter *m, uint64_t *ret_wait_ns)
+{
+	*ret_wait_ns = 0;
+	if (!m || m->bw_samples == 0 || m->bytes_per_s <= 0)
+		return false;
+	uint64_t rtt = m->rtt_min_ns ? m->rtt_min_ns : sg_link_meter_rtt_ns(m);
+	double horizon_ns = (double)(rtt + SG_LINK_PACE_NS);
+	double drain_ns = (double)m->owed * 1e9 / m->bytes_per_s;
+	if (drain_ns <= horizon_ns)
+		return false;
+	uint64_t wait = (uint64_t)(drain_ns - horizon_ns);
+	*ret_wait_ns = wait < SG_LINK_PACE_MIN_WAIT_NS ? SG_LINK_PACE_MIN_WAIT_NS : wait;
+	return true;
+}

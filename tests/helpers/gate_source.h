@@ -6,7 +6,9 @@
  * or an error; `automatic` answers each at once (from the loop).  A gate made vectored also
  * takes sg_range_readv: one queued request with its spans (q[i].n_spans > 0; offset = the
  * first span's, len = their sum), each span filled from blob.  Destroying a gate with a read
- * still queued aborts: its owner (a layer) must have had every answer first. */
+ * still queued aborts: its owner (a layer) must have had every answer first.  With a link
+ * meter, a gate tells it what it owes as net/blob.c does: a read's bytes as it is queued,
+ * repaid as they "arrive" (gate_arrive) or when it is answered. */
 #ifndef STARGZD_TESTS_GATE_SOURCE_H
 #define STARGZD_TESTS_GATE_SOURCE_H
 
@@ -17,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "daemon/core/link_meter.h"
 #include "daemon/core/loop.h"
 #include "daemon/core/range_source.h"
 #include "tests/unit/test.h"
@@ -28,6 +31,7 @@ struct gate_read {
 	sg_op_cb cb;
 	uint64_t offset;                /* the first span's */
 	size_t len;                     /* all spans' */
+	size_t owed;                    /* not arrived yet (in the link meter's owed) */
 	/* 0: a plain read, into spans[0].buf; else the spans of a vectored one */
 	size_t n_spans;
 	struct sg_range_span spans[SG_RANGE_SPANS_MAX];
@@ -61,9 +65,32 @@ static inline void gate_complete(struct gate *g, size_t i, int res)
 	for (size_t s = 0; res > 0 && s < r->n_spans; s++)
 		memcpy(r->spans[s].buf, g->blob + r->spans[s].offset, r->spans[s].len);
 	g->pending_bytes -= r->len;
+	if (g->base.link)
+		sg_link_meter_repay(g->base.link, r->owed);
 	memmove(&g->q[i], &g->q[i + 1], (g->n - i - 1) * sizeof(g->q[0]));
 	g->n--;
 	CHECK_EQ(sg_post(g->base.loop, op, res, cb), 0);
+}
+
+/* n bytes of q[i] arrived (it is still in flight). */
+static inline void gate_arrive(struct gate *g, size_t i, size_t n)
+{
+	struct gate_read *r = &g->q[i];
+
+	if (n > r->owed)
+		n = r->owed;
+	r->owed -= n;
+	if (g->base.link)
+		sg_link_meter_repay(g->base.link, n);
+}
+
+/* A read of len bytes goes out: the link owes them. */
+static inline void gate_owe(struct gate *g, struct gate_read *r)
+{
+	r->owed = r->len;
+	g->pending_bytes += r->len;
+	if (g->base.link)
+		sg_link_meter_owe(g->base.link, r->len);
 }
 
 static inline struct gate_read *gate_queue(struct gate *g, struct sg_op *op, sg_op_cb cb)
@@ -84,7 +111,7 @@ static inline int gate_read(struct sg_range_source *src, uint64_t offset, size_t
 	r->offset = offset;
 	r->len = len;
 	r->spans[0].buf = buf;
-	g->pending_bytes += len;
+	gate_owe(g, r);
 	if (g->automatic)
 		gate_complete(g, g->n - 1, (int)len);
 	return 0;
@@ -104,7 +131,7 @@ static inline int gate_readv(struct sg_range_source *src, const struct sg_range_
 	memcpy(r->spans, spans, n * sizeof(*spans));
 	for (size_t s = 0; s < n; s++)
 		r->len += spans[s].len;
-	g->pending_bytes += r->len;
+	gate_owe(g, r);
 	if (g->automatic)
 		gate_complete(g, g->n - 1, (int)r->len);
 	return 0;

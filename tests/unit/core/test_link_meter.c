@@ -243,4 +243,43 @@ TEST(ondemand_and_ahead_are_counted_across_layers)
 	CHECK_EQ(m.ahead_requests, 0);
 }
 
+/* Fetching ahead in order: a request waits while the link owes more than it delivers in a
+ * round trip plus SG_LINK_PACE_NS, for as long as draining the rest takes; never before the
+ * throughput is known; repaying more than is owed does not wrap. */
+TEST(fetching_ahead_waits_for_what_the_link_owes_to_drain)
+{
+	struct sg_link_meter m;
+	uint64_t t = 0, wait = 1;
+
+	sg_link_meter_init(&m);
+	sg_link_meter_owe(&m, 64 << 20);
+	CHECK(!sg_link_meter_paced(&m, &wait));   /* throughput unknown: no pacing */
+	CHECK_EQ(wait, 0);
+	CHECK(!sg_link_meter_paced(NULL, &wait));
+	sg_link_meter_repay(&m, 64 << 20);
+	CHECK_EQ(m.owed, 0);
+	/* 100 Mbit/s, 40 ms at best: it delivers 625 kB in the lowest round trip plus the pace
+	 * time.  A round trip that grew on a busy link (the smoothed one) does not widen it. */
+	sg_link_meter_first_byte(&m, 0, 40 * MS);
+	for (int i = 0; i < 8; i++)
+		sg_link_meter_first_byte(&m, 0, 300 * MS);
+	CHECK(sg_link_meter_rtt_ns(&m) > 150 * MS);
+	for (int i = 0; i < 4; i++)
+		t = stream_body(&m, t + 40 * MS, 4 << 20, 12.5e6);
+	double bw = sg_link_meter_bytes_per_s(&m);
+	CHECK(bw > 12e6 && bw < 13e6);
+	sg_link_meter_owe(&m, 600000);
+	CHECK(!sg_link_meter_paced(&m, &wait));
+	sg_link_meter_owe(&m, 1400000);   /* 2 MB: 160 ms to drain, 110 ms past the horizon */
+	CHECK(sg_link_meter_paced(&m, &wait));
+	CHECK(wait > 105 * MS && wait < 115 * MS);
+	sg_link_meter_repay(&m, 1350000);   /* 650 kB: 52 ms, 2 ms past */
+	CHECK(sg_link_meter_paced(&m, &wait));
+	CHECK_EQ(wait, SG_LINK_PACE_MIN_WAIT_NS);
+	sg_link_meter_repay(&m, 50000);
+	CHECK(!sg_link_meter_paced(&m, &wait));
+	sg_link_meter_repay(&m, 10 << 20);
+	CHECK_EQ(m.owed, 0);
+}
+
 TEST_MAIN()

@@ -821,4 +821,54 @@ TEST(background_takes_runs_apart_in_one_request)
 	env_close(&e);
 }
 
+/* A prefetch on a measured link (1 MB/s, 10 ms: it delivers 20 kB in its lowest round trip
+ * plus the pace time) sends its next request only when what the link owes drains that far,
+ * so that the prioritized files arrive in their order instead of sharing the link: one
+ * request in flight holds the next back however long (unpaced, it kept two of 4 MiB out
+ * at once); once all but 15 kB of it arrived, the next goes out beside its tail.  Requests
+ * carry a batch each (the link's cap is 256 KiB here), not 4 MiB.  The rest follows as the
+ * answers come; every file is served, and the link owes nothing after. */
+TEST(a_prefetch_on_a_measured_link_paces_its_requests_so_they_arrive_in_order)
+{
+	struct sg_loop *loop;
+	struct sg_link_meter m;
+	struct env e = { 0 };
+	struct sg_layer_stats st;
+	struct sg_layer_config cfg = { .prefetch = true, .prefetch_bytes = 1 << 30,
+				       .window_bytes = 1 };
+
+	setup();
+	meter_of(&m, 1e6, 10 * MS);
+	CHECK_EQ(sg_loop_new(NULL, &loop), 0);
+	env_open(&e, loop, &m, cfg, 0);
+	test_run_for(loop, 150);
+	CHECK_EQ(e.gate->n, 1);
+	CHECK(e.gate->q[0].len <= ((size_t)256 << 10) + CHUNK);
+	CHECK_EQ(m.owed, e.gate->q[0].len);
+	gate_arrive(e.gate, 0, e.gate->q[0].len - 15000);
+	test_run_for(loop, 60);
+	CHECK_EQ(e.gate->n, 2);   /* beside the first one's last 15 kB */
+	CHECK(e.gate->q[1].offset > e.gate->q[0].offset);
+	test_run_for(loop, 100);
+	CHECK_EQ(e.gate->n, 2);
+	e.gate->automatic = true;
+	while (e.gate->n)
+		gate_complete(e.gate, 0, (int)e.gate->q[0].len);
+	double end = test_now_ms() + 10000;
+	do {
+		CHECK(sg_loop_run_once(loop, 20) >= 0);
+		sg_layer_stats(e.layer, &st);
+		CHECK(test_now_ms() < end);
+	} while (!st.prefetch_done || st.chunks_present < st.chunks_total);
+	CHECK(e.gate->issued > 8);
+	static uint8_t buf[FILE_SIZE];
+	for (int f = 0; f < NFILES; f += 7) {
+		CHECK_EQ(test_layer_read(loop, e.user, 0, file_node(&e, f), 0, buf, FILE_SIZE),
+			 (int32_t)FILE_SIZE);
+		CHECK_MEM(buf, content + (size_t)f * FILE_SIZE, FILE_SIZE);
+	}
+	CHECK_EQ(m.owed, 0);
+	env_close(&e);
+}
+
 TEST_MAIN()

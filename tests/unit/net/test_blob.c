@@ -109,9 +109,11 @@ TEST(reads_feed_the_link_meter)
 	CHECK_EQ(m->rtt_samples, 0u);   /* the HEAD is no range request */
 	sg_op_init(&small.op);
 	CHECK_EQ(sg_range_read(c.src, 100, sizeof(small.buf), small.buf, &small.op, on_read), 0);
+	CHECK_EQ(m->owed, sizeof(small.buf));   /* asked of the link, not arrived */
 	for (int it = 0; it < 200 && !small.completions; it++)
 		CHECK(sg_loop_run_once(c.loop, 50) >= 0);
 	CHECK_EQ(small.res, (int)sizeof(small.buf));
+	CHECK_EQ(m->owed, 0);
 	CHECK_EQ(m->rtt_samples, 1u);
 	CHECK(sg_link_meter_rtt_ns(m) > 0 && sg_link_meter_rtt_ns(m) < 5000000000ull);
 	CHECK_EQ(m->bw_samples, 0u);    /* 8 KiB say nothing about the link */
@@ -120,8 +122,16 @@ TEST(reads_feed_the_link_meter)
 	static struct rd big;
 	sg_op_init(&big.op);
 	CHECK_EQ(sg_range_read(c.src, 0, BLOB_SIZE, whole, &big.op, on_read), 0);
-	for (int it = 0; it < 200 && !big.completions; it++)
+	CHECK_EQ(m->owed, (uint64_t)BLOB_SIZE);
+	/* Repaid as the body arrives, not all at the end. */
+	uint64_t owed_midway = 0;
+	for (int it = 0; it < 200 && !big.completions; it++) {
 		CHECK(sg_loop_run_once(c.loop, 50) >= 0);
+		if (!big.completions && m->owed > 0 && m->owed < BLOB_SIZE)
+			owed_midway = m->owed;
+	}
+	CHECK(owed_midway > 0);
+	CHECK_EQ(m->owed, 0);
 	CHECK_EQ(big.res, BLOB_SIZE);
 	CHECK_MEM(whole, blob, BLOB_SIZE);
 	CHECK_EQ(m->rtt_samples, 2u);
@@ -142,6 +152,8 @@ TEST(destroy_completes_each_read_once)
 		sg_op_init(&rd[i].op);
 		CHECK_EQ(sg_range_read(c.src, (uint64_t)i * 100, 100, rd[i].buf, &rd[i].op, on_read), 0);
 	}
+	struct sg_link_meter *m = c.src->link;
+	CHECK_EQ(m->owed, 800);
 	/* A read cancelled by op, then every other one by destroying the source. */
 	CHECK_EQ(sg_range_cancel(c.src, &rd[0].op), 0);
 	CHECK_EQ(rd[0].completions, 0);   /* from the loop, not from inside cancel */
@@ -157,8 +169,12 @@ TEST(destroy_completes_each_read_once)
 		CHECK_EQ(rd[i].completions, 1);
 		CHECK_EQ(rd[i].res, -ECANCELED);
 	}
-	/* The requests left behind still end, and the registry is idle again. */
+	/* The requests left behind still end, and the registry is idle again: the link owes
+	 * nothing for them. */
 	atomic_store(&c.srv.delay_ms, 0);
+	for (int i = 0; i < 100 && m->owed; i++)
+		CHECK(sg_loop_run_once(c.loop, 20) >= 0);
+	CHECK_EQ(m->owed, 0);
 	registry_env_stop(&c);
 }
 
@@ -248,6 +264,7 @@ TEST(readv_falls_back_to_one_request_a_range)
 	CHECK_EQ(completions, 1);
 	CHECK_EQ(atomic_load(&c.srv.multi_gets), 1);  /* remembered */
 	CHECK_EQ(atomic_load(&c.srv.gets) - opened, 2 * NSPANS);
+	CHECK_EQ(c.src->link->owed, 0);   /* each split request repaid what it asked */
 	registry_env_stop(&c);
 }
 
@@ -268,6 +285,7 @@ TEST(readv_to_a_server_answering_the_whole_blob_asks_each_range_alone)
 	CHECK_EQ(completions, 1);
 	CHECK_EQ(atomic_load(&c.srv.multi_gets), 1);
 	CHECK_EQ(atomic_load(&c.srv.gets) - opened, 1 + NSPANS);
+	CHECK_EQ(c.src->link->owed, 0);   /* the whole blob's body, left unread, is owed no more */
 	struct sg_host_stats st;
 	char host[64];
 	snprintf(host, sizeof(host), "127.0.0.1:%d", c.srv.port);
@@ -300,6 +318,7 @@ TEST(readv_cancel_completes_once)
 		CHECK(sg_loop_run_once(c.loop, 20) >= 0);
 	CHECK_EQ(r.completions, 1);
 	CHECK_EQ(r.res, -ECANCELED);
+	CHECK_EQ(c.src->link->owed, 0);
 	static const uint8_t zero[100];
 	CHECK_MEM(rd[0].buf, zero, 100);
 	CHECK_MEM(rd[1].buf, zero, 100);
