@@ -39,9 +39,14 @@
 #define SG_LINK_DEFAULT_RTT_NS (50ull * 1000000u)
 #define SG_LINK_SAMPLE_NS (100ull * 1000000u)
 #define SG_LINK_SAMPLE_MIN_BYTES ((uint64_t)128 << 10)
-/* Streaming a layer is "fast" when it takes no longer than this many round trips: a cold
- * start chases at least that many dependent misses through a layer. */
-#define SG_LINK_FAST_RTTS 32
+/* Streaming a layer is "fast" when it takes no longer than this many of the link's lowest
+ * round trips: a cold start chases about that many dependent misses through a layer (python
+ * importing an application's stdlib set: 24 misses of 1.5-2 round trips each).  The lowest
+ * round trip, not the smoothed one, which grows with the bytes queued on a busy link: on it
+ * the decision depended on the moment (gcc's 50 MB base layer streamed in one run of three,
+ * 6.6 s against 4.8), and so did the python layer's (17 MB, 34 round trips of 40 ms), which
+ * the estimate's own overshoot (sg_link_meter_begin) made "fast" in most runs, not all. */
+#define SG_LINK_FAST_RTTS 48
 /* Requests fetching ahead of readers in flight on one link at most: the registry client
  * keeps 8 connections per host (net/registry.c) and serves waiting requests in order, so 3
  * stay free for on-demand reads, which then never queue behind a replay or a stream. */
@@ -97,9 +102,9 @@ void sg_link_meter_first_byte(struct sg_link_meter *m, uint64_t sent_ns, uint64_
 /* A body starts streaming (its head seen at now_ns, for a request sent at sent_ns) / n of its
  * bytes arrived / it ended (complete, failed or cancelled): every begin has exactly one end.
  * A window that opens with a body starts no later than the earliest its first byte can have
- * arrived (sent + the lowest time to first byte seen): when the loop was busy, the head and
- * much of the body may have waited in the socket already, and a window from the head's
- * processing would count their bytes as delivered in no time (a 600 KiB body, buffered,
+ * arrived (sent + the lowest time to first byte seen, or sent before any): when the loop was
+ * busy, the head and much of the body may have waited in the socket already, and a window
+ * from the head's processing would count their bytes as delivered in no time (a 600 KiB body, buffered,
  * "arrived" at hundreds of MB/s and put the estimate at 2.6x the link's, so fetching ahead
  * kept 4 MB in flight and an on-demand read of 100 KB waited 0.35 s behind it). */
 void sg_link_meter_begin(struct sg_link_meter *m, uint64_t sent_ns, uint64_t now_ns);
@@ -140,7 +145,8 @@ double sg_link_meter_bytes_per_s(const struct sg_link_meter *m);
  * SG_LINK_DEFAULT_CAP when unknown or m is NULL. */
 size_t sg_link_meter_inflight_cap(const struct sg_link_meter *m);
 /* Is streaming `bytes` cheaper than chasing misses: does it take at most SG_LINK_FAST_RTTS
- * round trips?  False when the throughput is unknown or m is NULL. */
+ * of the lowest round trips seen (the smoothed one before any)?  False when the throughput
+ * is unknown or m is NULL. */
 bool sg_link_meter_fast(const struct sg_link_meter *m, uint64_t bytes);
 
 #endif
