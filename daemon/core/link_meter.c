@@ -175,7 +175,7 @@ bool sg_link_meter_paced(const struct sg_link_meter *m, uint64_t *ret_wait_ns)
 	if (!m || m->bw_samples == 0 || m->bytes_per_s <= 0)
 		return false;
 	uint64_t rtt = m->rtt_min_ns ? m->rtt_min_ns : sg_link_meter_rtt_ns(m);
-	double horizon_ns = (double)(rtt + SG_LINK_PACE_NS);
+	double horizon_ns = (double)(rtt + rtt / 2 + SG_LINK_PACE_NS);
 	double drain_ns = (double)m->owed * 1e9 / m->bytes_per_s;
 	if (drain_ns <= horizon_ns)
 		return false;

@@ -821,7 +821,7 @@ TEST(background_takes_runs_apart_in_one_request)
 	env_close(&e);
 }
 
-/* A prefetch on a measured link (1 MB/s, 10 ms: it delivers 20 kB in its lowest round trip
+/* A prefetch on a measured link (1 MB/s, 10 ms: it delivers 25 kB in 1.5 lowest round trips
  * plus the pace time) sends its next request only when what the link owes drains that far,
  * so that the prioritized files arrive in their order instead of sharing the link: one
  * request in flight holds the next back however long (unpaced, it kept two of 4 MiB out
