@@ -141,9 +141,9 @@ void sg_layer_wait_for_room(struct sg_layer *l)
 		background_retry_in(l, ROOM_RETRY_NS);
 }
 
-/* Must fetching ahead in order (a prefetch, a fast link's stream) wait for the link to
- * drain, so that the next request's bytes come after the ones asked before them instead of
- * sharing the link with them (SG_LINK_PACE_NS)?  A timer looks again when it should have
+/* Must a prefetch, which fetches ahead in the order its files are read, wait for the link
+ * to drain, so that the next request's bytes come after the ones asked before them instead
+ * of sharing the link with them (SG_LINK_PACE_NS)?  A timer looks again when it should have
  * drained.  With nothing fetched ahead in flight on the link it never waits: something must
  * make progress, whatever the meter says. */
 static bool paced(struct sg_layer *l)

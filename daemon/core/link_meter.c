@@ -115,13 +115,19 @@ size_t sg_link_meter_inflight_cap(const struct sg_link_meter *m)
 	return (size_t)cap;
 }
 
+/* The lowest time to first byte seen (the smoothed one before any): the link's own round
+ * trip, which does not grow with the bytes queued on it. */
+static uint64_t lowest_rtt_ns(const struct sg_link_meter *m)
+{
+	return m->rtt_min_ns ? m->rtt_min_ns : sg_link_meter_rtt_ns(m);
+}
+
 bool sg_link_meter_fast(const struct sg_link_meter *m, uint64_t bytes)
 {
 	if (!m || m->bw_samples == 0 || m->bytes_per_s <= 0)
 		return false;
 	double stream_ns = (double)bytes * 1e9 / m->bytes_per_s;
-	uint64_t rtt = m->rtt_min_ns ? m->rtt_min_ns : sg_link_meter_rtt_ns(m);
-	return stream_ns <= (double)SG_LINK_FAST_RTTS * (double)rtt;
+	return stream_ns <= (double)SG_LINK_FAST_RTTS * (double)lowest_rtt_ns(m);
 }
 
 void sg_link_meter_ondemand(struct sg_link_meter *m, int delta, uint64_t now_ns)
@@ -174,7 +180,7 @@ bool sg_link_meter_paced(const struct sg_link_meter *m, uint64_t *ret_wait_ns)
 	*ret_wait_ns = 0;
 	if (!m || m->bw_samples == 0 || m->bytes_per_s <= 0)
 		return false;
-	uint64_t rtt = m->rtt_min_ns ? m->rtt_min_ns : sg_link_meter_rtt_ns(m);
+	uint64_t rtt = lowest_rtt_ns(m);
 	double horizon_ns = (double)(rtt + rtt / 2 + SG_LINK_PACE_NS);
 	double drain_ns = (double)m->owed * 1e9 / m->bytes_per_s;
 	if (drain_ns <= horizon_ns)

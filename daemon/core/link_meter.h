@@ -106,9 +106,10 @@ void sg_link_meter_first_byte(struct sg_link_meter *m, uint64_t sent_ns, uint64_
  * A window that opens with a body starts no later than the earliest its first byte can have
  * arrived (sent + the lowest time to first byte seen, or sent before any): when the loop was
  * busy, the head and much of the body may have waited in the socket already, and a window
- * from the head's processing would count their bytes as delivered in no time (a 600 KiB body, buffered,
- * "arrived" at hundreds of MB/s and put the estimate at 2.6x the link's, so fetching ahead
- * kept 4 MB in flight and an on-demand read of 100 KB waited 0.35 s behind it). */
+ * from the head's processing would count their bytes as delivered in no time (a 600 KiB
+ * body, buffered, "arrived" at hundreds of MB/s and put the estimate at 2.6x the link's, so
+ * fetching ahead kept 4 MB in flight and an on-demand read of 100 KB waited 0.35 s behind
+ * it). */
 void sg_link_meter_begin(struct sg_link_meter *m, uint64_t sent_ns, uint64_t now_ns);
 void sg_link_meter_bytes(struct sg_link_meter *m, size_t n, uint64_t now_ns);
 void sg_link_meter_end(struct sg_link_meter *m, uint64_t now_ns);

@@ -379,6 +379,7 @@ TEST(inconsistent_answer_is_eio_with_reason)
 	CHECK(strstr(r.err.msg, "GET http://127.0.0.1:") == r.err.msg);
 	CHECK(strstr(r.err.msg, ": Content-Range says the blob has 999 bytes, HEAD said 1000"));
 	CHECK(strstr(c.srv.heads[1], "\r\nRange: bytes=0-9\r\n"));
+	CHECK_EQ(c.src->link->owed, 0);   /* a failed request owes nothing either */
 	registry_env_stop(&c);
 }
 
