@@ -10,8 +10,12 @@
 #define LOADS_MAX 16u
 #define DYNS_MAX 4096u       /* dynamic entries looked at */
 /* Bytes of the first segment scanned for library names when the dynamic section is beyond
- * the bytes given: .dynstr sits in the first few hundred KiB of even a large program. */
-#define SCAN_MAX (512u << 10)
+ * the bytes given: all of an eStargz chunk (4 MiB by default) and more.  .dynstr follows
+ * .dynsym, which grows with the symbols a program exports: gcc's cc1 (33 MB) has its
+ * library names 893 KiB in, past the 512 KiB scanned before, and its six libraries were
+ * six misses one after the other (0.4 s).  Scanning is a memchr per string: 4 MiB of
+ * symbol names take about a millisecond. */
+#define SCAN_MAX (8u << 20)
 
 #define PT_LOAD 1u
 #define PT_DYNAMIC 2u

@@ -176,6 +176,31 @@ TEST(a_dynamic_section_beyond_the_bytes_given_is_replaced_by_the_strings_before_
 	}
 }
 
+/* cc1 keeps its library names 893 KiB into its first segment, after a large .dynsym: a scan
+ * of the first 512 KiB found none, and each library was a miss of its own. */
+TEST(library_names_deep_in_a_large_first_segment_are_found)
+{
+	const char *const needed[] = { "libisl.so.23", "libmpc.so.3", "libzstd.so.1" };
+	size_t size = test_elf_build(elf, sizeof(elf), needed, 3, 0), at = 914796;
+	static uint8_t big[4u << 20];
+
+	CHECK(size > 0);
+	memset(big, 0, sizeof(big));
+	memcpy(big, elf, size);
+	test_elf_put(big + 64 + 32, sizeof(big), 8);        /* PT_LOAD p_filesz: all of it */
+	test_elf_put(big + 64 + 56 + 8, 32u << 20, 8);     /* PT_DYNAMIC in the data segment */
+	/* The strings moved deep into the segment; what was left of them near the start is
+	 * wiped, so only the deep copy can be found. */
+	size_t str = 64 + 2 * 56 + 6 * 16;
+	memcpy(big + at, elf + str, size - str);
+	memset(big + str, 0, size - str);
+	CHECK_EQ(names(big, sizeof(big), &seen), 3u);
+	CHECK_STR(seen.names[0], "libisl.so.23");
+	CHECK_STR(seen.names[2], "libzstd.so.1");
+	/* The first chunk of such a file may be shorter than the strings' place: nothing. */
+	CHECK_EQ(names(big, at, &seen), 0u);
+}
+
 /* PT_INTERP: an absolute path, NUL-terminated inside the bytes given. */
 static size_t with_interp(const char *interp, size_t size)
 {
