@@ -54,6 +54,8 @@
 #define SG_LAYER_REPLAY_WINDOW 4096u
 /* Runs of chunks waiting for speculation (layer_spec.c). */
 #define SG_LAYER_SPEC_QUEUE 256
+/* Directories of recent misses remembered (layer_spec.c). */
+#define SG_LAYER_SPEC_DIRS 4
 /* Precise speculation (what an ELF file in use needs) in flight at most, in requests: a
  * program's loader and its usual libraries (ld-linux, libm, libz, libc for python3) at
  * once, leaving the registry's connections (8 a host) room for on-demand fetches beside
@@ -231,6 +233,11 @@ struct sg_layer {
 	/* Bytes of neighbours of misses fetched, and of those read: the hit rate that backs
 	 * neighbour speculation off. */
 	uint64_t spec_nb_fetched, spec_nb_used;
+	/* The directories of the last misses in new files (SG_LAYER_SPEC_DIRS, a ring), and the
+	 * bytes a miss in one of them may still speculate while the hit rate says no. */
+	uint32_t spec_dirs[SG_LAYER_SPEC_DIRS];
+	unsigned spec_dirs_next;
+	size_t spec_hot_left;
 };
 
 /* An op's result is an int32_t; sizes are size_t.  Comparing through a cast of the size

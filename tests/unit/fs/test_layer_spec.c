@@ -313,6 +313,42 @@ TEST(speculation_that_is_not_read_backs_off_but_precise_picks_stay)
 	env_close(&e);
 }
 
+/* A second miss in a directory missed lately speculates its files even while the rate says
+ * no (a compiler's headers, after its programs' neighbours went unread), within the budget,
+ * and only its directory; a miss in a directory not seen lately still takes nothing. */
+TEST(a_second_miss_in_one_directory_takes_its_files_whatever_the_rate)
+{
+	struct env e = { 0 };
+
+	setup();
+	env_open(&e, &spec_cfg);
+	e.layer->spec_budget = 2u << 20;
+	e.layer->spec_nb_fetched = 4u << 20;
+	e.layer->spec_nb_used = 0;   /* under a sixteenth: no neighbours */
+	CHECK(!local(&e, "other/o10"));
+	settle(&e);
+	CHECK_EQ(stats(&e).kind_fetched_bytes[SG_FETCH_SPEC], 0);
+	CHECK(!local(&e, "far/d03/f"));
+	settle(&e);
+	CHECK_EQ(stats(&e).kind_fetched_bytes[SG_FETCH_SPEC], 0);
+	/* other/ again: its files after o20, within the budget halved twice (512 KiB). */
+	CHECK(!local(&e, "other/o20"));
+	settle(&e);
+	uint64_t spec = stats(&e).kind_fetched_bytes[SG_FETCH_SPEC];
+	CHECK_EQ(stats(&e).spec_budget_bytes, 512u << 10);
+	CHECK(spec >= file_bytes(&e, "other/o21"));
+	CHECK(spec <= 512u << 10);
+	CHECK_EQ(e.layer->spec_hot_left, 0);
+	CHECK(local(&e, "other/o21"));
+	/* Not the files after the directory in the blob. */
+	CHECK_EQ(stats(&e).kind_fetched_bytes[SG_FETCH_SPEC], spec);
+	CHECK(!local(&e, "far/d00/f"));
+	settle(&e);
+	CHECK_EQ(stats(&e).kind_fetched_bytes[SG_FETCH_SPEC], spec);
+	check_derived(&e);
+	env_close(&e);
+}
+
 TEST(speculative_bytes_in_flight_stay_under_the_cap_and_misses_go_out_at_once)
 {
 	struct env e = { 0 };
