@@ -57,6 +57,8 @@ void sg_layer_note_used(struct sg_layer *l, uint32_t c)
 	if (e) {
 		sg_layer_spec_elf(l, c, e->data, e->size);
 		sg_layer_spec_continue(l);
+		if (l->file_streaming)
+			sg_layer_prefetch_continue(l);   /* a large program: the rest streams */
 	}
 }
 

@@ -174,6 +174,11 @@ struct sg_layer {
 	uint32_t prefetch_cursor, background_cursor;
 	uint64_t prefetch_end;
 	bool prefetching, backgrounding, background_started;
+	/* A large program in use read through (sg_layer_prefetch_file): its chunks from
+	 * file_cursor on, up to blob offset file_end. */
+	bool file_streaming;
+	uint32_t file_cursor;
+	uint64_t file_end;
 	bool background_delay_default; /* cfg.background_delay_ns was not given */
 	uint64_t start_ns;             /* sg_layer_start: prefetch's clock */
 	uint64_t background_start_ns;  /* background fetch's first batch */

@@ -20,8 +20,11 @@
  *    (sent at once, outside the cap: they jump the queue), and a reader that gets ahead of
  *    the stream moves it along; on a fast link it yields to on-demand fetches like
  *    background fetch.
+ *  - A large program in use (fs/layer_spec.h): its other chunks, in order, paced so that the
+ *    link owes no more than it carries in one and a half round trips, before background
+ *    fetch and streaming.
  *
- * All three are speculative: a batch that finds the memory budget full waits and looks
+ * All of them are speculative: a batch that finds the memory budget full waits and looks
  * again. */
 #ifndef STARGZD_FS_LAYER_PREFETCH_H
 #define STARGZD_FS_LAYER_PREFETCH_H
@@ -39,6 +42,11 @@ void sg_layer_prefetch_continue(struct sg_layer *l);
  * batch of this layer that ends looks again; without one in flight nothing would, so a
  * short timer looks again (speculation, replay, stream, background fetch). */
 void sg_layer_wait_for_room(struct sg_layer *l);
+/* A large program is in use (fs/layer_spec.h): its chunks [first, end) (one file's, in blob
+ * order) go out back to back, paced like the prefetch (the link owes at most what it
+ * carries in one and a half round trips), after a replay's and the prioritized files'
+ * requests and before background fetch.  One file at a time: a newer one takes over. */
+void sg_layer_prefetch_file(struct sg_layer *l, uint32_t first, uint32_t end);
 /* A reader asked for `chunk` (a read, or an open handed to the kernel): full-read
  * detection, and the stream's position. */
 void sg_layer_prefetch_saw_read(struct sg_layer *l, uint32_t chunk);

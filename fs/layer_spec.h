@@ -12,7 +12,10 @@
  * The budget adapts to what pays: each speculated byte a reader then reads adds a byte to
  * it, each miss in a new file takes an eighth off it (so it grows while more than about an
  * eighth of the bytes get read, and shrinks otherwise), between 256 KiB and
- * spec_budget_max (16 MiB by default); it starts at 1 MiB.
+ * spec_budget_max (16 MiB by default); it starts at 1 MiB.  Under a quarter of the
+ * neighbours' bytes read, a miss takes only its directory; under a sixteenth, nothing,
+ * unless one of the last four misses in new files fell in the same directory: then its
+ * directory, whatever the rate (misses close together are fresher evidence).
  *
  * Speculative batches never hold up an on-demand read by more than about one chunk's
  * transfer: they start only while the speculative bytes in flight are under
@@ -54,7 +57,9 @@ void sg_layer_spec_paid(struct sg_layer *l, uint32_t chunk, uint64_t bytes);
  * first chunks of the libraries it needs (DT_NEEDED, fs/elf_needed.h) that are in this layer
  * go to the front of the queue, within the budget, and behind them the file's own other
  * chunks if it is at most 8 MiB (the loader relocates its data at its end at once), on an
- * allowance of their own, but for those a replayed profile names or the prefetch brings.  The loader opens them one after the other, each
+ * allowance of their own, but for those a replayed profile names or the prefetch brings;
+ * a larger program, up to 64 MiB, streams its other chunks instead, paced, one request after
+ * the other (sg_layer_prefetch_file), unless the layer replays a profile or prefetches it.  The loader opens them one after the other, each
  * a miss a round trip long; theirs follow when the loader opens them.  Only files in use:
  * speculated programs would speculate their libraries in turn, and measured on the base
  * image's `true`, /usr/bin's neighbours brought 8 MB of libraries nobody read.  Libraries are looked up by name in
