@@ -18,6 +18,7 @@
 #define SCAN_MAX (8u << 20)
 
 #define PT_LOAD 1u
+#define PF_W 2u
 #define PT_DYNAMIC 2u
 #define PT_INTERP 3u
 #define DT_NULL 0u
@@ -48,6 +49,7 @@ static bool within(uint64_t off, uint64_t size, size_t len)
 
 struct load {
 	uint64_t vaddr, offset, filesz;
+	bool writable;
 };
 
 /* The file offset of virtual address v, through the PT_LOAD segments; false if none maps it. */
@@ -99,6 +101,7 @@ static bool read_phdrs(const uint8_t *buf, size_t len, struct elf_view *v)
 			v->loads[v->n_loads].offset = le64(ph + 8);
 			v->loads[v->n_loads].vaddr = le64(ph + 16);
 			v->loads[v->n_loads].filesz = le64(ph + 32);
+			v->loads[v->n_loads].writable = (le32(ph + 4) & PF_W) != 0;
 			v->n_loads++;
 		} else if (type == PT_DYNAMIC && !v->have_dyn) {
 			v->dyn_off = le64(ph + 8);
@@ -111,6 +114,28 @@ static bool read_phdrs(const uint8_t *buf, size_t len, struct elf_view *v)
 		}
 	}
 	return true;
+}
+
+bool sg_elf_data_end(const uint8_t *buf, size_t len, uint64_t *ret_offset)
+{
+	struct elf_view v;
+	bool found = false;
+	uint64_t end = 0;
+
+	if (!read_phdrs(buf, len, &v))
+		return false;
+	for (unsigned i = 0; i < v.n_loads; i++) {
+		const struct load *ld = &v.loads[i];
+		if (!ld->writable || ld->filesz == 0 || ld->offset + ld->filesz < ld->offset)
+			continue;   /* nothing from the file, or wrapping around */
+		if (ld->offset + ld->filesz > end) {
+			end = ld->offset + ld->filesz;
+			found = true;
+		}
+	}
+	if (found)
+		*ret_offset = end - 1;
+	return found;
 }
 
 bool sg_elf_interp(const uint8_t *buf, size_t len, const char **ret_path, size_t *ret_len)

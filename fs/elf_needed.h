@@ -33,4 +33,10 @@ unsigned sg_elf_needed(const uint8_t *buf, size_t len,
  * at most SG_ELF_PATH_MAX bytes.  false for anything else. */
 bool sg_elf_interp(const uint8_t *buf, size_t len, const char **ret_path, size_t *ret_len);
 
+/* The file offset of the last byte of the file's writable PT_LOAD segment that ends
+ * furthest in (its data: the kernel clears the rest of its last page when it maps the
+ * program, so that page is read at exec, before the loader runs), if the program headers lie
+ * in buf[0..len).  false for a file with none, or anything else. */
+bool sg_elf_data_end(const uint8_t *buf, size_t len, uint64_t *ret_offset);
+
 #endif

@@ -54,6 +54,7 @@ void sg_layer_spec_continue(struct sg_layer *l);
 void sg_layer_spec_paid(struct sg_layer *l, uint32_t chunk, uint64_t bytes);
 /* The verified first chunk `chunk` of a file in use (data[0..len)): it arrived for a
  * reader, or a reader asked for it after it was fetched ahead.  If it is an ELF file, the
+ * chunk where its data segment ends (the kernel touches it as it maps the program), then the
  * first chunks of the libraries it needs (DT_NEEDED, fs/elf_needed.h) that are in this layer
  * go to the front of the queue, within the budget, and behind them the file's own other
  * chunks if it is at most 8 MiB (the loader relocates its data at its end at once), on an

@@ -1,6 +1,6 @@
-/* libFuzzer target: DT_NEEDED names from the first bytes of an ELF file (fs/elf_needed.c),
- * which reads a layer's content (untrusted).  Every name reported must lie inside the input,
- * end in a NUL and be a plain file name. */
+/* libFuzzer target: DT_NEEDED names and the end of the data segment from the first bytes of
+ * an ELF file (fs/elf_needed.c), which reads a layer's content (untrusted).  Every name
+ * reported must lie inside the input, end in a NUL and be a plain file name. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +32,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(copy, data, size);
 	if (sg_elf_needed(copy, size, on_name, &in) > SG_ELF_NEEDED_MAX)
 		abort();
+	uint64_t end;
+	(void)sg_elf_data_end(copy, size, &end);
 	free(copy);
 	return 0;
 }

@@ -88,6 +88,8 @@ TEST(every_truncation_stays_in_bounds)
 		uint8_t *cut = malloc(len ? len : 1);
 		memcpy(cut, elf, len);
 		unsigned n = names(cut, len, &seen);
+		uint64_t end;
+		(void)sg_elf_data_end(cut, len, &end);
 		CHECK(n <= 2);
 		if (len == size)
 			CHECK_EQ(n, 2u);
@@ -115,6 +117,8 @@ TEST(random_corruption_stays_in_bounds)
 		seed = seed * 1103515245u + 12345u;
 		size_t len = round % 5 ? size : (seed >> 8) % (size + 1);
 		names(copy, len, &seen);
+		uint64_t end;
+		(void)sg_elf_data_end(copy, len, &end);
 	}
 	free(copy);
 }
@@ -199,6 +203,41 @@ TEST(library_names_deep_in_a_large_first_segment_are_found)
 	CHECK_STR(seen.names[2], "libzstd.so.1");
 	/* The first chunk of such a file may be shorter than the strings' place: nothing. */
 	CHECK_EQ(names(big, at, &seen), 0u);
+}
+
+/* Where the data segment ends: the writable PT_LOAD that ends furthest in, its last byte. */
+TEST(the_data_segment_ends_where_the_writable_load_that_ends_last_ends)
+{
+	const char *const needed[] = { "libfoo.so.1" };
+	size_t size = test_elf_build(elf, sizeof(elf), needed, 1, 4096);
+	uint64_t end = 0;
+
+	CHECK(size > 0);
+	/* The builder's one PT_LOAD is read-only: no data segment. */
+	CHECK(!sg_elf_data_end(elf, size, &end));
+	/* Writable, covering the whole file. */
+	test_elf_put(elf + 64 + 4, 6, 4);   /* PF_R | PF_W */
+	CHECK(sg_elf_data_end(elf, size, &end));
+	CHECK_EQ(end, size - 1);
+	/* A second, writable PT_LOAD further in (the PT_DYNAMIC slot made one): it wins. */
+	test_elf_put(elf + 64 + 56, 1, 4);
+	test_elf_put(elf + 64 + 56 + 4, 6, 4);
+	test_elf_put(elf + 64 + 56 + 8, 30u << 20, 8);   /* p_offset: beyond the bytes given */
+	test_elf_put(elf + 64 + 56 + 32, 1000, 8);       /* p_filesz */
+	CHECK(sg_elf_data_end(elf, size, &end));
+	CHECK_EQ(end, (30u << 20) + 999);
+	/* Nothing from the file (bss only), or an end that wraps around: not counted. */
+	test_elf_put(elf + 64 + 56 + 32, 0, 8);
+	CHECK(sg_elf_data_end(elf, size, &end));
+	CHECK_EQ(end, size - 1);
+	test_elf_put(elf + 64 + 56 + 8, UINT64_MAX - 10, 8);
+	test_elf_put(elf + 64 + 56 + 32, 100, 8);
+	CHECK(sg_elf_data_end(elf, size, &end));
+	CHECK_EQ(end, size - 1);
+	/* Headers cut off, or no ELF: false. */
+	CHECK(!sg_elf_data_end(elf, 40, &end));
+	elf[0] = 0;
+	CHECK(!sg_elf_data_end(elf, size, &end));
 }
 
 /* PT_INTERP: an absolute path, NUL-terminated inside the bytes given. */

@@ -678,6 +678,34 @@ static void setup_elf(void)
 	test_write_blob(&b, blob_path, &toc_digest);
 }
 
+/* The kernel clears the tail of a program's data segment as it maps it, before the loader
+ * runs: the chunk where that segment ends goes first, ahead of the rest of the file. */
+TEST(the_chunk_where_a_programs_data_segment_ends_goes_first)
+{
+	struct env e = { 0 };
+	static uint8_t head[3 * PKG_FILE];
+
+	setup_base();
+	env_open(&e, &spec_cfg);
+	settle(&e);
+	const struct sg_toc_node *n = sg_toc_node(sg_layer_toc(e.layer), node(&e, "bin/big"));
+	CHECK_EQ(n->nchunks, 3u);
+	/* bin/big's header, its one PT_LOAD made writable: its data ends in its last chunk. */
+	CHECK_EQ(test_elf_build(head, sizeof(head), NULL, 0, sizeof(head)), sizeof(head));
+	test_elf_put(head + 64 + 4, 6, 4);   /* PF_R | PF_W */
+	CHECK_EQ(e.layer->spec_n, 0);
+	sg_layer_spec_elf(e.layer, n->first_chunk, head, PKG_FILE);
+	CHECK(e.layer->spec_n >= 2);
+	CHECK_EQ(e.layer->spec_queue[0].first, n->first_chunk + 2);
+	CHECK_EQ(e.layer->spec_queue[0].end, n->first_chunk + 3);
+	CHECK_EQ(e.layer->spec_queue[1].first, n->first_chunk + 1);
+	CHECK_EQ(e.layer->spec_queue[1].end, n->first_chunk + 2);
+	sg_layer_spec_continue(e.layer);
+	settle(&e);
+	CHECK(chunk_local(&e, "bin/big", 1) && chunk_local(&e, "bin/big", 2));
+	env_close(&e);
+}
+
 TEST(an_elf_file_in_use_brings_the_libraries_it_needs)
 {
 	struct env e = { 0 };
