@@ -15,7 +15,9 @@
  * spec_budget_max (16 MiB by default); it starts at 1 MiB.  Under a quarter of the
  * neighbours' bytes read, a miss takes only its directory; under a sixteenth, nothing,
  * unless one of the last four misses in new files fell in the same directory: then its
- * directory, whatever the rate (misses close together are fresher evidence).
+ * directory, whatever the rate (misses close together are fresher evidence).  A miss in an
+ * executable file (any x bit) takes no neighbours: a program's are other programs, rarely
+ * run with it (what it needs comes through sg_layer_spec_elf).
  *
  * Speculative batches never hold up an on-demand read by more than about one chunk's
  * transfer: they start only while the speculative bytes in flight are under
