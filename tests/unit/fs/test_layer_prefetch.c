@@ -9,7 +9,8 @@
  * replay's far-apart chunks go out as one request of several spans from a vectored source
  * (a byte damaged in one span fails that chunk only; a close with it in flight answers
  * every reader once), and as one request a span from a source that is not; background
- * fetch takes runs of missing chunks apart in one request too. */
+ * fetch takes runs of missing chunks apart in one request too; prefetches pace by what the
+ * link owes, two layers on one link together, and one closes while it waits to send. */
 #include "daemon/core/digest.h"
 #include "daemon/core/link_meter.h"
 #include "daemon/core/loop.h"
@@ -828,12 +829,34 @@ TEST(background_takes_runs_apart_in_one_request)
  * at once); once all but 15 kB of it arrived, the next goes out beside its tail.  Requests
  * carry a batch each (the link's cap is 256 KiB here), not 4 MiB.  The rest follows as the
  * answers come; every file is served, and the link owes nothing after. */
+/* Answers every request of e's gate from now on, waits until the prefetch is done and the
+ * layer local, and reads every `step`-th file back. */
+static void prefetch_to_the_end(struct env *e, int step)
+{
+	struct sg_layer_stats st;
+	static uint8_t buf[FILE_SIZE];
+
+	e->gate->automatic = true;
+	while (e->gate->n)
+		gate_complete(e->gate, 0, (int)e->gate->q[0].len);
+	double end = test_now_ms() + 10000;
+	do {
+		CHECK(sg_loop_run_once(e->loop, 20) >= 0);
+		sg_layer_stats(e->layer, &st);
+		CHECK(test_now_ms() < end);
+	} while (!st.prefetch_done || st.chunks_present < st.chunks_total);
+	for (int f = 0; f < NFILES; f += step) {
+		CHECK_EQ(test_layer_read(e->loop, e->user, 0, file_node(e, f), 0, buf, FILE_SIZE),
+			 (int32_t)FILE_SIZE);
+		CHECK_MEM(buf, content + (size_t)f * FILE_SIZE, FILE_SIZE);
+	}
+}
+
 TEST(a_prefetch_on_a_measured_link_paces_its_requests_so_they_arrive_in_order)
 {
 	struct sg_loop *loop;
 	struct sg_link_meter m;
 	struct env e = { 0 };
-	struct sg_layer_stats st;
 	struct sg_layer_config cfg = { .prefetch = true, .prefetch_bytes = 1 << 30,
 				       .window_bytes = 1 };
 
@@ -851,24 +874,44 @@ TEST(a_prefetch_on_a_measured_link_paces_its_requests_so_they_arrive_in_order)
 	CHECK(e.gate->q[1].offset > e.gate->q[0].offset);
 	test_run_for(loop, 100);
 	CHECK_EQ(e.gate->n, 2);
-	e.gate->automatic = true;
-	while (e.gate->n)
-		gate_complete(e.gate, 0, (int)e.gate->q[0].len);
-	double end = test_now_ms() + 10000;
-	do {
-		CHECK(sg_loop_run_once(loop, 20) >= 0);
-		sg_layer_stats(e.layer, &st);
-		CHECK(test_now_ms() < end);
-	} while (!st.prefetch_done || st.chunks_present < st.chunks_total);
+	prefetch_to_the_end(&e, 7);
 	CHECK(e.gate->issued > 8);
-	static uint8_t buf[FILE_SIZE];
-	for (int f = 0; f < NFILES; f += 7) {
-		CHECK_EQ(test_layer_read(loop, e.user, 0, file_node(&e, f), 0, buf, FILE_SIZE),
-			 (int32_t)FILE_SIZE);
-		CHECK_MEM(buf, content + (size_t)f * FILE_SIZE, FILE_SIZE);
-	}
 	CHECK_EQ(m.owed, 0);
 	env_close(&e);
+}
+
+/* Two layers prefetching over one link pace together: the second sends nothing while the
+ * first's request owes the link more than the horizon; closed while it waits on the pacing
+ * timer, it closes at once (the timer cancelled, nothing sent after), and the first goes on
+ * to the end. */
+TEST(two_prefetches_on_one_link_pace_together_and_one_closes_while_it_waits)
+{
+	struct sg_loop *loop;
+	struct sg_link_meter m;
+	struct env a = { 0 }, b = { 0 };
+	struct sg_layer_config cfg = { .prefetch = true, .prefetch_bytes = 1 << 30,
+				       .window_bytes = 1 };
+
+	setup();
+	meter_of(&m, 1e6, 10 * MS);
+	CHECK_EQ(sg_loop_new(NULL, &loop), 0);
+	env_open(&a, loop, &m, cfg, 20);
+	env_open(&b, loop, &m, cfg, 21);
+	test_run_for(loop, 150);
+	/* One request on the link: the first layer's (started first); the other waits. */
+	CHECK_EQ(a.gate->n, 1);
+	CHECK_EQ(b.gate->n, 0);
+	CHECK_EQ(m.owed, a.gate->q[0].len);
+	CHECK(b.layer->prefetching);
+	/* The waiting layer closes: no request of it in flight, its pacing timer pending.  Its
+	 * gate goes with it, and aborts if a read of it is still queued then. */
+	CHECK_EQ(b.gate->issued, 0);
+	test_layer_user_close(loop, b.user);
+	test_layer_close(loop, b.layer);
+	/* The first goes on to the end, every file right. */
+	prefetch_to_the_end(&a, 5);
+	CHECK_EQ(m.owed, 0);
+	env_close(&a);
 }
 
 TEST_MAIN()
