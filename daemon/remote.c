@@ -711,22 +711,59 @@ static int content_load_from_disk(struct content *c)
 
 /* ---- learned startup profiles ---- */
 
+/* A recording being saved on the store's helper thread: what its log line says, copied (the
+ * content may be gone when the save ends). */
+struct profile_save {
+	struct sg_op op;
+	struct sg_error err;
+	char digest[SG_DIGEST_STRLEN + 1];
+	char path[PATH_MAX + 200];
+	uint64_t chunks, new_chunks;
+};
+
+static void log_profile_saved(const struct profile_save *s, int res)
+{
+	if (res < 0)
+		sg_warn("layer %s: cannot store its startup profile: %s", s->digest, s->err.msg);
+	else
+		sg_info("layer %s: recorded its startup profile: %llu chunks read since the mount "
+			"(%llu since the last save), merged into %s", s->digest,
+			(unsigned long long)s->chunks, (unsigned long long)s->new_chunks, s->path);
+}
+
+static void profile_saved(struct sg_op *op)
+{
+	struct profile_save *s = sg_container_of(op, struct profile_save, op);
+
+	log_profile_saved(s, op->res);
+	free(s);
+}
+
+/* Off the loop: the store's read, write and two fsyncs would hold up every FUSE request. */
 static void on_profile(void *userdata, const struct sg_profile *recorded, uint64_t new_chunks)
 {
 	struct content *c = userdata;
-	struct sg_error err = { 0 };
-	char path[PATH_MAX + 200];
+	struct profile_save *s = calloc(1, sizeof(*s));
 
-	if (sg_profile_store_record(c->r->profile_root, recorded, &err) < 0) {
-		sg_warn("layer %s: cannot store its startup profile: %s", c->digest, err.msg);
+	if (!s) {
+		sg_warn("layer %s: cannot store its startup profile: out of memory", c->digest);
 		return;
 	}
-	if (sg_profile_store_path(c->r->profile_root, sg_profile_toc(recorded), path,
-				  sizeof(path)) < 0)
-		snprintf(path, sizeof(path), "%s/%s", c->r->profile_root, SG_PROFILE_DIR);
-	sg_info("layer %s: recorded its startup profile: %llu chunks read since the mount (%llu "
-		"since the last save), merged into %s", c->digest,
-		(unsigned long long)sg_profile_chunks(recorded), (unsigned long long)new_chunks, path);
+	memcpy(s->digest, c->digest, sizeof(s->digest));
+	s->chunks = sg_profile_chunks(recorded);
+	s->new_chunks = new_chunks;
+	if (sg_profile_store_path(c->r->profile_root, sg_profile_toc(recorded), s->path,
+				  sizeof(s->path)) < 0)
+		snprintf(s->path, sizeof(s->path), "%s/%s", c->r->profile_root, SG_PROFILE_DIR);
+	sg_op_init(&s->op);
+	int res = sg_profile_store_record_async(c->r->loop, c->r->profile_root, recorded, &s->err,
+						&s->op, profile_saved);
+	if (res != 0) {
+		if (res < 0 && !s->err.msg[0])
+			sg_error_set(&s->err, res, "%s", strerror(-res));
+		log_profile_saved(s, res);   /* done (the loop drains) or refused: said now */
+		free(s);
+	}
 }
 
 /* The stored profile of the content's layer, replayed.  A missing profile is the common

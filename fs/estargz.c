@@ -4,15 +4,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <pthread.h>
-#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "daemon/core/loop.h"
+#include "daemon/core/offload.h"
 #include "fs/gz.h"
 #include "fs/big_alloc.h"
 #include "daemon/core/range_source.h"
@@ -408,9 +407,7 @@ struct async_parse {
 	struct sg_error err;
 	struct sg_toc *toc;
 	int res;
-	int efd;                 /* the thread's "done", polled by the loop */
-	pthread_t thread;
-	struct sg_op op;
+	struct sg_offload work;
 	struct sg_loop *loop;
 	struct sg_toc **ret_toc;  /* the caller's results and continuation */
 	struct sg_error *ret_err;
@@ -418,12 +415,11 @@ struct async_parse {
 	sg_op_cb done_cb;
 };
 
-/* Touches nothing but its job: no loop, no logging. */
-static void *parse_thread(void *arg)
+/* On the helper thread: touches nothing but its job. */
+static void parse_work(struct sg_offload *w)
 {
-	struct async_parse *a = arg;
+	struct async_parse *a = sg_container_of(w, struct async_parse, work);
 	struct sg_gz *gz = NULL;
-	uint64_t one = 1;
 
 	a->res = sg_gz_new(&gz);
 	if (a->res < 0)
@@ -432,20 +428,14 @@ static void *parse_thread(void *arg)
 		a->res = sg_esgz_load_toc_member(gz, a->member, a->len, &a->footer, &a->opts,
 						 &a->toc, &a->err);
 	sg_gz_free(gz);
-	if (write(a->efd, &one, sizeof(one)) != sizeof(one)) {
-		/* an eventfd write of 1 cannot fail short of overflow */
-	}
-	return NULL;
 }
 
 static void parse_done(struct sg_op *op)
 {
-	struct async_parse *a = sg_container_of(op, struct async_parse, op);
+	struct async_parse *a = sg_container_of(op, struct async_parse, work.op);
 
-	/* Cancelled (the loop drains): the thread may still be parsing; wait for it. */
-	pthread_join(a->thread, NULL);
-	close(a->efd);
 	if (op->res < 0 && a->res == 0) {
+		/* The loop drains: the TOC is not wanted any more. */
 		sg_toc_free(a->toc);
 		a->toc = NULL;
 		a->res = sg_error_setc(&a->err, -ECANCELED, SG_ESGZ_E_CANCELED, "canceled");
@@ -487,33 +477,21 @@ int sg_esgz_load_toc_member_async(struct sg_loop *loop, const void *member, size
 	a->ret_err = err;
 	a->done_op = op;
 	a->done_cb = cb;
-	a->efd = -1;
-	sg_op_init(&a->op);
 	a->member = malloc(len ? len : 1);
 	if (!a->member) {
 		r = -ENOMEM;
 		goto fail;
 	}
 	memcpy(a->member, member, len);
-	a->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (a->efd < 0) {
-		r = -errno;
-		goto fail;
-	}
-	r = -pthread_create(&a->thread, NULL, parse_thread, a);
-	if (r < 0)
-		goto fail;
-	r = sg_poll(loop, &a->op, a->efd, POLLIN, parse_done);
+	r = sg_offload_start(loop, &a->work, parse_work, parse_done);
 	if (r < 0) {
-		/* The loop refuses (draining): wait for the thread and let the caller decide. */
-		pthread_join(a->thread, NULL);
+		/* Not started, or the loop refuses (draining) after the parse ran: the caller
+		 * decides. */
 		sg_toc_free(a->toc);
 		goto fail;
 	}
 	return 0;
 fail:
-	if (a->efd >= 0)
-		close(a->efd);
 	free(a->member);
 	free(a);
 	return r;

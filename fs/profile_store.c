@@ -5,11 +5,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "daemon/core/loop.h"
+#include "daemon/core/offload.h"
 
 #define HEX_OFF 7    /* "sha256:" */
 
@@ -174,7 +178,21 @@ out:
 	return r;
 }
 
+/* One record at a time in this process, whichever thread: two of one TOC digest would each
+ * read, merge and write the file, and the later write would drop the other's chunks. */
+static pthread_mutex_t record_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int record_locked(const char *root, const struct sg_profile *p, struct sg_error *err);
+
 int sg_profile_store_record(const char *root, const struct sg_profile *p, struct sg_error *err)
+{
+	pthread_mutex_lock(&record_lock);
+	int r = record_locked(root, p, err);
+	pthread_mutex_unlock(&record_lock);
+	return r;
+}
+
+static int record_locked(const char *root, const struct sg_profile *p, struct sg_error *err)
 {
 	struct sg_profile *stored = NULL;
 	int r;
@@ -259,4 +277,85 @@ int sg_profile_store_list(const char *root, struct sg_digest **ret, size_t *ret_
 	*ret = out;
 	*ret_n = n;
 	return 0;
+}
+
+/* ---- recording on a helper thread ---- */
+
+struct async_record {
+	char *root;
+	char *json;              /* the profile, formatted on the loop, parsed on the thread */
+	size_t len;
+	struct sg_error err;
+	int res;
+	struct sg_offload work;
+	struct sg_loop *loop;
+	struct sg_error *ret_err;   /* the caller's result and continuation */
+	struct sg_op *done_op;
+	sg_op_cb done_cb;
+};
+
+/* On the helper thread: touches nothing but its job (the record takes its lock). */
+static void record_work(struct sg_offload *w)
+{
+	struct async_record *a = sg_container_of(w, struct async_record, work);
+	struct sg_profile *p = NULL;
+
+	a->res = sg_profile_parse(a->json, a->len, &p, &a->err);
+	if (a->res == 0)
+		a->res = sg_profile_store_record(a->root, p, &a->err);
+	sg_profile_free(p);
+}
+
+static void async_record_free(struct async_record *a)
+{
+	free(a->json);
+	free(a->root);
+	free(a);
+}
+
+/* Drained or not, the record ran to its end (a shutdown still saves): say what it did. */
+static void record_done(struct sg_op *op)
+{
+	struct async_record *a = sg_container_of(op, struct async_record, work.op);
+
+	if (a->res < 0 && a->ret_err)
+		*a->ret_err = a->err;
+	/* The caller's op was idle when handed over and is ours until now: a post that fails
+	 * would lose this completion for good, so it is a crash here rather than a hang. */
+	if (sg_post(a->loop, a->done_op, a->res, a->done_cb) < 0)
+		abort();
+	async_record_free(a);
+}
+
+int sg_profile_store_record_async(struct sg_loop *loop, const char *root,
+				  const struct sg_profile *p, struct sg_error *err,
+				  struct sg_op *op, sg_op_cb cb)
+{
+	struct async_record *a;
+	int r;
+
+	if (!loop || !root || !p || !op || !cb)
+		return -EINVAL;
+	if (sg_op_busy(op))
+		return -EBUSY;
+	a = calloc(1, sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	a->loop = loop;
+	a->ret_err = err;
+	a->done_op = op;
+	a->done_cb = cb;
+	a->root = strdup(root);
+	r = a->root ? sg_profile_format(p, &a->json, &a->len) : -ENOMEM;
+	if (r == 0)
+		r = sg_offload_start(loop, &a->work, record_work, record_done);
+	if (r == -ECANCELED) {
+		/* The loop refuses (it drains): the record ran on the thread all the same. */
+		r = a->res < 0 ? a->res : 1;
+		if (a->res < 0 && err)
+			*err = a->err;
+	}
+	if (r != 0)
+		async_record_free(a);
+	return r;
 }

@@ -7,8 +7,8 @@
  * directory): a crash leaves the old profile or the new one, never half of one.  A file
  * that does not parse, or whose TOC digest is not its name, is refused on load.
  *
- * Blocking file I/O on small files (at most SG_PROFILE_JSON_MAX bytes): for a layer's mount
- * and unmount and for the CLI, not for the read path.  Errors are negative errno values with
+ * Blocking file I/O on small files (at most SG_PROFILE_JSON_MAX bytes): loads for a layer's
+ * mount and for the CLI; a recording is saved on a helper thread (sg_profile_store_record_async).  Errors are negative errno values with
  * a message (daemon/core/error.h).  Nothing here logs. */
 #ifndef STARGZD_FS_PROFILE_STORE_H
 #define STARGZD_FS_PROFILE_STORE_H
@@ -18,6 +18,7 @@
 
 #include "daemon/core/digest.h"
 #include "daemon/core/error.h"
+#include "daemon/core/loop.h"
 #include "fs/profile.h"
 
 #define SG_PROFILE_DIR "profiles"
@@ -40,6 +41,18 @@ int sg_profile_store_save(const char *root, const struct sg_profile *p, struct s
 /* A new recording: merged into the stored profile (that one's order first, then the chunks
  * only p has), or stored as it is when there is none (or the stored one cannot be used). */
 int sg_profile_store_record(const char *root, const struct sg_profile *p, struct sg_error *err);
+/* The same on a helper thread, so that the loop serving FUSE requests never waits for the
+ * file's read, write and two fsyncs (at a recording's quiet and at every unmount).  p is
+ * formatted at once (the caller keeps it), root copied.  Returns 0, and cb(op) runs exactly
+ * once from the loop with op->res 0 or a negative errno, err (may be NULL) saying why.  Else
+ * cb never runs: 1 when the loop drains already (the record was done before this returned),
+ * or a negative errno (-EINVAL, -EBUSY, -ENOMEM, or the record's own failure then, with err).
+ * Records of one process, these and sg_profile_store_record's, take turns.  A loop that
+ * starts draining meanwhile (a shutdown) still gets the record done: its completion waits
+ * for the thread. */
+int sg_profile_store_record_async(struct sg_loop *loop, const char *root,
+				  const struct sg_profile *p, struct sg_error *err,
+				  struct sg_op *op, sg_op_cb cb);
 /* Removes the profile of toc: 0, or -ENOENT. */
 int sg_profile_store_remove(const char *root, const struct sg_digest *toc, struct sg_error *err);
 /* The TOC digests that have a profile, sorted: *ret (free it) of *ret_n.  A missing

@@ -6,7 +6,9 @@
 #include <sys/stat.h>
 
 #include "fs/profile.h"
+#include "daemon/core/loop.h"
 #include "fs/profile_store.h"
+#include "tests/helpers/layer_fixture.h"
 #include "tests/helpers/tmpdir.h"
 #include "tests/unit/test.h"
 
@@ -486,6 +488,76 @@ TEST(store_saves_loads_merges_lists_removes)
 	sg_profile_free(a);
 	sg_profile_free(a2);
 	sg_profile_free(b);
+}
+
+/* Saving a recording off the loop: it lands, completes once, takes turns with another of
+ * the same TOC (nothing lost), still lands when the loop drains with it in flight or
+ * before it starts, and a failure says why. */
+TEST(a_record_on_the_helper_thread_lands_takes_turns_and_survives_a_drain)
+{
+	const char *root = test_tmpdir("profile-async");
+	struct sg_profile *a = recorder("a", 100, 0, 0), *b = recorder("a", 100, 0, 0), *got = NULL;
+	struct sg_error err = { 0 }, err_b = { 0 };
+	struct sg_loop *loop;
+	struct test_op ta, tb;
+	char path[4096];
+
+	CHECK_EQ(sg_loop_new(NULL, &loop), 0);
+	(void)sg_profile_note(a, 40, 0);
+	(void)sg_profile_note(a, 41, 0);
+	(void)sg_profile_note(b, 7, 0);
+	test_op_init(&ta);
+	test_op_init(&tb);
+	CHECK_EQ(sg_profile_store_record_async(loop, root, a, &err, &ta.op, test_op_cb), 0);
+	CHECK_EQ(sg_profile_store_record_async(loop, root, b, &err_b, &tb.op, test_op_cb), 0);
+	CHECK(ta.calls == 0 && tb.calls == 0);   /* never from inside the call */
+	test_op_wait(loop, &ta, 5000);
+	test_op_wait(loop, &tb, 5000);
+	CHECK_EQ(ta.res, 0);
+	CHECK_EQ(tb.res, 0);
+	test_run_for(loop, 20);
+	CHECK_EQ(ta.calls, 1);
+	CHECK_EQ(tb.calls, 1);
+	CHECK_EQ(sg_profile_store_load(root, sg_profile_toc(a), &got, &err), 0);
+	CHECK_EQ(sg_profile_chunks(got), 3);   /* both recordings, whichever went first */
+	sg_profile_free(got);
+	/* In flight when the loop drains (a shutdown): it still lands, completed once. */
+	struct sg_profile *c = recorder("c", 10, 0, 0);
+	(void)sg_profile_note(c, 3, 0);
+	test_op_init(&ta);
+	CHECK_EQ(sg_profile_store_record_async(loop, root, c, &err, &ta.op, test_op_cb), 0);
+	CHECK_EQ(sg_loop_drain(loop, 5000), 0);
+	CHECK_EQ(ta.calls, 1);
+	CHECK_EQ(ta.res, 0);
+	CHECK_EQ(sg_profile_store_load(root, sg_profile_toc(c), &got, &err), 0);
+	CHECK_STR(ranges_str(got), "[3,3]");
+	sg_profile_free(got);
+	/* Asked once the loop drains: done before the call returns, no callback. */
+	(void)sg_profile_note(c, 5, 0);
+	test_op_init(&ta);
+	CHECK_EQ(sg_profile_store_record_async(loop, root, c, &err, &ta.op, test_op_cb), 1);
+	CHECK_EQ(ta.calls, 0);
+	CHECK_EQ(sg_profile_store_load(root, sg_profile_toc(c), &got, &err), 0);
+	CHECK_STR(ranges_str(got), "[3,3],[5,5]");
+	sg_profile_free(got);
+	sg_loop_free(loop);
+	/* A root that is a file: the failure comes through the callback, with why. */
+	CHECK_EQ(sg_loop_new(NULL, &loop), 0);
+	snprintf(path, sizeof(path), "%s/not-a-dir", root);
+	FILE *f = fopen(path, "w");
+	CHECK(f != NULL);
+	fclose(f);
+	test_op_init(&ta);
+	err = (struct sg_error){ 0 };
+	CHECK_EQ(sg_profile_store_record_async(loop, path, a, &err, &ta.op, test_op_cb), 0);
+	test_op_wait(loop, &ta, 5000);
+	CHECK(ta.res < 0);
+	CHECK(strstr(err.msg, "not-a-dir") != NULL);
+	CHECK_EQ(sg_loop_drain(loop, 5000), 0);
+	sg_loop_free(loop);
+	sg_profile_free(a);
+	sg_profile_free(b);
+	sg_profile_free(c);
 }
 
 /* A layer of 100 chunks, chunk c at blob bytes [1000 * c, 1000 * c + 1000), except 10 and 11,
