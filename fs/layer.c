@@ -478,16 +478,8 @@ int sg_layer_read(struct sg_layer_user *u, uint32_t reader, uint32_t node, uint6
 		return -EINVAL;
 	chunks = sg_toc_chunks(l->toc, n);
 	if (len > 0) {
-		/* Chunks are sorted by file offset: find the first and last overlapping. */
-		uint32_t lo = 0, hi = n->nchunks;
-		while (lo < hi) {
-			uint32_t mid = lo + (hi - lo) / 2;
-			if (chunks[mid].file_offset + chunks[mid].size <= offset)
-				lo = mid + 1;
-			else
-				hi = mid;
-		}
-		first = lo;
+		/* The first chunk overlapping, then the ones after it that do too. */
+		first = sg_toc_chunk_at(l->toc, n, offset);
 		while (first + count < n->nchunks && chunks[first + count].file_offset < offset + len)
 			count++;
 	}

@@ -333,15 +333,13 @@ static void pick_chunk_at(struct pick *p, uint32_t file, uint64_t offset)
 
 	if (n->type != SG_TOC_REG || offset >= n->size || (n->flags & SG_TOC_F_SELF))
 		return;
-	for (uint32_t i = 0; i < n->nchunks; i++) {
-		uint32_t c = n->first_chunk + i;
-		const struct sg_toc_chunk *ch = sg_layer_chunk(p->l, c);
-		if (offset >= ch->file_offset && offset - ch->file_offset < ch->size) {
-			if (!coming_anyway(p->l, c))
-				pick_chunk(p, c, ch->next_offset - ch->offset);
-			return;
-		}
-	}
+	uint32_t i = sg_toc_chunk_at(p->l->toc, n, offset);
+	if (i >= n->nchunks)
+		return;
+	uint32_t c = n->first_chunk + i;
+	const struct sg_toc_chunk *ch = sg_layer_chunk(p->l, c);
+	if (!coming_anyway(p->l, c))
+		pick_chunk(p, c, ch->next_offset - ch->offset);
 }
 
 /* A program larger than SPEC_ELF_WHOLE_MAX: its other chunks stream (fs/layer_prefetch.h),

@@ -471,6 +471,21 @@ const struct sg_toc_chunk *sg_toc_chunks(const struct sg_toc *t, const struct sg
 	return &t->chunks[n->first_chunk];
 }
 
+uint32_t sg_toc_chunk_at(const struct sg_toc *t, const struct sg_toc_node *n, uint64_t offset)
+{
+	const struct sg_toc_chunk *chunks = sg_toc_chunks(t, n);
+	uint32_t lo = 0, hi = n->nchunks;
+
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		if (chunks[mid].file_offset + chunks[mid].size <= offset)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
 const struct sg_digest *sg_toc_file_digest(const struct sg_toc *t, const struct sg_toc_node *n)
 {
 	if (!t || !n || n->digest == SG_TOC_NONE)

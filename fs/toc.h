@@ -90,6 +90,9 @@ uint32_t sg_toc_count(const struct sg_toc *toc);
 const struct sg_toc_node *sg_toc_node(const struct sg_toc *toc, uint32_t id);
 const char *sg_toc_str(const struct sg_toc *toc, uint32_t off);
 const struct sg_toc_chunk *sg_toc_chunks(const struct sg_toc *toc, const struct sg_toc_node *n);
+/* The index, among n's chunks, of the first one that ends past `offset` (the one holding it,
+ * chunks being sorted by file offset); n->nchunks when none does. */
+uint32_t sg_toc_chunk_at(const struct sg_toc *toc, const struct sg_toc_node *n, uint64_t offset);
 /* The file's "digest" field, NULL when the TOC gave none. */
 const struct sg_digest *sg_toc_file_digest(const struct sg_toc *toc, const struct sg_toc_node *n);
 /* The node holding the data of n: n itself, or a hardlink's target. */
