@@ -336,29 +336,32 @@ void sg_layer_prefetch_file(struct sg_layer *l, uint32_t first, uint32_t end)
 	l->file_end = sg_layer_chunk(l, end - 1)->next_offset;
 }
 
-/* The program's chunks, in order, one request after the other as the link drains: the
- * loader maps it, then the program pages its text in as it runs, each page fault in a chunk
- * not yet here a miss a round trip long (gcc's cc1, 33 MB: seven of them one after the
- * other, 1.5 s). */
-static void file_stream_continue(struct sg_layer *l)
+/* Fetches the missing chunks from *cursor up to blob offset `end` ahead of readers, in
+ * order, each request sent as the link drains (paced): a prefetch's prioritized files, a
+ * large program's chunks.  False once everything was asked for, or asking fails (the rest
+ * is read on demand); true while there is more to ask for (a batch end or a timer looks
+ * again). */
+static bool fetch_in_order(struct sg_layer *l, uint32_t *cursor, uint64_t end,
+			   enum sg_fetch_kind kind)
 {
 	size_t batch, limit = pipe_limit(l, &batch) + sg_link_meter_inflight_cap(link_of(l));
 
 	while (!paced(l)) {
 		if (!sg_layer_ahead_fits(l, limit, batch)) {
+			/* Our next batch end looks again, or a timer (the room may be another
+			 * layer's). */
 			sg_layer_wait_for_room(l);
-			return;
+			return true;
 		}
-		int r = next_batch(l, &l->file_cursor, l->file_end, batch, SG_FETCH_SPEC);
+		int r = next_batch(l, cursor, end, batch, kind);
 		if (r == -EAGAIN) {
 			background_retry(l);   /* memory is short: look again shortly */
-			return;
+			return true;
 		}
-		if (r <= 0) {
-			l->file_streaming = false;   /* all asked for, or failing: read on demand */
-			return;
-		}
+		if (r <= 0)
+			return false;
 	}
+	return true;
 }
 
 /* The replay that goes next on l's link: the one whose next chunks the recorded workload
@@ -452,34 +455,19 @@ void sg_layer_prefetch_continue(struct sg_layer *l)
 		 * together share the link: the interpreter's first chunk waited 0.59 s behind
 		 * two of 3.5 and 4.2 MB on the default link), filling the pipe, paced so that
 		 * they arrive in order (every layer's, on a shared link). */
-		size_t batch, limit = pipe_limit(l, &batch) + sg_link_meter_inflight_cap(link_of(l));
-		while (!paced(l)) {
-			if (!sg_layer_ahead_fits(l, limit, batch)) {
-				/* Our next batch end looks again, or a timer (the room may be
-				 * another layer's). */
-				sg_layer_wait_for_room(l);
-				break;
-			}
-			int r = next_batch(l, &l->prefetch_cursor, l->prefetch_end, batch,
-					   SG_FETCH_PREFETCH);
-			if (r == -EAGAIN) {
-				background_retry(l);   /* memory is short: look again shortly */
-				return;
-			}
-			if (r <= 0) {
-				if (l->batches_inflight == 0) {
-					l->prefetching = false;
-					l->stats.prefetch_done = true;
-					l->stats.prefetch_ns = sg_now_ns() - l->start_ns;
-				}
-				break;
-			}
+		if (!fetch_in_order(l, &l->prefetch_cursor, l->prefetch_end, SG_FETCH_PREFETCH) &&
+		    l->batches_inflight == 0) {
+			l->prefetching = false;
+			l->stats.prefetch_done = true;
+			l->stats.prefetch_ns = sg_now_ns() - l->start_ns;
 		}
 		if (l->prefetching)
 			return;
 	}
 	if (l->file_streaming) {
-		file_stream_continue(l);
+		/* A large program in use (sg_layer_prefetch_file): gcc's cc1, 33 MB, paged its text
+		 * in as it ran, seven misses of a round trip one after the other, 1.5 s. */
+		l->file_streaming = fetch_in_order(l, &l->file_cursor, l->file_end, SG_FETCH_SPEC);
 		if (l->file_streaming)
 			return;
 	}
