@@ -8,8 +8,9 @@
  * that does not parse, or whose TOC digest is not its name, is refused on load.
  *
  * Blocking file I/O on small files (at most SG_PROFILE_JSON_MAX bytes): loads for a layer's
- * mount and for the CLI; a recording is saved on a helper thread (sg_profile_store_record_async).  Errors are negative errno values with
- * a message (daemon/core/error.h).  Nothing here logs. */
+ * mount and for the CLI; the daemon saves a recording on a helper thread
+ * (sg_profile_store_record_async).  Errors are negative errno values with a message
+ * (daemon/core/error.h).  Nothing here logs. */
 #ifndef STARGZD_FS_PROFILE_STORE_H
 #define STARGZD_FS_PROFILE_STORE_H
 
