@@ -135,6 +135,9 @@ static int cmd_show_rm(const struct args *a, bool rm)
 			sg_digest_format(sg_profile_layer(p), d);
 			printf("layer:  %s\n", d);
 		}
+		if (sg_profile_toc_tail(p))
+			printf("tocTail: %" PRIu64 " bytes (the blob's end fetched for the TOC)\n",
+			       sg_profile_toc_tail(p));
 		printf("chunks: %" PRIu64 " of %" PRIu32 " in %zu ranges, in first-read order\n",
 		       sg_profile_chunks(p), sg_profile_chunk_count(p), n);
 		for (size_t i = 0; i < n; i++) {

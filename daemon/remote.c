@@ -60,6 +60,7 @@ struct content {
 	struct sg_error open_err;
 	struct sg_range_source *opened;
 	bool replaying;                 /* its layer was given a startup profile */
+	size_t toc_tail;                /* a profile's tail hint (toc_tail_hint); 0 = none */
 	/* For the metrics endpoint. */
 	uint64_t created_ns;
 	uint64_t blob_size;
@@ -117,6 +118,7 @@ struct tail_prefetch {
 	uint8_t *tail;            /* the blob's last tail_len bytes */
 	size_t tail_len;
 	size_t head_len;          /* of them, the TOC's head read after the tail (0: none) */
+	size_t tail_hint;         /* a profile's (toc_tail_hint); 0 = the default tail */
 	struct sg_op op;
 	struct sg_list waiters;   /* struct content, via wait_link */
 	uint64_t started_ns;
@@ -205,8 +207,6 @@ int sg_remote_new(struct sg_loop *loop, const struct sg_remote_config *config,
 		snprintf(r->profile_root, sizeof(r->profile_root), "%s", config->profile_root);
 	r->cfg.cache_root = r->cache_root;
 	r->opener = *opener;
-	if (!r->opener.open_for_toc)
-		r->opener.open_for_toc = r->opener.open;
 	sg_list_init(&r->layers);
 	sg_list_init(&r->contents);
 	sg_list_init(&r->prefetches);
@@ -844,6 +844,8 @@ static void toc_loaded(struct content *c, int res, struct sg_toc *toc, const str
 	}
 	/* One cache directory per layer digest: it outlives snapshots and daemon restarts. */
 	snprintf(cache_dir, sizeof(cache_dir), "%s/%s", r->cache_root, c->digest + 7);
+	struct sg_digest blob_digest;
+	bool named = sg_digest_parse(c->digest, strlen(c->digest), &blob_digest) == 0;
 	struct sg_layer_config lc = {
 		.cache_dir = cache_dir,
 		.skip_verify = c->skip_verify,
@@ -856,6 +858,7 @@ static void toc_loaded(struct content *c, int res, struct sg_toc *toc, const str
 		.trace = r->cfg.fetch_trace,
 		.trace_layer = c->digest,
 		.on_profile = r->profile_root[0] ? on_profile : NULL,
+		.blob_digest = named ? &blob_digest : NULL,
 		.profile_quiet_ns = r->cfg.profile_quiet_ns,
 		.on_bad_chunk = on_bad_chunk,
 		.userdata = c,
@@ -956,6 +959,7 @@ static void content_blob_opened(struct content *c, int res, struct sg_range_sour
 	opts.skip_verify = c->skip_verify;
 	opts.keep_json = true;   /* stargz.index.json: sg_layer_new stores it */
 	opts.max_chunk_size = c->r->cfg.max_chunk_size;
+	opts.tail_len = c->toc_tail;   /* what the open brought along */
 	c->load_inflight = true;
 	res = sg_esgz_open(src, &opts, &c->open_req, &c->toc, &c->toc_err, &c->toc_op, on_toc);
 	if (res < 0) {
@@ -975,6 +979,44 @@ static void on_blob_opened(struct sg_op *op)
 	content_blob_opened(c, op->res, src, op->res < 0 ? c->open_err.msg : NULL);
 }
 
+static int open_for_toc(struct sg_remote *r, const char *ref, const char *digest, size_t tail,
+			struct sg_range_source **ret_src, struct sg_error *err, struct sg_op *op,
+			sg_op_cb cb)
+{
+	if (r->opener.open_for_toc)
+		return r->opener.open_for_toc(r->opener.ctx, ref, digest, tail, ret_src, err, op, cb);
+	return r->opener.open(r->opener.ctx, ref, digest, ret_src, err, op, cb);
+}
+
+/* How much of the end of layer blob `digest` to fetch for its TOC, as a profile recorded it
+ * (fs/profile_store.h): the TOC and footer and nothing before them, where the default tail
+ * (512 KiB) would bring up to half a megabyte of the layer's last files along.  0 = no hint.
+ * Only a hint: the TOC is verified against its digest as always, a short one costs a round
+ * trip for the rest. */
+static size_t toc_tail_hint(struct sg_remote *r, const char *digest)
+{
+	struct sg_error err = { 0 };
+	struct sg_digest d;
+	uint64_t tail = 0;
+
+	if (!r->profile_root[0] || sg_digest_parse(digest, strlen(digest), &d) < 0)
+		return 0;
+	int res = sg_profile_store_toc_tail(r->profile_root, &d, &tail, &err);
+	if (res < 0) {
+		if (res != -ENOENT)
+			sg_info("layer %s: no TOC size from its startup profile: %s", digest,
+				err.msg[0] ? err.msg : strerror(-res));
+		return 0;
+	}
+	if (tail > TP_TOC_MAX)
+		return 0;
+	/* Rounded up: a few KiB more cost nothing, and cover every footer format. */
+	tail = (tail + 4095) & ~(uint64_t)4095;
+	sg_debug("layer %s: its TOC tail is %llu bytes (startup profile)", digest,
+		 (unsigned long long)tail);
+	return (size_t)tail;
+}
+
 /* Fetches the blob's TOC the normal way (no prefetched tail). */
 static void content_open_blob(struct content *c)
 {
@@ -982,8 +1024,9 @@ static void content_open_blob(struct content *c)
 
 	c->load_inflight = true;
 	c->open_err = (struct sg_error){ 0 };
-	int res = r->opener.open_for_toc(r->opener.ctx, c->ref, c->digest, &c->opened,
-					 &c->open_err, &c->open_op, on_blob_opened);
+	c->toc_tail = toc_tail_hint(r, c->digest);
+	int res = open_for_toc(r, c->ref, c->digest, c->toc_tail, &c->opened, &c->open_err,
+			       &c->open_op, on_blob_opened);
 	if (res < 0) {
 		c->load_inflight = false;
 		content_fail(c, res, "cannot start fetching the layer");
@@ -1111,7 +1154,8 @@ static void tp_opened(struct sg_op *op)
 		return;
 	}
 	tp->state = TP_READING;
-	tp->tail_len = src->size < SG_ESGZ_TAIL_READ ? (size_t)src->size : SG_ESGZ_TAIL_READ;
+	size_t want = tp->tail_hint ? tp->tail_hint : SG_ESGZ_TAIL_READ;
+	tp->tail_len = src->size < want ? (size_t)src->size : want;
 	tp->tail = malloc(tp->tail_len ? tp->tail_len : 1);
 	if (!tp->tail ||
 	    sg_range_read(src, src->size - tp->tail_len, tp->tail_len, tp->tail, &tp->op, tp_read) < 0) {
@@ -1152,8 +1196,9 @@ static void prefetch_following(struct sg_remote *r, const char *ref, const char 
 				sg_list_insert_tail(&r->prefetches, &tp->link);
 				r->tp_inflight++;
 				sg_op_init(&tp->op);
-				if (r->opener.open_for_toc(r->opener.ctx, ref, digest, &tp->src,
-							   NULL, &tp->op, tp_opened) < 0) {
+				tp->tail_hint = toc_tail_hint(r, digest);
+				if (open_for_toc(r, ref, digest, tp->tail_hint, &tp->src, NULL,
+						 &tp->op, tp_opened) < 0) {
 					r->tp_inflight--;
 					tp_free(tp);
 				}

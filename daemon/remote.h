@@ -52,8 +52,9 @@ struct sg_blob_opener {
 		    struct sg_range_source **ret_src, struct sg_error *err, struct sg_op *op,
 		    sg_op_cb cb);
 	/* Optional, the same shape: an open for a blob whose TOC is read next, which may bring
-	 * the blob's end along (net/blob.h's sg_registry_open_blob_tail); NULL = open. */
-	int (*open_for_toc)(void *ctx, const char *ref, const char *digest,
+	 * the blob's last `tail` bytes along (0 = the opener's default; net/blob.h's
+	 * sg_registry_open_blob_tail); NULL = open. */
+	int (*open_for_toc)(void *ctx, const char *ref, const char *digest, size_t tail,
 			    struct sg_range_source **ret_src, struct sg_error *err,
 			    struct sg_op *op, sg_op_cb cb);
 	void *ctx;

@@ -686,7 +686,10 @@ int sg_esgz_open(struct sg_range_source *src, const struct sg_esgz_options *opts
 		r = no_digest(&req->err);
 		goto post;
 	}
-	req->tail_len = src->size < SG_ESGZ_TAIL_READ ? (size_t)src->size : SG_ESGZ_TAIL_READ;
+	size_t want = req->opts.tail_len ? req->opts.tail_len : SG_ESGZ_TAIL_READ;
+	if (want < SG_ESGZ_TAIL_MIN)
+		want = SG_ESGZ_TAIL_MIN;
+	req->tail_len = src->size < want ? (size_t)src->size : want;
 	req->tail = malloc(req->tail_len ? req->tail_len : 1);
 	if (!req->tail) {
 		free(req);

@@ -96,6 +96,10 @@ struct sg_esgz_options {
 	/* Keep the verified TOC JSON with the index (sg_toc_json): the content of its
 	 * stargz.index.json node.  Off for tools that only want the index. */
 	bool keep_json;
+	/* sg_esgz_open: the bytes of the blob's end read first, footer and TOC in one read when
+	 * the TOC fits (0 = SG_ESGZ_TAIL_READ; at least SG_ESGZ_TAIL_MIN).  A TOC that starts
+	 * before them is read next, as with the default. */
+	size_t tail_len;
 };
 
 /* ---- footer ---- */
@@ -176,6 +180,7 @@ int sg_esgz_restore_toc(const char *json_path, uint64_t toc_offset,
  * still in flight): nothing started, no callback. */
 struct sg_esgz_open;
 #define SG_ESGZ_TAIL_READ (512u << 10)
+#define SG_ESGZ_TAIL_MIN 128u   /* every footer format, with room to tell them apart */
 int sg_esgz_open(struct sg_range_source *src, const struct sg_esgz_options *opts,
 		 struct sg_esgz_open **ret_req, struct sg_toc **ret_toc, struct sg_error *err,
 		 struct sg_op *op, sg_op_cb cb);

@@ -618,6 +618,7 @@ int sg_layer_new(struct sg_loop *loop, struct sg_range_source *src, struct sg_to
 		r = sg_layer_evict_attach(l);
 	if (r == 0)
 		r = sg_layer_profile_init(l);
+	l->cfg.blob_digest = NULL;   /* the caller's, read by the recorder's setup only */
 	if (r < 0) {
 		sg_layer_free(l);
 		return r;

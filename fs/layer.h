@@ -83,6 +83,9 @@ struct sg_layer_config {
 	 * trace_layer names the layer in it (its digest; copied). */
 	struct sg_fetch_trace *trace;
 	const char *trace_layer;
+	/* The blob's digest, which a recorded profile names with its TOC tail (fs/profile.h):
+	 * read by sg_layer_new only; NULL = not named. */
+	const struct sg_digest *blob_digest;
 	/* Learned startup profiles (fs/profile.h).  With on_profile set, the layer records the
 	 * order in which its chunks are first read, by any user: from sg_layer_start, and again
 	 * from each new user on, until the workload goes quiet (profile_quiet_ns without a new

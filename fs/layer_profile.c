@@ -24,7 +24,15 @@ int sg_layer_profile_init(struct sg_layer *l)
 	if (!l->cfg.on_profile || l->n_chunks == 0 || l->n_chunks > SG_PROFILE_CHUNKS_MAX)
 		return 0;
 	int r = sg_profile_new(sg_toc_digest(l->toc), l->n_chunks, &limits, &l->prof_rec);
-	return r == -EINVAL ? 0 : r;   /* a layer that cannot have a profile records nothing */
+	if (r < 0)
+		return r == -EINVAL ? 0 : r;   /* a layer that cannot have a profile records nothing */
+	/* What the next mount of this blob fetches first: its TOC to the end, and no more. */
+	if (l->cfg.blob_digest)
+		sg_profile_set_layer(l->prof_rec, l->cfg.blob_digest);
+	uint64_t toc_offset = sg_toc_offset(l->toc);
+	if (l->src && l->src->size > toc_offset)
+		sg_profile_set_toc_tail(l->prof_rec, l->src->size - toc_offset);
+	return 0;
 }
 
 /* Hands what was recorded to the owner, if anything came since the last time. */

@@ -13,6 +13,7 @@ struct sg_profile {
 	struct sg_digest toc;
 	struct sg_digest layer;
 	bool has_layer;
+	uint64_t toc_tail;            /* the layer blob's bytes from its TOC on; 0 = unknown */
 	uint32_t n_chunks;
 	/* One bit per chunk: in the profile.  A parsed profile drops it (a bundle of many layers
 	 * would hold many) and builds it again on the first call that changes the profile. */
@@ -92,6 +93,11 @@ void sg_profile_set_layer(struct sg_profile *p, const struct sg_digest *layer)
 	p->has_layer = layer != NULL;
 	if (layer)
 		p->layer = *layer;
+}
+
+void sg_profile_set_toc_tail(struct sg_profile *p, uint64_t toc_tail)
+{
+	p->toc_tail = toc_tail <= SG_PROFILE_TOC_TAIL_MAX ? toc_tail : 0;
 }
 
 /* The bitmap again, from the ranges (a parsed profile has none). */
@@ -264,6 +270,8 @@ int sg_profile_merge(struct sg_profile *dst, const struct sg_profile *src, struc
 	}
 	if (!dst->has_layer && src->has_layer)
 		sg_profile_set_layer(dst, &src->layer);
+	if (!dst->toc_tail)
+		dst->toc_tail = src->toc_tail;
 	dst->has_times |= src->has_times;
 	return 0;
 }
@@ -352,6 +360,11 @@ const struct sg_digest *sg_profile_toc(const struct sg_profile *p)
 	return &p->toc;
 }
 
+uint64_t sg_profile_toc_tail(const struct sg_profile *p)
+{
+	return p->toc_tail;
+}
+
 const struct sg_digest *sg_profile_layer(const struct sg_profile *p)
 {
 	return p->has_layer ? &p->layer : NULL;
@@ -407,6 +420,8 @@ static void write_doc(FILE *f, const struct sg_profile *p)
 		sg_digest_format(&p->layer, d);
 		fprintf(f, ",\"layer\":\"%s\"", d);
 	}
+	if (p->toc_tail)
+		fprintf(f, ",\"tocTail\":%" PRIu64, p->toc_tail);
 	fprintf(f, ",\"chunkCount\":%" PRIu32 ",\"chunks\":[", p->n_chunks);
 	for (size_t i = 0; i < p->n; i++)
 		fprintf(f, "%s[%" PRIu32 ",%" PRIu32 "]", i ? "," : "", p->ranges[i].first,
@@ -490,12 +505,14 @@ enum key {
 	K_PROFILES,
 	K_MEDIA_TYPE,
 	K_MS,
+	K_TOC_TAIL,
 };
 
 /* The fields of one document as read; checked when its object closes. */
 struct doc {
 	int64_t schema;               /* -1 = absent */
 	int64_t count;                /* -1 = absent */
+	uint64_t toc_tail;            /* 0 = absent */
 	bool has_toc, has_layer, has_chunks, has_ms;
 	struct sg_digest toc, layer;
 	struct sg_profile_range *ranges;
@@ -563,7 +580,7 @@ static int value_done(struct parser *p)
 static int unexpected(struct parser *p, const char *what)
 {
 	static const char *const names[] = { "", "schemaVersion", "toc", "layer", "chunkCount",
-					     "chunks", "profiles", "mediaType", "ms" };
+					     "chunks", "profiles", "mediaType", "ms", "tocTail" };
 	if (p->state == S_VALUE)
 		return fail(p, -EINVAL, "\"%s\" must not be %s", names[p->key], what);
 	return fail(p, -EINVAL, "unexpected %s", what);
@@ -657,6 +674,14 @@ static int cb_number(void *ctx, const char *s, size_t len)
 		d->count = (int64_t)v;
 		return value_done(p);
 	}
+	if (p->key == K_TOC_TAIL) {
+		if (parse_uint(s, len, SG_PROFILE_TOC_TAIL_MAX, &v) < 0 || v == 0)
+			return fail(p, -EINVAL, "\"tocTail\" %.*s is not in 1..%llu",
+				    (int)(len > 24 ? 24 : len), s,
+				    (unsigned long long)SG_PROFILE_TOC_TAIL_MAX);
+		d->toc_tail = v;
+		return value_done(p);
+	}
 	return unexpected(p, "a number");
 }
 
@@ -721,7 +746,7 @@ static int cb_map_key(void *ctx, const unsigned char *s, size_t len)
 	} keys[] = {
 		{ "schemaVersion", K_SCHEMA }, { "toc", K_TOC }, { "layer", K_LAYER },
 		{ "chunkCount", K_COUNT }, { "chunks", K_CHUNKS }, { "profiles", K_PROFILES },
-		{ "mediaType", K_MEDIA_TYPE }, { "ms", K_MS },
+		{ "mediaType", K_MEDIA_TYPE }, { "ms", K_MS }, { "tocTail", K_TOC_TAIL },
 	};
 	struct parser *p = ctx;
 
@@ -912,6 +937,7 @@ static int finish_doc(struct parser *p, struct doc *d, struct sg_profile **ret)
 		return REFUSE(p, r, "out of memory");
 	if (d->has_layer)
 		sg_profile_set_layer(prof, &d->layer);
+	prof->toc_tail = d->toc_tail;
 	prof->has_times = d->has_ms;
 	for (size_t i = 0; i < d->n; i++) {
 		r = add_span(prof, d->ranges[i].first, d->ranges[i].last,

@@ -21,10 +21,11 @@
  *    gives every layer fetched over one link the same epoch, so a replay can order several
  *    layers' chunks by when the workload needed them (fs/layer_prefetch.c);
  *  - the format (README "Startup profiles"): one JSON document per layer,
- *      {"schemaVersion":1,"toc":"sha256:..","layer":"sha256:..","chunkCount":N,
- *       "chunks":[[first,last],...],"ms":[t,...]}
+ *      {"schemaVersion":1,"toc":"sha256:..","layer":"sha256:..","tocTail":N,
+ *       "chunkCount":N,"chunks":[[first,last],...],"ms":[t,...]}
  *    where "ms" is optional (a profile without it has no times: every range at 0) and, when
- *    given, has one entry per range of "chunks".
+ *    given, has one entry per range of "chunks"; "layer" and "tocTail" (the blob's bytes
+ *    from the TOC's start to its end: what a mount fetches first) are optional too;
  *    and the bundle that an artifact carries, {"schemaVersion":1,"profiles":[doc,...]}.
  *    The parser is a yajl state machine with no DOM, bounded (SG_PROFILE_JSON_MAX bytes,
  *    SG_PROFILE_RANGES_MAX ranges, SG_PROFILE_BUNDLE_MAX layers) and fuzzed
@@ -52,6 +53,7 @@
 #define SG_PROFILE_RANGES_MAX    32768u        /* per layer: 24 bytes of JSON at most each */
 #define SG_PROFILE_BUNDLE_MAX    128u          /* layers in one bundle */
 #define SG_PROFILE_CHUNKS_MAX    (1u << 26)    /* chunk count of a layer (an 8 MiB bitmap) */
+#define SG_PROFILE_TOC_TAIL_MAX  ((uint64_t)64 << 20)  /* "tocTail" above: refused */
 #define SG_PROFILE_QUIET_NS      (5ull * 1000000000ull)   /* default quiet time */
 
 struct sg_profile_range {
@@ -137,11 +139,17 @@ size_t sg_profile_plan(const struct sg_profile *p, sg_profile_extent_fn extent,
 		       uint64_t max_request_bytes, uint64_t budget_bytes,
 		       struct sg_profile_fetch *out, size_t cap, uint64_t *ret_bytes);
 
+/* The layer blob's size minus its TOC's offset: how much of the blob's end holds the TOC
+ * and footer, so that the next mount fetches that much and no more (the default guess is
+ * 512 KiB).  0 = unknown; a value above SG_PROFILE_TOC_TAIL_MAX is taken as unknown. */
+void sg_profile_set_toc_tail(struct sg_profile *p, uint64_t toc_tail);
 /* ---- queries ---- */
 const struct sg_digest *sg_profile_toc(const struct sg_profile *p);
 /* NULL when unknown. */
 const struct sg_digest *sg_profile_layer(const struct sg_profile *p);
 uint32_t sg_profile_chunk_count(const struct sg_profile *p);
+/* 0 when unknown. */
+uint64_t sg_profile_toc_tail(const struct sg_profile *p);
 /* The ranges in recorded order; each chunk appears once. */
 size_t sg_profile_ranges(const struct sg_profile *p, const struct sg_profile_range **ret);
 /* The ranges carry recorded times (a profile parsed without "ms" has none). */

@@ -133,6 +133,81 @@ static int fsync_dir(const char *dir)
 	return r;
 }
 
+/* ROOT/profiles/layers/<layer hex>.json: the index by blob digest. */
+static int layer_link_path(const char *root, const struct sg_digest *layer, char *buf, size_t cap)
+{
+	char d[SG_DIGEST_STRLEN + 1];
+
+	sg_digest_format(layer, d);
+	if ((size_t)snprintf(buf, cap, "%s/%s/%s/%s.json", root, SG_PROFILE_DIR,
+			     SG_PROFILE_LAYER_DIR, d + HEX_OFF) >= cap)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+/* The index entry of p's layer, pointing at p's file: a symlink made aside and renamed over
+ * the old one.  Best effort: without it the next mount of the layer fetches the default
+ * tail, nothing worse, so a failure here does not fail the save.  Not synced: a crash
+ * loses at most a hint. */
+static void link_layer(const char *root, const struct sg_profile *p)
+{
+	char dir[PATH_MAX], path[PATH_MAX], tmp[PATH_MAX + 32], target[SG_DIGEST_STRLEN + 16];
+	char d[SG_DIGEST_STRLEN + 1];
+
+	if ((size_t)snprintf(dir, sizeof(dir), "%s/%s/%s", root, SG_PROFILE_DIR,
+			     SG_PROFILE_LAYER_DIR) >= sizeof(dir) ||
+	    layer_link_path(root, sg_profile_layer(p), path, sizeof(path)) < 0)
+		return;
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		return;
+	sg_digest_format(sg_profile_toc(p), d);
+	snprintf(target, sizeof(target), "../%s.json", d + HEX_OFF);
+	static unsigned seq;   /* two threads may link at once (a record, a pull) */
+	snprintf(tmp, sizeof(tmp), "%s.%ld.%u", path, (long)getpid(),
+		 __atomic_fetch_add(&seq, 1, __ATOMIC_RELAXED));
+	(void)unlink(tmp);
+	if (symlink(target, tmp) < 0)
+		return;
+	if (rename(tmp, path) < 0)
+		(void)unlink(tmp);
+}
+
+int sg_profile_store_toc_tail(const char *root, const struct sg_digest *layer, uint64_t *ret,
+			      struct sg_error *err)
+{
+	char path[PATH_MAX], d[SG_DIGEST_STRLEN + 1];
+	struct sg_profile *p = NULL;
+	char *json = NULL;
+	size_t len = 0;
+	int r;
+
+	if (layer_link_path(root, layer, path, sizeof(path)) < 0)
+		return sg_error_set(err, -ENAMETOOLONG, "root path too long");
+	r = read_bounded(path, &json, &len, err);
+	if (r < 0)
+		return r;
+	r = sg_profile_parse(json, len, &p, err);
+	free(json);
+	if (r < 0) {
+		sg_error_prefix(err, "%s", path);
+		return r;
+	}
+	/* A link left by hand, or by a profile that changed layers, must not size another
+	 * blob's fetch. */
+	if (!sg_profile_layer(p) || !sg_digest_equal(sg_profile_layer(p), layer)) {
+		sg_profile_free(p);
+		sg_digest_format(layer, d);
+		return sg_error_set(err, -EINVAL, "%s: not a profile of layer %s", path, d);
+	}
+	*ret = sg_profile_toc_tail(p);
+	sg_profile_free(p);
+	if (*ret == 0) {
+		sg_digest_format(layer, d);
+		return sg_error_set(err, -ENOENT, "the profile of layer %s has no TOC tail", d);
+	}
+	return 0;
+}
+
 int sg_profile_store_save(const char *root, const struct sg_profile *p, struct sg_error *err)
 {
 	char dir[PATH_MAX], path[PATH_MAX], tmp[PATH_MAX + 8];
@@ -173,6 +248,8 @@ int sg_profile_store_save(const char *root, const struct sg_profile *p, struct s
 	r = fsync_dir(dir);
 	if (r < 0)
 		sg_error_set(err, r, "cannot sync %s: %s", dir, strerror(-r));
+	else if (sg_profile_layer(p))
+		link_layer(root, p);
 out:
 	free(json);
 	return r;
@@ -213,8 +290,25 @@ int sg_profile_store_remove(const char *root, const struct sg_digest *toc, struc
 {
 	char path[PATH_MAX], d[SG_DIGEST_STRLEN + 1];
 
+	struct sg_profile *p = NULL;
+
 	if (sg_profile_store_path(root, toc, path, sizeof(path)) < 0)
 		return sg_error_set(err, -ENAMETOOLONG, "root path too long");
+	/* Its layer's index entry goes too, when it still points here. */
+	if (sg_profile_store_load(root, toc, &p, NULL) == 0 && sg_profile_layer(p)) {
+		char link[PATH_MAX], target[PATH_MAX];
+		ssize_t n;
+		sg_digest_format(toc, d);
+		if (layer_link_path(root, sg_profile_layer(p), link, sizeof(link)) == 0 &&
+		    (n = readlink(link, target, sizeof(target) - 1)) > 0) {
+			target[n] = 0;
+			const char *base = strrchr(target, '/');
+			base = base ? base + 1 : target;
+			if (strncmp(base, d + HEX_OFF, 64) == 0 && strcmp(base + 64, ".json") == 0)
+				(void)unlink(link);
+		}
+	}
+	sg_profile_free(p);
 	if (unlink(path) < 0) {
 		sg_digest_format(toc, d);
 		if (errno == ENOENT)

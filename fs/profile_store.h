@@ -23,6 +23,10 @@
 #include "fs/profile.h"
 
 #define SG_PROFILE_DIR "profiles"
+/* ROOT/profiles/layers/<layer-hex>.json: a symlink to the profile that names that layer
+ * blob ("layer"), made by every save; the index sg_profile_store_toc_tail reads.  A mount
+ * knows the layers after its own by blob digest only. */
+#define SG_PROFILE_LAYER_DIR "layers"
 
 /* ROOT/profiles/<hex>.json.  Returns 0 or -ENAMETOOLONG. */
 int sg_profile_store_path(const char *root, const struct sg_digest *toc, char *buf, size_t cap);
@@ -37,7 +41,15 @@ int sg_profile_store_load(const char *root, const struct sg_digest *toc,
 int sg_profile_store_load_for_layer(const char *root, const struct sg_digest *toc,
 				    uint32_t n_chunks, struct sg_profile **ret,
 				    struct sg_error *err);
-/* Writes p as the profile of its TOC, replacing the one stored. */
+/* How much of the end of layer blob `layer` to fetch for its TOC: the "tocTail" of the
+ * profile that names the layer, found through the index.  Returns 0 with *ret, -ENOENT
+ * when no profile names the layer or it has no tail, -EINVAL when the indexed file names
+ * another layer, or what loading it refuses (err says why).  A hint: a wrong one costs a
+ * round trip or some bytes, never a byte served, since the TOC is verified as always. */
+int sg_profile_store_toc_tail(const char *root, const struct sg_digest *layer, uint64_t *ret,
+			      struct sg_error *err);
+/* Writes p as the profile of its TOC, replacing the one stored (and its layer's index
+ * entry, best effort). */
 int sg_profile_store_save(const char *root, const struct sg_profile *p, struct sg_error *err);
 /* A new recording: merged into the stored profile (that one's order first, then the chunks
  * only p has), or stored as it is when there is none (or the stored one cannot be used). */
@@ -54,7 +66,8 @@ int sg_profile_store_record(const char *root, const struct sg_profile *p, struct
 int sg_profile_store_record_async(struct sg_loop *loop, const char *root,
 				  const struct sg_profile *p, struct sg_error *err,
 				  struct sg_op *op, sg_op_cb cb);
-/* Removes the profile of toc: 0, or -ENOENT. */
+/* Removes the profile of toc (and its layer's index entry when it points there): 0, or
+ * -ENOENT. */
 int sg_profile_store_remove(const char *root, const struct sg_digest *toc, struct sg_error *err);
 /* The TOC digests that have a profile, sorted: *ret (free it) of *ret_n.  A missing
  * profiles directory is an empty store. */

@@ -967,11 +967,15 @@ int sg_registry_open_blob(void *registry, const char *ref, const char *digest,
 	return open_blob(registry, ref, digest, 0, ret_src, err, op, cb);
 }
 
-int sg_registry_open_blob_tail(void *registry, const char *ref, const char *digest,
+int sg_registry_open_blob_tail(void *registry, const char *ref, const char *digest, size_t tail,
 			       struct sg_range_source **ret_src, struct sg_error *err,
 			       struct sg_op *op, sg_op_cb cb)
 {
-	return open_blob(registry, ref, digest, SG_REGISTRY_OPEN_TAIL, ret_src, err, op, cb);
+	if (tail == 0)
+		tail = SG_REGISTRY_OPEN_TAIL;
+	if (tail > SG_REGISTRY_OPEN_TAIL_MAX)
+		tail = SG_REGISTRY_OPEN_TAIL_MAX;
+	return open_blob(registry, ref, digest, tail, ret_src, err, op, cb);
 }
 
 static int open_blob(struct sg_registry *reg, const char *ref, const char *digest, size_t tail_max,

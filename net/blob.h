@@ -44,13 +44,14 @@ int sg_registry_open_blob(void *registry, const char *ref, const char *digest,
 			  struct sg_op *op, sg_op_cb cb);
 
 /* The same, for a blob whose end is read first (an eStargz layer: its footer and TOC): one
- * GET for its last SG_REGISTRY_OPEN_TAIL bytes (Range: bytes=-N, whose Content-Range gives the
- * size) instead of a HEAD, and the source then serves a read inside that tail from memory,
+ * GET for its last `tail` bytes (0: SG_REGISTRY_OPEN_TAIL; at most SG_REGISTRY_OPEN_TAIL_MAX)
+ * (Range: bytes=-N, whose Content-Range gives the size) instead of a HEAD, and the source then serves a read inside that tail from memory,
  * once (the tail is dropped when a read took all of it).  A round trip less per layer.  A
  * registry that refuses a suffix range (400, 416, 501) is asked the HEAD way; one that
  * ignores Range gives the size from its 200 (the body is kept when no bigger than the tail). */
 #define SG_REGISTRY_OPEN_TAIL ((size_t)512 << 10)
-int sg_registry_open_blob_tail(void *registry, const char *ref, const char *digest,
+#define SG_REGISTRY_OPEN_TAIL_MAX ((size_t)64 << 20)
+int sg_registry_open_blob_tail(void *registry, const char *ref, const char *digest, size_t tail,
 			       struct sg_range_source **ret_src, struct sg_error *err,
 			       struct sg_op *op, sg_op_cb cb);
 /* Several ranges of a registry blob source in one request when the host allows it.  Each

@@ -223,6 +223,8 @@ record_profile() {  # WORKLOAD
     [[ -s $f ]] || continue
     cp "$f" "$PROFILE_STORE/$w/" && n=$((n + 1))
   done
+  # the store's index by layer digest (symlinks to the profiles: each one's TOC tail)
+  if [[ -d "$RD/sg/profiles/layers" ]]; then cp -a "$RD/sg/profiles/layers" "$PROFILE_STORE/$w/"; fi
   "$STARGZD" profile ls --root "$RD/sg" >"$L/profiles.txt" 2>&1 </dev/null || true
   { grep -i 'profile' "$L/snapshotter.log" 2>/dev/null || true; } | head -8 |
     while read -r line; do log "  daemon: $line"; done
@@ -257,7 +259,7 @@ clear_profile_artifacts() {  # IMAGE
 share_profile() {  # WORKLOAD IMAGE LOGDIR
   local w=$1 img=$2 L=$3 dir
   if [[ $PROFILE_SHARE == copy ]]; then
-    mkdir -p "$RD/sg/profiles" && cp "$PROFILE_STORE/$w"/*.json "$RD/sg/profiles/"
+    mkdir -p "$RD/sg/profiles" && cp -a "$PROFILE_STORE/$w"/. "$RD/sg/profiles/"
     return
   fi
   dir=$RD/profile-push-root

@@ -10,6 +10,8 @@
 #include "daemon/remote.h"
 #include "daemon/core/range_source.h"
 #include "fs/estargz.h"
+#include "fs/profile.h"
+#include "fs/profile_store.h"
 #include "tests/helpers/esgz_build.h"
 #include "tests/unit/test.h"
 
@@ -484,6 +486,38 @@ static int counting_open(void *ctx, const char *ref, const char *digest,
 	return sg_post(loop, op, 0, cb);
 }
 
+/* The blob of a layer whose TOC is larger than the default tail read (big_path, its digests
+ * in big_digest and big_toc), once per process; its footer and size. */
+static void big_toc_blob(struct sg_esgz_footer *footer, uint64_t *ret_size)
+{
+	static struct sg_esgz_footer saved;
+	static uint64_t saved_size;
+	struct esgz_b b;
+	struct sg_digest d, td;
+	struct sg_error err;
+
+	if (!saved_size) {
+		snprintf(big_path, sizeof(big_path), "%s/big-toc.blob", dir);
+		esgz_init(&b, 6);
+		esgz_gen_node_modules(&b, 30000, 7);
+		esgz_finish(&b, 0, &td);
+		sg_sha256(b.blob.p, b.blob.len, &d);
+		FILE *f = fopen(big_path, "w");
+		CHECK(f && fwrite(b.blob.p, 1, b.blob.len, f) == b.blob.len);
+		fclose(f);
+		saved_size = b.blob.len;
+		CHECK_EQ(sg_esgz_parse_footer(b.blob.p + saved_size - SG_ESGZ_TAIL_READ,
+					      SG_ESGZ_TAIL_READ, saved_size, &saved, &err), 0);
+		/* the TOC starts before the tail */
+		CHECK(saved.toc_offset < saved_size - SG_ESGZ_TAIL_READ);
+		esgz_done(&b);
+		sg_digest_format(&d, big_digest);
+		sg_digest_format(&td, big_toc);
+	}
+	*footer = saved;
+	*ret_size = saved_size;
+}
+
 /* Image [small layer, layer with a TOC larger than the tail read]: mounting the first fetches
  * the second's tail and then the rest of its TOC, in parallel; its own mount then reads
  * nothing more to load it. */
@@ -491,28 +525,12 @@ TEST(a_later_layers_big_toc_is_fetched_ahead)
 {
 	struct env e;
 	struct mount_res m[2] = { 0 };
-	struct esgz_b b;
-	struct sg_digest d, td;
 	char layers[2 * SG_DIGEST_STRLEN + 2];
+	struct sg_esgz_footer footer;
+	uint64_t size;
 
 	setup();
-	snprintf(big_path, sizeof(big_path), "%s/big-toc.blob", dir);
-	esgz_init(&b, 6);
-	esgz_gen_node_modules(&b, 30000, 7);
-	esgz_finish(&b, 0, &td);
-	sg_sha256(b.blob.p, b.blob.len, &d);
-	FILE *f = fopen(big_path, "w");
-	CHECK(f && fwrite(b.blob.p, 1, b.blob.len, f) == b.blob.len);
-	fclose(f);
-	struct sg_esgz_footer footer;
-	struct sg_error err;
-	uint64_t size = b.blob.len;
-	CHECK_EQ(sg_esgz_parse_footer(b.blob.p + size - SG_ESGZ_TAIL_READ, SG_ESGZ_TAIL_READ, size,
-				      &footer, &err), 0);
-	CHECK(footer.toc_offset < size - SG_ESGZ_TAIL_READ);   /* the TOC starts before the tail */
-	esgz_done(&b);
-	sg_digest_format(&d, big_digest);
-	sg_digest_format(&td, big_toc);
+	big_toc_blob(&footer, &size);
 	snprintf(layers, sizeof(layers), "%s,%s", layer_digest, big_digest);
 
 	CHECK_EQ(sg_loop_new(NULL, &e.loop), 0);
@@ -542,6 +560,117 @@ TEST(a_later_layers_big_toc_is_fetched_ahead)
 	CHECK_EQ(counted[1]->reads, 2u);   /* loaded from what was fetched ahead */
 	CHECK_EQ(opens, 2);
 	env_close(&e);
+}
+
+/* ---- a profile's TOC tail ---- */
+
+static size_t tail_asked[2];   /* the tail each layer's open_for_toc was asked for */
+static unsigned big_reads;      /* reads of the big layer's blob until it mounted */
+static uint64_t big_first_read;
+static uint64_t small_first_len;  /* the first layer's first read: the TOC loader's tail */
+
+static int counting_open_tail(void *ctx, const char *ref, const char *digest, size_t tail,
+			      struct sg_range_source **ret_src, struct sg_error *err,
+			      struct sg_op *op, sg_op_cb cb)
+{
+	tail_asked[strcmp(digest, big_digest) == 0] = tail;
+	return counting_open(ctx, ref, digest, ret_src, err, op, cb);
+}
+
+/* A stored profile that names layer `layer` with TOC tail `tail`. */
+static void store_tail(const char *proot, const char *layer, const char *toc, uint64_t tail)
+{
+	struct sg_digest ld, td;
+	struct sg_profile *p;
+	struct sg_error err = { 0 };
+
+	CHECK_EQ(sg_digest_parse(layer, strlen(layer), &ld), 0);
+	CHECK_EQ(sg_digest_parse(toc, strlen(toc), &td), 0);
+	CHECK_EQ(sg_profile_new(&td, 1, NULL, &p), 0);
+	sg_profile_set_layer(p, &ld);
+	sg_profile_set_toc_tail(p, tail);
+	CHECK_EQ(sg_profile_store_save(proot, p, &err), 0);
+	sg_profile_free(p);
+}
+
+/* Mounts [small, big] with the profiles under proot and a cache root of its own, then the
+ * big layer; both mount. */
+static void mount_both_with_profiles(const char *proot, const char *croot)
+{
+	struct env e;
+	struct mount_res m[2] = { 0 };
+	char layers[2 * SG_DIGEST_STRLEN + 2];
+
+	snprintf(layers, sizeof(layers), "%s,%s", layer_digest, big_digest);
+	tail_asked[0] = tail_asked[1] = 1;   /* "not asked" */
+	CHECK_EQ(sg_loop_new(NULL, &e.loop), 0);
+	struct sg_remote_config cfg = { .cache_root = croot, .profile_root = proot };
+	struct sg_blob_opener opener = { .open = counting_open, .open_for_toc = counting_open_tail,
+					 .ctx = e.loop };
+	CHECK_EQ(sg_remote_new(e.loop, &cfg, &opener, &e.remote), 0);
+	struct sg_remote_layer first = { .ref = "test/image:1", .digest = layer_digest,
+					 .toc_digest = toc_digest, .layers = layers };
+	CHECK_EQ(sg_remote_mount(e.remote, 1, mnt[0], &first, on_mounted, &m[0]), 0);
+	wait_mounted(&e, m, 1);
+	CHECK_EQ(m[0].res, 0);
+	double end = test_now_ms() + 5000;
+	while (tail_asked[1] == 1 && test_now_ms() < end)
+		CHECK(sg_loop_run_once(e.loop, 10) >= 0);
+	for (int i = 0; i < 20; i++)   /* the tail, and the head if any, arrive */
+		CHECK(sg_loop_run_once(e.loop, 5) >= 0);
+	struct sg_remote_layer second = { .ref = "test/image:1", .digest = big_digest,
+					  .toc_digest = big_toc, .layers = layers };
+	CHECK_EQ(sg_remote_mount(e.remote, 2, mnt[1], &second, on_mounted, &m[1]), 0);
+	wait_mounted(&e, m, 2);
+	CHECK_EQ(m[1].res, 0);
+	CHECK(counted[1]);
+	big_reads = counted[1]->reads;
+	big_first_read = counted[1]->off[0];
+	CHECK(counted[0]);
+	small_first_len = counted[0]->len[0];
+	env_close(&e);
+}
+
+/* A profile says how much of each blob's end holds its TOC: the first layer's open and the
+ * layer fetched ahead ask for that (rounded up to 4 KiB) instead of 512 KiB, and the big
+ * TOC comes in one read, not a tail and a head.  A hint too short costs the head's read,
+ * nothing else; no profile, the default. */
+TEST(a_profiles_toc_tail_sizes_each_layers_first_read)
+{
+	struct sg_esgz_footer footer;
+	uint64_t size;
+	char proot[400], croot[400];
+	struct stat st;
+
+	setup();
+	big_toc_blob(&footer, &size);
+	CHECK_EQ(stat(blob_path, &st), 0);
+	uint64_t big_tail = size - footer.toc_offset;
+	uint64_t big_hint = (big_tail + 4095) & ~(uint64_t)4095;
+
+	/* Exact tails for both layers. */
+	snprintf(proot, sizeof(proot), "%s/proot1", dir);
+	snprintf(croot, sizeof(croot), "%s/croot1", dir);
+	store_tail(proot, big_digest, big_toc, big_tail);
+	store_tail(proot, layer_digest, toc_digest, 3000);
+	mount_both_with_profiles(proot, croot);
+	CHECK_EQ(tail_asked[0], 4096u);
+	CHECK_EQ(small_first_len, 4096u);            /* the loader reads what the open brought */
+	CHECK_EQ(tail_asked[1], big_hint);
+	CHECK_EQ(big_reads, 1u);                     /* the TOC in one read */
+	CHECK_EQ(big_first_read, size - big_hint);
+
+	/* A short hint for the big layer: 4 KiB asked, then the TOC's head; it mounts. */
+	snprintf(proot, sizeof(proot), "%s/proot2", dir);
+	snprintf(croot, sizeof(croot), "%s/croot2", dir);
+	store_tail(proot, big_digest, big_toc, 100);
+	mount_both_with_profiles(proot, croot);
+	CHECK_EQ(tail_asked[0], 0u);   /* no profile for the first: the default */
+	CHECK_EQ(small_first_len, (uint64_t)st.st_size < SG_ESGZ_TAIL_READ ? (uint64_t)st.st_size
+									      : SG_ESGZ_TAIL_READ);
+	CHECK_EQ(tail_asked[1], 4096u);
+	CHECK_EQ(big_reads, 2u);       /* the tail, then the TOC's head */
+	CHECK_EQ(big_first_read, size - 4096);
 }
 
 TEST_MAIN()

@@ -8,6 +8,9 @@
  * quiet time for the layers a workload reads). */
 #include "daemon/core/link_meter.h"
 #include "daemon/core/loop.h"
+#include <sys/stat.h>
+
+#include "fs/estargz.h"
 #include "fs/fetch_trace.h"
 #include "fs/layer.h"
 #include "fs/layer_int.h"
@@ -61,7 +64,13 @@ struct recorded {
 	uint64_t new_chunks, chunks;
 	struct sg_profile_range ranges[64];
 	size_t n_ranges;
+	struct sg_digest layer;
+	bool has_layer;
+	uint64_t toc_tail;
 };
+
+/* The blob digest the layers are given to name in their profiles. */
+static const struct sg_digest blob_digest = { .bytes = { 0xb1, 0x0b } };
 
 static void on_profile(void *userdata, const struct sg_profile *p, uint64_t new_chunks)
 {
@@ -74,6 +83,10 @@ static void on_profile(void *userdata, const struct sg_profile *p, uint64_t new_
 	rec->n_ranges = sg_profile_ranges(p, &r);
 	CHECK(rec->n_ranges <= 64);
 	memcpy(rec->ranges, r, rec->n_ranges * sizeof(*r));
+	rec->has_layer = sg_profile_layer(p) != NULL;
+	if (rec->has_layer)
+		rec->layer = *sg_profile_layer(p);
+	rec->toc_tail = sg_profile_toc_tail(p);
 }
 
 struct env {
@@ -90,6 +103,7 @@ static void env_new(struct env *e, bool record, char *cache_dir)
 		.cache_dir = cache_dir,
 		.window_bytes = 1,
 		.on_profile = record ? on_profile : NULL,
+		.blob_digest = &blob_digest,
 		.userdata = &e->rec,
 		.profile_quiet_ns = 100ull * 1000000u,
 	};
@@ -170,6 +184,12 @@ TEST(first_reads_are_recorded_in_order_and_handed_over_once_quiet)
 	CHECK_EQ(e.rec.n_ranges, 2);
 	CHECK(range_is(&e.rec, 0, chunk_of(&e, 10), chunk_of(&e, 10)));
 	CHECK(range_is(&e.rec, 1, chunk_of(&e, 3), chunk_of(&e, 4)));
+	/* It names the blob, and how much of its end the next mount fetches for the TOC. */
+	struct stat st;
+	CHECK_EQ(stat(blob_path, &st), 0);
+	CHECK(e.rec.has_layer && sg_digest_equal(&e.rec.layer, &blob_digest));
+	CHECK_EQ(e.rec.toc_tail, (uint64_t)st.st_size - sg_toc_offset(sg_layer_toc(e.layer)));
+	CHECK(e.rec.toc_tail > SG_ESGZ_FOOTER_SIZE && e.rec.toc_tail < (uint64_t)st.st_size / 4);
 	/* Once quiet, the recording has ended: later reads of this user are not startup. */
 	read_check(&e, e.user, 20);
 	test_run_for(e.loop, 300);

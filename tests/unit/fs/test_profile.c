@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "fs/profile.h"
 #include "daemon/core/loop.h"
@@ -369,6 +370,49 @@ TEST(parser_refusals_say_why)
 	check_refused("{\"schemaVersion\":1," TOC ",\"chunkCount\":5,\"chunks\":[],\"chunks\":[]}",
 		      -EINVAL, "given twice");
 	check_refused("{\"schemaVersion\":1,\"profiles\":[]}", -EINVAL, "a bundle");
+	check_refused("{\"schemaVersion\":1," TOC ",\"tocTail\":0,\"chunkCount\":5,\"chunks\":[]}",
+		      -EINVAL, "\"tocTail\" 0 is not in 1..67108864");
+	check_refused("{\"schemaVersion\":1," TOC ",\"tocTail\":67108865,\"chunkCount\":5,"
+		      "\"chunks\":[]}", -EINVAL, "\"tocTail\" 67108865 is not in");
+	check_refused("{\"schemaVersion\":1," TOC ",\"tocTail\":\"5\",\"chunkCount\":5,"
+		      "\"chunks\":[]}", -EINVAL, "\"tocTail\" must not be a string");
+}
+
+/* The size of the layer blob's end that holds its TOC: written, read back, kept by a merge
+ * that has none, bounded; a profile without one has 0. */
+TEST(the_toc_tail_round_trips_merges_and_is_bounded)
+{
+	struct sg_profile *p = recorder("t", 100, 0, 0), *q = NULL, *m = recorder("t", 100, 0, 0);
+	struct sg_error err = { 0 };
+	char *json = NULL;
+	size_t len = 0;
+
+	(void)sg_profile_note(p, 4, 0);
+	CHECK_EQ(sg_profile_toc_tail(p), 0);
+	CHECK_EQ(sg_profile_format(p, &json, &len), 0);
+	CHECK(strstr(json, "tocTail") == NULL);
+	free(json);
+	sg_profile_set_toc_tail(p, 83053);
+	CHECK_EQ(sg_profile_format(p, &json, &len), 0);
+	CHECK(strstr(json, ",\"tocTail\":83053,") != NULL);
+	CHECK_EQ(sg_profile_parse(json, len, &q, &err), 0);
+	CHECK_EQ(sg_profile_toc_tail(q), 83053);
+	free(json);
+	/* A merge into a profile without one takes it; one with its own keeps that. */
+	(void)sg_profile_note(m, 9, 0);
+	CHECK_EQ(sg_profile_merge(m, q, &err), 0);
+	CHECK_EQ(sg_profile_toc_tail(m), 83053);
+	sg_profile_set_toc_tail(q, 4096);
+	CHECK_EQ(sg_profile_merge(m, q, &err), 0);
+	CHECK_EQ(sg_profile_toc_tail(m), 83053);
+	/* Above the bound it is unknown, not a 64 MiB fetch. */
+	sg_profile_set_toc_tail(m, SG_PROFILE_TOC_TAIL_MAX + 1);
+	CHECK_EQ(sg_profile_toc_tail(m), 0);
+	sg_profile_set_toc_tail(m, SG_PROFILE_TOC_TAIL_MAX);
+	CHECK_EQ(sg_profile_toc_tail(m), SG_PROFILE_TOC_TAIL_MAX);
+	sg_profile_free(p);
+	sg_profile_free(q);
+	sg_profile_free(m);
 }
 
 TEST(parser_bounds_size_and_ranges)
@@ -488,6 +532,68 @@ TEST(store_saves_loads_merges_lists_removes)
 	sg_profile_free(a);
 	sg_profile_free(a2);
 	sg_profile_free(b);
+}
+
+/* The index by blob digest: a mount knows the layers after its own only by that, and asks
+ * how much of each blob's end its TOC takes. */
+TEST(the_store_finds_a_layers_toc_tail_by_its_blob_digest)
+{
+	const char *root = test_tmpdir("profile-tail");
+	struct sg_digest la = digest_of("layer a"), lb = digest_of("layer b");
+	struct sg_digest lx = digest_of("layer x");
+	struct sg_profile *a = recorder("a", 100, 0, 0), *b = recorder("b", 10, 0, 0);
+	struct sg_profile *a2 = recorder("a2", 50, 0, 0);
+	struct sg_digest *list = NULL;
+	struct sg_error err = { 0 };
+	char link[4096], pa[4096], cmd[8300];
+	uint64_t tail = 0;
+	size_t n = 0;
+
+	CHECK_EQ(sg_profile_store_toc_tail(root, &la, &tail, &err), -ENOENT);
+	(void)sg_profile_note(a, 1, 0);
+	(void)sg_profile_note(b, 1, 0);
+	(void)sg_profile_note(a2, 1, 0);
+	sg_profile_set_layer(a, &la);
+	sg_profile_set_toc_tail(a, 311000);
+	CHECK_EQ(sg_profile_store_record(root, a, &err), 0);
+	CHECK_EQ(sg_profile_store_toc_tail(root, &la, &tail, &err), 0);
+	CHECK_EQ(tail, 311000);
+	/* The index is no profile: the list still has one. */
+	CHECK_EQ(sg_profile_store_list(root, &list, &n, &err), 0);
+	CHECK_EQ(n, 1);
+	free(list);
+	/* A layer no profile names, and a profile that names its layer without a tail. */
+	CHECK_EQ(sg_profile_store_toc_tail(root, &lx, &tail, &err), -ENOENT);
+	sg_profile_set_layer(b, &lb);
+	CHECK_EQ(sg_profile_store_save(root, b, &err), 0);
+	CHECK_EQ(sg_profile_store_toc_tail(root, &lb, &tail, &err), -ENOENT);
+	CHECK(strstr(err.msg, "has no TOC tail") != NULL);
+	/* An entry made by hand that points at another layer's profile sizes nothing. */
+	CHECK_EQ(sg_profile_store_path(root, sg_profile_toc(a), pa, sizeof(pa)), 0);
+	snprintf(link, sizeof(link), "%s/profiles/layers/%s.json", root,
+		 "0000000000000000000000000000000000000000000000000000000000000000");
+	CHECK_EQ(symlink(pa, link), 0);
+	struct sg_digest zero = { 0 };
+	CHECK_EQ(sg_profile_store_toc_tail(root, &zero, &tail, &err), -EINVAL);
+	CHECK(strstr(err.msg, "not a profile of layer sha256:0000") != NULL);
+	/* A newer profile for the same blob (another TOC) takes the entry over; removing the
+	 * old one leaves it, removing the new one takes it away. */
+	sg_profile_set_layer(a2, &la);
+	sg_profile_set_toc_tail(a2, 9000);
+	CHECK_EQ(sg_profile_store_save(root, a2, &err), 0);
+	CHECK_EQ(sg_profile_store_toc_tail(root, &la, &tail, &err), 0);
+	CHECK_EQ(tail, 9000);
+	CHECK_EQ(sg_profile_store_remove(root, sg_profile_toc(a), &err), 0);
+	CHECK_EQ(sg_profile_store_toc_tail(root, &la, &tail, &err), 0);
+	CHECK_EQ(tail, 9000);
+	CHECK_EQ(sg_profile_store_remove(root, sg_profile_toc(a2), &err), 0);
+	CHECK_EQ(sg_profile_store_toc_tail(root, &la, &tail, &err), -ENOENT);
+	/* No temporary link is left behind: b's entry and the hand-made one. */
+	snprintf(cmd, sizeof(cmd), "test $(ls -A %s/profiles/layers | wc -l) -eq 2", root);
+	CHECK_EQ(system(cmd), 0);
+	sg_profile_free(a);
+	sg_profile_free(b);
+	sg_profile_free(a2);
 }
 
 /* Saving a recording off the loop: it lands, completes once, takes turns with another of

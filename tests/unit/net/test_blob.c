@@ -402,20 +402,26 @@ TEST(open_errors_come_from_the_loop)
 	registry_env_stop(&c);
 }
 
-/* Opens the blob with its tail and waits; returns the open's result. */
-static int open_tail(struct registry_env *c, const char *digest)
+/* Opens the blob with its last `tail` bytes (0: the default) and waits; returns the open's
+ * result. */
+static int open_tail_of(struct registry_env *c, const char *digest, size_t tail)
 {
 	char ref[64];
 
 	c->opened = false;
 	snprintf(ref, sizeof(ref), "127.0.0.1:%d/test/blob:v1", c->srv.port);
-	CHECK_EQ(sg_registry_open_blob_tail(c->reg, ref, digest, &c->src, &c->err, &c->op,
+	CHECK_EQ(sg_registry_open_blob_tail(c->reg, ref, digest, tail, &c->src, &c->err, &c->op,
 					    registry_env_on_open), 0);
 	CHECK(!c->opened);
 	for (int i = 0; i < 200 && !c->opened; i++)
 		CHECK(sg_loop_run_once(c->loop, 50) >= 0);
 	CHECK(c->opened);
 	return c->open_res;
+}
+
+static int open_tail(struct registry_env *c, const char *digest)
+{
+	return open_tail_of(c, digest, 0);
 }
 
 static void read_wait(struct registry_env *c, struct rd *r, uint64_t off, size_t len)
@@ -473,6 +479,37 @@ TEST(open_with_tail_is_one_suffix_get_and_serves_the_tail_once)
 	CHECK(memcmp(r.buf, blob + 1000, 4096) == 0);
 	CHECK_EQ(atomic_load(&c.srv.gets), 3);
 	registry_env_stop(&c);
+}
+
+TEST(open_with_a_tail_of_the_callers_size_brings_that_much)
+{
+	static struct registry_env c;
+	static const char *const script[] = {
+		"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 99999904-99999999/100000000"
+		"\r\nContent-Length: 96\r\n\r\n"
+		"0123456789abcdef0123456789abcdef0123456789abcdef"
+		"0123456789abcdef0123456789abcdef0123456789abcdef",
+		"HTTP/1.1 416 Range Not Satisfiable\r\nContent-Length: 0\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n",
+	};
+	static struct registry_env big;
+	static struct rd r;
+
+	/* A TOC tail a profile recorded (96 bytes here): asked for exactly, and its bytes
+	 * serve the loader's read of them. */
+	start_script(&c, script, 1);
+	CHECK_EQ(open_tail_of(&c, DIGEST, 96), 0);
+	CHECK_EQ(c.src->size, 100000000);
+	CHECK(strstr(c.srv.heads[0], "\r\nRange: bytes=-96\r\n"));
+	read_wait(&c, &r, 100000000 - 96, 96);
+	CHECK_EQ(r.res, 96);
+	CHECK(memcmp(r.buf, script[0] + strlen(script[0]) - 96, 96) == 0);
+	registry_env_stop(&c);
+	/* Above SG_REGISTRY_OPEN_TAIL_MAX: asked for the most. */
+	start_script(&big, script + 1, 2);
+	CHECK_EQ(open_tail_of(&big, DIGEST, (size_t)1 << 30), 0);
+	CHECK(strstr(big.srv.heads[0], "\r\nRange: bytes=-67108864\r\n"));
+	registry_env_stop(&big);
 }
 
 TEST(open_with_tail_of_a_small_blob_gets_all_of_it)
