@@ -988,27 +988,29 @@ static int open_for_toc(struct sg_remote *r, const char *ref, const char *digest
 	return r->opener.open(r->opener.ctx, ref, digest, ret_src, err, op, cb);
 }
 
-/* How much of the end of layer blob `digest` to fetch for its TOC, as a profile recorded it
- * (fs/profile_store.h): the TOC and footer and nothing before them, where the default tail
- * (512 KiB) would bring up to half a megabyte of the layer's last files along.  0 = no hint.
- * Only a hint: the TOC is verified against its digest as always, a short one costs a round
- * trip for the rest. */
+/* How much of the end of layer blob `digest` to fetch for its TOC, as a stored profile of
+ * the blob recorded it (fs/profile_store.h): the TOC and footer and nothing before them,
+ * where the default tail (512 KiB) brings up to half a megabyte of the layer's last files
+ * along.  0 = no hint.  Only a hint: the TOC is verified against its digest as always, a
+ * short one costs a round trip for the rest. */
 static size_t toc_tail_hint(struct sg_remote *r, const char *digest)
 {
 	struct sg_error err = { 0 };
+	struct sg_profile *p = NULL;
 	struct sg_digest d;
-	uint64_t tail = 0;
 
 	if (!r->profile_root[0] || sg_digest_parse(digest, strlen(digest), &d) < 0)
 		return 0;
-	int res = sg_profile_store_toc_tail(r->profile_root, &d, &tail, &err);
+	int res = sg_profile_store_load_by_layer(r->profile_root, &d, &p, &err);
 	if (res < 0) {
 		if (res != -ENOENT)
 			sg_info("layer %s: no TOC size from its startup profile: %s", digest,
 				err.msg[0] ? err.msg : strerror(-res));
 		return 0;
 	}
-	if (tail > TP_TOC_MAX)
+	uint64_t tail = sg_profile_toc_tail(p);
+	sg_profile_free(p);
+	if (tail == 0 || tail > TP_TOC_MAX)
 		return 0;
 	/* Rounded up: a few KiB more cost nothing, and cover every footer format. */
 	tail = (tail + 4095) & ~(uint64_t)4095;

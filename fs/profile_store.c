@@ -172,8 +172,8 @@ static void link_layer(const char *root, const struct sg_profile *p)
 		(void)unlink(tmp);
 }
 
-int sg_profile_store_toc_tail(const char *root, const struct sg_digest *layer, uint64_t *ret,
-			      struct sg_error *err)
+int sg_profile_store_load_by_layer(const char *root, const struct sg_digest *layer,
+				   struct sg_profile **ret, struct sg_error *err)
 {
 	char path[PATH_MAX], d[SG_DIGEST_STRLEN + 1];
 	struct sg_profile *p = NULL;
@@ -199,12 +199,7 @@ int sg_profile_store_toc_tail(const char *root, const struct sg_digest *layer, u
 		sg_digest_format(layer, d);
 		return sg_error_set(err, -EINVAL, "%s: not a profile of layer %s", path, d);
 	}
-	*ret = sg_profile_toc_tail(p);
-	sg_profile_free(p);
-	if (*ret == 0) {
-		sg_digest_format(layer, d);
-		return sg_error_set(err, -ENOENT, "the profile of layer %s has no TOC tail", d);
-	}
+	*ret = p;
 	return 0;
 }
 

@@ -24,7 +24,7 @@
 
 #define SG_PROFILE_DIR "profiles"
 /* ROOT/profiles/layers/<layer-hex>.json: a symlink to the profile that names that layer
- * blob ("layer"), made by every save; the index sg_profile_store_toc_tail reads.  A mount
+ * blob ("layer"), made by every save; the index sg_profile_store_load_by_layer reads.  A mount
  * knows the layers after its own by blob digest only. */
 #define SG_PROFILE_LAYER_DIR "layers"
 
@@ -41,13 +41,14 @@ int sg_profile_store_load(const char *root, const struct sg_digest *toc,
 int sg_profile_store_load_for_layer(const char *root, const struct sg_digest *toc,
 				    uint32_t n_chunks, struct sg_profile **ret,
 				    struct sg_error *err);
-/* How much of the end of layer blob `layer` to fetch for its TOC: the "tocTail" of the
- * profile that names the layer, found through the index.  Returns 0 with *ret, -ENOENT
- * when no profile names the layer or it has no tail, -EINVAL when the indexed file names
- * another layer, or what loading it refuses (err says why).  A hint: a wrong one costs a
- * round trip or some bytes, never a byte served, since the TOC is verified as always. */
-int sg_profile_store_toc_tail(const char *root, const struct sg_digest *layer, uint64_t *ret,
-			      struct sg_error *err);
+/* The profile that names layer blob `layer` ("layer"), found through the index: what a
+ * mount knows of the layers after its own before their TOCs (its "tocTail": how much of the
+ * blob's end to fetch).  Returns 0 with *ret,
+ * -ENOENT when none names the layer, -EINVAL when the indexed file names another layer, or
+ * what loading it refuses (err says why).  Hints only: a wrong one costs a round trip or
+ * some bytes, never a byte served, since the TOC is verified as always. */
+int sg_profile_store_load_by_layer(const char *root, const struct sg_digest *layer,
+				   struct sg_profile **ret, struct sg_error *err);
 /* Writes p as the profile of its TOC, replacing the one stored (and its layer's index
  * entry, best effort). */
 int sg_profile_store_save(const char *root, const struct sg_profile *p, struct sg_error *err);
