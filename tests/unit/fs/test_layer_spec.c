@@ -774,6 +774,68 @@ TEST(an_elf_file_in_use_brings_the_libraries_it_needs)
 	env_close(&e);
 }
 
+/* usr/local/bin/python3.12 and /prog (ELF programs needing nothing), the python library's
+ * start files beside them, and other modules. */
+static void setup_python(void)
+{
+	static uint8_t data[PKG_FILE];
+	static const char *const mods[] = {
+		"usr/local/lib/python3.12/asyncio/__pycache__/base_events.cpython-312.pyc",
+		"usr/local/lib/python3.12/encodings/__pycache__/__init__.cpython-312.pyc",
+		"usr/local/lib/python3.12/encodings/__pycache__/aliases.cpython-312.pyc",
+		"usr/local/lib/python3.12/encodings/__pycache__/cp1252.cpython-312.pyc",
+		"usr/local/lib/python3.12/encodings/__pycache__/utf_8.cpython-312.pyc",
+		"usr/local/lib/python3.12/__pycache__/sitecustomize.cpython-312.pyc",
+		"usr/local/lib/python3.12/__pycache__/zipfile.cpython-312.pyc",
+	};
+	struct esgz_b b;
+
+	start_blob(&b);
+	size_t n = test_elf_build(data, sizeof(data), NULL, 0, 2000);
+	esgz_add(&b, "usr/local/bin/prog", '0', 0755, data, n, NULL, 0, NULL);
+	esgz_add(&b, "usr/local/bin/python3.12", '0', 0755, data, n, NULL, 0, NULL);
+	for (size_t i = 0; i < sizeof(mods) / sizeof(mods[0]); i++) {
+		test_fill_seeded(data, PKG_FILE, 7000u + (uint32_t)i);
+		esgz_add(&b, mods[i], '0', 0644, data, 3000, NULL, 0, NULL);
+	}
+	test_write_blob(&b, blob_path, &toc_digest);
+}
+
+/* python3.N starting (N >= 11) reads its codecs package and sitecustomize from its library
+ * beside its bin/, one miss after the other: they come with the program, and what a miss in
+ * the codecs package would bring along (its directory, the blob after it) too; a module
+ * before them elsewhere does not, and another program takes none of them. */
+TEST(python_starting_brings_the_files_its_start_reads)
+{
+	static const char *const start[] = {
+		"usr/local/lib/python3.12/encodings/__pycache__/__init__.cpython-312.pyc",
+		"usr/local/lib/python3.12/encodings/__pycache__/aliases.cpython-312.pyc",
+		"usr/local/lib/python3.12/encodings/__pycache__/utf_8.cpython-312.pyc",
+		"usr/local/lib/python3.12/__pycache__/sitecustomize.cpython-312.pyc",
+	};
+	struct env e = { 0 };
+	uint64_t want = 0;
+
+	setup_python();
+	env_open(&e, &spec_cfg);
+	CHECK_EQ(read_file(&e, "usr/local/bin/prog", 100), 100);
+	settle(&e);
+	CHECK_EQ(stats(&e).kind_fetched_bytes[SG_FETCH_SPEC], 0);
+	CHECK_EQ(read_file(&e, "usr/local/bin/python3.12", 100), 100);
+	settle(&e);
+	for (size_t i = 0; i < 4; i++)
+		want += file_bytes(&e, start[i]);
+	want += file_bytes(&e, "usr/local/lib/python3.12/encodings/__pycache__/cp1252.cpython-312.pyc");
+	want += file_bytes(&e, "usr/local/lib/python3.12/__pycache__/zipfile.cpython-312.pyc");
+	CHECK_EQ(stats(&e).kind_fetched_bytes[SG_FETCH_SPEC], want);
+	for (size_t i = 0; i < 4; i++)
+		CHECK(local(&e, start[i]));
+	CHECK(local(&e, "usr/local/lib/python3.12/encodings/__pycache__/cp1252.cpython-312.pyc"));
+	CHECK(!local(&e, "usr/local/lib/python3.12/asyncio/__pycache__/base_events.cpython-312.pyc"));
+	check_derived(&e);
+	env_close(&e);
+}
+
 /* ---- Across an image's layers ---- */
 
 /* Layer A (a program's, upper): bin/prog, whose interpreter is /lib64/ld-linux-x86-64.so.2
