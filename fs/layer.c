@@ -413,6 +413,8 @@ static void read_part_start(struct sg_layer_user *u, struct read_part *p, uint32
 
 	sg_layer_evict_touch(l, c);
 	sg_layer_note_used(l, c);
+	if (!e)
+		sg_layer_spec_program(l, c);
 	if (e) {
 		sg_memcache_touch(l->mem, e);
 		l->stats.chunks_from_memory++;

@@ -342,6 +342,22 @@ static void pick_chunk_at(struct pick *p, uint32_t file, uint64_t offset)
 		pick_chunk(p, c, ch->next_offset - ch->offset);
 }
 
+void sg_layer_spec_program(struct sg_layer *l, uint32_t chunk)
+{
+	uint32_t file = l->chunk_file[chunk];
+	const struct sg_toc_node *n = sg_toc_node(l->toc, file);
+	struct pick rest = { .l = l };
+
+	if (!l->cfg.speculate || l->closing || chunk != n->first_chunk || n->nchunks < 2 ||
+	    !(n->mode & 0111))
+		return;
+	pick_rest_of_elf(&rest, file);
+	if (rest.n > 0) {
+		queue_front(l, &rest, true);
+		sg_layer_spec_continue(l);
+	}
+}
+
 /* A program larger than SPEC_ELF_WHOLE_MAX: its other chunks stream (fs/layer_prefetch.h),
  * unless a replayed profile or an optimized image's prefetch brings them in their order. */
 static void stream_large_elf(struct sg_layer *l, uint32_t file)

@@ -640,6 +640,44 @@ TEST(a_prefetching_layer_fetches_only_the_user_and_group_files_at_start)
 	env_close(&e);
 }
 
+/* A reader asks for the first chunk of a program (0755) that is not here: the rest of it
+ * is on its way before that chunk arrives (the kernel touches the data segment, at its end,
+ * as soon as it maps it); not for a program too large to be fetched whole. */
+TEST(a_program_being_read_brings_the_rest_of_itself_before_its_first_chunk_arrives)
+{
+	struct env e = { 0 };
+	struct test_op t;
+	static uint8_t buf[100];
+
+	setup_base();
+	env_open(&e, &spec_cfg);
+	settle(&e);
+	const struct sg_toc_node *n = sg_toc_node(sg_layer_toc(e.layer), node(&e, "bin/big"));
+	CHECK_EQ(n->nchunks, 3u);
+	test_op_init(&t);
+	CHECK_EQ(sg_layer_read(e.user, 0, node(&e, "bin/big"), 0, sizeof(buf), buf, &t.op,
+			       test_op_cb), 0);
+	/* Nothing has arrived (no loop turn yet), and chunks 1 and 2 are asked for. */
+	CHECK_EQ(t.calls, 0);
+	CHECK(e.layer->jobs[n->first_chunk] != NULL);
+	CHECK(e.layer->jobs[n->first_chunk + 1] != NULL);
+	CHECK(e.layer->jobs[n->first_chunk + 2] != NULL);
+	test_op_wait(e.loop, &t, 10000);
+	CHECK_EQ(t.res, (int32_t)sizeof(buf));
+	settle(&e);
+	CHECK(chunk_local(&e, "bin/big", 1) && chunk_local(&e, "bin/big", 2));
+	const struct sg_toc_node *h = sg_toc_node(sg_layer_toc(e.layer), node(&e, "bin/huge"));
+	test_op_init(&t);
+	CHECK_EQ(sg_layer_read(e.user, 0, node(&e, "bin/huge"), 0, sizeof(buf), buf, &t.op,
+			       test_op_cb), 0);
+	CHECK(e.layer->jobs[h->first_chunk] != NULL);
+	CHECK(e.layer->jobs[h->first_chunk + 1] == NULL);
+	test_op_wait(e.loop, &t, 10000);
+	CHECK_EQ(t.res, (int32_t)sizeof(buf));
+	settle(&e);
+	env_close(&e);
+}
+
 TEST(an_elf_file_in_use_brings_the_rest_of_itself_and_a_large_one_streams)
 {
 	struct env e = { 0 };
