@@ -413,14 +413,13 @@ static void read_part_start(struct sg_layer_user *u, struct read_part *p, uint32
 
 	sg_layer_evict_touch(l, c);
 	sg_layer_note_used(l, c);
-	if (!e)
-		sg_layer_spec_program(l, c);
 	if (e) {
 		sg_memcache_touch(l->mem, e);
 		l->stats.chunks_from_memory++;
 		sg_memcache_served(e, part_complete(p, e->data, 0));
 		return;
 	}
+	sg_layer_spec_program(l, c);   /* a program's first chunk: the rest of it too */
 	if (l->jobs[c]) {
 		p->r->waited = true;
 		p->r->net |= !l->jobs[c]->from_disk;
