@@ -18,6 +18,7 @@
 #include "fs/layer.h"
 #include "fs/layer_fetch.h"
 #include "fs/layer_int.h"
+#include "fs/layer_prefetch.h"
 #include "fs/profile.h"
 #include "tests/helpers/blob_toc.h"
 #include "tests/helpers/esgz_build.h"
@@ -27,6 +28,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define NFILES 40
 #define FILE_SIZE (128u << 10)
@@ -912,6 +914,92 @@ TEST(two_prefetches_on_one_link_pace_together_and_one_closes_while_it_waits)
 	prefetch_to_the_end(&a, 5);
 	CHECK_EQ(m.owed, 0);
 	env_close(&a);
+}
+
+/* A large program's stream (sg_layer_prefetch_file) has a chunk in flight, and two users of
+ * the layer (two mounts, two containers) read it: both join that request, none is sent for
+ * them, and each is answered once with the right bytes.  Then another file's stream request
+ * fails under two waiting readers: each is answered once, -EIO (as for a replay's failed
+ * request: they asked for those bytes), and the next read fetches the chunk anew, on
+ * demand, the right bytes. */
+TEST(two_readers_of_a_chunk_a_programs_stream_has_in_flight_are_each_answered_once)
+{
+	struct sg_loop *loop;
+	struct env e = { 0 };
+	struct sg_layer_user *u2;
+	struct sg_layer_config cfg = { .window_bytes = 1 };
+	struct test_op r1, r2;
+	static uint8_t b1[CHUNK], b2[CHUNK];
+
+	setup();
+	CHECK_EQ(sg_loop_new(NULL, &loop), 0);
+	env_open(&e, loop, NULL, cfg, 30);
+	CHECK_EQ(sg_layer_user_new(e.layer, &u2), 0);
+	const struct sg_toc *toc = sg_layer_toc(e.layer);
+	uint32_t first = sg_toc_node(toc, file_node(&e, 7))->first_chunk;
+	sg_layer_prefetch_file(e.layer, first, first + 2);   /* f7: 2 chunks */
+	sg_layer_prefetch_continue(e.layer);
+	wait_pending(&e, 1000);
+	CHECK(e.gate->n >= 1);
+	CHECK_EQ(e.gate->q[0].offset, file_blob_offset(&e, 7));
+	unsigned issued = e.gate->issued;
+	/* f7's second chunk, in the stream's request, read by both users. */
+	test_op_init(&r1);
+	test_op_init(&r2);
+	CHECK_EQ(sg_layer_read(e.user, 0, file_node(&e, 7), CHUNK, CHUNK, b1, &r1.op, test_op_cb), 0);
+	CHECK_EQ(sg_layer_read(u2, 0, file_node(&e, 7), CHUNK, CHUNK, b2, &r2.op, test_op_cb), 0);
+	test_run_for(loop, 20);
+	CHECK_EQ(e.gate->issued, issued);   /* joined, nothing sent for them */
+	CHECK_EQ(r1.calls + r2.calls, 0);
+	size_t f7 = 0;
+	while (e.gate->q[f7].offset != file_blob_offset(&e, 7))
+		f7++;
+	gate_complete(e.gate, f7, (int)e.gate->q[f7].len);
+	test_op_wait(loop, &r1, 5000);
+	test_op_wait(loop, &r2, 5000);
+	test_run_for(loop, 20);
+	CHECK_EQ(r1.calls, 1);
+	CHECK_EQ(r2.calls, 1);
+	CHECK_EQ(r1.res, (int32_t)CHUNK);
+	CHECK_EQ(r2.res, (int32_t)CHUNK);
+	CHECK(memcmp(b1, content + 7 * FILE_SIZE + CHUNK, CHUNK) == 0);
+	CHECK(memcmp(b2, content + 7 * FILE_SIZE + CHUNK, CHUNK) == 0);
+	/* f9's stream request: both read its first chunk, then it fails. */
+	test_run_for(loop, 20);
+	CHECK_EQ(e.gate->n, 0);
+	uint32_t first9 = sg_toc_node(toc, file_node(&e, 9))->first_chunk;
+	sg_layer_prefetch_file(e.layer, first9, first9 + 2);
+	sg_layer_prefetch_continue(e.layer);
+	wait_pending(&e, 1000);
+	CHECK_EQ(e.gate->n, 1);
+	CHECK_EQ(e.gate->q[0].offset, file_blob_offset(&e, 9));
+	test_op_init(&r1);
+	test_op_init(&r2);
+	CHECK_EQ(sg_layer_read(e.user, 11, file_node(&e, 9), 0, CHUNK, b1, &r1.op, test_op_cb), 0);
+	CHECK_EQ(sg_layer_read(u2, 12, file_node(&e, 9), 0, CHUNK, b2, &r2.op, test_op_cb), 0);
+	test_run_for(loop, 20);
+	issued = e.gate->issued;
+	gate_complete(e.gate, 0, -EIO);
+	test_op_wait(loop, &r1, 5000);
+	test_op_wait(loop, &r2, 5000);
+	test_run_for(loop, 20);
+	CHECK_EQ(r1.calls, 1);
+	CHECK_EQ(r2.calls, 1);
+	CHECK_EQ(r1.res, -EIO);
+	CHECK_EQ(r2.res, -EIO);
+	CHECK_EQ(e.gate->issued, issued);   /* nothing sent behind their backs */
+	e.gate->automatic = true;
+	CHECK_EQ(test_layer_read(loop, u2, 13, file_node(&e, 9), 0, b2, CHUNK), (int32_t)CHUNK);
+	CHECK(memcmp(b2, content + 9 * FILE_SIZE, CHUNK) == 0);
+	CHECK_EQ(e.gate->issued, issued + 1);   /* fetched anew, once */
+	/* The first readers read it now too, from memory. */
+	CHECK_EQ(test_layer_read(loop, e.user, 11, file_node(&e, 9), 0, b1, CHUNK), (int32_t)CHUNK);
+	CHECK(memcmp(b1, content + 9 * FILE_SIZE, CHUNK) == 0);
+	CHECK_EQ(test_layer_read(loop, u2, 12, file_node(&e, 9), 0, b1, CHUNK), (int32_t)CHUNK);
+	CHECK(memcmp(b1, content + 9 * FILE_SIZE, CHUNK) == 0);
+	CHECK_EQ(e.gate->issued, issued + 1);
+	test_layer_user_close(loop, u2);
+	env_close(&e);
 }
 
 TEST_MAIN()
