@@ -57,26 +57,34 @@ static int read_bounded(const char *path, char **ret, size_t *ret_len, struct sg
 	return 0;
 }
 
+/* The profile in file `path`: read (bounded) and parsed; errors name the file. */
+static int load_file(const char *path, struct sg_profile **ret, struct sg_error *err)
+{
+	char *json = NULL;
+	size_t len = 0;
+	int r = read_bounded(path, &json, &len, err);
+
+	if (r < 0)
+		return r;
+	r = sg_profile_parse(json, len, ret, err);
+	free(json);
+	if (r < 0)
+		sg_error_prefix(err, "%s", path);
+	return r;
+}
+
 int sg_profile_store_load(const char *root, const struct sg_digest *toc,
 			  struct sg_profile **ret, struct sg_error *err)
 {
 	char path[PATH_MAX], d[SG_DIGEST_STRLEN + 1];
 	struct sg_profile *p = NULL;
-	char *json = NULL;
-	size_t len = 0;
 	int r;
 
 	if (sg_profile_store_path(root, toc, path, sizeof(path)) < 0)
 		return sg_error_set(err, -ENAMETOOLONG, "root path too long");
-	r = read_bounded(path, &json, &len, err);
+	r = load_file(path, &p, err);
 	if (r < 0)
 		return r;
-	r = sg_profile_parse(json, len, &p, err);
-	free(json);
-	if (r < 0) {
-		sg_error_prefix(err, "%s", path);
-		return r;
-	}
 	if (!sg_digest_equal(sg_profile_toc(p), toc)) {
 		sg_digest_format(sg_profile_toc(p), d);
 		sg_profile_free(p);
@@ -177,21 +185,13 @@ int sg_profile_store_load_by_layer(const char *root, const struct sg_digest *lay
 {
 	char path[PATH_MAX], d[SG_DIGEST_STRLEN + 1];
 	struct sg_profile *p = NULL;
-	char *json = NULL;
-	size_t len = 0;
 	int r;
 
 	if (layer_link_path(root, layer, path, sizeof(path)) < 0)
 		return sg_error_set(err, -ENAMETOOLONG, "root path too long");
-	r = read_bounded(path, &json, &len, err);
+	r = load_file(path, &p, err);
 	if (r < 0)
 		return r;
-	r = sg_profile_parse(json, len, &p, err);
-	free(json);
-	if (r < 0) {
-		sg_error_prefix(err, "%s", path);
-		return r;
-	}
 	/* A link left by hand, or by a profile that changed layers, must not size another
 	 * blob's fetch. */
 	if (!sg_profile_layer(p) || !sg_digest_equal(sg_profile_layer(p), layer)) {
