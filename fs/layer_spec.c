@@ -418,37 +418,39 @@ static void pick_neighbours(struct pick *p, uint32_t file, enum spec_rate rate)
  * /usr, the python images' /usr/local).  CPython 3.11 and later freeze the modules its start
  * imports (abc, codecs, io, os, site...) but not the codecs package or sitecustomize: three
  * misses one after the other as python starts, 0.2-0.3 s of every unoptimized python run on
- * the default link.  Returns the files' paths in buf, NUL-separated, or 0 for any other
- * program. */
-static size_t runtime_startup_paths(const struct sg_toc *toc, uint32_t file, char *buf,
-				    size_t cap)
+ * the default link.  Writes the ones this layer has to files[] (in this order; at most
+ * RUNTIME_STARTUP_MAX) and returns how many: 0 for any other program. */
+#define RUNTIME_STARTUP_MAX 4
+static size_t runtime_startup_files(const struct sg_toc *toc, uint32_t program, uint32_t *files)
 {
-	static const char *const python_startup[] = {
+	static const char *const python_startup[RUNTIME_STARTUP_MAX] = {
 		"encodings/__pycache__/__init__.cpython-3%u.pyc",
 		"encodings/__pycache__/aliases.cpython-3%u.pyc",
 		"encodings/__pycache__/utf_8.cpython-3%u.pyc",
 		"__pycache__/sitecustomize.cpython-3%u.pyc",
 	};
-	char path[RESOLVE_PATH_MAX], name[64];
+	char prefix[RESOLVE_PATH_MAX], name[64], path[RESOLVE_PATH_MAX + 128];
 	unsigned minor;
 	int end = 0;
 	size_t n = 0;
 
-	if (sg_toc_path(toc, file, path, sizeof(path)) < 0)
+	if (sg_toc_path(toc, program, prefix, sizeof(prefix)) < 0)
 		return 0;
-	char *base = strrchr(path, '/');
-	if (!base || base - path < 4 || strncmp(base - 4, "/bin", 4) != 0)
+	char *base = strrchr(prefix, '/');
+	if (!base || base - prefix < 4 || strncmp(base - 4, "/bin", 4) != 0)
 		return 0;
 	if (sscanf(base + 1, "python3.%2u%n", &minor, &end) != 1 || base[1 + end] != '\0' ||
 	    minor < 11)
 		return 0;
 	base[-4] = '\0';   /* the prefix: path up to /bin */
-	for (size_t i = 0; i < sizeof(python_startup) / sizeof(python_startup[0]); i++) {
+	for (size_t i = 0; i < RUNTIME_STARTUP_MAX; i++) {
 		snprintf(name, sizeof(name), python_startup[i], minor);
-		int w = snprintf(buf + n, cap - n, "/%s/lib/python3.%u/%s", path, minor, name);
-		if (w < 0 || (size_t)w >= cap - n)
+		int w = snprintf(path, sizeof(path), "/%s/lib/python3.%u/%s", prefix, minor, name);
+		if (w < 0 || (size_t)w >= sizeof(path))
 			break;
-		n += (size_t)w + 1;
+		uint32_t file = resolve_path(toc, path);
+		if (file != SG_TOC_NONE)
+			files[n++] = file;
 	}
 	return n;
 }
@@ -491,27 +493,20 @@ void sg_layer_spec_elf(struct sg_layer *l, uint32_t chunk, const uint8_t *data, 
 	else
 		stream_large_elf(l, l->chunk_file[chunk]);
 	/* Then what the runtime reads as it starts, once the program runs. */
-	char paths[4 * RESOLVE_PATH_MAX];
-	size_t plen = runtime_startup_paths(l->toc, l->chunk_file[chunk], paths, sizeof(paths));
+	uint32_t files[RUNTIME_STARTUP_MAX];
+	size_t nfiles = runtime_startup_files(l->toc, l->chunk_file[chunk], files);
 	struct pick startup = { .l = l, .budget = l->spec_budget };
-	uint32_t first_found = SG_TOC_NONE;
-	for (size_t at = 0; at < plen; at += strlen(paths + at) + 1) {
-		uint32_t file = resolve_path(l->toc, paths + at);
-		if (file == SG_TOC_NONE)
-			continue;
-		if (first_found == SG_TOC_NONE)
-			first_found = file;
-		if (!coming_anyway(l, sg_toc_node(l->toc, file)->first_chunk))
-			pick_first_chunk(&startup, file);
-	}
+	for (size_t i = 0; i < nfiles; i++)
+		if (!coming_anyway(l, sg_toc_node(l->toc, files[i])->first_chunk))
+			pick_first_chunk(&startup, files[i]);
 	if (startup.n > 0)
 		queue_front(l, &startup, true);
 	/* And what its first one's miss would have brought along: the codecs package is where
 	 * an application's imports go next (a miss there took its neighbours; imports,
 	 * unoptimized: 3.64 s without them, 3.34 s with the miss). */
-	if (first_found != SG_TOC_NONE && !l->replaying) {
+	if (nfiles > 0 && !l->replaying) {
 		struct pick nb = { .l = l, .budget = l->spec_budget };
-		pick_neighbours(&nb, first_found, spec_rate(l));
+		pick_neighbours(&nb, files[0], spec_rate(l));
 		if (nb.n > 0)
 			queue_front(l, &nb, false);
 	}
