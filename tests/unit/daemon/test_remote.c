@@ -486,6 +486,43 @@ static int counting_open(void *ctx, const char *ref, const char *digest,
 	return sg_post(loop, op, 0, cb);
 }
 
+static size_t tail_asked[2];   /* the tail each layer's open_for_toc was asked for */
+static unsigned big_reads;      /* reads of the big layer's blob until it mounted */
+static uint64_t big_first_read;
+static uint64_t small_first_len;  /* the first layer's first read: the TOC loader's tail */
+
+static int counting_open_tail(void *ctx, const char *ref, const char *digest, size_t tail,
+			      struct sg_range_source **ret_src, struct sg_error *err,
+			      struct sg_op *op, sg_op_cb cb)
+{
+	tail_asked[strcmp(digest, big_digest) == 0] = tail;
+	return counting_open(ctx, ref, digest, ret_src, err, op, cb);
+}
+
+/* A remote over the counting opener (open_for_toc: counting_open_tail when `hinted`) and
+ * cfg, on a loop of its own. */
+static void image_open(struct env *e, const struct sg_remote_config *cfg, bool hinted)
+{
+	CHECK_EQ(sg_loop_new(NULL, &e->loop), 0);
+	struct sg_blob_opener opener = { .open = counting_open,
+					 .open_for_toc = hinted ? counting_open_tail : NULL,
+					 .ctx = e->loop };
+	CHECK_EQ(sg_remote_new(e->loop, cfg, &opener, &e->remote), 0);
+}
+
+/* Mounts layer `which` of the image [small, big] (`layers`) at mnt[which], key which + 1,
+ * and waits: it mounts. */
+static void image_mount(struct env *e, int which, const char *layers, struct mount_res *m)
+{
+	struct sg_remote_layer l = { .ref = "test/image:1",
+				     .digest = which ? big_digest : layer_digest,
+				     .toc_digest = which ? big_toc : toc_digest, .layers = layers };
+
+	CHECK_EQ(sg_remote_mount(e->remote, which + 1, mnt[which], &l, on_mounted, &m[which]), 0);
+	wait_mounted(e, m, which + 1);
+	CHECK_EQ(m[which].res, 0);
+}
+
 /* The blob of a layer whose TOC is larger than the default tail read (big_path, its digests
  * in big_digest and big_toc), once per process; its footer and size. */
 static void big_toc_blob(struct sg_esgz_footer *footer, uint64_t *ret_size)
@@ -533,15 +570,9 @@ TEST(a_later_layers_big_toc_is_fetched_ahead)
 	big_toc_blob(&footer, &size);
 	snprintf(layers, sizeof(layers), "%s,%s", layer_digest, big_digest);
 
-	CHECK_EQ(sg_loop_new(NULL, &e.loop), 0);
 	struct sg_remote_config cfg = { .cache_root = root };
-	struct sg_blob_opener opener = { .open = counting_open, .ctx = e.loop };
-	CHECK_EQ(sg_remote_new(e.loop, &cfg, &opener, &e.remote), 0);
-	struct sg_remote_layer first = { .ref = "test/image:1", .digest = layer_digest,
-					 .toc_digest = toc_digest, .layers = layers };
-	CHECK_EQ(sg_remote_mount(e.remote, 1, mnt[0], &first, on_mounted, &m[0]), 0);
-	wait_mounted(&e, m, 1);
-	CHECK_EQ(m[0].res, 0);
+	image_open(&e, &cfg, false);
+	image_mount(&e, 0, layers, m);
 	double end = test_now_ms() + 5000;
 	while (!(counted[1] && counted[1]->reads >= 2) && test_now_ms() < end)
 		CHECK(sg_loop_run_once(e.loop, 10) >= 0);
@@ -552,30 +583,13 @@ TEST(a_later_layers_big_toc_is_fetched_ahead)
 	CHECK_EQ(counted[1]->off[0], size - SG_ESGZ_TAIL_READ);   /* the tail */
 	CHECK_EQ(counted[1]->off[1], footer.toc_offset);           /* then the TOC's head */
 	CHECK_EQ(counted[1]->len[1], size - SG_ESGZ_TAIL_READ - footer.toc_offset);
-	struct sg_remote_layer second = { .ref = "test/image:1", .digest = big_digest,
-					  .toc_digest = big_toc, .layers = layers };
-	CHECK_EQ(sg_remote_mount(e.remote, 2, mnt[1], &second, on_mounted, &m[1]), 0);
-	wait_mounted(&e, m, 2);
-	CHECK_EQ(m[1].res, 0);
+	image_mount(&e, 1, layers, m);
 	CHECK_EQ(counted[1]->reads, 2u);   /* loaded from what was fetched ahead */
 	CHECK_EQ(opens, 2);
 	env_close(&e);
 }
 
 /* ---- a profile's TOC tail ---- */
-
-static size_t tail_asked[2];   /* the tail each layer's open_for_toc was asked for */
-static unsigned big_reads;      /* reads of the big layer's blob until it mounted */
-static uint64_t big_first_read;
-static uint64_t small_first_len;  /* the first layer's first read: the TOC loader's tail */
-
-static int counting_open_tail(void *ctx, const char *ref, const char *digest, size_t tail,
-			      struct sg_range_source **ret_src, struct sg_error *err,
-			      struct sg_op *op, sg_op_cb cb)
-{
-	tail_asked[strcmp(digest, big_digest) == 0] = tail;
-	return counting_open(ctx, ref, digest, ret_src, err, op, cb);
-}
 
 /* A stored profile that names layer `layer` with TOC tail `tail`. */
 static void store_tail(const char *proot, const char *layer, const char *toc, uint64_t tail)
@@ -603,26 +617,15 @@ static void mount_both_with_profiles(const char *proot, const char *croot)
 
 	snprintf(layers, sizeof(layers), "%s,%s", layer_digest, big_digest);
 	tail_asked[0] = tail_asked[1] = 1;   /* "not asked" */
-	CHECK_EQ(sg_loop_new(NULL, &e.loop), 0);
 	struct sg_remote_config cfg = { .cache_root = croot, .profile_root = proot };
-	struct sg_blob_opener opener = { .open = counting_open, .open_for_toc = counting_open_tail,
-					 .ctx = e.loop };
-	CHECK_EQ(sg_remote_new(e.loop, &cfg, &opener, &e.remote), 0);
-	struct sg_remote_layer first = { .ref = "test/image:1", .digest = layer_digest,
-					 .toc_digest = toc_digest, .layers = layers };
-	CHECK_EQ(sg_remote_mount(e.remote, 1, mnt[0], &first, on_mounted, &m[0]), 0);
-	wait_mounted(&e, m, 1);
-	CHECK_EQ(m[0].res, 0);
+	image_open(&e, &cfg, true);
+	image_mount(&e, 0, layers, m);
 	double end = test_now_ms() + 5000;
 	while (tail_asked[1] == 1 && test_now_ms() < end)
 		CHECK(sg_loop_run_once(e.loop, 10) >= 0);
 	for (int i = 0; i < 20; i++)   /* the tail, and the head if any, arrive */
 		CHECK(sg_loop_run_once(e.loop, 5) >= 0);
-	struct sg_remote_layer second = { .ref = "test/image:1", .digest = big_digest,
-					  .toc_digest = big_toc, .layers = layers };
-	CHECK_EQ(sg_remote_mount(e.remote, 2, mnt[1], &second, on_mounted, &m[1]), 0);
-	wait_mounted(&e, m, 2);
-	CHECK_EQ(m[1].res, 0);
+	image_mount(&e, 1, layers, m);
 	CHECK(counted[1]);
 	big_reads = counted[1]->reads;
 	big_first_read = counted[1]->off[0];
