@@ -13,6 +13,8 @@
 BENCH_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BENCH_DIR=$BENCH_TOP/tools/bench
 BENCH_WORK=${BENCH_WORK:-/var/tmp/stargzd-bench}
+# the delay proxy's request log (BENCH_REQLOG=1; link.sh starts the proxy with it, run.sh slices it)
+LINK_REQLOG=$BENCH_WORK/link/requests.log
 BENCH_NETNS=${BENCH_NETNS:-stargzd-bench}
 LINK_RATE=${LINK_RATE:-100mbit}
 LINK_DELAY_MS=${LINK_DELAY_MS:-20}

@@ -15,19 +15,23 @@ so the sender sees back-pressure as from a link with that much data in flight.
 Counters (bytes client->server, server->client, connections, HTTP requests seen at the start of a
 read) are served as one JSON object over HTTP on the unix socket --ctl:
     curl -s --unix-socket SOCK http://l/stats
+With --reqlog FILE, each request is appended to FILE as it is seen: epoch time, connection number,
+request line, Range header (run.sh: BENCH_REQLOG=1, into each run's log dir).
 """
 import argparse
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import time
 
 STATS = {"up_bytes": 0, "down_bytes": 0, "connections": 0, "requests": 0, "active": 0}
+REQLOG = None   # --reqlog: one line per request, to see a pull's round trips (not only a daemon's)
 
 
-async def pump(reader, writer, delay, window, direction, first_at):
+async def pump(reader, writer, delay, window, direction, first_at, conn=0):
     """Copies reader -> writer, each chunk delivered `delay` seconds after it was read."""
     q = asyncio.Queue()
     held = 0
@@ -67,6 +71,12 @@ async def pump(reader, writer, delay, window, direction, first_at):
                 break
             if direction == "up_bytes" and (data.startswith(b"GET ") or data.startswith(b"HEAD ")):
                 STATS["requests"] += 1
+                if REQLOG:
+                    line = data.split(b"\r\n", 1)[0][:200].decode("latin-1")
+                    rng = re.search(rb"\r\nrange: *([^\r]*)", data[:4096], re.I)
+                    REQLOG.write("%.6f %d %s%s\n" % (time.time(), conn, line,
+                                                      " range=" + rng.group(1).decode("latin-1") if rng else ""))
+                    REQLOG.flush()
             held += len(data)
             if held >= window:
                 room.clear()
@@ -84,6 +94,7 @@ async def pump(reader, writer, delay, window, direction, first_at):
 async def handle(creader, cwriter, args):
     loop = asyncio.get_running_loop()
     STATS["connections"] += 1
+    conn = STATS["connections"]
     STATS["active"] += 1
     start = loop.time() + 2 * args.delay  # the handshake's round trip
     try:
@@ -98,7 +109,7 @@ async def handle(creader, cwriter, args):
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     await asyncio.gather(
-        pump(creader, uwriter, args.delay, args.window, "up_bytes", start),
+        pump(creader, uwriter, args.delay, args.window, "up_bytes", start, conn),
         pump(ureader, cwriter, args.delay, args.window, "down_bytes", start))
     for w in (cwriter, uwriter):
         try:
@@ -127,8 +138,12 @@ async def main():
     ap.add_argument("--window", type=int, default=4 << 20, help="bytes held per direction")
     ap.add_argument("--ctl", required=True, help="unix socket for the counters")
     ap.add_argument("--pidfile")
+    ap.add_argument("--reqlog", help="append one line per request: time, connection, request line")
     args = ap.parse_args()
     args.delay = args.delay_ms / 1000.0
+    global REQLOG
+    if args.reqlog:
+        REQLOG = open(args.reqlog, "a")
     host, port = args.listen.rsplit(":", 1)
     server = await asyncio.start_server(lambda r, w: handle(r, w, args), host, int(port), backlog=256)
     if os.path.exists(args.ctl):

@@ -77,7 +77,8 @@ YML
   wait_for 20 innet curl -sf "http://127.0.0.1:$REGISTRY_PORT/v2/" -o /dev/null ||
     die "registry did not start: $(tail -5 "$LD/registry.log")"
   # A proxy started with other parameters is restarted.
-  local want="$LINK_DELAY_MS $LINK_PORT $REGISTRY_PORT"
+  local want="$LINK_DELAY_MS $LINK_PORT $REGISTRY_PORT ${BENCH_REQLOG:-0}" reqlog=()
+  [[ ${BENCH_REQLOG:-0} == 1 ]] && reqlog=(--reqlog "$LINK_REQLOG")
   if pid_alive "$LD/proxy.pid" && [[ $(cat "$LD/proxy.params" 2>/dev/null) != "$want" ]]; then
     stop_pidfile "$LD/proxy.pid"
   fi
@@ -85,7 +86,7 @@ YML
     rm -f "$LD/proxy.pid"
     (close_inherited_fds; exec setsid nsenter --net="$NETNS_PATH" "$PY" "$BENCH_DIR/delayproxy.py" \
       --listen "127.0.0.1:$LINK_PORT" --upstream "127.0.0.1:$REGISTRY_PORT" --delay-ms "$LINK_DELAY_MS" \
-      --ctl "$CTL" --pidfile "$LD/proxy.pid" >>"$LD/proxy.log" 2>&1 </dev/null) &
+      --ctl "$CTL" --pidfile "$LD/proxy.pid" "${reqlog[@]}" >>"$LD/proxy.log" 2>&1 </dev/null) &
     echo "$want" >"$LD/proxy.params"
     wait_for 10 test -s "$LD/proxy.pid" || die "delay proxy did not start: $(tail -5 "$LD/proxy.log")"
   fi

@@ -35,6 +35,8 @@
 #                        bench registry, the daemon with profiles = "registry" pulls it)
 #   BENCH_PROFILE_REUSE  1: no record pass for a workload whose profiles an earlier invocation left in
 #                        $BENCH_WORK/profiles/WORKLOAD (default 0: recorded afresh, once per invocation)
+#   BENCH_REQLOG         1: the delay proxy logs every request; each run's log dir gets its own
+#                        (requests.log: ms since the daemon's start, connection, request line, range)
 #   BENCH_TIMEOUT        seconds allowed for one pull or one run (default 120)
 #   BENCH_RESULTS        where the results go (default tools/bench/results): per link
 #                        DATE[-quick][-LINK].{md,csv,png} and DATE[-quick][-LINK]-timeline.png
@@ -376,6 +378,10 @@ measure() {  # IMAGE FORM SNAPSHOTTER RUN
   [[ -n $prof && $PROFILE_SHARE == registry ]] && clear_profile_artifacts "$img"
   printf '{"daemon_start": %s, "pull_start": %s, "run_start": %s}\n' "$t_daemon" "${t_pull:-null}" \
     "${t_run:-null}" >"$L/times.json"
+  # the proxy's requests of this run (BENCH_REQLOG=1), times relative to the daemon's start
+  [[ ${BENCH_REQLOG:-0} == 1 && -f $LINK_REQLOG ]] &&
+    awk -v t0="$t_daemon" '$1 >= t0 { $1 = sprintf("%8.1f", ($1 - t0) * 1000); print }' "$LINK_REQLOG" \
+      >"$L/requests.log"
   local total=""
   [[ $status == ok ]] && total=$(awk -v a="$pull_s" -v b="$run_s" 'BEGIN { printf "%.4f", a + b }')
   row "$img" "$form" "$sn" "$n" "$status" "$pull_s" "$run_s" "$total" "$run_exit" "$warm_s" "$bytes" "$pbytes" \
