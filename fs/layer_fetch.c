@@ -150,9 +150,12 @@ static void batch_fetched(struct sg_op *op)
 			continue;
 		}
 		l->stats.chunks_fetched++;
-		/* A file being read that is an ELF file: the libraries it needs (only files in
-		 * use: speculated programs would speculate their libraries in turn). */
-		if (note_arrived(l, j, b->kind) && c->file_offset == 0)
+		/* A file being read that is an ELF file, or a program about to run (a GCC
+		 * driver's next pass): the libraries it needs (only those: other speculated
+		 * programs would speculate their libraries in turn). */
+		bool in_use = note_arrived(l, j, b->kind);
+		bool to_run = sg_layer_spec_to_run_arrived(l, j->chunk);
+		if ((in_use || to_run) && c->file_offset == 0)
 			sg_layer_spec_elf(l, j->chunk, e->data, c->size);
 		sg_layer_job_ready(j, e);
 	}

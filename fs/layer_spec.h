@@ -28,6 +28,7 @@
 #ifndef STARGZD_FS_LAYER_SPEC_H
 #define STARGZD_FS_LAYER_SPEC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -67,7 +68,11 @@ void sg_layer_spec_paid(struct sg_layer *l, uint32_t chunk, uint64_t bytes);
  * speculated programs would speculate their libraries in turn, and measured on the base
  * image's `true`, /usr/bin's neighbours brought 8 MB of libraries nobody read.  Libraries are looked up by name in
  * usr/lib/x86_64-linux-gnu, lib/x86_64-linux-gnu, usr/lib64, lib64, usr/lib and lib
- * (symlinks in the same directory followed).  Started by the next sg_layer_spec_continue. */
+ * (symlinks in the same directory followed).  Then what the runtime reads next: python3.N's
+ * (N >= 11) start files; a GCC driver's compiler proper, as a program about to run (its
+ * libraries picked when its first chunk arrives); the compiler proper's assembler, collect2
+ * and linker (likewise), the headers every compile against glibc reads and the link's inputs
+ * (Debian's layout, see toolchain_start).  Started by the next sg_layer_spec_continue. */
 /* A reader wants the first chunk of an executable file, and it is not here yet: the rest of
  * the file (up to the size an ELF file in use is fetched whole) is queued now rather than
  * when that chunk arrives and shows an ELF header.  The kernel touches the program's data
@@ -75,5 +80,9 @@ void sg_layer_spec_paid(struct sg_layer *l, uint32_t chunk, uint64_t bytes);
  * chunk arrived, was read 3 ms later and waited 150 ms. */
 void sg_layer_spec_program(struct sg_layer *l, uint32_t chunk);
 void sg_layer_spec_elf(struct sg_layer *l, uint32_t chunk, const uint8_t *data, size_t len);
+/* For the fetch path: was `chunk` the first chunk of a program about to run (a GCC driver's
+ * passes), whose libraries are picked as it arrives, as for a file in use?  Clears the
+ * mark. */
+bool sg_layer_spec_to_run_arrived(struct sg_layer *l, uint32_t chunk);
 
 #endif

@@ -874,6 +874,89 @@ TEST(python_starting_brings_the_files_its_start_reads)
 	env_close(&e);
 }
 
+/* Debian's gcc layout: the driver usr/bin/x86_64-linux-gnu-gcc-12 (and gcc-12 -> it), the
+ * compiler proper cc1 (needing libmpc.so.3), the assembler (needing libbfd.so), collect2 and
+ * ld.bfd, the headers every compile against glibc reads and the link's inputs; another
+ * program, another header and another library nobody needs. */
+#define GCC_DIR "usr/lib/gcc/x86_64-linux-gnu/12/"
+static void setup_gcc(void)
+{
+	static uint8_t data[PKG_FILE];
+	static const char *const cc1_needs[] = { "libmpc.so.3" }, *const as_needs[] = { "libbfd.so" };
+	static const char *const plain[] = {
+		"usr/include/stdc-predef.h", "usr/include/features.h", "usr/include/unrelated.h",
+		GCC_DIR "liblto_plugin.so", GCC_DIR "libgcc.a", "usr/lib/x86_64-linux-gnu/crti.o",
+		"usr/lib/x86_64-linux-gnu/libmpc.so.3", "usr/lib/x86_64-linux-gnu/libbfd.so",
+		"usr/lib/x86_64-linux-gnu/libunused.so",
+	};
+	struct esgz_b b;
+	size_t n;
+
+	start_blob(&b);
+	n = test_elf_build(data, sizeof(data), NULL, 0, 2000);
+	esgz_add(&b, "usr/bin/other-prog", '0', 0755, data, n, NULL, 0, NULL);
+	esgz_add(&b, "usr/bin/x86_64-linux-gnu-gcc-12", '0', 0755, data, n, NULL, 0, NULL);
+	esgz_add(&b, "usr/bin/gcc-12", '2', 0777, NULL, 0, "x86_64-linux-gnu-gcc-12", 0, NULL);
+	esgz_add(&b, GCC_DIR "collect2", '0', 0755, data, n, NULL, 0, NULL);
+	esgz_add(&b, "usr/bin/x86_64-linux-gnu-ld.bfd", '0', 0755, data, n, NULL, 0, NULL);
+	n = test_elf_build(data, sizeof(data), cc1_needs, 1, 3000);
+	esgz_add(&b, GCC_DIR "cc1", '0', 0755, data, n, NULL, 0, NULL);
+	n = test_elf_build(data, sizeof(data), as_needs, 1, 2500);
+	esgz_add(&b, "usr/bin/x86_64-linux-gnu-as", '0', 0755, data, n, NULL, 0, NULL);
+	for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++) {
+		test_fill_seeded(data, PKG_FILE, 8000u + (uint32_t)i);
+		esgz_add(&b, plain[i], '0', 0644, data, 3000, NULL, 0, NULL);
+	}
+	test_write_blob(&b, blob_path, &toc_digest);
+}
+
+/* A gcc driver in use brings the compiler proper, as a program about to run: when its first
+ * chunk arrives (before anybody runs it), its library and what the compiler proper brings,
+ * the assembler (with its library), collect2, the linker, the headers every compile reads
+ * and the link's inputs.  Another program takes none of it, and nothing brings what the
+ * toolchain does not name. */
+TEST(a_gcc_driver_brings_the_passes_it_runs_next)
+{
+	static const char *const toolchain[] = {
+		GCC_DIR "cc1", "usr/lib/x86_64-linux-gnu/libmpc.so.3",
+		"usr/include/stdc-predef.h", "usr/include/features.h",
+		"usr/bin/x86_64-linux-gnu-as", "usr/lib/x86_64-linux-gnu/libbfd.so",
+		GCC_DIR "collect2", "usr/bin/x86_64-linux-gnu-ld.bfd", GCC_DIR "liblto_plugin.so",
+		GCC_DIR "libgcc.a", "usr/lib/x86_64-linux-gnu/crti.o",
+	};
+	struct env e = { 0 };
+	uint64_t want = 0;
+
+	setup_gcc();
+	env_open(&e, &spec_cfg);
+	CHECK_EQ(read_file(&e, "usr/bin/other-prog", 100), 100);
+	settle(&e);
+	CHECK_EQ(stats(&e).kind_fetched_bytes[SG_FETCH_SPEC], 0);
+	CHECK_EQ(read_file(&e, "usr/bin/x86_64-linux-gnu-gcc-12", 100), 100);
+	settle(&e);
+	for (size_t i = 0; i < sizeof(toolchain) / sizeof(toolchain[0]); i++)
+		want += file_bytes(&e, toolchain[i]);
+	CHECK_EQ(stats(&e).kind_fetched_bytes[SG_FETCH_SPEC], want);
+	/* (each probe reads the file: cc1 first, as the driver would) */
+	for (size_t i = 0; i < sizeof(toolchain) / sizeof(toolchain[0]); i++)
+		CHECK(local(&e, toolchain[i]));
+	settle(&e);
+	CHECK_EQ(stats(&e).kind_fetched_bytes[SG_FETCH_SPEC], want);
+	CHECK_EQ(stats(&e).kind_used_bytes[SG_FETCH_SPEC], want);
+	CHECK(!local(&e, "usr/lib/x86_64-linux-gnu/libunused.so"));
+	CHECK(!local(&e, "usr/include/unrelated.h"));
+	check_derived(&e);
+	env_close(&e);
+
+	/* Speculation off: none of it. */
+	test_rm_tree(cache);
+	env_open(&e, &(struct sg_layer_config){ .window_bytes = 1 });
+	CHECK_EQ(read_file(&e, "usr/bin/x86_64-linux-gnu-gcc-12", 100), 100);
+	settle(&e);
+	CHECK(!local(&e, GCC_DIR "cc1"));
+	env_close(&e);
+}
+
 /* ---- Across an image's layers ---- */
 
 /* Layer A (a program's, upper): bin/prog, whose interpreter is /lib64/ld-linux-x86-64.so.2
