@@ -177,6 +177,21 @@ static int want_string(struct sg_toml *t, const char *key, const struct sg_toml_
 	return 0;
 }
 
+/* One of n names (a mode): its index, or -EINVAL naming the ones allowed (`allowed`). */
+static int want_mode(struct sg_toml *t, const char *key, const struct sg_toml_value *v,
+		     const char *const *modes, size_t n, const char *allowed)
+{
+	char mode[32];
+	int r = want_string(t, key, v, mode, sizeof(mode));
+
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(mode, modes[i]) == 0)
+			return (int)i;
+	return sg_toml_fail(t, -EINVAL, "%s must be %s, not \"%s\"", key, allowed, mode);
+}
+
 static int want_int(struct sg_toml *t, const char *key, const struct sg_toml_value *v,
 		    int64_t lo, int64_t hi, int64_t *ret)
 {
@@ -334,16 +349,18 @@ static int top_key(struct cfg_doc *d, struct sg_toml *t, const char *key, struct
 		static const char *const modes[] = { [SG_PROFILES_LOCAL] = "local",
 						     [SG_PROFILES_REGISTRY] = "registry",
 						     [SG_PROFILES_OFF] = "off" };
-		char mode[32];
-		if ((r = want_string(t, key, v, mode, sizeof(mode))) < 0)
+		if ((r = want_mode(t, key, v, modes, 3, "\"off\", \"local\" or \"registry\"")) < 0)
 			return r;
-		for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++)
-			if (strcmp(mode, modes[i]) == 0) {
-				cfg->profiles = (enum sg_profiles_mode)i;
-				return 0;
-			}
-		return sg_toml_fail(t, -EINVAL, "profiles must be \"off\", \"local\" or \"registry\", "
-				    "not \"%s\"", mode);
+		cfg->profiles = (enum sg_profiles_mode)r;
+		return 0;
+	}
+	if (strcmp(key, "entry_programs") == 0) {
+		static const char *const modes[] = { [SG_ENTRY_AUTO] = "auto", [SG_ENTRY_ON] = "on",
+						     [SG_ENTRY_OFF] = "off" };
+		if ((r = want_mode(t, key, v, modes, 3, "\"auto\", \"on\" or \"off\"")) < 0)
+			return r;
+		cfg->entry_programs = (enum sg_entry_mode)r;
+		return 0;
 	}
 	if (strcmp(key, "fetch_timeout") == 0) {
 		if ((r = want_int(t, key, v, 1, 3600, &n)) < 0)

@@ -25,6 +25,7 @@
 #include "daemon/fdstore.h"
 #include "daemon/grpc.h"
 #include "daemon/httpd.h"
+#include "daemon/image_entry.h"
 #include "daemon/mount_cmd.h"
 #include "daemon/profile_cmd.h"
 #include "daemon/process.h"
@@ -39,6 +40,7 @@
 #include "fs/fetch_trace.h"
 #include "net/blob.h"
 #include "net/pool.h"
+#include "net/reference.h"
 #include "net/registry.h"
 
 #define EXIT_USAGE 2
@@ -336,6 +338,56 @@ static void want_profiles(void *ctx, const char *ref)
 	}
 }
 
+struct entry_fetch {
+	struct daemon *d;
+	struct sg_op op;
+	struct sg_image_entry e;
+	struct sg_error err;
+	char ref[512];
+};
+
+static void entry_fetched(struct sg_op *op)
+{
+	struct entry_fetch *f = sg_container_of(op, struct entry_fetch, op);
+
+	if (op->res == 0) {
+		sg_debug("image %s: %zu candidate path(s) of its entry programs", f->ref, f->e.n);
+		sg_remote_entry_programs(f->d->remote, f->ref, &f->e);
+	} else if (op->res != -ECANCELED) {
+		/* A hint only: the container starts the same, its program fetched when read. */
+		sg_info("image %s: its config gives no entry program to fetch ahead: %s", f->ref,
+			f->err.msg[0] ? f->err.msg : strerror(-op->res));
+	}
+	free(f);
+}
+
+/* The first mount of a layer of ref (remote.h's want_entry). */
+static void want_entry(void *ctx, const char *ref)
+{
+	struct daemon *d = ctx;
+	struct sg_ref parsed;
+
+	if (d->cfg.entry_programs == SG_ENTRY_AUTO && sg_ref_parse(ref, &parsed, NULL) == 0 &&
+	    strcmp(parsed.domain, "docker.io") == 0) {
+		/* Docker Hub counts manifest GETs against the pull rate limit: not by default. */
+		sg_debug("image %s: entry programs not fetched ahead (Docker Hub; entry_programs "
+			 "= \"on\" would)", ref);
+		return;
+	}
+	struct entry_fetch *f = calloc(1, sizeof(*f));
+	if (!f)
+		return;
+	f->d = d;
+	snprintf(f->ref, sizeof(f->ref), "%s", ref);
+	sg_op_init(&f->op);
+	int r = sg_image_entry_fetch(d->loop, d->registry, ref, NULL, &f->e, &f->err, &f->op,
+				     entry_fetched);
+	if (r < 0) {
+		sg_warn("image %s: cannot fetch its config: %s", ref, strerror(-r));
+		free(f);
+	}
+}
+
 static int setup_remote(struct daemon *d)
 {
 	struct sg_config *c = &d->cfg;
@@ -400,6 +452,10 @@ static int setup_remote(struct daemon *d)
 	if (c->profiles == SG_PROFILES_REGISTRY) {
 		remote_cfg.want_profiles = want_profiles;
 		remote_cfg.want_profiles_ctx = d;
+	}
+	if (c->entry_programs != SG_ENTRY_OFF) {
+		remote_cfg.want_entry = want_entry;
+		remote_cfg.want_entry_ctx = d;
 	}
 	/* The open brings what the TOC loader reads first, so that read is served from it. */
 	_Static_assert(SG_REGISTRY_OPEN_TAIL == SG_ESGZ_TAIL_READ, "the tail the TOC loader reads");

@@ -16,6 +16,7 @@
 #include "daemon/core/loop.h"
 #include "daemon/deferred_source.h"
 #include "daemon/fdstore.h"
+#include "daemon/image_entry.h"
 #include "daemon/process.h"
 #include "daemon/prom.h"
 #include "fs/cache_bound.h"
@@ -124,6 +125,16 @@ struct tail_prefetch {
 	uint64_t started_ns;
 };
 
+/* An image's entry programs (sg_remote_entry_programs), for the layers that become ready
+ * after they came. */
+#define ENTRIES_KEPT 16
+struct image_entry_state {
+	char ref[512];
+	bool known;                       /* the answer came */
+	struct sg_image_entry e;
+	bool done[SG_ENTRY_COMMANDS_MAX];  /* a layer has that command's program */
+};
+
 struct sg_remote {
 	struct sg_loop *loop;
 	struct sg_remote_config cfg;
@@ -146,6 +157,9 @@ struct sg_remote {
 	char profile_root[PATH_MAX];  /* cfg.profile_root's copy; "" = off */
 	char **profiles_asked;        /* images whose profiles were asked for (want_profiles) */
 	size_t n_profiles_asked;
+	/* images whose entry programs were asked for (want_entry), the newest last */
+	struct image_entry_state *entries[ENTRIES_KEPT];
+	size_t n_entries;
 };
 
 #define DEFAULT_HANDOVER_GRACE_NS (2ull * 1000000000u)
@@ -252,6 +266,9 @@ void sg_remote_free(struct sg_remote *r)
 		return;
 	SG_FREE_CHECK(!sg_list_empty(&r->layers) || !sg_list_empty(&r->contents) || r->rl_gone,
 		      "remote layers (free before shutdown ended)");
+	for (size_t i = 0; i < r->n_entries; i++)
+		free(r->entries[i]);
+	r->n_entries = 0;
 	for (size_t i = 0; i < r->n_profiles_asked; i++)
 		free(r->profiles_asked[i]);
 	free(r->profiles_asked);
@@ -819,6 +836,78 @@ static void want_profiles(struct sg_remote *r, const char *ref)
 	r->cfg.want_profiles(r->cfg.want_profiles_ctx, ref);
 }
 
+/* ---- The image's entry programs, fetched ahead ---- */
+
+static struct image_entry_state *entry_find(struct sg_remote *r, const char *ref)
+{
+	for (size_t i = 0; i < r->n_entries; i++)
+		if (strcmp(r->entries[i]->ref, ref) == 0)
+			return r->entries[i];
+	return NULL;
+}
+
+/* The first mount of a layer of `ref`: the owner fetches its config. */
+static void want_entry(struct sg_remote *r, const char *ref)
+{
+	if (!r->cfg.want_entry || !r->cfg.speculate || !ref[0] || entry_find(r, ref))
+		return;
+	struct image_entry_state *st = calloc(1, sizeof(*st));
+	if (!st)
+		return;
+	snprintf(st->ref, sizeof(st->ref), "%s", ref);
+	if (r->n_entries == ENTRIES_KEPT) {   /* the oldest goes */
+		free(r->entries[0]);
+		memmove(&r->entries[0], &r->entries[1], (ENTRIES_KEPT - 1) * sizeof(r->entries[0]));
+		r->n_entries--;
+	}
+	r->entries[r->n_entries++] = st;
+	r->cfg.want_entry(r->cfg.want_entry_ctx, ref);
+}
+
+/* Each command not found yet: its candidates in order, on the ready layers of the image
+ * (only `only` when given), top-most first (containerd prepares a chain from its base up). */
+static void entry_apply(struct sg_remote *r, struct image_entry_state *st, struct content *only)
+{
+	for (size_t i = 0; i < st->e.n; i++) {
+		unsigned cmd = st->e.p[i].command;
+		if (cmd >= SG_ENTRY_COMMANDS_MAX || st->done[cmd])
+			continue;
+		for (struct sg_list *n = r->contents.prev; n != &r->contents; n = n->prev) {
+			struct content *c = sg_container_of(n, struct content, link);
+			if ((only && c != only) || c->state != C_READY || !c->layer ||
+			    strcmp(c->ref, st->ref) != 0)
+				continue;
+			int res = sg_layer_speculate_program(c->layer, st->e.p[i].path);
+			if (res == 0) {
+				sg_debug("image %s: its entry program %s is fetched ahead from layer %s",
+					 st->ref, st->e.p[i].path, c->digest);
+				st->done[cmd] = true;
+				break;
+			}
+		}
+	}
+}
+
+void sg_remote_entry_programs(struct sg_remote *r, const char *ref, const struct sg_image_entry *e)
+{
+	struct image_entry_state *st = entry_find(r, ref);
+
+	if (!st || st->known)
+		return;   /* forgotten meanwhile, or answered twice */
+	st->e = *e;
+	st->known = true;
+	entry_apply(r, st, NULL);
+}
+
+/* Layer c just became ready: the entry programs of its image it may have. */
+static void entry_layer_ready(struct sg_remote *r, struct content *c)
+{
+	struct image_entry_state *st = entry_find(r, c->ref);
+
+	if (st && st->known)
+		entry_apply(r, st, c);
+}
+
 void sg_remote_profiles_stored(struct sg_remote *r, const char *ref)
 {
 	for (struct sg_list *n = r->contents.next; n != &r->contents; n = n->next) {
@@ -890,6 +979,7 @@ static void toc_loaded(struct content *c, int res, struct sg_toc *toc, const str
 	 * instead of delaying it. */
 	content_replay_stored(c);
 	sg_layer_start(c->layer);
+	entry_layer_ready(r, c);
 	if (restorable)
 		write_restore(c, cache_dir, blob_size, toc_offset, &self);
 	struct sg_list *n;
@@ -1337,6 +1427,7 @@ static int mount_common(struct sg_remote *r, int64_t key, const char *mountpoint
 		if (layer->layers && !layer->from_disk)
 			prefetch_following(r, layer->ref, layer->layers, digest);
 		want_profiles(r, layer->ref);
+		want_entry(r, layer->ref);
 		content_start_load(c);
 		return 0;
 	}

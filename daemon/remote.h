@@ -102,9 +102,16 @@ struct sg_remote_config {
 	 * (daemon/profile_pull.h) and then call sg_remote_profiles_stored.  NULL: none. */
 	void (*want_profiles)(void *ctx, const char *ref);
 	void *want_profiles_ctx;
+	/* With speculate: called (from the loop) the first time a layer of image `ref` is
+	 * mounted, so that the owner may fetch the image's entry programs from its config
+	 * (daemon/image_entry.h) and then call sg_remote_entry_programs.  NULL: none. */
+	void (*want_entry)(void *ctx, const char *ref);
+	void *want_entry_ctx;
 };
 
 /* What the labels say about a layer; remote_layer_info() fills it when they suffice. */
+struct sg_image_entry;
+
 struct sg_remote_layer {
 	const char *ref;
 	const char *digest;
@@ -120,6 +127,12 @@ struct sg_remote_layer {
 	 * needs it (daemon/deferred_source.h).  Falls back to the registry. */
 	bool from_disk;
 };
+
+/* The entry programs of image `ref` (daemon/image_entry.h): each command's first candidate
+ * path that a ready layer of the image has, top-most layer first, is fetched ahead
+ * (sg_layer_speculate_program); a command no ready layer has yet is tried again on each
+ * layer of the image that becomes ready later.  Kept for the last few images. */
+void sg_remote_entry_programs(struct sg_remote *r, const char *ref, const struct sg_image_entry *e);
 
 /* True when the labels identify a layer that could be mounted lazily. */
 bool sg_remote_layer_info(const struct sg_label *labels, size_t n, struct sg_remote_layer *ret);

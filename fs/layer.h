@@ -228,5 +228,15 @@ int sg_layer_read(struct sg_layer_user *user, uint32_t reader, uint32_t node, ui
  * symlinks are followed inside this layer's TOC.  0: the layer has the file; -ENOENT: it
  * does not; -ECANCELED: speculation is off or the layer is closing. */
 int sg_layer_speculate_path(struct sg_layer *layer, const char *path);
+/* The image's entry program at `path` (daemon/image_entry.h: named by the image config,
+ * before the container starts), if this layer has it as an executable regular file
+ * (symlinks inside the layer followed): fetched ahead as a program about to run — its first
+ * chunk at the front of the queue whatever its size, the rest if it is at most 8 MiB, and
+ * its libraries picked when that chunk arrives (sg_layer_spec_elf), here or, through
+ * on_needed_elsewhere, in the image's other layers.  Nothing for a layer that replays a
+ * profile (it recorded the start) or brings the file anyway.  0: the layer has it;
+ * -ENOENT: it does not (try the next candidate or layer); -ECANCELED: speculation is off
+ * or the layer is closing. */
+int sg_layer_speculate_program(struct sg_layer *layer, const char *path);
 
 #endif

@@ -138,6 +138,11 @@ void sg_link_meter_ondemand(struct sg_link_meter *m, int delta, uint64_t now_ns)
 	m->last_ondemand_ns = now_ns;
 }
 
+void sg_link_meter_reader(struct sg_link_meter *m, uint64_t now_ns)
+{
+	m->last_ondemand_ns = now_ns;
+}
+
 void sg_link_meter_ahead(struct sg_link_meter *m, int delta, size_t bytes)
 {
 	if (delta > 0) {

@@ -116,6 +116,10 @@ void sg_link_meter_end(struct sg_link_meter *m, uint64_t now_ns);
 
 /* An on-demand request starts (+1) or ends (-1) at now_ns. */
 void sg_link_meter_ondemand(struct sg_link_meter *m, int delta, uint64_t now_ns);
+/* A reader used bytes fetched ahead of it at now_ns: the workload is reading, as busy as
+ * with a miss, only better served; background fetch waits its quiet gap after it too
+ * (sg_link_meter_ondemand_busy). */
+void sg_link_meter_reader(struct sg_link_meter *m, uint64_t now_ns);
 /* A request fetching ahead of readers, of `bytes`, starts (+1) or ends (-1). */
 void sg_link_meter_ahead(struct sg_link_meter *m, int delta, size_t bytes);
 /* Must fetching ahead wait: is an on-demand request in flight, or did one end less than

@@ -223,8 +223,9 @@ TEST(fast_is_relative_to_the_round_trip)
 	CHECK(sg_link_meter_fast(&far, 40000000));
 }
 
-/* Two layers on one link: one's on-demand request makes the other's fetching ahead wait,
- * during it and for the gap after it; bytes fetched ahead add up across layers. */
+/* Two layers on one link: one's on-demand request (or its reader served from what was
+ * fetched ahead) makes the other's fetching ahead wait, during it and for the gap after it;
+ * bytes fetched ahead add up across layers. */
 TEST(ondemand_and_ahead_are_counted_across_layers)
 {
 	struct sg_link_meter m;
@@ -245,6 +246,12 @@ TEST(ondemand_and_ahead_are_counted_across_layers)
 	CHECK(!sg_link_meter_ondemand_busy(&m, 100 * MS, 1160 * MS, &wait));
 	sg_link_meter_ondemand(&m, -1, 1200 * MS);   /* an extra end changes nothing */
 	CHECK_EQ(m.ondemand_inflight, 0);
+	/* a reader served from bytes fetched ahead, in any layer: the same gap after it */
+	sg_link_meter_reader(&m, 1300 * MS);
+	CHECK_EQ(m.ondemand_inflight, 0);
+	CHECK(sg_link_meter_ondemand_busy(&m, 100 * MS, 1350 * MS, &wait));
+	CHECK_EQ(wait, 50 * MS);
+	CHECK(!sg_link_meter_ondemand_busy(&m, 100 * MS, 1400 * MS, &wait));
 
 	sg_link_meter_ahead(&m, +1, 600000);
 	sg_link_meter_ahead(&m, +1, 400000);

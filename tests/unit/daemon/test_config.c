@@ -231,6 +231,27 @@ TEST(profiles_mode)
 	sg_config_clear(&cfg);
 }
 
+TEST(entry_programs_mode)
+{
+	struct sg_config cfg;
+	struct sg_error err = { 0 };
+
+	CHECK_EQ(load_text(&cfg, "root = \"/x\"\n", &err), 0);
+	CHECK_EQ(cfg.entry_programs, SG_ENTRY_AUTO);
+	sg_config_clear(&cfg);
+	CHECK_EQ(load_text(&cfg, "entry_programs = \"on\"\n", &err), 0);
+	CHECK_EQ(cfg.entry_programs, SG_ENTRY_ON);
+	sg_config_clear(&cfg);
+	CHECK_EQ(load_text(&cfg, "entry_programs = \"off\"\n", &err), 0);
+	CHECK_EQ(cfg.entry_programs, SG_ENTRY_OFF);
+	sg_config_clear(&cfg);
+	CHECK_EQ(load_text(&cfg, "entry_programs = true\n", &err), -EINVAL);
+	sg_config_clear(&cfg);
+	CHECK_EQ(load_text(&cfg, "entry_programs = \"always\"\n", &err), -EINVAL);
+	CHECK(strstr(err.msg, "entry_programs must be \"auto\", \"on\" or \"off\", not \"always\""));
+	sg_config_clear(&cfg);
+}
+
 TEST(typos_are_errors)
 {
 	struct sg_config cfg;

@@ -7,6 +7,7 @@
  * waiting on one failed load both get its error; a later layer's TOC, larger than the tail,
  * is fetched whole while the first layer mounts. */
 #include "daemon/core/loop.h"
+#include "daemon/image_entry.h"
 #include "daemon/remote.h"
 #include "daemon/core/range_source.h"
 #include "fs/estargz.h"
@@ -174,6 +175,23 @@ static int read_path(const char *path, uint8_t *buf, size_t cap)
 	int n = read_fd(fd, buf, cap);
 	close(fd);
 	return n;
+}
+
+/* Serves the loop until child `pid` exits; it must exit 0 within ms. */
+static void serve_until_child_exits(struct env *e, pid_t pid, double ms)
+{
+	double end = test_now_ms() + ms;
+
+	for (;;) {
+		int status;
+		if (waitpid(pid, &status, WNOHANG) == pid) {
+			CHECK(WIFEXITED(status));
+			CHECK_EQ(WEXITSTATUS(status), 0);
+			return;
+		}
+		CHECK(test_now_ms() < end);
+		CHECK(sg_loop_run_once(e->loop, 10) >= 0);
+	}
 }
 
 static int check_bytes(const char *what, const uint8_t *got, int n, int f)
@@ -405,16 +423,7 @@ TEST(mount_arriving_while_the_layer_closes_loads_it_anew)
 	CHECK(pid >= 0);
 	if (pid == 0)
 		_exit(child_read_f3());
-	for (end = test_now_ms() + 30000;;) {
-		int status;
-		if (waitpid(pid, &status, WNOHANG) == pid) {
-			CHECK(WIFEXITED(status));
-			CHECK_EQ(WEXITSTATUS(status), 0);
-			break;
-		}
-		CHECK(test_now_ms() < end);
-		CHECK(sg_loop_run_once(e.loop, 10) >= 0);
-	}
+	serve_until_child_exits(&e, pid, 30000);
 	env_close(&e);
 }
 
@@ -674,6 +683,118 @@ TEST(a_profiles_toc_tail_sizes_each_layers_first_read)
 	CHECK_EQ(tail_asked[1], 4096u);
 	CHECK_EQ(big_reads, 2u);       /* the tail, then the TOC's head */
 	CHECK_EQ(big_first_read, size - 4096);
+}
+
+/* ---- An image's entry programs (sg_remote_entry_programs) ---- */
+
+static unsigned entries_wanted;
+static char entry_ref[128];
+
+static void want_entry(void *ctx, const char *ref)
+{
+	(void)ctx;
+	entries_wanted++;
+	snprintf(entry_ref, sizeof(entry_ref), "%s", ref);
+}
+
+/* The layer of an image whose command is usr/bin/app (executable, 1 MiB in 256 KiB chunks),
+ * beside usr/bin/data (not executable) and usr/bin/other. */
+static void entry_blob(void)
+{
+	struct esgz_b b;
+	struct sg_digest td, d;
+
+	setup();
+	esgz_init(&b, 1);
+	esgz_add(&b, "usr/bin/app", '0', 0755, content[0], FILE_SIZE, NULL, CHUNK, NULL);
+	esgz_add(&b, "usr/bin/data", '0', 0644, content[1], FILE_SIZE, NULL, CHUNK, NULL);
+	esgz_add(&b, "usr/bin/other", '0', 0755, content[2], FILE_SIZE, NULL, CHUNK, NULL);
+	esgz_finish(&b, 0, &td);
+	sg_sha256(b.blob.p, b.blob.len, &d);
+	FILE *f = fopen(blob_path, "w");
+	CHECK(f && fwrite(b.blob.p, 1, b.blob.len, f) == b.blob.len);
+	fclose(f);
+	esgz_done(&b);
+	sg_digest_format(&td, toc_digest);
+	sg_digest_format(&d, layer_digest);
+}
+
+static uint64_t counted_bytes(void)
+{
+	uint64_t n = 0;
+	for (unsigned i = 0; counted[0] && i < counted[0]->reads && i < 16; i++)
+		n += counted[0]->len[i];
+	return n;
+}
+
+static void run_for(struct env *e, double ms)
+{
+	double end = test_now_ms() + ms;
+	while (test_now_ms() < end)
+		CHECK(sg_loop_run_once(e->loop, 10) >= 0);
+}
+
+static int child_read_app(void)
+{
+	char path[400];
+	static uint8_t buf[FILE_SIZE];
+
+	snprintf(path, sizeof(path), "%s/usr/bin/app", mnt[0]);
+	return read_path(path, buf, sizeof(buf)) == FILE_SIZE &&
+	       memcmp(buf, content[0], FILE_SIZE) == 0 ? 0 : 1;
+}
+
+/* The first mount of an image's layer asks for its entry programs once; when they come, the
+ * first candidate of each command that a ready layer of the image has as an executable
+ * file is fetched whole (1 MiB: at most 8 MiB) before anything reads it, and the read then
+ * fetches nothing; a candidate that is not executable, one no layer has, and the entry
+ * programs of an image nobody asked about fetch nothing. */
+TEST(an_images_entry_program_is_fetched_before_it_is_read)
+{
+	struct env e;
+	struct mount_res m[2] = { 0 };
+	struct sg_image_entry ent = { .n = 4 };
+
+	entry_blob();
+	struct sg_remote_config cfg = { .cache_root = root, .speculate = true,
+					.want_entry = want_entry };
+	image_open(&e, &cfg, false);
+	image_mount(&e, 0, NULL, m);
+	CHECK_EQ(entries_wanted, 1);
+	CHECK_STR(entry_ref, "test/image:1");
+	mount_layer(&e, 2, mnt[1], toc_digest, &m[1], 0);   /* a second mount: not asked again */
+	wait_mounted(&e, m, 2);
+	CHECK_EQ(entries_wanted, 1);
+	run_for(&e, 200);
+	unsigned reads = counted[0]->reads;
+	uint64_t bytes = counted_bytes();
+
+	/* another image: ignored */
+	snprintf(ent.p[0].path, sizeof(ent.p[0].path), "/usr/bin/app");
+	ent.n = 1;
+	sg_remote_entry_programs(e.remote, "test/other:1", &ent);
+	run_for(&e, 200);
+	CHECK_EQ(counted[0]->reads, reads);
+
+	ent.n = 4;
+	snprintf(ent.p[0].path, sizeof(ent.p[0].path), "/usr/local/bin/app");   /* no such file */
+	snprintf(ent.p[1].path, sizeof(ent.p[1].path), "/usr/bin/data");        /* not a program */
+	snprintf(ent.p[2].path, sizeof(ent.p[2].path), "/usr/bin/app");
+	snprintf(ent.p[3].path, sizeof(ent.p[3].path), "/usr/bin/other");        /* app was found */
+	sg_remote_entry_programs(e.remote, "test/image:1", &ent);
+	run_for(&e, 500);
+	CHECK(counted[0]->reads > reads);
+	CHECK(counted_bytes() - bytes >= FILE_SIZE);
+	CHECK(counted_bytes() - bytes < 2 * FILE_SIZE);   /* not data's nor other's */
+	reads = counted[0]->reads;
+
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0)
+		_exit(child_read_app());
+	serve_until_child_exits(&e, pid, 20000);
+	CHECK_EQ(counted[0]->reads, reads);   /* all of it was there */
+	env_close(&e);
 }
 
 TEST_MAIN()

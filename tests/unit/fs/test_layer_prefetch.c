@@ -238,6 +238,50 @@ TEST(a_fast_links_stream_sends_nothing_while_an_ondemand_fetch_is_in_flight)
 	check_yields_to_ondemand(10e6, 100 * MS, true);   /* 5 MB: 0.5 s, 5 round trips */
 }
 
+/* A reader served from what was fetched ahead (here the prefetch) is a workload busy
+ * reading, as with a miss: background fetch, due 200 ms after the mount, waits for it to go
+ * quiet (a second), then goes. */
+TEST(background_waits_for_readers_served_from_what_was_fetched_ahead)
+{
+	struct sg_loop *loop;
+	struct sg_link_meter m;
+	struct env e = { 0 };
+	struct sg_layer_stats st;
+	struct sg_layer_config cfg = background;
+	static uint8_t buf[4096];
+
+	setup();
+	meter_of(&m, 10e6, 1 * MS);
+	CHECK_EQ(sg_loop_new(NULL, &loop), 0);
+	cfg.background_delay_ns = 200 * MS;
+	cfg.prefetch = true;
+	cfg.prefetch_bytes = FILE_SIZE;   /* f0 */
+	env_open(&e, loop, &m, cfg, 0);
+	wait_pending(&e, 1000);
+	while (e.gate->n)
+		gate_complete(e.gate, 0, (int)e.gate->q[0].len);
+	e.gate->automatic = true;
+	test_run_for(loop, 20);
+	sg_layer_stats(e.layer, &st);
+	CHECK(st.prefetch_done);
+	unsigned issued = e.gate->issued;
+	CHECK_EQ(test_layer_read(loop, e.user, 0, file_node(&e, 0), 0, buf, sizeof(buf)),
+		 (int32_t)sizeof(buf));
+	CHECK_EQ(e.gate->issued, issued);   /* served from the prefetch */
+	sg_layer_stats(e.layer, &st);
+	CHECK(st.kind_used_bytes[SG_FETCH_PREFETCH] > 0);
+	CHECK_EQ(st.kind_fetched_bytes[SG_FETCH_BACKGROUND], 0);
+	test_run_for(loop, 500);   /* past the delay, within the quiet gap */
+	sg_layer_stats(e.layer, &st);
+	CHECK_EQ(st.kind_fetched_bytes[SG_FETCH_BACKGROUND], 0);
+	CHECK_EQ(e.gate->issued, issued);
+	test_run_for(loop, 800);
+	CHECK(e.gate->issued > issued);
+	test_wait_layer_local(loop, e.layer, &st);
+	CHECK(st.kind_fetched_bytes[SG_FETCH_BACKGROUND] > 0);
+	env_close(&e);
+}
+
 /* Two layers fetching from one host (one meter), two users each, a reader on each user; the
  * layers close with background batches and on-demand fetches in flight: the close asks the
  * source to cancel every one (a registry that stopped answering must not hold an unmount for

@@ -620,6 +620,42 @@ TEST(a_base_layer_fetches_what_every_container_start_reads_before_it_is_read)
 	env_close(&e);
 }
 
+/* What a base layer's start fetches, in a Debian base's blob order: the group file, the
+ * loader's cache and the user file together at the start, the shell a little after them,
+ * libc far away.  Queued in the order of their lists (the loader's cache, libc, the user
+ * file, the group file, the shell), they go out as two requests: libc, and the rest
+ * gathered into one, wherever they stand in the queue. */
+TEST(the_start_picks_near_each_other_go_out_as_one_request)
+{
+	static uint8_t data[4 * PKG_FILE];
+	static const char *const near[] = { "etc/group", "etc/ld.so.cache", "etc/passwd",
+					    "bin/dash" };
+	struct esgz_b b;
+	struct env e = { 0 };
+
+	start_blob(&b);
+	for (size_t i = 0; i < sizeof(near) / sizeof(near[0]); i++) {
+		test_fill_seeded(data, PKG_FILE, 8300u + (uint32_t)i);
+		esgz_add(&b, near[i], '0', 0644, data, 3000, NULL, 0, NULL);
+	}
+	esgz_add(&b, "bin/sh", '2', 0777, NULL, 0, "dash", 0, NULL);
+	test_fill_seeded(data, sizeof(data), 8310);
+	esgz_add(&b, "usr/share/filler", '0', 0644, data, sizeof(data), NULL, 0, NULL);
+	test_fill_seeded(data, PKG_FILE, 8311);
+	esgz_add(&b, "usr/lib/x86_64-linux-gnu/libc.so.6", '0', 0755, data, 3000, NULL, 0, NULL);
+	test_write_blob(&b, blob_path, &toc_digest);
+
+	env_open(&e, &spec_cfg);   /* sg_layer_start */
+	settle(&e);
+	CHECK_EQ(stats(&e).fetch_requests, 2);
+	for (size_t i = 0; i < sizeof(near) / sizeof(near[0]); i++)
+		CHECK(local(&e, near[i]));
+	CHECK(local(&e, "usr/lib/x86_64-linux-gnu/libc.so.6"));
+	CHECK_EQ(stats(&e).fetch_requests, 2);
+	CHECK(!local(&e, "usr/share/filler"));
+	env_close(&e);
+}
+
 /* A layer that prefetches (an optimized image's prioritized files; here the blob's first
  * bytes) knows what its workload reads at start: only what runc reads before the process
  * starts, the user and group files, is fetched beside it. */
