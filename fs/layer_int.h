@@ -243,6 +243,7 @@ struct sg_layer {
 	uint32_t spec_dirs[SG_LAYER_SPEC_DIRS];
 	unsigned spec_dirs_next;
 	size_t spec_hot_left;
+	bool spec_python_core;         /* python's core modules were picked (python_core) */
 };
 
 /* An op's result is an int32_t; sizes are size_t.  Comparing through a cast of the size

@@ -489,6 +489,73 @@ static int speculate_program(struct sg_layer *l, const char *path)
 	return 0;
 }
 
+/* The modules of CPython's library (3.11 and later) that nearly every application's imports
+ * pull in, and that the interpreter does not freeze: what `import re`, `collections`,
+ * `enum`, `functools` and `contextlib` import, which asyncio, logging, json, email, http,
+ * unittest... all do.  Unoptimized, python3 importing 16 stdlib packages missed them one
+ * after the other, each a round trip (collections, keyword, reprlib, re, enum, types,
+ * copyreg, contextlib: 0.6 s).  A plain `python3 -c 'print()'` imports none of them, so
+ * they are picked only once the application imports something that is not part of the
+ * start: its first miss in the library. */
+static const char *const python_core[] = {
+	"collections/__pycache__/__init__", "__pycache__/keyword", "__pycache__/operator",
+	"__pycache__/reprlib", "__pycache__/functools", "__pycache__/types", "__pycache__/enum",
+	"re/__pycache__/__init__", "re/__pycache__/_compiler", "re/__pycache__/_parser",
+	"re/__pycache__/_constants", "re/__pycache__/_casefix", "__pycache__/copyreg",
+	"__pycache__/contextlib",
+};
+
+#define PYTHON_LIB_MAX (4u << 20)
+
+/* A miss in file `file`: if it is a module of <prefix>/lib/python3.N/ (N >= 11), the first
+ * such miss in this layer picks the core modules (precise: what the imports need next). */
+static void python_core_after(struct sg_layer *l, uint32_t file)
+{
+	char path[RESOLVE_PATH_MAX], mod[RESOLVE_PATH_MAX + 160];
+	unsigned minor;
+	int end = 0;
+
+	if (l->spec_python_core || sg_toc_path(l->toc, file, path, sizeof(path)) < 0)
+		return;
+	char *lib = strstr(path, "/lib/python3.");
+	if (!lib || sscanf(lib, "/lib/python3.%2u/%n", &minor, &end) != 1 || end == 0 ||
+	    minor < 11 || !strstr(lib + end, ".pyc"))
+		return;
+	l->spec_python_core = true;
+	lib[end] = '\0';   /* the prefix up to and with "lib/python3.N/" */
+	struct pick p = { .l = l, .budget = SIZE_MAX };
+	for (size_t i = 0; i < sizeof(python_core) / sizeof(python_core[0]); i++) {
+		int w = snprintf(mod, sizeof(mod), "/%s%s.cpython-3%u.pyc", path, python_core[i],
+				 minor);
+		if (w < 0 || (size_t)w >= sizeof(mod))
+			continue;
+		uint32_t m = resolve_path(l->toc, mod);
+		if (m != SG_TOC_NONE && !coming_anyway(l, sg_toc_node(l->toc, m)->first_chunk))
+			pick_file(&p, m);
+	}
+	if (p.n > 0)
+		queue_front(l, &p, true);
+	/* Then, behind the core (precise picks, in blob order, within PYTHON_LIB_MAX), the
+	 * library's other top-level modules (2.4 MB in Debian's python3.11, of which the
+	 * imports workload reads 1.1 MB): what an application's imports go through after the
+	 * core, each otherwise a miss of its own.  Queued as neighbours they were not fetched
+	 * (the layer's hit rate had stopped that): imports 3.26 s either way; precise, 2.94 s.
+	 * Each package's __init__ (28, 135 kB) picked too measured no better. */
+	snprintf(mod, sizeof(mod), "/%s__pycache__/keyword.cpython-3%u.pyc", path, minor);
+	uint32_t any = resolve_path(l->toc, mod);
+	if (any == SG_TOC_NONE)
+		return;
+	const struct sg_toc_node *dir = sg_toc_node(l->toc, sg_toc_node(l->toc, any)->parent);
+	struct pick mods = { .l = l, .budget = PYTHON_LIB_MAX };
+	for (uint32_t c = dir->first_child; c != SG_TOC_NONE && !pick_full(&mods);
+	     c = sg_toc_node(l->toc, c)->next_sibling) {
+		mods.scanned++;
+		pick_file(&mods, c);
+	}
+	if (mods.n > 0)
+		queue_front(l, &mods, true);
+}
+
 /* What a GCC driver runs and reads next, for Debian's and Ubuntu's layout (the gcc and
  * build images): a driver named [<triplet>-]gcc-<version> (or g++-<version>) in <prefix>/bin,
  * its passes in <prefix>/lib/gcc/<triplet>/<version>/, binutils as <triplet>-as and
@@ -805,6 +872,8 @@ void sg_layer_spec_miss(struct sg_layer *l, struct sg_range_source *src, uint32_
 		l->spec_budget = SG_SPEC_BUDGET_MIN;
 	l->spec_last_file = file;
 	l->spec_src = src;
+	if (!l->replaying)
+		python_core_after(l, file);
 	p.budget = l->spec_budget;
 	const struct sg_toc_node *f = sg_toc_node(l->toc, file);
 	bool hot = dir_missed_lately(l, f->parent);

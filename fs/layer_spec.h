@@ -48,7 +48,10 @@ void sg_layer_spec_init(struct sg_layer *l);
  * /etc/localtime), fetched ahead as precise picks before containerd starts the container. */
 void sg_layer_spec_start(struct sg_layer *l);
 /* An on-demand fetch of `chunk` (its file's first chunk read, or a jump in it) just went out
- * to src: queue the neighbours and start what the cap allows. */
+ * to src: queue the neighbours and start what the cap allows.  The first such miss in a module of
+ * <prefix>/lib/python3.N/ (N >= 11) also picks CPython's core modules (what re,
+ * collections, enum, functools and contextlib import) and then the library's other
+ * top-level modules, within 4 MiB, as precise picks. */
 void sg_layer_spec_miss(struct sg_layer *l, struct sg_range_source *src, uint32_t chunk);
 /* Starts queued speculation while there is room: after a miss and after each batch. */
 void sg_layer_spec_continue(struct sg_layer *l);

@@ -993,6 +993,72 @@ TEST(a_gcc_driver_brings_the_passes_it_runs_next)
 	env_close(&e);
 }
 
+/* A python library: the interpreter, modules of its top level (the core ones and others),
+ * two packages the core needs, another package, and an unrelated directory. */
+static void setup_python_lib(void)
+{
+	static uint8_t data[PKG_FILE];
+	static const char *const mods[] = {   /* in blob order: the miss's package last */
+		"usr/local/lib/python3.12/__pycache__/enum.cpython-312.pyc",
+		"usr/local/lib/python3.12/__pycache__/keyword.cpython-312.pyc",
+		"usr/local/lib/python3.12/__pycache__/textwrap.cpython-312.pyc",
+		"usr/local/lib/python3.12/__pycache__/zipfile.cpython-312.pyc",
+		"usr/local/lib/python3.12/collections/__pycache__/__init__.cpython-312.pyc",
+		"usr/local/lib/python3.12/re/__pycache__/__init__.cpython-312.pyc",
+		"usr/local/lib/python3.12/re/__pycache__/_parser.cpython-312.pyc",
+		"usr/local/lib/python3.12/json/__pycache__/decoder.cpython-312.pyc",
+		"usr/local/lib/python3.12/asyncio/__pycache__/__init__.cpython-312.pyc",
+		"usr/local/lib/python3.12/asyncio/__pycache__/base_events.cpython-312.pyc",
+	};
+	struct esgz_b b;
+
+	start_blob(&b);
+	test_fill_seeded(data, PKG_FILE, 8999);
+	esgz_add(&b, "usr/local/share/doc/unrelated.txt", '0', 0644, data, 3000, NULL, 0, NULL);
+	size_t n = test_elf_build(data, sizeof(data), NULL, 0, 2000);
+	esgz_add(&b, "usr/local/bin/python3.12", '0', 0755, data, n, NULL, 0, NULL);
+	for (size_t i = 0; i < sizeof(mods) / sizeof(mods[0]); i++) {
+		test_fill_seeded(data, PKG_FILE, 9000u + (uint32_t)i);
+		esgz_add(&b, mods[i], '0', 0644, data, 3000, NULL, 0, NULL);
+	}
+	test_write_blob(&b, blob_path, &toc_digest);
+}
+
+/* python starting imports none of its library's top level (a plain print); an application's
+ * first import that misses in the library (asyncio, last in the blob: its neighbours bring
+ * nothing else) brings the core modules (collections, re, enum, keyword...) and then the
+ * library's other top-level modules, before they are imported; not the modules of another
+ * package (json), nor what lies outside the library. */
+TEST(an_applications_first_import_brings_pythons_core_and_top_level_modules)
+{
+	static const char *const brought[] = {
+		"usr/local/lib/python3.12/collections/__pycache__/__init__.cpython-312.pyc",
+		"usr/local/lib/python3.12/re/__pycache__/__init__.cpython-312.pyc",
+		"usr/local/lib/python3.12/re/__pycache__/_parser.cpython-312.pyc",
+		"usr/local/lib/python3.12/__pycache__/enum.cpython-312.pyc",
+		"usr/local/lib/python3.12/__pycache__/keyword.cpython-312.pyc",
+		"usr/local/lib/python3.12/__pycache__/textwrap.cpython-312.pyc",
+		"usr/local/lib/python3.12/__pycache__/zipfile.cpython-312.pyc",
+	};
+	struct env e = { 0 };
+
+	setup_python_lib();
+	env_open(&e, &spec_cfg);
+	CHECK_EQ(read_file(&e, "usr/local/bin/python3.12", 100), 100);
+	settle(&e);
+	for (size_t i = 0; i < sizeof(brought) / sizeof(brought[0]); i++)
+		CHECK(!chunk_local(&e, brought[i], 0));
+	CHECK_EQ(read_file(&e, "usr/local/lib/python3.12/asyncio/__pycache__/__init__.cpython-312.pyc",
+			   100), 100);
+	settle(&e);
+	for (size_t i = 0; i < sizeof(brought) / sizeof(brought[0]); i++)
+		CHECK(chunk_local(&e, brought[i], 0));
+	CHECK(!chunk_local(&e, "usr/local/lib/python3.12/json/__pycache__/decoder.cpython-312.pyc", 0));
+	CHECK(!chunk_local(&e, "usr/local/share/doc/unrelated.txt", 0));
+	check_derived(&e);
+	env_close(&e);
+}
+
 /* ---- Across an image's layers ---- */
 
 /* Layer A (a program's, upper): bin/prog, whose interpreter is /lib64/ld-linux-x86-64.so.2
