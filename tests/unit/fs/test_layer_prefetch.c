@@ -966,6 +966,61 @@ TEST(two_prefetches_on_one_link_pace_together_and_one_closes_while_it_waits)
  * fails under two waiting readers: each is answered once, -EIO (as for a replay's failed
  * request: they asked for those bytes), and the next read fetches the chunk anew, on
  * demand, the right bytes. */
+/* A program of three chunks, the first two larger than the link's in-flight cap (1.5 MB on
+ * this meter), the last small: a reader of its first chunk (on demand) brings the rest as
+ * precise picks.  The second chunk's batch, larger than the cap, counts as half of it, so
+ * the third goes out beside it instead of after it; each is answered with its bytes. */
+#define BIG_CHUNK ((size_t)1600 << 10)
+TEST(a_precise_batch_larger_than_the_cap_leaves_room_for_the_next_pick)
+{
+	struct sg_loop *loop;
+	struct sg_link_meter m;
+	struct env e = { 0 };
+	struct sg_layer_config cfg = { .window_bytes = 1, .speculate = true };
+	struct esgz_b b;
+	size_t len = 2 * BIG_CHUNK + (64u << 10);
+	uint8_t *prog = malloc(len);
+	static uint8_t buf[4096];
+	struct test_op t;
+
+	CHECK(prog);
+	snprintf(dir, sizeof(dir), "/tmp/stargzd-prefetch-XXXXXX");
+	CHECK(mkdtemp(dir));
+	atexit(cleanup);
+	snprintf(blob_path, sizeof(blob_path), "%s/blob", dir);
+	test_fill_seeded(prog, len, 4242);
+	esgz_init(&b, 1);
+	esgz_add(&b, "bin/prog", '0', 0755, prog, len, NULL, BIG_CHUNK, NULL);
+	test_write_blob(&b, blob_path, &toc_digest);
+	blob = gate_load_blob(blob_path, &blob_len);
+
+	meter_of(&m, 10e6, 1 * MS);
+	CHECK(sg_link_meter_inflight_cap(&m) < BIG_CHUNK);
+	CHECK_EQ(sg_loop_new(NULL, &loop), 0);
+	env_open(&e, loop, &m, cfg, 40);
+	uint32_t node = sg_toc_lookup_path(sg_layer_toc(e.layer), "bin/prog");
+	test_op_init(&t);
+	CHECK_EQ(sg_layer_read(e.user, 0, node, 0, sizeof(buf), buf, &t.op, test_op_cb), 0);
+	test_run_for(loop, 50);
+	/* the first chunk (on demand), the second and the third, all on their way */
+	CHECK_EQ(e.gate->n, 3);
+	e.gate->automatic = true;
+	while (e.gate->n)
+		gate_complete(e.gate, 0, (int)e.gate->q[0].len);
+	test_op_wait(loop, &t, 5000);
+	CHECK_EQ(t.res, (int32_t)sizeof(buf));
+	CHECK_MEM(buf, prog, sizeof(buf));
+	test_run_for(loop, 50);
+	CHECK_EQ(test_layer_read(loop, e.user, 0, node, len - sizeof(buf), buf, sizeof(buf)),
+		 (int32_t)sizeof(buf));
+	CHECK_MEM(buf, prog + len - sizeof(buf), sizeof(buf));
+	struct sg_layer_stats st;
+	sg_layer_stats(e.layer, &st);
+	CHECK_EQ(st.ondemand_fetches, 1);   /* the rest came as picks */
+	env_close(&e);
+	free(prog);
+}
+
 TEST(two_readers_of_a_chunk_a_programs_stream_has_in_flight_are_each_answered_once)
 {
 	struct sg_loop *loop;
