@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/core/digest.h"
 #include "net/json.h"
 #include "net/manifest.h"
 #include "net/manifest_fetch.h"
@@ -295,22 +294,6 @@ static void fetch_finish(struct fetch *f, int res)
 	(void)sg_post(loop, op, res, cb);
 }
 
-static int check_config(struct fetch *f, const struct sg_descriptor *d)
-{
-	char got[SG_DIGEST_STRLEN + 1];
-	struct sg_digest dg;
-
-	if (f->resp.len != d->size)
-		return sg_error_set(&f->ierr, -EBADMSG, "config %s: %zu bytes, the manifest says %"
-				    PRIu64, d->digest, f->resp.len, d->size);
-	sg_sha256(f->resp.body, f->resp.len, &dg);
-	sg_digest_format(&dg, got);
-	if (strcmp(got, d->digest) != 0)
-		return sg_error_set(&f->ierr, -EBADMSG, "config %s: digest mismatch (the bytes are %s)",
-				    d->digest, got);
-	return 0;
-}
-
 static void on_step(struct sg_op *op)
 {
 	struct fetch *f = sg_container_of(op, struct fetch, iop);
@@ -338,7 +321,8 @@ static void on_step(struct sg_op *op)
 			fetch_finish(f, r);
 		return;
 	}
-	r = check_config(f, &f->image->manifest->config);
+	const struct sg_descriptor *d = &f->image->manifest->config;
+	r = sg_registry_response_verify(&f->resp, "config", d->digest, d->size, &f->ierr);
 	if (r == 0)
 		r = sg_image_entry_parse((const char *)f->resp.body, f->resp.len, f->ret, &f->ierr);
 	if (r < 0)

@@ -5,7 +5,6 @@
 #include "daemon/profile_pull.h"
 
 #include <errno.h>
-#include <inttypes.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -96,18 +95,7 @@ static void pull_tag(struct pull *p)
 /* The answer of a GET by digest: its bytes are those of the digest, and of the size. */
 static int check_bytes(struct pull *p, const char *what, const struct sg_oci_desc *d)
 {
-	char got[SG_DIGEST_STRLEN + 1];
-	struct sg_digest dg;
-
-	sg_sha256(p->resp.body, p->resp.len, &dg);
-	sg_digest_format(&dg, got);
-	if (strcmp(got, d->digest) != 0)
-		return sg_error_set(&p->ierr, -EBADMSG, "%s %s: digest mismatch (the bytes are %s)",
-				    what, d->digest, got);
-	if (p->resp.len != d->size)
-		return sg_error_set(&p->ierr, -EBADMSG, "%s %s: %zu bytes, the descriptor says %"
-				    PRIu64, what, d->digest, p->resp.len, d->size);
-	return 0;
+	return sg_registry_response_verify(&p->resp, what, d->digest, d->size, &p->ierr);
 }
 
 /* The image's layer with this TOC digest. */

@@ -2,10 +2,12 @@
 #include "net/registry_call.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "daemon/core/digest.h"
 #include "net/endpoints.h"
 #include "net/exchange.h"
 #include "net/http1.h"
@@ -178,4 +180,21 @@ void sg_registry_response_done(struct sg_registry_response *resp)
 	free(resp->body);
 	resp->body = NULL;
 	resp->len = 0;
+}
+
+int sg_registry_response_verify(const struct sg_registry_response *resp, const char *what,
+				const char *digest, uint64_t size, struct sg_error *err)
+{
+	char got[SG_DIGEST_STRLEN + 1];
+	struct sg_digest d;
+
+	if (resp->len != size)
+		return sg_error_set(err, -EBADMSG, "%s %s: %zu bytes, the descriptor says %" PRIu64,
+				    what, digest, resp->len, size);
+	sg_sha256(resp->body, resp->len, &d);
+	sg_digest_format(&d, got);
+	if (strcmp(got, digest) != 0)
+		return sg_error_set(err, -EBADMSG, "%s %s: digest mismatch (the bytes are %s)", what,
+				    digest, got);
+	return 0;
 }

@@ -56,4 +56,11 @@ int sg_registry_call(struct sg_registry *r, const struct sg_registry_call *call,
 /* Frees the body.  NULL is fine. */
 void sg_registry_response_done(struct sg_registry_response *resp);
 
+/* The body of a GET by digest is the descriptor's: `size` bytes whose sha256 is `digest`
+ * ("sha256:<hex>"; another algorithm never matches).  0, or -EBADMSG with err saying
+ * "WHAT DIGEST: N bytes, the descriptor says M" or "WHAT DIGEST: digest mismatch (the bytes
+ * are sha256:...)". */
+int sg_registry_response_verify(const struct sg_registry_response *resp, const char *what,
+				const char *digest, uint64_t size, struct sg_error *err);
+
 #endif

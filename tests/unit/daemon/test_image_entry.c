@@ -214,7 +214,7 @@ TEST(the_config_is_fetched_by_the_manifests_descriptor_and_verified)
 	registry_env_stop(&c);
 	sg_digest_format(&d, digest);
 	CHECK_EQ(fetch(&c, &f, digest, strlen(config_json) + 1), -EBADMSG);
-	CHECK(strstr(f.err.msg, "the manifest says"));
+	CHECK(strstr(f.err.msg, "the descriptor says"));
 	registry_env_stop(&c);
 }
 
