@@ -109,9 +109,9 @@ struct sg_remote_config {
 	void *want_entry_ctx;
 };
 
-/* What the labels say about a layer; remote_layer_info() fills it when they suffice. */
 struct sg_image_entry;
 
+/* What the labels say about a layer; remote_layer_info() fills it when they suffice. */
 struct sg_remote_layer {
 	const char *ref;
 	const char *digest;

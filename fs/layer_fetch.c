@@ -151,7 +151,7 @@ static void batch_fetched(struct sg_op *op)
 		}
 		l->stats.chunks_fetched++;
 		/* A file being read that is an ELF file, or a program about to run (a GCC
-		 * driver's next pass): the libraries it needs (only those: other speculated
+		 * driver's next pass, an image's entry program): the libraries it needs (only those: other speculated
 		 * programs would speculate their libraries in turn). */
 		bool in_use = note_arrived(l, j, b->kind);
 		bool to_run = sg_layer_spec_to_run_arrived(l, j->chunk);

@@ -76,16 +76,16 @@ void sg_layer_spec_paid(struct sg_layer *l, uint32_t chunk, uint64_t bytes);
  * libraries picked when its first chunk arrives); the compiler proper's assembler, collect2
  * and linker (likewise), the headers every compile against glibc reads and the link's inputs
  * (Debian's layout, see toolchain_start).  Started by the next sg_layer_spec_continue. */
+void sg_layer_spec_elf(struct sg_layer *l, uint32_t chunk, const uint8_t *data, size_t len);
 /* A reader wants the first chunk of an executable file, and it is not here yet: the rest of
  * the file (up to the size an ELF file in use is fetched whole) is queued now rather than
  * when that chunk arrives and shows an ELF header.  The kernel touches the program's data
  * segment, in its last chunk, as soon as it maps it: python3.11's, asked for when its first
  * chunk arrived, was read 3 ms later and waited 150 ms. */
 void sg_layer_spec_program(struct sg_layer *l, uint32_t chunk);
-void sg_layer_spec_elf(struct sg_layer *l, uint32_t chunk, const uint8_t *data, size_t len);
 /* For the fetch path: was `chunk` the first chunk of a program about to run (a GCC driver's
- * passes), whose libraries are picked as it arrives, as for a file in use?  Clears the
- * mark. */
+ * pass, an image's entry program), whose libraries are picked as it arrives, as for a file
+ * in use?  Clears the mark. */
 bool sg_layer_spec_to_run_arrived(struct sg_layer *l, uint32_t chunk);
 
 #endif

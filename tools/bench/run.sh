@@ -306,6 +306,8 @@ measure() {  # IMAGE FORM SNAPSHOTTER RUN
   mapfile -t argv < <(workload_argv "$img")
   # the run's clock for its timeline: the daemon's start (its trace's t = 0), the pull's, the run's
   local t_daemon=$EPOCHREALTIME t_pull="" t_run=""
+  # the proxy's request log holds this run's requests only (sliced into the run's log dir below)
+  [[ ${BENCH_REQLOG:-0} == 1 && -f $LINK_REQLOG ]] && : >"$LINK_REQLOG"
   TRACE_DIR=""
   [[ $TRACE == 1 && $sn == stargzd ]] && TRACE_DIR=$L
   if [[ $sn != overlayfs ]]; then

@@ -46,12 +46,18 @@ static void cleanup(void)
 	test_rm_tree(dir);
 }
 
-static void setup(void)
+/* The test's directory (removed at exit) and blob_path in it. */
+static void make_dir(void)
 {
 	snprintf(dir, sizeof(dir), "/tmp/stargzd-prefetch-XXXXXX");
 	CHECK(mkdtemp(dir));
 	atexit(cleanup);
 	snprintf(blob_path, sizeof(blob_path), "%s/blob", dir);
+}
+
+static void setup(void)
+{
+	make_dir();
 	CHECK_EQ(esgz_write_random_files(blob_path, content, NFILES, FILE_SIZE, CHUNK, &toc_digest,
 					 NULL), 0);
 	blob = gate_load_blob(blob_path, &blob_len);
@@ -984,10 +990,7 @@ TEST(a_precise_batch_larger_than_the_cap_leaves_room_for_the_next_pick)
 	struct test_op t;
 
 	CHECK(prog);
-	snprintf(dir, sizeof(dir), "/tmp/stargzd-prefetch-XXXXXX");
-	CHECK(mkdtemp(dir));
-	atexit(cleanup);
-	snprintf(blob_path, sizeof(blob_path), "%s/blob", dir);
+	make_dir();
 	test_fill_seeded(prog, len, 4242);
 	esgz_init(&b, 1);
 	esgz_add(&b, "bin/prog", '0', 0755, prog, len, NULL, BIG_CHUNK, NULL);
