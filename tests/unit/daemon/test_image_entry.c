@@ -218,6 +218,50 @@ TEST(the_config_is_fetched_by_the_manifests_descriptor_and_verified)
 	registry_env_stop(&c);
 }
 
+/* A shutdown while the manifest, or then the config, is on its way: the fetch ends once,
+ * cancelled, with nothing parsed, and the registry is idle after it. */
+TEST(a_shutdown_in_the_middle_ends_the_fetch_once)
+{
+	static struct registry_env c;
+	static struct fetch f;
+	char digest[SG_DIGEST_STRLEN + 1], ref[128];
+	struct sg_digest d;
+
+	sg_sha256((const uint8_t *)config_json, strlen(config_json), &d);
+	sg_digest_format(&d, digest);
+	for (int step = 0; step < 2; step++) {
+		make_responses(digest, strlen(config_json));
+		memset(&c, 0, sizeof(c));
+		script[0] = manifest_resp;
+		script[1] = config_resp;
+		c.srv.script = script;
+		c.srv.nscript = 2;
+		registry_env_start(&c, 2, 1);
+		memset(&f, 0, sizeof(f));
+		sg_op_init(&f.op);
+		snprintf(ref, sizeof(ref), "127.0.0.1:%d/test/img:v1", c.srv.port);
+		CHECK_EQ(sg_image_entry_fetch(c.loop, c.reg, ref, NULL, &f.e, &f.err, &f.op,
+					      on_fetched), 0);
+		if (step == 1) {   /* the manifest answered, the config's answer held back */
+			for (int i = 0; i < 100 && atomic_load(&c.srv.nheads) < 1; i++)
+				CHECK(sg_loop_run_once(c.loop, 20) >= 0);
+			CHECK_EQ(atomic_load(&c.srv.nheads), 1);
+			atomic_store(&c.srv.delay_ms, 3000);
+			for (int i = 0; i < 10; i++)
+				CHECK(sg_loop_run_once(c.loop, 20) >= 0);
+		}
+		CHECK_EQ(f.calls, 0);
+		sg_registry_shutdown(c.reg);
+		CHECK_EQ(sg_loop_drain(c.loop, 5000), 0);
+		CHECK_EQ(f.calls, 1);
+		CHECK_EQ(f.res, -ECANCELED);
+		CHECK_EQ(f.e.n, 0);
+		CHECK(!sg_registry_busy(c.reg));
+		sg_registry_free(c.reg);
+		sg_loop_free(c.loop);
+	}
+}
+
 TEST(a_config_above_the_bound_is_not_fetched)
 {
 	static struct registry_env c;
