@@ -63,7 +63,7 @@ void sg_layer_note_used(struct sg_layer *l, uint32_t c)
 	 * needs (fs/layer_spec.h), read from the bytes in memory. */
 	struct sg_mem_chunk *e = ch->file_offset == 0 ? sg_memcache_get(l->mem, c) : NULL;
 	if (e) {
-		sg_layer_spec_elf(l, c, e->data, e->size);
+		sg_layer_spec_contents(l, c, e->data, e->size);
 		sg_layer_spec_continue(l);
 		if (l->file_streaming)
 			sg_layer_prefetch_continue(l);   /* a large program: the rest streams */

@@ -232,7 +232,7 @@ int sg_layer_speculate_path(struct sg_layer *layer, const char *path);
  * before the container starts), if this layer has it as an executable regular file
  * (symlinks inside the layer followed): fetched ahead as a program about to run — its first
  * chunk at the front of the queue whatever its size, the rest if it is at most 8 MiB, and
- * its libraries picked when that chunk arrives (sg_layer_spec_elf), here or, through
+ * its libraries picked when that chunk arrives (sg_layer_spec_contents), here or, through
  * on_needed_elsewhere, in the image's other layers.  Nothing for a layer that replays a
  * profile (it recorded the start) or brings the file anyway.  0: the layer has it;
  * -ENOENT: it does not (try the next candidate or layer); -ECANCELED: speculation is off

@@ -150,13 +150,13 @@ static void batch_fetched(struct sg_op *op)
 			continue;
 		}
 		l->stats.chunks_fetched++;
-		/* A file being read that is an ELF file, or a program about to run (a GCC
-		 * driver's next pass, an image's entry program): the libraries it needs (only those: other speculated
-		 * programs would speculate their libraries in turn). */
+		/* A file being read, or followed (a program about to run, a library it needs, a
+		 * header about to be included): what it needs next (only those: other
+		 * speculated programs would speculate their libraries in turn). */
 		bool in_use = note_arrived(l, j, b->kind);
-		bool to_run = sg_layer_spec_to_run_arrived(l, j->chunk);
-		if ((in_use || to_run) && c->file_offset == 0)
-			sg_layer_spec_elf(l, j->chunk, e->data, c->size);
+		bool follow = sg_layer_spec_follow_arrived(l, j->chunk);
+		if ((in_use || follow) && c->file_offset == 0)
+			sg_layer_spec_contents(l, j->chunk, e->data, c->size);
 		sg_layer_job_ready(j, e);
 	}
 	if (op->res > 0) {

@@ -244,6 +244,10 @@ struct sg_layer {
 	unsigned spec_dirs_next;
 	size_t spec_hot_left;
 	bool spec_python_core;         /* python's core modules were picked (python_core) */
+	/* The GCC seen in use here (toolchain_start): its headers' search path (spec_header).
+	 * prefix[0] == 0 while none was. */
+	struct { char prefix[64], triplet[64], version[16]; } spec_gcc;
+	uint64_t spec_header_bytes;    /* picked for what headers include (SPEC_HEADERS_MAX) */
 };
 
 /* An op's result is an int32_t; sizes are size_t.  Comparing through a cast of the size

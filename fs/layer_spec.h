@@ -17,7 +17,7 @@
  * unless one of the last four misses in new files fell in the same directory: then its
  * directory, whatever the rate (misses close together are fresher evidence).  A miss in an
  * executable file (any x bit) takes no neighbours: a program's are other programs, rarely
- * run with it (what it needs comes through sg_layer_spec_elf).
+ * run with it (what it needs comes through sg_layer_spec_contents).
  *
  * Speculative batches never hold up an on-demand read by more than about one chunk's
  * transfer: they start only while the speculative bytes in flight are under
@@ -59,33 +59,41 @@ void sg_layer_spec_continue(struct sg_layer *l);
  * by as much and the neighbours' hit rate counts them. */
 void sg_layer_spec_paid(struct sg_layer *l, uint32_t chunk, uint64_t bytes);
 /* The verified first chunk `chunk` of a file in use (data[0..len)): it arrived for a
- * reader, or a reader asked for it after it was fetched ahead.  If it is an ELF file, the
- * chunk where its data segment ends (the kernel touches it as it maps the program), then the
- * first chunks of the libraries it needs (DT_NEEDED, fs/elf_needed.h) that are in this layer
- * go to the front of the queue, within the budget, and behind them the file's own other
- * chunks if it is at most 8 MiB (the loader relocates its data at its end at once), on an
- * allowance of their own, but for those a replayed profile names or the prefetch brings;
- * a larger program, up to 64 MiB, streams its other chunks instead, paced, one request after
- * the other (sg_layer_prefetch_file), unless the layer replays a profile or prefetches it.  The loader opens them one after the other, each
- * a miss a round trip long; theirs follow when the loader opens them.  Only files in use:
- * speculated programs would speculate their libraries in turn, and measured on the base
- * image's `true`, /usr/bin's neighbours brought 8 MB of libraries nobody read.  Libraries are looked up by name in
- * usr/lib/x86_64-linux-gnu, lib/x86_64-linux-gnu, usr/lib64, lib64, usr/lib and lib
- * (symlinks in the same directory followed).  Then what the runtime reads next: python3.N's
- * (N >= 11) start files; a GCC driver's compiler proper, as a program about to run (its
- * libraries picked when its first chunk arrives); the compiler proper's assembler, collect2
- * and linker (likewise), the headers every compile against glibc reads and the link's inputs
- * (Debian's layout, see toolchain_start).  Started by the next sg_layer_spec_continue. */
-void sg_layer_spec_elf(struct sg_layer *l, uint32_t chunk, const uint8_t *data, size_t len);
+ * reader, or a reader asked for it after it was fetched ahead, or it arrived followed (see
+ * sg_layer_spec_follow_arrived).  What its contents say comes next is picked, precise:
+ * - An ELF file: the chunk where its data segment ends (the kernel touches it as it maps the
+ *   program), then the first chunks of the libraries it needs (DT_NEEDED, fs/elf_needed.h)
+ *   that are in this layer, followed (their own libraries come as they arrive), within the
+ *   budget, and behind them the file's own other chunks if it is at most 8 MiB (the loader
+ *   relocates its data at its end at once), on an allowance of their own, but for those a
+ *   replayed profile names or the prefetch brings; a larger program, up to 64 MiB, streams
+ *   its other chunks instead, paced, one request after the other (sg_layer_prefetch_file),
+ *   unless the layer replays a profile or prefetches it.  Libraries are looked up by name in
+ *   usr/lib/x86_64-linux-gnu, lib/x86_64-linux-gnu, usr/lib64, lib64, usr/lib and lib
+ *   (symlinks in the same directory followed); those another layer has are asked of the
+ *   owner.  Then what the runtime reads next: python3.N's (N >= 11) start files; a GCC
+ *   driver's compiler proper, as a program about to run; the compiler proper's assembler,
+ *   collect2 and linker, the headers every compile against glibc reads and the link's
+ *   inputs (Debian's layout, see toolchain_start), each followed.
+ * - A header (under a directory named include; fs/c_includes.h): the headers it includes,
+ *   looked up as GCC would (its own directory for "name"; GCC's, /usr/local/include, the
+ *   multiarch directory and /usr/include for <name>, with the GCC seen in use here), each
+ *   followed, at most 8 MiB of them per layer.  Those already here are followed at once.
+ *   Nothing for a layer replaying a profile.
+ * Only files in use or followed: speculated programs would speculate their libraries in
+ * turn, and measured on the base image's `true`, /usr/bin's neighbours brought 8 MB of
+ * libraries nobody read.  Started by the next sg_layer_spec_continue. */
+void sg_layer_spec_contents(struct sg_layer *l, uint32_t chunk, const uint8_t *data, size_t len);
 /* A reader wants the first chunk of an executable file, and it is not here yet: the rest of
  * the file (up to the size an ELF file in use is fetched whole) is queued now rather than
  * when that chunk arrives and shows an ELF header.  The kernel touches the program's data
  * segment, in its last chunk, as soon as it maps it: python3.11's, asked for when its first
  * chunk arrived, was read 3 ms later and waited 150 ms. */
 void sg_layer_spec_program(struct sg_layer *l, uint32_t chunk);
-/* For the fetch path: was `chunk` the first chunk of a program about to run (a GCC driver's
- * pass, an image's entry program), whose libraries are picked as it arrives, as for a file
- * in use?  Clears the mark. */
-bool sg_layer_spec_to_run_arrived(struct sg_layer *l, uint32_t chunk);
+/* For the fetch path: is `chunk` followed, the first chunk of a file about to be used whose
+ * contents are read as it arrives, as for a file in use (a GCC driver's pass, an image's entry
+ * program, a library such a program needs, a header about to be included)?  Clears the
+ * mark. */
+bool sg_layer_spec_follow_arrived(struct sg_layer *l, uint32_t chunk);
 
 #endif

@@ -802,7 +802,7 @@ TEST(the_chunk_where_a_programs_data_segment_ends_goes_first)
 	CHECK_EQ(test_elf_build(head, sizeof(head), NULL, 0, sizeof(head)), sizeof(head));
 	test_elf_put(head + 64 + 4, 6, 4);   /* PF_R | PF_W */
 	CHECK_EQ(e.layer->spec_n, 0);
-	sg_layer_spec_elf(e.layer, n->first_chunk, head, PKG_FILE);
+	sg_layer_spec_contents(e.layer, n->first_chunk, head, PKG_FILE);
 	CHECK(e.layer->spec_n >= 2);
 	CHECK_EQ(e.layer->spec_queue[0].first, n->first_chunk + 2);
 	CHECK_EQ(e.layer->spec_queue[0].end, n->first_chunk + 3);
@@ -823,19 +823,21 @@ TEST(an_elf_file_in_use_brings_the_libraries_it_needs)
 	CHECK_EQ(read_file(&e, "bin/prog", 100), 100);
 	settle(&e);
 	/* A program's miss takes no neighbours (the fillers after it stay); libfoo came
-	 * through DT_NEEDED.  libbar, which libfoo needs, waits until libfoo is in use. */
-	uint64_t want = file_bytes(&e, "usr/lib/x86_64-linux-gnu/libfoo.so.1.2");
+	 * through DT_NEEDED, followed: libbar, which libfoo needs, came as libfoo arrived,
+	 * before the loader opened libfoo. */
+	uint64_t want = file_bytes(&e, "usr/lib/x86_64-linux-gnu/libfoo.so.1.2") +
+			file_bytes(&e, "usr/lib/libbar.so");
 	CHECK_EQ(stats(&e).kind_fetched_bytes[SG_FETCH_SPEC], want);
 	for (int i = 0; i < 3; i++) {
 		char name[32];
 		snprintf(name, sizeof(name), "filler/f%d", i);
 		CHECK(!chunk_local(&e, name, 0));
 	}
+	CHECK(local(&e, "usr/lib/libbar.so"));
+	/* Reading them fetches nothing more; what nothing needs stays remote. */
 	CHECK(local(&e, "usr/lib/x86_64-linux-gnu/libfoo.so.1.2"));
 	settle(&e);
-	CHECK_EQ(stats(&e).kind_fetched_bytes[SG_FETCH_SPEC],
-		 want + file_bytes(&e, "usr/lib/libbar.so"));
-	CHECK(local(&e, "usr/lib/libbar.so"));
+	CHECK_EQ(stats(&e).kind_fetched_bytes[SG_FETCH_SPEC], want);
 	CHECK(!local(&e, "usr/lib/libunused.so"));
 	check_derived(&e);
 	env_close(&e);
@@ -990,6 +992,92 @@ TEST(a_gcc_driver_brings_the_passes_it_runs_next)
 	CHECK_EQ(read_file(&e, "usr/bin/x86_64-linux-gnu-gcc-12", 100), 100);
 	settle(&e);
 	CHECK(!local(&e, GCC_DIR "cc1"));
+	env_close(&e);
+}
+
+/* C headers, in blob order: a multiarch bits/ directory (one header nothing includes, a
+ * chain of includes), /usr/local/include's limits.h (which #include_next skips), then
+ * /usr/include (stdio.h last of the headers; limits.h, which #include_next finds, too large
+ * to come as a neighbour), then a text file after them that names a header but is none. */
+#define MA "usr/include/x86_64-linux-gnu/"
+#define HEADER_BIG (SG_SPEC_BUDGET_START + (256u << 10))
+static void setup_headers(void)
+{
+	static const struct { const char *path, *text; } files[] = {
+		{ MA "bits/unrelated.h", "#include <bits/nothing.h>\n" },
+		{ MA "bits/libc-header-start.h", "#include <features.h>\n" },
+		{ MA "bits/types.h", "#include <bits/typesizes.h>\n#  include <bits/time64.h>\n" },
+		{ MA "bits/typesizes.h", "/* no includes */\n" },
+		{ MA "bits/time64.h", "#include_next <limits.h>\n" },
+		{ "usr/local/include/limits.h", "/* not the one #include_next finds */\n" },
+		{ "usr/include/features.h", "/* no includes */\n" },
+		{ "usr/include/local.h", "/* no includes */\n" },
+		{ "usr/include/limits.h", "/* no includes */\n" },
+		{ "usr/include/stdio.h", "#include <bits/libc-header-start.h>\n#include \"local.h\"\n"
+					 "#include <bits/types.h>\n#include MACRO_NAME\n" },
+		{ "usr/share/doc/notes.txt", "#include <bits/unrelated.h>\n" },
+	};
+	static char text[HEADER_BIG + 4096];
+	struct esgz_b b;
+
+	start_blob(&b);
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		/* Padded with a comment, as real headers are: chunks of their own. */
+		int n = snprintf(text, sizeof(text), "%s/*%03zu%*s", files[i].text, i, 2000, "");
+		CHECK(n > 0 && (size_t)n < sizeof(text));
+		if (strcmp(files[i].path, "usr/include/limits.h") == 0) {
+			/* Larger than a miss's budget: never taken as stdio.h's neighbour. */
+			test_fill_seeded((uint8_t *)text + n, HEADER_BIG, 9100);
+			n += HEADER_BIG;
+		}
+		n += snprintf(text + n, sizeof(text) - (size_t)n, "*/\n");
+		esgz_add(&b, files[i].path, '0', 0644, (const uint8_t *)text, (size_t)n, NULL, 0, NULL);
+	}
+	test_write_blob(&b, blob_path, &toc_digest);
+}
+
+/* A compiler reads header after header, each a miss of its own: a header read brings the
+ * ones it includes, looked up as GCC would ("local.h" beside it; <bits/...> in the multiarch
+ * directory; #include_next past the directory it was found in), and they bring theirs as
+ * they arrive, two levels down before anybody read them.  A header nothing includes, the
+ * one #include_next skips and a text file's "directive" stay remote. */
+TEST(a_header_read_brings_what_it_includes_and_they_bring_theirs)
+{
+	static const char *const chain[] = {
+		MA "bits/libc-header-start.h", MA "bits/types.h", MA "bits/typesizes.h",
+		MA "bits/time64.h", "usr/include/features.h", "usr/include/local.h",
+		"usr/include/limits.h",
+	};
+	struct env e = { 0 };
+
+	setup_headers();
+	env_open(&e, &spec_cfg);
+	CHECK_EQ(read_file(&e, "usr/include/stdio.h", 100), 100);
+	settle(&e);
+	for (size_t i = 0; i < sizeof(chain) / sizeof(chain[0]); i++)
+		CHECK(chunk_local(&e, chain[i], 0));
+	CHECK(!chunk_local(&e, "usr/local/include/limits.h", 0));
+	CHECK(!chunk_local(&e, MA "bits/unrelated.h", 0));
+	/* The text file came as a neighbour of the miss; read, it names nothing that counts. */
+	CHECK(local(&e, "usr/share/doc/notes.txt"));
+	settle(&e);
+	CHECK(!chunk_local(&e, MA "bits/unrelated.h", 0));
+	/* Reading the chain fetches nothing more. */
+	uint64_t fetches = stats(&e).ondemand_fetches, spec = stats(&e).kind_fetched_bytes[SG_FETCH_SPEC];
+	for (size_t i = 0; i < sizeof(chain) / sizeof(chain[0]); i++)
+		CHECK(local(&e, chain[i]));
+	settle(&e);
+	CHECK_EQ(stats(&e).ondemand_fetches, fetches);
+	CHECK_EQ(stats(&e).kind_fetched_bytes[SG_FETCH_SPEC], spec);
+	check_derived(&e);
+	env_close(&e);
+
+	/* Speculation off: none of it. */
+	test_rm_tree(cache);
+	env_open(&e, &(struct sg_layer_config){ .window_bytes = 1 });
+	CHECK_EQ(read_file(&e, "usr/include/stdio.h", 100), 100);
+	settle(&e);
+	CHECK(!chunk_local(&e, MA "bits/types.h", 0));
 	env_close(&e);
 }
 
