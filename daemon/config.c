@@ -21,6 +21,7 @@ void sg_config_defaults(struct sg_config *cfg)
 	cfg->background_fetch = true;
 	cfg->passthrough = true;
 	cfg->speculate = true;
+	cfg->process_hints = true;
 	snprintf(cfg->hosts_dir, sizeof(cfg->hosts_dir), "%s", "/etc/containerd/certs.d");
 	snprintf(cfg->cri_listen_path, sizeof(cfg->cri_listen_path), "%s", SG_DEFAULT_CRI_LISTEN);
 	snprintf(cfg->cri_image_service_path, sizeof(cfg->cri_image_service_path), "%s",
@@ -235,6 +236,7 @@ static bool *bool_key(struct sg_config *cfg, const char *key)
 		{ "allow_skip_verify", offsetof(struct sg_config, allow_skip_verify) },
 		{ "plain_http_localhost", offsetof(struct sg_config, plain_http_localhost) },
 		{ "speculate", offsetof(struct sg_config, speculate) },
+		{ "process_hints", offsetof(struct sg_config, process_hints) },
 	};
 
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)

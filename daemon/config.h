@@ -59,6 +59,7 @@ struct sg_config {
 	enum sg_profiles_mode profiles;
 	unsigned profile_quiet_ms;    /* recording ends this long after the last new chunk (0 = 5 s) */
 	bool speculate;               /* fetch a miss's neighbours too (default true) */
+	bool process_hints;           /* with speculate: readers' command lines (default true) */
 	enum sg_entry_mode entry_programs;   /* with speculate (default auto) */
 	uint64_t spec_budget_bytes;   /* speculation's budget per miss at most (0 = 16 MiB) */
 	char fetch_trace_dir[PATH_MAX]; /* write the fetch trace there; "" = off */
@@ -99,7 +100,7 @@ int sg_parse_size(const char *s, uint64_t *ret);
 /* Reads a config file: TOML (daemon/core/toml.h).  Our keys at the top level: root, address,
  * log_level, metrics_address, lazy, prefetch, background_fetch, passthrough, fetch_timeout,
  * fetch_attempts, allow_skip_verify, fetch_window, cache_max_bytes, max_chunk_size,
- * speculate, entry_programs, spec_budget_bytes, fetch_trace_dir, hosts_dir, docker_config,
+ * speculate, process_hints, entry_programs, spec_budget_bytes, fetch_trace_dir, hosts_dir, docker_config,
  * plain_http_localhost, insecure_hosts.  stargz-snapshotter's
  * (containerd-stargz-grpc) where they mean something here: noprefetch, no_background_fetch,
  * prefetch_size, allow_no_verification, metrics_address, [blob] fetching_timeout_sec and

@@ -431,6 +431,7 @@ static int setup_remote(struct daemon *d)
 		.allow_skip_verify = c->allow_skip_verify,
 		.fetch_window = c->fetch_window,
 		.speculate = c->speculate,
+		.process_hints = c->process_hints,
 		.spec_budget_max = (size_t)c->spec_budget_bytes,
 		.fetch_trace = d->trace,
 		.cache_max_bytes = c->cache_max_bytes,

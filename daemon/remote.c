@@ -17,6 +17,7 @@
 #include "daemon/deferred_source.h"
 #include "daemon/fdstore.h"
 #include "daemon/image_entry.h"
+#include "daemon/proc_hint.h"
 #include "daemon/process.h"
 #include "daemon/prom.h"
 #include "fs/cache_bound.h"
@@ -160,6 +161,7 @@ struct sg_remote {
 	/* images whose entry programs were asked for (want_entry), the newest last */
 	struct image_entry_state *entries[ENTRIES_KEPT];
 	size_t n_entries;
+	struct sg_proc_hints *hints;  /* readers' command lines (NULL: process_hints off) */
 };
 
 #define DEFAULT_HANDOVER_GRACE_NS (2ull * 1000000000u)
@@ -206,6 +208,9 @@ bool sg_remote_layer_info(const struct sg_label *labels, size_t n, struct sg_rem
 	return true;
 }
 
+static void hint_paths(void *userdata, const char *const *refs, size_t n_refs,
+		       const char *const *paths, size_t n_paths);
+
 int sg_remote_new(struct sg_loop *loop, const struct sg_remote_config *config,
 		  const struct sg_blob_opener *opener, struct sg_remote **ret)
 {
@@ -234,7 +239,10 @@ int sg_remote_new(struct sg_loop *loop, const struct sg_remote_config *config,
 		e = sg_mem_budget_new(MEM_BUDGET, &r->mem);
 	if (e == 0)
 		e = sg_cache_bound_new(loop, r->cache_root, config->cache_max_bytes, &r->cache);
+	if (e == 0 && config->process_hints && config->speculate)
+		e = sg_proc_hints_new(loop, hint_paths, r, &r->hints);
 	if (e < 0) {
+		sg_cache_bound_free(r->cache);
 		sg_mem_budget_free(r->mem);
 		sg_gz_free(r->gz);
 		free(r);
@@ -274,6 +282,8 @@ void sg_remote_free(struct sg_remote *r)
 	free(r->profiles_asked);
 	r->profiles_asked = NULL;
 	r->n_profiles_asked = 0;
+	sg_proc_hints_free(r->hints);   /* reads on their threads end without asking */
+	r->hints = NULL;
 	r->freed = true;
 	if (r->tp_inflight)
 		return;   /* the last prefetch callback finishes the job */
@@ -459,8 +469,9 @@ static void on_bad_chunk(void *userdata, const char *path, uint64_t file_offset,
 
 /* ---- Speculation across an image's layers ---- */
 
-/* Asks the layers of image `ref` other than c's, top-most first (containerd prepares a
- * chain from its base up, so later mounts are higher), until one has `path`. */
+/* Asks the layers of image `ref` other than c's (all of them for NULL), top-most first
+ * (containerd prepares a chain from its base up, so later mounts are higher), until one has
+ * `path`. */
 static void ask_image_layers(struct sg_remote *r, const struct content *c, const char *ref,
 			     const char *path)
 {
@@ -495,6 +506,50 @@ static void on_needed_elsewhere(void *userdata, const char *path)
 		if (!asked)
 			ask_image_layers(r, c, rl->ref, path);
 	}
+}
+
+/* A process reads the start of a file of c's layer: what its command line names (a
+ * Python program's imports, a compiler's headers) is asked of the images c is mounted for
+ * (daemon/proc_hint.h). */
+static void on_reader(void *userdata, uint32_t pid)
+{
+	struct content *c = userdata;
+	struct sg_remote *r = c->r;
+	const char *refs[4];
+	size_t n = 0;
+
+	if (!r->hints)
+		return;
+	for (struct sg_list *l = r->layers.next; l != &r->layers && n < 4; l = l->next) {
+		struct rlayer *rl = sg_container_of(l, struct rlayer, link);
+		bool dup = false;
+		for (size_t i = 0; i < n; i++)
+			dup |= strcmp(refs[i], rl->ref) == 0;
+		if (rl->c == c && rl->state == RL_MOUNTED && !dup)
+			refs[n++] = rl->ref;
+	}
+	sg_proc_hints_reader(r->hints, pid, refs, n);
+}
+
+static void hint_paths(void *userdata, const char *const *refs, size_t n_refs,
+		       const char *const *paths, size_t n_paths)
+{
+	struct sg_remote *r = userdata;
+	bool *found = calloc(n_paths, sizeof(*found));
+
+	if (!found)
+		return;
+	for (size_t i = 0; i < n_refs; i++) {
+		memset(found, 0, n_paths * sizeof(*found));
+		/* Top-most first: the copy overlayfs shows is the one a layer finds first. */
+		for (struct sg_list *n = r->layers.prev; n != &r->layers; n = n->prev) {
+			struct rlayer *rl = sg_container_of(n, struct rlayer, link);
+			if (rl->state == RL_MOUNTED && strcmp(rl->ref, refs[i]) == 0 &&
+			    rl->c->state == C_READY && rl->c->layer)
+				(void)sg_layer_speculate_paths(rl->c->layer, paths, n_paths, found);
+		}
+	}
+	free(found);
 }
 
 static void on_stuck(void *userdata, unsigned opcode, uint64_t unique, uint64_t age_ms)
@@ -952,6 +1007,7 @@ static void toc_loaded(struct content *c, int res, struct sg_toc *toc, const str
 		.on_bad_chunk = on_bad_chunk,
 		.userdata = c,
 		.on_needed_elsewhere = on_needed_elsewhere,
+		.on_reader = on_reader,
 		.bound = r->cache,
 		.mem_budget = r->mem,
 	};

@@ -68,6 +68,7 @@ struct sg_remote_config {
 	bool allow_skip_verify;       /* honour the skipverify label / missing TOC digests */
 	size_t fetch_window;          /* see sg_layer_config.window_bytes; 0 = default */
 	bool speculate;               /* see sg_layer_config.speculate */
+	bool process_hints;           /* with speculate: daemon/proc_hint.h */
 	size_t spec_budget_max;       /* see sg_layer_config.spec_budget_max; 0 = default */
 	/* The fetch trace every layer writes to (fs/fetch_trace.h), the caller's; NULL = off. */
 	struct sg_fetch_trace *fetch_trace;

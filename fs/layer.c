@@ -57,8 +57,10 @@ void sg_layer_note_used(struct sg_layer *l, uint32_t c)
 	enum sg_fetch_kind kind = (enum sg_fetch_kind)(l->fetch_kind[c] - 1);
 	l->fetch_kind[c] = 0;
 	l->stats.kind_used_bytes[kind] += ch->next_offset - ch->offset;
-	if (kind == SG_FETCH_SPEC)
+	if (kind == SG_FETCH_SPEC) {
 		sg_layer_spec_paid(l, c, ch->next_offset - ch->offset);
+		sg_layer_spec_hint_used(l, c);
+	}
 	/* A file fetched ahead that is now in use: if it is an ELF file, the libraries it
 	 * needs (fs/layer_spec.h), read from the bytes in memory. */
 	struct sg_mem_chunk *e = ch->file_offset == 0 ? sg_memcache_get(l->mem, c) : NULL;
@@ -478,6 +480,8 @@ int sg_layer_read(struct sg_layer_user *u, uint32_t reader, uint32_t node, uint6
 	n = sg_toc_resolve(l->toc, sg_toc_node(l->toc, node));
 	if (n->type != SG_TOC_REG)
 		return -EISDIR;
+	if (offset == 0 && reader && l->cfg.on_reader && l->cfg.speculate)
+		l->cfg.on_reader(l->cfg.userdata, reader);
 	node = (uint32_t)(n - sg_toc_node(l->toc, 0));
 	if (offset >= n->size)
 		len = 0;

@@ -102,6 +102,10 @@ struct sg_layer_config {
 	 * for a library, its plain file name, so that the owner asks the image's other layers
 	 * (sg_layer_speculate_path).  userdata is the one above.  NULL: this layer only. */
 	void (*on_needed_elsewhere)(void *userdata, const char *path);
+	/* Process `pid` reads the start of a file here (sg_layer_read's reader, never 0): the
+	 * owner may look at what it runs (daemon/proc_hint.h) and ask for what it will read
+	 * next.  Called from the loop before the read starts.  NULL: nobody looks. */
+	void (*on_reader)(void *userdata, uint32_t pid);
 };
 
 struct sg_layer_stats {
@@ -228,6 +232,15 @@ int sg_layer_read(struct sg_layer_user *user, uint32_t reader, uint32_t node, ui
  * symlinks are followed inside this layer's TOC.  0: the layer has the file; -ENOENT: it
  * does not; -ECANCELED: speculation is off or the layer is closing. */
 int sg_layer_speculate_path(struct sg_layer *layer, const char *path);
+/* What a process's command line names (daemon/proc_hint.h: the modules a Python program
+ * imports, the headers a compiler's sources include): the first chunk of each of paths[i]
+ * (from the root) this layer has as a regular file, unless found[i] is set already (a
+ * higher layer has it); found[i] is set for those.  All go to the queue together, in blob
+ * order, followed, as precise picks that may go out in one request of several spans
+ * (gathered: far apart in the blob, each a small file).  Returns how many this layer has,
+ * or -ECANCELED: speculation is off, the layer closes or replays a profile. */
+int sg_layer_speculate_paths(struct sg_layer *layer, const char *const *paths, size_t n,
+			     bool *found);
 /* The image's entry program at `path` (daemon/image_entry.h: named by the image config,
  * before the container starts), if this layer has it as an executable regular file
  * (symlinks inside the layer followed): fetched ahead as a program about to run — its first

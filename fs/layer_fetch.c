@@ -104,8 +104,10 @@ static bool note_arrived(struct sg_layer *l, const struct chunk_job *j, enum sg_
 	l->fetch_kind[j->chunk] = 0;
 	l->stats.kind_used_bytes[kind] += bytes;
 	l->stats.demanded_bytes += bytes;
-	if (kind == SG_FETCH_SPEC)
+	if (kind == SG_FETCH_SPEC) {
 		sg_layer_spec_paid(l, j->chunk, bytes);   /* a reader came while it was on its way */
+		sg_layer_spec_hint_used(l, j->chunk);
+	}
 	return true;
 }
 

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "fs/c_includes.h"
@@ -25,6 +26,9 @@
 #define SPEC_FOLLOW 4u
 /* A header whose includes were picked (spec_header): once is enough. */
 #define SPEC_PARSED 8u
+/* Named by a process's command line (sg_layer_speculate_paths): small files all over the
+ * blob, which a precise batch gathers as spans of one request (gather_near). */
+#define SPEC_GATHER 16u
 #define SPEC_BATCH_MAX (512u << 10)
 #define SPEC_BATCH_CHUNKS 256
 /* Chunks looked at per miss at most: a directory of thousands of files already fetched
@@ -676,11 +680,12 @@ static void toolchain_start(struct sg_layer *l, uint32_t program)
 	char path[RESOLVE_PATH_MAX + 160];
 	enum gcc_part part = gcc_part_of(l->toc, program, &g);
 
-	if (part != GCC_NONE && strlen(g.prefix) < sizeof(l->spec_gcc.prefix) &&
-	    strlen(g.triplet) < sizeof(l->spec_gcc.triplet)) {
-		snprintf(l->spec_gcc.prefix, sizeof(l->spec_gcc.prefix), "%s", g.prefix);
-		snprintf(l->spec_gcc.triplet, sizeof(l->spec_gcc.triplet), "%s", g.triplet);
-		snprintf(l->spec_gcc.version, sizeof(l->spec_gcc.version), "%s", g.version);
+	size_t plen = strlen(g.prefix), tlen = strlen(g.triplet);
+	if (part != GCC_NONE && plen < sizeof(l->spec_gcc.prefix) &&
+	    tlen < sizeof(l->spec_gcc.triplet)) {   /* (the version fits: same size) */
+		memcpy(l->spec_gcc.prefix, g.prefix, plen + 1);
+		memcpy(l->spec_gcc.triplet, g.triplet, tlen + 1);
+		memcpy(l->spec_gcc.version, g.version, sizeof(l->spec_gcc.version));
 	}
 	if (part == GCC_DRIVER || part == GCC_DRIVER_CXX) {
 		snprintf(path, sizeof(path), "/%s/lib/gcc/%s/%s/%s", g.prefix, g.triplet, g.version,
@@ -713,8 +718,13 @@ static void toolchain_start(struct sg_layer *l, uint32_t program)
 static void spec_elf(struct sg_layer *l, uint32_t chunk, const uint8_t *data, size_t len)
 {
 	/* The libraries are followed: each one's own libraries come as it arrives, before the
-	 * loader opens it (as's libbfd needs libsframe, a miss of its own after libbfd's). */
-	struct pick p = { .l = l, .follow = true, .budget = l->spec_budget };
+	 * loader opens it (as's libbfd needs libsframe, a miss of its own after libbfd's).
+	 * Not a guess about a neighbourhood: at least an ELF file's allowance, whatever the
+	 * neighbours' budget has shrunk to (ssl's _ssl arrived when misses had brought it to
+	 * 256 KiB, and libcrypto's 1.8 MB first chunk was left to a miss of 260 ms). */
+	struct pick p = { .l = l, .follow = true,
+			  .budget = l->spec_budget > SPEC_ELF_WHOLE_MAX ? l->spec_budget :
+									   SPEC_ELF_WHOLE_MAX };
 	struct pick rest = { .l = l };
 	const char *interp;
 	size_t interp_len;
@@ -1028,6 +1038,53 @@ int sg_layer_speculate_path(struct sg_layer *l, const char *path)
 	return r;
 }
 
+static int cmp_chunk(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+int sg_layer_speculate_paths(struct sg_layer *l, const char *const *paths, size_t n,
+			     bool *found)
+{
+	uint32_t firsts[SG_LAYER_SPEC_QUEUE];
+	size_t nf = 0;
+	int have = 0;
+
+	if (!l->cfg.speculate || l->closing || l->replaying)
+		return -ECANCELED;
+	for (size_t i = 0; i < n; i++) {
+		if (found[i])
+			continue;
+		uint32_t file = resolve_path(l->toc, paths[i]);
+		if (file == SG_TOC_NONE)
+			continue;
+		found[i] = true;
+		have++;
+		const struct sg_toc_node *f = sg_toc_node(l->toc, file);
+		if (f->nchunks == 0 || (f->flags & SG_TOC_F_SELF) || nf == SG_LAYER_SPEC_QUEUE ||
+		    coming_anyway(l, f->first_chunk))
+			continue;
+		firsts[nf++] = f->first_chunk;
+	}
+	/* In blob order (chunk ids are), so that the batches take them front to back. */
+	qsort(firsts, nf, sizeof(firsts[0]), cmp_chunk);
+	struct pick p = { .l = l, .follow = true, .budget = SIZE_MAX };
+	for (size_t i = 0; i < nf && !pick_full(&p); i++) {
+		const struct sg_toc_chunk *ch = sg_layer_chunk(l, firsts[i]);
+		pick_chunk(&p, firsts[i], ch->next_offset - ch->offset);
+		/* Also one queued already (a neighbour of a miss, behind the precise picks):
+		 * a gathering batch takes it from there. */
+		if (l->spec_queued[firsts[i]] & SPEC_QUEUED)
+			l->spec_queued[firsts[i]] |= SPEC_GATHER;
+	}
+	if (p.n > 0) {
+		queue_front(l, &p, true);
+		sg_layer_spec_continue(l);
+	}
+	return have;
+}
+
 int sg_layer_speculate_program(struct sg_layer *l, const char *path)
 {
 	if (!l->cfg.speculate || l->closing)
@@ -1036,6 +1093,25 @@ int sg_layer_speculate_program(struct sg_layer *l, const char *path)
 	if (r == 0)
 		sg_layer_spec_continue(l);
 	return r;
+}
+
+void sg_layer_spec_hint_used(struct sg_layer *l, uint32_t chunk)
+{
+	uint32_t file = l->chunk_file[chunk];
+	struct pick p = { .l = l, .budget = l->spec_budget };
+
+	if (!(l->spec_queued[chunk] & SPEC_GATHER))
+		return;
+	l->spec_queued[chunk] &= (uint8_t)~SPEC_GATHER;
+	if (!l->cfg.speculate || l->closing || file == l->spec_last_file ||
+	    (sg_toc_node(l->toc, file)->mode & 0111))
+		return;
+	l->spec_last_file = file;
+	pick_neighbours(&p, file, spec_rate(l));
+	if (p.n > 0) {
+		queue_front(l, &p, false);
+		sg_layer_spec_continue(l);
+	}
 }
 
 bool sg_layer_spec_follow_arrived(struct sg_layer *l, uint32_t chunk)
@@ -1083,8 +1159,10 @@ void sg_layer_spec_miss(struct sg_layer *l, struct sg_range_source *src, uint32_
 	sg_layer_spec_continue(l);
 }
 
-/* Chunks of the precise runs still queued, at most this many looked at per batch. */
+/* Chunks of the precise runs still queued, at most this many looked at per batch; of all
+ * runs for a batch of files a command line named. */
 #define GATHER_SCAN_MAX 64u
+#define GATHER_HINTS_SCAN_MAX 2048u
 
 /* A precise batch [start, end) also takes the precise picks queued behind it that lie
  * within a gap of it in the blob, wherever they are in the queue: the files every
@@ -1094,23 +1172,50 @@ void sg_layer_spec_miss(struct sg_layer *l, struct sg_range_source *src, uint32_
  * runc's read of it became a miss of its own (python, unoptimized: 30-150 ms, and the
  * on-demand fetch held background fetch back for a second).  The list stays in blob order.
  * Returns the new count. */
+/* Spans of a list in blob order (sg_layer_span_joins: the batch's own rule). */
+static unsigned count_spans(const struct sg_layer *l, const uint32_t *list, size_t n)
+{
+	unsigned spans = 0;
+	uint64_t end = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		const struct sg_toc_chunk *ch = sg_layer_chunk(l, list[i]);
+		if (i == 0 || !sg_layer_span_joins(end, ch->offset))
+			spans++;
+		if (i == 0 || ch->next_offset > end)
+			end = ch->next_offset;
+	}
+	return spans;
+}
+
 static size_t gather_near(struct sg_layer *l, uint32_t *list, size_t n, uint64_t start,
 			  uint64_t end, size_t max)
 {
 	unsigned scanned = 0;
+	/* A batch of files a command line named takes the others, wherever they are, as
+	 * spans of its own, up to the bytes allowed (counted without the gaps). */
+	bool gather = (l->spec_queued[list[0]] & SPEC_GATHER) && sg_layer_batch_spans(l) > 1;
+	uint64_t gathered = 0;
 
-	for (unsigned r = 0; r < l->spec_precise_n && scanned < GATHER_SCAN_MAX; r++) {
+	for (size_t i = 0; gather && i < n; i++)
+		gathered += sg_layer_chunk(l, list[i])->next_offset - sg_layer_chunk(l, list[i])->offset;
+	unsigned runs = gather ? l->spec_n : l->spec_precise_n;
+	unsigned scan_max = gather ? GATHER_HINTS_SCAN_MAX : GATHER_SCAN_MAX;
+	for (unsigned r = 0; r < runs && scanned < scan_max; r++) {
 		for (uint32_t c = l->spec_queue[r].first;
-		     c < l->spec_queue[r].end && scanned < GATHER_SCAN_MAX && n < SPEC_BATCH_CHUNKS;
+		     c < l->spec_queue[r].end && scanned < scan_max && n < SPEC_BATCH_CHUNKS;
 		     c++, scanned++) {
 			const struct sg_toc_chunk *ch = sg_layer_chunk(l, c);
-			if (!sg_layer_fetch_needed(l, c) ||
-			    !sg_layer_span_joins(end, ch->offset) ||
-			    !sg_layer_span_joins(ch->next_offset, start))
+			if (!sg_layer_fetch_needed(l, c))
+				continue;
+			bool near = !gather && sg_layer_span_joins(end, ch->offset) &&
+				    sg_layer_span_joins(ch->next_offset, start);
+			if (!near && !(gather && (l->spec_queued[c] & SPEC_GATHER) &&
+				       gathered + (ch->next_offset - ch->offset) <= max))
 				continue;
 			uint64_t s = ch->offset < start ? ch->offset : start;
 			uint64_t e = ch->next_offset > end ? ch->next_offset : end;
-			if (e - s > max)
+			if (near && e - s > max)
 				continue;
 			size_t at = n;
 			bool dup = false;
@@ -1124,6 +1229,12 @@ static size_t gather_near(struct sg_layer *l, uint32_t *list, size_t n, uint64_t
 			}
 			list[at] = c;
 			n++;
+			if (!near && count_spans(l, list, n) > sg_layer_batch_spans(l)) {
+				memmove(&list[at], &list[at + 1], (n - at - 1) * sizeof(list[0]));
+				n--;
+				continue;   /* no span left for it */
+			}
+			gathered += ch->next_offset - ch->offset;
 			start = s;
 			end = e;
 			/* (left in its run: taken, it is no longer needed when its turn comes) */

@@ -685,6 +685,58 @@ TEST(a_replay_of_far_apart_chunks_is_one_request_of_several_spans)
 	env_close(&e);
 }
 
+/* What a process's command line names (sg_layer_speculate_paths: small files all over the
+ * blob) goes out as one request of a span per file, in blob order, each file's first chunk
+ * only; a path the layer lacks or a higher layer has (found already) is not fetched, and the
+ * files are then read without a miss. */
+TEST(a_command_lines_files_go_out_gathered_in_one_request)
+{
+	static const char *const paths[] = { "f17", "f2", "no/such/file", "f30", "f9", "f5" };
+	bool found[6] = { [5] = true };   /* f5: a higher layer has it */
+	struct sg_link_meter m;
+	struct sg_loop *loop;
+	struct env e = { 0 };
+	struct sg_layer_stats st;
+
+	if (!blob)
+		setup();
+	meter_of(&m, 12.5e6, 40 * MS);
+	CHECK_EQ(sg_loop_new(NULL, &loop), 0);
+	env_open_gate(&e, loop, &m, (struct sg_layer_config){ .window_bytes = 1, .speculate = true },
+		      30, true);
+	run_a_little(e.loop);
+	CHECK_EQ(e.gate->n, 0);
+	CHECK_EQ(sg_layer_speculate_paths(e.layer, paths, 6, found), 4);
+	CHECK(found[0] && found[1] && !found[2] && found[3] && found[4] && found[5]);
+	run_a_little(e.loop);
+	CHECK_EQ(e.gate->n, 1);
+	CHECK_EQ(e.gate->q[0].n_spans, N_FAR);
+	for (size_t i = 0; i < N_FAR; i++) {
+		const struct sg_range_span *sp = &e.gate->q[0].spans[i];
+		CHECK_EQ(sp->offset, file_blob_offset(&e, far_sorted[i]));
+		CHECK(sp->len < FILE_SIZE);   /* the first chunk */
+	}
+	e.gate->automatic = true;
+	gate_complete(e.gate, 0, (int)e.gate->q[0].len);
+	run_a_little(e.loop);
+	CHECK(sg_layer_fetch_needed(e.layer, sg_toc_node(sg_layer_toc(e.layer),
+							 file_node(&e, 5))->first_chunk));
+	/* Asked again: here already, nothing more. */
+	memset(found, 0, sizeof(found));
+	CHECK_EQ(sg_layer_speculate_paths(e.layer, paths, 5, found), 4);
+	sg_layer_stats(e.layer, &st);
+	CHECK_EQ(st.fetch_requests, 1);
+	static uint8_t buf[CHUNK];
+	for (size_t i = 0; i < N_FAR; i++) {
+		CHECK_EQ(test_layer_read(e.loop, e.user, 0, file_node(&e, far_files[i]), 0, buf, CHUNK),
+			 (int32_t)CHUNK);
+		CHECK_MEM(buf, content + (size_t)far_files[i] * FILE_SIZE, CHUNK);
+	}
+	sg_layer_stats(e.layer, &st);
+	CHECK_EQ(st.ondemand_fetches, 0);
+	env_close(&e);
+}
+
 /* A byte damaged in the second span: that file's chunk fails its digest and is neither
  * served nor cached; the other spans' chunks of the same request are. */
 TEST(a_damaged_byte_in_one_span_fails_that_chunk_only)

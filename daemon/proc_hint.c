@@ -1,0 +1,513 @@
+#include "daemon/proc_hint.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "daemon/core/list.h"
+#include "daemon/core/log.h"
+#include "daemon/core/offload.h"
+#include "fs/c_includes.h"
+#include "fs/py_imports.h"
+
+/* ---- Command lines ---- */
+
+/* "python3.11" -> "3.11"; false for any other name. */
+static bool python_version(const char *exe, char ver[8])
+{
+	if (strncmp(exe, "python", 6) != 0)
+		return false;
+	const char *v = exe + 6;
+	size_t major = strspn(v, "0123456789");
+	if (major == 0 || v[major] != '.')
+		return false;
+	size_t minor = strspn(v + major + 1, "0123456789");
+	if (minor == 0 || v[major + 1 + minor] != '\0' || major + 1 + minor >= 8)
+		return false;
+	memcpy(ver, v, major + 1 + minor + 1);
+	return true;
+}
+
+/* [<triplet>-]gcc[-<version>], g++, cc, c++, clang, clang++, cc1, cc1plus. */
+static bool c_compiler(const char *exe)
+{
+	static const char *const names[] = { "gcc", "g++", "cc", "c++", "clang", "clang++",
+					     "cc1", "cc1plus" };
+	char name[64];
+	size_t len = strlen(exe);
+
+	if (len == 0 || len >= sizeof(name))
+		return false;
+	memcpy(name, exe, len + 1);
+	char *dash = strrchr(name, '-');
+	if (dash && dash[1] && strspn(dash + 1, "0123456789.") == strlen(dash + 1))
+		*dash = '\0';   /* the version */
+	dash = strrchr(name, '-');
+	const char *base = dash ? dash + 1 : name;   /* after the triplet */
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strcmp(base, names[i]) == 0)
+			return true;
+	return false;
+}
+
+static bool has_suffix(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), m = strlen(suffix);
+	return n > m && strcmp(s + n - m, suffix) == 0;
+}
+
+static bool c_source(const char *arg)
+{
+	static const char *const suffixes[] = { ".c", ".cc", ".cpp", ".cxx", ".c++", ".C" };
+
+	for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++)
+		if (has_suffix(arg, suffixes[i]))
+			return true;
+	return false;
+}
+
+/* A compiler's options whose value is the next argument (not a source to read). */
+static bool cc_option_with_value(const char *arg)
+{
+	static const char *const opts[] = {
+		"-o", "-x", "-MF", "-MT", "-MQ", "-dumpbase", "-dumpdir", "-dumpbase-ext",
+		"-auxbase", "-auxbase-strip", "-imultiarch", "-iprefix", "-isystem", "-idirafter",
+		"-iquote", "-include", "-imacros", "-I", "-L", "-D", "-U", "-aux-info", "-Xlinker",
+		"-Xassembler", "-Xpreprocessor",
+	};
+
+	for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++)
+		if (strcmp(arg, opts[i]) == 0)
+			return true;
+	return false;
+}
+
+/* Python's options whose value is the next argument. */
+static bool py_option_with_value(const char *arg)
+{
+	return strcmp(arg, "-W") == 0 || strcmp(arg, "-X") == 0 ||
+	       strcmp(arg, "--check-hash-based-pycs") == 0;
+}
+
+void sg_proc_cmd_parse(const char *cmdline, size_t len, const char *exe, struct sg_proc_cmd *cmd)
+{
+	const char *argv[256];
+	size_t argc = 0;
+
+	*cmd = (struct sg_proc_cmd){ .kind = SG_PROC_NONE };
+	if (len == 0 || cmdline[len - 1] != '\0')
+		return;   /* cut off, or not an argv */
+	for (size_t at = 0; at < len && argc < sizeof(argv) / sizeof(argv[0]);
+	     at += strlen(cmdline + at) + 1)
+		argv[argc++] = cmdline + at;
+	if (python_version(exe, cmd->pyver)) {
+		cmd->kind = SG_PROC_PYTHON;
+		for (size_t i = 1; i < argc; i++) {
+			if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "-m") == 0) {
+				if (i + 1 < argc)
+					*(argv[i][1] == 'c' ? &cmd->command : &cmd->module) = argv[i + 1];
+				return;   /* the rest is the program's */
+			}
+			if (strcmp(argv[i], "-") == 0 || strcmp(argv[i], "--") == 0)
+				return;
+			if (py_option_with_value(argv[i])) {
+				i++;
+				continue;
+			}
+			if (argv[i][0] == '-')
+				continue;
+			cmd->files[cmd->n_files++] = argv[i];   /* the script */
+			return;
+		}
+		return;
+	}
+	if (!c_compiler(exe))
+		return;
+	cmd->kind = SG_PROC_CC;
+	for (size_t i = 1; i < argc && cmd->n_files < SG_PROC_FILES_MAX; i++) {
+		if (cc_option_with_value(argv[i]))
+			i++;
+		else if (argv[i][0] != '-' && c_source(argv[i]))
+			cmd->files[cmd->n_files++] = argv[i];
+	}
+}
+
+/* ---- What they name ---- */
+
+/* Where the paths go: the caller's callback, with the path built in `buf`. */
+struct hint_out {
+	const struct sg_proc_cmd *cmd;
+	void (*cb)(void *ctx, const char *path);
+	void *ctx;
+	char tag[8];   /* "311" */
+};
+
+static void emit(struct hint_out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void emit(struct hint_out *o, const char *fmt, ...)
+{
+	char path[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	int n = vsnprintf(path, sizeof(path), fmt, ap);
+	va_end(ap);
+	if (n > 0 && (size_t)n < sizeof(path))
+		o->cb(o->ctx, path);
+}
+
+/* Module "a.b.c": for each of a, a.b, a.b.c, the package's __init__ and the module's own
+ * compiled file, under each library directory; for a, also its C extension and accelerator
+ * (_a: json's _json, ssl's _ssl, sqlite3's _sqlite3) in lib-dynload. */
+static void python_module(void *ctx, const char *name, size_t len)
+{
+	struct hint_out *o = ctx;
+	const char *ver = o->cmd->pyver;
+	char libs[4][64];
+	char dir[SG_PY_MODULE_MAX + 1];
+
+	snprintf(libs[0], sizeof(libs[0]), "usr/lib/python%s", ver);
+	snprintf(libs[1], sizeof(libs[1]), "usr/local/lib/python%s", ver);
+	snprintf(libs[2], sizeof(libs[2]), "usr/local/lib/python%s/site-packages", ver);
+	snprintf(libs[3], sizeof(libs[3]), "usr/lib/python3/dist-packages");
+	(void)len;
+	for (size_t l = 0; l < 4; l++) {
+		size_t at = 0;
+		const char *part = name;
+		while (*part) {
+			size_t plen = strcspn(part, ".");
+			const char *parent = at ? dir : "";
+			emit(o, "%s/%s%s%.*s/__pycache__/__init__.cpython-%s.pyc", libs[l], parent,
+			     at ? "/" : "", (int)plen, part, o->tag);
+			emit(o, "%s/%s%s__pycache__/%.*s.cpython-%s.pyc", libs[l], parent,
+			     at ? "/" : "", (int)plen, part, o->tag);
+			if (at == 0 && l < 2) {
+				emit(o, "%s/lib-dynload/%.*s.cpython-%s-x86_64-linux-gnu.so", libs[l],
+				     (int)plen, part, o->tag);
+				emit(o, "%s/lib-dynload/_%.*s.cpython-%s-x86_64-linux-gnu.so",
+				     libs[l], (int)plen, part, o->tag);
+			}
+			if (at)
+				dir[at++] = '/';
+			memcpy(dir + at, part, plen);
+			at += plen;
+			dir[at] = '\0';
+			part += plen + (part[plen] == '.');
+		}
+	}
+}
+
+static void c_header(void *ctx, const struct sg_c_include *inc)
+{
+	static const char *const dirs[] = { "usr/local/include", "usr/include/x86_64-linux-gnu",
+					    "usr/include/aarch64-linux-gnu", "usr/include" };
+	struct hint_out *o = ctx;
+
+	if (inc->next)
+		return;
+	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++)
+		emit(o, "%s/%s", dirs[i], inc->name);
+}
+
+void sg_proc_hint_paths(const struct sg_proc_cmd *cmd, const uint8_t *src, size_t len,
+			void (*cb)(void *ctx, const char *path), void *ctx)
+{
+	struct hint_out o = { .cmd = cmd, .cb = cb, .ctx = ctx };
+
+	if (cmd->kind == SG_PROC_PYTHON) {
+		size_t t = 0;
+		for (const char *v = cmd->pyver; *v && t + 1 < sizeof(o.tag); v++)
+			if (*v != '.')
+				o.tag[t++] = *v;
+		o.tag[t] = '\0';
+		if (!src && cmd->module)
+			python_module(&o, cmd->module, strlen(cmd->module));
+		if (src)
+			(void)sg_py_imports(src, len, python_module, &o);
+	} else if (cmd->kind == SG_PROC_CC && src) {
+		(void)sg_c_includes(src, len, c_header, &o);
+	}
+}
+
+/* ---- Readers ---- */
+
+#define SEEN_KEPT 64
+#define REFS_MAX 4
+
+struct sg_proc_hints {
+	struct sg_loop *loop;
+	sg_proc_hint_cb cb;
+	void *userdata;
+	/* The command lines seen lately, by pid: an exec changes a pid's. */
+	struct { uint32_t pid; uint64_t hash; } seen[SEEN_KEPT];
+	unsigned seen_next;
+	struct sg_list jobs;   /* struct read_job: a thread reads its files */
+	bool freed;
+};
+
+/* A script's or sources' read, on a thread of its own (daemon/core/offload.h). */
+struct read_job {
+	struct sg_offload w;
+	struct sg_proc_hints *h;
+	struct sg_list link;
+	uint32_t pid;
+	struct sg_proc_cmd cmd;                    /* pointing into cmdline */
+	char cmdline[SG_PROC_CMDLINE_MAX];
+	char refs[REFS_MAX][512];
+	size_t n_refs;
+	uint8_t *text[SG_PROC_FILES_MAX];
+	size_t text_len[SG_PROC_FILES_MAX];
+};
+
+int sg_proc_hints_new(struct sg_loop *loop, sg_proc_hint_cb cb, void *userdata,
+		      struct sg_proc_hints **ret)
+{
+	struct sg_proc_hints *h = calloc(1, sizeof(*h));
+
+	if (!h)
+		return -ENOMEM;
+	h->loop = loop;
+	h->cb = cb;
+	h->userdata = userdata;
+	sg_list_init(&h->jobs);
+	*ret = h;
+	return 0;
+}
+
+void sg_proc_hints_free(struct sg_proc_hints *h)
+{
+	if (!h)
+		return;
+	h->freed = true;
+	if (sg_list_empty(&h->jobs))
+		free(h);
+}
+
+static uint64_t fnv1a(uint64_t hash, const void *data, size_t len)
+{
+	const uint8_t *p = data;
+
+	for (size_t i = 0; i < len; i++)
+		hash = (hash ^ p[i]) * 0x100000001b3ull;
+	return hash;
+}
+
+/* /proc/PID/cmdline into buf (len through *ret_len) and the name of /proc/PID/exe into exe. */
+static int read_process(uint32_t pid, char *buf, size_t size, size_t *ret_len, char *exe,
+			size_t exe_size)
+{
+	char path[64], target[1024];
+
+	snprintf(path, sizeof(path), "/proc/%u/exe", pid);
+	ssize_t n = readlink(path, target, sizeof(target) - 1);
+	if (n <= 0)
+		return -errno;
+	target[n] = '\0';
+	char *deleted = strstr(target, " (deleted)");
+	if (deleted)
+		*deleted = '\0';
+	const char *base = strrchr(target, '/');
+	base = base ? base + 1 : target;
+	if (strlen(base) >= exe_size)
+		return -ENAMETOOLONG;
+	memcpy(exe, base, strlen(base) + 1);
+	snprintf(path, sizeof(path), "/proc/%u/cmdline", pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	size_t len = 0;
+	while (len < size) {
+		ssize_t r = read(fd, buf + len, size - len);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		len += (size_t)r;
+	}
+	close(fd);
+	if (len == size)
+		return -E2BIG;   /* cut off: not worth a guess */
+	*ret_len = len;
+	return 0;
+}
+
+/* The file `name` as process pid sees it: from its root (an absolute name) or its working
+ * directory, neither left (RESOLVE_IN_ROOT: ".." and absolute symlinks stay inside), no
+ * magic links; opened only if it is a regular file (O_PATH first: opening a device can
+ * have effects).  At most SG_PROC_FILE_MAX bytes.  On the job's thread. */
+static uint8_t *read_as_process(uint32_t pid, const char *name, size_t *ret_len)
+{
+	char path[64];
+	struct open_how how = {
+		.flags = O_PATH | O_CLOEXEC,
+		.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+	};
+	struct stat st;
+	uint8_t *buf = NULL;
+	int dir = -1, pathfd = -1, fd = -1;
+
+	snprintf(path, sizeof(path), "/proc/%u/%s", pid, name[0] == '/' ? "root" : "cwd");
+	dir = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (dir < 0)
+		goto out;
+	pathfd = (int)syscall(SYS_openat2, dir, name, &how, sizeof(how));
+	if (pathfd < 0 || fstat(pathfd, &st) < 0 || !S_ISREG(st.st_mode))
+		goto out;
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", pathfd);
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0)
+		goto out;
+	size_t want = (size_t)st.st_size < SG_PROC_FILE_MAX ? (size_t)st.st_size : SG_PROC_FILE_MAX;
+	buf = malloc(want ? want : 1);
+	if (!buf)
+		goto out;
+	size_t len = 0;
+	while (len < want) {
+		ssize_t r = read(fd, buf + len, want - len);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		len += (size_t)r;
+	}
+	*ret_len = len;
+out:
+	if (fd >= 0)
+		close(fd);
+	if (pathfd >= 0)
+		close(pathfd);
+	if (dir >= 0)
+		close(dir);
+	return buf;
+}
+
+static void read_files(struct sg_offload *w)
+{
+	struct read_job *j = sg_container_of(w, struct read_job, w);
+
+	for (unsigned i = 0; i < j->cmd.n_files; i++)
+		j->text[i] = read_as_process(j->pid, j->cmd.files[i], &j->text_len[i]);
+}
+
+/* The paths of one command line, asked for together. */
+struct ask {
+	char *paths[SG_PROC_PATHS_MAX];
+	size_t n;
+};
+
+static void ask_path(void *ctx, const char *path)
+{
+	struct ask *a = ctx;
+
+	if (a->n < SG_PROC_PATHS_MAX && (a->paths[a->n] = strdup(path)))
+		a->n++;
+}
+
+static void ask_all(struct sg_proc_hints *h, struct ask *a, const char *const *refs,
+		    size_t n_refs)
+{
+	if (a->n > 0)
+		h->cb(h->userdata, refs, n_refs, (const char *const *)a->paths, a->n);
+	for (size_t i = 0; i < a->n; i++)
+		free(a->paths[i]);
+	free(a);
+}
+
+static void files_read(struct sg_op *op)
+{
+	struct read_job *j = sg_container_of(op, struct read_job, w.op);
+	struct sg_proc_hints *h = j->h;
+	const char *refs[REFS_MAX];
+
+	for (size_t i = 0; i < j->n_refs; i++)
+		refs[i] = j->refs[i];
+	struct ask *a = h->freed || op->res != 0 ? NULL : calloc(1, sizeof(*a));
+	sg_list_unlink(&j->link);
+	for (unsigned i = 0; i < j->cmd.n_files; i++) {
+		if (j->text[i] && a)
+			sg_proc_hint_paths(&j->cmd, j->text[i], j->text_len[i], ask_path, a);
+		free(j->text[i]);
+	}
+	if (a)
+		ask_all(h, a, refs, j->n_refs);
+	free(j);
+	if (h->freed && sg_list_empty(&h->jobs))
+		free(h);
+}
+
+/* Has pid's command line (hash) been seen?  Remembers it either way. */
+static bool seen_lately(struct sg_proc_hints *h, uint32_t pid, uint64_t hash)
+{
+	for (unsigned i = 0; i < SEEN_KEPT; i++)
+		if (h->seen[i].pid == pid && h->seen[i].hash == hash)
+			return true;
+	h->seen[h->seen_next].pid = pid;
+	h->seen[h->seen_next].hash = hash;
+	h->seen_next = (h->seen_next + 1) % SEEN_KEPT;
+	return false;
+}
+
+static bool dotted_name(const char *s)
+{
+	size_t n = strlen(s);
+	return n > 0 && n <= SG_PY_MODULE_MAX && s[0] != '.' && s[n - 1] != '.' && !strstr(s, "..") &&
+	       strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.") == n;
+}
+
+void sg_proc_hints_reader(struct sg_proc_hints *h, uint32_t pid, const char *const *refs,
+			  size_t n_refs)
+{
+	static char cmdline[SG_PROC_CMDLINE_MAX];   /* the loop's only: parsed before it returns */
+	char exe[256];
+	size_t len = 0;
+	struct sg_proc_cmd cmd;
+
+	if (h->freed || pid == 0 || n_refs == 0 ||
+	    read_process(pid, cmdline, sizeof(cmdline), &len, exe, sizeof(exe)) < 0)
+		return;
+	if (seen_lately(h, pid, fnv1a(fnv1a(0xcbf29ce484222325ull, exe, strlen(exe)), cmdline, len)))
+		return;
+	sg_proc_cmd_parse(cmdline, len, exe, &cmd);
+	if (cmd.kind == SG_PROC_NONE)
+		return;
+	if (n_refs > REFS_MAX)
+		n_refs = REFS_MAX;
+	if (cmd.command || cmd.module) {
+		struct ask *a = calloc(1, sizeof(*a));
+		if (!a)
+			return;
+		if (cmd.command)
+			sg_proc_hint_paths(&cmd, (const uint8_t *)cmd.command, strlen(cmd.command),
+					   ask_path, a);
+		if (cmd.module && dotted_name(cmd.module))
+			sg_proc_hint_paths(&cmd, NULL, 0, ask_path, a);
+		ask_all(h, a, refs, n_refs);
+	}
+	if (cmd.n_files == 0)
+		return;
+	struct read_job *j = calloc(1, sizeof(*j));
+	if (!j)
+		return;
+	j->h = h;
+	j->pid = pid;
+	memcpy(j->cmdline, cmdline, len);
+	sg_proc_cmd_parse(j->cmdline, len, exe, &j->cmd);   /* pointing into the job's copy */
+	for (size_t i = 0; i < n_refs; i++)
+		if (snprintf(j->refs[j->n_refs], sizeof(j->refs[0]), "%s", refs[i]) <
+		    (int)sizeof(j->refs[0]))
+			j->n_refs++;
+	sg_list_insert_tail(&h->jobs, &j->link);
+	if (sg_offload_start(h->loop, &j->w, read_files, files_read) < 0) {
+		sg_list_unlink(&j->link);
+		for (unsigned i = 0; i < j->cmd.n_files; i++)
+			free(j->text[i]);
+		free(j);
+	}
+}
