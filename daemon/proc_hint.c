@@ -13,28 +13,10 @@
 #include <unistd.h>
 
 #include "daemon/core/list.h"
-#include "daemon/core/log.h"
 #include "daemon/core/offload.h"
 #include "fs/c_includes.h"
-#include "fs/py_imports.h"
 
 /* ---- Command lines ---- */
-
-/* "python3.11" -> "3.11"; false for any other name. */
-static bool python_version(const char *exe, char ver[8])
-{
-	if (strncmp(exe, "python", 6) != 0)
-		return false;
-	const char *v = exe + 6;
-	size_t major = strspn(v, "0123456789");
-	if (major == 0 || v[major] != '.')
-		return false;
-	size_t minor = strspn(v + major + 1, "0123456789");
-	if (minor == 0 || v[major + 1 + minor] != '\0' || major + 1 + minor >= 8)
-		return false;
-	memcpy(ver, v, major + 1 + minor + 1);
-	return true;
-}
 
 /* [<triplet>-]gcc[-<version>], g++, cc, c++, clang, clang++, cc1, cc1plus. */
 static bool c_compiler(const char *exe)
@@ -90,13 +72,6 @@ static bool cc_option_with_value(const char *arg)
 	return false;
 }
 
-/* Python's options whose value is the next argument. */
-static bool py_option_with_value(const char *arg)
-{
-	return strcmp(arg, "-W") == 0 || strcmp(arg, "-X") == 0 ||
-	       strcmp(arg, "--check-hash-based-pycs") == 0;
-}
-
 void sg_proc_cmd_parse(const char *cmdline, size_t len, const char *exe, struct sg_proc_cmd *cmd)
 {
 	const char *argv[256];
@@ -108,27 +83,6 @@ void sg_proc_cmd_parse(const char *cmdline, size_t len, const char *exe, struct 
 	for (size_t at = 0; at < len && argc < sizeof(argv) / sizeof(argv[0]);
 	     at += strlen(cmdline + at) + 1)
 		argv[argc++] = cmdline + at;
-	if (python_version(exe, cmd->pyver)) {
-		cmd->kind = SG_PROC_PYTHON;
-		for (size_t i = 1; i < argc; i++) {
-			if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "-m") == 0) {
-				if (i + 1 < argc)
-					*(argv[i][1] == 'c' ? &cmd->command : &cmd->module) = argv[i + 1];
-				return;   /* the rest is the program's */
-			}
-			if (strcmp(argv[i], "-") == 0 || strcmp(argv[i], "--") == 0)
-				return;
-			if (py_option_with_value(argv[i])) {
-				i++;
-				continue;
-			}
-			if (argv[i][0] == '-')
-				continue;
-			cmd->files[cmd->n_files++] = argv[i];   /* the script */
-			return;
-		}
-		return;
-	}
 	if (!c_compiler(exe))
 		return;
 	cmd->kind = SG_PROC_CC;
@@ -142,12 +96,11 @@ void sg_proc_cmd_parse(const char *cmdline, size_t len, const char *exe, struct 
 
 /* ---- What they name ---- */
 
-/* Where the paths go: the caller's callback, with the path built in `buf`. */
+/* Where the paths go: the caller's callback. */
 struct hint_out {
 	const struct sg_proc_cmd *cmd;
 	void (*cb)(void *ctx, const char *path);
 	void *ctx;
-	char tag[8];   /* "311" */
 };
 
 static void emit(struct hint_out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -161,47 +114,6 @@ static void emit(struct hint_out *o, const char *fmt, ...)
 	va_end(ap);
 	if (n > 0 && (size_t)n < sizeof(path))
 		o->cb(o->ctx, path);
-}
-
-/* Module "a.b.c": for each of a, a.b, a.b.c, the package's __init__ and the module's own
- * compiled file, under each library directory; for a, also its C extension and accelerator
- * (_a: json's _json, ssl's _ssl, sqlite3's _sqlite3) in lib-dynload. */
-static void python_module(void *ctx, const char *name, size_t len)
-{
-	struct hint_out *o = ctx;
-	const char *ver = o->cmd->pyver;
-	char libs[4][64];
-	char dir[SG_PY_MODULE_MAX + 1];
-
-	snprintf(libs[0], sizeof(libs[0]), "usr/lib/python%s", ver);
-	snprintf(libs[1], sizeof(libs[1]), "usr/local/lib/python%s", ver);
-	snprintf(libs[2], sizeof(libs[2]), "usr/local/lib/python%s/site-packages", ver);
-	snprintf(libs[3], sizeof(libs[3]), "usr/lib/python3/dist-packages");
-	(void)len;
-	for (size_t l = 0; l < 4; l++) {
-		size_t at = 0;
-		const char *part = name;
-		while (*part) {
-			size_t plen = strcspn(part, ".");
-			const char *parent = at ? dir : "";
-			emit(o, "%s/%s%s%.*s/__pycache__/__init__.cpython-%s.pyc", libs[l], parent,
-			     at ? "/" : "", (int)plen, part, o->tag);
-			emit(o, "%s/%s%s__pycache__/%.*s.cpython-%s.pyc", libs[l], parent,
-			     at ? "/" : "", (int)plen, part, o->tag);
-			if (at == 0 && l < 2) {
-				emit(o, "%s/lib-dynload/%.*s.cpython-%s-x86_64-linux-gnu.so", libs[l],
-				     (int)plen, part, o->tag);
-				emit(o, "%s/lib-dynload/_%.*s.cpython-%s-x86_64-linux-gnu.so",
-				     libs[l], (int)plen, part, o->tag);
-			}
-			if (at)
-				dir[at++] = '/';
-			memcpy(dir + at, part, plen);
-			at += plen;
-			dir[at] = '\0';
-			part += plen + (part[plen] == '.');
-		}
-	}
 }
 
 static void c_header(void *ctx, const struct sg_c_include *inc)
@@ -221,24 +133,14 @@ void sg_proc_hint_paths(const struct sg_proc_cmd *cmd, const uint8_t *src, size_
 {
 	struct hint_out o = { .cmd = cmd, .cb = cb, .ctx = ctx };
 
-	if (cmd->kind == SG_PROC_PYTHON) {
-		size_t t = 0;
-		for (const char *v = cmd->pyver; *v && t + 1 < sizeof(o.tag); v++)
-			if (*v != '.')
-				o.tag[t++] = *v;
-		o.tag[t] = '\0';
-		if (!src && cmd->module)
-			python_module(&o, cmd->module, strlen(cmd->module));
-		if (src)
-			(void)sg_py_imports(src, len, python_module, &o);
-	} else if (cmd->kind == SG_PROC_CC && src) {
+	if (cmd->kind == SG_PROC_CC && src)
 		(void)sg_c_includes(src, len, c_header, &o);
-	}
 }
 
 /* ---- Readers ---- */
 
 #define SEEN_KEPT 64
+#define RECHECK_NS (20ull * 1000000u)
 #define REFS_MAX 4
 
 struct sg_proc_hints {
@@ -248,11 +150,15 @@ struct sg_proc_hints {
 	/* The command lines seen lately, by pid: an exec changes a pid's. */
 	struct { uint32_t pid; uint64_t hash; } seen[SEEN_KEPT];
 	unsigned seen_next;
+	/* The last pid looked at, and when: a process reading file after file (tar of a
+	 * layer) is looked at again only after RECHECK_NS, not at every file. */
+	uint32_t last_pid;
+	uint64_t last_ns;
 	struct sg_list jobs;   /* struct read_job: a thread reads its files */
 	bool freed;
 };
 
-/* A script's or sources' read, on a thread of its own (daemon/core/offload.h). */
+/* A compiler's sources' read, on a thread of its own (daemon/core/offload.h). */
 struct read_job {
 	struct sg_offload w;
 	struct sg_proc_hints *h;
@@ -454,13 +360,6 @@ static bool seen_lately(struct sg_proc_hints *h, uint32_t pid, uint64_t hash)
 	return false;
 }
 
-static bool dotted_name(const char *s)
-{
-	size_t n = strlen(s);
-	return n > 0 && n <= SG_PY_MODULE_MAX && s[0] != '.' && s[n - 1] != '.' && !strstr(s, "..") &&
-	       strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.") == n;
-}
-
 void sg_proc_hints_reader(struct sg_proc_hints *h, uint32_t pid, const char *const *refs,
 			  size_t n_refs)
 {
@@ -469,8 +368,14 @@ void sg_proc_hints_reader(struct sg_proc_hints *h, uint32_t pid, const char *con
 	size_t len = 0;
 	struct sg_proc_cmd cmd;
 
-	if (h->freed || pid == 0 || n_refs == 0 ||
-	    read_process(pid, cmdline, sizeof(cmdline), &len, exe, sizeof(exe)) < 0)
+	if (h->freed || pid == 0 || n_refs == 0)
+		return;
+	uint64_t now = sg_now_ns();
+	if (pid == h->last_pid && now - h->last_ns < RECHECK_NS)
+		return;
+	h->last_pid = pid;
+	h->last_ns = now;
+	if (read_process(pid, cmdline, sizeof(cmdline), &len, exe, sizeof(exe)) < 0)
 		return;
 	if (seen_lately(h, pid, fnv1a(fnv1a(0xcbf29ce484222325ull, exe, strlen(exe)), cmdline, len)))
 		return;
@@ -479,17 +384,6 @@ void sg_proc_hints_reader(struct sg_proc_hints *h, uint32_t pid, const char *con
 		return;
 	if (n_refs > REFS_MAX)
 		n_refs = REFS_MAX;
-	if (cmd.command || cmd.module) {
-		struct ask *a = calloc(1, sizeof(*a));
-		if (!a)
-			return;
-		if (cmd.command)
-			sg_proc_hint_paths(&cmd, (const uint8_t *)cmd.command, strlen(cmd.command),
-					   ask_path, a);
-		if (cmd.module && dotted_name(cmd.module))
-			sg_proc_hint_paths(&cmd, NULL, 0, ask_path, a);
-		ask_all(h, a, refs, n_refs);
-	}
 	if (cmd.n_files == 0)
 		return;
 	struct read_job *j = calloc(1, sizeof(*j));

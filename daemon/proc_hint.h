@@ -1,13 +1,13 @@
 /* What a process reading from a lazy layer will read next, from its command line: the
- * modules a Python program imports (its -c command, its -m module, its script) and the
- * headers a C compiler's sources include.  A program's start reads them one after the other,
- * each a miss a round trip long; its command line names them before it gets there (a
- * compiler reads its source's first #include a second or more after it starts, once its
- * own 28 MB are paged in).
+ * headers a C or C++ compiler's sources include.  A compiler reads them one after the other,
+ * each a miss a round trip long; its command line names the sources a second or more before
+ * it gets to their first #include (it pages its own 28 MB in first).  (Python programs'
+ * imports, from a -c command or a script, were tried too and dropped: measured no faster on
+ * the default link and slower on the far one.)
  *
  * The daemon learns a reader's pid from each FUSE read (fs/layer.h, on_reader).  It reads
- * /proc/PID/cmdline and the name of /proc/PID/exe on the loop (procfs, no FUSE); a script or
- * source is read as the process sees it (openat2 with RESOLVE_IN_ROOT under /proc/PID/root,
+ * /proc/PID/cmdline and the name of /proc/PID/exe on the loop (procfs, no FUSE); a source is
+ * read as the process sees it (openat2 with RESOLVE_IN_ROOT under /proc/PID/root,
  * or its cwd) on a worker thread, never the loop's: the file may lie on one of our own lazy
  * layers, whose FUSE requests the loop serves.  At most SG_PROC_FILE_MAX bytes of at most
  * SG_PROC_FILES_MAX files, regular files only.  Their text is only scanned for names; it is
@@ -25,29 +25,24 @@
 #define SG_PROC_FILE_MAX ((size_t)256 << 10)
 #define SG_PROC_CMDLINE_MAX ((size_t)16 << 10)
 
-enum sg_proc_kind { SG_PROC_NONE, SG_PROC_PYTHON, SG_PROC_CC };
+enum sg_proc_kind { SG_PROC_NONE, SG_PROC_CC };
 
 /* A command line, interpreted (pointers into the caller's cmdline buffer). */
 struct sg_proc_cmd {
 	enum sg_proc_kind kind;
-	char pyver[8];                 /* python: "3.11" (from the executable's name) */
-	const char *command;           /* python -c's command, NUL-terminated */
-	const char *module;            /* python -m's module */
-	const char *files[SG_PROC_FILES_MAX];   /* python's script; a compiler's sources */
+	const char *files[SG_PROC_FILES_MAX];   /* a compiler's sources */
 	unsigned n_files;
 };
 
 /* Interprets argv (cmdline[0..len): NUL-separated, as /proc/PID/cmdline gives it; the last
- * string NUL-terminated) run by executable `exe` (the name of /proc/PID/exe: python3.11,
- * x86_64-linux-gnu-gcc-12, cc1...).  Pure. */
+ * string NUL-terminated) run by executable `exe` (the name of /proc/PID/exe:
+ * x86_64-linux-gnu-gcc-12, cc1, clang...).  Pure. */
 void sg_proc_cmd_parse(const char *cmdline, size_t len, const char *exe, struct sg_proc_cmd *cmd);
 
 /* The paths (from the root, no leading '/') an image's layers may have that the process reads
- * next, from the text of its command, script or source (src[0..len); NULL for a -m module
- * alone): for python, each imported module's candidates (its package's __init__ and its own
- * compiled module under the version's library, site-packages and dist-packages, and a
- * top-level module's C extension and accelerator in lib-dynload); for a compiler, each
- * included header in the multiarch directories, /usr/include and /usr/local/include.  Pure. */
+ * next, from the text of one of its sources (src[0..len)): each header it includes, in
+ * /usr/local/include, the multiarch directories and /usr/include (a layer's speculation
+ * follows each one's own includes as it arrives, with GCC's own directories).  Pure. */
 void sg_proc_hint_paths(const struct sg_proc_cmd *cmd, const uint8_t *src, size_t len,
 			void (*cb)(void *ctx, const char *path), void *ctx);
 
@@ -67,9 +62,8 @@ int sg_proc_hints_new(struct sg_loop *loop, sg_proc_hint_cb cb, void *userdata,
  * left. */
 void sg_proc_hints_free(struct sg_proc_hints *h);
 /* Process `pid` read the start of a file of a layer of images refs[0..n_refs) (at most 4
- * are kept): if its command line is one it has not seen for that pid (an exec changes it),
- * what it names is asked for, now (a -c command, a -m module) or once its script or sources
- * are read. */
+ * are kept): if its command line is one it has not seen for that pid (an exec changes it)
+ * and names sources, what they include is asked for once a worker has read them. */
 void sg_proc_hints_reader(struct sg_proc_hints *h, uint32_t pid, const char *const *refs,
 			  size_t n_refs);
 

@@ -232,12 +232,12 @@ int sg_layer_read(struct sg_layer_user *user, uint32_t reader, uint32_t node, ui
  * symlinks are followed inside this layer's TOC.  0: the layer has the file; -ENOENT: it
  * does not; -ECANCELED: speculation is off or the layer is closing. */
 int sg_layer_speculate_path(struct sg_layer *layer, const char *path);
-/* What a process's command line names (daemon/proc_hint.h: the modules a Python program
- * imports, the headers a compiler's sources include): the first chunk of each of paths[i]
+/* What a process's command line names (daemon/proc_hint.h: the headers a compiler's
+ * sources include): the first chunk of each of paths[i]
  * (from the root) this layer has as a regular file, unless found[i] is set already (a
- * higher layer has it); found[i] is set for those.  All go to the queue together, in blob
- * order, followed, as precise picks that may go out in one request of several spans
- * (gathered: far apart in the blob, each a small file).  Returns how many this layer has,
+ * higher layer has it); found[i] is set for those.  All go to the queue together, in the
+ * order named, followed, as precise picks that go out gathered: a request of up to 16
+ * spans and 256 KiB takes the first named, wherever they are in the blob.  Returns how many this layer has,
  * or -ECANCELED: speculation is off, the layer closes or replays a profile. */
 int sg_layer_speculate_paths(struct sg_layer *layer, const char *const *paths, size_t n,
 			     bool *found);

@@ -1038,12 +1038,6 @@ int sg_layer_speculate_path(struct sg_layer *l, const char *path)
 	return r;
 }
 
-static int cmp_chunk(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-	return x < y ? -1 : x > y;
-}
-
 int sg_layer_speculate_paths(struct sg_layer *l, const char *const *paths, size_t n,
 			     bool *found)
 {
@@ -1067,8 +1061,9 @@ int sg_layer_speculate_paths(struct sg_layer *l, const char *const *paths, size_
 			continue;
 		firsts[nf++] = f->first_chunk;
 	}
-	/* In blob order (chunk ids are), so that the batches take them front to back. */
-	qsort(firsts, nf, sizeof(firsts[0]), cmp_chunk);
+	/* In the order named (a compiler reads a source's headers in the order it includes
+	 * them): the batches gather them from the front of the queue, so the first request
+	 * holds the first named, whatever their places in the blob. */
 	struct pick p = { .l = l, .follow = true, .budget = SIZE_MAX };
 	for (size_t i = 0; i < nf && !pick_full(&p); i++) {
 		const struct sg_toc_chunk *ch = sg_layer_chunk(l, firsts[i]);
@@ -1163,6 +1158,8 @@ void sg_layer_spec_miss(struct sg_layer *l, struct sg_range_source *src, uint32_
  * runs for a batch of files a command line named. */
 #define GATHER_SCAN_MAX 64u
 #define GATHER_HINTS_SCAN_MAX 2048u
+/* Bytes of a gathered batch at most (gaps read along within a span included). */
+#define SPEC_GATHER_MAX (256u << 10)
 
 /* A precise batch [start, end) also takes the precise picks queued behind it that lie
  * within a gap of it in the blob, wherever they are in the queue: the files every
@@ -1188,6 +1185,25 @@ static unsigned count_spans(const struct sg_layer *l, const uint32_t *list, size
 	return spans;
 }
 
+/* Bytes a request for a list in blob order fetches: its spans, the gaps within them. */
+static uint64_t span_bytes(const struct sg_layer *l, const uint32_t *list, size_t n)
+{
+	uint64_t bytes = 0, start = 0, end = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		const struct sg_toc_chunk *ch = sg_layer_chunk(l, list[i]);
+		if (i > 0 && !sg_layer_span_joins(end, ch->offset)) {
+			bytes += end - start;
+			start = ch->offset;
+		} else if (i == 0) {
+			start = ch->offset;
+		}
+		if (i == 0 || ch->next_offset > end)
+			end = ch->next_offset;
+	}
+	return n ? bytes + (end - start) : 0;
+}
+
 static size_t gather_near(struct sg_layer *l, uint32_t *list, size_t n, uint64_t start,
 			  uint64_t end, size_t max)
 {
@@ -1197,6 +1213,10 @@ static size_t gather_near(struct sg_layer *l, uint32_t *list, size_t n, uint64_t
 	bool gather = (l->spec_queued[list[0]] & SPEC_GATHER) && sg_layer_batch_spans(l) > 1;
 	uint64_t gathered = 0;
 
+	/* A batch is served when all of it has arrived: the first file named waits for the
+	 * last (on the far link a gathered 510 KB made the first of them wait 200 ms). */
+	if (gather && max > SPEC_GATHER_MAX)
+		max = SPEC_GATHER_MAX;
 	for (size_t i = 0; gather && i < n; i++)
 		gathered += sg_layer_chunk(l, list[i])->next_offset - sg_layer_chunk(l, list[i])->offset;
 	unsigned runs = gather ? l->spec_n : l->spec_precise_n;
@@ -1229,10 +1249,11 @@ static size_t gather_near(struct sg_layer *l, uint32_t *list, size_t n, uint64_t
 			}
 			list[at] = c;
 			n++;
-			if (!near && count_spans(l, list, n) > sg_layer_batch_spans(l)) {
+			if (!near && (count_spans(l, list, n) > sg_layer_batch_spans(l) ||
+				      span_bytes(l, list, n) > max)) {
 				memmove(&list[at], &list[at + 1], (n - at - 1) * sizeof(list[0]));
 				n--;
-				continue;   /* no span left for it */
+				continue;   /* no span or byte left for it */
 			}
 			gathered += ch->next_offset - ch->offset;
 			start = s;

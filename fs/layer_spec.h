@@ -92,8 +92,8 @@ void sg_layer_spec_contents(struct sg_layer *l, uint32_t chunk, const uint8_t *d
 void sg_layer_spec_program(struct sg_layer *l, uint32_t chunk);
 /* A reader's first use of `chunk`, fetched ahead: if a command line named its file
  * (sg_layer_speculate_paths), its neighbours are taken as a miss there would have taken
- * them (a package's __init__ named by an import: its submodules), without the budget
- * shrinking (it was no miss).  Clears the mark. */
+ * them (a header's directory), without the budget shrinking (it was no miss).  Clears the
+ * mark. */
 void sg_layer_spec_hint_used(struct sg_layer *l, uint32_t chunk);
 /* For the fetch path: is `chunk` followed, the first chunk of a file about to be used whose
  * contents are read as it arrives, as for a file in use (a GCC driver's pass, an image's entry

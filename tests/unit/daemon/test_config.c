@@ -307,14 +307,16 @@ TEST(speculation_and_trace_keys)
 	struct sg_config cfg;
 	struct sg_error err = { 0 };
 	const char *text = "speculate = false\nspec_budget_bytes = \"4M\"\n"
-			   "fetch_trace_dir = \"/var/tmp/trace\"\n";
+			   "fetch_trace_dir = \"/var/tmp/trace\"\nprocess_hints = false\n";
 
 	sg_config_defaults(&cfg);
 	CHECK(cfg.speculate);   /* on by default */
+	CHECK(cfg.process_hints);
 	CHECK_EQ(cfg.spec_budget_bytes, 0);
 	CHECK_STR(cfg.fetch_trace_dir, "");
 	CHECK_EQ(sg_config_parse(&cfg, text, strlen(text), "t.toml", &err), 0);
 	CHECK(!cfg.speculate);
+	CHECK(!cfg.process_hints);
 	CHECK_EQ(cfg.spec_budget_bytes, 4u << 20);
 	CHECK_STR(cfg.fetch_trace_dir, "/var/tmp/trace");
 	sg_config_clear(&cfg);

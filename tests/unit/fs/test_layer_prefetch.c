@@ -686,9 +686,11 @@ TEST(a_replay_of_far_apart_chunks_is_one_request_of_several_spans)
 }
 
 /* What a process's command line names (sg_layer_speculate_paths: small files all over the
- * blob) goes out as one request of a span per file, in blob order, each file's first chunk
- * only; a path the layer lacks or a higher layer has (found already) is not fetched, and the
- * files are then read without a miss. */
+ * blob) goes out gathered, a request of a span per file, each file's first chunk only, the
+ * first named first: a request holds at most 256 KiB (its files are served when all of it
+ * has arrived), so the first three named (64 KiB each) go in one, in blob order, the fourth
+ * in the next.  A path the layer lacks or a higher layer has (found already) is not
+ * fetched, and the files are then read without a miss. */
 TEST(a_command_lines_files_go_out_gathered_in_one_request)
 {
 	static const char *const paths[] = { "f17", "f2", "no/such/file", "f30", "f9", "f5" };
@@ -709,23 +711,28 @@ TEST(a_command_lines_files_go_out_gathered_in_one_request)
 	CHECK_EQ(sg_layer_speculate_paths(e.layer, paths, 6, found), 4);
 	CHECK(found[0] && found[1] && !found[2] && found[3] && found[4] && found[5]);
 	run_a_little(e.loop);
-	CHECK_EQ(e.gate->n, 1);
-	CHECK_EQ(e.gate->q[0].n_spans, N_FAR);
-	for (size_t i = 0; i < N_FAR; i++) {
+	CHECK(e.gate->n >= 1);
+	static const int first_three[] = { 2, 17, 30 };   /* f17, f2, f30 named, in blob order */
+	CHECK_EQ(e.gate->q[0].n_spans, 3);
+	for (size_t i = 0; i < 3; i++) {
 		const struct sg_range_span *sp = &e.gate->q[0].spans[i];
-		CHECK_EQ(sp->offset, file_blob_offset(&e, far_sorted[i]));
+		CHECK_EQ(sp->offset, file_blob_offset(&e, first_three[i]));
 		CHECK(sp->len < FILE_SIZE);   /* the first chunk */
 	}
 	e.gate->automatic = true;
 	gate_complete(e.gate, 0, (int)e.gate->q[0].len);
 	run_a_little(e.loop);
+	while (e.gate->n > 0) {
+		gate_complete(e.gate, 0, (int)e.gate->q[0].len);
+		run_a_little(e.loop);
+	}
 	CHECK(sg_layer_fetch_needed(e.layer, sg_toc_node(sg_layer_toc(e.layer),
 							 file_node(&e, 5))->first_chunk));
 	/* Asked again: here already, nothing more. */
 	memset(found, 0, sizeof(found));
 	CHECK_EQ(sg_layer_speculate_paths(e.layer, paths, 5, found), 4);
 	sg_layer_stats(e.layer, &st);
-	CHECK_EQ(st.fetch_requests, 1);
+	CHECK_EQ(st.fetch_requests, 2);
 	static uint8_t buf[CHUNK];
 	for (size_t i = 0; i < N_FAR; i++) {
 		CHECK_EQ(test_layer_read(e.loop, e.user, 0, file_node(&e, far_files[i]), 0, buf, CHUNK),
