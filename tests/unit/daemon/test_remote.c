@@ -797,4 +797,113 @@ TEST(an_images_entry_program_is_fetched_before_it_is_read)
 	env_close(&e);
 }
 
+/* ---- A compiler's command line (daemon/proc_hint.h) ---- */
+
+/* A layer with usr/include/stdio.h (which includes <bits/types.h>), the multiarch
+ * bits/types.h, a header nothing includes, and usr/share/readme (what the "compiler" reads
+ * first), in that blob order; readme alone in its directory and last, so that its miss
+ * brings no neighbours. */
+static void hint_blob(void)
+{
+	static const struct { const char *path, *text; } files[] = {
+		{ "usr/include/other/unrelated.h", "/* nothing */\n" },
+		{ "usr/include/x86_64-linux-gnu/bits/types.h", "/* no includes */\n" },
+		{ "usr/include/stdio.h", "#include <bits/types.h>\n" },
+		{ "usr/share/readme", "read me\n" },
+	};
+	struct esgz_b b;
+	struct sg_digest td, d;
+
+	setup();
+	esgz_init(&b, 1);
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+		esgz_add(&b, files[i].path, '0', 0644, (const uint8_t *)files[i].text,
+			 strlen(files[i].text), NULL, 0, NULL);
+	esgz_finish(&b, 0, &td);
+	sg_sha256(b.blob.p, b.blob.len, &d);
+	FILE *f = fopen(blob_path, "w");
+	CHECK(f && fwrite(b.blob.p, 1, b.blob.len, f) == b.blob.len);
+	fclose(f);
+	esgz_done(&b);
+	sg_digest_format(&td, toc_digest);
+	sg_digest_format(&d, layer_digest);
+}
+
+/* dash copied as x86_64-linux-gnu-gcc-12 (its /proc/PID/exe names a compiler), run with a
+ * source on its command line: its -c command reads the first bytes of a file of the mount
+ * itself (the daemon learns its pid from the FUSE read), then waits. */
+static int child_compiler(void)
+{
+	char gcc[400], src[400], cmd[600];
+
+	snprintf(gcc, sizeof(gcc), "%s/x86_64-linux-gnu-gcc-12", dir);
+	snprintf(src, sizeof(src), "%s/h.c", dir);
+	snprintf(cmd, sizeof(cmd), "read x < %s/usr/share/readme; sleep 1", mnt[0]);
+	char *const argv[] = { "gcc", "-c", cmd, "-o", "/dev/null", src, NULL };
+	execv(gcc, argv);
+	return 127;
+}
+
+static int child_read_headers(void)
+{
+	static const char *const headers[] = { "usr/include/stdio.h",
+					       "usr/include/x86_64-linux-gnu/bits/types.h" };
+	char path[400];
+	uint8_t buf[256];
+
+	for (size_t i = 0; i < 2; i++) {
+		snprintf(path, sizeof(path), "%s/%s", mnt[0], headers[i]);
+		if (read_path(path, buf, sizeof(buf)) <= 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* Runs the compiler, then reads its source's header and what that includes; the reads of
+ * the blob the headers' reads caused. */
+static unsigned compile_then_read_headers(bool hints)
+{
+	struct env e;
+	struct mount_res m[1] = { 0 };
+	char path[400];
+
+	hint_blob();
+	snprintf(path, sizeof(path), "cp /bin/dash %s/x86_64-linux-gnu-gcc-12", dir);
+	CHECK_EQ(system(path), 0);
+	snprintf(path, sizeof(path), "%s/h.c", dir);
+	FILE *f = fopen(path, "w");
+	CHECK(f && fputs("#include <stdio.h>\nint main(void) { return 0; }\n", f) >= 0);
+	fclose(f);
+	struct sg_remote_config cfg = { .cache_root = root, .speculate = true,
+					.process_hints = hints };
+	image_open(&e, &cfg, false);
+	image_mount(&e, 0, NULL, m);
+	run_for(&e, 200);
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0)
+		_exit(child_compiler());
+	serve_until_child_exits(&e, pid, 20000);
+	run_for(&e, 200);
+	unsigned before = counted[0]->reads;
+	pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0)
+		_exit(child_read_headers());
+	serve_until_child_exits(&e, pid, 20000);
+	unsigned reads = counted[0]->reads - before;
+	env_close(&e);
+	cleanup();
+	return reads;
+}
+
+/* A compiler's source names <stdio.h>: with process hints the daemon reads the source as the
+ * compiler sees it, fetches stdio.h and, as it arrives, what it includes, before the
+ * compiler reads them (reading them then fetches nothing); without, they are misses. */
+TEST(a_compilers_source_headers_are_fetched_before_it_reads_them)
+{
+	CHECK_EQ(compile_then_read_headers(true), 0u);
+	CHECK(compile_then_read_headers(false) >= 1u);
+}
+
 TEST_MAIN()
