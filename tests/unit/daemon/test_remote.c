@@ -697,26 +697,33 @@ static void want_entry(void *ctx, const char *ref)
 	snprintf(entry_ref, sizeof(entry_ref), "%s", ref);
 }
 
+/* Finishes b into blob_path, its digests in toc_digest and layer_digest. */
+static void write_blob(struct esgz_b *b)
+{
+	struct sg_digest td, d;
+
+	esgz_finish(b, 0, &td);
+	sg_sha256(b->blob.p, b->blob.len, &d);
+	FILE *f = fopen(blob_path, "w");
+	CHECK(f && fwrite(b->blob.p, 1, b->blob.len, f) == b->blob.len);
+	fclose(f);
+	esgz_done(b);
+	sg_digest_format(&td, toc_digest);
+	sg_digest_format(&d, layer_digest);
+}
+
 /* The layer of an image whose command is usr/bin/app (executable, 1 MiB in 256 KiB chunks),
  * beside usr/bin/data (not executable) and usr/bin/other. */
 static void entry_blob(void)
 {
 	struct esgz_b b;
-	struct sg_digest td, d;
 
 	setup();
 	esgz_init(&b, 1);
 	esgz_add(&b, "usr/bin/app", '0', 0755, content[0], FILE_SIZE, NULL, CHUNK, NULL);
 	esgz_add(&b, "usr/bin/data", '0', 0644, content[1], FILE_SIZE, NULL, CHUNK, NULL);
 	esgz_add(&b, "usr/bin/other", '0', 0755, content[2], FILE_SIZE, NULL, CHUNK, NULL);
-	esgz_finish(&b, 0, &td);
-	sg_sha256(b.blob.p, b.blob.len, &d);
-	FILE *f = fopen(blob_path, "w");
-	CHECK(f && fwrite(b.blob.p, 1, b.blob.len, f) == b.blob.len);
-	fclose(f);
-	esgz_done(&b);
-	sg_digest_format(&td, toc_digest);
-	sg_digest_format(&d, layer_digest);
+	write_blob(&b);
 }
 
 static uint64_t counted_bytes(void)
@@ -812,21 +819,13 @@ static void hint_blob(void)
 		{ "usr/share/readme", "read me\n" },
 	};
 	struct esgz_b b;
-	struct sg_digest td, d;
 
 	setup();
 	esgz_init(&b, 1);
 	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
 		esgz_add(&b, files[i].path, '0', 0644, (const uint8_t *)files[i].text,
 			 strlen(files[i].text), NULL, 0, NULL);
-	esgz_finish(&b, 0, &td);
-	sg_sha256(b.blob.p, b.blob.len, &d);
-	FILE *f = fopen(blob_path, "w");
-	CHECK(f && fwrite(b.blob.p, 1, b.blob.len, f) == b.blob.len);
-	fclose(f);
-	esgz_done(&b);
-	sg_digest_format(&td, toc_digest);
-	sg_digest_format(&d, layer_digest);
+	write_blob(&b);
 }
 
 /* dash copied as x86_64-linux-gnu-gcc-12 (its /proc/PID/exe names a compiler), run with a
