@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,42 +95,30 @@ void sg_proc_cmd_parse(const char *cmdline, size_t len, const char *exe, struct 
 
 /* ---- What they name ---- */
 
-/* Where the paths go: the caller's callback. */
+/* Each header an include names, in the directories a compiler looks in for <name>. */
 struct hint_out {
-	const struct sg_proc_cmd *cmd;
 	void (*cb)(void *ctx, const char *path);
 	void *ctx;
 };
-
-static void emit(struct hint_out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void emit(struct hint_out *o, const char *fmt, ...)
-{
-	char path[1024];
-	va_list ap;
-
-	va_start(ap, fmt);
-	int n = vsnprintf(path, sizeof(path), fmt, ap);
-	va_end(ap);
-	if (n > 0 && (size_t)n < sizeof(path))
-		o->cb(o->ctx, path);
-}
 
 static void c_header(void *ctx, const struct sg_c_include *inc)
 {
 	static const char *const dirs[] = { "usr/local/include", "usr/include/x86_64-linux-gnu",
 					    "usr/include/aarch64-linux-gnu", "usr/include" };
 	struct hint_out *o = ctx;
+	char path[1024];
 
 	if (inc->next)
 		return;
 	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++)
-		emit(o, "%s/%s", dirs[i], inc->name);
+		if (snprintf(path, sizeof(path), "%s/%s", dirs[i], inc->name) < (int)sizeof(path))
+			o->cb(o->ctx, path);
 }
 
 void sg_proc_hint_paths(const struct sg_proc_cmd *cmd, const uint8_t *src, size_t len,
 			void (*cb)(void *ctx, const char *path), void *ctx)
 {
-	struct hint_out o = { .cmd = cmd, .cb = cb, .ctx = ctx };
+	struct hint_out o = { .cb = cb, .ctx = ctx };
 
 	if (cmd->kind == SG_PROC_CC && src)
 		(void)sg_c_includes(src, len, c_header, &o);
@@ -205,6 +192,22 @@ static uint64_t fnv1a(uint64_t hash, const void *data, size_t len)
 	return hash;
 }
 
+/* Up to size bytes of fd (fewer at its end or on an error): how many. */
+static size_t read_up_to(int fd, void *buf, size_t size)
+{
+	size_t len = 0;
+
+	while (len < size) {
+		ssize_t r = read(fd, (char *)buf + len, size - len);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		len += (size_t)r;
+	}
+	return len;
+}
+
 /* /proc/PID/cmdline into buf (len through *ret_len) and the name of /proc/PID/exe into exe. */
 static int read_process(uint32_t pid, char *buf, size_t size, size_t *ret_len, char *exe,
 			size_t exe_size)
@@ -228,15 +231,7 @@ static int read_process(uint32_t pid, char *buf, size_t size, size_t *ret_len, c
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	size_t len = 0;
-	while (len < size) {
-		ssize_t r = read(fd, buf + len, size - len);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			break;
-		len += (size_t)r;
-	}
+	size_t len = read_up_to(fd, buf, size);
 	close(fd);
 	if (len == size)
 		return -E2BIG;   /* cut off: not worth a guess */
@@ -274,16 +269,7 @@ static uint8_t *read_as_process(uint32_t pid, const char *name, size_t *ret_len)
 	buf = malloc(want ? want : 1);
 	if (!buf)
 		goto out;
-	size_t len = 0;
-	while (len < want) {
-		ssize_t r = read(fd, buf + len, want - len);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			break;
-		len += (size_t)r;
-	}
-	*ret_len = len;
+	*ret_len = read_up_to(fd, buf, want);
 out:
 	if (fd >= 0)
 		close(fd);

@@ -469,16 +469,21 @@ static void on_bad_chunk(void *userdata, const char *path, uint64_t file_offset,
 
 /* ---- Speculation across an image's layers ---- */
 
-/* Asks the layers of image `ref` other than c's (all of them for NULL), top-most first
- * (containerd prepares a chain from its base up, so later mounts are higher), until one has
- * `path`. */
+/* Is rl a mount of image `ref` whose layer is ready to fetch ahead? */
+static bool image_layer_ready(const struct rlayer *rl, const char *ref)
+{
+	return rl->state == RL_MOUNTED && strcmp(rl->ref, ref) == 0 && rl->c->state == C_READY &&
+	       rl->c->layer;
+}
+
+/* Asks the layers of image `ref` other than c's, top-most first (containerd prepares a
+ * chain from its base up, so later mounts are higher), until one has `path`. */
 static void ask_image_layers(struct sg_remote *r, const struct content *c, const char *ref,
 			     const char *path)
 {
 	for (struct sg_list *n = r->layers.prev; n != &r->layers; n = n->prev) {
 		struct rlayer *other = sg_container_of(n, struct rlayer, link);
-		if (other->c == c || other->state != RL_MOUNTED || strcmp(other->ref, ref) != 0 ||
-		    other->c->state != C_READY || !other->c->layer)
+		if (other->c == c || !image_layer_ready(other, ref))
 			continue;
 		if (sg_layer_speculate_path(other->c->layer, path) == 0)
 			return;   /* the top-most copy is the one overlayfs shows */
@@ -544,8 +549,7 @@ static void hint_paths(void *userdata, const char *const *refs, size_t n_refs,
 		/* Top-most first: the copy overlayfs shows is the one a layer finds first. */
 		for (struct sg_list *n = r->layers.prev; n != &r->layers; n = n->prev) {
 			struct rlayer *rl = sg_container_of(n, struct rlayer, link);
-			if (rl->state == RL_MOUNTED && strcmp(rl->ref, refs[i]) == 0 &&
-			    rl->c->state == C_READY && rl->c->layer)
+			if (image_layer_ready(rl, refs[i]))
 				(void)sg_layer_speculate_paths(rl->c->layer, paths, n_paths, found);
 		}
 	}

@@ -855,7 +855,6 @@ struct header_pick {
 	const struct header_search *hs;
 	const char *path;      /* the including header's */
 	uint32_t file;
-	unsigned depth;
 	uint32_t here[SG_C_INCLUDES_MAX];   /* included files already here, followed next */
 	unsigned n_here;
 };
@@ -932,7 +931,7 @@ static void spec_header(struct sg_layer *l, uint32_t chunk, const uint8_t *data,
 	header_search_path(l, strstr(path, "include/c++/") != NULL, &hs);
 	struct header_pick h = {
 		.p = { .l = l, .follow = true, .budget = SPEC_HEADERS_MAX - l->spec_header_bytes },
-		.hs = &hs, .path = path, .file = file, .depth = depth,
+		.hs = &hs, .path = path, .file = file,
 	};
 	(void)sg_c_includes(data, len, pick_include, &h);
 	l->spec_header_bytes += h.p.taken;
