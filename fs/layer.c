@@ -774,6 +774,7 @@ int sg_layer_close(struct sg_layer *l, struct sg_op *op, sg_op_cb cb)
 	if (l->closing)
 		return -EALREADY;
 	sg_layer_profile_close(l);   /* before `closing`: the owner stores what was recorded */
+	sg_list_unlink(&l->room_node);
 	l->closing = true;
 	l->prefetching = l->backgrounding = false;
 	l->close_op = op;
@@ -800,6 +801,7 @@ void sg_layer_free(struct sg_layer *l)
 	free(l->spec_queued);
 	free(l->pins);
 	sg_layer_profile_free(l);
+	sg_list_unlink(&l->room_node);   /* sg_layer_close did; the meter outlives us */
 	sg_gz_free(l->gz);
 	for (size_t i = 0; i < l->n_user_srcs; i++)
 		sg_range_source_free(l->user_srcs[i]);

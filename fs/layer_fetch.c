@@ -177,11 +177,13 @@ static void batch_fetched(struct sg_op *op)
 		sg_fetch_trace_fetch(l->cfg.trace, l->trace_layer, b->kind, b->spans[0].offset,
 				     b->len, b->n, b->n_spans, b->start_ns, took,
 				     sg_layer_res_is(op->res, b->len));
+	struct sg_link_meter *link = b->link;
 	batch_free(b);
 	sg_layer_spec_continue(l);
 	/* After an on-demand batch too: background fetch that found the link busy waits for
 	 * the last batch in flight, whichever it was, to look again. */
 	sg_layer_prefetch_continue(l);
+	sg_layer_room_freed(link);   /* and the other layers on the link that wait for room */
 	sg_layer_maybe_close_done(l);
 }
 

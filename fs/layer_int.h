@@ -225,6 +225,7 @@ struct sg_layer {
 	bool replay_holds_link;        /* counted as a reader on the link meter meanwhile, and on
 					* its list of replayers (replay_node) */
 	struct sg_list replay_node;
+	struct sg_list room_node;      /* on the link's room_waiters (sg_layer_wait_for_room) */
 
 	bool closing;
 	struct sg_op *close_op;        /* sg_layer_close's, posted once nothing is in flight */

@@ -137,8 +137,33 @@ static void background_retry(struct sg_layer *l)
 
 void sg_layer_wait_for_room(struct sg_layer *l)
 {
+	struct sg_link_meter *m = l->src ? l->src->link : NULL;
+
+	if (m && !l->closing && !sg_list_linked(&l->room_node))
+		sg_list_insert_tail(&m->room_waiters, &l->room_node);
 	if (l->ahead_batches == 0)
 		background_retry_in(l, ROOM_RETRY_NS);
+}
+
+void sg_layer_room_freed(struct sg_link_meter *m)
+{
+	struct sg_list woken, *n;
+
+	if (!m || sg_list_empty(&m->room_waiters))
+		return;
+	/* Each looks once: one that finds no room yet waits again, on the meter's list. */
+	sg_list_init(&woken);
+	woken.next = m->room_waiters.next;
+	woken.prev = m->room_waiters.prev;
+	woken.next->prev = woken.prev->next = &woken;
+	sg_list_init(&m->room_waiters);
+	while ((n = sg_list_pop(&woken)) != NULL) {
+		struct sg_layer *x = sg_container_of(n, struct sg_layer, room_node);
+		if (x->closing)
+			continue;
+		sg_layer_spec_continue(x);
+		sg_layer_prefetch_continue(x);
+	}
 }
 
 /* Must a prefetch, which fetches ahead in the order its files are read, wait for the link

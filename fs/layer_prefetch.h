@@ -32,6 +32,7 @@
 #include <stdint.h>
 
 struct sg_layer;
+struct sg_link_meter;
 
 /* Decides, at sg_layer_new, what prefetch and background fetch will do. */
 void sg_layer_prefetch_init(struct sg_layer *l);
@@ -42,6 +43,8 @@ void sg_layer_prefetch_continue(struct sg_layer *l);
  * batch of this layer that ends looks again; without one in flight nothing would, so a
  * short timer looks again (speculation, replay, stream, background fetch). */
 void sg_layer_wait_for_room(struct sg_layer *l);
+/* A request fetching ahead on link m ended: the layers waiting for room on it look again. */
+void sg_layer_room_freed(struct sg_link_meter *m);
 /* A large program is in use (fs/layer_spec.h): its chunks [first, end) (one file's, in blob
  * order) go out back to back, paced like the prefetch (the link owes at most what it
  * carries in one and a half round trips), after a replay's and the prioritized files'

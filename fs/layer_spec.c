@@ -319,6 +319,16 @@ static void pick_library(void *ctx, const char *name, size_t len)
 	pick_needed(ctx, name);
 }
 
+/* Does the layer know what its workload reads: it replays, or has replayed, a startup profile
+ * (the record of that start)?  Guesses (neighbours, what runtimes and toolchains read as they
+ * start, the headers a source or a header names) are for layers that do not.  Not only while
+ * the replay sends requests: once it had sent its last one, python3.11's arrival took 1.1 MB
+ * of such guesses that the recorded start had never read. */
+static bool profiled(const struct sg_layer *l)
+{
+	return l->replay != NULL;
+}
+
 /* Is chunk c on its way already, in the order the workload reads: named by the profile the
  * layer replays, or among the prioritized files an optimized layer prefetches? */
 static bool coming_anyway(const struct sg_layer *l, uint32_t c)
@@ -385,7 +395,7 @@ static void stream_large_elf(struct sg_layer *l, uint32_t file)
 
 	if (n->type != SG_TOC_REG || n->size <= SPEC_ELF_WHOLE_MAX ||
 	    n->size > SPEC_ELF_STREAM_MAX || n->nchunks < 2 || (n->flags & SG_TOC_F_SELF) ||
-	    l->replaying || coming_anyway(l, n->first_chunk + n->nchunks - 1))
+	    profiled(l) || coming_anyway(l, n->first_chunk + n->nchunks - 1))
 		return;
 	sg_layer_prefetch_file(l, n->first_chunk + 1, n->first_chunk + n->nchunks);
 }
@@ -489,7 +499,7 @@ static int speculate_program(struct sg_layer *l, const char *path)
 	const struct sg_toc_node *n = sg_toc_node(l->toc, file);
 	if (n->type != SG_TOC_REG || !(n->mode & 0111))
 		return -ENOENT;   /* not what exec runs */
-	if (n->nchunks == 0 || l->replaying || coming_anyway(l, n->first_chunk))
+	if (n->nchunks == 0 || profiled(l) || coming_anyway(l, n->first_chunk))
 		return 0;
 	const struct sg_toc_chunk *ch = sg_layer_chunk(l, n->first_chunk);
 	first.budget = SIZE_MAX;
@@ -759,7 +769,7 @@ static void spec_elf(struct sg_layer *l, uint32_t chunk, const uint8_t *data, si
 		stream_large_elf(l, l->chunk_file[chunk]);
 	/* Then what the runtime reads as it starts, once the program runs. */
 	uint32_t files[RUNTIME_STARTUP_MAX];
-	size_t nfiles = runtime_startup_files(l->toc, l->chunk_file[chunk], files);
+	size_t nfiles = profiled(l) ? 0 : runtime_startup_files(l->toc, l->chunk_file[chunk], files);
 	struct pick startup = { .l = l, .budget = l->spec_budget };
 	for (size_t i = 0; i < nfiles; i++)
 		if (!coming_anyway(l, sg_toc_node(l->toc, files[i])->first_chunk))
@@ -767,12 +777,12 @@ static void spec_elf(struct sg_layer *l, uint32_t chunk, const uint8_t *data, si
 	if (startup.n > 0)
 		queue_front(l, &startup, true);
 	/* A compiler driver: the passes it runs next. */
-	if (!l->replaying)
+	if (!profiled(l))
 		toolchain_start(l, l->chunk_file[chunk]);
 	/* And what its first one's miss would have brought along: the codecs package is where
 	 * an application's imports go next (a miss there took its neighbours; imports,
 	 * unoptimized: 3.64 s without them, 3.34 s with the miss). */
-	if (nfiles > 0 && !l->replaying) {
+	if (nfiles > 0 && !profiled(l)) {
 		struct pick nb = { .l = l, .budget = l->spec_budget };
 		pick_neighbours(&nb, files[0], spec_rate(l));
 		if (nb.n > 0)
@@ -923,7 +933,7 @@ static void spec_header(struct sg_layer *l, uint32_t chunk, const uint8_t *data,
 	struct header_search hs;
 	uint32_t file = l->chunk_file[chunk];
 
-	if ((l->spec_queued[chunk] & SPEC_PARSED) || l->replaying ||
+	if ((l->spec_queued[chunk] & SPEC_PARSED) || profiled(l) ||
 	    l->spec_header_bytes >= SPEC_HEADERS_MAX ||
 	    sg_toc_path(l->toc, file, path, sizeof(path)) < 0 || !is_header(path))
 		return;
@@ -999,7 +1009,7 @@ static void speculate_paths(struct sg_layer *l, const char *const *paths, size_t
 void sg_layer_spec_start(struct sg_layer *l)
 {
 	SPECULATE_PATHS(l, entry_points);
-	if (!l->replaying) {
+	if (!profiled(l)) {
 		SPECULATE_PATHS(l, container_files);
 		if (l->prefetch_end == 0)   /* (not the prefetch's flag: it may be over already) */
 			SPECULATE_PATHS(l, startup_files);
@@ -1044,7 +1054,7 @@ int sg_layer_speculate_paths(struct sg_layer *l, const char *const *paths, size_
 	size_t nf = 0;
 	int have = 0;
 
-	if (!l->cfg.speculate || l->closing || l->replaying)
+	if (!l->cfg.speculate || l->closing || profiled(l))
 		return -ECANCELED;
 	for (size_t i = 0; i < n; i++) {
 		if (found[i])
@@ -1132,7 +1142,7 @@ void sg_layer_spec_miss(struct sg_layer *l, struct sg_range_source *src, uint32_
 		l->spec_budget = SG_SPEC_BUDGET_MIN;
 	l->spec_last_file = file;
 	l->spec_src = src;
-	if (!l->replaying)
+	if (!profiled(l))
 		python_core_after(l, file);
 	p.budget = l->spec_budget;
 	const struct sg_toc_node *f = sg_toc_node(l->toc, file);

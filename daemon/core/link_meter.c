@@ -7,6 +7,7 @@ void sg_link_meter_init(struct sg_link_meter *m)
 {
 	memset(m, 0, sizeof(*m));
 	sg_list_init(&m->replayers);
+	sg_list_init(&m->room_waiters);
 }
 
 static bool burst_on(const struct sg_link_meter *m, uint64_t now_ns, uint64_t quiet_ns)

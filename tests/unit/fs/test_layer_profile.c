@@ -643,13 +643,17 @@ TEST(a_layer_closing_mid_replay_leaves_the_link_to_the_other)
 	struct sg_loop *loop = t.loop;
 	struct env *a = &t.a, *b = &t.b;
 	/* A goes (its requests cancelled: its gate, freed with it, aborts on one still
-	 * queued), B takes the link. */
+	 * queued), B takes the link: at once, as A's cancelled requests end and free the room
+	 * (sg_layer_room_freed), not on a timer or its own request's end (it had none). */
 	bool gone = false;
 	ga->destroyed = &gone;
 	test_layer_user_close(loop, a->user);
 	test_layer_close(loop, a->layer);
 	CHECK(gone);
+	CHECK(gb->n > 0);
 	gb->automatic = true;
+	while (gb->n > 0)
+		gate_complete(gb, 0, (int)gb->q[0].len);
 	wait_replay(b);
 	CHECK_EQ(gb->issued, 2);
 	read_check(b, b->user, 20);
