@@ -346,6 +346,12 @@ static bool seen_lately(struct sg_proc_hints *h, uint32_t pid, uint64_t hash)
 	return false;
 }
 
+bool sg_proc_hints_due(const struct sg_proc_hints *h, uint32_t pid)
+{
+	return !h->freed && pid != 0 &&
+	       (pid != h->last_pid || sg_now_ns() - h->last_ns >= RECHECK_NS);
+}
+
 void sg_proc_hints_reader(struct sg_proc_hints *h, uint32_t pid, const char *const *refs,
 			  size_t n_refs)
 {
@@ -354,13 +360,10 @@ void sg_proc_hints_reader(struct sg_proc_hints *h, uint32_t pid, const char *con
 	size_t len = 0;
 	struct sg_proc_cmd cmd;
 
-	if (h->freed || pid == 0 || n_refs == 0)
-		return;
-	uint64_t now = sg_now_ns();
-	if (pid == h->last_pid && now - h->last_ns < RECHECK_NS)
+	if (n_refs == 0 || !sg_proc_hints_due(h, pid))
 		return;
 	h->last_pid = pid;
-	h->last_ns = now;
+	h->last_ns = sg_now_ns();
 	if (read_process(pid, cmdline, sizeof(cmdline), &len, exe, sizeof(exe)) < 0)
 		return;
 	if (seen_lately(h, pid, fnv1a(fnv1a(0xcbf29ce484222325ull, exe, strlen(exe)), cmdline, len)))

@@ -16,6 +16,7 @@
 #ifndef STARGZD_DAEMON_PROC_HINT_H
 #define STARGZD_DAEMON_PROC_HINT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -61,6 +62,9 @@ int sg_proc_hints_new(struct sg_loop *loop, sg_proc_hint_cb cb, void *userdata,
 /* File reads still on their threads end without calling cb; the last one frees what is
  * left. */
 void sg_proc_hints_free(struct sg_proc_hints *h);
+/* Would a read by `pid` now be looked at (not the pid looked at less than 20 ms ago)?  For
+ * the caller to skip gathering refs for sg_proc_hints_reader on every read of a `tar`. */
+bool sg_proc_hints_due(const struct sg_proc_hints *h, uint32_t pid);
 /* Process `pid` read the start of a file of a layer of images refs[0..n_refs) (at most 4
  * are kept): if its command line is one it has not seen for that pid (an exec changes it)
  * and names sources, what they include is asked for once a worker has read them. */

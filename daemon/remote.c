@@ -523,8 +523,8 @@ static void on_reader(void *userdata, uint32_t pid)
 	const char *refs[4];
 	size_t n = 0;
 
-	if (!r->hints)
-		return;
+	if (!r->hints || !sg_proc_hints_due(r->hints, pid))
+		return;   /* before the walk over the mounts: a tar reads many files' starts */
 	for (struct sg_list *l = r->layers.next; l != &r->layers && n < 4; l = l->next) {
 		struct rlayer *rl = sg_container_of(l, struct rlayer, link);
 		bool dup = false;

@@ -1099,10 +1099,25 @@ int sg_layer_speculate_program(struct sg_layer *l, const char *path)
 	return r;
 }
 
+/* A file in use that speculation did not bring as a neighbour (a miss, or a file a command
+ * line named): its neighbours go to the front of the queue (the caller starts them), within
+ * `budget`, and it becomes the file whose further jumps take none.  Returns the bytes
+ * queued. */
+static size_t take_neighbours(struct sg_layer *l, uint32_t file, size_t budget,
+			      enum spec_rate rate)
+{
+	struct pick p = { .l = l, .budget = budget };
+
+	l->spec_last_file = file;
+	pick_neighbours(&p, file, rate);
+	if (p.n > 0)
+		queue_front(l, &p, false);
+	return p.n > 0 ? p.taken : 0;
+}
+
 void sg_layer_spec_hint_used(struct sg_layer *l, uint32_t chunk)
 {
 	uint32_t file = l->chunk_file[chunk];
-	struct pick p = { .l = l, .budget = l->spec_budget };
 
 	if (!(l->spec_queued[chunk] & SPEC_GATHER))
 		return;
@@ -1110,12 +1125,8 @@ void sg_layer_spec_hint_used(struct sg_layer *l, uint32_t chunk)
 	if (!l->cfg.speculate || l->closing || file == l->spec_last_file ||
 	    (sg_toc_node(l->toc, file)->mode & 0111))
 		return;
-	l->spec_last_file = file;
-	pick_neighbours(&p, file, spec_rate(l));
-	if (p.n > 0) {
-		queue_front(l, &p, false);
+	if (take_neighbours(l, file, l->spec_budget, spec_rate(l)) > 0)
 		sg_layer_spec_continue(l);
-	}
 }
 
 bool sg_layer_spec_follow_arrived(struct sg_layer *l, uint32_t chunk)
@@ -1129,7 +1140,6 @@ bool sg_layer_spec_follow_arrived(struct sg_layer *l, uint32_t chunk)
 void sg_layer_spec_miss(struct sg_layer *l, struct sg_range_source *src, uint32_t chunk)
 {
 	uint32_t file = l->chunk_file[chunk];
-	struct pick p = { .l = l };
 	enum spec_rate rate = spec_rate(l);
 
 	if (!l->cfg.speculate || l->closing || file == l->spec_last_file)
@@ -1144,7 +1154,6 @@ void sg_layer_spec_miss(struct sg_layer *l, struct sg_range_source *src, uint32_
 	l->spec_src = src;
 	if (!profiled(l))
 		python_core_after(l, file);
-	p.budget = l->spec_budget;
 	const struct sg_toc_node *f = sg_toc_node(l->toc, file);
 	bool hot = dir_missed_lately(l, f->parent);
 	/* A program's neighbours are other programs: python3.11's in /usr/bin were 1 MB that
@@ -1155,11 +1164,9 @@ void sg_layer_spec_miss(struct sg_layer *l, struct sg_range_source *src, uint32_
 		return;
 	}
 
-	pick_neighbours(&p, file, rate);
-	if (p.n > 0)
-		queue_front(l, &p, false);
+	size_t taken = take_neighbours(l, file, l->spec_budget, rate);
 	if (rate == SPEC_FAILING)
-		l->spec_hot_left = p.taken;   /* the directory's, at the front of the queue */
+		l->spec_hot_left = taken;   /* the directory's, at the front of the queue */
 	sg_layer_spec_continue(l);
 }
 

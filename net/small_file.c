@@ -27,8 +27,14 @@ int sg_small_file_read(const char *path, size_t max, char **ret, size_t *ret_len
 		close(fd);
 		return -ENOMEM;
 	}
-	while (got < (size_t)st.st_size && (n = read(fd, buf + got, (size_t)st.st_size - got)) > 0)
+	while (got < (size_t)st.st_size) {
+		n = read(fd, buf + got, (size_t)st.st_size - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;   /* shorter than it was: what was read */
 		got += (size_t)n;
+	}
 	close(fd);
 	buf[got] = '\0';
 	*ret = buf;

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "net/small_file.h"
 
 /* ---- trust anchors ---- */
 
@@ -178,38 +179,13 @@ out:
 
 int sg_tls_trust_add_file(struct sg_tls_trust *t, const char *path)
 {
-	struct stat st;
 	char *buf;
-	int fd, r;
-	size_t got = 0;
+	size_t len;
+	int r = sg_small_file_read(path, SG_TLS_CA_FILE_MAX, &buf, &len);
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	if (fstat(fd, &st) < 0) {
-		r = -errno;
-		close(fd);
+	if (r < 0)
 		return r;
-	}
-	if (st.st_size > SG_TLS_CA_FILE_MAX) {
-		close(fd);
-		return -E2BIG;
-	}
-	buf = malloc((size_t)st.st_size + 1);
-	if (!buf) {
-		close(fd);
-		return -ENOMEM;
-	}
-	while (got < (size_t)st.st_size) {
-		ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		got += (size_t)n;
-	}
-	close(fd);
-	r = sg_tls_trust_add_pem(t, buf, got);
+	r = sg_tls_trust_add_pem(t, buf, len);
 	free(buf);
 	return r;
 }

@@ -40,7 +40,8 @@ struct sg_tls_trust {
 /* Loads every CERTIFICATE in the given PEM files (blocking file reads: call at configuration
  * time, not on the loop's hot path).  Appends to an existing store.  Returns the number of
  * anchors added, -ENOENT/-EACCES for a missing file, -EBADMSG for a file with no usable
- * certificate or bad PEM, -E2BIG, -ENOMEM. */
+ * certificate or bad PEM, -EFBIG for anything but a regular file of at most
+ * SG_TLS_CA_FILE_MAX bytes, -E2BIG, -ENOMEM. */
 int sg_tls_trust_add_file(struct sg_tls_trust *t, const char *path);
 /* Same, from memory. */
 int sg_tls_trust_add_pem(struct sg_tls_trust *t, const char *pem, size_t len);

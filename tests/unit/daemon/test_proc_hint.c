@@ -185,7 +185,13 @@ TEST(a_processes_command_line_is_asked_for_once)
 			 (const char *[]){ "gcc", "-c", "sleep 5", "-o", "out.c", "a.c", abs_src,
 					   NULL },
 			 dir);
+	CHECK(sg_proc_hints_due(h, (uint32_t)cc));
 	sg_proc_hints_reader(h, (uint32_t)cc, refs, 1);
+	/* Looked at just now: the next reads of that pid within 20 ms are not (the caller
+	 * skips gathering its refs); another pid's are. */
+	CHECK(!sg_proc_hints_due(h, (uint32_t)cc));
+	CHECK(sg_proc_hints_due(h, (uint32_t)cc + 1));
+	CHECK(!sg_proc_hints_due(h, 0));
 	run_until(loop, 1);
 	CHECK_EQ(calls, 1u);
 	CHECK_STR(refs_seen, refs[0]);
@@ -193,7 +199,9 @@ TEST(a_processes_command_line_is_asked_for_once)
 	CHECK(has(&asked, "usr/include/x86_64-linux-gnu/stdio.h"));
 	CHECK(has(&asked, "usr/include/sys/types.h"));
 	CHECK(!has(&asked, "usr/include/never.h"));
-	/* The same command line again: not asked again. */
+	/* The same command line again, past the 20 ms: looked at, but not asked again. */
+	run_for(loop, 30);
+	CHECK(sg_proc_hints_due(h, (uint32_t)cc));
 	sg_proc_hints_reader(h, (uint32_t)cc, refs, 1);
 	run_for(loop, 200);
 	CHECK_EQ(calls, 1u);

@@ -429,6 +429,8 @@ TEST(mount_arriving_while_the_layer_closes_loads_it_anew)
 
 /* ---- a later layer's TOC fetched ahead ---- */
 
+static unsigned counted_reads;   /* through every counting source */
+
 /* A range source that records the reads it passes to a file source. */
 struct counting_src {
 	struct sg_range_source base;
@@ -441,6 +443,7 @@ static int counting_read(struct sg_range_source *src, uint64_t offset, size_t le
 			 struct sg_op *op, sg_op_cb cb)
 {
 	struct counting_src *c = (struct counting_src *)src;
+	counted_reads++;
 	if (c->reads < 16) {
 		c->off[c->reads] = offset;
 		c->len[c->reads] = len;
@@ -831,13 +834,13 @@ static void hint_blob(void)
 /* dash copied as x86_64-linux-gnu-gcc-12 (its /proc/PID/exe names a compiler), run with a
  * source on its command line: its -c command reads the first bytes of a file of the mount
  * itself (the daemon learns its pid from the FUSE read), then waits. */
-static int child_compiler(void)
+static int child_compiler(int which)
 {
 	char gcc[400], src[400], cmd[600];
 
 	snprintf(gcc, sizeof(gcc), "%s/x86_64-linux-gnu-gcc-12", dir);
 	snprintf(src, sizeof(src), "%s/h.c", dir);
-	snprintf(cmd, sizeof(cmd), "read x < %s/usr/share/readme; sleep 1", mnt[0]);
+	snprintf(cmd, sizeof(cmd), "read x < %s/usr/share/readme; sleep 1", mnt[which]);
 	char *const argv[] = { "gcc", "-c", cmd, "-o", "/dev/null", src, NULL };
 	execv(gcc, argv);
 	return 127;
@@ -859,11 +862,13 @@ static int child_read_headers(void)
 }
 
 /* Runs the compiler, then reads its source's header and what that includes; the reads of
- * the blob the headers' reads caused. */
-static unsigned compile_then_read_headers(bool hints)
+ * the blob the headers' reads caused.  With two_mounts, the layer is mounted twice (two
+ * snapshots of one image): the compiler reads through the second, the headers are read
+ * through the first. */
+static unsigned compile_then_read_headers(bool hints, bool two_mounts)
 {
 	struct env e;
-	struct mount_res m[1] = { 0 };
+	struct mount_res m[2] = { 0 };
 	char path[400];
 
 	hint_blob();
@@ -877,20 +882,27 @@ static unsigned compile_then_read_headers(bool hints)
 					.process_hints = hints };
 	image_open(&e, &cfg, false);
 	image_mount(&e, 0, NULL, m);
+	if (two_mounts) {
+		struct sg_remote_layer l = { .ref = "test/image:1", .digest = layer_digest,
+					     .toc_digest = toc_digest };
+		CHECK_EQ(sg_remote_mount(e.remote, 2, mnt[1], &l, on_mounted, &m[1]), 0);
+		wait_mounted(&e, m, 2);
+		CHECK_EQ(m[1].res, 0);
+	}
 	run_for(&e, 200);
 	pid_t pid = fork();
 	CHECK(pid >= 0);
 	if (pid == 0)
-		_exit(child_compiler());
+		_exit(child_compiler(two_mounts ? 1 : 0));
 	serve_until_child_exits(&e, pid, 20000);
 	run_for(&e, 200);
-	unsigned before = counted[0]->reads;
+	unsigned before = counted_reads;   /* through either mount's source */
 	pid = fork();
 	CHECK(pid >= 0);
 	if (pid == 0)
 		_exit(child_read_headers());
 	serve_until_child_exits(&e, pid, 20000);
-	unsigned reads = counted[0]->reads - before;
+	unsigned reads = counted_reads - before;
 	env_close(&e);
 	cleanup();
 	return reads;
@@ -901,8 +913,17 @@ static unsigned compile_then_read_headers(bool hints)
  * compiler reads them (reading them then fetches nothing); without, they are misses. */
 TEST(a_compilers_source_headers_are_fetched_before_it_reads_them)
 {
-	CHECK_EQ(compile_then_read_headers(true), 0u);
-	CHECK(compile_then_read_headers(false) >= 1u);
+	CHECK_EQ(compile_then_read_headers(true, false), 0u);
+	CHECK(compile_then_read_headers(false, false) >= 1u);
+}
+
+/* Two mounts of one layer: the compiler reads through one, the headers are read through the
+ * other.  The hint is the content's (both mounts serve one layer): the headers arrive once,
+ * before the reads through the other mount, which then fetch nothing. */
+TEST(a_compilers_headers_are_fetched_once_for_two_mounts_of_its_layer)
+{
+	CHECK_EQ(compile_then_read_headers(true, true), 0u);
+	CHECK(compile_then_read_headers(false, true) >= 1u);
 }
 
 TEST_MAIN()
