@@ -14,6 +14,7 @@
 
 #include "daemon/core/loop.h"
 #include "daemon/core/offload.h"
+#include "daemon/core/small_file.h"
 
 #define HEX_OFF 7    /* "sha256:" */
 
@@ -27,33 +28,17 @@ int sg_profile_store_path(const char *root, const struct sg_digest *toc, char *b
 	return 0;
 }
 
-/* The whole file, at most SG_PROFILE_JSON_MAX bytes. */
+/* The whole file, at most SG_PROFILE_JSON_MAX bytes (a larger one, or not a regular file:
+ * -EFBIG). */
 static int read_bounded(const char *path, char **ret, size_t *ret_len, struct sg_error *err)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	size_t cap = SG_PROFILE_JSON_MAX + 1, got = 0;
-	char *buf;
-	ssize_t n;
+	int r = sg_small_file_read(path, SG_PROFILE_JSON_MAX, ret, ret_len);
 
-	if (fd < 0)
-		return sg_error_set(err, -errno, "%s: %s", path, strerror(errno));
-	buf = malloc(cap);
-	if (!buf) {
-		close(fd);
-		return sg_error_set(err, -ENOMEM, "out of memory");
-	}
-	/* One byte more than allowed tells "too large" without trusting st_size. */
-	while (got < cap && ((n = read(fd, buf + got, cap - got)) > 0 || (n < 0 && errno == EINTR)))
-		if (n > 0)
-			got += (size_t)n;
-	close(fd);
-	if (got == cap) {
-		free(buf);
-		return sg_error_set(err, -E2BIG, "%s: larger than %u bytes", path,
+	if (r == -EFBIG)
+		return sg_error_set(err, r, "%s: not a regular file of at most %u bytes", path,
 				    SG_PROFILE_JSON_MAX);
-	}
-	*ret = buf;
-	*ret_len = got;
+	if (r < 0)
+		return sg_error_set(err, r, "%s: %s", path, strerror(-r));
 	return 0;
 }
 

@@ -9,7 +9,7 @@
 #include "daemon/core/list.h"
 #include "net/auth.h"
 #include "net/pool.h"
-#include "net/small_file.h"
+#include "daemon/core/small_file.h"
 #include "net/tls.h"
 #include "net/url.h"
 

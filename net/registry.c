@@ -13,7 +13,7 @@
 #include "net/exchange.h"
 #include "net/pool.h"
 #include "net/registry_int.h"
-#include "net/small_file.h"
+#include "daemon/core/small_file.h"
 #include "net/tls.h"
 
 #ifndef STARGZD_VERSION

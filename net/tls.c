@@ -8,7 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include "net/small_file.h"
+#include "daemon/core/small_file.h"
 
 /* ---- trust anchors ---- */
 

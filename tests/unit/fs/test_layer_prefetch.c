@@ -1025,6 +1025,58 @@ TEST(two_prefetches_on_one_link_pace_together_and_one_closes_while_it_waits)
 	env_close(&a);
 }
 
+/* The room a request frees on a link is anybody's: layer B, waiting for room with requests of
+ * its own in flight, sends its next one as soon as layer A's request ends, not when its own
+ * does (python + profile: the base layer's replay ended, the python layer's next request
+ * waited 90 ms for its own first one, the link idle).  A prefetches a few batches and has
+ * nothing more; B fetches in the background and holds the rest of the link's requests. */
+TEST(a_request_ending_on_one_layer_lets_another_waiting_for_room_send_at_once)
+{
+	struct sg_loop *loop;
+	struct sg_link_meter m;
+	struct env a = { 0 }, b = { 0 };
+	struct sg_layer_config pre = { .prefetch = true, .prefetch_bytes = 2 * (256u << 10),
+				       .window_bytes = 1, .max_batch_bytes = 256u << 10 };
+	struct sg_layer_config bg = background;
+
+	bg.max_batch_bytes = 256u << 10;
+	setup();
+	meter_of(&m, 100e6, 1 * MS);   /* cap: 15 MB: only the link's requests limit them */
+	CHECK_EQ(sg_loop_new(NULL, &loop), 0);
+	env_open(&a, loop, &m, pre, 30);
+	test_run_for(loop, 10);
+	/* All of A's prefetch is out: fewer requests than the link takes. */
+	size_t na = a.gate->n;
+	CHECK(na >= 1 && na < SG_LINK_AHEAD_REQUESTS);
+	env_open(&b, loop, &m, bg, 31);
+	test_run_for(loop, 20);
+	CHECK_EQ(b.gate->n, SG_LINK_AHEAD_REQUESTS - na);
+	CHECK_EQ(m.ahead_requests, SG_LINK_AHEAD_REQUESTS);
+	unsigned issued = b.gate->issued;
+	/* A's first request ends: A has nothing more to send, B sends at once. */
+	gate_complete(a.gate, 0, (int)a.gate->q[0].len);
+	CHECK(sg_loop_run_once(loop, 0) >= 0);
+	CHECK(sg_loop_run_once(loop, 0) >= 0);
+	CHECK_EQ(b.gate->issued, issued + 1);
+	/* Both go on to the end, every byte right. */
+	a.gate->automatic = b.gate->automatic = true;
+	while (a.gate->n)
+		gate_complete(a.gate, 0, (int)a.gate->q[0].len);
+	while (b.gate->n)
+		gate_complete(b.gate, 0, (int)b.gate->q[0].len);
+	struct sg_layer_stats st;
+	test_wait_layer_local(loop, b.layer, &st);
+	static uint8_t buf[FILE_SIZE];
+	for (int f = 0; f < NFILES; f += 7) {
+		CHECK_EQ(test_layer_read(loop, b.user, 0, file_node(&b, f), 0, buf, FILE_SIZE),
+			 (int32_t)FILE_SIZE);
+		CHECK_MEM(buf, content + (size_t)f * FILE_SIZE, FILE_SIZE);
+	}
+	test_layer_user_close(loop, a.user);
+	test_layer_close(loop, a.layer);
+	env_close(&b);
+}
+
 /* A large program's stream (sg_layer_prefetch_file) has a chunk in flight, and two users of
  * the layer (two mounts, two containers) read it: both join that request, none is sent for
  * them, and each is answered once with the right bytes.  Then another file's stream request

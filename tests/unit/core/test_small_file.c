@@ -1,10 +1,10 @@
-/* Tests for net/small_file: whole reads, NUL-terminated, of regular files within a bound. */
+/* Tests for daemon/core/small_file: whole reads, NUL-terminated, of regular files within a bound. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "net/small_file.h"
+#include "daemon/core/small_file.h"
 #include "tests/unit/test.h"
 
 TEST(reads_regular_files_within_the_bound)

@@ -1,5 +1,5 @@
 /* Whole reads of small configuration files.  See small_file.h. */
-#include "net/small_file.h"
+#include "daemon/core/small_file.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,11 +1,12 @@
-/* Small local configuration files (docker's config.json, containerd's hosts.toml), read whole.
+/* Small local files (docker's config.json, containerd's hosts.toml, CA bundles, startup
+ * profiles), read whole.
  *
  * A blocking read: for configuration time and first use only, never on the loop's hot path.
  * Errors are negative errno values: the open's errno (-ENOENT, -EACCES, -ENOTDIR...), -EFBIG
  * for anything but a regular file of at most `max` bytes, -ENOMEM.
  */
-#ifndef STARGZD_NET_SMALL_FILE_H
-#define STARGZD_NET_SMALL_FILE_H
+#ifndef STARGZD_CORE_SMALL_FILE_H
+#define STARGZD_CORE_SMALL_FILE_H
 
 #include <stddef.h>
 
