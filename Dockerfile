@@ -8,7 +8,7 @@ FROM debian:bookworm AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential pkg-config \
-      liburing-dev libfuse3-dev libdeflate-dev libbearssl-dev \
+      liburing-dev libfuse3-dev libdeflate-dev libbearssl-dev zlib1g-dev \
       libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev \
       libnghttp2-dev libsqlite3-dev nettle-dev libyajl-dev \
  && rm -rf /var/lib/apt/lists/*
@@ -20,7 +20,7 @@ RUN make -j"$(nproc)" all && make install PREFIX=/usr/local DESTDIR=/out
 FROM debian:bookworm-slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      fuse3 liburing2 libfuse3-3 libdeflate0 libbearssl0 libprotobuf-c1 \
+      fuse3 liburing2 libfuse3-3 libdeflate0 libbearssl0 libprotobuf-c1 zlib1g \
       libnghttp2-14 libsqlite3-0 libnettle8 libyajl2 ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/usr/local/bin/stargzd /usr/local/bin/stargzd

@@ -28,7 +28,7 @@ endif
 CFLAGS  ?=
 CFLAGS  += $(CFLAGS_COMMON) $(CFLAGS_OPT)
 LDFLAGS += -pie -Wl,-z,relro,-z,now -Wl,--as-needed $(LDFLAGS_SAN)
-LDLIBS  := -luring -lfuse3 -ldeflate -lbearssl -lprotobuf-c -lnghttp2 -lsqlite3 -lnettle -lyajl -lpthread
+LDLIBS  := -luring -lfuse3 -ldeflate -lbearssl -lprotobuf-c -lnghttp2 -lsqlite3 -lnettle -lyajl -lz -lpthread
 
 # Library code: everything but daemon/main.c.  Dependencies point one way:
 # daemon/ -> fs/, net/, proto/ -> daemon/core/.

@@ -2,8 +2,10 @@
 
 #include <errno.h>
 #include <libdeflate.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 /* 10-byte header + CRC32 + ISIZE: nothing shorter can be a member. */
 #define GZ_MIN_MEMBER SG_GZ_MEMBER_OVERHEAD
@@ -147,4 +149,30 @@ int sg_gz_member_alloc(struct sg_gz *gz, const void *in, size_t in_len, size_t m
 fail:
 	free(buf);
 	return r;
+}
+
+int sg_gz_inflate_prefix(const void *in, size_t in_len, void *out, size_t out_cap,
+			 size_t *ret_out_len)
+{
+	z_stream z;
+	int r;
+
+	*ret_out_len = 0;
+	memset(&z, 0, sizeof(z));
+	if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK)   /* 16: a gzip header, not zlib's */
+		return -ENOMEM;
+	/* uInt counts: a prefix and its output are far below 4 GiB (callers bound both). */
+	z.next_in = (Bytef *)(uintptr_t)in;
+	z.avail_in = in_len > UINT32_MAX ? UINT32_MAX : (uInt)in_len;
+	z.next_out = out;
+	z.avail_out = out_cap > UINT32_MAX ? UINT32_MAX : (uInt)out_cap;
+	r = inflate(&z, Z_SYNC_FLUSH);
+	*ret_out_len = (size_t)(z.next_out - (Bytef *)out);
+	inflateEnd(&z);
+	/* Z_BUF_ERROR: the input (or the room) ran out, which is the point of a prefix. */
+	if (r == Z_OK || r == Z_STREAM_END || r == Z_BUF_ERROR)
+		return 0;
+	if (r == Z_MEM_ERROR)
+		return -ENOMEM;
+	return *ret_out_len > 0 ? 0 : -EBADMSG;
 }

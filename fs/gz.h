@@ -68,4 +68,13 @@ int sg_gz_member_alloc(struct sg_gz *gz, const void *in, size_t in_len, size_t m
  * short to be a gzip member (18 bytes). */
 int64_t sg_gz_isize(const void *in, size_t in_len);
 
+/* What the first bytes of a gzip member decompress to, as far as they go: in[0..in_len) is
+ * the start of a member (not all of it), out gets at most out_cap bytes, *ret_out_len how
+ * many.  Through zlib, which (unlike libdeflate) stops anywhere.  Nothing is verified (the
+ * CRC is at the member's end): for hints only, never for bytes that are served.  0 (maybe
+ * with no byte, when in_len ends inside the header), -EBADMSG when the data is not gzip or
+ * breaks before any byte came out, -ENOMEM. */
+int sg_gz_inflate_prefix(const void *in, size_t in_len, void *out, size_t out_cap,
+			 size_t *ret_out_len);
+
 #endif

@@ -111,6 +111,7 @@ struct sg_layer_config {
 struct sg_layer_stats {
 	uint64_t fetched_bytes;       /* compressed bytes read from the blob */
 	uint64_t fetch_requests;
+	uint64_t peek_requests;       /* a large program's first bytes read ahead of its chunk */
 	uint64_t chunks_fetched;
 	uint64_t chunks_from_disk;
 	uint64_t chunks_from_memory;

@@ -285,6 +285,8 @@ int sg_layer_fetch_batch(struct sg_layer *l, struct sg_range_source *src,
 	l->stats.fetch_requests++;
 	if (ondemand)
 		l->stats.ondemand_fetches++;
+	for (size_t i = 0; i < n; i++)
+		sg_layer_spec_peek(l, src, chunks[i], ondemand);
 	return (int)n;
 fail:
 	for (size_t i = 0; i < b->n; i++) {

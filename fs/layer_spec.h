@@ -84,6 +84,21 @@ void sg_layer_spec_paid(struct sg_layer *l, uint32_t chunk, uint64_t bytes);
  * turn, and measured on the base image's `true`, /usr/bin's neighbours brought 8 MB of
  * libraries nobody read.  Started by the next sg_layer_spec_continue. */
 void sg_layer_spec_contents(struct sg_layer *l, uint32_t chunk, const uint8_t *data, size_t len);
+/* Chunk `chunk` was just asked of src, for a reader (in_use) or followed.  When it is the
+ * first chunk of a program or a library (an executable file, or a name with ".so") and large
+ * (256 KiB compressed or more), its first 64 KiB are read too, in a request of their own, and
+ * inflated as far as they go: an ELF file's interpreter and libraries are picked from them as
+ * sg_layer_spec_contents would when the chunk arrives, a transfer earlier.  python3.11's first
+ * chunk is 1.9 MB: on the default link its libm.so.6 was asked for 100 ms after python3.11,
+ * and a reader waited for it 100 ms more; on the far link 600 ms after.  The bytes are not
+ * verified (the chunk's digest covers the whole chunk): they choose what is fetched, nothing
+ * else.  Once per chunk; not for a layer that replays a profile.  The read is in the layer's
+ * group: a close cancels it and waits for it. */
+void sg_layer_spec_peek(struct sg_layer *l, struct sg_range_source *src, uint32_t chunk,
+			bool in_use);
+/* At close: asks each peek in flight to end (each still completes, once; the close waits for
+ * them). */
+void sg_layer_spec_cancel_peeks(struct sg_layer *l);
 /* A reader wants the first chunk of an executable file, and it is not here yet: the rest of
  * the file (up to the size an ELF file in use is fetched whole) is queued now rather than
  * when that chunk arrives and shows an ELF header.  The kernel touches the program's data

@@ -6,7 +6,7 @@ set -euo pipefail
 
 BUILD=(
   build-essential pkg-config
-  liburing-dev libfuse3-dev libdeflate-dev libbearssl-dev
+  liburing-dev libfuse3-dev libdeflate-dev libbearssl-dev zlib1g-dev
   libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev
   libnghttp2-dev libsqlite3-dev nettle-dev libyajl-dev
 )

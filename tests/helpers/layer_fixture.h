@@ -63,6 +63,18 @@ static inline void test_op_wait(struct sg_loop *loop, struct test_op *t, int ms)
 	}
 }
 
+/* A layer over src (the blob file at path's bytes: a gate over them, say), its TOC loaded
+ * from that file synchronously, with cfg, and one user of it; not started (a test may give
+ * it a profile first). */
+static inline void test_layer_new_over(struct sg_loop *loop, struct sg_range_source *src,
+				       const char *path, const struct sg_digest *toc_digest,
+				       const struct sg_layer_config *cfg,
+				       struct sg_layer **ret_layer, struct sg_layer_user **ret_user)
+{
+	CHECK_EQ(sg_layer_new(loop, src, test_load_toc_file(path, toc_digest), cfg, ret_layer), 0);
+	CHECK_EQ(sg_layer_user_new(*ret_layer, ret_user), 0);
+}
+
 /* A layer over the blob file at path (its TOC loaded synchronously) with cfg, one user of
  * it, started. */
 static inline void test_layer_open(struct sg_loop *loop, const char *path,
@@ -71,11 +83,9 @@ static inline void test_layer_open(struct sg_loop *loop, const char *path,
 				   struct sg_layer_user **ret_user)
 {
 	struct sg_range_source *src;
-	struct sg_toc *toc = test_load_toc_file(path, toc_digest);
 
 	CHECK_EQ(sg_range_source_file_open(loop, path, &src), 0);
-	CHECK_EQ(sg_layer_new(loop, src, toc, cfg, ret_layer), 0);
-	CHECK_EQ(sg_layer_user_new(*ret_layer, ret_user), 0);
+	test_layer_new_over(loop, src, path, toc_digest, cfg, ret_layer, ret_user);
 	sg_layer_start(*ret_layer);
 }
 

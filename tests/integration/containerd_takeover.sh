@@ -183,7 +183,7 @@ SAN=; [[ $(nm "$BUILD_DIR/libstargzd.a" 2>/dev/null | grep -c __asan_) -gt 0 ]] 
 cc $SAN -std=gnu11 -O2 -D_GNU_SOURCE -DSTARGZD_VERSION='"0.1.0-upgrade-test"' -I"$STARGZD_TOP" \
   -I"$BUILD_DIR/proto" -I/usr/include/bearssl $(pkg-config --cflags fuse3) \
   -o "$UPGRADE_BIN" "$STARGZD_TOP/daemon/main.c" "$BUILD_DIR/libstargzd.a" \
-  -luring -lfuse3 -ldeflate -lbearssl -lprotobuf-c -lnghttp2 -lsqlite3 -lnettle -lyajl -lpthread 2>"$WORK/upgrade-build.err"
+  -luring -lfuse3 -ldeflate -lbearssl -lprotobuf-c -lnghttp2 -lsqlite3 -lnettle -lyajl -lz -lpthread 2>"$WORK/upgrade-build.err"
 if [[ -x $UPGRADE_BIN ]] && ! cmp -s "$UPGRADE_BIN" "$STARGZD"; then
   pass "a different build of the daemon"
   # A file fetched and then opened again after the takeovers: the kernel reads it through

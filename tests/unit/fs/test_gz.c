@@ -53,4 +53,37 @@ TEST(gz_bounds)
 	libdeflate_free_compressor(c);
 }
 
+/* A member's first bytes decompress to the data's first bytes, as far as they go (libdeflate
+ * cannot stop before the member's end; zlib can): from a third of the member, a good part of
+ * the data and nothing but the data; the whole member, all of it; the output bounded by its
+ * room; a cut inside the header, nothing; not gzip, -EBADMSG. */
+TEST(gz_inflate_prefix_goes_as_far_as_the_bytes_go)
+{
+	struct libdeflate_compressor *c = libdeflate_alloc_compressor(6);
+	static uint8_t in[200000], comp[250000], out[200000];
+	size_t n;
+	uint32_t x = 12345;
+
+	for (size_t i = 0; i < sizeof(in); i++) {   /* text-like: compressible, not trivially */
+		x = x * 1103515245u + 12345u;
+		in[i] = (uint8_t)('a' + (x >> 16) % 8);
+	}
+	size_t cn = libdeflate_gzip_compress(c, in, sizeof(in), comp, sizeof(comp));
+	CHECK(cn > 3000);
+	CHECK_EQ(sg_gz_inflate_prefix(comp, cn / 3, out, sizeof(out), &n), 0);
+	CHECK(n > sizeof(in) / 5 && n < sizeof(in));
+	CHECK_MEM(out, in, n);
+	CHECK_EQ(sg_gz_inflate_prefix(comp, cn, out, sizeof(out), &n), 0);
+	CHECK_EQ(n, sizeof(in));
+	CHECK_MEM(out, in, n);
+	CHECK_EQ(sg_gz_inflate_prefix(comp, cn, out, 4096, &n), 0);
+	CHECK_EQ(n, 4096);
+	CHECK_MEM(out, in, n);
+	CHECK_EQ(sg_gz_inflate_prefix(comp, 5, out, sizeof(out), &n), 0);
+	CHECK_EQ(n, 0);
+	CHECK_EQ(sg_gz_inflate_prefix("garbage garbage garbage", 23, out, sizeof(out), &n), -EBADMSG);
+	CHECK_EQ(n, 0);
+	libdeflate_free_compressor(c);
+}
+
 TEST_MAIN()

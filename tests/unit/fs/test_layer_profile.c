@@ -412,9 +412,7 @@ static struct gate *gate_env(struct env *e, const int *files, size_t n)
 	cfg.cache_dir = cache;
 	CHECK_EQ(sg_loop_new(NULL, &e->loop), 0);
 	struct gate *g = gate_new(e->loop, NULL, bytes, len, false);
-	CHECK_EQ(sg_layer_new(e->loop, &g->base, test_load_toc_file(blob_path, &toc_digest), &cfg,
-			      &e->layer), 0);
-	CHECK_EQ(sg_layer_user_new(e->layer, &e->user), 0);
+	test_layer_new_over(e->loop, &g->base, blob_path, &toc_digest, &cfg, &e->layer, &e->user);
 	CHECK_EQ(sg_layer_replay(e->layer, profile_of(e, files, n), NULL, NULL), 0);
 	sg_layer_start(e->layer);
 	return g;

@@ -14,6 +14,7 @@
 #include "fs/layer_trust.h"
 #include "fs/profile.h"
 #include "tests/helpers/elf_build.h"
+#include "tests/helpers/gate_source.h"
 #include "tests/helpers/layer_fixture.h"
 #include "tests/unit/test.h"
 
@@ -943,6 +944,133 @@ TEST(a_layer_that_replayed_its_profile_takes_no_guesses_after_the_replay)
 	CHECK_EQ(stats(&e).kind_fetched_bytes[SG_FETCH_SPEC], before);
 	CHECK(!local(&e, "usr/local/lib/python3.12/encodings/__pycache__/aliases.cpython-312.pyc"));
 	env_close(&e);
+}
+
+/* A program whose first chunk is large (600 KB of random bytes after its ELF tables: its
+ * compressed chunk too) needing libfoo.so.1; libfoo itself, small. */
+#define PEEK_PROG ((size_t)600 << 10)
+static void setup_peek(void)
+{
+	static uint8_t data[PEEK_PROG];
+	const char *const needs[] = { "libfoo.so.1" };
+	struct esgz_b b;
+
+	start_blob(&b);
+	test_fill_seeded(data, sizeof(data), 5150);
+	size_t tables = test_elf_build(data, sizeof(data), needs, 1, 0);
+	test_fill_seeded(data + tables, sizeof(data) - tables, 5151);
+	esgz_add(&b, "bin/big-prog", '0', 0755, data, sizeof(data), NULL, 0, NULL);
+	size_t n = test_elf_build(data, sizeof(data), NULL, 0, 2000);
+	esgz_add(&b, "usr/lib/x86_64-linux-gnu/libfoo.so.1", '0', 0644, data, n, NULL, 0, NULL);
+	test_write_blob(&b, blob_path, &toc_digest);
+}
+
+static uint8_t *gate_bytes;   /* what the gate serves: the blob's, freed after the layer */
+
+/* A layer over a gate (the test answers each read), started. */
+static struct gate *gate_env_open(struct env *e, const struct sg_layer_config *cfg_in)
+{
+	struct sg_layer_config cfg = *cfg_in;
+	size_t len;
+	uint8_t *bytes = gate_load_blob(blob_path, &len);
+
+	free(gate_bytes);
+	gate_bytes = bytes;
+	cfg.cache_dir = cache;
+	CHECK_EQ(sg_loop_new(NULL, &e->loop), 0);
+	struct gate *g = gate_new(e->loop, NULL, bytes, len, false);
+	test_layer_new_over(e->loop, &g->base, blob_path, &toc_digest, &cfg, &e->layer, &e->user);
+	sg_layer_start(e->layer);
+	return g;
+}
+
+/* A fresh blob and cache, a layer over a gate with cfg, and a reader of bin/big-prog's first
+ * bytes, its requests left pending. */
+static struct gate *read_big_prog(struct env *e, const struct sg_layer_config *cfg,
+				  struct test_op *t, uint8_t *buf, size_t len)
+{
+	setup_peek();
+	struct gate *g = gate_env_open(e, cfg);
+	test_op_init(t);
+	CHECK_EQ(sg_layer_read(e->user, 0, node(e, "bin/big-prog"), 0, len, buf, &t->op,
+			       test_op_cb), 0);
+	test_run_for(e->loop, 20);
+	return g;
+}
+
+static bool gate_asked(struct env *e, const struct gate *g, const char *path)
+{
+	uint64_t off = sg_layer_chunk(e->layer, sg_toc_node(sg_layer_toc(e->layer),
+							    node(e, path))->first_chunk)->offset;
+	for (size_t i = 0; i < g->n; i++)
+		if (g->q[i].offset <= off && off < g->q[i].offset + g->q[i].len)
+			return true;
+	return false;
+}
+
+/* A large program's libraries are asked for while its first chunk is still on its way: its
+ * first 64 KiB are read in a request of their own, and what they name (unverified: only to
+ * choose what to fetch) is picked as the chunk's contents would be.  Every byte served is
+ * the verified chunk's.  With speculation off, no peek; closed with a peek in flight, the
+ * layer waits for it and frees everything (ASan). */
+TEST(a_large_programs_libraries_are_asked_for_while_its_first_chunk_is_on_its_way)
+{
+	static uint8_t buf[4096], want[PEEK_PROG];
+	struct env e = { 0 };
+	struct test_op t;
+
+	setup_peek();
+	struct gate *g = gate_env_open(&e, &spec_cfg);
+	uint32_t prog = node(&e, "bin/big-prog");
+	const struct sg_toc_chunk *c0 =
+		sg_layer_chunk(e.layer, sg_toc_node(sg_layer_toc(e.layer), prog)->first_chunk);
+	CHECK(c0->next_offset - c0->offset >= (256u << 10));
+	test_op_init(&t);
+	CHECK_EQ(sg_layer_read(e.user, 0, prog, 0, sizeof(buf), buf, &t.op, test_op_cb), 0);
+	test_run_for(e.loop, 20);
+	/* The chunk and its first 64 KiB: two requests. */
+	CHECK_EQ(g->n, 2u);
+	CHECK_EQ(stats(&e).peek_requests, 1u);
+	size_t peek = g->q[0].len == (64u << 10) ? 0 : 1;
+	CHECK_EQ(g->q[peek].offset, c0->offset);
+	CHECK(!gate_asked(&e, g, "usr/lib/x86_64-linux-gnu/libfoo.so.1"));
+	gate_complete(g, peek, (int)g->q[peek].len);
+	test_run_for(e.loop, 20);
+	/* The library is asked for; the program's chunk is still on its way, its reader waits. */
+	CHECK(gate_asked(&e, g, "usr/lib/x86_64-linux-gnu/libfoo.so.1"));
+	CHECK_EQ(t.calls, 0);
+	g->automatic = true;
+	while (g->n)
+		gate_complete(g, 0, (int)g->q[0].len);
+	test_op_wait(e.loop, &t, 2000);
+	CHECK_EQ(t.res, (int32_t)sizeof(buf));
+	test_fill_seeded(want, sizeof(want), 5150);
+	size_t tables = test_elf_build(want, sizeof(want), (const char *const[]){ "libfoo.so.1" }, 1, 0);
+	test_fill_seeded(want + tables, sizeof(want) - tables, 5151);
+	CHECK_MEM(buf, want, sizeof(buf));
+	settle(&e);
+	CHECK(local(&e, "usr/lib/x86_64-linux-gnu/libfoo.so.1"));
+	CHECK_EQ(stats(&e).peek_requests, 1u);   /* once per chunk */
+	env_close(&e);
+
+	/* Speculation off (a fresh cache): the chunk alone. */
+	struct sg_layer_config off = spec_cfg;
+	off.speculate = false;
+	g = read_big_prog(&e, &off, &t, buf, sizeof(buf));
+	CHECK_EQ(g->n, 1u);
+	g->automatic = true;
+	gate_complete(g, 0, (int)g->q[0].len);
+	test_op_wait(e.loop, &t, 2000);
+	env_close(&e);
+
+	/* Closed with the peek (and the chunk) in flight: the reader is answered once, the
+	 * layer's close waits for both and frees them. */
+	g = read_big_prog(&e, &spec_cfg, &t, buf, sizeof(buf));
+	CHECK_EQ(g->n, 2u);
+	env_close(&e);
+	CHECK_EQ(t.calls, 1);
+	free(gate_bytes);
+	gate_bytes = NULL;
 }
 
 /* Debian's gcc layout: the driver usr/bin/x86_64-linux-gnu-gcc-12 (and gcc-12 -> it), the
