@@ -327,13 +327,23 @@ static void pick_library(void *ctx, const char *name, size_t len)
 }
 
 /* Does the layer know what its workload reads: it replays, or has replayed, a startup profile
- * (the record of that start)?  Guesses (neighbours, what runtimes and toolchains read as they
- * start, the headers a source or a header names) are for layers that do not.  Not only while
- * the replay sends requests: once it had sent its last one, python3.11's arrival took 1.1 MB
- * of such guesses that the recorded start had never read. */
+ * (the record of that start)?  Then what every start reads (the layer's start picks) and
+ * what a command line names are not guessed.  Not only while the replay sends requests: once
+ * it had sent its last one, python3.11's arrival took 1.1 MB of guesses that the recorded
+ * start had never read. */
 static bool profiled(const struct sg_layer *l)
 {
 	return l->replay != NULL;
+}
+
+/* Is chunk c in the profile the layer replays or replayed?  A file the recorded start read is
+ * followed by what that start read next, which the profile brings: nothing is guessed from it
+ * (what a runtime or a toolchain reads as it starts, neighbours, what a header includes).  A
+ * file outside it (another workload on the same base layer: gcc with python's profile) is
+ * handled as in a layer without a profile. */
+static bool covered(const struct sg_layer *l, uint32_t c)
+{
+	return l->replay && sg_profile_has(l->replay, c);
 }
 
 /* Is chunk c on its way already, in the order the workload reads: named by the profile the
@@ -402,7 +412,7 @@ static void stream_large_elf(struct sg_layer *l, uint32_t file)
 
 	if (n->type != SG_TOC_REG || n->size <= SPEC_ELF_WHOLE_MAX ||
 	    n->size > SPEC_ELF_STREAM_MAX || n->nchunks < 2 || (n->flags & SG_TOC_F_SELF) ||
-	    profiled(l) || coming_anyway(l, n->first_chunk + n->nchunks - 1))
+	    covered(l, n->first_chunk) || coming_anyway(l, n->first_chunk + n->nchunks - 1))
 		return;
 	sg_layer_prefetch_file(l, n->first_chunk + 1, n->first_chunk + n->nchunks);
 }
@@ -506,7 +516,7 @@ static int speculate_program(struct sg_layer *l, const char *path)
 	const struct sg_toc_node *n = sg_toc_node(l->toc, file);
 	if (n->type != SG_TOC_REG || !(n->mode & 0111))
 		return -ENOENT;   /* not what exec runs */
-	if (n->nchunks == 0 || profiled(l) || coming_anyway(l, n->first_chunk))
+	if (n->nchunks == 0 || covered(l, n->first_chunk) || coming_anyway(l, n->first_chunk))
 		return 0;
 	const struct sg_toc_chunk *ch = sg_layer_chunk(l, n->first_chunk);
 	first.budget = SIZE_MAX;
@@ -781,7 +791,7 @@ static void spec_elf(struct sg_layer *l, uint32_t chunk, const uint8_t *data, si
 		stream_large_elf(l, l->chunk_file[chunk]);
 	/* Then what the runtime reads as it starts, once the program runs. */
 	uint32_t files[RUNTIME_STARTUP_MAX];
-	size_t nfiles = profiled(l) ? 0 : runtime_startup_files(l->toc, l->chunk_file[chunk], files);
+	size_t nfiles = covered(l, chunk) ? 0 : runtime_startup_files(l->toc, l->chunk_file[chunk], files);
 	struct pick startup = { .l = l, .budget = l->spec_budget };
 	for (size_t i = 0; i < nfiles; i++)
 		if (!coming_anyway(l, sg_toc_node(l->toc, files[i])->first_chunk))
@@ -789,12 +799,12 @@ static void spec_elf(struct sg_layer *l, uint32_t chunk, const uint8_t *data, si
 	if (startup.n > 0)
 		queue_front(l, &startup, true);
 	/* A compiler driver: the passes it runs next. */
-	if (!profiled(l))
+	if (!covered(l, chunk))
 		toolchain_start(l, l->chunk_file[chunk]);
 	/* And what its first one's miss would have brought along: the codecs package is where
 	 * an application's imports go next (a miss there took its neighbours; imports,
 	 * unoptimized: 3.64 s without them, 3.34 s with the miss). */
-	if (nfiles > 0 && !profiled(l)) {
+	if (nfiles > 0 && !covered(l, chunk)) {
 		struct pick nb = { .l = l, .budget = l->spec_budget };
 		pick_neighbours(&nb, files[0], spec_rate(l));
 		if (nb.n > 0)
@@ -945,7 +955,7 @@ static void spec_header(struct sg_layer *l, uint32_t chunk, const uint8_t *data,
 	struct header_search hs;
 	uint32_t file = l->chunk_file[chunk];
 
-	if ((l->spec_queued[chunk] & SPEC_PARSED) || profiled(l) ||
+	if ((l->spec_queued[chunk] & SPEC_PARSED) || covered(l, chunk) ||
 	    l->spec_header_bytes >= SPEC_HEADERS_MAX ||
 	    sg_toc_path(l->toc, file, path, sizeof(path)) < 0 || !is_header(path))
 		return;
@@ -1164,7 +1174,7 @@ void sg_layer_spec_miss(struct sg_layer *l, struct sg_range_source *src, uint32_
 		l->spec_budget = SG_SPEC_BUDGET_MIN;
 	l->spec_last_file = file;
 	l->spec_src = src;
-	if (!profiled(l))
+	if (!covered(l, chunk))
 		python_core_after(l, file);
 	const struct sg_toc_node *f = sg_toc_node(l->toc, file);
 	bool hot = dir_missed_lately(l, f->parent);
@@ -1466,7 +1476,7 @@ void sg_layer_spec_peek(struct sg_layer *l, struct sg_range_source *src, uint32_
 	const struct sg_toc_node *f = sg_toc_node(l->toc, l->chunk_file[chunk]);
 	char path[RESOLVE_PATH_MAX];
 
-	if (!l->cfg.speculate || l->closing || profiled(l) || c->file_offset != 0 ||
+	if (!l->cfg.speculate || l->closing || covered(l, chunk) || c->file_offset != 0 ||
 	    c->inner_offset != 0 || c->next_offset - c->offset < PEEK_CHUNK_MIN ||
 	    (l->spec_queued[chunk] & SPEC_PEEKED) ||
 	    !(in_use || (l->spec_queued[chunk] & SPEC_FOLLOW)))

@@ -92,8 +92,8 @@ void sg_layer_spec_contents(struct sg_layer *l, uint32_t chunk, const uint8_t *d
  * chunk is 1.9 MB: on the default link its libm.so.6 was asked for 100 ms after python3.11,
  * and a reader waited for it 100 ms more; on the far link 600 ms after.  The bytes are not
  * verified (the chunk's digest covers the whole chunk): they choose what is fetched, nothing
- * else.  Once per chunk; not for a layer that replays a profile.  The read is in the layer's
- * group: a close cancels it and waits for it. */
+ * else.  Once per chunk; not for a chunk the layer's profile names (the profile brings what
+ * it needs).  A close cancels the read and waits for it. */
 void sg_layer_spec_peek(struct sg_layer *l, struct sg_range_source *src, uint32_t chunk,
 			bool in_use);
 /* At close: asks each peek in flight to end (each still completes, once; the close waits for

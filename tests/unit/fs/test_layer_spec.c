@@ -917,7 +917,8 @@ TEST(python_starting_brings_the_files_its_start_reads)
 /* A layer that replayed a startup profile knows what its workload reads: once the replay
  * has sent its last request, python starting (read as the profile recorded) takes none of
  * the files python's start reads by rule, which the recorded start had not read (on the
- * bench, 1.1 MB of them went out after the replay, none read). */
+ * bench, 1.1 MB of them went out after the replay, none read).  A program the profile does
+ * not name is handled as without one. */
 TEST(a_layer_that_replayed_its_profile_takes_no_guesses_after_the_replay)
 {
 	static const char *const py = "usr/local/bin/python3.12";
@@ -943,6 +944,22 @@ TEST(a_layer_that_replayed_its_profile_takes_no_guesses_after_the_replay)
 	settle(&e);
 	CHECK_EQ(stats(&e).kind_fetched_bytes[SG_FETCH_SPEC], before);
 	CHECK(!local(&e, "usr/local/lib/python3.12/encodings/__pycache__/aliases.cpython-312.pyc"));
+	env_close(&e);
+
+	/* A profile that does not name python3.12 (another workload's on this layer): python
+	 * starting is handled as without a profile, its start's files fetched ahead. */
+	setup_python();
+	env_open(&e, &spec_cfg);
+	toc = sg_layer_toc(e.layer);
+	CHECK_EQ(sg_profile_new(&toc_digest, e.layer->n_chunks, NULL, &p), 0);
+	CHECK(sg_profile_note(p, sg_toc_node(toc, node(&e, init))->first_chunk, 1) ==
+	      SG_PROFILE_RECORDED);
+	CHECK_EQ(sg_layer_replay(e.layer, p, NULL, NULL), 0);
+	settle(&e);
+	CHECK_EQ(read_file(&e, py, 100), 100);
+	settle(&e);
+	CHECK(stats(&e).kind_fetched_bytes[SG_FETCH_SPEC] > 0);
+	CHECK(local(&e, "usr/local/lib/python3.12/encodings/__pycache__/aliases.cpython-312.pyc"));
 	env_close(&e);
 }
 
