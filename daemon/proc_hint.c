@@ -13,6 +13,7 @@
 
 #include "daemon/core/list.h"
 #include "daemon/core/offload.h"
+#include "daemon/core/small_file.h"
 #include "fs/c_includes.h"
 
 /* ---- Command lines ---- */
@@ -192,22 +193,6 @@ static uint64_t fnv1a(uint64_t hash, const void *data, size_t len)
 	return hash;
 }
 
-/* Up to size bytes of fd (fewer at its end or on an error): how many. */
-static size_t read_up_to(int fd, void *buf, size_t size)
-{
-	size_t len = 0;
-
-	while (len < size) {
-		ssize_t r = read(fd, (char *)buf + len, size - len);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			break;
-		len += (size_t)r;
-	}
-	return len;
-}
-
 /* /proc/PID/cmdline into buf (len through *ret_len) and the name of /proc/PID/exe into exe. */
 static int read_process(uint32_t pid, char *buf, size_t size, size_t *ret_len, char *exe,
 			size_t exe_size)
@@ -231,7 +216,7 @@ static int read_process(uint32_t pid, char *buf, size_t size, size_t *ret_len, c
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	size_t len = read_up_to(fd, buf, size);
+	size_t len = sg_read_up_to(fd, buf, size);
 	close(fd);
 	if (len == size)
 		return -E2BIG;   /* cut off: not worth a guess */
@@ -269,7 +254,7 @@ static uint8_t *read_as_process(uint32_t pid, const char *name, size_t *ret_len)
 	buf = malloc(want ? want : 1);
 	if (!buf)
 		goto out;
-	*ret_len = read_up_to(fd, buf, want);
+	*ret_len = sg_read_up_to(fd, buf, want);
 out:
 	if (fd >= 0)
 		close(fd);

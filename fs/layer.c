@@ -613,7 +613,7 @@ int sg_layer_new(struct sg_loop *loop, struct sg_range_source *src, struct sg_to
 	l->cfg.trace_layer = l->trace_layer;
 	sg_group_init(&l->group);
 	sg_list_init(&l->batches);
-	sg_list_init(&l->spec_peek_list);
+	sg_list_init(&l->spec_peeks);
 	sg_list_init(&l->verify_reqs);
 	sg_list_init(&l->users);
 	sg_op_init(&l->background_timer);
@@ -751,7 +751,7 @@ void sg_layer_maybe_close_done(struct sg_layer *l)
 	sg_op_cb cb = l->close_cb;
 
 	if (!cb || l->jobs_inflight || l->batches_inflight || l->reads_inflight ||
-	    l->spec_peeks || l->verify_pending || !sg_group_idle(&l->group))
+	    !sg_list_empty(&l->spec_peeks) || l->verify_pending || !sg_group_idle(&l->group))
 		return;
 	l->close_cb = NULL;   /* once */
 	if (l->cfg.trace) {
@@ -793,7 +793,8 @@ void sg_layer_free(struct sg_layer *l)
 	if (!l)
 		return;
 	SG_FREE_CHECK(l->n_users || l->jobs_inflight || l->batches_inflight || l->reads_inflight ||
-		      l->spec_peeks || l->verify_pending || !sg_group_idle(&l->group), "layer");
+		      !sg_list_empty(&l->spec_peeks) || l->verify_pending ||
+		      !sg_group_idle(&l->group), "layer");
 	sg_memcache_free(l->mem);
 	sg_diskcache_free(l->disk);
 	sg_layer_evict_detach(l);

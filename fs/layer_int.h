@@ -249,8 +249,7 @@ struct sg_layer {
 	 * prefix[0] == 0 while none was. */
 	struct { char prefix[64], triplet[64], version[16]; } spec_gcc;
 	uint64_t spec_header_bytes;    /* picked for what headers include (SPEC_HEADERS_MAX) */
-	unsigned spec_peeks;           /* peeks in flight (sg_layer_spec_peek) */
-	struct sg_list spec_peek_list; /* their struct spec_peek, cancelled at close */
+	struct sg_list spec_peeks;     /* struct spec_peek in flight (sg_layer_spec_peek) */
 };
 
 /* An op's result is an int32_t; sizes are size_t.  Comparing through a cast of the size

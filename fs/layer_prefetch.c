@@ -149,14 +149,11 @@ void sg_layer_room_freed(struct sg_link_meter *m)
 {
 	struct sg_list woken, *n;
 
-	if (!m || sg_list_empty(&m->room_waiters))
+	if (!m)
 		return;
 	/* Each looks once: one that finds no room yet waits again, on the meter's list. */
 	sg_list_init(&woken);
-	woken.next = m->room_waiters.next;
-	woken.prev = m->room_waiters.prev;
-	woken.next->prev = woken.prev->next = &woken;
-	sg_list_init(&m->room_waiters);
+	sg_list_move_all(&woken, &m->room_waiters);
 	while ((n = sg_list_pop(&woken)) != NULL) {
 		struct sg_layer *x = sg_container_of(n, struct sg_layer, room_node);
 		if (x->closing)

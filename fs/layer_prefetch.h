@@ -39,9 +39,10 @@ void sg_layer_prefetch_init(struct sg_layer *l);
 /* Starts the next batches if there is work and room for them: at sg_layer_start and
  * whenever a fetch batch ended. */
 void sg_layer_prefetch_continue(struct sg_layer *l);
-/* The link's room for fetching ahead is taken (by this layer or another on the link): a
- * batch of this layer that ends looks again; without one in flight nothing would, so a
- * short timer looks again (speculation, replay, stream, background fetch). */
+/* The link's room for fetching ahead is taken (by this layer or another on the link): the
+ * layer waits on the link meter's list, and the next request to end on the link, whichever
+ * layer's, lets it look again (sg_layer_room_freed); with no batch of its own in flight, a
+ * short timer looks again too (speculation, replay, stream, background fetch). */
 void sg_layer_wait_for_room(struct sg_layer *l);
 /* A request fetching ahead on link m ended: the layers waiting for room on it look again. */
 void sg_layer_room_freed(struct sg_link_meter *m);

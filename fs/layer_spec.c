@@ -1207,39 +1207,26 @@ void sg_layer_spec_miss(struct sg_layer *l, struct sg_range_source *src, uint32_
  * runc's read of it became a miss of its own (python, unoptimized: 30-150 ms, and the
  * on-demand fetch held background fetch back for a second).  The list stays in blob order.
  * Returns the new count. */
-/* Spans of a list in blob order (sg_layer_span_joins: the batch's own rule). */
-static unsigned count_spans(const struct sg_layer *l, const uint32_t *list, size_t n)
+/* Spans of a list in blob order (sg_layer_span_joins: the batch's own rule), and in
+ * *ret_bytes what a request for them fetches: the spans with the gaps read along in them. */
+static unsigned count_spans(const struct sg_layer *l, const uint32_t *list, size_t n,
+			    uint64_t *ret_bytes)
 {
 	unsigned spans = 0;
-	uint64_t end = 0;
-
-	for (size_t i = 0; i < n; i++) {
-		const struct sg_toc_chunk *ch = sg_layer_chunk(l, list[i]);
-		if (i == 0 || !sg_layer_span_joins(end, ch->offset))
-			spans++;
-		if (i == 0 || ch->next_offset > end)
-			end = ch->next_offset;
-	}
-	return spans;
-}
-
-/* Bytes a request for a list in blob order fetches: its spans, the gaps within them. */
-static uint64_t span_bytes(const struct sg_layer *l, const uint32_t *list, size_t n)
-{
 	uint64_t bytes = 0, start = 0, end = 0;
 
 	for (size_t i = 0; i < n; i++) {
 		const struct sg_toc_chunk *ch = sg_layer_chunk(l, list[i]);
-		if (i > 0 && !sg_layer_span_joins(end, ch->offset)) {
-			bytes += end - start;
+		if (i == 0 || !sg_layer_span_joins(end, ch->offset)) {
+			bytes += end - start;   /* the span before (0 for none) */
 			start = ch->offset;
-		} else if (i == 0) {
-			start = ch->offset;
+			spans++;
 		}
 		if (i == 0 || ch->next_offset > end)
 			end = ch->next_offset;
 	}
-	return n ? bytes + (end - start) : 0;
+	*ret_bytes = bytes + (end - start);
+	return spans;
 }
 
 static size_t gather_near(struct sg_layer *l, uint32_t *list, size_t n, uint64_t start,
@@ -1287,8 +1274,9 @@ static size_t gather_near(struct sg_layer *l, uint32_t *list, size_t n, uint64_t
 			}
 			list[at] = c;
 			n++;
-			if (!near && (count_spans(l, list, n) > sg_layer_batch_spans(l) ||
-				      span_bytes(l, list, n) > max)) {
+			uint64_t bytes;
+			if (!near && (count_spans(l, list, n, &bytes) > sg_layer_batch_spans(l) ||
+				      bytes > max)) {
 				memmove(&list[at], &list[at + 1], (n - at - 1) * sizeof(list[0]));
 				n--;
 				continue;   /* no span or byte left for it */
@@ -1433,12 +1421,11 @@ void sg_layer_spec_continue(struct sg_layer *l)
 
 struct spec_peek {
 	struct sg_layer *l;
-	struct sg_list link;            /* l->spec_peek_list */
+	struct sg_list link;            /* l->spec_peeks */
 	struct sg_range_source *src;
 	uint32_t chunk;
 	struct sg_op op;
-	size_t len;
-	uint8_t buf[];
+	uint8_t buf[PEEK_BYTES];
 };
 
 static void peek_read(struct sg_op *op)
@@ -1448,7 +1435,6 @@ static void peek_read(struct sg_op *op)
 	size_t out_len = 0;
 	uint8_t *out;
 
-	l->spec_peeks--;
 	sg_list_unlink(&pk->link);
 	/* Only while the chunk is still on its way: once it arrived, its contents were handled
 	 * whole (sg_layer_spec_contents). */
@@ -1476,37 +1462,36 @@ void sg_layer_spec_peek(struct sg_layer *l, struct sg_range_source *src, uint32_
 	const struct sg_toc_node *f = sg_toc_node(l->toc, l->chunk_file[chunk]);
 	char path[RESOLVE_PATH_MAX];
 
-	if (!l->cfg.speculate || l->closing || covered(l, chunk) || c->file_offset != 0 ||
-	    c->inner_offset != 0 || c->next_offset - c->offset < PEEK_CHUNK_MIN ||
+	/* Every chunk of every batch comes here: the tests that turn most away go first. */
+	if (c->file_offset != 0 || c->next_offset - c->offset < PEEK_CHUNK_MIN ||
+	    c->inner_offset != 0 || !l->cfg.speculate || l->closing ||
 	    (l->spec_queued[chunk] & SPEC_PEEKED) ||
-	    !(in_use || (l->spec_queued[chunk] & SPEC_FOLLOW)))
+	    !(in_use || (l->spec_queued[chunk] & SPEC_FOLLOW)) || covered(l, chunk))
 		return;
 	/* What the loader maps: a program, or a library (most are 0644). */
 	if (!(f->mode & 0111) && (sg_toc_path(l->toc, l->chunk_file[chunk], path, sizeof(path)) < 0 ||
 				  !strstr(path, ".so")))
 		return;
 	l->spec_queued[chunk] |= SPEC_PEEKED;
-	struct spec_peek *pk = malloc(sizeof(*pk) + PEEK_BYTES);
+	struct spec_peek *pk = malloc(sizeof(*pk));
 	if (!pk)
 		return;
 	pk->l = l;
 	pk->src = src;
 	pk->chunk = chunk;
-	pk->len = PEEK_BYTES;
 	pk->link = (struct sg_list){ 0 };
 	sg_op_init(&pk->op);
-	if (sg_range_read(src, c->offset, pk->len, pk->buf, &pk->op, peek_read) < 0) {
+	if (sg_range_read(src, c->offset, sizeof(pk->buf), pk->buf, &pk->op, peek_read) < 0) {
 		free(pk);
 		return;
 	}
-	sg_list_insert_tail(&l->spec_peek_list, &pk->link);
-	l->spec_peeks++;
+	sg_list_insert_tail(&l->spec_peeks, &pk->link);
 	l->stats.peek_requests++;
 }
 
 void sg_layer_spec_cancel_peeks(struct sg_layer *l)
 {
-	for (struct sg_list *n = l->spec_peek_list.next; n != &l->spec_peek_list; n = n->next) {
+	for (struct sg_list *n = l->spec_peeks.next; n != &l->spec_peeks; n = n->next) {
 		struct spec_peek *pk = sg_container_of(n, struct spec_peek, link);
 		(void)sg_range_cancel(pk->src, &pk->op);   /* each still completes once */
 	}

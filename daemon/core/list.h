@@ -59,6 +59,19 @@ static inline struct sg_list *sg_list_pop(struct sg_list *head)
 	return n;
 }
 
+/* Moves every node of src to dst (empty, initialized), leaving src empty: a batch taken
+ * whole, whose members may be put back on src while it is walked. */
+static inline void sg_list_move_all(struct sg_list *dst, struct sg_list *src)
+{
+	if (sg_list_empty(src))
+		return;
+	dst->next = src->next;
+	dst->prev = src->prev;
+	dst->next->prev = dst;
+	dst->prev->next = dst;
+	sg_list_init(src);
+}
+
 /* Iterate where the body may unlink (or free) the current node. */
 #define sg_list_for_each_safe(pos, tmp, head) \
 	for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head); \

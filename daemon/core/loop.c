@@ -465,11 +465,8 @@ static unsigned dispatch(struct sg_loop *loop)
 		return 0;
 	/* Take only what is ready now: ops posted by these callbacks wait for the next
 	 * iteration, so a callback that re-posts itself cannot starve the ring. */
-	batch.next = loop->ready.next;
-	batch.prev = loop->ready.prev;
-	batch.next->prev = &batch;
-	batch.prev->next = &batch;
-	sg_list_init(&loop->ready);
+	sg_list_init(&batch);
+	sg_list_move_all(&batch, &loop->ready);
 
 	struct sg_list *node;
 	while ((node = sg_list_pop(&batch))) {

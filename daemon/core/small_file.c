@@ -1,4 +1,4 @@
-/* Whole reads of small configuration files.  See small_file.h. */
+/* Whole reads of small local files.  See small_file.h. */
 #include "daemon/core/small_file.h"
 
 #include <errno.h>
@@ -13,8 +13,6 @@ int sg_small_file_read(const char *path, size_t max, char **ret, size_t *ret_len
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	struct stat st;
 	char *buf;
-	ssize_t n;
-	size_t got = 0;
 
 	if (fd < 0)
 		return -errno;
@@ -27,17 +25,26 @@ int sg_small_file_read(const char *path, size_t max, char **ret, size_t *ret_len
 		close(fd);
 		return -ENOMEM;
 	}
-	while (got < (size_t)st.st_size) {
-		n = read(fd, buf + got, (size_t)st.st_size - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;   /* shorter than it was: what was read */
-		got += (size_t)n;
-	}
+	/* A file shorter than it was: what was read. */
+	size_t got = sg_read_up_to(fd, buf, (size_t)st.st_size);
 	close(fd);
 	buf[got] = '\0';
 	*ret = buf;
 	*ret_len = got;
 	return 0;
+}
+
+size_t sg_read_up_to(int fd, void *buf, size_t size)
+{
+	size_t len = 0;
+
+	while (len < size) {
+		ssize_t r = read(fd, (char *)buf + len, size - len);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		len += (size_t)r;
+	}
+	return len;
 }
