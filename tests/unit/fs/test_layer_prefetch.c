@@ -124,6 +124,17 @@ static uint64_t file_blob_offset(struct env *e, int f)
 	return sg_toc_chunks(toc, sg_toc_node(toc, file_node(e, f)))[0].offset;
 }
 
+/* Reads file f whole as `reader` and checks its bytes; the read's result. */
+static int32_t read_file(struct env *e, uint32_t reader, int f)
+{
+	static uint8_t buf[FILE_SIZE];
+	int32_t r = test_layer_read(e->loop, e->user, reader, file_node(e, f), 0, buf, FILE_SIZE);
+
+	if (r == (int32_t)FILE_SIZE)
+		CHECK_MEM(buf, content + (size_t)f * FILE_SIZE, FILE_SIZE);
+	return r;
+}
+
 /* Runs the loop until the gate has a pending read or ms passed. */
 static void wait_pending(struct env *e, int ms)
 {
@@ -169,12 +180,8 @@ TEST(background_keeps_several_requests_within_the_cap_and_finishes)
 	CHECK(peak <= cap);
 	CHECK(!st.stream_started);
 	test_wait_layer_local(loop, e.layer, &st);
-	static uint8_t buf[FILE_SIZE];
-	for (int f = 0; f < NFILES; f += 13) {
-		CHECK_EQ(test_layer_read(loop, e.user, 0, file_node(&e, f), 0, buf, FILE_SIZE),
-			 (int32_t)FILE_SIZE);
-		CHECK_MEM(buf, content + (size_t)f * FILE_SIZE, FILE_SIZE);
-	}
+	for (int f = 0; f < NFILES; f += 13)
+		CHECK_EQ(read_file(&e, 0, f), (int32_t)FILE_SIZE);
 	env_close(&e);
 }
 
@@ -616,17 +623,6 @@ static void open_far_replay(struct env *e, struct sg_link_meter *m, int index, b
 	CHECK_EQ(sg_layer_replay(e->layer, profile_of_files(e, far_files, N_FAR), NULL, NULL), 0);
 }
 
-/* Reads far file f whole as `reader` and checks its bytes; false if the read failed. */
-static int32_t read_file(struct env *e, uint32_t reader, int f)
-{
-	static uint8_t buf[FILE_SIZE];
-	int32_t r = test_layer_read(e->loop, e->user, reader, file_node(e, f), 0, buf, FILE_SIZE);
-
-	if (r == (int32_t)FILE_SIZE)
-		CHECK_MEM(buf, content + (size_t)f * FILE_SIZE, FILE_SIZE);
-	return r;
-}
-
 static void wait_replay_done(struct env *e)
 {
 	struct sg_layer_stats st;
@@ -943,7 +939,6 @@ TEST(background_takes_runs_apart_in_one_request)
 static void prefetch_to_the_end(struct env *e, int step)
 {
 	struct sg_layer_stats st;
-	static uint8_t buf[FILE_SIZE];
 
 	e->gate->automatic = true;
 	while (e->gate->n)
@@ -954,11 +949,8 @@ static void prefetch_to_the_end(struct env *e, int step)
 		sg_layer_stats(e->layer, &st);
 		CHECK(test_now_ms() < end);
 	} while (!st.prefetch_done || st.chunks_present < st.chunks_total);
-	for (int f = 0; f < NFILES; f += step) {
-		CHECK_EQ(test_layer_read(e->loop, e->user, 0, file_node(e, f), 0, buf, FILE_SIZE),
-			 (int32_t)FILE_SIZE);
-		CHECK_MEM(buf, content + (size_t)f * FILE_SIZE, FILE_SIZE);
-	}
+	for (int f = 0; f < NFILES; f += step)
+		CHECK_EQ(read_file(e, 0, f), (int32_t)FILE_SIZE);
 }
 
 TEST(a_prefetch_on_a_measured_link_paces_its_requests_so_they_arrive_in_order)
@@ -1064,12 +1056,8 @@ TEST(a_request_ending_on_one_layer_lets_another_waiting_for_room_send_at_once)
 		gate_complete(b.gate, 0, (int)b.gate->q[0].len);
 	struct sg_layer_stats st;
 	test_wait_layer_local(loop, b.layer, &st);
-	static uint8_t buf[FILE_SIZE];
-	for (int f = 0; f < NFILES; f += 7) {
-		CHECK_EQ(test_layer_read(loop, b.user, 0, file_node(&b, f), 0, buf, FILE_SIZE),
-			 (int32_t)FILE_SIZE);
-		CHECK_MEM(buf, content + (size_t)f * FILE_SIZE, FILE_SIZE);
-	}
+	for (int f = 0; f < NFILES; f += 7)
+		CHECK_EQ(read_file(&b, 0, f), (int32_t)FILE_SIZE);
 	test_layer_user_close(loop, a.user);
 	test_layer_close(loop, a.layer);
 	env_close(&b);
