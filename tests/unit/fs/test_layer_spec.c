@@ -1080,6 +1080,38 @@ TEST(a_large_programs_libraries_are_asked_for_while_its_first_chunk_is_on_its_wa
 	test_op_wait(e.loop, &t, 2000);
 	env_close(&e);
 
+	/* The chunk's fetch fails while its peek is still out, with two readers waiting on it:
+	 * each is answered once (-EIO); the peek that ends after picks nothing (its chunk is no
+	 * longer on its way), and the next read fetches the chunk anew, verified. */
+	g = read_big_prog(&e, &spec_cfg, &t, buf, sizeof(buf));
+	CHECK_EQ(g->n, 2u);
+	struct sg_layer_user *u2;
+	struct test_op t2;
+	static uint8_t buf2[4096];
+	CHECK_EQ(sg_layer_user_new(e.layer, &u2), 0);
+	test_op_init(&t2);
+	CHECK_EQ(sg_layer_read(u2, 1, node(&e, "bin/big-prog"), 0, sizeof(buf2), buf2, &t2.op,
+			       test_op_cb), 0);
+	test_run_for(e.loop, 10);
+	size_t chunk_req = g->q[0].len == (64u << 10) ? 1 : 0;
+	gate_complete(g, chunk_req, -EIO);
+	test_op_wait(e.loop, &t, 2000);
+	test_op_wait(e.loop, &t2, 2000);
+	CHECK_EQ(t.res, -EIO);
+	CHECK_EQ(t2.res, -EIO);
+	CHECK_EQ(g->n, 1u);   /* the peek */
+	gate_complete(g, 0, (int)g->q[0].len);
+	test_run_for(e.loop, 20);
+	CHECK_EQ(g->n, 0u);   /* nothing picked from it */
+	CHECK_EQ(t.calls, 1);
+	CHECK_EQ(t2.calls, 1);
+	g->automatic = true;   /* reader 2: the failure is held only for the readers that saw it */
+	CHECK_EQ(test_layer_read(e.loop, u2, 2, node(&e, "bin/big-prog"), 0, buf2, sizeof(buf2)),
+		 (int32_t)sizeof(buf2));
+	CHECK_MEM(buf2, want, sizeof(buf2));
+	test_layer_user_close(e.loop, u2);
+	env_close(&e);
+
 	/* Closed with the peek (and the chunk) in flight: the reader is answered once, the
 	 * layer's close waits for both and frees them. */
 	g = read_big_prog(&e, &spec_cfg, &t, buf, sizeof(buf));
