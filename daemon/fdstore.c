@@ -16,12 +16,14 @@
 #include <unistd.h>
 
 #include "daemon/core/log.h"
+#include "daemon/core/loop.h"
 
 #define HOLDER_TIMEOUT_S 3
 #define HOLDER_START_MS 3000
 
 struct sg_fdstore {
 	enum sg_fdstore_kind kind;
+	uint64_t started_ns;          /* a holder was started then (holder_start); 0 = never */
 	char root[PATH_MAX];
 	char sock_path[PATH_MAX + 32];
 	struct sockaddr_un notify;    /* systemd */
@@ -79,9 +81,10 @@ static int holder_connect(struct sg_fdstore *st, int *ret)
 }
 
 /* Starts `stargzd fdholder --root ROOT`, detached (its own session, reparented to init by a
- * double fork so that nobody has to reap it), with the daemon's signal mask undone, and
- * waits until it answers. */
-static int holder_spawn(struct sg_fdstore *st)
+ * double fork so that nobody has to reap it), with the daemon's signal mask undone, without
+ * waiting for it to answer.  Two holders started for one root settle it between them (the
+ * second finds the first's lock and exits). */
+static int holder_start(struct sg_fdstore *st)
 {
 	char logpath[PATH_MAX + 32];
 	pid_t pid;
@@ -111,7 +114,20 @@ static int holder_spawn(struct sg_fdstore *st)
 		execl("/proc/self/exe", "stargzd", "fdholder", "--root", st->root, (char *)NULL);
 		_exit(127);
 	}
-	(void)waitpid(pid, NULL, 0);
+	(void)waitpid(pid, NULL, 0);   /* the first child: it exits at once */
+	st->started_ns = sg_now_ns();
+	return 0;
+}
+
+/* A holder was started less than HOLDER_START_MS ago: it may not answer yet. */
+static bool holder_starting(const struct sg_fdstore *st)
+{
+	return st->started_ns && sg_now_ns() - st->started_ns < HOLDER_START_MS * 1000000ull;
+}
+
+/* Waits until a holder started by holder_start answers. */
+static int holder_wait(struct sg_fdstore *st)
+{
 	for (int waited = 0; waited < HOLDER_START_MS; waited += 10) {
 		int s;
 		if (holder_connect(st, &s) == 0) {
@@ -131,7 +147,10 @@ static int holder_call(struct sg_fdstore *st, const char *msg, int fd, bool spaw
 
 	r = holder_connect(st, &s);
 	if ((r == -ENOENT || r == -ECONNREFUSED) && spawn) {
-		r = holder_spawn(st);
+		/* One started by sg_fdstore_warm and not answering yet is waited for. */
+		r = holder_starting(st) ? 0 : holder_start(st);
+		if (r == 0)
+			r = holder_wait(st);
 		if (r == 0)
 			r = holder_connect(st, &s);
 	}
@@ -331,6 +350,23 @@ int sg_fdstore_put(struct sg_fdstore *st, const char *name, int fd, struct sg_er
 		sg_error_set(err, r, "%s did not take the FUSE session %s: %s",
 			     sg_fdstore_kind_name(st->kind), name, strerror(-r));
 	return r;
+}
+
+void sg_fdstore_warm(struct sg_fdstore *st)
+{
+	int s;
+
+	if (!st || st->kind != SG_FDSTORE_HOLDER)
+		return;
+	if (holder_starting(st))
+		return;   /* on its way */
+	int r = holder_connect(st, &s);
+	if (r == 0) {
+		close(s);
+		return;   /* running */
+	}
+	if (r == -ENOENT || r == -ECONNREFUSED)
+		(void)holder_start(st);   /* a failure shows at the put, which tries again */
 }
 
 int sg_fdstore_remove(struct sg_fdstore *st, const char *name, struct sg_error *err)

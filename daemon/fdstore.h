@@ -9,8 +9,8 @@
  *    $LISTEN_FDS/$LISTEN_FDNAMES.  The protocol is spoken here directly (a datagram to
  *    $NOTIFY_SOCKET with SCM_RIGHTS): no libsystemd.  The unit needs
  *    FileDescriptorStoreMax= (stargzd.service).
- *  - otherwise the fd holder (daemon/fdholder.h), a tiny process started on the first
- *    mount that outlives the daemon.
+ *  - otherwise the fd holder (daemon/fdholder.h), a tiny process that outlives the daemon,
+ *    started when the first lazy mount begins (sg_fdstore_warm) or at the first put.
  * STARGZD_FDSTORE=systemd|holder|none overrides the choice ("none": mounts end with the
  * daemon, as before takeover existed).
  *
@@ -44,6 +44,11 @@ int sg_fdstore_open(const char *root, struct sg_fdstore **ret, struct sg_held_fd
 		    size_t *ret_n, struct sg_error *err);
 enum sg_fdstore_kind sg_fdstore_kind(const struct sg_fdstore *st);
 const char *sg_fdstore_kind_name(enum sg_fdstore_kind kind);
+/* A mount is on its way: starts the holder if it does not run, without waiting for it, so
+ * that the mount's sg_fdstore_put finds it up.  Started at the first put instead, the holder
+ * (a fork, an exec, its socket) cost the first lazy mount of an image 24 ms, which containerd
+ * waited for before preparing the next layer. */
+void sg_fdstore_warm(struct sg_fdstore *st);
 /* Keeps a copy of fd under name (replacing one of that name); starts the holder if needed. */
 int sg_fdstore_put(struct sg_fdstore *st, const char *name, int fd, struct sg_error *err);
 /* Forgets name (its session was unmounted). */

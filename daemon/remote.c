@@ -1411,6 +1411,14 @@ static void attach_cb(struct sg_op *op)
 	/* The content started closing meanwhile: the mount waits for it to start over. */
 }
 
+/* A new mount that will be kept: the fd holder is started now, while the layer's TOC is on
+ * its way, not at the mount itself (daemon/fdstore.h). */
+static void warm_fdstore(const struct rlayer *rl)
+{
+	if (rl->adopt_fd < 0 && rl->state_dir[0])
+		sg_fdstore_warm(rl->r->cfg.fdstore);
+}
+
 static int mount_common(struct sg_remote *r, int64_t key, const char *mountpoint,
 			const struct sg_remote_layer *layer, int adopt_fd, sg_remote_cb cb,
 			void *userdata)
@@ -1489,6 +1497,7 @@ static int mount_common(struct sg_remote *r, int64_t key, const char *mountpoint
 		want_profiles(r, layer->ref);
 		want_entry(r, layer->ref);
 		content_start_load(c);
+		warm_fdstore(rl);
 		return 0;
 	}
 	/* Another mount of the same content: share it (loading, ready, or about to be loaded
@@ -1505,6 +1514,7 @@ static int mount_common(struct sg_remote *r, int64_t key, const char *mountpoint
 		return -ECANCELED;
 	}
 	rl->adopt_fd = adopt_fd;
+	warm_fdstore(rl);
 	return 0;
 }
 
