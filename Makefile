@@ -61,7 +61,7 @@ UNIT_BINS   := $(UNIT_SRCS:%.c=$(BUILD)/%)
 TEST_HELPER_SRCS := $(wildcard tests/helpers/*.c)
 TEST_HELPERS := $(TEST_HELPER_SRCS:tests/helpers/%.c=$(BUILD)/tests/helpers/%)
 
-.PHONY: all deps run check unit-bins fuzz-bins fuzz bench bench-quick clean install
+.PHONY: all deps run check check-asan-integration unit-bins fuzz-bins fuzz bench bench-quick clean install
 all: $(BUILD)/stargzd $(TOOLS)
 
 deps:
@@ -161,6 +161,13 @@ check: deps
 	$(MAKE) BUILD=build-asan SANITIZE=1 unit-bins
 	$(MAKE) BUILD=build-fuzz CC=clang FUZZ=1 fuzz-bins
 	tests/run.sh
+
+# Opt-in (about 6 minutes more than the integration tests): the integration tests against the
+# daemon built with ASan+UBSan; every sanitizer report a daemon writes fails the run.
+check-asan-integration: deps
+	$(MAKE) all unit-bins
+	$(MAKE) BUILD=build-asan SANITIZE=1 build-asan/stargzd
+	tests/run.sh asan-integration
 
 run: deps
 	$(MAKE) all
