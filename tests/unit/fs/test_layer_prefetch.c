@@ -446,6 +446,44 @@ TEST(scattered_reads_do_not_stream)
 	env_close(&e);
 }
 
+/* An optimized layer's workload reads its prioritized files, which the prefetch fetched, in
+ * blob order: that is the optimization at work, not a reader reading the whole layer, and
+ * streaming the rest then took the link and the loop while the workload still ran (imports,
+ * optimized: 9 MB streamed, none of it read).  Thirty files in order, every one of them
+ * prefetched: no stream (the old rule started one at the 24th). */
+TEST(reading_prefetched_files_in_order_does_not_stream_the_layer)
+{
+	struct sg_loop *loop;
+	struct sg_link_meter m;
+	struct env probe = { 0 }, e = { 0 };
+	struct sg_layer_stats st;
+
+	setup();
+	meter_of(&m, 10e6, 1 * MS);
+	CHECK_EQ(sg_loop_new(NULL, &loop), 0);
+	env_open(&probe, loop, &m, (struct sg_layer_config){ .window_bytes = 1 }, 0);
+	uint64_t first30 = file_blob_offset(&probe, 30);
+	env_close(&probe);
+	CHECK_EQ(sg_loop_new(NULL, &loop), 0);
+	env_open(&e, loop, &m, (struct sg_layer_config){ .window_bytes = 1, .prefetch = true,
+							  .prefetch_bytes = first30 }, 1);
+	e.gate->automatic = true;
+	while (e.gate->n)
+		gate_complete(e.gate, 0, (int)e.gate->q[0].len);
+	double end = test_now_ms() + 10000;
+	do {
+		CHECK(sg_loop_run_once(loop, 20) >= 0);
+		sg_layer_stats(e.layer, &st);
+		CHECK(test_now_ms() < end);
+	} while (!st.prefetch_done);
+	for (int f = 0; f < 30; f++)
+		CHECK_EQ(read_file(&e, 1, f), (int32_t)FILE_SIZE);
+	sg_layer_stats(e.layer, &st);
+	CHECK_EQ(st.ondemand_fetches, 0);   /* all of them prefetched */
+	CHECK(!st.stream_started);
+	env_close(&e);
+}
+
 /* A link that carries the whole layer in a few round trips: background fetch streams it. */
 TEST(a_fast_link_streams_the_layer)
 {
