@@ -2,12 +2,10 @@
 #include "net/tls.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
+
 #include "daemon/core/small_file.h"
 
 /* ---- trust anchors ---- */
