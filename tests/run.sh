@@ -82,6 +82,14 @@ run_replay() {   # build dir, label prefix: every fuzz corpus and regression inp
   done
 }
 
+run_integration() {   # label prefix: every script of tests/integration/ (lib.sh is theirs)
+  local t
+  for t in tests/integration/*.sh; do
+    [[ -f "$t" && $(basename "$t") != lib.sh ]] || continue
+    run_program "$1$(basename "$t" .sh)" bash "$t"
+  done
+}
+
 if [[ $parts == all || $parts == lint ]]; then
   run_program lint/include_rules bash tests/lint/include_rules.sh
   run_program lint/include_rules_selftest bash tests/lint/include_rules.sh --self-test
@@ -93,10 +101,7 @@ if [[ $parts == all || $parts == unit ]]; then
   run_replay build ""
 fi
 if [[ $parts == all || $parts == integration ]]; then
-  for t in tests/integration/*.sh; do
-    [[ -f "$t" && $(basename "$t") != lib.sh ]] || continue
-    run_program "integration/$(basename "$t" .sh)" bash "$t"
-  done
+  run_integration integration/
 fi
 if [[ $parts == all || $parts == fuzz ]]; then
   ls build-fuzz/fuzz/* >/dev/null 2>&1 && run_program "fuzz" tests/fuzz/run.sh
@@ -118,10 +123,7 @@ if [[ $parts == asan-integration ]]; then
   export ASAN_OPTIONS=detect_leaks=1:log_path=$asan_dir/asan
   export LSAN_OPTIONS=suppressions=$TOP/tests/lsan.supp:print_suppressions=0
   export UBSAN_OPTIONS=print_stacktrace=1:log_path=$asan_dir/ubsan
-  for t in tests/integration/*.sh; do
-    [[ -f "$t" && $(basename "$t") != lib.sh ]] || continue
-    run_program "asan-integration/$(basename "$t" .sh)" bash "$t"
-  done
+  run_integration asan-integration/
   for f in "$asan_dir"/*; do
     [[ -s "$f" ]] || continue
     total_fail=$((total_fail + 1))
