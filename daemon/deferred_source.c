@@ -20,6 +20,7 @@ struct waiting_read {
 	struct sg_op *op;
 	sg_op_cb cb;
 	size_t n_spans;                 /* 0: a plain read */
+	unsigned flags;                 /* a vectored read's */
 	struct sg_range_span spans[];
 };
 
@@ -79,7 +80,8 @@ static void on_opened(struct sg_op *op)
 	d->base.link = src->link;   /* the registry host's link, now that there is one */
 	while ((n = sg_list_pop(&d->waiting))) {
 		struct waiting_read *w = sg_container_of(n, struct waiting_read, link);
-		int r = w->n_spans ? sg_range_readv(d->real, w->spans, w->n_spans, w->op, w->cb)
+		int r = w->n_spans ? sg_range_readv_flags(d->real, w->spans, w->n_spans, w->flags,
+							  w->op, w->cb)
 				   : sg_range_read(d->real, w->offset, w->len, w->buf, w->op, w->cb);
 		if (r < 0)
 			(void)sg_post(d->base.loop, w->op, r, w->cb);
@@ -122,18 +124,19 @@ static int deferred_read(struct sg_range_source *src, uint64_t offset, size_t le
 /* Vectored, since the blob it opens is (a registry's): before the open it cannot know, so a
  * blob that is not fails the read once open (-EOPNOTSUPP, as sg_range_readv would). */
 static int deferred_readv(struct sg_range_source *src, const struct sg_range_span *spans,
-			  size_t n, struct sg_op *op, sg_op_cb cb)
+			  size_t n, unsigned flags, struct sg_op *op, sg_op_cb cb)
 {
 	struct deferred *d = (struct deferred *)src;
 
 	if (d->real)
-		return sg_range_readv(d->real, spans, n, op, cb);
+		return sg_range_readv_flags(d->real, spans, n, flags, op, cb);
 	struct waiting_read *w = calloc(1, sizeof(*w) + n * sizeof(w->spans[0]));
 	if (!w)
 		return -ENOMEM;
 	w->op = op;
 	w->cb = cb;
 	w->n_spans = n;
+	w->flags = flags;
 	memcpy(w->spans, spans, n * sizeof(*spans));
 	return wait_for_open(d, w);
 }

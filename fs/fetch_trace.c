@@ -166,14 +166,20 @@ void sg_fetch_trace_read(struct sg_fetch_trace *t, const char *layer, const char
 
 void sg_fetch_trace_fetch(struct sg_fetch_trace *t, const char *layer, enum sg_fetch_kind kind,
 			  uint64_t off, uint64_t len, unsigned chunks, unsigned spans,
-			  uint64_t start_ns, uint64_t took_ns, bool ok)
+			  uint64_t start_ns, uint64_t took_ns, bool ok, int64_t beside,
+			  int64_t beside_spec)
 {
 	if (!room(t))
 		return;
 	put_head(t, start_ns, "fetch", layer);
 	put(t, ",\"kind\":\"%s\",\"off\":%llu,\"len\":%llu,\"chunks\":%u,\"spans\":%u,"
-	    "\"ms\":%.3f,\"ok\":%s}\n", sg_fetch_kind_name(kind), (unsigned long long)off,
+	    "\"ms\":%.3f,\"ok\":%s", sg_fetch_kind_name(kind), (unsigned long long)off,
 	    (unsigned long long)len, chunks, spans, (double)took_ns / 1e6, ok ? "true" : "false");
+	if (beside >= 0)
+		put(t, ",\"beside\":%lld", (long long)beside);
+	if (beside_spec >= 0)
+		put(t, ",\"beside_spec\":%lld", (long long)beside_spec);
+	put(t, "}\n");
 }
 
 static void put_kinds(struct sg_fetch_trace *t, const char *name, const uint64_t v[SG_FETCH_KINDS])

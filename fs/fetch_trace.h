@@ -50,10 +50,13 @@ void sg_fetch_trace_read(struct sg_fetch_trace *t, const char *layer, const char
 			 uint64_t off, uint64_t len, uint64_t start_ns, uint64_t wait_ns, bool net);
 /* One range request at its completion: `len` bytes of the blob in `spans` ranges (one:
  * [off, off+len); several, of a vectored read: off is the first's, len the sum), `chunks`
- * chunks, started at start_ns, took took_ns; ok: every byte arrived. */
+ * chunks, started at start_ns, took took_ns; ok: every byte arrived; beside: the bytes of
+ * requests fetching ahead that arrived on the same link meanwhile, and of those the
+ * speculative ones' (an on-demand fetch's; -1 = not counted, and not written). */
 void sg_fetch_trace_fetch(struct sg_fetch_trace *t, const char *layer, enum sg_fetch_kind kind,
 			  uint64_t off, uint64_t len, unsigned chunks, unsigned spans,
-			  uint64_t start_ns, uint64_t took_ns, bool ok);
+			  uint64_t start_ns, uint64_t took_ns, bool ok, int64_t beside,
+			  int64_t beside_spec);
 /* A layer's summary at its close: compressed bytes fetched per kind, and of those the
  * bytes of chunks a reader read (or opened through passthrough). */
 void sg_fetch_trace_layer(struct sg_fetch_trace *t, const char *layer,

@@ -35,6 +35,8 @@ struct fetch_batch {
 	 * requests and bytes fetched ahead across every layer on that link. */
 	struct sg_link_meter *link;
 	uint64_t start_ns;
+	/* An on-demand request's: the link's ahead_bytes_in and spec_bytes_in at its start. */
+	uint64_t beside_mark, beside_spec_mark;
 };
 
 static void batch_free(struct fetch_batch *b)
@@ -47,9 +49,10 @@ static void batch_free(struct fetch_batch *b)
 		l->ahead_inflight -= b->len;
 		l->ahead_batches--;
 	}
-	if (b->link && b->kind == SG_FETCH_ONDEMAND)
+	if (b->link && b->kind == SG_FETCH_ONDEMAND) {
 		sg_link_meter_ondemand(b->link, -1, sg_now_ns());
-	else if (b->link)
+		sg_link_meter_reads(b->link, -1);
+	} else if (b->link)
 		sg_link_meter_ahead(b->link, -1, b->len);
 	sg_memcache_uncharge(l->mem, b->charged);
 	free(b->buf);
@@ -109,6 +112,16 @@ static bool note_arrived(struct sg_layer *l, const struct chunk_job *j, enum sg_
 		sg_layer_spec_hint_used(l, j->chunk);
 	}
 	return true;
+}
+
+/* The bytes fetched ahead (of them, speculative) that arrived on an on-demand request's link
+ * while it was in flight; -1 for any other request. */
+static int64_t beside(const struct fetch_batch *b, bool spec)
+{
+	if (!b->link || b->kind != SG_FETCH_ONDEMAND)
+		return -1;
+	return spec ? (int64_t)(b->link->spec_bytes_in - b->beside_spec_mark)
+		    : (int64_t)(b->link->ahead_bytes_in - b->beside_mark);
 }
 
 static void batch_fetched(struct sg_op *op)
@@ -176,7 +189,7 @@ static void batch_fetched(struct sg_op *op)
 	if (l->cfg.trace)
 		sg_fetch_trace_fetch(l->cfg.trace, l->trace_layer, b->kind, b->spans[0].offset,
 				     b->len, b->n, b->n_spans, b->start_ns, took,
-				     sg_layer_res_is(op->res, b->len));
+				     sg_layer_res_is(op->res, b->len), beside(b, false), beside(b, true));
 	struct sg_link_meter *link = b->link;
 	batch_free(b);
 	sg_layer_spec_continue(l);
@@ -260,9 +273,10 @@ int sg_layer_fetch_batch(struct sg_layer *l, struct sg_range_source *src,
 		l->ahead_batches++;
 	}
 	b->link = src->link;
-	if (b->link && ondemand)
+	if (b->link && ondemand) {
 		sg_link_meter_ondemand(b->link, +1, sg_now_ns());
-	else if (b->link)
+		sg_link_meter_reads(b->link, +1);
+	} else if (b->link)
 		sg_link_meter_ahead(b->link, +1, b->len);
 	for (size_t i = 0; i < n; i++) {
 		struct chunk_job *j = sg_layer_job_new(l, chunks[i], ondemand);
@@ -279,7 +293,12 @@ int sg_layer_fetch_batch(struct sg_layer *l, struct sg_range_source *src,
 	sg_op_init(&b->op);
 	sg_op_set_group(&b->op, &l->group);
 	b->start_ns = sg_now_ns();
-	r = sg_range_readv(src, b->spans, b->n_spans, &b->op, batch_fetched);
+	b->beside_mark = b->link ? b->link->ahead_bytes_in : 0;
+	b->beside_spec_mark = b->link ? b->link->spec_bytes_in : 0;
+	r = sg_range_readv_flags(src, b->spans, b->n_spans,
+				 ondemand ? 0 : kind == SG_FETCH_SPEC ? SG_RANGE_AHEAD | SG_RANGE_SPEC :
+									SG_RANGE_AHEAD,
+				 &b->op, batch_fetched);
 	if (r < 0)
 		goto fail;
 	l->stats.fetch_requests++;

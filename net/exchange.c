@@ -453,6 +453,9 @@ static void on_acquired(struct sg_op *op)
 						    res != -EINVAL && res != -ECANCELED);
 		return;
 	}
+	/* Every request sets it: a kept-alive connection may come with the last one's. */
+	sg_pool_conn_rcvbuf(x->c, x->rcvbuf);
+	x->rcvbuf_now = x->rcvbuf;
 	xfer_send(x);
 }
 
@@ -879,6 +882,7 @@ static struct sg_exchange *xfer_new(struct sg_exchanges *xs, const struct sg_exc
 	x->content_type = req->content_type;
 	x->push_scope = req->push_scope;
 	x->single_attempt = req->single_attempt;
+	x->rcvbuf = req->rcvbuf;
 	x->orig_host = x->host = req->host;
 	if (req->nranges)
 		memcpy(x->ranges, req->ranges, req->nranges * sizeof(*req->ranges));
@@ -1040,4 +1044,17 @@ void sg_exchanges_free(struct sg_exchanges *xs)
 	SG_FREE_CHECK(sg_exchanges_busy(xs), "registry exchanges (one is alive)");
 	sg_tokens_free(xs->tokens);
 	free(xs);
+}
+
+unsigned sg_exchange_rcvbuf(const struct sg_exchange *x)
+{
+	return x->rcvbuf_now;
+}
+
+void sg_exchange_set_rcvbuf(struct sg_exchange *x, unsigned bytes)
+{
+	if (!x->c)
+		return;
+	sg_pool_conn_rcvbuf(x->c, bytes);
+	x->rcvbuf_now = bytes;
 }

@@ -3,7 +3,9 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <limits.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <string.h>
 #include <strings.h>
 
@@ -55,6 +57,7 @@ struct sg_pool_conn {
 	bool idle;                            /* on h->idle */
 	uint64_t idle_since;
 	unsigned served;
+	bool rcvbuf_fixed;                    /* SO_RCVBUF set (sg_pool_conn_rcvbuf) */
 	uint8_t buf[SG_POOL_CONN_BUF];
 };
 
@@ -692,4 +695,30 @@ void sg_pool_free(struct sg_pool *p)
 	while (!sg_list_empty(&p->hosts))
 		free(sg_container_of(sg_list_pop(&p->hosts), struct sg_host, link));
 	free(p);
+}
+
+void sg_pool_conn_rcvbuf(struct sg_pool_conn *c, unsigned bytes)
+{
+	int v = bytes > INT_MAX ? INT_MAX : (int)bytes;
+
+	if (bytes) {
+		/* Best effort, as the window it bounds: a failure leaves the kernel's. */
+		if (setsockopt(c->tcp.fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v)) == 0)
+			c->rcvbuf_fixed = true;
+		return;
+	}
+	if (!c->rcvbuf_fixed)
+		return;
+	/* Back to autotuning, from a buffer that carries a window at once (a fixed one stays
+	 * fixed until SO_BUF_LOCK clears the lock, Linux 5.14; before, it stays at this). */
+	v = SG_POOL_RCVBUF_RESTORE;
+	(void)setsockopt(c->tcp.fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
+	v = 0;
+	(void)setsockopt(c->tcp.fd, SOL_SOCKET, SO_BUF_LOCK, &v, sizeof(v));
+	c->rcvbuf_fixed = false;
+}
+
+int sg_pool_conn_fd(const struct sg_pool_conn *c)
+{
+	return c->tcp.fd;
 }

@@ -139,6 +139,20 @@ void sg_link_meter_ondemand(struct sg_link_meter *m, int delta, uint64_t now_ns)
 	m->last_ondemand_ns = now_ns;
 }
 
+void sg_link_meter_reads(struct sg_link_meter *m, int delta)
+{
+	if (delta < 0 && m->reads_inflight == 0)
+		return;
+	m->reads_inflight = (unsigned)((int)m->reads_inflight + delta);
+}
+
+uint64_t sg_link_meter_bdp(const struct sg_link_meter *m)
+{
+	if (!m || m->bw_samples == 0 || m->bytes_per_s <= 0)
+		return 0;
+	return (uint64_t)(m->bytes_per_s * (double)lowest_rtt_ns(m) / 1e9);
+}
+
 void sg_link_meter_reader(struct sg_link_meter *m, uint64_t now_ns)
 {
 	m->last_ondemand_ns = now_ns;

@@ -84,6 +84,13 @@ struct sg_link_meter {
 	uint64_t last_ondemand_ns;
 	size_t ahead_inflight;
 	unsigned ahead_requests;
+	/* Readers' own fetches in flight (ondemand_inflight also counts a replay that holds the
+	 * link): while there are any, the requests fetching ahead shrink their receive windows
+	 * (net/blob.c).  And the body bytes those requests received, ever, and of those the
+	 * speculative ones' (SG_RANGE_SPEC): what arrived beside one reader's fetch is the
+	 * difference across it (its fetch trace's "beside" and "beside_spec"). */
+	unsigned reads_inflight;
+	uint64_t ahead_bytes_in, spec_bytes_in;
 	/* Bytes asked of the host by every range request in flight that have not arrived yet:
 	 * what the link owes (net/blob.c counts them as requests go out and bodies arrive). */
 	uint64_t owed;
@@ -119,6 +126,11 @@ void sg_link_meter_begin(struct sg_link_meter *m, uint64_t sent_ns, uint64_t now
 void sg_link_meter_bytes(struct sg_link_meter *m, size_t n, uint64_t now_ns);
 void sg_link_meter_end(struct sg_link_meter *m, uint64_t now_ns);
 
+/* A reader's own fetch starts (+1) or ends (-1): reads_inflight. */
+void sg_link_meter_reads(struct sg_link_meter *m, int delta);
+/* What the link holds in its lowest round trip (the smoothed one before any): bytes per
+ * second times that; 0 while the throughput is unknown or m is NULL. */
+uint64_t sg_link_meter_bdp(const struct sg_link_meter *m);
 /* An on-demand request starts (+1) or ends (-1) at now_ns. */
 void sg_link_meter_ondemand(struct sg_link_meter *m, int delta, uint64_t now_ns);
 /* A reader used bytes fetched ahead of it at now_ns: the workload is reading, as busy as

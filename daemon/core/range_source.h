@@ -16,7 +16,8 @@
  * sends them in one request (multipart/byteranges), so far-apart ranges cost one round trip
  * instead of one each.  The same contract as read, for the whole: one completion, op->res =
  * the bytes of all spans or a negative errno (never a partial count that looks whole), each
- * span's bytes in its own buffer, cancel through the same op. */
+ * span's bytes in its own buffer, cancel through the same op.  Its flags (SG_RANGE_*) say
+ * what the read is for; a source may ignore them. */
 #ifndef STARGZD_CORE_RANGE_SOURCE_H
 #define STARGZD_CORE_RANGE_SOURCE_H
 
@@ -32,6 +33,12 @@ struct sg_range_source;
 /* Spans in one sg_range_readv at most (a registry takes them in one request). */
 #define SG_RANGE_SPANS_MAX 64
 
+/* The read fetches ahead of readers (speculation, prefetch, replay, background): a registry
+ * source lets it yield the link to the readers' own fetches (net/blob.c). */
+#define SG_RANGE_AHEAD 1u
+/* ... and is speculation (fs/layer_spec.h), counted apart on the link. */
+#define SG_RANGE_SPEC 2u
+
 /* One span of a vectored read: [offset, offset + len) of the blob into buf. */
 struct sg_range_span {
 	uint64_t offset;
@@ -43,7 +50,7 @@ struct sg_range_source_ops {
 	int (*read)(struct sg_range_source *src, uint64_t offset, size_t len, void *buf,
 		    struct sg_op *op, sg_op_cb cb);
 	int (*readv)(struct sg_range_source *src, const struct sg_range_span *spans, size_t n,
-		     struct sg_op *op, sg_op_cb cb);
+		     unsigned flags, struct sg_op *op, sg_op_cb cb);
 	int (*cancel)(struct sg_range_source *src, struct sg_op *op);
 	void (*destroy)(struct sg_range_source *src);
 };
@@ -78,9 +85,11 @@ static inline bool sg_range_source_vectored(const struct sg_range_source *src)
 
 /* Reads n spans (each inside the blob, 1 <= n <= SG_RANGE_SPANS_MAX, all of them at most
  * INT32_MAX bytes): one span is a plain read; several need a source that is vectored, else
- * -EOPNOTSUPP and nothing starts (the caller reads them one by one). */
-static inline int sg_range_readv(struct sg_range_source *src, const struct sg_range_span *spans,
-				 size_t n, struct sg_op *op, sg_op_cb cb)
+ * -EOPNOTSUPP and nothing starts (the caller reads them one by one).  flags: SG_RANGE_*; a
+ * source that is vectored gets them for one span too. */
+static inline int sg_range_readv_flags(struct sg_range_source *src,
+				       const struct sg_range_span *spans, size_t n, unsigned flags,
+				       struct sg_op *op, sg_op_cb cb)
 {
 	uint64_t total = 0;
 
@@ -95,11 +104,17 @@ static inline int sg_range_readv(struct sg_range_source *src, const struct sg_ra
 	}
 	if (total > INT32_MAX)
 		return -EINVAL;   /* op->res could not carry it */
-	if (n == 1)
+	if (n == 1 && (flags == 0 || !src->ops->readv))
 		return src->ops->read(src, spans[0].offset, spans[0].len, spans[0].buf, op, cb);
 	if (!src->ops->readv)
 		return -EOPNOTSUPP;
-	return src->ops->readv(src, spans, n, op, cb);
+	return src->ops->readv(src, spans, n, flags, op, cb);
+}
+
+static inline int sg_range_readv(struct sg_range_source *src, const struct sg_range_span *spans,
+				 size_t n, struct sg_op *op, sg_op_cb cb)
+{
+	return sg_range_readv_flags(src, spans, n, 0, op, cb);
 }
 
 static inline int sg_range_cancel(struct sg_range_source *src, struct sg_op *op)

@@ -34,6 +34,7 @@ struct gate_read {
 	size_t owed;                    /* not arrived yet (in the link meter's owed) */
 	/* 0: a plain read, into spans[0].buf; else the spans of a vectored one */
 	size_t n_spans;
+	unsigned flags;                 /* SG_RANGE_* of a vectored read */
 	struct sg_range_span spans[SG_RANGE_SPANS_MAX];
 };
 
@@ -118,11 +119,20 @@ static inline int gate_read(struct sg_range_source *src, uint64_t offset, size_t
 }
 
 static inline int gate_readv(struct sg_range_source *src, const struct sg_range_span *spans,
-			     size_t n, struct sg_op *op, sg_op_cb cb)
+			     size_t n, unsigned flags, struct sg_op *op, sg_op_cb cb)
 {
 	struct gate *g = (struct gate *)src;
+
+	if (n == 1) {
+		/* One span comes here only for its flags: a plain read still. */
+		int r = gate_read(src, spans[0].offset, spans[0].len, spans[0].buf, op, cb);
+		if (r == 0 && !g->automatic)
+			g->q[g->n - 1].flags = flags;
+		return r;
+	}
 	struct gate_read *r = gate_queue(g, op, cb);
 
+	r->flags = flags;
 	g->issued_vectored++;
 	if (n > g->most_spans)
 		g->most_spans = n;

@@ -267,6 +267,37 @@ TEST(ondemand_and_ahead_are_counted_across_layers)
 	CHECK_EQ(m.ahead_requests, 0);
 }
 
+/* Readers' own fetches are counted apart from a replay's hold (which counts as on-demand);
+ * the link's bytes in a round trip follow the throughput and the lowest time to first byte. */
+TEST(reads_and_bytes_in_a_round_trip)
+{
+	struct sg_link_meter m;
+
+	sg_link_meter_init(&m);
+	CHECK_EQ(sg_link_meter_bdp(&m), 0);          /* no throughput yet */
+	CHECK_EQ(sg_link_meter_bdp(NULL), 0);
+	sg_link_meter_reads(&m, +1);
+	sg_link_meter_reads(&m, +1);
+	CHECK_EQ(m.reads_inflight, 2u);
+	CHECK_EQ(m.ondemand_inflight, 0u);           /* the caller counts that one itself */
+	sg_link_meter_reads(&m, -1);
+	sg_link_meter_reads(&m, -1);
+	sg_link_meter_reads(&m, -1);                 /* an extra end changes nothing */
+	CHECK_EQ(m.reads_inflight, 0u);
+
+	uint64_t t = 0;
+	for (int i = 0; i < 10; i++) {
+		sg_link_meter_first_byte(&m, t, t + 40 * MS);
+		t = stream_body(&m, t + 40 * MS, 4 << 20, 12.5e6);
+	}
+	/* 12.5 MB/s x 40 ms */
+	uint64_t bdp = sg_link_meter_bdp(&m);
+	CHECK(bdp > 480000 && bdp < 520000);
+	/* A slower first byte (a queue) does not raise it: the lowest one counts. */
+	sg_link_meter_first_byte(&m, t, t + 300 * MS);
+	CHECK(sg_link_meter_bdp(&m) < 520000);
+}
+
 /* Fetching ahead in order: a request waits while the link owes more than it delivers in a
  * round trip plus SG_LINK_PACE_NS, for as long as draining the rest takes; never before the
  * throughput is known; repaying more than is owed does not wrap. */

@@ -86,8 +86,9 @@ TEST(events_read_back_with_every_field)
 	sg_fetch_trace_read(t, "sha256:abc", "etc/ld.so.cache", 4096, 100, t0 + 20000000, 300000,
 			    false);
 	sg_fetch_trace_fetch(t, "sha256:abc", SG_FETCH_SPEC, 123, 4567, 3, 2, t0 + 10100000,
-			     45000000, true);
-	sg_fetch_trace_fetch(t, "sha256:abc", SG_FETCH_ONDEMAND, 0, 10, 1, 1, t0, 1000000, false);
+			     45000000, true, -1, -1);
+	sg_fetch_trace_fetch(t, "sha256:abc", SG_FETCH_ONDEMAND, 0, 10, 1, 1, t0, 1000000, false,
+			     65536, 4096);
 	uint64_t fetched[SG_FETCH_KINDS] = { 100, 200, 300, 400, 500 };
 	uint64_t used[SG_FETCH_KINDS] = { 100, 50, 0, 4, 0 };
 	sg_fetch_trace_layer(t, "sha256:abc", fetched, used);
@@ -122,8 +123,12 @@ TEST(events_read_back_with_every_field)
 	CHECK_EQ(num(lines[2], "spans"), 2);   /* a vectored read: len is its spans' sum */
 	CHECK(num(lines[2], "ms") > 44.99 && num(lines[2], "ms") < 45.01);
 	CHECK(boolean(lines[2], "ok"));
+	CHECK(!sg_json_member(lines[2], "beside"));   /* none given: not written */
+	CHECK(!sg_json_member(lines[2], "beside_spec"));
 	CHECK_STR(sg_json_string(lines[3], "kind"), "ondemand");
 	CHECK(!boolean(lines[3], "ok"));
+	CHECK_EQ(num(lines[3], "beside"), 65536);   /* bytes fetched ahead that arrived meanwhile */
+	CHECK_EQ(num(lines[3], "beside_spec"), 4096);   /* of them, speculation's */
 	/* layer summary: every kind, in both maps */
 	CHECK_STR(sg_json_string(lines[4], "ev"), "layer");
 	yajl_val f = sg_json_member(lines[4], "fetched"), u = sg_json_member(lines[4], "used");
@@ -146,7 +151,7 @@ TEST(null_trace_does_nothing_and_a_missing_dir_fails)
 	uint64_t z[SG_FETCH_KINDS] = { 0 };
 
 	sg_fetch_trace_read(NULL, "l", "p", 0, 1, 0, 0, true);
-	sg_fetch_trace_fetch(NULL, "l", SG_FETCH_ONDEMAND, 0, 1, 1, 1, 0, 0, true);
+	sg_fetch_trace_fetch(NULL, "l", SG_FETCH_ONDEMAND, 0, 1, 1, 1, 0, 0, true, -1, -1);
 	sg_fetch_trace_layer(NULL, "l", z, z);
 	sg_fetch_trace_flush(NULL);
 	sg_fetch_trace_close(NULL);
@@ -189,7 +194,7 @@ TEST(lines_go_out_as_the_buffer_fills)
 	CHECK_EQ(sg_fetch_trace_open(dir, &t), 0);
 	for (int i = 0; i < 5000; i++)
 		sg_fetch_trace_fetch(t, "sha256:abc", SG_FETCH_BACKGROUND, (uint64_t)i << 20, 1u << 20,
-				     8, 1, sg_now_ns(), 1000000, true);
+				     8, 1, sg_now_ns(), 1000000, true, -1, -1);
 	CHECK_EQ(stat(sg_fetch_trace_path(t), &st), 0);
 	CHECK(st.st_size > 0);   /* written already, before any flush */
 	char path[512];

@@ -249,6 +249,51 @@ TEST(a_fast_links_stream_sends_nothing_while_an_ondemand_fetch_is_in_flight)
 	check_yields_to_ondemand(10e6, 100 * MS, true);   /* 5 MB: 0.5 s, 5 round trips */
 }
 
+/* What a layer asks its source for says whose it is: requests fetching ahead carry
+ * SG_RANGE_AHEAD (a registry source lets them yield the link), a reader's none; and the
+ * link counts the readers' fetches in flight, for the ones fetching ahead to yield to. */
+TEST(requests_fetching_ahead_are_flagged_and_readers_fetches_counted_on_the_link)
+{
+	struct sg_loop *loop;
+	struct sg_link_meter m;
+	struct env e = { 0 };
+	struct sg_layer_stats st;
+	static uint8_t buf[4096];
+	struct test_op t;
+
+	setup();
+	meter_of(&m, 10e6, 1 * MS);
+	CHECK_EQ(sg_loop_new(NULL, &loop), 0);
+	env_open_gate(&e, loop, &m, background, 0, true);
+	wait_pending(&e, 1000);
+	CHECK(e.gate->n >= 1);
+	for (size_t i = 0; i < e.gate->n; i++)
+		CHECK_EQ(e.gate->q[i].flags, SG_RANGE_AHEAD);   /* background fetch */
+	CHECK_EQ(m.reads_inflight, 0u);
+	test_op_init(&t);
+	CHECK_EQ(sg_layer_read(e.user, 7, file_node(&e, NFILES - 1), 0, sizeof(buf), buf, &t.op,
+			       test_op_cb), 0);
+	test_run_for(loop, 10);
+	uint64_t od = file_blob_offset(&e, NFILES - 1);
+	size_t odi = e.gate->n;
+	for (size_t i = 0; i < e.gate->n; i++)
+		if (e.gate->q[i].offset == od)
+			odi = i;
+	CHECK(odi < e.gate->n);
+	CHECK_EQ(e.gate->q[odi].flags, 0u);   /* the reader's own */
+	CHECK_EQ(m.reads_inflight, 1u);
+	gate_complete(e.gate, odi, (int)e.gate->q[odi].len);
+	test_op_wait(loop, &t, 1000);
+	CHECK_EQ(t.res, (int32_t)sizeof(buf));
+	CHECK_EQ(m.reads_inflight, 0u);
+	e.gate->automatic = true;
+	while (e.gate->n)
+		gate_complete(e.gate, 0, (int)e.gate->q[0].len);
+	test_wait_layer_local(loop, e.layer, &st);
+	CHECK_EQ(m.reads_inflight, 0u);
+	env_close(&e);
+}
+
 /* A reader served from what was fetched ahead (here the prefetch) is a workload busy
  * reading, as with a miss: background fetch, due 200 ms after the mount, waits for it to go
  * quiet (a second), then goes. */

@@ -4,8 +4,11 @@
  * reads; the open that brings the blob's tail in one suffix GET, and its fallbacks; vectored
  * reads: one multipart/byteranges request, or one request a range from a server that answers
  * the first range only, and cancelled once). */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 
 #include "daemon/core/link_meter.h"
 #include "net/blob.h"
@@ -138,6 +141,78 @@ TEST(reads_feed_the_link_meter)
 	CHECK(m->bw_samples >= 1u);
 	CHECK(sg_link_meter_bytes_per_s(m) > 0);
 	CHECK_EQ(m->active, 0u);        /* every begin had its end */
+	registry_env_stop(&c);
+}
+
+/* The client sockets connected to the test server (its port is their peer's): their receive
+ * buffers, as the kernel has them (SO_RCVBUF; -1 past the last). */
+static int client_rcvbufs(const struct registry_env *c, int *bufs, int *locks, int max)
+{
+	int n = 0;
+
+	for (int fd = 0; fd < 1024 && n < max; fd++) {
+		struct sockaddr_in peer;
+		socklen_t len = sizeof(peer);
+		if (getpeername(fd, (struct sockaddr *)&peer, &len) < 0 || peer.sin_family != AF_INET ||
+		    ntohs(peer.sin_port) != c->srv.port)
+			continue;
+		socklen_t vl = sizeof(int);
+		CHECK_EQ(getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufs[n], &vl), 0);
+		vl = sizeof(int);
+		CHECK_EQ(getsockopt(fd, SOL_SOCKET, SO_BUF_LOCK, &locks[n], &vl), 0);
+		n++;
+	}
+	return n;
+}
+
+static void read_flags(struct registry_env *c, struct rd *r, uint8_t *buf, size_t len,
+		       unsigned flags)
+{
+	struct sg_range_span span = { .offset = 4096, .len = len, .buf = buf };
+
+	*r = (struct rd){ 0 };
+	sg_op_init(&r->op);
+	CHECK_EQ(sg_range_readv_flags(c->src, &span, 1, flags, &r->op, on_read), 0);
+	for (int it = 0; it < 200 && !r->completions; it++)
+		CHECK(sg_loop_run_once(c->loop, 50) >= 0);
+	CHECK_EQ(r->res, (int)len);
+	CHECK_MEM(buf, blob + 4096, len);
+}
+
+/* A read fetching ahead (SG_RANGE_AHEAD) while a reader's own fetch is in flight on the link
+ * offers the server a small window (the connection's receive buffer, fixed); without one, at
+ * most a moderate one; a reader's read then gets the kernel's autotuning back.  The bytes it
+ * received are counted on the link. */
+TEST(reads_fetching_ahead_yield_the_window_to_readers)
+{
+	static struct registry_env c;
+	static struct rd r;
+	static uint8_t buf[256 << 10];
+	int bufs[4], locks[4];
+
+	start_blob(&c, 1);   /* one connection: every read takes it in turn */
+	struct sg_link_meter *m = c.src->link;
+	sg_link_meter_reads(m, +1);   /* a reader's fetch on the link (fs/ counts them) */
+	read_flags(&c, &r, buf, sizeof(buf), SG_RANGE_AHEAD);
+	CHECK_EQ(m->ahead_bytes_in, sizeof(buf));
+	CHECK_EQ(client_rcvbufs(&c, bufs, locks, 4), 1);
+	CHECK(bufs[0] <= 16 << 10);   /* a trickle */
+	CHECK(locks[0] & 2);          /* SOCK_RCVBUF_LOCK */
+
+	CHECK_EQ(m->spec_bytes_in, 0);
+
+	sg_link_meter_reads(m, -1);
+	read_flags(&c, &r, buf, sizeof(buf), SG_RANGE_AHEAD | SG_RANGE_SPEC);
+	CHECK_EQ(m->ahead_bytes_in, 2 * sizeof(buf));
+	CHECK_EQ(m->spec_bytes_in, sizeof(buf));
+	CHECK_EQ(client_rcvbufs(&c, bufs, locks, 4), 1);
+	CHECK(bufs[0] > 16 << 10);    /* the link's share of fetching ahead, or autotuned */
+
+	read_flags(&c, &r, buf, sizeof(buf), 0);   /* a reader's */
+	CHECK_EQ(m->ahead_bytes_in, 2 * sizeof(buf));   /* not fetched ahead */
+	CHECK_EQ(client_rcvbufs(&c, bufs, locks, 4), 1);
+	CHECK_EQ(locks[0], 0);        /* autotuned again */
+	CHECK(bufs[0] > 16 << 10);
 	registry_env_stop(&c);
 }
 

@@ -3,6 +3,7 @@
  * why, a release with a receive in flight, shutdown, and the host table. */
 #include <errno.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "daemon/core/loop.h"
 #include "net/pool.h"
@@ -120,6 +121,54 @@ TEST(kept_alive_connection_is_reused)
 	CHECK_EQ(st.requests, 2);
 	CHECK_EQ(st.reused, 1);
 	CHECK_EQ(atomic_load(&e.srv.conns_total), 1);
+	env_free(&e);
+}
+
+/* A connection's receive buffer: fixed at a size (the kernel doubles it, and locks it), then
+ * back to autotuning, with the lock cleared; asking for autotuning on a connection that was
+ * never fixed changes nothing. */
+static int sockopt(struct sg_pool_conn *c, int name)
+{
+	int v = -1;
+	socklen_t len = sizeof(v);
+
+	CHECK_EQ(getsockopt(sg_pool_conn_fd(c), SOL_SOCKET, name, &v, &len), 0);
+	return v;
+}
+
+TEST(receive_buffer_fixed_then_autotuned)
+{
+	static struct env e;
+	static struct user u;
+
+	env_new(&e, 1);
+	user_init(&u);
+	CHECK_EQ(sg_host_acquire(e.host, &u.c, &u.err, &u.op, on_user), 0);
+	wait_for(&e, &u, 1);
+	CHECK_EQ(u.res, 0);
+	int autotuned = sockopt(u.c, SO_RCVBUF);
+	sg_pool_conn_rcvbuf(u.c, 0);
+	CHECK_EQ(sockopt(u.c, SO_RCVBUF), autotuned);
+	CHECK_EQ(sockopt(u.c, SO_BUF_LOCK), 0);
+
+	sg_pool_conn_rcvbuf(u.c, 16384);
+	CHECK_EQ(sockopt(u.c, SO_RCVBUF), 2 * 16384);
+	CHECK(sockopt(u.c, SO_BUF_LOCK) & 2);   /* SOCK_RCVBUF_LOCK: autotuning is off */
+	CHECK_EQ(exchange(&e, &u), 'a');         /* the connection still works */
+
+	sg_pool_conn_rcvbuf(u.c, 0);
+	CHECK_EQ(sockopt(u.c, SO_BUF_LOCK), 0);
+	CHECK(sockopt(u.c, SO_RCVBUF) > 2 * 16384);
+	/* Kept alive with it: the next user finds it as it was left. */
+	sg_pool_conn_rcvbuf(u.c, 8192);
+	sg_pool_conn_release(u.c, true);
+	u.calls = 0;
+	CHECK_EQ(sg_host_acquire(e.host, &u.c, &u.err, &u.op, on_user), 0);
+	wait_for(&e, &u, 1);
+	CHECK_EQ(sockopt(u.c, SO_RCVBUF), 2 * 8192);
+	sg_pool_conn_rcvbuf(u.c, 0);
+	CHECK_EQ(sockopt(u.c, SO_BUF_LOCK), 0);
+	sg_pool_conn_release(u.c, true);
 	env_free(&e);
 }
 
