@@ -366,10 +366,10 @@ def beside_measured(events, field="beside"):
     daemon counted arriving on the link while one on-demand fetch was in flight (its "beside",
     fs/fetch_trace.h), or None when no on-demand fetch of the trace has it (older daemons).
     Measured as the bytes came, not spread over each request's duration as ahead_during_misses
-    models it."""
-    vals = [int(e[field]) for e in events if e.get("ev") == "fetch"
-            and e.get("kind") == "ondemand" and field in e]
-    return max(vals) if vals else None
+    models it.  0 when the run had no on-demand fetch."""
+    od = [e for e in events if e.get("ev") == "fetch" and e.get("kind") == "ondemand"]
+    vals = [int(e[field]) for e in od if field in e]
+    return max(vals) if vals else (0 if not od else None)
 
 
 def read_trace(paths):
@@ -942,7 +942,9 @@ def cmd_selftest(argv):
         check("largest chunk", m["chunk_max"] == 1000)
         check("beside, as the daemon counted it: the most of any on-demand fetch", m["beside_max"] == 320)
         check("beside, speculation's", m["beside_spec_max"] == 200)
-        check("beside: none in an older trace", beside_measured(ev[:5] + ev[7:]) is None)
+        check("beside: no on-demand fetch, none beside it", beside_measured(ev[:5] + ev[7:]) == 0)
+        check("beside: not counted by an older daemon",
+              beside_measured([{k: v for k, v in e.items() if k != "beside"} for e in ev]) is None)
         # without the summary: fetch events, failed ones left out, used unknown
         m2 = trace_metrics(ev)
         check("bytes from fetch events", m2["fetched"]["ondemand"] == 1010 and m2["fetched"]["background"] == 0
