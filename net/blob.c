@@ -389,9 +389,7 @@ static int preq_body(void *data, struct sg_exchange *x, const uint8_t *d, size_t
 		pr->meter->ahead_bytes_in += n;
 		if (pr->j->spec)
 			pr->meter->spec_bytes_in += n;
-		unsigned want = ahead_rcvbuf(pr->meter, true);
-		if (want != sg_exchange_rcvbuf(x))
-			sg_exchange_set_rcvbuf(x, want);
+		sg_exchange_set_rcvbuf(x, ahead_rcvbuf(pr->meter, true));
 	}
 	if (pr->multipart)
 		return preq_body_multipart(pr, x, d, n);
@@ -659,16 +657,22 @@ static bool blob_read_tail(struct blob *b, uint64_t offset, size_t len, void *bu
 	return true;
 }
 
-static int blob_read(struct sg_range_source *src, uint64_t offset, size_t len, void *buf,
-		     struct sg_op *op, sg_op_cb cb)
+/* One range: from the tail the open brought if it lies there, else from the registry. */
+static int blob_read_one(struct blob *b, uint64_t offset, size_t len, void *buf, unsigned flags,
+			 struct sg_op *op, sg_op_cb cb)
 {
 	struct sg_registry_range r = { .offset = offset, .len = len, .buf = buf };
-	struct blob *b = (struct blob *)src;
 	int ret;
 
 	if (op && cb && (buf || !len) && blob_read_tail(b, offset, len, buf, op, cb, &ret))
 		return ret;
-	return blob_read_ranges(b, &r, 1, NULL, 0, op, cb);
+	return blob_read_ranges(b, &r, 1, NULL, flags, op, cb);
+}
+
+static int blob_read(struct sg_range_source *src, uint64_t offset, size_t len, void *buf,
+		     struct sg_op *op, sg_op_cb cb)
+{
+	return blob_read_one((struct blob *)src, offset, len, buf, 0, op, cb);
 }
 
 int sg_registry_read_ranges(struct sg_range_source *src, const struct sg_registry_range *ranges,
@@ -683,12 +687,10 @@ static int blob_readv(struct sg_range_source *src, const struct sg_range_span *s
 		      unsigned flags, struct sg_op *op, sg_op_cb cb)
 {
 	struct blob *b = (struct blob *)src;
-	int ret;
 
-	/* One span comes here for its flags: the tail still serves it if it can. */
-	if (n == 1 && op && cb && (spans[0].buf || !spans[0].len) &&
-	    blob_read_tail(b, spans[0].offset, spans[0].len, spans[0].buf, op, cb, &ret))
-		return ret;
+	/* One span comes here for its flags: read as one range, so the tail still serves it. */
+	if (n == 1)
+		return blob_read_one(b, spans[0].offset, spans[0].len, spans[0].buf, flags, op, cb);
 	return blob_read_ranges(b, spans, n, NULL, flags, op, cb);
 }
 

@@ -455,7 +455,6 @@ static void on_acquired(struct sg_op *op)
 	}
 	/* Every request sets it: a kept-alive connection may come with the last one's. */
 	sg_pool_conn_rcvbuf(x->c, x->rcvbuf);
-	x->rcvbuf_now = x->rcvbuf;
 	xfer_send(x);
 }
 
@@ -1046,15 +1045,8 @@ void sg_exchanges_free(struct sg_exchanges *xs)
 	free(xs);
 }
 
-unsigned sg_exchange_rcvbuf(const struct sg_exchange *x)
-{
-	return x->rcvbuf_now;
-}
-
 void sg_exchange_set_rcvbuf(struct sg_exchange *x, unsigned bytes)
 {
-	if (!x->c)
-		return;
-	sg_pool_conn_rcvbuf(x->c, bytes);
-	x->rcvbuf_now = bytes;
+	if (x->c)
+		sg_pool_conn_rcvbuf(x->c, bytes);
 }

@@ -144,10 +144,8 @@ int sg_exchange_fail(struct sg_exchange *x, int res, const char *fmt, ...)
 /* After completion (or in a hook): the last status received (0 if none), the host the
  * response came from (redirects followed), the buffered body and its Content-Type. */
 int sg_exchange_status(const struct sg_exchange *x);
-/* The receive buffer of the exchange's connection: the one asked for now (the request's, then
- * the last set), and a new one (sg_pool_conn_rcvbuf; nothing while it has no connection; the
- * next attempt starts from the request's again). */
-unsigned sg_exchange_rcvbuf(const struct sg_exchange *x);
+/* A new receive buffer for the exchange's connection (sg_pool_conn_rcvbuf; nothing while it
+ * has no connection; the next attempt starts from the request's again). */
 void sg_exchange_set_rcvbuf(struct sg_exchange *x, unsigned bytes);
 struct sg_host *sg_exchange_host(const struct sg_exchange *x);
 /* When the current attempt's request was sent (sg_now_ns): a head hook's time to first byte. */

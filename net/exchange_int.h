@@ -55,7 +55,7 @@ struct sg_exchange {
 	const char *content_type;
 	bool push_scope;
 	bool single_attempt;
-	unsigned rcvbuf, rcvbuf_now;          /* the request's receive buffer; the one set now */
+	unsigned rcvbuf;                      /* the request's receive buffer */
 	struct sg_host *orig_host, *host;
 	char *orig_target, *target;
 	bool left_origin;                     /* a redirect left orig_host (sticky until a

@@ -57,7 +57,7 @@ struct sg_pool_conn {
 	bool idle;                            /* on h->idle */
 	uint64_t idle_since;
 	unsigned served;
-	bool rcvbuf_fixed;                    /* SO_RCVBUF set (sg_pool_conn_rcvbuf) */
+	unsigned rcvbuf;                      /* SO_RCVBUF set (sg_pool_conn_rcvbuf); 0 = autotuned */
 	uint8_t buf[SG_POOL_CONN_BUF];
 };
 
@@ -701,21 +701,21 @@ void sg_pool_conn_rcvbuf(struct sg_pool_conn *c, unsigned bytes)
 {
 	int v = bytes > INT_MAX ? INT_MAX : (int)bytes;
 
+	if (bytes == c->rcvbuf)
+		return;   /* as it is: asked for again on every slice of a body (net/blob.c) */
 	if (bytes) {
 		/* Best effort, as the window it bounds: a failure leaves the kernel's. */
 		if (setsockopt(c->tcp.fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v)) == 0)
-			c->rcvbuf_fixed = true;
+			c->rcvbuf = bytes;
 		return;
 	}
-	if (!c->rcvbuf_fixed)
-		return;
 	/* Back to autotuning, from a buffer that carries a window at once (a fixed one stays
 	 * fixed until SO_BUF_LOCK clears the lock, Linux 5.14; before, it stays at this). */
 	v = SG_POOL_RCVBUF_RESTORE;
 	(void)setsockopt(c->tcp.fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
 	v = 0;
 	(void)setsockopt(c->tcp.fd, SOL_SOCKET, SO_BUF_LOCK, &v, sizeof(v));
-	c->rcvbuf_fixed = false;
+	c->rcvbuf = 0;
 }
 
 int sg_pool_conn_fd(const struct sg_pool_conn *c)

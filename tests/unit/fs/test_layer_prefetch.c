@@ -185,6 +185,24 @@ TEST(background_keeps_several_requests_within_the_cap_and_finishes)
 	env_close(&e);
 }
 
+/* A reader (7) misses in the last file: its request goes out at once, whatever is in
+ * flight.  Returns where it is in the gate's queue. */
+static size_t miss_last_file(struct env *e, struct test_op *t, uint8_t *buf, size_t len)
+{
+	uint64_t od = file_blob_offset(e, NFILES - 1);
+	size_t odi = e->gate->n;
+
+	test_op_init(t);
+	CHECK_EQ(sg_layer_read(e->user, 7, file_node(e, NFILES - 1), 0, len, buf, &t->op,
+			       test_op_cb), 0);
+	test_run_for(e->loop, 10);
+	for (size_t i = 0; i < e->gate->n; i++)
+		if (e->gate->q[i].offset == od)
+			odi = i;
+	CHECK(odi < e->gate->n);
+	return odi;
+}
+
 /* Over a link of rate and rtt (the second streams the layer), speculation sends nothing new
  * while an on-demand fetch is in flight, then finishes the layer. */
 static void check_yields_to_ondemand(double rate, uint64_t rtt, bool streams)
@@ -204,16 +222,8 @@ static void check_yields_to_ondemand(double rate, uint64_t rtt, bool streams)
 	test_run_for(loop, 20);
 	CHECK(e.gate->n >= 2);
 	/* A reader misses in the last file, which background fetch has not reached. */
-	test_op_init(&t);
-	CHECK_EQ(sg_layer_read(e.user, 7, file_node(&e, NFILES - 1), 0, sizeof(buf), buf, &t.op,
-			       test_op_cb), 0);
-	test_run_for(loop, 10);
 	uint64_t od = file_blob_offset(&e, NFILES - 1);
-	size_t odi = e.gate->n;
-	for (size_t i = 0; i < e.gate->n; i++)
-		if (e.gate->q[i].offset == od)
-			odi = i;
-	CHECK(odi < e.gate->n);   /* sent at once, whatever was in flight */
+	miss_last_file(&e, &t, buf, sizeof(buf));
 	unsigned issued = e.gate->issued;
 	/* The background batches complete one by one: none is replaced while the on-demand
 	 * one is in flight. */
@@ -270,16 +280,7 @@ TEST(requests_fetching_ahead_are_flagged_and_readers_fetches_counted_on_the_link
 	for (size_t i = 0; i < e.gate->n; i++)
 		CHECK_EQ(e.gate->q[i].flags, SG_RANGE_AHEAD);   /* background fetch */
 	CHECK_EQ(m.reads_inflight, 0u);
-	test_op_init(&t);
-	CHECK_EQ(sg_layer_read(e.user, 7, file_node(&e, NFILES - 1), 0, sizeof(buf), buf, &t.op,
-			       test_op_cb), 0);
-	test_run_for(loop, 10);
-	uint64_t od = file_blob_offset(&e, NFILES - 1);
-	size_t odi = e.gate->n;
-	for (size_t i = 0; i < e.gate->n; i++)
-		if (e.gate->q[i].offset == od)
-			odi = i;
-	CHECK(odi < e.gate->n);
+	size_t odi = miss_last_file(&e, &t, buf, sizeof(buf));
 	CHECK_EQ(e.gate->q[odi].flags, 0u);   /* the reader's own */
 	CHECK_EQ(m.reads_inflight, 1u);
 	gate_complete(e.gate, odi, (int)e.gate->q[odi].len);
