@@ -462,6 +462,7 @@ static int setup_remote(struct daemon *d)
 	_Static_assert(SG_REGISTRY_OPEN_TAIL == SG_ESGZ_TAIL_READ, "the tail the TOC loader reads");
 	struct sg_blob_opener opener = { .open = sg_registry_open_blob,
 					 .open_for_toc = sg_registry_open_blob_tail,
+					 .unsized = sg_registry_blob_unsized,
 					 .ctx = d->registry };
 	r = sg_remote_new(d->loop, &remote_cfg, &opener, &d->remote);
 	if (r == -EBUSY)

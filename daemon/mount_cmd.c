@@ -333,6 +333,7 @@ static int start_mount(struct mount_state *m, const struct mount_args *a, const 
 		}
 		opener = (struct sg_blob_opener){ .open = sg_registry_open_blob,
 						  .open_for_toc = sg_registry_open_blob_tail,
+						  .unsized = sg_registry_blob_unsized,
 						  .ctx = *ret_reg };
 	}
 	struct sg_remote_config cfg = {

@@ -138,6 +138,14 @@ static int cmd_show_rm(const struct args *a, bool rm)
 		if (sg_profile_toc_tail(p))
 			printf("tocTail: %" PRIu64 " bytes (the blob's end fetched for the TOC)\n",
 			       sg_profile_toc_tail(p));
+		const struct sg_profile_span *h;
+		size_t nh = sg_profile_head(p, &h);
+		uint64_t head_bytes = 0;
+		for (size_t i = 0; i < nh; i++)
+			head_bytes += h[i].end - h[i].offset;
+		if (nh)
+			printf("head:   %zu blob spans, %" PRIu64 " bytes (where the first chunks lie: "
+			       "read beside the TOC)\n", nh, head_bytes);
 		printf("chunks: %" PRIu64 " of %" PRIu32 " in %zu ranges, in first-read order\n",
 		       sg_profile_chunks(p), sg_profile_chunk_count(p), n);
 		for (size_t i = 0; i < n; i++) {

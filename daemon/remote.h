@@ -57,6 +57,11 @@ struct sg_blob_opener {
 	int (*open_for_toc)(void *ctx, const char *ref, const char *digest, size_t tail,
 			    struct sg_range_source **ret_src, struct sg_error *err,
 			    struct sg_op *op, sg_op_cb cb);
+	/* Optional: a source for the blob at once, without opening it (its size unknown), for
+	 * the reads that go out beside the open (daemon/early_source.h; net/blob.h's
+	 * sg_registry_blob_unsized); NULL = none, a profile's first chunks wait for the TOC. */
+	int (*unsized)(void *ctx, const char *ref, const char *digest,
+		       struct sg_range_source **ret_src, struct sg_error *err);
 	void *ctx;
 };
 

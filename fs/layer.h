@@ -43,6 +43,12 @@ struct sg_layer;
 
 struct sg_mem_budget;          /* fs/memcache.h */
 struct sg_profile;             /* fs/profile.h */
+
+/* Chunks this close in the blob share one span of a request, the bytes between them read
+ * along (tar headers between members are small): cheaper than a span or a round trip more.
+ * Who fetches a layer's chunks ahead of it (daemon/early_source.h) joins its spans alike, so
+ * that the layer's requests fall inside them. */
+#define SG_LAYER_BATCH_GAP (64u << 10)
 struct sg_error;               /* daemon/core/error.h */
 
 struct sg_layer_config {
@@ -95,6 +101,11 @@ struct sg_layer_config {
 	void (*on_profile)(void *userdata, const struct sg_profile *recorded, uint64_t new_chunks);
 	uint64_t profile_quiet_ns;
 	uint64_t replay_budget_bytes; /* sg_layer_replay's bound per layer; 0 = 256 MiB */
+	/* The replay of a profile has asked for its last chunk (or given up: the budget, a
+	 * failed fetch): the owner may let go of what it fetched for it in advance
+	 * (daemon/early_source.h).  From the loop, once per sg_layer_replay that had chunks to
+	 * fetch.  NULL: nobody is told. */
+	void (*on_replay_over)(void *userdata);
 
 	/* ---- Speculation across an image's layers (fs/layer_spec.h) ---- */
 	/* An ELF file in use here needs a file this layer does not have: its interpreter,

@@ -33,8 +33,7 @@
 #include "fs/layer.h"
 #include "fs/memcache.h"
 
-/* tar headers between members are small: a gap up to this is read along, not split */
-#define SG_LAYER_MAX_BATCH_GAP (64u << 10)
+#define SG_LAYER_MAX_BATCH_GAP SG_LAYER_BATCH_GAP
 /* After the fetch of a chunk failed (the source gave up after its retries, or the bytes did
  * not verify), the readers that waited for it get EIO at once for this long when they ask
  * for that chunk again: the kernel retries a failed readahead page by page, in the reading

@@ -422,6 +422,8 @@ static void replay_over(struct sg_layer *l)
 	l->replaying = false;
 	l->stats.replay_done = true;
 	sg_layer_replay_hold_link(l, false);
+	if (l->cfg.on_replay_over)
+		l->cfg.on_replay_over(l->cfg.userdata);
 }
 
 /* Replays learned startup profiles (fs/layer_profile.h): a profile names what the workload

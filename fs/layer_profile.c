@@ -35,6 +35,37 @@ int sg_layer_profile_init(struct sg_layer *l)
 	return 0;
 }
 
+/* The recording's first chunks as blob spans (sg_profile_set_head): a range of chunks is
+ * one span of the blob (their gzip members follow each other), and a range that starts where
+ * the last one ended extends it. */
+static void set_head(struct sg_layer *l)
+{
+	struct sg_profile_span head[SG_PROFILE_HEAD_MAX];
+	const struct sg_profile_range *ranges;
+	size_t n = sg_profile_ranges(l->prof_rec, &ranges), k = 0;
+	uint64_t bytes = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (ranges[i].last >= l->n_chunks)
+			break;
+		uint64_t off = sg_layer_chunk(l, ranges[i].first)->offset;
+		uint64_t end = sg_layer_chunk(l, ranges[i].last)->next_offset;
+		if (end <= off)
+			continue;
+		if (end - off > SG_PROFILE_HEAD_BYTES - bytes)
+			break;
+		bytes += end - off;
+		if (k > 0 && head[k - 1].end == off) {
+			head[k - 1].end = end;
+			continue;
+		}
+		if (k == SG_PROFILE_HEAD_MAX)
+			break;
+		head[k++] = (struct sg_profile_span){ off, end };
+	}
+	sg_profile_set_head(l->prof_rec, head, k);
+}
+
 /* Hands what was recorded to the owner, if anything came since the last time. */
 static void hand_over(struct sg_layer *l)
 {
@@ -45,6 +76,7 @@ static void hand_over(struct sg_layer *l)
 		return;
 	uint64_t fresh = have - l->prof_handed;
 	l->prof_handed = have;
+	set_head(l);
 	l->cfg.on_profile(l->cfg.userdata, l->prof_rec, fresh);
 }
 

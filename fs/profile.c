@@ -14,6 +14,8 @@ struct sg_profile {
 	struct sg_digest layer;
 	bool has_layer;
 	uint64_t toc_tail;            /* the layer blob's bytes from its TOC on; 0 = unknown */
+	struct sg_profile_span *head; /* sg_profile_set_head */
+	size_t n_head;
 	uint32_t n_chunks;
 	/* One bit per chunk: in the profile.  A parsed profile drops it (a bundle of many layers
 	 * would hold many) and builds it again on the first call that changes the profile. */
@@ -85,6 +87,7 @@ void sg_profile_free(struct sg_profile *p)
 		return;
 	free(p->seen);
 	free(p->ranges);
+	free(p->head);
 	free(p);
 }
 
@@ -93,6 +96,36 @@ void sg_profile_set_layer(struct sg_profile *p, const struct sg_digest *layer)
 	p->has_layer = layer != NULL;
 	if (layer)
 		p->layer = *layer;
+}
+
+void sg_profile_set_head(struct sg_profile *p, const struct sg_profile_span *spans, size_t n)
+{
+	struct sg_profile_span *h = NULL;
+	size_t k = 0;
+	uint64_t bytes = 0;
+
+	if (n > 0 && !(h = malloc((n < SG_PROFILE_HEAD_MAX ? n : SG_PROFILE_HEAD_MAX) * sizeof(*h))))
+		return;   /* no memory: the profile goes without a head, as an older one does */
+	for (size_t i = 0; i < n && k < SG_PROFILE_HEAD_MAX; i++) {
+		if (spans[i].end <= spans[i].offset)
+			continue;
+		uint64_t len = spans[i].end - spans[i].offset;
+		if (len > SG_PROFILE_HEAD_BYTES - bytes)
+			break;
+		h[k++] = spans[i];
+		bytes += len;
+	}
+	free(p->head);
+	p->head = k ? h : NULL;
+	p->n_head = k;
+	if (!k)
+		free(h);
+}
+
+size_t sg_profile_head(const struct sg_profile *p, const struct sg_profile_span **ret)
+{
+	*ret = p->head;
+	return p->n_head;
 }
 
 void sg_profile_set_toc_tail(struct sg_profile *p, uint64_t toc_tail)
@@ -272,6 +305,8 @@ int sg_profile_merge(struct sg_profile *dst, const struct sg_profile *src, struc
 		sg_profile_set_layer(dst, &src->layer);
 	if (!dst->toc_tail)
 		dst->toc_tail = src->toc_tail;
+	if (!dst->n_head)   /* the head belongs to the first ranges, which are dst's */
+		sg_profile_set_head(dst, src->head, src->n_head);
 	dst->has_times |= src->has_times;
 	return 0;
 }
@@ -433,6 +468,13 @@ static void write_doc(FILE *f, const struct sg_profile *p)
 			fprintf(f, "%s%" PRIu32, i ? "," : "", p->ranges[i].at_ms);
 		fputc(']', f);
 	}
+	if (p->n_head) {
+		fputs(",\"head\":[", f);
+		for (size_t i = 0; i < p->n_head; i++)
+			fprintf(f, "%s[%" PRIu64 ",%" PRIu64 "]", i ? "," : "", p->head[i].offset,
+				p->head[i].end);
+		fputc(']', f);
+	}
 	fputc('}', f);
 }
 
@@ -491,6 +533,8 @@ enum state {
 	S_PAIR,      /* in a pair */
 	S_PROFILES,  /* in "profiles": an object or the end next */
 	S_MS,        /* in "ms": a number or the end next */
+	S_HEAD,      /* in "head": a pair or the end next */
+	S_HPAIR,     /* in a pair of "head" */
 	S_SKIP,      /* inside a value of an unknown key */
 	S_END,
 };
@@ -506,6 +550,7 @@ enum key {
 	K_MEDIA_TYPE,
 	K_MS,
 	K_TOC_TAIL,
+	K_HEAD,
 };
 
 /* The fields of one document as read; checked when its object closes. */
@@ -513,8 +558,11 @@ struct doc {
 	int64_t schema;               /* -1 = absent */
 	int64_t count;                /* -1 = absent */
 	uint64_t toc_tail;            /* 0 = absent */
-	bool has_toc, has_layer, has_chunks, has_ms;
+	bool has_toc, has_layer, has_chunks, has_ms, has_head;
 	struct sg_digest toc, layer;
+	struct sg_profile_span head[SG_PROFILE_HEAD_MAX];
+	size_t n_head;
+	uint64_t head_bytes;
 	struct sg_profile_range *ranges;
 	size_t n, cap;
 	uint32_t *ms;                 /* "ms", one per range */
@@ -580,7 +628,8 @@ static int value_done(struct parser *p)
 static int unexpected(struct parser *p, const char *what)
 {
 	static const char *const names[] = { "", "schemaVersion", "toc", "layer", "chunkCount",
-					     "chunks", "profiles", "mediaType", "ms", "tocTail" };
+					     "chunks", "profiles", "mediaType", "ms", "tocTail",
+					     "head" };
 	if (p->state == S_VALUE)
 		return fail(p, -EINVAL, "\"%s\" must not be %s", names[p->key], what);
 	return fail(p, -EINVAL, "unexpected %s", what);
@@ -643,6 +692,15 @@ static int cb_number(void *ctx, const char *s, size_t len)
 		if (parse_uint(s, len, UINT32_MAX, &v) < 0)
 			return fail(p, -EINVAL, "chunk index %.*s is not an integer in 0..%u",
 				    (int)(len > 24 ? 24 : len), s, UINT32_MAX);
+		p->pair[p->pair_n++] = v;
+		return 1;
+	}
+	if (p->state == S_HPAIR) {
+		if (p->pair_n >= 2)
+			return fail(p, -EINVAL, "a head span has more than two offsets");
+		if (parse_uint(s, len, (uint64_t)1 << 53, &v) < 0)
+			return fail(p, -EINVAL, "head offset %.*s is not an integer in 0..2^53",
+				    (int)(len > 24 ? 24 : len), s);
 		p->pair[p->pair_n++] = v;
 		return 1;
 	}
@@ -747,6 +805,7 @@ static int cb_map_key(void *ctx, const unsigned char *s, size_t len)
 		{ "schemaVersion", K_SCHEMA }, { "toc", K_TOC }, { "layer", K_LAYER },
 		{ "chunkCount", K_COUNT }, { "chunks", K_CHUNKS }, { "profiles", K_PROFILES },
 		{ "mediaType", K_MEDIA_TYPE }, { "ms", K_MS }, { "tocTail", K_TOC_TAIL },
+		{ "head", K_HEAD },
 	};
 	struct parser *p = ctx;
 
@@ -827,6 +886,13 @@ static int cb_start_array(void *ctx)
 			p->state = S_MS;
 			return 1;
 		}
+		if (p->key == K_HEAD) {
+			if (cur(p)->has_head)
+				return fail(p, -EINVAL, "\"head\" given twice");
+			cur(p)->has_head = true;
+			p->state = S_HEAD;
+			return 1;
+		}
 		if (p->key == K_PROFILES) {
 			if (!p->out)
 				return fail(p, -EINVAL, "a bundle of profiles, not one profile");
@@ -840,6 +906,10 @@ static int cb_start_array(void *ctx)
 	case S_CHUNKS:
 		p->pair_n = 0;
 		p->state = S_PAIR;
+		return 1;
+	case S_HEAD:
+		p->pair_n = 0;
+		p->state = S_HPAIR;
 		return 1;
 	default:
 		return unexpected(p, "an array");
@@ -873,9 +943,25 @@ static int cb_end_array(void *ctx)
 		d->listed += p->pair[1] - p->pair[0] + 1;
 		p->state = S_CHUNKS;
 		return 1;
+	case S_HPAIR:
+		if (p->pair_n != 2)
+			return fail(p, -EINVAL, "a head span is not [offset,end]");
+		if (p->pair[0] >= p->pair[1])
+			return fail(p, -EINVAL, "head span [%" PRIu64 ",%" PRIu64 ") is empty",
+				    p->pair[0], p->pair[1]);
+		if (d->n_head >= SG_PROFILE_HEAD_MAX)
+			return fail(p, -E2BIG, "more than %u head spans", SG_PROFILE_HEAD_MAX);
+		if (p->pair[1] - p->pair[0] > SG_PROFILE_HEAD_BYTES - d->head_bytes)
+			return fail(p, -E2BIG, "the head spans more than %llu bytes",
+				    (unsigned long long)SG_PROFILE_HEAD_BYTES);
+		d->head[d->n_head++] = (struct sg_profile_span){ p->pair[0], p->pair[1] };
+		d->head_bytes += p->pair[1] - p->pair[0];
+		p->state = S_HEAD;
+		return 1;
 	case S_CHUNKS:
 	case S_PROFILES:
 	case S_MS:
+	case S_HEAD:
 		return value_done(p);
 	default:
 		return unexpected(p, "end of array");
@@ -939,6 +1025,11 @@ static int finish_doc(struct parser *p, struct doc *d, struct sg_profile **ret)
 		sg_profile_set_layer(prof, &d->layer);
 	prof->toc_tail = d->toc_tail;
 	prof->has_times = d->has_ms;
+	sg_profile_set_head(prof, d->head, d->n_head);
+	if (d->n_head && !prof->n_head) {
+		sg_profile_free(prof);
+		return REFUSE(p, -ENOMEM, "out of memory");
+	}
 	for (size_t i = 0; i < d->n; i++) {
 		r = add_span(prof, d->ranges[i].first, d->ranges[i].last,
 			     d->has_ms ? d->ms[i] : 0);

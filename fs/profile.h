@@ -22,10 +22,11 @@
  *    layers' chunks by when the workload needed them (fs/layer_prefetch.c);
  *  - the format (README "Startup profiles"): one JSON document per layer,
  *      {"schemaVersion":1,"toc":"sha256:..","layer":"sha256:..","tocTail":N,
- *       "chunkCount":N,"chunks":[[first,last],...],"ms":[t,...]}
+ *       "chunkCount":N,"chunks":[[first,last],...],"ms":[t,...],"head":[[offset,end],...]}
  *    where "ms" is optional (a profile without it has no times: every range at 0) and, when
  *    given, has one entry per range of "chunks"; "layer" and "tocTail" (the blob's bytes
- *    from the TOC's start to its end: what a mount fetches first) are optional too;
+ *    from the TOC's start to its end: what a mount fetches first) are optional too, and so
+ *    is "head" (sg_profile_set_head: the blob spans of the first chunks, [offset,end));
  *    and the bundle that an artifact carries, {"schemaVersion":1,"profiles":[doc,...]}.
  *    The parser is a yajl state machine with no DOM, bounded (SG_PROFILE_JSON_MAX bytes,
  *    SG_PROFILE_RANGES_MAX ranges, SG_PROFILE_BUNDLE_MAX layers) and fuzzed
@@ -54,12 +55,21 @@
 #define SG_PROFILE_BUNDLE_MAX    128u          /* layers in one bundle */
 #define SG_PROFILE_CHUNKS_MAX    (1u << 26)    /* chunk count of a layer (an 8 MiB bitmap) */
 #define SG_PROFILE_TOC_TAIL_MAX  ((uint64_t)64 << 20)  /* "tocTail" above: refused */
+/* "head": the blob's bytes of the first chunks in recorded order, at most this many spans
+ * and bytes (a longer one is refused; a recorder stops there). */
+#define SG_PROFILE_HEAD_MAX      64u
+#define SG_PROFILE_HEAD_BYTES    ((uint64_t)4 << 20)
 #define SG_PROFILE_QUIET_NS      (5ull * 1000000000ull)   /* default quiet time */
 
 struct sg_profile_range {
 	uint32_t first, last;   /* inclusive */
 	uint32_t at_ms;         /* first read of `first`, ms since the recording's epoch (0 when
 				 * the profile has no times) */
+};
+
+/* A span of the layer blob: bytes [offset, end). */
+struct sg_profile_span {
+	uint64_t offset, end;
 };
 
 struct sg_profile_limits {
@@ -143,6 +153,15 @@ size_t sg_profile_plan(const struct sg_profile *p, sg_profile_extent_fn extent,
  * and footer, so that the next mount fetches that much and no more (the default guess is
  * 512 KiB).  0 = unknown; a value above SG_PROFILE_TOC_TAIL_MAX is taken as unknown. */
 void sg_profile_set_toc_tail(struct sg_profile *p, uint64_t toc_tail);
+/* The blob spans of the profile's first chunks, in recorded order ("head"): what a mount may
+ * fetch before its TOC is known (daemon/early_source.h), since the ranges name chunks that
+ * only the TOC places.  A hint like the rest: whatever is fetched with it is verified
+ * against the TOC's chunk digests before it is used.  At most SG_PROFILE_HEAD_MAX spans and
+ * SG_PROFILE_HEAD_BYTES bytes are kept (the rest dropped); an empty span or one with end <
+ * offset is dropped. */
+void sg_profile_set_head(struct sg_profile *p, const struct sg_profile_span *spans, size_t n);
+/* The head's spans (may be 0). */
+size_t sg_profile_head(const struct sg_profile *p, const struct sg_profile_span **ret);
 /* ---- queries ---- */
 const struct sg_digest *sg_profile_toc(const struct sg_profile *p);
 /* NULL when unknown. */

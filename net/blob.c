@@ -47,6 +47,7 @@ struct blob {
 	struct sg_error ox_err;
 	bool probe;
 	bool size_known;
+	bool unsized;                         /* sg_registry_blob_unsized: size never known */
 	/* Opened with its tail (sg_registry_open_blob_tail): the open is a suffix GET whose
 	 * Content-Range gives the size, and the tail it brings serves the first read of it
 	 * (the TOC loader's) from memory, instead of a HEAD and then that read: a round trip
@@ -231,6 +232,9 @@ static int preq_head_whole(struct preq *pr, struct sg_exchange *x, const struct 
 {
 	struct blob *b = pr->j->b;
 
+	if (b->unsized)
+		return sg_exchange_fail(x, -EIO, "200 to a range request of a blob not opened "
+					"(the registry ignores Range): not read");
 	if (p->framing == SG_HTTP1_BODY_LENGTH && p->content_length != b->base.size)
 		return sg_exchange_fail(x, -EIO, "200 with %llu bytes for a blob of %llu",
 					(unsigned long long)p->content_length,
@@ -276,7 +280,7 @@ static int preq_head_single(struct preq *pr, struct sg_exchange *x, const struct
 	v = sg_http1_header(p, "content-range", &vlen);
 	if (!v || sg_http1_parse_content_range(v, vlen, &cr) < 0 || cr.unsatisfied)
 		return sg_exchange_fail(x, -EIO, "206 without a usable Content-Range");
-	if (cr.total != SG_HTTP1_RANGE_UNKNOWN && cr.total != b->base.size)
+	if (cr.total != SG_HTTP1_RANGE_UNKNOWN && !b->unsized && cr.total != b->base.size)
 		return sg_exchange_fail(x, -EIO,
 					"Content-Range says the blob has %llu bytes, HEAD said %llu",
 					(unsigned long long)cr.total,
@@ -340,7 +344,7 @@ static int preq_body_multipart(struct preq *pr, struct sg_exchange *x, const uin
 			return sg_exchange_fail(x, -EIO, "malformed multipart/byteranges body: %s",
 						pr->mp.err ? pr->mp.err : strerror(-ev));
 		if (ev == SG_MULTIPART_PART && pr->mp.range.total != SG_HTTP1_RANGE_UNKNOWN &&
-		    pr->mp.range.total != b->base.size)
+		    !b->unsized && pr->mp.range.total != b->base.size)
 			return sg_exchange_fail(x, -EIO,
 						"multipart part names a blob of %llu bytes, not %llu",
 						(unsigned long long)pr->mp.range.total,
@@ -1024,6 +1028,42 @@ int sg_registry_open_blob_tail(void *registry, const char *ref, const char *dige
 	if (tail > SG_REGISTRY_OPEN_TAIL_MAX)
 		tail = SG_REGISTRY_OPEN_TAIL_MAX;
 	return open_blob(registry, ref, digest, tail, ret_src, err, op, cb);
+}
+
+int sg_registry_blob_unsized(void *registry, const char *ref, const char *digest,
+			     struct sg_range_source **ret_src, struct sg_error *err)
+{
+	struct sg_registry *reg = registry;
+	struct blob *b;
+	int r;
+
+	if (!reg || !ref || !digest || !ret_src)
+		return sg_error_set(err, -EINVAL, "no registry, reference or digest");
+	if (sg_registry_closing(reg))
+		return sg_error_set(err, -ECANCELED, "the registry client is shutting down");
+	b = calloc(1, sizeof(*b));
+	if (!b)
+		return sg_error_set(err, -ENOMEM, "out of memory");
+	b->base = (struct sg_range_source){ .ops = &blob_ops, .loop = sg_registry_loop(reg),
+					    .size = UINT64_MAX };
+	b->reg = reg;
+	b->unsized = true;
+	sg_registry_hold(reg);
+	sg_list_init(&b->jobs);
+	sg_op_init(&b->ox_op);
+	r = blob_locate(b, ref, digest, err);
+	while (r == 0 && b->ep < b->eps->n &&
+	       !sg_endpoint_usable(&b->eps->eps[b->ep], SG_HOST_CAP_PULL))
+		b->ep++;
+	if (r == 0 && b->ep >= b->eps->n)
+		r = sg_error_set(err, -ENOENT, "no endpoint serves pulls of %.200s", ref);
+	if (r < 0) {
+		blob_free(b);
+		return r;
+	}
+	b->base.link = sg_host_link(blob_host(b));
+	*ret_src = &b->base;
+	return 0;
 }
 
 static int open_blob(struct sg_registry *reg, const char *ref, const char *digest, size_t tail_max,

@@ -54,6 +54,15 @@ int sg_registry_open_blob(void *registry, const char *ref, const char *digest,
 int sg_registry_open_blob_tail(void *registry, const char *ref, const char *digest, size_t tail,
 			       struct sg_range_source **ret_src, struct sg_error *err,
 			       struct sg_op *op, sg_op_cb cb);
+/* A source for the blob that is not opened: no request learns its size (base.size is
+ * UINT64_MAX, and no Content-Range is checked against it) and its reads go to the first
+ * endpoint of its domain that serves pulls, at once.  For reads that must not wait for the
+ * blob's open (daemon/early_source.h: a startup profile's first chunks, asked for beside the
+ * TOC); a range past the blob's end fails its read, and so does a registry that ignores
+ * Range (rather than send the whole blob).  Returns 0 with *ret_src, or a negative errno
+ * with err (may be NULL) saying why; nothing is sent until a read. */
+int sg_registry_blob_unsized(void *registry, const char *ref, const char *digest,
+			     struct sg_range_source **ret_src, struct sg_error *err);
 /* Several ranges of a registry blob source in one request when the host allows it.  Each
  * range lands in its own buffer; the op completes once with the total byte count or a
  * negative errno (as sg_range_read), err (may be NULL) saying why.  Ranges must lie inside

@@ -352,7 +352,44 @@ printf '{"schemaVersion":1,"toc":"%s","chunkCount":%s,"chunks":[[0,3]]}\n' "$OTH
   plant othertoc
 hostile othertoc
 
-echo "    net misses: without a profile $BASE, with the profile pulled through the tag $TAG_MISSES, through the API $API_MISSES"
+# ---- E: the profile stored under the root before the pull: its first chunks are read beside
+# the TOC (the profile's "head"), before the TOC places them ----
+mkdir -p "$WORK/rootE" && cp -a "$WORK/rootA/profiles" "$WORK/rootE/"
+run_phase early "$WORK/rootE" local "$REF"
+output_right "early"
+EARLY_MISSES=$NET_MISSES
+EARLY_LINE=$(grep "layer $LAYER: .* bytes of its startup profile were read beside its TOC" "$PHASE_LOG" | head -1)
+EARLY_USED=$(sed -nE 's/.*, ([0-9]+) used$/\1/p' <<<"$EARLY_LINE")
+if [[ -n $EARLY_USED && $EARLY_USED -gt 0 ]]; then
+  pass "early: the replay took what was read beside the TOC ($EARLY_USED bytes)"
+else
+  fail "early: the replay took what was read beside the TOC" "${EARLY_LINE:-no such log line}: $(grep -i 'startup profile' "$PHASE_LOG" | head -5)"
+fi
+if [[ $NET_MISSES -ge 0 && $NET_MISSES -le $(( BASE / 4 > 2 ? BASE / 4 : 2 )) ]]; then
+  pass "early: blocking misses drop to near zero ($NET_MISSES, without a profile $BASE)"
+else
+  fail "early: blocking misses drop to near zero" "$NET_MISSES reads waited on the network (without a profile $BASE)"
+fi
+
+# A head that names other bytes of the blob, and bytes past its end: what is read there is
+# never what a read gets unless it is the blob's own bytes at those offsets, and every chunk is
+# verified against the TOC; the container's output is right.
+mkdir -p "$WORK/rootW" && cp -a "$WORK/rootA/profiles" "$WORK/rootW/"
+$PYTHON - "$WORK/rootW/profiles/$TOCHEX.json" <<'PY'
+import json, sys
+p = json.load(open(sys.argv[1]))
+p["head"] = [[0, 300000], [999999999, 1000000000]]
+json.dump(p, open(sys.argv[1], "w"))
+PY
+run_phase wronghead "$WORK/rootW" local "$REF"
+output_right "wrong head"
+if log_has "$PHASE_LOG" "layer $LAYER: replaying its startup profile: "; then
+  pass "wrong head: the layer still replays its profile"
+else
+  fail "wrong head: the layer still replays its profile" "$(grep -i profile "$PHASE_LOG" | head -5)"
+fi
+
+echo "    net misses: without a profile $BASE, with the profile pulled through the tag $TAG_MISSES, through the API $API_MISSES, stored before the pull $EARLY_MISSES"
 if ! grep -q ' error ' "${PHASE_LOGS[@]}"; then
   pass "stargzd logged no errors"
 else

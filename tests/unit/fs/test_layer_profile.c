@@ -67,6 +67,8 @@ struct recorded {
 	struct sg_digest layer;
 	bool has_layer;
 	uint64_t toc_tail;
+	struct sg_profile_span head[SG_PROFILE_HEAD_MAX];
+	size_t n_head;
 };
 
 /* The blob digest the layers are given to name in their profiles. */
@@ -87,6 +89,9 @@ static void on_profile(void *userdata, const struct sg_profile *p, uint64_t new_
 	if (rec->has_layer)
 		rec->layer = *sg_profile_layer(p);
 	rec->toc_tail = sg_profile_toc_tail(p);
+	const struct sg_profile_span *h;
+	rec->n_head = sg_profile_head(p, &h);
+	memcpy(rec->head, h, rec->n_head * sizeof(*h));
 }
 
 struct env {
@@ -190,6 +195,13 @@ TEST(first_reads_are_recorded_in_order_and_handed_over_once_quiet)
 	CHECK(e.rec.has_layer && sg_digest_equal(&e.rec.layer, &blob_digest));
 	CHECK_EQ(e.rec.toc_tail, (uint64_t)st.st_size - sg_toc_offset(sg_layer_toc(e.layer)));
 	CHECK(e.rec.toc_tail > SG_ESGZ_FOOTER_SIZE && e.rec.toc_tail < (uint64_t)st.st_size / 4);
+	/* And the blob spans of those chunks, in the order they were read: what the next mount
+	 * reads before its TOC comes. */
+	CHECK_EQ(e.rec.n_head, 2u);
+	CHECK_EQ(e.rec.head[0].offset, sg_layer_chunk(e.layer, chunk_of(&e, 10))->offset);
+	CHECK_EQ(e.rec.head[0].end, sg_layer_chunk(e.layer, chunk_of(&e, 10))->next_offset);
+	CHECK_EQ(e.rec.head[1].offset, sg_layer_chunk(e.layer, chunk_of(&e, 3))->offset);
+	CHECK_EQ(e.rec.head[1].end, sg_layer_chunk(e.layer, chunk_of(&e, 4))->next_offset);
 	/* Once quiet, the recording has ended: later reads of this user are not startup. */
 	read_check(&e, e.user, 20);
 	test_run_for(e.loop, 300);

@@ -415,6 +415,75 @@ TEST(the_toc_tail_round_trips_merges_and_is_bounded)
 	sg_profile_free(m);
 }
 
+/* The blob spans of the first chunks ("head"): written after "ms", read back in their order,
+ * kept by a merge into a profile that has one (they belong to its first ranges) and taken by
+ * one that has none; bounded on both sides; a bad one refuses the document. */
+TEST(the_head_round_trips_merges_and_is_bounded)
+{
+	static const struct sg_profile_span head[] = { { 39383, 1971338 }, { 1366, 2768 },
+						       { 500, 500 }, { 9, 3 } };
+	struct sg_profile *p = recorder("t", 100, 0, 0), *q = NULL, *m = recorder("t", 100, 0, 0);
+	const struct sg_profile_span *h;
+	struct sg_error err = { 0 };
+	char *json = NULL;
+	size_t len = 0;
+
+	(void)sg_profile_note(p, 4, 0);
+	CHECK_EQ(sg_profile_head(p, &h), 0u);
+	CHECK_EQ(sg_profile_format(p, &json, &len), 0);
+	CHECK(strstr(json, "head") == NULL);
+	free(json);
+	sg_profile_set_head(p, head, 4);   /* the empty and the reversed span are dropped */
+	CHECK_EQ(sg_profile_head(p, &h), 2u);
+	CHECK_EQ(sg_profile_format(p, &json, &len), 0);
+	CHECK(strstr(json, ",\"head\":[[39383,1971338],[1366,2768]]}") != NULL);
+	CHECK_EQ(sg_profile_parse(json, len, &q, &err), 0);
+	free(json);
+	CHECK_EQ(sg_profile_head(q, &h), 2u);
+	CHECK_EQ(h[0].offset, 39383u);
+	CHECK_EQ(h[0].end, 1971338u);
+	CHECK_EQ(h[1].offset, 1366u);
+	/* A merge into a profile without a head takes it; one with its own keeps that. */
+	(void)sg_profile_note(m, 9, 0);
+	CHECK_EQ(sg_profile_merge(m, q, &err), 0);
+	CHECK_EQ(sg_profile_head(m, &h), 2u);
+	sg_profile_set_head(q, head + 1, 1);
+	CHECK_EQ(sg_profile_merge(m, q, &err), 0);
+	CHECK_EQ(sg_profile_head(m, &h), 2u);
+	CHECK_EQ(h[0].offset, 39383u);
+	/* The setter keeps what fits in SG_PROFILE_HEAD_BYTES and SG_PROFILE_HEAD_MAX. */
+	struct sg_profile_span many[SG_PROFILE_HEAD_MAX + 5];
+	for (size_t i = 0; i < SG_PROFILE_HEAD_MAX + 5; i++)
+		many[i] = (struct sg_profile_span){ i * 1000, i * 1000 + 10 };
+	sg_profile_set_head(m, many, SG_PROFILE_HEAD_MAX + 5);
+	CHECK_EQ(sg_profile_head(m, &h), (size_t)SG_PROFILE_HEAD_MAX);
+	struct sg_profile_span big[2] = { { 0, SG_PROFILE_HEAD_BYTES - 10 }, { 1u << 30, (1u << 30) + 11 } };
+	sg_profile_set_head(m, big, 2);
+	CHECK_EQ(sg_profile_head(m, &h), 1u);
+	sg_profile_free(p);
+	sg_profile_free(q);
+	sg_profile_free(m);
+
+	check_refused("{\"schemaVersion\":1," TOC ",\"chunkCount\":5,\"chunks\":[],"
+		      "\"head\":[[5,5]]}", -EINVAL, "head span [5,5) is empty");
+	check_refused("{\"schemaVersion\":1," TOC ",\"chunkCount\":5,\"chunks\":[],"
+		      "\"head\":[[5]]}", -EINVAL, "not [offset,end]");
+	check_refused("{\"schemaVersion\":1," TOC ",\"chunkCount\":5,\"chunks\":[],"
+		      "\"head\":[[0,4194305]]}", -E2BIG, "more than 4194304 bytes");
+	check_refused("{\"schemaVersion\":1," TOC ",\"chunkCount\":5,\"chunks\":[],"
+		      "\"head\":[[-1,2]]}", -EINVAL, "not an integer");
+	check_refused("{\"schemaVersion\":1," TOC ",\"chunkCount\":5,\"chunks\":[],"
+		      "\"head\":[],\"head\":[]}", -EINVAL, "given twice");
+	char doc[8192];
+	size_t off = (size_t)snprintf(doc, sizeof(doc), "{\"schemaVersion\":1," TOC
+				      ",\"chunkCount\":5,\"chunks\":[],\"head\":[");
+	for (unsigned i = 0; i <= SG_PROFILE_HEAD_MAX; i++)
+		off += (size_t)snprintf(doc + off, sizeof(doc) - off, "%s[%u,%u]", i ? "," : "",
+					i * 10, i * 10 + 1);
+	snprintf(doc + off, sizeof(doc) - off, "]}");
+	check_refused(doc, -E2BIG, "more than 64 head spans");
+}
+
 TEST(parser_bounds_size_and_ranges)
 {
 	size_t cap = SG_PROFILE_JSON_MAX + 64, off = 0;

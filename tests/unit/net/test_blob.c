@@ -700,4 +700,60 @@ TEST(open_with_tail_takes_only_the_size_of_a_big_200)
 	registry_env_stop(&c);
 }
 
+/* A source for the blob without an open: no request until a read, then one GET of the
+ * ranges (no HEAD, no suffix GET); ranges come back right; one past the blob's end fails its
+ * read (the registry's 416) without harming the next; a server that ignores Range fails it
+ * rather than send the whole blob. */
+TEST(an_unsized_source_reads_ranges_with_no_open)
+{
+	static struct registry_env c;
+	static struct rd rd[2], r;
+	char ref[64];
+	int completions = 0;
+
+	memset(&c, 0, sizeof(c));
+	for (size_t i = 0; i < sizeof(blob); i++)
+		blob[i] = (uint8_t)(i * 7 + (i >> 9));
+	c.srv.blob = blob;
+	c.srv.blob_size = BLOB_SIZE;
+	c.srv.multirange = true;
+	registry_env_start(&c, 2, 1);
+	snprintf(ref, sizeof(ref), "127.0.0.1:%d/test/blob:v1", c.srv.port);
+	CHECK_EQ(sg_registry_blob_unsized(c.reg, ref, DIGEST, &c.src, &c.err), 0);
+	CHECK(sg_registry_is_source(c.src));
+	CHECK_EQ(c.src->size, UINT64_MAX);
+	CHECK(c.src->link != NULL);
+	CHECK_EQ(atomic_load(&c.srv.gets) + atomic_load(&c.srv.head_reqs), 0);
+	struct sg_range_span spans[2] = { { 1000, 500, rd[0].buf }, { 700000, 300, rd[1].buf } };
+	sg_op_init(&r.op);
+	CHECK_EQ(sg_range_readv_flags(c.src, spans, 2, SG_RANGE_AHEAD, &r.op, on_read), 0);
+	for (int i = 0; i < 200 && !r.completions; i++)
+		CHECK(sg_loop_run_once(c.loop, 50) >= 0);
+	completions = r.completions;
+	CHECK_EQ(completions, 1);
+	CHECK_EQ(r.res, 800);
+	CHECK_MEM(rd[0].buf, blob + 1000, 500);
+	CHECK_MEM(rd[1].buf, blob + 700000, 300);
+	CHECK_EQ(atomic_load(&c.srv.gets), 1);
+	CHECK_EQ(atomic_load(&c.srv.head_reqs), 0);
+	/* Past the end: the read fails, nothing else does. */
+	read_wait(&c, &r, BLOB_SIZE + 10, 100);
+	CHECK(r.res < 0);
+	read_wait(&c, &r, 5, 10);
+	CHECK_EQ(r.res, 10);
+	CHECK_MEM(r.buf, blob + 5, 10);
+	registry_env_stop(&c);
+
+	/* A server that answers a range with 200 and the whole blob. */
+	static const char *const script[] = {
+		"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabcdefghij",
+	};
+	start_script(&c, script, 1);
+	snprintf(ref, sizeof(ref), "127.0.0.1:%d/test/blob:v1", c.srv.port);
+	CHECK_EQ(sg_registry_blob_unsized(c.reg, ref, DIGEST, &c.src, &c.err), 0);
+	read_wait(&c, &r, 2, 3);
+	CHECK_EQ(r.res, -EIO);
+	registry_env_stop(&c);
+}
+
 TEST_MAIN()
