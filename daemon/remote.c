@@ -63,6 +63,7 @@ struct content {
 	struct sg_error open_err;
 	struct sg_range_source *opened;
 	bool replaying;                 /* its layer was given a startup profile */
+	bool replay_fetches;            /* ... with chunks to fetch (its replay's end is told) */
 	size_t toc_tail;                /* a profile's tail hint (layer_hints); 0 = none */
 	struct sg_early *early;         /* a profile's first chunks, read beside the open */
 	struct sg_range_source *early_src;   /* the layer's source when it is an early one */
@@ -445,7 +446,7 @@ static void content_layer_closed(struct sg_op *op)
 	/* Mounts arrived while it was closing (the digests were checked when they joined):
 	 * the same content, loaded anew. */
 	c->state = C_LOADING;
-	c->replaying = false;
+	c->replaying = c->replay_fetches = false;
 	content_start_load(c);
 }
 
@@ -908,6 +909,7 @@ static void content_replay_stored(struct content *c)
 		return;
 	}
 	c->replaying = true;
+	c->replay_fetches = info.fetch_chunks > 0;
 	sg_info("layer %s: replaying its startup profile: %llu chunks, %llu of them to fetch "
 		"(%llu bytes)", c->digest, (unsigned long long)info.chunks,
 		(unsigned long long)info.fetch_chunks, (unsigned long long)info.fetch_bytes);
@@ -1076,7 +1078,7 @@ static void toc_loaded(struct content *c, int res, struct sg_toc *toc, const str
 	 * and the FUSE mount made: their syscalls then overlap the first requests' round trip
 	 * instead of delaying it. */
 	content_replay_stored(c);
-	if (!c->replaying)
+	if (!c->replay_fetches)
 		early_done(c);   /* no replay will ask for what was read early */
 	sg_layer_start(c->layer);
 	entry_layer_ready(r, c);
@@ -1215,7 +1217,8 @@ static void layer_hints(struct sg_remote *r, const char *digest, struct layer_hi
 	}
 	uint64_t tail = sg_profile_toc_tail(p);
 	h->n_head = sg_profile_head(p, &head);
-	memcpy(h->head, head, h->n_head * sizeof(*head));
+	if (h->n_head)
+		memcpy(h->head, head, h->n_head * sizeof(*head));
 	sg_profile_free(p);
 	if (tail == 0 || tail > TP_TOC_MAX)
 		return;

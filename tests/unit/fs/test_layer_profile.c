@@ -91,7 +91,8 @@ static void on_profile(void *userdata, const struct sg_profile *p, uint64_t new_
 	rec->toc_tail = sg_profile_toc_tail(p);
 	const struct sg_profile_span *h;
 	rec->n_head = sg_profile_head(p, &h);
-	memcpy(rec->head, h, rec->n_head * sizeof(*h));
+	if (rec->n_head)
+		memcpy(rec->head, h, rec->n_head * sizeof(*h));
 }
 
 struct env {
