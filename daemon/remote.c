@@ -116,6 +116,10 @@ enum tp_state { TP_OPENING, TP_READING, TP_READY, TP_FAILED };
  * 2.33; 2 MiB 1.01 / 1.57 / 2.43; 4 MiB (2 runs) 1.07 / 1.66 / 2.47: the more is read
  * before the TOC, the longer the mount waits for it and the later the chunks read first. */
 #define EARLY_BYTES ((uint64_t)1 << 20)
+/* Layers fetched ahead (their Prepare still to come) that may hold early reads at once: a
+ * layer containerd never asks for keeps its prefetch until the daemon stops, and so what was
+ * read early for it, 1 MiB each at most. */
+#define EARLY_PREFETCHES_MAX 8u
 /* A TOC member fetched ahead is at most this large (compressed). */
 #define TP_TOC_MAX ((uint64_t)64 << 20)
 /* Memory for verified chunks not read yet (read-ahead, prefetch), shared by all layers: each
@@ -134,6 +138,7 @@ struct tail_prefetch {
 	size_t head_len;          /* of them, the TOC's head read after the tail (0: none) */
 	size_t tail_hint;         /* a profile's (layer_hints); 0 = the default tail */
 	struct sg_early *early;   /* a profile's first chunks, read beside the open */
+	bool early_counted;       /* in r->early_prefetches */
 	struct sg_op op;
 	struct sg_list waiters;   /* struct content, via wait_link */
 	uint64_t started_ns;
@@ -160,6 +165,7 @@ struct sg_remote {
 	void *on_lost_userdata;
 	struct sg_list prefetches;    /* struct tail_prefetch */
 	unsigned tp_inflight;         /* prefetches with a callback still to come */
+	unsigned early_prefetches;    /* prefetches that started early reads (EARLY_PREFETCHES_MAX) */
 	bool freed;                   /* sg_remote_free ran; the last callback frees */
 	struct sg_gz *gz;
 	struct sg_cache_bound *cache; /* the bound shared by every layer's cache directory */
@@ -272,6 +278,8 @@ int sg_remote_new(struct sg_loop *loop, const struct sg_remote_config *config,
 
 static void tp_free(struct tail_prefetch *tp)
 {
+	if (tp->early_counted)
+		tp->r->early_prefetches--;
 	sg_early_abandon(tp->early);
 	if (tp->link.next)
 		sg_list_unlink(&tp->link);
@@ -1451,8 +1459,10 @@ static void prefetch_following(struct sg_remote *r, const char *ref, const char 
 						 &tp->op, tp_opened) < 0) {
 					r->tp_inflight--;
 					tp_free(tp);
-				} else {
+				} else if (r->early_prefetches < EARLY_PREFETCHES_MAX) {
 					tp->early = early_start(r, ref, digest, &h);
+					tp->early_counted = tp->early != NULL;
+					r->early_prefetches += tp->early_counted;
 				}
 			}
 		}

@@ -511,13 +511,60 @@ static int counting_open_tail(void *ctx, const char *ref, const char *digest, si
 	return counting_open(ctx, ref, digest, ret_src, err, op, cb);
 }
 
-/* A remote over the counting opener (open_for_toc: counting_open_tail when `hinted`) and
- * cfg, on a loop of its own. */
+/* Sources for blobs not opened (the opener's `unsized`): reads of each layer's, counted. */
+static unsigned unsized_reads[2];
+static uint64_t unsized_first_off[2];
+static bool with_unsized;
+
+static int unsized_read(struct sg_range_source *src, uint64_t offset, size_t len, void *buf,
+			struct sg_op *op, sg_op_cb cb)
+{
+	struct counting_src *c = (struct counting_src *)src;
+	int which = c->off[15] != 0;   /* set at creation: 1 for the big layer */
+	if (unsized_reads[which]++ == 0)
+		unsized_first_off[which] = offset;
+	return sg_range_read(c->inner, offset, len, buf, op, cb);
+}
+
+static void unsized_destroy(struct sg_range_source *src)
+{
+	struct counting_src *c = (struct counting_src *)src;
+	sg_range_source_free(c->inner);
+	free(c);
+}
+
+static const struct sg_range_source_ops unsized_ops = {
+	.read = unsized_read, .cancel = counting_cancel, .destroy = unsized_destroy,
+};
+
+static int counting_unsized(void *ctx, const char *ref, const char *digest,
+			    struct sg_range_source **ret_src, struct sg_error *err)
+{
+	struct sg_loop *loop = ctx;
+	int which = strcmp(digest, big_digest) == 0;
+	struct counting_src *c = calloc(1, sizeof(*c));
+	(void)ref;
+	CHECK(c);
+	int r = sg_range_source_file_open(loop, which ? big_path : blob_path, &c->inner);
+	if (r < 0) {
+		free(c);
+		return sg_error_set(err, r, "cannot open");
+	}
+	c->off[15] = (uint64_t)which;
+	c->base = (struct sg_range_source){ .ops = &unsized_ops, .loop = loop,
+					    .size = UINT64_MAX };
+	*ret_src = &c->base;
+	return 0;
+}
+
+/* A remote over the counting opener (open_for_toc: counting_open_tail when `hinted`; unsized
+ * when with_unsized) and cfg, on a loop of its own. */
 static void image_open(struct env *e, const struct sg_remote_config *cfg, bool hinted)
 {
 	CHECK_EQ(sg_loop_new(NULL, &e->loop), 0);
 	struct sg_blob_opener opener = { .open = counting_open,
 					 .open_for_toc = hinted ? counting_open_tail : NULL,
+					 .unsized = with_unsized ? counting_unsized : NULL,
 					 .ctx = e->loop };
 	CHECK_EQ(sg_remote_new(e->loop, cfg, &opener, &e->remote), 0);
 }
@@ -686,6 +733,43 @@ TEST(a_profiles_toc_tail_sizes_each_layers_first_read)
 	CHECK_EQ(tail_asked[1], 4096u);
 	CHECK_EQ(big_reads, 2u);       /* the tail, then the TOC's head */
 	CHECK_EQ(big_first_read, size - 4096);
+}
+
+/* A profile's head: each layer, the first at its own open and the one fetched ahead at the
+ * first's, reads it through a source that needs no open, beside its TOC; both mount. */
+TEST(a_profiles_head_is_read_beside_each_layers_toc)
+{
+	struct sg_esgz_footer footer;
+	uint64_t size;
+	char proot[400], croot[400];
+	struct sg_digest ld, td;
+	struct sg_profile *p;
+	struct sg_error err = { 0 };
+	static const struct sg_profile_span head_small = { 100, 900 }, head_big = { 5000, 9000 };
+
+	setup();
+	big_toc_blob(&footer, &size);
+	snprintf(proot, sizeof(proot), "%s/proot-head", dir);
+	snprintf(croot, sizeof(croot), "%s/croot-head", dir);
+	for (int which = 0; which < 2; which++) {
+		const char *layer = which ? big_digest : layer_digest;
+		const char *toc = which ? big_toc : toc_digest;
+		CHECK_EQ(sg_digest_parse(layer, strlen(layer), &ld), 0);
+		CHECK_EQ(sg_digest_parse(toc, strlen(toc), &td), 0);
+		CHECK_EQ(sg_profile_new(&td, 1, NULL, &p), 0);
+		sg_profile_set_layer(p, &ld);
+		sg_profile_set_head(p, which ? &head_big : &head_small, 1);
+		CHECK_EQ(sg_profile_store_save(proot, p, &err), 0);
+		sg_profile_free(p);
+		unsized_reads[which] = 0;
+	}
+	with_unsized = true;
+	mount_both_with_profiles(proot, croot);
+	with_unsized = false;
+	CHECK_EQ(unsized_reads[0], 1u);
+	CHECK_EQ(unsized_first_off[0], 100u);
+	CHECK_EQ(unsized_reads[1], 1u);
+	CHECK_EQ(unsized_first_off[1], 5000u);
 }
 
 /* ---- An image's entry programs (sg_remote_entry_programs) ---- */
