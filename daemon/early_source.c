@@ -97,26 +97,32 @@ static size_t region_after(const struct sg_early *e, uint64_t offset)
 	return lo;
 }
 
-static bool usable(const struct region *g)
+/* Can a read take the region: its bytes are here, or on their way and the read may wait for
+ * them.  A reader's read (and the TOC's) never waits for an early read, which fetches ahead
+ * and yields the link to readers (net/blob.c): it would wait behind its own yield (on
+ * loopback, whose segments are larger than a yielding window, for a zero-window probe's
+ * back-off: a remount's TOC read, whose range the early read's last chunk reached, waited
+ * more than 10 s).  It takes what has arrived. */
+static bool usable(const struct region *g, bool may_wait)
 {
-	return g->buf && g->req->state != REQ_FAILED;
+	return g->buf && (g->req->state == REQ_DONE || (may_wait && g->req->state == REQ_INFLIGHT));
 }
 
-/* The usable region holding byte `at`, or NULL. */
-static struct region *region_at(struct sg_early *e, uint64_t at)
+/* The region a read may take holding byte `at`, or NULL. */
+static struct region *region_at(struct sg_early *e, uint64_t at, bool may_wait)
 {
 	size_t i = region_after(e, at);
 
-	if (i < e->n_regions && e->regions[i].offset <= at && usable(&e->regions[i]))
+	if (i < e->n_regions && e->regions[i].offset <= at && usable(&e->regions[i], may_wait))
 		return &e->regions[i];
 	return NULL;
 }
 
-/* Where the next usable region after `at` starts (UINT64_MAX: none). */
-static uint64_t next_usable(const struct sg_early *e, uint64_t at)
+/* Where the next region a read may take after `at` starts (UINT64_MAX: none). */
+static uint64_t next_usable(const struct sg_early *e, uint64_t at, bool may_wait)
 {
 	for (size_t i = region_after(e, at); i < e->n_regions; i++)
-		if (usable(&e->regions[i]))
+		if (usable(&e->regions[i], may_wait))
 			return e->regions[i].offset;
 	return UINT64_MAX;
 }
@@ -124,14 +130,15 @@ static uint64_t next_usable(const struct sg_early *e, uint64_t at)
 /* Cuts [offset, offset + len) into pieces at the regions' edges: ones that a usable region
  * holds (P_EARLY) and ones it does not (P_BLOB).  Writes them to out when not NULL; returns
  * how many. */
-static size_t cut(struct sg_early *e, uint64_t offset, size_t len, uint8_t *buf, struct piece *out)
+static size_t cut(struct sg_early *e, uint64_t offset, size_t len, uint8_t *buf, bool may_wait,
+		  struct piece *out)
 {
 	uint64_t at = offset, end = offset + len;
 	size_t k = 0;
 
 	while (at < end) {
-		struct region *g = region_at(e, at);
-		uint64_t stop = g ? g->offset + g->len : next_usable(e, at);
+		struct region *g = region_at(e, at, may_wait);
+		uint64_t stop = g ? g->offset + g->len : next_usable(e, at, may_wait);
 		if (stop > end)
 			stop = end;
 		if (out)
@@ -147,7 +154,7 @@ static size_t cut(struct sg_early *e, uint64_t offset, size_t len, uint8_t *buf,
  * freed.  One that is gone (failed, dropped) leaves the piece to the blob. */
 static void piece_from_region(struct sg_early *e, struct piece *pc)
 {
-	struct region *g = region_at(e, pc->offset);
+	struct region *g = region_at(e, pc->offset, true);
 
 	if (!g || g->offset + g->len < pc->offset + pc->len) {
 		pc->state = P_BLOB;
@@ -291,15 +298,16 @@ static int early_readv(struct sg_range_source *src, const struct sg_range_span *
 {
 	struct sg_early *e = (struct sg_early *)src;
 	size_t n_pieces = 0, early = 0, total = 0;
+	bool may_wait = (flags & SG_RANGE_AHEAD) != 0;
 
 	for (size_t i = 0; i < n; i++)
-		n_pieces += cut(e, spans[i].offset, spans[i].len, NULL, NULL);
+		n_pieces += cut(e, spans[i].offset, spans[i].len, NULL, may_wait, NULL);
 	struct xread *x = malloc(sizeof(*x) + n_pieces * sizeof(x->pieces[0]));
 	if (!x)
 		return -ENOMEM;
 	x->n_pieces = 0;
 	for (size_t i = 0; i < n; i++) {
-		x->n_pieces += cut(e, spans[i].offset, spans[i].len, spans[i].buf,
+		x->n_pieces += cut(e, spans[i].offset, spans[i].len, spans[i].buf, may_wait,
 				   &x->pieces[x->n_pieces]);
 		total += spans[i].len;
 	}

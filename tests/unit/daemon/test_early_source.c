@@ -1,7 +1,8 @@
 /* daemon/early_source: a profile's first chunks read before the blob is open.  What was read
  * early answers the reads inside it without a request of their own, once it is here; a read
  * partly inside it gets the rest from the blob in one request; a failed early read sends its
- * readers to the blob; two readers of one region each get their bytes; a cancelled read
+ * readers to the blob; a reader's read never waits for early bytes on their way; two readers
+ * of one region each get their bytes; a cancelled read
  * completes once; what was not asked for goes at the drop; the open counts as a reader's
  * fetch on the link until the blob is attached; a source freed with early reads in flight
  * (or an early object given up before its open ended) goes once they end. */
@@ -82,10 +83,13 @@ static void teardown(struct fixture *f)
 	sg_loop_free(f->loop);
 }
 
+/* A read fetching ahead (a replay's), which may wait for early bytes on their way. */
 static void start(struct sg_range_source *src, struct rd *r, uint64_t off, size_t len)
 {
+	struct sg_range_span s = { off, len, r->buf };
+
 	sg_op_init(&r->op);
-	CHECK_EQ(sg_range_read(src, off, len, r->buf, &r->op, on_read), 0);
+	CHECK_EQ(sg_range_readv_flags(src, &s, 1, SG_RANGE_AHEAD, &r->op, on_read), 0);
 }
 
 TEST(a_read_inside_what_was_read_early_waits_for_it_and_costs_no_request)
@@ -128,7 +132,7 @@ TEST(a_read_partly_read_early_gets_only_the_rest_from_the_blob)
 	/* [4000, 6000): the first half early, the second not; [25000, 25100): early. */
 	struct sg_range_span spans[2] = { { 4000, 2000, r.buf }, { 25000, 100, r.buf2 } };
 	sg_op_init(&r.op);
-	CHECK_EQ(sg_range_readv(f.src, spans, 2, &r.op, on_read), 0);
+	CHECK_EQ(sg_range_readv_flags(f.src, spans, 2, SG_RANGE_AHEAD, &r.op, on_read), 0);
 	run(f.loop);
 	CHECK_EQ(f.real->issued, 1u);   /* the rest, alone */
 	CHECK_EQ(r.calls, 0);           /* the early half still on its way */
@@ -199,7 +203,7 @@ TEST(a_cancelled_read_waiting_for_early_bytes_completes_once)
 	/* And one whose blob part is in flight too. */
 	struct sg_range_span spans[1] = { { 4500, 1000, p.buf } };
 	sg_op_init(&p.op);
-	CHECK_EQ(sg_range_readv(f.src, spans, 1, &p.op, on_read), 0);
+	CHECK_EQ(sg_range_readv_flags(f.src, spans, 1, SG_RANGE_AHEAD, &p.op, on_read), 0);
 	run(f.loop);
 	CHECK_EQ(f.real->n, 1u);
 	CHECK_EQ(sg_range_cancel(f.src, &r.op), 0);
@@ -214,6 +218,34 @@ TEST(a_cancelled_read_waiting_for_early_bytes_completes_once)
 	run(f.loop);
 	CHECK_EQ(r.calls, 1);
 	CHECK_EQ(p.calls, 1);
+	teardown(&f);
+}
+
+/* A reader's read (flags 0: an on-demand fetch, the TOC's) never waits for an early read on
+ * its way, which yields the link to readers: it goes to the blob; once the early bytes are
+ * here, it takes them. */
+TEST(a_readers_read_does_not_wait_for_early_bytes_on_their_way)
+{
+	struct fixture f;
+	struct rd r = { 0 };
+
+	setup(&f);
+	f.real->automatic = true;
+	sg_op_init(&r.op);
+	CHECK_EQ(sg_range_read(f.src, 4500, 1000, r.buf, &r.op, on_read), 0);
+	run(f.loop);
+	CHECK_EQ(r.calls, 1);   /* answered with the early read still in flight */
+	CHECK_EQ(r.res, 1000);
+	CHECK(memcmp(r.buf, blob + 4500, 1000) == 0);
+	CHECK_EQ(f.real->issued, 1u);
+	gate_complete(f.via, 0, 14000);
+	run(f.loop);
+	sg_op_init(&r.op);
+	CHECK_EQ(sg_range_read(f.src, 1200, 800, r.buf, &r.op, on_read), 0);
+	run(f.loop);
+	CHECK_EQ(r.calls, 2);
+	CHECK(memcmp(r.buf, blob + 1200, 800) == 0);
+	CHECK_EQ(f.real->issued, 1u);   /* from the early bytes */
 	teardown(&f);
 }
 
