@@ -359,9 +359,11 @@ static int early_cancel(struct sg_range_source *src, struct sg_op *op)
 	return sg_range_cancel(e->real, op);
 }
 
-/* The blob's open brings the layer's TOC, which the mount waits for: while it is on its
- * way, it counts as a reader's fetch on the link, so that the early reads, which fetch ahead,
- * shrink their receive windows and leave it the link (net/blob.c). */
+/* Early reads used to yield the link to the blob's open (counted as a reader's fetch while
+ * on its way), shrinking their receive windows (net/blob.c); a shrunken window grows again
+ * only with the next bytes, and on loopback, whose segments are larger than that window, the
+ * next bytes waited for zero-window probes: seconds.  They no longer do (`opening` stays
+ * false), and they are not marked as fetching ahead (daemon/remote.c). */
 static void open_ended(struct sg_early *e)
 {
 	if (e->opening && e->base.link)
@@ -523,10 +525,7 @@ int sg_early_start(struct sg_range_source *via, const struct sg_profile_span *sp
 	e->base.loop = via->loop;
 	e->base.link = via->link;
 	e->via = via;
-	if (e->base.link) {
-		sg_link_meter_reads(e->base.link, +1);
-		e->opening = true;
-	}
+	e->opening = false;   /* (see open_ended) */
 	sg_list_init(&e->reads);
 	/* The same cut as count_cuts, filling the requests and their regions. */
 	struct early_req *q = NULL;
