@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/core/link_meter.h"
 #include "daemon/core/list.h"
 #include "daemon/core/log.h"
 #include "daemon/core/loop.h"
@@ -69,7 +68,6 @@ struct sg_early {
 	unsigned inflight;
 	struct sg_list reads;            /* struct xread */
 	bool dropped;
-	bool opening;        /* the blob's open is counted as a reader's fetch on the link */
 	bool gone;           /* destroyed with reads of its own in flight: the last frees */
 	struct sg_early_stats stats;
 };
@@ -359,22 +357,9 @@ static int early_cancel(struct sg_range_source *src, struct sg_op *op)
 	return sg_range_cancel(e->real, op);
 }
 
-/* Early reads used to yield the link to the blob's open (counted as a reader's fetch while
- * on its way), shrinking their receive windows (net/blob.c); a shrunken window grows again
- * only with the next bytes, and on loopback, whose segments are larger than that window, the
- * next bytes waited for zero-window probes: seconds.  They no longer do (`opening` stays
- * false), and they are not marked as fetching ahead (daemon/remote.c). */
-static void open_ended(struct sg_early *e)
-{
-	if (e->opening && e->base.link)
-		sg_link_meter_reads(e->base.link, -1);
-	e->opening = false;
-}
-
 /* Frees e now, or (its reads cancelled) when the last of them ended. */
 static void give_up(struct sg_early *e)
 {
-	open_ended(e);
 	if (e->inflight == 0) {
 		free_all(e);
 		return;
@@ -402,7 +387,6 @@ void sg_early_abandon(struct sg_early *e)
 
 struct sg_range_source *sg_early_attach(struct sg_early *e, struct sg_range_source *real)
 {
-	open_ended(e);
 	e->real = real;
 	e->base.size = real->size;
 	e->base.link = real->link;
@@ -475,21 +459,37 @@ static size_t plan_spans(const struct sg_range_source *via, const struct sg_prof
 	return m;
 }
 
-/* How many requests and regions the planned spans become. */
-static void count_cuts(const struct sg_profile_span *s, size_t n, size_t spans_max,
-		       size_t *ret_reqs, size_t *ret_regions)
+/* Cuts the planned spans into requests of at most SG_EARLY_REQUEST_MAX bytes and spans_max
+ * spans, one region per span of a request.  Counts them into *ret_reqs and *ret_regions;
+ * with e, also fills e's requests and regions (room for the counts) and allocates the regions'
+ * buffers (false when out of memory). */
+static bool lay_out(const struct sg_profile_span *s, size_t n, size_t spans_max,
+		    struct sg_early *e, size_t *ret_reqs, size_t *ret_regions)
 {
 	size_t reqs = 0, regions = 0, in_req = 0;
 	uint64_t room = 0;
 
 	for (size_t i = 0; i < n; i++)
 		for (uint64_t at = s[i].offset; at < s[i].end;) {
-			if (in_req == 0 || in_req == spans_max || room == 0) {
+			if (reqs == 0 || in_req == spans_max || room == 0) {
 				reqs++;
 				in_req = 0;
 				room = SG_EARLY_REQUEST_MAX;
 			}
 			uint64_t len = s[i].end - at < room ? s[i].end - at : room;
+			if (e) {
+				struct early_req *q = &e->reqs[reqs - 1];
+				struct region *g = &e->regions[regions];
+				q->e = e;
+				*g = (struct region){ .offset = at, .len = (size_t)len, .req = q };
+				e->n_reqs = reqs;
+				e->n_regions = regions + 1;
+				if (!(g->buf = malloc((size_t)len)))
+					return false;
+				q->spans[q->n_spans++] = (struct sg_range_span){ at, (size_t)len,
+										 g->buf };
+				q->bytes += len;
+			}
 			regions++;
 			in_req++;
 			room -= len;
@@ -497,6 +497,7 @@ static void count_cuts(const struct sg_profile_span *s, size_t n, size_t spans_m
 		}
 	*ret_reqs = reqs;
 	*ret_regions = regions;
+	return true;
 }
 
 int sg_early_start(struct sg_range_source *via, const struct sg_profile_span *spans, size_t n,
@@ -516,37 +517,19 @@ int sg_early_start(struct sg_range_source *via, const struct sg_profile_span *sp
 		return 0;
 	}
 	size_t n_reqs, n_regions;
-	count_cuts(plan, m, spans_max, &n_reqs, &n_regions);
+	(void)lay_out(plan, m, spans_max, NULL, &n_reqs, &n_regions);
 	e = calloc(1, sizeof(*e));
-	if (!e || !(e->reqs = calloc(n_reqs, sizeof(*e->reqs))) ||
-	    !(e->regions = calloc(n_regions, sizeof(*e->regions))))
+	if (!e)
+		goto nomem;
+	e->via = via;   /* free_all frees it from here on */
+	if (!(e->reqs = calloc(n_reqs, sizeof(*e->reqs))) ||
+	    !(e->regions = calloc(n_regions, sizeof(*e->regions))) ||
+	    !lay_out(plan, m, spans_max, e, &n_reqs, &n_regions))
 		goto nomem;
 	e->base.ops = &early_ops;
 	e->base.loop = via->loop;
 	e->base.link = via->link;
-	e->via = via;
-	e->opening = false;   /* (see open_ended) */
 	sg_list_init(&e->reads);
-	/* The same cut as count_cuts, filling the requests and their regions. */
-	struct early_req *q = NULL;
-	uint64_t room = 0;
-	for (size_t i = 0; i < m; i++)
-		for (uint64_t at = plan[i].offset; at < plan[i].end;) {
-			if (!q || q->n_spans == spans_max || room == 0) {
-				q = &e->reqs[e->n_reqs++];
-				q->e = e;
-				room = SG_EARLY_REQUEST_MAX;
-			}
-			uint64_t len = plan[i].end - at < room ? plan[i].end - at : room;
-			struct region *g = &e->regions[e->n_regions++];
-			*g = (struct region){ .offset = at, .len = (size_t)len, .req = q };
-			if (!(g->buf = malloc((size_t)len)))
-				goto nomem;
-			q->spans[q->n_spans++] = (struct sg_range_span){ at, (size_t)len, g->buf };
-			q->bytes += len;
-			room -= len;
-			at += len;
-		}
 	free(plan);
 	plan = NULL;
 	for (size_t i = 0; i < e->n_reqs; i++) {
@@ -569,13 +552,9 @@ int sg_early_start(struct sg_range_source *via, const struct sg_profile_span *sp
 	return 0;
 nomem:
 	free(plan);
-	if (e) {
-		for (size_t i = 0; i < e->n_regions; i++)
-			region_free(&e->regions[i]);
-		free(e->regions);
-		free(e->reqs);
-		free(e);
-	}
-	sg_range_source_free(via);
+	if (e)
+		free_all(e);
+	else
+		sg_range_source_free(via);
 	return -ENOMEM;
 }

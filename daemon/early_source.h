@@ -8,8 +8,11 @@
  * TOC: sg_early_start sends those spans as a few vectored reads through a source for the
  * blob that needs no open (net/blob.h, sg_registry_blob_unsized), as the open of the blob
  * goes out, and keeps what comes.  Once the blob is open, sg_early_attach makes the object a
- * range source wrapping the blob's own: a read that lies wholly in what was read early (or is
- * on its way) is answered from it, once it is here; any other read goes to the blob.
+ * range source wrapping the blob's own: a read is cut into the pieces that were read early,
+ * copied from there, and the rest, read from the blob in one request, with one completion.  A
+ * read fetching ahead (SG_RANGE_AHEAD: the replay's) waits for early pieces still on their
+ * way; any other (a reader's, the TOC's) takes only what has arrived, since the early read it
+ * would wait for may be slowed for the readers.
  *
  * Nothing is trusted more for it: a read answered from here gets the very bytes of the same
  * blob at the same offsets that the registry would send it, and the layer verifies them
@@ -40,9 +43,8 @@ struct sg_early;
 /* Starts reading spans through `via` (owned from now on, also on error: a source of the
  * blob, usually unsized), in the order given up to max_bytes, with the read flags `flags`
  * (SG_RANGE_*).  Spans up to join_gap apart are read as one, the bytes between them along,
- * as the layer will ask for them (fs/layer.h, SG_LAYER_BATCH_GAP): a read is answered from
- * here only when all of it was read early.  With no span to read, *ret is NULL (via
- * freed).  Returns 0, or -ENOMEM. */
+ * as the layer will ask for them (fs/layer.h, SG_LAYER_BATCH_GAP), so that its requests fall
+ * inside them.  With no span to read, *ret is NULL (via freed).  Returns 0, or -ENOMEM. */
 int sg_early_start(struct sg_range_source *via, const struct sg_profile_span *spans, size_t n,
 		   uint64_t max_bytes, uint64_t join_gap, unsigned flags, struct sg_early **ret);
 /* The blob is open: e becomes the range source returned, which wraps `real` (owned from now

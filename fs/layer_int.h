@@ -33,7 +33,6 @@
 #include "fs/layer.h"
 #include "fs/memcache.h"
 
-#define SG_LAYER_MAX_BATCH_GAP SG_LAYER_BATCH_GAP
 /* After the fetch of a chunk failed (the source gave up after its retries, or the bytes did
  * not verify), the readers that waited for it get EIO at once for this long when they ask
  * for that chunk again: the kernel retries a failed readahead page by page, in the reading
@@ -337,7 +336,7 @@ static inline bool sg_layer_ahead_fits(const struct sg_layer *l, size_t limit, s
  * start a span of its own? */
 static inline bool sg_layer_span_joins(uint64_t span_end, uint64_t offset)
 {
-	return offset <= span_end + SG_LAYER_MAX_BATCH_GAP;
+	return offset <= span_end + SG_LAYER_BATCH_GAP;
 }
 
 /* A range request being put together: chunks in blob order, in spans [start, end) of the
@@ -361,7 +360,7 @@ static inline unsigned sg_layer_batch_spans(const struct sg_layer *l)
 }
 
 /* Adds chunk c to the batch, unless that would take it backwards, past max_bytes fetched,
- * past the list, or across a gap above SG_LAYER_MAX_BATCH_GAP with max_spans spans
+ * past the list, or across a gap above SG_LAYER_BATCH_GAP with max_spans spans
  * already: then false, and the batch is complete.  The first chunk always goes in. */
 static inline bool sg_layer_batch_add(const struct sg_layer *l, struct sg_layer_batch *b,
 				      uint32_t c, size_t max_bytes)

@@ -973,13 +973,19 @@ static void on_opened(struct sg_op *op)
 	open_finish(b, res, b->err);
 }
 
+/* Moves b->ep to the first endpoint from it on that serves pulls; false when none does. */
+static bool skip_to_pull_endpoint(struct blob *b)
+{
+	while (b->ep < b->eps->n && !sg_endpoint_usable(&b->eps->eps[b->ep], SG_HOST_CAP_PULL))
+		b->ep++;
+	return b->ep < b->eps->n;
+}
+
 static void open_next(struct blob *b)
 {
 	int r;
 
-	while (b->ep < b->eps->n && !sg_endpoint_usable(&b->eps->eps[b->ep], SG_HOST_CAP_PULL))
-		b->ep++;
-	if (b->ep >= b->eps->n) {
+	if (!skip_to_pull_endpoint(b)) {
 		open_finish(b, -ENOENT, "no endpoint");
 		return;
 	}
@@ -1030,6 +1036,21 @@ int sg_registry_open_blob_tail(void *registry, const char *ref, const char *dige
 	return open_blob(registry, ref, digest, tail, ret_src, err, op, cb);
 }
 
+/* A blob of reg, not located yet (freed with blob_free); NULL when out of memory. */
+static struct blob *blob_alloc(struct sg_registry *reg)
+{
+	struct blob *b = calloc(1, sizeof(*b));
+
+	if (!b)
+		return NULL;
+	b->base = (struct sg_range_source){ .ops = &blob_ops, .loop = sg_registry_loop(reg) };
+	b->reg = reg;
+	sg_registry_hold(reg);
+	sg_list_init(&b->jobs);
+	sg_op_init(&b->ox_op);
+	return b;
+}
+
 int sg_registry_blob_unsized(void *registry, const char *ref, const char *digest,
 			     struct sg_range_source **ret_src, struct sg_error *err)
 {
@@ -1041,21 +1062,13 @@ int sg_registry_blob_unsized(void *registry, const char *ref, const char *digest
 		return sg_error_set(err, -EINVAL, "no registry, reference or digest");
 	if (sg_registry_closing(reg))
 		return sg_error_set(err, -ECANCELED, "the registry client is shutting down");
-	b = calloc(1, sizeof(*b));
+	b = blob_alloc(reg);
 	if (!b)
 		return sg_error_set(err, -ENOMEM, "out of memory");
-	b->base = (struct sg_range_source){ .ops = &blob_ops, .loop = sg_registry_loop(reg),
-					    .size = UINT64_MAX };
-	b->reg = reg;
+	b->base.size = UINT64_MAX;
 	b->unsized = true;
-	sg_registry_hold(reg);
-	sg_list_init(&b->jobs);
-	sg_op_init(&b->ox_op);
 	r = blob_locate(b, ref, digest, err);
-	while (r == 0 && b->ep < b->eps->n &&
-	       !sg_endpoint_usable(&b->eps->eps[b->ep], SG_HOST_CAP_PULL))
-		b->ep++;
-	if (r == 0 && b->ep >= b->eps->n)
+	if (r == 0 && !skip_to_pull_endpoint(b))
 		r = sg_error_set(err, -ENOENT, "no endpoint serves pulls of %.200s", ref);
 	if (r < 0) {
 		blob_free(b);
@@ -1080,14 +1093,9 @@ static int open_blob(struct sg_registry *reg, const char *ref, const char *diges
 		return -EBUSY;
 	if (sg_registry_closing(reg))
 		return -ECANCELED;
-	b = calloc(1, sizeof(*b));
+	b = blob_alloc(reg);
 	if (!b)
 		return -ENOMEM;
-	b->base = (struct sg_range_source){ .ops = &blob_ops, .loop = sg_registry_loop(reg) };
-	b->reg = reg;
-	sg_registry_hold(reg);
-	sg_list_init(&b->jobs);
-	sg_op_init(&b->ox_op);
 	b->open_ret = ret_src;
 	b->open_err = err;
 	b->open_op = op;

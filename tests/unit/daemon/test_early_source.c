@@ -2,10 +2,9 @@
  * early answers the reads inside it without a request of their own, once it is here; a read
  * partly inside it gets the rest from the blob in one request; a failed early read sends its
  * readers to the blob; a reader's read never waits for early bytes on their way; two readers
- * of one region each get their bytes; a cancelled read
- * completes once; what was not asked for goes at the drop; the open counts as a reader's
- * fetch on the link until the blob is attached; a source freed with early reads in flight
- * (or an early object given up before its open ended) goes once they end. */
+ * of one region each get their bytes; a cancelled read completes once; what was not asked for
+ * goes at the drop; nothing counts on the link as a reader's fetch; a source freed with early
+ * reads in flight (or an early object given up before its open ended) goes once they end. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -284,7 +283,7 @@ TEST(a_source_freed_with_early_reads_in_flight_goes_once_they_end)
 	sg_loop_free(f.loop);
 }
 
-TEST(an_early_object_given_up_before_its_open_ended_goes_and_stops_counting_the_open)
+TEST(an_early_object_given_up_before_its_open_ended_goes_and_never_counted_on_the_link)
 {
 	static const struct sg_profile_span spans[] = { { 100, 200 } };
 	struct sg_loop *loop;

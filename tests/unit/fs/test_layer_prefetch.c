@@ -688,7 +688,7 @@ TEST(a_replay_window_goes_in_blob_order_and_merges_neighbours)
 }
 
 /* Files far apart in the blob (two or more files between them: each gap above
- * SG_LAYER_MAX_BATCH_GAP), recorded out of blob order; 4 x 128 KiB fit one replay request
+ * SG_LAYER_BATCH_GAP), recorded out of blob order; 4 x 128 KiB fit one replay request
  * on a 100 Mbit/s link (a third of its 1.9 MB cap). */
 static const int far_files[] = { 17, 2, 30, 9 };
 static const int far_sorted[] = { 2, 9, 17, 30 };
