@@ -96,11 +96,11 @@ static size_t region_after(const struct sg_early *e, uint64_t offset)
 }
 
 /* Can a read take the region: its bytes are here, or on their way and the read may wait for
- * them.  A reader's read (and the TOC's) never waits for an early read, which fetches ahead
- * and yields the link to readers (net/blob.c): it would wait behind its own yield (on
- * loopback, whose segments are larger than a yielding window, for a zero-window probe's
- * back-off: a remount's TOC read, whose range the early read's last chunk reached, waited
- * more than 10 s).  It takes what has arrived. */
+ * them.  A reader's read (and the TOC's) never waits for an early read: it takes what has
+ * arrived and reads the rest itself, as a reader's fetch.  Early reads once yielded the link
+ * to readers (net/blob.c), and a reader waiting on one waited behind its own yield (before
+ * net/pool.c's window floor, on loopback, for a zero-window probe's back-off: a remount's TOC
+ * read, whose range the early read's last chunk reached, waited more than 10 s). */
 static bool usable(const struct region *g, bool may_wait)
 {
 	return g->buf && (g->req->state == REQ_DONE || (may_wait && g->req->state == REQ_INFLIGHT));

@@ -369,7 +369,9 @@ static int preq_body_multipart(struct preq *pr, struct sg_exchange *x, const uin
  * flight then is usually over before its first byte comes back).  On a link that holds more
  * in a round trip than SG_BLOB_AHEAD_BDP_MAX, the first bound would slow them (each window
  * is about the buffer asked for): there they keep autotuning, yielding still.  The default
- * link's meter says 0.5-0.65 MB; with the first bound off there, gcc took 0.3 s longer. */
+ * link's meter says 0.5-0.65 MB; with the first bound off there, gcc took 0.3 s longer.
+ * On links with large segments (lo, jumbo frames) the trickle is larger: net/pool.c keeps a
+ * buffer of a few segments, since a window below one stalls the response. */
 #define SG_BLOB_AHEAD_RCVBUF (128u << 10)
 #define SG_BLOB_YIELD_RCVBUF (4u << 10)
 #define SG_BLOB_AHEAD_BDP_MAX ((uint64_t)2 * SG_LINK_AHEAD_REQUESTS * SG_BLOB_AHEAD_RCVBUF)

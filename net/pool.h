@@ -143,11 +143,13 @@ int sg_pool_conn_send(struct sg_pool_conn *c, const void *buf, size_t len, uint6
 int sg_pool_conn_recv(struct sg_pool_conn *c, uint64_t timeout_ns, struct sg_op *op, sg_op_cb cb);
 const uint8_t *sg_pool_conn_data(const struct sg_pool_conn *c);
 /* The connection's receive buffer (SO_RCVBUF; the kernel doubles it), which bounds the window
- * it offers the server, so how much of a response may be on the link at once: `bytes`, or (0)
+ * it offers the server, so how much of a response may be on the link at once: `bytes`, but
+ * never less than SG_POOL_RCVBUF_MIN_MSS of the connection's segments (TCP_MAXSEG), or (0)
  * the kernel's autotuning again, from SG_POOL_RCVBUF_RESTORE.  The window never shrinks below
  * what it offered already: a smaller buffer takes effect as those bytes arrive.  Asking for
  * the buffer the connection has already does nothing. */
 #define SG_POOL_RCVBUF_RESTORE (208 << 10)   /* Linux's default rmem_max */
+#define SG_POOL_RCVBUF_MIN_MSS 4
 void sg_pool_conn_rcvbuf(struct sg_pool_conn *c, unsigned bytes);
 /* The connection's socket (tests look at its options). */
 int sg_pool_conn_fd(const struct sg_pool_conn *c);

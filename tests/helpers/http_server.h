@@ -16,6 +16,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -35,6 +36,7 @@ struct test_server {
 	const uint8_t *blob;
 	size_t blob_size;
 	atomic_int delay_ms;
+	int mss;                        /* segments it accepts and sends (TCP_MAXSEG); 0: lo's */
 	atomic_int gets, head_reqs;
 	bool multirange;
 	bool multi_whole;               /* several ranges: 200 and the whole blob */
@@ -276,7 +278,8 @@ static inline int test_server_start(struct test_server *s)
 	int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	pthread_t t;
 
-	if (ls < 0 || bind(ls, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(ls, 64) < 0 ||
+	if (ls < 0 || (s->mss && setsockopt(ls, IPPROTO_TCP, TCP_MAXSEG, &s->mss, sizeof(s->mss)) < 0) ||
+	    bind(ls, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(ls, 64) < 0 ||
 	    getsockname(ls, (struct sockaddr *)&sa, &sl) < 0)
 		return -1;
 	s->listen_fd = ls;

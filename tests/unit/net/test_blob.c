@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 
@@ -23,17 +24,23 @@
 static uint8_t blob[BLOB_SIZE];
 
 /* The blob server, or the script, and the registry. */
-static void start_blob(struct registry_env *c, unsigned max_conns)
+static void start_blob_mss(struct registry_env *c, unsigned max_conns, int mss)
 {
 	memset(c, 0, sizeof(*c));
 	for (size_t i = 0; i < sizeof(blob); i++)
 		blob[i] = (uint8_t)(i * 7 + (i >> 9));
 	c->srv.blob = blob;
 	c->srv.blob_size = BLOB_SIZE;
+	c->srv.mss = mss;
 	registry_env_start(c, max_conns, 1);
 	CHECK_EQ(registry_env_open(c, DIGEST), 0);
 	CHECK(sg_registry_is_source(c->src));
 	CHECK_EQ(c->src->size, BLOB_SIZE);
+}
+
+static void start_blob(struct registry_env *c, unsigned max_conns)
+{
+	start_blob_mss(c, max_conns, 0);
 }
 
 static void start_script(struct registry_env *c, const char *const *script, size_t n)
@@ -145,8 +152,8 @@ TEST(reads_feed_the_link_meter)
 }
 
 /* The client sockets connected to the test server (its port is their peer's): their receive
- * buffers, as the kernel has them (SO_RCVBUF; -1 past the last). */
-static int client_rcvbufs(const struct registry_env *c, int *bufs, int *locks, int max)
+ * buffers, as the kernel has them (SO_RCVBUF, twice what was asked), and their locks. */
+static int client_sockets(const struct registry_env *c, int *bufs, int *locks, int *mss, int max)
 {
 	int n = 0;
 
@@ -160,9 +167,17 @@ static int client_rcvbufs(const struct registry_env *c, int *bufs, int *locks, i
 		CHECK_EQ(getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufs[n], &vl), 0);
 		vl = sizeof(int);
 		CHECK_EQ(getsockopt(fd, SOL_SOCKET, SO_BUF_LOCK, &locks[n], &vl), 0);
+		vl = sizeof(int);
+		if (mss)
+			CHECK_EQ(getsockopt(fd, IPPROTO_TCP, TCP_MAXSEG, &mss[n], &vl), 0);
 		n++;
 	}
 	return n;
+}
+
+static int client_rcvbufs(const struct registry_env *c, int *bufs, int *locks, int max)
+{
+	return client_sockets(c, bufs, locks, NULL, max);
 }
 
 static void read_flags(struct registry_env *c, struct rd *r, uint8_t *buf, size_t len,
@@ -182,7 +197,7 @@ static void read_flags(struct registry_env *c, struct rd *r, uint8_t *buf, size_
 /* A read fetching ahead (SG_RANGE_AHEAD) while a reader's own fetch is in flight on the link
  * offers the server a small window (the connection's receive buffer, fixed); without one, at
  * most a moderate one; a reader's read then gets the kernel's autotuning back.  The bytes it
- * received are counted on the link. */
+ * received are counted on the link.  Segments of an Ethernet link's size (lo's are 64 KiB). */
 TEST(reads_fetching_ahead_yield_the_window_to_readers)
 {
 	static struct registry_env c;
@@ -190,7 +205,7 @@ TEST(reads_fetching_ahead_yield_the_window_to_readers)
 	static uint8_t buf[256 << 10];
 	int bufs[4], locks[4];
 
-	start_blob(&c, 1);   /* one connection: every read takes it in turn */
+	start_blob_mss(&c, 1, 1448);   /* one connection: every read takes it in turn */
 	struct sg_link_meter *m = c.src->link;
 	sg_link_meter_reads(m, +1);   /* a reader's fetch on the link (fs/ counts them) */
 	read_flags(&c, &r, buf, sizeof(buf), SG_RANGE_AHEAD);
@@ -213,6 +228,29 @@ TEST(reads_fetching_ahead_yield_the_window_to_readers)
 	CHECK_EQ(client_rcvbufs(&c, bufs, locks, 4), 1);
 	CHECK_EQ(locks[0], 0);        /* autotuned again */
 	CHECK(bufs[0] > 16 << 10);
+	registry_env_stop(&c);
+}
+
+/* Yielding never offers less than a few of the connection's segments: in less than one, the
+ * server sends nothing and waits for zero-window probes, backing off (this read of 256 KiB
+ * over lo, 64 KiB segments, took 0.62 s in the trickle's buffer, and a reader joining its
+ * batch waited as long). */
+TEST(a_yielding_window_holds_whole_segments_however_large)
+{
+	static struct registry_env c;
+	static struct rd r;
+	static uint8_t buf[256 << 10];
+	int bufs[4], locks[4], mss[4];
+
+	start_blob(&c, 1);
+	struct sg_link_meter *m = c.src->link;
+	sg_link_meter_reads(m, +1);
+	read_flags(&c, &r, buf, sizeof(buf), SG_RANGE_AHEAD);
+	CHECK_EQ(client_sockets(&c, bufs, locks, mss, 4), 1);
+	CHECK(mss[0] > 16 << 10);     /* lo's, as the test needs */
+	CHECK(locks[0] & 2);          /* still a fixed buffer */
+	CHECK(bufs[0] >= 2 * SG_POOL_RCVBUF_MIN_MSS * mss[0]);
+	sg_link_meter_reads(m, -1);
 	registry_env_stop(&c);
 }
 

@@ -3,6 +3,8 @@
  * why, a release with a receive in flight, shutdown, and the host table. */
 #include <errno.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include "daemon/core/loop.h"
@@ -46,6 +48,7 @@ static void env_new(struct env *e, unsigned max_conns)
 	memset(e, 0, sizeof(*e));
 	e->srv.script = ok_script;
 	e->srv.nscript = 3;
+	e->srv.mss = 1448;   /* an Ethernet link's segments, not lo's 64 KiB */
 	CHECK(test_server_start(&e->srv) > 0);
 	CHECK_EQ(sg_loop_new(NULL, &e->loop), 0);
 	CHECK_EQ(sg_pool_new(e->loop, &pc, &e->pool), 0);
@@ -159,6 +162,15 @@ TEST(receive_buffer_fixed_then_autotuned)
 	sg_pool_conn_rcvbuf(u.c, 0);
 	CHECK_EQ(sockopt(u.c, SO_BUF_LOCK), 0);
 	CHECK(sockopt(u.c, SO_RCVBUF) > 2 * 16384);
+	/* Never below a few segments: a window under one stalls the response. */
+	int mss = 0;
+	socklen_t ml = sizeof(mss);
+	CHECK_EQ(getsockopt(sg_pool_conn_fd(u.c), IPPROTO_TCP, TCP_MAXSEG, &mss, &ml), 0);
+	CHECK(mss > 1000 && mss <= 1448);
+	sg_pool_conn_rcvbuf(u.c, 1024);
+	CHECK_EQ(sockopt(u.c, SO_RCVBUF), 2 * SG_POOL_RCVBUF_MIN_MSS * mss);
+	CHECK(sockopt(u.c, SO_BUF_LOCK) & 2);
+	CHECK_EQ(exchange(&e, &u), 'b');          /* the script's next answer */
 	/* Kept alive with it: the next user finds it as it was left. */
 	sg_pool_conn_rcvbuf(u.c, 8192);
 	sg_pool_conn_release(u.c, true);
