@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "daemon/core/loop.h"
@@ -22,6 +23,9 @@ struct sg_fetch_trace {
 	char path[4200];
 	char buf[TRACE_BUF];
 };
+
+static void put(struct sg_fetch_trace *t, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 
 static const char *const kind_names[SG_FETCH_KINDS] = {
 	[SG_FETCH_ONDEMAND] = "ondemand",
@@ -55,6 +59,13 @@ int sg_fetch_trace_open(const char *dir, struct sg_fetch_trace **ret_trace)
 		return r;
 	}
 	t->t0_ns = sg_now_ns();
+	/* The clock's origin on the wall clock: a reader lines the trace up with times taken
+	 * outside the daemon (the bench's pull start), which its start does not give: the
+	 * daemon opens the trace after its configuration and database (about 0.1 s). */
+	struct timespec wall;
+	clock_gettime(CLOCK_REALTIME, &wall);
+	put(t, "{\"t\":0.000,\"ev\":\"start\",\"epoch\":%lld.%06ld}\n", (long long)wall.tv_sec,
+	    wall.tv_nsec / 1000);
 	*ret_trace = t;
 	return 0;
 }
@@ -108,9 +119,6 @@ static bool room(struct sg_fetch_trace *t)
 		sg_fetch_trace_flush(t);
 	return !t->failed;
 }
-
-static void put(struct sg_fetch_trace *t, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
 
 static void put(struct sg_fetch_trace *t, const char *fmt, ...)
 {
@@ -188,6 +196,15 @@ static void put_kinds(struct sg_fetch_trace *t, const char *name, const uint64_t
 	for (int k = 0; k < SG_FETCH_KINDS; k++)
 		put(t, "%s\"%s\":%llu", k ? "," : "", kind_names[k], (unsigned long long)v[k]);
 	put(t, "}");
+}
+
+void sg_fetch_trace_toc(struct sg_fetch_trace *t, const char *layer, uint64_t asked_ns,
+		       uint64_t took_ns)
+{
+	if (!room(t))
+		return;
+	put_head(t, asked_ns, "toc", layer);
+	put(t, ",\"ms\":%.3f}\n", (double)took_ns / 1e6);
 }
 
 void sg_fetch_trace_layer(struct sg_fetch_trace *t, const char *layer,

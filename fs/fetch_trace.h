@@ -5,7 +5,8 @@
  * One trace per process, written to DIR/trace-PID.jsonl (appended).  Lines are buffered
  * and written when the buffer fills, at sg_fetch_trace_flush (a layer closes) and at
  * sg_fetch_trace_close (the daemon exits).  `t` is milliseconds since the trace was opened
- * (the daemon's start), on CLOCK_MONOTONIC (sg_now_ns).
+ * (the daemon's start), on CLOCK_MONOTONIC (sg_now_ns); the first line, "start", gives that
+ * origin on the wall clock ("epoch", seconds).
  *
  * Every call takes a NULL trace and does nothing: callers keep one pointer and test it only
  * to skip work that would feed the call (a path lookup).  A write that fails turns the trace
@@ -57,6 +58,10 @@ void sg_fetch_trace_fetch(struct sg_fetch_trace *t, const char *layer, enum sg_f
 			  uint64_t off, uint64_t len, unsigned chunks, unsigned spans,
 			  uint64_t start_ns, uint64_t took_ns, bool ok, int64_t beside,
 			  int64_t beside_spec);
+/* A layer's TOC loaded: the layer was asked for (its Prepare, or an earlier layer's when it
+ * was fetched ahead) at asked_ns, and took took_ns to be ready to mount. */
+void sg_fetch_trace_toc(struct sg_fetch_trace *t, const char *layer, uint64_t asked_ns,
+		       uint64_t took_ns);
 /* A layer's summary at its close: compressed bytes fetched per kind, and of those the
  * bytes of chunks a reader read (or opened through passthrough). */
 void sg_fetch_trace_layer(struct sg_fetch_trace *t, const char *layer,

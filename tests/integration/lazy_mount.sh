@@ -151,6 +151,11 @@ kinds = {"ondemand", "spec", "prefetch", "background", "stream", "profile"}
 def need(cond, what):
     if not cond:
         sys.exit("missing: " + what)
+need(lines and lines[0].get("ev") == "start" and lines[0].get("t") == 0 and
+     isinstance(lines[0].get("epoch"), (int, float)) and lines[0]["epoch"] > 1.6e9,
+     "the start line first, with the clock's origin on the wall clock")
+need(not any(l.get("ev") == "start" for l in lines[1:]), "one start line")
+lines = lines[1:]
 for l in lines:
     need(l.get("layer") == layer and isinstance(l.get("t"), (int, float)) and l["t"] >= 0,
          "layer and t on every line: %r" % l)

@@ -201,6 +201,20 @@ if [[ $BASE -ge 30 ]]; then
 else
   fail "no profile: the workload is a chain of blocking misses" "only $BASE reads waited on the network"
 fi
+# The trace says when each layer was asked for and how long its TOC took (the bench's "first
+# layer asked"): a "toc" event for the data layer, after the trace's "start" line.
+if cat "$WORK/rootC.trace"/trace-*.jsonl | $PYTHON -c '
+import json, sys
+ev = [json.loads(l) for l in sys.stdin]
+start = [e for e in ev if e["ev"] == "start"]
+toc = [e for e in ev if e["ev"] == "toc" and e["layer"] == sys.argv[1]]
+sys.exit(not (len(start) == 1 and ev[0] is start[0] and start[0]["epoch"] > 1.6e9 and len(toc) == 1
+              and toc[0]["t"] > 0 and 0 < toc[0]["ms"] < 60000))' "$LAYER"; then
+  pass "no profile: the fetch trace has its start line and the data layer's toc event"
+else
+  fail "no profile: the fetch trace has its start line and the data layer's toc event" \
+    "$(grep -hE '"ev":"(start|toc)"' "$WORK/rootC.trace"/trace-*.jsonl | head -5)"
+fi
 if ! log_has "$PHASE_LOG" "recorded its startup profile" && [[ ! -e $WORK/rootC/profiles/$TOCHEX.json ]]; then
   pass "profiles = off: nothing recorded"
 else

@@ -325,7 +325,7 @@ FETCH_KINDS = ("ondemand", "spec", "prefetch", "background", "stream", "profile"
 TRACE_FIELDS = (["tr_blocked", "tr_wait_s", "tr_union_s", "tr_chain", "tr_chain_s"]
                 + ["tr_fetched_" + k for k in FETCH_KINDS] + ["tr_used_" + k for k in FETCH_KINDS]
                 + ["tr_spec_in_miss", "tr_ahead_in_miss", "tr_chunk_max", "tr_beside_max",
-                   "tr_beside_spec_max"])
+                   "tr_beside_spec_max", "tr_asked_s"])
 
 
 def ahead_during_misses(events):
@@ -372,19 +372,30 @@ def beside_measured(events, field="beside"):
     return max(vals) if vals else (0 if not od else None)
 
 
-def read_trace(paths):
+def read_trace(paths, daemon_start=None):
     """The events of trace files, a list of dicts; lines that do not parse (the last line of a
-    daemon killed mid-write) are skipped."""
+    daemon killed mid-write) are skipped.  With DAEMON_START (the wall-clock second the run's
+    daemon was started, times.json), each file's times are moved onto that clock from its
+    "start" line's epoch: the daemon opens its trace about 0.1 s after it was started, and a
+    timeline drawn from the trace's own origin put every read that much early."""
     events = []
     for p in paths:
+        shift = 0.0
         with open(p, errors="replace") as f:
             for line in f:
                 try:
                     ev = json.loads(line)
                 except ValueError:
                     continue
-                if isinstance(ev, dict) and "ev" in ev:
-                    events.append(ev)
+                if not isinstance(ev, dict) or "ev" not in ev:
+                    continue
+                if ev["ev"] == "start":
+                    if daemon_start is not None and "epoch" in ev:
+                        shift = (float(ev["epoch"]) - daemon_start) * 1e3
+                    continue
+                if shift and "t" in ev:
+                    ev["t"] = float(ev["t"]) + shift
+                events.append(ev)
     return events
 
 
@@ -468,7 +479,9 @@ def trace_metrics(events):
                 fetched[e["kind"]] += int(e.get("len", 0))
     total_f = sum(fetched.values())
     spec_in_miss, ahead_in_miss, chunk_max = ahead_during_misses(events)
+    tocs = [float(e["t"]) for e in events if e.get("ev") == "toc" and "t" in e]
     return {"spec_in_miss": spec_in_miss, "ahead_in_miss": ahead_in_miss, "chunk_max": chunk_max,
+            "first_asked_ms": min(tocs) if tocs else None,
             "beside_max": beside_measured(events),
             "beside_spec_max": beside_measured(events, "beside_spec"),
             "blocked": len(br), "wait_ms": sum(e - s for s, e, _ in br), "union_ms": union_ms(br),
@@ -489,13 +502,24 @@ def cmd_trace(argv):
     if not files:
         print("," * (len(TRACE_FIELDS) - 1))
         return
-    m = trace_metrics(read_trace(files))
+    try:
+        times = json.load(open(os.path.join(argv[0], "times.json")))
+    except (OSError, ValueError):
+        times = {}
+    m = trace_metrics(read_trace(files, times.get("daemon_start")))
+    # the first layer asked for (containerd's first Prepare), seconds after the pull started:
+    # what the pull client spent before a snapshotter could do anything (resolve, manifest,
+    # config); only on the daemon's clock when the trace has its "start" line
+    asked = ""
+    if m["first_asked_ms"] is not None and times.get("pull_start") and times.get("daemon_start"):
+        asked = "%.4f" % (m["first_asked_ms"] / 1e3 - (times["pull_start"] - times["daemon_start"]))
     vals = [m["blocked"], "%.4f" % (m["wait_ms"] / 1e3), "%.4f" % (m["union_ms"] / 1e3), m["chain"],
             "%.4f" % (m["chain_ms"] / 1e3)]
     vals += [m["fetched"][k] for k in FETCH_KINDS]
     vals += [m["used"][k] if m["used"] is not None else "" for k in FETCH_KINDS]
     vals += [int(m["spec_in_miss"]), int(m["ahead_in_miss"]), m["chunk_max"]]
     vals += [m[f] if m[f] is not None else "" for f in ("beside_max", "beside_spec_max")]
+    vals += [asked]
     print(",".join(str(v) for v in vals))
 
 
@@ -536,8 +560,8 @@ def cmd_timeline(argv):
                     times = json.load(open(os.path.join(d, "times.json")))
                 except (OSError, ValueError):
                     continue
-                m = trace_metrics(read_trace(files))
-                # the trace's clock starts with the daemon; the axis with the pull
+                m = trace_metrics(read_trace(files, times.get("daemon_start")))
+                # the trace's clock starts with the daemon (moved onto it); the axis with the pull
                 off = (times["pull_start"] - times["daemon_start"]) * 1e3
                 chain = set(m["chain_idx"])
                 f.write("# %s %s run %s\n" % (img, form, r["run"]))
@@ -630,7 +654,8 @@ def _profile_goals(imgs, med, mbytes, oks, groups):
     lines = ["## Goals (issue #14: an unoptimized image + a profile recorded on another node)", "",
              "| workload | + profile: stargzd ÷ (limit + warm re-run) | + profile: bytes over the link ÷ limit's "
              "bytes | blocked reads: esgz → + profile | layers replaying a profile | another workload's "
-             "profile: stargzd ÷ esgz without |", "|---|---|---|---|---|---|"]
+             "profile: stargzd ÷ esgz without | not a goal: pull start → first Prepare; + profile ÷ "
+             "(limit + warm + that) |", "|---|---|---|---|---|---|---|"]
     for img in with_rows:
         pf, lim = med.get((img, PROFILE_FORM, "stargzd")), med.get((img, "esgz-opt", "limit"))
         warm = med.get((img, "warm", "overlayfs"), med.get((img, "warm", "stargzd")))
@@ -646,18 +671,24 @@ def _profile_goals(imgs, med, mbytes, oks, groups):
             cross.append("%s's: %s" % (k[1][len(PROFILE_FORM) + 1:],
                                        _failed(groups, k, _goal(v / base if v and base else None, 1.0))))
         pk = (img, PROFILE_FORM, "stargzd")
-        lines.append("| %s | %s | %s | %s | %s | %s |" % (
+        asked = _median_of(oks.get(pk, []), "tr_asked_s")
+        before = ("%.2f s; %.2f" % (asked, pf / (lim + warm + asked))
+                  if asked is not None and pf and lim and warm is not None else "-")
+        lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
             img, _failed(groups, pk, _goal(pf / (lim + warm) if pf and lim and warm is not None else None,
                                            PROFILE_TIME_GOAL)),
             _failed(groups, pk, _goal(b / lb if b and lb else None, PROFILE_BYTES_GOAL)),
             " → ".join("%d" % x if x is not None else "-" for x in bl),
-            "%d" % replayed if replayed is not None else "-", "; ".join(cross) or "-"))
+            "%d" % replayed if replayed is not None else "-", "; ".join(cross) or "-", before))
     lines += ["", "`%s`: the unoptimized eStargz image, cold as every row, with only the profiles a record pass "
               "of the same workload wrote under another snapshotter root put into the fresh root (or pulled "
               "from the registry: see the bench README).  `%s-W`: the profiles workload W recorded (a shared "
               "base layer).  A row of a profile form fails when the record pass wrote no profile.  Layers "
-              "replaying: the daemon's `replaying its startup profile` log lines (median)." % (
-                  PROFILE_FORM, PROFILE_FORM), ""]
+              "replaying: the daemon's `replaying its startup profile` log lines (median).  The last column is "
+              "not the goal: the time the pull client (`ctr-remote`: resolve, manifest, config) takes before "
+              "containerd's first Prepare reaches any snapshotter (the daemon's trace, median), which the "
+              "limit credits only as part of its three round trips, and the ratio with it added to the "
+              "limit." % (PROFILE_FORM, PROFILE_FORM), ""]
     return lines
 
 
@@ -927,6 +958,7 @@ def cmd_selftest(argv):
             f.write('{"t": 901.0, "ev": "read", "lay')   # a daemon killed mid-line
         m = trace_metrics(read_trace(trace_files(d)))
         check("blocked reads: net only", m["blocked"] == 4)
+        check("no toc event: no first layer asked", m["first_asked_ms"] is None)
         check("wait sum", abs(m["wait_ms"] - 55.0) < 1e-9)
         check("wait union (overlaps counted once)", abs(m["union_ms"] - 50.0) < 1e-9)
         check("longest chain: reads", m["chain"] == 3)
@@ -1006,6 +1038,7 @@ def cmd_selftest(argv):
     ptr.update({"tr_used_" + k: "0" for k in FETCH_KINDS})
     ptr.update(tr_fetched_ondemand="500000", tr_used_ondemand="500000", tr_fetched_profile="4000000",
                tr_used_profile="3500000")
+    ptr.update(tr_asked_s="0.3")
     prow = row(PROFILE_FORM, "stargzd", 0.9, 4.4e6, profiles_replayed="2", **ptr)
     failed = dict(row(PROFILE_FORM, "stargzd", 2.0, 7e6, image="imports"), status="fail:no-profile")
     text = report_text(rows + [dict(r, image="imports") for r in rows] + [failed], "t", "link", "machine", "default")
@@ -1017,6 +1050,7 @@ def cmd_selftest(argv):
         ("profile goal: ÷ (limit + warm) met", "1.12, met (goal ≤ 1.15)"),
         ("profile goal: bytes ÷ limit met", "1.10, met (goal ≤ 1.20)"),
         ("profile goal: blocked reads and layers replaying", "| 10 → 1 | 2 |"),
+        ("profile goal: the client's time before the first Prepare", "| 0.30 s; 0.82 |"),
         ("cross-workload: slower is not met", "imports's: 1.05, **not met** (goal ≤ 1.00)")])
     check("miss timeline: profile bytes fetched and used", "| python | esgz+profile | 1 | 0.10 / 0.10 | 1, 0.10 "
           "| 0.50 / 0.00 / 0.00 / 0.00 / 0.00 / 4.00 | 0.50 / 0.00 / 0.00 / 0.00 / 0.00 / 3.50 | 0.89 |" in text)
@@ -1036,6 +1070,27 @@ def cmd_selftest(argv):
               and m["used"]["profile"] == 6000 and m["fetched"]["spec"] == 0)
         m = trace_metrics(read_trace(trace_files(d))[:1])
         check("trace: kind profile from fetch events", m["fetched"]["profile"] == 7000)
+    # the trace's clock moved onto the daemon's start, and the first layer asked after the pull's
+    with tempfile.TemporaryDirectory() as d:
+        with open(os.path.join(d, "trace-3.jsonl"), "w") as f:
+            f.write('{"t":0.000,"ev":"start","epoch":1000.100000}\n')
+            f.write(json.dumps({"t": 400.0, "ev": "toc", "layer": L, "ms": 150.0}) + "\n")
+            f.write(json.dumps({"t": 410.0, "ev": "toc", "layer": "sha256:bb", "ms": 5.0}) + "\n")
+            f.write(json.dumps({"t": 600.0, "ev": "read", "layer": L, "path": "a", "off": 0, "len": 1,
+                                "wait_ms": 10.0, "net": True}) + "\n")
+        with open(os.path.join(d, "times.json"), "w") as f:
+            json.dump({"daemon_start": 1000.0, "pull_start": 1000.2, "run_start": 1000.9}, f)
+        ev3 = read_trace(trace_files(d), 1000.0)
+        check("trace: times moved by the start line's epoch", abs(ev3[0]["t"] - 500.0) < 1e-6
+              and abs(ev3[2]["t"] - 700.0) < 1e-6 and all(e["ev"] != "start" for e in ev3))
+        check("trace: without the daemon's start, the trace's own clock", read_trace(trace_files(d))[0]["t"] == 400.0)
+        check("trace: the first layer asked", abs(trace_metrics(ev3)["first_asked_ms"] - 500.0) < 1e-6)
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            cmd_trace([d])
+        f3 = buf.getvalue().strip().split(",")
+        check("trace CSV: first layer asked, s after the pull start",
+              len(f3) == len(TRACE_FIELDS) and f3[TRACE_FIELDS.index("tr_asked_s")] == "0.3000")
     # a CSV from before the kind "profile": its used bytes still known
     old = [{k: v for k, v in rows[1].items() if not k.endswith("_profile")}]
     check("old CSV without the profile columns", _median_of(old, "tr_used_profile") == 0.0

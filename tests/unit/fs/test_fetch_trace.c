@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <time.h>
 
 static char dir[256];
 
@@ -77,7 +78,10 @@ TEST(events_read_back_with_every_field)
 	yajl_val lines[8];
 
 	setup();
+	struct timespec wall0, wall1;
+	clock_gettime(CLOCK_REALTIME, &wall0);
 	CHECK_EQ(sg_fetch_trace_open(dir, &t), 0);
+	clock_gettime(CLOCK_REALTIME, &wall1);
 	snprintf(path, sizeof(path), "%s/trace-%ld.jsonl", dir, (long)getpid());
 	CHECK_STR(sg_fetch_trace_path(t), path);
 	uint64_t t0 = sg_now_ns();
@@ -92,14 +96,29 @@ TEST(events_read_back_with_every_field)
 	uint64_t fetched[SG_FETCH_KINDS] = { 100, 200, 300, 400, 500 };
 	uint64_t used[SG_FETCH_KINDS] = { 100, 50, 0, 4, 0 };
 	sg_fetch_trace_layer(t, "sha256:abc", fetched, used);
+	sg_fetch_trace_toc(t, "sha256:abc", t0 + 5000000, 150000000);
 	/* Buffered until a flush: nothing in the file yet. */
 	struct stat st;
 	CHECK_EQ(stat(path, &st), 0);
 	CHECK_EQ(st.st_size, 0);
 	sg_fetch_trace_close(t);
 
-	size_t n = read_lines(path, lines, 8);
-	CHECK_EQ(n, 5u);
+	yajl_val all[8];
+	size_t n = read_lines(path, all, 8);
+	CHECK_EQ(n, 7u);
+	/* start: the clock's origin on the wall clock, first */
+	CHECK_STR(sg_json_string(all[0], "ev"), "start");
+	CHECK_EQ(num(all[0], "t"), 0);
+	double epoch = num(all[0], "epoch");
+	CHECK(epoch >= (double)wall0.tv_sec + wall0.tv_nsec / 1e9 - 1e-6);
+	CHECK(epoch <= (double)wall1.tv_sec + wall1.tv_nsec / 1e9 + 1e-6);
+	/* toc: t is when the layer was asked for, ms until it could mount */
+	CHECK_STR(sg_json_string(all[6], "ev"), "toc");
+	CHECK_STR(sg_json_string(all[6], "layer"), "sha256:abc");
+	CHECK(num(all[6], "t") >= 4.9 && num(all[6], "t") < 6.0);
+	CHECK(num(all[6], "ms") > 149.99 && num(all[6], "ms") < 150.01);
+	for (size_t i = 0; i < 5; i++)
+		lines[i] = all[i + 1];
 	/* read, net */
 	CHECK_STR(sg_json_string(lines[0], "ev"), "read");
 	CHECK_STR(sg_json_string(lines[0], "layer"), "sha256:abc");
@@ -142,7 +161,7 @@ TEST(events_read_back_with_every_field)
 	CHECK_STR(sg_fetch_kind_name(SG_FETCH_BACKGROUND), "background");
 	CHECK_STR(sg_fetch_kind_name(SG_FETCH_STREAM), "stream");
 	CHECK_STR(sg_fetch_kind_name(SG_FETCH_KINDS), "?");
-	free_lines(lines, n);
+	free_lines(all, n);
 }
 
 TEST(null_trace_does_nothing_and_a_missing_dir_fails)
@@ -153,6 +172,7 @@ TEST(null_trace_does_nothing_and_a_missing_dir_fails)
 	sg_fetch_trace_read(NULL, "l", "p", 0, 1, 0, 0, true);
 	sg_fetch_trace_fetch(NULL, "l", SG_FETCH_ONDEMAND, 0, 1, 1, 1, 0, 0, true, -1, -1);
 	sg_fetch_trace_layer(NULL, "l", z, z);
+	sg_fetch_trace_toc(NULL, "l", 0, 0);
 	sg_fetch_trace_flush(NULL);
 	sg_fetch_trace_close(NULL);
 	CHECK_STR(sg_fetch_trace_path(NULL), "");
@@ -164,7 +184,7 @@ TEST(null_trace_does_nothing_and_a_missing_dir_fails)
 TEST(names_that_need_escaping_stay_json)
 {
 	struct sg_fetch_trace *t;
-	yajl_val lines[2];
+	yajl_val lines[3];
 	char name[5000];
 
 	setup();
@@ -177,11 +197,11 @@ TEST(names_that_need_escaping_stay_json)
 	char path[512];
 	snprintf(path, sizeof(path), "%s", sg_fetch_trace_path(t));
 	sg_fetch_trace_close(t);
-	size_t n = read_lines(path, lines, 2);
-	CHECK_EQ(n, 2u);
-	CHECK_STR(sg_json_string(lines[0], "layer"), "sha256:\"x\"");
-	CHECK_STR(sg_json_string(lines[0], "path"), "a\"b\\c\n\x01\x7f/d");
-	CHECK_EQ(strlen(sg_json_string(lines[1], "path")), 4096u);   /* cut at a path's limit */
+	size_t n = read_lines(path, lines, 3);
+	CHECK_EQ(n, 3u);   /* the start line, then the two reads */
+	CHECK_STR(sg_json_string(lines[1], "layer"), "sha256:\"x\"");
+	CHECK_STR(sg_json_string(lines[1], "path"), "a\"b\\c\n\x01\x7f/d");
+	CHECK_EQ(strlen(sg_json_string(lines[2], "path")), 4096u);   /* cut at a path's limit */
 	free_lines(lines, n);
 }
 
@@ -209,7 +229,7 @@ TEST(lines_go_out_as_the_buffer_fills)
 		n++;
 	}
 	fclose(f);
-	CHECK_EQ(n, 5000);
+	CHECK_EQ(n, 5001);   /* the start line and 5000 fetches */
 }
 
 TEST_MAIN()
