@@ -1253,7 +1253,7 @@ static struct sg_early *early_start(struct sg_remote *r, const char *ref, const 
 		return NULL;
 	int res = r->opener.unsized(r->opener.ctx, ref, digest, &via, &err);
 	if (res == 0)
-		res = sg_early_start(via, h->head, h->n_head, EARLY_BYTES, SG_LAYER_BATCH_GAP, 0,
+		res = sg_early_start(via, h->head, h->n_head, EARLY_BYTES, SG_LAYER_REPLAY_GAP, 0,
 				     &e);
 	if (res < 0) {
 		sg_info("layer %s: its startup profile's first chunks wait for its TOC: %s", digest,

@@ -200,11 +200,11 @@ static void batch_fetched(struct sg_op *op)
 	sg_layer_maybe_close_done(l);
 }
 
-/* Lays the chunks out in spans (sg_layer_span_joins: the batch's own rule), and each chunk
- * at its place in the buffer that holds the spans one after the other.  The spans' buffers
- * are set once the buffer is there.  Returns the number of spans, or -E2BIG. */
+/* Lays the chunks out in spans (sg_layer_span_joins across `gap`: the batch's own rule), and
+ * each chunk at its place in the buffer that holds the spans one after the other.  The spans'
+ * buffers are set once the buffer is there.  Returns the number of spans, or -E2BIG. */
 static int batch_layout(struct sg_layer *l, struct fetch_batch *b, const uint32_t *chunks,
-			size_t n)
+			size_t n, uint64_t gap)
 {
 	struct sg_range_span *sp = NULL;
 	size_t at = 0;   /* where the current span starts in the buffer */
@@ -213,7 +213,7 @@ static int batch_layout(struct sg_layer *l, struct fetch_batch *b, const uint32_
 	for (size_t i = 0; i < n; i++) {
 		const struct sg_toc_chunk *c = sg_layer_chunk(l, chunks[i]);
 		if (!sp || c->offset < sp->offset || !sg_layer_span_joins(sp->offset + sp->len,
-									   c->offset)) {
+									   c->offset, gap)) {
 			if (b->n_spans == SG_LAYER_BATCH_SPANS)
 				return -E2BIG;
 			if (sp)
@@ -246,7 +246,7 @@ int sg_layer_fetch_batch(struct sg_layer *l, struct sg_range_source *src,
 		r = -ENOMEM;
 		goto unstarted;
 	}
-	r = batch_layout(l, b, chunks, n);
+	r = batch_layout(l, b, chunks, n, sg_layer_batch_gap(src, kind));
 	if (r > 1 && !sg_range_source_vectored(src))
 		r = -EOPNOTSUPP;   /* the caller packs one span a batch for such a source */
 	if (r < 0)

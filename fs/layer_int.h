@@ -332,21 +332,32 @@ static inline bool sg_layer_ahead_fits(const struct sg_layer *l, size_t limit, s
 /* Spans in one fetch batch at most: far-apart runs of chunks in one vectored request. */
 #define SG_LAYER_BATCH_SPANS 16u
 
-/* Does a chunk at `offset` continue the span ending at span_end (the gap read along), or
- * start a span of its own? */
-static inline bool sg_layer_span_joins(uint64_t span_end, uint64_t offset)
+/* Does a chunk at `offset` continue the span ending at span_end (the gap, at most `gap`,
+ * read along), or start a span of its own? */
+static inline bool sg_layer_span_joins(uint64_t span_end, uint64_t offset, uint64_t gap)
 {
-	return offset <= span_end + SG_LAYER_BATCH_GAP;
+	return offset <= span_end + gap;
+}
+
+/* The gap a batch of `kind` from src reads along (fs/layer.h): a replay's is small when src
+ * reads several spans in one request. */
+static inline uint64_t sg_layer_batch_gap(const struct sg_range_source *src,
+					  enum sg_fetch_kind kind)
+{
+	return kind == SG_FETCH_PROFILE && sg_range_source_vectored(src) ? SG_LAYER_REPLAY_GAP
+									 : SG_LAYER_BATCH_GAP;
 }
 
 /* A range request being put together: chunks in blob order, in spans [start, end) of the
- * blob, each a run of chunks with the short gaps between them read along.  Up to max_spans
- * spans (0 counts as 1: one contiguous range, for a source that is not vectored), the gaps
- * between spans not fetched; `bytes` in all spans. */
+ * blob, each a run of chunks with the gaps up to `gap` between them read along (0: SG_LAYER_
+ * BATCH_GAP; sg_layer_batch_gap gives the one sg_layer_fetch_batch lays it out with).  Up to
+ * max_spans spans (0 counts as 1: one contiguous range, for a source that is not vectored),
+ * the gaps between spans not fetched; `bytes` in all spans. */
 struct sg_layer_batch {
 	uint32_t list[256];
 	size_t n;
 	unsigned max_spans;
+	uint64_t gap;
 	unsigned n_spans;
 	struct { uint64_t start, end; } span[SG_LAYER_BATCH_SPANS];
 	uint64_t bytes;
@@ -360,7 +371,7 @@ static inline unsigned sg_layer_batch_spans(const struct sg_layer *l)
 }
 
 /* Adds chunk c to the batch, unless that would take it backwards, past max_bytes fetched,
- * past the list, or across a gap above SG_LAYER_BATCH_GAP with max_spans spans
+ * past the list, or across a gap above the batch's with max_spans spans
  * already: then false, and the batch is complete.  The first chunk always goes in. */
 static inline bool sg_layer_batch_add(const struct sg_layer *l, struct sg_layer_batch *b,
 				      uint32_t c, size_t max_bytes)
@@ -379,7 +390,8 @@ static inline bool sg_layer_batch_add(const struct sg_layer *l, struct sg_layer_
 		return true;
 	}
 	unsigned last = b->n_spans - 1;
-	bool joins = sg_layer_span_joins(b->span[last].end, ch->offset);
+	bool joins = sg_layer_span_joins(b->span[last].end, ch->offset,
+					 b->gap ? b->gap : SG_LAYER_BATCH_GAP);
 	uint64_t more = joins ? (ch->next_offset > b->span[last].end
 					 ? ch->next_offset - b->span[last].end : 0)
 			      : ch->next_offset - ch->offset;

@@ -309,7 +309,8 @@ int sg_layer_replay_next(struct sg_layer *l, size_t max_bytes, size_t window_byt
 	 * instead of one a run), the gaps between them not fetched.  The window goes out in
 	 * blob order: starting each request at the chunk read first and going on from there
 	 * packed them worse (gcc: 38 requests instead of 30, total 2.51 s against 2.42). */
-	struct sg_layer_batch b = { .max_spans = sg_layer_batch_spans(l) };
+	struct sg_layer_batch b = { .max_spans = sg_layer_batch_spans(l),
+				    .gap = sg_layer_batch_gap(l->src, SG_FETCH_PROFILE) };
 	size_t start = 0;
 
 	if (!l->replay || !l->replay_window)

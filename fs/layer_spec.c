@@ -1217,7 +1217,7 @@ static unsigned count_spans(const struct sg_layer *l, const uint32_t *list, size
 
 	for (size_t i = 0; i < n; i++) {
 		const struct sg_toc_chunk *ch = sg_layer_chunk(l, list[i]);
-		if (i == 0 || !sg_layer_span_joins(end, ch->offset)) {
+		if (i == 0 || !sg_layer_span_joins(end, ch->offset, SG_LAYER_BATCH_GAP)) {
 			bytes += end - start;   /* the span before (0 for none) */
 			start = ch->offset;
 			spans++;
@@ -1253,8 +1253,9 @@ static size_t gather_near(struct sg_layer *l, uint32_t *list, size_t n, uint64_t
 			const struct sg_toc_chunk *ch = sg_layer_chunk(l, c);
 			if (!sg_layer_fetch_needed(l, c))
 				continue;
-			bool near = !gather && sg_layer_span_joins(end, ch->offset) &&
-				    sg_layer_span_joins(ch->next_offset, start);
+			bool near = !gather &&
+				    sg_layer_span_joins(end, ch->offset, SG_LAYER_BATCH_GAP) &&
+				    sg_layer_span_joins(ch->next_offset, start, SG_LAYER_BATCH_GAP);
 			if (!near && !(gather && (l->spec_queued[c] & SPEC_GATHER) &&
 				       gathered + (ch->next_offset - ch->offset) <= max))
 				continue;

@@ -47,6 +47,7 @@ struct gate {
 	unsigned issued;                /* requests, plain or vectored */
 	unsigned issued_vectored;
 	size_t most_spans;              /* of a vectored request */
+	uint64_t asked_bytes;           /* every request's, gaps read along included */
 	uint64_t pending_bytes;
 	bool *destroyed;                /* set when the layer frees it */
 	/* A cancel is only noted (counted); the read still waits for gate_complete, as a
@@ -112,6 +113,7 @@ static inline int gate_read(struct sg_range_source *src, uint64_t offset, size_t
 	r->offset = offset;
 	r->len = len;
 	r->spans[0].buf = buf;
+	g->asked_bytes += len;
 	gate_owe(g, r);
 	if (g->automatic)
 		gate_complete(g, g->n - 1, (int)len);
@@ -141,6 +143,7 @@ static inline int gate_readv(struct sg_range_source *src, const struct sg_range_
 	memcpy(r->spans, spans, n * sizeof(*spans));
 	for (size_t s = 0; s < n; s++)
 		r->len += spans[s].len;
+	g->asked_bytes += r->len;
 	gate_owe(g, r);
 	if (g->automatic)
 		gate_complete(g, g->n - 1, (int)r->len);

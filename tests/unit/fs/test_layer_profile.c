@@ -431,6 +431,70 @@ static struct gate *gate_env(struct env *e, const int *files, size_t n)
 	return g;
 }
 
+/* A replay from a source that reads several spans in one request joins only chunks closer
+ * than SG_LAYER_REPLAY_GAP: the files between those it replays (8 KiB each) are not fetched.
+ * From a source that reads one range at a time, one request reads them along (fs/layer.h). */
+TEST(a_replay_reads_no_gap_along_from_a_vectored_source)
+{
+	static char small_path[320];
+	static struct sg_digest small_toc;
+	static uint8_t data[8192];
+	static const int files[] = { 0, 2, 4 };
+	struct esgz_b b;
+	char name[32];
+	size_t len;
+
+	setup();
+	snprintf(small_path, sizeof(small_path), "%s/small-blob", dir);
+	esgz_init(&b, 1);
+	for (int i = 0; i < 6; i++) {
+		snprintf(name, sizeof(name), "s%d", i);
+		test_fill_seeded(data, sizeof(data), 500u + (uint32_t)i);
+		esgz_add(&b, name, '0', 0644, data, sizeof(data), NULL, 0, NULL);
+	}
+	test_write_blob(&b, small_path, &small_toc);
+	uint8_t *bytes = gate_load_blob(small_path, &len);
+	for (int vectored = 1; vectored >= 0; vectored--) {
+		struct env e = { 0 };
+		struct sg_layer_config cfg = { .window_bytes = 1 };
+		fresh_cache(cache, sizeof(cache));
+		cfg.cache_dir = cache;
+		CHECK_EQ(sg_loop_new(NULL, &e.loop), 0);
+		struct gate *g = gate_new(e.loop, NULL, bytes, len, vectored);
+		g->automatic = true;
+		test_layer_new_over(e.loop, &g->base, small_path, &small_toc, &cfg, &e.layer, &e.user);
+		struct sg_profile *p;
+		CHECK_EQ(sg_profile_new(&small_toc, e.layer->n_chunks, NULL, &p), 0);
+		uint64_t want = 0, first = UINT64_MAX, end = 0;
+		for (size_t i = 0; i < 3; i++) {
+			snprintf(name, sizeof(name), "s%d", files[i]);
+			int64_t n = sg_toc_lookup_path(sg_layer_toc(e.layer), name);
+			CHECK(n >= 0);
+			uint32_t c = sg_toc_node(sg_layer_toc(e.layer), (uint32_t)n)->first_chunk;
+			const struct sg_toc_chunk *ch = sg_layer_chunk(e.layer, c);
+			CHECK(sg_profile_note(p, c, 1) == SG_PROFILE_RECORDED);
+			want += ch->next_offset - ch->offset;
+			first = ch->offset < first ? ch->offset : first;
+			end = ch->next_offset > end ? ch->next_offset : end;
+		}
+		CHECK(end - first - want > 2 * SG_LAYER_REPLAY_GAP);   /* the gaps between */
+		CHECK(end - first < SG_LAYER_BATCH_GAP);
+		CHECK_EQ(sg_layer_replay(e.layer, p, NULL, NULL), 0);
+		sg_layer_start(e.layer);
+		wait_replay(&e);
+		CHECK_EQ(stats(&e).kind_fetched_bytes[SG_FETCH_PROFILE], want);
+		CHECK_EQ(g->issued, 1u);   /* one request either way */
+		if (vectored) {
+			CHECK_EQ(g->most_spans, 3u);
+			CHECK_EQ(g->asked_bytes, want);        /* no gap fetched */
+		} else {
+			CHECK_EQ(g->asked_bytes, end - first);   /* the gaps read along */
+		}
+		env_close(&e);
+	}
+	free(bytes);
+}
+
 /* The layer closes (the daemon stops, the last mount goes) while the replay's requests are
  * still out and a reader waits on one: the reader gets exactly one answer, the requests are
  * cancelled (the gate checks none is left when the layer frees the source), and nothing of
