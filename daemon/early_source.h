@@ -44,7 +44,8 @@ struct sg_early;
  * blob, usually unsized), in the order given up to max_bytes, with the read flags `flags`
  * (SG_RANGE_*).  Spans up to join_gap apart are read as one, the bytes between them along,
  * as the layer's replay will ask for them (fs/layer.h, SG_LAYER_REPLAY_GAP), so that its
- * requests fall inside them.  With no span to read, *ret is NULL (via freed).  Returns 0, or -ENOMEM. */
+ * requests fall inside them.  With no span to read, *ret is NULL (via freed).  Returns 0,
+ * or -ENOMEM. */
 int sg_early_start(struct sg_range_source *via, const struct sg_profile_span *spans, size_t n,
 		   uint64_t max_bytes, uint64_t join_gap, unsigned flags, struct sg_early **ret);
 /* The blob is open: e becomes the range source returned, which wraps `real` (owned from now

@@ -37,8 +37,8 @@ int sg_layer_fetch_chunk(struct sg_layer *l, struct sg_range_source *src, uint32
  * fetch), fetched for `kind`: the stats and the trace count their bytes as that kind, and
  * every kind but on demand waits for room in the memory budget.  Chunks more than
  * sg_layer_batch_gap(src, kind) apart go in spans of their own (sg_layer_span_joins), which
- * only a vectored source takes.  Returns the number of chunks taken, or a negative errno, nothing
- * started: -EAGAIN when a batch fetched ahead of readers finds no memory in the budget,
+ * only a vectored source takes.  Returns the number of chunks taken, or a negative errno,
+ * nothing started: -EAGAIN when a batch fetched ahead of readers finds no memory in the budget,
  * -EOPNOTSUPP for several spans from a source that reads one range at a time, -E2BIG for
  * more than SG_LAYER_BATCH_SPANS. */
 int sg_layer_fetch_batch(struct sg_layer *l, struct sg_range_source *src,
