@@ -59,7 +59,7 @@ struct sg_pool_conn {
 	bool idle;                            /* on h->idle */
 	uint64_t idle_since;
 	unsigned served;
-	unsigned rcvbuf;                      /* SO_RCVBUF asked for (sg_pool_conn_rcvbuf); 0 = autotuned */
+	unsigned rcvbuf;                      /* SO_RCVBUF asked (sg_pool_conn_rcvbuf); 0: autotuned */
 	uint8_t buf[SG_POOL_CONN_BUF];
 };
 
