@@ -1069,10 +1069,11 @@ static void toc_loaded(struct content *c, int res, struct sg_toc *toc, const str
 	c->early_src = sg_early_source_is(src) ? src : NULL;
 	uint64_t blob_size = src ? src->size : 0;
 	c->blob_size = blob_size;
-	double toc_ms = (double)(sg_now_ns() - c->created_ns) / 1e6;
+	uint64_t toc_ns = sg_now_ns() - c->created_ns;
+	double toc_ms = (double)toc_ns / 1e6;
 	sg_hist_observe(&c->toc_ms, toc_ms);
 	sg_debug("layer %s: TOC loaded %.1f ms after the layer was asked for", c->digest, toc_ms);
-	sg_fetch_trace_toc(r->cfg.fetch_trace, c->digest, c->created_ns, sg_now_ns() - c->created_ns);
+	sg_fetch_trace_toc(r->cfg.fetch_trace, c->digest, c->created_ns, toc_ns);
 	struct sg_esgz_self self;
 	bool restorable = !c->from_disk && src && sg_esgz_self_of(toc, &self) == 0;
 	uint64_t toc_offset = sg_toc_offset(toc);

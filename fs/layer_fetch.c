@@ -369,7 +369,7 @@ int sg_layer_fetch_chunk(struct sg_layer *l, struct sg_range_source *src, uint32
 		const struct sg_toc_chunk *c1 = sg_layer_chunk(l, c);
 		bool mine = l->chunk_file[c] == file;
 		if (!sg_layer_fetch_needed(l, c) || c1->offset < prev ||
-		    c1->offset > end + SG_LAYER_BATCH_GAP ||
+		    !sg_layer_span_joins(end, c1->offset, SG_LAYER_BATCH_GAP) ||
 		    c1->next_offset - start > l->cfg.max_batch_bytes)
 			break;
 		if (mine ? (!seq || same_file >= l->cfg.readahead_chunks) : c1->next_offset > window_end)

@@ -35,9 +35,10 @@ uint64_t sg_layer_replay_due(const struct sg_layer *l);
 /* Starts the replay's next request.  The replay goes through the profile a window at a
  * time: the chunks that still need a fetch, in recorded order, up to window_bytes
  * (compressed; what may be in flight at once), sorted into blob order; each request takes
- * the next of them that lie within SG_LAYER_BATCH_GAP of each other (the bytes between
- * are read along: cheaper than a round trip), or, from a vectored source, in up to
- * SG_LAYER_BATCH_SPANS spans, up to max_bytes (a single larger chunk is one of its own).
+ * the next of them that lie within sg_layer_batch_gap of each other (the bytes between
+ * are read along: 64 KiB, cheaper than a round trip; from a vectored source only 4 KiB,
+ * the farther ones going in up to SG_LAYER_BATCH_SPANS spans), up to max_bytes (a single
+ * larger chunk is one of its own).
  * Returns the chunks it asked for, 0 when the replay is over (every range done or the budget
  * spent), or a negative errno from the fetch (-EAGAIN: no memory now, the same chunks come
  * next time). */

@@ -1304,7 +1304,8 @@ static size_t take_batch(struct sg_layer *l, uint32_t *list, size_t max)
 		uint32_t c = l->spec_queue[0].first;
 		const struct sg_toc_chunk *ch = sg_layer_chunk(l, c);
 		if (sg_layer_fetch_needed(l, c)) {
-			if (n > 0 && (ch->offset < prev || ch->offset > end + SG_LAYER_BATCH_GAP ||
+			if (n > 0 && (ch->offset < prev ||
+				      !sg_layer_span_joins(end, ch->offset, SG_LAYER_BATCH_GAP) ||
 				      ch->next_offset - start > max))
 				break;
 			if (n == 0)
