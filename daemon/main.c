@@ -301,7 +301,8 @@ static void profile_fetched(struct sg_op *op)
 
 	if (op->res == 0) {
 		sg_info("profile pull %s: stored the profiles of %zu layers (artifact %s, found "
-			"through the %s)", f->ref, f->res.stored, f->res.artifact, f->res.found_through);
+			"through the %s, %u round trips)", f->ref, f->res.stored, f->res.artifact,
+			f->res.found_through, f->res.round_trips);
 		sg_remote_profiles_stored(f->d->remote, f->ref);
 	} else if (op->res == -ENOENT) {
 		sg_info("profile pull %s: none: %s", f->ref, f->err.msg);

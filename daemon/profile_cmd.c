@@ -315,9 +315,16 @@ static void now_rfc3339(char *buf, size_t cap)
 	snprintf(buf + n, cap - n, ".%09ldZ", ts.tv_nsec);
 }
 
-/* The referrers tag: the index there (if any) with the artifact added. */
-static int push_referrers_tag(struct share *s, const struct sg_oci_desc *art, const char *created,
-			      const char *tag)
+/* A bundle up to this size also rides inside the artifact manifest's descriptor of it
+ * (net/referrers.h, SG_OCI_DATA_MAX), which then stays small enough to ride inside the
+ * referrers tag's: a daemon pulling the profiles at a mount then needs two round trips, not
+ * four.  Recorded bundles are a few KiB (python's, gcc's: 1-4 KiB). */
+#define EMBED_BLOB_MAX (16u << 10)
+
+/* The referrers tag: the index there (if any) with the artifact (manifest: its bytes)
+ * added. */
+static int push_referrers_tag(struct share *s, const struct sg_oci_desc *art,
+			      const char *manifest, const char *created, const char *tag)
 {
 	struct sg_registry_response resp;
 	char path[256], *index = NULL;
@@ -332,7 +339,8 @@ static int push_referrers_tag(struct share *s, const struct sg_oci_desc *art, co
 	if (r < 0 && r != -ENOENT)
 		return r;
 	r = sg_referrers_index_add(r == 0 ? (const char *)resp.body : NULL, r == 0 ? resp.len : 0,
-				   art, SG_PROFILE_ARTIFACT_TYPE, created, &index, &len, &s->err);
+				   art, art->size <= SG_OCI_DATA_MAX ? manifest : NULL,
+				   SG_PROFILE_ARTIFACT_TYPE, created, &index, &len, &s->err);
 	sg_registry_response_done(&resp);
 	if (r < 0)
 		return r;
@@ -409,7 +417,8 @@ static int cmd_push(const struct args *a)
 	snprintf(subject.digest, sizeof(subject.digest), "%s", s.image->digest);
 	subject.size = s.image->len;
 	now_rfc3339(created, sizeof(created));
-	if (sg_artifact_manifest_build(SG_PROFILE_ARTIFACT_TYPE, &subject, &blob, created,
+	if (sg_artifact_manifest_build(SG_PROFILE_ARTIFACT_TYPE, &subject, &blob,
+				       blen <= EMBED_BLOB_MAX ? bundle : NULL, created,
 				       &manifest, &mlen) < 0) {
 		fail(&s, "out of memory");
 		goto out;
@@ -429,7 +438,7 @@ static int cmd_push(const struct args *a)
 		       "listed by the registry's referrers API\n", n, chunks, art.digest);
 	} else {
 		(void)sg_referrers_tag(s.image->digest, tag, sizeof(tag));
-		r = push_referrers_tag(&s, &art, created, tag);
+		r = push_referrers_tag(&s, &art, manifest, created, tag);
 		if (r < 0) {
 			fail(&s, "referrers tag %s: %s", tag, s.err.msg);
 			goto out;
@@ -473,8 +482,8 @@ static int cmd_pull(const struct args *a)
 		fail(&s, "%s", s.err.msg[0] ? s.err.msg : strerror(-r));
 		goto out;
 	}
-	printf("pulled the profiles of %zu layers from %s (found through the %s)\n", res.stored,
-	       res.artifact, res.found_through);
+	printf("pulled the profiles of %zu layers from %s (found through the %s, %u round "
+	       "trips)\n", res.stored, res.artifact, res.found_through, res.round_trips);
 	rc = 0;
 out:
 	share_close(&s);

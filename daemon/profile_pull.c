@@ -1,7 +1,8 @@
 /* Pulling startup profiles.  See profile_pull.h.
  *
- * One object walks the steps; each step is one registry request whose completion (on_step)
- * checks the answer and starts the next. */
+ * One object walks the steps; each step is one registry request (the lookup: two at once)
+ * whose completion (on_step, on_lookup) checks the answer and starts the next.  The pull ends
+ * (pull_finish) only with no request of its own in flight. */
 #include "daemon/profile_pull.h"
 
 #include <errno.h>
@@ -21,10 +22,21 @@
 
 enum step {
 	STEP_IMAGE,        /* the image manifest */
-	STEP_API,          /* GET referrers/<digest> */
-	STEP_TAG,          /* GET manifests/sha256-<hex> */
+	STEP_LOOKUP,       /* the two lookups (struct lookup) */
 	STEP_ARTIFACT,     /* the artifact manifest */
 	STEP_BLOB,         /* the bundle */
+};
+
+/* GET referrers/<digest> and GET manifests/sha256-<hex>, sent together: a registry without
+ * the referrers API (Debian's docker-registry) would otherwise cost a round trip for its 404
+ * before the tag is asked, and one with it costs only a small 404 more. */
+struct lookup {
+	struct pull *p;
+	char path[512];
+	struct sg_registry_response resp;
+	struct sg_op op;
+	struct sg_error err;
+	int res;
 };
 
 struct pull {
@@ -32,8 +44,11 @@ struct pull {
 	char *ref, *platform, *root;
 	enum step step;
 	struct sg_registry_manifest *image;
+	struct lookup api, tag;
+	unsigned lookups_inflight;
 	struct sg_registry_response resp;
 	struct sg_oci_desc art, blob;
+	struct sg_oci_data art_data, blob_data;   /* what the index / the manifest embed */
 	char path[512];
 	struct sg_op iop;
 	struct sg_error ierr;
@@ -48,13 +63,18 @@ static void pull_free(struct pull *p)
 {
 	sg_registry_manifest_free(p->image);
 	sg_registry_response_done(&p->resp);
+	sg_registry_response_done(&p->api.resp);
+	sg_registry_response_done(&p->tag.resp);
+	sg_oci_data_free(&p->art_data);
+	sg_oci_data_free(&p->blob_data);
 	free(p->ref);
 	free(p->platform);
 	free(p->root);
 	free(p);
 }
 
-/* Ends the pull: res with the message in p->ierr (or the one given). */
+/* Ends the pull: res with the message in p->ierr (or the one given).  Nothing of the pull may
+ * be in flight. */
 static void pull_finish(struct pull *p, int res)
 {
 	struct sg_loop *loop = p->req.loop;
@@ -76,6 +96,7 @@ static void pull_get(struct pull *p, enum step step, const char *accept, size_t 
 	int r;
 
 	p->step = step;
+	p->ret->round_trips++;
 	sg_registry_response_done(&p->resp);
 	p->ierr = (struct sg_error){ 0 };
 	r = sg_registry_call(p->req.registry, &c, &p->resp, &p->ierr, &p->iop, on_step);
@@ -83,13 +104,32 @@ static void pull_get(struct pull *p, enum step step, const char *accept, size_t 
 		pull_finish(p, r);
 }
 
-static void pull_tag(struct pull *p)
-{
-	char tag[160];
+static void on_lookup(struct sg_op *op);
 
-	(void)sg_referrers_tag(p->image->digest, tag, sizeof(tag));
-	snprintf(p->path, sizeof(p->path), "manifests/%s", tag);
-	pull_get(p, STEP_TAG, SG_MT_OCI_INDEX, SG_REFERRERS_INDEX_MAX);
+static void lookup_start(struct pull *p, struct lookup *l)
+{
+	struct sg_registry_call c = { .ref = p->ref, .path = l->path, .accept = SG_MT_OCI_INDEX,
+				      .body_max = SG_REFERRERS_INDEX_MAX };
+
+	l->p = p;
+	sg_op_init(&l->op);
+	l->res = sg_registry_call(p->req.registry, &c, &l->resp, &l->err, &l->op, on_lookup);
+	if (l->res < 0)
+		sg_error_set(&l->err, l->res, "%s", strerror(-l->res));
+	else
+		p->lookups_inflight++;
+}
+
+static void lookups_done(struct pull *p);
+
+static void on_lookup(struct sg_op *op)
+{
+	struct lookup *l = sg_container_of(op, struct lookup, op);
+	struct pull *p = l->p;
+
+	l->res = op->res;
+	if (--p->lookups_inflight == 0)
+		lookups_done(p);
 }
 
 /* The answer of a GET by digest: its bytes are those of the digest, and of the size. */
@@ -127,13 +167,13 @@ static void note(struct pull *p, const char *fmt, ...)
 }
 
 /* The bundle: parsed, and the profiles of the image's layers stored. */
-static int store_bundle(struct pull *p)
+static int store_bundle(struct pull *p, const uint8_t *body, size_t len)
 {
 	struct sg_profile **ps = NULL;
 	size_t n = 0;
 	int r;
 
-	r = sg_profile_bundle_parse(p->resp.body, p->resp.len, &ps, &n, &p->ierr);
+	r = sg_profile_bundle_parse(body, len, &ps, &n, &p->ierr);
 	if (r < 0) {
 		sg_error_prefix(&p->ierr, "artifact %s", p->art.digest);
 		return r;
@@ -160,6 +200,67 @@ static int store_bundle(struct pull *p)
 	return r;
 }
 
+/* The artifact manifest, fetched and verified or embedded in the index: its blob next,
+ * unless it embeds that too. */
+static void have_manifest(struct pull *p, const uint8_t *json, size_t len)
+{
+	int r = sg_artifact_manifest_check((const char *)json, len, SG_PROFILE_ARTIFACT_TYPE,
+					   p->image->digest, SG_PROFILE_BLOB_TYPE,
+					   SG_PROFILE_JSON_MAX, &p->blob, &p->blob_data, &p->ierr);
+	if (r < 0) {
+		sg_error_prefix(&p->ierr, "artifact %s", p->art.digest);
+		pull_finish(p, r);
+		return;
+	}
+	if (p->blob_data.rejected)
+		note(p, "artifact %s embeds a blob that is not %s: fetched instead", p->art.digest,
+		     p->blob.digest);
+	if (p->blob_data.bytes) {
+		pull_finish(p, store_bundle(p, p->blob_data.bytes, (size_t)p->blob.size));
+		return;
+	}
+	snprintf(p->path, sizeof(p->path), "blobs/%s", p->blob.digest);
+	pull_get(p, STEP_BLOB, NULL, SG_PROFILE_JSON_MAX);
+}
+
+/* Both lookups answered: the API's artifact if it lists one of ours (a registry with the API
+ * lists there what was pushed to it), else the tag's. */
+static void lookups_done(struct pull *p)
+{
+	struct lookup *found = NULL, *ls[2] = { &p->api, &p->tag };
+
+	for (size_t i = 0; i < 2 && !found; i++) {
+		struct lookup *l = ls[i];
+		if (l->res == 0)
+			l->res = sg_referrers_pick((const char *)l->resp.body, l->resp.len,
+						   SG_PROFILE_ARTIFACT_TYPE, &p->art, &p->art_data,
+						   &l->err);
+		if (l->res == 0)
+			found = l;
+	}
+	if (!found) {
+		int r = p->tag.res;
+		if (r == -ENOENT)
+			sg_error_set(&p->ierr, r, "no profile artifact refers to %s",
+				     p->image->digest);
+		else
+			p->ierr = p->tag.err;
+		pull_finish(p, r);
+		return;
+	}
+	p->ret->found_through = found == &p->api ? "referrers API" : "referrers tag";
+	snprintf(p->ret->artifact, sizeof(p->ret->artifact), "%s", p->art.digest);
+	if (p->art_data.rejected)
+		note(p, "the %s embeds a manifest that is not %s: fetched instead",
+		     p->ret->found_through, p->art.digest);
+	if (p->art_data.bytes) {
+		have_manifest(p, p->art_data.bytes, (size_t)p->art.size);
+		return;
+	}
+	snprintf(p->path, sizeof(p->path), "manifests/%s", p->art.digest);
+	pull_get(p, STEP_ARTIFACT, SG_MT_OCI_MANIFEST, SG_MANIFEST_MAX);
+}
+
 static void on_step(struct sg_op *op)
 {
 	struct pull *p = sg_container_of(op, struct pull, iop);
@@ -169,50 +270,35 @@ static void on_step(struct sg_op *op)
 	case STEP_IMAGE:
 		if (r < 0)
 			break;
-		snprintf(p->path, sizeof(p->path), "referrers/%s?artifactType=%s",
+		p->step = STEP_LOOKUP;
+		p->ret->round_trips++;
+		snprintf(p->api.path, sizeof(p->api.path), "referrers/%s?artifactType=%s",
 			 p->image->digest, "application%2Fvnd.stargzd.profile.v1%2Bjson");
-		pull_get(p, STEP_API, SG_MT_OCI_INDEX, SG_REFERRERS_INDEX_MAX);
+		snprintf(p->tag.path, sizeof(p->tag.path), "manifests/");
+		(void)sg_referrers_tag(p->image->digest, p->tag.path + strlen(p->tag.path),
+				       sizeof(p->tag.path) - strlen(p->tag.path));
+		lookup_start(p, &p->api);
+		lookup_start(p, &p->tag);
+		if (p->lookups_inflight == 0)
+			lookups_done(p);
 		return;
-	case STEP_API:
-	case STEP_TAG:
-		if (r == 0)
-			r = sg_referrers_pick((const char *)p->resp.body, p->resp.len,
-					      SG_PROFILE_ARTIFACT_TYPE, &p->art, &p->ierr);
-		if (r < 0 && p->step == STEP_API) {
-			/* No referrers API (404, or no index), or nothing of ours there: the
-			 * tag schema, which a push to a registry without the API wrote. */
-			pull_tag(p);
-			return;
-		}
-		if (r == -ENOENT)
-			sg_error_set(&p->ierr, r, "no profile artifact refers to %s", p->image->digest);
-		if (r < 0)
-			break;
-		p->ret->found_through = p->step == STEP_API ? "referrers API" : "referrers tag";
-		snprintf(p->ret->artifact, sizeof(p->ret->artifact), "%s", p->art.digest);
-		snprintf(p->path, sizeof(p->path), "manifests/%s", p->art.digest);
-		pull_get(p, STEP_ARTIFACT, SG_MT_OCI_MANIFEST, SG_MANIFEST_MAX);
-		return;
+	case STEP_LOOKUP:   /* never: the lookups complete through on_lookup */
+		r = -EPROTO;
+		break;
 	case STEP_ARTIFACT:
 		if (r == 0)
 			r = check_bytes(p, "manifest", &p->art);
-		if (r == 0)
-			r = sg_artifact_manifest_check((const char *)p->resp.body, p->resp.len,
-						       SG_PROFILE_ARTIFACT_TYPE, p->image->digest,
-						       SG_PROFILE_BLOB_TYPE, SG_PROFILE_JSON_MAX,
-						       &p->blob, &p->ierr);
 		if (r < 0) {
 			sg_error_prefix(&p->ierr, "artifact %s", p->art.digest);
 			break;
 		}
-		snprintf(p->path, sizeof(p->path), "blobs/%s", p->blob.digest);
-		pull_get(p, STEP_BLOB, NULL, SG_PROFILE_JSON_MAX);
+		have_manifest(p, p->resp.body, p->resp.len);
 		return;
 	case STEP_BLOB:
 		if (r == 0)
 			r = check_bytes(p, "blob", &p->blob);
 		if (r == 0)
-			r = store_bundle(p);
+			r = store_bundle(p, p->resp.body, p->resp.len);
 		break;
 	}
 	pull_finish(p, r);
@@ -240,7 +326,7 @@ int sg_profile_pull(const struct sg_profile_pull_request *req,
 		pull_free(p);
 		return -ENOMEM;
 	}
-	*ret = (struct sg_profile_pull_result){ .found_through = "" };
+	*ret = (struct sg_profile_pull_result){ .found_through = "", .round_trips = 1 };
 	p->ret = ret;
 	p->err = err;
 	p->op = op;

@@ -3,15 +3,18 @@
  * `profiles = "registry"` the first time it mounts a layer of an image, with its own registry
  * client (so with the credentials it pulls with).
  *
- * The steps, one request at a time: the image manifest (REF resolved, an index to the
- * platform's manifest); GET /v2/<name>/referrers/<digest>?artifactType=..., and, when the
- * registry has no such API (404, or no index of ours), the referrers tag sha256-<hex>; the
- * newest artifact of type SG_PROFILE_ARTIFACT_TYPE; its manifest (digest verified, subject
- * and blob type checked, the blob at most SG_PROFILE_JSON_MAX bytes by its descriptor); the
- * blob (size and sha256 verified); the bundle parsed (fs/profile.h); each profile whose TOC
- * digest is a layer of the image merged into ROOT/profiles (fs/profile_store.h: a short
- * blocking write, as the daemon's other small state files), any other refused through
- * on_note.  A profile is a hint: any failure here only means no profile.
+ * The steps: the image manifest (REF resolved, an index to the platform's manifest); then,
+ * sent together, GET /v2/<name>/referrers/<digest>?artifactType=... and the referrers tag
+ * sha256-<hex> (which a push to a registry without that API writes), the API's answer
+ * preferred; the newest artifact of type SG_PROFILE_ARTIFACT_TYPE; its manifest (digest
+ * verified, subject and blob type checked, the blob at most SG_PROFILE_JSON_MAX bytes by its
+ * descriptor); the blob (size and sha256 verified); the bundle parsed (fs/profile.h); each
+ * profile whose TOC digest is a layer of the image merged into ROOT/profiles
+ * (fs/profile_store.h: a short blocking write, as the daemon's other small state files), any
+ * other refused through on_note.  The manifest and the blob are not asked for when the index
+ * and the manifest embed them (net/referrers.h, struct sg_oci_data: verified the same way), as
+ * `stargzd profile push` writes them: two round trips on a registry without the API, three
+ * with it.  A profile is a hint: any failure here only means no profile.
  *
  * A continuation in the loop's shape (daemon/core/loop.h).  Nothing here logs: notes (one
  * line each, such as "profile for TOC sha256:.. names no layer of REF: ignored") go to
@@ -41,6 +44,9 @@ struct sg_profile_pull_result {
 	size_t ignored;               /* profiles for TOCs that are no layer of the image */
 	char artifact[7 + 128 + 1];   /* the artifact manifest's digest */
 	const char *found_through;    /* "referrers API" or "referrers tag" (static) */
+	/* steps one after another: the image manifest, the lookups, and the artifact manifest
+	 * and the blob when not embedded (2 to 4) */
+	unsigned round_trips;
 };
 
 /* cb(op) runs once from the loop: op->res 0 with *ret filled (at least one profile stored),

@@ -8,6 +8,8 @@
 #include <string.h>
 #include <yajl/yajl_gen.h>
 
+#include "daemon/core/digest.h"
+#include "net/auth.h"
 #include "net/json.h"
 #include "net/manifest.h"
 #include "net/reference.h"
@@ -34,23 +36,44 @@ static void gen_created(yajl_gen g, const char *created)
 	yajl_gen_map_close(g);
 }
 
-/* {"mediaType":..,"digest":..,"size":..[,"artifactType":..][,"annotations":{created}]} */
-static void gen_desc(yajl_gen g, const struct sg_oci_desc *d, const char *artifact_type,
-		     const char *created)
+/* "data":"<base64>" of d->size bytes, when there are bytes to embed.  Embedding only saves a
+ * request, so without the memory for it the descriptor goes without. */
+static void gen_data(yajl_gen g, const struct sg_oci_desc *d, const void *bytes)
+{
+	if (!bytes || d->size > SG_OCI_DATA_MAX)
+		return;
+	size_t cap = ((size_t)d->size + 2) / 3 * 4 + 1;
+	char *b64 = malloc(cap);
+	if (!b64)
+		return;
+	int n = sg_base64_encode(bytes, (size_t)d->size, b64, cap);
+	if (n >= 0) {
+		gen_str(g, "data");
+		yajl_gen_string(g, (const unsigned char *)b64, (size_t)n);
+	}
+	free(b64);
+}
+
+/* {"mediaType":..,"digest":..,"size":..[,"data":..][,"artifactType":..]
+ *  [,"annotations":{created}]} */
+static void gen_desc(yajl_gen g, const struct sg_oci_desc *d, const void *data,
+		     const char *artifact_type, const char *created)
 {
 	yajl_gen_map_open(g);
 	gen_kv(g, "mediaType", d->media_type);
 	gen_kv(g, "digest", d->digest);
 	gen_str(g, "size");
 	yajl_gen_integer(g, (long long)d->size);
+	gen_data(g, d, data);
 	if (artifact_type)
 		gen_kv(g, "artifactType", artifact_type);
 	gen_created(g, created);
 	yajl_gen_map_close(g);
 }
 
-/* A JSON value again, as parsed (depth bounded by sg_json_parse). */
-static void gen_value(yajl_gen g, yajl_val v)
+/* A JSON value again, as parsed (depth bounded by sg_json_parse), without the member named
+ * `drop` when it is an object (NULL: all of it). */
+static void gen_value(yajl_gen g, yajl_val v, const char *drop)
 {
 	if (YAJL_IS_STRING(v)) {
 		gen_str(g, v->u.string);
@@ -59,14 +82,16 @@ static void gen_value(yajl_gen g, yajl_val v)
 	} else if (YAJL_IS_OBJECT(v)) {
 		yajl_gen_map_open(g);
 		for (size_t i = 0; i < v->u.object.len; i++) {
+			if (drop && strcmp(v->u.object.keys[i], drop) == 0)
+				continue;
 			gen_str(g, v->u.object.keys[i]);
-			gen_value(g, v->u.object.values[i]);
+			gen_value(g, v->u.object.values[i], NULL);
 		}
 		yajl_gen_map_close(g);
 	} else if (YAJL_IS_ARRAY(v)) {
 		yajl_gen_array_open(g);
 		for (size_t i = 0; i < v->u.array.len; i++)
-			gen_value(g, v->u.array.values[i]);
+			gen_value(g, v->u.array.values[i], NULL);
 		yajl_gen_array_close(g);
 	} else if (YAJL_IS_TRUE(v) || YAJL_IS_FALSE(v)) {
 		yajl_gen_bool(g, YAJL_IS_TRUE(v));
@@ -98,8 +123,8 @@ static int gen_take(yajl_gen g, char **ret, size_t *ret_len)
 }
 
 int sg_artifact_manifest_build(const char *artifact_type, const struct sg_oci_desc *subject,
-			       const struct sg_oci_desc *blob, const char *created, char **ret,
-			       size_t *ret_len)
+			       const struct sg_oci_desc *blob, const void *blob_bytes,
+			       const char *created, char **ret, size_t *ret_len)
 {
 	static const struct sg_oci_desc empty = { SG_MT_OCI_EMPTY, SG_OCI_EMPTY_DIGEST, 2 };
 	yajl_gen g = yajl_gen_alloc(NULL);
@@ -112,13 +137,13 @@ int sg_artifact_manifest_build(const char *artifact_type, const struct sg_oci_de
 	gen_kv(g, "mediaType", SG_MT_OCI_MANIFEST);
 	gen_kv(g, "artifactType", artifact_type);
 	gen_str(g, "config");
-	gen_desc(g, &empty, NULL, NULL);
+	gen_desc(g, &empty, NULL, NULL, NULL);
 	gen_str(g, "layers");
 	yajl_gen_array_open(g);
-	gen_desc(g, blob, NULL, NULL);
+	gen_desc(g, blob, blob_bytes, NULL, NULL);
 	yajl_gen_array_close(g);
 	gen_str(g, "subject");
-	gen_desc(g, subject, NULL, NULL);
+	gen_desc(g, subject, NULL, NULL, NULL);
 	gen_created(g, created);
 	yajl_gen_map_close(g);
 	return gen_take(g, ret, ret_len);
@@ -139,9 +164,48 @@ static int read_desc(yajl_val v, struct sg_oci_desc *ret)
 	return 0;
 }
 
+void sg_oci_data_free(struct sg_oci_data *d)
+{
+	free(d->bytes);
+	*d = (struct sg_oci_data){ 0 };
+}
+
+/* What v, the descriptor d, embeds: kept when it decodes to d's size and digest. */
+static void read_data(yajl_val v, const struct sg_oci_desc *d, struct sg_oci_data *ret)
+{
+	yajl_val data = sg_json_member(v, "data");
+	char got[SG_DIGEST_STRLEN + 1];
+	struct sg_digest dg;
+	uint8_t *buf;
+
+	*ret = (struct sg_oci_data){ 0 };
+	if (!data)
+		return;
+	ret->rejected = true;
+	if (!YAJL_IS_STRING(data) || d->size > SG_OCI_DATA_MAX)
+		return;
+	buf = malloc(d->size ? (size_t)d->size : 1);
+	if (!buf) {
+		ret->rejected = false;   /* not its fault: fetched as if absent */
+		return;
+	}
+	int n = sg_base64_decode(data->u.string, strlen(data->u.string), buf, (size_t)d->size);
+	if (n >= 0 && (uint64_t)n == d->size) {
+		sg_sha256(buf, (size_t)n, &dg);
+		sg_digest_format(&dg, got);
+		if (strcmp(got, d->digest) == 0) {
+			ret->bytes = buf;
+			ret->rejected = false;
+			return;
+		}
+	}
+	free(buf);
+}
+
 int sg_artifact_manifest_check(const char *json, size_t len, const char *artifact_type,
 			       const char *subject_digest, const char *blob_type, uint64_t blob_max,
-			       struct sg_oci_desc *ret_blob, struct sg_error *err)
+			       struct sg_oci_desc *ret_blob, struct sg_oci_data *ret_data,
+			       struct sg_error *err)
 {
 	struct sg_oci_desc subject, blob, config;
 	yajl_val root = NULL, layers;
@@ -181,6 +245,8 @@ int sg_artifact_manifest_check(const char *json, size_t len, const char *artifac
 		goto out;
 	}
 	*ret_blob = blob;
+	if (ret_data)
+		read_data(layers->u.array.values[0], &blob, ret_data);
 	r = 0;
 out:
 	yajl_tree_free(root);
@@ -188,9 +254,9 @@ out:
 }
 
 int sg_referrers_pick(const char *json, size_t len, const char *artifact_type,
-		      struct sg_oci_desc *ret, struct sg_error *err)
+		      struct sg_oci_desc *ret, struct sg_oci_data *ret_data, struct sg_error *err)
 {
-	yajl_val root = NULL, ms;
+	yajl_val root = NULL, ms, best = NULL;
 	const char *best_created = NULL;
 	bool found = false;
 	int r;
@@ -216,9 +282,12 @@ int sg_referrers_pick(const char *json, size_t len, const char *artifact_type,
 		if (found && best_created && (!created || strcmp(created, best_created) < 0))
 			continue;
 		*ret = d;
+		best = m;
 		best_created = created;
 		found = true;
 	}
+	if (found && ret_data)
+		read_data(best, ret, ret_data);
 	yajl_tree_free(root);
 	if (!found)
 		return sg_error_set(err, -ENOENT, "no artifact of type %s", artifact_type);
@@ -226,8 +295,8 @@ int sg_referrers_pick(const char *json, size_t len, const char *artifact_type,
 }
 
 int sg_referrers_index_add(const char *old, size_t old_len, const struct sg_oci_desc *manifest,
-			   const char *artifact_type, const char *created, char **ret,
-			   size_t *ret_len, struct sg_error *err)
+			   const void *manifest_bytes, const char *artifact_type,
+			   const char *created, char **ret, size_t *ret_len, struct sg_error *err)
 {
 	yajl_val root = NULL, ms = NULL;
 	yajl_gen g;
@@ -255,12 +324,14 @@ int sg_referrers_index_add(const char *old, size_t old_len, const struct sg_oci_
 	gen_str(g, "manifests");
 	yajl_gen_array_open(g);
 	for (size_t i = 0; ms && i < ms->u.array.len; i++) {
-		const char *dg = sg_json_string(ms->u.array.values[i], "digest");
+		yajl_val m = ms->u.array.values[i];
+		const char *dg = sg_json_string(m, "digest"), *at = sg_json_string(m, "artifactType");
 		if (dg && strcmp(dg, manifest->digest) == 0)
 			continue;
-		gen_value(g, ms->u.array.values[i]);
+		/* Another tool's entries stay as they are. */
+		gen_value(g, m, at && strcmp(at, artifact_type) == 0 ? "data" : NULL);
 	}
-	gen_desc(g, manifest, artifact_type, created);
+	gen_desc(g, manifest, manifest_bytes, artifact_type, created);
 	yajl_gen_array_close(g);
 	yajl_gen_map_close(g);
 	yajl_tree_free(root);

@@ -7,7 +7,9 @@
  *    them (docker-registry); multi_gets counts the GETs of several ranges;
  *  - script mode: each request gets the next of `script` (whole responses, sent as they are;
  *    "HTTP/1.1 500 no more" after the last), and its head is kept in heads[] (the first 64),
- *    its body (a request with "Content-Length: N", at most 2 KiB) in bodies[].
+ *    its body (a request with "Content-Length: N", at most 2 KiB) in bodies[];
+ *  - route mode (route != NULL, no script): the response is route(head, route_ctx), for
+ *    requests sent in parallel whose order is not fixed; heads and bodies kept alike.
  *
  * Header-only: each test program includes it once.  Threads are detached and live until the
  * program exits. */
@@ -44,6 +46,9 @@ struct test_server {
 	/* script mode */
 	const char *const *script;
 	size_t nscript;
+	/* route mode: a whole response (kept alive by the caller), NULL for a 404 */
+	const char *(*route)(const char *head, void *ctx);
+	void *route_ctx;
 	atomic_int next;
 	char heads[TEST_SERVER_HEADS][2048];
 	char bodies[TEST_SERVER_HEADS][2048];
@@ -185,6 +190,13 @@ static inline bool test_server_answer(struct test_server *s, int fd, const char 
 		int i = atomic_fetch_add(&s->next, 1);
 		const char *resp = (size_t)i < s->nscript ? s->script[i] :
 				   "HTTP/1.1 500 no more\r\nContent-Length: 0\r\n\r\n";
+		char rhead[2048];
+		if (s->route) {
+			snprintf(rhead, sizeof(rhead), "%.*s", (int)hlen, req);
+			resp = s->route(rhead, s->route_ctx);
+			if (!resp)
+				resp = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+		}
 		if (k < TEST_SERVER_HEADS) {
 			snprintf(s->heads[k], sizeof(s->heads[k]), "%.*s", (int)hlen, req);
 			snprintf(s->bodies[k], sizeof(s->bodies[k]), "%.*s", (int)blen, req + hlen);

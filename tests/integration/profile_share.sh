@@ -7,7 +7,11 @@
 # /v2/<name>/referrers/<digest>, OCI-Subject on manifest PUTs), for the API path.  Also
 # `profile ls|show|rm`, and the refusals: a blob whose bytes do not match its digest, a blob
 # larger than 1 MiB, and a profile for a TOC digest that is not a layer of the image; each
-# ends the pull with a clear message and stores nothing.  Last line: "N passed, N failed".
+# ends the pull with a clear message and stores nothing.  A push embeds the blob in the
+# artifact manifest and that in the referrers tag (OCI 1.1 `data`), so a pull takes two round
+# trips (three through the API); an artifact without (another tool's) takes four, and
+# embedded content that is not its descriptor's is fetched instead.  Last line: "N passed, N
+# failed".
 . "$(dirname "$0")/lib.sh"
 . "$STARGZD_TOP/tests/lib/fixtures.sh"
 for tool in docker-registry skopeo curl; do
@@ -67,16 +71,17 @@ MAN=$(curl -sf -H "Accept: application/vnd.oci.image.manifest.v1+json" -I "http:
   tr -d '\r' | awk -F': ' 'tolower($1)=="docker-content-digest"{print $2}')
 TAGIDX=$(curl -sf -H "Accept: application/vnd.oci.image.index.v1+json" \
   "http://$REGISTRY/v2/test/prof/manifests/sha256-${MAN#sha256:}")
-if grep -q '"artifactType":"application/vnd.stargzd.profile.v1+json"' <<<"$TAGIDX"; then
-  pass "the referrers tag lists the artifact"
+if grep -q '"artifactType":"application/vnd.stargzd.profile.v1+json"' <<<"$TAGIDX" &&
+   grep -q '"data":"' <<<"$TAGIDX"; then
+  pass "the referrers tag lists the artifact, its manifest embedded"
 else
   fail "the referrers tag lists the artifact" "$TAGIDX"
 fi
 R2=$WORK/root2
 out=$("$STARGZD" profile pull --root "$R2" "${P[@]}" "$REF" 2>&1)
-if grep -q "pulled the profiles of 1 layers .*referrers tag" <<<"$out" &&
+if grep -q "pulled the profiles of 1 layers .*referrers tag, 2 round trips" <<<"$out" &&
    [[ $("$STARGZD" profile show --root "$R1" --json "$TOC") == "$("$STARGZD" profile show --root "$R2" --json "$TOC")" ]]; then
-  pass "pull into a fresh root: the same profile"
+  pass "pull into a fresh root: the same profile, in 2 round trips (all embedded)"
 else
   fail "pull into a fresh root" "$out"
 fi
@@ -95,29 +100,17 @@ fi
 : >"$WORK/api.log"
 R3=$WORK/root3
 out=$("$STARGZD" profile pull --root "$R3" "${P[@]}" "$AREF" 2>&1)
-if grep -q "found through the referrers API" <<<"$out" && grep -q "GET /v2/test/prof/referrers/$MAN" "$WORK/api.log" &&
-   ! grep -q "manifests/sha256-" "$WORK/api.log" &&
+# The tag still lists the older artifact pushed above: the API's answer is preferred.
+if grep -q "found through the referrers API, 3 round trips" <<<"$out" &&
+   grep -q "GET /v2/test/prof/referrers/$MAN" "$WORK/api.log" &&
+   ! grep -q "GET /v2/test/prof/blobs/" "$WORK/api.log" &&
    cmp -s "$R1/profiles/${TOC#sha256:}.json" "$R3/profiles/${TOC#sha256:}.json"; then
-  pass "pull through the referrers API (no tag lookup)"
+  pass "pull through the referrers API (preferred to the tag; the blob embedded)"
 else
   fail "pull through the referrers API" "$out $(cat "$WORK/api.log")"
 fi
 
 # ---- refusals ----
-# A blob whose bytes are not those of its digest (the proxy flips one byte).
-BAD_PORT=$(free_port)
-spawn $PYTHON "$STARGZD_TOP/tests/lib/referrers_proxy.py" --port "$BAD_PORT" --upstream "$REGISTRY" \
-  --log "$WORK/bad.log" --no-referrers --corrupt-profiles
-wait_for 20 curl -sf "http://127.0.0.1:$BAD_PORT/v2/" -o /dev/null
-R4=$WORK/root4
-out=$("$STARGZD" profile pull --root "$R4" "${P[@]}" "127.0.0.1:$BAD_PORT/test/prof:v1" 2>&1)
-rc=$?
-if [[ $rc -eq 1 ]] && grep -q "digest mismatch" <<<"$out" && [[ ! -e $R4/profiles ]]; then
-  pass "a corrupt profile blob is refused"
-else
-  fail "a corrupt profile blob is refused" "rc $rc: $out"
-fi
-
 # push_artifact FILE: FILE as the blob of a new (newest) profile artifact for the image,
 # listed in the referrers tag, as another tool could push it.
 push_artifact() {
@@ -160,6 +153,35 @@ idx["manifests"].append({"mediaType": M, "digest": md, "size": len(man), "artifa
 req("PUT", f"{base}/manifests/{tag}", json.dumps(idx).encode(), I)
 PY
 }
+
+# Another tool's artifact, nothing embedded: the manifest and the blob are fetched (4 round
+# trips); through a proxy that flips a byte of the blob, the pull refuses it.
+printf '{"schemaVersion":1,"mediaType":"application/vnd.stargzd.profile.v1+json","profiles":[%s]}' \
+  "$(cat "$R1/profiles/${TOC#sha256:}.json")" >"$WORK/plain.json"
+if push_artifact "$WORK/plain.json"; then
+  RP=$WORK/rootplain
+  out=$("$STARGZD" profile pull --root "$RP" "${P[@]}" "$REF" 2>&1)
+  if grep -q "referrers tag, 4 round trips" <<<"$out" &&
+     cmp -s "$R1/profiles/${TOC#sha256:}.json" "$RP/profiles/${TOC#sha256:}.json"; then
+    pass "an artifact with nothing embedded: fetched, in 4 round trips"
+  else
+    fail "an artifact with nothing embedded" "$out"
+  fi
+  BAD_PORT=$(free_port)
+  spawn $PYTHON "$STARGZD_TOP/tests/lib/referrers_proxy.py" --port "$BAD_PORT" --upstream "$REGISTRY" \
+    --log "$WORK/bad.log" --no-referrers --corrupt-profiles
+  wait_for 20 curl -sf "http://127.0.0.1:$BAD_PORT/v2/" -o /dev/null
+  R4=$WORK/root4
+  out=$("$STARGZD" profile pull --root "$R4" "${P[@]}" "127.0.0.1:$BAD_PORT/test/prof:v1" 2>&1)
+  rc=$?
+  if [[ $rc -eq 1 ]] && grep -q "blob sha256:.*digest mismatch" <<<"$out" && [[ ! -e $R4/profiles ]]; then
+    pass "a corrupt profile blob is refused"
+  else
+    fail "a corrupt profile blob is refused" "rc $rc: $out"
+  fi
+else
+  fail "an artifact with nothing embedded" "could not push the artifact"
+fi
 
 # A blob above 1 MiB: refused from its descriptor, before a byte is fetched.
 {
@@ -206,5 +228,21 @@ if "$STARGZD" profile pull --root "$R7" "${P[@]}" "$REF" >/dev/null 2>&1 &&
   pass "the newest artifact is the one pulled"
 else
   fail "the newest artifact is the one pulled"
+fi
+
+# Embedded content that is not its descriptor's is not used: the manifest is fetched (and
+# verified) instead, with a note, and the profile is the same.
+EMB_PORT=$(free_port)
+spawn $PYTHON "$STARGZD_TOP/tests/lib/referrers_proxy.py" --port "$EMB_PORT" --upstream "$REGISTRY" \
+  --log "$WORK/emb.log" --no-referrers --corrupt-embedded
+wait_for 20 curl -sf "http://127.0.0.1:$EMB_PORT/v2/" -o /dev/null
+R8=$WORK/root8
+out=$("$STARGZD" profile pull --root "$R8" "${P[@]}" "127.0.0.1:$EMB_PORT/test/prof:v1" 2>&1)
+if grep -q "the referrers tag embeds a manifest that is not sha256:.*: fetched instead" <<<"$out" &&
+   grep -q "referrers tag, 3 round trips" <<<"$out" && grep -q "GET /v2/test/prof/manifests/sha256:" "$WORK/emb.log" &&
+   cmp -s "$R1/profiles/${TOC#sha256:}.json" "$R8/profiles/${TOC#sha256:}.json"; then
+  pass "embedded content that does not match is fetched instead"
+else
+  fail "embedded content that does not match is fetched instead" "$out"
 fi
 finish

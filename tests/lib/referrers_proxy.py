@@ -9,7 +9,10 @@ Forwards every request (any method, with its body) to --upstream.  On top:
   - GET /v2/<name>/referrers/<digest>[?artifactType=T] answers the image index of the
     remembered manifests with that subject (filtered by artifactType), OCI 1.1's shape;
   - --corrupt-profiles flips one byte of every blob body that is a stargzd profile bundle
-    (the registry itself would never serve a wrong byte).
+    (the registry itself would never serve a wrong byte);
+  - --corrupt-embedded changes one character of the first embedded content ("data") of every
+    referrers tag (GET manifests/sha256-<hex>): the manifest it embeds is no longer the one
+    its descriptor names.
 Every request is logged to --log as "METHOD PATH".
 """
 import argparse
@@ -26,6 +29,7 @@ ap.add_argument("--upstream", required=True)
 ap.add_argument("--log", required=True)
 ap.add_argument("--no-referrers", action="store_true", help="answer 404 to referrers requests")
 ap.add_argument("--corrupt-profiles", action="store_true")
+ap.add_argument("--corrupt-embedded", action="store_true")
 args = ap.parse_args()
 
 lock = threading.Lock()
@@ -101,6 +105,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 out.append(("OCI-Subject", subject["digest"]))
         if args.corrupt_profiles and "/blobs/" in path and PROFILE_MARK in data[:200]:
             data = data[:-3] + bytes([data[-3] ^ 1]) + data[-2:]
+        if args.corrupt_embedded and re.search(r"/manifests/sha256-[0-9a-f]{64}$", path):
+            i = data.find(b'"data":"')
+            if i >= 0:
+                i += len(b'"data":"')
+                data = data[:i] + (b"B" if data[i:i + 1] == b"A" else b"A") + data[i + 1:]
         if self.command == "HEAD":
             # No body, but the size of the one a GET would get: containerd resolves a tag by
             # HEAD and takes the manifest's size from it.

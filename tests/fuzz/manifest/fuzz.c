@@ -1,14 +1,34 @@
 /* libFuzzer target: manifest/index parsing and platform selection, plus the other JSON-facing
- * net/ parsers (token responses, Docker config.json), which share the bounded yajl front end.
- * Byte 0 picks the Content-Type and the parser. */
+ * net/ parsers (token responses, Docker config.json, referrers indexes and artifact manifests
+ * with their embedded content), which share the bounded yajl front end.  Byte 0 picks the
+ * Content-Type and the parser. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "daemon/core/digest.h"
 #include "net/auth.h"
 #include "net/manifest.h"
+#include "net/referrers.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* Embedded content handed out is the descriptor's, always. */
+static void check_data(const struct sg_oci_desc *d, struct sg_oci_data *data)
+{
+	char got[SG_DIGEST_STRLEN + 1];
+	struct sg_digest dg;
+
+	if (data->bytes) {
+		if (data->rejected || d->size > SG_OCI_DATA_MAX)
+			abort();
+		sg_sha256(data->bytes, (size_t)d->size, &dg);
+		sg_digest_format(&dg, got);
+		if (strcmp(got, d->digest) != 0)
+			abort();
+	}
+	sg_oci_data_free(data);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -42,6 +62,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			}
 			sg_docker_config_free(cfg);
 		}
+	} else if ((sel & 0xe0) == 0xe0) {
+		static const char *const type = "application/vnd.stargzd.profile.v1+json";
+		struct sg_oci_desc d;
+		struct sg_oci_data dd = { 0 };
+		struct sg_error e = { 0 };
+		if (sg_referrers_pick(copy, len, type, &d, &dd, &e) == 0)
+			check_data(&d, &dd);
+		else if (dd.bytes || e.msg[0] == '\0')
+			abort();
+		dd = (struct sg_oci_data){ 0 };
+		if (sg_artifact_manifest_check(copy, len, type,
+					       "sha256:6c3c624b58dbbcd3c0dd82b4c53f04194d1247c6eebdaab7c610cf7d66709b3b",
+					       type, 1 << 20, &d, &dd, &e) == 0)
+			check_data(&d, &dd);
+		else if (dd.bytes)
+			abort();
 	} else {
 		struct sg_manifest *m = NULL;
 		struct sg_error e = { 0 };
