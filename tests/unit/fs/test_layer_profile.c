@@ -401,9 +401,15 @@ static uint8_t *blob_bytes(size_t *ret_len)
 /* The held read covering blob offset `off`, or fails. */
 static size_t gate_find(const struct gate *g, uint64_t off)
 {
-	for (size_t i = 0; i < g->n; i++)
-		if (g->q[i].offset <= off && off < g->q[i].offset + g->q[i].len)
+	for (size_t i = 0; i < g->n; i++) {
+		if (g->q[i].n_spans == 0 && g->q[i].offset <= off &&
+		    off < g->q[i].offset + g->q[i].len)
 			return i;
+		for (size_t s = 0; s < g->q[i].n_spans; s++)
+			if (g->q[i].spans[s].offset <= off &&
+			    off < g->q[i].spans[s].offset + g->q[i].spans[s].len)
+				return i;
+	}
 	TEST_FAIL("no held read at %llu", (unsigned long long)off);
 	return 0;
 }
@@ -414,8 +420,9 @@ static void gate_pass(struct gate *g, size_t i)
 	gate_complete(g, i, (int)g->q[i].len);
 }
 
-/* A layer over a gate source, replaying `files`, started. */
-static struct gate *gate_env(struct env *e, const int *files, size_t n)
+/* A layer over a gate source (reading several spans in one request when `vectored`),
+ * replaying `files`, started. */
+static struct gate *gate_env_over(struct env *e, const int *files, size_t n, bool vectored)
 {
 	struct sg_layer_config cfg = { .window_bytes = 1 };
 	size_t len;
@@ -424,11 +431,16 @@ static struct gate *gate_env(struct env *e, const int *files, size_t n)
 	fresh_cache(cache, sizeof(cache));
 	cfg.cache_dir = cache;
 	CHECK_EQ(sg_loop_new(NULL, &e->loop), 0);
-	struct gate *g = gate_new(e->loop, NULL, bytes, len, false);
+	struct gate *g = gate_new(e->loop, NULL, bytes, len, vectored);
 	test_layer_new_over(e->loop, &g->base, blob_path, &toc_digest, &cfg, &e->layer, &e->user);
 	CHECK_EQ(sg_layer_replay(e->layer, profile_of(e, files, n), NULL, NULL), 0);
 	sg_layer_start(e->layer);
 	return g;
+}
+
+static struct gate *gate_env(struct env *e, const int *files, size_t n)
+{
+	return gate_env_over(e, files, n, false);
 }
 
 /* A replay from a source that reads several spans in one request joins only chunks closer
@@ -571,6 +583,59 @@ TEST(a_failed_replay_fetch_answers_both_waiting_readers_once_and_is_fetched_anew
 	}
 	read_check(&e, e.user, 30);
 	CHECK_EQ(stats(&e).ondemand_fetches, before + 1);   /* f30 came from the replay */
+	env_close(&e);
+}
+
+/* The same from a source that reads several spans in one request (the registry's): the
+ * replay asks for f05 and f30 in one request, which fails.  Both readers of f05 get one
+ * answer, -EIO; the replay ends (its one request failed); f05 and f30 are each fetched anew on
+ * demand with the right bytes, and the first readers then read f05 too. */
+TEST(a_failed_vectored_replay_request_answers_both_waiting_readers_once)
+{
+	static const int files[] = { 5, 30 };
+	static uint8_t buf[2][FILE_SIZE];
+	struct test_op rd[2];
+	struct env e = { 0 };
+
+	setup();
+	struct gate *g = gate_env_over(&e, files, 2, true);
+	CHECK_EQ(g->n, 1);   /* f05 and f30: two spans of one request */
+	CHECK_EQ(g->q[0].n_spans, 2);
+	uint64_t off5 = sg_layer_chunk(e.layer, chunk_of(&e, 5))->offset;
+	uint64_t off30 = sg_layer_chunk(e.layer, chunk_of(&e, 30))->offset;
+	CHECK_EQ(gate_find(g, off5), 0);
+	CHECK_EQ(gate_find(g, off30), 0);
+	for (int k = 0; k < 2; k++) {
+		test_op_init(&rd[k]);
+		CHECK_EQ(sg_layer_read(e.user, 11u + (uint32_t)k, node(&e, 5), 0, FILE_SIZE, buf[k],
+				       &rd[k].op, test_op_cb), 0);
+	}
+	test_run_for(e.loop, 20);
+	CHECK_EQ(g->n, 1);   /* they joined the replay's request */
+	CHECK_EQ(rd[0].calls + rd[1].calls, 0);
+	gate_complete(g, 0, -EIO);
+	test_op_wait(e.loop, &rd[0], 2000);
+	test_op_wait(e.loop, &rd[1], 2000);
+	g->automatic = true;
+	wait_replay(&e);
+	test_run_for(e.loop, 20);
+	CHECK_EQ(rd[0].calls, 1);
+	CHECK_EQ(rd[1].calls, 1);
+	CHECK_EQ(rd[0].res, -EIO);
+	CHECK_EQ(rd[1].res, -EIO);
+	CHECK(stats(&e).replay_done);
+	uint64_t before = stats(&e).ondemand_fetches;
+	read_check(&e, e.user, 5);
+	read_check(&e, e.user, 30);
+	CHECK_EQ(stats(&e).ondemand_fetches, before + 2);   /* neither came from the replay */
+	static uint8_t want[FILE_SIZE];
+	test_fill_seeded(want, FILE_SIZE, 105u);
+	for (int k = 0; k < 2; k++) {
+		CHECK_EQ(test_layer_read(e.loop, e.user, 11u + (uint32_t)k, node(&e, 5), 0, buf[k],
+					 FILE_SIZE), (int32_t)FILE_SIZE);
+		CHECK(memcmp(buf[k], want, FILE_SIZE) == 0);
+	}
+	CHECK_EQ(stats(&e).ondemand_fetches, before + 2);
 	env_close(&e);
 }
 
