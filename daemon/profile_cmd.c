@@ -321,8 +321,9 @@ static void now_rfc3339(char *buf, size_t cap)
  * four.  Recorded bundles are a few KiB (python's, gcc's: 1-4 KiB). */
 #define EMBED_BLOB_MAX (16u << 10)
 
-/* The referrers tag: the index there (if any) with the artifact (manifest: its bytes)
- * added. */
+/* The referrers tag: the index there (if any) with the artifact added, its manifest embedded
+ * (manifest: the bytes) unless the registry refuses that (400: some validate descriptors
+ * strictly), then without. */
 static int push_referrers_tag(struct share *s, const struct sg_oci_desc *art,
 			      const char *manifest, const char *created, const char *tag)
 {
@@ -338,16 +339,58 @@ static int push_referrers_tag(struct share *s, const struct sg_oci_desc *art,
 	r = call(s, &get, &resp);
 	if (r < 0 && r != -ENOENT)
 		return r;
-	r = sg_referrers_index_add(r == 0 ? (const char *)resp.body : NULL, r == 0 ? resp.len : 0,
-				   art, art->size <= SG_OCI_DATA_MAX ? manifest : NULL,
-				   SG_PROFILE_ARTIFACT_TYPE, created, &index, &len, &s->err);
+	const char *old = r == 0 ? (const char *)resp.body : NULL;
+	size_t old_len = r == 0 ? resp.len : 0;
+	const char *embed = art->size <= SG_OCI_DATA_MAX ? manifest : NULL;
+	for (;;) {
+		r = sg_referrers_index_add(old, old_len, art, embed, SG_PROFILE_ARTIFACT_TYPE,
+					   created, &index, &len, &s->err);
+		if (r < 0)
+			break;
+		struct sg_registry_response put;
+		r = put_manifest(s, tag, SG_MT_OCI_INDEX, index, len, &put);
+		sg_registry_response_done(&put);
+		free(index);
+		index = NULL;
+		if (r != -EINVAL || !embed)
+			break;
+		fprintf(stderr, "stargzd profile push: the registry refused the referrers tag with "
+			"the manifest embedded (%s): pushed without\n", s->err.msg);
+		embed = NULL;
+	}
 	sg_registry_response_done(&resp);
-	if (r < 0)
-		return r;
-	r = put_manifest(s, tag, SG_MT_OCI_INDEX, index, len, &resp);
-	sg_registry_response_done(&resp);
-	free(index);
 	return r;
+}
+
+/* The artifact manifest, pushed by its digest (into *art), the bundle embedded when given,
+ * unless the registry refuses that (400), then without: the manifest's bytes in *ret. */
+static int push_artifact(struct share *s, const struct sg_oci_desc *subject,
+			 const struct sg_oci_desc *blob, const char *bundle, const char *created,
+			 struct sg_oci_desc *art, char **ret, size_t *ret_len,
+			 struct sg_registry_response *resp)
+{
+	const char *embed = blob->size <= EMBED_BLOB_MAX ? bundle : NULL;
+	struct sg_digest d;
+	int r;
+
+	for (;;) {
+		if (sg_artifact_manifest_build(SG_PROFILE_ARTIFACT_TYPE, subject, blob, embed,
+					       created, ret, ret_len) < 0)
+			return sg_error_set(&s->err, -ENOMEM, "out of memory");
+		sg_sha256(*ret, *ret_len, &d);
+		sg_digest_format(&d, art->digest);
+		snprintf(art->media_type, sizeof(art->media_type), "%s", SG_MT_OCI_MANIFEST);
+		art->size = *ret_len;
+		r = put_manifest(s, art->digest, SG_MT_OCI_MANIFEST, *ret, *ret_len, resp);
+		if (r != -EINVAL || !embed)
+			return r;
+		fprintf(stderr, "stargzd profile push: the registry refused the manifest with the "
+			"blob embedded (%s): pushed without\n", s->err.msg);
+		sg_registry_response_done(resp);
+		free(*ret);
+		*ret = NULL;
+		embed = NULL;
+	}
 }
 
 static int cmd_push(const struct args *a)
@@ -417,17 +460,7 @@ static int cmd_push(const struct args *a)
 	snprintf(subject.digest, sizeof(subject.digest), "%s", s.image->digest);
 	subject.size = s.image->len;
 	now_rfc3339(created, sizeof(created));
-	if (sg_artifact_manifest_build(SG_PROFILE_ARTIFACT_TYPE, &subject, &blob,
-				       blen <= EMBED_BLOB_MAX ? bundle : NULL, created,
-				       &manifest, &mlen) < 0) {
-		fail(&s, "out of memory");
-		goto out;
-	}
-	sg_sha256(manifest, mlen, &d);
-	sg_digest_format(&d, art.digest);
-	snprintf(art.media_type, sizeof(art.media_type), "%s", SG_MT_OCI_MANIFEST);
-	art.size = mlen;
-	r = put_manifest(&s, art.digest, SG_MT_OCI_MANIFEST, manifest, mlen, &resp);
+	r = push_artifact(&s, &subject, &blob, bundle, created, &art, &manifest, &mlen, &resp);
 	sg_registry_response_done(&resp);
 	if (r < 0) {
 		fail(&s, "artifact manifest: %s", s.err.msg);

@@ -245,4 +245,22 @@ if grep -q "the referrers tag embeds a manifest that is not sha256:.*: fetched i
 else
   fail "embedded content that does not match is fetched instead" "$out"
 fi
+# A registry that refuses embedded content (400 to a manifest PUT with "data"): the push
+# falls back to plain descriptors, saying so, and the pull fetches (4 round trips).
+STRICT_PORT=$(free_port)
+spawn $PYTHON "$STARGZD_TOP/tests/lib/referrers_proxy.py" --port "$STRICT_PORT" --upstream "$REGISTRY" \
+  --log "$WORK/strict.log" --no-referrers --refuse-data
+wait_for 20 curl -sf "http://127.0.0.1:$STRICT_PORT/v2/" -o /dev/null
+SREF=127.0.0.1:$STRICT_PORT/test/prof:v1
+out=$("$STARGZD" profile push --root "$R1" "${P[@]}" "$SREF" 2>&1)
+R9=$WORK/root9
+pout=$("$STARGZD" profile pull --root "$R9" "${P[@]}" "$SREF" 2>&1)
+if grep -q "refused the manifest with the blob embedded (.*400 .*MANIFEST_INVALID.*): pushed without" <<<"$out" &&
+   grep -q "refused the referrers tag with the manifest embedded .*: pushed without" <<<"$out" &&
+   grep -q "listed in the referrers tag" <<<"$out" && grep -q "referrers tag, 4 round trips" <<<"$pout" &&
+   cmp -s "$R1/profiles/${TOC#sha256:}.json" "$R9/profiles/${TOC#sha256:}.json"; then
+  pass "a registry refusing embedded content: pushed without, pulled in 4 round trips"
+else
+  fail "a registry refusing embedded content" "$out / $pout"
+fi
 finish

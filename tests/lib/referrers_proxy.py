@@ -12,7 +12,9 @@ Forwards every request (any method, with its body) to --upstream.  On top:
     (the registry itself would never serve a wrong byte);
   - --corrupt-embedded changes one character of the first embedded content ("data") of every
     referrers tag (GET manifests/sha256-<hex>): the manifest it embeds is no longer the one
-    its descriptor names.
+    its descriptor names;
+  - --refuse-data answers 400 MANIFEST_INVALID to a manifest PUT with embedded content
+    ("data"), as a registry that validates descriptors strictly may.
 Every request is logged to --log as "METHOD PATH".
 """
 import argparse
@@ -27,9 +29,11 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--port", type=int, required=True)
 ap.add_argument("--upstream", required=True)
 ap.add_argument("--log", required=True)
-ap.add_argument("--no-referrers", action="store_true", help="answer 404 to referrers requests")
+ap.add_argument("--no-referrers", action="store_true",
+                help="no referrers API: 404 to referrers requests, no OCI-Subject")
 ap.add_argument("--corrupt-profiles", action="store_true")
 ap.add_argument("--corrupt-embedded", action="store_true")
+ap.add_argument("--refuse-data", action="store_true")
 args = ap.parse_args()
 
 lock = threading.Lock()
@@ -79,6 +83,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n) if n else None
+        if (args.refuse_data and self.command == "PUT" and "/manifests/" in path and body
+                and b'"data":' in body):
+            self.reply(400, [("Content-Type", "application/json")],
+                       b'{"errors":[{"code":"MANIFEST_INVALID","message":"manifest invalid",'
+                       b'"detail":"unknown field data"}]}')
+            return
         # Host kept: the registry writes upload Locations with it, so they name this proxy.
         headers = {k: v for k, v in self.headers.items()
                    if k.lower() not in ("connection", "content-length")}
@@ -90,7 +100,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         out = [(k, v) for k, v in resp.getheaders()
                if k.lower() not in ("content-length", "connection", "transfer-encoding")]
         m = re.match(r"^/v2/(.+)/manifests/(.+)$", path)
-        if m and self.command == "PUT" and resp.status == 201 and body:
+        if m and self.command == "PUT" and resp.status == 201 and body and not args.no_referrers:
             doc = json.loads(body)
             subject = doc.get("subject")
             if subject:
