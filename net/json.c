@@ -52,16 +52,20 @@ int sg_json_parse(const char *buf, size_t len, size_t max_len, yajl_val *ret,
 				    r == -E2BIG ? "document nested too deeply" : "NUL byte in document");
 	copy = malloc(len + 1);
 	if (!copy)
-		return -ENOMEM;
+		return sg_error_set(err, -ENOMEM, "out of memory");
 	memcpy(copy, buf, len);
 	copy[len] = '\0';
 	errbuf[0] = '\0';
 	v = yajl_tree_parse(copy, errbuf, sizeof(errbuf));
 	free(copy);
 	if (!v) {
-		/* yajl reports allocation failure as the text "out of memory". */
-		if (strstr(errbuf, "memory"))
-			return -ENOMEM;
+		/* yajl reports an allocation failure in words ("out of memory") on its message's
+		 * first line; the lines after it echo the input, which may say anything (the
+		 * manifest fuzzer's {"scmaVermemory[]} was once taken for an allocation failure,
+		 * and with no message). */
+		size_t first = strcspn(errbuf, "\n");
+		if (memmem(errbuf, first, "memory", 6))
+			return sg_error_set(err, -ENOMEM, "out of memory");
 		return sg_error_set(err, -EBADMSG, "malformed JSON");
 	}
 	*ret = v;

@@ -380,7 +380,7 @@ EARLY_USED=$(sed -nE 's/.*, ([0-9]+) used$/\1/p' <<<"$EARLY_LINE")
 if [[ -n $EARLY_USED && $EARLY_USED -gt 0 ]]; then
   pass "early: the replay took what was read beside the TOC ($EARLY_USED bytes)"
 else
-  fail "early: the replay took what was read beside the TOC" "${EARLY_LINE:-no such log line}: $(grep -i 'startup profile' "$PHASE_LOG" | head -5)"
+  fail "early: the replay took what was read beside the TOC" "${EARLY_LINE:-no such log line}: $(grep -iE 'startup profile|early read' "$PHASE_LOG" | head -8)"
 fi
 if [[ $NET_MISSES -ge 0 && $NET_MISSES -le $(( BASE / 4 > 2 ? BASE / 4 : 2 )) ]]; then
   pass "early: blocking misses drop to near zero ($NET_MISSES, without a profile $BASE)"

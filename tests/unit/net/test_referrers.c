@@ -192,6 +192,18 @@ TEST(index_add_keeps_only_the_newest_embedding)
 	free(i3);
 }
 
+/* Malformed JSON whose text says "memory" is malformed, with a message, not an allocation
+ * failure without one (yajl's message echoes the input; the manifest fuzzer found it). */
+TEST(malformed_json_that_says_memory_is_malformed)
+{
+	static const char in[] = "{\"scmaVermemory[]}";
+	struct sg_oci_desc got;
+	struct sg_error err = { 0 };
+
+	CHECK_EQ(sg_referrers_pick(in, strlen(in), T, &got, NULL, &err), -EBADMSG);
+	CHECK_STR(err.msg, "malformed JSON");
+}
+
 TEST(fallback_tag)
 {
 	char tag[160];
