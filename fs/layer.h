@@ -107,9 +107,10 @@ struct sg_layer_config {
 	uint64_t profile_quiet_ns;
 	uint64_t replay_budget_bytes; /* sg_layer_replay's bound per layer; 0 = 256 MiB */
 	/* The replay of a profile has asked for its last chunk (or given up: the budget, a
-	 * failed fetch): the owner may let go of what it fetched for it in advance
-	 * (daemon/early_source.h).  From the loop, once per sg_layer_replay that had chunks to
-	 * fetch.  NULL: nobody is told. */
+	 * failed fetch) and those requests have ended: the owner may let go of what it fetched
+	 * for it in advance (daemon/early_source.h).  From the loop, at most once per
+	 * sg_layer_replay that had chunks to fetch (not once the layer is closing).  NULL:
+	 * nobody is told. */
 	void (*on_replay_over)(void *userdata);
 
 	/* ---- Speculation across an image's layers (fs/layer_spec.h) ---- */

@@ -45,6 +45,8 @@ static void batch_free(struct fetch_batch *b)
 
 	sg_list_unlink(&b->in_layer);
 	l->batches_inflight--;
+	if (b->kind == SG_FETCH_PROFILE)
+		l->replay_batches--;
 	if (b->kind != SG_FETCH_ONDEMAND) {
 		l->ahead_inflight -= b->len;
 		l->ahead_batches--;
@@ -191,7 +193,10 @@ static void batch_fetched(struct sg_op *op)
 				     b->len, b->n, b->n_spans, b->start_ns, took,
 				     sg_layer_res_is(op->res, b->len), beside(b, false), beside(b, true));
 	struct sg_link_meter *link = b->link;
+	bool replayed = b->kind == SG_FETCH_PROFILE;
 	batch_free(b);
+	if (replayed)
+		sg_layer_replay_batch_ended(l);
 	sg_layer_spec_continue(l);
 	/* After an on-demand batch too: background fetch that found the link busy waits for
 	 * the last batch in flight, whichever it was, to look again. */
@@ -266,6 +271,8 @@ int sg_layer_fetch_batch(struct sg_layer *l, struct sg_range_source *src,
 	for (size_t s = 0, at = 0; s < b->n_spans; at += b->spans[s++].len)
 		b->spans[s].buf = b->buf + at;
 	l->batches_inflight++;
+	if (kind == SG_FETCH_PROFILE)
+		l->replay_batches++;
 	sg_list_insert_tail(&l->batches, &b->in_layer);
 	b->src = src;
 	if (kind != SG_FETCH_ONDEMAND) {

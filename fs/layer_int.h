@@ -220,6 +220,8 @@ struct sg_layer {
 	size_t replay_window_n, replay_window_at;
 	uint64_t replay_left;          /* budget bytes not spent */
 	bool replaying;                /* requests of the replay still to go out */
+	unsigned replay_batches;       /* the replay's requests in flight */
+	bool replay_over_due;          /* all went out: on_replay_over once they ended */
 	bool replay_holds_link;        /* counted as a reader on the link meter meanwhile, and on
 					* its list of replayers (replay_node) */
 	struct sg_list replay_node;

@@ -417,11 +417,25 @@ static struct sg_layer *first_due(struct sg_layer *l)
 	return best;
 }
 
+/* Nothing more of the replay goes out.  Its owner hears of it once its requests in flight
+ * ended too: they may still be waiting for bytes the owner read early for them (the early
+ * source keeps what a waiting read needs, but its counts of what arrived and was used are
+ * only final then: CI's profile_containerd logged "0 arrived, 0 used" for a request that
+ * then delivered them). */
 static void replay_over(struct sg_layer *l)
 {
 	l->replaying = false;
 	l->stats.replay_done = true;
 	sg_layer_replay_hold_link(l, false);
+	l->replay_over_due = true;
+	sg_layer_replay_batch_ended(l);
+}
+
+void sg_layer_replay_batch_ended(struct sg_layer *l)
+{
+	if (!l->replay_over_due || l->replay_batches > 0 || l->closing)
+		return;
+	l->replay_over_due = false;
 	if (l->cfg.on_replay_over)
 		l->cfg.on_replay_over(l->cfg.userdata);
 }

@@ -39,6 +39,9 @@ void sg_layer_prefetch_init(struct sg_layer *l);
 /* Starts the next batches if there is work and room for them: at sg_layer_start and
  * whenever a fetch batch ended. */
 void sg_layer_prefetch_continue(struct sg_layer *l);
+/* A request of the replay ended (after batch_free): the owner is told the replay is over
+ * once the last one went out and ended (fs/layer.h, on_replay_over). */
+void sg_layer_replay_batch_ended(struct sg_layer *l);
 /* The link's room for fetching ahead is taken (by this layer or another on the link): the
  * layer waits on the link meter's list, and the next request to end on the link, whichever
  * layer's, lets it look again (sg_layer_room_freed); with no batch of its own in flight, a

@@ -15,6 +15,7 @@
 #include "fs/layer.h"
 #include "fs/layer_int.h"
 #include "fs/profile.h"
+#include "daemon/early_source.h"
 #include "tests/helpers/gate_source.h"
 #include "tests/helpers/layer_fixture.h"
 #include "tests/unit/test.h"
@@ -636,6 +637,81 @@ TEST(a_failed_vectored_replay_request_answers_both_waiting_readers_once)
 		CHECK(memcmp(buf[k], want, FILE_SIZE) == 0);
 	}
 	CHECK_EQ(stats(&e).ondemand_fetches, before + 2);
+	env_close(&e);
+}
+
+/* The daemon's early reads (daemon/early_source.h): a layer whose source read the profile's
+ * first chunks beside the TOC, that read still on its way when the replay starts (a slow
+ * registry: CI's profile_containerd).  The replay's request waits for those bytes and takes
+ * them (no request of its own for them), and its owner hears that the replay is over only
+ * once that request ended: the daemon then logs what the early read delivered and let go of
+ * the rest (it had logged "0 arrived, 0 used", the request still waiting). */
+static struct {
+	struct sg_range_source *src;
+	unsigned calls;
+	struct sg_early_stats at_call;
+} over;
+
+static void on_over(void *userdata)
+{
+	(void)userdata;
+	over.calls++;
+	sg_early_source_stats(over.src, &over.at_call);
+}
+
+TEST(a_replay_started_with_the_early_read_on_its_way_takes_it_then_is_over)
+{
+	static const int files[] = { 5, 6, 30 };
+	struct env e = { 0 };
+	struct sg_layer_config cfg = { .window_bytes = 1, .on_replay_over = on_over };
+	struct sg_link_meter meter;
+	struct sg_early *early = NULL;
+	size_t len;
+
+	setup();
+	const uint8_t *bytes = blob_bytes(&len);
+	memset(&over, 0, sizeof(over));
+	fresh_cache(cache, sizeof(cache));
+	cfg.cache_dir = cache;
+	CHECK_EQ(sg_loop_new(NULL, &e.loop), 0);
+	sg_link_meter_init(&meter);
+	struct gate *via = gate_new(e.loop, &meter, bytes, len, true);
+	struct gate *real = gate_new(e.loop, &meter, bytes, len, true);
+	real->automatic = true;
+	/* The early span: f05 and f06's chunks, as a profile's head names them. */
+	struct env probe = { 0 };
+	CHECK_EQ(sg_loop_new(NULL, &probe.loop), 0);
+	struct gate *pg = gate_new(probe.loop, NULL, bytes, len, false);
+	test_layer_new_over(probe.loop, &pg->base, blob_path, &toc_digest, &cfg, &probe.layer,
+			    &probe.user);
+	uint64_t from = sg_layer_chunk(probe.layer, chunk_of(&probe, 5))->offset;
+	uint64_t to = sg_layer_chunk(probe.layer, chunk_of(&probe, 6))->next_offset;
+	env_close(&probe);
+	struct sg_profile_span head[] = { { from, to } };
+	CHECK_EQ(sg_early_start(&via->base, head, 1, 1 << 20, SG_LAYER_REPLAY_GAP, 0, &early), 0);
+	CHECK(early != NULL);
+	CHECK_EQ(via->n, 1);   /* held: on its way */
+	over.src = sg_early_attach(early, &real->base);
+	test_layer_new_over(e.loop, over.src, blob_path, &toc_digest, &cfg, &e.layer, &e.user);
+	CHECK_EQ(sg_layer_replay(e.layer, profile_of(&e, files, 3), NULL, NULL), 0);
+	sg_layer_start(e.layer);
+	test_run_for(e.loop, 30);
+	/* Everything went out; f05 and f06 wait for the early read, so the replay is not over. */
+	CHECK(stats(&e).replay_done);
+	CHECK(e.layer->batches_inflight > 0);
+	CHECK_EQ(over.calls, 0);
+	gate_complete(via, 0, (int)via->q[0].len);
+	wait_replay(&e);
+	test_run_for(e.loop, 20);
+	CHECK_EQ(over.calls, 1);
+	CHECK_EQ(over.at_call.arrived, to - from);
+	CHECK_EQ(over.at_call.used, to - from);   /* the replay took them */
+	CHECK_EQ(real->issued, 1u);               /* f30 only */
+	read_check(&e, e.user, 5);
+	read_check(&e, e.user, 6);
+	read_check(&e, e.user, 30);
+	CHECK_EQ(stats(&e).ondemand_fetches, 0);
+	CHECK_EQ(over.calls, 1);
 	env_close(&e);
 }
 
