@@ -137,7 +137,8 @@ run_phase() {
         echo "    $name: the replays were not done within 15 s"
       echo "    $name: replays pulled, started and done $((SECONDS - t0)) s after the pull"
     fi
-    PHASE_OUT=$($CTR run --rm --snapshotter stargz "$img" "c-$name" sh -c "$WORKLOAD" 2>&1) && PHASE_OK=1
+    PHASE_OUT=$($CTR run --rm --snapshotter stargz "$img" "c-$name" sh -c "$WORKLOAD" 2>&1) && PHASE_OK=1 ||
+      echo "    $name: ctr run exited with $?"
     [[ -n ${AFTER_RUN:-} ]] && eval "$AFTER_RUN"
   else
     echo "    $name: rpull failed: $(tail -3 "$WORK/$name.rpull")"
@@ -185,7 +186,7 @@ output_right() {
   if [[ $PHASE_OK == 1 && $PHASE_OUT == *"$WANT"* ]]; then
     pass "$1: the container prints the right output"
   else
-    fail "$1: the container prints the right output" "want $WANT, got: $PHASE_OUT"
+    fail "$1: the container prints the right output" "want $WANT, got (run ok: $PHASE_OK): $PHASE_OUT; daemon: $(grep -E ' (warn|error) ' "$PHASE_LOG" | tail -5)"
   fi
 }
 
