@@ -321,6 +321,18 @@ static void now_rfc3339(char *buf, size_t cap)
  * four.  Recorded bundles are a few KiB (python's, gcc's: 1-4 KiB). */
 #define EMBED_BLOB_MAX (16u << 10)
 
+/* A registry that refused (400) what a push embedded gets it again without, said so: true
+ * when *embed was on and is off now.  what: "the manifest with the blob". */
+static bool retry_unembedded(struct share *s, int r, const char **embed, const char *what)
+{
+	if (r != -EINVAL || !*embed)
+		return false;
+	fprintf(stderr, "stargzd profile push: the registry refused %s embedded (%s): pushed "
+		"without\n", what, s->err.msg);
+	*embed = NULL;
+	return true;
+}
+
 /* The referrers tag: the index there (if any) with the artifact added, its manifest embedded
  * (manifest: the bytes) unless the registry refuses that (400: some validate descriptors
  * strictly), then without. */
@@ -352,11 +364,8 @@ static int push_referrers_tag(struct share *s, const struct sg_oci_desc *art,
 		sg_registry_response_done(&put);
 		free(index);
 		index = NULL;
-		if (r != -EINVAL || !embed)
+		if (!retry_unembedded(s, r, &embed, "the referrers tag with the manifest"))
 			break;
-		fprintf(stderr, "stargzd profile push: the registry refused the referrers tag with "
-			"the manifest embedded (%s): pushed without\n", s->err.msg);
-		embed = NULL;
 	}
 	sg_registry_response_done(&resp);
 	return r;
@@ -370,26 +379,19 @@ static int push_artifact(struct share *s, const struct sg_oci_desc *subject,
 			 struct sg_registry_response *resp)
 {
 	const char *embed = blob->size <= EMBED_BLOB_MAX ? bundle : NULL;
-	struct sg_digest d;
 	int r;
 
 	for (;;) {
 		if (sg_artifact_manifest_build(SG_PROFILE_ARTIFACT_TYPE, subject, blob, embed,
 					       created, ret, ret_len) < 0)
 			return sg_error_set(&s->err, -ENOMEM, "out of memory");
-		sg_sha256(*ret, *ret_len, &d);
-		sg_digest_format(&d, art->digest);
-		snprintf(art->media_type, sizeof(art->media_type), "%s", SG_MT_OCI_MANIFEST);
-		art->size = *ret_len;
+		sg_oci_desc_of(art, SG_MT_OCI_MANIFEST, *ret, *ret_len);
 		r = put_manifest(s, art->digest, SG_MT_OCI_MANIFEST, *ret, *ret_len, resp);
-		if (r != -EINVAL || !embed)
+		if (!retry_unembedded(s, r, &embed, "the manifest with the blob"))
 			return r;
-		fprintf(stderr, "stargzd profile push: the registry refused the manifest with the "
-			"blob embedded (%s): pushed without\n", s->err.msg);
 		sg_registry_response_done(resp);
 		free(*ret);
 		*ret = NULL;
-		embed = NULL;
 	}
 }
 
@@ -399,7 +401,6 @@ static int cmd_push(const struct args *a)
 	struct sg_profile *ps[SG_PROFILE_BUNDLE_MAX];
 	struct sg_registry_response resp;
 	struct sg_oci_desc subject = { 0 }, blob = { 0 }, art = { 0 };
-	struct sg_digest d;
 	char *bundle = NULL, *manifest = NULL, created[64], tag[160];
 	size_t n = 0, blen = 0, mlen = 0;
 	uint64_t chunks = 0;
@@ -447,10 +448,7 @@ static int cmd_push(const struct args *a)
 		fail(&s, "config blob: %s", s.err.msg);
 		goto out;
 	}
-	sg_sha256(bundle, blen, &d);
-	sg_digest_format(&d, blob.digest);
-	snprintf(blob.media_type, sizeof(blob.media_type), "%s", SG_PROFILE_BLOB_TYPE);
-	blob.size = blen;
+	sg_oci_desc_of(&blob, SG_PROFILE_BLOB_TYPE, bundle, blen);
 	r = upload_blob(&s, bundle, blen, blob.digest);
 	if (r < 0) {
 		fail(&s, "profile blob: %s", s.err.msg);

@@ -21,8 +21,7 @@
 #include "net/registry_call.h"
 
 enum step {
-	STEP_IMAGE,        /* the image manifest */
-	STEP_LOOKUP,       /* the two lookups (struct lookup) */
+	STEP_IMAGE,        /* the image manifest; then the two lookups (on_lookup) */
 	STEP_ARTIFACT,     /* the artifact manifest */
 	STEP_BLOB,         /* the bundle */
 };
@@ -270,7 +269,6 @@ static void on_step(struct sg_op *op)
 	case STEP_IMAGE:
 		if (r < 0)
 			break;
-		p->step = STEP_LOOKUP;
 		p->ret->round_trips++;
 		snprintf(p->api.path, sizeof(p->api.path), "referrers/%s?artifactType=%s",
 			 p->image->digest, "application%2Fvnd.stargzd.profile.v1%2Bjson");
@@ -282,9 +280,6 @@ static void on_step(struct sg_op *op)
 		if (p->lookups_inflight == 0)
 			lookups_done(p);
 		return;
-	case STEP_LOOKUP:   /* never: the lookups complete through on_lookup */
-		r = -EPROTO;
-		break;
 	case STEP_ARTIFACT:
 		if (r == 0)
 			r = check_bytes(p, "manifest", &p->art);

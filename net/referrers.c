@@ -164,6 +164,17 @@ static int read_desc(yajl_val v, struct sg_oci_desc *ret)
 	return 0;
 }
 
+void sg_oci_desc_of(struct sg_oci_desc *ret, const char *media_type, const void *bytes,
+		    size_t len)
+{
+	struct sg_digest d;
+
+	snprintf(ret->media_type, sizeof(ret->media_type), "%s", media_type);
+	sg_sha256(bytes, len, &d);
+	sg_digest_format(&d, ret->digest);
+	ret->size = len;
+}
+
 void sg_oci_data_free(struct sg_oci_data *d)
 {
 	free(d->bytes);
@@ -174,8 +185,7 @@ void sg_oci_data_free(struct sg_oci_data *d)
 static void read_data(yajl_val v, const struct sg_oci_desc *d, struct sg_oci_data *ret)
 {
 	yajl_val data = sg_json_member(v, "data");
-	char got[SG_DIGEST_STRLEN + 1];
-	struct sg_digest dg;
+	struct sg_oci_desc got;
 	uint8_t *buf;
 
 	*ret = (struct sg_oci_data){ 0 };
@@ -191,9 +201,8 @@ static void read_data(yajl_val v, const struct sg_oci_desc *d, struct sg_oci_dat
 	}
 	int n = sg_base64_decode(data->u.string, strlen(data->u.string), buf, (size_t)d->size);
 	if (n >= 0 && (uint64_t)n == d->size) {
-		sg_sha256(buf, (size_t)n, &dg);
-		sg_digest_format(&dg, got);
-		if (strcmp(got, d->digest) == 0) {
+		sg_oci_desc_of(&got, d->media_type, buf, (size_t)n);
+		if (strcmp(got.digest, d->digest) == 0) {
 			ret->bytes = buf;
 			ret->rejected = false;
 			return;

@@ -27,6 +27,10 @@ struct sg_oci_desc {
 	uint64_t size;
 };
 
+/* *ret: the descriptor of these bytes (sha256). */
+void sg_oci_desc_of(struct sg_oci_desc *ret, const char *media_type, const void *bytes,
+		    size_t len);
+
 /* Small content carried inside its own descriptor (OCI 1.1's `data`: the bytes in base64), so
  * that a reader needs no request for it: a pull of a profile artifact whose referrers tag
  * embeds the artifact manifest, which embeds the blob, is two round trips (the image

@@ -86,10 +86,20 @@ else
   fail "pull into a fresh root" "$out"
 fi
 
+# start_proxy NAME ARGS...: tests/lib/referrers_proxy.py in front of the registry, logging to
+# $WORK/NAME.log; its port in PROXY_PORT.
+start_proxy() {
+  local name=$1
+  shift
+  PROXY_PORT=$(free_port)
+  spawn $PYTHON "$STARGZD_TOP/tests/lib/referrers_proxy.py" --port "$PROXY_PORT" --upstream "$REGISTRY" \
+    --log "$WORK/$name.log" "$@"
+  wait_for 20 curl -sf "http://127.0.0.1:$PROXY_PORT/v2/" -o /dev/null
+}
+
 # ---- the referrers API (tests/lib/referrers_proxy.py in front of the same registry) ----
-API_PORT=$(free_port)
-spawn $PYTHON "$STARGZD_TOP/tests/lib/referrers_proxy.py" --port "$API_PORT" --upstream "$REGISTRY" --log "$WORK/api.log"
-wait_for 20 curl -sf "http://127.0.0.1:$API_PORT/v2/" -o /dev/null
+start_proxy api
+API_PORT=$PROXY_PORT
 AREF=127.0.0.1:$API_PORT/test/prof:v1
 out=$("$STARGZD" profile push --root "$R1" "${P[@]}" "$AREF" 2>&1)
 if grep -q "listed by the registry's referrers API" <<<"$out"; then
@@ -167,10 +177,8 @@ if push_artifact "$WORK/plain.json"; then
   else
     fail "an artifact with nothing embedded" "$out"
   fi
-  BAD_PORT=$(free_port)
-  spawn $PYTHON "$STARGZD_TOP/tests/lib/referrers_proxy.py" --port "$BAD_PORT" --upstream "$REGISTRY" \
-    --log "$WORK/bad.log" --no-referrers --corrupt-profiles
-  wait_for 20 curl -sf "http://127.0.0.1:$BAD_PORT/v2/" -o /dev/null
+  start_proxy bad --no-referrers --corrupt-profiles
+  BAD_PORT=$PROXY_PORT
   R4=$WORK/root4
   out=$("$STARGZD" profile pull --root "$R4" "${P[@]}" "127.0.0.1:$BAD_PORT/test/prof:v1" 2>&1)
   rc=$?
@@ -232,10 +240,8 @@ fi
 
 # Embedded content that is not its descriptor's is not used: the manifest is fetched (and
 # verified) instead, with a note, and the profile is the same.
-EMB_PORT=$(free_port)
-spawn $PYTHON "$STARGZD_TOP/tests/lib/referrers_proxy.py" --port "$EMB_PORT" --upstream "$REGISTRY" \
-  --log "$WORK/emb.log" --no-referrers --corrupt-embedded
-wait_for 20 curl -sf "http://127.0.0.1:$EMB_PORT/v2/" -o /dev/null
+start_proxy emb --no-referrers --corrupt-embedded
+EMB_PORT=$PROXY_PORT
 R8=$WORK/root8
 out=$("$STARGZD" profile pull --root "$R8" "${P[@]}" "127.0.0.1:$EMB_PORT/test/prof:v1" 2>&1)
 if grep -q "the referrers tag embeds a manifest that is not sha256:.*: fetched instead" <<<"$out" &&
@@ -247,10 +253,8 @@ else
 fi
 # A registry that refuses embedded content (400 to a manifest PUT with "data"): the push
 # falls back to plain descriptors, saying so, and the pull fetches (4 round trips).
-STRICT_PORT=$(free_port)
-spawn $PYTHON "$STARGZD_TOP/tests/lib/referrers_proxy.py" --port "$STRICT_PORT" --upstream "$REGISTRY" \
-  --log "$WORK/strict.log" --no-referrers --refuse-data
-wait_for 20 curl -sf "http://127.0.0.1:$STRICT_PORT/v2/" -o /dev/null
+start_proxy strict --no-referrers --refuse-data
+STRICT_PORT=$PROXY_PORT
 SREF=127.0.0.1:$STRICT_PORT/test/prof:v1
 out=$("$STARGZD" profile push --root "$R1" "${P[@]}" "$SREF" 2>&1)
 R9=$WORK/root9

@@ -39,14 +39,12 @@ static char *http_ok(const char *ctype, const char *body, size_t len)
 	return out;
 }
 
+/* The descriptor of these bytes, as a writer makes one. */
 static struct sg_oci_desc desc_of(const char *mt, const void *bytes, size_t len)
 {
-	struct sg_oci_desc d = { .size = len };
-	struct sg_digest dg;
+	struct sg_oci_desc d;
 
-	snprintf(d.media_type, sizeof(d.media_type), "%s", mt);
-	sg_sha256(bytes, len, &dg);
-	sg_digest_format(&dg, d.digest);
+	sg_oci_desc_of(&d, mt, bytes, len);
 	return d;
 }
 

@@ -76,15 +76,12 @@ TEST(index_add_and_pick_newest)
 	free(i4);
 }
 
-/* A descriptor for these bytes, as a writer makes one. */
+/* The descriptor of these bytes, as a writer makes one. */
 static struct sg_oci_desc desc_of(const char *mt, const void *bytes, size_t len)
 {
-	struct sg_oci_desc d = { .size = len };
-	struct sg_digest dg;
+	struct sg_oci_desc d;
 
-	snprintf(d.media_type, sizeof(d.media_type), "%s", mt);
-	sg_sha256(bytes, len, &dg);
-	sg_digest_format(&dg, d.digest);
+	sg_oci_desc_of(&d, mt, bytes, len);
 	return d;
 }
 
