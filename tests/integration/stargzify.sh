@@ -11,6 +11,7 @@
 #                   same build dir; built by `make unit-bins`)
 #   ESTARGZ_REF_DIR where tests/helpers/estargz-ref/build.sh caches the Go helper
 . "$(dirname "$0")/lib.sh"
+. "$STARGZD_TOP/tests/lib/fixtures.sh"
 STARGZIFY=${STARGZIFY:-$STARGZD_TOP/build/tools/stargzify}
 PY="python3 $STARGZD_TOP/tests/integration/stargzify_tar.py"
 READBACK=${READBACK:-$(dirname "$(dirname "$STARGZIFY")")/tests/helpers/stargzify_readback}
@@ -298,19 +299,17 @@ EOF
   fi
   # Push to a real registry; the pushed manifest keeps the eStargz annotations.
   if command -v skopeo >/dev/null && command -v docker-registry >/dev/null; then
-    port=$((20000 + $$ % 20000))
-    mkdir -p "$WORK/registry"
-    printf 'version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: 127.0.0.1:%s}\n' \
-      "$WORK/registry" "$port" >"$WORK/registry.yml"
-    spawn docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1
-    if wait_for 20 curl -sf "http://127.0.0.1:$port/v2/" -o /dev/null &&
-       skopeo copy -q --dest-tls-verify=false "oci:$WORK/oci-out:v1" "docker://127.0.0.1:$port/esgz:v1" \
+    # start_registry takes a port the kernel reports free; a port derived from the PID once
+    # landed on one in use in CI, and the registry never answered.
+    if ! start_registry; then
+      fail "oci: push to a registry" "docker-registry did not answer on $REGISTRY: $(tail -n 3 "$WORK/registry.log" | tr '\n' ' ')"
+    elif skopeo copy -q --dest-tls-verify=false "oci:$WORK/oci-out:v1" "docker://$REGISTRY/esgz:v1" \
          >/dev/null 2>"$WORK/push.err" &&
-       skopeo inspect --raw --tls-verify=false "docker://127.0.0.1:$port/esgz:v1" >"$WORK/pushed.json" 2>>"$WORK/push.err" &&
+       skopeo inspect --raw --tls-verify=false "docker://$REGISTRY/esgz:v1" >"$WORK/pushed.json" 2>>"$WORK/push.err" &&
        python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); assert all("containerd.io/snapshot/stargz/toc.digest" in l["annotations"] and "io.containers.estargz.uncompressed-size" in l["annotations"] for l in m["layers"])' "$WORK/pushed.json" 2>>"$WORK/push.err"; then
       pass "oci: skopeo pushes it to a registry, annotations kept"
     else
-      fail "oci: push to a registry" "$(tail -n 3 "$WORK/push.err" "$WORK/registry.log" 2>/dev/null)"
+      fail "oci: push to a registry" "$(tail -n 3 "$WORK/push.err" "$WORK/registry.log" 2>/dev/null | tr '\n' ' ')"
     fi
   fi
 else
