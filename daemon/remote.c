@@ -426,6 +426,21 @@ static struct content *content_find(struct sg_remote *r, const char *digest)
 	return NULL;
 }
 
+/* Whether image `ref` uses content c: the image of its first mount, or of any mount since.
+ * A layer shared by two images is one content, and what either image learns about it (its
+ * profile, its entry programs) is for that content, whichever image mounted it first. */
+static bool content_serves(struct sg_remote *r, const struct content *c, const char *ref)
+{
+	if (strcmp(c->ref, ref) == 0)
+		return true;
+	for (struct sg_list *n = r->layers.next; n != &r->layers; n = n->next) {
+		const struct rlayer *rl = sg_container_of(n, struct rlayer, link);
+		if (rl->c == c && strcmp(rl->ref, ref) == 0)
+			return true;
+	}
+	return false;
+}
+
 static void content_start_load(struct content *c);
 
 /* The content is gone: its load given up or its layer freed, nobody waiting for it. */
@@ -982,7 +997,7 @@ static void entry_apply(struct sg_remote *r, struct image_entry_state *st, struc
 		for (struct sg_list *n = r->contents.prev; n != &r->contents; n = n->prev) {
 			struct content *c = sg_container_of(n, struct content, link);
 			if ((only && c != only) || c->state != C_READY || !c->layer ||
-			    strcmp(c->ref, st->ref) != 0)
+			    !content_serves(r, c, st->ref))
 				continue;
 			int res = sg_layer_speculate_program(c->layer, st->e.p[i].path);
 			if (res == 0) {
@@ -1006,20 +1021,20 @@ void sg_remote_entry_programs(struct sg_remote *r, const char *ref, const struct
 	entry_apply(r, st, NULL);
 }
 
-/* Layer c just became ready: the entry programs of its image it may have. */
+/* Layer c became ready, or a mount of another image joined it: the entry programs of the
+ * images using it it may have. */
 static void entry_layer_ready(struct sg_remote *r, struct content *c)
 {
-	struct image_entry_state *st = entry_find(r, c->ref);
-
-	if (st && st->known)
-		entry_apply(r, st, c);
+	for (size_t i = 0; i < r->n_entries; i++)
+		if (r->entries[i]->known && content_serves(r, c, r->entries[i]->ref))
+			entry_apply(r, r->entries[i], c);
 }
 
 void sg_remote_profiles_stored(struct sg_remote *r, const char *ref)
 {
 	for (struct sg_list *n = r->contents.next; n != &r->contents; n = n->next) {
 		struct content *c = sg_container_of(n, struct content, link);
-		if (c->state == C_READY && c->layer && strcmp(c->ref, ref) == 0)
+		if (c->state == C_READY && c->layer && content_serves(r, c, ref))
 			content_replay_stored(c);
 	}
 }
@@ -1629,6 +1644,11 @@ static int mount_common(struct sg_remote *r, int64_t key, const char *mountpoint
 	}
 	rl->adopt_fd = adopt_fd;
 	warm_fdstore(rl);
+	/* Another image using this layer has profiles and entry programs of its own. */
+	want_profiles(r, layer->ref);
+	want_entry(r, layer->ref);
+	if (c->state == C_READY)
+		entry_layer_ready(r, c);
 	return 0;
 }
 

@@ -104,7 +104,7 @@ struct sg_remote_config {
 	const char *profile_root;
 	uint64_t profile_quiet_ns;    /* see sg_layer_config.profile_quiet_ns; 0 = default */
 	/* With profile_root: called (from the loop) the first time a layer of image `ref` is
-	 * mounted, so that the owner may fetch that image's profiles into the store
+	 * mounted (also one that another image's mount holds already), so that the owner may fetch that image's profiles into the store
 	 * (daemon/profile_pull.h) and then call sg_remote_profiles_stored.  NULL: none. */
 	void (*want_profiles)(void *ctx, const char *ref);
 	void *want_profiles_ctx;
@@ -164,8 +164,8 @@ int sg_remote_adopt(struct sg_remote *r, int64_t key, const char *mountpoint,
 		    const struct sg_remote_layer *layer, int fd, sg_remote_cb cb, void *userdata);
 /* The fdstore name of a mount: "sg.KEY". */
 void sg_remote_held_name(int64_t key, char *buf, size_t len);
-/* New profiles of image `ref` are in the store: its layers that are mounted and replay none
- * start replaying theirs. */
+/* New profiles of image `ref` are in the store: the mounted layers it uses that replay none
+ * start replaying theirs, also a layer another image mounted first (one layer, one state). */
 void sg_remote_profiles_stored(struct sg_remote *r, const char *ref);
 /* Unmounts (if mounted) and releases the layer; cb runs once from the loop. */
 void sg_remote_unmount(struct sg_remote *r, int64_t key, sg_remote_cb cb, void *userdata);

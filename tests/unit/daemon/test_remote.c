@@ -5,7 +5,8 @@
  * eviction caused through one mount never punches a file the other handed to the kernel;
  * a mount that fails after its TOC loaded frees a layer that never started work; two mounts
  * waiting on one failed load both get its error; a later layer's TOC, larger than the tail,
- * is fetched whole while the first layer mounts. */
+ * is fetched whole while the first layer mounts; a second image mounting a layer another
+ * image mounted first has its profiles and entry programs asked for and used on it. */
 #include "daemon/core/loop.h"
 #include "daemon/image_entry.h"
 #include "daemon/remote.h"
@@ -430,6 +431,7 @@ TEST(mount_arriving_while_the_layer_closes_loads_it_anew)
 /* ---- a later layer's TOC fetched ahead ---- */
 
 static unsigned counted_reads;   /* through every counting source */
+static uint64_t counted_read_bytes;
 
 /* A range source that records the reads it passes to a file source. */
 struct counting_src {
@@ -444,6 +446,7 @@ static int counting_read(struct sg_range_source *src, uint64_t offset, size_t le
 {
 	struct counting_src *c = (struct counting_src *)src;
 	counted_reads++;
+	counted_read_bytes += len;
 	if (c->reads < 16) {
 		c->off[c->reads] = offset;
 		c->len[c->reads] = len;
@@ -888,6 +891,136 @@ TEST(an_images_entry_program_is_fetched_before_it_is_read)
 		_exit(child_read_app());
 	serve_until_child_exits(&e, pid, 20000);
 	CHECK_EQ(counted[0]->reads, reads);   /* all of it was there */
+	env_close(&e);
+}
+
+/* ---- One layer, two images: what the second image learns is the layer's too ---- */
+
+static unsigned profiles_wanted;
+static char profiles_ref[128];
+
+static void want_profiles(void *ctx, const char *ref)
+{
+	(void)ctx;
+	profiles_wanted++;
+	snprintf(profiles_ref, sizeof(profiles_ref), "%s", ref);
+}
+
+/* Mounts layer_digest as a layer of image `ref` at `where`, key `key`; waits: it mounts. */
+static void mount_for(struct env *e, int64_t key, const char *where, const char *ref)
+{
+	struct mount_res m = { 0 };
+	struct sg_remote_layer l = { .ref = ref, .digest = layer_digest,
+				     .toc_digest = toc_digest };
+
+	CHECK_EQ(sg_remote_mount(e->remote, key, where, &l, on_mounted, &m), 0);
+	wait_mounted(e, &m, 1);
+	CHECK_EQ(m.res, 0);
+}
+
+/* The layer's stats, through the first mount sg_remote_each_mount shows. */
+static void first_stats(void *ud, const struct sg_remote_mount_info *m)
+{
+	struct sg_layer_stats *ret = ud;
+	if (m->mounted && !ret->chunks_total)
+		*ret = m->layer;
+}
+
+static struct sg_layer_stats layer_stats(struct env *e)
+{
+	struct sg_layer_stats st = { 0 };
+	sg_remote_each_mount(e->remote, first_stats, &st);
+	CHECK(st.chunks_total > 0);
+	return st;
+}
+
+/* Image A mounts a layer, then image B (another image on the same base layer) mounts it
+ * too: B's profiles are asked for (a second mount of B is not asked again), and once they
+ * are stored (what B's profile pull does) the layer, which A mounted first and which
+ * replays nothing yet, replays them.  Another image's profiles stored change nothing. */
+TEST(a_layer_another_image_mounted_first_replays_the_second_images_profile)
+{
+	struct env e;
+	char proot[400], third[400];
+	struct sg_digest td, ld;
+	struct sg_profile *p;
+	struct sg_error err = { 0 };
+
+	setup();
+	snprintf(proot, sizeof(proot), "%s/proot-shared", dir);
+	snprintf(third, sizeof(third), "%s/mnt-third", dir);
+	CHECK_EQ(mkdir(third, 0755), 0);
+	profiles_wanted = 0;
+	struct sg_remote_config cfg = { .cache_root = root, .profile_root = proot,
+					.want_profiles = want_profiles };
+	image_open(&e, &cfg, false);
+	mount_for(&e, 1, mnt[0], "test/a:1");
+	CHECK_EQ(profiles_wanted, 1u);
+	CHECK_STR(profiles_ref, "test/a:1");
+	mount_for(&e, 2, mnt[1], "test/b:1");
+	CHECK_EQ(profiles_wanted, 2u);
+	CHECK_STR(profiles_ref, "test/b:1");
+	mount_for(&e, 3, third, "test/b:1");   /* B again: not asked again */
+	CHECK_EQ(profiles_wanted, 2u);
+
+	/* B's profile of the layer: its first 4 chunks. */
+	struct sg_layer_stats st = layer_stats(&e);
+	CHECK_EQ(st.replay_chunks, 0u);
+	CHECK(st.chunks_total >= 4);
+	CHECK_EQ(sg_digest_parse(toc_digest, strlen(toc_digest), &td), 0);
+	CHECK_EQ(sg_digest_parse(layer_digest, strlen(layer_digest), &ld), 0);
+	CHECK_EQ(sg_profile_new(&td, (uint32_t)st.chunks_total, NULL, &p), 0);
+	sg_profile_set_layer(p, &ld);
+	for (uint32_t c = 0; c < 4; c++)
+		CHECK(sg_profile_note(p, c, 1) == SG_PROFILE_RECORDED);
+	CHECK_EQ(sg_profile_store_save(proot, p, &err), 0);
+	sg_profile_free(p);
+
+	sg_remote_profiles_stored(e.remote, "test/other:1");   /* uses no mounted layer */
+	run_for(&e, 100);
+	st = layer_stats(&e);
+	CHECK_EQ(st.replay_chunks, 0u);
+	CHECK_EQ(st.kind_fetched_bytes[SG_FETCH_PROFILE], 0u);
+
+	sg_remote_profiles_stored(e.remote, "test/b:1");
+	double end = test_now_ms() + 5000;
+	while (!(st = layer_stats(&e)).replay_done && test_now_ms() < end)
+		CHECK(sg_loop_run_once(e.loop, 10) >= 0);
+	CHECK(st.replay_done);
+	CHECK_EQ(st.replay_chunks, 4u);
+	run_for(&e, 100);
+	st = layer_stats(&e);
+	CHECK(st.kind_fetched_bytes[SG_FETCH_PROFILE] >= 4u * CHUNK);   /* incompressible */
+	env_close(&e);
+}
+
+/* The same for entry programs: image B's mount of a layer image A mounted first asks for B's
+ * config, and B's entry program, in that layer, is fetched ahead. */
+TEST(a_layer_another_image_mounted_first_fetches_the_second_images_entry_program)
+{
+	struct env e;
+	struct sg_image_entry ent = { .n = 1 };
+
+	entry_blob();
+	entries_wanted = 0;
+	struct sg_remote_config cfg = { .cache_root = root, .speculate = true,
+					.want_entry = want_entry };
+	image_open(&e, &cfg, false);
+	mount_for(&e, 1, mnt[0], "test/a:1");
+	CHECK_EQ(entries_wanted, 1u);
+	mount_for(&e, 2, mnt[1], "test/b:1");
+	CHECK_EQ(entries_wanted, 2u);
+	CHECK_STR(entry_ref, "test/b:1");
+	run_for(&e, 200);
+	/* Through A's source or B's own (a mount of another image reads from its registry). */
+	unsigned reads = counted_reads;
+	uint64_t bytes = counted_read_bytes;
+
+	snprintf(ent.p[0].path, sizeof(ent.p[0].path), "/usr/bin/app");
+	sg_remote_entry_programs(e.remote, "test/b:1", &ent);
+	run_for(&e, 500);
+	CHECK(counted_reads > reads);
+	CHECK(counted_read_bytes - bytes >= FILE_SIZE);
 	env_close(&e);
 }
 
