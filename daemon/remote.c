@@ -156,6 +156,18 @@ struct image_entry_state {
 	bool done[SG_ENTRY_COMMANDS_MAX];  /* a layer has that command's program */
 };
 
+/* Images whose profiles were asked for (want_profiles), the newest last.  Asked again on a
+ * mount after PROFILE_ASK_AGAIN_NS (sg_remote_config.profile_ask_again_ns), so that a node
+ * that found none, or failed to fetch them, picks up profiles pushed since; the oldest is
+ * forgotten beyond PROFILES_ASKED_KEPT, so that a node pulling many images over weeks keeps
+ * a bounded list. */
+#define PROFILES_ASKED_KEPT 64
+#define PROFILE_ASK_AGAIN_NS (600ull * 1000000000u)
+struct profile_ask {
+	char ref[512];
+	uint64_t asked_ns;
+};
+
 struct sg_remote {
 	struct sg_loop *loop;
 	struct sg_remote_config cfg;
@@ -177,7 +189,7 @@ struct sg_remote {
 	unsigned rl_gone;             /* mounts released, waiting for their source's open */
 	bool handover;                /* shutting down with keep_mounts */
 	char profile_root[PATH_MAX];  /* cfg.profile_root's copy; "" = off */
-	char **profiles_asked;        /* images whose profiles were asked for (want_profiles) */
+	struct profile_ask profiles_asked[PROFILES_ASKED_KEPT];
 	size_t n_profiles_asked;
 	/* images whose entry programs were asked for (want_entry), the newest last */
 	struct image_entry_state *entries[ENTRIES_KEPT];
@@ -301,11 +313,6 @@ void sg_remote_free(struct sg_remote *r)
 	for (size_t i = 0; i < r->n_entries; i++)
 		free(r->entries[i]);
 	r->n_entries = 0;
-	for (size_t i = 0; i < r->n_profiles_asked; i++)
-		free(r->profiles_asked[i]);
-	free(r->profiles_asked);
-	r->profiles_asked = NULL;
-	r->n_profiles_asked = 0;
 	sg_proc_hints_free(r->hints);   /* reads on their threads end without asking */
 	r->hints = NULL;
 	r->freed = true;
@@ -940,21 +947,33 @@ static void content_replay_stored(struct content *c)
 		(unsigned long long)info.fetch_chunks, (unsigned long long)info.fetch_bytes);
 }
 
-/* The first mount of a layer of `ref`: its profiles may be in its registry. */
+/* A mount of a layer of `ref`: its profiles may be in its registry.  Asked once per image,
+ * and again on a later mount once the last ask is PROFILE_ASK_AGAIN_NS old. */
 static void want_profiles(struct sg_remote *r, const char *ref)
 {
-	if (!r->cfg.want_profiles || !r->profile_root[0])
+	uint64_t now = sg_now_ns(), again = r->cfg.profile_ask_again_ns ?
+					       r->cfg.profile_ask_again_ns : PROFILE_ASK_AGAIN_NS;
+	struct profile_ask *a = NULL;
+
+	if (!r->cfg.want_profiles || !r->profile_root[0] || strlen(ref) >= sizeof(a->ref))
 		return;
-	for (size_t i = 0; i < r->n_profiles_asked; i++)
-		if (strcmp(r->profiles_asked[i], ref) == 0)
-			return;
-	char **t = realloc(r->profiles_asked, (r->n_profiles_asked + 1) * sizeof(*t));
-	if (!t)
+	for (size_t i = 0; i < r->n_profiles_asked && !a; i++)
+		if (strcmp(r->profiles_asked[i].ref, ref) == 0)
+			a = &r->profiles_asked[i];
+	if (a && now - a->asked_ns < again)
 		return;
-	r->profiles_asked = t;
-	if (!(t[r->n_profiles_asked] = strdup(ref)))
-		return;
-	r->n_profiles_asked++;
+	if (a) {   /* asked again: it becomes the newest */
+		size_t i = (size_t)(a - r->profiles_asked);
+		memmove(a, a + 1, (r->n_profiles_asked - i - 1) * sizeof(*a));
+		r->n_profiles_asked--;
+	} else if (r->n_profiles_asked == PROFILES_ASKED_KEPT) {   /* the oldest goes */
+		memmove(&r->profiles_asked[0], &r->profiles_asked[1],
+			(PROFILES_ASKED_KEPT - 1) * sizeof(r->profiles_asked[0]));
+		r->n_profiles_asked--;
+	}
+	a = &r->profiles_asked[r->n_profiles_asked++];
+	snprintf(a->ref, sizeof(a->ref), "%s", ref);
+	a->asked_ns = now;
 	r->cfg.want_profiles(r->cfg.want_profiles_ctx, ref);
 }
 

@@ -104,10 +104,14 @@ struct sg_remote_config {
 	const char *profile_root;
 	uint64_t profile_quiet_ns;    /* see sg_layer_config.profile_quiet_ns; 0 = default */
 	/* With profile_root: called (from the loop) the first time a layer of image `ref` is
-	 * mounted (also one that another image's mount holds already), so that the owner may fetch that image's profiles into the store
+	 * mounted (also one that another image's mount holds already; the last 64 images are
+	 * remembered), so that the owner may fetch that image's profiles into the store
 	 * (daemon/profile_pull.h) and then call sg_remote_profiles_stored.  NULL: none. */
 	void (*want_profiles)(void *ctx, const char *ref);
 	void *want_profiles_ctx;
+	/* A later mount of the same image calls want_profiles again once the last call is this
+	 * old (profiles pushed since are found); 0 = 10 min. */
+	uint64_t profile_ask_again_ns;
 	/* With speculate: called (from the loop) the first time a layer of image `ref` is
 	 * mounted, so that the owner may fetch the image's entry programs from its config
 	 * (daemon/image_entry.h) and then call sg_remote_entry_programs.  NULL: none. */

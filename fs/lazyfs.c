@@ -396,7 +396,8 @@ void sg_lazyfs_stats(const struct sg_lazyfs *fs, struct sg_lazyfs_stats *ret)
 
 struct sg_layer_user *sg_lazyfs_user(struct sg_lazyfs *fs)
 {
-	return fs->user;
+	/* A closing user may be freed before its close completes (fs/layer.h). */
+	return fs->user_closing ? NULL : fs->user;
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

@@ -84,7 +84,8 @@ int sg_lazyfs_adopt(struct sg_loop *loop, struct sg_layer *layer, const char *mo
 /* The session's /dev/fuse descriptor (to hand a copy to whoever keeps it across restarts). */
 int sg_lazyfs_fd(const struct sg_lazyfs *fs);
 void sg_lazyfs_stats(const struct sg_lazyfs *fs, struct sg_lazyfs_stats *ret);
-/* The mount's user of its layer (fs/layer.h), e.g. to give it its own blob source. */
+/* The mount's user of its layer (fs/layer.h), e.g. to give it its own blob source; NULL
+ * once the mount is ending (sg_lazyfs_unmount or _detach closed it). */
 struct sg_layer_user *sg_lazyfs_user(struct sg_lazyfs *fs);
 /* Detaches the mount and stops serving: requests waiting for the layer are answered (EINTR)
  * as their reads are cancelled; cb(op) runs from the loop (op->res 0) once none is in

@@ -324,6 +324,89 @@ TEST(failed_mount_closes_a_layer_that_started_fetching)
 	env_close(&e);
 }
 
+/* An opener that holds the open of image test/b:1's own source (a mount of another image
+ * sharing the layer opens one) until the test delivers it. */
+static struct sg_op *held_op;
+static sg_op_cb held_cb;
+
+static int holding_open(void *ctx, const char *ref, const char *digest,
+			struct sg_range_source **ret_src, struct sg_error *err, struct sg_op *op,
+			sg_op_cb cb)
+{
+	struct sg_loop *loop = ctx;
+
+	if (strcmp(ref, "test/b:1") != 0)
+		return file_open(ctx, ref, digest, ret_src, err, op, cb);
+	CHECK(!held_op);
+	CHECK_EQ(sg_range_source_file_open(loop, blob_path, ret_src), 0);
+	held_op = op;
+	held_cb = cb;
+	return 0;
+}
+
+static void on_unmounted(void *ud, int res, const char *err)
+{
+	(void)err;
+	CHECK_EQ(res, 0);
+	*(int *)ud += 1;
+}
+
+static int child_read_f0(void)
+{
+	static uint8_t buf[FILE_SIZE];
+	char path[400];
+
+	snprintf(path, sizeof(path), "%s/f0", mnt[0]);
+	return check_bytes("A f0", buf, read_path(path, buf, sizeof(buf)), 0);
+}
+
+/* Image B mounts a layer image A mounted, and its own source's open is still on its way
+ * when B's mount ends: the open's answer, delivered in the same turn of the loop as the
+ * unmount, finds B's layer user closed (it is freed before its close completes) and frees
+ * the source instead of handing it over (ASan: heap-use-after-free before the fix).  A's
+ * mount goes on serving the right bytes, and nothing leaks. */
+TEST(a_mount_of_another_image_ending_while_its_source_opens)
+{
+	struct env e;
+	struct mount_res m[2] = { 0 };
+	int unmounted = 0;
+
+	setup();
+	CHECK_EQ(sg_loop_new(NULL, &e.loop), 0);
+	struct sg_remote_config cfg = { .cache_root = root };
+	struct sg_blob_opener opener = { .open = holding_open, .ctx = e.loop };
+	CHECK_EQ(sg_remote_new(e.loop, &cfg, &opener, &e.remote), 0);
+	struct sg_remote_layer a = { .ref = "test/a:1", .digest = layer_digest,
+				     .toc_digest = toc_digest };
+	struct sg_remote_layer b = a;
+	b.ref = "test/b:1";
+	CHECK_EQ(sg_remote_mount(e.remote, 1, mnt[0], &a, on_mounted, &m[0]), 0);
+	wait_mounted(&e, m, 1);
+	CHECK_EQ(m[0].res, 0);
+	held_op = NULL;
+	CHECK_EQ(sg_remote_mount(e.remote, 2, mnt[1], &b, on_mounted, &m[1]), 0);
+	wait_mounted(&e, m, 2);
+	CHECK_EQ(m[1].res, 0);
+	CHECK(held_op);   /* B asked for its own source */
+
+	/* The answer is queued first, then B's mount ends; the loop runs both in that order. */
+	CHECK_EQ(sg_post(e.loop, held_op, 0, held_cb), 0);
+	sg_remote_unmount(e.remote, 2, on_unmounted, &unmounted);
+	double end = test_now_ms() + 5000;
+	while (!unmounted && test_now_ms() < end)
+		CHECK(sg_loop_run_once(e.loop, 10) >= 0);
+	CHECK_EQ(unmounted, 1);
+	CHECK(sg_remote_is_mounted(e.remote, 1));
+	CHECK(!sg_remote_is_mounted(e.remote, 2));
+
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0)
+		_exit(child_read_f0());
+	serve_until_child_exits(&e, pid, 20000);
+	env_close(&e);
+}
+
 /* Two mounts wait for one load that fails (a TOC digest the blob does not have): both get
  * the error, once each, and nothing is left behind. */
 TEST(two_waiters_on_one_failed_load_both_fail)
@@ -991,6 +1074,61 @@ TEST(a_layer_another_image_mounted_first_replays_the_second_images_profile)
 	run_for(&e, 100);
 	st = layer_stats(&e);
 	CHECK(st.kind_fetched_bytes[SG_FETCH_PROFILE] >= 4u * CHUNK);   /* incompressible */
+	env_close(&e);
+}
+
+/* The images asked about are remembered for profile_ask_again_ns: a mount of one asked
+ * within that time asks nothing, one after it asks again (profiles pushed since are found);
+ * and only the last 64 images are remembered, the oldest forgotten first. */
+TEST(an_images_profiles_are_asked_for_again_after_a_while_and_the_list_is_bounded)
+{
+	struct env e;
+	char proot[400], where[400], ref[64];
+	int64_t key = 1;
+
+	setup();
+	snprintf(proot, sizeof(proot), "%s/proot-again", dir);
+	profiles_wanted = 0;
+	struct sg_remote_config cfg = { .cache_root = root, .profile_root = proot,
+					.want_profiles = want_profiles,
+					.profile_ask_again_ns = 1000ull * 1000000u };
+#define MOUNT_AS(r) do { \
+		snprintf(where, sizeof(where), "%s/mnt-again-%lld", dir, (long long)key); \
+		CHECK_EQ(mkdir(where, 0755), 0); \
+		mount_for(&e, key++, where, (r)); \
+	} while (0)
+	image_open(&e, &cfg, false);
+	MOUNT_AS("test/a:1");
+	CHECK_EQ(profiles_wanted, 1u);
+	MOUNT_AS("test/a:1");            /* within the time: not asked */
+	CHECK_EQ(profiles_wanted, 1u);
+	run_for(&e, 1050);
+	MOUNT_AS("test/a:1");            /* after it: asked again */
+	CHECK_EQ(profiles_wanted, 2u);
+	CHECK_STR(profiles_ref, "test/a:1");
+	env_close(&e);
+
+	/* The default time (10 min), and 65 images: the oldest is forgotten, the newest not. */
+	cfg.profile_ask_again_ns = 0;
+	profiles_wanted = 0;
+	image_open(&e, &cfg, false);
+	MOUNT_AS("test/a:1");
+	for (int i = 0; i < 64; i++) {
+		snprintf(ref, sizeof(ref), "test/n%d:1", i);
+		MOUNT_AS(ref);
+	}
+	CHECK_EQ(profiles_wanted, 65u);
+	MOUNT_AS("test/n63:1");
+	MOUNT_AS("test/n1:1");
+	CHECK_EQ(profiles_wanted, 65u);
+	MOUNT_AS("test/a:1");            /* forgotten: asked again */
+	CHECK_EQ(profiles_wanted, 66u);
+	CHECK_STR(profiles_ref, "test/a:1");
+	MOUNT_AS("test/n0:1");           /* forgotten to make room for test/a:1 */
+	CHECK_EQ(profiles_wanted, 67u);
+	MOUNT_AS("test/n2:1");           /* still remembered */
+	CHECK_EQ(profiles_wanted, 67u);
+#undef MOUNT_AS
 	env_close(&e);
 }
 
