@@ -36,6 +36,10 @@
  * directory.  Two mounts of a digest never keep two views of one directory. */
 enum content_state { C_LOADING, C_READY, C_CLOSING };
 
+/* A content remembers this many other images that use it below a layer of theirs (the
+ * newest; each of those has its own mount of its top layers). */
+#define CONTENT_IMAGES 8
+
 struct content {
 	struct sg_remote *r;
 	struct sg_list link;            /* r->contents */
@@ -46,6 +50,8 @@ struct content {
 	bool from_disk;                 /* try the cache directory before the registry */
 	uint64_t prefetch_bytes;
 	char ref[512];                  /* the image of the first mount: the blob comes from there */
+	char *images[CONTENT_IMAGES];   /* other images with this layer under one of theirs */
+	size_t n_images;
 	struct sg_list waiting;         /* struct rlayer (c_link) not mounted yet */
 	unsigned mounts;                /* rlayers mounted on layer */
 	bool load_inflight;             /* a callback of the load is still to come */
@@ -433,13 +439,18 @@ static struct content *content_find(struct sg_remote *r, const char *digest)
 	return NULL;
 }
 
-/* Whether image `ref` uses content c: the image of its first mount, or of any mount since.
- * A layer shared by two images is one content, and what either image learns about it (its
- * profile, its entry programs) is for that content, whichever image mounted it first. */
+/* Whether image `ref` uses content c: the image of its first mount, of any mount since, or
+ * one that has it below a layer of its own (containerd mounts a chain of layers once, for
+ * the first image that has it).  A layer shared by two images is one content, and what
+ * either image learns about it (its profile, its entry programs) is for that content,
+ * whichever image mounted it first. */
 static bool content_serves(struct sg_remote *r, const struct content *c, const char *ref)
 {
 	if (strcmp(c->ref, ref) == 0)
 		return true;
+	for (size_t i = 0; i < c->n_images; i++)
+		if (strcmp(c->images[i], ref) == 0)
+			return true;
 	for (struct sg_list *n = r->layers.next; n != &r->layers; n = n->next) {
 		const struct rlayer *rl = sg_container_of(n, struct rlayer, link);
 		if (rl->c == c && strcmp(rl->ref, ref) == 0)
@@ -449,6 +460,32 @@ static bool content_serves(struct sg_remote *r, const struct content *c, const c
 }
 
 static void content_start_load(struct content *c);
+
+/* Image `ref` has content c below a layer of its own. */
+static void content_add_image(struct sg_remote *r, struct content *c, const char *ref)
+{
+	if (content_serves(r, c, ref))
+		return;
+	if (c->n_images == CONTENT_IMAGES) {   /* the oldest goes */
+		free(c->images[0]);
+		memmove(&c->images[0], &c->images[1], (CONTENT_IMAGES - 1) * sizeof(c->images[0]));
+		c->n_images--;
+	}
+	char *copy = strdup(ref);
+	if (copy)   /* a hint: without it the image's profile skips this layer */
+		c->images[c->n_images++] = copy;
+}
+
+/* The mounts under `layer` in its image (containerd's parent chain): their contents are used
+ * by its image too. */
+static void note_layers_below(struct sg_remote *r, const struct sg_remote_layer *layer)
+{
+	for (size_t i = 0; i < layer->n_below; i++) {
+		struct rlayer *below = find(r, layer->below[i]);
+		if (below && below->c)
+			content_add_image(r, below->c, layer->ref);
+	}
+}
 
 /* The content is gone: its load given up or its layer freed, nobody waiting for it. */
 static void content_destroy(struct content *c)
@@ -460,6 +497,8 @@ static void content_destroy(struct content *c)
 	sg_list_unlink(&c->link);
 	sg_list_unlink(&c->wait_link);
 	sg_range_source_free(c->src);
+	for (size_t i = 0; i < c->n_images; i++)
+		free(c->images[i]);
 	free(c);
 	maybe_shutdown_done(r);
 }
@@ -1613,6 +1652,7 @@ static int mount_common(struct sg_remote *r, int64_t key, const char *mountpoint
 	sg_op_init(&rl->unmount_op);
 	sg_op_init(&rl->src_op);
 	snprintf(rl->mountpoint, sizeof(rl->mountpoint), "%s", mountpoint);
+	note_layers_below(r, layer);
 	if (!c) {
 		c = calloc(1, sizeof(*c));
 		if (!c) {

@@ -136,6 +136,11 @@ struct sg_remote_layer {
 	 * mounted before, without the registry; the blob is opened on the first read that
 	 * needs it (daemon/deferred_source.h).  Falls back to the registry. */
 	bool from_disk;
+	/* The mount keys (snapshot ids) of the layers under this one in its image, nearest
+	 * first: the image uses them too, though another image mounted them (its profiles and
+	 * entry programs apply to them).  Keys not mounted are skipped. */
+	const int64_t *below;
+	size_t n_below;
 };
 
 /* The entry programs of image `ref` (daemon/image_entry.h): each command's first candidate

@@ -336,8 +336,10 @@ nomem:
 	return -ENOMEM;
 }
 
-/* The ids of the parent chain, nearest first. */
-static int parent_chain(struct sg_snapshots *s, int64_t parent_id, int64_t **ret_ids, size_t *ret_n)
+/* The ids of the parent chain, nearest first.  need_mounted: -EAGAIN when a lazily mounted
+ * one is not mounted now. */
+static int parent_chain(struct sg_snapshots *s, int64_t parent_id, bool need_mounted,
+			int64_t **ret_ids, size_t *ret_n)
 {
 	int64_t *ids = NULL;
 	size_t n = 0;
@@ -349,7 +351,7 @@ static int parent_chain(struct sg_snapshots *s, int64_t parent_id, int64_t **ret
 			free(ids);
 			return r == -ENOENT ? -EIO : r;   /* a dangling parent is corruption */
 		}
-		if (p.remote != SG_SNAP_LOCAL && s->remote_mounted &&
+		if (need_mounted && p.remote != SG_SNAP_LOCAL && s->remote_mounted &&
 		    !s->remote_mounted(s->remote_ctx, p.id)) {
 			/* Never hand out a lowerdir whose lazy mount is not there: the container
 			 * would see an empty layer instead of an error. */
@@ -387,7 +389,7 @@ static int build_mounts(struct sg_snapshots *s, const struct sg_snap *snap, stru
 	char path[PATH_MAX];
 	int r;
 
-	r = parent_chain(s, snap->parent_id, &chain, &n);
+	r = parent_chain(s, snap->parent_id, true, &chain, &n);
 	if (r < 0)
 		return r;
 	if (n == 0) {
@@ -936,6 +938,18 @@ void sg_snapshots_set_remote_check(struct sg_snapshots *s, bool (*mounted)(void 
 {
 	s->remote_mounted = mounted;
 	s->remote_ctx = ctx;
+}
+
+int sg_snapshots_ancestors(struct sg_snapshots *s, int64_t id, int64_t **ret_ids, size_t *ret_n)
+{
+	struct sg_snap snap;
+	int r = sg_meta_get_by_id(s->meta, id, &snap, NULL);
+
+	if (r < 0)
+		return r;
+	r = parent_chain(s, snap.parent_id, false, ret_ids, ret_n);
+	sg_snap_clear(&snap);
+	return r;
 }
 
 void sg_snapshots_path(const struct sg_snapshots *s, int64_t id, char *buf, size_t len)

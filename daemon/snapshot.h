@@ -86,6 +86,9 @@ int sg_snapshots_cleanup(struct sg_snapshots *s, struct sg_error *err);
 /* Lets build_mounts refuse (-EAGAIN) a chain whose remote layer is not mounted now. */
 void sg_snapshots_set_remote_check(struct sg_snapshots *s, bool (*mounted)(void *ctx, int64_t id),
 				   void *ctx);
+/* The ids of snapshot id's parent chain, nearest first (*ret_ids to free; NULL when none):
+ * 0, -ENOENT (no such id), -EIO (a dangling parent), -ELOOP or -ENOMEM. */
+int sg_snapshots_ancestors(struct sg_snapshots *s, int64_t id, int64_t **ret_ids, size_t *ret_n);
 /* ROOT/snapshots/<id>/fs */
 void sg_snapshots_path(const struct sg_snapshots *s, int64_t id, char *buf, size_t len);
 int sg_snapshots_remote_reserve(struct sg_snapshots *s, const char *target, const char *parent,

@@ -415,7 +415,16 @@ static bool remote_prepare(struct sg_snapshot_service *svc, struct sg_grpc_call 
 	sg_snapshots_path(svc->snapshots, id, mountpoint, sizeof(mountpoint));
 	state_dir_of(mountpoint, state_dir, sizeof(state_dir));
 	info.state_dir = state_dir;
+	/* The layers under it: its image uses them too, whoever mounted them (a hint: without
+	 * it the image's profiles and entry programs skip them). */
+	int64_t *below = NULL;
+	size_t n_below = 0;
+	if (sg_snapshots_ancestors(svc->snapshots, id, &below, &n_below) == 0) {
+		info.below = below;
+		info.n_below = n_below;
+	}
 	r = sg_remote_mount(svc->remote, id, mountpoint, &info, on_remote_mounted, pm);
+	free(below);
 	if (r < 0)
 		on_remote_mounted(pm, r, "cannot start fetching the layer");
 	return true;

@@ -97,6 +97,28 @@ replays_done() {
     $PYTHON -c 'import json, sys; ls = json.load(sys.stdin)["layers"]; sys.exit(not ls or any(l["profile_replay"] != "done" for l in ls))'
 }
 
+# rpull IMAGE OUT: ctr-remote rpull, retried for 10 s: containerd's client of the proxy
+# snapshotter reconnects to a new daemon within seconds.
+rpull() {
+  local i
+  for i in $(seq 20); do
+    ctr-remote --address "$WORK/containerd/containerd.sock" images rpull --plain-http \
+      --snapshotter stargz "$1" >"$2" 2>&1 && return 0
+    sleep 0.5
+  done
+  return 1
+}
+
+# no_snapshots_left: waits up to 10 s for containerd's GC to remove every stargz snapshot.
+no_snapshots_left() {
+  local i
+  for i in $(seq 40); do
+    [[ $($CTR snapshots --snapshotter stargz ls 2>/dev/null | awk 'NR>1' | wc -l) -eq 0 ]] && return 0
+    sleep 0.25
+  done
+  return 1
+}
+
 started_containerd=0
 PHASE_LOGS=()
 # run_phase NAME ROOT MODE IMAGE [WAIT_REPLAY]: a cold start on a fresh daemon: rpull, (with
@@ -113,17 +135,7 @@ run_phase() {
     start_containerd || { fail "containerd starts" "$(tail -20 "$WORK/containerd.log")"; finish; }
     started_containerd=1
   fi
-  # containerd's client of the proxy snapshotter reconnects to the new daemon within seconds.
-  local pulled=0
-  for i in $(seq 20); do
-    if ctr-remote --address "$WORK/containerd/containerd.sock" images rpull --plain-http \
-         --snapshotter stargz "$img" >"$WORK/$name.rpull" 2>&1; then
-      pulled=1
-      break
-    fi
-    sleep 0.5
-  done
-  if [[ $pulled == 1 ]]; then
+  if rpull "$img" "$WORK/$name.rpull"; then
     if [[ $wait_replay == 1 ]]; then
       # Both layers have a profile.  The container starts once both replays are done: what is
       # asserted is that the profile names what the workload reads (the race between the
@@ -144,12 +156,7 @@ run_phase() {
     echo "    $name: rpull failed: $(tail -3 "$WORK/$name.rpull")"
   fi
   $CTR images rm --sync "$img" >/dev/null 2>&1
-  for i in $(seq 40); do
-    [[ $($CTR snapshots --snapshotter stargz ls 2>/dev/null | awk 'NR>1' | wc -l) -eq 0 ]] && break
-    sleep 0.25
-  done
-  [[ $($CTR snapshots --snapshotter stargz ls 2>/dev/null | awk 'NR>1' | wc -l) -eq 0 ]] ||
-    { echo "    $name: snapshots left after the image's removal"; PHASE_OK=0; }
+  no_snapshots_left || { echo "    $name: snapshots left after the image's removal"; PHASE_OK=0; }
   stop_stargzd INT
   [[ $EXIT_CODE -eq 0 ]] || { echo "    $name: stargzd exited with $EXIT_CODE"; PHASE_OK=0; }
   cp "$WORK/stargzd.log" "$PHASE_LOG"
@@ -329,6 +336,51 @@ if grep -q "GET /v2/$REPO/referrers/sha256:" "$WORK/api.log"; then
   pass "registry-api: the daemon asked the referrers API and took its answer"
 else
   fail "registry-api: the daemon took the referrers API's answer" "$(grep -v blobs "$WORK/api.log" | head -10)"
+fi
+
+# ---- K: the base layer mounted for another image first ----
+# An image of the busybox layer alone (no profile of its own) is pulled first; the test image
+# has the same first layer, so containerd mounts only its data layer, on the base image's
+# snapshot.  The daemon pulls the test image's profiles at that mount, and the base layer,
+# mounted for the other image, replays the test image's profile of it.
+make_image "$WORK/oci-base" v1 "$WORK/l1" >/dev/null
+check "base-only image converted" make_estargz_image "$WORK/oci-base" "$WORK/esgz-base"
+check "base-only image pushed" push_image "$WORK/esgz-base" v1 test/pc-base
+BASE_REF=$REGISTRY/test/pc-base:v1
+read -r BASE_LAYER _ < <(esgz_layer_info "$WORK/esgz-base")
+FIRST_LAYER=$($PYTHON -c '
+import json, os, sys
+d = sys.argv[1]
+idx = json.load(open(os.path.join(d, "index.json")))
+m = json.load(open(os.path.join(d, "blobs", *idx["manifests"][0]["digest"].split(":"))))
+print(m["layers"][0]["digest"])' "$WORK/esgz")
+if [[ $BASE_LAYER != "$FIRST_LAYER" ]]; then
+  fail "chain: the base-only image has the test image's first layer" "$BASE_LAYER, $FIRST_LAYER"
+elif ! start_stargzd_phase "$WORK/rootK" registry; then
+  fail "chain: stargzd starts" "$(tail -5 "$WORK/stargzd.log")"
+else
+  if rpull "$BASE_REF" "$WORK/chain-base.rpull" &&
+     wait_for 10 grep -q "profile pull $BASE_REF: none" "$WORK/stargzd.log" &&
+     rpull "$REF" "$WORK/chain.rpull"; then
+    if wait_for 15 grep -q "layer $BASE_LAYER: replaying its startup profile" "$WORK/stargzd.log"; then
+      pass "chain: the base layer, mounted for another image, replays the test image's profile"
+    else
+      fail "chain: the base layer replays the test image's profile" "$(grep -E 'profile|replay' "$WORK/stargzd.log" | tail -6)"
+    fi
+    out=$($CTR run --rm --snapshotter stargz "$REF" c-chain sh -c "$WORKLOAD" 2>&1)
+    if [[ $out == *"$WANT"* ]]; then
+      pass "chain: the container prints the right output"
+    else
+      fail "chain: the container prints the right output" "want $WANT, got: $out"
+    fi
+  else
+    fail "chain: both images pulled" "$(tail -3 "$WORK/chain-base.rpull" "$WORK/chain.rpull" 2>&1; grep 'profile pull' "$WORK/stargzd.log" | tail -3)"
+  fi
+  $CTR images rm --sync "$REF" "$BASE_REF" >/dev/null 2>&1
+  no_snapshots_left || fail "chain: no snapshots left after the images' removal"
+  stop_stargzd INT
+  cp "$WORK/stargzd.log" "$WORK/chain.log"
+  PHASE_LOGS+=("$WORK/chain.log")
 fi
 
 # ---- H: hostile stored profiles, each ignored ----

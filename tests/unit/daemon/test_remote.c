@@ -1001,11 +1001,11 @@ static void mount_for(struct env *e, int64_t key, const char *where, const char 
 	CHECK_EQ(m.res, 0);
 }
 
-/* The layer's stats, through the first mount sg_remote_each_mount shows. */
+/* layer_digest's stats, through the first of its mounts sg_remote_each_mount shows. */
 static void first_stats(void *ud, const struct sg_remote_mount_info *m)
 {
 	struct sg_layer_stats *ret = ud;
-	if (m->mounted && !ret->chunks_total)
+	if (m->mounted && !ret->chunks_total && strcmp(m->digest, layer_digest) == 0)
 		*ret = m->layer;
 }
 
@@ -1017,6 +1017,50 @@ static struct sg_layer_stats layer_stats(struct env *e)
 	return st;
 }
 
+/* Stores a profile of layer_digest (mounted first, replaying nothing): its first 4 chunks. */
+static void store_first_chunks(struct env *e, const char *proot)
+{
+	struct sg_digest td, ld;
+	struct sg_profile *p;
+	struct sg_error err = { 0 };
+	struct sg_layer_stats st = layer_stats(e);
+
+	CHECK_EQ(st.replay_chunks, 0u);
+	CHECK(st.chunks_total >= 4);
+	CHECK_EQ(sg_digest_parse(toc_digest, strlen(toc_digest), &td), 0);
+	CHECK_EQ(sg_digest_parse(layer_digest, strlen(layer_digest), &ld), 0);
+	CHECK_EQ(sg_profile_new(&td, (uint32_t)st.chunks_total, NULL, &p), 0);
+	sg_profile_set_layer(p, &ld);
+	for (uint32_t c = 0; c < 4; c++)
+		CHECK(sg_profile_note(p, c, 1) == SG_PROFILE_RECORDED);
+	CHECK_EQ(sg_profile_store_save(proot, p, &err), 0);
+	sg_profile_free(p);
+}
+
+/* Image ref's profiles are stored: layer_digest replays them (its 4 chunks, fetched as kind
+ * profile), or, when !replays, nothing happens. */
+static void expect_replay(struct env *e, const char *ref, bool replays)
+{
+	struct sg_layer_stats st;
+
+	sg_remote_profiles_stored(e->remote, ref);
+	if (!replays) {
+		run_for(e, 100);
+		st = layer_stats(e);
+		CHECK_EQ(st.replay_chunks, 0u);
+		CHECK_EQ(st.kind_fetched_bytes[SG_FETCH_PROFILE], 0u);
+		return;
+	}
+	double end = test_now_ms() + 5000;
+	while (!(st = layer_stats(e)).replay_done && test_now_ms() < end)
+		CHECK(sg_loop_run_once(e->loop, 10) >= 0);
+	CHECK(st.replay_done);
+	CHECK_EQ(st.replay_chunks, 4u);
+	run_for(e, 100);
+	st = layer_stats(e);
+	CHECK(st.kind_fetched_bytes[SG_FETCH_PROFILE] >= 4u * CHUNK);   /* incompressible */
+}
+
 /* Image A mounts a layer, then image B (another image on the same base layer) mounts it
  * too: B's profiles are asked for (a second mount of B is not asked again), and once they
  * are stored (what B's profile pull does) the layer, which A mounted first and which
@@ -1025,9 +1069,6 @@ TEST(a_layer_another_image_mounted_first_replays_the_second_images_profile)
 {
 	struct env e;
 	char proot[400], third[400];
-	struct sg_digest td, ld;
-	struct sg_profile *p;
-	struct sg_error err = { 0 };
 
 	setup();
 	snprintf(proot, sizeof(proot), "%s/proot-shared", dir);
@@ -1046,34 +1087,47 @@ TEST(a_layer_another_image_mounted_first_replays_the_second_images_profile)
 	mount_for(&e, 3, third, "test/b:1");   /* B again: not asked again */
 	CHECK_EQ(profiles_wanted, 2u);
 
-	/* B's profile of the layer: its first 4 chunks. */
-	struct sg_layer_stats st = layer_stats(&e);
-	CHECK_EQ(st.replay_chunks, 0u);
-	CHECK(st.chunks_total >= 4);
-	CHECK_EQ(sg_digest_parse(toc_digest, strlen(toc_digest), &td), 0);
-	CHECK_EQ(sg_digest_parse(layer_digest, strlen(layer_digest), &ld), 0);
-	CHECK_EQ(sg_profile_new(&td, (uint32_t)st.chunks_total, NULL, &p), 0);
-	sg_profile_set_layer(p, &ld);
-	for (uint32_t c = 0; c < 4; c++)
-		CHECK(sg_profile_note(p, c, 1) == SG_PROFILE_RECORDED);
-	CHECK_EQ(sg_profile_store_save(proot, p, &err), 0);
-	sg_profile_free(p);
+	store_first_chunks(&e, proot);
+	expect_replay(&e, "test/other:1", false);   /* uses no mounted layer */
+	expect_replay(&e, "test/b:1", true);
+	env_close(&e);
+}
 
-	sg_remote_profiles_stored(e.remote, "test/other:1");   /* uses no mounted layer */
-	run_for(&e, 100);
-	st = layer_stats(&e);
-	CHECK_EQ(st.replay_chunks, 0u);
-	CHECK_EQ(st.kind_fetched_bytes[SG_FETCH_PROFILE], 0u);
+/* Image B's top layer has the layer image A mounted below it (containerd mounts a chain of
+ * layers once: B's Prepare names A's snapshot as its parent, and the layer is never mounted
+ * for B): B's profiles, once stored, are replayed on it too.  Image C's top layer, mounted
+ * without that chain, changes nothing. */
+TEST(a_layer_below_another_images_top_layer_replays_that_images_profile)
+{
+	struct env e;
+	struct mount_res m[3] = { 0 };
+	struct sg_esgz_footer footer;
+	uint64_t size;
+	char proot[400], third[400];
 
-	sg_remote_profiles_stored(e.remote, "test/b:1");
-	double end = test_now_ms() + 5000;
-	while (!(st = layer_stats(&e)).replay_done && test_now_ms() < end)
-		CHECK(sg_loop_run_once(e.loop, 10) >= 0);
-	CHECK(st.replay_done);
-	CHECK_EQ(st.replay_chunks, 4u);
-	run_for(&e, 100);
-	st = layer_stats(&e);
-	CHECK(st.kind_fetched_bytes[SG_FETCH_PROFILE] >= 4u * CHUNK);   /* incompressible */
+	setup();
+	big_toc_blob(&footer, &size);
+	snprintf(proot, sizeof(proot), "%s/proot-below", dir);
+	snprintf(third, sizeof(third), "%s/mnt-third", dir);
+	CHECK_EQ(mkdir(third, 0755), 0);
+	struct sg_remote_config cfg = { .cache_root = root, .profile_root = proot };
+	image_open(&e, &cfg, false);
+	mount_for(&e, 1, mnt[0], "test/a:1");
+	struct sg_remote_layer top = { .ref = "test/c:1", .digest = big_digest,
+				       .toc_digest = big_toc };
+	CHECK_EQ(sg_remote_mount(e.remote, 2, mnt[1], &top, on_mounted, &m[1]), 0);
+	static const int64_t below[] = { 1, 77 };   /* 77: not mounted, skipped */
+	top.ref = "test/b:1";
+	top.below = below;
+	top.n_below = 2;
+	CHECK_EQ(sg_remote_mount(e.remote, 3, third, &top, on_mounted, &m[2]), 0);
+	wait_mounted(&e, &m[1], 2);
+	CHECK_EQ(m[1].res, 0);
+	CHECK_EQ(m[2].res, 0);
+
+	store_first_chunks(&e, proot);
+	expect_replay(&e, "test/c:1", false);
+	expect_replay(&e, "test/b:1", true);
 	env_close(&e);
 }
 

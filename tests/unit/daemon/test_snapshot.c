@@ -153,6 +153,42 @@ TEST(layer_chain_mounts_like_containerd_overlayfs)
 	sg_snapshots_close(s);
 }
 
+static bool never_mounted(void *ctx, int64_t id)
+{
+	(void)ctx;
+	(void)id;
+	return false;
+}
+
+/* A remote layer's ancestors: the snapshot ids under it, nearest first, whether their lazy
+ * mounts are there or not (the remote check that refuses mounts of such a chain does not
+ * apply); none for a base layer; -ENOENT for an id that is not there. */
+TEST(a_remote_layers_ancestors_are_its_parent_chain)
+{
+	struct sg_snapshots *s = fresh();
+	int64_t base, mid, top, *ids = NULL;
+	size_t n = 99;
+
+	CHECK_EQ(sg_snapshots_remote_reserve(s, "sha256:base", NULL, NULL, 0, &base, &err), 0);
+	CHECK_EQ(sg_snapshots_remote_ready(s, base, &err), 0);
+	CHECK_EQ(sg_snapshots_remote_reserve(s, "sha256:mid", "sha256:base", NULL, 0, &mid, &err), 0);
+	CHECK_EQ(sg_snapshots_remote_ready(s, mid, &err), 0);
+	sg_snapshots_set_remote_check(s, never_mounted, NULL);
+	CHECK_EQ(sg_snapshots_remote_reserve(s, "sha256:top", "sha256:mid", NULL, 0, &top, &err), 0);
+
+	CHECK_EQ(sg_snapshots_ancestors(s, top, &ids, &n), 0);
+	CHECK_EQ(n, 2u);
+	CHECK_EQ(ids[0], mid);
+	CHECK_EQ(ids[1], base);
+	free(ids);
+	ids = NULL;
+	CHECK_EQ(sg_snapshots_ancestors(s, base, &ids, &n), 0);
+	CHECK_EQ(n, 0u);
+	CHECK(!ids);
+	CHECK_EQ(sg_snapshots_ancestors(s, top + 100, &ids, &n), -ENOENT);
+	sg_snapshots_close(s);
+}
+
 TEST(errors_match_containerd)
 {
 	struct sg_snapshots *s = fresh();
