@@ -331,6 +331,22 @@ static void on_remote_mounted(void *userdata, int res, const char *err)
 
 /* The remote path of Prepare.  Returns false when the request is not for a remote layer
  * (or cannot take this path), so the caller does a plain prepare. */
+/* The mount keys of the layers under snapshot id (its parent chain) for info: its image uses
+ * them too, whoever mounted them (a hint: without it the image's profiles and entry
+ * programs skip them).  Returns what the caller frees once the mount call returned. */
+static int64_t *layers_below(struct sg_snapshot_service *svc, int64_t id,
+			     struct sg_remote_layer *info)
+{
+	int64_t *below = NULL;
+	size_t n = 0;
+
+	if (sg_snapshots_ancestors(svc->snapshots, id, &below, &n) < 0)
+		return NULL;
+	info->below = below;
+	info->n_below = n;
+	return below;
+}
+
 static bool remote_prepare(struct sg_snapshot_service *svc, struct sg_grpc_call *call, PbPrepare *req)
 {
 	struct sg_remote_layer info;
@@ -415,14 +431,7 @@ static bool remote_prepare(struct sg_snapshot_service *svc, struct sg_grpc_call 
 	sg_snapshots_path(svc->snapshots, id, mountpoint, sizeof(mountpoint));
 	state_dir_of(mountpoint, state_dir, sizeof(state_dir));
 	info.state_dir = state_dir;
-	/* The layers under it: its image uses them too, whoever mounted them (a hint: without
-	 * it the image's profiles and entry programs skip them). */
-	int64_t *below = NULL;
-	size_t n_below = 0;
-	if (sg_snapshots_ancestors(svc->snapshots, id, &below, &n_below) == 0) {
-		info.below = below;
-		info.n_below = n_below;
-	}
+	int64_t *below = layers_below(svc, id, &info);
 	r = sg_remote_mount(svc->remote, id, mountpoint, &info, on_remote_mounted, pm);
 	free(below);
 	if (r < 0)
@@ -954,6 +963,7 @@ static int restore_snapshot(const struct sg_snap *snap, void *userdata)
 	state_dir_of(mountpoint, state_dir, sizeof(state_dir));
 	info.state_dir = state_dir;
 	info.from_disk = true;   /* mounted here before: no registry needed */
+	int64_t *below = layers_below(svc, snap->id, &info);
 	int fd = take_held(svc, snap->id);
 	int r;
 	svc->restoring++;
@@ -969,6 +979,7 @@ static int restore_snapshot(const struct sg_snap *snap, void *userdata)
 	} else {
 		r = sg_remote_mount(svc->remote, snap->id, mountpoint, &info, on_restored, ro);
 	}
+	free(below);
 	if (r < 0) {
 		svc->restoring--;
 		free(ro->name);
