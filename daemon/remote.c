@@ -439,6 +439,16 @@ static struct content *content_find(struct sg_remote *r, const char *digest)
 	return NULL;
 }
 
+/* Removes element i of the n elements of `size` bytes at base (the lists of the newest
+ * few below: a repeat moves to the end, the oldest goes when full). */
+static void drop_at(void *base, size_t *n, size_t i, size_t size)
+{
+	char *b = base;
+
+	memmove(b + i * size, b + (i + 1) * size, (*n - i - 1) * size);
+	(*n)--;
+}
+
 /* Whether image `ref` uses content c: the image of its first mount, of any mount since, or
  * one that has it below a layer of its own (containerd mounts a chain of layers once, for
  * the first image that has it).  A layer shared by two images is one content, and what
@@ -468,8 +478,7 @@ static void content_add_image(struct sg_remote *r, struct content *c, const char
 		return;
 	if (c->n_images == CONTENT_IMAGES) {   /* the oldest goes */
 		free(c->images[0]);
-		memmove(&c->images[0], &c->images[1], (CONTENT_IMAGES - 1) * sizeof(c->images[0]));
-		c->n_images--;
+		drop_at(c->images, &c->n_images, 0, sizeof(c->images[0]));
 	}
 	char *copy = strdup(ref);
 	if (copy)   /* a hint: without it the image's profile skips this layer */
@@ -1001,15 +1010,11 @@ static void want_profiles(struct sg_remote *r, const char *ref)
 			a = &r->profiles_asked[i];
 	if (a && now - a->asked_ns < again)
 		return;
-	if (a) {   /* asked again: it becomes the newest */
-		size_t i = (size_t)(a - r->profiles_asked);
-		memmove(a, a + 1, (r->n_profiles_asked - i - 1) * sizeof(*a));
-		r->n_profiles_asked--;
-	} else if (r->n_profiles_asked == PROFILES_ASKED_KEPT) {   /* the oldest goes */
-		memmove(&r->profiles_asked[0], &r->profiles_asked[1],
-			(PROFILES_ASKED_KEPT - 1) * sizeof(r->profiles_asked[0]));
-		r->n_profiles_asked--;
-	}
+	if (a)   /* asked again: it becomes the newest */
+		drop_at(r->profiles_asked, &r->n_profiles_asked, (size_t)(a - r->profiles_asked),
+			sizeof(*a));
+	else if (r->n_profiles_asked == PROFILES_ASKED_KEPT)   /* the oldest goes */
+		drop_at(r->profiles_asked, &r->n_profiles_asked, 0, sizeof(*a));
 	a = &r->profiles_asked[r->n_profiles_asked++];
 	snprintf(a->ref, sizeof(a->ref), "%s", ref);
 	a->asked_ns = now;
@@ -1037,8 +1042,7 @@ static void want_entry(struct sg_remote *r, const char *ref)
 	snprintf(st->ref, sizeof(st->ref), "%s", ref);
 	if (r->n_entries == ENTRIES_KEPT) {   /* the oldest goes */
 		free(r->entries[0]);
-		memmove(&r->entries[0], &r->entries[1], (ENTRIES_KEPT - 1) * sizeof(r->entries[0]));
-		r->n_entries--;
+		drop_at(r->entries, &r->n_entries, 0, sizeof(r->entries[0]));
 	}
 	r->entries[r->n_entries++] = st;
 	r->cfg.want_entry(r->cfg.want_entry_ctx, ref);

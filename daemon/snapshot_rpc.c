@@ -329,8 +329,6 @@ static void on_remote_mounted(void *userdata, int res, const char *err)
 	free(pm);
 }
 
-/* The remote path of Prepare.  Returns false when the request is not for a remote layer
- * (or cannot take this path), so the caller does a plain prepare. */
 /* The mount keys of the layers under snapshot id (its parent chain) for info: its image uses
  * them too, whoever mounted them (a hint: without it the image's profiles and entry
  * programs skip them).  Returns what the caller frees once the mount call returned. */
@@ -347,6 +345,8 @@ static int64_t *layers_below(struct sg_snapshot_service *svc, int64_t id,
 	return below;
 }
 
+/* The remote path of Prepare.  Returns false when the request is not for a remote layer
+ * (or cannot take this path), so the caller does a plain prepare. */
 static bool remote_prepare(struct sg_snapshot_service *svc, struct sg_grpc_call *call, PbPrepare *req)
 {
 	struct sg_remote_layer info;
