@@ -301,8 +301,8 @@ static void profile_fetched(struct sg_op *op)
 
 	if (op->res == 0) {
 		sg_info("profile pull %s: stored the profiles of %zu layers (artifact %s, found "
-			"through the %s, %u round trips)", f->ref, f->res.stored, f->res.artifact,
-			f->res.found_through, f->res.round_trips);
+			"through the %s, %u round trip%s)", f->ref, f->res.stored, f->res.artifact,
+			f->res.found_through, f->res.round_trips, f->res.round_trips == 1 ? "" : "s");
 		sg_remote_profiles_stored(f->d->remote, f->ref);
 	} else if (op->res == -ENOENT) {
 		sg_info("profile pull %s: none: %s", f->ref, f->err.msg);
@@ -314,7 +314,7 @@ static void profile_fetched(struct sg_op *op)
 }
 
 /* The first mount of a layer of ref (remote.h's want_profiles). */
-static void want_profiles(void *ctx, const char *ref)
+static void want_profiles(void *ctx, const char *ref, const char *manifest_digest)
 {
 	struct daemon *d = ctx;
 	struct profile_fetch *f = calloc(1, sizeof(*f));
@@ -328,6 +328,7 @@ static void want_profiles(void *ctx, const char *ref)
 		.loop = d->loop,
 		.registry = d->registry,
 		.ref = ref,
+		.manifest_digest = manifest_digest,
 		.root = d->cfg.root,
 		.on_note = profile_fetch_note,
 		.userdata = f,

@@ -514,7 +514,8 @@ static int cmd_pull(const struct args *a)
 		goto out;
 	}
 	printf("pulled the profiles of %zu layers from %s (found through the %s, %u round "
-	       "trips)\n", res.stored, res.artifact, res.found_through, res.round_trips);
+	       "trip%s)\n", res.stored, res.artifact, res.found_through, res.round_trips,
+	       res.round_trips == 1 ? "" : "s");
 	rc = 0;
 out:
 	share_close(&s);

@@ -1,7 +1,8 @@
 /* Pulling startup profiles.  See profile_pull.h.
  *
- * One object walks the steps; each step is one registry request (the lookup: two at once)
- * whose completion (on_step, on_lookup) checks the answer and starts the next.  The pull ends
+ * One object walks the steps; each step is one registry request (the lookup: two at once,
+ * three with the image manifest when its digest is known) whose completion (on_step,
+ * on_lookup, on_image_beside) checks the answer and starts the next.  The pull ends
  * (pull_finish) only with no request of its own in flight. */
 #include "daemon/profile_pull.h"
 
@@ -17,6 +18,7 @@
 #include "fs/profile_store.h"
 #include "net/manifest.h"
 #include "net/manifest_fetch.h"
+#include "net/reference.h"
 #include "net/referrers.h"
 #include "net/registry_call.h"
 
@@ -43,8 +45,13 @@ struct pull {
 	char *ref, *platform, *root;
 	enum step step;
 	struct sg_registry_manifest *image;
+	char subject[SG_REF_DIGEST_MAX + 1];   /* the digest the lookups asked about */
 	struct lookup api, tag;
-	unsigned lookups_inflight;
+	unsigned inflight;            /* the lookups, and the manifest when image_beside */
+	/* The manifest was fetched by the digest given, beside the lookups (on_image_beside):
+	 * its answer, in image_res, is checked when all three are in. */
+	bool image_beside;
+	int image_res;
 	struct sg_registry_response resp;
 	struct sg_oci_desc art, blob;
 	struct sg_oci_data art_data, blob_data;   /* what the index / the manifest embed */
@@ -116,7 +123,7 @@ static void lookup_start(struct pull *p, struct lookup *l)
 	if (l->res < 0)
 		sg_error_set(&l->err, l->res, "%s", strerror(-l->res));
 	else
-		p->lookups_inflight++;
+		p->inflight++;
 }
 
 static void lookups_done(struct pull *p);
@@ -127,8 +134,21 @@ static void on_lookup(struct sg_op *op)
 	struct pull *p = l->p;
 
 	l->res = op->res;
-	if (--p->lookups_inflight == 0)
+	if (--p->inflight == 0)
 		lookups_done(p);
+}
+
+/* Both lookups about `subject`, sent together. */
+static void lookups_start(struct pull *p, const char *subject)
+{
+	snprintf(p->subject, sizeof(p->subject), "%s", subject);
+	snprintf(p->api.path, sizeof(p->api.path), "referrers/%s?artifactType=%s", subject,
+		 "application%2Fvnd.stargzd.profile.v1%2Bjson");
+	snprintf(p->tag.path, sizeof(p->tag.path), "manifests/");
+	(void)sg_referrers_tag(subject, p->tag.path + strlen(p->tag.path),
+			       sizeof(p->tag.path) - strlen(p->tag.path));
+	lookup_start(p, &p->api);
+	lookup_start(p, &p->tag);
 }
 
 /* The answer of a GET by digest: its bytes are those of the digest, and of the size. */
@@ -228,6 +248,30 @@ static void lookups_done(struct pull *p)
 {
 	struct lookup *found = NULL, *ls[2] = { &p->api, &p->tag };
 
+	if (p->image_beside) {
+		if (p->image_res < 0) {
+			sg_error_prefix(&p->ierr, "image manifest %s", p->subject);
+			pull_finish(p, p->image_res);
+			return;
+		}
+		if (strcmp(p->image->digest, p->subject) != 0) {
+			/* The digest was an index's: an artifact refers to the platform's
+			 * manifest, which the lookups did not ask about. */
+			note(p, "%s is an index: asking about its manifest %s", p->subject,
+			     p->image->digest);
+			p->image_beside = false;
+			p->ret->round_trips++;
+			for (size_t i = 0; i < 2; i++) {
+				sg_registry_response_done(&ls[i]->resp);
+				ls[i]->err = (struct sg_error){ 0 };
+				ls[i]->res = 0;
+			}
+			lookups_start(p, p->image->digest);
+			if (p->inflight == 0)
+				lookups_done(p);
+			return;
+		}
+	}
 	for (size_t i = 0; i < 2 && !found; i++) {
 		struct lookup *l = ls[i];
 		if (l->res == 0)
@@ -240,8 +284,7 @@ static void lookups_done(struct pull *p)
 	if (!found) {
 		int r = p->tag.res;
 		if (r == -ENOENT)
-			sg_error_set(&p->ierr, r, "no profile artifact refers to %s",
-				     p->image->digest);
+			sg_error_set(&p->ierr, r, "no profile artifact refers to %s", p->subject);
 		else
 			p->ierr = p->tag.err;
 		pull_finish(p, r);
@@ -260,6 +303,29 @@ static void lookups_done(struct pull *p)
 	pull_get(p, STEP_ARTIFACT, SG_MT_OCI_MANIFEST, SG_MANIFEST_MAX);
 }
 
+/* The manifest fetched by digest answered; the lookups may still be out. */
+static void on_image_beside(struct sg_op *op)
+{
+	struct pull *p = sg_container_of(op, struct pull, iop);
+
+	p->image_res = op->res;
+	if (--p->inflight == 0)
+		lookups_done(p);
+}
+
+/* The manifest's digest when known: the one given, else REF's own ("repo@sha256:..."); REF
+ * with it in *by_digest ("domain/repo[:tag]@digest").  False: unknown, or not a digest we
+ * can verify. */
+static bool known_digest(const char *ref, const char *given, struct sg_ref *by_digest)
+{
+	if (sg_ref_parse(ref, by_digest, NULL) < 0)
+		return false;
+	if (given && *given)
+		snprintf(by_digest->digest, sizeof(by_digest->digest), "%s", given);
+	return by_digest->digest[0] && sg_ref_check_digest(by_digest->digest) == 0 &&
+	       strncmp(by_digest->digest, "sha256:", 7) == 0;
+}
+
 static void on_step(struct sg_op *op)
 {
 	struct pull *p = sg_container_of(op, struct pull, iop);
@@ -270,14 +336,8 @@ static void on_step(struct sg_op *op)
 		if (r < 0)
 			break;
 		p->ret->round_trips++;
-		snprintf(p->api.path, sizeof(p->api.path), "referrers/%s?artifactType=%s",
-			 p->image->digest, "application%2Fvnd.stargzd.profile.v1%2Bjson");
-		snprintf(p->tag.path, sizeof(p->tag.path), "manifests/");
-		(void)sg_referrers_tag(p->image->digest, p->tag.path + strlen(p->tag.path),
-				       sizeof(p->tag.path) - strlen(p->tag.path));
-		lookup_start(p, &p->api);
-		lookup_start(p, &p->tag);
-		if (p->lookups_inflight == 0)
+		lookups_start(p, p->image->digest);
+		if (p->inflight == 0)
 			lookups_done(p);
 		return;
 	case STEP_ARTIFACT:
@@ -327,6 +387,21 @@ int sg_profile_pull(const struct sg_profile_pull_request *req,
 	p->op = op;
 	p->cb = cb;
 	sg_op_init(&p->iop);
+	struct sg_ref known;
+	char by_digest[SG_REF_NAME_MAX + SG_REF_TAG_MAX + SG_REF_DIGEST_MAX + 4];
+	if (known_digest(p->ref, req->manifest_digest, &known) &&
+	    sg_ref_format(&known, by_digest, sizeof(by_digest)) > 0) {
+		p->image_beside = true;
+		r = sg_registry_get_manifest(req->registry, by_digest, p->platform, &p->image,
+					     &p->ierr, &p->iop, on_image_beside);
+		if (r < 0) {
+			pull_free(p);
+			return r;
+		}
+		p->inflight = 1;
+		lookups_start(p, known.digest);
+		return 0;
+	}
 	p->step = STEP_IMAGE;
 	r = sg_registry_get_manifest(req->registry, p->ref, p->platform, &p->image, &p->ierr,
 				     &p->iop, on_step);

@@ -14,7 +14,10 @@
  * other refused through on_note.  The manifest and the blob are not asked for when the index
  * and the manifest embed them (net/referrers.h, struct sg_oci_data: verified the same way), as
  * `stargzd profile push` writes them: two round trips on a registry without the API, three
- * with it.  A profile is a hint: any failure here only means no profile.
+ * with it.  When the caller knows the image manifest's digest (containerd's CRI plugin passes
+ * it to snapshotters as containerd.io/snapshot/cri.manifest-digest), the manifest is fetched
+ * by that digest beside the two lookups, which saves the first round trip: one in all for
+ * what a push writes.  A profile is a hint: any failure here only means no profile.
  *
  * A continuation in the loop's shape (daemon/core/loop.h).  Nothing here logs: notes (one
  * line each, such as "profile for TOC sha256:.. names no layer of REF: ignored") go to
@@ -34,6 +37,11 @@ struct sg_profile_pull_request {
 	struct sg_registry *registry;
 	const char *ref;              /* the image reference (copied) */
 	const char *platform;         /* NULL = linux/amd64 (copied) */
+	/* The image manifest's digest, when known ("sha256:<hex>"; copied), as is REF's own
+	 * when it has one: the lookups go out with the manifest's fetch by digest.  An index's
+	 * digest costs a round trip more (the lookups are asked again for the platform's
+	 * manifest).  NULL, and REF without a digest: REF is resolved first. */
+	const char *manifest_digest;
 	const char *root;             /* the store's root (copied) */
 	void (*on_note)(void *userdata, const char *msg);   /* may be NULL */
 	void *userdata;
@@ -44,8 +52,8 @@ struct sg_profile_pull_result {
 	size_t ignored;               /* profiles for TOCs that are no layer of the image */
 	char artifact[7 + 128 + 1];   /* the artifact manifest's digest */
 	const char *found_through;    /* "referrers API" or "referrers tag" (static) */
-	/* steps one after another: the image manifest, the lookups, and the artifact manifest
-	 * and the blob when not embedded (2 to 4) */
+	/* steps one after another: the image manifest (with the lookups when its digest was
+	 * given), the lookups, and the artifact manifest and the blob when not embedded (1 to 4) */
 	unsigned round_trips;
 };
 

@@ -236,6 +236,9 @@ bool sg_remote_layer_info(const struct sg_label *labels, size_t n, struct sg_rem
 	ret->layers = label(labels, n, SG_LABEL_LAYERS);
 	if (!ret->layers || !*ret->layers)
 		ret->layers = label(labels, n, SG_LABEL_CRI_LAYERS);
+	ret->manifest_digest = label(labels, n, SG_LABEL_CRI_MANIFEST);
+	if (ret->manifest_digest && !*ret->manifest_digest)
+		ret->manifest_digest = NULL;
 	const char *pf = label(labels, n, SG_LABEL_PREFETCH);
 	ret->prefetch_bytes = 0;
 	if (pf && *pf) {
@@ -997,7 +1000,7 @@ static void content_replay_stored(struct content *c)
 
 /* A mount of a layer of `ref`: its profiles may be in its registry.  Asked once per image,
  * and again on a later mount once the last ask is PROFILE_ASK_AGAIN_NS old. */
-static void want_profiles(struct sg_remote *r, const char *ref)
+static void want_profiles(struct sg_remote *r, const char *ref, const char *manifest_digest)
 {
 	uint64_t now = sg_now_ns(), again = r->cfg.profile_ask_again_ns ?
 					       r->cfg.profile_ask_again_ns : PROFILE_ASK_AGAIN_NS;
@@ -1018,7 +1021,7 @@ static void want_profiles(struct sg_remote *r, const char *ref)
 	a = &r->profiles_asked[r->n_profiles_asked++];
 	snprintf(a->ref, sizeof(a->ref), "%s", ref);
 	a->asked_ns = now;
-	r->cfg.want_profiles(r->cfg.want_profiles_ctx, ref);
+	r->cfg.want_profiles(r->cfg.want_profiles_ctx, ref, manifest_digest);
 }
 
 /* ---- The image's entry programs, fetched ahead ---- */
@@ -1686,7 +1689,7 @@ static int mount_common(struct sg_remote *r, int64_t key, const char *mountpoint
 		rl->adopt_fd = adopt_fd;
 		if (layer->layers && !layer->from_disk)
 			prefetch_following(r, layer->ref, layer->layers, digest);
-		want_profiles(r, layer->ref);
+		want_profiles(r, layer->ref, layer->manifest_digest);
 		want_entry(r, layer->ref);
 		content_start_load(c);
 		warm_fdstore(rl);
@@ -1708,7 +1711,7 @@ static int mount_common(struct sg_remote *r, int64_t key, const char *mountpoint
 	rl->adopt_fd = adopt_fd;
 	warm_fdstore(rl);
 	/* Another image using this layer has profiles and entry programs of its own. */
-	want_profiles(r, layer->ref);
+	want_profiles(r, layer->ref, layer->manifest_digest);
 	want_entry(r, layer->ref);
 	if (c->state == C_READY)
 		entry_layer_ready(r, c);

@@ -41,6 +41,7 @@ struct sg_remote;
 #define SG_LABEL_CRI_REF "containerd.io/snapshot/cri.image-ref"
 #define SG_LABEL_CRI_DIGEST "containerd.io/snapshot/cri.layer-digest"
 #define SG_LABEL_CRI_LAYERS "containerd.io/snapshot/cri.image-layers"
+#define SG_LABEL_CRI_MANIFEST "containerd.io/snapshot/cri.manifest-digest"
 
 /* Where layer blobs come from.  open() resolves `ref` (an image reference) and `digest` (a
  * layer) to a range source, a continuation in the loop's shape (daemon/core/loop.h): cb(op)
@@ -106,8 +107,10 @@ struct sg_remote_config {
 	/* With profile_root: called (from the loop) the first time a layer of image `ref` is
 	 * mounted (also one that another image's mount holds already; the last 64 images are
 	 * remembered), so that the owner may fetch that image's profiles into the store
-	 * (daemon/profile_pull.h) and then call sg_remote_profiles_stored.  NULL: none. */
-	void (*want_profiles)(void *ctx, const char *ref);
+	 * (daemon/profile_pull.h) and then call sg_remote_profiles_stored.  manifest_digest:
+	 * the image manifest's digest when the mount's labels give it (the CRI plugin's do),
+	 * else NULL.  NULL: none. */
+	void (*want_profiles)(void *ctx, const char *ref, const char *manifest_digest);
 	void *want_profiles_ctx;
 	/* A later mount of the same image calls want_profiles again once the last call is this
 	 * old (profiles pushed since are found); 0 = 10 min. */
@@ -129,6 +132,7 @@ struct sg_remote_layer {
 	bool skip_verify;
 	uint64_t prefetch_bytes;      /* stargz.prefetch: bytes to prefetch without a landmark */
 	const char *layers;           /* stargz.layers / cri.image-layers: this and later layers */
+	const char *manifest_digest;  /* cri.manifest-digest: the image manifest's; NULL: not given */
 	/* Where the mount keeps what a takeover needs (sg_lazyfs_options.state_dir); with a
 	 * fdstore its descriptor is kept there too.  NULL: neither. */
 	const char *state_dir;

@@ -85,6 +85,16 @@ if grep -q "pulled the profiles of 1 layers .*referrers tag, 2 round trips" <<<"
 else
   fail "pull into a fresh root" "$out"
 fi
+# By digest (as the daemon pulls when containerd's CRI plugin gives the manifest's digest):
+# the manifest's fetch and the two lookups go out together, one round trip.
+R2D=$WORK/root2d
+out=$("$STARGZD" profile pull --root "$R2D" "${P[@]}" "$REGISTRY/test/prof@$MAN" 2>&1)
+if grep -q "pulled the profiles of 1 layers .*referrers tag, 1 round trip)" <<<"$out" &&
+   [[ $("$STARGZD" profile show --root "$R1" --json "$TOC") == "$("$STARGZD" profile show --root "$R2D" --json "$TOC")" ]]; then
+  pass "pull by the manifest's digest: the same profile, in 1 round trip"
+else
+  fail "pull by the manifest's digest" "$out"
+fi
 
 # start_proxy NAME ARGS...: tests/lib/referrers_proxy.py in front of the registry, logging to
 # $WORK/NAME.log; its port in PROXY_PORT.

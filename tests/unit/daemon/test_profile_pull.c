@@ -14,6 +14,7 @@
 #include "fs/profile.h"
 #include "fs/profile_store.h"
 #include "net/manifest.h"
+#include "net/reference.h"
 #include "net/referrers.h"
 #include "tests/helpers/registry_env.h"
 #include "tests/unit/test.h"
@@ -26,6 +27,9 @@
 static struct {
 	char image[2048], image_resp[4096];
 	struct sg_oci_desc image_desc;
+	char index[1024], index_resp[2048];   /* an index of the image for linux/amd64 */
+	struct sg_oci_desc index_desc;
+	char image_by_digest[256], index_by_digest[256];
 	char *tag_resp, *api_resp, *art_resp, *blob_resp;
 	char tag_path[256], api_path[256], art_path[256], blob_path[256];
 } reg;
@@ -54,8 +58,10 @@ static const char *route(const char *head, void *ctx)
 
 	(void)ctx;
 	snprintf(line, sizeof(line), "%.*s", (int)strcspn(head, "\r"), head);
-	if (strstr(line, "GET /v2/test/img/manifests/v1 "))
+	if (strstr(line, "GET /v2/test/img/manifests/v1 ") || strstr(line, reg.image_by_digest))
 		return reg.image_resp;
+	if (strstr(line, reg.index_by_digest))
+		return reg.index_resp;
 	if (reg.api_resp && strstr(line, reg.api_path))
 		return reg.api_resp;
 	if (reg.tag_resp && strstr(line, reg.tag_path))
@@ -105,6 +111,20 @@ static void setup(void)
 		 "HTTP/1.1 200 OK\r\nContent-Type: %s\r\nDocker-Content-Digest: %s\r\n"
 		 "Content-Length: %zu\r\n\r\n%s", SG_MT_OCI_MANIFEST, reg.image_desc.digest,
 		 strlen(reg.image), reg.image);
+	snprintf(reg.image_by_digest, sizeof(reg.image_by_digest), "GET /v2/test/img/manifests/%s ",
+		 reg.image_desc.digest);
+	snprintf(reg.index, sizeof(reg.index),
+		 "{\"schemaVersion\":2,\"mediaType\":\"%s\",\"manifests\":[{\"mediaType\":\"%s\","
+		 "\"digest\":\"%s\",\"size\":%llu,\"platform\":{\"architecture\":\"amd64\","
+		 "\"os\":\"linux\"}}]}", SG_MT_OCI_INDEX, SG_MT_OCI_MANIFEST, reg.image_desc.digest,
+		 (unsigned long long)reg.image_desc.size);
+	reg.index_desc = desc_of(SG_MT_OCI_INDEX, reg.index, strlen(reg.index));
+	snprintf(reg.index_resp, sizeof(reg.index_resp),
+		 "HTTP/1.1 200 OK\r\nContent-Type: %s\r\nDocker-Content-Digest: %s\r\n"
+		 "Content-Length: %zu\r\n\r\n%s", SG_MT_OCI_INDEX, reg.index_desc.digest,
+		 strlen(reg.index), reg.index);
+	snprintf(reg.index_by_digest, sizeof(reg.index_by_digest), "GET /v2/test/img/manifests/%s ",
+		 reg.index_desc.digest);
 	snprintf(reg.api_path, sizeof(reg.api_path), "GET /v2/test/img/referrers/%s?",
 		 reg.image_desc.digest);
 	char tag[160];
@@ -124,6 +144,16 @@ static char *index_of(const struct sg_oci_desc *art, const char *man, const char
 	return resp;
 }
 
+/* The referrers tag as `profile push` writes it: one artifact of `chunks` chunks, its
+ * manifest embedded in the tag's entry and its blob in the manifest. */
+static struct sg_oci_desc tag_lists_a_push(unsigned chunks, char **ret_man, char **ret_blob)
+{
+	struct sg_oci_desc art = make_artifact(chunks, true, "2026-12-06T00:00:00Z", ret_man,
+					       ret_blob);
+	reg.tag_resp = index_of(&art, *ret_man, "2026-12-06T00:00:00Z");
+	return art;
+}
+
 struct pull {
 	struct sg_op op;
 	struct sg_error err;
@@ -140,7 +170,8 @@ static void on_pulled(struct sg_op *op)
 
 static char root[64];
 
-static void start(struct registry_env *c, struct pull *p)
+/* The pull of test/img:v1, given the manifest's digest when manifest_digest. */
+static void start_with(struct registry_env *c, struct pull *p, const char *manifest_digest)
 {
 	char ref[128];
 
@@ -153,8 +184,13 @@ static void start(struct registry_env *c, struct pull *p)
 	CHECK(mkdtemp(root) != NULL);
 	snprintf(ref, sizeof(ref), "127.0.0.1:%d/test/img:v1", c->srv.port);
 	struct sg_profile_pull_request req = { .loop = c->loop, .registry = c->reg, .ref = ref,
-					       .root = root };
+					       .root = root, .manifest_digest = manifest_digest };
 	CHECK_EQ(sg_profile_pull(&req, &p->res, &p->err, &p->op, on_pulled), 0);
+}
+
+static void start(struct registry_env *c, struct pull *p)
+{
+	start_with(c, p, NULL);
 }
 
 static int run(struct registry_env *c, struct pull *p)
@@ -213,8 +249,7 @@ TEST(what_a_push_writes_comes_in_two_round_trips)
 	char *man, *blob;
 
 	setup();
-	struct sg_oci_desc art = make_artifact(7, true, "2026-12-06T00:00:00Z", &man, &blob);
-	reg.tag_resp = index_of(&art, man, "2026-12-06T00:00:00Z");
+	struct sg_oci_desc art = tag_lists_a_push(7, &man, &blob);
 	start(&c, &p);
 	CHECK_EQ(run(&c, &p), 0);
 	CHECK_EQ(p.res.stored, 1);
@@ -297,21 +332,91 @@ TEST(no_artifact_is_enoent)
 	stop(&c);
 }
 
-/* A shutdown with both lookups in flight (their answers held back): the pull ends once,
- * cancelled, nothing stored, the registry idle after it (and, under ASan, nothing leaked). */
-TEST(a_shutdown_with_both_lookups_in_flight_ends_the_pull_once)
+/* The manifest's digest known (containerd's CRI plugin gives it): the manifest, fetched by
+ * it, and both lookups go out together, one round trip in all; the tag is not resolved. */
+TEST(a_known_manifest_digest_sends_the_manifest_beside_the_lookups)
 {
 	static struct registry_env c;
 	static struct pull p;
 	char *man, *blob;
 
 	setup();
-	struct sg_oci_desc art = make_artifact(7, true, "2026-12-06T00:00:00Z", &man, &blob);
-	reg.tag_resp = index_of(&art, man, "2026-12-06T00:00:00Z");
-	start(&c, &p);
-	for (int i = 0; i < 100 && atomic_load(&c.srv.nheads) < 1; i++)
+	(void)tag_lists_a_push(7, &man, &blob);
+	start_with(&c, &p, reg.image_desc.digest);
+	CHECK_EQ(run(&c, &p), 0);
+	CHECK_EQ(p.res.stored, 1);
+	CHECK_STR(p.res.found_through, "referrers tag");
+	CHECK_EQ(p.res.round_trips, 1);
+	CHECK_EQ(atomic_load(&c.srv.nheads), 3);   /* manifest by digest, API (404), tag */
+	CHECK_EQ(requests_with(&c, "/manifests/v1 "), 0);
+	CHECK_EQ(requests_with(&c, reg.image_by_digest), 1);
+	CHECK_EQ(stored_chunks(), 7);
+	stop(&c);
+	free(man);
+	free(blob);
+}
+
+/* The digest given is an index's: an artifact refers to the platform's manifest, so the
+ * lookups are asked again about that one (a round trip more), and the profile is found. */
+TEST(an_index_digest_asks_again_about_the_platforms_manifest)
+{
+	static struct registry_env c;
+	static struct pull p;
+	char *man, *blob;
+
+	setup();
+	(void)tag_lists_a_push(6, &man, &blob);
+	start_with(&c, &p, reg.index_desc.digest);
+	CHECK_EQ(run(&c, &p), 0);
+	CHECK_EQ(p.res.round_trips, 2);
+	/* the index and its manifest, two lookups about each */
+	CHECK_EQ(atomic_load(&c.srv.nheads), 6);
+	CHECK_EQ(requests_with(&c, "/referrers/"), 2);
+	CHECK_EQ(stored_chunks(), 6);
+	stop(&c);
+	free(man);
+	free(blob);
+}
+
+/* A digest the registry does not have: the pull ends once, with the manifest's error, after
+ * the lookups sent with it have answered; nothing stored. */
+TEST(a_manifest_digest_the_registry_lacks_ends_the_pull_with_its_error)
+{
+	static struct registry_env c;
+	static struct pull p;
+
+	setup();
+	start_with(&c, &p, "sha256:3333333333333333333333333333333333333333333333333333333333333333");
+	CHECK_EQ(run(&c, &p), -ENOENT);
+	CHECK(strstr(p.err.msg, "image manifest sha256:3333"));
+	CHECK_EQ(atomic_load(&c.srv.nheads), 3);
+	CHECK_EQ(stored_chunks(), 0);
+	for (int i = 0; i < 5; i++)
 		CHECK(sg_loop_run_once(c.loop, 20) >= 0);
-	atomic_store(&c.srv.delay_ms, 3000);
+	CHECK_EQ(p.calls, 1);
+	stop(&c);
+}
+
+/* A shutdown with the lookups in flight (their answers held back; with the manifest's fetch
+ * when its digest was given): the pull ends once, cancelled, nothing stored, the registry
+ * idle after it (and, under ASan, nothing leaked). */
+static void shutdown_in_flight(const char *manifest_digest)
+{
+	static struct registry_env c;
+	static struct pull p;
+	char *man, *blob;
+
+	setup();
+	(void)tag_lists_a_push(7, &man, &blob);
+	if (!manifest_digest) {
+		start(&c, &p);
+		for (int i = 0; i < 100 && atomic_load(&c.srv.nheads) < 1; i++)
+			CHECK(sg_loop_run_once(c.loop, 20) >= 0);
+		atomic_store(&c.srv.delay_ms, 3000);
+	} else {
+		start_with(&c, &p, manifest_digest);   /* nothing is sent before the loop runs */
+		atomic_store(&c.srv.delay_ms, 3000);
+	}
 	for (int i = 0; i < 100 && atomic_load(&c.srv.conns_total) < 2; i++)
 		CHECK(sg_loop_run_once(c.loop, 20) >= 0);
 	for (int i = 0; i < 10; i++)
@@ -331,6 +436,19 @@ TEST(a_shutdown_with_both_lookups_in_flight_ends_the_pull_once)
 	CHECK_EQ(system(cmd), 0);
 	free(man);
 	free(blob);
+}
+
+TEST(a_shutdown_with_both_lookups_in_flight_ends_the_pull_once)
+{
+	shutdown_in_flight(NULL);
+}
+
+TEST(a_shutdown_with_the_manifest_and_both_lookups_in_flight_ends_the_pull_once)
+{
+	setup();
+	char digest[SG_REF_DIGEST_MAX + 1];
+	snprintf(digest, sizeof(digest), "%s", reg.image_desc.digest);
+	shutdown_in_flight(digest);
 }
 
 TEST_MAIN()

@@ -980,13 +980,15 @@ TEST(an_images_entry_program_is_fetched_before_it_is_read)
 /* ---- One layer, two images: what the second image learns is the layer's too ---- */
 
 static unsigned profiles_wanted;
-static char profiles_ref[128];
+static char profiles_ref[128], profiles_manifest[80];
 
-static void want_profiles(void *ctx, const char *ref)
+static void want_profiles(void *ctx, const char *ref, const char *manifest_digest)
 {
 	(void)ctx;
 	profiles_wanted++;
 	snprintf(profiles_ref, sizeof(profiles_ref), "%s", ref);
+	snprintf(profiles_manifest, sizeof(profiles_manifest), "%s",
+		 manifest_digest ? manifest_digest : "");
 }
 
 /* Mounts layer_digest as a layer of image `ref` at `where`, key `key`; waits: it mounts. */
@@ -1090,6 +1092,46 @@ TEST(a_layer_another_image_mounted_first_replays_the_second_images_profile)
 	store_first_chunks(&e, proot);
 	expect_replay(&e, "test/other:1", false);   /* uses no mounted layer */
 	expect_replay(&e, "test/b:1", true);
+	env_close(&e);
+}
+
+/* A mount labelled by containerd's CRI plugin (no stargz.* labels): the image manifest's
+ * digest it gives goes with the ask for the image's profiles (the pull then saves a round
+ * trip); a mount without it asks without. */
+TEST(the_cri_plugins_manifest_digest_goes_with_the_profile_ask)
+{
+	struct env e;
+	struct mount_res m = { 0 };
+	char proot[400], ldig[80], tdig[80];
+	const char *man = "sha256:4444444444444444444444444444444444444444444444444444444444444444";
+
+	setup();
+	snprintf(proot, sizeof(proot), "%s/proot-cri", dir);
+	profiles_wanted = 0;
+	struct sg_remote_config cfg = { .cache_root = root, .profile_root = proot,
+					.want_profiles = want_profiles };
+	image_open(&e, &cfg, false);
+	snprintf(ldig, sizeof(ldig), "%s", layer_digest);
+	snprintf(tdig, sizeof(tdig), "%s", toc_digest);
+	struct sg_label labels[] = {
+		{ SG_LABEL_TARGET, "sha256:5555" },
+		{ SG_LABEL_CRI_REF, "test/cri:1" },
+		{ SG_LABEL_CRI_DIGEST, ldig },
+		{ SG_LABEL_CRI_LAYERS, ldig },
+		{ SG_LABEL_CRI_MANIFEST, (char *)man },
+		{ SG_LABEL_TOC_DIGEST, tdig },
+	};
+	struct sg_remote_layer l;
+	CHECK(sg_remote_layer_info(labels, sizeof(labels) / sizeof(labels[0]), &l));
+	CHECK_STR(l.manifest_digest, man);
+	CHECK_EQ(sg_remote_mount(e.remote, 1, mnt[0], &l, on_mounted, &m), 0);
+	wait_mounted(&e, &m, 1);
+	CHECK_EQ(profiles_wanted, 1u);
+	CHECK_STR(profiles_ref, "test/cri:1");
+	CHECK_STR(profiles_manifest, man);
+	mount_for(&e, 2, mnt[1], "test/plain:1");
+	CHECK_EQ(profiles_wanted, 2u);
+	CHECK_STR(profiles_manifest, "");
 	env_close(&e);
 }
 
