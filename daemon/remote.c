@@ -973,7 +973,7 @@ static void content_replay_stored(struct content *c)
 	struct sg_error err = { 0 };
 	char path[PATH_MAX + 200];
 
-	if (!r->profile_root[0] || c->replaying)
+	if (!r->profile_root[0])
 		return;
 	if (sg_profile_store_path(r->profile_root, toc, path, sizeof(path)) < 0)
 		return;
@@ -982,6 +982,11 @@ static void content_replay_stored(struct content *c)
 		return;
 	if (res == 0)
 		res = sg_layer_replay(c->layer, prof, &info, &err);   /* takes prof */
+	if (res == -EALREADY) {   /* the store had nothing new for it */
+		sg_debug("layer %s: its replay names every chunk of the stored profile already",
+			 c->digest);
+		return;
+	}
 	if (res < 0) {
 		/* The store's messages name the file already; the layer's do not. */
 		const char *why = err.msg[0] ? err.msg : strerror(-res);
@@ -991,11 +996,14 @@ static void content_replay_stored(struct content *c)
 		sg_warn("layer %s: startup profile %s ignored: %s", c->digest, path, why);
 		return;
 	}
+	/* A second image's profile stored (merged into the layer's): it joins the replay. */
+	sg_info("layer %s: %s: %llu chunks, %llu of them to fetch (%llu bytes)", c->digest,
+		c->replaying ? "its startup profile grew: the replay goes on with the rest"
+			     : "replaying its startup profile",
+		(unsigned long long)info.chunks, (unsigned long long)info.fetch_chunks,
+		(unsigned long long)info.fetch_bytes);
 	c->replaying = true;
-	c->replay_fetches = info.fetch_chunks > 0;
-	sg_info("layer %s: replaying its startup profile: %llu chunks, %llu of them to fetch "
-		"(%llu bytes)", c->digest, (unsigned long long)info.chunks,
-		(unsigned long long)info.fetch_chunks, (unsigned long long)info.fetch_bytes);
+	c->replay_fetches |= info.fetch_chunks > 0;
 }
 
 /* A mount of a layer of `ref`: its profiles may be in its registry.  Asked once per image,

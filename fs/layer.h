@@ -205,10 +205,13 @@ struct sg_layer_replay_info {
  * what it carries in a round trip.  They go out before prefetch and background fetch; on-demand fetches go out
  * at once beside them, and a chunk a reader fetched first is skipped.  Up to
  * replay_budget_bytes.  A profile is a hint: nothing it says can make a read fail or serve
- * other bytes.  Before or after sg_layer_start (it begins with the start).  Takes
- * ownership of prof (also on failure).  0 with *ret (may be NULL) filled, or -EINVAL
- * (another TOC digest or chunk count: not this layer's; err says so), -EALREADY (a replay
- * was given before), -ECANCELED (closing). */
+ * other bytes.  Before or after sg_layer_start (it begins with the start).  A profile given
+ * to a layer that replays one already (another image's workload on a shared layer) joins
+ * that replay: the union is replayed, the new profile's order first, the chunks fetched
+ * meanwhile passed over, within what is left of the budget; *ret then counts the union.
+ * Takes ownership of prof (also on failure).  0 with *ret (may be NULL) filled, or -EINVAL
+ * (another TOC digest or chunk count: not this layer's; err says so), -EALREADY (the replay
+ * names every chunk of it already), -ECANCELED (closing). */
 int sg_layer_replay(struct sg_layer *layer, struct sg_profile *prof,
 		    struct sg_layer_replay_info *ret, struct sg_error *err);
 

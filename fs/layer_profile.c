@@ -186,6 +186,19 @@ void sg_layer_profile_free(struct sg_layer *l)
 
 /* ---- replay ---- */
 
+/* Chunks of prof that the replay in progress does not name. */
+static uint64_t chunks_not_replayed(const struct sg_layer *l, const struct sg_profile *prof)
+{
+	const struct sg_profile_range *ranges;
+	size_t n = sg_profile_ranges(prof, &ranges);
+	uint64_t fresh = 0;
+
+	for (size_t i = 0; i < n; i++)
+		for (uint32_t c = ranges[i].first; c <= ranges[i].last; c++)
+			fresh += !sg_profile_has(l->replay, c);
+	return fresh;
+}
+
 int sg_layer_replay(struct sg_layer *l, struct sg_profile *prof, struct sg_layer_replay_info *ret,
 		    struct sg_error *err)
 {
@@ -197,10 +210,6 @@ int sg_layer_replay(struct sg_layer *l, struct sg_profile *prof, struct sg_layer
 		r = sg_error_set(err, -ECANCELED, "the layer is closing");
 		goto fail;
 	}
-	if (l->replay) {
-		r = sg_error_set(err, -EALREADY, "a profile is replayed already");
-		goto fail;
-	}
 	if (!sg_digest_equal(sg_profile_toc(prof), sg_toc_digest(l->toc))) {
 		r = sg_error_set(err, -EINVAL, "recorded for another TOC");
 		goto fail;
@@ -210,8 +219,21 @@ int sg_layer_replay(struct sg_layer *l, struct sg_profile *prof, struct sg_layer
 				 sg_profile_chunk_count(prof), l->n_chunks);
 		goto fail;
 	}
-	uint64_t budget = l->cfg.replay_budget_bytes ? l->cfg.replay_budget_bytes
-						     : DEFAULT_REPLAY_BUDGET;
+	bool joining = l->replay != NULL;
+	if (joining) {
+		/* A later profile (another image's workload on this layer) joins the replay:
+		 * the union, its own order first, since its workload is the one starting; what
+		 * the replay fetched already is passed over.  The budget is what is left. */
+		if (chunks_not_replayed(l, prof) == 0) {
+			r = sg_error_set(err, -EALREADY, "every chunk of it is replayed already");
+			goto fail;
+		}
+		r = sg_profile_merge(prof, l->replay, err);
+		if (r < 0)
+			goto fail;
+	}
+	uint64_t budget = joining ? l->replay_left
+		: l->cfg.replay_budget_bytes ? l->cfg.replay_budget_bytes : DEFAULT_REPLAY_BUDGET;
 	size_t n = sg_profile_ranges(prof, &ranges);
 	for (size_t i = 0; i < n; i++)
 		for (uint32_t c = ranges[i].first; c <= ranges[i].last; c++) {
@@ -222,16 +244,22 @@ int sg_layer_replay(struct sg_layer *l, struct sg_profile *prof, struct sg_layer
 			info.fetch_chunks++;
 			info.fetch_bytes += ch->next_offset - ch->offset;
 		}
-	l->replay_window = malloc(SG_LAYER_REPLAY_WINDOW * sizeof(*l->replay_window));
 	if (!l->replay_window) {
-		r = -ENOMEM;
-		goto fail;
+		l->replay_window = malloc(SG_LAYER_REPLAY_WINDOW * sizeof(*l->replay_window));
+		if (!l->replay_window) {
+			r = -ENOMEM;
+			goto fail;
+		}
 	}
+	/* The window's chunks not sent yet come again from the new cursor if still needed;
+	 * requests in flight name chunks, not the profile. */
+	sg_profile_free(l->replay);
 	l->replay = prof;
 	l->replay_range = 0;
 	l->replay_chunk = n ? ranges[0].first : 0;
+	l->replay_window_n = l->replay_window_at = 0;
 	l->replay_left = budget;
-	l->replaying = info.fetch_chunks > 0;
+	l->replaying = l->replaying || info.fetch_chunks > 0;
 	l->stats.replay_chunks = info.fetch_chunks;
 	l->stats.replay_bytes = info.fetch_bytes;
 	l->stats.replay_done = !l->replaying;

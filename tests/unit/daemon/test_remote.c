@@ -1020,23 +1020,30 @@ static struct sg_layer_stats layer_stats(struct env *e)
 }
 
 /* Stores a profile of layer_digest (mounted first, replaying nothing): its first 4 chunks. */
-static void store_first_chunks(struct env *e, const char *proot)
+/* A profile of layer_digest's chunks first..first+n-1 merged into the store at proot (what
+ * a recording or a profile pull does). */
+static void store_chunks(struct env *e, const char *proot, uint32_t first, uint32_t n)
 {
 	struct sg_digest td, ld;
 	struct sg_profile *p;
 	struct sg_error err = { 0 };
 	struct sg_layer_stats st = layer_stats(e);
 
-	CHECK_EQ(st.replay_chunks, 0u);
-	CHECK(st.chunks_total >= 4);
+	CHECK(st.chunks_total >= first + n);
 	CHECK_EQ(sg_digest_parse(toc_digest, strlen(toc_digest), &td), 0);
 	CHECK_EQ(sg_digest_parse(layer_digest, strlen(layer_digest), &ld), 0);
 	CHECK_EQ(sg_profile_new(&td, (uint32_t)st.chunks_total, NULL, &p), 0);
 	sg_profile_set_layer(p, &ld);
-	for (uint32_t c = 0; c < 4; c++)
+	for (uint32_t c = first; c < first + n; c++)
 		CHECK(sg_profile_note(p, c, 1) == SG_PROFILE_RECORDED);
-	CHECK_EQ(sg_profile_store_save(proot, p, &err), 0);
+	CHECK_EQ(sg_profile_store_record(proot, p, &err), 0);
 	sg_profile_free(p);
+}
+
+static void store_first_chunks(struct env *e, const char *proot)
+{
+	CHECK_EQ(layer_stats(e).replay_chunks, 0u);
+	store_chunks(e, proot, 0, 4);
 }
 
 /* Image ref's profiles are stored: layer_digest replays them (its 4 chunks, fetched as kind
@@ -1132,6 +1139,44 @@ TEST(the_cri_plugins_manifest_digest_goes_with_the_profile_ask)
 	mount_for(&e, 2, mnt[1], "test/plain:1");
 	CHECK_EQ(profiles_wanted, 2u);
 	CHECK_STR(profiles_manifest, "");
+	env_close(&e);
+}
+
+/* The layer replays image A's profile; image B mounts it and B's profile, with chunks A's
+ * has not, is stored (merged: what B's profile pull does): B's chunks join the replay and
+ * are fetched as kind profile too, A's not again.  Stored again with nothing new: nothing
+ * more is fetched. */
+TEST(a_second_images_profile_joins_the_replay_of_the_first)
+{
+	struct env e;
+	char proot[400];
+	struct sg_layer_stats st;
+
+	setup();
+	snprintf(proot, sizeof(proot), "%s/proot-join", dir);
+	struct sg_remote_config cfg = { .cache_root = root, .profile_root = proot,
+					.want_profiles = want_profiles };
+	image_open(&e, &cfg, false);
+	mount_for(&e, 1, mnt[0], "test/a:1");
+	store_first_chunks(&e, proot);
+	expect_replay(&e, "test/a:1", true);
+	uint64_t a_bytes = layer_stats(&e).kind_fetched_bytes[SG_FETCH_PROFILE];
+	mount_for(&e, 2, mnt[1], "test/b:1");
+	store_chunks(&e, proot, 2, 6);   /* 2..7: 4..7 are new */
+	sg_remote_profiles_stored(e.remote, "test/b:1");
+	double end = test_now_ms() + 5000;
+	while ((st = layer_stats(&e)).kind_fetched_bytes[SG_FETCH_PROFILE] < a_bytes + 4u * CHUNK &&
+	       test_now_ms() < end)
+		CHECK(sg_loop_run_once(e.loop, 10) >= 0);
+	run_for(&e, 100);
+	st = layer_stats(&e);
+	CHECK_EQ(st.replay_chunks, 4u);   /* 4..7: what was left to fetch when B's joined */
+	CHECK(st.kind_fetched_bytes[SG_FETCH_PROFILE] >= a_bytes + 4u * CHUNK);
+	CHECK(st.kind_fetched_bytes[SG_FETCH_PROFILE] < a_bytes + 5u * CHUNK);   /* 0..3 once */
+	uint64_t both = st.kind_fetched_bytes[SG_FETCH_PROFILE];
+	sg_remote_profiles_stored(e.remote, "test/b:1");
+	run_for(&e, 100);
+	CHECK_EQ(layer_stats(&e).kind_fetched_bytes[SG_FETCH_PROFILE], both);
 	env_close(&e);
 }
 

@@ -283,7 +283,7 @@ TEST(a_replayed_profile_is_fetched_before_it_is_read)
 	CHECK_EQ(info.chunks, 5);
 	CHECK_EQ(info.fetch_chunks, 5);
 	CHECK_EQ(info.fetch_bytes, want);
-	/* A second profile for the same layer is refused (and freed). */
+	/* A second profile naming nothing the replay does not is refused (and freed). */
 	CHECK_EQ(sg_layer_replay(e.layer, profile_of(&e, files, 2), NULL, NULL), -EALREADY);
 	sg_layer_start(e.layer);
 	wait_replay(&e);
@@ -300,6 +300,54 @@ TEST(a_replayed_profile_is_fetched_before_it_is_read)
 	CHECK_EQ(st.kind_used_bytes[SG_FETCH_PROFILE], want);
 	read_check(&e, e.user, 5);          /* not in the profile: on demand, right bytes */
 	CHECK_EQ(stats(&e).ondemand_fetches, 1);
+	env_close(&e);
+}
+
+/* Another image's workload on the same layer: its profile joins the replay, while the
+ * first one's requests are in flight and again after that replay is over.  Each chunk is
+ * fetched once, the joining profile's own first; then every read is served without a miss. */
+TEST(a_later_profile_joins_the_replay_in_flight_and_after_it_is_over)
+{
+	static const int first[] = { 30, 31, 32 }, second[] = { 2, 17, 31 }, third[] = { 9, 30 };
+	struct env e = { 0 };
+	struct sg_layer_replay_info info;
+	struct sg_error err = { 0 };
+	uint64_t want = 0;
+
+	setup();
+	fresh_cache(cache, sizeof(cache));
+	env_new(&e, false, cache);
+	for (size_t i = 0; i < 3; i++)
+		want += chunk_bytes(&e, first[i]);
+	want += chunk_bytes(&e, 2) + chunk_bytes(&e, 17) + chunk_bytes(&e, 9);
+	CHECK_EQ(sg_layer_replay(e.layer, profile_of(&e, first, 3), &info, NULL), 0);
+	CHECK_EQ(info.fetch_chunks, 3);
+	sg_layer_start(e.layer);   /* 30..32 go out */
+	CHECK(e.layer->batches_inflight > 0);
+	CHECK_EQ(sg_layer_replay(e.layer, profile_of(&e, second, 3), &info, &err), 0);
+	CHECK_EQ(info.chunks, 5);        /* the union: 2, 17, 31, then 30 and 32 */
+	CHECK_EQ(info.fetch_chunks, 2);  /* 2 and 17: the others are on their way */
+	const struct sg_profile_range *r;
+	CHECK(sg_profile_ranges(e.layer->replay, &r) >= 1);
+	CHECK_EQ(r[0].first, chunk_of(&e, 2));   /* the joining profile's order first */
+	CHECK(e.layer->jobs[chunk_of(&e, 2)] && e.layer->jobs[chunk_of(&e, 17)]);   /* sent */
+	wait_replay(&e);
+	/* Over, and then a third image's: the replay starts again for what is new. */
+	CHECK_EQ(sg_layer_replay(e.layer, profile_of(&e, third, 2), &info, NULL), 0);
+	CHECK_EQ(info.fetch_chunks, 1);   /* 9 */
+	CHECK(e.layer->jobs[chunk_of(&e, 9)] != NULL);
+	wait_replay(&e);
+	struct sg_layer_stats st = stats(&e);
+	CHECK_EQ(st.kind_fetched_bytes[SG_FETCH_PROFILE], want);   /* each chunk once */
+	static const int all[] = { 2, 9, 17, 30, 31, 32 };
+	for (size_t i = 0; i < 6; i++)
+		read_check(&e, e.user, all[i]);
+	st = stats(&e);
+	CHECK_EQ(st.ondemand_fetches, 0);
+	CHECK_EQ(st.kind_used_bytes[SG_FETCH_PROFILE], want);
+	/* Nothing new any more: refused, the replay as it was. */
+	CHECK_EQ(sg_layer_replay(e.layer, profile_of(&e, second, 3), NULL, NULL), -EALREADY);
+	CHECK(stats(&e).replay_done);
 	env_close(&e);
 }
 
