@@ -685,7 +685,8 @@ def _profile_goals(imgs, med, mbytes, oks, groups):
               "from the registry: see the bench README).  `%s-W`: the profiles workload W recorded (a shared "
               "base layer).  A row of a profile form fails when the record pass wrote no profile.  Layers "
               "replaying: the daemon's `replaying its startup profile` log lines (median).  The last column is "
-              "not the goal: the time the pull client (`ctr-remote`: resolve, manifest, config) takes before "
+              "not the goal: the time the pull client (see the machine line: `ctr-remote`, or containerd's "
+              "CRI plugin: resolve, manifest, config) takes before "
               "containerd's first Prepare reaches any snapshotter (the daemon's trace, median), which the "
               "limit credits only as part of its three round trips, and the ratio with it added to the "
               "limit." % (PROFILE_FORM, PROFILE_FORM), ""]

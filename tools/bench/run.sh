@@ -37,6 +37,11 @@
 #                        $BENCH_WORK/profiles/WORKLOAD (default 0: recorded afresh, once per invocation)
 #   BENCH_REQLOG         1: the delay proxy logs every request; each run's log dir gets its own
 #                        (requests.log: ms since the daemon's start, connection, request line, range)
+#   BENCH_PULL           the pull client: ctr (default: `ctr images pull` for legacy, `ctr-remote images
+#                        rpull` for the lazy snapshotters) or cri (every form: containerd's CRI plugin,
+#                        as kubelet pulls, asked by tools/cri-pull, the snapshotter under test being the
+#                        CRI's; the CRI labels, cri.manifest-digest among them, reach the snapshotter;
+#                        results named DATE[-quick][-LINK]-cri.*).  The record pass always uses ctr-remote.
 #   BENCH_TIMEOUT        seconds allowed for one pull or one run (default 120)
 #   BENCH_RESULTS        where the results go (default tools/bench/results): per link
 #                        DATE[-quick][-LINK].{md,csv,png} and DATE[-quick][-LINK]-timeline.png
@@ -65,9 +70,17 @@ STARGZD_ID="$(stat -c %y "$STARGZD" | cut -c1-19), sha256 $(sha256sum "$STARGZD"
 FORMS=${BENCH_FORMS:-legacy esgz esgz-opt esgz+profile esgz+profile-python}
 PROFILE_ON=${BENCH_PROFILE:-1}
 PROFILE_SHARE=${BENCH_PROFILE_SHARE:-copy}
+PULL=${BENCH_PULL:-ctr}
+[[ $PULL == ctr || $PULL == cri ]] || die "BENCH_PULL: ctr or cri"
+CRI_PULL=$BUILD_DIR/tools/cri-pull
+[[ $PULL == ctr || -x $CRI_PULL ]] || die "$CRI_PULL missing: make -j2 all"
 [[ $PROFILE_SHARE == copy || $PROFILE_SHARE == registry ]] || die "BENCH_PROFILE_SHARE: copy or registry"
 cp "$STARGZD" "$BENCH_WORK/stargzd.bin.tmp" && mv "$BENCH_WORK/stargzd.bin.tmp" "$BENCH_WORK/stargzd.bin"
 STARGZD=$BENCH_WORK/stargzd.bin
+if [[ $PULL == cri ]]; then
+  cp "$CRI_PULL" "$BENCH_WORK/cri-pull.bin.tmp" && mv "$BENCH_WORK/cri-pull.bin.tmp" "$BENCH_WORK/cri-pull.bin"
+  CRI_PULL=$BENCH_WORK/cri-pull.bin
+fi
 # The fetch trace (config key fetch_trace_dir) is being added to the daemon: an older binary
 # refuses a config with a key it does not know, so the key is passed only when the binary has it.
 TRACE=${BENCH_TRACE:-auto}
@@ -119,13 +132,14 @@ stop_all() {
 }
 trap 'stop_all' EXIT
 
-start_containerd() {  # PROXY_SOCK (empty: none)
+start_containerd() {  # PROXY_SOCK (empty: none) [CRI_SNAPSHOTTER: the CRI plugin on, pulling with it]
+  local cri=${2:-}
   mkdir -p "$RD/containerd"
   cat >"$RD/containerd/config.toml" <<TOML
 version = 2
 root = "$RD/containerd/root"
 state = "$RD/containerd/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+disabled_plugins = [$([[ -n $cri ]] || echo '"io.containerd.grpc.v1.cri"')]
 [grpc]
   address = "$RD/containerd/containerd.sock"
 [ttrpc]
@@ -137,6 +151,26 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 TOML
   if [[ -n $1 ]]; then
     printf '[proxy_plugins.stargz]\n  type = "snapshot"\n  address = "%s"\n' "$1" >>"$RD/containerd/config.toml"
+  fi
+  if [[ -n $cri ]]; then
+    # The CRI plugin pulls from the link's port over plain HTTP (its own hosts.toml), with
+    # snapshot annotations on (the cri.* labels); no CNI is needed for pulls and ctr runs.
+    mkdir -p "$RD/cri-certs.d/127.0.0.1:$LINK_PORT" "$RD/cni/bin" "$RD/cni/conf"
+    printf 'server = "http://127.0.0.1:%s"\n[host."http://127.0.0.1:%s"]\n  capabilities = ["pull", "resolve"]\n' \
+      "$LINK_PORT" "$LINK_PORT" >"$RD/cri-certs.d/127.0.0.1:$LINK_PORT/hosts.toml"
+    cat >>"$RD/containerd/config.toml" <<TOML
+[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "$RD/cni/bin"
+    conf_dir = "$RD/cni/conf"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "$cri"
+    disable_snapshot_annotations = false
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$RD/cri-certs.d"
+TOML
   fi
   start_bg "$RD/containerd.pid" "$RD/containerd.log" nsenter --net="$NETNS_PATH" \
     containerd --config "$RD/containerd/config.toml"
@@ -315,15 +349,20 @@ measure() {  # IMAGE FORM SNAPSHOTTER RUN
       status=fail:snapshotter-start
     fi
   fi
-  if [[ $status == ok ]] && ! start_containerd "$sock"; then status=fail:containerd-start; fi
+  local cri_sn=""
+  [[ $PULL == cri ]] && cri_sn=$([[ $sn == overlayfs ]] && echo overlayfs || echo stargz)
+  if [[ $status == ok ]] && ! start_containerd "$sock" "$cri_sn"; then status=fail:containerd-start; fi
   local CTR=(nsenter --net="$NETNS_PATH" ctr --address "$RD/containerd/containerd.sock")
+  [[ $PULL == cri ]] && CTR+=(-n k8s.io)   # the CRI plugin's namespace
   local SNOPT=()
   [[ $sn != overlayfs ]] && SNOPT=(--snapshotter stargz)
   if [[ $status == ok ]]; then
     sync; echo 3 >/proc/sys/vm/drop_caches
     local s0 s2 r t0 pull_cmd
     s0=$("$BENCH_DIR/link.sh" stats)
-    if [[ $sn == overlayfs ]]; then
+    if [[ $PULL == cri ]]; then
+      pull_cmd=("$CRI_PULL" "$RD/containerd/containerd.sock" "$ref")
+    elif [[ $sn == overlayfs ]]; then
       pull_cmd=("${CTR[@]}" images pull --plain-http "$ref")
     else
       pull_cmd=(nsenter --net="$NETNS_PATH" ctr-remote --address "$RD/containerd/containerd.sock" \
@@ -485,7 +524,7 @@ bench_link() {  # PROFILE
 
   mkdir -p "$RESULTS"
   local name
-  name=$(date +%Y-%m-%d)$([[ $BENCH_QUICK == 1 ]] && echo -quick || true)$([[ $lname == default ]] || echo "-$lname")
+  name=$(date +%Y-%m-%d)$([[ $BENCH_QUICK == 1 ]] && echo -quick || true)$([[ $lname == default ]] || echo "-$lname")$([[ $PULL == ctr ]] || echo -cri)
   local csv=$RESULTS/$name.csv
   {
     echo "image,form,snapshotter,run,status,pull_s,run_s,total_s,run_exit_s,warm_s,bytes,pull_bytes,requests,remote_layers,profiles_replayed,$($PY -c \
@@ -498,7 +537,8 @@ $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(unam
 containerd $(containerd --version | awk '{print $3}'), stargzd $(git -C "$BENCH_TOP" rev-parse --short HEAD 2>/dev/null || echo ?)\
 $(git -C "$BENCH_TOP" diff --quiet HEAD -- daemon fs net 2>/dev/null || echo '+dirty') (binary built $STARGZD_ID), \
 reference stargz-snapshotter $(dpkg-query -W -f='${Version}' golang-github-containerd-stargz-snapshotter-dev 2>/dev/null) \
-(prefetch + background fetch on); runs per row: $RUNS"
+(prefetch + background fetch on); runs per row: $RUNS; pull client: \
+$([[ $PULL == cri ]] && echo "containerd's CRI plugin (PullImage from tools/cri-pull, as kubelet pulls)" || echo "ctr-remote images rpull (legacy: ctr images pull)")"
   $BENCHLIB report "$csv" "$RESULTS/$name.md" "$LINK" "$machine" "$lname" >/dev/null
   $BENCHLIB chartdata "$csv" "$RESULTS/$name.dat"
   gnuplot -e "datafile='$RESULTS/$name.dat'; outfile='$RESULTS/$name.png'; title='stargzd bench $name: total time to output (s), $LINK_RATE + ${LINK_DELAY_MS} ms each way'" \
