@@ -109,6 +109,18 @@ rpull() {
   return 1
 }
 
+# run_after_restart_pc IMAGE NAME: the workload in a container, retried for 10 s (containerd's
+# client of the proxy snapshotter reconnects to a new daemon within seconds); its output.
+run_after_restart_pc() {
+  local i out
+  for i in $(seq 20); do
+    out=$($CTR run --rm --snapshotter stargz "$1" "$2" sh -c "$WORKLOAD" 2>&1) && { echo "$out"; return 0; }
+    sleep 0.5
+  done
+  echo "$out"
+  return 1
+}
+
 # no_snapshots_left: waits up to 10 s for containerd's GC to remove every stargz snapshot.
 no_snapshots_left() {
   local i
@@ -384,6 +396,27 @@ else
       pass "chain: the container prints the right output"
     else
       fail "chain: the container prints the right output" "want $WANT, got: $out"
+    fi
+    # A restart in the middle: the daemon remounts both snapshots from its database (the
+    # base one for the base-only image, the data layer with the base below it), with its
+    # profile store emptied: the test image's profile comes only from the registry, and the
+    # base layer replays it only if the restored data layer passed its parent chain.
+    stop_stargzd INT
+    cp "$WORK/stargzd.log" "$WORK/chain-1.log"
+    PHASE_LOGS+=("$WORK/chain-1.log")
+    rm -rf "$WORK/rootK/profiles"
+    if ! start_stargzd_phase "$WORK/rootK" registry; then
+      fail "chain, restarted: stargzd starts" "$(tail -5 "$WORK/stargzd.log")"
+    elif wait_for 20 grep -q "layer $BASE_LAYER: replaying its startup profile" "$WORK/stargzd.log"; then
+      pass "chain, restarted: the restored base layer replays the test image's profile"
+    else
+      fail "chain, restarted: the restored base layer replays the test image's profile" "$(grep -E 'profile|replay|restor' "$WORK/stargzd.log" | tail -8)"
+    fi
+    out=$(run_after_restart_pc "$REF" c-chain2 2>&1)
+    if [[ $out == *"$WANT"* ]]; then
+      pass "chain, restarted: the container prints the right output"
+    else
+      fail "chain, restarted: the container prints the right output" "want $WANT, got: $out"
     fi
   else
     fail "chain: both images pulled" "$(tail -3 "$WORK/chain-base.rpull" "$WORK/chain.rpull" 2>&1; grep 'profile pull' "$WORK/stargzd.log" | tail -3)"
