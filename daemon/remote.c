@@ -66,6 +66,7 @@ struct content {
 	struct tail_prefetch *deferred_tp;
 	struct sg_op close_op;          /* closing its layer */
 	struct sg_op open_op;           /* opening the blob */
+	bool opening;                   /* ... in flight (content_open_blob to on_blob_opened) */
 	struct sg_error open_err;
 	struct sg_range_source *opened;
 	bool replaying;                 /* its layer was given a startup profile */
@@ -1103,12 +1104,18 @@ static void entry_layer_ready(struct sg_remote *r, struct content *c)
 			entry_apply(r, r->entries[i], c);
 }
 
+static void content_early_late(struct content *c);
+
 void sg_remote_profiles_stored(struct sg_remote *r, const char *ref)
 {
 	for (struct sg_list *n = r->contents.next; n != &r->contents; n = n->next) {
 		struct content *c = sg_container_of(n, struct content, link);
-		if (c->state == C_READY && c->layer && content_serves(r, c, ref))
+		if (!content_serves(r, c, ref))
+			continue;
+		if (c->state == C_READY && c->layer)
 			content_replay_stored(c);
+		else if (c->state == C_LOADING)
+			content_early_late(c);
 	}
 }
 
@@ -1273,6 +1280,7 @@ static void on_blob_opened(struct sg_op *op)
 	struct content *c = sg_container_of(op, struct content, open_op);
 	struct sg_range_source *src = op->res == 0 ? c->opened : NULL;
 
+	c->opening = false;
 	c->opened = NULL;
 	content_blob_opened(c, op->res, src, op->res < 0 ? c->open_err.msg : NULL);
 }
@@ -1355,6 +1363,24 @@ static struct sg_early *early_start(struct sg_remote *r, const char *ref, const 
 	return e;
 }
 
+/* The layer's profile was stored while its blob opens (the registry's, pulled beside the
+ * open: under containerd's CRI plugin in one round trip, about when the open's tail read
+ * arrives): its first chunks are read now, beside the TOC, as they are when the profile is
+ * there at the mount.  Not once the open answered (the TOC loader has the source), nor when
+ * they are read already. */
+static void content_early_late(struct content *c)
+{
+	struct layer_hints h;
+
+	if (!c->opening || c->early || c->early_src)
+		return;
+	layer_hints(c->r, c->digest, &h);
+	c->early = early_start(c->r, c->ref, c->digest, &h);
+	if (c->early)
+		sg_info("layer %s: its startup profile came while its blob opened: its first "
+			"chunks are read beside its TOC", c->digest);
+}
+
 /* Fetches the blob's TOC the normal way (no prefetched tail). */
 static void content_open_blob(struct content *c)
 {
@@ -1367,6 +1393,7 @@ static void content_open_blob(struct content *c)
 	c->toc_tail = h.tail;
 	int res = open_for_toc(r, c->ref, c->digest, c->toc_tail, &c->opened, &c->open_err,
 			       &c->open_op, on_blob_opened);
+	c->opening = res == 0;
 	if (res == 0)   /* after the open, whose request goes first */
 		c->early = early_start(r, c->ref, c->digest, &h);
 	if (res < 0) {

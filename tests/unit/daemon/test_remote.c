@@ -1142,6 +1142,71 @@ TEST(the_cri_plugins_manifest_digest_goes_with_the_profile_ask)
 	env_close(&e);
 }
 
+/* An opener whose open of image test/late:1's blob is held until the test delivers it, with
+ * counted sources that need no open (the early reads'). */
+static int late_open(void *ctx, const char *ref, const char *digest,
+		     struct sg_range_source **ret_src, struct sg_error *err, struct sg_op *op,
+		     sg_op_cb cb)
+{
+	if (strcmp(ref, "test/late:1") != 0)
+		return counting_open(ctx, ref, digest, ret_src, err, op, cb);
+	CHECK(!held_op);
+	CHECK_EQ(sg_range_source_file_open(ctx, blob_path, ret_src), 0);
+	held_op = op;
+	held_cb = cb;
+	return 0;
+}
+
+/* The layer's profile is stored while its blob opens (a registry's, pulled beside the
+ * open): its head is read at once, beside the TOC, before the open answers; then the layer
+ * mounts.  Stored again meanwhile: not read twice. */
+TEST(a_profile_stored_while_the_blob_opens_has_its_head_read_beside_the_toc)
+{
+	struct env e;
+	struct mount_res m[1] = { 0 };
+	char proot[400];
+	struct sg_digest ld, td;
+	struct sg_profile *p;
+	struct sg_error err = { 0 };
+	static const struct sg_profile_span head = { 100, 900 };
+
+	setup();
+	snprintf(proot, sizeof(proot), "%s/proot-late", dir);
+	CHECK_EQ(sg_loop_new(NULL, &e.loop), 0);
+	struct sg_remote_config cfg = { .cache_root = root, .profile_root = proot,
+					.want_profiles = want_profiles };
+	struct sg_blob_opener opener = { .open = late_open, .unsized = counting_unsized,
+					 .ctx = e.loop };
+	CHECK_EQ(sg_remote_new(e.loop, &cfg, &opener, &e.remote), 0);
+	held_op = NULL;
+	unsized_reads[0] = 0;
+	struct sg_remote_layer l = { .ref = "test/late:1", .digest = layer_digest,
+				     .toc_digest = toc_digest };
+	CHECK_EQ(sg_remote_mount(e.remote, 1, mnt[0], &l, on_mounted, &m[0]), 0);
+	run_for(&e, 50);
+	CHECK(held_op);                       /* the open is on its way */
+	CHECK_EQ(unsized_reads[0], 0u);       /* no profile yet: nothing read early */
+
+	CHECK_EQ(sg_digest_parse(layer_digest, strlen(layer_digest), &ld), 0);
+	CHECK_EQ(sg_digest_parse(toc_digest, strlen(toc_digest), &td), 0);
+	CHECK_EQ(sg_profile_new(&td, 1, NULL, &p), 0);
+	sg_profile_set_layer(p, &ld);
+	sg_profile_set_head(p, &head, 1);
+	CHECK_EQ(sg_profile_store_save(proot, p, &err), 0);
+	sg_profile_free(p);
+	sg_remote_profiles_stored(e.remote, "test/late:1");
+	sg_remote_profiles_stored(e.remote, "test/late:1");
+	run_for(&e, 50);
+	CHECK_EQ(unsized_reads[0], 1u);       /* the head, while the open is still held */
+	CHECK_EQ(unsized_first_off[0], 100u);
+
+	CHECK_EQ(sg_post(e.loop, held_op, 0, held_cb), 0);
+	wait_mounted(&e, m, 1);
+	CHECK_EQ(m[0].res, 0);
+	CHECK_EQ(unsized_reads[0], 1u);
+	env_close(&e);
+}
+
 /* The layer replays image A's profile; image B mounts it and B's profile, with chunks A's
  * has not, is stored (merged: what B's profile pull does): B's chunks join the replay and
  * are fetched as kind profile too, A's not again.  Stored again with nothing new: nothing
