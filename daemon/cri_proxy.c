@@ -139,6 +139,60 @@ int sg_cri_parse_pull(const uint8_t *msg, size_t len, struct sg_cri_pull *ret)
 	return fields(msg, len, pull_field, ret);
 }
 
+/* A length-delimited field `num` holding len bytes at buf + at: the key and the length as
+ * varints, then the bytes.  The new end, or -ENOSPC. */
+static int put_field(uint8_t *buf, size_t cap, size_t at, unsigned num, const void *v,
+		     size_t len)
+{
+	uint64_t head[2] = { (uint64_t)num << 3 | 2, len };
+
+	for (size_t k = 0; k < 2; k++)
+		for (uint64_t x = head[k];; x >>= 7) {
+			if (at == cap)
+				return -ENOSPC;
+			buf[at++] = (uint8_t)(x & 0x7f) | (x > 0x7f ? 0x80 : 0);
+			if (x <= 0x7f)
+				break;
+		}
+	if (cap - at < len)
+		return -ENOSPC;
+	memcpy(buf + at, v, len);
+	return (int)(at + len);
+}
+
+int sg_cri_build_pull(const char *image, uint8_t *buf, size_t cap)
+{
+	uint8_t spec[600];   /* ImageSpec{image}: an image reference is at most 512 bytes */
+	int n = put_field(spec, sizeof(spec), 0, 1, image, strlen(image));
+
+	return n < 0 ? n : put_field(buf, cap, 0, 1, spec, (size_t)n);
+}
+
+struct reply_ref {
+	char *out;
+	size_t cap;
+	bool found;
+};
+
+static int reply_field(void *ud, uint64_t num, const uint8_t *v, size_t n)
+{
+	struct reply_ref *r = ud;
+
+	if (num != 1)
+		return 0;
+	r->found = true;
+	return copy_field(r->out, r->cap, v, n);
+}
+
+int sg_cri_parse_pull_reply(const uint8_t *msg, size_t len, char *image_ref, size_t cap)
+{
+	struct reply_ref r = { image_ref, cap, false };
+
+	if (fields(msg, len, reply_field, &r) < 0)
+		return -EBADMSG;
+	return r.found ? 0 : -ENOENT;
+}
+
 /* Keeps a PullImage's credentials for its registry host (and the server_address it names). */
 static void take_credentials(struct sg_cri_proxy *p, const uint8_t *msg, size_t len)
 {

@@ -36,4 +36,10 @@ struct sg_cri_pull {
 };
 int sg_cri_parse_pull(const uint8_t *msg, size_t len, struct sg_cri_pull *ret);
 
+/* The other side of a pull, for a CRI client (tools/cri-pull): a PullImageRequest for
+ * `image` into buf (its length, or -ENOSPC); and the image_ref of a PullImageResponse into
+ * image_ref (NUL-terminated; 0, -ENOENT when it has none, -EBADMSG). */
+int sg_cri_build_pull(const char *image, uint8_t *buf, size_t cap);
+int sg_cri_parse_pull_reply(const uint8_t *msg, size_t len, char *image_ref, size_t cap);
+
 #endif

@@ -119,6 +119,8 @@ static void lookup_start(struct pull *p, struct lookup *l)
 
 	l->p = p;
 	sg_op_init(&l->op);
+	sg_registry_response_done(&l->resp);   /* asked again: an index's digest was given */
+	l->err = (struct sg_error){ 0 };
 	l->res = sg_registry_call(p->req.registry, &c, &l->resp, &l->err, &l->op, on_lookup);
 	if (l->res < 0)
 		sg_error_set(&l->err, l->res, "%s", strerror(-l->res));
@@ -261,11 +263,6 @@ static void lookups_done(struct pull *p)
 			     p->image->digest);
 			p->image_beside = false;
 			p->ret->round_trips++;
-			for (size_t i = 0; i < 2; i++) {
-				sg_registry_response_done(&ls[i]->resp);
-				ls[i]->err = (struct sg_error){ 0 };
-				ls[i]->res = 0;
-			}
 			lookups_start(p, p->image->digest);
 			if (p->inflight == 0)
 				lookups_done(p);

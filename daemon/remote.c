@@ -1372,7 +1372,7 @@ static void content_early_late(struct content *c)
 {
 	struct layer_hints h;
 
-	if (!c->opening || c->early || c->early_src)
+	if (!c->opening || c->early)
 		return;
 	layer_hints(c->r, c->digest, &h);
 	c->early = early_start(c->r, c->ref, c->digest, &h);

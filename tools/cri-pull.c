@@ -17,56 +17,10 @@
 #include <string.h>
 
 #include "daemon/core/loop.h"
+#include "daemon/cri_proxy.h"
 #include "daemon/grpc_client.h"
 
 #define PULL_PATH "/runtime.v1.ImageService/PullImage"
-
-/* A length-delimited protobuf field (number < 16, length < 2^14): the tag, the length as a
- * varint, the bytes.  Returns the new end, or NULL when it does not fit. */
-static uint8_t *put_field(uint8_t *p, const uint8_t *end, unsigned num, const void *bytes,
-			  size_t len)
-{
-	if (len >= (1u << 14) || (size_t)(end - p) < len + 3)
-		return NULL;
-	*p++ = (uint8_t)(num << 3 | 2);
-	if (len < 128) {
-		*p++ = (uint8_t)len;
-	} else {
-		*p++ = (uint8_t)(len | 0x80);
-		*p++ = (uint8_t)(len >> 7);
-	}
-	memcpy(p, bytes, len);
-	return p + len;
-}
-
-/* The first string of field 1 of a message (PullImageResponse.image_ref). */
-static int field1_string(const uint8_t *m, size_t len, const char **ret, size_t *ret_len)
-{
-	size_t i = 0;
-
-	while (i < len) {
-		unsigned key = m[i++];
-		size_t n = 0;
-		int shift = 0;
-		if ((key & 7) != 2)
-			return -EBADMSG;   /* the response has length-delimited fields only */
-		while (i < len && shift < 28) {
-			n |= (size_t)(m[i] & 0x7f) << shift;
-			shift += 7;
-			if (!(m[i++] & 0x80))
-				break;
-		}
-		if (n > len - i)
-			return -EBADMSG;
-		if (key >> 3 == 1) {
-			*ret = (const char *)m + i;
-			*ret_len = n;
-			return 0;
-		}
-		i += n;
-	}
-	return -ENOENT;
-}
 
 struct call {
 	struct sg_op op;
@@ -102,14 +56,12 @@ int main(int argc, char **argv)
 		return usage();
 	const char *sock = argv[i], *ref = argv[i + 1];
 
-	/* PullImageRequest{ image: ImageSpec{ image: REF } } */
-	uint8_t spec[600], msg[620], *end;
-	end = put_field(spec, spec + sizeof(spec), 1, ref, strlen(ref));
-	if (!end) {
+	uint8_t msg[620];
+	int msg_len = sg_cri_build_pull(ref, msg, sizeof(msg));
+	if (msg_len < 0) {
 		fprintf(stderr, "cri-pull: reference too long\n");
 		return 64;
 	}
-	uint8_t *mend = put_field(msg, msg + sizeof(msg), 1, spec, (size_t)(end - spec));
 
 	struct sg_loop *loop = NULL;
 	struct sg_grpc_client *client = NULL;
@@ -125,7 +77,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	sg_op_init(&c.op);
-	r = sg_grpc_client_call(client, PULL_PATH, msg, (size_t)(mend - msg),
+	r = sg_grpc_client_call(client, PULL_PATH, msg, (size_t)msg_len,
 				(uint64_t)timeout_ms * 1000000u, &c.reply, &c.op, on_reply);
 	if (r < 0) {
 		fprintf(stderr, "cri-pull: %s: %s\n", PULL_PATH, strerror(-r));
@@ -142,10 +94,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "cri-pull: PullImage %s: gRPC status %d: %s\n", ref, c.reply.status,
 			c.reply.message);
 	} else {
-		const char *id = NULL;
-		size_t id_len = 0;
-		if (field1_string(c.reply.body, c.reply.body_len, &id, &id_len) == 0) {
-			printf("image_ref %.*s\n", (int)id_len, id);
+		char id[512];
+		if (sg_cri_parse_pull_reply(c.reply.body, c.reply.body_len, id, sizeof(id)) == 0) {
+			printf("image_ref %s\n", id);
 			rc = 0;
 		} else {
 			fprintf(stderr, "cri-pull: PullImage %s: an answer without image_ref\n", ref);

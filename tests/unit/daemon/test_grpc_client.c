@@ -166,4 +166,31 @@ TEST(pull_request_credentials_are_read)
 	CHECK_EQ(sg_cri_parse_pull(nul, sizeof(nul), &p), -EBADMSG);   /* a NUL in a string */
 }
 
+/* A client's PullImageRequest reads back as the proxy reads one (a reference long enough
+ * for two-byte lengths); too small a buffer is -ENOSPC.  The response's image_ref is read;
+ * one without it is -ENOENT, a cut one -EBADMSG. */
+TEST(a_built_pull_request_reads_back_and_the_reply_gives_its_image_ref)
+{
+	char image[300];
+	uint8_t buf[400];
+	struct sg_cri_pull p;
+
+	memset(image, 'a', sizeof(image) - 1);
+	image[sizeof(image) - 1] = '\0';
+	memcpy(image, "r:5000/", 7);
+	int n = sg_cri_build_pull(image, buf, sizeof(buf));
+	CHECK(n > (int)strlen(image));
+	CHECK_EQ(sg_cri_parse_pull(buf, (size_t)n, &p), 0);
+	CHECK_STR(p.image, image);
+	CHECK_STR(p.username, "");
+	CHECK_EQ(sg_cri_build_pull(image, buf, 100), -ENOSPC);
+
+	static const uint8_t reply[] = { 0x0a, 0x05, 's', 'h', 'a', ':', '1' };
+	char ref[64];
+	CHECK_EQ(sg_cri_parse_pull_reply(reply, sizeof(reply), ref, sizeof(ref)), 0);
+	CHECK_STR(ref, "sha:1");
+	CHECK_EQ(sg_cri_parse_pull_reply(reply, 0, ref, sizeof(ref)), -ENOENT);
+	CHECK_EQ(sg_cri_parse_pull_reply(reply, sizeof(reply) - 1, ref, sizeof(ref)), -EBADMSG);
+}
+
 TEST_MAIN()
