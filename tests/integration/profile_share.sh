@@ -77,24 +77,24 @@ if grep -q '"artifactType":"application/vnd.stargzd.profile.v1+json"' <<<"$TAGID
 else
   fail "the referrers tag lists the artifact" "$TAGIDX"
 fi
-R2=$WORK/root2
-out=$("$STARGZD" profile pull --root "$R2" "${P[@]}" "$REF" 2>&1)
-if grep -q "pulled the profiles of 1 layers .*referrers tag, 2 round trips" <<<"$out" &&
-   [[ $("$STARGZD" profile show --root "$R1" --json "$TOC") == "$("$STARGZD" profile show --root "$R2" --json "$TOC")" ]]; then
-  pass "pull into a fresh root: the same profile, in 2 round trips (all embedded)"
-else
-  fail "pull into a fresh root" "$out"
-fi
+# pulled_same NAME ROOT REF ROUND_TRIPS: `profile pull REF` into the fresh ROOT says so, and
+# stores the profile pushed from R1 byte for byte.
+pulled_same() {
+  local out
+  out=$("$STARGZD" profile pull --root "$2" "${P[@]}" "$3" 2>&1)
+  if grep -q "pulled the profiles of 1 layers .*referrers tag, $4)" <<<"$out" &&
+     [[ $("$STARGZD" profile show --root "$R1" --json "$TOC") == "$("$STARGZD" profile show --root "$2" --json "$TOC")" ]]; then
+    pass "$1"
+  else
+    fail "$1" "$out"
+  fi
+}
+pulled_same "pull into a fresh root: the same profile, in 2 round trips (all embedded)" \
+  "$WORK/root2" "$REF" "2 round trips"
 # By digest (as the daemon pulls when containerd's CRI plugin gives the manifest's digest):
 # the manifest's fetch and the two lookups go out together, one round trip.
-R2D=$WORK/root2d
-out=$("$STARGZD" profile pull --root "$R2D" "${P[@]}" "$REGISTRY/test/prof@$MAN" 2>&1)
-if grep -q "pulled the profiles of 1 layers .*referrers tag, 1 round trip)" <<<"$out" &&
-   [[ $("$STARGZD" profile show --root "$R1" --json "$TOC") == "$("$STARGZD" profile show --root "$R2D" --json "$TOC")" ]]; then
-  pass "pull by the manifest's digest: the same profile, in 1 round trip"
-else
-  fail "pull by the manifest's digest" "$out"
-fi
+pulled_same "pull by the manifest's digest: the same profile, in 1 round trip" \
+  "$WORK/root2d" "$REGISTRY/test/prof@$MAN" "1 round trip"
 
 # start_proxy NAME ARGS...: tests/lib/referrers_proxy.py in front of the registry, logging to
 # $WORK/NAME.log; its port in PROXY_PORT.

@@ -324,10 +324,14 @@ TEST(failed_mount_closes_a_layer_that_started_fetching)
 	env_close(&e);
 }
 
-/* An opener that holds the open of image test/b:1's own source (a mount of another image
- * sharing the layer opens one) until the test delivers it. */
+/* An opener that holds the open of image held_ref's blob source until the test delivers it
+ * (sg_post(held_op, 0, held_cb)); other images' opens go to held_others. */
 static struct sg_op *held_op;
 static sg_op_cb held_cb;
+static const char *held_ref = "test/b:1";
+static int (*held_others)(void *ctx, const char *ref, const char *digest,
+			  struct sg_range_source **ret_src, struct sg_error *err, struct sg_op *op,
+			  sg_op_cb cb) = file_open;
 
 static int holding_open(void *ctx, const char *ref, const char *digest,
 			struct sg_range_source **ret_src, struct sg_error *err, struct sg_op *op,
@@ -335,8 +339,8 @@ static int holding_open(void *ctx, const char *ref, const char *digest,
 {
 	struct sg_loop *loop = ctx;
 
-	if (strcmp(ref, "test/b:1") != 0)
-		return file_open(ctx, ref, digest, ret_src, err, op, cb);
+	if (strcmp(ref, held_ref) != 0)
+		return held_others(ctx, ref, digest, ret_src, err, op, cb);
 	CHECK(!held_op);
 	CHECK_EQ(sg_range_source_file_open(loop, blob_path, ret_src), 0);
 	held_op = op;
@@ -351,13 +355,14 @@ static void on_unmounted(void *ud, int res, const char *err)
 	*(int *)ud += 1;
 }
 
-static int child_read_f0(void)
+/* A forked reader: file f<i> under `under`, checked against its content (0: right). */
+static int child_read_file(const char *under, int i, const char *what)
 {
 	static uint8_t buf[FILE_SIZE];
 	char path[400];
 
-	snprintf(path, sizeof(path), "%s/f0", mnt[0]);
-	return check_bytes("A f0", buf, read_path(path, buf, sizeof(buf)), 0);
+	snprintf(path, sizeof(path), "%s/f%d", under, i);
+	return check_bytes(what, buf, read_path(path, buf, sizeof(buf)), i);
 }
 
 /* Image B mounts a layer image A mounted, and its own source's open is still on its way
@@ -402,7 +407,7 @@ TEST(a_mount_of_another_image_ending_while_its_source_opens)
 	pid_t pid = fork();
 	CHECK(pid >= 0);
 	if (pid == 0)
-		_exit(child_read_f0());
+		_exit(child_read_file(mnt[0], 0, "A f0"));
 	serve_until_child_exits(&e, pid, 20000);
 	env_close(&e);
 }
@@ -474,15 +479,6 @@ static void unmounted_then_mount(void *ud, int res, const char *err)
 	mount_layer(rm->e, 2, mnt[1], toc_digest, &rm->m, 0);
 }
 
-static int child_read_f3(void)
-{
-	static uint8_t buf[FILE_SIZE];
-	char path[400];
-
-	snprintf(path, sizeof(path), "%s/f3", mnt[1]);
-	return check_bytes("f3 through the remount", buf, read_path(path, buf, sizeof(buf)), 3);
-}
-
 TEST(mount_arriving_while_the_layer_closes_loads_it_anew)
 {
 	struct env e;
@@ -506,7 +502,7 @@ TEST(mount_arriving_while_the_layer_closes_loads_it_anew)
 	pid_t pid = fork();
 	CHECK(pid >= 0);
 	if (pid == 0)
-		_exit(child_read_f3());
+		_exit(child_read_file(mnt[1], 3, "f3 through the remount"));
 	serve_until_child_exits(&e, pid, 30000);
 	env_close(&e);
 }
@@ -1142,21 +1138,6 @@ TEST(the_cri_plugins_manifest_digest_goes_with_the_profile_ask)
 	env_close(&e);
 }
 
-/* An opener whose open of image test/late:1's blob is held until the test delivers it, with
- * counted sources that need no open (the early reads'). */
-static int late_open(void *ctx, const char *ref, const char *digest,
-		     struct sg_range_source **ret_src, struct sg_error *err, struct sg_op *op,
-		     sg_op_cb cb)
-{
-	if (strcmp(ref, "test/late:1") != 0)
-		return counting_open(ctx, ref, digest, ret_src, err, op, cb);
-	CHECK(!held_op);
-	CHECK_EQ(sg_range_source_file_open(ctx, blob_path, ret_src), 0);
-	held_op = op;
-	held_cb = cb;
-	return 0;
-}
-
 /* The layer's profile is stored while its blob opens (a registry's, pulled beside the
  * open): its head is read at once, beside the TOC, before the open answers; then the layer
  * mounts.  Stored again meanwhile: not read twice. */
@@ -1175,8 +1156,11 @@ TEST(a_profile_stored_while_the_blob_opens_has_its_head_read_beside_the_toc)
 	CHECK_EQ(sg_loop_new(NULL, &e.loop), 0);
 	struct sg_remote_config cfg = { .cache_root = root, .profile_root = proot,
 					.want_profiles = want_profiles };
-	struct sg_blob_opener opener = { .open = late_open, .unsized = counting_unsized,
+	/* the open of test/late:1 held; counted sources that need no open (the early reads') */
+	struct sg_blob_opener opener = { .open = holding_open, .unsized = counting_unsized,
 					 .ctx = e.loop };
+	held_ref = "test/late:1";
+	held_others = counting_open;
 	CHECK_EQ(sg_remote_new(e.loop, &cfg, &opener, &e.remote), 0);
 	held_op = NULL;
 	unsized_reads[0] = 0;
@@ -1205,6 +1189,8 @@ TEST(a_profile_stored_while_the_blob_opens_has_its_head_read_beside_the_toc)
 	CHECK_EQ(m[0].res, 0);
 	CHECK_EQ(unsized_reads[0], 1u);
 	env_close(&e);
+	held_ref = "test/b:1";
+	held_others = file_open;
 }
 
 /* The layer replays image A's profile; image B mounts it and B's profile, with chunks A's
