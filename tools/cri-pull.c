@@ -7,7 +7,8 @@
  * The CRI plugin pulls with its configured snapshotter and passes the snapshotter the CRI
  * labels (containerd.io/snapshot/cri.image-ref, .layer-digest, .image-layers and
  * .manifest-digest).  A compiled client, so that the pull's time is containerd's and the
- * snapshotter's, not an interpreter's start (Python's gRPC module takes ~0.4 s to import).
+ * snapshotter's, not an interpreter's start (Debian's python3 with its gRPC module takes
+ * 0.12-0.16 s to start, against 0.02-0.03 s without it).
  *
  * Prints "image_ref <ref>" (the image id the CRI plugin answers) on success.  Exit status: 0
  * success, 1 failure ("cri-pull: ..." on stderr, with the gRPC status), 64 bad usage. */
