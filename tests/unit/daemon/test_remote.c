@@ -328,6 +328,7 @@ TEST(failed_mount_closes_a_layer_that_started_fetching)
  * (sg_post(held_op, 0, held_cb)); other images' opens go to held_others. */
 static struct sg_op *held_op;
 static sg_op_cb held_cb;
+static struct sg_range_source **held_src;   /* where the held open put its source */
 static const char *held_ref = "test/b:1";
 static int (*held_others)(void *ctx, const char *ref, const char *digest,
 			  struct sg_range_source **ret_src, struct sg_error *err, struct sg_op *op,
@@ -345,6 +346,7 @@ static int holding_open(void *ctx, const char *ref, const char *digest,
 	CHECK_EQ(sg_range_source_file_open(loop, blob_path, ret_src), 0);
 	held_op = op;
 	held_cb = cb;
+	held_src = ret_src;
 	return 0;
 }
 
@@ -1139,9 +1141,10 @@ TEST(the_cri_plugins_manifest_digest_goes_with_the_profile_ask)
 }
 
 /* The layer's profile is stored while its blob opens (a registry's, pulled beside the
- * open): its head is read at once, beside the TOC, before the open answers; then the layer
- * mounts.  Stored again meanwhile: not read twice. */
-TEST(a_profile_stored_while_the_blob_opens_has_its_head_read_beside_the_toc)
+ * open): its head is read at once, beside the TOC, before the open answers (stored again
+ * meanwhile: not read twice).  Then the open answers: the layer mounts; or, when
+ * open_fails, the mount fails, once, and the early reads are let go (ASan: nothing leaks). */
+static void late_head(bool open_fails)
 {
 	struct env e;
 	struct mount_res m[1] = { 0 };
@@ -1184,13 +1187,31 @@ TEST(a_profile_stored_while_the_blob_opens_has_its_head_read_beside_the_toc)
 	CHECK_EQ(unsized_reads[0], 1u);       /* the head, while the open is still held */
 	CHECK_EQ(unsized_first_off[0], 100u);
 
-	CHECK_EQ(sg_post(e.loop, held_op, 0, held_cb), 0);
+	if (open_fails) {   /* a failed open hands over no source */
+		sg_range_source_free(*held_src);
+		*held_src = NULL;
+	}
+	CHECK_EQ(sg_post(e.loop, held_op, open_fails ? -EIO : 0, held_cb), 0);
 	wait_mounted(&e, m, 1);
-	CHECK_EQ(m[0].res, 0);
+	run_for(&e, 50);   /* on_mounted checks it is answered once */
+	if (open_fails)
+		CHECK(m[0].res < 0);
+	else
+		CHECK_EQ(m[0].res, 0);
 	CHECK_EQ(unsized_reads[0], 1u);
 	env_close(&e);
 	held_ref = "test/b:1";
 	held_others = file_open;
+}
+
+TEST(a_profile_stored_while_the_blob_opens_has_its_head_read_beside_the_toc)
+{
+	late_head(false);
+}
+
+TEST(a_profile_stored_while_the_blob_opens_then_the_open_fails)
+{
+	late_head(true);
 }
 
 /* The layer replays image A's profile; image B mounts it and B's profile, with chunks A's
