@@ -433,6 +433,31 @@ TEST(a_close_with_the_replay_in_flight_cancels_it)
 	CHECK_EQ(e.rec.calls, 0);   /* nothing was read: nothing recorded */
 }
 
+/* The same with a second profile joined while the first one's requests are in flight: both
+ * profiles' requests are cancelled with the close, and nothing outlives it. */
+TEST(a_close_with_a_joined_replay_in_flight_cancels_both)
+{
+	int first[FILES / 2], second[FILES / 2];
+	struct env e = { 0 };
+	struct sg_layer_replay_info info;
+
+	setup();
+	for (int i = 0; i < FILES / 2; i++) {
+		first[i] = FILES / 2 - 1 - i;   /* backwards: one request per file */
+		second[i] = FILES - 1 - i;
+	}
+	fresh_cache(cache, sizeof(cache));
+	env_new(&e, true, cache);
+	CHECK_EQ(sg_layer_replay(e.layer, profile_of(&e, first, FILES / 2), NULL, NULL), 0);
+	sg_layer_start(e.layer);
+	CHECK(e.layer->batches_inflight > 0);
+	CHECK_EQ(sg_layer_replay(e.layer, profile_of(&e, second, FILES / 2), &info, NULL), 0);
+	CHECK_EQ(info.chunks, (uint64_t)FILES);
+	CHECK(info.fetch_chunks > 0);
+	env_close(&e);   /* drains; ASan and the free check catch what outlives it */
+	CHECK_EQ(e.rec.calls, 0);
+}
+
 /* ---- a layer over a source whose reads the test holds, then lets through or fails ---- */
 
 /* The blob's bytes, for the gate to serve (tests/helpers/gate_source.h). */
