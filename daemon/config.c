@@ -193,6 +193,20 @@ static int want_mode(struct sg_toml *t, const char *key, const struct sg_toml_va
 	return sg_toml_fail(t, -EINVAL, "%s must be %s, not \"%s\"", key, allowed, mode);
 }
 
+/* "auto", "on" or "off" (entry_programs, [cri_keychain] load_ahead). */
+static int want_auto_mode(struct sg_toml *t, const char *key, const struct sg_toml_value *v,
+			  enum sg_entry_mode *ret)
+{
+	static const char *const modes[] = { [SG_ENTRY_AUTO] = "auto", [SG_ENTRY_ON] = "on",
+					     [SG_ENTRY_OFF] = "off" };
+	int r = want_mode(t, key, v, modes, 3, "\"auto\", \"on\" or \"off\"");
+
+	if (r < 0)
+		return r;
+	*ret = (enum sg_entry_mode)r;
+	return 0;
+}
+
 static int want_int(struct sg_toml *t, const char *key, const struct sg_toml_value *v,
 		    int64_t lo, int64_t hi, int64_t *ret)
 {
@@ -356,14 +370,8 @@ static int top_key(struct cfg_doc *d, struct sg_toml *t, const char *key, struct
 		cfg->profiles = (enum sg_profiles_mode)r;
 		return 0;
 	}
-	if (strcmp(key, "entry_programs") == 0) {
-		static const char *const modes[] = { [SG_ENTRY_AUTO] = "auto", [SG_ENTRY_ON] = "on",
-						     [SG_ENTRY_OFF] = "off" };
-		if ((r = want_mode(t, key, v, modes, 3, "\"auto\", \"on\" or \"off\"")) < 0)
-			return r;
-		cfg->entry_programs = (enum sg_entry_mode)r;
-		return 0;
-	}
+	if (strcmp(key, "entry_programs") == 0)
+		return want_auto_mode(t, key, v, &cfg->entry_programs);
 	if (strcmp(key, "fetch_timeout") == 0) {
 		if ((r = want_int(t, key, v, 1, 3600, &n)) < 0)
 			return r;
@@ -637,6 +645,8 @@ static int on_keyval(void *userdata, struct sg_toml *t, const char *key, struct 
 		if (strcmp(key, "listen_path") == 0)
 			return want_string(t, key, v, d->cfg->cri_listen_path,
 					   sizeof(d->cfg->cri_listen_path));
+		if (strcmp(key, "load_ahead") == 0)
+			return want_auto_mode(t, key, v, &d->cfg->cri_load_ahead);
 		return sg_toml_fail(t, -EINVAL, "unknown key \"cri_keychain.%s\"", key);
 	case T_IGNORED:
 		warn(d, t, "stargz-snapshotter's %s.%s has no effect here", d->table_name, key);

@@ -80,6 +80,10 @@ struct sg_config {
 	bool cri_keychain;
 	char cri_listen_path[108];
 	char cri_image_service_path[108];
+	/* load_ahead: a PullImage's lazy layers start loading before containerd's Prepare
+	 * (daemon/pull_ahead.h); auto: except on Docker Hub (the manifest GET is rate-limited
+	 * there), as entry_programs. */
+	enum sg_entry_mode cri_load_ahead;
 
 	/* stargz-snapshotter's keys mapped onto ours. */
 	uint64_t prefetch_size;       /* prefetch without landmark or label (0 = none) */

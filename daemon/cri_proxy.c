@@ -25,6 +25,7 @@ struct sg_cri_proxy {
 	int listen_fd;
 	char listen_path[108];
 	unsigned inflight;               /* forwarded calls not answered yet */
+	struct sg_cri_pull_hooks hooks;
 	bool server_done;
 	void (*done)(void *userdata);
 	void *done_userdata;
@@ -36,6 +37,7 @@ struct fwd {
 	struct sg_grpc_call *call;
 	struct sg_op op;
 	struct sg_grpc_reply reply;
+	void *pull;                      /* hooks.started's token; NULL: none */
 };
 
 /* ---- PullImageRequest, read by hand: image = 1 (ImageSpec: image = 1), auth = 2
@@ -193,16 +195,26 @@ int sg_cri_parse_pull_reply(const uint8_t *msg, size_t len, char *image_ref, siz
 	return r.found ? 0 : -ENOENT;
 }
 
-/* Keeps a PullImage's credentials for its registry host (and the server_address it names). */
-static void take_credentials(struct sg_cri_proxy *p, const uint8_t *msg, size_t len)
+/* Keeps a PullImage's credentials for its registry host (and the server_address it names);
+ * its image, normalized as containerd's CRI plugin does (docker.io/library/x:latest; a digest
+ * without the tag), goes to image ("" when it is not one). */
+static void take_pull(struct sg_cri_proxy *p, const uint8_t *msg, size_t len, char *image,
+		      size_t cap)
 {
 	struct sg_cri_pull *pull = calloc(1, sizeof(*pull));
 	struct sg_ref ref;
 
+	image[0] = '\0';
 	if (!pull)
 		return;
-	if (!p->registry || sg_cri_parse_pull(msg, len, pull) < 0 ||
-	    sg_ref_parse(pull->image, &ref, NULL) < 0)
+	if (sg_cri_parse_pull(msg, len, pull) < 0 || sg_ref_parse(pull->image, &ref, NULL) < 0)
+		goto out;
+	struct sg_ref named = ref;
+	if (named.digest[0])
+		named.tag[0] = '\0';
+	if (sg_ref_format(&named, image, cap) < 0)
+		image[0] = '\0';
+	if (!p->registry)
 		goto out;
 	if (!pull->username[0] && pull->auth[0]) {
 		/* "auth" is base64("user:password"), as in docker's config.json. */
@@ -254,6 +266,8 @@ static void forwarded(struct sg_op *op)
 		}
 	}
 	sg_grpc_reply_done(&f->reply);
+	if (f->pull)
+		p->hooks.ended(f->pull);
 	free(f);
 	p->inflight--;
 	maybe_done(p);
@@ -264,9 +278,10 @@ static void forward(struct sg_grpc_call *call, const uint8_t *msg, size_t len, v
 	struct sg_cri_proxy *p = userdata;
 	const char *path = sg_grpc_call_path(call);
 	struct fwd *f;
+	char image[512] = "";
 
 	if (strcmp(path, SERVICE "PullImage") == 0)
-		take_credentials(p, msg, len);
+		take_pull(p, msg, len, image, sizeof(image));
 	f = calloc(1, sizeof(*f));
 	if (!f) {
 		sg_grpc_finish(call, SG_GRPC_RESOURCE_EXHAUSTED, "out of memory");
@@ -283,6 +298,15 @@ static void forward(struct sg_grpc_call *call, const uint8_t *msg, size_t len, v
 		return;
 	}
 	p->inflight++;
+	/* After the forward, whose request goes first: containerd starts resolving the image
+	 * while the hook does. */
+	if (image[0] && p->hooks.started)
+		f->pull = p->hooks.started(p->hooks.ctx, image);
+}
+
+void sg_cri_proxy_set_pull_hooks(struct sg_cri_proxy *p, const struct sg_cri_pull_hooks *h)
+{
+	p->hooks = *h;
 }
 
 static const struct sg_grpc_method methods[] = {

@@ -23,6 +23,18 @@ struct sg_cri_proxy;
  * the proxy).  registry may be NULL (lazy pulling off: nothing to give credentials to). */
 int sg_cri_proxy_new(struct sg_loop *loop, const char *listen_path, const char *image_service_path,
 		     struct sg_registry *registry, struct sg_cri_proxy **ret, struct sg_error *err);
+/* Told of each PullImage the proxy forwards, so that the image's lazy layers can be loaded
+ * while containerd still resolves it (daemon/pull_ahead.h): started(ctx, image) right after
+ * the call went to containerd (image normalized as containerd's CRI plugin names it, the
+ * call's credentials given to the registry already) returns a token, NULL for none;
+ * ended(token) runs once, when the call's answer came or it failed (containerd answers a
+ * PullImage after every layer was prepared).  Set before the first call. */
+struct sg_cri_pull_hooks {
+	void *(*started)(void *ctx, const char *image);
+	void (*ended)(void *token);
+	void *ctx;
+};
+void sg_cri_proxy_set_pull_hooks(struct sg_cri_proxy *p, const struct sg_cri_pull_hooks *h);
 /* Stops accepting; calls still forwarded are answered UNAVAILABLE at once (kubelet retries);
  * done runs from the loop when nothing is left. */
 void sg_cri_proxy_shutdown(struct sg_cri_proxy *p, void (*done)(void *userdata), void *userdata);

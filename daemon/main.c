@@ -19,6 +19,7 @@
 
 #include "daemon/config.h"
 #include "daemon/cri_proxy.h"
+#include "daemon/pull_ahead.h"
 #include "daemon/core/log.h"
 #include "daemon/core/loop.h"
 #include "daemon/fdholder.h"
@@ -87,6 +88,7 @@ struct daemon {
 	struct sg_httpd *metrics;      /* metrics_address */
 	struct sg_httpd *control;      /* ROOT/stargzd-control.sock: `stargzd status` */
 	struct sg_cri_proxy *cri;      /* [cri_keychain] */
+	struct sg_pull_ahead_ctx ahead;   /* its pulls' layers, loaded before the Prepare */
 	bool cri_done;
 	struct sg_status_source status;
 	int lock_fd;
@@ -361,6 +363,14 @@ static void entry_fetched(struct sg_op *op)
 			f->err.msg[0] ? f->err.msg : strerror(-op->res));
 	}
 	free(f);
+}
+
+/* A PullImage the CRI proxy forwarded (daemon/cri_proxy.h's pull hooks). */
+static void *pull_started(void *ctx, const char *image)
+{
+	struct daemon *d = ctx;
+
+	return sg_pull_ahead_start(&d->ahead, image);
 }
 
 /* The first mount of a layer of ref (remote.h's want_entry). */
@@ -779,6 +789,15 @@ int main(int argc, char **argv)
 		}
 		sg_info("CRI image service on %s, forwarded to %s", d.cfg.cri_listen_path,
 			d.cfg.cri_image_service_path);
+		if (d.remote && d.cfg.cri_load_ahead != SG_ENTRY_OFF) {
+			d.ahead = (struct sg_pull_ahead_ctx){
+				.registry = d.registry,
+				.remote = d.remote,
+				.skip_docker_hub = d.cfg.cri_load_ahead == SG_ENTRY_AUTO,
+			};
+			sg_cri_proxy_set_pull_hooks(d.cri, &(struct sg_cri_pull_hooks){
+				.started = pull_started, .ended = sg_pull_ahead_end, .ctx = &d });
+		}
 	}
 	if (d.remote) {
 		sg_info("%zu held FUSE session(s) to take over; mounts are kept by %s", d.n_held,

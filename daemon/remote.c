@@ -54,6 +54,9 @@ struct content {
 	size_t n_images;
 	struct sg_list waiting;         /* struct rlayer (c_link) not mounted yet */
 	unsigned mounts;                /* rlayers mounted on layer */
+	/* Image pulls that hold it before containerd's Prepare (sg_remote_hold): loaded and
+	 * started as if mounted. */
+	unsigned holds;
 	bool load_inflight;             /* a callback of the load is still to come */
 	struct sg_range_source *src;
 	struct sg_esgz_open *open_req;
@@ -182,6 +185,7 @@ struct sg_remote {
 	struct sg_blob_opener opener;
 	struct sg_list layers;        /* struct rlayer: the mounts */
 	struct sg_list contents;      /* struct content: one per layer digest in use */
+	struct sg_list holds;         /* struct sg_remote_hold: image pulls in progress */
 	void (*on_lost)(void *userdata, int64_t key);
 	void *on_lost_userdata;
 	struct sg_list prefetches;    /* struct tail_prefetch */
@@ -195,6 +199,7 @@ struct sg_remote {
 	void *shutdown_userdata;
 	unsigned rl_gone;             /* mounts released, waiting for their source's open */
 	bool handover;                /* shutting down with keep_mounts */
+	bool stopping;                /* sg_remote_shutdown ran: no new holds */
 	char profile_root[PATH_MAX];  /* cfg.profile_root's copy; "" = off */
 	struct profile_ask profiles_asked[PROFILES_ASKED_KEPT];
 	size_t n_profiles_asked;
@@ -271,6 +276,7 @@ int sg_remote_new(struct sg_loop *loop, const struct sg_remote_config *config,
 	r->opener = *opener;
 	sg_list_init(&r->layers);
 	sg_list_init(&r->contents);
+	sg_list_init(&r->holds);
 	sg_list_init(&r->prefetches);
 	e = sg_gz_new(&r->gz);
 	if (e < 0) {
@@ -318,7 +324,8 @@ void sg_remote_free(struct sg_remote *r)
 
 	if (!r)
 		return;
-	SG_FREE_CHECK(!sg_list_empty(&r->layers) || !sg_list_empty(&r->contents) || r->rl_gone,
+	SG_FREE_CHECK(!sg_list_empty(&r->layers) || !sg_list_empty(&r->contents) || r->rl_gone ||
+		      !sg_list_empty(&r->holds),
 		      "remote layers (free before shutdown ended)");
 	for (size_t i = 0; i < r->n_entries; i++)
 		free(r->entries[i]);
@@ -500,6 +507,14 @@ static void note_layers_below(struct sg_remote *r, const struct sg_remote_layer 
 	}
 }
 
+/* Someone wants the content loaded: a mount waiting for it, or a pull holding it. */
+static bool content_wanted(const struct content *c)
+{
+	return !sg_list_empty(&c->waiting) || c->holds;
+}
+
+static void hold_forget(struct content *c);
+
 /* The content is gone: its load given up or its layer freed, nobody waiting for it. */
 static void content_destroy(struct content *c)
 {
@@ -507,6 +522,8 @@ static void content_destroy(struct content *c)
 
 	SG_FREE_CHECK(c->layer || c->load_inflight || c->mounts || sg_op_busy(&c->defer_op) ||
 		      !sg_list_empty(&c->waiting), "layer content");
+	hold_forget(c);   /* a failed load of a held content */
+	SG_FREE_CHECK(c->holds, "held layer content");
 	sg_list_unlink(&c->link);
 	sg_list_unlink(&c->wait_link);
 	sg_range_source_free(c->src);
@@ -523,7 +540,7 @@ static void content_layer_closed(struct sg_op *op)
 	sg_layer_free(c->layer);
 	c->early_src = NULL;   /* went with the layer */
 	c->layer = NULL;
-	if (sg_list_empty(&c->waiting)) {
+	if (!content_wanted(c)) {
 		content_destroy(c);
 		return;
 	}
@@ -534,10 +551,10 @@ static void content_layer_closed(struct sg_op *op)
 	content_start_load(c);
 }
 
-/* A mount of the content went: the last one closes the layer. */
+/* A mount of the content went: the last one closes the layer, unless a pull holds it. */
 static void content_put(struct content *c)
 {
-	if (--c->mounts > 0)
+	if (--c->mounts > 0 || c->holds)
 		return;
 	c->state = C_CLOSING;
 	(void)sg_layer_close(c->layer, &c->close_op, content_layer_closed);   /* idle: ours */
@@ -548,6 +565,9 @@ static void content_fail(struct content *c, int res, const char *msg)
 {
 	struct sg_list *n;
 
+	if (c->holds && sg_list_empty(&c->waiting))   /* nobody else hears of it */
+		sg_info("%s (loading it ahead of containerd's Prepare; its Prepare tries again)",
+			msg);
 	while ((n = sg_list_pop(&c->waiting)))
 		mount_finished(sg_container_of(n, struct rlayer, c_link), res, msg);
 	content_destroy(c);
@@ -1126,7 +1146,7 @@ static void toc_loaded(struct content *c, int res, struct sg_toc *toc, const str
 
 	c->open_req = NULL;
 	c->load_inflight = false;
-	if (res < 0 || sg_list_empty(&c->waiting)) {
+	if (res < 0 || !content_wanted(c)) {
 		snprintf(msg, sizeof(msg), "layer %s: %s", c->digest,
 			 res >= 0 ? "cancelled" : err ? err->msg : strerror(-res));
 		sg_toc_free(res >= 0 ? toc : NULL);
@@ -1194,7 +1214,7 @@ static void toc_loaded(struct content *c, int res, struct sg_toc *toc, const str
 	struct sg_list *n;
 	while ((n = c->waiting.next) != &c->waiting)
 		attach(sg_container_of(n, struct rlayer, c_link));
-	if (c->mounts == 0) {
+	if (c->mounts == 0 && !c->holds) {
 		/* No mount took it: the layer closes (what it started completes first). */
 		c->state = C_CLOSING;
 		(void)sg_layer_close(c->layer, &c->close_op, content_layer_closed);
@@ -1252,7 +1272,7 @@ static void content_blob_opened(struct content *c, int res, struct sg_range_sour
 	}
 	sg_early_abandon(c->early);   /* the open failed */
 	c->early = NULL;
-	if (res < 0 || sg_list_empty(&c->waiting)) {
+	if (res < 0 || !content_wanted(c)) {
 		sg_range_source_free(src);
 		snprintf(msg, sizeof(msg), "layer %s: %s", c->digest,
 			 res >= 0 ? "cancelled" : err ? err : strerror(-res));
@@ -1421,7 +1441,7 @@ static void tp_serve(struct tail_prefetch *tp)
 	while ((n = sg_list_pop(&tp->waiters))) {
 		struct content *c = sg_container_of(n, struct content, wait_link);
 		c->load_inflight = false;
-		if (sg_list_empty(&c->waiting)) {
+		if (!content_wanted(c)) {
 			content_fail(c, -ECANCELED, "cancelled");
 			continue;
 		}
@@ -1648,6 +1668,33 @@ static void warm_fdstore(const struct rlayer *rl)
 		sg_fdstore_warm(rl->r->cfg.fdstore);
 }
 
+/* A content of blob `digest` (normalized), not loading yet; NULL: no memory. */
+static struct content *content_new(struct sg_remote *r, const char *digest,
+				   const struct sg_digest *toc_digest, bool skip_verify,
+				   const char *ref)
+{
+	struct content *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->r = r;
+	c->state = C_LOADING;
+	snprintf(c->digest, sizeof(c->digest), "%s", digest);
+	c->has_toc_digest = toc_digest != NULL;
+	if (toc_digest)
+		c->toc_digest = *toc_digest;
+	c->skip_verify = skip_verify;
+	c->prefetch_bytes = r->cfg.prefetch_bytes;
+	snprintf(c->ref, sizeof(c->ref), "%s", ref);
+	sg_list_init(&c->waiting);
+	sg_op_init(&c->defer_op);
+	sg_op_init(&c->toc_op);
+	sg_op_init(&c->close_op);
+	sg_op_init(&c->open_op);
+	sg_list_insert_tail(&r->contents, &c->link);
+	return c;
+}
+
 static int mount_common(struct sg_remote *r, int64_t key, const char *mountpoint,
 			const struct sg_remote_layer *layer, int adopt_fd, sg_remote_cb cb,
 			void *userdata)
@@ -1696,28 +1743,14 @@ static int mount_common(struct sg_remote *r, int64_t key, const char *mountpoint
 	snprintf(rl->mountpoint, sizeof(rl->mountpoint), "%s", mountpoint);
 	note_layers_below(r, layer);
 	if (!c) {
-		c = calloc(1, sizeof(*c));
+		c = content_new(r, digest, layer->toc_digest ? &toc_d : NULL, skip_verify, layer->ref);
 		if (!c) {
 			free(rl);
 			return -ENOMEM;
 		}
-		c->r = r;
-		c->state = C_LOADING;
-		memcpy(c->digest, digest, sizeof(digest));
-		c->has_toc_digest = layer->toc_digest != NULL;
-		if (c->has_toc_digest)
-			c->toc_digest = toc_d;
-		c->skip_verify = skip_verify;
 		c->from_disk = layer->from_disk;
 		c->prefetch_bytes = layer->prefetch_bytes ? layer->prefetch_bytes :
 							    r->cfg.prefetch_bytes;
-		snprintf(c->ref, sizeof(c->ref), "%s", layer->ref);
-		sg_list_init(&c->waiting);
-		sg_op_init(&c->defer_op);
-		sg_op_init(&c->toc_op);
-		sg_op_init(&c->close_op);
-		sg_op_init(&c->open_op);
-		sg_list_insert_tail(&r->contents, &c->link);
 		rl->c = c;
 		sg_list_insert_tail(&c->waiting, &rl->c_link);
 		sg_list_insert_tail(&r->layers, &rl->link);
@@ -1732,6 +1765,9 @@ static int mount_common(struct sg_remote *r, int64_t key, const char *mountpoint
 	}
 	/* Another mount of the same content: share it (loading, ready, or about to be loaded
 	 * anew once its closing ends). */
+	if (c->holds && c->mounts == 0)
+		sg_info("layer %s: its Prepare finds it %s ahead of it (its pull was seen first)",
+			digest, c->state == C_READY ? "loaded" : "loading");
 	rl->c = c;
 	sg_list_insert_tail(&c->waiting, &rl->c_link);
 	sg_list_insert_tail(&r->layers, &rl->link);
@@ -1751,6 +1787,117 @@ static int mount_common(struct sg_remote *r, int64_t key, const char *mountpoint
 	if (c->state == C_READY)
 		entry_layer_ready(r, c);
 	return 0;
+}
+
+/* ---- Image pulls seen before containerd's Prepare ---- */
+
+struct sg_remote_hold {
+	struct sg_remote *r;            /* NULL once the remote shut down */
+	struct sg_list link;            /* r->holds */
+	size_t n;
+	struct content *c[];            /* NULL: let go (its load failed) */
+};
+
+/* The content goes (its load failed): no pull holds it any more. */
+static void hold_forget(struct content *c)
+{
+	struct sg_remote *r = c->r;
+
+	for (struct sg_list *n = r->holds.next; n != &r->holds && c->holds; n = n->next) {
+		struct sg_remote_hold *h = sg_container_of(n, struct sg_remote_hold, link);
+		for (size_t i = 0; i < h->n; i++)
+			if (h->c[i] == c) {
+				h->c[i] = NULL;
+				c->holds--;
+			}
+	}
+}
+
+/* A pull let the content go: the last holder, without a mount, closes it (or gives its load
+ * up), as a mount's content does at its last unmount. */
+static void content_unhold(struct content *c)
+{
+	c->holds--;
+	if (content_wanted(c))
+		return;
+	if (c->state == C_READY && c->mounts == 0) {
+		c->state = C_CLOSING;
+		(void)sg_layer_close(c->layer, &c->close_op, content_layer_closed);   /* idle: ours */
+	} else if (c->state == C_LOADING && c->open_req) {
+		sg_esgz_open_cancel(c->open_req);
+	}
+}
+
+int sg_remote_hold(struct sg_remote *r, const char *ref, const char *manifest_digest,
+		   const struct sg_remote_expected *layers, size_t n, struct sg_remote_hold **ret)
+{
+	struct sg_remote_hold *h;
+	size_t lazy = 0, in_use = 0;
+
+	*ret = NULL;
+	if (r->stopping)
+		return -ECANCELED;
+	h = calloc(1, sizeof(*h) + n * sizeof(h->c[0]));
+	if (!h)
+		return -ENOMEM;
+	h->r = r;
+	sg_list_insert_tail(&r->holds, &h->link);
+	for (size_t i = 0; i < n; i++) {
+		struct sg_digest d, toc_d;
+		char digest[SG_DIGEST_STRLEN + 1];
+		/* A layer without a TOC digest is not eStargz (or not verifiable): containerd
+		 * pulls it, or its Prepare decides. */
+		if (!layers[i].toc_digest ||
+		    sg_digest_parse(layers[i].digest, strlen(layers[i].digest), &d) < 0 ||
+		    sg_digest_parse(layers[i].toc_digest, strlen(layers[i].toc_digest), &toc_d) < 0)
+			continue;
+		lazy++;
+		sg_digest_format(&d, digest);
+		struct content *c = content_find(r, digest);
+		bool listed = false;   /* a manifest may list one blob twice */
+		for (size_t j = 0; c && j < h->n; j++)
+			listed |= h->c[j] == c;
+		if (listed)
+			continue;
+		if (c) {
+			/* In use already (mounted, or another pull's): this image uses it too, and
+			 * it stays until this pull's Prepare. */
+			if (c->has_toc_digest && memcmp(&c->toc_digest, &toc_d, sizeof(toc_d)) == 0) {
+				content_add_image(r, c, ref);
+				c->holds++;
+				h->c[h->n++] = c;
+				in_use++;
+			}
+			continue;
+		}
+		c = content_new(r, digest, &toc_d, false, ref);
+		if (!c)
+			break;
+		c->holds++;
+		h->c[h->n++] = c;
+		content_start_load(c);
+	}
+	if (lazy) {
+		sg_info("image %s: %zu of its %zu layers load ahead of containerd's Prepare (%zu "
+			"in use already)", ref, h->n - in_use, n, in_use);
+		want_profiles(r, ref, manifest_digest);
+		want_entry(r, ref);
+	}
+	*ret = h;
+	return 0;
+}
+
+void sg_remote_unhold(struct sg_remote_hold *h)
+{
+	if (!h)
+		return;
+	if (h->r) {
+		sg_list_unlink(&h->link);
+		for (size_t i = 0; i < h->n; i++)
+			if (h->c[i])
+				content_unhold(h->c[i]);
+	}
+	free(h);
 }
 
 int sg_remote_mount(struct sg_remote *r, int64_t key, const char *mountpoint,
@@ -1861,7 +2008,7 @@ void sg_remote_unmount(struct sg_remote *r, int64_t key, sg_remote_cb cb, void *
 		} else {
 			struct content *c = rl->c;
 			mount_finished(rl, -ECANCELED, "unmounted before it was mounted");
-			if (c->state == C_LOADING && sg_list_empty(&c->waiting) && c->open_req)
+			if (c->state == C_LOADING && !content_wanted(c) && c->open_req)
 				sg_esgz_open_cancel(c->open_req);
 		}
 		if (cb)
@@ -1893,6 +2040,14 @@ void sg_remote_shutdown(struct sg_remote *r, bool keep_mounts, void (*cb)(void *
 	r->shutdown_cb = cb;
 	r->shutdown_userdata = userdata;
 	r->handover = keep_mounts;
+	r->stopping = true;
+	while ((n = sg_list_pop(&r->holds))) {   /* their owners free them later */
+		struct sg_remote_hold *h = sg_container_of(n, struct sg_remote_hold, link);
+		h->r = NULL;
+		for (size_t i = 0; i < h->n; i++)
+			if (h->c[i])
+				content_unhold(h->c[i]);
+	}
 	sg_list_for_each_safe(n, tmp, &r->layers) {
 		struct rlayer *rl = sg_container_of(n, struct rlayer, link);
 		if (keep_mounts && rl->state == RL_MOUNTED && rl->held)

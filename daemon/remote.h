@@ -180,6 +180,31 @@ void sg_remote_held_name(int64_t key, char *buf, size_t len);
 /* New profiles of image `ref` are in the store: the mounted layers it uses that replay none
  * start replaying theirs, also a layer another image mounted first (one layer, one state). */
 void sg_remote_profiles_stored(struct sg_remote *r, const char *ref);
+/* An image pull seen before containerd's Prepare (the CRI proxy's PullImage, whose answer
+ * comes after every layer was prepared): the image's eStargz layers (those with a TOC
+ * digest; `digest` and `toc_digest` from its manifest) start loading now, as a mount's do,
+ * and a layer whose TOC is in starts as a mounted one does (its profile's replay, its
+ * prefetch, its entry programs), while containerd still resolves the image.  The image's
+ * profiles and entry programs are asked for (want_profiles with manifest_digest, want_entry).
+ * A Prepare of such a layer then finds it loading or ready, with the same sharing and the
+ * same identity check as a second mount (a Prepare naming another TOC digest is refused
+ * with -EBUSY, and containerd pulls that layer itself).  Layers in use already are left as
+ * they are (and noted as the image's).
+ *
+ * The hold keeps each content it started until sg_remote_unhold; then a content no mount
+ * took closes, or its load is given up.  A load that fails ends quietly (a Prepare would
+ * load it again).  0 with *ret, -ECANCELED (shutting down), -ENOMEM.  sg_remote_shutdown
+ * lets every hold go; the hold itself is still freed by sg_remote_unhold, which may then run
+ * after sg_remote_free. */
+struct sg_remote_expected {
+	const char *digest;
+	const char *toc_digest;      /* NULL: not eStargz, skipped */
+};
+struct sg_remote_hold;
+int sg_remote_hold(struct sg_remote *r, const char *ref, const char *manifest_digest,
+		   const struct sg_remote_expected *layers, size_t n, struct sg_remote_hold **ret);
+/* NULL is fine. */
+void sg_remote_unhold(struct sg_remote_hold *h);
 /* Unmounts (if mounted) and releases the layer; cb runs once from the loop. */
 void sg_remote_unmount(struct sg_remote *r, int64_t key, sg_remote_cb cb, void *userdata);
 bool sg_remote_is_mounted(struct sg_remote *r, int64_t key);

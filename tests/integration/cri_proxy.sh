@@ -40,12 +40,18 @@ else
   fail "PullImage through stargzd's CRI proxy with credentials only in the request" "$(cat "$WORK/cri.out"; tail -5 "$WORK/containerd.log")"
 fi
 check "ListImages through the proxy lists it" grep -q "listed True" "$WORK/cri.out"
+# The proxy saw the PullImage before containerd's Prepare: it fetched the manifest itself,
+# with the request's credentials, and started both layers' TOCs; the Prepares joined them.
+check "the proxy's pull loads both layers ahead of containerd's Prepare" grep -qF "image $IMG: 2 of its 2 layers load ahead of containerd's Prepare" "$WORK/stargzd.log"
+check "  ... and containerd's Prepares find them there" bash -c "[[ \$(grep -cE \"its Prepare finds it (loaded|loading) ahead of it\" '$WORK/stargzd.log') -eq 2 ]]"
+check "  ... the anonymous pull's manifest was refused, and said so" grep -qE "image $IMG: its layers wait for containerd's Prepare: its manifest: .*(401|denied|unauthorized|credentials)" "$WORK/stargzd.log"
 SN="$CTR snapshots --snapshotter stargz"
 check "the layers are remote snapshots (lazy)" bash -c "[[ \$($SN ls | awk 'NR>1' | wc -l) -eq 2 ]] && for k in \$($SN ls | awk 'NR>1 {print \$1}'); do $SN info \$k | grep -q 'containerd.io/snapshot/remote' || exit 1; done"
 check "the layers are FUSE mounts" bash -c "[[ \$(grep -F '$WORK/' /proc/mounts | grep -c ' fuse.stargz ') -ge 2 ]]"
 out=$($CTR run --rm --snapshotter stargz "$IMG" c1 sha256sum /data/big.bin 2>&1)
 check "the image runs and reads its bytes lazily with the given credentials" grep -q "$BIG_SUM" <<<"$out"
-check "  ... fetched from the private registry by stargzd" bash -c "'$STARGZD' status --root '$SG_ROOT' | grep -qE '^  $PRIV \\(http\\): [1-9][0-9]* requests, [0-9]+ retries, 0 failures'"
+# (The anonymous pull's manifest GET, refused, is the one failure.)
+check "  ... fetched from the private registry by stargzd" bash -c "'$STARGZD' status --root '$SG_ROOT' | grep -qE '^  $PRIV \\(http\\): [1-9][0-9]* requests, [0-9]+ retries, 1 failures?'"
 "$STARGZD" status --root "$SG_ROOT" --json >"$WORK/status.json" 2>&1
 curl -sf "http://127.0.0.1:$MPORT/metrics" >"$WORK/scrape.txt"
 read -r LAYER _ < <(esgz_layer_info "$WORK/esgz")

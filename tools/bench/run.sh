@@ -41,7 +41,11 @@
 #                        rpull` for the lazy snapshotters) or cri (every form: containerd's CRI plugin,
 #                        as kubelet pulls, asked by tools/cri-pull, the snapshotter under test being the
 #                        CRI's; the CRI labels, cri.manifest-digest among them, reach the snapshotter;
-#                        results named DATE[-quick][-LINK]-cri.*).  The record pass always uses ctr-remote.
+#                        results named DATE[-quick][-LINK]-cri.*), or cri-proxy (as cri, but stargzd's
+#                        rows pull through stargzd's own CRI image-service proxy, [cri_keychain], as
+#                        kubelet does with --image-service-endpoint: the daemon sees the PullImage
+#                        and loads the image's layers before containerd's Prepare, daemon/pull_ahead.h;
+#                        results named …-cri-proxy.*).  The record pass always uses ctr-remote.
 #   BENCH_TIMEOUT        seconds allowed for one pull or one run (default 120)
 #   BENCH_RESULTS        where the results go (default tools/bench/results): per link
 #                        DATE[-quick][-LINK].{md,csv,png} and DATE[-quick][-LINK]-timeline.png
@@ -71,13 +75,13 @@ FORMS=${BENCH_FORMS:-legacy esgz esgz-opt esgz+profile esgz+profile-python}
 PROFILE_ON=${BENCH_PROFILE:-1}
 PROFILE_SHARE=${BENCH_PROFILE_SHARE:-copy}
 PULL=${BENCH_PULL:-ctr}
-[[ $PULL == ctr || $PULL == cri ]] || die "BENCH_PULL: ctr or cri"
+[[ $PULL == ctr || $PULL == cri || $PULL == cri-proxy ]] || die "BENCH_PULL: ctr, cri or cri-proxy"
 CRI_PULL=$BUILD_DIR/tools/cri-pull
 [[ $PULL == ctr || -x $CRI_PULL ]] || die "$CRI_PULL missing: make -j2 all"
 [[ $PROFILE_SHARE == copy || $PROFILE_SHARE == registry ]] || die "BENCH_PROFILE_SHARE: copy or registry"
 cp "$STARGZD" "$BENCH_WORK/stargzd.bin.tmp" && mv "$BENCH_WORK/stargzd.bin.tmp" "$BENCH_WORK/stargzd.bin"
 STARGZD=$BENCH_WORK/stargzd.bin
-if [[ $PULL == cri ]]; then
+if [[ $PULL == cri* ]]; then
   cp "$CRI_PULL" "$BENCH_WORK/cri-pull.bin.tmp" && mv "$BENCH_WORK/cri-pull.bin.tmp" "$BENCH_WORK/cri-pull.bin"
   CRI_PULL=$BENCH_WORK/cri-pull.bin
 fi
@@ -189,6 +193,9 @@ ${TRACE_DIR:+fetch_trace_dir = \"$TRACE_DIR\"}
 ${PROFILE_CONFIG:-}
 ${STARGZD_EXTRA_CONFIG:-}
 CFG
+      # after the top-level keys: a table ends them
+      [[ $PULL == cri-proxy ]] && printf '[cri_keychain]\nenable_keychain = true\nimage_service_path = "%s"\nlisten_path = "%s"\n' \
+        "$RD/containerd/containerd.sock" "$RD/cri.sock" >>"$RD/stargzd.toml"
       start_bg "$RD/snapshotter.pid" "$RD/snapshotter.log" nsenter --net="$NETNS_PATH" \
         "$STARGZD" --foreground --root "$RD/sg" --address "$RD/sg.sock" --config "$RD/stargzd.toml"
       wait_for 20 test -S "$RD/sg.sock" && echo "$RD/sg.sock" ;;
@@ -350,17 +357,19 @@ measure() {  # IMAGE FORM SNAPSHOTTER RUN
     fi
   fi
   local cri_sn=""
-  [[ $PULL == cri ]] && cri_sn=$([[ $sn == overlayfs ]] && echo overlayfs || echo stargz)
+  [[ $PULL == cri* ]] && cri_sn=$([[ $sn == overlayfs ]] && echo overlayfs || echo stargz)
   if [[ $status == ok ]] && ! start_containerd "$sock" "$cri_sn"; then status=fail:containerd-start; fi
   local CTR=(nsenter --net="$NETNS_PATH" ctr --address "$RD/containerd/containerd.sock")
-  [[ $PULL == cri ]] && CTR+=(-n k8s.io)   # the CRI plugin's namespace
+  [[ $PULL == cri* ]] && CTR+=(-n k8s.io)   # the CRI plugin's namespace
   local SNOPT=()
   [[ $sn != overlayfs ]] && SNOPT=(--snapshotter stargz)
   if [[ $status == ok ]]; then
     sync; echo 3 >/proc/sys/vm/drop_caches
     local s0 s2 r t0 pull_cmd
     s0=$("$BENCH_DIR/link.sh" stats)
-    if [[ $PULL == cri ]]; then
+    if [[ $PULL == cri-proxy && $sn == stargzd ]]; then
+      pull_cmd=("$CRI_PULL" "$RD/cri.sock" "$ref")
+    elif [[ $PULL == cri* ]]; then
       pull_cmd=("$CRI_PULL" "$RD/containerd/containerd.sock" "$ref")
     elif [[ $sn == overlayfs ]]; then
       pull_cmd=("${CTR[@]}" images pull --plain-http "$ref")
@@ -524,7 +533,7 @@ bench_link() {  # PROFILE
 
   mkdir -p "$RESULTS"
   local name
-  name=$(date +%Y-%m-%d)$([[ $BENCH_QUICK == 1 ]] && echo -quick || true)$([[ $lname == default ]] || echo "-$lname")$([[ $PULL == ctr ]] || echo -cri)
+  name=$(date +%Y-%m-%d)$([[ $BENCH_QUICK == 1 ]] && echo -quick || true)$([[ $lname == default ]] || echo "-$lname")$([[ $PULL == ctr ]] || echo "-$PULL")
   local csv=$RESULTS/$name.csv
   {
     echo "image,form,snapshotter,run,status,pull_s,run_s,total_s,run_exit_s,warm_s,bytes,pull_bytes,requests,remote_layers,profiles_replayed,$($PY -c \
@@ -538,7 +547,7 @@ containerd $(containerd --version | awk '{print $3}'), stargzd $(git -C "$BENCH_
 $(git -C "$BENCH_TOP" diff --quiet HEAD -- daemon fs net 2>/dev/null || echo '+dirty') (binary built $STARGZD_ID), \
 reference stargz-snapshotter $(dpkg-query -W -f='${Version}' golang-github-containerd-stargz-snapshotter-dev 2>/dev/null) \
 (prefetch + background fetch on); runs per row: $RUNS; pull client: \
-$([[ $PULL == cri ]] && echo "containerd's CRI plugin (PullImage from tools/cri-pull, as kubelet pulls)" || echo "ctr-remote images rpull (legacy: ctr images pull)")"
+$([[ $PULL == cri ]] && echo "containerd's CRI plugin (PullImage from tools/cri-pull, as kubelet pulls)" || true)$([[ $PULL == cri-proxy ]] && echo "containerd's CRI plugin, stargzd's rows through stargzd's CRI proxy (PullImage from tools/cri-pull, as kubelet pulls with --image-service-endpoint)" || true)$([[ $PULL == ctr ]] && echo "ctr-remote images rpull (legacy: ctr images pull)" || true)"
   $BENCHLIB report "$csv" "$RESULTS/$name.md" "$LINK" "$machine" "$lname" >/dev/null
   $BENCHLIB chartdata "$csv" "$RESULTS/$name.dat"
   gnuplot -e "datafile='$RESULTS/$name.dat'; outfile='$RESULTS/$name.png'; title='stargzd bench $name: total time to output (s), $LINK_RATE + ${LINK_DELAY_MS} ms each way'" \

@@ -252,6 +252,25 @@ TEST(entry_programs_mode)
 	sg_config_clear(&cfg);
 }
 
+TEST(cri_load_ahead_mode)
+{
+	struct sg_config cfg;
+	struct sg_error err = { 0 };
+
+	CHECK_EQ(load_text(&cfg, "root = \"/x\"\n", &err), 0);
+	CHECK_EQ(cfg.cri_load_ahead, SG_ENTRY_AUTO);
+	sg_config_clear(&cfg);
+	CHECK_EQ(load_text(&cfg, "[cri_keychain]\nload_ahead = \"on\"\n", &err), 0);
+	CHECK_EQ(cfg.cri_load_ahead, SG_ENTRY_ON);
+	sg_config_clear(&cfg);
+	CHECK_EQ(load_text(&cfg, "[cri_keychain]\nload_ahead = \"off\"\n", &err), 0);
+	CHECK_EQ(cfg.cri_load_ahead, SG_ENTRY_OFF);
+	sg_config_clear(&cfg);
+	CHECK_EQ(load_text(&cfg, "[cri_keychain]\nload_ahead = \"soon\"\n", &err), -EINVAL);
+	CHECK(strstr(err.msg, "load_ahead must be \"auto\", \"on\" or \"off\""));
+	sg_config_clear(&cfg);
+}
+
 TEST(typos_are_errors)
 {
 	struct sg_config cfg;

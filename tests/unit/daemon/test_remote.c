@@ -1494,4 +1494,166 @@ TEST(a_compilers_headers_are_fetched_once_for_two_mounts_of_its_layer)
 	CHECK(compile_then_read_headers(false, true) >= 1u);
 }
 
+/* ---- An image pull's layers, held before containerd's Prepare (sg_remote_hold) ---- */
+
+static const char *hold_ref = "reg.test/app:1";
+static const char *hold_manifest =
+	"sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+/* Prefetch and background fetch on, reads counted, profiles asked for recorded. */
+static void hold_env(struct env *e)
+{
+	CHECK_EQ(sg_loop_new(NULL, &e->loop), 0);
+	struct sg_remote_config cfg = { .cache_root = root, .prefetch = true,
+					.background_fetch = true, .profile_root = dir,
+					.want_profiles = want_profiles };
+	struct sg_blob_opener opener = { .open = counting_open, .ctx = e->loop };
+	CHECK_EQ(sg_remote_new(e->loop, &cfg, &opener, &e->remote), 0);
+	opens = counted_reads = 0;
+	counted_read_bytes = 0;
+	profiles_wanted = 0;
+}
+
+/* Holds layer_digest with TOC digest `toc` for hold_ref, beside a layer that is not eStargz
+ * (no TOC digest: skipped, never opened). */
+static struct sg_remote_hold *hold_layer(struct env *e, const char *toc)
+{
+	struct sg_remote_expected layers[] = {
+		{ .digest = "sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc" },
+		{ .digest = layer_digest, .toc_digest = toc },
+	};
+	struct sg_remote_hold *h = NULL;
+	CHECK_EQ(sg_remote_hold(e->remote, hold_ref, hold_manifest, layers, 2, &h), 0);
+	CHECK(h != NULL);
+	return h;
+}
+
+static uint64_t cached_bytes(struct env *e)
+{
+	struct sg_cache_bound_stats st;
+	sg_remote_cache_stats(e->remote, &st);
+	return st.bytes;
+}
+
+/* The layer is fetched whole (background fetch) before any mount; false on timeout. */
+static bool wait_cached(struct env *e, uint64_t bytes)
+{
+	double end = test_now_ms() + 10000;
+	while (cached_bytes(e) < bytes) {
+		if (test_now_ms() > end)
+			return false;
+		CHECK(sg_loop_run_once(e->loop, 10) >= 0);
+	}
+	return true;
+}
+
+/* A pull holds the layer: its TOC is loaded and its files fetched with no mount yet, and the
+ * image's profiles are asked for with the manifest's digest.  The Prepare's mount then joins
+ * it: no second open, no read of the blob, and the bytes are right.  Letting the hold go
+ * leaves the mount as it is. */
+TEST(a_held_layer_is_fetched_before_its_mount_which_joins_it)
+{
+	struct env e;
+
+	setup();
+	hold_env(&e);
+	struct sg_remote_hold *h = hold_layer(&e, toc_digest);
+	CHECK_EQ(profiles_wanted, 1u);
+	CHECK_STR(profiles_ref, hold_ref);
+	CHECK_STR(profiles_manifest, hold_manifest);
+	CHECK(wait_cached(&e, (uint64_t)NFILES * FILE_SIZE));
+	CHECK_EQ(opens, 1u);
+	unsigned reads = counted_reads;
+	mount_for(&e, 1, mnt[0], hold_ref);
+	CHECK_EQ(opens, 1u);
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0)
+		_exit(child_read_file(mnt[0], 3, "held f3") || child_read_file(mnt[0], 7, "held f7"));
+	serve_until_child_exits(&e, pid, 20000);
+	CHECK_EQ(counted_reads, reads);   /* everything came before the mount */
+	sg_remote_unhold(h);
+	run_for(&e, 50);
+	CHECK(sg_remote_is_mounted(e.remote, 1));
+	env_close(&e);
+	cleanup();
+}
+
+/* A hold let go while its blob still opens gives the load up; one let go after the layer
+ * loaded closes it: the shutdown that follows finds no content left (it would wait for it
+ * forever otherwise).  A mount after either loads the layer anew. */
+TEST(a_hold_let_go_with_no_mount_closes_its_layer)
+{
+	struct env e;
+	struct mount_res m = { 0 };
+	int unmounted = 0;
+
+	setup();
+	hold_env(&e);
+	sg_remote_unhold(hold_layer(&e, toc_digest));   /* before the open answers */
+	run_for(&e, 100);
+	CHECK_EQ(opens, 1u);
+	struct sg_remote_hold *h = hold_layer(&e, toc_digest);
+	CHECK_EQ(opens, 2u);   /* the first content went */
+	CHECK(wait_cached(&e, FILE_SIZE));
+	sg_remote_unhold(h);
+	run_for(&e, 200);
+	mount_layer(&e, 1, mnt[0], toc_digest, &m, 0);
+	wait_mounted(&e, &m, 1);
+	CHECK_EQ(m.res, 0);
+	CHECK_EQ(opens, 3u);
+	sg_remote_unmount(e.remote, 1, on_unmounted, &unmounted);
+	run_for(&e, 200);
+	CHECK_EQ(unmounted, 1);
+	env_close(&e);
+	cleanup();
+}
+
+/* Two pulls hold a layer whose TOC does not match the manifest's TOC digest: its load fails
+ * once, quietly (no mount waits), and both holds forget it; a mount with the right digest
+ * loads it anew.  A mount naming another TOC digest than a held layer's is refused. */
+TEST(two_holds_of_a_layer_whose_load_fails_both_let_it_go)
+{
+	struct env e;
+	char wrong[SG_DIGEST_STRLEN + 1];
+
+	setup();
+	hold_env(&e);
+	snprintf(wrong, sizeof(wrong), "sha256:%064d", 7);
+	struct sg_remote_hold *h1 = hold_layer(&e, wrong);
+	struct sg_remote_hold *h2 = hold_layer(&e, wrong);
+	CHECK_EQ(opens, 1u);   /* the second joined the first */
+	run_for(&e, 300);
+	mount_for(&e, 1, mnt[0], hold_ref);
+	CHECK_EQ(opens, 2u);
+	sg_remote_unhold(h2);
+	sg_remote_unhold(h1);
+	struct sg_remote_hold *h3 = hold_layer(&e, toc_digest);
+	struct mount_res m = { 0 };
+	struct sg_remote_layer other = { .ref = hold_ref, .digest = layer_digest,
+					 .toc_digest = wrong };
+	CHECK_EQ(sg_remote_mount(e.remote, 2, mnt[1], &other, on_mounted, &m), -EBUSY);
+	sg_remote_unhold(h3);
+	env_close(&e);
+	cleanup();
+}
+
+/* The daemon stops while two pulls hold a layer that is still loading: the shutdown lets
+ * the holds go and ends; the pulls' answers come after the remote is freed, and letting
+ * their holds go then touches nothing freed (ASan). */
+TEST(a_shutdown_with_two_holds_in_flight)
+{
+	struct env e;
+
+	setup();
+	hold_env(&e);
+	struct sg_remote_hold *h1 = hold_layer(&e, toc_digest);
+	struct sg_remote_hold *h2 = hold_layer(&e, toc_digest);
+	env_close(&e);
+	sg_remote_unhold(h2);
+	sg_remote_unhold(h1);
+	sg_remote_unhold(NULL);
+	cleanup();
+}
+
 TEST_MAIN()
