@@ -1794,6 +1794,7 @@ static int mount_common(struct sg_remote *r, int64_t key, const char *mountpoint
 struct sg_remote_hold {
 	struct sg_remote *r;            /* NULL once the remote shut down */
 	struct sg_list link;            /* r->holds */
+	char ref[512];
 	size_t n;
 	struct content *c[];            /* NULL: let go (its load failed) */
 };
@@ -1841,6 +1842,7 @@ int sg_remote_hold(struct sg_remote *r, const char *ref, const char *manifest_di
 	if (!h)
 		return -ENOMEM;
 	h->r = r;
+	snprintf(h->ref, sizeof(h->ref), "%s", ref);
 	sg_list_insert_tail(&r->holds, &h->link);
 	for (size_t i = 0; i < n; i++) {
 		struct sg_digest d, toc_d;
@@ -1892,10 +1894,23 @@ void sg_remote_unhold(struct sg_remote_hold *h)
 	if (!h)
 		return;
 	if (h->r) {
+		size_t unused = 0;
 		sg_list_unlink(&h->link);
-		for (size_t i = 0; i < h->n; i++)
-			if (h->c[i])
-				content_unhold(h->c[i]);
+		for (size_t i = 0; i < h->n; i++) {
+			struct content *c = h->c[i];
+			if (!c)
+				continue;
+			unused += c->mounts == 0 && sg_list_empty(&c->waiting);
+			content_unhold(c);
+		}
+		/* The pull ended and containerd prepared none of them: it had the snapshots (it
+		 * does not ask again), or its CRI plugin's snapshotter is another one, when this
+		 * only costs fetches. */
+		if (unused)
+			sg_info("image %s: its pull ended with %zu of the layers loaded ahead not "
+				"prepared by containerd; they are let go (if its CRI plugin's "
+				"snapshotter is not stargzd, set [cri_keychain] load_ahead = \"off\")",
+				h->ref, unused);
 	}
 	free(h);
 }

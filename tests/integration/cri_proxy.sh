@@ -61,6 +61,28 @@ s = json.load(open('$WORK/status.json'))
 l = [l for l in s['layers'] if l['digest'] == '$LAYER'][0]
 assert l['image'] == '$IMG' and 0 < l['fetched_bytes'] < l['blob_bytes'], l
 "
+
+# Two of everything: a second image sharing the first one's base layer, pulled twice at once.
+# Each pull's hold finds what is in use (the base, mounted; for the later of the two, the data
+# layer the earlier one started) and starts only the rest: one data layer load for both pulls,
+# and one Prepare, which finds it loaded or loading.
+mkdir -p "$WORK/l3/data"
+head -c 4000000 /dev/urandom >"$WORK/l3/data/other.bin"
+OTHER_SUM=$(sha256sum "$WORK/l3/data/other.bin" | cut -d' ' -f1)
+make_image "$WORK/oci2" v2 "$WORK/l1" "$WORK/l3" >/dev/null
+check "the second image is eStargz" make_estargz_image "$WORK/oci2" "$WORK/esgz2"
+check "  ... and pushed" push_image "$WORK/esgz2" v2 private
+IMG2=$PRIV/private:v2
+joins_before=$(grep -cE "its Prepare finds it (loaded|loading) ahead of it" "$WORK/stargzd.log")
+$PYTHON "$CRI_CLIENT" "$WORK/cri.sock" pull "$IMG2" kubelet "$PASSWORD" >"$WORK/cri2a.out" 2>&1 & pa=$!
+$PYTHON "$CRI_CLIENT" "$WORK/cri.sock" pull "$IMG2" kubelet "$PASSWORD" >"$WORK/cri2b.out" 2>&1 & pb=$!
+wait $pa; ra=$?; wait $pb; rb=$?
+check "two PullImages of the second image at once both succeed" bash -c "[[ $ra -eq 0 && $rb -eq 0 ]]"
+check "  ... the first pull's hold starts the data layer only, the base being in use" grep -qF "image $IMG2: 1 of its 2 layers load ahead of containerd's Prepare (1 in use already)" "$WORK/stargzd.log"
+check "  ... the second pull's hold starts nothing" grep -qF "image $IMG2: 0 of its 2 layers load ahead of containerd's Prepare (2 in use already)" "$WORK/stargzd.log"
+check "  ... one Prepare, which finds the data layer there" bash -c "[[ \$(grep -cE 'its Prepare finds it (loaded|loading) ahead of it' '$WORK/stargzd.log') -eq $((joins_before + 1)) ]]"
+out=$($CTR run --rm --snapshotter stargz "$IMG2" c2 sha256sum /data/other.bin 2>&1)
+check "  ... and the second image runs with its bytes" grep -q "$OTHER_SUM" <<<"$out"
 check "the password is in no log, status or metric" bash -c "! grep -rqF '$PASSWORD' '$WORK/stargzd.log' '$WORK/status.json' '$WORK/scrape.txt'"
 check "  ... nor its base64" bash -c "! grep -rqF \"\$(printf %s 'kubelet:$PASSWORD' | base64 -w0)\" '$WORK/stargzd.log' '$WORK/status.json' '$WORK/scrape.txt'"
 stop_stargzd TERM
