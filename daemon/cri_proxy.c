@@ -265,9 +265,9 @@ static void forwarded(struct sg_op *op)
 				       f->reply.message[0] ? f->reply.message : NULL);
 		}
 	}
-	sg_grpc_reply_done(&f->reply);
 	if (f->pull)
-		p->hooks.ended(f->pull);
+		p->hooks.ended(f->pull, op->res == 0 && f->reply.status == SG_GRPC_OK);
+	sg_grpc_reply_done(&f->reply);
 	free(f);
 	p->inflight--;
 	maybe_done(p);

@@ -27,11 +27,11 @@ int sg_cri_proxy_new(struct sg_loop *loop, const char *listen_path, const char *
  * while containerd still resolves it (daemon/pull_ahead.h): started(ctx, image) right after
  * the call went to containerd (image normalized as containerd's CRI plugin names it, the
  * call's credentials given to the registry already) returns a token, NULL for none;
- * ended(token) runs once, when the call's answer came or it failed (containerd answers a
+ * ended(token, pulled) runs once, when the call's answer came or it failed (containerd answers a
  * PullImage after every layer was prepared).  Set before the first call. */
 struct sg_cri_pull_hooks {
 	void *(*started)(void *ctx, const char *image);
-	void (*ended)(void *token);
+	void (*ended)(void *token, bool pulled);   /* pulled: answered OK */
 	void *ctx;
 };
 void sg_cri_proxy_set_pull_hooks(struct sg_cri_proxy *p, const struct sg_cri_pull_hooks *h);

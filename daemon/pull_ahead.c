@@ -88,13 +88,13 @@ void *sg_pull_ahead_start(const struct sg_pull_ahead_ctx *ctx, const char *image
 	return p;
 }
 
-void sg_pull_ahead_end(void *token)
+void sg_pull_ahead_end(void *token, bool pulled)
 {
 	struct pull *p = token;
 
 	if (!p)
 		return;
-	sg_remote_unhold(p->hold);
+	sg_remote_unhold(p->hold, pulled);
 	p->hold = NULL;
 	p->ended = true;
 	if (!p->fetching)

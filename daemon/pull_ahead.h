@@ -33,8 +33,8 @@ struct sg_pull_ahead_ctx {
  * layers held (sg_remote_hold).  Returns the token for sg_pull_ahead_end, NULL when nothing
  * started (skipped, or no memory). */
 void *sg_pull_ahead_start(const struct sg_pull_ahead_ctx *ctx, const char *image);
-/* Its answer came: the layers are let go (a manifest still on its way is dropped when it
- * comes).  Once per token. */
-void sg_pull_ahead_end(void *token);
+/* Its answer came (pulled: OK): the layers are let go (a manifest still on its way is
+ * dropped when it comes).  Once per token. */
+void sg_pull_ahead_end(void *token, bool pulled);
 
 #endif

@@ -1889,7 +1889,7 @@ int sg_remote_hold(struct sg_remote *r, const char *ref, const char *manifest_di
 	return 0;
 }
 
-void sg_remote_unhold(struct sg_remote_hold *h)
+void sg_remote_unhold(struct sg_remote_hold *h, bool pulled)
 {
 	if (!h)
 		return;
@@ -1906,7 +1906,7 @@ void sg_remote_unhold(struct sg_remote_hold *h)
 		/* The pull ended and containerd prepared none of them: it had the snapshots (it
 		 * does not ask again), or its CRI plugin's snapshotter is another one, when this
 		 * only costs fetches. */
-		if (unused)
+		if (unused && pulled)
 			sg_info("image %s: its pull ended with %zu of the layers loaded ahead not "
 				"prepared by containerd; they are let go (if its CRI plugin's "
 				"snapshotter is not stargzd, set [cri_keychain] load_ahead = \"off\")",

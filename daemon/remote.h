@@ -203,8 +203,10 @@ struct sg_remote_expected {
 struct sg_remote_hold;
 int sg_remote_hold(struct sg_remote *r, const char *ref, const char *manifest_digest,
 		   const struct sg_remote_expected *layers, size_t n, struct sg_remote_hold **ret);
-/* NULL is fine. */
-void sg_remote_unhold(struct sg_remote_hold *h);
+/* pulled: the pull succeeded (layers it loaded that no Prepare took are then worth a log
+ * line: containerd had their snapshots, or prepares them with another snapshotter).  NULL
+ * is fine. */
+void sg_remote_unhold(struct sg_remote_hold *h, bool pulled);
 /* Unmounts (if mounted) and releases the layer; cb runs once from the loop. */
 void sg_remote_unmount(struct sg_remote *r, int64_t key, sg_remote_cb cb, void *userdata);
 bool sg_remote_is_mounted(struct sg_remote *r, int64_t key);

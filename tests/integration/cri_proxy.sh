@@ -85,8 +85,21 @@ out=$($CTR run --rm --snapshotter stargz "$IMG2" c2 sha256sum /data/other.bin 2>
 check "  ... and the second image runs with its bytes" grep -q "$OTHER_SUM" <<<"$out"
 check "the password is in no log, status or metric" bash -c "! grep -rqF '$PASSWORD' '$WORK/stargzd.log' '$WORK/status.json' '$WORK/scrape.txt'"
 check "  ... nor its base64" bash -c "! grep -rqF \"\$(printf %s 'kubelet:$PASSWORD' | base64 -w0)\" '$WORK/stargzd.log' '$WORK/status.json' '$WORK/scrape.txt'"
+# A shutdown in the middle: a third image's pull is sent, and the daemon is stopped as soon as
+# the proxy's pull has its layers loading (containerd's Prepares then still to come, or in
+# flight).  The holds go with the stop; the daemon stops cleanly (the asan-integration run
+# checks that nothing leaks or is used after free), and the client gets an answer.
+mkdir -p "$WORK/l4/data"
+head -c 8000000 /dev/urandom >"$WORK/l4/data/third.bin"
+make_image "$WORK/oci3" v3 "$WORK/l1" "$WORK/l4" >/dev/null
+make_estargz_image "$WORK/oci3" "$WORK/esgz3" && push_image "$WORK/esgz3" v3 private
+IMG3=$PRIV/private:v3
+timeout 30 $PYTHON "$CRI_CLIENT" "$WORK/cri.sock" pull "$IMG3" kubelet "$PASSWORD" >"$WORK/cri3.out" 2>&1 & pc=$!
+check "a third pull's layers start loading ahead" wait_for 10 grep -qF "image $IMG3: " "$WORK/stargzd.log"
 stop_stargzd TERM
-check "stargzd with the proxy stops cleanly" bash -c "[[ $EXIT_CODE -eq 0 ]]"
+check "stargzd with the proxy stops cleanly, that pull in flight" bash -c "[[ $EXIT_CODE -eq 0 ]]"
+wait $pc; rc3=$?
+check "  ... and the pull's client got an answer (not the timeout)" bash -c "[[ $rc3 -ne 124 ]]"
 check "the proxy's socket is removed" bash -c "[[ ! -e '$WORK/cri.sock' ]]"
 check "stargzd logged no errors" bash -c "! grep -q ' error ' '$WORK/stargzd.log'"
 finish

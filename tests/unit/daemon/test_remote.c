@@ -1572,7 +1572,7 @@ TEST(a_held_layer_is_fetched_before_its_mount_which_joins_it)
 		_exit(child_read_file(mnt[0], 3, "held f3") || child_read_file(mnt[0], 7, "held f7"));
 	serve_until_child_exits(&e, pid, 20000);
 	CHECK_EQ(counted_reads, reads);   /* everything came before the mount */
-	sg_remote_unhold(h);
+	sg_remote_unhold(h, true);
 	run_for(&e, 50);
 	CHECK(sg_remote_is_mounted(e.remote, 1));
 	env_close(&e);
@@ -1590,13 +1590,13 @@ TEST(a_hold_let_go_with_no_mount_closes_its_layer)
 
 	setup();
 	hold_env(&e);
-	sg_remote_unhold(hold_layer(&e, toc_digest));   /* before the open answers */
+	sg_remote_unhold(hold_layer(&e, toc_digest), true);   /* before the open answers */
 	run_for(&e, 100);
 	CHECK_EQ(opens, 1u);
 	struct sg_remote_hold *h = hold_layer(&e, toc_digest);
 	CHECK_EQ(opens, 2u);   /* the first content went */
 	CHECK(wait_cached(&e, FILE_SIZE));
-	sg_remote_unhold(h);
+	sg_remote_unhold(h, true);
 	run_for(&e, 200);
 	mount_layer(&e, 1, mnt[0], toc_digest, &m, 0);
 	wait_mounted(&e, &m, 1);
@@ -1626,14 +1626,14 @@ TEST(two_holds_of_a_layer_whose_load_fails_both_let_it_go)
 	run_for(&e, 300);
 	mount_for(&e, 1, mnt[0], hold_ref);
 	CHECK_EQ(opens, 2u);
-	sg_remote_unhold(h2);
-	sg_remote_unhold(h1);
+	sg_remote_unhold(h2, true);
+	sg_remote_unhold(h1, true);
 	struct sg_remote_hold *h3 = hold_layer(&e, toc_digest);
 	struct mount_res m = { 0 };
 	struct sg_remote_layer other = { .ref = hold_ref, .digest = layer_digest,
 					 .toc_digest = wrong };
 	CHECK_EQ(sg_remote_mount(e.remote, 2, mnt[1], &other, on_mounted, &m), -EBUSY);
-	sg_remote_unhold(h3);
+	sg_remote_unhold(h3, true);
 	env_close(&e);
 	cleanup();
 }
@@ -1650,9 +1650,9 @@ TEST(a_shutdown_with_two_holds_in_flight)
 	struct sg_remote_hold *h1 = hold_layer(&e, toc_digest);
 	struct sg_remote_hold *h2 = hold_layer(&e, toc_digest);
 	env_close(&e);
-	sg_remote_unhold(h2);
-	sg_remote_unhold(h1);
-	sg_remote_unhold(NULL);
+	sg_remote_unhold(h2, false);
+	sg_remote_unhold(h1, false);
+	sg_remote_unhold(NULL, true);
 	cleanup();
 }
 
