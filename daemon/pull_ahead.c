@@ -35,7 +35,7 @@ static void hold_layers(struct pull *p)
 	}
 	int r = sg_remote_hold(p->remote, p->image, p->m->digest, layers, m->nlayers, &p->hold);
 	if (r < 0 && r != -ECANCELED)
-		sg_info("image %s: its layers wait for containerd's Prepare: %s", p->image,
+		sg_info("image %s: not loaded ahead of containerd's Prepare: %s", p->image,
 			strerror(-r));
 	free(layers);
 }
@@ -45,18 +45,18 @@ static void on_manifest(struct sg_op *op)
 	struct pull *p = sg_container_of(op, struct pull, op);
 
 	p->fetching = false;
-	if (p->ended) {
-		sg_registry_manifest_free(p->m);
-		free(p);
-		return;
-	}
-	if (op->res == 0)
-		hold_layers(p);
-	else if (op->res != -ECANCELED)   /* containerd's own pull says what is wrong */
-		sg_info("image %s: its layers wait for containerd's Prepare: its manifest: %s",
+	/* Said also when the pull ended first (containerd's answer to a refused pull may come
+	 * before ours): containerd's own error says what is wrong with the image, this what
+	 * the daemon saw. */
+	if (op->res < 0 && op->res != -ECANCELED)
+		sg_info("image %s: not loaded ahead of containerd's Prepare: its manifest: %s",
 			p->image, p->err.msg[0] ? p->err.msg : strerror(-op->res));
+	else if (op->res == 0 && !p->ended)
+		hold_layers(p);
 	sg_registry_manifest_free(p->m);
 	p->m = NULL;
+	if (p->ended)
+		free(p);
 }
 
 void *sg_pull_ahead_start(const struct sg_pull_ahead_ctx *ctx, const char *image)

@@ -200,6 +200,8 @@ struct sg_remote {
 	unsigned rl_gone;             /* mounts released, waiting for their source's open */
 	bool handover;                /* shutting down with keep_mounts */
 	bool stopping;                /* sg_remote_shutdown ran: no new holds */
+	uint64_t loaded_ahead;        /* contents a hold created (metrics) */
+	uint64_t joined_ahead;        /* Prepares that found a held content no mount had */
 	char profile_root[PATH_MAX];  /* cfg.profile_root's copy; "" = off */
 	struct profile_ask profiles_asked[PROFILES_ASKED_KEPT];
 	size_t n_profiles_asked;
@@ -1765,9 +1767,11 @@ static int mount_common(struct sg_remote *r, int64_t key, const char *mountpoint
 	}
 	/* Another mount of the same content: share it (loading, ready, or about to be loaded
 	 * anew once its closing ends). */
-	if (c->holds && c->mounts == 0)
+	if (c->holds && c->mounts == 0) {
+		r->joined_ahead++;
 		sg_info("layer %s: its Prepare finds it %s ahead of it (its pull was seen first)",
 			digest, c->state == C_READY ? "loaded" : "loading");
+	}
 	rl->c = c;
 	sg_list_insert_tail(&c->waiting, &rl->c_link);
 	sg_list_insert_tail(&r->layers, &rl->link);
@@ -1877,6 +1881,7 @@ int sg_remote_hold(struct sg_remote *r, const char *ref, const char *manifest_di
 			break;
 		c->holds++;
 		h->c[h->n++] = c;
+		r->loaded_ahead++;
 		content_start_load(c);
 	}
 	if (lazy) {
@@ -2301,6 +2306,12 @@ void sg_remote_metrics(struct sg_remote *r, struct sg_prom *p)
 		  (double)sg_mem_budget_used(r->mem) },
 		{ "stargzd_memory_budget_max_bytes", "gauge", "Bound of that memory",
 		  (double)MEM_BUDGET },
+		{ "stargzd_layers_loaded_ahead_total", "counter",
+		  "Layers a pull seen by the CRI proxy started loading before containerd's Prepare",
+		  (double)r->loaded_ahead },
+		{ "stargzd_prepares_joined_ahead_total", "counter",
+		  "Prepares that found their layer loading or loaded by the pull",
+		  (double)r->joined_ahead },
 	};
 	for (size_t i = 0; i < sizeof(cache) / sizeof(cache[0]); i++) {
 		sg_prom_family(p, cache[i].name, cache[i].type, cache[i].help);

@@ -44,7 +44,7 @@ check "ListImages through the proxy lists it" grep -q "listed True" "$WORK/cri.o
 # with the request's credentials, and started both layers' TOCs; the Prepares joined them.
 check "the proxy's pull loads both layers ahead of containerd's Prepare" grep -qF "image $IMG: 2 of its 2 layers load ahead of containerd's Prepare" "$WORK/stargzd.log"
 check "  ... and containerd's Prepares find them there" bash -c "[[ \$(grep -cE \"its Prepare finds it (loaded|loading) ahead of it\" '$WORK/stargzd.log') -eq 2 ]]"
-check "  ... the anonymous pull's manifest was refused, and said so" grep -qE "image $IMG: its layers wait for containerd's Prepare: its manifest: .*(401|denied|unauthorized|credentials)" "$WORK/stargzd.log"
+check "  ... the anonymous pull's manifest was refused, and said so" grep -qE "image $IMG: not loaded ahead of containerd's Prepare: its manifest: .*(401|denied|unauthorized|credentials)" "$WORK/stargzd.log"
 SN="$CTR snapshots --snapshotter stargz"
 check "the layers are remote snapshots (lazy)" bash -c "[[ \$($SN ls | awk 'NR>1' | wc -l) -eq 2 ]] && for k in \$($SN ls | awk 'NR>1 {print \$1}'); do $SN info \$k | grep -q 'containerd.io/snapshot/remote' || exit 1; done"
 check "the layers are FUSE mounts" bash -c "[[ \$(grep -F '$WORK/' /proc/mounts | grep -c ' fuse.stargz ') -ge 2 ]]"
@@ -54,6 +54,7 @@ check "the image runs and reads its bytes lazily with the given credentials" gre
 check "  ... fetched from the private registry by stargzd" bash -c "'$STARGZD' status --root '$SG_ROOT' | grep -qE '^  $PRIV \\(http\\): [1-9][0-9]* requests, [0-9]+ retries, 1 failures?'"
 "$STARGZD" status --root "$SG_ROOT" --json >"$WORK/status.json" 2>&1
 curl -sf "http://127.0.0.1:$MPORT/metrics" >"$WORK/scrape.txt"
+check "the metrics count both layers loaded ahead and both Prepares that joined them" bash -c "grep -qx 'stargzd_layers_loaded_ahead_total 2' '$WORK/scrape.txt' && grep -qx 'stargzd_prepares_joined_ahead_total 2' '$WORK/scrape.txt'"
 read -r LAYER _ < <(esgz_layer_info "$WORK/esgz")
 check "  ... lazily: part of the data layer's blob was fetched, not all of it" $PYTHON -c "
 import json, sys
