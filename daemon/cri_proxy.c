@@ -209,10 +209,9 @@ static void take_pull(struct sg_cri_proxy *p, const uint8_t *msg, size_t len, ch
 		return;
 	if (sg_cri_parse_pull(msg, len, pull) < 0 || sg_ref_parse(pull->image, &ref, NULL) < 0)
 		goto out;
-	struct sg_ref named = ref;
-	if (named.digest[0])
-		named.tag[0] = '\0';
-	if (sg_ref_format(&named, image, cap) < 0)
+	if (ref.digest[0])   /* the host and domain below are all that is used of it after */
+		ref.tag[0] = '\0';
+	if (sg_ref_format(&ref, image, cap) < 0)
 		image[0] = '\0';
 	if (!p->registry)
 		goto out;

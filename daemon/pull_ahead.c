@@ -78,7 +78,7 @@ void *sg_pull_ahead_start(const struct sg_pull_ahead_ctx *ctx, const char *image
 	p->remote = ctx->remote;
 	memcpy(p->image, image, strlen(image) + 1);
 	sg_op_init(&p->op);
-	int r = sg_registry_get_manifest(ctx->registry, image, ctx->platform, &p->m, &p->err,
+	int r = sg_registry_get_manifest(ctx->registry, image, NULL, &p->m, &p->err,
 					 &p->op, on_manifest);
 	if (r < 0) {
 		free(p);

@@ -5,9 +5,10 @@
  * resolves the tag, fetches the manifest and the config, and only then asks for the first
  * snapshot.  A snapshotter that waits for that Prepare starts its first TOC fetch then.  The
  * CRI proxy (daemon/cri_proxy.h) sees the PullImage itself: for each, this fetches the
- * image's manifest (with the pull's own credentials, which the proxy gave the registry
- * already) and hands its layers to sg_remote_hold, so that their TOCs, profile replays and
- * entry programs start at once, beside containerd's own resolving.  Only a hint: every
+ * image's manifest (linux/amd64's of an index, as the daemon's other manifest fetches; with
+ * the pull's own credentials, which the proxy gave the registry already) and hands its
+ * layers to sg_remote_hold, so that their TOCs, profile replays and entry programs start at
+ * once, beside containerd's own resolving.  Only a hint: every
  * byte is verified as always, a Prepare naming another TOC digest is refused and pulled by
  * containerd, and nothing held outlives the PullImage's answer.
  *
@@ -24,7 +25,6 @@ struct sg_remote;
 struct sg_pull_ahead_ctx {
 	struct sg_registry *registry;
 	struct sg_remote *remote;
-	const char *platform;        /* NULL = linux/amd64 */
 	/* Skip Docker Hub, where the extra manifest GET counts against the pull rate limit. */
 	bool skip_docker_hub;
 };

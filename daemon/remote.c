@@ -553,13 +553,33 @@ static void content_layer_closed(struct sg_op *op)
 	content_start_load(c);
 }
 
+/* Nobody uses the ready content's layer any more: it closes (what it started completes
+ * first), then content_layer_closed frees the content or loads it anew. */
+static void content_close(struct content *c)
+{
+	c->state = C_CLOSING;
+	(void)sg_layer_close(c->layer, &c->close_op, content_layer_closed);   /* idle: ours */
+}
+
+/* The content's last user (a mount still loading, a pull's hold) went: a ready layer nobody
+ * mounts closes, a load waiting for its TOC is given up (one still opening its blob ends by
+ * itself when the open answers: content_blob_opened finds it unwanted). */
+static void content_let_go(struct content *c)
+{
+	if (content_wanted(c))
+		return;
+	if (c->state == C_READY && c->mounts == 0)
+		content_close(c);
+	else if (c->state == C_LOADING && c->open_req)
+		sg_esgz_open_cancel(c->open_req);
+}
+
 /* A mount of the content went: the last one closes the layer, unless a pull holds it. */
 static void content_put(struct content *c)
 {
 	if (--c->mounts > 0 || c->holds)
 		return;
-	c->state = C_CLOSING;
-	(void)sg_layer_close(c->layer, &c->close_op, content_layer_closed);   /* idle: ours */
+	content_close(c);
 }
 
 /* The load failed or was given up: every mount that waited for it ends with its error. */
@@ -1216,11 +1236,8 @@ static void toc_loaded(struct content *c, int res, struct sg_toc *toc, const str
 	struct sg_list *n;
 	while ((n = c->waiting.next) != &c->waiting)
 		attach(sg_container_of(n, struct rlayer, c_link));
-	if (c->mounts == 0 && !c->holds) {
-		/* No mount took it: the layer closes (what it started completes first). */
-		c->state = C_CLOSING;
-		(void)sg_layer_close(c->layer, &c->close_op, content_layer_closed);
-	}
+	if (c->mounts == 0 && !c->holds)
+		content_close(c);   /* no mount took it */
 }
 
 static void on_toc(struct sg_op *op)
@@ -1823,14 +1840,22 @@ static void hold_forget(struct content *c)
 static void content_unhold(struct content *c)
 {
 	c->holds--;
-	if (content_wanted(c))
-		return;
-	if (c->state == C_READY && c->mounts == 0) {
-		c->state = C_CLOSING;
-		(void)sg_layer_close(c->layer, &c->close_op, content_layer_closed);   /* idle: ours */
-	} else if (c->state == C_LOADING && c->open_req) {
-		sg_esgz_open_cancel(c->open_req);
+	content_let_go(c);
+}
+
+/* Lets every content of h go (h off r->holds already); returns how many no mount took. */
+static size_t hold_let_go(struct sg_remote_hold *h)
+{
+	size_t unused = 0;
+
+	for (size_t i = 0; i < h->n; i++) {
+		struct content *c = h->c[i];
+		if (!c)
+			continue;
+		unused += c->mounts == 0 && sg_list_empty(&c->waiting);
+		content_unhold(c);
 	}
+	return unused;
 }
 
 int sg_remote_hold(struct sg_remote *r, const char *ref, const char *manifest_digest,
@@ -1899,15 +1924,8 @@ void sg_remote_unhold(struct sg_remote_hold *h, bool pulled)
 	if (!h)
 		return;
 	if (h->r) {
-		size_t unused = 0;
 		sg_list_unlink(&h->link);
-		for (size_t i = 0; i < h->n; i++) {
-			struct content *c = h->c[i];
-			if (!c)
-				continue;
-			unused += c->mounts == 0 && sg_list_empty(&c->waiting);
-			content_unhold(c);
-		}
+		size_t unused = hold_let_go(h);
 		/* The pull ended and containerd prepared none of them: it had the snapshots (it
 		 * does not ask again), or its CRI plugin's snapshotter is another one, when this
 		 * only costs fetches. */
@@ -2028,8 +2046,7 @@ void sg_remote_unmount(struct sg_remote *r, int64_t key, sg_remote_cb cb, void *
 		} else {
 			struct content *c = rl->c;
 			mount_finished(rl, -ECANCELED, "unmounted before it was mounted");
-			if (c->state == C_LOADING && !content_wanted(c) && c->open_req)
-				sg_esgz_open_cancel(c->open_req);
+			content_let_go(c);
 		}
 		if (cb)
 			cb(userdata, 0, NULL);
@@ -2064,9 +2081,7 @@ void sg_remote_shutdown(struct sg_remote *r, bool keep_mounts, void (*cb)(void *
 	while ((n = sg_list_pop(&r->holds))) {   /* their owners free them later */
 		struct sg_remote_hold *h = sg_container_of(n, struct sg_remote_hold, link);
 		h->r = NULL;
-		for (size_t i = 0; i < h->n; i++)
-			if (h->c[i])
-				content_unhold(h->c[i]);
+		(void)hold_let_go(h);
 	}
 	sg_list_for_each_safe(n, tmp, &r->layers) {
 		struct rlayer *rl = sg_container_of(n, struct rlayer, link);
