@@ -364,6 +364,26 @@ void sg_layer_prefetch_file(struct sg_layer *l, uint32_t first, uint32_t end)
 	l->file_end = sg_layer_chunk(l, end - 1)->next_offset;
 }
 
+/* May a request fetching ahead in order (a replay's, a prefetch's, a large program's) go
+ * out: while the bytes asked ahead in flight fit `limit`, or when the link would deliver
+ * what it still owes within the pacing horizon (paced(): the request's first byte then comes
+ * as the last of the others do), whatever was asked.  A chunk larger than the limit kept
+ * every other request back until it ended: gcc's cc1 is replayed as gzip members of
+ * 1.5-2.2 MB, against a limit of 1.45 MB on the far link, and each went out alone a round
+ * trip after the one before had ended, the link idle meanwhile (0.1 s a chunk: gcc + profile
+ * 8.4 s, 1.15x the limit + warm re-run; 7.6 s since).  One that must wait for the link to
+ * drain looks again on paced()'s timer.  On a link not measured yet the limit alone holds. */
+static bool may_send_in_order(struct sg_layer *x, size_t limit, size_t batch)
+{
+	if (sg_layer_ahead_fits(x, limit, batch))
+		return true;
+	if (sg_layer_ahead_requests(x) >= SG_LINK_AHEAD_REQUESTS)
+		return false;   /* connections stay free for on-demand reads */
+	if (sg_link_meter_bdp(link_of(x)) == 0)
+		return false;   /* not measured yet: no horizon to pace by */
+	return !paced(x);
+}
+
 /* Fetches the missing chunks from *cursor up to blob offset `end` ahead of readers, in
  * order, each request sent as the link drains (paced): a prefetch's prioritized files, a
  * large program's chunks.  False once everything was asked for, or asking fails (the rest
@@ -375,7 +395,7 @@ static bool fetch_in_order(struct sg_layer *l, uint32_t *cursor, uint64_t end,
 	size_t batch, limit = pipe_limit(l, &batch) + sg_link_meter_inflight_cap(link_of(l));
 
 	while (!paced(l)) {
-		if (!sg_layer_ahead_fits(l, limit, batch)) {
+		if (!may_send_in_order(l, limit, batch)) {
 			/* Our next batch end looks again, or a timer (the room may be another
 			 * layer's). */
 			sg_layer_wait_for_room(l);
@@ -459,7 +479,7 @@ static void replay_continue(struct sg_layer *l)
 	struct sg_layer *x;
 
 	sg_layer_replay_hold_link(l, true);
-	while ((x = first_due(l)) != NULL && sg_layer_ahead_fits(x, limit, batch)) {
+	while ((x = first_due(l)) != NULL && may_send_in_order(x, limit, batch)) {
 		int r = sg_layer_replay_next(x, batch, limit);
 		if (r == -EAGAIN) {
 			background_retry(x);   /* memory is short: look again shortly */
