@@ -130,7 +130,7 @@ static void handle(struct mconn *c)
 	for (size_t i = 0; i < c->s->nroutes; i++)
 		if (strcmp(path, c->s->routes[i].path) == 0)
 			route = &c->s->routes[i];
-	if (strcmp(method, "GET") != 0 && !head)
+	if ((strcmp(method, "GET") != 0 && !head) || (head && route && route->acts))
 		respond(c, 405, "Method Not Allowed", false, NULL, NULL);
 	else if (!route)
 		respond(c, 404, "Not Found", head, NULL, NULL);

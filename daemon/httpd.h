@@ -8,7 +8,7 @@
  * route's function, synchronously, from what the daemon already holds in memory (no I/O),
  * so an answer costs the loop one pass over the mounted layers.  At most 16 connections at
  * once; one request per connection (Connection: close).  GET and HEAD of a route's path
- * are answered 200, other paths 404, other methods 405.  Nothing here logs. */
+ * are answered 200 (HEAD not for a route that acts), other paths 404, other methods 405.  Nothing here logs. */
 #ifndef STARGZD_HTTPD_H
 #define STARGZD_HTTPD_H
 
@@ -28,6 +28,9 @@ struct sg_httpd_route {
 	/* Writes the body; query is what followed '?' in the target ("" without one).  A
 	 * negative errno answers 500 instead. */
 	int (*fn)(FILE *out, const char *query, void *userdata);
+	/* The route does something (`stargzd pull-ahead`'s): GET only, a HEAD is answered 405
+	 * without calling fn. */
+	bool acts;
 };
 
 /* Binds the address and starts accepting.  routes (and the strings they point at) must

@@ -19,6 +19,8 @@
 
 #include "daemon/config.h"
 #include "daemon/cri_proxy.h"
+#include "daemon/ahead_cmd.h"
+#include "daemon/control.h"
 #include "daemon/pull_ahead.h"
 #include "daemon/core/log.h"
 #include "daemon/core/loop.h"
@@ -89,6 +91,7 @@ struct daemon {
 	struct sg_httpd *control;      /* ROOT/stargzd-control.sock: `stargzd status` */
 	struct sg_cri_proxy *cri;      /* [cri_keychain] */
 	struct sg_pull_ahead_ctx ahead;   /* its pulls' layers, loaded before the Prepare */
+	struct sg_ahead_pulls *ahead_pulls;   /* `stargzd pull-ahead`'s (NULL: lazy pulling off) */
 	bool cri_done;
 	struct sg_status_source status;
 	int lock_fd;
@@ -121,6 +124,7 @@ static void trim_tick(struct sg_op *op)
 	uint64_t now = sg_now_ns();
 	sg_hist_observe(&d->loop_lag_ms, now > d->trim_due_ns ? (double)(now - d->trim_due_ns) / 1e6 : 0);
 	(void)malloc_trim(0);
+	sg_ahead_pulls_expire(d->ahead_pulls, now);
 	/* Refused only while the loop drains: no more trimming is wanted then. */
 	d->trim_due_ns = sg_now_ns() + TRIM_INTERVAL_NS;
 	(void)sg_timer_start(d->loop, &d->trim_timer, TRIM_INTERVAL_NS, trim_tick);
@@ -197,11 +201,33 @@ static int write_status(FILE *out, const char *query, void *userdata)
 	return sg_status_write(out, strcmp(query, "json") == 0, &d->status);
 }
 
+/* GET /pull-ahead?image=REF&hold=S and /pull-ahead-end?id=N&pulled=0|1 on the control
+ * socket: `stargzd pull-ahead` (daemon/ahead_cmd.h). */
+static int write_pull_ahead(FILE *out, const char *query, void *userdata)
+{
+	struct daemon *d = userdata;
+
+	if (!d->ahead_pulls) {
+		sg_warn("`stargzd pull-ahead`: lazy pulling is off, nothing is loaded ahead");
+		return -ENOTSUP;
+	}
+	return sg_ahead_pulls_start(d->ahead_pulls, query, out, sg_now_ns());
+}
+
+static int write_pull_ahead_end(FILE *out, const char *query, void *userdata)
+{
+	struct daemon *d = userdata;
+
+	return d->ahead_pulls ? sg_ahead_pulls_end(d->ahead_pulls, query, out) : -ENOTSUP;
+}
+
 static const struct sg_httpd_route metrics_routes[] = {
-	{ "/metrics", "text/plain; version=0.0.4; charset=utf-8", write_metrics },
+	{ "/metrics", "text/plain; version=0.0.4; charset=utf-8", write_metrics, false },
 };
 static const struct sg_httpd_route control_routes[] = {
-	{ "/status", "text/plain; charset=utf-8", write_status },
+	{ "/status", "text/plain; charset=utf-8", write_status, false },
+	{ "/pull-ahead", "text/plain; charset=utf-8", write_pull_ahead, true },
+	{ "/pull-ahead-end", "text/plain; charset=utf-8", write_pull_ahead_end, true },
 };
 
 /* The metrics endpoint if configured, and the control socket. */
@@ -223,7 +249,15 @@ static int start_endpoints(struct daemon *d)
 	snprintf(path, sizeof(path), "%s/%s", d->cfg.root, SG_CONTROL_SOCKET_NAME);
 	d->status = (struct sg_status_source){ .root = d->cfg.root, .started_ns = sg_now_ns(),
 					       .remote = d->remote, .registry = d->registry };
-	r = sg_httpd_new(d->loop, path, 0600, control_routes, 1, d, &d->control, &err);
+	if (d->remote && d->registry) {
+		r = sg_ahead_pulls_new(&(struct sg_pull_ahead_ctx){ .registry = d->registry,
+								   .remote = d->remote },
+				       &d->ahead_pulls);
+		if (r < 0)
+			return r;
+	}
+	r = sg_httpd_new(d->loop, path, 0600, control_routes,
+			 sizeof(control_routes) / sizeof(control_routes[0]), d, &d->control, &err);
 	/* Not a reason to refuse containerd its snapshots (a root path too long for a socket
 	 * name, say): only `stargzd status` is lost. */
 	if (r < 0)
@@ -704,6 +738,8 @@ int main(int argc, char **argv)
 		return sg_profile_command(argc - 1, argv + 1);
 	if (argc > 1 && strcmp(argv[1], "fdholder") == 0)
 		return sg_fdholder_main(argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "pull-ahead") == 0)
+		return sg_pull_ahead_command(argc - 1, argv + 1);
 	if (argc > 1 && strcmp(argv[1], "stop") == 0)
 		return stop_command(argc - 1, argv + 1);
 	if (parse_args(argc, argv, &d.cfg) < 0)
@@ -824,6 +860,9 @@ int main(int argc, char **argv)
 		(void)sg_op_cancel(&d.trim_timer);
 	sg_httpd_shutdown(d.metrics);
 	sg_httpd_shutdown(d.control);
+	/* No more `stargzd pull-ahead` requests: what they hold is let go. */
+	sg_ahead_pulls_free(d.ahead_pulls);
+	d.ahead_pulls = NULL;
 	if (d.cri) {
 		sg_cri_proxy_shutdown(d.cri, on_cri_done, &d);
 		run_until(&d, &d.cri_done, 5000);

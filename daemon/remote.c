@@ -1927,13 +1927,14 @@ void sg_remote_unhold(struct sg_remote_hold *h, bool pulled)
 		sg_list_unlink(&h->link);
 		size_t unused = hold_let_go(h);
 		/* The pull ended and containerd prepared none of them: it had the snapshots (it
-		 * does not ask again), or its CRI plugin's snapshotter is another one, when this
-		 * only costs fetches. */
+		 * does not ask again), or the pull used another snapshotter (a CRI plugin's that is
+		 * not stargzd: then this only costs fetches). */
 		if (unused && pulled)
 			sg_info("image %s: its pull ended with %zu of the layers loaded ahead not "
-				"prepared by containerd; they are let go (if its CRI plugin's "
-				"snapshotter is not stargzd, set [cri_keychain] load_ahead = \"off\")",
-				h->ref, unused);
+				"prepared by containerd; they are let go (containerd had their snapshots, "
+				"or pulled with another snapshotter: under the CRI proxy, if its CRI "
+				"plugin's snapshotter is not stargzd, set [cri_keychain] load_ahead = "
+				"\"off\")", h->ref, unused);
 	}
 	free(h);
 }

@@ -5,14 +5,12 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/time.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <yajl/yajl_gen.h>
 
 #include "daemon/config.h"
+#include "daemon/control.h"
 #include "daemon/core/loop.h"
 #include "daemon/remote.h"
 #include "net/pool.h"
@@ -272,9 +270,8 @@ int sg_status_command(int argc, char **argv)
 		{ 0 },
 	};
 	const char *root = SG_DEFAULT_ROOT;
-	struct sockaddr_un addr = { .sun_family = AF_UNIX };
 	bool json = false;
-	int c, fd;
+	int c;
 
 	opterr = 0;
 	optind = 1;
@@ -294,45 +291,14 @@ int sg_status_command(int argc, char **argv)
 		fprintf(stderr, "stargzd status: unexpected argument \"%s\" (see --help)\n", argv[optind]);
 		return 2;
 	}
-	if (snprintf(addr.sun_path, sizeof(addr.sun_path), "%s/%s", root, SG_CONTROL_SOCKET_NAME) >=
-	    (int)sizeof(addr.sun_path)) {
-		fprintf(stderr, "stargzd status: root path too long\n");
-		return 2;
-	}
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
-		fprintf(stderr, "stargzd status: cannot reach the daemon at %s: %s\n", addr.sun_path,
-			strerror(errno));
-		if (fd >= 0)
-			close(fd);
+	char *body, err[512];
+	size_t len;
+	if (sg_control_get(root, json ? "/status?json" : "/status", &body, &len, err,
+			   sizeof(err)) < 0) {
+		fprintf(stderr, "stargzd status: %s\n", err);
 		return 1;
 	}
-	/* Bounded: a daemon that stops answering must not hang the command. */
-	struct timeval tv = { .tv_sec = 10 };
-	(void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	(void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	const char *req = json ? "GET /status?json HTTP/1.0\r\n\r\n" : "GET /status HTTP/1.0\r\n\r\n";
-	char *resp = NULL;
-	size_t len = 0;
-	FILE *m = open_memstream(&resp, &len);
-	char buf[8192];
-	ssize_t n = send(fd, req, strlen(req), MSG_NOSIGNAL);
-	while (m && n >= 0 && (n = recv(fd, buf, sizeof(buf), 0)) > 0)
-		fwrite(buf, 1, (size_t)n, m);
-	int rerr = errno;
-	close(fd);
-	if (!m || fclose(m) != 0) {
-		fprintf(stderr, "stargzd status: out of memory\n");
-		return 1;
-	}
-	const char *body = resp ? strstr(resp, "\r\n\r\n") : NULL;
-	if (n < 0 || !body || strncmp(resp, "HTTP/1.1 200 ", 13) != 0) {
-		fprintf(stderr, "stargzd status: no answer from the daemon%s%s\n", n < 0 ? ": " : "",
-			n < 0 ? strerror(rerr) : "");
-		free(resp);
-		return 1;
-	}
-	fwrite(body + 4, 1, len - (size_t)(body + 4 - resp), stdout);
-	free(resp);
+	fwrite(body, 1, len, stdout);
+	free(body);
 	return 0;
 }

@@ -17,8 +17,6 @@
 struct sg_remote;
 struct sg_registry;
 
-#define SG_CONTROL_SOCKET_NAME "stargzd-control.sock"
-
 struct sg_status_source {
 	const char *root;
 	uint64_t started_ns;          /* sg_now_ns() at start */

@@ -45,7 +45,10 @@
 #                        rows pull through stargzd's own CRI image-service proxy, [cri_keychain], as
 #                        kubelet does with --image-service-endpoint: the daemon sees the PullImage
 #                        and loads the image's layers before containerd's Prepare, daemon/pull_ahead.h;
-#                        results named …-cri-proxy.*).  The record pass always uses ctr-remote.
+#                        results named …-cri-proxy.*), or ctr-ahead (as ctr, but stargzd's rows run
+#                        ctr-remote under `stargzd pull-ahead`, daemon/ahead_cmd.h: the daemon loads the
+#                        image's layers while ctr-remote resolves it; results named …-ctr-ahead.*).
+#                        The record pass always uses ctr-remote.
 #   BENCH_TIMEOUT        seconds allowed for one pull or one run (default 120)
 #   BENCH_RESULTS        where the results go (default tools/bench/results): per link
 #                        DATE[-quick][-LINK].{md,csv,png} and DATE[-quick][-LINK]-timeline.png
@@ -75,9 +78,10 @@ FORMS=${BENCH_FORMS:-legacy esgz esgz-opt esgz+profile esgz+profile-python}
 PROFILE_ON=${BENCH_PROFILE:-1}
 PROFILE_SHARE=${BENCH_PROFILE_SHARE:-copy}
 PULL=${BENCH_PULL:-ctr}
-[[ $PULL == ctr || $PULL == cri || $PULL == cri-proxy ]] || die "BENCH_PULL: ctr, cri or cri-proxy"
+[[ $PULL == ctr || $PULL == ctr-ahead || $PULL == cri || $PULL == cri-proxy ]] ||
+  die "BENCH_PULL: ctr, ctr-ahead, cri or cri-proxy"
 CRI_PULL=$BUILD_DIR/tools/cri-pull
-[[ $PULL == ctr || -x $CRI_PULL ]] || die "$CRI_PULL missing: make -j2 all"
+[[ $PULL == ctr* || -x $CRI_PULL ]] || die "$CRI_PULL missing: make -j2 all"
 [[ $PROFILE_SHARE == copy || $PROFILE_SHARE == registry ]] || die "BENCH_PROFILE_SHARE: copy or registry"
 cp "$STARGZD" "$BENCH_WORK/stargzd.bin.tmp" && mv "$BENCH_WORK/stargzd.bin.tmp" "$BENCH_WORK/stargzd.bin"
 STARGZD=$BENCH_WORK/stargzd.bin
@@ -371,6 +375,11 @@ measure() {  # IMAGE FORM SNAPSHOTTER RUN
       pull_cmd=("$CRI_PULL" "$RD/cri.sock" "$ref")
     elif [[ $PULL == cri* ]]; then
       pull_cmd=("$CRI_PULL" "$RD/containerd/containerd.sock" "$ref")
+    elif [[ $PULL == ctr-ahead && $sn == stargzd ]]; then
+      # No "--" before the command: timed-pair splits its own arguments at "--".
+      pull_cmd=(nsenter --net="$NETNS_PATH" "$STARGZD" pull-ahead --root "$RD/sg" "$ref" \
+        ctr-remote --address "$RD/containerd/containerd.sock" \
+        images rpull --plain-http --snapshotter stargz "$ref")
     elif [[ $sn == overlayfs ]]; then
       pull_cmd=("${CTR[@]}" images pull --plain-http "$ref")
     else
@@ -547,7 +556,7 @@ containerd $(containerd --version | awk '{print $3}'), stargzd $(git -C "$BENCH_
 $(git -C "$BENCH_TOP" diff --quiet HEAD -- daemon fs net 2>/dev/null || echo '+dirty') (binary built $STARGZD_ID), \
 reference stargz-snapshotter $(dpkg-query -W -f='${Version}' golang-github-containerd-stargz-snapshotter-dev 2>/dev/null) \
 (prefetch + background fetch on); runs per row: $RUNS; pull client: \
-$([[ $PULL == cri ]] && echo "containerd's CRI plugin (PullImage from tools/cri-pull, as kubelet pulls)" || true)$([[ $PULL == cri-proxy ]] && echo "containerd's CRI plugin, stargzd's rows through stargzd's CRI proxy (PullImage from tools/cri-pull, as kubelet pulls with --image-service-endpoint)" || true)$([[ $PULL == ctr ]] && echo "ctr-remote images rpull (legacy: ctr images pull)" || true)"
+$([[ $PULL == cri ]] && echo "containerd's CRI plugin (PullImage from tools/cri-pull, as kubelet pulls)" || true)$([[ $PULL == cri-proxy ]] && echo "containerd's CRI plugin, stargzd's rows through stargzd's CRI proxy (PullImage from tools/cri-pull, as kubelet pulls with --image-service-endpoint)" || true)$([[ $PULL == ctr ]] && echo "ctr-remote images rpull (legacy: ctr images pull)" || true)$([[ $PULL == ctr-ahead ]] && echo "ctr-remote images rpull, stargzd's rows under \`stargzd pull-ahead\` (legacy: ctr images pull)" || true)"
   $BENCHLIB report "$csv" "$RESULTS/$name.md" "$LINK" "$machine" "$lname" >/dev/null
   $BENCHLIB chartdata "$csv" "$RESULTS/$name.dat"
   gnuplot -e "datafile='$RESULTS/$name.dat'; outfile='$RESULTS/$name.png'; title='stargzd bench $name: total time to output (s), $LINK_RATE + ${LINK_DELAY_MS} ms each way'" \

@@ -73,9 +73,19 @@ static int broken(FILE *out, const char *query, void *userdata)
 	return -ENOMEM;
 }
 
+static int acted;
+
+static int act(FILE *out, const char *query, void *userdata)
+{
+	acted++;
+	fputs("done\n", out);
+	return 0;
+}
+
 static const struct sg_httpd_route routes[] = {
-	{ "/metrics", "text/plain; version=0.0.4; charset=utf-8", collect },
-	{ "/broken", "text/plain", broken },
+	{ "/metrics", "text/plain; version=0.0.4; charset=utf-8", collect, false },
+	{ "/broken", "text/plain", broken, false },
+	{ "/act", "text/plain", act, true },
 };
 
 /* Sends `req` on a new connection to the unix socket and runs the loop until the server
@@ -121,7 +131,7 @@ TEST(a_scrape_a_404_a_405_then_shutdown)
 
 	snprintf(path, sizeof(path), "%.90s/m.sock", dir);
 	CHECK_EQ(sg_loop_new(NULL, &loop), 0);
-	CHECK_EQ(sg_httpd_new(loop, path, 0600, routes, 2, &scrapes, &s, &err), 0);
+	CHECK_EQ(sg_httpd_new(loop, path, 0600, routes, 3, &scrapes, &s, &err), 0);
 	CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600);
 	r = exchange(loop, path, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
 	CHECK(r && strncmp(r, "HTTP/1.1 200 OK\r\n", 17) == 0);
@@ -142,6 +152,13 @@ TEST(a_scrape_a_404_a_405_then_shutdown)
 	r = exchange(loop, path, "HEAD /metrics HTTP/1.0\r\n\r\n");
 	CHECK(r && strncmp(r, "HTTP/1.1 200 OK\r\n", 17) == 0 && strstr(r, "\r\n\r\n")[4] == '\0');
 	CHECK_EQ(scrapes, 3);   /* the two GETs and the HEAD */
+	/* A route that acts is not run for a HEAD (405), only for a GET. */
+	r = exchange(loop, path, "HEAD /act HTTP/1.0\r\n\r\n");
+	CHECK(r && strncmp(r, "HTTP/1.1 405 ", 13) == 0);
+	CHECK_EQ(acted, 0);
+	r = exchange(loop, path, "GET /act HTTP/1.0\r\n\r\n");
+	CHECK(r && strncmp(r, "HTTP/1.1 200 OK\r\n", 17) == 0 && strstr(r, "\r\n\r\ndone\n"));
+	CHECK_EQ(acted, 1);
 	r = exchange(loop, path, "garbage\r\n\r\n");
 	CHECK(r && strncmp(r, "HTTP/1.1 400 ", 13) == 0);
 	/* A client that connects and says nothing keeps a connection (with its recv) open:
