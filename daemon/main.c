@@ -52,6 +52,7 @@ static const char usage_text[] =
 	"Usage: stargzd [OPTIONS]\n"
 	"       stargzd mount --help   (mount one layer in the foreground)\n"
 	"       stargzd status --help  (what the running daemon is doing)\n"
+	"       stargzd pull-ahead --help (run a pull client with the image's layers loading ahead)\n"
 	"       stargzd profile --help (learned startup profiles: ls, show, rm, push, pull)\n"
 	"       stargzd stop [--unmount] [--root DIR] [--timeout SECONDS]\n"
 	"\n"
@@ -124,6 +125,7 @@ static void trim_tick(struct sg_op *op)
 	uint64_t now = sg_now_ns();
 	sg_hist_observe(&d->loop_lag_ms, now > d->trim_due_ns ? (double)(now - d->trim_due_ns) / 1e6 : 0);
 	(void)malloc_trim(0);
+	/* The same 3 s tick lets go of `stargzd pull-ahead` holds nobody ended. */
 	sg_ahead_pulls_expire(d->ahead_pulls, now);
 	/* Refused only while the loop drains: no more trimming is wanted then. */
 	d->trim_due_ns = sg_now_ns() + TRIM_INTERVAL_NS;
