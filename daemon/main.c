@@ -89,7 +89,7 @@ struct daemon {
 	struct sg_snapshot_service *service;
 	struct sg_grpc_server *server;
 	struct sg_httpd *metrics;      /* metrics_address */
-	struct sg_httpd *control;      /* ROOT/stargzd-control.sock: `stargzd status` */
+	struct sg_httpd *control;      /* ROOT/stargzd-control.sock: `stargzd status`, `pull-ahead` */
 	struct sg_cri_proxy *cri;      /* [cri_keychain] */
 	struct sg_pull_ahead_ctx ahead;   /* its pulls' layers, loaded before the Prepare */
 	struct sg_ahead_pulls *ahead_pulls;   /* `stargzd pull-ahead`'s (NULL: lazy pulling off) */
@@ -897,6 +897,7 @@ out:
 	if (d.loop && sg_loop_pending(d.loop) == 0) {
 		sg_httpd_free(d.metrics);
 		sg_httpd_free(d.control);
+		sg_ahead_pulls_free(d.ahead_pulls);   /* an early exit's: empty */
 		sg_cri_proxy_free(d.cri);
 		sg_grpc_server_free(d.server);
 		sg_snapshot_service_free(d.service);
