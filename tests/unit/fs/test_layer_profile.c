@@ -31,26 +31,36 @@ static void cleanup(void)
 	test_rm_tree(dir);
 }
 
-/* f00..f39, 64 KiB of random bytes each, one chunk each. */
-static void setup(void)
+/* A blob at path of n files named prefix + their index (zero-padded to `width` digits),
+ * `size` random bytes each (seeded seed + index), one chunk each; its TOC digest in *toc. */
+static void write_files_blob(const char *path, const char *prefix, int width, int n, size_t size,
+			     uint32_t seed, struct sg_digest *toc)
 {
-	static uint8_t data[FILE_SIZE];
+	uint8_t *data = malloc(size);
 	struct esgz_b b;
 	char name[32];
 
+	CHECK(data);
+	esgz_init(&b, 1);
+	for (int i = 0; i < n; i++) {
+		snprintf(name, sizeof(name), "%s%0*d", prefix, width, i);
+		test_fill_seeded(data, size, seed + (uint32_t)i);
+		esgz_add(&b, name, '0', 0644, data, size, NULL, 0, NULL);
+	}
+	test_write_blob(&b, path, toc);
+	free(data);
+}
+
+/* f00..f39, 64 KiB of random bytes each, one chunk each. */
+static void setup(void)
+{
 	if (dir[0])
 		return;
 	snprintf(dir, sizeof(dir), "/tmp/stargzd-lprof-XXXXXX");
 	CHECK(mkdtemp(dir));
 	atexit(cleanup);
 	snprintf(blob_path, sizeof(blob_path), "%s/blob", dir);
-	esgz_init(&b, 1);
-	for (int i = 0; i < FILES; i++) {
-		snprintf(name, sizeof(name), "f%02d", i);
-		test_fill_seeded(data, FILE_SIZE, 100u + (uint32_t)i);
-		esgz_add(&b, name, '0', 0644, data, FILE_SIZE, NULL, 0, NULL);
-	}
-	test_write_blob(&b, blob_path, &toc_digest);
+	write_files_blob(blob_path, "f", 2, FILES, FILE_SIZE, 100u, &toc_digest);
 }
 
 /* A fresh cache directory for each layer: every test starts cold. */
@@ -524,21 +534,13 @@ TEST(a_replay_reads_no_gap_along_from_a_vectored_source)
 {
 	static char small_path[320];
 	static struct sg_digest small_toc;
-	static uint8_t data[8192];
 	static const int files[] = { 0, 2, 4 };
-	struct esgz_b b;
 	char name[32];
 	size_t len;
 
 	setup();
 	snprintf(small_path, sizeof(small_path), "%s/small-blob", dir);
-	esgz_init(&b, 1);
-	for (int i = 0; i < 6; i++) {
-		snprintf(name, sizeof(name), "s%d", i);
-		test_fill_seeded(data, sizeof(data), 500u + (uint32_t)i);
-		esgz_add(&b, name, '0', 0644, data, sizeof(data), NULL, 0, NULL);
-	}
-	test_write_blob(&b, small_path, &small_toc);
+	write_files_blob(small_path, "s", 1, 6, 8192, 500u, &small_toc);
 	uint8_t *bytes = gate_load_blob(small_path, &len);
 	for (int vectored = 1; vectored >= 0; vectored--) {
 		struct env e = { 0 };
@@ -1015,20 +1017,13 @@ TEST(a_replay_of_chunks_larger_than_the_limit_sends_the_next_as_the_link_drains)
 	struct sg_layer *layer;
 	struct sg_layer_user *user;
 	struct sg_profile *p;
-	struct esgz_b b;
 	char path[320], name[16];
 	uint32_t nodes[BIG_FILES];
 	size_t len;
 
 	setup();
 	snprintf(path, sizeof(path), "%s/big-chunks", dir);
-	esgz_init(&b, 1);
-	for (int i = 0; i < BIG_FILES; i++) {
-		snprintf(name, sizeof(name), "b%d", i);
-		test_fill_seeded(data, BIG_FILE, 700u + (uint32_t)i);
-		esgz_add(&b, name, '0', 0644, data, BIG_FILE, NULL, 0, NULL);
-	}
-	test_write_blob(&b, path, &big_toc);
+	write_files_blob(path, "b", 1, BIG_FILES, BIG_FILE, 700u, &big_toc);
 	uint8_t *bytes = gate_load_blob(path, &len);
 	fresh_cache(cache, sizeof(cache));
 	cfg.cache_dir = cache;
