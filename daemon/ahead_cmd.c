@@ -154,10 +154,8 @@ int sg_ahead_pulls_end(struct sg_ahead_pulls *a, const char *query, FILE *out)
 	return -ENOENT;
 }
 
-unsigned sg_ahead_pulls_expire(struct sg_ahead_pulls *a, uint64_t now_ns)
+void sg_ahead_pulls_expire(struct sg_ahead_pulls *a, uint64_t now_ns)
 {
-	unsigned n = 0;
-
 	for (size_t i = 0; a && i < SG_AHEAD_PULLS_MAX; i++) {
 		struct ahead_pull *s = &a->slots[i];
 		if (s->id == 0 || now_ns < s->deadline_ns)
@@ -165,9 +163,7 @@ unsigned sg_ahead_pulls_expire(struct sg_ahead_pulls *a, uint64_t now_ns)
 		sg_info("image %s: its `stargzd pull-ahead` (id %llu) did not end within %u s: its "
 			"layers are let go", s->image, (unsigned long long)s->id, s->hold_s);
 		slot_end(s, false);
-		n++;
 	}
-	return n;
 }
 
 void sg_ahead_pulls_free(struct sg_ahead_pulls *a)

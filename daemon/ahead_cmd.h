@@ -39,8 +39,8 @@ int sg_ahead_pulls_start(struct sg_ahead_pulls *a, const char *query, FILE *out,
 /* GET /pull-ahead-end?id=N&pulled=0|1: ends it (its layers let go; pulled says whether the
  * command succeeded).  -ENOENT: no such id (ended already, or let go past its time). */
 int sg_ahead_pulls_end(struct sg_ahead_pulls *a, const char *query, FILE *out);
-/* Ends those held past their time at now_ns.  Returns how many. */
-unsigned sg_ahead_pulls_expire(struct sg_ahead_pulls *a, uint64_t now_ns);
+/* Ends those held past their time at now_ns.  NULL is fine. */
+void sg_ahead_pulls_expire(struct sg_ahead_pulls *a, uint64_t now_ns);
 /* Ends every one still held (not pulled) and frees the table.  NULL is fine. */
 void sg_ahead_pulls_free(struct sg_ahead_pulls *a);
 
