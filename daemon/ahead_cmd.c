@@ -24,6 +24,7 @@ struct ahead_pull {
 	void *token;                   /* sg_pull_ahead_start's */
 	uint64_t deadline_ns;
 	unsigned hold_s;
+	bool hooked;                   /* started by the resolve hook, which never ends it */
 	char image[512];
 };
 
@@ -96,10 +97,49 @@ static void slot_end(struct ahead_pull *s, bool pulled)
 	sg_pull_ahead_end(token, pulled);
 }
 
-int sg_ahead_pulls_start(struct sg_ahead_pulls *a, const char *query, FILE *out, uint64_t now_ns)
+/* Starts holding `image` for hold_s in a free slot.  The slot, or NULL (-ENOSPC: every slot
+ * is taken; -EINVAL: not a reference, or no memory) with *res set. */
+static struct ahead_pull *hold(struct sg_ahead_pulls *a, const char *image, unsigned hold_s,
+			       bool hooked, uint64_t now_ns, const char *by, int *res)
 {
 	struct ahead_pull *free_slot = NULL;
-	char image[sizeof(free_slot->image)];
+
+	for (size_t i = 0; i < SG_AHEAD_PULLS_MAX && !free_slot; i++)
+		if (a->slots[i].id == 0)
+			free_slot = &a->slots[i];
+	if (!free_slot) {
+		sg_warn("image %s: not loaded ahead of its pull: %d pulls are loading ahead already",
+			image, SG_AHEAD_PULLS_MAX);
+		*res = -ENOSPC;
+		return NULL;
+	}
+	if (strlen(image) >= sizeof(free_slot->image)) {
+		*res = -EINVAL;
+		return NULL;
+	}
+	void *token = sg_pull_ahead_start(&a->ctx, image);
+	if (!token) {
+		sg_warn("image %s: not loaded ahead of its pull (%s): not an image reference, or no "
+			"memory", image, by);
+		*res = -EINVAL;
+		return NULL;
+	}
+	*free_slot = (struct ahead_pull){
+		.id = ++a->last_id,
+		.token = token,
+		.deadline_ns = now_ns + hold_s * 1000000000ull,
+		.hold_s = hold_s,
+		.hooked = hooked,
+	};
+	memcpy(free_slot->image, image, strlen(image) + 1);
+	sg_info("image %s: loading ahead of its pull (%s, id %llu, held %u s at most)", image, by,
+		(unsigned long long)free_slot->id, free_slot->hold_s);
+	return free_slot;
+}
+
+int sg_ahead_pulls_start(struct sg_ahead_pulls *a, const char *query, FILE *out, uint64_t now_ns)
+{
+	char image[sizeof(a->slots[0].image)];
 	uint64_t hold_s = SG_AHEAD_HOLD_DEFAULT_S;
 	int r;
 
@@ -111,31 +151,117 @@ int sg_ahead_pulls_start(struct sg_ahead_pulls *a, const char *query, FILE *out,
 		return -EINVAL;
 	if (hold_s > SG_AHEAD_HOLD_MAX_S)
 		hold_s = SG_AHEAD_HOLD_MAX_S;
-	for (size_t i = 0; i < SG_AHEAD_PULLS_MAX && !free_slot; i++)
-		if (a->slots[i].id == 0)
-			free_slot = &a->slots[i];
-	if (!free_slot) {
-		sg_warn("image %s: not loaded ahead of its pull: %d pulls are loading ahead already",
-			image, SG_AHEAD_PULLS_MAX);
-		return -ENOSPC;
-	}
-	void *token = sg_pull_ahead_start(&a->ctx, image);
-	if (!token) {
-		sg_warn("image %s: not loaded ahead of its pull (`stargzd pull-ahead`): not an image "
-			"reference, or no memory", image);
-		return -EINVAL;
-	}
-	*free_slot = (struct ahead_pull){
-		.id = ++a->last_id,
-		.token = token,
-		.deadline_ns = now_ns + hold_s * 1000000000ull,
-		.hold_s = (unsigned)hold_s,
-	};
-	memcpy(free_slot->image, image, strlen(image) + 1);
-	sg_info("image %s: loading ahead of its pull (`stargzd pull-ahead`, id %llu, held %u s at most)",
-		image, (unsigned long long)free_slot->id, free_slot->hold_s);
-	fprintf(out, "%llu\n", (unsigned long long)free_slot->id);
+	struct ahead_pull *s = hold(a, image, (unsigned)hold_s, false, now_ns,
+				    "`stargzd pull-ahead`", &r);
+	if (!s)
+		return r;
+	fprintf(out, "%llu\n", (unsigned long long)s->id);
 	return 0;
+}
+
+/* A repository name as the distribution spec writes it: lowercase alphanumeric components
+ * separated by '.', '_', '__', '-' runs or '/'.  Checked loosely (the reference parser has the
+ * last word): the characters, and no empty component. */
+static bool repository_name_ok(const char *s, size_t n)
+{
+	if (n == 0 || s[0] == '/' || s[n - 1] == '/')
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+			  c == '-' || c == '/';
+		if (!ok || (c == '/' && s[i + 1] == '/'))
+			return false;
+	}
+	return true;
+}
+
+/* A tag ([A-Za-z0-9_][A-Za-z0-9_.-]{0,127}) or a digest (algorithm:hex). */
+static bool manifest_reference_ok(const char *s, bool *digest)
+{
+	size_t n = strlen(s);
+
+	*digest = strchr(s, ':') != NULL;
+	if (n == 0 || n > 200 || s[0] == '.' || s[0] == '-')
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+			  c == '_' || c == '.' || c == '-' || (*digest && (c == ':' || c == '+'));
+		if (!ok)
+			return false;
+	}
+	return *digest || n <= 128;
+}
+
+/* A registry host as containerd names it in `ns`: a name or address, maybe a port. */
+static bool host_ok(const char *s)
+{
+	if (!*s)
+		return false;
+	for (; *s; s++) {
+		char c = *s;
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '-' || c == ':' || c == '[' || c == ']'))
+			return false;
+	}
+	return true;
+}
+
+int sg_ahead_hook_image(const char *path, const char *query, char *image, size_t cap)
+{
+	static const char v2[] = "/v2/", manifests[] = "/manifests/";
+	char ns[256];
+	bool digest;
+
+	if (strncmp(path, v2, sizeof(v2) - 1) != 0)
+		return -EINVAL;
+	const char *name = path + sizeof(v2) - 1;
+	const char *m = NULL;
+	for (const char *p = strstr(name, manifests); p; p = strstr(p + 1, manifests))
+		m = p;   /* the last one: a repository may have a component named "manifests" */
+	if (!m || !repository_name_ok(name, (size_t)(m - name)))
+		return -EINVAL;
+	const char *ref = m + sizeof(manifests) - 1;
+	if (!manifest_reference_ok(ref, &digest))
+		return -EINVAL;
+	int r = query_get(query, "ns", ns, sizeof(ns));
+	if (r < 0)
+		return r == -ENOENT ? -ENOENT : -EINVAL;
+	if (!host_ok(ns))
+		return -EINVAL;
+	int n = snprintf(image, cap, "%s/%.*s%c%s", ns, (int)(m - name), name, digest ? '@' : ':',
+			 ref);
+	return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;
+}
+
+int sg_ahead_pulls_hook(struct sg_ahead_pulls *a, const struct sg_httpd_req *req, FILE *out,
+			uint64_t now_ns)
+{
+	char image[sizeof(a->slots[0].image)];
+	int r;
+
+	if (!req->head) {
+		fputs("stargzd: resolve hook; this host serves nothing\n", out);
+		return 404;
+	}
+	r = sg_ahead_hook_image(req->path, req->query, image, sizeof(image));
+	if (r < 0) {
+		/* Not containerd resolving an image through hosts.toml: nothing to start. */
+		sg_debug("resolve hook: HEAD %s?%s names no image (%s); nothing is loaded ahead",
+			 req->path, req->query, r == -ENOENT ? "no ns" : strerror(-r));
+		return 404;
+	}
+	for (size_t i = 0; i < SG_AHEAD_PULLS_MAX; i++) {
+		struct ahead_pull *s = &a->slots[i];
+		if (s->id && s->hooked && strcmp(s->image, image) == 0) {
+			/* Resolved again while held (a retry, another pull of it): held longer. */
+			s->deadline_ns = now_ns + s->hold_s * 1000000000ull;
+			return 404;
+		}
+	}
+	(void)hold(a, image, SG_AHEAD_HOOK_HOLD_S, true, now_ns, "resolve hook", &r);
+	return 404;
 }
 
 int sg_ahead_pulls_end(struct sg_ahead_pulls *a, const char *query, FILE *out)
@@ -160,8 +286,13 @@ void sg_ahead_pulls_expire(struct sg_ahead_pulls *a, uint64_t now_ns)
 		struct ahead_pull *s = &a->slots[i];
 		if (s->id == 0 || now_ns < s->deadline_ns)
 			continue;
-		sg_info("image %s: its `stargzd pull-ahead` (id %llu) did not end within %u s: its "
-			"layers are let go", s->image, (unsigned long long)s->id, s->hold_s);
+		if (s->hooked)
+			sg_debug("image %s: loaded ahead of its pull (resolve hook, id %llu) for %u s: "
+				 "its layers no Prepare took are let go", s->image,
+				 (unsigned long long)s->id, s->hold_s);
+		else
+			sg_info("image %s: its `stargzd pull-ahead` (id %llu) did not end within %u s: "
+				"its layers are let go", s->image, (unsigned long long)s->id, s->hold_s);
 		slot_end(s, false);
 	}
 }

@@ -23,6 +23,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "daemon/httpd.h"
 #include "daemon/pull_ahead.h"
 
 #define SG_AHEAD_PULLS_MAX 64
@@ -39,6 +40,23 @@ int sg_ahead_pulls_start(struct sg_ahead_pulls *a, const char *query, FILE *out,
 /* GET /pull-ahead-end?id=N&pulled=0|1: ends it (its layers let go; pulled says whether the
  * command succeeded).  -ENOENT: no such id (ended already, or let go past its time). */
 int sg_ahead_pulls_end(struct sg_ahead_pulls *a, const char *query, FILE *out);
+/* The resolve hook (`resolve_hook_address`): a host listed before the registry in
+ * containerd's hosts.toml (capabilities "pull" and "resolve"), so that containerd's resolver
+ * asks it first, as `HEAD /v2/NAME/manifests/REFERENCE?ns=REGISTRY`, whenever a pull of an
+ * image of that registry starts (ctr with --hosts-dir, nerdctl, the CRI plugin's
+ * config_path, BuildKit).  It answers 404 to everything, so containerd goes on to the next
+ * host at once; a HEAD of a manifest also starts holding NS/NAME:REFERENCE (or @digest) as
+ * `stargzd pull-ahead` does, for SG_AHEAD_HOOK_HOLD_S (nobody tells the hook when the pull
+ * ends; containerd's Prepares take the layers long before).  A HEAD of the same image while
+ * it is held extends the hold instead of starting another.  Returns the HTTP status (404). */
+#define SG_AHEAD_HOOK_HOLD_S 120u
+int sg_ahead_pulls_hook(struct sg_ahead_pulls *a, const struct sg_httpd_req *req, FILE *out,
+			uint64_t now_ns);
+/* The image a hook request names, "NS/NAME:TAG" or "NS/NAME@DIGEST", into image.  0,
+ * -ENOENT (no ns: containerd before 1.5, or a path override), -EINVAL (not
+ * /v2/NAME/manifests/REFERENCE, or a bad name, reference or ns), -ENAMETOOLONG. */
+int sg_ahead_hook_image(const char *path, const char *query, char *image, size_t cap);
+
 /* Ends those held past their time at now_ns.  NULL is fine. */
 void sg_ahead_pulls_expire(struct sg_ahead_pulls *a, uint64_t now_ns);
 /* Ends every one still held (not pulled) and frees the table.  NULL is fine. */

@@ -273,6 +273,8 @@ static char *string_key(struct sg_config *cfg, const char *key, size_t *size)
 		  sizeof(((struct sg_config *)0)->docker_config) },
 		{ "metrics_address", offsetof(struct sg_config, metrics_address),
 		  sizeof(((struct sg_config *)0)->metrics_address) },
+		{ "resolve_hook_address", offsetof(struct sg_config, resolve_hook_address),
+		  sizeof(((struct sg_config *)0)->resolve_hook_address) },
 		{ "fetch_trace_dir", offsetof(struct sg_config, fetch_trace_dir),
 		  sizeof(((struct sg_config *)0)->fetch_trace_dir) },
 	};

@@ -40,6 +40,7 @@ struct sg_config {
 	enum sg_log_level log_level;
 	bool foreground;
 	char metrics_address[PATH_MAX]; /* "host:port" or a unix socket path; "" = off */
+	char resolve_hook_address[256]; /* "host:port" for containerd's hosts.toml; "" = off */
 
 	/* Lazy pulling. */
 	bool lazy;                    /* mount eStargz layers lazily (default true) */

@@ -67,9 +67,24 @@ static void sent(struct sg_op *op)
 	conn_free(sg_container_of(op, struct mconn, op));
 }
 
-static void respond(struct mconn *c, int code, const char *reason, bool head,
-		    const struct sg_httpd_route *route, const char *query)
+/* The reason phrase of the statuses a route returns (any other is sent as "Status"). */
+static const char *reason_of(int code)
 {
+	switch (code) {
+	case 200: return "OK";
+	case 400: return "Bad Request";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 409: return "Conflict";
+	case 503: return "Service Unavailable";
+	default: return "Status";
+	}
+}
+
+static void respond(struct mconn *c, int code, const char *reason, bool head,
+		    const struct sg_httpd_route *route, const char *path, const char *query)
+{
+	const struct sg_httpd_req req = { .head = head, .path = path, .query = query };
 	char *body = NULL;
 	size_t body_len = 0;
 	FILE *f;
@@ -77,10 +92,13 @@ static void respond(struct mconn *c, int code, const char *reason, bool head,
 	if (route) {
 		f = open_memstream(&body, &body_len);
 		if (f) {
-			int r = route->fn(f, query, c->s->userdata);
+			int r = route->fn(f, &req, c->s->userdata);
 			if (fclose(f) != 0 || r < 0) {
 				free(body);
 				body = NULL;
+			} else if (r >= 100 && r <= 599 && r != 200) {
+				code = r;
+				reason = reason_of(r);
 			}
 		}
 		if (!body) {
@@ -93,7 +111,7 @@ static void respond(struct mconn *c, int code, const char *reason, bool head,
 	if (f) {
 		fprintf(f, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
 			"Connection: close\r\n\r\n", code, reason,
-			code == 200 ? route->content_type : "text/plain", body_len);
+			code == 200 && route ? route->content_type : "text/plain", body_len);
 		if (!head && body_len)
 			fwrite(body, 1, body_len, f);
 		if (fclose(f) != 0) {
@@ -115,11 +133,11 @@ static void received(struct sg_op *op);
 
 static void handle(struct mconn *c)
 {
-	char method[16], path[256];
+	char method[16], path[1024];
 
 	c->req[c->got] = '\0';
-	if (sscanf(c->req, "%15s %255s HTTP/1.", method, path) != 2) {
-		respond(c, 400, "Bad Request", false, NULL, NULL);
+	if (sscanf(c->req, "%15s %1023s HTTP/1.", method, path) != 2) {
+		respond(c, 400, "Bad Request", false, NULL, NULL, NULL);
 		return;
 	}
 	char *q = strchr(path, '?');
@@ -127,15 +145,18 @@ static void handle(struct mconn *c)
 		*q++ = '\0';
 	bool head = strcmp(method, "HEAD") == 0;
 	const struct sg_httpd_route *route = NULL;
-	for (size_t i = 0; i < c->s->nroutes; i++)
-		if (strcmp(path, c->s->routes[i].path) == 0)
-			route = &c->s->routes[i];
+	for (size_t i = 0; i < c->s->nroutes && !route; i++) {
+		const struct sg_httpd_route *rt = &c->s->routes[i];
+		if (rt->prefix ? strncmp(path, rt->path, strlen(rt->path)) == 0
+			       : strcmp(path, rt->path) == 0)
+			route = rt;
+	}
 	if ((strcmp(method, "GET") != 0 && !head) || (head && route && route->acts))
-		respond(c, 405, "Method Not Allowed", false, NULL, NULL);
+		respond(c, 405, "Method Not Allowed", false, NULL, NULL, NULL);
 	else if (!route)
-		respond(c, 404, "Not Found", head, NULL, NULL);
+		respond(c, 404, "Not Found", head, NULL, NULL, NULL);
 	else
-		respond(c, 200, "OK", head, route, q ? q : "");
+		respond(c, 200, "OK", head, route, path, q ? q : "");
 }
 
 static void received(struct sg_op *op)
@@ -159,7 +180,7 @@ static void received(struct sg_op *op)
 		return;
 	}
 	if (c->got >= REQUEST_MAX) {
-		respond(c, 431, "Request Header Fields Too Large", false, NULL, NULL);
+		respond(c, 431, "Request Header Fields Too Large", false, NULL, NULL, NULL);
 		return;
 	}
 	if (sg_recv(c->s->loop, &c->op, c->fd, c->req + c->got, REQUEST_MAX - c->got, 0,

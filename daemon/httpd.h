@@ -8,7 +8,8 @@
  * route's function, synchronously, from what the daemon already holds in memory (no I/O),
  * so an answer costs the loop one pass over the mounted layers.  At most 16 connections at
  * once; one request per connection (Connection: close).  GET and HEAD of a route's path
- * are answered 200 (HEAD not for a route that acts), other paths 404, other methods 405.  Nothing here logs. */
+ * are answered by its function (HEAD not for a route that acts: 405), other paths 404,
+ * other methods 405.  Nothing here logs. */
 #ifndef STARGZD_HTTPD_H
 #define STARGZD_HTTPD_H
 
@@ -22,15 +23,24 @@
 struct sg_loop;
 struct sg_httpd;
 
+/* What a route's function is asked. */
+struct sg_httpd_req {
+	bool head;                     /* a HEAD (the body is not sent), else a GET */
+	const char *path;              /* without the query */
+	const char *query;             /* what followed '?' in the target; "" without one */
+};
+
 struct sg_httpd_route {
-	const char *path;              /* "/metrics" */
+	const char *path;              /* "/metrics"; with `prefix`, "/v2/" */
 	const char *content_type;
-	/* Writes the body; query is what followed '?' in the target ("" without one).  A
-	 * negative errno answers 500 instead. */
-	int (*fn)(FILE *out, const char *query, void *userdata);
+	/* Writes the body.  Returns 0 (200 OK), another HTTP status (100-599, its body sent as
+	 * text/plain), or a negative errno (500, no body). */
+	int (*fn)(FILE *out, const struct sg_httpd_req *req, void *userdata);
 	/* The route does something (`stargzd pull-ahead`'s): GET only, a HEAD is answered 405
 	 * without calling fn. */
 	bool acts;
+	/* Every path that starts with `path` is the route's. */
+	bool prefix;
 };
 
 /* Binds the address and starts accepting.  routes (and the strings they point at) must

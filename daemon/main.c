@@ -89,6 +89,7 @@ struct daemon {
 	struct sg_snapshot_service *service;
 	struct sg_grpc_server *server;
 	struct sg_httpd *metrics;      /* metrics_address */
+	struct sg_httpd *hook;         /* resolve_hook_address */
 	struct sg_httpd *control;      /* ROOT/stargzd-control.sock: `stargzd status`, `pull-ahead` */
 	struct sg_cri_proxy *cri;      /* [cri_keychain] */
 	struct sg_pull_ahead_ctx ahead;   /* its pulls' layers, loaded before the Prepare */
@@ -174,7 +175,7 @@ static void registry_metrics(const struct sg_registry *reg, struct sg_prom *p)
 }
 
 /* GET /metrics: everything the daemon counts, written from the loop (daemon/httpd.h). */
-static int write_metrics(FILE *out, const char *query, void *userdata)
+static int write_metrics(FILE *out, const struct sg_httpd_req *req, void *userdata)
 {
 	struct daemon *d = userdata;
 	struct sg_prom prom, *p = &prom;
@@ -196,16 +197,16 @@ static int write_metrics(FILE *out, const char *query, void *userdata)
 }
 
 /* GET /status on the control socket: `stargzd status` (daemon/status.h). */
-static int write_status(FILE *out, const char *query, void *userdata)
+static int write_status(FILE *out, const struct sg_httpd_req *req, void *userdata)
 {
 	struct daemon *d = userdata;
 
-	return sg_status_write(out, strcmp(query, "json") == 0, &d->status);
+	return sg_status_write(out, strcmp(req->query, "json") == 0, &d->status);
 }
 
 /* GET /pull-ahead?image=REF&hold=S and /pull-ahead-end?id=N&pulled=0|1 on the control
  * socket: `stargzd pull-ahead` (daemon/ahead_cmd.h). */
-static int write_pull_ahead(FILE *out, const char *query, void *userdata)
+static int write_pull_ahead(FILE *out, const struct sg_httpd_req *req, void *userdata)
 {
 	struct daemon *d = userdata;
 
@@ -213,23 +214,38 @@ static int write_pull_ahead(FILE *out, const char *query, void *userdata)
 		sg_warn("`stargzd pull-ahead`: lazy pulling is off, nothing is loaded ahead");
 		return -ENOTSUP;
 	}
-	return sg_ahead_pulls_start(d->ahead_pulls, query, out, sg_now_ns());
+	return sg_ahead_pulls_start(d->ahead_pulls, req->query, out, sg_now_ns());
 }
 
-static int write_pull_ahead_end(FILE *out, const char *query, void *userdata)
+static int write_pull_ahead_end(FILE *out, const struct sg_httpd_req *req, void *userdata)
 {
 	struct daemon *d = userdata;
 
-	return d->ahead_pulls ? sg_ahead_pulls_end(d->ahead_pulls, query, out) : -ENOTSUP;
+	return d->ahead_pulls ? sg_ahead_pulls_end(d->ahead_pulls, req->query, out) : -ENOTSUP;
 }
 
+/* HEAD /v2/NAME/manifests/REF?ns=HOST from containerd's resolver (daemon/ahead_cmd.h). */
+static int answer_hook(FILE *out, const struct sg_httpd_req *req, void *userdata)
+{
+	struct daemon *d = userdata;
+
+	return sg_ahead_pulls_hook(d->ahead_pulls, req, out, sg_now_ns());
+}
+
+static const struct sg_httpd_route hook_routes[] = {
+	{ .path = "/", .content_type = "text/plain; charset=utf-8", .fn = answer_hook,
+	  .prefix = true },
+};
 static const struct sg_httpd_route metrics_routes[] = {
-	{ "/metrics", "text/plain; version=0.0.4; charset=utf-8", write_metrics, false },
+	{ .path = "/metrics", .content_type = "text/plain; version=0.0.4; charset=utf-8",
+	  .fn = write_metrics },
 };
 static const struct sg_httpd_route control_routes[] = {
-	{ "/status", "text/plain; charset=utf-8", write_status, false },
-	{ "/pull-ahead", "text/plain; charset=utf-8", write_pull_ahead, true },
-	{ "/pull-ahead-end", "text/plain; charset=utf-8", write_pull_ahead_end, true },
+	{ .path = "/status", .content_type = "text/plain; charset=utf-8", .fn = write_status },
+	{ .path = "/pull-ahead", .content_type = "text/plain; charset=utf-8",
+	  .fn = write_pull_ahead, .acts = true },
+	{ .path = "/pull-ahead-end", .content_type = "text/plain; charset=utf-8",
+	  .fn = write_pull_ahead_end, .acts = true },
 };
 
 /* The metrics endpoint if configured, and the control socket. */
@@ -257,6 +273,19 @@ static int start_endpoints(struct daemon *d)
 				       &d->ahead_pulls);
 		if (r < 0)
 			return r;
+	}
+	if (d->cfg.resolve_hook_address[0] && !d->ahead_pulls) {
+		sg_warn("resolve_hook_address is set but lazy pulling is off: no resolve hook");
+	} else if (d->cfg.resolve_hook_address[0]) {
+		r = sg_httpd_new(d->loop, d->cfg.resolve_hook_address, 0600, hook_routes, 1, d,
+				 &d->hook, &err);
+		if (r < 0) {
+			sg_error("cannot serve the resolve hook on %s: %s",
+				 d->cfg.resolve_hook_address, err.msg);
+			return r;
+		}
+		sg_info("resolve hook on http://%s (list it in containerd's hosts.toml before the "
+			"registry it loads ahead for)", d->cfg.resolve_hook_address);
 	}
 	r = sg_httpd_new(d->loop, path, 0600, control_routes,
 			 sizeof(control_routes) / sizeof(control_routes[0]), d, &d->control, &err);
@@ -861,6 +890,7 @@ int main(int argc, char **argv)
 	if (sg_op_busy(&d.trim_timer))
 		(void)sg_op_cancel(&d.trim_timer);
 	sg_httpd_shutdown(d.metrics);
+	sg_httpd_shutdown(d.hook);
 	sg_httpd_shutdown(d.control);
 	/* No more `stargzd pull-ahead` requests: what they hold is let go. */
 	sg_ahead_pulls_free(d.ahead_pulls);
@@ -891,11 +921,21 @@ out:
 		close(d.listen_fd);
 		unlink(d.cfg.address);
 	}
+	/* An early exit (a bad endpoint address, the CRI proxy's socket) leaves the accepts and
+	 * the signal watcher pending: cancelled and delivered here, so that what was set up is
+	 * freed, not leaked. */
+	if (exit_code != EXIT_SUCCESS && d.loop && sg_loop_pending(d.loop) > 0) {
+		sg_httpd_shutdown(d.metrics);
+		sg_httpd_shutdown(d.hook);
+		sg_httpd_shutdown(d.control);
+		(void)sg_loop_drain(d.loop, 2000);
+	}
 	/* Ops still in the kernel would point into freed memory: only free a drained loop.
 	 * Owners before what they use: the layers' blob sources (in remote) point into the
 	 * registry. */
 	if (d.loop && sg_loop_pending(d.loop) == 0) {
 		sg_httpd_free(d.metrics);
+		sg_httpd_free(d.hook);
 		sg_httpd_free(d.control);
 		sg_ahead_pulls_free(d.ahead_pulls);   /* an early exit's: empty */
 		sg_cri_proxy_free(d.cri);

@@ -20,11 +20,7 @@ for tool in docker-registry skopeo curl ctr ctr-remote containerd runc; do
 done
 
 start_registry || { fail "registry starts" "$(cat "$WORK/registry.log")"; finish; }
-make_busybox_rootfs "$WORK/l1"
-mkdir -p "$WORK/l2/data"
-head -c 3000000 /dev/urandom >"$WORK/l2/data/big.bin"
-BIG_SUM=$(sha256sum "$WORK/l2/data/big.bin" | cut -d' ' -f1)
-make_image "$WORK/oci" v1 "$WORK/l1" "$WORK/l2" >/dev/null
+make_busybox_big_image
 check "eStargz conversion" make_estargz_image "$WORK/oci" "$WORK/esgz"
 check "image pushed" push_image "$WORK/esgz" v1 pa
 # A second image of two layers of its own (nothing shared with the first).
@@ -69,10 +65,13 @@ check "  ... and its hold ended (id 2): not pulled, so nothing is said of unprep
   ! curl -sf --unix-socket '$SG_ROOT/stargzd-control.sock' 'http://l/pull-ahead-end?id=2&pulled=0'"
 
 # ---- two at once: the second finds both layers held by the first ----
+# Id 2 may or may not have logged its own such line: its command ended at once, maybe before
+# its manifest came (then dropped unsaid).
+loaded_before=$(grep -cF "image $IMG2: 2 of its 2 layers load ahead" "$WORK/stargzd.log")
 "$STARGZD" pull-ahead --root "$SG_ROOT" "$IMG2" -- sleep 2 &
 A=$!
-# The first's manifest came and its hold took both layers (the second such line: id 2 had one).
-wait_for 10 bash -c "[[ \$(grep -cF 'image $IMG2: 2 of its 2 layers load ahead' '$WORK/stargzd.log') -ge 2 ]]"
+# The first's manifest came and its hold took both layers.
+wait_for 10 bash -c "[[ \$(grep -cF 'image $IMG2: 2 of its 2 layers load ahead' '$WORK/stargzd.log') -gt $loaded_before ]]"
 "$STARGZD" pull-ahead --root "$SG_ROOT" "$IMG2" -- sleep 1 &
 B=$!
 wait "$A"; ra=$?

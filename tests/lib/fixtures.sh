@@ -56,6 +56,16 @@ make_busybox_rootfs() {
   chmod 1777 "$root/tmp"
 }
 
+# A two-layer image in $WORK/oci (tag v1): a busybox rootfs, then /data/big.bin, 3 MB of
+# random bytes whose sha256 goes to BIG_SUM.
+make_busybox_big_image() {
+  make_busybox_rootfs "$WORK/l1"
+  mkdir -p "$WORK/l2/data"
+  head -c 3000000 /dev/urandom >"$WORK/l2/data/big.bin"
+  BIG_SUM=$(sha256sum "$WORK/l2/data/big.bin" | cut -d' ' -f1)
+  make_image "$WORK/oci" v1 "$WORK/l1" "$WORK/l2" >/dev/null
+}
+
 make_image() {
   local out=$1 tag=$2; shift 2
   $PYTHON "$FIXTURES_DIR/mkimage.py" "$out" "$tag" "$@"

@@ -47,7 +47,12 @@
 #                        and loads the image's layers before containerd's Prepare, daemon/pull_ahead.h;
 #                        results named …-cri-proxy.*), or ctr-ahead (as ctr, but stargzd's rows run
 #                        ctr-remote under `stargzd pull-ahead`, daemon/ahead_cmd.h: the daemon loads the
-#                        image's layers while ctr-remote resolves it; results named …-ctr-ahead.*).
+#                        image's layers while ctr-remote resolves it; results named …-ctr-ahead.*),
+#                        or ctr-hook / cri-hook (as ctr / cri, but stargzd's rows give containerd a
+#                        hosts.toml that lists stargzd's resolve hook, resolve_hook_address, before
+#                        the registry: ctr-remote with --hosts-dir, or the CRI plugin's config_path;
+#                        the daemon loads the layers from containerd's first resolve request on,
+#                        daemon/ahead_cmd.h; results named …-ctr-hook.*, …-cri-hook.*).
 #                        The record pass always uses ctr-remote.
 #   BENCH_TIMEOUT        seconds allowed for one pull or one run (default 120)
 #   BENCH_RESULTS        where the results go (default tools/bench/results): per link
@@ -78,8 +83,9 @@ FORMS=${BENCH_FORMS:-legacy esgz esgz-opt esgz+profile esgz+profile-python}
 PROFILE_ON=${BENCH_PROFILE:-1}
 PROFILE_SHARE=${BENCH_PROFILE_SHARE:-copy}
 PULL=${BENCH_PULL:-ctr}
-[[ $PULL == ctr || $PULL == ctr-ahead || $PULL == cri || $PULL == cri-proxy ]] ||
-  die "BENCH_PULL: ctr, ctr-ahead, cri or cri-proxy"
+[[ $PULL == ctr || $PULL == ctr-ahead || $PULL == ctr-hook || $PULL == cri || $PULL == cri-proxy ||
+   $PULL == cri-hook ]] || die "BENCH_PULL: ctr, ctr-ahead, ctr-hook, cri, cri-proxy or cri-hook"
+HOOK_PORT=${BENCH_HOOK_PORT:-5399}   # stargzd's resolve hook (BENCH_PULL=ctr-hook, cri-hook)
 CRI_PULL=$BUILD_DIR/tools/cri-pull
 [[ $PULL == ctr* || -x $CRI_PULL ]] || die "$CRI_PULL missing: make -j2 all"
 [[ $PROFILE_SHARE == copy || $PROFILE_SHARE == registry ]] || die "BENCH_PROFILE_SHARE: copy or registry"
@@ -140,6 +146,14 @@ stop_all() {
 }
 trap 'stop_all' EXIT
 
+# containerd's hosts.toml for the link's registry; with "hook", stargzd's resolve hook is the
+# first host (containerd asks it first, it answers 404 and starts loading the image ahead).
+hosts_toml() {  # [hook]
+  printf 'server = "http://127.0.0.1:%s"\n' "$LINK_PORT"
+  [[ $1 == hook ]] && printf '[host."http://127.0.0.1:%s"]\n  capabilities = ["pull", "resolve"]\n' "$HOOK_PORT"
+  printf '[host."http://127.0.0.1:%s"]\n  capabilities = ["pull", "resolve"]\n' "$LINK_PORT"
+}
+
 start_containerd() {  # PROXY_SOCK (empty: none) [CRI_SNAPSHOTTER: the CRI plugin on, pulling with it]
   local cri=${2:-}
   mkdir -p "$RD/containerd"
@@ -164,8 +178,8 @@ TOML
     # The CRI plugin pulls from the link's port over plain HTTP (its own hosts.toml), with
     # snapshot annotations on (the cri.* labels); no CNI is needed for pulls and ctr runs.
     mkdir -p "$RD/cri-certs.d/127.0.0.1:$LINK_PORT" "$RD/cni/bin" "$RD/cni/conf"
-    printf 'server = "http://127.0.0.1:%s"\n[host."http://127.0.0.1:%s"]\n  capabilities = ["pull", "resolve"]\n' \
-      "$LINK_PORT" "$LINK_PORT" >"$RD/cri-certs.d/127.0.0.1:$LINK_PORT/hosts.toml"
+    hosts_toml "$([[ $PULL == cri-hook && ${sn:-} == stargzd ]] && echo hook || true)" \
+      >"$RD/cri-certs.d/127.0.0.1:$LINK_PORT/hosts.toml"
     cat >>"$RD/containerd/config.toml" <<TOML
 [plugins."io.containerd.grpc.v1.cri"]
   stream_server_address = "127.0.0.1"
@@ -196,6 +210,7 @@ docker_config = "$RD/docker-config.json"
 ${TRACE_DIR:+fetch_trace_dir = \"$TRACE_DIR\"}
 ${PROFILE_CONFIG:-}
 ${STARGZD_EXTRA_CONFIG:-}
+$([[ $PULL == *-hook ]] && echo "resolve_hook_address = \"127.0.0.1:$HOOK_PORT\"" || true)
 CFG
       # after the top-level keys: a table ends them
       [[ $PULL == cri-proxy ]] && printf '[cri_keychain]\nenable_keychain = true\nimage_service_path = "%s"\nlisten_path = "%s"\n' \
@@ -380,6 +395,11 @@ measure() {  # IMAGE FORM SNAPSHOTTER RUN
       pull_cmd=(nsenter --net="$NETNS_PATH" "$STARGZD" pull-ahead --root "$RD/sg" "$ref" \
         ctr-remote --address "$RD/containerd/containerd.sock" \
         images rpull --plain-http --snapshotter stargz "$ref")
+    elif [[ $PULL == ctr-hook && $sn == stargzd ]]; then
+      mkdir -p "$RD/hook-certs.d/127.0.0.1:$LINK_PORT"
+      hosts_toml hook >"$RD/hook-certs.d/127.0.0.1:$LINK_PORT/hosts.toml"
+      pull_cmd=(nsenter --net="$NETNS_PATH" ctr-remote --address "$RD/containerd/containerd.sock" \
+        images rpull --plain-http --hosts-dir "$RD/hook-certs.d" --snapshotter stargz "$ref")
     elif [[ $sn == overlayfs ]]; then
       pull_cmd=("${CTR[@]}" images pull --plain-http "$ref")
     else
@@ -556,7 +576,7 @@ containerd $(containerd --version | awk '{print $3}'), stargzd $(git -C "$BENCH_
 $(git -C "$BENCH_TOP" diff --quiet HEAD -- daemon fs net 2>/dev/null || echo '+dirty') (binary built $STARGZD_ID), \
 reference stargz-snapshotter $(dpkg-query -W -f='${Version}' golang-github-containerd-stargz-snapshotter-dev 2>/dev/null) \
 (prefetch + background fetch on); runs per row: $RUNS; pull client: \
-$([[ $PULL == cri ]] && echo "containerd's CRI plugin (PullImage from tools/cri-pull, as kubelet pulls)" || true)$([[ $PULL == cri-proxy ]] && echo "containerd's CRI plugin, stargzd's rows through stargzd's CRI proxy (PullImage from tools/cri-pull, as kubelet pulls with --image-service-endpoint)" || true)$([[ $PULL == ctr ]] && echo "ctr-remote images rpull (legacy: ctr images pull)" || true)$([[ $PULL == ctr-ahead ]] && echo "ctr-remote images rpull, stargzd's rows under \`stargzd pull-ahead\` (legacy: ctr images pull)" || true)"
+$([[ $PULL == cri ]] && echo "containerd's CRI plugin (PullImage from tools/cri-pull, as kubelet pulls)" || true)$([[ $PULL == cri-proxy ]] && echo "containerd's CRI plugin, stargzd's rows through stargzd's CRI proxy (PullImage from tools/cri-pull, as kubelet pulls with --image-service-endpoint)" || true)$([[ $PULL == ctr ]] && echo "ctr-remote images rpull (legacy: ctr images pull)" || true)$([[ $PULL == ctr-ahead ]] && echo "ctr-remote images rpull, stargzd's rows under \`stargzd pull-ahead\` (legacy: ctr images pull)" || true)$([[ $PULL == ctr-hook ]] && echo "ctr-remote images rpull, stargzd's rows with --hosts-dir listing stargzd's resolve hook before the registry (legacy: ctr images pull)" || true)$([[ $PULL == cri-hook ]] && echo "containerd's CRI plugin (PullImage from tools/cri-pull, as kubelet pulls), stargzd's rows with config_path's hosts.toml listing stargzd's resolve hook before the registry" || true)"
   $BENCHLIB report "$csv" "$RESULTS/$name.md" "$LINK" "$machine" "$lname" >/dev/null
   $BENCHLIB chartdata "$csv" "$RESULTS/$name.dat"
   gnuplot -e "datafile='$RESULTS/$name.dat'; outfile='$RESULTS/$name.png'; title='stargzd bench $name: total time to output (s), $LINK_RATE + ${LINK_DELAY_MS} ms each way'" \

@@ -252,6 +252,19 @@ TEST(entry_programs_mode)
 	sg_config_clear(&cfg);
 }
 
+TEST(resolve_hook_address_is_off_unless_set)
+{
+	struct sg_config cfg;
+	struct sg_error err = { 0 };
+
+	CHECK_EQ(load_text(&cfg, "", &err), 0);
+	CHECK_STR(cfg.resolve_hook_address, "");
+	sg_config_clear(&cfg);
+	CHECK_EQ(load_text(&cfg, "resolve_hook_address = \"127.0.0.1:5399\"\n", &err), 0);
+	CHECK_STR(cfg.resolve_hook_address, "127.0.0.1:5399");
+	sg_config_clear(&cfg);
+}
+
 TEST(cri_load_ahead_mode)
 {
 	struct sg_config cfg;

@@ -52,13 +52,13 @@ TEST(histograms_are_cumulative_with_their_first_bounds)
 
 static char last_query[64];
 
-static int collect(FILE *out, const char *query, void *userdata)
+static int collect(FILE *out, const struct sg_httpd_req *req, void *userdata)
 {
 	int *scrapes = userdata;
 	struct sg_prom p;
 
 	(*scrapes)++;
-	snprintf(last_query, sizeof(last_query), "%s", query);
+	snprintf(last_query, sizeof(last_query), "%s", req->query);
 	sg_prom_init(&p);
 	sg_prom_family(&p, "t_up", "gauge", "up");
 	sg_prom_sample(&p, "t_up", NULL, 1);
@@ -67,7 +67,7 @@ static int collect(FILE *out, const char *query, void *userdata)
 	return 0;
 }
 
-static int broken(FILE *out, const char *query, void *userdata)
+static int broken(FILE *out, const struct sg_httpd_req *req, void *userdata)
 {
 	fputs("half", out);
 	return -ENOMEM;
@@ -75,17 +75,28 @@ static int broken(FILE *out, const char *query, void *userdata)
 
 static int acted;
 
-static int act(FILE *out, const char *query, void *userdata)
+static int act(FILE *out, const struct sg_httpd_req *req, void *userdata)
 {
 	acted++;
 	fputs("done\n", out);
 	return 0;
 }
 
+static char last_path[256];
+
+/* A prefix route that answers with a status of its own (the resolve hook's shape). */
+static int hook(FILE *out, const struct sg_httpd_req *req, void *userdata)
+{
+	snprintf(last_path, sizeof(last_path), "%s", req->path);
+	fputs("not here\n", out);
+	return 404;
+}
+
 static const struct sg_httpd_route routes[] = {
-	{ "/metrics", "text/plain; version=0.0.4; charset=utf-8", collect, false },
-	{ "/broken", "text/plain", broken, false },
-	{ "/act", "text/plain", act, true },
+	{ .path = "/metrics", .content_type = "text/plain; version=0.0.4; charset=utf-8", .fn = collect },
+	{ .path = "/broken", .content_type = "text/plain", .fn = broken },
+	{ .path = "/act", .content_type = "text/plain", .fn = act, .acts = true },
+	{ .path = "/v2/", .content_type = "text/plain", .fn = hook, .prefix = true },
 };
 
 /* Sends `req` on a new connection to the unix socket and runs the loop until the server
@@ -131,7 +142,7 @@ TEST(a_scrape_a_404_a_405_then_shutdown)
 
 	snprintf(path, sizeof(path), "%.90s/m.sock", dir);
 	CHECK_EQ(sg_loop_new(NULL, &loop), 0);
-	CHECK_EQ(sg_httpd_new(loop, path, 0600, routes, 3, &scrapes, &s, &err), 0);
+	CHECK_EQ(sg_httpd_new(loop, path, 0600, routes, 4, &scrapes, &s, &err), 0);
 	CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600);
 	r = exchange(loop, path, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
 	CHECK(r && strncmp(r, "HTTP/1.1 200 OK\r\n", 17) == 0);
@@ -159,6 +170,19 @@ TEST(a_scrape_a_404_a_405_then_shutdown)
 	r = exchange(loop, path, "GET /act HTTP/1.0\r\n\r\n");
 	CHECK(r && strncmp(r, "HTTP/1.1 200 OK\r\n", 17) == 0 && strstr(r, "\r\n\r\ndone\n"));
 	CHECK_EQ(acted, 1);
+	/* A prefix route gets every path under it, with the path, and its own status; a HEAD
+	 * runs it too (it does not act) and gets the status without the body. */
+	r = exchange(loop, path, "GET /v2/a/b/manifests/t?ns=h HTTP/1.1\r\n\r\n");
+	CHECK(r && strncmp(r, "HTTP/1.1 404 Not Found\r\n", 24) == 0);
+	CHECK(strstr(r, "Content-Type: text/plain\r\n") && strstr(r, "\r\n\r\nnot here\n"));
+	CHECK_STR(last_path, "/v2/a/b/manifests/t");
+	last_path[0] = '\0';
+	r = exchange(loop, path, "HEAD /v2/x HTTP/1.1\r\n\r\n");
+	CHECK(r && strncmp(r, "HTTP/1.1 404 ", 13) == 0 && strstr(r, "\r\n\r\n")[4] == '\0');
+	CHECK_STR(last_path, "/v2/x");
+	r = exchange(loop, path, "GET /v2 HTTP/1.1\r\n\r\n");   /* not under the prefix */
+	CHECK(r && strncmp(r, "HTTP/1.1 404 ", 13) == 0 && !strstr(r, "not here"));
+	CHECK_STR(last_path, "/v2/x");
 	r = exchange(loop, path, "garbage\r\n\r\n");
 	CHECK(r && strncmp(r, "HTTP/1.1 400 ", 13) == 0);
 	/* A client that connects and says nothing keeps a connection (with its recv) open:
