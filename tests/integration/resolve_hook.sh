@@ -35,14 +35,7 @@ resolve_hook_address = \"127.0.0.1:$HPORT\"
 metrics_address = \"127.0.0.1:$MPORT\"" start_stargzd || { fail "stargzd starts" "$(cat "$WORK/stargzd.log")"; finish; }
 start_containerd || { fail "containerd starts" "$(tail -20 "$WORK/containerd.log")"; finish; }
 # containerd's hosts.toml for the registry: the hook first, then the registry itself.
-mkdir -p "$WORK/certs.d/$REGISTRY"
-cat >"$WORK/certs.d/$REGISTRY/hosts.toml" <<TOML
-server = "http://$REGISTRY"
-[host."$HOOK"]
-  capabilities = ["pull", "resolve"]
-[host."http://$REGISTRY"]
-  capabilities = ["pull", "resolve"]
-TOML
+write_hook_hosts_toml "$WORK/certs.d" "$REGISTRY" "$HPORT"
 RPULL="ctr-remote --address $WORK/containerd/containerd.sock images rpull --plain-http --hosts-dir $WORK/certs.d --snapshotter stargz"
 log_has() { grep -qF -- "$1" "$WORK/stargzd.log"; }
 starts() { grep -cF -- "loading ahead of its pull (resolve hook" "$WORK/stargzd.log"; }

@@ -131,6 +131,19 @@ TOML
 # cri.* labels) and REGISTRY reachable over plain HTTP through a hosts.toml of its own; $CTR
 # is in the CRI's namespace, k8s.io.  tests/lib/cri.py is the CRI client.
 CRI_CLIENT=$FIXTURES_DIR/cri.py
+# DIR/REGISTRY/hosts.toml for containerd: stargzd's resolve hook on 127.0.0.1:PORT first (it
+# answers 404 and loads the image ahead), then the registry itself over plain HTTP.
+write_hook_hosts_toml() {   # DIR REGISTRY PORT
+  mkdir -p "$1/$2"
+  cat >"$1/$2/hosts.toml" <<TOML
+server = "http://$2"
+[host."http://127.0.0.1:$3"]
+  capabilities = ["pull", "resolve"]
+[host."http://$2"]
+  capabilities = ["pull", "resolve"]
+TOML
+}
+
 start_containerd_cri() {   # REGISTRY
   mkdir -p "$WORK/cri-certs.d/$1" "$WORK/cni/bin" "$WORK/cni/conf"
   cat >"$WORK/cri-certs.d/$1/hosts.toml" <<TOML

@@ -689,8 +689,9 @@ def _profile_goals(imgs, med, mbytes, oks, groups):
               "CRI plugin: resolve, manifest, config) takes before "
               "containerd's first Prepare reaches any snapshotter (the daemon's trace, median), which the "
               "limit credits only as part of its three round trips, and the ratio with it added to the "
-              "limit.  Pulled through stargzd's CRI proxy (`BENCH_PULL=cri-proxy`), or by `ctr-remote` under "
-              "`stargzd pull-ahead` (`BENCH_PULL=ctr-ahead`), it is the time to the first layer the daemon "
+              "limit.  Pulled through stargzd's CRI proxy (`BENCH_PULL=cri-proxy`), by `ctr-remote` under "
+              "`stargzd pull-ahead` (`BENCH_PULL=ctr-ahead`), or with stargzd's resolve hook in containerd's "
+              "hosts.toml (`BENCH_PULL=ctr-hook`, `cri-hook`), it is the time to the first layer the daemon "
               "loaded ahead, before containerd's Prepare." % (PROFILE_FORM,
                                                                                     PROFILE_FORM), ""]
     return lines
