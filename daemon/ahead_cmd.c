@@ -97,11 +97,13 @@ static void slot_end(struct ahead_pull *s, bool pulled)
 	sg_pull_ahead_end(token, pulled);
 }
 
-/* Starts holding `image` for hold_s in a free slot.  The slot, or NULL (-ENOSPC: every slot
- * is taken; -EINVAL: not a reference, or no memory) with *res set. */
+/* Starts holding `image` (shorter than a slot's image) for hold_s in a free slot, for the
+ * resolve hook or for `stargzd pull-ahead`.  The slot, or NULL (-ENOSPC: every slot is taken;
+ * -EINVAL: not a reference, or no memory) with *res set. */
 static struct ahead_pull *hold(struct sg_ahead_pulls *a, const char *image, unsigned hold_s,
-			       bool hooked, uint64_t now_ns, const char *by, int *res)
+			       bool hooked, uint64_t now_ns, int *res)
 {
+	const char *by = hooked ? "resolve hook" : "`stargzd pull-ahead`";
 	struct ahead_pull *free_slot = NULL;
 
 	for (size_t i = 0; i < SG_AHEAD_PULLS_MAX && !free_slot; i++)
@@ -111,10 +113,6 @@ static struct ahead_pull *hold(struct sg_ahead_pulls *a, const char *image, unsi
 		sg_warn("image %s: not loaded ahead of its pull: %d pulls are loading ahead already",
 			image, SG_AHEAD_PULLS_MAX);
 		*res = -ENOSPC;
-		return NULL;
-	}
-	if (strlen(image) >= sizeof(free_slot->image)) {
-		*res = -EINVAL;
 		return NULL;
 	}
 	void *token = sg_pull_ahead_start(&a->ctx, image);
@@ -151,8 +149,7 @@ int sg_ahead_pulls_start(struct sg_ahead_pulls *a, const char *query, FILE *out,
 		return -EINVAL;
 	if (hold_s > SG_AHEAD_HOLD_MAX_S)
 		hold_s = SG_AHEAD_HOLD_MAX_S;
-	struct ahead_pull *s = hold(a, image, (unsigned)hold_s, false, now_ns,
-				    "`stargzd pull-ahead`", &r);
+	struct ahead_pull *s = hold(a, image, (unsigned)hold_s, false, now_ns, &r);
 	if (!s)
 		return r;
 	fprintf(out, "%llu\n", (unsigned long long)s->id);
@@ -260,7 +257,7 @@ int sg_ahead_pulls_hook(struct sg_ahead_pulls *a, const struct sg_httpd_req *req
 			return 404;
 		}
 	}
-	(void)hold(a, image, SG_AHEAD_HOOK_HOLD_S, true, now_ns, "resolve hook", &r);
+	(void)hold(a, image, SG_AHEAD_HOOK_HOLD_S, true, now_ns, &r);
 	return 404;
 }
 

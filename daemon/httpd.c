@@ -67,7 +67,8 @@ static void sent(struct sg_op *op)
 	conn_free(sg_container_of(op, struct mconn, op));
 }
 
-/* The reason phrase of the statuses a route returns (any other is sent as "Status"). */
+/* The reason phrase of a status this server sends (one a route returns that is not listed
+ * goes out as "Status"). */
 static const char *reason_of(int code)
 {
 	switch (code) {
@@ -75,13 +76,13 @@ static const char *reason_of(int code)
 	case 400: return "Bad Request";
 	case 404: return "Not Found";
 	case 405: return "Method Not Allowed";
-	case 409: return "Conflict";
-	case 503: return "Service Unavailable";
+	case 431: return "Request Header Fields Too Large";
+	case 500: return "Internal Server Error";
 	default: return "Status";
 	}
 }
 
-static void respond(struct mconn *c, int code, const char *reason, bool head,
+static void respond(struct mconn *c, int code, bool head,
 		    const struct sg_httpd_route *route, const char *path, const char *query)
 {
 	const struct sg_httpd_req req = { .head = head, .path = path, .query = query };
@@ -96,21 +97,19 @@ static void respond(struct mconn *c, int code, const char *reason, bool head,
 			if (fclose(f) != 0 || r < 0) {
 				free(body);
 				body = NULL;
-			} else if (r >= 100 && r <= 599 && r != 200) {
+			} else if (r >= 100 && r <= 599) {
 				code = r;
-				reason = reason_of(r);
 			}
 		}
 		if (!body) {
 			code = 500;
-			reason = "Internal Server Error";
 			body_len = 0;
 		}
 	}
 	f = open_memstream(&c->out, &c->out_len);
 	if (f) {
 		fprintf(f, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-			"Connection: close\r\n\r\n", code, reason,
+			"Connection: close\r\n\r\n", code, reason_of(code),
 			code == 200 && route ? route->content_type : "text/plain", body_len);
 		if (!head && body_len)
 			fwrite(body, 1, body_len, f);
@@ -137,7 +136,7 @@ static void handle(struct mconn *c)
 
 	c->req[c->got] = '\0';
 	if (sscanf(c->req, "%15s %1023s HTTP/1.", method, path) != 2) {
-		respond(c, 400, "Bad Request", false, NULL, NULL, NULL);
+		respond(c, 400, false, NULL, NULL, NULL);
 		return;
 	}
 	char *q = strchr(path, '?');
@@ -152,11 +151,11 @@ static void handle(struct mconn *c)
 			route = rt;
 	}
 	if ((strcmp(method, "GET") != 0 && !head) || (head && route && route->acts))
-		respond(c, 405, "Method Not Allowed", false, NULL, NULL, NULL);
+		respond(c, 405, false, NULL, NULL, NULL);
 	else if (!route)
-		respond(c, 404, "Not Found", head, NULL, NULL, NULL);
+		respond(c, 404, head, NULL, NULL, NULL);
 	else
-		respond(c, 200, "OK", head, route, path, q ? q : "");
+		respond(c, 200, head, route, path, q ? q : "");
 }
 
 static void received(struct sg_op *op)
@@ -180,7 +179,7 @@ static void received(struct sg_op *op)
 		return;
 	}
 	if (c->got >= REQUEST_MAX) {
-		respond(c, 431, "Request Header Fields Too Large", false, NULL, NULL, NULL);
+		respond(c, 431, false, NULL, NULL, NULL);
 		return;
 	}
 	if (sg_recv(c->s->loop, &c->op, c->fd, c->req + c->got, REQUEST_MAX - c->got, 0,

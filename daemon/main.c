@@ -93,7 +93,8 @@ struct daemon {
 	struct sg_httpd *control;      /* ROOT/stargzd-control.sock: `stargzd status`, `pull-ahead` */
 	struct sg_cri_proxy *cri;      /* [cri_keychain] */
 	struct sg_pull_ahead_ctx ahead;   /* its pulls' layers, loaded before the Prepare */
-	struct sg_ahead_pulls *ahead_pulls;   /* `stargzd pull-ahead`'s (NULL: lazy pulling off) */
+	struct sg_ahead_pulls *ahead_pulls;   /* `stargzd pull-ahead`'s and the resolve hook's
+					       * (NULL: lazy pulling off) */
 	bool cri_done;
 	struct sg_status_source status;
 	int lock_fd;
@@ -126,7 +127,8 @@ static void trim_tick(struct sg_op *op)
 	uint64_t now = sg_now_ns();
 	sg_hist_observe(&d->loop_lag_ms, now > d->trim_due_ns ? (double)(now - d->trim_due_ns) / 1e6 : 0);
 	(void)malloc_trim(0);
-	/* The same 3 s tick lets go of `stargzd pull-ahead` holds nobody ended. */
+	/* The same 3 s tick lets go of the holds nobody ended: `stargzd pull-ahead`'s whose
+	 * command was killed, and every resolve hook's at its time. */
 	sg_ahead_pulls_expire(d->ahead_pulls, now);
 	/* Refused only while the loop drains: no more trimming is wanted then. */
 	d->trim_due_ns = sg_now_ns() + TRIM_INTERVAL_NS;
@@ -892,7 +894,7 @@ int main(int argc, char **argv)
 	sg_httpd_shutdown(d.metrics);
 	sg_httpd_shutdown(d.hook);
 	sg_httpd_shutdown(d.control);
-	/* No more `stargzd pull-ahead` requests: what they hold is let go. */
+	/* No more `stargzd pull-ahead` or resolve hook requests: what they hold is let go. */
 	sg_ahead_pulls_free(d.ahead_pulls);
 	d.ahead_pulls = NULL;
 	if (d.cri) {
