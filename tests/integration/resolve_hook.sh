@@ -22,9 +22,7 @@ for tool in docker-registry skopeo curl ctr ctr-remote containerd runc; do
 done
 
 start_registry || { fail "registry starts" "$(cat "$WORK/registry.log")"; finish; }
-make_busybox_big_image
-check "eStargz conversion" make_estargz_image "$WORK/oci" "$WORK/esgz"
-check "image pushed" push_image "$WORK/esgz" v1 rh
+make_busybox_big_image rh
 IMG=$REGISTRY/rh:v1
 
 HPORT=$(free_port)
@@ -48,8 +46,7 @@ check "the daemon says where the hook listens" log_has "resolve hook on $HOOK"
 $RPULL "$IMG" >"$WORK/rpull.log" 2>&1
 check "a plain rpull with the hook in hosts.toml succeeds" test $? -eq 0
 check "containerd asked the hook, which started the image (id 1)" log_has "image $IMG: loading ahead of its pull (resolve hook, id 1, held 120 s at most)"
-check "  ... both layers load ahead of containerd's Prepare" log_has "image $IMG: 2 of its 2 layers load ahead of containerd's Prepare (0 in use already)"
-check "  ... and both Prepares find them (log)" bash -c "[[ \$(grep -cE 'its Prepare finds it (loaded|loading) ahead of it' '$WORK/stargzd.log') -eq 2 ]]"
+check_two_layers_loaded_ahead "$IMG"
 check "  ... (metrics: 2 loaded ahead, 2 joined)" bash -c "[[ '$(metric stargzd_layers_loaded_ahead_total)' == 2 && '$(metric stargzd_prepares_joined_ahead_total)' == 2 ]]"
 out=$($CTR run --rm --snapshotter stargz "$IMG" c1 sha256sum /data/big.bin 2>&1)
 check "the container reads the right bytes" bash -c "grep -q '$BIG_SUM' <<<'$out'"

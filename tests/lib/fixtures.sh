@@ -57,13 +57,25 @@ make_busybox_rootfs() {
 }
 
 # A two-layer image in $WORK/oci (tag v1): a busybox rootfs, then /data/big.bin, 3 MB of
-# random bytes whose sha256 goes to BIG_SUM.
-make_busybox_big_image() {
+# random bytes whose sha256 goes to BIG_SUM; converted to eStargz in $WORK/esgz and pushed as
+# REPO:v1 (both checked).
+make_busybox_big_image() {   # REPO
   make_busybox_rootfs "$WORK/l1"
   mkdir -p "$WORK/l2/data"
   head -c 3000000 /dev/urandom >"$WORK/l2/data/big.bin"
   BIG_SUM=$(sha256sum "$WORK/l2/data/big.bin" | cut -d' ' -f1)
   make_image "$WORK/oci" v1 "$WORK/l1" "$WORK/l2" >/dev/null
+  check "eStargz conversion" make_estargz_image "$WORK/oci" "$WORK/esgz"
+  check "image pushed" push_image "$WORK/esgz" v1 "$1"
+}
+
+# The first pull of IMAGE (two eStargz layers) on this daemon loaded both layers ahead of
+# containerd's Prepares, and both Prepares joined them (the daemon's log).
+check_two_layers_loaded_ahead() {   # IMAGE
+  check "  ... both layers load ahead of containerd's Prepare" grep -qF \
+    "image $1: 2 of its 2 layers load ahead of containerd's Prepare (0 in use already)" "$WORK/stargzd.log"
+  check "  ... and both Prepares find them (log)" \
+    bash -c "[[ \$(grep -cE 'its Prepare finds it (loaded|loading) ahead of it' '$WORK/stargzd.log') -eq 2 ]]"
 }
 
 make_image() {
