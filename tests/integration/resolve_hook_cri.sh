@@ -39,4 +39,6 @@ $PYTHON "$CRI_CLIENT" "$CRI_SOCK" pull "$IMG" >"$WORK/cri2.out" 2>&1
 check "with the hook's port closed, the pull still succeeds (the registry answers)" test $? -eq 0
 check "  ... and nothing more was started" bash -c "[[ \$(grep -cF 'loading ahead of its pull (resolve hook' '$WORK/stargzd.log') -eq 1 ]]"
 check "stargzd logged no errors" bash -c "! grep -q ' error ' '$WORK/stargzd.log'"
+stop_stargzd INT
+check_fuse_requests_answered
 finish

@@ -78,6 +78,16 @@ check_two_layers_loaded_ahead() {   # IMAGE
     bash -c "[[ \$(grep -cE 'its Prepare finds it (loaded|loading) ahead of it' '$WORK/stargzd.log') -eq 2 ]]"
 }
 
+# After a stop: the daemon said, for each lazy mount it unmounted or handed over, that every
+# FUSE request got its reply (at least one such mount, none with a request left unanswered).
+check_fuse_requests_answered() {
+  check "every FUSE request got exactly one reply (the stop's accounts)" bash -c "
+    grep -oE 'FUSE requests [0-9]+, replies [0-9]+, [0-9]+ unanswered' '$WORK/stargzd.log' >'$WORK/fuse-accounts'
+    [[ -s '$WORK/fuse-accounts' ]] &&
+      ! awk '{ gsub(\",\", \"\"); if (\$3 != \$5 || \$6 != 0) bad = 1 } END { exit !bad }' '$WORK/fuse-accounts' &&
+      ! grep -q 'unanswered for' '$WORK/stargzd.log'"
+}
+
 make_image() {
   local out=$1 tag=$2; shift 2
   $PYTHON "$FIXTURES_DIR/mkimage.py" "$out" "$tag" "$@"
