@@ -394,31 +394,11 @@ struct sg_range_source *sg_early_attach(struct sg_early *e, struct sg_range_sour
 	return &e->base;
 }
 
-/* What a read fetching ahead (which may wait) would take from the regions. */
-static uint64_t early_local(const struct sg_range_source *src, uint64_t offset, size_t len)
-{
-	const struct sg_early *e = (const struct sg_early *)src;
-	uint64_t end = offset + len, have = 0;
-
-	for (size_t i = region_after(e, offset); i < e->n_regions; i++) {
-		const struct region *g = &e->regions[i];
-		if (g->offset >= end)
-			break;
-		if (!usable(g, true))
-			continue;
-		uint64_t a = g->offset > offset ? g->offset : offset;
-		uint64_t b = g->offset + g->len < end ? g->offset + g->len : end;
-		have += b - a;
-	}
-	return have;
-}
-
 static const struct sg_range_source_ops early_ops = {
 	.read = early_read,
 	.readv = early_readv,
 	.cancel = early_cancel,
 	.destroy = early_destroy,
-	.local = early_local,
 };
 
 bool sg_early_source_is(const struct sg_range_source *src)

@@ -543,7 +543,6 @@ static int setup_remote(struct daemon *d)
 	struct sg_blob_opener opener = { .open = sg_registry_open_blob,
 					 .open_for_toc = sg_registry_open_blob_tail,
 					 .unsized = sg_registry_blob_unsized,
-					 .warm = sg_registry_warm,
 					 .ctx = d->registry };
 	r = sg_remote_new(d->loop, &remote_cfg, &opener, &d->remote);
 	if (r == -EBUSY)

@@ -9,7 +9,6 @@
 #include "daemon/remote.h"
 #include "net/manifest.h"
 #include "net/manifest_fetch.h"
-#include "net/registry.h"
 #include "net/reference.h"
 
 struct pull {
@@ -60,11 +59,6 @@ static void on_manifest(struct sg_op *op)
 		free(p);
 }
 
-/* Connections opened to the registry beside the manifest's request: what comes right after
- * it, each on a connection of its own (a TOC and the first chunks of each of two or three
- * lazy layers, the image's config), within the 8 a host has (net/registry.h). */
-#define PULL_AHEAD_WARM_CONNS 6u
-
 void *sg_pull_ahead_start(const struct sg_pull_ahead_ctx *ctx, const char *image)
 {
 	struct sg_ref ref;
@@ -91,9 +85,6 @@ void *sg_pull_ahead_start(const struct sg_pull_ahead_ctx *ctx, const char *image
 		return NULL;
 	}
 	p->fetching = true;
-	/* The manifest takes one; the rest are ready when it comes (a round trip each on the
-	 * bench's default link otherwise, 2026-12-06). */
-	(void)sg_registry_warm(ctx->registry, image, PULL_AHEAD_WARM_CONNS);
 	return p;
 }
 

@@ -1435,10 +1435,6 @@ static void content_open_blob(struct content *c)
 	c->opening = res == 0;
 	if (res == 0)   /* after the open, whose request goes first */
 		c->early = early_start(r, c->ref, c->digest, &h);
-	/* When the TOC comes, the profile's replay sends its first requests at once: their
-	 * connections are opened now, beside the TOC's (a round trip sooner each). */
-	if (res == 0 && h.n_head && r->opener.warm)
-		(void)r->opener.warm(r->opener.ctx, c->ref, SG_LAYER_AHEAD_REQUESTS);
 	if (res < 0) {
 		c->load_inflight = false;
 		content_fail(c, res, "cannot start fetching the layer");

@@ -63,10 +63,6 @@ struct sg_blob_opener {
 	 * sg_registry_blob_unsized); NULL = none, a profile's first chunks wait for the TOC. */
 	int (*unsized)(void *ctx, const char *ref, const char *digest,
 		       struct sg_range_source **ret_src, struct sg_error *err);
-	/* Optional: connections opened ahead to where `ref`'s blobs come from, until n are
-	 * spare, for requests about to go out (net/registry.h's sg_registry_warm); NULL =
-	 * each request opens its own when it goes. */
-	unsigned (*warm)(void *ctx, const char *ref, unsigned n);
 	void *ctx;
 };
 

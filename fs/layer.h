@@ -54,11 +54,6 @@ struct sg_profile;             /* fs/profile.h */
  * requests fall inside them. */
 #define SG_LAYER_BATCH_GAP (64u << 10)
 #define SG_LAYER_REPLAY_GAP (4u << 10)
-/* Speculative range requests of a layer (a profile's replay, prefetch, background fetch) in
- * flight at most: each holds one of the registry's connections (8 per host, net/registry.c),
- * and on-demand fetches must find one free.  A replay sends this many at once when the TOC
- * comes, so whoever opens the blob can have their connections ready (daemon/remote.c). */
-#define SG_LAYER_AHEAD_REQUESTS 3u
 struct sg_error;               /* daemon/core/error.h */
 
 struct sg_layer_config {

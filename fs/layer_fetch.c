@@ -26,10 +26,6 @@ struct fetch_batch {
 	struct sg_range_span spans[SG_LAYER_BATCH_SPANS];
 	unsigned n_spans;
 	size_t len;                /* bytes in all spans */
-	/* Of them, those fetched ahead over the link: what the source does not hold already
-	 * (a replay's first chunks, read beside the TOC: daemon/early_source.h).  A batch
-	 * that the early reads cover takes no room from what the link carries ahead. */
-	size_t ahead_len;
 	size_t charged;            /* bytes counted in the budget's inflight */
 	uint8_t *buf;
 	struct batch_chunk *chunks;
@@ -52,14 +48,14 @@ static void batch_free(struct fetch_batch *b)
 	if (b->kind == SG_FETCH_PROFILE)
 		l->replay_batches--;
 	if (b->kind != SG_FETCH_ONDEMAND) {
-		l->ahead_inflight -= b->ahead_len;
+		l->ahead_inflight -= b->len;
 		l->ahead_batches--;
 	}
 	if (b->link && b->kind == SG_FETCH_ONDEMAND) {
 		sg_link_meter_ondemand(b->link, -1, sg_now_ns());
 		sg_link_meter_reads(b->link, -1);
 	} else if (b->link)
-		sg_link_meter_ahead(b->link, -1, b->ahead_len);
+		sg_link_meter_ahead(b->link, -1, b->len);
 	sg_memcache_uncharge(l->mem, b->charged);
 	free(b->buf);
 	free(b->chunks);
@@ -280,11 +276,7 @@ int sg_layer_fetch_batch(struct sg_layer *l, struct sg_range_source *src,
 	sg_list_insert_tail(&l->batches, &b->in_layer);
 	b->src = src;
 	if (kind != SG_FETCH_ONDEMAND) {
-		uint64_t local = 0;
-		for (unsigned s = 0; s < b->n_spans; s++)
-			local += sg_range_local(src, b->spans[s].offset, b->spans[s].len);
-		b->ahead_len = local < b->len ? b->len - (size_t)local : 0;
-		l->ahead_inflight += b->ahead_len;
+		l->ahead_inflight += b->len;
 		l->ahead_batches++;
 	}
 	b->link = src->link;
@@ -292,7 +284,7 @@ int sg_layer_fetch_batch(struct sg_layer *l, struct sg_range_source *src,
 		sg_link_meter_ondemand(b->link, +1, sg_now_ns());
 		sg_link_meter_reads(b->link, +1);
 	} else if (b->link)
-		sg_link_meter_ahead(b->link, +1, b->ahead_len);
+		sg_link_meter_ahead(b->link, +1, b->len);
 	for (size_t i = 0; i < n; i++) {
 		struct chunk_job *j = sg_layer_job_new(l, chunks[i], ondemand);
 		if (!j) {

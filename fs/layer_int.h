@@ -45,8 +45,9 @@
  * ~150 ms, so that an on-demand fetch started behind them waits about one chunk transfer at
  * most for the link. */
 #define SG_LAYER_AHEAD_CAP (2u << 20)
-/* Speculative range requests in flight at most (fs/layer.h). */
-#define SG_LAYER_AHEAD_BATCHES SG_LAYER_AHEAD_REQUESTS
+/* Speculative range requests in flight at most: each holds one of the registry's
+ * connections (8 per host, net/registry.c), and on-demand fetches must find one free. */
+#define SG_LAYER_AHEAD_BATCHES 3u
 /* Chunks in a window of a replay (layer_profile.c) at most. */
 #define SG_LAYER_REPLAY_WINDOW 4096u
 /* Runs of chunks waiting for speculation (layer_spec.c). */

@@ -137,21 +137,12 @@ static void conn_destroy(struct sg_pool_conn *c)
 	conn_maybe_free(c);
 }
 
-static void conn_to_idle(struct sg_pool_conn *c);
-
-/* Answers whoever the connection was being opened for: ready (res 0) or failed.  One opened
- * ahead (sg_host_warm) that nobody took yet goes to the first waiter, else idle; failed, it
- * is only closed (the request that would have used it opens its own and says why). */
+/* Answers whoever the connection was being opened for: ready (res 0) or failed. */
 static void conn_answer(struct sg_pool_conn *c, int res)
 {
 	struct acquire a = c->acq;
 
 	conn_unlink(c);
-	if (!a.op) {
-		if (res == 0)
-			conn_to_idle(c);
-		return;
-	}
 	if (res == 0)
 		*a.ret = c;
 	/* Cannot fail: the acquirer's op was idle when the acquire was accepted and is ours
@@ -263,15 +254,6 @@ static int host_serve(struct sg_host *h, const struct acquire *a)
 		/* Cannot fail, as in conn_answer. */
 		(void)sg_post(p->loop, a->op, 0, a->cb);
 		return 0;
-	}
-	/* One being opened ahead is ready sooner than a new one. */
-	struct sg_list *pos;
-	for (pos = h->connecting.next; pos != &h->connecting; pos = pos->next) {
-		struct sg_pool_conn *c = sg_container_of(pos, struct sg_pool_conn, link);
-		if (!c->acq.op) {
-			c->acq = *a;
-			return 0;
-		}
 	}
 	if (h->nconns < p->cfg.max_conns_per_host)
 		return conn_open(h, a);
@@ -440,20 +422,7 @@ void sg_pool_conn_release(struct sg_pool_conn *c, bool reuse)
 		c->user_op = NULL;
 		reuse = false;
 	}
-	if (!reuse || !c->ready || conn_busy(c)) {
-		conn_destroy(c);
-		return;
-	}
-	conn_to_idle(c);
-}
-
-/* A ready connection nobody uses: kept alive for the next request (closed when shut down). */
-static void conn_to_idle(struct sg_pool_conn *c)
-{
-	struct sg_host *h = c->h;
-	struct sg_pool *p = h->pool;
-
-	if (p->closing) {
+	if (!reuse || p->closing || !c->ready || conn_busy(c)) {
 		conn_destroy(c);
 		return;
 	}
@@ -463,29 +432,6 @@ static void conn_to_idle(struct sg_pool_conn *c)
 	p->nidle++;
 	if (!sg_list_empty(&h->waiters))
 		host_kick(h);
-}
-
-unsigned sg_host_warm(struct sg_host *h, unsigned n)
-{
-	struct sg_pool *p = h->pool;
-	unsigned started = 0;
-
-	if (n > p->cfg.max_conns_per_host)
-		n = p->cfg.max_conns_per_host;
-	if (p->closing || !sg_list_empty(&h->waiters))
-		return 0;
-	/* Idle connections and those opened ahead count; those in use, or opened for a request,
-	 * do not: their requests keep them. */
-	unsigned have = 0;
-	for (struct sg_list *pos = h->idle.next; pos != &h->idle; pos = pos->next)
-		have++;
-	for (struct sg_list *pos = h->connecting.next; pos != &h->connecting; pos = pos->next)
-		have += !sg_container_of(pos, struct sg_pool_conn, link)->acq.op;
-	const struct acquire nobody = { 0 };
-	while (have + started < n && h->nconns < p->cfg.max_conns_per_host &&
-	       conn_open(h, &nobody) == 0)
-		started++;
-	return started;
 }
 
 /* ---- hosts ---- */
@@ -726,12 +672,6 @@ void sg_pool_shutdown(struct sg_pool *p)
 		struct sg_host *h = sg_container_of(pos, struct sg_host, link);
 		while (!sg_list_empty(&h->idle))
 			conn_destroy(sg_container_of(h->idle.next, struct sg_pool_conn, link));
-		struct sg_list *c, *tmp;
-		sg_list_for_each_safe(c, tmp, &h->connecting) {
-			struct sg_pool_conn *pc = sg_container_of(c, struct sg_pool_conn, link);
-			if (!pc->acq.op)   /* opened ahead for nobody yet */
-				conn_destroy(pc);
-		}
 		while (!sg_list_empty(&h->waiters)) {
 			struct acquire *a = sg_container_of(sg_list_pop(&h->waiters),
 							    struct acquire, link);

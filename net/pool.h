@@ -95,14 +95,6 @@ void sg_pool_free(struct sg_pool *p);
  * NULL when there are max_hosts pools in use, or out of memory. */
 struct sg_host *sg_pool_host(struct sg_pool *p, bool tls, const char *hostname, uint16_t port,
 			     bool skip_verify, const struct sg_tls_trust *trust);
-/* Opens connections ahead of the requests about to come (an image's manifest, then its
- * layers' TOCs and first chunks, each on a connection of its own): until n of the host's
- * connections (at most max_conns_per_host) are idle or being opened for nobody.  Each goes
- * to the first request that needs one, even while still connecting; one nobody took is
- * idle, as a released one.  A failure is not reported: the request that would have used
- * it opens its own, and says why.  Returns how many were started; none while requests wait
- * for a slot, or once shut down. */
-unsigned sg_host_warm(struct sg_host *h, unsigned n);
 /* A host an endpoint uses is never collected. */
 void sg_host_pin(struct sg_host *h);
 

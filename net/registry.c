@@ -330,23 +330,6 @@ void sg_registry_each_host(const struct sg_registry *reg,
 		sg_pool_each_host(reg->pool, fn, userdata);
 }
 
-unsigned sg_registry_warm(void *registry, const char *ref, unsigned n)
-{
-	struct sg_registry *reg = registry;
-	const struct sg_endpoint_set *eps;
-	struct sg_ref parsed;
-
-	if (!reg || reg->closing || sg_ref_parse(ref, &parsed, NULL) < 0 ||
-	    sg_endpoints_get(reg->endpoints, parsed.domain, &eps, NULL) < 0)
-		return 0;
-	/* The host the pull's requests try first: a mirror that serves pulls, else the
-	 * upstream (always last). */
-	for (size_t i = 0; i < eps->n; i++)
-		if (sg_endpoint_usable(&eps->eps[i], SG_HOST_CAP_PULL))
-			return sg_host_warm(eps->eps[i].host, n);
-	return 0;
-}
-
 /* ---- for blob.c and manifest_fetch.c ---- */
 
 struct sg_loop *sg_registry_loop(const struct sg_registry *reg)

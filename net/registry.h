@@ -94,13 +94,6 @@ int sg_registry_host_stats(const struct sg_registry *r, const char *host,
  * (net/credentials.h sg_credentials_give).  Returns 0, -ENOMEM or -ECANCELED (shut down). */
 int sg_registry_give_credentials(struct sg_registry *r, const char *host, const char *username,
 				 const char *password);
-/* Opens connections to the host that requests for `ref`'s repository go to first (a pull
- * mirror of hosts.toml, else the registry) ahead of the requests about to come, until n are
- * idle or being opened (net/pool.h sg_host_warm): an image's manifest, its layers' TOCs
- * and first chunks then each find a connection without waiting for a TCP connect and TLS
- * handshake.  Best effort: returns how many were started, 0 on any error.  `registry` is a
- * struct sg_registry, in the blob opener's shape (daemon/remote.h), as net/blob.h's. */
-unsigned sg_registry_warm(void *registry, const char *ref, unsigned n);
 /* Calls fn for every registry host in use ("host:port", tls, its counters). */
 void sg_registry_each_host(const struct sg_registry *r,
 			   void (*fn)(void *userdata, const char *authority, bool tls,

@@ -53,10 +53,6 @@ struct sg_range_source_ops {
 		     unsigned flags, struct sg_op *op, sg_op_cb cb);
 	int (*cancel)(struct sg_range_source *src, struct sg_op *op);
 	void (*destroy)(struct sg_range_source *src);
-	/* Optional (NULL = none): how many bytes of [offset, offset + len) a read fetching
-	 * ahead would take from what the source holds or has asked for already (read early,
-	 * daemon/early_source.h), not from a request of its own over the link. */
-	uint64_t (*local)(const struct sg_range_source *src, uint64_t offset, size_t len);
 };
 
 struct sg_link_meter;
@@ -79,14 +75,6 @@ static inline int sg_range_read(struct sg_range_source *src, uint64_t offset, si
 	if (offset > src->size || len > src->size - offset)
 		return -ERANGE;
 	return src->ops->read(src, offset, len, buf, op, cb);
-}
-
-/* The bytes of [offset, offset + len) that src would not fetch over its link for a read
- * fetching ahead (sg_range_source_ops.local); 0 for most sources. */
-static inline uint64_t sg_range_local(const struct sg_range_source *src, uint64_t offset,
-				      size_t len)
-{
-	return src && src->ops->local ? src->ops->local(src, offset, len) : 0;
 }
 
 /* Does src read several spans in one request?  Else a caller asks for them one by one. */

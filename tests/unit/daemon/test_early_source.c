@@ -3,8 +3,7 @@
  * partly inside it gets the rest from the blob in one request; a failed early read sends its
  * readers to the blob; a reader's read never waits for early bytes on their way; two readers
  * of one region each get their bytes; a cancelled read completes once; what was not asked for
- * goes at the drop; nothing counts on the link as a reader's fetch, and what was read early
- * does not count as fetched ahead over it; a source freed with early
+ * goes at the drop; nothing counts on the link as a reader's fetch; a source freed with early
  * reads in flight (or an early object given up before its open ended) goes once they end. */
 #include <errno.h>
 #include <stdlib.h>
@@ -247,34 +246,6 @@ TEST(a_readers_read_does_not_wait_for_early_bytes_on_their_way)
 	CHECK_EQ(r.calls, 2);
 	CHECK(memcmp(r.buf, blob + 1200, 800) == 0);
 	CHECK_EQ(f.real->issued, 1u);   /* from the early bytes */
-	teardown(&f);
-}
-
-/* What a read fetching ahead would take from the early reads, not from the link
- * (sg_range_local): the parts of the regions on their way or here, none once they failed
- * or were let go; a plain source holds nothing. */
-TEST(the_bytes_held_early_are_not_the_links)
-{
-	struct fixture f;
-
-	setup(&f);
-	CHECK_EQ(sg_range_local(f.src, 0, 1000), 0u);
-	CHECK_EQ(sg_range_local(f.src, 1500, 1000), 1000u);     /* on their way */
-	CHECK_EQ(sg_range_local(f.src, 4000, 2000), 1000u);     /* half */
-	CHECK_EQ(sg_range_local(f.src, 0, 40000), 14000u);      /* both regions */
-	CHECK_EQ(sg_range_local(f.src, 29999, 5), 1u);
-	CHECK_EQ(sg_range_local(&f.real->base, 1500, 1000), 0u);
-	gate_complete(f.via, 0, 14000);
-	run(f.loop);
-	CHECK_EQ(sg_range_local(f.src, 0, 40000), 14000u);      /* here */
-	sg_early_source_drop(f.src);
-	CHECK_EQ(sg_range_local(f.src, 0, 40000), 0u);          /* let go */
-	teardown(&f);
-
-	setup(&f);
-	gate_complete(f.via, 0, -EIO);
-	run(f.loop);
-	CHECK_EQ(sg_range_local(f.src, 0, 40000), 0u);          /* failed: the blob's again */
 	teardown(&f);
 }
 

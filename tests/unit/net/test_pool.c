@@ -1,7 +1,6 @@
 /* Tests for net/pool against a scripted HTTP server on a thread: a kept-alive connection
  * reused, the per-host bound with waiting and cancelled acquires, a refused connect that says
- * why, a release with a receive in flight, shutdown, connections opened ahead, and the host
- * table. */
+ * why, a release with a receive in flight, shutdown, and the host table. */
 #include <errno.h>
 #include <string.h>
 #include <netinet/in.h>
@@ -279,102 +278,6 @@ TEST(shutdown_ends_waiters_and_refuses)
 	CHECK_ABORTS(sg_pool_free(e.pool));
 	sg_pool_conn_release(a.c, true);  /* closed, not kept */
 	env_free(&e);
-}
-
-/* Connections opened ahead (sg_host_warm): a request that comes while they connect takes
- * one instead of opening its own, the others are idle once connected and serve the next
- * requests; warming counts only idle and unowned connections, stays within the host's
- * bound, and starts nothing while requests wait for a slot. */
-TEST(warmed_connections_serve_the_next_requests)
-{
-	static struct env e;
-	static struct user a, b, c, d;
-
-	env_new(&e, 4);
-	user_init(&a);
-	user_init(&b);
-	user_init(&c);
-	user_init(&d);
-	CHECK_EQ(sg_host_warm(e.host, 3), 3);
-	CHECK_EQ(sg_host_warm(e.host, 3), 0);    /* three coming already */
-	CHECK(sg_pool_busy(e.pool));             /* connecting */
-	CHECK_EQ(sg_host_acquire(e.host, &a.c, &a.err, &a.op, on_user), 0);
-	CHECK_EQ(sg_host_stats(e.host)->conns_opened, 3);   /* took one being opened */
-	wait_for(&e, &a, 1);
-	CHECK_EQ(a.res, 0);
-	for (int i = 0; i < 100 && atomic_load(&e.srv.conns_total) < 3; i++)
-		CHECK(sg_loop_run_once(e.loop, 10) >= 0);
-	for (int i = 0; i < 10; i++)
-		CHECK(sg_loop_run_once(e.loop, 5) >= 0);
-	CHECK_EQ(atomic_load(&e.srv.conns_total), 3);
-	CHECK_EQ(sg_host_acquire(e.host, &b.c, &b.err, &b.op, on_user), 0);
-	CHECK_EQ(sg_host_acquire(e.host, &c.c, &c.err, &c.op, on_user), 0);
-	wait_for(&e, &b, 1);
-	wait_for(&e, &c, 1);
-	CHECK(b.c != NULL && c.c != NULL && a.c != b.c && b.c != c.c && a.c != c.c);
-	CHECK_EQ(sg_pool_conn_served(b.c), 0);   /* fresh, never used */
-	CHECK_EQ(sg_host_stats(e.host)->conns_opened, 3);
-	char got[3] = { exchange(&e, &a), exchange(&e, &b), exchange(&e, &c) };
-	CHECK(memcmp(got, "abc", 3) == 0);
-	/* Three in use: only the fourth slot is left to warm. */
-	CHECK_EQ(sg_host_warm(e.host, 8), 1);
-	CHECK_EQ(sg_host_acquire(e.host, &d.c, &d.err, &d.op, on_user), 0);
-	wait_for(&e, &d, 1);
-	CHECK_EQ(d.res, 0);
-	CHECK_EQ(sg_host_stats(e.host)->conns_opened, 4);
-	/* At the bound with a request waiting: nothing is started. */
-	static struct user w;
-	user_init(&w);
-	CHECK_EQ(sg_host_acquire(e.host, &w.c, &w.err, &w.op, on_user), 0);
-	CHECK_EQ(sg_host_warm(e.host, 4), 0);
-	sg_pool_conn_release(a.c, true);
-	wait_for(&e, &w, 1);
-	CHECK(w.c == a.c);
-	sg_pool_conn_release(w.c, true);
-	sg_pool_conn_release(b.c, true);
-	sg_pool_conn_release(c.c, false);
-	sg_pool_conn_release(d.c, true);
-	CHECK(!sg_pool_busy(e.pool));
-	env_free(&e);
-}
-
-/* A warmed connection that cannot connect is closed without a word; the request that then
- * needs one opens its own and says why.  One taken while connecting and then cancelled is
- * closed.  A shutdown closes the ones being opened for nobody, and nothing is left busy. */
-TEST(warm_failures_cancel_and_shutdown)
-{
-	static struct env e;
-	static struct user u, v;
-
-	env_new(&e, 2);
-	struct sg_host *dead = sg_pool_host(e.pool, false, "127.0.0.1", 1, false, NULL);
-	CHECK(dead != NULL);
-	CHECK_EQ(sg_host_warm(dead, 2), 2);
-	for (int i = 0; i < 100 && sg_pool_busy(e.pool); i++)
-		CHECK(sg_loop_run_once(e.loop, 10) >= 0);
-	CHECK(!sg_pool_busy(e.pool));
-	user_init(&u);
-	CHECK_EQ(sg_host_acquire(dead, &u.c, &u.err, &u.op, on_user), 0);
-	wait_for(&e, &u, 1);
-	CHECK_EQ(u.res, -ECONNREFUSED);
-	CHECK_STR(u.err.msg, "connect: Connection refused");
-	CHECK_EQ(sg_host_stats(dead)->conns_opened, 3);
-
-	user_init(&v);
-	CHECK_EQ(sg_host_warm(e.host, 1), 1);
-	CHECK_EQ(sg_host_acquire(e.host, &v.c, &v.err, &v.op, on_user), 0);
-	CHECK_EQ(sg_host_acquire_cancel(e.host, &v.op), 0);
-	wait_for(&e, &v, 1);
-	CHECK_EQ(v.res, -ECANCELED);
-	CHECK(v.c == NULL);
-	for (int i = 0; i < 100 && sg_pool_busy(e.pool); i++)
-		CHECK(sg_loop_run_once(e.loop, 10) >= 0);
-	CHECK(!sg_pool_busy(e.pool));
-
-	CHECK_EQ(sg_host_warm(e.host, 2), 2);
-	sg_pool_shutdown(e.pool);
-	CHECK_EQ(sg_host_warm(e.host, 2), 0);
-	env_free(&e);   /* drains: nothing busy, nothing leaked (ASan) */
 }
 
 TEST(host_table)
