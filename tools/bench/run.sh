@@ -37,8 +37,8 @@
 #                        $BENCH_WORK/profiles/WORKLOAD (default 0: recorded afresh, once per invocation)
 #   BENCH_REQLOG         1: the delay proxy logs every request; each run's log dir gets its own
 #                        (requests.log: ms since the daemon's start, connection, request line, range)
-#   BENCH_PULL           the pull client: ctr (default: `ctr images pull` for legacy, `ctr-remote images
-#                        rpull` for the lazy snapshotters) or cri (every form: containerd's CRI plugin,
+#   BENCH_PULL           the pull client: ctr-hook (default; see below), ctr (`ctr images pull` for
+#                        legacy, `ctr-remote images rpull` for the lazy snapshotters) or cri (every form: containerd's CRI plugin,
 #                        as kubelet pulls, asked by tools/cri-pull, the snapshotter under test being the
 #                        CRI's; the CRI labels, cri.manifest-digest among them, reach the snapshotter;
 #                        results named DATE[-quick][-LINK]-cri.*), or cri-proxy (as cri, but stargzd's
@@ -52,7 +52,10 @@
 #                        hosts.toml that lists stargzd's resolve hook, resolve_hook_address, before
 #                        the registry: ctr-remote with --hosts-dir, or the CRI plugin's config_path;
 #                        the daemon loads the layers from containerd's first resolve request on,
-#                        daemon/ahead_cmd.h; results named …-ctr-hook.*, …-cri-hook.*).
+#                        daemon/ahead_cmd.h; results named …-ctr-hook.*, …-cri-hook.*).  ctr-hook
+#                        is the default since 2026-12-06: stargzd as its README deploys it for
+#                        ctr, nerdctl and BuildKit (a hosts.toml entry, no wrapper); the reference
+#                        and legacy rows pull exactly as with ctr.  Before, the default was ctr.
 #                        The record pass always uses ctr-remote.
 #   BENCH_TIMEOUT        seconds allowed for one pull or one run (default 120)
 #   BENCH_RESULTS        where the results go (default tools/bench/results): per link
@@ -82,7 +85,7 @@ STARGZD_ID="$(stat -c %y "$STARGZD" | cut -c1-19), sha256 $(sha256sum "$STARGZD"
 FORMS=${BENCH_FORMS:-legacy esgz esgz-opt esgz+profile esgz+profile-python}
 PROFILE_ON=${BENCH_PROFILE:-1}
 PROFILE_SHARE=${BENCH_PROFILE_SHARE:-copy}
-PULL=${BENCH_PULL:-ctr}
+PULL=${BENCH_PULL:-ctr-hook}
 [[ $PULL == ctr || $PULL == ctr-ahead || $PULL == ctr-hook || $PULL == cri || $PULL == cri-proxy ||
    $PULL == cri-hook ]] || die "BENCH_PULL: ctr, ctr-ahead, ctr-hook, cri, cri-proxy or cri-hook"
 HOOK_PORT=${BENCH_HOOK_PORT:-5399}   # stargzd's resolve hook (BENCH_PULL=ctr-hook, cri-hook)
