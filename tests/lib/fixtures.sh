@@ -78,6 +78,11 @@ check_two_layers_loaded_ahead() {   # IMAGE
     bash -c "[[ \$(grep -cE 'its Prepare finds it (loaded|loading) ahead of it' '$WORK/stargzd.log') -eq 2 ]]"
 }
 
+# After a stop: the daemon's last word is its clean stop, with the CPU time it used.
+check_logged_clean_stop() {   # WHAT
+  check "$1" grep -q 'info  stopped; CPU time [0-9.]* s user, [0-9.]* s system$' "$WORK/stargzd.log"
+}
+
 # After a stop: the daemon said, for each lazy mount it unmounted or handed over, that every
 # FUSE request got its reply (at least one such mount, none with a request left unanswered).
 check_fuse_requests_answered() {

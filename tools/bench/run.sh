@@ -38,8 +38,8 @@
 #   BENCH_REQLOG         1: the delay proxy logs every request; each run's log dir gets its own
 #                        (requests.log: ms since the daemon's start, connection, request line, range)
 #   BENCH_PULL           the pull client: ctr-hook (default; see below), ctr (`ctr images pull` for
-#                        legacy, `ctr-remote images rpull` for the lazy snapshotters) or cri (every form: containerd's CRI plugin,
-#                        as kubelet pulls, asked by tools/cri-pull, the snapshotter under test being the
+#                        legacy, `ctr-remote images rpull` for the lazy snapshotters) or cri (every
+#                        form: containerd's CRI plugin, as kubelet pulls, asked by tools/cri-pull, the snapshotter under test being the
 #                        CRI's; the CRI labels, cri.manifest-digest among them, reach the snapshotter;
 #                        results named DATE[-quick][-LINK]-cri.*), or cri-proxy (as cri, but stargzd's
 #                        rows pull through stargzd's own CRI image-service proxy, [cri_keychain], as
